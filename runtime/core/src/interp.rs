@@ -1,0 +1,125 @@
+//! The interpreter: runs a checked model in the caller's arena, op by op, through a backend.
+//! It owns no memory; it only splits the arena into the views each op may touch.
+
+use crate::backend::{Backend, OpCall};
+use crate::error::{ExecError, LoadError, RunError};
+use crate::format::ALIGN;
+use crate::model::{Model, Storage};
+use crate::{DType, TensorMut, TensorRef};
+
+pub struct Interpreter<'m, 'a, B: Backend> {
+    model: Model<'m>,
+    backend: B,
+    arena: &'a mut [u8],
+}
+
+impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
+    /// Check that `backend` has every kernel `model` needs and that `arena` holds the plan
+    /// (the first bytes up to a 16-byte boundary are skipped). Nothing runs before this.
+    pub fn new(model: Model<'m>, backend: B, arena: &'a mut [u8]) -> Result<Self, LoadError> {
+        if let Some(k) = model.kernels().iter().find(|k| !backend.supports(*k)) {
+            return Err(LoadError::MissingKernel(k));
+        }
+        let pad = arena.as_ptr().align_offset(ALIGN).min(arena.len());
+        let arena = &mut arena[pad..];
+        if arena.len() < model.arena_bytes() {
+            return Err(LoadError::ArenaTooSmall {
+                need: (model.arena_bytes() + ALIGN - 1) as u32,
+                have: (arena.len() + pad) as u32,
+            });
+        }
+        Ok(Interpreter { model, backend, arena })
+    }
+
+    pub fn model(&self) -> &Model<'m> {
+        &self.model
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    fn arena_range(&self, t: u16) -> Option<(usize, usize)> {
+        match self.model.tensor(t).storage {
+            Storage::Arena { offset, bytes } => Some((offset, bytes)),
+            Storage::Const(_) => None,
+        }
+    }
+
+    /// Raw bytes of graph input `i`, to fill before `invoke`.
+    pub fn input_bytes_mut(&mut self, i: usize) -> Result<&mut [u8], RunError> {
+        let t = self.model.input_tensor(i).ok_or(RunError::NoSuchTensor)?;
+        let (o, n) = self.arena_range(t).ok_or(RunError::NoSuchTensor)?;
+        Ok(&mut self.arena[o..o + n])
+    }
+
+    /// Copy f32 data into graph input `i` (which must be an f32 tensor of that size).
+    pub fn set_input_f32(&mut self, i: usize, data: &[f32]) -> Result<(), RunError> {
+        let t = self.model.input_tensor(i).ok_or(RunError::NoSuchTensor)?;
+        let info = self.model.tensor(t).info;
+        if info.dtype != DType::F32 || info.numel() != data.len() {
+            return Err(RunError::WrongInput { expected_elems: info.numel() as u32, got_elems: data.len() as u32 });
+        }
+        let dst = self.input_bytes_mut(i)?;
+        for (d, s) in dst.chunks_exact_mut(4).zip(data) {
+            d.copy_from_slice(&s.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Graph output `i`, valid after `invoke`.
+    pub fn output(&self, i: usize) -> Result<TensorRef<'_>, RunError> {
+        let t = self.model.output_tensor(i).ok_or(RunError::NoSuchTensor)?;
+        let (o, n) = self.arena_range(t).ok_or(RunError::NoSuchTensor)?;
+        Ok(TensorRef { info: self.model.tensor(t).info, data: &self.arena[o..o + n] })
+    }
+
+    /// Run every op in order.
+    pub fn invoke(&mut self) -> Result<(), RunError> {
+        for i in 0..self.model.n_ops() {
+            self.invoke_op(i)?;
+        }
+        Ok(())
+    }
+
+    /// Run op `i` alone (for per-op profiling; ops must run in order).
+    pub fn invoke_op(&mut self, i: usize) -> Result<(), RunError> {
+        let err = |error| RunError::Exec { index: i as u16, error };
+        let op = self.model.op(i).ok_or(RunError::NoSuchTensor)?;
+        let kernel = self.model.kernel_of(i).ok_or(err(ExecError::Shape))?;
+        let (params, np) = op.param_words();
+        for k in 0..op.n_outputs() {
+            let out_t = op.output(k);
+            let (oo, ob) = self.arena_range(out_t).ok_or(err(ExecError::Shape))?;
+            let (lo, rest) = self.arena.split_at_mut(oo);
+            let (out_buf, hi) = rest.split_at_mut(ob);
+            let (lo, hi): (&[u8], &[u8]) = (lo, hi);
+            let mut call = OpCall::new(op.kind, kernel, &params[..np], k);
+            for j in 0..op.n_inputs() {
+                let t = match op.input(j) {
+                    None => None,
+                    Some(t) => {
+                        let d = self.model.tensor(t);
+                        let data = match d.storage {
+                            Storage::Const(c) => c,
+                            Storage::Arena { offset, bytes } if offset + bytes <= oo => &lo[offset..offset + bytes],
+                            Storage::Arena { offset, bytes } if offset >= oo + ob => {
+                                &hi[offset - oo - ob..offset - oo - ob + bytes]
+                            }
+                            Storage::Arena { offset, bytes } if j == 0 && offset == oo && bytes == ob => {
+                                call.in_place = true;
+                                &[]
+                            }
+                            Storage::Arena { .. } => return Err(err(ExecError::Shape)),
+                        };
+                        Some(TensorRef { info: d.info, data })
+                    }
+                };
+                call.push_input(t).map_err(err)?;
+            }
+            let out = TensorMut { info: self.model.tensor(out_t).info, data: out_buf };
+            self.backend.execute(&call, out).map_err(err)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Kernel identities: which concrete routine an op needs. A model states the set it needs
+//! in its header; a backend states which it has; the interpreter compares the two at load.
+
+use crate::op::{OpKind, OP_KIND_COUNT};
+
+/// Element flavour of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum Variant {
+    /// f32 arithmetic (or 4-byte elements for pure data movement).
+    F32 = 0,
+    /// int8/uint8 arithmetic (or 1-byte elements for pure data movement).
+    I8 = 1,
+    /// Depthwise convolution, f32.
+    DwF32 = 2,
+    /// Depthwise convolution, int8.
+    DwI8 = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct KernelId {
+    pub kind: OpKind,
+    pub variant: Variant,
+}
+
+impl KernelId {
+    pub const fn index(self) -> usize {
+        self.kind as usize * 4 + self.variant as usize
+    }
+
+    pub fn from_index(i: usize) -> Option<KernelId> {
+        let kind = OpKind::from_code(u16::try_from(i / 4).ok()?)?;
+        let variant = match i % 4 {
+            0 => Variant::F32,
+            1 => Variant::I8,
+            2 => Variant::DwF32,
+            _ => Variant::DwI8,
+        };
+        Some(KernelId { kind, variant })
+    }
+}
+
+impl core::fmt::Display for KernelId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let v = match self.variant {
+            Variant::F32 => "f32",
+            Variant::I8 => "i8",
+            Variant::DwF32 => "dw-f32",
+            Variant::DwI8 => "dw-i8",
+        };
+        write!(f, "{}.{}", self.kind.name(), v)
+    }
+}
+
+const _: () = assert!(OP_KIND_COUNT * 4 <= 256);
+
+/// A set of kernels, 256 bits, stored as four little-endian u64 words in the header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct KernelSet(pub [u64; 4]);
+
+impl KernelSet {
+    pub fn insert(&mut self, k: KernelId) {
+        let i = k.index();
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn contains(&self, k: KernelId) -> bool {
+        let i = k.index();
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = KernelId> + '_ {
+        (0..256).filter(|i| self.0[i / 64] & (1 << (i % 64)) != 0).filter_map(KernelId::from_index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,606 @@
+//! `Model`: a parsed, fully checked view over `.cairn` bytes. Zero-copy: weights, params
+//! and tables are read in place. Every check that the hot loop relies on happens here,
+//! once: sizes, offsets, alignment, dtypes, quantization, shapes of every op, op order,
+//! and that no two tensors alive at the same time share arena bytes.
+
+use crate::error::{LoadError, OpProblem};
+use crate::format::{self, hdr, opr, tns, u16_at, u32_at, ALIGN, NONE};
+use crate::kernel::{KernelId, KernelSet, Variant};
+use crate::op::{self, infer_output, OpKind, MAX_OP_INPUTS, MAX_OP_OUTPUTS};
+use crate::shape::{Shape, MAX_RANK};
+use crate::{DType, Quant, TensorInfo};
+
+/// Hard limits that bound the work of checking a hostile file.
+pub const MAX_TENSORS: usize = 8192;
+pub const MAX_OPS: usize = 8192;
+
+/// Where a tensor's bytes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage<'a> {
+    Arena { offset: usize, bytes: usize },
+    Const(&'a [u8]),
+}
+
+/// One tensor's record.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorDesc<'a> {
+    pub info: TensorInfo<'a>,
+    pub storage: Storage<'a>,
+    pub def_time: u16,
+    pub last_time: u16,
+}
+
+/// One op's record.
+#[derive(Clone, Copy, Debug)]
+pub struct OpView<'a> {
+    pub kind: OpKind,
+    io: &'a [u8],
+    n_in: usize,
+    n_out: usize,
+    pub params: &'a [u8],
+}
+
+impl<'a> OpView<'a> {
+    pub fn n_inputs(&self) -> usize {
+        self.n_in
+    }
+    pub fn n_outputs(&self) -> usize {
+        self.n_out
+    }
+    /// Tensor index of input `k`, `None` for an absent optional input.
+    pub fn input(&self, k: usize) -> Option<u16> {
+        let v = u16_at(self.io, 2 * k);
+        (k < self.n_in && v != NONE).then_some(v)
+    }
+    pub fn output(&self, k: usize) -> u16 {
+        u16_at(self.io, 2 * (self.n_in + k))
+    }
+    pub fn param(&self, i: usize) -> i32 {
+        format::i32_at(self.params, 4 * i)
+    }
+    pub fn n_params(&self) -> usize {
+        self.params.len() / 4
+    }
+    /// Parameters copied into a fixed buffer (the longest op layout fits).
+    pub fn param_words(&self) -> ([i32; 2 * MAX_RANK + 2], usize) {
+        let mut w = [0i32; 2 * MAX_RANK + 2];
+        let n = self.n_params().min(w.len());
+        for (i, slot) in w.iter_mut().enumerate().take(n) {
+            *slot = self.param(i);
+        }
+        (w, n)
+    }
+}
+
+/// A checked model.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    bytes: &'a [u8],
+    n_tensors: usize,
+    n_ops: usize,
+    n_inputs: usize,
+    n_outputs: usize,
+    tensors: &'a [u8],
+    ops: &'a [u8],
+    index: &'a [u8],
+    params: &'a [u8],
+    blob: &'a [u8],
+    arena_bytes: usize,
+    arena_lower_bound: usize,
+    kernels: KernelSet,
+}
+
+fn section<'a>(b: &'a [u8], off: u32, len: usize, align: usize) -> Result<&'a [u8], LoadError> {
+    let off = off as usize;
+    if off % align != 0 || off < format::HEADER_BYTES {
+        return Err(LoadError::Section);
+    }
+    let end = off.checked_add(len).ok_or(LoadError::Section)?;
+    b.get(off..end).ok_or(LoadError::Section)
+}
+
+impl<'a> Model<'a> {
+    /// Parse and check `.cairn` bytes. The bytes must start on a 16-byte boundary.
+    pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        let m = Self::parse_header(bytes)?;
+        for i in 0..m.n_tensors {
+            m.check_tensor(i)?;
+        }
+        m.check_io()?;
+        let mut kernels = KernelSet::default();
+        for i in 0..m.n_ops {
+            let k = m.check_op(i)?;
+            kernels.insert(k);
+        }
+        if kernels != m.kernels {
+            return Err(LoadError::KernelSet);
+        }
+        m.check_lifetimes()?;
+        m.check_plan()?;
+        Ok(m)
+    }
+
+    fn parse_header(b: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        if b.len() < format::HEADER_BYTES {
+            return Err(LoadError::Truncated);
+        }
+        if b[..8] != format::MAGIC {
+            return Err(LoadError::BadMagic);
+        }
+        if b[hdr::VERSION] != format::VERSION {
+            return Err(LoadError::UnsupportedVersion { found: b[hdr::VERSION], supported: format::VERSION });
+        }
+        let stated = u32_at(b, hdr::FILE_BYTES);
+        if stated as usize != b.len() {
+            return Err(LoadError::LengthMismatch { stated, actual: b.len() as u32 });
+        }
+        let crc = u32_at(b, hdr::CRC);
+        let actual = format::file_crc(b);
+        if crc != actual {
+            return Err(LoadError::Checksum { stated: crc, actual });
+        }
+        if b.as_ptr() as usize % ALIGN != 0 {
+            return Err(LoadError::Misaligned);
+        }
+        if u16_at(b, hdr::HEADER_LEN) as usize != format::HEADER_BYTES
+            || b[hdr::FLAGS] != 0
+            || b[hdr::RESERVED..format::HEADER_BYTES].iter().any(|&x| x != 0)
+        {
+            return Err(LoadError::BadHeader);
+        }
+        let n_tensors = u16_at(b, hdr::N_TENSORS) as usize;
+        let n_ops = u16_at(b, hdr::N_OPS) as usize;
+        let n_inputs = u16_at(b, hdr::N_INPUTS) as usize;
+        let n_outputs = u16_at(b, hdr::N_OUTPUTS) as usize;
+        if n_tensors > MAX_TENSORS || n_ops > MAX_OPS || n_outputs == 0 {
+            return Err(LoadError::BadHeader);
+        }
+        let index_len = u32_at(b, hdr::INDEX_LEN) as usize;
+        let params_len = u32_at(b, hdr::PARAMS_LEN) as usize;
+        let mut kernels = KernelSet::default();
+        for (i, w) in kernels.0.iter_mut().enumerate() {
+            let lo = u32_at(b, hdr::KERNELS + 8 * i) as u64;
+            let hi = u32_at(b, hdr::KERNELS + 8 * i + 4) as u64;
+            *w = lo | hi << 32;
+        }
+        let arena_bytes = u32_at(b, hdr::ARENA_BYTES) as usize;
+        let arena_lower_bound = u32_at(b, hdr::ARENA_LOWER_BOUND) as usize;
+        if arena_bytes % ALIGN != 0 || arena_lower_bound > arena_bytes {
+            return Err(LoadError::BadHeader);
+        }
+        Ok(Model {
+            bytes: b,
+            n_tensors,
+            n_ops,
+            n_inputs,
+            n_outputs,
+            tensors: section(b, u32_at(b, hdr::TENSORS_OFF), n_tensors * format::TENSOR_BYTES, 4)?,
+            ops: section(b, u32_at(b, hdr::OPS_OFF), n_ops * format::OP_BYTES, 4)?,
+            index: section(b, u32_at(b, hdr::INDEX_OFF), index_len.checked_mul(2).ok_or(LoadError::Section)?, 2)?,
+            params: section(b, u32_at(b, hdr::PARAMS_OFF), params_len.checked_mul(4).ok_or(LoadError::Section)?, 4)?,
+            blob: section(b, u32_at(b, hdr::BLOB_OFF), u32_at(b, hdr::BLOB_LEN) as usize, ALIGN)?,
+            arena_bytes,
+            arena_lower_bound,
+            kernels,
+        })
+    }
+
+    // ----- accessors -----
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+    pub fn flash_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+    /// The planner's lower bound: the largest total of tensors alive at one time.
+    pub fn arena_lower_bound(&self) -> usize {
+        self.arena_lower_bound
+    }
+    pub fn kernels(&self) -> KernelSet {
+        self.kernels
+    }
+    pub fn n_tensors(&self) -> usize {
+        self.n_tensors
+    }
+    pub fn n_ops(&self) -> usize {
+        self.n_ops
+    }
+    pub fn n_inputs(&self) -> usize {
+        self.n_inputs
+    }
+    pub fn n_outputs(&self) -> usize {
+        self.n_outputs
+    }
+    pub fn blob_bytes(&self) -> usize {
+        self.blob.len()
+    }
+    pub fn input_tensor(&self, i: usize) -> Option<u16> {
+        (i < self.n_inputs).then(|| u16_at(self.index, 2 * i))
+    }
+    pub fn output_tensor(&self, i: usize) -> Option<u16> {
+        (i < self.n_outputs).then(|| u16_at(self.index, 2 * (self.n_inputs + i)))
+    }
+
+    /// Tensor `i`. Checked at parse time; out-of-range `i` gives a zero-sized f32 scalar.
+    pub fn tensor(&self, i: u16) -> TensorDesc<'a> {
+        self.decode_tensor(i as usize).unwrap_or(TensorDesc {
+            info: TensorInfo { dtype: DType::F32, shape: Shape::SCALAR, quant: Quant::None },
+            storage: Storage::Const(&[]),
+            def_time: 0,
+            last_time: 0,
+        })
+    }
+
+    pub fn op(&self, i: usize) -> Option<OpView<'a>> {
+        self.decode_op(i).ok()
+    }
+
+    /// The kernel op `i` needs, as stored in the op record (checked at parse time).
+    pub fn kernel_of(&self, i: usize) -> Option<KernelId> {
+        let r = self.ops.get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES)?;
+        KernelId::from_index(u16_at(r, opr::KERNEL) as usize)
+    }
+
+    // ----- decoding -----
+
+    fn blob_slice(&self, off: u32, len: usize, align: usize) -> Option<&'a [u8]> {
+        let off = off as usize;
+        if off % align != 0 {
+            return None;
+        }
+        self.blob.get(off..off.checked_add(len)?)
+    }
+
+    fn decode_tensor(&self, i: usize) -> Option<TensorDesc<'a>> {
+        let r = self.tensors.get(i * format::TENSOR_BYTES..(i + 1) * format::TENSOR_BYTES)?;
+        let dtype = DType::from_code(r[tns::DTYPE])?;
+        let mut dims = [0u32; MAX_RANK];
+        for (k, d) in dims.iter_mut().enumerate() {
+            *d = u32_at(r, tns::DIMS + 4 * k);
+        }
+        let rank = r[tns::RANK];
+        let shape = Shape::from_raw(rank, dims)?;
+        if dims[rank as usize..].iter().any(|&d| d != 0) {
+            return None;
+        }
+        let numel = shape.numel()?;
+        let bytes = numel.checked_mul(dtype.size_bytes())?;
+        if u32_at(r, tns::BYTES) as usize != bytes {
+            return None;
+        }
+        let offset = u32_at(r, tns::OFFSET);
+        let storage = match r[tns::STORAGE] {
+            format::STORAGE_ARENA => {
+                let off = offset as usize;
+                if off % ALIGN != 0 || off.checked_add(bytes)? > self.arena_bytes {
+                    return None;
+                }
+                Storage::Arena { offset: off, bytes }
+            }
+            format::STORAGE_CONST => Storage::Const(self.blob_slice(offset, bytes, ALIGN)?),
+            _ => return None,
+        };
+        let quant = match r[tns::QUANT] {
+            format::QUANT_NONE => Quant::None,
+            format::QUANT_TENSOR => {
+                let scale = f32::from_bits(u32_at(r, tns::SCALE));
+                let zero_point = format::i32_at(r, tns::ZERO);
+                if !(scale.is_finite() && scale > 0.0) || !(-(1 << 24)..(1 << 24)).contains(&zero_point) {
+                    return None;
+                }
+                Quant::PerTensor { scale, zero_point }
+            }
+            format::QUANT_AXIS => {
+                let axis = r[tns::AXIS] as usize;
+                let n = *shape.dims().get(axis)? as usize;
+                let s = self.blob_slice(u32_at(r, tns::SCALE), 4 * n, 4)?;
+                let z = self.blob_slice(u32_at(r, tns::ZERO), 4 * n, 4)?;
+                let scales: &[f32] = bytemuck::try_cast_slice(s).ok()?;
+                let zero_points: &[i32] = bytemuck::try_cast_slice(z).ok()?;
+                if scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                    || zero_points.iter().any(|z| !(-(1 << 24)..(1 << 24)).contains(z))
+                {
+                    return None;
+                }
+                Quant::PerAxis { axis, scales, zero_points }
+            }
+            _ => return None,
+        };
+        if quant != Quant::None && dtype == DType::F32 {
+            return None;
+        }
+        Some(TensorDesc {
+            info: TensorInfo { dtype, shape, quant },
+            storage,
+            def_time: u16_at(r, tns::DEF_TIME),
+            last_time: u16_at(r, tns::LAST_TIME),
+        })
+    }
+
+    fn decode_op(&self, i: usize) -> Result<OpView<'a>, OpProblem> {
+        let r = self.ops.get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES).ok_or(OpProblem::TensorIndex)?;
+        let kind = OpKind::from_code(u16_at(r, opr::KIND)).ok_or(OpProblem::UnknownKind)?;
+        let (n_in, n_out) = (r[opr::N_IN] as usize, r[opr::N_OUT] as usize);
+        let (lo, hi, outs) = kind.arity();
+        if n_in < lo || n_in > hi || n_out == 0 || n_out > MAX_OP_OUTPUTS || (outs != 0 && n_out != outs) {
+            return Err(OpProblem::Arity);
+        }
+        let start = u32_at(r, opr::IO_START) as usize;
+        let io = self.index.get(2 * start..2 * (start + n_in + n_out)).ok_or(OpProblem::TensorIndex)?;
+        let ps = u32_at(r, opr::PARAMS_START) as usize;
+        let pl = u16_at(r, opr::PARAMS_LEN) as usize;
+        let params = self.params.get(4 * ps..4 * (ps + pl)).ok_or(OpProblem::ParamLen)?;
+        Ok(OpView { kind, io, n_in, n_out, params })
+    }
+
+    // ----- checks -----
+
+    fn check_tensor(&self, i: usize) -> Result<(), LoadError> {
+        let t = self.decode_tensor(i).ok_or(LoadError::Tensor { index: i as u16 })?;
+        let n = self.n_ops as u16;
+        let ok = match t.storage {
+            Storage::Arena { .. } => t.def_time <= n && t.last_time >= t.def_time && t.last_time <= n + 1,
+            Storage::Const(_) => true,
+        };
+        if !ok {
+            return Err(LoadError::Tensor { index: i as u16 });
+        }
+        Ok(())
+    }
+
+    fn check_io(&self) -> Result<(), LoadError> {
+        if self.index.len() < 2 * (self.n_inputs + self.n_outputs) {
+            return Err(LoadError::Section);
+        }
+        for k in 0..self.n_inputs + self.n_outputs {
+            let t = u16_at(self.index, 2 * k) as usize;
+            if t >= self.n_tensors {
+                return Err(LoadError::BadHeader);
+            }
+            let d = self.tensor(t as u16);
+            let is_input = k < self.n_inputs;
+            let ok = matches!(d.storage, Storage::Arena { .. })
+                && (!is_input || d.def_time == 0)
+                && (is_input || d.last_time == self.n_ops as u16 + 1);
+            if !ok {
+                return Err(LoadError::Tensor { index: t as u16 });
+            }
+        }
+        // Every arena tensor that claims to be a graph input is one.
+        for t in 0..self.n_tensors {
+            let d = self.tensor(t as u16);
+            if matches!(d.storage, Storage::Arena { .. })
+                && d.def_time == 0
+                && !(0..self.n_inputs).any(|k| self.input_tensor(k) == Some(t as u16))
+            {
+                return Err(LoadError::Tensor { index: t as u16 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Check op `i` and return the kernel it needs.
+    fn check_op(&self, i: usize) -> Result<KernelId, LoadError> {
+        let err = |kind: Option<OpKind>, problem| LoadError::Op { index: i as u16, kind, problem };
+        let op = self.decode_op(i).map_err(|p| err(None, p))?;
+        let kind = op.kind;
+        let e = |p| err(Some(kind), p);
+        let time = (i + 1) as u16;
+        let mut shapes: [Option<Shape>; MAX_OP_INPUTS] = [None; MAX_OP_INPUTS];
+        for k in 0..op.n_in {
+            let Some(t) = op.input(k) else { continue };
+            if t as usize >= self.n_tensors {
+                return Err(e(OpProblem::TensorIndex));
+            }
+            let d = self.tensor(t);
+            if let Storage::Arena { .. } = d.storage {
+                if d.def_time >= time || d.last_time < time {
+                    return Err(e(OpProblem::Order));
+                }
+            }
+            shapes[k] = Some(d.info.shape);
+        }
+        if op.input(0).is_none() {
+            return Err(e(OpProblem::Arity));
+        }
+        let out0 = op.output(0);
+        if out0 as usize >= self.n_tensors {
+            return Err(e(OpProblem::TensorIndex));
+        }
+        let out_rank = self.tensor(out0).info.shape.rank();
+        if op.n_params() != kind.param_len(out_rank, op.n_out) {
+            return Err(e(OpProblem::ParamLen));
+        }
+        let (p, np) = op.param_words();
+        let p = &p[..np];
+        for k in 0..op.n_out {
+            let t = op.output(k);
+            if t as usize >= self.n_tensors || (0..k).any(|j| op.output(j) == t) {
+                return Err(e(OpProblem::TensorIndex));
+            }
+            let d = self.tensor(t);
+            if !matches!(d.storage, Storage::Arena { .. }) || d.def_time != time {
+                return Err(e(OpProblem::Output));
+            }
+            let s = infer_output(kind, p, &shapes[..op.n_in], k, &d.info.shape).map_err(|s| e(OpProblem::Shape(s)))?;
+            if s != d.info.shape {
+                return Err(e(OpProblem::Shape(op::ShapeError::Mismatch)));
+            }
+            self.check_overlap(&op, t).map_err(e)?;
+        }
+        let k = self.check_types(&op).map_err(e)?;
+        if self.kernel_of(i) != Some(k) {
+            return Err(LoadError::KernelSet);
+        }
+        Ok(k)
+    }
+
+    /// An output may share bytes with an input only as the exact in-place case.
+    fn check_overlap(&self, op: &OpView<'a>, out: u16) -> Result<(), OpProblem> {
+        let Storage::Arena { offset: oo, bytes: ob } = self.tensor(out).storage else {
+            return Err(OpProblem::Output);
+        };
+        for k in 0..op.n_in {
+            let Some(t) = op.input(k) else { continue };
+            if let Storage::Arena { offset, bytes } = self.tensor(t).storage {
+                let overlap = offset < oo + ob && oo < offset + bytes && ob > 0 && bytes > 0;
+                if overlap && !(k == 0 && op.kind.can_run_in_place() && offset == oo && bytes == ob) {
+                    return Err(OpProblem::InPlace);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_types(&self, op: &OpView<'a>) -> Result<KernelId, OpProblem> {
+        use OpKind::*;
+        let info = |k: usize| op.input(k).map(|t| self.tensor(t).info);
+        let x = info(0).ok_or(OpProblem::Arity)?;
+        let y = self.tensor(op.output(0)).info;
+        let per_tensor = |i: &TensorInfo| matches!(i.quant, Quant::PerTensor { .. });
+        let q8 = x.dtype == DType::I8;
+        let same_all = (0..op.n_in).all(|k| info(k).is_none_or(|i| i.dtype == x.dtype))
+            && (0..op.n_out).all(|k| self.tensor(op.output(k)).info.dtype == x.dtype);
+        let f32_only = x.dtype == DType::F32 && same_all;
+        let dt_ok = match op.kind {
+            Conv | ConvTranspose | FullyConnected => {
+                let w = info(1).ok_or(OpProblem::Arity)?;
+                if q8 {
+                    let sym = match w.quant {
+                        Quant::PerTensor { zero_point, .. } => zero_point == 0,
+                        Quant::PerAxis { zero_points, axis, .. } => {
+                            axis == if op.kind == ConvTranspose { 1 } else { 0 } && zero_points.iter().all(|&z| z == 0)
+                        }
+                        Quant::None => false,
+                    };
+                    let oc = y.shape.dim(if op.kind == FullyConnected { y.shape.rank() - 1 } else { 1 });
+                    let rq = info(3).ok_or(OpProblem::Arity)?;
+                    w.dtype == DType::I8 && sym && per_tensor(&x) && y.dtype == DType::I8 && per_tensor(&y)
+                        && info(2).is_none_or(|b| b.dtype == DType::I32)
+                        && rq.dtype == DType::F32 && rq.numel() == oc
+                        && self.is_const(op.input(3))
+                } else {
+                    x.dtype == DType::F32 && w.dtype == DType::F32 && y.dtype == DType::F32
+                        && info(2).is_none_or(|b| b.dtype == DType::F32) && op.n_in <= 3
+                }
+            }
+            BatchMatMul => {
+                if q8 {
+                    let b = info(1).ok_or(OpProblem::Arity)?;
+                    let rq = info(2).ok_or(OpProblem::Arity)?;
+                    b.dtype == DType::I8 && per_tensor(&x) && per_tensor(&b) && y.dtype == DType::I8
+                        && per_tensor(&y) && rq.dtype == DType::F32 && rq.numel() == 1
+                        && self.is_const(op.input(2))
+                } else {
+                    op.n_in == 2 && f32_only
+                }
+            }
+            Add | Sub | Mul => same_all && (!q8 || (0..2).all(|k| info(k).is_some_and(|i| per_tensor(&i))) && per_tensor(&y)) && (q8 || x.dtype == DType::F32),
+            Div | PRelu | Unary => f32_only,
+            Concat | Reshape | Transpose | Slice | Split | Pad | MaxPool | Resize => {
+                // Data movement keeps the quantization, except Concat/Resize which requantize.
+                let keep = matches!(op.kind, Concat | Resize)
+                    || (0..op.n_out).all(|k| self.tensor(op.output(k)).info.quant == x.quant);
+                same_all && keep && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
+            }
+            AveragePool | GlobalAveragePool | ReduceMean | Softmax => {
+                same_all && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
+            }
+            LayerNorm => {
+                let g = info(1).ok_or(OpProblem::Arity)?;
+                (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
+                    && y.dtype == x.dtype && g.dtype == DType::F32
+                    && info(2).is_none_or(|b| b.dtype == DType::F32)
+            }
+            Lut => {
+                let t = info(1).ok_or(OpProblem::Arity)?;
+                q8 && y.dtype == DType::I8 && t.dtype == DType::I8 && self.is_const(op.input(1))
+            }
+            Quantize => {
+                let ok_q = match y.quant {
+                    Quant::PerTensor { .. } => true,
+                    Quant::PerAxis { axis, .. } => axis < y.shape.rank(),
+                    Quant::None => false,
+                };
+                x.dtype == DType::F32 && matches!(y.dtype, DType::I8 | DType::U8) && ok_q
+            }
+            Dequantize => {
+                let ok_q = !matches!(x.quant, Quant::None);
+                matches!(x.dtype, DType::I8 | DType::U8 | DType::I32) && y.dtype == DType::F32 && ok_q
+            }
+        };
+        if !dt_ok {
+            return Err(OpProblem::DType);
+        }
+        Ok(kernel_id(op.kind, &x, &y, op.param(op::conv::GROUP)))
+    }
+
+    fn is_const(&self, t: Option<u16>) -> bool {
+        t.is_some_and(|t| matches!(self.tensor(t).storage, Storage::Const(_)))
+    }
+
+    /// Each arena tensor that is not a graph input is written by the op its `def_time`
+    /// names, and read no later than its `last_time`.
+    fn check_lifetimes(&self) -> Result<(), LoadError> {
+        for t in 0..self.n_tensors as u16 {
+            let d = self.tensor(t);
+            if !matches!(d.storage, Storage::Arena { .. }) || d.def_time == 0 {
+                continue;
+            }
+            let op = self.op(d.def_time as usize - 1).ok_or(LoadError::Tensor { index: t })?;
+            if !(0..op.n_outputs()).any(|k| op.output(k) == t) {
+                return Err(LoadError::Tensor { index: t });
+            }
+        }
+        Ok(())
+    }
+
+    /// No two arena tensors alive at the same time share bytes, except an in-place op's
+    /// input and output at the op where the input dies.
+    fn check_plan(&self) -> Result<(), LoadError> {
+        for a in 0..self.n_tensors as u16 {
+            let da = self.tensor(a);
+            let Storage::Arena { offset: oa, bytes: ba } = da.storage else { continue };
+            if ba == 0 {
+                continue;
+            }
+            for b in a + 1..self.n_tensors as u16 {
+                let db = self.tensor(b);
+                let Storage::Arena { offset: ob, bytes: bb } = db.storage else { continue };
+                let mem = oa < ob + bb && ob < oa + ba && bb > 0;
+                let time = da.def_time <= db.last_time && db.def_time <= da.last_time;
+                if mem && time && !self.is_in_place_pair(a, b) && !self.is_in_place_pair(b, a) {
+                    return Err(LoadError::PlanOverlap { a, b });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_in_place_pair(&self, src: u16, dst: u16) -> bool {
+        let (s, d) = (self.tensor(src), self.tensor(dst));
+        if d.def_time == 0 || d.def_time != s.last_time || s.storage != d.storage {
+            return false;
+        }
+        self.op(d.def_time as usize - 1)
+            .is_some_and(|op| op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst)
+    }
+}
+
+/// The kernel an op needs, from its kind, first input, first output and (Conv) group
+/// (pass 0 for other ops).
+pub fn kernel_id(kind: OpKind, x: &TensorInfo, y: &TensorInfo, group: i32) -> KernelId {
+    let q8 = |d: DType| matches!(d, DType::I8 | DType::U8);
+    let v = if q8(x.dtype) || q8(y.dtype) { Variant::I8 } else { Variant::F32 };
+    let variant = match kind {
+        OpKind::Conv if group > 1 && x.shape.rank() == 4 && group as usize == x.shape.dim(1) => {
+            if v == Variant::I8 { Variant::DwI8 } else { Variant::DwF32 }
+        }
+        _ => v,
+    };
+    KernelId { kind, variant }
+}

@@ -1,0 +1,567 @@
+//! The op set: kinds, their parameter words, and their shape rules.
+//!
+//! Each op stores its parameters as a short list of `i32` words (floats as their bits).
+//! [`infer_output`] is the single source of truth for output shapes; the converter uses it
+//! to build the graph and `Model::parse` uses it to check every op once at load.
+
+use crate::shape::{broadcast, Shape, MAX_RANK};
+
+/// Op kinds. The discriminant is the on-disk code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u16)]
+pub enum OpKind {
+    Conv = 1,
+    ConvTranspose = 2,
+    FullyConnected = 3,
+    BatchMatMul = 4,
+    Add = 5,
+    Sub = 6,
+    Mul = 7,
+    Div = 8,
+    PRelu = 9,
+    Concat = 10,
+    Reshape = 11,
+    Transpose = 12,
+    Slice = 13,
+    Split = 14,
+    Pad = 15,
+    MaxPool = 16,
+    AveragePool = 17,
+    GlobalAveragePool = 18,
+    ReduceMean = 19,
+    Resize = 20,
+    Unary = 21,
+    Lut = 22,
+    Softmax = 23,
+    LayerNorm = 24,
+    Quantize = 25,
+    Dequantize = 26,
+}
+
+pub const OP_KIND_COUNT: usize = 27;
+
+impl OpKind {
+    pub const fn from_code(c: u16) -> Option<OpKind> {
+        use OpKind::*;
+        Some(match c {
+            1 => Conv,
+            2 => ConvTranspose,
+            3 => FullyConnected,
+            4 => BatchMatMul,
+            5 => Add,
+            6 => Sub,
+            7 => Mul,
+            8 => Div,
+            9 => PRelu,
+            10 => Concat,
+            11 => Reshape,
+            12 => Transpose,
+            13 => Slice,
+            14 => Split,
+            15 => Pad,
+            16 => MaxPool,
+            17 => AveragePool,
+            18 => GlobalAveragePool,
+            19 => ReduceMean,
+            20 => Resize,
+            21 => Unary,
+            22 => Lut,
+            23 => Softmax,
+            24 => LayerNorm,
+            25 => Quantize,
+            26 => Dequantize,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        use OpKind::*;
+        match self {
+            Conv => "Conv",
+            ConvTranspose => "ConvTranspose",
+            FullyConnected => "FullyConnected",
+            BatchMatMul => "BatchMatMul",
+            Add => "Add",
+            Sub => "Sub",
+            Mul => "Mul",
+            Div => "Div",
+            PRelu => "PRelu",
+            Concat => "Concat",
+            Reshape => "Reshape",
+            Transpose => "Transpose",
+            Slice => "Slice",
+            Split => "Split",
+            Pad => "Pad",
+            MaxPool => "MaxPool",
+            AveragePool => "AveragePool",
+            GlobalAveragePool => "GlobalAveragePool",
+            ReduceMean => "ReduceMean",
+            Resize => "Resize",
+            Unary => "Unary",
+            Lut => "Lut",
+            Softmax => "Softmax",
+            LayerNorm => "LayerNorm",
+            Quantize => "Quantize",
+            Dequantize => "Dequantize",
+        }
+    }
+
+    /// (min inputs, max inputs, outputs or 0 for "one or more").
+    pub const fn arity(self) -> (usize, usize, usize) {
+        use OpKind::*;
+        match self {
+            Conv | ConvTranspose | FullyConnected => (2, 4, 1),
+            BatchMatMul => (2, 3, 1),
+            Add | Sub | Mul | Div | PRelu => (2, 2, 1),
+            Concat => (1, MAX_OP_INPUTS, 1),
+            Split => (1, 1, 0),
+            Lut => (2, 2, 1),
+            LayerNorm => (2, 3, 1),
+            _ => (1, 1, 1),
+        }
+    }
+
+    /// Ops whose output may share the input's bytes (unary, element for element) or is a
+    /// plain view of it (Reshape).
+    pub const fn can_run_in_place(self) -> bool {
+        matches!(self, OpKind::Unary | OpKind::Lut | OpKind::Reshape)
+    }
+
+    /// Number of parameter words, given the output rank (for rank-dependent layouts) and
+    /// the number of outputs.
+    pub fn param_len(self, rank: usize, n_out: usize) -> usize {
+        use OpKind::*;
+        match self {
+            Conv => conv::LEN,
+            ConvTranspose => conv::T_LEN,
+            FullyConnected | Add | Sub | Mul | Div | PRelu => 2,
+            BatchMatMul | Reshape | GlobalAveragePool | Quantize | Dequantize => 0,
+            Concat => 1,
+            Transpose => rank,
+            Slice => 2 * rank,
+            Split => 1 + n_out,
+            Pad => 2 + rank,
+            MaxPool => 10,
+            AveragePool => 9,
+            ReduceMean => 2,
+            Resize => 5,
+            Unary => 3,
+            Lut => 1,
+            Softmax => 3,
+            LayerNorm => 2,
+        }
+    }
+}
+
+/// Upper bound on the inputs of one op (Concat is the only wide one).
+pub const MAX_OP_INPUTS: usize = 16;
+/// Upper bound on the outputs of one op (Split).
+pub const MAX_OP_OUTPUTS: usize = 16;
+
+/// Parameter word indices for Conv / ConvTranspose.
+pub mod conv {
+    pub const SH: usize = 0;
+    pub const SW: usize = 1;
+    pub const PT: usize = 2;
+    pub const PL: usize = 3;
+    pub const PB: usize = 4;
+    pub const PR: usize = 5;
+    pub const DH: usize = 6;
+    pub const DW: usize = 7;
+    pub const GROUP: usize = 8;
+    /// Conv: activation clamp low/high; ConvTranspose: output padding h/w first.
+    pub const ACT_LO: usize = 9;
+    pub const ACT_HI: usize = 10;
+    pub const LEN: usize = 11;
+    pub const OPH: usize = 9;
+    pub const OPW: usize = 10;
+    pub const T_ACT_LO: usize = 11;
+    pub const T_ACT_HI: usize = 12;
+    pub const T_LEN: usize = 13;
+}
+
+/// Element-wise functions of the f32 `Unary` op (param word 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(i32)]
+pub enum UnaryFn {
+    Identity = 0,
+    Relu = 1,
+    /// a = min, b = max
+    Clip = 2,
+    /// a = alpha
+    LeakyRelu = 3,
+    Sigmoid = 4,
+    /// a = alpha, b = beta
+    HardSigmoid = 5,
+    HardSwish = 6,
+    Tanh = 7,
+    Gelu = 8,
+    GeluTanh = 9,
+    Erf = 10,
+    Exp = 11,
+    Neg = 12,
+    Abs = 13,
+    Sqrt = 14,
+}
+
+impl UnaryFn {
+    pub const fn from_code(c: i32) -> Option<UnaryFn> {
+        use UnaryFn::*;
+        Some(match c {
+            0 => Identity,
+            1 => Relu,
+            2 => Clip,
+            3 => LeakyRelu,
+            4 => Sigmoid,
+            5 => HardSigmoid,
+            6 => HardSwish,
+            7 => Tanh,
+            8 => Gelu,
+            9 => GeluTanh,
+            10 => Erf,
+            11 => Exp,
+            12 => Neg,
+            13 => Abs,
+            14 => Sqrt,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an op's shapes or parameters do not fit together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ShapeError {
+    Rank,
+    Mismatch,
+    Param,
+    Overflow,
+}
+
+/// Output shape number `out` of an op, from its parameters and input shapes.
+/// `declared` is the output shape the graph states; ops whose output is not derivable from
+/// inputs alone (Reshape, Slice, Pad, pooling with ceil mode, Resize) check it instead.
+pub fn infer_output(
+    kind: OpKind,
+    p: &[i32],
+    ins: &[Option<Shape>],
+    out: usize,
+    declared: &Shape,
+) -> Result<Shape, ShapeError> {
+    use OpKind::*;
+    use ShapeError::*;
+    let x = ins.first().copied().flatten().ok_or(Mismatch)?;
+    let get = |i: usize| ins.get(i).copied().flatten();
+    let pos = |v: i32| -> Result<usize, ShapeError> { usize::try_from(v).map_err(|_| Param) };
+    match kind {
+        Conv | ConvTranspose => {
+            let w = get(1).ok_or(Mismatch)?;
+            let (n, c, h, wd) = x.nchw().ok_or(Rank)?;
+            let (wo, wi, kh, kw) = w.nchw().ok_or(Rank)?;
+            let [sh, sw, pt, pl, pb, pr, dh, dw, g] = [
+                pos(p[0])?, pos(p[1])?, pos(p[2])?, pos(p[3])?, pos(p[4])?, pos(p[5])?,
+                pos(p[6])?, pos(p[7])?, pos(p[8])?,
+            ];
+            if sh == 0 || sw == 0 || dh == 0 || dw == 0 || g == 0 || kh == 0 || kw == 0 {
+                return Err(Param);
+            }
+            let (oc, oh, ow);
+            if kind == Conv {
+                if c != wi * g || wo % g != 0 {
+                    return Err(Mismatch);
+                }
+                let eh = dh.checked_mul(kh - 1).ok_or(Overflow)? + 1;
+                let ew = dw.checked_mul(kw - 1).ok_or(Overflow)? + 1;
+                let ph = h + pt + pb;
+                let pw = wd + pl + pr;
+                if ph < eh || pw < ew {
+                    return Err(Mismatch);
+                }
+                oc = wo;
+                oh = (ph - eh) / sh + 1;
+                ow = (pw - ew) / sw + 1;
+            } else {
+                let (oph, opw) = (pos(p[conv::OPH])?, pos(p[conv::OPW])?);
+                if wo != c || c % g != 0 || h == 0 || wd == 0 {
+                    return Err(Mismatch);
+                }
+                oc = wi * g;
+                let full_h = sh * (h - 1) + oph + (kh - 1) * dh + 1;
+                let full_w = sw * (wd - 1) + opw + (kw - 1) * dw + 1;
+                if full_h <= pt + pb || full_w <= pl + pr {
+                    return Err(Mismatch);
+                }
+                oh = full_h - pt - pb;
+                ow = full_w - pl - pr;
+            }
+            for (i, len) in [(2usize, oc), (3, oc)] {
+                if let Some(t) = get(i) {
+                    if t.numel() != Some(len) {
+                        return Err(Mismatch);
+                    }
+                }
+            }
+            Shape::new(&[n, oc, oh, ow]).ok_or(Overflow)
+        }
+        FullyConnected => {
+            let w = get(1).ok_or(Mismatch)?;
+            if x.rank() < 1 || w.rank() != 2 || x.dim(x.rank() - 1) != w.dim(1) {
+                return Err(Mismatch);
+            }
+            for i in [2usize, 3] {
+                if let Some(t) = get(i) {
+                    if t.numel() != Some(w.dim(0)) {
+                        return Err(Mismatch);
+                    }
+                }
+            }
+            Ok(x.with_dim(x.rank() - 1, w.dims()[0]))
+        }
+        BatchMatMul => {
+            let b = get(1).ok_or(Mismatch)?;
+            if x.rank() < 2 || b.rank() < 2 {
+                return Err(Rank);
+            }
+            let (m, k) = (x.dim(x.rank() - 2), x.dim(x.rank() - 1));
+            let (k2, n) = (b.dim(b.rank() - 2), b.dim(b.rank() - 1));
+            if k != k2 {
+                return Err(Mismatch);
+            }
+            let xa = Shape::new(&dims_usize(&x)[..x.rank() - 2]).ok_or(Rank)?;
+            let ba = Shape::new(&dims_usize(&b)[..b.rank() - 2]).ok_or(Rank)?;
+            let batch = broadcast(&xa, &ba).ok_or(Mismatch)?;
+            let mut d = dims_usize(&batch);
+            let r = batch.rank();
+            if r + 2 > MAX_RANK {
+                return Err(Rank);
+            }
+            d[r] = m;
+            d[r + 1] = n;
+            Shape::new(&d[..r + 2]).ok_or(Overflow)
+        }
+        Add | Sub | Mul | Div | PRelu => broadcast(&x, &get(1).ok_or(Mismatch)?).ok_or(Mismatch),
+        Concat => {
+            let axis = pos(p[0])?;
+            if axis >= x.rank() {
+                return Err(Param);
+            }
+            let mut total = 0usize;
+            for s in ins {
+                let s = s.ok_or(Mismatch)?;
+                if s.rank() != x.rank() {
+                    return Err(Mismatch);
+                }
+                for i in 0..x.rank() {
+                    if i != axis && s.dim(i) != x.dim(i) {
+                        return Err(Mismatch);
+                    }
+                }
+                total = total.checked_add(s.dim(axis)).ok_or(Overflow)?;
+            }
+            Ok(x.with_dim(axis, u32::try_from(total).map_err(|_| Overflow)?))
+        }
+        Reshape => {
+            if declared.numel() != x.numel() {
+                return Err(Mismatch);
+            }
+            Ok(*declared)
+        }
+        Transpose => {
+            let r = x.rank();
+            let mut seen = [false; MAX_RANK];
+            let mut d = [0usize; MAX_RANK];
+            for (i, &pi) in p[..r].iter().enumerate() {
+                let pi = pos(pi)?;
+                if pi >= r || seen[pi] {
+                    return Err(Param);
+                }
+                seen[pi] = true;
+                d[i] = x.dim(pi);
+            }
+            Shape::new(&d[..r]).ok_or(Overflow)
+        }
+        Slice => {
+            let r = x.rank();
+            if declared.rank() != r {
+                return Err(Rank);
+            }
+            for i in 0..r {
+                let (start, step, n) = (p[i] as i64, p[r + i] as i64, declared.dim(i) as i64);
+                let len = x.dim(i) as i64;
+                if step == 0 || start < 0 || start >= len.max(1) && n > 0 {
+                    return Err(Param);
+                }
+                if n > 0 {
+                    let last = start + (n - 1) * step;
+                    if last < 0 || last >= len {
+                        return Err(Param);
+                    }
+                }
+            }
+            Ok(*declared)
+        }
+        Split => {
+            let axis = pos(p[0])?;
+            if axis >= x.rank() || declared.rank() != x.rank() {
+                return Err(Param);
+            }
+            let off = pos(*p.get(1 + out).ok_or(Param)?)?;
+            for i in 0..x.rank() {
+                if i != axis && declared.dim(i) != x.dim(i) {
+                    return Err(Mismatch);
+                }
+            }
+            if off.checked_add(declared.dim(axis)).ok_or(Overflow)? > x.dim(axis) {
+                return Err(Param);
+            }
+            Ok(*declared)
+        }
+        Pad => {
+            let r = x.rank();
+            if declared.rank() != r || !(0..=2).contains(&p[0]) {
+                return Err(Param);
+            }
+            for i in 0..r {
+                let b = pos(p[2 + i])?;
+                let e = declared.dim(i).checked_sub(x.dim(i) + b).ok_or(Param)?;
+                if p[0] == 1 && (b >= x.dim(i).max(1) || e >= x.dim(i).max(1)) {
+                    return Err(Param);
+                }
+                if p[0] != 0 && x.dim(i) == 0 && b + e > 0 {
+                    return Err(Param);
+                }
+            }
+            Ok(*declared)
+        }
+        MaxPool | AveragePool => {
+            let (n, c, h, w) = x.nchw().ok_or(Rank)?;
+            let mut v = [0usize; 10];
+            for (i, slot) in v.iter_mut().enumerate().take(if kind == MaxPool { 10 } else { 8 }) {
+                *slot = pos(p[i])?;
+            }
+            if kind == AveragePool {
+                v[8] = 1;
+                v[9] = 1;
+            }
+            let [kh, kw, sh, sw, pt, pl, pb, pr, dh, dw] = v;
+            if kh == 0 || kw == 0 || sh == 0 || sw == 0 || dh == 0 || dw == 0 {
+                return Err(Param);
+            }
+            let (oh, ow) = (declared.dim(2), declared.dim(3));
+            let eh = dh * (kh - 1) + 1;
+            let ew = dw * (kw - 1) + 1;
+            if h + pt + pb < eh || w + pl + pr < ew || pt >= eh || pl >= ew {
+                return Err(Mismatch);
+            }
+            let fh = (h + pt + pb - eh) / sh + 1;
+            let fw = (w + pl + pr - ew) / sw + 1;
+            let ch = (h + pt + pb - eh).div_ceil(sh) + 1;
+            let cw = (w + pl + pr - ew).div_ceil(sw) + 1;
+            if declared.rank() != 4 || declared.dim(0) != n || declared.dim(1) != c
+                || oh < fh || oh > ch || ow < fw || ow > cw
+            {
+                return Err(Mismatch);
+            }
+            // Every window must start inside the padded input.
+            if (oh - 1) * sh >= h + pt || (ow - 1) * sw >= w + pl {
+                return Err(Mismatch);
+            }
+            Ok(*declared)
+        }
+        GlobalAveragePool => {
+            if x.rank() < 3 {
+                return Err(Rank);
+            }
+            let mut d = dims_usize(&x);
+            for v in d.iter_mut().take(x.rank()).skip(2) {
+                *v = 1;
+            }
+            Shape::new(&d[..x.rank()]).ok_or(Overflow)
+        }
+        ReduceMean => {
+            let mask = p[0] as u32;
+            let keep = p[1] != 0;
+            if mask >> x.rank() != 0 || mask == 0 {
+                return Err(Param);
+            }
+            let mut d = [0usize; MAX_RANK];
+            let mut r = 0;
+            for i in 0..x.rank() {
+                if mask & (1 << i) != 0 {
+                    if keep {
+                        d[r] = 1;
+                        r += 1;
+                    }
+                } else {
+                    d[r] = x.dim(i);
+                    r += 1;
+                }
+            }
+            Shape::new(&d[..r]).ok_or(Overflow)
+        }
+        Resize => {
+            let (n, c, _, _) = x.nchw().ok_or(Rank)?;
+            if declared.rank() != 4 || declared.dim(0) != n || declared.dim(1) != c {
+                return Err(Mismatch);
+            }
+            if !(0..=1).contains(&p[0]) || !(0..=3).contains(&p[1]) || !(0..=3).contains(&p[2]) {
+                return Err(Param);
+            }
+            let (shs, sws) = (f32::from_bits(p[3] as u32), f32::from_bits(p[4] as u32));
+            if !(shs.is_finite() && shs > 0.0 && sws.is_finite() && sws > 0.0) {
+                return Err(Param);
+            }
+            Ok(*declared)
+        }
+        Unary => {
+            UnaryFn::from_code(p[0]).ok_or(Param)?;
+            Ok(x)
+        }
+        Lut => {
+            let t = get(1).ok_or(Mismatch)?;
+            let chans = match p[0] {
+                -1 => 1,
+                a => x.dims().get(pos(a)?).copied().ok_or(Param)? as usize,
+            };
+            if t.numel() != chans.checked_mul(256) {
+                return Err(Mismatch);
+            }
+            Ok(x)
+        }
+        Softmax => {
+            let (o, n, i) = (pos(p[0])?, pos(p[1])?, pos(p[2])?);
+            let prod = o.checked_mul(n).and_then(|v| v.checked_mul(i)).ok_or(Overflow)?;
+            if Some(prod) != x.numel() || n == 0 {
+                return Err(Param);
+            }
+            Ok(x)
+        }
+        LayerNorm => {
+            let axis = pos(p[0])?;
+            if axis >= x.rank() {
+                return Err(Param);
+            }
+            let inner = x.prod(axis, x.rank());
+            for i in [1usize, 2] {
+                if let Some(t) = get(i) {
+                    if t.numel() != Some(inner) {
+                        return Err(Mismatch);
+                    }
+                }
+            }
+            Ok(x)
+        }
+        Quantize | Dequantize => Ok(x),
+    }
+}
+
+fn dims_usize(s: &Shape) -> [usize; MAX_RANK] {
+    let mut d = [0usize; MAX_RANK];
+    for (i, v) in s.dims().iter().enumerate() {
+        d[i] = *v as usize;
+    }
+    d
+}

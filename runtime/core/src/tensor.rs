@@ -1,0 +1,60 @@
+//! Borrowed tensor views: metadata plus bytes in the arena or the weight blob.
+
+use crate::error::ExecError;
+use crate::{DType, Quant, Shape};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorInfo<'a> {
+    pub dtype: DType,
+    pub shape: Shape,
+    pub quant: Quant<'a>,
+}
+
+impl TensorInfo<'_> {
+    /// Elements in the tensor (checked at load, so no overflow here).
+    pub fn numel(&self) -> usize {
+        self.shape.numel().unwrap_or(0)
+    }
+}
+
+/// A read-only tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    pub info: TensorInfo<'a>,
+    pub data: &'a [u8],
+}
+
+/// The tensor an op writes.
+#[derive(Debug)]
+pub struct TensorMut<'a> {
+    pub info: TensorInfo<'a>,
+    pub data: &'a mut [u8],
+}
+
+fn want(have: DType, expect: DType) -> Result<(), ExecError> {
+    if have == expect { Ok(()) } else { Err(ExecError::DType) }
+}
+
+macro_rules! typed {
+    ($($name:ident, $name_mut:ident, $t:ty, $dt:expr;)*) => {
+        impl<'a> TensorRef<'a> {
+            $(pub fn $name(&self) -> Result<&'a [$t], ExecError> {
+                want(self.info.dtype, $dt)?;
+                bytemuck::try_cast_slice(self.data).map_err(|_| ExecError::Misaligned)
+            })*
+        }
+        impl<'a> TensorMut<'a> {
+            $(pub fn $name_mut(&mut self) -> Result<&mut [$t], ExecError> {
+                want(self.info.dtype, $dt)?;
+                bytemuck::try_cast_slice_mut(self.data).map_err(|_| ExecError::Misaligned)
+            })*
+        }
+    };
+}
+
+typed! {
+    f32s, f32s_mut, f32, DType::F32;
+    i32s, i32s_mut, i32, DType::I32;
+    i8s, i8s_mut, i8, DType::I8;
+    u8s, u8s_mut, u8, DType::U8;
+}
