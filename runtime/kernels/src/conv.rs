@@ -1,0 +1,214 @@
+//! Convolution and transposed convolution, NCHW, groups (incl. depthwise), stride,
+//! padding, dilation, fused activation clamp.
+
+use cairn_core::op::conv as p;
+use cairn_core::quant::requantize;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use crate::util::{f32_clamp, qp};
+
+struct Geo {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    pt: isize,
+    pl: isize,
+    dh: usize,
+    dw: usize,
+    g: usize,
+}
+
+fn geo(call: &OpCall<'_>, out: &TensorMut<'_>) -> Result<Geo, ExecError> {
+    let x = call.req(0)?.info.shape;
+    let w = call.req(1)?.info.shape;
+    let (n, c, h, wd) = x.nchw().ok_or(ExecError::Shape)?;
+    let (_, oc, oh, ow) = out.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let (_, _, kh, kw) = w.nchw().ok_or(ExecError::Shape)?;
+    let u = |i: usize| call.param(i) as usize;
+    Ok(Geo {
+        n, c, h, w: wd, oc, oh, ow, kh, kw,
+        sh: u(p::SH), sw: u(p::SW), pt: call.param(p::PT) as isize, pl: call.param(p::PL) as isize,
+        dh: u(p::DH), dw: u(p::DW), g: u(p::GROUP),
+    })
+}
+
+/// Visit, for output pixel (oy, ox), every kernel tap (ky, kx) with its in-bounds input pixel.
+#[inline(always)]
+fn taps(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize, usize)) {
+    for ky in 0..g.kh {
+        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+        if iy < 0 || iy >= g.h as isize {
+            continue;
+        }
+        for kx in 0..g.kw {
+            let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+            if ix < 0 || ix >= g.w as isize {
+                continue;
+            }
+            f(ky * g.kw + kx, iy as usize * g.w + ix as usize, 0);
+        }
+    }
+}
+
+pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let g = geo(call, &out)?;
+    let x = call.req(0)?.f32s()?;
+    let w = call.req(1)?.f32s()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s()?),
+        None => None,
+    };
+    let (lo, hi) = f32_clamp(call.param(p::ACT_LO), call.param(p::ACT_HI));
+    let y = out.f32s_mut()?;
+    let (cg, ocg) = (g.c / g.g, g.oc / g.g);
+    let ksz = g.kh * g.kw;
+    for n in 0..g.n {
+        for oc in 0..g.oc {
+            let grp = oc / ocg;
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = bias.map_or(0.0, |b| b[oc]);
+                    for ic in 0..cg {
+                        let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
+                        let wb = (oc * cg + ic) * ksz;
+                        taps(&g, oy, ox, |k, xi, _| acc += x[xb + xi] * w[wb + k]);
+                    }
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = acc.max(lo).min(hi);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn conv_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let g = geo(call, &out)?;
+    let xt = call.req(0)?;
+    let x = xt.i8s()?;
+    let w = call.req(1)?.i8s()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.i32s()?),
+        None => None,
+    };
+    let scales = call.req(3)?.f32s()?;
+    let (_, zx) = qp(&xt.info);
+    let (_, zy) = qp(&out.info);
+    let (lo, hi) = (call.param(p::ACT_LO), call.param(p::ACT_HI));
+    let y = out.i8s_mut()?;
+    let (cg, ocg) = (g.c / g.g, g.oc / g.g);
+    let ksz = g.kh * g.kw;
+    for n in 0..g.n {
+        for oc in 0..g.oc {
+            let grp = oc / ocg;
+            let (b, s) = (bias.map_or(0, |b| b[oc]), scales[oc]);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = b;
+                    for ic in 0..cg {
+                        let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
+                        let wb = (oc * cg + ic) * ksz;
+                        taps(&g, oy, ox, |k, xi, _| acc += (x[xb + xi] as i32 - zx) * w[wb + k] as i32);
+                    }
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = requantize(acc, s, zy, lo, hi) as i8;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Transposed conv as a gather: output pixel (oy, ox) takes input pixel (iy, ix) through
+/// tap (ky, kx) when oy + pt - ky*dh = iy*sh.
+#[inline(always)]
+fn taps_t(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
+    for ky in 0..g.kh {
+        let ny = oy as isize + g.pt - (ky * g.dh) as isize;
+        if ny < 0 || ny % g.sh as isize != 0 || ny / g.sh as isize >= g.h as isize {
+            continue;
+        }
+        let iy = (ny / g.sh as isize) as usize;
+        for kx in 0..g.kw {
+            let nx = ox as isize + g.pl - (kx * g.dw) as isize;
+            if nx < 0 || nx % g.sw as isize != 0 || nx / g.sw as isize >= g.w as isize {
+                continue;
+            }
+            f(ky * g.kw + kx, iy * g.w + (nx / g.sw as isize) as usize);
+        }
+    }
+}
+
+pub fn conv_transpose_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let g = geo(call, &out)?;
+    let x = call.req(0)?.f32s()?;
+    let w = call.req(1)?.f32s()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s()?),
+        None => None,
+    };
+    let (lo, hi) = f32_clamp(call.param(p::T_ACT_LO), call.param(p::T_ACT_HI));
+    let y = out.f32s_mut()?;
+    let (cg, ocg) = (g.c / g.g, g.oc / g.g);
+    let ksz = g.kh * g.kw;
+    for n in 0..g.n {
+        for oc in 0..g.oc {
+            let (grp, ocl) = (oc / ocg, oc % ocg);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = bias.map_or(0.0, |b| b[oc]);
+                    for icl in 0..cg {
+                        let ic = grp * cg + icl;
+                        let xb = (n * g.c + ic) * g.h * g.w;
+                        let wb = (ic * ocg + ocl) * ksz;
+                        taps_t(&g, oy, ox, |k, xi| acc += x[xb + xi] * w[wb + k]);
+                    }
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = acc.max(lo).min(hi);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn conv_transpose_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let g = geo(call, &out)?;
+    let xt = call.req(0)?;
+    let x = xt.i8s()?;
+    let w = call.req(1)?.i8s()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.i32s()?),
+        None => None,
+    };
+    let scales = call.req(3)?.f32s()?;
+    let (_, zx) = qp(&xt.info);
+    let (_, zy) = qp(&out.info);
+    let (lo, hi) = (call.param(p::T_ACT_LO), call.param(p::T_ACT_HI));
+    let y = out.i8s_mut()?;
+    let (cg, ocg) = (g.c / g.g, g.oc / g.g);
+    let ksz = g.kh * g.kw;
+    for n in 0..g.n {
+        for oc in 0..g.oc {
+            let (grp, ocl) = (oc / ocg, oc % ocg);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = bias.map_or(0, |b| b[oc]);
+                    for icl in 0..cg {
+                        let ic = grp * cg + icl;
+                        let xb = (n * g.c + ic) * g.h * g.w;
+                        let wb = (ic * ocg + ocl) * ksz;
+                        taps_t(&g, oy, ox, |k, xi| acc += (x[xb + xi] as i32 - zx) * w[wb + k] as i32);
+                    }
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = requantize(acc, scales[oc], zy, lo, hi) as i8;
+                }
+            }
+        }
+    }
+    Ok(())
+}

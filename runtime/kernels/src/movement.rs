@@ -1,0 +1,186 @@
+//! Data movement, element-size generic: Concat (with requantization for int8), Reshape,
+//! Transpose, Slice, Split, Pad.
+
+use cairn_core::quant::quantize_f32;
+use cairn_core::shape::MAX_RANK;
+use cairn_core::{DType, ExecError, OpCall, TensorMut, TensorRef};
+
+use crate::util::qp;
+
+fn esize(out: &TensorMut<'_>) -> usize {
+    out.info.dtype.size_bytes()
+}
+
+/// Copy `src` into `dst`, requantizing int8 data when the params differ.
+fn copy_elems(src: &TensorRef<'_>, s: &[u8], dst: &mut [u8], out_dtype: DType, out_q: (f32, i32)) {
+    let in_q = qp(&src.info);
+    if out_dtype == DType::I8 && in_q != out_q {
+        let (si, zi) = in_q;
+        let (so, zo) = out_q;
+        for (d, &v) in dst.iter_mut().zip(s) {
+            let real = ((v as i8) as i32 - zi) as f32 * si;
+            *d = quantize_f32(real, so, zo, -128, 127) as i8 as u8;
+        }
+    } else {
+        dst.copy_from_slice(s);
+    }
+}
+
+pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let es = esize(&out);
+    let shape = out.info.shape;
+    let axis = call.param(0) as usize;
+    let outer = shape.prod(0, axis);
+    let inner = shape.prod(axis + 1, shape.rank()) * es;
+    let row = shape.dim(axis) * inner;
+    let oq = qp(&out.info);
+    let dt = out.info.dtype;
+    let mut at = 0usize;
+    for k in 0..call.n_inputs() {
+        let t = call.req(k)?;
+        let len = t.info.shape.dim(axis) * inner;
+        for o in 0..outer {
+            let src = &t.data[o * len..(o + 1) * len];
+            copy_elems(&t, src, &mut out.data[o * row + at..o * row + at + len], dt, oq);
+        }
+        at += len;
+    }
+    Ok(())
+}
+
+pub fn reshape(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    if !call.in_place {
+        out.data.copy_from_slice(call.req(0)?.data);
+    }
+    Ok(())
+}
+
+/// Generic strided gather: out[idx] = in[base + sum(idx[d] * st[d])] (in elements).
+fn gather(src: &[u8], dst: &mut [u8], es: usize, out_dims: &[u32], base: isize, st: &[isize; MAX_RANK]) {
+    let r = out_dims.len();
+    let n: usize = out_dims.iter().map(|&d| d as usize).product();
+    let mut idx = [0usize; MAX_RANK];
+    let mut off = base;
+    for o in 0..n {
+        let s = off as usize * es;
+        dst[o * es..(o + 1) * es].copy_from_slice(&src[s..s + es]);
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            off += st[d];
+            if idx[d] < out_dims[d] as usize {
+                break;
+            }
+            off -= st[d] * idx[d] as isize;
+            idx[d] = 0;
+        }
+    }
+}
+
+pub fn transpose(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let es = esize(&out);
+    let ist = x.info.shape.strides();
+    let mut st = [0isize; MAX_RANK];
+    for (i, s) in st.iter_mut().enumerate().take(x.info.shape.rank()) {
+        *s = ist[call.param(i) as usize] as isize;
+    }
+    let dims = out.info.shape;
+    gather(x.data, out.data, es, dims.dims(), 0, &st);
+    Ok(())
+}
+
+pub fn slice(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let r = x.info.shape.rank();
+    let ist = x.info.shape.strides();
+    let mut st = [0isize; MAX_RANK];
+    let mut base = 0isize;
+    for i in 0..r {
+        base += call.param(i) as isize * ist[i] as isize;
+        st[i] = call.param(r + i) as isize * ist[i] as isize;
+    }
+    let es = esize(&out);
+    let dims = out.info.shape;
+    if dims.numel() == Some(0) {
+        return Ok(());
+    }
+    gather(x.data, out.data, es, dims.dims(), base, &st);
+    Ok(())
+}
+
+pub fn split(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let axis = call.param(0) as usize;
+    let off = call.param(1 + call.out_index) as usize;
+    let es = esize(&out);
+    let xs = x.info.shape;
+    let outer = xs.prod(0, axis);
+    let inner = xs.prod(axis + 1, xs.rank()) * es;
+    let in_row = xs.dim(axis) * inner;
+    let len = out.info.shape.dim(axis) * inner;
+    for o in 0..outer {
+        let s = o * in_row + off * inner;
+        out.data[o * len..(o + 1) * len].copy_from_slice(&x.data[s..s + len]);
+    }
+    Ok(())
+}
+
+/// Pad: mode 0 constant (param 1 = value bits for f32, the integer for int8), 1 reflect,
+/// 2 edge; params 2.. = pads at the start of each axis (the end follows from the shapes).
+pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let es = esize(&out);
+    let xs = x.info.shape;
+    let ys = out.info.shape;
+    let r = ys.rank();
+    let mode = call.param(0);
+    let value: [u8; 4] = match out.info.dtype {
+        DType::F32 | DType::I32 => call.param(1).to_le_bytes(),
+        _ => [call.param(1) as u8, 0, 0, 0],
+    };
+    let ist = xs.strides();
+    let n = ys.numel().ok_or(ExecError::Shape)?;
+    let mut idx = [0usize; MAX_RANK];
+    for o in 0..n {
+        let mut src = Some(0usize);
+        for d in 0..r {
+            let b = call.param(2 + d) as isize;
+            let len = xs.dim(d) as isize;
+            let mut i = idx[d] as isize - b;
+            if i < 0 || i >= len {
+                i = match mode {
+                    1 => {
+                        let p = 2 * (len - 1).max(1);
+                        let m = i.rem_euclid(p);
+                        if m >= len { p - m } else { m }
+                    }
+                    2 => i.clamp(0, len - 1),
+                    _ => {
+                        src = None;
+                        0
+                    }
+                };
+            }
+            if let Some(s) = src.as_mut() {
+                *s += i as usize * ist[d];
+            }
+        }
+        let dst = &mut out.data[o * es..(o + 1) * es];
+        match src {
+            Some(s) => dst.copy_from_slice(&x.data[s * es..(s + 1) * es]),
+            None => dst.copy_from_slice(&value[..es]),
+        }
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < ys.dim(d) {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Softmax and LayerNormalization. The int8 versions dequantize, compute in f32 and
+//! quantize (what ORT does around these ops in a QDQ model).
+
+use cairn_core::quant::quantize_f32;
+use cairn_core::{DType, ExecError, OpCall, TensorMut};
+
+use crate::util::qp;
+
+/// Read element i of an f32 or int8 tensor as a real number.
+fn real(data: &[u8], dtype: DType, q: (f32, i32), i: usize) -> f32 {
+    match dtype {
+        DType::I8 => ((data[i] as i8) as i32 - q.1) as f32 * q.0,
+        _ => f32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]),
+    }
+}
+
+fn store(data: &mut [u8], dtype: DType, q: (f32, i32), i: usize, v: f32) {
+    match dtype {
+        DType::I8 => data[i] = quantize_f32(v, q.0, q.1, -128, 127) as i8 as u8,
+        _ => data[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes()),
+    }
+}
+
+pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let (outer, n, inner) = (call.param(0) as usize, call.param(1) as usize, call.param(2) as usize);
+    let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let mut m = f32::NEG_INFINITY;
+            for k in 0..n {
+                m = m.max(real(x.data, dt, qx, at(k)));
+            }
+            let mut sum = 0.0f32;
+            for k in 0..n {
+                let e = libm::expf(real(x.data, dt, qx, at(k)) - m);
+                sum += e;
+                store(out.data, dt, qy, at(k), e);
+            }
+            for k in 0..n {
+                // int8 outputs were stored quantized; recompute instead of re-reading.
+                let e = libm::expf(real(x.data, dt, qx, at(k)) - m);
+                store(out.data, dt, qy, at(k), e / sum);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn layer_norm(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let gamma = call.req(1)?.f32s()?;
+    let beta = match call.input(2) {
+        Some(b) => Some(b.f32s()?),
+        None => None,
+    };
+    let axis = call.param(0) as usize;
+    let eps = call.param_f32(1);
+    let s = x.info.shape;
+    let inner = s.prod(axis, s.rank());
+    let outer = s.prod(0, axis);
+    let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
+    for o in 0..outer {
+        let base = o * inner;
+        let mut mean = 0.0f32;
+        for k in 0..inner {
+            mean += real(x.data, dt, qx, base + k);
+        }
+        mean /= inner as f32;
+        let mut var = 0.0f32;
+        for k in 0..inner {
+            let d = real(x.data, dt, qx, base + k) - mean;
+            var += d * d;
+        }
+        var /= inner as f32;
+        let inv = 1.0 / libm::sqrtf(var + eps);
+        for k in 0..inner {
+            let v = (real(x.data, dt, qx, base + k) - mean) * inv * gamma[k] + beta.map_or(0.0, |b| b[k]);
+            store(out.data, dt, qy, base + k, v);
+        }
+    }
+    Ok(())
+}

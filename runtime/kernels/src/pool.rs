@@ -1,0 +1,212 @@
+//! Pooling and mean reductions (NCHW).
+
+use cairn_core::quant::{quantize_f32, round_half_even};
+use cairn_core::{DType, ExecError, OpCall, OpKind, TensorMut};
+
+use crate::util::qp;
+
+struct Win {
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    pt: isize,
+    pl: isize,
+    pb: isize,
+    pr: isize,
+    dh: usize,
+    dw: usize,
+}
+
+fn win(call: &OpCall<'_>) -> Win {
+    let u = |i: usize| call.param(i) as usize;
+    let (dh, dw) = if call.kind == OpKind::MaxPool { (u(8), u(9)) } else { (1, 1) };
+    Win {
+        kh: u(0), kw: u(1), sh: u(2), sw: u(3),
+        pt: call.param(4) as isize, pl: call.param(5) as isize,
+        pb: call.param(6) as isize, pr: call.param(7) as isize,
+        dh, dw,
+    }
+}
+
+pub fn max_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let (n, c, h, w) = x.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let (_, _, oh, ow) = out.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let g = win(call);
+    macro_rules! run {
+        ($xs:expr, $ys:expr, $min:expr) => {{
+            let (xs, ys) = ($xs, $ys);
+            for p in 0..n * c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = $min;
+                        for ky in 0..g.kh {
+                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.kw {
+                                let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                                if ix >= 0 && ix < w as isize {
+                                    let v = xs[p * h * w + iy as usize * w + ix as usize];
+                                    if v > m {
+                                        m = v;
+                                    }
+                                }
+                            }
+                        }
+                        ys[(p * oh + oy) * ow + ox] = m;
+                    }
+                }
+            }
+        }};
+    }
+    match x.info.dtype {
+        DType::F32 => run!(x.f32s()?, out.f32s_mut()?, f32::NEG_INFINITY),
+        DType::I8 => run!(x.i8s()?, out.i8s_mut()?, i8::MIN),
+        _ => return Err(ExecError::DType),
+    }
+    Ok(())
+}
+
+pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let (n, c, h, w) = x.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let (_, _, oh, ow) = out.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let g = win(call);
+    let include_pad = call.param(8) != 0;
+    let q = x.info.dtype == DType::I8;
+    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let (xf, xi) = if q { (&[][..], x.i8s()?) } else { (x.f32s()?, &[][..]) };
+    for p in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let hs = (oy * g.sh) as isize - g.pt;
+                let ws = (ox * g.sw) as isize - g.pl;
+                let he = (hs + g.kh as isize).min(h as isize + g.pb);
+                let we = (ws + g.kw as isize).min(w as isize + g.pr);
+                let pool = ((he - hs) * (we - ws)) as usize;
+                let (hs, ws, he, we) = (hs.max(0), ws.max(0), he.min(h as isize), we.min(w as isize));
+                let valid = ((he - hs).max(0) * (we - ws).max(0)) as usize;
+                let count = if include_pad { pool } else { valid }.max(1);
+                let o = (p * oh + oy) * ow + ox;
+                if q {
+                    let mut acc = 0i32;
+                    for iy in hs..he {
+                        for ix in ws..we {
+                            acc += xi[p * h * w + iy as usize * w + ix as usize] as i32 - zx;
+                        }
+                    }
+                    let v = acc as f32 * sx / count as f32;
+                    out.i8s_mut()?[o] = quantize_f32(v, sy, zy, -128, 127) as i8;
+                } else {
+                    let mut acc = 0.0f32;
+                    for iy in hs..he {
+                        for ix in ws..we {
+                            acc += xf[p * h * w + iy as usize * w + ix as usize];
+                        }
+                    }
+                    out.f32s_mut()?[o] = acc / count as f32;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GlobalAveragePool and ReduceMean: mean over a set of axes (a bit mask; GAP = all but
+/// the first two).
+pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let xs = x.info.shape;
+    let r = xs.rank();
+    let mask: u32 = if call.kind == OpKind::GlobalAveragePool { !0b11 & ((1 << r) - 1) } else { call.param(0) as u32 };
+    let ist = xs.strides();
+    // Output element strides in the input index space (0 on reduced axes).
+    let mut ost = [0usize; 6];
+    let mut acc_stride = 1usize;
+    for d in (0..r).rev() {
+        if mask & (1 << d) == 0 {
+            ost[d] = acc_stride;
+            acc_stride *= xs.dim(d);
+        }
+    }
+    let n_out = out.info.shape.numel().ok_or(ExecError::Shape)?;
+    let count = (0..r).filter(|d| mask & (1 << d) != 0).map(|d| xs.dim(d)).product::<usize>().max(1);
+    let _ = ist;
+    let q = x.info.dtype == DType::I8;
+    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let n_in = xs.numel().ok_or(ExecError::Shape)?;
+    let mut idx = [0usize; 6];
+    if q {
+        // Two passes keep this allocation-free: accumulate into i32 per output in chunks.
+        let xi = x.i8s()?;
+        let y = out.i8s_mut()?;
+        let scale = sx / (sy * count as f32);
+        for o in 0..n_out {
+            let mut acc = 0i32;
+            walk_reduced(&xs, mask, o, &ost, |i| acc += xi[i] as i32 - zx);
+            let v = (acc as f32 * scale).max((-128 - zy) as f32).min((127 - zy) as f32);
+            y[o] = (round_half_even(v) as i32 + zy) as i8;
+        }
+    } else {
+        let xf = x.f32s()?;
+        let y = out.f32s_mut()?;
+        y.iter_mut().for_each(|v| *v = 0.0);
+        for (i, &v) in xf.iter().enumerate().take(n_in) {
+            let o: usize = (0..r).map(|d| idx[d] * ost[d]).sum();
+            y[o] += v;
+            let _ = i;
+            let mut d = r;
+            while d > 0 {
+                d -= 1;
+                idx[d] += 1;
+                if idx[d] < xs.dim(d) {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        y.iter_mut().for_each(|v| *v /= count as f32);
+    }
+    Ok(())
+}
+
+/// Visit the flat input indices that reduce into output `o`.
+fn walk_reduced(xs: &cairn_core::Shape, mask: u32, o: usize, ost: &[usize; 6], mut f: impl FnMut(usize)) {
+    let r = xs.rank();
+    let ist = xs.strides();
+    // Decompose o into kept-axis coordinates.
+    let mut base = 0usize;
+    let mut rem = o;
+    for d in 0..r {
+        if mask & (1 << d) == 0 {
+            let c = rem / ost[d].max(1);
+            rem %= ost[d].max(1);
+            base += c * ist[d];
+        }
+    }
+    let axes: [usize; 6] = core::array::from_fn(|i| i);
+    let red: &[usize] = &axes[..r];
+    let mut idx = [0usize; 6];
+    loop {
+        let off: usize = red.iter().filter(|&&d| mask & (1 << d) != 0).map(|&d| idx[d] * ist[d]).sum();
+        f(base + off);
+        let mut d = r;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            if mask & (1 << d) == 0 {
+                continue;
+            }
+            idx[d] += 1;
+            if idx[d] < xs.dim(d) {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}

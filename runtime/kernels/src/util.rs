@@ -1,0 +1,42 @@
+//! Small helpers shared by the kernels.
+
+use cairn_core::shape::{Shape, MAX_RANK};
+
+/// Visit every index of `shape` in row-major order with the matching flat offsets into
+/// two inputs whose element strides (0 on broadcast axes) are `sa` and `sb`.
+pub fn for_each_broadcast(shape: &Shape, sa: &[usize; MAX_RANK], sb: &[usize; MAX_RANK], mut f: impl FnMut(usize, usize, usize)) {
+    let r = shape.rank();
+    let n = shape.numel().unwrap_or(0);
+    if n == 0 {
+        return;
+    }
+    let mut idx = [0usize; MAX_RANK];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for o in 0..n {
+        f(o, ia, ib);
+        // increment the multi-index
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            ia += sa[d];
+            ib += sb[d];
+            if idx[d] < shape.dim(d) {
+                break;
+            }
+            ia -= sa[d] * idx[d];
+            ib -= sb[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Activation clamp of f32 kernels: two params holding f32 bits.
+pub fn f32_clamp(lo_bits: i32, hi_bits: i32) -> (f32, f32) {
+    (f32::from_bits(lo_bits as u32), f32::from_bits(hi_bits as u32))
+}
+
+/// (scale, zero point) of a per-tensor quantized tensor.
+pub fn qp(info: &cairn_core::TensorInfo) -> (f32, i32) {
+    info.quant.per_tensor()
+}
