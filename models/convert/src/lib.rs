@@ -1,1 +1,145 @@
+//! cairn-convert: ONNX → `.cairn`, on the host only (never linked into a device).
+//!
+//! Pipeline: read the protobuf → lower to cairn ops with static shapes (folding constant
+//! subgraphs) → fuse (BatchNorm into conv, activations into producers, HardSwish) →
+//! quantize (the model's own QDQ params where present, else calibration samples) →
+//! plan the arena and emit with `cairn_core::emit`.
 
+pub mod calibrate;
+pub mod fuse;
+pub mod ir;
+pub mod lower;
+mod lower_nn;
+mod lower_shape;
+pub mod npy;
+pub mod onnx;
+pub mod quantize;
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use cairn_core::OpKind;
+
+pub use calibrate::Method;
+pub use ir::Graph;
+pub use onnx::HostTensor;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Fixed shapes for inputs with dynamic dims, by name or position ("#0").
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Graph inputs known at convert time.
+    pub const_inputs: HashMap<String, HostTensor>,
+    /// Calibration samples: one Vec per sample, one f32 array per graph input.
+    pub calibration: Vec<Vec<Vec<f32>>>,
+    pub method: Method,
+    /// Keep everything in f32 even when QDQ params or samples are present.
+    pub float: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            input_shapes: HashMap::new(),
+            const_inputs: HashMap::new(),
+            calibration: vec![],
+            method: Method::MinMax,
+            float: false,
+        }
+    }
+}
+
+pub struct Converted {
+    pub bytes: Vec<u8>,
+    /// The float graph after fusion (the reference the int8 model approximates).
+    pub float_graph: Graph,
+    /// How the model was quantized: "qdq", "calibrated" or "float".
+    pub mode: &'static str,
+    pub int8_ops: usize,
+    /// Ops left in f32 (name and kind), when quantizing.
+    pub f32_ops: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Lower and fuse an ONNX model into cairn's float graph.
+pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<String>)> {
+    let model = onnx::load_model(onnx_bytes)?;
+    let lo = lower::LowerOptions {
+        input_shapes: opts.input_shapes.clone(),
+        const_inputs: opts.const_inputs.clone(),
+    };
+    let (mut g, mut notes) = lower::lower(&model, &lo)?;
+    let fused = fuse::fuse(&mut g);
+    if fused > 0 {
+        notes.push(format!(
+            "{fused} fusions (BatchNorm folds, activations, HardSwish)"
+        ));
+    }
+    Ok((g, notes))
+}
+
+pub fn convert(
+    onnx_bytes: &[u8],
+    opts: &Options,
+    progress: impl FnMut(usize),
+) -> Result<Converted> {
+    let (g, mut notes) = float_graph(onnx_bytes, opts)?;
+    let has_qdq = g.tensors.iter().any(|t| t.hint.is_some());
+    let (mut out, mode, int8_ops, f32_ops) = if opts.float
+        || (!has_qdq && opts.calibration.is_empty())
+    {
+        if !opts.float {
+            notes.push("no QDQ params and no calibration samples: the model stays f32 (pass --calibrate DIR for int8)".into());
+        }
+        (g.clone(), "float", 0, vec![])
+    } else {
+        let ranges = if has_qdq {
+            quantize::Ranges::new()
+        } else {
+            calibrate::calibrate(&g, &opts.calibration, opts.method, progress)
+                .context("calibration")?
+        };
+        let (q, rep) = quantize::quantize(&g, &ranges)?;
+        (
+            q,
+            if has_qdq { "qdq" } else { "calibrated" },
+            rep.int8_ops,
+            rep.f32_ops,
+        )
+    };
+    materialize_outputs(&mut out);
+    let bytes = out
+        .to_builder()?
+        .finish()
+        .map_err(|e| anyhow::anyhow!("building the .cairn file: {e}"))?;
+    Ok(Converted {
+        bytes,
+        float_graph: g,
+        mode,
+        int8_ops,
+        f32_ops,
+        notes,
+    })
+}
+
+/// Graph outputs must be arena tensors written by an op: copy constants and pass-through
+/// inputs into fresh tensors.
+fn materialize_outputs(g: &mut Graph) {
+    for k in 0..g.outputs.len() {
+        let t = g.outputs[k];
+        let needs = g.tensors[t].is_const() || g.inputs.contains(&t) || g.outputs[..k].contains(&t);
+        if needs {
+            let h = g.tensors[t].clone();
+            let id = g.add(format!("{}:out", h.name), h.dtype, h.shape.clone());
+            g.tensors[id].quant = h.quant.clone();
+            g.ops.push(ir::HOp {
+                kind: OpKind::Reshape,
+                inputs: vec![Some(t)],
+                outputs: vec![id],
+                params: vec![],
+                name: format!("{}:copy", h.name),
+            });
+            g.outputs[k] = id;
+        }
+    }
+}

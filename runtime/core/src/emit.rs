@@ -15,8 +15,15 @@ use crate::{DType, KernelSet, Quant, Shape, TensorInfo};
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuantSpec {
     None,
-    PerTensor { scale: f32, zero_point: i32 },
-    PerAxis { axis: usize, scales: Vec<f32>, zero_points: Vec<i32> },
+    PerTensor {
+        scale: f32,
+        zero_point: i32,
+    },
+    PerAxis {
+        axis: usize,
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -112,21 +119,30 @@ impl ModelBuilder {
 
         // Arena plan over non-const tensors; in-place ops share their input's buffer when
         // the input dies at that op.
-        let arena_ids: Vec<usize> = (0..self.tensors.len()).filter(|&i| self.tensors[i].data.is_none()).collect();
+        let arena_ids: Vec<usize> = (0..self.tensors.len())
+            .filter(|&i| self.tensors[i].data.is_none())
+            .collect();
         let mut slot = alloc::vec![usize::MAX; self.tensors.len()];
         for (k, &i) in arena_ids.iter().enumerate() {
             slot[i] = k;
         }
         let mut reqs: Vec<Request> = arena_ids
             .iter()
-            .map(|&i| Request { bytes: bytes_of(&self.tensors[i]), def_time: def[i], last_time: last[i], share_with: None })
+            .map(|&i| Request {
+                bytes: bytes_of(&self.tensors[i]),
+                def_time: def[i],
+                last_time: last[i],
+                share_with: None,
+            })
             .collect();
         for (oi, op) in self.ops.iter().enumerate() {
             let time = oi as u16 + 1;
             if !op.kind.can_run_in_place() {
                 continue;
             }
-            let (Some(Some(x)), Some(&y)) = (op.inputs.first(), op.outputs.first()) else { continue };
+            let (Some(Some(x)), Some(&y)) = (op.inputs.first(), op.outputs.first()) else {
+                continue;
+            };
             let (x, y) = (*x as usize, y as usize);
             if slot[x] != usize::MAX
                 && last[x] == time
@@ -147,13 +163,22 @@ impl ModelBuilder {
                 const_off[i] = blob.len() as u32;
                 blob.extend_from_slice(d);
             }
-            if let QuantSpec::PerAxis { scales, zero_points, .. } = &t.quant {
+            if let QuantSpec::PerAxis {
+                scales,
+                zero_points,
+                ..
+            } = &t.quant
+            {
                 pad_to(&mut blob, ALIGN);
                 let s = blob.len() as u32;
-                scales.iter().for_each(|x| blob.extend_from_slice(&x.to_le_bytes()));
+                scales
+                    .iter()
+                    .for_each(|x| blob.extend_from_slice(&x.to_le_bytes()));
                 pad_to(&mut blob, ALIGN);
                 let z = blob.len() as u32;
-                zero_points.iter().for_each(|x| blob.extend_from_slice(&x.to_le_bytes()));
+                zero_points
+                    .iter()
+                    .for_each(|x| blob.extend_from_slice(&x.to_le_bytes()));
                 axis_off[i] = (s, z);
             }
         }
@@ -216,7 +241,11 @@ impl ModelBuilder {
             let x = op.inputs.first().copied().flatten().map(|t| self.info(t));
             let y = op.outputs.first().map(|&t| self.info(t));
             if let (Some(x), Some(y)) = (x, y) {
-                let group = if op.kind == OpKind::Conv { op.params.get(conv::GROUP).copied().unwrap_or(1) } else { 0 };
+                let group = if op.kind == OpKind::Conv {
+                    op.params.get(conv::GROUP).copied().unwrap_or(1)
+                } else {
+                    0
+                };
                 let k = kernel_id(op.kind, &x, &y, group);
                 kernels.insert(k);
                 put_u16(r, opr::KERNEL, k.index() as u16);
@@ -230,10 +259,14 @@ impl ModelBuilder {
         let ops_off = out.len();
         out.extend_from_slice(&ops);
         let index_off = out.len();
-        index.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        index
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         pad_to(&mut out, 4);
         let params_off = out.len();
-        params.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        params
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         pad_to(&mut out, ALIGN);
         let blob_off = out.len();
         out.extend_from_slice(&blob);
@@ -278,9 +311,17 @@ impl ModelBuilder {
             QuantSpec::PerTensor { scale, zero_point } => Quant::PerTensor { scale, zero_point },
             QuantSpec::None => Quant::None,
             // The kernel id only needs "quantized or not".
-            QuantSpec::PerAxis { axis, .. } => Quant::PerAxis { axis, scales: &[], zero_points: &[] },
+            QuantSpec::PerAxis { axis, .. } => Quant::PerAxis {
+                axis,
+                scales: &[],
+                zero_points: &[],
+            },
         };
-        TensorInfo { dtype: s.dtype, shape: s.shape, quant }
+        TensorInfo {
+            dtype: s.dtype,
+            shape: s.shape,
+            quant,
+        }
     }
 }
 
@@ -295,10 +336,16 @@ impl AlignedBytes {
     pub fn from_slice(b: &[u8]) -> AlignedBytes {
         let mut words = alloc::vec![0u128; b.len().div_ceil(16)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..b.len()].copy_from_slice(b);
-        AlignedBytes { words, len: b.len() }
+        AlignedBytes {
+            words,
+            len: b.len(),
+        }
     }
     pub fn zeroed(len: usize) -> AlignedBytes {
-        AlignedBytes { words: alloc::vec![0u128; len.div_ceil(16)], len }
+        AlignedBytes {
+            words: alloc::vec![0u128; len.div_ceil(16)],
+            len,
+        }
     }
     pub fn as_slice(&self) -> &[u8] {
         &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]

@@ -28,7 +28,11 @@ pub enum LoadError {
     /// Tensor `index` is malformed (dtype, rank, size, location, quantization).
     Tensor { index: u16 },
     /// Op `index` is malformed.
-    Op { index: u16, kind: Option<OpKind>, problem: OpProblem },
+    Op {
+        index: u16,
+        kind: Option<OpKind>,
+        problem: OpProblem,
+    },
     /// Two tensors that are alive at the same time share arena bytes.
     PlanOverlap { a: u16, b: u16 },
     /// The kernel set in the header is not the one the ops need.

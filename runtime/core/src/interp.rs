@@ -28,7 +28,11 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                 have: (arena.len() + pad) as u32,
             });
         }
-        Ok(Interpreter { model, backend, arena })
+        Ok(Interpreter {
+            model,
+            backend,
+            arena,
+        })
     }
 
     pub fn model(&self) -> &Model<'m> {
@@ -58,7 +62,10 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
         let t = self.model.input_tensor(i).ok_or(RunError::NoSuchTensor)?;
         let info = self.model.tensor(t).info;
         if info.dtype != DType::F32 || info.numel() != data.len() {
-            return Err(RunError::WrongInput { expected_elems: info.numel() as u32, got_elems: data.len() as u32 });
+            return Err(RunError::WrongInput {
+                expected_elems: info.numel() as u32,
+                got_elems: data.len() as u32,
+            });
         }
         let dst = self.input_bytes_mut(i)?;
         for (d, s) in dst.chunks_exact_mut(4).zip(data) {
@@ -71,7 +78,10 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
     pub fn output(&self, i: usize) -> Result<TensorRef<'_>, RunError> {
         let t = self.model.output_tensor(i).ok_or(RunError::NoSuchTensor)?;
         let (o, n) = self.arena_range(t).ok_or(RunError::NoSuchTensor)?;
-        Ok(TensorRef { info: self.model.tensor(t).info, data: &self.arena[o..o + n] })
+        Ok(TensorRef {
+            info: self.model.tensor(t).info,
+            data: &self.arena[o..o + n],
+        })
     }
 
     /// Run every op in order.
@@ -84,7 +94,10 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
 
     /// Run op `i` alone (for per-op profiling; ops must run in order).
     pub fn invoke_op(&mut self, i: usize) -> Result<(), RunError> {
-        let err = |error| RunError::Exec { index: i as u16, error };
+        let err = |error| RunError::Exec {
+            index: i as u16,
+            error,
+        };
         let op = self.model.op(i).ok_or(RunError::NoSuchTensor)?;
         let kernel = self.model.kernel_of(i).ok_or(err(ExecError::Shape))?;
         let (params, np) = op.param_words();
@@ -102,11 +115,15 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                         let d = self.model.tensor(t);
                         let data = match d.storage {
                             Storage::Const(c) => c,
-                            Storage::Arena { offset, bytes } if offset + bytes <= oo => &lo[offset..offset + bytes],
+                            Storage::Arena { offset, bytes } if offset + bytes <= oo => {
+                                &lo[offset..offset + bytes]
+                            }
                             Storage::Arena { offset, bytes } if offset >= oo + ob => {
                                 &hi[offset - oo - ob..offset - oo - ob + bytes]
                             }
-                            Storage::Arena { offset, bytes } if j == 0 && offset == oo && bytes == ob => {
+                            Storage::Arena { offset, bytes }
+                                if j == 0 && offset == oo && bytes == ob =>
+                            {
                                 call.in_place = true;
                                 &[]
                             }
@@ -117,7 +134,10 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                 };
                 call.push_input(t).map_err(err)?;
             }
-            let out = TensorMut { info: self.model.tensor(out_t).info, data: out_buf };
+            let out = TensorMut {
+                info: self.model.tensor(out_t).info,
+                data: out_buf,
+            };
             self.backend.execute(&call, out).map_err(err)?;
         }
         Ok(())

@@ -73,7 +73,9 @@ impl KernelSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = KernelId> + '_ {
-        (0..256).filter(|i| self.0[i / 64] & (1 << (i % 64)) != 0).filter_map(KernelId::from_index)
+        (0..256)
+            .filter(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
+            .filter_map(KernelId::from_index)
     }
 
     pub fn len(&self) -> usize {

@@ -128,23 +128,34 @@ impl<'a> Model<'a> {
             return Err(LoadError::BadMagic);
         }
         if b[hdr::VERSION] != format::VERSION {
-            return Err(LoadError::UnsupportedVersion { found: b[hdr::VERSION], supported: format::VERSION });
+            return Err(LoadError::UnsupportedVersion {
+                found: b[hdr::VERSION],
+                supported: format::VERSION,
+            });
         }
         let stated = u32_at(b, hdr::FILE_BYTES);
         if stated as usize != b.len() {
-            return Err(LoadError::LengthMismatch { stated, actual: b.len() as u32 });
+            return Err(LoadError::LengthMismatch {
+                stated,
+                actual: b.len() as u32,
+            });
         }
         let crc = u32_at(b, hdr::CRC);
         let actual = format::file_crc(b);
         if crc != actual {
-            return Err(LoadError::Checksum { stated: crc, actual });
+            return Err(LoadError::Checksum {
+                stated: crc,
+                actual,
+            });
         }
         if b.as_ptr() as usize % ALIGN != 0 {
             return Err(LoadError::Misaligned);
         }
         if u16_at(b, hdr::HEADER_LEN) as usize != format::HEADER_BYTES
             || b[hdr::FLAGS] != 0
-            || b[hdr::RESERVED..format::HEADER_BYTES].iter().any(|&x| x != 0)
+            || b[hdr::RESERVED..format::HEADER_BYTES]
+                .iter()
+                .any(|&x| x != 0)
         {
             return Err(LoadError::BadHeader);
         }
@@ -174,11 +185,31 @@ impl<'a> Model<'a> {
             n_ops,
             n_inputs,
             n_outputs,
-            tensors: section(b, u32_at(b, hdr::TENSORS_OFF), n_tensors * format::TENSOR_BYTES, 4)?,
+            tensors: section(
+                b,
+                u32_at(b, hdr::TENSORS_OFF),
+                n_tensors * format::TENSOR_BYTES,
+                4,
+            )?,
             ops: section(b, u32_at(b, hdr::OPS_OFF), n_ops * format::OP_BYTES, 4)?,
-            index: section(b, u32_at(b, hdr::INDEX_OFF), index_len.checked_mul(2).ok_or(LoadError::Section)?, 2)?,
-            params: section(b, u32_at(b, hdr::PARAMS_OFF), params_len.checked_mul(4).ok_or(LoadError::Section)?, 4)?,
-            blob: section(b, u32_at(b, hdr::BLOB_OFF), u32_at(b, hdr::BLOB_LEN) as usize, ALIGN)?,
+            index: section(
+                b,
+                u32_at(b, hdr::INDEX_OFF),
+                index_len.checked_mul(2).ok_or(LoadError::Section)?,
+                2,
+            )?,
+            params: section(
+                b,
+                u32_at(b, hdr::PARAMS_OFF),
+                params_len.checked_mul(4).ok_or(LoadError::Section)?,
+                4,
+            )?,
+            blob: section(
+                b,
+                u32_at(b, hdr::BLOB_OFF),
+                u32_at(b, hdr::BLOB_LEN) as usize,
+                ALIGN,
+            )?,
             arena_bytes,
             arena_lower_bound,
             kernels,
@@ -228,7 +259,11 @@ impl<'a> Model<'a> {
     /// Tensor `i`. Checked at parse time; out-of-range `i` gives a zero-sized f32 scalar.
     pub fn tensor(&self, i: u16) -> TensorDesc<'a> {
         self.decode_tensor(i as usize).unwrap_or(TensorDesc {
-            info: TensorInfo { dtype: DType::F32, shape: Shape::SCALAR, quant: Quant::None },
+            info: TensorInfo {
+                dtype: DType::F32,
+                shape: Shape::SCALAR,
+                quant: Quant::None,
+            },
             storage: Storage::Const(&[]),
             def_time: 0,
             last_time: 0,
@@ -241,7 +276,9 @@ impl<'a> Model<'a> {
 
     /// The kernel op `i` needs, as stored in the op record (checked at parse time).
     pub fn kernel_of(&self, i: usize) -> Option<KernelId> {
-        let r = self.ops.get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES)?;
+        let r = self
+            .ops
+            .get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES)?;
         KernelId::from_index(u16_at(r, opr::KERNEL) as usize)
     }
 
@@ -256,7 +293,9 @@ impl<'a> Model<'a> {
     }
 
     fn decode_tensor(&self, i: usize) -> Option<TensorDesc<'a>> {
-        let r = self.tensors.get(i * format::TENSOR_BYTES..(i + 1) * format::TENSOR_BYTES)?;
+        let r = self
+            .tensors
+            .get(i * format::TENSOR_BYTES..(i + 1) * format::TENSOR_BYTES)?;
         let dtype = DType::from_code(r[tns::DTYPE])?;
         let mut dims = [0u32; MAX_RANK];
         for (k, d) in dims.iter_mut().enumerate() {
@@ -289,7 +328,9 @@ impl<'a> Model<'a> {
             format::QUANT_TENSOR => {
                 let scale = f32::from_bits(u32_at(r, tns::SCALE));
                 let zero_point = format::i32_at(r, tns::ZERO);
-                if !(scale.is_finite() && scale > 0.0) || !(-(1 << 24)..(1 << 24)).contains(&zero_point) {
+                if !(scale.is_finite() && scale > 0.0)
+                    || !(-(1 << 24)..(1 << 24)).contains(&zero_point)
+                {
                     return None;
                 }
                 Quant::PerTensor { scale, zero_point }
@@ -302,11 +343,17 @@ impl<'a> Model<'a> {
                 let scales: &[f32] = bytemuck::try_cast_slice(s).ok()?;
                 let zero_points: &[i32] = bytemuck::try_cast_slice(z).ok()?;
                 if scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
-                    || zero_points.iter().any(|z| !(-(1 << 24)..(1 << 24)).contains(z))
+                    || zero_points
+                        .iter()
+                        .any(|z| !(-(1 << 24)..(1 << 24)).contains(z))
                 {
                     return None;
                 }
-                Quant::PerAxis { axis, scales, zero_points }
+                Quant::PerAxis {
+                    axis,
+                    scales,
+                    zero_points,
+                }
             }
             _ => return None,
         };
@@ -314,7 +361,11 @@ impl<'a> Model<'a> {
             return None;
         }
         Some(TensorDesc {
-            info: TensorInfo { dtype, shape, quant },
+            info: TensorInfo {
+                dtype,
+                shape,
+                quant,
+            },
             storage,
             def_time: u16_at(r, tns::DEF_TIME),
             last_time: u16_at(r, tns::LAST_TIME),
@@ -322,28 +373,52 @@ impl<'a> Model<'a> {
     }
 
     fn decode_op(&self, i: usize) -> Result<OpView<'a>, OpProblem> {
-        let r = self.ops.get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES).ok_or(OpProblem::TensorIndex)?;
+        let r = self
+            .ops
+            .get(i * format::OP_BYTES..(i + 1) * format::OP_BYTES)
+            .ok_or(OpProblem::TensorIndex)?;
         let kind = OpKind::from_code(u16_at(r, opr::KIND)).ok_or(OpProblem::UnknownKind)?;
         let (n_in, n_out) = (r[opr::N_IN] as usize, r[opr::N_OUT] as usize);
         let (lo, hi, outs) = kind.arity();
-        if n_in < lo || n_in > hi || n_out == 0 || n_out > MAX_OP_OUTPUTS || (outs != 0 && n_out != outs) {
+        if n_in < lo
+            || n_in > hi
+            || n_out == 0
+            || n_out > MAX_OP_OUTPUTS
+            || (outs != 0 && n_out != outs)
+        {
             return Err(OpProblem::Arity);
         }
         let start = u32_at(r, opr::IO_START) as usize;
-        let io = self.index.get(2 * start..2 * (start + n_in + n_out)).ok_or(OpProblem::TensorIndex)?;
+        let io = self
+            .index
+            .get(2 * start..2 * (start + n_in + n_out))
+            .ok_or(OpProblem::TensorIndex)?;
         let ps = u32_at(r, opr::PARAMS_START) as usize;
         let pl = u16_at(r, opr::PARAMS_LEN) as usize;
-        let params = self.params.get(4 * ps..4 * (ps + pl)).ok_or(OpProblem::ParamLen)?;
-        Ok(OpView { kind, io, n_in, n_out, params })
+        let params = self
+            .params
+            .get(4 * ps..4 * (ps + pl))
+            .ok_or(OpProblem::ParamLen)?;
+        Ok(OpView {
+            kind,
+            io,
+            n_in,
+            n_out,
+            params,
+        })
     }
 
     // ----- checks -----
 
     fn check_tensor(&self, i: usize) -> Result<(), LoadError> {
-        let t = self.decode_tensor(i).ok_or(LoadError::Tensor { index: i as u16 })?;
+        let t = self
+            .decode_tensor(i)
+            .ok_or(LoadError::Tensor { index: i as u16 })?;
         let n = self.n_ops as u16;
         let ok = match t.storage {
-            Storage::Arena { .. } => t.def_time <= n && t.last_time >= t.def_time && t.last_time <= n + 1,
+            Storage::Arena { .. } => {
+                t.def_time <= n && t.last_time >= t.def_time && t.last_time <= n + 1
+            }
             Storage::Const(_) => true,
         };
         if !ok {
@@ -385,7 +460,11 @@ impl<'a> Model<'a> {
 
     /// Check op `i` and return the kernel it needs.
     fn check_op(&self, i: usize) -> Result<KernelId, LoadError> {
-        let err = |kind: Option<OpKind>, problem| LoadError::Op { index: i as u16, kind, problem };
+        let err = |kind: Option<OpKind>, problem| LoadError::Op {
+            index: i as u16,
+            kind,
+            problem,
+        };
         let op = self.decode_op(i).map_err(|p| err(None, p))?;
         let kind = op.kind;
         let e = |p| err(Some(kind), p);
@@ -426,7 +505,8 @@ impl<'a> Model<'a> {
             if !matches!(d.storage, Storage::Arena { .. }) || d.def_time != time {
                 return Err(e(OpProblem::Output));
             }
-            let s = infer_output(kind, p, &shapes[..op.n_in], k, &d.info.shape).map_err(|s| e(OpProblem::Shape(s)))?;
+            let s = infer_output(kind, p, &shapes[..op.n_in], k, &d.info.shape)
+                .map_err(|s| e(OpProblem::Shape(s)))?;
             if s != d.info.shape {
                 return Err(e(OpProblem::Shape(op::ShapeError::Mismatch)));
             }
@@ -441,14 +521,19 @@ impl<'a> Model<'a> {
 
     /// An output may share bytes with an input only as the exact in-place case.
     fn check_overlap(&self, op: &OpView<'a>, out: u16) -> Result<(), OpProblem> {
-        let Storage::Arena { offset: oo, bytes: ob } = self.tensor(out).storage else {
+        let Storage::Arena {
+            offset: oo,
+            bytes: ob,
+        } = self.tensor(out).storage
+        else {
             return Err(OpProblem::Output);
         };
         for k in 0..op.n_in {
             let Some(t) = op.input(k) else { continue };
             if let Storage::Arena { offset, bytes } = self.tensor(t).storage {
                 let overlap = offset < oo + ob && oo < offset + bytes && ob > 0 && bytes > 0;
-                if overlap && !(k == 0 && op.kind.can_run_in_place() && offset == oo && bytes == ob) {
+                if overlap && !(k == 0 && op.kind.can_run_in_place() && offset == oo && bytes == ob)
+                {
                     return Err(OpProblem::InPlace);
                 }
             }
@@ -472,40 +557,68 @@ impl<'a> Model<'a> {
                 if q8 {
                     let sym = match w.quant {
                         Quant::PerTensor { zero_point, .. } => zero_point == 0,
-                        Quant::PerAxis { zero_points, axis, .. } => {
-                            axis == if op.kind == ConvTranspose { 1 } else { 0 } && zero_points.iter().all(|&z| z == 0)
+                        Quant::PerAxis {
+                            zero_points, axis, ..
+                        } => {
+                            axis == if op.kind == ConvTranspose { 1 } else { 0 }
+                                && zero_points.iter().all(|&z| z == 0)
                         }
                         Quant::None => false,
                     };
-                    let oc = y.shape.dim(if op.kind == FullyConnected { y.shape.rank() - 1 } else { 1 });
+                    let oc = y.shape.dim(if op.kind == FullyConnected {
+                        y.shape.rank() - 1
+                    } else {
+                        1
+                    });
                     let rq = info(3).ok_or(OpProblem::Arity)?;
-                    w.dtype == DType::I8 && sym && per_tensor(&x) && y.dtype == DType::I8 && per_tensor(&y)
+                    w.dtype == DType::I8
+                        && sym
+                        && per_tensor(&x)
+                        && y.dtype == DType::I8
+                        && per_tensor(&y)
                         && info(2).is_none_or(|b| b.dtype == DType::I32)
-                        && rq.dtype == DType::F32 && rq.numel() == oc
+                        && rq.dtype == DType::F32
+                        && rq.numel() == oc
                         && self.is_const(op.input(3))
                 } else {
-                    x.dtype == DType::F32 && w.dtype == DType::F32 && y.dtype == DType::F32
-                        && info(2).is_none_or(|b| b.dtype == DType::F32) && op.n_in <= 3
+                    x.dtype == DType::F32
+                        && w.dtype == DType::F32
+                        && y.dtype == DType::F32
+                        && info(2).is_none_or(|b| b.dtype == DType::F32)
+                        && op.n_in <= 3
                 }
             }
             BatchMatMul => {
                 if q8 {
                     let b = info(1).ok_or(OpProblem::Arity)?;
                     let rq = info(2).ok_or(OpProblem::Arity)?;
-                    b.dtype == DType::I8 && per_tensor(&x) && per_tensor(&b) && y.dtype == DType::I8
-                        && per_tensor(&y) && rq.dtype == DType::F32 && rq.numel() == 1
+                    b.dtype == DType::I8
+                        && per_tensor(&x)
+                        && per_tensor(&b)
+                        && y.dtype == DType::I8
+                        && per_tensor(&y)
+                        && rq.dtype == DType::F32
+                        && rq.numel() == 1
                         && self.is_const(op.input(2))
                 } else {
                     op.n_in == 2 && f32_only
                 }
             }
-            Add | Sub | Mul => same_all && (!q8 || (0..2).all(|k| info(k).is_some_and(|i| per_tensor(&i))) && per_tensor(&y)) && (q8 || x.dtype == DType::F32),
+            Add | Sub | Mul => {
+                same_all
+                    && (!q8
+                        || (0..2).all(|k| info(k).is_some_and(|i| per_tensor(&i)))
+                            && per_tensor(&y))
+                    && (q8 || x.dtype == DType::F32)
+            }
             Div | PRelu | Unary => f32_only,
             Concat | Reshape | Transpose | Slice | Split | Pad | MaxPool | Resize => {
                 // Data movement keeps the quantization, except Concat/Resize which requantize.
                 let keep = matches!(op.kind, Concat | Resize)
                     || (0..op.n_out).all(|k| self.tensor(op.output(k)).info.quant == x.quant);
-                same_all && keep && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
+                same_all
+                    && keep
+                    && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
             }
             AveragePool | GlobalAveragePool | ReduceMean | Softmax => {
                 same_all && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
@@ -513,7 +626,8 @@ impl<'a> Model<'a> {
             LayerNorm => {
                 let g = info(1).ok_or(OpProblem::Arity)?;
                 (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
-                    && y.dtype == x.dtype && g.dtype == DType::F32
+                    && y.dtype == x.dtype
+                    && g.dtype == DType::F32
                     && info(2).is_none_or(|b| b.dtype == DType::F32)
             }
             Lut => {
@@ -530,7 +644,9 @@ impl<'a> Model<'a> {
             }
             Dequantize => {
                 let ok_q = !matches!(x.quant, Quant::None);
-                matches!(x.dtype, DType::I8 | DType::U8 | DType::I32) && y.dtype == DType::F32 && ok_q
+                matches!(x.dtype, DType::I8 | DType::U8 | DType::I32)
+                    && y.dtype == DType::F32
+                    && ok_q
             }
         };
         if !dt_ok {
@@ -551,7 +667,9 @@ impl<'a> Model<'a> {
             if !matches!(d.storage, Storage::Arena { .. }) || d.def_time == 0 {
                 continue;
             }
-            let op = self.op(d.def_time as usize - 1).ok_or(LoadError::Tensor { index: t })?;
+            let op = self
+                .op(d.def_time as usize - 1)
+                .ok_or(LoadError::Tensor { index: t })?;
             if !(0..op.n_outputs()).any(|k| op.output(k) == t) {
                 return Err(LoadError::Tensor { index: t });
             }
@@ -564,13 +682,25 @@ impl<'a> Model<'a> {
     fn check_plan(&self) -> Result<(), LoadError> {
         for a in 0..self.n_tensors as u16 {
             let da = self.tensor(a);
-            let Storage::Arena { offset: oa, bytes: ba } = da.storage else { continue };
+            let Storage::Arena {
+                offset: oa,
+                bytes: ba,
+            } = da.storage
+            else {
+                continue;
+            };
             if ba == 0 {
                 continue;
             }
             for b in a + 1..self.n_tensors as u16 {
                 let db = self.tensor(b);
-                let Storage::Arena { offset: ob, bytes: bb } = db.storage else { continue };
+                let Storage::Arena {
+                    offset: ob,
+                    bytes: bb,
+                } = db.storage
+                else {
+                    continue;
+                };
                 let mem = oa < ob + bb && ob < oa + ba && bb > 0;
                 let time = da.def_time <= db.last_time && db.def_time <= da.last_time;
                 if mem && time && !self.is_in_place_pair(a, b) && !self.is_in_place_pair(b, a) {
@@ -586,8 +716,9 @@ impl<'a> Model<'a> {
         if d.def_time == 0 || d.def_time != s.last_time || s.storage != d.storage {
             return false;
         }
-        self.op(d.def_time as usize - 1)
-            .is_some_and(|op| op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst)
+        self.op(d.def_time as usize - 1).is_some_and(|op| {
+            op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst
+        })
     }
 }
 
@@ -595,12 +726,40 @@ impl<'a> Model<'a> {
 /// (pass 0 for other ops).
 pub fn kernel_id(kind: OpKind, x: &TensorInfo, y: &TensorInfo, group: i32) -> KernelId {
     let q8 = |d: DType| matches!(d, DType::I8 | DType::U8);
-    let v = if q8(x.dtype) || q8(y.dtype) { Variant::I8 } else { Variant::F32 };
+    let v = if q8(x.dtype) || q8(y.dtype) {
+        Variant::I8
+    } else {
+        Variant::F32
+    };
     let variant = match kind {
         OpKind::Conv if group > 1 && x.shape.rank() == 4 && group as usize == x.shape.dim(1) => {
-            if v == Variant::I8 { Variant::DwI8 } else { Variant::DwF32 }
+            if v == Variant::I8 {
+                Variant::DwI8
+            } else {
+                Variant::DwF32
+            }
         }
         _ => v,
     };
     KernelId { kind, variant }
+}
+
+impl Model<'_> {
+    /// Multiply-accumulates op `i` performs (0 for ops without a reduction).
+    pub fn op_macs(&self, i: usize) -> u64 {
+        let Some(op) = self.op(i) else { return 0 };
+        let info = |t: Option<u16>| t.map(|t| self.tensor(t).info);
+        let (Some(x), y) = (info(op.input(0)), self.tensor(op.output(0)).info) else {
+            return 0;
+        };
+        let w = info(op.input(1));
+        let n = |s: &Shape| s.numel().unwrap_or(0) as u64;
+        match op.kind {
+            OpKind::Conv => w.map_or(0, |w| n(&y.shape) * (w.shape.prod(1, 4) as u64)),
+            OpKind::ConvTranspose => w.map_or(0, |w| n(&x.shape) * (w.shape.prod(1, 4) as u64)),
+            OpKind::FullyConnected => w.map_or(0, |w| n(&y.shape) * w.shape.dim(1) as u64),
+            OpKind::BatchMatMul => n(&y.shape) * x.shape.dim(x.shape.rank() - 1) as u64,
+            _ => 0,
+        }
+    }
 }

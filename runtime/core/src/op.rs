@@ -262,8 +262,15 @@ pub fn infer_output(
             let (n, c, h, wd) = x.nchw().ok_or(Rank)?;
             let (wo, wi, kh, kw) = w.nchw().ok_or(Rank)?;
             let [sh, sw, pt, pl, pb, pr, dh, dw, g] = [
-                pos(p[0])?, pos(p[1])?, pos(p[2])?, pos(p[3])?, pos(p[4])?, pos(p[5])?,
-                pos(p[6])?, pos(p[7])?, pos(p[8])?,
+                pos(p[0])?,
+                pos(p[1])?,
+                pos(p[2])?,
+                pos(p[3])?,
+                pos(p[4])?,
+                pos(p[5])?,
+                pos(p[6])?,
+                pos(p[7])?,
+                pos(p[8])?,
             ];
             if sh == 0 || sw == 0 || dh == 0 || dw == 0 || g == 0 || kh == 0 || kw == 0 {
                 return Err(Param);
@@ -439,7 +446,11 @@ pub fn infer_output(
         MaxPool | AveragePool => {
             let (n, c, h, w) = x.nchw().ok_or(Rank)?;
             let mut v = [0usize; 10];
-            for (i, slot) in v.iter_mut().enumerate().take(if kind == MaxPool { 10 } else { 8 }) {
+            for (i, slot) in v
+                .iter_mut()
+                .enumerate()
+                .take(if kind == MaxPool { 10 } else { 8 })
+            {
                 *slot = pos(p[i])?;
             }
             if kind == AveragePool {
@@ -460,8 +471,13 @@ pub fn infer_output(
             let fw = (w + pl + pr - ew) / sw + 1;
             let ch = (h + pt + pb - eh).div_ceil(sh) + 1;
             let cw = (w + pl + pr - ew).div_ceil(sw) + 1;
-            if declared.rank() != 4 || declared.dim(0) != n || declared.dim(1) != c
-                || oh < fh || oh > ch || ow < fw || ow > cw
+            if declared.rank() != 4
+                || declared.dim(0) != n
+                || declared.dim(1) != c
+                || oh < fh
+                || oh > ch
+                || ow < fw
+                || ow > cw
             {
                 return Err(Mismatch);
             }
@@ -533,7 +549,10 @@ pub fn infer_output(
         }
         Softmax => {
             let (o, n, i) = (pos(p[0])?, pos(p[1])?, pos(p[2])?);
-            let prod = o.checked_mul(n).and_then(|v| v.checked_mul(i)).ok_or(Overflow)?;
+            let prod = o
+                .checked_mul(n)
+                .and_then(|v| v.checked_mul(i))
+                .ok_or(Overflow)?;
             if Some(prod) != x.numel() || n == 0 {
                 return Err(Param);
             }

@@ -50,7 +50,12 @@ pub fn plan(reqs: &[Request]) -> Plan {
         let root = buf_of[i];
         if buf_index[root] == usize::MAX {
             buf_index[root] = bufs.len();
-            bufs.push(Buf { bytes: 0, start: u16::MAX, end: 0, offset: 0 });
+            bufs.push(Buf {
+                bytes: 0,
+                start: u16::MAX,
+                end: 0,
+                offset: 0,
+            });
         }
         let b = &mut bufs[buf_index[root]];
         b.bytes = b.bytes.max(align(r.bytes));
@@ -59,7 +64,12 @@ pub fn plan(reqs: &[Request]) -> Plan {
     }
 
     let mut order: Vec<usize> = (0..bufs.len()).collect();
-    order.sort_by(|&a, &b| bufs[b].bytes.cmp(&bufs[a].bytes).then(bufs[a].start.cmp(&bufs[b].start)));
+    order.sort_by(|&a, &b| {
+        bufs[b]
+            .bytes
+            .cmp(&bufs[a].bytes)
+            .then(bufs[a].start.cmp(&bufs[b].start))
+    });
     let mut placed: Vec<usize> = Vec::new();
     let mut arena = 0usize;
     for &i in &order {
@@ -84,11 +94,22 @@ pub fn plan(reqs: &[Request]) -> Plan {
 
     let horizon = bufs.iter().map(|b| b.end as usize).max().unwrap_or(0);
     let lower_bound = (0..=horizon)
-        .map(|t| bufs.iter().filter(|b| b.start as usize <= t && t <= b.end as usize).map(|b| b.bytes).sum())
+        .map(|t| {
+            bufs.iter()
+                .filter(|b| b.start as usize <= t && t <= b.end as usize)
+                .map(|b| b.bytes)
+                .sum()
+        })
         .max()
         .unwrap_or(0);
-    let offsets = (0..reqs.len()).map(|i| bufs[buf_index[buf_of[i]]].offset).collect();
-    Plan { offsets, arena_bytes: arena, lower_bound }
+    let offsets = (0..reqs.len())
+        .map(|i| bufs[buf_index[buf_of[i]]].offset)
+        .collect();
+    Plan {
+        offsets,
+        arena_bytes: arena,
+        lower_bound,
+    }
 }
 
 #[cfg(test)]
@@ -96,7 +117,12 @@ mod tests {
     use super::*;
 
     fn r(bytes: usize, d: u16, l: u16) -> Request {
-        Request { bytes, def_time: d, last_time: l, share_with: None }
+        Request {
+            bytes,
+            def_time: d,
+            last_time: l,
+            share_with: None,
+        }
     }
 
     #[test]
@@ -122,7 +148,8 @@ mod tests {
         let p = plan(&reqs);
         for i in 0..reqs.len() {
             for j in i + 1..reqs.len() {
-                let time = reqs[i].def_time <= reqs[j].last_time && reqs[j].def_time <= reqs[i].last_time;
+                let time =
+                    reqs[i].def_time <= reqs[j].last_time && reqs[j].def_time <= reqs[i].last_time;
                 let (a, b) = (p.offsets[i], p.offsets[j]);
                 let mem = a < b + align(reqs[j].bytes) && b < a + align(reqs[i].bytes);
                 assert!(!(time && mem), "{i} and {j} overlap");

@@ -10,9 +10,16 @@
 pub enum Quant<'a> {
     None,
     /// Per-tensor affine: real = scale * (q - zero_point).
-    PerTensor { scale: f32, zero_point: i32 },
+    PerTensor {
+        scale: f32,
+        zero_point: i32,
+    },
     /// Per-axis affine (weights): one scale and zero point per index along `axis`.
-    PerAxis { axis: usize, scales: &'a [f32], zero_points: &'a [i32] },
+    PerAxis {
+        axis: usize,
+        scales: &'a [f32],
+        zero_points: &'a [i32],
+    },
 }
 
 impl Quant<'_> {
@@ -37,7 +44,9 @@ pub fn round_half_even(x: f32) -> f32 {
 #[inline(always)]
 pub fn requantize(acc: i32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
     let v = acc as f32 * scale;
-    let v = v.max((lo - zero_point) as f32).min((hi - zero_point) as f32);
+    let v = v
+        .max((lo - zero_point) as f32)
+        .min((hi - zero_point) as f32);
     round_half_even(v) as i32 + zero_point
 }
 
@@ -48,7 +57,11 @@ pub fn quantize_f32(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i3
     if v.is_nan() {
         return zero_point.clamp(lo, hi);
     }
-    let r = if v.abs() < 4_194_304.0 { round_half_even(v) } else { v };
+    let r = if v.abs() < 4_194_304.0 {
+        round_half_even(v)
+    } else {
+        v
+    };
     let q = r + zero_point as f32;
     q.max(lo as f32).min(hi as f32) as i32
 }

@@ -9,14 +9,20 @@ pub struct Shape {
 }
 
 impl Shape {
-    pub const SCALAR: Shape = Shape { rank: 0, dims: [0; MAX_RANK] };
+    pub const SCALAR: Shape = Shape {
+        rank: 0,
+        dims: [0; MAX_RANK],
+    };
 
     /// `None` when the rank exceeds [`MAX_RANK`] or a dimension does not fit in u32.
     pub fn new(dims: &[usize]) -> Option<Shape> {
         if dims.len() > MAX_RANK {
             return None;
         }
-        let mut s = Shape { rank: dims.len() as u8, dims: [0; MAX_RANK] };
+        let mut s = Shape {
+            rank: dims.len() as u8,
+            dims: [0; MAX_RANK],
+        };
         for (i, &d) in dims.iter().enumerate() {
             s.dims[i] = u32::try_from(d).ok()?;
         }
@@ -27,7 +33,10 @@ impl Shape {
         if rank as usize > MAX_RANK {
             return None;
         }
-        let mut s = Shape { rank, dims: [0; MAX_RANK] };
+        let mut s = Shape {
+            rank,
+            dims: [0; MAX_RANK],
+        };
         s.dims[..rank as usize].copy_from_slice(&dims[..rank as usize]);
         Some(s)
     }
@@ -46,7 +55,9 @@ impl Shape {
 
     /// Number of elements, `None` on overflow.
     pub fn numel(&self) -> Option<usize> {
-        self.dims().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        self.dims()
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
     }
 
     /// Product of dims in `range` (no overflow check: call after `numel` succeeded).
@@ -94,8 +105,16 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = [0u32; MAX_RANK];
     for i in 0..r {
-        let da = if i + a.rank() >= r { a.dims()[i + a.rank() - r] } else { 1 };
-        let db = if i + b.rank() >= r { b.dims()[i + b.rank() - r] } else { 1 };
+        let da = if i + a.rank() >= r {
+            a.dims()[i + a.rank() - r]
+        } else {
+            1
+        };
+        let db = if i + b.rank() >= r {
+            b.dims()[i + b.rank() - r]
+        } else {
+            1
+        };
         out[i] = if da == db {
             da
         } else if da == 1 {

@@ -32,7 +32,11 @@ pub struct TensorMut<'a> {
 }
 
 fn want(have: DType, expect: DType) -> Result<(), ExecError> {
-    if have == expect { Ok(()) } else { Err(ExecError::DType) }
+    if have == expect {
+        Ok(())
+    } else {
+        Err(ExecError::DType)
+    }
 }
 
 macro_rules! typed {

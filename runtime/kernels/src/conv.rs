@@ -34,9 +34,22 @@ fn geo(call: &OpCall<'_>, out: &TensorMut<'_>) -> Result<Geo, ExecError> {
     let (_, _, kh, kw) = w.nchw().ok_or(ExecError::Shape)?;
     let u = |i: usize| call.param(i) as usize;
     Ok(Geo {
-        n, c, h, w: wd, oc, oh, ow, kh, kw,
-        sh: u(p::SH), sw: u(p::SW), pt: call.param(p::PT) as isize, pl: call.param(p::PL) as isize,
-        dh: u(p::DH), dw: u(p::DW), g: u(p::GROUP),
+        n,
+        c,
+        h,
+        w: wd,
+        oc,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh: u(p::SH),
+        sw: u(p::SW),
+        pt: call.param(p::PT) as isize,
+        pl: call.param(p::PL) as isize,
+        dh: u(p::DH),
+        dw: u(p::DW),
+        g: u(p::GROUP),
     })
 }
 
@@ -115,9 +128,12 @@ pub fn conv_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErro
                     for ic in 0..cg {
                         let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
                         let wb = (oc * cg + ic) * ksz;
-                        taps(&g, oy, ox, |k, xi, _| acc += (x[xb + xi] as i32 - zx) * w[wb + k] as i32);
+                        taps(&g, oy, ox, |k, xi, _| {
+                            acc = acc.wrapping_add((x[xb + xi] as i32 - zx) * w[wb + k] as i32)
+                        });
                     }
-                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = requantize(acc, s, zy, lo, hi) as i8;
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] =
+                        requantize(acc, s, zy, lo, hi) as i8;
                 }
             }
         }
@@ -203,9 +219,12 @@ pub fn conv_transpose_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<()
                         let ic = grp * cg + icl;
                         let xb = (n * g.c + ic) * g.h * g.w;
                         let wb = (ic * ocg + ocl) * ksz;
-                        taps_t(&g, oy, ox, |k, xi| acc += (x[xb + xi] as i32 - zx) * w[wb + k] as i32);
+                        taps_t(&g, oy, ox, |k, xi| {
+                            acc = acc.wrapping_add((x[xb + xi] as i32 - zx) * w[wb + k] as i32)
+                        });
                     }
-                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = requantize(acc, scales[oc], zy, lo, hi) as i8;
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] =
+                        requantize(acc, scales[oc], zy, lo, hi) as i8;
                 }
             }
         }

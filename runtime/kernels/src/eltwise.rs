@@ -11,7 +11,10 @@ pub fn binary_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
     let (at, bt) = (call.req(0)?, call.req(1)?);
     let (a, b) = (at.f32s()?, bt.f32s()?);
     let shape = out.info.shape;
-    let (sa, sb) = (broadcast_strides(&at.info.shape, &shape), broadcast_strides(&bt.info.shape, &shape));
+    let (sa, sb) = (
+        broadcast_strides(&at.info.shape, &shape),
+        broadcast_strides(&bt.info.shape, &shape),
+    );
     let (lo, hi) = f32_clamp(call.param(0), call.param(1));
     let y = out.f32s_mut()?;
     macro_rules! go {
@@ -40,7 +43,10 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
     let (a, b) = (at.i8s()?, bt.i8s()?);
     let ((sa_, za), (sb_, zb), (sy, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
     let shape = out.info.shape;
-    let (sa, sb) = (broadcast_strides(&at.info.shape, &shape), broadcast_strides(&bt.info.shape, &shape));
+    let (sa, sb) = (
+        broadcast_strides(&at.info.shape, &shape),
+        broadcast_strides(&bt.info.shape, &shape),
+    );
     let (lo, hi) = (call.param(0) as f32, call.param(1) as f32);
     let (lo, hi) = (lo - zy as f32, hi - zy as f32);
     let y = out.i8s_mut()?;
@@ -48,7 +54,11 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
     match call.kind {
         OpKind::Add | OpKind::Sub => {
             let ra = sa_ / sy;
-            let rb = if call.kind == OpKind::Add { sb_ / sy } else { -(sb_ / sy) };
+            let rb = if call.kind == OpKind::Add {
+                sb_ / sy
+            } else {
+                -(sb_ / sy)
+            };
             for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
                 y[o] = fin(ra * (a[ia] as i32 - za) as f32 + rb * (b[ib] as i32 - zb) as f32)
             });
@@ -71,7 +81,13 @@ pub fn unary_value(f: UnaryFn, a: f32, b: f32, x: f32) -> f32 {
         Identity => x,
         Relu => x.max(0.0),
         Clip => x.max(a).min(b),
-        LeakyRelu => if x < 0.0 { a * x } else { x },
+        LeakyRelu => {
+            if x < 0.0 {
+                a * x
+            } else {
+                x
+            }
+        }
         Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
         HardSigmoid => (a * x + b).max(0.0).min(1.0),
         HardSwish => x * (x / 6.0 + 0.5).max(0.0).min(1.0),

@@ -58,7 +58,7 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
             let wr = &w[j * k..(j + 1) * k];
             let mut acc = bias.map_or(0, |b| b[j]);
             for t in 0..k {
-                acc += (xr[t] as i32 - zx) * wr[t] as i32;
+                acc = acc.wrapping_add((xr[t] as i32 - zx) * wr[t] as i32);
             }
             y[i * n + j] = requantize(acc, scales[j], zy, lo, hi) as i8;
         }
@@ -89,7 +89,11 @@ pub fn bmm_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErro
     let (at, bt) = (call.req(0)?, call.req(1)?);
     let (a, b) = (at.f32s()?, bt.f32s()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
-    let (m, k, n) = (sa.dim(sa.rank() - 2), sa.dim(sa.rank() - 1), sb.dim(sb.rank() - 1));
+    let (m, k, n) = (
+        sa.dim(sa.rank() - 2),
+        sa.dim(sa.rank() - 1),
+        sb.dim(sb.rank() - 1),
+    );
     let y = out.f32s_mut()?;
     bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
         let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
@@ -112,7 +116,11 @@ pub fn bmm_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError
     let scale = *call.req(2)?.f32s()?.first().ok_or(ExecError::Shape)?;
     let ((_, za), (_, zb), (_, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
-    let (m, k, n) = (sa.dim(sa.rank() - 2), sa.dim(sa.rank() - 1), sb.dim(sb.rank() - 1));
+    let (m, k, n) = (
+        sa.dim(sa.rank() - 2),
+        sa.dim(sa.rank() - 1),
+        sb.dim(sb.rank() - 1),
+    );
     let y = out.i8s_mut()?;
     bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
         let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
@@ -120,7 +128,9 @@ pub fn bmm_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError
             for j in 0..n {
                 let mut acc = 0i32;
                 for t in 0..k {
-                    acc += (a[ao + i * k + t] as i32 - za) * (b[bo + t * n + j] as i32 - zb);
+                    acc = acc.wrapping_add(
+                        (a[ao + i * k + t] as i32 - za) * (b[bo + t * n + j] as i32 - zb),
+                    );
                 }
                 y[yo + i * n + j] = requantize(acc, scale, zy, -128, 127) as i8;
             }

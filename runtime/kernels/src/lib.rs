@@ -12,7 +12,10 @@
 
 mod conv;
 mod eltwise;
+pub use eltwise::unary_value;
 mod gemm;
+#[cfg(feature = "std")]
+pub mod host;
 mod movement;
 mod norm;
 mod pool;

@@ -41,7 +41,13 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         let len = t.info.shape.dim(axis) * inner;
         for o in 0..outer {
             let src = &t.data[o * len..(o + 1) * len];
-            copy_elems(&t, src, &mut out.data[o * row + at..o * row + at + len], dt, oq);
+            copy_elems(
+                &t,
+                src,
+                &mut out.data[o * row + at..o * row + at + len],
+                dt,
+                oq,
+            );
         }
         at += len;
     }
@@ -56,7 +62,14 @@ pub fn reshape(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
 }
 
 /// Generic strided gather: out[idx] = in[base + sum(idx[d] * st[d])] (in elements).
-fn gather(src: &[u8], dst: &mut [u8], es: usize, out_dims: &[u32], base: isize, st: &[isize; MAX_RANK]) {
+fn gather(
+    src: &[u8],
+    dst: &mut [u8],
+    es: usize,
+    out_dims: &[u32],
+    base: isize,
+    st: &[isize; MAX_RANK],
+) {
     let r = out_dims.len();
     let n: usize = out_dims.iter().map(|&d| d as usize).product();
     let mut idx = [0usize; MAX_RANK];
@@ -154,7 +167,11 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
                     1 => {
                         let p = 2 * (len - 1).max(1);
                         let m = i.rem_euclid(p);
-                        if m >= len { p - m } else { m }
+                        if m >= len {
+                            p - m
+                        } else {
+                            m
+                        }
                     }
                     2 => i.clamp(0, len - 1),
                     _ => {

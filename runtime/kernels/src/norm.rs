@@ -10,7 +10,12 @@ use crate::util::qp;
 fn real(data: &[u8], dtype: DType, q: (f32, i32), i: usize) -> f32 {
     match dtype {
         DType::I8 => ((data[i] as i8) as i32 - q.1) as f32 * q.0,
-        _ => f32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]),
+        _ => f32::from_le_bytes([
+            data[4 * i],
+            data[4 * i + 1],
+            data[4 * i + 2],
+            data[4 * i + 3],
+        ]),
     }
 }
 
@@ -23,7 +28,11 @@ fn store(data: &mut [u8], dtype: DType, q: (f32, i32), i: usize, v: f32) {
 
 pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     let x = call.req(0)?;
-    let (outer, n, inner) = (call.param(0) as usize, call.param(1) as usize, call.param(2) as usize);
+    let (outer, n, inner) = (
+        call.param(0) as usize,
+        call.param(1) as usize,
+        call.param(2) as usize,
+    );
     let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
     for o in 0..outer {
         for i in 0..inner {
@@ -76,7 +85,8 @@ pub fn layer_norm(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError
         var /= inner as f32;
         let inv = 1.0 / libm::sqrtf(var + eps);
         for k in 0..inner {
-            let v = (real(x.data, dt, qx, base + k) - mean) * inv * gamma[k] + beta.map_or(0.0, |b| b[k]);
+            let v = (real(x.data, dt, qx, base + k) - mean) * inv * gamma[k]
+                + beta.map_or(0.0, |b| b[k]);
             store(out.data, dt, qy, base + k, v);
         }
     }

@@ -20,12 +20,22 @@ struct Win {
 
 fn win(call: &OpCall<'_>) -> Win {
     let u = |i: usize| call.param(i) as usize;
-    let (dh, dw) = if call.kind == OpKind::MaxPool { (u(8), u(9)) } else { (1, 1) };
+    let (dh, dw) = if call.kind == OpKind::MaxPool {
+        (u(8), u(9))
+    } else {
+        (1, 1)
+    };
     Win {
-        kh: u(0), kw: u(1), sh: u(2), sw: u(3),
-        pt: call.param(4) as isize, pl: call.param(5) as isize,
-        pb: call.param(6) as isize, pr: call.param(7) as isize,
-        dh, dw,
+        kh: u(0),
+        kw: u(1),
+        sh: u(2),
+        sw: u(3),
+        pt: call.param(4) as isize,
+        pl: call.param(5) as isize,
+        pb: call.param(6) as isize,
+        pr: call.param(7) as isize,
+        dh,
+        dw,
     }
 }
 
@@ -78,7 +88,11 @@ pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
     let include_pad = call.param(8) != 0;
     let q = x.info.dtype == DType::I8;
     let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
-    let (xf, xi) = if q { (&[][..], x.i8s()?) } else { (x.f32s()?, &[][..]) };
+    let (xf, xi) = if q {
+        (&[][..], x.i8s()?)
+    } else {
+        (x.f32s()?, &[][..])
+    };
     for p in 0..n * c {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -87,7 +101,8 @@ pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
                 let he = (hs + g.kh as isize).min(h as isize + g.pb);
                 let we = (ws + g.kw as isize).min(w as isize + g.pr);
                 let pool = ((he - hs) * (we - ws)) as usize;
-                let (hs, ws, he, we) = (hs.max(0), ws.max(0), he.min(h as isize), we.min(w as isize));
+                let (hs, ws, he, we) =
+                    (hs.max(0), ws.max(0), he.min(h as isize), we.min(w as isize));
                 let valid = ((he - hs).max(0) * (we - ws).max(0)) as usize;
                 let count = if include_pad { pool } else { valid }.max(1);
                 let o = (p * oh + oy) * ow + ox;
@@ -121,7 +136,11 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
     let x = call.req(0)?;
     let xs = x.info.shape;
     let r = xs.rank();
-    let mask: u32 = if call.kind == OpKind::GlobalAveragePool { !0b11 & ((1 << r) - 1) } else { call.param(0) as u32 };
+    let mask: u32 = if call.kind == OpKind::GlobalAveragePool {
+        !0b11 & ((1 << r) - 1)
+    } else {
+        call.param(0) as u32
+    };
     let ist = xs.strides();
     // Output element strides in the input index space (0 on reduced axes).
     let mut ost = [0usize; 6];
@@ -133,7 +152,11 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
         }
     }
     let n_out = out.info.shape.numel().ok_or(ExecError::Shape)?;
-    let count = (0..r).filter(|d| mask & (1 << d) != 0).map(|d| xs.dim(d)).product::<usize>().max(1);
+    let count = (0..r)
+        .filter(|d| mask & (1 << d) != 0)
+        .map(|d| xs.dim(d))
+        .product::<usize>()
+        .max(1);
     let _ = ist;
     let q = x.info.dtype == DType::I8;
     let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
@@ -147,7 +170,9 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
         for o in 0..n_out {
             let mut acc = 0i32;
             walk_reduced(&xs, mask, o, &ost, |i| acc += xi[i] as i32 - zx);
-            let v = (acc as f32 * scale).max((-128 - zy) as f32).min((127 - zy) as f32);
+            let v = (acc as f32 * scale)
+                .max((-128 - zy) as f32)
+                .min((127 - zy) as f32);
             y[o] = (round_half_even(v) as i32 + zy) as i8;
         }
     } else {
@@ -174,7 +199,13 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
 }
 
 /// Visit the flat input indices that reduce into output `o`.
-fn walk_reduced(xs: &cairn_core::Shape, mask: u32, o: usize, ost: &[usize; 6], mut f: impl FnMut(usize)) {
+fn walk_reduced(
+    xs: &cairn_core::Shape,
+    mask: u32,
+    o: usize,
+    ost: &[usize; 6],
+    mut f: impl FnMut(usize),
+) {
     let r = xs.rank();
     let ist = xs.strides();
     // Decompose o into kept-axis coordinates.
@@ -191,7 +222,11 @@ fn walk_reduced(xs: &cairn_core::Shape, mask: u32, o: usize, ost: &[usize; 6], m
     let red: &[usize] = &axes[..r];
     let mut idx = [0usize; 6];
     loop {
-        let off: usize = red.iter().filter(|&&d| mask & (1 << d) != 0).map(|&d| idx[d] * ist[d]).sum();
+        let off: usize = red
+            .iter()
+            .filter(|&&d| mask & (1 << d) != 0)
+            .map(|&d| idx[d] * ist[d])
+            .sum();
         f(base + off);
         let mut d = r;
         loop {

@@ -7,7 +7,11 @@ use cairn_core::{DType, ExecError, OpCall, Quant, Shape, TensorMut};
 fn params_at(q: &Quant<'_>, shape: &Shape, i: usize) -> (f32, i32) {
     match *q {
         Quant::PerTensor { scale, zero_point } => (scale, zero_point),
-        Quant::PerAxis { axis, scales, zero_points } => {
+        Quant::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => {
             let inner = shape.prod(axis + 1, shape.rank()).max(1);
             let c = (i / inner) % shape.dim(axis).max(1);
             (scales[c], zero_points[c])
@@ -23,7 +27,11 @@ pub fn quantize(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> 
     for (i, (&v, d)) in x.iter().zip(out.data.iter_mut()).enumerate() {
         let (s, z) = params_at(&q, &shape, i);
         let r = quantize_f32(v, s, z, lo, hi);
-        *d = if out.info.dtype == DType::U8 { r as u8 } else { r as i8 as u8 };
+        *d = if out.info.dtype == DType::U8 {
+            r as u8
+        } else {
+            r as i8 as u8
+        };
     }
     Ok(())
 }
@@ -36,7 +44,12 @@ pub fn dequantize(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
         let v = match xt.info.dtype {
             DType::I8 => xt.data[i] as i8 as i32,
             DType::U8 => xt.data[i] as i32,
-            _ => i32::from_le_bytes([xt.data[4 * i], xt.data[4 * i + 1], xt.data[4 * i + 2], xt.data[4 * i + 3]]),
+            _ => i32::from_le_bytes([
+                xt.data[4 * i],
+                xt.data[4 * i + 1],
+                xt.data[4 * i + 2],
+                xt.data[4 * i + 3],
+            ]),
         };
         let (s, z) = params_at(&q, &shape, i);
         *d = (v - z) as f32 * s;

@@ -12,10 +12,18 @@ fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f3
         0 => (o + 0.5) / scale - 0.5,
         1 => o / scale,
         2 => {
-            if len_out > 1 { o * (len_in as f32 - 1.0) / (len_out as f32 - 1.0) } else { 0.0 }
+            if len_out > 1 {
+                o * (len_in as f32 - 1.0) / (len_out as f32 - 1.0)
+            } else {
+                0.0
+            }
         }
         _ => {
-            if len_out > 1 { (o + 0.5) / scale - 0.5 } else { 0.0 }
+            if len_out > 1 {
+                (o + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
         }
     }
 }
@@ -24,8 +32,20 @@ fn nearest(mode: i32, v: f32, len: usize) -> usize {
     let f = libm::floorf(v);
     let frac = v - f;
     let i = match mode {
-        0 => if frac <= 0.5 { f } else { f + 1.0 },
-        1 => if frac < 0.5 { f } else { f + 1.0 },
+        0 => {
+            if frac <= 0.5 {
+                f
+            } else {
+                f + 1.0
+            }
+        }
+        1 => {
+            if frac < 0.5 {
+                f
+            } else {
+                f + 1.0
+            }
+        }
         2 => f,
         _ => libm::ceilf(v),
     };
@@ -62,11 +82,18 @@ pub fn resize(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError
                     let i = base + yy * w + xx;
                     match x.info.dtype {
                         DType::I8 => ((x.data[i] as i8) as i32 - qx.1) as f32 * qx.0,
-                        _ => f32::from_le_bytes([x.data[4 * i], x.data[4 * i + 1], x.data[4 * i + 2], x.data[4 * i + 3]]),
+                        _ => f32::from_le_bytes([
+                            x.data[4 * i],
+                            x.data[4 * i + 1],
+                            x.data[4 * i + 2],
+                            x.data[4 * i + 3],
+                        ]),
                     }
                 };
-                let r = v(y0, x0) * (1.0 - ly) * (1.0 - lx) + v(y0, x1) * (1.0 - ly) * lx
-                    + v(y1, x0) * ly * (1.0 - lx) + v(y1, x1) * ly * lx;
+                let r = v(y0, x0) * (1.0 - ly) * (1.0 - lx)
+                    + v(y0, x1) * (1.0 - ly) * lx
+                    + v(y1, x0) * ly * (1.0 - lx)
+                    + v(y1, x1) * ly * lx;
                 match x.info.dtype {
                     DType::I8 => out.i8s_mut()?[o] = quantize_f32(r, qy.0, qy.1, -128, 127) as i8,
                     _ => out.f32s_mut()?[o] = r,

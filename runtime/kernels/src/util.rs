@@ -4,7 +4,12 @@ use cairn_core::shape::{Shape, MAX_RANK};
 
 /// Visit every index of `shape` in row-major order with the matching flat offsets into
 /// two inputs whose element strides (0 on broadcast axes) are `sa` and `sb`.
-pub fn for_each_broadcast(shape: &Shape, sa: &[usize; MAX_RANK], sb: &[usize; MAX_RANK], mut f: impl FnMut(usize, usize, usize)) {
+pub fn for_each_broadcast(
+    shape: &Shape,
+    sa: &[usize; MAX_RANK],
+    sb: &[usize; MAX_RANK],
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let r = shape.rank();
     let n = shape.numel().unwrap_or(0);
     if n == 0 {
@@ -33,7 +38,10 @@ pub fn for_each_broadcast(shape: &Shape, sa: &[usize; MAX_RANK], sb: &[usize; MA
 
 /// Activation clamp of f32 kernels: two params holding f32 bits.
 pub fn f32_clamp(lo_bits: i32, hi_bits: i32) -> (f32, f32) {
-    (f32::from_bits(lo_bits as u32), f32::from_bits(hi_bits as u32))
+    (
+        f32::from_bits(lo_bits as u32),
+        f32::from_bits(hi_bits as u32),
+    )
 }
 
 /// (scale, zero point) of a per-tensor quantized tensor.

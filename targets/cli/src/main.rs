@@ -1,1 +1,131 @@
-fn main(){}
+//! `cairn`: convert, inspect, run, bench and demo.
+
+mod bench;
+mod demo;
+mod inspect;
+mod tools;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "cairn: an int8 edge AI runtime that runs alone"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ConvertArgs {
+    /// Fix dynamic input dims, e.g. 1,3,48,192 (repeat for more inputs, or NAME:1,3,48,192).
+    #[arg(long = "input-shape", value_name = "DIMS")]
+    pub input_shape: Vec<String>,
+    /// A .npy file or a folder of .npy files with calibration inputs (one sample per file,
+    /// or a batch along the first axis). Without it and without QDQ nodes the model stays f32.
+    #[arg(long, value_name = "DIR_OR_NPY")]
+    pub calibrate: Option<PathBuf>,
+    /// Calibration range: "minmax" or a percentile such as "99.99".
+    #[arg(long, default_value = "minmax")]
+    pub method: String,
+    /// Keep the model in f32 even if it has QDQ nodes.
+    #[arg(long)]
+    pub float: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// ONNX -> .cairn (fold, quantize, plan the arena).
+    Convert {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        args: ConvertArgs,
+    },
+    /// Show a .cairn file: ops, MACs, flash and arena bytes, kernels, quantization.
+    Inspect {
+        model: PathBuf,
+        /// Also list every tensor with its quantization.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Run a .cairn model on .npy inputs.
+    Run {
+        model: PathBuf,
+        /// Input .npy (repeat for several inputs, in order).
+        #[arg(short, long, required = true)]
+        input: Vec<PathBuf>,
+        /// Write the first output here (.npy); otherwise print the top-k.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+    },
+    /// Latency of cairn against ONNX Runtime on the same ONNX model and inputs.
+    Bench {
+        model: PathBuf,
+        #[command(flatten)]
+        args: ConvertArgs,
+        /// Timed runs per engine (after warm-up).
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Input .npy to time on (default: the first calibration sample, else zeros).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Write a JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Per-op time profile of cairn.
+        #[arg(long)]
+        profile: bool,
+    },
+    /// Convert and run the bundled models on bundled data; print accuracy and timing.
+    Demo {
+        /// Where the bundled models live.
+        #[arg(long, default_value = "models/zoo")]
+        zoo: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Convert {
+            model,
+            output,
+            args,
+        } => tools::convert_cmd(&model, &output, &args),
+        Cmd::Inspect { model, tensors } => inspect::inspect(&model, tensors),
+        Cmd::Run {
+            model,
+            input,
+            output,
+            top_k,
+        } => tools::run_cmd(&model, &input, output.as_deref(), top_k),
+        Cmd::Bench {
+            model,
+            args,
+            runs,
+            warmup,
+            input,
+            json,
+            profile,
+        } => bench::bench(
+            &model,
+            &args,
+            runs,
+            warmup,
+            input.as_deref(),
+            json.as_deref(),
+            profile,
+        ),
+        Cmd::Demo { zoo } => demo::demo(&zoo),
+    }
+}

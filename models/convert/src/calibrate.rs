@@ -1,0 +1,91 @@
+//! Calibration: run the float graph on sample inputs and choose each activation's range,
+//! by min/max or by a percentile of the observed values (histogram, two passes).
+
+use anyhow::Result;
+use cairn_core::DType;
+
+use crate::ir::Graph;
+use crate::quantize::Ranges;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    MinMax,
+    /// Keep this fraction of values (e.g. 99.99) and clip the tails.
+    Percentile(f32),
+}
+
+const BINS: usize = 2048;
+
+pub fn calibrate(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    method: Method,
+    mut progress: impl FnMut(usize),
+) -> Result<Ranges> {
+    let targets: Vec<usize> = (0..g.tensors.len())
+        .filter(|&t| g.tensors[t].dtype == DType::F32 && !g.tensors[t].is_const())
+        .collect();
+    let mut ranges: Ranges = targets
+        .iter()
+        .map(|&t| (t, (f32::INFINITY, f32::NEG_INFINITY)))
+        .collect();
+    for (i, s) in samples.iter().enumerate() {
+        let vals = g.run_all(s)?;
+        for &t in &targets {
+            if let Some(v) = vals.get(&t) {
+                let r = ranges.get_mut(&t).expect("target");
+                for &x in bytemuck::cast_slice::<u8, f32>(v.as_slice()) {
+                    if x.is_finite() {
+                        r.0 = r.0.min(x);
+                        r.1 = r.1.max(x);
+                    }
+                }
+            }
+        }
+        progress(i + 1);
+    }
+    if let Method::Percentile(p) = method {
+        let mut hist: std::collections::HashMap<usize, Vec<u64>> =
+            targets.iter().map(|&t| (t, vec![0u64; BINS])).collect();
+        for s in samples {
+            let vals = g.run_all(s)?;
+            for &t in &targets {
+                let (lo, hi) = ranges[&t];
+                let Some(v) = vals.get(&t) else { continue };
+                if !(hi > lo) {
+                    continue;
+                }
+                let h = hist.get_mut(&t).expect("hist");
+                for &x in bytemuck::cast_slice::<u8, f32>(v.as_slice()) {
+                    let b = (((x - lo) / (hi - lo)) * (BINS - 1) as f32)
+                        .clamp(0.0, (BINS - 1) as f32) as usize;
+                    h[b] += 1;
+                }
+            }
+        }
+        let tail = ((100.0 - p.clamp(50.0, 100.0)) / 200.0) as f64;
+        for &t in &targets {
+            let (lo, hi) = ranges[&t];
+            let h = &hist[&t];
+            let total: u64 = h.iter().sum();
+            if total == 0 || !(hi > lo) {
+                continue;
+            }
+            let cut = (total as f64 * tail) as u64;
+            let (mut acc, mut a) = (0u64, 0usize);
+            while a < BINS - 1 && acc + h[a] <= cut {
+                acc += h[a];
+                a += 1;
+            }
+            let (mut acc2, mut b) = (0u64, BINS - 1);
+            while b > a && acc2 + h[b] <= cut {
+                acc2 += h[b];
+                b -= 1;
+            }
+            let w = (hi - lo) / (BINS - 1) as f32;
+            ranges.insert(t, (lo + a as f32 * w, lo + (b as f32 + 1.0) * w));
+        }
+    }
+    ranges.retain(|_, r| r.0 <= r.1);
+    Ok(ranges)
+}

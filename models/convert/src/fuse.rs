@@ -1,0 +1,276 @@
+//! Float-graph rewrites before quantization: fold per-channel affine ops (BatchNorm) into
+//! the producing conv/FC, fuse Relu/Clip into their producer, and recognise HardSwish.
+//! Each rewrite only fires when the intermediate tensor has exactly one reader and is not
+//! a graph output, so the graph's meaning never changes.
+
+use cairn_core::op::{conv, UnaryFn};
+use cairn_core::OpKind;
+
+use crate::ir::{f32_bytes, Graph};
+use crate::lower::INF_BITS;
+
+fn single_reader(g: &Graph, t: usize) -> Option<usize> {
+    let c = g.consumers(t);
+    (c.len() == 1 && !g.outputs.contains(&t)).then(|| c[0])
+}
+
+fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
+    match kind {
+        OpKind::Conv => Some((conv::ACT_LO, conv::ACT_HI)),
+        OpKind::ConvTranspose => Some((conv::T_ACT_LO, conv::T_ACT_HI)),
+        OpKind::FullyConnected | OpKind::Add | OpKind::Sub | OpKind::Mul => Some((0, 1)),
+        _ => None,
+    }
+}
+
+fn has_act(g: &Graph, op: usize) -> bool {
+    let o = &g.ops[op];
+    act_slots(o.kind).is_some_and(|(a, b)| o.params[a] != INF_BITS.0 || o.params[b] != INF_BITS.1)
+}
+
+/// Scalar value of a constant tensor, if it is one.
+pub fn const_scalar(g: &Graph, t: usize) -> Option<f32> {
+    let h = &g.tensors[t];
+    (h.numel() == 1)
+        .then(|| h.const_f32())
+        .flatten()
+        .map(|v| v[0])
+}
+
+/// Fold `Mul(conv, c)` / `Add(conv, c)` with per-output-channel constants into the conv.
+fn fold_affine(g: &mut Graph) -> bool {
+    for p in 0..g.ops.len() {
+        let kind = g.ops[p].kind;
+        if !matches!(kind, OpKind::Conv | OpKind::FullyConnected) || has_act(g, p) {
+            continue;
+        }
+        let out = g.ops[p].outputs[0];
+        let Some(m) = single_reader(g, out) else {
+            continue;
+        };
+        let mo = &g.ops[m];
+        if !matches!(mo.kind, OpKind::Mul | OpKind::Add | OpKind::Sub)
+            || mo.inputs[0] != Some(out)
+            || has_act(g, m)
+        {
+            continue;
+        }
+        let Some(c) = mo.inputs[1] else { continue };
+        let Some(cv) = g.tensors[c].const_f32() else {
+            continue;
+        };
+        let w = g.ops[p].inputs[1].unwrap_or(usize::MAX);
+        let Some(wv) = g.tensors.get(w).and_then(|t| t.const_f32()) else {
+            continue;
+        };
+        let ys = g.tensors[out].shape.clone();
+        let oc = if kind == OpKind::Conv {
+            ys[1]
+        } else {
+            ys[ys.len() - 1]
+        };
+        let cs = &g.tensors[c].shape;
+        let per_channel = cv.len() == oc && {
+            let rank_ok = cs.len() <= ys.len();
+            let axis = if kind == OpKind::Conv {
+                1
+            } else {
+                ys.len() - 1
+            };
+            let lead = ys.len() - cs.len();
+            rank_ok
+                && cs
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || i + lead == axis)
+        };
+        if !(per_channel || cv.len() == 1) {
+            continue;
+        }
+        let cat = |i: usize| if cv.len() == 1 { cv[0] } else { cv[i] };
+        let bias_t = g.ops[p].inputs.get(2).copied().flatten();
+        let mut bias = match bias_t {
+            Some(b) => match g.tensors[b].const_f32() {
+                Some(v) => v,
+                None => continue,
+            },
+            None => vec![0.0; oc],
+        };
+        let mut wv = wv;
+        let per = wv.len() / oc;
+        match mo.kind {
+            OpKind::Mul => {
+                for o in 0..oc {
+                    wv[o * per..(o + 1) * per]
+                        .iter_mut()
+                        .for_each(|v| *v *= cat(o));
+                    bias[o] *= cat(o);
+                }
+            }
+            OpKind::Add => (0..oc).for_each(|o| bias[o] += cat(o)),
+            _ => (0..oc).for_each(|o| bias[o] -= cat(o)),
+        }
+        let wname = format!("{}:w", g.ops[p].name);
+        let wshape = g.tensors[w].shape.clone();
+        let nw = g.add_const(wname, cairn_core::DType::F32, wshape, f32_bytes(&wv));
+        let nb = g.add_f32(format!("{}:b", g.ops[p].name), vec![oc], &bias);
+        let new_out = g.ops[m].outputs[0];
+        let op = &mut g.ops[p];
+        op.inputs[1] = Some(nw);
+        if op.inputs.len() < 3 {
+            op.inputs.push(Some(nb));
+        } else {
+            op.inputs[2] = Some(nb);
+        }
+        op.outputs[0] = new_out;
+        g.ops.remove(m);
+        return true;
+    }
+    false
+}
+
+/// Fuse Relu / Clip into the producing op's activation clamp.
+fn fuse_act(g: &mut Graph) -> bool {
+    for p in 0..g.ops.len() {
+        let Some((slo, shi)) = act_slots(g.ops[p].kind) else {
+            continue;
+        };
+        if has_act(g, p) || g.ops[p].outputs.len() != 1 {
+            continue;
+        }
+        let out = g.ops[p].outputs[0];
+        let Some(u) = single_reader(g, out) else {
+            continue;
+        };
+        let uo = &g.ops[u];
+        if uo.kind != OpKind::Unary {
+            continue;
+        }
+        let (lo, hi) = match UnaryFn::from_code(uo.params[0]) {
+            Some(UnaryFn::Relu) => (0.0f32, f32::INFINITY),
+            Some(UnaryFn::Clip) => (
+                f32::from_bits(uo.params[1] as u32),
+                f32::from_bits(uo.params[2] as u32),
+            ),
+            _ => continue,
+        };
+        let new_out = uo.outputs[0];
+        let op = &mut g.ops[p];
+        op.params[slo] = lo.to_bits() as i32;
+        op.params[shi] = hi.to_bits() as i32;
+        op.outputs[0] = new_out;
+        g.ops.remove(u);
+        return true;
+    }
+    false
+}
+
+/// x * Clip(x + 3, 0, 6) * (1/6)  and  x * HardSigmoid(x; 1/6, 1/2)  →  HardSwish(x).
+fn fuse_hardswish(g: &mut Graph) -> bool {
+    let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+    let producer = |g: &Graph, t: usize| g.producer(t);
+    let is_unary = |g: &Graph, op: usize, f: UnaryFn| {
+        g.ops[op].kind == OpKind::Unary && g.ops[op].params[0] == f as i32
+    };
+    for last in 0..g.ops.len() {
+        let lo = &g.ops[last];
+        if lo.kind != OpKind::Mul || has_act(g, last) {
+            continue;
+        }
+        // Form A: Mul(Mul(x, h), 1/6) with h = Clip(Add(x, 3), 0, 6)
+        // Form B: Mul(x, HardSigmoid(x)) with alpha 1/6, beta 1/2
+        let (a, b) = (lo.inputs[0].unwrap_or(0), lo.inputs[1].unwrap_or(0));
+        let mut found: Option<(usize, Vec<usize>)> = None;
+        for (xs, hs) in [(a, b), (b, a)] {
+            if let Some(hp) = producer(g, hs) {
+                let ho = &g.ops[hp];
+                if is_unary(g, hp, UnaryFn::HardSigmoid)
+                    && ho.inputs[0] == Some(xs)
+                    && near(f32::from_bits(ho.params[1] as u32), 1.0 / 6.0)
+                    && near(f32::from_bits(ho.params[2] as u32), 0.5)
+                    && single_reader(g, hs) == Some(last)
+                {
+                    found = Some((xs, vec![hp]));
+                }
+            }
+        }
+        if found.is_none() {
+            for (m, c) in [(a, b), (b, a)] {
+                if !const_scalar(g, c).is_some_and(|v| near(v, 1.0 / 6.0))
+                    || single_reader(g, m) != Some(last)
+                {
+                    continue;
+                }
+                let Some(mp) = producer(g, m) else { continue };
+                if g.ops[mp].kind != OpKind::Mul || has_act(g, mp) {
+                    continue;
+                }
+                let (p, q) = (
+                    g.ops[mp].inputs[0].unwrap_or(0),
+                    g.ops[mp].inputs[1].unwrap_or(0),
+                );
+                for (x, h) in [(p, q), (q, p)] {
+                    let Some(cp) = producer(g, h) else { continue };
+                    let clip = &g.ops[cp];
+                    let relu6 = (clip.kind == OpKind::Unary
+                        && clip.params[0] == UnaryFn::Clip as i32
+                        && f32::from_bits(clip.params[1] as u32) == 0.0
+                        && f32::from_bits(clip.params[2] as u32) == 6.0)
+                        || (clip.kind == OpKind::Add
+                            && f32::from_bits(clip.params[0] as u32) == 0.0
+                            && f32::from_bits(clip.params[1] as u32) == 6.0);
+                    if !relu6 || single_reader(g, h) != Some(mp) {
+                        continue;
+                    }
+                    // The Add(x, 3) is either the clip's input or (fused) the clip itself.
+                    let (addp, add_out) = if clip.kind == OpKind::Add {
+                        (cp, h)
+                    } else {
+                        let ci = clip.inputs[0].unwrap_or(0);
+                        let Some(ap) = producer(g, ci) else { continue };
+                        (ap, ci)
+                    };
+                    let add = &g.ops[addp];
+                    let ok_add = add.kind == OpKind::Add
+                        && ((add.inputs[0] == Some(x)
+                            && add.inputs[1].and_then(|t| const_scalar(g, t)) == Some(3.0))
+                            || (add.inputs[1] == Some(x)
+                                && add.inputs[0].and_then(|t| const_scalar(g, t)) == Some(3.0)));
+                    if ok_add && (addp == cp || single_reader(g, add_out) == Some(cp)) {
+                        let mut dead = vec![mp, cp];
+                        if addp != cp {
+                            dead.push(addp);
+                        }
+                        found = Some((x, dead));
+                    }
+                }
+            }
+        }
+        let Some((x, mut dead)) = found else { continue };
+        let out = g.ops[last].outputs[0];
+        let name = g.ops[last].name.clone();
+        g.ops[last] = crate::ir::HOp {
+            kind: OpKind::Unary,
+            inputs: vec![Some(x)],
+            outputs: vec![out],
+            params: vec![UnaryFn::HardSwish as i32, 0, 0],
+            name,
+        };
+        dead.sort_unstable();
+        for d in dead.into_iter().rev() {
+            g.ops.remove(d);
+        }
+        return true;
+    }
+    false
+}
+
+/// Apply every rewrite until none fires. Returns how many fired.
+pub fn fuse(g: &mut Graph) -> usize {
+    let mut n = 0;
+    while fold_affine(g) || fuse_hardswish(g) || fuse_act(g) {
+        n += 1;
+    }
+    g.prune();
+    n
+}

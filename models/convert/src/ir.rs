@@ -1,0 +1,343 @@
+//! The converter's graph: cairn ops over host tensors, plus a host executor that runs it
+//! with the reference kernels (constant folding, calibration, the float reference).
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::kernel::KernelId;
+use cairn_core::model::kernel_id;
+use cairn_core::{DType, OpCall, OpKind, Quant, Shape, TensorInfo, TensorMut, TensorRef};
+
+/// Quantization facts read from a QDQ model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hint {
+    /// An activation's (scale, zero point) in the int8 domain.
+    Act { scale: f32, zero_point: i32 },
+    /// A weight given already quantized: int8 values and symmetric scales (one per
+    /// channel along `axis`, or one for the tensor).
+    Weight {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+        axis: Option<usize>,
+    },
+    /// A bias given already quantized to int32.
+    Bias { q: Vec<i32>, scales: Vec<f32> },
+}
+
+#[derive(Clone, Debug)]
+pub struct HTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Option<AlignedBytes>,
+    pub quant: QuantSpec,
+    pub hint: Option<Hint>,
+}
+
+impl HTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_const(&self) -> bool {
+        self.data.is_some()
+    }
+    pub fn const_f32(&self) -> Option<Vec<f32>> {
+        let d = self.data.as_ref()?;
+        (self.dtype == DType::F32).then(|| bytemuck::cast_slice::<u8, f32>(d.as_slice()).to_vec())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HOp {
+    pub kind: OpKind,
+    pub inputs: Vec<Option<usize>>,
+    pub outputs: Vec<usize>,
+    pub params: Vec<i32>,
+    /// The ONNX node it came from (for messages and profiles).
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub tensors: Vec<HTensor>,
+    pub ops: Vec<HOp>,
+    pub inputs: Vec<usize>,
+    pub outputs: Vec<usize>,
+}
+
+pub fn shape_of(dims: &[usize]) -> Result<Shape> {
+    Shape::new(dims).ok_or_else(|| anyhow!("shape {dims:?} has rank > 6 or a dim over u32"))
+}
+
+pub fn f32_bytes(v: &[f32]) -> AlignedBytes {
+    AlignedBytes::from_slice(bytemuck::cast_slice(v))
+}
+
+fn quant_ref(q: &QuantSpec) -> Quant<'_> {
+    match q {
+        QuantSpec::None => Quant::None,
+        QuantSpec::PerTensor { scale, zero_point } => Quant::PerTensor {
+            scale: *scale,
+            zero_point: *zero_point,
+        },
+        QuantSpec::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => Quant::PerAxis {
+            axis: *axis,
+            scales,
+            zero_points,
+        },
+    }
+}
+
+impl Graph {
+    pub fn add(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>) -> usize {
+        self.tensors.push(HTensor {
+            name: name.into(),
+            dtype,
+            shape,
+            data: None,
+            quant: QuantSpec::None,
+            hint: None,
+        });
+        self.tensors.len() - 1
+    }
+
+    pub fn add_const(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        data: AlignedBytes,
+    ) -> usize {
+        let id = self.add(name, dtype, shape);
+        self.tensors[id].data = Some(data);
+        id
+    }
+
+    pub fn add_f32(&mut self, name: impl Into<String>, shape: Vec<usize>, v: &[f32]) -> usize {
+        self.add_const(name, DType::F32, shape, f32_bytes(v))
+    }
+
+    pub fn info(&self, t: usize) -> Result<TensorInfo<'_>> {
+        let h = &self.tensors[t];
+        Ok(TensorInfo {
+            dtype: h.dtype,
+            shape: shape_of(&h.shape)?,
+            quant: quant_ref(&h.quant),
+        })
+    }
+
+    pub fn kernel_of(&self, op: &HOp) -> Result<KernelId> {
+        let x = self.info(
+            op.inputs
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| anyhow!("op without input 0"))?,
+        )?;
+        let y = self.info(op.outputs[0])?;
+        let g = if op.kind == OpKind::Conv {
+            op.params[cairn_core::op::conv::GROUP]
+        } else {
+            0
+        };
+        Ok(kernel_id(op.kind, &x, &y, g))
+    }
+
+    /// Ops reading tensor `t`.
+    pub fn consumers(&self, t: usize) -> Vec<usize> {
+        (0..self.ops.len())
+            .filter(|&i| self.ops[i].inputs.contains(&Some(t)))
+            .collect()
+    }
+
+    pub fn producer(&self, t: usize) -> Option<usize> {
+        self.ops.iter().position(|o| o.outputs.contains(&t))
+    }
+
+    /// Output shape of an op via cairn-core's shape rules (`declared` for ops whose
+    /// output is not derivable from inputs).
+    pub fn infer(
+        &self,
+        kind: OpKind,
+        params: &[i32],
+        inputs: &[Option<usize>],
+        out: usize,
+        declared: &[usize],
+    ) -> Result<Vec<usize>> {
+        let shapes: Vec<Option<Shape>> = inputs
+            .iter()
+            .map(|t| t.map(|t| shape_of(&self.tensors[t].shape)).transpose())
+            .collect::<Result<_>>()?;
+        let s = cairn_core::op::infer_output(kind, params, &shapes, out, &shape_of(declared)?)
+            .map_err(|e| {
+                anyhow!(
+                    "{} shapes do not fit: {:?} (inputs {:?})",
+                    kind.name(),
+                    e,
+                    shapes
+                )
+            })?;
+        Ok(s.dims().iter().map(|&d| d as usize).collect())
+    }
+
+    /// Run one op on given input bytes with the reference kernels; returns each output.
+    pub fn run_op(
+        &self,
+        op: &HOp,
+        value: &dyn Fn(usize) -> Option<AlignedBytes>,
+    ) -> Result<Vec<AlignedBytes>> {
+        let kernel = self.kernel_of(op)?;
+        let mut held: Vec<Option<AlignedBytes>> = Vec::new();
+        for t in &op.inputs {
+            held.push(match t {
+                None => None,
+                Some(t) => Some(
+                    self.tensors[*t]
+                        .data
+                        .clone()
+                        .or_else(|| value(*t))
+                        .ok_or_else(|| {
+                            anyhow!("no value for tensor '{}'", self.tensors[*t].name)
+                        })?,
+                ),
+            });
+        }
+        let mut outs = Vec::new();
+        for (k, &o) in op.outputs.iter().enumerate() {
+            let mut call = OpCall::new(op.kind, kernel, &op.params, k);
+            for (j, t) in op.inputs.iter().enumerate() {
+                let r = match (t, &held[j]) {
+                    (Some(t), Some(bytes)) => Some(TensorRef {
+                        info: self.info(*t)?,
+                        data: bytes.as_slice(),
+                    }),
+                    _ => None,
+                };
+                call.push_input(r).map_err(|e| anyhow!("{e:?}"))?;
+            }
+            let info = self.info(o)?;
+            let mut buf =
+                AlignedBytes::zeroed(self.tensors[o].numel() * self.tensors[o].dtype.size_bytes());
+            cairn_kernels::execute_reference(
+                &call,
+                TensorMut {
+                    info,
+                    data: buf.as_mut_slice(),
+                },
+            )
+            .map_err(|e| anyhow!("{} ({}) failed: {e:?}", op.kind.name(), op.name))?;
+            outs.push(buf);
+        }
+        Ok(outs)
+    }
+
+    /// Run the whole graph on f32 inputs; returns the value of every tensor.
+    pub fn run_all(&self, inputs: &[Vec<f32>]) -> Result<HashMap<usize, AlignedBytes>> {
+        let mut vals: HashMap<usize, AlignedBytes> = HashMap::new();
+        if inputs.len() != self.inputs.len() {
+            bail!(
+                "model has {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            );
+        }
+        for (&t, v) in self.inputs.iter().zip(inputs) {
+            if v.len() != self.tensors[t].numel() {
+                bail!(
+                    "input '{}' needs {} values, got {}",
+                    self.tensors[t].name,
+                    self.tensors[t].numel(),
+                    v.len()
+                );
+            }
+            vals.insert(t, f32_bytes(v));
+        }
+        for op in &self.ops {
+            let outs = self.run_op(op, &|t| vals.get(&t).cloned())?;
+            for (&o, b) in op.outputs.iter().zip(outs) {
+                vals.insert(o, b);
+            }
+        }
+        Ok(vals)
+    }
+
+    /// Drop ops whose outputs nobody reads, and tensors nobody references.
+    pub fn prune(&mut self) {
+        loop {
+            let before = self.ops.len();
+            let mut used = vec![false; self.tensors.len()];
+            for &t in &self.outputs {
+                used[t] = true;
+            }
+            for op in &self.ops {
+                for t in op.inputs.iter().flatten() {
+                    used[*t] = true;
+                }
+            }
+            self.ops.retain(|op| op.outputs.iter().any(|&o| used[o]));
+            if self.ops.len() == before {
+                break;
+            }
+        }
+        let mut keep = vec![false; self.tensors.len()];
+        for &t in self.inputs.iter().chain(&self.outputs) {
+            keep[t] = true;
+        }
+        for op in &self.ops {
+            for t in op.inputs.iter().flatten().chain(&op.outputs) {
+                keep[*t] = true;
+            }
+        }
+        let mut remap = vec![usize::MAX; self.tensors.len()];
+        let mut tensors = Vec::new();
+        for (i, t) in self.tensors.drain(..).enumerate() {
+            if keep[i] {
+                remap[i] = tensors.len();
+                tensors.push(t);
+            }
+        }
+        self.tensors = tensors;
+        for op in &mut self.ops {
+            op.inputs.iter_mut().flatten().for_each(|t| *t = remap[*t]);
+            op.outputs.iter_mut().for_each(|t| *t = remap[*t]);
+        }
+        self.inputs.iter_mut().for_each(|t| *t = remap[*t]);
+        self.outputs.iter_mut().for_each(|t| *t = remap[*t]);
+    }
+
+    /// Hand the graph to cairn-core's builder.
+    pub fn to_builder(&self) -> Result<ModelBuilder> {
+        let mut b = ModelBuilder::default();
+        for t in &self.tensors {
+            b.add_tensor(TensorSpec {
+                dtype: t.dtype,
+                shape: shape_of(&t.shape)?,
+                quant: t.quant.clone(),
+                data: t.data.as_ref().map(|d| d.as_slice().to_vec()),
+            });
+        }
+        let id = |t: usize| -> Result<u16> {
+            u16::try_from(t).map_err(|_| anyhow!("more than 65535 tensors"))
+        };
+        for op in &self.ops {
+            b.ops.push(OpSpec {
+                kind: op.kind,
+                inputs: op
+                    .inputs
+                    .iter()
+                    .map(|t| t.map(id).transpose())
+                    .collect::<Result<_>>()?,
+                outputs: op.outputs.iter().map(|&t| id(t)).collect::<Result<_>>()?,
+                params: op.params.clone(),
+            });
+        }
+        b.inputs = self.inputs.iter().map(|&t| id(t)).collect::<Result<_>>()?;
+        b.outputs = self.outputs.iter().map(|&t| id(t)).collect::<Result<_>>()?;
+        Ok(b)
+    }
+}

@@ -1,0 +1,556 @@
+//! ONNX → cairn graph (float, with QDQ hints). Shapes are made static here, shape
+//! subgraphs (Shape/Gather/Concat/... on int64) are evaluated, and any op whose inputs
+//! are all constant is folded by running the reference kernels at convert time.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_core::emit::QuantSpec;
+use cairn_core::{DType, OpKind};
+
+use crate::ir::{Graph, HOp, Hint};
+use crate::onnx::{self, tensor_from_proto, Attrs, HData, HostTensor, ModelProto, NodeProto};
+
+/// What an ONNX value name stands for during lowering.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    /// A tensor of the cairn graph (runtime or const float/int8).
+    T(usize),
+    /// An integer tensor known at convert time (shapes, axes, quantized initializers).
+    Int(HostTensor),
+    /// The output of a QuantizeLinear that only feeds matching DequantizeLinear nodes.
+    FakeQ {
+        t: usize,
+        scale: f32,
+        zero_point: i32,
+    },
+    /// An absent optional value.
+    Absent,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LowerOptions {
+    /// Shapes for graph inputs with dynamic dims, by input name or by position ("#0").
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Graph inputs whose values are known at convert time (become constants).
+    pub const_inputs: HashMap<String, HostTensor>,
+}
+
+pub(crate) struct Lower<'m> {
+    pub g: Graph,
+    pub vals: HashMap<String, Val>,
+    pub opset: i64,
+    pub notes: Vec<String>,
+    /// ONNX consumers of each value name (to recognise QDQ pairs).
+    consumers: HashMap<String, Vec<&'m NodeProto>>,
+    pub node_name: String,
+}
+
+pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow!("the ONNX model has no graph"))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(13, |o| o.version);
+    let mut consumers: HashMap<String, Vec<&NodeProto>> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            consumers.entry(i.clone()).or_default().push(n);
+        }
+    }
+    let mut l = Lower {
+        g: Graph::default(),
+        vals: HashMap::new(),
+        opset,
+        notes: Vec::new(),
+        consumers,
+        node_name: String::new(),
+    };
+    for init in &graph.initializer {
+        let t = tensor_from_proto(init)?;
+        l.set_host(&init.name, t);
+    }
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    for (pos, inp) in graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .enumerate()
+    {
+        if let Some(t) = opts.const_inputs.get(&inp.name) {
+            l.set_host(&inp.name, t.clone());
+            continue;
+        }
+        let (elem, dims) = onnx::value_info_type(inp);
+        if elem != 1 {
+            bail!("input '{}' has ONNX element type {elem}; cairn models take f32 inputs (int8 IO: quantize in the graph)", inp.name);
+        }
+        let given = opts
+            .input_shapes
+            .get(&inp.name)
+            .or_else(|| opts.input_shapes.get(&format!("#{pos}")));
+        let shape = match (given, dims) {
+            (Some(s), Some(d)) if s.len() != d.len() => bail!("--input-shape for '{}' has rank {}, the model says {}", inp.name, s.len(), d.len()),
+            (Some(s), Some(d)) => {
+                for (a, b) in s.iter().zip(&d) {
+                    if let Some(b) = b {
+                        if a != b {
+                            bail!("--input-shape {:?} for '{}' contradicts the model's fixed dims {:?}", s, inp.name, d);
+                        }
+                    }
+                }
+                s.clone()
+            }
+            (Some(s), None) => s.clone(),
+            (None, Some(d)) if d.iter().all(|x| x.is_some()) => d.iter().map(|x| x.unwrap_or(1)).collect(),
+            (None, d) => bail!(
+                "input '{}' has dynamic dims {:?}; fix them with --input-shape (e.g. --input-shape 1,3,48,192) or calibration samples",
+                inp.name,
+                d.map(|d| d.iter().map(|x| x.map_or("?".to_string(), |v| v.to_string())).collect::<Vec<_>>())
+            ),
+        };
+        let id = l.g.add(&inp.name, DType::F32, shape);
+        l.g.inputs.push(id);
+        l.vals.insert(inp.name.clone(), Val::T(id));
+    }
+    for node in topo_sort(&graph.node)? {
+        l.node_name = if node.name.is_empty() {
+            format!(
+                "{}:{}",
+                node.op_type,
+                node.output.first().cloned().unwrap_or_default()
+            )
+        } else {
+            node.name.clone()
+        };
+        l.node(node)
+            .with_context(|| format!("node '{}' ({})", l.node_name, node.op_type))?;
+    }
+    for out in &graph.output {
+        let t = l
+            .t(&out.name)
+            .with_context(|| format!("graph output '{}'", out.name))?;
+        l.g.outputs.push(t);
+    }
+    l.g.prune();
+    Ok((l.g, l.notes))
+}
+
+fn topo_sort(nodes: &[NodeProto]) -> Result<Vec<&NodeProto>> {
+    let produced: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut state = vec![0u8; nodes.len()];
+    let mut order = Vec::new();
+    fn visit<'a>(
+        i: usize,
+        nodes: &'a [NodeProto],
+        produced: &HashMap<&str, usize>,
+        state: &mut [u8],
+        order: &mut Vec<&'a NodeProto>,
+    ) -> Result<()> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => bail!(
+                "the ONNX graph has a cycle through node '{}'",
+                nodes[i].name
+            ),
+            _ => {}
+        }
+        state[i] = 1;
+        for inp in &nodes[i].input {
+            if let Some(&j) = produced.get(inp.as_str()) {
+                if j != i {
+                    visit(j, nodes, produced, state, order)?;
+                }
+            }
+        }
+        state[i] = 2;
+        order.push(&nodes[i]);
+        Ok(())
+    }
+    for i in 0..nodes.len() {
+        visit(i, nodes, &produced, &mut state, &mut order)?;
+    }
+    Ok(order)
+}
+
+pub(crate) const INF_BITS: (i32, i32) = (
+    f32::NEG_INFINITY.to_bits() as i32,
+    f32::INFINITY.to_bits() as i32,
+);
+
+impl<'m> Lower<'m> {
+    pub fn set_host(&mut self, name: &str, t: HostTensor) {
+        let v = match t.data {
+            HData::F32(ref v) => Val::T(self.g.add_f32(name, t.shape.clone(), v)),
+            _ => Val::Int(t),
+        };
+        self.vals.insert(name.to_string(), v);
+    }
+
+    pub fn val(&self, name: &str) -> Result<Val> {
+        if name.is_empty() {
+            return Ok(Val::Absent);
+        }
+        self.vals
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("value '{name}' is not defined"))
+    }
+
+    /// The cairn tensor behind a value (int constants become f32 constants).
+    pub fn t(&mut self, name: &str) -> Result<usize> {
+        match self.val(name)? {
+            Val::T(t) => Ok(t),
+            Val::FakeQ { t, .. } => Ok(t),
+            Val::Int(h) => {
+                let id = self.g.add_f32(name, h.shape.clone(), &h.to_f32());
+                self.vals.insert(name.to_string(), Val::T(id));
+                Ok(id)
+            }
+            Val::Absent => bail!("required input '{name}' is absent"),
+        }
+    }
+
+    pub fn in_t(&mut self, n: &NodeProto, k: usize) -> Result<usize> {
+        let name = n
+            .input
+            .get(k)
+            .ok_or_else(|| anyhow!("missing input {k}"))?
+            .clone();
+        self.t(&name)
+    }
+
+    pub fn opt_t(&mut self, n: &NodeProto, k: usize) -> Result<Option<usize>> {
+        match n.input.get(k) {
+            Some(s) if !s.is_empty() => Ok(Some(self.t(&s.clone())?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A value that must be known at convert time, as a host tensor.
+    pub fn host(&self, name: &str) -> Result<HostTensor> {
+        match self.val(name)? {
+            Val::Int(h) => Ok(h),
+            Val::T(t) => {
+                let ht = &self.g.tensors[t];
+                let v = ht.const_f32().ok_or_else(|| anyhow!("'{name}' must be known at convert time (a constant or an initializer), but it is computed at run time"))?;
+                Ok(HostTensor::f32(ht.shape.clone(), v))
+            }
+            _ => bail!("'{name}' must be a constant"),
+        }
+    }
+
+    pub fn opt_host(&self, n: &NodeProto, k: usize) -> Result<Option<HostTensor>> {
+        match n.input.get(k) {
+            Some(s) if !s.is_empty() => Ok(Some(self.host(s)?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn ints_in(&self, n: &NodeProto, k: usize) -> Result<Option<Vec<i64>>> {
+        Ok(self.opt_host(n, k)?.map(|h| h.to_i64()))
+    }
+
+    pub fn shape(&self, t: usize) -> Vec<usize> {
+        self.g.tensors[t].shape.clone()
+    }
+
+    pub fn is_int(&self, name: &str) -> bool {
+        matches!(self.vals.get(name), Some(Val::Int(_)))
+    }
+
+    pub fn out(&mut self, n: &NodeProto, k: usize, v: Val) {
+        if let Some(name) = n.output.get(k) {
+            if !name.is_empty() {
+                self.vals.insert(name.clone(), v);
+            }
+        }
+    }
+
+    /// Add an op with one output; folds it when every input is constant.
+    pub fn op(
+        &mut self,
+        kind: OpKind,
+        inputs: Vec<Option<usize>>,
+        params: Vec<i32>,
+        declared: &[usize],
+    ) -> Result<usize> {
+        Ok(self.op_n(kind, inputs, params, &[declared.to_vec()], None)?[0])
+    }
+
+    pub fn op_n(
+        &mut self,
+        kind: OpKind,
+        inputs: Vec<Option<usize>>,
+        params: Vec<i32>,
+        declared: &[Vec<usize>],
+        dtype: Option<DType>,
+    ) -> Result<Vec<usize>> {
+        let x = inputs[0].ok_or_else(|| anyhow!("op without input"))?;
+        let dtype = dtype.unwrap_or(self.g.tensors[x].dtype);
+        let mut outs = Vec::new();
+        for (k, d) in declared.iter().enumerate() {
+            let shape = self.g.infer(kind, &params, &inputs, k, d)?;
+            outs.push(
+                self.g
+                    .add(format!("{}:{}", self.node_name, k), dtype, shape),
+            );
+        }
+        let op = HOp {
+            kind,
+            inputs,
+            outputs: outs.clone(),
+            params,
+            name: self.node_name.clone(),
+        };
+        if op
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&t| self.g.tensors[t].is_const())
+        {
+            let vals = self.g.run_op(&op, &|_| None)?;
+            for (&o, v) in outs.iter().zip(vals) {
+                self.g.tensors[o].data = Some(v);
+            }
+        } else {
+            self.g.ops.push(op);
+        }
+        Ok(outs)
+    }
+
+    pub fn reshape(&mut self, x: usize, shape: &[usize]) -> Result<usize> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.op(OpKind::Reshape, vec![Some(x)], vec![], shape)
+    }
+
+    pub fn transpose(&mut self, x: usize, perm: &[usize]) -> Result<usize> {
+        let s = self.shape(x);
+        let out: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+        self.op(
+            OpKind::Transpose,
+            vec![Some(x)],
+            perm.iter().map(|&p| p as i32).collect(),
+            &out,
+        )
+    }
+
+    pub fn unary(&mut self, x: usize, f: cairn_core::op::UnaryFn, a: f32, b: f32) -> Result<usize> {
+        let s = self.shape(x);
+        self.op(
+            OpKind::Unary,
+            vec![Some(x)],
+            vec![f as i32, a.to_bits() as i32, b.to_bits() as i32],
+            &s,
+        )
+    }
+
+    pub fn binary(&mut self, kind: OpKind, a: usize, b: usize) -> Result<usize> {
+        self.op(
+            kind,
+            vec![Some(a), Some(b)],
+            vec![INF_BITS.0, INF_BITS.1],
+            &[],
+        )
+    }
+
+    pub fn scalar(&mut self, v: f32) -> usize {
+        self.g
+            .add_f32(format!("{}:scalar", self.node_name), vec![], &[v])
+    }
+
+    fn node(&mut self, n: &'m NodeProto) -> Result<()> {
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            bail!(
+                "op '{}' from domain '{}' is not supported by cairn",
+                n.op_type,
+                n.domain
+            );
+        }
+        let op = n.op_type.as_str();
+        if crate::lower_shape::lower_shape_op(self, n)? {
+            return Ok(());
+        }
+        match op {
+            "QuantizeLinear" => self.quantize_linear(n),
+            "DequantizeLinear" => self.dequantize_linear(n),
+            _ => crate::lower_nn::lower_nn_op(self, n),
+        }
+    }
+
+    fn qparams(&self, n: &NodeProto) -> Result<(Vec<f32>, Vec<i64>, DType, Option<usize>)> {
+        let s = self
+            .host(&n.input[1])
+            .context("QDQ scale must be constant")?
+            .to_f32();
+        let (zp, dt) = match self.opt_host(n, 2)? {
+            Some(h) => {
+                let dt = match h.data {
+                    HData::U8(_) => DType::U8,
+                    HData::I32(_) => DType::I32,
+                    HData::I8(_) => DType::I8,
+                    _ => bail!("QDQ zero point of an unsupported type"),
+                };
+                (h.to_i64(), dt)
+            }
+            None => (vec![0; s.len()], DType::U8),
+        };
+        if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            bail!("QDQ scales must be finite and positive");
+        }
+        let axis = (s.len() > 1).then(|| Attrs(n).int("axis", 1));
+        Ok((s, zp, dt, axis.map(|a| a as usize)))
+    }
+
+    fn quantize_linear(&mut self, n: &'m NodeProto) -> Result<()> {
+        let x = self.in_t(n, 0)?;
+        let (s, zp, mut dt, axis) = self.qparams(n)?;
+        if n.input.get(2).is_none_or(|z| z.is_empty()) {
+            dt = match Attrs(n).int("output_dtype", 0) {
+                3 => DType::I8,
+                _ => DType::U8,
+            };
+        }
+        let out_name = &n.output[0];
+        let cons = self.consumers.get(out_name).cloned().unwrap_or_default();
+        let fake = axis.is_none()
+            && dt != DType::I32
+            && !cons.is_empty()
+            && cons.iter().all(|c| {
+                c.op_type == "DequantizeLinear"
+                    && c.input.get(1) == n.input.get(1)
+                    && c.input.get(2) == n.input.get(2)
+            });
+        let shift = if dt == DType::U8 { 128 } else { 0 };
+        if fake && self.g.tensors[x].dtype == DType::F32 {
+            let zero_point = zp[0] as i32 - shift;
+            self.out(
+                n,
+                0,
+                Val::FakeQ {
+                    t: x,
+                    scale: s[0],
+                    zero_point,
+                },
+            );
+            return Ok(());
+        }
+        let quant = match axis {
+            None => QuantSpec::PerTensor {
+                scale: s[0],
+                zero_point: zp[0] as i32,
+            },
+            Some(a) => QuantSpec::PerAxis {
+                axis: a,
+                scales: s,
+                zero_points: zp.iter().map(|&z| z as i32).collect(),
+            },
+        };
+        let shape = self.shape(x);
+        let y = self.op_n(
+            OpKind::Quantize,
+            vec![Some(x)],
+            vec![],
+            &[shape.clone()],
+            Some(dt),
+        )?;
+        // Quantize computes its output's params from the tensor record: set them before
+        // any folding reads them.
+        self.g.tensors[y[0]].quant = quant;
+        if self.g.tensors[x].is_const() {
+            let op = HOp {
+                kind: OpKind::Quantize,
+                inputs: vec![Some(x)],
+                outputs: y.clone(),
+                params: vec![],
+                name: self.node_name.clone(),
+            };
+            let v = self.g.run_op(&op, &|_| None)?;
+            self.g.tensors[y[0]].data =
+                Some(v.into_iter().next().ok_or_else(|| anyhow!("no output"))?);
+        }
+        self.out(n, 0, Val::T(y[0]));
+        Ok(())
+    }
+
+    fn dequantize_linear(&mut self, n: &'m NodeProto) -> Result<()> {
+        match self.val(&n.input[0])? {
+            Val::FakeQ {
+                t,
+                scale,
+                zero_point,
+            } => {
+                let h = &mut self.g.tensors[t];
+                if h.hint.is_none() {
+                    h.hint = Some(Hint::Act { scale, zero_point });
+                }
+                self.out(n, 0, Val::T(t));
+                Ok(())
+            }
+            Val::Int(q) => {
+                let (s, zp, _, axis) = self.qparams(n)?;
+                let qv = q.to_i64();
+                let inner: usize = match axis {
+                    Some(a) => q.shape.get(a + 1..).map_or(1, |r| r.iter().product()),
+                    None => qv.len().max(1),
+                };
+                let ch = |i: usize| {
+                    if axis.is_some() {
+                        (i / inner) % s.len()
+                    } else {
+                        0
+                    }
+                };
+                let real: Vec<f32> = qv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v - zp[ch(i)]) as f32 * s[ch(i)])
+                    .collect();
+                let id = self.g.add_f32(&n.output[0], q.shape.clone(), &real);
+                let hint = match &q.data {
+                    HData::I8(v) if zp.iter().all(|&z| z == 0) => Some(Hint::Weight {
+                        q: v.clone(),
+                        scales: s.clone(),
+                        axis,
+                    }),
+                    HData::U8(v) if zp.iter().all(|&z| z == 128) => Some(Hint::Weight {
+                        q: v.iter().map(|&x| (x as i32 - 128) as i8).collect(),
+                        scales: s.clone(),
+                        axis,
+                    }),
+                    HData::I32(v) if zp.iter().all(|&z| z == 0) => Some(Hint::Bias {
+                        q: v.clone(),
+                        scales: s.clone(),
+                    }),
+                    _ => None,
+                };
+                self.g.tensors[id].hint = hint;
+                self.out(n, 0, Val::T(id));
+                Ok(())
+            }
+            Val::T(t) if self.g.tensors[t].dtype != DType::F32 => {
+                let shape = self.shape(t);
+                let y = self.op_n(
+                    OpKind::Dequantize,
+                    vec![Some(t)],
+                    vec![],
+                    &[shape],
+                    Some(DType::F32),
+                )?;
+                self.out(n, 0, Val::T(y[0]));
+                Ok(())
+            }
+            _ => bail!("DequantizeLinear of a float tensor"),
+        }
+    }
+}

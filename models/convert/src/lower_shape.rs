@@ -1,0 +1,668 @@
+//! Lowering of shape and data-movement ops: constants, shape arithmetic on int64 values
+//! known at convert time, and Reshape/Flatten/Squeeze/Unsqueeze/Concat/Slice/Split/
+//! Transpose/Pad on run-time tensors.
+
+use anyhow::{anyhow, bail, Result};
+use cairn_core::OpKind;
+
+use crate::lower::{Lower, Val};
+use crate::onnx::{tensor_from_proto, Attrs, HostTensor, NodeProto};
+
+fn norm_axis(a: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if v < 0 || v >= r.max(1) {
+        bail!("axis {a} out of range for rank {rank}");
+    }
+    Ok(v as usize)
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Per axis (start, step, count) of an ONNX Slice, with ONNX's clamping rules.
+pub fn slice_params(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Vec<(i64, i64, usize)>> {
+    let r = shape.len();
+    let mut res: Vec<(i64, i64, usize)> = shape.iter().map(|&d| (0, 1, d)).collect();
+    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+    let axes = axes.unwrap_or(&default_axes);
+    if starts.len() != ends.len() || axes.len() != starts.len() {
+        bail!("Slice starts/ends/axes lengths differ");
+    }
+    for (i, &a) in axes.iter().enumerate() {
+        let ax = norm_axis(a, r)?;
+        let d = shape[ax] as i64;
+        let step = steps.map_or(1, |s| s[i]);
+        if step == 0 {
+            bail!("Slice step 0");
+        }
+        let fix = |v: i64| if v < 0 { v + d } else { v };
+        let (s, e, count);
+        if step > 0 {
+            s = fix(starts[i]).clamp(0, d);
+            e = fix(ends[i]).clamp(0, d);
+            count = if e > s { (e - s + step - 1) / step } else { 0 };
+        } else {
+            s = fix(starts[i]).clamp(-1, d - 1);
+            e = fix(ends[i]).clamp(-1, d - 1);
+            count = if s > e {
+                (s - e + (-step) - 1) / (-step)
+            } else {
+                0
+            };
+        }
+        res[ax] = (if count == 0 { 0 } else { s }, step, count as usize);
+    }
+    Ok(res)
+}
+
+fn gather_nd<T: Copy>(v: &[T], shape: &[usize], p: &[(i64, i64, usize)]) -> Vec<T> {
+    let st = strides(shape);
+    let out: Vec<usize> = p.iter().map(|x| x.2).collect();
+    let n: usize = out.iter().product();
+    let mut res = Vec::with_capacity(n);
+    let mut idx = vec![0usize; out.len()];
+    for _ in 0..n {
+        let off: i64 = (0..out.len())
+            .map(|d| (p[d].0 + idx[d] as i64 * p[d].1) * st[d] as i64)
+            .sum();
+        res.push(v[off as usize]);
+        for d in (0..out.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    res
+}
+
+fn broadcast_int(
+    a: &HostTensor,
+    b: &HostTensor,
+    f: impl Fn(i64, i64) -> i64,
+) -> Result<HostTensor> {
+    let (av, bv) = (a.to_i64(), b.to_i64());
+    let r = a.shape.len().max(b.shape.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, r - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (sa, sb) = (pad(&a.shape), pad(&b.shape));
+    let mut out = vec![0; r];
+    for i in 0..r {
+        out[i] = if sa[i] == sb[i] || sb[i] == 1 {
+            sa[i]
+        } else if sa[i] == 1 {
+            sb[i]
+        } else {
+            bail!(
+                "int shapes {:?} and {:?} do not broadcast",
+                a.shape,
+                b.shape
+            )
+        };
+    }
+    let (sta, stb) = (strides(&sa), strides(&sb));
+    let n: usize = out.iter().product();
+    let mut res = Vec::with_capacity(n);
+    let mut idx = vec![0usize; r];
+    for _ in 0..n {
+        let ia: usize = (0..r)
+            .map(|d| if sa[d] == 1 { 0 } else { idx[d] * sta[d] })
+            .sum();
+        let ib: usize = (0..r)
+            .map(|d| if sb[d] == 1 { 0 } else { idx[d] * stb[d] })
+            .sum();
+        res.push(f(av[ia], bv[ib]));
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(HostTensor::i64(out, res))
+}
+
+/// Resolve an ONNX Reshape target against the input shape (0 = copy, -1 = infer).
+pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let n: usize = input.iter().product();
+    let mut out = Vec::new();
+    let mut infer = None;
+    for (i, &d) in target.iter().enumerate() {
+        out.push(match d {
+            -1 => {
+                if infer.replace(i).is_some() {
+                    bail!("Reshape target {target:?} has two -1");
+                }
+                1
+            }
+            0 if !allowzero => *input
+                .get(i)
+                .ok_or_else(|| anyhow!("Reshape 0 past the input rank"))?,
+            d if d < 0 => bail!("Reshape target {target:?} has a negative dim"),
+            d => d as usize,
+        });
+    }
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || n % known != 0 {
+            bail!("cannot reshape {input:?} to {target:?}");
+        }
+        out[i] = n / known;
+    }
+    if out.iter().product::<usize>() != n {
+        bail!("cannot reshape {input:?} ({n} elements) to {target:?}");
+    }
+    Ok(out)
+}
+
+fn squeeze_shape(shape: &[usize], axes: Option<Vec<i64>>) -> Result<Vec<usize>> {
+    let r = shape.len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&x| norm_axis(x, r)).collect::<Result<_>>()?,
+        None => (0..r).filter(|&i| shape[i] == 1).collect(),
+    };
+    Ok(shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !axes.contains(i))
+        .map(|(_, &d)| d)
+        .collect())
+}
+
+fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
+    let r = shape.len() + axes.len();
+    let mut ax: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, r))
+        .collect::<Result<_>>()?;
+    ax.sort_unstable();
+    let mut out = Vec::new();
+    let mut it = shape.iter();
+    for i in 0..r {
+        if ax.contains(&i) {
+            out.push(1);
+        } else {
+            out.push(*it.next().ok_or_else(|| anyhow!("bad Unsqueeze axes"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Returns true when `n` was a shape or data-movement op and has been lowered.
+pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
+    let a = Attrs(n);
+    let opset = l.opset;
+    let all_int = n
+        .input
+        .iter()
+        .filter(|s| !s.is_empty())
+        .all(|s| l.is_int(s));
+    match n.op_type.as_str() {
+        "Constant" => {
+            let t = if let Some(t) = a.tensor("value") {
+                tensor_from_proto(t)?
+            } else if a.has("value_float") {
+                HostTensor::f32(vec![], vec![a.float("value_float", 0.0)])
+            } else if let Some(v) = a.floats("value_floats") {
+                HostTensor::f32(vec![v.len()], v)
+            } else if a.has("value_int") {
+                HostTensor::i64(vec![], vec![a.int("value_int", 0)])
+            } else if let Some(v) = a.ints("value_ints") {
+                HostTensor::i64(vec![v.len()], v)
+            } else {
+                bail!("Constant without a supported value attribute");
+            };
+            l.set_host(&n.output[0], t);
+        }
+        "ConstantOfShape" => {
+            let shape: Vec<usize> = l
+                .host(&n.input[0])?
+                .to_i64()
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
+            let count: usize = shape.iter().product();
+            let t = match a.tensor("value").map(tensor_from_proto).transpose()? {
+                Some(v) if !v.is_float() => HostTensor::i64(shape, vec![v.to_i64()[0]; count]),
+                Some(v) => HostTensor::f32(shape, vec![v.to_f32()[0]; count]),
+                None => HostTensor::f32(shape, vec![0.0; count]),
+            };
+            l.set_host(&n.output[0], t);
+        }
+        "Shape" => {
+            let s = match l.val(&n.input[0])? {
+                Val::Int(h) => h.shape,
+                _ => {
+                    let t = l.in_t(n, 0)?;
+                    l.shape(t)
+                }
+            };
+            let r = s.len() as i64;
+            let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (st, en) = (fix(a.int("start", 0)), fix(a.int("end", r)));
+            let v: Vec<i64> = s[st..en.max(st)].iter().map(|&d| d as i64).collect();
+            l.out(n, 0, Val::Int(HostTensor::i64(vec![v.len()], v)));
+        }
+        "Size" => {
+            let t = l.in_t(n, 0)?;
+            let c = l.shape(t).iter().product::<usize>() as i64;
+            l.out(n, 0, Val::Int(HostTensor::i64(vec![], vec![c])));
+        }
+        "Identity" | "Dropout" => {
+            let v = l.val(&n.input[0])?;
+            l.out(n, 0, v);
+        }
+        "Cast" => {
+            let to = a.int("to", 1);
+            let is_float_to = matches!(to, 1 | 10 | 11 | 16);
+            match l.val(&n.input[0])? {
+                Val::Int(h) if is_float_to => {
+                    let id = l.g.add_f32(&n.output[0], h.shape.clone(), &h.to_f32());
+                    l.out(n, 0, Val::T(id));
+                }
+                Val::Int(h) => l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), h.to_i64()))),
+                v @ (Val::T(_) | Val::FakeQ { .. }) if is_float_to => l.out(n, 0, v),
+                Val::T(t) if l.g.tensors[t].is_const() => {
+                    let h = l.host(&n.input[0])?;
+                    let v = h
+                        .to_f32()
+                        .iter()
+                        .map(|&x| {
+                            if to == 9 {
+                                (x != 0.0) as i64
+                            } else {
+                                x.trunc() as i64
+                            }
+                        })
+                        .collect();
+                    l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), v)));
+                }
+                _ => bail!("Cast of a run-time tensor to an integer type is not supported"),
+            }
+        }
+        "Gather" => {
+            let idx = l.host(&n.input[1])?;
+            let data = l.val(&n.input[0])?;
+            let (shape, is_int) = match &data {
+                Val::Int(h) => (h.shape.clone(), true),
+                Val::T(t) if l.g.tensors[*t].is_const() => (l.shape(*t), false),
+                _ => bail!(
+                    "Gather on run-time data is not supported (only on convert-time constants)"
+                ),
+            };
+            let axis = norm_axis(a.int("axis", 0), shape.len())?;
+            let d = shape[axis] as i64;
+            let iv: Vec<i64> = idx
+                .to_i64()
+                .iter()
+                .map(|&i| if i < 0 { i + d } else { i })
+                .collect();
+            if iv.iter().any(|&i| i < 0 || i >= d) {
+                bail!("Gather index out of range");
+            }
+            let outer: usize = shape[..axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            let mut out_shape = shape[..axis].to_vec();
+            out_shape.extend(&idx.shape);
+            out_shape.extend(&shape[axis + 1..]);
+            let pick = |src: &dyn Fn(usize) -> f64| -> Vec<f64> {
+                let mut v = Vec::new();
+                for o in 0..outer {
+                    for &i in &iv {
+                        for k in 0..inner {
+                            v.push(src((o * shape[axis] + i as usize) * inner + k));
+                        }
+                    }
+                }
+                v
+            };
+            if is_int {
+                let Val::Int(h) = data else { unreachable!() };
+                let hv = h.to_i64();
+                let v = pick(&|i| hv[i] as f64)
+                    .into_iter()
+                    .map(|x| x as i64)
+                    .collect();
+                l.out(n, 0, Val::Int(HostTensor::i64(out_shape, v)));
+            } else {
+                let hv = l.host(&n.input[0])?.to_f32();
+                let v: Vec<f32> = pick(&|i| hv[i] as f64)
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect();
+                let id = l.g.add_f32(&n.output[0], out_shape, &v);
+                l.out(n, 0, Val::T(id));
+            }
+        }
+        "Range" => {
+            let (s, e, d) = (
+                l.host(&n.input[0])?,
+                l.host(&n.input[1])?,
+                l.host(&n.input[2])?,
+            );
+            if !s.is_float() {
+                let (s, e, d) = (s.to_i64()[0], e.to_i64()[0], d.to_i64()[0]);
+                if d == 0 {
+                    bail!("Range with delta 0");
+                }
+                let count = ((e - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                let v: Vec<i64> = (0..count).map(|i| s + i as i64 * d).collect();
+                l.out(n, 0, Val::Int(HostTensor::i64(vec![count], v)));
+            } else {
+                let (s, e, d) = (s.to_f32()[0], e.to_f32()[0], d.to_f32()[0]);
+                let count = ((e - s) / d).ceil().max(0.0) as usize;
+                let v: Vec<f32> = (0..count).map(|i| s + i as f32 * d).collect();
+                let id = l.g.add_f32(&n.output[0], vec![count], &v);
+                l.out(n, 0, Val::T(id));
+            }
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Max" | "Min"
+            if all_int && n.input.len() == 2 =>
+        {
+            let (x, y) = (l.host(&n.input[0])?, l.host(&n.input[1])?);
+            let r = match n.op_type.as_str() {
+                "Add" => broadcast_int(&x, &y, |p, q| p + q)?,
+                "Sub" => broadcast_int(&x, &y, |p, q| p - q)?,
+                "Mul" => broadcast_int(&x, &y, |p, q| p * q)?,
+                "Max" => broadcast_int(&x, &y, |p, q| p.max(q))?,
+                "Min" => broadcast_int(&x, &y, |p, q| p.min(q))?,
+                "Equal" => broadcast_int(&x, &y, |p, q| (p == q) as i64)?,
+                _ => {
+                    if y.to_i64().contains(&0) {
+                        bail!("integer division by zero");
+                    }
+                    broadcast_int(&x, &y, |p, q| p / q)?
+                }
+            };
+            l.out(n, 0, Val::Int(r));
+        }
+        "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+            let in_shape = match l.val(&n.input[0])? {
+                Val::Int(h) => h.shape.clone(),
+                _ => {
+                    let t = l.in_t(n, 0)?;
+                    l.shape(t)
+                }
+            };
+            let target = match n.op_type.as_str() {
+                "Reshape" => {
+                    let t = match l.ints_in(n, 1)? {
+                        Some(t) => t,
+                        None => a
+                            .ints("shape")
+                            .ok_or_else(|| anyhow!("Reshape without a shape"))?,
+                    };
+                    reshape_target(&in_shape, &t, a.int("allowzero", 0) != 0)?
+                }
+                "Flatten" => {
+                    let r = in_shape.len();
+                    let ax = a.int("axis", 1);
+                    let ax = if ax < 0 { ax + r as i64 } else { ax } as usize;
+                    if ax > r {
+                        bail!("Flatten axis out of range");
+                    }
+                    vec![
+                        in_shape[..ax].iter().product(),
+                        in_shape[ax..].iter().product(),
+                    ]
+                }
+                "Squeeze" => {
+                    let axes = if opset >= 13 {
+                        l.ints_in(n, 1)?
+                    } else {
+                        a.ints("axes")
+                    };
+                    squeeze_shape(&in_shape, axes)?
+                }
+                _ => {
+                    let axes = if opset >= 13 {
+                        l.ints_in(n, 1)?
+                    } else {
+                        a.ints("axes")
+                    };
+                    unsqueeze_shape(
+                        &in_shape,
+                        &axes.ok_or_else(|| anyhow!("Unsqueeze without axes"))?,
+                    )?
+                }
+            };
+            match l.val(&n.input[0])? {
+                Val::Int(h) => l.out(
+                    n,
+                    0,
+                    Val::Int(HostTensor {
+                        shape: target,
+                        data: h.data,
+                    }),
+                ),
+                _ => {
+                    let t = l.in_t(n, 0)?;
+                    let y = l.reshape(t, &target)?;
+                    l.out(n, 0, Val::T(y));
+                }
+            }
+        }
+        "Concat" => {
+            if all_int {
+                let hs: Vec<HostTensor> = n
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| l.host(s))
+                    .collect::<Result<_>>()?;
+                let r = hs[0].shape.len();
+                let axis = norm_axis(a.int("axis", 0), r)?;
+                let outer: usize = hs[0].shape[..axis].iter().product();
+                let mut v = Vec::new();
+                let mut shape = hs[0].shape.clone();
+                shape[axis] = hs.iter().map(|h| h.shape[axis]).sum();
+                for o in 0..outer {
+                    for h in &hs {
+                        let len: usize = h.shape[axis..].iter().product();
+                        v.extend_from_slice(&h.to_i64()[o * len..(o + 1) * len]);
+                    }
+                }
+                l.out(n, 0, Val::Int(HostTensor::i64(shape, v)));
+            } else {
+                let ts: Vec<usize> = n
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| l.t(&s.clone()))
+                    .collect::<Result<_>>()?;
+                // Zero-sized inputs add nothing.
+                let ts: Vec<usize> = ts
+                    .into_iter()
+                    .filter(|&t| l.g.tensors[t].numel() > 0)
+                    .collect();
+                let r = l.shape(ts[0]).len();
+                let axis = norm_axis(a.int("axis", 0), r)?;
+                let y = if ts.len() == 1 {
+                    ts[0]
+                } else {
+                    l.op(
+                        OpKind::Concat,
+                        ts.iter().map(|&t| Some(t)).collect(),
+                        vec![axis as i32],
+                        &[],
+                    )?
+                };
+                l.out(n, 0, Val::T(y));
+            }
+        }
+        "Slice" => {
+            let (starts, ends, axes, steps) = if opset < 10 {
+                (
+                    a.ints("starts").unwrap_or_default(),
+                    a.ints("ends").unwrap_or_default(),
+                    a.ints("axes"),
+                    None,
+                )
+            } else {
+                (
+                    l.ints_in(n, 1)?
+                        .ok_or_else(|| anyhow!("Slice without starts"))?,
+                    l.ints_in(n, 2)?
+                        .ok_or_else(|| anyhow!("Slice without ends"))?,
+                    l.ints_in(n, 3)?,
+                    l.ints_in(n, 4)?,
+                )
+            };
+            let data = l.val(&n.input[0])?;
+            let shape = match &data {
+                Val::Int(h) => h.shape.clone(),
+                _ => {
+                    let t = l.in_t(n, 0)?;
+                    l.shape(t)
+                }
+            };
+            let p = slice_params(&shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+            let out_shape: Vec<usize> = p.iter().map(|x| x.2).collect();
+            match data {
+                Val::Int(h) => {
+                    let v = gather_nd(&h.to_i64(), &shape, &p);
+                    l.out(n, 0, Val::Int(HostTensor::i64(out_shape, v)));
+                }
+                _ => {
+                    let t = l.in_t(n, 0)?;
+                    let y = if p
+                        .iter()
+                        .zip(&shape)
+                        .all(|(x, &d)| x.0 == 0 && x.1 == 1 && x.2 == d)
+                    {
+                        t
+                    } else {
+                        let mut params: Vec<i32> = p.iter().map(|x| x.0 as i32).collect();
+                        params.extend(p.iter().map(|x| x.1 as i32));
+                        l.op(OpKind::Slice, vec![Some(t)], params, &out_shape)?
+                    };
+                    l.out(n, 0, Val::T(y));
+                }
+            }
+        }
+        "Split" => {
+            let t = l.in_t(n, 0)?;
+            let shape = l.shape(t);
+            let axis = norm_axis(a.int("axis", 0), shape.len())?;
+            let nout = n.output.len();
+            let sizes: Vec<usize> = match if opset >= 13 {
+                l.ints_in(n, 1)?
+            } else {
+                a.ints("split")
+            } {
+                Some(s) => s.iter().map(|&x| x as usize).collect(),
+                None => {
+                    let parts = if a.has("num_outputs") {
+                        a.int("num_outputs", 1) as usize
+                    } else {
+                        nout
+                    };
+                    let d = shape[axis];
+                    let chunk = d.div_ceil(parts.max(1));
+                    (0..parts)
+                        .map(|i| chunk.min(d.saturating_sub(i * chunk)))
+                        .collect()
+                }
+            };
+            if sizes.len() != nout || sizes.iter().sum::<usize>() != shape[axis] {
+                bail!(
+                    "Split sizes {sizes:?} do not fit dim {} into {nout} outputs",
+                    shape[axis]
+                );
+            }
+            let mut params = vec![axis as i32];
+            let mut off = 0;
+            let mut declared = Vec::new();
+            for &s in &sizes {
+                params.push(off as i32);
+                off += s;
+                let mut d = shape.clone();
+                d[axis] = s;
+                declared.push(d);
+            }
+            let ys = l.op_n(OpKind::Split, vec![Some(t)], params, &declared, None)?;
+            for (k, y) in ys.into_iter().enumerate() {
+                l.out(n, k, Val::T(y));
+            }
+        }
+        "Transpose" => {
+            let t = l.in_t(n, 0)?;
+            let r = l.shape(t).len();
+            let perm: Vec<usize> = match a.ints("perm") {
+                Some(p) => p.iter().map(|&x| x as usize).collect(),
+                None => (0..r).rev().collect(),
+            };
+            let y = l.transpose(t, &perm)?;
+            l.out(n, 0, Val::T(y));
+        }
+        "Pad" => {
+            let t = l.in_t(n, 0)?;
+            let shape = l.shape(t);
+            let r = shape.len();
+            let mode = match a.string("mode", "constant").as_str() {
+                "constant" => 0,
+                "reflect" => 1,
+                "edge" => 2,
+                m => bail!("Pad mode '{m}' is not supported"),
+            };
+            let (pads, value) = if opset < 11 {
+                (
+                    a.ints("pads")
+                        .or_else(|| a.ints("paddings"))
+                        .unwrap_or_default(),
+                    a.float("value", 0.0),
+                )
+            } else {
+                let p = l
+                    .ints_in(n, 1)?
+                    .ok_or_else(|| anyhow!("Pad without pads"))?;
+                let v = l
+                    .opt_host(n, 2)?
+                    .map_or(0.0, |h| h.to_f32().first().copied().unwrap_or(0.0));
+                (p, v)
+            };
+            let axes: Vec<usize> = match l.ints_in(n, 3)? {
+                Some(ax) => ax.iter().map(|&x| norm_axis(x, r)).collect::<Result<_>>()?,
+                None => (0..r).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                bail!("Pad has {} pads for {} axes", pads.len(), axes.len());
+            }
+            let mut begin = vec![0i64; r];
+            let mut end = vec![0i64; r];
+            for (i, &ax) in axes.iter().enumerate() {
+                begin[ax] = pads[i];
+                end[ax] = pads[i + axes.len()];
+            }
+            if begin.iter().chain(&end).any(|&p| p < 0) {
+                bail!("negative pads (cropping) are not supported");
+            }
+            let out: Vec<usize> = (0..r)
+                .map(|i| shape[i] + (begin[i] + end[i]) as usize)
+                .collect();
+            let mut params = vec![mode, value.to_bits() as i32];
+            params.extend(begin.iter().map(|&b| b as i32));
+            let y = l.op(OpKind::Pad, vec![Some(t)], params, &out)?;
+            l.out(n, 0, Val::T(y));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}

@@ -1,0 +1,299 @@
+//! Reading ONNX protobuf: the model, its tensors and node attributes.
+
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+use tract_onnx::pb;
+
+pub use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
+
+/// Host-side tensor data (convert time only).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: HData,
+}
+
+impl HostTensor {
+    pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> HostTensor {
+        HostTensor {
+            shape,
+            data: HData::F32(v),
+        }
+    }
+    pub fn i64(shape: Vec<usize>, v: Vec<i64>) -> HostTensor {
+        HostTensor {
+            shape,
+            data: HData::I64(v),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match &self.data {
+            HData::F32(v) => v.len(),
+            HData::I64(v) => v.len(),
+            HData::I32(v) => v.len(),
+            HData::I8(v) => v.len(),
+            HData::U8(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_float(&self) -> bool {
+        matches!(self.data, HData::F32(_))
+    }
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            HData::F32(v) => v.clone(),
+            HData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            HData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            HData::I8(v) => v.iter().map(|&x| x as f32).collect(),
+            HData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+    pub fn to_i64(&self) -> Vec<i64> {
+        match &self.data {
+            HData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            HData::I64(v) => v.clone(),
+            HData::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            HData::I8(v) => v.iter().map(|&x| x as i64).collect(),
+            HData::U8(v) => v.iter().map(|&x| x as i64).collect(),
+        }
+    }
+}
+
+pub fn load_model(bytes: &[u8]) -> Result<ModelProto> {
+    ModelProto::decode(bytes).context("not a valid ONNX protobuf")
+}
+
+pub fn load_tensor_file(bytes: &[u8]) -> Result<(String, HostTensor)> {
+    let t = TensorProto::decode(bytes).context("not a valid ONNX TensorProto")?;
+    Ok((t.name.clone(), tensor_from_proto(&t)?))
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let s = ((h >> 15) & 1) as u32;
+    let e = ((h >> 10) & 0x1f) as i32;
+    let m = (h & 0x3ff) as u32;
+    let v = if e == 0 {
+        (m as f32) * 2f32.powi(-24)
+    } else if e == 31 {
+        if m == 0 {
+            f32::INFINITY
+        } else {
+            f32::NAN
+        }
+    } else {
+        f32::from_bits(((e + 112) as u32) << 23 | m << 13)
+    };
+    if s == 1 {
+        -v
+    } else {
+        v
+    }
+}
+
+pub fn tensor_from_proto(t: &TensorProto) -> Result<HostTensor> {
+    use pb::tensor_proto::DataType as D;
+    if t.data_location == Some(1) || !t.external_data.is_empty() {
+        bail!(
+            "tensor '{}' uses external data, which cairn does not read yet",
+            t.name
+        );
+    }
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dim", t.name)))
+        .collect::<Result<_>>()?;
+    let n: usize = shape.iter().product();
+    let raw = &t.raw_data;
+    let dt = D::try_from(t.data_type)
+        .map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;
+    let check = |len: usize| -> Result<()> {
+        if len != n {
+            bail!(
+                "tensor '{}' holds {} values for shape {:?}",
+                t.name,
+                len,
+                shape
+            )
+        }
+        Ok(())
+    };
+    let le = |w: usize| raw.chunks_exact(w);
+    let data = match dt {
+        D::Float => {
+            let v: Vec<f32> = if raw.is_empty() {
+                t.float_data.clone()
+            } else {
+                le(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
+            check(v.len())?;
+            HData::F32(v)
+        }
+        D::Double => {
+            let v: Vec<f32> = if raw.is_empty() {
+                t.double_data.iter().map(|&x| x as f32).collect()
+            } else {
+                le(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect()
+            };
+            check(v.len())?;
+            HData::F32(v)
+        }
+        D::Float16 => {
+            let v: Vec<f32> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| f16_to_f32(x as u16)).collect()
+            } else {
+                le(2)
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect()
+            };
+            check(v.len())?;
+            HData::F32(v)
+        }
+        D::Int8 => {
+            let v: Vec<i8> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as i8).collect()
+            } else {
+                raw.iter().map(|&x| x as i8).collect()
+            };
+            check(v.len())?;
+            HData::I8(v)
+        }
+        D::Uint8 => {
+            let v: Vec<u8> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as u8).collect()
+            } else {
+                raw.clone()
+            };
+            check(v.len())?;
+            HData::U8(v)
+        }
+        D::Int32 => {
+            let v: Vec<i32> = if raw.is_empty() {
+                t.int32_data.clone()
+            } else {
+                le(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
+            check(v.len())?;
+            HData::I32(v)
+        }
+        D::Int64 => {
+            let v: Vec<i64> = if raw.is_empty() {
+                t.int64_data.clone()
+            } else {
+                le(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
+            check(v.len())?;
+            HData::I64(v)
+        }
+        D::Int16 | D::Uint16 | D::Bool => {
+            let v: Vec<i64> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as i64).collect()
+            } else {
+                match dt {
+                    D::Int16 => le(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                        .collect(),
+                    D::Uint16 => le(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                        .collect(),
+                    _ => raw.iter().map(|&x| x as i64).collect(),
+                }
+            };
+            check(v.len())?;
+            HData::I64(v)
+        }
+        D::Uint32 | D::Uint64 => {
+            let v: Vec<i64> = if raw.is_empty() {
+                t.uint64_data.iter().map(|&x| x as i64).collect()
+            } else if dt == D::Uint32 {
+                le(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect()
+            } else {
+                le(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect()
+            };
+            check(v.len())?;
+            HData::I64(v)
+        }
+        other => bail!(
+            "tensor '{}' has data type {:?}, which cairn does not support",
+            t.name,
+            other
+        ),
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// ONNX elem_type of a graph input/output, and its dims (None = dynamic).
+pub fn value_info_type(v: &pb::ValueInfoProto) -> (i32, Option<Vec<Option<usize>>>) {
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        v.r#type.as_ref().and_then(|t| t.value.clone())
+    else {
+        return (0, None);
+    };
+    let dims = t.shape.map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                    Some(v as usize)
+                }
+                _ => None,
+            })
+            .collect()
+    });
+    (t.elem_type, dims)
+}
+
+/// Attribute access for one node.
+pub struct Attrs<'a>(pub &'a NodeProto);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&pb::AttributeProto> {
+        self.0.attribute.iter().find(|a| a.name == name)
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    pub fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map_or(default, |a| a.i)
+    }
+    pub fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map_or(default, |a| a.f)
+    }
+    pub fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    pub fn floats(&self, name: &str) -> Option<Vec<f32>> {
+        self.get(name).map(|a| a.floats.clone())
+    }
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).map_or(default.to_string(), |a| {
+            String::from_utf8_lossy(&a.s).into_owned()
+        })
+    }
+    pub fn tensor(&self, name: &str) -> Option<&TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+}

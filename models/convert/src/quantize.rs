@@ -1,0 +1,628 @@
+//! Float graph → int8 graph. An op runs in int8 when every activation it touches has
+//! quantization params (from the model's QDQ nodes or from calibration) and the op has an
+//! int8 kernel; otherwise it stays f32, with explicit Quantize/Dequantize at the boundary.
+//!
+//! Weights: int8 symmetric per output channel. Bias: int32 at scale s_x·s_w. Requant
+//! scales: f32 (s_x·s_w)/s_y, as ORT computes them. Element-wise functions and binary ops
+//! with a scalar constant become 256-entry lookup tables.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Result};
+use cairn_core::emit::{AlignedBytes, QuantSpec};
+use cairn_core::op::{conv, UnaryFn};
+use cairn_core::quant::{quantize_f32, round_half_even};
+use cairn_core::{DType, OpKind};
+use cairn_kernels::unary_value;
+
+use crate::fuse::const_scalar;
+use crate::ir::{Graph, HOp, Hint};
+use crate::lower::INF_BITS;
+
+/// (min, max) observed for each float tensor during calibration.
+pub type Ranges = HashMap<usize, (f32, f32)>;
+
+/// Asymmetric int8 params covering [lo, hi] ∪ {0}.
+pub fn params_for_range(lo: f32, hi: f32) -> (f32, i32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let mut s = (hi - lo) / 255.0;
+    if !(s.is_finite() && s > 1e-12) {
+        s = 1.0;
+    }
+    let zp = round_half_even(-128.0 - lo / s).clamp(-128.0, 127.0) as i32;
+    (s, zp)
+}
+
+pub struct Report {
+    pub int8_ops: usize,
+    pub f32_ops: Vec<String>,
+}
+
+struct Q<'g> {
+    g: &'g Graph,
+    ranges: &'g Ranges,
+    out: Graph,
+    map_f: HashMap<usize, usize>,
+    map_q: HashMap<usize, usize>,
+    forced: HashMap<usize, (f32, i32)>,
+    report: Report,
+}
+
+fn i8_bytes(v: &[i8]) -> AlignedBytes {
+    AlignedBytes::from_slice(bytemuck::cast_slice(v))
+}
+fn i32_bytes(v: &[i32]) -> AlignedBytes {
+    AlignedBytes::from_slice(bytemuck::cast_slice(v))
+}
+
+pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
+    let mut q = Q {
+        g,
+        ranges,
+        out: Graph::default(),
+        map_f: HashMap::new(),
+        map_q: HashMap::new(),
+        forced: HashMap::new(),
+        report: Report {
+            int8_ops: 0,
+            f32_ops: vec![],
+        },
+    };
+    for &t in &g.inputs {
+        let h = &g.tensors[t];
+        let id = q.out.add(&h.name, h.dtype, h.shape.clone());
+        q.out.inputs.push(id);
+        q.map_f.insert(t, id);
+    }
+    for op in &g.ops {
+        if !q.try_int8(op)? {
+            q.float_op(op)?;
+            q.report
+                .f32_ops
+                .push(format!("{} ({})", op.name, op.kind.name()));
+        } else {
+            q.report.int8_ops += 1;
+        }
+    }
+    for &t in &g.outputs {
+        let f = q.get_f(t)?;
+        q.out.outputs.push(f);
+    }
+    q.out.prune();
+    Ok((q.out, q.report))
+}
+
+impl Q<'_> {
+    fn act(&self, t: usize) -> Option<(f32, i32)> {
+        if let Some(p) = self.forced.get(&t) {
+            return Some(*p);
+        }
+        let h = &self.g.tensors[t];
+        if h.dtype != DType::F32 {
+            return None;
+        }
+        if let Some(Hint::Act { scale, zero_point }) = h.hint {
+            return Some((scale, zero_point));
+        }
+        if let Some(v) = h.const_f32() {
+            let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            return Some(params_for_range(lo, hi));
+        }
+        self.ranges
+            .get(&t)
+            .map(|&(lo, hi)| params_for_range(lo, hi))
+    }
+
+    fn get_f(&mut self, t: usize) -> Result<usize> {
+        if let Some(&f) = self.map_f.get(&t) {
+            return Ok(f);
+        }
+        let h = &self.g.tensors[t];
+        let id = if h.is_const() {
+            let id = self.out.add_const(
+                &h.name,
+                h.dtype,
+                h.shape.clone(),
+                h.data.clone().unwrap_or_default(),
+            );
+            self.out.tensors[id].quant = h.quant.clone();
+            id
+        } else {
+            let qi = *self
+                .map_q
+                .get(&t)
+                .ok_or_else(|| anyhow!("tensor '{}' has no value", h.name))?;
+            let id = self
+                .out
+                .add(format!("{}:f32", h.name), DType::F32, h.shape.clone());
+            self.out.ops.push(HOp {
+                kind: OpKind::Dequantize,
+                inputs: vec![Some(qi)],
+                outputs: vec![id],
+                params: vec![],
+                name: format!("{}:dq", h.name),
+            });
+            id
+        };
+        self.map_f.insert(t, id);
+        Ok(id)
+    }
+
+    fn get_q(&mut self, t: usize) -> Result<usize> {
+        if let Some(&q) = self.map_q.get(&t) {
+            return Ok(q);
+        }
+        let (s, z) = self
+            .act(t)
+            .ok_or_else(|| anyhow!("no quantization params"))?;
+        let h = &self.g.tensors[t];
+        let quant = QuantSpec::PerTensor {
+            scale: s,
+            zero_point: z,
+        };
+        let id = if let Some(v) = h.const_f32() {
+            let qv: Vec<i8> = v
+                .iter()
+                .map(|&x| quantize_f32(x, s, z, -128, 127) as i8)
+                .collect();
+            let id = self.out.add_const(
+                format!("{}:q", h.name),
+                DType::I8,
+                h.shape.clone(),
+                i8_bytes(&qv),
+            );
+            self.out.tensors[id].quant = quant;
+            id
+        } else {
+            let f = self.get_f(t)?;
+            let id = self
+                .out
+                .add(format!("{}:q", h.name), DType::I8, h.shape.clone());
+            self.out.tensors[id].quant = quant;
+            self.out.ops.push(HOp {
+                kind: OpKind::Quantize,
+                inputs: vec![Some(f)],
+                outputs: vec![id],
+                params: vec![],
+                name: format!("{}:q", h.name),
+            });
+            id
+        };
+        self.map_q.insert(t, id);
+        Ok(id)
+    }
+
+    /// A fresh int8 output tensor for float tensor `t` with params `p`.
+    fn new_q(&mut self, t: usize, p: (f32, i32)) -> usize {
+        let h = &self.g.tensors[t];
+        let id = self
+            .out
+            .add(format!("{}:q", h.name), DType::I8, h.shape.clone());
+        self.out.tensors[id].quant = QuantSpec::PerTensor {
+            scale: p.0,
+            zero_point: p.1,
+        };
+        self.map_q.insert(t, id);
+        self.forced.insert(t, p);
+        id
+    }
+
+    fn float_op(&mut self, op: &HOp) -> Result<()> {
+        let mut inputs = Vec::new();
+        for t in &op.inputs {
+            inputs.push(match t {
+                Some(t)
+                    if self.g.tensors[*t].dtype == DType::F32 || self.g.tensors[*t].is_const() =>
+                {
+                    Some(self.get_f(*t)?)
+                }
+                Some(t) => Some(
+                    *self
+                        .map_q
+                        .get(t)
+                        .ok_or_else(|| anyhow!("int tensor without value"))?,
+                ),
+                None => None,
+            });
+        }
+        let mut outputs = Vec::new();
+        for &o in &op.outputs {
+            let h = &self.g.tensors[o];
+            let id = self.out.add(&h.name, h.dtype, h.shape.clone());
+            self.out.tensors[id].quant = h.quant.clone();
+            if h.dtype == DType::F32 {
+                self.map_f.insert(o, id);
+            } else {
+                self.map_q.insert(o, id);
+            }
+            outputs.push(id);
+        }
+        self.out.ops.push(HOp {
+            kind: op.kind,
+            inputs,
+            outputs,
+            params: op.params.clone(),
+            name: op.name.clone(),
+        });
+        Ok(())
+    }
+
+    fn runtime(&self, t: usize) -> bool {
+        !self.g.tensors[t].is_const()
+    }
+
+    fn try_int8(&mut self, op: &HOp) -> Result<bool> {
+        use OpKind::*;
+        if op.kind == Quantize || op.kind == Dequantize {
+            return Ok(false);
+        }
+        let x = match op.inputs[0] {
+            Some(x) if self.runtime(x) && self.g.tensors[x].dtype == DType::F32 => x,
+            _ => return Ok(false),
+        };
+        let y = op.outputs[0];
+        let (Some(px), py) = (self.act(x), self.act(y)) else {
+            return Ok(false);
+        };
+        match op.kind {
+            Conv | ConvTranspose | FullyConnected => {
+                let Some(py) = py else { return Ok(false) };
+                let w = op.inputs[1].unwrap_or(usize::MAX);
+                if self.g.tensors.get(w).and_then(|t| t.const_f32()).is_none() {
+                    return Ok(false);
+                }
+                self.weighted(op, x, w, px, py)?;
+            }
+            Add | Sub | Mul => {
+                let Some(py) = py else { return Ok(false) };
+                let b = op.inputs[1].unwrap_or(usize::MAX);
+                if let Some(c) = const_scalar(self.g, b) {
+                    let (lo, hi) = (
+                        f32::from_bits(op.params[0] as u32),
+                        f32::from_bits(op.params[1] as u32),
+                    );
+                    let f = move |v: f32| {
+                        (match op.kind {
+                            Add => v + c,
+                            Sub => v - c,
+                            _ => v * c,
+                        })
+                        .max(lo)
+                        .min(hi)
+                    };
+                    self.lut(op, x, px, py, -1, &|_, v| f(v))?;
+                } else if let (Some(c), true) = (const_scalar(self.g, x), op.kind == Sub) {
+                    let _ = c;
+                    return Ok(false);
+                } else {
+                    if self.act(b).is_none() {
+                        return Ok(false);
+                    }
+                    let (qa, qb) = (self.get_q(x)?, self.get_q(b)?);
+                    let yq = self.new_q(y, py);
+                    let (lo, hi) = act_clamp(op.params[0], op.params[1], py);
+                    self.out.ops.push(HOp {
+                        kind: op.kind,
+                        inputs: vec![Some(qa), Some(qb)],
+                        outputs: vec![yq],
+                        params: vec![lo, hi],
+                        name: op.name.clone(),
+                    });
+                }
+            }
+            Unary => {
+                let Some(py) = py else { return Ok(false) };
+                let Some(f) = UnaryFn::from_code(op.params[0]) else {
+                    return Ok(false);
+                };
+                let (a, b) = (
+                    f32::from_bits(op.params[1] as u32),
+                    f32::from_bits(op.params[2] as u32),
+                );
+                self.lut(op, x, px, py, -1, &|_, v| unary_value(f, a, b, v))?;
+            }
+            PRelu => {
+                let Some(py) = py else { return Ok(false) };
+                let s = op.inputs[1].unwrap_or(usize::MAX);
+                let Some(sv) = self.g.tensors.get(s).and_then(|t| t.const_f32()) else {
+                    return Ok(false);
+                };
+                let xs = &self.g.tensors[x].shape;
+                let axis = if sv.len() == 1 {
+                    -1
+                } else if xs.len() > 1
+                    && sv.len() == xs[1]
+                    && self.g.tensors[s].shape.iter().filter(|&&d| d != 1).count() <= 1
+                {
+                    1
+                } else {
+                    return Ok(false);
+                };
+                self.lut(op, x, px, py, axis, &|c, v| {
+                    if v < 0.0 {
+                        v * sv[c.min(sv.len() - 1)]
+                    } else {
+                        v
+                    }
+                })?;
+            }
+            Concat | Resize | AveragePool | GlobalAveragePool | ReduceMean | Softmax
+            | LayerNorm | BatchMatMul => {
+                let py = match (py, op.kind) {
+                    (Some(p), _) => p,
+                    (None, Resize) => px,
+                    _ => return Ok(false),
+                };
+                let py = if op.kind == Resize && op.params[0] == 0 {
+                    px
+                } else {
+                    py
+                };
+                let mut inputs = Vec::new();
+                let act_inputs = match op.kind {
+                    Concat => op.inputs.len(),
+                    BatchMatMul => 2,
+                    _ => 1,
+                };
+                for (k, t) in op.inputs.iter().enumerate() {
+                    inputs.push(match t {
+                        Some(t) if k < act_inputs => {
+                            if self.act(*t).is_none() {
+                                return Ok(false);
+                            }
+                            Some(self.get_q(*t)?)
+                        }
+                        Some(t) => Some(self.get_f(*t)?),
+                        None => None,
+                    });
+                }
+                if op.kind == BatchMatMul {
+                    let pb = self.act(op.inputs[1].unwrap_or(0)).unwrap_or((1.0, 0));
+                    let rq =
+                        self.out
+                            .add_f32(format!("{}:rq", op.name), vec![1], &[px.0 * pb.0 / py.0]);
+                    inputs.push(Some(rq));
+                }
+                let yq = self.new_q(y, py);
+                self.out.ops.push(HOp {
+                    kind: op.kind,
+                    inputs,
+                    outputs: vec![yq],
+                    params: op.params.clone(),
+                    name: op.name.clone(),
+                });
+            }
+            Reshape | Transpose | Slice | Split | Pad | MaxPool => {
+                let xq = self.get_q(x)?;
+                let mut params = op.params.clone();
+                if op.kind == Pad && params[0] == 0 {
+                    params[1] =
+                        quantize_f32(f32::from_bits(params[1] as u32), px.0, px.1, -128, 127);
+                }
+                let outs: Vec<usize> = op.outputs.iter().map(|&o| self.new_q(o, px)).collect();
+                self.out.ops.push(HOp {
+                    kind: op.kind,
+                    inputs: vec![Some(xq)],
+                    outputs: outs,
+                    params,
+                    name: op.name.clone(),
+                });
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// A lookup-table op computing y = f(channel, x) in real numbers.
+    fn lut(
+        &mut self,
+        op: &HOp,
+        x: usize,
+        px: (f32, i32),
+        py: (f32, i32),
+        axis: i32,
+        f: &dyn Fn(usize, f32) -> f32,
+    ) -> Result<()> {
+        let chans = if axis < 0 {
+            1
+        } else {
+            self.g.tensors[x].shape[axis as usize]
+        };
+        let mut table = Vec::with_capacity(256 * chans);
+        for c in 0..chans {
+            for i in 0..256i32 {
+                let real = ((i - 128) - px.1) as f32 * px.0;
+                table.push(quantize_f32(f(c, real), py.0, py.1, -128, 127) as i8);
+            }
+        }
+        let shape = if axis < 0 {
+            vec![256]
+        } else {
+            vec![chans, 256]
+        };
+        let t = self.out.add_const(
+            format!("{}:lut", op.name),
+            DType::I8,
+            shape,
+            i8_bytes(&table),
+        );
+        let xq = self.get_q(x)?;
+        let yq = self.new_q(op.outputs[0], py);
+        self.out.ops.push(HOp {
+            kind: OpKind::Lut,
+            inputs: vec![Some(xq), Some(t)],
+            outputs: vec![yq],
+            params: vec![axis],
+            name: op.name.clone(),
+        });
+        Ok(())
+    }
+
+    fn weighted(
+        &mut self,
+        op: &HOp,
+        x: usize,
+        w: usize,
+        px: (f32, i32),
+        py: (f32, i32),
+    ) -> Result<()> {
+        let wt = &self.g.tensors[w];
+        let axis = if op.kind == OpKind::ConvTranspose {
+            1
+        } else {
+            0
+        };
+        let wv = wt.const_f32().unwrap_or_default();
+        let shape = wt.shape.clone();
+        let oc_w = shape[axis];
+        let inner: usize = shape[axis + 1..].iter().product();
+        let (qw, ws) = match &wt.hint {
+            Some(Hint::Weight { q, scales, axis: a })
+                if q.len() == wv.len() && (a.is_none() || *a == Some(axis)) =>
+            {
+                let s = if scales.len() == 1 {
+                    vec![scales[0]; oc_w]
+                } else {
+                    scales.clone()
+                };
+                (q.clone(), s)
+            }
+            _ => {
+                // A bias must stay well inside int32 at scale s_x·s_w: raise the weight
+                // scale of near-dead channels whose bias would not fit.
+                let bias = op
+                    .inputs
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .and_then(|b| self.g.tensors[b].const_f32());
+                let floor: Vec<f32> = (0..oc_w)
+                    .map(|c| {
+                        bias.as_ref().map_or(0.0, |b| {
+                            b.get(c).map_or(0.0, |v| v.abs()) / (px.0 * (1u32 << 24) as f32)
+                        })
+                    })
+                    .collect();
+                per_channel_symmetric(&wv, oc_w, inner, &floor)
+            }
+        };
+        let ycs = &self.g.tensors[op.outputs[0]].shape;
+        let oc = if op.kind == OpKind::FullyConnected {
+            ycs[ycs.len() - 1]
+        } else {
+            ycs[1]
+        };
+        // ConvTranspose: output channel = group * (O/g) + channel along axis 1.
+        let groups = oc / oc_w;
+        let wsc = |c: usize| ws[c % oc_w];
+        let wq = self
+            .out
+            .add_const(format!("{}:wq", wt.name), DType::I8, shape, i8_bytes(&qw));
+        self.out.tensors[wq].quant = QuantSpec::PerAxis {
+            axis,
+            scales: ws.clone(),
+            zero_points: vec![0; oc_w],
+        };
+        let bias = match op.inputs.get(2).copied().flatten() {
+            Some(b) => {
+                let bt = &self.g.tensors[b];
+                let bv = bt.const_f32().ok_or_else(|| anyhow!("run-time bias"))?;
+                let q: Vec<i32> = match &bt.hint {
+                    Some(Hint::Bias { q, .. }) if q.len() == oc => q.clone(),
+                    _ => (0..oc)
+                        .map(|c| round_half_even_f64(bv[c] as f64 / (px.0 as f64 * wsc(c) as f64)))
+                        .collect(),
+                };
+                Some(self.out.add_const(
+                    format!("{}:bq", bt.name),
+                    DType::I32,
+                    vec![oc],
+                    i32_bytes(&q),
+                ))
+            }
+            None => None,
+        };
+        let _ = groups;
+        let rq: Vec<f32> = (0..oc).map(|c| px.0 * wsc(c) / py.0).collect();
+        let rq = self.out.add_f32(format!("{}:rq", op.name), vec![oc], &rq);
+        let xq = self.get_q(x)?;
+        let yq = self.new_q(op.outputs[0], py);
+        let mut params = op.params.clone();
+        let (slo, shi) = match op.kind {
+            OpKind::Conv => (conv::ACT_LO, conv::ACT_HI),
+            OpKind::ConvTranspose => (conv::T_ACT_LO, conv::T_ACT_HI),
+            _ => (0, 1),
+        };
+        let (lo, hi) = act_clamp(params[slo], params[shi], py);
+        params[slo] = lo;
+        params[shi] = hi;
+        self.out.ops.push(HOp {
+            kind: op.kind,
+            inputs: vec![Some(xq), Some(wq), bias, Some(rq)],
+            outputs: vec![yq],
+            params,
+            name: op.name.clone(),
+        });
+        Ok(())
+    }
+}
+
+fn round_half_even_f64(v: f64) -> i32 {
+    let r = v.round();
+    let r = if (v - v.trunc()).abs() == 0.5 {
+        2.0 * (v / 2.0).round()
+    } else {
+        r
+    };
+    r.clamp(i32::MIN as f64, i32::MAX as f64) as i32
+}
+
+/// int8 symmetric per-channel weights: scale = max|w| / 127.
+pub fn per_channel_symmetric(
+    w: &[f32],
+    channels: usize,
+    inner: usize,
+    min_scale: &[f32],
+) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; w.len()];
+    let mut scales = vec![1.0f32; channels];
+    let outer = w.len() / (channels * inner).max(1);
+    for c in 0..channels {
+        let mut m = 0.0f32;
+        for o in 0..outer {
+            for v in &w[(o * channels + c) * inner..(o * channels + c + 1) * inner] {
+                m = m.max(v.abs());
+            }
+        }
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        let s = s.max(min_scale.get(c).copied().unwrap_or(0.0));
+        scales[c] = s;
+        for o in 0..outer {
+            let base = (o * channels + c) * inner;
+            for i in 0..inner {
+                q[base + i] = quantize_f32(w[base + i], s, 0, -127, 127) as i8;
+            }
+        }
+    }
+    (q, scales)
+}
+
+/// An f32 activation clamp as int8 bounds under the output's params.
+fn act_clamp(lo_bits: i32, hi_bits: i32, p: (f32, i32)) -> (i32, i32) {
+    let (lo, hi) = (
+        f32::from_bits(lo_bits as u32),
+        f32::from_bits(hi_bits as u32),
+    );
+    let lo = if lo_bits == INF_BITS.0 {
+        -128
+    } else {
+        quantize_f32(lo, p.0, p.1, -128, 127)
+    };
+    let hi = if hi_bits == INF_BITS.1 {
+        127
+    } else {
+        quantize_f32(hi, p.0, p.1, -128, 127)
+    };
+    (lo, hi)
+}

@@ -1,0 +1,124 @@
+//! Host convenience (std): a checked model with its own arena, run on f32 data.
+//! Devices use `Model` + `Interpreter` directly.
+//!
+//! ```ignore
+//! let bytes = AlignedBytes::from_slice(&std::fs::read("m.cairn")?);
+//! let mut m = HostModel::new(bytes.as_slice())?;
+//! let y = m.run(&[&x])?;
+//! ```
+
+extern crate std;
+use std::vec::Vec;
+
+use cairn_core::emit::AlignedBytes;
+use cairn_core::{DType, Interpreter, LoadError, Model, RunError};
+
+use crate::CpuBackend;
+
+pub struct HostModel<'m> {
+    model: Model<'m>,
+    arena: AlignedBytes,
+}
+
+/// Shape and dtype of a graph input or output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoInfo {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl<'m> HostModel<'m> {
+    /// Parse and check `bytes` (16-byte aligned: see `AlignedBytes`).
+    pub fn new(bytes: &'m [u8]) -> Result<HostModel<'m>, LoadError> {
+        let model = Model::parse(bytes)?;
+        let mut arena = AlignedBytes::zeroed(model.arena_bytes());
+        // Check kernels and arena now, so `run` cannot fail on them.
+        Interpreter::new(model, CpuBackend, arena.as_mut_slice())?;
+        Ok(HostModel { model, arena })
+    }
+
+    pub fn model(&self) -> Model<'m> {
+        self.model
+    }
+
+    fn io(&self, t: u16) -> IoInfo {
+        let m = self.model();
+        let info = m.tensor(t).info;
+        IoInfo {
+            shape: info.shape.dims().iter().map(|&d| d as usize).collect(),
+            dtype: info.dtype,
+        }
+    }
+
+    pub fn inputs(&self) -> Vec<IoInfo> {
+        let m = self.model();
+        (0..m.n_inputs())
+            .filter_map(|i| m.input_tensor(i))
+            .map(|t| self.io(t))
+            .collect()
+    }
+
+    pub fn outputs(&self) -> Vec<IoInfo> {
+        let m = self.model();
+        (0..m.n_outputs())
+            .filter_map(|i| m.output_tensor(i))
+            .map(|t| self.io(t))
+            .collect()
+    }
+
+    /// Run on f32 inputs; outputs as f32 (int8 outputs are dequantized).
+    pub fn run(&mut self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        self.run_with(inputs, |_, _| {})
+    }
+
+    /// Like `run`, calling `hook(op_index, done)` before (false) and after (true) each op.
+    pub fn run_with(
+        &mut self,
+        inputs: &[&[f32]],
+        mut hook: impl FnMut(usize, bool),
+    ) -> Result<Vec<Vec<f32>>, RunError> {
+        let m = self.model;
+        let mut it = Interpreter::new(m, CpuBackend, self.arena.as_mut_slice())
+            .map_err(|_| RunError::NoSuchTensor)?;
+        if inputs.len() != m.n_inputs() {
+            return Err(RunError::NoSuchTensor);
+        }
+        for (i, x) in inputs.iter().enumerate() {
+            it.set_input_f32(i, x)?;
+        }
+        for i in 0..m.n_ops() {
+            hook(i, false);
+            it.invoke_op(i)?;
+            hook(i, true);
+        }
+        let mut outs = Vec::new();
+        for i in 0..m.n_outputs() {
+            let t = it.output(i)?;
+            outs.push(to_f32(&t));
+        }
+        Ok(outs)
+    }
+}
+
+/// A tensor's values as f32 (dequantized when quantized).
+pub fn to_f32(t: &cairn_core::TensorRef<'_>) -> Vec<f32> {
+    let (s, z) = t.info.quant.per_tensor();
+    match t.info.dtype {
+        DType::F32 => t
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::I8 => t
+            .data
+            .iter()
+            .map(|&v| ((v as i8) as i32 - z) as f32 * s)
+            .collect(),
+        DType::U8 => t.data.iter().map(|&v| (v as i32 - z) as f32 * s).collect(),
+        DType::I32 => t
+            .data
+            .chunks_exact(4)
+            .map(|c| (i32::from_le_bytes([c[0], c[1], c[2], c[3]]) - z) as f32 * s)
+            .collect(),
+    }
+}

@@ -1,0 +1,238 @@
+//! `cairn bench`: cairn against ONNX Runtime on the same ONNX model and the same input,
+//! single-threaded, in one run. Median and p90 latency after warm-up, their ratio, and
+//! top-1 agreement. (tract and ORT int8 engines are part of the CPU-speed work.)
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use cairn_convert::npy;
+use cairn_core::emit::AlignedBytes;
+use serde_json::json;
+
+use crate::tools::{self, argmax};
+use crate::ConvertArgs;
+
+pub struct Stats {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+pub fn time_runs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Stats> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Ok(Stats {
+        median_ms: at(0.5),
+        p90_ms: at(0.9),
+    })
+}
+
+pub fn peak_rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Deterministic input in [-1, 1) when none is given (seeded LCG).
+pub fn synthetic(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    model: &Path,
+    args: &ConvertArgs,
+    runs: usize,
+    warmup: usize,
+    input: Option<&Path>,
+    json_out: Option<&Path>,
+    profile: bool,
+) -> Result<()> {
+    let conv = tools::convert_with_progress(model, args)?;
+    let bytes = AlignedBytes::from_slice(&conv.bytes);
+    let mut m = tools::host_model(&bytes, model)?;
+    let info = m
+        .inputs()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("model has no input"))?;
+    let n: usize = info.shape.iter().product();
+    let (x, source) = match (input, &args.calibrate) {
+        (Some(p), _) => (npy::read(p)?.data, p.display().to_string()),
+        (None, Some(dir)) => {
+            let s = tools::load_samples(dir, Some(n))?;
+            (
+                s.into_iter().next().map(|a| a.data).unwrap_or_default(),
+                format!("first sample of {}", dir.display()),
+            )
+        }
+        (None, None) => (synthetic(n, 7), "synthetic uniform [-1, 1), seed 7".into()),
+    };
+    if x.len() != n {
+        return Err(anyhow!(
+            "bench input has {} values, the model takes {:?}",
+            x.len(),
+            info.shape
+        ));
+    }
+    println!(
+        "model {} ({} mode), input {:?} from {source}",
+        model.display(),
+        conv.mode,
+        info.shape
+    );
+
+    let mut cairn_out = Vec::new();
+    let cairn = time_runs(warmup, runs, || {
+        cairn_out = m.run(&[&x]).map_err(|e| anyhow!("{e:?}"))?;
+        Ok(())
+    })?;
+    let mut engines = vec![(
+        format!(
+            "cairn-{}",
+            if conv.mode == "float" { "f32" } else { "int8" }
+        ),
+        cairn.median_ms,
+        cairn.p90_ms,
+    )];
+
+    let mut agreement = None;
+    match cairn_ort::OrtModel::load(model, 1) {
+        Ok(mut ort) => {
+            let mut ort_out = Vec::new();
+            let s = time_runs(warmup, runs, || {
+                ort_out = ort.run(&[(info.shape.clone(), x.clone())])?;
+                Ok(())
+            })?;
+            engines.push(("ort-fp32".into(), s.median_ms, s.p90_ms));
+            if let (Some(a), Some(b)) = (cairn_out.first(), ort_out.first()) {
+                agreement = Some(argmax(a) == argmax(&b.1));
+            }
+        }
+        Err(e) => println!("ONNX Runtime unavailable ({e:#}); timing cairn only"),
+    }
+
+    let macs: u64 = (0..m.model().n_ops()).map(|i| m.model().op_macs(i)).sum();
+    println!();
+    println!(
+        "  {:<14} {:>10} {:>10} {:>12}",
+        "engine", "median ms", "p90 ms", "cairn/engine"
+    );
+    for (name, med, p90) in &engines {
+        println!(
+            "  {:<14} {:>10.3} {:>10.3} {:>12.3}",
+            name,
+            med,
+            p90,
+            cairn.median_ms / med
+        );
+    }
+    let gmacs = macs as f64 / (cairn.median_ms * 1e-3) / 1e9;
+    println!();
+    println!(
+        "  MACs {:.2} M, cairn {:.2} GMAC/s",
+        macs as f64 / 1e6,
+        gmacs
+    );
+    println!(
+        "  flash {} B, arena {} B, peak RSS {} kB",
+        conv.bytes.len(),
+        m.model().arena_bytes(),
+        peak_rss_kb().unwrap_or(0)
+    );
+    if let Some(a) = agreement {
+        println!("  top-1 agrees with ORT fp32 on this input: {a}");
+    }
+
+    if profile {
+        let nops = m.model().n_ops();
+        let mut per_op = vec![0f64; nops];
+        let mut start = Instant::now();
+        for _ in 0..runs.max(1) {
+            m.run_with(&[&x], |i, done| {
+                if done {
+                    per_op[i] += start.elapsed().as_secs_f64() * 1e3;
+                } else {
+                    start = Instant::now();
+                }
+            })
+            .map_err(|e| anyhow!("{e:?}"))?;
+        }
+        let mut by_kind: std::collections::BTreeMap<String, (f64, u64, usize)> = Default::default();
+        for (i, t) in per_op.iter().enumerate() {
+            let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
+            let e = by_kind.entry(k).or_default();
+            e.0 += t / runs.max(1) as f64;
+            e.1 += m.model().op_macs(i);
+            e.2 += 1;
+        }
+        let mut rows: Vec<_> = by_kind.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        println!();
+        println!(
+            "  {:<22} {:>5} {:>10} {:>8} {:>10}",
+            "kernel", "ops", "ms/run", "share", "GMAC/s"
+        );
+        let total: f64 = rows.iter().map(|r| r.1 .0).sum();
+        for (k, (ms, mac, count)) in rows {
+            println!(
+                "  {:<22} {:>5} {:>10.3} {:>7.1}% {:>10.2}",
+                k,
+                count,
+                ms,
+                100.0 * ms / total.max(1e-12),
+                mac as f64 / (ms * 1e-3).max(1e-12) / 1e9
+            );
+        }
+    }
+
+    if let Some(p) = json_out {
+        let mut e = serde_json::Map::new();
+        for (name, med, p90) in &engines {
+            e.insert(
+                name.clone(),
+                json!({"median_ms": med, "p90_ms": p90, "cairn_ratio": cairn.median_ms / med}),
+            );
+        }
+        let report = json!({
+            "model": model.display().to_string(),
+            "mode": conv.mode,
+            "input_shape": info.shape,
+            "runs": runs,
+            "warmup": warmup,
+            "threads": 1,
+            "engines": e,
+            "macs": macs,
+            "cairn_gmacs": gmacs,
+            "flash_bytes": conv.bytes.len(),
+            "arena_bytes": m.model().arena_bytes(),
+            "peak_rss_kb": peak_rss_kb(),
+            "top1_agrees_with_ort": agreement,
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("  wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! `cairn demo`: convert the bundled models, run them on bundled data, and report
+//! accuracy, int8-vs-f32 agreement, timing, flash and arena bytes. Needs no Python and
+//! no network: the data sets are committed under models/zoo (see make_zoo.py).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use cairn_convert::npy;
+use cairn_core::emit::AlignedBytes;
+use cairn_kernels::host::HostModel;
+
+use crate::tools::{argmax, convert_with_progress};
+use crate::ConvertArgs;
+
+struct Eval {
+    correct: usize,
+    agree: usize,
+    n: usize,
+    ms_per: f64,
+}
+
+fn evaluate(
+    f32m: &mut HostModel,
+    q: &mut HostModel,
+    xs: &[Vec<f32>],
+    ys: &[i64],
+) -> Result<(Eval, usize)> {
+    let (mut correct, mut agree, mut correct_f) = (0, 0, 0);
+    let mut t = 0.0;
+    for (x, &y) in xs.iter().zip(ys) {
+        let a = f32m.run(&[x]).map_err(|e| anyhow!("{e:?}"))?;
+        let s = Instant::now();
+        let b = q.run(&[x]).map_err(|e| anyhow!("{e:?}"))?;
+        t += s.elapsed().as_secs_f64();
+        let (pa, pb) = (argmax(&a[0]), argmax(&b[0]));
+        correct_f += (pa as i64 == y) as usize;
+        correct += (pb as i64 == y) as usize;
+        agree += (pa == pb) as usize;
+    }
+    Ok((
+        Eval {
+            correct,
+            agree,
+            n: xs.len(),
+            ms_per: t * 1e3 / xs.len().max(1) as f64,
+        },
+        correct_f,
+    ))
+}
+
+fn section(name: &str, onnx: &Path, args: &ConvertArgs, xs: &[Vec<f32>], ys: &[i64]) -> Result<()> {
+    println!("== {name} ({})", onnx.display());
+    let q = convert_with_progress(onnx, args)?;
+    let f = convert_with_progress(
+        onnx,
+        &ConvertArgs {
+            float: true,
+            ..args.clone()
+        },
+    )?;
+    let (qb, fb) = (
+        AlignedBytes::from_slice(&q.bytes),
+        AlignedBytes::from_slice(&f.bytes),
+    );
+    let mut qm = HostModel::new(qb.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+    let mut fm = HostModel::new(fb.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+    let m = qm.model();
+    println!(
+        "   int8 model: {} ops ({} int8, {} f32), flash {} B (f32 model {} B), arena {} B (lower bound {} B)",
+        m.n_ops(),
+        q.int8_ops,
+        q.f32_ops.len(),
+        q.bytes.len(),
+        f.bytes.len(),
+        m.arena_bytes(),
+        m.arena_lower_bound()
+    );
+    let (e, correct_f) = evaluate(&mut fm, &mut qm, xs, ys)?;
+    let pct = |a: usize| 100.0 * a as f64 / e.n.max(1) as f64;
+    println!(
+        "   accuracy    f32 {:.2}%   int8 {:.2}%   (n = {})",
+        pct(correct_f),
+        pct(e.correct),
+        e.n
+    );
+    println!("   int8 top-1 agreement with f32: {:.2}%", pct(e.agree));
+    println!(
+        "   int8 latency {:.3} ms per input (reference kernels, 1 thread)",
+        e.ms_per
+    );
+    Ok(())
+}
+
+fn rows(a: &npy::Array) -> Vec<Vec<f32>> {
+    let per = a.shape[1..].iter().product::<usize>().max(1);
+    a.data.chunks(per).map(|c| c.to_vec()).collect()
+}
+
+pub fn demo(zoo: &Path) -> Result<()> {
+    let t = Instant::now();
+    let d = zoo.join("digits");
+    let xs = rows(
+        &npy::read(&d.join("test_x.npy"))
+            .context("bundled digits data (run from the repository root, or pass --zoo)")?,
+    );
+    let ys: Vec<i64> = npy::read(&d.join("test_y.npy"))?
+        .data
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+    let args = ConvertArgs {
+        calibrate: Some(d.join("calib_x.npy")),
+        method: "minmax".into(),
+        ..Default::default()
+    };
+    section(
+        "digits MLP (scikit-learn digits, 8x8)",
+        &d.join("digits_mlp.onnx"),
+        &args,
+        &xs,
+        &ys,
+    )?;
+
+    let c = zoo.join("ppocr_cls");
+    let u8s = npy::read(&c.join("eval_u8.npy"))?;
+    let widths = npy::read(&c.join("eval_w.npy"))?.data;
+    let ys: Vec<i64> = npy::read(&c.join("eval_y.npy"))?
+        .data
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+    // PaddleOCR preprocessing: (u8 / 255 - 0.5) / 0.5, zero right of the text line.
+    let xs: Vec<Vec<f32>> = rows(&u8s)
+        .into_iter()
+        .zip(&widths)
+        .map(|(r, &w)| {
+            r.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    if (i % 192) < w as usize {
+                        (v / 255.0 - 0.5) / 0.5
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let args = ConvertArgs {
+        calibrate: Some(c.join("calib_x.npy")),
+        input_shape: vec!["1,3,48,192".into()],
+        method: "minmax".into(),
+        ..Default::default()
+    };
+    section(
+        "PP-OCR text direction classifier (rendered text lines, upright vs 180°)",
+        &c.join("ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        &args,
+        &xs,
+        &ys,
+    )?;
+    println!("demo done in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
