@@ -20,6 +20,7 @@ import random
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -137,6 +138,8 @@ def cls():
     src = os.path.join(out, "ch_ppocr_mobile_v2.0_cls_infer.onnx")
     fixed = os.path.join(out, "_fixed.onnx")
     m = onnx.load(src)
+    # Per-channel DequantizeLinear (axis) needs opset 13.
+    m = onnx.version_converter.convert_version(m, 13)
     for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, [1, 3, 48, 192]):
         d.Clear()
         d.dim_value = v

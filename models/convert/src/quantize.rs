@@ -55,14 +55,57 @@ fn i32_bytes(v: &[i32]) -> AlignedBytes {
     AlignedBytes::from_slice(bytemuck::cast_slice(v))
 }
 
+/// A tensor with no params of its own that only feeds data-movement ops takes their
+/// output's params: quantization is monotonic, so max/reshape/transpose/slice commute with
+/// it and the int8 result equals quantizing after the move (what ORT does for a QDQ model
+/// whose MaxPool input is left in float).
+fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
+    use OpKind::*;
+    let mut forced = HashMap::new();
+    for op in g.ops.iter().rev() {
+        if !matches!(op.kind, MaxPool | Reshape | Transpose | Slice | Split) {
+            continue;
+        }
+        let Some(x) = op.inputs[0] else { continue };
+        let h = &g.tensors[x];
+        if h.hint.is_some() || h.is_const() || h.dtype != DType::F32 {
+            continue;
+        }
+        let hinted = |t: usize| match g.tensors[t].hint {
+            Some(Hint::Act { scale, zero_point }) => Some((scale, zero_point)),
+            _ => forced.get(&t).copied(),
+        };
+        let cons = g.consumers(x);
+        let params: Vec<Option<(f32, i32)>> = cons
+            .iter()
+            .flat_map(|&c| {
+                let o = &g.ops[c];
+                let mv = matches!(o.kind, MaxPool | Reshape | Transpose | Slice | Split);
+                o.outputs
+                    .iter()
+                    .map(move |&t| if mv { Some(t) } else { None })
+                    .collect::<Vec<_>>()
+            })
+            .map(|t| t.and_then(hinted))
+            .collect();
+        if let Some(Some(p)) = params.first() {
+            if params.iter().all(|q| *q == Some(*p)) && !g.outputs.contains(&x) {
+                forced.insert(x, *p);
+            }
+        }
+    }
+    forced
+}
+
 pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
+    let forced = borrow_params_from_movement(g);
     let mut q = Q {
         g,
         ranges,
         out: Graph::default(),
         map_f: HashMap::new(),
         map_q: HashMap::new(),
-        forced: HashMap::new(),
+        forced,
         report: Report {
             int8_ops: 0,
             f32_ops: vec![],
