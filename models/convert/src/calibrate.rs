@@ -52,7 +52,7 @@ pub fn calibrate(
             for &t in &targets {
                 let (lo, hi) = ranges[&t];
                 let Some(v) = vals.get(&t) else { continue };
-                if !(hi > lo) {
+                if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                     continue;
                 }
                 let h = hist.get_mut(&t).expect("hist");
@@ -68,7 +68,7 @@ pub fn calibrate(
             let (lo, hi) = ranges[&t];
             let h = &hist[&t];
             let total: u64 = h.iter().sum();
-            if total == 0 || !(hi > lo) {
+            if total == 0 || hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             let cut = (total as f64 * tail) as u64;

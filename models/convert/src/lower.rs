@@ -388,6 +388,8 @@ impl<'m> Lower<'m> {
         }
     }
 
+    /// (scales, zero points, zero-point dtype, axis) of a Quantize/DequantizeLinear node.
+    #[allow(clippy::type_complexity)]
     fn qparams(&self, n: &NodeProto) -> Result<(Vec<f32>, Vec<i64>, DType, Option<usize>)> {
         let s = self
             .host(&n.input[1])
@@ -461,7 +463,7 @@ impl<'m> Lower<'m> {
             OpKind::Quantize,
             vec![Some(x)],
             vec![],
-            &[shape.clone()],
+            std::slice::from_ref(&shape),
             Some(dt),
         )?;
         // Quantize computes its output's params from the tensor record: set them before

@@ -161,7 +161,7 @@ pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Resul
     }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             bail!("cannot reshape {input:?} to {target:?}");
         }
         out[i] = n / known;

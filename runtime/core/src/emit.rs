@@ -70,7 +70,7 @@ impl core::fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 fn pad_to(v: &mut Vec<u8>, align: usize) {
-    while v.len() % align != 0 {
+    while !v.len().is_multiple_of(align) {
         v.push(0);
     }
 }

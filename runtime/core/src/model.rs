@@ -90,9 +90,9 @@ pub struct Model<'a> {
     kernels: KernelSet,
 }
 
-fn section<'a>(b: &'a [u8], off: u32, len: usize, align: usize) -> Result<&'a [u8], LoadError> {
+fn section(b: &[u8], off: u32, len: usize, align: usize) -> Result<&[u8], LoadError> {
     let off = off as usize;
-    if off % align != 0 || off < format::HEADER_BYTES {
+    if !off.is_multiple_of(align) || off < format::HEADER_BYTES {
         return Err(LoadError::Section);
     }
     let end = off.checked_add(len).ok_or(LoadError::Section)?;
@@ -148,7 +148,7 @@ impl<'a> Model<'a> {
                 actual,
             });
         }
-        if b.as_ptr() as usize % ALIGN != 0 {
+        if !(b.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(LoadError::Misaligned);
         }
         if u16_at(b, hdr::HEADER_LEN) as usize != format::HEADER_BYTES
@@ -176,7 +176,7 @@ impl<'a> Model<'a> {
         }
         let arena_bytes = u32_at(b, hdr::ARENA_BYTES) as usize;
         let arena_lower_bound = u32_at(b, hdr::ARENA_LOWER_BOUND) as usize;
-        if arena_bytes % ALIGN != 0 || arena_lower_bound > arena_bytes {
+        if !arena_bytes.is_multiple_of(ALIGN) || arena_lower_bound > arena_bytes {
             return Err(LoadError::BadHeader);
         }
         Ok(Model {
@@ -286,7 +286,7 @@ impl<'a> Model<'a> {
 
     fn blob_slice(&self, off: u32, len: usize, align: usize) -> Option<&'a [u8]> {
         let off = off as usize;
-        if off % align != 0 {
+        if !off.is_multiple_of(align) {
             return None;
         }
         self.blob.get(off..off.checked_add(len)?)
@@ -315,7 +315,7 @@ impl<'a> Model<'a> {
         let storage = match r[tns::STORAGE] {
             format::STORAGE_ARENA => {
                 let off = offset as usize;
-                if off % ALIGN != 0 || off.checked_add(bytes)? > self.arena_bytes {
+                if !off.is_multiple_of(ALIGN) || off.checked_add(bytes)? > self.arena_bytes {
                     return None;
                 }
                 Storage::Arena { offset: off, bytes }
@@ -328,8 +328,9 @@ impl<'a> Model<'a> {
             format::QUANT_TENSOR => {
                 let scale = f32::from_bits(u32_at(r, tns::SCALE));
                 let zero_point = format::i32_at(r, tns::ZERO);
-                if !(scale.is_finite() && scale > 0.0)
-                    || !(-(1 << 24)..(1 << 24)).contains(&zero_point)
+                if !(scale.is_finite()
+                    && scale > 0.0
+                    && (-(1 << 24)..(1 << 24)).contains(&zero_point))
                 {
                     return None;
                 }
@@ -470,7 +471,7 @@ impl<'a> Model<'a> {
         let e = |p| err(Some(kind), p);
         let time = (i + 1) as u16;
         let mut shapes: [Option<Shape>; MAX_OP_INPUTS] = [None; MAX_OP_INPUTS];
-        for k in 0..op.n_in {
+        for (k, slot) in shapes.iter_mut().enumerate().take(op.n_in) {
             let Some(t) = op.input(k) else { continue };
             if t as usize >= self.n_tensors {
                 return Err(e(OpProblem::TensorIndex));
@@ -481,7 +482,7 @@ impl<'a> Model<'a> {
                     return Err(e(OpProblem::Order));
                 }
             }
-            shapes[k] = Some(d.info.shape);
+            *slot = Some(d.info.shape);
         }
         if op.input(0).is_none() {
             return Err(e(OpProblem::Arity));
@@ -651,6 +652,21 @@ impl<'a> Model<'a> {
         };
         if !dt_ok {
             return Err(OpProblem::DType);
+        }
+        // int8 activation clamps must lie in the int8 range.
+        if q8 {
+            let slots = match op.kind {
+                Conv => Some((op::conv::ACT_LO, op::conv::ACT_HI)),
+                ConvTranspose => Some((op::conv::T_ACT_LO, op::conv::T_ACT_HI)),
+                FullyConnected | Add | Sub | Mul => Some((0, 1)),
+                _ => None,
+            };
+            if let Some((a, b)) = slots {
+                let (lo, hi) = (op.param(a), op.param(b));
+                if !(-128..=127).contains(&lo) || !(-128..=127).contains(&hi) || lo > hi {
+                    return Err(OpProblem::Quant);
+                }
+            }
         }
         Ok(kernel_id(op.kind, &x, &y, op.param(op::conv::GROUP)))
     }

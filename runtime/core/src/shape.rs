@@ -104,7 +104,7 @@ impl defmt::Format for Shape {
 pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = [0u32; MAX_RANK];
-    for i in 0..r {
+    for (i, slot) in out.iter_mut().enumerate().take(r) {
         let da = if i + a.rank() >= r {
             a.dims()[i + a.rank() - r]
         } else {
@@ -115,7 +115,7 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
         } else {
             1
         };
-        out[i] = if da == db {
+        *slot = if da == db {
             da
         } else if da == 1 {
             db

@@ -75,6 +75,8 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
 }
 
 /// The f32 value of a unary function (shared with the converter's LUT builder).
+/// `max(..).min(..)` rather than `clamp`: a NaN input gives the lower bound, never a panic.
+#[allow(clippy::manual_clamp)]
 pub fn unary_value(f: UnaryFn, a: f32, b: f32, x: f32) -> f32 {
     use UnaryFn::*;
     match f {

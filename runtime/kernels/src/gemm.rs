@@ -67,14 +67,14 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
 }
 
 /// Batch geometry: for each output batch index, the matrix offsets into a and b.
-fn bmm_walk(a: &Shape, b: &Shape, y: &Shape, mut f: impl FnMut(usize, usize, usize)) {
+fn bmm_walk(a: &Shape, b: &Shape, y: &Shape, f: impl FnMut(usize, usize, usize)) {
     let r = y.rank();
     let yb = Shape::new(&dims6(y)[..r - 2]).unwrap_or(Shape::SCALAR);
     let ab = Shape::new(&dims6(a)[..a.rank() - 2]).unwrap_or(Shape::SCALAR);
     let bb = Shape::new(&dims6(b)[..b.rank() - 2]).unwrap_or(Shape::SCALAR);
     let sa = broadcast_strides(&ab, &yb);
     let sb = broadcast_strides(&bb, &yb);
-    crate::util::for_each_broadcast(&yb, &sa, &sb, |o, ia, ib| f(o, ia, ib));
+    crate::util::for_each_broadcast(&yb, &sa, &sb, f);
 }
 
 fn dims6(s: &Shape) -> [usize; 6] {

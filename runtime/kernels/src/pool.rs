@@ -167,13 +167,13 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
         let xi = x.i8s()?;
         let y = out.i8s_mut()?;
         let scale = sx / (sy * count as f32);
-        for o in 0..n_out {
+        for (o, yo) in y.iter_mut().enumerate().take(n_out) {
             let mut acc = 0i32;
             walk_reduced(&xs, mask, o, &ost, |i| acc += xi[i] as i32 - zx);
             let v = (acc as f32 * scale)
                 .max((-128 - zy) as f32)
                 .min((127 - zy) as f32);
-            y[o] = (round_half_even(v) as i32 + zy) as i8;
+            *yo = (round_half_even(v) as i32 + zy) as i8;
         }
     } else {
         let xf = x.f32s()?;

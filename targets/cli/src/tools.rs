@@ -93,7 +93,7 @@ fn first_input_numel(onnx_bytes: &[u8]) -> Option<usize> {
     let (_, dims) = cairn_convert::onnx::value_info_type(i);
     dims?
         .iter()
-        .map(|d| *d)
+        .copied()
         .collect::<Option<Vec<usize>>>()
         .map(|d| d.iter().product())
 }

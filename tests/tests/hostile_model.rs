@@ -1,0 +1,316 @@
+//! Bad `.cairn` bytes: truncated, bit-flipped, mutated and hand-crafted hostile files must
+//! give typed errors and never panic or read out of bounds — at parse time and when run.
+//! Randomised cases take a seed (`CAIRN_SEED`, default fixed) and print it on failure.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::format::{file_crc, hdr, tns, HEADER_BYTES, TENSOR_BYTES};
+use cairn_core::{DType, Interpreter, LoadError, Model, OpKind, Shape};
+use cairn_kernels::CpuBackend;
+use cairn_tests::{convert_file, repo_root, zoo};
+
+fn digits_model() -> Vec<u8> {
+    let z = zoo().join("digits");
+    convert_file(
+        &z.join("digits_mlp.onnx"),
+        Some(&z.join("calib_x.npy")),
+        Some(&[1, 64]),
+    )
+    .unwrap()
+    .bytes
+}
+
+fn restamp(b: &mut [u8]) {
+    let crc = file_crc(b);
+    b[hdr::CRC..hdr::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Parse, and if it loads, run once on zeros: Ok(true) if it ran.
+fn load_and_run(bytes: &[u8]) -> Result<bool, LoadError> {
+    let ab = AlignedBytes::from_slice(bytes);
+    let m = Model::parse(ab.as_slice())?;
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut it = Interpreter::new(m, CpuBackend, &mut arena)?;
+    let _ = it.invoke();
+    Ok(true)
+}
+
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xCA1F_2026)
+}
+
+#[test]
+fn every_truncation_is_a_typed_error() {
+    let m = digits_model();
+    for len in 0..m.len() {
+        let r = catch_unwind(|| load_and_run(&m[..len]));
+        match r {
+            Ok(Err(_)) => {}
+            Ok(Ok(_)) => panic!("truncated to {len} bytes and still loaded"),
+            Err(_) => panic!("panic on truncation to {len} bytes"),
+        }
+    }
+}
+
+#[test]
+fn every_single_bit_flip_is_caught_by_the_checksum() {
+    let m = digits_model();
+    for byte in 0..m.len() {
+        for bit in [0u8, 3, 7] {
+            let mut b = m.clone();
+            b[byte] ^= 1 << bit;
+            match load_and_run(&b) {
+                Err(_) => {}
+                Ok(_) => panic!("flip of bit {bit} at byte {byte} went unnoticed"),
+            }
+        }
+    }
+}
+
+/// Mutations with the checksum re-stamped, so the structural checks behind it are what
+/// stands between the bytes and the kernels.
+#[test]
+fn mutated_files_never_panic() {
+    mutate(&digits_model(), 20_000, 1000);
+}
+
+/// The cls model exercises conv, depthwise, LUT, pooling and softmax kernels.
+#[test]
+fn mutated_cnn_files_never_panic() {
+    let z = zoo().join("ppocr_cls");
+    let m = convert_file(&z.join("cls_qdq.onnx"), None, Some(&[1, 3, 48, 192]))
+        .unwrap()
+        .bytes;
+    mutate(&m, 400, 100);
+}
+
+fn mutate(base: &[u8], cases: usize, min_refused: usize) {
+    let seed = seed();
+    let mut rng = SplitMix(seed);
+    let interesting = [0u8, 1, 0x7F, 0x80, 0xFF, 0xFE, 16, 64];
+    let (mut loaded, mut refused) = (0, 0);
+    for case in 0..cases {
+        let mut b = base.to_vec();
+        let n = 1 + rng.below(4);
+        for _ in 0..n {
+            // Bias mutations towards the header and tables, where the structure lives.
+            let hot = (HEADER_BYTES + 16 * TENSOR_BYTES + 256).min(b.len());
+            let at = if rng.below(4) > 0 {
+                rng.below(hot)
+            } else {
+                rng.below(b.len())
+            };
+            b[at] = if rng.below(2) == 0 {
+                interesting[rng.below(interesting.len())]
+            } else {
+                rng.next() as u8
+            };
+        }
+        restamp(&mut b);
+        match catch_unwind(AssertUnwindSafe(|| load_and_run(&b))) {
+            Ok(Ok(_)) => loaded += 1,
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!("panic on mutated file: CAIRN_SEED={seed} case {case}"),
+        }
+    }
+    println!("mutations (seed {seed}): {loaded} still loaded and ran, {refused} refused with a typed error");
+    assert!(refused >= min_refused);
+}
+
+fn put_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn hostile(f: impl FnOnce(&mut Vec<u8>)) -> LoadError {
+    let mut b = digits_model();
+    f(&mut b);
+    restamp(&mut b);
+    let ab = AlignedBytes::from_slice(&b);
+    Model::parse(ab.as_slice()).expect_err("hostile file must be refused")
+}
+
+#[test]
+fn hand_crafted_hostile_files() {
+    // Huge counts.
+    assert!(matches!(
+        hostile(|b| put_u16(b, hdr::N_TENSORS, u16::MAX)),
+        LoadError::BadHeader | LoadError::Section
+    ));
+    assert!(matches!(
+        hostile(|b| put_u16(b, hdr::N_OPS, u16::MAX)),
+        LoadError::BadHeader | LoadError::Section
+    ));
+    // A section past the end.
+    assert_eq!(
+        hostile(|b| put_u32(b, hdr::BLOB_LEN, u32::MAX / 2)),
+        LoadError::Section
+    );
+    // A misaligned blob.
+    assert_eq!(
+        hostile(|b| {
+            let v = u32::from_le_bytes(b[hdr::BLOB_OFF..hdr::BLOB_OFF + 4].try_into().unwrap());
+            put_u32(b, hdr::BLOB_OFF, v + 4)
+        }),
+        LoadError::Section
+    );
+    // A const tensor whose offset points past the blob.
+    let e = hostile(|b| {
+        let t1 = HEADER_BYTES + TENSOR_BYTES; // tensor 1 is the first weight
+        put_u32(b, t1 + tns::OFFSET, 1 << 30);
+    });
+    assert!(matches!(e, LoadError::Tensor { .. }), "{e:?}");
+    // Unknown version.
+    assert_eq!(
+        hostile(|b| b[hdr::VERSION] = 9),
+        LoadError::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        }
+    );
+    // Bad magic.
+    assert_eq!(hostile(|b| b[0] = b'X'), LoadError::BadMagic);
+}
+
+#[test]
+fn cyclic_op_reference_is_refused() {
+    // op0 reads the output of op1: a cycle in a file that claims topological order.
+    let f = |dims: &[usize]| TensorSpec {
+        dtype: DType::F32,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::None,
+        data: None,
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f(&[4]));
+    let y = b.add_tensor(f(&[4]));
+    let z = b.add_tensor(f(&[4]));
+    let unary = |i: u16, o: u16| OpSpec {
+        kind: OpKind::Unary,
+        inputs: vec![Some(i)],
+        outputs: vec![o],
+        params: vec![1, 0, 0],
+    };
+    b.ops.push(unary(z, y));
+    b.ops.push(unary(y, z));
+    b.inputs = vec![x];
+    b.outputs = vec![z];
+    let e = b.finish().expect_err("cycle");
+    assert!(
+        format!("{e:?}").contains("Order") || format!("{e:?}").contains("Tensor"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn arena_too_small_and_missing_kernel_are_load_errors() {
+    let m = digits_model();
+    let ab = AlignedBytes::from_slice(&m);
+    let model = Model::parse(ab.as_slice()).unwrap();
+    let mut small = vec![0u8; model.arena_bytes() / 2];
+    assert!(matches!(
+        Interpreter::new(model, CpuBackend, &mut small),
+        Err(LoadError::ArenaTooSmall { .. })
+    ));
+
+    struct NoSoftmax;
+    impl cairn_core::Backend for NoSoftmax {
+        fn name(&self) -> &'static str {
+            "no-softmax"
+        }
+        fn supports(&self, k: cairn_core::KernelId) -> bool {
+            k.kind != OpKind::Softmax
+        }
+        fn execute(
+            &mut self,
+            c: &cairn_core::OpCall<'_>,
+            o: cairn_core::TensorMut<'_>,
+        ) -> Result<(), cairn_core::ExecError> {
+            cairn_kernels::execute_reference(c, o)
+        }
+    }
+    let mut arena = vec![0u8; model.arena_bytes() + 16];
+    match Interpreter::new(model, NoSoftmax, &mut arena) {
+        Err(LoadError::MissingKernel(k)) => assert_eq!(k.kind, OpKind::Softmax),
+        other => panic!("expected MissingKernel, got {:?}", other.err()),
+    }
+}
+
+/// The golden file: a fixed tiny model whose bytes must not change without a version bump.
+/// `CAIRN_GOLDEN_BLESS=1` rewrites it.
+#[test]
+fn golden_bytes() {
+    let f32t = |dims: &[usize], data: Option<Vec<f32>>| TensorSpec {
+        dtype: DType::F32,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::None,
+        data: data.map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32t(&[1, 3], None));
+    let w = b.add_tensor(f32t(&[2, 3], Some(vec![1.0, -2.0, 0.5, 0.0, 1.0, 1.0])));
+    let bias = b.add_tensor(f32t(&[2], Some(vec![0.25, -10.0])));
+    let h = b.add_tensor(f32t(&[1, 2], None));
+    let y = b.add_tensor(f32t(&[1, 2], None));
+    let inf = (
+        f32::NEG_INFINITY.to_bits() as i32,
+        f32::INFINITY.to_bits() as i32,
+    );
+    b.ops.push(OpSpec {
+        kind: OpKind::FullyConnected,
+        inputs: vec![Some(x), Some(w), Some(bias)],
+        outputs: vec![h],
+        params: vec![inf.0, inf.1],
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Unary,
+        inputs: vec![Some(h)],
+        outputs: vec![y],
+        params: vec![1, 0, 0],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    let bytes = b.finish().unwrap();
+    let path = repo_root().join("tests/golden/tiny_fc_relu.cairn");
+    if std::env::var("CAIRN_GOLDEN_BLESS").is_ok() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/tiny_fc_relu.cairn");
+    assert_eq!(
+        bytes, golden,
+        "the emitter's bytes changed: bump the format version or bless deliberately"
+    );
+    let ab = AlignedBytes::from_slice(&golden);
+    let mut m = cairn_kernels::host::HostModel::new(ab.as_slice()).unwrap();
+    let out = m.run(&[&[1.0, 2.0, 3.0]]).unwrap();
+    // h = [1 - 4 + 1.5 + 0.25, 0 + 2 + 3 - 10] = [-1.25, -5]; relu -> [0, 0]
+    assert_eq!(out[0], vec![0.0, 0.0]);
+    let out = m.run(&[&[4.0, 0.0, 2.0]]).unwrap();
+    // h = [4 + 1 + 0.25, 0 + 0 + 2 - 10] = [5.25, -8] -> [5.25, 0]
+    assert_eq!(out[0], vec![5.25, 0.0]);
+    // The header states arena and flash bytes.
+    let model = m.model();
+    assert_eq!(model.flash_bytes(), golden.len());
+    assert!(model.arena_bytes() >= 12 + 8);
+}
