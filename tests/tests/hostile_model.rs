@@ -314,3 +314,36 @@ fn golden_bytes() {
     assert_eq!(model.flash_bytes(), golden.len());
     assert!(model.arena_bytes() >= 12 + 8);
 }
+
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn base() -> &'static [u8] {
+        static B: OnceLock<Vec<u8>> = OnceLock::new();
+        B.get_or_init(digits_model)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random byte edits (checksum re-stamped) and truncation: typed error or a run,
+        /// never a panic. proptest prints the minimal failing edit list on failure.
+        #[test]
+        fn edits_never_panic(edits in proptest::collection::vec((0usize..2048, any::<u8>()), 1..8), cut in 0usize..10_000) {
+            let mut b = base().to_vec();
+            for (at, v) in edits {
+                let at = at % b.len();
+                b[at] = v;
+            }
+            let cut = b.len() - (cut % 64).min(b.len());
+            b.truncate(cut.max(HEADER_BYTES));
+            let len = b.len() as u32;
+            b[hdr::FILE_BYTES..hdr::FILE_BYTES + 4].copy_from_slice(&len.to_le_bytes());
+            restamp(&mut b);
+            let r = catch_unwind(AssertUnwindSafe(|| load_and_run(&b)));
+            prop_assert!(r.is_ok(), "panicked");
+        }
+    }
+}

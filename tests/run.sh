@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# cairn's test command (README.md, .ci/run). Installs what the tests need when missing:
+# rustup targets for the no_std checks, and a Python venv (.venv) holding the
+# onnxruntime wheel (its libonnxruntime is the oracle) and onnx==1.22.0 (node tests).
+# Then: format check, clippy -D warnings, no_std builds, and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+NOSTD_TARGETS="thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imac-unknown-none-elf"
+installed=$(rustup target list --installed)
+for t in $NOSTD_TARGETS; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+step "python venv (onnxruntime, onnx==1.22.0)"
+if ! .venv/bin/python -c 'import onnxruntime, onnx, numpy; assert onnx.__version__ == "1.22.0"' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet onnxruntime "onnx==1.22.0" numpy
+fi
+ORT_DYLIB_PATH=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* | head -n 1)
+export ORT_DYLIB_PATH
+echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy -D warnings (host workspace and no_std crates)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p cairn-core -p cairn-kernels --target thumbv7em-none-eabihf --quiet -- -D warnings
+
+step "no_std, no alloc builds"
+for t in $NOSTD_TARGETS; do
+  cargo build -p cairn-core -p cairn-kernels --target "$t" --release --quiet
+  echo "ok: cairn-core + cairn-kernels for $t"
+done
+
+step "tests"
+cargo test --workspace 2>&1 | tee target/test.log
+grep -q "test result: FAILED" target/test.log && exit 1
+passed=$(grep -o '[0-9]* passed' target/test.log | awk '{s+=$1} END {print s}')
+failed=$(grep -o '[0-9]* failed' target/test.log | awk '{s+=$1} END {print s}')
+echo
+echo "tests: ${passed} passed, ${failed} failed"
