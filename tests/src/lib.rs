@@ -279,3 +279,59 @@ pub fn convert_file(
 }
 
 pub type Inputs = HashMap<String, HostTensor>;
+
+/// Int8 run of a node-test case: calibrate on the case's own inputs (every input but the
+/// first known at convert time), run, and return (int8 ops, max error / output range).
+/// `Ok(None)` when nothing in the case ran in int8.
+pub fn run_node_case_int8(case: &Path) -> Result<Option<(usize, f32)>> {
+    let bytes = std::fs::read(case.join("model.onnx"))?;
+    let model = load_model(&bytes)?;
+    let g = model.graph.as_ref().ok_or_else(|| anyhow!("no graph"))?;
+    let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let in_names: Vec<String> = g
+        .input
+        .iter()
+        .filter(|i| !inits.contains(&i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    let data = case.join("test_data_set_0");
+    let mut opts = Options::default();
+    let mut runtime = Vec::new();
+    for (k, name) in in_names.iter().enumerate() {
+        let (_, t) = load_tensor_file(&std::fs::read(data.join(format!("input_{k}.pb")))?)?;
+        if !t.is_float() || k > 0 {
+            opts.const_inputs.insert(name.clone(), t);
+        } else {
+            opts.input_shapes.insert(name.clone(), t.shape.clone());
+            runtime.push(t.to_f32());
+        }
+    }
+    if runtime.len() != 1 {
+        return Ok(None);
+    }
+    let (_, expected) = load_tensor_file(&std::fs::read(data.join("output_0.pb"))?)?;
+    let HData::F32(exp) = expected.data else {
+        return Ok(None);
+    };
+    opts.calibration = vec![runtime.clone()];
+    let c = convert(&bytes, &opts, |_| {})?;
+    if c.int8_ops == 0 {
+        return Ok(None);
+    }
+    let ab = AlignedBytes::from_slice(&c.bytes);
+    let mut m = HostModel::new(ab.as_slice()).map_err(|e| anyhow!("load: {e:?}"))?;
+    let out = m.run(&[&runtime[0]]).map_err(|e| anyhow!("run: {e:?}"))?;
+    let lo = exp.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+    let hi = exp
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+        .max(0.0);
+    let range = (hi - lo).max(1e-6);
+    let err = out[0]
+        .iter()
+        .zip(&exp)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    Ok(Some((c.int8_ops, err / range)))
+}

@@ -65,3 +65,53 @@ fn onnx_node_conformance() {
     );
     assert!(passed > 0, "no node test ran");
 }
+
+/// The same cases through the int8 path (calibrated on their own inputs): the int8 kernels
+/// of every op must land within a few quantization steps of the float result.
+#[test]
+fn onnx_node_cases_in_int8() {
+    let dir = onnx_node_dir().expect("onnx node tests");
+    let text = std::fs::read_to_string(repo_root().join("tests/node_expectations.txt")).unwrap();
+    let (mut ran, mut bad) = (0, Vec::new());
+    let mut worst = (0.0f32, String::new());
+    // Cases whose data int8 cannot represent, with the reason.
+    let beyond_int8 = [(
+        "test_softmax_large_number",
+        "inputs span 0..10003 but differ by 1: 8 bits cannot hold both",
+    )];
+    for line in text.lines().filter(|l| l.ends_with(" pass")) {
+        let name = line.split(' ').next().unwrap();
+        if beyond_int8.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        match cairn_tests::run_node_case_int8(&dir.join(name)) {
+            Ok(Some((_, rel))) => {
+                ran += 1;
+                if rel > worst.0 {
+                    worst = (rel, name.to_string());
+                }
+                // Inputs, weights and outputs each carry up to half a step of 1/255 of
+                // their range; allow 3% of the output range.
+                if rel > 0.03 {
+                    bad.push(format!(
+                        "{name}: error {:.1}% of the output range",
+                        rel * 100.0
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => bad.push(format!("{name}: {e:#}")),
+        }
+    }
+    println!(
+        "int8 node cases: {ran} ran, {} beyond tolerance; worst {:.2}% ({})",
+        bad.len(),
+        worst.0 * 100.0,
+        worst.1
+    );
+    for b in &bad {
+        println!("  {b}");
+    }
+    assert!(ran > 50, "too few int8 cases ran");
+    assert!(bad.is_empty());
+}
