@@ -23,7 +23,7 @@ if ! .venv/bin/python -c 'import onnxruntime, onnx, numpy; assert onnx.__version
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet onnxruntime "onnx==1.22.0" numpy
 fi
-ORT_DYLIB_PATH=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* | head -n 1)
+ORT_DYLIB_PATH=$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* | head -n 1)
 export ORT_DYLIB_PATH
 echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 

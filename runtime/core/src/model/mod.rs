@@ -5,10 +5,13 @@
 
 use crate::error::{LoadError, OpProblem};
 use crate::format::{self, hdr, opr, tns, u16_at, u32_at, ALIGN, NONE};
-use crate::kernel::{KernelId, KernelSet, Variant};
-use crate::op::{self, infer_output, OpKind, MAX_OP_INPUTS, MAX_OP_OUTPUTS};
+use crate::kernel::{KernelId, KernelSet};
+use crate::op::{infer_output, OpKind, MAX_OP_INPUTS, MAX_OP_OUTPUTS};
+
+mod types;
 use crate::shape::{Shape, MAX_RANK};
 use crate::{DType, Quant, TensorInfo};
+pub use types::kernel_id;
 
 /// Hard limits that bound the work of checking a hostile file.
 pub const MAX_TENSORS: usize = 8192;
@@ -509,7 +512,7 @@ impl<'a> Model<'a> {
             let s = infer_output(kind, p, &shapes[..op.n_in], k, &d.info.shape)
                 .map_err(|s| e(OpProblem::Shape(s)))?;
             if s != d.info.shape {
-                return Err(e(OpProblem::Shape(op::ShapeError::Mismatch)));
+                return Err(e(OpProblem::Shape(crate::op::ShapeError::Mismatch)));
             }
             self.check_overlap(&op, t).map_err(e)?;
         }
@@ -542,135 +545,6 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
-    fn check_types(&self, op: &OpView<'a>) -> Result<KernelId, OpProblem> {
-        use OpKind::*;
-        let info = |k: usize| op.input(k).map(|t| self.tensor(t).info);
-        let x = info(0).ok_or(OpProblem::Arity)?;
-        let y = self.tensor(op.output(0)).info;
-        let per_tensor = |i: &TensorInfo| matches!(i.quant, Quant::PerTensor { .. });
-        let q8 = x.dtype == DType::I8;
-        let same_all = (0..op.n_in).all(|k| info(k).is_none_or(|i| i.dtype == x.dtype))
-            && (0..op.n_out).all(|k| self.tensor(op.output(k)).info.dtype == x.dtype);
-        let f32_only = x.dtype == DType::F32 && same_all;
-        let dt_ok = match op.kind {
-            Conv | ConvTranspose | FullyConnected => {
-                let w = info(1).ok_or(OpProblem::Arity)?;
-                if q8 {
-                    let sym = match w.quant {
-                        Quant::PerTensor { zero_point, .. } => zero_point == 0,
-                        Quant::PerAxis {
-                            zero_points, axis, ..
-                        } => {
-                            axis == if op.kind == ConvTranspose { 1 } else { 0 }
-                                && zero_points.iter().all(|&z| z == 0)
-                        }
-                        Quant::None => false,
-                    };
-                    let oc = y.shape.dim(if op.kind == FullyConnected {
-                        y.shape.rank() - 1
-                    } else {
-                        1
-                    });
-                    let rq = info(3).ok_or(OpProblem::Arity)?;
-                    w.dtype == DType::I8
-                        && sym
-                        && per_tensor(&x)
-                        && y.dtype == DType::I8
-                        && per_tensor(&y)
-                        && info(2).is_none_or(|b| b.dtype == DType::I32)
-                        && rq.dtype == DType::F32
-                        && rq.numel() == oc
-                        && self.is_const(op.input(3))
-                } else {
-                    x.dtype == DType::F32
-                        && w.dtype == DType::F32
-                        && y.dtype == DType::F32
-                        && info(2).is_none_or(|b| b.dtype == DType::F32)
-                        && op.n_in <= 3
-                }
-            }
-            BatchMatMul => {
-                if q8 {
-                    let b = info(1).ok_or(OpProblem::Arity)?;
-                    let rq = info(2).ok_or(OpProblem::Arity)?;
-                    b.dtype == DType::I8
-                        && per_tensor(&x)
-                        && per_tensor(&b)
-                        && y.dtype == DType::I8
-                        && per_tensor(&y)
-                        && rq.dtype == DType::F32
-                        && rq.numel() == 1
-                        && self.is_const(op.input(2))
-                } else {
-                    op.n_in == 2 && f32_only
-                }
-            }
-            Add | Sub | Mul => {
-                same_all
-                    && (!q8
-                        || (0..2).all(|k| info(k).is_some_and(|i| per_tensor(&i)))
-                            && per_tensor(&y))
-                    && (q8 || x.dtype == DType::F32)
-            }
-            Div | PRelu | Unary => f32_only,
-            Concat | Reshape | Transpose | Slice | Split | Pad | MaxPool | Resize => {
-                // Data movement keeps the quantization, except Concat/Resize which requantize.
-                let keep = matches!(op.kind, Concat | Resize)
-                    || (0..op.n_out).all(|k| self.tensor(op.output(k)).info.quant == x.quant);
-                same_all
-                    && keep
-                    && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
-            }
-            AveragePool | GlobalAveragePool | ReduceMean | Softmax => {
-                same_all && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
-            }
-            LayerNorm => {
-                let g = info(1).ok_or(OpProblem::Arity)?;
-                (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
-                    && y.dtype == x.dtype
-                    && g.dtype == DType::F32
-                    && info(2).is_none_or(|b| b.dtype == DType::F32)
-            }
-            Lut => {
-                let t = info(1).ok_or(OpProblem::Arity)?;
-                q8 && y.dtype == DType::I8 && t.dtype == DType::I8 && self.is_const(op.input(1))
-            }
-            Quantize => {
-                let ok_q = match y.quant {
-                    Quant::PerTensor { .. } => true,
-                    Quant::PerAxis { axis, .. } => axis < y.shape.rank(),
-                    Quant::None => false,
-                };
-                x.dtype == DType::F32 && matches!(y.dtype, DType::I8 | DType::U8) && ok_q
-            }
-            Dequantize => {
-                let ok_q = !matches!(x.quant, Quant::None);
-                matches!(x.dtype, DType::I8 | DType::U8 | DType::I32)
-                    && y.dtype == DType::F32
-                    && ok_q
-            }
-        };
-        if !dt_ok {
-            return Err(OpProblem::DType);
-        }
-        // int8 activation clamps must lie in the int8 range.
-        if q8 {
-            let slots = match op.kind {
-                Conv => Some((op::conv::ACT_LO, op::conv::ACT_HI)),
-                ConvTranspose => Some((op::conv::T_ACT_LO, op::conv::T_ACT_HI)),
-                FullyConnected | Add | Sub | Mul => Some((0, 1)),
-                _ => None,
-            };
-            if let Some((a, b)) = slots {
-                let (lo, hi) = (op.param(a), op.param(b));
-                if !(-128..=127).contains(&lo) || !(-128..=127).contains(&hi) || lo > hi {
-                    return Err(OpProblem::Quant);
-                }
-            }
-        }
-        Ok(kernel_id(op.kind, &x, &y, op.param(op::conv::GROUP)))
-    }
-
     fn is_const(&self, t: Option<u16>) -> bool {
         t.is_some_and(|t| matches!(self.tensor(t).storage, Storage::Const(_)))
     }
@@ -697,34 +571,40 @@ impl<'a> Model<'a> {
     /// input and output at the op where the input dies.
     fn check_plan(&self) -> Result<(), LoadError> {
         for a in 0..self.n_tensors as u16 {
-            let da = self.tensor(a);
-            let Storage::Arena {
-                offset: oa,
-                bytes: ba,
-            } = da.storage
-            else {
+            let Some((oa, ba, da, la)) = self.arena_span(a) else {
                 continue;
             };
             if ba == 0 {
                 continue;
             }
             for b in a + 1..self.n_tensors as u16 {
-                let db = self.tensor(b);
-                let Storage::Arena {
-                    offset: ob,
-                    bytes: bb,
-                } = db.storage
-                else {
+                let Some((ob, bb, db, lb)) = self.arena_span(b) else {
                     continue;
                 };
                 let mem = oa < ob + bb && ob < oa + ba && bb > 0;
-                let time = da.def_time <= db.last_time && db.def_time <= da.last_time;
+                let time = da <= lb && db <= la;
                 if mem && time && !self.is_in_place_pair(a, b) && !self.is_in_place_pair(b, a) {
                     return Err(LoadError::PlanOverlap { a, b });
                 }
             }
         }
         Ok(())
+    }
+
+    /// (offset, bytes, def_time, last_time) of an arena tensor, read straight from its
+    /// record (already checked by `check_tensor`): the O(n²) plan check stays cheap.
+    fn arena_span(&self, t: u16) -> Option<(usize, usize, u16, u16)> {
+        let r = self
+            .tensors
+            .get(t as usize * format::TENSOR_BYTES..(t as usize + 1) * format::TENSOR_BYTES)?;
+        (r[tns::STORAGE] == format::STORAGE_ARENA).then(|| {
+            (
+                u32_at(r, tns::OFFSET) as usize,
+                u32_at(r, tns::BYTES) as usize,
+                u16_at(r, tns::DEF_TIME),
+                u16_at(r, tns::LAST_TIME),
+            )
+        })
     }
 
     fn is_in_place_pair(&self, src: u16, dst: u16) -> bool {
@@ -735,47 +615,5 @@ impl<'a> Model<'a> {
         self.op(d.def_time as usize - 1).is_some_and(|op| {
             op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst
         })
-    }
-}
-
-/// The kernel an op needs, from its kind, first input, first output and (Conv) group
-/// (pass 0 for other ops).
-pub fn kernel_id(kind: OpKind, x: &TensorInfo, y: &TensorInfo, group: i32) -> KernelId {
-    let q8 = |d: DType| matches!(d, DType::I8 | DType::U8);
-    let v = if q8(x.dtype) || q8(y.dtype) {
-        Variant::I8
-    } else {
-        Variant::F32
-    };
-    let variant = match kind {
-        OpKind::Conv if group > 1 && x.shape.rank() == 4 && group as usize == x.shape.dim(1) => {
-            if v == Variant::I8 {
-                Variant::DwI8
-            } else {
-                Variant::DwF32
-            }
-        }
-        _ => v,
-    };
-    KernelId { kind, variant }
-}
-
-impl Model<'_> {
-    /// Multiply-accumulates op `i` performs (0 for ops without a reduction).
-    pub fn op_macs(&self, i: usize) -> u64 {
-        let Some(op) = self.op(i) else { return 0 };
-        let info = |t: Option<u16>| t.map(|t| self.tensor(t).info);
-        let (Some(x), y) = (info(op.input(0)), self.tensor(op.output(0)).info) else {
-            return 0;
-        };
-        let w = info(op.input(1));
-        let n = |s: &Shape| s.numel().unwrap_or(0) as u64;
-        match op.kind {
-            OpKind::Conv => w.map_or(0, |w| n(&y.shape) * (w.shape.prod(1, 4) as u64)),
-            OpKind::ConvTranspose => w.map_or(0, |w| n(&x.shape) * (w.shape.prod(1, 4) as u64)),
-            OpKind::FullyConnected => w.map_or(0, |w| n(&y.shape) * w.shape.dim(1) as u64),
-            OpKind::BatchMatMul => n(&y.shape) * x.shape.dim(x.shape.rank() - 1) as u64,
-            _ => 0,
-        }
     }
 }
