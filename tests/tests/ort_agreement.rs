@@ -66,16 +66,8 @@ fn cls_qdq_matches_onnxruntime_within_1_lsb() {
     let (xs, _) = cls_eval().expect("bundled eval data");
     let (worst, over, total) =
         qdq_lsb_stats(&zoo().join("ppocr_cls/cls_qdq.onnx"), &[1, 3, 48, 192], &xs);
-    println!(
-        "cls QDQ: worst difference {worst:.3} LSB, {over} of {total} output elements beyond 1 LSB"
-    );
-    // Known gap: ORT's QLinearAdd uses MLAS's fixed-point multipliers, cairn f32 ratios;
-    // rounding ties differ and compound through the 25 residual adds. Bound what we see.
-    assert!(worst <= 2.0 + 1e-3, "worst {worst} LSB");
-    assert!(
-        over * 50 <= total,
-        "{over} of {total} elements beyond 1 LSB"
-    );
+    println!("cls QDQ: worst difference {worst:.3} LSB over {total} output elements");
+    assert_eq!(over, 0, "every element within 1 LSB of ORT (worst {worst})");
 }
 
 #[test]

@@ -9,9 +9,13 @@ use cairn_core::OpKind;
 use crate::ir::{f32_bytes, Graph};
 use crate::lower::INF_BITS;
 
+/// The one op reading `t`, if `t` has exactly one reader, is not a graph output and is not
+/// a quantization point of a QDQ model (fusing across one would change the arithmetic the
+/// model was quantized for).
 fn single_reader(g: &Graph, t: usize) -> Option<usize> {
     let c = g.consumers(t);
-    (c.len() == 1 && !g.outputs.contains(&t)).then(|| c[0])
+    let qdq_point = matches!(g.tensors[t].hint, Some(crate::ir::Hint::Act { .. }));
+    (c.len() == 1 && !g.outputs.contains(&t) && !qdq_point).then(|| c[0])
 }
 
 fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
@@ -174,14 +178,16 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
     };
     for last in 0..g.ops.len() {
         let lo = &g.ops[last];
-        if lo.kind != OpKind::Mul || has_act(g, last) {
+        if !matches!(lo.kind, OpKind::Mul | OpKind::Div) || has_act(g, last) {
             continue;
         }
-        // Form A: Mul(Mul(x, h), 1/6) with h = Clip(Add(x, 3), 0, 6)
+        let is_div = lo.kind == OpKind::Div;
+        // Form A: Mul(Mul(x, h), 1/6) or Div(Mul(x, h), 6) with h = Clip(Add(x, 3), 0, 6)
         // Form B: Mul(x, HardSigmoid(x)) with alpha 1/6, beta 1/2
         let (a, b) = (lo.inputs[0].unwrap_or(0), lo.inputs[1].unwrap_or(0));
         let mut found: Option<(usize, Vec<usize>)> = None;
-        for (xs, hs) in [(a, b), (b, a)] {
+        let pairs = if is_div { vec![] } else { vec![(a, b), (b, a)] };
+        for (xs, hs) in pairs {
             if let Some(hp) = producer(g, hs) {
                 let ho = &g.ops[hp];
                 if is_unary(g, hp, UnaryFn::HardSigmoid)
@@ -195,8 +201,14 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
             }
         }
         if found.is_none() {
-            for (m, c) in [(a, b), (b, a)] {
-                if !const_scalar(g, c).is_some_and(|v| near(v, 1.0 / 6.0))
+            let pairs = if is_div {
+                vec![(a, b)]
+            } else {
+                vec![(a, b), (b, a)]
+            };
+            let sixth = if is_div { 6.0 } else { 1.0 / 6.0 };
+            for (m, c) in pairs {
+                if !const_scalar(g, c).is_some_and(|v| near(v, sixth))
                     || single_reader(g, m) != Some(last)
                 {
                     continue;

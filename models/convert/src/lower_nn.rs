@@ -523,9 +523,10 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
                     y = l.reshape(y, &t)?;
                 }
             }
-            if kind == OpKind::Div {
+            if kind == OpKind::Div && l.g.tensors[y].numel() > 1 {
                 if let Some(c) = l.g.tensors[y].const_f32() {
-                    // x / c == x * (1/c) up to one rounding; the int8 path needs the product form.
+                    // x / c == x * (1/c) up to one rounding; the int8 path needs the product
+                    // form for a tensor c (a scalar c becomes an exact lookup table instead).
                     let inv: Vec<f32> = c.iter().map(|v| 1.0 / v).collect();
                     y =
                         l.g.add_f32(format!("{}:recip", l.node_name), l.shape(y), &inv);
@@ -572,7 +573,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             let y = l.op(
                 OpKind::Softmax,
                 vec![Some(x)],
-                vec![outer as i32, nn as i32, inner as i32],
+                vec![outer as i32, nn as i32, inner as i32, 0],
                 &[],
             )?;
             l.out(n, 0, Val::T(y));

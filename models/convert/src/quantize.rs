@@ -317,7 +317,7 @@ impl Q<'_> {
                 }
                 self.weighted(op, x, w, px, py)?;
             }
-            Add | Sub | Mul => {
+            Add | Sub | Mul | Div => {
                 let Some(py) = py else { return Ok(false) };
                 let b = op.inputs[1].unwrap_or(usize::MAX);
                 if let Some(c) = const_scalar(self.g, b) {
@@ -329,14 +329,15 @@ impl Q<'_> {
                         (match op.kind {
                             Add => v + c,
                             Sub => v - c,
+                            Div => v / c,
                             _ => v * c,
                         })
                         .max(lo)
                         .min(hi)
                     };
                     self.lut(op, x, px, py, -1, &|_, v| f(v))?;
-                } else if let (Some(c), true) = (const_scalar(self.g, x), op.kind == Sub) {
-                    let _ = c;
+                } else if op.kind == Div {
+                    // No int8 kernel for a tensor divisor (a constant one became a Mul).
                     return Ok(false);
                 } else {
                     if self.act(b).is_none() {
@@ -420,6 +421,16 @@ impl Q<'_> {
                         None => None,
                     });
                 }
+                let mut params = op.params.clone();
+                if op.kind == Softmax && matches!(self.g.tensors[x].hint, Some(Hint::Act { .. })) {
+                    // A QDQ model: ORT runs this as QLinearSoftmax; use its arithmetic.
+                    let table = ort_softmax_table(px.0, op.params[1] as usize);
+                    let t = self
+                        .out
+                        .add_f32(format!("{}:exp", op.name), vec![256], &table);
+                    inputs.push(Some(t));
+                    params[3] = 1;
+                }
                 if op.kind == BatchMatMul {
                     let pb = self.act(op.inputs[1].unwrap_or(0)).unwrap_or((1.0, 0));
                     let rq =
@@ -432,7 +443,7 @@ impl Q<'_> {
                     kind: op.kind,
                     inputs,
                     outputs: vec![yq],
-                    params: op.params.clone(),
+                    params,
                     name: op.name.clone(),
                 });
             }
@@ -619,6 +630,19 @@ fn round_half_even_f64(v: f64) -> i32 {
         r
     };
     r.clamp(i32::MIN as f64, i32::MAX as f64) as i32
+}
+
+/// ORT's QLinearSoftmax exp table for int8 input scale `x_scale` over `n` values: entry
+/// `u8(i - 128)` holds `exp((i - 255 + shift) · x_scale)`, with `shift` chosen so the sum
+/// of `n` entries stays below f32::MAX (computed in f64, stored as f32).
+fn ort_softmax_table(x_scale: f32, n: usize) -> Vec<f32> {
+    let shift = ((f32::MAX as f64 / n.max(1) as f64).ln() - 5.0).max(0.0) / x_scale as f64;
+    let mut t = vec![0f32; 256];
+    for i in 0..256i32 {
+        let v = ((i as f64 - 255.0 + shift) * x_scale as f64).exp();
+        t[((i - 128) as u8) as usize] = v as f32;
+    }
+    t
 }
 
 /// int8 symmetric per-channel weights: scale = max|w| / 127.

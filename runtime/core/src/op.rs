@@ -117,6 +117,7 @@ impl OpKind {
             Concat => (1, MAX_OP_INPUTS, 1),
             Split => (1, 1, 0),
             Lut => (2, 2, 1),
+            Softmax => (1, 2, 1),
             LayerNorm => (2, 3, 1),
             _ => (1, 1, 1),
         }
@@ -148,7 +149,7 @@ impl OpKind {
             Resize => 5,
             Unary => 3,
             Lut => 1,
-            Softmax => 3,
+            Softmax => 4,
             LayerNorm => 2,
         }
     }
@@ -553,8 +554,11 @@ pub fn infer_output(
                 .checked_mul(n)
                 .and_then(|v| v.checked_mul(i))
                 .ok_or(Overflow)?;
-            if Some(prod) != x.numel() || n == 0 {
+            if Some(prod) != x.numel() || n == 0 || !(0..=1).contains(&p[3]) {
                 return Err(Param);
+            }
+            if p[3] == 1 && get(1).and_then(|t| t.numel()) != Some(256) {
+                return Err(Mismatch);
             }
             Ok(x)
         }

@@ -1,7 +1,7 @@
 //! Element-wise ops: broadcasting binaries, f32 unary functions, int8 lookup tables.
 
 use cairn_core::op::UnaryFn;
-use cairn_core::quant::round_half_even;
+use cairn_core::quant::{quantize_f32, round_half_even};
 use cairn_core::shape::broadcast_strides;
 use cairn_core::{ExecError, OpCall, OpKind, TensorMut};
 
@@ -36,8 +36,14 @@ pub fn binary_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
     Ok(())
 }
 
-/// int8 Add/Sub/Mul with ORT's QLinearAdd/QLinearMul arithmetic: f32 ratios of scales,
-/// round half to even, then the zero point and the activation clamp.
+/// int8 Add/Sub/Mul with ONNX Runtime's arithmetic on x86 (MLAS), operation for operation,
+/// so results agree with ORT on the same QDQ model:
+/// - Add (QLinearAdd): `fma(a, sa/sy, fma(b, sb/sy, zy - (sa/sy·za + sb/sy·zb)))` on the raw
+///   int8 values, a scalar operand folded into the constant part, round half to even.
+/// - Mul (QLinearMul): `(a−za)(b−zb) · (sa·sb/sy) + zy`, round half to even.
+/// - Sub (no fused kernel in ORT): dequantize, subtract in f32, quantize.
+///
+/// The result saturates to int8, then the fused activation clamp applies.
 pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
     let (at, bt) = (call.req(0)?, call.req(1)?);
     let (a, b) = (at.i8s()?, bt.i8s()?);
@@ -47,26 +53,41 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
         broadcast_strides(&at.info.shape, &shape),
         broadcast_strides(&bt.info.shape, &shape),
     );
-    let (lo, hi) = (call.param(0) as f32, call.param(1) as f32);
-    let (lo, hi) = (lo - zy as f32, hi - zy as f32);
+    let (lo, hi) = (call.param(0), call.param(1));
     let y = out.i8s_mut()?;
-    let fin = |v: f32| (round_half_even(v.max(lo).min(hi)) as i32 + zy) as i8;
+    let fin = |v: f32| (round_half_even(v.clamp(-129.0, 128.0)) as i32).clamp(lo, hi) as i8;
     match call.kind {
-        OpKind::Add | OpKind::Sub => {
-            let ra = sa_ / sy;
-            let rb = if call.kind == OpKind::Add {
-                sb_ / sy
-            } else {
-                -(sb_ / sy)
-            };
+        OpKind::Add => {
+            let (ra, rb) = (sa_ / sy, sb_ / sy);
+            let mut fixed = zy as f32 - (ra * za as f32 + rb * zb as f32);
+            let (a_scalar, b_scalar) = (a.len() == 1, b.len() == 1 && a.len() != 1);
+            if a_scalar {
+                fixed += a[0] as f32 * ra;
+            } else if b_scalar {
+                fixed += b[0] as f32 * rb;
+            }
             for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
-                y[o] = fin(ra * (a[ia] as i32 - za) as f32 + rb * (b[ib] as i32 - zb) as f32)
+                let v = if a_scalar {
+                    libm::fmaf(b[ib] as f32, rb, fixed)
+                } else if b_scalar {
+                    libm::fmaf(a[ia] as f32, ra, fixed)
+                } else {
+                    libm::fmaf(a[ia] as f32, ra, libm::fmaf(b[ib] as f32, rb, fixed))
+                };
+                y[o] = fin(v);
+            });
+        }
+        OpKind::Sub => {
+            for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
+                let real = (a[ia] as i32 - za) as f32 * sa_ - (b[ib] as i32 - zb) as f32 * sb_;
+                y[o] = quantize_f32(real, sy, zy, -128, 127).clamp(lo, hi) as i8;
             });
         }
         OpKind::Mul => {
             let r = sa_ * sb_ / sy;
+            let zf = zy as f32;
             for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
-                y[o] = fin(r * ((a[ia] as i32 - za) * (b[ib] as i32 - zb)) as f32)
+                y[o] = fin(((a[ia] as i32 - za) * (b[ib] as i32 - zb)) as f32 * r + zf)
             });
         }
         _ => return Err(ExecError::Unsupported(call.kernel)),

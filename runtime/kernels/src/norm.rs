@@ -27,6 +27,9 @@ fn store(data: &mut [u8], dtype: DType, q: (f32, i32), i: usize, v: f32) {
 }
 
 pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    if call.param(3) == 1 {
+        return softmax_ort_i8(call, out);
+    }
     let x = call.req(0)?;
     let (outer, n, inner) = (
         call.param(0) as usize,
@@ -51,6 +54,44 @@ pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
                 // int8 outputs were stored quantized; recompute instead of re-reading.
                 let e = libm::expf(real(x.data, dt, qx, at(k)) - m);
                 store(out.data, dt, qy, at(k), e / sum);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// int8 softmax with ONNX Runtime's QLinearSoftmax arithmetic (used for models whose
+/// quantization came from QDQ nodes, so results match ORT): shift inputs so the maximum
+/// lands on the table's last entry, sum the f32 exp table, then
+/// `round(e · floor(1/s_y) / sum) + z_y`. The table (input 1) is built at convert time.
+fn softmax_ort_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let table = call.req(1)?.f32s()?;
+    let xs = x.i8s()?;
+    let (outer, n, inner) = (
+        call.param(0) as usize,
+        call.param(1) as usize,
+        call.param(2) as usize,
+    );
+    let (sy, zy) = qp(&out.info);
+    let ys = libm::floorf(1.0 / sy);
+    let y = out.i8s_mut()?;
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let xmax = (0..n).map(|k| xs[at(k)]).max().unwrap_or(0) as i32;
+            let adj = 127 - xmax;
+            let e = |k: usize| table[((adj + xs[at(k)] as i32) & 0xFF) as usize];
+            let mut sum = 0.0f32;
+            for k in 0..n {
+                sum += e(k);
+            }
+            if sum == 0.0 {
+                continue;
+            }
+            for k in 0..n {
+                let q = crate::util::round_half_even_wide((e(k) * ys) / sum).saturating_add(zy);
+                y[at(k)] = q.clamp(-128, 127) as i8;
             }
         }
     }

@@ -48,3 +48,12 @@ pub fn f32_clamp(lo_bits: i32, hi_bits: i32) -> (f32, f32) {
 pub fn qp(info: &cairn_core::TensorInfo) -> (f32, i32) {
     info.quant.per_tensor()
 }
+
+/// Round half to even for any finite f32, saturating to the i32 range.
+pub fn round_half_even_wide(v: f32) -> i32 {
+    if v.abs() < 4_194_304.0 {
+        cairn_core::quant::round_half_even(v) as i32
+    } else {
+        v as i32
+    }
+}

@@ -87,8 +87,18 @@ impl<'a> Model<'a> {
                     && keep
                     && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
             }
-            AveragePool | GlobalAveragePool | ReduceMean | Softmax => {
+            AveragePool | GlobalAveragePool | ReduceMean => {
                 same_all && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
+            }
+            Softmax => {
+                // Flavour 1 (ORT's QLinearSoftmax arithmetic) reads a constant f32 exp table.
+                let ort = op.param(3) == 1;
+                let table_ok = info(1).is_none_or(|t| t.dtype == DType::F32)
+                    && (!ort || (q8 && self.is_const(op.input(1))))
+                    && (ort || op.n_inputs() == 1);
+                table_ok
+                    && y.dtype == x.dtype
+                    && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
             }
             LayerNorm => {
                 let g = info(1).ok_or(OpProblem::Arity)?;
