@@ -7,26 +7,26 @@ use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::util::{f32_clamp, qp};
 
-struct Geo {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oc: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    pt: isize,
-    pl: isize,
-    dh: usize,
-    dw: usize,
-    g: usize,
+pub(crate) struct Geo {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) oc: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) sh: usize,
+    pub(crate) sw: usize,
+    pub(crate) pt: isize,
+    pub(crate) pl: isize,
+    pub(crate) dh: usize,
+    pub(crate) dw: usize,
+    pub(crate) g: usize,
 }
 
-fn geo(call: &OpCall<'_>, out: &TensorMut<'_>) -> Result<Geo, ExecError> {
+pub(crate) fn geo(call: &OpCall<'_>, out: &TensorMut<'_>) -> Result<Geo, ExecError> {
     let x = call.req(0)?.info.shape;
     let w = call.req(1)?.info.shape;
     let (n, c, h, wd) = x.nchw().ok_or(ExecError::Shape)?;

@@ -12,6 +12,8 @@
 
 mod conv;
 mod eltwise;
+#[allow(unsafe_code)]
+mod fast;
 pub use eltwise::unary_value;
 mod gemm;
 #[cfg(feature = "std")]
@@ -26,9 +28,29 @@ pub mod util;
 use cairn_core::kernel::{KernelId, Variant};
 use cairn_core::{Backend, ExecError, OpCall, OpKind, TensorMut};
 
-/// The reference CPU backend (scalar, portable, no_std).
+/// The CPU backend: fast paths where they exist (SIMD on x86_64 with AVX2, detected at run
+/// time with `std`), the reference kernels for everything else. Results equal the
+/// reference bit for bit (int8) — see `RefBackend`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
+
+/// The reference kernels alone: the truth every faster path is tested against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefBackend;
+
+impl Backend for RefBackend {
+    fn name(&self) -> &'static str {
+        "cpu-ref"
+    }
+
+    fn supports(&self, k: KernelId) -> bool {
+        supports(k)
+    }
+
+    fn execute(&mut self, call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+        execute_reference(call, out)
+    }
+}
 
 impl CpuBackend {
     pub const fn new() -> CpuBackend {
@@ -52,14 +74,19 @@ pub fn supports(k: KernelId) -> bool {
 
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
-        "cpu-ref"
+        "cpu"
     }
 
     fn supports(&self, k: KernelId) -> bool {
         supports(k)
     }
 
-    fn execute(&mut self, call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    fn execute(&mut self, call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+        if call.kind == OpKind::Conv && matches!(call.kernel.variant, Variant::I8 | Variant::DwI8) {
+            if let Some(r) = fast::conv_i8(call, &mut out) {
+                return r;
+            }
+        }
         execute_reference(call, out)
     }
 }

@@ -1,0 +1,237 @@
+//! Every fast kernel equals the reference kernel bit for bit on random shapes, params and
+//! data (seeded: `CAIRN_SEED`, printed on failure).
+
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::op::conv;
+use cairn_core::{Backend, DType, Interpreter, Model, OpKind, Shape};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as i8
+    }
+    fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (self.next() >> 40) as f32 / (1u64 << 24) as f32 * (hi - lo)
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_C0DE)
+}
+
+struct ConvCase {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    pad: [usize; 4],
+    dil: (usize, usize),
+    group: usize,
+}
+
+fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<Vec<u8>> {
+    let t = |dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>| TensorSpec {
+        dtype: dt,
+        shape: Shape::new(dims).unwrap(),
+        quant,
+        data,
+    };
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let oh = (ph - eh) / cs.stride.0 + 1;
+    let ow = (pw - ew) / cs.stride.1 + 1;
+    let zx = r.range(0, 255) as i32 - 128;
+    let zy = r.range(0, 255) as i32 - 128;
+    let cg = cs.c / cs.group;
+    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
+    let wq: Vec<u8> = (0..wn).map(|_| (r.i8().max(-127)) as u8).collect();
+    let scales: Vec<f32> = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
+    let bias: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+        .collect();
+    let rq: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+        .collect();
+    let xs = r.f(0.01, 0.1);
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(t(
+        DType::I8,
+        &[cs.n, cs.c, cs.h, cs.w],
+        QuantSpec::PerTensor {
+            scale: xs,
+            zero_point: zx,
+        },
+        None,
+    ));
+    let w = b.add_tensor(t(
+        DType::I8,
+        &[cs.oc, cg, cs.k.0, cs.k.1],
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales,
+            zero_points: vec![0; cs.oc],
+        },
+        Some(wq),
+    ));
+    let bb = b.add_tensor(t(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
+    let rqt = b.add_tensor(t(DType::F32, &[cs.oc], QuantSpec::None, Some(rq)));
+    let y = b.add_tensor(t(
+        DType::I8,
+        &[cs.n, cs.oc, oh, ow],
+        QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: zy,
+        },
+        None,
+    ));
+    let mut params = vec![0i32; conv::LEN];
+    params[conv::SH] = cs.stride.0 as i32;
+    params[conv::SW] = cs.stride.1 as i32;
+    params[conv::PT] = cs.pad[0] as i32;
+    params[conv::PL] = cs.pad[1] as i32;
+    params[conv::PB] = cs.pad[2] as i32;
+    params[conv::PR] = cs.pad[3] as i32;
+    params[conv::DH] = cs.dil.0 as i32;
+    params[conv::DW] = cs.dil.1 as i32;
+    params[conv::GROUP] = cs.group as i32;
+    params[conv::ACT_LO] = lo;
+    params[conv::ACT_HI] = hi;
+    let bias_in = if r.next().is_multiple_of(4) {
+        None
+    } else {
+        Some(bb)
+    };
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(w), bias_in, Some(rqt)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b.finish().expect("valid conv model"))
+}
+
+fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
+    let ab = AlignedBytes::from_slice(bytes);
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut it = Interpreter::new(m, backend, &mut arena).unwrap();
+    it.input_bytes_mut(0).unwrap().copy_from_slice(input);
+    it.invoke().unwrap();
+    it.output(0).unwrap().data.to_vec()
+}
+
+fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {
+    let Some(bytes) = conv_model(r, &cs) else {
+        return false;
+    };
+    let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
+        .map(|_| r.i8() as u8)
+        .collect();
+    let fast = run(&bytes, CpuBackend, &input);
+    let reference = run(&bytes, RefBackend, &input);
+    assert_eq!(
+        fast, reference,
+        "CAIRN_SEED={seed} case {case}: n{} c{} {}x{} oc{} k{:?} s{:?} p{:?} d{:?} g{}",
+        cs.n, cs.c, cs.h, cs.w, cs.oc, cs.k, cs.stride, cs.pad, cs.dil, cs.group
+    );
+    true
+}
+
+#[test]
+fn pointwise_conv_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..300 {
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 37),
+            h: r.range(1, 13),
+            w: r.range(1, 19),
+            oc: r.range(1, 35),
+            k: (1, 1),
+            stride: (1, 1),
+            pad: [0; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 250);
+}
+
+#[test]
+fn depthwise_conv_matches_reference() {
+    let seed = seed() ^ 0xD0;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..300 {
+        let c = r.range(2, 24);
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 17),
+            w: r.range(1, 17),
+            oc: c,
+            k: (r.range(1, 5), r.range(1, 5)),
+            stride: (r.range(1, 3), r.range(1, 3)),
+            pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group: c,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
+#[test]
+fn grouped_conv_matches_reference() {
+    let seed = seed() ^ 0x6E;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..300 {
+        let group = r.range(1, 3);
+        let cs = ConvCase {
+            n: 1,
+            c: group * r.range(1, 6),
+            h: r.range(1, 15),
+            w: r.range(1, 15),
+            oc: group * r.range(1, 6),
+            k: (r.range(1, 4), r.range(1, 4)),
+            stride: (r.range(1, 3), r.range(1, 3)),
+            pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 100, "{ran}");
+}
