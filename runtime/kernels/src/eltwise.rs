@@ -66,33 +66,97 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
             } else if b_scalar {
                 fixed += b[0] as f32 * rb;
             }
-            for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
-                let v = if a_scalar {
-                    libm::fmaf(b[ib] as f32, rb, fixed)
+            let f = |av: i8, bv: i8| {
+                fin(if a_scalar {
+                    fma(bv as f32, rb, fixed)
                 } else if b_scalar {
-                    libm::fmaf(a[ia] as f32, ra, fixed)
+                    fma(av as f32, ra, fixed)
                 } else {
-                    libm::fmaf(a[ia] as f32, ra, libm::fmaf(b[ib] as f32, rb, fixed))
-                };
-                y[o] = fin(v);
-            });
+                    fma(av as f32, ra, fma(bv as f32, rb, fixed))
+                })
+            };
+            walk(&shape, a, b, &sa, &sb, y, f);
         }
         OpKind::Sub => {
-            for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
-                let real = (a[ia] as i32 - za) as f32 * sa_ - (b[ib] as i32 - zb) as f32 * sb_;
-                y[o] = quantize_f32(real, sy, zy, -128, 127).clamp(lo, hi) as i8;
-            });
+            let f = |av: i8, bv: i8| {
+                let real = (av as i32 - za) as f32 * sa_ - (bv as i32 - zb) as f32 * sb_;
+                quantize_f32(real, sy, zy, -128, 127).clamp(lo, hi) as i8
+            };
+            walk(&shape, a, b, &sa, &sb, y, f);
         }
         OpKind::Mul => {
             let r = sa_ * sb_ / sy;
             let zf = zy as f32;
-            for_each_broadcast(&shape, &sa, &sb, |o, ia, ib| {
-                y[o] = fin(((a[ia] as i32 - za) * (b[ib] as i32 - zb)) as f32 * r + zf)
-            });
+            let f = |av: i8, bv: i8| fin(((av as i32 - za) * (bv as i32 - zb)) as f32 * r + zf);
+            walk(&shape, a, b, &sa, &sb, y, f);
         }
         _ => return Err(ExecError::Unsupported(call.kernel)),
     }
     Ok(())
+}
+
+/// Fused multiply-add, one rounding (hardware FMA through std where present).
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::fmaf(a, b, c)
+    }
+}
+
+/// Apply `f` element-wise under broadcasting. The two common layouts — equal shapes, and
+/// one operand constant over the innermost axes (per-channel scaling) — take contiguous
+/// loops; everything else walks the general strided index.
+fn walk(
+    shape: &cairn_core::Shape,
+    a: &[i8],
+    b: &[i8],
+    sa: &[usize; 6],
+    sb: &[usize; 6],
+    y: &mut [i8],
+    f: impl Fn(i8, i8) -> i8,
+) {
+    if a.len() == y.len() && b.len() == y.len() {
+        for ((o, &av), &bv) in y.iter_mut().zip(a).zip(b) {
+            *o = f(av, bv);
+        }
+        return;
+    }
+    // Length of the innermost run over which one operand is constant (stride 0) and the
+    // other contiguous.
+    let r = shape.rank();
+    let mut inner = 1usize;
+    let mut d = r;
+    while d > 0 && sb[d - 1] == 0 && sa[d - 1] == inner {
+        inner *= shape.dim(d - 1);
+        d -= 1;
+    }
+    if inner > 1 && a.len() == y.len() && d < r {
+        for (chunk, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
+            let bv = b[outer_index(shape, sb, d, chunk)];
+            for (oe, &av) in o.iter_mut().zip(ac) {
+                *oe = f(av, bv);
+            }
+        }
+        return;
+    }
+    for_each_broadcast(shape, sa, sb, |o, ia, ib| y[o] = f(a[ia], b[ib]));
+}
+
+/// Flat index into an operand with strides `st` of the `chunk`-th run of the dims before `d`.
+fn outer_index(shape: &cairn_core::Shape, st: &[usize; 6], d: usize, chunk: usize) -> usize {
+    let mut rem = chunk;
+    let mut idx = 0;
+    for k in (0..d).rev() {
+        let n = shape.dim(k).max(1);
+        idx += (rem % n) * st[k];
+        rem /= n;
+    }
+    idx
 }
 
 /// The f32 value of a unary function (shared with the converter's LUT builder).

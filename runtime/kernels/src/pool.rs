@@ -162,8 +162,19 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
     let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
     let n_in = xs.numel().ok_or(ExecError::Shape)?;
     let mut idx = [0usize; 6];
-    if q {
-        // Two passes keep this allocation-free: accumulate into i32 per output in chunks.
+    if q && contiguous_tail(&xs, mask) {
+        // Reducing the innermost axes (GlobalAveragePool): each output sums one run.
+        let xi = x.i8s()?;
+        let y = out.i8s_mut()?;
+        let scale = sx / (sy * count as f32);
+        for (yo, run) in y.iter_mut().zip(xi.chunks(count)) {
+            let acc = run.iter().fold(0i32, |s, &v| s + (v as i32 - zx));
+            let v = (acc as f32 * scale)
+                .max((-128 - zy) as f32)
+                .min((127 - zy) as f32);
+            *yo = (round_half_even(v) as i32 + zy) as i8;
+        }
+    } else if q {
         let xi = x.i8s()?;
         let y = out.i8s_mut()?;
         let scale = sx / (sy * count as f32);
@@ -196,6 +207,13 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
         y.iter_mut().for_each(|v| *v /= count as f32);
     }
     Ok(())
+}
+
+/// True when the reduced axes are exactly the innermost ones (each output is one run).
+fn contiguous_tail(xs: &cairn_core::Shape, mask: u32) -> bool {
+    let r = xs.rank() as u32;
+    let k = mask.count_ones();
+    k > 0 && mask == ((1u32 << r) - 1) & !((1u32 << (r - k)) - 1)
 }
 
 /// Visit the flat input indices that reduce into output `o`.
