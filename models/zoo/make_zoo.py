@@ -8,6 +8,7 @@ Outputs (committed, so the demo and the tests need no Python):
   digits/digits_mlp_qdq.onnx     the same, quantized by onnxruntime's quantize_static (QDQ)
   digits/{calib,test}_x.npy      inputs scaled to [0, 1], f32; test_y.npy labels (int64)
   ppocr_cls/cls_qdq.onnx         the PP-OCR text-direction classifier, quantize_static (QDQ)
+  ppocr_cls/cls_qop.onnx         the same in QOperator form (QLinearConv...), for `cairn bench`
   ppocr_cls/calib_x.npy          32 rendered text lines, preprocessed, f32 [32, 3, 48, 192]
   ppocr_cls/eval_u8.npy          200 rendered text lines, uint8 [200, 3, 48, 192]
                                  (f32 input = (u8 / 255 - 0.5) / 0.5, as PaddleOCR does)
@@ -145,6 +146,8 @@ def cls():
         d.dim_value = v
     onnx.save(m, fixed)
     qdq(fixed, os.path.join(out, "cls_qdq.onnx"), "x", [c[None] for c in calib])
+    # QOperator form (QLinearConv, ...): only for benchmarking ORT's int8 kernels.
+    qdq(fixed, os.path.join(out, "cls_qop.onnx"), "x", [c[None] for c in calib], fmt="QOperator")
     os.remove(fixed)
     import onnxruntime as ort
 
@@ -155,7 +158,7 @@ def cls():
     print(f"cls fp32 accuracy on rendered lines (ORT): {acc:.4f}")
 
 
-def qdq(src, dst, input_name, samples):
+def qdq(src, dst, input_name, samples, fmt="QDQ"):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -169,7 +172,8 @@ def qdq(src, dst, input_name, samples):
 
     pre = dst + ".pre.onnx"
     quant_pre_process(src, pre, skip_symbolic_shape=True)
-    quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quant_format = QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator
+    quantize_static(pre, dst, Reader(), quant_format=quant_format, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     os.remove(pre)
     print(f"wrote {dst}")

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod engines;
 mod inspect;
 mod tools;
 
@@ -86,6 +87,15 @@ enum Cmd {
         /// Per-op time profile of cairn.
         #[arg(long)]
         profile: bool,
+        /// Also time ONNX Runtime on this int8 QDQ model (e.g. from quantize_static).
+        #[arg(long, value_name = "ONNX")]
+        ort_qdq: Option<PathBuf>,
+        /// Also time ONNX Runtime on this int8 QOperator model.
+        #[arg(long, value_name = "ONNX")]
+        ort_qop: Option<PathBuf>,
+        /// Skip tract.
+        #[arg(long)]
+        no_tract: bool,
     },
     /// Convert and run the bundled models on bundled data; print accuracy and timing.
     Demo {
@@ -109,23 +119,10 @@ fn main() -> Result<()> {
             output,
             top_k,
         } => tools::run_cmd(&model, &input, output.as_deref(), top_k),
-        Cmd::Bench {
-            model,
-            args,
-            runs,
-            warmup,
-            input,
-            json,
-            profile,
-        } => bench::bench(
-            &model,
-            &args,
-            runs,
-            warmup,
-            input.as_deref(),
-            json.as_deref(),
-            profile,
-        ),
+        Cmd::Bench { model, args, runs, warmup, input, json, profile, ort_qdq, ort_qop, no_tract } => {
+            let others = bench::Others { ort_qdq: ort_qdq.as_deref(), ort_qop: ort_qop.as_deref(), no_tract };
+            bench::bench(&model, &args, runs, warmup, input.as_deref(), json.as_deref(), profile, others)
+        }
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
 }

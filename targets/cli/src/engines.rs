@@ -1,0 +1,44 @@
+//! The engines `cairn bench` compares against cairn, each behind one closure that runs the
+//! model on an f32 input: ONNX Runtime (fp32, and int8 QDQ/QOperator models when given) and
+//! tract (fp32). All single-threaded.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use tract_onnx::prelude::*;
+
+/// A loaded engine: `run(input) -> first output`.
+pub struct Engine {
+    pub name: String,
+    pub run: Box<dyn FnMut(&[f32]) -> Result<Vec<f32>>>,
+}
+
+pub fn ort(name: &str, path: &Path, shape: &[usize]) -> Result<Engine> {
+    let mut m = cairn_ort::OrtModel::load(path, 1)?;
+    let shape = shape.to_vec();
+    Ok(Engine {
+        name: name.into(),
+        run: Box::new(move |x| {
+            let mut out = m.run(&[(shape.clone(), x.to_vec())])?;
+            Ok(out.swap_remove(0).1)
+        }),
+    })
+}
+
+pub fn tract(path: &Path, shape: &[usize]) -> Result<Engine> {
+    let plan = tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let shape = shape.to_vec();
+    Ok(Engine {
+        name: "tract-fp32".into(),
+        run: Box::new(move |x| {
+            let t = Tensor::from_shape(&shape, x)?;
+            let out = plan.run(tvec!(t.into_tvalue()))?;
+            let v = out.first().ok_or_else(|| anyhow!("tract returned no output"))?;
+            Ok(v.to_plain_array_view::<f32>()?.iter().copied().collect())
+        }),
+    })
+}
