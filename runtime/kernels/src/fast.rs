@@ -70,6 +70,9 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     };
     if pointwise {
         pointwise_i8(&g, &q, y);
+    } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && avx2_available() {
+        #[cfg(target_arch = "x86_64")]
+        im2col_i8(&g, &q, y);
     } else if g.g == g.c && g.oc == g.c {
         depthwise_rows_i8(&g, &q, y);
     } else {
@@ -88,10 +91,66 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             // SAFETY: AVX2 is present (checked above); all slices are sized by the plan.
-            unsafe { avx2::pointwise(x, q, ic, oc, pix, y) };
+            unsafe { avx2::gemm(x, pix, q, ic, oc, pix, y, pix, 0) };
             continue;
         }
         pointwise_portable(x, q, ic, oc, pix, y);
+    }
+}
+
+const IM2COL_MAX_K: usize = 256;
+#[cfg(target_arch = "x86_64")]
+const IM2COL_TILE: usize = 64;
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Small-kernel convs with one group (the stem conv of a CNN): gather the patches of 64
+/// output pixels into a stack tile (zero point where the window leaves the image, which
+/// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
+#[cfg(target_arch = "x86_64")]
+fn im2col_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let k = g.c * g.kh * g.kw;
+    let (oh, ow) = (g.oh, g.ow);
+    let pix = oh * ow;
+    let plane = g.h * g.w;
+    let mut tile = [0i8; IM2COL_MAX_K * IM2COL_TILE];
+    for n in 0..g.n {
+        let x = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
+        let y = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+        let mut t0 = 0;
+        while t0 < pix {
+            let len = IM2COL_TILE.min(pix - t0);
+            for c in 0..g.c {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let row = (c * g.kh + ky) * g.kw + kx;
+                        let dst = &mut tile[row * IM2COL_TILE..row * IM2COL_TILE + len];
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let (oy, ox) = ((t0 + j) / ow, (t0 + j) % ow);
+                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                            let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                            *d = if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                                x[c * plane + iy as usize * g.w + ix as usize]
+                            } else {
+                                q.zx as i8
+                            };
+                        }
+                    }
+                }
+            }
+            // SAFETY: only called when AVX2 is present; the tile holds k rows of IM2COL_TILE.
+            unsafe { avx2::gemm(&tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0) };
+            t0 += len;
+        }
     }
 }
 
@@ -287,10 +346,24 @@ mod avx2 {
     /// form is the same arithmetic as `cairn_core::quant::requantize`: convert (round to
     /// nearest even), multiply, clamp, convert with the default rounding mode (nearest even).
     ///
+    /// A GEMM over strided rows: input row `c` (of `ic`) starts at `x[c * xs]`, output row
+    /// `o` at `y[o * ys + y0]`; `pix` columns.
+    ///
     /// # Safety
-    /// The CPU must support AVX2; `x` holds `ic * pix` values, `y` holds `oc * pix`.
+    /// The CPU must support AVX2; the slices hold every row the strides address.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn pointwise(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: &mut [i8]) {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm(
+        x: &[i8],
+        xs: usize,
+        q: &Q<'_>,
+        ic: usize,
+        oc: usize,
+        pix: usize,
+        y: &mut [i8],
+        ys: usize,
+        y0: usize,
+    ) {
         let mut o = 0;
         while o < oc {
             let ob = 8.min(oc - o);
@@ -319,9 +392,9 @@ mod avx2 {
                 let mut c = 0;
                 while c < ic {
                     let two = c + 1 < ic;
-                    let xa = load8(x, c * pix + p0, pb);
+                    let xa = load8(x, c * xs + p0, pb);
                     let xb = if two {
-                        load8(x, (c + 1) * pix + p0, pb)
+                        load8(x, (c + 1) * xs + p0, pb)
                     } else {
                         _mm_setzero_si128()
                     };
@@ -355,11 +428,14 @@ mod avx2 {
                     let f = _mm256_max_ps(f, _mm256_set1_ps(q.lo as f32 - q.zy as f32));
                     let f = _mm256_min_ps(f, _mm256_set1_ps(q.hi as f32 - q.zy as f32));
                     let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(q.zy));
-                    let mut lanes = [0i32; 8];
-                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, r);
-                    let dst = &mut y[oo * pix + p0..oo * pix + p0 + pb];
-                    for (d, l) in dst.iter_mut().zip(lanes) {
-                        *d = l as i8;
+                    // Eight int32 in [-128, 127] -> eight int8 (saturating packs are exact here).
+                    let r16 =
+                        _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+                    let r8 = _mm_packs_epi16(r16, r16);
+                    let bytes = (_mm_cvtsi128_si64(r8) as u64).to_le_bytes();
+                    let dst = &mut y[oo * ys + y0 + p0..oo * ys + y0 + p0 + pb];
+                    for (d, b) in dst.iter_mut().zip(bytes) {
+                        *d = b as i8;
                     }
                 }
                 p0 += pb;

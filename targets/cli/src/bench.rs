@@ -82,8 +82,18 @@ pub fn int8_peak_gmacs() -> Option<(f64, &'static str)> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-        let mhz: f64 = info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
-        return Some((32.0 * mhz / 1e3, "AVX2 vpmaddwd: 2 x 16 MAC per cycle at /proc/cpuinfo's clock"));
+        let mhz: f64 = info
+            .lines()
+            .find(|l| l.starts_with("cpu MHz"))?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()?;
+        return Some((
+            32.0 * mhz / 1e3,
+            "AVX2 vpmaddwd: 2 x 16 MAC per cycle at /proc/cpuinfo's clock",
+        ));
     }
     None
 }
@@ -138,10 +148,19 @@ pub fn bench(
         cairn_out = m.run(&[&x]).map_err(|e| anyhow!("{e:?}"))?;
         Ok(())
     })?;
-    let cairn_name = format!("cairn-{}", if conv.mode == "float" { "f32" } else { "int8" });
-    let mut rows = vec![Row { name: cairn_name, median_ms: cairn.median_ms, p90_ms: cairn.p90_ms, agrees: None }];
+    let cairn_name = format!(
+        "cairn-{}",
+        if conv.mode == "float" { "f32" } else { "int8" }
+    );
+    let mut rows = vec![Row {
+        name: cairn_name,
+        median_ms: cairn.median_ms,
+        p90_ms: cairn.p90_ms,
+        agrees: None,
+    }];
 
-    let mut engines: Vec<anyhow::Result<engines::Engine>> = vec![engines::ort("ort-fp32", model, &info.shape)];
+    let mut engines: Vec<anyhow::Result<engines::Engine>> =
+        vec![engines::ort("ort-fp32", model, &info.shape)];
     if let Some(p) = others.ort_qdq {
         engines.push(engines::ort("ort-int8-qdq", p, &info.shape));
     }
@@ -160,7 +179,12 @@ pub fn bench(
                     out = (e.run)(&x)?;
                     Ok(())
                 })?;
-                rows.push(Row { name: e.name.clone(), median_ms: s.median_ms, p90_ms: s.p90_ms, agrees: top1.map(|t| t == argmax(&out)) });
+                rows.push(Row {
+                    name: e.name.clone(),
+                    median_ms: s.median_ms,
+                    p90_ms: s.p90_ms,
+                    agrees: top1.map(|t| t == argmax(&out)),
+                });
             }
             Err(err) => println!("engine unavailable: {err:#}"),
         }
@@ -168,19 +192,44 @@ pub fn bench(
 
     let macs: u64 = (0..m.model().n_ops()).map(|i| m.model().op_macs(i)).sum();
     println!();
-    println!("  {:<14} {:>10} {:>10} {:>13} {:>14}", "engine", "median ms", "p90 ms", "cairn/engine", "top-1 = cairn");
+    println!(
+        "  {:<14} {:>10} {:>10} {:>13} {:>14}",
+        "engine", "median ms", "p90 ms", "cairn/engine", "top-1 = cairn"
+    );
     for r in &rows {
         let agree = r.agrees.map_or("-".to_string(), |a| a.to_string());
-        println!("  {:<14} {:>10.3} {:>10.3} {:>13.3} {:>14}", r.name, r.median_ms, r.p90_ms, cairn.median_ms / r.median_ms, agree);
+        println!(
+            "  {:<14} {:>10.3} {:>10.3} {:>13.3} {:>14}",
+            r.name,
+            r.median_ms,
+            r.p90_ms,
+            cairn.median_ms / r.median_ms,
+            agree
+        );
     }
     let gmacs = macs as f64 / (cairn.median_ms * 1e-3) / 1e9;
     let peak = int8_peak_gmacs();
     println!();
     match peak {
-        Some((p, how)) => println!("  MACs {:.2} M, cairn {:.2} GMAC/s = {:.1}% of the int8 peak {:.0} GMAC/s ({how})", macs as f64 / 1e6, gmacs, 100.0 * gmacs / p, p),
-        None => println!("  MACs {:.2} M, cairn {:.2} GMAC/s", macs as f64 / 1e6, gmacs),
+        Some((p, how)) => println!(
+            "  MACs {:.2} M, cairn {:.2} GMAC/s = {:.1}% of the int8 peak {:.0} GMAC/s ({how})",
+            macs as f64 / 1e6,
+            gmacs,
+            100.0 * gmacs / p,
+            p
+        ),
+        None => println!(
+            "  MACs {:.2} M, cairn {:.2} GMAC/s",
+            macs as f64 / 1e6,
+            gmacs
+        ),
     }
-    println!("  flash {} B, arena {} B, peak RSS {} kB", conv.bytes.len(), m.model().arena_bytes(), peak_rss_kb().unwrap_or(0));
+    println!(
+        "  flash {} B, arena {} B, peak RSS {} kB",
+        conv.bytes.len(),
+        m.model().arena_bytes(),
+        peak_rss_kb().unwrap_or(0)
+    );
 
     if profile {
         let nops = m.model().n_ops();
@@ -195,6 +244,20 @@ pub fn bench(
                 }
             })
             .map_err(|e| anyhow!("{e:?}"))?;
+        }
+        let mut slowest: Vec<usize> = (0..nops).collect();
+        slowest.sort_by(|&a, &b| per_op[b].total_cmp(&per_op[a]));
+        println!();
+        println!("  slowest ops (ms/run, GMAC/s, output):");
+        for &i in slowest.iter().take(10) {
+            let ms = per_op[i] / runs.max(1) as f64;
+            let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
+            let out = m
+                .model()
+                .op(i)
+                .map(|op| m.model().tensor(op.output(0)).info.shape);
+            let gm = m.model().op_macs(i) as f64 / (ms * 1e-3).max(1e-12) / 1e9;
+            println!("    #{i:<4} {k:<20} {ms:>8.3} {gm:>8.2}  {out:?}");
         }
         let mut by_kind: std::collections::BTreeMap<String, (f64, u64, usize)> = Default::default();
         for (i, t) in per_op.iter().enumerate() {
@@ -244,7 +307,8 @@ pub fn bench(
             "arena_bytes": m.model().arena_bytes(),
             "peak_rss_kb": peak_rss_kb(),
         });
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
         println!("  wrote {}", p.display());
     }
     Ok(())

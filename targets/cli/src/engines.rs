@@ -7,10 +7,13 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use tract_onnx::prelude::*;
 
-/// A loaded engine: `run(input) -> first output`.
+/// Runs a model on one f32 input and returns its first output.
+pub type RunFn = Box<dyn FnMut(&[f32]) -> Result<Vec<f32>>>;
+
+/// A loaded engine.
 pub struct Engine {
     pub name: String,
-    pub run: Box<dyn FnMut(&[f32]) -> Result<Vec<f32>>>,
+    pub run: RunFn,
 }
 
 pub fn ort(name: &str, path: &Path, shape: &[usize]) -> Result<Engine> {
@@ -37,7 +40,9 @@ pub fn tract(path: &Path, shape: &[usize]) -> Result<Engine> {
         run: Box::new(move |x| {
             let t = Tensor::from_shape(&shape, x)?;
             let out = plan.run(tvec!(t.into_tvalue()))?;
-            let v = out.first().ok_or_else(|| anyhow!("tract returned no output"))?;
+            let v = out
+                .first()
+                .ok_or_else(|| anyhow!("tract returned no output"))?;
             Ok(v.to_plain_array_view::<f32>()?.iter().copied().collect())
         }),
     })

@@ -119,9 +119,33 @@ fn main() -> Result<()> {
             output,
             top_k,
         } => tools::run_cmd(&model, &input, output.as_deref(), top_k),
-        Cmd::Bench { model, args, runs, warmup, input, json, profile, ort_qdq, ort_qop, no_tract } => {
-            let others = bench::Others { ort_qdq: ort_qdq.as_deref(), ort_qop: ort_qop.as_deref(), no_tract };
-            bench::bench(&model, &args, runs, warmup, input.as_deref(), json.as_deref(), profile, others)
+        Cmd::Bench {
+            model,
+            args,
+            runs,
+            warmup,
+            input,
+            json,
+            profile,
+            ort_qdq,
+            ort_qop,
+            no_tract,
+        } => {
+            let others = bench::Others {
+                ort_qdq: ort_qdq.as_deref(),
+                ort_qop: ort_qop.as_deref(),
+                no_tract,
+            };
+            bench::bench(
+                &model,
+                &args,
+                runs,
+                warmup,
+                input.as_deref(),
+                json.as_deref(),
+                profile,
+                others,
+            )
         }
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
