@@ -120,6 +120,22 @@ fn walk(
     y: &mut [i8],
     f: impl Fn(i8, i8) -> i8,
 ) {
+    crate::fast::vectorized(
+        #[inline(always)]
+        || walk_body(shape, a, b, sa, sb, y, f),
+    )
+}
+
+#[inline(always)]
+fn walk_body(
+    shape: &cairn_core::Shape,
+    a: &[i8],
+    b: &[i8],
+    sa: &[usize; 6],
+    sb: &[usize; 6],
+    y: &mut [i8],
+    f: impl Fn(i8, i8) -> i8,
+) {
     if a.len() == y.len() && b.len() == y.len() {
         for ((o, &av), &bv) in y.iter_mut().zip(a).zip(b) {
             *o = f(av, bv);

@@ -98,6 +98,19 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     }
 }
 
+/// Run `f` in a function compiled with AVX2 when the CPU has it, so the loops the
+/// compiler inlines into it vectorize 8 lanes wide. The arithmetic is unchanged (Rust never
+/// contracts float operations), so results are identical either way.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2::call(f) };
+    }
+    f()
+}
+
 const IM2COL_MAX_K: usize = 256;
 #[cfg(target_arch = "x86_64")]
 const IM2COL_TILE: usize = 64;
@@ -190,6 +203,19 @@ fn pointwise_portable(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: 
 /// column is inside the image gets `w · (x − zx)` added; the inner loop is a contiguous
 /// (stride 1) or strided multiply-add the compiler vectorizes. Same sums as the reference.
 fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        unsafe { avx2::depthwise_rows(g, q, y) };
+        return;
+    }
+    depthwise_rows_body(g, q, y);
+}
+
+/// The body of `depthwise_rows_i8`, inlined into an AVX2-enabled copy on x86_64 so the
+/// multiply-add loops vectorize 8 lanes wide (same integer arithmetic either way).
+#[inline(always)]
+fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     const CHUNK: usize = 256;
     let (h, w, oh, ow) = (g.h as isize, g.w as isize, g.oh, g.ow);
     let ksz = g.kh * g.kw;
@@ -445,6 +471,22 @@ mod avx2 {
     }
 
     const MAX_PAIRS: usize = 512;
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn call<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// `depthwise_rows_body` compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn depthwise_rows(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
+        super::depthwise_rows_body(g, q, y)
+    }
 
     /// Up to 8 int8 values starting at `at` (missing lanes zero).
     #[inline(always)]
