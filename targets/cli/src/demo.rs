@@ -86,7 +86,7 @@ fn section(name: &str, onnx: &Path, args: &ConvertArgs, xs: &[Vec<f32>], ys: &[i
     );
     println!("   int8 top-1 agreement with f32: {:.2}%", pct(e.agree));
     println!(
-        "   int8 latency {:.3} ms per input (reference kernels, 1 thread)",
+        "   int8 latency {:.3} ms per input (CPU backend, 1 thread)",
         e.ms_per
     );
     Ok(())
