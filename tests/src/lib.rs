@@ -90,8 +90,16 @@ pub fn case_ops(case: &Path) -> Result<Vec<String>> {
 pub const REL: f32 = 1e-5;
 pub const ABS: f32 = 1e-6;
 
-/// Run one node-test case. Ok(max relative error) when every output matches.
-pub fn run_node_case(case: &Path) -> Result<f32> {
+/// A node-test case on disk: the model bytes, its run-time input names (initializers
+/// excluded), the input tensors and the expected outputs of `test_data_set_0`.
+pub struct NodeCase {
+    pub bytes: Vec<u8>,
+    pub in_names: Vec<String>,
+    pub inputs: Vec<HostTensor>,
+    pub expected: Vec<HostTensor>,
+}
+
+pub fn load_node_case(case: &Path) -> Result<NodeCase> {
     let bytes = std::fs::read(case.join("model.onnx"))?;
     let model = load_model(&bytes)?;
     let g = model.graph.as_ref().ok_or_else(|| anyhow!("no graph"))?;
@@ -103,19 +111,32 @@ pub fn run_node_case(case: &Path) -> Result<f32> {
         .map(|i| i.name.clone())
         .collect();
     let data = case.join("test_data_set_0");
-    let mut inputs = Vec::new();
-    for k in 0..in_names.len() {
-        let (_, t) = load_tensor_file(
-            &std::fs::read(data.join(format!("input_{k}.pb")))
-                .with_context(|| format!("input_{k}.pb"))?,
-        )?;
-        inputs.push(t);
-    }
-    let mut expected = Vec::new();
-    for k in 0..g.output.len() {
-        let (_, t) = load_tensor_file(&std::fs::read(data.join(format!("output_{k}.pb")))?)?;
-        expected.push(t);
-    }
+    let read = |name: String| -> Result<HostTensor> {
+        let raw = std::fs::read(data.join(&name)).with_context(|| name.clone())?;
+        Ok(load_tensor_file(&raw)?.1)
+    };
+    let inputs = (0..in_names.len())
+        .map(|k| read(format!("input_{k}.pb")))
+        .collect::<Result<_>>()?;
+    let expected = (0..g.output.len())
+        .map(|k| read(format!("output_{k}.pb")))
+        .collect::<Result<_>>()?;
+    Ok(NodeCase {
+        bytes,
+        in_names,
+        inputs,
+        expected,
+    })
+}
+
+/// Run one node-test case. Ok(max relative error) when every output matches.
+pub fn run_node_case(case: &Path) -> Result<f32> {
+    let NodeCase {
+        bytes,
+        in_names,
+        inputs,
+        expected,
+    } = load_node_case(case)?;
     // First try: float inputs at run time, integer inputs known at convert time; then
     // every input but the first known at convert time (scales, sizes, bounds...).
     let attempt = |all_const: bool| -> Result<f32> {
@@ -284,21 +305,15 @@ pub type Inputs = HashMap<String, HostTensor>;
 /// first known at convert time), run, and return (int8 ops, max error / output range).
 /// `Ok(None)` when nothing in the case ran in int8.
 pub fn run_node_case_int8(case: &Path) -> Result<Option<(usize, f32)>> {
-    let bytes = std::fs::read(case.join("model.onnx"))?;
-    let model = load_model(&bytes)?;
-    let g = model.graph.as_ref().ok_or_else(|| anyhow!("no graph"))?;
-    let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let in_names: Vec<String> = g
-        .input
-        .iter()
-        .filter(|i| !inits.contains(&i.name.as_str()))
-        .map(|i| i.name.clone())
-        .collect();
-    let data = case.join("test_data_set_0");
+    let NodeCase {
+        bytes,
+        in_names,
+        inputs,
+        expected,
+    } = load_node_case(case)?;
     let mut opts = Options::default();
     let mut runtime = Vec::new();
-    for (k, name) in in_names.iter().enumerate() {
-        let (_, t) = load_tensor_file(&std::fs::read(data.join(format!("input_{k}.pb")))?)?;
+    for (k, (name, t)) in in_names.iter().zip(inputs).enumerate() {
         if !t.is_float() || k > 0 {
             opts.const_inputs.insert(name.clone(), t);
         } else {
@@ -309,8 +324,7 @@ pub fn run_node_case_int8(case: &Path) -> Result<Option<(usize, f32)>> {
     if runtime.len() != 1 {
         return Ok(None);
     }
-    let (_, expected) = load_tensor_file(&std::fs::read(data.join("output_0.pb"))?)?;
-    let HData::F32(exp) = expected.data else {
+    let Some(HData::F32(exp)) = expected.into_iter().next().map(|t| t.data) else {
         return Ok(None);
     };
     opts.calibration = vec![runtime.clone()];
@@ -334,4 +348,30 @@ pub fn run_node_case_int8(case: &Path) -> Result<Option<(usize, f32)>> {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     Ok(Some((c.int8_ops, err / range)))
+}
+
+/// SplitMix64: the small seeded generator of the randomised tests.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when n is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// The seed of a randomised test: `CAIRN_SEED` when set, else `default`.
+pub fn seed_or(default: u64) -> u64 {
+    std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

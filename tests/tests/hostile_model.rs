@@ -8,7 +8,7 @@ use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec
 use cairn_core::format::{file_crc, hdr, tns, HEADER_BYTES, TENSOR_BYTES};
 use cairn_core::{DType, Interpreter, LoadError, Model, OpKind, Shape};
 use cairn_kernels::CpuBackend;
-use cairn_tests::{convert_file, repo_root, zoo};
+use cairn_tests::{convert_file, repo_root, seed_or, zoo, SplitMix};
 
 fn digits_model() -> Vec<u8> {
     let z = zoo().join("digits");
@@ -36,25 +36,8 @@ fn load_and_run(bytes: &[u8]) -> Result<bool, LoadError> {
     Ok(true)
 }
 
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn seed() -> u64 {
-    std::env::var("CAIRN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xCA1F_2026)
+    seed_or(0xCA1F_2026)
 }
 
 #[test]
@@ -121,7 +104,7 @@ fn mutate(base: &[u8], cases: usize, min_refused: usize) {
             b[at] = if rng.below(2) == 0 {
                 interesting[rng.below(interesting.len())]
             } else {
-                rng.next() as u8
+                rng.next_u64() as u8
             };
         }
         restamp(&mut b);
