@@ -179,6 +179,82 @@ def qdq(src, dst, input_name, samples, fmt="QDQ"):
     print(f"wrote {dst}")
 
 
+def mobilenet_v2(width=1.4, res=224):
+    """A MobileNetV2-shaped network (inverted residuals, ReLU6, BatchNorm) with random but
+    seeded weights, for `cairn bench` at a realistic size (~580 MMAC at width 1.4, 224x224).
+    Not trained: only latency and agreement between engines mean anything on it."""
+    rng = np.random.default_rng(SEED)
+    nodes, inits = [], []
+    counter = [0]
+
+    def name(p):
+        counter[0] += 1
+        return f"{p}{counter[0]}"
+
+    def const(a, p):
+        n = name(p)
+        inits.append(numpy_helper.from_array(a.astype(np.float32), n))
+        return n
+
+    def conv_bn(x, cin, cout, k, stride, group=1, relu6=True):
+        w = rng.normal(0, np.sqrt(2.0 / (k * k * cin / group)), (cout, cin // group, k, k))
+        y = name("conv")
+        nodes.append(helper.make_node("Conv", [x, const(w, "w")], [y], kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[k // 2] * 4, group=group))
+        bn = name("bn")
+        nodes.append(helper.make_node("BatchNormalization", [y, const(rng.uniform(0.5, 1.5, cout), "g"), const(rng.normal(0, 0.1, cout), "b"),
+                                      const(rng.normal(0, 0.1, cout), "m"), const(rng.uniform(0.5, 1.5, cout), "v")], [bn]))
+        if not relu6:
+            return bn
+        out = name("relu6")
+        nodes.append(helper.make_node("Clip", [bn, const(np.array(0.0), "lo"), const(np.array(6.0), "hi")], [out]))
+        return out
+
+    def ch(c):
+        return max(8, int(c * width + 4) // 8 * 8)
+
+    x = conv_bn("x", 3, ch(32), 3, 2)
+    cin = ch(32)
+    cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    for t, c, n, s in cfg:
+        cout = ch(c)
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            y = conv_bn(x, cin, hidden, 1, 1) if t != 1 else x
+            y = conv_bn(y, hidden, hidden, 3, stride, group=hidden)
+            y = conv_bn(y, hidden, cout, 1, 1, relu6=False)
+            if stride == 1 and cin == cout:
+                z = name("add")
+                nodes.append(helper.make_node("Add", [x, y], [z]))
+                y = z
+            x, cin = y, cout
+    x = conv_bn(x, cin, 1280 if width <= 1.0 else int(1280 * width), 1, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"]))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"]))
+    feat = 1280 if width <= 1.0 else int(1280 * width)
+    nodes.append(helper.make_node("Gemm", ["flat", const(rng.normal(0, 0.01, (feat, 1000)), "fc"), const(np.zeros(1000), "fcb")], ["logits"]))
+    g = helper.make_graph(nodes, "mobilenet_v2_random",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, res, res])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="cairn-zoo")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    out = os.path.join(ROOT, "mobilenet")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "mobilenet_v2_x1.4_random.onnx")
+    onnx.save(m, path)
+    calib = rng.normal(0, 1, (8, 3, res, res)).astype(np.float32)
+    np.save(os.path.join(out, "calib_x.npy"), calib)
+    qdq(path, os.path.join(out, "mobilenet_v2_x1.4_random_qdq.onnx"), "x", [c[None] for c in calib])
+
+
 if __name__ == "__main__":
-    digits()
-    cls()
+    import sys
+
+    if "--mobilenet" in sys.argv:
+        # Not committed (about 25 MB): made on demand for `cairn bench`.
+        mobilenet_v2()
+    else:
+        digits()
+        cls()

@@ -217,6 +217,9 @@ fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 #[inline(always)]
 fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     const CHUNK: usize = 256;
+    const PHASE_MAX: usize = 1024;
+    // Up to 4 phases of a strided input row (stride > 4 takes the strided loop).
+    let mut phases = [0i8; 4 * PHASE_MAX];
     let (h, w, oh, ow) = (g.h as isize, g.w as isize, g.oh, g.ow);
     let ksz = g.kh * g.kw;
     let plane = g.h * g.w;
@@ -239,6 +242,14 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                             continue;
                         }
                         let xrow = &xc[(iy * w) as usize..((iy + 1) * w) as usize];
+                        // Strided rows are split into `sw` contiguous phases once per row,
+                        // so every tap below reads contiguously: x[ix] = phase[ix % sw][ix / sw].
+                        let split = g.sw > 1 && g.sw <= 4 && g.w <= PHASE_MAX;
+                        if split {
+                            for (i, &v) in xrow.iter().enumerate() {
+                                phases[(i % g.sw) * PHASE_MAX + i / g.sw] = v;
+                            }
+                        }
                         for kx in 0..g.kw {
                             let wv = wc[ky * g.kw + kx] as i32;
                             // ix = ox * sw + off for output column ox.
@@ -263,21 +274,44 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                                 for (a, &v) in dst.iter_mut().zip(src) {
                                     *a = a.wrapping_add(wv * (v as i32 - q.zx));
                                 }
+                            } else if split {
+                                let (ph, at) = (ix0 % g.sw, ix0 / g.sw);
+                                let src =
+                                    &phases[ph * PHASE_MAX + at..ph * PHASE_MAX + at + dst.len()];
+                                for (a, &v) in dst.iter_mut().zip(src) {
+                                    *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                                }
                             } else {
-                                for (j, a) in dst.iter_mut().enumerate() {
-                                    let v = xrow[ix0 + j * g.sw] as i32;
-                                    *a = a.wrapping_add(wv * (v - q.zx));
+                                let n = dst.len();
+                                let src = &xrow[ix0..ix0 + (n - 1) * g.sw + 1];
+                                for (a, &v) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
+                                    *a = a.wrapping_add(wv * (v as i32 - q.zx));
                                 }
                             }
                         }
                     }
-                    for (j, a) in acc.iter().enumerate() {
-                        yc[oy * ow + x0 + j] = requantize(*a, q.scales[c], q.zy, q.lo, q.hi) as i8;
-                    }
+                    let row = &mut yc[oy * ow + x0..oy * ow + x0 + len];
+                    requant_row(acc, q.scales[c], q, row);
                     x0 += len;
                 }
             }
         }
+    }
+}
+
+/// `requantize` over a run of accumulators (8 at a time with AVX2: the same conversions,
+/// multiply, clamp and round-half-even, so the bytes are identical).
+#[inline(always)]
+fn requant_row(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above); the call reads acc and writes out only
+        // within their common length.
+        done = unsafe { avx2::requant8(acc, scale, q, out) };
+    }
+    for (o, a) in out[done..].iter_mut().zip(&acc[done..]) {
+        *o = requantize(*a, scale, q.zy, q.lo, q.hi) as i8;
     }
 }
 
@@ -471,6 +505,34 @@ mod avx2 {
     }
 
     const MAX_PAIRS: usize = 512;
+
+    /// Requantize the leading multiple of 8 of `acc` into `out`; returns how many were done.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn requant8(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) -> usize {
+        let n = acc.len().min(out.len()) / 8 * 8;
+        let (vs, vlo, vhi, vz) = (
+            _mm256_set1_ps(scale),
+            _mm256_set1_ps(q.lo as f32 - q.zy as f32),
+            _mm256_set1_ps(q.hi as f32 - q.zy as f32),
+            _mm256_set1_epi32(q.zy),
+        );
+        for (a8, o8) in acc[..n].chunks_exact(8).zip(out[..n].chunks_exact_mut(8)) {
+            // SAFETY: a8 is exactly 8 i32 (32 bytes); the load is unaligned-safe.
+            let v = unsafe { _mm256_loadu_si256(a8.as_ptr() as *const __m256i) };
+            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
+            let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+            let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vz);
+            let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+            let bytes = (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
+            for (d, b) in o8.iter_mut().zip(bytes) {
+                *d = b as i8;
+            }
+        }
+        n
+    }
 
     /// # Safety
     /// The CPU must support AVX2.
