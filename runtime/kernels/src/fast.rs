@@ -303,13 +303,16 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 /// multiply, clamp and round-half-even, so the bytes are identical).
 #[inline(always)]
 fn requant_row(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) {
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
+    let done = if avx2::available() {
         // SAFETY: AVX2 is present (checked above); the call reads acc and writes out only
         // within their common length.
-        done = unsafe { avx2::requant8(acc, scale, q, out) };
-    }
+        unsafe { avx2::requant8(acc, scale, q, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (o, a) in out[done..].iter_mut().zip(&acc[done..]) {
         *o = requantize(*a, scale, q.zy, q.lo, q.hi) as i8;
     }
