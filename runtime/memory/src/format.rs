@@ -1,0 +1,63 @@
+//! Byte layout of the log (see `runtime/memory/spec.md`). Little-endian.
+
+/// Segment header: magic, version, pad, sequence number, erase count, reserved, CRC.
+pub const SEG_MAGIC: u32 = 0x4753_4D43; // "CMSG"
+pub const SEG_VERSION: u8 = 1;
+pub const SEG_HEADER: usize = 24;
+
+/// Entry header: magic u16, kind u8, pad u8, body length u32, CRC-32 u32.
+pub const ENTRY_MAGIC: u16 = 0xCA1E;
+pub const ENTRY_HEADER: usize = 12;
+/// Entries start and end on 4-byte boundaries.
+pub const ALIGN: usize = 4;
+
+pub const KIND_PUT: u8 = 1;
+pub const KIND_DELETE: u8 = 2;
+
+pub fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+pub fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+pub fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+pub fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// CRC-32 of an entry: its first 8 header bytes, then the body.
+pub fn entry_crc(header8: &[u8], body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(header8);
+    h.update(body);
+    h.finalize()
+}
+
+/// Segment header bytes for a sequence number and erase count.
+pub fn segment_header(seq: u32, erases: u32) -> [u8; SEG_HEADER] {
+    let mut h = [0u8; SEG_HEADER];
+    h[0..4].copy_from_slice(&SEG_MAGIC.to_le_bytes());
+    h[4] = SEG_VERSION;
+    h[8..12].copy_from_slice(&seq.to_le_bytes());
+    h[12..16].copy_from_slice(&erases.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// (sequence number, erase count) of a valid segment header.
+pub fn parse_segment_header(h: &[u8]) -> Option<(u32, u32)> {
+    if h.len() < SEG_HEADER
+        || u32_at(h, 0) != SEG_MAGIC
+        || h[4] != SEG_VERSION
+        || crc32fast::hash(&h[..20]) != u32_at(h, 20)
+    {
+        return None;
+    }
+    Some((u32_at(h, 8), u32_at(h, 12)))
+}

@@ -1,0 +1,33 @@
+//! cairn-memory: what a device that works alone remembers.
+//!
+//! A log-structured store of [`Record`]s (an int8 embedding, a label, a few metadata fields,
+//! a small payload) over storage shaped like NOR flash (`embedded_storage::nor_flash`):
+//! appends are durable when [`Store::append`] returns, recovery after a power cut at any
+//! byte keeps every acknowledged record and never a torn one, compaction reclaims deleted
+//! and evicted records and rotates segments round-robin to spread erases. The layout is in
+//! `runtime/memory/spec.md`.
+//!
+//! This crate owns no clock, no file and no thread: storage comes in through the
+//! `NorFlash` trait (RAM, file and fault-injecting backends are in [`flash`]).
+//!
+//! Status: the store, recovery, compaction, eviction and exact search are built; the
+//! fixed-capacity no-alloc mode, the ANN index, consolidation and the CLI are not yet.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod format;
+pub mod record;
+
+#[cfg(feature = "alloc")]
+pub mod flash;
+#[cfg(feature = "alloc")]
+pub mod search;
+#[cfg(feature = "alloc")]
+pub mod store;
+
+pub use record::{Id, Record, RecordError};
+#[cfg(feature = "alloc")]
+pub use store::{Config, Recovery, Store, StoreError};
