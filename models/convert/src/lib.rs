@@ -35,6 +35,8 @@ pub struct Options {
     pub method: Method,
     /// Keep everything in f32 even when QDQ params or samples are present.
     pub float: bool,
+    /// Intermediate ONNX values to expose as extra outputs (e.g. embeddings).
+    pub extra_outputs: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             calibration: vec![],
             method: Method::MinMax,
             float: false,
+            extra_outputs: vec![],
         }
     }
 }
@@ -67,6 +70,7 @@ pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<Stri
     let lo = lower::LowerOptions {
         input_shapes: opts.input_shapes.clone(),
         const_inputs: opts.const_inputs.clone(),
+        extra_outputs: opts.extra_outputs.clone(),
     };
     let (mut g, mut notes) = lower::lower(&model, &lo)?;
     let fused = fuse::fuse(&mut g);

@@ -34,6 +34,9 @@ pub struct LowerOptions {
     pub input_shapes: HashMap<String, Vec<usize>>,
     /// Graph inputs whose values are known at convert time (become constants).
     pub const_inputs: HashMap<String, HostTensor>,
+    /// Intermediate ONNX values to expose as extra outputs, after the model's own (for
+    /// embeddings: the penultimate features a memory store or a learner needs).
+    pub extra_outputs: Vec<String>,
 }
 
 pub(crate) struct Lower<'m> {
@@ -134,6 +137,12 @@ pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<Stri
         let t = l
             .t(&out.name)
             .with_context(|| format!("graph output '{}'", out.name))?;
+        l.g.outputs.push(t);
+    }
+    for name in &opts.extra_outputs {
+        let t = l
+            .t(name)
+            .with_context(|| format!("--extra-output '{name}' is not a value of the model"))?;
         l.g.outputs.push(t);
     }
     l.g.prune();

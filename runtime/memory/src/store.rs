@@ -19,7 +19,7 @@ use crate::record::{Id, Record, RecordError, MAX_PAYLOAD};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Embedding dimension of every record.
+    /// Embedding dimension of every record; 0 = take it from the first record.
     pub dim: usize,
     /// At most this many live records; appending beyond evicts the lowest-value one.
     pub max_records: usize,
@@ -229,7 +229,10 @@ impl<F: NorFlash> Store<F> {
                 Some((kind, body)) => {
                     let len = align_up(ENTRY_HEADER + body.len());
                     match decode_entry(kind, body) {
-                        Some(Entry::Put(id, r)) if r.embedding.len() == self.cfg.dim => {
+                        Some(Entry::Put(id, r))
+                            if self.cfg.dim == 0 || r.embedding.len() == self.cfg.dim =>
+                        {
+                            self.cfg.dim = r.embedding.len();
                             self.index_put(id, &r, s, pos, len);
                         }
                         Some(Entry::Delete(id)) => {
@@ -445,6 +448,9 @@ impl<F: NorFlash> Store<F> {
     pub fn append(&mut self, r: &Record<'_>) -> Result<Id, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
+        }
+        if self.cfg.dim == 0 && self.metas.is_empty() {
+            self.cfg.dim = r.embedding.len();
         }
         if r.embedding.len() != self.cfg.dim {
             return Err(StoreError::WrongDim {

@@ -92,6 +92,93 @@ fn section(name: &str, onnx: &Path, args: &ConvertArgs, xs: &[Vec<f32>], ys: &[i
     Ok(())
 }
 
+/// Keep what the digits model saw: its penultimate features (the `h1` layer, exposed with
+/// `--extra-output`) as int8 embeddings in a memory store labelled with the prediction,
+/// then ask the store for the nearest earlier observation of each input.
+fn memory_demo(d: &Path, xs: &[Vec<f32>]) -> Result<()> {
+    use cairn_memory::flash::RamFlash;
+    use cairn_memory::search::{Filter, Scoring};
+    use cairn_memory::{Config, Record, Store};
+
+    println!("== episodic memory: digits embeddings (penultimate layer) in a flash-shaped store");
+    let args = ConvertArgs {
+        calibrate: Some(d.join("calib_x.npy")),
+        method: "minmax".into(),
+        extra_output: vec!["h1".into()],
+        ..Default::default()
+    };
+    let q = convert_with_progress(&d.join("digits_mlp.onnx"), &args)?;
+    let qb = AlignedBytes::from_slice(&q.bytes);
+    let mut m = HostModel::new(qb.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+    let (mut st, _) = Store::open(
+        RamFlash::<4096>::new(64),
+        Config {
+            dim: 0,
+            max_records: 10_000,
+            max_payload: 64,
+        },
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let t = Instant::now();
+    let mut preds = Vec::new();
+    let mut embs = Vec::new();
+    for (i, x) in xs.iter().enumerate() {
+        let out = m.run(&[x]).map_err(|e| anyhow!("{e:?}"))?;
+        let pred = argmax(&out[0]);
+        let (e, scale) = crate::memory::quantize(&out[1]);
+        let r = Record {
+            origin: 1,
+            timestamp_ms: i as u64,
+            label: pred as u16,
+            importance: 128,
+            meta: [0; 4],
+            scale,
+            embedding: &e,
+            payload: &[],
+        };
+        st.append(&r).map_err(|e| anyhow!("{e:?}"))?;
+        preds.push(pred);
+        embs.push(e);
+    }
+    let add_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (used, live) = st.usage();
+    println!(
+        "   stored {} embeddings of {} dims (classify + append {:.3} ms each); {:.0} bytes per record on flash, log {} bytes",
+        st.len(),
+        st.config().dim,
+        add_ms / xs.len().max(1) as f64,
+        live as f64 / st.len().max(1) as f64,
+        used
+    );
+    // Nearest *other* stored observation for each input: does it carry the same prediction?
+    let (mut same, mut total) = (0, 0);
+    let t = Instant::now();
+    for (i, e) in embs.iter().enumerate() {
+        let hits = st.search(e, 2, &Filter::default(), &Scoring::default());
+        let own = st
+            .metas()
+            .iter()
+            .find(|m| m.timestamp_ms == i as u64)
+            .map(|m| m.id);
+        if let Some(h) = hits.iter().find(|h| Some(h.id) != own) {
+            let m = st
+                .metas()
+                .iter()
+                .find(|m| m.id == h.id)
+                .map(|m| m.label as usize);
+            same += (m == Some(preds[i])) as usize;
+            total += 1;
+        }
+    }
+    println!(
+        "   nearest other memory has the same class for {:.1}% of inputs ({} queries, {:.3} ms each)",
+        100.0 * same as f64 / total.max(1) as f64,
+        total,
+        t.elapsed().as_secs_f64() * 1e3 / total.max(1) as f64
+    );
+    Ok(())
+}
+
 fn rows(a: &npy::Array) -> Vec<Vec<f32>> {
     let per = a.shape[1..].iter().product::<usize>().max(1);
     a.data.chunks(per).map(|c| c.to_vec()).collect()
@@ -121,6 +208,8 @@ pub fn demo(zoo: &Path) -> Result<()> {
         &xs,
         &ys,
     )?;
+
+    memory_demo(&d, &xs)?;
 
     let c = zoo.join("ppocr_cls");
     let u8s = npy::read(&c.join("eval_u8.npy"))?;

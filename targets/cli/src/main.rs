@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod engines;
 mod inspect;
+mod memory;
 mod tools;
 
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub struct ConvertArgs {
     /// Keep the model in f32 even if it has QDQ nodes.
     #[arg(long)]
     pub float: bool,
+    /// Also output this intermediate ONNX value (repeatable), e.g. penultimate features
+    /// to store as embeddings.
+    #[arg(long = "extra-output", value_name = "NAME")]
+    pub extra_output: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +102,16 @@ enum Cmd {
         #[arg(long)]
         no_tract: bool,
     },
+    /// The episodic memory store in a file: add, query, stats, compact, export.
+    Memory {
+        /// The store file (created erased if missing).
+        store: PathBuf,
+        /// Size of a new store, in 64 KiB sectors.
+        #[arg(long, default_value_t = 64)]
+        sectors: usize,
+        #[command(subcommand)]
+        cmd: memory::MemoryCmd,
+    },
     /// Convert and run the bundled models on bundled data; print accuracy and timing.
     Demo {
         /// Where the bundled models live.
@@ -147,6 +162,11 @@ fn main() -> Result<()> {
                 others,
             )
         }
+        Cmd::Memory {
+            store,
+            sectors,
+            cmd,
+        } => memory::run(&store, sectors, cmd),
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
 }

@@ -51,6 +51,7 @@ pub fn options(
 ) -> Result<(cairn_convert::Options, Vec<npy::Array>)> {
     let mut o = cairn_convert::Options {
         float: args.float,
+        extra_outputs: args.extra_output.clone(),
         ..Default::default()
     };
     for (i, s) in args.input_shape.iter().enumerate() {
