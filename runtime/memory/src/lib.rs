@@ -25,6 +25,8 @@ pub mod record;
 pub mod flash;
 #[cfg(feature = "alloc")]
 pub mod search;
+#[allow(unsafe_code)]
+mod simd;
 #[cfg(feature = "alloc")]
 pub mod store;
 

@@ -42,9 +42,7 @@ pub struct Hit {
     pub score: f32,
 }
 
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
-}
+use crate::simd::dot;
 
 impl<F: NorFlash> Store<F> {
     /// The `k` best records for `query` (same dimension as the store), best first.

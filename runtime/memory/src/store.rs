@@ -474,6 +474,70 @@ impl<F: NorFlash> Store<F> {
         Ok(id)
     }
 
+    /// Store many records with as few program operations (and, on a file, syncs) as the
+    /// segments allow: entries that fit in the active segment go out in one write. Each entry
+    /// keeps its own CRC, so a cut keeps a prefix of the batch, never a torn record. Returns
+    /// the ids once every record is durable. Falls back to `append` one by one when the
+    /// record bound would evict.
+    pub fn append_batch(&mut self, records: &[Record<'_>]) -> Result<Vec<Id>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if self.metas.len() + records.len() > self.cfg.max_records {
+            return records.iter().map(|r| self.append(r)).collect();
+        }
+        let mut ids = Vec::with_capacity(records.len());
+        let mut i = 0;
+        while i < records.len() {
+            // Encode as many as fit after the write pointer of one segment.
+            let mut buf: Vec<u8> = Vec::new();
+            let mut spans = Vec::new();
+            let first = make_entry(KIND_PUT, &self.body_of(&records[i])?);
+            self.ensure_space(first.len())?;
+            let start = self.wp;
+            spans.push((i, buf.len(), first.len()));
+            buf.extend_from_slice(&first);
+            i += 1;
+            while i < records.len() {
+                let e = make_entry(KIND_PUT, &self.body_of(&records[i])?);
+                if start + buf.len() + e.len() > self.seg_size {
+                    break;
+                }
+                spans.push((i, buf.len(), e.len()));
+                buf.extend_from_slice(&e);
+                i += 1;
+            }
+            let at = (self.active * self.seg_size + start) as u32;
+            self.flash.write(at, &buf).map_err(|_| self.fail())?;
+            self.wp = start + buf.len();
+            for (k, off, len) in spans {
+                let r = &records[k];
+                let id = r.id();
+                self.index_put(id, r, self.active, start + off, len);
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn body_of(&mut self, r: &Record<'_>) -> Result<Vec<u8>, StoreError> {
+        if self.cfg.dim == 0 && self.metas.is_empty() {
+            self.cfg.dim = r.embedding.len();
+        }
+        if r.embedding.len() != self.cfg.dim {
+            return Err(StoreError::WrongDim {
+                expected: self.cfg.dim,
+                got: r.embedding.len(),
+            });
+        }
+        if r.payload.len() > self.cfg.max_payload {
+            return Err(StoreError::PayloadTooLarge);
+        }
+        let mut body = vec![0u8; r.encoded_len()];
+        r.encode(&mut body).map_err(StoreError::Record)?;
+        Ok(body)
+    }
+
     /// Delete a record durably (a tombstone, reclaimed at compaction). `Ok(false)` if absent.
     pub fn delete(&mut self, id: &Id) -> Result<bool, StoreError> {
         if self.poisoned {

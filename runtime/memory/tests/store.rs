@@ -412,3 +412,49 @@ fn hostile_or_damaged_logs_never_panic() {
     }
     println!("damaged logs: {dropped_total} damaged entries dropped and reported over 300 cases");
 }
+
+/// A batch cut at any unit keeps a prefix of the batch (whole records), never a torn one,
+/// and everything acknowledged before it.
+#[test]
+fn power_cut_inside_a_batch_keeps_a_prefix() {
+    let seed = seed() ^ 5;
+    let mut r = Rng(seed);
+    let (mut st, _) = Store::open(FaultyFlash::new(Flash::new(8)), cfg(1000)).unwrap();
+    let before: Vec<Owned> = (0..15).map(|i| Owned::random(&mut r, i)).collect();
+    for o in &before {
+        st.append(&o.rec()).unwrap();
+    }
+    let batch: Vec<Owned> = (0..40).map(|i| Owned::random(&mut r, 100 + i)).collect();
+    let recs: Vec<Record> = batch.iter().map(|o| o.rec()).collect();
+    let snapshot = st.flash().inner.clone();
+    let used0 = st.flash().used;
+    st.append_batch(&recs).unwrap();
+    let total = st.flash().used - used0;
+    for cut in 0..total {
+        let ctx = format!("CAIRN_SEED={seed} cut at unit {cut} of {total}");
+        let (mut s, _) =
+            Store::open(FaultyFlash::new(snapshot.clone()).cut_after(cut), cfg(1000)).unwrap();
+        assert!(s.append_batch(&recs).is_err(), "{ctx}: no cut");
+        let (mut re, _) = Store::open(s.into_flash().inner, cfg(1000)).unwrap();
+        for o in &before {
+            assert_eq!(
+                re.get(&o.rec().id()).unwrap(),
+                Some(o.body()),
+                "{ctx}: acknowledged record lost"
+            );
+        }
+        let present: Vec<bool> = batch.iter().map(|o| re.contains(&o.rec().id())).collect();
+        let k = present.iter().take_while(|&&p| p).count();
+        assert!(
+            present[k..].iter().all(|&p| !p),
+            "{ctx}: not a prefix: {present:?}"
+        );
+        for o in &batch[..k] {
+            assert_eq!(
+                re.get(&o.rec().id()).unwrap(),
+                Some(o.body()),
+                "{ctx}: torn record"
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Store speed on this machine (not a test): appends to RAM and to a file, exact top-10
+//! over N clustered 384-d int8 vectors, bytes per record.
+//!
+//!     cargo run --release -p cairn-memory --features std --example bench -- [N]
+
+use std::time::Instant;
+
+use cairn_memory::flash::{FileFlash, RamFlash};
+use cairn_memory::search::{Filter, Scoring};
+use cairn_memory::{Config, Record, Store};
+
+const DIM: usize = 384;
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let mut s = 0x5EEDu64;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    };
+    // 200 Gaussian-ish clusters (sum of uniforms), unit-normalized, quantized per record.
+    let centers: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..DIM).map(|_| next()).collect())
+        .collect();
+    let mut vecs: Vec<Vec<i8>> = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = &centers[i % 200];
+        let v: Vec<f32> = c
+            .iter()
+            .map(|&x| x + 0.3 * (next() + next() + next()))
+            .collect();
+        let m = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+        vecs.push(v.iter().map(|&x| (x / m * 127.0).round() as i8).collect());
+    }
+    let cfg = Config {
+        dim: DIM,
+        max_records: n + 1,
+        max_payload: 64,
+    };
+    let sectors = (n * (DIM + 80)).div_ceil(65536) + 8;
+    let (mut st, _) = Store::open(RamFlash::<65536>::new(sectors), cfg).unwrap();
+    let t = Instant::now();
+    for (i, v) in vecs.iter().enumerate() {
+        let r = Record {
+            origin: 1,
+            timestamp_ms: i as u64,
+            label: (i % 200) as u16,
+            importance: 128,
+            meta: [0; 4],
+            scale: 0.01,
+            embedding: v,
+            payload: &[],
+        };
+        st.append(&r).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let (_, live) = st.usage();
+    println!("RAM store: {n} appends in {:.2} s = {:.0} records/s; {:.1} bytes per record ({} vector + {:.1} overhead)", dt, n as f64 / dt, live as f64 / n as f64, DIM, live as f64 / n as f64 - DIM as f64);
+    let queries: Vec<&Vec<i8>> = vecs.iter().step_by(n / 50).collect();
+    let t = Instant::now();
+    for q in &queries {
+        let h = st.search(q, 10, &Filter::default(), &Scoring::default());
+        assert_eq!(h.len(), 10);
+    }
+    println!(
+        "exact top-10 over {n} x {DIM} int8: {:.3} ms per query",
+        t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64
+    );
+
+    let path = std::env::temp_dir().join("cairn-memory-bench.store");
+    let _ = std::fs::remove_file(&path);
+    let m = 2000.min(n);
+    let (mut fs, _) = Store::open(
+        FileFlash::<65536>::open(&path, (m * (DIM + 80)).div_ceil(65536) + 8).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let t = Instant::now();
+    for (i, v) in vecs.iter().take(m).enumerate() {
+        let r = Record {
+            origin: 1,
+            timestamp_ms: i as u64,
+            label: 0,
+            importance: 128,
+            meta: [0; 4],
+            scale: 0.01,
+            embedding: v,
+            payload: &[],
+        };
+        fs.append(&r).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "file store (fsync per append): {m} appends in {:.2} s = {:.0} records/s",
+        dt,
+        m as f64 / dt
+    );
+    let _ = std::fs::remove_file(&path);
+    let m = 50_000.min(n);
+    let (mut fs, _) = Store::open(
+        FileFlash::<65536>::open(&path, (m * (DIM + 80)).div_ceil(65536) + 8).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let recs: Vec<Record> = vecs
+        .iter()
+        .take(m)
+        .enumerate()
+        .map(|(i, v)| Record {
+            origin: 1,
+            timestamp_ms: i as u64,
+            label: 0,
+            importance: 128,
+            meta: [0; 4],
+            scale: 0.01,
+            embedding: v,
+            payload: &[],
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in recs.chunks(256) {
+        fs.append_batch(chunk).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!("file store (append_batch of 256, one sync per segment write): {m} appends in {:.2} s = {:.0} records/s", dt, m as f64 / dt);
+    let _ = std::fs::remove_file(&path);
+}
