@@ -1,7 +1,7 @@
 //! Store speed on this machine (not a test): appends to RAM and to a file, exact top-10
 //! over N clustered 384-d int8 vectors, bytes per record.
 //!
-//!     cargo run --release -p cairn-memory --features std --example bench -- [N]
+//!     cargo run --release -p cairn-memory --features std --example bench -- [N] [NOISE]
 
 use std::time::Instant;
 
@@ -16,6 +16,12 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
+    // Per-coordinate noise around the cluster centres (std ≈ noise; centres have std 0.58):
+    // 1.0 makes clusters overlap, so neighbours cross cluster boundaries.
+    let noise: f32 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let mut s = 0x5EEDu64;
     let mut next = move || {
         s = s
@@ -32,7 +38,7 @@ fn main() {
         let c = &centers[i % 200];
         let v: Vec<f32> = c
             .iter()
-            .map(|&x| x + 0.3 * (next() + next() + next()))
+            .map(|&x| x + noise * (next() + next() + next()))
             .collect();
         let m = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
         vecs.push(v.iter().map(|&x| (x / m * 127.0).round() as i8).collect());
@@ -71,6 +77,51 @@ fn main() {
         "exact top-10 over {n} x {DIM} int8: {:.3} ms per query",
         t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64
     );
+
+    // IVF: recall@10 against exact, and latency, for a few nprobe values.
+    let t = Instant::now();
+    let nlist = ((n as f64).sqrt() as usize).max(1);
+    let ivf = cairn_memory::ivf::Ivf::build(&st, nlist, 8, 20_000, 7);
+    println!(
+        "IVF build ({nlist} lists, 8 k-means rounds on 20k samples, then {n} assignments): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let queries: Vec<Vec<i8>> = (0..200)
+        .map(|i| {
+            let c = &centers[(i * 37) % 200];
+            let v: Vec<f32> = c
+                .iter()
+                .map(|&x| x + noise * (next() + next() + next()))
+                .collect();
+            let m = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+            v.iter().map(|&x| (x / m * 127.0).round() as i8).collect()
+        })
+        .collect();
+    let exact: Vec<Vec<cairn_memory::Id>> = queries
+        .iter()
+        .map(|q| {
+            st.search(q, 10, &Filter::default(), &Scoring::default())
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        })
+        .collect();
+    for nprobe in [2, 4, 8, 16, 32] {
+        let t = Instant::now();
+        let mut found = 0;
+        for (q, ex) in queries.iter().zip(&exact) {
+            let hits = ivf
+                .search(&st, q, 10, nprobe, &Filter::default(), &Scoring::default())
+                .unwrap();
+            found += hits.iter().filter(|h| ex.contains(&h.id)).count();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+        println!(
+            "IVF nprobe {nprobe:>2}: recall@10 {:.3}, {:.3} ms per query",
+            found as f64 / (10 * queries.len()) as f64,
+            ms
+        );
+    }
 
     let path = std::env::temp_dir().join("cairn-memory-bench.store");
     let _ = std::fs::remove_file(&path);

@@ -10,8 +10,8 @@
 //! This crate owns no clock, no file and no thread: storage comes in through the
 //! `NorFlash` trait (RAM, file and fault-injecting backends are in [`flash`]).
 //!
-//! Status: the store, recovery, compaction, eviction and exact search are built; the
-//! fixed-capacity no-alloc mode, the ANN index, consolidation and the CLI are not yet.
+//! Status: the store, recovery, compaction, eviction, exact search and an IVF index are
+//! built; the fixed-capacity no-alloc mode and consolidation are not yet.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
@@ -24,7 +24,10 @@ pub mod record;
 #[cfg(feature = "alloc")]
 pub mod flash;
 #[cfg(feature = "alloc")]
+pub mod ivf;
+#[cfg(feature = "alloc")]
 pub mod search;
+#[cfg(feature = "alloc")]
 #[allow(unsafe_code)]
 mod simd;
 #[cfg(feature = "alloc")]

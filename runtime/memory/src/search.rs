@@ -47,13 +47,26 @@ use crate::simd::dot;
 impl<F: NorFlash> Store<F> {
     /// The `k` best records for `query` (same dimension as the store), best first.
     pub fn search(&self, query: &[i8], k: usize, filter: &Filter, scoring: &Scoring) -> Vec<Hit> {
+        self.score_slots(0..self.metas.len(), query, k, filter, scoring)
+    }
+
+    /// Score the given record slots exactly and keep the best `k`.
+    pub(crate) fn score_slots(
+        &self,
+        slots: impl Iterator<Item = usize>,
+        query: &[i8],
+        k: usize,
+        filter: &Filter,
+        scoring: &Scoring,
+    ) -> Vec<Hit> {
         let d = self.config().dim;
         if query.len() != d || k == 0 {
             return Vec::new();
         }
         let qn = libm::sqrtf(dot(query, query) as f32).max(1e-12);
         let mut best: Vec<Hit> = Vec::with_capacity(k + 1);
-        for (i, m) in self.metas.iter().enumerate() {
+        for i in slots {
+            let m = &self.metas[i];
             if filter.label.is_some_and(|l| l != m.label)
                 || filter.origin.is_some_and(|o| o != m.origin)
                 || filter

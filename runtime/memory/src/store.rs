@@ -93,6 +93,8 @@ pub struct Store<F: NorFlash> {
     pub(crate) metas: Vec<Meta>,
     pub(crate) emb: Vec<i8>,
     pub(crate) norms: Vec<f32>,
+    /// Bumped whenever the set of records or their slots change (indexes check it).
+    pub(crate) generation: u64,
 }
 
 enum Entry<'a> {
@@ -172,6 +174,7 @@ impl<F: NorFlash> Store<F> {
             metas: Vec::new(),
             emb: Vec::new(),
             norms: Vec::new(),
+            generation: 0,
         };
         let mut rec = Recovery::default();
         let mut buf = vec![0u8; seg_size];
@@ -381,6 +384,7 @@ impl<F: NorFlash> Store<F> {
     }
 
     fn index_put(&mut self, id: Id, r: &Record<'_>, seg: usize, off: usize, len: usize) {
+        self.generation += 1;
         let meta = Meta {
             id,
             origin: r.origin,
@@ -418,6 +422,7 @@ impl<F: NorFlash> Store<F> {
         let Some(slot) = self.index.remove(id) else {
             return false;
         };
+        self.generation += 1;
         let last = self.metas.len() - 1;
         let d = self.cfg.dim;
         if slot != last {

@@ -1,0 +1,145 @@
+//! Approximate search for large stores: an inverted-file index (IVF). Spherical k-means
+//! (on the int8 vectors themselves, with int8 centroids) splits the records into lists;
+//! a query scans the `nprobe` lists whose centroids are closest, exactly. Chosen over HNSW
+//! for a device: the index is a few KB of centroids plus one u32 per record, it is rebuilt
+//! from the store's RAM copy after a restart in seconds, and it needs no random access to
+//! a graph. Recall is traded for speed with `nprobe`.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::search::{Filter, Hit, Scoring};
+use crate::simd::dot;
+use crate::store::Store;
+
+pub struct Ivf {
+    dim: usize,
+    centroids: Vec<i8>,
+    lists: Vec<Vec<u32>>,
+    generation: u64,
+}
+
+fn normalize_i8(v: &[f32]) -> Vec<i8> {
+    let m = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    let s = if m > 0.0 { 127.0 / m } else { 0.0 };
+    v.iter().map(|&x| libm::roundf(x * s) as i8).collect()
+}
+
+fn nearest(centroids: &[i8], dim: usize, v: &[i8]) -> usize {
+    let mut best = (i32::MIN, 0);
+    for (c, cv) in centroids.chunks(dim).enumerate() {
+        let d = dot(cv, v);
+        if d > best.0 {
+            best = (d, c);
+        }
+    }
+    best.1
+}
+
+impl Ivf {
+    /// Build over the store's current records: `nlist` lists, `iters` rounds of k-means on
+    /// at most `sample` records (seeded), then every record assigned to its closest centroid.
+    pub fn build<F: NorFlash>(
+        st: &Store<F>,
+        nlist: usize,
+        iters: usize,
+        sample: usize,
+        seed: u64,
+    ) -> Ivf {
+        let dim = st.config().dim;
+        let n = st.len();
+        let nlist = nlist.clamp(1, n.max(1));
+        let mut rng = seed | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Rows scaled by their norm so k-means works on directions.
+        let unit = |i: usize| -> Vec<f32> {
+            let v = &st.emb[i * dim..(i + 1) * dim];
+            let n = st.norms[i].max(1e-6);
+            v.iter().map(|&x| x as f32 / n).collect()
+        };
+        let picks: Vec<usize> = if n <= sample {
+            (0..n).collect()
+        } else {
+            (0..sample).map(|_| (next() % n as u64) as usize).collect()
+        };
+        let mut centroids: Vec<i8> = Vec::with_capacity(nlist * dim);
+        for c in 0..nlist {
+            centroids.extend(normalize_i8(&unit(picks[(c * 7919) % picks.len().max(1)])));
+        }
+        for _ in 0..iters {
+            let mut sums = vec![0.0f32; nlist * dim];
+            let mut counts = vec![0usize; nlist];
+            for &i in &picks {
+                let c = nearest(&centroids, dim, &st.emb[i * dim..(i + 1) * dim]);
+                counts[c] += 1;
+                for (s, x) in sums[c * dim..(c + 1) * dim].iter_mut().zip(unit(i)) {
+                    *s += x;
+                }
+            }
+            for c in 0..nlist {
+                if counts[c] == 0 {
+                    // An empty list takes a random record as its new centre.
+                    let i = picks[(next() % picks.len() as u64) as usize];
+                    centroids[c * dim..(c + 1) * dim].copy_from_slice(&normalize_i8(&unit(i)));
+                } else {
+                    centroids[c * dim..(c + 1) * dim]
+                        .copy_from_slice(&normalize_i8(&sums[c * dim..(c + 1) * dim]));
+                }
+            }
+        }
+        let mut lists = vec![Vec::new(); nlist];
+        for i in 0..n {
+            lists[nearest(&centroids, dim, &st.emb[i * dim..(i + 1) * dim])].push(i as u32);
+        }
+        Ivf {
+            dim,
+            centroids,
+            lists,
+            generation: st.generation,
+        }
+    }
+
+    /// True when the store changed since the index was built (rebuild it).
+    pub fn is_stale<F: NorFlash>(&self, st: &Store<F>) -> bool {
+        self.generation != st.generation || self.dim != st.config().dim
+    }
+
+    pub fn lists(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Approximate top-k: exact scores within the `nprobe` closest lists. `None` when the
+    /// index is stale.
+    pub fn search<F: NorFlash>(
+        &self,
+        st: &Store<F>,
+        query: &[i8],
+        k: usize,
+        nprobe: usize,
+        filter: &Filter,
+        scoring: &Scoring,
+    ) -> Option<Vec<Hit>> {
+        if self.is_stale(st) || query.len() != self.dim {
+            return None;
+        }
+        let mut order: Vec<(i32, usize)> = self
+            .centroids
+            .chunks(self.dim)
+            .enumerate()
+            .map(|(c, cv)| (dot(cv, query), c))
+            .collect();
+        let np = nprobe.clamp(1, order.len());
+        order.select_nth_unstable_by(np - 1, |a, b| b.0.cmp(&a.0));
+        let slots = order[..np]
+            .iter()
+            .flat_map(|&(_, c)| self.lists[c].iter().map(|&s| s as usize));
+        Some(st.score_slots(slots, query, k, filter, scoring))
+    }
+}
