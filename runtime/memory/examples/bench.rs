@@ -97,6 +97,15 @@ fn main() {
             v.iter().map(|&x| (x / m * 127.0).round() as i8).collect()
         })
         .collect();
+    if let Ok(dir) = std::env::var("CAIRN_DUMP") {
+        // The same vectors and queries for other libraries (examples/hnswlib_compare.py).
+        write_i8_npy(&std::path::Path::new(&dir).join("base.npy"), &vecs, DIM);
+        write_i8_npy(
+            &std::path::Path::new(&dir).join("queries.npy"),
+            &queries,
+            DIM,
+        );
+    }
     let exact: Vec<Vec<cairn_memory::Id>> = queries
         .iter()
         .map(|q| {
@@ -180,4 +189,24 @@ fn main() {
     let dt = t.elapsed().as_secs_f64();
     println!("file store (append_batch of 256, one sync per segment write): {m} appends in {:.2} s = {:.0} records/s", dt, m as f64 / dt);
     let _ = std::fs::remove_file(&path);
+}
+
+/// An int8 matrix as .npy.
+fn write_i8_npy(path: &std::path::Path, rows: &[Vec<i8>], dim: usize) {
+    let mut h = format!(
+        "{{'descr': '|i1', 'fortran_order': False, 'shape': ({}, {}), }}",
+        rows.len(),
+        dim
+    );
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    for r in rows {
+        out.extend(r.iter().map(|&v| v as u8));
+    }
+    std::fs::write(path, out).expect("write npy");
 }
