@@ -10,8 +10,8 @@
 //! This crate owns no clock, no file and no thread: storage comes in through the
 //! `NorFlash` trait (RAM, file and fault-injecting backends are in [`flash`]).
 //!
-//! Status: the store, recovery, compaction, eviction, exact search and an IVF index are
-//! built; the fixed-capacity no-alloc mode and consolidation are not yet.
+//! Status: the store, recovery, compaction, eviction, consolidation, exact search and an
+//! IVF index are built; the fixed-capacity no-alloc mode is not yet.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
@@ -21,6 +21,8 @@ extern crate alloc;
 pub mod format;
 pub mod record;
 
+#[cfg(feature = "alloc")]
+pub mod consolidate;
 #[cfg(feature = "alloc")]
 pub mod flash;
 #[cfg(feature = "alloc")]

@@ -25,7 +25,8 @@ pub struct Record<'a> {
     pub label: u16,
     /// 0 (forget first) ..= 255 (keep).
     pub importance: u8,
-    /// Four small application-defined numbers (sensor id, class score, ...).
+    /// Small application-defined numbers (sensor id, class score, ...) in `meta[0..3]`;
+    /// `meta[3]` counts the observations a consolidated prototype stands for (0 = one).
     pub meta: [u32; 4],
     /// real value = scale · embedding[i]
     pub scale: f32,

@@ -75,6 +75,8 @@ pub struct Meta {
     pub label: u16,
     pub importance: u8,
     pub scale: f32,
+    /// Observations this record stands for (`meta[3]` of a consolidated prototype; 0 = 1).
+    pub observations: u32,
     seg: u16,
     off: u32,
     len: u32,
@@ -392,6 +394,7 @@ impl<F: NorFlash> Store<F> {
             label: r.label,
             importance: r.importance,
             scale: r.scale,
+            observations: r.meta[3],
             seg: seg as u16,
             off: off as u32,
             len: len as u32,

@@ -537,3 +537,90 @@ fn ivf_recall_and_staleness() {
         )
         .is_none());
 }
+
+#[test]
+fn consolidation_merges_near_duplicates_only() {
+    let seed = seed() ^ 7;
+    let mut r = Rng(seed);
+    let (mut st, _) = Store::open(
+        Flash::new(16),
+        Config {
+            dim: DIM,
+            max_records: 1000,
+            max_payload: 64,
+        },
+    )
+    .unwrap();
+    let base: Vec<i8> = (0..DIM)
+        .map(|_| (r.below(200) as i32 - 100) as i8)
+        .collect();
+    let mut dup_ids = Vec::new();
+    for i in 0..10 {
+        let e: Vec<i8> = base
+            .iter()
+            .map(|&v| v.saturating_add((r.below(3) as i8) - 1))
+            .collect();
+        let rec = Record {
+            origin: 1,
+            timestamp_ms: i,
+            label: 3,
+            importance: i as u8,
+            meta: [0; 4],
+            scale: 0.1,
+            embedding: &e,
+            payload: &[],
+        };
+        dup_ids.push(st.append(&rec).unwrap());
+    }
+    // The same vector under another label, and unrelated vectors: never merged.
+    let other = Record {
+        origin: 1,
+        timestamp_ms: 50,
+        label: 4,
+        importance: 0,
+        meta: [0; 4],
+        scale: 0.1,
+        embedding: &base,
+        payload: &[],
+    };
+    let other_id = st.append(&other).unwrap();
+    let mut keep = vec![other_id];
+    for i in 0..10 {
+        let o = Owned::random(&mut r, 100 + i);
+        keep.push(st.append(&o.rec()).unwrap());
+    }
+    let rep = st.consolidate(0.98).unwrap();
+    assert_eq!((rep.prototypes, rep.merged), (1, 10), "CAIRN_SEED={seed}");
+    let (mut st, _) = Store::open(
+        st.into_flash(),
+        Config {
+            dim: DIM,
+            max_records: 1000,
+            max_payload: 64,
+        },
+    )
+    .unwrap();
+    assert!(dup_ids.iter().all(|id| !st.contains(id)));
+    assert!(keep.iter().all(|id| st.contains(id)));
+    let proto = st
+        .metas()
+        .iter()
+        .find(|m| m.observations == 10)
+        .copied()
+        .expect("prototype");
+    assert_eq!(
+        (proto.label, proto.importance, proto.timestamp_ms),
+        (3, 9, 9)
+    );
+    let body = st.get(&proto.id).unwrap().unwrap();
+    let (_, rec) = Record::decode(&body).unwrap();
+    assert_eq!(
+        rec.payload.len(),
+        64,
+        "4 of the 10 replaced ids fit in 64 bytes"
+    );
+    assert!(rec
+        .payload
+        .chunks(16)
+        .all(|c| dup_ids.iter().any(|d| d[..] == *c)));
+}
