@@ -238,6 +238,8 @@ pub struct FileFlash<const ERASE: usize> {
 
 #[cfg(feature = "std")]
 impl<const ERASE: usize> FileFlash<ERASE> {
+    /// Open `path`, creating it erased with `sectors` sectors if missing or shorter. An
+    /// existing larger file keeps its size (never hide sectors that hold data).
     pub fn open(path: &std::path::Path, sectors: usize) -> std::io::Result<Self> {
         use std::io::{Seek, SeekFrom, Write};
         let exists = path.exists();
@@ -247,8 +249,8 @@ impl<const ERASE: usize> FileFlash<ERASE> {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let capacity = sectors * ERASE;
         let len = file.metadata()?.len() as usize;
+        let capacity = (sectors * ERASE).max(len / ERASE * ERASE);
         if !exists || len < capacity {
             file.seek(SeekFrom::Start(len as u64))?;
             file.write_all(&vec![0xFF; capacity - len])?;

@@ -603,7 +603,7 @@ impl<F: NorFlash> Store<F> {
     pub fn usage(&self) -> (usize, usize) {
         let in_use = self.segs.iter().filter(|s| s.seq.is_some()).count();
         let live = self.metas.iter().map(|m| m.len as usize).sum();
-        ((in_use - 1) * self.seg_size + self.wp, live)
+        (in_use.saturating_sub(1) * self.seg_size + self.wp, live)
     }
     pub fn into_flash(self) -> F {
         self.flash

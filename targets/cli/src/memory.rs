@@ -72,6 +72,7 @@ fn now_ms() -> u64 {
 }
 
 pub fn open(path: &Path, sectors: usize) -> Result<(Store<StoreFlash>, cairn_memory::Recovery)> {
+    refuse_foreign_file(path)?;
     let flash =
         StoreFlash::open(path, sectors).with_context(|| format!("opening {}", path.display()))?;
     Store::open(
@@ -83,6 +84,31 @@ pub fn open(path: &Path, sectors: usize) -> Result<(Store<StoreFlash>, cairn_mem
         },
     )
     .map_err(|e| anyhow!("{}: {e:?}", path.display()))
+}
+
+/// Opening erases free sectors: refuse a file whose sectors do not all start like a store
+/// sector (a segment header, erased, or retired), so a mistyped path cannot destroy data.
+fn refuse_foreign_file(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    const SECTOR: usize = 65536;
+    if bytes.len() % SECTOR != 0 {
+        bail!(
+            "{} is not a cairn memory store (its size is not a whole number of 64 KiB sectors)",
+            path.display()
+        );
+    }
+    for (i, s) in bytes.chunks(SECTOR).enumerate() {
+        let head = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        if !matches!(head, 0x4753_4D43 | 0xFFFF_FFFF | 0) {
+            bail!(
+                "{} is not a cairn memory store (sector {i} starts with {head:#010x})",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(store: &Path, sectors: usize, cmd: MemoryCmd) -> Result<()> {
