@@ -457,26 +457,14 @@ impl<F: NorFlash> Store<F> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        if self.cfg.dim == 0 && self.metas.is_empty() {
-            self.cfg.dim = r.embedding.len();
-        }
-        if r.embedding.len() != self.cfg.dim {
-            return Err(StoreError::WrongDim {
-                expected: self.cfg.dim,
-                got: r.embedding.len(),
-            });
-        }
-        if r.payload.len() > self.cfg.max_payload {
-            return Err(StoreError::PayloadTooLarge);
-        }
+        // Validate and encode before evicting anything.
+        let body = self.body_of(r)?;
         let id = r.id();
         if !self.index.contains_key(&id) && self.metas.len() >= self.cfg.max_records {
             if let Some(victim) = self.lowest_value() {
                 self.delete(&victim)?;
             }
         }
-        let mut body = vec![0u8; r.encoded_len()];
-        r.encode(&mut body).map_err(StoreError::Record)?;
         let (seg, off, len) = self.write_entry(KIND_PUT, &body)?;
         self.index_put(id, r, seg, off, len);
         Ok(id)
