@@ -229,3 +229,25 @@ fn grouped_conv_matches_reference() {
     }
     assert!(ran > 100, "{ran}");
 }
+
+/// Wide convs (hundreds of patch elements per output) through the im2col tile.
+#[test]
+fn wide_conv_matches_reference() {
+    let seed = seed() ^ 0x3C;
+    let mut r = Rng(SplitMix(seed));
+    for case in 0..30 {
+        let cs = ConvCase {
+            n: 1,
+            c: r.range(30, 120),
+            h: r.range(3, 12),
+            w: r.range(3, 12),
+            oc: r.range(1, 20),
+            k: (3, 3),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [1, 1, 1, 1],
+            dil: (1, 1),
+            group: 1,
+        };
+        assert!(check(&mut r, cs, seed, case));
+    }
+}

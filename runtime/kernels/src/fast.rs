@@ -111,9 +111,9 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-const IM2COL_MAX_K: usize = 256;
+const IM2COL_MAX_K: usize = 2048;
 #[cfg(target_arch = "x86_64")]
-const IM2COL_TILE: usize = 64;
+const IM2COL_TILE: usize = 32;
 
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -126,7 +126,7 @@ fn avx2_available() -> bool {
     }
 }
 
-/// Small-kernel convs with one group (the stem conv of a CNN): gather the patches of 64
+/// Convs with one group and up to 2048 patch elements: gather the patches of 32
 /// output pixels into a stack tile (zero point where the window leaves the image, which
 /// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
 #[cfg(target_arch = "x86_64")]
