@@ -52,17 +52,25 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
     let (_, zy) = qp(&out.info);
     let (lo, hi) = (call.param(0), call.param(1));
     let y = out.i8s_mut()?;
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        for j in 0..n {
-            let wr = &w[j * k..(j + 1) * k];
-            let mut acc = bias.map_or(0, |b| b[j]);
-            for t in 0..k {
-                acc = acc.wrapping_add((xr[t] as i32 - zx) * wr[t] as i32);
+    // Plain integer dot products; compiled a second time with AVX2 where present.
+    crate::fast::vectorized(
+        #[inline(always)]
+        || {
+            for (i, yr) in y.chunks_mut(n).enumerate().take(m) {
+                let xr = &x[i * k..(i + 1) * k];
+                for (j, yv) in yr.iter_mut().enumerate() {
+                    let wr = &w[j * k..(j + 1) * k];
+                    let acc = xr
+                        .iter()
+                        .zip(wr)
+                        .fold(bias.map_or(0, |b| b[j]), |a, (&xv, &wv)| {
+                            a.wrapping_add((xv as i32 - zx) * wv as i32)
+                        });
+                    *yv = requantize(acc, scales[j], zy, lo, hi) as i8;
+                }
             }
-            y[i * n + j] = requantize(acc, scales[j], zy, lo, hi) as i8;
-        }
-    }
+        },
+    );
     Ok(())
 }
 
