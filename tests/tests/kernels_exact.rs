@@ -251,3 +251,28 @@ fn wide_conv_matches_reference() {
         assert!(check(&mut r, cs, seed, case));
     }
 }
+
+/// Depthwise "same" convs with stride 1 (the whole-plane path), including planes narrower
+/// than the kernel.
+#[test]
+fn depthwise_same_conv_matches_reference() {
+    let seed = seed() ^ 0x5A;
+    let mut r = Rng(SplitMix(seed));
+    for case in 0..200 {
+        let c = r.range(2, 12);
+        let (kh, kw) = (2 * r.range(0, 3) + 1, 2 * r.range(0, 3) + 1);
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 20),
+            w: r.range(1, 20),
+            oc: c,
+            k: (kh, kw),
+            stride: (1, 1),
+            pad: [kh / 2, kw / 2, kh / 2, kw / 2],
+            dil: (1, 1),
+            group: c,
+        };
+        assert!(check(&mut r, cs, seed, case));
+    }
+}

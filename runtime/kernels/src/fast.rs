@@ -203,6 +203,24 @@ fn pointwise_portable(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: 
 /// column is inside the image gets `w · (x − zx)` added; the inner loop is a contiguous
 /// (stride 1) or strided multiply-add the compiler vectorizes. Same sums as the reference.
 fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let same = g.sh == 1
+        && g.sw == 1
+        && g.dh == 1
+        && g.dw == 1
+        && g.kh % 2 == 1
+        && g.kw % 2 == 1
+        && g.pt == (g.kh / 2) as isize
+        && g.pl == (g.kw / 2) as isize
+        && g.oh == g.h
+        && g.ow == g.w
+        && g.h * g.w <= PLANE_MAX;
+    if same {
+        vectorized(
+            #[inline(always)]
+            || depthwise_plane_body(g, q, y),
+        );
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 is present (checked above).
@@ -210,6 +228,67 @@ fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         return;
     }
     depthwise_rows_body(g, q, y);
+}
+
+const PLANE_MAX: usize = 16384;
+
+/// Depthwise "same" convs with stride 1: each tap is one contiguous multiply-add over the
+/// whole flattened plane (`x[p + (ky−pt)·W + kx−pl]`), nine long runs instead of nine per
+/// row. Taps that wrap across a row end only touch the border columns, which are then
+/// recomputed exactly with the bounds-checked loop.
+#[inline(always)]
+fn depthwise_plane_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let (h, w) = (g.h, g.w);
+    let plane = h * w;
+    let ksz = g.kh * g.kw;
+    let (left, right) = (g.pl as usize, g.kw - 1 - g.pl as usize);
+    let mut acc = [0i32; PLANE_MAX];
+    for n in 0..g.n {
+        for c in 0..g.c {
+            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            let wc = &q.w[c * ksz..(c + 1) * ksz];
+            let base = q.bias.map_or(0, |b| b[c]);
+            let acc = &mut acc[..plane];
+            acc.iter_mut().for_each(|a| *a = base);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = wc[ky * g.kw + kx] as i32;
+                    let off = (ky as isize - g.pt) * w as isize + kx as isize - g.pl;
+                    let lo = (-off).max(0) as usize;
+                    let hi = (plane as isize - off).min(plane as isize).max(0) as usize;
+                    if lo >= hi {
+                        continue;
+                    }
+                    let src = &xc[(lo as isize + off) as usize..(hi as isize + off) as usize];
+                    for (a, &v) in acc[lo..hi].iter_mut().zip(src) {
+                        *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                    }
+                }
+            }
+            // Border columns: redo exactly (their sums above include wrapped taps).
+            for oy in 0..h {
+                for ox in (0..left.min(w)).chain(w.saturating_sub(right).max(left.min(w))..w) {
+                    let mut a = base;
+                    for ky in 0..g.kh {
+                        let iy = oy as isize + ky as isize - g.pt;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..g.kw {
+                            let ix = ox as isize + kx as isize - g.pl;
+                            if ix >= 0 && ix < w as isize {
+                                let v = xc[iy as usize * w + ix as usize] as i32 - q.zx;
+                                a = a.wrapping_add(v * wc[ky * g.kw + kx] as i32);
+                            }
+                        }
+                    }
+                    acc[oy * w + ox] = a;
+                }
+            }
+            let yc = &mut y[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            requant_row(acc, q.scales[c], q, yc);
+        }
+    }
 }
 
 /// The body of `depthwise_rows_i8`, inlined into an AVX2-enabled copy on x86_64 so the
