@@ -2,7 +2,6 @@
 //! and ONNX node-test data, and running one ONNX node-test case through the converter
 //! and the interpreter.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -298,8 +297,6 @@ pub fn convert_file(
     }
     convert(&bytes, &o, |_| {})
 }
-
-pub type Inputs = HashMap<String, HostTensor>;
 
 /// Int8 run of a node-test case: calibrate on the case's own inputs (every input but the
 /// first known at convert time), run, and return (int8 ops, max error / output range).

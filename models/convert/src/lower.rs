@@ -301,17 +301,20 @@ impl<'m> Lower<'m> {
         inputs: Vec<Option<usize>>,
         params: Vec<i32>,
         declared: &[Vec<usize>],
-        dtype: Option<DType>,
+        out_type: Option<(DType, QuantSpec)>,
     ) -> Result<Vec<usize>> {
         let x = inputs[0].ok_or_else(|| anyhow!("op without input"))?;
-        let dtype = dtype.unwrap_or(self.g.tensors[x].dtype);
+        // Output dtype and quantization: given (Quantize/Dequantize), else the input's dtype.
+        // Set before folding, since kernels read their output's params from it.
+        let (dtype, quant) = out_type.unwrap_or((self.g.tensors[x].dtype, QuantSpec::None));
         let mut outs = Vec::new();
         for (k, d) in declared.iter().enumerate() {
             let shape = self.g.infer(kind, &params, &inputs, k, d)?;
-            outs.push(
-                self.g
-                    .add(format!("{}:{}", self.node_name, k), dtype, shape),
-            );
+            let id = self
+                .g
+                .add(format!("{}:{}", self.node_name, k), dtype, shape);
+            self.g.tensors[id].quant = quant.clone();
+            outs.push(id);
         }
         let op = HOp {
             kind,
@@ -473,23 +476,8 @@ impl<'m> Lower<'m> {
             vec![Some(x)],
             vec![],
             std::slice::from_ref(&shape),
-            Some(dt),
+            Some((dt, quant)),
         )?;
-        // Quantize computes its output's params from the tensor record: set them before
-        // any folding reads them.
-        self.g.tensors[y[0]].quant = quant;
-        if self.g.tensors[x].is_const() {
-            let op = HOp {
-                kind: OpKind::Quantize,
-                inputs: vec![Some(x)],
-                outputs: y.clone(),
-                params: vec![],
-                name: self.node_name.clone(),
-            };
-            let v = self.g.run_op(&op, &|_| None)?;
-            self.g.tensors[y[0]].data =
-                Some(v.into_iter().next().ok_or_else(|| anyhow!("no output"))?);
-        }
         self.out(n, 0, Val::T(y[0]));
         Ok(())
     }
@@ -556,7 +544,7 @@ impl<'m> Lower<'m> {
                     vec![Some(t)],
                     vec![],
                     &[shape],
-                    Some(DType::F32),
+                    Some((DType::F32, QuantSpec::None)),
                 )?;
                 self.out(n, 0, Val::T(y[0]));
                 Ok(())

@@ -55,7 +55,7 @@ pub(crate) fn geo(call: &OpCall<'_>, out: &TensorMut<'_>) -> Result<Geo, ExecErr
 
 /// Visit, for output pixel (oy, ox), every kernel tap (ky, kx) with its in-bounds input pixel.
 #[inline(always)]
-fn taps(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize, usize)) {
+fn taps(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
     for ky in 0..g.kh {
         let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
         if iy < 0 || iy >= g.h as isize {
@@ -66,7 +66,7 @@ fn taps(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize, usize)) {
             if ix < 0 || ix >= g.w as isize {
                 continue;
             }
-            f(ky * g.kw + kx, iy as usize * g.w + ix as usize, 0);
+            f(ky * g.kw + kx, iy as usize * g.w + ix as usize);
         }
     }
 }
@@ -92,7 +92,7 @@ pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
                     for ic in 0..cg {
                         let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
                         let wb = (oc * cg + ic) * ksz;
-                        taps(&g, oy, ox, |k, xi, _| acc += x[xb + xi] * w[wb + k]);
+                        taps(&g, oy, ox, |k, xi| acc += x[xb + xi] * w[wb + k]);
                     }
                     y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = acc.max(lo).min(hi);
                 }
@@ -128,7 +128,7 @@ pub fn conv_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErro
                     for ic in 0..cg {
                         let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
                         let wb = (oc * cg + ic) * ksz;
-                        taps(&g, oy, ox, |k, xi, _| {
+                        taps(&g, oy, ox, |k, xi| {
                             acc = acc.wrapping_add((x[xb + xi] as i32 - zx) * w[wb + k] as i32)
                         });
                     }

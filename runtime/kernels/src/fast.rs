@@ -268,21 +268,8 @@ fn depthwise_plane_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             // Border columns: redo exactly (their sums above include wrapped taps).
             for oy in 0..h {
                 for ox in (0..left.min(w)).chain(w.saturating_sub(right).max(left.min(w))..w) {
-                    let mut a = base;
-                    for ky in 0..g.kh {
-                        let iy = oy as isize + ky as isize - g.pt;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..g.kw {
-                            let ix = ox as isize + kx as isize - g.pl;
-                            if ix >= 0 && ix < w as isize {
-                                let v = xc[iy as usize * w + ix as usize] as i32 - q.zx;
-                                a = a.wrapping_add(v * wc[ky * g.kw + kx] as i32);
-                            }
-                        }
-                    }
-                    acc[oy * w + ox] = a;
+                    let (iy0, ix0) = (oy as isize - g.pt, ox as isize - g.pl);
+                    acc[oy * w + ox] = base.wrapping_add(checked_taps(g, xc, wc, iy0, ix0, q.zx));
                 }
             }
             let yc = &mut y[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
@@ -397,6 +384,28 @@ fn requant_row(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) {
     }
 }
 
+/// Σ w·(x − zx) over the taps of one filter whose window starts at input (iy0, ix0) in
+/// one channel plane, skipping taps outside the image (the border case of every path).
+#[inline(always)]
+fn checked_taps(g: &Geo, xc: &[i8], wc: &[i8], iy0: isize, ix0: isize, zx: i32) -> i32 {
+    let (h, w) = (g.h as isize, g.w as isize);
+    let mut a = 0i32;
+    for ky in 0..g.kh {
+        let iy = iy0 + (ky * g.dh) as isize;
+        if iy < 0 || iy >= h {
+            continue;
+        }
+        for kx in 0..g.kw {
+            let ix = ix0 + (kx * g.dw) as isize;
+            if ix >= 0 && ix < w {
+                let v = xc[(iy * w + ix) as usize] as i32 - zx;
+                a = a.wrapping_add(v * wc[ky * g.kw + kx] as i32);
+            }
+        }
+    }
+    a
+}
+
 /// Any grouped conv (depthwise included): output pixels whose whole window lies inside the
 /// input run without bounds checks (the zero point folded into a per-channel constant);
 /// border pixels go through the bounds-checked tap loop.
@@ -440,25 +449,11 @@ fn direct_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                         }
                         a
                     } else {
-                        let mut a = base;
-                        for ic in 0..cg {
+                        (0..cg).fold(base, |a, ic| {
                             let xc = &xg[ic * plane..(ic + 1) * plane];
                             let wc = &wo[ic * ksz..(ic + 1) * ksz];
-                            for ky in 0..g.kh {
-                                let iy = iy0 + (ky * g.dh) as isize;
-                                if iy < 0 || iy >= h {
-                                    continue;
-                                }
-                                for kx in 0..g.kw {
-                                    let ix = ix0 + (kx * g.dw) as isize;
-                                    if ix >= 0 && ix < w {
-                                        let v = xc[(iy * w + ix) as usize] as i32 - q.zx;
-                                        a = a.wrapping_add(v * wc[ky * g.kw + kx] as i32);
-                                    }
-                                }
-                            }
-                        }
-                        a
+                            a.wrapping_add(checked_taps(g, xc, wc, iy0, ix0, q.zx))
+                        })
                     };
                     yc[oy * ow + ox] = requantize(acc, q.scales[oc], q.zy, q.lo, q.hi) as i8;
                 }

@@ -52,17 +52,7 @@ fn main() {
     let (mut st, _) = Store::open(RamFlash::<65536>::new(sectors), cfg).unwrap();
     let t = Instant::now();
     for (i, v) in vecs.iter().enumerate() {
-        let r = Record {
-            origin: 1,
-            timestamp_ms: i as u64,
-            label: (i % 200) as u16,
-            importance: 128,
-            meta: [0; 4],
-            scale: 0.01,
-            embedding: v,
-            payload: &[],
-        };
-        st.append(&r).unwrap();
+        st.append(&record(i, (i % 200) as u16, v)).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
     let (_, live) = st.usage();
@@ -142,17 +132,7 @@ fn main() {
     .unwrap();
     let t = Instant::now();
     for (i, v) in vecs.iter().take(m).enumerate() {
-        let r = Record {
-            origin: 1,
-            timestamp_ms: i as u64,
-            label: 0,
-            importance: 128,
-            meta: [0; 4],
-            scale: 0.01,
-            embedding: v,
-            payload: &[],
-        };
-        fs.append(&r).unwrap();
+        fs.append(&record(i, 0, v)).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
     println!(
@@ -171,16 +151,7 @@ fn main() {
         .iter()
         .take(m)
         .enumerate()
-        .map(|(i, v)| Record {
-            origin: 1,
-            timestamp_ms: i as u64,
-            label: 0,
-            importance: 128,
-            meta: [0; 4],
-            scale: 0.01,
-            embedding: v,
-            payload: &[],
-        })
+        .map(|(i, v)| record(i, 0, v))
         .collect();
     let t = Instant::now();
     for chunk in recs.chunks(256) {
@@ -209,4 +180,18 @@ fn write_i8_npy(path: &std::path::Path, rows: &[Vec<i8>], dim: usize) {
         out.extend(r.iter().map(|&v| v as u8));
     }
     std::fs::write(path, out).expect("write npy");
+}
+
+/// The benchmark's record: index as time, fixed importance and scale.
+fn record(i: usize, label: u16, v: &[i8]) -> Record<'_> {
+    Record {
+        origin: 1,
+        timestamp_ms: i as u64,
+        label,
+        importance: 128,
+        meta: [0; 4],
+        scale: 0.01,
+        embedding: v,
+        payload: &[],
+    }
 }
