@@ -28,6 +28,61 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 SEED = 20261127
 
 
+def mlp_onnx(clf, name, classes):
+    """A scikit-learn MLP as ONNX: Gemm + Relu per hidden layer, Gemm, Softmax."""
+    nodes, inits = [], []
+    prev = "x"
+    n_layers = len(clf.coefs_)
+    for i, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array(b.astype(np.float32), f"b{i}"))
+        out = f"h{i}" if i < n_layers - 1 else "logits"
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out + ("_lin" if i < n_layers - 1 else "")], name=f"fc{i}"))
+        if i < n_layers - 1:
+            nodes.append(helper.make_node("Relu", [out + "_lin"], [out], name=f"relu{i}"))
+        prev = out
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
+    g = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="cairn-zoo")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def digits_incremental():
+    """The class-incremental benchmark of cairn-learn: a base model trained on digits 0-4
+    only (5 outputs), and the training split of all ten classes for the device to learn from.
+
+      digits/digits04_mlp.onnx, digits04_mlp_qdq.onnx   base model, float and QDQ
+      digits/train_x.npy, train_y.npy                   the training split (1437 images)
+    The test split is the existing test_x.npy / test_y.npy (same split, same seed).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=SEED % 1000, stratify=y)
+    old = ytr < 5
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=600, random_state=0)
+    clf.fit(xtr[old], ytr[old])
+    print(f"digits 0-4 base MLP accuracy on test 0-4 (sklearn): {clf.score(xte[yte < 5], yte[yte < 5]):.4f}")
+    out = os.path.join(ROOT, "digits")
+    onnx.save(mlp_onnx(clf, "digits04_mlp", 5), os.path.join(out, "digits04_mlp.onnx"))
+    np.save(os.path.join(out, "train_x.npy"), xtr.astype(np.float32))
+    np.save(os.path.join(out, "train_y.npy"), ytr)
+    rng = np.random.default_rng(SEED)
+    calib = xtr[old][rng.choice(int(old.sum()), 100, replace=False)]
+    qdq(os.path.join(out, "digits04_mlp.onnx"), os.path.join(out, "digits04_mlp_qdq.onnx"), "x", [c[None, :] for c in calib])
+
+
 def digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -255,6 +310,9 @@ if __name__ == "__main__":
     if "--mobilenet" in sys.argv:
         # Not committed (about 25 MB): made on demand for `cairn bench`.
         mobilenet_v2()
+    elif "--incremental" in sys.argv:
+        digits_incremental()
     else:
         digits()
+        digits_incremental()
         cls()

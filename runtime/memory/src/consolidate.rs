@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::ram::Ram;
 use crate::record::{Id, Record};
 use crate::simd::dot;
 use crate::store::{Store, StoreError};
@@ -30,19 +31,20 @@ impl<F: NorFlash> Store<F> {
         let mut done: Vec<Id> = Vec::new();
         loop {
             // The first record (in slot order) with a near-duplicate not yet handled.
-            let n = self.metas.len();
+            let n = self.len();
             let mut group: Vec<usize> = Vec::new();
             'outer: for i in 0..n {
-                if done.contains(&self.metas[i].id) {
+                if done.contains(&self.metas()[i].id) {
                     continue;
                 }
-                let ei = &self.emb[i * d..(i + 1) * d];
+                let ei = &self.embeddings()[i * d..(i + 1) * d];
                 for j in 0..n {
-                    if j == i || self.metas[j].label != self.metas[i].label {
+                    if j == i || self.metas()[j].label != self.metas()[i].label {
                         continue;
                     }
-                    let ej = &self.emb[j * d..(j + 1) * d];
-                    let c = dot(ei, ej) as f32 / (self.norms[i] * self.norms[j]).max(1e-12);
+                    let ej = &self.embeddings()[j * d..(j + 1) * d];
+                    let c =
+                        dot(ei, ej) as f32 / (self.ram.norms()[i] * self.ram.norms()[j]).max(1e-12);
                     if c >= min_cosine {
                         group.push(j);
                     }
@@ -51,7 +53,7 @@ impl<F: NorFlash> Store<F> {
                     group.insert(0, i);
                     break 'outer;
                 }
-                done.push(self.metas[i].id);
+                done.push(self.metas()[i].id);
             }
             if group.is_empty() {
                 return Ok(report);
@@ -62,8 +64,8 @@ impl<F: NorFlash> Store<F> {
             let (mut importance, mut newest, mut origin) = (0u8, 0u64, 0u64);
             let mut ids: Vec<Id> = Vec::new();
             for &s in &group {
-                let m = self.metas[s];
-                for (acc, &v) in mean.iter_mut().zip(&self.emb[s * d..(s + 1) * d]) {
+                let m = self.metas()[s];
+                for (acc, &v) in mean.iter_mut().zip(&self.embeddings()[s * d..(s + 1) * d]) {
                     *acc += v as f32 * m.scale;
                 }
                 count = count.saturating_add(m.observations.max(1));
@@ -82,7 +84,7 @@ impl<F: NorFlash> Store<F> {
                 .collect();
             let listed = (self.config().max_payload / 16).min(ids.len());
             let payload: Vec<u8> = ids[..listed].iter().flatten().copied().collect();
-            let label = self.metas[group[0]].label;
+            let label = self.metas()[group[0]].label;
             let proto = Record {
                 origin,
                 timestamp_ms: newest,

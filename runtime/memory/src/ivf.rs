@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::ram::Ram;
 use crate::search::{Filter, Hit, Scoring};
 use crate::simd::dot;
 use crate::store::Store;
@@ -60,8 +61,8 @@ impl Ivf {
         };
         // Rows scaled by their norm so k-means works on directions.
         let unit = |i: usize| -> Vec<f32> {
-            let v = &st.emb[i * dim..(i + 1) * dim];
-            let n = st.norms[i].max(1e-6);
+            let v = &st.ram.emb()[i * dim..(i + 1) * dim];
+            let n = st.ram.norms()[i].max(1e-6);
             v.iter().map(|&x| x as f32 / n).collect()
         };
         let picks: Vec<usize> = if n <= sample {
@@ -77,7 +78,7 @@ impl Ivf {
             let mut sums = vec![0.0f32; nlist * dim];
             let mut counts = vec![0usize; nlist];
             for &i in &picks {
-                let c = nearest(&centroids, dim, &st.emb[i * dim..(i + 1) * dim]);
+                let c = nearest(&centroids, dim, &st.ram.emb()[i * dim..(i + 1) * dim]);
                 counts[c] += 1;
                 for (s, x) in sums[c * dim..(c + 1) * dim].iter_mut().zip(unit(i)) {
                     *s += x;
@@ -96,7 +97,7 @@ impl Ivf {
         }
         let mut lists = vec![Vec::new(); nlist];
         for i in 0..n {
-            lists[nearest(&centroids, dim, &st.emb[i * dim..(i + 1) * dim])].push(i as u32);
+            lists[nearest(&centroids, dim, &st.ram.emb()[i * dim..(i + 1) * dim])].push(i as u32);
         }
         Ivf {
             dim,

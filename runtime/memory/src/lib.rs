@@ -10,8 +10,8 @@
 //! This crate owns no clock, no file and no thread: storage comes in through the
 //! `NorFlash` trait (RAM, file and fault-injecting backends are in [`flash`]).
 //!
-//! Status: the store, recovery, compaction, eviction, consolidation, exact search and an
-//! IVF index are built; the fixed-capacity no-alloc mode is not yet.
+//! Two RAM sides share the store and the log format: [`Store`] (`alloc`, grows) and
+//! [`FixedStore`] (no allocation, capacities in const generics) for microcontrollers.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
@@ -27,14 +27,13 @@ pub mod consolidate;
 pub mod flash;
 #[cfg(feature = "alloc")]
 pub mod ivf;
-#[cfg(feature = "alloc")]
+pub mod ram;
 pub mod search;
-#[cfg(feature = "alloc")]
 #[allow(unsafe_code)]
 mod simd;
-#[cfg(feature = "alloc")]
 pub mod store;
 
 pub use record::{Id, Record, RecordError};
 #[cfg(feature = "alloc")]
-pub use store::{Config, Recovery, Store, StoreError};
+pub use store::Store;
+pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};

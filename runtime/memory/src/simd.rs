@@ -1,5 +1,7 @@
-//! The int8 dot product of search, compiled a second time with AVX2 on x86_64 (run-time
-//! detection with `std`) so the loop vectorizes 8 lanes wide; same integer result.
+//! The int8 dot product of search. On x86_64 with `std`, an AVX2 version (run-time
+//! detection): sign-extend 16 lanes to i16, `vpmaddwd` pairs into i32 — 16 MACs per
+//! instruction, exact (|a·b| ≤ 2^14 per product, i32 sums for dims ≤ 4096). Same integer
+//! result as the portable loop, which the compiler vectorizes on other targets.
 
 #[inline(always)]
 fn dot_body(a: &[i8], b: &[i8]) -> i32 {
@@ -11,8 +13,31 @@ fn dot_body(a: &[i8], b: &[i8]) -> i32 {
 
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
-    dot_body(a, b)
+fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
+    use core::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let full = n / 16 * 16;
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 16 <= n, both slices hold n bytes; unaligned loads.
+        let (x, y) = unsafe {
+            (
+                _mm_loadu_si128(a.as_ptr().add(i) as *const __m128i),
+                _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i),
+            )
+        };
+        let p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y));
+        acc = _mm256_add_epi32(acc, p);
+        i += 16;
+    }
+    let s = _mm_add_epi32(
+        _mm256_castsi256_si128(acc),
+        _mm256_extracti128_si256(acc, 1),
+    );
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s) + dot_body(&a[full..n], &b[full..n])
 }
 
 /// Σ a[i]·b[i] over the common length.
@@ -24,4 +49,25 @@ pub fn dot(a: &[i8], b: &[i8]) -> i32 {
         return unsafe { dot_avx2(a, b) };
     }
     dot_body(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn simd_dot_equals_the_loop() {
+        let mut s = 0x5EEDu64;
+        for n in [0usize, 1, 15, 16, 17, 383, 384, 4096] {
+            let mut v = || {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 33) as i8
+            };
+            let a: std::vec::Vec<i8> = (0..n).map(|_| v()).collect();
+            let b: std::vec::Vec<i8> = (0..n).map(|_| v()).collect();
+            let a = if n == 4096 { std::vec![-128i8; n] } else { a };
+            let b = if n == 4096 { std::vec![-128i8; n] } else { b };
+            assert_eq!(super::dot(&a, &b), super::dot_body(&a, &b), "n {n}");
+        }
+    }
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use cairn_memory::flash::{FaultyFlash, RamFlash};
+use cairn_memory::ram::{FixedRam, HeapRam, Ram};
 use cairn_memory::search::{Filter, Scoring};
-use cairn_memory::{Config, Id, Record, Store};
+use cairn_memory::{Config, Id, LogStore, Record, Store};
 
 const DIM: usize = 8;
 type Flash = RamFlash<1024>;
@@ -139,8 +140,8 @@ impl Model {
     }
 }
 
-fn run_op<F: embedded_storage::nor_flash::NorFlash>(
-    st: &mut Store<F>,
+fn run_op<F: embedded_storage::nor_flash::NorFlash, R: Ram>(
+    st: &mut LogStore<F, R>,
     op: &Op,
     model: &Model,
 ) -> Result<(), cairn_memory::StoreError> {
@@ -157,8 +158,17 @@ fn run_op<F: embedded_storage::nor_flash::NorFlash>(
     }
 }
 
-fn check_state(
-    st: &mut Store<Flash>,
+/// A record's encoding through the no-alloc reader (works for every RAM side).
+fn get<F: embedded_storage::nor_flash::NorFlash, R: Ram>(
+    st: &mut LogStore<F, R>,
+    id: &Id,
+) -> Result<Option<Vec<u8>>, cairn_memory::StoreError> {
+    let mut out = vec![0u8; 8192];
+    Ok(st.read_record(id, &mut out)?.map(|n| out[..n].to_vec()))
+}
+
+fn check_state<R: Ram>(
+    st: &mut LogStore<Flash, R>,
     model: &Model,
     maybe_add: Option<Id>,
     maybe_del: Option<Id>,
@@ -169,9 +179,7 @@ fn check_state(
         if Some(*id) == maybe_del {
             continue;
         }
-        let got = st
-            .get(id)
-            .unwrap_or_else(|e| panic!("{ctx}: get failed {e:?}"));
+        let got = get(st, id).unwrap_or_else(|e| panic!("{ctx}: get failed {e:?}"));
         assert_eq!(
             got.as_deref(),
             Some(body.as_slice()),
@@ -187,7 +195,7 @@ fn check_state(
         );
     }
     if let (Some(a), Some(body)) = (maybe_add, add_body) {
-        if let Some(got) = st.get(&a).unwrap() {
+        if let Some(got) = get(st, &a).unwrap() {
             assert_eq!(
                 got, body,
                 "{ctx}: the in-flight record is present but not intact"
@@ -293,11 +301,23 @@ fn eviction_keeps_the_bound_and_compaction_spreads_erases() {
 /// deleted is present, and the record in flight is absent or whole.
 #[test]
 fn power_cut_at_every_byte_loses_nothing_acknowledged() {
-    let seed = seed() ^ 3;
+    let cuts = power_cut_everywhere(seed() ^ 3, 1000, HeapRam::default);
+    assert!(cuts > 10_000);
+}
+
+/// The same contract for the no-alloc RAM side (a shorter workload: same code paths).
+#[test]
+fn power_cut_everywhere_fixed_capacity() {
+    let cuts = power_cut_everywhere(seed() ^ 5, 300, FixedRam::<20, DIM, 6, 128>::new);
+    assert!(cuts > 3_000);
+}
+
+/// Cut power at every programmed unit of a workload of `n` ops; returns the cut points.
+fn power_cut_everywhere<R: Ram>(seed: u64, n: usize, ram: impl Fn() -> R) -> u64 {
     let max = 20;
-    let ops = workload(seed, 1000);
+    let ops = workload(seed, n);
     // Run once, keeping the flash and the model before every op.
-    let (mut st, _) = Store::open(FaultyFlash::new(Flash::new(6)), cfg(max)).unwrap();
+    let (mut st, _) = LogStore::open_in(FaultyFlash::new(Flash::new(6)), cfg(max), ram()).unwrap();
     let mut model = Model::default();
     let mut checkpoints = Vec::new();
     let mut used_before = Vec::new();
@@ -318,15 +338,16 @@ fn power_cut_at_every_byte_loses_nothing_acknowledged() {
         for cut in used_before[i]..end {
             let (flash, model_before) = &checkpoints[i];
             let ctx = format!("CAIRN_SEED={seed} op {i} ({op:?}) cut at unit {cut}");
-            let (mut st, _) = Store::open(
+            let (mut st, _) = LogStore::open_in(
                 FaultyFlash::new(flash.clone()).cut_after(cut - used_before[i]),
                 cfg(max),
+                ram(),
             )
             .unwrap_or_else(|e| panic!("{ctx}: reopen before op {e:?}"));
             let r = run_op(&mut st, op, model_before);
             assert!(r.is_err(), "{ctx}: the cut did not happen inside this op");
             let flash_after = st.into_flash().inner;
-            let (mut re, _) = Store::open(flash_after, cfg(max))
+            let (mut re, _) = LogStore::open_in(flash_after, cfg(max), ram())
                 .unwrap_or_else(|e| panic!("{ctx}: recovery failed {e:?}"));
             let mut after = model_before.clone();
             let (add, del) = after.apply(op, max);
@@ -340,22 +361,19 @@ fn power_cut_at_every_byte_loses_nothing_acknowledged() {
         }
     }
     println!(
-        "power cut at {cuts} points of a {}-op workload; 0 losses, 0 corruptions",
-        ops.len()
+        "power cut at {cuts} points of a {}-op workload ({}); 0 losses, 0 corruptions",
+        ops.len(),
+        std::any::type_name::<R>()
     );
-    assert!(cuts > 10_000);
+    cuts
 }
 
-fn st_flash_snapshot(st: &Store<FaultyFlash<Flash>>) -> Flash {
-    st_ref(st).inner.clone()
+fn st_flash_snapshot<R: Ram>(st: &LogStore<FaultyFlash<Flash>, R>) -> Flash {
+    st.flash().inner.clone()
 }
 
-fn st_used(st: &Store<FaultyFlash<Flash>>) -> u64 {
-    st_ref(st).used
-}
-
-fn st_ref(st: &Store<FaultyFlash<Flash>>) -> &FaultyFlash<Flash> {
-    st.flash()
+fn st_used<R: Ram>(st: &LogStore<FaultyFlash<Flash>, R>) -> u64 {
+    st.flash().used
 }
 
 /// Garbled storage (random bytes, flipped bits on read) recovers what is valid, reports
@@ -623,4 +641,64 @@ fn consolidation_merges_near_duplicates_only() {
         .payload
         .chunks(16)
         .all(|c| dup_ids.iter().any(|d| d[..] == *c)));
+}
+
+/// One log format for both RAM sides: a log written with the growable RAM opens with the
+/// fixed one (and back), search agrees, and a fixed RAM too small for the log says so.
+#[test]
+fn fixed_capacity_mode_shares_the_log() {
+    let seed = seed() ^ 11;
+    let mut r = Rng(seed);
+    let recs: Vec<Owned> = (0..30).map(|i| Owned::random(&mut r, i)).collect();
+    let (mut heap, _) = Store::open(Flash::new(6), cfg(1000)).unwrap();
+    for o in &recs[..25] {
+        heap.append(&o.rec()).unwrap();
+    }
+    heap.delete(&recs[3].rec().id()).unwrap();
+    let flash = heap.flash().clone();
+    type Small = FixedRam<16, DIM, 6, 128>;
+    type Big = FixedRam<32, DIM, 6, 128>;
+    let err = LogStore::open_in(flash.clone(), cfg(1000), Small::new()).err();
+    assert_eq!(err, Some(cairn_memory::StoreError::Capacity), "seed {seed}");
+    let (mut fixed, rec) = LogStore::open_in(flash, cfg(1000), Big::new()).unwrap();
+    assert_eq!(rec.records, 24, "seed {seed}");
+    assert_eq!(fixed.config().max_records, 32);
+    for o in &recs[25..] {
+        fixed.append(&o.rec()).unwrap();
+    }
+    let q = &recs[7].emb;
+    let mut hits = [Default::default(); 5];
+    let n = fixed.search_into(q, &Filter::default(), &Scoring::default(), &mut hits);
+    assert_eq!(n, 5);
+    assert_eq!(hits[0].id, recs[7].rec().id(), "seed {seed}");
+    // Back to the growable RAM: the same 29 records, the same answer.
+    let (mut heap, _) = Store::open(fixed.into_flash(), cfg(1000)).unwrap();
+    assert_eq!(heap.len(), 29, "seed {seed}");
+    assert_eq!(
+        heap.search(q, 5, &Filter::default(), &Scoring::default()),
+        hits.to_vec(),
+        "seed {seed}"
+    );
+    for o in recs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|x| x.1)
+    {
+        assert_eq!(
+            heap.get(&o.rec().id()).unwrap(),
+            Some(o.body()),
+            "seed {seed}"
+        );
+    }
+    // A dimension the fixed RAM cannot hold is refused at open.
+    let bad = Config {
+        dim: DIM + 1,
+        ..cfg(10)
+    };
+    assert!(LogStore::open_in(Flash::new(6), bad, Big::new()).is_err());
+    println!(
+        "FixedRam<1000 records, 384-d, 64 segments, 1 KB entries>: {} bytes of RAM",
+        std::mem::size_of::<FixedRam<1000, 384, 64, 1024>>()
+    );
 }
