@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod engines;
 mod inspect;
+mod learn;
 mod memory;
 mod tools;
 
@@ -112,6 +113,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: memory::MemoryCmd,
     },
+    /// Learn on the device: train an adapter from memory, the lineage, rollback, the
+    /// class-incremental benchmark.
+    Learn {
+        #[command(subcommand)]
+        cmd: learn::LearnCmd,
+    },
     /// Convert and run the bundled models on bundled data; print accuracy and timing.
     Demo {
         /// Where the bundled models live.
@@ -167,6 +174,7 @@ fn main() -> Result<()> {
             sectors,
             cmd,
         } => memory::run(&store, sectors, cmd),
+        Cmd::Learn { cmd } => learn::learn(cmd),
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
 }
