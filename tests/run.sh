@@ -32,14 +32,15 @@ cargo fmt --all --check
 
 step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory --target thumbv7em-none-eabihf --quiet -- -D warnings
+cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn --target thumbv7em-none-eabihf --quiet -- -D warnings
 
 step "no_std, no alloc builds"
 for t in $NOSTD_TARGETS; do
   cargo build -p cairn-core -p cairn-kernels --target "$t" --release --quiet
   cargo build -p cairn-memory --no-default-features --target "$t" --release --quiet
   cargo build -p cairn-memory --target "$t" --release --quiet
-  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc) for $t"
+  cargo build -p cairn-learn --target "$t" --release --quiet
+  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn (no alloc) for $t"
 done
 
 step "tests"

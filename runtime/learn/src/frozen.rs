@@ -92,6 +92,44 @@ impl<'a> FrozenFc<'a> {
         })
     }
 
+    /// A layer from its parts (little-endian `bias` i32 and `mult` f32 bytes, `n` each),
+    /// e.g. one folded by [`crate::Learner::fold`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        w: &'a [i8],
+        bias: Option<&'a [u8]>,
+        mult: &'a [u8],
+        out_scale: f32,
+        x_scale: f32,
+        x_zp: i32,
+        relu: bool,
+    ) -> Result<FrozenFc<'a>, LearnError> {
+        let ok = w.len() == n * k
+            && mult.len() == 4 * n
+            && bias.is_none_or(|b| b.len() == 4 * n)
+            && out_scale.is_finite()
+            && out_scale > 0.0
+            && x_scale.is_finite()
+            && x_scale > 0.0
+            && (-128..=127).contains(&x_zp);
+        if !ok {
+            return Err(LearnError::NotAnInt8Fc);
+        }
+        Ok(FrozenFc {
+            n,
+            k,
+            w,
+            bias,
+            mult,
+            out_scale,
+            x_scale,
+            x_zp,
+            relu,
+        })
+    }
+
     /// Real value of one accumulator unit for output `j` (s_x · s_w,j).
     pub fn acc_scale(&self, j: usize) -> f32 {
         le_f32(self.mult, j) * self.out_scale

@@ -236,6 +236,44 @@ impl<'a, 'm> Learner<'a, 'm> {
         batch: &[Sample<'_>],
         replayed: usize,
     ) -> Result<f32, LearnError> {
+        self.check(batch)?;
+        let distilled = self.prepare_distill(batch, replayed);
+        let loss = self.forward(Slot::Candidate, batch);
+        self.backward(batch, distilled);
+        let (clip_norm, wd, opt) = (
+            self.cfg.clip_norm,
+            self.cfg.weight_decay,
+            self.cfg.optimizer,
+        );
+        self.t += 1;
+        let t = self.t;
+        let p = self.parts();
+        clip(p.grad, clip_norm);
+        opt.update(p.cand, p.grad, p.opt, t, wd);
+        Ok(loss)
+    }
+
+    /// Mean cross-entropy of a slot on `batch` (no update).
+    pub fn loss(&mut self, slot: Slot, batch: &[Sample<'_>]) -> Result<f32, LearnError> {
+        self.check(batch)?;
+        Ok(self.forward(slot, batch))
+    }
+
+    /// The gradient of the candidate's loss on `batch` (as `step_replay` would use it,
+    /// before clipping), without updating anything.
+    pub fn gradient(
+        &mut self,
+        batch: &[Sample<'_>],
+        replayed: usize,
+    ) -> Result<&[f32], LearnError> {
+        self.check(batch)?;
+        let distilled = self.prepare_distill(batch, replayed);
+        self.forward(Slot::Candidate, batch);
+        self.backward(batch, distilled);
+        Ok(self.parts().grad)
+    }
+
+    fn check(&self, batch: &[Sample<'_>]) -> Result<(), LearnError> {
         let s = self.layout.shape;
         if batch.is_empty() || batch.len() > s.batch {
             return Err(LearnError::WrongShape {
@@ -253,7 +291,15 @@ impl<'a, 'm> Learner<'a, 'm> {
             if b.label as usize >= s.classes {
                 return Err(LearnError::BadLabel(b.label));
             }
+            if !(b.scale.is_finite() && b.scale > 0.0) {
+                return Err(LearnError::BadConfig);
+            }
         }
+        Ok(())
+    }
+
+    /// Targets of distillation for the first `replayed` samples; how many are distilled.
+    fn prepare_distill(&mut self, batch: &[Sample<'_>], replayed: usize) -> usize {
         let distilled = if self.cfg.distill > 0.0 {
             replayed.min(batch.len())
         } else {
@@ -261,23 +307,11 @@ impl<'a, 'm> Learner<'a, 'm> {
         };
         if distilled > 0 {
             self.forward(Slot::Active, &batch[..distilled]);
-            let c = s.classes;
+            let c = self.layout.shape.classes;
             let p = self.parts();
             p.q[..distilled * c].copy_from_slice(&p.p[..distilled * c]);
         }
-        let loss = self.forward(Slot::Candidate, batch);
-        self.backward(batch, distilled);
-        let (clip_norm, wd, opt) = (
-            self.cfg.clip_norm,
-            self.cfg.weight_decay,
-            self.cfg.optimizer,
-        );
-        self.t += 1;
-        let t = self.t;
-        let p = self.parts();
-        clip(p.grad, clip_norm);
-        opt.update(p.cand, p.grad, p.opt, t, wd);
-        Ok(loss)
+        distilled
     }
 
     /// The predicted class of one sample with a slot's parameters.

@@ -1094,4 +1094,78 @@ mod tests {
             assert!(r.arena_bytes <= 64 * 1024);
         }
     }
+
+    /// `cairn learn train`, `log` and `rollback` over real files: a promoted checkpoint
+    /// becomes the parent of the next run, rollback restores it, another base model is refused.
+    #[test]
+    fn train_log_rollback_through_files() {
+        let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/zoo");
+        let dir = std::env::temp_dir().join(format!("cairn-learn-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bb = backbone(&zoo).unwrap();
+        let model = dir.join("base.cairn");
+        std::fs::write(&model, bb.bytes.as_slice()).unwrap();
+        let d = zoo.join("digits");
+        let xs = rows(&d.join("train_x.npy")).unwrap();
+        let ys = labels(&d.join("train_y.npy")).unwrap();
+        let feats = features(&bb, &xs[..400]).unwrap();
+        let store = dir.join("mem.store");
+        {
+            let (mut st, _) = Store::open(
+                FileFlash::<65536>::open(&store, 4).unwrap(),
+                Config {
+                    dim: 64,
+                    max_records: 10_000,
+                    max_payload: 0,
+                },
+            )
+            .unwrap();
+            for (i, ((e, s), &y)) in feats.iter().zip(&ys).enumerate() {
+                st.append(&record(i, e, *s, y)).unwrap();
+            }
+        }
+        let lineage = dir.join("lineage.log");
+        // The file flow is under test here, not the gate (34 held-out old records).
+        let hp = HyperArgs {
+            steps: 150,
+            max_forgetting: 0.1,
+            ..HyperArgs::default()
+        };
+        let plot = dir.join("curve.svg");
+        train_cmd(
+            &model,
+            &store,
+            &lineage,
+            None,
+            None,
+            10,
+            5,
+            &hp,
+            Some(&plot),
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+        let first = open_lineage(&lineage)
+            .unwrap()
+            .active()
+            .expect("first run promoted");
+        train_cmd(&model, &store, &lineage, None, None, 10, 5, &hp, None).unwrap();
+        log_cmd(&lineage).unwrap();
+        rollback_cmd(&lineage, &model, &hex(&first[..8])).unwrap();
+        assert_eq!(open_lineage(&lineage).unwrap().active(), Some(first));
+        // The same lineage against another base model: refused.
+        let mut other = bb.bytes.as_slice().to_vec();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        let crc = cairn_core::format::file_crc(&other);
+        let at = cairn_core::format::hdr::CRC;
+        other[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        let other_model = dir.join("other.cairn");
+        std::fs::write(&other_model, &other).unwrap();
+        let err = rollback_cmd(&lineage, &other_model, &hex(&first[..8])).unwrap_err();
+        assert!(format!("{err}").contains("WrongBaseModel"), "{err}");
+        assert!(rollback_cmd(&lineage, &model, "zz").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
