@@ -1168,4 +1168,52 @@ mod tests {
         assert!(rollback_cmd(&lineage, &model, "zz").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Folding an adapter whose LoRA delta is zero and writing it over the layer gives the
+    /// model back: same outputs on the test inputs (within one int8 step where a rescaled
+    /// row rounds differently).
+    #[test]
+    fn folding_a_zero_delta_reproduces_the_model() {
+        let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/zoo");
+        let bb = backbone(&zoo).unwrap();
+        let m = Model::parse(bb.bytes.as_slice()).unwrap();
+        let fz = FrozenFc::from_model(&m, bb.lora_op).unwrap();
+        let shape = AdapterShape {
+            fin: fz.k,
+            hidden: fz.n,
+            rank: 4,
+            classes: 10,
+            batch: 8,
+        };
+        let cfg = HyperArgs::default().config(1).unwrap();
+        let mut arena = vec![0u32; arena_bytes(shape, &cfg).div_ceil(4)];
+        let mut l =
+            Learner::new(shape, Some(fz), cfg, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+        l.init(None, 1).unwrap();
+        let (mut w, mut b, mut mu) = (vec![0i8; fz.n * fz.k], vec![0i32; fz.n], vec![0f32; fz.n]);
+        let y = m.tensor(m.op(bb.lora_op).unwrap().output(0));
+        let (sy, _) = y.info.quant.per_tensor();
+        l.fold(Slot::Active, sy, &mut w, &mut b, &mut mu).unwrap();
+        let mut patched = bb.bytes.as_slice().to_vec();
+        cairn_learn::lineage::patch_fc(&mut patched, bb.lora_op, &w, &b, &mu).unwrap();
+        let pb = AlignedBytes::from_slice(&patched);
+        let mut orig = HostModel::new(bb.bytes.as_slice()).unwrap();
+        let mut new = HostModel::new(pb.as_slice()).unwrap();
+        let xs = rows(&zoo.join("digits/test_x.npy")).unwrap();
+        let (mut same, mut n) = (0, 0);
+        for x in xs.iter().take(100) {
+            let a = orig.run(&[x]).unwrap();
+            let c = new.run(&[x]).unwrap();
+            let top = |v: &[f32]| crate::tools::argmax(v);
+            same += (top(&a[0]) == top(&c[0])) as usize;
+            n += 1;
+            for (p, q) in a[0].iter().zip(&c[0]) {
+                assert!((p - q).abs() <= 2.0 / 256.0 + 1e-6, "{p} vs {q}");
+            }
+        }
+        assert_eq!(same, n);
+        // A wrong-sized fold is refused, and the model bytes stay valid.
+        assert!(cairn_learn::lineage::patch_fc(&mut patched, bb.lora_op, &w[1..], &b, &mu).is_err());
+        assert!(Model::parse(&patched).is_ok());
+    }
 }
