@@ -135,6 +135,45 @@ fn main() {
         );
     }
 
+    // HNSW over the same int8 vectors: recall and latency for a few ef values.
+    let t = Instant::now();
+    let params = cairn_memory::hnsw::HnswParams {
+        m: 16,
+        ef_construction: 200,
+        seed: 7,
+    };
+    let hnsw = cairn_memory::hnsw::Hnsw::build(&st, params);
+    println!(
+        "HNSW build (M=16, ef_construction=200, int8, one thread): {:.2} s, {:.1} MB of graph",
+        t.elapsed().as_secs_f64(),
+        hnsw.bytes() as f64 / 1e6
+    );
+    let mut scratch = hnsw.scratch();
+    for ef in [10, 20, 40, 80, 160] {
+        let t = Instant::now();
+        let mut found = 0;
+        for (q, ex) in queries.iter().zip(&exact) {
+            let hits = hnsw
+                .search(
+                    &st,
+                    q,
+                    10,
+                    ef,
+                    &Filter::default(),
+                    &Scoring::default(),
+                    &mut scratch,
+                )
+                .unwrap();
+            found += hits.iter().filter(|h| ex.contains(&h.id)).count();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+        println!(
+            "HNSW ef {ef:>3}: recall@10 {:.3}, {:.3} ms per query",
+            found as f64 / (10 * queries.len()) as f64,
+            ms
+        );
+    }
+
     if std::env::var("CAIRN_COMPARE").is_ok_and(|v| v == "1") {
         // The same vectors and queries, in the same run, for hnswlib and usearch.
         let dir = std::env::temp_dir().join("cairn-ann-compare");

@@ -18,6 +18,9 @@ use crate::store::Store;
 pub struct Ivf {
     dim: usize,
     centroids: Vec<i8>,
+    /// 1 / L2 norm of each int8 centroid: assignment is by cosine, not by raw dot (the int8
+    /// centroids are scaled by their largest entry, so their norms differ).
+    cinv: Vec<f32>,
     lists: Vec<Vec<u32>>,
     generation: u64,
 }
@@ -28,10 +31,17 @@ fn normalize_i8(v: &[f32]) -> Vec<i8> {
     v.iter().map(|&x| libm::roundf(x * s) as i8).collect()
 }
 
-fn nearest(centroids: &[i8], dim: usize, v: &[i8]) -> usize {
-    let mut best = (i32::MIN, 0);
+fn inv_norms(centroids: &[i8], dim: usize) -> Vec<f32> {
+    centroids
+        .chunks(dim)
+        .map(|c| 1.0 / libm::sqrtf(dot(c, c) as f32).max(1e-6))
+        .collect()
+}
+
+fn nearest(centroids: &[i8], cinv: &[f32], dim: usize, v: &[i8]) -> usize {
+    let mut best = (f32::NEG_INFINITY, 0);
     for (c, cv) in centroids.chunks(dim).enumerate() {
-        let d = dot(cv, v);
+        let d = dot(cv, v) as f32 * cinv[c];
         if d > best.0 {
             best = (d, c);
         }
@@ -75,10 +85,16 @@ impl Ivf {
             centroids.extend(normalize_i8(&unit(picks[(c * 7919) % picks.len().max(1)])));
         }
         for _ in 0..iters {
+            let cinv = inv_norms(&centroids, dim);
             let mut sums = vec![0.0f32; nlist * dim];
             let mut counts = vec![0usize; nlist];
             for &i in &picks {
-                let c = nearest(&centroids, dim, &st.ram.emb()[i * dim..(i + 1) * dim]);
+                let c = nearest(
+                    &centroids,
+                    &cinv,
+                    dim,
+                    &st.ram.emb()[i * dim..(i + 1) * dim],
+                );
                 counts[c] += 1;
                 for (s, x) in sums[c * dim..(c + 1) * dim].iter_mut().zip(unit(i)) {
                     *s += x;
@@ -95,13 +111,21 @@ impl Ivf {
                 }
             }
         }
+        let cinv = inv_norms(&centroids, dim);
         let mut lists = vec![Vec::new(); nlist];
         for i in 0..n {
-            lists[nearest(&centroids, dim, &st.ram.emb()[i * dim..(i + 1) * dim])].push(i as u32);
+            lists[nearest(
+                &centroids,
+                &cinv,
+                dim,
+                &st.ram.emb()[i * dim..(i + 1) * dim],
+            )]
+            .push(i as u32);
         }
         Ivf {
             dim,
             centroids,
+            cinv,
             lists,
             generation: st.generation,
         }
@@ -130,14 +154,14 @@ impl Ivf {
         if self.is_stale(st) || query.len() != self.dim {
             return None;
         }
-        let mut order: Vec<(i32, usize)> = self
+        let mut order: Vec<(f32, usize)> = self
             .centroids
             .chunks(self.dim)
             .enumerate()
-            .map(|(c, cv)| (dot(cv, query), c))
+            .map(|(c, cv)| (dot(cv, query) as f32 * self.cinv[c], c))
             .collect();
         let np = nprobe.clamp(1, order.len());
-        order.select_nth_unstable_by(np - 1, |a, b| b.0.cmp(&a.0));
+        order.select_nth_unstable_by(np - 1, |a, b| b.0.total_cmp(&a.0));
         let slots = order[..np]
             .iter()
             .flat_map(|&(_, c)| self.lists[c].iter().map(|&s| s as usize));

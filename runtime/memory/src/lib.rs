@@ -26,6 +26,8 @@ pub mod consolidate;
 #[cfg(feature = "alloc")]
 pub mod flash;
 #[cfg(feature = "alloc")]
+pub mod hnsw;
+#[cfg(feature = "alloc")]
 pub mod ivf;
 pub mod ram;
 pub mod search;

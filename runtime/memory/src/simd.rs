@@ -11,8 +11,10 @@ fn dot_body(a: &[i8], b: &[i8]) -> i32 {
         .sum()
 }
 
+/// Inlines into callers compiled with AVX2 (see [`Kernel`]).
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
 #[target_feature(enable = "avx2")]
+#[inline]
 fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
     use core::arch::x86_64::*;
     let n = a.len().min(b.len());
@@ -38,6 +40,56 @@ fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
     _mm_cvtsi128_si32(s) + dot_body(&a[full..n], &b[full..n])
+}
+
+/// A dot product chosen once, for loops that call it many times (graph search): the loop
+/// is compiled per kernel, so the AVX2 one inlines with no per-call feature check.
+pub trait Kernel: Copy {
+    fn dot(self, a: &[i8], b: &[i8]) -> i32;
+}
+
+/// The portable loop (vectorized by the compiler for the target).
+#[derive(Clone, Copy)]
+pub struct Portable;
+impl Kernel for Portable {
+    #[inline(always)]
+    fn dot(self, a: &[i8], b: &[i8]) -> i32 {
+        dot_body(a, b)
+    }
+}
+
+/// AVX2; only constructed by [`with_kernel`] after detection.
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[derive(Clone, Copy)]
+pub struct Avx2(());
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+impl Kernel for Avx2 {
+    #[inline(always)]
+    fn dot(self, a: &[i8], b: &[i8]) -> i32 {
+        // SAFETY: an `Avx2` exists only where AVX2 was detected.
+        unsafe { dot_avx2(a, b) }
+    }
+}
+
+/// Run `f` with the best kernel for this machine; with AVX2, `f` is compiled with AVX2
+/// enabled so the kernel's loop inlines into it.
+#[inline(always)]
+pub fn with_kernel<R>(f: impl KernelFn<R>) -> R {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn run<R>(f: impl KernelFn<R>) -> R {
+            f.call(Avx2(()))
+        }
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { run(f) };
+    }
+    f.call(Portable)
+}
+
+/// A computation generic over the kernel (closures cannot be generic).
+pub trait KernelFn<R> {
+    fn call<K: Kernel>(self, k: K) -> R;
 }
 
 /// Σ a[i]·b[i] over the common length.

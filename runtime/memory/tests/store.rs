@@ -480,7 +480,7 @@ fn power_cut_inside_a_batch_keeps_a_prefix() {
 /// The IVF index finds what exact search finds on clustered data, and refuses to answer
 /// once the store changed under it.
 #[test]
-fn ivf_recall_and_staleness() {
+fn ann_recall_filters_and_staleness() {
     let seed = seed() ^ 6;
     let mut r = Rng(seed);
     let (mut st, _) = Store::open(
@@ -508,7 +508,7 @@ fn ivf_recall_and_staleness() {
         st.append(&Record {
             origin: 1,
             timestamp_ms: i as u64,
-            label: 0,
+            label: (i % 3) as u16,
             importance: 0,
             meta: [0; 4],
             scale: 1.0,
@@ -531,7 +531,66 @@ fn ivf_recall_and_staleness() {
         found += approx.iter().filter(|h| exact.contains(&h.id)).count();
     }
     let recall = found as f64 / (10 * 50) as f64;
-    assert!(recall >= 0.95, "CAIRN_SEED={seed}: recall@10 {recall}");
+    assert!(recall >= 0.95, "CAIRN_SEED={seed}: IVF recall@10 {recall}");
+    // HNSW: the same queries, and a label filter that only admits matching records.
+    let hnsw = cairn_memory::hnsw::Hnsw::build(&st, cairn_memory::hnsw::HnswParams::default());
+    let mut scratch = hnsw.scratch();
+    let mut found = 0;
+    for q in vecs.iter().step_by(40) {
+        let exact: Vec<Id> = st
+            .search(q, 10, &Filter::default(), &Scoring::default())
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        let approx = hnsw
+            .search(
+                &st,
+                q,
+                10,
+                40,
+                &Filter::default(),
+                &Scoring::default(),
+                &mut scratch,
+            )
+            .unwrap();
+        found += approx.iter().filter(|h| exact.contains(&h.id)).count();
+    }
+    let recall = found as f64 / (10 * 50) as f64;
+    assert!(recall >= 0.95, "CAIRN_SEED={seed}: HNSW recall@10 {recall}");
+    let only = Filter {
+        label: Some(2),
+        ..Filter::default()
+    };
+    let hits = hnsw
+        .search(
+            &st,
+            &vecs[5],
+            5,
+            80,
+            &only,
+            &Scoring::default(),
+            &mut scratch,
+        )
+        .unwrap();
+    assert!(!hits.is_empty());
+    for h in &hits {
+        let m = st.metas().iter().find(|m| m.id == h.id).unwrap();
+        assert_eq!(
+            m.label, 2,
+            "CAIRN_SEED={seed}: the filter let another label through"
+        );
+    }
+    assert!(hnsw
+        .search(
+            &st,
+            &vecs[0][..5],
+            5,
+            10,
+            &Filter::default(),
+            &Scoring::default(),
+            &mut scratch
+        )
+        .is_none());
     st.append(&Record {
         origin: 2,
         timestamp_ms: 9,
@@ -544,6 +603,18 @@ fn ivf_recall_and_staleness() {
     })
     .unwrap();
     assert!(ivf.is_stale(&st));
+    assert!(hnsw.is_stale(&st));
+    assert!(hnsw
+        .search(
+            &st,
+            &vecs[0],
+            10,
+            40,
+            &Filter::default(),
+            &Scoring::default(),
+            &mut scratch
+        )
+        .is_none());
     assert!(ivf
         .search(
             &st,

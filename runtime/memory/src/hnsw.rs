@@ -1,0 +1,444 @@
+//! Approximate search for large stores, second kind: an HNSW graph (hierarchical navigable
+//! small world) over the store's int8 vectors. Similarity is cosine, computed as the int8
+//! dot product times the stored records' inverse norms (the query's norm is the same for all
+//! candidates). Neighbours are chosen with HNSW's diversity heuristic (as hnswlib does, so recall at a given `ef` matches it). Like the IVF index it
+//! lives in RAM, is built from the store's RAM copy (so it is rebuilt after a restart) and
+//! refuses to answer when the store changed since it was built.
+//!
+//! When to pick which (measured by `examples/bench.rs`): IVF builds in about a second and is
+//! tiny (centroids + one u32 per record); HNSW costs `M0` u32 per record and a longer build
+//! but answers in far fewer distance computations when the data has no clean cluster
+//! structure (real embeddings).
+
+use alloc::collections::BinaryHeap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::ram::Ram;
+use crate::search::{Filter, Hit, Scoring};
+use crate::simd::{with_kernel, Kernel, KernelFn};
+use crate::store::LogStore;
+
+/// Build parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Neighbours per node on upper layers (layer 0 keeps 2·M).
+    pub m: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    pub seed: u64,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 100,
+            seed: 7,
+        }
+    }
+}
+
+/// (similarity, slot), ordered by similarity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sim(f32, u32);
+impl Eq for Sim {}
+impl PartialOrd for Sim {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Sim {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+
+pub struct Hnsw {
+    dim: usize,
+    m: usize,
+    m0: usize,
+    /// Layer 0: `m0` slots per node (`u32::MAX` = empty).
+    base: Vec<u32>,
+    /// Layers above 0: for each node with level ≥ 1, its lists (`m` each) per level.
+    upper: Vec<Vec<u32>>,
+    /// Index into `upper` for nodes with level ≥ 1 (`u32::MAX` otherwise), and levels.
+    upper_of: Vec<u32>,
+    level: Vec<u8>,
+    entry: u32,
+    top: u8,
+    inv: Vec<f32>,
+    generation: u64,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Visited marks reused across searches (epoch-tagged, no clearing): one per searching
+/// thread, from [`Hnsw::scratch`].
+pub struct Visited {
+    mark: Vec<u32>,
+    epoch: u32,
+    cand: BinaryHeap<Sim>,
+    found: BinaryHeap<core::cmp::Reverse<Sim>>,
+}
+
+impl Visited {
+    fn new(n: usize) -> Self {
+        Visited {
+            mark: vec![0; n],
+            epoch: 0,
+            cand: BinaryHeap::new(),
+            found: BinaryHeap::new(),
+        }
+    }
+    fn next(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.mark.fill(0);
+            self.epoch = 1;
+        }
+    }
+    fn insert(&mut self, i: u32) -> bool {
+        let m = &mut self.mark[i as usize];
+        let new = *m != self.epoch;
+        *m = self.epoch;
+        new
+    }
+}
+
+impl Hnsw {
+    /// Build over every record of the store, in slot order.
+    pub fn build<F: NorFlash, R: Ram>(st: &LogStore<F, R>, p: HnswParams) -> Hnsw {
+        let dim = st.config().dim;
+        let n = st.len();
+        let m = p.m.clamp(2, 64);
+        let inv: Vec<f32> = st.ram.norms().iter().map(|&v| 1.0 / v.max(1e-6)).collect();
+        let mut h = Hnsw {
+            dim,
+            m,
+            m0: 2 * m,
+            base: vec![NONE; n * 2 * m],
+            upper: Vec::new(),
+            upper_of: vec![NONE; n],
+            level: vec![0; n],
+            entry: NONE,
+            top: 0,
+            inv,
+            generation: st.generation,
+        };
+        struct Build<'a> {
+            h: &'a mut Hnsw,
+            emb: &'a [i8],
+            ef: usize,
+            seed: u64,
+        }
+        impl KernelFn<()> for Build<'_> {
+            #[inline(always)]
+            fn call<K: Kernel>(self, k: K) {
+                let n = self.h.level.len();
+                let ml = 1.0 / libm::logf(self.h.m as f32);
+                let mut rng = self.seed | 1;
+                let mut vis = Visited::new(n);
+                for i in 0..n {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let u = ((rng >> 11) as f64 / (1u64 << 53) as f64).max(1e-12) as f32;
+                    let lvl = ((-libm::logf(u) * ml) as usize).min(16) as u8;
+                    self.h.insert(k, self.emb, i as u32, lvl, self.ef, &mut vis);
+                }
+            }
+        }
+        with_kernel(Build {
+            h: &mut h,
+            emb: st.ram.emb(),
+            ef: p.ef_construction.max(m),
+            seed: p.seed,
+        });
+        h
+    }
+
+    fn vec<'e>(&self, emb: &'e [i8], i: u32) -> &'e [i8] {
+        &emb[i as usize * self.dim..(i as usize + 1) * self.dim]
+    }
+
+    #[inline(always)]
+    fn sim<K: Kernel>(&self, k: K, emb: &[i8], q: &[i8], i: u32) -> f32 {
+        k.dot(q, self.vec(emb, i)) as f32 * self.inv[i as usize]
+    }
+
+    fn links(&self, i: u32, l: u8) -> &[u32] {
+        if l == 0 {
+            &self.base[i as usize * self.m0..(i as usize + 1) * self.m0]
+        } else {
+            let u = &self.upper[self.upper_of[i as usize] as usize];
+            &u[(l as usize - 1) * self.m..l as usize * self.m]
+        }
+    }
+
+    fn links_mut(&mut self, i: u32, l: u8) -> &mut [u32] {
+        if l == 0 {
+            &mut self.base[i as usize * self.m0..(i as usize + 1) * self.m0]
+        } else {
+            let m = self.m;
+            let u = &mut self.upper[self.upper_of[i as usize] as usize];
+            &mut u[(l as usize - 1) * m..l as usize * m]
+        }
+    }
+
+    /// Greedy search on one layer from `eps`; the best `ef` found, best first.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn search_layer<K: Kernel>(
+        &self,
+        k: K,
+        emb: &[i8],
+        q: &[i8],
+        eps: &[Sim],
+        ef: usize,
+        l: u8,
+        vis: &mut Visited,
+    ) -> Vec<Sim> {
+        vis.next();
+        // Best first, and worst first; reused across calls.
+        let mut cand = core::mem::take(&mut vis.cand);
+        let mut found = core::mem::take(&mut vis.found);
+        cand.clear();
+        found.clear();
+        for &e in eps {
+            vis.insert(e.1);
+            cand.push(e);
+            found.push(core::cmp::Reverse(e));
+        }
+        while let Some(c) = cand.pop() {
+            let worst = found.peek().map_or(f32::NEG_INFINITY, |w| w.0 .0);
+            if c.0 < worst && found.len() >= ef {
+                break;
+            }
+            for &nb in self.links(c.1, l) {
+                if nb == NONE {
+                    break;
+                }
+                if !vis.insert(nb) {
+                    continue;
+                }
+                let s = Sim(self.sim(k, emb, q, nb), nb);
+                let worst = found.peek().map_or(f32::NEG_INFINITY, |w| w.0 .0);
+                if found.len() < ef || s.0 > worst {
+                    cand.push(s);
+                    found.push(core::cmp::Reverse(s));
+                    if found.len() > ef {
+                        found.pop();
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Sim> = found.drain().map(|r| r.0).collect();
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        vis.cand = cand;
+        vis.found = found;
+        out
+    }
+
+    /// Upper layers: walk to the most similar neighbour until none is better.
+    #[inline(always)]
+    fn greedy<K: Kernel>(&self, k: K, emb: &[i8], q: &[i8], mut best: Sim, l: u8) -> Sim {
+        loop {
+            let mut moved = false;
+            for &nb in self.links(best.1, l) {
+                if nb == NONE {
+                    break;
+                }
+                let s = self.sim(k, emb, q, nb);
+                if s > best.0 {
+                    best = Sim(s, nb);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return best;
+            }
+        }
+    }
+
+    /// HNSW's heuristic: keep a candidate only if it is closer to the base than to every
+    /// neighbour kept so far (spreads links across directions). `cands` best first.
+    #[inline(always)]
+    /// `cands` carry dot(base, c)·inv(c); `base_inv` is 1/|base|, so cosines compare.
+    fn select<K: Kernel>(
+        &self,
+        k: K,
+        emb: &[i8],
+        cands: &[Sim],
+        max: usize,
+        base_inv: f32,
+    ) -> Vec<u32> {
+        let mut keep: Vec<u32> = Vec::with_capacity(max);
+        for c in cands {
+            if keep.len() == max {
+                break;
+            }
+            let cv = self.vec(emb, c.1);
+            let to_base = c.0 * base_inv;
+            let ci = self.inv[c.1 as usize];
+            let diverse = keep.iter().all(|&j| {
+                (k.dot(cv, self.vec(emb, j)) as f32) * ci * self.inv[j as usize] < to_base
+            });
+            if diverse {
+                keep.push(c.1);
+            }
+        }
+        keep
+    }
+
+    #[inline(always)]
+    fn insert<K: Kernel>(
+        &mut self,
+        k: K,
+        emb: &[i8],
+        i: u32,
+        lvl: u8,
+        ef: usize,
+        vis: &mut Visited,
+    ) {
+        self.level[i as usize] = lvl;
+        if lvl > 0 {
+            self.upper_of[i as usize] = self.upper.len() as u32;
+            self.upper.push(vec![NONE; lvl as usize * self.m]);
+        }
+        if self.entry == NONE {
+            self.entry = i;
+            self.top = lvl;
+            return;
+        }
+        let q = self.vec(emb, i);
+        let mut best = Sim(self.sim(k, emb, q, self.entry), self.entry);
+        let mut l = self.top;
+        while l > lvl {
+            best = self.greedy(k, emb, q, best, l);
+            l -= 1;
+        }
+        let mut ep = vec![best];
+        let mut l = lvl.min(self.top) as i32;
+        while l >= 0 {
+            let lu = l as u8;
+            let found = self.search_layer(k, emb, q, &ep, ef, lu, vis);
+            let max = if lu == 0 { self.m0 } else { self.m };
+            let nbrs = self.select(k, emb, &found, self.m, self.inv[i as usize]);
+            let mine = self.links_mut(i, lu);
+            mine.fill(NONE);
+            mine[..nbrs.len()].copy_from_slice(&nbrs);
+            for &nb in &nbrs {
+                self.link_back(k, emb, nb, i, lu, max);
+            }
+            ep = found;
+            l -= 1;
+        }
+        if lvl > self.top {
+            self.top = lvl;
+            self.entry = i;
+        }
+    }
+
+    /// Add `i` to `nb`'s list on layer `l`, shrinking it with the heuristic when full.
+    #[inline(always)]
+    fn link_back<K: Kernel>(&mut self, k: K, emb: &[i8], nb: u32, i: u32, l: u8, max: usize) {
+        let list = self.links_mut(nb, l);
+        if let Some(free) = list.iter().position(|&x| x == NONE) {
+            list[free] = i;
+            return;
+        }
+        let base = self.vec(emb, nb);
+        let mut cands: Vec<Sim> = self
+            .links(nb, l)
+            .iter()
+            .chain(core::iter::once(&i))
+            .map(|&x| {
+                Sim(
+                    k.dot(base, self.vec(emb, x)) as f32 * self.inv[x as usize],
+                    x,
+                )
+            })
+            .collect();
+        cands.sort_unstable_by(|a, b| b.cmp(a));
+        let keep = self.select(k, emb, &cands, max, self.inv[nb as usize]);
+        let list = self.links_mut(nb, l);
+        list.fill(NONE);
+        list[..keep.len()].copy_from_slice(&keep);
+    }
+
+    /// True when the store changed since the index was built (rebuild it).
+    pub fn is_stale<F: NorFlash, R: Ram>(&self, st: &LogStore<F, R>) -> bool {
+        self.generation != st.generation || self.dim != st.config().dim
+    }
+
+    /// Bytes of RAM the graph holds.
+    pub fn bytes(&self) -> usize {
+        self.base.len() * 4
+            + self.upper.iter().map(|u| u.len() * 4).sum::<usize>()
+            + self.upper_of.len() * 4
+            + self.level.len()
+            + self.inv.len() * 4
+    }
+
+    /// Scratch for [`Hnsw::search`] (one per searching thread; reuse it across queries).
+    pub fn scratch(&self) -> Visited {
+        Visited::new(self.level.len())
+    }
+
+    /// Approximate top-k: the `ef` (≥ k) best candidates of a graph search, scored exactly
+    /// with filters and scoring. `None` when the index is stale.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search<F: NorFlash, R: Ram>(
+        &self,
+        st: &LogStore<F, R>,
+        query: &[i8],
+        k: usize,
+        ef: usize,
+        filter: &Filter,
+        scoring: &Scoring,
+        vis: &mut Visited,
+    ) -> Option<Vec<Hit>> {
+        if vis.mark.len() != self.level.len() {
+            *vis = self.scratch();
+        }
+        if self.is_stale(st) || query.len() != self.dim {
+            return None;
+        }
+        if self.entry == NONE {
+            return Some(Vec::new());
+        }
+        struct Search<'a> {
+            h: &'a Hnsw,
+            emb: &'a [i8],
+            q: &'a [i8],
+            ef: usize,
+            vis: &'a mut Visited,
+        }
+        impl KernelFn<Vec<Sim>> for Search<'_> {
+            #[inline(always)]
+            fn call<K: Kernel>(self, k: K) -> Vec<Sim> {
+                let h = self.h;
+                let mut best = Sim(h.sim(k, self.emb, self.q, h.entry), h.entry);
+                let mut l = h.top;
+                while l > 0 {
+                    best = h.greedy(k, self.emb, self.q, best, l);
+                    l -= 1;
+                }
+                h.search_layer(k, self.emb, self.q, &[best], self.ef, 0, self.vis)
+            }
+        }
+        let found = with_kernel(Search {
+            h: self,
+            emb: st.ram.emb(),
+            q: query,
+            ef: ef.max(k),
+            vis,
+        });
+        let slots = found.iter().map(|s| s.1 as usize);
+        Some(st.score_slots(slots, query, k, filter, scoring))
+    }
+}
