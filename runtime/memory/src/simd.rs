@@ -3,6 +3,9 @@
 //! instruction, exact (|a·b| ≤ 2^14 per product, i32 sums for dims ≤ 4096). Same integer
 //! result as the portable loop, which the compiler vectorizes on other targets.
 
+// The graph-search kernels are used by the alloc-only HNSW index.
+#![cfg_attr(not(feature = "alloc"), allow(dead_code))]
+
 #[inline(always)]
 fn dot_body(a: &[i8], b: &[i8]) -> i32 {
     a.iter()

@@ -1,0 +1,147 @@
+//! Sneakernet bundles: the items a peer probably lacks (everything since a mark) in one
+//! file, imported with no round trip. Every item carries its origin's signature, so a
+//! truncated bundle still imports every whole item it holds; the trailer signs the whole
+//! bundle (sender, count, SHA-256 of the bytes) so a complete one is also authenticated as
+//! a unit. Import is idempotent and resumable from the byte offset it reports.
+//!
+//! Layout: `"CBDL"`, version `1`, sender key (32), mark `u64`, then entries (`u32` length,
+//! item bytes), then `"CEND"`, count `u32`, SHA-256 of everything before `"CEND"` (32),
+//! sender's signature over that hash (64).
+
+use alloc::vec::Vec;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2_10::{Digest, Sha256};
+
+use crate::fleet::Fleet;
+use crate::item::{Item, Kind, MAX_ITEM};
+use crate::replica::Replica;
+use crate::{Reject, Store};
+
+const HEAD: usize = 4 + 1 + 32 + 8;
+const TRAILER: usize = 4 + 4 + 32 + 64;
+
+/// Write every item of `r` that arrived at or after `mark`, most valuable first.
+pub fn export(r: &Replica, sender: &SigningKey, mark: u64) -> Vec<u8> {
+    let mut items: Vec<(u64, &[u8])> = r
+        .items_since(mark)
+        .map(|(id, b)| (r.value(id), b))
+        .collect();
+    items.sort_by_key(|x| core::cmp::Reverse(x.0));
+    let mut out = Vec::new();
+    out.extend_from_slice(b"CBDL");
+    out.push(1);
+    out.extend_from_slice(sender.verifying_key().as_bytes());
+    out.extend_from_slice(&mark.to_le_bytes());
+    for (_, b) in &items {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    let digest: [u8; 32] = Sha256::digest(&out).into();
+    out.extend_from_slice(b"CEND");
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    out.extend_from_slice(&digest);
+    out.extend_from_slice(&sender.sign(&digest).to_bytes());
+    out
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub stored: u32,
+    pub duplicates: u32,
+    /// Refusals by reason (`Reject as usize`).
+    pub rejected: [u32; Reject::COUNT],
+    /// The trailer was present and its signature by a fleet member verified.
+    pub complete: bool,
+    /// Byte offset to resume from (the end of the last whole entry).
+    pub resume_at: usize,
+}
+
+/// Import `bytes` (possibly truncated) from `from` (0, or a previous `resume_at`).
+pub fn import<S: Store>(
+    bytes: &[u8],
+    from: usize,
+    store: &mut S,
+    fleet: &Fleet<'_>,
+    base_model: &[u8; 32],
+) -> Result<ImportReport, Reject> {
+    if bytes.len() < HEAD || &bytes[..4] != b"CBDL" || bytes[4] != 1 {
+        return Err(Reject::Malformed);
+    }
+    let mut sender = [0u8; 32];
+    sender.copy_from_slice(&bytes[5..37]);
+    if !fleet.contains(&sender) {
+        return Err(Reject::NotMember);
+    }
+    let mut rep = ImportReport::default();
+    let mut pos = from.max(HEAD);
+    let mut count = 0u32;
+    // Entries before `from` were applied earlier; count them for the trailer check.
+    let mut p = HEAD;
+    while p < pos && p + 4 <= bytes.len() && &bytes[p..p + 4] != b"CEND" {
+        let len = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
+        p += 4 + len;
+        count += 1;
+    }
+    if p != pos {
+        return Err(Reject::Malformed);
+    }
+    loop {
+        if pos + 4 > bytes.len() {
+            break;
+        }
+        if &bytes[pos..pos + 4] == b"CEND" {
+            if bytes.len() == pos + TRAILER {
+                let t = &bytes[pos + 4..];
+                let n = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                let digest: [u8; 32] = Sha256::digest(&bytes[..pos]).into();
+                let mut sig = [0u8; 64];
+                sig.copy_from_slice(&t[36..100]);
+                let ok = n == count
+                    && t[4..36] == digest
+                    && VerifyingKey::from_bytes(&sender).is_ok_and(|vk| {
+                        vk.verify_strict(&digest, &Signature::from_bytes(&sig))
+                            .is_ok()
+                    });
+                if ok {
+                    rep.complete = true;
+                } else {
+                    rep.rejected[Reject::BadSignature as usize] += 1;
+                }
+            }
+            rep.resume_at = pos;
+            return Ok(rep);
+        }
+        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+            as usize;
+        if len > MAX_ITEM {
+            rep.rejected[Reject::TooLarge as usize] += 1;
+            break;
+        }
+        let Some(b) = bytes.get(pos + 4..pos + 4 + len) else {
+            break; // truncated: resume here next time
+        };
+        count += 1;
+        match Item::verify(b) {
+            Ok(item) if !fleet.contains(&item.origin) => {
+                rep.rejected[Reject::NotMember as usize] += 1
+            }
+            Ok(item)
+                if item.kind == Kind::Contribution
+                    && item.contribution().map(|c| c.base) != Some(*base_model) =>
+            {
+                rep.rejected[Reject::WrongBaseModel as usize] += 1
+            }
+            Ok(item) => match store.insert(&item) {
+                Ok(true) => rep.stored += 1,
+                Ok(false) => rep.duplicates += 1,
+                Err(e) => rep.rejected[e as usize] += 1,
+            },
+            Err(e) => rep.rejected[e as usize] += 1,
+        }
+        pos += 4 + len;
+    }
+    rep.resume_at = pos;
+    Ok(rep)
+}

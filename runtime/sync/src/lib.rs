@@ -1,0 +1,88 @@
+//! cairn-sync: devices that meet rarely, over lossy links or a USB stick, bring each other
+//! up to date — memory records, tombstones, metadata updates and adapter contributions —
+//! with every item signed by its origin and every session authenticated and encrypted.
+//!
+//! - [`session`]: the sans-IO state machine (bytes and time in; bytes, events out);
+//! - [`recon`]: range-based set reconciliation (cost grows with the difference);
+//! - [`frame`], [`msg`]: the wire (spec: `runtime/sync/spec.md`);
+//! - [`item`], [`fleet`]: signed items and the signed membership list;
+//! - [`replica`] (`alloc`): an in-memory item set with the merge rules;
+//! - [`bundle`] (`alloc` to write): sneakernet files.
+//!
+//! Without `alloc` the session runs with fixed capacities (frames ≤ 512 bytes, messages
+//! ≤ 2 KB, 64 queued items) against any [`Store`].
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod buf;
+#[cfg(feature = "alloc")]
+pub mod bundle;
+pub mod fleet;
+pub mod frame;
+pub mod hlc;
+pub mod item;
+pub mod msg;
+pub mod recon;
+#[cfg(feature = "alloc")]
+pub mod replica;
+pub mod session;
+
+pub use item::Item;
+pub use recon::Id;
+pub use session::{Config, Event, Role, Session, Stats};
+
+/// Why something received was refused. Counted per reason in [`Stats::rejected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reject {
+    /// Bytes that do not parse.
+    Malformed = 0,
+    /// An unknown wire version.
+    Version = 1,
+    /// A frame whose AEAD tag fails (tampered, or from another session).
+    AuthFailed = 2,
+    /// A frame already received (a replay, or a retransmission that crossed an ack).
+    Replay = 3,
+    /// A frame ahead of the next expected one (a loss before it); resent by the peer.
+    OutOfOrder = 4,
+    /// A signature that does not verify.
+    BadSignature = 5,
+    /// An item whose content does not match its id or claimed origin.
+    Forged = 6,
+    /// An origin or peer not in the fleet's membership list.
+    NotMember = 7,
+    /// A contribution for another base model.
+    WrongBaseModel = 8,
+    /// Over a size limit (frame, message, item, MTU).
+    TooLarge = 9,
+    /// A message out of place in the protocol.
+    Protocol = 10,
+    /// An origin over its cap, or a contribution over the norm bound.
+    Capped = 11,
+    /// The local store is full.
+    StoreFull = 12,
+    /// The peer closed the session.
+    PeerClosed = 13,
+}
+
+impl Reject {
+    pub const COUNT: usize = 14;
+}
+
+/// What the session syncs: a set of signed items addressed by content id.
+pub trait Store {
+    /// Every known id, sorted ascending and distinct: items held, plus ids known to be
+    /// deleted (their tombstones are items too), so a deleted record is never fetched again.
+    fn ids(&self) -> &[Id];
+    /// Length of an item this store can send (`None`: unknown or deleted).
+    fn item_len(&self, id: &Id) -> Option<usize>;
+    /// Copy item bytes from `offset` into `out`; bytes copied.
+    fn read(&self, id: &Id, offset: usize, out: &mut [u8]) -> usize;
+    /// Send order: larger first (importance, recency, novelty — the store decides).
+    fn value(&self, id: &Id) -> u64;
+    /// Apply a verified item (idempotent); `Ok(true)` if it was new.
+    fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject>;
+}
