@@ -729,6 +729,14 @@ impl<'f, S: Store> Session<'f, S> {
         Ok(())
     }
 
+    /// Fuzzing only: bytes as if they had arrived in order inside authenticated frames.
+    #[cfg(feature = "fuzzing")]
+    pub fn inject_stream(&mut self, bytes: &[u8]) {
+        if self.state == State::Open && self.inbuf.extend(bytes) {
+            self.drain_inbuf();
+        }
+    }
+
     /// Cut complete messages off the received stream and handle them, until one is held.
     fn drain_inbuf(&mut self) {
         while self.held.is_none() && self.state != State::Closed {

@@ -782,3 +782,47 @@ fn pre_shared_key_mode_and_byte_budget() {
             > 0
     );
 }
+
+/// Golden bytes: a signed item, a fleet list and the first frames of a session with fixed
+/// keys and randomness. A change to any wire format shows up here (update the files only
+/// with a version bump and a spec change).
+#[test]
+fn golden_byte_vectors() {
+    let hex = |b: &[u8]| b.iter().map(|v| format!("{v:02x}")).collect::<String>();
+    let mut lines = Vec::new();
+    lines.push(format!("item {}", hex(&record(1, 42, 7, b"golden"))));
+    lines.push(format!("fleet {}", hex(&fleet_bytes(2))));
+    let fb = fleet_bytes(2);
+    let fl = fleet(&fb);
+    let mut a = Replica::default();
+    put(&mut a, &record(1, 1, 1, b"a"));
+    let mut sa = Session::new(Role::Initiator, config(fl, 128), &[1; 32], &[3; 48], a, 0).unwrap();
+    let mut sb = Session::new(
+        Role::Responder,
+        config(fl, 128),
+        &[2; 32],
+        &[4; 48],
+        Replica::default(),
+        0,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 256];
+    for k in 0..3 {
+        let n = sa.poll_transmit(&mut buf).unwrap();
+        lines.push(format!("initiator frame {k} {}", hex(&buf[..n])));
+        sb.handle_input(&buf[..n], 0).unwrap();
+        let Some(n) = sb.poll_transmit(&mut buf) else {
+            break;
+        };
+        lines.push(format!("responder frame {k} {}", hex(&buf[..n])));
+        sa.handle_input(&buf[..n], 0).unwrap();
+    }
+    let got = lines.join("\n") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wire.hex");
+    if std::env::var("CAIRN_BLESS").is_ok() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("tests/golden/wire.hex (CAIRN_BLESS=1 writes it)");
+    assert_eq!(got, want, "wire bytes changed");
+}

@@ -1213,7 +1213,9 @@ mod tests {
         }
         assert_eq!(same, n);
         // A wrong-sized fold is refused, and the model bytes stay valid.
-        assert!(cairn_learn::lineage::patch_fc(&mut patched, bb.lora_op, &w[1..], &b, &mu).is_err());
+        assert!(
+            cairn_learn::lineage::patch_fc(&mut patched, bb.lora_op, &w[1..], &b, &mu).is_err()
+        );
         assert!(Model::parse(&patched).is_ok());
     }
 }

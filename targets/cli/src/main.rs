@@ -6,6 +6,7 @@ mod engines;
 mod inspect;
 mod learn;
 mod memory;
+mod sync;
 mod tools;
 
 use std::path::PathBuf;
@@ -119,6 +120,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: learn::LearnCmd,
     },
+    /// Sync memory records, deletions and adapter contributions with peers: keys, fleet,
+    /// serve/connect over TCP or UDP, bundles for a USB stick.
+    Sync {
+        #[command(subcommand)]
+        cmd: sync::SyncCmd,
+    },
     /// Convert and run the bundled models on bundled data; print accuracy and timing.
     Demo {
         /// Where the bundled models live.
@@ -175,6 +182,7 @@ fn main() -> Result<()> {
             cmd,
         } => memory::run(&store, sectors, cmd),
         Cmd::Learn { cmd } => learn::learn(cmd),
+        Cmd::Sync { cmd } => sync::sync(cmd),
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
 }
