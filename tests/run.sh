@@ -32,7 +32,7 @@ cargo fmt --all --check
 
 step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn --target thumbv7em-none-eabihf --quiet -- -D warnings
+cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync --target thumbv7em-none-eabihf --quiet -- -D warnings
 
 step "no_std, no alloc builds"
 for t in $NOSTD_TARGETS; do
@@ -40,7 +40,8 @@ for t in $NOSTD_TARGETS; do
   cargo build -p cairn-memory --no-default-features --target "$t" --release --quiet
   cargo build -p cairn-memory --target "$t" --release --quiet
   cargo build -p cairn-learn --target "$t" --release --quiet
-  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn (no alloc) for $t"
+  cargo build -p cairn-sync --target "$t" --release --quiet
+  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn, cairn-sync (no alloc) for $t"
 done
 
 step "tests"

@@ -29,6 +29,8 @@ pub mod recon;
 #[cfg(feature = "alloc")]
 pub mod replica;
 pub mod session;
+#[cfg(feature = "std")]
+pub mod testkit;
 
 pub use item::Item;
 pub use recon::Id;

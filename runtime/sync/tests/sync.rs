@@ -3,11 +3,12 @@
 //! same items with no round trip. Randomised parts take `CAIRN_SEED` and print it on failure.
 
 use cairn_sync::bundle;
-use cairn_sync::fleet::{sign_fleet, Fleet};
+use cairn_sync::fleet::Fleet;
 use cairn_sync::item::{
     contribution_body, meta_body, node_id, sign_into, tombstone_body, ContributionHead, Item, Kind,
 };
 use cairn_sync::replica::{Policy, Replica};
+use cairn_sync::testkit::{run, Link, Sparse};
 use cairn_sync::{Config, Event, Id, Reject, Role, Session, Store};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
@@ -50,17 +51,8 @@ fn key(i: u8) -> SigningKey {
 
 /// A fleet of nodes 1..=n signed by the authority.
 fn fleet_bytes(n: u8) -> Vec<u8> {
-    let mut members: Vec<[u8; 32]> = (1..=n).map(|i| key(i).verifying_key().to_bytes()).collect();
-    let mut out = vec![0u8; 10 + 32 * members.len() + 64];
-    let len = sign_fleet(
-        &SigningKey::from_bytes(&AUTHORITY),
-        1,
-        &mut members,
-        &mut out,
-    )
-    .unwrap();
-    out.truncate(len);
-    out
+    let members: Vec<[u8; 32]> = (1..=n).map(|i| key(i).verifying_key().to_bytes()).collect();
+    cairn_sync::testkit::fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
 }
 
 fn fleet(b: &[u8]) -> Fleet<'_> {
@@ -79,21 +71,7 @@ fn record(who: u8, ts: u64, importance: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn record_dim(who: u8, ts: u64, importance: u8, payload: &[u8], dim: usize) -> Vec<u8> {
-    let k = key(who);
-    let emb: Vec<i8> = (0..dim as i64).map(|i| (ts as i64 * 7 + i) as i8).collect();
-    let r = cairn_memory::Record {
-        origin: node_id(&k.verifying_key().to_bytes()),
-        timestamp_ms: ts,
-        label: (ts % 10) as u16,
-        importance,
-        meta: [0; 4],
-        scale: 0.1,
-        embedding: &emb,
-        payload,
-    };
-    let mut body = vec![0u8; r.encoded_len()];
-    r.encode(&mut body).unwrap();
-    signed(&k, Kind::Record, &body)
+    cairn_sync::testkit::signed_record(&key(who), ts, importance, payload, dim)
 }
 
 fn signed(k: &SigningKey, kind: Kind, body: &[u8]) -> Vec<u8> {
@@ -118,64 +96,6 @@ fn config<'f>(fleet: Fleet<'f>, mtu: usize) -> Config<'f> {
         base_model: BASE,
         rto_ms: 50,
     }
-}
-
-/// A link between two sessions: loss, an optional tamper hook, and a frame limit (to cut
-/// the session short). Returns (completed, frames moved).
-struct Link {
-    loss: u64, // per 1000
-    rng: Rng,
-    limit: usize,
-}
-
-fn run<S: Store, T: Store>(
-    a: &mut Session<'_, S>,
-    b: &mut Session<'_, T>,
-    link: &mut Link,
-    mut tamper: impl FnMut(usize, usize, &mut Vec<u8>) -> bool,
-) -> (bool, usize) {
-    let mut now = 0u64;
-    let mut moved = 0usize;
-    let mut buf = vec![0u8; 70_000];
-    for _round in 0..200_000 {
-        let mut idle = true;
-        for dir in 0..2 {
-            loop {
-                let n = if dir == 0 {
-                    a.poll_transmit(&mut buf)
-                } else {
-                    b.poll_transmit(&mut buf)
-                };
-                let Some(n) = n else { break };
-                idle = false;
-                moved += 1;
-                if moved > link.limit {
-                    return (false, moved);
-                }
-                if link.rng.below(1000) < link.loss {
-                    continue;
-                }
-                let mut f = buf[..n].to_vec();
-                if !tamper(moved, dir, &mut f) {
-                    continue;
-                }
-                let _ = if dir == 0 {
-                    b.handle_input(&f, now)
-                } else {
-                    a.handle_input(&f, now)
-                };
-            }
-        }
-        if a.is_closed() && b.is_closed() {
-            return (true, moved);
-        }
-        if idle {
-            now += 60;
-            a.handle_timeout(now);
-            b.handle_timeout(now);
-        }
-    }
-    (false, moved)
 }
 
 fn sorted_ids(r: &Replica) -> Vec<Id> {
@@ -243,7 +163,7 @@ fn converge_case(seed: u64) {
         };
         let mut link = Link {
             loss,
-            rng: Rng(r.next()),
+            seed: r.next(),
             limit,
         };
         let (ra, rb) = if attempt % 2 == 0 {
@@ -302,35 +222,6 @@ proptest! {
     }
 }
 
-/// Ids without bodies for the bulk of a big set (never transferred: both sides hold them),
-/// real items for the difference.
-struct Big {
-    ids: Vec<Id>,
-    real: Replica,
-}
-
-impl Store for Big {
-    fn ids(&self) -> &[Id] {
-        &self.ids
-    }
-    fn item_len(&self, id: &Id) -> Option<usize> {
-        self.real.item_len(id)
-    }
-    fn read(&self, id: &Id, o: usize, out: &mut [u8]) -> usize {
-        self.real.read(id, o, out)
-    }
-    fn value(&self, id: &Id) -> u64 {
-        self.real.value(id)
-    }
-    fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject> {
-        let new = self.real.insert(item)?;
-        if let Err(at) = self.ids.binary_search(&item.id) {
-            self.ids.insert(at, item.id);
-        }
-        Ok(new)
-    }
-}
-
 /// Reconciliation cost for `diff` records missing on one side of `n`: (bytes on the wire
 /// both ways including the handshake, flights of data frames from the first Hello to the
 /// last item, payload bytes). Two flights make a round trip.
@@ -340,11 +231,11 @@ pub fn big_case(n: usize, diff: usize, dim: usize, seed: u64) -> (u64, u64, u64)
     let fl = fleet(&fb);
     let mut common: Vec<Id> = (0..n - diff).map(|_| r.bytes::<16>()).collect();
     common.sort_unstable();
-    let mut a = Big {
+    let mut a = Sparse {
         ids: common.clone(),
         real: Replica::new(Policy::default()),
     };
-    let b = Big {
+    let b = Sparse {
         ids: common,
         real: Replica::new(Policy::default()),
     };
@@ -375,7 +266,7 @@ pub fn big_case(n: usize, diff: usize, dim: usize, seed: u64) -> (u64, u64, u64)
     .unwrap();
     let mut link = Link {
         loss: 0,
-        rng: Rng(1),
+        seed: 1,
         limit: usize::MAX,
     };
     // Flights: runs of data frames in one direction; ack-only frames and a frame holding
@@ -430,7 +321,7 @@ fn tampered(
     let mut sb = session(Role::Responder, config(fl, 256), who_b, &mut r, b);
     let mut link = Link {
         loss: 0,
-        rng: Rng(1),
+        seed: 1,
         limit: 100_000,
     };
     let (ok, _) = run(&mut sa, &mut sb, &mut link, tamper);
@@ -535,7 +426,7 @@ fn a_non_member_cannot_connect() {
     );
     let mut link = Link {
         loss: 0,
-        rng: Rng(1),
+        seed: 1,
         limit: 1000,
     };
     run(&mut outsider, &mut member, &mut link, |_, _, _| true);
@@ -743,7 +634,7 @@ fn pre_shared_key_mode_and_byte_budget() {
     );
     let mut link = Link {
         loss: 0,
-        rng: Rng(1),
+        seed: 1,
         limit: 100_000,
     };
     let (ok, _) = run(&mut sa, &mut sb, &mut link, |_, _, _| true);
@@ -771,7 +662,7 @@ fn pre_shared_key_mode_and_byte_budget() {
     );
     let mut link = Link {
         loss: 0,
-        rng: Rng(1),
+        seed: 1,
         limit: 200,
     };
     let (ok, _) = run(&mut x, &mut y, &mut link, |_, _, _| true);
