@@ -1034,7 +1034,7 @@ pub fn plot_curves(path: &Path, curves: &[(&str, &[f32])]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -1217,5 +1217,38 @@ mod tests {
             cairn_learn::lineage::patch_fc(&mut patched, bb.lora_op, &w[1..], &b, &mu).is_err()
         );
         assert!(Model::parse(&patched).is_ok());
+    }
+
+    /// A base model file and a lineage with one promoted adapter, in `dir` (for other tests).
+    pub(crate) fn trained_lineage(zoo: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+        let bb = backbone(zoo).unwrap();
+        let model = dir.join("base.cairn");
+        std::fs::write(&model, bb.bytes.as_slice()).unwrap();
+        let d = zoo.join("digits");
+        let xs = rows(&d.join("train_x.npy")).unwrap();
+        let ys = labels(&d.join("train_y.npy")).unwrap();
+        let feats = features(&bb, &xs[..300]).unwrap();
+        let store = dir.join("mem.store");
+        let (mut st, _) = Store::open(
+            FileFlash::<65536>::open(&store, 4).unwrap(),
+            Config {
+                dim: 64,
+                max_records: 10_000,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        for (i, ((e, s), &y)) in feats.iter().zip(&ys).enumerate() {
+            st.append(&record(i, e, *s, y)).unwrap();
+        }
+        drop(st);
+        let lineage = dir.join("lineage.log");
+        let hp = HyperArgs {
+            steps: 100,
+            max_forgetting: 1.0,
+            ..HyperArgs::default()
+        };
+        train_cmd(&model, &store, &lineage, None, None, 10, 5, &hp, None).unwrap();
+        (model, lineage)
     }
 }

@@ -59,14 +59,29 @@ pub enum SyncCmd {
         #[command(flatten)]
         link: LinkArgs,
     },
-    /// Write a bundle: everything since a mark (default: everything).
+    /// Write a bundle: everything since a mark (default: everything), or what a peer
+    /// probably lacks (everything that arrived after the last completed session with it).
     Export {
         #[command(flatten)]
         node: NodeArgs,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "for_peer")]
         since: u64,
+        /// The peer's public key (hex).
+        #[arg(long = "for")]
+        for_peer: Option<String>,
+    },
+    /// Offer this node's active adapter (from `cairn learn`) to the fleet as a contribution
+    /// (n = its training records, Σ n·Δ = n × its weights), keyed by the adapter's shape.
+    Contribute {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        lineage: PathBuf,
+        /// The base model the adapter was trained on.
+        #[arg(long)]
+        model: PathBuf,
     },
     /// Import a bundle (resumable: `--from` the offset a cut import reported).
     Import {
@@ -130,6 +145,15 @@ fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
             .with_context(|| format!("'{s}' is not hex"))?;
     }
     Ok(out)
+}
+
+/// The adapter key: SHA-256 of the adapter's shape (same layer, rank, classes).
+fn sha2_shape(shape: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"cairn-adapter/1");
+    h.update(shape);
+    h.finalize().into()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -200,6 +224,35 @@ impl Node {
         }
         Ok(n)
     }
+    fn marks_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".marks");
+        PathBuf::from(p)
+    }
+    /// Per-peer marks: the replica's arrival counter after the last completed session.
+    fn marks(&self) -> Vec<(String, u64)> {
+        std::fs::read_to_string(self.marks_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, m) = l.split_once(' ')?;
+                Some((k.to_string(), m.trim().parse().ok()?))
+            })
+            .collect()
+    }
+    fn set_mark(&self, peer: &[u8; 32], mark: u64) -> Result<()> {
+        let key = hex(peer);
+        let mut m: Vec<(String, u64)> = self
+            .marks()
+            .into_iter()
+            .filter(|(k, _)| *k != key)
+            .collect();
+        m.push((key, mark));
+        let text: String = m.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        std::fs::write(self.marks_path(), text)?;
+        Ok(())
+    }
+
     /// Write the replica atomically (a complete, signed bundle of everything).
     fn save(&self) -> Result<()> {
         let tmp = self.path.with_extension("tmp");
@@ -390,7 +443,11 @@ fn run_session(node: &mut Node, role: Role, link: &mut dyn Link, l: &LinkArgs) -
     .map_err(|e| anyhow!("{e:?}"))?;
     let ok = drive(&mut s, link, Duration::from_secs(l.timeout), l.mtu)?;
     let st = *s.stats();
+    let peer = s.peer();
     node.replica = s.into_store();
+    if let (true, Some(p)) = (ok, peer) {
+        node.set_mark(&p, node.replica.mark())?;
+    }
     report(
         if role == Role::Initiator {
             "connect"
@@ -531,8 +588,23 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             }
             Ok(())
         }
-        SyncCmd::Export { node, out, since } => {
+        SyncCmd::Export {
+            node,
+            out,
+            since,
+            for_peer,
+        } => {
             let n = Node::load(&node)?;
+            let since = match for_peer {
+                Some(p) => {
+                    let key = hex(&unhex::<32>(&p)?);
+                    n.marks()
+                        .into_iter()
+                        .find(|(k, _)| *k == key)
+                        .map_or(0, |m| m.1)
+                }
+                None => since,
+            };
             let b = bundle::export(&n.replica, &n.key, since);
             std::fs::write(&out, &b)?;
             println!(
@@ -540,6 +612,58 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
                 out.display(),
                 b.len(),
                 n.replica.mark()
+            );
+            Ok(())
+        }
+        SyncCmd::Contribute {
+            node,
+            lineage,
+            model,
+        } => {
+            let mut n = Node::load(&node)?;
+            let bytes = crate::tools::read_model(&model)?;
+            let base = cairn_learn::lineage::model_hash(bytes.as_slice());
+            if base != n.base {
+                bail!("--base-model must be this model's hash: {}", hex(&base));
+            }
+            let f = cairn_memory::flash::FileFlash::<4096>::open(&lineage, 64)?;
+            let (mut log, _) =
+                cairn_learn::lineage::CheckpointLog::open(f).map_err(|e| anyhow!("{e:?}"))?;
+            let id = log.active().context("no active adapter in the lineage")?;
+            let (c, _) = log
+                .find(&id)
+                .map_err(|e| anyhow!("{e:?}"))?
+                .context("active checkpoint missing")?;
+            let mut w = vec![0f32; c.n_params as usize];
+            log.load(&id, &base, &mut w).map_err(|e| anyhow!("{e:?}"))?;
+            let nrec = c.n_records.max(1);
+            let sum: Vec<f32> = w.iter().map(|v| v * nrec as f32).collect();
+            let mut key = [0u8; 16];
+            let shape: Vec<u8> = c.shape.iter().flat_map(|v| v.to_le_bytes()).collect();
+            key.copy_from_slice(&sha2_shape(&shape)[..16]);
+            let head = cairn_sync::item::ContributionHead {
+                base,
+                key,
+                n: nrec,
+                dim: w.len() as u32,
+            };
+            let mut body = vec![0u8; cairn_sync::item::CONTRIB_HEAD + 4 * w.len()];
+            let len =
+                cairn_sync::item::contribution_body(&head, &sum, &mut body).context("body")?;
+            let mut out = vec![0u8; MAX_ITEM];
+            let il = sign_into(&n.key, Kind::Contribution, &body[..len], &mut out)
+                .map_err(|e| anyhow!("{e:?}"))?;
+            let item = cairn_sync::Item::verify(&out[..il]).map_err(|e| anyhow!("{e:?}"))?;
+            let new = n.replica.insert(&item).map_err(|e| anyhow!("{e:?}"))?;
+            n.save()?;
+            let (merged, total) = n.replica.merged(&key).unwrap_or_default();
+            println!(
+                "{} contribution of adapter {} (n = {nrec}, {} weights); the fleet's merged adapter for key {} now averages {total} records ({} weights)",
+                if new { "added" } else { "already had this" },
+                hex(&id[..8]),
+                w.len(),
+                hex(&key[..8]),
+                merged.len()
             );
             Ok(())
         }
@@ -657,12 +781,63 @@ mod tests {
             assert_eq!(a.replica.ids(), b.replica.ids(), "tcp {tcp}");
             assert_eq!(a.replica.len(), 35);
         }
+        // What node 2 probably lacks: nothing since the last session; then one new record.
+        let for2 = dir.join("for2.bundle");
+        let count = |p: &Path| {
+            let b = std::fs::read(p).unwrap();
+            let n1 = node(1);
+            let fb = std::fs::read(&n1.fleet).unwrap();
+            let fl = Fleet::verify(&fb, &unhex::<32>(&n1.authority).unwrap()).unwrap();
+            bundle::import(&b, 0, &mut Replica::default(), &fl, &[0; 32])
+                .unwrap()
+                .stored
+        };
+        sync(SyncCmd::Export {
+            node: node(1),
+            out: for2.clone(),
+            since: 0,
+            for_peer: Some(pk(2)),
+        })
+        .unwrap();
+        assert_eq!(count(&for2), 0);
+        {
+            let mut n = Node::load(&node(1)).unwrap();
+            let me = node_id(n.key.verifying_key().as_bytes());
+            let emb = [9i8; 64];
+            let r = cairn_memory::Record {
+                origin: me,
+                timestamp_ms: 999,
+                label: 2,
+                importance: 3,
+                meta: [0; 4],
+                scale: 0.1,
+                embedding: &emb,
+                payload: &[],
+            };
+            let mut body = vec![0u8; r.encoded_len()];
+            r.encode(&mut body).unwrap();
+            let mut out = vec![0u8; MAX_ITEM];
+            let len = sign_into(&n.key, Kind::Record, &body, &mut out).unwrap();
+            n.replica
+                .insert(&cairn_sync::Item::verify(&out[..len]).unwrap())
+                .unwrap();
+            n.save().unwrap();
+        }
+        sync(SyncCmd::Export {
+            node: node(1),
+            out: for2.clone(),
+            since: 0,
+            for_peer: Some(pk(2)),
+        })
+        .unwrap();
+        assert_eq!(count(&for2), 1);
         // A bundle to a third replica with no round trip.
         let bundle_path = dir.join("b.bundle");
         sync(SyncCmd::Export {
             node: node(1),
             out: bundle_path.clone(),
             since: 0,
+            for_peer: None,
         })
         .unwrap();
         let mut n3 = node(2);
@@ -673,7 +848,60 @@ mod tests {
             from: 0,
         })
         .unwrap();
-        assert_eq!(Node::load(&n3).unwrap().replica.len(), 35);
+        assert_eq!(Node::load(&n3).unwrap().replica.len(), 36);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An adapter trained by `cairn learn` becomes a signed contribution; the replica's
+    /// merged adapter for its key is that adapter (one contributor).
+    #[test]
+    fn contribute_the_active_adapter() {
+        let dir = std::env::temp_dir().join(format!("cairn-contrib-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/zoo");
+        let (model, lineage) = crate::learn::tests::trained_lineage(&zoo, &dir);
+        let bytes = crate::tools::read_model(&model).unwrap();
+        let base = cairn_learn::lineage::model_hash(bytes.as_slice());
+        let keys: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("k{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            std::fs::write(k, [i as u8 + 11; 32]).unwrap();
+        }
+        let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
+        let fleet = dir.join("fleet");
+        sync(SyncCmd::Fleet {
+            authority: keys[0].clone(),
+            members: vec![pk(1)],
+            version: 1,
+            out: fleet.clone(),
+        })
+        .unwrap();
+        let node = NodeArgs {
+            key: keys[1].clone(),
+            fleet,
+            authority: pk(0),
+            replica: dir.join("r"),
+            base_model: Some(hex(&base)),
+        };
+        sync(SyncCmd::Contribute {
+            node: node.clone(),
+            lineage: lineage.clone(),
+            model: model.clone(),
+        })
+        .unwrap();
+        let n = Node::load(&node).unwrap();
+        assert_eq!(n.replica.len(), 1);
+        // Another base model is refused.
+        let wrong = NodeArgs {
+            base_model: Some(hex(&[1u8; 32])),
+            ..node
+        };
+        assert!(sync(SyncCmd::Contribute {
+            node: wrong,
+            lineage,
+            model
+        })
+        .is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
