@@ -28,6 +28,17 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 SEED = 20261127
 
 
+def digits_split():
+    """scikit-learn's digits scaled to [0, 1], split 80/20 (seeded, stratified)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    return train_test_split(x, y, test_size=0.2, random_state=SEED % 1000, stratify=y)
+
+
 def mlp_onnx(clf, name, classes):
     """A scikit-learn MLP as ONNX: Gemm + Relu per hidden layer, Gemm, Softmax."""
     nodes, inits = [], []
@@ -62,14 +73,9 @@ def digits_incremental():
       digits/train_x.npy, train_y.npy                   the training split (1437 images)
     The test split is the existing test_x.npy / test_y.npy (same split, same seed).
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
 
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=SEED % 1000, stratify=y)
+    xtr, xte, ytr, yte = digits_split()
     old = ytr < 5
     clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=600, random_state=0)
     clf.fit(xtr[old], ytr[old])
@@ -84,38 +90,13 @@ def digits_incremental():
 
 
 def digits():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
 
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=SEED % 1000, stratify=y)
+    xtr, xte, ytr, yte = digits_split()
     clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=600, random_state=0)
     clf.fit(xtr, ytr)
     print(f"digits MLP test accuracy (sklearn): {clf.score(xte, yte):.4f}")
-    nodes, inits = [], []
-    prev = "x"
-    n_layers = len(clf.coefs_)
-    for i, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
-        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
-        inits.append(numpy_helper.from_array(b.astype(np.float32), f"b{i}"))
-        out = f"h{i}" if i < n_layers - 1 else "logits"
-        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out + ("_lin" if i < n_layers - 1 else "")], name=f"fc{i}"))
-        if i < n_layers - 1:
-            nodes.append(helper.make_node("Relu", [out + "_lin"], [out], name=f"relu{i}"))
-        prev = out
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
-    g = helper.make_graph(
-        nodes, "digits_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
-        inits,
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="cairn-zoo")
-    m.ir_version = 8
-    onnx.checker.check_model(m)
+    m = mlp_onnx(clf, "digits_mlp", 10)
     out = os.path.join(ROOT, "digits")
     onnx.save(m, os.path.join(out, "digits_mlp.onnx"))
     rng = np.random.default_rng(SEED)

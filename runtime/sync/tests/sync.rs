@@ -8,7 +8,7 @@ use cairn_sync::item::{
     contribution_body, meta_body, node_id, sign_into, tombstone_body, ContributionHead, Item, Kind,
 };
 use cairn_sync::replica::{Policy, Replica};
-use cairn_sync::testkit::{run, Link, Sparse};
+use cairn_sync::testkit::{run, Link};
 use cairn_sync::{Config, Event, Id, Reject, Role, Session, Store};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
@@ -222,67 +222,10 @@ proptest! {
     }
 }
 
-/// Reconciliation cost for `diff` records missing on one side of `n`: (bytes on the wire
-/// both ways including the handshake, flights of data frames from the first Hello to the
-/// last item, payload bytes). Two flights make a round trip.
-pub fn big_case(n: usize, diff: usize, dim: usize, seed: u64) -> (u64, u64, u64) {
-    let mut r = Rng(seed);
+fn big_case(n: usize, diff: usize, dim: usize, seed: u64) -> (u64, u64, u64) {
     let fb = fleet_bytes(2);
-    let fl = fleet(&fb);
-    let mut common: Vec<Id> = (0..n - diff).map(|_| r.bytes::<16>()).collect();
-    common.sort_unstable();
-    let mut a = Sparse {
-        ids: common.clone(),
-        real: Replica::new(Policy::default()),
-    };
-    let b = Sparse {
-        ids: common,
-        real: Replica::new(Policy::default()),
-    };
-    let mut payload = 0;
-    for i in 0..diff {
-        let item = record_dim(1, i as u64, 9, &[], dim);
-        payload += item.len() as u64;
-        let it = Item::verify(&item).unwrap();
-        a.insert(&it).unwrap();
-    }
-    let mut sa = Session::new(
-        Role::Responder,
-        config(fl, 1400),
-        &[1; 32],
-        &r.bytes(),
-        a,
-        0,
-    )
-    .unwrap();
-    let mut sb = Session::new(
-        Role::Initiator,
-        config(fl, 1400),
-        &[2; 32],
-        &r.bytes(),
-        b,
-        0,
-    )
-    .unwrap();
-    let mut link = Link {
-        loss: 0,
-        seed: 1,
-        limit: usize::MAX,
-    };
-    // Flights: runs of data frames in one direction; ack-only frames and a frame holding
-    // only the closing Done (12 + 3 + 16 bytes) do not count.
-    let (mut flights, mut last) = (0u64, 2usize);
-    let (ok, _) = run(&mut sa, &mut sb, &mut link, |_, dir, f| {
-        if f[1] & 4 == 0 && f.len() != 31 && dir != last {
-            flights += 1;
-            last = dir;
-        }
-        true
-    });
-    assert!(ok, "seed {seed}");
-    assert_eq!(sa.store().ids(), sb.store().ids(), "seed {seed}");
-    let bytes = sa.stats().bytes_sent + sb.stats().bytes_sent;
-    (bytes, flights, payload)
+    let c = cairn_sync::testkit::reconcile_cost(fleet(&fb), [[1; 32], [2; 32]], n, diff, dim, seed);
+    (c.bytes, c.flights, c.payload)
 }
 
 #[test]

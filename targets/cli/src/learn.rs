@@ -1104,27 +1104,7 @@ pub(crate) mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let bb = backbone(&zoo).unwrap();
-        let model = dir.join("base.cairn");
-        std::fs::write(&model, bb.bytes.as_slice()).unwrap();
-        let d = zoo.join("digits");
-        let xs = rows(&d.join("train_x.npy")).unwrap();
-        let ys = labels(&d.join("train_y.npy")).unwrap();
-        let feats = features(&bb, &xs[..400]).unwrap();
-        let store = dir.join("mem.store");
-        {
-            let (mut st, _) = Store::open(
-                FileFlash::<65536>::open(&store, 4).unwrap(),
-                Config {
-                    dim: 64,
-                    max_records: 10_000,
-                    max_payload: 0,
-                },
-            )
-            .unwrap();
-            for (i, ((e, s), &y)) in feats.iter().zip(&ys).enumerate() {
-                st.append(&record(i, e, *s, y)).unwrap();
-            }
-        }
+        let (model, store) = model_and_store(&zoo, &bb, &dir, 400);
         let lineage = dir.join("lineage.log");
         // The file flow is under test here, not the gate (34 held-out old records).
         let hp = HyperArgs {
@@ -1222,12 +1202,26 @@ pub(crate) mod tests {
     /// A base model file and a lineage with one promoted adapter, in `dir` (for other tests).
     pub(crate) fn trained_lineage(zoo: &Path, dir: &Path) -> (PathBuf, PathBuf) {
         let bb = backbone(zoo).unwrap();
+        let (model, store) = model_and_store(zoo, &bb, dir, 300);
+        let lineage = dir.join("lineage.log");
+        let hp = HyperArgs {
+            steps: 100,
+            max_forgetting: 1.0,
+            ..HyperArgs::default()
+        };
+        train_cmd(&model, &store, &lineage, None, None, 10, 5, &hp, None).unwrap();
+        (model, lineage)
+    }
+
+    /// The backbone as a model file and a store file holding the features of the first `n`
+    /// training images with their labels.
+    fn model_and_store(zoo: &Path, bb: &Backbone, dir: &Path, n: usize) -> (PathBuf, PathBuf) {
         let model = dir.join("base.cairn");
         std::fs::write(&model, bb.bytes.as_slice()).unwrap();
         let d = zoo.join("digits");
         let xs = rows(&d.join("train_x.npy")).unwrap();
         let ys = labels(&d.join("train_y.npy")).unwrap();
-        let feats = features(&bb, &xs[..300]).unwrap();
+        let feats = features(bb, &xs[..n]).unwrap();
         let store = dir.join("mem.store");
         let (mut st, _) = Store::open(
             FileFlash::<65536>::open(&store, 4).unwrap(),
@@ -1241,14 +1235,6 @@ pub(crate) mod tests {
         for (i, ((e, s), &y)) in feats.iter().zip(&ys).enumerate() {
             st.append(&record(i, e, *s, y)).unwrap();
         }
-        drop(st);
-        let lineage = dir.join("lineage.log");
-        let hp = HyperArgs {
-            steps: 100,
-            max_forgetting: 1.0,
-            ..HyperArgs::default()
-        };
-        train_cmd(&model, &store, &lineage, None, None, 10, 5, &hp, None).unwrap();
-        (model, lineage)
+        (model, store)
     }
 }

@@ -695,6 +695,29 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Sign a record of this node (64-d embedding filled with `v`) into its replica.
+    fn add_record(n: &mut Node, ts: u64, v: i8) {
+        let me = node_id(n.key.verifying_key().as_bytes());
+        let emb = [v; 64];
+        let r = cairn_memory::Record {
+            origin: me,
+            timestamp_ms: ts,
+            label: 1,
+            importance: 3,
+            meta: [0; 4],
+            scale: 0.1,
+            embedding: &emb,
+            payload: &[],
+        };
+        let mut body = vec![0u8; r.encoded_len()];
+        r.encode(&mut body).unwrap();
+        let mut out = vec![0u8; MAX_ITEM];
+        let len = sign_into(&n.key, Kind::Record, &body, &mut out).unwrap();
+        n.replica
+            .insert(&cairn_sync::Item::verify(&out[..len]).unwrap())
+            .unwrap();
+    }
+
     /// Two nodes over real TCP and UDP sockets (UDP with 20% loss) converge.
     #[test]
     fn serve_and_connect_over_tcp_and_lossy_udp() {
@@ -724,26 +747,8 @@ mod tests {
         // Node 1 has 30 records, node 2 has 5 of its own.
         for (i, count) in [(1usize, 30u64), (2, 5)] {
             let mut n = Node::load(&node(i)).unwrap();
-            let me = node_id(n.key.verifying_key().as_bytes());
             for t in 0..count {
-                let emb = [t as i8; 64];
-                let r = cairn_memory::Record {
-                    origin: me,
-                    timestamp_ms: t,
-                    label: 1,
-                    importance: 3,
-                    meta: [0; 4],
-                    scale: 0.1,
-                    embedding: &emb,
-                    payload: &[],
-                };
-                let mut body = vec![0u8; r.encoded_len()];
-                r.encode(&mut body).unwrap();
-                let mut out = vec![0u8; MAX_ITEM];
-                let len = sign_into(&n.key, Kind::Record, &body, &mut out).unwrap();
-                n.replica
-                    .insert(&cairn_sync::Item::verify(&out[..len]).unwrap())
-                    .unwrap();
+                add_record(&mut n, t, t as i8);
             }
             n.save().unwrap();
         }
@@ -802,25 +807,7 @@ mod tests {
         assert_eq!(count(&for2), 0);
         {
             let mut n = Node::load(&node(1)).unwrap();
-            let me = node_id(n.key.verifying_key().as_bytes());
-            let emb = [9i8; 64];
-            let r = cairn_memory::Record {
-                origin: me,
-                timestamp_ms: 999,
-                label: 2,
-                importance: 3,
-                meta: [0; 4],
-                scale: 0.1,
-                embedding: &emb,
-                payload: &[],
-            };
-            let mut body = vec![0u8; r.encoded_len()];
-            r.encode(&mut body).unwrap();
-            let mut out = vec![0u8; MAX_ITEM];
-            let len = sign_into(&n.key, Kind::Record, &body, &mut out).unwrap();
-            n.replica
-                .insert(&cairn_sync::Item::verify(&out[..len]).unwrap())
-                .unwrap();
+            add_record(&mut n, 999, 9);
             n.save().unwrap();
         }
         sync(SyncCmd::Export {
