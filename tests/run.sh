@@ -44,6 +44,19 @@ for t in $NOSTD_TARGETS; do
   echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn, cairn-sync (no alloc) for $t"
 done
 
+step "device targets: QEMU (Cortex-M4), defmt-print, firmware lint and size gate"
+if ! command -v qemu-system-arm >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-system-arm >/dev/null
+fi
+command -v defmt-print >/dev/null || cargo install defmt-print --version 1.2.0 --locked --quiet
+# From here on a missing QEMU or defmt-print fails the firmware test instead of skipping it.
+export CAIRN_REQUIRE_QEMU=1
+(cd targets/mcu && cargo fmt --check && cargo clippy --release --quiet -- -D warnings)
+targets/mcu/size.sh
+
 step "tests"
 cargo test --workspace 2>&1 | tee target/test.log
 grep -q "test result: FAILED" target/test.log && exit 1

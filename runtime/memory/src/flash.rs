@@ -8,29 +8,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlashError {
-    OutOfBounds,
-    NotAligned,
-    /// The fault injector cut the power; nothing more happens until the device restarts.
-    PowerCut,
-    /// The host file could not be read or written.
-    Io,
-}
-
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        match self {
-            FlashError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::NotAligned => NorFlashErrorKind::NotAligned,
-            _ => NorFlashErrorKind::Other,
-        }
-    }
-}
+pub use crate::slice_flash::FlashError;
+use crate::slice_flash::check;
 
 /// NOR flash in RAM with `ERASE`-byte sectors and 4-byte program granularity.
 #[derive(Clone, Debug)]
@@ -47,18 +28,6 @@ impl<const ERASE: usize> RamFlash<ERASE> {
             erases: vec![0; sectors],
         }
     }
-}
-
-fn check(offset: u32, len: usize, cap: usize, align: usize) -> Result<(usize, usize), FlashError> {
-    let o = offset as usize;
-    let end = o.checked_add(len).ok_or(FlashError::OutOfBounds)?;
-    if end > cap {
-        return Err(FlashError::OutOfBounds);
-    }
-    if !o.is_multiple_of(align) || !len.is_multiple_of(align) {
-        return Err(FlashError::NotAligned);
-    }
-    Ok((o, end))
 }
 
 impl<const ERASE: usize> ErrorType for RamFlash<ERASE> {

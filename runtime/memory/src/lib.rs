@@ -31,6 +31,7 @@ pub mod hnsw;
 pub mod ivf;
 pub mod ram;
 pub mod search;
+pub mod slice_flash;
 #[allow(unsafe_code)]
 mod simd;
 pub mod store;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Boot a firmware ELF on QEMU's MPS2-AN386 (Cortex-M4F) and decode its defmt log.
+# -icount shift=0: virtual time advances 1 ns per instruction, so the 25 MHz SysTick
+# counts one tick per 40 instructions (the firmware reports instructions from it).
+set -euo pipefail
+elf="$1"
+qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none \
+  -semihosting-config enable=on,target=native -icount shift=0 -kernel "$elf" \
+  | defmt-print -e "$elf"

@@ -1,0 +1,305 @@
+//! cairn on a Cortex-M4F (thumbv7em-none-eabihf), booted in QEMU by `cargo run`:
+//!
+//! 1. runs the bundled digits model (int8, from flash) on eight sample inputs with the arena
+//!    in RAM, and logs each output's bytes (the host test compares them with the host
+//!    interpreter, byte for byte) and the instructions per inference;
+//! 2. keeps each input's penultimate features in a memory store over a flash-shaped region
+//!    (no allocator) and asks it for the nearest earlier observation;
+//! 3. trains a new classifier head on those memories for a few steps (cairn-learn, arena
+//!    planned up front) and logs the loss and the instructions per step.
+//!
+//! Logs go out with defmt over semihosting (decoded by `defmt-print`); the exit status is
+//! the verdict.
+#![no_std]
+#![no_main]
+
+use cortex_m as _;
+use defmt_semihosting as _;
+
+use cairn_core::{Interpreter, Model};
+use cairn_kernels::CpuBackend;
+use cairn_learn::learner::{arena_bytes, Slot};
+use cairn_learn::{AdapterShape, Learner, Optimizer, Sample, TrainConfig};
+use cairn_memory::ram::FixedRam;
+use cairn_memory::search::{Filter, Hit, Scoring};
+use cairn_memory::slice_flash::SliceFlash;
+use cairn_memory::{Config, LogStore, Record};
+use cortex_m::peripheral::{syst::SystClkSource, SYST};
+use cortex_m_rt::entry;
+use cortex_m_semihosting::debug;
+
+static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
+static INPUTS: &[u8] = cairn_core::include_model!("../assets/inputs.bin");
+const LABELS: [u16; 8] = [7, 8, 1, 7, 8, 5, 6, 9];
+const N: usize = 8;
+const DIM: usize = 32;
+
+/// Instructions per SysTick tick: QEMU runs with `-icount shift=0` (1 ns per instruction)
+/// and the MPS2 SysTick counts at 25 MHz.
+const INSN_PER_TICK: u32 = 40;
+
+static mut ARENA: cairn_core::Aligned<[u8; 1024]> = cairn_core::Aligned([0; 1024]);
+// Zeroed RAM standing in for a flash region: the store erases the sectors it uses.
+static mut FLASH: [u8; 8 * 1024] = [0; 8 * 1024];
+static mut STORE_RAM: FixedRam<16, DIM, 8, 128> = FixedRam::new();
+static mut LEARN_ARENA: [u32; 2304] = [0; 2304];
+
+/// SysTick's current value (it counts down from 0xFF_FFFF).
+fn ticks(_: &SYST) -> u32 {
+    SYST::get_current()
+}
+
+/// Instructions between two `ticks` readings.
+fn insns(t0: u32, t1: u32) -> u32 {
+    (t0.wrapping_sub(t1) & 0x00FF_FFFF) * INSN_PER_TICK
+}
+
+#[entry]
+fn main() -> ! {
+    let ok = run();
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+fn run() -> bool {
+    let mut cp = cortex_m::Peripherals::take().unwrap();
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(0x00FF_FFFF);
+    cp.SYST.clear_current();
+    cp.SYST.enable_counter();
+    let syst = &cp.SYST;
+
+    // Calibration: a loop of known length (3 instructions per iteration: nop, subs, bne).
+    let t0 = ticks(syst);
+    // SAFETY: a counted loop on one register; no memory, no stack.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "nop",
+            "subs {0}, {0}, #1",
+            "bne 2b",
+            inout(reg) 100_000u32 => _,
+            options(nomem, nostack)
+        )
+    };
+    let t1 = ticks(syst);
+    defmt::println!(
+        "calibration: 300000-instruction loop measured as ~{=u32} instructions",
+        insns(t0, t1)
+    );
+
+    let model = match Model::parse(MODEL) {
+        Ok(m) => m,
+        Err(e) => {
+            defmt::error!("model refused: {}", defmt::Debug2Format(&e));
+            return false;
+        }
+    };
+    defmt::println!(
+        "model: {=usize} bytes of flash, arena {=usize} bytes, {=usize} ops",
+        model.flash_bytes(),
+        model.arena_bytes(),
+        model.n_ops()
+    );
+    // SAFETY: main runs once; nothing else touches these statics.
+    #[allow(static_mut_refs)]
+    let (arena, flash, store_ram, learn_arena) =
+        unsafe { (&mut ARENA.0, &mut FLASH, &mut STORE_RAM, &mut LEARN_ARENA) };
+    let mut it = match Interpreter::new(model, CpuBackend, arena) {
+        Ok(it) => it,
+        Err(e) => {
+            defmt::error!("interpreter: {}", defmt::Debug2Format(&e));
+            return false;
+        }
+    };
+    let (mut store, _) = match LogStore::open_in(
+        SliceFlash::<1024>::new(flash),
+        Config {
+            dim: DIM,
+            max_records: 16,
+            max_payload: 0,
+        },
+        core::mem::take(store_ram),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            defmt::error!("store: {}", defmt::Debug2Format(&e));
+            return false;
+        }
+    };
+
+    let mut embs = [[0i8; DIM]; N];
+    let mut scales = [0f32; N];
+    let mut correct = 0;
+    for (i, x) in INPUTS.chunks_exact(64 * 4).take(N).enumerate() {
+        let mut input = [0f32; 64];
+        for (v, c) in input.iter_mut().zip(x.chunks_exact(4)) {
+            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        if it.set_input_f32(0, &input).is_err() {
+            return false;
+        }
+        let t0 = ticks(syst);
+        if it.invoke().is_err() {
+            defmt::error!("invoke failed");
+            return false;
+        }
+        let t1 = ticks(syst);
+        let (Ok(probs), Ok(feats)) = (it.output(0), it.output(1)) else {
+            return false;
+        };
+        let p: &[u8] = probs.data;
+        let mut best = 0;
+        for k in 0..10 {
+            if f32_at(p, k) > f32_at(p, best) {
+                best = k;
+            }
+        }
+        correct += (best as u16 == LABELS[i]) as u32;
+        defmt::println!(
+            "infer {=usize}: class {=usize} (label {=u16}), ~{=u32} instructions",
+            i,
+            best,
+            LABELS[i],
+            insns(t0, t1)
+        );
+        defmt::println!("out0 {=usize} {=[u8]}", i, p);
+        defmt::println!("out1 {=usize} {=[u8]}", i, feats.data);
+        // Keep the features as an int8 memory (symmetric, per record).
+        let f: [f32; DIM] = core::array::from_fn(|k| f32_at(feats.data, k));
+        let peak = f.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let scale = if peak > 0.0 { peak / 127.0 } else { 1.0 };
+        for (e, &v) in embs[i].iter_mut().zip(&f) {
+            *e = libm_round(v / scale) as i8;
+        }
+        scales[i] = scale;
+        let r = Record {
+            origin: 0xC0FFEE,
+            timestamp_ms: i as u64,
+            label: LABELS[i],
+            importance: 100,
+            meta: [0; 4],
+            scale,
+            embedding: &embs[i],
+            payload: &[],
+        };
+        if store.append(&r).is_err() {
+            defmt::error!("append failed");
+            return false;
+        }
+    }
+    defmt::println!("accuracy on the samples: {=u32}/8", correct);
+    // The nearest other memory of the last input.
+    let mut hits = [Hit::default(); 2];
+    let n = store.search_into(
+        &embs[N - 1],
+        &Filter::default(),
+        &Scoring::default(),
+        &mut hits,
+    );
+    let (used, live) = store.usage();
+    defmt::println!(
+        "memory: {=usize} records, {=usize} bytes of log ({=usize} live); nearest to the last input: cosine {=f32}, then {=f32}",
+        store.len(),
+        used,
+        live,
+        if n > 0 { hits[0].cosine } else { 0.0 },
+        if n > 1 { hits[1].cosine } else { 0.0 }
+    );
+
+    // A new head trained on the memories (no frozen layer: the features are the input).
+    let shape = AdapterShape {
+        fin: DIM,
+        hidden: 0,
+        rank: 0,
+        classes: 10,
+        batch: N,
+    };
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.05),
+        clip_norm: 5.0,
+        weight_decay: 0.0,
+        steps: 5,
+        replay_per_batch: 0,
+        lora_scale: 1.0,
+        distill: 0.0,
+        seed: 1,
+    };
+    let bytes: &mut [u8] = bytemuck_bytes(learn_arena);
+    let need = arena_bytes(shape, &cfg);
+    let mut l = match Learner::new(shape, None, cfg, bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            defmt::error!("learner: {}", defmt::Debug2Format(&e));
+            return false;
+        }
+    };
+    let _ = l.init(None, 1);
+    l.begin_candidate();
+    let batch: [Sample; N] = core::array::from_fn(|i| Sample {
+        emb: &embs[i],
+        scale: scales[i],
+        label: LABELS[i],
+    });
+    let mut last = 0.0;
+    for step in 0..5 {
+        let t0 = ticks(syst);
+        let Ok(loss) = l.step(&batch) else {
+            return false;
+        };
+        let t1 = ticks(syst);
+        defmt::println!(
+            "learn step {=u32}: loss {=f32}, ~{=u32} instructions (arena {=usize} bytes)",
+            step,
+            loss,
+            insns(t0, t1),
+            need
+        );
+        last = loss;
+    }
+    let right = batch
+        .iter()
+        .filter(|s| l.predict(Slot::Candidate, s).ok() == Some(s.label))
+        .count();
+    defmt::println!(
+        "after learning: {=usize}/8 memories classified by the new head, loss {=f32}",
+        right,
+        last
+    );
+    true
+}
+
+fn f32_at(b: &[u8], k: usize) -> f32 {
+    f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])
+}
+
+fn libm_round(v: f32) -> f32 {
+    if v >= 0.0 {
+        (v + 0.5) as i32 as f32
+    } else {
+        -((-v + 0.5) as i32 as f32)
+    }
+}
+
+fn bytemuck_bytes(a: &mut [u32; 2304]) -> &mut [u8] {
+    // A u32 array viewed as bytes: 4-byte aligned, as the learner wants.
+    let len = a.len() * 4;
+    let ptr = a.as_mut_ptr() as *mut u8;
+    // SAFETY: the same memory, u8 has no alignment or validity requirements.
+    unsafe { core::slice::from_raw_parts_mut(ptr, len) }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // Not through semihosting stdout (it would corrupt the defmt stream).
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
