@@ -92,5 +92,11 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
         assert_eq!(o1[i], host1, "input {i}: features differ from the host");
     }
     assert!(log.contains("after learning: 8/8"), "log:\n{log}");
-    println!("{}", log.lines().filter(|l| !l.starts_with("out")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| !l.starts_with("out"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 
-pub use crate::slice_flash::FlashError;
 use crate::slice_flash::check;
+pub use crate::slice_flash::FlashError;
 
 /// NOR flash in RAM with `ERASE`-byte sectors and 4-byte program granularity.
 #[derive(Clone, Debug)]

@@ -31,9 +31,9 @@ pub mod hnsw;
 pub mod ivf;
 pub mod ram;
 pub mod search;
-pub mod slice_flash;
 #[allow(unsafe_code)]
 mod simd;
+pub mod slice_flash;
 pub mod store;
 
 pub use record::{Id, Record, RecordError};

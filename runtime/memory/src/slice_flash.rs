@@ -26,7 +26,12 @@ impl NorFlashError for FlashError {
     }
 }
 
-pub(crate) fn check(offset: u32, len: usize, cap: usize, align: usize) -> Result<(usize, usize), FlashError> {
+pub(crate) fn check(
+    offset: u32,
+    len: usize,
+    cap: usize,
+    align: usize,
+) -> Result<(usize, usize), FlashError> {
     let o = offset as usize;
     let end = o.checked_add(len).ok_or(FlashError::OutOfBounds)?;
     if end > cap {
