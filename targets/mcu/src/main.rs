@@ -1,7 +1,8 @@
 //! cairn on a Cortex-M4F (thumbv7em-none-eabihf), booted in QEMU by `cargo run`:
 //!
-//! 1. runs the bundled digits model (int8, from flash) on eight sample inputs with the arena
-//!    in RAM, and logs each output's bytes (the host test compares them with the host
+//! 1. reads eight frames from an 8×8 sensor through embedded-hal's I2C trait (a mock bus in
+//!    QEMU serves the bundled samples) and runs the digits model (int8, from flash) on each
+//!    with the arena in RAM, and logs each output's bytes (the host test compares them with the host
 //!    interpreter, byte for byte) and the instructions per inference;
 //! 2. keeps each input's penultimate features in a memory store over a flash-shaped region
 //!    (no allocator) and asks it for the nearest earlier observation;
@@ -15,6 +16,8 @@
 
 use cortex_m as _;
 use defmt_semihosting as _;
+
+mod sensor;
 
 use cairn_core::{Interpreter, Model};
 use cairn_kernels::CpuBackend;
@@ -137,10 +140,12 @@ fn run() -> bool {
     let mut embs = [[0i8; DIM]; N];
     let mut scales = [0f32; N];
     let mut correct = 0;
-    for (i, x) in INPUTS.chunks_exact(64 * 4).take(N).enumerate() {
+    let mut camera = sensor::Grid8x8::new(sensor::MockBus::new(INPUTS));
+    for i in 0..N {
         let mut input = [0f32; 64];
-        for (v, c) in input.iter_mut().zip(x.chunks_exact(4)) {
-            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if camera.read_frame(&mut input).is_err() {
+            defmt::error!("sensor read failed");
+            return false;
         }
         if it.set_input_f32(0, &input).is_err() {
             return false;
