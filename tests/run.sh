@@ -57,6 +57,23 @@ export CAIRN_REQUIRE_QEMU=1
 (cd targets/mcu && cargo fmt --check && cargo clippy --release --quiet -- -D warnings)
 targets/mcu/size.sh
 
+step "mobile and edge boards: libcairn.a for Android and iOS, the C test on aarch64 under qemu-aarch64"
+installed=$(rustup target list --installed)
+for t in aarch64-unknown-linux-gnu aarch64-linux-android aarch64-apple-ios; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null
+fi
+for t in aarch64-linux-android aarch64-apple-ios; do
+  cargo build -p cairn-ffi --release --target "$t" --quiet
+  echo "ok: libcairn.a for $t"
+done
+targets/ffi/c-test.sh
+
 step "tests"
 cargo test --workspace 2>&1 | tee target/test.log
 grep -q "test result: FAILED" target/test.log && exit 1

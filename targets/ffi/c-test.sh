@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Build libcairn.a for aarch64 Linux, link the C test against it through include/cairn.h,
+# and run it under qemu-aarch64 (binfmt is absent here, so the emulator is called directly).
+# Needs: rustup target aarch64-unknown-linux-gnu, gcc-aarch64-linux-gnu, qemu-user.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+cargo build -p cairn-ffi --release --target aarch64-unknown-linux-gnu --quiet
+out=target/aarch64-unknown-linux-gnu/release
+aarch64-linux-gnu-gcc -O2 -Wall -Werror -I targets/ffi/include targets/ffi/c/test.c \
+  "$out/libcairn.a" -lpthread -ldl -lm -o "$out/cairn-c-test"
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/cairn-c-test" \
+  targets/mcu/assets/digits.cairn targets/mcu/assets/inputs.bin
