@@ -4,7 +4,6 @@
 # Needs: rustup target aarch64-unknown-linux-gnu, gcc-aarch64-linux-gnu, qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 cargo build -p cairn-ffi --release --target aarch64-unknown-linux-gnu --quiet
 out=target/aarch64-unknown-linux-gnu/release
 aarch64-linux-gnu-gcc -O2 -Wall -Werror -I targets/ffi/include targets/ffi/c/test.c \
