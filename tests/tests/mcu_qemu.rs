@@ -92,6 +92,28 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
         assert_eq!(o1[i], host1, "input {i}: features differ from the host");
     }
     assert!(log.contains("after learning: 8/8"), "log:\n{log}");
+    // The stack stays within the budget targets/mcu/size.sh counts in the RAM figure.
+    let stack: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("stack used: "))
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .expect("the firmware reports its stack use");
+    assert!(
+        stack <= 16_384,
+        "stack {stack} bytes exceeds the 16 KiB budget"
+    );
+    // The bundle the firmware wrote through semihosting imports on the host: 8 signed
+    // records from the device, complete and authenticated.
+    let bundle = std::fs::read(mcu.join("target/bundle.cbdl")).expect("the firmware's bundle");
+    let auth = ed25519_dalek::SigningKey::from_bytes(&[0xA0; 32]);
+    let device = ed25519_dalek::SigningKey::from_bytes(b"cairn-mcu-demo-device-seed-00001");
+    let fleet_bytes = cairn_sync::testkit::fleet_of(&auth, &[device.verifying_key().to_bytes()]);
+    let fleet =
+        cairn_sync::fleet::Fleet::verify(&fleet_bytes, &auth.verifying_key().to_bytes()).unwrap();
+    let mut replica = cairn_sync::replica::Replica::default();
+    let rep = cairn_sync::bundle::import(&bundle, 0, &mut replica, &fleet, &[0; 32]).unwrap();
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(rep.stored, 8, "{rep:?}");
     println!(
         "{}",
         log.lines()

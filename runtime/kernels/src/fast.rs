@@ -130,6 +130,7 @@ fn avx2_available() -> bool {
 /// output pixels into a stack tile (zero point where the window leaves the image, which
 /// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
 #[cfg(target_arch = "x86_64")]
+#[inline(never)]
 fn im2col_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
     let (oh, ow) = (g.oh, g.ow);
@@ -202,6 +203,8 @@ fn pointwise_portable(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: 
 /// Depthwise, one output row at a time: for each tap, the run of output columns whose input
 /// column is inside the image gets `w · (x − zx)` added; the inner loop is a contiguous
 /// (stride 1) or strided multiply-add the compiler vectorizes. Same sums as the reference.
+/// Not inlined: its stack buffers are only live while a depthwise conv runs.
+#[inline(never)]
 fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let same = g.sh == 1
         && g.sw == 1
@@ -230,7 +233,12 @@ fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     depthwise_rows_body(g, q, y);
 }
 
+/// Largest plane the whole-plane depthwise path takes (its accumulator lives on the stack:
+/// 64 KB on hosts and phones, 4 KB on microcontrollers; larger planes take the row path).
+#[cfg(not(target_os = "none"))]
 const PLANE_MAX: usize = 16384;
+#[cfg(target_os = "none")]
+const PLANE_MAX: usize = 1024;
 
 /// Depthwise "same" convs with stride 1: each tap is one contiguous multiply-add over the
 /// whole flattened plane (`x[p + (ky−pt)·W + kx−pl]`), nine long runs instead of nine per

@@ -8,6 +8,7 @@
 //! item bytes), then `"CEND"`, count `u32`, SHA-256 of everything before `"CEND"` (32),
 //! sender's signature over that hash (64).
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -15,13 +16,58 @@ use sha2_10::{Digest, Sha256};
 
 use crate::fleet::Fleet;
 use crate::item::{Item, Kind, MAX_ITEM};
+#[cfg(feature = "alloc")]
 use crate::replica::Replica;
 use crate::{Reject, Store};
 
 const HEAD: usize = 4 + 1 + 32 + 8;
 const TRAILER: usize = 4 + 4 + 32 + 64;
 
+/// Writes a bundle to any byte sink without allocating (a file, a flash region, a
+/// semihosting stream): `start`, one `item` per signed item, then `finish`.
+pub struct BundleWriter {
+    hash: Sha256,
+    count: u32,
+}
+
+impl BundleWriter {
+    /// Write the header.
+    pub fn start(sender: &SigningKey, mark: u64, out: &mut impl FnMut(&[u8])) -> BundleWriter {
+        let mut w = BundleWriter {
+            hash: Sha256::new(),
+            count: 0,
+        };
+        w.put(b"CBDL", out);
+        w.put(&[1], out);
+        w.put(sender.verifying_key().as_bytes(), out);
+        w.put(&mark.to_le_bytes(), out);
+        w
+    }
+
+    fn put(&mut self, b: &[u8], out: &mut impl FnMut(&[u8])) {
+        self.hash.update(b);
+        out(b);
+    }
+
+    /// Append one signed item's bytes.
+    pub fn item(&mut self, bytes: &[u8], out: &mut impl FnMut(&[u8])) {
+        self.put(&(bytes.len() as u32).to_le_bytes(), out);
+        self.put(bytes, out);
+        self.count += 1;
+    }
+
+    /// Write the trailer: count, hash, the sender's signature.
+    pub fn finish(self, sender: &SigningKey, out: &mut impl FnMut(&[u8])) {
+        let digest: [u8; 32] = self.hash.finalize().into();
+        out(b"CEND");
+        out(&self.count.to_le_bytes());
+        out(&digest);
+        out(&sender.sign(&digest).to_bytes());
+    }
+}
+
 /// Write every item of `r` that arrived at or after `mark`, most valuable first.
+#[cfg(feature = "alloc")]
 pub fn export(r: &Replica, sender: &SigningKey, mark: u64) -> Vec<u8> {
     let mut items: Vec<(u64, &[u8])> = r
         .items_since(mark)
@@ -29,19 +75,12 @@ pub fn export(r: &Replica, sender: &SigningKey, mark: u64) -> Vec<u8> {
         .collect();
     items.sort_by_key(|x| core::cmp::Reverse(x.0));
     let mut out = Vec::new();
-    out.extend_from_slice(b"CBDL");
-    out.push(1);
-    out.extend_from_slice(sender.verifying_key().as_bytes());
-    out.extend_from_slice(&mark.to_le_bytes());
+    let mut sink = |b: &[u8]| out.extend_from_slice(b);
+    let mut w = BundleWriter::start(sender, mark, &mut sink);
     for (_, b) in &items {
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(b);
+        w.item(b, &mut sink);
     }
-    let digest: [u8; 32] = Sha256::digest(&out).into();
-    out.extend_from_slice(b"CEND");
-    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
-    out.extend_from_slice(&digest);
-    out.extend_from_slice(&sender.sign(&digest).to_bytes());
+    w.finish(sender, &mut sink);
     out
 }
 

@@ -7,7 +7,7 @@
 //! - [`frame`], [`msg`]: the wire (spec: `runtime/sync/spec.md`);
 //! - [`item`], [`fleet`]: signed items and the signed membership list;
 //! - [`replica`] (`alloc`): an in-memory item set with the merge rules;
-//! - [`bundle`] (`alloc` to write): sneakernet files.
+//! - [`bundle`]: sneakernet files (a streaming writer and the importer need no alloc).
 //!
 //! Without `alloc` the session runs with fixed capacities (frames ≤ 512 bytes, messages
 //! ≤ 2 KB, 64 queued items) against any [`Store`].
@@ -18,7 +18,6 @@
 extern crate alloc;
 
 pub mod buf;
-#[cfg(feature = "alloc")]
 pub mod bundle;
 pub mod fleet;
 pub mod frame;

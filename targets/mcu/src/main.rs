@@ -7,7 +7,10 @@
 //! 2. keeps each input's penultimate features in a memory store over a flash-shaped region
 //!    (no allocator) and asks it for the nearest earlier observation;
 //! 3. trains a new classifier head on those memories for a few steps (cairn-learn, arena
-//!    planned up front) and logs the loss and the instructions per step.
+//!    planned up front) and logs the loss and the instructions per step;
+//! 4. signs its memories (Ed25519) and writes them as a sync bundle to the host through
+//!    semihosting (`target/bundle.cbdl`), streamed with no allocator — what a USB stick
+//!    would carry to the next node.
 //!
 //! Logs go out with defmt over semihosting (decoded by `defmt-print`); the exit status is
 //! the verdict.
@@ -35,6 +38,9 @@ static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
 static INPUTS: &[u8] = cairn_core::include_model!("../assets/inputs.bin");
 const LABELS: [u16; 8] = [7, 8, 1, 7, 8, 5, 6, 9];
 const N: usize = 8;
+/// This demo device's identity seed. A product keeps it in protected storage; the host
+/// test derives the same public key to build the fleet list that admits it.
+pub const DEVICE_SEED: [u8; 32] = *b"cairn-mcu-demo-device-seed-00001";
 const DIM: usize = 32;
 
 /// Instructions per SysTick tick: QEMU runs with `-icount shift=0` (1 ns per instruction)
@@ -70,7 +76,42 @@ fn main() -> ! {
     }
 }
 
+/// Fill the free RAM below the stack with a pattern; `stack_used` later finds how deep the
+/// stack went (the RAM figure of size.sh assumes a stack budget; this measures it).
+fn paint_stack() {
+    extern "C" {
+        static mut __ebss: u32;
+    }
+    let sp = cortex_m::register::msp::read() as usize - 64;
+    // SAFETY: from the end of .bss to just below the live stack: memory nothing uses yet.
+    unsafe {
+        let mut p = core::ptr::addr_of_mut!(__ebss) as usize;
+        while p < sp {
+            core::ptr::write_volatile(p as *mut u32, 0xCA1E_CA1E);
+            p += 4;
+        }
+    }
+}
+
+/// Bytes of stack used so far (from the top of RAM to the deepest overwritten word).
+fn stack_used() -> usize {
+    extern "C" {
+        static mut __ebss: u32;
+        static _stack_start: u32;
+    }
+    // SAFETY: reads of RAM between .bss and the stack top.
+    unsafe {
+        let top = core::ptr::addr_of!(_stack_start) as usize;
+        let mut p = core::ptr::addr_of_mut!(__ebss) as usize;
+        while p < top && core::ptr::read_volatile(p as *const u32) == 0xCA1E_CA1E {
+            p += 4;
+        }
+        top - p
+    }
+}
+
 fn run() -> bool {
+    paint_stack();
     let mut cp = cortex_m::Peripherals::take().unwrap();
     cp.SYST.set_clock_source(SystClkSource::Core);
     cp.SYST.set_reload(0x00FF_FFFF);
@@ -137,6 +178,8 @@ fn run() -> bool {
         }
     };
 
+    let key = ed25519_dalek::SigningKey::from_bytes(&DEVICE_SEED);
+    let node = cairn_sync::item::node_id(key.verifying_key().as_bytes());
     let mut embs = [[0i8; DIM]; N];
     let mut scales = [0f32; N];
     let mut correct = 0;
@@ -185,7 +228,7 @@ fn run() -> bool {
         }
         scales[i] = scale;
         let r = Record {
-            origin: 0xC0FFEE,
+            origin: node,
             timestamp_ms: i as u64,
             label: LABELS[i],
             importance: 100,
@@ -277,7 +320,89 @@ fn run() -> bool {
         right,
         last
     );
-    true
+    let ok = export_bundle(&mut store, &key, syst);
+    defmt::println!(
+        "stack used: {=usize} bytes (size.sh budgets 16384)",
+        stack_used()
+    );
+    ok
+}
+
+/// Sign every memory and stream them as a bundle into a host file.
+fn export_bundle<F: embedded_storage::nor_flash::NorFlash, R: cairn_memory::ram::Ram>(
+    store: &mut LogStore<F, R>,
+    key: &ed25519_dalek::SigningKey,
+    syst: &SYST,
+) -> bool {
+    let Some(mut file) = HostFile::create("target/bundle.cbdl\0") else {
+        defmt::error!("cannot open the bundle file on the host");
+        return false;
+    };
+    let mut ids = [[0u8; 16]; 16];
+    let n = store.len().min(16);
+    for (slot, m) in ids.iter_mut().zip(store.metas()) {
+        *slot = m.id;
+    }
+    let mut failed = false;
+    let mut sink = |b: &[u8]| failed |= file.write_all(b).is_err();
+    let t0 = ticks(syst);
+    let mut w = cairn_sync::bundle::BundleWriter::start(key, 0, &mut sink);
+    let mut body = [0u8; 128];
+    let mut item = [0u8; 256];
+    for id in &ids[..n] {
+        let Ok(Some(len)) = store.read_record(id, &mut body) else {
+            return false;
+        };
+        let kind = cairn_sync::item::Kind::Record;
+        let Ok(len) = cairn_sync::item::sign_into(key, kind, &body[..len], &mut item) else {
+            return false;
+        };
+        w.item(&item[..len], &mut sink);
+    }
+    w.finish(key, &mut sink);
+    let t1 = ticks(syst);
+    defmt::println!(
+        "sync bundle: {=usize} signed records written to target/bundle.cbdl, ~{=u32} instructions",
+        n,
+        insns(t0, t1)
+    );
+    !failed
+}
+
+/// A file on the host, through semihosting (QEMU: relative to its working directory).
+struct HostFile(usize);
+
+impl HostFile {
+    /// `name` ends with a NUL byte.
+    fn create(name: &str) -> Option<HostFile> {
+        use cortex_m_semihosting::{nr, syscall};
+        // SAFETY: OPEN reads `len` bytes of a NUL-terminated name.
+        let fd = unsafe {
+            syscall!(
+                OPEN,
+                name.as_ptr(),
+                nr::open::W_TRUNC_BINARY,
+                name.len() - 1
+            )
+        };
+        (fd as isize >= 0).then_some(HostFile(fd))
+    }
+    fn write_all(&mut self, b: &[u8]) -> Result<(), ()> {
+        // SAFETY: WRITE reads `len` bytes from the buffer; it returns how many were not written.
+        let left = unsafe { cortex_m_semihosting::syscall!(WRITE, self.0, b.as_ptr(), b.len()) };
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl Drop for HostFile {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor OPEN gave.
+        unsafe { cortex_m_semihosting::syscall!(CLOSE, self.0) };
+    }
 }
 
 fn f32_at(b: &[u8], k: usize) -> f32 {
