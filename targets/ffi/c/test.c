@@ -1,6 +1,7 @@
 /* Links against libcairn.a through include/cairn.h and checks outputs and misuse.
    Built and run by targets/ffi/c-test.sh (for aarch64 under qemu-aarch64, or natively).
-   argv[1]: a .cairn model (the digits MLP); argv[2]: its 8 sample inputs (f32 × 64 each). */
+   argv[1]: a .cairn model (the digits MLP); argv[2]: its 8 sample inputs (f32 × 64 each);
+   argv[3]: a fleet list admitting the two test node seeds below (c/fleet.bin). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,18 @@ static unsigned char *slurp(const char *path, size_t *len) {
 #define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL: " __VA_ARGS__); fprintf(stderr, "\n"); return 1; } } while (0)
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: test MODEL INPUTS\n"); return 2; }
-  size_t mlen = 0, ilen = 0;
+  if (argc < 4) { fprintf(stderr, "usage: test MODEL INPUTS FLEET\n"); return 2; }
+  size_t mlen = 0, ilen = 0, flen = 0;
   unsigned char *mbytes = slurp(argv[1], &mlen);
   float *inputs = (float *)slurp(argv[2], &ilen);
-  CHECK(mbytes && inputs, "reading %s / %s", argv[1], argv[2]);
+  unsigned char *fleet = slurp(argv[3], &flen);
+  CHECK(mbytes && inputs && fleet, "reading %s / %s / %s", argv[1], argv[2], argv[3]);
+  unsigned char authority[32];
+  /* The authority's public key for seed 0xA0 x 32 (written by the Rust test that checks c/fleet.bin). */
+  static const char auth_hex[] = CAIRN_TEST_AUTHORITY;
+  for (int i = 0; i < 32; i++) sscanf(auth_hex + 2 * i, "%2hhx", &authority[i]);
+  uint64_t node = 0, node_id = 0;
+  CHECK(cairn_sync_node_create((const uint8_t *)"cairn-c-test-node-seed-000000001", fleet, flen, authority, &node, &node_id) == CAIRN_STATUS_OK, "sync node");
   const unsigned short labels[8] = {7, 8, 1, 7, 8, 5, 6, 9};
 
   uint64_t model = 0;
@@ -35,6 +43,7 @@ int main(int argc, char **argv) {
   CHECK(cairn_model_size(model, 0, 0, &in_len) == CAIRN_STATUS_OK && in_len == 64, "input size");
   uint64_t mem = 0;
   CHECK(cairn_memory_create(32, 100, &mem) == CAIRN_STATUS_OK, "memory");
+  CHECK(cairn_memory_set_origin(mem, node_id) == CAIRN_STATUS_OK, "origin");
   int right = 0;
   float probs[10], feats[32];
   for (int i = 0; i < 8; i++) {
@@ -52,6 +61,27 @@ int main(int argc, char **argv) {
   CHECK(cairn_memory_query(mem, feats, 32, 2, NULL, hit_labels, scores, &found) == CAIRN_STATUS_OK && found == 2, "query");
   CHECK(hit_labels[0] == 9 && scores[0] > 0.99f, "nearest memory: label %u cosine %f", hit_labels[0], scores[0]);
 
+  /* Learn a head on the memories, then sync them to a second node through a bundle. */
+  uint64_t learner = 0;
+  float loss = 0;
+  CHECK(cairn_learn_create(32, 10, 8, &learner) == CAIRN_STATUS_OK, "learner");
+  CHECK(cairn_learn_train(learner, mem, 100, &loss) == CAIRN_STATUS_OK && loss < 0.5f, "train: loss %f", loss);
+  unsigned short cls = 0;
+  CHECK(cairn_learn_predict(learner, feats, 32, &cls) == CAIRN_STATUS_OK && cls == 9, "predict %u", cls);
+  size_t added = 0, need = 0;
+  CHECK(cairn_sync_add_memory(node, mem, &added) == CAIRN_STATUS_OK && added == 8, "signed %zu", added);
+  CHECK(cairn_sync_export(node, 0, NULL, 0, &need) == CAIRN_STATUS_WRONG_LENGTH && need > 0, "bundle size");
+  unsigned char *bundle = malloc(need);
+  CHECK(cairn_sync_export(node, 0, bundle, need, &need) == CAIRN_STATUS_OK, "export");
+  uint64_t node2 = 0;
+  CHECK(cairn_sync_node_create((const uint8_t *)"cairn-c-test-node-seed-000000002", fleet, flen, authority, &node2, NULL) == CAIRN_STATUS_OK, "node 2");
+  size_t stored = 0, resume = 0;
+  int complete = 0;
+  CHECK(cairn_sync_import(node2, bundle, need, 0, &stored, &complete, &resume) == CAIRN_STATUS_OK && stored == 8 && complete, "import %zu", stored);
+  bundle[need / 2] ^= 0x55;
+  CHECK(cairn_sync_import(node2, bundle, need, 0, &stored, &complete, &resume) == CAIRN_STATUS_OK && stored == 0 && !complete, "tampered bundle");
+  CHECK(cairn_learn_free(learner) == CAIRN_STATUS_OK && cairn_sync_node_free(node) == CAIRN_STATUS_OK && cairn_sync_node_free(node2) == CAIRN_STATUS_OK, "free");
+
   /* Misuse: codes, never a crash. */
   char msg[128];
   CHECK(cairn_model_run(model, NULL, 64, 0, probs, 10, &out_len) == CAIRN_STATUS_NULL_POINTER, "null input");
@@ -65,7 +95,9 @@ int main(int argc, char **argv) {
   CHECK(cairn_model_free(model) == CAIRN_STATUS_BAD_HANDLE, "double free");
   CHECK(cairn_model_run(model, inputs, 64, 0, probs, 10, &out_len) == CAIRN_STATUS_BAD_HANDLE, "use after free");
   CHECK(cairn_memory_free(mem) == CAIRN_STATUS_OK, "memory free");
-  printf("C test: 8/8 classified, nearest memory label %u (cosine %.3f), misuse refused with codes\n", hit_labels[0], scores[0]);
+  printf("C test: 8/8 classified, nearest memory label %u (cosine %.3f), head trained (loss %.3f), bundle of %zu bytes synced to a second node, misuse refused with codes\n", hit_labels[0], scores[0], loss, need);
+  free(bundle);
+  free(fleet);
   free(mbytes);
   free(inputs);
   return 0;

@@ -44,6 +44,14 @@ typedef enum CairnStatus {
    * A bug inside cairn was caught at the boundary.
    */
   CAIRN_STATUS_PANIC = 7,
+  /**
+   * Learning refused the operation (see `cairn_last_error`).
+   */
+  CAIRN_STATUS_LEARN_FAILED = 8,
+  /**
+   * A sync bundle or node operation was refused.
+   */
+  CAIRN_STATUS_SYNC_FAILED = 9,
 } CairnStatus;
 
 #ifdef __cplusplus
@@ -140,6 +148,115 @@ enum CairnStatus cairn_memory_len(uint64_t h, size_t *out);
  * Free a memory store. Its handle is invalid afterwards.
  */
 enum CairnStatus cairn_memory_free(uint64_t h);
+
+/**
+ * Store this memory's future records under node id `origin` (e.g. the sync node's id from
+ * `cairn_sync_node_create`, so the node can sign them). Default 0.
+ */
+enum CairnStatus cairn_memory_set_origin(uint64_t h, uint64_t origin);
+
+/**
+ * A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
+ * `batch`), its arena planned and allocated here.
+ *
+ * # Safety
+ * `out` is writable.
+ */
+enum CairnStatus cairn_learn_create(size_t dim, size_t classes, size_t batch, uint64_t *out);
+
+/**
+ * Train `steps` steps on the records of memory store `mem` (their labels are the
+ * targets); the mean loss of the last step goes to `loss_out` (may be null). The learner
+ * keeps its weights between calls.
+ *
+ * # Safety
+ * `loss_out` is null or writable.
+ */
+enum CairnStatus cairn_learn_train(uint64_t h, uint64_t mem, uint32_t steps, float *loss_out);
+
+/**
+ * The learner's class for `features` (`dim` floats).
+ *
+ * # Safety
+ * `features` holds `dim` floats; `class_out` is writable.
+ */
+enum CairnStatus cairn_learn_predict(uint64_t h,
+                                     const float *features,
+                                     size_t dim,
+                                     uint16_t *class_out);
+
+/**
+ * Free a learner.
+ */
+enum CairnStatus cairn_learn_free(uint64_t h);
+
+/**
+ * A sync node: its Ed25519 identity (`seed`, 32 bytes), the fleet membership list signed
+ * by `authority` (32-byte public key). Its node id (for `cairn_memory_set_origin`) goes to
+ * `node_id_out` (may be null).
+ *
+ * # Safety
+ * `seed` and `authority` hold 32 bytes, `fleet` holds `fleet_len`; `out` is writable;
+ * `node_id_out` is null or writable.
+ */
+enum CairnStatus cairn_sync_node_create(const uint8_t *seed,
+                                        const uint8_t *fleet,
+                                        size_t fleet_len,
+                                        const uint8_t *authority,
+                                        uint64_t *out,
+                                        uint64_t *node_id_out);
+
+/**
+ * Sign this node's records of memory store `mem` (origin = the node id) into its replica;
+ * how many were new goes to `added` (may be null).
+ *
+ * # Safety
+ * `added` is null or writable.
+ */
+enum CairnStatus cairn_sync_add_memory(uint64_t h, uint64_t mem, size_t *added);
+
+/**
+ * Write a bundle of everything the replica got since `since` (0: everything) into `buf`
+ * (capacity `cap`); its length goes to `len_out`. If `cap` is too small the status is
+ * `CAIRN_STATUS_WRONG_LENGTH` and `len_out` holds the length needed (`buf` may be null).
+ *
+ * # Safety
+ * `buf` is null or has room for `cap` bytes; `len_out` is writable.
+ */
+enum CairnStatus cairn_sync_export(uint64_t h,
+                                   uint64_t since,
+                                   uint8_t *buf,
+                                   size_t cap,
+                                   size_t *len_out);
+
+/**
+ * Import a bundle (possibly cut short) from byte `from` (0, or an earlier `resume_out`):
+ * new items into `stored` (may be null), whether the bundle was complete and signed into
+ * `complete` (may be null), where to resume into `resume_out` (may be null).
+ *
+ * # Safety
+ * `bytes` holds `len` bytes; the outputs are null or writable.
+ */
+enum CairnStatus cairn_sync_import(uint64_t h,
+                                   const uint8_t *bytes,
+                                   size_t len,
+                                   size_t from,
+                                   size_t *stored,
+                                   int32_t *complete,
+                                   size_t *resume_out);
+
+/**
+ * Items in the node's replica.
+ *
+ * # Safety
+ * `out` is writable.
+ */
+enum CairnStatus cairn_sync_len(uint64_t h, size_t *out);
+
+/**
+ * Free a sync node.
+ */
+enum CairnStatus cairn_sync_node_free(uint64_t h);
 
 /**
  * Copy the calling thread's last error message (NUL-terminated, truncated to `cap`) into

@@ -12,8 +12,11 @@
 //!   are serialized by a lock held by that handle, calls on different handles run in
 //!   parallel. `cairn_last_error` is per thread.
 //!
-//! Status of the ABI: models (create, sizes, run, free), memory stores in RAM (create, add,
-//! query, length, free). Learning steps and sync bundles are not in the C ABI yet.
+//! The ABI: models (create, sizes, run, free); memory stores in RAM (create, add, query,
+//! length, free); a learner (a classifier head trained on a memory store's records: create,
+//! train steps, predict, free); sync nodes (a signed replica of the node's memories: create,
+//! add a memory store, export a bundle, import a bundle, free). Network sessions are not in
+//! the C ABI (apps use bundles, or the `cairn sync` transports).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,6 +49,10 @@ pub enum CairnStatus {
     StoreFailed = 6,
     /// A bug inside cairn was caught at the boundary.
     Panic = 7,
+    /// Learning refused the operation (see `cairn_last_error`).
+    LearnFailed = 8,
+    /// A sync bundle or node operation was refused.
+    SyncFailed = 9,
 }
 
 type Fail = (CairnStatus, String);
@@ -101,13 +108,35 @@ impl Drop for ModelObj {
     }
 }
 
-type MemObj = Store<RamFlash<65536>>;
+struct MemObj {
+    store: Store<RamFlash<65536>>,
+    /// The node id records are stored under (`cairn_memory_set_origin`).
+    origin: u64,
+}
+
+/// A classifier head trained on memories; owns its arena.
+struct LearnObj {
+    shape: cairn_learn::AdapterShape,
+    cfg: cairn_learn::TrainConfig,
+    arena: Vec<u32>,
+    params: Vec<f32>,
+    steps: u64,
+}
+
+struct SyncObj {
+    key: ed25519_dalek::SigningKey,
+    fleet: Vec<u8>,
+    authority: [u8; 32],
+    replica: cairn_sync::replica::Replica,
+}
 
 #[derive(Default)]
 struct Registry {
     next: u64,
     models: HashMap<u64, Arc<Mutex<ModelObj>>>,
     memories: HashMap<u64, Arc<Mutex<MemObj>>>,
+    learners: HashMap<u64, Arc<Mutex<LearnObj>>>,
+    nodes: HashMap<u64, Arc<Mutex<SyncObj>>>,
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -306,7 +335,7 @@ pub unsafe extern "C" fn cairn_memory_create(
             ));
         }
         let sectors = (max_records * (dim + 80)).div_ceil(65536) + 4;
-        let (st, _) = Store::open(
+        let (store, _) = Store::open(
             RamFlash::<65536>::new(sectors),
             Config {
                 dim,
@@ -317,7 +346,8 @@ pub unsafe extern "C" fn cairn_memory_create(
         .map_err(|e| (CairnStatus::StoreFailed, format!("{e:?}")))?;
         let mut r = lock(registry());
         let h = new_handle(&mut r);
-        r.memories.insert(h, Arc::new(Mutex::new(st)));
+        r.memories
+            .insert(h, Arc::new(Mutex::new(MemObj { store, origin: 0 })));
         // SAFETY: checked non-null above.
         unsafe { *out = h };
         Ok(())
@@ -356,8 +386,10 @@ pub unsafe extern "C" fn cairn_memory_add(
 ) -> CairnStatus {
     guard(|| {
         need(embedding, "embedding")?;
-        let st = memory(h)?;
-        let mut st = lock(&st);
+        let m = memory(h)?;
+        let mut m = lock(&m);
+        let origin = m.origin;
+        let st = &mut m.store;
         if dim != st.config().dim {
             return Err((
                 CairnStatus::WrongLength,
@@ -374,7 +406,7 @@ pub unsafe extern "C" fn cairn_memory_add(
         }
         let (e, scale) = quantize(v);
         let r = Record {
-            origin: 0,
+            origin,
             timestamp_ms,
             label,
             importance,
@@ -414,8 +446,9 @@ pub unsafe extern "C" fn cairn_memory_query(
     guard(|| {
         need(query, "query")?;
         need(found, "found")?;
-        let st = memory(h)?;
-        let st = lock(&st);
+        let m = memory(h)?;
+        let m = lock(&m);
+        let st = &m.store;
         if dim != st.config().dim {
             return Err((
                 CairnStatus::WrongLength,
@@ -460,7 +493,7 @@ pub unsafe extern "C" fn cairn_memory_len(h: u64, out: *mut usize) -> CairnStatu
         need(out, "out")?;
         let st = memory(h)?;
         // SAFETY: checked non-null above.
-        unsafe { *out = lock(&st).len() };
+        unsafe { *out = lock(&st).store.len() };
         Ok(())
     })
 }
@@ -474,6 +507,448 @@ pub extern "C" fn cairn_memory_free(h: u64) -> CairnStatus {
             .remove(&h)
             .map(|_| ())
             .ok_or((CairnStatus::BadHandle, format!("no memory with handle {h}")))
+    })
+}
+
+/// Store this memory's future records under node id `origin` (e.g. the sync node's id from
+/// `cairn_sync_node_create`, so the node can sign them). Default 0.
+#[no_mangle]
+pub extern "C" fn cairn_memory_set_origin(h: u64, origin: u64) -> CairnStatus {
+    guard(|| {
+        let m = memory(h)?;
+        lock(&m).origin = origin;
+        Ok(())
+    })
+}
+
+fn learner(h: u64) -> Result<Arc<Mutex<LearnObj>>, Fail> {
+    lock(registry()).learners.get(&h).cloned().ok_or((
+        CairnStatus::BadHandle,
+        format!("no learner with handle {h}"),
+    ))
+}
+
+/// A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
+/// `batch`), its arena planned and allocated here.
+///
+/// # Safety
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_learn_create(
+    dim: usize,
+    classes: usize,
+    batch: usize,
+    out: *mut u64,
+) -> CairnStatus {
+    guard(|| {
+        need(out, "out")?;
+        if dim == 0 || dim > 4096 || !(2..=1024).contains(&classes) || batch == 0 || batch > 1024 {
+            return Err((
+                CairnStatus::WrongLength,
+                format!("dim {dim}, classes {classes}, batch {batch}"),
+            ));
+        }
+        let shape = cairn_learn::AdapterShape {
+            fin: dim,
+            hidden: 0,
+            rank: 0,
+            classes,
+            batch,
+        };
+        let cfg = cairn_learn::TrainConfig {
+            optimizer: cairn_learn::Optimizer::adam(0.01),
+            clip_norm: 5.0,
+            weight_decay: 0.0,
+            steps: 0,
+            replay_per_batch: 0,
+            lora_scale: 1.0,
+            distill: 0.0,
+            seed: 1,
+        };
+        let words = cairn_learn::learner::arena_bytes(shape, &cfg).div_ceil(4);
+        let obj = LearnObj {
+            shape,
+            cfg,
+            arena: vec![0; words],
+            params: vec![0.0; shape.params()],
+            steps: 0,
+        };
+        let mut r = lock(registry());
+        let h = new_handle(&mut r);
+        r.learners.insert(h, Arc::new(Mutex::new(obj)));
+        // SAFETY: checked non-null above.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+fn with_learner<T>(
+    o: &mut LearnObj,
+    f: impl FnOnce(&mut cairn_learn::Learner<'_, '_>) -> Result<T, Fail>,
+) -> Result<T, Fail> {
+    let arena: &mut [u8] = bytemuck_u8(&mut o.arena);
+    let mut l = cairn_learn::Learner::new(o.shape, None, o.cfg, arena)
+        .map_err(|e| (CairnStatus::LearnFailed, format!("{e:?}")))?;
+    l.set_params(cairn_learn::learner::Slot::Active, &o.params)
+        .map_err(|e| (CairnStatus::LearnFailed, format!("{e:?}")))?;
+    f(&mut l)
+}
+
+fn bytemuck_u8(v: &mut [u32]) -> &mut [u8] {
+    let len = v.len() * 4;
+    // SAFETY: the same memory viewed as bytes; u8 has no alignment or validity rules.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, len) }
+}
+
+/// Train `steps` steps on the records of memory store `mem` (their labels are the
+/// targets); the mean loss of the last step goes to `loss_out` (may be null). The learner
+/// keeps its weights between calls.
+///
+/// # Safety
+/// `loss_out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_learn_train(
+    h: u64,
+    mem: u64,
+    steps: u32,
+    loss_out: *mut f32,
+) -> CairnStatus {
+    guard(|| {
+        let l = learner(h)?;
+        let m = memory(mem)?;
+        let mut l = lock(&l);
+        let m = lock(&m);
+        let st = &m.store;
+        let d = st.config().dim;
+        if d != l.shape.fin || st.is_empty() {
+            return Err((
+                CairnStatus::WrongLength,
+                format!(
+                    "store of {d}-wide records ({} of them), learner of {}",
+                    st.len(),
+                    l.shape.fin
+                ),
+            ));
+        }
+        if st
+            .metas()
+            .iter()
+            .any(|x| x.label as usize >= l.shape.classes)
+        {
+            return Err((
+                CairnStatus::LearnFailed,
+                "a record's label is beyond the learner's classes".into(),
+            ));
+        }
+        let batch = l.shape.batch;
+        let samples: Vec<cairn_learn::Sample<'_>> = (0..st.len())
+            .map(|i| cairn_learn::replay::sample_of(st, i))
+            .collect();
+        let start = l.steps;
+        let lo = &mut *l;
+        let (params, loss) = with_learner(lo, |learner| {
+            learner.begin_candidate();
+            let mut loss = 0.0;
+            for s in 0..steps as u64 {
+                let at = ((start + s) as usize * batch) % samples.len();
+                let b: Vec<cairn_learn::Sample<'_>> = (0..batch.min(samples.len()))
+                    .map(|k| samples[(at + k) % samples.len()])
+                    .collect();
+                loss = learner
+                    .step(&b)
+                    .map_err(|e| (CairnStatus::LearnFailed, format!("{e:?}")))?;
+            }
+            learner.promote();
+            Ok((
+                learner.params(cairn_learn::learner::Slot::Active).to_vec(),
+                loss,
+            ))
+        })?;
+        lo.params = params;
+        lo.steps += steps as u64;
+        if !loss_out.is_null() {
+            // SAFETY: non-null and writable.
+            unsafe { *loss_out = loss };
+        }
+        Ok(())
+    })
+}
+
+/// The learner's class for `features` (`dim` floats).
+///
+/// # Safety
+/// `features` holds `dim` floats; `class_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_learn_predict(
+    h: u64,
+    features: *const f32,
+    dim: usize,
+    class_out: *mut u16,
+) -> CairnStatus {
+    guard(|| {
+        need(features, "features")?;
+        need(class_out, "class_out")?;
+        let l = learner(h)?;
+        let mut l = lock(&l);
+        if dim != l.shape.fin {
+            return Err((
+                CairnStatus::WrongLength,
+                format!("{dim} features, the learner takes {}", l.shape.fin),
+            ));
+        }
+        // SAFETY: `dim` readable floats.
+        let v = unsafe { std::slice::from_raw_parts(features, dim) };
+        let (e, scale) = quantize(v);
+        let c = with_learner(&mut l, |learner| {
+            learner
+                .predict(
+                    cairn_learn::learner::Slot::Active,
+                    &cairn_learn::Sample {
+                        emb: &e,
+                        scale,
+                        label: 0,
+                    },
+                )
+                .map_err(|e| (CairnStatus::LearnFailed, format!("{e:?}")))
+        })?;
+        // SAFETY: checked non-null above.
+        unsafe { *class_out = c };
+        Ok(())
+    })
+}
+
+/// Free a learner.
+#[no_mangle]
+pub extern "C" fn cairn_learn_free(h: u64) -> CairnStatus {
+    guard(|| {
+        lock(registry()).learners.remove(&h).map(|_| ()).ok_or((
+            CairnStatus::BadHandle,
+            format!("no learner with handle {h}"),
+        ))
+    })
+}
+
+fn node(h: u64) -> Result<Arc<Mutex<SyncObj>>, Fail> {
+    lock(registry()).nodes.get(&h).cloned().ok_or((
+        CairnStatus::BadHandle,
+        format!("no sync node with handle {h}"),
+    ))
+}
+
+/// A sync node: its Ed25519 identity (`seed`, 32 bytes), the fleet membership list signed
+/// by `authority` (32-byte public key). Its node id (for `cairn_memory_set_origin`) goes to
+/// `node_id_out` (may be null).
+///
+/// # Safety
+/// `seed` and `authority` hold 32 bytes, `fleet` holds `fleet_len`; `out` is writable;
+/// `node_id_out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_sync_node_create(
+    seed: *const u8,
+    fleet: *const u8,
+    fleet_len: usize,
+    authority: *const u8,
+    out: *mut u64,
+    node_id_out: *mut u64,
+) -> CairnStatus {
+    guard(|| {
+        need(seed, "seed")?;
+        need(fleet, "fleet")?;
+        need(authority, "authority")?;
+        need(out, "out")?;
+        // SAFETY: the caller promises the lengths.
+        let (seed, fleet, auth) = unsafe {
+            (
+                std::slice::from_raw_parts(seed, 32),
+                std::slice::from_raw_parts(fleet, fleet_len),
+                std::slice::from_raw_parts(authority, 32),
+            )
+        };
+        let mut a = [0u8; 32];
+        a.copy_from_slice(auth);
+        cairn_sync::fleet::Fleet::verify(fleet, &a)
+            .map_err(|e| (CairnStatus::SyncFailed, format!("fleet list: {e:?}")))?;
+        let mut sd = [0u8; 32];
+        sd.copy_from_slice(seed);
+        let key = ed25519_dalek::SigningKey::from_bytes(&sd);
+        let id = cairn_sync::item::node_id(key.verifying_key().as_bytes());
+        let obj = SyncObj {
+            key,
+            fleet: fleet.to_vec(),
+            authority: a,
+            replica: Default::default(),
+        };
+        let mut r = lock(registry());
+        let h = new_handle(&mut r);
+        r.nodes.insert(h, Arc::new(Mutex::new(obj)));
+        // SAFETY: checked non-null above; `node_id_out` null or writable.
+        unsafe {
+            *out = h;
+            if !node_id_out.is_null() {
+                *node_id_out = id;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Sign this node's records of memory store `mem` (origin = the node id) into its replica;
+/// how many were new goes to `added` (may be null).
+///
+/// # Safety
+/// `added` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_sync_add_memory(h: u64, mem: u64, added: *mut usize) -> CairnStatus {
+    guard(|| {
+        let n = node(h)?;
+        let m = memory(mem)?;
+        let mut n = lock(&n);
+        let mut m = lock(&m);
+        let me = cairn_sync::item::node_id(n.key.verifying_key().as_bytes());
+        let ids: Vec<_> = m
+            .store
+            .metas()
+            .iter()
+            .filter(|x| x.origin == me)
+            .map(|x| x.id)
+            .collect();
+        let mut count = 0;
+        let mut buf = vec![0u8; cairn_sync::item::MAX_ITEM];
+        for id in ids {
+            let Some(body) = m
+                .store
+                .get(&id)
+                .map_err(|e| (CairnStatus::StoreFailed, format!("{e:?}")))?
+            else {
+                continue;
+            };
+            let len = cairn_sync::item::sign_into(
+                &n.key,
+                cairn_sync::item::Kind::Record,
+                &body,
+                &mut buf,
+            )
+            .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
+            let item = cairn_sync::Item::verify(&buf[..len])
+                .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
+            if cairn_sync::Store::insert(&mut n.replica, &item)
+                .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?
+            {
+                count += 1;
+            }
+        }
+        if !added.is_null() {
+            // SAFETY: non-null and writable.
+            unsafe { *added = count };
+        }
+        Ok(())
+    })
+}
+
+/// Write a bundle of everything the replica got since `since` (0: everything) into `buf`
+/// (capacity `cap`); its length goes to `len_out`. If `cap` is too small the status is
+/// `CAIRN_STATUS_WRONG_LENGTH` and `len_out` holds the length needed (`buf` may be null).
+///
+/// # Safety
+/// `buf` is null or has room for `cap` bytes; `len_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_sync_export(
+    h: u64,
+    since: u64,
+    buf: *mut u8,
+    cap: usize,
+    len_out: *mut usize,
+) -> CairnStatus {
+    guard(|| {
+        need(len_out, "len_out")?;
+        let n = node(h)?;
+        let n = lock(&n);
+        let b = cairn_sync::bundle::export(&n.replica, &n.key, since);
+        // SAFETY: writable.
+        unsafe { *len_out = b.len() };
+        if buf.is_null() || b.len() > cap {
+            return Err((
+                CairnStatus::WrongLength,
+                format!("the bundle needs {} bytes, room for {cap}", b.len()),
+            ));
+        }
+        // SAFETY: room for `cap` ≥ b.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len()) };
+        Ok(())
+    })
+}
+
+/// Import a bundle (possibly cut short) from byte `from` (0, or an earlier `resume_out`):
+/// new items into `stored` (may be null), whether the bundle was complete and signed into
+/// `complete` (may be null), where to resume into `resume_out` (may be null).
+///
+/// # Safety
+/// `bytes` holds `len` bytes; the outputs are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_sync_import(
+    h: u64,
+    bytes: *const u8,
+    len: usize,
+    from: usize,
+    stored: *mut usize,
+    complete: *mut i32,
+    resume_out: *mut usize,
+) -> CairnStatus {
+    guard(|| {
+        need(bytes, "bytes")?;
+        let n = node(h)?;
+        let mut n = lock(&n);
+        // SAFETY: `len` readable bytes.
+        let b = unsafe { std::slice::from_raw_parts(bytes, len) };
+        let SyncObj {
+            fleet,
+            authority,
+            replica,
+            ..
+        } = &mut *n;
+        let fl = cairn_sync::fleet::Fleet::verify(fleet, authority)
+            .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
+        let rep = cairn_sync::bundle::import(b, from, replica, &fl, &[0; 32])
+            .map_err(|e| (CairnStatus::SyncFailed, format!("bundle refused: {e:?}")))?;
+        // SAFETY: each output null or writable.
+        unsafe {
+            if !stored.is_null() {
+                *stored = rep.stored as usize;
+            }
+            if !complete.is_null() {
+                *complete = rep.complete as i32;
+            }
+            if !resume_out.is_null() {
+                *resume_out = rep.resume_at;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Items in the node's replica.
+///
+/// # Safety
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_sync_len(h: u64, out: *mut usize) -> CairnStatus {
+    guard(|| {
+        need(out, "out")?;
+        let n = node(h)?;
+        // SAFETY: checked non-null above.
+        unsafe { *out = lock(&n).replica.len() };
+        Ok(())
+    })
+}
+
+/// Free a sync node.
+#[no_mangle]
+pub extern "C" fn cairn_sync_node_free(h: u64) -> CairnStatus {
+    guard(|| {
+        lock(registry()).nodes.remove(&h).map(|_| ()).ok_or((
+            CairnStatus::BadHandle,
+            format!("no sync node with handle {h}"),
+        ))
     })
 }
 
@@ -609,6 +1084,178 @@ mod tests {
                 CairnStatus::WrongLength
             );
             assert_eq!(cairn_memory_free(999_999), CairnStatus::BadHandle);
+        }
+    }
+
+    /// The fleet list the C test uses (authority seed 0xA0…, one member: the C test's node
+    /// seed) is what cairn-sync makes today.
+    #[test]
+    fn c_test_fleet_is_current() {
+        let auth = ed25519_dalek::SigningKey::from_bytes(&[0xA0; 32]);
+        let node = ed25519_dalek::SigningKey::from_bytes(b"cairn-c-test-node-seed-000000001");
+        let other = ed25519_dalek::SigningKey::from_bytes(b"cairn-c-test-node-seed-000000002");
+        let f = cairn_sync::testkit::fleet_of(
+            &auth,
+            &[
+                node.verifying_key().to_bytes(),
+                other.verifying_key().to_bytes(),
+            ],
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/c/fleet.bin");
+        let hex: String = auth
+            .verifying_key()
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let hex_path = concat!(env!("CARGO_MANIFEST_DIR"), "/c/authority.hex");
+        if std::env::var("CAIRN_BLESS").is_ok() {
+            std::fs::write(path, &f).unwrap();
+            std::fs::write(hex_path, &hex).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(hex_path).unwrap_or_default(), hex);
+        assert_eq!(
+            std::fs::read(path).unwrap_or_default(),
+            f,
+            "CAIRN_BLESS=1 cargo test -p cairn-ffi"
+        );
+    }
+
+    /// Learning and sync through the C ABI, and their misuse.
+    #[test]
+    fn learn_and_sync_through_the_abi() {
+        let fleet = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/c/fleet.bin")).unwrap();
+        let auth = ed25519_dalek::SigningKey::from_bytes(&[0xA0; 32])
+            .verifying_key()
+            .to_bytes();
+        unsafe {
+            let (mut node, mut id, mut mem) = (0u64, 0u64, 0u64);
+            assert_eq!(
+                cairn_sync_node_create(
+                    b"cairn-c-test-node-seed-000000001".as_ptr(),
+                    fleet.as_ptr(),
+                    fleet.len(),
+                    auth.as_ptr(),
+                    &mut node,
+                    &mut id
+                ),
+                CairnStatus::Ok
+            );
+            // A fleet list signed by someone else is refused.
+            let wrong = [7u8; 32];
+            let mut x = 0u64;
+            assert_eq!(
+                cairn_sync_node_create(
+                    b"cairn-c-test-node-seed-000000001".as_ptr(),
+                    fleet.as_ptr(),
+                    fleet.len(),
+                    wrong.as_ptr(),
+                    &mut x,
+                    std::ptr::null_mut()
+                ),
+                CairnStatus::SyncFailed
+            );
+            assert_eq!(cairn_memory_create(4, 100, &mut mem), CairnStatus::Ok);
+            assert_eq!(cairn_memory_set_origin(mem, id), CairnStatus::Ok);
+            for c in 0..3u16 {
+                for k in 0..4 {
+                    let mut e = [0.1f32; 4];
+                    e[c as usize] = 1.0 + k as f32 * 0.1;
+                    assert_eq!(
+                        cairn_memory_add(mem, e.as_ptr(), 4, c, 10, k, std::ptr::null_mut()),
+                        CairnStatus::Ok
+                    );
+                }
+            }
+            let mut added = 0usize;
+            assert_eq!(
+                cairn_sync_add_memory(node, mem, &mut added),
+                CairnStatus::Ok
+            );
+            assert_eq!(added, 12);
+            let mut need = 0usize;
+            assert_eq!(
+                cairn_sync_export(node, 0, std::ptr::null_mut(), 0, &mut need),
+                CairnStatus::WrongLength
+            );
+            let mut b = vec![0u8; need];
+            assert_eq!(
+                cairn_sync_export(node, 0, b.as_mut_ptr(), b.len(), &mut need),
+                CairnStatus::Ok
+            );
+            let mut node2 = 0u64;
+            assert_eq!(
+                cairn_sync_node_create(
+                    b"cairn-c-test-node-seed-000000002".as_ptr(),
+                    fleet.as_ptr(),
+                    fleet.len(),
+                    auth.as_ptr(),
+                    &mut node2,
+                    std::ptr::null_mut()
+                ),
+                CairnStatus::Ok
+            );
+            let (mut stored, mut complete, mut resume) = (0usize, 0i32, 0usize);
+            assert_eq!(
+                cairn_sync_import(
+                    node2,
+                    b.as_ptr(),
+                    b.len(),
+                    0,
+                    &mut stored,
+                    &mut complete,
+                    &mut resume
+                ),
+                CairnStatus::Ok
+            );
+            assert_eq!((stored, complete), (12, 1));
+            assert_eq!(
+                cairn_sync_import(
+                    node2,
+                    b.as_ptr(),
+                    10,
+                    0,
+                    &mut stored,
+                    &mut complete,
+                    &mut resume
+                ),
+                CairnStatus::SyncFailed
+            );
+            // Learning on the memories.
+            let mut l = 0u64;
+            assert_eq!(cairn_learn_create(4, 3, 6, &mut l), CairnStatus::Ok);
+            let mut loss = 0f32;
+            assert_eq!(cairn_learn_train(l, mem, 200, &mut loss), CairnStatus::Ok);
+            assert!(loss < 0.5, "loss {loss} (ln 3 = 1.10 at the start)");
+            let mut class = 0u16;
+            assert_eq!(
+                cairn_learn_predict(l, [0.1f32, 0.1, 1.2, 0.1].as_ptr(), 4, &mut class),
+                CairnStatus::Ok
+            );
+            assert_eq!(class, 2);
+            assert_eq!(
+                cairn_learn_predict(l, [0.1f32; 3].as_ptr(), 3, &mut class),
+                CairnStatus::WrongLength
+            );
+            let mut small = 0u64;
+            assert_eq!(cairn_learn_create(4, 2, 6, &mut small), CairnStatus::Ok);
+            assert_eq!(
+                cairn_learn_train(small, mem, 1, std::ptr::null_mut()),
+                CairnStatus::LearnFailed
+            );
+            assert_eq!(
+                cairn_learn_train(l, node, 1, std::ptr::null_mut()),
+                CairnStatus::BadHandle
+            );
+            for h in [l, small] {
+                assert_eq!(cairn_learn_free(h), CairnStatus::Ok);
+            }
+            assert_eq!(cairn_learn_free(l), CairnStatus::BadHandle);
+            assert_eq!(cairn_sync_node_free(node), CairnStatus::Ok);
+            assert_eq!(
+                cairn_sync_add_memory(node, mem, &mut added),
+                CairnStatus::BadHandle
+            );
         }
     }
 
