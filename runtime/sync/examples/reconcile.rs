@@ -1,6 +1,6 @@
 //! Reconciliation cost against the naive exchange (not a test):
 //!
-//!     cargo run --release -p cairn-sync --features std --example bench
+//!     cargo run --release -p cairn-sync --features std --example reconcile
 //!
 //! Two nodes hold N records; D of them (384-d int8 embeddings, as the memory store keeps
 //! them) are only on one side. Prints the bytes on the wire (both ways, handshake
