@@ -55,6 +55,12 @@ command -v defmt-print >/dev/null || cargo install defmt-print --version 1.2.0 -
 # From here on a missing QEMU or defmt-print fails the firmware test instead of skipping it.
 export CAIRN_REQUIRE_QEMU=1
 (cd targets/mcu && cargo fmt --check && cargo clippy --release --quiet -- -D warnings)
+# Board builds (not run here): STM32F411 and nRF52840, through their HALs' I2C.
+for board in stm32f4 nrf52840; do
+  (cd targets/mcu && cargo clippy --release --quiet --features "$board" --target-dir target/boards -- -D warnings \
+    && cargo build --release --quiet --features "$board" --target-dir target/boards)
+  echo "ok: firmware for $board builds and links"
+done
 targets/mcu/size.sh
 
 step "mobile and edge boards: libcairn.a for Android and iOS, the C test on aarch64 under qemu-aarch64"

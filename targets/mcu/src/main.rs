@@ -20,6 +20,8 @@
 use cortex_m as _;
 use defmt_semihosting as _;
 
+#[cfg(any(feature = "stm32f4", feature = "nrf52840"))]
+mod boards;
 mod sensor;
 
 use cairn_core::{Interpreter, Model};
@@ -35,6 +37,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 
 static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 static INPUTS: &[u8] = cairn_core::include_model!("../assets/inputs.bin");
 const LABELS: [u16; 8] = [7, 8, 1, 7, 8, 5, 6, 9];
 const N: usize = 8;
@@ -63,9 +66,40 @@ fn insns(t0: u32, t1: u32) -> u32 {
     (t0.wrapping_sub(t1) & 0x00FF_FFFF) * INSN_PER_TICK
 }
 
+/// QEMU: the mock sensor bus, and the bundle goes to a host file through semihosting.
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 #[entry]
 fn main() -> ! {
-    let ok = run();
+    let mut file = HostFile::create("target/bundle.cbdl\0");
+    let mut failed = file.is_none();
+    let mut sink = |b: &[u8]| match file.as_mut() {
+        Some(f) => failed |= f.write_all(b).is_err(),
+        None => failed = true,
+    };
+    let ok = run(sensor::MockBus::new(INPUTS), &mut sink);
+    drop(file);
+    exit(ok && !failed)
+}
+
+/// A board: the sensor on the HAL's I2C bus; the bundle goes into a RAM buffer standing in
+/// for the removable storage a product would write it to.
+#[cfg(any(feature = "stm32f4", feature = "nrf52840"))]
+#[entry]
+fn main() -> ! {
+    // cortex-m-rt hands `main`'s `static mut` over as a `&'static mut`.
+    static mut STICK: [u8; 4096] = [0; 4096];
+    let stick: &'static mut [u8; 4096] = STICK;
+    let mut at = 0;
+    let mut sink = |b: &[u8]| {
+        let n = b.len().min(stick.len() - at);
+        stick[at..at + n].copy_from_slice(&b[..n]);
+        at += n;
+    };
+    let ok = run(boards::sensor_bus(), &mut sink);
+    exit(ok)
+}
+
+fn exit(ok: bool) -> ! {
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {
@@ -110,7 +144,7 @@ fn stack_used() -> usize {
     }
 }
 
-fn run() -> bool {
+fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     paint_stack();
     let mut cp = cortex_m::Peripherals::take().unwrap();
     cp.SYST.set_clock_source(SystClkSource::Core);
@@ -183,7 +217,7 @@ fn run() -> bool {
     let mut embs = [[0i8; DIM]; N];
     let mut scales = [0f32; N];
     let mut correct = 0;
-    let mut camera = sensor::Grid8x8::new(sensor::MockBus::new(INPUTS));
+    let mut camera = sensor::Grid8x8::new(bus);
     for i in 0..N {
         let mut input = [0f32; 64];
         if camera.read_frame(&mut input).is_err() {
@@ -320,7 +354,7 @@ fn run() -> bool {
         right,
         last
     );
-    let ok = export_bundle(&mut store, &key, syst);
+    let ok = export_bundle(&mut store, &key, syst, sink);
     defmt::println!(
         "stack used: {=usize} bytes (size.sh budgets 16384)",
         stack_used()
@@ -328,23 +362,18 @@ fn run() -> bool {
     ok
 }
 
-/// Sign every memory and stream them as a bundle into a host file.
+/// Sign every memory and stream them as a bundle into `sink`.
 fn export_bundle<F: embedded_storage::nor_flash::NorFlash, R: cairn_memory::ram::Ram>(
     store: &mut LogStore<F, R>,
     key: &ed25519_dalek::SigningKey,
     syst: &SYST,
+    mut sink: &mut dyn FnMut(&[u8]),
 ) -> bool {
-    let Some(mut file) = HostFile::create("target/bundle.cbdl\0") else {
-        defmt::error!("cannot open the bundle file on the host");
-        return false;
-    };
     let mut ids = [[0u8; 16]; 16];
     let n = store.len().min(16);
     for (slot, m) in ids.iter_mut().zip(store.metas()) {
         *slot = m.id;
     }
-    let mut failed = false;
-    let mut sink = |b: &[u8]| failed |= file.write_all(b).is_err();
     let t0 = ticks(syst);
     let mut w = cairn_sync::bundle::BundleWriter::start(key, 0, &mut sink);
     let mut body = [0u8; 128];
@@ -362,16 +391,18 @@ fn export_bundle<F: embedded_storage::nor_flash::NorFlash, R: cairn_memory::ram:
     w.finish(key, &mut sink);
     let t1 = ticks(syst);
     defmt::println!(
-        "sync bundle: {=usize} signed records written to target/bundle.cbdl, ~{=u32} instructions",
+        "sync bundle: {=usize} signed records written, ~{=u32} instructions",
         n,
         insns(t0, t1)
     );
-    !failed
+    true
 }
 
 /// A file on the host, through semihosting (QEMU: relative to its working directory).
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 struct HostFile(usize);
 
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 impl HostFile {
     /// `name` ends with a NUL byte.
     fn create(name: &str) -> Option<HostFile> {
@@ -398,6 +429,7 @@ impl HostFile {
     }
 }
 
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 impl Drop for HostFile {
     fn drop(&mut self) {
         // SAFETY: closes the descriptor OPEN gave.

@@ -32,12 +32,14 @@ impl<B: I2c> Grid8x8<B> {
 }
 
 /// A bus with one simulated sensor that serves `frames` (f32 pixels, little-endian) in turn.
+#[cfg_attr(any(feature = "stm32f4", feature = "nrf52840"), allow(dead_code))]
 pub struct MockBus {
     frames: &'static [u8],
     next: usize,
     reg: u8,
 }
 
+#[cfg_attr(any(feature = "stm32f4", feature = "nrf52840"), allow(dead_code))]
 impl MockBus {
     pub fn new(frames: &'static [u8]) -> Self {
         MockBus {

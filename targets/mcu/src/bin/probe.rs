@@ -5,6 +5,11 @@
 
 use cortex_m as _;
 use defmt_semihosting as _;
+// On a board build the device crate supplies the interrupt vectors.
+#[cfg(feature = "nrf52840")]
+use nrf52840_hal as _;
+#[cfg(feature = "stm32f4")]
+use stm32f4xx_hal as _;
 
 use cairn_core::{Interpreter, Model};
 use cortex_m_rt::entry;
