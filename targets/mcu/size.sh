@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Flash and RAM of the firmware and of cairn-core + kernels alone (the `probe` binary),
+# Flash and RAM of the firmware and of cairn-core + the int8 CNN kernel families alone
+# (the `probe` binary: `Select<CNN_I8>`),
 # checked against size-limits.txt: CI fails if either grows past its limit.
 #   flash = .vector_table + .text + .rodata + .data (the initial values live in flash)
 #   RAM   = .data + .bss (the model's arena, the store's RAM side and the learner's arena
@@ -28,7 +29,7 @@ read -r fw_flash fw_ram < <(measure target/thumbv7em-none-eabihf/release/cairn-m
 read -r core_flash core_ram < <(measure target/thumbv7em-none-eabihf/release/probe)
 fw_ram=$((fw_ram + STACK))
 echo "firmware:          flash $fw_flash bytes (model $model), RAM $fw_ram bytes (incl. $STACK stack)"
-echo "core + kernels:    flash $((core_flash - model)) bytes (without the model), static RAM $core_ram bytes"
+echo "core + CNN kernels: flash $((core_flash - model)) bytes (without the model), static RAM $core_ram bytes"
 fail=0
 while read -r key limit; do
   case $key in

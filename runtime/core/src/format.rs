@@ -99,7 +99,7 @@ pub fn i32_at(b: &[u8], off: usize) -> i32 {
 
 /// CRC-32 (IEEE) of the file with the CRC field taken as zero.
 pub fn file_crc(bytes: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = crate::crc32::Crc32::new();
     let crc_end = hdr::CRC + 4;
     h.update(&bytes[..hdr::CRC.min(bytes.len())]);
     if bytes.len() >= crc_end {

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod crc32;
 pub mod dtype;
 pub mod error;
 pub mod format;

@@ -124,3 +124,109 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
         Dequantize => quantize::dequantize(call, out),
     }
 }
+
+/// Kernel families for [`Select`]: a device links only the kernels its models use.
+pub mod family {
+    pub const CONV: u32 = 1 << 0;
+    /// FullyConnected, BatchMatMul.
+    pub const GEMM: u32 = 1 << 1;
+    /// Add, Sub, Mul (+ Div, PRelu, f32 unary functions), int8 lookup tables.
+    pub const ELTWISE: u32 = 1 << 2;
+    /// Concat, Reshape, Transpose, Slice, Split, Pad.
+    pub const MOVEMENT: u32 = 1 << 3;
+    /// MaxPool, AveragePool, GlobalAveragePool, ReduceMean.
+    pub const POOL: u32 = 1 << 4;
+    pub const RESIZE: u32 = 1 << 5;
+    /// Softmax, LayerNormalization.
+    pub const NORM: u32 = 1 << 6;
+    /// Quantize, Dequantize (the f32 edges of an int8 model).
+    pub const QUANTIZE: u32 = 1 << 7;
+    /// The f32 variants of the families above (an int8 model needs none).
+    pub const F32: u32 = 1 << 8;
+    /// The CPU backend's fast convolution paths.
+    pub const FAST: u32 = 1 << 9;
+    pub const ALL: u32 = (1 << 10) - 1;
+    /// An int8 CNN classifier: convolutions (depthwise too), elementwise, pooling,
+    /// reshapes/concats, FullyConnected, Softmax, Quantize/Dequantize.
+    pub const CNN_I8: u32 = CONV | GEMM | ELTWISE | MOVEMENT | POOL | NORM | QUANTIZE;
+    /// An int8 MLP: FullyConnected, Softmax, Quantize/Dequantize.
+    pub const MLP_I8: u32 = GEMM | NORM | QUANTIZE;
+}
+
+/// A CPU backend with only the kernel families in `F` (see [`family`]): the others are
+/// not linked, and a model that needs one is refused by `Interpreter::new` (unsupported
+/// kernel), before anything runs. Same results as [`CpuBackend`] for what it has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Select<const F: u32>;
+
+impl<const F: u32> Select<F> {
+    const fn has(kind: OpKind, variant: Variant) -> bool {
+        use family::*;
+        use OpKind::*;
+        let fam = match kind {
+            Conv | ConvTranspose => CONV,
+            FullyConnected | BatchMatMul => GEMM,
+            Add | Sub | Mul | Div | PRelu | Unary | Lut => ELTWISE,
+            Concat | Reshape | Transpose | Slice | Split | Pad => MOVEMENT,
+            MaxPool | AveragePool | GlobalAveragePool | ReduceMean => POOL,
+            Resize => RESIZE,
+            Softmax | LayerNorm => NORM,
+            Quantize | Dequantize => QUANTIZE,
+        };
+        let float = matches!(variant, Variant::F32) && !matches!(kind, Quantize | Dequantize);
+        F & fam != 0 && (!float || F & F32 != 0)
+    }
+}
+
+impl<const F: u32> Backend for Select<F> {
+    fn name(&self) -> &'static str {
+        "cpu-select"
+    }
+
+    fn supports(&self, k: KernelId) -> bool {
+        supports(k) && Self::has(k.kind, k.variant)
+    }
+
+    fn execute(&mut self, call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+        use OpKind::*;
+        if !Self::has(call.kind, call.kernel.variant) {
+            return Err(ExecError::Unsupported(call.kernel));
+        }
+        let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
+        // Each arm is behind a constant test, so a disabled family's code is never
+        // referenced and the linker drops it.
+        match call.kind {
+            Conv if F & family::CONV != 0 && q => {
+                if F & family::FAST != 0 {
+                    if let Some(r) = fast::conv_i8(call, &mut out) {
+                        return r;
+                    }
+                }
+                conv::conv_i8(call, out)
+            }
+            FullyConnected if F & family::GEMM != 0 && q => gemm::fc_i8(call, out),
+            Add | Sub | Mul if F & family::ELTWISE != 0 && q => eltwise::binary_i8(call, out),
+            Lut if F & family::ELTWISE != 0 => eltwise::lut_i8(call, out),
+            Reshape if F & family::MOVEMENT != 0 => movement::reshape(call, out),
+            Concat if F & family::MOVEMENT != 0 => movement::concat(call, out),
+            Pad if F & family::MOVEMENT != 0 => movement::pad(call, out),
+            MaxPool if F & family::POOL != 0 => pool::max_pool(call, out),
+            AveragePool if F & family::POOL != 0 => pool::avg_pool(call, out),
+            GlobalAveragePool | ReduceMean if F & family::POOL != 0 => pool::reduce_mean(call, out),
+            Softmax if F & family::NORM != 0 => norm::softmax(call, out),
+            Quantize if F & family::QUANTIZE != 0 => quantize::quantize(call, out),
+            Dequantize if F & family::QUANTIZE != 0 => quantize::dequantize(call, out),
+            Transpose if F & family::MOVEMENT != 0 => movement::transpose(call, out),
+            Slice if F & family::MOVEMENT != 0 => movement::slice(call, out),
+            Split if F & family::MOVEMENT != 0 => movement::split(call, out),
+            BatchMatMul if F & family::GEMM != 0 && q => gemm::bmm_i8(call, out),
+            ConvTranspose if F & family::CONV != 0 && q => conv::conv_transpose_i8(call, out),
+            LayerNorm if F & family::NORM != 0 => norm::layer_norm(call, out),
+            Resize if F & family::RESIZE != 0 => resize::resize(call, out),
+            // The f32 variants through the full table, only when asked for (a constant test:
+            // without F32 the table is not linked).
+            _ if F & family::F32 != 0 => execute_reference(call, out),
+            _ => Err(ExecError::Unsupported(call.kernel)),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! 1. reads eight frames from an 8×8 sensor through embedded-hal's I2C trait (a mock bus in
 //!    QEMU serves the bundled samples) and runs the digits model (int8, from flash) on each
-//!    with the arena in RAM, and logs each output's bytes (the host test compares them with the host
+//!    with the arena in RAM (linking only the MLP kernel families), and logs each output's bytes (the host test compares them with the host
 //!    interpreter, byte for byte) and the instructions per inference;
 //! 2. keeps each input's penultimate features in a memory store over a flash-shaped region
 //!    (no allocator) and asks it for the nearest earlier observation;
@@ -25,7 +25,7 @@ mod boards;
 mod sensor;
 
 use cairn_core::{Interpreter, Model};
-use cairn_kernels::CpuBackend;
+use cairn_kernels::{family, Select};
 use cairn_learn::learner::{arena_bytes, Slot};
 use cairn_learn::{AdapterShape, Learner, Optimizer, Sample, TrainConfig};
 use cairn_memory::ram::FixedRam;
@@ -189,7 +189,7 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     #[allow(static_mut_refs)]
     let (arena, flash, store_ram, learn_arena) =
         unsafe { (&mut ARENA.0, &mut FLASH, &mut STORE_RAM, &mut LEARN_ARENA) };
-    let mut it = match Interpreter::new(model, CpuBackend, arena) {
+    let mut it = match Interpreter::new(model, Select::<{ family::MLP_I8 | family::FAST }>, arena) {
         Ok(it) => it,
         Err(e) => {
             defmt::error!("interpreter: {}", defmt::Debug2Format(&e));

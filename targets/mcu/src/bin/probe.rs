@@ -1,5 +1,7 @@
-//! Size probe: cairn-core + cairn-kernels alone (parse a model, run it), no logging, no
-//! memory, no learner — what `size.sh` reports as "core + kernels".
+//! Size probe: cairn-core + the int8 CNN kernel families (`Select<CNN_I8>`: convolutions
+//! incl. depthwise, elementwise, pooling, reshapes, FullyConnected, Softmax, Quantize) —
+//! parse a model and run it, no logging, no memory, no learner. What `size.sh` reports as
+//! "core + CNN kernels". `--features reference` links every kernel (the reference backend).
 #![no_std]
 #![no_main]
 
@@ -39,8 +41,8 @@ fn main() -> ! {
 }
 
 #[cfg(not(feature = "reference"))]
-fn backend() -> cairn_kernels::CpuBackend {
-    cairn_kernels::CpuBackend
+fn backend() -> cairn_kernels::Select<{ cairn_kernels::family::CNN_I8 }> {
+    cairn_kernels::Select
 }
 #[cfg(feature = "reference")]
 fn backend() -> cairn_kernels::RefBackend {
