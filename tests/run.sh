@@ -79,9 +79,11 @@ for t in aarch64-linux-android aarch64-apple-ios; do
   echo "ok: libcairn.a for $t"
 done
 targets/ffi/c-test.sh
-# Unit and integration tests of the device crates on aarch64, under qemu-aarch64 (the
-# runner in .cargo/config.toml); the memory store's power-cut sweep stays on the host.
-cargo test -p cairn-core -p cairn-learn -p cairn-sync --features cairn-sync/std \
+# The device crates' tests on aarch64, under qemu-aarch64 (the runner in
+# .cargo/config.toml): kernels (the portable fast paths against the reference), the memory
+# store (its power-cut sweep included), learn, sync, core.
+cargo test -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync \
+  --features cairn-kernels/std,cairn-memory/std,cairn-sync/std \
   --target aarch64-unknown-linux-gnu --quiet 2>&1 | tee target/test-aarch64.log
 grep -q "test result: FAILED" target/test-aarch64.log && exit 1
 

@@ -1,5 +1,5 @@
 //! Faster int8 convolution paths, bit-exact with the reference kernels (tested in
-//! `tests/tests/kernels_exact.rs`):
+//! `runtime/kernels/tests/exact.rs`):
 //! - pointwise (1×1, stride 1, no padding, one group) as a GEMM: AVX2 `vpmaddwd` micro-kernel
 //!   of 8 output channels × 8 pixels on x86_64 (detected at run time with `std`, at compile
 //!   time without), portable blocked loop elsewhere;
