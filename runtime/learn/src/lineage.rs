@@ -312,7 +312,7 @@ impl<F: NorFlash> CheckpointLog<F> {
             return Ok(None);
         }
         // CRC over the body, read in chunks.
-        let mut hasher = crc32fast::Hasher::new();
+        let mut hasher = cairn_core::crc32::Crc32::new();
         let mut first = [0u8; CKPT_FIXED];
         let mut chunk = [0u8; 256];
         let mut off = 0;
@@ -356,7 +356,7 @@ impl<F: NorFlash> CheckpointLog<F> {
         if self.wp + total > self.flash.capacity() {
             return Err(LearnError::LogFull);
         }
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = cairn_core::crc32::Crc32::new();
         parts.iter().for_each(|p| crc.update(p));
         let mut h = [0u8; HDR];
         h[0..4].copy_from_slice(&MAGIC.to_le_bytes());

@@ -1,5 +1,18 @@
 //! Byte layout of the log (see `runtime/memory/spec.md`). Little-endian.
 
+/// CRC-32/IEEE: crc32fast's SIMD version on hosts (`std`), cairn-core's 1 KiB-table one on
+/// devices (crc32fast's table is 16 KiB). Same values.
+#[cfg(feature = "std")]
+type Crc32 = crc32fast::Hasher;
+#[cfg(not(feature = "std"))]
+type Crc32 = cairn_core::crc32::Crc32;
+
+fn crc32(b: &[u8]) -> u32 {
+    let mut h = Crc32::new();
+    h.update(b);
+    h.finalize()
+}
+
 /// Segment header: magic, version, pad, sequence number, erase count, reserved, CRC.
 pub const SEG_MAGIC: u32 = 0x4753_4D43; // "CMSG"
 pub const SEG_VERSION: u8 = 1;
@@ -32,7 +45,7 @@ pub fn u64_at(b: &[u8], o: usize) -> u64 {
 
 /// CRC-32 of an entry: its first 8 header bytes, then the body.
 pub fn entry_crc(header8: &[u8], body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = Crc32::new();
     h.update(header8);
     h.update(body);
     h.finalize()
@@ -45,7 +58,7 @@ pub fn segment_header(seq: u32, erases: u32) -> [u8; SEG_HEADER] {
     h[4] = SEG_VERSION;
     h[8..12].copy_from_slice(&seq.to_le_bytes());
     h[12..16].copy_from_slice(&erases.to_le_bytes());
-    let crc = crc32fast::hash(&h[..20]);
+    let crc = crc32(&h[..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -55,9 +68,33 @@ pub fn parse_segment_header(h: &[u8]) -> Option<(u32, u32)> {
     if h.len() < SEG_HEADER
         || u32_at(h, 0) != SEG_MAGIC
         || h[4] != SEG_VERSION
-        || crc32fast::hash(&h[..20]) != u32_at(h, 20)
+        || crc32(&h[..20]) != u32_at(h, 20)
     {
         return None;
     }
     Some((u32_at(h, 8), u32_at(h, 12)))
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    /// A log written on a device (cairn-core's CRC) reads on a host (crc32fast) and back.
+    #[test]
+    fn both_crc_implementations_agree() {
+        let mut x = 0x1234_5678u32;
+        let data: std::vec::Vec<u8> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for n in [0, 1, 7, 64, 1000, 5000] {
+            assert_eq!(
+                crc32fast::hash(&data[..n]),
+                cairn_core::crc32::crc32(&data[..n]),
+                "n {n}"
+            );
+        }
+    }
 }
