@@ -10,8 +10,10 @@ use alloc::vec::Vec;
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 
+#[cfg(feature = "std")]
 use crate::slice_flash::check;
 pub use crate::slice_flash::FlashError;
+use crate::slice_flash::SliceFlash;
 
 /// NOR flash in RAM with `ERASE`-byte sectors and 4-byte program granularity.
 #[derive(Clone, Debug)]
@@ -34,12 +36,17 @@ impl<const ERASE: usize> ErrorType for RamFlash<ERASE> {
     type Error = FlashError;
 }
 
+impl<const ERASE: usize> RamFlash<ERASE> {
+    /// The NOR rules are `SliceFlash`'s; this adds the erase counts.
+    fn nor(&mut self) -> SliceFlash<'_, ERASE> {
+        SliceFlash::new(&mut self.data)
+    }
+}
+
 impl<const ERASE: usize> ReadNorFlash for RamFlash<ERASE> {
     const READ_SIZE: usize = 1;
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let (o, e) = check(offset, bytes.len(), self.data.len(), 1)?;
-        bytes.copy_from_slice(&self.data[o..e]);
-        Ok(())
+        self.nor().read(offset, bytes)
     }
     fn capacity(&self) -> usize {
         self.data.len()
@@ -50,24 +57,14 @@ impl<const ERASE: usize> NorFlash for RamFlash<ERASE> {
     const WRITE_SIZE: usize = 4;
     const ERASE_SIZE: usize = ERASE;
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        let (o, e) = check(
-            from,
-            (to.saturating_sub(from)) as usize,
-            self.data.len(),
-            ERASE,
-        )?;
-        self.data[o..e].fill(0xFF);
-        for s in o / ERASE..e / ERASE {
+        self.nor().erase(from, to)?;
+        for s in from as usize / ERASE..to as usize / ERASE {
             self.erases[s] += 1;
         }
         Ok(())
     }
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        let (o, e) = check(offset, bytes.len(), self.data.len(), 4)?;
-        for (d, &b) in self.data[o..e].iter_mut().zip(bytes) {
-            *d &= b;
-        }
-        Ok(())
+        self.nor().write(offset, bytes)
     }
 }
 
