@@ -106,7 +106,7 @@ pub fn dot(a: &[i8], b: &[i8]) -> i32 {
     dot_body(a, b)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "std"))]
 mod tests {
     #[test]
     fn simd_dot_equals_the_loop() {
