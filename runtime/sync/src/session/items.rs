@@ -10,10 +10,15 @@ impl<S: Store> Session<'_, S> {
         if self.store.item_len(&id).is_none() || self.budget_hit {
             return;
         }
-        if let Some(e) = self.sendq.as_mut_slice().iter_mut().find(|e| e.0 == id) {
-            e.1 = offset;
-            return;
+        // Reconciliation names each id once; only a resumed item (a Want with an offset)
+        // can already be queued, so the linear scan runs only once one exists.
+        if self.resumed || offset > 0 {
+            if let Some(e) = self.sendq.as_mut_slice().iter_mut().find(|e| e.0 == id) {
+                e.1 = offset.max(e.1);
+                return;
+            }
         }
+        self.resumed |= offset > 0;
         if self.sendq.push((id, offset)) {
             self.sendq_dirty = true;
         }

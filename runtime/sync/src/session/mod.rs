@@ -205,6 +205,8 @@ pub struct Session<'f, S: Store> {
     // Items.
     sendq: List<(Id, u32), SENDQ>,
     sendq_dirty: bool,
+    /// An item queued with an offset > 0 (a resume) exists: `queue_send` must dedupe.
+    resumed: bool,
     partial: Buf<MAX_ITEM>,
     partial_id: Option<(Id, u32)>,
     resume_want: Option<Want>,
@@ -278,6 +280,7 @@ impl<'f, S: Store> Session<'f, S> {
             wants: List::new(),
             sendq: List::new(),
             sendq_dirty: false,
+            resumed: false,
             partial: Buf::new(),
             partial_id: None,
             resume_want: None,
