@@ -517,46 +517,34 @@ fn ann_recall_filters_and_staleness() {
         })
         .unwrap();
     }
+    // recall@10 of an approximate search against the exact one, over every 40th vector.
+    let recall = |approx: &mut dyn FnMut(&[i8]) -> Vec<cairn_memory::search::Hit>| {
+        let mut found = 0;
+        for q in vecs.iter().step_by(40) {
+            let exact: Vec<Id> = st
+                .search(q, 10, &Filter::default(), &Scoring::default())
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            found += approx(q).iter().filter(|h| exact.contains(&h.id)).count();
+        }
+        found as f64 / (10 * 50) as f64
+    };
     let ivf = cairn_memory::ivf::Ivf::build(&st, 45, 8, 2000, seed);
-    let mut found = 0;
-    for q in vecs.iter().step_by(40) {
-        let exact: Vec<Id> = st
-            .search(q, 10, &Filter::default(), &Scoring::default())
-            .iter()
-            .map(|h| h.id)
-            .collect();
-        let approx = ivf
-            .search(&st, q, 10, 4, &Filter::default(), &Scoring::default())
-            .unwrap();
-        found += approx.iter().filter(|h| exact.contains(&h.id)).count();
-    }
-    let recall = found as f64 / (10 * 50) as f64;
-    assert!(recall >= 0.95, "CAIRN_SEED={seed}: IVF recall@10 {recall}");
+    let r = recall(&mut |q| {
+        ivf.search(&st, q, 10, 4, &Filter::default(), &Scoring::default())
+            .unwrap()
+    });
+    assert!(r >= 0.95, "CAIRN_SEED={seed}: IVF recall@10 {r}");
     // HNSW: the same queries, and a label filter that only admits matching records.
     let hnsw = cairn_memory::hnsw::Hnsw::build(&st, cairn_memory::hnsw::HnswParams::default());
     let mut scratch = hnsw.scratch();
-    let mut found = 0;
-    for q in vecs.iter().step_by(40) {
-        let exact: Vec<Id> = st
-            .search(q, 10, &Filter::default(), &Scoring::default())
-            .iter()
-            .map(|h| h.id)
-            .collect();
-        let approx = hnsw
-            .search(
-                &st,
-                q,
-                10,
-                40,
-                &Filter::default(),
-                &Scoring::default(),
-                &mut scratch,
-            )
-            .unwrap();
-        found += approx.iter().filter(|h| exact.contains(&h.id)).count();
-    }
-    let recall = found as f64 / (10 * 50) as f64;
-    assert!(recall >= 0.95, "CAIRN_SEED={seed}: HNSW recall@10 {recall}");
+    let r = recall(&mut |q| {
+        let f = Filter::default();
+        hnsw.search(&st, q, 10, 40, &f, &Scoring::default(), &mut scratch)
+            .unwrap()
+    });
+    assert!(r >= 0.95, "CAIRN_SEED={seed}: HNSW recall@10 {r}");
     let only = Filter {
         label: Some(2),
         ..Filter::default()
