@@ -695,6 +695,25 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// `n` key files in `dir` (seeds `first`, `first + 1`, …) and a fleet list signed by the
+    /// first key admitting all the others.
+    fn keys_and_fleet(dir: &Path, n: usize, first: u8) -> (Vec<PathBuf>, PathBuf) {
+        let keys: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("k{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            std::fs::write(k, [first + i as u8; 32]).unwrap();
+        }
+        let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
+        let fleet = dir.join("fleet");
+        sync(SyncCmd::Fleet {
+            authority: keys[0].clone(),
+            members: (1..n).map(pk).collect(),
+            version: 1,
+            out: fleet.clone(),
+        })
+        .unwrap();
+        (keys, fleet)
+    }
+
     /// Sign a record of this node (64-d embedding filled with `v`) into its replica.
     fn add_record(n: &mut Node, ts: u64, v: i8) {
         let me = node_id(n.key.verifying_key().as_bytes());
@@ -724,19 +743,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cairn-sync-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let keys: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("k{i}"))).collect();
-        for (i, k) in keys.iter().enumerate() {
-            std::fs::write(k, [i as u8 + 1; 32]).unwrap();
-        }
+        let (keys, fleet) = keys_and_fleet(&dir, 3, 1);
         let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
-        let fleet = dir.join("fleet");
-        sync(SyncCmd::Fleet {
-            authority: keys[0].clone(),
-            members: vec![pk(1), pk(2)],
-            version: 1,
-            out: fleet.clone(),
-        })
-        .unwrap();
         let node = |i: usize| NodeArgs {
             key: keys[i].clone(),
             fleet: fleet.clone(),
@@ -850,19 +858,8 @@ mod tests {
         let (model, lineage) = crate::learn::tests::trained_lineage(&zoo, &dir);
         let bytes = crate::tools::read_model(&model).unwrap();
         let base = cairn_learn::lineage::model_hash(bytes.as_slice());
-        let keys: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("k{i}"))).collect();
-        for (i, k) in keys.iter().enumerate() {
-            std::fs::write(k, [i as u8 + 11; 32]).unwrap();
-        }
+        let (keys, fleet) = keys_and_fleet(&dir, 2, 11);
         let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
-        let fleet = dir.join("fleet");
-        sync(SyncCmd::Fleet {
-            authority: keys[0].clone(),
-            members: vec![pk(1)],
-            version: 1,
-            out: fleet.clone(),
-        })
-        .unwrap();
         let node = NodeArgs {
             key: keys[1].clone(),
             fleet,
