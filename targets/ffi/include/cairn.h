@@ -59,41 +59,49 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Load a `.cairn` model (the bytes are copied; every check happens here).
+ * Copy the calling thread's last error message (NUL-terminated, truncated to `cap`) into
+ * `buf`; returns the message's full length in bytes (without the NUL). `buf` may be null
+ * to ask for the length.
  *
  * # Safety
- * `bytes` points to `len` readable bytes; `out` is writable.
+ * `buf` is null or has room for `cap` bytes.
  */
-enum CairnStatus cairn_model_create(const uint8_t *bytes, size_t len, uint64_t *out);
+size_t cairn_last_error(char *buf, size_t cap);
 
 /**
- * Number of f32 values of input 0, or of output `index` (`is_output` ≠ 0).
+ * A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
+ * `batch`), its arena planned and allocated here.
  *
  * # Safety
  * `out` is writable.
  */
-enum CairnStatus cairn_model_size(uint64_t h, int32_t is_output, size_t index, size_t *out);
+enum CairnStatus cairn_learn_create(size_t dim, size_t classes, size_t batch, uint64_t *out);
 
 /**
- * Run on `input` (f32 × `input_len`, the model's single input) and copy output
- * `output_index` (dequantized to f32) into `output` (capacity `output_cap`); its length
- * goes to `output_len`.
+ * Train `steps` steps on the records of memory store `mem` (their labels are the
+ * targets); the mean loss of the last step goes to `loss_out` (may be null). The learner
+ * keeps its weights between calls.
  *
  * # Safety
- * `input` holds `input_len` floats, `output` has room for `output_cap`; `output_len` is writable.
+ * `loss_out` is null or writable.
  */
-enum CairnStatus cairn_model_run(uint64_t h,
-                                 const float *input,
-                                 size_t input_len,
-                                 size_t output_index,
-                                 float *output,
-                                 size_t output_cap,
-                                 size_t *output_len);
+enum CairnStatus cairn_learn_train(uint64_t h, uint64_t mem, uint32_t steps, float *loss_out);
 
 /**
- * Free a model. Its handle is invalid afterwards (`CAIRN_STATUS_BAD_HANDLE`).
+ * The learner's class for `features` (`dim` floats).
+ *
+ * # Safety
+ * `features` holds `dim` floats; `class_out` is writable.
  */
-enum CairnStatus cairn_model_free(uint64_t h);
+enum CairnStatus cairn_learn_predict(uint64_t h,
+                                     const float *features,
+                                     size_t dim,
+                                     uint16_t *class_out);
+
+/**
+ * Free a learner.
+ */
+enum CairnStatus cairn_learn_free(uint64_t h);
 
 /**
  * A memory store in RAM for `dim`-wide embeddings, at most `max_records` (the least
@@ -156,39 +164,41 @@ enum CairnStatus cairn_memory_free(uint64_t h);
 enum CairnStatus cairn_memory_set_origin(uint64_t h, uint64_t origin);
 
 /**
- * A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
- * `batch`), its arena planned and allocated here.
+ * Load a `.cairn` model (the bytes are copied; every check happens here).
+ *
+ * # Safety
+ * `bytes` points to `len` readable bytes; `out` is writable.
+ */
+enum CairnStatus cairn_model_create(const uint8_t *bytes, size_t len, uint64_t *out);
+
+/**
+ * Number of f32 values of input 0, or of output `index` (`is_output` ≠ 0).
  *
  * # Safety
  * `out` is writable.
  */
-enum CairnStatus cairn_learn_create(size_t dim, size_t classes, size_t batch, uint64_t *out);
+enum CairnStatus cairn_model_size(uint64_t h, int32_t is_output, size_t index, size_t *out);
 
 /**
- * Train `steps` steps on the records of memory store `mem` (their labels are the
- * targets); the mean loss of the last step goes to `loss_out` (may be null). The learner
- * keeps its weights between calls.
+ * Run on `input` (f32 × `input_len`, the model's single input) and copy output
+ * `output_index` (dequantized to f32) into `output` (capacity `output_cap`); its length
+ * goes to `output_len`.
  *
  * # Safety
- * `loss_out` is null or writable.
+ * `input` holds `input_len` floats, `output` has room for `output_cap`; `output_len` is writable.
  */
-enum CairnStatus cairn_learn_train(uint64_t h, uint64_t mem, uint32_t steps, float *loss_out);
+enum CairnStatus cairn_model_run(uint64_t h,
+                                 const float *input,
+                                 size_t input_len,
+                                 size_t output_index,
+                                 float *output,
+                                 size_t output_cap,
+                                 size_t *output_len);
 
 /**
- * The learner's class for `features` (`dim` floats).
- *
- * # Safety
- * `features` holds `dim` floats; `class_out` is writable.
+ * Free a model. Its handle is invalid afterwards (`CAIRN_STATUS_BAD_HANDLE`).
  */
-enum CairnStatus cairn_learn_predict(uint64_t h,
-                                     const float *features,
-                                     size_t dim,
-                                     uint16_t *class_out);
-
-/**
- * Free a learner.
- */
-enum CairnStatus cairn_learn_free(uint64_t h);
+enum CairnStatus cairn_model_free(uint64_t h);
 
 /**
  * A sync node: its Ed25519 identity (`seed`, 32 bytes), the fleet membership list signed
@@ -257,16 +267,6 @@ enum CairnStatus cairn_sync_len(uint64_t h, size_t *out);
  * Free a sync node.
  */
 enum CairnStatus cairn_sync_node_free(uint64_t h);
-
-/**
- * Copy the calling thread's last error message (NUL-terminated, truncated to `cap`) into
- * `buf`; returns the message's full length in bytes (without the NUL). `buf` may be null
- * to ask for the length.
- *
- * # Safety
- * `buf` is null or has room for `cap` bytes.
- */
-size_t cairn_last_error(char *buf, size_t cap);
 
 #ifdef __cplusplus
 }  // extern "C"
