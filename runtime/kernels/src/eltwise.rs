@@ -164,7 +164,12 @@ fn walk_body(
 }
 
 /// Flat index into an operand with strides `st` of the `chunk`-th run of the dims before `d`.
-fn outer_index(shape: &cairn_core::Shape, st: &[usize; 6], d: usize, chunk: usize) -> usize {
+pub(crate) fn outer_index(
+    shape: &cairn_core::Shape,
+    st: &[usize; 6],
+    d: usize,
+    chunk: usize,
+) -> usize {
     let mut rem = chunk;
     let mut idx = 0;
     for k in (0..d).rev() {

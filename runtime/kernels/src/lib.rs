@@ -14,6 +14,8 @@ mod conv;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
+#[allow(unsafe_code)]
+mod fast_elt;
 pub use eltwise::unary_value;
 mod gemm;
 #[cfg(feature = "std")]
@@ -82,12 +84,21 @@ impl Backend for CpuBackend {
     }
 
     fn execute(&mut self, call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
-        if call.kind == OpKind::Conv && matches!(call.kernel.variant, Variant::I8 | Variant::DwI8) {
-            if let Some(r) = fast::conv_i8(call, &mut out) {
-                return r;
-            }
+        if let Some(r) = execute_fast(call, &mut out) {
+            return r;
         }
         execute_reference(call, out)
+    }
+}
+
+/// The fast paths (SIMD where the CPU has it), or `None` where none covers the op.
+fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
+    match call.kind {
+        OpKind::Conv if q => fast::conv_i8(call, out),
+        OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
+        OpKind::Quantize => fast_elt::quantize(call, out),
+        _ => None,
     }
 }
 
@@ -143,7 +154,8 @@ pub mod family {
     pub const QUANTIZE: u32 = 1 << 7;
     /// The f32 variants of the families above (an int8 model needs none).
     pub const F32: u32 = 1 << 8;
-    /// The CPU backend's fast convolution paths.
+    /// The CPU backend's fast paths (convolutions, int8 Add/Mul, Quantize) for the
+    /// families above that are enabled.
     pub const FAST: u32 = 1 << 9;
     pub const ALL: u32 = (1 << 10) - 1;
     /// An int8 CNN classifier: convolutions (depthwise too), elementwise, pooling,
@@ -195,15 +207,20 @@ impl<const F: u32> Backend for Select<F> {
         let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
         // Each arm is behind a constant test, so a disabled family's code is never
         // referenced and the linker drops it.
-        match call.kind {
-            Conv if F & family::CONV != 0 && q => {
-                if F & family::FAST != 0 {
-                    if let Some(r) = fast::conv_i8(call, &mut out) {
-                        return r;
-                    }
-                }
-                conv::conv_i8(call, out)
+        if F & family::FAST != 0 {
+            // Only the enabled families' fast paths are referenced (and linked).
+            let fast = match call.kind {
+                Conv if F & family::CONV != 0 && q => fast::conv_i8(call, &mut out),
+                Add | Mul if F & family::ELTWISE != 0 && q => fast_elt::binary_i8(call, &mut out),
+                Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
+                _ => None,
+            };
+            if let Some(r) = fast {
+                return r;
             }
+        }
+        match call.kind {
+            Conv if F & family::CONV != 0 && q => conv::conv_i8(call, out),
             FullyConnected if F & family::GEMM != 0 && q => gemm::fc_i8(call, out),
             Add | Sub | Mul if F & family::ELTWISE != 0 && q => eltwise::binary_i8(call, out),
             Lut if F & family::ELTWISE != 0 => eltwise::lut_i8(call, out),

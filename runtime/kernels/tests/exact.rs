@@ -284,3 +284,136 @@ fn depthwise_same_conv_matches_reference() {
         assert!(check(&mut r, cs, seed, case));
     }
 }
+
+fn per_tensor(r: &mut Rng) -> QuantSpec {
+    QuantSpec::PerTensor {
+        scale: r.f(0.005, 0.2),
+        zero_point: r.range(0, 255) as i32 - 128,
+    }
+}
+
+/// A model `y = a (op) b` with one operand the input and the other a constant.
+/// Returns the model and its input's element count.
+fn binary_model(
+    r: &mut Rng,
+    kind: OpKind,
+    a: &[usize],
+    b: &[usize],
+    y: &[usize],
+) -> (Vec<u8>, usize) {
+    let mut m = ModelBuilder::default();
+    let numel = |d: &[usize]| d.iter().product::<usize>();
+    let input_first = r.next().is_multiple_of(2);
+    let mut tensor = |dims: &[usize], is_input: bool, r: &mut Rng| {
+        let data = (!is_input).then(|| (0..numel(dims)).map(|_| r.i8() as u8).collect());
+        m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(dims).unwrap(),
+            quant: per_tensor(r),
+            data,
+        })
+    };
+    let ta = tensor(a, input_first, r);
+    let tb = tensor(b, !input_first, r);
+    let ty = tensor(y, true, r);
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (r.range(0, 100) as i32 - 128, r.range(0, 100) as i32 + 27)
+    } else {
+        (-128, 127)
+    };
+    m.ops.push(OpSpec {
+        kind,
+        inputs: vec![Some(ta), Some(tb)],
+        outputs: vec![ty],
+        params: vec![lo, hi],
+    });
+    m.inputs = vec![if input_first { ta } else { tb }];
+    m.outputs = vec![ty];
+    let n = numel(if input_first { a } else { b });
+    (m.finish().expect("valid binary model"), n)
+}
+
+/// int8 Add and Mul: equal shapes, per-channel operands ([1, C, 1, 1] against
+/// [N, C, H, W], either side), scalars, and a general broadcast the fast path declines.
+#[test]
+fn binary_i8_matches_reference() {
+    let seed = seed() ^ 0xE1;
+    let mut r = Rng(seed);
+    for case in 0..400 {
+        let kind = if r.next().is_multiple_of(2) {
+            OpKind::Add
+        } else {
+            OpKind::Mul
+        };
+        let (n, c, h, w) = (r.range(1, 2), r.range(1, 9), r.range(1, 7), r.range(1, 21));
+        let full = vec![n, c, h, w];
+        let (a, b) = match r.range(0, 4) {
+            0 => (full.clone(), full.clone()),
+            1 => (full.clone(), vec![1, c, 1, 1]),
+            2 => (full.clone(), vec![1]),
+            3 => (vec![1], full.clone()),
+            _ => (full.clone(), vec![1, 1, h, 1]),
+        };
+        let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full);
+        let input: Vec<u8> = (0..m).map(|_| r.i8() as u8).collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {kind:?} {a:?} x {b:?}"
+        );
+    }
+}
+
+/// Per-tensor QuantizeLinear, with NaN, infinities, ties and values far out of range.
+#[test]
+fn quantize_matches_reference() {
+    let seed = seed() ^ 0x0A;
+    let mut r = Rng(seed);
+    for case in 0..100 {
+        let len = r.range(1, 70);
+        let scale = r.f(0.001, 0.1);
+        let mut m = ModelBuilder::default();
+        let x = m.add_tensor(TensorSpec {
+            dtype: DType::F32,
+            shape: Shape::new(&[1, len]).unwrap(),
+            quant: QuantSpec::None,
+            data: None,
+        });
+        let y = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, len]).unwrap(),
+            quant: QuantSpec::PerTensor {
+                scale,
+                zero_point: r.range(0, 255) as i32 - 128,
+            },
+            data: None,
+        });
+        m.ops.push(OpSpec {
+            kind: OpKind::Quantize,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: vec![],
+        });
+        m.inputs = vec![x];
+        m.outputs = vec![y];
+        let bytes = m.finish().expect("valid quantize model");
+        let input: Vec<u8> = (0..len)
+            .flat_map(|_| {
+                let v = match r.range(0, 9) {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    3 => (r.range(0, 400) as f32 - 200.0 + 0.5) * scale, // ties
+                    4 => r.f(-1e9, 1e9),
+                    _ => r.f(-2.0, 2.0),
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}"
+        );
+    }
+}

@@ -121,7 +121,7 @@ pub fn bench(
     let (x, source) = match (input, &args.calibrate) {
         (Some(p), _) => (npy::read(p)?.data, p.display().to_string()),
         (None, Some(dir)) => {
-            let s = tools::load_samples(dir, Some(n))?;
+            let s = tools::load_samples(dir, tools::SampleShape::Numel(n))?;
             (
                 s.into_iter().next().map(|a| a.data).unwrap_or_default(),
                 format!("first sample of {}", dir.display()),

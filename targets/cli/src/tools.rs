@@ -22,24 +22,45 @@ pub fn parse_dims(s: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Calibration samples for a model whose first input has `numel` elements per sample.
-pub fn load_samples(path: &Path, numel: Option<usize>) -> Result<Vec<npy::Array>> {
+/// How one sample of the model's first input is recognised in a calibration array.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SampleShape {
+    /// The input's shape is fully known: a sample has this many elements.
+    Numel(usize),
+    /// The batch dimension is dynamic and the input has this rank: an array of that rank
+    /// is a batch along its first axis.
+    DynamicBatch(usize),
+    /// Nothing known: each array is one sample.
+    Unknown,
+}
+
+/// Calibration samples for a model whose first input has the given per-sample shape;
+/// a batch (an array holding several samples along its first axis) is split into
+/// samples of batch 1.
+pub fn load_samples(path: &Path, sample: SampleShape) -> Result<Vec<npy::Array>> {
     let arrays = npy::read_dir_or_file(path)?;
     let mut out = Vec::new();
     for a in arrays {
-        match numel {
-            Some(n) if n > 0 && a.data.len() > n && a.data.len() % n == 0 => {
-                let per_shape = a.shape[1..].to_vec();
-                for c in a.data.chunks(n) {
-                    let mut shape = vec![1];
-                    shape.extend(&per_shape);
-                    out.push(npy::Array {
-                        shape,
-                        data: c.to_vec(),
-                    });
-                }
+        let n = match sample {
+            SampleShape::Numel(n) if n > 0 && a.data.len() > n && a.data.len() % n == 0 => n,
+            SampleShape::DynamicBatch(rank)
+                if a.shape.len() == rank && rank > 0 && a.shape[0] > 1 =>
+            {
+                a.data.len() / a.shape[0]
             }
-            _ => out.push(a),
+            _ => {
+                out.push(a);
+                continue;
+            }
+        };
+        let per_shape = a.shape[1..].to_vec();
+        for c in a.data.chunks(n) {
+            let mut shape = vec![1];
+            shape.extend(&per_shape);
+            out.push(npy::Array {
+                shape,
+                data: c.to_vec(),
+            });
         }
     }
     Ok(out)
@@ -70,12 +91,11 @@ pub fn options(
     let mut samples = Vec::new();
     if let Some(dir) = &args.calibrate {
         // Per-sample element count from the model's fixed input shape, if known.
-        let numel = o
-            .input_shapes
-            .get("#0")
-            .map(|d| d.iter().product())
-            .or_else(|| first_input_numel(onnx_bytes));
-        samples = load_samples(dir, numel)?;
+        let sample = match o.input_shapes.get("#0") {
+            Some(d) => SampleShape::Numel(d.iter().product()),
+            None => first_input_sample(onnx_bytes),
+        };
+        samples = load_samples(dir, sample)?;
         if o.input_shapes.is_empty() {
             if let Some(s) = samples.first() {
                 o.input_shapes.insert("#0".into(), s.shape.clone());
@@ -86,17 +106,22 @@ pub fn options(
     Ok((o, samples))
 }
 
-fn first_input_numel(onnx_bytes: &[u8]) -> Option<usize> {
-    let m = cairn_convert::onnx::load_model(onnx_bytes).ok()?;
-    let g = m.graph?;
-    let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let i = g.input.iter().find(|i| !inits.contains(&i.name.as_str()))?;
-    let (_, dims) = cairn_convert::onnx::value_info_type(i);
-    dims?
-        .iter()
-        .copied()
-        .collect::<Option<Vec<usize>>>()
-        .map(|d| d.iter().product())
+fn first_input_sample(onnx_bytes: &[u8]) -> SampleShape {
+    let dims = (|| {
+        let m = cairn_convert::onnx::load_model(onnx_bytes).ok()?;
+        let g = m.graph?;
+        let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let i = g.input.iter().find(|i| !inits.contains(&i.name.as_str()))?;
+        let (_, dims) = cairn_convert::onnx::value_info_type(i);
+        dims
+    })();
+    match dims {
+        Some(d) if d.iter().all(Option::is_some) => {
+            SampleShape::Numel(d.iter().map(|x| x.unwrap_or(1)).product())
+        }
+        Some(d) if !d.is_empty() && d[0].is_none() => SampleShape::DynamicBatch(d.len()),
+        _ => SampleShape::Unknown,
+    }
 }
 
 pub fn convert_with_progress(onnx: &Path, args: &ConvertArgs) -> Result<cairn_convert::Converted> {

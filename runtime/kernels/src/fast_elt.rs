@@ -1,0 +1,290 @@
+//! Faster int8 element-wise paths, bit-exact with the reference kernels in `eltwise.rs` and
+//! `quantize.rs` (tested in `runtime/kernels/tests/exact.rs`): Add and Mul over equal shapes
+//! or with one operand constant along the innermost axes (a per-channel scale), and
+//! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64.
+//!
+//! The vector code performs the reference's float operations one for one (the same fused
+//! multiply-adds, the same separately rounded multiplies and adds, round half to even
+//! through the default rounding mode), so the bytes are identical. Each entry returns
+//! `None` when the op is not its case or the CPU lacks the instructions, and the caller
+//! falls back to the reference.
+
+use cairn_core::shape::broadcast_strides;
+use cairn_core::{DType, ExecError, OpCall, OpKind, Quant, TensorMut};
+
+use crate::util::qp;
+
+/// Per-element arithmetic of one binary op, in the form both the vector body and the
+/// reference share (see `eltwise::binary_i8`).
+#[derive(Clone, Copy)]
+enum Arith {
+    /// `fma(a, ra, fma(b, rb, fixed))`; with `a_scalar`/`b_scalar` the constant operand is
+    /// already folded into `fixed` and only the other term is applied.
+    Add {
+        ra: f32,
+        rb: f32,
+        fixed: f32,
+        a_scalar: bool,
+        b_scalar: bool,
+    },
+    /// `(a − za)(b − zb) · r + zy`.
+    Mul { za: i32, zb: i32, r: f32, zf: f32 },
+}
+
+/// int8 Add/Mul through the vector path, or `None`.
+pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if !matches!(call.kind, OpKind::Add | OpKind::Mul) || !avx2::available() {
+        return None;
+    }
+    let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
+    let (a, b) = (at.i8s().ok()?, bt.i8s().ok()?);
+    let ((sa_, za), (sb_, zb), (sy, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
+    let shape = out.info.shape;
+    let (lo, hi) = (call.param(0), call.param(1));
+    let arith = match call.kind {
+        OpKind::Add => {
+            let (ra, rb) = (sa_ / sy, sb_ / sy);
+            let mut fixed = zy as f32 - (ra * za as f32 + rb * zb as f32);
+            let (a_scalar, b_scalar) = (a.len() == 1, b.len() == 1 && a.len() != 1);
+            if a_scalar {
+                fixed += a[0] as f32 * ra;
+            } else if b_scalar {
+                fixed += b[0] as f32 * rb;
+            }
+            Arith::Add {
+                ra,
+                rb,
+                fixed,
+                a_scalar,
+                b_scalar,
+            }
+        }
+        _ => Arith::Mul {
+            za,
+            zb,
+            r: sa_ * sb_ / sy,
+            zf: zy as f32,
+        },
+    };
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if a.len() == y.len() && b.len() == y.len() {
+        // SAFETY: AVX2 and FMA are present (checked above); the three runs have one length.
+        unsafe { avx2::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
+        return Some(Ok(()));
+    }
+    // One operand constant over the innermost `inner` elements, the other contiguous (the
+    // same case analysis as the reference's `walk`).
+    let (sa, sb) = (
+        broadcast_strides(&at.info.shape, &shape),
+        broadcast_strides(&bt.info.shape, &shape),
+    );
+    let r = shape.rank();
+    let mut inner = 1usize;
+    let mut d = r;
+    while d > 0 && sb[d - 1] == 0 && sa[d - 1] == inner {
+        inner *= shape.dim(d - 1);
+        d -= 1;
+    }
+    if !(inner > 1 && a.len() == y.len() && d < r) {
+        return None;
+    }
+    for (chunk, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
+        let bv = b[crate::eltwise::outer_index(&shape, &sb, d, chunk)];
+        // SAFETY: as above; `o` and `ac` have the same length.
+        unsafe { avx2::binary_run(arith, ac, Operand::Splat(bv), o, lo, hi) };
+    }
+    Some(Ok(()))
+}
+
+/// The second operand of a run: contiguous, or one value for the whole run.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    Run(&'a [i8]),
+    Splat(i8),
+}
+
+/// Per-tensor QuantizeLinear to int8 through the vector path, or `None`.
+pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if out.info.dtype != DType::I8 || !avx2::available() {
+        return None;
+    }
+    let Quant::PerTensor { scale, zero_point } = out.info.quant else {
+        return None;
+    };
+    let x = call.req(0).ok()?.f32s().ok()?;
+    if x.len() != out.data.len() {
+        return None;
+    }
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    // SAFETY: AVX2 is present (checked above); `x` and `y` have one length.
+    unsafe { avx2::quantize(x, scale, zero_point, y) };
+    Some(Ok(()))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    use super::{Arith, Operand};
+    use cairn_core::quant::quantize_f32;
+
+    #[cfg(feature = "std")]
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+
+    #[cfg(not(feature = "std"))]
+    pub fn available() -> bool {
+        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+    }
+
+    /// Eight int8 at `p` sign-extended to int32 lanes.
+    #[inline(always)]
+    unsafe fn load8(s: &[i8]) -> __m256i {
+        debug_assert!(s.len() >= 8);
+        // SAFETY: the caller passes at least 8 bytes; the read is unaligned-safe.
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(s.as_ptr() as *const __m128i))
+    }
+
+    /// Eight int32 lanes already in [-128, 127] to eight int8 (saturating packs are exact).
+    #[inline(always)]
+    unsafe fn store8(r: __m256i, d: &mut [i8]) {
+        let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        let bytes = (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
+        for (o, b) in d.iter_mut().zip(bytes) {
+            *o = b as i8;
+        }
+    }
+
+    /// `binary_i8` over one run: `a` and `y` (and `b` when a run) have one length.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn binary_run(
+        arith: Arith,
+        a: &[i8],
+        b: Operand<'_>,
+        y: &mut [i8],
+        lo: i32,
+        hi: i32,
+    ) {
+        let n = y.len();
+        let (vlo, vhi) = (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
+        let (fmin, fmax) = (_mm256_set1_ps(-129.0), _mm256_set1_ps(128.0));
+        // `fin` of the reference: clamp to [-129, 128], round half to even, clamp to the
+        // activation range.
+        let fin = |v: __m256| {
+            let v = _mm256_min_ps(_mm256_max_ps(v, fmin), fmax);
+            _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), vlo), vhi)
+        };
+        let mut i = 0;
+        let mut pad_a = [0i8; 8];
+        let mut pad_b = [0i8; 8];
+        let mut pad_y = [0i8; 8];
+        while i < n {
+            let len = 8.min(n - i);
+            // A short tail runs through the same vector body on padded copies.
+            let (av, bv) = if len == 8 {
+                let av = unsafe { load8(&a[i..i + 8]) };
+                let bv = match b {
+                    Operand::Run(b) => unsafe { load8(&b[i..i + 8]) },
+                    Operand::Splat(v) => _mm256_set1_epi32(v as i32),
+                };
+                (av, bv)
+            } else {
+                pad_a[..len].copy_from_slice(&a[i..n]);
+                let bv = match b {
+                    Operand::Run(b) => {
+                        pad_b[..len].copy_from_slice(&b[i..n]);
+                        unsafe { load8(&pad_b) }
+                    }
+                    Operand::Splat(v) => _mm256_set1_epi32(v as i32),
+                };
+                (unsafe { load8(&pad_a) }, bv)
+            };
+            let r = match arith {
+                Arith::Add {
+                    ra,
+                    rb,
+                    fixed,
+                    a_scalar,
+                    b_scalar,
+                } => {
+                    let (fa, fb) = (_mm256_cvtepi32_ps(av), _mm256_cvtepi32_ps(bv));
+                    let (vra, vrb, vf) = (
+                        _mm256_set1_ps(ra),
+                        _mm256_set1_ps(rb),
+                        _mm256_set1_ps(fixed),
+                    );
+                    fin(if a_scalar {
+                        _mm256_fmadd_ps(fb, vrb, vf)
+                    } else if b_scalar {
+                        _mm256_fmadd_ps(fa, vra, vf)
+                    } else {
+                        _mm256_fmadd_ps(fa, vra, _mm256_fmadd_ps(fb, vrb, vf))
+                    })
+                }
+                Arith::Mul { za, zb, r, zf } => {
+                    let p = _mm256_mullo_epi32(
+                        _mm256_sub_epi32(av, _mm256_set1_epi32(za)),
+                        _mm256_sub_epi32(bv, _mm256_set1_epi32(zb)),
+                    );
+                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(r));
+                    fin(_mm256_add_ps(v, _mm256_set1_ps(zf)))
+                }
+            };
+            if len == 8 {
+                unsafe { store8(r, &mut y[i..i + 8]) };
+            } else {
+                unsafe { store8(r, &mut pad_y) };
+                y[i..n].copy_from_slice(&pad_y[..len]);
+            }
+            i += len;
+        }
+    }
+
+    /// Per-tensor QuantizeLinear of `x` into `y` (same length): divide, round half to even,
+    /// add the zero point, clamp; NaN gives the zero point, as in `quantize_f32`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize(x: &[f32], scale: f32, zp: i32, y: &mut [i8]) {
+        let n = x.len().min(y.len()) / 8 * 8;
+        let (vs, vz) = (_mm256_set1_ps(scale), _mm256_set1_ps(zp as f32));
+        let (vlo, vhi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+        let vnan = _mm256_set1_epi32(zp.clamp(-128, 127));
+        for (x8, y8) in x[..n].chunks_exact(8).zip(y[..n].chunks_exact_mut(8)) {
+            // SAFETY: x8 is exactly 8 f32; the load is unaligned-safe.
+            let v = _mm256_div_ps(unsafe { _mm256_loadu_ps(x8.as_ptr()) }, vs);
+            let nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vz), vlo), vhi);
+            let q = _mm256_blendv_epi8(_mm256_cvttps_epi32(q), vnan, nan);
+            unsafe { store8(q, y8) };
+        }
+        for (v, o) in x[n..].iter().zip(&mut y[n..]) {
+            *o = quantize_f32(*v, scale, zp, -128, 127) as i8;
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx2 {
+    use super::{Arith, Operand};
+
+    pub fn available() -> bool {
+        false
+    }
+
+    pub unsafe fn binary_run(_: Arith, _: &[i8], _: Operand<'_>, _: &mut [i8], _: i32, _: i32) {}
+
+    pub unsafe fn quantize(_: &[f32], _: f32, _: i32, _: &mut [i8]) {}
+}
