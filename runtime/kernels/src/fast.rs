@@ -72,7 +72,11 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         pointwise_i8(&g, &q, y);
     } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && avx2_available() {
         #[cfg(target_arch = "x86_64")]
-        im2col_i8(&g, &q, y);
+        if g.c * g.kh * g.kw <= 64 {
+            im2col_i8::<64>(&g, &q, y);
+        } else {
+            im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
+        }
     } else if g.g == g.c && g.oc == g.c {
         depthwise_rows_i8(&g, &q, y);
     } else {
@@ -89,7 +93,7 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         let x = &q.x[n * ic * pix..(n + 1) * ic * pix];
         let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
+        if avx2::available() && ic <= avx2::MAX_K {
             // SAFETY: AVX2 is present (checked above); all slices are sized by the plan.
             unsafe { avx2::gemm(x, pix, q, ic, oc, pix, y, pix, 0) };
             continue;
@@ -113,7 +117,7 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 
 const IM2COL_MAX_K: usize = 2048;
 #[cfg(target_arch = "x86_64")]
-const IM2COL_TILE: usize = 32;
+const IM2COL_TILE: usize = 48;
 
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -131,12 +135,14 @@ fn avx2_available() -> bool {
 /// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
-fn im2col_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
     let (oh, ow) = (g.oh, g.ow);
     let pix = oh * ow;
     let plane = g.h * g.w;
-    let mut tile = [0i8; IM2COL_MAX_K * IM2COL_TILE];
+    // Sized by the caller's bound on K: a stem conv (K = 27) zeroes 3 KB, not 96 KB.
+    let mut tile = [[0i8; IM2COL_TILE]; KMAX];
+    let tile = tile.as_flattened_mut();
     for n in 0..g.n {
         let x = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
         let y = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
@@ -144,25 +150,67 @@ fn im2col_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         while t0 < pix {
             let len = IM2COL_TILE.min(pix - t0);
             for c in 0..g.c {
+                let xc = &x[c * plane..(c + 1) * plane];
                 for ky in 0..g.kh {
                     for kx in 0..g.kw {
                         let row = (c * g.kh + ky) * g.kw + kx;
                         let dst = &mut tile[row * IM2COL_TILE..row * IM2COL_TILE + len];
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            let (oy, ox) = ((t0 + j) / ow, (t0 + j) % ow);
+                        // Walk the tile one output row segment at a time.
+                        let (mut oy, mut ox) = (t0 / ow, t0 % ow);
+                        let mut j = 0;
+                        while j < len {
+                            let seg = (ow - ox).min(len - j);
                             let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                            let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
-                            *d = if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
-                                x[c * plane + iy as usize * g.w + ix as usize]
+                            let d = &mut dst[j..j + seg];
+                            if iy < 0 || iy >= g.h as isize {
+                                d.fill(q.zx as i8);
                             } else {
-                                q.zx as i8
-                            };
+                                let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                                // ix = (ox + s)·sw + off: the s inside the row, then a
+                                // branch-free copy (contiguous when sw = 1).
+                                let off = (kx * g.dw) as isize - g.pl;
+                                let sw = g.sw as isize;
+                                let ix0 = ox as isize * sw + off;
+                                let s_lo = if ix0 >= 0 {
+                                    0
+                                } else {
+                                    ((-ix0 + sw - 1) / sw) as usize
+                                };
+                                let s_hi = if ix0 >= g.w as isize {
+                                    0
+                                } else {
+                                    (((g.w as isize - 1 - ix0) / sw + 1) as usize).min(seg)
+                                };
+                                let s_lo = s_lo.min(s_hi);
+                                d[..s_lo].fill(q.zx as i8);
+                                d[s_hi..].fill(q.zx as i8);
+                                if s_hi > s_lo {
+                                    let a = (ix0 + s_lo as isize * sw) as usize;
+                                    let n = s_hi - s_lo;
+                                    let src = &xrow[a..a + (n - 1) * g.sw + 1];
+                                    if g.sw == 1 {
+                                        d[s_lo..s_hi].copy_from_slice(src);
+                                    } else if g.sw == 2 {
+                                        // SAFETY: im2col only runs when AVX2 is present.
+                                        unsafe { avx2::copy_stride2(src, &mut d[s_lo..s_hi]) };
+                                    } else {
+                                        for (v, &xv) in
+                                            d[s_lo..s_hi].iter_mut().zip(src.iter().step_by(g.sw))
+                                        {
+                                            *v = xv;
+                                        }
+                                    }
+                                }
+                            }
+                            j += seg;
+                            ox = 0;
+                            oy += 1;
                         }
                     }
                 }
             }
             // SAFETY: only called when AVX2 is present; the tile holds k rows of IM2COL_TILE.
-            unsafe { avx2::gemm(&tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0) };
+            unsafe { avx2::gemm(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0) };
             t0 += len;
         }
     }
@@ -486,16 +534,31 @@ mod avx2 {
         cfg!(target_feature = "avx2")
     }
 
-    /// 8 output channels × 8 pixels per block, input channels two at a time through
-    /// `vpmaddwd` (int8 widened to int16: exact, no saturation). Requantization in vector
-    /// form is the same arithmetic as `cairn_core::quant::requantize`: convert (round to
-    /// nearest even), multiply, clamp, convert with the default rounding mode (nearest even).
+    /// Pixels per tile of the GEMM micro-kernel (three vectors of eight).
+    const PT: usize = 24;
+    /// Output channels per register block.
+    const MR: usize = 4;
+    /// Largest K (input channels, or patch elements for im2col) the packed tile holds.
+    pub const MAX_K: usize = 2048;
+    const MAX_PAIRS: usize = MAX_K / 2;
+    const OFFS_MAX: usize = 1024;
+
+    /// The int8 GEMM `Y[o, p] = requant(Σ_c W[o, c] · (X[c, p] − zx) + bias[o])` over
+    /// strided rows (input row `c` at `x[c * xs]`, output row `o` at `y[o * ys + y0]`,
+    /// `pix` columns), for `ic <= MAX_K`.
     ///
-    /// A GEMM over strided rows: input row `c` (of `ic`) starts at `x[c * xs]`, output row
-    /// `o` at `y[o * ys + y0]`; `pix` columns.
+    /// Each tile of 24 pixels is packed once as int16 pairs of consecutive channels
+    /// (`[x[c][p], x[c+1][p]]`, 96 bytes per pair of channels); then a register block of
+    /// 4 output channels × 24 pixels (12 accumulators) runs down K with `vpmaddwd`
+    /// (16 MACs, exact: int8 widened to int16, no saturation), the weight pair of each
+    /// channel read in place from its int8 row and sign-extended by `vpmovsxbw`. The sum runs
+    /// on raw int8 values and `zx·Σw` is subtracted once (`row_offset`). Requantization in
+    /// vector form is the same arithmetic as `cairn_core::quant::requantize`: convert,
+    /// multiply, clamp, convert with the default rounding (nearest even).
     ///
     /// # Safety
-    /// The CPU must support AVX2; the slices hold every row the strides address.
+    /// The CPU must support AVX2; the slices hold every row the strides address; the weight
+    /// matrix is `oc × ic` int8.
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(
@@ -509,87 +572,129 @@ mod avx2 {
         ys: usize,
         y0: usize,
     ) {
-        let mut o = 0;
-        while o < oc {
-            let ob = 8.min(oc - o);
-            let mut offs = [0i32; 8];
-            for (k, off) in offs.iter_mut().enumerate().take(ob) {
-                *off = row_offset(q, o + k, ic);
+        debug_assert!(ic <= MAX_K && q.w.len() >= oc * ic);
+        let pairs = ic.div_ceil(2);
+        let full = ic / 2;
+        // Not zeroed (96 KB per call would cost more than a small conv): every element
+        // read below was written by the packing loop of the same tile.
+        let mut xp_buf = core::mem::MaybeUninit::<[i32; MAX_PAIRS * PT]>::uninit();
+        let xpw = xp_buf.as_mut_ptr() as *mut i32;
+        let mut offs = [0i32; OFFS_MAX];
+        let cached = oc <= OFFS_MAX;
+        if cached {
+            for (o, off) in offs.iter_mut().enumerate().take(oc) {
+                *off = row_offset(q, o, ic);
             }
-            // Weight pairs (w[c], w[c+1]) as int16x2, packed once per block of 8 channels.
-            let pairs = ic.div_ceil(2);
-            let packed = pairs <= MAX_PAIRS;
-            let mut wp = [0i32; 8 * MAX_PAIRS];
-            if packed {
-                for k in 0..ob {
-                    let wr = &q.w[(o + k) * ic..(o + k + 1) * ic];
-                    for (cp, slot) in wp[k * pairs..(k + 1) * pairs].iter_mut().enumerate() {
-                        let w0 = wr[2 * cp] as i16 as u16 as u32;
-                        let w1 = wr.get(2 * cp + 1).map_or(0, |&v| v as i16 as u16 as u32);
-                        *slot = (w0 | (w1 << 16)) as i32;
-                    }
-                }
-            }
-            let mut p0 = 0;
-            while p0 < pix {
-                let pb = 8.min(pix - p0);
-                let mut acc = [_mm256_setzero_si256(); 8];
-                let mut c = 0;
-                while c < ic {
-                    let two = c + 1 < ic;
-                    let xa = load8(x, c * xs + p0, pb);
-                    let xb = if two {
-                        load8(x, (c + 1) * xs + p0, pb)
+        }
+        let mut p0 = 0;
+        while p0 < pix {
+            let pt = PT.min(pix - p0);
+            // Pack the tile: pair row cp holds channels 2cp and 2cp+1 (zero past ic or pix).
+            for cp in 0..pairs {
+                for j in 0..3 {
+                    let n = pt.saturating_sub(8 * j).min(8);
+                    let (a, b) = if n == 0 {
+                        (_mm_setzero_si128(), _mm_setzero_si128())
                     } else {
-                        _mm_setzero_si128()
-                    };
-                    // Interleave rows c and c+1 as int16 pairs: [x0a x0b x1a x1b ...].
-                    let a16 = _mm_cvtepi8_epi16(xa);
-                    let b16 = _mm_cvtepi8_epi16(xb);
-                    let lo = _mm_unpacklo_epi16(a16, b16);
-                    let hi = _mm_unpackhi_epi16(a16, b16);
-                    let xv = _mm256_set_m128i(hi, lo);
-                    for (k, a) in acc.iter_mut().enumerate().take(ob) {
-                        let pair = if packed {
-                            wp[k * pairs + c / 2]
+                        let a = load8(x, 2 * cp * xs + p0 + 8 * j, n);
+                        let b = if 2 * cp + 1 < ic {
+                            load8(x, (2 * cp + 1) * xs + p0 + 8 * j, n)
                         } else {
-                            let wr = (o + k) * ic;
-                            let w0 = q.w[wr + c] as i16 as u16 as u32;
-                            let w1 = if two {
-                                q.w[wr + c + 1] as i16 as u16 as u32
-                            } else {
-                                0
-                            };
-                            (w0 | (w1 << 16)) as i32
+                            _mm_setzero_si128()
                         };
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, _mm256_set1_epi32(pair)));
-                    }
-                    c += 2;
+                        (a, b)
+                    };
+                    let (a16, b16) = (_mm_cvtepi8_epi16(a), _mm_cvtepi8_epi16(b));
+                    let v = _mm256_set_m128i(
+                        _mm_unpackhi_epi16(a16, b16),
+                        _mm_unpacklo_epi16(a16, b16),
+                    );
+                    // SAFETY: cp < pairs <= MAX_PAIRS and 8j + 8 <= PT: inside the buffer.
+                    unsafe { _mm256_storeu_si256(xpw.add(cp * PT + 8 * j) as *mut __m256i, v) };
                 }
-                for (k, a) in acc.iter().enumerate().take(ob) {
-                    let oo = o + k;
-                    let v = _mm256_add_epi32(*a, _mm256_set1_epi32(offs[k]));
-                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(q.scales[oo]));
-                    let f = _mm256_max_ps(f, _mm256_set1_ps(q.lo as f32 - q.zy as f32));
-                    let f = _mm256_min_ps(f, _mm256_set1_ps(q.hi as f32 - q.zy as f32));
-                    let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(q.zy));
-                    // Eight int32 in [-128, 127] -> eight int8 (saturating packs are exact here).
-                    let r16 =
-                        _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-                    let r8 = _mm_packs_epi16(r16, r16);
-                    let bytes = (_mm_cvtsi128_si64(r8) as u64).to_le_bytes();
-                    let dst = &mut y[oo * ys + y0 + p0..oo * ys + y0 + p0 + pb];
-                    for (d, b) in dst.iter_mut().zip(bytes) {
-                        *d = b as i8;
-                    }
-                }
-                p0 += pb;
             }
-            o += ob;
+            let mut o = 0;
+            while o < oc {
+                let ob = MR.min(oc - o);
+                // Rows past oc repeat the last row (computed, never stored).
+                let rows: [&[i8]; MR] = core::array::from_fn(|k| {
+                    let r = (o + k).min(oc - 1);
+                    &q.w[r * ic..(r + 1) * ic]
+                });
+                let mut acc = [[_mm256_setzero_si256(); 3]; MR];
+                let xpp = xpw as *const i32;
+                for cp in 0..full {
+                    // SAFETY: cp < pairs, so the 24 i32 at cp * PT are inside xp.
+                    let xv = unsafe {
+                        let p = xpp.add(cp * PT) as *const __m256i;
+                        [
+                            _mm256_loadu_si256(p),
+                            _mm256_loadu_si256(p.add(1)),
+                            _mm256_loadu_si256(p.add(2)),
+                        ]
+                    };
+                    for k in 0..MR {
+                        // SAFETY: 2cp + 1 < ic: both bytes are inside row k.
+                        let raw = unsafe {
+                            (rows[k].as_ptr().add(2 * cp) as *const i16).read_unaligned()
+                        };
+                        let wv = _mm256_cvtepi8_epi16(_mm_set1_epi16(raw));
+                        for j in 0..3 {
+                            acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
+                        }
+                    }
+                }
+                if pairs > full {
+                    // Odd ic: the last channel alone (its partner row in the tile is zero).
+                    let cp = full;
+                    let xv: [__m256i; 3] = core::array::from_fn(|j| {
+                        // SAFETY: row cp < pairs of this tile was written above.
+                        unsafe { _mm256_loadu_si256(xpp.add(cp * PT + 8 * j) as *const __m256i) }
+                    });
+                    for k in 0..MR {
+                        let wv = _mm256_set1_epi32(rows[k][2 * cp] as i32 & 0xffff);
+                        for j in 0..3 {
+                            acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
+                        }
+                    }
+                }
+                for (k, acc) in acc.iter().enumerate().take(ob) {
+                    let oo = o + k;
+                    let off = if cached {
+                        offs[oo]
+                    } else {
+                        row_offset(q, oo, ic)
+                    };
+                    let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                    let vlo = _mm256_set1_ps(q.lo as f32 - q.zy as f32);
+                    let vhi = _mm256_set1_ps(q.hi as f32 - q.zy as f32);
+                    for (j, a) in acc.iter().enumerate() {
+                        let n = pt.saturating_sub(8 * j).min(8);
+                        if n == 0 {
+                            break;
+                        }
+                        let v = _mm256_add_epi32(*a, voff);
+                        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
+                        let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+                        let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(q.zy));
+                        // Eight int32 in [-128, 127] -> eight int8 (saturating packs are exact).
+                        let r16 = _mm_packs_epi32(
+                            _mm256_castsi256_si128(r),
+                            _mm256_extracti128_si256(r, 1),
+                        );
+                        let bytes =
+                            (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
+                        let at = oo * ys + y0 + p0 + 8 * j;
+                        for (d, b) in y[at..at + n].iter_mut().zip(bytes) {
+                            *d = b as i8;
+                        }
+                    }
+                }
+                o += ob;
+            }
+            p0 += pt;
         }
     }
-
-    const MAX_PAIRS: usize = 512;
 
     /// Requantize the leading multiple of 8 of `acc` into `out`; returns how many were done.
     ///
@@ -617,6 +722,28 @@ mod avx2 {
             }
         }
         n
+    }
+
+    /// `dst[i] = src[2i]` (src holds at least 2·len − 1 bytes): 8 at a time with `pshufb`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn copy_stride2(src: &[i8], dst: &mut [i8]) {
+        let evens = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        let mut i = 0;
+        while i + 8 <= dst.len() && 2 * i + 16 <= src.len() {
+            // SAFETY: 16 bytes from 2i are inside src (checked above); unaligned-safe.
+            let v = unsafe { _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i) };
+            let b = (_mm_cvtsi128_si64(_mm_shuffle_epi8(v, evens)) as u64).to_le_bytes();
+            for (d, b) in dst[i..i + 8].iter_mut().zip(b) {
+                *d = b as i8;
+            }
+            i += 8;
+        }
+        for (d, s) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+            *d = *s;
+        }
     }
 
     /// # Safety

@@ -417,3 +417,27 @@ fn quantize_matches_reference() {
         );
     }
 }
+
+/// Stem-like convs (few input channels, 3×3, stride 1 or 2) on wide images, through the
+/// im2col gather's contiguous and stride-2 copies.
+#[test]
+fn stem_conv_matches_reference() {
+    let seed = seed() ^ 0x57;
+    let mut r = Rng(seed);
+    for case in 0..40 {
+        let s = r.range(1, 2);
+        let cs = ConvCase {
+            n: 1,
+            c: r.range(1, 4),
+            h: r.range(3, 9),
+            w: r.range(17, 70),
+            oc: r.range(1, 17),
+            k: (3, 3),
+            stride: (s, s),
+            pad: [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)],
+            dil: (1, 1),
+            group: 1,
+        };
+        assert!(check(&mut r, cs, seed, case));
+    }
+}
