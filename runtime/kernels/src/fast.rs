@@ -78,6 +78,12 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
             im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
         }
     } else if g.g == g.c && g.oc == g.c {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() && avx2::depthwise_fits(&g) {
+            // SAFETY: AVX2 is present; the geometry fits the padded buffer (checked).
+            unsafe { avx2::depthwise(&g, &q, y) };
+            return Some(Ok(()));
+        }
         depthwise_rows_i8(&g, &q, y);
     } else {
         direct_i8(&g, &q, y);
@@ -722,6 +728,249 @@ mod avx2 {
             }
         }
         n
+    }
+
+    /// int16 pairs in the padded, phase-split plane of the depthwise kernel.
+    const DW_BUF: usize = 16384;
+    /// Output columns per register block of the depthwise kernel (four vectors of eight).
+    const DW_OX: usize = 32;
+    /// Columns of slack after each phase row of the byte staging row.
+    const DW_SLACK: usize = 16;
+
+    /// (rows, columns per phase) of the depthwise kernel's padded plane, if it fits.
+    fn dw_dims(g: &super::Geo) -> Option<(usize, usize)> {
+        if g.sw > 4 || g.kh * g.kw > 49 || g.oh == 0 || g.ow == 0 {
+            return None;
+        }
+        let rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+        // Columns a block reads: up to DW_OX past its start, plus the widest tap offset.
+        let jw = g.ow.div_ceil(DW_OX) * DW_OX + (g.kw - 1) * g.dw / g.sw + 1;
+        (rows * g.sw * jw <= DW_BUF).then_some((rows, jw))
+    }
+
+    pub fn depthwise_fits(g: &super::Geo) -> bool {
+        dw_dims(g).is_some()
+    }
+
+    /// Depthwise conv with the accumulators in registers and two taps per `vpmaddwd`.
+    ///
+    /// Each channel's plane is laid out once, padded with the zero point (so every output
+    /// reads every tap, with no bounds) and, for horizontal stride `sw` > 1, split into `sw`
+    /// column phases (column `ox·sw + kx·dw` is phase `kx·dw mod sw`, index
+    /// `ox + kx·dw / sw`, contiguous in `ox`). It is stored as int16 pairs of neighbours
+    /// `(x[j], x[j+1])`, so two taps of one row and phase whose indices differ by one are
+    /// one `vpmaddwd` against the weight pair `(w_a, w_b)`; a tap without a partner is paired
+    /// with weight 0. Each block of 32 output columns of a row sums its taps in four int32
+    /// vectors: `Σ w·x` on raw values, `bias − zx·Σw` added once (the reference's sums
+    /// modulo 2^32, where its wrapping arithmetic lives).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `depthwise_fits(g)`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
+        let Some((rows, jw)) = dw_dims(g) else {
+            return;
+        };
+        let (h, w, oh, ow, sw) = (g.h, g.w, g.oh, g.ow, g.sw);
+        let ksz = g.kh * g.kw;
+        let plane = h * w;
+        // Pairs plane: row r, phase ph at (r·sw + ph)·jw, all jw entries of every row and
+        // phase written for each channel before any is read. Not zeroed (64 KB per call
+        // would cost more than a small conv); only raw-pointer accesses touch it.
+        let mut pairs_buf = core::mem::MaybeUninit::<[i32; DW_BUF]>::uninit();
+        let pw = pairs_buf.as_mut_ptr() as *mut i32;
+        let sj = jw + DW_SLACK;
+        // sw·(jw + slack) <= DW_BUF + 4·DW_SLACK since rows·sw·jw <= DW_BUF.
+        let mut stage = [0i8; DW_BUF + 4 * DW_SLACK];
+        let zx = q.zx as i8;
+        let (vlo, vhi, vzy) = (
+            _mm256_set1_ps(q.lo as f32 - q.zy as f32),
+            _mm256_set1_ps(q.hi as f32 - q.zy as f32),
+            _mm256_set1_epi32(q.zy),
+        );
+        // Pair-taps (ky, phase, index offset, packed weight pair), from the tap layout
+        // alone; weights filled per channel. Taps of a phase have increasing offsets.
+        let mut taps = [(0usize, 0usize, 0usize, 0usize, usize::MAX); 49];
+        let mut nt = 0;
+        for ky in 0..g.kh {
+            for ph in 0..sw {
+                let mut kx = 0;
+                while kx < g.kw {
+                    let t = kx * g.dw;
+                    if t % sw != ph {
+                        kx += 1;
+                        continue;
+                    }
+                    // Partner: the next tap of this phase, if its index is one further.
+                    let mut kb = usize::MAX;
+                    let mut k2 = kx + 1;
+                    while k2 < g.kw {
+                        let t2 = k2 * g.dw;
+                        if t2 % sw == ph {
+                            if t2 / sw == t / sw + 1 {
+                                kb = k2;
+                            }
+                            break;
+                        }
+                        k2 += 1;
+                    }
+                    taps[nt] = (ky, ph, t / sw, kx, kb);
+                    nt += 1;
+                    kx = if kb == usize::MAX { kx + 1 } else { kb + 1 };
+                }
+            }
+        }
+        let mut wpair = [0i32; 49];
+        for n in 0..g.n {
+            for c in 0..g.c {
+                let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+                let wc = &q.w[c * ksz..(c + 1) * ksz];
+                for (wp, &(ky, _, _, ka, kb)) in wpair.iter_mut().zip(&taps[..nt]) {
+                    let wa = wc[ky * g.kw + ka] as i16 as u16 as u32;
+                    let wb = if kb == usize::MAX {
+                        0
+                    } else {
+                        wc[ky * g.kw + kb] as i16 as u16 as u32
+                    };
+                    *wp = (wa | (wb << 16)) as i32;
+                }
+                // Padded row r is input row r − pt, column col is input column col − pl
+                // (zero point outside), at phase col % sw, index col / sw.
+                for r in 0..rows {
+                    let iy = r as isize - g.pt;
+                    for ph in 0..sw {
+                        let dst = &mut stage[ph * sj..(ph + 1) * sj];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(zx);
+                        } else {
+                            let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                            stage_row(xr, g.pl - ph as isize, sw, zx, dst);
+                        }
+                        // Widen to pairs (x[j], x[j+1]), 16 at a time.
+                        let base = (r * sw + ph) * jw;
+                        let sp = dst.as_ptr();
+                        let mut j = 0;
+                        while j < jw {
+                            // SAFETY: j + 17 <= jw + 16 = sj: inside this phase's staging row.
+                            let (a, b) = unsafe {
+                                (
+                                    _mm_loadu_si128(sp.add(j) as *const __m128i),
+                                    _mm_loadu_si128(sp.add(j + 1) as *const __m128i),
+                                )
+                            };
+                            let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+                            let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+                            let n = (jw - j).min(16);
+                            if n == 16 && base + j + 16 <= DW_BUF {
+                                // SAFETY: 16 i32 at base + j are inside the buffer (checked).
+                                unsafe {
+                                    let p = pw.add(base + j) as *mut __m256i;
+                                    _mm256_storeu_si256(p, lo);
+                                    _mm256_storeu_si256(p.add(1), hi);
+                                }
+                            } else {
+                                let mut tmp = [0i32; 16];
+                                // SAFETY: tmp is 16 i32; base + j + n <= (r·sw + ph + 1)·jw
+                                // <= rows·sw·jw <= DW_BUF.
+                                unsafe {
+                                    let p = tmp.as_mut_ptr() as *mut __m256i;
+                                    _mm256_storeu_si256(p, lo);
+                                    _mm256_storeu_si256(p.add(1), hi);
+                                    core::ptr::copy_nonoverlapping(
+                                        tmp.as_ptr(),
+                                        pw.add(base + j),
+                                        n,
+                                    );
+                                }
+                            }
+                            j += 16;
+                        }
+                    }
+                }
+                let wsum: i32 = wc.iter().map(|&v| v as i32).sum();
+                let base = q
+                    .bias
+                    .map_or(0, |b| b[c])
+                    .wrapping_sub(q.zx.wrapping_mul(wsum));
+                let vs = _mm256_set1_ps(q.scales[c]);
+                let yc = &mut y[(n * g.c + c) * oh * ow..(n * g.c + c + 1) * oh * ow];
+                let pp = pw as *const i32;
+                for oy in 0..oh {
+                    let mut ox0 = 0;
+                    while ox0 < ow {
+                        let mut acc = [_mm256_set1_epi32(base); 4];
+                        for (&(ky, ph, off, _, _), &wp) in taps[..nt].iter().zip(&wpair) {
+                            let r = oy * g.sh + ky * g.dh;
+                            let at = (r * sw + ph) * jw + ox0 + off;
+                            let wv = _mm256_set1_epi32(wp);
+                            for (v, a) in acc.iter_mut().enumerate() {
+                                // SAFETY: r < rows and ox0 + off + 32 <= jw (dw_dims), so
+                                // the 8 pairs are inside this phase row of `pairs`.
+                                let xv = unsafe {
+                                    _mm256_loadu_si256(pp.add(at + 8 * v) as *const __m256i)
+                                };
+                                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
+                            }
+                        }
+                        for (v, a) in acc.iter().enumerate() {
+                            let o = ox0 + 8 * v;
+                            if o >= ow {
+                                break;
+                            }
+                            let cnt = 8.min(ow - o);
+                            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(*a), vs);
+                            let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+                            let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzy);
+                            let r16 = _mm_packs_epi32(
+                                _mm256_castsi256_si128(r),
+                                _mm256_extracti128_si256(r, 1),
+                            );
+                            let b =
+                                (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
+                            for (d, b) in yc[oy * ow + o..oy * ow + o + cnt].iter_mut().zip(b) {
+                                *d = b as i8;
+                            }
+                        }
+                        ox0 += DW_OX;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One phase of a padded input row: `dst[j] = xr[j·sw − first]` where that column is
+    /// inside the row, the zero point elsewhere (the whole of `dst`, slack included).
+    #[inline(always)]
+    unsafe fn stage_row(xr: &[i8], first: isize, sw: usize, zx: i8, dst: &mut [i8]) {
+        let w = xr.len() as isize;
+        let s = sw as isize;
+        let lo = if first > 0 {
+            ((first + s - 1) / s) as usize
+        } else {
+            0
+        };
+        let hi = if w - 1 + first < 0 {
+            0
+        } else {
+            (((w - 1 + first) / s + 1) as usize).min(dst.len())
+        };
+        let lo = lo.min(hi);
+        dst[..lo].fill(zx);
+        dst[hi..].fill(zx);
+        if hi > lo {
+            let a = (lo as isize * s - first) as usize;
+            let src = &xr[a..a + (hi - lo - 1) * sw + 1];
+            match sw {
+                1 => dst[lo..hi].copy_from_slice(src),
+                // SAFETY: the caller runs with AVX2.
+                2 => unsafe { copy_stride2(src, &mut dst[lo..hi]) },
+                _ => {
+                    for (d, v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(sw)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
     }
 
     /// `dst[i] = src[2i]` (src holds at least 2·len − 1 bytes): 8 at a time with `pshufb`.

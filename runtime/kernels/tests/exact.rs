@@ -441,3 +441,28 @@ fn stem_conv_matches_reference() {
         assert!(check(&mut r, cs, seed, case));
     }
 }
+
+/// Depthwise convs on wide rows (several 32-column register blocks and a partial one),
+/// with the strides and kernel sizes of mobile CNNs.
+#[test]
+fn wide_depthwise_conv_matches_reference() {
+    let seed = seed() ^ 0xDD;
+    let mut r = Rng(seed);
+    for case in 0..60 {
+        let c = r.range(1, 6);
+        let k = 2 * r.range(1, 2) + 1;
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h: r.range(1, 9),
+            w: r.range(30, 140),
+            oc: c,
+            k: (k, k),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [k / 2, k / 2, k / 2, k / 2],
+            dil: (1, r.range(1, 2)),
+            group: c,
+        };
+        assert!(check(&mut r, cs, seed, case));
+    }
+}
