@@ -1,7 +1,8 @@
 //! Faster int8 element-wise paths, bit-exact with the reference kernels in `eltwise.rs` and
 //! `quantize.rs` (tested in `runtime/kernels/tests/exact.rs`): Add and Mul over equal shapes
-//! or with one operand constant along the innermost axes (a per-channel scale), and
-//! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64.
+//! or with one operand constant along the innermost axes (a per-channel scale),
+//! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64, and
+//! per-tensor lookup tables 32 bytes at a time (`pshufb`).
 //!
 //! The vector code performs the reference's float operations one for one (the same fused
 //! multiply-adds, the same separately rounded multiplies and adds, round half to even
@@ -124,6 +125,108 @@ pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     };
     // SAFETY: AVX2 is present (checked above); `x` and `y` have one length.
     unsafe { avx2::quantize(x, scale, zero_point, y) };
+    Some(Ok(()))
+}
+
+/// int8 MaxPool one output row at a time: for each tap, the run of output columns whose
+/// input column is inside the image takes a branch-free `max` (vectorized by the compiler
+/// in an AVX2 copy). Same values as the reference: the maximum over the taps inside the
+/// image, `i8::MIN` if none.
+pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let xt = call.req(0).ok()?;
+    if xt.info.dtype != DType::I8 {
+        return None;
+    }
+    let x = xt.i8s().ok()?;
+    let (n, c, h, w) = xt.info.shape.nchw()?;
+    let (_, _, oh, ow) = out.info.shape.nchw()?;
+    let g = crate::pool::win(call);
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if x.len() != n * c * h * w || y.len() != n * c * oh * ow || g.sw == 0 {
+        return None;
+    }
+    crate::fast::vectorized(
+        #[inline(always)]
+        || {
+            for p in 0..n * c {
+                let xp = &x[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
+                    yr.fill(i8::MIN);
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let xr = &xp[iy as usize * w..(iy as usize + 1) * w];
+                        for kx in 0..g.kw {
+                            // ix = ox·sw + off; the ox with ix in [0, w).
+                            let off = (kx * g.dw) as isize - g.pl;
+                            let sw = g.sw as isize;
+                            let lo = if off >= 0 {
+                                0
+                            } else {
+                                ((-off + sw - 1) / sw) as usize
+                            };
+                            let hi = if w as isize - 1 - off < 0 {
+                                0
+                            } else {
+                                (((w as isize - 1 - off) / sw + 1) as usize).min(ow)
+                            };
+                            if lo >= hi {
+                                continue;
+                            }
+                            let a = (lo as isize * sw + off) as usize;
+                            let src = &xr[a..a + (hi - lo - 1) * g.sw + 1];
+                            let dst = &mut yr[lo..hi];
+                            if g.sw == 1 {
+                                for (d, &v) in dst.iter_mut().zip(src) {
+                                    *d = (*d).max(v);
+                                }
+                            } else if g.sw == 2 {
+                                for (d, v) in dst.iter_mut().zip(src.chunks(2)) {
+                                    *d = (*d).max(v[0]);
+                                }
+                            } else {
+                                for (d, &v) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
+                                    *d = (*d).max(v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Some(Ok(()))
+}
+
+/// Per-tensor int8 lookup table (`y = table[x + 128]`) through the vector path, or `None`.
+pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if call.param(0) >= 0 || !avx2::available() {
+        return None;
+    }
+    let table: &[i8; 256] = call.req(1).ok()?.i8s().ok()?.get(..256)?.try_into().ok()?;
+    let src = if call.in_place {
+        None
+    } else {
+        Some(call.req(0).ok()?.i8s().ok()?)
+    };
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if let Some(x) = src {
+        if x.len() != y.len() {
+            return None;
+        }
+        y.copy_from_slice(x);
+    }
+    // SAFETY: AVX2 is present (checked above).
+    unsafe { avx2::lut(table, y) };
     Some(Ok(()))
 }
 
@@ -250,6 +353,42 @@ mod avx2 {
         }
     }
 
+    /// `y[i] = table[y[i] + 128]` in place, 32 bytes at a time: the index's high nibble
+    /// picks one of 16 rows of 16 entries, `pshufb` looks up the low nibble in each row,
+    /// and an index moved out of a row's range (saturating add of 0x70 sets bit 7) reads 0.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn lut(table: &[i8; 256], y: &mut [i8]) {
+        let rows: [__m256i; 16] = core::array::from_fn(|t| {
+            // SAFETY: 16 bytes at 16t are inside the 256-byte table.
+            let r = unsafe { _mm_loadu_si128(table.as_ptr().add(16 * t) as *const __m128i) };
+            _mm256_broadcastsi128_si256(r)
+        });
+        let (bias, sixteen, sat) = (
+            _mm256_set1_epi8(-128),
+            _mm256_set1_epi8(16),
+            _mm256_set1_epi8(0x70),
+        );
+        let n = y.len() / 32 * 32;
+        for chunk in y[..n].chunks_exact_mut(32) {
+            // SAFETY: chunk is exactly 32 bytes; unaligned-safe load and store.
+            let v = unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) };
+            let mut j = _mm256_xor_si256(v, bias); // x + 128 as an unsigned byte
+            let mut r = _mm256_setzero_si256();
+            for row in &rows {
+                let sel = _mm256_adds_epu8(j, sat);
+                r = _mm256_or_si256(r, _mm256_shuffle_epi8(*row, sel));
+                j = _mm256_sub_epi8(j, sixteen);
+            }
+            unsafe { _mm256_storeu_si256(chunk.as_mut_ptr() as *mut __m256i, r) };
+        }
+        for v in &mut y[n..] {
+            *v = table[(*v as i32 + 128) as usize];
+        }
+    }
+
     /// Per-tensor QuantizeLinear of `x` into `y` (same length): divide, round half to even,
     /// add the zero point, clamp; NaN gives the zero point, as in `quantize_f32`.
     ///
@@ -287,4 +426,6 @@ mod avx2 {
     pub unsafe fn binary_run(_: Arith, _: &[i8], _: Operand<'_>, _: &mut [i8], _: i32, _: i32) {}
 
     pub unsafe fn quantize(_: &[f32], _: f32, _: i32, _: &mut [i8]) {}
+
+    pub unsafe fn lut(_: &[i8; 256], _: &mut [i8]) {}
 }

@@ -98,6 +98,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::Conv if q => fast::conv_i8(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
+        OpKind::Lut => fast_elt::lut_i8(call, out),
+        OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
         _ => None,
     }
 }
@@ -154,7 +156,7 @@ pub mod family {
     pub const QUANTIZE: u32 = 1 << 7;
     /// The f32 variants of the families above (an int8 model needs none).
     pub const F32: u32 = 1 << 8;
-    /// The CPU backend's fast paths (convolutions, int8 Add/Mul, Quantize) for the
+    /// The CPU backend's fast paths (convolutions, int8 Add/Mul, lookup tables, MaxPool, Quantize) for the
     /// families above that are enabled.
     pub const FAST: u32 = 1 << 9;
     pub const ALL: u32 = (1 << 10) - 1;
@@ -213,6 +215,8 @@ impl<const F: u32> Backend for Select<F> {
                 Conv if F & family::CONV != 0 && q => fast::conv_i8(call, &mut out),
                 Add | Mul if F & family::ELTWISE != 0 && q => fast_elt::binary_i8(call, &mut out),
                 Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
+                Lut if F & family::ELTWISE != 0 => fast_elt::lut_i8(call, &mut out),
+                MaxPool if F & family::POOL != 0 => fast_elt::max_pool_i8(call, &mut out),
                 _ => None,
             };
             if let Some(r) = fast {

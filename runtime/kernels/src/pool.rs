@@ -5,20 +5,20 @@ use cairn_core::{DType, ExecError, OpCall, OpKind, TensorMut};
 
 use crate::util::qp;
 
-struct Win {
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    pt: isize,
-    pl: isize,
-    pb: isize,
-    pr: isize,
-    dh: usize,
-    dw: usize,
+pub(crate) struct Win {
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) sh: usize,
+    pub(crate) sw: usize,
+    pub(crate) pt: isize,
+    pub(crate) pl: isize,
+    pub(crate) pb: isize,
+    pub(crate) pr: isize,
+    pub(crate) dh: usize,
+    pub(crate) dw: usize,
 }
 
-fn win(call: &OpCall<'_>) -> Win {
+pub(crate) fn win(call: &OpCall<'_>) -> Win {
     let u = |i: usize| call.param(i) as usize;
     let (dh, dw) = if call.kind == OpKind::MaxPool {
         (u(8), u(9))

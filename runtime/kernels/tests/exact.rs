@@ -466,3 +466,115 @@ fn wide_depthwise_conv_matches_reference() {
         assert!(check(&mut r, cs, seed, case));
     }
 }
+
+/// int8 lookup tables (per tensor: the vector path; per channel: the reference), on
+/// lengths around the 32-byte block.
+#[test]
+fn lut_matches_reference() {
+    let seed = seed() ^ 0x17;
+    let mut r = Rng(seed);
+    for case in 0..100 {
+        let (c, len) = (r.range(1, 4), r.range(1, 100));
+        let per_channel = r.next().is_multiple_of(4);
+        let mut m = ModelBuilder::default();
+        let x = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, c, len]).unwrap(),
+            quant: per_tensor(&mut r),
+            data: None,
+        });
+        let rows = if per_channel { c } else { 1 };
+        let table: Vec<u8> = (0..256 * rows).map(|_| r.i8() as u8).collect();
+        let t = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[rows, 256]).unwrap(),
+            quant: QuantSpec::None,
+            data: Some(table),
+        });
+        let y = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, c, len]).unwrap(),
+            quant: per_tensor(&mut r),
+            data: None,
+        });
+        m.ops.push(OpSpec {
+            kind: OpKind::Lut,
+            inputs: vec![Some(x), Some(t)],
+            outputs: vec![y],
+            params: vec![if per_channel { 1 } else { -1 }],
+        });
+        m.inputs = vec![x];
+        m.outputs = vec![y];
+        let bytes = m.finish().expect("valid lut model");
+        let input: Vec<u8> = (0..c * len).map(|_| r.i8() as u8).collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}"
+        );
+    }
+}
+
+/// int8 MaxPool with strides, padding, dilation and ceil-mode output sizes.
+#[test]
+fn max_pool_matches_reference() {
+    let seed = seed() ^ 0x3A;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..300 {
+        let (c, h, w) = (r.range(1, 3), r.range(1, 9), r.range(1, 70));
+        let (kh, kw) = (r.range(1, 3), r.range(1, 3));
+        let (sh, sw) = (r.range(1, 3), r.range(1, 3));
+        let (dh, dw) = (r.range(1, 2), r.range(1, 2));
+        let pads = [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)];
+        let (eh, ew) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
+        let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        if ph < eh || pw < ew || pads[0] >= eh || pads[1] >= ew {
+            continue;
+        }
+        let ceil = r.next().is_multiple_of(2);
+        let out = |p: usize, e: usize, s: usize| {
+            if ceil {
+                (p - e).div_ceil(s) + 1
+            } else {
+                (p - e) / s + 1
+            }
+        };
+        let (oh, ow) = (out(ph, eh, sh), out(pw, ew, sw));
+        if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
+            continue;
+        }
+        let q = per_tensor(&mut r);
+        let mut m = ModelBuilder::default();
+        let x = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, c, h, w]).unwrap(),
+            quant: q.clone(),
+            data: None,
+        });
+        let y = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, c, oh, ow]).unwrap(),
+            quant: q,
+            data: None,
+        });
+        let params = [kh, kw, sh, sw, pads[0], pads[1], pads[2], pads[3], dh, dw];
+        m.ops.push(OpSpec {
+            kind: OpKind::MaxPool,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: params.iter().map(|&v| v as i32).collect(),
+        });
+        m.inputs = vec![x];
+        m.outputs = vec![y];
+        let bytes = m.finish().expect("valid max pool model");
+        let input: Vec<u8> = (0..c * h * w).map(|_| r.i8() as u8).collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} p{pads:?}"
+        );
+        ran += 1;
+    }
+    assert!(ran > 100, "{ran}");
+}
