@@ -73,6 +73,8 @@ pub struct Others<'a> {
     pub ort_qdq: Option<&'a Path>,
     pub ort_qop: Option<&'a Path>,
     pub no_tract: bool,
+    /// Write a bar chart of the latencies (SVG) here.
+    pub chart: Option<&'a Path>,
 }
 
 /// The single-thread int8 MAC peak of this CPU: AVX2 `vpmaddwd` does 16 int8·int8 MACs
@@ -287,6 +289,15 @@ pub fn bench(
         }
     }
 
+    if let Some(p) = others.chart {
+        let title = format!(
+            "{} — single thread, {runs} runs",
+            model.file_name().map_or("model".into(), |f| f.to_string_lossy())
+        );
+        chart(p, &title, &rows)?;
+        println!("  wrote {}", p.display());
+    }
+
     if let Some(p) = json_out {
         let mut e = serde_json::Map::new();
         for r in &rows {
@@ -311,5 +322,57 @@ pub fn bench(
             .with_context(|| format!("writing {}", p.display()))?;
         println!("  wrote {}", p.display());
     }
+    Ok(())
+}
+
+/// Median latency per engine as bars, the p90 as a whisker above each, as SVG.
+fn chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
+    use plotters::prelude::*;
+    let e = |err: DrawingAreaErrorKind<_>| anyhow!("chart: {err:?}");
+    let top = rows.iter().map(|r| r.p90_ms).fold(0.0f64, f64::max).max(1e-3) * 1.15;
+    let root = SVGBackend::new(path, (160 + 110 * rows.len() as u32, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let mut c = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((0..rows.len()).into_segmented(), 0f64..top)
+        .map_err(e)?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .y_desc("latency, ms (bar: median, line: p90)")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => rows.get(*i).map_or(String::new(), |r| r.name.clone()),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(e)?;
+    for (i, r) in rows.iter().enumerate() {
+        let color = if i == 0 { RGBColor(200, 90, 40) } else { RGBColor(90, 110, 160) };
+        c.draw_series(std::iter::once(Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), r.median_ms),
+            ],
+            color.filled(),
+        )))
+        .map_err(e)?;
+        c.draw_series(std::iter::once(PathElement::new(
+            vec![
+                (SegmentValue::CenterOf(i), r.median_ms),
+                (SegmentValue::CenterOf(i), r.p90_ms),
+            ],
+            BLACK.stroke_width(2),
+        )))
+        .map_err(e)?;
+        c.draw_series(std::iter::once(Text::new(
+            format!("{:.3}", r.median_ms),
+            (SegmentValue::CenterOf(i), r.p90_ms + top * 0.02),
+            ("sans-serif", 14),
+        )))
+        .map_err(e)?;
+    }
+    root.present().map_err(e)?;
     Ok(())
 }

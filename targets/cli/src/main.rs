@@ -100,6 +100,9 @@ enum Cmd {
         /// Also time ONNX Runtime on this int8 QOperator model.
         #[arg(long, value_name = "ONNX")]
         ort_qop: Option<PathBuf>,
+        /// Write a bar chart of the engines' latencies (SVG) here.
+        #[arg(long, value_name = "SVG")]
+        chart: Option<PathBuf>,
         /// Skip tract.
         #[arg(long)]
         no_tract: bool,
@@ -158,12 +161,14 @@ fn main() -> Result<()> {
             profile,
             ort_qdq,
             ort_qop,
+            chart,
             no_tract,
         } => {
             let others = bench::Others {
                 ort_qdq: ort_qdq.as_deref(),
                 ort_qop: ort_qop.as_deref(),
                 no_tract,
+                chart: chart.as_deref(),
             };
             bench::bench(
                 &model,
