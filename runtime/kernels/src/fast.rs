@@ -70,8 +70,11 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     };
     if pointwise {
         pointwise_i8(&g, &q, y);
-    } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && avx2_available() {
-        #[cfg(target_arch = "x86_64")]
+    } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
+        #[cfg(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
         if g.c * g.kh * g.kw <= 64 {
             im2col_i8::<64>(&g, &q, y);
         } else {
@@ -98,13 +101,9 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     for n in 0..g.n {
         let x = &q.x[n * ic * pix..(n + 1) * ic * pix];
         let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() && ic <= avx2::MAX_K {
-            // SAFETY: AVX2 is present (checked above); all slices are sized by the plan.
-            unsafe { avx2::gemm(x, pix, q, ic, oc, pix, y, pix, 0) };
-            continue;
+        if !gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
+            pointwise_portable(x, q, ic, oc, pix, y);
         }
-        pointwise_portable(x, q, ic, oc, pix, y);
     }
 }
 
@@ -122,24 +121,67 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 }
 
 const IM2COL_MAX_K: usize = 2048;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 const IM2COL_TILE: usize = 48;
 
-fn avx2_available() -> bool {
+/// Whether a SIMD GEMM micro-kernel runs here: AVX2 on x86_64 (detected at run time with
+/// `std`), NEON on aarch64 (part of the base ISA: selected at compile time).
+fn simd_gemm_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         avx2::available()
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        true
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     {
         false
     }
 }
 
-/// Convs with one group and up to 2048 patch elements: gather the patches of 32
+/// The int8 GEMM of `avx2::gemm` (same arguments and result) through this CPU's SIMD
+/// micro-kernel; `false` (nothing written) where there is none or `ic` is too large.
+#[allow(clippy::too_many_arguments, unused_variables)]
+fn gemm_simd(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() && ic <= avx2::MAX_K {
+        // SAFETY: AVX2 is present (checked above); the caller sizes the slices.
+        unsafe { avx2::gemm(x, xs, q, ic, oc, pix, y, ys, y0) };
+        return true;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if ic <= neon::MAX_K {
+        neon::gemm(x, xs, q, ic, oc, pix, y, ys, y0);
+        return true;
+    }
+    false
+}
+
+/// Convs with one group and up to 2048 patch elements: gather the patches of 48
 /// output pixels into a stack tile (zero point where the window leaves the image, which
 /// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 #[inline(never)]
 fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
@@ -196,9 +238,12 @@ fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                                     let src = &xrow[a..a + (n - 1) * g.sw + 1];
                                     if g.sw == 1 {
                                         d[s_lo..s_hi].copy_from_slice(src);
-                                    } else if g.sw == 2 {
-                                        // SAFETY: im2col only runs when AVX2 is present.
-                                        unsafe { avx2::copy_stride2(src, &mut d[s_lo..s_hi]) };
+                                    } else if g.sw == 2 && cfg!(target_arch = "x86_64") {
+                                        #[cfg(target_arch = "x86_64")]
+                                        // SAFETY: on x86_64 im2col only runs with AVX2.
+                                        unsafe {
+                                            avx2::copy_stride2(src, &mut d[s_lo..s_hi])
+                                        };
                                     } else {
                                         for (v, &xv) in
                                             d[s_lo..s_hi].iter_mut().zip(src.iter().step_by(g.sw))
@@ -215,8 +260,8 @@ fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     }
                 }
             }
-            // SAFETY: only called when AVX2 is present; the tile holds k rows of IM2COL_TILE.
-            unsafe { avx2::gemm(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0) };
+            // The caller checked simd_gemm_available() and k <= IM2COL_MAX_K.
+            gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0);
             t0 += len;
         }
     }
@@ -520,6 +565,115 @@ fn direct_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     yc[oy * ow + ox] = requantize(acc, q.scales[oc], q.zy, q.lo, q.hi) as i8;
                 }
             }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon {
+    use core::arch::aarch64::*;
+
+    use super::{row_offset, Q};
+    use cairn_core::quant::requantize;
+
+    /// Largest K the packed weight block holds.
+    pub const MAX_K: usize = 2048;
+    /// Output channels per register block (the four lanes of a weight vector).
+    const MR: usize = 4;
+    /// Pixels per tile (four vectors of four int32 accumulators per channel).
+    const PT: usize = 16;
+
+    /// The int8 GEMM of `avx2::gemm` with NEON: a register block of 4 output channels ×
+    /// 16 pixels (16 int32x4 accumulators) runs down K, each input row widened to int16
+    /// once per tile (`sxtl`) and multiplied by one lane of the block's weight vector
+    /// (`smlal` by lane: 4 exact int16 × int16 → int32 MACs per instruction). The block's
+    /// weights are transposed once into `[c][4]` int16. Sums run on raw int8 values and
+    /// `zx·Σw` is subtracted once; requantization is the scalar `requantize`, so the bytes
+    /// are the reference's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        x: &[i8],
+        xs: usize,
+        q: &Q<'_>,
+        ic: usize,
+        oc: usize,
+        pix: usize,
+        y: &mut [i8],
+        ys: usize,
+        y0: usize,
+    ) {
+        let mut wpk = [0i16; MAX_K * MR];
+        let mut o = 0;
+        while o < oc {
+            let ob = MR.min(oc - o);
+            for c in 0..ic {
+                for k in 0..MR {
+                    wpk[c * MR + k] = if k < ob {
+                        q.w[(o + k) * ic + c] as i16
+                    } else {
+                        0
+                    };
+                }
+            }
+            let offs: [i32; MR] =
+                core::array::from_fn(|k| if k < ob { row_offset(q, o + k, ic) } else { 0 });
+            let mut p0 = 0;
+            while p0 < pix {
+                let pt = PT.min(pix - p0);
+                let acc = block(x, xs, p0, pt, ic, &wpk);
+                for (k, row) in acc.iter().enumerate().take(ob) {
+                    let at = (o + k) * ys + y0 + p0;
+                    for (d, &a) in y[at..at + pt].iter_mut().zip(row) {
+                        *d = requantize(a.wrapping_add(offs[k]), q.scales[o + k], q.zy, q.lo, q.hi)
+                            as i8;
+                    }
+                }
+                p0 += pt;
+            }
+            o += ob;
+        }
+    }
+
+    /// Σ_c W[k][c] · X[c][p0 + p] for the 4 × 16 block (pixels past `pt` read as zero).
+    #[inline(always)]
+    fn block(x: &[i8], xs: usize, p0: usize, pt: usize, ic: usize, wpk: &[i16]) -> [[i32; PT]; MR] {
+        // SAFETY: NEON is part of this target's base ISA (cfg above); every load reads
+        // inside a slice of the length it needs.
+        unsafe {
+            let z = vdupq_n_s32(0);
+            let mut a = [[z; 4]; MR];
+            let mut pad = [0i8; PT];
+            for c in 0..ic {
+                let row = &x[c * xs + p0..c * xs + p0 + pt];
+                let xv = if pt == PT {
+                    vld1q_s8(row.as_ptr())
+                } else {
+                    pad[..pt].copy_from_slice(row);
+                    vld1q_s8(pad.as_ptr())
+                };
+                let lo = vmovl_s8(vget_low_s8(xv));
+                let hi = vmovl_high_s8(xv);
+                let w = vld1_s16(wpk[c * MR..c * MR + MR].as_ptr());
+                macro_rules! lane {
+                    ($k:literal) => {
+                        a[$k][0] = vmlal_lane_s16::<$k>(a[$k][0], vget_low_s16(lo), w);
+                        a[$k][1] = vmlal_high_lane_s16::<$k>(a[$k][1], lo, w);
+                        a[$k][2] = vmlal_lane_s16::<$k>(a[$k][2], vget_low_s16(hi), w);
+                        a[$k][3] = vmlal_high_lane_s16::<$k>(a[$k][3], hi, w);
+                    };
+                }
+                lane!(0);
+                lane!(1);
+                lane!(2);
+                lane!(3);
+            }
+            let mut out = [[0i32; PT]; MR];
+            for (o, v) in out.iter_mut().zip(&a) {
+                for (j, v) in v.iter().enumerate() {
+                    vst1q_s32(o[4 * j..4 * j + 4].as_mut_ptr(), *v);
+                }
+            }
+            out
         }
     }
 }

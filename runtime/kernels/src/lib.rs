@@ -14,7 +14,9 @@ mod conv;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
+// Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod fast_elt;
 pub use eltwise::unary_value;
 mod gemm;

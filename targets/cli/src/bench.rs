@@ -292,7 +292,9 @@ pub fn bench(
     if let Some(p) = others.chart {
         let title = format!(
             "{} — single thread, {runs} runs",
-            model.file_name().map_or("model".into(), |f| f.to_string_lossy())
+            model
+                .file_name()
+                .map_or("model".into(), |f| f.to_string_lossy())
         );
         chart(p, &title, &rows)?;
         println!("  wrote {}", p.display());
@@ -329,7 +331,12 @@ pub fn bench(
 fn chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
     use plotters::prelude::*;
     let e = |err: DrawingAreaErrorKind<_>| anyhow!("chart: {err:?}");
-    let top = rows.iter().map(|r| r.p90_ms).fold(0.0f64, f64::max).max(1e-3) * 1.15;
+    let top = rows
+        .iter()
+        .map(|r| r.p90_ms)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.15;
     let root = SVGBackend::new(path, (160 + 110 * rows.len() as u32, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let mut c = ChartBuilder::on(&root)
@@ -349,7 +356,11 @@ fn chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
         .draw()
         .map_err(e)?;
     for (i, r) in rows.iter().enumerate() {
-        let color = if i == 0 { RGBColor(200, 90, 40) } else { RGBColor(90, 110, 160) };
+        let color = if i == 0 {
+            RGBColor(200, 90, 40)
+        } else {
+            RGBColor(90, 110, 160)
+        };
         c.draw_series(std::iter::once(Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0.0),
