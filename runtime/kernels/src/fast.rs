@@ -842,12 +842,11 @@ mod avx2 {
                             _mm256_castsi256_si128(r),
                             _mm256_extracti128_si256(r, 1),
                         );
-                        let bytes =
-                            (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
                         let at = oo * ys + y0 + p0 + 8 * j;
-                        for (d, b) in y[at..at + n].iter_mut().zip(bytes) {
-                            *d = b as i8;
-                        }
+                        crate::util::put8(
+                            _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
+                            &mut y[at..at + n],
+                        );
                     }
                 }
                 o += ob;
@@ -876,10 +875,7 @@ mod avx2 {
             let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
             let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vz);
             let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-            let bytes = (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
-            for (d, b) in o8.iter_mut().zip(bytes) {
-                *d = b as i8;
-            }
+            crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, o8);
         }
         n
     }
@@ -1079,11 +1075,10 @@ mod avx2 {
                                 _mm256_castsi256_si128(r),
                                 _mm256_extracti128_si256(r, 1),
                             );
-                            let b =
-                                (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
-                            for (d, b) in yc[oy * ow + o..oy * ow + o + cnt].iter_mut().zip(b) {
-                                *d = b as i8;
-                            }
+                            crate::util::put8(
+                                _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
+                                &mut yc[oy * ow + o..oy * ow + o + cnt],
+                            );
                         }
                         ox0 += DW_OX;
                     }
@@ -1138,10 +1133,10 @@ mod avx2 {
         while i + 8 <= dst.len() && 2 * i + 16 <= src.len() {
             // SAFETY: 16 bytes from 2i are inside src (checked above); unaligned-safe.
             let v = unsafe { _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i) };
-            let b = (_mm_cvtsi128_si64(_mm_shuffle_epi8(v, evens)) as u64).to_le_bytes();
-            for (d, b) in dst[i..i + 8].iter_mut().zip(b) {
-                *d = b as i8;
-            }
+            crate::util::put8(
+                _mm_cvtsi128_si64(_mm_shuffle_epi8(v, evens)) as u64,
+                &mut dst[i..i + 8],
+            );
             i += 8;
         }
         for (d, s) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {

@@ -259,10 +259,7 @@ mod avx2 {
     #[inline(always)]
     unsafe fn store8(r: __m256i, d: &mut [i8]) {
         let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-        let bytes = (_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64).to_le_bytes();
-        for (o, b) in d.iter_mut().zip(bytes) {
-            *o = b as i8;
-        }
+        crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, d);
     }
 
     /// `binary_i8` over one run: `a` and `y` (and `b` when a run) have one length.

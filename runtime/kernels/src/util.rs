@@ -57,3 +57,17 @@ pub fn round_half_even_wide(v: f32) -> i32 {
         v as i32
     }
 }
+
+/// Store the first `d.len()` (at most 8) little-endian bytes of `v` as int8: one 8-byte
+/// store when `d` is exactly 8 long (the SIMD kernels' common case).
+#[inline(always)]
+pub fn put8(v: u64, d: &mut [i8]) {
+    let b = v.to_le_bytes();
+    if let Ok(d8) = <&mut [i8; 8]>::try_from(&mut *d) {
+        *d8 = b.map(|x| x as i8);
+    } else {
+        for (o, x) in d.iter_mut().zip(b) {
+            *o = x as i8;
+        }
+    }
+}
