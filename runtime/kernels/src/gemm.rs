@@ -52,6 +52,26 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
     let (_, zy) = qp(&out.info);
     let (lo, hi) = (call.param(0), call.param(1));
     let y = out.i8s_mut()?;
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    if k <= crate::dsp::MAX_K {
+        let mut xp = [0u32; crate::dsp::MAX_K / 2];
+        for (i, yr) in y.chunks_mut(n).enumerate().take(m) {
+            let xr = &x[i * k..(i + 1) * k];
+            let done = crate::dsp::pair_activations(xr, zx, &mut xp);
+            for (j, yv) in yr.iter_mut().enumerate() {
+                let wr = &w[j * k..(j + 1) * k];
+                let acc = crate::dsp::dot(wr, &xp, done, bias.map_or(0, |b| b[j]));
+                let acc = xr[done..]
+                    .iter()
+                    .zip(&wr[done..])
+                    .fold(acc, |a, (&xv, &wv)| {
+                        a.wrapping_add((xv as i32 - zx) * wv as i32)
+                    });
+                *yv = requantize(acc, scales[j], zy, lo, hi) as i8;
+            }
+        }
+        return Ok(());
+    }
     // Plain integer dot products; compiled a second time with AVX2 where present.
     crate::fast::vectorized(
         #[inline(always)]

@@ -11,6 +11,9 @@
 #![deny(unsafe_code)]
 
 mod conv;
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+#[allow(unsafe_code)]
+mod dsp;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
