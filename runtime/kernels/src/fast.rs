@@ -882,20 +882,32 @@ mod avx2 {
 
     /// int16 pairs in the padded, phase-split plane of the depthwise kernel.
     const DW_BUF: usize = 16384;
+    /// Pairs a band of the depthwise kernel aims to stay within (16 KB).
+    const DW_L1: usize = 4096;
     /// Output columns per register block of the depthwise kernel (four vectors of eight).
     const DW_OX: usize = 32;
     /// Columns of slack after each phase row of the byte staging row.
     const DW_SLACK: usize = 16;
 
     /// (rows, columns per phase) of the depthwise kernel's padded plane, if it fits.
+    /// (output rows per band, columns per phase) of the depthwise kernel's padded plane,
+    /// if one output row's input rows fit the buffer. Bands keep the staged rows within
+    /// 16 KB (L1) where they can: a whole 112×112 plane of pairs would be 60 KB.
     fn dw_dims(g: &super::Geo) -> Option<(usize, usize)> {
         if g.sw > 4 || g.kh * g.kw > 49 || g.oh == 0 || g.ow == 0 {
             return None;
         }
-        let rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+        let rows_for = |b: usize| (b - 1) * g.sh + (g.kh - 1) * g.dh + 1;
         // Columns a block reads: up to DW_OX past its start, plus the widest tap offset.
         let jw = g.ow.div_ceil(DW_OX) * DW_OX + (g.kw - 1) * g.dw / g.sw + 1;
-        (rows * g.sw * jw <= DW_BUF).then_some((rows, jw))
+        if rows_for(1) * g.sw * jw > DW_BUF {
+            return None;
+        }
+        let mut band = 1;
+        while band < g.oh && rows_for(band + 1) * g.sw * jw <= DW_L1 {
+            band += 1;
+        }
+        Some((band, jw))
     }
 
     pub fn depthwise_fits(g: &super::Geo) -> bool {
@@ -918,7 +930,7 @@ mod avx2 {
     /// The CPU must support AVX2; `depthwise_fits(g)`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
-        let Some((rows, jw)) = dw_dims(g) else {
+        let Some((band, jw)) = dw_dims(g) else {
             return;
         };
         let (h, w, oh, ow, sw) = (g.h, g.w, g.oh, g.ow, g.sw);
@@ -984,59 +996,6 @@ mod avx2 {
                     };
                     *wp = (wa | (wb << 16)) as i32;
                 }
-                // Padded row r is input row r − pt, column col is input column col − pl
-                // (zero point outside), at phase col % sw, index col / sw.
-                for r in 0..rows {
-                    let iy = r as isize - g.pt;
-                    for ph in 0..sw {
-                        let dst = &mut stage[ph * sj..(ph + 1) * sj];
-                        if iy < 0 || iy >= h as isize {
-                            dst.fill(zx);
-                        } else {
-                            let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                            stage_row(xr, g.pl - ph as isize, sw, zx, dst);
-                        }
-                        // Widen to pairs (x[j], x[j+1]), 16 at a time.
-                        let base = (r * sw + ph) * jw;
-                        let sp = dst.as_ptr();
-                        let mut j = 0;
-                        while j < jw {
-                            // SAFETY: j + 17 <= jw + 16 = sj: inside this phase's staging row.
-                            let (a, b) = unsafe {
-                                (
-                                    _mm_loadu_si128(sp.add(j) as *const __m128i),
-                                    _mm_loadu_si128(sp.add(j + 1) as *const __m128i),
-                                )
-                            };
-                            let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
-                            let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
-                            let n = (jw - j).min(16);
-                            if n == 16 && base + j + 16 <= DW_BUF {
-                                // SAFETY: 16 i32 at base + j are inside the buffer (checked).
-                                unsafe {
-                                    let p = pw.add(base + j) as *mut __m256i;
-                                    _mm256_storeu_si256(p, lo);
-                                    _mm256_storeu_si256(p.add(1), hi);
-                                }
-                            } else {
-                                let mut tmp = [0i32; 16];
-                                // SAFETY: tmp is 16 i32; base + j + n <= (r·sw + ph + 1)·jw
-                                // <= rows·sw·jw <= DW_BUF.
-                                unsafe {
-                                    let p = tmp.as_mut_ptr() as *mut __m256i;
-                                    _mm256_storeu_si256(p, lo);
-                                    _mm256_storeu_si256(p.add(1), hi);
-                                    core::ptr::copy_nonoverlapping(
-                                        tmp.as_ptr(),
-                                        pw.add(base + j),
-                                        n,
-                                    );
-                                }
-                            }
-                            j += 16;
-                        }
-                    }
-                }
                 let wsum: i32 = wc.iter().map(|&v| v as i32).sum();
                 let base = q
                     .bias
@@ -1045,43 +1004,102 @@ mod avx2 {
                 let vs = _mm256_set1_ps(q.scales[c]);
                 let yc = &mut y[(n * g.c + c) * oh * ow..(n * g.c + c + 1) * oh * ow];
                 let pp = pw as *const i32;
-                for oy in 0..oh {
-                    let mut ox0 = 0;
-                    while ox0 < ow {
-                        let mut acc = [_mm256_set1_epi32(base); 4];
-                        for (&(ky, ph, off, _, _), &wp) in taps[..nt].iter().zip(&wpair) {
-                            let r = oy * g.sh + ky * g.dh;
-                            let at = (r * sw + ph) * jw + ox0 + off;
-                            let wv = _mm256_set1_epi32(wp);
-                            for (v, a) in acc.iter_mut().enumerate() {
-                                // SAFETY: r < rows and ox0 + off + 32 <= jw (dw_dims), so
-                                // the 8 pairs are inside this phase row of `pairs`.
-                                let xv = unsafe {
-                                    _mm256_loadu_si256(pp.add(at + 8 * v) as *const __m256i)
+                let mut oy0 = 0;
+                while oy0 < oh {
+                    let ob = band.min(oh - oy0);
+                    let rows = (ob - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+                    // Padded row r of the band is input row oy0·sh + r − pt, column col is
+                    // input column col − pl (zero point outside), at phase col % sw, index col / sw.
+                    for r in 0..rows {
+                        let iy = (oy0 * g.sh + r) as isize - g.pt;
+                        for ph in 0..sw {
+                            let dst = &mut stage[ph * sj..(ph + 1) * sj];
+                            if iy < 0 || iy >= h as isize {
+                                dst.fill(zx);
+                            } else {
+                                let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                                stage_row(xr, g.pl - ph as isize, sw, zx, dst);
+                            }
+                            // Widen to pairs (x[j], x[j+1]), 16 at a time.
+                            let base = (r * sw + ph) * jw;
+                            let sp = dst.as_ptr();
+                            let mut j = 0;
+                            while j < jw {
+                                // SAFETY: j + 17 <= jw + 16 = sj: inside this phase's staging row.
+                                let (a, b) = unsafe {
+                                    (
+                                        _mm_loadu_si128(sp.add(j) as *const __m128i),
+                                        _mm_loadu_si128(sp.add(j + 1) as *const __m128i),
+                                    )
                                 };
-                                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
+                                let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+                                let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+                                let n = (jw - j).min(16);
+                                if n == 16 && base + j + 16 <= DW_BUF {
+                                    // SAFETY: 16 i32 at base + j are inside the buffer (checked).
+                                    unsafe {
+                                        let p = pw.add(base + j) as *mut __m256i;
+                                        _mm256_storeu_si256(p, lo);
+                                        _mm256_storeu_si256(p.add(1), hi);
+                                    }
+                                } else {
+                                    let mut tmp = [0i32; 16];
+                                    // SAFETY: tmp is 16 i32; base + j + n <= (r·sw + ph + 1)·jw
+                                    // <= rows·sw·jw <= DW_BUF.
+                                    unsafe {
+                                        let p = tmp.as_mut_ptr() as *mut __m256i;
+                                        _mm256_storeu_si256(p, lo);
+                                        _mm256_storeu_si256(p.add(1), hi);
+                                        core::ptr::copy_nonoverlapping(
+                                            tmp.as_ptr(),
+                                            pw.add(base + j),
+                                            n,
+                                        );
+                                    }
+                                }
+                                j += 16;
                             }
                         }
-                        for (v, a) in acc.iter().enumerate() {
-                            let o = ox0 + 8 * v;
-                            if o >= ow {
-                                break;
-                            }
-                            let cnt = 8.min(ow - o);
-                            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(*a), vs);
-                            let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
-                            let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzy);
-                            let r16 = _mm_packs_epi32(
-                                _mm256_castsi256_si128(r),
-                                _mm256_extracti128_si256(r, 1),
-                            );
-                            crate::util::put8(
-                                _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
-                                &mut yc[oy * ow + o..oy * ow + o + cnt],
-                            );
-                        }
-                        ox0 += DW_OX;
                     }
+                    for oy in oy0..oy0 + ob {
+                        let mut ox0 = 0;
+                        while ox0 < ow {
+                            let mut acc = [_mm256_set1_epi32(base); 4];
+                            for (&(ky, ph, off, _, _), &wp) in taps[..nt].iter().zip(&wpair) {
+                                let r = (oy - oy0) * g.sh + ky * g.dh;
+                                let at = (r * sw + ph) * jw + ox0 + off;
+                                let wv = _mm256_set1_epi32(wp);
+                                for (v, a) in acc.iter_mut().enumerate() {
+                                    // SAFETY: r < rows and ox0 + off + 32 <= jw (dw_dims), so
+                                    // the 8 pairs are inside this phase row of `pairs`.
+                                    let xv = unsafe {
+                                        _mm256_loadu_si256(pp.add(at + 8 * v) as *const __m256i)
+                                    };
+                                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
+                                }
+                            }
+                            for (v, a) in acc.iter().enumerate() {
+                                let o = ox0 + 8 * v;
+                                if o >= ow {
+                                    break;
+                                }
+                                let cnt = 8.min(ow - o);
+                                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(*a), vs);
+                                let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+                                let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzy);
+                                let r16 = _mm_packs_epi32(
+                                    _mm256_castsi256_si128(r),
+                                    _mm256_extracti128_si256(r, 1),
+                                );
+                                crate::util::put8(
+                                    _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
+                                    &mut yc[oy * ow + o..oy * ow + o + cnt],
+                                );
+                            }
+                            ox0 += DW_OX;
+                        }
+                    }
+                    oy0 += ob;
                 }
             }
         }

@@ -201,7 +201,7 @@ pub fn bench(
     for r in &rows {
         let agree = r.agrees.map_or("-".to_string(), |a| a.to_string());
         println!(
-            "  {:<14} {:>10.3} {:>10.3} {:>13.3} {:>14}",
+            "  {:<14} {:>10.4} {:>10.4} {:>13.3} {:>14}",
             r.name,
             r.median_ms,
             r.p90_ms,
