@@ -455,7 +455,11 @@ fn wide_depthwise_conv_matches_reference() {
         let cs = ConvCase {
             n: 1,
             c,
-            h: if case % 2 == 0 { r.range(1, 9) } else { r.range(30, 90) },
+            h: if case % 2 == 0 {
+                r.range(1, 9)
+            } else {
+                r.range(30, 90)
+            },
             w: r.range(30, 140),
             oc: c,
             k: (k, k),
