@@ -1,0 +1,511 @@
+//! The AVX2 micro-kernels (x86_64; detected at run time with `std`).
+
+use core::arch::x86_64::*;
+
+use super::{row_offset, Q};
+
+#[cfg(feature = "std")]
+pub fn available() -> bool {
+    std::is_x86_feature_detected!("avx2")
+}
+
+#[cfg(not(feature = "std"))]
+pub fn available() -> bool {
+    cfg!(target_feature = "avx2")
+}
+
+/// Pixels per tile of the GEMM micro-kernel (three vectors of eight).
+const PT: usize = 24;
+/// Output channels per register block.
+const MR: usize = 4;
+/// Largest K (input channels, or patch elements for im2col) the packed tile holds.
+pub const MAX_K: usize = 2048;
+const MAX_PAIRS: usize = MAX_K / 2;
+const OFFS_MAX: usize = 1024;
+
+/// The int8 GEMM `Y[o, p] = requant(Σ_c W[o, c] · (X[c, p] − zx) + bias[o])` over
+/// strided rows (input row `c` at `x[c * xs]`, output row `o` at `y[o * ys + y0]`,
+/// `pix` columns), for `ic <= MAX_K`.
+///
+/// Each tile of 24 pixels is packed once as int16 pairs of consecutive channels
+/// (`[x[c][p], x[c+1][p]]`, 96 bytes per pair of channels); then a register block of
+/// 4 output channels × 24 pixels (12 accumulators) runs down K with `vpmaddwd`
+/// (16 MACs, exact: int8 widened to int16, no saturation), the weight pair of each
+/// channel read in place from its int8 row and sign-extended by `vpmovsxbw`. The sum runs
+/// on raw int8 values and `zx·Σw` is subtracted once (`row_offset`). Requantization in
+/// vector form is the same arithmetic as `cairn_core::quant::requantize`: convert,
+/// multiply, clamp, convert with the default rounding (nearest even).
+///
+/// # Safety
+/// The CPU must support AVX2; the slices hold every row the strides address; the weight
+/// matrix is `oc × ic` int8.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) {
+    debug_assert!(ic <= MAX_K && q.w.len() >= oc * ic);
+    let pairs = ic.div_ceil(2);
+    let full = ic / 2;
+    // Not zeroed (96 KB per call would cost more than a small conv): every element
+    // read below was written by the packing loop of the same tile.
+    let mut xp_buf = core::mem::MaybeUninit::<[i32; MAX_PAIRS * PT]>::uninit();
+    let xpw = xp_buf.as_mut_ptr() as *mut i32;
+    let mut offs = [0i32; OFFS_MAX];
+    let cached = oc <= OFFS_MAX;
+    if cached {
+        for (o, off) in offs.iter_mut().enumerate().take(oc) {
+            *off = row_offset(q, o, ic);
+        }
+    }
+    let mut p0 = 0;
+    while p0 < pix {
+        let pt = PT.min(pix - p0);
+        // Pack the tile: pair row cp holds channels 2cp and 2cp+1 (zero past ic or pix).
+        for cp in 0..pairs {
+            for j in 0..3 {
+                let n = pt.saturating_sub(8 * j).min(8);
+                let (a, b) = if n == 0 {
+                    (_mm_setzero_si128(), _mm_setzero_si128())
+                } else {
+                    let a = load8(x, 2 * cp * xs + p0 + 8 * j, n);
+                    let b = if 2 * cp + 1 < ic {
+                        load8(x, (2 * cp + 1) * xs + p0 + 8 * j, n)
+                    } else {
+                        _mm_setzero_si128()
+                    };
+                    (a, b)
+                };
+                let (a16, b16) = (_mm_cvtepi8_epi16(a), _mm_cvtepi8_epi16(b));
+                let v =
+                    _mm256_set_m128i(_mm_unpackhi_epi16(a16, b16), _mm_unpacklo_epi16(a16, b16));
+                // SAFETY: cp < pairs <= MAX_PAIRS and 8j + 8 <= PT: inside the buffer.
+                unsafe { _mm256_storeu_si256(xpw.add(cp * PT + 8 * j) as *mut __m256i, v) };
+            }
+        }
+        let mut o = 0;
+        while o < oc {
+            let ob = MR.min(oc - o);
+            // Rows past oc repeat the last row (computed, never stored).
+            let rows: [&[i8]; MR] = core::array::from_fn(|k| {
+                let r = (o + k).min(oc - 1);
+                &q.w[r * ic..(r + 1) * ic]
+            });
+            let mut acc = [[_mm256_setzero_si256(); 3]; MR];
+            let xpp = xpw as *const i32;
+            for cp in 0..full {
+                // SAFETY: cp < pairs, so the 24 i32 at cp * PT are inside xp.
+                let xv = unsafe {
+                    let p = xpp.add(cp * PT) as *const __m256i;
+                    [
+                        _mm256_loadu_si256(p),
+                        _mm256_loadu_si256(p.add(1)),
+                        _mm256_loadu_si256(p.add(2)),
+                    ]
+                };
+                for k in 0..MR {
+                    // SAFETY: 2cp + 1 < ic: both bytes are inside row k.
+                    let raw =
+                        unsafe { (rows[k].as_ptr().add(2 * cp) as *const i16).read_unaligned() };
+                    let wv = _mm256_cvtepi8_epi16(_mm_set1_epi16(raw));
+                    for j in 0..3 {
+                        acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
+                    }
+                }
+            }
+            if pairs > full {
+                // Odd ic: the last channel alone (its partner row in the tile is zero).
+                let cp = full;
+                let xv: [__m256i; 3] = core::array::from_fn(|j| {
+                    // SAFETY: row cp < pairs of this tile was written above.
+                    unsafe { _mm256_loadu_si256(xpp.add(cp * PT + 8 * j) as *const __m256i) }
+                });
+                for k in 0..MR {
+                    let wv = _mm256_set1_epi32(rows[k][2 * cp] as i32 & 0xffff);
+                    for j in 0..3 {
+                        acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
+                    }
+                }
+            }
+            for (k, acc) in acc.iter().enumerate().take(ob) {
+                let oo = o + k;
+                let off = if cached {
+                    offs[oo]
+                } else {
+                    row_offset(q, oo, ic)
+                };
+                let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                let vlo = _mm256_set1_ps(q.lo as f32 - q.zy as f32);
+                let vhi = _mm256_set1_ps(q.hi as f32 - q.zy as f32);
+                for (j, a) in acc.iter().enumerate() {
+                    let n = pt.saturating_sub(8 * j).min(8);
+                    if n == 0 {
+                        break;
+                    }
+                    let v = _mm256_add_epi32(*a, voff);
+                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
+                    let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+                    let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(q.zy));
+                    // Eight int32 in [-128, 127] -> eight int8 (saturating packs are exact).
+                    let r16 =
+                        _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+                    let at = oo * ys + y0 + p0 + 8 * j;
+                    crate::util::put8(
+                        _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
+                        &mut y[at..at + n],
+                    );
+                }
+            }
+            o += ob;
+        }
+        p0 += pt;
+    }
+}
+
+/// Requantize the leading multiple of 8 of `acc` into `out`; returns how many were done.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn requant8(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) -> usize {
+    let n = acc.len().min(out.len()) / 8 * 8;
+    let (vs, vlo, vhi, vz) = (
+        _mm256_set1_ps(scale),
+        _mm256_set1_ps(q.lo as f32 - q.zy as f32),
+        _mm256_set1_ps(q.hi as f32 - q.zy as f32),
+        _mm256_set1_epi32(q.zy),
+    );
+    for (a8, o8) in acc[..n].chunks_exact(8).zip(out[..n].chunks_exact_mut(8)) {
+        // SAFETY: a8 is exactly 8 i32 (32 bytes); the load is unaligned-safe.
+        let v = unsafe { _mm256_loadu_si256(a8.as_ptr() as *const __m256i) };
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
+        let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+        let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vz);
+        let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, o8);
+    }
+    n
+}
+
+/// int16 pairs in the padded, phase-split plane of the depthwise kernel.
+const DW_BUF: usize = 16384;
+/// Pairs a band of the depthwise kernel aims to stay within (16 KB).
+const DW_L1: usize = 4096;
+/// Output columns per register block of the depthwise kernel (four vectors of eight).
+const DW_OX: usize = 32;
+/// Columns of slack after each phase row of the byte staging row.
+const DW_SLACK: usize = 16;
+
+/// (rows, columns per phase) of the depthwise kernel's padded plane, if it fits.
+/// (output rows per band, columns per phase) of the depthwise kernel's padded plane,
+/// if one output row's input rows fit the buffer. Bands keep the staged rows within
+/// 16 KB (L1) where they can: a whole 112×112 plane of pairs would be 60 KB.
+fn dw_dims(g: &super::Geo) -> Option<(usize, usize)> {
+    if g.sw > 4 || g.kh * g.kw > 49 || g.oh == 0 || g.ow == 0 {
+        return None;
+    }
+    let rows_for = |b: usize| (b - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    // Columns a block reads: up to DW_OX past its start, plus the widest tap offset.
+    let jw = g.ow.div_ceil(DW_OX) * DW_OX + (g.kw - 1) * g.dw / g.sw + 1;
+    if rows_for(1) * g.sw * jw > DW_BUF {
+        return None;
+    }
+    let mut band = 1;
+    while band < g.oh && rows_for(band + 1) * g.sw * jw <= DW_L1 {
+        band += 1;
+    }
+    Some((band, jw))
+}
+
+pub fn depthwise_fits(g: &super::Geo) -> bool {
+    dw_dims(g).is_some()
+}
+
+/// Depthwise conv with the accumulators in registers and two taps per `vpmaddwd`.
+///
+/// Each channel's plane is laid out once, padded with the zero point (so every output
+/// reads every tap, with no bounds) and, for horizontal stride `sw` > 1, split into `sw`
+/// column phases (column `ox·sw + kx·dw` is phase `kx·dw mod sw`, index
+/// `ox + kx·dw / sw`, contiguous in `ox`). It is stored as int16 pairs of neighbours
+/// `(x[j], x[j+1])`, so two taps of one row and phase whose indices differ by one are
+/// one `vpmaddwd` against the weight pair `(w_a, w_b)`; a tap without a partner is paired
+/// with weight 0. Each block of 32 output columns of a row sums its taps in four int32
+/// vectors: `Σ w·x` on raw values, `bias − zx·Σw` added once (the reference's sums
+/// modulo 2^32, where its wrapping arithmetic lives).
+///
+/// # Safety
+/// The CPU must support AVX2; `depthwise_fits(g)`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
+    let Some((band, jw)) = dw_dims(g) else {
+        return;
+    };
+    let (h, w, oh, ow, sw) = (g.h, g.w, g.oh, g.ow, g.sw);
+    let ksz = g.kh * g.kw;
+    let plane = h * w;
+    // Pairs plane: row r, phase ph at (r·sw + ph)·jw, all jw entries of every row and
+    // phase written for each channel before any is read. Not zeroed (64 KB per call
+    // would cost more than a small conv); only raw-pointer accesses touch it.
+    let mut pairs_buf = core::mem::MaybeUninit::<[i32; DW_BUF]>::uninit();
+    let pw = pairs_buf.as_mut_ptr() as *mut i32;
+    let sj = jw + DW_SLACK;
+    // sw·(jw + slack) <= DW_BUF + 4·DW_SLACK since rows·sw·jw <= DW_BUF.
+    let mut stage = [0i8; DW_BUF + 4 * DW_SLACK];
+    let zx = q.zx as i8;
+    let (vlo, vhi, vzy) = (
+        _mm256_set1_ps(q.lo as f32 - q.zy as f32),
+        _mm256_set1_ps(q.hi as f32 - q.zy as f32),
+        _mm256_set1_epi32(q.zy),
+    );
+    // Pair-taps (ky, phase, index offset, packed weight pair), from the tap layout
+    // alone; weights filled per channel. Taps of a phase have increasing offsets.
+    let mut taps = [(0usize, 0usize, 0usize, 0usize, usize::MAX); 49];
+    let mut nt = 0;
+    for ky in 0..g.kh {
+        for ph in 0..sw {
+            let mut kx = 0;
+            while kx < g.kw {
+                let t = kx * g.dw;
+                if t % sw != ph {
+                    kx += 1;
+                    continue;
+                }
+                // Partner: the next tap of this phase, if its index is one further.
+                let mut kb = usize::MAX;
+                let mut k2 = kx + 1;
+                while k2 < g.kw {
+                    let t2 = k2 * g.dw;
+                    if t2 % sw == ph {
+                        if t2 / sw == t / sw + 1 {
+                            kb = k2;
+                        }
+                        break;
+                    }
+                    k2 += 1;
+                }
+                taps[nt] = (ky, ph, t / sw, kx, kb);
+                nt += 1;
+                kx = if kb == usize::MAX { kx + 1 } else { kb + 1 };
+            }
+        }
+    }
+    let mut wpair = [0i32; 49];
+    for n in 0..g.n {
+        for c in 0..g.c {
+            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            let wc = &q.w[c * ksz..(c + 1) * ksz];
+            for (wp, &(ky, _, _, ka, kb)) in wpair.iter_mut().zip(&taps[..nt]) {
+                let wa = wc[ky * g.kw + ka] as i16 as u16 as u32;
+                let wb = if kb == usize::MAX {
+                    0
+                } else {
+                    wc[ky * g.kw + kb] as i16 as u16 as u32
+                };
+                *wp = (wa | (wb << 16)) as i32;
+            }
+            let wsum: i32 = wc.iter().map(|&v| v as i32).sum();
+            let base = q
+                .bias
+                .map_or(0, |b| b[c])
+                .wrapping_sub(q.zx.wrapping_mul(wsum));
+            let vs = _mm256_set1_ps(q.scales[c]);
+            let yc = &mut y[(n * g.c + c) * oh * ow..(n * g.c + c + 1) * oh * ow];
+            let pp = pw as *const i32;
+            let mut oy0 = 0;
+            while oy0 < oh {
+                let ob = band.min(oh - oy0);
+                let rows = (ob - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+                // Padded row r of the band is input row oy0·sh + r − pt, column col is
+                // input column col − pl (zero point outside), at phase col % sw, index col / sw.
+                for r in 0..rows {
+                    let iy = (oy0 * g.sh + r) as isize - g.pt;
+                    for ph in 0..sw {
+                        let dst = &mut stage[ph * sj..(ph + 1) * sj];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(zx);
+                        } else {
+                            let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                            stage_row(xr, g.pl - ph as isize, sw, zx, dst);
+                        }
+                        // Widen to pairs (x[j], x[j+1]), 16 at a time.
+                        let base = (r * sw + ph) * jw;
+                        let sp = dst.as_ptr();
+                        let mut j = 0;
+                        while j < jw {
+                            // SAFETY: j + 17 <= jw + 16 = sj: inside this phase's staging row.
+                            let (a, b) = unsafe {
+                                (
+                                    _mm_loadu_si128(sp.add(j) as *const __m128i),
+                                    _mm_loadu_si128(sp.add(j + 1) as *const __m128i),
+                                )
+                            };
+                            let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+                            let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+                            let n = (jw - j).min(16);
+                            if n == 16 && base + j + 16 <= DW_BUF {
+                                // SAFETY: 16 i32 at base + j are inside the buffer (checked).
+                                unsafe {
+                                    let p = pw.add(base + j) as *mut __m256i;
+                                    _mm256_storeu_si256(p, lo);
+                                    _mm256_storeu_si256(p.add(1), hi);
+                                }
+                            } else {
+                                let mut tmp = [0i32; 16];
+                                // SAFETY: tmp is 16 i32; base + j + n <= (r·sw + ph + 1)·jw
+                                // <= rows·sw·jw <= DW_BUF.
+                                unsafe {
+                                    let p = tmp.as_mut_ptr() as *mut __m256i;
+                                    _mm256_storeu_si256(p, lo);
+                                    _mm256_storeu_si256(p.add(1), hi);
+                                    core::ptr::copy_nonoverlapping(
+                                        tmp.as_ptr(),
+                                        pw.add(base + j),
+                                        n,
+                                    );
+                                }
+                            }
+                            j += 16;
+                        }
+                    }
+                }
+                for oy in oy0..oy0 + ob {
+                    let mut ox0 = 0;
+                    while ox0 < ow {
+                        let mut acc = [_mm256_set1_epi32(base); 4];
+                        for (&(ky, ph, off, _, _), &wp) in taps[..nt].iter().zip(&wpair) {
+                            let r = (oy - oy0) * g.sh + ky * g.dh;
+                            let at = (r * sw + ph) * jw + ox0 + off;
+                            let wv = _mm256_set1_epi32(wp);
+                            for (v, a) in acc.iter_mut().enumerate() {
+                                // SAFETY: r < rows and ox0 + off + 32 <= jw (dw_dims), so
+                                // the 8 pairs are inside this phase row of `pairs`.
+                                let xv = unsafe {
+                                    _mm256_loadu_si256(pp.add(at + 8 * v) as *const __m256i)
+                                };
+                                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
+                            }
+                        }
+                        for (v, a) in acc.iter().enumerate() {
+                            let o = ox0 + 8 * v;
+                            if o >= ow {
+                                break;
+                            }
+                            let cnt = 8.min(ow - o);
+                            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(*a), vs);
+                            let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
+                            let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzy);
+                            let r16 = _mm_packs_epi32(
+                                _mm256_castsi256_si128(r),
+                                _mm256_extracti128_si256(r, 1),
+                            );
+                            crate::util::put8(
+                                _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
+                                &mut yc[oy * ow + o..oy * ow + o + cnt],
+                            );
+                        }
+                        ox0 += DW_OX;
+                    }
+                }
+                oy0 += ob;
+            }
+        }
+    }
+}
+
+/// One phase of a padded input row: `dst[j] = xr[j·sw − first]` where that column is
+/// inside the row, the zero point elsewhere (the whole of `dst`, slack included).
+#[inline(always)]
+unsafe fn stage_row(xr: &[i8], first: isize, sw: usize, zx: i8, dst: &mut [i8]) {
+    let w = xr.len() as isize;
+    let s = sw as isize;
+    let lo = if first > 0 {
+        ((first + s - 1) / s) as usize
+    } else {
+        0
+    };
+    let hi = if w - 1 + first < 0 {
+        0
+    } else {
+        (((w - 1 + first) / s + 1) as usize).min(dst.len())
+    };
+    let lo = lo.min(hi);
+    dst[..lo].fill(zx);
+    dst[hi..].fill(zx);
+    if hi > lo {
+        let a = (lo as isize * s - first) as usize;
+        let src = &xr[a..a + (hi - lo - 1) * sw + 1];
+        match sw {
+            1 => dst[lo..hi].copy_from_slice(src),
+            // SAFETY: the caller runs with AVX2.
+            2 => unsafe { copy_stride2(src, &mut dst[lo..hi]) },
+            _ => {
+                for (d, v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(sw)) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[2i]` (src holds at least 2·len − 1 bytes): 8 at a time with `pshufb`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn copy_stride2(src: &[i8], dst: &mut [i8]) {
+    let evens = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    let mut i = 0;
+    while i + 8 <= dst.len() && 2 * i + 16 <= src.len() {
+        // SAFETY: 16 bytes from 2i are inside src (checked above); unaligned-safe.
+        let v = unsafe { _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i) };
+        crate::util::put8(
+            _mm_cvtsi128_si64(_mm_shuffle_epi8(v, evens)) as u64,
+            &mut dst[i..i + 8],
+        );
+        i += 8;
+    }
+    for (d, s) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+        *d = *s;
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn call<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `depthwise_rows_body` compiled with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn depthwise_rows(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
+    super::depthwise_rows_body(g, q, y)
+}
+
+/// Up to 8 int8 values starting at `at` (missing lanes zero).
+#[inline(always)]
+unsafe fn load8(x: &[i8], at: usize, n: usize) -> __m128i {
+    if n == 8 {
+        let s = &x[at..at + 8];
+        // SAFETY: `s` is exactly 8 bytes long; the read is unaligned-safe.
+        let v = unsafe { core::ptr::read_unaligned(s.as_ptr() as *const i64) };
+        _mm_cvtsi64_si128(v)
+    } else {
+        let mut b = [0u8; 8];
+        for (d, s) in b.iter_mut().zip(&x[at..at + n]) {
+            *d = *s as u8;
+        }
+        _mm_cvtsi64_si128(i64::from_le_bytes(b))
+    }
+}

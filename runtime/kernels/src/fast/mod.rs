@@ -1,0 +1,576 @@
+//! Faster int8 convolution paths, bit-exact with the reference kernels (tested in
+//! `runtime/kernels/tests/exact.rs`):
+//! - pointwise (1×1, stride 1, no padding, one group) as a GEMM: AVX2 `vpmaddwd` micro-kernel
+//!   of 8 output channels × 8 pixels on x86_64 (detected at run time with `std`, at compile
+//!   time without), portable blocked loop elsewhere;
+//! - every other conv with a kernel of at most 49 taps (depthwise included): the interior
+//!   of the image without bounds checks, borders through the reference tap loop.
+//!
+//! Each returns `None` when the op is not its case, and the caller falls back.
+
+use cairn_core::op::conv as p;
+use cairn_core::quant::requantize;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use crate::conv::{geo, Geo};
+use crate::util::qp;
+
+struct Q<'a> {
+    x: &'a [i8],
+    w: &'a [i8],
+    bias: Option<&'a [i32]>,
+    scales: &'a [f32],
+    zx: i32,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+}
+
+fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecError> {
+    let xt = call.req(0)?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.i32s()?),
+        None => None,
+    };
+    Ok(Q {
+        x: xt.i8s()?,
+        w: call.req(1)?.i8s()?,
+        bias,
+        scales: call.req(3)?.f32s()?,
+        zx: qp(&xt.info).1,
+        zy: qp(&out.info).1,
+        lo: call.param(p::ACT_LO),
+        hi: call.param(p::ACT_HI),
+    })
+}
+
+/// int8 Conv through a fast path, or `None` if no fast path covers this op.
+pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let g = geo(call, out).ok()?;
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pt == 0
+        && g.pl == 0
+        && g.g == 1
+        && g.oh == g.h
+        && g.ow == g.w;
+    let small = g.kh * g.kw <= 49;
+    if !(pointwise || small) {
+        return None;
+    }
+    let q = match operands(call, out) {
+        Ok(q) => q,
+        Err(e) => return Some(Err(e)),
+    };
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if pointwise {
+        pointwise_i8(&g, &q, y);
+    } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
+        #[cfg(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
+        if g.c * g.kh * g.kw <= 64 {
+            im2col_i8::<64>(&g, &q, y);
+        } else {
+            im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
+        }
+    } else if g.g == g.c && g.oc == g.c {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() && avx2::depthwise_fits(&g) {
+            // SAFETY: AVX2 is present; the geometry fits the padded buffer (checked).
+            unsafe { avx2::depthwise(&g, &q, y) };
+            return Some(Ok(()));
+        }
+        depthwise_rows_i8(&g, &q, y);
+    } else {
+        direct_i8(&g, &q, y);
+    }
+    Some(Ok(()))
+}
+
+/// Y[n, oc, p] = requant(bias[oc] + Σ_ic W[oc, ic] · (X[n, ic, p] − zx)).
+/// Computed as Σ W·X − zx·Σ W so the inner loop works on raw int8 values.
+fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let (ic, oc, pix) = (g.c, g.oc, g.h * g.w);
+    for n in 0..g.n {
+        let x = &q.x[n * ic * pix..(n + 1) * ic * pix];
+        let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
+        if !gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
+            pointwise_portable(x, q, ic, oc, pix, y);
+        }
+    }
+}
+
+/// Run `f` in a function compiled with AVX2 when the CPU has it, so the loops the
+/// compiler inlines into it vectorize 8 lanes wide. The arithmetic is unchanged (Rust never
+/// contracts float operations), so results are identical either way.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2::call(f) };
+    }
+    f()
+}
+
+const IM2COL_MAX_K: usize = 2048;
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+const IM2COL_TILE: usize = 48;
+
+/// Whether a SIMD GEMM micro-kernel runs here: AVX2 on x86_64 (detected at run time with
+/// `std`), NEON on aarch64 (part of the base ISA: selected at compile time).
+fn simd_gemm_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available()
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        true
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    {
+        false
+    }
+}
+
+/// The int8 GEMM of `avx2::gemm` (same arguments and result) through this CPU's SIMD
+/// micro-kernel; `false` (nothing written) where there is none or `ic` is too large.
+#[allow(clippy::too_many_arguments, unused_variables)]
+fn gemm_simd(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() && ic <= avx2::MAX_K {
+        // SAFETY: AVX2 is present (checked above); the caller sizes the slices.
+        unsafe { avx2::gemm(x, xs, q, ic, oc, pix, y, ys, y0) };
+        return true;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if ic <= neon::MAX_K {
+        neon::gemm(x, xs, q, ic, oc, pix, y, ys, y0);
+        return true;
+    }
+    false
+}
+
+/// Convs with one group and up to 2048 patch elements: gather the patches of 48
+/// output pixels into a stack tile (zero point where the window leaves the image, which
+/// contributes nothing once `zx·Σw` is subtracted) and run the GEMM micro-kernel on it.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[inline(never)]
+fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let k = g.c * g.kh * g.kw;
+    let (oh, ow) = (g.oh, g.ow);
+    let pix = oh * ow;
+    let plane = g.h * g.w;
+    // Sized by the caller's bound on K: a stem conv (K = 27) zeroes 3 KB, not 96 KB.
+    let mut tile = [[0i8; IM2COL_TILE]; KMAX];
+    let tile = tile.as_flattened_mut();
+    for n in 0..g.n {
+        let x = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
+        let y = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+        let mut t0 = 0;
+        while t0 < pix {
+            let len = IM2COL_TILE.min(pix - t0);
+            for c in 0..g.c {
+                let xc = &x[c * plane..(c + 1) * plane];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let row = (c * g.kh + ky) * g.kw + kx;
+                        let dst = &mut tile[row * IM2COL_TILE..row * IM2COL_TILE + len];
+                        // Walk the tile one output row segment at a time.
+                        let (mut oy, mut ox) = (t0 / ow, t0 % ow);
+                        let mut j = 0;
+                        while j < len {
+                            let seg = (ow - ox).min(len - j);
+                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                            let d = &mut dst[j..j + seg];
+                            if iy < 0 || iy >= g.h as isize {
+                                d.fill(q.zx as i8);
+                            } else {
+                                let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                                // ix = (ox + s)·sw + off: the s inside the row, then a
+                                // branch-free copy (contiguous when sw = 1).
+                                let off = (kx * g.dw) as isize - g.pl;
+                                let sw = g.sw as isize;
+                                let ix0 = ox as isize * sw + off;
+                                let s_lo = if ix0 >= 0 {
+                                    0
+                                } else {
+                                    ((-ix0 + sw - 1) / sw) as usize
+                                };
+                                let s_hi = if ix0 >= g.w as isize {
+                                    0
+                                } else {
+                                    (((g.w as isize - 1 - ix0) / sw + 1) as usize).min(seg)
+                                };
+                                let s_lo = s_lo.min(s_hi);
+                                d[..s_lo].fill(q.zx as i8);
+                                d[s_hi..].fill(q.zx as i8);
+                                if s_hi > s_lo {
+                                    let a = (ix0 + s_lo as isize * sw) as usize;
+                                    let n = s_hi - s_lo;
+                                    let src = &xrow[a..a + (n - 1) * g.sw + 1];
+                                    if g.sw == 1 {
+                                        d[s_lo..s_hi].copy_from_slice(src);
+                                    } else if g.sw == 2 && cfg!(target_arch = "x86_64") {
+                                        #[cfg(target_arch = "x86_64")]
+                                        // SAFETY: on x86_64 im2col only runs with AVX2.
+                                        unsafe {
+                                            avx2::copy_stride2(src, &mut d[s_lo..s_hi])
+                                        };
+                                    } else {
+                                        for (v, &xv) in
+                                            d[s_lo..s_hi].iter_mut().zip(src.iter().step_by(g.sw))
+                                        {
+                                            *v = xv;
+                                        }
+                                    }
+                                }
+                            }
+                            j += seg;
+                            ox = 0;
+                            oy += 1;
+                        }
+                    }
+                }
+            }
+            // The caller checked simd_gemm_available() and k <= IM2COL_MAX_K.
+            gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0);
+            t0 += len;
+        }
+    }
+}
+
+fn row_offset(q: &Q<'_>, o: usize, ic: usize) -> i32 {
+    let wsum: i32 = q.w[o * ic..(o + 1) * ic].iter().map(|&v| v as i32).sum();
+    q.bias
+        .map_or(0, |b| b[o])
+        .wrapping_sub(q.zx.wrapping_mul(wsum))
+}
+
+fn pointwise_portable(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: &mut [i8]) {
+    const PB: usize = 64;
+    let mut acc = [0i32; PB];
+    for o in 0..oc {
+        let base = row_offset(q, o, ic);
+        let wr = &q.w[o * ic..(o + 1) * ic];
+        let mut p0 = 0;
+        while p0 < pix {
+            let len = PB.min(pix - p0);
+            acc[..len].iter_mut().for_each(|a| *a = base);
+            for (c, &w) in wr.iter().enumerate() {
+                let w = w as i32;
+                let xr = &x[c * pix + p0..c * pix + p0 + len];
+                for (a, &v) in acc[..len].iter_mut().zip(xr) {
+                    *a = a.wrapping_add(w * v as i32);
+                }
+            }
+            for (k, a) in acc[..len].iter().enumerate() {
+                y[o * pix + p0 + k] = requantize(*a, q.scales[o], q.zy, q.lo, q.hi) as i8;
+            }
+            p0 += len;
+        }
+    }
+}
+
+/// Depthwise, one output row at a time: for each tap, the run of output columns whose input
+/// column is inside the image gets `w · (x − zx)` added; the inner loop is a contiguous
+/// (stride 1) or strided multiply-add the compiler vectorizes. Same sums as the reference.
+/// Not inlined: its stack buffers are only live while a depthwise conv runs.
+#[inline(never)]
+fn depthwise_rows_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let same = g.sh == 1
+        && g.sw == 1
+        && g.dh == 1
+        && g.dw == 1
+        && g.kh % 2 == 1
+        && g.kw % 2 == 1
+        && g.pt == (g.kh / 2) as isize
+        && g.pl == (g.kw / 2) as isize
+        && g.oh == g.h
+        && g.ow == g.w
+        && g.h * g.w <= PLANE_MAX;
+    if same {
+        vectorized(
+            #[inline(always)]
+            || depthwise_plane_body(g, q, y),
+        );
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        unsafe { avx2::depthwise_rows(g, q, y) };
+        return;
+    }
+    depthwise_rows_body(g, q, y);
+}
+
+/// Largest plane the whole-plane depthwise path takes (its accumulator lives on the stack:
+/// 64 KB on hosts and phones, 4 KB on microcontrollers; larger planes take the row path).
+#[cfg(not(target_os = "none"))]
+const PLANE_MAX: usize = 16384;
+#[cfg(target_os = "none")]
+const PLANE_MAX: usize = 1024;
+
+/// Depthwise "same" convs with stride 1: each tap is one contiguous multiply-add over the
+/// whole flattened plane (`x[p + (ky−pt)·W + kx−pl]`), nine long runs instead of nine per
+/// row. Taps that wrap across a row end only touch the border columns, which are then
+/// recomputed exactly with the bounds-checked loop.
+#[inline(always)]
+fn depthwise_plane_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let (h, w) = (g.h, g.w);
+    let plane = h * w;
+    let ksz = g.kh * g.kw;
+    let (left, right) = (g.pl as usize, g.kw - 1 - g.pl as usize);
+    let mut acc = [0i32; PLANE_MAX];
+    for n in 0..g.n {
+        for c in 0..g.c {
+            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            let wc = &q.w[c * ksz..(c + 1) * ksz];
+            let base = q.bias.map_or(0, |b| b[c]);
+            let acc = &mut acc[..plane];
+            acc.iter_mut().for_each(|a| *a = base);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = wc[ky * g.kw + kx] as i32;
+                    let off = (ky as isize - g.pt) * w as isize + kx as isize - g.pl;
+                    let lo = (-off).max(0) as usize;
+                    let hi = (plane as isize - off).min(plane as isize).max(0) as usize;
+                    if lo >= hi {
+                        continue;
+                    }
+                    let src = &xc[(lo as isize + off) as usize..(hi as isize + off) as usize];
+                    for (a, &v) in acc[lo..hi].iter_mut().zip(src) {
+                        *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                    }
+                }
+            }
+            // Border columns: redo exactly (their sums above include wrapped taps).
+            for oy in 0..h {
+                for ox in (0..left.min(w)).chain(w.saturating_sub(right).max(left.min(w))..w) {
+                    let (iy0, ix0) = (oy as isize - g.pt, ox as isize - g.pl);
+                    acc[oy * w + ox] = base.wrapping_add(checked_taps(g, xc, wc, iy0, ix0, q.zx));
+                }
+            }
+            let yc = &mut y[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            requant_row(acc, q.scales[c], q, yc);
+        }
+    }
+}
+
+/// The body of `depthwise_rows_i8`, inlined into an AVX2-enabled copy on x86_64 so the
+/// multiply-add loops vectorize 8 lanes wide (same integer arithmetic either way).
+#[inline(always)]
+fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    const CHUNK: usize = 256;
+    const PHASE_MAX: usize = 1024;
+    // Up to 4 phases of a strided input row (stride > 4 takes the strided loop).
+    let mut phases = [0i8; 4 * PHASE_MAX];
+    let (h, w, oh, ow) = (g.h as isize, g.w as isize, g.oh, g.ow);
+    let ksz = g.kh * g.kw;
+    let plane = g.h * g.w;
+    let mut acc = [0i32; CHUNK];
+    for n in 0..g.n {
+        for c in 0..g.c {
+            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            let wc = &q.w[c * ksz..(c + 1) * ksz];
+            let base = q.bias.map_or(0, |b| b[c]);
+            let yc = &mut y[(n * g.c + c) * oh * ow..(n * g.c + c + 1) * oh * ow];
+            for oy in 0..oh {
+                let mut x0 = 0;
+                while x0 < ow {
+                    let len = CHUNK.min(ow - x0);
+                    let acc = &mut acc[..len];
+                    acc.iter_mut().for_each(|a| *a = base);
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                        if iy < 0 || iy >= h {
+                            continue;
+                        }
+                        let xrow = &xc[(iy * w) as usize..((iy + 1) * w) as usize];
+                        // Strided rows are split into `sw` contiguous phases once per row,
+                        // so every tap below reads contiguously: x[ix] = phase[ix % sw][ix / sw].
+                        let split = g.sw > 1 && g.sw <= 4 && g.w <= PHASE_MAX;
+                        if split {
+                            for (i, &v) in xrow.iter().enumerate() {
+                                phases[(i % g.sw) * PHASE_MAX + i / g.sw] = v;
+                            }
+                        }
+                        for kx in 0..g.kw {
+                            let wv = wc[ky * g.kw + kx] as i32;
+                            // ix = ox * sw + off for output column ox.
+                            let off = (kx * g.dw) as isize - g.pl;
+                            let sw = g.sw as isize;
+                            // Output columns (within this chunk) whose ix is in [0, w).
+                            let first = if off >= 0 { 0 } else { ((-off) + sw - 1) / sw } as usize;
+                            let last_excl = if w - 1 - off < 0 {
+                                0
+                            } else {
+                                ((w - 1 - off) / sw + 1) as usize
+                            };
+                            let lo = first.max(x0);
+                            let hi = last_excl.min(x0 + len);
+                            if lo >= hi {
+                                continue;
+                            }
+                            let ix0 = (lo as isize * sw + off) as usize;
+                            let dst = &mut acc[lo - x0..hi - x0];
+                            if g.sw == 1 {
+                                let src = &xrow[ix0..ix0 + dst.len()];
+                                for (a, &v) in dst.iter_mut().zip(src) {
+                                    *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                                }
+                            } else if split {
+                                let (ph, at) = (ix0 % g.sw, ix0 / g.sw);
+                                let src =
+                                    &phases[ph * PHASE_MAX + at..ph * PHASE_MAX + at + dst.len()];
+                                for (a, &v) in dst.iter_mut().zip(src) {
+                                    *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                                }
+                            } else {
+                                let n = dst.len();
+                                let src = &xrow[ix0..ix0 + (n - 1) * g.sw + 1];
+                                for (a, &v) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
+                                    *a = a.wrapping_add(wv * (v as i32 - q.zx));
+                                }
+                            }
+                        }
+                    }
+                    let row = &mut yc[oy * ow + x0..oy * ow + x0 + len];
+                    requant_row(acc, q.scales[c], q, row);
+                    x0 += len;
+                }
+            }
+        }
+    }
+}
+
+/// `requantize` over a run of accumulators (8 at a time with AVX2: the same conversions,
+/// multiply, clamp and round-half-even, so the bytes are identical).
+#[inline(always)]
+fn requant_row(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if avx2::available() {
+        // SAFETY: AVX2 is present (checked above); the call reads acc and writes out only
+        // within their common length.
+        unsafe { avx2::requant8(acc, scale, q, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (o, a) in out[done..].iter_mut().zip(&acc[done..]) {
+        *o = requantize(*a, scale, q.zy, q.lo, q.hi) as i8;
+    }
+}
+
+/// Σ w·(x − zx) over the taps of one filter whose window starts at input (iy0, ix0) in
+/// one channel plane, skipping taps outside the image (the border case of every path).
+#[inline(always)]
+fn checked_taps(g: &Geo, xc: &[i8], wc: &[i8], iy0: isize, ix0: isize, zx: i32) -> i32 {
+    let (h, w) = (g.h as isize, g.w as isize);
+    let mut a = 0i32;
+    for ky in 0..g.kh {
+        let iy = iy0 + (ky * g.dh) as isize;
+        if iy < 0 || iy >= h {
+            continue;
+        }
+        for kx in 0..g.kw {
+            let ix = ix0 + (kx * g.dw) as isize;
+            if ix >= 0 && ix < w {
+                let v = xc[(iy * w + ix) as usize] as i32 - zx;
+                a = a.wrapping_add(v * wc[ky * g.kw + kx] as i32);
+            }
+        }
+    }
+    a
+}
+
+/// Any grouped conv (depthwise included): output pixels whose whole window lies inside the
+/// input run without bounds checks (the zero point folded into a per-channel constant);
+/// border pixels go through the bounds-checked tap loop.
+fn direct_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let (h, w, oh, ow) = (g.h as isize, g.w as isize, g.oh, g.ow);
+    let ksz = g.kh * g.kw;
+    let (cg, ocg) = (g.c / g.g, g.oc / g.g);
+    let plane = g.h * g.w;
+    // Output rows/cols whose whole window is inside the input.
+    let inside = |o: usize, s: usize, pad: isize, k: usize, d: usize, len: isize| {
+        let start = (o * s) as isize - pad;
+        start >= 0 && start + (((k - 1) * d) as isize) < len
+    };
+    for n in 0..g.n {
+        for oc in 0..g.oc {
+            let grp = oc / ocg;
+            let xg = &q.x[(n * g.c + grp * cg) * plane..(n * g.c + (grp + 1) * cg) * plane];
+            let wo = &q.w[oc * cg * ksz..(oc + 1) * cg * ksz];
+            let base = q.bias.map_or(0, |b| b[oc]);
+            let wsum: i32 = wo.iter().map(|&v| v as i32).sum();
+            let inner_base = base.wrapping_sub(q.zx.wrapping_mul(wsum));
+            let yc = &mut y[(n * g.oc + oc) * oh * ow..(n * g.oc + oc + 1) * oh * ow];
+            for oy in 0..oh {
+                let row_in = inside(oy, g.sh, g.pt, g.kh, g.dh, h);
+                let iy0 = (oy * g.sh) as isize - g.pt;
+                for ox in 0..ow {
+                    let ix0 = (ox * g.sw) as isize - g.pl;
+                    let acc = if row_in && inside(ox, g.sw, g.pl, g.kw, g.dw, w) {
+                        let mut a = inner_base;
+                        for ic in 0..cg {
+                            let xc = &xg[ic * plane..(ic + 1) * plane];
+                            let wc = &wo[ic * ksz..(ic + 1) * ksz];
+                            for ky in 0..g.kh {
+                                let row = ((iy0 + (ky * g.dh) as isize) * w + ix0) as usize;
+                                let xr = &xc[row..row + (g.kw - 1) * g.dw + 1];
+                                let wr = &wc[ky * g.kw..(ky + 1) * g.kw];
+                                for (kx, &wv) in wr.iter().enumerate() {
+                                    a = a.wrapping_add(xr[kx * g.dw] as i32 * wv as i32);
+                                }
+                            }
+                        }
+                        a
+                    } else {
+                        (0..cg).fold(base, |a, ic| {
+                            let xc = &xg[ic * plane..(ic + 1) * plane];
+                            let wc = &wo[ic * ksz..(ic + 1) * ksz];
+                            a.wrapping_add(checked_taps(g, xc, wc, iy0, ix0, q.zx))
+                        })
+                    };
+                    yc[oy * ow + ox] = requantize(acc, q.scales[oc], q.zy, q.lo, q.hi) as i8;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
