@@ -57,25 +57,32 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
     let y = out.i8s_mut()?;
     let fin = |v: f32| (round_half_even(v.clamp(-129.0, 128.0)) as i32).clamp(lo, hi) as i8;
     match call.kind {
-        OpKind::Add => {
-            let (ra, rb) = (sa_ / sy, sb_ / sy);
-            let mut fixed = zy as f32 - (ra * za as f32 + rb * zb as f32);
-            let (a_scalar, b_scalar) = (a.len() == 1, b.len() == 1 && a.len() != 1);
-            if a_scalar {
-                fixed += a[0] as f32 * ra;
-            } else if b_scalar {
-                fixed += b[0] as f32 * rb;
+        OpKind::Add | OpKind::Mul => {
+            match Arith::of(call.kind, a, b, (sa_, za), (sb_, zb), (sy, zy)) {
+                Arith::Add {
+                    ra,
+                    rb,
+                    fixed,
+                    a_scalar,
+                    b_scalar,
+                } => {
+                    let f = |av: i8, bv: i8| {
+                        fin(if a_scalar {
+                            fma(bv as f32, rb, fixed)
+                        } else if b_scalar {
+                            fma(av as f32, ra, fixed)
+                        } else {
+                            fma(av as f32, ra, fma(bv as f32, rb, fixed))
+                        })
+                    };
+                    walk(&shape, a, b, &sa, &sb, y, f);
+                }
+                Arith::Mul { za, zb, r, zf } => {
+                    let f =
+                        |av: i8, bv: i8| fin(((av as i32 - za) * (bv as i32 - zb)) as f32 * r + zf);
+                    walk(&shape, a, b, &sa, &sb, y, f);
+                }
             }
-            let f = |av: i8, bv: i8| {
-                fin(if a_scalar {
-                    fma(bv as f32, rb, fixed)
-                } else if b_scalar {
-                    fma(av as f32, ra, fixed)
-                } else {
-                    fma(av as f32, ra, fma(bv as f32, rb, fixed))
-                })
-            };
-            walk(&shape, a, b, &sa, &sb, y, f);
         }
         OpKind::Sub => {
             let f = |av: i8, bv: i8| {
@@ -84,15 +91,63 @@ pub fn binary_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecEr
             };
             walk(&shape, a, b, &sa, &sb, y, f);
         }
-        OpKind::Mul => {
-            let r = sa_ * sb_ / sy;
-            let zf = zy as f32;
-            let f = |av: i8, bv: i8| fin(((av as i32 - za) * (bv as i32 - zb)) as f32 * r + zf);
-            walk(&shape, a, b, &sa, &sb, y, f);
-        }
         _ => return Err(ExecError::Unsupported(call.kernel)),
     }
     Ok(())
+}
+
+/// The constants of int8 Add and Mul (see `binary_i8`), shared by the reference and the
+/// SIMD path so both apply the same values.
+#[derive(Clone, Copy)]
+pub(crate) enum Arith {
+    /// `fma(a, ra, fma(b, rb, fixed))`; with `a_scalar`/`b_scalar` the constant operand is
+    /// already folded into `fixed` and only the other term is applied.
+    Add {
+        ra: f32,
+        rb: f32,
+        fixed: f32,
+        a_scalar: bool,
+        b_scalar: bool,
+    },
+    /// `(a − za)(b − zb) · r + zf`.
+    Mul { za: i32, zb: i32, r: f32, zf: f32 },
+}
+
+impl Arith {
+    /// Add's constants for `kind == Add`, Mul's otherwise, from the operands and the
+    /// (scale, zero point) of a, b and y.
+    pub(crate) fn of(
+        kind: OpKind,
+        a: &[i8],
+        b: &[i8],
+        (sa, za): (f32, i32),
+        (sb, zb): (f32, i32),
+        (sy, zy): (f32, i32),
+    ) -> Arith {
+        if kind != OpKind::Add {
+            return Arith::Mul {
+                za,
+                zb,
+                r: sa * sb / sy,
+                zf: zy as f32,
+            };
+        }
+        let (ra, rb) = (sa / sy, sb / sy);
+        let mut fixed = zy as f32 - (ra * za as f32 + rb * zb as f32);
+        let (a_scalar, b_scalar) = (a.len() == 1, b.len() == 1 && a.len() != 1);
+        if a_scalar {
+            fixed += a[0] as f32 * ra;
+        } else if b_scalar {
+            fixed += b[0] as f32 * rb;
+        }
+        Arith::Add {
+            ra,
+            rb,
+            fixed,
+            a_scalar,
+            b_scalar,
+        }
+    }
 }
 
 /// Fused multiply-add, one rounding (hardware FMA through std where present).
@@ -142,16 +197,7 @@ fn walk_body(
         }
         return;
     }
-    // Length of the innermost run over which one operand is constant (stride 0) and the
-    // other contiguous.
-    let r = shape.rank();
-    let mut inner = 1usize;
-    let mut d = r;
-    while d > 0 && sb[d - 1] == 0 && sa[d - 1] == inner {
-        inner *= shape.dim(d - 1);
-        d -= 1;
-    }
-    if inner > 1 && a.len() == y.len() && d < r {
+    if let Some((inner, d)) = constant_b_run(shape, sa, sb, a.len(), y.len()) {
         for (chunk, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
             let bv = b[outer_index(shape, sb, d, chunk)];
             for (oe, &av) in o.iter_mut().zip(ac) {
@@ -161,6 +207,25 @@ fn walk_body(
         return;
     }
     for_each_broadcast(shape, sa, sb, |o, ia, ib| y[o] = f(a[ia], b[ib]));
+}
+
+/// `(inner, d)` when `b` is constant over runs of the innermost `inner` > 1 elements (the
+/// axes from `d` on) while `a` is whole and contiguous there: a per-channel operand.
+pub(crate) fn constant_b_run(
+    shape: &cairn_core::Shape,
+    sa: &[usize; 6],
+    sb: &[usize; 6],
+    a_len: usize,
+    y_len: usize,
+) -> Option<(usize, usize)> {
+    let r = shape.rank();
+    let mut inner = 1usize;
+    let mut d = r;
+    while d > 0 && sb[d - 1] == 0 && sa[d - 1] == inner {
+        inner *= shape.dim(d - 1);
+        d -= 1;
+    }
+    (inner > 1 && a_len == y_len && d < r).then_some((inner, d))
 }
 
 /// Flat index into an operand with strides `st` of the `chunk`-th run of the dims before `d`.

@@ -13,24 +13,8 @@
 use cairn_core::shape::broadcast_strides;
 use cairn_core::{DType, ExecError, OpCall, OpKind, Quant, TensorMut};
 
+use crate::eltwise::{constant_b_run, Arith};
 use crate::util::qp;
-
-/// Per-element arithmetic of one binary op, in the form both the vector body and the
-/// reference share (see `eltwise::binary_i8`).
-#[derive(Clone, Copy)]
-enum Arith {
-    /// `fma(a, ra, fma(b, rb, fixed))`; with `a_scalar`/`b_scalar` the constant operand is
-    /// already folded into `fixed` and only the other term is applied.
-    Add {
-        ra: f32,
-        rb: f32,
-        fixed: f32,
-        a_scalar: bool,
-        b_scalar: bool,
-    },
-    /// `(a − za)(b − zb) · r + zy`.
-    Mul { za: i32, zb: i32, r: f32, zf: f32 },
-}
 
 /// int8 Add/Mul through the vector path, or `None`.
 pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
@@ -42,31 +26,7 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
     let ((sa_, za), (sb_, zb), (sy, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
     let shape = out.info.shape;
     let (lo, hi) = (call.param(0), call.param(1));
-    let arith = match call.kind {
-        OpKind::Add => {
-            let (ra, rb) = (sa_ / sy, sb_ / sy);
-            let mut fixed = zy as f32 - (ra * za as f32 + rb * zb as f32);
-            let (a_scalar, b_scalar) = (a.len() == 1, b.len() == 1 && a.len() != 1);
-            if a_scalar {
-                fixed += a[0] as f32 * ra;
-            } else if b_scalar {
-                fixed += b[0] as f32 * rb;
-            }
-            Arith::Add {
-                ra,
-                rb,
-                fixed,
-                a_scalar,
-                b_scalar,
-            }
-        }
-        _ => Arith::Mul {
-            za,
-            zb,
-            r: sa_ * sb_ / sy,
-            zf: zy as f32,
-        },
-    };
+    let arith = Arith::of(call.kind, a, b, (sa_, za), (sb_, zb), (sy, zy));
     let y = match out.i8s_mut() {
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
@@ -82,16 +42,7 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         broadcast_strides(&at.info.shape, &shape),
         broadcast_strides(&bt.info.shape, &shape),
     );
-    let r = shape.rank();
-    let mut inner = 1usize;
-    let mut d = r;
-    while d > 0 && sb[d - 1] == 0 && sa[d - 1] == inner {
-        inner *= shape.dim(d - 1);
-        d -= 1;
-    }
-    if !(inner > 1 && a.len() == y.len() && d < r) {
-        return None;
-    }
+    let (inner, d) = constant_b_run(&shape, &sa, &sb, a.len(), y.len())?;
     for (chunk, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
         let bv = b[crate::eltwise::outer_index(&shape, &sb, d, chunk)];
         // SAFETY: as above; `o` and `ac` have the same length.
@@ -165,21 +116,11 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
                         for kx in 0..g.kw {
                             // ix = ox·sw + off; the ox with ix in [0, w).
                             let off = (kx * g.dw) as isize - g.pl;
-                            let sw = g.sw as isize;
-                            let lo = if off >= 0 {
-                                0
-                            } else {
-                                ((-off + sw - 1) / sw) as usize
-                            };
-                            let hi = if w as isize - 1 - off < 0 {
-                                0
-                            } else {
-                                (((w as isize - 1 - off) / sw + 1) as usize).min(ow)
-                            };
+                            let (lo, hi) = crate::util::inside(off, g.sw, w, ow);
                             if lo >= hi {
                                 continue;
                             }
-                            let a = (lo as isize * sw + off) as usize;
+                            let a = (lo as isize * g.sw as isize + off) as usize;
                             let src = &xr[a..a + (hi - lo - 1) * g.sw + 1];
                             let dst = &mut yr[lo..hi];
                             if g.sw == 1 {
@@ -219,14 +160,11 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    if let Some(x) = src {
-        if x.len() != y.len() {
-            return None;
-        }
-        y.copy_from_slice(x);
+    if src.is_some_and(|x| x.len() != y.len()) {
+        return None;
     }
     // SAFETY: AVX2 is present (checked above).
-    unsafe { avx2::lut(table, y) };
+    unsafe { avx2::lut(table, src, y) };
     Some(Ok(()))
 }
 
@@ -235,6 +173,7 @@ mod avx2 {
     use core::arch::x86_64::*;
 
     use super::{Arith, Operand};
+    use crate::fast::store8;
     use cairn_core::quant::quantize_f32;
 
     #[cfg(feature = "std")]
@@ -253,13 +192,6 @@ mod avx2 {
         debug_assert!(s.len() >= 8);
         // SAFETY: the caller passes at least 8 bytes; the read is unaligned-safe.
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(s.as_ptr() as *const __m128i))
-    }
-
-    /// Eight int32 lanes already in [-128, 127] to eight int8 (saturating packs are exact).
-    #[inline(always)]
-    unsafe fn store8(r: __m256i, d: &mut [i8]) {
-        let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-        crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, d);
     }
 
     /// `binary_i8` over one run: `a` and `y` (and `b` when a run) have one length.
@@ -350,14 +282,14 @@ mod avx2 {
         }
     }
 
-    /// `y[i] = table[y[i] + 128]` in place, 32 bytes at a time: the index's high nibble
-    /// picks one of 16 rows of 16 entries, `pshufb` looks up the low nibble in each row,
+    /// `y[i] = table[x[i] + 128]` (`x` is `src`, or `y` itself in place), 32 bytes at a
+    /// time: the index's high nibble picks one of 16 rows of 16 entries, `pshufb` looks up the low nibble in each row,
     /// and an index moved out of a row's range (saturating add of 0x70 sets bit 7) reads 0.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn lut(table: &[i8; 256], y: &mut [i8]) {
+    pub unsafe fn lut(table: &[i8; 256], src: Option<&[i8]>, y: &mut [i8]) {
         let rows: [__m256i; 16] = core::array::from_fn(|t| {
             // SAFETY: 16 bytes at 16t are inside the 256-byte table.
             let r = unsafe { _mm_loadu_si128(table.as_ptr().add(16 * t) as *const __m128i) };
@@ -369,9 +301,10 @@ mod avx2 {
             _mm256_set1_epi8(0x70),
         );
         let n = y.len() / 32 * 32;
-        for chunk in y[..n].chunks_exact_mut(32) {
-            // SAFETY: chunk is exactly 32 bytes; unaligned-safe load and store.
-            let v = unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) };
+        for (i, chunk) in y[..n].chunks_exact_mut(32).enumerate() {
+            let from = src.map_or(chunk.as_ptr(), |x| x[32 * i..32 * i + 32].as_ptr());
+            // SAFETY: `from` and chunk are 32 bytes each; unaligned-safe load and store.
+            let v = unsafe { _mm256_loadu_si256(from as *const __m256i) };
             let mut j = _mm256_xor_si256(v, bias); // x + 128 as an unsigned byte
             let mut r = _mm256_setzero_si256();
             for row in &rows {
@@ -381,8 +314,9 @@ mod avx2 {
             }
             unsafe { _mm256_storeu_si256(chunk.as_mut_ptr() as *mut __m256i, r) };
         }
-        for v in &mut y[n..] {
-            *v = table[(*v as i32 + 128) as usize];
+        for (i, v) in y.iter_mut().enumerate().skip(n) {
+            let x = src.map_or(*v, |x| x[i]);
+            *v = table[(x as i32 + 128) as usize];
         }
     }
 
@@ -424,5 +358,5 @@ mod avx2 {
 
     pub unsafe fn quantize(_: &[f32], _: f32, _: i32, _: &mut [i8]) {}
 
-    pub unsafe fn lut(_: &[i8; 256], _: &mut [i8]) {}
+    pub unsafe fn lut(_: &[i8; 256], _: Option<&[i8]>, _: &mut [i8]) {}
 }

@@ -71,3 +71,21 @@ pub fn put8(v: u64, d: &mut [i8]) {
         }
     }
 }
+
+/// The `i` in `[0, n)` with `0 <= i·s + off < w`, as `(lo, hi)` (`lo == hi` when none):
+/// the outputs of a strided window tap that read inside a row of width `w`.
+#[inline(always)]
+pub fn inside(off: isize, s: usize, w: usize, n: usize) -> (usize, usize) {
+    let (s, w) = (s as isize, w as isize);
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + s - 1) / s) as usize
+    };
+    let hi = if w - 1 - off < 0 {
+        0
+    } else {
+        (((w - 1 - off) / s + 1) as usize).min(n)
+    };
+    (lo.min(hi), hi)
+}

@@ -147,7 +147,10 @@ fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
     let mut it = Interpreter::new(m, backend, &mut arena).unwrap();
     it.input_bytes_mut(0).unwrap().copy_from_slice(input);
     it.invoke().unwrap();
-    it.output(0).unwrap().data.to_vec()
+    // Every output, concatenated.
+    (0..m.n_outputs())
+        .flat_map(|k| it.output(k).unwrap().data.to_vec())
+        .collect()
 }
 
 fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {
@@ -496,20 +499,26 @@ fn lut_matches_reference() {
             quant: QuantSpec::None,
             data: Some(table),
         });
-        let y = m.add_tensor(TensorSpec {
-            dtype: DType::I8,
-            shape: Shape::new(&[1, c, len]).unwrap(),
-            quant: per_tensor(&mut r),
-            data: None,
-        });
-        m.ops.push(OpSpec {
-            kind: OpKind::Lut,
-            inputs: vec![Some(x), Some(t)],
-            outputs: vec![y],
-            params: vec![if per_channel { 1 } else { -1 }],
-        });
+        // Two tables on one input: the first cannot run in place (the second still reads
+        // the input), the second may.
+        let mut ys = Vec::new();
+        for _ in 0..2 {
+            let y = m.add_tensor(TensorSpec {
+                dtype: DType::I8,
+                shape: Shape::new(&[1, c, len]).unwrap(),
+                quant: per_tensor(&mut r),
+                data: None,
+            });
+            m.ops.push(OpSpec {
+                kind: OpKind::Lut,
+                inputs: vec![Some(x), Some(t)],
+                outputs: vec![y],
+                params: vec![if per_channel { 1 } else { -1 }],
+            });
+            ys.push(y);
+        }
         m.inputs = vec![x];
-        m.outputs = vec![y];
+        m.outputs = ys;
         let bytes = m.finish().expect("valid lut model");
         let input: Vec<u8> = (0..c * len).map(|_| r.i8() as u8).collect();
         assert_eq!(

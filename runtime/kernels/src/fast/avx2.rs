@@ -60,6 +60,7 @@ pub unsafe fn gemm(
     let mut xp_buf = core::mem::MaybeUninit::<[i32; MAX_PAIRS * PT]>::uninit();
     let xpw = xp_buf.as_mut_ptr() as *mut i32;
     let mut offs = [0i32; OFFS_MAX];
+    let rq = Requant::of(q);
     let cached = oc <= OFFS_MAX;
     if cached {
         for (o, off) in offs.iter_mut().enumerate().take(oc) {
@@ -143,25 +144,13 @@ pub unsafe fn gemm(
                     row_offset(q, oo, ic)
                 };
                 let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
-                let vlo = _mm256_set1_ps(q.lo as f32 - q.zy as f32);
-                let vhi = _mm256_set1_ps(q.hi as f32 - q.zy as f32);
                 for (j, a) in acc.iter().enumerate() {
                     let n = pt.saturating_sub(8 * j).min(8);
                     if n == 0 {
                         break;
                     }
-                    let v = _mm256_add_epi32(*a, voff);
-                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
-                    let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
-                    let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(q.zy));
-                    // Eight int32 in [-128, 127] -> eight int8 (saturating packs are exact).
-                    let r16 =
-                        _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
                     let at = oo * ys + y0 + p0 + 8 * j;
-                    crate::util::put8(
-                        _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
-                        &mut y[at..at + n],
-                    );
+                    rq.store(_mm256_add_epi32(*a, voff), vs, &mut y[at..at + n]);
                 }
             }
             o += ob;
@@ -177,22 +166,56 @@ pub unsafe fn gemm(
 #[target_feature(enable = "avx2")]
 pub unsafe fn requant8(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) -> usize {
     let n = acc.len().min(out.len()) / 8 * 8;
-    let (vs, vlo, vhi, vz) = (
-        _mm256_set1_ps(scale),
-        _mm256_set1_ps(q.lo as f32 - q.zy as f32),
-        _mm256_set1_ps(q.hi as f32 - q.zy as f32),
-        _mm256_set1_epi32(q.zy),
-    );
+    let (rq, vs) = (Requant::of(q), _mm256_set1_ps(scale));
     for (a8, o8) in acc[..n].chunks_exact(8).zip(out[..n].chunks_exact_mut(8)) {
         // SAFETY: a8 is exactly 8 i32 (32 bytes); the load is unaligned-safe.
         let v = unsafe { _mm256_loadu_si256(a8.as_ptr() as *const __m256i) };
-        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs);
-        let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
-        let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vz);
-        let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-        crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, o8);
+        rq.store(v, vs, o8);
     }
     n
+}
+
+/// The output stage of `cairn_core::quant::requantize` in vector form: convert, multiply
+/// by the channel's scale, clamp to the activation range less the zero point, convert
+/// with the default rounding (nearest even), add the zero point — the same operations.
+#[derive(Clone, Copy)]
+struct Requant {
+    lo: __m256,
+    hi: __m256,
+    zy: __m256i,
+}
+
+impl Requant {
+    #[inline(always)]
+    fn of(q: &Q<'_>) -> Requant {
+        // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
+        unsafe {
+            Requant {
+                lo: _mm256_set1_ps(q.lo as f32 - q.zy as f32),
+                hi: _mm256_set1_ps(q.hi as f32 - q.zy as f32),
+                zy: _mm256_set1_epi32(q.zy),
+            }
+        }
+    }
+
+    /// Requantize eight accumulators with scale `vs` into `d` (up to 8 bytes).
+    #[inline(always)]
+    unsafe fn store(self, acc: __m256i, vs: __m256, d: &mut [i8]) {
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), vs);
+        let f = _mm256_min_ps(_mm256_max_ps(f, self.lo), self.hi);
+        unsafe { store8(_mm256_add_epi32(_mm256_cvtps_epi32(f), self.zy), d) };
+    }
+}
+
+/// Eight int32 lanes already in [-128, 127] to eight int8 (saturating packs are exact),
+/// the first `d.len()` (at most 8) stored.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline(always)]
+pub(crate) unsafe fn store8(r: __m256i, d: &mut [i8]) {
+    let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    crate::util::put8(_mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64, d);
 }
 
 /// int16 pairs in the padded, phase-split plane of the depthwise kernel.
@@ -260,11 +283,7 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
     // sw·(jw + slack) <= DW_BUF + 4·DW_SLACK since rows·sw·jw <= DW_BUF.
     let mut stage = [0i8; DW_BUF + 4 * DW_SLACK];
     let zx = q.zx as i8;
-    let (vlo, vhi, vzy) = (
-        _mm256_set1_ps(q.lo as f32 - q.zy as f32),
-        _mm256_set1_ps(q.hi as f32 - q.zy as f32),
-        _mm256_set1_epi32(q.zy),
-    );
+    let rq = Requant::of(q);
     // Pair-taps (ky, phase, index offset, packed weight pair), from the tap layout
     // alone; weights filled per channel. Taps of a phase have increasing offsets.
     let mut taps = [(0usize, 0usize, 0usize, 0usize, usize::MAX); 49];
@@ -333,7 +352,8 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
                             dst.fill(zx);
                         } else {
                             let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                            stage_row(xr, g.pl - ph as isize, sw, zx, dst);
+                            // Index j is column j·sw + ph, input column j·sw + ph − pl.
+                            super::gather_row(xr, ph as isize - g.pl, sw, zx, dst);
                         }
                         // Widen to pairs (x[j], x[j+1]), 16 at a time.
                         let base = (r * sw + ph) * jw;
@@ -399,57 +419,12 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
                                 break;
                             }
                             let cnt = 8.min(ow - o);
-                            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(*a), vs);
-                            let f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi);
-                            let r = _mm256_add_epi32(_mm256_cvtps_epi32(f), vzy);
-                            let r16 = _mm_packs_epi32(
-                                _mm256_castsi256_si128(r),
-                                _mm256_extracti128_si256(r, 1),
-                            );
-                            crate::util::put8(
-                                _mm_cvtsi128_si64(_mm_packs_epi16(r16, r16)) as u64,
-                                &mut yc[oy * ow + o..oy * ow + o + cnt],
-                            );
+                            rq.store(*a, vs, &mut yc[oy * ow + o..oy * ow + o + cnt]);
                         }
                         ox0 += DW_OX;
                     }
                 }
                 oy0 += ob;
-            }
-        }
-    }
-}
-
-/// One phase of a padded input row: `dst[j] = xr[j·sw − first]` where that column is
-/// inside the row, the zero point elsewhere (the whole of `dst`, slack included).
-#[inline(always)]
-unsafe fn stage_row(xr: &[i8], first: isize, sw: usize, zx: i8, dst: &mut [i8]) {
-    let w = xr.len() as isize;
-    let s = sw as isize;
-    let lo = if first > 0 {
-        ((first + s - 1) / s) as usize
-    } else {
-        0
-    };
-    let hi = if w - 1 + first < 0 {
-        0
-    } else {
-        (((w - 1 + first) / s + 1) as usize).min(dst.len())
-    };
-    let lo = lo.min(hi);
-    dst[..lo].fill(zx);
-    dst[hi..].fill(zx);
-    if hi > lo {
-        let a = (lo as isize * s - first) as usize;
-        let src = &xr[a..a + (hi - lo - 1) * sw + 1];
-        match sw {
-            1 => dst[lo..hi].copy_from_slice(src),
-            // SAFETY: the caller runs with AVX2.
-            2 => unsafe { copy_stride2(src, &mut dst[lo..hi]) },
-            _ => {
-                for (d, v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(sw)) {
-                    *d = *v;
-                }
             }
         }
     }

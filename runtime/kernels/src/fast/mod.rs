@@ -214,44 +214,9 @@ fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                                 d.fill(q.zx as i8);
                             } else {
                                 let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                                // ix = (ox + s)·sw + off: the s inside the row, then a
-                                // branch-free copy (contiguous when sw = 1).
-                                let off = (kx * g.dw) as isize - g.pl;
-                                let sw = g.sw as isize;
-                                let ix0 = ox as isize * sw + off;
-                                let s_lo = if ix0 >= 0 {
-                                    0
-                                } else {
-                                    ((-ix0 + sw - 1) / sw) as usize
-                                };
-                                let s_hi = if ix0 >= g.w as isize {
-                                    0
-                                } else {
-                                    (((g.w as isize - 1 - ix0) / sw + 1) as usize).min(seg)
-                                };
-                                let s_lo = s_lo.min(s_hi);
-                                d[..s_lo].fill(q.zx as i8);
-                                d[s_hi..].fill(q.zx as i8);
-                                if s_hi > s_lo {
-                                    let a = (ix0 + s_lo as isize * sw) as usize;
-                                    let n = s_hi - s_lo;
-                                    let src = &xrow[a..a + (n - 1) * g.sw + 1];
-                                    if g.sw == 1 {
-                                        d[s_lo..s_hi].copy_from_slice(src);
-                                    } else if g.sw == 2 && cfg!(target_arch = "x86_64") {
-                                        #[cfg(target_arch = "x86_64")]
-                                        // SAFETY: on x86_64 im2col only runs with AVX2.
-                                        unsafe {
-                                            avx2::copy_stride2(src, &mut d[s_lo..s_hi])
-                                        };
-                                    } else {
-                                        for (v, &xv) in
-                                            d[s_lo..s_hi].iter_mut().zip(src.iter().step_by(g.sw))
-                                        {
-                                            *v = xv;
-                                        }
-                                    }
-                                }
+                                // ix = (ox + s)·sw + kx·dw − pl for the s-th pixel.
+                                let ix0 = (ox * g.sw + kx * g.dw) as isize - g.pl;
+                                gather_row(xrow, ix0, g.sw, q.zx as i8, d);
                             }
                             j += seg;
                             ox = 0;
@@ -263,6 +228,44 @@ fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             // The caller checked simd_gemm_available() and k <= IM2COL_MAX_K.
             gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0);
             t0 += len;
+        }
+    }
+}
+
+/// `dst[i] = xr[i·sw + off]` where that index is inside `xr`, `zx` elsewhere: the padded
+/// row gather of im2col and of the depthwise staging.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[inline(always)]
+pub(crate) fn gather_row(xr: &[i8], off: isize, sw: usize, zx: i8, dst: &mut [i8]) {
+    let (lo, hi) = crate::util::inside(off, sw, xr.len(), dst.len());
+    dst[..lo].fill(zx);
+    dst[hi..].fill(zx);
+    if hi > lo {
+        let a = (lo as isize * sw as isize + off) as usize;
+        copy_strided(&xr[a..a + (hi - lo - 1) * sw + 1], sw, &mut dst[lo..hi]);
+    }
+}
+
+/// `dst[i] = src[i·sw]` (src holds `(len − 1)·sw + 1` bytes): a memcpy for sw = 1,
+/// `pshufb` for sw = 2 with AVX2, a strided loop otherwise.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[inline(always)]
+fn copy_strided(src: &[i8], sw: usize, dst: &mut [i8]) {
+    match sw {
+        1 => dst.copy_from_slice(src),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 is present (checked in the guard).
+        2 if avx2::available() => unsafe { avx2::copy_stride2(src, dst) },
+        _ => {
+            for (d, v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                *d = *v;
+            }
         }
     }
 }
@@ -429,14 +432,8 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                             let off = (kx * g.dw) as isize - g.pl;
                             let sw = g.sw as isize;
                             // Output columns (within this chunk) whose ix is in [0, w).
-                            let first = if off >= 0 { 0 } else { ((-off) + sw - 1) / sw } as usize;
-                            let last_excl = if w - 1 - off < 0 {
-                                0
-                            } else {
-                                ((w - 1 - off) / sw + 1) as usize
-                            };
-                            let lo = first.max(x0);
-                            let hi = last_excl.min(x0 + len);
+                            let (lo, hi) = crate::util::inside(off, g.sw, g.w, x0 + len);
+                            let lo = lo.max(x0);
                             if lo >= hi {
                                 continue;
                             }
@@ -574,3 +571,6 @@ mod neon;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+/// The AVX2 int8 store of eight lanes, shared with the element-wise kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::store8;
