@@ -183,6 +183,7 @@ fn cyclic_op_reference_is_refused() {
         shape: Shape::new(dims).unwrap(),
         quant: QuantSpec::None,
         data: None,
+        layout: Default::default(),
     };
     let mut b = ModelBuilder::default();
     let x = b.add_tensor(f(&[4]));
@@ -248,6 +249,7 @@ fn golden_bytes() {
         shape: Shape::new(dims).unwrap(),
         quant: QuantSpec::None,
         data: data.map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        layout: Default::default(),
     };
     let mut b = ModelBuilder::default();
     let x = b.add_tensor(f32t(&[1, 3], None));

@@ -128,6 +128,7 @@ impl Graph {
             dtype: h.dtype,
             shape: shape_of(&h.shape)?,
             quant: quant_ref(&h.quant),
+            layout: cairn_core::Layout::Plain,
         })
     }
 
@@ -145,7 +146,7 @@ impl Graph {
         } else {
             0
         };
-        Ok(kernel_id(op.kind, &x, &y, g))
+        Ok(kernel_id(op.kind, &x, &y, g, cairn_core::Layout::Plain))
     }
 
     /// Ops reading tensor `t`.
@@ -319,6 +320,7 @@ impl Graph {
                 shape: shape_of(&t.shape)?,
                 quant: t.quant.clone(),
                 data: t.data.as_ref().map(|d| d.as_slice().to_vec()),
+                layout: cairn_core::Layout::Plain,
             });
         }
         let id = |t: usize| -> Result<u16> {

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use crate::error::LoadError;
 use crate::format::{self, hdr, opr, tns, ALIGN, NONE};
+use crate::layout::{pack_pairs6, Layout};
 use crate::model::{kernel_id, Model};
 use crate::op::{conv, OpKind};
 use crate::plan::{self, Request};
@@ -33,6 +34,9 @@ pub struct TensorSpec {
     pub quant: QuantSpec,
     /// Little-endian bytes of a constant; `None` for a tensor in the arena.
     pub data: Option<Vec<u8>>,
+    /// Byte order of `data` (see [`Layout`]); `Plain` unless packed by
+    /// [`ModelBuilder::pack_conv_weights`].
+    pub layout: Layout,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +92,54 @@ impl ModelBuilder {
         (self.tensors.len() - 1) as u16
     }
 
+    /// Pre-pack the weights of every one-group int8 Conv whose patch (`ic·kh·kw`) is at
+    /// most `max_k` into [`Layout::Pairs6`], the order the x86_64 (AVX2) and aarch64
+    /// (NEON) GEMM micro-kernels read. Those weights then take two bytes each in flash
+    /// instead of one, and the ops need the `Conv.i8-packed` kernel, which the CPU
+    /// backends have and a small firmware build may leave out. Weights shared with
+    /// another op are left alone. Returns how many tensors were packed.
+    pub fn pack_conv_weights(&mut self, max_k: usize) -> usize {
+        let mut uses = alloc::vec![0usize; self.tensors.len()];
+        for op in &self.ops {
+            for t in op.inputs.iter().flatten() {
+                uses[*t as usize] += 1;
+            }
+        }
+        let mut packed = 0;
+        for op in &self.ops {
+            let (Some(Some(x)), Some(Some(w))) = (op.inputs.first(), op.inputs.get(1)) else {
+                continue;
+            };
+            let group = op.params.get(conv::GROUP).copied().unwrap_or(0);
+            let (x, w) = (*x as usize, *w as usize);
+            let wt = &self.tensors[w];
+            let ok = op.kind == OpKind::Conv
+                && group == 1
+                && self.tensors[x].dtype == DType::I8
+                && wt.dtype == DType::I8
+                && wt.layout == Layout::Plain
+                && wt.shape.rank() == 4
+                && uses[w] == 1;
+            if !ok {
+                continue;
+            }
+            let (oc, k) = (wt.shape.dim(0), wt.shape.prod(1, 4));
+            if k == 0 || k > max_k {
+                continue;
+            }
+            let Some(data) = &wt.data else { continue };
+            let rows: Vec<i8> = data.iter().map(|&b| b as i8).collect();
+            let Some(p) = pack_pairs6(&rows, oc, k) else {
+                continue;
+            };
+            let t = &mut self.tensors[w];
+            t.data = Some(p.iter().flat_map(|v| v.to_le_bytes()).collect());
+            t.layout = Layout::Pairs6;
+            packed += 1;
+        }
+        packed
+    }
+
     /// Def/last times of every tensor (time 0 = graph input, op i at time i + 1).
     fn lifetimes(&self) -> (Vec<u16>, Vec<u16>) {
         let n_ops = self.ops.len() as u16;
@@ -115,7 +167,10 @@ impl ModelBuilder {
             return Err(BuildError::TooLarge);
         }
         let (def, last) = self.lifetimes();
-        let bytes_of = |t: &TensorSpec| t.shape.numel().unwrap_or(0) * t.dtype.size_bytes();
+        let bytes_of = |t: &TensorSpec| match (&t.data, t.layout) {
+            (Some(d), Layout::Pairs6) => d.len(),
+            _ => t.shape.numel().unwrap_or(0) * t.dtype.size_bytes(),
+        };
 
         // Arena plan over non-const tensors; in-place ops share their input's buffer when
         // the input dies at that op.
@@ -198,6 +253,7 @@ impl ModelBuilder {
                 None => (format::STORAGE_ARENA, plan.offsets[slot[i]] as u32),
             };
             r[tns::STORAGE] = storage;
+            r[tns::LAYOUT] = t.layout as u8;
             put_u32(r, tns::OFFSET, offset);
             put_u32(r, tns::BYTES, bytes_of(t) as u32);
             match &t.quant {
@@ -246,7 +302,11 @@ impl ModelBuilder {
                 } else {
                     0
                 };
-                let k = kernel_id(op.kind, &x, &y, group);
+                let w_layout = match op.inputs.get(1) {
+                    Some(Some(w)) if op.kind == OpKind::Conv => self.tensors[*w as usize].layout,
+                    _ => Layout::Plain,
+                };
+                let k = kernel_id(op.kind, &x, &y, group, w_layout);
                 kernels.insert(k);
                 put_u16(r, opr::KERNEL, k.index() as u16);
             }
@@ -321,6 +381,7 @@ impl ModelBuilder {
             dtype: s.dtype,
             shape: s.shape,
             quant,
+            layout: s.layout,
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum OpProblem {
     Quant,
     /// The output overlaps an input in the arena in a way the op cannot handle.
     InPlace,
+    /// A pre-packed tensor where the op cannot read one (only a one-group int8 Conv's
+    /// weights may be packed).
+    Layout,
 }
 
 /// Errors from a backend's `execute` (a bug or a backend limit, never bad user input:

@@ -49,6 +49,8 @@ pub mod tns {
     /// Per-tensor: zero point (i32). Per-axis: blob offset of the i32 zero points.
     pub const ZERO: usize = 40;
     pub const AXIS: usize = 44;
+    /// `Layout` code; bytes 46 and 47 are reserved (zero).
+    pub const LAYOUT: usize = 45;
     /// Time the tensor is written: 0 = graph input, i + 1 = by op i.
     pub const DEF_TIME: usize = 48;
     /// Last time it is read: up to n_ops + 1 (= graph output, read after the last op).

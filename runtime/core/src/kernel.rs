@@ -16,7 +16,13 @@ pub enum Variant {
     DwF32 = 2,
     /// Depthwise convolution, int8.
     DwI8 = 3,
+    /// int8 Conv (one group) whose weights are pre-packed (`Layout::Pairs6`).
+    PackedI8 = 4,
 }
+
+/// Kernel indices of the four base variants are `kind · 4 + variant` (below 128);
+/// `PackedI8` kernels take `128 + kind`.
+const PACKED_BASE: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -27,10 +33,20 @@ pub struct KernelId {
 
 impl KernelId {
     pub const fn index(self) -> usize {
-        self.kind as usize * 4 + self.variant as usize
+        match self.variant {
+            Variant::PackedI8 => PACKED_BASE + self.kind as usize,
+            v => self.kind as usize * 4 + v as usize,
+        }
     }
 
     pub fn from_index(i: usize) -> Option<KernelId> {
+        if i >= PACKED_BASE {
+            let kind = OpKind::from_code(u16::try_from(i - PACKED_BASE).ok()?)?;
+            return Some(KernelId {
+                kind,
+                variant: Variant::PackedI8,
+            });
+        }
         let kind = OpKind::from_code(u16::try_from(i / 4).ok()?)?;
         let variant = match i % 4 {
             0 => Variant::F32,
@@ -49,12 +65,13 @@ impl core::fmt::Display for KernelId {
             Variant::I8 => "i8",
             Variant::DwF32 => "dw-f32",
             Variant::DwI8 => "dw-i8",
+            Variant::PackedI8 => "i8-packed",
         };
         write!(f, "{}.{}", self.kind.name(), v)
     }
 }
 
-const _: () = assert!(OP_KIND_COUNT * 4 <= 256);
+const _: () = assert!(OP_KIND_COUNT * 4 <= PACKED_BASE && PACKED_BASE + OP_KIND_COUNT <= 256);
 
 /// A set of kernels, 256 bits, stored as four little-endian u64 words in the header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

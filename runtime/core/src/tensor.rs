@@ -1,13 +1,15 @@
 //! Borrowed tensor views: metadata plus bytes in the arena or the weight blob.
 
 use crate::error::ExecError;
-use crate::{DType, Quant, Shape};
+use crate::{DType, Layout, Quant, Shape};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TensorInfo<'a> {
     pub dtype: DType,
     pub shape: Shape,
     pub quant: Quant<'a>,
+    /// Byte order of a constant (`Plain` for every arena tensor).
+    pub layout: Layout,
 }
 
 impl TensorInfo<'_> {
@@ -42,8 +44,13 @@ fn want(have: DType, expect: DType) -> Result<(), ExecError> {
 macro_rules! typed {
     ($($name:ident, $name_mut:ident, $t:ty, $dt:expr;)*) => {
         impl<'a> TensorRef<'a> {
+            /// The elements of a `Plain` tensor (a packed one is refused: its bytes are
+            /// not in element order).
             $(pub fn $name(&self) -> Result<&'a [$t], ExecError> {
                 want(self.info.dtype, $dt)?;
+                if self.info.layout != Layout::Plain {
+                    return Err(ExecError::DType);
+                }
                 bytemuck::try_cast_slice(self.data).map_err(|_| ExecError::Misaligned)
             })*
         }
@@ -54,6 +61,16 @@ macro_rules! typed {
             })*
         }
     };
+}
+
+impl<'a> TensorRef<'a> {
+    /// The int16 values of a [`Layout::Pairs6`] tensor (pre-packed int8 Conv weights).
+    pub fn pairs6(&self) -> Result<&'a [i16], ExecError> {
+        if self.info.layout != Layout::Pairs6 {
+            return Err(ExecError::DType);
+        }
+        bytemuck::try_cast_slice(self.data).map_err(|_| ExecError::Misaligned)
+    }
 }
 
 typed! {

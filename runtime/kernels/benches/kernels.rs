@@ -13,10 +13,12 @@ fn t(dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>) -> Tens
         shape: Shape::new(dims).unwrap(),
         quant,
         data,
+        layout: Default::default(),
     }
 }
 
-/// A one-op int8 conv model: (c, h, w) -> oc, k×k, stride, group. Returns bytes and MACs.
+/// A one-op int8 conv model: (c, h, w) -> oc, k×k, stride, group. Returns its bytes, the
+/// same model with pre-packed weights (one-group convs) and its MACs.
 fn conv_model(
     c: usize,
     h: usize,
@@ -25,7 +27,7 @@ fn conv_model(
     k: usize,
     stride: usize,
     group: usize,
-) -> (Vec<u8>, u64) {
+) -> (Vec<u8>, Option<Vec<u8>>, u64) {
     let pad = k / 2;
     let oh = (h + 2 * pad - k) / stride + 1;
     let ow = (w + 2 * pad - k) / stride + 1;
@@ -87,7 +89,9 @@ fn conv_model(
     });
     b.inputs = vec![x];
     b.outputs = vec![y];
-    (b.finish().unwrap(), (oc * oh * ow * cg * k * k) as u64)
+    let plain = b.finish().unwrap();
+    let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().unwrap());
+    (plain, packed, (oc * oh * ow * cg * k * k) as u64)
 }
 
 /// A one-op int8 fully connected model: [m, k] x [n, k]ᵀ.
@@ -139,7 +143,7 @@ fn fc_model(m: usize, k: usize, n: usize) -> (Vec<u8>, u64) {
     (b.finish().unwrap(), (m * k * n) as u64)
 }
 
-fn bench_model(c: &mut Criterion, name: &str, bytes: &[u8], macs: u64) {
+fn bench_model(c: &mut Criterion, name: &str, bytes: &[u8], packed: Option<&[u8]>, macs: u64) {
     let ab = AlignedBytes::from_slice(bytes);
     let model = Model::parse(ab.as_slice()).unwrap();
     let mut group = c.benchmark_group(name);
@@ -150,6 +154,15 @@ fn bench_model(c: &mut Criterion, name: &str, bytes: &[u8], macs: u64) {
         let mut it = Interpreter::new(model, CpuBackend, &mut arena).unwrap();
         b.iter(|| it.invoke().unwrap())
     });
+    if let Some(p) = packed {
+        let ab = AlignedBytes::from_slice(p);
+        let model = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; model.arena_bytes() + 16];
+        group.bench_function("cpu-packed", |b| {
+            let mut it = Interpreter::new(model, CpuBackend, &mut arena).unwrap();
+            b.iter(|| it.invoke().unwrap())
+        });
+    }
     let mut arena = vec![0u8; model.arena_bytes() + 16];
     group.bench_function("reference", |b| {
         let mut it = Interpreter::new(model, RefBackend, &mut arena).unwrap();
@@ -159,14 +172,14 @@ fn bench_model(c: &mut Criterion, name: &str, bytes: &[u8], macs: u64) {
 }
 
 fn kernels(c: &mut Criterion) {
-    let (m, n) = conv_model(96, 28, 28, 96, 1, 1, 1);
-    bench_model(c, "conv1x1_96x28x28_to_96", &m, n);
-    let (m, n) = conv_model(32, 56, 56, 32, 3, 1, 1);
-    bench_model(c, "conv3x3_32x56x56_to_32", &m, n);
-    let (m, n) = conv_model(144, 56, 56, 144, 3, 1, 144);
-    bench_model(c, "depthwise3x3_144x56x56", &m, n);
+    let (m, p, n) = conv_model(96, 28, 28, 96, 1, 1, 1);
+    bench_model(c, "conv1x1_96x28x28_to_96", &m, p.as_deref(), n);
+    let (m, p, n) = conv_model(32, 56, 56, 32, 3, 1, 1);
+    bench_model(c, "conv3x3_32x56x56_to_32", &m, p.as_deref(), n);
+    let (m, p, n) = conv_model(144, 56, 56, 144, 3, 1, 144);
+    bench_model(c, "depthwise3x3_144x56x56", &m, p.as_deref(), n);
     let (m, n) = fc_model(16, 512, 256);
-    bench_model(c, "gemm_16x512_by_256", &m, n);
+    bench_model(c, "gemm_16x512_by_256", &m, None, n);
 }
 
 criterion_group!(benches, kernels);

@@ -1,6 +1,7 @@
 //! Convolution and transposed convolution, NCHW, groups (incl. depthwise), stride,
 //! padding, dilation, fused activation clamp.
 
+use cairn_core::layout::Pairs6;
 use cairn_core::op::conv as p;
 use cairn_core::quant::requantize;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -102,11 +103,39 @@ pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
     Ok(())
 }
 
-pub fn conv_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+pub fn conv_i8(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let wt = call.req(1)?;
+    let w = wt.i8s()?;
+    // Row-major [oc][ic/g][kh][kw]: element k of row o at o · (ic/g)·kh·kw + k.
+    let kdim = wt.info.shape.prod(1, 4);
+    conv_i8_with(call, out, |o, k| w[o * kdim + k] as i32)
+}
+
+/// int8 Conv whose weights are pre-packed ([`cairn_core::Layout::Pairs6`], one group).
+pub fn conv_i8_packed(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    let wt = call.req(1)?;
+    let w = wt.pairs6()?;
+    let g = Pairs6 {
+        oc: wt.info.shape.dim(0),
+        k: wt.info.shape.prod(1, 4),
+    };
+    if call.param(p::GROUP) != 1 || g.elements() != Some(w.len()) {
+        return Err(ExecError::Shape);
+    }
+    conv_i8_with(call, out, |o, k| w[g.index(o, k)] as i32)
+}
+
+/// The reference int8 Conv; `wf(o, k)` is weight `k` (= (ic·kh + ky)·kw + kx within the
+/// group) of output channel `o`.
+#[inline(always)]
+fn conv_i8_with(
+    call: &OpCall<'_>,
+    mut out: TensorMut<'_>,
+    wf: impl Fn(usize, usize) -> i32,
+) -> Result<(), ExecError> {
     let g = geo(call, &out)?;
     let xt = call.req(0)?;
     let x = xt.i8s()?;
-    let w = call.req(1)?.i8s()?;
     let bias = match call.input(2) {
         Some(b) => Some(b.i32s()?),
         None => None,
@@ -127,9 +156,9 @@ pub fn conv_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErro
                     let mut acc = b;
                     for ic in 0..cg {
                         let xb = ((n * g.c) + grp * cg + ic) * g.h * g.w;
-                        let wb = (oc * cg + ic) * ksz;
+                        let wb = ic * ksz;
                         taps(&g, oy, ox, |k, xi| {
-                            acc = acc.wrapping_add((x[xb + xi] as i32 - zx) * w[wb + k] as i32)
+                            acc = acc.wrapping_add((x[xb + xi] as i32 - zx) * wf(oc, wb + k))
                         });
                     }
                     y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] =

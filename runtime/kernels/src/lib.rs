@@ -100,7 +100,7 @@ impl Backend for CpuBackend {
 fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
     match call.kind {
-        OpKind::Conv if q => fast::conv_i8(call, out),
+        OpKind::Conv if q || call.kernel.variant == Variant::PackedI8 => fast::conv_i8(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
@@ -114,6 +114,7 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
     use OpKind::*;
     let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
     match call.kind {
+        Conv if call.kernel.variant == Variant::PackedI8 => conv::conv_i8_packed(call, out),
         Conv if q => conv::conv_i8(call, out),
         Conv => conv::conv_f32(call, out),
         ConvTranspose if q => conv::conv_transpose_i8(call, out),
@@ -164,7 +165,10 @@ pub mod family {
     /// The CPU backend's fast paths (convolutions, int8 Add/Mul, lookup tables, MaxPool, Quantize) for the
     /// families above that are enabled.
     pub const FAST: u32 = 1 << 9;
-    pub const ALL: u32 = (1 << 10) - 1;
+    /// int8 Conv with pre-packed weights (`Layout::Pairs6`, from
+    /// `ModelBuilder::pack_conv_weights` / `cairn convert --pack`), with `CONV`.
+    pub const PACKED: u32 = 1 << 10;
+    pub const ALL: u32 = (1 << 11) - 1;
     /// An int8 CNN classifier: convolutions (depthwise too), elementwise, pooling,
     /// reshapes/concats, FullyConnected, Softmax, Quantize/Dequantize.
     pub const CNN_I8: u32 = CONV | GEMM | ELTWISE | MOVEMENT | POOL | NORM | QUANTIZE;
@@ -193,7 +197,8 @@ impl<const F: u32> Select<F> {
             Quantize | Dequantize => QUANTIZE,
         };
         let float = matches!(variant, Variant::F32) && !matches!(kind, Quantize | Dequantize);
-        F & fam != 0 && (!float || F & F32 != 0)
+        let packed = matches!(variant, Variant::PackedI8);
+        F & fam != 0 && (!float || F & F32 != 0) && (!packed || F & PACKED != 0)
     }
 }
 
@@ -216,8 +221,9 @@ impl<const F: u32> Backend for Select<F> {
         // referenced and the linker drops it.
         if F & family::FAST != 0 {
             // Only the enabled families' fast paths are referenced (and linked).
+            let packed = F & family::PACKED != 0 && call.kernel.variant == Variant::PackedI8;
             let fast = match call.kind {
-                Conv if F & family::CONV != 0 && q => fast::conv_i8(call, &mut out),
+                Conv if F & family::CONV != 0 && (q || packed) => fast::conv_i8(call, &mut out),
                 Add | Mul if F & family::ELTWISE != 0 && q => fast_elt::binary_i8(call, &mut out),
                 Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
                 Lut if F & family::ELTWISE != 0 => fast_elt::lut_i8(call, &mut out),
@@ -229,6 +235,9 @@ impl<const F: u32> Backend for Select<F> {
             }
         }
         match call.kind {
+            Conv if F & family::PACKED != 0 && call.kernel.variant == Variant::PackedI8 => {
+                conv::conv_i8_packed(call, out)
+            }
             Conv if F & family::CONV != 0 && q => conv::conv_i8(call, out),
             FullyConnected if F & family::GEMM != 0 && q => gemm::fc_i8(call, out),
             Add | Sub | Mul if F & family::ELTWISE != 0 && q => eltwise::binary_i8(call, out),

@@ -48,12 +48,13 @@ struct ConvCase {
     group: usize,
 }
 
-fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<Vec<u8>> {
+fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<ModelBuilder> {
     let t = |dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>| TensorSpec {
         dtype: dt,
         shape: Shape::new(dims).unwrap(),
         quant,
         data,
+        layout: Default::default(),
     };
     let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
     let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
@@ -137,7 +138,7 @@ fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<Vec<u8>> {
     });
     b.inputs = vec![x];
     b.outputs = vec![y];
-    Some(b.finish().expect("valid conv model"))
+    Some(b)
 }
 
 fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
@@ -154,19 +155,38 @@ fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
 }
 
 fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {
-    let Some(bytes) = conv_model(r, &cs) else {
+    let Some(mut b) = conv_model(r, &cs) else {
         return false;
     };
+    let bytes = b.finish().expect("valid conv model");
+    // The same conv with its weights pre-packed (one-group convs only).
+    let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("valid packed conv"));
+    assert_eq!(packed.is_some(), cs.group == 1);
     let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
         .map(|_| r.i8() as u8)
         .collect();
-    let fast = run(&bytes, CpuBackend, &input);
     let reference = run(&bytes, RefBackend, &input);
-    assert_eq!(
-        fast, reference,
-        "CAIRN_SEED={seed} case {case}: n{} c{} {}x{} oc{} k{:?} s{:?} p{:?} d{:?} g{}",
-        cs.n, cs.c, cs.h, cs.w, cs.oc, cs.k, cs.stride, cs.pad, cs.dil, cs.group
-    );
+    let what = || {
+        format!(
+            "CAIRN_SEED={seed} case {case}: n{} c{} {}x{} oc{} k{:?} s{:?} p{:?} d{:?} g{}",
+            cs.n, cs.c, cs.h, cs.w, cs.oc, cs.k, cs.stride, cs.pad, cs.dil, cs.group
+        )
+    };
+    assert_eq!(run(&bytes, CpuBackend, &input), reference, "{}", what());
+    if let Some(p) = packed {
+        assert_eq!(
+            run(&p, RefBackend, &input),
+            reference,
+            "packed, reference: {}",
+            what()
+        );
+        assert_eq!(
+            run(&p, CpuBackend, &input),
+            reference,
+            "packed, cpu: {}",
+            what()
+        );
+    }
     true
 }
 
@@ -314,6 +334,7 @@ fn binary_model(
             shape: Shape::new(dims).unwrap(),
             quant: per_tensor(r),
             data,
+            layout: Default::default(),
         })
     };
     let ta = tensor(a, input_first, r);
@@ -381,6 +402,7 @@ fn quantize_matches_reference() {
             shape: Shape::new(&[1, len]).unwrap(),
             quant: QuantSpec::None,
             data: None,
+            layout: Default::default(),
         });
         let y = m.add_tensor(TensorSpec {
             dtype: DType::I8,
@@ -390,6 +412,7 @@ fn quantize_matches_reference() {
                 zero_point: r.range(0, 255) as i32 - 128,
             },
             data: None,
+            layout: Default::default(),
         });
         m.ops.push(OpSpec {
             kind: OpKind::Quantize,
@@ -490,6 +513,7 @@ fn lut_matches_reference() {
             shape: Shape::new(&[1, c, len]).unwrap(),
             quant: per_tensor(&mut r),
             data: None,
+            layout: Default::default(),
         });
         let rows = if per_channel { c } else { 1 };
         let table: Vec<u8> = (0..256 * rows).map(|_| r.i8() as u8).collect();
@@ -498,6 +522,7 @@ fn lut_matches_reference() {
             shape: Shape::new(&[rows, 256]).unwrap(),
             quant: QuantSpec::None,
             data: Some(table),
+            layout: Default::default(),
         });
         // Two tables on one input: the first cannot run in place (the second still reads
         // the input), the second may.
@@ -508,6 +533,7 @@ fn lut_matches_reference() {
                 shape: Shape::new(&[1, c, len]).unwrap(),
                 quant: per_tensor(&mut r),
                 data: None,
+                layout: Default::default(),
             });
             m.ops.push(OpSpec {
                 kind: OpKind::Lut,
@@ -565,12 +591,14 @@ fn max_pool_matches_reference() {
             shape: Shape::new(&[1, c, h, w]).unwrap(),
             quant: q.clone(),
             data: None,
+            layout: Default::default(),
         });
         let y = m.add_tensor(TensorSpec {
             dtype: DType::I8,
             shape: Shape::new(&[1, c, oh, ow]).unwrap(),
             quant: q,
             data: None,
+            layout: Default::default(),
         });
         let params = [kh, kw, sh, sw, pads[0], pads[1], pads[2], pads[3], dh, dw];
         m.ops.push(OpSpec {

@@ -105,6 +105,7 @@ fn memory_demo(d: &Path, xs: &[Vec<f32>]) -> Result<()> {
         calibrate: Some(d.join("calib_x.npy")),
         method: "minmax".into(),
         extra_output: vec!["h1".into()],
+        pack: false,
         ..Default::default()
     };
     let q = convert_with_progress(&d.join("digits_mlp.onnx"), &args)?;

@@ -44,6 +44,12 @@ pub struct ConvertArgs {
     /// to store as embeddings.
     #[arg(long = "extra-output", value_name = "NAME")]
     pub extra_output: Vec<String>,
+    /// Pre-pack one-group int8 conv weights in the order the x86_64 (AVX2) and aarch64
+    /// (NEON) GEMM micro-kernels read them: faster convs on those hosts, but each packed
+    /// weight takes 2 bytes of flash instead of 1, and the model then needs the
+    /// `Conv.i8-packed` kernel. Leave it off for microcontrollers.
+    #[arg(long)]
+    pub pack: bool,
 }
 
 #[derive(Subcommand)]

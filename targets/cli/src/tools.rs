@@ -73,6 +73,7 @@ pub fn options(
     let mut o = cairn_convert::Options {
         float: args.float,
         extra_outputs: args.extra_output.clone(),
+        pack_weights: args.pack,
         ..Default::default()
     };
     for (i, s) in args.input_shape.iter().enumerate() {

@@ -6,6 +6,7 @@
 use crate::error::{LoadError, OpProblem};
 use crate::format::{self, hdr, opr, tns, u16_at, u32_at, ALIGN, NONE};
 use crate::kernel::{KernelId, KernelSet};
+use crate::layout::{Layout, Pairs6};
 use crate::op::{infer_output, OpKind, MAX_OP_INPUTS, MAX_OP_OUTPUTS};
 
 mod types;
@@ -266,6 +267,7 @@ impl<'a> Model<'a> {
                 dtype: DType::F32,
                 shape: Shape::SCALAR,
                 quant: Quant::None,
+                layout: Layout::Plain,
             },
             storage: Storage::Const(&[]),
             def_time: 0,
@@ -310,7 +312,24 @@ impl<'a> Model<'a> {
             return None;
         }
         let numel = shape.numel()?;
-        let bytes = numel.checked_mul(dtype.size_bytes())?;
+        let layout = Layout::from_code(r[tns::LAYOUT])?;
+        if r[tns::LAYOUT + 1] != 0 || r[tns::LAYOUT + 2] != 0 {
+            return None;
+        }
+        let bytes = match layout {
+            Layout::Plain => numel.checked_mul(dtype.size_bytes())?,
+            // Pre-packed Conv weights: a constant int8 [oc, ic, kh, kw] stored as int16.
+            Layout::Pairs6 => {
+                if dtype != DType::I8 || rank != 4 || r[tns::STORAGE] != format::STORAGE_CONST {
+                    return None;
+                }
+                let g = Pairs6 {
+                    oc: shape.dim(0),
+                    k: shape.prod(1, 4),
+                };
+                g.elements()?.checked_mul(2)?
+            }
+        };
         if u32_at(r, tns::BYTES) as usize != bytes {
             return None;
         }
@@ -369,6 +388,7 @@ impl<'a> Model<'a> {
                 dtype,
                 shape,
                 quant,
+                layout,
             },
             storage,
             def_time: u16_at(r, tns::DEF_TIME),
@@ -423,7 +443,10 @@ impl<'a> Model<'a> {
             Storage::Arena { .. } => {
                 t.def_time <= n && t.last_time >= t.def_time && t.last_time <= n + 1
             }
-            Storage::Const(_) => true,
+            Storage::Const(data) => match t.info.layout {
+                Layout::Plain => true,
+                Layout::Pairs6 => pairs6_values_ok(&t.info, data),
+            },
         };
         if !ok {
             return Err(LoadError::Tensor { index: i as u16 });
@@ -616,4 +639,20 @@ impl<'a> Model<'a> {
             op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst
         })
     }
+}
+
+/// Every value of a pre-packed weight tensor is an int8 value widened to int16, and the
+/// padding is zero: what the kernels' exact arithmetic assumes.
+fn pairs6_values_ok(info: &TensorInfo<'_>, data: &[u8]) -> bool {
+    let g = Pairs6 {
+        oc: info.shape.dim(0),
+        k: info.shape.prod(1, 4),
+    };
+    data.chunks_exact(2).enumerate().all(|(i, b)| {
+        let v = i16::from_le_bytes([b[0], b[1]]);
+        match g.position(i) {
+            Some(_) => (-128..=127).contains(&v),
+            None => v == 0,
+        }
+    })
 }

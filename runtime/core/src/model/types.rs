@@ -4,6 +4,7 @@
 use super::{Model, OpView};
 use crate::error::OpProblem;
 use crate::kernel::{KernelId, Variant};
+use crate::layout::Layout;
 use crate::op::{self, OpKind};
 use crate::{DType, Quant, Shape, TensorInfo};
 
@@ -144,13 +145,33 @@ impl<'a> Model<'a> {
                 }
             }
         }
-        Ok(kernel_id(op.kind, &x, &y, op.param(op::conv::GROUP)))
+        // A pre-packed tensor may only be the weights of a one-group int8 Conv.
+        let group = op.param(op::conv::GROUP);
+        for k in 0..op.n_in {
+            if info(k).is_some_and(|i| i.layout != Layout::Plain)
+                && !(op.kind == Conv && k == 1 && q8 && group == 1)
+            {
+                return Err(OpProblem::Layout);
+            }
+        }
+        let w_layout = if op.kind == Conv {
+            info(1).map_or(Layout::Plain, |w| w.layout)
+        } else {
+            Layout::Plain
+        };
+        Ok(kernel_id(op.kind, &x, &y, group, w_layout))
     }
 }
 
-/// The kernel an op needs, from its kind, first input, first output and (Conv) group
-/// (pass 0 for other ops).
-pub fn kernel_id(kind: OpKind, x: &TensorInfo, y: &TensorInfo, group: i32) -> KernelId {
+/// The kernel an op needs, from its kind, first input, first output, and for Conv its
+/// group and the layout of its weights (pass 0 and `Plain` for other ops).
+pub fn kernel_id(
+    kind: OpKind,
+    x: &TensorInfo,
+    y: &TensorInfo,
+    group: i32,
+    w_layout: Layout,
+) -> KernelId {
     let q8 = |d: DType| matches!(d, DType::I8 | DType::U8);
     let v = if q8(x.dtype) || q8(y.dtype) {
         Variant::I8
@@ -165,6 +186,7 @@ pub fn kernel_id(kind: OpKind, x: &TensorInfo, y: &TensorInfo, group: i32) -> Ke
                 Variant::DwF32
             }
         }
+        OpKind::Conv if v == Variant::I8 && w_layout == Layout::Pairs6 => Variant::PackedI8,
         _ => v,
     };
     KernelId { kind, variant }

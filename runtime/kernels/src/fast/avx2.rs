@@ -14,31 +14,35 @@ pub fn available() -> bool {
     cfg!(target_feature = "avx2")
 }
 
-/// Pixels per tile of the GEMM micro-kernel (three vectors of eight).
-const PT: usize = 24;
-/// Output channels per register block.
-const MR: usize = 4;
+/// Pixels per tile of the GEMM micro-kernel (two vectors of eight).
+const PT: usize = 16;
+/// Vectors of eight pixels per tile.
+const NV: usize = PT / 8;
+/// Output channels per register block (the block of the packed weight layout).
+const MR: usize = 6;
+const _: () = assert!(MR == cairn_core::layout::PAIRS6_ROWS);
 /// Largest K (input channels, or patch elements for im2col) the packed tile holds.
 pub const MAX_K: usize = 2048;
 const MAX_PAIRS: usize = MAX_K / 2;
-const OFFS_MAX: usize = 1024;
 
 /// The int8 GEMM `Y[o, p] = requant(Σ_c W[o, c] · (X[c, p] − zx) + bias[o])` over
 /// strided rows (input row `c` at `x[c * xs]`, output row `o` at `y[o * ys + y0]`,
 /// `pix` columns), for `ic <= MAX_K`.
 ///
-/// Each tile of 24 pixels is packed once as int16 pairs of consecutive channels
-/// (`[x[c][p], x[c+1][p]]`, 96 bytes per pair of channels); then a register block of
-/// 4 output channels × 24 pixels (12 accumulators) runs down K with `vpmaddwd`
-/// (16 MACs, exact: int8 widened to int16, no saturation), the weight pair of each
-/// channel read in place from its int8 row and sign-extended by `vpmovsxbw`. The sum runs
-/// on raw int8 values and `zx·Σw` is subtracted once (`row_offset`). Requantization in
-/// vector form is the same arithmetic as `cairn_core::quant::requantize`: convert,
-/// multiply, clamp, convert with the default rounding (nearest even).
+/// Each tile of 16 pixels is packed once as int16 pairs of consecutive channels
+/// (`[x[c][p], x[c+1][p]]`, 64 bytes per pair of channels); then a register block of
+/// 6 output channels × 16 pixels (12 accumulators, so that with the two pixel vectors,
+/// the weight and a product nothing spills from the 16 registers) runs down K with
+/// `vpmaddwd` (16 MACs, exact: int8 widened to int16, no saturation). Each weight pair is
+/// either one `vpbroadcastd` from pre-packed weights (`Layout::Pairs6`) or read from its
+/// int8 row and sign-extended (`vpbroadcastw` + `vpmovsxbw`). The sum runs on raw int8
+/// values and `zx·Σw` is subtracted once (`row_offset`). Requantization in vector form is
+/// the same arithmetic as `cairn_core::quant::requantize`: convert, multiply, clamp,
+/// convert with the default rounding (nearest even).
 ///
 /// # Safety
 /// The CPU must support AVX2; the slices hold every row the strides address; the weight
-/// matrix is `oc × ic` int8.
+/// matrix is `oc × ic` (int8 rows, or packed with that shape).
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(
@@ -52,27 +56,46 @@ pub unsafe fn gemm(
     ys: usize,
     y0: usize,
 ) {
-    debug_assert!(ic <= MAX_K && q.w.len() >= oc * ic);
+    match q.wp {
+        // SAFETY: the caller's guarantees, passed on.
+        Some((_, g)) if g.oc == oc && g.k == ic => unsafe {
+            gemm_impl::<true>(x, xs, q, ic, oc, pix, y, ys, y0)
+        },
+        Some(_) => debug_assert!(false, "packed weights of another shape"),
+        None => unsafe { gemm_impl::<false>(x, xs, q, ic, oc, pix, y, ys, y0) },
+    }
+}
+
+/// `gemm` for row-major (`PACKED = false`) or pre-packed `Layout::Pairs6` weights. The
+/// packed order is exactly this kernel's: block `o / 6`, pair `cp`, row `k` is one
+/// int32 (two int16 weights) that `vpbroadcastd` loads straight into a register.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_impl<const PACKED: bool>(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) {
+    debug_assert!(ic <= MAX_K && (PACKED || q.w.len() >= oc * ic));
     let pairs = ic.div_ceil(2);
     let full = ic / 2;
     // Not zeroed (96 KB per call would cost more than a small conv): every element
     // read below was written by the packing loop of the same tile.
     let mut xp_buf = core::mem::MaybeUninit::<[i32; MAX_PAIRS * PT]>::uninit();
     let xpw = xp_buf.as_mut_ptr() as *mut i32;
-    let mut offs = [0i32; OFFS_MAX];
     let rq = Requant::of(q);
-    let cached = oc <= OFFS_MAX;
-    if cached {
-        for (o, off) in offs.iter_mut().enumerate().take(oc) {
-            *off = row_offset(q, o, ic);
-        }
-    }
     let mut p0 = 0;
     while p0 < pix {
         let pt = PT.min(pix - p0);
         // Pack the tile: pair row cp holds channels 2cp and 2cp+1 (zero past ic or pix).
         for cp in 0..pairs {
-            for j in 0..3 {
+            for j in 0..NV {
                 let n = pt.saturating_sub(8 * j).min(8);
                 let (a, b) = if n == 0 {
                     (_mm_setzero_si128(), _mm_setzero_si128())
@@ -95,54 +118,72 @@ pub unsafe fn gemm(
         let mut o = 0;
         while o < oc {
             let ob = MR.min(oc - o);
+            let mut acc = [[_mm256_setzero_si256(); NV]; MR];
+            let xpp = xpw as *const i32;
+            if PACKED {
+                // Rows past oc are zero in the packed block (computed, never stored).
+                let wp = q.wp.map_or(&[][..], |(wp, _)| wp);
+                let blk = (o / MR) * pairs * MR;
+                debug_assert!(wp.len() >= 2 * (blk + pairs * MR));
+                let wp32 = wp.as_ptr() as *const i32;
+                for cp in 0..pairs {
+                    // SAFETY: cp < pairs, so the 16 i32 at cp * PT are inside xp.
+                    let xv: [__m256i; NV] = core::array::from_fn(|j| unsafe {
+                        _mm256_loadu_si256((xpp.add(cp * PT) as *const __m256i).add(j))
+                    });
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: block o/6 < ⌈oc/6⌉, cp < pairs, k < 6: inside the
+                        // packed tensor (its length was checked against oc and ic).
+                        let wv = _mm256_set1_epi32(unsafe {
+                            wp32.add(blk + cp * MR + k).read_unaligned()
+                        });
+                        for j in 0..NV {
+                            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(xv[j], wv));
+                        }
+                    }
+                }
+            }
             // Rows past oc repeat the last row (computed, never stored).
             let rows: [&[i8]; MR] = core::array::from_fn(|k| {
                 let r = (o + k).min(oc - 1);
-                &q.w[r * ic..(r + 1) * ic]
+                if PACKED {
+                    &[]
+                } else {
+                    &q.w[r * ic..(r + 1) * ic]
+                }
             });
-            let mut acc = [[_mm256_setzero_si256(); 3]; MR];
-            let xpp = xpw as *const i32;
-            for cp in 0..full {
+            for cp in 0..if PACKED { 0 } else { full } {
                 // SAFETY: cp < pairs, so the 24 i32 at cp * PT are inside xp.
-                let xv = unsafe {
-                    let p = xpp.add(cp * PT) as *const __m256i;
-                    [
-                        _mm256_loadu_si256(p),
-                        _mm256_loadu_si256(p.add(1)),
-                        _mm256_loadu_si256(p.add(2)),
-                    ]
-                };
+                let xv: [__m256i; NV] = core::array::from_fn(|j| unsafe {
+                    _mm256_loadu_si256((xpp.add(cp * PT) as *const __m256i).add(j))
+                });
                 for k in 0..MR {
                     // SAFETY: 2cp + 1 < ic: both bytes are inside row k.
                     let raw =
                         unsafe { (rows[k].as_ptr().add(2 * cp) as *const i16).read_unaligned() };
                     let wv = _mm256_cvtepi8_epi16(_mm_set1_epi16(raw));
-                    for j in 0..3 {
+                    for j in 0..NV {
                         acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
                     }
                 }
             }
-            if pairs > full {
+            if !PACKED && pairs > full {
                 // Odd ic: the last channel alone (its partner row in the tile is zero).
                 let cp = full;
-                let xv: [__m256i; 3] = core::array::from_fn(|j| {
+                let xv: [__m256i; NV] = core::array::from_fn(|j| {
                     // SAFETY: row cp < pairs of this tile was written above.
                     unsafe { _mm256_loadu_si256(xpp.add(cp * PT + 8 * j) as *const __m256i) }
                 });
                 for k in 0..MR {
                     let wv = _mm256_set1_epi32(rows[k][2 * cp] as i32 & 0xffff);
-                    for j in 0..3 {
+                    for j in 0..NV {
                         acc[k][j] = _mm256_add_epi32(acc[k][j], _mm256_madd_epi16(xv[j], wv));
                     }
                 }
             }
             for (k, acc) in acc.iter().enumerate().take(ob) {
                 let oo = o + k;
-                let off = if cached {
-                    offs[oo]
-                } else {
-                    row_offset(q, oo, ic)
-                };
+                let off = row_offset(q, oo, ic);
                 let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
                 for (j, a) in acc.iter().enumerate() {
                     let n = pt.saturating_sub(8 * j).min(8);

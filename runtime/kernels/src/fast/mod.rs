@@ -8,6 +8,7 @@
 //!
 //! Each returns `None` when the op is not its case, and the caller falls back.
 
+use cairn_core::layout::{Layout, Pairs6};
 use cairn_core::op::conv as p;
 use cairn_core::quant::requantize;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -17,7 +18,12 @@ use crate::util::qp;
 
 struct Q<'a> {
     x: &'a [i8],
+    /// Row-major int8 weights (empty when they are pre-packed: see `wp`).
     w: &'a [i8],
+    /// Pre-packed weights (`Layout::Pairs6`), read only by the GEMM micro-kernels.
+    wp: Option<(&'a [i16], Pairs6)>,
+    /// `row_offset` of every output channel when computed once per conv (else empty).
+    offs: &'a [i32],
     bias: Option<&'a [i32]>,
     scales: &'a [f32],
     zx: i32,
@@ -32,9 +38,26 @@ fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecErr
         Some(b) => Some(b.i32s()?),
         None => None,
     };
+    let wt = call.req(1)?;
+    let (w, wp) = match wt.info.layout {
+        Layout::Plain => (wt.i8s()?, None),
+        Layout::Pairs6 => {
+            let g = Pairs6 {
+                oc: wt.info.shape.dim(0),
+                k: wt.info.shape.prod(1, 4),
+            };
+            let v = wt.pairs6()?;
+            if g.elements() != Some(v.len()) {
+                return Err(ExecError::Shape);
+            }
+            (&[][..], Some((v, g)))
+        }
+    };
     Ok(Q {
         x: xt.i8s()?,
-        w: call.req(1)?.i8s()?,
+        w,
+        wp,
+        offs: &[],
         bias,
         scales: call.req(3)?.f32s()?,
         zx: qp(&xt.info).1,
@@ -64,9 +87,33 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(q) => q,
         Err(e) => return Some(Err(e)),
     };
+    if q.wp.is_some() {
+        // Packed weights are read by the GEMM micro-kernels only; anything else runs the
+        // reference (which reads the packed order too).
+        let k = g.c * g.kh * g.kw;
+        let gemm_k = if pointwise { GEMM_MAX_K } else { IM2COL_MAX_K };
+        if g.g != 1 || !simd_gemm_available() || k > gemm_k || !(pointwise || small) {
+            return None;
+        }
+    }
     let y = match out.i8s_mut() {
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
+    };
+    // The GEMM paths subtract zx·Σw per output channel: sum each row once per conv, not
+    // once per im2col tile.
+    let mut offs = [0i32; OFFS_MAX];
+    let q = if g.g == 1 && g.oc <= OFFS_MAX {
+        let k = g.c * g.kh * g.kw;
+        for (o, v) in offs.iter_mut().enumerate().take(g.oc) {
+            *v = row_offset(&q, o, k);
+        }
+        Q {
+            offs: &offs[..g.oc],
+            ..q
+        }
+    } else {
+        q
     };
     if pointwise {
         pointwise_i8(&g, &q, y);
@@ -121,6 +168,12 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 }
 
 const IM2COL_MAX_K: usize = 2048;
+/// Largest K the SIMD GEMM micro-kernels take (both hold 2048); what the converter packs.
+const GEMM_MAX_K: usize = cairn_core::layout::PAIRS6_MAX_K;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(avx2::MAX_K == GEMM_MAX_K);
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+const _: () = assert!(neon::MAX_K == GEMM_MAX_K);
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "aarch64", target_feature = "neon")
@@ -270,8 +323,24 @@ fn copy_strided(src: &[i8], sw: usize, dst: &mut [i8]) {
     }
 }
 
+/// Output channels whose `row_offset` a conv computes once (a 4 KB stack table).
+const OFFS_MAX: usize = 1024;
+
+/// `bias[o] − zx·Σ_k W[o][k]`: what the raw-int8 sums of the micro-kernels lack.
 fn row_offset(q: &Q<'_>, o: usize, ic: usize) -> i32 {
-    let wsum: i32 = q.w[o * ic..(o + 1) * ic].iter().map(|&v| v as i32).sum();
+    if let Some(&v) = q.offs.get(o) {
+        return v;
+    }
+    let wsum: i32 = match q.wp {
+        // Row o's pairs are 12 int16 apart within its block.
+        Some((wp, g)) => {
+            let r = g.index(o, 0);
+            (0..g.pairs())
+                .map(|cp| wp[r + 12 * cp] as i32 + wp[r + 12 * cp + 1] as i32)
+                .sum()
+        }
+        None => q.w[o * ic..(o + 1) * ic].iter().map(|&v| v as i32).sum(),
+    };
     q.bias
         .map_or(0, |b| b[o])
         .wrapping_sub(q.zx.wrapping_mul(wsum))

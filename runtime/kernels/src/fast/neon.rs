@@ -38,7 +38,10 @@ pub fn gemm(
         for c in 0..ic {
             for k in 0..MR {
                 wpk[c * MR + k] = if k < ob {
-                    q.w[(o + k) * ic + c] as i16
+                    match q.wp {
+                        Some((wp, g)) => wp[g.index(o + k, c)],
+                        None => q.w[(o + k) * ic + c] as i16,
+                    }
                 } else {
                     0
                 };

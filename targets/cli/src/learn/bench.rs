@@ -17,6 +17,7 @@ pub fn backbone(zoo: &Path) -> Result<Backbone> {
         &d.join("digits04_mlp_qdq.onnx"),
         &ConvertArgs {
             extra_output: vec!["h0".into()],
+            pack: false,
             method: "minmax".into(),
             ..Default::default()
         },
