@@ -178,6 +178,11 @@ fn kernels(c: &mut Criterion) {
     bench_model(c, "conv3x3_32x56x56_to_32", &m, p.as_deref(), n);
     let (m, p, n) = conv_model(144, 56, 56, 144, 3, 1, 144);
     bench_model(c, "depthwise3x3_144x56x56", &m, p.as_deref(), n);
+    // MobileNetV2's late depthwise layers: many channels, tiny planes.
+    let (m, p, n) = conv_model(816, 7, 7, 816, 3, 1, 816);
+    bench_model(c, "depthwise3x3_816x7x7", &m, p.as_deref(), n);
+    let (m, p, n) = conv_model(144, 112, 112, 144, 3, 2, 144);
+    bench_model(c, "depthwise3x3_s2_144x112x112", &m, p.as_deref(), n);
     let (m, n) = fc_model(16, 512, 256);
     bench_model(c, "gemm_16x512_by_256", &m, None, n);
 }

@@ -322,8 +322,11 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
     let pw = pairs_buf.as_mut_ptr() as *mut i32;
     let sj = jw + DW_SLACK;
     // sw·(jw + slack) <= DW_BUF + 4·DW_SLACK since rows·sw·jw <= DW_BUF.
-    let mut stage = [0i8; DW_BUF + 4 * DW_SLACK];
     let zx = q.zx as i8;
+    // Every staging row starts as the zero point: for an input row inside the image only
+    // the columns inside it are copied (the same columns for every row of a phase), so the
+    // padding columns stay the zero point without a fill per row.
+    let mut stage = [zx; DW_BUF + 4 * DW_SLACK];
     let rq = Requant::of(q);
     // Pair-taps (ky, phase, index offset, packed weight pair), from the tap layout
     // alone; weights filled per channel. Taps of a phase have increasing offsets.
@@ -389,12 +392,19 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
                     let iy = (oy0 * g.sh + r) as isize - g.pt;
                     for ph in 0..sw {
                         let dst = &mut stage[ph * sj..(ph + 1) * sj];
+                        // Index j is column j·sw + ph, input column j·sw + ph − pl.
+                        let off = ph as isize - g.pl;
+                        let (lo, hi) = crate::util::inside(off, sw, w, dst.len());
                         if iy < 0 || iy >= h as isize {
-                            dst.fill(zx);
-                        } else {
+                            dst[lo..hi.max(lo)].fill(zx);
+                        } else if hi > lo {
                             let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                            // Index j is column j·sw + ph, input column j·sw + ph − pl.
-                            super::gather_row(xr, ph as isize - g.pl, sw, zx, dst);
+                            let a = (lo as isize * sw as isize + off) as usize;
+                            super::copy_strided(
+                                &xr[a..a + (hi - lo - 1) * sw + 1],
+                                sw,
+                                &mut dst[lo..hi],
+                            );
                         }
                         // Widen to pairs (x[j], x[j+1]), 16 at a time.
                         let base = (r * sw + ph) * jw;
