@@ -52,6 +52,14 @@ pub struct Pairs6 {
 }
 
 impl Pairs6 {
+    /// The geometry of rank-4 Conv weights `[oc, ic, kh, kw]` (`None` for another rank).
+    pub fn of(shape: &crate::Shape) -> Option<Pairs6> {
+        (shape.rank() == 4).then(|| Pairs6 {
+            oc: shape.dim(0),
+            k: shape.prod(1, 4),
+        })
+    }
+
     /// Channel pairs per row (`⌈k/2⌉`).
     pub const fn pairs(&self) -> usize {
         self.k.div_ceil(2)

@@ -1,6 +1,7 @@
 //! Borrowed tensor views: metadata plus bytes in the arena or the weight blob.
 
 use crate::error::ExecError;
+use crate::layout::Pairs6;
 use crate::{DType, Layout, Quant, Shape};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,12 +65,18 @@ macro_rules! typed {
 }
 
 impl<'a> TensorRef<'a> {
-    /// The int16 values of a [`Layout::Pairs6`] tensor (pre-packed int8 Conv weights).
-    pub fn pairs6(&self) -> Result<&'a [i16], ExecError> {
+    /// The int16 values of a [`Layout::Pairs6`] tensor (pre-packed int8 Conv weights) and
+    /// their geometry; the length matches it.
+    pub fn pairs6(&self) -> Result<(&'a [i16], Pairs6), ExecError> {
         if self.info.layout != Layout::Pairs6 {
             return Err(ExecError::DType);
         }
-        bytemuck::try_cast_slice(self.data).map_err(|_| ExecError::Misaligned)
+        let g = Pairs6::of(&self.info.shape).ok_or(ExecError::Shape)?;
+        let v: &[i16] = bytemuck::try_cast_slice(self.data).map_err(|_| ExecError::Misaligned)?;
+        if g.elements() != Some(v.len()) {
+            return Err(ExecError::Shape);
+        }
+        Ok((v, g))
     }
 }
 

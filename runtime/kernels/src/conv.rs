@@ -1,7 +1,6 @@
 //! Convolution and transposed convolution, NCHW, groups (incl. depthwise), stride,
 //! padding, dilation, fused activation clamp.
 
-use cairn_core::layout::Pairs6;
 use cairn_core::op::conv as p;
 use cairn_core::quant::requantize;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -113,13 +112,8 @@ pub fn conv_i8(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
 
 /// int8 Conv whose weights are pre-packed ([`cairn_core::Layout::Pairs6`], one group).
 pub fn conv_i8_packed(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
-    let wt = call.req(1)?;
-    let w = wt.pairs6()?;
-    let g = Pairs6 {
-        oc: wt.info.shape.dim(0),
-        k: wt.info.shape.prod(1, 4),
-    };
-    if call.param(p::GROUP) != 1 || g.elements() != Some(w.len()) {
+    let (w, g) = call.req(1)?.pairs6()?;
+    if call.param(p::GROUP) != 1 {
         return Err(ExecError::Shape);
     }
     conv_i8_with(call, out, |o, k| w[g.index(o, k)] as i32)

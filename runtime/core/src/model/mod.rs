@@ -320,14 +320,10 @@ impl<'a> Model<'a> {
             Layout::Plain => numel.checked_mul(dtype.size_bytes())?,
             // Pre-packed Conv weights: a constant int8 [oc, ic, kh, kw] stored as int16.
             Layout::Pairs6 => {
-                if dtype != DType::I8 || rank != 4 || r[tns::STORAGE] != format::STORAGE_CONST {
+                if dtype != DType::I8 || r[tns::STORAGE] != format::STORAGE_CONST {
                     return None;
                 }
-                let g = Pairs6 {
-                    oc: shape.dim(0),
-                    k: shape.prod(1, 4),
-                };
-                g.elements()?.checked_mul(2)?
+                Pairs6::of(&shape)?.elements()?.checked_mul(2)?
             }
         };
         if u32_at(r, tns::BYTES) as usize != bytes {
@@ -644,9 +640,8 @@ impl<'a> Model<'a> {
 /// Every value of a pre-packed weight tensor is an int8 value widened to int16, and the
 /// padding is zero: what the kernels' exact arithmetic assumes.
 fn pairs6_values_ok(info: &TensorInfo<'_>, data: &[u8]) -> bool {
-    let g = Pairs6 {
-        oc: info.shape.dim(0),
-        k: info.shape.prod(1, 4),
+    let Some(g) = Pairs6::of(&info.shape) else {
+        return false;
     };
     data.chunks_exact(2).enumerate().all(|(i, b)| {
         let v = i16::from_le_bytes([b[0], b[1]]);

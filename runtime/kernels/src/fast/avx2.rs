@@ -57,10 +57,12 @@ pub unsafe fn gemm(
     y0: usize,
 ) {
     match q.wp {
-        // SAFETY: the caller's guarantees, passed on.
+        // SAFETY: the caller's guarantees, passed on; the packed tensor has this oc × ic
+        // (its length matches its shape: `TensorRef::pairs6`).
         Some((_, g)) if g.oc == oc && g.k == ic => unsafe {
             gemm_impl::<true>(x, xs, q, ic, oc, pix, y, ys, y0)
         },
+        // Unreachable for a checked model; never read past the packed tensor.
         Some(_) => debug_assert!(false, "packed weights of another shape"),
         None => unsafe { gemm_impl::<false>(x, xs, q, ic, oc, pix, y, ys, y0) },
     }

@@ -41,17 +41,7 @@ fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecErr
     let wt = call.req(1)?;
     let (w, wp) = match wt.info.layout {
         Layout::Plain => (wt.i8s()?, None),
-        Layout::Pairs6 => {
-            let g = Pairs6 {
-                oc: wt.info.shape.dim(0),
-                k: wt.info.shape.prod(1, 4),
-            };
-            let v = wt.pairs6()?;
-            if g.elements() != Some(v.len()) {
-                return Err(ExecError::Shape);
-            }
-            (&[][..], Some((v, g)))
-        }
+        Layout::Pairs6 => (&[][..], Some(wt.pairs6()?)),
     };
     Ok(Q {
         x: xt.i8s()?,
