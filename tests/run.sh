@@ -33,7 +33,7 @@ cargo fmt --all --check
 step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync --target thumbv7em-none-eabihf --quiet -- -D warnings
-cargo clippy -p cairn-kernels --features dsp --target thumbv7em-none-eabihf --quiet -- -D warnings
+cargo clippy -p cairn-kernels --features dsp,vfma --target thumbv7em-none-eabihf --quiet -- -D warnings
 
 step "no_std, no alloc builds"
 for t in $NOSTD_TARGETS; do

@@ -17,6 +17,8 @@ fn main() {
         "memory-nrf52840.x",
         "assets/digits.cairn",
         "assets/inputs.bin",
+        "assets/cls.cairn",
+        "assets/cls_inputs.bin",
     ] {
         println!("cargo:rerun-if-changed={f}");
     }

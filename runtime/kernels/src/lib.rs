@@ -17,6 +17,16 @@ mod dsp;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
+#[cfg(all(
+    feature = "vfma",
+    not(feature = "std"),
+    target_arch = "arm",
+    target_abi = "eabihf"
+))]
+#[allow(unsafe_code)]
+mod vfma;
+#[cfg(all(feature = "vfma", target_arch = "arm", not(target_abi = "eabihf")))]
+compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with an FPU");
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

@@ -22,6 +22,7 @@ use defmt_semihosting as _;
 
 #[cfg(any(feature = "stm32f4", feature = "nrf52840"))]
 mod boards;
+mod clock;
 mod sensor;
 
 use cairn_core::{Interpreter, Model};
@@ -32,9 +33,9 @@ use cairn_memory::ram::FixedRam;
 use cairn_memory::search::{Filter, Hit, Scoring};
 use cairn_memory::slice_flash::SliceFlash;
 use cairn_memory::{Config, LogStore, Record};
-use cortex_m::peripheral::{syst::SystClkSource, SYST};
+use clock::{exit, insns, paint_stack, stack_used, ticks};
+use cortex_m::peripheral::SYST;
 use cortex_m_rt::entry;
-use cortex_m_semihosting::debug;
 
 static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
@@ -46,25 +47,11 @@ const N: usize = 8;
 pub const DEVICE_SEED: [u8; 32] = *b"cairn-mcu-demo-device-seed-00001";
 const DIM: usize = 32;
 
-/// Instructions per SysTick tick: QEMU runs with `-icount shift=0` (1 ns per instruction)
-/// and the MPS2 SysTick counts at 25 MHz.
-const INSN_PER_TICK: u32 = 40;
-
 static mut ARENA: cairn_core::Aligned<[u8; 1024]> = cairn_core::Aligned([0; 1024]);
 // Zeroed RAM standing in for a flash region: the store erases the sectors it uses.
 static mut FLASH: [u8; 8 * 1024] = [0; 8 * 1024];
 static mut STORE_RAM: FixedRam<16, DIM, 8, 128> = FixedRam::new();
 static mut LEARN_ARENA: [u32; 2304] = [0; 2304];
-
-/// SysTick's current value (it counts down from 0xFF_FFFF).
-fn ticks(_: &SYST) -> u32 {
-    SYST::get_current()
-}
-
-/// Instructions between two `ticks` readings.
-fn insns(t0: u32, t1: u32) -> u32 {
-    (t0.wrapping_sub(t1) & 0x00FF_FFFF) * INSN_PER_TICK
-}
 
 /// QEMU: the mock sensor bus, and the bundle goes to a host file through semihosting.
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
@@ -99,78 +86,12 @@ fn main() -> ! {
     exit(ok)
 }
 
-fn exit(ok: bool) -> ! {
-    debug::exit(if ok {
-        debug::EXIT_SUCCESS
-    } else {
-        debug::EXIT_FAILURE
-    });
-    loop {
-        cortex_m::asm::wfi();
-    }
-}
-
-/// Fill the free RAM below the stack with a pattern; `stack_used` later finds how deep the
-/// stack went (the RAM figure of size.sh assumes a stack budget; this measures it).
-fn paint_stack() {
-    extern "C" {
-        static mut __ebss: u32;
-    }
-    let sp = cortex_m::register::msp::read() as usize - 64;
-    // SAFETY: from the end of .bss to just below the live stack: memory nothing uses yet.
-    unsafe {
-        let mut p = core::ptr::addr_of_mut!(__ebss) as usize;
-        while p < sp {
-            core::ptr::write_volatile(p as *mut u32, 0xCA1E_CA1E);
-            p += 4;
-        }
-    }
-}
-
-/// Bytes of stack used so far (from the top of RAM to the deepest overwritten word).
-fn stack_used() -> usize {
-    extern "C" {
-        static mut __ebss: u32;
-        static _stack_start: u32;
-    }
-    // SAFETY: reads of RAM between .bss and the stack top.
-    unsafe {
-        let top = core::ptr::addr_of!(_stack_start) as usize;
-        let mut p = core::ptr::addr_of_mut!(__ebss) as usize;
-        while p < top && core::ptr::read_volatile(p as *const u32) == 0xCA1E_CA1E {
-            p += 4;
-        }
-        top - p
-    }
-}
-
 fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     paint_stack();
-    let mut cp = cortex_m::Peripherals::take().unwrap();
-    cp.SYST.set_clock_source(SystClkSource::Core);
-    cp.SYST.set_reload(0x00FF_FFFF);
-    cp.SYST.clear_current();
-    cp.SYST.enable_counter();
-    let syst = &cp.SYST;
-
-    // Calibration: a loop of known length (3 instructions per iteration: nop, subs, bne).
-    let t0 = ticks(syst);
-    // SAFETY: a counted loop on one register; no memory, no stack.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "nop",
-            "subs {0}, {0}, #1",
-            "bne 2b",
-            inout(reg) 100_000u32 => _,
-            options(nomem, nostack)
-        )
+    let Some(syst) = clock::start() else {
+        return false;
     };
-    let t1 = ticks(syst);
-    defmt::println!(
-        "calibration: 300000-instruction loop measured as ~{=u32} instructions",
-        insns(t0, t1)
-    );
+    let syst = &syst;
 
     let model = match Model::parse(MODEL) {
         Ok(m) => m,
@@ -460,8 +381,5 @@ fn bytemuck_bytes(a: &mut [u32; 2304]) -> &mut [u8] {
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // Not through semihosting stdout (it would corrupt the defmt stream).
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    exit(false)
 }
