@@ -60,3 +60,29 @@ fn selected_families_match_the_cpu_backend_and_refuse_the_rest() {
         run(dm, CpuBackend, &ys).unwrap()
     );
 }
+
+/// `Model::parse_kinds` with a firmware's families loads what those families run (the same
+/// model as `Model::parse`) and refuses another kind up front, naming the missing kernel.
+#[test]
+fn parse_kinds_checks_only_the_linked_kinds() {
+    let c = convert_file(
+        &zoo().join("ppocr_cls/cls_qdq.onnx"),
+        None,
+        Some(&[1, 3, 48, 192]),
+    )
+    .unwrap();
+    let b = AlignedBytes::from_slice(&c.bytes);
+    let all = Model::parse(b.as_slice()).unwrap();
+    let cnn = Model::parse_kinds::<{ family::kinds(family::CNN_I8) }>(b.as_slice()).unwrap();
+    assert_eq!((cnn.n_ops(), cnn.kernels()), (all.n_ops(), all.kernels()));
+    let (xs, _) = cls_eval().unwrap();
+    assert_eq!(
+        run(cnn, Select::<{ family::CNN_I8 }>, &xs[..2]).unwrap(),
+        run(all, CpuBackend, &xs[..2]).unwrap()
+    );
+    // Op 0 is a Quantize (in the MLP families), op 1 the first Conv.
+    match Model::parse_kinds::<{ family::kinds(family::MLP_I8) }>(b.as_slice()) {
+        Err(LoadError::MissingKernel(k)) => assert_eq!(k.to_string(), "Conv.i8"),
+        other => panic!("expected MissingKernel(Conv.i8), got {other:?}"),
+    }
+}

@@ -41,6 +41,19 @@ pub enum OpKind {
 
 pub const OP_KIND_COUNT: usize = 27;
 
+/// A set of op kinds: bit `kind as u16` for each. Firmware that links only some kernels
+/// loads models through `Model::parse_kinds::<K>`, which links only these kinds' load
+/// checks (shape and type rules) and refuses any other kind.
+pub type Kinds = u32;
+
+/// Every op kind.
+pub const ALL_KINDS: Kinds = ((1 << OP_KIND_COUNT) - 1) & !1;
+
+/// Whether `set` holds `kind` (a constant test in code generic over the set).
+pub const fn has_kind(set: Kinds, kind: OpKind) -> bool {
+    set & (1 << kind as u16) != 0
+}
+
 impl OpKind {
     pub const fn from_code(c: u16) -> Option<OpKind> {
         use OpKind::*;
@@ -252,32 +265,39 @@ pub fn infer_output(
     out: usize,
     declared: &Shape,
 ) -> Result<Shape, ShapeError> {
+    infer_output_in::<ALL_KINDS>(kind, p, ins, out, declared)
+}
+
+/// [`infer_output`] with the rules of the kinds in `K` only (`Err(Param)` for another):
+/// the others are not linked.
+pub fn infer_output_in<const K: Kinds>(
+    kind: OpKind,
+    p: &[i32],
+    ins: &[Option<Shape>],
+    out: usize,
+    declared: &Shape,
+) -> Result<Shape, ShapeError> {
     use OpKind::*;
+    let has = |k: OpKind| has_kind(K, k);
     use ShapeError::*;
     let x = ins.first().copied().flatten().ok_or(Mismatch)?;
     let get = |i: usize| ins.get(i).copied().flatten();
     let pos = |v: i32| -> Result<usize, ShapeError> { usize::try_from(v).map_err(|_| Param) };
     match kind {
-        Conv | ConvTranspose => {
+        Conv | ConvTranspose if has(Conv) || has(ConvTranspose) => {
             let w = get(1).ok_or(Mismatch)?;
             let (n, c, h, wd) = x.nchw().ok_or(Rank)?;
             let (wo, wi, kh, kw) = w.nchw().ok_or(Rank)?;
-            let [sh, sw, pt, pl, pb, pr, dh, dw, g] = [
-                pos(p[0])?,
-                pos(p[1])?,
-                pos(p[2])?,
-                pos(p[3])?,
-                pos(p[4])?,
-                pos(p[5])?,
-                pos(p[6])?,
-                pos(p[7])?,
-                pos(p[8])?,
-            ];
+            let mut v = [0usize; 9];
+            for (slot, &w) in v.iter_mut().zip(p) {
+                *slot = pos(w)?;
+            }
+            let [sh, sw, pt, pl, pb, pr, dh, dw, g] = v;
             if sh == 0 || sw == 0 || dh == 0 || dw == 0 || g == 0 || kh == 0 || kw == 0 {
                 return Err(Param);
             }
             let (oc, oh, ow);
-            if kind == Conv {
+            if kind == Conv && has(Conv) {
                 if c != wi * g || wo % g != 0 {
                     return Err(Mismatch);
                 }
@@ -291,7 +311,7 @@ pub fn infer_output(
                 oc = wo;
                 oh = (ph - eh) / sh + 1;
                 ow = (pw - ew) / sw + 1;
-            } else {
+            } else if has(ConvTranspose) {
                 let (oph, opw) = (pos(p[conv::OPH])?, pos(p[conv::OPW])?);
                 if wo != c || c % g != 0 || h == 0 || wd == 0 {
                     return Err(Mismatch);
@@ -304,6 +324,8 @@ pub fn infer_output(
                 }
                 oh = full_h - pt - pb;
                 ow = full_w - pl - pr;
+            } else {
+                return Err(Param);
             }
             for (i, len) in [(2usize, oc), (3, oc)] {
                 if let Some(t) = get(i) {
@@ -314,7 +336,7 @@ pub fn infer_output(
             }
             Shape::new(&[n, oc, oh, ow]).ok_or(Overflow)
         }
-        FullyConnected => {
+        FullyConnected if has(FullyConnected) => {
             let w = get(1).ok_or(Mismatch)?;
             if x.rank() < 1 || w.rank() != 2 || x.dim(x.rank() - 1) != w.dim(1) {
                 return Err(Mismatch);
@@ -328,7 +350,7 @@ pub fn infer_output(
             }
             Ok(x.with_dim(x.rank() - 1, w.dims()[0]))
         }
-        BatchMatMul => {
+        BatchMatMul if has(BatchMatMul) => {
             let b = get(1).ok_or(Mismatch)?;
             if x.rank() < 2 || b.rank() < 2 {
                 return Err(Rank);
@@ -350,8 +372,10 @@ pub fn infer_output(
             d[r + 1] = n;
             Shape::new(&d[..r + 2]).ok_or(Overflow)
         }
-        Add | Sub | Mul | Div | PRelu => broadcast(&x, &get(1).ok_or(Mismatch)?).ok_or(Mismatch),
-        Concat => {
+        Add | Sub | Mul | Div | PRelu if has(kind) => {
+            broadcast(&x, &get(1).ok_or(Mismatch)?).ok_or(Mismatch)
+        }
+        Concat if has(Concat) => {
             let axis = pos(p[0])?;
             if axis >= x.rank() {
                 return Err(Param);
@@ -371,13 +395,13 @@ pub fn infer_output(
             }
             Ok(x.with_dim(axis, u32::try_from(total).map_err(|_| Overflow)?))
         }
-        Reshape => {
+        Reshape if has(Reshape) => {
             if declared.numel() != x.numel() {
                 return Err(Mismatch);
             }
             Ok(*declared)
         }
-        Transpose => {
+        Transpose if has(Transpose) => {
             let r = x.rank();
             let mut seen = [false; MAX_RANK];
             let mut d = [0usize; MAX_RANK];
@@ -391,7 +415,7 @@ pub fn infer_output(
             }
             Shape::new(&d[..r]).ok_or(Overflow)
         }
-        Slice => {
+        Slice if has(Slice) => {
             let r = x.rank();
             if declared.rank() != r {
                 return Err(Rank);
@@ -411,7 +435,7 @@ pub fn infer_output(
             }
             Ok(*declared)
         }
-        Split => {
+        Split if has(Split) => {
             let axis = pos(p[0])?;
             if axis >= x.rank() || declared.rank() != x.rank() {
                 return Err(Param);
@@ -427,7 +451,7 @@ pub fn infer_output(
             }
             Ok(*declared)
         }
-        Pad => {
+        Pad if has(Pad) => {
             let r = x.rank();
             if declared.rank() != r || !(0..=2).contains(&p[0]) {
                 return Err(Param);
@@ -444,7 +468,7 @@ pub fn infer_output(
             }
             Ok(*declared)
         }
-        MaxPool | AveragePool => {
+        MaxPool | AveragePool if has(MaxPool) || has(AveragePool) => {
             let (n, c, h, w) = x.nchw().ok_or(Rank)?;
             let mut v = [0usize; 10];
             for (i, slot) in v
@@ -488,7 +512,7 @@ pub fn infer_output(
             }
             Ok(*declared)
         }
-        GlobalAveragePool => {
+        GlobalAveragePool if has(GlobalAveragePool) => {
             if x.rank() < 3 {
                 return Err(Rank);
             }
@@ -498,7 +522,7 @@ pub fn infer_output(
             }
             Shape::new(&d[..x.rank()]).ok_or(Overflow)
         }
-        ReduceMean => {
+        ReduceMean if has(ReduceMean) => {
             let mask = p[0] as u32;
             let keep = p[1] != 0;
             if mask >> x.rank() != 0 || mask == 0 {
@@ -519,7 +543,7 @@ pub fn infer_output(
             }
             Shape::new(&d[..r]).ok_or(Overflow)
         }
-        Resize => {
+        Resize if has(Resize) => {
             let (n, c, _, _) = x.nchw().ok_or(Rank)?;
             if declared.rank() != 4 || declared.dim(0) != n || declared.dim(1) != c {
                 return Err(Mismatch);
@@ -533,11 +557,11 @@ pub fn infer_output(
             }
             Ok(*declared)
         }
-        Unary => {
+        Unary if has(Unary) => {
             UnaryFn::from_code(p[0]).ok_or(Param)?;
             Ok(x)
         }
-        Lut => {
+        Lut if has(Lut) => {
             let t = get(1).ok_or(Mismatch)?;
             let chans = match p[0] {
                 -1 => 1,
@@ -548,7 +572,7 @@ pub fn infer_output(
             }
             Ok(x)
         }
-        Softmax => {
+        Softmax if has(Softmax) => {
             let (o, n, i) = (pos(p[0])?, pos(p[1])?, pos(p[2])?);
             let prod = o
                 .checked_mul(n)
@@ -562,7 +586,7 @@ pub fn infer_output(
             }
             Ok(x)
         }
-        LayerNorm => {
+        LayerNorm if has(LayerNorm) => {
             let axis = pos(p[0])?;
             if axis >= x.rank() {
                 return Err(Param);
@@ -577,7 +601,8 @@ pub fn infer_output(
             }
             Ok(x)
         }
-        Quantize | Dequantize => Ok(x),
+        Quantize | Dequantize if has(kind) => Ok(x),
+        _ => Err(Param),
     }
 }
 

@@ -156,17 +156,21 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
 
 /// Kernel families for [`Select`]: a device links only the kernels its models use.
 pub mod family {
+    use cairn_core::OpKind;
+
+    /// Conv: one-group, grouped and depthwise.
     pub const CONV: u32 = 1 << 0;
-    /// FullyConnected, BatchMatMul.
+    /// FullyConnected.
     pub const GEMM: u32 = 1 << 1;
     /// Add, Sub, Mul (+ Div, PRelu, f32 unary functions), int8 lookup tables.
     pub const ELTWISE: u32 = 1 << 2;
-    /// Concat, Reshape, Transpose, Slice, Split, Pad.
+    /// Concat, Reshape, Pad.
     pub const MOVEMENT: u32 = 1 << 3;
     /// MaxPool, AveragePool, GlobalAveragePool, ReduceMean.
     pub const POOL: u32 = 1 << 4;
-    pub const RESIZE: u32 = 1 << 5;
-    /// Softmax, LayerNormalization.
+    /// Resize and ConvTranspose: decoders, segmentation and detection heads.
+    pub const UPSAMPLE: u32 = 1 << 5;
+    /// Softmax.
     pub const NORM: u32 = 1 << 6;
     /// Quantize, Dequantize (the f32 edges of an int8 model).
     pub const QUANTIZE: u32 = 1 << 7;
@@ -178,12 +182,51 @@ pub mod family {
     /// int8 Conv with pre-packed weights (`Layout::Pairs6`, from
     /// `ModelBuilder::pack_conv_weights` / `cairn convert --pack`), with `CONV`.
     pub const PACKED: u32 = 1 << 10;
-    pub const ALL: u32 = (1 << 11) - 1;
-    /// An int8 CNN classifier: convolutions (depthwise too), elementwise, pooling,
-    /// reshapes/concats, FullyConnected, Softmax, Quantize/Dequantize.
+    /// BatchMatMul and LayerNormalization: transformer blocks.
+    pub const ATTENTION: u32 = 1 << 11;
+    /// Transpose, Slice, Split: channel shuffles (ShuffleNet) and tensor surgery.
+    pub const SHUFFLE: u32 = 1 << 12;
+    pub const ALL: u32 = (1 << 13) - 1;
+    /// An int8 CNN classifier (MobileNet, ResNet, EfficientNet-Lite, SqueezeNet kinds):
+    /// convolutions (depthwise too), elementwise, pooling, reshapes/concats/pads,
+    /// FullyConnected, Softmax, Quantize/Dequantize. A ShuffleNet also needs `SHUFFLE`.
     pub const CNN_I8: u32 = CONV | GEMM | ELTWISE | MOVEMENT | POOL | NORM | QUANTIZE;
     /// An int8 MLP: FullyConnected, Softmax, Quantize/Dequantize.
     pub const MLP_I8: u32 = GEMM | NORM | QUANTIZE;
+
+    /// The family that holds `kind`.
+    pub const fn of(kind: OpKind) -> u32 {
+        use OpKind::*;
+        match kind {
+            Conv => CONV,
+            FullyConnected => GEMM,
+            BatchMatMul | LayerNorm => ATTENTION,
+            Add | Sub | Mul | Div | PRelu | Unary | Lut => ELTWISE,
+            Concat | Reshape | Pad => MOVEMENT,
+            Transpose | Slice | Split => SHUFFLE,
+            MaxPool | AveragePool | GlobalAveragePool | ReduceMean => POOL,
+            Resize | ConvTranspose => UPSAMPLE,
+            Softmax => NORM,
+            Quantize | Dequantize => QUANTIZE,
+        }
+    }
+
+    /// The op kinds of the families in `f`, for `Model::parse_kinds`: firmware built with
+    /// `Select<F>` loads models with `Model::parse_kinds::<{ family::kinds(F) }>` and links
+    /// the load checks of those kinds only.
+    pub const fn kinds(f: u32) -> cairn_core::op::Kinds {
+        let mut set = 0;
+        let mut code = 0;
+        while code < cairn_core::op::OP_KIND_COUNT as u16 {
+            if let Some(kind) = OpKind::from_code(code) {
+                if f & of(kind) != 0 {
+                    set |= 1 << code;
+                }
+            }
+            code += 1;
+        }
+        set
+    }
 }
 
 /// A CPU backend with only the kernel families in `F` (see [`family`]): the others are
@@ -194,21 +237,12 @@ pub struct Select<const F: u32>;
 
 impl<const F: u32> Select<F> {
     const fn has(kind: OpKind, variant: Variant) -> bool {
-        use family::*;
-        use OpKind::*;
-        let fam = match kind {
-            Conv | ConvTranspose => CONV,
-            FullyConnected | BatchMatMul => GEMM,
-            Add | Sub | Mul | Div | PRelu | Unary | Lut => ELTWISE,
-            Concat | Reshape | Transpose | Slice | Split | Pad => MOVEMENT,
-            MaxPool | AveragePool | GlobalAveragePool | ReduceMean => POOL,
-            Resize => RESIZE,
-            Softmax | LayerNorm => NORM,
-            Quantize | Dequantize => QUANTIZE,
-        };
-        let float = matches!(variant, Variant::F32) && !matches!(kind, Quantize | Dequantize);
+        let float = matches!(variant, Variant::F32)
+            && !matches!(kind, OpKind::Quantize | OpKind::Dequantize);
         let packed = matches!(variant, Variant::PackedI8);
-        F & fam != 0 && (!float || F & F32 != 0) && (!packed || F & PACKED != 0)
+        F & family::of(kind) != 0
+            && (!float || F & family::F32 != 0)
+            && (!packed || F & family::PACKED != 0)
     }
 }
 
@@ -255,23 +289,75 @@ impl<const F: u32> Backend for Select<F> {
             Reshape if F & family::MOVEMENT != 0 => movement::reshape(call, out),
             Concat if F & family::MOVEMENT != 0 => movement::concat(call, out),
             Pad if F & family::MOVEMENT != 0 => movement::pad(call, out),
-            MaxPool if F & family::POOL != 0 => pool::max_pool(call, out),
-            AveragePool if F & family::POOL != 0 => pool::avg_pool(call, out),
-            GlobalAveragePool | ReduceMean if F & family::POOL != 0 => pool::reduce_mean(call, out),
-            Softmax if F & family::NORM != 0 => norm::softmax(call, out),
+            MaxPool if F & family::POOL != 0 && q => pool::max_pool_i8(call, out),
+            AveragePool if F & family::POOL != 0 && q => pool::avg_pool_i8(call, out),
+            GlobalAveragePool | ReduceMean if F & family::POOL != 0 && q => {
+                pool::reduce_mean_i8(call, out)
+            }
+            Softmax if F & family::NORM != 0 && q => norm::softmax_i8(call, out),
             Quantize if F & family::QUANTIZE != 0 => quantize::quantize(call, out),
             Dequantize if F & family::QUANTIZE != 0 => quantize::dequantize(call, out),
-            Transpose if F & family::MOVEMENT != 0 => movement::transpose(call, out),
-            Slice if F & family::MOVEMENT != 0 => movement::slice(call, out),
-            Split if F & family::MOVEMENT != 0 => movement::split(call, out),
-            BatchMatMul if F & family::GEMM != 0 && q => gemm::bmm_i8(call, out),
-            ConvTranspose if F & family::CONV != 0 && q => conv::conv_transpose_i8(call, out),
-            LayerNorm if F & family::NORM != 0 => norm::layer_norm(call, out),
-            Resize if F & family::RESIZE != 0 => resize::resize(call, out),
+            Transpose if F & family::SHUFFLE != 0 => movement::transpose(call, out),
+            Slice if F & family::SHUFFLE != 0 => movement::slice(call, out),
+            Split if F & family::SHUFFLE != 0 => movement::split(call, out),
+            BatchMatMul if F & family::ATTENTION != 0 && q => gemm::bmm_i8(call, out),
+            ConvTranspose if F & family::UPSAMPLE != 0 && q => conv::conv_transpose_i8(call, out),
+            LayerNorm if F & family::ATTENTION != 0 => norm::layer_norm(call, out),
+            Resize if F & family::UPSAMPLE != 0 => resize::resize(call, out),
             // The f32 variants through the full table, only when asked for (a constant test:
             // without F32 the table is not linked).
             _ if F & family::F32 != 0 => execute_reference(call, out),
             _ => Err(ExecError::Unsupported(call.kernel)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_core::op::{has_kind, OP_KIND_COUNT};
+
+    /// `family::kinds` and `Select` agree on every kind, each kind is in exactly one
+    /// family, and the families a CNN classifier leaves out are refused by its backend.
+    #[test]
+    fn families_partition_the_kinds() {
+        let fams = [
+            family::CONV,
+            family::GEMM,
+            family::ELTWISE,
+            family::MOVEMENT,
+            family::POOL,
+            family::UPSAMPLE,
+            family::NORM,
+            family::QUANTIZE,
+            family::ATTENTION,
+            family::SHUFFLE,
+        ];
+        for code in 0..OP_KIND_COUNT as u16 {
+            let Some(kind) = OpKind::from_code(code) else {
+                continue;
+            };
+            let holders = fams.iter().filter(|&&f| has_kind(family::kinds(f), kind));
+            assert_eq!(holders.count(), 1, "{kind:?}");
+            let k = KernelId {
+                kind,
+                variant: Variant::I8,
+            };
+            let in_cnn = has_kind(family::kinds(family::CNN_I8), kind);
+            assert_eq!(
+                Select::<{ family::CNN_I8 }>.supports(k),
+                in_cnn && supports(k)
+            );
+        }
+        for kind in [
+            OpKind::BatchMatMul,
+            OpKind::LayerNorm,
+            OpKind::ConvTranspose,
+            OpKind::Resize,
+            OpKind::Transpose,
+        ] {
+            assert!(!has_kind(family::kinds(family::CNN_I8), kind), "{kind:?}");
+            assert!(has_kind(family::kinds(family::ALL), kind), "{kind:?}");
         }
     }
 }

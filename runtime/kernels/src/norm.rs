@@ -27,33 +27,59 @@ fn store(data: &mut [u8], dtype: DType, q: (f32, i32), i: usize, v: f32) {
 }
 
 pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    match call.req(0)?.info.dtype {
+        DType::I8 => softmax_i8(call, out),
+        dt => softmax_real(
+            call,
+            out,
+            |d, i| real(d, dt, (1.0, 0), i),
+            |d, i, v| store(d, dt, (1.0, 0), i, v),
+        ),
+    }
+}
+
+/// int8 Softmax: ONNX Runtime's arithmetic (flavour 1) or dequantize, f32 softmax,
+/// quantize (flavour 0). No f32-tensor code, so an int8-only `Select` links none.
+pub fn softmax_i8(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     if call.param(3) == 1 {
         return softmax_ort_i8(call, out);
     }
+    let ((sx, zx), (sy, zy)) = (qp(&call.req(0)?.info), qp(&out.info));
+    softmax_real(
+        call,
+        out,
+        |d, i| ((d[i] as i8) as i32 - zx) as f32 * sx,
+        |d, i, v| d[i] = quantize_f32(v, sy, zy, -128, 127) as i8 as u8,
+    )
+}
+
+/// Softmax over real values read by `get` and written by `put` (by element index).
+fn softmax_real(
+    call: &OpCall<'_>,
+    out: TensorMut<'_>,
+    get: impl Fn(&[u8], usize) -> f32,
+    put: impl Fn(&mut [u8], usize, f32),
+) -> Result<(), ExecError> {
     let x = call.req(0)?;
     let (outer, n, inner) = (
         call.param(0) as usize,
         call.param(1) as usize,
         call.param(2) as usize,
     );
-    let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * n + k) * inner + i;
             let mut m = f32::NEG_INFINITY;
             for k in 0..n {
-                m = m.max(real(x.data, dt, qx, at(k)));
+                m = m.max(get(x.data, at(k)));
             }
             let mut sum = 0.0f32;
             for k in 0..n {
-                let e = libm::expf(real(x.data, dt, qx, at(k)) - m);
-                sum += e;
-                store(out.data, dt, qy, at(k), e);
+                sum += libm::expf(get(x.data, at(k)) - m);
             }
             for k in 0..n {
-                // int8 outputs were stored quantized; recompute instead of re-reading.
-                let e = libm::expf(real(x.data, dt, qx, at(k)) - m);
-                store(out.data, dt, qy, at(k), e / sum);
+                let e = libm::expf(get(x.data, at(k)) - m);
+                put(out.data, at(k), e / sum);
             }
         }
     }

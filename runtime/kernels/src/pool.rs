@@ -1,7 +1,7 @@
 //! Pooling and mean reductions (NCHW).
 
 use cairn_core::quant::{quantize_f32, round_half_even};
-use cairn_core::{DType, ExecError, OpCall, OpKind, TensorMut};
+use cairn_core::{DType, ExecError, OpCall, OpKind, Shape, TensorMut};
 
 use crate::util::qp;
 
@@ -39,60 +39,129 @@ pub(crate) fn win(call: &OpCall<'_>) -> Win {
     }
 }
 
-pub fn max_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
-    let x = call.req(0)?;
-    let (n, c, h, w) = x.info.shape.nchw().ok_or(ExecError::Shape)?;
-    let (_, _, oh, ow) = out.info.shape.nchw().ok_or(ExecError::Shape)?;
+pub fn max_pool(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    match call.req(0)?.info.dtype {
+        DType::F32 => max_pool_f32(call, out),
+        DType::I8 => max_pool_i8(call, out),
+        _ => Err(ExecError::DType),
+    }
+}
+
+/// The int8 entries (`max_pool_i8`, `avg_pool_i8`, `reduce_mean_i8`) hold no f32-tensor
+/// code, so an int8-only `Select` links none.
+pub fn max_pool_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let (x, shape) = (call.req(0)?, out.info.shape);
+    max_window(
+        call,
+        &x.info.shape,
+        &shape,
+        x.i8s()?,
+        out.i8s_mut()?,
+        i8::MIN,
+    )
+}
+
+fn max_pool_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let (x, shape) = (call.req(0)?, out.info.shape);
+    max_window(
+        call,
+        &x.info.shape,
+        &shape,
+        x.f32s()?,
+        out.f32s_mut()?,
+        f32::NEG_INFINITY,
+    )
+}
+
+fn max_window<T: Copy + PartialOrd>(
+    call: &OpCall<'_>,
+    xshape: &Shape,
+    yshape: &Shape,
+    xs: &[T],
+    ys: &mut [T],
+    min: T,
+) -> Result<(), ExecError> {
+    let (n, c, h, w) = xshape.nchw().ok_or(ExecError::Shape)?;
+    let (_, _, oh, ow) = yshape.nchw().ok_or(ExecError::Shape)?;
     let g = win(call);
-    macro_rules! run {
-        ($xs:expr, $ys:expr, $min:expr) => {{
-            let (xs, ys) = ($xs, $ys);
-            for p in 0..n * c {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut m = $min;
-                        for ky in 0..g.kh {
-                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for kx in 0..g.kw {
-                                let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
-                                if ix >= 0 && ix < w as isize {
-                                    let v = xs[p * h * w + iy as usize * w + ix as usize];
-                                    if v > m {
-                                        m = v;
-                                    }
-                                }
+    for p in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = min;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                        if ix >= 0 && ix < w as isize {
+                            let v = xs[p * h * w + iy as usize * w + ix as usize];
+                            if v > m {
+                                m = v;
                             }
                         }
-                        ys[(p * oh + oy) * ow + ox] = m;
                     }
                 }
+                ys[(p * oh + oy) * ow + ox] = m;
             }
-        }};
-    }
-    match x.info.dtype {
-        DType::F32 => run!(x.f32s()?, out.f32s_mut()?, f32::NEG_INFINITY),
-        DType::I8 => run!(x.i8s()?, out.i8s_mut()?, i8::MIN),
-        _ => return Err(ExecError::DType),
+        }
     }
     Ok(())
 }
 
-pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+pub fn avg_pool(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    match call.req(0)?.info.dtype {
+        DType::F32 => avg_pool_f32(call, out),
+        DType::I8 => avg_pool_i8(call, out),
+        _ => Err(ExecError::DType),
+    }
+}
+
+pub fn avg_pool_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
     let x = call.req(0)?;
-    let (n, c, h, w) = x.info.shape.nchw().ok_or(ExecError::Shape)?;
-    let (_, _, oh, ow) = out.info.shape.nchw().ok_or(ExecError::Shape)?;
+    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let (xi, shape) = (x.i8s()?, out.info.shape);
+    let y = out.i8s_mut()?;
+    avg_windows(call, &x.info.shape, &shape, |o, rows, count| {
+        let mut acc = 0i32;
+        for r in rows {
+            for &v in &xi[r] {
+                acc += v as i32 - zx;
+            }
+        }
+        let v = acc as f32 * sx / count as f32;
+        y[o] = quantize_f32(v, sy, zy, -128, 127) as i8;
+    })
+}
+
+fn avg_pool_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let (xf, shape) = (x.f32s()?, out.info.shape);
+    let y = out.f32s_mut()?;
+    avg_windows(call, &x.info.shape, &shape, |o, rows, count| {
+        let mut acc = 0.0f32;
+        for r in rows {
+            for &v in &xf[r] {
+                acc += v;
+            }
+        }
+        y[o] = acc / count as f32;
+    })
+}
+
+/// Each AveragePool window: `f(output index, its input rows as flat index ranges, divisor)`,
+/// with the divisor per `count_include_pad` (param 8).
+fn avg_windows(
+    call: &OpCall<'_>,
+    xshape: &Shape,
+    yshape: &Shape,
+    mut f: impl FnMut(usize, &mut dyn Iterator<Item = core::ops::Range<usize>>, usize),
+) -> Result<(), ExecError> {
+    let (n, c, h, w) = xshape.nchw().ok_or(ExecError::Shape)?;
+    let (_, _, oh, ow) = yshape.nchw().ok_or(ExecError::Shape)?;
     let g = win(call);
     let include_pad = call.param(8) != 0;
-    let q = x.info.dtype == DType::I8;
-    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
-    let (xf, xi) = if q {
-        (&[][..], x.i8s()?)
-    } else {
-        (x.f32s()?, &[][..])
-    };
     for p in 0..n * c {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -105,25 +174,11 @@ pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
                     (hs.max(0), ws.max(0), he.min(h as isize), we.min(w as isize));
                 let valid = ((he - hs).max(0) * (we - ws).max(0)) as usize;
                 let count = if include_pad { pool } else { valid }.max(1);
-                let o = (p * oh + oy) * ow + ox;
-                if q {
-                    let mut acc = 0i32;
-                    for iy in hs..he {
-                        for ix in ws..we {
-                            acc += xi[p * h * w + iy as usize * w + ix as usize] as i32 - zx;
-                        }
-                    }
-                    let v = acc as f32 * sx / count as f32;
-                    out.i8s_mut()?[o] = quantize_f32(v, sy, zy, -128, 127) as i8;
-                } else {
-                    let mut acc = 0.0f32;
-                    for iy in hs..he {
-                        for ix in ws..we {
-                            acc += xf[p * h * w + iy as usize * w + ix as usize];
-                        }
-                    }
-                    out.f32s_mut()?[o] = acc / count as f32;
-                }
+                let (hs, he) = (hs as usize, (he.max(hs)) as usize);
+                let (ws, we) = (ws as usize, (we.max(ws)) as usize);
+                let base = p * h * w;
+                let mut rows = (hs..he).map(|iy| base + iy * w + ws..base + iy * w + we);
+                f((p * oh + oy) * ow + ox, &mut rows, count);
             }
         }
     }
@@ -132,17 +187,23 @@ pub fn avg_pool(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
 
 /// GlobalAveragePool and ReduceMean: mean over a set of axes (a bit mask; GAP = all but
 /// the first two).
-pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
-    let x = call.req(0)?;
-    let xs = x.info.shape;
+pub fn reduce_mean(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    match call.req(0)?.info.dtype {
+        DType::F32 => reduce_mean_f32(call, out),
+        DType::I8 => reduce_mean_i8(call, out),
+        _ => Err(ExecError::DType),
+    }
+}
+
+/// A reduction's axes: (mask, output strides in the input index space with 0 on reduced
+/// axes, elements per output).
+fn reduction(call: &OpCall<'_>, xs: &Shape) -> (u32, [usize; 6], usize) {
     let r = xs.rank();
     let mask: u32 = if call.kind == OpKind::GlobalAveragePool {
         !0b11 & ((1 << r) - 1)
     } else {
         call.param(0) as u32
     };
-    let ist = xs.strides();
-    // Output element strides in the input index space (0 on reduced axes).
     let mut ost = [0usize; 6];
     let mut acc_stride = 1usize;
     for d in (0..r).rev() {
@@ -151,61 +212,66 @@ pub fn reduce_mean(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
             acc_stride *= xs.dim(d);
         }
     }
-    let n_out = out.info.shape.numel().ok_or(ExecError::Shape)?;
     let count = (0..r)
         .filter(|d| mask & (1 << d) != 0)
         .map(|d| xs.dim(d))
         .product::<usize>()
         .max(1);
-    let _ = ist;
-    let q = x.info.dtype == DType::I8;
+    (mask, ost, count)
+}
+
+pub fn reduce_mean_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let xs = x.info.shape;
+    let (mask, ost, count) = reduction(call, &xs);
     let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
-    let n_in = xs.numel().ok_or(ExecError::Shape)?;
-    let mut idx = [0usize; 6];
-    if q && contiguous_tail(&xs, mask) {
+    let xi = x.i8s()?;
+    let y = out.i8s_mut()?;
+    let scale = sx / (sy * count as f32);
+    let fin = |acc: i32| {
+        let v = (acc as f32 * scale)
+            .max((-128 - zy) as f32)
+            .min((127 - zy) as f32);
+        (round_half_even(v) as i32 + zy) as i8
+    };
+    if contiguous_tail(&xs, mask) {
         // Reducing the innermost axes (GlobalAveragePool): each output sums one run.
-        let xi = x.i8s()?;
-        let y = out.i8s_mut()?;
-        let scale = sx / (sy * count as f32);
         for (yo, run) in y.iter_mut().zip(xi.chunks(count)) {
-            let acc = run.iter().fold(0i32, |s, &v| s + (v as i32 - zx));
-            let v = (acc as f32 * scale)
-                .max((-128 - zy) as f32)
-                .min((127 - zy) as f32);
-            *yo = (round_half_even(v) as i32 + zy) as i8;
-        }
-    } else if q {
-        let xi = x.i8s()?;
-        let y = out.i8s_mut()?;
-        let scale = sx / (sy * count as f32);
-        for (o, yo) in y.iter_mut().enumerate().take(n_out) {
-            let mut acc = 0i32;
-            walk_reduced(&xs, mask, o, &ost, |i| acc += xi[i] as i32 - zx);
-            let v = (acc as f32 * scale)
-                .max((-128 - zy) as f32)
-                .min((127 - zy) as f32);
-            *yo = (round_half_even(v) as i32 + zy) as i8;
+            *yo = fin(run.iter().fold(0i32, |s, &v| s + (v as i32 - zx)));
         }
     } else {
-        let xf = x.f32s()?;
-        let y = out.f32s_mut()?;
-        y.iter_mut().for_each(|v| *v = 0.0);
-        for (i, &v) in xf.iter().enumerate().take(n_in) {
-            let o: usize = (0..r).map(|d| idx[d] * ost[d]).sum();
-            y[o] += v;
-            let _ = i;
-            let mut d = r;
-            while d > 0 {
-                d -= 1;
-                idx[d] += 1;
-                if idx[d] < xs.dim(d) {
-                    break;
-                }
-                idx[d] = 0;
-            }
+        for (o, yo) in y.iter_mut().enumerate() {
+            let mut acc = 0i32;
+            walk_reduced(&xs, mask, o, &ost, |i| acc += xi[i] as i32 - zx);
+            *yo = fin(acc);
         }
-        y.iter_mut().for_each(|v| *v /= count as f32);
     }
+    Ok(())
+}
+
+fn reduce_mean_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let xs = x.info.shape;
+    let r = xs.rank();
+    let (_, ost, count) = reduction(call, &xs);
+    let xf = x.f32s()?;
+    let y = out.f32s_mut()?;
+    y.iter_mut().for_each(|v| *v = 0.0);
+    let mut idx = [0usize; 6];
+    for &v in xf {
+        let o: usize = (0..r).map(|d| idx[d] * ost[d]).sum();
+        y[o] += v;
+        let mut d = r;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < xs.dim(d) {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    y.iter_mut().for_each(|v| *v /= count as f32);
     Ok(())
 }
 

@@ -93,7 +93,7 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     };
     let syst = &syst;
 
-    let model = match Model::parse(MODEL) {
+    let model = match Model::parse_kinds::<{ family::kinds(family::MLP_I8) }>(MODEL) {
         Ok(m) => m,
         Err(e) => {
             defmt::error!("model refused: {}", defmt::Debug2Format(&e));

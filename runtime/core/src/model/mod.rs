@@ -7,7 +7,9 @@ use crate::error::{LoadError, OpProblem};
 use crate::format::{self, hdr, opr, tns, u16_at, u32_at, ALIGN, NONE};
 use crate::kernel::{KernelId, KernelSet};
 use crate::layout::{Layout, Pairs6};
-use crate::op::{infer_output, OpKind, MAX_OP_INPUTS, MAX_OP_OUTPUTS};
+use crate::op::{
+    has_kind, infer_output_in, Kinds, OpKind, ALL_KINDS, MAX_OP_INPUTS, MAX_OP_OUTPUTS,
+};
 
 mod types;
 use crate::shape::{Shape, MAX_RANK};
@@ -106,6 +108,14 @@ fn section(b: &[u8], off: u32, len: usize, align: usize) -> Result<&[u8], LoadEr
 impl<'a> Model<'a> {
     /// Parse and check `.cairn` bytes. The bytes must start on a 16-byte boundary.
     pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        Self::parse_kinds::<ALL_KINDS>(bytes)
+    }
+
+    /// [`Model::parse`] for a build that runs only the op kinds in `K` (see
+    /// [`crate::op::Kinds`]): only their shape and type rules are linked, and a model with
+    /// another kind is refused with `MissingKernel`, as `Interpreter::new` would refuse it.
+    /// Firmware passes the kinds of its kernel families (cairn-kernels' `family::kinds`).
+    pub fn parse_kinds<const K: Kinds>(bytes: &'a [u8]) -> Result<Model<'a>, LoadError> {
         let m = Self::parse_header(bytes)?;
         for i in 0..m.n_tensors {
             m.check_tensor(i)?;
@@ -113,7 +123,7 @@ impl<'a> Model<'a> {
         m.check_io()?;
         let mut kernels = KernelSet::default();
         for i in 0..m.n_ops {
-            let k = m.check_op(i)?;
+            let k = m.check_op::<K>(i)?;
             kernels.insert(k);
         }
         if kernels != m.kernels {
@@ -482,7 +492,7 @@ impl<'a> Model<'a> {
     }
 
     /// Check op `i` and return the kernel it needs.
-    fn check_op(&self, i: usize) -> Result<KernelId, LoadError> {
+    fn check_op<const K: Kinds>(&self, i: usize) -> Result<KernelId, LoadError> {
         let err = |kind: Option<OpKind>, problem| LoadError::Op {
             index: i as u16,
             kind,
@@ -490,6 +500,11 @@ impl<'a> Model<'a> {
         };
         let op = self.decode_op(i).map_err(|p| err(None, p))?;
         let kind = op.kind;
+        if !has_kind(K, kind) {
+            return Err(self
+                .kernel_of(i)
+                .map_or(LoadError::KernelSet, LoadError::MissingKernel));
+        }
         let e = |p| err(Some(kind), p);
         let time = (i + 1) as u16;
         let mut shapes: [Option<Shape>; MAX_OP_INPUTS] = [None; MAX_OP_INPUTS];
@@ -528,14 +543,14 @@ impl<'a> Model<'a> {
             if !matches!(d.storage, Storage::Arena { .. }) || d.def_time != time {
                 return Err(e(OpProblem::Output));
             }
-            let s = infer_output(kind, p, &shapes[..op.n_in], k, &d.info.shape)
+            let s = infer_output_in::<K>(kind, p, &shapes[..op.n_in], k, &d.info.shape)
                 .map_err(|s| e(OpProblem::Shape(s)))?;
             if s != d.info.shape {
                 return Err(e(OpProblem::Shape(crate::op::ShapeError::Mismatch)));
             }
             self.check_overlap(&op, t).map_err(e)?;
         }
-        let k = self.check_types(&op).map_err(e)?;
+        let k = self.check_types::<K>(&op).map_err(e)?;
         if self.kernel_of(i) != Some(k) {
             return Err(LoadError::KernelSet);
         }

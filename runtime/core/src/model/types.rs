@@ -9,8 +9,13 @@ use crate::op::{self, OpKind};
 use crate::{DType, Quant, Shape, TensorInfo};
 
 impl<'a> Model<'a> {
-    pub(super) fn check_types(&self, op: &OpView<'a>) -> Result<KernelId, OpProblem> {
+    /// The dtype rules of the kinds in `K` (the caller has checked `op.kind` is one).
+    pub(super) fn check_types<const K: op::Kinds>(
+        &self,
+        op: &OpView<'a>,
+    ) -> Result<KernelId, OpProblem> {
         use OpKind::*;
+        let has = |k: OpKind| op::has_kind(K, k);
         let info = |k: usize| op.input(k).map(|t| self.tensor(t).info);
         let x = info(0).ok_or(OpProblem::Arity)?;
         let y = self.tensor(op.output(0)).info;
@@ -56,7 +61,7 @@ impl<'a> Model<'a> {
                         && op.n_in <= 3
                 }
             }
-            BatchMatMul => {
+            BatchMatMul if has(BatchMatMul) => {
                 if q8 {
                     let b = info(1).ok_or(OpProblem::Arity)?;
                     let rq = info(2).ok_or(OpProblem::Arity)?;
@@ -80,7 +85,9 @@ impl<'a> Model<'a> {
                     && (q8 || x.dtype == DType::F32)
             }
             Div | PRelu | Unary => f32_only,
-            Concat | Reshape | Transpose | Slice | Split | Pad | MaxPool | Resize => {
+            Concat | Reshape | Transpose | Slice | Split | Pad | MaxPool | Resize
+                if has(op.kind) =>
+            {
                 // Data movement keeps the quantization, except Concat/Resize which requantize.
                 let keep = matches!(op.kind, Concat | Resize)
                     || (0..op.n_out).all(|k| self.tensor(op.output(k)).info.quant == x.quant);
@@ -88,10 +95,10 @@ impl<'a> Model<'a> {
                     && keep
                     && (!q8 || (0..op.n_in).all(|k| info(k).is_some_and(|i| per_tensor(&i))))
             }
-            AveragePool | GlobalAveragePool | ReduceMean => {
+            AveragePool | GlobalAveragePool | ReduceMean if has(op.kind) => {
                 same_all && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
             }
-            Softmax => {
+            Softmax if has(Softmax) => {
                 // Flavour 1 (ORT's QLinearSoftmax arithmetic) reads a constant f32 exp table.
                 let ort = op.param(3) == 1;
                 let table_ok = info(1).is_none_or(|t| t.dtype == DType::F32)
@@ -101,18 +108,18 @@ impl<'a> Model<'a> {
                     && y.dtype == x.dtype
                     && (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
             }
-            LayerNorm => {
+            LayerNorm if has(LayerNorm) => {
                 let g = info(1).ok_or(OpProblem::Arity)?;
                 (x.dtype == DType::F32 || (q8 && per_tensor(&x) && per_tensor(&y)))
                     && y.dtype == x.dtype
                     && g.dtype == DType::F32
                     && info(2).is_none_or(|b| b.dtype == DType::F32)
             }
-            Lut => {
+            Lut if has(Lut) => {
                 let t = info(1).ok_or(OpProblem::Arity)?;
                 q8 && y.dtype == DType::I8 && t.dtype == DType::I8 && self.is_const(op.input(1))
             }
-            Quantize => {
+            Quantize if has(Quantize) => {
                 let ok_q = match y.quant {
                     Quant::PerTensor { .. } => true,
                     Quant::PerAxis { axis, .. } => axis < y.shape.rank(),
@@ -120,12 +127,13 @@ impl<'a> Model<'a> {
                 };
                 x.dtype == DType::F32 && matches!(y.dtype, DType::I8 | DType::U8) && ok_q
             }
-            Dequantize => {
+            Dequantize if has(Dequantize) => {
                 let ok_q = !matches!(x.quant, Quant::None);
                 matches!(x.dtype, DType::I8 | DType::U8 | DType::I32)
                     && y.dtype == DType::F32
                     && ok_q
             }
+            _ => false,
         };
         if !dt_ok {
             return Err(OpProblem::DType);

@@ -46,7 +46,7 @@ fn run() -> bool {
         return false;
     };
     let t0 = ticks(&syst);
-    let model = match Model::parse(MODEL) {
+    let model = match Model::parse_kinds::<{ family::kinds(family::CNN_I8) }>(MODEL) {
         Ok(m) => m,
         Err(e) => {
             defmt::error!("model refused: {}", defmt::Debug2Format(&e));

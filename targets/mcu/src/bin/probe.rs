@@ -14,6 +14,7 @@ use nrf52840_hal as _;
 use stm32f4xx_hal as _;
 
 use cairn_core::{Interpreter, Model};
+use cairn_kernels::family;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 
@@ -25,11 +26,13 @@ fn main() -> ! {
     // SAFETY: main runs once; nothing else touches the arena.
     #[allow(static_mut_refs)]
     let arena = unsafe { &mut ARENA.0 };
-    let ok = Model::parse(MODEL).ok().and_then(|m| {
-        let mut it = Interpreter::new(m, backend(), arena).ok()?;
-        it.set_input_f32(0, &[0.5; 64]).ok()?;
-        it.invoke().ok()
-    });
+    let ok = Model::parse_kinds::<{ family::kinds(family::CNN_I8) }>(MODEL)
+        .ok()
+        .and_then(|m| {
+            let mut it = Interpreter::new(m, backend(), arena).ok()?;
+            it.set_input_f32(0, &[0.5; 64]).ok()?;
+            it.invoke().ok()
+        });
     debug::exit(if ok.is_some() {
         debug::EXIT_SUCCESS
     } else {
