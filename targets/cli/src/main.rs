@@ -144,6 +144,13 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`cairn inspect m.cairn | head`)
+    // would panic; restore the default: the process ends quietly, like other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition before any thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().cmd {
         Cmd::Convert {
             model,
