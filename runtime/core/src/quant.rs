@@ -41,12 +41,21 @@ pub fn round_half_even(x: f32) -> f32 {
 
 /// `clamp(round(acc * scale) + zp, lo, hi)` exactly as MLAS does it: clamp in float first
 /// (so the rounding trick stays in range), then round half to even.
+///
+/// The clamp is two comparisons, not `f32::max`/`min`: `v` is never NaN (`acc` is an
+/// integer and every scale is checked finite at load), and without NaN both give the same
+/// value; on a Cortex-M4 `max`/`min` are calls to `fmaxf`/`fminf` for every output.
 #[inline(always)]
 pub fn requantize(acc: i32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
     let v = acc as f32 * scale;
-    let v = v
-        .max((lo - zero_point) as f32)
-        .min((hi - zero_point) as f32);
+    let (lo, hi) = ((lo - zero_point) as f32, (hi - zero_point) as f32);
+    let v = if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    };
     round_half_even(v) as i32 + zero_point
 }
 

@@ -59,23 +59,71 @@ pub const MAX_K: usize = 1024;
 
 /// Activations `x − zx` as int16 pairs in `sxtb16` order: for each word of four,
 /// `[x0, x2]` then `[x1, x3]`. Returns how many leading elements were paired (a multiple
-/// of 4); the rest go through the scalar loop.
-pub fn pair_activations(x: &[i8], zx: i32, out: &mut [u32; MAX_K / 2]) -> usize {
-    let n = (x.len().min(MAX_K)) / 4 * 4;
+/// of 4, at most `2 · out.len()`); the rest go through the scalar loop.
+pub fn pair_activations(x: &[i8], zx: i32, out: &mut [u32]) -> usize {
+    let n = (x.len().min(2 * out.len())) / 4 * 4;
     let z = (zx as u16 as u32) * 0x0001_0001;
-    for (i, c) in x[..n].chunks_exact(4).enumerate() {
+    for (c, o) in x[..n].chunks_exact(4).zip(out.chunks_exact_mut(2)) {
         let v = u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
-        out[2 * i] = ssub16(sxtb16(v), z);
-        out[2 * i + 1] = ssub16(sxtb16_ror8(v), z);
+        o[0] = ssub16(sxtb16(v), z);
+        o[1] = ssub16(sxtb16_ror8(v), z);
     }
     n
+}
+
+/// Largest input-channel count of the pointwise path (its two column buffers, 1.5 KB of
+/// stack, sit beside the conv's per-channel offsets).
+pub const PW_MAX_K: usize = 512;
+
+/// Pointwise (1×1) int8 conv on planes of `pix` pixels, `x` `[ic][pix]`, `w` `[oc][ic]`:
+/// for each pixel its input column is gathered and paired once, then every output channel
+/// is an SMLAD dot product over it. `bias` is the raw int32 bias. Same sums as the
+/// reference (exact, wrapping). `false` (nothing written) when `ic` exceeds `PW_MAX_K`.
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise(
+    x: &[i8],
+    w: &[i8],
+    bias: Option<&[i32]>,
+    zx: i32,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    mut out: impl FnMut(usize, usize, i32),
+) -> bool {
+    if ic > PW_MAX_K {
+        return false;
+    }
+    let mut col = [0i8; PW_MAX_K];
+    let mut xp = [0u32; PW_MAX_K / 2];
+    for p in 0..pix {
+        for (c, v) in col[..ic].iter_mut().enumerate() {
+            *v = x[c * pix + p];
+        }
+        let col = &col[..ic];
+        let done = pair_activations(col, zx, &mut xp);
+        for (o, wr) in w.chunks_exact(ic).take(oc).enumerate() {
+            let acc = dot(wr, &xp, done, bias.map_or(0, |b| b[o]));
+            let acc = col[done..]
+                .iter()
+                .zip(&wr[done..])
+                .fold(acc, |a, (&xv, &wv)| {
+                    a.wrapping_add((xv as i32 - zx) * wv as i32)
+                });
+            out(o, p, acc);
+        }
+    }
+    true
 }
 
 /// `acc + Σ w[t] · (x[t] − zx)` over the first `n` elements (paired by
 /// `pair_activations`).
 #[inline(always)]
 pub fn dot(w: &[i8], xp: &[u32], n: usize, mut acc: i32) -> i32 {
-    for (c, p) in w[..n].chunks_exact(4).zip(xp.chunks_exact(2)) {
+    // Arrays of 4 weights and 2 pairs: plain slice iterators, which inline at opt-level
+    // "s" (a `chunks_exact` zip does not, and costs a call per dot product).
+    let w4: &[[i8; 4]] = bytemuck::cast_slice(&w[..n / 4 * 4]);
+    let xp2: &[[u32; 2]] = bytemuck::cast_slice(&xp[..n / 4 * 2]);
+    for (c, p) in w4.iter().zip(xp2) {
         let v = u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
         acc = smlad(sxtb16(v), p[0], acc);
         acc = smlad(sxtb16_ror8(v), p[1], acc);

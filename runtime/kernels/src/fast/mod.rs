@@ -138,9 +138,19 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     for n in 0..g.n {
         let x = &q.x[n * ic * pix..(n + 1) * ic * pix];
         let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
-        if !gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
-            pointwise_portable(x, q, ic, oc, pix, y);
+        if gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
+            continue;
         }
+        // Cortex-M with the DSP extension: SMLAD dot products (plain weights only).
+        #[cfg(all(feature = "dsp", target_arch = "arm"))]
+        if q.wp.is_none()
+            && crate::dsp::pointwise(x, q.w, q.bias, q.zx, ic, oc, pix, |o, p, acc| {
+                y[o * pix + p] = requantize(acc, q.scales[o], q.zy, q.lo, q.hi) as i8
+            })
+        {
+            continue;
+        }
+        pointwise_portable(x, q, ic, oc, pix, y);
     }
 }
 

@@ -14,6 +14,11 @@
 
 use cortex_m as _;
 use defmt_semihosting as _;
+// On a board build the device crate supplies the interrupt vectors.
+#[cfg(feature = "nrf52840")]
+use nrf52840_hal as _;
+#[cfg(feature = "stm32f4")]
+use stm32f4xx_hal as _;
 
 #[path = "../clock.rs"]
 mod clock;
@@ -32,8 +37,14 @@ const W: usize = 192;
 const LINE_BYTES: usize = 8 + C * H * W;
 const LABELS: [&str; 2] = ["0 degrees", "180 degrees"];
 
-/// The plan's arena (138,240 bytes for this model) and the 16-byte alignment slack.
-static mut ARENA: cairn_core::Aligned<[u8; 139_264]> = cairn_core::Aligned([0; 139_264]);
+/// The plan's arena (138,240 bytes for this model) and the 16-byte alignment slack. An
+/// STM32F411 has 128 KiB of RAM in all: there the image links with what fits and the
+/// interpreter refuses the model (`ArenaTooSmall`) instead of overrunning memory.
+#[cfg(not(feature = "stm32f4"))]
+const ARENA_BYTES: usize = 139_264;
+#[cfg(feature = "stm32f4")]
+const ARENA_BYTES: usize = 96 * 1024;
+static mut ARENA: cairn_core::Aligned<[u8; ARENA_BYTES]> = cairn_core::Aligned([0; ARENA_BYTES]);
 
 #[entry]
 fn main() -> ! {
