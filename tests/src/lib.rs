@@ -247,20 +247,25 @@ pub fn cls_eval() -> Result<(Vec<Vec<f32>>, Vec<i64>)> {
         .data
         .chunks(per)
         .zip(&w)
-        .map(|(r, &wd)| {
-            r.iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    if (i % 192) < wd as usize {
-                        (v / 255.0 - 0.5) / 0.5
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        })
+        .map(|(r, &wd)| cls_preprocess(r, wd as usize))
         .collect();
     Ok((xs, y))
+}
+
+/// PaddleOCR's preprocessing of one text line (pixel values 0–255, CHW, 192 columns):
+/// scale to [-1, 1]; columns at or past `width` are zero. The Cortex-M4 image does the same.
+pub fn cls_preprocess(pixels: &[f32], width: usize) -> Vec<f32> {
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i % 192 < width {
+                (v / 255.0 - 0.5) / 0.5
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 pub fn rows(a: &cairn_convert::npy::Array) -> Vec<Vec<f32>> {

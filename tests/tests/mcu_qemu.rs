@@ -140,17 +140,8 @@ fn qemu_cortex_m4_runs_the_cnn_bit_for_bit() {
     let lines = std::fs::read(mcu.join("assets/cls_inputs.bin")).unwrap();
     for (i, line) in lines.chunks_exact(8 + 3 * 48 * 192).enumerate() {
         let width = u32::from_le_bytes(line[..4].try_into().unwrap()) as usize;
-        let input: Vec<f32> = line[8..]
-            .iter()
-            .enumerate()
-            .map(|(k, &p)| {
-                if k % 192 < width {
-                    (p as f32 / 255.0 - 0.5) / 0.5
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let pixels: Vec<f32> = line[8..].iter().map(|&p| p as f32).collect();
+        let input = cairn_tests::cls_preprocess(&pixels, width);
         let y = m.run(&[&input]).unwrap();
         let host: Vec<u8> = y[0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(
