@@ -17,11 +17,21 @@ for t in $NOSTD_TARGETS; do
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
-step "python venv (onnxruntime, onnx==1.22.0)"
-if ! .venv/bin/python -c 'import onnxruntime, onnx, numpy; assert onnx.__version__ == "1.22.0"' 2>/dev/null; then
+step "python venv (tests/requirements.txt: onnxruntime, onnx, numpy, pinned)"
+# Reinstall when any installed version differs from the pinned one.
+venv_matches() {
+  [ -x .venv/bin/python ] || return 1
+  local frozen
+  frozen=$(.venv/bin/python -m pip freeze 2>/dev/null) || return 1
+  grep -v '^#' tests/requirements.txt | grep -v '^$' | while read -r pin; do
+    grep -qix "$pin" <<<"$frozen" || { echo "not installed as pinned: $pin"; return 1; }
+  done
+}
+if ! venv_matches; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet onnxruntime "onnx==1.22.0" numpy
+  .venv/bin/pip install --quiet -r tests/requirements.txt
+  venv_matches
 fi
 ORT_DYLIB_PATH=$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* | head -n 1)
 export ORT_DYLIB_PATH
@@ -85,13 +95,27 @@ targets/ffi/c-test.sh
 # store (its power-cut sweep included), learn, sync, core.
 cargo test -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync \
   --features cairn-kernels/std,cairn-memory/std,cairn-sync/std \
-  --target aarch64-unknown-linux-gnu --quiet 2>&1 | tee target/test-aarch64.log
-grep -q "test result: FAILED" target/test-aarch64.log && exit 1
+  --target aarch64-unknown-linux-gnu --quiet --no-fail-fast 2>&1 | tee target/test-aarch64.log
+if [ "${PIPESTATUS[0]}" -ne 0 ] || grep -q "test result: FAILED" target/test-aarch64.log; then
+  echo "failing tests on aarch64:"
+  grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-aarch64.log | sed 's/^/  /' | sort -u
+  exit 1
+fi
 
 step "tests"
-cargo test --workspace 2>&1 | tee target/test.log
-grep -q "test result: FAILED" target/test.log && exit 1
-passed=$(grep -o '[0-9]* passed' target/test.log | awk '{s+=$1} END {print s}')
-failed=$(grep -o '[0-9]* failed' target/test.log | awk '{s+=$1} END {print s}')
+# --no-fail-fast: one failing test binary never hides the others.
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -o '[0-9]* passed' target/test.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' target/test.log | awk '{s+=$1} END {print s+0}')
 echo
+if [ "$status" -ne 0 ] || grep -q "test result: FAILED" target/test.log; then
+  echo "failing tests:"
+  grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test.log | sed 's/^/  /' | sort -u
+  grep -E '^error: (test failed|[0-9]+ targets? failed)' -A20 target/test.log | sed 's/^/  /'
+  echo "tests: ${passed} passed, ${failed} failed"
+  exit 1
+fi
 echo "tests: ${passed} passed, ${failed} failed"

@@ -421,16 +421,10 @@ impl Q<'_> {
                         None => None,
                     });
                 }
-                let mut params = op.params.clone();
-                if op.kind == Softmax && matches!(self.g.tensors[x].hint, Some(Hint::Act { .. })) {
-                    // A QDQ model: ORT runs this as QLinearSoftmax; use its arithmetic.
-                    let table = ort_softmax_table(px.0, op.params[1] as usize);
-                    let t = self
-                        .out
-                        .add_f32(format!("{}:exp", op.name), vec![256], &table);
-                    inputs.push(Some(t));
-                    params[3] = 1;
-                }
+                // A QDQ Softmax runs as written (dequantize, the exact f32 softmax,
+                // quantize), not as ONNX Runtime's fused QLinearSoftmax table: the graph's
+                // meaning is the oracle (tests/tests/ort_agreement.rs).
+                let params = op.params.clone();
                 if op.kind == BatchMatMul {
                     let pb = self.act(op.inputs[1].unwrap_or(0)).unwrap_or((1.0, 0));
                     let rq =
@@ -630,19 +624,6 @@ fn round_half_even_f64(v: f64) -> i32 {
         r
     };
     r.clamp(i32::MIN as f64, i32::MAX as f64) as i32
-}
-
-/// ORT's QLinearSoftmax exp table for int8 input scale `x_scale` over `n` values: entry
-/// `u8(i - 128)` holds `exp((i - 255 + shift) · x_scale)`, with `shift` chosen so the sum
-/// of `n` entries stays below f32::MAX (computed in f64, stored as f32).
-fn ort_softmax_table(x_scale: f32, n: usize) -> Vec<f32> {
-    let shift = ((f32::MAX as f64 / n.max(1) as f64).ln() - 5.0).max(0.0) / x_scale as f64;
-    let mut t = vec![0f32; 256];
-    for i in 0..256i32 {
-        let v = ((i as f64 - 255.0 + shift) * x_scale as f64).exp();
-        t[((i - 128) as u8) as usize] = v as f32;
-    }
-    t
 }
 
 /// int8 symmetric per-channel weights: scale = max|w| / 127.

@@ -86,8 +86,9 @@ fn softmax_real(
     Ok(())
 }
 
-/// int8 softmax with ONNX Runtime's QLinearSoftmax arithmetic (used for models whose
-/// quantization came from QDQ nodes, so results match ORT): shift inputs so the maximum
+/// int8 softmax with ONNX Runtime's QLinearSoftmax arithmetic (flavour 1; the converter no
+/// longer writes it, since QDQ models are held to the graph as written, but files that use
+/// it still load and run the same): shift inputs so the maximum
 /// lands on the table's last entry, sum the f32 exp table, then
 /// `round(e · floor(1/s_y) / sum) + z_y`. The table (input 1) is built at convert time.
 fn softmax_ort_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {

@@ -64,6 +64,49 @@ pub fn available() -> bool {
     init().is_ok()
 }
 
+/// How ONNX Runtime may rewrite the graph before running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graph {
+    /// `ORT_ENABLE_ALL`, ONNX Runtime's default: QDQ patterns are fused into integer
+    /// kernels (QLinearConv, MatMulIntegerToFloat, ...). On x86_64 CPUs without VNNI
+    /// those kernels multiply u8 × s8 with `vpmaddubsw`, which saturates, so results
+    /// depend on the CPU (see [`int8_exactness`]).
+    Optimized,
+    /// `ORT_DISABLE_ALL`: the graph runs as written (for a QDQ model: DequantizeLinear,
+    /// the float op, QuantizeLinear). The model's meaning, the same on every CPU: the
+    /// oracle cairn's int8 results are held to.
+    AsWritten,
+}
+
+/// The CPU features that decide whether ONNX Runtime's fused int8 kernels are exact, and
+/// whether they are expected to be. On x86_64, ORT's u8 × s8 path without VNNI
+/// (`vpmaddubsw`) adds pairs of products into saturating int16, so it is inexact there;
+/// with VNNI (`vpdpbusd`, AVX-VNNI or AVX-512 VNNI) it accumulates in int32. Arm's dot
+/// product and widening multiplies accumulate in int32 too.
+pub fn int8_exactness() -> (String, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = |name: &str, on: bool| format!("{}{name}", if on { "+" } else { "-" });
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        let vnni512 = std::is_x86_feature_detected!("avx512vnni");
+        let avxvnni = std::is_x86_feature_detected!("avxvnni");
+        let flags = [
+            f("avx2", avx2),
+            f("fma", std::is_x86_feature_detected!("fma")),
+            f("avx512f", std::is_x86_feature_detected!("avx512f")),
+            f("avx512vnni", vnni512),
+            f("avxvnni", avxvnni),
+        ]
+        .join(" ");
+        let exact = vnni512 || avxvnni;
+        (flags, exact)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (std::env::consts::ARCH.to_string(), true)
+    }
+}
+
 /// One ONNX model in an ONNX Runtime session (CPU execution provider).
 pub struct OrtModel {
     session: Session,
@@ -72,17 +115,31 @@ pub struct OrtModel {
 }
 
 impl OrtModel {
-    /// `threads` = intra-op threads (1 for single-thread comparisons).
+    /// `threads` = intra-op threads (1 for single-thread comparisons); the graph as
+    /// ONNX Runtime optimizes it by default.
     pub fn load(path: &Path, threads: usize) -> Result<OrtModel> {
+        Self::load_with(path, threads, Graph::Optimized)
+    }
+
+    /// [`OrtModel::load`] with the graph optimizations chosen.
+    pub fn load_with(path: &Path, threads: usize, graph: Graph) -> Result<OrtModel> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_bytes(&bytes, threads)
+        Self::from_bytes_with(&bytes, threads, graph)
     }
 
     pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<OrtModel> {
+        Self::from_bytes_with(bytes, threads, Graph::Optimized)
+    }
+
+    pub fn from_bytes_with(bytes: &[u8], threads: usize, graph: Graph) -> Result<OrtModel> {
         let (_, env) = env()?;
+        let level = match graph {
+            Graph::Optimized => GraphOptimizationLevel::All,
+            Graph::AsWritten => GraphOptimizationLevel::Disable,
+        };
         let session = Session::builder(env)
             .map_err(|e| anyhow!("{e}"))?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(level)
             .map_err(|e| anyhow!("{e}"))?
             .with_intra_threads(threads)
             .map_err(|e| anyhow!("{e}"))?

@@ -2,6 +2,8 @@
 //! given) and tract (fp32) on the same model and the same input, single-threaded, in one
 //! run. Median and p90 latency after warm-up, ratios, top-1 agreement, GMAC/s against the
 //! CPU's int8 peak, flash/arena bytes, peak RSS; `--profile` adds a per-kernel profile.
+//! Every int8 row also says how far it is from the QDQ graph run as written
+//! (`int8_ref.rs`): ONNX Runtime's fused int8 kernels are inexact on CPUs without VNNI.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,6 +14,7 @@ use cairn_core::emit::AlignedBytes;
 use serde_json::json;
 
 use crate::engines;
+use crate::int8_ref::{Deviation, Reference};
 use crate::tools::{self, argmax};
 use crate::ConvertArgs;
 
@@ -66,6 +69,25 @@ struct Row {
     median_ms: f64,
     p90_ms: f64,
     agrees: Option<bool>,
+    /// Distance from the QDQ graph run as written (int8 rows, when a QDQ model is known).
+    deviation: Option<Deviation>,
+}
+
+/// Inputs the int8 rows' deviation is measured on: the timed input and up to 31 more
+/// calibration samples.
+fn deviation_inputs(x: &[f32], args: &ConvertArgs, n: usize) -> Vec<Vec<f32>> {
+    let mut v = vec![x.to_vec()];
+    if let Some(dir) = &args.calibrate {
+        if let Ok(s) = tools::load_samples(dir, tools::SampleShape::Numel(n)) {
+            v.extend(
+                s.into_iter()
+                    .map(|a| a.data)
+                    .filter(|d| d.len() == n)
+                    .take(31),
+            );
+        }
+    }
+    v
 }
 
 /// Engines besides cairn and ORT fp32.
@@ -218,26 +240,61 @@ pub fn bench(
         "cairn-{}",
         if conv.mode == "float" { "f32" } else { "int8" }
     );
+    // The exact int8 reference: the QDQ model (given, or the model itself) as written.
+    let main_is_qdq = conv.mode == "qdq";
+    let qdq_model = others.ort_qdq.or(main_is_qdq.then_some(model));
+    let dev_inputs = deviation_inputs(&x, args, n);
+    let reference = match qdq_model {
+        Some(p) => match Reference::new(p, &info.shape, &dev_inputs) {
+            Ok(r) => Some(r),
+            Err(err) => {
+                println!("no int8 reference (QDQ as written): {err:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    let cairn_dev = match (&reference, main_is_qdq) {
+        (Some(r), true) => Some(r.deviation(&dev_inputs, |v| {
+            m.run(&[v])
+                .map_err(|e| anyhow!("{e:?}"))
+                .map(|mut o| o.swap_remove(0))
+        })?),
+        _ => None,
+    };
     let mut rows = vec![Row {
         name: cairn_name,
         median_ms: cairn.median_ms,
         p90_ms: cairn.p90_ms,
         agrees: None,
+        deviation: cairn_dev,
     }];
 
-    let mut engines: Vec<anyhow::Result<engines::Engine>> =
-        vec![engines::ort("ort-fp32", model, &info.shape)];
-    if let Some(p) = others.ort_qdq {
-        engines.push(engines::ort("ort-int8-qdq", p, &info.shape));
+    // The main model's ONNX Runtime row is int8 when the model given is QDQ.
+    let main_ort = if main_is_qdq {
+        "ort-int8-qdq"
+    } else {
+        "ort-fp32"
+    };
+    let mut engines: Vec<(anyhow::Result<engines::Engine>, Option<&Path>)> = vec![(
+        engines::ort(main_ort, model, &info.shape),
+        main_is_qdq.then_some(model),
+    )];
+    if let Some(p) = others.ort_qdq.filter(|_| !main_is_qdq) {
+        engines.push((engines::ort("ort-int8-qdq", p, &info.shape), Some(p)));
     }
     if let Some(p) = others.ort_qop {
-        engines.push(engines::ort("ort-int8-qop", p, &info.shape));
+        engines.push((engines::ort("ort-int8-qop", p, &info.shape), Some(p)));
     }
     if !others.no_tract {
-        engines.push(engines::tract(model, &info.shape));
+        engines.push((engines::tract(model, &info.shape), None));
     }
     let top1 = cairn_out.first().map(|o| argmax(o));
-    for e in engines {
+    for (e, int8_model) in engines {
+        let deviation = match (&reference, int8_model) {
+            (Some(r), Some(p)) => r.ort_default(p, &dev_inputs).ok(),
+            _ => None,
+        };
         match e {
             Ok(mut e) => {
                 let mut out = Vec::new();
@@ -250,6 +307,7 @@ pub fn bench(
                     median_ms: s.median_ms,
                     p90_ms: s.p90_ms,
                     agrees: top1.map(|t| t == argmax(&out)),
+                    deviation,
                 });
             }
             Err(err) => println!("engine unavailable: {err:#}"),
@@ -259,18 +317,29 @@ pub fn bench(
     let macs: u64 = (0..m.model().n_ops()).map(|i| m.model().op_macs(i)).sum();
     println!();
     println!(
-        "  {:<14} {:>10} {:>10} {:>13} {:>14}",
+        "  {:<14} {:>10} {:>10} {:>13} {:>14}  vs QDQ as written",
         "engine", "median ms", "p90 ms", "cairn/engine", "top-1 = cairn"
     );
     for r in &rows {
         let agree = r.agrees.map_or("-".to_string(), |a| a.to_string());
+        let dev = r.deviation.as_ref().map_or("-".into(), Deviation::summary);
         println!(
-            "  {:<14} {:>10.4} {:>10.4} {:>13.3} {:>14}",
+            "  {:<14} {:>10.4} {:>10.4} {:>13.3} {:>14}  {dev}",
             r.name,
             r.median_ms,
             r.p90_ms,
             cairn.median_ms / r.median_ms,
             agree
+        );
+    }
+    let (cpu_flags, fused_exact) = cairn_ort::int8_exactness();
+    if reference.is_some() {
+        println!(
+            "  (QDQ as written = ONNX Runtime with graph optimizations off, over {} inputs; \
+             this CPU [{cpu_flags}] {} VNNI, so ONNX Runtime's fused int8 is {}expected to be exact)",
+            dev_inputs.len(),
+            if fused_exact { "has" } else { "lacks" },
+            if fused_exact { "" } else { "not " }
         );
     }
     let gmacs = macs as f64 / (cairn.median_ms * 1e-3) / 1e9;
@@ -367,7 +436,11 @@ pub fn bench(
     if let Some(p) = json_out {
         let mut e = serde_json::Map::new();
         for r in &rows {
-            e.insert(r.name.clone(), json!({"median_ms": r.median_ms, "p90_ms": r.p90_ms, "cairn_ratio": cairn.median_ms / r.median_ms, "top1_agrees_with_cairn": r.agrees}));
+            let dev = r.deviation.as_ref().map(|d| {
+                json!({"worst_lsb": d.worst_lsb, "worst_abs": d.worst_abs,
+                       "top1_same": d.top1_same, "samples": d.samples})
+            });
+            e.insert(r.name.clone(), json!({"median_ms": r.median_ms, "p90_ms": r.p90_ms, "cairn_ratio": cairn.median_ms / r.median_ms, "top1_agrees_with_cairn": r.agrees, "vs_qdq_as_written": dev}));
         }
         let report = json!({
             "model": model.display().to_string(),
@@ -376,6 +449,8 @@ pub fn bench(
             "runs": runs,
             "warmup": warmup,
             "threads": 1,
+            "cpu_int8_flags": cpu_flags,
+            "ort_fused_int8_expected_exact": fused_exact,
             "engines": e,
             "macs": macs,
             "cairn_gmacs": gmacs,

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod engines;
 mod inspect;
+mod int8_ref;
 mod learn;
 mod memory;
 mod sync;
