@@ -42,6 +42,8 @@ cargo fmt --all --check
 
 step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# tract is `cairn bench`'s third engine, behind a feature: lint that build too.
+cargo clippy -p cairn-cli --features tract --all-targets --quiet -- -D warnings
 cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync --target thumbv7em-none-eabihf --quiet -- -D warnings
 cargo clippy -p cairn-kernels --features dsp,vfma --target thumbv7em-none-eabihf --quiet -- -D warnings
 

@@ -13,6 +13,7 @@ mod lower_nn;
 mod lower_shape;
 pub mod npy;
 pub mod onnx;
+pub mod onnx_pb;
 pub mod quantize;
 
 use std::collections::HashMap;

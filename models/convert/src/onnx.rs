@@ -2,9 +2,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
-use tract_onnx::pb;
 
-pub use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
+use crate::onnx_pb as pb;
+pub use crate::onnx_pb::{ModelProto, NodeProto, TensorProto};
 
 /// Host-side tensor data (convert time only).
 #[derive(Clone, Debug, PartialEq)]
@@ -103,7 +103,9 @@ fn f16_to_f32(h: u16) -> f32 {
 
 pub fn tensor_from_proto(t: &TensorProto) -> Result<HostTensor> {
     use pb::tensor_proto::DataType as D;
-    if t.data_location == Some(1) || !t.external_data.is_empty() {
+    if t.data_location == pb::tensor_proto::DataLocation::External as i32
+        || !t.external_data.is_empty()
+    {
         bail!(
             "tensor '{}' uses external data, which cairn does not read yet",
             t.name

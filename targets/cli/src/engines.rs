@@ -1,11 +1,10 @@
 //! The engines `cairn bench` compares against cairn, each behind one closure that runs the
 //! model on an f32 input: ONNX Runtime (fp32, and int8 QDQ/QOperator models when given) and
-//! tract (fp32). All single-threaded.
+//! tract (fp32, only in a binary built with the `tract` cargo feature). All single-threaded.
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
-use tract_onnx::prelude::*;
+use anyhow::Result;
 
 /// Runs a model on one f32 input and returns its first output.
 pub type RunFn = Box<dyn FnMut(&[f32]) -> Result<Vec<f32>>>;
@@ -28,7 +27,13 @@ pub fn ort(name: &str, path: &Path, shape: &[usize]) -> Result<Engine> {
     })
 }
 
+/// tract (fp32). Compiled in only with the `tract` feature: tract-onnx is a long cold build
+/// that `convert`, `run` and the other commands do not need.
+#[cfg(feature = "tract")]
 pub fn tract(path: &Path, shape: &[usize]) -> Result<Engine> {
+    use anyhow::anyhow;
+    use tract_onnx::prelude::*;
+
     let plan = tract_onnx::onnx()
         .model_for_path(path)?
         .with_input_fact(0, f32::fact(shape).into())?
@@ -46,4 +51,14 @@ pub fn tract(path: &Path, shape: &[usize]) -> Result<Engine> {
             Ok(v.to_plain_array_view::<f32>()?.iter().copied().collect())
         }),
     })
+}
+
+/// Without the `tract` feature: an error that says how to get the engine, which `cairn bench`
+/// prints as an unavailable engine.
+#[cfg(not(feature = "tract"))]
+pub fn tract(_path: &Path, _shape: &[usize]) -> Result<Engine> {
+    anyhow::bail!(
+        "tract: this cairn binary was built without the `tract` feature; \
+         rebuild with `cargo build --release -p cairn-cli --features tract` to compare against tract"
+    )
 }
