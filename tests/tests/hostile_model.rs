@@ -332,3 +332,165 @@ mod proptests {
         }
     }
 }
+
+/// The kinds for general models (Binary, Where, Reduce, Gather, Tile) refuse bad parameter
+/// words, shapes and dtypes at load; an index outside its axis is a run-time error.
+#[test]
+fn general_kinds_refuse_bad_params_and_indices() {
+    use cairn_core::op::{BinaryFn, ReduceFn};
+    let spec = |dtype: DType, dims: &[usize], data: Option<Vec<u8>>| TensorSpec {
+        dtype,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::None,
+        data,
+        layout: Default::default(),
+    };
+    // x f32 [2, 3, 4] → kind(x, extra...) → y of `out` dtype and dims.
+    let build = |kind: OpKind, params: Vec<i32>, extra: Vec<TensorSpec>, out: TensorSpec| {
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(spec(DType::F32, &[2, 3, 4], None));
+        let mut inputs = vec![Some(x)];
+        for t in extra {
+            inputs.push(Some(b.add_tensor(t)));
+        }
+        let y = b.add_tensor(out);
+        b.ops.push(OpSpec {
+            kind,
+            inputs,
+            outputs: vec![y],
+            params,
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        b.finish()
+    };
+    let f32s = |dims: &[usize]| spec(DType::F32, dims, None);
+    let i32s = |dims: &[usize]| spec(DType::I32, dims, None);
+    let idx = |v: &[i32]| {
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        spec(DType::I32, &[v.len()], Some(bytes))
+    };
+    let (sum, argmax, topk) = (
+        ReduceFn::Sum as i32,
+        ReduceFn::ArgMax as i32,
+        ReduceFn::TopK as i32,
+    );
+    let refused = [
+        (
+            OpKind::Reduce,
+            vec![sum, 0b1000, 1, 0],
+            vec![],
+            f32s(&[2, 3, 4]),
+        ),
+        (OpKind::Reduce, vec![sum, 0, 1, 0], vec![], f32s(&[2, 3, 4])),
+        (
+            OpKind::Reduce,
+            vec![99, 0b10, 1, 0],
+            vec![],
+            f32s(&[2, 1, 4]),
+        ),
+        (
+            OpKind::Reduce,
+            vec![sum, 0b10, 2, 0],
+            vec![],
+            f32s(&[2, 1, 4]),
+        ),
+        (
+            OpKind::Reduce,
+            vec![argmax, 0b11, 1, 0],
+            vec![],
+            i32s(&[1, 1, 4]),
+        ),
+        (
+            OpKind::Reduce,
+            vec![argmax, 0b10, 1, 0],
+            vec![],
+            f32s(&[2, 1, 4]),
+        ),
+        (
+            OpKind::Reduce,
+            vec![topk, 0b100, 5, 1],
+            vec![],
+            f32s(&[2, 3, 5]),
+        ),
+        (
+            OpKind::Reduce,
+            vec![topk, 0b100, -1, 1],
+            vec![],
+            f32s(&[2, 3, 4]),
+        ),
+        (OpKind::Binary, vec![42], vec![f32s(&[4])], f32s(&[2, 3, 4])),
+        (
+            OpKind::Binary,
+            vec![BinaryFn::Less as i32],
+            vec![f32s(&[4])],
+            f32s(&[2, 3, 4]),
+        ),
+        (
+            OpKind::Gather,
+            vec![3, 0],
+            vec![idx(&[0])],
+            f32s(&[2, 3, 1]),
+        ),
+        (
+            OpKind::Gather,
+            vec![-1, 0],
+            vec![idx(&[0])],
+            f32s(&[2, 3, 1]),
+        ),
+        (
+            OpKind::Gather,
+            vec![2, 2],
+            vec![idx(&[0])],
+            f32s(&[2, 3, 1]),
+        ),
+        (OpKind::Tile, vec![], vec![], f32s(&[2, 3, 6])),
+        (
+            OpKind::Where,
+            vec![],
+            vec![f32s(&[1]), f32s(&[1])],
+            f32s(&[2, 3, 4]),
+        ),
+    ];
+    for (k, (kind, params, extra, out)) in refused.into_iter().enumerate() {
+        let r = catch_unwind(AssertUnwindSafe(|| build(kind, params.clone(), extra, out)));
+        assert!(
+            matches!(r, Ok(Err(_))),
+            "case {k}: {kind:?} {params:?} loaded or panicked"
+        );
+    }
+    // Valid ones load and run; a constant index outside its axis fails at run time.
+    let runs = [
+        (
+            OpKind::Reduce,
+            vec![topk, 0b100, 2, 1],
+            vec![],
+            f32s(&[2, 3, 2]),
+            true,
+        ),
+        (OpKind::Tile, vec![], vec![], f32s(&[4, 3, 8]), true),
+        (
+            OpKind::Gather,
+            vec![2, 0],
+            vec![idx(&[3, -4])],
+            f32s(&[2, 3, 2]),
+            true,
+        ),
+        (
+            OpKind::Gather,
+            vec![2, 0],
+            vec![idx(&[7])],
+            f32s(&[2, 3, 1]),
+            false,
+        ),
+    ];
+    for (k, (kind, params, extra, out, ok)) in runs.into_iter().enumerate() {
+        let bytes = build(kind, params, extra, out).unwrap();
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+        it.set_input_f32(0, &[0.5; 24]).unwrap();
+        assert_eq!(it.invoke().is_ok(), ok, "case {k}: {kind:?}");
+    }
+}

@@ -75,10 +75,44 @@ fn onnx_node_cases_in_int8() {
     let (mut ran, mut bad) = (0, Vec::new());
     let mut worst = (0.0f32, String::new());
     // Cases whose data int8 cannot represent, with the reason.
-    let beyond_int8 = [(
-        "test_softmax_large_number",
-        "inputs span 0..10003 but differ by 1: 8 bits cannot hold both",
-    )];
+    let beyond_int8 = [
+        (
+            "test_softmax_large_number",
+            "inputs span 0..10003 but differ by 1: 8 bits cannot hold both",
+        ),
+        (
+            "test_logsoftmax_large_number",
+            "inputs span 0..10003 but differ by 1: 8 bits cannot hold both",
+        ),
+        (
+            "test_hardmax_axis_0",
+            "a one-hot of the largest value: random inputs within one step of it tie in int8",
+        ),
+        (
+            "test_hardmax_axis_1",
+            "a one-hot of the largest value: random inputs within one step of it tie in int8",
+        ),
+        (
+            "test_round",
+            "inputs sit on x.5 ties: half an input step moves them across a rounding boundary",
+        ),
+        (
+            "test_tan",
+            "inputs reach near tan's pole, where one input step spans much of the output range",
+        ),
+        (
+            "test_thresholdedrelu_example",
+            "an input sits exactly on the threshold: half an input step moves it across the jump",
+        ),
+        (
+            "test_reduce_min_default_axes_keepdims_example",
+            "the one output (1) is 1/60 of the input range: half an input step is 6% of it",
+        ),
+        (
+            "test_acosh_example",
+            "an input sits at 1, where acosh's slope is infinite",
+        ),
+    ];
     for line in text.lines().filter(|l| l.ends_with(" pass")) {
         let name = line.split(' ').next().unwrap();
         if beyond_int8.iter().any(|(n, _)| *n == name) {
@@ -114,4 +148,29 @@ fn onnx_node_cases_in_int8() {
     }
     assert!(ran > 50, "too few int8 cases ran");
     assert!(bad.is_empty());
+}
+
+/// f32 cases in the node-test layout for ops whose upstream cases use other dtypes
+/// (tests/data/node_extra, made by its make.py with numpy as the reference): all must pass.
+#[test]
+fn extra_f32_node_cases() {
+    let dir = repo_root().join("tests/data/node_extra");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data/node_extra")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    let failed: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            run_node_case(c)
+                .err()
+                .map(|e| format!("{}: {e:#}", c.display()))
+        })
+        .collect();
+    println!("extra f32 node cases: {} ran", cases.len());
+    assert!(!cases.is_empty(), "no extra node case found");
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

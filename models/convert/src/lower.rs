@@ -248,6 +248,12 @@ impl<'m> Lower<'m> {
     pub fn host(&self, name: &str) -> Result<HostTensor> {
         match self.val(name)? {
             Val::Int(h) => Ok(h),
+            Val::T(t) if self.g.tensors[t].dtype == DType::I32 => {
+                match crate::lower_math::as_val(self, t) {
+                    Val::Int(h) => Ok(h),
+                    _ => bail!("'{name}' must be known at convert time (a constant or an initializer), but it is computed at run time"),
+                }
+            }
             Val::T(t) => {
                 let ht = &self.g.tensors[t];
                 let v = ht.const_f32().ok_or_else(|| anyhow!("'{name}' must be known at convert time (a constant or an initializer), but it is computed at run time"))?;

@@ -195,7 +195,7 @@ fn fc(l: &mut Lower, x: usize, w: usize, w_is_nk: bool, bias: Option<usize>) -> 
     )
 }
 
-fn matmul(l: &mut Lower, a: usize, b: usize) -> Result<usize> {
+pub(crate) fn matmul(l: &mut Lower, a: usize, b: usize) -> Result<usize> {
     let (sa, sb) = (l.shape(a), l.shape(b));
     if sa.is_empty() || sb.is_empty() {
         bail!("MatMul of a scalar");
@@ -674,6 +674,10 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             Ok(())
         }
         "Resize" | "Upsample" => resize(l, n),
+        _ if crate::lower_math::lower_math_op(l, n)? => Ok(()),
+        _ if crate::lower_index::lower_index_op(l, n)? => Ok(()),
+        _ if crate::lower_reduce::lower_reduce_op(l, n)? => Ok(()),
+        _ if crate::lower_norm::lower_norm_op(l, n)? => Ok(()),
         other => bail!(
             "ONNX op '{other}' is not supported by cairn (node '{}')",
             l.node_name

@@ -265,10 +265,11 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             let c = l.shape(t).iter().product::<usize>() as i64;
             l.out(n, 0, Val::Int(HostTensor::i64(vec![], vec![c])));
         }
-        "Identity" | "Dropout" => {
+        "Identity" => {
             let v = l.val(&n.input[0])?;
             l.out(n, 0, v);
         }
+        "Dropout" => crate::lower_index::dropout(l, n)?,
         "Cast" => {
             let to = a.int("to", 1);
             let is_float_to = matches!(to, 1 | 10 | 11 | 16);
@@ -296,6 +297,9 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 }
                 _ => bail!("Cast of a run-time tensor to an integer type is not supported"),
             }
+        }
+        "Gather" if crate::lower_index::gathers_at_run_time(l, n) => {
+            crate::lower_index::gather(l, n, 0)?
         }
         "Gather" => {
             let idx = l.host(&n.input[1])?;

@@ -128,7 +128,11 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
         }
     }
     for &t in &g.outputs {
-        let f = q.get_f(t)?;
+        // i32 outputs (booleans, indices) are not quantized: they leave as they are.
+        let f = match q.map_q.get(&t) {
+            Some(&id) if g.tensors[t].dtype == DType::I32 => id,
+            _ => q.get_f(t)?,
+        };
         q.out.outputs.push(f);
     }
     q.out.prune();
@@ -457,9 +461,50 @@ impl Q<'_> {
                     name: op.name.clone(),
                 });
             }
+            Gather | Tile => self.int8_gather(op, x, px)?,
+            Reduce if selects(op, &self.g.tensors[x].shape) => self.int8_gather(op, x, px)?,
+            Reduce if is_arg(op) => {
+                let xq = self.get_q(x)?;
+                let h = &self.g.tensors[y];
+                let id = self.out.add(&h.name, DType::I32, h.shape.clone());
+                self.map_q.insert(y, id);
+                self.out.ops.push(HOp {
+                    kind: Reduce,
+                    inputs: vec![Some(xq)],
+                    outputs: vec![id],
+                    params: op.params.clone(),
+                    name: op.name.clone(),
+                });
+            }
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Gather/Tile (values move) and ReduceMax/Min (values are selected) on int8 data: the
+    /// quantization stays; i32 indices pass through as they are.
+    fn int8_gather(&mut self, op: &HOp, x: usize, px: (f32, i32)) -> Result<()> {
+        let mut inputs = vec![Some(self.get_q(x)?)];
+        for &t in op.inputs.iter().skip(1).flatten() {
+            let id = if self.g.tensors[t].is_const() {
+                self.get_f(t)?
+            } else {
+                *self
+                    .map_q
+                    .get(&t)
+                    .ok_or_else(|| anyhow!("index tensor without value"))?
+            };
+            inputs.push(Some(id));
+        }
+        let y = self.new_q(op.outputs[0], px);
+        self.out.ops.push(HOp {
+            kind: op.kind,
+            inputs,
+            outputs: vec![y],
+            params: op.params.clone(),
+            name: op.name.clone(),
+        });
+        Ok(())
     }
 
     /// A lookup-table op computing y = f(channel, x) in real numbers.
@@ -673,4 +718,18 @@ fn act_clamp(lo_bits: i32, hi_bits: i32, p: (f32, i32)) -> (i32, i32) {
         quantize_f32(hi, p.0, p.1, -128, 127)
     };
     (lo, hi)
+}
+
+/// A Reduce that selects (Max or Min) over non-empty axes: exact in int8.
+fn selects(op: &HOp, shape: &[usize]) -> bool {
+    use cairn_core::op::ReduceFn;
+    let f = ReduceFn::from_code(op.params[0]);
+    let mask = op.params[1] as u32;
+    matches!(f, Some(ReduceFn::Max | ReduceFn::Min))
+        && (0..shape.len()).all(|d| mask & (1 << d) == 0 || shape[d] > 0)
+}
+
+/// ArgMax/ArgMin: on int8 values they compare the stored integers.
+fn is_arg(op: &HOp) -> bool {
+    cairn_core::op::ReduceFn::from_code(op.params[0]).is_some_and(|f| f.is_arg())
 }

@@ -6,6 +6,10 @@
 
 use crate::shape::{broadcast, Shape, MAX_RANK};
 
+mod funcs;
+mod rules;
+pub use funcs::{BinaryFn, ReduceFn};
+
 /// Op kinds. The discriminant is the on-disk code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -37,9 +41,22 @@ pub enum OpKind {
     LayerNorm = 24,
     Quantize = 25,
     Dequantize = 26,
+    /// Element-wise binary functions beyond Add..PRelu ([`BinaryFn`], param word 0):
+    /// Pow, Max, Min (f32), comparisons (f32 or i32 in, i32 0/1 out), And/Or/Xor (i32).
+    Binary = 27,
+    /// `cond ? x : y` under broadcasting; cond is i32 (0 = false).
+    Where = 28,
+    /// Reductions over a mask of axes ([`ReduceFn`]): Sum, Max, ..., ArgMax/ArgMin (i32 out).
+    Reduce = 29,
+    /// Gather along an axis with i32 indices (mode 0), or GatherElements (mode 1).
+    Gather = 30,
+    /// Repeat the input along each axis to the declared shape (ONNX Tile and Expand).
+    Tile = 31,
 }
 
-pub const OP_KIND_COUNT: usize = 27;
+/// Kind codes run from 1 to `OP_KIND_COUNT - 1`; 31 is the last code a [`Kinds`] set and
+/// the kernel id layout (`kind · 4 + variant` below 128) can hold.
+pub const OP_KIND_COUNT: usize = 32;
 
 /// A set of op kinds: bit `kind as u16` for each. Firmware that links only some kernels
 /// loads models through `Model::parse_kinds::<K>`, which links only these kinds' load
@@ -47,7 +64,10 @@ pub const OP_KIND_COUNT: usize = 27;
 pub type Kinds = u32;
 
 /// Every op kind.
-pub const ALL_KINDS: Kinds = ((1 << OP_KIND_COUNT) - 1) & !1;
+pub const ALL_KINDS: Kinds = (Kinds::MAX >> (Kinds::BITS as usize - OP_KIND_COUNT)) & !1;
+
+/// The unquantized kinds for general models: `Binary`, `Where`, `Reduce`, `Gather`, `Tile`.
+pub const PLAIN_KINDS: Kinds = 0b11111 << OpKind::Binary as u16;
 
 /// Whether `set` holds `kind` (a constant test in code generic over the set).
 pub const fn has_kind(set: Kinds, kind: OpKind) -> bool {
@@ -84,6 +104,11 @@ impl OpKind {
             24 => LayerNorm,
             25 => Quantize,
             26 => Dequantize,
+            27 => Binary,
+            28 => Where,
+            29 => Reduce,
+            30 => Gather,
+            31 => Tile,
             _ => return None,
         })
     }
@@ -117,6 +142,11 @@ impl OpKind {
             LayerNorm => "LayerNorm",
             Quantize => "Quantize",
             Dequantize => "Dequantize",
+            Binary => "Binary",
+            Where => "Where",
+            Reduce => "Reduce",
+            Gather => "Gather",
+            Tile => "Tile",
         }
     }
 
@@ -126,7 +156,8 @@ impl OpKind {
         match self {
             Conv | ConvTranspose | FullyConnected => (2, 4, 1),
             BatchMatMul => (2, 3, 1),
-            Add | Sub | Mul | Div | PRelu => (2, 2, 1),
+            Add | Sub | Mul | Div | PRelu | Binary | Gather => (2, 2, 1),
+            Where => (3, 3, 1),
             Concat => (1, MAX_OP_INPUTS, 1),
             Split => (1, 1, 0),
             Lut => (2, 2, 1),
@@ -164,6 +195,10 @@ impl OpKind {
             Lut => 1,
             Softmax => 4,
             LayerNorm => 2,
+            Binary => 1,
+            Where | Tile => 0,
+            Reduce => 4,
+            Gather => 2,
         }
     }
 }
@@ -218,6 +253,43 @@ pub enum UnaryFn {
     Neg = 12,
     Abs = 13,
     Sqrt = 14,
+    Reciprocal = 15,
+    Log = 16,
+    Sin = 17,
+    Cos = 18,
+    /// x^a (a = the constant exponent)
+    Pow = 19,
+    Tan = 20,
+    Floor = 21,
+    Ceil = 22,
+    /// Round half to even.
+    Round = 23,
+    Sign = 24,
+    Softplus = 25,
+    /// a = alpha
+    Elu = 26,
+    /// a = alpha, b = gamma
+    Selu = 27,
+    Mish = 28,
+    Softsign = 29,
+    /// a = alpha
+    ThresholdedRelu = 30,
+    /// a = alpha
+    Celu = 31,
+    /// a = lambd, b = bias
+    Shrink = 32,
+    Acos = 33,
+    Asin = 34,
+    Atan = 35,
+    Sinh = 36,
+    Cosh = 37,
+    Asinh = 38,
+    Acosh = 39,
+    /// x · HardSigmoid(x) = x · clamp(a·x + b, 0, 1), for any a, b (the converter fuses
+    /// `Mul(x, HardSigmoid(x))`; HardSwish is the case a = 1/6, b = 1/2).
+    HardSwishAB = 40,
+    /// x · Sigmoid(x) (SiLU / Swish; the converter fuses `Mul(x, Sigmoid(x))`).
+    Silu = 41,
 }
 
 impl UnaryFn {
@@ -239,6 +311,33 @@ impl UnaryFn {
             12 => Neg,
             13 => Abs,
             14 => Sqrt,
+            15 => Reciprocal,
+            16 => Log,
+            17 => Sin,
+            18 => Cos,
+            19 => Pow,
+            20 => Tan,
+            21 => Floor,
+            22 => Ceil,
+            23 => Round,
+            24 => Sign,
+            25 => Softplus,
+            26 => Elu,
+            27 => Selu,
+            28 => Mish,
+            29 => Softsign,
+            30 => ThresholdedRelu,
+            31 => Celu,
+            32 => Shrink,
+            33 => Acos,
+            34 => Asin,
+            35 => Atan,
+            36 => Sinh,
+            37 => Cosh,
+            38 => Asinh,
+            39 => Acosh,
+            40 => HardSwishAB,
+            41 => Silu,
             _ => return None,
         })
     }
@@ -602,11 +701,15 @@ pub fn infer_output_in<const K: Kinds>(
             Ok(x)
         }
         Quantize | Dequantize if has(kind) => Ok(x),
+        // A constant test first: without any of these kinds in `K` the rules are not linked.
+        Binary | Where | Reduce | Gather | Tile if K & PLAIN_KINDS != 0 && has(kind) => {
+            rules::infer(kind, p, ins, declared)
+        }
         _ => Err(Param),
     }
 }
 
-fn dims_usize(s: &Shape) -> [usize; MAX_RANK] {
+pub(crate) fn dims_usize(s: &Shape) -> [usize; MAX_RANK] {
     let mut d = [0usize; MAX_RANK];
     for (i, v) in s.dims().iter().enumerate() {
         d[i] = *v as usize;

@@ -315,6 +315,61 @@ pub fn unary_value(f: UnaryFn, a: f32, b: f32, x: f32) -> f32 {
         Neg => -x,
         Abs => x.abs(),
         Sqrt => libm::sqrtf(x),
+        Reciprocal => 1.0 / x,
+        Log => libm::logf(x),
+        Sin => libm::sinf(x),
+        Cos => libm::cosf(x),
+        Tan => libm::tanf(x),
+        Pow => pow_value(x, a),
+        Floor => libm::floorf(x),
+        Ceil => libm::ceilf(x),
+        Round => libm::rintf(x),
+        Sign => sign_value(x),
+        Softplus => libm::logf(libm::expf(x) + 1.0),
+        Elu if x < 0.0 => (libm::expf(x) - 1.0) * a,
+        Elu => x,
+        Selu if x <= 0.0 => (libm::expf(x) * a - a) * b,
+        Selu => x * b,
+        Mish => x * libm::tanhf(libm::log1pf(libm::expf(x))),
+        Softsign => x / (1.0 + x.abs()),
+        ThresholdedRelu if x > a => x,
+        ThresholdedRelu => 0.0,
+        Celu => x.max(0.0) + (a * (libm::expf(x / a) - 1.0)).min(0.0),
+        Shrink if x < -a => x + b,
+        Shrink if x > a => x - b,
+        Shrink => 0.0,
+        Acos => libm::acosf(x),
+        Asin => libm::asinf(x),
+        Atan => libm::atanf(x),
+        Sinh => libm::sinhf(x),
+        Cosh => libm::coshf(x),
+        Asinh => libm::asinhf(x),
+        Acosh => libm::acoshf(x),
+        HardSwishAB => x * (a * x + b).max(0.0).min(1.0),
+        // The product the fused pair computed, rounded the same way.
+        Silu => x * (1.0 / (1.0 + libm::expf(-x))),
+    }
+}
+
+/// x^e, exact for the common squares and square roots.
+pub(crate) fn pow_value(x: f32, e: f32) -> f32 {
+    if e == 2.0 {
+        x * x
+    } else if e == 1.0 {
+        x
+    } else {
+        libm::powf(x, e)
+    }
+}
+
+/// −1, 0 or 1 (NaN stays NaN).
+fn sign_value(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        x
     }
 }
 

@@ -32,13 +32,16 @@ compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with a
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod fast_elt;
 pub use eltwise::unary_value;
+mod gather;
 mod gemm;
 #[cfg(feature = "std")]
 pub mod host;
+mod logic;
 mod movement;
 mod norm;
 mod pool;
 mod quantize;
+mod reduce;
 mod resize;
 pub mod util;
 
@@ -79,10 +82,8 @@ impl CpuBackend {
 pub fn supports(k: KernelId) -> bool {
     use OpKind::*;
     match (k.kind, k.variant) {
-        (Div | PRelu | Unary, Variant::F32) => true,
-        (Div | PRelu | Unary, _) => false,
-        (Lut, Variant::I8) => true,
-        (Lut, _) => false,
+        (Div | PRelu | Unary | Binary | Where, v) => v == Variant::F32,
+        (Lut, v) => v == Variant::I8,
         (Conv, _) => true,
         (_, Variant::F32 | Variant::I8) => true,
         _ => false,
@@ -151,6 +152,11 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
         LayerNorm => norm::layer_norm(call, out),
         Quantize => quantize::quantize(call, out),
         Dequantize => quantize::dequantize(call, out),
+        Binary => logic::binary(call, out),
+        Where => logic::where_select(call, out),
+        Reduce => reduce::reduce(call, out),
+        Gather => gather::gather(call, out),
+        Tile => gather::tile(call, out),
     }
 }
 
@@ -186,7 +192,13 @@ pub mod family {
     pub const ATTENTION: u32 = 1 << 11;
     /// Transpose, Slice, Split: channel shuffles (ShuffleNet) and tensor surgery.
     pub const SHUFFLE: u32 = 1 << 12;
-    pub const ALL: u32 = (1 << 13) - 1;
+    /// Pow/Max/Min, comparisons and logic (`Binary`), `Where`, the reductions beyond
+    /// ReduceMean (`Reduce`, ArgMax): f32 math and masks, as in transformers and
+    /// detection post-processing.
+    pub const MATH: u32 = 1 << 13;
+    /// Gather (embeddings), GatherElements, Tile/Expand.
+    pub const INDEX: u32 = 1 << 14;
+    pub const ALL: u32 = (1 << 15) - 1;
     /// An int8 CNN classifier (MobileNet, ResNet, EfficientNet-Lite, SqueezeNet kinds):
     /// convolutions (depthwise too), elementwise, pooling, reshapes/concats/pads,
     /// FullyConnected, Softmax, Quantize/Dequantize. A ShuffleNet also needs `SHUFFLE`.
@@ -194,8 +206,27 @@ pub mod family {
     /// An int8 MLP: FullyConnected, Softmax, Quantize/Dequantize.
     pub const MLP_I8: u32 = GEMM | NORM | QUANTIZE;
 
-    /// The family that holds `kind`.
+    /// The family that holds `kind` (read from a table of 16-bit entries: a few dozen
+    /// bytes less flash than the match compiles to).
     pub const fn of(kind: OpKind) -> u32 {
+        FAMILY_OF[kind as usize] as u32
+    }
+
+    const _: () = assert!(ALL <= u16::MAX as u32);
+
+    const FAMILY_OF: [u16; cairn_core::op::OP_KIND_COUNT] = {
+        let mut table = [0u16; cairn_core::op::OP_KIND_COUNT];
+        let mut code = 0;
+        while code < table.len() {
+            if let Some(kind) = OpKind::from_code(code as u16) {
+                table[code] = family_of(kind) as u16;
+            }
+            code += 1;
+        }
+        table
+    };
+
+    const fn family_of(kind: OpKind) -> u32 {
         use OpKind::*;
         match kind {
             Conv => CONV,
@@ -208,6 +239,8 @@ pub mod family {
             Resize | ConvTranspose => UPSAMPLE,
             Softmax => NORM,
             Quantize | Dequantize => QUANTIZE,
+            Binary | Where | Reduce => MATH,
+            Gather | Tile => INDEX,
         }
     }
 
@@ -304,6 +337,9 @@ impl<const F: u32> Backend for Select<F> {
             ConvTranspose if F & family::UPSAMPLE != 0 && q => conv::conv_transpose_i8(call, out),
             LayerNorm if F & family::ATTENTION != 0 => norm::layer_norm(call, out),
             Resize if F & family::UPSAMPLE != 0 => resize::resize(call, out),
+            Reduce if F & family::MATH != 0 && q => reduce::reduce(call, out),
+            Gather if F & family::INDEX != 0 && q => gather::gather(call, out),
+            Tile if F & family::INDEX != 0 && q => gather::tile(call, out),
             // The f32 variants through the full table, only when asked for (a constant test:
             // without F32 the table is not linked).
             _ if F & family::F32 != 0 => execute_reference(call, out),
@@ -332,6 +368,8 @@ mod tests {
             family::QUANTIZE,
             family::ATTENTION,
             family::SHUFFLE,
+            family::MATH,
+            family::INDEX,
         ];
         for code in 0..OP_KIND_COUNT as u16 {
             let Some(kind) = OpKind::from_code(code) else {

@@ -133,6 +133,29 @@ impl<'a> Model<'a> {
                     && y.dtype == DType::F32
                     && ok_q
             }
+            // int8 Gather/Tile and ReduceMax/Min move or select values: one per-tensor
+            // quantization in and out.
+            Gather | Tile | Reduce if K & op::PLAIN_KINDS != 0 && has(op.kind) && q8 => {
+                let indices_ok =
+                    op.kind != Gather || info(1).is_some_and(|i| i.dtype == DType::I32);
+                let arg = op.kind == Reduce
+                    && crate::op::ReduceFn::from_code(op.param(0)).is_some_and(|f| f.is_arg());
+                // ArgMax/ArgMin of int8 values write i32 indices.
+                let out_ok = if arg {
+                    y.dtype == DType::I32 && y.quant == Quant::None
+                } else {
+                    y.dtype == DType::I8 && y.quant == x.quant
+                };
+                per_tensor(&x)
+                    && out_ok
+                    && indices_ok
+                    && (op.kind != Reduce || arg || selects_nonempty(op, &x))
+            }
+            Binary | Where | Reduce | Gather | Tile if K & op::PLAIN_KINDS != 0 && has(op.kind) => {
+                let ins = (0..op.n_in).filter_map(info);
+                let plain = ins.chain([y]).all(|i| i.quant == Quant::None);
+                plain && self.plain_types_ok(op, &x, &y)
+            }
             _ => false,
         };
         if !dt_ok {
@@ -169,6 +192,52 @@ impl<'a> Model<'a> {
         };
         Ok(kernel_id(op.kind, &x, &y, group, w_layout))
     }
+}
+
+impl Model<'_> {
+    /// The dtypes of the unquantized kinds (Binary, Where, Reduce, Gather, Tile): f32
+    /// values, i32 for booleans and indices.
+    fn plain_types_ok(&self, op: &OpView<'_>, x: &TensorInfo, y: &TensorInfo) -> bool {
+        use crate::op::{BinaryFn, ReduceFn};
+        let dtype = |k: usize| op.input(k).map(|t| self.tensor(t).info.dtype);
+        let value = |d: DType| matches!(d, DType::F32 | DType::I32);
+        let (f32_, i32_) = (Some(DType::F32), Some(DType::I32));
+        match op.kind {
+            OpKind::Binary => match BinaryFn::from_code(op.param(0)) {
+                Some(f) if f.is_arithmetic() => {
+                    dtype(0) == f32_ && dtype(1) == f32_ && y.dtype == DType::F32
+                }
+                Some(f) if f.is_logic() => {
+                    dtype(0) == i32_ && dtype(1) == i32_ && y.dtype == DType::I32
+                }
+                Some(_) => value(x.dtype) && dtype(1) == Some(x.dtype) && y.dtype == DType::I32,
+                None => false,
+            },
+            OpKind::Where => {
+                dtype(0) == i32_
+                    && dtype(1).is_some_and(value)
+                    && dtype(2) == dtype(1)
+                    && Some(y.dtype) == dtype(1)
+            }
+            OpKind::Reduce => {
+                let arg = ReduceFn::from_code(op.param(0)).is_some_and(|f| f.writes_indices());
+                x.dtype == DType::F32 && y.dtype == if arg { DType::I32 } else { DType::F32 }
+            }
+            OpKind::Gather => value(x.dtype) && dtype(1) == i32_ && y.dtype == x.dtype,
+            OpKind::Tile => value(x.dtype) && y.dtype == x.dtype,
+            _ => false,
+        }
+    }
+}
+
+/// An int8 Reduce: Max or Min over axes that all hold elements (an empty one has no int8
+/// identity).
+fn selects_nonempty(op: &OpView<'_>, x: &TensorInfo) -> bool {
+    use crate::op::ReduceFn;
+    let mask = op.param(1) as u32;
+    let f = ReduceFn::from_code(op.param(0));
+    matches!(f, Some(ReduceFn::Max | ReduceFn::Min))
+        && (0..x.shape.rank()).all(|d| mask & (1 << d) == 0 || x.shape.dim(d) > 0)
 }
 
 /// The kernel an op needs, from its kind, first input, first output, and for Conv its
