@@ -1,5 +1,6 @@
 //! Float-graph rewrites before quantization: fold per-channel affine ops (BatchNorm) into
-//! the producing conv/FC, fuse Relu/Clip into their producer, and recognise HardSwish.
+//! the producing conv/FC, fuse Relu/Clip into their producer, recognise HardSwish, and
+//! make `x · gate(x)` (HardSigmoid, Sigmoid gates) one element-wise function of `x`.
 //! Each rewrite only fires when the intermediate tensor has exactly one reader and is not
 //! a graph output, so the graph's meaning never changes.
 
@@ -53,13 +54,19 @@ fn fold_affine(g: &mut Graph) -> bool {
             continue;
         };
         let mo = &g.ops[m];
-        if !matches!(mo.kind, OpKind::Mul | OpKind::Add | OpKind::Sub)
-            || mo.inputs[0] != Some(out)
-            || has_act(g, m)
-        {
+        // The conv may be either operand of Mul and Add (exporters write `Mul(scale, x)`),
+        // only the first of Sub.
+        if !matches!(mo.kind, OpKind::Mul | OpKind::Add | OpKind::Sub) || has_act(g, m) {
             continue;
         }
-        let Some(c) = mo.inputs[1] else { continue };
+        let commutes = matches!(mo.kind, OpKind::Mul | OpKind::Add);
+        let operand = |i: usize| mo.inputs.get(i).copied().flatten();
+        let c = match (operand(0) == Some(out), operand(1) == Some(out)) {
+            (true, false) => operand(1),
+            (false, true) if commutes => operand(0),
+            _ => None,
+        };
+        let Some(c) = c else { continue };
         let Some(cv) = g.tensors[c].const_f32() else {
             continue;
         };
@@ -169,6 +176,19 @@ fn fuse_act(g: &mut Graph) -> bool {
     false
 }
 
+/// Op `at` becomes the unary function `params` of `x`, keeping its output and name.
+fn become_unary(g: &mut Graph, at: usize, x: usize, params: Vec<i32>) {
+    let out = g.ops[at].outputs[0];
+    let name = g.ops[at].name.clone();
+    g.ops[at] = crate::ir::HOp {
+        kind: OpKind::Unary,
+        inputs: vec![Some(x)],
+        outputs: vec![out],
+        params,
+        name,
+    };
+}
+
 /// x * Clip(x + 3, 0, 6) * (1/6)  and  x * HardSigmoid(x; 1/6, 1/2)  →  HardSwish(x).
 fn fuse_hardswish(g: &mut Graph) -> bool {
     let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
@@ -259,15 +279,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
             }
         }
         let Some((x, mut dead)) = found else { continue };
-        let out = g.ops[last].outputs[0];
-        let name = g.ops[last].name.clone();
-        g.ops[last] = crate::ir::HOp {
-            kind: OpKind::Unary,
-            inputs: vec![Some(x)],
-            outputs: vec![out],
-            params: vec![UnaryFn::HardSwish as i32, 0, 0],
-            name,
-        };
+        become_unary(g, last, x, vec![UnaryFn::HardSwish as i32, 0, 0]);
         dead.sort_unstable();
         for d in dead.into_iter().rev() {
             g.ops.remove(d);
@@ -277,10 +289,64 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
     false
 }
 
+/// `Mul(x, HardSigmoid(x))` → `HardSwishAB(x)` and `Mul(x, Sigmoid(x))` → `Silu(x)`: one
+/// element-wise function of `x`, so one int8 lookup table instead of a float island (the
+/// product of two activations whose ranges differ). Runs after `fuse_hardswish`, which
+/// names the a = 1/6, b = 1/2 case HardSwish.
+fn fuse_self_gate(g: &mut Graph) -> bool {
+    for last in 0..g.ops.len() {
+        let lo = &g.ops[last];
+        if lo.kind != OpKind::Mul || has_act(g, last) {
+            continue;
+        }
+        let (a, b) = (lo.inputs[0].unwrap_or(0), lo.inputs[1].unwrap_or(0));
+        let mut found = None;
+        for (x, gate) in [(a, b), (b, a)] {
+            let Some(gp) = g.producer(gate) else { continue };
+            let go = &g.ops[gp];
+            if go.kind != OpKind::Unary
+                || go.inputs[0] != Some(x)
+                || single_reader(g, gate) != Some(last)
+            {
+                continue;
+            }
+            let f = match UnaryFn::from_code(go.params[0]) {
+                Some(UnaryFn::HardSigmoid) => UnaryFn::HardSwishAB,
+                Some(UnaryFn::Sigmoid) => UnaryFn::Silu,
+                _ => continue,
+            };
+            found = Some((x, gp, vec![f as i32, go.params[1], go.params[2]]));
+        }
+        let Some((x, gp, params)) = found else {
+            continue;
+        };
+        become_unary(g, last, x, params);
+        g.ops.remove(gp);
+        return true;
+    }
+    false
+}
+
+/// `Add(c, x)` / `Mul(c, x)` with a constant `c` → `Add(x, c)` / `Mul(x, c)`: the form
+/// the other rewrites and the quantizer's lookup tables look for (exporters write both).
+fn constants_second(g: &mut Graph) {
+    for i in 0..g.ops.len() {
+        let op = &g.ops[i];
+        if !matches!(op.kind, OpKind::Add | OpKind::Mul) || op.inputs.len() != 2 {
+            continue;
+        }
+        let is_const = |t: Option<usize>| t.is_some_and(|t| g.tensors[t].is_const());
+        if is_const(op.inputs[0]) && !is_const(op.inputs[1]) {
+            g.ops[i].inputs.swap(0, 1);
+        }
+    }
+}
+
 /// Apply every rewrite until none fires. Returns how many fired.
 pub fn fuse(g: &mut Graph) -> usize {
+    constants_second(g);
     let mut n = 0;
-    while fold_affine(g) || fuse_hardswish(g) || fuse_act(g) {
+    while fold_affine(g) || fuse_hardswish(g) || fuse_self_gate(g) || fuse_act(g) {
         n += 1;
     }
     g.prune();
