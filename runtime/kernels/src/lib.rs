@@ -27,6 +27,8 @@ mod fast;
 mod vfma;
 #[cfg(all(feature = "vfma", target_arch = "arm", not(target_abi = "eabihf")))]
 compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with an FPU");
+mod fast_deconv;
+mod fast_resize;
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -112,6 +114,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
     match call.kind {
         OpKind::Conv if q || call.kernel.variant == Variant::PackedI8 => fast::conv_i8(call, out),
+        OpKind::ConvTranspose if q => fast_deconv::conv_transpose_i8(call, out),
+        OpKind::Resize => fast_resize::resize(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
@@ -301,6 +305,10 @@ impl<const F: u32> Backend for Select<F> {
             let packed = F & family::PACKED != 0 && call.kernel.variant == Variant::PackedI8;
             let fast = match call.kind {
                 Conv if F & family::CONV != 0 && (q || packed) => fast::conv_i8(call, &mut out),
+                ConvTranspose if F & family::UPSAMPLE != 0 && q => {
+                    fast_deconv::conv_transpose_i8(call, &mut out)
+                }
+                Resize if F & family::UPSAMPLE != 0 => fast_resize::resize(call, &mut out),
                 Add | Mul if F & family::ELTWISE != 0 && q => fast_elt::binary_i8(call, &mut out),
                 Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
                 Lut if F & family::ELTWISE != 0 => fast_elt::lut_i8(call, &mut out),

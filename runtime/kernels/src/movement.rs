@@ -17,9 +17,26 @@ fn copy_elems(src: &TensorRef<'_>, s: &[u8], dst: &mut [u8], out_dtype: DType, o
     if out_dtype == DType::I8 && in_q != out_q {
         let (si, zi) = in_q;
         let (so, zo) = out_q;
-        for (d, &v) in dst.iter_mut().zip(s) {
+        let requant = |v: u8| {
             let real = ((v as i8) as i32 - zi) as f32 * si;
-            *d = quantize_f32(real, so, zo, -128, 127) as i8 as u8;
+            quantize_f32(real, so, zo, -128, 127) as i8 as u8
+        };
+        // Hosts build a table when the run is long; microcontrollers keep the smaller
+        // per-element loop (the table's code would cost their flash budget).
+        let hosted = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+        if !hosted || s.len() <= 256 {
+            for (d, &v) in dst.iter_mut().zip(s) {
+                *d = requant(v);
+            }
+        } else {
+            // The same function of the byte, computed once per possible byte.
+            let mut table = [0u8; 256];
+            for (v, t) in table.iter_mut().enumerate() {
+                *t = requant(v as u8);
+            }
+            for (d, &v) in dst.iter_mut().zip(s) {
+                *d = table[v as usize];
+            }
         }
     } else {
         dst.copy_from_slice(s);

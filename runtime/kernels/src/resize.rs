@@ -6,7 +6,7 @@ use cairn_core::{DType, ExecError, OpCall, TensorMut};
 use crate::util::qp;
 
 /// Input coordinate for output coordinate `o` (param 1 = coordinate transform).
-fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+pub(crate) fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
     let o = o as f32;
     match coord {
         0 => (o + 0.5) / scale - 0.5,
@@ -28,7 +28,7 @@ fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f3
     }
 }
 
-fn nearest(mode: i32, v: f32, len: usize) -> usize {
+pub(crate) fn nearest(mode: i32, v: f32, len: usize) -> usize {
     let f = libm::floorf(v);
     let frac = v - f;
     let i = match mode {

@@ -1,39 +1,13 @@
 //! Every fast kernel equals the reference kernel bit for bit on random shapes, params and
 //! data (seeded: `CAIRN_SEED`, printed on failure).
 
-use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec, TensorSpec};
 use cairn_core::op::conv;
-use cairn_core::{Backend, DType, Interpreter, Model, OpKind, Shape};
+use cairn_core::{DType, OpKind, Shape};
 use cairn_kernels::{CpuBackend, RefBackend};
 
-// Here rather than in the tests crate so it also runs on aarch64 (under qemu-aarch64), where
-// the CPU backend takes its portable paths.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-    fn i8(&mut self) -> i8 {
-        self.next() as i8
-    }
-    fn f(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (self.next() >> 40) as f32 / (1u64 << 24) as f32 * (hi - lo)
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("CAIRN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_C0DE)
-}
+mod common;
+use common::{run, seed, Rng};
 
 struct ConvCase {
     n: usize,
@@ -139,19 +113,6 @@ fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<ModelBuilder> {
     b.inputs = vec![x];
     b.outputs = vec![y];
     Some(b)
-}
-
-fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
-    let ab = AlignedBytes::from_slice(bytes);
-    let m = Model::parse(ab.as_slice()).unwrap();
-    let mut arena = vec![0u8; m.arena_bytes() + 16];
-    let mut it = Interpreter::new(m, backend, &mut arena).unwrap();
-    it.input_bytes_mut(0).unwrap().copy_from_slice(input);
-    it.invoke().unwrap();
-    // Every output, concatenated.
-    (0..m.n_outputs())
-        .flat_map(|k| it.output(k).unwrap().data.to_vec())
-        .collect()
 }
 
 fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {

@@ -512,6 +512,20 @@ pub unsafe fn call<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `fast_deconv::row_and_store` compiled with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn deconv_row(
+    rows: &crate::fast_deconv::Rows<'_>,
+    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_deconv::OC_BLOCK],
+    xr: &mut [i32; crate::fast_deconv::MAX_OW],
+    y: &mut [i8],
+) {
+    crate::fast_deconv::row_and_store(rows, acc, xr, y)
+}
+
 /// `depthwise_rows_body` compiled with AVX2.
 ///
 /// # Safety

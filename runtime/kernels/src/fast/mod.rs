@@ -167,6 +167,22 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// One output row of an int8 ConvTranspose block (`fast_deconv::row_and_store`), compiled
+/// with AVX2 when the CPU has it.
+pub(crate) fn deconv_row(
+    rows: &crate::fast_deconv::Rows<'_>,
+    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_deconv::OC_BLOCK],
+    xr: &mut [i32; crate::fast_deconv::MAX_OW],
+    y: &mut [i8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2::deconv_row(rows, acc, xr, y) };
+    }
+    crate::fast_deconv::row_and_store(rows, acc, xr, y)
+}
+
 const IM2COL_MAX_K: usize = 2048;
 /// Largest K the SIMD GEMM micro-kernels take (both hold 2048); what the converter packs.
 const GEMM_MAX_K: usize = cairn_core::layout::PAIRS6_MAX_K;
