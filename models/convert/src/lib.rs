@@ -76,14 +76,25 @@ pub struct Converted {
 }
 
 /// Lower and fuse an ONNX model into cairn's float graph.
+impl Options {
+    fn lowering(&self) -> lower::LowerOptions {
+        lower::LowerOptions {
+            input_shapes: self.input_shapes.clone(),
+            const_inputs: self.const_inputs.clone(),
+            extra_outputs: self.extra_outputs.clone(),
+        }
+    }
+}
+
+/// Every node of an ONNX model that cairn cannot convert yet, with the reason, found in
+/// one pass before any conversion work (`cairn check`).
+pub fn check(onnx_bytes: &[u8], opts: &Options) -> Result<lower::CheckReport> {
+    lower::check(&onnx::load_model(onnx_bytes)?, &opts.lowering())
+}
+
 pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<String>)> {
     let model = onnx::load_model(onnx_bytes)?;
-    let lo = lower::LowerOptions {
-        input_shapes: opts.input_shapes.clone(),
-        const_inputs: opts.const_inputs.clone(),
-        extra_outputs: opts.extra_outputs.clone(),
-    };
-    let (mut g, mut notes) = lower::lower(&model, &lo)?;
+    let (mut g, mut notes) = lower::lower(&model, &opts.lowering())?;
     let fused = fuse::fuse(&mut g);
     if fused > 0 {
         notes.push(format!(

@@ -50,43 +50,142 @@ pub(crate) struct Lower<'m> {
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| anyhow!("the ONNX model has no graph"))?;
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(13, |o| o.version);
-    let mut consumers: HashMap<String, Vec<&NodeProto>> = HashMap::new();
-    for n in &graph.node {
-        for i in &n.input {
-            consumers.entry(i.clone()).or_default().push(n);
+    let (mut l, graph) = Lower::start(model)?;
+    for (pos, inp) in graph_inputs(graph).enumerate() {
+        l.input(pos, inp, opts)?;
+    }
+    for node in topo_sort(&graph.node)? {
+        l.named_node(node)
+            .with_context(|| format!("node '{}' ({})", l.node_name, node.op_type))?;
+    }
+    for out in &graph.output {
+        let t = l
+            .t(&out.name)
+            .with_context(|| format!("graph output '{}'", out.name))?;
+        l.g.outputs.push(t);
+    }
+    for name in &opts.extra_outputs {
+        let t = l
+            .t(name)
+            .with_context(|| format!("--extra-output '{name}' is not a value of the model"))?;
+        l.g.outputs.push(t);
+    }
+    l.g.prune();
+    Ok((l.g, l.notes))
+}
+
+/// Something in a model cairn cannot run yet: where, which op, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// The node's name (or `op:first output`), or `input 'NAME'`.
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// What [`check`] found: every independent problem, and how many nodes could not be
+/// tried because they read a value a problem left unknown.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    pub nodes: usize,
+    pub problems: Vec<Problem>,
+    pub blocked: usize,
+}
+
+/// Lower the whole graph, collecting every problem instead of stopping at the first:
+/// a node that fails is recorded and its outputs are marked unknown; nodes reading an
+/// unknown value are counted as blocked, not reported again.
+pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
+    let (mut l, graph) = Lower::start(model)?;
+    let mut report = CheckReport {
+        nodes: graph.node.len(),
+        ..CheckReport::default()
+    };
+    let mut unknown: HashSet<&str> = HashSet::new();
+    for (pos, inp) in graph_inputs(graph).enumerate() {
+        if let Err(e) = l.input(pos, inp, opts) {
+            report.problems.push(Problem {
+                node: format!("input '{}'", inp.name),
+                op: "(graph input)".into(),
+                reason: format!("{e:#}"),
+            });
+            unknown.insert(inp.name.as_str());
         }
     }
-    let mut l = Lower {
-        g: Graph::default(),
-        vals: HashMap::new(),
-        opset,
-        notes: Vec::new(),
-        consumers,
-        node_name: String::new(),
-    };
-    for init in &graph.initializer {
-        let t = tensor_from_proto(init)?;
-        l.set_host(&init.name, t);
+    for node in topo_sort(&graph.node)? {
+        let blocked = node.input.iter().any(|i| unknown.contains(i.as_str()));
+        let result = if blocked {
+            report.blocked += 1;
+            Ok(())
+        } else {
+            l.named_node(node)
+        };
+        if let Err(e) = &result {
+            report.problems.push(Problem {
+                node: l.node_name.clone(),
+                op: node.op_type.clone(),
+                reason: format!("{e:#}"),
+            });
+        }
+        if blocked || result.is_err() {
+            unknown.extend(node.output.iter().map(String::as_str));
+        }
     }
+    Ok(report)
+}
+
+/// The graph inputs that are not initializers, in order.
+fn graph_inputs(graph: &crate::onnx_pb::GraphProto) -> impl Iterator<Item = &crate::onnx_pb::ValueInfoProto> {
     let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    for (pos, inp) in graph
+    graph
         .input
         .iter()
-        .filter(|i| !inits.contains(i.name.as_str()))
-        .enumerate()
-    {
+        .filter(move |i| !inits.contains(i.name.as_str()))
+}
+
+impl<'m> Lower<'m> {
+    /// A lowering of `model` with its initializers known.
+    fn start(model: &'m ModelProto) -> Result<(Lower<'m>, &'m crate::onnx_pb::GraphProto)> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| anyhow!("the ONNX model has no graph"))?;
+        let opset = model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(13, |o| o.version);
+        let mut consumers: HashMap<String, Vec<&NodeProto>> = HashMap::new();
+        for n in &graph.node {
+            for i in &n.input {
+                consumers.entry(i.clone()).or_default().push(n);
+            }
+        }
+        let mut l = Lower {
+            g: Graph::default(),
+            vals: HashMap::new(),
+            opset,
+            notes: Vec::new(),
+            consumers,
+            node_name: String::new(),
+        };
+        for init in &graph.initializer {
+            let t = tensor_from_proto(init)?;
+            l.set_host(&init.name, t);
+        }
+        Ok((l, graph))
+    }
+
+    /// Graph input number `pos`: a constant if given, else a runtime input of fixed shape.
+    fn input(
+        &mut self,
+        pos: usize,
+        inp: &crate::onnx_pb::ValueInfoProto,
+        opts: &LowerOptions,
+    ) -> Result<()> {
         if let Some(t) = opts.const_inputs.get(&inp.name) {
-            l.set_host(&inp.name, t.clone());
-            continue;
+            self.set_host(&inp.name, t.clone());
+            return Ok(());
         }
         let (elem, dims) = onnx::value_info_type(inp);
         if elem != 1 {
@@ -116,12 +215,15 @@ pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<Stri
                 d.map(|d| d.iter().map(|x| x.map_or("?".to_string(), |v| v.to_string())).collect::<Vec<_>>())
             ),
         };
-        let id = l.g.add(&inp.name, DType::F32, shape);
-        l.g.inputs.push(id);
-        l.vals.insert(inp.name.clone(), Val::T(id));
+        let id = self.g.add(&inp.name, DType::F32, shape);
+        self.g.inputs.push(id);
+        self.vals.insert(inp.name.clone(), Val::T(id));
+        Ok(())
     }
-    for node in topo_sort(&graph.node)? {
-        l.node_name = if node.name.is_empty() {
+
+    /// Lower one node, with `node_name` set for the ops and errors it makes.
+    fn named_node(&mut self, node: &'m NodeProto) -> Result<()> {
+        self.node_name = if node.name.is_empty() {
             format!(
                 "{}:{}",
                 node.op_type,
@@ -130,23 +232,8 @@ pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<Stri
         } else {
             node.name.clone()
         };
-        l.node(node)
-            .with_context(|| format!("node '{}' ({})", l.node_name, node.op_type))?;
+        self.node(node)
     }
-    for out in &graph.output {
-        let t = l
-            .t(&out.name)
-            .with_context(|| format!("graph output '{}'", out.name))?;
-        l.g.outputs.push(t);
-    }
-    for name in &opts.extra_outputs {
-        let t = l
-            .t(name)
-            .with_context(|| format!("--extra-output '{name}' is not a value of the model"))?;
-        l.g.outputs.push(t);
-    }
-    l.g.prune();
-    Ok((l.g, l.notes))
 }
 
 fn topo_sort(nodes: &[NodeProto]) -> Result<Vec<&NodeProto>> {

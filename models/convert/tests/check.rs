@@ -1,0 +1,102 @@
+//! `check` lists every node cairn cannot convert, all at once: independent problems are
+//! each reported with op and reason; a node that reads a value a problem left unknown is
+//! counted as blocked, not reported again; what can be lowered is not reported.
+
+use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
+use cairn_convert::onnx_pb::{
+    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use prost::Message;
+
+fn value(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, input: &str, output: &str) -> NodeProto {
+    NodeProto {
+        input: vec![input.into()],
+        output: vec![output.into()],
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_problem_at_once_and_blocked_nodes_counted() {
+    let graph = GraphProto {
+        node: vec![
+            node("NoSuchOpA", "x", "a"),
+            node("Relu", "a", "b"),
+            node("Relu", "x", "c"),
+            node("NoSuchOpB", "c", "d"),
+            node("Neg", "ids", "e"),
+        ],
+        input: vec![value("x", 1, &[1, 4]), value("ids", 7, &[1, 4])],
+        output: vec![
+            value("b", 1, &[1, 4]),
+            value("d", 1, &[1, 4]),
+            value("e", 7, &[1, 4]),
+        ],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let report = cairn_convert::check(&model.encode_to_vec(), &Default::default()).unwrap();
+    let found: Vec<(&str, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.node.as_str(), p.op.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("input 'ids'", "(graph input)"),
+            ("NoSuchOpA_a", "NoSuchOpA"),
+            ("NoSuchOpB_d", "NoSuchOpB"),
+        ],
+        "{report:?}"
+    );
+    assert!(
+        report.problems[1].reason.contains("NoSuchOpA"),
+        "{report:?}"
+    );
+    // Relu(a) reads A's unknown output, Neg reads the refused input.
+    assert_eq!(report.blocked, 2, "{report:?}");
+    assert_eq!(report.nodes, 5);
+}
+
+#[test]
+fn a_model_cairn_converts_has_no_problems() {
+    let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../zoo");
+    let bytes = std::fs::read(zoo.join("digits/digits_mlp.onnx")).unwrap();
+    let report = cairn_convert::check(&bytes, &Default::default()).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.blocked, 0);
+    assert!(report.nodes > 0);
+}
