@@ -33,6 +33,10 @@ mod fast_resize;
 #[allow(unsafe_code)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod fast_elt;
+// f32 Conv/FullyConnected for hosts and phones; microcontrollers keep the reference.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[allow(unsafe_code)]
+mod fast_f32;
 pub use eltwise::unary_value;
 mod gather;
 mod gemm;
@@ -120,6 +124,14 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::Quantize => fast_elt::quantize(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        OpKind::Conv if matches!(call.kernel.variant, Variant::F32 | Variant::DwF32) => {
+            fast_f32::conv_f32(call, out)
+        }
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        OpKind::FullyConnected if call.kernel.variant == Variant::F32 => {
+            fast_f32::fc_f32(call, out)
+        }
         _ => None,
     }
 }

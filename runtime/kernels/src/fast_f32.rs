@@ -1,0 +1,355 @@
+//! Faster f32 Conv and FullyConnected for models that stay f32 (converted without
+//! calibration), on x86_64 and aarch64 hosts only (microcontrollers keep the reference):
+//! - one-group convs as a GEMM `Y[o, p] = clamp(bias[o] + Σ_k W[o, k] · X[k, p])`:
+//!   pointwise convs read the input planes in place, every other one-group conv gathers the
+//!   patches of a few output pixels into a stack tile (im2col) first; pointwise convs on a
+//!   1×1 image (squeeze-excitation blocks) take the FullyConnected kernel;
+//! - depthwise convs one output row at a time (`depthwise.rs`);
+//! - FullyConnected as dot products of four weight rows at a time.
+//!
+//! The GEMM and dot micro-kernels are AVX2 + FMA on x86_64 (detected at run time with
+//! `std`, `avx2.rs`: 6 output channels × 16 pixels in 12 accumulators), portable loops the
+//! compiler vectorizes elsewhere (run through `crate::fast::vectorized`). Accuracy contract:
+//! the results differ from the reference only by summation order and fused multiply-adds
+//! (tested in `runtime/kernels/tests/exact_f32.rs`, with the tolerance stated there); the
+//! depthwise path performs the reference's operations one for one.
+//!
+//! Scratch memory is fixed-size stack tiles; each entry returns `None` (the caller runs the
+//! reference) when the op is not its case or a shape exceeds the tiles.
+
+use cairn_core::op::conv as p;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use crate::conv::{geo, Geo};
+use crate::util::f32_clamp;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod depthwise;
+
+/// Pixels per micro-tile (two AVX vectors, four NEON vectors).
+const PT: usize = 16;
+/// Output channels per register block of the portable micro-kernel.
+const MR_PORTABLE: usize = 4;
+/// Pixels one weight block is reused across before the next block of output channels.
+const CHUNK: usize = 64;
+/// Floats in the large im2col tile (64 KB): patch sizes up to `TILE_BIG / PT` = 1024.
+const TILE_BIG: usize = 16384;
+/// Floats in the small im2col tile (16 KB), for stem-sized patches.
+const TILE_SMALL: usize = 4096;
+/// Most pixels an im2col tile holds (the weight rows stay in L1 across them).
+const TILE_PIX_MAX: usize = 256;
+
+/// One GEMM's weights and epilogue: `oc × k` row-major weights, optional bias, clamp.
+pub(crate) struct Gemm<'a> {
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    lo: f32,
+    hi: f32,
+    k: usize,
+    oc: usize,
+}
+
+/// f32 Conv through a fast path, or `None` if none covers this op.
+pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let g = geo(call, out).ok()?;
+    let x = call.req(0).ok()?.f32s().ok()?;
+    let w = call.req(1).ok()?.f32s().ok()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s().ok()?),
+        None => None,
+    };
+    let (lo, hi) = f32_clamp(call.param(p::ACT_LO), call.param(p::ACT_HI));
+    let cg = g.c.checked_div(g.g)?;
+    let k = cg * g.kh * g.kw;
+    let (plane, pix) = (g.h * g.w, g.oh * g.ow);
+    let fits = k > 0
+        && x.len() >= g.n * g.c * plane
+        && w.len() >= g.oc * k
+        && bias.is_none_or(|b| b.len() >= g.oc)
+        && out.data.len() >= 4 * g.n * g.oc * pix;
+    if !fits {
+        return None;
+    }
+    let gm = Gemm {
+        w,
+        bias,
+        lo,
+        hi,
+        k,
+        oc: g.oc,
+    };
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pt == 0
+        && g.pl == 0
+        && g.g == 1
+        && g.oh == g.h
+        && g.ow == g.w;
+    let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
+    let covered =
+        pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));
+    if !covered {
+        return None;
+    }
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if pointwise {
+        for n in 0..g.n {
+            let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
+            let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+            if pix == 1 {
+                // A 1×1 image (squeeze-excitation blocks): one input vector, as in FC.
+                dot_rows(&gm, xn, yn);
+            } else {
+                gemm(&gm, xn, pix, pix, yn, pix, 0);
+            }
+        }
+    } else if g.g == 1 {
+        if k * CHUNK <= TILE_SMALL {
+            im2col::<TILE_SMALL>(&g, &gm, x, y);
+        } else {
+            im2col::<TILE_BIG>(&g, &gm, x, y);
+        }
+    } else {
+        depthwise::depthwise(&g, &gm, x, y);
+    }
+    Some(Ok(()))
+}
+
+/// The GEMM over strided rows: input row `c` at `x[c · xs..]`, output row `o` at
+/// `y[o · ys + y0..]`, `pix` columns. The caller sizes the slices to hold every row.
+fn gemm(gm: &Gemm<'_>, x: &[f32], xs: usize, pix: usize, y: &mut [f32], ys: usize, y0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 and FMA are present (checked above); `avx2::gemm` checks the slice
+        // bounds itself before reading through pointers.
+        unsafe { avx2::gemm(gm, x, xs, pix, y, ys, y0) };
+        return;
+    }
+    crate::fast::vectorized(
+        #[inline(always)]
+        || gemm_portable(gm, x, xs, pix, y, ys, y0),
+    );
+}
+
+/// `gemm` in loops the compiler vectorizes: blocks of 4 output channels × 16 pixels.
+#[inline(always)]
+fn gemm_portable(
+    gm: &Gemm<'_>,
+    x: &[f32],
+    xs: usize,
+    pix: usize,
+    y: &mut [f32],
+    ys: usize,
+    y0: usize,
+) {
+    let mut p0 = 0;
+    while p0 < pix {
+        let end = (p0 + CHUNK).min(pix);
+        let mut o = 0;
+        while o < gm.oc {
+            let mut p = p0;
+            while p < end {
+                let n = PT.min(end - p);
+                let at = Block { o, p, n };
+                match MR_PORTABLE.min(gm.oc - o) {
+                    4 => block_portable::<4>(gm, at, x, xs, y, ys, y0),
+                    3 => block_portable::<3>(gm, at, x, xs, y, ys, y0),
+                    2 => block_portable::<2>(gm, at, x, xs, y, ys, y0),
+                    _ => block_portable::<1>(gm, at, x, xs, y, ys, y0),
+                }
+                p += PT;
+            }
+            o += MR_PORTABLE;
+        }
+        p0 = end;
+    }
+}
+
+/// Where one register block sits: first output channel, first pixel, pixels (≤ `PT`).
+#[derive(Clone, Copy)]
+struct Block {
+    o: usize,
+    p: usize,
+    n: usize,
+}
+
+#[inline(always)]
+fn block_portable<const R: usize>(
+    gm: &Gemm<'_>,
+    at: Block,
+    x: &[f32],
+    xs: usize,
+    y: &mut [f32],
+    ys: usize,
+    y0: usize,
+) {
+    let k = gm.k;
+    let mut acc = [[0f32; PT]; R];
+    for (r, a) in acc.iter_mut().enumerate() {
+        *a = [gm.bias.map_or(0.0, |b| b[at.o + r]); PT];
+    }
+    let rows: [&[f32]; R] = core::array::from_fn(|r| &gm.w[(at.o + r) * k..(at.o + r + 1) * k]);
+    let mut xv = [0f32; PT];
+    for c in 0..k {
+        xv[..at.n].copy_from_slice(&x[c * xs + at.p..c * xs + at.p + at.n]);
+        for (a, row) in acc.iter_mut().zip(rows) {
+            let wv = row[c];
+            for (a, &v) in a.iter_mut().zip(&xv) {
+                *a += wv * v;
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let at_y = (at.o + r) * ys + y0 + at.p;
+        for (d, &v) in y[at_y..at_y + at.n].iter_mut().zip(a) {
+            *d = v.max(gm.lo).min(gm.hi);
+        }
+    }
+}
+
+/// One-group convs with patches of up to `T / PT` elements: gather the patches of up to
+/// `T / k` output pixels into a stack tile (zero where the window leaves the image) and run
+/// the GEMM on it.
+#[inline(never)]
+fn im2col<const T: usize>(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
+    let k = gm.k;
+    let pix = g.oh * g.ow;
+    let plane = g.h * g.w;
+    let tp = (T / k / PT * PT).min(TILE_PIX_MAX);
+    let mut tile = [0f32; T];
+    for n in 0..g.n {
+        let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
+        let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+        let mut t0 = 0;
+        while t0 < pix {
+            let len = tp.min(pix - t0);
+            for c in 0..g.c {
+                let xc = &xn[c * plane..(c + 1) * plane];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let row = (c * g.kh + ky) * g.kw + kx;
+                        let dst = &mut tile[row * tp..row * tp + len];
+                        gather_tap(g, xc, (ky, kx), t0, dst);
+                    }
+                }
+            }
+            gemm(gm, &tile, tp, len, yn, pix, t0);
+            t0 += len;
+        }
+    }
+}
+
+/// `dst[j]` = the input under tap (ky, kx) of output pixel `t0 + j`, 0 outside the image.
+#[inline(always)]
+fn gather_tap(g: &Geo, xc: &[f32], (ky, kx): (usize, usize), t0: usize, dst: &mut [f32]) {
+    let (mut oy, mut ox) = (t0 / g.ow, t0 % g.ow);
+    let mut j = 0;
+    while j < dst.len() {
+        let seg = (g.ow - ox).min(dst.len() - j);
+        let d = &mut dst[j..j + seg];
+        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+        if iy < 0 || iy >= g.h as isize {
+            d.fill(0.0);
+        } else {
+            let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+            // ix = (ox + s)·sw + kx·dw − pl for the s-th pixel of the segment.
+            let off = (ox * g.sw + kx * g.dw) as isize - g.pl;
+            let (lo, hi) = crate::util::inside(off, g.sw, g.w, seg);
+            d[..lo].fill(0.0);
+            d[hi..].fill(0.0);
+            if hi > lo {
+                let a = (lo as isize * g.sw as isize + off) as usize;
+                if g.sw == 1 {
+                    d[lo..hi].copy_from_slice(&xrow[a..a + hi - lo]);
+                } else {
+                    let src = xrow[a..].iter().step_by(g.sw);
+                    for (v, &s) in d[lo..hi].iter_mut().zip(src) {
+                        *v = s;
+                    }
+                }
+            }
+        }
+        j += seg;
+        ox = 0;
+        oy += 1;
+    }
+}
+
+/// f32 FullyConnected (`Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])`) through a fast
+/// path, or `None`.
+pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let x = call.req(0).ok()?.f32s().ok()?;
+    let wt = call.req(1).ok()?;
+    let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));
+    let w = wt.f32s().ok()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s().ok()?),
+        None => None,
+    };
+    let (lo, hi) = f32_clamp(call.param(0), call.param(1));
+    let m = x.len().checked_div(k)?;
+    let fits = m * k == x.len()
+        && w.len() >= n * k
+        && bias.is_none_or(|b| b.len() >= n)
+        && out.data.len() >= 4 * m * n;
+    if !fits {
+        return None;
+    }
+    let gm = Gemm {
+        w,
+        bias,
+        lo,
+        hi,
+        k,
+        oc: n,
+    };
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        dot_rows(&gm, xr, yr);
+    }
+    Some(Ok(()))
+}
+
+/// `yr[j] = clamp(bias[j] + Σ_t xr[t] · W[j, t])` for every weight row `j`.
+fn dot_rows(gm: &Gemm<'_>, xr: &[f32], yr: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 and FMA are present (checked above); `avx2::fc_row` checks the slice
+        // bounds itself.
+        unsafe { avx2::fc_row(gm, xr, yr) };
+        return;
+    }
+    crate::fast::vectorized(
+        #[inline(always)]
+        || fc_row_portable(gm, xr, yr),
+    );
+}
+
+/// One output row of FullyConnected: a 16-lane dot product per weight row.
+#[inline(always)]
+fn fc_row_portable(gm: &Gemm<'_>, xr: &[f32], yr: &mut [f32]) {
+    let k = gm.k;
+    for (j, yv) in yr.iter_mut().enumerate().take(gm.oc) {
+        let wr = &gm.w[j * k..(j + 1) * k];
+        let mut lanes = [0f32; PT];
+        let (xc, wc) = (xr.chunks_exact(PT), wr.chunks_exact(PT));
+        let (xt, wt) = (xc.remainder(), wc.remainder());
+        for (xs, ws) in xc.zip(wc) {
+            for ((l, &a), &b) in lanes.iter_mut().zip(xs).zip(ws) {
+                *l += a * b;
+            }
+        }
+        let tail: f32 = xt.iter().zip(wt).map(|(&a, &b)| a * b).sum();
+        let acc = gm.bias.map_or(0.0, |b| b[j]) + lanes.iter().sum::<f32>() + tail;
+        *yv = acc.max(gm.lo).min(gm.hi);
+    }
+}

@@ -1,0 +1,338 @@
+//! The f32 fast paths (Conv, FullyConnected) against the reference kernels on random
+//! shapes, params and data (seeded: `CAIRN_SEED`, printed on failure).
+//!
+//! Tolerance: a fast path may differ from the reference only by summation order (and fused
+//! multiply-adds), so every output must satisfy
+//! `|fast − reference| ≤ 1e-5 · Σ|terms| + 1e-6`, where `Σ|terms|` is `|bias|` plus the sum
+//! of `|x · w|` over the output's taps (computed by running the reference on `|x|`, `|w|`,
+//! `|bias|` without the clamp). Depthwise convs and the convs no fast path covers (grouped)
+//! must equal the reference bit for bit.
+
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::op::conv;
+use cairn_core::{DType, OpKind, Shape};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+// Shared with the int8 tests, whose helpers (`Rng::i8`) these do not all use.
+#[allow(dead_code)]
+mod common;
+use common::{run, seed, Rng};
+
+/// Relative part of the tolerance (times `Σ|terms|`).
+const REL: f32 = 1e-5;
+/// Absolute part of the tolerance.
+const ABS: f32 = 1e-6;
+
+/// One single-op model: its kind, shapes, weights, bias and params (clamp included).
+struct OpCase {
+    kind: OpKind,
+    x: Vec<usize>,
+    w: Vec<usize>,
+    y: Vec<usize>,
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    params: Vec<i32>,
+    /// Index of the clamp's low bound in `params` (the high bound follows).
+    clamp_at: usize,
+}
+
+impl OpCase {
+    fn bytes(&self, abs: bool) -> Vec<u8> {
+        let t = |dims: &[usize], data: Option<&[f32]>| TensorSpec {
+            dtype: DType::F32,
+            shape: Shape::new(dims).unwrap(),
+            quant: QuantSpec::None,
+            data: data.map(|d| {
+                d.iter()
+                    .flat_map(|v| if abs { v.abs() } else { *v }.to_le_bytes())
+                    .collect()
+            }),
+            layout: Default::default(),
+        };
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(t(&self.x, None));
+        let w = b.add_tensor(t(&self.w, Some(&self.weights)));
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|v| b.add_tensor(t(&[v.len()], Some(v))));
+        let y = b.add_tensor(t(&self.y, None));
+        let mut params = self.params.clone();
+        if abs {
+            params[self.clamp_at] = f32::NEG_INFINITY.to_bits() as i32;
+            params[self.clamp_at + 1] = f32::INFINITY.to_bits() as i32;
+        }
+        b.ops.push(OpSpec {
+            kind: self.kind,
+            inputs: vec![Some(x), Some(w), bias],
+            outputs: vec![y],
+            params,
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        b.finish().expect("valid model")
+    }
+}
+
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// A random clamp: none, ReLU, ReLU6 or a random interval.
+fn clamp(r: &mut Rng) -> (f32, f32) {
+    match r.range(0, 3) {
+        0 => (f32::NEG_INFINITY, f32::INFINITY),
+        1 => (0.0, f32::INFINITY),
+        2 => (0.0, 6.0),
+        _ => {
+            let lo = r.f(-2.0, 0.5);
+            (lo, lo + r.f(0.0, 3.0))
+        }
+    }
+}
+
+/// Run `case` on both backends and compare (bit for bit when `exact`); `what` names it.
+fn check(r: &mut Rng, case: &OpCase, exact: bool, what: &dyn Fn() -> String) {
+    let n_in: usize = case.x.iter().product();
+    let input: Vec<f32> = (0..n_in).map(|_| r.f(-1.0, 1.0)).collect();
+    let bytes = case.bytes(false);
+    let in_bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let reference = floats(&run(&bytes, RefBackend, &in_bytes));
+    let fast = floats(&run(&bytes, CpuBackend, &in_bytes));
+    if exact {
+        let same = reference
+            .iter()
+            .zip(&fast)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "not bit-exact: {}", what());
+        return;
+    }
+    let abs_in: Vec<u8> = input.iter().flat_map(|v| v.abs().to_le_bytes()).collect();
+    let terms = floats(&run(&case.bytes(true), RefBackend, &abs_in));
+    assert_eq!(reference.len(), fast.len());
+    for (i, ((a, b), t)) in reference.iter().zip(&fast).zip(&terms).enumerate() {
+        let bound = REL * t + ABS;
+        assert!(
+            (a - b).abs() <= bound,
+            "output {i}: reference {a}, fast {b}, bound {bound}: {}",
+            what()
+        );
+    }
+}
+
+struct ConvCase {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    pad: [usize; 4],
+    dil: (usize, usize),
+    group: usize,
+}
+
+/// The conv of `cs` with random weights, bias and clamp, or `None` if its window does not fit.
+fn conv_case(r: &mut Rng, cs: &ConvCase) -> Option<OpCase> {
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let oh = (ph - eh) / cs.stride.0 + 1;
+    let ow = (pw - ew) / cs.stride.1 + 1;
+    let cg = cs.c / cs.group;
+    let weights = (0..cs.oc * cg * cs.k.0 * cs.k.1)
+        .map(|_| r.f(-1.0, 1.0))
+        .collect();
+    let bias = (!r.next().is_multiple_of(4)).then(|| (0..cs.oc).map(|_| r.f(-1.0, 1.0)).collect());
+    let (lo, hi) = clamp(r);
+    let mut params = vec![0i32; conv::LEN];
+    params[conv::SH] = cs.stride.0 as i32;
+    params[conv::SW] = cs.stride.1 as i32;
+    params[conv::PT] = cs.pad[0] as i32;
+    params[conv::PL] = cs.pad[1] as i32;
+    params[conv::PB] = cs.pad[2] as i32;
+    params[conv::PR] = cs.pad[3] as i32;
+    params[conv::DH] = cs.dil.0 as i32;
+    params[conv::DW] = cs.dil.1 as i32;
+    params[conv::GROUP] = cs.group as i32;
+    params[conv::ACT_LO] = lo.to_bits() as i32;
+    params[conv::ACT_HI] = hi.to_bits() as i32;
+    Some(OpCase {
+        kind: OpKind::Conv,
+        x: vec![cs.n, cs.c, cs.h, cs.w],
+        w: vec![cs.oc, cg, cs.k.0, cs.k.1],
+        y: vec![cs.n, cs.oc, oh, ow],
+        weights,
+        bias,
+        params,
+        clamp_at: conv::ACT_LO,
+    })
+}
+
+/// Check one random conv; `false` when its window does not fit the image.
+fn check_conv(r: &mut Rng, cs: ConvCase, exact: bool, seed: u64, case: usize) -> bool {
+    let Some(op) = conv_case(r, &cs) else {
+        return false;
+    };
+    let what = || {
+        format!(
+            "CAIRN_SEED={seed} case {case}: n{} c{} {}x{} oc{} k{:?} s{:?} p{:?} d{:?} g{}",
+            cs.n, cs.c, cs.h, cs.w, cs.oc, cs.k, cs.stride, cs.pad, cs.dil, cs.group
+        )
+    };
+    check(r, &op, exact, &what);
+    true
+}
+
+#[test]
+fn pointwise_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    for case in 0..200 {
+        // Every tenth a 1×1 image (squeeze-excitation blocks).
+        let (h, w) = if case % 10 == 0 {
+            (1, 1)
+        } else {
+            (r.range(1, 20), r.range(1, 24))
+        };
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 70),
+            h,
+            w,
+            oc: r.range(1, 40),
+            k: (1, 1),
+            stride: (1, 1),
+            pad: [0; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        assert!(check_conv(&mut r, cs, false, seed, case));
+    }
+}
+
+#[test]
+fn general_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x33);
+    let mut ran = 0;
+    for case in 0..200 {
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 20),
+            h: r.range(1, 20),
+            w: r.range(1, 24),
+            oc: r.range(1, 24),
+            k: (r.range(1, 5), r.range(1, 5)),
+            stride: (r.range(1, 3), r.range(1, 3)),
+            pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group: 1,
+        };
+        ran += check_conv(&mut r, cs, false, seed, case) as usize;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
+/// The PP-OCR stem's shape (3×3 stride 2 on a 48×192 image): several im2col tiles, and
+/// patches too large for any tile (the reference runs them).
+#[test]
+fn stem_and_large_patch_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x57);
+    for (case, (c, h, w, oc)) in [(3, 48, 192, 16), (130, 6, 9, 5), (96, 7, 11, 9)]
+        .into_iter()
+        .enumerate()
+    {
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h,
+            w,
+            oc,
+            k: (3, 3),
+            stride: (2, 2),
+            pad: [1; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        assert!(check_conv(&mut r, cs, false, seed, case));
+    }
+}
+
+#[test]
+fn depthwise_f32_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xD0);
+    let mut ran = 0;
+    for case in 0..300 {
+        let c = r.range(2, 24);
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 17),
+            w: r.range(1, 300),
+            oc: c,
+            k: (r.range(1, 5), r.range(1, 5)),
+            stride: (r.range(1, 3), r.range(1, 6)),
+            pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group: c,
+        };
+        ran += check_conv(&mut r, cs, true, seed, case) as usize;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
+#[test]
+fn grouped_f32_falls_back() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x6A);
+    let mut ran = 0;
+    for case in 0..100 {
+        let group = r.range(2, 4);
+        let cs = ConvCase {
+            n: 1,
+            c: group * r.range(2, 5),
+            h: r.range(1, 12),
+            w: r.range(1, 12),
+            oc: group * r.range(1, 4),
+            k: (r.range(1, 3), r.range(1, 3)),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)],
+            dil: (1, 1),
+            group,
+        };
+        ran += check_conv(&mut r, cs, true, seed, case) as usize;
+    }
+    assert!(ran > 50, "{ran}");
+}
+
+#[test]
+fn fully_connected_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xFC);
+    for case in 0..200 {
+        let (m, k, n) = (r.range(1, 3), r.range(1, 300), r.range(1, 40));
+        let (lo, hi) = clamp(&mut r);
+        let op = OpCase {
+            kind: OpKind::FullyConnected,
+            x: vec![m, k],
+            w: vec![n, k],
+            y: vec![m, n],
+            weights: (0..n * k).map(|_| r.f(-1.0, 1.0)).collect(),
+            bias: (!r.next().is_multiple_of(4)).then(|| (0..n).map(|_| r.f(-1.0, 1.0)).collect()),
+            params: vec![lo.to_bits() as i32, hi.to_bits() as i32],
+            clamp_at: 0,
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
+        check(&mut r, &op, false, &what);
+    }
+}
