@@ -135,7 +135,9 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
 }
 
 /// The graph inputs that are not initializers, in order.
-fn graph_inputs(graph: &crate::onnx_pb::GraphProto) -> impl Iterator<Item = &crate::onnx_pb::ValueInfoProto> {
+fn graph_inputs(
+    graph: &crate::onnx_pb::GraphProto,
+) -> impl Iterator<Item = &crate::onnx_pb::ValueInfoProto> {
     let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     graph
         .input
