@@ -109,7 +109,11 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
                 op: "(graph input)".into(),
                 reason: format!("{e:#}"),
             });
-            unknown.insert(inp.name.as_str());
+            // Go on as if it were an f32 input of its declared shape (unknown dims as 1),
+            // so the nodes behind it are checked too; if even that fails, they are blocked.
+            if l.input(pos, &as_f32_fixed(inp), opts).is_err() {
+                unknown.insert(inp.name.as_str());
+            }
         }
     }
     for node in topo_sort(&graph.node)? {
@@ -132,6 +136,23 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
         }
     }
     Ok(report)
+}
+
+/// `v` as an f32 tensor with every unknown dim 1 (what `check` assumes of an input it
+/// refused).
+fn as_f32_fixed(v: &crate::onnx_pb::ValueInfoProto) -> crate::onnx_pb::ValueInfoProto {
+    use crate::onnx_pb::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx_pb::type_proto::Value;
+    let mut v = v.clone();
+    if let Some(Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        t.elem_type = 1;
+        for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
+            if !matches!(d.value, Some(Dim::DimValue(n)) if n > 0) {
+                d.value = Some(Dim::DimValue(1));
+            }
+        }
+    }
+    v
 }
 
 /// The graph inputs that are not initializers, in order.

@@ -1,12 +1,14 @@
 //! `cairn`: convert, inspect, run, bench and demo.
 
 mod bench;
+mod check;
 mod demo;
 mod engines;
 mod inspect;
 mod int8_ref;
 mod learn;
 mod memory;
+mod samples;
 mod sync;
 mod tools;
 
@@ -28,11 +30,15 @@ struct Cli {
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ConvertArgs {
-    /// Fix dynamic input dims, e.g. 1,3,48,192 (repeat for more inputs, or NAME:1,3,48,192).
-    #[arg(long = "input-shape", value_name = "DIMS")]
+    /// Fix dynamic input dims: NAME=1,3,48,192 for the input NAME (any ONNX name, `:`
+    /// included), NAME:1,3,48,192 when NAME has no `:`, or 1,3,48,192 for the input at the
+    /// flag's position (repeatable).
+    #[arg(long = "input-shape", value_name = "[NAME=]DIMS")]
     pub input_shape: Vec<String>,
-    /// A .npy file or a folder of .npy files with calibration inputs (one sample per file,
-    /// or a batch along the first axis). Without it and without QDQ nodes the model stays f32.
+    /// Calibration inputs: a .npy file or a folder of .npy files for the first input (one
+    /// sample per file, or a batch along the first axis), or a folder of sample folders
+    /// each holding `<input name>.npy` per input (`/` in a name as `_`). Without it and
+    /// without QDQ nodes the model stays f32.
     #[arg(long, value_name = "DIR_OR_NPY")]
     pub calibrate: Option<PathBuf>,
     /// Calibration range: "minmax" or a percentile such as "99.99".
@@ -63,6 +69,13 @@ enum Cmd {
         #[command(flatten)]
         args: ConvertArgs,
     },
+    /// List every node of an ONNX model that cairn cannot convert yet, with op and reason,
+    /// all at once and before any conversion work (exit status 1 if there are any).
+    Check {
+        model: PathBuf,
+        #[command(flatten)]
+        args: ConvertArgs,
+    },
     /// Show a .cairn file: ops, MACs, flash and arena bytes, kernels, quantization.
     Inspect {
         model: PathBuf,
@@ -73,12 +86,18 @@ enum Cmd {
     /// Run a .cairn model on .npy inputs.
     Run {
         model: PathBuf,
-        /// Input .npy (repeat for several inputs, in order).
-        #[arg(short, long, required = true)]
-        input: Vec<PathBuf>,
-        /// Write the first output here (.npy); otherwise print the top-k.
+        /// NAME=x.npy for the input NAME (the ONNX name from `MODEL.names.json`, which
+        /// `cairn convert` writes, or input0, input1, ...), or a bare x.npy for the next
+        /// input not named (repeatable).
+        #[arg(short, long, required = true, value_name = "[NAME=]NPY")]
+        input: Vec<String>,
+        /// Write the first output here (.npy).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write every output into this folder as `<output name>.npy` (`/` in a name as `_`).
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Without --output or --output-dir, print the top-k of each output.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
@@ -158,13 +177,23 @@ fn main() -> Result<()> {
             output,
             args,
         } => tools::convert_cmd(&model, &output, &args),
+        Cmd::Check { model, args } => check::check(&model, &args),
         Cmd::Inspect { model, tensors } => inspect::inspect(&model, tensors),
         Cmd::Run {
             model,
             input,
             output,
+            output_dir,
             top_k,
-        } => tools::run_cmd(&model, &input, output.as_deref(), top_k),
+        } => tools::run_cmd(
+            &model,
+            &input,
+            &tools::RunOutputs {
+                first: output.as_deref(),
+                dir: output_dir.as_deref(),
+                top_k,
+            },
+        ),
         Cmd::Bench {
             model,
             args,

@@ -10,17 +10,8 @@ use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::samples::{self, IoNames};
 use crate::ConvertArgs;
-
-pub fn parse_dims(s: &str) -> Result<Vec<usize>> {
-    s.split(',')
-        .map(|d| {
-            d.trim()
-                .parse::<usize>()
-                .with_context(|| format!("bad dimension '{d}' in '{s}'"))
-        })
-        .collect()
-}
 
 /// How one sample of the model's first input is recognised in a calibration array.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,8 +28,19 @@ pub enum SampleShape {
 /// Calibration samples for a model whose first input has the given per-sample shape;
 /// a batch (an array holding several samples along its first axis) is split into
 /// samples of batch 1.
+///
+/// `path` is a `.npy` file, a folder of `.npy` files, or a folder of sample folders
+/// (`samples.rs`), of which each folder's only `.npy` file, or the first by name, is taken.
 pub fn load_samples(path: &Path, sample: SampleShape) -> Result<Vec<npy::Array>> {
-    let arrays = npy::read_dir_or_file(path)?;
+    let folders = samples::sample_folders(path)?;
+    let arrays = if folders.is_empty() {
+        npy::read_dir_or_file(path)?
+    } else {
+        folders
+            .iter()
+            .map(|f| samples::first_npy(f))
+            .collect::<Result<_>>()?
+    };
     let mut out = Vec::new();
     for a in arrays {
         let n = match sample {
@@ -66,6 +68,8 @@ pub fn load_samples(path: &Path, sample: SampleShape) -> Result<Vec<npy::Array>>
     Ok(out)
 }
 
+/// Converter options from the command line. The second value holds the calibration
+/// samples of the model's first input (what `cairn bench` times on).
 pub fn options(
     args: &ConvertArgs,
     onnx_bytes: &[u8],
@@ -77,10 +81,8 @@ pub fn options(
         ..Default::default()
     };
     for (i, s) in args.input_shape.iter().enumerate() {
-        match s.split_once(':') {
-            Some((name, dims)) => o.input_shapes.insert(name.to_string(), parse_dims(dims)?),
-            None => o.input_shapes.insert(format!("#{i}"), parse_dims(s)?),
-        };
+        let (key, dims) = samples::parse_input_shape(s, i)?;
+        o.input_shapes.insert(key, dims);
     }
     o.method = match args.method.as_str() {
         "minmax" => cairn_convert::Method::MinMax,
@@ -89,34 +91,65 @@ pub fn options(
                 .map_err(|_| anyhow!("--method is 'minmax' or a percentile like 99.99"))?,
         ),
     };
-    let mut samples = Vec::new();
-    if let Some(dir) = &args.calibrate {
-        // Per-sample element count from the model's fixed input shape, if known.
-        let sample = match o.input_shapes.get("#0") {
-            Some(d) => SampleShape::Numel(d.iter().product()),
-            None => first_input_sample(onnx_bytes),
-        };
-        samples = load_samples(dir, sample)?;
-        if o.input_shapes.is_empty() {
-            if let Some(s) = samples.first() {
-                o.input_shapes.insert("#0".into(), s.shape.clone());
-            }
-        }
-        o.calibration = samples.iter().map(|s| vec![s.data.clone()]).collect();
+    let Some(dir) = &args.calibrate else {
+        return Ok((o, Vec::new()));
+    };
+    if !samples::sample_folders(dir)?.is_empty() {
+        return sample_folder_options(o, dir, onnx_bytes);
     }
-    Ok((o, samples))
+    let inputs = samples::graph_inputs(onnx_bytes).unwrap_or_default();
+    // Per-sample element count from the model's fixed input shape, if known.
+    let first_name = inputs.first().map(|i| i.name.as_str());
+    let sample = match o
+        .input_shapes
+        .get("#0")
+        .or_else(|| first_name.and_then(|n| o.input_shapes.get(n)))
+    {
+        Some(d) => SampleShape::Numel(d.iter().product()),
+        None => sample_shape(inputs.first()),
+    };
+    let arrays = load_samples(dir, sample)?;
+    if o.input_shapes.is_empty() {
+        if let Some(s) = arrays.first() {
+            o.input_shapes.insert("#0".into(), s.shape.clone());
+        }
+    }
+    o.calibration = arrays.iter().map(|s| vec![s.data.clone()]).collect();
+    Ok((o, arrays))
 }
 
-fn first_input_sample(onnx_bytes: &[u8]) -> SampleShape {
-    let dims = (|| {
-        let m = cairn_convert::onnx::load_model(onnx_bytes).ok()?;
-        let g = m.graph?;
-        let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-        let i = g.input.iter().find(|i| !inits.contains(&i.name.as_str()))?;
-        let (_, dims) = cairn_convert::onnx::value_info_type(i);
-        dims
-    })();
-    match dims {
+/// Calibration from a folder of sample folders: every graph input from its own file.
+/// An input without a shape from `--input-shape` takes the first sample's.
+fn sample_folder_options(
+    mut o: cairn_convert::Options,
+    dir: &Path,
+    onnx_bytes: &[u8],
+) -> Result<(cairn_convert::Options, Vec<npy::Array>)> {
+    let inputs = samples::graph_inputs(onnx_bytes)?;
+    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let sets = samples::read_sample_folders(dir, &names)?;
+    if let Some(first) = sets.first() {
+        for (pos, (name, a)) in names.iter().zip(first).enumerate() {
+            if !o.input_shapes.contains_key(name)
+                && !o.input_shapes.contains_key(&format!("#{pos}"))
+            {
+                o.input_shapes.insert(name.clone(), a.shape.clone());
+            }
+        }
+    }
+    o.calibration = sets
+        .iter()
+        .map(|set| set.iter().map(|a| a.data.clone()).collect())
+        .collect();
+    let firsts = sets
+        .into_iter()
+        .filter_map(|set| set.into_iter().next())
+        .collect();
+    Ok((o, firsts))
+}
+
+fn sample_shape(input: Option<&samples::GraphInput>) -> SampleShape {
+    match input.and_then(|i| i.dims.as_ref()) {
         Some(d) if d.iter().all(Option::is_some) => {
             SampleShape::Numel(d.iter().map(|x| x.unwrap_or(1)).product())
         }
@@ -168,6 +201,16 @@ pub fn convert_cmd(model: &Path, output: &Path, args: &ConvertArgs) -> Result<()
     for n in &c.notes {
         println!("note: {n}");
     }
+    match onnx_io_names(model, args) {
+        Ok(names) if names.inputs.len() == m.n_inputs() && names.outputs.len() == m.n_outputs() => {
+            samples::write_names(output, &names)?;
+        }
+        _ => println!(
+            "note: no {} (the ONNX names do not map one to one onto the model's inputs and \
+             outputs); `cairn run` takes input0.. and writes output0..",
+            samples::names_path(output).display()
+        ),
+    }
     if c.mode != "float" {
         println!("{} ops in int8, {} in f32", c.int8_ops, c.f32_ops.len());
         for f in &c.f32_ops {
@@ -175,6 +218,21 @@ pub fn convert_cmd(model: &Path, output: &Path, args: &ConvertArgs) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The ONNX names of what the converted model takes and gives: graph inputs, then graph
+/// outputs and `--extra-output`s.
+fn onnx_io_names(onnx: &Path, args: &ConvertArgs) -> Result<IoNames> {
+    let bytes = std::fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
+    let mut outputs = samples::graph_outputs(&bytes)?;
+    outputs.extend(args.extra_output.iter().cloned());
+    Ok(IoNames {
+        inputs: samples::graph_inputs(&bytes)?
+            .into_iter()
+            .map(|i| i.name)
+            .collect(),
+        outputs,
+    })
 }
 
 pub fn read_model(path: &Path) -> Result<AlignedBytes> {
@@ -198,28 +256,29 @@ pub fn argmax(v: &[f32]) -> usize {
     top_k(v, 1).first().map_or(0, |p| p.0)
 }
 
-pub fn run_cmd(
-    model: &Path,
-    inputs: &[std::path::PathBuf],
-    output: Option<&Path>,
-    k: usize,
-) -> Result<()> {
+/// Where `cairn run` writes outputs.
+pub struct RunOutputs<'a> {
+    /// The first output as `.npy`.
+    pub first: Option<&'a Path>,
+    /// Every output as `<output name>.npy` in this folder.
+    pub dir: Option<&'a Path>,
+    /// Without either: print the top-k of each output.
+    pub top_k: usize,
+}
+
+pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
     let bytes = read_model(model)?;
     let mut m = host_model(&bytes, model)?;
     let infos = m.inputs();
-    if inputs.len() != infos.len() {
-        bail!(
-            "the model takes {} inputs, {} given",
-            infos.len(),
-            inputs.len()
-        );
-    }
-    let arrays: Vec<npy::Array> = inputs.iter().map(|p| npy::read(p)).collect::<Result<_>>()?;
-    for (a, info) in arrays.iter().zip(&infos) {
+    let oinfo = m.outputs();
+    let names = samples::read_names(model, infos.len(), oinfo.len());
+    let paths = samples::assign_inputs(inputs, &names)?;
+    let arrays: Vec<npy::Array> = paths.iter().map(|p| npy::read(p)).collect::<Result<_>>()?;
+    for ((a, info), name) in arrays.iter().zip(&infos).zip(&names.inputs) {
         let need: usize = info.shape.iter().product();
         if a.data.len() != need {
             bail!(
-                "input of shape {:?} given where the model takes {:?}",
+                "input '{name}' of shape {:?} given where the model takes {:?}",
                 a.shape,
                 info.shape
             );
@@ -228,28 +287,184 @@ pub fn run_cmd(
     let refs: Vec<&[f32]> = arrays.iter().map(|a| a.data.as_slice()).collect();
     let t = Instant::now();
     let outs = m.run(&refs).map_err(|e| anyhow!("run failed: {e:?}"))?;
-    let dt = t.elapsed();
-    let oinfo = m.outputs();
-    match output {
-        Some(p) => {
-            npy::write(p, &oinfo[0].shape, &outs[0])?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if let Some(p) = to.first {
+        npy::write(p, &oinfo[0].shape, &outs[0])?;
+        println!("wrote {} (shape {:?})", p.display(), oinfo[0].shape);
+    }
+    if let Some(dir) = to.dir {
+        write_outputs(dir, &names.outputs, &oinfo, &outs)?;
+    }
+    if to.first.is_none() && to.dir.is_none() {
+        for ((o, info), name) in outs.iter().zip(&oinfo).zip(&names.outputs) {
             println!(
-                "wrote {} (shape {:?}) in {:.3} ms",
-                p.display(),
-                oinfo[0].shape,
-                dt.as_secs_f64() * 1e3
+                "output {name} shape {:?}: top-{} {:?}",
+                info.shape,
+                to.top_k,
+                top_k(o, to.top_k)
             );
         }
-        None => {
-            for (i, o) in outs.iter().enumerate() {
-                println!(
-                    "output {i} shape {:?}: top-{k} {:?}",
-                    oinfo[i].shape,
-                    top_k(o, k)
-                );
-            }
-            println!("{:.3} ms", dt.as_secs_f64() * 1e3);
+    }
+    println!("{ms:.3} ms");
+    Ok(())
+}
+
+/// Every output as `<dir>/<file_stem(name)>.npy`; two names that map to one file are an
+/// error rather than one output silently overwriting the other.
+fn write_outputs(
+    dir: &Path,
+    names: &[String],
+    infos: &[cairn_kernels::host::IoInfo],
+    outs: &[Vec<f32>],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = std::collections::HashSet::new();
+    for ((name, info), data) in names.iter().zip(infos).zip(outs) {
+        let file = dir.join(format!("{}.npy", samples::file_stem(name)));
+        if !written.insert(file.clone()) {
+            bail!("two outputs map to {}", file.display());
         }
+        npy::write(&file, &info.shape, data)?;
+        println!("wrote {} (shape {:?})", file.display(), info.shape);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::samples::tests::temp_dir;
+
+    /// What clap gives a command without flags.
+    fn minmax() -> ConvertArgs {
+        ConvertArgs {
+            method: "minmax".into(),
+            ..Default::default()
+        }
+    }
+
+    fn zoo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/zoo")
+            .join(path)
+    }
+
+    /// The first `n` rows of the digits calibration set as sample folders (`x.npy` each)
+    /// under `dir/folders`, and as single `.npy` files under `dir/flat`.
+    fn digits_samples(dir: &Path, n: usize) -> Vec<Vec<f32>> {
+        let calib = npy::read(&zoo("digits/calib_x.npy")).unwrap();
+        let rows: Vec<Vec<f32>> = calib.data.chunks(64).take(n).map(<[f32]>::to_vec).collect();
+        std::fs::create_dir_all(dir.join("flat")).unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let folder = dir.join(format!("folders/sample_{i:03}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            npy::write(&folder.join("x.npy"), &[1, 64], row).unwrap();
+            npy::write(&dir.join(format!("flat/s{i:03}.npy")), &[1, 64], row).unwrap();
+        }
+        rows
+    }
+
+    #[test]
+    fn sample_folders_calibrate_like_flat_files() {
+        let dir = temp_dir("sample_folders_calibrate_like_flat_files");
+        let rows = digits_samples(&dir, 8);
+        let onnx = std::fs::read(zoo("digits/digits_mlp.onnx")).unwrap();
+        let with = |calib: &str| ConvertArgs {
+            calibrate: Some(dir.join(calib)),
+            ..minmax()
+        };
+        let (o, firsts) = options(&with("folders"), &onnx).unwrap();
+        assert_eq!(o.calibration.len(), 8);
+        assert_eq!(o.calibration[3], vec![rows[3].clone()]);
+        assert_eq!(o.input_shapes.get("x"), Some(&vec![1, 64]));
+        assert_eq!(firsts[7].data, rows[7]);
+        // `cairn bench` reads the same samples through load_samples.
+        let bench = load_samples(&dir.join("folders"), SampleShape::Numel(64)).unwrap();
+        assert_eq!(bench.len(), 8);
+        assert_eq!(bench[5].data, rows[5]);
+        let by_folders = cairn_convert::convert(&onnx, &o, |_| {}).unwrap();
+        let (flat, _) = options(&with("flat"), &onnx).unwrap();
+        assert_eq!(flat.calibration, o.calibration);
+        let by_files = cairn_convert::convert(&onnx, &flat, |_| {}).unwrap();
+        assert_eq!(by_folders.mode, "calibrated");
+        assert_eq!(by_folders.bytes, by_files.bytes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn input_shape_flags_reach_the_converter_by_name() {
+        let onnx = std::fs::read(zoo("digits/digits_mlp.onnx")).unwrap();
+        for flag in ["x=1,64", "x:1,64"] {
+            let args = ConvertArgs {
+                input_shape: vec![flag.into()],
+                ..minmax()
+            };
+            let (o, _) = options(&args, &onnx).unwrap();
+            assert_eq!(o.input_shapes.get("x"), Some(&vec![1, 64]), "{flag}");
+            cairn_convert::convert(&onnx, &o, |_| {}).unwrap();
+        }
+        let args = ConvertArgs {
+            input_shape: vec!["x=1,65".into()],
+            ..minmax()
+        };
+        let (o, _) = options(&args, &onnx).unwrap();
+        assert!(cairn_convert::convert(&onnx, &o, |_| {}).is_err());
+    }
+
+    #[test]
+    fn convert_writes_names_and_run_takes_them() {
+        let dir = temp_dir("convert_writes_names_and_run_takes_them");
+        digits_samples(&dir, 4);
+        let cairn = dir.join("digits.cairn");
+        let args = ConvertArgs {
+            calibrate: Some(dir.join("folders")),
+            ..minmax()
+        };
+        convert_cmd(&zoo("digits/digits_mlp.onnx"), &cairn, &args).unwrap();
+        let names = samples::read_names(&cairn, 1, 1);
+        assert_eq!(names.inputs, vec!["x"]);
+        assert_eq!(names.outputs, vec!["probs"]);
+        let x = dir.join("folders/sample_002/x.npy").display().to_string();
+        let mut results = Vec::new();
+        for (i, arg) in [format!("x={x}"), format!("input0={x}"), x.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            let out = dir.join(format!("out{i}"));
+            let to = RunOutputs {
+                first: None,
+                dir: Some(&out),
+                top_k: 5,
+            };
+            run_cmd(&cairn, &[arg], &to).unwrap();
+            let y = npy::read(&out.join("probs.npy")).unwrap();
+            assert_eq!(y.shape, vec![1, 10]);
+            results.push(y.data);
+        }
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], results[2]);
+        let to = RunOutputs {
+            first: None,
+            dir: None,
+            top_k: 5,
+        };
+        assert!(run_cmd(&cairn, &[format!("y={x}")], &to).is_err());
+        // Without the names file the model answers to positional names only.
+        std::fs::remove_file(samples::names_path(&cairn)).unwrap();
+        let out = dir.join("positional");
+        let to = RunOutputs {
+            first: None,
+            dir: Some(&out),
+            top_k: 5,
+        };
+        assert!(run_cmd(&cairn, &[format!("x={x}")], &to).is_err());
+        run_cmd(&cairn, &[format!("input0={x}")], &to).unwrap();
+        assert_eq!(
+            npy::read(&out.join("output0.npy")).unwrap().data,
+            results[0]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
