@@ -27,6 +27,7 @@ mod fast;
 mod vfma;
 #[cfg(all(feature = "vfma", target_arch = "arm", not(target_abi = "eabihf")))]
 compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with an FPU");
+mod fast_conv_rows;
 mod fast_deconv;
 mod fast_resize;
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
@@ -117,7 +118,9 @@ impl Backend for CpuBackend {
 fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
     match call.kind {
-        OpKind::Conv if q || call.kernel.variant == Variant::PackedI8 => fast::conv_i8(call, out),
+        OpKind::Conv if q || call.kernel.variant == Variant::PackedI8 => {
+            fast::conv_i8(call, out).or_else(|| fast_conv_rows::conv_i8(call, out))
+        }
         OpKind::ConvTranspose if q => fast_deconv::conv_transpose_i8(call, out),
         OpKind::Resize => fast_resize::resize(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),

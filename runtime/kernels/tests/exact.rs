@@ -581,3 +581,51 @@ fn max_pool_matches_reference() {
     }
     assert!(ran > 100, "{ran}");
 }
+
+/// Kernels wider than the im2col and interior paths take (audio front ends' 1×39 and 3×39
+/// filters): the row-wise path (`fast_conv_rows.rs`).
+#[test]
+fn wide_kernel_conv_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..120 {
+        let group = [1, 1, 2][r.range(0, 2)];
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: group * r.range(1, 4),
+            h: r.range(1, 6),
+            w: r.range(20, 90),
+            oc: group * r.range(1, 6),
+            k: (r.range(1, 3), r.range(17, 41)),
+            stride: (r.range(1, 2), r.range(1, 3)),
+            pad: [r.range(0, 1), r.range(0, 20), r.range(0, 1), r.range(0, 20)],
+            dil: (1, r.range(1, 2)),
+            group,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 80, "only {ran} valid cases");
+}
+
+/// Rows longer than the row path's buffer (2048): it takes them in column tiles.
+#[test]
+fn very_wide_row_conv_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    for case in 0..6 {
+        let cs = ConvCase {
+            n: 1,
+            c: r.range(1, 2),
+            h: 1,
+            w: r.range(2100, 4500),
+            oc: r.range(1, 5),
+            k: (1, r.range(50, 130)),
+            stride: (1, r.range(1, 3)),
+            pad: [0, r.range(0, 60), 0, r.range(0, 60)],
+            dil: (1, r.range(1, 2)),
+            group: 1,
+        };
+        assert!(check(&mut r, cs, seed, case));
+    }
+}

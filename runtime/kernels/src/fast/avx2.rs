@@ -512,6 +512,20 @@ pub unsafe fn call<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `fast_conv_rows::row_and_store` compiled with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn conv_row(
+    rows: &crate::fast_conv_rows::Rows<'_>,
+    acc: &mut [[i32; crate::fast_conv_rows::MAX_ROW]; crate::fast_conv_rows::OC_BLOCK],
+    xr: &mut [i32; crate::fast_conv_rows::MAX_ROW],
+    y: &mut [i8],
+) {
+    crate::fast_conv_rows::row_and_store(rows, acc, xr, y)
+}
+
 /// `fast_deconv::row_and_store` compiled with AVX2.
 ///
 /// # Safety

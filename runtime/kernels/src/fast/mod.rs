@@ -183,6 +183,22 @@ pub(crate) fn deconv_row(
     crate::fast_deconv::row_and_store(rows, acc, xr, y)
 }
 
+/// One output row of a wide-kernel int8 Conv block (`fast_conv_rows::row_and_store`),
+/// compiled with AVX2 when the CPU has it.
+pub(crate) fn conv_row(
+    rows: &crate::fast_conv_rows::Rows<'_>,
+    acc: &mut [[i32; crate::fast_conv_rows::MAX_ROW]; crate::fast_conv_rows::OC_BLOCK],
+    xr: &mut [i32; crate::fast_conv_rows::MAX_ROW],
+    y: &mut [i8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2::conv_row(rows, acc, xr, y) };
+    }
+    crate::fast_conv_rows::row_and_store(rows, acc, xr, y)
+}
+
 const IM2COL_MAX_K: usize = 2048;
 /// Largest K the SIMD GEMM micro-kernels take (both hold 2048); what the converter packs.
 const GEMM_MAX_K: usize = cairn_core::layout::PAIRS6_MAX_K;
