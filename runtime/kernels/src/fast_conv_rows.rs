@@ -44,15 +44,53 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     Some(run(call, out, &g, tile))
 }
 
+/// What the row-wise int8 paths (this one and `fast_deconv`) read of a conv op.
 pub(crate) struct Operands<'a> {
-    x: &'a [i8],
-    w: &'a [i8],
-    bias: Option<&'a [i32]>,
-    scales: &'a [f32],
-    zx: i32,
-    zy: i32,
-    lo: i32,
-    hi: i32,
+    pub(crate) x: &'a [i8],
+    pub(crate) w: &'a [i8],
+    pub(crate) bias: Option<&'a [i32]>,
+    pub(crate) scales: &'a [f32],
+    pub(crate) zx: i32,
+    pub(crate) zy: i32,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+}
+
+impl<'a> Operands<'a> {
+    /// The op's inputs, zero points and the activation clamp in param words `act`.
+    pub(crate) fn of(
+        call: &OpCall<'a>,
+        out: &TensorMut<'_>,
+        act: (usize, usize),
+    ) -> Result<Operands<'a>, ExecError> {
+        let xt = call.req(0)?;
+        Ok(Operands {
+            x: xt.i8s()?,
+            w: call.req(1)?.i8s()?,
+            bias: match call.input(2) {
+                Some(b) => Some(b.i32s()?),
+                None => None,
+            },
+            scales: call.req(3)?.f32s()?,
+            zx: qp(&xt.info).1,
+            zy: qp(&out.info).1,
+            lo: call.param(act.0),
+            hi: call.param(act.1),
+        })
+    }
+}
+
+/// Every (batch item, group, first output channel in the group, channel count) block of
+/// at most `OC_BLOCK` output channels of a conv.
+pub(crate) fn blocks(g: &Geo) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+    let ocg = g.oc / g.g;
+    (0..g.n).flat_map(move |n| {
+        (0..g.g).flat_map(move |grp| {
+            (0..ocg)
+                .step_by(OC_BLOCK)
+                .map(move |ocl| (n, grp, ocl, OC_BLOCK.min(ocg - ocl)))
+        })
+    })
 }
 
 /// One output row for a block of output channels: what [`row_and_store`] reads.
@@ -67,42 +105,21 @@ pub(crate) struct Rows<'a> {
 }
 
 fn run(call: &OpCall<'_>, out: &mut TensorMut<'_>, g: &Geo, tile: usize) -> Result<(), ExecError> {
-    let xt = call.req(0)?;
-    let q = Operands {
-        x: xt.i8s()?,
-        w: call.req(1)?.i8s()?,
-        bias: match call.input(2) {
-            Some(b) => Some(b.i32s()?),
-            None => None,
-        },
-        scales: call.req(3)?.f32s()?,
-        zx: qp(&xt.info).1,
-        zy: qp(&out.info).1,
-        lo: call.param(p::ACT_LO),
-        hi: call.param(p::ACT_HI),
-    };
+    let q = Operands::of(call, out, (p::ACT_LO, p::ACT_HI))?;
     let y = out.i8s_mut()?;
-    let ocg = g.oc / g.g;
     let mut acc = [[0i32; MAX_ROW]; OC_BLOCK];
     let mut xr = [0i32; MAX_ROW];
-    for n in 0..g.n {
-        for grp in 0..g.g {
-            let mut ocl = 0;
-            while ocl < ocg {
-                let nb = OC_BLOCK.min(ocg - ocl);
-                for oy in 0..g.oh {
-                    for ox0 in (0..g.ow).step_by(tile) {
-                        let rows = Rows {
-                            g,
-                            q: &q,
-                            ox0,
-                            ow: tile.min(g.ow - ox0),
-                            at: (n, grp, ocl, nb, oy),
-                        };
-                        crate::fast::conv_row(&rows, &mut acc, &mut xr, y);
-                    }
-                }
-                ocl += nb;
+    for (n, grp, ocl, nb) in blocks(g) {
+        for oy in 0..g.oh {
+            for ox0 in (0..g.ow).step_by(tile) {
+                let rows = Rows {
+                    g,
+                    q: &q,
+                    ox0,
+                    ow: tile.min(g.ow - ox0),
+                    at: (n, grp, ocl, nb, oy),
+                };
+                crate::fast::conv_row(&rows, &mut acc, &mut xr, y);
             }
         }
     }

@@ -18,12 +18,10 @@ use cairn_core::quant::requantize;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::conv::{geo, Geo};
-use crate::util::qp;
+use crate::fast_conv_rows::{blocks, Operands, OC_BLOCK};
 
 /// Widest output row this path takes (the accumulators live on the stack).
 pub(crate) const MAX_OW: usize = 1024;
-/// Output channels accumulated together.
-pub(crate) const OC_BLOCK: usize = 4;
 /// Widest kernel this path takes.
 const MAX_KW: usize = 16;
 
@@ -46,34 +44,9 @@ pub fn conv_transpose_i8(
     Some(run(call, out, &g))
 }
 
-pub(crate) struct Operands<'a> {
-    x: &'a [i8],
-    w: &'a [i8],
-    bias: Option<&'a [i32]>,
-    scales: &'a [f32],
-    zx: i32,
-    zy: i32,
-    lo: i32,
-    hi: i32,
-}
-
 fn run(call: &OpCall<'_>, out: &mut TensorMut<'_>, g: &Geo) -> Result<(), ExecError> {
-    let xt = call.req(0)?;
-    let q = Operands {
-        x: xt.i8s()?,
-        w: call.req(1)?.i8s()?,
-        bias: match call.input(2) {
-            Some(b) => Some(b.i32s()?),
-            None => None,
-        },
-        scales: call.req(3)?.f32s()?,
-        zx: qp(&xt.info).1,
-        zy: qp(&out.info).1,
-        lo: call.param(p::T_ACT_LO),
-        hi: call.param(p::T_ACT_HI),
-    };
+    let q = Operands::of(call, out, (p::T_ACT_LO, p::T_ACT_HI))?;
     let y = out.i8s_mut()?;
-    let ocg = g.oc / g.g;
     // Each tap column's span depends on kx alone.
     let mut spans = [None; MAX_KW];
     for (kx, sp) in spans.iter_mut().enumerate().take(g.kw) {
@@ -81,22 +54,15 @@ fn run(call: &OpCall<'_>, out: &mut TensorMut<'_>, g: &Geo) -> Result<(), ExecEr
     }
     let mut acc = [[0i32; MAX_OW]; OC_BLOCK];
     let mut xr = [0i32; MAX_OW];
-    for n in 0..g.n {
-        for grp in 0..g.g {
-            let mut ocl = 0;
-            while ocl < ocg {
-                let nb = OC_BLOCK.min(ocg - ocl);
-                for oy in 0..g.oh {
-                    let rows = Rows {
-                        g,
-                        q: &q,
-                        spans: &spans,
-                        at: (n, grp, ocl, nb, oy),
-                    };
-                    crate::fast::deconv_row(&rows, &mut acc, &mut xr, y);
-                }
-                ocl += nb;
-            }
+    for (n, grp, ocl, nb) in blocks(g) {
+        for oy in 0..g.oh {
+            let rows = Rows {
+                g,
+                q: &q,
+                spans: &spans,
+                at: (n, grp, ocl, nb, oy),
+            };
+            crate::fast::deconv_row(&rows, &mut acc, &mut xr, y);
         }
     }
     Ok(())

@@ -533,7 +533,7 @@ pub unsafe fn conv_row(
 #[target_feature(enable = "avx2")]
 pub unsafe fn deconv_row(
     rows: &crate::fast_deconv::Rows<'_>,
-    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_deconv::OC_BLOCK],
+    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_conv_rows::OC_BLOCK],
     xr: &mut [i32; crate::fast_deconv::MAX_OW],
     y: &mut [i8],
 ) {

@@ -171,7 +171,7 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 /// with AVX2 when the CPU has it.
 pub(crate) fn deconv_row(
     rows: &crate::fast_deconv::Rows<'_>,
-    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_deconv::OC_BLOCK],
+    acc: &mut [[i32; crate::fast_deconv::MAX_OW]; crate::fast_conv_rows::OC_BLOCK],
     xr: &mut [i32; crate::fast_deconv::MAX_OW],
     y: &mut [i8],
 ) {
