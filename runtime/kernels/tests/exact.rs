@@ -7,20 +7,7 @@ use cairn_core::{DType, OpKind, Shape};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, Rng};
-
-struct ConvCase {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oc: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    pad: [usize; 4],
-    dil: (usize, usize),
-    group: usize,
-}
+use common::{run, seed, ConvCase, Rng};
 
 fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<ModelBuilder> {
     let t = |dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>| TensorSpec {

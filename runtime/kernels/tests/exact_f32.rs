@@ -16,7 +16,7 @@ use cairn_kernels::{CpuBackend, RefBackend};
 // Shared with the int8 tests, whose helpers (`Rng::i8`) these do not all use.
 #[allow(dead_code)]
 mod common;
-use common::{run, seed, Rng};
+use common::{run, seed, ConvCase, Rng};
 
 /// Relative part of the tolerance (times `Σ|terms|`).
 const REL: f32 = 1e-5;
@@ -121,19 +121,6 @@ fn check(r: &mut Rng, case: &OpCase, exact: bool, what: &dyn Fn() -> String) {
             what()
         );
     }
-}
-
-struct ConvCase {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oc: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    pad: [usize; 4],
-    dil: (usize, usize),
-    group: usize,
 }
 
 /// The conv of `cs` with random weights, bias and clamp, or `None` if its window does not fit.

@@ -57,3 +57,20 @@ pub fn tensor(dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>
         layout: Default::default(),
     }
 }
+
+/// One convolution's geometry: batch, channels, plane, output channels, kernel, stride,
+/// pads (top, left, bottom, right), dilation and groups.
+#[allow(dead_code)] // not every test file builds convolutions
+#[derive(Debug)]
+pub struct ConvCase {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oc: usize,
+    pub k: (usize, usize),
+    pub stride: (usize, usize),
+    pub pad: [usize; 4],
+    pub dil: (usize, usize),
+    pub group: usize,
+}
