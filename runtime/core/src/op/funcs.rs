@@ -1,4 +1,4 @@
-//! Function codes of the `Binary` and `Reduce` kinds (their param word 0).
+//! Function codes of the `Unary`, `Binary` and `Reduce` kinds (their param word 0).
 
 /// Element-wise functions of the `Binary` op. Arithmetic functions read and write f32;
 /// comparisons read two f32 or two i32 operands and write i32 0/1; logic functions read
@@ -121,5 +121,118 @@ impl ReduceFn {
             self,
             ReduceFn::ArgMax | ReduceFn::ArgMin | ReduceFn::TopKIndex
         )
+    }
+}
+
+/// Element-wise functions of the f32 `Unary` op (param word 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(i32)]
+pub enum UnaryFn {
+    Identity = 0,
+    Relu = 1,
+    /// a = min, b = max
+    Clip = 2,
+    /// a = alpha
+    LeakyRelu = 3,
+    Sigmoid = 4,
+    /// a = alpha, b = beta
+    HardSigmoid = 5,
+    HardSwish = 6,
+    Tanh = 7,
+    Gelu = 8,
+    GeluTanh = 9,
+    Erf = 10,
+    Exp = 11,
+    Neg = 12,
+    Abs = 13,
+    Sqrt = 14,
+    Reciprocal = 15,
+    Log = 16,
+    Sin = 17,
+    Cos = 18,
+    /// x^a (a = the constant exponent)
+    Pow = 19,
+    Tan = 20,
+    Floor = 21,
+    Ceil = 22,
+    /// Round half to even.
+    Round = 23,
+    Sign = 24,
+    Softplus = 25,
+    /// a = alpha
+    Elu = 26,
+    /// a = alpha, b = gamma
+    Selu = 27,
+    Mish = 28,
+    Softsign = 29,
+    /// a = alpha
+    ThresholdedRelu = 30,
+    /// a = alpha
+    Celu = 31,
+    /// a = lambd, b = bias
+    Shrink = 32,
+    Acos = 33,
+    Asin = 34,
+    Atan = 35,
+    Sinh = 36,
+    Cosh = 37,
+    Asinh = 38,
+    Acosh = 39,
+    /// x · HardSigmoid(x) = x · clamp(a·x + b, 0, 1), for any a, b (the converter fuses
+    /// `Mul(x, HardSigmoid(x))`; HardSwish is the case a = 1/6, b = 1/2).
+    HardSwishAB = 40,
+    /// x · Sigmoid(x) (SiLU / Swish; the converter fuses `Mul(x, Sigmoid(x))`).
+    Silu = 41,
+}
+
+impl UnaryFn {
+    pub const fn from_code(c: i32) -> Option<UnaryFn> {
+        use UnaryFn::*;
+        Some(match c {
+            0 => Identity,
+            1 => Relu,
+            2 => Clip,
+            3 => LeakyRelu,
+            4 => Sigmoid,
+            5 => HardSigmoid,
+            6 => HardSwish,
+            7 => Tanh,
+            8 => Gelu,
+            9 => GeluTanh,
+            10 => Erf,
+            11 => Exp,
+            12 => Neg,
+            13 => Abs,
+            14 => Sqrt,
+            15 => Reciprocal,
+            16 => Log,
+            17 => Sin,
+            18 => Cos,
+            19 => Pow,
+            20 => Tan,
+            21 => Floor,
+            22 => Ceil,
+            23 => Round,
+            24 => Sign,
+            25 => Softplus,
+            26 => Elu,
+            27 => Selu,
+            28 => Mish,
+            29 => Softsign,
+            30 => ThresholdedRelu,
+            31 => Celu,
+            32 => Shrink,
+            33 => Acos,
+            34 => Asin,
+            35 => Atan,
+            36 => Sinh,
+            37 => Cosh,
+            38 => Asinh,
+            39 => Acosh,
+            40 => HardSwishAB,
+            41 => Silu,
+            _ => return None,
+        })
     }
 }
