@@ -109,7 +109,10 @@ fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {
     let bytes = b.finish().expect("valid conv model");
     // The same conv with its weights pre-packed (one-group convs only).
     let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("valid packed conv"));
-    assert_eq!(packed.is_some(), cs.group == 1);
+    assert_eq!(
+        packed.is_some(),
+        cs.group == 1 && cs.c * cs.k.0 * cs.k.1 <= 2048
+    );
     let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
         .map(|_| r.i8() as u8)
         .collect();
@@ -615,4 +618,56 @@ fn very_wide_row_conv_matches_reference() {
         };
         assert!(check(&mut r, cs, seed, case));
     }
+}
+
+/// Strided filter banks (STFT-like front ends: 1×256 filters at stride 128) through the
+/// wide im2col GEMM, and past its K bound (ic·kh·kw > 2048) through the fallback.
+#[test]
+fn strided_filter_bank_conv_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..24 {
+        let kw = r.range(50, 300);
+        let cs = ConvCase {
+            n: r.range(1, 3),
+            c: r.range(1, 9),
+            h: 1,
+            w: r.range(kw, 3 * kw),
+            oc: r.range(1, 40),
+            k: (1, kw),
+            stride: (1, r.range(2, 130)),
+            pad: [0, r.range(0, 40), 0, r.range(0, 40)],
+            dil: (1, 1),
+            group: 1,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 16, "only {ran} valid cases");
+}
+
+/// Batches of small images (windows of a streaming model): im2col folds the batch into
+/// the GEMM's columns and scatters the outputs back (up to 512 output channels; more
+/// take the per-image tiles).
+#[test]
+fn batch_folded_conv_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..40 {
+        let cs = ConvCase {
+            n: r.range(2, 40),
+            c: r.range(1, 12),
+            h: r.range(1, 4),
+            w: r.range(1, 9),
+            oc: [r.range(1, 70), r.range(500, 530)][r.range(0, 1)],
+            k: (r.range(1, 3), r.range(1, 3)),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)],
+            dil: (1, 1),
+            group: 1,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 25, "only {ran} valid cases");
 }

@@ -70,7 +70,14 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         && g.oh == g.h
         && g.ow == g.w;
     let small = g.kh * g.kw <= 49;
-    if !(pointwise || small) {
+    // Wider kernels (strided filter banks: STFT-like front ends) still make a GEMM when
+    // one im2col column fits; other wide ones go to `fast_conv_rows` or the reference.
+    let wide_gemm = !small
+        && g.g == 1
+        && g.c * g.kh * g.kw <= IM2COL_MAX_K
+        && g.sw > 1
+        && simd_gemm_available();
+    if !(pointwise || small || wide_gemm) {
         return None;
     }
     let q = match operands(call, out) {
@@ -82,7 +89,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         // reference (which reads the packed order too).
         let k = g.c * g.kh * g.kw;
         let gemm_k = if pointwise { GEMM_MAX_K } else { IM2COL_MAX_K };
-        if g.g != 1 || !simd_gemm_available() || k > gemm_k || !(pointwise || small) {
+        if g.g != 1 || !simd_gemm_available() || k > gemm_k || !(pointwise || small || wide_gemm) {
             return None;
         }
     }
@@ -105,7 +112,9 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     } else {
         q
     };
-    if pointwise {
+    // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
+    let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= 512;
+    if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
         pointwise_i8(&g, &q, y);
     } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
         #[cfg(any(
@@ -269,51 +278,93 @@ fn gemm_simd(
 ))]
 #[inline(never)]
 fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    // Small outputs of a batch (the windows of a streaming audio model) fold the batch
+    // into the GEMM's columns: a tile spans several images and its outputs are scattered
+    // from a staging block, instead of one starved GEMM per image.
+    if g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC {
+        let mut stage = [0i8; FOLD_MAX_OC * IM2COL_TILE];
+        im2col_tiles::<KMAX>(g, q, y, Some(&mut stage));
+    } else {
+        im2col_tiles::<KMAX>(g, q, y, None);
+    }
+}
+
+/// Output channels a folded im2col tile stages (24 KB of stack).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+const FOLD_MAX_OC: usize = 512;
+
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[inline(always)]
+fn im2col_tiles<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8], stage: Option<&mut [i8]>) {
     let k = g.c * g.kh * g.kw;
-    let (oh, ow) = (g.oh, g.ow);
-    let pix = oh * ow;
+    let ow = g.ow;
+    let pix = g.oh * ow;
     let plane = g.h * g.w;
+    let total = g.n * pix;
     // Sized by the caller's bound on K: a stem conv (K = 27) zeroes 3 KB, not 96 KB.
     let mut tile = [[0i8; IM2COL_TILE]; KMAX];
     let tile = tile.as_flattened_mut();
-    for n in 0..g.n {
-        let x = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
-        let y = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
-        let mut t0 = 0;
-        while t0 < pix {
-            let len = IM2COL_TILE.min(pix - t0);
-            for c in 0..g.c {
-                let xc = &x[c * plane..(c + 1) * plane];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let row = (c * g.kh + ky) * g.kw + kx;
-                        let dst = &mut tile[row * IM2COL_TILE..row * IM2COL_TILE + len];
-                        // Walk the tile one output row segment at a time.
-                        let (mut oy, mut ox) = (t0 / ow, t0 % ow);
-                        let mut j = 0;
-                        while j < len {
-                            let seg = (ow - ox).min(len - j);
-                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                            let d = &mut dst[j..j + seg];
-                            if iy < 0 || iy >= g.h as isize {
-                                d.fill(q.zx as i8);
-                            } else {
-                                let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                                // ix = (ox + s)·sw + kx·dw − pl for the s-th pixel.
-                                let ix0 = (ox * g.sw + kx * g.dw) as isize - g.pl;
-                                gather_row(xrow, ix0, g.sw, q.zx as i8, d);
-                            }
-                            j += seg;
-                            ox = 0;
-                            oy += 1;
+    let mut stage = stage;
+    // Columns are output pixels numbered across the batch; unfolded tiles stay in one image.
+    let mut t0 = 0;
+    while t0 < total {
+        let len = match stage {
+            Some(_) => IM2COL_TILE.min(total - t0),
+            None => IM2COL_TILE.min(pix - t0 % pix),
+        };
+        for c in 0..g.c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (c * g.kh + ky) * g.kw + kx;
+                    let dst = &mut tile[row * IM2COL_TILE..row * IM2COL_TILE + len];
+                    // Walk the tile one output row segment at a time.
+                    let mut j = 0;
+                    while j < len {
+                        let col = t0 + j;
+                        let (n, p) = (col / pix, col % pix);
+                        let (oy, ox) = (p / ow, p % ow);
+                        let seg = (ow - ox).min(len - j);
+                        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                        let d = &mut dst[j..j + seg];
+                        if iy < 0 || iy >= g.h as isize {
+                            d.fill(q.zx as i8);
+                        } else {
+                            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+                            let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                            // ix = (ox + s)·sw + kx·dw − pl for the s-th pixel.
+                            let ix0 = (ox * g.sw + kx * g.dw) as isize - g.pl;
+                            gather_row(xrow, ix0, g.sw, q.zx as i8, d);
                         }
+                        j += seg;
                     }
                 }
             }
-            // The caller checked simd_gemm_available() and k <= IM2COL_MAX_K.
-            gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, y, pix, t0);
-            t0 += len;
         }
+        // The caller checked simd_gemm_available() and k <= IM2COL_MAX_K.
+        match stage.as_deref_mut() {
+            None => {
+                let (n, p0) = (t0 / pix, t0 % pix);
+                let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+                gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, yn, pix, p0);
+            }
+            Some(st) => {
+                gemm_simd(tile, IM2COL_TILE, q, k, g.oc, len, st, IM2COL_TILE, 0);
+                for o in 0..g.oc {
+                    let row = &st[o * IM2COL_TILE..o * IM2COL_TILE + len];
+                    for (j, &v) in row.iter().enumerate() {
+                        let col = t0 + j;
+                        y[((col / pix) * g.oc + o) * pix + col % pix] = v;
+                    }
+                }
+            }
+        }
+        t0 += len;
     }
 }
 
