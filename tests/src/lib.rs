@@ -37,6 +37,10 @@ pub fn onnx_node_dir() -> Option<PathBuf> {
 
 /// ONNX ops cairn lowers (node tests made only of these are expected to pass).
 pub const SUPPORTED_OPS: &[&str] = &[
+    "LSTM",
+    "GRU",
+    "RNN",
+    "If",
     "Conv",
     "ConvTranspose",
     "Gemm",
@@ -184,6 +188,16 @@ pub fn load_node_case(case: &Path) -> Result<NodeCase> {
         .filter(|i| !inits.contains(&i.name.as_str()))
         .map(|i| i.name.clone())
         .collect();
+    use cairn_convert::onnx_pb::type_proto::Value;
+    for v in g.input.iter().chain(&g.output) {
+        match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(Value::TensorType(_)) | None => {}
+            Some(_) => bail!(
+                "'{}' is a sequence, map or optional value; cairn models take tensors",
+                v.name
+            ),
+        }
+    }
     let data = case.join("test_data_set_0");
     let read = |name: String| -> Result<HostTensor> {
         let raw = std::fs::read(data.join(&name)).with_context(|| name.clone())?;

@@ -10,6 +10,24 @@ fn onnx_node_conformance() {
     let dir = onnx_node_dir().expect("onnx node tests not found: create .venv with onnx==1.22.0 (see README) or set CAIRN_ONNX_NODE_DIR");
     let exp_path = repo_root().join("tests/node_expectations.txt");
     let bless = std::env::var("CAIRN_NODE_BLESS").is_ok();
+    // `CAIRN_NODE_ONLY=lstm,gru`: run just the cases whose names hold one of the words and
+    // print each result (a quick look while working on an op; asserts nothing).
+    if let Ok(words) = std::env::var("CAIRN_NODE_ONLY") {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| words.split(',').any(|w| n.contains(w)))
+            .collect();
+        names.sort();
+        for name in names {
+            match run_node_case(&dir.join(&name)) {
+                Ok(e) => println!("{name}: pass (max rel err {e:.2e})"),
+                Err(e) => println!("{name}: FAIL {}", format!("{e:#}").replace('\n', " ")),
+            }
+        }
+        return;
+    }
     if bless {
         let mut cases: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()

@@ -15,6 +15,7 @@ mod lower_math;
 mod lower_nn;
 mod lower_norm;
 mod lower_reduce;
+mod lower_rnn;
 mod lower_shape;
 pub mod npy;
 pub mod onnx;

@@ -473,6 +473,27 @@ impl<'m> Lower<'m> {
         )
     }
 
+    /// Concat along `axis`, as a tree of ops when there are more parts than one op takes.
+    pub fn concat(&mut self, parts: &[usize], axis: usize) -> Result<usize> {
+        match parts.len() {
+            0 => bail!("Concat of nothing"),
+            1 => Ok(parts[0]),
+            k if k <= cairn_core::op::MAX_OP_INPUTS => self.op(
+                OpKind::Concat,
+                parts.iter().map(|&t| Some(t)).collect(),
+                vec![axis as i32],
+                &[],
+            ),
+            _ => {
+                let groups: Vec<usize> = parts
+                    .chunks(cairn_core::op::MAX_OP_INPUTS)
+                    .map(|c| self.concat(c, axis))
+                    .collect::<Result<_>>()?;
+                self.concat(&groups, axis)
+            }
+        }
+    }
+
     pub fn unary(&mut self, x: usize, f: cairn_core::op::UnaryFn, a: f32, b: f32) -> Result<usize> {
         let s = self.shape(x);
         self.op(
@@ -512,8 +533,69 @@ impl<'m> Lower<'m> {
         match op {
             "QuantizeLinear" => self.quantize_linear(n),
             "DequantizeLinear" => self.dequantize_linear(n),
+            "If" => self.if_op(n),
             _ => crate::lower_nn::lower_nn_op(self, n),
         }
+    }
+
+    /// `If` whose condition is known at convert time (shape guards of traced exports, a
+    /// sample-rate switch given as a constant input): the taken branch is inlined, its
+    /// outputs become the node's. A data-dependent condition is refused.
+    fn if_op(&mut self, n: &'m NodeProto) -> Result<()> {
+        let cond = self.host(&n.input[0]).map_err(|_| {
+            anyhow!("If: the condition is computed at run time; cairn folds If only when its condition is known at convert time (give such an input with --const-input)")
+        })?;
+        let take_then = *cond
+            .to_f32()
+            .first()
+            .ok_or_else(|| anyhow!("If: empty condition"))?
+            != 0.0;
+        let which = if take_then {
+            "then_branch"
+        } else {
+            "else_branch"
+        };
+        let branch = Attrs(n)
+            .graph(which)
+            .ok_or_else(|| anyhow!("If without its {which}"))?;
+        if branch.output.len() != n.output.len() {
+            bail!(
+                "If: {which} has {} outputs, the node {}",
+                branch.output.len(),
+                n.output.len()
+            );
+        }
+        let outer = self.node_name.clone();
+        self.inline(branch)
+            .with_context(|| format!("in the {which} of '{outer}'"))?;
+        self.node_name = outer;
+        for (k, o) in branch.output.iter().enumerate() {
+            let v = self.val(&o.name)?;
+            self.out(n, k, v);
+        }
+        self.notes.push(format!(
+            "If '{}': condition known at convert time, {which} inlined",
+            self.node_name
+        ));
+        Ok(())
+    }
+
+    /// Lower the nodes of a subgraph in the current scope (it reads outer values by name).
+    fn inline(&mut self, g: &'m crate::onnx_pb::GraphProto) -> Result<()> {
+        for init in &g.initializer {
+            let t = tensor_from_proto(init)?;
+            self.set_host(&init.name, t);
+        }
+        for nd in &g.node {
+            for i in &nd.input {
+                self.consumers.entry(i.clone()).or_default().push(nd);
+            }
+        }
+        for node in topo_sort(&g.node)? {
+            self.named_node(node)
+                .with_context(|| format!("node '{}' ({})", self.node_name, node.op_type))?;
+        }
+        Ok(())
     }
 
     /// (scales, zero points, zero-point dtype, axis) of a Quantize/DequantizeLinear node.

@@ -498,16 +498,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .collect();
                 let r = l.shape(ts[0]).len();
                 let axis = norm_axis(a.int("axis", 0), r)?;
-                let y = if ts.len() == 1 {
-                    ts[0]
-                } else {
-                    l.op(
-                        OpKind::Concat,
-                        ts.iter().map(|&t| Some(t)).collect(),
-                        vec![axis as i32],
-                        &[],
-                    )?
-                };
+                let y = l.concat(&ts, axis)?;
                 l.out(n, 0, Val::T(y));
             }
         }

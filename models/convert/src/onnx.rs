@@ -271,8 +271,8 @@ pub fn value_info_type(v: &pb::ValueInfoProto) -> (i32, Option<Vec<Option<usize>
 /// Attribute access for one node.
 pub struct Attrs<'a>(pub &'a NodeProto);
 
-impl Attrs<'_> {
-    fn get(&self, name: &str) -> Option<&pb::AttributeProto> {
+impl<'a> Attrs<'a> {
+    fn get(&self, name: &str) -> Option<&'a pb::AttributeProto> {
         self.0.attribute.iter().find(|a| a.name == name)
     }
     pub fn has(&self, name: &str) -> bool {
@@ -294,6 +294,17 @@ impl Attrs<'_> {
         self.get(name).map_or(default.to_string(), |a| {
             String::from_utf8_lossy(&a.s).into_owned()
         })
+    }
+    pub fn strings(&self, name: &str) -> Option<Vec<String>> {
+        self.get(name).map(|a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+    }
+    pub fn graph(&self, name: &str) -> Option<&'a pb::GraphProto> {
+        self.get(name).and_then(|a| a.g.as_ref())
     }
     pub fn tensor(&self, name: &str) -> Option<&TensorProto> {
         self.get(name).and_then(|a| a.t.as_ref())
