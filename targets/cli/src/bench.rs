@@ -367,59 +367,7 @@ pub fn bench(
     );
 
     if profile {
-        let nops = m.model().n_ops();
-        let mut per_op = vec![0f64; nops];
-        let mut start = Instant::now();
-        for _ in 0..runs.max(1) {
-            m.run_with(&[&x], |i, done| {
-                if done {
-                    per_op[i] += start.elapsed().as_secs_f64() * 1e3;
-                } else {
-                    start = Instant::now();
-                }
-            })
-            .map_err(|e| anyhow!("{e:?}"))?;
-        }
-        let mut slowest: Vec<usize> = (0..nops).collect();
-        slowest.sort_by(|&a, &b| per_op[b].total_cmp(&per_op[a]));
-        println!();
-        println!("  slowest ops (ms/run, GMAC/s, output):");
-        for &i in slowest.iter().take(10) {
-            let ms = per_op[i] / runs.max(1) as f64;
-            let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
-            let out = m
-                .model()
-                .op(i)
-                .map(|op| m.model().tensor(op.output(0)).info.shape);
-            let gm = m.model().op_macs(i) as f64 / (ms * 1e-3).max(1e-12) / 1e9;
-            println!("    #{i:<4} {k:<20} {ms:>8.3} {gm:>8.2}  {out:?}");
-        }
-        let mut by_kind: std::collections::BTreeMap<String, (f64, u64, usize)> = Default::default();
-        for (i, t) in per_op.iter().enumerate() {
-            let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
-            let e = by_kind.entry(k).or_default();
-            e.0 += t / runs.max(1) as f64;
-            e.1 += m.model().op_macs(i);
-            e.2 += 1;
-        }
-        let mut rows: Vec<_> = by_kind.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        println!();
-        println!(
-            "  {:<22} {:>5} {:>10} {:>8} {:>10}",
-            "kernel", "ops", "ms/run", "share", "GMAC/s"
-        );
-        let total: f64 = rows.iter().map(|r| r.1 .0).sum();
-        for (k, (ms, mac, count)) in rows {
-            println!(
-                "  {:<22} {:>5} {:>10.3} {:>7.1}% {:>10.2}",
-                k,
-                count,
-                ms,
-                100.0 * ms / total.max(1e-12),
-                mac as f64 / (ms * 1e-3).max(1e-12) / 1e9
-            );
-        }
+        print_profile(&mut m, &[&x], runs)?;
     }
 
     if let Some(p) = others.chart {
@@ -524,5 +472,68 @@ fn chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
         .map_err(e)?;
     }
     root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Run `runs` times and print the slowest ops and the time per kernel (ms per run, share,
+/// GMAC/s).
+pub fn print_profile(
+    m: &mut cairn_kernels::host::HostModel<'_>,
+    inputs: &[&[f32]],
+    runs: usize,
+) -> Result<()> {
+    let nops = m.model().n_ops();
+    let mut per_op = vec![0f64; nops];
+    let mut start = Instant::now();
+    for _ in 0..runs.max(1) {
+        m.run_with(inputs, |i, done| {
+            if done {
+                per_op[i] += start.elapsed().as_secs_f64() * 1e3;
+            } else {
+                start = Instant::now();
+            }
+        })
+        .map_err(|e| anyhow!("{e:?}"))?;
+    }
+    let mut slowest: Vec<usize> = (0..nops).collect();
+    slowest.sort_by(|&a, &b| per_op[b].total_cmp(&per_op[a]));
+    println!();
+    println!("  slowest ops (ms/run, GMAC/s, output):");
+    for &i in slowest.iter().take(10) {
+        let ms = per_op[i] / runs.max(1) as f64;
+        let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
+        let out = m
+            .model()
+            .op(i)
+            .map(|op| m.model().tensor(op.output(0)).info.shape);
+        let gm = m.model().op_macs(i) as f64 / (ms * 1e-3).max(1e-12) / 1e9;
+        println!("    #{i:<4} {k:<20} {ms:>8.3} {gm:>8.2}  {out:?}");
+    }
+    let mut by_kind: std::collections::BTreeMap<String, (f64, u64, usize)> = Default::default();
+    for (i, t) in per_op.iter().enumerate() {
+        let k = m.model().kernel_of(i).map_or("?".into(), |k| k.to_string());
+        let e = by_kind.entry(k).or_default();
+        e.0 += t / runs.max(1) as f64;
+        e.1 += m.model().op_macs(i);
+        e.2 += 1;
+    }
+    let mut rows: Vec<_> = by_kind.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!();
+    println!(
+        "  {:<22} {:>5} {:>10} {:>8} {:>10}",
+        "kernel", "ops", "ms/run", "share", "GMAC/s"
+    );
+    let total: f64 = rows.iter().map(|r| r.1 .0).sum();
+    for (k, (ms, mac, count)) in rows {
+        println!(
+            "  {:<22} {:>5} {:>10.3} {:>7.1}% {:>10.2}",
+            k,
+            count,
+            ms,
+            100.0 * ms / total.max(1e-12),
+            mac as f64 / (ms * 1e-3).max(1e-12) / 1e9
+        );
+    }
     Ok(())
 }

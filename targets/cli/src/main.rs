@@ -100,6 +100,12 @@ enum Cmd {
         /// Without --output or --output-dir, print the top-k of each output.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
+        /// Time this many runs (after the first, which warms up) and print the median.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Per-op time profile over the timed runs.
+        #[arg(long)]
+        profile: bool,
     },
     /// Latency of cairn against ONNX Runtime on the same ONNX model and inputs.
     Bench {
@@ -185,6 +191,8 @@ fn main() -> Result<()> {
             output,
             output_dir,
             top_k,
+            runs,
+            profile,
         } => tools::run_cmd(
             &model,
             &input,
@@ -192,6 +200,8 @@ fn main() -> Result<()> {
                 first: output.as_deref(),
                 dir: output_dir.as_deref(),
                 top_k,
+                runs,
+                profile,
             },
         ),
         Cmd::Bench {

@@ -264,6 +264,10 @@ pub struct RunOutputs<'a> {
     pub dir: Option<&'a Path>,
     /// Without either: print the top-k of each output.
     pub top_k: usize,
+    /// Time this many runs after one warm-up and print the median (1: the single run).
+    pub runs: usize,
+    /// Print a per-op profile over `runs` runs.
+    pub profile: bool,
 }
 
 pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
@@ -287,7 +291,17 @@ pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<(
     let refs: Vec<&[f32]> = arrays.iter().map(|a| a.data.as_slice()).collect();
     let t = Instant::now();
     let outs = m.run(&refs).map_err(|e| anyhow!("run failed: {e:?}"))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut ms = t.elapsed().as_secs_f64() * 1e3;
+    if to.runs > 1 {
+        let stats = crate::bench::time_runs(0, to.runs, || {
+            m.run(&refs).map_err(|e| anyhow!("run failed: {e:?}"))?;
+            Ok(())
+        })?;
+        ms = stats.median_ms;
+    }
+    if to.profile {
+        crate::bench::print_profile(&mut m, &refs, to.runs.max(1))?;
+    }
     if let Some(p) = to.first {
         npy::write(p, &oinfo[0].shape, &outs[0])?;
         println!("wrote {} (shape {:?})", p.display(), oinfo[0].shape);
@@ -304,6 +318,9 @@ pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<(
                 top_k(o, to.top_k)
             );
         }
+    }
+    if to.runs > 1 {
+        println!("median of {} runs after a warm-up:", to.runs);
     }
     println!("{ms:.3} ms");
     Ok(())
@@ -437,6 +454,8 @@ mod tests {
                 first: None,
                 dir: Some(&out),
                 top_k: 5,
+                runs: 1,
+                profile: false,
             };
             run_cmd(&cairn, &[arg], &to).unwrap();
             let y = npy::read(&out.join("probs.npy")).unwrap();
@@ -449,6 +468,8 @@ mod tests {
             first: None,
             dir: None,
             top_k: 5,
+            runs: 1,
+            profile: false,
         };
         assert!(run_cmd(&cairn, &[format!("y={x}")], &to).is_err());
         // Without the names file the model answers to positional names only.
@@ -458,6 +479,8 @@ mod tests {
             first: None,
             dir: Some(&out),
             top_k: 5,
+            runs: 1,
+            profile: false,
         };
         assert!(run_cmd(&cairn, &[format!("x={x}")], &to).is_err());
         run_cmd(&cairn, &[format!("input0={x}")], &to).unwrap();
