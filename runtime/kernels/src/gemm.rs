@@ -95,7 +95,7 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
 }
 
 /// Batch geometry: for each output batch index, the matrix offsets into a and b.
-fn bmm_walk(a: &Shape, b: &Shape, y: &Shape, f: impl FnMut(usize, usize, usize)) {
+pub(crate) fn bmm_walk(a: &Shape, b: &Shape, y: &Shape, f: impl FnMut(usize, usize, usize)) {
     let r = y.rank();
     let yb = Shape::new(&dims6(y)[..r - 2]).unwrap_or(Shape::SCALAR);
     let ab = Shape::new(&dims6(a)[..a.rank() - 2]).unwrap_or(Shape::SCALAR);

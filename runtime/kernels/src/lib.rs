@@ -29,6 +29,9 @@ mod vfma;
 compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with an FPU");
 mod fast_conv_rows;
 mod fast_deconv;
+// Two-activation MatMul for hosts and phones; microcontrollers keep the reference.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod fast_matmul;
 mod fast_resize;
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]
@@ -125,6 +128,13 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::Resize => fast_resize::resize(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
+        #[cfg(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
+        OpKind::FullyConnected if q => fast::fc_i8(call, out),
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
