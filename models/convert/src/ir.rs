@@ -256,7 +256,14 @@ impl Graph {
                     v.len()
                 );
             }
-            vals.insert(t, f32_bytes(v));
+            let bytes = if self.tensors[t].dtype == DType::I32 {
+                // Integer inputs arrive as f32 values holding integers (as at run time).
+                let iv: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                AlignedBytes::from_slice(bytemuck::cast_slice(&iv))
+            } else {
+                f32_bytes(v)
+            };
+            vals.insert(t, bytes);
         }
         for op in &self.ops {
             let outs = self.run_op(op, &|t| vals.get(&t).cloned())?;

@@ -211,9 +211,16 @@ impl<'m> Lower<'m> {
             return Ok(());
         }
         let (elem, dims) = onnx::value_info_type(inp);
-        if elem != 1 {
-            bail!("input '{}' has ONNX element type {elem}; cairn models take f32 inputs (int8 IO: quantize in the graph)", inp.name);
-        }
+        // Float inputs run as f32; integer and bool inputs (token ids, masks, byte
+        // sequences) as i32, fed as f32 values holding integers (exact up to 2^24).
+        let dtype = match elem {
+            1 | 10 | 11 | 16 => DType::F32,
+            2 | 3 | 4 | 5 | 6 | 7 | 9 | 12 | 13 => DType::I32,
+            _ => bail!(
+                "input '{}' has ONNX element type {elem} (string or complex); cairn models take numeric inputs",
+                inp.name
+            ),
+        };
         let given = opts
             .input_shapes
             .get(&inp.name)
@@ -238,7 +245,7 @@ impl<'m> Lower<'m> {
                 d.map(|d| d.iter().map(|x| x.map_or("?".to_string(), |v| v.to_string())).collect::<Vec<_>>())
             ),
         };
-        let id = self.g.add(&inp.name, DType::F32, shape);
+        let id = self.g.add(&inp.name, dtype, shape);
         self.g.inputs.push(id);
         self.vals.insert(inp.name.clone(), Val::T(id));
         Ok(())
@@ -494,7 +501,23 @@ impl<'m> Lower<'m> {
         }
     }
 
+    /// Refuse float arithmetic on a run-time integer tensor (an id or mask input): cairn's
+    /// arithmetic kernels are f32 and int8; such models cast to float first.
+    fn float_only(&self, ts: &[usize]) -> Result<()> {
+        for &t in ts {
+            let h = &self.g.tensors[t];
+            if h.dtype == DType::I32 && !h.is_const() {
+                bail!(
+                    "arithmetic on the run-time integer tensor '{}' is not supported (cairn computes on f32 and int8; cast it to float first)",
+                    h.name
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn unary(&mut self, x: usize, f: cairn_core::op::UnaryFn, a: f32, b: f32) -> Result<usize> {
+        self.float_only(&[x])?;
         let s = self.shape(x);
         self.op(
             OpKind::Unary,
@@ -505,6 +528,7 @@ impl<'m> Lower<'m> {
     }
 
     pub fn binary(&mut self, kind: OpKind, a: usize, b: usize) -> Result<usize> {
+        self.float_only(&[a, b])?;
         self.op(
             kind,
             vec![Some(a), Some(b)],

@@ -3,7 +3,7 @@
 //! Transpose/Pad on run-time tensors.
 
 use anyhow::{anyhow, bail, Result};
-use cairn_core::OpKind;
+use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val};
 use crate::onnx::{tensor_from_proto, Attrs, HostTensor, NodeProto};
@@ -279,7 +279,21 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     l.out(n, 0, Val::T(id));
                 }
                 Val::Int(h) => l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), h.to_i64()))),
+                Val::T(t) if is_float_to && l.g.tensors[t].dtype == DType::I32 => {
+                    // A run-time integer tensor (an id or mask input, a comparison) to
+                    // float: Dequantize with scale 1 and zero point 0 is that conversion.
+                    let shape = l.shape(t);
+                    let y = l.op_n(
+                        OpKind::Dequantize,
+                        vec![Some(t)],
+                        vec![],
+                        &[shape],
+                        Some((DType::F32, cairn_core::emit::QuantSpec::None)),
+                    )?;
+                    l.out(n, 0, Val::T(y[0]));
+                }
                 v @ (Val::T(_) | Val::FakeQ { .. }) if is_float_to => l.out(n, 0, v),
+                Val::T(t) if l.g.tensors[t].dtype == DType::I32 => l.out(n, 0, Val::T(t)),
                 Val::T(t) if l.g.tensors[t].is_const() => {
                     let h = l.host(&n.input[0])?;
                     let v = h

@@ -75,7 +75,7 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
             .collect(),
-        "|u1" => need(1)?.iter().map(|&b| b as f32).collect(),
+        "|u1" | "|b1" => need(1)?.iter().map(|&b| b as f32).collect(),
         "|i1" => need(1)?.iter().map(|&b| b as i8 as f32).collect(),
         "<i4" => need(4)?
             .chunks_exact(4)

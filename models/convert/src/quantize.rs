@@ -115,7 +115,12 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
         let h = &g.tensors[t];
         let id = q.out.add(&h.name, h.dtype, h.shape.clone());
         q.out.inputs.push(id);
-        q.map_f.insert(t, id);
+        if h.dtype == DType::F32 {
+            q.map_f.insert(t, id);
+        } else {
+            // Integer inputs (ids, masks) stay integers.
+            q.map_q.insert(t, id);
+        }
     }
     for op in &g.ops {
         if !q.try_int8(op)? {

@@ -51,7 +51,7 @@ fn every_problem_at_once_and_blocked_nodes_counted() {
             node("NoSuchOpB", "c", "d"),
             node("Neg", "ids", "e"),
         ],
-        input: vec![value("x", 1, &[1, 4]), value("ids", 7, &[1, 4])],
+        input: vec![value("x", 1, &[1, 4]), value("ids", 8, &[1, 4])],
         output: vec![
             value("b", 1, &[1, 4]),
             value("d", 1, &[1, 4]),
@@ -87,7 +87,7 @@ fn every_problem_at_once_and_blocked_nodes_counted() {
         report.problems[1].reason.contains("NoSuchOpA"),
         "{report:?}"
     );
-    // Relu(a) reads A's unknown output. The refused int64 input is checked on as an f32
+    // Relu(a) reads A's unknown output. The refused string input is checked on as an f32
     // input of its shape, so Neg(ids) is checked (and lowers), not blocked.
     assert_eq!(report.blocked, 1, "{report:?}");
     assert_eq!(report.nodes, 5);
@@ -101,4 +101,60 @@ fn a_model_cairn_converts_has_no_problems() {
     assert!(report.problems.is_empty(), "{report:?}");
     assert_eq!(report.blocked, 0);
     assert!(report.nodes > 0);
+}
+
+/// Integer model inputs (token ids) run as i32, fed as f32 values holding integers: an
+/// int64 `ids` input gathers rows of an embedding table, and float arithmetic on the ids
+/// themselves is refused with a clear reason instead of computing on integer bits.
+#[test]
+fn integer_ids_input_gathers_an_embedding() {
+    use cairn_convert::onnx_pb::TensorProto;
+    let table: Vec<f32> = (0..5 * 3).map(|v| v as f32 * 0.5).collect();
+    let gather = NodeProto {
+        input: vec!["table".into(), "ids".into()],
+        output: vec!["emb".into()],
+        name: "gather".into(),
+        op_type: "Gather".into(),
+        ..Default::default()
+    };
+    let model = |nodes: Vec<NodeProto>, out: ValueInfoProto| ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            initializer: vec![TensorProto {
+                name: "table".into(),
+                dims: vec![5, 3],
+                data_type: 1,
+                float_data: table.clone(),
+                ..Default::default()
+            }],
+            input: vec![value("ids", 7, &[1, 4])],
+            output: vec![out],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = model(vec![gather], value("emb", 1, &[1, 4, 3]));
+    let conv = cairn_convert::convert(&m.encode_to_vec(), &Default::default(), |_| {}).unwrap();
+    let bytes = cairn_core::emit::AlignedBytes::from_slice(&conv.bytes);
+    let mut hm = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+    let out = hm.run(&[&[4.0, 0.0, 2.0, 4.0]]).unwrap();
+    let want: Vec<f32> = [4, 0, 2, 4]
+        .iter()
+        .flat_map(|&r| table[r * 3..r * 3 + 3].to_vec())
+        .collect();
+    assert_eq!(out[0], want);
+
+    let m = model(vec![node("Neg", "ids", "e")], value("e", 7, &[1, 4]));
+    let err = cairn_convert::convert(&m.encode_to_vec(), &Default::default(), |_| {})
+        .err()
+        .expect("Neg on int ids is refused");
+    assert!(
+        format!("{err:#}").contains("run-time integer tensor 'ids'"),
+        "{err:#}"
+    );
 }
