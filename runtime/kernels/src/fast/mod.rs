@@ -215,10 +215,6 @@ const GEMM_MAX_K: usize = cairn_core::layout::PAIRS6_MAX_K;
 const _: () = assert!(avx2::MAX_K == GEMM_MAX_K);
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 const _: () = assert!(neon::MAX_K == GEMM_MAX_K);
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
 const IM2COL_TILE: usize = 48;
 
 /// Whether a SIMD GEMM micro-kernel runs here: AVX2 on x86_64 (detected at run time with
