@@ -76,8 +76,16 @@ pub const QUANT_NONE: u8 = 0;
 pub const QUANT_TENSOR: u8 = 1;
 pub const QUANT_AXIS: u8 = 2;
 
+/// The little-endian `u16` at `off`. Every caller reads inside a record or section whose
+/// length it checked: an offset past the end is a bug, a panic in debug builds (in
+/// release, where the check would cost every device flash, it reads as 0).
 #[inline]
 pub fn u16_at(b: &[u8], off: usize) -> u16 {
+    debug_assert!(
+        off < b.len() && b.len() - off >= 2,
+        "u16 at {off} of {}",
+        b.len()
+    );
     let mut a = [0u8; 2];
     if let Some(s) = b.get(off..off + 2) {
         a.copy_from_slice(s);
@@ -85,8 +93,14 @@ pub fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(a)
 }
 
+/// The little-endian `u32` at `off` (an offset past the end is a bug, as for [`u16_at`]).
 #[inline]
 pub fn u32_at(b: &[u8], off: usize) -> u32 {
+    debug_assert!(
+        off < b.len() && b.len() - off >= 4,
+        "u32 at {off} of {}",
+        b.len()
+    );
     let mut a = [0u8; 4];
     if let Some(s) = b.get(off..off + 4) {
         a.copy_from_slice(s);

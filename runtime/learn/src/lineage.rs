@@ -308,7 +308,9 @@ impl<F: NorFlash> CheckpointLog<F> {
             .map_err(|_| LearnError::Storage)?;
         let u = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let (kind, len, crc) = (u(4), u(8) as usize, u(12));
-        if u(0) != MAGIC || len > cap || pos + HDR + len > cap {
+        // `len` is untrusted: compare it with the room left, never add to it (32-bit).
+        let room = cap.saturating_sub(pos).saturating_sub(HDR);
+        if u(0) != MAGIC || len > room {
             return Ok(None);
         }
         // CRC over the body, read in chunks.
@@ -335,7 +337,9 @@ impl<F: NorFlash> CheckpointLog<F> {
         let e = match kind {
             KIND_CHECKPOINT if len >= CKPT_FIXED => {
                 let c = Checkpoint::decode(&first);
-                (len == CKPT_FIXED + 4 * c.n_params as usize).then_some(LogEntry::Checkpoint(c))
+                let weights = len - CKPT_FIXED;
+                (weights.is_multiple_of(4) && weights / 4 == c.n_params as usize)
+                    .then_some(LogEntry::Checkpoint(c))
             }
             KIND_ACTIVE if len == 32 => Some(LogEntry::Active(id(&first))),
             KIND_REJECTED if len == 32 + 1 + 32 => Some(LogEntry::Rejected {

@@ -25,7 +25,8 @@ use crate::record::{Id, Record, RecordError, FIXED, MAX_PAYLOAD};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Embedding dimension of every record; 0 = take it from the first record (or from a
-    /// fixed-capacity RAM's dimension).
+    /// fixed-capacity RAM's dimension). A log holding a record of another dimension does
+    /// not open (`WrongDim`).
     pub dim: usize,
     /// At most this many live records; appending beyond evicts the lowest-value one.
     /// Capped at the RAM's capacity.
@@ -42,6 +43,8 @@ pub enum StoreError {
     /// An earlier storage failure left this handle unusable: reopen.
     Poisoned,
     Record(RecordError),
+    /// A record (appended, or found in the log at `open`) of another embedding dimension
+    /// than the store's.
     WrongDim {
         expected: usize,
         got: usize,
@@ -274,10 +277,11 @@ impl<F: NorFlash, R: Ram> LogStore<F, R> {
                 }
                 if let Some((kind, body)) = parse_entry(e) {
                     match decode_entry(kind, body) {
-                        Some(Entry::Put(id, r))
-                            if self.cfg.dim == 0 || r.embedding.len() == self.cfg.dim =>
-                        {
-                            self.cfg.dim = r.embedding.len();
+                        Some(Entry::Put(id, r)) => {
+                            // A valid entry of another dimension is not damage: the log is
+                            // not one this store can hold (or was crafted). Refuse it whole.
+                            let empty = self.ram.metas().is_empty();
+                            fix_dim(&mut self.cfg, empty, r.embedding.len())?;
                             self.generation += 1;
                             put_slot(&mut self.ram, id, &r, s, pos, total)?;
                         }
@@ -437,15 +441,8 @@ impl<F: NorFlash, R: Ram> LogStore<F, R> {
     /// Check a record against the store's dimension and payload bound; fixes the dimension
     /// of an empty store with none yet.
     fn admit(&mut self, r: &Record<'_>) -> Result<usize, StoreError> {
-        if self.cfg.dim == 0 && self.ram.metas().is_empty() {
-            self.cfg.dim = r.embedding.len();
-        }
-        if r.embedding.len() != self.cfg.dim {
-            return Err(StoreError::WrongDim {
-                expected: self.cfg.dim,
-                got: r.embedding.len(),
-            });
-        }
+        let empty = self.ram.metas().is_empty();
+        fix_dim(&mut self.cfg, empty, r.embedding.len())?;
         if r.payload.len() > self.cfg.max_payload {
             return Err(StoreError::PayloadTooLarge);
         }
@@ -587,6 +584,21 @@ impl<F: NorFlash, R: Ram> LogStore<F, R> {
     pub fn flash(&self) -> &F {
         &self.flash
     }
+}
+
+/// The one rule for a record's dimension, at append and at replay: a store with no
+/// dimension yet and no records takes `dim`; otherwise `dim` must be the store's.
+fn fix_dim(cfg: &mut Config, empty: bool, dim: usize) -> Result<(), StoreError> {
+    if cfg.dim == 0 && empty {
+        cfg.dim = dim;
+    }
+    if dim != cfg.dim {
+        return Err(StoreError::WrongDim {
+            expected: cfg.dim,
+            got: dim,
+        });
+    }
+    Ok(())
 }
 
 /// Insert or replace the RAM slot of record `r` stored at (`seg`, `off`, `len`).

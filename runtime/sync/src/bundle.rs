@@ -116,16 +116,28 @@ pub fn import<S: Store>(
     let mut rep = ImportReport::default();
     let mut pos = from.max(HEAD);
     let mut count = 0u32;
-    // Entries before `from` were applied earlier; count them for the trailer check.
+    // Entries before `from` were applied earlier; count them for the trailer check. Their
+    // lengths are untrusted: an import stops before an entry over `MAX_ITEM`, so one before
+    // `from` is not a bundle this import wrote (and `p + 4 + len` could wrap on 32 bits).
     let mut p = HEAD;
-    while p < pos && p + 4 <= bytes.len() && &bytes[p..p + 4] != b"CEND" {
-        let len = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
-        p += 4 + len;
+    while p < pos {
+        let Some(field) = bytes.get(p..).and_then(|rest| rest.get(..4)) else {
+            break;
+        };
+        if field == b"CEND" {
+            break;
+        }
+        let len = u32::from_le_bytes([field[0], field[1], field[2], field[3]]) as usize;
+        if len > MAX_ITEM {
+            return Err(Reject::Malformed);
+        }
+        p = p.checked_add(4 + len).ok_or(Reject::Malformed)?;
         count += 1;
     }
     if p != pos {
         return Err(Reject::Malformed);
     }
+    // From here `pos` is at most `bytes.len() + 4 + MAX_ITEM`: no sum below can wrap.
     loop {
         if pos + 4 > bytes.len() {
             break;

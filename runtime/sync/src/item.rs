@@ -84,8 +84,9 @@ impl<'a> Item<'a> {
             return Err(Reject::Malformed);
         }
         let kind = Kind::from_u8(bytes[2]).ok_or(Reject::Malformed)?;
+        // Untrusted lengths are compared with what the bytes hold, never added to (32-bit).
         let len = le_u32(bytes, 36) as usize;
-        if HEAD + len + SIG != bytes.len() {
+        if len != bytes.len() - HEAD - SIG {
             return Err(Reject::Malformed);
         }
         let mut origin = [0u8; 32];
@@ -111,7 +112,8 @@ impl<'a> Item<'a> {
             Kind::Meta if len == 16 + 1 + 8 => content_id(signed),
             Kind::Contribution if len >= CONTRIB_HEAD => {
                 let dim = le_u32(body, 52) as usize;
-                if len != CONTRIB_HEAD + 4 * dim {
+                let values = len - CONTRIB_HEAD;
+                if values / 4 != dim || !values.is_multiple_of(4) {
                     return Err(Reject::Malformed);
                 }
                 content_id(signed)

@@ -125,7 +125,8 @@ impl Replica {
             for (a, v) in acc.iter_mut().zip(&vals) {
                 *a += v * s;
             }
-            total += h.n;
+            // Each n is a member's claim: their sum must not wrap (or panic).
+            total = total.saturating_add(h.n);
         }
         let t = total.max(1) as f32;
         Some((acc.iter().map(|v| v / t).collect(), total))

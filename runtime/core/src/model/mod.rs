@@ -11,6 +11,8 @@ use crate::op::{
     has_kind, infer_output_in, Kinds, OpKind, ALL_KINDS, MAX_OP_INPUTS, MAX_OP_OUTPUTS,
 };
 
+#[cfg(test)]
+mod tests;
 mod types;
 use crate::shape::{Shape, MAX_RANK};
 use crate::{DType, Quant, TensorInfo};
@@ -53,12 +55,20 @@ impl<'a> OpView<'a> {
     pub fn n_outputs(&self) -> usize {
         self.n_out
     }
-    /// Tensor index of input `k`, `None` for an absent optional input.
+    /// Tensor index of input `k`, `None` for an absent optional input (or `k` past the
+    /// inputs).
     pub fn input(&self, k: usize) -> Option<u16> {
-        let v = u16_at(self.io, 2 * k);
+        // Read before the test (smaller code on Cortex-M); a `k` past the inputs reads an
+        // output or nothing, and is masked.
+        let v = self
+            .io
+            .get(2 * k..2 * k + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         (k < self.n_in && v != NONE).then_some(v)
     }
+    /// Tensor index of output `k` (`k < n_outputs()`: a bug otherwise).
     pub fn output(&self, k: usize) -> u16 {
+        debug_assert!(k < self.n_out, "output {k} of an op with {}", self.n_out);
         u16_at(self.io, 2 * (self.n_in + k))
     }
     pub fn param(&self, i: usize) -> i32 {
@@ -94,6 +104,12 @@ pub struct Model<'a> {
     arena_bytes: usize,
     arena_lower_bound: usize,
     kernels: KernelSet,
+}
+
+/// Items `start..start + count` of `unit` bytes each in `table`; `None` past the end.
+/// `start` may be any value read from the file: nothing here can wrap on 32 bits.
+fn items(table: &[u8], start: usize, unit: usize, count: usize) -> Option<&[u8]> {
+    table.get(start.checked_mul(unit)?..)?.get(..count * unit)
 }
 
 fn section(b: &[u8], off: u32, len: usize, align: usize) -> Result<&[u8], LoadError> {
@@ -270,9 +286,15 @@ impl<'a> Model<'a> {
         (i < self.n_outputs).then(|| u16_at(self.index, 2 * (self.n_inputs + i)))
     }
 
-    /// Tensor `i`. Checked at parse time; out-of-range `i` gives a zero-sized f32 scalar.
+    /// Tensor `i`, an index this model gave (an op's input or output, `input_tensor`,
+    /// `output_tensor`, or below `n_tensors()`): every one was checked at parse time. Any
+    /// other index is the caller's bug: a panic in debug builds (a zero-sized f32 scalar in
+    /// release, where the check would cost every device flash). [`Model::get_tensor`] takes
+    /// an index from elsewhere.
     pub fn tensor(&self, i: u16) -> TensorDesc<'a> {
-        self.decode_tensor(i as usize).unwrap_or(TensorDesc {
+        let t = self.decode_tensor(i as usize);
+        debug_assert!(t.is_some(), "tensor {i} of {}", self.n_tensors);
+        t.unwrap_or(TensorDesc {
             info: TensorInfo {
                 dtype: DType::F32,
                 shape: Shape::SCALAR,
@@ -283,6 +305,11 @@ impl<'a> Model<'a> {
             def_time: 0,
             last_time: 0,
         })
+    }
+
+    /// Tensor `i`, or `None` past the last one.
+    pub fn get_tensor(&self, i: u16) -> Option<TensorDesc<'a>> {
+        self.decode_tensor(i as usize)
     }
 
     pub fn op(&self, i: usize) -> Option<OpView<'a>> {
@@ -351,15 +378,13 @@ impl<'a> Model<'a> {
             format::STORAGE_CONST => Storage::Const(self.blob_slice(offset, bytes, ALIGN)?),
             _ => return None,
         };
+        let zero_point_ok = zero_point_check(dtype);
         let quant = match r[tns::QUANT] {
             format::QUANT_NONE => Quant::None,
             format::QUANT_TENSOR => {
                 let scale = f32::from_bits(u32_at(r, tns::SCALE));
                 let zero_point = format::i32_at(r, tns::ZERO);
-                if !(scale.is_finite()
-                    && scale > 0.0
-                    && (-(1 << 24)..(1 << 24)).contains(&zero_point))
-                {
+                if !(scale_ok(scale) && zero_point_ok(zero_point)) {
                     return None;
                 }
                 Quant::PerTensor { scale, zero_point }
@@ -367,14 +392,17 @@ impl<'a> Model<'a> {
             format::QUANT_AXIS => {
                 let axis = r[tns::AXIS] as usize;
                 let n = *shape.dims().get(axis)? as usize;
-                let s = self.blob_slice(u32_at(r, tns::SCALE), 4 * n, 4)?;
-                let z = self.blob_slice(u32_at(r, tns::ZERO), 4 * n, 4)?;
+                // 4·n bytes of scales must fit in the blob (and 4·n must not wrap).
+                if n > self.blob.len() / 4 {
+                    return None;
+                }
+                let len = 4 * n;
+                let s = self.blob_slice(u32_at(r, tns::SCALE), len, 4)?;
+                let z = self.blob_slice(u32_at(r, tns::ZERO), len, 4)?;
                 let scales: &[f32] = bytemuck::try_cast_slice(s).ok()?;
                 let zero_points: &[i32] = bytemuck::try_cast_slice(z).ok()?;
-                if scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
-                    || zero_points
-                        .iter()
-                        .any(|z| !(-(1 << 24)..(1 << 24)).contains(z))
+                if !(scales.iter().all(|&s| scale_ok(s))
+                    && zero_points.iter().all(|&z| zero_point_ok(z)))
                 {
                     return None;
                 }
@@ -418,17 +446,12 @@ impl<'a> Model<'a> {
         {
             return Err(OpProblem::Arity);
         }
+        // Starts are untrusted u32s: `2 * start` and `4 * ps` could wrap on 32 bits.
         let start = u32_at(r, opr::IO_START) as usize;
-        let io = self
-            .index
-            .get(2 * start..2 * (start + n_in + n_out))
-            .ok_or(OpProblem::TensorIndex)?;
+        let io = items(self.index, start, 2, n_in + n_out).ok_or(OpProblem::TensorIndex)?;
         let ps = u32_at(r, opr::PARAMS_START) as usize;
         let pl = u16_at(r, opr::PARAMS_LEN) as usize;
-        let params = self
-            .params
-            .get(4 * ps..4 * (ps + pl))
-            .ok_or(OpProblem::ParamLen)?;
+        let params = items(self.params, ps, 4, pl).ok_or(OpProblem::ParamLen)?;
         Ok(OpView {
             kind,
             io,
@@ -650,6 +673,23 @@ impl<'a> Model<'a> {
             op.kind.can_run_in_place() && op.input(0) == Some(src) && op.output(0) == dst
         })
     }
+}
+
+/// The zero points of `dtype` the kernels' arithmetic holds exactly: the dtype's own range
+/// (they compute `x - zero_point` in i32 and pad with `zero_point as i8`), and only 0 for
+/// int32, which has none in ONNX (`x - zero_point` would overflow).
+fn zero_point_check(dtype: DType) -> impl Fn(i32) -> bool {
+    let (lo, span) = match dtype {
+        DType::I8 => (-128, 255),
+        DType::U8 => (0, 255),
+        _ => (0, 0),
+    };
+    move |z: i32| z.wrapping_sub(lo) as u32 <= span
+}
+
+/// A finite scale above zero, tested on its bits (smaller code on devices than float tests).
+fn scale_ok(s: f32) -> bool {
+    s.to_bits().wrapping_sub(1) < 0x7F7F_FFFF
 }
 
 /// Every value of a pre-packed weight tensor is an int8 value widened to int16, and the

@@ -177,7 +177,11 @@ impl<'a> Model<'a> {
             }
         }
         // A pre-packed tensor may only be the weights of a one-group int8 Conv.
-        let group = op.param(op::conv::GROUP);
+        let group = if op.kind == Conv {
+            op.param(op::conv::GROUP)
+        } else {
+            0
+        };
         for k in 0..op.n_in {
             if info(k).is_some_and(|i| i.layout != Layout::Plain)
                 && !(op.kind == Conv && k == 1 && q8 && group == 1)

@@ -90,7 +90,8 @@ impl<S: Store> Session<'_, S> {
             return self.reject(Reject::Malformed);
         };
         let total = head.total as usize;
-        if total > MAX_ITEM || head.offset as usize + data.len() > total {
+        // `offset` is untrusted: `offset + len` could wrap on 32 bits.
+        if total > MAX_ITEM || data.len() > total || head.offset as usize > total - data.len() {
             return self.reject(Reject::TooLarge);
         }
         if head.offset == 0 {

@@ -37,6 +37,8 @@ use crate::{Reject, Store};
 mod channel;
 mod items;
 mod reconcile;
+#[cfg(all(test, feature = "std"))]
+mod tests;
 
 /// Largest frame (and MTU) a session handles.
 #[cfg(feature = "alloc")]

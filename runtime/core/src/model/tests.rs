@@ -1,0 +1,194 @@
+//! `Model::parse` on hand-edited copies of a real int8 model (the firmware's digits MLP,
+//! checked current by the firmware test): each edit keeps the checksum valid, so only the
+//! check under test can refuse it. The 32-bit cases used to wrap (or panic with overflow
+//! checks) on a 32-bit device while a 64-bit host refused the same bytes.
+
+use super::*;
+use crate::format::{file_crc, hdr, opr, tns, OP_BYTES, QUANT_AXIS, QUANT_TENSOR, TENSOR_BYTES};
+use crate::Aligned;
+
+const DIGITS: &[u8] = include_bytes!("../../../../targets/mcu/assets/digits.cairn");
+
+/// An aligned, editable copy of the digits model.
+struct File(Aligned<[u8; DIGITS.len()]>);
+
+impl File {
+    fn new() -> File {
+        let mut a = [0u8; DIGITS.len()];
+        a.copy_from_slice(DIGITS);
+        File(Aligned(a))
+    }
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.0 .0
+    }
+    fn u32(&self, at: usize) -> u32 {
+        u32_at(&self.0 .0, at)
+    }
+    fn put_u32(&mut self, at: usize, v: u32) {
+        self.bytes()[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Byte offset of tensor `t`'s record.
+    fn tensor(&self, t: usize) -> usize {
+        self.u32(hdr::TENSORS_OFF) as usize + t * TENSOR_BYTES
+    }
+    fn op(&self, i: usize) -> usize {
+        self.u32(hdr::OPS_OFF) as usize + i * OP_BYTES
+    }
+    /// The first tensor whose dtype and quantization kind are these and whose last
+    /// dimension is a multiple of 4.
+    fn find(&self, dtype: DType, quant: u8) -> usize {
+        let n = u16_at(&self.0 .0, hdr::N_TENSORS) as usize;
+        (0..n)
+            .find(|&t| {
+                let r = self.tensor(t);
+                let last = self.last_dim(t);
+                self.0 .0[r + tns::DTYPE] == dtype as u8
+                    && self.0 .0[r + tns::QUANT] == quant
+                    && self.u32(last).is_multiple_of(4)
+            })
+            .expect("the digits model has such a tensor")
+    }
+    /// Byte offset of tensor `t`'s last dimension.
+    fn last_dim(&self, t: usize) -> usize {
+        let r = self.tensor(t);
+        r + tns::DIMS + 4 * (self.0 .0[r + tns::RANK] as usize).saturating_sub(1)
+    }
+    /// Parse after fixing the checksum.
+    fn parse(&mut self) -> Result<(), LoadError> {
+        let crc = file_crc(self.bytes());
+        self.put_u32(hdr::CRC, crc);
+        Model::parse(&self.0 .0).map(|_| ())
+    }
+}
+
+#[test]
+fn the_unedited_model_loads() {
+    assert_eq!(File::new().parse(), Ok(()));
+}
+
+/// Zero points up to ±2²⁴ used to load; `(x − zx)·w` then overflowed i32 in the kernels and
+/// the fast paths padded with `zx as i8`, which no longer matched the reference.
+#[test]
+fn zero_points_outside_the_dtype_range_are_refused() {
+    let t = File::new().find(DType::I8, QUANT_TENSOR);
+    let at = File::new().tensor(t) + tns::ZERO;
+    let tensor = Err(LoadError::Tensor { index: t as u16 });
+    for z in [128, 200, -129, 255, 1 << 20, -(1 << 23)] {
+        let mut f = File::new();
+        f.put_u32(at, z as u32);
+        assert_eq!(f.parse(), tensor, "int8 zero point {z}");
+    }
+    for z in [-128, 127, 0] {
+        let mut f = File::new();
+        f.put_u32(at, z as u32);
+        assert_eq!(f.parse(), Ok(()), "int8 zero point {z}");
+    }
+    // The same record as uint8 (0..=255) and int32 (only 0). Another dtype breaks the ops
+    // around the tensor, so in range means "not refused as a tensor".
+    for (dtype, z, ok) in [
+        (DType::U8, -1, false),
+        (DType::U8, 256, false),
+        (DType::U8, 255, true),
+        (DType::U8, 0, true),
+        (DType::I32, 1, false),
+        (DType::I32, -1, false),
+        (DType::I32, 0, true),
+    ] {
+        let mut f = File::new();
+        let r = f.tensor(t);
+        f.bytes()[r + tns::DTYPE] = dtype as u8;
+        // The same bytes as fewer, wider elements: `bytes = numel × size` stays true.
+        let last = f.last_dim(t);
+        f.put_u32(last, f.u32(last) / dtype.size_bytes() as u32);
+        f.put_u32(at, z as u32);
+        assert_eq!(f.parse() == tensor, !ok, "{dtype:?} zero point {z}");
+    }
+}
+
+/// Per-axis zero points are bounded the same way (a weight's must also be 0, an op check).
+#[test]
+fn per_axis_zero_points_outside_the_range_are_refused_as_tensors() {
+    let mut f = File::new();
+    let t = f.find(DType::I8, QUANT_AXIS);
+    let r = f.tensor(t);
+    let zeros = (f.u32(hdr::BLOB_OFF) + f.u32(r + tns::ZERO)) as usize;
+    f.put_u32(zeros, 300);
+    assert_eq!(f.parse(), Err(LoadError::Tensor { index: t as u16 }));
+}
+
+/// A per-axis tensor with 2³⁰ + 1 channels: `4 · n` bytes of scales wrapped to 4 on 32 bits
+/// (and panicked with overflow checks).
+#[test]
+fn per_axis_channel_count_that_wraps_on_32_bits_is_refused() {
+    let mut f = File::new();
+    let t = f.find(DType::I8, QUANT_AXIS);
+    let r = f.tensor(t);
+    let n = 0x4000_0001u32;
+    f.bytes()[r + tns::RANK] = 1;
+    f.bytes()[r + tns::AXIS] = 0;
+    f.bytes()[r + tns::STORAGE] = format::STORAGE_ARENA;
+    f.put_u32(r + tns::DIMS, n);
+    for k in 1..MAX_RANK {
+        f.put_u32(r + tns::DIMS + 4 * k, 0);
+    }
+    f.put_u32(r + tns::BYTES, n);
+    f.put_u32(r + tns::OFFSET, 0);
+    f.put_u32(hdr::ARENA_BYTES, 0x4000_0010);
+    assert_eq!(f.parse(), Err(LoadError::Tensor { index: t as u16 }));
+}
+
+/// Op records' starts are u32s: `2 · start` and `4 · params_start` wrapped on 32 bits, so a
+/// start 2³¹ (or 2³⁰) past the real one read the real operands there and loaded, while a
+/// 64-bit host refused the file.
+#[test]
+fn op_starts_that_wrap_on_32_bits_are_refused() {
+    let at = File::new().op(0);
+    let io = File::new().u32(at + opr::IO_START);
+    let ps = File::new().u32(at + opr::PARAMS_START);
+    for (field, v, problem) in [
+        (opr::IO_START, io + 0x8000_0000, OpProblem::TensorIndex),
+        (opr::IO_START, u32::MAX, OpProblem::TensorIndex),
+        (opr::PARAMS_START, ps + 0x4000_0000, OpProblem::ParamLen),
+        (opr::PARAMS_START, ps + 0xC000_0000, OpProblem::ParamLen),
+    ] {
+        let mut f = File::new();
+        f.put_u32(at + field, v);
+        assert_eq!(
+            f.parse(),
+            Err(LoadError::Op {
+                index: 0,
+                kind: None,
+                problem
+            }),
+            "field {field} = {v:#x}"
+        );
+    }
+}
+
+/// A bad tensor index is a bug that fails loudly (in debug builds), not a zero-size scalar.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "tensor")]
+fn a_tensor_index_the_model_never_gave_panics() {
+    let m = Model::parse(crate::include_model!(
+        "../../../../targets/mcu/assets/digits.cairn"
+    ))
+    .unwrap();
+    assert!(m.get_tensor(m.n_tensors() as u16).is_none());
+    let _ = m.tensor(m.n_tensors() as u16);
+}
+
+/// Field readers past the end of their record: a bug, loud in debug builds.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "u32 at")]
+fn a_field_read_past_its_record_panics() {
+    let _ = u32_at(&[0u8; 6], 3);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "u16 at")]
+fn a_u16_read_past_its_record_panics() {
+    let _ = u16_at(&[0u8; 6], usize::MAX);
+}

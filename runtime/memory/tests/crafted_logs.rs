@@ -1,0 +1,105 @@
+//! Logs written by hand, not by the store: valid entries (magic, length, CRC, content id
+//! all correct) that a store never writes. Opening one is a typed error, never a store whose
+//! RAM side disagrees with itself.
+
+use cairn_memory::flash::RamFlash;
+use cairn_memory::format::{
+    align_up, entry_crc, segment_header, ENTRY_HEADER, ENTRY_MAGIC, KIND_PUT, SEG_HEADER,
+};
+use cairn_memory::search::{Filter, Scoring};
+use cairn_memory::{Config, Record, Store, StoreError};
+
+type Flash = RamFlash<1024>;
+
+fn record(embedding: &[i8], ts: u64) -> Vec<u8> {
+    let r = Record {
+        origin: 1,
+        timestamp_ms: ts,
+        label: 0,
+        importance: 1,
+        meta: [0; 4],
+        scale: 0.1,
+        embedding,
+        payload: &[],
+    };
+    let mut body = vec![0u8; r.encoded_len()];
+    r.encode(&mut body).unwrap();
+    body
+}
+
+/// A flash whose first sector is a segment holding one PUT entry per body, in order.
+fn log_of(bodies: &[Vec<u8>]) -> Flash {
+    let mut f = Flash::new(4);
+    f.data[..SEG_HEADER].copy_from_slice(&segment_header(1, 0));
+    let mut at = SEG_HEADER;
+    for body in bodies {
+        let mut head = [0u8; 8];
+        head[..2].copy_from_slice(&ENTRY_MAGIC.to_le_bytes());
+        head[2] = KIND_PUT;
+        head[4..8].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        let e = &mut f.data[at..at + align_up(ENTRY_HEADER + body.len())];
+        e.fill(0);
+        e[..8].copy_from_slice(&head);
+        e[8..12].copy_from_slice(&entry_crc(&head, body).to_le_bytes());
+        e[ENTRY_HEADER..ENTRY_HEADER + body.len()].copy_from_slice(body);
+        at += e.len();
+    }
+    f
+}
+
+fn cfg(dim: usize) -> Config {
+    Config {
+        dim,
+        max_records: 100,
+        max_payload: 64,
+    }
+}
+
+/// The CLI opens every store with `dim: 0` (take it from the log). A first record with an
+/// empty embedding used to leave the dimension open, so 32-wide records loaded after it and
+/// search sliced past the end of the embeddings.
+#[test]
+fn a_log_with_mixed_dimensions_is_refused() {
+    let wide = [5i8; 32];
+    let log = log_of(&[record(&[], 1), record(&wide, 2), record(&wide, 3)]);
+    let opened = Store::open(log.clone(), cfg(0)).map(|(s, _)| s.len());
+    assert_eq!(
+        opened,
+        Err(StoreError::WrongDim {
+            expected: 0,
+            got: 32
+        })
+    );
+    // Whatever dimension the caller states, the log is not one store's.
+    for dim in [32, 7] {
+        assert!(matches!(
+            Store::open(log.clone(), cfg(dim)).map(|(s, _)| s.len()),
+            Err(StoreError::WrongDim { .. })
+        ));
+    }
+    // Wide first, then narrow: refused too.
+    let log = log_of(&[record(&wide, 1), record(&wide[..8], 2)]);
+    assert_eq!(
+        Store::open(log, cfg(0)).map(|(s, _)| s.len()),
+        Err(StoreError::WrongDim {
+            expected: 32,
+            got: 8
+        })
+    );
+}
+
+/// One dimension throughout (even 0) loads, and search over it stays in bounds.
+#[test]
+fn a_log_of_one_dimension_loads_and_searches() {
+    let wide = [5i8; 32];
+    let (st, rec) = Store::open(log_of(&[record(&wide, 1), record(&wide, 2)]), cfg(0)).unwrap();
+    assert_eq!((st.len(), rec.dropped_entries, st.config().dim), (2, 0, 32));
+    let hits = st.search(&wide, 5, &Filter::default(), &Scoring::default());
+    assert_eq!(hits.len(), 2);
+    let (st, _) = Store::open(log_of(&[record(&[], 1), record(&[], 2)]), cfg(0)).unwrap();
+    assert_eq!((st.len(), st.config().dim), (2, 0));
+    assert!(st
+        .search(&[], 5, &Filter::default(), &Scoring::default())
+        .iter()
+        .all(|h| h.cosine == 0.0));
+}
