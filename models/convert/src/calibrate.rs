@@ -89,3 +89,42 @@ pub fn calibrate(
     ranges.retain(|_, r| r.0 <= r.1);
     Ok(ranges)
 }
+
+/// How much each calibrated tensor would lose in int8: the relative L2 error
+/// `‖x − deq(q(x))‖ / ‖x‖` over the calibration samples, with the params its range gives.
+/// A tensor whose values span a range far wider than most of them (an audio waveform or
+/// spectrum, a logit map with rare peaks) loses its small values; such tensors are better
+/// left f32 (`Options::int8_error_limit`).
+pub fn tensor_errors(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    ranges: &Ranges,
+) -> Result<std::collections::HashMap<usize, f32>> {
+    use cairn_core::quant::quantize_f32;
+    let params: Vec<(usize, (f32, i32))> = ranges
+        .iter()
+        .map(|(&t, &(lo, hi))| (t, crate::quantize::params_for_range(lo, hi)))
+        .collect();
+    let mut acc: std::collections::HashMap<usize, (f64, f64)> =
+        params.iter().map(|&(t, _)| (t, (0.0, 0.0))).collect();
+    for s in samples {
+        let vals = g.run_all_on(s, true)?;
+        for &(t, (scale, zp)) in &params {
+            let Some(v) = vals.get(&t) else { continue };
+            let a = acc.get_mut(&t).expect("tensor");
+            for &x in bytemuck::cast_slice::<u8, f32>(v.as_slice()) {
+                if !x.is_finite() {
+                    continue;
+                }
+                let q = quantize_f32(x, scale, zp, -128, 127);
+                let d = (q - zp) as f32 * scale;
+                a.0 += ((x - d) as f64).powi(2);
+                a.1 += (x as f64).powi(2);
+            }
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .map(|(t, (e, n))| (t, if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 }))
+        .collect())
+}

@@ -192,6 +192,20 @@ impl Graph {
         op: &HOp,
         value: &dyn Fn(usize) -> Option<AlignedBytes>,
     ) -> Result<Vec<AlignedBytes>> {
+        self.run_op_on(op, value, false)
+    }
+
+    /// [`Graph::run_op`] on the reference kernels, or with `fast` on the CPU backend's
+    /// fast paths (int8 bit-exact with the reference; f32 within rounding): for estimates
+    /// that need speed, not the reference's exact f32 bits (constant folding and
+    /// calibration ranges keep the reference, so a conversion gives the same file on
+    /// every host).
+    pub fn run_op_on(
+        &self,
+        op: &HOp,
+        value: &dyn Fn(usize) -> Option<AlignedBytes>,
+        fast: bool,
+    ) -> Result<Vec<AlignedBytes>> {
         let kernel = self.kernel_of(op)?;
         let mut held: Vec<Option<AlignedBytes>> = Vec::new();
         for t in &op.inputs {
@@ -224,13 +238,16 @@ impl Graph {
             let info = self.info(o)?;
             let mut buf =
                 AlignedBytes::zeroed(self.tensors[o].numel() * self.tensors[o].dtype.size_bytes());
-            cairn_kernels::execute_reference(
-                &call,
-                TensorMut {
-                    info,
-                    data: buf.as_mut_slice(),
-                },
-            )
+            let out = TensorMut {
+                info,
+                data: buf.as_mut_slice(),
+            };
+            if fast {
+                use cairn_core::Backend;
+                cairn_kernels::CpuBackend.execute(&call, out)
+            } else {
+                cairn_kernels::execute_reference(&call, out)
+            }
             .map_err(|e| anyhow!("{} ({}) failed: {e:?}", op.kind.name(), op.name))?;
             outs.push(buf);
         }
@@ -239,6 +256,15 @@ impl Graph {
 
     /// Run the whole graph on f32 inputs; returns the value of every tensor.
     pub fn run_all(&self, inputs: &[Vec<f32>]) -> Result<HashMap<usize, AlignedBytes>> {
+        self.run_all_on(inputs, false)
+    }
+
+    /// [`Graph::run_all`], on the fast paths with `fast` (see [`Graph::run_op_on`]).
+    pub fn run_all_on(
+        &self,
+        inputs: &[Vec<f32>],
+        fast: bool,
+    ) -> Result<HashMap<usize, AlignedBytes>> {
         let mut vals: HashMap<usize, AlignedBytes> = HashMap::new();
         if inputs.len() != self.inputs.len() {
             bail!(
@@ -266,7 +292,7 @@ impl Graph {
             vals.insert(t, bytes);
         }
         for op in &self.ops {
-            let outs = self.run_op(op, &|t| vals.get(&t).cloned())?;
+            let outs = self.run_op_on(op, &|t| vals.get(&t).cloned(), fast)?;
             for (&o, b) in op.outputs.iter().zip(outs) {
                 vals.insert(o, b);
             }

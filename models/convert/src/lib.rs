@@ -21,6 +21,7 @@ pub mod npy;
 pub mod onnx;
 pub mod onnx_pb;
 pub mod quantize;
+mod refine;
 
 use std::collections::HashMap;
 
@@ -48,7 +49,16 @@ pub struct Options {
     /// (`ModelBuilder::pack_conv_weights`): faster on x86_64/aarch64, two bytes of flash
     /// per packed weight instead of one.
     pub pack_weights: bool,
+    /// When calibrating: tensors whose int8 form would lose more than this relative L2
+    /// error on the calibration samples (`calibrate::tensor_errors`) stay f32, and so do
+    /// the ops touching them. `None` quantizes every tensor that has a range.
+    pub int8_error_limit: Option<f32>,
 }
+
+/// The default `int8_error_limit`: 5% relative L2 error. Compact activations (conv and
+/// attention blocks after normalization) lose 0.5–2% in int8; a raw waveform or a power
+/// spectrum loses 5–30% and wrecks everything after it.
+pub const DEFAULT_INT8_ERROR_LIMIT: f32 = 0.05;
 
 impl Default for Options {
     fn default() -> Self {
@@ -60,6 +70,7 @@ impl Default for Options {
             float: false,
             extra_outputs: vec![],
             pack_weights: false,
+            int8_error_limit: Some(DEFAULT_INT8_ERROR_LIMIT),
         }
     }
 }
@@ -123,8 +134,26 @@ pub fn convert(
         let ranges = if has_qdq {
             quantize::Ranges::new()
         } else {
-            calibrate::calibrate(&g, &opts.calibration, opts.method, progress)
-                .context("calibration")?
+            let mut r = calibrate::calibrate(&g, &opts.calibration, opts.method, progress)
+                .context("calibration")?;
+            if let Some(limit) = opts.int8_error_limit {
+                keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
+                let moved = refine::refine(&g, &opts.calibration, &mut r, limit)
+                    .context("int8 accuracy refinement")?;
+                if !moved.is_empty() {
+                    let shown: Vec<String> = moved
+                        .iter()
+                        .map(|m| format!("'{}' ({}) +{:.1}%", m.op, m.kind, 100.0 * m.added))
+                        .collect();
+                    notes.push(format!(
+                        "{} ops stay f32: their int8 form added more than {:.0}% error on the calibration samples: {}",
+                        moved.len(),
+                        100.0 * limit,
+                        shown.join(", ")
+                    ));
+                }
+            }
+            r
         };
         let (q, rep) = quantize::quantize(&g, &ranges)?;
         (
@@ -153,6 +182,38 @@ pub fn convert(
         f32_ops,
         notes,
     })
+}
+
+/// Drop the range of every tensor that int8 would damage beyond `limit`, so the ops
+/// touching it stay f32, and say which and why.
+fn keep_lossy_in_f32(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    ranges: &mut quantize::Ranges,
+    limit: f32,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let errs = calibrate::tensor_errors(g, samples, ranges).context("int8 error estimate")?;
+    let mut lossy: Vec<(usize, f32)> = errs.into_iter().filter(|&(_, e)| e > limit).collect();
+    lossy.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for &(t, _) in &lossy {
+        ranges.remove(&t);
+    }
+    if !lossy.is_empty() {
+        let shown: Vec<String> = lossy
+            .iter()
+            .take(4)
+            .map(|&(t, e)| format!("'{}' {:.1}%", g.tensors[t].name, 100.0 * e))
+            .collect();
+        notes.push(format!(
+            "{} tensors stay f32: int8 would lose more than {:.0}% of them on the calibration samples ({}{}); --int8-error-limit sets the bound",
+            lossy.len(),
+            100.0 * limit,
+            shown.join(", "),
+            if lossy.len() > 4 { ", ..." } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 /// Graph outputs must be arena tensors written by an op: copy constants and pass-through

@@ -36,6 +36,9 @@ pub fn params_for_range(lo: f32, hi: f32) -> (f32, i32) {
 pub struct Report {
     pub int8_ops: usize,
     pub f32_ops: Vec<String>,
+    /// For each tensor of the float graph, the tensor of the quantized graph that holds
+    /// its value (int8 where it was quantized).
+    pub values: HashMap<usize, usize>,
 }
 
 struct Q<'g> {
@@ -46,6 +49,9 @@ struct Q<'g> {
     map_q: HashMap<usize, usize>,
     forced: HashMap<usize, (f32, i32)>,
     report: Report,
+    /// Quantized weights already emitted, by float weight and scales: a weight shared by
+    /// many ops (an unrolled recurrence's matrices) is stored once.
+    weights: HashMap<(usize, Vec<u32>), usize>,
 }
 
 fn i8_bytes(v: &[i8]) -> AlignedBytes {
@@ -105,10 +111,12 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
         out: Graph::default(),
         map_f: HashMap::new(),
         map_q: HashMap::new(),
+        weights: HashMap::new(),
         forced,
         report: Report {
             int8_ops: 0,
             f32_ops: vec![],
+            values: HashMap::new(),
         },
     };
     for &t in &g.inputs {
@@ -141,6 +149,9 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
         q.out.outputs.push(f);
     }
     q.out.prune();
+    let mut values = q.map_f.clone();
+    values.extend(q.map_q.iter().map(|(&k, &v)| (k, v)));
+    q.report.values = values;
     Ok((q.out, q.report))
 }
 
@@ -614,13 +625,21 @@ impl Q<'_> {
         // ConvTranspose: output channel = group * (O/g) + channel along axis 1.
         let groups = oc / oc_w;
         let wsc = |c: usize| ws[c % oc_w];
-        let wq = self
-            .out
-            .add_const(format!("{}:wq", wt.name), DType::I8, shape, i8_bytes(&qw));
-        self.out.tensors[wq].quant = QuantSpec::PerAxis {
-            axis,
-            scales: ws.clone(),
-            zero_points: vec![0; oc_w],
+        let key = (w, ws.iter().map(|v| v.to_bits()).collect::<Vec<u32>>());
+        let wq = match self.weights.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id =
+                    self.out
+                        .add_const(format!("{}:wq", wt.name), DType::I8, shape, i8_bytes(&qw));
+                self.out.tensors[id].quant = QuantSpec::PerAxis {
+                    axis,
+                    scales: ws.clone(),
+                    zero_points: vec![0; oc_w],
+                };
+                self.weights.insert(key, id);
+                id
+            }
         };
         let bias = match op.inputs.get(2).copied().flatten() {
             Some(b) => {

@@ -18,6 +18,7 @@ use crate::CpuBackend;
 pub struct HostModel<'m> {
     model: Model<'m>,
     arena: AlignedBytes,
+    reference: bool,
 }
 
 /// Shape and dtype of a graph input or output.
@@ -34,7 +35,17 @@ impl<'m> HostModel<'m> {
         let mut arena = AlignedBytes::zeroed(model.arena_bytes());
         // Check kernels and arena now, so `run` cannot fail on them.
         Interpreter::new(model, CpuBackend, arena.as_mut_slice())?;
-        Ok(HostModel { model, arena })
+        Ok(HostModel {
+            model,
+            arena,
+            reference: false,
+        })
+    }
+
+    /// Run with the reference kernels only (the truth every fast path is tested
+    /// against): to tell a kernel problem from a quantization one.
+    pub fn set_reference(&mut self, on: bool) {
+        self.reference = on;
     }
 
     pub fn model(&self) -> Model<'m> {
@@ -75,10 +86,23 @@ impl<'m> HostModel<'m> {
     pub fn run_with(
         &mut self,
         inputs: &[&[f32]],
+        hook: impl FnMut(usize, bool),
+    ) -> Result<Vec<Vec<f32>>, RunError> {
+        if self.reference {
+            self.run_on(crate::RefBackend, inputs, hook)
+        } else {
+            self.run_on(CpuBackend, inputs, hook)
+        }
+    }
+
+    fn run_on<B: cairn_core::Backend>(
+        &mut self,
+        backend: B,
+        inputs: &[&[f32]],
         mut hook: impl FnMut(usize, bool),
     ) -> Result<Vec<Vec<f32>>, RunError> {
         let m = self.model;
-        let mut it = Interpreter::new(m, CpuBackend, self.arena.as_mut_slice())
+        let mut it = Interpreter::new(m, backend, self.arena.as_mut_slice())
             .map_err(|_| RunError::NoSuchTensor)?;
         if inputs.len() != m.n_inputs() {
             return Err(RunError::NoSuchTensor);

@@ -28,7 +28,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ConvertArgs {
     /// Fix dynamic input dims: NAME=1,3,48,192 for the input NAME (any ONNX name, `:`
     /// included), NAME:1,3,48,192 when NAME has no `:`, or 1,3,48,192 for the input at the
@@ -57,6 +57,26 @@ pub struct ConvertArgs {
     /// `Conv.i8-packed` kernel. Leave it off for microcontrollers.
     #[arg(long)]
     pub pack: bool,
+    /// When calibrating, keep in f32 every tensor whose int8 form would lose more than
+    /// this percentage (relative L2 error on the calibration samples), with the ops that
+    /// touch it; 0 quantizes everything that can be.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100.0 * cairn_convert::DEFAULT_INT8_ERROR_LIMIT)]
+    pub int8_error_limit: f32,
+}
+
+/// What the command line gives without flags (the bound as clap's default says).
+impl Default for ConvertArgs {
+    fn default() -> Self {
+        ConvertArgs {
+            input_shape: vec![],
+            calibrate: None,
+            method: "minmax".into(),
+            float: false,
+            extra_output: vec![],
+            pack: false,
+            int8_error_limit: 100.0 * cairn_convert::DEFAULT_INT8_ERROR_LIMIT,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -106,6 +126,10 @@ enum Cmd {
         /// Per-op time profile over the timed runs.
         #[arg(long)]
         profile: bool,
+        /// Run on the reference kernels only (slow; tells a kernel problem from a
+        /// quantization one).
+        #[arg(long)]
+        reference: bool,
     },
     /// Latency of cairn against ONNX Runtime on the same ONNX model and inputs.
     Bench {
@@ -193,6 +217,7 @@ fn main() -> Result<()> {
             top_k,
             runs,
             profile,
+            reference,
         } => tools::run_cmd(
             &model,
             &input,
@@ -202,6 +227,7 @@ fn main() -> Result<()> {
                 top_k,
                 runs,
                 profile,
+                reference,
             },
         ),
         Cmd::Bench {

@@ -78,6 +78,7 @@ pub fn options(
         float: args.float,
         extra_outputs: args.extra_output.clone(),
         pack_weights: args.pack,
+        int8_error_limit: (args.int8_error_limit > 0.0).then_some(args.int8_error_limit / 100.0),
         ..Default::default()
     };
     for (i, s) in args.input_shape.iter().enumerate() {
@@ -268,11 +269,14 @@ pub struct RunOutputs<'a> {
     pub runs: usize,
     /// Print a per-op profile over `runs` runs.
     pub profile: bool,
+    /// Use the reference kernels only.
+    pub reference: bool,
 }
 
 pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
     let bytes = read_model(model)?;
     let mut m = host_model(&bytes, model)?;
+    m.set_reference(to.reference);
     let infos = m.inputs();
     let oinfo = m.outputs();
     let names = samples::read_names(model, infos.len(), oinfo.len());
@@ -456,6 +460,7 @@ mod tests {
                 top_k: 5,
                 runs: 1,
                 profile: false,
+                reference: false,
             };
             run_cmd(&cairn, &[arg], &to).unwrap();
             let y = npy::read(&out.join("probs.npy")).unwrap();
@@ -470,6 +475,7 @@ mod tests {
             top_k: 5,
             runs: 1,
             profile: false,
+            reference: false,
         };
         assert!(run_cmd(&cairn, &[format!("y={x}")], &to).is_err());
         // Without the names file the model answers to positional names only.
@@ -481,6 +487,7 @@ mod tests {
             top_k: 5,
             runs: 1,
             profile: false,
+            reference: false,
         };
         assert!(run_cmd(&cairn, &[format!("x={x}")], &to).is_err());
         run_cmd(&cairn, &[format!("input0={x}")], &to).unwrap();

@@ -1,0 +1,221 @@
+//! Accuracy-driven mixed precision: after calibration, run the int8 graph beside the
+//! float graph on a few calibration samples, find the first op whose int8 form adds more
+//! than the bound to the error (its output's relative L2 error minus the worst of its
+//! inputs'), and keep it in f32; repeat until no op does. A waveform front end (STFT as a
+//! strided conv, power, square root, log) or a detector's score map keeps its f32 ops;
+//! the compact layers after it stay int8. `convert` says which ops and by how much.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use cairn_core::emit::QuantSpec;
+use cairn_core::DType;
+
+use crate::ir::Graph;
+use crate::quantize::{quantize, Ranges};
+
+/// Calibration samples the refinement compares on, and the most ops it moves to f32.
+const PROBE_SAMPLES: usize = 4;
+const MAX_ROUNDS: usize = 24;
+
+/// One op moved to f32: its name and the error its int8 form added.
+pub struct Moved {
+    pub op: String,
+    pub kind: &'static str,
+    pub added: f32,
+}
+
+pub fn refine(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    ranges: &mut Ranges,
+    limit: f32,
+) -> Result<Vec<Moved>> {
+    let probe: Vec<&Vec<Vec<f32>>> = samples.iter().take(PROBE_SAMPLES).collect();
+    let floats: Vec<HashMap<usize, cairn_core::emit::AlignedBytes>> = probe
+        .iter()
+        .map(|s| g.run_all_on(s, true))
+        .collect::<Result<_>>()?;
+    let mut moved = Vec::new();
+    let local = limit;
+    for _ in 0..MAX_ROUNDS {
+        let (q, rep) = quantize(g, ranges)?;
+        // Squared error and squared norm per float tensor, over the probe samples.
+        let mut acc: HashMap<usize, (f64, f64)> = HashMap::new();
+        for (s, fv) in probe.iter().zip(&floats) {
+            let qv = q.run_all_on(s, true)?;
+            for (&t, &qt) in &rep.values {
+                let h = &g.tensors[t];
+                if h.dtype != DType::F32 || h.is_const() {
+                    continue;
+                }
+                let (Some(f), Some(v)) = (fv.get(&t), qv.get(&qt)) else {
+                    continue;
+                };
+                let f: &[f32] = bytemuck::cast_slice(f.as_slice());
+                let a = acc.entry(t).or_default();
+                for (x, y) in f.iter().zip(dequantized(&q, qt, v.as_slice())) {
+                    if !x.is_finite() {
+                        continue;
+                    }
+                    // A value int8 turned infinite (a log of a zeroed magnitude) counts
+                    // as a hundred times its size.
+                    let d = if y.is_finite() {
+                        (x - y) as f64
+                    } else {
+                        100.0 * (x.abs() as f64 + 1.0)
+                    };
+                    a.0 += d * d;
+                    a.1 += (*x as f64).powi(2);
+                }
+            }
+        }
+        let err = |t: usize| -> f32 {
+            acc.get(&t).map_or(
+                0.0,
+                |&(e, n)| if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 },
+            )
+        };
+        // The first op (in execution order) whose int8 form adds more than the bound:
+        // errors downstream of it are its echo, so it is fixed first.
+        let mut worst: Option<(usize, f32)> = None;
+        let mut input_moved: Option<(usize, f32)> = None;
+        for (i, op) in g.ops.iter().enumerate() {
+            let out = op.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
+            let inp = op
+                .inputs
+                .iter()
+                .flatten()
+                .map(|&t| err(t))
+                .fold(0.0, f32::max);
+            if !quantized(op, ranges) {
+                // An f32 op whose result is still off by more than the bound reads a
+                // damaged input: the int8 op that made it goes to f32 too (a log or a
+                // division reads an int8 magnitude whose small values are gone).
+                if out > local {
+                    // Walk up through f32 ops along the worst input to the int8 op that
+                    // damaged it.
+                    let mut at = i;
+                    for _ in 0..32 {
+                        let next = g.ops[at]
+                            .inputs
+                            .iter()
+                            .flatten()
+                            .map(|&t| (t, err(t)))
+                            .filter(|&(_, e)| e > 0.0)
+                            .max_by(|a, b| a.1.total_cmp(&b.1));
+                        let Some((t, e)) = next else { break };
+                        match g.producer(t) {
+                            Some(p) if quantized(&g.ops[p], ranges) => {
+                                worst = Some((p, e));
+                                break;
+                            }
+                            Some(p) => at = p,
+                            None => {
+                                // A model input quantized at the door (a waveform):
+                                // its readers take it in f32.
+                                if ranges.remove(&t).is_some() {
+                                    input_moved = Some((t, e));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if worst.is_some() || input_moved.is_some() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if moves_or_clamps(op) {
+                continue;
+            }
+            let added = out - inp;
+            if out > local && added > local {
+                worst = Some((i, added));
+                break;
+            }
+        }
+        if let Some((t, e)) = input_moved {
+            moved.push(Moved {
+                op: format!("input '{}'", g.tensors[t].name),
+                kind: "input",
+                added: e,
+            });
+            continue;
+        }
+        let Some((i, added)) = worst else { break };
+        // The other ops of the same model node (an LSTM's gates, a decomposed
+        // LayerNorm) that also add more than the bound go with it: one round per node.
+        let name = &g.ops[i].name;
+        for (j, op) in g.ops.iter().enumerate() {
+            if j != i && (op.name != *name || moves_or_clamps(op)) {
+                continue;
+            }
+            if j != i {
+                let out = op.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
+                let inp = op
+                    .inputs
+                    .iter()
+                    .flatten()
+                    .map(|&t| err(t))
+                    .fold(0.0, f32::max);
+                if !(out > local && out - inp > local) {
+                    continue;
+                }
+            }
+            for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
+                ranges.remove(t);
+            }
+        }
+        moved.push(Moved {
+            op: name.clone(),
+            kind: g.ops[i].kind.name(),
+            added,
+        });
+    }
+    Ok(moved)
+}
+
+/// Whether `op` runs in int8 (its output has a range).
+fn quantized(op: &crate::ir::HOp, ranges: &Ranges) -> bool {
+    op.outputs.iter().any(|t| ranges.contains_key(t))
+}
+
+/// Ops that move values or clamp them (Relu, Clip, MaxPool) add no error of their own in
+/// int8 beyond one rounding; their output's relative error still differs from their
+/// input's because the norm does (a time step of a sequence, the positive half of a
+/// signal), which is no reason to keep them f32.
+fn moves_or_clamps(op: &crate::ir::HOp) -> bool {
+    use cairn_core::op::UnaryFn;
+    use cairn_core::OpKind::*;
+    match op.kind {
+        Reshape | Transpose | Slice | Split | Concat | Pad | Gather | Tile | MaxPool => true,
+        Unary => matches!(
+            UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)),
+            Some(UnaryFn::Relu | UnaryFn::Clip | UnaryFn::Identity)
+        ),
+        _ => false,
+    }
+}
+
+/// Values of tensor `t` of the quantized graph as f32.
+fn dequantized(q: &Graph, t: usize, bytes: &[u8]) -> Vec<f32> {
+    let h = &q.tensors[t];
+    let (s, z) = match h.quant {
+        QuantSpec::PerTensor { scale, zero_point } => (scale, zero_point),
+        _ => (1.0, 0),
+    };
+    match h.dtype {
+        DType::F32 => bytemuck::cast_slice::<u8, f32>(bytes).to_vec(),
+        DType::I8 => bytes
+            .iter()
+            .map(|&b| (b as i8 as i32 - z) as f32 * s)
+            .collect(),
+        DType::U8 => bytes.iter().map(|&b| (b as i32 - z) as f32 * s).collect(),
+        DType::I32 => bytemuck::cast_slice::<u8, i32>(bytes)
+            .iter()
+            .map(|&v| (v - z) as f32 * s)
+            .collect(),
+    }
+}
