@@ -176,10 +176,31 @@ impl<'a, 'm> Learner<'a, 'm> {
         Ok(())
     }
 
+    /// A slot's parameters, to edit in place (merging contributions into the candidate).
+    pub fn params_mut(&mut self, slot: Slot) -> &mut [f32] {
+        let np = self.layout.shape.params();
+        let off = match slot {
+            Slot::Active => self.layout.active,
+            Slot::Candidate => self.layout.candidate,
+        };
+        &mut self.f[off..off + np]
+    }
+
     /// Fresh active parameters: the head's first rows from `head` (the base model's own
     /// classifier, dequantized), the others zero; LoRA A small and seeded, B zero (so the
     /// adapter starts as the base model).
     pub fn init(&mut self, head: Option<&FrozenFc<'_>>, seed: u64) -> Result<(), LearnError> {
+        self.init_slot(Slot::Active, head, seed)
+    }
+
+    /// [`Learner::init`] into either slot (the candidate: the base adapter that deltas are
+    /// measured from, without touching the active one).
+    pub fn init_slot(
+        &mut self,
+        slot: Slot,
+        head: Option<&FrozenFc<'_>>,
+        seed: u64,
+    ) -> Result<(), LearnError> {
         let [(w0, _), (b0, _), (a0, al), _] = self.layout.param_parts();
         let hin = self.layout.shape.head_in();
         let classes = self.layout.shape.classes;
@@ -190,18 +211,22 @@ impl<'a, 'm> Learner<'a, 'm> {
         }
         let fin = self.layout.shape.fin as f32;
         let p = self.parts();
-        p.active.fill(0.0);
+        let dst = match slot {
+            Slot::Active => p.active,
+            Slot::Candidate => p.cand,
+        };
+        dst.fill(0.0);
         if let Some(hd) = head {
             for j in 0..hd.n {
                 for i in 0..hin {
-                    p.active[w0 + j * hin + i] = hd.weight(j, i);
+                    dst[w0 + j * hin + i] = hd.weight(j, i);
                 }
-                p.active[b0 + j] = hd.bias(j);
+                dst[b0 + j] = hd.bias(j);
             }
         }
         let mut rng = seed;
         let bound = 1.0 / libm::sqrtf(fin);
-        for v in &mut p.active[a0..a0 + al] {
+        for v in &mut dst[a0..a0 + al] {
             rng = splitmix(rng);
             *v = ((rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound;
         }

@@ -126,7 +126,8 @@ fn memory_demo(d: &Path, xs: &[Vec<f32>]) -> Result<()> {
     for (i, x) in xs.iter().enumerate() {
         let out = m.run(&[x]).map_err(|e| anyhow!("{e:?}"))?;
         let pred = argmax(&out[0]);
-        let (e, scale) = crate::memory::quantize(&out[1]);
+        let (e, scale) =
+            cairn_node::features::quantize_vec(&out[1]).map_err(|e| anyhow!("{e:?}"))?;
         let r = Record {
             origin: 1,
             timestamp_ms: i as u64,

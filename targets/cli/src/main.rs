@@ -9,6 +9,7 @@ mod int8_ref;
 mod learn;
 mod memory;
 mod samples;
+mod sim;
 mod sync;
 mod tools;
 
@@ -185,6 +186,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: sync::SyncCmd,
     },
+    /// Run a fleet scenario in the simulator over many seeds: progress, a summary table,
+    /// SVG plots (convergence over time, bytes per link).
+    Sim(sim::SimArgs),
     /// Convert and run the bundled models on bundled data; print accuracy and timing.
     Demo {
         /// Where the bundled models live.
@@ -267,6 +271,7 @@ fn main() -> Result<()> {
         } => memory::run(&store, sectors, cmd),
         Cmd::Learn { cmd } => learn::learn(cmd),
         Cmd::Sync { cmd } => sync::sync(cmd),
+        Cmd::Sim(a) => sim::sim(&a),
         Cmd::Demo { zoo } => demo::demo(&zoo),
     }
 }

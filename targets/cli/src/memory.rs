@@ -53,16 +53,11 @@ pub enum MemoryCmd {
     },
 }
 
-/// f32 → int8 with a per-record scale (max |v| maps to 127).
-pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
-    let m = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
-    let s = if m > 0.0 { m / 127.0 } else { 1.0 };
-    (
-        v.iter()
-            .map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8)
-            .collect(),
-        s,
-    )
+/// f32 → int8 with a per-record scale (max |v| maps to 127); NaN or infinite values are
+/// refused (the node's one quantization, `cairn_node::features`).
+fn quantize(v: &[f32]) -> Result<(Vec<i8>, f32)> {
+    cairn_node::features::quantize_vec(v)
+        .map_err(|e| anyhow!("the embedding cannot be stored: {e:?}"))
 }
 
 fn now_ms() -> u64 {
@@ -88,7 +83,7 @@ pub fn open(path: &Path, sectors: usize) -> Result<(Store<StoreFlash>, cairn_mem
 
 /// Opening erases free sectors: refuse a file whose sectors do not all start like a store
 /// sector (a segment header, erased, or retired), so a mistyped path cannot destroy data.
-fn refuse_foreign_file(path: &Path) -> Result<()> {
+pub(crate) fn refuse_foreign_file(path: &Path) -> Result<()> {
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(());
     };
@@ -137,7 +132,7 @@ pub fn run(store: &Path, sectors: usize, cmd: MemoryCmd) -> Result<()> {
             let t0 = now_ms();
             let mut n = 0;
             for (i, row) in a.data.chunks(dim.max(1)).enumerate() {
-                let (q, scale) = quantize(row);
+                let (q, scale) = quantize(row).with_context(|| format!("row {i}"))?;
                 let label = labels
                     .as_ref()
                     .and_then(|l| l.data.get(i))
@@ -173,7 +168,7 @@ pub fn run(store: &Path, sectors: usize, cmd: MemoryCmd) -> Result<()> {
                     a.data.len()
                 );
             }
-            let (q, _) = quantize(&a.data[..dim]);
+            let (q, _) = quantize(&a.data[..dim])?;
             let hits = st.search(
                 &q,
                 k,

@@ -1,6 +1,8 @@
 //! `cairn sync`: keys, the fleet list, a node's replica file, and the transports at the
 //! edges of the sans-IO session — TCP (length-prefixed frames), UDP (one frame per
-//! datagram, optionally lossy) and files (bundles).
+//! datagram, optionally lossy) and files (bundles). The node itself (signing, applying
+//! arrivals to memory, contributions and merges through the gate) is `cairn_node::Node`;
+//! this file adds only its files and sockets.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -8,12 +10,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_sync::fleet::{sign_fleet, Fleet};
-use cairn_sync::item::{node_id, sign_into, Kind, MAX_ITEM};
+use cairn_core::emit::AlignedBytes;
+use cairn_core::Model;
+use cairn_kernels::CpuBackend;
+use cairn_learn::lineage::{model_hash, CheckpointLog};
+use cairn_memory::flash::{FileFlash, RamFlash};
+use cairn_memory::ram::HeapRam;
+use cairn_node::adapter::{Adapter, Outcome};
+use cairn_node::{Identity, Node, Parts, SessionSettings};
+use cairn_sync::fleet::sign_fleet;
+#[cfg(test)]
+use cairn_sync::fleet::Fleet;
+use cairn_sync::item::node_id;
+#[cfg(test)]
+use cairn_sync::item::{sign_into, Kind, MAX_ITEM};
 use cairn_sync::replica::{Policy, Replica};
-use cairn_sync::{bundle, Config, Event, Role, Session, Store};
+use cairn_sync::{bundle, Event, Role, Session, Store};
 use clap::Subcommand;
 use ed25519_dalek::SigningKey;
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+
+use crate::learn::HyperArgs;
 
 #[derive(Subcommand)]
 pub enum SyncCmd {
@@ -34,13 +51,11 @@ pub enum SyncCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Sign this node's records from a memory store into its replica.
+    /// Sign this node's records of its memory store (`--memory`: records whose origin is
+    /// this node's id) into its replica.
     Add {
         #[command(flatten)]
         node: NodeArgs,
-        /// The memory store (`cairn memory`); records whose origin is this node's id.
-        #[arg(long)]
-        memory: PathBuf,
     },
     /// Wait for peers and sync with each (TCP or UDP).
     Serve {
@@ -73,15 +88,25 @@ pub enum SyncCmd {
         for_peer: Option<String>,
     },
     /// Offer this node's active adapter (from `cairn learn`) to the fleet as a contribution
-    /// (n = its training records, Σ n·Δ = n × its weights), keyed by the adapter's shape.
+    /// (n = its training records, Σ n·Δ = n × (active − base adapter)), keyed by the
+    /// adapter's shape. The adapter flags must be those `cairn learn train` used.
     Contribute {
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
+    /// Judge the fleet's merged adapter (every contribution in the replica for this
+    /// adapter) on the held-out records of `--memory`: promoted through the gate into the
+    /// lineage, or rejected (recorded there too).
+    Apply {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        /// Labels at or above this are the new classes (for the gate).
         #[arg(long)]
-        lineage: PathBuf,
-        /// The base model the adapter was trained on.
-        #[arg(long)]
-        model: PathBuf,
+        new_from: u16,
     },
     /// Import a bundle (resumable: `--from` the offset a cut import reported).
     Import {
@@ -111,6 +136,28 @@ pub struct NodeArgs {
     /// Base model hash (hex) that adapter contributions must match (default: zeros).
     #[arg(long)]
     pub base_model: Option<String>,
+    /// This node's memory store (`cairn memory`): its own records are signed from it, and
+    /// records arriving by sync are added to it (without it they stay in the replica).
+    #[arg(long)]
+    pub memory: Option<PathBuf>,
+}
+
+/// The adapter a node learns (the flags of `cairn learn train`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct AdapterArgs {
+    #[arg(long)]
+    pub lineage: PathBuf,
+    /// The base model the adapter was trained on.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub lora_op: Option<usize>,
+    #[arg(long)]
+    pub head_op: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    #[command(flatten)]
+    pub hp: HyperArgs,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -147,15 +194,6 @@ fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
     Ok(out)
 }
 
-/// The adapter key: SHA-256 of the adapter's shape (same layer, rank, classes).
-fn sha2_shape(shape: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"cairn-adapter/1");
-    h.update(shape);
-    h.finalize().into()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|v| format!("{v:02x}")).collect()
 }
@@ -177,42 +215,131 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// The memory store a node applies arrivals to: a store file, or RAM (discarded at exit).
+pub enum MemoryFlash {
+    File(FileFlash<65536>),
+    Ram(RamFlash<65536>),
+}
+
+impl ErrorType for MemoryFlash {
+    type Error = cairn_memory::flash::FlashError;
+}
+
+impl ReadNorFlash for MemoryFlash {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        match self {
+            MemoryFlash::File(f) => f.read(offset, bytes),
+            MemoryFlash::Ram(f) => f.read(offset, bytes),
+        }
+    }
+    fn capacity(&self) -> usize {
+        match self {
+            MemoryFlash::File(f) => f.capacity(),
+            MemoryFlash::Ram(f) => f.capacity(),
+        }
+    }
+}
+
+impl NorFlash for MemoryFlash {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = 65536;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        match self {
+            MemoryFlash::File(f) => f.erase(from, to),
+            MemoryFlash::Ram(f) => f.erase(from, to),
+        }
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        match self {
+            MemoryFlash::File(f) => f.write(offset, bytes),
+            MemoryFlash::Ram(f) => f.write(offset, bytes),
+        }
+    }
+}
+
+/// The parts of a node on the command line.
+pub struct Cli;
+impl Parts for Cli {
+    type Backend = CpuBackend;
+    type MemoryFlash = MemoryFlash;
+    type MemoryRam = HeapRam;
+    type LineageFlash = FileFlash<4096>;
+    type Items = Replica;
+}
+
+/// The memory store of `--memory` (created with 64 sectors if missing), or one in RAM.
+fn open_memory(path: Option<&Path>) -> Result<cairn_memory::Store<MemoryFlash>> {
+    let flash = match path {
+        Some(p) => {
+            crate::memory::refuse_foreign_file(p)?;
+            MemoryFlash::File(
+                FileFlash::open(p, 64).with_context(|| format!("opening {}", p.display()))?,
+            )
+        }
+        None => MemoryFlash::Ram(RamFlash::new(16)),
+    };
+    let cfg = cairn_memory::Config {
+        dim: 0,
+        max_records: usize::MAX,
+        max_payload: 4096,
+    };
+    let (store, _) = cairn_memory::Store::open(flash, cfg).map_err(|e| anyhow!("memory: {e:?}"))?;
+    Ok(store)
+}
+
+/// The learning part of a node: the model, its lineage, the adapter's spec.
+struct LearnFiles {
+    bytes: AlignedBytes,
+    lineage: PathBuf,
+    spec: cairn_node::LearnSpec,
+    fin: usize,
+}
+
+impl LearnFiles {
+    fn load(a: &AdapterArgs, new_from: u16) -> Result<LearnFiles> {
+        let bytes = crate::tools::read_model(&a.model)?;
+        let m = Model::parse(bytes.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+        let (spec, fin) =
+            crate::learn::learn_spec(&m, a.lora_op, a.head_op, a.classes, new_from, &a.hp)?;
+        Ok(LearnFiles {
+            bytes,
+            lineage: a.lineage.clone(),
+            spec,
+            fin,
+        })
+    }
+}
+
 /// Everything a node command needs, loaded.
-struct Node {
+struct NodeFiles {
     key: SigningKey,
     fleet_bytes: Vec<u8>,
     authority: [u8; 32],
     replica: Replica,
     path: PathBuf,
     base: [u8; 32],
+    memory: Option<PathBuf>,
 }
 
-impl Node {
-    fn load(a: &NodeArgs) -> Result<Node> {
+impl NodeFiles {
+    fn load(a: &NodeArgs) -> Result<NodeFiles> {
         let key = read_key(&a.key)?;
         let fleet_bytes =
             std::fs::read(&a.fleet).with_context(|| format!("reading {}", a.fleet.display()))?;
         let authority = unhex::<32>(&a.authority)?;
-        Fleet::verify(&fleet_bytes, &authority).map_err(|e| anyhow!("fleet list: {e:?}"))?;
+        let identity = Identity::new(&key.to_bytes(), &fleet_bytes, &authority)
+            .map_err(|e| anyhow!("fleet list: {e:?}"))?;
         let base = a
             .base_model
             .as_deref()
             .map(unhex::<32>)
             .transpose()?
             .unwrap_or([0; 32]);
-        let mut n = Node {
-            key,
-            fleet_bytes,
-            authority,
-            replica: Replica::new(Policy::default()),
-            path: a.replica.clone(),
-            base,
-        };
+        let mut replica = Replica::new(Policy::default());
         if a.replica.exists() {
             let b = std::fs::read(&a.replica)?;
-            let fb = n.fleet_bytes.clone();
-            let fleet = Fleet::verify(&fb, &n.authority).map_err(|e| anyhow!("{e:?}"))?;
-            let rep = bundle::import(&b, 0, &mut n.replica, &fleet, &n.base)
+            let rep = bundle::import(&b, 0, &mut replica, &identity.fleet(), &base)
                 .map_err(|e| anyhow!("replica {}: {e:?}", a.replica.display()))?;
             if !rep.complete {
                 eprintln!(
@@ -222,8 +349,59 @@ impl Node {
                 );
             }
         }
-        Ok(n)
+        Ok(NodeFiles {
+            key,
+            fleet_bytes,
+            authority,
+            replica,
+            path: a.replica.clone(),
+            base,
+            memory: a.memory.clone(),
+        })
     }
+
+    /// Assemble the node (identity, memory store, replica, and learning when given), run
+    /// `f` on it, and take the replica back.
+    fn with_node<T>(
+        &mut self,
+        learn: Option<&LearnFiles>,
+        f: impl FnOnce(&mut Node<'_, Cli>) -> Result<T>,
+    ) -> Result<T> {
+        let identity = Identity::new(&self.key.to_bytes(), &self.fleet_bytes, &self.authority)
+            .map_err(|e| anyhow!("fleet list: {e:?}"))?;
+        let memory = open_memory(self.memory.as_deref())?;
+        let mut arena = Vec::new();
+        let mut adapter = None;
+        let model;
+        if let Some(l) = learn {
+            model = Model::parse(l.bytes.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+            let base = model_hash(l.bytes.as_slice());
+            if base != self.base {
+                bail!("--base-model must be this model's hash: {}", hex(&base));
+            }
+            let f = FileFlash::<4096>::open(&l.lineage, 64)
+                .with_context(|| format!("opening {}", l.lineage.display()))?;
+            let mut log = CheckpointLog::open(f).map_err(|e| anyhow!("{e:?}"))?.0;
+            let need = cairn_node::adapter::arena_bytes(&l.spec, Some(&model), l.fin)
+                .map_err(|e| anyhow!("{e:?}"))?;
+            arena = vec![0u32; need.div_ceil(4)];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+            let a = Adapter::open(l.spec, Some(&model), base, l.fin, bytes, &mut log)
+                .map_err(|e| anyhow!("adapter: {e:?}"))?;
+            adapter = Some((a, log));
+        }
+        let items = std::mem::take(&mut self.replica);
+        let mut node = Node::<Cli>::new(identity, memory, items).with_base_model(self.base);
+        if let Some((a, log)) = adapter {
+            node = node.with_learning(a, log);
+        }
+        let out = f(&mut node);
+        let (_, _, items) = node.into_parts();
+        self.replica = items;
+        drop(arena);
+        out
+    }
+
     fn marks_path(&self) -> PathBuf {
         let mut p = self.path.clone().into_os_string();
         p.push(".marks");
@@ -401,17 +579,6 @@ fn drive<S: Store>(
     Ok(complete)
 }
 
-fn session_config<'f>(fleet: Fleet<'f>, base: [u8; 32], l: &LinkArgs) -> Config<'f> {
-    Config {
-        mtu: l.mtu,
-        byte_budget: l.budget.unwrap_or(u64::MAX),
-        psk: None,
-        fleet,
-        base_model: base,
-        rto_ms: if l.udp.is_some() { 150 } else { 2000 },
-    }
-}
-
 fn report(role: &str, st: &cairn_sync::Stats, before: usize, after: usize, ok: bool) {
     let rejected: u32 = st.rejected.iter().sum();
     println!(
@@ -427,26 +594,30 @@ fn report(role: &str, st: &cairn_sync::Stats, before: usize, after: usize, ok: b
     );
 }
 
-fn run_session(node: &mut Node, role: Role, link: &mut dyn Link, l: &LinkArgs) -> Result<bool> {
-    let fleet_bytes = node.fleet_bytes.clone();
-    let fleet = Fleet::verify(&fleet_bytes, &node.authority).map_err(|e| anyhow!("{e:?}"))?;
-    let before = node.replica.len();
-    let replica = std::mem::take(&mut node.replica);
-    let mut s = Session::new(
-        role,
-        session_config(fleet, node.base, l),
-        &node.key.to_bytes(),
-        &random::<48>()?,
-        replica,
-        0,
-    )
-    .map_err(|e| anyhow!("{e:?}"))?;
-    let ok = drive(&mut s, link, Duration::from_secs(l.timeout), l.mtu)?;
-    let st = *s.stats();
-    let peer = s.peer();
-    node.replica = s.into_store();
+fn run_session(
+    files: &mut NodeFiles,
+    role: Role,
+    link: &mut dyn Link,
+    l: &LinkArgs,
+) -> Result<bool> {
+    let before = files.replica.len();
+    let random = random::<48>()?;
+    let settings = SessionSettings {
+        mtu: l.mtu,
+        byte_budget: l.budget.unwrap_or(u64::MAX),
+        rto_ms: if l.udp.is_some() { 150 } else { 2000 },
+    };
+    let (ok, st, peer, applied) = files.with_node(None, |node| {
+        let mut s = node
+            .session(role, settings, &random, 0)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let ok = drive(&mut s, link, Duration::from_secs(l.timeout), l.mtu)?;
+        let (st, peer) = (*s.stats(), s.peer());
+        drop(s);
+        Ok((ok, st, peer, node.report().records))
+    })?;
     if let (true, Some(p)) = (ok, peer) {
-        node.set_mark(&p, node.replica.mark())?;
+        files.set_mark(&p, files.replica.mark())?;
     }
     report(
         if role == Role::Initiator {
@@ -456,10 +627,13 @@ fn run_session(node: &mut Node, role: Role, link: &mut dyn Link, l: &LinkArgs) -
         },
         &st,
         before,
-        node.replica.len(),
+        files.replica.len(),
         ok,
     );
-    node.save()?;
+    if applied > 0 {
+        println!("{applied} arriving records added to the memory store");
+    }
+    files.save()?;
     Ok(ok)
 }
 
@@ -494,36 +668,22 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             );
             Ok(())
         }
-        SyncCmd::Add { node, memory } => {
-            let mut n = Node::load(&node)?;
-            let me = node_id(n.key.verifying_key().as_bytes());
-            let (mut st, _) = cairn_memory::Store::open(
-                cairn_memory::flash::FileFlash::<65536>::open(&memory, 0)?,
-                cairn_memory::Config {
-                    dim: 0,
-                    max_records: usize::MAX,
-                    max_payload: 4096,
-                },
-            )
-            .map_err(|e| anyhow!("{e:?}"))?;
-            let ids: Vec<_> = st.metas().iter().map(|m| (m.id, m.origin)).collect();
-            let (mut added, mut other) = (0, 0);
-            let mut out = vec![0u8; MAX_ITEM];
-            for (id, origin) in ids {
-                if origin != me {
-                    other += 1;
-                    continue;
-                }
-                let Some(body) = st.get(&id).map_err(|e| anyhow!("{e:?}"))? else {
-                    continue;
-                };
-                let len = sign_into(&n.key, Kind::Record, &body, &mut out)
-                    .map_err(|e| anyhow!("{e:?}"))?;
-                let item = cairn_sync::Item::verify(&out[..len]).map_err(|e| anyhow!("{e:?}"))?;
-                if n.replica.insert(&item).map_err(|e| anyhow!("{e:?}"))? {
-                    added += 1;
-                }
+        SyncCmd::Add { node } => {
+            if node.memory.as_deref().is_none_or(|p| !p.exists()) {
+                bail!("add signs the records of a memory store: pass --memory STORE (an existing one)");
             }
+            let mut n = NodeFiles::load(&node)?;
+            let (added, other, me) = n.with_node(None, |nd| {
+                let me = nd.identity().node_id();
+                let other = nd
+                    .memory()
+                    .metas()
+                    .iter()
+                    .filter(|m| m.origin != me)
+                    .count();
+                let added = nd.publish().map_err(|e| anyhow!("{e:?}"))?;
+                Ok((added, other, me))
+            })?;
             n.save()?;
             println!("signed {added} new records into {} ({other} records of other origins left out; this node's id is {me})", n.path.display());
             Ok(())
@@ -533,7 +693,7 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             link,
             sessions,
         } => {
-            let mut n = Node::load(&node)?;
+            let mut n = NodeFiles::load(&node)?;
             if let Some(addr) = &link.tcp {
                 let l = TcpListener::bind(addr)?;
                 println!("listening on tcp {}", l.local_addr()?);
@@ -561,7 +721,7 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             Ok(())
         }
         SyncCmd::Connect { node, link } => {
-            let mut n = Node::load(&node)?;
+            let mut n = NodeFiles::load(&node)?;
             let ok = if let Some(addr) = &link.tcp {
                 let stream = TcpStream::connect(addr)?;
                 stream.set_nodelay(true)?;
@@ -594,7 +754,7 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             since,
             for_peer,
         } => {
-            let n = Node::load(&node)?;
+            let mut n = NodeFiles::load(&node)?;
             let since = match for_peer {
                 Some(p) => {
                     let key = hex(&unhex::<32>(&p)?);
@@ -605,7 +765,15 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
                 }
                 None => since,
             };
-            let b = bundle::export(&n.replica, &n.key, since);
+            let mut b = Vec::new();
+            n.with_node(None, |nd| {
+                nd.export_bundle(since, &mut |x| {
+                    b.extend_from_slice(x);
+                    true
+                })
+                .map_err(|e| anyhow!("{e:?}"))
+            })?;
+            n.save()?;
             std::fs::write(&out, &b)?;
             println!(
                 "wrote {} ({} bytes); next mark {}",
@@ -615,69 +783,67 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             );
             Ok(())
         }
-        SyncCmd::Contribute {
-            node,
-            lineage,
-            model,
-        } => {
-            let mut n = Node::load(&node)?;
-            let bytes = crate::tools::read_model(&model)?;
-            let base = cairn_learn::lineage::model_hash(bytes.as_slice());
-            if base != n.base {
-                bail!("--base-model must be this model's hash: {}", hex(&base));
-            }
-            let f = cairn_memory::flash::FileFlash::<4096>::open(&lineage, 64)?;
-            let (mut log, _) =
-                cairn_learn::lineage::CheckpointLog::open(f).map_err(|e| anyhow!("{e:?}"))?;
-            let id = log.active().context("no active adapter in the lineage")?;
-            let (c, _) = log
-                .find(&id)
-                .map_err(|e| anyhow!("{e:?}"))?
-                .context("active checkpoint missing")?;
-            let mut w = vec![0f32; c.n_params as usize];
-            log.load(&id, &base, &mut w).map_err(|e| anyhow!("{e:?}"))?;
-            let nrec = c.n_records.max(1);
-            let sum: Vec<f32> = w.iter().map(|v| v * nrec as f32).collect();
-            let mut key = [0u8; 16];
-            let shape: Vec<u8> = c.shape.iter().flat_map(|v| v.to_le_bytes()).collect();
-            key.copy_from_slice(&sha2_shape(&shape)[..16]);
-            let head = cairn_sync::item::ContributionHead {
-                base,
-                key,
-                n: nrec,
-                dim: w.len() as u32,
-            };
-            let mut body = vec![0u8; cairn_sync::item::CONTRIB_HEAD + 4 * w.len()];
-            let len =
-                cairn_sync::item::contribution_body(&head, &sum, &mut body).context("body")?;
-            let mut out = vec![0u8; MAX_ITEM];
-            let il = sign_into(&n.key, Kind::Contribution, &body[..len], &mut out)
-                .map_err(|e| anyhow!("{e:?}"))?;
-            let item = cairn_sync::Item::verify(&out[..il]).map_err(|e| anyhow!("{e:?}"))?;
-            let new = n.replica.insert(&item).map_err(|e| anyhow!("{e:?}"))?;
+        SyncCmd::Contribute { node, adapter } => {
+            let mut n = NodeFiles::load(&node)?;
+            let learn = LearnFiles::load(&adapter, adapter.classes as u16)?;
+            let (id, weights) = n.with_node(Some(&learn), |nd| {
+                let mut buf =
+                    vec![0u8; nd.contribution_buffer_len().map_err(|e| anyhow!("{e:?}"))?];
+                let id = nd.contribute_into(&mut buf).map_err(|e| anyhow!("{e:?}"))?;
+                let a = nd.adapter().context("learning")?;
+                Ok((id.map(|i| (i, a.active_id())), a.active_params().len()))
+            })?;
+            let (item, active) = id.context("no active adapter in the lineage")?;
             n.save()?;
-            let (merged, total) = n.replica.merged(&key).unwrap_or_default();
             println!(
-                "{} contribution of adapter {} (n = {nrec}, {} weights); the fleet's merged adapter for key {} now averages {total} records ({} weights)",
-                if new { "added" } else { "already had this" },
-                hex(&id[..8]),
-                w.len(),
-                hex(&key[..8]),
-                merged.len()
+                "contribution {} of adapter {} ({weights} weights) is in {}",
+                hex(&item[..8]),
+                hex(&active[..8]),
+                n.path.display()
             );
             Ok(())
         }
+        SyncCmd::Apply {
+            node,
+            adapter,
+            new_from,
+        } => {
+            if node.memory.is_none() {
+                bail!("the gate judges a merge on held-out memory: pass --memory STORE");
+            }
+            let mut n = NodeFiles::load(&node)?;
+            let learn = LearnFiles::load(&adapter, new_from)?;
+            let outcome =
+                n.with_node(Some(&learn), |nd| nd.apply().map_err(|e| anyhow!("{e:?}")))?;
+            match outcome {
+                None => println!("no new set of contributions to judge"),
+                Some(Outcome::Promoted { id, before, after }) => println!(
+                    "merged adapter promoted: checkpoint {} (held-out old {:.1}% -> {:.1}%, new {:.1}% -> {:.1}%)",
+                    hex(&id[..8]),
+                    100.0 * before.old_acc,
+                    100.0 * after.old_acc,
+                    100.0 * before.new_acc,
+                    100.0 * after.new_acc
+                ),
+                Some(Outcome::Rejected { reason, .. }) => {
+                    println!("merged adapter rejected ({reason:?}): the active adapter is unchanged")
+                }
+            }
+            Ok(())
+        }
         SyncCmd::Import { node, input, from } => {
-            let mut n = Node::load(&node)?;
+            let mut n = NodeFiles::load(&node)?;
             let b = std::fs::read(&input)?;
-            let fleet_bytes = n.fleet_bytes.clone();
-            let fleet = Fleet::verify(&fleet_bytes, &n.authority).map_err(|e| anyhow!("{e:?}"))?;
-            let rep = bundle::import(&b, from, &mut n.replica, &fleet, &n.base)
-                .map_err(|e| anyhow!("bundle: {e:?}"))?;
+            let (rep, applied) = n.with_node(None, |nd| {
+                let rep = nd
+                    .import_bundle(&b, from)
+                    .map_err(|e| anyhow!("bundle: {e:?}"))?;
+                Ok((rep, nd.report().records))
+            })?;
             n.save()?;
             let rejected: u32 = rep.rejected.iter().sum();
             println!(
-                "imported {} new items ({} already known, {rejected} refused); {}",
+                "imported {} new items ({} already known, {rejected} refused; {applied} records added to memory); {}",
                 rep.stored,
                 rep.duplicates,
                 if rep.complete {
@@ -715,7 +881,7 @@ mod tests {
     }
 
     /// Sign a record of this node (64-d embedding filled with `v`) into its replica.
-    fn add_record(n: &mut Node, ts: u64, v: i8) {
+    fn add_record(n: &mut NodeFiles, ts: u64, v: i8) {
         let me = node_id(n.key.verifying_key().as_bytes());
         let emb = [v; 64];
         let r = cairn_memory::Record {
@@ -737,6 +903,38 @@ mod tests {
             .unwrap();
     }
 
+    /// `sync add --memory` mistyped to a file of three sectors or more that is not a store:
+    /// refused, and not a byte of it changes (opening a store erases sectors it does not
+    /// recognise).
+    #[test]
+    fn add_refuses_a_memory_file_that_is_not_a_store() {
+        let dir = std::env::temp_dir().join(format!("cairn-sync-guard-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (keys, fleet) = keys_and_fleet(&dir, 2, 1);
+        let not_a_store = dir.join("photos.tar");
+        let bytes: Vec<u8> = (0..3 * 65536u32).map(|i| (i * 7 + 1) as u8).collect();
+        std::fs::write(&not_a_store, &bytes).unwrap();
+        let node = NodeArgs {
+            key: keys[1].clone(),
+            fleet,
+            authority: hex(read_key(&keys[0]).unwrap().verifying_key().as_bytes()),
+            replica: dir.join("r1"),
+            base_model: None,
+            memory: Some(not_a_store.clone()),
+        };
+        let err = sync(SyncCmd::Add { node }).unwrap_err();
+        assert!(
+            format!("{err}").contains("not a cairn memory store"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&not_a_store).unwrap() == bytes,
+            "the file was written"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Two nodes over real TCP and UDP sockets (UDP with 20% loss) converge.
     #[test]
     fn serve_and_connect_over_tcp_and_lossy_udp() {
@@ -751,10 +949,11 @@ mod tests {
             authority: pk(0),
             replica: dir.join(format!("r{i}")),
             base_model: None,
+            memory: None,
         };
         // Node 1 has 30 records, node 2 has 5 of its own.
         for (i, count) in [(1usize, 30u64), (2, 5)] {
-            let mut n = Node::load(&node(i)).unwrap();
+            let mut n = NodeFiles::load(&node(i)).unwrap();
             for t in 0..count {
                 add_record(&mut n, t, t as i8);
             }
@@ -789,8 +988,8 @@ mod tests {
             })
             .unwrap();
             server.join().unwrap().unwrap();
-            let a = Node::load(&node(1)).unwrap();
-            let b = Node::load(&n2).unwrap();
+            let a = NodeFiles::load(&node(1)).unwrap();
+            let b = NodeFiles::load(&n2).unwrap();
             assert_eq!(a.replica.ids(), b.replica.ids(), "tcp {tcp}");
             assert_eq!(a.replica.len(), 35);
         }
@@ -814,7 +1013,7 @@ mod tests {
         .unwrap();
         assert_eq!(count(&for2), 0);
         {
-            let mut n = Node::load(&node(1)).unwrap();
+            let mut n = NodeFiles::load(&node(1)).unwrap();
             add_record(&mut n, 999, 9);
             n.save().unwrap();
         }
@@ -843,14 +1042,15 @@ mod tests {
             from: 0,
         })
         .unwrap();
-        assert_eq!(Node::load(&n3).unwrap().replica.len(), 36);
+        assert_eq!(NodeFiles::load(&n3).unwrap().replica.len(), 36);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// An adapter trained by `cairn learn` becomes a signed contribution; the replica's
-    /// merged adapter for its key is that adapter (one contributor).
+    /// An adapter trained by `cairn learn` becomes a signed contribution; a second node that
+    /// imports it judges the merge through the gate on its memory and writes the verdict to
+    /// its lineage; another base model is refused.
     #[test]
-    fn contribute_the_active_adapter() {
+    fn contribute_the_active_adapter_and_apply_the_merge() {
         let dir = std::env::temp_dir().join(format!("cairn-contrib-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -858,7 +1058,7 @@ mod tests {
         let (model, lineage) = crate::learn::tests::trained_lineage(&zoo, &dir);
         let bytes = crate::tools::read_model(&model).unwrap();
         let base = cairn_learn::lineage::model_hash(bytes.as_slice());
-        let (keys, fleet) = keys_and_fleet(&dir, 2, 11);
+        let (keys, fleet) = keys_and_fleet(&dir, 3, 11);
         let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
         let node = NodeArgs {
             key: keys[1].clone(),
@@ -866,15 +1066,63 @@ mod tests {
             authority: pk(0),
             replica: dir.join("r"),
             base_model: Some(hex(&base)),
+            memory: None,
+        };
+        // The flags `trained_lineage` trained with.
+        let adapter = AdapterArgs {
+            lineage: lineage.clone(),
+            model: model.clone(),
+            lora_op: None,
+            head_op: None,
+            classes: 10,
+            hp: HyperArgs::default(),
         };
         sync(SyncCmd::Contribute {
             node: node.clone(),
-            lineage: lineage.clone(),
-            model: model.clone(),
+            adapter: adapter.clone(),
         })
         .unwrap();
-        let n = Node::load(&node).unwrap();
+        let n = NodeFiles::load(&node).unwrap();
         assert_eq!(n.replica.len(), 1);
+        // A second node imports it and judges the merge on its memory (the same store).
+        let bundle = dir.join("c.bundle");
+        sync(SyncCmd::Export {
+            node: node.clone(),
+            out: bundle.clone(),
+            since: 0,
+            for_peer: None,
+        })
+        .unwrap();
+        let other = NodeArgs {
+            key: keys[2].clone(),
+            replica: dir.join("r2"),
+            memory: Some(dir.join("mem.store")),
+            ..node.clone()
+        };
+        sync(SyncCmd::Import {
+            node: other.clone(),
+            input: bundle,
+            from: 0,
+        })
+        .unwrap();
+        let lineage2 = dir.join("lineage2.log");
+        let entries = |p: &Path| {
+            let mut n = 0;
+            crate::learn::open_lineage_for_test(p)
+                .for_each(|_| n += 1)
+                .unwrap();
+            n
+        };
+        sync(SyncCmd::Apply {
+            node: other,
+            adapter: AdapterArgs {
+                lineage: lineage2.clone(),
+                ..adapter.clone()
+            },
+            new_from: 5,
+        })
+        .unwrap();
+        assert!(entries(&lineage2) >= 1, "the verdict is in the lineage");
         // Another base model is refused.
         let wrong = NodeArgs {
             base_model: Some(hex(&[1u8; 32])),
@@ -882,8 +1130,7 @@ mod tests {
         };
         assert!(sync(SyncCmd::Contribute {
             node: wrong,
-            lineage,
-            model
+            adapter
         })
         .is_err());
         let _ = std::fs::remove_dir_all(&dir);

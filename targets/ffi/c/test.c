@@ -52,7 +52,9 @@ int main(int argc, char **argv) {
     for (int k = 1; k < 10; k++) if (probs[k] > probs[best]) best = k;
     right += best == labels[i];
     CHECK(cairn_model_run(model, inputs + 64 * i, 64, 1, feats, 32, &out_len) == CAIRN_STATUS_OK && out_len == 32, "features %d", i);
-    CHECK(cairn_memory_add(mem, feats, 32, labels[i], 100, (uint64_t)i, NULL) == CAIRN_STATUS_OK, "add %d", i);
+    /* Five observations of each sample (the gate holds one record in five out). */
+    for (int k = 0; k < 5; k++)
+      CHECK(cairn_memory_add(mem, feats, 32, labels[i], 100, (uint64_t)(5 * i + k), NULL) == CAIRN_STATUS_OK, "add %d", i);
   }
   CHECK(right == 8, "accuracy %d/8", right);
   unsigned short hit_labels[2];
@@ -61,23 +63,31 @@ int main(int argc, char **argv) {
   CHECK(cairn_memory_query(mem, feats, 32, 2, NULL, hit_labels, scores, &found) == CAIRN_STATUS_OK && found == 2, "query");
   CHECK(hit_labels[0] == 9 && scores[0] > 0.99f, "nearest memory: label %u cosine %f", hit_labels[0], scores[0]);
 
-  /* Learn a head on the memories, then sync them to a second node through a bundle. */
+  /* Learn a head on the memories through the gate, then sync them to a second node
+     through a bundle. */
   uint64_t learner = 0;
   float loss = 0;
   CHECK(cairn_learn_create(32, 10, 8, &learner) == CAIRN_STATUS_OK, "learner");
   CHECK(cairn_learn_train(learner, mem, 100, &loss) == CAIRN_STATUS_OK && loss < 0.5f, "train: loss %f", loss);
+  /* The same data again gains nothing on held-out records: the gate refuses it. */
+  CHECK(cairn_learn_train(learner, mem, 20, NULL) == CAIRN_STATUS_REJECTED, "retrain rejected");
   unsigned short cls = 0;
   CHECK(cairn_learn_predict(learner, feats, 32, &cls) == CAIRN_STATUS_OK && cls == 9, "predict %u", cls);
   size_t added = 0, need = 0;
-  CHECK(cairn_sync_add_memory(node, mem, &added) == CAIRN_STATUS_OK && added == 8, "signed %zu", added);
+  CHECK(cairn_sync_add_memory(node, mem, &added) == CAIRN_STATUS_OK && added == 40, "signed %zu", added);
   CHECK(cairn_sync_export(node, 0, NULL, 0, &need) == CAIRN_STATUS_WRONG_LENGTH && need > 0, "bundle size");
   unsigned char *bundle = malloc(need);
   CHECK(cairn_sync_export(node, 0, bundle, need, &need) == CAIRN_STATUS_OK, "export");
   uint64_t node2 = 0;
   CHECK(cairn_sync_node_create((const uint8_t *)"cairn-c-test-node-seed-000000002", fleet, flen, authority, &node2, NULL) == CAIRN_STATUS_OK, "node 2");
+  /* Node 2 is bound to its own memory store: what arrives is added to it. */
+  uint64_t mem2 = 0;
+  size_t len2 = 0;
+  CHECK(cairn_memory_create(32, 100, &mem2) == CAIRN_STATUS_OK && cairn_sync_add_memory(node2, mem2, &added) == CAIRN_STATUS_OK, "memory 2");
   size_t stored = 0, resume = 0;
   int complete = 0;
-  CHECK(cairn_sync_import(node2, bundle, need, 0, &stored, &complete, &resume) == CAIRN_STATUS_OK && stored == 8 && complete, "import %zu", stored);
+  CHECK(cairn_sync_import(node2, bundle, need, 0, &stored, &complete, &resume) == CAIRN_STATUS_OK && stored == 40 && complete, "import %zu", stored);
+  CHECK(cairn_memory_len(mem2, &len2) == CAIRN_STATUS_OK && len2 == 40, "applied to memory 2: %zu", len2);
   bundle[need / 2] ^= 0x55;
   CHECK(cairn_sync_import(node2, bundle, need, 0, &stored, &complete, &resume) == CAIRN_STATUS_OK && stored == 0 && !complete, "tampered bundle");
   CHECK(cairn_learn_free(learner) == CAIRN_STATUS_OK && cairn_sync_node_free(node) == CAIRN_STATUS_OK && cairn_sync_node_free(node2) == CAIRN_STATUS_OK, "free");
@@ -94,8 +104,8 @@ int main(int argc, char **argv) {
   CHECK(cairn_model_free(model) == CAIRN_STATUS_OK, "free");
   CHECK(cairn_model_free(model) == CAIRN_STATUS_BAD_HANDLE, "double free");
   CHECK(cairn_model_run(model, inputs, 64, 0, probs, 10, &out_len) == CAIRN_STATUS_BAD_HANDLE, "use after free");
-  CHECK(cairn_memory_free(mem) == CAIRN_STATUS_OK, "memory free");
-  printf("C test: 8/8 classified, nearest memory label %u (cosine %.3f), head trained (loss %.3f), bundle of %zu bytes synced to a second node, misuse refused with codes\n", hit_labels[0], scores[0], loss, need);
+  CHECK(cairn_memory_free(mem) == CAIRN_STATUS_OK && cairn_memory_free(mem2) == CAIRN_STATUS_OK, "memory free");
+  printf("C test: 8/8 classified, nearest memory label %u (cosine %.3f), head trained through the gate (loss %.3f), bundle of %zu bytes synced to a second node, misuse refused with codes\n", hit_labels[0], scores[0], loss, need);
   free(bundle);
   free(fleet);
   free(mbytes);

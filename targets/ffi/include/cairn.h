@@ -52,6 +52,11 @@ typedef enum CairnStatus {
    * A sync bundle or node operation was refused.
    */
   CAIRN_STATUS_SYNC_FAILED = 9,
+  /**
+   * The forgetting gate refused a trained candidate: nothing changed but the lineage,
+   * which records why (see `cairn_last_error`).
+   */
+  CAIRN_STATUS_REJECTED = 10,
 } CairnStatus;
 
 #ifdef __cplusplus
@@ -70,7 +75,8 @@ size_t cairn_last_error(char *buf, size_t cap);
 
 /**
  * A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
- * `batch`), its arena planned and allocated here.
+ * `batch`), its arena planned and allocated here. Every class counts as new for the gate
+ * until `cairn_learn_set_gate` says which are old.
  *
  * # Safety
  * `out` is writable.
@@ -78,9 +84,20 @@ size_t cairn_last_error(char *buf, size_t cap);
 enum CairnStatus cairn_learn_create(size_t dim, size_t classes, size_t batch, uint64_t *out);
 
 /**
- * Train `steps` steps on the records of memory store `mem` (their labels are the
- * targets); the mean loss of the last step goes to `loss_out` (may be null). The learner
- * keeps its weights between calls.
+ * The gate: labels at or above `new_from` are new classes; a candidate is promoted only
+ * if held-out accuracy on old classes drops by at most `max_old_drop` (a fraction, e.g.
+ * 0.05) and held-out accuracy on new classes improves. Default: `new_from` 0 (every class
+ * new), `max_old_drop` 0.05.
+ */
+enum CairnStatus cairn_learn_set_gate(uint64_t h, uint16_t new_from, float max_old_drop);
+
+/**
+ * Train a candidate for `steps` steps on the records of memory store `mem` (their labels
+ * are the targets; one record in five, by content id, is held out for the gate), then
+ * judge it: `CAIRN_STATUS_OK` when the gate promoted it, `CAIRN_STATUS_REJECTED` when it
+ * refused it (the learner keeps its active head; `cairn_last_error` says why). Either way
+ * the decision is in the learner's lineage and the last step's mean loss goes to
+ * `loss_out` (may be null).
  *
  * # Safety
  * `loss_out` is null or writable.
@@ -88,7 +105,7 @@ enum CairnStatus cairn_learn_create(size_t dim, size_t classes, size_t batch, ui
 enum CairnStatus cairn_learn_train(uint64_t h, uint64_t mem, uint32_t steps, float *loss_out);
 
 /**
- * The learner's class for `features` (`dim` floats).
+ * The learner's class for `features` (`dim` floats, all finite) with its active head.
  *
  * # Safety
  * `features` holds `dim` floats; `class_out` is writable.
@@ -218,7 +235,8 @@ enum CairnStatus cairn_sync_node_create(const uint8_t *seed,
 
 /**
  * Sign this node's records of memory store `mem` (origin = the node id) into its replica;
- * how many were new goes to `added` (may be null).
+ * how many were new goes to `added` (may be null). The node is bound to `mem` from then
+ * on: records that arrive in bundles are added to it.
  *
  * # Safety
  * `added` is null or writable.

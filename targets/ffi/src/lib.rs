@@ -13,10 +13,13 @@
 //!   parallel. `cairn_last_error` is per thread.
 //!
 //! The ABI: models (create, sizes, run, free); memory stores in RAM (create, add, query,
-//! length, free); a learner (a classifier head trained on a memory store's records: create,
-//! train steps, predict, free); sync nodes (a signed replica of the node's memories: create,
-//! add a memory store, export a bundle, import a bundle, free). Network sessions are not in
-//! the C ABI (apps use bundles, or the `cairn sync` transports).
+//! length, free); a learner (a classifier head trained on a memory store's records through
+//! the node's forgetting gate and lineage, as `cairn learn train` does: create, set the
+//! gate, train, predict, free); sync nodes (a signed replica of the node's memories: create,
+//! add a memory store — arriving records are added to it —, export a bundle, import a
+//! bundle, free). Quantizing, signing, training and applying are `cairn-node`'s; this crate
+//! adds only handles and status codes. Network sessions are not in the C ABI (apps use
+//! bundles, or the `cairn sync` transports).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -61,6 +64,9 @@ pub enum CairnStatus {
     LearnFailed = 8,
     /// A sync bundle or node operation was refused.
     SyncFailed = 9,
+    /// The forgetting gate refused a trained candidate: nothing changed but the lineage,
+    /// which records why (see `cairn_last_error`).
+    Rejected = 10,
 }
 
 pub(crate) type Fail = (CairnStatus, String);
@@ -356,7 +362,7 @@ mod tests {
             assert_eq!(cairn_memory_create(4, 100, &mut mem), CairnStatus::Ok);
             assert_eq!(cairn_memory_set_origin(mem, id), CairnStatus::Ok);
             for c in 0..3u16 {
-                for k in 0..4 {
+                for k in 0..10 {
                     let mut e = [0.1f32; 4];
                     e[c as usize] = 1.0 + k as f32 * 0.1;
                     assert_eq!(
@@ -370,7 +376,7 @@ mod tests {
                 cairn_sync_add_memory(node, mem, &mut added),
                 CairnStatus::Ok
             );
-            assert_eq!(added, 12);
+            assert_eq!(added, 30);
             let mut need = 0usize;
             assert_eq!(
                 cairn_sync_export(node, 0, std::ptr::null_mut(), 0, &mut need),
@@ -393,6 +399,14 @@ mod tests {
                 ),
                 CairnStatus::Ok
             );
+            // Node 2 is bound to a memory store: what arrives is added to it.
+            let mut mem2 = 0u64;
+            assert_eq!(cairn_memory_create(4, 100, &mut mem2), CairnStatus::Ok);
+            assert_eq!(
+                cairn_sync_add_memory(node2, mem2, &mut added),
+                CairnStatus::Ok
+            );
+            assert_eq!(added, 0);
             let (mut stored, mut complete, mut resume) = (0usize, 0i32, 0usize);
             assert_eq!(
                 cairn_sync_import(
@@ -406,7 +420,10 @@ mod tests {
                 ),
                 CairnStatus::Ok
             );
-            assert_eq!((stored, complete), (12, 1));
+            assert_eq!((stored, complete), (30, 1));
+            let mut len = 0usize;
+            assert_eq!(cairn_memory_len(mem2, &mut len), CairnStatus::Ok);
+            assert_eq!(len, 30, "records that arrive reach the memory store");
             assert_eq!(
                 cairn_sync_import(
                     node2,
@@ -454,6 +471,70 @@ mod tests {
                 cairn_sync_add_memory(node, mem, &mut added),
                 CairnStatus::BadHandle
             );
+        }
+    }
+
+    /// The C learner gates like `cairn learn train`: a candidate that forgets the old
+    /// classes is rejected with a status, the active head stays, the lineage records it.
+    #[test]
+    fn the_c_learner_gates_like_the_cli() {
+        let add = |mem: u64, c: u16, k: u64, label: u16| {
+            let mut e = [0.1f32; 4];
+            e[c as usize] = 1.0 + k as f32 * 0.01;
+            // SAFETY: 4 readable floats.
+            let s =
+                unsafe { cairn_memory_add(mem, e.as_ptr(), 4, label, 10, k, std::ptr::null_mut()) };
+            assert_eq!(s, CairnStatus::Ok);
+        };
+        unsafe {
+            let (mut mem, mut l) = (0u64, 0u64);
+            assert_eq!(cairn_memory_create(4, 1000, &mut mem), CairnStatus::Ok);
+            for c in 0..3u16 {
+                for k in 0..20 {
+                    add(mem, c, k, c);
+                }
+            }
+            assert_eq!(cairn_learn_create(4, 6, 8, &mut l), CairnStatus::Ok);
+            let mut loss = 0f32;
+            assert_eq!(cairn_learn_train(l, mem, 150, &mut loss), CairnStatus::Ok);
+            // The same data again: nothing to gain on held-out records, so refused.
+            assert_eq!(
+                cairn_learn_train(l, mem, 50, std::ptr::null_mut()),
+                CairnStatus::Rejected
+            );
+            assert!(last().contains("NoGain"), "{}", last());
+            // Classes 0-2 are old from now on; new records of classes 3-5 sit on the old
+            // classes' features (a poisoned batch): the candidate forgets, the gate refuses.
+            assert_eq!(cairn_learn_set_gate(l, 3, 0.05), CairnStatus::Ok);
+            for c in 0..3u16 {
+                for k in 100..160 {
+                    add(mem, c, k, c + 3);
+                }
+            }
+            let mut class = 9u16;
+            let probe = [0.1f32, 0.1, 1.1, 0.1];
+            assert_eq!(
+                cairn_learn_predict(l, probe.as_ptr(), 4, &mut class),
+                CairnStatus::Ok
+            );
+            assert_eq!(class, 2);
+            assert_eq!(
+                cairn_learn_train(l, mem, 150, std::ptr::null_mut()),
+                CairnStatus::Rejected
+            );
+            assert!(last().contains("Forgetting"), "{}", last());
+            assert_eq!(
+                cairn_learn_predict(l, probe.as_ptr(), 4, &mut class),
+                CairnStatus::Ok
+            );
+            assert_eq!(class, 2, "the active head is unchanged");
+            assert_eq!(cairn_learn_set_gate(l, 3, 2.0), CairnStatus::WrongLength);
+            assert_eq!(
+                cairn_learn_predict(l, [f32::NAN; 4].as_ptr(), 4, &mut class),
+                CairnStatus::WrongLength
+            );
+            assert_eq!(cairn_learn_free(l), CairnStatus::Ok);
+            assert_eq!(cairn_memory_free(mem), CairnStatus::Ok);
         }
     }
 

@@ -54,19 +54,14 @@ pub unsafe extern "C" fn cairn_memory_create(
     })
 }
 
-pub(crate) fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
-    let m = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
-    let s = if m > 0.0 && m.is_finite() {
-        m / 127.0
-    } else {
-        1.0
-    };
-    (
-        v.iter()
-            .map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8)
-            .collect(),
-        s,
-    )
+/// f32 → int8 (the node's one quantization: NaN or infinite values are refused).
+fn quantize(v: &[f32]) -> Result<(Vec<i8>, f32), Fail> {
+    cairn_node::features::quantize_vec(v).map_err(|e| {
+        (
+            CairnStatus::WrongLength,
+            format!("the embedding is not finite ({e:?})"),
+        )
+    })
 }
 
 /// Store an embedding (f32, quantized to int8 here) with a label; its 16-byte content id
@@ -98,13 +93,7 @@ pub unsafe extern "C" fn cairn_memory_add(
         }
         // SAFETY: the caller promises `dim` readable floats.
         let v = unsafe { std::slice::from_raw_parts(embedding, dim) };
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err((
-                CairnStatus::WrongLength,
-                "the embedding is not finite".into(),
-            ));
-        }
-        let (e, scale) = quantize(v);
+        let (e, scale) = quantize(v)?;
         let r = Record {
             origin,
             timestamp_ms,
@@ -156,7 +145,7 @@ pub unsafe extern "C" fn cairn_memory_query(
             ));
         }
         // SAFETY: `dim` readable floats.
-        let (q, _) = quantize(unsafe { std::slice::from_raw_parts(query, dim) });
+        let (q, _) = quantize(unsafe { std::slice::from_raw_parts(query, dim) })?;
         let hits = st.search(&q, k, &Filter::default(), &Scoring::default());
         for (i, hit) in hits.iter().enumerate() {
             let label = st

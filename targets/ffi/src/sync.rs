@@ -1,15 +1,34 @@
-//! Sync nodes: a signed replica of the node's memories, bundles in and out.
+//! Sync nodes: a signed replica of the node's memories, bundles in and out. Signing and
+//! applying are the node's (`cairn_node::share`): records that arrive go into the memory
+//! store the node is bound to (the one last given to `cairn_sync_add_memory`).
 
 use std::sync::{Arc, Mutex};
+
+use cairn_node::{share, ApplyReport, Identity};
 
 use crate::memory::memory;
 use crate::*;
 
 pub(crate) struct SyncObj {
-    key: ed25519_dalek::SigningKey,
+    seed: [u8; 32],
     fleet: Vec<u8>,
     authority: [u8; 32],
     replica: cairn_sync::replica::Replica,
+    /// The memory store arriving records are added to.
+    memory: Option<u64>,
+    report: ApplyReport,
+}
+
+impl SyncObj {
+    /// The node's identity (the fleet list verified again: the handle keeps bytes).
+    fn identity(&self) -> Result<Identity<'_>, Fail> {
+        Identity::new(&self.seed, &self.fleet, &self.authority)
+            .map_err(|e| (CairnStatus::SyncFailed, format!("fleet list: {e:?}")))
+    }
+}
+
+fn sync_fail(e: cairn_node::NodeError) -> Fail {
+    (CairnStatus::SyncFailed, format!("{e:?}"))
 }
 
 pub(crate) fn node(h: u64) -> Result<Arc<Mutex<SyncObj>>, Fail> {
@@ -47,17 +66,18 @@ pub unsafe extern "C" fn cairn_sync_node_create(
         };
         let mut a = [0u8; 32];
         a.copy_from_slice(auth);
-        cairn_sync::fleet::Fleet::verify(fleet, &a)
-            .map_err(|e| (CairnStatus::SyncFailed, format!("fleet list: {e:?}")))?;
         let mut sd = [0u8; 32];
         sd.copy_from_slice(seed);
-        let key = ed25519_dalek::SigningKey::from_bytes(&sd);
-        let id = cairn_sync::item::node_id(key.verifying_key().as_bytes());
+        let id = Identity::new(&sd, fleet, &a)
+            .map_err(|e| (CairnStatus::SyncFailed, format!("fleet list: {e:?}")))?
+            .node_id();
         let obj = SyncObj {
-            key,
+            seed: sd,
             fleet: fleet.to_vec(),
             authority: a,
             replica: Default::default(),
+            memory: None,
+            report: ApplyReport::default(),
         };
         let h = add(|r| &mut r.nodes, obj);
         // SAFETY: checked non-null above; `node_id_out` null or writable.
@@ -72,7 +92,8 @@ pub unsafe extern "C" fn cairn_sync_node_create(
 }
 
 /// Sign this node's records of memory store `mem` (origin = the node id) into its replica;
-/// how many were new goes to `added` (may be null).
+/// how many were new goes to `added` (may be null). The node is bound to `mem` from then
+/// on: records that arrive in bundles are added to it.
 ///
 /// # Safety
 /// `added` is null or writable.
@@ -83,42 +104,20 @@ pub unsafe extern "C" fn cairn_sync_add_memory(h: u64, mem: u64, added: *mut usi
         let m = memory(mem)?;
         let mut n = lock(&n);
         let mut m = lock(&m);
-        let me = cairn_sync::item::node_id(n.key.verifying_key().as_bytes());
-        let ids: Vec<_> = m
-            .store
-            .metas()
-            .iter()
-            .filter(|x| x.origin == me)
-            .map(|x| x.id)
-            .collect();
-        let mut count = 0;
-        let mut buf = vec![0u8; cairn_sync::item::MAX_ITEM];
-        for id in ids {
-            let Some(body) = m
-                .store
-                .get(&id)
-                .map_err(|e| (CairnStatus::StoreFailed, format!("{e:?}")))?
-            else {
-                continue;
-            };
-            let len = cairn_sync::item::sign_into(
-                &n.key,
-                cairn_sync::item::Kind::Record,
-                &body,
-                &mut buf,
-            )
-            .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
-            let item = cairn_sync::Item::verify(&buf[..len])
-                .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
-            if cairn_sync::Store::insert(&mut n.replica, &item)
-                .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?
-            {
-                count += 1;
-            }
-        }
+        let SyncObj {
+            seed,
+            fleet,
+            authority,
+            replica,
+            memory,
+            ..
+        } = &mut *n;
+        let identity = Identity::new(seed, fleet, authority).map_err(sync_fail)?;
+        let p = share::publish(&identity, &mut m.store, replica).map_err(sync_fail)?;
+        *memory = Some(mem);
         if !added.is_null() {
             // SAFETY: non-null and writable.
-            unsafe { *added = count };
+            unsafe { *added = p.added as usize };
         }
         Ok(())
     })
@@ -142,7 +141,7 @@ pub unsafe extern "C" fn cairn_sync_export(
         need(len_out, "len_out")?;
         let n = node(h)?;
         let n = lock(&n);
-        let b = cairn_sync::bundle::export(&n.replica, &n.key, since);
+        let b = cairn_sync::bundle::export(&n.replica, n.identity()?.key(), since);
         // SAFETY: writable.
         unsafe { *len_out = b.len() };
         if buf.is_null() || b.len() > cap {
@@ -179,16 +178,35 @@ pub unsafe extern "C" fn cairn_sync_import(
         let mut n = lock(&n);
         // SAFETY: `len` readable bytes.
         let b = unsafe { std::slice::from_raw_parts(bytes, len) };
+        let bound =
+            match n.memory {
+                Some(mh) => Some(memory(mh).map_err(|(s, e)| {
+                    (s, format!("the memory store this node is bound to: {e}"))
+                })?),
+                None => None,
+            };
         let SyncObj {
+            seed,
             fleet,
             authority,
             replica,
+            report,
             ..
         } = &mut *n;
-        let fl = cairn_sync::fleet::Fleet::verify(fleet, authority)
-            .map_err(|e| (CairnStatus::SyncFailed, format!("{e:?}")))?;
-        let rep = cairn_sync::bundle::import(b, from, replica, &fl, &[0; 32])
-            .map_err(|e| (CairnStatus::SyncFailed, format!("bundle refused: {e:?}")))?;
+        let identity = Identity::new(seed, fleet, authority).map_err(sync_fail)?;
+        let refused = |e| (CairnStatus::SyncFailed, format!("bundle refused: {e:?}"));
+        let rep = match &bound {
+            Some(m) => {
+                let mut m = lock(m);
+                share::import_bundle(&identity, &[0; 32], &mut m.store, replica, report, b, from)
+                    .map_err(|e| match e {
+                        cairn_node::NodeError::Sync(r) => refused(r),
+                        other => sync_fail(other),
+                    })?
+            }
+            None => cairn_sync::bundle::import(b, from, replica, &identity.fleet(), &[0; 32])
+                .map_err(refused)?,
+        };
         // SAFETY: each output null or writable.
         unsafe {
             if !stored.is_null() {

@@ -77,13 +77,20 @@ fn main() -> ! {
     static mut STICK: [u8; 4096] = [0; 4096];
     let stick: &'static mut [u8; 4096] = STICK;
     let mut at = 0;
-    let mut sink = |b: &[u8]| {
-        let n = b.len().min(stick.len() - at);
-        stick[at..at + n].copy_from_slice(&b[..n]);
-        at += n;
+    // A bundle that does not fit is a failure, never a cut bundle reported as written.
+    let mut overflow = false;
+    let mut sink = |b: &[u8]| match stick.get_mut(at..at + b.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(b);
+            at += b.len();
+        }
+        None => overflow = true,
     };
     let ok = run(boards::sensor_bus(), &mut sink);
-    exit(ok)
+    if overflow {
+        defmt::error!("the bundle does not fit the removable storage");
+    }
+    exit(ok && !overflow)
 }
 
 fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
@@ -174,13 +181,16 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
         );
         defmt::println!("out0 {=usize} {=[u8]}", i, p);
         defmt::println!("out1 {=usize} {=[u8]}", i, feats.data);
-        // Keep the features as an int8 memory (symmetric, per record).
+        // Keep the features as an int8 memory (the node's quantization: symmetric, per
+        // record; a NaN or infinite feature is refused).
         let f: [f32; DIM] = core::array::from_fn(|k| f32_at(feats.data, k));
-        let peak = f.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let scale = if peak > 0.0 { peak / 127.0 } else { 1.0 };
-        for (e, &v) in embs[i].iter_mut().zip(&f) {
-            *e = libm_round(v / scale) as i8;
-        }
+        let scale = match cairn_node::features::quantize(&f, &mut embs[i]) {
+            Ok(s) => s,
+            Err(e) => {
+                defmt::error!("features refused: {}", defmt::Debug2Format(&e));
+                return false;
+            }
+        };
         scales[i] = scale;
         let r = Record {
             origin: node,
@@ -243,7 +253,10 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
             return false;
         }
     };
-    let _ = l.init(None, 1);
+    if let Err(e) = l.init(None, 1) {
+        defmt::error!("learner init: {}", defmt::Debug2Format(&e));
+        return false;
+    }
     l.begin_candidate();
     let batch: [Sample; N] = core::array::from_fn(|i| Sample {
         emb: &embs[i],
@@ -360,14 +373,6 @@ impl Drop for HostFile {
 
 fn f32_at(b: &[u8], k: usize) -> f32 {
     f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])
-}
-
-fn libm_round(v: f32) -> f32 {
-    if v >= 0.0 {
-        (v + 0.5) as i32 as f32
-    } else {
-        -((-v + 0.5) as i32 as f32)
-    }
 }
 
 fn bytemuck_bytes(a: &mut [u32; 2304]) -> &mut [u8] {

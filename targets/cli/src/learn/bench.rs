@@ -49,7 +49,7 @@ pub fn features(bb: &Backbone, xs: &[Vec<f32>]) -> Result<Vec<(Vec<i8>, f32)>> {
     xs.iter()
         .map(|x| {
             let out = m.run(&[x]).map_err(e)?;
-            Ok(crate::memory::quantize(&out[1]))
+            cairn_node::features::quantize_vec(&out[1]).map_err(e)
         })
         .collect()
 }
@@ -500,4 +500,41 @@ pub fn plot_curves(path: &Path, curves: &[(&str, &[f32])]) -> Result<()> {
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// The benchmark's own training loop: the candidate for `cfg.steps` steps on batches from
+/// `store` under any `cfg` (the ablations vary replay and distillation on one learner);
+/// the loss per step. Devices train through `cairn_node::Adapter`.
+fn train_candidate<F: NorFlash>(
+    learner: &mut Learner<'_, '_>,
+    store: &cairn_memory::store::LogStore<F, cairn_memory::ram::HeapRam>,
+    is_new: &dyn Fn(&Meta) -> bool,
+    cfg: &TrainConfig,
+    bar: Option<&ProgressBar>,
+) -> Result<Vec<f32>> {
+    learner.begin_candidate();
+    let batch = learner.layout().shape.batch;
+    let mut rng = cfg.seed;
+    let mut buf = vec![
+        Sample {
+            emb: &[],
+            scale: 1.0,
+            label: 0
+        };
+        batch
+    ];
+    let mut curve = Vec::with_capacity(cfg.steps as usize);
+    for _ in 0..cfg.steps {
+        let n = fill_batch(store, &mut rng, is_new, cfg.replay_per_batch, &mut buf);
+        if n == 0 {
+            bail!("nothing to train on: the store holds no training records");
+        }
+        // fill_batch puts the replayed samples first.
+        let replayed = cfg.replay_per_batch.min(n);
+        curve.push(learner.step_replay(&buf[..n], replayed).map_err(e)?);
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+    Ok(curve)
 }

@@ -10,15 +10,15 @@ use cairn_core::{Model, OpKind};
 use cairn_kernels::host::HostModel;
 use cairn_learn::gate::{evaluate, Decision, Gate, Metrics};
 use cairn_learn::learner::{arena_bytes, Slot};
-use cairn_learn::lineage::{
-    model_hash, weights_digest, Checkpoint, CheckpointLog, LogEntry, RecordDigest,
-};
+use cairn_learn::lineage::{model_hash, CheckpointLog, LogEntry};
 use cairn_learn::ncm::Ncm;
-use cairn_learn::replay::{fill_batch, held_out, is_held_out};
-use cairn_learn::{AdapterShape, FrozenFc, Learner, Optimizer, Sample, TrainConfig};
+use cairn_learn::replay::{fill_batch, held_out};
+use cairn_learn::{AdapterShape, FrozenFc, LearnError, Learner, Optimizer, Sample, TrainConfig};
 use cairn_memory::flash::{FileFlash, RamFlash};
 use cairn_memory::store::Meta;
 use cairn_memory::{Config, Record, Store};
+use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
+use cairn_node::NodeError;
 use clap::Subcommand;
 use embedded_storage::nor_flash::NorFlash;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -246,6 +246,12 @@ fn fc_ops(m: &Model<'_>) -> Vec<usize> {
         .collect()
 }
 
+/// The lineage log at `path` (tests of other commands).
+#[cfg(test)]
+pub(crate) fn open_lineage_for_test(path: &Path) -> CheckpointLog<FileFlash<4096>> {
+    open_lineage(path).unwrap()
+}
+
 /// Lineage log over a file: 64 sectors of 4 KiB (256 KiB), enough for ~90 digits adapters.
 fn open_lineage(path: &Path) -> Result<CheckpointLog<FileFlash<4096>>> {
     let f =
@@ -253,69 +259,37 @@ fn open_lineage(path: &Path) -> Result<CheckpointLog<FileFlash<4096>>> {
     Ok(CheckpointLog::open(f).map_err(e)?.0)
 }
 
-/// A learner over `arena`, with the active slot loaded from the lineage's active checkpoint
-/// (or initialized from the base classifier). Returns the parent id.
-fn start<'a, 'm, F: NorFlash>(
-    learner: &mut Learner<'a, 'm>,
-    log: &mut CheckpointLog<F>,
-    head: Option<&FrozenFc<'_>>,
-    base: &[u8; 32],
-    seed: u64,
-) -> Result<[u8; 32]> {
-    learner.init(head, seed).map_err(e)?;
-    match log.active() {
-        Some(id) => {
-            let mut w = vec![0f32; learner.layout().shape.params()];
-            log.load(&id, base, &mut w).map_err(e)?;
-            learner.set_params(Slot::Active, &w).map_err(e)?;
-            Ok(id)
-        }
-        None => Ok([0; 32]),
-    }
-}
-
-/// Train the candidate for `cfg.steps` steps on batches from `store`; the loss per step.
-fn train_candidate<F: NorFlash>(
-    learner: &mut Learner<'_, '_>,
-    store: &cairn_memory::store::LogStore<F, cairn_memory::ram::HeapRam>,
-    is_new: &dyn Fn(&Meta) -> bool,
-    cfg: &TrainConfig,
-    bar: Option<&ProgressBar>,
-) -> Result<Vec<f32>> {
-    learner.begin_candidate();
-    let batch = learner.layout().shape.batch;
-    let mut rng = cfg.seed;
-    let mut buf = vec![
-        Sample {
-            emb: &[],
-            scale: 1.0,
-            label: 0
-        };
-        batch
-    ];
-    let mut curve = Vec::with_capacity(cfg.steps as usize);
-    for _ in 0..cfg.steps {
-        let n = fill_batch(store, &mut rng, is_new, cfg.replay_per_batch, &mut buf);
-        if n == 0 {
-            bail!("nothing to train on: the store holds no training records");
-        }
-        // fill_batch puts the replayed samples first.
-        let replayed = cfg.replay_per_batch.min(n);
-        curve.push(learner.step_replay(&buf[..n], replayed).map_err(e)?);
-        if let Some(b) = bar {
-            b.inc(1);
-        }
-    }
-    Ok(curve)
-}
-
-/// Digest of the ids a training run could draw from (every non-held-out record).
-fn training_digest(metas: &[Meta]) -> RecordDigest {
-    let mut d = RecordDigest::default();
-    for m in metas.iter().filter(|m| !is_held_out(m)) {
-        d.add(&m.id);
-    }
-    d
+/// The node's learning spec from the command line: LoRA on `lora_op` (default: the
+/// second-to-last FullyConnected) under a head started from `head_op` (default: the last).
+/// Returns it with the width of the features the adapter reads.
+pub(crate) fn learn_spec(
+    m: &Model<'_>,
+    lora_op: Option<usize>,
+    head_op: Option<usize>,
+    classes: usize,
+    new_from: u16,
+    hp: &HyperArgs,
+) -> Result<(LearnSpec, usize)> {
+    let fcs = fc_ops(m);
+    let lora_op = lora_op
+        .or_else(|| fcs.len().checked_sub(2).map(|i| fcs[i]))
+        .context("the model has fewer than two FullyConnected ops: pass --lora-op")?;
+    let frozen = FrozenFc::from_model(m, lora_op).map_err(e)?;
+    let spec = LearnSpec {
+        classes,
+        rank: hp.rank,
+        batch: hp.batch,
+        train: hp.config(0x5EED)?,
+        gate: Gate {
+            max_old_drop: hp.max_forgetting,
+            min_new_gain: 0.0,
+        },
+        new_from,
+        lora_op: Some(lora_op),
+        head_op: head_op.or_else(|| fcs.last().copied()),
+        max_delta_norm: 10.0,
+    };
+    Ok((spec, frozen.k))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -330,19 +304,12 @@ fn train_cmd(
     hp: &HyperArgs,
     plot: Option<&Path>,
 ) -> Result<()> {
+    // Opening a store erases sectors that are not the store's: a mistyped path must fail
+    // here, as in `cairn memory`, not lose a sector of some other file.
+    crate::memory::refuse_foreign_file(store_path)?;
     let bytes = read_model(model)?;
     let m = Model::parse(bytes.as_slice()).map_err(e)?;
-    let fcs = fc_ops(&m);
-    let lora_op = lora_op
-        .or_else(|| fcs.len().checked_sub(2).map(|i| fcs[i]))
-        .context("the model has fewer than two FullyConnected ops: pass --lora-op")?;
-    let head_op = head_op.or_else(|| fcs.last().copied());
-    let frozen = FrozenFc::from_model(&m, lora_op).map_err(e)?;
-    let head = head_op
-        .map(|h| FrozenFc::from_model(&m, h))
-        .transpose()
-        .map_err(e)?;
-    let base = model_hash(bytes.as_slice());
+    let (spec, fin) = learn_spec(&m, lora_op, head_op, classes, new_from, hp)?;
     if !store_path.exists() {
         bail!("no store at {}", store_path.display());
     }
@@ -356,71 +323,63 @@ fn train_cmd(
         },
     )
     .map_err(e)?;
-    if store.config().dim != frozen.k {
+    if store.config().dim != fin {
         bail!(
-            "the store's embeddings have {} dims; op {lora_op} takes {}",
+            "the store's embeddings have {} dims; op {} takes {fin}",
             store.config().dim,
-            frozen.k
+            spec.lora_op.unwrap_or(0),
         );
     }
-    let shape = AdapterShape {
-        fin: frozen.k,
-        hidden: frozen.n,
-        rank: hp.rank,
-        classes,
-        batch: hp.batch,
-    };
-    let cfg = hp.config(0x5EED)?;
-    let mut arena = vec![0u32; arena_bytes(shape, &cfg).div_ceil(4)];
-    let mut learner = Learner::new(
-        shape,
-        Some(frozen),
-        cfg,
-        bytemuck::cast_slice_mut(&mut arena),
-    )
-    .map_err(e)?;
+    let mut log = open_lineage(lineage)?;
+    let need = cairn_node::adapter::arena_bytes(&spec, Some(&m), fin).map_err(e)?;
+    let mut arena = vec![0u32; need.div_ceil(4)];
+    let base = model_hash(bytes.as_slice());
+    let arena_bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+    let mut adapter = Adapter::open(spec, Some(&m), base, fin, arena_bytes, &mut log).map_err(e)?;
+    let shape = adapter.shape();
     println!(
-        "adapter: LoRA rank {} on op {lora_op} ({}x{}) + head {}x{}; arena {} bytes (planned before training)",
+        "adapter: LoRA rank {} on op {} ({}x{}) + head {}x{}; arena {} bytes (planned before training)",
         shape.rank,
-        frozen.n,
-        frozen.k,
+        spec.lora_op.unwrap_or(0),
+        shape.hidden,
+        shape.fin,
         classes,
         shape.head_in(),
-        learner.arena_bytes()
+        adapter.arena_bytes()
     );
-    let mut log = open_lineage(lineage)?;
-    let parent = start(&mut learner, &mut log, head.as_ref(), &base, cfg.seed)?;
-    let bar = ProgressBar::new(cfg.steps as u64).with_style(
+    let steps = spec.train.steps;
+    let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("training {bar:40} {pos}/{len} steps {msg}").map_err(e)?,
     );
-    let is_new = |m: &Meta| m.label >= new_from;
     let t = Instant::now();
-    let curve = train_candidate(&mut learner, &store, &is_new, &cfg, Some(&bar))?;
-    bar.finish_with_message(format!("loss {:.4}", curve.last().unwrap_or(&0.0)));
+    let mut curve = Vec::with_capacity(steps as usize);
+    let is_new = |m: &Meta| m.label >= new_from;
+    let run = adapter
+        .train(&store, &is_new, &mut |_, loss| {
+            curve.push(loss);
+            bar.inc(1);
+        })
+        .map_err(|err| match err {
+            NodeError::Learn(LearnError::WrongShape { got: 0, .. }) => {
+                anyhow!("nothing to train on: the store holds no training records")
+            }
+            other => e(other),
+        })?;
+    bar.finish_with_message(format!("loss {:.4}", run.last_loss));
     println!(
-        "{} steps in {:.2} s ({:.3} ms per step)",
-        cfg.steps,
+        "{steps} steps in {:.2} s ({:.3} ms per step)",
         t.elapsed().as_secs_f64(),
-        t.elapsed().as_secs_f64() * 1e3 / cfg.steps.max(1) as f64
+        t.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64
     );
-    let gate = Gate {
-        max_old_drop: hp.max_forgetting,
-        min_new_gain: 0.0,
-    };
-    let old = |l: u16| l < new_from;
-    let before = evaluate(&mut learner, Slot::Active, held_out(&store), old).map_err(e)?;
-    let after = evaluate(&mut learner, Slot::Candidate, held_out(&store), old).map_err(e)?;
-    let ck = checkpoint(&learner, parent, base, &store, &cfg, before, after);
-    report_gate(&before, &after);
-    match gate.decide(&before, &after) {
-        Decision::Promote => {
-            learner.promote();
-            log.commit(&ck, learner.params(Slot::Active)).map_err(e)?;
-            println!("promoted: checkpoint {}", hex(&ck.id));
-        }
-        Decision::Reject(r) => {
-            log.record_reject(&ck.id, &r, &before, &after).map_err(e)?;
-            println!("rejected ({r:?}): the active adapter is unchanged");
+    let verdict = adapter.judge(&store).map_err(e)?;
+    report_gate(&verdict.0, &verdict.1);
+    match adapter
+        .settle(&mut log, verdict, &run.records, spec.train.to_bytes())
+        .map_err(e)?
+    {
+        Outcome::Promoted { id, .. } => println!("promoted: checkpoint {}", hex(&id)),
+        Outcome::Rejected { reason, .. } => {
+            println!("rejected ({reason:?}): the active adapter is unchanged")
         }
     }
     if let Some(p) = plot {
@@ -428,33 +387,6 @@ fn train_cmd(
         println!("learning curve: {}", p.display());
     }
     Ok(())
-}
-
-fn checkpoint<F: NorFlash>(
-    learner: &Learner<'_, '_>,
-    parent: [u8; 32],
-    base: [u8; 32],
-    store: &cairn_memory::store::LogStore<F, cairn_memory::ram::HeapRam>,
-    cfg: &TrainConfig,
-    before: Metrics,
-    after: Metrics,
-) -> Checkpoint {
-    let digest = training_digest(store.metas());
-    let w = learner.params(Slot::Candidate);
-    Checkpoint {
-        id: [0; 32],
-        parent,
-        base,
-        records: digest.finish(),
-        n_records: digest.count(),
-        hparams: cfg.to_bytes(),
-        before,
-        after,
-        shape: Checkpoint::shape_of(&learner.layout().shape),
-        weights: weights_digest(w),
-        n_params: w.len() as u32,
-    }
-    .seal()
 }
 
 fn report_gate(before: &Metrics, after: &Metrics) {
@@ -648,6 +580,32 @@ pub(crate) mod tests {
         let err = rollback_cmd(&lineage, &other_model, &hex(&first[..8])).unwrap_err();
         assert!(format!("{err}").contains("WrongBaseModel"), "{err}");
         assert!(rollback_cmd(&lineage, &model, "zz").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--store` mistyped to a file of three sectors or more that is not a store: refused,
+    /// and not a byte of it changes (opening a store erases sectors it does not recognise).
+    #[test]
+    fn train_refuses_a_file_that_is_not_a_store() {
+        let dir = std::env::temp_dir().join(format!("cairn-learn-guard-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_a_store = dir.join("photos.tar");
+        let bytes: Vec<u8> = (0..3 * 65536u32).map(|i| (i * 7 + 1) as u8).collect();
+        std::fs::write(&not_a_store, &bytes).unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcu/assets/digits.cairn");
+        let lineage = dir.join("lineage.log");
+        let hp = HyperArgs::default();
+        let err =
+            train_cmd(&model, &not_a_store, &lineage, None, None, 10, 5, &hp, None).unwrap_err();
+        assert!(
+            format!("{err}").contains("not a cairn memory store"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&not_a_store).unwrap() == bytes,
+            "the file was written"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
