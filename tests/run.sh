@@ -44,7 +44,7 @@ step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # tract is `cairn bench`'s third engine, behind a feature: lint that build too.
 cargo clippy -p cairn-cli --features tract --all-targets --quiet -- -D warnings
-cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync --target thumbv7em-none-eabihf --quiet -- -D warnings
+cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync -p cairn-node --target thumbv7em-none-eabihf --quiet -- -D warnings
 cargo clippy -p cairn-kernels --features dsp,vfma --target thumbv7em-none-eabihf --quiet -- -D warnings
 
 step "no_std, no alloc builds"
@@ -54,7 +54,8 @@ for t in $NOSTD_TARGETS; do
   cargo build -p cairn-memory --target "$t" --release --quiet
   cargo build -p cairn-learn --target "$t" --release --quiet
   cargo build -p cairn-sync --target "$t" --release --quiet
-  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn, cairn-sync (no alloc) for $t"
+  cargo build -p cairn-node --target "$t" --release --quiet
+  echo "ok: cairn-core + cairn-kernels (no alloc), cairn-memory (no alloc and alloc), cairn-learn, cairn-sync, cairn-node (no alloc) for $t"
 done
 
 step "device targets: QEMU (Cortex-M4), defmt-print, firmware lint and size gate"
@@ -101,6 +102,35 @@ cargo test -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cair
 if [ "${PIPESTATUS[0]}" -ne 0 ] || grep -q "test result: FAILED" target/test-aarch64.log; then
   echo "failing tests on aarch64:"
   grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-aarch64.log | sed 's/^/  /' | sort -u
+  exit 1
+fi
+
+step "32-bit: the device crates' tests on i686 (overflow checks on)"
+# Most devices are 32-bit: lengths and offsets from files and the wire must not wrap there.
+# The device crates' tests (as on aarch64) and the hostile model files, natively as i686
+# (debug profile: overflow checks and debug assertions on), incl. the power-cut sweeps of
+# the memory log and the lineage log. About 4 minutes from cold on 2 cores.
+# gcc-N-multilib, not gcc-multilib: the meta-package conflicts with gcc-aarch64-linux-gnu.
+installed=$(rustup target list --installed)
+grep -qx i686-unknown-linux-gnu <<<"$installed" || rustup target add i686-unknown-linux-gnu
+if ! echo 'int main(void) { return 0; }' | gcc -m32 -x c - -o target/m32-probe 2>/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "gcc-$(gcc -dumpversion | cut -d. -f1)-multilib" >/dev/null
+fi
+set +e
+cargo test -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync \
+  --features cairn-kernels/std,cairn-memory/std,cairn-sync/std \
+  --target i686-unknown-linux-gnu --quiet --no-fail-fast 2>&1 | tee target/test-i686.log
+status=${PIPESTATUS[0]}
+cargo test -p cairn-tests --test hostile_model --target i686-unknown-linux-gnu --quiet \
+  2>&1 | tee -a target/test-i686.log
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+if [ "$status" -ne 0 ] || grep -q "test result: FAILED" target/test-i686.log; then
+  echo "failing tests on i686:"
+  grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-i686.log | sed 's/^/  /' | sort -u
   exit 1
 fi
 
