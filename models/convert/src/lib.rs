@@ -51,14 +51,18 @@ pub struct Options {
     pub pack_weights: bool,
     /// When calibrating: tensors whose int8 form would lose more than this relative L2
     /// error on the calibration samples (`calibrate::tensor_errors`) stay f32, and so do
-    /// the ops touching them. `None` quantizes every tensor that has a range.
+    /// the ops touching them; the decision layer (a classifier's last FC and softmax, a
+    /// VAD's head) stays f32; then ops whose int8 form adds more than the bound while an
+    /// output is off by more than it (`refine`). `None` (the default) quantizes every tensor
+    /// that has a range: the refinement costs conversion time (minutes on a 600 MMAC
+    /// detector) and speed where it moves ops to f32, so it is asked for.
     pub int8_error_limit: Option<f32>,
 }
 
-/// The default `int8_error_limit`: 5% relative L2 error. Compact activations (conv and
-/// attention blocks after normalization) lose 0.5–2% in int8; a raw waveform or a power
-/// spectrum loses 5–30% and wrecks everything after it.
-pub const DEFAULT_INT8_ERROR_LIMIT: f32 = 0.05;
+/// The bound `--int8-error-limit` suggests: 5% relative L2 error. Compact activations
+/// (conv and attention blocks after normalization) lose 0.5–2% in int8; a raw waveform or
+/// a power spectrum loses 5–30% and wrecks everything after it.
+pub const SUGGESTED_INT8_ERROR_LIMIT: f32 = 0.05;
 
 impl Default for Options {
     fn default() -> Self {
@@ -70,7 +74,7 @@ impl Default for Options {
             float: false,
             extra_outputs: vec![],
             pack_weights: false,
-            int8_error_limit: Some(DEFAULT_INT8_ERROR_LIMIT),
+            int8_error_limit: None,
         }
     }
 }
@@ -138,6 +142,13 @@ pub fn convert(
                 .context("calibration")?;
             if let Some(limit) = opts.int8_error_limit {
                 keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
+                let kept = refine::keep_decision_layer_f32(&g, &mut r);
+                if !kept.is_empty() {
+                    notes.push(format!(
+                        "the decision layer stays f32 (under 0.2% of the MACs; its logits are what a calibration set that missed the extreme case would clip): {}",
+                        kept.join(", ")
+                    ));
+                }
                 let moved = refine::refine(&g, &opts.calibration, &mut r, limit)
                     .context("int8 accuracy refinement")?;
                 if !moved.is_empty() {

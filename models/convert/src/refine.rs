@@ -76,6 +76,13 @@ pub fn refine(
                 |&(e, n)| if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 },
             )
         };
+        // Only an answer that is off counts: a deep network's inner tensors drift by
+        // more than the bound while its outputs stay right (a detector's probability
+        // map); refinement stops as soon as every output is within the bound.
+        let off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
+        if off <= limit {
+            break;
+        }
         // The first op (in execution order) whose int8 form adds more than the bound:
         // errors downstream of it are its echo, so it is fixed first.
         let mut worst: Option<(usize, f32)> = None;
@@ -218,4 +225,94 @@ fn dequantized(q: &Graph, t: usize, bytes: &[u8]) -> Vec<f32> {
             .map(|&v| (v - z) as f32 * s)
             .collect(),
     }
+}
+
+/// The decision layer stays f32: from each graph output, back through data movement and
+/// element-wise functions (a Sigmoid, a Softmax) to the first op with weights, when that
+/// chain holds at most 0.2% of the model's multiply-accumulates. Its logits are where a
+/// calibration set that never saw the extreme case clips the answer (a VAD calibrated on
+/// quiet audio caps its speech probability), and in f32 they cost next to nothing.
+/// Returns the names of the ops kept f32.
+pub fn keep_decision_layer_f32(g: &Graph, ranges: &mut Ranges) -> Vec<String> {
+    use cairn_core::OpKind::*;
+    let macs = |op: &crate::ir::HOp| -> u64 {
+        let w = |k: usize| {
+            op.inputs
+                .get(k)
+                .copied()
+                .flatten()
+                .map(|t| g.tensors[t].numel())
+        };
+        let out: usize = op.outputs.first().map_or(0, |&t| g.tensors[t].numel());
+        match op.kind {
+            Conv | ConvTranspose => {
+                let oc = g.tensors[op.outputs[0]]
+                    .shape
+                    .get(1)
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1);
+                (out as u64) * (w(1).unwrap_or(0) / oc) as u64
+            }
+            FullyConnected => {
+                let k = op.inputs[1].map_or(0, |t| g.tensors[t].shape.get(1).copied().unwrap_or(0));
+                (out * k) as u64
+            }
+            BatchMatMul => {
+                let k = op.inputs[0].map_or(0, |t| *g.tensors[t].shape.last().unwrap_or(&0));
+                (out * k) as u64
+            }
+            _ => 0,
+        }
+    };
+    let total: u64 = g.ops.iter().map(macs).sum();
+    let mut kept = Vec::new();
+    for &out in &g.outputs {
+        let mut chain = Vec::new();
+        let mut t = out;
+        while let Some(p) = g.producer(t) {
+            let op = &g.ops[p];
+            chain.push(p);
+            match op.kind {
+                Reshape | Transpose | Slice | Gather | Unary | Lut | Softmax | Add | Mul | Sub => {}
+                Conv | FullyConnected | BatchMatMul | ConvTranspose => break,
+                _ => {
+                    chain.clear();
+                    break;
+                }
+            }
+            // Walk on through the one run-time input; an op of two activations ends it.
+            let mut live = op
+                .inputs
+                .iter()
+                .flatten()
+                .filter(|&&x| !g.tensors[x].is_const());
+            match (live.next(), live.next()) {
+                (Some(&x), None) => t = x,
+                _ => {
+                    chain.clear();
+                    break;
+                }
+            }
+        }
+        let Some(&last) = chain.last() else { continue };
+        if !matches!(
+            g.ops[last].kind,
+            Conv | FullyConnected | BatchMatMul | ConvTranspose
+        ) {
+            continue;
+        }
+        let cost: u64 = chain.iter().map(|&p| macs(&g.ops[p])).sum();
+        if total == 0 || cost * 500 > total {
+            continue;
+        }
+        for &p in &chain {
+            for o in &g.ops[p].outputs {
+                ranges.remove(o);
+            }
+            kept.push(g.ops[p].name.clone());
+        }
+    }
+    kept.dedup();
+    kept
 }

@@ -1,6 +1,7 @@
 //! Accuracy-driven mixed precision: an op whose int8 form adds more than the bound to the
 //! error on the calibration samples stays f32 and `convert` says so; with the bound off
-//! (`int8_error_limit: None`) everything quantizable runs int8, and loses accuracy.
+//! (`int8_error_limit: None`, the default) everything quantizable runs int8, and loses
+//! accuracy.
 //! The model is a log-magnitude front end (square, square root, log) over values
 //! spanning five decades (seeded; `CAIRN_SEED` replays).
 
