@@ -104,11 +104,16 @@ def stem(name):
 # ---------------------------------------------------------------- engines
 
 
+ERROR_LIMIT = 0.0
+
+
 def cairn_convert(cairn, m, onnx_path, out, calib, log):
     cmd = [cairn, "convert", onnx_path, "-o", out]
     for i in m["inputs"]:
         cmd += ["--input-shape", "%s=%s" % (i["name"], ",".join(str(d) for d in i["shape"]))]
     cmd += ["--calibrate", calib] if calib else ["--float"]
+    if calib and ERROR_LIMIT:
+        cmd += ["--int8-error-limit", str(ERROR_LIMIT)]
     t = time.time()
     rc, so, se = sh(cmd, 1200)
     log.append({"cmd": cmd, "rc": rc, "s": round(time.time() - t, 1)})
@@ -190,6 +195,7 @@ def ort_qdq(onnx_path, out, calib_feeds):
 
 def cairn_bench(cairn, m, onnx_path, calib, runs, json_out, float_mode, qdq):
     cmd = [cairn, "bench", onnx_path, "--calibrate", calib, "--runs", str(runs), "--warmup", "2",
+           "--int8-error-limit", str(ERROR_LIMIT or 0),
            "--json", json_out, "--no-tract"]
     for i in m["inputs"]:
         cmd += ["--input-shape", "%s=%s" % (i["name"], ",".join(str(d) for d in i["shape"]))]
@@ -533,7 +539,12 @@ def main():
     ap.add_argument("--samples", type=int, default=8, help="evaluation samples per model")
     ap.add_argument("--calib-samples", type=int, default=16, help="calibration samples per model")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per engine")
+    ap.add_argument("--int8-error-limit", type=float, default=0.0,
+                    help="passed to cairn convert/bench: keep ops whose int8 form adds more than "
+                         "this percent of error in f32 (0: off, cairn's default)")
     args = ap.parse_args()
+    global ERROR_LIMIT
+    ERROR_LIMIT = args.int8_error_limit
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice on every model
     if not os.path.isfile(args.cairn):
         sys.exit("%s not found: cargo build --release -p cairn-cli" % args.cairn)

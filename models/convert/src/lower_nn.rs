@@ -2,7 +2,7 @@
 //! normalization, pooling, reductions and resizing.
 
 use anyhow::{anyhow, bail, Result};
-use cairn_core::op::UnaryFn;
+use cairn_core::op::{BinaryFn, UnaryFn};
 use cairn_core::OpKind;
 
 use crate::lower::{Lower, Val, INF_BITS};
@@ -545,6 +545,28 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
                     a.float("max", f32::INFINITY),
                 )
             } else {
+                // Bounds computed at run time (a log-mel front end clips to its own max
+                // minus 80 dB) become element-wise Max/Min with broadcasting.
+                let runtime = |l: &Lower, k: usize| {
+                    n.input.get(k).is_some_and(|s| !s.is_empty()) && l.opt_host(n, k).is_err()
+                };
+                if runtime(l, 1) || runtime(l, 2) {
+                    let mut y = x;
+                    for (k, f) in [(1, BinaryFn::Max), (2, BinaryFn::Min)] {
+                        if let Some(b) = l.opt_t(n, k)? {
+                            y = crate::lower_math::op_as(
+                                l,
+                                OpKind::Binary,
+                                vec![Some(y), Some(b)],
+                                vec![f as i32],
+                                &[],
+                                cairn_core::DType::F32,
+                            )?;
+                        }
+                    }
+                    l.out(n, 0, Val::T(y));
+                    return Ok(());
+                }
                 let lo = l
                     .opt_host(n, 1)?
                     .map_or(f32::NEG_INFINITY, |h| h.to_f32()[0]);

@@ -158,3 +158,39 @@ fn integer_ids_input_gathers_an_embedding() {
         "{err:#}"
     );
 }
+
+/// Clip whose bounds are computed at run time (a log-mel front end clips at its own
+/// maximum minus 80 dB): element-wise Max/Min with broadcasting.
+#[test]
+fn clip_with_run_time_bounds() {
+    let clip = NodeProto {
+        input: vec!["x".into(), "lo".into(), "hi".into()],
+        output: vec!["y".into()],
+        name: "clip".into(),
+        op_type: "Clip".into(),
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![clip],
+            input: vec![
+                value("x", 1, &[1, 4]),
+                value("lo", 1, &[]),
+                value("hi", 1, &[]),
+            ],
+            output: vec![value("y", 1, &[1, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let conv = cairn_convert::convert(&m.encode_to_vec(), &Default::default(), |_| {}).unwrap();
+    let bytes = cairn_core::emit::AlignedBytes::from_slice(&conv.bytes);
+    let mut hm = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+    let out = hm.run(&[&[-3.0, -0.5, 0.5, 3.0], &[-1.0], &[2.0]]).unwrap();
+    assert_eq!(out[0], [-1.0, -0.5, 0.5, 2.0]);
+}
