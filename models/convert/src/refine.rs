@@ -87,14 +87,14 @@ pub fn refine(
         // errors downstream of it are its echo, so it is fixed first.
         let mut worst: Option<(usize, f32)> = None;
         let mut input_moved: Option<(usize, f32)> = None;
-        for (i, op) in g.ops.iter().enumerate() {
+        // (worst output error, worst input error) of an op.
+        let errs = |op: &crate::ir::HOp| -> (f32, f32) {
             let out = op.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
-            let inp = op
-                .inputs
-                .iter()
-                .flatten()
-                .map(|&t| err(t))
-                .fold(0.0, f32::max);
+            let inp = op.inputs.iter().flatten().map(|&t| err(t));
+            (out, inp.fold(0.0, f32::max))
+        };
+        for (i, op) in g.ops.iter().enumerate() {
+            let (out, inp) = errs(op);
             if !quantized(op, ranges) {
                 // An f32 op whose result is still off by more than the bound reads a
                 // damaged input: the int8 op that made it goes to f32 too (a log or a
@@ -160,13 +160,7 @@ pub fn refine(
                 continue;
             }
             if j != i {
-                let out = op.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
-                let inp = op
-                    .inputs
-                    .iter()
-                    .flatten()
-                    .map(|&t| err(t))
-                    .fold(0.0, f32::max);
+                let (out, inp) = errs(op);
                 if !(out > local && out - inp > local) {
                     continue;
                 }

@@ -113,7 +113,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         q
     };
     // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
-    let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= 512;
+    let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
     if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
         pointwise_i8(&g, &q, y);
     } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
@@ -286,10 +286,6 @@ fn im2col_i8<const KMAX: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 }
 
 /// Output channels a folded im2col tile stages (24 KB of stack).
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
 const FOLD_MAX_OC: usize = 512;
 
 #[cfg(any(
