@@ -273,7 +273,7 @@ impl Rnn {
             .iter()
             .map(|&y| l.reshape(y, &[t, 1, b, h]))
             .collect::<Result<_>>()?;
-        let mut y = concat(l, &per_dir, 1)?;
+        let mut y = l.concat(&per_dir, 1)?;
         if self.layout != 0 {
             y = l.transpose(y, &[2, 0, 1, 3])?;
         }
@@ -287,7 +287,7 @@ impl Rnn {
                 .into_iter()
                 .map(|s| s.ok_or_else(|| anyhow!("{} has no cell state output", n.op_type)))
                 .collect::<Result<_>>()?;
-            let mut s = concat(l, &parts, 0)?;
+            let mut s = l.concat(&parts, 0)?;
             if self.layout != 0 {
                 s = l.transpose(s, &[1, 0, 2])?;
             }
@@ -317,7 +317,7 @@ impl Rnn {
                     let zr = l.binary(OpKind::Add, wb_zr, rb_zr)?;
                     let wbh = take(l, wb, 0, 2 * h, h)?;
                     let rbh = take(l, rb, 0, 2 * h, h)?;
-                    (Some(concat(l, &[zr, wbh], 0)?), Some(rbh))
+                    (Some(l.concat(&[zr, wbh], 0)?), Some(rbh))
                 } else {
                     (Some(l.binary(OpKind::Add, wb, rb)?), None)
                 }
@@ -381,7 +381,7 @@ impl Rnn {
                 }
                 Cell::Gru => {
                     let gs = split(l, xt, 2, h, 3)?; // z, r, h
-                    let zr_x = concat(l, &gs[..2], 2)?;
+                    let zr_x = l.concat(&gs[..2], 2)?;
                     let zr = add_recurrent(l, zr_x, hprev, r_main)?;
                     let zr = split(l, zr, 2, h, 2)?;
                     let z = self.act(l, zr[0], d.acts[0])?;
@@ -421,7 +421,7 @@ impl Rnn {
             hprev = Some(hn);
             cprev = cn;
         }
-        let y = concat(l, &outs, 0)?;
+        let y = l.concat(&outs, 0)?;
         let last = hprev.ok_or_else(|| anyhow!("empty sequence"))?;
         Ok((y, last, cprev))
     }
@@ -516,8 +516,4 @@ fn split(l: &mut Lower, x: usize, axis: usize, each: usize, parts: usize) -> Res
         declared.push(d);
     }
     l.op_n(OpKind::Split, vec![Some(x)], params, &declared, None)
-}
-
-fn concat(l: &mut Lower, parts: &[usize], axis: usize) -> Result<usize> {
-    l.concat(parts, axis)
 }

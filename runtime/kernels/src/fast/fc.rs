@@ -1,0 +1,114 @@
+//! int8 FullyConnected on the GEMM micro-kernel of this module (x86_64 AVX2, aarch64
+//! NEON), bit-exact with `gemm::fc_i8` (`tests/exact_matmul.rs`).
+
+use cairn_core::layout::Layout;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use super::{
+    gemm_simd, row_offset, simd_gemm_available, FOLD_MAX_OC, IM2COL_MAX_K, IM2COL_TILE, Q,
+};
+use crate::util::qp;
+
+/// int8 FullyConnected (`x · Wᵀ`, W as [N, K]) through the GEMM micro-kernel, bit-exact
+/// with `gemm::fc_i8`: 48 rows of x are transposed into the column tile the kernel reads
+/// (K up to 2048), output channels are taken 512 at a time into a staging block, and the
+/// [channels, rows] result is scattered back to row-major [rows, N]. `None` when the
+/// micro-kernel is absent, K is too long, or there are too few rows to fill a tile.
+pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let xt = call.req(0).ok()?;
+    let wt = call.req(1).ok()?;
+    let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));
+    if wt.info.layout != Layout::Plain || k == 0 || k > IM2COL_MAX_K || !simd_gemm_available() {
+        return None;
+    }
+    let m = xt.info.numel() / k;
+    if m < FC_MIN_ROWS {
+        return None;
+    }
+    let q = match fc_operands(call, out) {
+        Ok(q) => q,
+        Err(e) => return Some(Err(e)),
+    };
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if k <= 256 {
+        fc_tiles::<256>(&q, m, n, k, y);
+    } else {
+        fc_tiles::<IM2COL_MAX_K>(&q, m, n, k, y);
+    }
+    Some(Ok(()))
+}
+
+/// Rows below which the per-row dot products of `gemm::fc_i8` do as well.
+const FC_MIN_ROWS: usize = 4;
+
+fn fc_operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecError> {
+    let xt = call.req(0)?;
+    Ok(Q {
+        x: xt.i8s()?,
+        w: call.req(1)?.i8s()?,
+        wp: None,
+        offs: &[],
+        bias: match call.input(2) {
+            Some(b) => Some(b.i32s()?),
+            None => None,
+        },
+        scales: call.req(3)?.f32s()?,
+        zx: qp(&xt.info).1,
+        zy: qp(&out.info).1,
+        lo: call.param(0),
+        hi: call.param(1),
+    })
+}
+
+#[inline(never)]
+fn fc_tiles<const KMAX: usize>(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
+    let mut tile = [[0i8; IM2COL_TILE]; KMAX];
+    let tile = tile.as_flattened_mut();
+    let mut stage = [0i8; FOLD_MAX_OC * IM2COL_TILE];
+    let mut offs = [0i32; FOLD_MAX_OC];
+    for m0 in (0..m).step_by(IM2COL_TILE) {
+        let len = IM2COL_TILE.min(m - m0);
+        for j in 0..len {
+            let xr = &q.x[(m0 + j) * k..(m0 + j + 1) * k];
+            for (kk, &v) in xr.iter().enumerate() {
+                tile[kk * IM2COL_TILE + j] = v;
+            }
+        }
+        for o0 in (0..n).step_by(FOLD_MAX_OC) {
+            let nb = FOLD_MAX_OC.min(n - o0);
+            let mut qs = Q {
+                x: &[],
+                w: &q.w[o0 * k..(o0 + nb) * k],
+                wp: None,
+                offs: &[],
+                bias: q.bias.map(|b| &b[o0..o0 + nb]),
+                scales: &q.scales[o0..o0 + nb],
+                ..*q
+            };
+            for (o, v) in offs.iter_mut().enumerate().take(nb) {
+                *v = row_offset(&qs, o, k);
+            }
+            qs.offs = &offs[..nb];
+            gemm_simd(
+                tile,
+                IM2COL_TILE,
+                &qs,
+                k,
+                nb,
+                len,
+                &mut stage,
+                IM2COL_TILE,
+                0,
+            );
+            for o in 0..nb {
+                let row = &stage[o * IM2COL_TILE..o * IM2COL_TILE + len];
+                for (j, &v) in row.iter().enumerate() {
+                    y[(m0 + j) * n + o0 + o] = v;
+                }
+            }
+        }
+    }
+}
