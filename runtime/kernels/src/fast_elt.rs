@@ -99,6 +99,39 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     if x.len() != n * c * h * w || y.len() != n * c * oh * ow || g.sw == 0 {
         return None;
     }
+    // Big windows (the 5×5…13×13 pools of an SPP block) go separable: each input row is
+    // max-pooled along x once, then output rows take the max of those rows. Same values:
+    // max is associative, and a window with no tap inside stays i8::MIN either way.
+    if g.kh * g.kw >= 9 && h * ow <= SEP_MAX {
+        crate::fast::vectorized(
+            #[inline(always)]
+            || {
+                let mut rows = [i8::MIN; SEP_MAX];
+                for p in 0..n * c {
+                    let xp = &x[p * h * w..(p + 1) * h * w];
+                    for iy in 0..h {
+                        let xr = &xp[iy * w..(iy + 1) * w];
+                        max_row(xr, &g, w, ow, &mut rows[iy * ow..(iy + 1) * ow]);
+                    }
+                    for oy in 0..oh {
+                        let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
+                        yr.fill(i8::MIN);
+                        for ky in 0..g.kh {
+                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            let r = &rows[iy as usize * ow..(iy as usize + 1) * ow];
+                            for (d, &v) in yr.iter_mut().zip(r) {
+                                *d = (*d).max(v);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        return Some(Ok(()));
+    }
     crate::fast::vectorized(
         #[inline(always)]
         || {
@@ -145,17 +178,50 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     Some(Ok(()))
 }
 
+/// Largest plane (input rows × output columns) the separable MaxPool stages (16 KB).
+const SEP_MAX: usize = 16384;
+
+/// `yr[ox] = max over kx of xr[ox·sw + kx·dw − pl]` (taps inside the row), i8::MIN if none.
+#[inline(always)]
+fn max_row(xr: &[i8], g: &crate::pool::Win, w: usize, ow: usize, yr: &mut [i8]) {
+    yr.fill(i8::MIN);
+    for kx in 0..g.kw {
+        let off = (kx * g.dw) as isize - g.pl;
+        let (lo, hi) = crate::util::inside(off, g.sw, w, ow);
+        if lo >= hi {
+            continue;
+        }
+        let a = (lo as isize * g.sw as isize + off) as usize;
+        let src = &xr[a..a + (hi - lo - 1) * g.sw + 1];
+        let dst = &mut yr[lo..hi];
+        if g.sw == 1 {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (*d).max(v);
+            }
+        } else {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
+                *d = (*d).max(v);
+            }
+        }
+    }
+}
+
 /// Per-tensor int8 lookup table (`y = table[x + 128]`) through the vector path, or `None`.
+///
+/// A table per channel (PReLU with a slope per channel) runs each run of `inner`
+/// elements of one channel through that channel's table.
 pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
-    if call.param(0) >= 0 || !avx2::available() {
+    if !avx2::available() {
         return None;
     }
-    let table: &[i8; 256] = call.req(1).ok()?.i8s().ok()?.get(..256)?.try_into().ok()?;
+    let tables = call.req(1).ok()?.i8s().ok()?;
     let src = if call.in_place {
         None
     } else {
         Some(call.req(0).ok()?.i8s().ok()?)
     };
+    let shape = out.info.shape;
+    let axis = call.param(0);
     let y = match out.i8s_mut() {
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
@@ -163,8 +229,28 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     if src.is_some_and(|x| x.len() != y.len()) {
         return None;
     }
-    // SAFETY: AVX2 is present (checked above).
-    unsafe { avx2::lut(table, src, y) };
+    if axis < 0 {
+        let table: &[i8; 256] = tables.get(..256)?.try_into().ok()?;
+        // SAFETY: AVX2 is present (checked above).
+        unsafe { avx2::lut(table, src, y) };
+        return Some(Ok(()));
+    }
+    let axis = axis as usize;
+    if axis >= shape.rank() {
+        return None;
+    }
+    let (c, inner) = (shape.dim(axis), shape.prod(axis + 1, shape.rank()));
+    // Short runs gain nothing from the vector table; the reference takes them.
+    if inner < 32 || tables.len() < c * 256 {
+        return None;
+    }
+    for (i, run) in y.chunks_mut(inner).enumerate() {
+        let ch = i % c;
+        let table: &[i8; 256] = tables[ch * 256..(ch + 1) * 256].try_into().ok()?;
+        let s = src.map(|x| &x[i * inner..i * inner + run.len()]);
+        // SAFETY: AVX2 is present (checked above).
+        unsafe { avx2::lut(table, s, run) };
+    }
     Some(Ok(()))
 }
 

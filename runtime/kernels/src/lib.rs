@@ -17,6 +17,7 @@ mod dsp;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
+pub mod paths;
 #[cfg(all(
     feature = "vfma",
     not(feature = "std"),
@@ -33,6 +34,7 @@ mod fast_deconv;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fast_matmul;
 mod fast_resize;
+mod fast_softmax;
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -137,6 +139,7 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
+        OpKind::Softmax if q => fast_softmax::softmax_i8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         OpKind::Conv if matches!(call.kernel.variant, Variant::F32 | Variant::DwF32) => {
             fast_f32::conv_f32(call, out)

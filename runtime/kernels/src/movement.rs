@@ -78,7 +78,8 @@ pub fn reshape(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Generic strided gather: out[idx] = in[base + sum(idx[d] * st[d])] (in elements).
+/// Generic strided gather: out[idx] = in[base + sum(idx[d] * st[d])] (in elements),
+/// a row of the innermost dimension at a time (a memcpy where that stride is 1).
 fn gather(
     src: &[u8],
     dst: &mut [u8],
@@ -89,12 +90,29 @@ fn gather(
 ) {
     let r = out_dims.len();
     let n: usize = out_dims.iter().map(|&d| d as usize).product();
+    if n == 0 {
+        return;
+    }
+    let Some(&last) = out_dims.last() else {
+        // Rank 0: one element.
+        let s = base as usize * es;
+        dst[..es].copy_from_slice(&src[s..s + es]);
+        return;
+    };
+    let inner = last as usize;
+    let sin = st[r - 1];
     let mut idx = [0usize; MAX_RANK];
     let mut off = base;
-    for o in 0..n {
-        let s = off as usize * es;
-        dst[o * es..(o + 1) * es].copy_from_slice(&src[s..s + es]);
-        let mut d = r;
+    for row in 0..n / inner {
+        copy_row(
+            src,
+            off,
+            sin,
+            es,
+            &mut dst[row * inner * es..(row + 1) * inner * es],
+        );
+        // Advance the outer dimensions (all but the last) like an odometer.
+        let mut d = r - 1;
         while d > 0 {
             d -= 1;
             idx[d] += 1;
@@ -104,6 +122,36 @@ fn gather(
             }
             off -= st[d] * idx[d] as isize;
             idx[d] = 0;
+        }
+    }
+}
+
+/// `dst` (elements of `es` bytes) = `src` elements `off, off + s, off + 2s, ...`.
+#[inline]
+fn copy_row(src: &[u8], off: isize, s: isize, es: usize, dst: &mut [u8]) {
+    let n = dst.len() / es;
+    if s == 1 {
+        let a = off as usize * es;
+        dst.copy_from_slice(&src[a..a + n * es]);
+        return;
+    }
+    match es {
+        1 => {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = src[(off + j as isize * s) as usize];
+            }
+        }
+        4 => {
+            for (j, d) in dst.chunks_exact_mut(4).enumerate() {
+                let a = (off + j as isize * s) as usize * 4;
+                d.copy_from_slice(&src[a..a + 4]);
+            }
+        }
+        _ => {
+            for (j, d) in dst.chunks_exact_mut(es).enumerate() {
+                let a = (off + j as isize * s) as usize * es;
+                d.copy_from_slice(&src[a..a + es]);
+            }
         }
     }
 }

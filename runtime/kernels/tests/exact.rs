@@ -513,11 +513,12 @@ fn max_pool_matches_reference() {
     let mut r = Rng(seed);
     let mut ran = 0;
     for case in 0..300 {
-        let (c, h, w) = (r.range(1, 3), r.range(1, 9), r.range(1, 70));
-        let (kh, kw) = (r.range(1, 3), r.range(1, 3));
+        let (c, h, w) = (r.range(1, 3), r.range(1, 15), r.range(1, 70));
+        // Up to 7×7: windows of 9 taps or more take the separable path.
+        let (kh, kw) = (r.range(1, 7), r.range(1, 7));
         let (sh, sw) = (r.range(1, 3), r.range(1, 3));
         let (dh, dw) = (r.range(1, 2), r.range(1, 2));
-        let pads = [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)];
+        let pads = [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)];
         let (eh, ew) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
         let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
         if ph < eh || pw < ew || pads[0] >= eh || pads[1] >= ew {
@@ -670,4 +671,101 @@ fn batch_folded_conv_matches_reference() {
         ran += check(&mut r, cs, seed, case) as usize;
     }
     assert!(ran > 25, "only {ran} valid cases");
+}
+
+/// One-group convs of every stride (1–4), dilation, padding and kernel shape up to 7×7,
+/// odd channel counts and batches: on AVX2 hosts they take the implicit GEMM over packed
+/// phase planes (`fast/direct.rs`), and the test checks that it did.
+#[test]
+fn implicit_gemm_conv_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0xD1EC;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    let before = taken(Path::Direct);
+    for case in 0..60 {
+        let k = (r.range(1, 7), r.range(1, 7));
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 21),
+            h: r.range(1, 30),
+            w: r.range(1, 40),
+            oc: r.range(1, 20),
+            k,
+            stride: (r.range(1, 4), r.range(1, 4)),
+            pad: [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)],
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group: 1,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 30, "only {ran} valid cases (CAIRN_SEED={seed})");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // Each valid case runs the CPU backend twice (plain and packed weights); batch
+        // folding takes a few of them elsewhere.
+        let direct = taken(Path::Direct) - before;
+        assert!(
+            direct as usize >= ran,
+            "implicit GEMM ran {direct} times for {ran} cases (CAIRN_SEED={seed})"
+        );
+    }
+}
+
+/// int8 Softmax over long rows (and along a middle axis) through per-row tables.
+#[test]
+fn softmax_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x50F7;
+    let mut r = Rng(seed);
+    let before = taken(Path::SoftmaxTable);
+    let mut long = 0;
+    for case in 0..40 {
+        let (outer, n, inner) = (r.range(1, 3), r.range(60, 700), r.range(1, 3));
+        long += (n >= 128) as u64;
+        let dims = [outer, n, inner];
+        let mut m = ModelBuilder::default();
+        let x = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&dims).unwrap(),
+            quant: per_tensor(&mut r),
+            data: None,
+            layout: Default::default(),
+        });
+        let y = m.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: Shape::new(&dims).unwrap(),
+            quant: QuantSpec::PerTensor {
+                scale: 1.0 / 256.0,
+                zero_point: -128,
+            },
+            data: None,
+            layout: Default::default(),
+        });
+        m.ops.push(OpSpec {
+            kind: OpKind::Softmax,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: vec![outer as i32, n as i32, inner as i32, 0],
+        });
+        m.inputs = vec![x];
+        m.outputs = vec![y];
+        let bytes = m.finish().expect("valid softmax model");
+        // A narrow band of values in some rows (a repeated maximum), full range in others.
+        let band = r.range(1, 255) as u64;
+        let input: Vec<u8> = (0..outer * n * inner)
+            .map(|_| (r.next() % band) as u8)
+            .collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {dims:?}"
+        );
+    }
+    // Rows of 128 or more take the table path on every host.
+    assert_eq!(
+        taken(Path::SoftmaxTable) - before,
+        long,
+        "CAIRN_SEED={seed}"
+    );
 }

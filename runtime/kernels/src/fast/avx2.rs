@@ -222,7 +222,7 @@ pub unsafe fn requant8(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) -> us
 /// by the channel's scale, clamp to the activation range less the zero point, convert
 /// with the default rounding (nearest even), add the zero point — the same operations.
 #[derive(Clone, Copy)]
-struct Requant {
+pub(super) struct Requant {
     lo: __m256,
     hi: __m256,
     zy: __m256i,
@@ -230,7 +230,7 @@ struct Requant {
 
 impl Requant {
     #[inline(always)]
-    fn of(q: &Q<'_>) -> Requant {
+    pub(super) fn of(q: &Q<'_>) -> Requant {
         // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
         unsafe {
             Requant {
@@ -243,7 +243,7 @@ impl Requant {
 
     /// Requantize eight accumulators with scale `vs` into `d` (up to 8 bytes).
     #[inline(always)]
-    unsafe fn store(self, acc: __m256i, vs: __m256, d: &mut [i8]) {
+    pub(super) unsafe fn store(self, acc: __m256i, vs: __m256, d: &mut [i8]) {
         let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), vs);
         let f = _mm256_min_ps(_mm256_max_ps(f, self.lo), self.hi);
         unsafe { store8(_mm256_add_epi32(_mm256_cvtps_epi32(f), self.zy), d) };

@@ -26,6 +26,8 @@ mod fc;
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
 pub use fc::fc_i8;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod direct;
 
 struct Q<'a> {
     x: &'a [i8],
@@ -125,9 +127,14 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     };
     // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
     let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
-    if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
+    if direct_fits(&g, fold) {
+        crate::paths::note(crate::paths::Path::Direct);
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        direct::conv(&g, &q, y);
+    } else if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
         pointwise_i8(&g, &q, y);
     } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
+        crate::paths::note(crate::paths::Path::Im2col);
         #[cfg(any(
             target_arch = "x86_64",
             all(target_arch = "aarch64", target_feature = "neon")
@@ -140,15 +147,29 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     } else if g.g == g.c && g.oc == g.c {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() && avx2::depthwise_fits(&g) {
+            crate::paths::note(crate::paths::Path::DepthwiseAvx2);
             // SAFETY: AVX2 is present; the geometry fits the padded buffer (checked).
             unsafe { avx2::depthwise(&g, &q, y) };
             return Some(Ok(()));
         }
+        crate::paths::note(crate::paths::Path::DepthwiseRows);
         depthwise_rows_i8(&g, &q, y);
     } else {
+        crate::paths::note(crate::paths::Path::Interior);
         direct_i8(&g, &q, y);
     }
     Some(Ok(()))
+}
+
+/// Whether the implicit-GEMM path (`direct.rs`: AVX2 hosts with `std`) takes this conv:
+/// one group, up to 49 taps, strides up to 4, unless the batch folds into im2col columns.
+#[allow(unused_variables)]
+fn direct_fits(g: &Geo, fold: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if !fold && avx2::available() && direct::fits(g) {
+        return true;
+    }
+    false
 }
 
 /// Y[n, oc, p] = requant(bias[oc] + Σ_ic W[oc, ic] · (X[n, ic, p] − zx)).
@@ -159,6 +180,7 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         let x = &q.x[n * ic * pix..(n + 1) * ic * pix];
         let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
         if gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
+            crate::paths::note(crate::paths::Path::PointwiseGemm);
             continue;
         }
         // Cortex-M with the DSP extension: SMLAD dot products (plain weights only).
@@ -170,6 +192,7 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         {
             continue;
         }
+        crate::paths::note(crate::paths::Path::PointwisePortable);
         pointwise_portable(x, q, ic, oc, pix, y);
     }
 }

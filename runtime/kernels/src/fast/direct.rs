@@ -1,0 +1,408 @@
+//! int8 Conv as an implicit GEMM over a packed, padded, phase-split copy of the input
+//! (x86_64 AVX2 hosts, `std`): one-group convs with up to 49 taps and strides up to 4.
+//!
+//! The input of each image is copied once into int16 channel pairs (`[x[2cp], x[2cp+1]]`
+//! per pixel, one int32), zero-point padded, and split by stride phase: for strides
+//! `sh × sw` there are `sh·sw` phase planes of `hq × wq` pairs, where phase `(py, px)` holds
+//! padded pixel `(r·sh + py, q·sw + px)` at `(r, q)`. Output pixel `(oy, ox)` then reads tap
+//! `(ky, kx)` from phase `(ky·dh mod sh, kx·dw mod sw)` at `(oy + ky·dh / sh, ox + kx·dw /
+//! sw)`: numbering outputs over the phase width (`p = oy·wq + ox`), every tap is one fixed
+//! offset from `p`, so 16 consecutive outputs read 16 consecutive pairs whatever the
+//! stride. Columns `ox ≥ ow` of that numbering are computed into a staging block and
+//! dropped when the block is copied out (2 of 54 columns for a 52-wide 3×3 conv).
+//!
+//! The micro-kernel is the register block of `avx2::gemm` (6 output channels × 16
+//! outputs, 12 `vpmaddwd` accumulators), reading the pairs in place instead of an im2col
+//! tile re-packed per 16 pixels; weights are packed once per call in the order it walks
+//! (block of 6 channels, channel pair, tap). Sums run on raw int8 values and
+//! `bias − zx·Σw` is added once, so padded pixels (zero point) contribute nothing: the
+//! integer result is the reference's, and the output stage is `avx2::Requant`, so the
+//! bytes are the reference's (`tests/exact.rs`).
+
+extern crate std;
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use core::arch::x86_64::*;
+
+use super::avx2::Requant;
+use super::{Geo, Q};
+
+/// Outputs per micro-kernel tile (two vectors of eight).
+const PT: usize = 16;
+/// Output channels per register block.
+const MR: usize = 6;
+/// Most taps and largest stride the path takes (wider kernels have their own paths).
+const MAX_TAPS: usize = 49;
+const MAX_STRIDE: usize = 4;
+
+std::thread_local! {
+    /// Packed input planes, packed weights and the output staging block, kept between
+    /// calls so a model's convs reuse the same pages.
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            xp: Vec::new(),
+            wpk: Vec::new(),
+            offs: Vec::new(),
+            stage: Vec::new(),
+            steps: Vec::new(),
+        })
+    };
+}
+
+struct Scratch {
+    xp: Vec<i32>,
+    wpk: Vec<i32>,
+    offs: Vec<i32>,
+    stage: Vec<i8>,
+    steps: Vec<usize>,
+}
+
+/// Whether this path takes the conv (the caller checked AVX2 and one group).
+pub(super) fn fits(g: &Geo) -> bool {
+    g.g == 1
+        && g.kh * g.kw <= MAX_TAPS
+        && (1..=MAX_STRIDE).contains(&g.sh)
+        && (1..=MAX_STRIDE).contains(&g.sw)
+        && g.dh >= 1
+        && g.dw >= 1
+        && g.pt >= 0
+        && g.pl >= 0
+        && g.oh > 0
+        && g.ow > 0
+        && g.c > 0
+        && dims(g).is_some()
+}
+
+/// Plane geometry: (hq, wq, plane length with slack) of one phase plane.
+struct Dims {
+    hq: usize,
+    wq: usize,
+    len: usize,
+    tiles: usize,
+}
+
+fn dims(g: &Geo) -> Option<Dims> {
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    // Padded extent: the input plus its leading padding, and at least every row and
+    // column the last output's window reaches.
+    let hp = (g.h + pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+    let wp = (g.w + pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+    let (hq, wq) = (hp.div_ceil(g.sh), wp.div_ceil(g.sw));
+    let tiles = (g.oh * wq).div_ceil(PT);
+    let max_off = (g.kh - 1) * g.dh / g.sh * wq + (g.kw - 1) * g.dw / g.sw;
+    // The last tile reads up to tiles·16 − 1 + max_off; everything else is inside.
+    let len = (hq * wq).max(tiles * PT + max_off);
+    // Keep the scratch within reason (a 640×640 stem is 2 MB of pairs per phase set).
+    let pairs = g.c.div_ceil(2);
+    (pairs.checked_mul(g.sh * g.sw)?.checked_mul(len)? <= 1 << 24).then_some(Dims {
+        hq,
+        wq,
+        len,
+        tiles,
+    })
+}
+
+/// Run the conv (all images). The caller checked `fits(g)` and AVX2.
+pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let Some(d) = dims(g) else { return };
+    let pairs = g.c.div_ceil(2);
+    let phases = g.sh * g.sw;
+    let ntaps = g.kh * g.kw;
+    let blocks = g.oc.div_ceil(MR);
+    // Tap offsets from an output's index in its phase-pair set.
+    let mut taps = [0usize; MAX_TAPS];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let (yy, xx) = (ky * g.dh, kx * g.dw);
+            let phase = (yy % g.sh) * g.sw + xx % g.sw;
+            taps[ky * g.kw + kx] = phase * d.len + (yy / g.sh) * d.wq + xx / g.sw;
+        }
+    }
+    let taps = &taps[..ntaps];
+    let set = phases * d.len;
+    let pix = g.oh * g.ow;
+    let stage_row = d.tiles * PT;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let Scratch {
+            xp,
+            wpk,
+            offs,
+            stage,
+            steps,
+        } = &mut *s;
+        // Every (pair, tap) offset, in the order the packed weights hold them.
+        steps.clear();
+        steps.extend((0..pairs).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
+        let steps = &steps[..];
+        grow(xp, pairs * set, 0);
+        grow(wpk, blocks * pairs * ntaps * MR, 0);
+        grow(stage, g.oc * stage_row, 0);
+        pack_weights(g, q, pairs, wpk);
+        offs.clear();
+        offs.extend((0..g.oc).map(|o| super::row_offset(q, o, g.c * ntaps)));
+        let q = &Q { offs, ..*q };
+        for n in 0..g.n {
+            let plane = g.h * g.w;
+            let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
+            pack_input(g, &d, q.zx as i8, xn, pairs, xp);
+            // SAFETY: AVX2 is present (the caller checked); the buffers were sized above
+            // for `pairs` sets of `phases` planes of `d.len` pairs (every tap offset of
+            // every tile stays below d.len: see `dims`), the packed weights for `blocks`
+            // blocks, and the stage for oc rows of tiles·16 outputs.
+            unsafe { tiles(&d, q, g.oc, steps, xp, wpk, stage, stage_row) };
+            let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+            for o in 0..g.oc {
+                let srow = &stage[o * stage_row..];
+                for oy in 0..g.oh {
+                    yn[o * pix + oy * g.ow..o * pix + (oy + 1) * g.ow]
+                        .copy_from_slice(&srow[oy * d.wq..oy * d.wq + g.ow]);
+                }
+            }
+        }
+    });
+}
+
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
+}
+
+/// Weight (o, c, tap) from either layout.
+#[inline(always)]
+fn weight(q: &Q<'_>, k_all: usize, o: usize, k: usize) -> i8 {
+    match q.wp {
+        // Row o's pairs are 12 int16 apart within its block (`Layout::Pairs6`).
+        Some((wp, g)) => wp[g.index(o, 0) + 12 * (k / 2) + k % 2] as i8,
+        None => q.w[o * k_all + k],
+    }
+}
+
+/// Packed weights: block `b`, pair `cp`, tap `t`, row `k` is one int32 holding
+/// `w[6b + k][2cp][t]` and `w[6b + k][2cp + 1][t]` as int16 (zero past oc or c).
+fn pack_weights(g: &Geo, q: &Q<'_>, pairs: usize, wpk: &mut [i32]) {
+    let ntaps = g.kh * g.kw;
+    let k_all = g.c * ntaps;
+    let mut i = 0;
+    for b in 0..g.oc.div_ceil(MR) {
+        for cp in 0..pairs {
+            for t in 0..ntaps {
+                for k in 0..MR {
+                    let o = b * MR + k;
+                    let (lo, hi) = if o < g.oc {
+                        let c0 = 2 * cp;
+                        let lo = weight(q, k_all, o, c0 * ntaps + t);
+                        let hi = if c0 + 1 < g.c {
+                            weight(q, k_all, o, (c0 + 1) * ntaps + t)
+                        } else {
+                            0
+                        };
+                        (lo, hi)
+                    } else {
+                        (0, 0)
+                    };
+                    wpk[i] = (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32;
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One image's input as channel pairs in zero-point padded phase planes.
+fn pack_input(g: &Geo, d: &Dims, zx: i8, x: &[i8], pairs: usize, xp: &mut [i32]) {
+    let plane = g.h * g.w;
+    let pad = pair(zx, zx);
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    for cp in 0..pairs {
+        let c0 = 2 * cp;
+        let a = &x[c0 * plane..(c0 + 1) * plane];
+        // An odd last channel pairs with zeros (its weights are zero too).
+        let b = (c0 + 1 < g.c).then(|| &x[(c0 + 1) * plane..(c0 + 2) * plane]);
+        for py in 0..g.sh {
+            for px in 0..g.sw {
+                let base = (cp * g.sh * g.sw + py * g.sw + px) * d.len;
+                let dst = &mut xp[base..base + d.len];
+                for r in 0..d.hq {
+                    let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+                    let iy = r * g.sh + py;
+                    if iy < pt || iy - pt >= g.h {
+                        row.fill(pad);
+                        continue;
+                    }
+                    let iy = iy - pt;
+                    let (ar, br) = (
+                        &a[iy * g.w..(iy + 1) * g.w],
+                        b.map(|b| &b[iy * g.w..(iy + 1) * g.w]),
+                    );
+                    // Columns q with pl <= q·sw + px < pl + w are inside the row.
+                    let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                    let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                    let end = end.max(first);
+                    row[..first].fill(pad);
+                    row[end..].fill(pad);
+                    let ix0 = first * g.sw + px - pl;
+                    interleave(ar, br, ix0, g.sw, &mut row[first..end]);
+                }
+                // Slack past the planes' last row: read by dropped columns only.
+                dst[d.hq * d.wq..].fill(pad);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn pair(a: i8, b: i8) -> i32 {
+    (a as i16 as u16 as u32 | ((b as i16 as u16 as u32) << 16)) as i32
+}
+
+/// `dst[j] = pair(a[ix0 + j·sw], b[ix0 + j·sw])` (b absent: 0).
+#[inline(always)]
+fn interleave(a: &[i8], b: Option<&[i8]>, ix0: usize, sw: usize, dst: &mut [i32]) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    if sw == 1 {
+        let a = &a[ix0..ix0 + n];
+        match b {
+            Some(b) => {
+                let b = &b[ix0..ix0 + n];
+                // SAFETY: AVX2 is present (the caller of `conv` checked); the slices
+                // are n long.
+                unsafe { interleave1(a, b, dst) }
+            }
+            None => {
+                for (d, &v) in dst.iter_mut().zip(a) {
+                    *d = pair(v, 0);
+                }
+            }
+        }
+        return;
+    }
+    for (j, d) in dst.iter_mut().enumerate() {
+        let ix = ix0 + j * sw;
+        *d = pair(a[ix], b.map_or(0, |b| b[ix]));
+    }
+}
+
+/// `dst[j] = pair(a[j], b[j])`, 16 at a time.
+#[target_feature(enable = "avx2")]
+unsafe fn interleave1(a: &[i8], b: &[i8], dst: &mut [i32]) {
+    let n = dst.len().min(a.len()).min(b.len());
+    let mut j = 0;
+    while j + 16 <= n {
+        // SAFETY: j + 16 <= n: 16 bytes of a and b, 16 int32 of dst.
+        unsafe {
+            let va = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(j) as *const __m128i));
+            let vb = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.as_ptr().add(j) as *const __m128i));
+            let lo = _mm256_unpacklo_epi16(va, vb);
+            let hi = _mm256_unpackhi_epi16(va, vb);
+            let d = dst.as_mut_ptr().add(j) as *mut __m256i;
+            _mm256_storeu_si256(d, _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256(d.add(1), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+        j += 16;
+    }
+    for k in j..n {
+        dst[k] = pair(a[k], b[k]);
+    }
+}
+
+/// Every tile × every block of 6 output channels, requantized into the stage.
+///
+/// # Safety
+/// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane); `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `stage` holds `oc` rows of
+/// `stage_row ≥ tiles·16` bytes.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles(
+    d: &Dims,
+    q: &Q<'_>,
+    oc: usize,
+    steps: &[usize],
+    xp: &[i32],
+    wpk: &[i32],
+    stage: &mut [i8],
+    stage_row: usize,
+) {
+    let blk_len = steps.len() * MR;
+    debug_assert!(wpk.len() >= oc.div_ceil(MR) * blk_len);
+    debug_assert!(steps
+        .iter()
+        .all(|&t| t % d.len + d.tiles * PT <= d.len && t < xp.len()));
+    debug_assert!(q.offs.len() >= oc);
+    let rq = Requant::of(q);
+    let xb = xp.as_ptr();
+    for tile in 0..d.tiles {
+        let p0 = tile * PT;
+        let mut o = 0;
+        while o < oc {
+            let ob = MR.min(oc - o);
+            // SAFETY (whole block): see the function's contract; wp walks block o/6.
+            let acc = unsafe { block(xb.add(p0), steps, wpk.as_ptr().add((o / MR) * blk_len)) };
+            for (k, acc) in acc.iter().enumerate().take(ob) {
+                let oo = o + k;
+                let off = q.offs[oo];
+                let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                let at = oo * stage_row + p0;
+                unsafe {
+                    rq.store(_mm256_add_epi32(acc[0], voff), vs, &mut stage[at..at + 8]);
+                    rq.store(
+                        _mm256_add_epi32(acc[1], voff),
+                        vs,
+                        &mut stage[at + 8..at + 16],
+                    );
+                }
+            }
+            o += ob;
+        }
+    }
+}
+
+/// One register block: 6 output channels × 16 outputs summed over every (pair, tap)
+/// offset of `steps`. Twelve named accumulators so that they stay in registers (with the
+/// two input vectors and the weight, 15 of the 16).
+///
+/// # Safety
+/// AVX2; `x` + every step + 16 pairs is inside the packed input; `w` holds
+/// `steps.len()·6` int32.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[__m256i; 2]; MR] {
+    let z = _mm256_setzero_si256();
+    let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21) = (z, z, z, z, z, z);
+    let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51) = (z, z, z, z, z, z);
+    let mut wp = w;
+    for &t in steps {
+        // SAFETY: the contract above, for every step.
+        unsafe {
+            let p = x.add(t) as *const __m256i;
+            let (x0, x1) = (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)));
+            macro_rules! row {
+                ($k:expr, $a0:ident, $a1:ident) => {
+                    let wv = _mm256_set1_epi32(wp.add($k).read());
+                    $a0 = _mm256_add_epi32($a0, _mm256_madd_epi16(x0, wv));
+                    $a1 = _mm256_add_epi32($a1, _mm256_madd_epi16(x1, wv));
+                };
+            }
+            row!(0, a00, a01);
+            row!(1, a10, a11);
+            row!(2, a20, a21);
+            row!(3, a30, a31);
+            row!(4, a40, a41);
+            row!(5, a50, a51);
+            wp = wp.add(MR);
+        }
+    }
+    [
+        [a00, a01],
+        [a10, a11],
+        [a20, a21],
+        [a30, a31],
+        [a40, a41],
+        [a50, a51],
+    ]
+}
