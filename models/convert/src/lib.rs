@@ -14,6 +14,7 @@ mod lower_index;
 mod lower_math;
 mod lower_nn;
 mod lower_norm;
+mod lower_qop;
 mod lower_reduce;
 mod lower_rnn;
 mod lower_shape;
@@ -126,7 +127,12 @@ pub fn convert(
     progress: impl FnMut(usize),
 ) -> Result<Converted> {
     let (g, mut notes) = float_graph(onnx_bytes, opts)?;
-    let has_qdq = g.tensors.iter().any(|t| t.hint.is_some());
+    // Activation params make a QDQ model; weights given quantized alone (a dynamically
+    // quantized model) leave the activations to calibration.
+    let has_qdq = g
+        .tensors
+        .iter()
+        .any(|t| matches!(t.hint, Some(ir::Hint::Act { .. })));
     let (mut out, mode, int8_ops, f32_ops) = if opts.float
         || (!has_qdq && opts.calibration.is_empty())
     {

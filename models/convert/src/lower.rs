@@ -45,8 +45,10 @@ pub(crate) struct Lower<'m> {
     pub opset: i64,
     pub notes: Vec<String>,
     /// ONNX consumers of each value name (to recognise QDQ pairs).
-    consumers: HashMap<String, Vec<&'m NodeProto>>,
+    pub(crate) consumers: HashMap<String, Vec<&'m NodeProto>>,
     pub node_name: String,
+    /// What the lowering of quantized ops (QOperator, dynamic) keeps between nodes.
+    pub(crate) qop: crate::lower_qop::QopState,
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
@@ -191,6 +193,7 @@ impl<'m> Lower<'m> {
             notes: Vec::new(),
             consumers,
             node_name: String::new(),
+            qop: Default::default(),
         };
         for init in &graph.initializer {
             let t = tensor_from_proto(init)?;
@@ -543,6 +546,9 @@ impl<'m> Lower<'m> {
     }
 
     fn node(&mut self, n: &'m NodeProto) -> Result<()> {
+        if crate::lower_qop::lower_qop_op(self, n)? {
+            return Ok(());
+        }
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             bail!(
                 "op '{}' from domain '{}' is not supported by cairn",
@@ -659,14 +665,12 @@ impl<'m> Lower<'m> {
         }
         let out_name = &n.output[0];
         let cons = self.consumers.get(out_name).cloned().unwrap_or_default();
+        // Fake when every reader takes the real value: DequantizeLinear with the same
+        // params, or a QLinear op (QOperator models), possibly through movement ops.
         let fake = axis.is_none()
             && dt != DType::I32
             && !cons.is_empty()
-            && cons.iter().all(|c| {
-                c.op_type == "DequantizeLinear"
-                    && c.input.get(1) == n.input.get(1)
-                    && c.input.get(2) == n.input.get(2)
-            });
+            && crate::lower_qop::read_as_real(self, out_name, n.input.get(1), n.input.get(2));
         let shift = if dt == DType::U8 { 128 } else { 0 };
         if fake && self.g.tensors[x].dtype == DType::F32 {
             let zero_point = zp[0] as i32 - shift;
@@ -770,6 +774,11 @@ impl<'m> Lower<'m> {
                 )?;
                 self.out(n, 0, Val::T(y[0]));
                 Ok(())
+            }
+            // A quantized value carried in real units (QOperator models: a movement op's
+            // output on one).
+            Val::T(t) if !self.g.tensors[t].is_const() => {
+                crate::lower_qop::dequantize_real(self, n, t)
             }
             _ => bail!("DequantizeLinear of a float tensor"),
         }
