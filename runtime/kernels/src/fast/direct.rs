@@ -185,26 +185,62 @@ fn weight(q: &Q<'_>, k_all: usize, o: usize, k: usize) -> i8 {
 fn pack_weights(g: &Geo, q: &Q<'_>, pairs: usize, wpk: &mut [i32]) {
     let ntaps = g.kh * g.kw;
     let k_all = g.c * ntaps;
-    let mut i = 0;
-    for b in 0..g.oc.div_ceil(MR) {
-        for cp in 0..pairs {
-            for t in 0..ntaps {
-                for k in 0..MR {
-                    let o = b * MR + k;
-                    let (lo, hi) = if o < g.oc {
+    if q.wp.is_some() {
+        let mut i = 0;
+        for b in 0..g.oc.div_ceil(MR) {
+            for cp in 0..pairs {
+                for t in 0..ntaps {
+                    for k in 0..MR {
+                        let o = b * MR + k;
                         let c0 = 2 * cp;
-                        let lo = weight(q, k_all, o, c0 * ntaps + t);
-                        let hi = if c0 + 1 < g.c {
-                            weight(q, k_all, o, (c0 + 1) * ntaps + t)
+                        let (lo, hi) = if o < g.oc {
+                            let lo = weight(q, k_all, o, c0 * ntaps + t);
+                            let hi = if c0 + 1 < g.c {
+                                weight(q, k_all, o, (c0 + 1) * ntaps + t)
+                            } else {
+                                0
+                            };
+                            (lo, hi)
                         } else {
-                            0
+                            (0, 0)
                         };
-                        (lo, hi)
+                        wpk[i] = pair(lo, hi);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Plain rows: one block of six rows at a time, a (pair, tap) step of six int32.
+    let zero = [0i8; 1];
+    let blocks = g.oc.div_ceil(MR);
+    for (b, dst) in wpk
+        .chunks_exact_mut(pairs * ntaps * MR)
+        .take(blocks)
+        .enumerate()
+    {
+        let rows: [&[i8]; MR] = core::array::from_fn(|k| {
+            let o = b * MR + k;
+            if o < g.oc {
+                &q.w[o * k_all..(o + 1) * k_all]
+            } else {
+                &zero[..]
+            }
+        });
+        for cp in 0..pairs {
+            let (c0, c1) = (2 * cp * ntaps, (2 * cp + 1) * ntaps);
+            let odd = 2 * cp + 1 >= g.c;
+            for t in 0..ntaps {
+                let step = &mut dst[(cp * ntaps + t) * MR..(cp * ntaps + t + 1) * MR];
+                for (d, r) in step.iter_mut().zip(&rows) {
+                    *d = if r.len() < k_all {
+                        0
+                    } else if odd {
+                        pair(r[c0 + t], 0)
                     } else {
-                        (0, 0)
+                        pair(r[c0 + t], r[c1 + t])
                     };
-                    wpk[i] = (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32;
-                    i += 1;
                 }
             }
         }
@@ -336,31 +372,42 @@ unsafe fn tiles(
     debug_assert!(q.offs.len() >= oc);
     let rq = Requant::of(q);
     let xb = xp.as_ptr();
-    for tile in 0..d.tiles {
-        let p0 = tile * PT;
-        let mut o = 0;
-        while o < oc {
-            let ob = MR.min(oc - o);
-            // SAFETY (whole block): see the function's contract; wp walks block o/6.
-            let acc = unsafe { block(xb.add(p0), steps, wpk.as_ptr().add((o / MR) * blk_len)) };
-            for (k, acc) in acc.iter().enumerate().take(ob) {
-                let oo = o + k;
-                let off = q.offs[oo];
-                let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
-                let at = oo * stage_row + p0;
-                unsafe {
-                    rq.store(_mm256_add_epi32(acc[0], voff), vs, &mut stage[at..at + 8]);
-                    rq.store(
-                        _mm256_add_epi32(acc[1], voff),
-                        vs,
-                        &mut stage[at + 8..at + 16],
-                    );
+    // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
+    // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
+    let panel = (PANEL_BYTES / (blk_len * 4).max(1)).max(1) * MR;
+    let mut o0 = 0;
+    while o0 < oc {
+        let o1 = (o0 + panel).min(oc);
+        for tile in 0..d.tiles {
+            let p0 = tile * PT;
+            let mut o = o0;
+            while o < o1 {
+                let ob = MR.min(o1 - o);
+                // SAFETY (whole block): the function's contract; wp walks block o/6.
+                let acc = unsafe { block(xb.add(p0), steps, wpk.as_ptr().add((o / MR) * blk_len)) };
+                for (k, acc) in acc.iter().enumerate().take(ob) {
+                    let oo = o + k;
+                    let off = q.offs[oo];
+                    let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                    let at = oo * stage_row + p0;
+                    unsafe {
+                        rq.store(_mm256_add_epi32(acc[0], voff), vs, &mut stage[at..at + 8]);
+                        rq.store(
+                            _mm256_add_epi32(acc[1], voff),
+                            vs,
+                            &mut stage[at + 8..at + 16],
+                        );
+                    }
                 }
+                o += ob;
             }
-            o += ob;
         }
+        o0 = o1;
     }
 }
+
+/// Packed weights a panel of output channels aims to stay within (L2).
+const PANEL_BYTES: usize = 128 * 1024;
 
 /// One register block: 6 output channels × 16 outputs summed over every (pair, tap)
 /// offset of `steps`. Twelve named accumulators so that they stay in registers (with the
