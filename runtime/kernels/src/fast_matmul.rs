@@ -17,6 +17,11 @@ const MAX_B: usize = 16 * 1024;
 const MAX_N: usize = 4096;
 
 pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    // AVX2 hosts with std: the implicit GEMM's register block (`fast/mm.rs`).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(r) = crate::fast::bmm_i8(call, out) {
+        return Some(r);
+    }
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
     let (m, k, n) = (

@@ -1,19 +1,16 @@
-//! int8 Softmax over long rows (a recognizer's 6,625-class output) through per-row tables.
+//! int8 Softmax through tables, byte-identical to `norm::softmax_i8` (flavour 0).
 //!
-//! The reference computes, for each row, `m = max g(x)`, `sum = Σ expf(g(x) − m)` in
-//! element order and `quantize(expf(g(x) − m) / sum)` with `g(v) = (v − zx)·sx`. Every
-//! term depends only on the int8 value and the row's `m`, so this path builds the 256
-//! values of `expf(g(v) − m)` once per distinct `m` and the 256 outputs once per row, and
-//! sums the same f32 values in the same order: the bytes are the reference's (the
-//! `softmax_matches_reference` test in `tests/exact.rs`).
+//! The reference computes, per row, `e = expf((x − x_max)·s_x)` (the difference in
+//! integers), `sum = Σ e` in element order and `quantize(e / sum)`. Every `e` is one of
+//! 256 values (`x − x_max` spans −255..0), so this path computes each at most once per
+//! call, sums the same f32 values in the same order, and for rows of 256 or more also
+//! tabulates the 256 outputs once per row: the bytes are the reference's
+//! (`softmax_matches_reference` in `tests/exact.rs`).
 
 use cairn_core::quant::quantize_f32;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::util::qp;
-
-/// Rows shorter than this take the reference (a table costs 256 `expf`).
-const MIN_ROW: usize = 128;
 
 pub fn softmax_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     // Flavour 1 (ONNX Runtime's QLinearSoftmax table) keeps its own kernel.
@@ -26,47 +23,52 @@ pub fn softmax_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
         call.param(1) as usize,
         call.param(2) as usize,
     );
-    if n < MIN_ROW {
-        return None;
-    }
-    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let ((sx, _), (sy, zy)) = (qp(&x.info), qp(&out.info));
     let xs = x.i8s().ok()?;
     let total = outer.checked_mul(n)?.checked_mul(inner)?;
     let y = match out.i8s_mut() {
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    if xs.len() != total || y.len() != total {
+    if xs.len() != total || y.len() != total || n == 0 {
         return None;
     }
     crate::paths::note(crate::paths::Path::SoftmaxTable);
-    let g = |v: i8| (v as i32 - zx) as f32 * sx;
+    // e[d + 255] = expf(d·sx) for d = x − x_max, filled on first use.
     let mut e = [0f32; 256];
-    let mut table_m: Option<u32> = None;
+    let mut filled = [false; 256];
     let mut qt = [0i8; 256];
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * n + k) * inner + i;
-            let mut m = f32::NEG_INFINITY;
-            for k in 0..n {
-                m = m.max(g(xs[at(k)]));
-            }
-            if table_m != Some(m.to_bits()) {
-                for (v, t) in e.iter_mut().enumerate() {
-                    *t = libm::expf(g((v as i32 - 128) as i8) - m);
-                }
-                table_m = Some(m.to_bits());
-            }
+            let m = (0..n).map(|k| xs[at(k)]).max().unwrap_or(0) as i32;
+            // Index of x in `e`: x − m + 255 (m >= x, so in 0..=255).
+            let idx = |v: i8| (v as i32 - m + 255) as usize;
             let mut sum = 0.0f32;
             for k in 0..n {
-                sum += e[(xs[at(k)] as i32 + 128) as usize];
+                let j = idx(xs[at(k)]);
+                if !filled[j] {
+                    e[j] = libm::expf((j as i32 - 255) as f32 * sx);
+                    filled[j] = true;
+                }
+                sum += e[j];
             }
-            for (q, &t) in qt.iter_mut().zip(&e) {
-                *q = quantize_f32(t / sum, sy, zy, -128, 127) as i8;
-            }
-            for k in 0..n {
-                let a = at(k);
-                y[a] = qt[(xs[a] as i32 + 128) as usize];
+            if n >= 256 {
+                // One output per distinct value: the x in m−255..=m.
+                for (j, q) in qt.iter_mut().enumerate() {
+                    if filled[j] {
+                        *q = quantize_f32(e[j] / sum, sy, zy, -128, 127) as i8;
+                    }
+                }
+                for k in 0..n {
+                    let a = at(k);
+                    y[a] = qt[idx(xs[a])];
+                }
+            } else {
+                for k in 0..n {
+                    let a = at(k);
+                    y[a] = quantize_f32(e[idx(xs[a])] / sum, sy, zy, -128, 127) as i8;
+                }
             }
         }
     }

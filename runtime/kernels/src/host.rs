@@ -19,6 +19,8 @@ pub struct HostModel<'m> {
     model: Model<'m>,
     arena: AlignedBytes,
     reference: bool,
+    /// Weights packed for the fast kernels on their first run, reused after.
+    packs: crate::prepack::PackCache,
 }
 
 /// Shape and dtype of a graph input or output.
@@ -39,6 +41,7 @@ impl<'m> HostModel<'m> {
             model,
             arena,
             reference: false,
+            packs: Default::default(),
         })
     }
 
@@ -91,8 +94,19 @@ impl<'m> HostModel<'m> {
         if self.reference {
             self.run_on(crate::RefBackend, inputs, hook)
         } else {
-            self.run_on(CpuBackend, inputs, hook)
+            // The model bytes stay borrowed while `packs` lives: its address keys hold.
+            let mut packs = core::mem::take(&mut self.packs);
+            let r =
+                crate::prepack::with_cache(&mut packs, || self.run_on(CpuBackend, inputs, hook));
+            self.packs = packs;
+            r
         }
+    }
+
+    /// Bytes of weights the fast kernels packed for this model (host memory beside the
+    /// arena; 0 before the first run).
+    pub fn packed_bytes(&self) -> usize {
+        self.packs.bytes()
     }
 
     fn run_on<B: cairn_core::Backend>(

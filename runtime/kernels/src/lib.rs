@@ -18,6 +18,8 @@ mod eltwise;
 #[allow(unsafe_code)]
 mod fast;
 pub mod paths;
+#[cfg(feature = "std")]
+pub mod prepack;
 #[cfg(all(
     feature = "vfma",
     not(feature = "std"),

@@ -44,13 +44,37 @@ pub fn softmax_i8(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError
     if call.param(3) == 1 {
         return softmax_ort_i8(call, out);
     }
-    let ((sx, zx), (sy, zy)) = (qp(&call.req(0)?.info), qp(&out.info));
-    softmax_real(
-        call,
-        out,
-        |d, i| ((d[i] as i8) as i32 - zx) as f32 * sx,
-        |d, i, v| d[i] = quantize_f32(v, sy, zy, -128, 127) as i8 as u8,
-    )
+    softmax_int_max(call, out)
+}
+
+/// int8 softmax (flavour 0): per row, `e = expf((x − x_max)·s_x)` with the difference
+/// taken in integers (so `e` depends only on `x − x_max`, one of 256 values), `sum = Σ e`
+/// in element order, `y = quantize(e / sum)`. The zero point cancels in the difference.
+fn softmax_int_max(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    let x = call.req(0)?;
+    let ((sx, _), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let xs = x.i8s()?;
+    let (outer, n, inner) = (
+        call.param(0) as usize,
+        call.param(1) as usize,
+        call.param(2) as usize,
+    );
+    let y = out.i8s_mut()?;
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let m = (0..n).map(|k| xs[at(k)]).max().unwrap_or(0) as i32;
+            let e = |v: i8| libm::expf((v as i32 - m) as f32 * sx);
+            let mut sum = 0.0f32;
+            for k in 0..n {
+                sum += e(xs[at(k)]);
+            }
+            for k in 0..n {
+                y[at(k)] = quantize_f32(e(xs[at(k)]) / sum, sy, zy, -128, 127) as i8;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Softmax over real values read by `get` and written by `put` (by element index).

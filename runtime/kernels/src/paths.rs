@@ -22,10 +22,14 @@ pub enum Path {
     Interior,
     /// int8 Softmax through per-row tables (`fast_softmax.rs`).
     SoftmaxTable,
+    /// int8 FullyConnected on the implicit GEMM's block (`fast/mm.rs`).
+    FcBlock,
+    /// int8 BatchMatMul on the implicit GEMM's block (`fast/mm.rs`).
+    MatMulBlock,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::SoftmaxTable as usize + 1;
+const N: usize = Path::MatMulBlock as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -712,17 +712,17 @@ fn implicit_gemm_conv_matches_reference() {
     }
 }
 
-/// int8 Softmax over long rows (and along a middle axis) through per-row tables.
+/// int8 Softmax over short and long rows (and along a middle axis) through tables.
 #[test]
 fn softmax_matches_reference() {
     use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x50F7;
     let mut r = Rng(seed);
     let before = taken(Path::SoftmaxTable);
-    let mut long = 0;
+
     for case in 0..40 {
-        let (outer, n, inner) = (r.range(1, 3), r.range(60, 700), r.range(1, 3));
-        long += (n >= 128) as u64;
+        let n = [r.range(1, 70), r.range(200, 700)][r.range(0, 1)];
+        let (outer, inner) = (r.range(1, 3), r.range(1, 3));
         let dims = [outer, n, inner];
         let mut m = ModelBuilder::default();
         let x = m.add_tensor(TensorSpec {
@@ -762,10 +762,104 @@ fn softmax_matches_reference() {
             "CAIRN_SEED={seed} case {case}: {dims:?}"
         );
     }
-    // Rows of 128 or more take the table path on every host.
-    assert_eq!(
-        taken(Path::SoftmaxTable) - before,
-        long,
-        "CAIRN_SEED={seed}"
-    );
+    // Every case takes the table path, on every host.
+    assert_eq!(taken(Path::SoftmaxTable) - before, 40, "CAIRN_SEED={seed}");
+}
+
+/// A `HostModel` packs conv weights once and reuses them on later runs (`prepack`): two
+/// convs sharing one weight tensor with different input zero points and biases, run
+/// three times on new inputs, equal the reference every time.
+#[test]
+fn host_model_weight_cache_matches_reference() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_kernels::host::HostModel;
+    let seed = seed() ^ 0xCAC4E;
+    let mut r = Rng(seed);
+    for case in 0..12 {
+        let c = r.range(1, 24);
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h: r.range(3, 20),
+            w: r.range(3, 40),
+            oc: c,
+            k: (3, 3),
+            stride: (1, 1),
+            pad: [1, 1, 1, 1],
+            dil: (1, 1),
+            group: 1,
+        };
+        let mut b = conv_model(&mut r, &cs).expect("a same-size conv");
+        let (y, w, rq) = {
+            let op = &b.ops[0];
+            (op.outputs[0], op.inputs[1].unwrap(), op.inputs[3].unwrap())
+        };
+        let bias: Vec<u8> = (0..c)
+            .flat_map(|_| ((r.next() % 2001) as i32 - 1000).to_le_bytes())
+            .collect();
+        let bias = b.add_tensor(TensorSpec {
+            dtype: DType::I32,
+            shape: Shape::new(&[c]).unwrap(),
+            quant: QuantSpec::None,
+            data: Some(bias),
+            layout: Default::default(),
+        });
+        let y2 = b.add_tensor(TensorSpec {
+            dtype: DType::I8,
+            shape: b.tensors[y as usize].shape,
+            quant: per_tensor(&mut r),
+            data: None,
+            layout: Default::default(),
+        });
+        let mut params = b.ops[0].params.clone();
+        params[conv::ACT_LO] = -128;
+        params[conv::ACT_HI] = 127;
+        b.ops.push(OpSpec {
+            kind: OpKind::Conv,
+            inputs: vec![Some(y), Some(w), Some(bias), Some(rq)],
+            outputs: vec![y2],
+            params,
+        });
+        // HostModel feeds f32: quantize into the conv's int8 input first.
+        let xq = b.inputs[0];
+        let xf = b.add_tensor(TensorSpec {
+            dtype: DType::F32,
+            shape: b.tensors[xq as usize].shape,
+            quant: QuantSpec::None,
+            data: None,
+            layout: Default::default(),
+        });
+        b.ops.insert(
+            0,
+            OpSpec {
+                kind: OpKind::Quantize,
+                inputs: vec![Some(xf)],
+                outputs: vec![xq],
+                params: vec![],
+            },
+        );
+        b.inputs = vec![xf];
+        b.outputs = vec![y, y2];
+        let bytes = AlignedBytes::from_slice(&b.finish().expect("valid shared-weight model"));
+        let mut fast = HostModel::new(bytes.as_slice()).unwrap();
+        let mut reference = HostModel::new(bytes.as_slice()).unwrap();
+        reference.set_reference(true);
+        for run in 0..3 {
+            let x: Vec<f32> = (0..c * cs.h * cs.w).map(|_| r.f(-4.0, 4.0)).collect();
+            assert_eq!(
+                fast.run(&[&x]).unwrap(),
+                reference.run(&[&x]).unwrap(),
+                "CAIRN_SEED={seed} case {case} run {run}: c{c} {}x{}",
+                cs.h,
+                cs.w
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            assert!(
+                fast.packed_bytes() > 0,
+                "CAIRN_SEED={seed}: nothing was cached"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
+use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -70,10 +71,13 @@ fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
 fn fully_connected_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC8);
+    let before = taken(Path::FcBlock);
+    let mut multi = 0;
     for case in 0..60 {
         let (lead, m) = (r.range(1, 3), r.range(1, 130));
         let k = [r.range(1, 40), r.range(200, 700), r.range(1500, 2100)][r.range(0, 2)];
         let n = [r.range(1, 70), r.range(500, 1100)][r.range(0, 1)];
+        multi += (lead * m >= 2) as u64;
         let model = fc_model(&mut r, lead, m, k, n);
         let input = bytes(&mut r, lead * m * k);
         assert_eq!(
@@ -82,6 +86,17 @@ fn fully_connected_i8_matches_reference() {
             "CAIRN_SEED={seed} case {case}: [{lead}, {m}, {k}] x [{n}, {k}]"
         );
     }
+    // AVX2 hosts with std: every FC of two rows or more ran on the implicit GEMM's block.
+    if avx2_host() {
+        assert_eq!(taken(Path::FcBlock) - before, multi, "CAIRN_SEED={seed}");
+    }
+}
+
+fn avx2_host() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// a [batch.., m, k] · b [batch.., k, n] with both zero points, b broadcast over a's
@@ -114,6 +129,7 @@ fn bmm_model(r: &mut Rng, batch: usize, b_batch: usize, m: usize, k: usize, n: u
 fn batch_matmul_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xB33);
+    let before = taken(Path::MatMulBlock);
     for case in 0..60 {
         let batch = r.range(1, 12);
         let b_batch = if r.next().is_multiple_of(3) { 1 } else { batch };
@@ -125,5 +141,8 @@ fn batch_matmul_i8_matches_reference() {
             run(&model, RefBackend, &input),
             "CAIRN_SEED={seed} case {case}: [{batch}, {m}, {k}] x [{b_batch}, {k}, {n}]"
         );
+    }
+    if avx2_host() {
+        assert_eq!(taken(Path::MatMulBlock) - before, 60, "CAIRN_SEED={seed}");
     }
 }

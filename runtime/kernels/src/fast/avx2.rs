@@ -230,6 +230,18 @@ pub(super) struct Requant {
 
 impl Requant {
     #[inline(always)]
+    /// The output stage of an op with activation range `lo..=hi` and zero point `zy`.
+    pub(super) fn new(lo: i32, hi: i32, zy: i32) -> Requant {
+        // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
+        unsafe {
+            Requant {
+                lo: _mm256_set1_ps(lo as f32 - zy as f32),
+                hi: _mm256_set1_ps(hi as f32 - zy as f32),
+                zy: _mm256_set1_epi32(zy),
+            }
+        }
+    }
+
     pub(super) fn of(q: &Q<'_>) -> Requant {
         // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
         unsafe {

@@ -31,7 +31,7 @@ use super::{Geo, Q};
 /// Outputs per micro-kernel tile (two vectors of eight).
 const PT: usize = 16;
 /// Output channels per register block.
-const MR: usize = 6;
+pub(super) const MR: usize = 6;
 /// Most taps and largest stride the path takes (wider kernels have their own paths).
 const MAX_TAPS: usize = 49;
 const MAX_STRIDE: usize = 4;
@@ -123,6 +123,26 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let set = phases * d.len;
     let pix = g.oh * g.ow;
     let stage_row = d.tiles * PT;
+    let k_all = g.c * ntaps;
+    // Row sums of the weights, then the packed blocks: built once per model with an
+    // active `prepack` cache, once per call otherwise.
+    let wkey = match q.wp {
+        Some((wp, _)) => (wp.as_ptr() as usize, wp.len(), 1),
+        None => (q.w.as_ptr() as usize, q.w.len(), 0),
+    };
+    let key = (
+        wkey.0,
+        wkey.1,
+        (wkey.2 << 31) | ((ntaps as u32) << 16) | g.oc as u32 & 0xffff,
+    );
+    let build = |v: &mut Vec<i32>| {
+        v.clear();
+        v.resize(g.oc + blocks * pairs * ntaps * MR, 0);
+        for (o, ws) in v.iter_mut().enumerate().take(g.oc) {
+            *ws = (0..k_all).map(|k| weight(q, k_all, o, k) as i32).sum();
+        }
+        pack_weights(g, q, pairs, &mut v[g.oc..]);
+    };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let Scratch {
@@ -132,35 +152,40 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             stage,
             steps,
         } = &mut *s;
-        // Every (pair, tap) offset, in the order the packed weights hold them.
-        steps.clear();
-        steps.extend((0..pairs).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
-        let steps = &steps[..];
-        grow(xp, pairs * set, 0);
-        grow(wpk, blocks * pairs * ntaps * MR, 0);
-        grow(stage, g.oc * stage_row, 0);
-        pack_weights(g, q, pairs, wpk);
-        offs.clear();
-        offs.extend((0..g.oc).map(|o| super::row_offset(q, o, g.c * ntaps)));
-        let q = &Q { offs, ..*q };
-        for n in 0..g.n {
-            let plane = g.h * g.w;
-            let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
-            pack_input(g, &d, q.zx as i8, xn, pairs, xp);
-            // SAFETY: AVX2 is present (the caller checked); the buffers were sized above
-            // for `pairs` sets of `phases` planes of `d.len` pairs (every tap offset of
-            // every tile stays below d.len: see `dims`), the packed weights for `blocks`
-            // blocks, and the stage for oc rows of tiles·16 outputs.
-            unsafe { tiles(&d, q, g.oc, steps, xp, wpk, stage, stage_row) };
-            let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
-            for o in 0..g.oc {
-                let srow = &stage[o * stage_row..];
-                for oy in 0..g.oh {
-                    yn[o * pix + oy * g.ow..o * pix + (oy + 1) * g.ow]
-                        .copy_from_slice(&srow[oy * d.wq..oy * d.wq + g.ow]);
+        crate::prepack::with_packed(key, wpk, build, |packed| {
+            let (wsum, wpk) = packed.split_at(g.oc);
+            // Every (pair, tap) offset, in the order the packed weights hold them.
+            steps.clear();
+            steps.extend((0..pairs).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
+            let steps = &steps[..];
+            grow(xp, pairs * set, 0);
+            grow(stage, g.oc * stage_row, 0);
+            offs.clear();
+            offs.extend(wsum.iter().enumerate().map(|(o, &ws)| {
+                q.bias
+                    .map_or(0, |b| b[o])
+                    .wrapping_sub(q.zx.wrapping_mul(ws))
+            }));
+            let q = &Q { offs, ..*q };
+            for n in 0..g.n {
+                let plane = g.h * g.w;
+                let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
+                pack_input(g, &d, q.zx as i8, xn, pairs, xp);
+                // SAFETY: AVX2 is present (the caller checked); the buffers were sized
+                // above for `pairs` sets of `phases` planes of `d.len` pairs (every tap
+                // offset of every tile stays below d.len: see `dims`), the packed weights
+                // for `blocks` blocks, and the stage for oc rows of tiles·16 outputs.
+                unsafe { tiles(&d, q, g.oc, steps, xp, wpk, stage, stage_row) };
+                let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+                for o in 0..g.oc {
+                    let srow = &stage[o * stage_row..];
+                    for oy in 0..g.oh {
+                        yn[o * pix + oy * g.ow..o * pix + (oy + 1) * g.ow]
+                            .copy_from_slice(&srow[oy * d.wq..oy * d.wq + g.ow]);
+                    }
                 }
             }
-        }
+        });
     });
 }
 
@@ -418,7 +443,7 @@ const PANEL_BYTES: usize = 128 * 1024;
 /// `steps.len()·6` int32.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[__m256i; 2]; MR] {
+pub(super) unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[__m256i; 2]; MR] {
     let z = _mm256_setzero_si256();
     let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21) = (z, z, z, z, z, z);
     let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51) = (z, z, z, z, z, z);

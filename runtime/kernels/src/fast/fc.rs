@@ -15,6 +15,11 @@ use crate::util::qp;
 /// [channels, rows] result is scattered back to row-major [rows, N]. `None` when the
 /// micro-kernel is absent, K is too long, or there are too few rows to fill a tile.
 pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    // AVX2 hosts with std: weights packed per call for the implicit GEMM's block.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(r) = super::mm::fc_i8(call, out) {
+        return Some(r);
+    }
     let xt = call.req(0).ok()?;
     let wt = call.req(1).ok()?;
     let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));

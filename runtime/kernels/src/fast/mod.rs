@@ -28,6 +28,10 @@ mod fc;
 pub use fc::fc_i8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod direct;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod mm;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) use mm::bmm_i8;
 
 struct Q<'a> {
     x: &'a [i8],
@@ -110,6 +114,14 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
+    let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
+    if direct_fits(&g, fold) {
+        crate::paths::note(crate::paths::Path::Direct);
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        direct::conv(&g, &q, y);
+        return Some(Ok(()));
+    }
     // The GEMM paths subtract zx·Σw per output channel: sum each row once per conv, not
     // once per im2col tile.
     let mut offs = [0i32; OFFS_MAX];
@@ -125,13 +137,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     } else {
         q
     };
-    // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
-    let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
-    if direct_fits(&g, fold) {
-        crate::paths::note(crate::paths::Path::Direct);
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        direct::conv(&g, &q, y);
-    } else if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
+    if pointwise && !(fold && g.c <= IM2COL_MAX_K && simd_gemm_available()) {
         pointwise_i8(&g, &q, y);
     } else if g.g == 1 && g.c * g.kh * g.kw <= IM2COL_MAX_K && simd_gemm_available() {
         crate::paths::note(crate::paths::Path::Im2col);

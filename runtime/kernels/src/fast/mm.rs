@@ -1,0 +1,280 @@
+//! int8 FullyConnected and BatchMatMul on the implicit GEMM's register block (x86_64 AVX2
+//! hosts, `std`), bit-exact with `gemm::fc_i8` and `gemm::bmm_i8`
+//! (`tests/exact_matmul.rs`).
+//!
+//! Both compute `Y[i][j] = requant(Σ_t A[i][t]·B[t][j] + off[j])` with the zero points
+//! subtracted before the products (`a − za` and `b − zb` span −255..255, exact in int16):
+//! A's rows are packed in blocks of six as int16 pairs of consecutive `t` (the broadcast
+//! operand of `direct::block`), B as int16 pairs `[B[2s][j], B[2s+1][j]]` across the
+//! columns (the loaded operand), 16 columns per register block. FullyConnected is
+//! `A = x − zx`, `B = Wᵀ`, `off = bias`, per-column scales; BatchMatMul is one such GEMM
+//! per matrix pair with a single scale. Rows of Y come out contiguous, so nothing is
+//! transposed back.
+
+extern crate std;
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use core::arch::x86_64::*;
+
+use cairn_core::layout::Layout;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use super::avx2::Requant;
+use super::direct::{block, MR};
+use crate::util::qp;
+
+/// Columns per register block.
+const NR: usize = 16;
+
+std::thread_local! {
+    static SCRATCH: RefCell<(Vec<i32>, Vec<i32>, Vec<usize>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Largest K and N this path packs (a 64 MB scratch bound against hostile shapes).
+const MAX_KN: usize = 1 << 24;
+
+/// int8 FullyConnected (`x · Wᵀ`, W as [N, K], plain layout) with at least 2 rows.
+pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if !super::avx2::available() {
+        return None;
+    }
+    let xt = call.req(0).ok()?;
+    let wt = call.req(1).ok()?;
+    let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));
+    if wt.info.layout != Layout::Plain || k == 0 || n == 0 || k.checked_mul(n)? > MAX_KN {
+        return None;
+    }
+    let m = xt.info.numel() / k;
+    if m < 2 {
+        return None;
+    }
+    let x = xt.i8s().ok()?;
+    let w = wt.i8s().ok()?;
+    let bias = match call.input(2) {
+        Some(b) => Some(b.i32s().ok()?),
+        None => None,
+    };
+    let scales = call.req(3).ok()?.f32s().ok()?;
+    let (zx, zy) = (qp(&xt.info).1, qp(&out.info).1);
+    let (lo, hi) = (call.param(0), call.param(1));
+    if x.len() < m * k || w.len() < n * k || scales.len() < n || bias.is_some_and(|b| b.len() < n) {
+        return None;
+    }
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if y.len() < m * n {
+        return None;
+    }
+    crate::paths::note(crate::paths::Path::FcBlock);
+    let kp = k.div_ceil(2);
+    let n16 = n.div_ceil(NR) * NR;
+    // B = Wᵀ: pair s, column j holds (W[j][2s], W[j][2s+1]); packed once per model
+    // with an active `prepack` cache.
+    let key = (w.as_ptr() as usize, n * k, 0x4000_0000);
+    let build = |bp: &mut Vec<i32>| {
+        bp.clear();
+        bp.resize(kp * n16, 0);
+        for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
+            for sp in 0..kp {
+                let hi = wr.get(2 * sp + 1).map_or(0, |&v| v as i32);
+                bp[bidx(kp, sp, j)] = pair16(wr[2 * sp] as i32, hi);
+            }
+        }
+    };
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (ap, bscratch, steps) = &mut *s;
+        crate::prepack::with_packed(key, bscratch, build, |bp| {
+            pack_rows(ap, m, k, |i, t| x[i * k + t] as i32 - zx);
+            steps.clear();
+            steps.extend((0..kp).map(|sp| sp * NR));
+            let offs: Vec<i32> = (0..n16)
+                .map(|j| if j < n { bias.map_or(0, |b| b[j]) } else { 0 })
+                .collect();
+            let sc: Vec<f32> = (0..n16)
+                .map(|j| if j < n { scales[j] } else { 1.0 })
+                .collect();
+            let rq = Requant::new(lo, hi, zy);
+            // SAFETY: AVX2 is present (checked above); ap holds ⌈m/6⌉ blocks of kp·6,
+            // bp kp rows of n16 (every step + 16 inside), offs/sc n16, y m·n.
+            unsafe { gemm(ap, bp, steps, m, n, Cols::PerColumn(&offs, &sc), rq, y) };
+        });
+    });
+    Some(Ok(()))
+}
+
+/// int8 BatchMatMul of two activations (batch dims broadcast as `gemm::bmm_walk`).
+pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if !super::avx2::available() {
+        return None;
+    }
+    let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
+    let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
+    if sa.rank() < 2 || sb.rank() < 2 || sy.rank() < 2 {
+        return None;
+    }
+    let (m, k, n) = (
+        sa.dim(sa.rank() - 2),
+        sa.dim(sa.rank() - 1),
+        sb.dim(sb.rank() - 1),
+    );
+    if m == 0 || k == 0 || n == 0 || k.checked_mul(n)? > MAX_KN || m.checked_mul(k)? > MAX_KN {
+        return None;
+    }
+    let (a, b) = (at.i8s().ok()?, bt.i8s().ok()?);
+    let scale = *call.req(2).ok()?.f32s().ok()?.first()?;
+    let ((_, za), (_, zb), (_, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    let kp = k.div_ceil(2);
+    let n16 = n.div_ceil(NR) * NR;
+    let rq = Requant::new(-128, 127, zy);
+    crate::paths::note(crate::paths::Path::MatMulBlock);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (ap, bp, steps) = &mut *s;
+        grow(bp, kp * n16);
+        steps.clear();
+        steps.extend((0..kp).map(|sp| sp * NR));
+        crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
+            let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
+            let (a, b) = (&a[ao..ao + m * k], &b[bo..bo + k * n]);
+            for sp in 0..kp {
+                let r0 = &b[2 * sp * n..(2 * sp + 1) * n];
+                let r1 = (2 * sp + 1 < k).then(|| &b[(2 * sp + 1) * n..(2 * sp + 2) * n]);
+                for j in 0..n16 {
+                    bp[bidx(kp, sp, j)] = if j < n {
+                        pair16(r0[j] as i32 - zb, r1.map_or(0, |r| r[j] as i32 - zb))
+                    } else {
+                        0
+                    };
+                }
+            }
+            pack_rows(ap, m, k, |i, t| a[i * k + t] as i32 - za);
+            // SAFETY: AVX2 is present (checked above); the buffers are sized as in fc_i8.
+            unsafe {
+                gemm(
+                    ap,
+                    bp,
+                    steps,
+                    m,
+                    n,
+                    Cols::Uniform(scale),
+                    rq,
+                    &mut y[yo..yo + m * n],
+                )
+            };
+        });
+    });
+    Some(Ok(()))
+}
+
+/// Index of B's pair `sp`, column `j` in the packed layout: panels of 16 columns, each
+/// `kp` rows of 16 contiguous int32, so a register block reads one contiguous panel.
+#[inline(always)]
+fn bidx(kp: usize, sp: usize, j: usize) -> usize {
+    (j / NR) * kp * NR + sp * NR + j % NR
+}
+
+fn grow(v: &mut Vec<i32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+}
+
+#[inline(always)]
+fn pair16(lo: i32, hi: i32) -> i32 {
+    (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
+}
+
+/// A's rows in blocks of six: block b, pair s, row r is (A[6b+r][2s], A[6b+r][2s+1]).
+fn pack_rows(ap: &mut Vec<i32>, m: usize, k: usize, a: impl Fn(usize, usize) -> i32) {
+    let kp = k.div_ceil(2);
+    let blocks = m.div_ceil(MR);
+    grow(ap, blocks * kp * MR);
+    for b in 0..blocks {
+        let dst = &mut ap[b * kp * MR..(b + 1) * kp * MR];
+        for r in 0..MR {
+            let i = b * MR + r;
+            for sp in 0..kp {
+                dst[sp * MR + r] = if i < m {
+                    let t = 2 * sp;
+                    pair16(a(i, t), if t + 1 < k { a(i, t + 1) } else { 0 })
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// What the output stage adds and multiplies per column.
+#[derive(Clone, Copy)]
+enum Cols<'a> {
+    /// One scale, no offset (BatchMatMul).
+    Uniform(f32),
+    /// An offset (bias) and a scale per column (FullyConnected), n16 long.
+    PerColumn(&'a [i32], &'a [f32]),
+}
+
+/// # Safety
+/// AVX2; `ap` holds ⌈m/6⌉ blocks of `steps.len()·6`; `bp` holds ⌈n/16⌉ panels of
+/// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    ap: &[i32],
+    bp: &[i32],
+    steps: &[usize],
+    m: usize,
+    n: usize,
+    cols: Cols<'_>,
+    rq: Requant,
+    y: &mut [i8],
+) {
+    let kp = steps.len();
+    let blk = kp * MR;
+    debug_assert!(ap.len() >= m.div_ceil(MR) * blk && y.len() >= m * n);
+    let mut tmp = [0i8; NR];
+    for j0 in (0..n).step_by(NR) {
+        let (voff, vs) = match cols {
+            Cols::Uniform(s) => {
+                let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
+                ([v.0, v.0], [v.1, v.1])
+            }
+            // SAFETY: j0 + 16 <= n16 = the stage's length.
+            Cols::PerColumn(offs, sc) => unsafe {
+                debug_assert!(offs.len() >= j0 + NR && sc.len() >= j0 + NR);
+                let o = offs.as_ptr().add(j0) as *const __m256i;
+                let s = sc.as_ptr().add(j0);
+                (
+                    [_mm256_loadu_si256(o), _mm256_loadu_si256(o.add(1))],
+                    [_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8))],
+                )
+            },
+        };
+        let cols_here = NR.min(n - j0);
+        for b in 0..m.div_ceil(MR) {
+            // SAFETY: the contract above: panel j0/16 (at j0·kp) + every step + 16 is
+            // inside bp, and block b of ap is inside ap.
+            let acc = unsafe { block(bp.as_ptr().add(j0 * kp), steps, ap.as_ptr().add(b * blk)) };
+            for (r, acc) in acc.iter().enumerate() {
+                let i = b * MR + r;
+                if i >= m {
+                    break;
+                }
+                unsafe {
+                    rq.store(_mm256_add_epi32(acc[0], voff[0]), vs[0], &mut tmp[..8]);
+                    rq.store(_mm256_add_epi32(acc[1], voff[1]), vs[1], &mut tmp[8..]);
+                }
+                y[i * n + j0..i * n + j0 + cols_here].copy_from_slice(&tmp[..cols_here]);
+            }
+        }
+    }
+}

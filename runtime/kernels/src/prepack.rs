@@ -1,0 +1,79 @@
+//! Weights packed once per model instead of once per call (hosts, `std`).
+//!
+//! The implicit-GEMM conv and the FullyConnected path pack their constant int8 weights
+//! into the register block's order. Without a cache that happens on every call (a
+//! transformer's FullyConnected layers spend as long packing as multiplying). A
+//! [`PackCache`] owned by a `HostModel` is lent to the running thread for the duration of
+//! a run ([`with_cache`]); the kernels then pack each weight tensor on its first call and
+//! reuse it. Entries are keyed by the weight bytes' address and length plus the packing
+//! kind: the model bytes are borrowed by the `HostModel` for its whole life, so an
+//! address cannot be reused by other weights while its cache exists. Without an active
+//! cache (a bare `Interpreter`), kernels pack into a per-call scratch as before.
+
+extern crate std;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::vec::Vec;
+
+/// Packed weights of one model (a `HostModel` owns one).
+#[derive(Default)]
+pub struct PackCache {
+    map: HashMap<(usize, usize, u32), Vec<i32>>,
+}
+
+impl PackCache {
+    /// Bytes held by the packed copies.
+    pub fn bytes(&self) -> usize {
+        self.map.values().map(|v| v.len() * 4).sum()
+    }
+}
+
+std::thread_local! {
+    static ACTIVE: RefCell<Option<PackCache>> = const { RefCell::new(None) };
+}
+
+/// Run `f` with `cache` active on this thread (the kernels `f` runs fill and use it).
+pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a>(&'a mut PackCache);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            // Move the cache back even when `f` unwinds.
+            if let Some(c) = ACTIVE.with(|a| a.borrow_mut().take()) {
+                *self.0 = c;
+            }
+        }
+    }
+    let taken = core::mem::take(cache);
+    ACTIVE.with(|a| *a.borrow_mut() = Some(taken));
+    let _restore = Restore(cache);
+    f()
+}
+
+/// Call `use_` with the packed form of the weights `key` names: from the active cache
+/// (built by `build` on first use), or built into `scratch` when no cache is active.
+pub(crate) fn with_packed<R>(
+    key: (usize, usize, u32),
+    scratch: &mut Vec<i32>,
+    build: impl FnOnce(&mut Vec<i32>),
+    use_: impl FnOnce(&[i32]) -> R,
+) -> R {
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        match a.as_mut() {
+            Some(cache) => {
+                let v = cache.map.entry(key).or_insert_with(|| {
+                    let mut v = Vec::new();
+                    build(&mut v);
+                    v
+                });
+                use_(v)
+            }
+            None => {
+                drop(a);
+                scratch.clear();
+                build(scratch);
+                use_(scratch)
+            }
+        }
+    })
+}
