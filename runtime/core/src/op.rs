@@ -269,6 +269,13 @@ pub fn infer_output_in<const K: Kinds>(
     let x = ins.first().copied().flatten().ok_or(Mismatch)?;
     let get = |i: usize| ins.get(i).copied().flatten();
     let pos = |v: i32| -> Result<usize, ShapeError> { usize::try_from(v).map_err(|_| Param) };
+    // Dims (u32) and parameters (i32) come from the model file: every sum and product of
+    // them is checked, since a 32-bit device's usize holds neither a sum of two dims nor a
+    // product of a dim and a parameter.
+    let add = |a: usize, b: usize| a.checked_add(b).ok_or(Overflow);
+    let mul = |a: usize, b: usize| a.checked_mul(b).ok_or(Overflow);
+    // The extent of a window of `k` taps `d` apart: d·(k − 1) + 1 (k ≥ 1).
+    let extent = |d: usize, k: usize| add(mul(d, k - 1)?, 1);
     match kind {
         Conv | ConvTranspose if has(Conv) || has(ConvTranspose) => {
             let w = get(1).ok_or(Mismatch)?;
@@ -284,13 +291,12 @@ pub fn infer_output_in<const K: Kinds>(
             }
             let (oc, oh, ow);
             if kind == Conv && has(Conv) {
-                if c != wi * g || wo % g != 0 {
+                if c != mul(wi, g)? || wo % g != 0 {
                     return Err(Mismatch);
                 }
-                let eh = dh.checked_mul(kh - 1).ok_or(Overflow)? + 1;
-                let ew = dw.checked_mul(kw - 1).ok_or(Overflow)? + 1;
-                let ph = h + pt + pb;
-                let pw = wd + pl + pr;
+                let (eh, ew) = (extent(dh, kh)?, extent(dw, kw)?);
+                let ph = add(add(h, pt)?, pb)?;
+                let pw = add(add(wd, pl)?, pr)?;
                 if ph < eh || pw < ew {
                     return Err(Mismatch);
                 }
@@ -302,14 +308,16 @@ pub fn infer_output_in<const K: Kinds>(
                 if wo != c || c % g != 0 || h == 0 || wd == 0 {
                     return Err(Mismatch);
                 }
-                oc = wi * g;
-                let full_h = sh * (h - 1) + oph + (kh - 1) * dh + 1;
-                let full_w = sw * (wd - 1) + opw + (kw - 1) * dw + 1;
-                if full_h <= pt + pb || full_w <= pl + pr {
+                oc = mul(wi, g)?;
+                // s·(h − 1) + output padding + d·(k − 1) + 1, before the padding comes off.
+                let full_h = add(add(mul(sh, h - 1)?, oph)?, extent(dh, kh)?)?;
+                let full_w = add(add(mul(sw, wd - 1)?, opw)?, extent(dw, kw)?)?;
+                let (pad_h, pad_w) = (add(pt, pb)?, add(pl, pr)?);
+                if full_h <= pad_h || full_w <= pad_w {
                     return Err(Mismatch);
                 }
-                oh = full_h - pt - pb;
-                ow = full_w - pl - pr;
+                oh = full_h - pad_h;
+                ow = full_w - pad_w;
             } else {
                 return Err(Param);
             }
@@ -444,11 +452,14 @@ pub fn infer_output_in<const K: Kinds>(
             }
             for i in 0..r {
                 let b = pos(p[2 + i])?;
-                let e = declared.dim(i).checked_sub(x.dim(i) + b).ok_or(Param)?;
+                let e = declared
+                    .dim(i)
+                    .checked_sub(add(x.dim(i), b)?)
+                    .ok_or(Param)?;
                 if p[0] == 1 && (b >= x.dim(i).max(1) || e >= x.dim(i).max(1)) {
                     return Err(Param);
                 }
-                if p[0] != 0 && x.dim(i) == 0 && b + e > 0 {
+                if p[0] != 0 && x.dim(i) == 0 && (b > 0 || e > 0) {
                     return Err(Param);
                 }
             }
@@ -473,15 +484,17 @@ pub fn infer_output_in<const K: Kinds>(
                 return Err(Param);
             }
             let (oh, ow) = (declared.dim(2), declared.dim(3));
-            let eh = dh * (kh - 1) + 1;
-            let ew = dw * (kw - 1) + 1;
-            if h + pt + pb < eh || w + pl + pr < ew || pt >= eh || pl >= ew {
+            let (eh, ew) = (extent(dh, kh)?, extent(dw, kw)?);
+            let (top_h, left_w) = (add(h, pt)?, add(w, pl)?);
+            let (ph, pw) = (add(top_h, pb)?, add(left_w, pr)?);
+            if ph < eh || pw < ew || pt >= eh || pl >= ew {
                 return Err(Mismatch);
             }
-            let fh = (h + pt + pb - eh) / sh + 1;
-            let fw = (w + pl + pr - ew) / sw + 1;
-            let ch = (h + pt + pb - eh).div_ceil(sh) + 1;
-            let cw = (w + pl + pr - ew).div_ceil(sw) + 1;
+            // Floor and ceil output sizes; `+ 1` cannot wrap: each quotient is below ph.
+            let fh = (ph - eh) / sh + 1;
+            let fw = (pw - ew) / sw + 1;
+            let ch = (ph - eh).div_ceil(sh) + 1;
+            let cw = (pw - ew).div_ceil(sw) + 1;
             if declared.rank() != 4
                 || declared.dim(0) != n
                 || declared.dim(1) != c
@@ -493,7 +506,7 @@ pub fn infer_output_in<const K: Kinds>(
                 return Err(Mismatch);
             }
             // Every window must start inside the padded input.
-            if (oh - 1) * sh >= h + pt || (ow - 1) * sw >= w + pl {
+            if mul(oh - 1, sh)? >= top_h || mul(ow - 1, sw)? >= left_w {
                 return Err(Mismatch);
             }
             Ok(*declared)

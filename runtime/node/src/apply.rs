@@ -1,8 +1,11 @@
 //! Applying what arrives. [`Applier`] stands between a sync session (or a bundle import)
 //! and the node's item set: a verified record is appended to the memory store *before* the
 //! item set takes it, so an item a node holds (and will never fetch again) is one whose
-//! record is durable; a tombstone deletes its record; a contribution marks the merged
-//! adapter as changed (the node judges it later, outside the session: [`crate::Node::apply`]).
+//! record is durable; a tombstone deletes its record if signed by the record's origin or a
+//! designated deleter; a revocation deletes the revoked key's records; a contribution marks
+//! the merged adapter as changed (the node judges it later, outside the session:
+//! [`crate::Node::apply`]). The item set judges first ([`Store::admits`]): what it refuses
+//! or would not keep never reaches memory.
 //!
 //! A record the memory store cannot hold (another embedding width, a payload over its
 //! bound) is still kept as an item, so this node relays it to peers that can.
@@ -10,7 +13,7 @@
 use cairn_memory::ram::Ram;
 use cairn_memory::store::LogStore;
 use cairn_memory::{Record, StoreError};
-use cairn_sync::item::{Item, Kind};
+use cairn_sync::item::{node_id, Action, Item, Kind};
 use cairn_sync::{Id, Reject, Store};
 use embedded_storage::nor_flash::NorFlash;
 
@@ -22,9 +25,14 @@ pub trait Items: Store {
     /// Visit every item that arrived at or after `mark`, most valuable first where the set
     /// can sort (with alloc).
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8]));
-    /// Whether the set holds (or knows as deleted) `id`.
+    /// Whether the set holds `id`.
     fn knows(&self, id: &Id) -> bool {
         self.ids().binary_search(id).is_ok()
+    }
+    /// Whether the fleet authority designated `key` as a deleter (sets that keep no
+    /// authority statements: never).
+    fn is_deleter(&self, _key: &[u8; 32]) -> bool {
+        false
     }
 }
 
@@ -66,16 +74,53 @@ impl<S: Items, F: NorFlash, R: Ram> Applier<'_, S, F, R> {
             }
             Kind::Tombstone => {
                 let (target, _) = item.target().ok_or(Reject::Malformed)?;
-                match self.memory.delete(&target) {
-                    Ok(true) => self.report.deleted += 1,
-                    Ok(false) => {}
-                    Err(_) => return Err(self.store_failed()),
+                // The item set checked the tombstone against the target it holds; memory
+                // checks the record's own origin (an item set without the target, or none).
+                let owner = self
+                    .memory
+                    .metas()
+                    .iter()
+                    .find(|m| m.id == target)
+                    .map(|m| m.origin);
+                let by_owner = owner == Some(node_id(&item.origin));
+                if owner.is_some() && (by_owner || self.items.is_deleter(&item.origin)) {
+                    self.delete(&target)?;
+                }
+            }
+            Kind::Authority => {
+                let st = item.statement().ok_or(Reject::Malformed)?;
+                if st.action == Action::Revoke {
+                    // Policy (cairn-sync `replica`): a revoked key's records are dropped.
+                    // (No allocator here: find one at a time; a delete that finds nothing
+                    // ends the loop.)
+                    let revoked = node_id(&st.subject);
+                    while let Some(id) = self.first_of(revoked) {
+                        if !self.delete(&id)? {
+                            break;
+                        }
+                    }
                 }
             }
             Kind::Contribution => self.report.contributions += 1,
             Kind::Meta => {}
         }
         Ok(())
+    }
+
+    fn first_of(&self, origin: u64) -> Option<Id> {
+        let metas = self.memory.metas();
+        metas.iter().find(|m| m.origin == origin).map(|m| m.id)
+    }
+
+    fn delete(&mut self, id: &Id) -> Result<bool, Reject> {
+        match self.memory.delete(id) {
+            Ok(true) => {
+                self.report.deleted += 1;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(_) => Err(self.store_failed()),
+        }
     }
 
     fn store_failed(&mut self) -> Reject {
@@ -98,11 +143,18 @@ impl<S: Items, F: NorFlash, R: Ram> Store for Applier<'_, S, F, R> {
         self.items.value(id)
     }
     fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject> {
-        if self.items.knows(&item.id) {
-            return Ok(false);
+        if !self.items.admits(item)? {
+            // Known, or deleted: the set remembers it; memory is not touched.
+            return self.items.insert(item);
         }
         self.apply(item)?;
         self.items.insert(item)
+    }
+    fn admits(&self, item: &Item<'_>) -> Result<bool, Reject> {
+        self.items.admits(item)
+    }
+    fn revoked(&self, key: &[u8; 32]) -> bool {
+        self.items.revoked(key)
     }
 }
 

@@ -22,6 +22,9 @@ impl Items for Replica {
     fn mark(&self) -> u64 {
         Replica::mark(self)
     }
+    fn is_deleter(&self, key: &[u8; 32]) -> bool {
+        Replica::is_deleter(self, key)
+    }
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8])) {
         let mut all: Vec<(u64, &Id, &[u8])> = self
             .items_since(mark)
@@ -43,6 +46,7 @@ pub struct DurableItems<F: NorFlash> {
 /// What reopening a durable set found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reload {
+    /// Items the set holds after the replay.
     pub items: usize,
     /// Log entries whose item no longer verifies (damaged storage): skipped.
     pub damaged: usize,
@@ -98,8 +102,9 @@ impl<F: NorFlash> DurableItems<F> {
             ..Reload::default()
         };
         let ids: Vec<_> = log.metas().iter().map(|m| m.id).collect();
-        // Tombstones last, so they find their targets whatever the log order.
-        let mut later = Vec::new();
+        // Authority statements first, tombstones last: what a tombstone may delete depends
+        // on deleter designations and its target's origin, whatever the log order.
+        let mut passes: [Vec<Vec<u8>>; 3] = Default::default();
         for id in ids {
             let Some(body) = log.get(&id)? else { continue };
             let Ok((_, rec)) = Record::decode(&body) else {
@@ -107,20 +112,34 @@ impl<F: NorFlash> DurableItems<F> {
                 continue;
             };
             match Item::verify(rec.payload) {
-                Ok(item) if item.kind == Kind::Tombstone => later.push(rec.payload.to_vec()),
                 Ok(item) => {
-                    let _ = replica.insert(&item);
-                    reload.items += 1;
+                    let pass = match item.kind {
+                        Kind::Authority => 0,
+                        Kind::Tombstone => 2,
+                        _ => 1,
+                    };
+                    passes[pass].push(rec.payload.to_vec());
                 }
                 Err(_) => reload.damaged += 1,
             }
         }
-        for b in later {
-            if let Ok(item) = Item::verify(&b) {
-                let _ = replica.insert(&item);
-                reload.items += 1;
+        // Entries the set refuses or drops now (a revoked key's items, a deleted record) are
+        // what a power cut left between an insert's append and its deletes: they go.
+        let mut stale = Vec::new();
+        for b in passes.iter().flatten() {
+            if let Ok(item) = Item::verify(b) {
+                let r = replica
+                    .insert_reporting(&item, &mut |_, bytes| stale.extend(carrier_id(bytes)));
+                if r.is_err() {
+                    stale.extend(carrier_id(b));
+                }
             }
         }
+        for id in stale {
+            // A failed delete leaves an entry the next reload refuses again.
+            let _ = log.delete(&id);
+        }
+        reload.items = replica.len();
         Ok((DurableItems { replica, log }, reload))
     }
 
@@ -150,8 +169,9 @@ impl<F: NorFlash> Store for DurableItems<F> {
         self.replica.value(id)
     }
     fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject> {
-        if self.replica.knows(&item.id) {
-            return Ok(false);
+        if !self.replica.admits(item)? {
+            // Known, or a record a held tombstone deletes: remembered, nothing to write.
+            return self.replica.insert(item);
         }
         if item.bytes.len() > cairn_memory::record::MAX_PAYLOAD {
             return Err(Reject::TooLarge);
@@ -160,25 +180,32 @@ impl<F: NorFlash> Store for DurableItems<F> {
         if self.log.append(&carrier(item)).is_err() {
             return Err(Reject::StoreFull);
         }
-        if item.kind == Kind::Tombstone {
-            // The deleted item's carrier goes too (its bytes are dead for good).
-            let target = item.target().map(|t| t.0);
-            let dead = target
-                .and_then(|t| self.replica.get(&t))
-                .and_then(carrier_id);
-            if let Some(dead) = dead {
-                if self.log.delete(&dead).is_err() {
-                    return Err(Reject::StoreFull);
-                }
+        // Items the set drops (a deleted target, a revoked key's items) leave the log too.
+        let mut dead = Vec::new();
+        let new = self
+            .replica
+            .insert_reporting(item, &mut |_, bytes| dead.extend(carrier_id(bytes)))?;
+        for id in dead {
+            if self.log.delete(&id).is_err() {
+                return Err(Reject::StoreFull);
             }
         }
-        self.replica.insert(item)
+        Ok(new)
+    }
+    fn admits(&self, item: &Item<'_>) -> Result<bool, Reject> {
+        self.replica.admits(item)
+    }
+    fn revoked(&self, key: &[u8; 32]) -> bool {
+        self.replica.revoked(key)
     }
 }
 
 impl<F: NorFlash> Items for DurableItems<F> {
     fn mark(&self) -> u64 {
         self.replica.mark()
+    }
+    fn is_deleter(&self, key: &[u8; 32]) -> bool {
+        self.replica.is_deleter(key)
     }
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8])) {
         self.replica.for_each_since(mark, f)

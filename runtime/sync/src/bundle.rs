@@ -113,6 +113,9 @@ pub fn import<S: Store>(
     if !fleet.contains(&sender) {
         return Err(Reject::NotMember);
     }
+    if store.revoked(&sender) {
+        return Err(Reject::Revoked);
+    }
     let mut rep = ImportReport::default();
     let mut pos = from.max(HEAD);
     let mut count = 0u32;
@@ -174,16 +177,7 @@ pub fn import<S: Store>(
             break; // truncated: resume here next time
         };
         count += 1;
-        match Item::verify(b) {
-            Ok(item) if !fleet.contains(&item.origin) => {
-                rep.rejected[Reject::NotMember as usize] += 1
-            }
-            Ok(item)
-                if item.kind == Kind::Contribution
-                    && item.contribution().map(|c| c.base) != Some(*base_model) =>
-            {
-                rep.rejected[Reject::WrongBaseModel as usize] += 1
-            }
+        match Item::verify(b).and_then(|item| admit(&item, fleet, base_model).map(|_| item)) {
             Ok(item) => match store.insert(&item) {
                 Ok(true) => rep.stored += 1,
                 Ok(false) => rep.duplicates += 1,
@@ -195,4 +189,13 @@ pub fn import<S: Store>(
     }
     rep.resume_at = pos;
     Ok(rep)
+}
+
+/// The fleet's and the base model's checks on a verified item (the store applies its own).
+fn admit(item: &Item<'_>, fleet: &Fleet<'_>, base_model: &[u8; 32]) -> Result<(), Reject> {
+    fleet.admits(item)?;
+    if item.kind == Kind::Contribution && item.contribution().map(|c| c.base) != Some(*base_model) {
+        return Err(Reject::WrongBaseModel);
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Fleet membership: a list of member keys signed by the fleet authority. Only members may
-//! open sessions, and only items whose origin is a member are stored.
+//! open sessions, and only items whose origin is a member are stored — except the
+//! authority's own statements (revocations, deleter designations), whose origin must be
+//! the authority (see [`Fleet::admits`]).
 //!
 //! Layout: magic `"CFLT"`, version `u32`, count `u16`, member keys (32 each, sorted,
 //! distinct), signature (64) by the authority over SHA-256(`"cairn-fleet/1"` ‖ preceding).
@@ -7,6 +9,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2_10::{Digest, Sha256};
 
+use crate::item::{Item, Kind};
 use crate::Reject;
 
 const MAGIC: &[u8; 4] = b"CFLT";
@@ -17,6 +20,7 @@ const HEAD: usize = 10;
 pub struct Fleet<'a> {
     pub version: u32,
     members: &'a [u8],
+    authority: [u8; 32],
 }
 
 fn digest(b: &[u8]) -> [u8; 32] {
@@ -53,7 +57,24 @@ impl<'a> Fleet<'a> {
         Ok(Fleet {
             version: u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
             members,
+            authority: *authority,
         })
+    }
+
+    /// The key of the authority that signed this list.
+    pub fn authority(&self) -> &[u8; 32] {
+        &self.authority
+    }
+
+    /// Whether an item's origin may sign an item of its kind: authority statements only
+    /// from the authority (`Reject::NotAuthority`), every other kind only from a member.
+    pub fn admits(&self, item: &Item<'_>) -> Result<(), Reject> {
+        match item.kind {
+            Kind::Authority if item.origin == self.authority => Ok(()),
+            Kind::Authority => Err(Reject::NotAuthority),
+            _ if self.contains(&item.origin) => Ok(()),
+            _ => Err(Reject::NotMember),
+        }
     }
 
     pub fn contains(&self, key: &[u8; 32]) -> bool {

@@ -6,7 +6,9 @@
 //! Kinds: 1 memory record (body = the cairn-memory record encoding; its `origin` field must
 //! be the first 8 bytes of the origin key, its content id is the item id); 2 tombstone
 //! (target id, HLC); 3 metadata update (target id, importance, HLC); 4 adapter contribution
-//! (base model hash, adapter key, n, dim, then dim f32 of Σ n·Δ).
+//! (base model hash, adapter key, n, dim, then dim f32 of Σ n·Δ); 5 authority statement
+//! (action, subject key, HLC), signed by the fleet authority: revoke a key, or designate a
+//! key that may delete any record.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2_10::{Digest, Sha256};
@@ -29,7 +31,40 @@ pub enum Kind {
     Tombstone = 2,
     Meta = 3,
     Contribution = 4,
+    /// A statement of the fleet authority (its origin must be the authority's key).
+    Authority = 5,
 }
+
+/// What an authority statement says about its subject key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Action {
+    /// The key is compromised: its items and sessions are refused, its held items dropped.
+    Revoke = 1,
+    /// The key may delete any record (not only its own).
+    Deleter = 2,
+}
+
+impl Action {
+    fn from_u8(v: u8) -> Option<Action> {
+        Some(match v {
+            1 => Action::Revoke,
+            2 => Action::Deleter,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed authority statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub action: Action,
+    pub subject: [u8; 32],
+    pub hlc: u64,
+}
+
+/// Body length of an authority statement: action, subject key, HLC.
+pub const STATEMENT: usize = 1 + 32 + 8;
 
 impl Kind {
     fn from_u8(v: u8) -> Option<Kind> {
@@ -38,6 +73,7 @@ impl Kind {
             2 => Kind::Tombstone,
             3 => Kind::Meta,
             4 => Kind::Contribution,
+            5 => Kind::Authority,
             _ => return None,
         })
     }
@@ -110,6 +146,9 @@ impl<'a> Item<'a> {
             }
             Kind::Tombstone if len == 16 + 8 => content_id(signed),
             Kind::Meta if len == 16 + 1 + 8 => content_id(signed),
+            Kind::Authority if len == STATEMENT && Action::from_u8(body[0]).is_some() => {
+                content_id(signed)
+            }
             Kind::Contribution if len >= CONTRIB_HEAD => {
                 let dim = le_u32(body, 52) as usize;
                 let values = len - CONTRIB_HEAD;
@@ -141,6 +180,21 @@ impl<'a> Item<'a> {
     /// The new importance of a metadata update.
     pub fn importance(&self) -> Option<u8> {
         (self.kind == Kind::Meta).then(|| self.body[16])
+    }
+
+    /// The statement of an authority item (whose origin the caller compares with the
+    /// fleet authority's key).
+    pub fn statement(&self) -> Option<Statement> {
+        if self.kind != Kind::Authority {
+            return None;
+        }
+        let mut subject = [0u8; 32];
+        subject.copy_from_slice(self.body.get(1..33)?);
+        Some(Statement {
+            action: Action::from_u8(*self.body.first()?)?,
+            subject,
+            hlc: le_u64(self.body.get(..STATEMENT)?, 33),
+        })
     }
 
     pub fn contribution(&self) -> Option<ContributionHead> {
@@ -227,6 +281,14 @@ pub fn meta_body(target: &Id, importance: u8, hlc: u64) -> [u8; 25] {
     b[..16].copy_from_slice(target);
     b[16] = importance;
     b[17..].copy_from_slice(&hlc.to_le_bytes());
+    b
+}
+/// An authority statement's body.
+pub fn statement_body(s: &Statement) -> [u8; STATEMENT] {
+    let mut b = [0u8; STATEMENT];
+    b[0] = s.action as u8;
+    b[1..33].copy_from_slice(&s.subject);
+    b[33..].copy_from_slice(&s.hlc.to_le_bytes());
     b
 }
 /// Contribution body into `out`: head then the values.

@@ -67,16 +67,26 @@ pub enum Reject {
     StoreFull = 12,
     /// The peer closed the session.
     PeerClosed = 13,
+    /// An authority statement not signed by the fleet authority.
+    NotAuthority = 14,
+    /// An item, session or bundle from a key the fleet authority revoked.
+    Revoked = 15,
+    /// A tombstone whose signer is neither its target record's origin nor a designated
+    /// deleter, or whose target is not a record.
+    NotOwner = 16,
 }
 
 impl Reject {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
 }
 
 /// What the session syncs: a set of signed items addressed by content id.
 pub trait Store {
-    /// Every known id, sorted ascending and distinct: items held, plus ids known to be
-    /// deleted (their tombstones are items too), so a deleted record is never fetched again.
+    /// Every id held, sorted ascending and distinct. Deleted records are not listed (their
+    /// tombstones are): whether a tombstone applies depends on its target's origin, which
+    /// a node that never saw the record cannot check, so listing deleted ids would leave
+    /// id sets differing for good. A peer still holding a deleted record sends it once and
+    /// takes the tombstone in the same session.
     fn ids(&self) -> &[Id];
     /// Length of an item this store can send (`None`: unknown or deleted).
     fn item_len(&self, id: &Id) -> Option<usize>;
@@ -84,6 +94,18 @@ pub trait Store {
     fn read(&self, id: &Id, offset: usize, out: &mut [u8]) -> usize;
     /// Send order: larger first (importance, recency, novelty — the store decides).
     fn value(&self, id: &Id) -> u64;
-    /// Apply a verified item (idempotent); `Ok(true)` if it was new.
+    /// Apply a verified item (idempotent); `Ok(true)` if it was new. The caller has checked
+    /// the origin against the fleet ([`fleet::Fleet::admits`]); the store applies its own
+    /// rules (revocations, tombstone ownership) and refuses with a typed reason.
     fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject>;
+    /// What [`Store::insert`] would answer for `item`, changing nothing: a store that
+    /// applies items elsewhere first (a node's memory) asks before acting. The default,
+    /// for stores that keep no rules, admits everything.
+    fn admits(&self, _item: &Item<'_>) -> Result<bool, Reject> {
+        Ok(true)
+    }
+    /// Whether an authority revocation of `key` is held: the session refuses such a peer.
+    fn revoked(&self, _key: &[u8; 32]) -> bool {
+        false
+    }
 }

@@ -104,10 +104,18 @@ impl Store for Sparse {
     }
     fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject> {
         let new = self.real.insert(item)?;
-        if let Err(at) = self.ids.binary_search(&item.id) {
-            self.ids.insert(at, item.id);
+        if new {
+            if let Err(at) = self.ids.binary_search(&item.id) {
+                self.ids.insert(at, item.id);
+            }
         }
         Ok(new)
+    }
+    fn admits(&self, item: &Item<'_>) -> Result<bool, Reject> {
+        self.real.admits(item)
+    }
+    fn revoked(&self, key: &[u8; 32]) -> bool {
+        self.real.revoked(key)
     }
 }
 

@@ -144,9 +144,15 @@ fn converge_case(seed: u64) {
     // Some deletions on one side.
     let mut deleted = Vec::new();
     for item in all.iter().take(5) {
-        let id = Item::verify(item).unwrap().id;
+        let it = Item::verify(item).unwrap();
+        let id = it.id;
         if r.below(2) == 0 {
-            let t = signed(&key(2), Kind::Tombstone, &tombstone_body(&id, 7));
+            // By the record's origin: only it (or a designated deleter) may delete.
+            let origin = (1..=3)
+                .map(key)
+                .find(|k| k.verifying_key().to_bytes() == it.origin)
+                .expect("a member's record");
+            let t = signed(&origin, Kind::Tombstone, &tombstone_body(&id, 7));
             put(if r.below(2) == 0 { &mut a } else { &mut b }, &t);
             deleted.push(id);
         }
@@ -201,7 +207,10 @@ fn converge_case(seed: u64) {
                 a.get(&id).is_none() && b.get(&id).is_none(),
                 "CAIRN_SEED={seed}"
             );
-            assert!(a.is_deleted(&id) && b.is_deleted(&id), "CAIRN_SEED={seed}");
+            assert!(
+                a.has_tombstone(&id) && b.has_tombstone(&id),
+                "CAIRN_SEED={seed}"
+            );
         } else {
             assert_eq!(a.get(&id), Some(item.as_slice()), "CAIRN_SEED={seed}");
             assert_eq!(b.get(&id), Some(item.as_slice()), "CAIRN_SEED={seed}");
@@ -439,15 +448,16 @@ fn merge_rules() {
         max_per_origin: 2,
         max_norm: 1.0,
     });
-    // A tombstone before its record: the record never appears.
+    // A tombstone by the record's origin before its record: the record never appears
+    // (deleted ids are remembered, not listed).
     let rec = record(1, 3, 5, b"p");
     let id = Item::verify(&rec).unwrap().id;
     put(
         &mut r,
-        &signed(&key(2), Kind::Tombstone, &tombstone_body(&id, 1)),
+        &signed(&key(1), Kind::Tombstone, &tombstone_body(&id, 1)),
     );
     assert_eq!(r.insert(&Item::verify(&rec).unwrap()), Ok(false));
-    assert!(r.get(&id).is_none() && r.is_deleted(&id) && r.ids().contains(&id));
+    assert!(r.get(&id).is_none() && r.is_deleted(&id) && !r.ids().contains(&id));
     // Metadata: last writer by HLC wins in any arrival order.
     let rec2 = record(1, 4, 5, b"q");
     let id2 = put(&mut r, &rec2);
@@ -651,6 +661,18 @@ fn golden_byte_vectors() {
         lines.push(format!("responder frame {k} {}", hex(&buf[..n])));
         sa.handle_input(&buf[..n], 0).unwrap();
     }
+    // An authority statement (kind 5): the fleet authority revokes node 2's key.
+    let revoke = cairn_sync::item::Statement {
+        action: cairn_sync::item::Action::Revoke,
+        subject: key(2).verifying_key().to_bytes(),
+        hlc: 42 << 16,
+    };
+    let body = cairn_sync::item::statement_body(&revoke);
+    let authority = SigningKey::from_bytes(&AUTHORITY);
+    lines.push(format!(
+        "revocation {}",
+        hex(&signed(&authority, Kind::Authority, &body))
+    ));
     let got = lines.join("\n") + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wire.hex");
     if std::env::var("CAIRN_BLESS").is_ok() {

@@ -117,20 +117,24 @@ impl<S: Store> Session<'_, S> {
             Ok(new) => {
                 self.stats.items_received += 1;
                 self.event(Event::Stored { id: head.id, new });
+                // A revocation of the peer itself, relayed by it or arrived otherwise:
+                // nothing more is taken from this session.
+                if self.peer.is_some_and(|p| self.store.revoked(&p)) {
+                    self.close(Reject::Revoked);
+                }
             }
             Err(e) => self.reject(e),
         }
     }
 
-    /// Verify an item (signature, id, fleet membership, base model) and store it.
+    /// Verify an item (signature, id, fleet membership or authority, base model) and store
+    /// it (the store refuses revoked origins and tombstones that do not apply).
     pub(super) fn accept(&mut self, id: &Id, bytes: &[u8]) -> Result<bool, Reject> {
         let item = Item::verify(bytes)?;
         if &item.id != id {
             return Err(Reject::Forged);
         }
-        if !self.cfg.fleet.contains(&item.origin) {
-            return Err(Reject::NotMember);
-        }
+        self.cfg.fleet.admits(&item)?;
         if item.kind == Kind::Contribution
             && item.contribution().map(|c| c.base) != Some(self.cfg.base_model)
         {

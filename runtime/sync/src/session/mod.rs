@@ -404,6 +404,9 @@ impl<'f, S: Store> Session<'f, S> {
         if !self.cfg.fleet.contains(&h.node) {
             return self.close(Reject::NotMember);
         }
+        if self.store.revoked(&h.node) {
+            return self.close(Reject::Revoked);
+        }
         let signed_nonce = if self.role == Role::Initiator {
             self.nonce
         } else {
