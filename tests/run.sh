@@ -44,6 +44,8 @@ step "clippy -D warnings (host workspace and no_std crates)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # tract is `cairn bench`'s third engine, behind a feature: lint that build too.
 cargo clippy -p cairn-cli --features tract --all-targets --quiet -- -D warnings
+# The GPU backend (wgpu) is the CLI's `gpu` feature: lint that build too.
+cargo clippy -p cairn-cli --features gpu --all-targets --quiet -- -D warnings
 cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync -p cairn-node --target thumbv7em-none-eabihf --quiet -- -D warnings
 cargo clippy -p cairn-kernels --features dsp,vfma --target thumbv7em-none-eabihf --quiet -- -D warnings
 
@@ -133,6 +135,24 @@ if [ "$status" -ne 0 ] || grep -q "test result: FAILED" target/test-i686.log; th
   grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-i686.log | sed 's/^/  /' | sort -u
   exit 1
 fi
+
+step "GPU: Mesa lavapipe (Vulkan on the CPU) for the cairn-gpu conformance tests"
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+# Mesa's WSI warns on every wgpu instance without a runtime dir.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+# With lavapipe installed, a GPU test that finds no adapter fails instead of skipping.
+export CAIRN_REQUIRE_GPU=1
+
+step "fuzz: every target for a bounded time from the committed seeds (tests/fuzz/seeds)"
+# Long runs (10^7 inputs per target) are offline: tests/fuzz/run_bounded.sh 3600.
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked --quiet
+tests/fuzz/run_bounded.sh "${CAIRN_FUZZ_SECONDS:-10}"
 
 step "tests"
 # --no-fail-fast: one failing test binary never hides the others.

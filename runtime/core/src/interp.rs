@@ -43,6 +43,17 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
         &mut self.backend
     }
 
+    /// The planned arena (aligned; tensors at their planned offsets), for a driver that
+    /// hands segments to an accelerator (`cairn_kernels::hetero`).
+    pub fn arena(&self) -> &[u8] {
+        &self.arena[..self.model.arena_bytes()]
+    }
+
+    /// The planned arena, writable: a driver copies an accelerator's outputs into it.
+    pub fn arena_mut(&mut self) -> &mut [u8] {
+        &mut self.arena[..self.model.arena_bytes()]
+    }
+
     fn arena_range(&self, t: u16) -> Option<(usize, usize)> {
         match self.model.tensor(t).storage {
             Storage::Arena { offset, bytes } => Some((offset, bytes)),

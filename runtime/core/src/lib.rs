@@ -12,6 +12,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod accel;
 pub mod backend;
 pub mod crc32;
 pub mod dtype;
@@ -22,6 +23,7 @@ pub mod kernel;
 pub mod layout;
 pub mod model;
 pub mod op;
+pub mod partition;
 pub mod platform;
 pub mod quant;
 pub mod shape;

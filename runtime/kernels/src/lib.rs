@@ -50,6 +50,7 @@ mod gather;
 mod gemm;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod hetero;
 mod logic;
 mod movement;
 mod norm;

@@ -1,5 +1,6 @@
 //! `cairn`: convert, inspect, run, bench and demo.
 
+mod backends;
 mod bench;
 mod check;
 mod demo;
@@ -105,6 +106,9 @@ enum Cmd {
         /// Also list every tensor with its quantization.
         #[arg(long)]
         tensors: bool,
+        /// Show the partition: which backend runs which ops, and the transfers.
+        #[arg(long)]
+        backends: bool,
     },
     /// Run a .cairn model on .npy inputs.
     Run {
@@ -133,6 +137,10 @@ enum Cmd {
         /// quantization one).
         #[arg(long)]
         reference: bool,
+        /// `cpu`, or `gpu` (the ops the GPU kernels cover on the GPU, the rest on the CPU;
+        /// any GPU failure reruns on the CPU).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Latency of cairn against ONNX Runtime on the same ONNX model and inputs.
     Bench {
@@ -214,7 +222,14 @@ fn main() -> Result<()> {
             args,
         } => tools::convert_cmd(&model, &output, &args),
         Cmd::Check { model, args } => check::check(&model, &args),
-        Cmd::Inspect { model, tensors } => inspect::inspect(&model, tensors),
+        Cmd::Inspect {
+            model,
+            tensors,
+            backends,
+        } => match backends {
+            true => backends::inspect(&model),
+            false => inspect::inspect(&model, tensors),
+        },
         Cmd::Run {
             model,
             input,
@@ -224,7 +239,9 @@ fn main() -> Result<()> {
             runs,
             profile,
             reference,
-        } => tools::run_cmd(
+            backend,
+        } => backends::run_cmd(
+            &backend,
             &model,
             &input,
             &tools::RunOutputs {

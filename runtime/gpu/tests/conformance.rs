@@ -1,0 +1,581 @@
+//! Cross-backend conformance: the same seeded int8 cases through the CPU backend and
+//! through the heterogeneous driver with the GPU accelerator; outputs must be equal bit
+//! for bit, and every op the GPU claims must have run there. Skips (passes, with a
+//! message) when wgpu finds no adapter; CI installs Mesa's lavapipe so it runs.
+//! A failure prints its `CAIRN_SEED`.
+
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::op::{conv, OpKind};
+use cairn_core::partition::{Placement, Policy};
+use cairn_core::{DType, Interpreter, Model, Shape};
+use cairn_gpu::GpuFactory;
+use cairn_kernels::hetero::Hetero;
+use cairn_kernels::CpuBackend;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as i8
+    }
+    fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (self.next() >> 40) as f32 / (1u64 << 24) as f32 * (hi - lo)
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_C0DE)
+}
+
+fn act(dims: &[usize], r: &mut Rng) -> TensorSpec {
+    TensorSpec {
+        dtype: DType::I8,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::PerTensor {
+            scale: r.f(0.01, 0.1),
+            zero_point: r.range(0, 255) as i32 - 128,
+        },
+        data: None,
+        layout: Default::default(),
+    }
+}
+
+fn konst(dt: DType, dims: &[usize], data: Vec<u8>) -> TensorSpec {
+    TensorSpec {
+        dtype: dt,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::None,
+        data: Some(data),
+        layout: Default::default(),
+    }
+}
+
+/// Weights, bias and requantization scales of `oc` output channels of `per` weights.
+/// `wide` makes accumulators large (bias and weights near their ends).
+fn wbs(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wide: bool) -> (u16, Option<u16>, u16) {
+    let oc = dims[0];
+    let n: usize = dims.iter().product();
+    let wq: Vec<u8> = (0..n)
+        .map(|_| {
+            if wide {
+                (127 - (r.next() % 4) as i8) as u8
+            } else {
+                r.i8().max(-127) as u8
+            }
+        })
+        .collect();
+    let w = b.add_tensor(TensorSpec {
+        quant: QuantSpec::PerAxis {
+            axis: 0,
+            scales: (0..oc).map(|_| r.f(0.001, 0.05)).collect(),
+            zero_points: vec![0; oc],
+        },
+        ..konst(DType::I8, dims, wq)
+    });
+    let bias = (!r.one_in(4)).then(|| {
+        let span = if wide { 1 << 28 } else { 20001 };
+        let data: Vec<u8> = (0..oc)
+            .flat_map(|_| ((r.next() % span) as i32 - (span / 2) as i32).to_le_bytes())
+            .collect();
+        b.add_tensor(konst(DType::I32, &[oc], data))
+    });
+    let lo = if wide { 1e-7 } else { 0.0005 };
+    let scales: Vec<u8> = (0..oc).flat_map(|_| r.f(lo, 0.03).to_le_bytes()).collect();
+    let s = b.add_tensor(konst(DType::F32, &[oc], scales));
+    (w, bias, s)
+}
+
+fn conv_case(r: &mut Rng) -> ModelBuilder {
+    loop {
+        let group_kind = r.next() % 3; // 0 one group, 1 depthwise, 2 grouped
+        let c = r.range(1, 6) * if group_kind == 2 { 2 } else { 1 };
+        let (group, oc) = match group_kind {
+            0 => (1, r.range(1, 9)),
+            1 => (c, c * r.range(1, 2)),
+            _ => (2, 2 * r.range(1, 4)),
+        };
+        let k = (r.range(1, 4), r.range(1, 4));
+        let (h, w) = (r.range(1, 12), r.range(1, 12));
+        let s = (r.range(1, 3), r.range(1, 3));
+        let d = (r.range(1, 2), r.range(1, 2));
+        let pad = [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)];
+        let eh = d.0 * (k.0 - 1) + 1;
+        let ew = d.1 * (k.1 - 1) + 1;
+        let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
+        if ph < eh || pw < ew {
+            continue;
+        }
+        let (oh, ow) = ((ph - eh) / s.0 + 1, (pw - ew) / s.1 + 1);
+        let n = r.range(1, 2);
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(act(&[n, c, h, w], r));
+        let wide = r.one_in(5);
+        let (wt, bias, st) = wbs(&mut b, r, &[oc, c / group, k.0, k.1], wide);
+        let y = b.add_tensor(act(&[n, oc, oh, ow], r));
+        let mut p = vec![0i32; conv::LEN];
+        p[conv::SH] = s.0 as i32;
+        p[conv::SW] = s.1 as i32;
+        p[conv::PT] = pad[0] as i32;
+        p[conv::PL] = pad[1] as i32;
+        p[conv::PB] = pad[2] as i32;
+        p[conv::PR] = pad[3] as i32;
+        p[conv::DH] = d.0 as i32;
+        p[conv::DW] = d.1 as i32;
+        p[conv::GROUP] = group as i32;
+        let zy = match &b.tensors[y as usize].quant {
+            QuantSpec::PerTensor { zero_point, .. } => *zero_point,
+            _ => 0,
+        };
+        (p[conv::ACT_LO], p[conv::ACT_HI]) = if r.one_in(3) { (zy, 127) } else { (-128, 127) };
+        b.ops.push(OpSpec {
+            kind: OpKind::Conv,
+            inputs: vec![Some(x), Some(wt), bias, Some(st)],
+            outputs: vec![y],
+            params: p,
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        return b;
+    }
+}
+
+fn fc_case(r: &mut Rng) -> ModelBuilder {
+    let (m, n) = (r.range(1, 4), r.range(1, 40));
+    let k = if r.one_in(2) {
+        4 * r.range(1, 300)
+    } else {
+        r.range(1, 300)
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&[m, k], r));
+    let wide = r.one_in(5);
+    let (wt, bias, st) = wbs(&mut b, r, &[n, k], wide);
+    let y = b.add_tensor(act(&[m, n], r));
+    b.ops.push(OpSpec {
+        kind: OpKind::FullyConnected,
+        inputs: vec![Some(x), Some(wt), bias, Some(st)],
+        outputs: vec![y],
+        params: vec![-128, 127],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
+fn lut_pool_case(r: &mut Rng) -> ModelBuilder {
+    let (c, h, w) = (r.range(1, 5), r.range(2, 13), r.range(2, 13));
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&[1, c, h, w], r));
+    let per_channel = r.one_in(2);
+    let entries = if per_channel { 256 * c } else { 256 };
+    let table: Vec<u8> = (0..entries).map(|_| r.i8() as u8).collect();
+    let t = b.add_tensor(konst(DType::I8, &[entries], table));
+    let mid_spec = act(&[1, c, h, w], r);
+    let mid = b.add_tensor(mid_spec.clone());
+    b.ops.push(OpSpec {
+        kind: OpKind::Lut,
+        inputs: vec![Some(x), Some(t)],
+        outputs: vec![mid],
+        params: vec![if per_channel { 1 } else { -1 }],
+    });
+    let (kh, kw) = (r.range(1, 3.min(h)), r.range(1, 3.min(w)));
+    let (sh, sw) = (r.range(1, 2), r.range(1, 2));
+    let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
+    let y = b.add_tensor(TensorSpec {
+        shape: Shape::new(&[1, c, oh, ow]).unwrap(),
+        ..mid_spec
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::MaxPool,
+        inputs: vec![Some(mid)],
+        outputs: vec![y],
+        params: vec![kh as i32, kw as i32, sh as i32, sw as i32, 0, 0, 0, 0, 1, 1],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
+/// Conv → Add/Mul (with the conv's input, or per channel with a pooled copy) → GAP →
+/// Reshape: element-wise ops under every broadcast the zoo CNN uses.
+fn eltwise_case(r: &mut Rng) -> ModelBuilder {
+    // Two channels at least: a one-element operand is folded into Add's constant from its
+    // value, which only the CPU does.
+    let (c, h, w) = (r.range(2, 6), r.range(1, 9), r.range(1, 9));
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&[1, c, h, w], r));
+    let (wt, bias, st) = wbs(&mut b, r, &[c, c, 1, 1], false);
+    let y = b.add_tensor(act(&[1, c, h, w], r));
+    let mut p = vec![0i32; conv::LEN];
+    for i in [conv::SH, conv::SW, conv::DH, conv::DW, conv::GROUP] {
+        p[i] = 1;
+    }
+    (p[conv::ACT_LO], p[conv::ACT_HI]) = (-128, 127);
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(wt), bias, Some(st)],
+        outputs: vec![y],
+        params: p,
+    });
+    let pooled = b.add_tensor(act(&[1, c, 1, 1], r));
+    b.ops.push(OpSpec {
+        kind: OpKind::GlobalAveragePool,
+        inputs: vec![Some(y)],
+        outputs: vec![pooled],
+        params: vec![],
+    });
+    let kind = if r.one_in(2) {
+        OpKind::Add
+    } else {
+        OpKind::Mul
+    };
+    let other = if r.one_in(2) { x } else { pooled };
+    let (first, second) = if r.one_in(2) { (y, other) } else { (other, y) };
+    let z = b.add_tensor(act(&[1, c, h, w], r));
+    let zy = match &b.tensors[z as usize].quant {
+        QuantSpec::PerTensor { zero_point, .. } => *zero_point,
+        _ => 0,
+    };
+    let (lo, hi) = if r.one_in(3) { (zy, 127) } else { (-128, 127) };
+    b.ops.push(OpSpec {
+        kind,
+        inputs: vec![Some(first), Some(second)],
+        outputs: vec![z],
+        params: vec![lo, hi],
+    });
+    let out = b.add_tensor(TensorSpec {
+        shape: Shape::new(&[1, c * h * w]).unwrap(),
+        ..b.tensors[z as usize].clone()
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Reshape,
+        inputs: vec![Some(z)],
+        outputs: vec![out],
+        params: vec![],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![out];
+    b
+}
+
+fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+    it.input_bytes_mut(0).unwrap().copy_from_slice(input);
+    it.invoke().unwrap();
+    it.output(0).unwrap().data.to_vec()
+}
+
+fn gpu_or_skip() -> bool {
+    match cairn_gpu::probe() {
+        Some(info) => {
+            eprintln!(
+                "gpu: {} ({}, {}), dot4I8Packed: {}",
+                info.name, info.backend, info.device_type, info.packed_dot
+            );
+            true
+        }
+        None => {
+            // tests/run.sh installs lavapipe and sets CAIRN_REQUIRE_GPU: there, no adapter
+            // is a failure, not a skip.
+            assert!(
+                std::env::var_os("CAIRN_REQUIRE_GPU").is_none(),
+                "CAIRN_REQUIRE_GPU is set but wgpu found no GPU adapter"
+            );
+            eprintln!(
+                "SKIPPED: wgpu found no GPU adapter (install mesa-vulkan-drivers for lavapipe)"
+            );
+            false
+        }
+    }
+}
+
+fn check_cases(
+    name: &str,
+    cases: usize,
+    seed_salt: u64,
+    packed_dot: bool,
+    make: fn(&mut Rng) -> ModelBuilder,
+) {
+    if !gpu_or_skip() {
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ seed_salt);
+    for case in 0..cases {
+        let bytes = make(&mut r).finish().expect("valid case");
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let n_in = m.tensor(m.input_tensor(0).unwrap()).info.numel();
+        let input: Vec<u8> = (0..n_in).map(|_| r.i8() as u8).collect();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut staging = vec![0u8; m.arena_bytes()];
+        let factory = GpuFactory {
+            packed_dot,
+            ..GpuFactory::default()
+        };
+        let mut h = Hetero::new(
+            m,
+            CpuBackend,
+            &mut arena,
+            &mut staging,
+            factory,
+            Policy::default(),
+        )
+        .unwrap();
+        let what = format!("CAIRN_SEED={seed} {name} case {case}");
+        assert_eq!(h.cpu_only_reason(), None, "{what}");
+        assert_eq!(h.partition().ops_on(Placement::Cpu), 0, "{what}");
+        h.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+        h.invoke().unwrap();
+        let c = h.counters();
+        assert_eq!((c.faults(), c.fallback_segments), (0, 0), "{what}: {c:?}");
+        assert_eq!(
+            h.output(0).unwrap().data,
+            run_cpu(m, &input).as_slice(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn conv_equals_cpu() {
+    check_cases("conv", 80, 1, true, conv_case);
+}
+
+#[test]
+fn fully_connected_equals_cpu_packed_and_plain() {
+    check_cases("fc packed", 40, 2, true, fc_case);
+    check_cases("fc plain", 20, 3, false, fc_case);
+}
+
+#[test]
+fn lut_and_maxpool_equal_cpu() {
+    check_cases("lut+maxpool", 40, 4, true, lut_pool_case);
+}
+
+#[test]
+fn add_mul_gap_reshape_equal_cpu() {
+    check_cases("add/mul+gap+reshape", 40, 5, true, eltwise_case);
+}
+
+/// The real accelerator behind the fault injector: every request still equals the CPU's.
+#[test]
+fn gpu_faults_fall_back_to_cpu_results() {
+    use cairn_kernels::hetero::fault::{FaultInjector, Schedule};
+    if !gpu_or_skip() {
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ 6);
+    let bytes = eltwise_case(&mut r).finish().expect("valid case");
+    let ab = AlignedBytes::from_slice(&bytes);
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let n_in = m.tensor(m.input_tensor(0).unwrap()).info.numel();
+    let inj = FaultInjector::new(
+        GpuFactory::default(),
+        Schedule::Seeded {
+            seed,
+            per_mille: 400,
+        },
+    );
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut staging = vec![0u8; m.arena_bytes()];
+    let mut h = Hetero::new(
+        m,
+        CpuBackend,
+        &mut arena,
+        &mut staging,
+        inj.clone(),
+        Policy::default(),
+    )
+    .unwrap();
+    for req in 0..12 {
+        let input: Vec<u8> = (0..n_in).map(|_| r.i8() as u8).collect();
+        h.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+        h.invoke().unwrap();
+        assert_eq!(
+            h.output(0).unwrap().data,
+            run_cpu(m, &input).as_slice(),
+            "CAIRN_SEED={seed} request {req}"
+        );
+    }
+    let (c, injected) = (h.counters(), inj.injected());
+    assert_eq!(
+        c.faults(),
+        injected.device_lost + injected.timeouts + injected.errors,
+        "CAIRN_SEED={seed}"
+    );
+    assert_eq!(
+        c.accel_segments + c.faults(),
+        injected.calls,
+        "CAIRN_SEED={seed}"
+    );
+}
+
+/// conv → Sub (CPU only) → conv, then Add of the first conv's output (alive across the
+/// CPU segment) and the last: GPU → CPU → GPU with transfers both ways.
+fn mixed_case(r: &mut Rng) -> ModelBuilder {
+    let (c, h, w) = (r.range(2, 5), r.range(2, 8), r.range(2, 8));
+    let dims = [1, c, h, w];
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&dims, r));
+    let conv_op = |b: &mut ModelBuilder, r: &mut Rng, src: u16| {
+        let (wt, bias, st) = wbs(b, r, &[c, c, 3, 3], false);
+        let y = b.add_tensor(act(&dims, r));
+        let mut p = vec![0i32; conv::LEN];
+        for i in [
+            conv::SH,
+            conv::SW,
+            conv::DH,
+            conv::DW,
+            conv::GROUP,
+            conv::PT,
+            conv::PL,
+            conv::PB,
+            conv::PR,
+        ] {
+            p[i] = 1;
+        }
+        (p[conv::ACT_LO], p[conv::ACT_HI]) = (-128, 127);
+        b.ops.push(OpSpec {
+            kind: OpKind::Conv,
+            inputs: vec![Some(src), Some(wt), bias, Some(st)],
+            outputs: vec![y],
+            params: p,
+        });
+        y
+    };
+    let first = conv_op(&mut b, r, x);
+    let diff = b.add_tensor(act(&dims, r));
+    b.ops.push(OpSpec {
+        kind: OpKind::Sub,
+        inputs: vec![Some(first), Some(x)],
+        outputs: vec![diff],
+        params: vec![-128, 127],
+    });
+    let second = conv_op(&mut b, r, diff);
+    let sum = b.add_tensor(act(&dims, r));
+    b.ops.push(OpSpec {
+        kind: OpKind::Add,
+        inputs: vec![Some(first), Some(second)],
+        outputs: vec![sum],
+        params: vec![-128, 127],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![sum];
+    b
+}
+
+#[test]
+fn segments_on_both_sides_equal_cpu() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ 7);
+    for case in 0..10 {
+        let bytes = mixed_case(&mut r).finish().expect("valid case");
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let n_in = m.tensor(m.input_tensor(0).unwrap()).info.numel();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut staging = vec![0u8; m.arena_bytes()];
+        let mut h = Hetero::new(
+            m,
+            CpuBackend,
+            &mut arena,
+            &mut staging,
+            GpuFactory::default(),
+            Policy::default(),
+        )
+        .unwrap();
+        let what = format!("CAIRN_SEED={seed} mixed case {case}");
+        let placements: Vec<Placement> = h
+            .partition()
+            .segments()
+            .iter()
+            .map(|s| s.placement)
+            .collect();
+        assert_eq!(
+            placements,
+            [Placement::Accel(0), Placement::Cpu, Placement::Accel(0)],
+            "{what}"
+        );
+        for req in 0..3 {
+            let input: Vec<u8> = (0..n_in).map(|_| r.i8() as u8).collect();
+            h.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+            h.invoke().unwrap();
+            assert_eq!(
+                h.output(0).unwrap().data,
+                run_cpu(m, &input).as_slice(),
+                "{what} request {req}"
+            );
+        }
+        assert_eq!(h.counters().accel_segments, 6, "{what}");
+    }
+}
+
+/// A segment deadline of zero: the device misses it mid-request; every request still
+/// completes with the CPU's result, and the misses are counted.
+#[test]
+fn a_missed_deadline_never_loses_a_request() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ 8);
+    let bytes = mixed_case(&mut r).finish().expect("valid case");
+    let ab = AlignedBytes::from_slice(&bytes);
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let n_in = m.tensor(m.input_tensor(0).unwrap()).info.numel();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut staging = vec![0u8; m.arena_bytes()];
+    let factory = GpuFactory {
+        timeout: std::time::Duration::ZERO,
+        ..GpuFactory::default()
+    };
+    let mut h = Hetero::new(
+        m,
+        CpuBackend,
+        &mut arena,
+        &mut staging,
+        factory,
+        Policy::default(),
+    )
+    .unwrap();
+    for req in 0..4 {
+        let input: Vec<u8> = (0..n_in).map(|_| r.i8() as u8).collect();
+        h.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+        h.invoke().unwrap();
+        assert_eq!(
+            h.output(0).unwrap().data,
+            run_cpu(m, &input).as_slice(),
+            "CAIRN_SEED={seed} request {req}"
+        );
+    }
+    let c = h.counters();
+    eprintln!("zero deadline: {c:?}");
+    assert_eq!(h.cpu_only_reason(), None);
+    // Every GPU segment either completed or was rerun on the CPU; every failure counted.
+    assert_eq!(c.accel_segments + c.fallback_segments, 8, "{c:?}");
+    assert!(c.fallback_segments >= c.faults(), "{c:?}");
+    // A fast device may beat even a zero deadline, so misses are not required, only
+    // that each one was a timeout.
+    assert_eq!(c.faults(), c.timeouts, "{c:?}");
+}

@@ -1,0 +1,235 @@
+//! `cairn run --backend cpu|gpu` and `cairn inspect --backends`: the partition of a model
+//! over the accelerators this build has, and runs through the heterogeneous driver
+//! (`cairn_kernels::hetero`), which reruns on the CPU whatever an accelerator fails.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use cairn_core::Model;
+
+use crate::tools::{self, read_model, RunOutputs};
+#[cfg(feature = "gpu")]
+use gpu::{inspect_gpu, run_gpu};
+
+/// `cairn inspect --backends MODEL`.
+pub fn inspect(path: &Path) -> Result<()> {
+    let bytes = read_model(path)?;
+    let m = Model::parse(bytes.as_slice())
+        .map_err(|e| anyhow!("{} is not a valid .cairn file: {e:?}", path.display()))?;
+    println!("{}", path.display());
+    println!("  preference    gpu, then cpu (every op; the fallback for all of them)");
+    inspect_gpu(&m)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn inspect_gpu(_: &Model<'_>) -> Result<()> {
+    println!("  gpu           not in this build (cargo feature `gpu`): every op on the cpu");
+    Ok(())
+}
+
+/// `cairn run --backend NAME ...`.
+pub fn run_cmd(backend: &str, model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
+    match backend {
+        "cpu" => tools::run_cmd(model, inputs, to),
+        "gpu" => run_gpu(model, inputs, to),
+        other => bail!("unknown backend '{other}': cpu or gpu"),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn run_gpu(_: &Path, _: &[String], _: &RunOutputs<'_>) -> Result<()> {
+    bail!("this cairn was built without the `gpu` feature")
+}
+
+/// The GPU side (cargo feature `gpu`).
+#[cfg(feature = "gpu")]
+mod gpu {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use anyhow::{anyhow, bail, Result};
+    use cairn_core::partition::{transfer_bytes, Partition, Placement, Policy};
+    use cairn_core::Model;
+    use cairn_kernels::hetero::{Counters, Hetero};
+    use cairn_kernels::CpuBackend;
+
+    use crate::samples;
+    use crate::tools::{self, read_model, RunOutputs};
+
+    pub fn inspect_gpu(m: &Model<'_>) -> Result<()> {
+        let m = *m;
+        let factory = cairn_gpu::GpuFactory::default();
+        match cairn_gpu::probe() {
+            Some(a) => println!(
+                "  gpu adapter   {} ({}, {}; dot4I8Packed {})",
+                a.name,
+                a.backend,
+                a.device_type,
+                if a.packed_dot { "yes" } else { "no" }
+            ),
+            None => {
+                println!("  gpu adapter   none found: `cairn run --backend gpu` runs on the cpu")
+            }
+        }
+        let (p, policy) = Partition::plan_fitting(&m, &[&factory], Policy::default())
+            .map_err(|e| anyhow!("no partition: {e:?}"))?;
+        if policy.min_ops > 1 {
+            println!(
+                "  policy        gpu runs of at least {} ops (shorter ones on the cpu, to stay within {} segments)",
+                policy.min_ops,
+                cairn_core::partition::MAX_SEGMENTS
+            );
+        }
+        println!(
+            "  ops           {} on gpu, {} on cpu, {} segments",
+            p.ops_on(Placement::Accel(0)),
+            p.ops_on(Placement::Cpu),
+            p.segments().len()
+        );
+        println!(
+            "  arena bytes   {} (the plan is the same for every partition)",
+            m.arena_bytes()
+        );
+        println!();
+        println!(
+            "  {:>4}  {:<8} {:>10} {:>10} {:>10}  kinds",
+            "seg", "backend", "ops", "in bytes", "out bytes"
+        );
+        for (i, s) in p.segments().iter().enumerate() {
+            let on = match s.placement {
+                Placement::Cpu => "cpu",
+                Placement::Accel(_) => "gpu",
+            };
+            let (tin, tout) = transfer_bytes(&m, *s);
+            let (tin, tout) = match s.placement {
+                Placement::Cpu => ("-".to_string(), "-".to_string()),
+                Placement::Accel(_) => (tin.to_string(), tout.to_string()),
+            };
+            let mut kinds: Vec<&str> = Vec::new();
+            for name in s.ops().filter_map(|o| m.op(o).map(|op| op.kind.name())) {
+                if !kinds.contains(&name) {
+                    kinds.push(name);
+                }
+            }
+            println!(
+                "  {:>4}  {:<8} {:>10} {:>10} {:>10}  {}",
+                i,
+                on,
+                format!("{}..{}", s.start, s.end),
+                tin,
+                tout,
+                kinds.join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    pub fn run_gpu(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
+        if to.reference || to.profile || to.dir.is_some() {
+            bail!("--reference, --profile and --output-dir run on the cpu backend only");
+        }
+        let bytes = read_model(model)?;
+        let m = Model::parse(bytes.as_slice())
+            .map_err(|e| anyhow!("{} is not a valid .cairn file: {e:?}", model.display()))?;
+        let names = samples::read_names(model, m.n_inputs(), m.n_outputs());
+        let paths = samples::assign_inputs(inputs, &names)?;
+        let arrays: Vec<cairn_convert::npy::Array> = paths
+            .iter()
+            .map(|p| cairn_convert::npy::read(p))
+            .collect::<Result<_>>()?;
+        let mut arena = vec![0u8; m.arena_bytes() + cairn_core::format::ALIGN];
+        let mut staging = vec![0u8; m.arena_bytes()];
+        let factory = cairn_gpu::GpuFactory::default();
+        let t = Instant::now();
+        let mut h = Hetero::new(
+            m,
+            CpuBackend,
+            &mut arena,
+            &mut staging,
+            factory,
+            Policy::default(),
+        )
+        .map_err(|e| anyhow!("cannot load {}: {e:?}", model.display()))?;
+        let load_ms = t.elapsed().as_secs_f64() * 1e3;
+        match h.cpu_only_reason() {
+            Some(why) => eprintln!("gpu: running on the cpu: {why}"),
+            None => eprintln!(
+                "gpu: {} of {} ops on the gpu in {} segments (loaded in {load_ms:.0} ms)",
+                h.partition().ops_on(Placement::Accel(0)),
+                m.n_ops(),
+                h.partition().segments().len()
+            ),
+        }
+        let run =
+            |h: &mut Hetero<'_, '_, '_, CpuBackend, cairn_gpu::GpuFactory>| -> Result<Vec<Vec<f32>>> {
+                for (i, a) in arrays.iter().enumerate() {
+                    h.set_input_f32(i, &a.data)
+                        .map_err(|e| anyhow!("input {i}: {e:?} (the gpu path takes f32 inputs)"))?;
+                }
+                h.invoke().map_err(|e| anyhow!("run failed: {e:?}"))?;
+                (0..m.n_outputs())
+                    .map(|i| {
+                        h.output(i)
+                            .map(|t| cairn_kernels::host::to_f32(&t))
+                            .map_err(|e| anyhow!("output {i}: {e:?}"))
+                    })
+                    .collect()
+            };
+        let t = Instant::now();
+        let mut outs = run(&mut h)?;
+        let mut ms = t.elapsed().as_secs_f64() * 1e3;
+        if to.runs > 1 {
+            let stats = crate::bench::time_runs(0, to.runs, || {
+                outs = run(&mut h)?;
+                Ok(())
+            })?;
+            ms = stats.median_ms;
+        }
+        let oinfo: Vec<Vec<usize>> = (0..m.n_outputs())
+            .filter_map(|i| m.output_tensor(i))
+            .map(|t| {
+                m.tensor(t)
+                    .info
+                    .shape
+                    .dims()
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect()
+            })
+            .collect();
+        if let Some(p) = to.first {
+            cairn_convert::npy::write(p, &oinfo[0], &outs[0])?;
+            println!("wrote {} (shape {:?})", p.display(), oinfo[0]);
+        } else {
+            for ((o, shape), name) in outs.iter().zip(&oinfo).zip(&names.outputs) {
+                println!(
+                    "output {name} shape {shape:?}: top-{} {:?}",
+                    to.top_k,
+                    tools::top_k(o, to.top_k)
+                );
+            }
+        }
+        report(&h.counters());
+        if to.runs > 1 {
+            println!("median of {} runs after a warm-up:", to.runs);
+        }
+        println!("{ms:.3} ms");
+        Ok(())
+    }
+
+    /// Say what the fallback did, when it did anything.
+    fn report(c: &Counters) {
+        if c.faults() > 0 {
+            eprintln!(
+                "gpu: {} segment failures (device lost {}, timeouts {}, errors {}) rerun on the cpu; \
+                 {} re-creations, {} failed",
+                c.faults(),
+                c.device_lost,
+                c.timeouts,
+                c.errors,
+                c.recreations,
+                c.create_failures
+            );
+        }
+    }
+}
