@@ -16,6 +16,12 @@
 //!
 //! Scratch memory is fixed-size stack tiles; each entry returns `None` (the caller runs the
 //! reference) when the op is not its case or a shape exceeds the tiles.
+//!
+//! Beside these, on the strided GEMM of `kernel.rs` (the same 6 × 16 AVX2+FMA block):
+//! one-group convs with large patches (`bigk.rs`), ConvTranspose (`deconv.rs`), MatMul and
+//! multi-row FullyConnected (`matmul.rs`); convs with ≤ 4 output channels row by row
+//! (`direct.rs`, bit-exact); vector Unary, Binary, Softmax (`unary.rs`, `binary.rs`,
+//! `softmax.rs`) and MaxPool / mean pooling (`pool.rs`), routed by `dispatch.rs`.
 
 use cairn_core::op::conv as p;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -25,7 +31,17 @@ use crate::util::f32_clamp;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod bigk;
+mod binary;
+mod deconv;
 mod depthwise;
+mod direct;
+pub(crate) mod dispatch;
+mod kernel;
+mod matmul;
+mod pool;
+mod softmax;
+mod unary;
 
 /// Pixels per micro-tile (two AVX vectors, four NEON vectors).
 const PT: usize = 16;
@@ -91,8 +107,14 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
     let covered =
         pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));
-    if !covered {
-        return None;
+    if !pointwise && direct::fits(&g, k) {
+        return Some(out.f32s_mut().map(|y| {
+            direct::conv(&g, &gm, x, y);
+            dispatch::taken();
+        }));
+    }
+    if !covered || (!pointwise && g.g == 1 && k > bigk::K_FROM) {
+        return big_k(&g, &gm, x, out);
     }
     let y = match out.f32s_mut() {
         Ok(y) => y,
@@ -281,6 +303,22 @@ fn gather_tap(g: &Geo, xc: &[f32], (ky, kx): (usize, usize), t0: usize, dst: &mu
     }
 }
 
+/// One-group convs with patches larger than the im2col tiles (`bigk.rs`).
+fn big_k(
+    g: &Geo,
+    gm: &Gemm<'_>,
+    x: &[f32],
+    out: &mut TensorMut<'_>,
+) -> Option<Result<(), ExecError>> {
+    if g.g != 1 || !bigk::fits(g) {
+        return None;
+    }
+    Some(out.f32s_mut().map(|y| {
+        bigk::conv(g, gm, x, y);
+        dispatch::taken();
+    }))
+}
+
 /// f32 FullyConnected (`Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])`) through a fast
 /// path, or `None`.
 pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
@@ -313,6 +351,10 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    if m >= matmul::FC_MIN_ROWS {
+        matmul::fc(&gm, x, m, y);
+        return Some(Ok(()));
+    }
     for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
         dot_rows(&gm, xr, yr);
     }

@@ -48,9 +48,9 @@ mod fast_f32;
 pub use eltwise::unary_value;
 mod gather;
 mod gemm;
+pub mod hetero;
 #[cfg(feature = "std")]
 pub mod host;
-pub mod hetero;
 mod logic;
 mod movement;
 mod norm;
@@ -126,6 +126,10 @@ impl Backend for CpuBackend {
 fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     let q = matches!(call.kernel.variant, Variant::I8 | Variant::DwI8);
     match call.kind {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        k if call.kernel.variant == Variant::F32 && fast_f32::dispatch::covers(k) => {
+            fast_f32::dispatch::execute(call, out)
+        }
         OpKind::Conv if q || call.kernel.variant == Variant::PackedI8 => {
             fast::conv_i8(call, out).or_else(|| fast_conv_rows::conv_i8(call, out))
         }
@@ -153,6 +157,18 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         }
         _ => None,
     }
+}
+
+/// Ops this thread has run through the f32 fast paths of `fast_f32/` for ConvTranspose,
+/// BatchMatMul, Unary, Add/Sub/Mul/Div/PRelu, Softmax, MaxPool, mean pooling, large-patch
+/// and few-channel Conv and multi-row FullyConnected (0 where there are none): tests check
+/// with it that a path was taken.
+#[cfg(feature = "std")]
+pub fn f32_fast_ops() -> u64 {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    return fast_f32::dispatch::taken_count();
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    0
 }
 
 /// Run one op with the reference kernels.

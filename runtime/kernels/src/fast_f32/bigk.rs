@@ -1,0 +1,89 @@
+//! One-group f32 convs whose patches are too large for the im2col tiles of `fast_f32.rs`
+//! (more than `TILE_BIG / PT` = 1024 elements: 3×3 convs over 114+ channels, such as
+//! YOLOX's and PP-OCR's 13×13 and 1×40 stages).
+//!
+//! The patch dimension is split into chunks of whole input channels: for each tile of
+//! output pixels, each chunk's im2col rows are gathered into the stack tile and multiplied
+//! in (`kernel::gemm`, the weights read in place with their full row stride); the first
+//! chunk starts at the bias, later ones add to the output, the last one clamps. Sums are
+//! the reference's in another order.
+
+use crate::conv::Geo;
+
+use super::kernel::{gemm, Dims, Dst, Lhs, Rhs, Start};
+use super::{gather_tap, Gemm, PT};
+
+/// Patch sizes from which one-group convs take this path: the im2col tiles of
+/// `fast_f32.rs` would hold fewer than `TILE_PIX` pixels, so each weight block would serve
+/// too few pixels before the next is read.
+pub(super) const K_FROM: usize = TILE / TILE_PIX;
+/// Floats in the im2col tile (64 KB on the stack).
+const TILE: usize = 16384;
+/// Most output pixels per tile.
+const TILE_PIX: usize = 64;
+
+/// The conv of `g` (one group); the caller checked the slice lengths.
+pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
+    let kk = g.kh * g.kw;
+    let k = gm.k;
+    let (plane, pix) = (g.h * g.w, g.oh * g.ow);
+    let tp = pix.div_ceil(PT).min(TILE_PIX / PT) * PT;
+    // Input channels per chunk (at least one: a single channel's patch fits any tile
+    // this path is asked for, since kk ≤ TILE / TILE_PIX is checked by `fits`).
+    let cpc = (TILE / tp / kk).clamp(1, g.c);
+    let mut tile = [0f32; TILE];
+    for n in 0..g.n {
+        let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
+        let yn = &mut y[n * gm.oc * pix..(n + 1) * gm.oc * pix];
+        let mut t0 = 0;
+        while t0 < pix {
+            let len = tp.min(pix - t0);
+            let mut c0 = 0;
+            while c0 < g.c {
+                let nc = cpc.min(g.c - c0);
+                for c in c0..c0 + nc {
+                    let xc = &xn[c * plane..(c + 1) * plane];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let row = ((c - c0) * g.kh + ky) * g.kw + kx;
+                            gather_tap(g, xc, (ky, kx), t0, &mut tile[row * tp..row * tp + len]);
+                        }
+                    }
+                }
+                let first = c0 == 0;
+                let last = c0 + nc == g.c;
+                let a = Lhs {
+                    a: &gm.w[c0 * kk..],
+                    rs: k,
+                    cs: 1,
+                };
+                let b = Rhs { b: &tile, bs: tp };
+                let mut dst = Dst {
+                    c: &mut *yn,
+                    rs: pix,
+                    c0: t0,
+                };
+                let start = match (first, gm.bias) {
+                    (false, _) => Start::Load,
+                    (true, Some(bias)) => Start::RowBias(bias),
+                    (true, None) => Start::Zero,
+                };
+                let d = Dims {
+                    m: gm.oc,
+                    n: len,
+                    k: nc * kk,
+                    start,
+                    clamp: last.then_some((gm.lo, gm.hi)),
+                };
+                gemm(a, b, &mut dst, d);
+                c0 += nc;
+            }
+            t0 += len;
+        }
+    }
+}
+
+/// Whether `conv` takes a one-group conv of `g`.
+pub(super) fn fits(g: &Geo) -> bool {
+    g.kh * g.kw <= TILE / TILE_PIX && g.c > 0
+}

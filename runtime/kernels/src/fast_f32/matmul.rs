@@ -1,0 +1,143 @@
+//! f32 MatMul of two activations (`BatchMatMul`) and FullyConnected with several input
+//! rows, on the strided GEMM of `kernel.rs`.
+//!
+//! - BatchMatMul: per matrix pair (`gemm::bmm_walk`, broadcast batches included),
+//!   `Y = A · B` with both operands read in place (A's rows broadcast, B's rows as the
+//!   column vectors).
+//! - FullyConnected `Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])` with `m ≥ FC_MIN_ROWS`
+//!   input rows: 16 weight rows at a time are transposed into a stack panel
+//!   (`[t][16]`, a chunk of `t` at a time) that serves every input row, so the weights are
+//!   read once per call instead of once per input row. `Y` starts at the bias.
+//!
+//! Sums are the reference's in another order (and with fused multiply-adds).
+
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+use super::kernel::{gemm, Dims, Dst, Lhs, Rhs, Start};
+use super::{Gemm, PT};
+use crate::gemm::bmm_walk;
+
+/// Input rows from which FullyConnected takes the GEMM (fewer: one dot product per row).
+pub(super) const FC_MIN_ROWS: usize = 4;
+/// Weight columns (`t`) per transposed panel: 16 × 1024 floats, 64 KB on the stack.
+const PANEL_K: usize = 1024;
+
+/// f32 BatchMatMul, or `None` when the op is not this path's case.
+pub fn bmm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
+    let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
+    if sa.rank() < 2 || sb.rank() < 2 || sy.rank() < 2 {
+        return None;
+    }
+    let (m, k, n) = (
+        sa.dim(sa.rank() - 2),
+        sa.dim(sa.rank() - 1),
+        sb.dim(sb.rank() - 1),
+    );
+    let (a, b) = (at.f32s().ok()?, bt.f32s().ok()?);
+    let batches = sy.numel()?.checked_div(m * n)?;
+    let fits = sb.dim(sb.rank() - 2) == k
+        && a.len() % (m * k).max(1) == 0
+        && b.len() % (k * n).max(1) == 0
+        && out.data.len() >= 4 * batches * m * n;
+    if !fits {
+        return None;
+    }
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut bad = false;
+    bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
+        let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
+        if ao + m * k > a.len() || bo + k * n > b.len() || yo + m * n > y.len() {
+            bad = true;
+            return;
+        }
+        let yb = &mut y[yo..yo + m * n];
+        if k == 0 {
+            yb.fill(0.0);
+            return;
+        }
+        let lhs = Lhs {
+            a: &a[ao..ao + m * k],
+            rs: k,
+            cs: 1,
+        };
+        let rhs = Rhs {
+            b: &b[bo..bo + k * n],
+            bs: n,
+        };
+        let mut dst = Dst {
+            c: yb,
+            rs: n,
+            c0: 0,
+        };
+        let d = Dims {
+            m,
+            n,
+            k,
+            start: Start::Zero,
+            clamp: None,
+        };
+        gemm(lhs, rhs, &mut dst, d);
+    });
+    if bad {
+        return Some(Err(ExecError::Shape));
+    }
+    super::dispatch::taken();
+    Some(Ok(()))
+}
+
+/// FullyConnected over `m` input rows `x` (`m × k`) into `y` (`m × n`); the caller checked
+/// the slice lengths.
+pub(super) fn fc(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
+    let (k, n) = (gm.k, gm.oc);
+    for row in y[..m * n].chunks_exact_mut(n) {
+        match gm.bias {
+            Some(b) => row.copy_from_slice(&b[..n]),
+            None => row.fill(0.0),
+        }
+    }
+    let mut panel = [0f32; PT * PANEL_K];
+    let mut j0 = 0;
+    while j0 < n {
+        let nj = PT.min(n - j0);
+        let mut t0 = 0;
+        while t0 < k {
+            let nt = PANEL_K.min(k - t0);
+            // panel[t][jj] = W[j0 + jj, t0 + t].
+            for jj in 0..nj {
+                let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
+                for (t, &v) in wr.iter().enumerate() {
+                    panel[t * PT + jj] = v;
+                }
+            }
+            let lhs = Lhs {
+                a: &x[t0..m * k],
+                rs: k,
+                cs: 1,
+            };
+            let rhs = Rhs {
+                b: &panel[..nt * PT],
+                bs: PT,
+            };
+            let mut dst = Dst {
+                c: &mut *y,
+                rs: n,
+                c0: j0,
+            };
+            let d = Dims {
+                m,
+                n: nj,
+                k: nt,
+                start: Start::Load,
+                clamp: (t0 + nt == k).then_some((gm.lo, gm.hi)),
+            };
+            gemm(lhs, rhs, &mut dst, d);
+            t0 += nt;
+        }
+        j0 += nj;
+    }
+    super::dispatch::taken();
+}

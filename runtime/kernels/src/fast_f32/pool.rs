@@ -1,0 +1,209 @@
+//! f32 MaxPool and mean pooling (GlobalAveragePool, ReduceMean over trailing axes),
+//! bit-exact with `pool.rs`:
+//! - MaxPool in two passes (row maxima over the window's columns, then over its rows) where
+//!   the plane's row maxima fit a stack buffer, else an output row at a time: each output
+//!   starts at −∞ and takes the in-bounds taps with the reference's comparison (`v > m`),
+//!   over a run of output columns at once (loops the compiler vectorizes, compiled with
+//!   AVX2 where present);
+//! - means of contiguous runs eight outputs at a time: each output's sum is the
+//!   reference's, element by element in order (eight independent chains instead of one),
+//!   then divided by the count.
+
+use cairn_core::{ExecError, OpCall, OpKind, TensorMut};
+
+use crate::pool::{win, Win};
+
+/// Output columns per MaxPool run (a 2 KB stack row).
+const RUN: usize = 512;
+/// Floats of row maxima the two-pass MaxPool holds (a 64 KB stack buffer).
+const ROWS_MAX: usize = 16384;
+/// Means computed side by side.
+const LANES: usize = 8;
+
+/// f32 MaxPool, or `None`.
+pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let xt = call.req(0).ok()?;
+    let (n, c, h, w) = xt.info.shape.nchw()?;
+    let (_, _, oh, ow) = out.info.shape.nchw()?;
+    let x = xt.f32s().ok()?;
+    let g = win(call);
+    let planes = n * c;
+    if g.sw == 0 || g.sh == 0 || x.len() < planes * h * w || out.data.len() < 4 * planes * oh * ow {
+        return None;
+    }
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if h * ow <= ROWS_MAX && ow <= RUN && g.kh > 1 {
+        crate::fast::vectorized(
+            #[inline(always)]
+            || separable(&g, (h, w, oh, ow), &x[..planes * h * w], y),
+        );
+        super::dispatch::taken();
+        return Some(Ok(()));
+    }
+    crate::fast::vectorized(
+        #[inline(always)]
+        || {
+            let mut acc = [f32::NEG_INFINITY; RUN];
+            for p in 0..planes {
+                let xp = &x[p * h * w..(p + 1) * h * w];
+                let yp = &mut y[p * oh * ow..(p + 1) * oh * ow];
+                for oy in 0..oh {
+                    let mut x0 = 0;
+                    while x0 < ow {
+                        let len = RUN.min(ow - x0);
+                        let acc = &mut acc[..len];
+                        acc.fill(f32::NEG_INFINITY);
+                        for ky in 0..g.kh {
+                            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            let row = &xp[iy as usize * w..(iy as usize + 1) * w];
+                            for kx in 0..g.kw {
+                                // ix = (x0 + s)·sw − pl + kx·dw for output x0 + s.
+                                let off = (x0 * g.sw + kx * g.dw) as isize - g.pl;
+                                let (lo, hi) = crate::util::inside(off, g.sw, w, len);
+                                if hi <= lo {
+                                    continue;
+                                }
+                                let a = (lo as isize * g.sw as isize + off) as usize;
+                                let dst = &mut acc[lo..hi];
+                                if g.sw == 1 {
+                                    for (m, &v) in dst.iter_mut().zip(&row[a..a + hi - lo]) {
+                                        *m = if v > *m { v } else { *m };
+                                    }
+                                } else {
+                                    for (m, &v) in dst.iter_mut().zip(row[a..].iter().step_by(g.sw))
+                                    {
+                                        *m = if v > *m { v } else { *m };
+                                    }
+                                }
+                            }
+                        }
+                        yp[oy * ow + x0..oy * ow + x0 + len].copy_from_slice(acc);
+                        x0 += len;
+                    }
+                }
+            }
+        },
+    );
+    super::dispatch::taken();
+    Some(Ok(()))
+}
+
+/// The running maximum as the reference takes it: `v` replaces `m` only when greater (a
+/// NaN never does; of equal values, ±0 included, the first stays).
+#[inline(always)]
+fn take(m: &mut f32, v: f32) {
+    *m = if v > *m { v } else { *m };
+}
+
+/// `acc[s] = take(acc[s], row[s·sw + off])` for the outputs `s` whose column is inside the
+/// row.
+#[inline(always)]
+fn take_run(acc: &mut [f32], row: &[f32], off: isize, sw: usize) {
+    let (lo, hi) = crate::util::inside(off, sw, row.len(), acc.len());
+    if hi <= lo {
+        return;
+    }
+    let a = (lo as isize * sw as isize + off) as usize;
+    if sw == 1 {
+        for (m, &v) in acc[lo..hi].iter_mut().zip(&row[a..a + hi - lo]) {
+            take(m, v);
+        }
+    } else {
+        for (m, &v) in acc[lo..hi].iter_mut().zip(row[a..].iter().step_by(sw)) {
+            take(m, v);
+        }
+    }
+}
+
+/// MaxPool in two passes per plane: each input row's maxima over the window's columns
+/// (`hmax[iy][ox]`, taps left to right), then each output's maximum over the window's rows
+/// of those (top to bottom). The reference keeps the first of the greatest values in
+/// row-major tap order; so do the two passes (the first greatest in the first row that
+/// holds one), hence the same bits.
+#[inline(always)]
+fn separable(g: &Win, (h, w, oh, ow): (usize, usize, usize, usize), x: &[f32], y: &mut [f32]) {
+    let mut hmax = [f32::NEG_INFINITY; ROWS_MAX];
+    for (xp, yp) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
+        for (row, acc) in xp.chunks_exact(w).zip(hmax.chunks_exact_mut(ow)) {
+            acc.fill(f32::NEG_INFINITY);
+            for kx in 0..g.kw {
+                take_run(acc, row, (kx * g.dw) as isize - g.pl, g.sw);
+            }
+        }
+        for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+            yr.fill(f32::NEG_INFINITY);
+            for ky in 0..g.kh {
+                let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let hr = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
+                for (m, &v) in yr.iter_mut().zip(hr) {
+                    take(m, v);
+                }
+            }
+        }
+    }
+}
+
+/// f32 GlobalAveragePool / ReduceMean whose reduced axes are the trailing ones, or `None`.
+pub fn mean_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let xt = call.req(0).ok()?;
+    let xs = xt.info.shape;
+    let r = xs.rank();
+    if r == 0 || r > 6 {
+        return None;
+    }
+    let mask: u32 = if call.kind == OpKind::GlobalAveragePool {
+        !0b11 & ((1 << r) - 1)
+    } else {
+        call.param(0) as u32
+    };
+    // The reduced axes must be exactly the last k (k ≥ 1).
+    let k = mask.count_ones() as usize;
+    if k == 0 || k > r || mask != ((1u32 << r) - 1) & !((1u32 << (r - k)) - 1) {
+        return None;
+    }
+    let count = xs.prod(r - k, r);
+    let outer = xs.prod(0, r - k);
+    let x = xt.f32s().ok()?;
+    if count == 0 || x.len() < outer * count || out.data.len() < 4 * outer {
+        return None;
+    }
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut o = 0;
+    while o < outer {
+        let nl = LANES.min(outer - o);
+        let mut s = [0f32; LANES];
+        if nl == LANES {
+            let runs: [&[f32]; LANES] =
+                core::array::from_fn(|l| &x[(o + l) * count..(o + l + 1) * count]);
+            for i in 0..count {
+                for (sl, run) in s.iter_mut().zip(&runs) {
+                    *sl += run[i];
+                }
+            }
+        } else {
+            for (l, sl) in s.iter_mut().enumerate().take(nl) {
+                for &v in &x[(o + l) * count..(o + l + 1) * count] {
+                    *sl += v;
+                }
+            }
+        }
+        for l in 0..nl {
+            y[o + l] = s[l] / count as f32;
+        }
+        o += nl;
+    }
+    super::dispatch::taken();
+    Some(Ok(()))
+}

@@ -1,0 +1,322 @@
+//! f32 `Unary` functions, eight lanes at a time with AVX2 + FMA (x86_64, detected at run
+//! time with `std`; elsewhere, and for the functions not listed, the reference runs).
+//!
+//! Two kinds of function:
+//! - exact: Identity, Relu, Clip, LeakyRelu, HardSigmoid, HardSwish, HardSwishAB, Neg, Abs,
+//!   Sqrt, Reciprocal, Softsign, Pow with exponent 1 or 2 perform the reference's IEEE operations one for one
+//!   (separate multiply and add, `max` then `min`), so they give its values;
+//! - approximated: Exp (Cephes' polynomial on `x − n·ln 2`, scaled by `2^n` in two halves so
+//!   overflow and underflow come out as the reference's ∞ and 0), Sigmoid and Silu (from
+//!   that exp and an exact division), Tanh (Cephes' odd polynomial below 0.625, else
+//!   `1 − 2/(e^{2|x|} + 1)`), Erf (a rational odd/even approximation on [−4, 4], ±1
+//!   outside), Gelu and GeluTanh (the reference's formulas on those), Pow with exponent 3
+//!   (`x · x · x`). Held to `|fast − ref| ≤ 4e-6·|ref| + 3e-7·max(1, |x|)` (`ERR_REL`,
+//!   `ERR_ABS`; the `|x|` term covers Gelu's `0.5·x·(1 + erf)` where `1 + erf` cancels, as
+//!   it does in the reference; `tests/exact_f32_fast.rs` checks it on dense sweeps of each
+//!   function's range and on specials); a NaN input gives NaN, ±∞ the reference's limits.
+
+use cairn_core::op::UnaryFn;
+use cairn_core::{ExecError, OpCall, TensorMut};
+
+/// The approximated functions' relative error bound (of the reference's value).
+#[allow(dead_code)]
+pub const ERR_REL: f32 = 4e-6;
+/// The approximated functions' absolute error bound (times `max(1, |x|)`).
+#[allow(dead_code)]
+pub const ERR_ABS: f32 = 3e-7;
+
+/// Whether this path computes `f` (with parameter `a`: Pow's exponent).
+fn covers(f: UnaryFn, a: f32) -> bool {
+    use UnaryFn::*;
+    (f == Pow && (a == 1.0 || a == 2.0 || a == 3.0))
+        || matches!(
+            f,
+            Identity
+                | Relu
+                | Clip
+                | LeakyRelu
+                | HardSigmoid
+                | HardSwish
+                | HardSwishAB
+                | Neg
+                | Abs
+                | Sqrt
+                | Reciprocal
+                | Softsign
+                | Exp
+                | Sigmoid
+                | Silu
+                | Tanh
+                | Erf
+                | Gelu
+                | GeluTanh
+        )
+}
+
+/// f32 Unary through the vector path, or `None`.
+pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !super::avx2::available() {
+            return None;
+        }
+        let f = UnaryFn::from_code(call.param(0))?;
+        let (a, b) = (call.param_f32(1), call.param_f32(2));
+        if !covers(f, a) {
+            return None;
+        }
+        let src = if call.in_place {
+            None
+        } else {
+            let s = call.req(0).ok()?.f32s().ok()?;
+            if s.len() * 4 != out.data.len() {
+                return None;
+            }
+            Some(s)
+        };
+        let y = match out.f32s_mut() {
+            Ok(y) => y,
+            Err(e) => return Some(Err(e)),
+        };
+        // SAFETY: AVX2 and FMA are present (checked above); `src`, when given, has `y`'s
+        // length (checked above).
+        unsafe { avx2::apply(f, a, b, src, y) };
+        super::dispatch::taken();
+        Some(Ok(()))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (call, out, covers as fn(UnaryFn, f32) -> bool);
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    use cairn_core::op::UnaryFn;
+    use core::arch::x86_64::*;
+
+    /// `y[i] = f(src[i])` (`src` = `y` itself when `None`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; `src`, when given, must be as long as `y`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn apply(f: UnaryFn, a: f32, b: f32, src: Option<&[f32]>, y: &mut [f32]) {
+        assert!(src.is_none_or(|s| s.len() == y.len()));
+        let n = y.len();
+        let yp = y.as_mut_ptr();
+        let sp = src.map_or(yp as *const f32, |s| s.as_ptr());
+        let (va, vb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let zero = _mm256_setzero_ps();
+        let one = _mm256_set1_ps(1.0);
+        macro_rules! each {
+            (|$v:ident| $body:expr) => {{
+                let mut i = 0;
+                while i + 8 <= n {
+                    // SAFETY: i + 8 ≤ n: inside `src` (as long as `y`) and `y`.
+                    let $v = unsafe { _mm256_loadu_ps(sp.add(i)) };
+                    let r = $body;
+                    // SAFETY: as above.
+                    unsafe { _mm256_storeu_ps(yp.add(i), r) };
+                    i += 8;
+                }
+                if i < n {
+                    let mut buf = [0f32; 8];
+                    // SAFETY: the n − i < 8 floats from i are inside `src` and `y`; `buf`
+                    // holds 8.
+                    unsafe { core::ptr::copy_nonoverlapping(sp.add(i), buf.as_mut_ptr(), n - i) };
+                    // SAFETY: `buf` holds 8 floats.
+                    let $v = unsafe { _mm256_loadu_ps(buf.as_ptr()) };
+                    let r = $body;
+                    // SAFETY: as above.
+                    unsafe {
+                        _mm256_storeu_ps(buf.as_mut_ptr(), r);
+                        core::ptr::copy_nonoverlapping(buf.as_ptr(), yp.add(i), n - i);
+                    }
+                }
+            }};
+        }
+        use UnaryFn::*;
+        match f {
+            Identity => each!(|x| x),
+            Relu => each!(|x| _mm256_max_ps(x, zero)),
+            Clip => each!(|x| _mm256_min_ps(_mm256_max_ps(x, va), vb)),
+            LeakyRelu => each!(|x| {
+                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero);
+                _mm256_blendv_ps(x, _mm256_mul_ps(va, x), neg)
+            }),
+            HardSigmoid => each!(|x| hard(_mm256_add_ps(_mm256_mul_ps(va, x), vb))),
+            HardSwish => each!(|x| {
+                let g = _mm256_add_ps(_mm256_div_ps(x, _mm256_set1_ps(6.0)), _mm256_set1_ps(0.5));
+                _mm256_mul_ps(x, hard(g))
+            }),
+            HardSwishAB => {
+                each!(|x| { _mm256_mul_ps(x, hard(_mm256_add_ps(_mm256_mul_ps(va, x), vb))) })
+            }
+            Neg => each!(|x| _mm256_xor_ps(x, _mm256_set1_ps(-0.0))),
+            Abs => each!(|x| _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)),
+            Sqrt => each!(|x| _mm256_sqrt_ps(x)),
+            Reciprocal => each!(|x| _mm256_div_ps(one, x)),
+            Softsign => each!(|x| {
+                let ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x);
+                _mm256_div_ps(x, _mm256_add_ps(one, ax))
+            }),
+            // The reference's x · x for 2 and x for 1; x · x · x for 3 (libm's powf rounds
+            // once, this twice: within 2 ulp).
+            Pow if a == 1.0 => each!(|x| x),
+            Pow if a == 2.0 => each!(|x| _mm256_mul_ps(x, x)),
+            Pow => each!(|x| _mm256_mul_ps(_mm256_mul_ps(x, x), x)),
+            Exp => each!(|x| exp(x)),
+            Sigmoid => each!(|x| sigmoid(x)),
+            Silu => each!(|x| _mm256_mul_ps(x, sigmoid(x))),
+            Tanh => each!(|x| tanh(x)),
+            Erf => each!(|x| erf(x)),
+            Gelu => each!(|x| {
+                let e = erf(_mm256_mul_ps(
+                    x,
+                    _mm256_set1_ps(core::f32::consts::FRAC_1_SQRT_2),
+                ));
+                _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), _mm256_add_ps(one, e))
+            }),
+            GeluTanh => each!(|x| {
+                // The reference's 0.5 · x · (1 + tanh(c · (x + 0.044715 · x · x · x))).
+                let cube = _mm256_mul_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715), x), x),
+                    x,
+                );
+                let inner = _mm256_mul_ps(_mm256_set1_ps(0.797_884_6), _mm256_add_ps(x, cube));
+                _mm256_mul_ps(
+                    _mm256_mul_ps(_mm256_set1_ps(0.5), x),
+                    _mm256_add_ps(one, tanh(inner)),
+                )
+            }),
+            // `covers` admits only the functions above.
+            _ => unreachable!(),
+        }
+    }
+
+    /// `v.max(0).min(1)`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hard(v: __m256) -> __m256 {
+        _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(1.0))
+    }
+
+    /// NaN lanes of `x` carried into `r`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn keep_nan(x: __m256, r: __m256) -> __m256 {
+        _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
+    }
+
+    /// e^x: `x = n·ln 2 + r` (|r| ≤ ln 2 / 2, Cody–Waite split), Cephes' degree-5 polynomial
+    /// for e^r, times 2^(n/2) · 2^(n − n/2) (each half a normal power of two for every
+    /// clamped n, so overflow gives ∞ and underflow 0 or a subnormal).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn exp(x: __m256) -> __m256 {
+        // max/min with the bound first: a NaN x passes through (fixed up at the end).
+        let xc = _mm256_min_ps(
+            _mm256_set1_ps(89.0),
+            _mm256_max_ps(_mm256_set1_ps(-104.0), x),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(xc, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5e-1,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+        let ni = _mm256_cvtps_epi32(n);
+        let h1 = _mm256_srai_epi32::<1>(ni);
+        let h2 = _mm256_sub_epi32(ni, h1);
+        let r = _mm256_mul_ps(_mm256_mul_ps(e, pow2(h1)), pow2(h2));
+        keep_nan(x, r)
+    }
+
+    /// 2^h for a normal exponent h (−126 ≤ h ≤ 127).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn pow2(h: __m256i) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            h,
+            _mm256_set1_epi32(127),
+        )))
+    }
+
+    /// 1 / (1 + e^(−x)), as the reference.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn sigmoid(x: __m256) -> __m256 {
+        let e = exp(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
+        _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), e))
+    }
+
+    /// tanh: Cephes' `x + x³·P(x²)` for |x| < 0.625, else `sign(x)·(1 − 2/(e^{2|x|} + 1))`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn tanh(x: __m256) -> __m256 {
+        let sign = _mm256_set1_ps(-0.0);
+        let ax = _mm256_andnot_ps(sign, x);
+        let z = _mm256_mul_ps(x, x);
+        let mut p = _mm256_set1_ps(-5.704_988_7e-3);
+        for c in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+            p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(c));
+        }
+        let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+        let e = exp(_mm256_add_ps(ax, ax));
+        let one = _mm256_set1_ps(1.0);
+        let big = _mm256_sub_ps(
+            one,
+            _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
+        );
+        let big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
+        let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, _mm256_set1_ps(0.625));
+        keep_nan(x, _mm256_blendv_ps(big, small, is_small))
+    }
+
+    /// erf: an odd degree-13 over even degree-8 rational function of x clamped to [−4, 4]
+    /// (|error| < 1e-7 on the clamped range; beyond it erf is ±1 in f32).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn erf(x: __m256) -> __m256 {
+        let xc = _mm256_min_ps(_mm256_set1_ps(4.0), _mm256_max_ps(_mm256_set1_ps(-4.0), x));
+        let x2 = _mm256_mul_ps(xc, xc);
+        let mut p = _mm256_set1_ps(-2.726_142_3e-10);
+        for c in [
+            2.770_681_4e-8,
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(c));
+        }
+        p = _mm256_mul_ps(p, xc);
+        let mut q = _mm256_set1_ps(-1.456_607_2e-5);
+        for c in [
+            -2.133_740_5e-4,
+            -1.682_827e-3,
+            -7.373_329_3e-3,
+            -1.426_473_9e-2,
+        ] {
+            q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(c));
+        }
+        // Beyond 3.93 erf rounds to ±1 in f32: give exactly that.
+        let sign = _mm256_set1_ps(-0.0);
+        let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(sign, x));
+        let tail = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, x), _mm256_set1_ps(3.93));
+        keep_nan(x, _mm256_blendv_ps(_mm256_div_ps(p, q), one, tail))
+    }
+}

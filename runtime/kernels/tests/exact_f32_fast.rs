@@ -1,0 +1,803 @@
+//! The f32 fast paths of `fast_f32/` added for models that stay f32 — ConvTranspose (GEMM +
+//! col2im), one-group Conv with patches over 1024 elements or with one to four output
+//! channels, FullyConnected with several input rows, BatchMatMul, Unary functions,
+//! Add/Sub/Mul/Div/PRelu with broadcast, Softmax, MaxPool, GlobalAveragePool / ReduceMean —
+//! against the reference kernels on random shapes and data (seeded: `CAIRN_SEED`, printed
+//! on failure). Each test also checks, through `cairn_kernels::f32_fast_ops`, that the fast
+//! path ran (where the host has it: x86_64 with AVX2+FMA for the vector element-wise paths,
+//! x86_64 or aarch64 for the others).
+//!
+//! Tolerances:
+//! - GEMM paths (sums in another order, fused multiply-adds):
+//!   `|fast − ref| ≤ 1e-5 · Σ|terms| + 1e-6`, `Σ|terms|` from the reference run on `|x|`,
+//!   `|w|`, `|bias|` without the clamp (as `tests/exact_f32.rs`).
+//! - Binary ops and the exact Unary functions: equal values (NaN where the reference has
+//!   NaN); MaxPool, the means and the few-channel Conv: the same bits.
+//! - Approximated Unary functions (Exp, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Pow 3):
+//!   `|fast − ref| ≤ 4e-6 · |ref| + 3e-7 · max(1, |x|)`.
+//! - Softmax: `|fast − ref| ≤ (8e-6 + n · 2.4e-7) · |ref| + 1e-9` over a row of `n` (the
+//!   exp bound twice, and the two sums' rounding in different orders).
+
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+use cairn_core::op::{conv, UnaryFn};
+use cairn_core::{Backend, DType, Interpreter, Model, OpKind, Shape};
+use cairn_kernels::{f32_fast_ops, CpuBackend, RefBackend};
+
+#[allow(dead_code)]
+mod common;
+use common::{seed, Rng};
+
+const REL: f32 = 1e-5;
+const ABS: f32 = 1e-6;
+const FN_REL: f32 = 4e-6;
+const FN_ABS: f32 = 3e-7;
+
+/// Whether the GEMM-based paths exist on this host.
+fn gemm_host() -> bool {
+    cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+}
+
+/// Whether the vector element-wise paths exist on this host.
+fn vector_host() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn t(dims: &[usize], data: Option<&[f32]>) -> TensorSpec {
+    TensorSpec {
+        dtype: DType::F32,
+        shape: Shape::new(dims).unwrap(),
+        quant: QuantSpec::None,
+        data: data.map(|d| d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        layout: Default::default(),
+    }
+}
+
+/// One op: activation inputs (shapes), then constant inputs (shape, data), its params and
+/// output shape; `chain` applies a second op of the same kind and params to the output
+/// (Unary: it may run in place).
+struct Op {
+    kind: OpKind,
+    acts: Vec<Vec<usize>>,
+    consts: Vec<(Vec<usize>, Vec<f32>)>,
+    params: Vec<i32>,
+    y: Vec<usize>,
+    chain: bool,
+}
+
+impl Op {
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = ModelBuilder::default();
+        let acts: Vec<_> = self.acts.iter().map(|d| b.add_tensor(t(d, None))).collect();
+        let consts: Vec<_> = self
+            .consts
+            .iter()
+            .map(|(d, v)| b.add_tensor(t(d, Some(v))))
+            .collect();
+        let y = b.add_tensor(t(&self.y, None));
+        let inputs = acts.iter().chain(&consts).map(|&i| Some(i)).collect();
+        b.ops.push(OpSpec {
+            kind: self.kind,
+            inputs,
+            outputs: vec![y],
+            params: self.params.clone(),
+        });
+        let mut last = y;
+        if self.chain {
+            let z = b.add_tensor(t(&self.y, None));
+            b.ops.push(OpSpec {
+                kind: self.kind,
+                inputs: vec![Some(y)],
+                outputs: vec![z],
+                params: self.params.clone(),
+            });
+            last = z;
+        }
+        b.inputs = acts;
+        b.outputs = vec![last];
+        b.finish().expect("valid model")
+    }
+}
+
+fn run<B: Backend>(bytes: &[u8], backend: B, inputs: &[Vec<f32>]) -> Vec<f32> {
+    let ab = AlignedBytes::from_slice(bytes);
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut it = Interpreter::new(m, backend, &mut arena).unwrap();
+    for (k, v) in inputs.iter().enumerate() {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        it.input_bytes_mut(k).unwrap().copy_from_slice(&bytes);
+    }
+    it.invoke().unwrap();
+    it.output(0)
+        .unwrap()
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Run on both backends: (reference, fast); asserts the fast path ran when `expect`.
+fn both(
+    op: &Op,
+    inputs: &[Vec<f32>],
+    expect: bool,
+    what: &dyn Fn() -> String,
+) -> (Vec<f32>, Vec<f32>) {
+    let bytes = op.bytes();
+    let reference = run(&bytes, RefBackend, inputs);
+    let before = f32_fast_ops();
+    let fast = run(&bytes, CpuBackend, inputs);
+    if expect {
+        assert!(f32_fast_ops() > before, "fast path not taken: {}", what());
+    }
+    assert_eq!(reference.len(), fast.len());
+    (reference, fast)
+}
+
+/// GEMM-style check: `terms` is the reference on absolute values without the clamp.
+fn within_terms(reference: &[f32], fast: &[f32], terms: &[f32], what: &dyn Fn() -> String) {
+    for (i, ((a, b), t)) in reference.iter().zip(fast).zip(terms).enumerate() {
+        let bound = REL * t + ABS;
+        assert!(
+            (a - b).abs() <= bound,
+            "output {i}: reference {a}, fast {b}, bound {bound}: {}",
+            what()
+        );
+    }
+}
+
+fn same(reference: &[f32], fast: &[f32], what: &dyn Fn() -> String) {
+    for (i, (a, b)) in reference.iter().zip(fast).enumerate() {
+        assert!(
+            a == b || (a.is_nan() && b.is_nan()),
+            "output {i}: reference {a}, fast {b}: {}",
+            what()
+        );
+    }
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn rand(r: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| r.f(-1.0, 1.0)).collect()
+}
+
+fn clamp(r: &mut Rng) -> (f32, f32) {
+    match r.range(0, 3) {
+        0 => (f32::NEG_INFINITY, f32::INFINITY),
+        1 => (0.0, f32::INFINITY),
+        2 => (0.0, 6.0),
+        _ => {
+            let lo = r.f(-2.0, 0.5);
+            (lo, lo + r.f(0.0, 3.0))
+        }
+    }
+}
+
+fn bits(v: f32) -> i32 {
+    v.to_bits() as i32
+}
+
+#[test]
+fn conv_transpose_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xDEC0);
+    let mut ran = 0;
+    for case in 0..150 {
+        let group = if case % 5 == 4 { r.range(2, 3) } else { 1 };
+        let (c, oc) = (group * r.range(1, 12), group * r.range(1, 10));
+        let (h, w) = if case % 7 == 0 {
+            (r.range(20, 40), r.range(20, 40))
+        } else {
+            (r.range(1, 12), r.range(1, 14))
+        };
+        let k = (r.range(1, 4), r.range(1, 4));
+        let s = (r.range(1, 3), r.range(1, 3));
+        let d = (r.range(1, 2), r.range(1, 2));
+        let pad = [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)];
+        let op_ = (r.range(0, s.0 - 1), r.range(0, s.1 - 1));
+        let full =
+            |i: usize, s: usize, op: usize, k: usize, d: usize| s * (i - 1) + op + (k - 1) * d + 1;
+        let (fh, fw) = (full(h, s.0, op_.0, k.0, d.0), full(w, s.1, op_.1, k.1, d.1));
+        let (ph, pw) = (pad[0] + pad[2], pad[1] + pad[3]);
+        if fh <= ph || fw <= pw {
+            continue;
+        }
+        let (oh, ow) = (fh - ph, fw - pw);
+        let n = r.range(1, 2);
+        let ocg = oc / group;
+        let weights = rand(&mut r, c * ocg * k.0 * k.1);
+        let bias = (!r.next().is_multiple_of(4)).then(|| rand(&mut r, oc));
+        let (lo, hi) = clamp(&mut r);
+        let mut params = vec![0i32; conv::T_LEN];
+        params[conv::SH] = s.0 as i32;
+        params[conv::SW] = s.1 as i32;
+        params[conv::PT] = pad[0] as i32;
+        params[conv::PL] = pad[1] as i32;
+        params[conv::PB] = pad[2] as i32;
+        params[conv::PR] = pad[3] as i32;
+        params[conv::DH] = d.0 as i32;
+        params[conv::DW] = d.1 as i32;
+        params[conv::GROUP] = group as i32;
+        params[conv::OPH] = op_.0 as i32;
+        params[conv::OPW] = op_.1 as i32;
+        params[conv::T_ACT_LO] = bits(lo);
+        params[conv::T_ACT_HI] = bits(hi);
+        let mk = |wv: Vec<f32>, bv: Option<Vec<f32>>, params: Vec<i32>| {
+            let mut consts = vec![(vec![c, ocg, k.0, k.1], wv)];
+            if let Some(bv) = bv {
+                consts.push((vec![oc], bv));
+            }
+            Op {
+                kind: OpKind::ConvTranspose,
+                acts: vec![vec![n, c, h, w]],
+                consts,
+                params,
+                y: vec![n, oc, oh, ow],
+                chain: false,
+            }
+        };
+        let what = || {
+            format!(
+                "CAIRN_SEED={seed} case {case}: n{n} c{c} {h}x{w} oc{oc} k{k:?} s{s:?} p{pad:?} op{op_:?} d{d:?} g{group}"
+            )
+        };
+        let x = rand(&mut r, n * c * h * w);
+        let op = mk(weights.clone(), bias.clone(), params.clone());
+        let (reference, fast) = both(&op, std::slice::from_ref(&x), gemm_host(), &what);
+        let mut p_abs = params;
+        p_abs[conv::T_ACT_LO] = bits(f32::NEG_INFINITY);
+        p_abs[conv::T_ACT_HI] = bits(f32::INFINITY);
+        let terms_op = mk(abs(&weights), bias.as_deref().map(abs), p_abs);
+        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        within_terms(&reference, &fast, &terms, &what);
+        ran += 1;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
+/// A one-group conv (Conv params, [oc][c][kh][kw] weights) and its Σ|terms| twin.
+#[allow(clippy::too_many_arguments)]
+fn conv_op(
+    shape: (usize, usize, usize, usize),
+    oc: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pad: [usize; 4],
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    clamp: (f32, f32),
+    oh_ow: (usize, usize),
+) -> Op {
+    let (n, c, h, w) = shape;
+    let mut params = vec![0i32; conv::LEN];
+    params[conv::SH] = s.0 as i32;
+    params[conv::SW] = s.1 as i32;
+    params[conv::PT] = pad[0] as i32;
+    params[conv::PL] = pad[1] as i32;
+    params[conv::PB] = pad[2] as i32;
+    params[conv::PR] = pad[3] as i32;
+    params[conv::DH] = 1;
+    params[conv::DW] = 1;
+    params[conv::GROUP] = 1;
+    params[conv::ACT_LO] = bits(clamp.0);
+    params[conv::ACT_HI] = bits(clamp.1);
+    let mut consts = vec![(vec![oc, c, k.0, k.1], weights)];
+    if let Some(b) = bias {
+        consts.push((vec![oc], b));
+    }
+    Op {
+        kind: OpKind::Conv,
+        acts: vec![vec![n, c, h, w]],
+        consts,
+        params,
+        y: vec![n, oc, oh_ow.0, oh_ow.1],
+        chain: false,
+    }
+}
+
+#[test]
+fn large_patch_conv_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xB16C);
+    for case in 0..40 {
+        let k = if case % 4 == 3 {
+            (1, r.range(5, 9))
+        } else {
+            (3, 3)
+        };
+        // Patches of more than 1024 elements (the im2col tiles' limit).
+        let c = 1024 / (k.0 * k.1) + r.range(1, 200);
+        let (h, w) = (r.range(1, 14), r.range(1, 17));
+        let s = (r.range(1, 2), r.range(1, 2));
+        let pad = [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)];
+        let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
+        if ph < k.0 || pw < k.1 {
+            continue;
+        }
+        let (oh, ow) = ((ph - k.0) / s.0 + 1, (pw - k.1) / s.1 + 1);
+        let (n, oc) = (r.range(1, 2), r.range(1, 20));
+        let weights = rand(&mut r, oc * c * k.0 * k.1);
+        let bias = (!r.next().is_multiple_of(4)).then(|| rand(&mut r, oc));
+        let cl = clamp(&mut r);
+        let what = || {
+            format!(
+                "CAIRN_SEED={seed} case {case}: n{n} c{c} {h}x{w} oc{oc} k{k:?} s{s:?} p{pad:?}"
+            )
+        };
+        let x = rand(&mut r, n * c * h * w);
+        let sh = (n, c, h, w);
+        let op = conv_op(
+            sh,
+            oc,
+            k,
+            s,
+            pad,
+            weights.clone(),
+            bias.clone(),
+            cl,
+            (oh, ow),
+        );
+        let (reference, fast) = both(&op, std::slice::from_ref(&x), gemm_host(), &what);
+        let inf = (f32::NEG_INFINITY, f32::INFINITY);
+        let terms_op = conv_op(
+            sh,
+            oc,
+            k,
+            s,
+            pad,
+            abs(&weights),
+            bias.as_deref().map(abs),
+            inf,
+            (oh, ow),
+        );
+        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        within_terms(&reference, &fast, &terms, &what);
+    }
+}
+
+#[test]
+fn fully_connected_rows_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xFC4);
+    for case in 0..80 {
+        // k past the 1024-wide weight panel every fourth case.
+        let k = if case % 4 == 0 {
+            r.range(1000, 2100)
+        } else {
+            r.range(1, 300)
+        };
+        let (m, n) = (r.range(4, 70), r.range(1, 40));
+        let (lo, hi) = clamp(&mut r);
+        let weights = rand(&mut r, n * k);
+        let bias = (!r.next().is_multiple_of(4)).then(|| rand(&mut r, n));
+        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| {
+            let mut consts = vec![(vec![n, k], w)];
+            if let Some(b) = b {
+                consts.push((vec![n], b));
+            }
+            Op {
+                kind: OpKind::FullyConnected,
+                acts: vec![vec![m, k]],
+                consts,
+                params: vec![bits(lo), bits(hi)],
+                y: vec![m, n],
+                chain: false,
+            }
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
+        let x = rand(&mut r, m * k);
+        let op = mk(weights.clone(), bias.clone(), lo, hi);
+        let (reference, fast) = both(&op, std::slice::from_ref(&x), gemm_host(), &what);
+        let terms_op = mk(
+            abs(&weights),
+            bias.as_deref().map(abs),
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        );
+        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        within_terms(&reference, &fast, &terms, &what);
+    }
+}
+
+#[test]
+fn batch_matmul_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xB33);
+    for case in 0..120 {
+        let (m, k, n) = (r.range(1, 40), r.range(1, 70), r.range(1, 90));
+        // Batch dims: none, equal, or one side broadcast.
+        let (ba, bb, by): (Vec<usize>, Vec<usize>, Vec<usize>) = match case % 4 {
+            0 => (vec![], vec![], vec![]),
+            1 => {
+                let b = r.range(1, 5);
+                (vec![b], vec![b], vec![b])
+            }
+            2 => {
+                let (b0, b1) = (r.range(1, 3), r.range(2, 4));
+                (vec![b0, b1], vec![1, b1], vec![b0, b1])
+            }
+            _ => {
+                let b = r.range(2, 4);
+                (vec![b], vec![], vec![b])
+            }
+        };
+        let dims = |b: &[usize], p: usize, q: usize| [b, &[p, q]].concat();
+        let (da, db, dy) = (dims(&ba, m, k), dims(&bb, k, n), dims(&by, m, n));
+        let op = Op {
+            kind: OpKind::BatchMatMul,
+            acts: vec![da.clone(), db.clone()],
+            consts: vec![],
+            params: vec![],
+            y: dy.clone(),
+            chain: false,
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: bmm {da:?} x {db:?} -> {dy:?}");
+        let a = rand(&mut r, da.iter().product());
+        let b = rand(&mut r, db.iter().product());
+        let (reference, fast) = both(&op, &[a.clone(), b.clone()], gemm_host(), &what);
+        let terms = run(&op.bytes(), RefBackend, &[abs(&a), abs(&b)]);
+        within_terms(&reference, &fast, &terms, &what);
+    }
+}
+
+/// (function, a, b, input range, exact)
+type UnaryCase = (UnaryFn, f32, f32, (f32, f32), bool);
+
+fn unary_cases() -> Vec<UnaryCase> {
+    use UnaryFn::*;
+    vec![
+        (Identity, 0.0, 0.0, (-5.0, 5.0), true),
+        (Relu, 0.0, 0.0, (-5.0, 5.0), true),
+        (Clip, -0.7, 2.5, (-5.0, 5.0), true),
+        (LeakyRelu, 0.1, 0.0, (-5.0, 5.0), true),
+        (HardSigmoid, 0.2, 0.5, (-5.0, 5.0), true),
+        (HardSwish, 0.0, 0.0, (-5.0, 5.0), true),
+        (HardSwishAB, 1.0 / 6.0, 0.5, (-5.0, 5.0), true),
+        (Neg, 0.0, 0.0, (-5.0, 5.0), true),
+        (Abs, 0.0, 0.0, (-5.0, 5.0), true),
+        (Sqrt, 0.0, 0.0, (0.0, 100.0), true),
+        (Reciprocal, 0.0, 0.0, (-5.0, 5.0), true),
+        (Softsign, 0.0, 0.0, (-5.0, 5.0), true),
+        (Pow, 2.0, 0.0, (-5.0, 5.0), true),
+        (Pow, 1.0, 0.0, (-5.0, 5.0), true),
+        (Pow, 3.0, 0.0, (-20.0, 20.0), false),
+        (Exp, 0.0, 0.0, (-110.0, 95.0), false),
+        (Exp, 0.0, 0.0, (-3.0, 3.0), false),
+        (Sigmoid, 0.0, 0.0, (-110.0, 110.0), false),
+        (Sigmoid, 0.0, 0.0, (-6.0, 6.0), false),
+        (Silu, 0.0, 0.0, (-20.0, 20.0), false),
+        (Tanh, 0.0, 0.0, (-12.0, 12.0), false),
+        (Tanh, 0.0, 0.0, (-1.0, 1.0), false),
+        (Erf, 0.0, 0.0, (-5.0, 5.0), false),
+        (Erf, 0.0, 0.0, (-0.5, 0.5), false),
+        (Gelu, 0.0, 0.0, (-8.0, 8.0), false),
+        (GeluTanh, 0.0, 0.0, (-8.0, 8.0), false),
+    ]
+}
+
+#[test]
+fn unary_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x0E1);
+    for (case, (f, a, b, (lo, hi), exact)) in unary_cases().into_iter().enumerate() {
+        let len = r.range(1, 3000);
+        // A few odd lengths (vector tails) and a chained second op (it may run in place).
+        let dims = vec![1, len];
+        let chain = case % 2 == 1 && exact;
+        let op = Op {
+            kind: OpKind::Unary,
+            acts: vec![dims.clone()],
+            consts: vec![],
+            params: vec![f as i32, bits(a), bits(b)],
+            y: dims,
+            chain,
+        };
+        let mut x: Vec<f32> = (0..len).map(|_| r.f(lo, hi)).collect();
+        // Dense sweep of the range, then specials.
+        for (i, v) in x.iter_mut().enumerate().take(len / 2) {
+            *v = lo + (hi - lo) * i as f32 / (len / 2) as f32;
+        }
+        let specials = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-30,
+            -1e-30,
+        ];
+        for (v, s) in x.iter_mut().rev().zip(specials) {
+            if f != UnaryFn::Sqrt || s >= 0.0 || s.is_nan() {
+                *v = s;
+            }
+        }
+        let what = || format!("CAIRN_SEED={seed} case {case}: {f:?} a{a} b{b} len {len}");
+        let (reference, fast) = both(&op, &[x.clone()], vector_host(), &what);
+        if exact {
+            same(&reference, &fast, &what);
+            continue;
+        }
+        for (i, (p, q)) in reference.iter().zip(&fast).enumerate() {
+            let ok = if p.is_nan() || q.is_nan() {
+                p.is_nan() && q.is_nan()
+            } else if p.is_infinite() || q.is_infinite() {
+                p == q
+            } else {
+                (p - q).abs() <= FN_REL * p.abs() + FN_ABS * x[i].abs().max(1.0)
+            };
+            assert!(ok, "x = {}: reference {p}, fast {q}: {}", x[i], what());
+        }
+    }
+}
+
+#[test]
+fn binary_f32_broadcast_equals_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xB1A);
+    let kinds = [
+        OpKind::Add,
+        OpKind::Sub,
+        OpKind::Mul,
+        OpKind::Div,
+        OpKind::PRelu,
+    ];
+    let mut taken = 0;
+    for case in 0..300 {
+        let kind = kinds[case % kinds.len()];
+        let rank = r.range(1, 4);
+        let y: Vec<usize> = (0..rank).map(|_| r.range(1, 24)).collect();
+        // Each operand: every dim kept or broadcast (1); sometimes a lower rank.
+        let side = |r: &mut Rng| -> Vec<usize> {
+            let drop = r
+                .range(0, rank - 1)
+                .min(if r.next().is_multiple_of(3) { rank } else { 0 });
+            y[drop..]
+                .iter()
+                .map(|&d| if r.next().is_multiple_of(3) { 1 } else { d })
+                .collect::<Vec<_>>()
+        };
+        let (mut da, db) = (side(&mut r), side(&mut r));
+        if da.is_empty() {
+            da = vec![1];
+        }
+        let db = if db.is_empty() { vec![1] } else { db };
+        // Output shape = broadcast of the two.
+        let ry = da.len().max(db.len());
+        let pick = |v: &[usize], i: usize| {
+            let off = ry - v.len();
+            if i < off {
+                1
+            } else {
+                v[i - off]
+            }
+        };
+        let dy: Vec<usize> = (0..ry).map(|i| pick(&da, i).max(pick(&db, i))).collect();
+        let (lo, hi) = clamp(&mut r);
+        let op = Op {
+            kind,
+            acts: vec![da.clone(), db.clone()],
+            consts: vec![],
+            params: vec![bits(lo), bits(hi)],
+            y: dy.clone(),
+            chain: false,
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: {kind:?} {da:?} . {db:?} -> {dy:?}");
+        let a: Vec<f32> = (0..da.iter().product()).map(|_| r.f(-3.0, 3.0)).collect();
+        let b: Vec<f32> = (0..db.iter().product()).map(|_| r.f(-3.0, 3.0)).collect();
+        let before = f32_fast_ops();
+        let (reference, fast) = both(&op, &[a, b], false, &what);
+        taken += (f32_fast_ops() > before) as usize;
+        same(&reference, &fast, &what);
+    }
+    if vector_host() {
+        assert!(taken > 100, "fast path taken {taken} times");
+    }
+}
+
+#[test]
+fn softmax_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x50F);
+    let mut taken = 0;
+    for case in 0..60 {
+        let (outer, n) = (r.range(1, 40), r.range(1, 7000));
+        let inner = if case % 6 == 5 { r.range(2, 4) } else { 1 };
+        let dims = vec![outer, n, inner];
+        let op = Op {
+            kind: OpKind::Softmax,
+            acts: vec![dims.clone()],
+            consts: vec![],
+            params: vec![outer as i32, n as i32, inner as i32, 0],
+            y: dims,
+            chain: false,
+        };
+        let scale = [1.0, 10.0, 60.0][case % 3];
+        let x: Vec<f32> = (0..outer * n * inner).map(|_| r.f(-scale, scale)).collect();
+        let what = || format!("CAIRN_SEED={seed} case {case}: softmax {outer}x{n}x{inner}");
+        let before = f32_fast_ops();
+        let (reference, fast) = both(&op, &[x], false, &what);
+        if inner == 1 && vector_host() {
+            assert!(f32_fast_ops() > before, "fast path not taken: {}", what());
+            taken += 1;
+        }
+        let rel = 8e-6 + n as f32 * 2.4e-7;
+        for (i, (p, q)) in reference.iter().zip(&fast).enumerate() {
+            assert!(
+                (p - q).abs() <= rel * p.abs() + 1e-9,
+                "output {i}: reference {p}, fast {q}: {}",
+                what()
+            );
+        }
+    }
+    if vector_host() {
+        assert!(taken > 20, "{taken}");
+    }
+}
+
+#[test]
+fn max_pool_f32_equals_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x3A7);
+    let mut ran = 0;
+    for case in 0..150 {
+        let (n, c) = (r.range(1, 2), r.range(1, 6));
+        let (h, w) = (r.range(1, 20), r.range(1, 40));
+        let k = (r.range(1, 13), r.range(1, 13));
+        let s = (r.range(1, 3), r.range(1, 3));
+        let d = (r.range(1, 2), r.range(1, 2));
+        let pad = [r.range(0, 6), r.range(0, 6), r.range(0, 6), r.range(0, 6)];
+        let (eh, ew) = ((k.0 - 1) * d.0 + 1, (k.1 - 1) * d.1 + 1);
+        let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
+        if ph < eh || pw < ew || pad[0] >= eh || pad[1] >= ew {
+            continue;
+        }
+        let (oh, ow) = ((ph - eh) / s.0 + 1, (pw - ew) / s.1 + 1);
+        // Every window must start inside the padded input and see one input row/column.
+        if (oh - 1) * s.0 >= h + pad[0] || (ow - 1) * s.1 >= w + pad[1] {
+            continue;
+        }
+        let params = vec![
+            k.0 as i32,
+            k.1 as i32,
+            s.0 as i32,
+            s.1 as i32,
+            pad[0] as i32,
+            pad[1] as i32,
+            pad[2] as i32,
+            pad[3] as i32,
+            d.0 as i32,
+            d.1 as i32,
+        ];
+        let op = Op {
+            kind: OpKind::MaxPool,
+            acts: vec![vec![n, c, h, w]],
+            consts: vec![],
+            params,
+            y: vec![n, c, oh, ow],
+            chain: false,
+        };
+        // Few distinct values (ties), signed zeros and a NaN now and then.
+        let x: Vec<f32> = (0..n * c * h * w)
+            .map(|_| match r.range(0, 40) {
+                0 => f32::NAN,
+                1 => -0.0,
+                2 => 0.0,
+                _ => (r.range(0, 12) as f32 - 6.0) * 0.5,
+            })
+            .collect();
+        let what = || {
+            format!("CAIRN_SEED={seed} case {case}: maxpool n{n} c{c} {h}x{w} k{k:?} s{s:?} d{d:?} p{pad:?}")
+        };
+        let (reference, fast) = both(&op, &[x], gemm_host(), &what);
+        for (i, (a, b)) in reference.iter().zip(&fast).enumerate() {
+            let eq = a.to_bits() == b.to_bits();
+            assert!(eq, "output {i}: reference {a}, fast {b}: {}", what());
+        }
+        ran += 1;
+    }
+    assert!(ran > 40, "{ran}");
+}
+
+#[test]
+fn mean_pool_f32_equals_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x6A9);
+    for case in 0..60 {
+        let (n, c, h, w) = (
+            r.range(1, 2),
+            r.range(1, 30),
+            r.range(1, 40),
+            r.range(1, 40),
+        );
+        let (kind, params, y) = if case % 2 == 0 {
+            (OpKind::GlobalAveragePool, vec![], vec![n, c, 1, 1])
+        } else {
+            // ReduceMean over the last axis, or the last two; keepdims or not.
+            let two = r.next().is_multiple_of(2);
+            let keep = r.next().is_multiple_of(2);
+            let mask = if two { 0b1100 } else { 0b1000 };
+            let y = match (two, keep) {
+                (true, true) => vec![n, c, 1, 1],
+                (true, false) => vec![n, c],
+                (false, true) => vec![n, c, h, 1],
+                (false, false) => vec![n, c, h],
+            };
+            (OpKind::ReduceMean, vec![mask, keep as i32], y)
+        };
+        let op = Op {
+            kind,
+            acts: vec![vec![n, c, h, w]],
+            consts: vec![],
+            params,
+            y,
+            chain: false,
+        };
+        let x = rand(&mut r, n * c * h * w);
+        let what = || format!("CAIRN_SEED={seed} case {case}: {kind:?} {n}x{c}x{h}x{w}");
+        let (reference, fast) = both(&op, &[x], gemm_host(), &what);
+        for (i, (a, b)) in reference.iter().zip(&fast).enumerate() {
+            let eq = a.to_bits() == b.to_bits();
+            assert!(eq, "output {i}: reference {a}, fast {b}: {}", what());
+        }
+    }
+}
+
+/// One-group convs with one to four output channels, row stride 1, patches of 32 or more
+/// (`fast_f32/direct.rs`): the reference's operations, so the same bits.
+#[test]
+fn few_channel_conv_f32_matches_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xD1C);
+    let mut ran = 0;
+    for case in 0..80 {
+        let k = match case % 3 {
+            0 => (1, r.range(32, 260)),
+            1 => (3, r.range(3, 9)),
+            _ => (r.range(1, 5), r.range(1, 5)),
+        };
+        let c = (32usize).div_ceil(k.0 * k.1) + r.range(0, 6);
+        let (h, w) = (r.range(1, 6), r.range(16, 90) + k.1);
+        let s = (r.range(1, 2), 1);
+        let pad = [r.range(0, 2), r.range(0, 3), r.range(0, 2), r.range(0, 3)];
+        let (ph, pw) = (h + pad[0] + pad[2], s.1 * w + pad[1] + pad[3]);
+        if ph < k.0 || pw < k.1 {
+            continue;
+        }
+        let (oh, ow) = ((ph - k.0) / s.0 + 1, (pw - k.1) / s.1 + 1);
+        let (n, oc) = (r.range(1, 2), r.range(1, 4));
+        let weights = rand(&mut r, oc * c * k.0 * k.1);
+        let bias = (!r.next().is_multiple_of(4)).then(|| rand(&mut r, oc));
+        let cl = clamp(&mut r);
+        let what = || {
+            format!(
+                "CAIRN_SEED={seed} case {case}: n{n} c{c} {h}x{w} oc{oc} k{k:?} s{s:?} p{pad:?}"
+            )
+        };
+        let x = rand(&mut r, n * c * h * s.1 * w);
+        let op = conv_op(
+            (n, c, h, s.1 * w),
+            oc,
+            k,
+            s,
+            pad,
+            weights,
+            bias,
+            cl,
+            (oh, ow),
+        );
+        let expect = gemm_host() && ow >= 16;
+        let (reference, fast) = both(&op, &[x], expect, &what);
+        for (i, (a, b)) in reference.iter().zip(&fast).enumerate() {
+            let eq = a.to_bits() == b.to_bits();
+            assert!(eq, "output {i}: reference {a}, fast {b}: {}", what());
+        }
+        ran += 1;
+    }
+    assert!(ran > 50, "{ran}");
+}
