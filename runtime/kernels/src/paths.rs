@@ -26,10 +26,13 @@ pub enum Path {
     FcBlock,
     /// int8 BatchMatMul on the implicit GEMM's block (`fast/mm.rs`).
     MatMulBlock,
+    /// int8 convs with a few output pixels and FullyConnected on one or two rows, as
+    /// matrix × vector (`fast/gemv.rs`).
+    Gemv,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::MatMulBlock as usize + 1;
+const N: usize = Path::Gemv as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -863,3 +863,56 @@ fn host_model_weight_cache_matches_reference() {
         }
     }
 }
+
+/// Convs with at most four output pixels in all (a 1×1 map after global pooling, a
+/// filter bank over a few frames) run as matrix × vector (`fast/gemv.rs`) on AVX2 hosts.
+#[test]
+fn gemv_conv_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x6E3F;
+    let mut r = Rng(seed);
+    let before = taken(Path::Gemv);
+    let (mut ran, mut expect) = (0, 0u64);
+    for case in 0..300 {
+        let k = (
+            r.range(1, 3),
+            [r.range(1, 5), r.range(50, 300)][r.range(0, 1)],
+        );
+        let stride = (r.range(1, 2), r.range(1, 130));
+        let pad = [r.range(0, 1), r.range(0, 2), r.range(0, 1), r.range(0, 2)];
+        let (h, w) = (
+            r.range(k.0.max(1), k.0 + 2),
+            r.range(k.1, k.1 + 2 * stride.1),
+        );
+        let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
+        let (oh, ow) = ((ph - k.0) / stride.0 + 1, (pw - k.1) / stride.1 + 1);
+        let n = r.range(1, 2);
+        if n * oh * ow > 4 {
+            continue;
+        }
+        let cs = ConvCase {
+            n,
+            c: r.range(1, 20),
+            h,
+            w,
+            oc: r.range(1, 40),
+            k,
+            stride,
+            pad,
+            dil: (1, 1),
+            group: 1,
+        };
+        let short = cs.c * cs.k.0 * cs.k.1 <= 8192;
+        if check(&mut r, cs, seed, case) {
+            ran += 1;
+            expect += short as u64;
+        }
+    }
+    assert!(ran > 30, "only {ran} valid cases (CAIRN_SEED={seed})");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // Patches up to 8192 elements; the packed-weight run of each case takes the
+        // GEMM paths.
+        assert_eq!(taken(Path::Gemv) - before, expect, "CAIRN_SEED={seed}");
+    }
+}

@@ -71,13 +71,17 @@ fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
 fn fully_connected_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC8);
-    let before = taken(Path::FcBlock);
-    let mut multi = 0;
+    let (before, before_gemv) = (taken(Path::FcBlock), taken(Path::Gemv));
+    let (mut multi, mut few) = (0, 0);
     for case in 0..60 {
-        let (lead, m) = (r.range(1, 3), r.range(1, 130));
+        let (lead, m) = (
+            r.range(1, 3),
+            [r.range(1, 2), r.range(1, 130)][r.range(0, 1)],
+        );
         let k = [r.range(1, 40), r.range(200, 700), r.range(1500, 2100)][r.range(0, 2)];
         let n = [r.range(1, 70), r.range(500, 1100)][r.range(0, 1)];
-        multi += (lead * m >= 2) as u64;
+        multi += (lead * m >= 3) as u64;
+        few += (lead * m <= 2) as u64;
         let model = fc_model(&mut r, lead, m, k, n);
         let input = bytes(&mut r, lead * m * k);
         assert_eq!(
@@ -86,9 +90,11 @@ fn fully_connected_i8_matches_reference() {
             "CAIRN_SEED={seed} case {case}: [{lead}, {m}, {k}] x [{n}, {k}]"
         );
     }
-    // AVX2 hosts with std: every FC of two rows or more ran on the implicit GEMM's block.
+    // AVX2 hosts with std: every FC of three rows or more ran on the implicit GEMM's
+    // block, every FC of one or two rows on the GEMV.
     if avx2_host() {
         assert_eq!(taken(Path::FcBlock) - before, multi, "CAIRN_SEED={seed}");
+        assert_eq!(taken(Path::Gemv) - before_gemv, few, "CAIRN_SEED={seed}");
     }
 }
 

@@ -27,7 +27,12 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         return None;
     }
     let m = xt.info.numel() / k;
-    if m < FC_MIN_ROWS {
+    // One or two rows (a classifier's head): stream each weight row once.
+    #[cfg(target_arch = "x86_64")]
+    let gemv = m <= 2 && k <= super::gemv::MAX_K && super::avx2::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let gemv = false;
+    if m < FC_MIN_ROWS && !gemv {
         return None;
     }
     let q = match fc_operands(call, out) {
@@ -38,6 +43,15 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    if q.x.len() < m * k || q.w.len() < n * k || q.scales.len() < n || y.len() < m * n {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if gemv {
+        crate::paths::note(crate::paths::Path::Gemv);
+        super::gemv::fc(&q, m, n, k, y);
+        return Some(Ok(()));
+    }
     if k <= 256 {
         fc_tiles::<256>(&q, m, n, k, y);
     } else {

@@ -35,7 +35,7 @@ std::thread_local! {
 /// Largest K and N this path packs (a 64 MB scratch bound against hostile shapes).
 const MAX_KN: usize = 1 << 24;
 
-/// int8 FullyConnected (`x · Wᵀ`, W as [N, K], plain layout) with at least 2 rows.
+/// int8 FullyConnected (`x · Wᵀ`, W as [N, K], plain layout) with at least 3 rows.
 pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     if !super::avx2::available() {
         return None;
@@ -47,7 +47,8 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         return None;
     }
     let m = xt.info.numel() / k;
-    if m < 2 {
+    // One or two rows take the GEMV (`gemv.rs`).
+    if m < 3 {
         return None;
     }
     let x = xt.i8s().ok()?;

@@ -28,6 +28,8 @@ mod fc;
 pub use fc::fc_i8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod gemv;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod mm;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -94,7 +96,12 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         && g.c * g.kh * g.kw <= IM2COL_MAX_K
         && g.sw > 1
         && simd_gemm_available();
-    if !(pointwise || small || wide_gemm) {
+    // A few output pixels in all take the GEMV (`gemv.rs`) whatever the kernel size.
+    #[cfg(target_arch = "x86_64")]
+    let tiny = g.g == 1 && g.n * g.oh * g.ow <= gemv::MAX_PIX && g.c * g.kh * g.kw <= gemv::MAX_K;
+    #[cfg(not(target_arch = "x86_64"))]
+    let tiny = false;
+    if !(pointwise || small || wide_gemm || tiny) {
         return None;
     }
     let q = match operands(call, out) {
@@ -114,6 +121,14 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    // A few output pixels in all (a 1×1 map after pooling, a filter bank on a few frames):
+    // stream each weight row once.
+    #[cfg(target_arch = "x86_64")]
+    if gemv::conv_fits(&g, &q) {
+        crate::paths::note(crate::paths::Path::Gemv);
+        gemv::conv(&g, &q, y);
+        return Some(Ok(()));
+    }
     // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
     let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
     if direct_fits(&g, fold) {

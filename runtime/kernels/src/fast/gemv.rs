@@ -1,0 +1,120 @@
+//! int8 matrix × vector for ops with one or a few output pixels or rows (x86_64 AVX2):
+//! a classifier's FullyConnected on one row, a conv after global pooling (1×1 map), a
+//! streaming audio model's filter bank on four frames. The GEMM micro-kernels waste 15 of
+//! their 16 columns there; this kernel streams each int8 weight row once.
+//!
+//! `y[o] = requantize(bias[o] + Σ_k (x[k] − zx)·w[o][k])`: the input is widened once with
+//! its zero point subtracted (−255..255, exact in int16), the weights are widened 16 at a
+//! time, and `vpmaddwd` sums pairs of products exactly; the integer sum is the
+//! reference's (modulo 2^32, like its wrapping adds), and the output stage is
+//! `cairn_core::quant::requantize` itself.
+
+use core::arch::x86_64::*;
+
+use cairn_core::quant::requantize;
+
+use super::{Geo, Q};
+
+/// Longest input vector (patch) this path takes.
+pub(super) const MAX_K: usize = 8192;
+/// Most output pixels (all images) a conv may have to take this path.
+pub(super) const MAX_PIX: usize = 4;
+
+/// Whether a conv goes through the GEMV: one group, plain weights, a tiny output.
+pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
+    g.g == 1
+        && q.wp.is_none()
+        && g.n * g.oh * g.ow <= MAX_PIX
+        && g.c * g.kh * g.kw <= MAX_K
+        && super::avx2::available()
+}
+
+/// The conv, one output pixel at a time: its patch (zero point where the window leaves
+/// the image, which contributes nothing) against every weight row.
+pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let k = g.c * g.kh * g.kw;
+    let pix = g.oh * g.ow;
+    let plane = g.h * g.w;
+    let mut col = [0i16; MAX_K];
+    for n in 0..g.n {
+        for p in 0..pix {
+            let (oy, ox) = (p / g.ow, p % g.ow);
+            for c in 0..g.c {
+                let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                        let inside = iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
+                        col[(c * g.kh + ky) * g.kw + kx] = if inside {
+                            (xc[iy as usize * g.w + ix as usize] as i32 - q.zx) as i16
+                        } else {
+                            0
+                        };
+                    }
+                }
+            }
+            let base = n * g.oc * pix + p;
+            // SAFETY: AVX2 (conv_fits); the weights hold oc rows of k.
+            unsafe { rows(&col[..k], q, g.oc, |o, v| y[base + o * pix] = v) };
+        }
+    }
+}
+
+/// FullyConnected on `m` rows of `x` (`[m, k]`), weights `[n, k]`.
+pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
+    let mut col = [0i16; MAX_K];
+    for i in 0..m {
+        for (d, &v) in col.iter_mut().zip(&q.x[i * k..(i + 1) * k]) {
+            *d = (v as i32 - q.zx) as i16;
+        }
+        // SAFETY: AVX2 (the caller checked); the weights hold n rows of k.
+        unsafe { rows(&col[..k], q, n, |o, v| y[i * n + o] = v) };
+    }
+}
+
+/// Every output of one input vector `xw` (zero point subtracted), four rows at a time.
+///
+/// # Safety
+/// AVX2; `q.w` holds `n` rows of `xw.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn rows(xw: &[i16], q: &Q<'_>, n: usize, mut put: impl FnMut(usize, i8)) {
+    let k = xw.len();
+    let k16 = k / 16 * 16;
+    let mut o = 0;
+    while o < n {
+        let r = 4.min(n - o);
+        let w: [&[i8]; 4] = core::array::from_fn(|j| {
+            let row = (o + j).min(n - 1);
+            &q.w[row * k..(row + 1) * k]
+        });
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut k0 = 0;
+        while k0 < k16 {
+            // SAFETY: k0 + 16 <= k: 16 int16 of xw, 16 bytes of each row.
+            unsafe {
+                let xv = _mm256_loadu_si256(xw.as_ptr().add(k0) as *const __m256i);
+                for j in 0..4 {
+                    let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                        w[j].as_ptr().add(k0) as *const __m128i
+                    ));
+                    acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(xv, wv));
+                }
+            }
+            k0 += 16;
+        }
+        for (j, a) in acc.iter().enumerate().take(r) {
+            let mut lanes = [0i32; 8];
+            // SAFETY: 8 int32 into an 8-element array.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *a) };
+            let mut s = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            for t in k16..k {
+                s = s.wrapping_add(xw[t] as i32 * w[j][t] as i32);
+            }
+            let oo = o + j;
+            let acc = s.wrapping_add(q.bias.map_or(0, |b| b[oo]));
+            put(oo, requantize(acc, q.scales[oo], q.zy, q.lo, q.hi) as i8);
+        }
+        o += r;
+    }
+}
