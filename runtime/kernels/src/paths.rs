@@ -29,10 +29,13 @@ pub enum Path {
     /// int8 convs with a few output pixels and FullyConnected on one or two rows, as
     /// matrix × vector (`fast/gemv.rs`).
     Gemv,
+    /// A batch of small-output convs as one FullyConnected over their patches
+    /// (`fast/mm.rs`).
+    ConvBatch,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::Gemv as usize + 1;
+const N: usize = Path::ConvBatch as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

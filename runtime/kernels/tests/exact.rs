@@ -671,6 +671,17 @@ fn batch_folded_conv_matches_reference() {
         ran += check(&mut r, cs, seed, case) as usize;
     }
     assert!(ran > 25, "only {ran} valid cases");
+    // AVX2 hosts with std: each batch ran as one FC over its patches (or, with four
+    // outputs or fewer in all, as a GEMV).
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        use cairn_kernels::paths::{taken, Path};
+        let (b, v) = (taken(Path::ConvBatch), taken(Path::Gemv));
+        assert!(
+            (b + v) as usize >= ran,
+            "{b} batched + {v} GEMV runs for {ran} cases (CAIRN_SEED={seed})"
+        );
+    }
 }
 
 /// One-group convs of every stride (1–4), dilation, padding and kernel shape up to 7×7,

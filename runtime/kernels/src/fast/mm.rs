@@ -71,6 +71,37 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         return None;
     }
     crate::paths::note(crate::paths::Path::FcBlock);
+    let fc = Fc {
+        w,
+        n,
+        k,
+        bias,
+        scales,
+        zy,
+        lo,
+        hi,
+    };
+    fc_rows(&fc, m, |i, t| x[i * k + t] as i32 - zx, y);
+    Some(Ok(()))
+}
+
+/// A FullyConnected's constant side: weights `[n, k]` (plain rows), bias, scales, and the
+/// output's zero point and clamp.
+pub(super) struct Fc<'a> {
+    pub(super) w: &'a [i8],
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) bias: Option<&'a [i32]>,
+    pub(super) scales: &'a [f32],
+    pub(super) zy: i32,
+    pub(super) lo: i32,
+    pub(super) hi: i32,
+}
+
+/// `y[i][j] = requant(bias[j] + Σ_t a(i, t)·W[j][t])` for `m` rows, `a` giving the input
+/// with its zero point subtracted. The caller checked AVX2 and the lengths.
+pub(super) fn fc_rows(fc: &Fc<'_>, m: usize, a: impl Fn(usize, usize) -> i32, y: &mut [i8]) {
+    let Fc { w, n, k, .. } = *fc;
     let kp = k.div_ceil(2);
     let n16 = n.div_ceil(NR) * NR;
     // B = Wᵀ: pair s, column j holds (W[j][2s], W[j][2s+1]); packed once per model
@@ -90,22 +121,27 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         let mut s = s.borrow_mut();
         let (ap, bscratch, steps) = &mut *s;
         crate::prepack::with_packed(key, bscratch, build, |bp| {
-            pack_rows(ap, m, k, |i, t| x[i * k + t] as i32 - zx);
+            pack_rows(ap, m, k, a);
             steps.clear();
             steps.extend((0..kp).map(|sp| sp * NR));
             let offs: Vec<i32> = (0..n16)
-                .map(|j| if j < n { bias.map_or(0, |b| b[j]) } else { 0 })
+                .map(|j| {
+                    if j < n {
+                        fc.bias.map_or(0, |b| b[j])
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let sc: Vec<f32> = (0..n16)
-                .map(|j| if j < n { scales[j] } else { 1.0 })
+                .map(|j| if j < n { fc.scales[j] } else { 1.0 })
                 .collect();
-            let rq = Requant::new(lo, hi, zy);
-            // SAFETY: AVX2 is present (checked above); ap holds ⌈m/6⌉ blocks of kp·6,
-            // bp kp rows of n16 (every step + 16 inside), offs/sc n16, y m·n.
+            let rq = Requant::new(fc.lo, fc.hi, fc.zy);
+            // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
+            // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
             unsafe { gemm(ap, bp, steps, m, n, Cols::PerColumn(&offs, &sc), rq, y) };
         });
     });
-    Some(Ok(()))
 }
 
 /// int8 BatchMatMul of two activations (batch dims broadcast as `gemm::bmm_walk`).
@@ -278,4 +314,77 @@ unsafe fn gemm(
             }
         }
     }
+}
+
+std::thread_local! {
+    static CONV_SCRATCH: RefCell<(Vec<i16>, Vec<i8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A batch of convs with small outputs (a streaming model's windows: 32 images of 1×5
+/// outputs) as one FullyConnected over every output's patch: the weights `[oc][c·kh·kw]`
+/// are the FC's rows, packed once per model, and the `n·oh·ow` patches its input rows.
+/// `false` (nothing written) where the path does not apply.
+pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
+    let k = g.c * g.kh * g.kw;
+    let pix = g.oh * g.ow;
+    let rows = g.n * pix;
+    if !super::avx2::available()
+        || q.wp.is_some()
+        || g.g != 1
+        || k == 0
+        || rows.checked_mul(k).is_none_or(|v| v > MAX_KN)
+        || k.checked_mul(g.oc).is_none_or(|v| v > MAX_KN)
+    {
+        return false;
+    }
+    crate::paths::note(crate::paths::Path::ConvBatch);
+    let plane = g.h * g.w;
+    CONV_SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (patches, stage) = &mut *s;
+        patches.clear();
+        patches.resize(rows * k, 0);
+        for (row, patch) in patches.chunks_exact_mut(k).enumerate() {
+            let (n, p) = (row / pix, row % pix);
+            let (oy, ox) = (p / g.ow, p % g.ow);
+            for c in 0..g.c {
+                let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue; // stays 0: the zero point minus itself
+                    }
+                    let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let dst = &mut patch[(c * g.kh + ky) * g.kw..(c * g.kh + ky + 1) * g.kw];
+                    for (kx, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            *d = (xr[ix as usize] as i32 - q.zx) as i16;
+                        }
+                    }
+                }
+            }
+        }
+        stage.clear();
+        stage.resize(rows * g.oc, 0);
+        let fc = Fc {
+            w: q.w,
+            n: g.oc,
+            k,
+            bias: q.bias,
+            scales: q.scales,
+            zy: q.zy,
+            lo: q.lo,
+            hi: q.hi,
+        };
+        let patches = &patches[..];
+        fc_rows(&fc, rows, |i, t| patches[i * k + t] as i32, stage);
+        for (row, out) in stage.chunks_exact(g.oc).enumerate() {
+            let (n, p) = (row / pix, row % pix);
+            for (o, &v) in out.iter().enumerate() {
+                y[(n * g.oc + o) * pix + p] = v;
+            }
+        }
+    });
+    true
 }

@@ -131,6 +131,11 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     }
     // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
     let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
+    // On AVX2 hosts with std the fold is one FullyConnected over every patch instead.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if g.n > 1 && g.oh * g.ow < IM2COL_TILE && mm::conv_batch(&g, &q, y) {
+        return Some(Ok(()));
+    }
     if direct_fits(&g, fold) {
         crate::paths::note(crate::paths::Path::Direct);
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
