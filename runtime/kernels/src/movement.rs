@@ -218,6 +218,9 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         DType::F32 | DType::I32 => call.param(1).to_le_bytes(),
         _ => [call.param(1) as u8, 0, 0, 0],
     };
+    if mode == 0 && pad_rows(x.data, out.data, es, &value[..es], call, &xs, &ys) {
+        return Ok(());
+    }
     let ist = xs.strides();
     let n = ys.numel().ok_or(ExecError::Shape)?;
     let mut idx = [0usize; MAX_RANK];
@@ -265,4 +268,65 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// Constant Pad with no cropping: fill the output with the value, then copy each input
+/// row (innermost dimension) to its place. `false` (nothing written) where a pad is
+/// negative or the shapes do not match.
+fn pad_rows(
+    x: &[u8],
+    y: &mut [u8],
+    es: usize,
+    value: &[u8],
+    call: &OpCall<'_>,
+    xs: &cairn_core::Shape,
+    ys: &cairn_core::Shape,
+) -> bool {
+    let r = ys.rank();
+    if r == 0 || xs.rank() != r {
+        return false;
+    }
+    let mut begin = [0usize; MAX_RANK];
+    for (d, b) in begin.iter_mut().enumerate().take(r) {
+        let p = call.param(2 + d);
+        if p < 0 || (ys.dim(d) as u64) < xs.dim(d) as u64 + p as u64 {
+            return false;
+        }
+        *b = p as usize;
+    }
+    let (Some(nx), Some(ny)) = (xs.numel(), ys.numel()) else {
+        return false;
+    };
+    if x.len() < nx * es || y.len() < ny * es {
+        return false;
+    }
+    if es == 1 {
+        y[..ny].fill(value[0]);
+    } else {
+        for c in y[..ny * es].chunks_exact_mut(es) {
+            c.copy_from_slice(value);
+        }
+    }
+    let inner = xs.dim(r - 1);
+    if nx == 0 || inner == 0 {
+        return true;
+    }
+    let ost = ys.strides();
+    let mut idx = [0usize; MAX_RANK];
+    for row in 0..nx / inner {
+        let off: usize = (0..r).map(|d| (idx[d] + begin[d]) * ost[d]).sum();
+        y[off * es..(off + inner) * es]
+            .copy_from_slice(&x[row * inner * es..(row + 1) * inner * es]);
+        // Next row of x: advance the dimensions before the last like an odometer.
+        let mut d = r - 1;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < xs.dim(d) {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    true
 }

@@ -1,5 +1,5 @@
 //! int8 Conv as an implicit GEMM over a packed, padded, phase-split copy of the input
-//! (x86_64 AVX2 hosts, `std`): one-group convs with up to 49 taps and strides up to 4.
+//! (x86_64 AVX2 hosts, `std`): one-group convs with up to 256 taps and strides up to 4.
 //!
 //! The input of each image is copied once into int16 channel pairs (`[x[2cp], x[2cp+1]]`
 //! per pixel, one int32), zero-point padded, and split by stride phase: for strides
@@ -32,8 +32,9 @@ use super::{Geo, Q};
 const PT: usize = 16;
 /// Output channels per register block.
 pub(super) const MR: usize = 6;
-/// Most taps and largest stride the path takes (wider kernels have their own paths).
-const MAX_TAPS: usize = 49;
+/// Most taps and largest stride the path takes (an audio model's 3×39 and 1×256 filters
+/// included).
+pub(super) const MAX_TAPS: usize = 256;
 const MAX_STRIDE: usize = 4;
 
 std::thread_local! {

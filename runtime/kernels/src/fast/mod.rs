@@ -101,7 +101,9 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     let tiny = g.g == 1 && g.n * g.oh * g.ow <= gemv::MAX_PIX && g.c * g.kh * g.kw <= gemv::MAX_K;
     #[cfg(not(target_arch = "x86_64"))]
     let tiny = false;
-    if !(pointwise || small || wide_gemm || tiny) {
+    // The implicit GEMM takes one-group kernels of up to 256 taps.
+    let wide_direct = direct_fits(&g, false);
+    if !(pointwise || small || wide_gemm || tiny || wide_direct) {
         return None;
     }
     let q = match operands(call, out) {
@@ -188,7 +190,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
 }
 
 /// Whether the implicit-GEMM path (`direct.rs`: AVX2 hosts with `std`) takes this conv:
-/// one group, up to 49 taps, strides up to 4, unless the batch folds into im2col columns.
+/// one group, up to 256 taps, strides up to 4, unless the batch folds into im2col columns.
 #[allow(unused_variables)]
 fn direct_fits(g: &Geo, fold: bool) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
