@@ -36,6 +36,23 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         unsafe { avx2::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
         return Some(Ok(()));
     }
+    // b is a block of y's trailing dimensions repeated over the leading ones (an
+    // attention mask [1, 1, 1, n] added to scores [1, h, n, n]).
+    let bd = bt.info.shape.dims();
+    let bd = &bd[bd.iter().take_while(|&&v| v == 1).count()..];
+    let yd = shape.dims();
+    if a.len() == y.len()
+        && b.len() >= 16
+        && bd.len() <= yd.len()
+        && yd[yd.len() - bd.len()..] == *bd
+        && y.len() % b.len() == 0
+    {
+        for (o, ac) in y.chunks_mut(b.len()).zip(a.chunks(b.len())) {
+            // SAFETY: AVX2 and FMA are present (checked above); o, ac and b have one length.
+            unsafe { avx2::binary_run(arith, ac, Operand::Run(b), o, lo, hi) };
+        }
+        return Some(Ok(()));
+    }
     // One operand constant over the innermost `inner` elements, the other contiguous (the
     // same case analysis as the reference's `walk`).
     let (sa, sb) = (

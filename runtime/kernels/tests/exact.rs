@@ -309,12 +309,13 @@ fn binary_model(
 }
 
 /// int8 Add and Mul: equal shapes, per-channel operands ([1, C, 1, 1] against
-/// [N, C, H, W], either side), scalars, and a general broadcast the fast path declines.
+/// [N, C, H, W], either side), scalars, trailing blocks repeated over the leading dims,
+/// and a general broadcast the fast path declines.
 #[test]
 fn binary_i8_matches_reference() {
     let seed = seed() ^ 0xE1;
     let mut r = Rng(seed);
-    for case in 0..400 {
+    for case in 0..600 {
         let kind = if r.next().is_multiple_of(2) {
             OpKind::Add
         } else {
@@ -322,11 +323,15 @@ fn binary_i8_matches_reference() {
         };
         let (n, c, h, w) = (r.range(1, 2), r.range(1, 9), r.range(1, 7), r.range(1, 21));
         let full = vec![n, c, h, w];
-        let (a, b) = match r.range(0, 4) {
+        let (a, b) = match r.range(0, 7) {
             0 => (full.clone(), full.clone()),
             1 => (full.clone(), vec![1, c, 1, 1]),
             2 => (full.clone(), vec![1]),
             3 => (vec![1], full.clone()),
+            // Trailing blocks repeated over the leading dims (attention masks).
+            4 => (full.clone(), vec![1, 1, h, w]),
+            5 => (full.clone(), vec![w]),
+            6 => (full.clone(), vec![c, h, w]),
             _ => (full.clone(), vec![1, 1, h, 1]),
         };
         let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full);
