@@ -51,6 +51,8 @@ pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
 
 /// Call `use_` with the packed form of the weights `key` names: from the active cache
 /// (built by `build` on first use), or built into `scratch` when no cache is active.
+/// (Only the x86_64 kernels pack so far.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn with_packed<R>(
     key: (usize, usize, u32),
     scratch: &mut Vec<i32>,
