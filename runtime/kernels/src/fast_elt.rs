@@ -119,6 +119,8 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     // Big windows (the 5×5…13×13 pools of an SPP block) go separable: each input row is
     // max-pooled along x once, then output rows take the max of those rows. Same values:
     // max is associative, and a window with no tap inside stays i8::MIN either way.
+    // Hosts only: the staging row block is 16 KB of stack, a microcontroller's whole stack.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if g.kh * g.kw >= 9 && h * ow <= SEP_MAX {
         crate::fast::vectorized(
             #[inline(always)]
@@ -196,9 +198,11 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
 }
 
 /// Largest plane (input rows × output columns) the separable MaxPool stages (16 KB).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const SEP_MAX: usize = 16384;
 
 /// `yr[ox] = max over kx of xr[ox·sw + kx·dw − pl]` (taps inside the row), i8::MIN if none.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 fn max_row(xr: &[i8], g: &crate::pool::Win, w: usize, ow: usize, yr: &mut [i8]) {
     yr.fill(i8::MIN);

@@ -129,12 +129,19 @@ fn gather(
 /// `dst` (elements of `es` bytes) = `src` elements `off, off + s, off + 2s, ...`.
 #[inline]
 fn copy_row(src: &[u8], off: isize, s: isize, es: usize, dst: &mut [u8]) {
-    let n = dst.len() / es;
+    // Hosts take the memcpy and per-size loops; a microcontroller keeps one small loop.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    for (j, d) in dst.chunks_exact_mut(es).enumerate() {
+        let a = (off + j as isize * s) as usize * es;
+        d.copy_from_slice(&src[a..a + es]);
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if s == 1 {
         let a = off as usize * es;
-        dst.copy_from_slice(&src[a..a + n * es]);
+        dst.copy_from_slice(&src[a..a + dst.len()]);
         return;
     }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     match es {
         1 => {
             for (j, d) in dst.iter_mut().enumerate() {
@@ -218,6 +225,8 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         DType::F32 | DType::I32 => call.param(1).to_le_bytes(),
         _ => [call.param(1) as u8, 0, 0, 0],
     };
+    // Hosts copy whole rows; a microcontroller keeps the smaller per-element loop below.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if mode == 0 && pad_rows(x.data, out.data, es, &value[..es], call, &xs, &ys) {
         return Ok(());
     }
@@ -270,9 +279,10 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Constant Pad with no cropping: fill the output with the value, then copy each input
-/// row (innermost dimension) to its place. `false` (nothing written) where a pad is
+/// Constant Pad with no cropping (hosts): fill the output with the value, then copy each
+/// input row (innermost dimension) to its place. `false` (nothing written) where a pad is
 /// negative or the shapes do not match.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn pad_rows(
     x: &[u8],
     y: &mut [u8],
