@@ -230,7 +230,9 @@ pub(super) struct Requant {
 
 impl Requant {
     #[inline(always)]
-    /// The output stage of an op with activation range `lo..=hi` and zero point `zy`.
+    /// The output stage of an op with activation range `lo..=hi` and zero point `zy`
+    /// (the FC/MatMul block of `mm.rs`, a `std` path).
+    #[cfg(feature = "std")]
     pub(super) fn new(lo: i32, hi: i32, zy: i32) -> Requant {
         // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
         unsafe {

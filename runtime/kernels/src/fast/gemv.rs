@@ -34,29 +34,40 @@ pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
     let pix = g.oh * g.ow;
-    let plane = g.h * g.w;
     let mut col = [0i16; MAX_K];
     for n in 0..g.n {
         for p in 0..pix {
-            let (oy, ox) = (p / g.ow, p % g.ow);
-            for c in 0..g.c {
-                let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
-                for ky in 0..g.kh {
-                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    for kx in 0..g.kw {
-                        let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
-                        let inside = iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
-                        col[(c * g.kh + ky) * g.kw + kx] = if inside {
-                            (xc[iy as usize * g.w + ix as usize] as i32 - q.zx) as i16
-                        } else {
-                            0
-                        };
-                    }
-                }
-            }
+            patch(g, q, n, p, &mut col[..k]);
             let base = n * g.oc * pix + p;
             // SAFETY: AVX2 (conv_fits); the weights hold oc rows of k.
             unsafe { rows(&col[..k], q, g.oc, |o, v| y[base + o * pix] = v) };
+        }
+    }
+}
+
+/// The patch of output pixel `p` of image `n` in (c, ky, kx) order, zero point subtracted
+/// (0 where the window leaves the image, which then contributes nothing).
+pub(super) fn patch(g: &Geo, q: &Q<'_>, n: usize, p: usize, dst: &mut [i16]) {
+    let plane = g.h * g.w;
+    let (oy, ox) = (p / g.ow, p % g.ow);
+    for c in 0..g.c {
+        let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+        for ky in 0..g.kh {
+            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+            let row = &mut dst[(c * g.kh + ky) * g.kw..(c * g.kh + ky + 1) * g.kw];
+            if iy < 0 || iy >= g.h as isize {
+                row.fill(0);
+                continue;
+            }
+            let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+            for (kx, d) in row.iter_mut().enumerate() {
+                let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                *d = if ix >= 0 && ix < g.w as isize {
+                    (xr[ix as usize] as i32 - q.zx) as i16
+                } else {
+                    0
+                };
+            }
         }
     }
 }

@@ -338,32 +338,13 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         return false;
     }
     crate::paths::note(crate::paths::Path::ConvBatch);
-    let plane = g.h * g.w;
     CONV_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (patches, stage) = &mut *s;
         patches.clear();
         patches.resize(rows * k, 0);
         for (row, patch) in patches.chunks_exact_mut(k).enumerate() {
-            let (n, p) = (row / pix, row % pix);
-            let (oy, ox) = (p / g.ow, p % g.ow);
-            for c in 0..g.c {
-                let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
-                for ky in 0..g.kh {
-                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue; // stays 0: the zero point minus itself
-                    }
-                    let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let dst = &mut patch[(c * g.kh + ky) * g.kw..(c * g.kh + ky + 1) * g.kw];
-                    for (kx, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            *d = (xr[ix as usize] as i32 - q.zx) as i16;
-                        }
-                    }
-                }
-            }
+            super::gemv::patch(g, q, row / pix, row % pix, patch);
         }
         stage.clear();
         stage.resize(rows * g.oc, 0);
