@@ -128,3 +128,60 @@ pub fn tensor_errors(
         .map(|(t, (e, n))| (t, if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 }))
         .collect())
 }
+
+/// A tensor read only by a clamp (Relu, Clip), directly or through data movement
+/// (a Conv1d's Reshape back to 3-D, a Transpose), needs no int8 codes outside the clamp's
+/// bounds: int8 saturation does the clamp exactly. Without this, a conv whose Relu could
+/// not be fused into it (a Reshape between them) spends most of its 256 codes on the
+/// negative values the Relu throws away. Narrows those ranges in place; returns how many.
+pub fn narrow_to_clamps(g: &Graph, ranges: &mut Ranges) -> usize {
+    use cairn_core::op::UnaryFn;
+    use cairn_core::OpKind;
+    let mut narrowed = 0;
+    for op in &g.ops {
+        if op.kind != OpKind::Unary {
+            continue;
+        }
+        let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
+        let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)) {
+            Some(UnaryFn::Relu) => (0.0, f32::INFINITY),
+            Some(UnaryFn::Clip) => (bits(1), bits(2)),
+            _ => continue,
+        };
+        if lo
+            .partial_cmp(&hi)
+            .is_none_or(|o| o == std::cmp::Ordering::Greater)
+        {
+            continue;
+        }
+        let Some(mut t) = op.inputs.first().copied().flatten() else {
+            continue;
+        };
+        // Walk up while the tensor has this one reader chain.
+        for _ in 0..8 {
+            if g.outputs.contains(&t) || g.consumers(t).len() != 1 {
+                break;
+            }
+            let Some(r) = ranges.get_mut(&t) else { break };
+            // Keep zero inside, as params_for_range does.
+            let (nlo, nhi) = (r.0.max(lo.min(0.0)), r.1.min(hi.max(0.0)));
+            if nlo <= nhi && (nlo, nhi) != *r {
+                *r = (nlo, nhi);
+                narrowed += 1;
+            }
+            match g.producer(t) {
+                Some(p)
+                    if matches!(g.ops[p].kind, OpKind::Reshape | OpKind::Transpose)
+                        && g.ops[p].outputs.len() == 1 =>
+                {
+                    match g.ops[p].inputs.first().copied().flatten() {
+                        Some(x) => t = x,
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    narrowed
+}

@@ -6,6 +6,7 @@
 //! plan the arena and emit with `cairn_core::emit`.
 
 pub mod calibrate;
+pub mod elementwise;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
@@ -23,6 +24,7 @@ pub mod onnx;
 pub mod onnx_pb;
 pub mod quantize;
 mod refine;
+pub mod sensitive;
 
 use std::collections::HashMap;
 
@@ -50,13 +52,15 @@ pub struct Options {
     /// (`ModelBuilder::pack_conv_weights`): faster on x86_64/aarch64, two bytes of flash
     /// per packed weight instead of one.
     pub pack_weights: bool,
-    /// When calibrating: tensors whose int8 form would lose more than this relative L2
-    /// error on the calibration samples (`calibrate::tensor_errors`) stay f32, and so do
-    /// the ops touching them; the decision layer (a classifier's last FC and softmax, a
-    /// VAD's head) stays f32; then ops whose int8 form adds more than the bound while an
-    /// output is off by more than it (`refine`). `None` (the default) quantizes every tensor
-    /// that has a range: the refinement costs conversion time (minutes on a 600 MMAC
-    /// detector) and speed where it moves ops to f32, so it is asked for.
+    /// When calibrating, every conversion runs the cheap default passes
+    /// (`sensitive::default_passes`: ranges narrowed to the clamps that read them, f32
+    /// islands where int8 input ruins an op's result, the decision layer in f32), with this
+    /// bound or [`SUGGESTED_INT8_ERROR_LIMIT`]. With a bound set, also: tensors whose int8
+    /// form would lose more than it (`calibrate::tensor_errors`) stay f32, and so do the
+    /// ops touching them; then ops whose int8 form adds more than the bound while an
+    /// output is off by more than it (`refine`). `None` (the default) skips those two: the
+    /// refinement costs conversion time (minutes on a 600 MMAC detector) and speed where
+    /// it moves ops to f32, so it is asked for.
     pub int8_error_limit: Option<f32>,
 }
 
@@ -146,15 +150,15 @@ pub fn convert(
         } else {
             let mut r = calibrate::calibrate(&g, &opts.calibration, opts.method, progress)
                 .context("calibration")?;
+            sensitive::default_passes(
+                &g,
+                &opts.calibration,
+                &mut r,
+                opts.int8_error_limit.unwrap_or(SUGGESTED_INT8_ERROR_LIMIT),
+                &mut notes,
+            )?;
             if let Some(limit) = opts.int8_error_limit {
                 keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
-                let kept = refine::keep_decision_layer_f32(&g, &mut r);
-                if !kept.is_empty() {
-                    notes.push(format!(
-                        "the decision layer stays f32 (under 0.2% of the MACs; its logits are what a calibration set that missed the extreme case would clip): {}",
-                        kept.join(", ")
-                    ));
-                }
                 let moved = refine::refine(&g, &opts.calibration, &mut r, limit)
                     .context("int8 accuracy refinement")?;
                 if !moved.is_empty() {

@@ -52,6 +52,8 @@ struct Q<'g> {
     /// Quantized weights already emitted, by float weight and scales: a weight shared by
     /// many ops (an unrolled recurrence's matrices) is stored once.
     weights: HashMap<(usize, Vec<u32>), usize>,
+    /// Element-wise chains on one source tensor, by their result (`elementwise`).
+    families: HashMap<usize, crate::elementwise::Family>,
 }
 
 fn i8_bytes(v: &[i8]) -> AlignedBytes {
@@ -112,6 +114,7 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
         map_f: HashMap::new(),
         map_q: HashMap::new(),
         weights: HashMap::new(),
+        families: crate::elementwise::families(g),
         forced,
         report: Report {
             int8_ops: 0,
@@ -130,7 +133,11 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
             q.map_q.insert(t, id);
         }
     }
-    for op in &g.ops {
+    let absorbed = q.absorbed();
+    for (i, op) in g.ops.iter().enumerate() {
+        if absorbed.contains(&i) {
+            continue;
+        }
         if !q.try_int8(op)? {
             q.float_op(op)?;
             q.report
@@ -320,6 +327,9 @@ impl Q<'_> {
         if op.kind == Quantize || op.kind == Dequantize {
             return Ok(false);
         }
+        if let Some(done) = self.try_family(op)? {
+            return Ok(done);
+        }
         let x = match op.inputs[0] {
             Some(x) if self.runtime(x) && self.g.tensors[x].dtype == DType::F32 => x,
             _ => return Ok(false),
@@ -495,6 +505,67 @@ impl Q<'_> {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Ops of element-wise chains that become one lookup table whose results nothing
+    /// else reads: they are not emitted.
+    fn absorbed(&self) -> std::collections::HashSet<usize> {
+        let g = self.g;
+        let usable: HashMap<usize, &crate::elementwise::Family> = self
+            .families
+            .iter()
+            .filter(|(&y, f)| {
+                self.runtime(f.source) && self.act(f.source).is_some() && self.act(y).is_some()
+            })
+            .map(|(&y, f)| (y, f))
+            .collect();
+        let sinks: std::collections::HashSet<usize> =
+            usable.keys().filter_map(|&y| g.producer(y)).collect();
+        let members: std::collections::HashSet<usize> = usable
+            .values()
+            .flat_map(|f| f.ops.iter().copied())
+            .collect();
+        let mut absorbed = std::collections::HashSet::new();
+        for i in (0..g.ops.len()).rev() {
+            if !members.contains(&i) || sinks.contains(&i) {
+                continue;
+            }
+            let ok = g.ops[i].outputs.iter().all(|&t| {
+                !g.outputs.contains(&t)
+                    && g.consumers(t)
+                        .iter()
+                        .all(|c| sinks.contains(c) || absorbed.contains(c))
+            });
+            if ok {
+                absorbed.insert(i);
+            }
+        }
+        absorbed
+    }
+
+    /// The result of an element-wise chain on one source tensor (`elementwise::families`)
+    /// as one lookup table on the source, when both have int8 params. `None`: not such a
+    /// result; the op goes the usual way.
+    fn try_family(&mut self, op: &HOp) -> Result<Option<bool>> {
+        let Some(&y) = op.outputs.first() else {
+            return Ok(None);
+        };
+        let Some(fam) = self.families.get(&y) else {
+            return Ok(None);
+        };
+        let (x, g) = (fam.source, self.g);
+        let (Some(px), Some(py)) = (self.act(x), self.act(y)) else {
+            return Ok(None);
+        };
+        if !self.runtime(x) {
+            return Ok(None);
+        }
+        let fam = self.families.remove(&y).expect("family");
+        self.lut(op, x, px, py, -1, &|_, v| {
+            crate::elementwise::eval(g, &fam, v)
+        })?;
+        self.families.insert(y, fam);
+        Ok(Some(true))
     }
 
     /// Gather/Tile (values move) and ReduceMax/Min (values are selected) on int8 data: the

@@ -229,36 +229,7 @@ fn dequantized(q: &Graph, t: usize, bytes: &[u8]) -> Vec<f32> {
 /// Returns the names of the ops kept f32.
 pub fn keep_decision_layer_f32(g: &Graph, ranges: &mut Ranges) -> Vec<String> {
     use cairn_core::OpKind::*;
-    let macs = |op: &crate::ir::HOp| -> u64 {
-        let w = |k: usize| {
-            op.inputs
-                .get(k)
-                .copied()
-                .flatten()
-                .map(|t| g.tensors[t].numel())
-        };
-        let out: usize = op.outputs.first().map_or(0, |&t| g.tensors[t].numel());
-        match op.kind {
-            Conv | ConvTranspose => {
-                let oc = g.tensors[op.outputs[0]]
-                    .shape
-                    .get(1)
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1);
-                (out as u64) * (w(1).unwrap_or(0) / oc) as u64
-            }
-            FullyConnected => {
-                let k = op.inputs[1].map_or(0, |t| g.tensors[t].shape.get(1).copied().unwrap_or(0));
-                (out * k) as u64
-            }
-            BatchMatMul => {
-                let k = op.inputs[0].map_or(0, |t| *g.tensors[t].shape.last().unwrap_or(&0));
-                (out * k) as u64
-            }
-            _ => 0,
-        }
-    };
+    let macs = |op: &crate::ir::HOp| crate::sensitive::macs(g, op);
     let total: u64 = g.ops.iter().map(macs).sum();
     let mut kept = Vec::new();
     for &out in &g.outputs {

@@ -3,9 +3,11 @@
 //! the gate as either operand; and `Mul(c, x)` with the constant first is put in the
 //! `Mul(x, c)` form the lookup tables need. Seeded inputs; `CAIRN_SEED` replays.
 
+mod common;
+use common::op;
+
 use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::fuse::fuse;
-use cairn_convert::ir::HOp;
 use cairn_convert::quantize::quantize;
 use cairn_convert::Graph;
 use cairn_core::emit::AlignedBytes;
@@ -17,16 +19,6 @@ const NO_ACT: [i32; 2] = [
     f32::NEG_INFINITY.to_bits() as i32,
     f32::INFINITY.to_bits() as i32,
 ];
-
-fn op(kind: OpKind, inputs: &[usize], out: usize, params: Vec<i32>) -> HOp {
-    HOp {
-        kind,
-        inputs: inputs.iter().map(|&t| Some(t)).collect(),
-        outputs: vec![out],
-        params,
-        name: format!("{kind:?}{out}"),
-    }
-}
 
 /// x → gate(x) → Mul (gate first or second), n values.
 fn gated(gate: UnaryFn, a: f32, b: f32, gate_first: bool, n: usize) -> Graph {
