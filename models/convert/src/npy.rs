@@ -23,7 +23,7 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
         bail!("not an .npy file (bad magic)");
     }
     let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => {
             if bytes.len() < 12 {
                 bail!("truncated .npy header");
@@ -35,11 +35,11 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
         }
         v => bail!("unsupported .npy version {v}"),
     };
-    let header = std::str::from_utf8(
-        bytes
-            .get(start..start + hlen)
-            .ok_or_else(|| anyhow!("truncated .npy header"))?,
-    )?;
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| anyhow!("truncated .npy header"))?;
+    let header = std::str::from_utf8(&bytes[start..end])?;
     let descr = header_field(header, "descr")?;
     let descr = descr.trim_start_matches(['\'', '"']);
     let descr = &descr[..descr
@@ -48,18 +48,23 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
     if header_field(header, "fortran_order")?.starts_with("True") {
         bail!("Fortran-ordered .npy arrays are not supported");
     }
-    let shape_s = header_field(header, "shape")?;
-    let shape_s = &shape_s[1..shape_s.find(')').ok_or_else(|| anyhow!("bad shape"))?];
+    let shape_s = header_field(header, "shape")?
+        .strip_prefix('(')
+        .ok_or_else(|| anyhow!("bad shape: not a tuple"))?;
+    let shape_s = &shape_s[..shape_s.find(')').ok_or_else(|| anyhow!("bad shape"))?];
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().context("bad shape"))
         .collect::<Result<_>>()?;
-    let n: usize = shape.iter().product();
-    let body = &bytes[start + hlen..];
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| anyhow!(".npy shape {shape:?} has too many values"))?;
+    let body = &bytes[end..];
     let need = |w: usize| -> Result<&[u8]> {
-        body.get(..n * w).ok_or_else(|| {
+        n.checked_mul(w).and_then(|b| body.get(..b)).ok_or_else(|| {
             anyhow!(
                 ".npy data is truncated: {} bytes for {n} values",
                 body.len()
@@ -146,5 +151,28 @@ mod tests {
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data[5], 6.5);
         assert!(super::parse(&b[..b.len() - 1]).is_err());
+    }
+
+    /// Headers the fuzz target `npy_file` found or aims at: a typed error, never a panic.
+    #[test]
+    fn hostile_headers_are_errors() {
+        let file = |h: &str, body: &[u8]| {
+            let mut out = b"\x93NUMPY\x01\x00".to_vec();
+            out.extend((h.len() as u16).to_le_bytes());
+            out.extend(h.as_bytes());
+            out.extend(body);
+            out
+        };
+        for h in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': )}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': 3}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16)}",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (18446744073709551615,)}",
+        ] {
+            assert!(super::parse(&file(h, &[0; 16])).is_err(), "{h}");
+        }
+        let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+        v2.extend(u32::MAX.to_le_bytes());
+        assert!(super::parse(&v2).is_err());
     }
 }
