@@ -352,6 +352,17 @@ impl<'a, P: Parts> Node<'a, P> {
         )
     }
 
+    /// Take one signed item from outside the sync protocols (see [`share::accept`]).
+    pub fn accept(&mut self, bytes: &[u8]) -> Result<bool, NodeError> {
+        share::accept(
+            &self.identity,
+            &mut self.memory,
+            &mut self.items,
+            &mut self.report,
+            bytes,
+        )
+    }
+
     /// Write a bundle of every item that arrived since `mark` (see
     /// [`share::export_bundle`]); the items written.
     pub fn export_bundle(

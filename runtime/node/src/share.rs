@@ -108,6 +108,29 @@ pub fn import_bundle<F: NorFlash, R: Ram, S: Items>(
     bundle::import(bytes, from, &mut store, &identity.fleet(), base).map_err(NodeError::Sync)
 }
 
+/// Take one signed item that came outside a session or a bundle (an authority statement
+/// made on this device, an item carried in a file): its signature verified, its origin
+/// admitted by the fleet (statements only from the authority, every other kind only from
+/// a member), then applied like an arrival: a record goes into memory, a revocation drops
+/// the revoked key's records. `Ok(true)` if it was new.
+pub fn accept<F: NorFlash, R: Ram, S: Items>(
+    identity: &Identity<'_>,
+    memory: &mut LogStore<F, R>,
+    items: &mut S,
+    report: &mut ApplyReport,
+    bytes: &[u8],
+) -> Result<bool, NodeError> {
+    use cairn_sync::Store as _;
+    let item = Item::verify(bytes).map_err(NodeError::Sync)?;
+    identity.fleet().admits(&item).map_err(NodeError::Sync)?;
+    let mut store = Applier {
+        items,
+        memory,
+        report,
+    };
+    store.insert(&item).map_err(NodeError::Sync)
+}
+
 /// Write a bundle of every item that arrived since `mark` (own records published first)
 /// into `sink`, which returns `false` when it cannot take more: then the export fails (a
 /// cut bundle never passes for a whole one). Returns the items written.

@@ -343,6 +343,65 @@ fn forged_and_non_member_items_are_never_stored() {
     assert_eq!(ids(&n), before);
 }
 
+/// An authority statement made on a device (`cairn sync revoke`): only the authority's
+/// is taken; a revocation drops the revoked member's records from memory and its later
+/// items are refused; a forged or garbled one changes nothing.
+#[test]
+fn accept_takes_the_authoritys_revocation_and_nothing_forged() {
+    use cairn_sync::item::{statement_body, Action, Statement};
+    let (xs, ys) = digits();
+    let mut ba = buffers();
+    let mut a = node(&mut ba, &SEEDS[0]);
+    observe_all(&mut a, &xs[..4], &ys[..4], 0);
+    let mut bundle = Vec::new();
+    a.export_own(&mut |x| {
+        bundle.extend_from_slice(x);
+        true
+    })
+    .unwrap();
+    let mut bb = buffers();
+    let mut b = node(&mut bb, &SEEDS[1]);
+    observe_all(&mut b, &xs[4..6], &ys[4..6], 100);
+    assert_eq!(b.import_bundle(&bundle, 0).unwrap().stored, 4);
+    assert_eq!(b.memory().len(), 6);
+    let statement = |k: &SigningKey, subject: &[u8; 32]| {
+        let s = Statement {
+            action: Action::Revoke,
+            subject: *subject,
+            hlc: 7,
+        };
+        let mut out = vec![0u8; MAX_ITEM];
+        let n = sign_into(k, Kind::Authority, &statement_body(&s), &mut out).unwrap();
+        out.truncate(n);
+        out
+    };
+    let a_key = SigningKey::from_bytes(&SEEDS[0]).verifying_key().to_bytes();
+    let before = ids(&b);
+    // A member is not the authority; a garbled statement does not verify.
+    let by_member = statement(&SigningKey::from_bytes(&SEEDS[2]), &a_key);
+    assert_eq!(
+        b.accept(&by_member),
+        Err(NodeError::Sync(Reject::NotAuthority))
+    );
+    let mut garbled = statement(&SigningKey::from_bytes(&[0xA0; 32]), &a_key);
+    garbled[40] ^= 1;
+    assert!(matches!(b.accept(&garbled), Err(NodeError::Sync(_))));
+    assert_eq!(ids(&b), before);
+    // The authority's revocation: A's four records leave B's memory, B's own stay.
+    let revoke = statement(&SigningKey::from_bytes(&[0xA0; 32]), &a_key);
+    assert_eq!(b.accept(&revoke), Ok(true));
+    assert_eq!(b.accept(&revoke), Ok(false), "idempotent");
+    let me = b.identity().node_id();
+    assert_eq!(b.memory().len(), 2);
+    assert!(b.memory().metas().iter().all(|m| m.origin == me));
+    assert!(b.items().revoked(&a_key));
+    // A's later bundles are refused whole.
+    assert_eq!(
+        b.import_bundle(&bundle, 0).unwrap_err(),
+        NodeError::Sync(Reject::Revoked)
+    );
+}
+
 /// A contribution whose Δ negates the head, signed by a fleet member.
 fn poisoned_contribution(victim: &mut Node<'_, Host>, by: &SigningKey) -> Vec<u8> {
     let a = victim.adapter().unwrap();

@@ -22,8 +22,7 @@ use cairn_sync::fleet::sign_fleet;
 #[cfg(test)]
 use cairn_sync::fleet::Fleet;
 use cairn_sync::item::node_id;
-#[cfg(test)]
-use cairn_sync::item::{sign_into, Kind, MAX_ITEM};
+use cairn_sync::item::{sign_into, statement_body, Action, Kind, Statement, MAX_ITEM};
 use cairn_sync::replica::{Policy, Replica};
 use cairn_sync::{bundle, Event, Role, Session, Store};
 use clap::Subcommand;
@@ -107,6 +106,23 @@ pub enum SyncCmd {
         /// Labels at or above this are the new classes (for the gate).
         #[arg(long)]
         new_from: u16,
+    },
+    /// As the fleet authority: revoke a compromised member's key (its sessions, bundles
+    /// and new items are refused, and the records it wrote leave every node that takes
+    /// the statement), or name a key that may delete any record (`--deleter`). The signed
+    /// statement goes into this node's replica and travels from it by sync and bundles.
+    Revoke {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The authority's key file (the one that signed the fleet list).
+        #[arg(long)]
+        authority_key: PathBuf,
+        /// The member public key (hex) the statement is about.
+        #[arg(long)]
+        subject: String,
+        /// Designate `--subject` as a deleter instead of revoking it.
+        #[arg(long)]
+        deleter: bool,
     },
     /// Import a bundle (resumable: `--from` the offset a cut import reported).
     Import {
@@ -831,6 +847,58 @@ pub fn sync(cmd: SyncCmd) -> Result<()> {
             }
             Ok(())
         }
+        SyncCmd::Revoke {
+            node,
+            authority_key,
+            subject,
+            deleter,
+        } => {
+            let auth = read_key(&authority_key)?;
+            let mut n = NodeFiles::load(&node)?;
+            if auth.verifying_key().to_bytes() != n.authority {
+                bail!(
+                    "{} is not the fleet authority's key (the authority is {})",
+                    authority_key.display(),
+                    hex(&n.authority)
+                );
+            }
+            let statement = Statement {
+                action: if deleter {
+                    Action::Deleter
+                } else {
+                    Action::Revoke
+                },
+                subject: unhex::<32>(&subject).context("--subject")?,
+                // Statements are ordered by this clock; wall time in ms is what a
+                // person at a console has.
+                hlc: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            };
+            let mut out = vec![0u8; MAX_ITEM];
+            let len = sign_into(
+                &auth,
+                Kind::Authority,
+                &statement_body(&statement),
+                &mut out,
+            )
+            .map_err(|e| anyhow!("statement: {e:?}"))?;
+            let (new, dropped) = n.with_node(None, |nd| {
+                let before = nd.report().deleted;
+                let new = nd
+                    .accept(&out[..len])
+                    .map_err(|e| anyhow!("statement: {e:?}"))?;
+                Ok((new, nd.report().deleted - before))
+            })?;
+            n.save()?;
+            let what = if deleter { "deleter" } else { "revoked" };
+            println!(
+                "{what}: {} ({}; {dropped} of its records left memory); export or sync to spread it",
+                subject.trim(),
+                if new { "statement added" } else { "already held" }
+            );
+            Ok(())
+        }
         SyncCmd::Import { node, input, from } => {
             let mut n = NodeFiles::load(&node)?;
             let b = std::fs::read(&input)?;
@@ -932,6 +1000,70 @@ mod tests {
             std::fs::read(&not_a_store).unwrap() == bytes,
             "the file was written"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `sync revoke`: only with the authority's key; the revoked member's items leave the
+    /// replica, and its bundles are refused from then on.
+    #[test]
+    fn revoke_drops_a_members_items_and_refuses_its_bundles() {
+        let dir = std::env::temp_dir().join(format!("cairn-revoke-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (keys, fleet) = keys_and_fleet(&dir, 3, 40);
+        let pk = |i: usize| hex(read_key(&keys[i]).unwrap().verifying_key().as_bytes());
+        let node = |i: usize| NodeArgs {
+            key: keys[i].clone(),
+            fleet: fleet.clone(),
+            authority: pk(0),
+            replica: dir.join(format!("r{i}")),
+            base_model: None,
+            memory: None,
+        };
+        let mut n1 = NodeFiles::load(&node(1)).unwrap();
+        for t in 0..5 {
+            add_record(&mut n1, t, t as i8);
+        }
+        n1.save().unwrap();
+        let bundle = dir.join("b1");
+        sync(SyncCmd::Export {
+            node: node(1),
+            out: bundle.clone(),
+            since: 0,
+            for_peer: None,
+        })
+        .unwrap();
+        let import = || {
+            sync(SyncCmd::Import {
+                node: node(2),
+                input: bundle.clone(),
+                from: 0,
+            })
+        };
+        import().unwrap();
+        assert_eq!(NodeFiles::load(&node(2)).unwrap().replica.len(), 5);
+        let revoke = |authority_key: &PathBuf| {
+            sync(SyncCmd::Revoke {
+                node: node(2),
+                authority_key: authority_key.clone(),
+                subject: pk(1),
+                deleter: false,
+            })
+        };
+        let e = revoke(&keys[2]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not the fleet authority's key"),
+            "{e:#}"
+        );
+        assert_eq!(NodeFiles::load(&node(2)).unwrap().replica.len(), 5);
+        revoke(&keys[0]).unwrap();
+        let n2 = NodeFiles::load(&node(2)).unwrap();
+        let k1 = read_key(&keys[1]).unwrap().verifying_key().to_bytes();
+        assert!(n2.replica.revoked(&k1));
+        // Only the statement is left.
+        assert_eq!(n2.replica.len(), 1);
+        let e = import().unwrap_err();
+        assert!(format!("{e:#}").contains("Revoked"), "{e:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
