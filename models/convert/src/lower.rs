@@ -546,6 +546,20 @@ impl<'m> Lower<'m> {
     }
 
     fn node(&mut self, n: &'m NodeProto) -> Result<()> {
+        // Arity first: the lowerings read the inputs a valid node has by position.
+        if n.output.is_empty() {
+            bail!("node '{}' ({}) has no outputs", n.name, n.op_type);
+        }
+        let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if default_domain && n.input.len() < min_inputs(&n.op_type) {
+            bail!(
+                "node '{}' ({}) has {} inputs; the op takes at least {}",
+                n.name,
+                n.op_type,
+                n.input.len(),
+                min_inputs(&n.op_type)
+            );
+        }
         if crate::lower_qop::lower_qop_op(self, n)? {
             return Ok(());
         }
@@ -630,7 +644,13 @@ impl<'m> Lower<'m> {
 
     /// (scales, zero points, zero-point dtype, axis) of a Quantize/DequantizeLinear node.
     #[allow(clippy::type_complexity)]
-    fn qparams(&self, n: &NodeProto) -> Result<(Vec<f32>, Vec<i64>, DType, Option<usize>)> {
+    /// Scales, zero points, zero-point dtype and the resolved axis (per-axis only) of a
+    /// QuantizeLinear/DequantizeLinear whose data input has `shape`.
+    fn qparams(
+        &self,
+        n: &NodeProto,
+        shape: &[usize],
+    ) -> Result<(Vec<f32>, Vec<i64>, DType, Option<usize>)> {
         let s = self
             .host(&n.input[1])
             .context("QDQ scale must be constant")?
@@ -647,16 +667,30 @@ impl<'m> Lower<'m> {
             }
             None => (vec![0; s.len()], DType::U8),
         };
-        if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        if s.is_empty() || s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             bail!("QDQ scales must be finite and positive");
         }
-        let axis = (s.len() > 1).then(|| Attrs(n).int("axis", 1));
-        Ok((s, zp, dt, axis.map(|a| a as usize)))
+        if zp.len() != s.len() {
+            bail!("QDQ: {} scales but {} zero points", s.len(), zp.len());
+        }
+        let axis = match s.len() {
+            1 => None,
+            k => {
+                let a = Attrs(n).int("axis", 1);
+                let r = shape.len() as i64;
+                let a = if a < 0 { a + r } else { a };
+                if !(0..r).contains(&a) || shape[a as usize] != k {
+                    bail!("QDQ: {k} per-axis scales do not match axis {a} of shape {shape:?}");
+                }
+                Some(a as usize)
+            }
+        };
+        Ok((s, zp, dt, axis))
     }
 
     fn quantize_linear(&mut self, n: &'m NodeProto) -> Result<()> {
         let x = self.in_t(n, 0)?;
-        let (s, zp, mut dt, axis) = self.qparams(n)?;
+        let (s, zp, mut dt, axis) = self.qparams(n, &self.shape(x))?;
         if n.input.get(2).is_none_or(|z| z.is_empty()) {
             dt = match Attrs(n).int("output_dtype", 0) {
                 3 => DType::I8,
@@ -723,7 +757,7 @@ impl<'m> Lower<'m> {
                 Ok(())
             }
             Val::Int(q) => {
-                let (s, zp, _, axis) = self.qparams(n)?;
+                let (s, zp, _, axis) = self.qparams(n, &q.shape)?;
                 let qv = q.to_i64();
                 let inner: usize = match axis {
                     Some(a) => q.shape.get(a + 1..).map_or(1, |r| r.iter().product()),
@@ -782,5 +816,89 @@ impl<'m> Lower<'m> {
             }
             _ => bail!("DequantizeLinear of a float tensor"),
         }
+    }
+}
+
+/// The fewest inputs an ONNX op (default domain) takes in any opset, from the ONNX op
+/// schemas (`onnx.defs`, version 1.22): a node with fewer is malformed. Ops not listed
+/// take at least one.
+fn min_inputs(op: &str) -> usize {
+    match op {
+        "Constant" | "Optional" | "OptionalHasElement" | "RandomNormal" | "RandomUniform"
+        | "SequenceEmpty" => 0,
+        "Add"
+        | "AffineGrid"
+        | "And"
+        | "BitShift"
+        | "BitwiseAnd"
+        | "BitwiseOr"
+        | "BitwiseXor"
+        | "CastLike"
+        | "CausalConvWithState"
+        | "CenterCropPad"
+        | "Compress"
+        | "Conv"
+        | "ConvInteger"
+        | "ConvTranspose"
+        | "CumProd"
+        | "CumSum"
+        | "DequantizeLinear"
+        | "Div"
+        | "Equal"
+        | "Expand"
+        | "Gather"
+        | "GatherElements"
+        | "GatherND"
+        | "Gemm"
+        | "Greater"
+        | "GreaterOrEqual"
+        | "GridSample"
+        | "LayerNormalization"
+        | "Less"
+        | "LessOrEqual"
+        | "Loop"
+        | "MatMul"
+        | "MatMulInteger"
+        | "MaxRoiPool"
+        | "MaxUnpool"
+        | "Mod"
+        | "Mul"
+        | "NegativeLogLikelihoodLoss"
+        | "NonMaxSuppression"
+        | "Or"
+        | "PRelu"
+        | "Pow"
+        | "QuantizeLinear"
+        | "RMSNormalization"
+        | "ReverseSequence"
+        | "STFT"
+        | "SequenceAt"
+        | "SequenceInsert"
+        | "SoftmaxCrossEntropyLoss"
+        | "StringConcat"
+        | "Sub"
+        | "TensorScatter"
+        | "Tile"
+        | "Xor" => 2,
+        "Attention"
+        | "Col2Im"
+        | "DeformConv"
+        | "GRU"
+        | "GroupNormalization"
+        | "InstanceNormalization"
+        | "LSTM"
+        | "LinearAttention"
+        | "OneHot"
+        | "RNN"
+        | "Range"
+        | "RoiAlign"
+        | "RotaryEmbedding"
+        | "Scatter"
+        | "ScatterElements"
+        | "ScatterND"
+        | "Where" => 3,
+        "BatchNormalization" | "MelWeightMatrix" => 5,
+        "QLinearConv" | "QLinearMatMul" => 8,
+        _ => 1,
     }
 }
