@@ -21,6 +21,105 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// Checkpoint-log images in the `lineage_log` target's geometry (4 sectors of 1 KiB): an
+/// empty log, and one with two checkpoints, a rejection and the second one active.
+fn lineage_log(dir: &Path) {
+    use cairn_learn::lineage::{weights_digest, Checkpoint, CheckpointLog};
+    use cairn_learn::{Metrics, Reject};
+    let (log, _) = CheckpointLog::open(RamFlash::<1024>::new(4)).unwrap();
+    write(dir, "empty", &log.into_flash().data);
+    let (mut log, _) = CheckpointLog::open(RamFlash::<1024>::new(4)).unwrap();
+    let mut parent = [0u8; 32];
+    for (i, w) in [[1.0f32, 2.0], [-0.5, 0.25]].iter().enumerate() {
+        let c = Checkpoint {
+            id: [0; 32],
+            parent,
+            base: [7; 32],
+            records: [i as u8; 32],
+            n_records: 2,
+            hparams: [0; 52],
+            before: Metrics::default(),
+            after: Metrics {
+                old_acc: 0.9,
+                new_acc: 0.8,
+                n_old: 10,
+                n_new: 5,
+            },
+            shape: [1, 2, 0, 0],
+            weights: weights_digest(w),
+            n_params: 2,
+        }
+        .seal();
+        log.commit(&c, w).unwrap();
+        log.record_reject(
+            &[9; 32],
+            &Reject::Forgetting {
+                before: 0.9,
+                after: 0.5,
+            },
+            &Metrics::default(),
+            &Metrics::default(),
+        )
+        .unwrap();
+        parent = c.id;
+    }
+    write(dir, "two_checkpoints", &log.into_flash().data);
+}
+
+/// `.npy` files as NumPy writes them: versions 1 and 2, f32 and the other dtypes the
+/// reader converts.
+fn npy(dir: &Path) {
+    fn file(version: u8, descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let lead = if version == 1 { 10 } else { 12 };
+        while (lead + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = b"\x93NUMPY".to_vec();
+        out.extend([version, 0]);
+        if version == 1 {
+            out.extend((h.len() as u16).to_le_bytes());
+        } else {
+            out.extend((h.len() as u32).to_le_bytes());
+        }
+        out.extend(h.as_bytes());
+        out.extend(body);
+        out
+    }
+    let f: Vec<u8> = [1.5f32, -2.0, 0.0, 8.25, 1e-3, 3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(dir, "f32_2x3", &file(1, "<f4", "(2, 3)", &f));
+    write(dir, "f32_v2_scalar", &file(2, "<f4", "()", &f[..4]));
+    let d: Vec<u8> = [0.5f64, -1.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(dir, "f64_2", &file(1, "<f8", "(2,)", &d));
+    let i: Vec<u8> = [7i64, -3, 0, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(dir, "i64_1x4", &file(1, "<i8", "(1, 4)", &i));
+    write(dir, "u8_4", &file(1, "|u1", "(4,)", &[0, 1, 128, 255]));
+}
+
+/// Small real ONNX models: the converter's QOperator, QDQ and dynamic-quantization test
+/// models and the digits MLP (float and QDQ).
+fn onnx(dir: &Path, root: &Path) {
+    for (name, path) in [
+        ("qop", "models/convert/tests/data/qop/qop.onnx"),
+        ("qdq", "models/convert/tests/data/qop/qdq.onnx"),
+        ("dyn", "models/convert/tests/data/qop/dyn.onnx"),
+        ("digits_mlp_qdq", "models/zoo/digits/digits_mlp_qdq.onnx"),
+    ] {
+        let bytes = fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        write(dir, name, &bytes);
+    }
+}
+
 /// Memory-log images: the target copies its input into 4 sectors of 1 KiB.
 fn memory_log(dir: &Path) {
     for (name, n, dim) in [("empty", 0usize, 8usize), ("three", 3, 8), ("full", 40, 4)] {
@@ -126,6 +225,9 @@ fn main() {
     write(&root.join("model_bytes"), "digits.cairn", &model);
     write(&root.join("model_structure"), "digits.cairn", &model);
     memory_log(&root.join("memory_log"));
+    lineage_log(&root.join("lineage_log"));
+    npy(&root.join("npy_file"));
+    onnx(&root.join("onnx_model"), &here.join("../../.."));
     sync_input(&root.join("sync_input"));
     // replica_ops reads an order of its pool of 18 items: as listed, and reversed.
     let order: Vec<u8> = (0..18).collect();
