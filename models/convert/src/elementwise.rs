@@ -22,8 +22,23 @@ pub struct Family {
 }
 
 /// The element-wise families of `g` whose result leaves the family (read by another kind
-/// of op, or a graph output), keyed by that result tensor.
+/// of op, or a graph output), keyed by that result tensor. A chain whose intermediate
+/// values carry the model's own quantization (QDQ around each op) is not one: the model
+/// rounds them, and cairn keeps what the model says.
 pub fn families(g: &Graph) -> HashMap<usize, Family> {
+    let mut all = chains(g);
+    all.retain(|&y, f| {
+        f.ops.iter().all(|&o| {
+            g.ops[o]
+                .outputs
+                .iter()
+                .all(|&t| t == y || !matches!(g.tensors[t].hint, Some(crate::ir::Hint::Act { .. })))
+        })
+    });
+    all
+}
+
+fn chains(g: &Graph) -> HashMap<usize, Family> {
     let mut source: HashMap<usize, usize> = HashMap::new();
     let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
     let src = |source: &HashMap<usize, usize>, t: usize| source.get(&t).copied().unwrap_or(t);
