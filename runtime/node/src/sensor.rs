@@ -54,6 +54,12 @@ impl<'m, 'a, B: Backend> Sensor<'m, 'a, B> {
         self.model_tag
     }
 
+    /// Graph output `k` of the last run, as the model left it (what firmware logs to
+    /// check against the host byte for byte).
+    pub fn output(&self, k: usize) -> Result<TensorRef<'_>, NodeError> {
+        Ok(self.it.output(k)?)
+    }
+
     /// Run on `input` (graph input 0, f32); the features go to `features[..dim]`.
     pub fn sense(&mut self, input: &[f32], features: &mut [f32]) -> Result<Sensed, NodeError> {
         self.it.set_input_f32(0, input)?;
