@@ -19,6 +19,7 @@ fn main() {
         "assets/inputs.bin",
         "assets/cls.cairn",
         "assets/cls_inputs.bin",
+        "assets/fleet.cfl",
     ] {
         println!("cargo:rerun-if-changed={f}");
     }

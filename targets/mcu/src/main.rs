@@ -1,19 +1,24 @@
-//! cairn on a Cortex-M4F (thumbv7em-none-eabihf), booted in QEMU by `cargo run`:
+//! cairn on a Cortex-M4F (thumbv7em-none-eabihf), booted in QEMU by `cargo run`: one
+//! [`cairn_node::Node`] (no allocator: every buffer is a static it borrows) that
 //!
-//! 1. reads eight frames from an 8×8 sensor through embedded-hal's I2C trait (a mock bus in
-//!    QEMU serves the bundled samples) and runs the digits model (int8, from flash) on each
-//!    with the arena in RAM (linking only the MLP kernel families), and logs each output's bytes (the host test compares them with the host
-//!    interpreter, byte for byte) and the instructions per inference;
-//! 2. keeps each input's penultimate features in a memory store over a flash-shaped region
-//!    (no allocator) and asks it for the nearest earlier observation;
-//! 3. trains a new classifier head on those memories for a few steps (cairn-learn, arena
-//!    planned up front) and logs the loss and the instructions per step;
-//! 4. signs its memories (Ed25519) and writes them as a sync bundle to the host through
-//!    semihosting (`target/bundle.cbdl`), streamed with no allocator — what a USB stick
-//!    would carry to the next node.
+//! 1. **observes** eight frames from an 8×8 sensor read through embedded-hal's I2C trait (a
+//!    mock bus in QEMU serves the bundled samples): the digits model (int8, from flash, the
+//!    MLP kernel families only) runs on each, its outputs' bytes are logged (the host test
+//!    compares them with the host interpreter, byte for byte), and its features are kept as
+//!    a record with provenance in a memory store over a flash-shaped region;
+//! 2. **learns**: the node's adapter (a head over the features, started from the model's
+//!    classifier) trains a candidate on memory, the gate promotes or rejects it, and the
+//!    lineage log (a second flash region) records the outcome;
+//! 3. **exports** its own records as a signed sync bundle, streamed with no allocator to the
+//!    host through semihosting (`target/bundle.cbdl`); a sink that fails fails the run;
+//! 4. **applies** a bundle from another fleet member (`target/peer.cbdl`, written by the host
+//!    test; boards have none and say so): verified items go into memory, forged and
+//!    non-member ones are refused; then it learns again on what it now knows, through the
+//!    same gate.
 //!
-//! Logs go out with defmt over semihosting (decoded by `defmt-print`); the exit status is
-//! the verdict.
+//! The fleet list it trusts (`assets/fleet.cfl`, built in) verifies against the fleet
+//! authority's public key ([`AUTHORITY`]). Logs go out with defmt over semihosting (decoded
+//! by `defmt-print`); the exit status is the verdict.
 #![no_std]
 #![no_main]
 
@@ -25,51 +30,92 @@ mod boards;
 mod clock;
 mod sensor;
 
-use cairn_core::{Interpreter, Model};
+use cairn_core::{Model, OpKind};
 use cairn_kernels::{family, Select};
-use cairn_learn::learner::{arena_bytes, Slot};
-use cairn_learn::{AdapterShape, Learner, Optimizer, Sample, TrainConfig};
-use cairn_memory::ram::FixedRam;
+use cairn_learn::gate::{Gate, Reject as GateReject};
+use cairn_learn::lineage::{model_hash, CheckpointLog};
+use cairn_learn::{Optimizer, TrainConfig};
+use cairn_memory::ram::{FixedRam, Ram, Seg};
 use cairn_memory::search::{Filter, Hit, Scoring};
 use cairn_memory::slice_flash::SliceFlash;
-use cairn_memory::{Config, LogStore, Record};
+use cairn_memory::store::Meta;
+use cairn_memory::{Config, Id, LogStore, StoreError};
+use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
+use cairn_node::apply::ApplyOnly;
+use cairn_node::{Identity, Node, NodeError, Parts, Sensor};
+use cairn_sync::bundle::ImportReport;
+use cairn_sync::Reject;
 use clock::{exit, insns, paint_stack, stack_used, ticks};
-use cortex_m::peripheral::SYST;
 use cortex_m_rt::entry;
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
 static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 static INPUTS: &[u8] = cairn_core::include_model!("../assets/inputs.bin");
+/// The fleet list (members: this device and its demo peer), signed by the authority; the
+/// host test checks it is what the authority's key makes today.
+static FLEET: &[u8] = include_bytes!("../assets/fleet.cfl");
+/// The fleet authority's public key (the demo authority: seed `[0xA0; 32]`).
+pub const AUTHORITY: [u8; 32] = [
+    181, 51, 216, 173, 159, 207, 189, 222, 11, 72, 28, 27, 51, 77, 220, 60, 83, 65, 47, 214, 20,
+    86, 78, 126, 90, 253, 2, 3, 104, 211, 130, 195,
+];
 const LABELS: [u16; 8] = [7, 8, 1, 7, 8, 5, 6, 9];
 const N: usize = 8;
 /// This demo device's identity seed. A product keeps it in protected storage; the host
 /// test derives the same public key to build the fleet list that admits it.
 pub const DEVICE_SEED: [u8; 32] = *b"cairn-mcu-demo-device-seed-00001";
 const DIM: usize = 32;
+/// Records the memory store holds: its own eight and a peer's.
+const RECORDS: usize = 24;
+
+/// The node's parts on this chip: the MLP kernels, memory and lineage in flash regions,
+/// the store's RAM side fixed, and an item set that only applies (no allocator to keep
+/// others' items in: records go to memory, contributions are counted, not kept).
+struct Mcu;
+impl Parts for Mcu {
+    type Backend = Select<{ family::MLP_I8 | family::FAST }>;
+    type MemoryFlash = SliceFlash<'static, 1024>;
+    type MemoryRam = StaticRam;
+    type LineageFlash = SliceFlash<'static, 1024>;
+    type Items = ApplyOnly;
+}
 
 static mut ARENA: cairn_core::Aligned<[u8; 1024]> = cairn_core::Aligned([0; 1024]);
-// Zeroed RAM standing in for a flash region: the store erases the sectors it uses.
-static mut FLASH: [u8; 8 * 1024] = [0; 8 * 1024];
-static mut STORE_RAM: FixedRam<16, DIM, 8, 128> = FixedRam::new();
-static mut LEARN_ARENA: [u32; 2304] = [0; 2304];
+// Zeroed RAM standing in for flash regions: the memory store erases the sectors it uses;
+// the lineage log is erased at boot (RAM does not survive a reset; real flash would).
+static mut FLASH: [u8; 4 * 1024] = [0; 4 * 1024];
+static mut LINEAGE: [u8; 4 * 1024] = [0; 4 * 1024];
+static mut STORE_RAM: StoreRam = FixedRam::new();
+// What `cairn_node::adapter::arena_bytes` asks for this spec: 8,424 bytes.
+static mut LEARN_ARENA: [u32; 2106] = [0; 2106];
+/// The peer's bundle, read whole (the trailer's signature covers every byte before it).
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
+static mut PEER: [u8; 2560] = [0; 2560];
 
-/// QEMU: the mock sensor bus, and the bundle goes to a host file through semihosting.
+/// QEMU: the mock sensor bus; the bundles are host files through semihosting.
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 #[entry]
 fn main() -> ! {
-    let mut file = HostFile::create("target/bundle.cbdl\0");
-    let mut failed = file.is_none();
-    let mut sink = |b: &[u8]| match file.as_mut() {
-        Some(f) => failed |= f.write_all(b).is_err(),
-        None => failed = true,
+    let mut file = HostFile::open("target/bundle.cbdl\0", true);
+    let mut sink = |b: &[u8]| file.as_mut().is_some_and(|f| f.write_all(b).is_ok());
+    // SAFETY: main runs once; nothing else touches PEER.
+    #[allow(static_mut_refs)]
+    let buf = unsafe { &mut PEER };
+    let peer = match HostFile::open("target/peer.cbdl\0", false) {
+        Some(mut f) => match f.read_all(buf) {
+            Some(n) => Peer::Bundle(&buf[..n]),
+            None => Peer::Unreadable,
+        },
+        None => Peer::Missing("no target/peer.cbdl on the host"),
     };
-    let ok = run(sensor::MockBus::new(INPUTS), &mut sink);
+    let ok = run(sensor::MockBus::new(INPUTS), &mut sink, peer);
     drop(file);
-    exit(ok && !failed)
+    exit(ok)
 }
 
 /// A board: the sensor on the HAL's I2C bus; the bundle goes into a RAM buffer standing in
-/// for the removable storage a product would write it to.
+/// for the removable storage a product would write it to. No peer bundle comes in.
 #[cfg(any(feature = "stm32f4", feature = "nrf52840"))]
 #[entry]
 fn main() -> ! {
@@ -77,36 +123,56 @@ fn main() -> ! {
     static mut STICK: [u8; 4096] = [0; 4096];
     let stick: &'static mut [u8; 4096] = STICK;
     let mut at = 0;
-    // A bundle that does not fit is a failure, never a cut bundle reported as written.
-    let mut overflow = false;
+    // A bundle that does not fit is a failure (the node's export fails), never a cut
+    // bundle reported as written.
     let mut sink = |b: &[u8]| match stick.get_mut(at..at + b.len()) {
         Some(dst) => {
             dst.copy_from_slice(b);
             at += b.len();
+            true
         }
-        None => overflow = true,
+        None => false,
     };
-    let ok = run(boards::sensor_bus(), &mut sink);
-    if overflow {
-        defmt::error!("the bundle does not fit the removable storage");
-    }
-    exit(ok && !overflow)
+    let peer = Peer::Missing("this board reads no peer bundle (removable storage not wired)");
+    exit(run(boards::sensor_bus(), &mut sink, peer))
 }
 
-fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
+/// What came in from a peer (boards: always `Missing`).
+#[cfg_attr(any(feature = "stm32f4", feature = "nrf52840"), allow(dead_code))]
+enum Peer<'b> {
+    Bundle(&'b [u8]),
+    Missing(&'static str),
+    /// There, but unreadable or larger than the buffer.
+    Unreadable,
+}
+
+macro_rules! ensure {
+    ($what:literal, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                defmt::error!("{=str}: {}", $what, defmt::Debug2Format(&e));
+                return false;
+            }
+        }
+    };
+}
+
+fn run<B: embedded_hal::i2c::I2c>(
+    bus: B,
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+    peer: Peer<'_>,
+) -> bool {
     paint_stack();
     let Some(syst) = clock::start() else {
         return false;
     };
     let syst = &syst;
 
-    let model = match Model::parse_kinds::<{ family::kinds(family::MLP_I8) }>(MODEL) {
-        Ok(m) => m,
-        Err(e) => {
-            defmt::error!("model refused: {}", defmt::Debug2Format(&e));
-            return false;
-        }
-    };
+    let model = ensure!(
+        "model refused",
+        Model::parse_kinds::<{ family::kinds(family::MLP_I8) }>(MODEL)
+    );
     defmt::println!(
         "model: {=usize} bytes of flash, arena {=usize} bytes, {=usize} ops",
         model.flash_bytes(),
@@ -115,180 +181,59 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     );
     // SAFETY: main runs once; nothing else touches these statics.
     #[allow(static_mut_refs)]
-    let (arena, flash, store_ram, learn_arena) =
-        unsafe { (&mut ARENA.0, &mut FLASH, &mut STORE_RAM, &mut LEARN_ARENA) };
-    let mut it = match Interpreter::new(model, Select::<{ family::MLP_I8 | family::FAST }>, arena) {
-        Ok(it) => it,
-        Err(e) => {
-            defmt::error!("interpreter: {}", defmt::Debug2Format(&e));
-            return false;
-        }
+    let (arena, flash, lineage, store_ram, learn_arena) = unsafe {
+        (
+            &mut ARENA.0,
+            &mut FLASH,
+            &mut LINEAGE,
+            &mut STORE_RAM,
+            &mut LEARN_ARENA,
+        )
     };
-    let (mut store, _) = match LogStore::open_in(
-        SliceFlash::<1024>::new(flash),
-        Config {
-            dim: DIM,
-            max_records: 16,
-            max_payload: 0,
-        },
-        core::mem::take(store_ram),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            defmt::error!("store: {}", defmt::Debug2Format(&e));
-            return false;
-        }
-    };
-
-    let key = ed25519_dalek::SigningKey::from_bytes(&DEVICE_SEED);
-    let node = cairn_sync::item::node_id(key.verifying_key().as_bytes());
-    let mut embs = [[0i8; DIM]; N];
-    let mut scales = [0f32; N];
-    let mut correct = 0;
-    let mut camera = sensor::Grid8x8::new(bus);
-    for i in 0..N {
-        let mut input = [0f32; 64];
-        if camera.read_frame(&mut input).is_err() {
-            defmt::error!("sensor read failed");
-            return false;
-        }
-        if it.set_input_f32(0, &input).is_err() {
-            return false;
-        }
-        let t0 = ticks(syst);
-        if it.invoke().is_err() {
-            defmt::error!("invoke failed");
-            return false;
-        }
-        let t1 = ticks(syst);
-        let (Ok(probs), Ok(feats)) = (it.output(0), it.output(1)) else {
-            return false;
-        };
-        let p: &[u8] = probs.data;
-        let mut best = 0;
-        for k in 0..10 {
-            if f32_at(p, k) > f32_at(p, best) {
-                best = k;
-            }
-        }
-        correct += (best as u16 == LABELS[i]) as u32;
-        defmt::println!(
-            "infer {=usize}: class {=usize} (label {=u16}), ~{=u32} instructions",
-            i,
-            best,
-            LABELS[i],
-            insns(t0, t1)
-        );
-        defmt::println!("out0 {=usize} {=[u8]}", i, p);
-        defmt::println!("out1 {=usize} {=[u8]}", i, feats.data);
-        // Keep the features as an int8 memory (the node's quantization: symmetric, per
-        // record; a NaN or infinite feature is refused).
-        let f: [f32; DIM] = core::array::from_fn(|k| f32_at(feats.data, k));
-        let scale = match cairn_node::features::quantize(&f, &mut embs[i]) {
-            Ok(s) => s,
-            Err(e) => {
-                defmt::error!("features refused: {}", defmt::Debug2Format(&e));
-                return false;
-            }
-        };
-        scales[i] = scale;
-        let r = Record {
-            origin: node,
-            timestamp_ms: i as u64,
-            label: LABELS[i],
-            importance: 100,
-            meta: [0; 4],
-            scale,
-            embedding: &embs[i],
-            payload: &[],
-        };
-        if store.append(&r).is_err() {
-            defmt::error!("append failed");
-            return false;
-        }
-    }
-    defmt::println!("accuracy on the samples: {=u32}/8", correct);
-    // The nearest other memory of the last input.
-    let mut hits = [Hit::default(); 2];
-    let n = store.search_into(
-        &embs[N - 1],
-        &Filter::default(),
-        &Scoring::default(),
-        &mut hits,
+    let mut node = ensure!(
+        "node",
+        assemble(model, arena, flash, lineage, store_ram, learn_arena)
     );
-    let (used, live) = store.usage();
+    let tag = ensure!("no sensor", node.sensor().ok_or(())).model_tag();
     defmt::println!(
-        "memory: {=usize} records, {=usize} bytes of log ({=usize} live); nearest to the last input: cosine {=f32}, then {=f32}",
-        store.len(),
-        used,
-        live,
-        if n > 0 { hits[0].cosine } else { 0.0 },
-        if n > 1 { hits[1].cosine } else { 0.0 }
+        "node {=u64}: fleet of {=usize} verified, model tag {=u32:#x}",
+        node.identity().node_id(),
+        node.identity().fleet().len(),
+        tag
     );
 
-    // A new head trained on the memories (no frozen layer: the features are the input).
-    let shape = AdapterShape {
-        fin: DIM,
-        hidden: 0,
-        rank: 0,
-        classes: 10,
-        batch: N,
-    };
-    let cfg = TrainConfig {
-        optimizer: Optimizer::adam(0.05),
-        clip_norm: 5.0,
-        weight_decay: 0.0,
-        steps: 5,
-        replay_per_batch: 0,
-        lora_scale: 1.0,
-        distill: 0.0,
-        seed: 1,
-    };
-    let bytes: &mut [u8] = bytemuck_bytes(learn_arena);
-    let need = arena_bytes(shape, &cfg);
-    let mut l = match Learner::new(shape, None, cfg, bytes) {
-        Ok(l) => l,
-        Err(e) => {
-            defmt::error!("learner: {}", defmt::Debug2Format(&e));
-            return false;
-        }
-    };
-    if let Err(e) = l.init(None, 1) {
-        defmt::error!("learner init: {}", defmt::Debug2Format(&e));
+    // Observe: the model runs on each frame, its features become a record.
+    if !observe(&mut node, bus, syst) {
         return false;
     }
-    l.begin_candidate();
-    let batch: [Sample; N] = core::array::from_fn(|i| Sample {
-        emb: &embs[i],
-        scale: scales[i],
-        label: LABELS[i],
-    });
-    let mut last = 0.0;
-    for step in 0..5 {
-        let t0 = ticks(syst);
-        let Ok(loss) = l.step(&batch) else {
-            return false;
-        };
-        let t1 = ticks(syst);
-        defmt::println!(
-            "learn step {=u32}: loss {=f32}, ~{=u32} instructions (arena {=usize} bytes)",
-            step,
-            loss,
-            insns(t0, t1),
-            need
-        );
-        last = loss;
+
+    // Learn: a candidate trained on memory, judged by the gate, settled in the lineage.
+    if !learn(&mut node, syst, "own records") {
+        return false;
     }
-    let right = batch
-        .iter()
-        .filter(|s| l.predict(Slot::Candidate, s).ok() == Some(s.label))
-        .count();
+    let right = ensure!("predict", own_right(&mut node));
     defmt::println!(
-        "after learning: {=usize}/8 memories classified by the new head, loss {=f32}",
-        right,
-        last
+        "after learning: {=usize}/8 memories classified by the active head",
+        right
     );
-    let ok = export_bundle(&mut store, &key, syst, sink);
+
+    // Export: this node's records, signed as they are read, to the sink.
+    if !export(&mut node, sink, syst) {
+        return false;
+    }
+
+    // Apply: a peer's bundle into memory, then what the node now knows through the gate.
+    let ok = match peer {
+        Peer::Bundle(bytes) => apply(&mut node, bytes, syst),
+        Peer::Missing(why) => {
+            defmt::println!("apply: skipped: {=str}", why);
+            true
+        }
+        Peer::Unreadable => {
+            defmt::error!("apply: the peer bundle is unreadable or over 2560 bytes");
+            false
+        }
+    };
     defmt::println!(
         "stack used: {=usize} bytes (size.sh budgets 16384)",
         stack_used()
@@ -296,40 +241,316 @@ fn run<B: embedded_hal::i2c::I2c>(bus: B, sink: &mut dyn FnMut(&[u8])) -> bool {
     ok
 }
 
-/// Sign every memory and stream them as a bundle into `sink`.
-fn export_bundle<F: embedded_storage::nor_flash::NorFlash, R: cairn_memory::ram::Ram>(
-    store: &mut LogStore<F, R>,
-    key: &ed25519_dalek::SigningKey,
-    syst: &SYST,
-    mut sink: &mut dyn FnMut(&[u8]),
+/// Each frame through the node: the model runs, its outputs are logged, its features kept.
+/// (Phases are kept out of line so their buffers never share one stack frame.)
+#[inline(never)]
+fn observe<B: embedded_hal::i2c::I2c>(
+    node: &mut Node<'static, Mcu>,
+    bus: B,
+    syst: &cortex_m::peripheral::SYST,
 ) -> bool {
-    let mut ids = [[0u8; 16]; 16];
-    let n = store.len().min(16);
-    for (slot, m) in ids.iter_mut().zip(store.metas()) {
-        *slot = m.id;
-    }
-    let t0 = ticks(syst);
-    let mut w = cairn_sync::bundle::BundleWriter::start(key, 0, &mut sink);
-    let mut body = [0u8; 128];
-    let mut item = [0u8; 256];
-    for id in &ids[..n] {
-        let Ok(Some(len)) = store.read_record(id, &mut body) else {
+    let mut correct = 0;
+    let mut camera = sensor::Grid8x8::new(bus);
+    for (i, &label) in LABELS.iter().enumerate() {
+        let mut input = [0f32; 64];
+        ensure!("sensor read", camera.read_frame(&mut input));
+        let t0 = ticks(syst);
+        let o = ensure!("observe", node.observe(&input, Some(label), 100, i as u64));
+        let t1 = ticks(syst);
+        let class = o.class.unwrap_or(u16::MAX);
+        correct += (class == label) as u32;
+        defmt::println!(
+            "infer {=usize}: class {=u16} (label {=u16}), ~{=u32} instructions (model, quantize, append)",
+            i,
+            class,
+            label,
+            insns(t0, t1)
+        );
+        let Some(s) = node.sensor() else {
             return false;
         };
-        let kind = cairn_sync::item::Kind::Record;
-        let Ok(len) = cairn_sync::item::sign_into(key, kind, &body[..len], &mut item) else {
-            return false;
-        };
-        w.item(&item[..len], &mut sink);
+        let (p, f) = (
+            ensure!("output", s.output(0)),
+            ensure!("output", s.output(1)),
+        );
+        defmt::println!("out0 {=usize} {=[u8]}", i, p.data);
+        defmt::println!("out1 {=usize} {=[u8]}", i, f.data);
     }
-    w.finish(key, &mut sink);
-    let t1 = ticks(syst);
+    defmt::println!("accuracy on the samples: {=u32}/8", correct);
+    // The nearest other memory of the last input.
+    let mem = node.memory();
+    let last = &mem.embeddings()[(N - 1) * DIM..N * DIM];
+    let mut hits = [Hit::default(); 2];
+    let n = mem.search_into(last, &Filter::default(), &Scoring::default(), &mut hits);
+    let (used, live) = mem.usage();
     defmt::println!(
-        "sync bundle: {=usize} signed records written, ~{=u32} instructions",
-        n,
-        insns(t0, t1)
+        "memory: {=usize} records, {=usize} bytes of log ({=usize} live); nearest to the last input: cosine {=f32}, then {=f32}",
+        mem.len(),
+        used,
+        live,
+        if n > 0 { hits[0].cosine } else { 0.0 },
+        if n > 1 { hits[1].cosine } else { 0.0 }
     );
     true
+}
+
+/// This node's records, signed as they are read, into `sink` (a failing sink fails it).
+#[inline(never)]
+fn export(
+    node: &mut Node<'static, Mcu>,
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+    syst: &cortex_m::peripheral::SYST,
+) -> bool {
+    let t0 = ticks(syst);
+    let written = ensure!("bundle export", node.export_own(sink));
+    defmt::println!(
+        "sync bundle: {=u32} signed records written, ~{=u32} instructions",
+        written,
+        insns(t0, ticks(syst))
+    );
+    true
+}
+
+/// The node over the statics: identity and fleet, the sensor, the memory store, and the
+/// adapter opened on its lineage.
+#[inline(never)]
+fn assemble(
+    model: Model<'static>,
+    arena: &'static mut [u8],
+    flash: &'static mut [u8],
+    lineage: &'static mut [u8],
+    store_ram: &'static mut StoreRam,
+    learn_arena: &'static mut [u32],
+) -> Result<Node<'static, Mcu>, NodeError> {
+    let identity = Identity::new(&DEVICE_SEED, FLEET, &AUTHORITY)?;
+    let base = model_hash(MODEL);
+    let tag = u32::from_le_bytes([base[0], base[1], base[2], base[3]]);
+    let spec = learn_spec(&model);
+    let sensor = Sensor::new(
+        model,
+        Select::<{ family::MLP_I8 | family::FAST }>,
+        arena,
+        1,
+        Some(0),
+        tag,
+    )?;
+    let cfg = Config {
+        dim: DIM,
+        max_records: RECORDS,
+        max_payload: 0,
+    };
+    let (memory, _) = LogStore::open_in(SliceFlash::new(flash), cfg, StaticRam(store_ram))?;
+    let mut lf = SliceFlash::<1024>::new(lineage);
+    let cap = lf.capacity() as u32;
+    lf.erase(0, cap)
+        .map_err(|_| NodeError::Learn(cairn_learn::LearnError::Storage))?;
+    let (mut log, _) = CheckpointLog::open(lf)?;
+    let bytes = words_as_bytes(learn_arena);
+    let adapter = Adapter::open(spec, Some(&model), base, DIM, bytes, &mut log)?;
+    Ok(Node::new(identity, memory, ApplyOnly)
+        .with_sensor(sensor)
+        .with_learning(adapter, log))
+}
+
+/// How this node learns: a head over the 32 features started from the model's own
+/// classifier; every class is old, so the gate checks forgetting on held-out records.
+/// The host test uses the same spec.
+fn learn_spec(m: &Model<'_>) -> LearnSpec {
+    let head = (0..m.n_ops())
+        .rev()
+        .find(|&i| m.op(i).is_some_and(|o| o.kind == OpKind::FullyConnected));
+    LearnSpec {
+        classes: 10,
+        rank: 0,
+        batch: N,
+        train: TrainConfig {
+            optimizer: Optimizer::adam(0.05),
+            clip_norm: 5.0,
+            weight_decay: 0.0,
+            steps: 5,
+            replay_per_batch: N,
+            lora_scale: 1.0,
+            distill: 0.0,
+            seed: 1,
+        },
+        gate: Gate {
+            max_old_drop: 0.05,
+            min_new_gain: 0.0,
+        },
+        new_from: 10,
+        lora_op: None,
+        head_op: head,
+        max_delta_norm: 10.0,
+    }
+}
+
+/// One learning round through the node, its steps and the gate's decision logged.
+#[inline(never)]
+fn learn(node: &mut Node<'static, Mcu>, syst: &cortex_m::peripheral::SYST, on: &str) -> bool {
+    let mut t = ticks(syst);
+    let arena = node.adapter().map_or(0, |a| a.arena_bytes());
+    let outcome = node.learn(&mut |step, loss| {
+        let now = ticks(syst);
+        defmt::println!(
+            "learn step {=u32}: loss {=f32}, ~{=u32} instructions (arena {=usize} bytes)",
+            step,
+            loss,
+            insns(t, now),
+            arena
+        );
+        t = now;
+    });
+    let outcome = ensure!("learn", outcome);
+    log_outcome("learn", on, &outcome);
+    true
+}
+
+fn log_outcome(what: &str, on: &str, o: &Outcome) {
+    match o {
+        Outcome::Promoted { before, after, .. } => defmt::println!(
+            "gate {=str} on {=str}: promoted (held-out accuracy {=f32} -> {=f32}, {=u32} held out)",
+            what,
+            on,
+            before.old_acc,
+            after.old_acc,
+            after.n_old + after.n_new
+        ),
+        Outcome::Rejected {
+            reason,
+            before,
+            after,
+            ..
+        } => defmt::println!(
+            "gate {=str} on {=str}: rejected ({=str}; held-out accuracy {=f32} -> {=f32}, {=u32} held out)",
+            what,
+            on,
+            // By name: `Debug` of its f32 fields would link core's float formatting.
+            match reason {
+                GateReject::Forgetting { .. } => "forgetting",
+                GateReject::NoGain { .. } => "no gain",
+                GateReject::NoHeldOut => "no held-out record",
+            },
+            before.old_acc,
+            after.old_acc,
+            after.n_old + after.n_new
+        ),
+    }
+}
+
+/// Own records the active head classifies right.
+fn own_right(node: &mut Node<'static, Mcu>) -> Result<usize, NodeError> {
+    let me = node.identity().node_id();
+    let mut right = 0;
+    for i in 0..node.memory().len() {
+        let m = node.memory().metas()[i];
+        if m.origin != me {
+            continue;
+        }
+        let mut emb = [0i8; DIM];
+        emb.copy_from_slice(&node.memory().embeddings()[i * DIM..(i + 1) * DIM]);
+        let a = node
+            .adapter()
+            .ok_or(NodeError::Missing(cairn_node::Part::Learner))?;
+        right += (a.predict(&emb, m.scale)? == m.label) as usize;
+    }
+    Ok(right)
+}
+
+/// Import a peer's bundle and apply it: records into memory, refusals counted by reason;
+/// contributions would be judged by the gate (an `ApplyOnly` node keeps none: counted);
+/// then a learning round on everything memory now holds.
+#[inline(never)]
+fn apply(node: &mut Node<'static, Mcu>, bytes: &[u8], syst: &cortex_m::peripheral::SYST) -> bool {
+    let t0 = ticks(syst);
+    let rep: ImportReport = ensure!("peer bundle refused", node.import_bundle(bytes, 0));
+    let t1 = ticks(syst);
+    let r = |k: Reject| rep.rejected[k as usize];
+    defmt::println!(
+        "apply bundle: {=usize} bytes, stored {=u32}, duplicates {=u32}, refused: not-member {=u32}, bad-signature {=u32}, forged {=u32}, other {=u32}; complete {=bool}, ~{=u32} instructions",
+        bytes.len(),
+        rep.stored,
+        rep.duplicates,
+        r(Reject::NotMember),
+        r(Reject::BadSignature),
+        r(Reject::Forged),
+        rep.rejected.iter().sum::<u32>()
+            - r(Reject::NotMember)
+            - r(Reject::BadSignature)
+            - r(Reject::Forged),
+        rep.complete,
+        insns(t0, t1)
+    );
+    let a = *node.report();
+    defmt::println!(
+        "apply report: records {=u32}, unusable {=u32}, deleted {=u32}, contributions {=u32}, store failures {=u32}; memory {=usize} records",
+        a.records,
+        a.unusable,
+        a.deleted,
+        a.contributions,
+        a.store_failures,
+        node.memory().len()
+    );
+    // No item set here, so no contribution is kept to merge: `apply_with` has nothing to
+    // judge (it says so with `None`).
+    let mut scratch = [0u8; 4];
+    match ensure!("apply", node.apply_with(&mut scratch)) {
+        Some(o) => log_outcome("merge", "peer contributions", &o),
+        None => defmt::println!("gate merge: no contribution kept to judge"),
+    }
+    learn(node, syst, "own and peer records")
+}
+
+type StoreRam = FixedRam<RECORDS, DIM, 8, 128>;
+
+/// The memory store's RAM side, left in its static: a `FixedRam` moved into the store
+/// would be copied onto the stack with the node (2.3 KiB each move).
+struct StaticRam(&'static mut StoreRam);
+
+impl Ram for StaticRam {
+    type Buf = <StoreRam as Ram>::Buf;
+    const FIXED_DIM: Option<usize> = StoreRam::FIXED_DIM;
+    fn new_buf() -> Self::Buf {
+        StoreRam::new_buf()
+    }
+    fn grow_buf(buf: &mut Self::Buf, len: usize) -> bool {
+        StoreRam::grow_buf(buf, len)
+    }
+    fn reset(&mut self, segments: usize) -> Result<(), StoreError> {
+        self.0.reset(segments)
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+    fn segs(&self) -> &[Seg] {
+        self.0.segs()
+    }
+    fn segs_mut(&mut self) -> &mut [Seg] {
+        self.0.segs_mut()
+    }
+    fn metas(&self) -> &[Meta] {
+        self.0.metas()
+    }
+    fn metas_mut(&mut self) -> &mut [Meta] {
+        self.0.metas_mut()
+    }
+    fn emb(&self) -> &[i8] {
+        self.0.emb()
+    }
+    fn norms(&self) -> &[f32] {
+        self.0.norms()
+    }
+    fn find(&self, id: &Id) -> Option<usize> {
+        self.0.find(id)
+    }
+    fn push(&mut self, m: Meta, emb: &[i8], norm: f32) -> Result<(), StoreError> {
+        self.0.push(m, emb, norm)
+    }
+    fn replace(&mut self, slot: usize, m: Meta, emb: &[i8], norm: f32) {
+        self.0.replace(slot, m, emb, norm)
+    }
+    fn swap_remove(&mut self, slot: usize) {
+        self.0.swap_remove(slot)
+    }
 }
 
 /// A file on the host, through semihosting (QEMU: relative to its working directory).
@@ -338,18 +559,16 @@ struct HostFile(usize);
 
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 impl HostFile {
-    /// `name` ends with a NUL byte.
-    fn create(name: &str) -> Option<HostFile> {
+    /// `name` ends with a NUL byte; `write`: created or truncated, else read.
+    fn open(name: &str, write: bool) -> Option<HostFile> {
         use cortex_m_semihosting::{nr, syscall};
-        // SAFETY: OPEN reads `len` bytes of a NUL-terminated name.
-        let fd = unsafe {
-            syscall!(
-                OPEN,
-                name.as_ptr(),
-                nr::open::W_TRUNC_BINARY,
-                name.len() - 1
-            )
+        let mode = if write {
+            nr::open::W_TRUNC_BINARY
+        } else {
+            nr::open::R_BINARY
         };
+        // SAFETY: OPEN reads `len` bytes of a NUL-terminated name.
+        let fd = unsafe { syscall!(OPEN, name.as_ptr(), mode, name.len() - 1) };
         (fd as isize >= 0).then_some(HostFile(fd))
     }
     fn write_all(&mut self, b: &[u8]) -> Result<(), ()> {
@@ -361,6 +580,18 @@ impl HostFile {
             Err(())
         }
     }
+    /// The whole file into `buf`; its length, or `None` if it does not fit or a read fails.
+    fn read_all(&mut self, buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: FLEN takes the descriptor OPEN gave.
+        let len = unsafe { cortex_m_semihosting::syscall!(FLEN, self.0) } as isize;
+        let len = usize::try_from(len).ok()?;
+        let dst = buf.get_mut(..len)?;
+        // SAFETY: READ writes at most `len` bytes into the buffer; it returns how many it
+        // did not read.
+        let left =
+            unsafe { cortex_m_semihosting::syscall!(READ, self.0, dst.as_mut_ptr(), dst.len()) };
+        (left == 0).then_some(len)
+    }
 }
 
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
@@ -371,11 +602,7 @@ impl Drop for HostFile {
     }
 }
 
-fn f32_at(b: &[u8], k: usize) -> f32 {
-    f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])
-}
-
-fn bytemuck_bytes(a: &mut [u32; 2304]) -> &mut [u8] {
+fn words_as_bytes(a: &'static mut [u32]) -> &'static mut [u8] {
     // A u32 array viewed as bytes: 4-byte aligned, as the learner wants.
     let len = a.len() * 4;
     let ptr = a.as_mut_ptr() as *mut u8;
