@@ -32,6 +32,9 @@ mod vfma;
 compile_error!("the `vfma` feature needs a hard-float (eabihf) Arm target with an FPU");
 mod fast_conv_rows;
 mod fast_deconv;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[allow(unsafe_code)]
+mod fast_layer_norm;
 // Two-activation MatMul for hosts and phones; microcontrollers keep the reference.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fast_matmul;
@@ -147,6 +150,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
         OpKind::Softmax if q => fast_softmax::softmax_i8(call, out),
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        OpKind::LayerNorm if q => fast_layer_norm::layer_norm_i8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         OpKind::Conv if matches!(call.kernel.variant, Variant::F32 | Variant::DwF32) => {
             fast_f32::conv_f32(call, out)

@@ -32,10 +32,15 @@ pub enum Path {
     /// A batch of small-output convs as one FullyConnected over their patches
     /// (`fast/mm.rs`).
     ConvBatch,
+    /// Depthwise convs with dilation 1 on the AVX2 tap-pair kernel (`fast/depthwise.rs`)
+    /// or the NEON one (`fast/depthwise_neon.rs`).
+    DepthwiseSimd,
+    /// int8 LayerNorm, eight rows per AVX2 block (`fast_layer_norm.rs`).
+    LayerNormRows,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::ConvBatch as usize + 1;
+const N: usize = Path::LayerNormRows as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -258,9 +258,15 @@ impl Requant {
     /// Requantize eight accumulators with scale `vs` into `d` (up to 8 bytes).
     #[inline(always)]
     pub(super) unsafe fn store(self, acc: __m256i, vs: __m256, d: &mut [i8]) {
+        unsafe { store8(self.lanes(acc, vs), d) };
+    }
+
+    /// Requantize eight accumulators with scale `vs`: int32 lanes in [-128, 127].
+    #[inline(always)]
+    pub(super) unsafe fn lanes(self, acc: __m256i, vs: __m256) -> __m256i {
         let f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), vs);
         let f = _mm256_min_ps(_mm256_max_ps(f, self.lo), self.hi);
-        unsafe { store8(_mm256_add_epi32(_mm256_cvtps_epi32(f), self.zy), d) };
+        _mm256_add_epi32(_mm256_cvtps_epi32(f), self.zy)
     }
 }
 

@@ -3,8 +3,11 @@
 //! - pointwise (1×1, stride 1, no padding, one group) as a GEMM: AVX2 `vpmaddwd` micro-kernel
 //!   of 8 output channels × 8 pixels on x86_64 (detected at run time with `std`, at compile
 //!   time without), portable blocked loop elsewhere;
-//! - every other conv with a kernel of at most 49 taps (depthwise included): the interior
-//!   of the image without bounds checks, borders through the reference tap loop.
+//! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-pair `vpmaddwd` kernel on
+//!   AVX2 hosts with `std` (`depthwise.rs`), `smlal` kernel on aarch64 (`depthwise_neon.rs`);
+//!   other depthwise shapes take the older AVX2 plane kernel or the row loop;
+//! - every other conv with a kernel of at most 49 taps: the interior of the image without
+//!   bounds checks, borders through the reference tap loop.
 //!
 //! Each returns `None` when the op is not its case, and the caller falls back.
 
@@ -26,6 +29,10 @@ mod fc;
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
 pub use fc::fc_i8;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod depthwise;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod depthwise_neon;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod direct;
 #[cfg(target_arch = "x86_64")]
@@ -173,6 +180,20 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
             im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
         }
     } else if g.g == g.c && g.oc == g.c {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if avx2::available() && q.wp.is_none() && depthwise::fits(&g) {
+            crate::paths::note(crate::paths::Path::DepthwiseSimd);
+            // SAFETY: AVX2 is present and the conv fits the kernel (checked); every
+            // channel, with the operands' own slices.
+            unsafe { depthwise::depthwise(&g, &q, y, 0, g.c) };
+            return Some(Ok(()));
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        if q.wp.is_none() && depthwise_neon::fits(&g) {
+            crate::paths::note(crate::paths::Path::DepthwiseSimd);
+            depthwise_neon::depthwise(&g, &q, y, 0, g.c);
+            return Some(Ok(()));
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2::available() && avx2::depthwise_fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseAvx2);

@@ -1,0 +1,303 @@
+//! The int8 depthwise fast paths (`fast/depthwise.rs` on AVX2 hosts,
+//! `fast/depthwise_neon.rs` on aarch64) equal the reference kernel bit for bit on random
+//! shapes, params and data (seeded: `CAIRN_SEED`, printed on failure), and the path counter
+//! says they ran.
+//!
+//! `cargo test -p cairn-kernels --features std --release --test exact_depthwise -- --ignored
+//! --nocapture` also prints the GMAC/s of MobileNet / PP-LCNet depthwise layers (no timed
+//! assertion).
+
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::op::conv;
+use cairn_core::{DType, OpKind};
+use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+mod common;
+use common::{run, seed, tensor, ConvCase, Rng};
+
+/// Zero points, scales and activation ranges of one random depthwise conv.
+struct Quant {
+    zx: i32,
+    zy: i32,
+    per_channel: bool,
+    lo: i32,
+    hi: i32,
+    bias: bool,
+}
+
+fn random_quant(r: &mut Rng) -> Quant {
+    // The extremes of the zero points are where padding and clamping go wrong.
+    let z = |r: &mut Rng| match r.next() % 5 {
+        0 => -128,
+        1 => 127,
+        _ => r.range(0, 255) as i32 - 128,
+    };
+    let (zx, zy) = (z(r), z(r));
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    Quant {
+        zx,
+        zy,
+        per_channel: !r.next().is_multiple_of(3),
+        lo,
+        hi,
+        bias: !r.next().is_multiple_of(4),
+    }
+}
+
+/// A one-op depthwise conv model (channel multiplier `cs.oc / cs.c`), or `None` when the
+/// kernel does not fit the padded input.
+fn depthwise_model(r: &mut Rng, cs: &ConvCase, qs: &Quant) -> Option<Vec<u8>> {
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let oh = (ph - eh) / cs.stride.0 + 1;
+    let ow = (pw - ew) / cs.stride.1 + 1;
+    let wn = cs.oc * cs.k.0 * cs.k.1;
+    // Full int8 range, -128 included: the fast path must not assume symmetric weights.
+    let wq: Vec<u8> = (0..wn).map(|_| r.i8() as u8).collect();
+    let one_scale = r.f(0.0005, 0.02);
+    let rq: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| {
+            let s = if qs.per_channel {
+                r.f(0.0005, 0.02)
+            } else {
+                one_scale
+            };
+            s.to_le_bytes()
+        })
+        .collect();
+    let bias: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| ((r.next() % 40001) as i32 - 20000).to_le_bytes())
+        .collect();
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.c, cs.h, cs.w],
+        QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: qs.zx,
+        },
+        None,
+    ));
+    let w = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.oc, 1, cs.k.0, cs.k.1],
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales: vec![0.01; cs.oc],
+            zero_points: vec![0; cs.oc],
+        },
+        Some(wq),
+    ));
+    let bb = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
+    let rqt = b.add_tensor(tensor(DType::F32, &[cs.oc], QuantSpec::None, Some(rq)));
+    let y = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.oc, oh, ow],
+        QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: qs.zy,
+        },
+        None,
+    ));
+    let mut params = vec![0i32; conv::LEN];
+    params[conv::SH] = cs.stride.0 as i32;
+    params[conv::SW] = cs.stride.1 as i32;
+    params[conv::PT] = cs.pad[0] as i32;
+    params[conv::PL] = cs.pad[1] as i32;
+    params[conv::PB] = cs.pad[2] as i32;
+    params[conv::PR] = cs.pad[3] as i32;
+    params[conv::DH] = cs.dil.0 as i32;
+    params[conv::DW] = cs.dil.1 as i32;
+    params[conv::GROUP] = cs.c as i32;
+    params[conv::ACT_LO] = qs.lo;
+    params[conv::ACT_HI] = qs.hi;
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(w), qs.bias.then_some(bb), Some(rqt)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b.finish().expect("valid depthwise model"))
+}
+
+/// Whether this host runs a SIMD depthwise kernel and counts it (x86_64 with AVX2 and
+/// aarch64, with `std`: the path counters exist with `std` only).
+fn simd_host() -> bool {
+    if !cfg!(feature = "std") {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        cfg!(all(target_arch = "aarch64", target_feature = "neon"))
+    }
+}
+
+/// Run one case on both backends; `Some(true)` when the fast kernel ran, `None` when the
+/// case does not make a conv.
+fn check(r: &mut Rng, cs: &ConvCase, seed: u64, case: usize) -> Option<bool> {
+    let qs = random_quant(r);
+    let bytes = depthwise_model(r, cs, &qs)?;
+    let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
+        .map(|_| r.i8() as u8)
+        .collect();
+    let reference = run(&bytes, RefBackend, &input);
+    let before = taken(Path::DepthwiseSimd);
+    let fast = run(&bytes, CpuBackend, &input);
+    let ran = taken(Path::DepthwiseSimd) > before;
+    assert_eq!(
+        fast, reference,
+        "CAIRN_SEED={seed} case {case}: {cs:?} zx {} zy {} act {}..={} per-channel {}",
+        qs.zx, qs.zy, qs.lo, qs.hi, qs.per_channel
+    );
+    Some(ran)
+}
+
+/// Kernels 3, 5, 7 (and 1, 2, 4), strides 1 and 2, asymmetric pads, odd widths, wide rows.
+#[test]
+fn depthwise_simd_matches_reference() {
+    let seed = seed() ^ 0xD3;
+    let mut r = Rng(seed);
+    let (mut cases, mut fast) = (0, 0);
+    for case in 0..400 {
+        let c = r.range(2, 20);
+        let k = match r.next() % 8 {
+            0 => r.range(1, 4),
+            1..=3 => 3,
+            4..=6 => 5,
+            _ => 7,
+        };
+        let s = r.range(1, 2);
+        let wide = case % 4 == 0;
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, if wide { 40 } else { 24 }),
+            w: r.range(1, if wide { 200 } else { 40 }),
+            oc: c,
+            k: (k, k),
+            stride: (s, s),
+            pad: [
+                r.range(0, k / 2 + 1),
+                r.range(0, k / 2 + 1),
+                r.range(0, k / 2 + 1),
+                r.range(0, k / 2 + 1),
+            ],
+            dil: (1, 1),
+            group: c,
+        };
+        if let Some(ran) = check(&mut r, &cs, seed, case) {
+            cases += 1;
+            fast += ran as usize;
+        }
+    }
+    assert!(cases > 300, "{cases}");
+    if simd_host() {
+        assert_eq!(
+            fast, cases,
+            "every dilation-1 depthwise conv takes the SIMD kernel"
+        );
+    }
+}
+
+/// Mixed strides, non-square kernels and dilations: exact whichever path runs.
+#[test]
+fn depthwise_general_matches_reference() {
+    let seed = seed() ^ 0xD4;
+    let mut r = Rng(seed);
+    let mut cases = 0;
+    for case in 0..200 {
+        let c = r.range(1, 9);
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h: r.range(1, 30),
+            w: r.range(1, 70),
+            oc: c,
+            k: (r.range(1, 7), r.range(1, 7)),
+            stride: (r.range(1, 4), r.range(1, 4)),
+            pad: [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)],
+            dil: (r.range(1, 3), r.range(1, 3)),
+            group: c,
+        };
+        cases += check(&mut r, &cs, seed, case).is_some() as usize;
+    }
+    assert!(cases > 100, "{cases}");
+}
+
+/// GMAC/s of the CPU backend on depthwise layers of MobileNet / PP-LCNet (timing only:
+/// prints, asserts nothing about speed).
+#[test]
+#[ignore]
+fn depthwise_throughput() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_core::{Interpreter, Model};
+    let layers = [
+        (16, 112, 112, 3, 1),
+        (32, 112, 112, 3, 2),
+        (64, 56, 56, 3, 1),
+        (64, 56, 56, 3, 2),
+        (128, 28, 28, 3, 1),
+        (128, 28, 28, 3, 2),
+        (256, 14, 14, 5, 1),
+        (256, 14, 14, 5, 2),
+        (512, 7, 7, 5, 1),
+        (144, 56, 56, 3, 1),
+        (816, 7, 7, 3, 1),
+    ];
+    let mut r = Rng(seed());
+    // DW_LAYER=i runs layer i alone (for `perf stat`).
+    let only: Option<usize> = std::env::var("DW_LAYER").ok().and_then(|v| v.parse().ok());
+    for (i, (c, h, w, k, s)) in layers.into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h,
+            w,
+            oc: c,
+            k: (k, k),
+            stride: (s, s),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: c,
+        };
+        let qs = random_quant(&mut r);
+        let bytes = depthwise_model(&mut r, &cs, &qs).unwrap();
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+        let (oh, ow) = ((h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1);
+        let macs = (c * oh * ow * k * k) as f64;
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                it.invoke().unwrap();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 20.0);
+        }
+        println!(
+            "dw {c}x{h}x{w} k{k} s{s}: {:8.1} us {:6.2} GMAC/s",
+            best * 1e6,
+            macs / best / 1e9
+        );
+    }
+}
