@@ -102,32 +102,72 @@ pub(crate) struct Rows<'a> {
     ow: usize,
     /// (batch item, group, first output channel in the group, channels, output row).
     at: (usize, usize, usize, usize, usize),
+    /// Where the `y` given to [`row_and_store`] starts in the whole output.
+    y0: usize,
 }
 
 fn run(call: &OpCall<'_>, out: &mut TensorMut<'_>, g: &Geo, tile: usize) -> Result<(), ExecError> {
     let q = Operands::of(call, out, (p::ACT_LO, p::ACT_HI))?;
     let y = out.i8s_mut()?;
-    let mut acc = [[0i32; MAX_ROW]; OC_BLOCK];
-    let mut xr = [0i32; MAX_ROW];
-    for (n, grp, ocl, nb) in blocks(g) {
-        for oy in 0..g.oh {
-            for ox0 in (0..g.ow).step_by(tile) {
-                let rows = Rows {
-                    g,
-                    q: &q,
-                    ox0,
-                    ow: tile.min(g.ow - ox0),
-                    at: (n, grp, ocl, nb, oy),
-                };
-                crate::fast::conv_row(&rows, &mut acc, &mut xr, y);
+    let work = (g.n * g.oc * g.oh * g.ow) as u64 * (g.c / g.g * g.kh * g.kw) as u64;
+    par_blocks(g, work, y, |blocks, piece, y0| {
+        let mut acc = [[0i32; MAX_ROW]; OC_BLOCK];
+        let mut xr = [0i32; MAX_ROW];
+        for (n, grp, ocl, nb) in blocks {
+            for oy in 0..g.oh {
+                for ox0 in (0..g.ow).step_by(tile) {
+                    let rows = Rows {
+                        g,
+                        q: &q,
+                        ox0,
+                        ow: tile.min(g.ow - ox0),
+                        at: (n, grp, ocl, nb, oy),
+                        y0,
+                    };
+                    crate::fast::conv_row(&rows, &mut acc, &mut xr, piece);
+                }
             }
         }
-    }
+    });
     Ok(())
 }
 
+/// The blocks of `blocks(g)` (all output rows of each) split across the lent threads in
+/// contiguous ranges: `f(the range's blocks, its piece of y, where the piece starts)`;
+/// a range's outputs are one contiguous piece of `y` (`[n][oc][oh][ow]`).
+pub(crate) fn par_blocks(
+    g: &Geo,
+    work: u64,
+    y: &mut [i8],
+    f: impl Fn(&mut dyn Iterator<Item = (usize, usize, usize, usize)>, &mut [i8], usize) + Sync,
+) {
+    let (ocg, plane) = (g.oc / g.g, g.oh * g.ow);
+    let per_group = ocg.div_ceil(OC_BLOCK);
+    let nblocks = g.n * g.g * per_group;
+    let parts = crate::par::parts_for(work).min(nblocks).max(1);
+    let first = |part: usize| crate::par::split(nblocks, parts, 1, part).start;
+    // Block b is the b-th of `blocks(g)`: (n, grp, j) → channels grp·ocg + j·OC_BLOCK….
+    let start = |b: usize| {
+        if b >= nblocks {
+            return g.n * g.oc * plane;
+        }
+        let (n, grp, j) = (b / (g.g * per_group), b / per_group % g.g, b % per_group);
+        (n * g.oc + grp * ocg + j * OC_BLOCK) * plane
+    };
+    crate::par::run_pieces(
+        y,
+        parts,
+        |part| start(first(part)),
+        |part, piece| {
+            let (b0, b1) = (first(part), first(part + 1));
+            let mut mine = blocks(g).skip(b0).take(b1 - b0);
+            f(&mut mine, piece, start(b0));
+        },
+    );
+}
+
 /// Accumulate one output row for a block of output channels and requantize it into `y`
-/// (the whole output). Inlined into `fast::conv_row`, which compiles it with AVX2 where
+/// (the output from `r.y0` on). Inlined into `fast::conv_row`, which compiles it with AVX2 where
 /// the CPU has it; the buffers are parameters, so the compiler knows they do not alias.
 #[inline(always)]
 pub(crate) fn row_and_store(
@@ -172,7 +212,7 @@ pub(crate) fn row_and_store(
     }
     for (b, a) in acc.iter().enumerate().take(nb) {
         let oc = grp * ocg + ocl + b;
-        let base = ((n * g.oc + oc) * g.oh + oy) * g.ow + r.ox0;
+        let base = ((n * g.oc + oc) * g.oh + oy) * g.ow + r.ox0 - r.y0;
         let scale = q.scales[oc];
         for (o, &v) in y[base..base + ow].iter_mut().zip(&a[..ow]) {
             *o = requantize(v, scale, q.zy, q.lo, q.hi) as i8;

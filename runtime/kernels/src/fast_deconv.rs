@@ -18,7 +18,7 @@ use cairn_core::quant::requantize;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::conv::{geo, Geo};
-use crate::fast_conv_rows::{blocks, Operands, OC_BLOCK};
+use crate::fast_conv_rows::{Operands, OC_BLOCK};
 
 /// Widest output row this path takes (the accumulators live on the stack).
 pub(crate) const MAX_OW: usize = 1024;
@@ -52,19 +52,24 @@ fn run(call: &OpCall<'_>, out: &mut TensorMut<'_>, g: &Geo) -> Result<(), ExecEr
     for (kx, sp) in spans.iter_mut().enumerate().take(g.kw) {
         *sp = tap_span(g, kx);
     }
-    let mut acc = [[0i32; MAX_OW]; OC_BLOCK];
-    let mut xr = [0i32; MAX_OW];
-    for (n, grp, ocl, nb) in blocks(g) {
-        for oy in 0..g.oh {
-            let rows = Rows {
-                g,
-                q: &q,
-                spans: &spans,
-                at: (n, grp, ocl, nb, oy),
-            };
-            crate::fast::deconv_row(&rows, &mut acc, &mut xr, y);
+    let taps = (g.kh * g.kw).div_ceil(g.sh * g.sw) as u64;
+    let work = (g.n * g.oc * g.oh * g.ow) as u64 * (g.c / g.g) as u64 * taps;
+    crate::fast_conv_rows::par_blocks(g, work, y, |blocks, piece, y0| {
+        let mut acc = [[0i32; MAX_OW]; OC_BLOCK];
+        let mut xr = [0i32; MAX_OW];
+        for (n, grp, ocl, nb) in blocks {
+            for oy in 0..g.oh {
+                let rows = Rows {
+                    g,
+                    q: &q,
+                    spans: &spans,
+                    at: (n, grp, ocl, nb, oy),
+                    y0,
+                };
+                crate::fast::deconv_row(&rows, &mut acc, &mut xr, piece);
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -75,10 +80,12 @@ pub(crate) struct Rows<'a> {
     spans: &'a [Span; MAX_KW],
     /// (batch item, group, first output channel in the group, channels, output row).
     at: (usize, usize, usize, usize, usize),
+    /// Where the `y` given to [`row_and_store`] starts in the whole output.
+    y0: usize,
 }
 
 /// Accumulate one output row for a block of output channels and requantize it into `y`
-/// (the whole output). Inlined into `fast::deconv_row`, which compiles it with AVX2 where
+/// (the output from `r.y0` on). Inlined into `fast::deconv_row`, which compiles it with AVX2 where
 /// the CPU has it; the buffers are parameters (not captured), so the compiler knows they
 /// do not alias and vectorizes the loops.
 #[inline(always)]
@@ -93,7 +100,7 @@ pub(crate) fn row_and_store(
     let ocg = g.oc / g.g;
     for (b, a) in acc.iter().enumerate().take(nb) {
         let oc = grp * ocg + ocl + b;
-        let base = ((n * g.oc + oc) * g.oh + oy) * g.ow;
+        let base = ((n * g.oc + oc) * g.oh + oy) * g.ow - r.y0;
         store_row(g, r.q, oc, a, &mut y[base..base + g.ow]);
     }
 }

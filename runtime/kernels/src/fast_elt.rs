@@ -32,8 +32,13 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         Err(e) => return Some(Err(e)),
     };
     if a.len() == y.len() && b.len() == y.len() {
-        // SAFETY: AVX2 and FMA are present (checked above); the three runs have one length.
-        unsafe { avx2::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
+        // Each element's bytes depend on its inputs alone: split across the lent threads.
+        crate::par::par_pieces(y, 32, y.len() as u64, |at, y| {
+            let (a, b) = (&a[at..at + y.len()], &b[at..at + y.len()]);
+            // SAFETY: AVX2 and FMA are present (checked above); the three runs have one
+            // length.
+            unsafe { avx2::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
+        });
         return Some(Ok(()));
     }
     // b is a block of y's trailing dimensions repeated over the leading ones (an
@@ -235,8 +240,12 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     }
     if axis < 0 {
         let table: &[i8; 256] = tables.get(..256)?.try_into().ok()?;
-        // SAFETY: AVX2 is present (checked above).
-        unsafe { avx2::lut(table, src, y) };
+        // Each byte is its input's table entry: split across the lent threads.
+        crate::par::par_pieces(y, 64, y.len() as u64 / 2, |at, y| {
+            let src = src.map(|x| &x[at..at + y.len()]);
+            // SAFETY: AVX2 is present (checked above).
+            unsafe { avx2::lut(table, src, y) };
+        });
         return Some(Ok(()));
     }
     let axis = axis as usize;

@@ -56,6 +56,9 @@ const TILE_SMALL: usize = 4096;
 /// Most pixels an im2col tile holds (the weight rows stay in L1 across them).
 const TILE_PIX_MAX: usize = 256;
 
+/// Output channels a split part starts at a multiple of (both micro-kernels' row blocks).
+const OC_SPLIT: usize = 12;
+
 /// One GEMM's weights and epilogue: `oc × k` row-major weights, optional bias, clamp.
 pub(crate) struct Gemm<'a> {
     w: &'a [f32],
@@ -64,6 +67,18 @@ pub(crate) struct Gemm<'a> {
     hi: f32,
     k: usize,
     oc: usize,
+}
+
+impl<'a> Gemm<'a> {
+    /// Output channels `o0..o0 + oc` of this GEMM.
+    fn rows(&self, o0: usize, oc: usize) -> Gemm<'a> {
+        Gemm {
+            w: &self.w[o0 * self.k..(o0 + oc) * self.k],
+            bias: self.bias.map(|b| &b[o0..o0 + oc]),
+            oc,
+            ..*self
+        }
+    }
 }
 
 /// f32 Conv through a fast path, or `None` if none covers this op.
@@ -128,7 +143,13 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
                 // A 1×1 image (squeeze-excitation blocks): one input vector, as in FC.
                 dot_rows(&gm, xn, yn);
             } else {
-                gemm(&gm, xn, pix, pix, yn, pix, 0);
+                // Output channels split across the lent threads at multiples of both
+                // register blocks (6 and 4 rows), so every block is the one-thread block.
+                let work = (g.oc * pix * k) as u64;
+                crate::par::par_pieces(yn, OC_SPLIT * pix, work, |at, yp| {
+                    let o0 = at / pix;
+                    gemm(&gm.rows(o0, yp.len() / pix), xn, pix, pix, yp, pix, 0);
+                });
             }
         }
     } else if g.g == 1 {
@@ -244,25 +265,70 @@ fn im2col<const T: usize>(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
     let pix = g.oh * g.ow;
     let plane = g.h * g.w;
     let tp = (T / k / PT * PT).min(TILE_PIX_MAX);
-    let mut tile = [0f32; T];
+    #[cfg(feature = "std")]
+    let parts = crate::par::parts_for((g.oc * pix * k) as u64).min(pix.div_ceil(tp));
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
         let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
-        let mut t0 = 0;
-        while t0 < pix {
+        #[cfg(feature = "std")]
+        if parts > 1 {
+            im2col_split::<T>(g, gm, xn, yn, parts);
+            continue;
+        }
+        let mut tile = [0f32; T];
+        for t0 in (0..pix).step_by(tp) {
             let len = tp.min(pix - t0);
-            for c in 0..g.c {
-                let xc = &xn[c * plane..(c + 1) * plane];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let row = (c * g.kh + ky) * g.kw + kx;
-                        let dst = &mut tile[row * tp..row * tp + len];
-                        gather_tap(g, xc, (ky, kx), t0, dst);
-                    }
+            gather_tile(g, xn, t0, tp, len, &mut tile);
+            gemm(gm, &tile, tp, len, yn, pix, t0);
+        }
+    }
+}
+
+/// One image of `im2col` in `parts` parts: the tiles (the one-thread tiles, so every sum
+/// is the one-thread sum) split across the lent threads; each part stages a tile's
+/// outputs and copies them out.
+#[cfg(feature = "std")]
+fn im2col_split<const T: usize>(g: &Geo, gm: &Gemm<'_>, xn: &[f32], yn: &mut [f32], parts: usize) {
+    std::thread_local! {
+        static STAGE: core::cell::RefCell<std::vec::Vec<f32>> =
+            const { core::cell::RefCell::new(std::vec::Vec::new()) };
+    }
+    let pix = g.oh * g.ow;
+    let tp = (T / gm.k / PT * PT).min(TILE_PIX_MAX);
+    let tiles = pix.div_ceil(tp);
+    let out = crate::par::SharedMut::new(yn);
+    crate::par::run(parts, |part| {
+        let mut tile = [0f32; T];
+        STAGE.with(|s| {
+            let mut stage = s.borrow_mut();
+            stage.resize(g.oc * tp, 0.0);
+            for t in crate::par::split(tiles, parts, 1, part) {
+                let (t0, len) = (t * tp, tp.min(pix - t * tp));
+                gather_tile(g, xn, t0, tp, len, &mut tile);
+                gemm(gm, &tile, tp, len, &mut stage[..g.oc * len], len, 0);
+                for o in 0..g.oc {
+                    // SAFETY: outputs t0..t0 + len of every channel are this tile's.
+                    let dst = unsafe { out.piece(o * pix + t0, len) };
+                    dst.copy_from_slice(&stage[o * len..(o + 1) * len]);
                 }
             }
-            gemm(gm, &tile, tp, len, yn, pix, t0);
-            t0 += len;
+        });
+    });
+}
+
+/// The patches of output pixels `t0..t0 + len` into `tile` (row `r` of the patch at
+/// `tile[r·tp..]`).
+#[inline(always)]
+fn gather_tile(g: &Geo, xn: &[f32], t0: usize, tp: usize, len: usize, tile: &mut [f32]) {
+    let plane = g.h * g.w;
+    for c in 0..g.c {
+        let xc = &xn[c * plane..(c + 1) * plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (c * g.kh + ky) * g.kw + kx;
+                let dst = &mut tile[row * tp..row * tp + len];
+                gather_tap(g, xc, (ky, kx), t0, dst);
+            }
         }
     }
 }

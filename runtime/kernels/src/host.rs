@@ -21,6 +21,8 @@ pub struct HostModel<'m> {
     reference: bool,
     /// Weights packed for the fast kernels on their first run, reused after.
     packs: crate::prepack::PackCache,
+    /// The threads the fast kernels split an op across (none of its own by default).
+    pool: crate::par::Pool,
 }
 
 /// Shape and dtype of a graph input or output.
@@ -42,6 +44,7 @@ impl<'m> HostModel<'m> {
             arena,
             reference: false,
             packs: Default::default(),
+            pool: Default::default(),
         })
     }
 
@@ -49,6 +52,25 @@ impl<'m> HostModel<'m> {
     /// against): to tell a kernel problem from a quantization one.
     pub fn set_reference(&mut self, on: bool) {
         self.reference = on;
+    }
+
+    /// Split the work of big ops across `threads` threads (a pool this model owns; 0 and
+    /// 1: the calling thread alone, the default). Small ops stay on one thread. Outputs
+    /// are the same bytes for every thread count.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), crate::par::PoolError> {
+        self.pool = crate::par::Pool::new(threads)?;
+        Ok(())
+    }
+
+    /// Split ops across `pool`'s threads (shared with whoever else holds a clone of it),
+    /// e.g. one with its own split threshold (`Pool::with_min_part_work`).
+    pub fn set_pool(&mut self, pool: crate::par::Pool) {
+        self.pool = pool;
+    }
+
+    /// Threads a run splits its big ops across (1 by default).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 
     pub fn model(&self) -> Model<'m> {
@@ -96,8 +118,10 @@ impl<'m> HostModel<'m> {
         } else {
             // The model bytes stay borrowed while `packs` lives: its address keys hold.
             let mut packs = core::mem::take(&mut self.packs);
-            let r =
-                crate::prepack::with_cache(&mut packs, || self.run_on(CpuBackend, inputs, hook));
+            let pool = self.pool.clone();
+            let r = crate::par::with_pool(&pool, || {
+                crate::prepack::with_cache(&mut packs, || self.run_on(CpuBackend, inputs, hook))
+            });
             self.packs = packs;
             r
         }

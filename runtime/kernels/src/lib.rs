@@ -57,6 +57,7 @@ pub mod host;
 mod logic;
 mod movement;
 mod norm;
+pub mod par;
 mod pool;
 mod quantize;
 mod reduce;

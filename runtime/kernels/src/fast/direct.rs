@@ -23,6 +23,8 @@ extern crate std;
 use std::cell::RefCell;
 use std::vec::Vec;
 
+use core::ops::Range;
+
 use core::arch::x86_64::*;
 
 use super::avx2::Requant;
@@ -123,7 +125,6 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let taps = &taps[..ntaps];
     let set = phases * d.len;
     let pix = g.oh * g.ow;
-    let stage_row = d.tiles * PT;
     let k_all = g.c * ntaps;
     // Row sums of the weights, then the packed blocks: built once per model with an
     // active `prepack` cache, once per call otherwise.
@@ -160,7 +161,6 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             steps.extend((0..pairs).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
             let steps = &steps[..];
             grow(xp, pairs * set, 0);
-            grow(stage, g.oc * stage_row, 0);
             offs.clear();
             offs.extend(wsum.iter().enumerate().map(|(o, &ws)| {
                 q.bias
@@ -168,26 +168,121 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     .wrapping_sub(q.zx.wrapping_mul(ws))
             }));
             let q = &Q { offs, ..*q };
+            let work = (g.oc * pix) as u64 * k_all as u64;
+            let parts = crate::par::parts_for(work);
             for n in 0..g.n {
                 let plane = g.h * g.w;
                 let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
                 pack_input(g, &d, q.zx as i8, xn, pairs, xp);
-                // SAFETY: AVX2 is present (the caller checked); the buffers were sized
-                // above for `pairs` sets of `phases` planes of `d.len` pairs (every tap
-                // offset of every tile stays below d.len: see `dims`), the packed weights
-                // for `blocks` blocks, and the stage for oc rows of tiles·16 outputs.
-                unsafe { tiles(&d, q, g.oc, steps, xp, wpk, stage, stage_row) };
                 let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
-                for o in 0..g.oc {
-                    let srow = &stage[o * stage_row..];
-                    for oy in 0..g.oh {
-                        yn[o * pix + oy * g.ow..o * pix + (oy + 1) * g.ow]
-                            .copy_from_slice(&srow[oy * d.wq..oy * d.wq + g.ow]);
-                    }
+                let job = Job {
+                    g,
+                    d: &d,
+                    q,
+                    steps,
+                    xp,
+                    wpk,
+                };
+                if parts <= 1 {
+                    job.part(0..g.oc, 0..d.tiles, stage, |at, src| {
+                        yn[at..at + src.len()].copy_from_slice(src)
+                    });
+                } else {
+                    job.split(parts, yn);
                 }
             }
         });
     });
+}
+
+std::thread_local! {
+    /// A worker's staging block (each part of a split conv stages its own outputs).
+    static PART_STAGE: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One image's conv once its input and weights are packed: what every part reads.
+struct Job<'a> {
+    g: &'a Geo,
+    d: &'a Dims,
+    q: &'a Q<'a>,
+    steps: &'a [usize],
+    xp: &'a [i32],
+    wpk: &'a [i32],
+}
+
+impl Job<'_> {
+    /// Output channels `os` (starting at a block of 6) × tiles `ts`: computed into
+    /// `stage` and handed to `put(offset in the image's output, bytes)` a row run at a time.
+    fn part(
+        &self,
+        os: Range<usize>,
+        ts: Range<usize>,
+        stage: &mut Vec<i8>,
+        mut put: impl FnMut(usize, &[i8]),
+    ) {
+        let (g, d) = (self.g, self.d);
+        debug_assert!(os.start.is_multiple_of(MR) && os.end <= g.oc && ts.end <= d.tiles);
+        let stage_row = ts.len() * PT;
+        grow(stage, os.len() * stage_row, 0);
+        // SAFETY: AVX2 is present (the caller of `conv` checked); the buffers were sized
+        // for `pairs` sets of `phases` planes of `d.len` pairs (every tap offset of every
+        // tile stays below d.len: see `dims`), the packed weights for every block, and the
+        // stage (just above) for the part's channels × its tiles·16 outputs.
+        unsafe {
+            tiles(
+                d,
+                self.q,
+                os.clone(),
+                ts.clone(),
+                self.steps,
+                self.xp,
+                self.wpk,
+                stage,
+            )
+        };
+        // Outputs p = oy·wq + ox in [pa, pb) are the part's; columns ox ≥ ow are dropped.
+        let (pa, pb) = (ts.start * PT, (ts.end * PT).min(g.oh * d.wq));
+        let pix = g.oh * g.ow;
+        for (k, o) in os.enumerate() {
+            let srow = &stage[k * stage_row..(k + 1) * stage_row];
+            for oy in pa / d.wq..pb.div_ceil(d.wq) {
+                let row = oy * d.wq;
+                let (xa, xb) = (pa.max(row) - row, (pb - row).min(g.ow));
+                if xa < xb {
+                    put(
+                        o * pix + oy * g.ow + xa,
+                        &srow[row + xa - pa..row + xb - pa],
+                    );
+                }
+            }
+        }
+    }
+
+    /// The image's conv in `parts` parts on the lent threads: by tiles (output pixels)
+    /// when there are enough of them, else by blocks of output channels.
+    fn split(&self, parts: usize, y: &mut [i8]) {
+        let (g, d) = (self.g, self.d);
+        let by_tiles = d.tiles >= 2 * parts;
+        let out = crate::par::SharedMut::new(y);
+        crate::par::run(parts, |i| {
+            let (os, ts) = if by_tiles {
+                (0..g.oc, crate::par::split(d.tiles, parts, 1, i))
+            } else {
+                (crate::par::split(g.oc, parts, MR, i), 0..d.tiles)
+            };
+            if os.is_empty() || ts.is_empty() {
+                return;
+            }
+            PART_STAGE.with(|s| {
+                let mut stage = s.borrow_mut();
+                self.part(os, ts, &mut stage, |at, src| {
+                    // SAFETY: parts own disjoint outputs (disjoint tiles, or disjoint
+                    // channels), so no two pieces written at once overlap.
+                    unsafe { out.piece(at, src.len()) }.copy_from_slice(src)
+                });
+            });
+        });
+    }
 }
 
 fn grow<T: Copy>(v: &mut Vec<T>, len: usize, fill: T) {
@@ -273,44 +368,54 @@ fn pack_weights(g: &Geo, q: &Q<'_>, pairs: usize, wpk: &mut [i32]) {
     }
 }
 
-/// One image's input as channel pairs in zero-point padded phase planes.
+/// One image's input as channel pairs in zero-point padded phase planes (pairs split
+/// across the lent threads: each writes its own planes).
 fn pack_input(g: &Geo, d: &Dims, zx: i8, x: &[i8], pairs: usize, xp: &mut [i32]) {
+    let set = g.sh * g.sw * d.len;
+    let work = (pairs * set) as u64;
+    crate::par::par_pieces(&mut xp[..pairs * set], set, work, |at, planes| {
+        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
+            pack_pair(g, d, zx, x, at / set + k, dst);
+        }
+    });
+}
+
+/// Channel pair `cp` of one image into its `sh·sw` phase planes (`dst`).
+fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, dst_set: &mut [i32]) {
     let plane = g.h * g.w;
     let pad = pair(zx, zx);
     let (pt, pl) = (g.pt as usize, g.pl as usize);
-    for cp in 0..pairs {
-        let c0 = 2 * cp;
-        let a = &x[c0 * plane..(c0 + 1) * plane];
-        // An odd last channel pairs with zeros (its weights are zero too).
-        let b = (c0 + 1 < g.c).then(|| &x[(c0 + 1) * plane..(c0 + 2) * plane]);
-        for py in 0..g.sh {
-            for px in 0..g.sw {
-                let base = (cp * g.sh * g.sw + py * g.sw + px) * d.len;
-                let dst = &mut xp[base..base + d.len];
-                for r in 0..d.hq {
-                    let row = &mut dst[r * d.wq..(r + 1) * d.wq];
-                    let iy = r * g.sh + py;
-                    if iy < pt || iy - pt >= g.h {
-                        row.fill(pad);
-                        continue;
-                    }
-                    let iy = iy - pt;
-                    let (ar, br) = (
-                        &a[iy * g.w..(iy + 1) * g.w],
-                        b.map(|b| &b[iy * g.w..(iy + 1) * g.w]),
-                    );
-                    // Columns q with pl <= q·sw + px < pl + w are inside the row.
-                    let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                    let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                    let end = end.max(first);
-                    row[..first].fill(pad);
-                    row[end..].fill(pad);
-                    let ix0 = first * g.sw + px - pl;
-                    interleave(ar, br, ix0, g.sw, &mut row[first..end]);
+    let c0 = 2 * cp;
+    let a = &x[c0 * plane..(c0 + 1) * plane];
+    // An odd last channel pairs with zeros (its weights are zero too).
+    let b = (c0 + 1 < g.c).then(|| &x[(c0 + 1) * plane..(c0 + 2) * plane]);
+    for py in 0..g.sh {
+        for px in 0..g.sw {
+            let base = (py * g.sw + px) * d.len;
+            let dst = &mut dst_set[base..base + d.len];
+            for r in 0..d.hq {
+                let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+                let iy = r * g.sh + py;
+                if iy < pt || iy - pt >= g.h {
+                    row.fill(pad);
+                    continue;
                 }
-                // Slack past the planes' last row: read by dropped columns only.
-                dst[d.hq * d.wq..].fill(pad);
+                let iy = iy - pt;
+                let (ar, br) = (
+                    &a[iy * g.w..(iy + 1) * g.w],
+                    b.map(|b| &b[iy * g.w..(iy + 1) * g.w]),
+                );
+                // Columns q with pl <= q·sw + px < pl + w are inside the row.
+                let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = end.max(first);
+                row[..first].fill(pad);
+                row[end..].fill(pad);
+                let ix0 = first * g.sw + px - pl;
+                interleave(ar, br, ix0, g.sw, &mut row[first..end]);
             }
+            // Slack past the planes' last row: read by dropped columns only.
+            dst[d.hq * d.wq..].fill(pad);
         }
     }
 }
@@ -373,38 +478,42 @@ unsafe fn interleave1(a: &[i8], b: &[i8], dst: &mut [i32]) {
     }
 }
 
-/// Every tile × every block of 6 output channels, requantized into the stage.
+/// Tiles `ts` × output channels `os` (blocks of 6 from `os.start`), requantized into the
+/// stage: channel `os.start + k`, tile `ts.start + t` at `k·ts.len()·16 + t·16`.
 ///
 /// # Safety
-/// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane); `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `stage` holds `oc` rows of
-/// `stage_row ≥ tiles·16` bytes.
+/// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane);
+/// `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `os.start` is a multiple of 6 and
+/// `stage` holds `os.len()` rows of `ts.len()·16` bytes.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles(
     d: &Dims,
     q: &Q<'_>,
-    oc: usize,
+    os: Range<usize>,
+    ts: Range<usize>,
     steps: &[usize],
     xp: &[i32],
     wpk: &[i32],
     stage: &mut [i8],
-    stage_row: usize,
 ) {
     let blk_len = steps.len() * MR;
-    debug_assert!(wpk.len() >= oc.div_ceil(MR) * blk_len);
+    let stage_row = ts.len() * PT;
+    debug_assert!(wpk.len() >= os.end.div_ceil(MR) * blk_len);
     debug_assert!(steps
         .iter()
         .all(|&t| t % d.len + d.tiles * PT <= d.len && t < xp.len()));
-    debug_assert!(q.offs.len() >= oc);
+    debug_assert!(q.offs.len() >= os.end && os.start.is_multiple_of(MR));
+    debug_assert!(stage.len() >= os.len() * stage_row);
     let rq = Requant::of(q);
     let xb = xp.as_ptr();
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
     // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
     let panel = (PANEL_BYTES / (blk_len * 4).max(1)).max(1) * MR;
-    let mut o0 = 0;
-    while o0 < oc {
-        let o1 = (o0 + panel).min(oc);
-        for tile in 0..d.tiles {
+    let mut o0 = os.start;
+    while o0 < os.end {
+        let o1 = (o0 + panel).min(os.end);
+        for tile in ts.clone() {
             let p0 = tile * PT;
             let mut o = o0;
             while o < o1 {
@@ -415,7 +524,7 @@ unsafe fn tiles(
                     let oo = o + k;
                     let off = q.offs[oo];
                     let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
-                    let at = oo * stage_row + p0;
+                    let at = (oo - os.start) * stage_row + (tile - ts.start) * PT;
                     unsafe {
                         rq.store(_mm256_add_epi32(acc[0], voff), vs, &mut stage[at..at + 8]);
                         rq.store(

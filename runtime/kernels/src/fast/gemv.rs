@@ -30,19 +30,34 @@ pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
 }
 
 /// The conv, one output pixel at a time: its patch (zero point where the window leaves
-/// the image, which contributes nothing) against every weight row.
+/// the image, which contributes nothing) against every weight row; the rows split across
+/// the lent threads when there are enough of them.
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
     let pix = g.oh * g.ow;
     let mut col = [0i16; MAX_K];
+    let out = crate::par::SharedMut::new(y);
     for n in 0..g.n {
         for p in 0..pix {
             patch(g, q, n, p, &mut col[..k]);
             let base = n * g.oc * pix + p;
-            // SAFETY: AVX2 (conv_fits); the weights hold oc rows of k.
-            unsafe { rows(&col[..k], q, g.oc, |o, v| y[base + o * pix] = v) };
+            split_rows(&col[..k], q, g.oc, |o, v| {
+                // SAFETY: each output row o is one part's (split_rows).
+                let at = unsafe { out.piece(base + o * pix, 1) };
+                at[0] = v;
+            });
         }
     }
+}
+
+/// `rows` over all `n` weight rows, in parts of whole blocks of four rows on the lent
+/// threads (each row's sum is computed as on one thread).
+fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, i8) + Sync) {
+    let work = (n * xw.len()) as u64;
+    crate::par::par_ranges(n, 4, work, |os| {
+        // SAFETY: AVX2 (the callers checked); the weights hold n rows of xw.len().
+        unsafe { rows(xw, q, os, &put) }
+    });
 }
 
 /// The patch of output pixel `p` of image `n` in (c, ky, kx) order, zero point subtracted
@@ -75,24 +90,29 @@ pub(super) fn patch(g: &Geo, q: &Q<'_>, n: usize, p: usize, dst: &mut [i16]) {
 /// FullyConnected on `m` rows of `x` (`[m, k]`), weights `[n, k]`.
 pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
     let mut col = [0i16; MAX_K];
+    let out = crate::par::SharedMut::new(y);
     for i in 0..m {
         for (d, &v) in col.iter_mut().zip(&q.x[i * k..(i + 1) * k]) {
             *d = (v as i32 - q.zx) as i16;
         }
-        // SAFETY: AVX2 (the caller checked); the weights hold n rows of k.
-        unsafe { rows(&col[..k], q, n, |o, v| y[i * n + o] = v) };
+        split_rows(&col[..k], q, n, |o, v| {
+            // SAFETY: each output row o is one part's (split_rows).
+            let at = unsafe { out.piece(i * n + o, 1) };
+            at[0] = v;
+        });
     }
 }
 
-/// Every output of one input vector `xw` (zero point subtracted), four rows at a time.
+/// The outputs `os` of one input vector `xw` (zero point subtracted), four rows at a time.
 ///
 /// # Safety
-/// AVX2; `q.w` holds `n` rows of `xw.len()`.
+/// AVX2; `q.w` holds `os.end` rows of `xw.len()`.
 #[target_feature(enable = "avx2")]
-unsafe fn rows(xw: &[i16], q: &Q<'_>, n: usize, mut put: impl FnMut(usize, i8)) {
+unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(usize, i8)) {
     let k = xw.len();
     let k16 = k / 16 * 16;
-    let mut o = 0;
+    let n = os.end;
+    let mut o = os.start;
     while o < n {
         let r = 4.min(n - o);
         let w: [&[i8]; 4] = core::array::from_fn(|j| {

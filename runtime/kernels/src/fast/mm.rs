@@ -15,6 +15,8 @@ extern crate std;
 use std::cell::RefCell;
 use std::vec::Vec;
 
+use core::ops::Range;
+
 use core::arch::x86_64::*;
 
 use cairn_core::layout::Layout;
@@ -139,7 +141,7 @@ pub(super) fn fc_rows(fc: &Fc<'_>, m: usize, a: impl Fn(usize, usize) -> i32, y:
             let rq = Requant::new(fc.lo, fc.hi, fc.zy);
             // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
             // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
-            unsafe { gemm(ap, bp, steps, m, n, Cols::PerColumn(&offs, &sc), rq, y) };
+            unsafe { gemm_split(ap, bp, steps, m, n, Cols::PerColumn(&offs, &sc), rq, y) };
         });
     });
 }
@@ -169,47 +171,87 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    let kp = k.div_ceil(2);
-    let n16 = n.div_ceil(NR) * NR;
     let rq = Requant::new(-128, 127, zy);
     crate::paths::note(crate::paths::Path::MatMulBlock);
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let (ap, bp, steps) = &mut *s;
-        grow(bp, kp * n16);
-        steps.clear();
-        steps.extend((0..kp).map(|sp| sp * NR));
-        crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
-            let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
-            let (a, b) = (&a[ao..ao + m * k], &b[bo..bo + k * n]);
+    let mut pairs = Vec::new();
+    crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| pairs.push((o, ia, ib)));
+    let mm = Bmm {
+        a,
+        b,
+        m,
+        k,
+        n,
+        za,
+        zb,
+        scale,
+        rq,
+    };
+    // Several matrix pairs (attention heads) split across the lent threads a range of
+    // pairs each; one big pair splits inside its GEMM instead.
+    let work = (pairs.len() * m * n) as u64 * k as u64;
+    let parts = crate::par::parts_for(work).min(pairs.len());
+    if parts > 1 {
+        let out = crate::par::SharedMut::new(y);
+        crate::par::par_ranges(pairs.len(), 1, work, |r| {
+            for &(o, ia, ib) in &pairs[r] {
+                // SAFETY: each output matrix o is one part's (bmm_walk numbers them once).
+                mm.pair(ia, ib, unsafe { out.piece(o * m * n, m * n) });
+            }
+        });
+    } else {
+        for &(o, ia, ib) in &pairs {
+            mm.pair(ia, ib, &mut y[o * m * n..(o + 1) * m * n]);
+        }
+    }
+    Some(Ok(()))
+}
+
+/// One int8 BatchMatMul's operands: every matrix pair `A[ia] · B[ib]` is `pair`.
+struct Bmm<'a> {
+    a: &'a [i8],
+    b: &'a [i8],
+    m: usize,
+    k: usize,
+    n: usize,
+    za: i32,
+    zb: i32,
+    scale: f32,
+    rq: Requant,
+}
+
+impl Bmm<'_> {
+    /// `y = A[ia] · B[ib]`, requantized, packed in this thread's scratch.
+    fn pair(&self, ia: usize, ib: usize, y: &mut [i8]) {
+        let Bmm { m, k, n, .. } = *self;
+        let kp = k.div_ceil(2);
+        let n16 = n.div_ceil(NR) * NR;
+        let (ao, bo) = (ia * m * k, ib * k * n);
+        let (a, b) = (&self.a[ao..ao + m * k], &self.b[bo..bo + k * n]);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (ap, bp, steps) = &mut *s;
+            grow(bp, kp * n16);
+            steps.clear();
+            steps.extend((0..kp).map(|sp| sp * NR));
             for sp in 0..kp {
                 let r0 = &b[2 * sp * n..(2 * sp + 1) * n];
                 let r1 = (2 * sp + 1 < k).then(|| &b[(2 * sp + 1) * n..(2 * sp + 2) * n]);
                 for j in 0..n16 {
                     bp[bidx(kp, sp, j)] = if j < n {
-                        pair16(r0[j] as i32 - zb, r1.map_or(0, |r| r[j] as i32 - zb))
+                        pair16(
+                            r0[j] as i32 - self.zb,
+                            r1.map_or(0, |r| r[j] as i32 - self.zb),
+                        )
                     } else {
                         0
                     };
                 }
             }
-            pack_rows(ap, m, k, |i, t| a[i * k + t] as i32 - za);
-            // SAFETY: AVX2 is present (checked above); the buffers are sized as in fc_i8.
-            unsafe {
-                gemm(
-                    ap,
-                    bp,
-                    steps,
-                    m,
-                    n,
-                    Cols::Uniform(scale),
-                    rq,
-                    &mut y[yo..yo + m * n],
-                )
-            };
+            pack_rows(ap, m, k, |i, t| a[i * k + t] as i32 - self.za);
+            // SAFETY: AVX2 is present (bmm_i8 checked); the buffers are sized as in fc_i8.
+            unsafe { gemm_split(ap, bp, steps, m, n, Cols::Uniform(self.scale), self.rq, y) };
         });
-    });
-    Some(Ok(()))
+    }
 }
 
 /// Index of B's pair `sp`, column `j` in the packed layout: panels of 16 columns, each
@@ -260,12 +302,15 @@ enum Cols<'a> {
     PerColumn(&'a [i32], &'a [f32]),
 }
 
+/// The whole GEMM (`y = m × n`), split across the lent threads when it is big enough: by
+/// blocks of six rows when there are enough of them (each part writes whole rows), else
+/// by panels of 16 columns. Every output is one part's, computed as on one thread.
+///
 /// # Safety
 /// AVX2; `ap` holds ⌈m/6⌉ blocks of `steps.len()·6`; `bp` holds ⌈n/16⌉ panels of
 /// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n.
-#[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
+unsafe fn gemm_split(
     ap: &[i32],
     bp: &[i32],
     steps: &[usize],
@@ -275,11 +320,63 @@ unsafe fn gemm(
     rq: Requant,
     y: &mut [i8],
 ) {
+    let work = (m * n) as u64 * 2 * steps.len() as u64;
+    let parts = crate::par::parts_for(work);
+    if parts <= 1 {
+        // SAFETY: the contract above.
+        unsafe {
+            gemm(ap, bp, steps, 0..m, 0..n, n, cols, rq, |at, v| {
+                y[at..at + v.len()].copy_from_slice(v)
+            })
+        };
+        return;
+    }
+    let by_rows = m.div_ceil(MR) >= 2 * parts;
+    let out = crate::par::SharedMut::new(y);
+    crate::par::run(parts, |i| {
+        let (rows, cs) = if by_rows {
+            (crate::par::split(m, parts, MR, i), 0..n)
+        } else {
+            (0..m, crate::par::split(n, parts, NR, i))
+        };
+        if rows.is_empty() || cs.is_empty() {
+            return;
+        }
+        // SAFETY: the contract above (the ranges lie within m and n); parts write
+        // disjoint rows or disjoint columns, so no two pieces alive at once overlap.
+        unsafe {
+            gemm(ap, bp, steps, rows, cs, n, cols, rq, |at, v| {
+                out.piece(at, v.len()).copy_from_slice(v)
+            })
+        };
+    });
+}
+
+/// Rows `rows` (from a multiple of 6) × columns `cs` (from a multiple of 16) of the
+/// GEMM, each run of a row's outputs handed to `put(i·n + j, bytes)`.
+///
+/// # Safety
+/// AVX2; `ap` holds the blocks of `rows` (`steps.len()·6` each); `bp` holds the panels of
+/// `cs` (`steps.len()·16` each, `bidx`); a `PerColumn` stage holds ⌈cs.end/16⌉·16 values.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    ap: &[i32],
+    bp: &[i32],
+    steps: &[usize],
+    rows: Range<usize>,
+    cs: Range<usize>,
+    n: usize,
+    cols: Cols<'_>,
+    rq: Requant,
+    mut put: impl FnMut(usize, &[i8]),
+) {
     let kp = steps.len();
     let blk = kp * MR;
-    debug_assert!(ap.len() >= m.div_ceil(MR) * blk && y.len() >= m * n);
+    debug_assert!(rows.start.is_multiple_of(MR) && cs.start.is_multiple_of(NR) && cs.end <= n);
+    debug_assert!(ap.len() >= rows.end.div_ceil(MR) * blk);
     let mut tmp = [0i8; NR];
-    for j0 in (0..n).step_by(NR) {
+    for j0 in cs.clone().step_by(NR) {
         let (voff, vs) = match cols {
             Cols::Uniform(s) => {
                 let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
@@ -296,21 +393,21 @@ unsafe fn gemm(
                 )
             },
         };
-        let cols_here = NR.min(n - j0);
-        for b in 0..m.div_ceil(MR) {
+        let cols_here = NR.min(cs.end - j0);
+        for b in rows.start / MR..rows.end.div_ceil(MR) {
             // SAFETY: the contract above: panel j0/16 (at j0·kp) + every step + 16 is
             // inside bp, and block b of ap is inside ap.
             let acc = unsafe { block(bp.as_ptr().add(j0 * kp), steps, ap.as_ptr().add(b * blk)) };
             for (r, acc) in acc.iter().enumerate() {
                 let i = b * MR + r;
-                if i >= m {
+                if i >= rows.end {
                     break;
                 }
                 unsafe {
                     rq.store(_mm256_add_epi32(acc[0], voff[0]), vs[0], &mut tmp[..8]);
                     rq.store(_mm256_add_epi32(acc[1], voff[1]), vs[1], &mut tmp[8..]);
                 }
-                y[i * n + j0..i * n + j0 + cols_here].copy_from_slice(&tmp[..cols_here]);
+                put(i * n + j0, &tmp[..cols_here]);
             }
         }
     }

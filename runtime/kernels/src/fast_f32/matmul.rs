@@ -47,41 +47,53 @@ pub fn bmm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    let mut bad = false;
-    bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
-        let (ao, bo, yo) = (ia * m * k, ib * k * n, o * m * n);
-        if ao + m * k > a.len() || bo + k * n > b.len() || yo + m * n > y.len() {
-            bad = true;
-            return;
-        }
-        let yb = &mut y[yo..yo + m * n];
-        if k == 0 {
-            yb.fill(0.0);
-            return;
-        }
-        let lhs = Lhs {
-            a: &a[ao..ao + m * k],
-            rs: k,
-            cs: 1,
-        };
-        let rhs = Rhs {
-            b: &b[bo..bo + k * n],
-            bs: n,
-        };
-        let mut dst = Dst {
-            c: yb,
-            rs: n,
-            c0: 0,
-        };
-        let d = Dims {
-            m,
-            n,
-            k,
-            start: Start::Zero,
-            clamp: None,
-        };
-        gemm(lhs, rhs, &mut dst, d);
+    // Output matrices split across the lent threads: each part walks every pair and
+    // runs those whose output lies in its piece of `y`.
+    let bad = core::sync::atomic::AtomicBool::new(false);
+    let mn = m * n;
+    let total = batches * mn;
+    let work = (total * k) as u64;
+    crate::par::par_pieces(&mut y[..total], mn.max(1), work, |at, piece| {
+        let mine = at..at + piece.len();
+        bmm_walk(&sa, &sb, &sy, |o, ia, ib| {
+            let (ao, bo, yo) = (ia * m * k, ib * k * n, o * mn);
+            if !mine.contains(&yo) || mn == 0 {
+                return;
+            }
+            if ao + m * k > a.len() || bo + k * n > b.len() || yo + mn > mine.end {
+                bad.store(true, core::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let yb = &mut piece[yo - at..yo - at + mn];
+            if k == 0 {
+                yb.fill(0.0);
+                return;
+            }
+            let lhs = Lhs {
+                a: &a[ao..ao + m * k],
+                rs: k,
+                cs: 1,
+            };
+            let rhs = Rhs {
+                b: &b[bo..bo + k * n],
+                bs: n,
+            };
+            let mut dst = Dst {
+                c: yb,
+                rs: n,
+                c0: 0,
+            };
+            let d = Dims {
+                m,
+                n,
+                k,
+                start: Start::Zero,
+                clamp: None,
+            };
+            gemm(lhs, rhs, &mut dst, d);
+        });
     });
+    let bad = bad.into_inner();
     if bad {
         return Some(Err(ExecError::Shape));
     }
@@ -89,9 +101,26 @@ pub fn bmm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     Some(Ok(()))
 }
 
+/// Input rows a split part starts at a multiple of (the micro-kernels' row blocks).
+const ROW_SPLIT: usize = 12;
+
 /// FullyConnected over `m` input rows `x` (`m × k`) into `y` (`m × n`); the caller checked
-/// the slice lengths.
+/// the slice lengths. The rows split across the lent threads at multiples of the register
+/// blocks, so each output is summed as on one thread (each part transposes the weight
+/// panels for itself).
 pub(super) fn fc(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
+    let (k, n) = (gm.k, gm.oc);
+    let work = (m * n * k) as u64;
+    crate::par::par_pieces(&mut y[..m * n], ROW_SPLIT * n.max(1), work, |at, yp| {
+        let i0 = at / n.max(1);
+        let rows = yp.len() / n.max(1);
+        fc_rows(gm, &x[i0 * k..(i0 + rows) * k], rows, yp);
+    });
+    super::dispatch::taken();
+}
+
+/// `fc` on one range of rows.
+fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
     let (k, n) = (gm.k, gm.oc);
     for row in y[..m * n].chunks_exact_mut(n) {
         match gm.bias {
@@ -139,5 +168,4 @@ pub(super) fn fc(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
         }
         j0 += nj;
     }
-    super::dispatch::taken();
 }

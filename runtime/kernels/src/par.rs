@@ -1,0 +1,359 @@
+//! Splitting one op's work across the caller's threads (hosts, `std`).
+//!
+//! A [`Pool`] (a `HostModel` owns one, sized by its caller; never rayon's global pool) is
+//! lent to the running thread for the duration of a run ([`with_pool`]), like the weight
+//! cache of `prepack.rs`. A kernel asks [`parts_for`] how many parts its op is worth (one
+//! below [`MIN_PART_WORK`] multiply-adds a part by default, so small ops stay on the calling thread)
+//! and hands [`run`] a closure over part indices; [`split`] cuts a range into those parts.
+//!
+//! What a kernel must keep, so that every thread count gives the same bytes:
+//! - each output element is computed by one part, with the same operations in the same
+//!   order as on one thread (parts split *which* outputs, never a sum);
+//! - anything shared (packed weights from the `prepack` cache, a packed input) is built
+//!   before [`run`], on the calling thread, and only read by the parts; path counters
+//!   (`paths.rs`) are noted on the calling thread;
+//! - scratch a part writes is its own (a thread-local of the worker, or the stack).
+//!
+//! Workers have no pool lent to them, so a kernel a part calls runs on that one thread.
+//! Without `std` there are no threads: [`parts_for`] is 1 and [`run`] calls part 0.
+
+use core::ops::Range;
+
+/// Multiply-adds (or comparable unit steps) below which a part is not worth a thread
+/// hand-off (waking a parked worker costs tens of microseconds; 1 M int8 MACs take ~20 µs).
+pub const MIN_PART_WORK: u64 = 1 << 20;
+
+/// The `i`-th of `parts` contiguous pieces of `0..len`, cut at multiples of `align`
+/// (the last piece takes the remainder). Pieces are as even as `align` allows.
+pub fn split(len: usize, parts: usize, align: usize, i: usize) -> Range<usize> {
+    let align = align.max(1);
+    let parts = parts.max(1);
+    let units = len.div_ceil(align);
+    let at = |p: usize| (units * p / parts * align).min(len);
+    at(i)..at(i + 1)
+}
+
+#[cfg(feature = "std")]
+mod pool {
+    extern crate std;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    /// Most threads a [`Pool`] takes (a guard against a count from outside, not a tuning).
+    pub const MAX_THREADS: usize = 256;
+
+    /// Why a [`Pool`] was not built.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum PoolError {
+        /// More than [`MAX_THREADS`] threads asked for.
+        TooMany { asked: usize },
+        /// The operating system refused to start the threads.
+        Spawn,
+    }
+
+    impl core::fmt::Display for PoolError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                PoolError::TooMany { asked } => {
+                    write!(f, "{asked} threads asked for, at most {MAX_THREADS}")
+                }
+                PoolError::Spawn => write!(f, "the thread pool's threads did not start"),
+            }
+        }
+    }
+
+    impl std::error::Error for PoolError {}
+
+    /// The threads a model's kernels split their work across: none of its own for 1 (the
+    /// calling thread does everything), a rayon pool of `n` workers otherwise.
+    #[derive(Clone, Default)]
+    pub struct Pool {
+        pool: Option<Lent>,
+    }
+
+    /// What a run lends its thread: the workers and the smallest part worth a worker.
+    #[derive(Clone)]
+    struct Lent {
+        workers: Arc<rayon_core::ThreadPool>,
+        min_part_work: u64,
+    }
+
+    impl core::fmt::Debug for Pool {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "Pool({} threads)", self.threads())
+        }
+    }
+
+    impl Pool {
+        /// A pool of `threads` workers (0 and 1: the calling thread alone, no pool).
+        pub fn new(threads: usize) -> Result<Pool, PoolError> {
+            if threads > MAX_THREADS {
+                return Err(PoolError::TooMany { asked: threads });
+            }
+            if threads <= 1 {
+                return Ok(Pool { pool: None });
+            }
+            let pool = rayon_core::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| std::format!("cairn-worker-{i}"))
+                .build()
+                .map_err(|_| PoolError::Spawn)?;
+            Ok(Pool {
+                pool: Some(Lent {
+                    workers: Arc::new(pool),
+                    min_part_work: super::MIN_PART_WORK,
+                }),
+            })
+        }
+
+        /// Threads the work is split across (1 without a pool).
+        pub fn threads(&self) -> usize {
+            self.pool
+                .as_ref()
+                .map_or(1, |p| p.workers.current_num_threads())
+        }
+
+        /// The same workers, splitting ops into parts of at least `work` multiply-adds
+        /// (default [`MIN_PART_WORK`](super::MIN_PART_WORK)): 1 splits every op the
+        /// kernels can split, which is what the thread-count tests use on small shapes.
+        pub fn with_min_part_work(mut self, work: u64) -> Pool {
+            if let Some(p) = self.pool.as_mut() {
+                p.min_part_work = work.max(1);
+            }
+            self
+        }
+    }
+
+    std::thread_local! {
+        static ACTIVE: RefCell<Option<Lent>> = const { RefCell::new(None) };
+    }
+
+    /// Run `f` with `pool` lent to this thread: the kernels `f` runs split their work
+    /// across it.
+    pub fn with_pool<R>(pool: &Pool, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Lent>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                // Put back what was lent before, even when `f` unwinds.
+                let before = self.0.take();
+                ACTIVE.with(|a| *a.borrow_mut() = before);
+            }
+        }
+        let before = ACTIVE.with(|a| a.replace(pool.pool.clone()));
+        let _restore = Restore(before);
+        f()
+    }
+
+    /// Threads lent to this thread (1 when none), and the smallest part worth a thread.
+    pub fn lent() -> (usize, u64) {
+        ACTIVE.with(|a| {
+            a.borrow().as_ref().map_or((1, u64::MAX), |p| {
+                (p.workers.current_num_threads(), p.min_part_work)
+            })
+        })
+    }
+
+    /// `f(0)`, …, `f(parts − 1)`, on the lent pool (each call on one worker) when there
+    /// is one and `parts > 1`, else in order on this thread. Returns when all are done; a
+    /// panic in a part resumes here.
+    pub fn run(parts: usize, f: impl Fn(usize) + Sync) {
+        let pool = if parts > 1 {
+            ACTIVE.with(|a| a.borrow().clone())
+        } else {
+            None
+        };
+        match pool {
+            Some(pool) => pool.workers.scope(|s| {
+                let f = &f;
+                for i in 1..parts {
+                    s.spawn(move |_| f(i));
+                }
+                f(0);
+            }),
+            None => (0..parts).for_each(f),
+        }
+    }
+
+    /// `f(i, &mut data[cut(i)..cut(i + 1)])` for `i` in `0..parts`, as [`run`] does
+    /// (`cut` rises from `cut(0) = 0` to `cut(parts) = data.len()`).
+    pub fn run_pieces<T: Send>(
+        data: &mut [T],
+        parts: usize,
+        cut: impl Fn(usize) -> usize + Sync,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let pool = if parts > 1 {
+            ACTIVE.with(|a| a.borrow().clone())
+        } else {
+            None
+        };
+        let Some(pool) = pool else {
+            let mut rest = data;
+            for i in 0..parts {
+                let (piece, tail) = rest.split_at_mut(cut(i + 1) - cut(i));
+                f(i, piece);
+                rest = tail;
+            }
+            return;
+        };
+        pool.workers.scope(|s| {
+            let (f, mut rest) = (&f, data);
+            for i in 0..parts {
+                let (piece, tail) = rest.split_at_mut(cut(i + 1) - cut(i));
+                rest = tail;
+                if i + 1 == parts {
+                    f(i, piece);
+                } else {
+                    s.spawn(move |_| f(i, piece));
+                }
+            }
+        });
+    }
+}
+
+#[cfg(feature = "std")]
+pub use pool::{lent, run, run_pieces, with_pool, Pool, PoolError, MAX_THREADS};
+
+/// Without `std`: no threads.
+#[cfg(not(feature = "std"))]
+pub fn lent() -> (usize, u64) {
+    (1, u64::MAX)
+}
+
+/// Without `std`: the parts in order on this thread.
+#[cfg(not(feature = "std"))]
+pub fn run(parts: usize, f: impl Fn(usize) + Sync) {
+    (0..parts).for_each(f)
+}
+
+/// Without `std`: the pieces in order on this thread.
+#[cfg(not(feature = "std"))]
+pub fn run_pieces<T: Send>(
+    data: &mut [T],
+    parts: usize,
+    cut: impl Fn(usize) -> usize + Sync,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let mut rest = data;
+    for i in 0..parts {
+        let (piece, tail) = rest.split_at_mut(cut(i + 1) - cut(i));
+        f(i, piece);
+        rest = tail;
+    }
+}
+
+/// Parts an op of `work` multiply-adds splits into on the lent threads: at most
+/// [`PARTS_PER_THREAD`] per thread, none smaller than the pool's smallest part
+/// ([`MIN_PART_WORK`] by default), at least 1.
+pub fn parts_for(work: u64) -> usize {
+    let (threads, min_part_work) = lent();
+    if threads <= 1 {
+        return 1;
+    }
+    (work / min_part_work).clamp(1, (threads * PARTS_PER_THREAD) as u64) as usize
+}
+
+/// Parts per thread a big op is cut into: more than one, so a worker that finishes first
+/// (or one whose core is busy elsewhere) leaves the rest to the others (rayon's work
+/// stealing) instead of the op waiting on one late part.
+pub const PARTS_PER_THREAD: usize = 2;
+
+/// `f(range)` over `parts_for(work)` contiguous pieces of `0..len` cut at multiples of
+/// `align`, each piece on its own worker: the helper for kernels whose units (channels,
+/// rows, planes) are independent. With one part, `f(0..len)` on this thread.
+pub fn par_ranges(len: usize, align: usize, work: u64, f: impl Fn(Range<usize>) + Sync) {
+    let parts = parts_for(work).min(len.div_ceil(align.max(1))).max(1);
+    run(parts, |i| {
+        let r = split(len, parts, align, i);
+        if !r.is_empty() {
+            f(r)
+        }
+    });
+}
+
+/// `f(offset, piece)` over `parts_for(work)` contiguous pieces of `data` cut at multiples
+/// of `align` (from the start of `data`), each piece on its own worker: the helper for
+/// element-wise kernels, and for any kernel whose units (channels, planes) are contiguous
+/// in its output. With one part, `f(0, data)` on this thread.
+pub fn par_pieces<T: Send>(
+    data: &mut [T],
+    align: usize,
+    work: u64,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let len = data.len();
+    let parts = parts_for(work).min(len.div_ceil(align.max(1))).max(1);
+    let cut = |i: usize| split(len, parts, align, i).start.min(len);
+    let at = |i: usize| if i == parts { len } else { cut(i) };
+    run_pieces(data, parts, at, |i, piece| f(at(i), piece));
+}
+
+/// A mutable slice that parts of one [`run`] write at disjoint places, when the places
+/// are not one contiguous piece per part (rows of every output channel, say). Bounds are
+/// checked; disjointness is the caller's promise. (Unused where no kernel splits so:
+/// microcontrollers.)
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+pub(crate) struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: core::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a SharedMut is a `&mut [T]` handed to several threads; every access goes through
+// `piece`, whose contract is that no two live pieces overlap, so sending it is as safe as
+// sending disjoint `&mut` sub-slices.
+#[allow(unsafe_code)]
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+#[allow(unsafe_code)]
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+impl<'a, T> SharedMut<'a, T> {
+    pub(crate) fn new(s: &'a mut [T]) -> SharedMut<'a, T> {
+        SharedMut {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _borrow: core::marker::PhantomData,
+        }
+    }
+
+    /// `&mut slice[start..start + len]`.
+    ///
+    /// # Safety
+    /// No other piece overlapping this one is alive at the same time (parts of one run
+    /// take disjoint pieces).
+    #[allow(unsafe_code, clippy::mut_from_ref)]
+    pub(crate) unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "piece out of bounds"
+        );
+        // SAFETY: in bounds (asserted); not aliased (the caller's contract); the borrow
+        // 'a of the whole slice outlives every piece.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_covers_the_range_once_at_aligned_cuts() {
+        for len in 0..200 {
+            for parts in 1..7 {
+                for align in [1, 6, 16] {
+                    let mut next = 0;
+                    for i in 0..parts {
+                        let r = split(len, parts, align, i);
+                        assert_eq!(r.start, next);
+                        assert!(r.start.is_multiple_of(align) || r.start == len);
+                        next = r.end;
+                    }
+                    assert_eq!(next, len);
+                }
+            }
+        }
+    }
+}

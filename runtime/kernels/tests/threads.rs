@@ -1,0 +1,613 @@
+//! Splitting ops across threads changes no byte: the fast kernels run at 1, 2, 3 and 4
+//! threads give the bytes of 1 thread, and (int8) the reference's, on random shapes
+//! (seeded: `CAIRN_SEED`, printed on failure) with every op split however small
+//! (`Pool::with_min_part_work(1)`), then on layer shapes of the corpus models with the
+//! default split threshold; and a bundled model through `HostModel::set_threads`.
+
+use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::op::conv;
+use cairn_core::{DType, OpKind};
+use cairn_kernels::par::{with_pool, Pool};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+mod common;
+use common::{run, seed, tensor, ConvCase, Rng};
+
+const THREADS: [usize; 4] = [1, 2, 3, 4];
+
+fn per_tensor(r: &mut Rng) -> QuantSpec {
+    QuantSpec::PerTensor {
+        scale: r.f(0.01, 0.1),
+        zero_point: r.range(0, 255) as i32 - 128,
+    }
+}
+
+fn bytes(r: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| r.i8() as u8).collect()
+}
+
+fn f32_bytes(r: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).flat_map(|_| r.f(-1.0, 1.0).to_le_bytes()).collect()
+}
+
+/// The model's outputs on the CPU backend with `threads` threads lent; `every` splits
+/// every op the kernels can split (else only those over the default threshold).
+fn run_threads(model: &[u8], input: &[u8], threads: usize, every: bool) -> Vec<u8> {
+    let mut pool = Pool::new(threads).expect("a thread pool");
+    if every {
+        pool = pool.with_min_part_work(1);
+    }
+    with_pool(&pool, || run(model, CpuBackend, input))
+}
+
+/// Every thread count gives the bytes of one thread, and `reference` when given.
+fn check_threads(model: &[u8], input: &[u8], every: bool, reference: Option<&[u8]>, what: &str) {
+    let one = run_threads(model, input, 1, every);
+    if let Some(reference) = reference {
+        assert_eq!(one, reference, "1 thread vs the reference: {what}");
+    }
+    for t in THREADS {
+        assert_eq!(
+            run_threads(model, input, t, every),
+            one,
+            "{t} threads vs 1: {what}"
+        );
+    }
+}
+
+/// One int8 conv (per-channel weights, bias, clamp) of geometry `cs`.
+fn conv_model(r: &mut Rng, cs: &ConvCase, dtype: DType) -> Option<Vec<u8>> {
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let (oh, ow) = ((ph - eh) / cs.stride.0 + 1, (pw - ew) / cs.stride.1 + 1);
+    let cg = cs.c / cs.group;
+    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
+    let q = dtype == DType::I8;
+    let act = |r: &mut Rng| {
+        if q {
+            per_tensor(r)
+        } else {
+            QuantSpec::None
+        }
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(tensor(dtype, &[cs.n, cs.c, cs.h, cs.w], act(r), None));
+    let (w, bias, rq) = if q {
+        let wq: Vec<u8> = (0..wn).map(|_| r.i8().max(-127) as u8).collect();
+        let scales = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
+        let w = b.add_tensor(tensor(
+            DType::I8,
+            &[cs.oc, cg, cs.k.0, cs.k.1],
+            QuantSpec::PerAxis {
+                axis: 0,
+                scales,
+                zero_points: vec![0; cs.oc],
+            },
+            Some(wq),
+        ));
+        let bias: Vec<u8> = (0..cs.oc)
+            .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+            .collect();
+        let bias = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
+        let rq: Vec<u8> = (0..cs.oc)
+            .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+            .collect();
+        let rq = b.add_tensor(tensor(DType::F32, &[cs.oc], QuantSpec::None, Some(rq)));
+        (w, bias, Some(rq))
+    } else {
+        let wd = f32_bytes(r, wn);
+        let w = b.add_tensor(tensor(
+            DType::F32,
+            &[cs.oc, cg, cs.k.0, cs.k.1],
+            QuantSpec::None,
+            Some(wd),
+        ));
+        let bd = f32_bytes(r, cs.oc);
+        let bias = b.add_tensor(tensor(DType::F32, &[cs.oc], QuantSpec::None, Some(bd)));
+        (w, bias, None)
+    };
+    let y = b.add_tensor(tensor(dtype, &[cs.n, cs.oc, oh, ow], act(r), None));
+    let mut params = vec![0i32; conv::LEN];
+    params[conv::SH] = cs.stride.0 as i32;
+    params[conv::SW] = cs.stride.1 as i32;
+    params[conv::PT] = cs.pad[0] as i32;
+    params[conv::PL] = cs.pad[1] as i32;
+    params[conv::PB] = cs.pad[2] as i32;
+    params[conv::PR] = cs.pad[3] as i32;
+    params[conv::DH] = cs.dil.0 as i32;
+    params[conv::DW] = cs.dil.1 as i32;
+    params[conv::GROUP] = cs.group as i32;
+    if q {
+        params[conv::ACT_LO] = -128;
+        params[conv::ACT_HI] = 127;
+    } else {
+        params[conv::ACT_LO] = f32::NEG_INFINITY.to_bits() as i32;
+        params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
+    }
+    let mut inputs = vec![Some(x), Some(w), Some(bias)];
+    if rq.is_some() {
+        inputs.push(rq);
+    }
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs,
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b.finish().expect("valid conv model"))
+}
+
+/// x [m, k] · Wᵀ (W [n, k]) + bias: int8 (requantized) or f32.
+fn fc_model(r: &mut Rng, m: usize, k: usize, n: usize, dtype: DType) -> Vec<u8> {
+    let q = dtype == DType::I8;
+    let mut b = ModelBuilder::default();
+    let xq = if q { per_tensor(r) } else { QuantSpec::None };
+    let x = b.add_tensor(tensor(dtype, &[m, k], xq, None));
+    let mut inputs = vec![Some(x)];
+    if q {
+        let wq: Vec<u8> = (0..n * k).map(|_| r.i8().max(-127) as u8).collect();
+        let scales = (0..n).map(|_| r.f(0.001, 0.05)).collect();
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::I8,
+            &[n, k],
+            QuantSpec::PerAxis {
+                axis: 0,
+                scales,
+                zero_points: vec![0; n],
+            },
+            Some(wq),
+        ))));
+        let bias: Vec<u8> = (0..n)
+            .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+            .collect();
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::I32,
+            &[n],
+            QuantSpec::None,
+            Some(bias),
+        ))));
+        let rq: Vec<u8> = (0..n)
+            .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+            .collect();
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::F32,
+            &[n],
+            QuantSpec::None,
+            Some(rq),
+        ))));
+    } else {
+        let wd = f32_bytes(r, n * k);
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::F32,
+            &[n, k],
+            QuantSpec::None,
+            Some(wd),
+        ))));
+        let bd = f32_bytes(r, n);
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::F32,
+            &[n],
+            QuantSpec::None,
+            Some(bd),
+        ))));
+    }
+    let yq = if q { per_tensor(r) } else { QuantSpec::None };
+    let y = b.add_tensor(tensor(dtype, &[m, n], yq, None));
+    let params = if q {
+        vec![-128, 127]
+    } else {
+        vec![
+            f32::NEG_INFINITY.to_bits() as i32,
+            f32::INFINITY.to_bits() as i32,
+        ]
+    };
+    b.ops.push(OpSpec {
+        kind: OpKind::FullyConnected,
+        inputs,
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b.finish().expect("valid FC model")
+}
+
+/// a [batch, m, k] · b [batch, k, n] (b constant), int8 or f32.
+fn bmm_model(r: &mut Rng, batch: usize, m: usize, k: usize, n: usize, dtype: DType) -> Vec<u8> {
+    let q = dtype == DType::I8;
+    let act = |r: &mut Rng| if q { per_tensor(r) } else { QuantSpec::None };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(tensor(dtype, &[batch, m, k], act(r), None));
+    let bdata = if q {
+        bytes(r, batch * k * n)
+    } else {
+        f32_bytes(r, batch * k * n)
+    };
+    let bq = act(r);
+    let w = b.add_tensor(tensor(dtype, &[batch, k, n], bq, Some(bdata)));
+    let mut inputs = vec![Some(x), Some(w)];
+    if q {
+        let rq = r.f(0.0005, 0.02).to_le_bytes().to_vec();
+        inputs.push(Some(b.add_tensor(tensor(
+            DType::F32,
+            &[1],
+            QuantSpec::None,
+            Some(rq),
+        ))));
+    }
+    let yq = act(r);
+    let y = b.add_tensor(tensor(dtype, &[batch, m, n], yq, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::BatchMatMul,
+        inputs,
+        outputs: vec![y],
+        params: vec![],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b.finish().expect("valid MatMul model")
+}
+
+fn input_for(r: &mut Rng, elems: usize, dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::I8 => bytes(r, elems),
+        _ => f32_bytes(r, elems),
+    }
+}
+
+/// A random conv geometry: pointwise, small and wide kernels, strides 1–4, batches.
+fn random_conv(r: &mut Rng) -> ConvCase {
+    let k = match r.range(0, 3) {
+        0 => (1, 1),
+        1 => (r.range(1, 3), r.range(20, 60)),
+        _ => (r.range(1, 7), r.range(1, 7)),
+    };
+    let group = if r.range(0, 5) == 0 { 2 } else { 1 };
+    ConvCase {
+        n: r.range(1, 3),
+        c: r.range(1, 24) * group,
+        h: r.range(1, 30),
+        w: r.range(1, 40) + k.1,
+        oc: r.range(1, 40) * group,
+        k,
+        stride: (r.range(1, 4), r.range(1, 4)),
+        pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+        dil: (r.range(1, 2), r.range(1, 2)),
+        group,
+    }
+}
+
+#[test]
+fn int8_convs_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412EAD;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..80 {
+        let cs = random_conv(&mut r);
+        let Some(model) = conv_model(&mut r, &cs, DType::I8) else {
+            continue;
+        };
+        let input = bytes(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: {cs:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+        ran += 1;
+    }
+    assert!(ran > 40, "only {ran} valid cases (CAIRN_SEED={seed})");
+}
+
+#[test]
+fn int8_matmuls_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412FC;
+    let mut r = Rng(seed);
+    for case in 0..40 {
+        // One or two rows take the GEMV; more the block GEMM.
+        let m = [r.range(1, 2), r.range(3, 80)][r.range(0, 1)];
+        let (k, n) = (r.range(1, 300), r.range(1, 200));
+        let model = fc_model(&mut r, m, k, n, DType::I8);
+        let input = bytes(&mut r, m * k);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        let (batch, m) = (r.range(1, 5), r.range(1, 40));
+        let model = bmm_model(&mut r, batch, m, k, n, DType::I8);
+        let input = bytes(&mut r, batch * m * k);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: bmm {batch}x m{m} k{k} n{n}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+    }
+}
+
+/// int8 ConvTranspose and wide-filter convs (blocks of output channels split), Add and Mul of equal shapes and
+/// lookup tables (pieces split), in one model each.
+#[test]
+fn int8_deconv_and_elementwise_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412E1;
+    let mut r = Rng(seed);
+    for case in 0..30 {
+        let (c, h, w, oc) = (
+            r.range(1, 12),
+            r.range(1, 20),
+            r.range(1, 30),
+            r.range(1, 24),
+        );
+        let (k, s) = (r.range(1, 4), r.range(1, 3));
+        let (oh, ow) = (s * (h - 1) + k, s * (w - 1) + k);
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(tensor(DType::I8, &[1, c, h, w], per_tensor(&mut r), None));
+        let wq = bytes(&mut r, c * oc * k * k);
+        let scales = (0..oc).map(|_| r.f(0.001, 0.05)).collect();
+        let wt = b.add_tensor(tensor(
+            DType::I8,
+            &[c, oc, k, k],
+            QuantSpec::PerAxis {
+                axis: 1,
+                scales,
+                zero_points: vec![0; oc],
+            },
+            Some(wq.iter().map(|&v| (v as i8).max(-127) as u8).collect()),
+        ));
+        let bias: Vec<u8> = (0..oc)
+            .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+            .collect();
+        let bias = b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias)));
+        let rq: Vec<u8> = (0..oc)
+            .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+            .collect();
+        let rq = b.add_tensor(tensor(DType::F32, &[oc], QuantSpec::None, Some(rq)));
+        let y = b.add_tensor(tensor(
+            DType::I8,
+            &[1, oc, oh, ow],
+            per_tensor(&mut r),
+            None,
+        ));
+        let mut params = vec![0i32; conv::T_LEN];
+        params[conv::SH] = s as i32;
+        params[conv::SW] = s as i32;
+        params[conv::DH] = 1;
+        params[conv::DW] = 1;
+        params[conv::GROUP] = 1;
+        params[conv::T_ACT_LO] = -128;
+        params[conv::T_ACT_HI] = 127;
+        b.ops.push(OpSpec {
+            kind: OpKind::ConvTranspose,
+            inputs: vec![Some(x), Some(wt), Some(bias), Some(rq)],
+            outputs: vec![y],
+            params,
+        });
+        // y + y, y · y, then a table over the sum and over the product.
+        let shape = [1, oc, oh, ow];
+        let mut last = Vec::new();
+        for kind in [OpKind::Add, OpKind::Mul] {
+            let z = b.add_tensor(tensor(DType::I8, &shape, per_tensor(&mut r), None));
+            b.ops.push(OpSpec {
+                kind,
+                inputs: vec![Some(y), Some(y)],
+                outputs: vec![z],
+                params: vec![-128, 127],
+            });
+            let table = bytes(&mut r, 256);
+            let t = b.add_tensor(tensor(DType::I8, &[1, 256], QuantSpec::None, Some(table)));
+            let u = b.add_tensor(tensor(DType::I8, &shape, per_tensor(&mut r), None));
+            b.ops.push(OpSpec {
+                kind: OpKind::Lut,
+                inputs: vec![Some(z), Some(t)],
+                outputs: vec![u],
+                params: vec![-1],
+            });
+            last.push(u);
+        }
+        b.inputs = vec![x];
+        b.outputs = vec![y, last[0], last[1]];
+        let model = b.finish().expect("valid deconv model");
+        let input = bytes(&mut r, c * h * w);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: c{c} {h}x{w} oc{oc} k{k} s{s}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        // A filter wider than the implicit GEMM's 256 taps (`fast_conv_rows`: blocks of
+        // output channels split like the ConvTranspose's).
+        let kw = r.range(257, 400);
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 4),
+            h: r.range(1, 4),
+            w: kw + r.range(0, 200),
+            oc: r.range(1, 14),
+            k: (1, kw),
+            stride: (1, 1),
+            pad: [0, r.range(0, 3), 0, r.range(0, 3)],
+            dil: (1, 1),
+            group: 1,
+        };
+        let model = conv_model(&mut r, &cs, DType::I8).expect("a valid wide conv");
+        let input = bytes(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: wide {cs:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+    }
+}
+
+/// f32: the fast paths sum in their own order, so the truth here is one thread's bytes.
+#[test]
+fn f32_ops_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412F32;
+    let mut r = Rng(seed);
+    for case in 0..40 {
+        let cs = random_conv(&mut r);
+        if let Some(model) = conv_model(&mut r, &cs, DType::F32) {
+            let input = input_for(&mut r, cs.n * cs.c * cs.h * cs.w, DType::F32);
+            let what = format!("CAIRN_SEED={seed} case {case}: f32 {cs:?}");
+            check_threads(&model, &input, true, None, &what);
+        }
+        let (m, k, n) = (r.range(1, 80), r.range(1, 300), r.range(1, 200));
+        let model = fc_model(&mut r, m, k, n, DType::F32);
+        let input = input_for(&mut r, m * k, DType::F32);
+        let what = format!("CAIRN_SEED={seed} case {case}: f32 fc m{m} k{k} n{n}");
+        check_threads(&model, &input, true, None, &what);
+        let batch = r.range(1, 4);
+        let model = bmm_model(&mut r, batch, m, k, n, DType::F32);
+        let input = input_for(&mut r, batch * m * k, DType::F32);
+        let what = format!("CAIRN_SEED={seed} case {case}: f32 bmm {batch}x m{m} k{k} n{n}");
+        check_threads(&model, &input, true, None, &what);
+    }
+}
+
+/// Layer shapes of the corpus models (text detector stem and body, a layout detector's
+/// neck, a transformer's projections, an audio model's wide filters), at the default
+/// split threshold, int8 against the reference and f32 against one thread.
+#[test]
+fn corpus_layer_shapes_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412C0;
+    let mut r = Rng(seed);
+    let conv = |n, c, h, w, oc, k: (usize, usize), s: usize, p: usize| ConvCase {
+        n,
+        c,
+        h,
+        w,
+        oc,
+        k,
+        stride: (s, s),
+        pad: [p; 4],
+        dil: (1, 1),
+        group: 1,
+    };
+    let convs = [
+        conv(1, 3, 160, 160, 16, (3, 3), 2, 1),
+        conv(1, 32, 40, 40, 32, (3, 3), 1, 1),
+        conv(1, 96, 40, 40, 24, (1, 1), 1, 0),
+        conv(1, 128, 10, 10, 256, (3, 3), 1, 1),
+        conv(1, 256, 5, 5, 512, (1, 1), 1, 0),
+        conv(1, 8, 8, 120, 16, (3, 39), 1, 1),
+        conv(1, 512, 2, 2, 1024, (1, 1), 1, 0),
+    ];
+    for (case, cs) in convs.iter().enumerate() {
+        for dtype in [DType::I8, DType::F32] {
+            let model = conv_model(&mut r, cs, dtype).expect("a valid layer");
+            let input = input_for(&mut r, cs.n * cs.c * cs.h * cs.w, dtype);
+            let reference = (dtype == DType::I8).then(|| run(&model, RefBackend, &input));
+            let what = format!("CAIRN_SEED={seed} layer {case} {dtype:?}: {cs:?}");
+            check_threads(&model, &input, false, reference.as_deref(), &what);
+        }
+    }
+    for (m, k, n) in [
+        (128, 384, 1536),
+        (128, 1536, 384),
+        (1, 1024, 1000),
+        (50, 256, 256),
+    ] {
+        for dtype in [DType::I8, DType::F32] {
+            let model = fc_model(&mut r, m, k, n, dtype);
+            let input = input_for(&mut r, m * k, dtype);
+            let reference = (dtype == DType::I8).then(|| run(&model, RefBackend, &input));
+            let what = format!("CAIRN_SEED={seed} fc {dtype:?} m{m} k{k} n{n}");
+            check_threads(&model, &input, false, reference.as_deref(), &what);
+        }
+    }
+    let model = bmm_model(&mut r, 12, 128, 32, 128, DType::I8);
+    let input = bytes(&mut r, 12 * 128 * 32);
+    let reference = run(&model, RefBackend, &input);
+    let what = format!("CAIRN_SEED={seed} attention bmm 12x128x32x128");
+    check_threads(&model, &input, false, Some(&reference), &what);
+}
+
+/// The bundled models (`targets/mcu/assets`: the text-line classifier CNN and the digits
+/// MLP) run through `HostModel` at 1, 2 and 4 threads, with the default split threshold
+/// and with every op split: the same outputs.
+#[test]
+fn host_model_outputs_are_the_same_at_every_thread_count() {
+    use cairn_kernels::host::HostModel;
+    let seed = seed() ^ 0x7412A0;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../targets/mcu/assets");
+    for name in ["cls.cairn", "digits.cairn"] {
+        let path = format!("{root}/{name}");
+        let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let bytes = AlignedBytes::from_slice(&file);
+        let mut outs = Vec::new();
+        for (threads, every) in [(1, false), (2, false), (4, false), (2, true), (4, true)] {
+            let mut m = HostModel::new(bytes.as_slice()).expect("a bundled model loads");
+            if every {
+                m.set_pool(Pool::new(threads).unwrap().with_min_part_work(1));
+            } else {
+                m.set_threads(threads).expect("a thread pool");
+            }
+            assert_eq!(m.threads(), threads);
+            let mut r = Rng(seed);
+            let inputs: Vec<Vec<f32>> = m
+                .inputs()
+                .iter()
+                .map(|io| {
+                    let n: usize = io.shape.iter().product();
+                    (0..n).map(|_| r.f(-1.0, 1.0)).collect()
+                })
+                .collect();
+            let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+            // Twice: the second run reads the packed-weight cache.
+            let first = m.run(&refs).expect("runs");
+            let second = m.run(&refs).expect("runs");
+            let what =
+                format!("CAIRN_SEED={seed} {name} at {threads} threads (all split: {every})");
+            assert_eq!(first, second, "{what}");
+            outs.push((what, first));
+        }
+        for (what, out) in &outs[1..] {
+            assert_eq!(out, &outs[0].1, "{what} vs 1 thread");
+        }
+    }
+}
+
+/// Not a check: prints the time of a few corpus-sized layers at 1, 2 and 4 threads
+/// (`cargo test -p cairn-kernels --features std --release --test threads -- --ignored
+/// --nocapture layer_times`).
+#[test]
+#[ignore]
+fn layer_times() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_core::{Interpreter, Model};
+    let mut r = Rng(seed());
+    let conv = |c, h, w, oc, k: (usize, usize), s: usize, p: usize| ConvCase {
+        n: 1,
+        c,
+        h,
+        w,
+        oc,
+        k,
+        stride: (s, s),
+        pad: [p; 4],
+        dil: (1, 1),
+        group: 1,
+    };
+    for cs in [
+        conv(48, 160, 160, 24, (1, 1), 1, 0),
+        conv(24, 160, 160, 24, (3, 3), 1, 1),
+        conv(96, 40, 40, 96, (3, 3), 1, 1),
+    ] {
+        let model = conv_model(&mut r, &cs, DType::I8).unwrap();
+        let input = bytes(&mut r, cs.c * cs.h * cs.w);
+        let ab = AlignedBytes::from_slice(&model);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+        it.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+        for t in [1, 2, 4] {
+            let pool = Pool::new(t).unwrap();
+            let best = with_pool(&pool, || {
+                (0..20)
+                    .map(|_| {
+                        let t0 = std::time::Instant::now();
+                        it.invoke().unwrap();
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            });
+            println!("{cs:?} threads {t}: {best:.3} ms");
+        }
+    }
+}
