@@ -4,6 +4,17 @@
 //!
 //! The library is found through `ORT_DYLIB_PATH`, else in the repository's `.venv`
 //! (the PyPI `onnxruntime` wheel ships `libonnxruntime.so`).
+//!
+//! As a backend: [`export`] writes a `.cairn` graph (or a segment of it) back to a QDQ
+//! ONNX graph and [`backend::OrtFactory`] runs the segments a partition places on it,
+//! through the execution provider the config names, as an accelerator of
+//! `cairn_kernels::hetero` (which reruns on the CPU whatever fails).
+
+pub mod backend;
+pub mod export;
+pub mod proto;
+
+pub use backend::{Ep, OrtAccel, OrtFactory};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
