@@ -1,4 +1,4 @@
-//! `cairn run --backend cpu|gpu` and `cairn inspect --backends`: the partition of a model
+//! `cairn run --backend cpu|gpu|ort[:EP]` and `cairn inspect --backends`: the partition of a model
 //! over the accelerators this build has, and runs through the heterogeneous driver
 //! (`cairn_kernels::hetero`), which reruns on the CPU whatever an accelerator fails.
 
@@ -18,7 +18,8 @@ pub fn inspect(path: &Path) -> Result<()> {
         .map_err(|e| anyhow!("{} is not a valid .cairn file: {e:?}", path.display()))?;
     println!("{}", path.display());
     println!("  preference    gpu, then cpu (every op; the fallback for all of them)");
-    inspect_gpu(&m)
+    inspect_gpu(&m)?;
+    crate::ort_backend::inspect(&m)
 }
 
 #[cfg(not(feature = "gpu"))]
@@ -32,7 +33,10 @@ pub fn run_cmd(backend: &str, model: &Path, inputs: &[String], to: &RunOutputs<'
     match backend {
         "cpu" => tools::run_cmd(model, inputs, to),
         "gpu" => run_gpu(model, inputs, to),
-        other => bail!("unknown backend '{other}': cpu or gpu"),
+        ort if ort == "ort" || ort.starts_with("ort:") => {
+            crate::ort_backend::run(ort, model, inputs, to)
+        }
+        other => bail!("unknown backend '{other}': cpu, gpu, ort or ort:EP"),
     }
 }
 

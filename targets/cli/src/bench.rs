@@ -97,6 +97,8 @@ pub struct Others<'a> {
     pub no_tract: bool,
     /// Write a bar chart of the latencies (SVG) here.
     pub chart: Option<&'a Path>,
+    /// Threads cairn's CPU kernels split big ops across.
+    pub threads: usize,
 }
 
 /// The single-thread int8 MAC peak of this CPU, measured: a register-only loop of
@@ -200,6 +202,8 @@ pub fn bench(
     let conv = tools::convert_with_progress(model, args)?;
     let bytes = AlignedBytes::from_slice(&conv.bytes);
     let mut m = tools::host_model(&bytes, model)?;
+    m.set_threads(others.threads)
+        .map_err(|e| anyhow!("--threads {}: {e}", others.threads))?;
     let info = m
         .inputs()
         .first()
@@ -397,6 +401,7 @@ pub fn bench(
             "runs": runs,
             "warmup": warmup,
             "threads": 1,
+            "cairn_threads": others.threads,
             "cpu_int8_flags": cpu_flags,
             "ort_fused_int8_expected_exact": fused_exact,
             "engines": e,

@@ -9,6 +9,7 @@ mod inspect;
 mod int8_ref;
 mod learn;
 mod memory;
+mod ort_backend;
 mod samples;
 mod sim;
 mod sync;
@@ -137,10 +138,17 @@ enum Cmd {
         /// quantization one).
         #[arg(long)]
         reference: bool,
-        /// `cpu`, or `gpu` (the ops the GPU kernels cover on the GPU, the rest on the CPU;
-        /// any GPU failure reruns on the CPU).
+        /// `cpu`, `gpu` (the ops the GPU kernels cover on the GPU, the rest on the CPU;
+        /// any GPU failure reruns on the CPU), or `ort[:EP]` (ONNX Runtime with the
+        /// execution provider EP: cpu, xnnpack, nnapi, qnn, coreml, openvino; the ops the
+        /// QDQ export covers there, the rest on the CPU; a missing EP falls back to ORT's
+        /// CPU provider).
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// Threads the CPU kernels split big ops across (outputs are the same bytes for
+        /// every count).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Latency of cairn against ONNX Runtime on the same ONNX model and inputs.
     Bench {
@@ -167,12 +175,20 @@ enum Cmd {
         /// Also time ONNX Runtime on this int8 QOperator model.
         #[arg(long, value_name = "ONNX")]
         ort_qop: Option<PathBuf>,
+        /// Compare cairn's backends instead, on a converted MODEL.cairn: a comma list of
+        /// cpu, gpu, ort, ort:EP (one table, the same inputs, runs interleaved).
+        #[arg(long, value_name = "LIST")]
+        backends: Option<String>,
         /// Write a bar chart of the engines' latencies (SVG) here.
         #[arg(long, value_name = "SVG")]
         chart: Option<PathBuf>,
         /// Skip tract.
         #[arg(long)]
         no_tract: bool,
+        /// Threads cairn's CPU kernels split big ops across (the other engines stay
+        /// single-threaded).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// The episodic memory store in a file: add, query, stats, compact, export.
     Memory {
@@ -240,6 +256,7 @@ fn main() -> Result<()> {
             profile,
             reference,
             backend,
+            threads,
         } => backends::run_cmd(
             &backend,
             &model,
@@ -251,8 +268,17 @@ fn main() -> Result<()> {
                 runs,
                 profile,
                 reference,
+                threads,
             },
         ),
+        Cmd::Bench {
+            model,
+            runs,
+            warmup,
+            input,
+            backends: Some(list),
+            ..
+        } => ort_backend::bench(&model, &list, runs, warmup, input.as_deref()),
         Cmd::Bench {
             model,
             args,
@@ -263,14 +289,17 @@ fn main() -> Result<()> {
             profile,
             ort_qdq,
             ort_qop,
+            backends: None,
             chart,
             no_tract,
+            threads,
         } => {
             let others = bench::Others {
                 ort_qdq: ort_qdq.as_deref(),
                 ort_qop: ort_qop.as_deref(),
                 no_tract,
                 chart: chart.as_deref(),
+                threads,
             };
             bench::bench(
                 &model,

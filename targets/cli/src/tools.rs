@@ -271,12 +271,16 @@ pub struct RunOutputs<'a> {
     pub profile: bool,
     /// Use the reference kernels only.
     pub reference: bool,
+    /// Threads the CPU kernels split big ops across (1: the calling thread alone).
+    pub threads: usize,
 }
 
 pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
     let bytes = read_model(model)?;
     let mut m = host_model(&bytes, model)?;
     m.set_reference(to.reference);
+    m.set_threads(to.threads)
+        .map_err(|e| anyhow!("--threads {}: {e}", to.threads))?;
     let infos = m.inputs();
     let oinfo = m.outputs();
     let names = samples::read_names(model, infos.len(), oinfo.len());
@@ -461,6 +465,7 @@ mod tests {
                 runs: 1,
                 profile: false,
                 reference: false,
+                threads: 1,
             };
             run_cmd(&cairn, &[arg], &to).unwrap();
             let y = npy::read(&out.join("probs.npy")).unwrap();
@@ -476,6 +481,7 @@ mod tests {
             runs: 1,
             profile: false,
             reference: false,
+            threads: 1,
         };
         assert!(run_cmd(&cairn, &[format!("y={x}")], &to).is_err());
         // Without the names file the model answers to positional names only.
@@ -488,6 +494,7 @@ mod tests {
             runs: 1,
             profile: false,
             reference: false,
+            threads: 1,
         };
         assert!(run_cmd(&cairn, &[format!("x={x}")], &to).is_err());
         run_cmd(&cairn, &[format!("input0={x}")], &to).unwrap();

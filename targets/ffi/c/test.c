@@ -57,6 +57,14 @@ int main(int argc, char **argv) {
       CHECK(cairn_memory_add(mem, feats, 32, labels[i], 100, (uint64_t)(5 * i + k), NULL) == CAIRN_STATUS_OK, "add %d", i);
   }
   CHECK(right == 8, "accuracy %d/8", right);
+  /* Two threads: sample 7's outputs (in probs, from one thread) byte for byte; a silly
+     count is refused. */
+  float probs2[10];
+  CHECK(cairn_model_set_threads(model, 2) == CAIRN_STATUS_OK, "threads");
+  CHECK(cairn_model_run(model, inputs + 64 * 7, 64, 0, probs2, 10, &out_len) == CAIRN_STATUS_OK && out_len == 10, "run on 2 threads");
+  CHECK(memcmp(probs, probs2, sizeof probs) == 0, "2 threads changed the outputs");
+  CHECK(cairn_model_set_threads(model, 100000) == CAIRN_STATUS_WRONG_LENGTH, "too many threads");
+  CHECK(cairn_model_set_threads(model, 1) == CAIRN_STATUS_OK, "one thread");
   unsigned short hit_labels[2];
   float scores[2];
   size_t found = 0;

@@ -57,6 +57,11 @@ typedef enum CairnStatus {
    * which records why (see `cairn_last_error`).
    */
   CAIRN_STATUS_REJECTED = 10,
+  /**
+   * The backend asked for is not in this build (e.g. `ort` without the cargo feature
+   * `ort`) or is unknown (see `cairn_last_error`).
+   */
+  CAIRN_STATUS_BACKEND_UNAVAILABLE = 11,
 } CairnStatus;
 
 #ifdef __cplusplus
@@ -72,6 +77,19 @@ extern "C" {
  * `buf` is null or has room for `cap` bytes.
  */
 size_t cairn_last_error(char *buf, size_t cap);
+
+/**
+ * Choose the backend model `h` runs on: `"cpu"` (the default), or `"ort"` / `"ort:EP"`
+ * (EP: cpu, xnnpack, nnapi, qnn, coreml, openvino) where the library was built with the
+ * cargo feature `ort`; else `CAIRN_STATUS_BACKEND_UNAVAILABLE`. With ORT, the ops its
+ * export covers run there and the rest on the CPU; an execution provider the ONNX Runtime
+ * library lacks falls back to its CPU provider: the call then returns `CAIRN_STATUS_OK`
+ * and `cairn_last_error` holds the message.
+ *
+ * # Safety
+ * `name` is a NUL-terminated string.
+ */
+enum CairnStatus cairn_model_set_backend(uint64_t h, const char *name);
 
 /**
  * A learner: a `classes`-way classifier head over `dim`-wide features (Adam, batch
@@ -216,6 +234,14 @@ enum CairnStatus cairn_model_run(uint64_t h,
  * Free a model. Its handle is invalid afterwards (`CAIRN_STATUS_BAD_HANDLE`).
  */
 enum CairnStatus cairn_model_free(uint64_t h);
+
+/**
+ * Split the model's big ops across `threads` threads (a pool the model owns; 0 and 1: the
+ * calling thread alone, the default). Outputs are the same bytes for every count. More
+ * than 256 threads is `CAIRN_STATUS_WRONG_LENGTH`; threads the system refuses to start,
+ * `CAIRN_STATUS_RUN_FAILED` (the model keeps its previous setting either way).
+ */
+enum CairnStatus cairn_model_set_threads(uint64_t h, uint32_t threads);
 
 /**
  * A sync node: its Ed25519 identity (`seed`, 32 bytes), the fleet membership list signed

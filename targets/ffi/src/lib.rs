@@ -26,11 +26,13 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod backend;
 mod learn;
 mod memory;
 mod model;
 mod sync;
 
+pub use backend::*;
 pub use learn::*;
 pub use memory::*;
 pub use model::*;
@@ -67,6 +69,9 @@ pub enum CairnStatus {
     /// The forgetting gate refused a trained candidate: nothing changed but the lineage,
     /// which records why (see `cairn_last_error`).
     Rejected = 10,
+    /// The backend asked for is not in this build (e.g. `ort` without the cargo feature
+    /// `ort`) or is unknown (see `cairn_last_error`).
+    BackendUnavailable = 11,
 }
 
 pub(crate) type Fail = (CairnStatus, String);

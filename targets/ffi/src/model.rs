@@ -12,6 +12,20 @@ use crate::*;
 pub(crate) struct ModelObj {
     model: ManuallyDrop<HostModel<'static>>,
     bytes: *mut AlignedBytes,
+    /// The accelerated driver `cairn_model_set_backend` chose (`None`: the CPU).
+    accel: Option<crate::backend::Accel>,
+}
+
+impl ModelObj {
+    /// The checked model over the object's bytes (alive until the object drops, after
+    /// the accelerated driver that borrows them).
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    pub(crate) fn parsed(&self) -> cairn_core::Model<'static> {
+        self.model.model()
+    }
+    pub(crate) fn set_accel(&mut self, a: Option<crate::backend::Accel>) {
+        self.accel = a;
+    }
 }
 
 // SAFETY: `bytes` is owned by this object alone (nothing else holds the pointer).
@@ -22,6 +36,8 @@ impl Drop for ModelObj {
         // SAFETY: the model (the only borrower of the bytes) goes first; `bytes` came from
         // `Box::into_raw` in `cairn_model_create` and is freed once, here.
         unsafe {
+            // The accelerated driver borrows the bytes too: it goes first.
+            self.accel = None;
             ManuallyDrop::drop(&mut self.model);
             drop(Box::from_raw(self.bytes));
         }
@@ -61,6 +77,7 @@ pub unsafe extern "C" fn cairn_model_create(
         let obj = ModelObj {
             model: ManuallyDrop::new(m),
             bytes: owned,
+            accel: None,
         };
         let h = add(|r| &mut r.models, obj);
         // SAFETY: checked non-null above.
@@ -137,10 +154,13 @@ pub unsafe extern "C" fn cairn_model_run(
         }
         // SAFETY: the caller promises `input_len` readable floats.
         let x = unsafe { std::slice::from_raw_parts(input, input_len) };
-        let ys = m
-            .model
-            .run(&[x])
-            .map_err(|e| (CairnStatus::RunFailed, format!("run failed: {e:?}")))?;
+        let ys = match m.accel.as_mut() {
+            Some(a) => a.run(x)?,
+            None => m
+                .model
+                .run(&[x])
+                .map_err(|e| (CairnStatus::RunFailed, format!("run failed: {e:?}")))?,
+        };
         let y = ys.get(output_index).ok_or((
             CairnStatus::WrongLength,
             format!("no output {output_index}"),
@@ -167,4 +187,23 @@ pub unsafe extern "C" fn cairn_model_run(
 #[no_mangle]
 pub extern "C" fn cairn_model_free(h: u64) -> CairnStatus {
     free(|r| &mut r.models, h, "model")
+}
+
+/// Split the model's big ops across `threads` threads (a pool the model owns; 0 and 1: the
+/// calling thread alone, the default). Outputs are the same bytes for every count. More
+/// than 256 threads is `CAIRN_STATUS_WRONG_LENGTH`; threads the system refuses to start,
+/// `CAIRN_STATUS_RUN_FAILED` (the model keeps its previous setting either way).
+#[no_mangle]
+pub extern "C" fn cairn_model_set_threads(h: u64, threads: u32) -> CairnStatus {
+    guard(|| {
+        let m = model(h)?;
+        let mut m = lock(&m);
+        m.model.set_threads(threads as usize).map_err(|e| {
+            let status = match e {
+                cairn_kernels::par::PoolError::TooMany { .. } => CairnStatus::WrongLength,
+                _ => CairnStatus::RunFailed,
+            };
+            (status, format!("threads: {e}"))
+        })
+    })
 }
