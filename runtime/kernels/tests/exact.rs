@@ -74,16 +74,7 @@ fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<ModelBuilder> {
         },
         None,
     ));
-    let mut params = vec![0i32; conv::LEN];
-    params[conv::SH] = cs.stride.0 as i32;
-    params[conv::SW] = cs.stride.1 as i32;
-    params[conv::PT] = cs.pad[0] as i32;
-    params[conv::PL] = cs.pad[1] as i32;
-    params[conv::PB] = cs.pad[2] as i32;
-    params[conv::PR] = cs.pad[3] as i32;
-    params[conv::DH] = cs.dil.0 as i32;
-    params[conv::DW] = cs.dil.1 as i32;
-    params[conv::GROUP] = cs.group as i32;
+    let mut params = common::conv_params(cs, cs.group);
     params[conv::ACT_LO] = lo;
     params[conv::ACT_HI] = hi;
     let bias_in = if r.next().is_multiple_of(4) {

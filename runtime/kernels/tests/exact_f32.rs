@@ -139,16 +139,7 @@ fn conv_case(r: &mut Rng, cs: &ConvCase) -> Option<OpCase> {
         .collect();
     let bias = (!r.next().is_multiple_of(4)).then(|| (0..cs.oc).map(|_| r.f(-1.0, 1.0)).collect());
     let (lo, hi) = clamp(r);
-    let mut params = vec![0i32; conv::LEN];
-    params[conv::SH] = cs.stride.0 as i32;
-    params[conv::SW] = cs.stride.1 as i32;
-    params[conv::PT] = cs.pad[0] as i32;
-    params[conv::PL] = cs.pad[1] as i32;
-    params[conv::PB] = cs.pad[2] as i32;
-    params[conv::PR] = cs.pad[3] as i32;
-    params[conv::DH] = cs.dil.0 as i32;
-    params[conv::DW] = cs.dil.1 as i32;
-    params[conv::GROUP] = cs.group as i32;
+    let mut params = common::conv_params(cs, cs.group);
     params[conv::ACT_LO] = lo.to_bits() as i32;
     params[conv::ACT_HI] = hi.to_bits() as i32;
     Some(OpCase {

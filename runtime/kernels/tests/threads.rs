@@ -111,16 +111,7 @@ fn conv_model(r: &mut Rng, cs: &ConvCase, dtype: DType) -> Option<Vec<u8>> {
         (w, bias, None)
     };
     let y = b.add_tensor(tensor(dtype, &[cs.n, cs.oc, oh, ow], act(r), None));
-    let mut params = vec![0i32; conv::LEN];
-    params[conv::SH] = cs.stride.0 as i32;
-    params[conv::SW] = cs.stride.1 as i32;
-    params[conv::PT] = cs.pad[0] as i32;
-    params[conv::PL] = cs.pad[1] as i32;
-    params[conv::PB] = cs.pad[2] as i32;
-    params[conv::PR] = cs.pad[3] as i32;
-    params[conv::DH] = cs.dil.0 as i32;
-    params[conv::DW] = cs.dil.1 as i32;
-    params[conv::GROUP] = cs.group as i32;
+    let mut params = common::conv_params(cs, cs.group);
     if q {
         params[conv::ACT_LO] = -128;
         params[conv::ACT_HI] = 127;

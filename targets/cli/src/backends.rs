@@ -179,40 +179,7 @@ mod gpu {
                     })
                     .collect()
             };
-        let t = Instant::now();
-        let mut outs = run(&mut h)?;
-        let mut ms = t.elapsed().as_secs_f64() * 1e3;
-        if to.runs > 1 {
-            let stats = crate::bench::time_runs(0, to.runs, || {
-                outs = run(&mut h)?;
-                Ok(())
-            })?;
-            ms = stats.median_ms;
-        }
-        let oinfo: Vec<Vec<usize>> = (0..m.n_outputs())
-            .filter_map(|i| m.output_tensor(i))
-            .map(|t| {
-                m.tensor(t)
-                    .info
-                    .shape
-                    .dims()
-                    .iter()
-                    .map(|&d| d as usize)
-                    .collect()
-            })
-            .collect();
-        if let Some(p) = to.first {
-            cairn_convert::npy::write(p, &oinfo[0], &outs[0])?;
-            println!("wrote {} (shape {:?})", p.display(), oinfo[0]);
-        } else {
-            for ((o, shape), name) in outs.iter().zip(&oinfo).zip(&names.outputs) {
-                println!(
-                    "output {name} shape {shape:?}: top-{} {:?}",
-                    to.top_k,
-                    tools::top_k(o, to.top_k)
-                );
-            }
-        }
+        let ms = tools::time_and_show(&m, &names.outputs, to, || run(&mut h))?;
         report(&h.counters());
         if to.runs > 1 {
             println!("median of {} runs after a warm-up:", to.runs);

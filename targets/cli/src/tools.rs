@@ -355,6 +355,52 @@ fn write_outputs(
     Ok(())
 }
 
+/// Time `run` as `cairn run --backend` does (the first call, then the median of
+/// `to.runs` after it) and write or print its outputs (`--output`, else the top-k of
+/// each). Returns the time in ms.
+pub fn time_and_show(
+    m: &cairn_core::Model<'_>,
+    output_names: &[String],
+    to: &RunOutputs<'_>,
+    mut run: impl FnMut() -> Result<Vec<Vec<f32>>>,
+) -> Result<f64> {
+    let t = std::time::Instant::now();
+    let mut outs = run()?;
+    let mut ms = t.elapsed().as_secs_f64() * 1e3;
+    if to.runs > 1 {
+        let stats = crate::bench::time_runs(0, to.runs, || {
+            outs = run()?;
+            Ok(())
+        })?;
+        ms = stats.median_ms;
+    }
+    let shapes: Vec<Vec<usize>> = (0..m.n_outputs())
+        .filter_map(|i| m.output_tensor(i))
+        .map(|t| {
+            m.tensor(t)
+                .info
+                .shape
+                .dims()
+                .iter()
+                .map(|&d| d as usize)
+                .collect()
+        })
+        .collect();
+    if let Some(p) = to.first {
+        cairn_convert::npy::write(p, &shapes[0], &outs[0])?;
+        println!("wrote {} (shape {:?})", p.display(), shapes[0]);
+    } else {
+        for ((o, shape), name) in outs.iter().zip(&shapes).zip(output_names) {
+            println!(
+                "output {name} shape {shape:?}: top-{} {:?}",
+                to.top_k,
+                top_k(o, to.top_k)
+            );
+        }
+    }
+    Ok(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -74,3 +74,21 @@ pub struct ConvCase {
     pub dil: (usize, usize),
     pub group: usize,
 }
+
+/// A conv op's params for `cs` with `group` groups; activation bounds left at 0 for the
+/// caller to set.
+#[allow(dead_code)]
+pub fn conv_params(cs: &ConvCase, group: usize) -> Vec<i32> {
+    use cairn_core::op::conv;
+    let mut p = vec![0i32; conv::LEN];
+    p[conv::SH] = cs.stride.0 as i32;
+    p[conv::SW] = cs.stride.1 as i32;
+    p[conv::PT] = cs.pad[0] as i32;
+    p[conv::PL] = cs.pad[1] as i32;
+    p[conv::PB] = cs.pad[2] as i32;
+    p[conv::PR] = cs.pad[3] as i32;
+    p[conv::DH] = cs.dil.0 as i32;
+    p[conv::DW] = cs.dil.1 as i32;
+    p[conv::GROUP] = group as i32;
+    p
+}
