@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use cairn_core::partition::{transfer_bytes, Partition, Placement};
 use cairn_core::Model;
 
 use crate::tools::{self, read_model, RunOutputs};
@@ -46,13 +47,60 @@ fn run_gpu(_: &Path, _: &[String], _: &RunOutputs<'_>) -> Result<()> {
 }
 
 /// The GPU side (cargo feature `gpu`).
+/// The partition table of `cairn inspect --backends` for one accelerator.
+pub(crate) fn print_partition(m: &Model<'_>, p: &Partition, name: &str) {
+    println!(
+        "  ops           {} on {name}, {} on cpu, {} segments",
+        p.ops_on(Placement::Accel(0)),
+        p.ops_on(Placement::Cpu),
+        p.segments().len()
+    );
+    println!(
+        "  arena bytes   {} (the plan is the same for every partition)",
+        m.arena_bytes()
+    );
+    println!();
+    println!(
+        "  {:>4}  {:<8} {:>10} {:>10} {:>10}  kinds",
+        "seg", "backend", "ops", "in bytes", "out bytes"
+    );
+    for (i, s) in p.segments().iter().enumerate() {
+        let on = match s.placement {
+            Placement::Cpu => "cpu",
+            Placement::Accel(_) => name,
+        };
+        let (tin, tout) = match s.placement {
+            Placement::Cpu => ("-".to_string(), "-".to_string()),
+            Placement::Accel(_) => {
+                let (a, b) = transfer_bytes(m, *s);
+                (a.to_string(), b.to_string())
+            }
+        };
+        let mut kinds: Vec<&str> = Vec::new();
+        for k in s.ops().filter_map(|o| m.op(o).map(|op| op.kind.name())) {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        println!(
+            "  {:>4}  {:<8} {:>10} {:>10} {:>10}  {}",
+            i,
+            on,
+            format!("{}..{}", s.start, s.end),
+            tin,
+            tout,
+            kinds.join(" ")
+        );
+    }
+}
+
 #[cfg(feature = "gpu")]
 mod gpu {
     use std::path::Path;
     use std::time::Instant;
 
     use anyhow::{anyhow, bail, Result};
-    use cairn_core::partition::{transfer_bytes, Partition, Placement, Policy};
+    use cairn_core::partition::{Partition, Placement, Policy};
     use cairn_core::Model;
     use cairn_kernels::hetero::{Counters, Hetero};
     use cairn_kernels::CpuBackend;
@@ -84,47 +132,7 @@ mod gpu {
                 cairn_core::partition::MAX_SEGMENTS
             );
         }
-        println!(
-            "  ops           {} on gpu, {} on cpu, {} segments",
-            p.ops_on(Placement::Accel(0)),
-            p.ops_on(Placement::Cpu),
-            p.segments().len()
-        );
-        println!(
-            "  arena bytes   {} (the plan is the same for every partition)",
-            m.arena_bytes()
-        );
-        println!();
-        println!(
-            "  {:>4}  {:<8} {:>10} {:>10} {:>10}  kinds",
-            "seg", "backend", "ops", "in bytes", "out bytes"
-        );
-        for (i, s) in p.segments().iter().enumerate() {
-            let on = match s.placement {
-                Placement::Cpu => "cpu",
-                Placement::Accel(_) => "gpu",
-            };
-            let (tin, tout) = transfer_bytes(&m, *s);
-            let (tin, tout) = match s.placement {
-                Placement::Cpu => ("-".to_string(), "-".to_string()),
-                Placement::Accel(_) => (tin.to_string(), tout.to_string()),
-            };
-            let mut kinds: Vec<&str> = Vec::new();
-            for name in s.ops().filter_map(|o| m.op(o).map(|op| op.kind.name())) {
-                if !kinds.contains(&name) {
-                    kinds.push(name);
-                }
-            }
-            println!(
-                "  {:>4}  {:<8} {:>10} {:>10} {:>10}  {}",
-                i,
-                on,
-                format!("{}..{}", s.start, s.end),
-                tin,
-                tout,
-                kinds.join(" ")
-            );
-        }
+        super::print_partition(&m, &p, "gpu");
         Ok(())
     }
 

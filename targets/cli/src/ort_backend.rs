@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use cairn_core::accel::AccelFactory;
-use cairn_core::partition::{transfer_bytes, Partition, Placement, Policy};
+use cairn_core::partition::{Partition, Placement, Policy};
 use cairn_core::{Interpreter, Model};
 use cairn_kernels::hetero::{Counters, Hetero};
 use cairn_kernels::CpuBackend;
@@ -40,48 +40,6 @@ pub fn factory(name: &str) -> Result<OrtFactory> {
     Ok(f)
 }
 
-/// The partition table of `cairn inspect --backends` for one accelerator.
-pub fn print_partition(m: &Model<'_>, p: &Partition, name: &str) {
-    println!(
-        "  ops           {} on {name}, {} on cpu, {} segments",
-        p.ops_on(Placement::Accel(0)),
-        p.ops_on(Placement::Cpu),
-        p.segments().len()
-    );
-    println!(
-        "  {:>4}  {:<8} {:>10} {:>10} {:>10}  kinds",
-        "seg", "backend", "ops", "in bytes", "out bytes"
-    );
-    for (i, s) in p.segments().iter().enumerate() {
-        let on = match s.placement {
-            Placement::Cpu => "cpu",
-            Placement::Accel(_) => name,
-        };
-        let (tin, tout) = match s.placement {
-            Placement::Cpu => ("-".to_string(), "-".to_string()),
-            Placement::Accel(_) => {
-                let (a, b) = transfer_bytes(m, *s);
-                (a.to_string(), b.to_string())
-            }
-        };
-        let mut kinds: Vec<&str> = Vec::new();
-        for k in s.ops().filter_map(|o| m.op(o).map(|op| op.kind.name())) {
-            if !kinds.contains(&k) {
-                kinds.push(k);
-            }
-        }
-        println!(
-            "  {:>4}  {:<8} {:>10} {:>10} {:>10}  {}",
-            i,
-            on,
-            format!("{}..{}", s.start, s.end),
-            tin,
-            tout,
-            kinds.join(" ")
-        );
-    }
-}
-
 /// The ORT part of `cairn inspect --backends`.
 pub fn inspect(m: &Model<'_>) -> Result<()> {
     println!();
@@ -96,7 +54,7 @@ pub fn inspect(m: &Model<'_>) -> Result<()> {
     let f = OrtFactory::new(cairn_ort::Ep::Cpu);
     let (p, _) = Partition::plan_fitting(m, &[&f], Policy::default())
         .map_err(|e| anyhow!("no partition: {e:?}"))?;
-    print_partition(m, &p, "ort");
+    crate::backends::print_partition(m, &p, "ort");
     Ok(())
 }
 
