@@ -600,28 +600,25 @@ fn scale_ok(s: f32) -> Option<f32> {
     (s.is_finite() && s > 0.0).then_some(s)
 }
 
-fn const_f32s(m: &Model<'_>, t: u16) -> Option<Vec<f32>> {
+/// A constant tensor of 4-byte little-endian values of `dtype`, decoded by `read`.
+fn const_words<T>(m: &Model<'_>, t: u16, dtype: DType, read: fn([u8; 4]) -> T) -> Option<Vec<T>> {
     let d = m.tensor(t);
-    match (d.storage, d.info.dtype) {
-        (Storage::Const(b), DType::F32) => Some(
+    match d.storage {
+        Storage::Const(b) if d.info.dtype == dtype => Some(
             b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| read([c[0], c[1], c[2], c[3]]))
                 .collect(),
         ),
         _ => None,
     }
 }
 
+fn const_f32s(m: &Model<'_>, t: u16) -> Option<Vec<f32>> {
+    const_words(m, t, DType::F32, f32::from_le_bytes)
+}
+
 fn const_i32s(m: &Model<'_>, t: u16) -> Option<Vec<i32>> {
-    let d = m.tensor(t);
-    match (d.storage, d.info.dtype) {
-        (Storage::Const(b), DType::I32) => Some(
-            b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        _ => None,
-    }
+    const_words(m, t, DType::I32, i32::from_le_bytes)
 }
 
 /// int8 Conv weights `[oc, ic/g, kh, kw]` in row-major order, pre-packed ones unpacked.
