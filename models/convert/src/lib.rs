@@ -19,6 +19,7 @@ mod lower_qop;
 mod lower_reduce;
 mod lower_rnn;
 mod lower_shape;
+mod lower_signal;
 pub mod npy;
 pub mod onnx;
 pub mod onnx_pb;

@@ -701,6 +701,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
         _ if crate::lower_reduce::lower_reduce_op(l, n)? => Ok(()),
         _ if crate::lower_norm::lower_norm_op(l, n)? => Ok(()),
         _ if crate::lower_rnn::lower_rnn_op(l, n)? => Ok(()),
+        _ if crate::lower_signal::lower_signal_op(l, n)? => Ok(()),
         other => bail!(
             "ONNX op '{other}' is not supported by cairn (node '{}')",
             l.node_name
