@@ -35,6 +35,8 @@ mod bigk;
 mod binary;
 mod deconv;
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx2;
 mod direct;
 pub(crate) mod dispatch;
 mod kernel;

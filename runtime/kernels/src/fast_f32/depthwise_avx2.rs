@@ -1,0 +1,148 @@
+//! f32 depthwise Conv with AVX2 over a zero-padded copy of each input plane (x86_64).
+//!
+//! The row kernel of `depthwise.rs` pays its per-row set-up on every row, which dominates
+//! on the 7- to 28-wide planes of mobile backbones. Here each channel's plane is first
+//! copied into a stack buffer with its zero border (and, for strides 2–4, split into
+//! `sw` column phases so that every tap reads eight consecutive outputs' inputs with one
+//! load), then every output vector is the bias plus the taps in the reference's order
+//! (`ky`, then `kx`), each a separate multiply and add (no FMA), then `max(lo)`, `min(hi)`.
+//! A padding tap adds `0 · w`, a signed zero, which leaves every sum unchanged except a
+//! bias of exactly −0 (the reference would keep −0 where this gives +0; equal as floats).
+
+use core::arch::x86_64::*;
+
+use super::Gemm;
+use crate::conv::Geo;
+
+/// Floats in the padded-plane buffer (64 KB of stack): a 112×112 plane with a 3×3 border.
+const SCRATCH: usize = 16384;
+/// Largest horizontal stride split into phases.
+const PHASES_MAX: usize = 4;
+
+/// The padded layout of one plane: `sw` phases of `ph` rows × `pw` columns.
+#[derive(Clone, Copy)]
+struct Pad {
+    ph: usize,
+    pw: usize,
+}
+
+fn pad_of(g: &Geo) -> Option<Pad> {
+    if g.sw == 0 || g.sw > PHASES_MAX || g.oh == 0 || g.ow == 0 || g.pt < 0 || g.pl < 0 {
+        return None;
+    }
+    let ph = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    let ow8 = g.ow.div_ceil(8) * 8;
+    let pw = ow8 + ((g.kw - 1) * g.dw) / g.sw + 1;
+    let total = g.sw.checked_mul(ph)?.checked_mul(pw)?;
+    (total <= SCRATCH).then_some(Pad { ph, pw })
+}
+
+/// Whether this kernel takes the (depthwise) geometry.
+pub(super) fn fits(g: &Geo) -> bool {
+    g.kh >= 1 && g.kw >= 1 && g.kh * g.kw <= 64 && pad_of(g).is_some()
+}
+
+/// The depthwise conv of `g` over the whole batch; the caller checked AVX2, `fits` and the
+/// slice lengths (`x` holds `n·c` planes of `h·w`, `y` `n·c` planes of `oh·ow`, the
+/// weights `c·kh·kw`).
+pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
+    let Some(pad) = pad_of(g) else { return };
+    let (plane, out_plane) = (g.h * g.w, g.oh * g.ow);
+    let ksz = g.kh * g.kw;
+    let work = (g.n * g.c * out_plane * ksz) as u64;
+    crate::par::par_pieces(
+        &mut y[..g.n * g.c * out_plane],
+        out_plane,
+        work,
+        |at, yp| {
+            let mut buf = [0f32; SCRATCH];
+            for (i, yc) in yp.chunks_exact_mut(out_plane).enumerate() {
+                let nc = at / out_plane + i;
+                let c = nc % g.c;
+                let xc = &x[nc * plane..(nc + 1) * plane];
+                let wc = &gm.w[c * ksz..(c + 1) * ksz];
+                let bias = gm.bias.map_or(0.0, |b| b[c]);
+                fill(g, pad, xc, &mut buf);
+                // SAFETY: the caller checked AVX2; `plane_avx2` reads `buf` within the
+                // padded layout `fill` wrote (sized by `pad_of`) and writes `yc` within
+                // `oh·ow`.
+                unsafe { plane_avx2(g, pad, &buf, wc, bias, gm.lo, gm.hi, yc) };
+            }
+        },
+    );
+}
+
+/// Copy one plane into `buf` with its zero border, column phase `p` of padded column
+/// `pc` (= input column + left padding) at `p·ph·pw + row·pw + pc / sw`.
+fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32]) {
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    let size = g.sw * pad.ph * pad.pw;
+    buf[..size].fill(0.0);
+    for pr in 0..pad.ph {
+        let Some(iy) = pr.checked_sub(pt).filter(|&iy| iy < g.h) else {
+            continue;
+        };
+        let row = &xc[iy * g.w..(iy + 1) * g.w];
+        if g.sw == 1 {
+            let n = g.w.min(pad.pw.saturating_sub(pl));
+            buf[pr * pad.pw + pl..pr * pad.pw + pl + n].copy_from_slice(&row[..n]);
+            continue;
+        }
+        for (ix, &v) in row.iter().enumerate() {
+            let pc = ix + pl;
+            let j = pc / g.sw;
+            if j < pad.pw {
+                buf[((pc % g.sw) * pad.ph + pr) * pad.pw + j] = v;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn plane_avx2(
+    g: &Geo,
+    pad: Pad,
+    buf: &[f32; SCRATCH],
+    wc: &[f32],
+    bias: f32,
+    lo: f32,
+    hi: f32,
+    yc: &mut [f32],
+) {
+    let (vlo, vhi, vb) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(bias));
+    let b = buf.as_ptr();
+    // Per tap: the offset of output column 0's input in `buf`, less the row part.
+    let mut taps = [(0usize, 0f32); 64];
+    let nt = (g.kh * g.kw).min(taps.len());
+    for (t, tap) in taps.iter_mut().enumerate().take(nt) {
+        let (ky, kx) = (t / g.kw, t % g.kw);
+        let cx = kx * g.dw;
+        tap.0 = ((cx % g.sw) * pad.ph + ky * g.dh) * pad.pw + cx / g.sw;
+        tap.1 = wc[t];
+    }
+    let taps = &taps[..nt];
+    for oy in 0..g.oh {
+        let row0 = oy * g.sh * pad.pw;
+        let yr = &mut yc[oy * g.ow..(oy + 1) * g.ow];
+        let mut ox = 0;
+        while ox < g.ow {
+            let mut acc = vb;
+            for &(off, w) in taps {
+                // In bounds: row0 + off + ox + 7 < sw·ph·pw by `pad_of`.
+                let v = _mm256_loadu_ps(b.add(row0 + off + ox));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(v, _mm256_set1_ps(w)));
+            }
+            let r = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
+            let left = g.ow - ox;
+            if left >= 8 {
+                _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r);
+            } else {
+                let mut t = [0f32; 8];
+                _mm256_storeu_ps(t.as_mut_ptr(), r);
+                yr[ox..].copy_from_slice(&t[..left]);
+            }
+            ox += 8;
+        }
+    }
+}
