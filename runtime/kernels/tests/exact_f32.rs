@@ -245,11 +245,53 @@ fn stem_and_large_patch_f32_within_tolerance() {
     }
 }
 
+/// Long 1-D kernels (an STFT front end: one channel, a 1×400 or 1×512 frame, hop 160; and
+/// two channels of a complex signal): the patch is larger than the im2col tiles, so the
+/// large-patch path takes it with fewer pixels per tile.
+#[test]
+fn long_1d_kernel_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x1D);
+    let mut ran = 0;
+    for (case, (c, w, oc, k, s)) in [
+        (1, 2000, 20, 400, 160),
+        (1, 1700, 34, 512, 160),
+        (2, 900, 18, 256, 100),
+        (1, 3000, 7, 1024, 257),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h: 1,
+            w,
+            oc,
+            k: (1, k),
+            stride: (1, s),
+            pad: [0; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        let before = cairn_kernels::f32_fast_ops();
+        ran += check_conv(&mut r, cs, false, seed, case) as usize;
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            assert!(
+                cairn_kernels::f32_fast_ops() > before,
+                "case {case}: the large-patch path was not taken (seed {seed})"
+            );
+        }
+    }
+    assert_eq!(ran, 4);
+}
+
 #[test]
 fn depthwise_f32_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xD0);
     let mut ran = 0;
+    let before = cairn_kernels::f32_fast_ops();
     for case in 0..300 {
         let c = r.range(2, 24);
         let cs = ConvCase {
@@ -267,6 +309,14 @@ fn depthwise_f32_matches_reference() {
         ran += check_conv(&mut r, cs, true, seed, case) as usize;
     }
     assert!(ran > 100, "{ran}");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // The padded-plane AVX2 kernel took some of them (the row kernel is not counted).
+        assert!(
+            cairn_kernels::f32_fast_ops() > before,
+            "no case took the AVX2 depthwise path (seed {seed})"
+        );
+    }
 }
 
 #[test]

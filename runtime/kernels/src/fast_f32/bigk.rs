@@ -1,6 +1,7 @@
 //! One-group f32 convs whose patches are too large for the im2col tiles of `fast_f32.rs`
 //! (more than `TILE_BIG / PT` = 1024 elements: 3×3 convs over 114+ channels, such as
-//! YOLOX's and PP-OCR's 13×13 and 1×40 stages).
+//! YOLOX's and PP-OCR's 13×13 and 1×40 stages), and long 1-D kernels of up to 1024 taps
+//! per channel (an STFT front end's frame).
 //!
 //! The patch dimension is split into chunks of whole input channels: for each tile of
 //! output pixels, each chunk's im2col rows are gathered into the stack tile and multiplied
@@ -27,9 +28,16 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
     let kk = g.kh * g.kw;
     let k = gm.k;
     let (plane, pix) = (g.h * g.w, g.oh * g.ow);
-    let tp = pix.div_ceil(PT).min(TILE_PIX / PT) * PT;
-    // Input channels per chunk (at least one: a single channel's patch fits any tile
-    // this path is asked for, since kk ≤ TILE / TILE_PIX is checked by `fits`).
+    // Fewer pixels per tile for patches over TILE / TILE_PIX (long 1-D kernels such as
+    // an STFT's 1×512 frame), so one channel's patch still fits.
+    let tp = pix
+        .div_ceil(PT)
+        .min(TILE_PIX / PT)
+        .min(TILE / (kk * PT))
+        .max(1)
+        * PT;
+    // Input channels per chunk (at least one: a single channel's patch fits the tile,
+    // since kk ≤ TILE / PT is checked by `fits` and tp · kk ≤ TILE).
     let cpc = (TILE / tp / kk).clamp(1, g.c);
     let mut tile = [0f32; TILE];
     for n in 0..g.n {
@@ -85,5 +93,5 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
 
 /// Whether `conv` takes a one-group conv of `g`.
 pub(super) fn fits(g: &Geo) -> bool {
-    g.kh * g.kw <= TILE / TILE_PIX && g.c > 0
+    g.kh * g.kw <= TILE / PT && g.c > 0
 }

@@ -47,6 +47,7 @@ pub(super) fn fits(g: &Geo) -> bool {
 /// weights `c·kh·kw`).
 pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
     let Some(pad) = pad_of(g) else { return };
+    super::dispatch::taken();
     let (plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let ksz = g.kh * g.kw;
     let work = (g.n * g.c * out_plane * ksz) as u64;
