@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def stem(name):
 
 
 ERROR_LIMIT = 0.0
+# More `cairn convert` arguments for the calibrated conversion (--convert-args).
+CONVERT_ARGS = []
 
 
 def cairn_convert(cairn, m, onnx_path, out, calib, log):
@@ -114,6 +117,8 @@ def cairn_convert(cairn, m, onnx_path, out, calib, log):
     cmd += ["--calibrate", calib] if calib else ["--float"]
     if calib and ERROR_LIMIT:
         cmd += ["--int8-error-limit", str(ERROR_LIMIT)]
+    if calib:
+        cmd += CONVERT_ARGS
     t = time.time()
     rc, so, se = sh(cmd, 1200)
     log.append({"cmd": cmd, "rc": rc, "s": round(time.time() - t, 1)})
@@ -196,7 +201,7 @@ def ort_qdq(onnx_path, out, calib_feeds):
 def cairn_bench(cairn, m, onnx_path, calib, runs, json_out, float_mode, qdq):
     cmd = [cairn, "bench", onnx_path, "--calibrate", calib, "--runs", str(runs), "--warmup", "2",
            "--int8-error-limit", str(ERROR_LIMIT or 0),
-           "--json", json_out, "--no-tract"]
+           "--json", json_out, "--no-tract"] + ([] if float_mode else CONVERT_ARGS)
     for i in m["inputs"]:
         cmd += ["--input-shape", "%s=%s" % (i["name"], ",".join(str(d) for d in i["shape"]))]
     if float_mode:
@@ -542,9 +547,12 @@ def main():
     ap.add_argument("--int8-error-limit", type=float, default=0.0,
                     help="passed to cairn convert/bench: keep ops whose int8 form adds more than "
                          "this percent of error in f32 (0: off, cairn's default)")
+    ap.add_argument("--convert-args", default="",
+                    help="more arguments for the calibrated conversion, e.g. '--method 99.99'")
     args = ap.parse_args()
-    global ERROR_LIMIT
+    global ERROR_LIMIT, CONVERT_ARGS
     ERROR_LIMIT = args.int8_error_limit
+    CONVERT_ARGS = shlex.split(args.convert_args)
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice on every model
     if not os.path.isfile(args.cairn):
         sys.exit("%s not found: cargo build --release -p cairn-cli" % args.cairn)
