@@ -122,7 +122,7 @@ def main():
                     v = fn()
                 except Exception as e:  # a row with a gap, and the reason in the JSON
                     v = NAN
-                    errors[key] = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                    errors[key] = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 best[key] = min(best.get(key, float('inf')), v) if v == v else best.get(key, NAN)
         rat = {r: best[a] / best[b] for r, a, b in RATIOS}
         rows[mid] = {'ms': best, 'ratios': rat, 'errors': errors}
