@@ -67,6 +67,28 @@ fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
     b.finish().expect("valid FC model")
 }
 
+/// One- and two-row FullyConnected with rows longer than the GEMM tiles take (a recurrent
+/// step over a flattened feature map: K up to the GEMV's 8192) run on the GEMV.
+#[test]
+fn long_rows_take_the_gemv() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x6E7);
+    let before = taken(Path::Gemv);
+    for case in 0..12 {
+        let (m, k, n) = (r.range(1, 2), r.range(2049, 8192), r.range(1, 300));
+        let model = fc_model(&mut r, 1, m, k, n);
+        let input = bytes(&mut r, m * k);
+        assert_eq!(
+            run(&model, CpuBackend, &input),
+            run(&model, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: [1, {m}, {k}] x [{n}, {k}]"
+        );
+    }
+    if avx2_host() {
+        assert_eq!(taken(Path::Gemv) - before, 12, "CAIRN_SEED={seed}");
+    }
+}
+
 #[test]
 fn fully_connected_i8_matches_reference() {
     let seed = seed();

@@ -23,16 +23,18 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
     let xt = call.req(0).ok()?;
     let wt = call.req(1).ok()?;
     let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));
-    if wt.info.layout != Layout::Plain || k == 0 || k > IM2COL_MAX_K || !simd_gemm_available() {
+    if wt.info.layout != Layout::Plain || k == 0 {
         return None;
     }
     let m = xt.info.numel() / k;
-    // One or two rows (a classifier's head): stream each weight row once.
+    // One or two rows (a classifier's head, a recurrent layer's step): stream each weight
+    // row once. The GEMV takes longer rows than the tiles (an LSTM step over a flattened
+    // 512×8 feature map is 4096 long).
     #[cfg(target_arch = "x86_64")]
     let gemv = m <= 2 && k <= super::gemv::MAX_K && super::avx2::available();
     #[cfg(not(target_arch = "x86_64"))]
     let gemv = false;
-    if m < FC_MIN_ROWS && !gemv {
+    if !gemv && (k > IM2COL_MAX_K || !simd_gemm_available() || m < FC_MIN_ROWS) {
         return None;
     }
     let q = match fc_operands(call, out) {
