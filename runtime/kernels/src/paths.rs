@@ -37,10 +37,13 @@ pub enum Path {
     DepthwiseSimd,
     /// int8 LayerNorm, eight rows per AVX2 block (`fast_layer_norm.rs`).
     LayerNormRows,
+    /// int8 GEMMs with 7-bit weights on the u8×s8 (`vpmaddubsw`) block: the implicit-GEMM
+    /// conv (`fast/direct.rs`, counted with `Direct`) and FullyConnected (`fast/mm.rs`).
+    GemmU8S8,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::LayerNormRows as usize + 1;
+const N: usize = Path::GemmU8S8 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

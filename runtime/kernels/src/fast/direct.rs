@@ -18,6 +18,12 @@
 //! `bias − zx·Σw` is added once, so padded pixels (zero point) contribute nothing: the
 //! integer result is the reference's, and the output stage is `avx2::Requant`, so the
 //! bytes are the reference's (`tests/exact.rs`).
+//!
+//! Weights that all lie in [−64, 63] (7 bits: checked once, when they are packed) take the
+//! u8×s8 form instead: the input as channel quads of `x + 128` bytes (padding `zx + 128`),
+//! the weights as quads of int8, and `block_u8s8` (`vpmaddubsw` then `vpmaddwd` by ones:
+//! 32 products per pair of instructions, no int16 saturation at 7 bits) with
+//! `bias − (zx + 128)·Σw` added once. Same integers, same bytes (`tests/exact_u8s8.rs`).
 
 extern crate std;
 use std::cell::RefCell;
@@ -110,6 +116,7 @@ fn dims(g: &Geo) -> Option<Dims> {
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let Some(d) = dims(g) else { return };
     let pairs = g.c.div_ceil(2);
+    let quads = g.c.div_ceil(4);
     let phases = g.sh * g.sw;
     let ntaps = g.kh * g.kw;
     let blocks = g.oc.div_ceil(MR);
@@ -137,13 +144,22 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         wkey.1,
         (wkey.2 << 31) | ((ntaps as u32) << 16) | g.oc as u32 & 0xffff,
     );
+    // Layout: [kind (1: u8×s8 quads, 0: int16 pairs), Σw per channel, packed blocks];
+    // the 7-bit check runs here, so once per model with a cache.
     let build = |v: &mut Vec<i32>| {
+        let u8s8 = seven_bit(q, k_all, g.oc);
+        let units = if u8s8 { quads } else { pairs };
         v.clear();
-        v.resize(g.oc + blocks * pairs * ntaps * MR, 0);
-        for (o, ws) in v.iter_mut().enumerate().take(g.oc) {
+        v.resize(1 + g.oc + blocks * units * ntaps * MR, 0);
+        v[0] = i32::from(u8s8);
+        for (o, ws) in v[1..].iter_mut().enumerate().take(g.oc) {
             *ws = (0..k_all).map(|k| weight(q, k_all, o, k) as i32).sum();
         }
-        pack_weights(g, q, pairs, &mut v[g.oc..]);
+        if u8s8 {
+            pack_weights_u8s8(g, q, quads, &mut v[1 + g.oc..]);
+        } else {
+            pack_weights(g, q, pairs, &mut v[1 + g.oc..]);
+        }
     };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
@@ -155,17 +171,25 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             steps,
         } = &mut *s;
         crate::prepack::with_packed(key, wpk, build, |packed| {
-            let (wsum, wpk) = packed.split_at(g.oc);
-            // Every (pair, tap) offset, in the order the packed weights hold them.
+            let u8s8 = packed[0] != 0;
+            let (wsum, wpk) = packed[1..].split_at(g.oc);
+            // u8×s8 sums run on u = x + 128: Σ(x − zx)·w = Σu·w − (zx + 128)·Σw.
+            let (units, zsum) = if u8s8 {
+                crate::paths::note(crate::paths::Path::GemmU8S8);
+                (quads, q.zx + 128)
+            } else {
+                (pairs, q.zx)
+            };
+            // Every (pair or quad, tap) offset, in the order the packed weights hold them.
             steps.clear();
-            steps.extend((0..pairs).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
+            steps.extend((0..units).flat_map(|cp| taps.iter().map(move |&t| cp * set + t)));
             let steps = &steps[..];
-            grow(xp, pairs * set, 0);
+            grow(xp, units * set, 0);
             offs.clear();
             offs.extend(wsum.iter().enumerate().map(|(o, &ws)| {
                 q.bias
                     .map_or(0, |b| b[o])
-                    .wrapping_sub(q.zx.wrapping_mul(ws))
+                    .wrapping_sub(zsum.wrapping_mul(ws))
             }));
             let q = &Q { offs, ..*q };
             let work = (g.oc * pix) as u64 * k_all as u64;
@@ -173,7 +197,11 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             for n in 0..g.n {
                 let plane = g.h * g.w;
                 let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
-                pack_input(g, &d, q.zx as i8, xn, pairs, xp);
+                if u8s8 {
+                    pack_input_u8(g, &d, q.zx as i8, xn, quads, xp);
+                } else {
+                    pack_input(g, &d, q.zx as i8, xn, pairs, xp);
+                }
                 let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
                 let job = Job {
                     g,
@@ -182,6 +210,7 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     steps,
                     xp,
                     wpk,
+                    u8s8,
                 };
                 if parts <= 1 {
                     job.part(0..g.oc, 0..d.tiles, stage, |at, src| {
@@ -208,6 +237,8 @@ struct Job<'a> {
     steps: &'a [usize],
     xp: &'a [i32],
     wpk: &'a [i32],
+    /// Input and weights packed as u8 / s8 quads (`block_u8s8`), not int16 pairs.
+    u8s8: bool,
 }
 
 impl Job<'_> {
@@ -229,16 +260,12 @@ impl Job<'_> {
         // tile stays below d.len: see `dims`), the packed weights for every block, and the
         // stage (just above) for the part's channels × its tiles·16 outputs.
         unsafe {
-            tiles(
-                d,
-                self.q,
-                os.clone(),
-                ts.clone(),
-                self.steps,
-                self.xp,
-                self.wpk,
-                stage,
-            )
+            let (q, steps, xp, wpk) = (self.q, self.steps, self.xp, self.wpk);
+            if self.u8s8 {
+                tiles::<true>(d, q, os.clone(), ts.clone(), steps, xp, wpk, stage)
+            } else {
+                tiles::<false>(d, q, os.clone(), ts.clone(), steps, xp, wpk, stage)
+            }
         };
         // Outputs p = oy·wq + ox in [pa, pb) are the part's; columns ox ≥ ow are dropped.
         let (pa, pb) = (ts.start * PT, (ts.end * PT).min(g.oh * d.wq));
@@ -485,9 +512,10 @@ unsafe fn interleave1(a: &[i8], b: &[i8], dst: &mut [i32]) {
 /// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane);
 /// `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `os.start` is a multiple of 6 and
 /// `stage` holds `os.len()` rows of `ts.len()·16` bytes.
+/// `U8S8`: `xp` and `wpk` hold u8 / s8 quads (`block_u8s8`), else int16 pairs (`block`).
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiles(
+unsafe fn tiles<const U8S8: bool>(
     d: &Dims,
     q: &Q<'_>,
     os: Range<usize>,
@@ -519,7 +547,14 @@ unsafe fn tiles(
             while o < o1 {
                 let ob = MR.min(o1 - o);
                 // SAFETY (whole block): the function's contract; wp walks block o/6.
-                let acc = unsafe { block(xb.add(p0), steps, wpk.as_ptr().add((o / MR) * blk_len)) };
+                let acc = unsafe {
+                    let w = wpk.as_ptr().add((o / MR) * blk_len);
+                    if U8S8 {
+                        block_u8s8::<true>(xb.add(p0), steps, w)
+                    } else {
+                        block(xb.add(p0), steps, w)
+                    }
+                };
                 for (k, acc) in acc.iter().enumerate().take(ob) {
                     let oo = o + k;
                     let off = q.offs[oo];
@@ -587,4 +622,219 @@ pub(super) unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[_
         [a40, a41],
         [a50, a51],
     ]
+}
+
+/// [`block`] on u8 × s8 quads: each step's int32 holds four bytes (four consecutive `k`),
+/// `vpmaddubsw` sums the two products of each byte pair into int16 and `vpmaddwd` with
+/// ones sums the two pairs into int32. Exact, with no saturation, when the s8 side lies in
+/// [−64, 63] (|255·64 + 255·64| < 32767); the callers check that when packing.
+/// `X_UNSIGNED`: the loaded operand `x` holds the u8 (a conv's input) and `w` the s8, or
+/// the other way round (FullyConnected: `x` the weights, `w` the input rows).
+///
+/// # Safety
+/// As [`block`], with quads for pairs.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool>(
+    x: *const i32,
+    steps: &[usize],
+    w: *const i32,
+) -> [[__m256i; 2]; MR] {
+    let z = _mm256_setzero_si256();
+    let ones = [1i16; 16];
+    let ones = ones.as_ptr();
+    let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21) = (z, z, z, z, z, z);
+    let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51) = (z, z, z, z, z, z);
+    let mut wp = w;
+    for &t in steps {
+        // SAFETY: the contract above, for every step.
+        unsafe {
+            let p = x.add(t) as *const __m256i;
+            let (x0, x1) = (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)));
+            macro_rules! row {
+                ($k:expr, $a0:ident, $a1:ident) => {
+                    let wv = _mm256_set1_epi32(wp.add($k).read());
+                    let (p0, p1) = if X_UNSIGNED {
+                        (_mm256_maddubs_epi16(x0, wv), _mm256_maddubs_epi16(x1, wv))
+                    } else {
+                        (_mm256_maddubs_epi16(wv, x0), _mm256_maddubs_epi16(wv, x1))
+                    };
+                    $a0 = _mm256_add_epi32($a0, madd_ones(p0, ones));
+                    $a1 = _mm256_add_epi32($a1, madd_ones(p1, ones));
+                };
+            }
+            row!(0, a00, a01);
+            row!(1, a10, a11);
+            row!(2, a20, a21);
+            row!(3, a30, a31);
+            row!(4, a40, a41);
+            row!(5, a50, a51);
+            wp = wp.add(MR);
+        }
+    }
+    [
+        [a00, a01],
+        [a10, a11],
+        [a20, a21],
+        [a30, a31],
+        [a40, a41],
+        [a50, a51],
+    ]
+}
+
+/// `vpmaddwd` of `p` with sixteen int16 ones read from memory (`ones`): the int16 pairs
+/// summed into int32. In `asm!` so that the ones stay a memory operand: held in a
+/// register they push one of `block_u8s8`'s twelve accumulators onto the stack.
+///
+/// # Safety
+/// AVX2; `ones` points at sixteen readable int16.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn madd_ones(p: __m256i, ones: *const i16) -> __m256i {
+    let mut r = p;
+    // SAFETY: the contract above; reads 32 bytes at `ones`, touches no flags or stack.
+    unsafe {
+        core::arch::asm!(
+            "vpmaddwd {r}, {r}, ymmword ptr [{ones}]",
+            r = inout(ymm_reg) r,
+            ones = in(reg) ones,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// Whether every weight of the `oc` rows of `k_all` lies in [−64, 63] (7 bits), so the
+/// u8×s8 kernel's int16 pair sums cannot saturate.
+fn seven_bit(q: &Q<'_>, k_all: usize, oc: usize) -> bool {
+    match q.wp {
+        Some(_) => {
+            (0..oc).all(|o| (0..k_all).all(|k| (-64..=63).contains(&weight(q, k_all, o, k))))
+        }
+        None => q.w[..oc * k_all].iter().all(|v| (-64..=63).contains(v)),
+    }
+}
+
+/// Packed u8×s8 weights: block `b`, quad `cq`, tap `t`, row `k` is one int32 holding
+/// `w[6b + k][4cq + j][t]` as byte `j` (zero past oc or c).
+fn pack_weights_u8s8(g: &Geo, q: &Q<'_>, quads: usize, wpk: &mut [i32]) {
+    let ntaps = g.kh * g.kw;
+    let k_all = g.c * ntaps;
+    let mut i = 0;
+    for b in 0..g.oc.div_ceil(MR) {
+        for cq in 0..quads {
+            for t in 0..ntaps {
+                for k in 0..MR {
+                    let o = b * MR + k;
+                    let mut bytes = [0u8; 4];
+                    if o < g.oc {
+                        for (j, v) in bytes.iter_mut().enumerate() {
+                            let c = 4 * cq + j;
+                            if c < g.c {
+                                *v = weight(q, k_all, o, c * ntaps + t) as u8;
+                            }
+                        }
+                    }
+                    wpk[i] = i32::from_le_bytes(bytes);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One image's input as u8 channel quads (`x ^ 0x80 = x + 128` per byte) in the phase
+/// planes of [`pack_input`], padded with `zx + 128`.
+fn pack_input_u8(g: &Geo, d: &Dims, zx: i8, x: &[i8], quads: usize, xp: &mut [i32]) {
+    let set = g.sh * g.sw * d.len;
+    let work = (quads * set) as u64;
+    crate::par::par_pieces(&mut xp[..quads * set], set, work, |at, planes| {
+        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
+            pack_quad(g, d, zx, x, at / set + k, dst);
+        }
+    });
+}
+
+/// Channel quad `cq` of one image into its `sh·sw` phase planes (`dst_set`). Channels
+/// past `c` repeat the padding byte (their weights are zero).
+fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, dst_set: &mut [i32]) {
+    let plane = g.h * g.w;
+    let pad_byte = (zx as u8) ^ 0x80;
+    let pad = i32::from_le_bytes([pad_byte; 4]);
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    let chans: [Option<&[i8]>; 4] = core::array::from_fn(|j| {
+        let c = 4 * cq + j;
+        (c < g.c).then(|| &x[c * plane..(c + 1) * plane])
+    });
+    for py in 0..g.sh {
+        for px in 0..g.sw {
+            let base = (py * g.sw + px) * d.len;
+            let dst = &mut dst_set[base..base + d.len];
+            for r in 0..d.hq {
+                let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+                let iy = r * g.sh + py;
+                if iy < pt || iy - pt >= g.h {
+                    row.fill(pad);
+                    continue;
+                }
+                let iy = iy - pt;
+                let rows = chans.map(|c| c.map(|c| &c[iy * g.w..(iy + 1) * g.w]));
+                let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = end.max(first);
+                row[..first].fill(pad);
+                row[end..].fill(pad);
+                let ix0 = first * g.sw + px - pl;
+                interleave4(rows, pad_byte, ix0, g.sw, &mut row[first..end]);
+            }
+            dst[d.hq * d.wq..].fill(pad);
+        }
+    }
+}
+
+/// `dst[j]` = the four rows' bytes at `ix0 + j·sw`, each `^ 0x80` (an absent row: `pad`).
+#[inline(always)]
+fn interleave4(rows: [Option<&[i8]>; 4], pad: u8, ix0: usize, sw: usize, dst: &mut [i32]) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    if let (1, [Some(a), Some(b), Some(c), Some(e)]) = (sw, rows) {
+        let r = [a, b, c, e].map(|r| &r[ix0..ix0 + n]);
+        // SAFETY: AVX2 is present (the caller of `conv` checked); every row is n long.
+        unsafe { interleave4_sw1(r, dst) };
+        return;
+    }
+    for (j, d) in dst.iter_mut().enumerate() {
+        let ix = ix0 + j * sw;
+        *d = i32::from_le_bytes(rows.map(|r| r.map_or(pad, |r| r[ix] as u8 ^ 0x80)));
+    }
+}
+
+/// `dst[j]` = bytes `r[0][j]..r[3][j]`, each `^ 0x80`, 16 at a time.
+#[target_feature(enable = "avx2")]
+unsafe fn interleave4_sw1(r: [&[i8]; 4], dst: &mut [i32]) {
+    let n = r.iter().fold(dst.len(), |n, r| n.min(r.len()));
+    let flip = _mm_set1_epi8(-128);
+    let mut j = 0;
+    while j + 16 <= n {
+        // SAFETY: j + 16 <= n: 16 bytes of every row, 16 int32 of dst.
+        unsafe {
+            let ld = |r: &[i8]| {
+                _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(j) as *const __m128i), flip)
+            };
+            let (a, b, c, e) = (ld(r[0]), ld(r[1]), ld(r[2]), ld(r[3]));
+            let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+            let (ce0, ce1) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
+            let d = dst.as_mut_ptr().add(j) as *mut __m128i;
+            _mm_storeu_si128(d, _mm_unpacklo_epi16(ab0, ce0));
+            _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(ab0, ce0));
+            _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(ab1, ce1));
+            _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(ab1, ce1));
+        }
+        j += 16;
+    }
+    for k in j..n {
+        dst[k] = i32::from_le_bytes(r.map(|r| r[k] as u8 ^ 0x80));
+    }
 }

@@ -23,7 +23,7 @@ use cairn_core::layout::Layout;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use super::avx2::Requant;
-use super::direct::{block, MR};
+use super::direct::{block, block_u8s8, MR};
 use crate::util::qp;
 
 /// Columns per register block.
@@ -83,7 +83,7 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         lo,
         hi,
     };
-    fc_rows(&fc, m, |i, t| x[i * k + t] as i32 - zx, y);
+    fc_rows(&fc, m, zx, |i, t| x[i * k + t] as i32 - zx, y);
     Some(Ok(()))
 }
 
@@ -101,35 +101,67 @@ pub(super) struct Fc<'a> {
 }
 
 /// `y[i][j] = requant(bias[j] + Σ_t a(i, t)·W[j][t])` for `m` rows, `a` giving the input
-/// with its zero point subtracted. The caller checked AVX2 and the lengths.
-pub(super) fn fc_rows(fc: &Fc<'_>, m: usize, a: impl Fn(usize, usize) -> i32, y: &mut [i8]) {
+/// with its zero point `zx` subtracted (`a + zx` is an int8 value, or `a` is 0 for a
+/// padded input). The caller checked AVX2 and the lengths.
+///
+/// When every weight lies in [−64, 63] (checked once, when packing) the GEMM runs on the
+/// u8×s8 block (`direct::block_u8s8`): A holds `u = a + zx + 128` as bytes and the
+/// offset is `bias − (zx + 128)·Σw`, since Σ a·w = Σ u·w − (zx + 128)·Σw.
+pub(super) fn fc_rows(
+    fc: &Fc<'_>,
+    m: usize,
+    zx: i32,
+    a: impl Fn(usize, usize) -> i32,
+    y: &mut [i8],
+) {
     let Fc { w, n, k, .. } = *fc;
-    let kp = k.div_ceil(2);
     let n16 = n.div_ceil(NR) * NR;
-    // B = Wᵀ: pair s, column j holds (W[j][2s], W[j][2s+1]); packed once per model
-    // with an active `prepack` cache.
+    // [kind (1: u8×s8), Σw of each of the n16 columns, B]. B = Wᵀ: pair s, column j holds
+    // (W[j][2s], W[j][2s+1]) as int16, or quad s the bytes W[j][4s..4s+4]; packed once per
+    // model with an active `prepack` cache.
     let key = (w.as_ptr() as usize, n * k, 0x4000_0000);
-    let build = |bp: &mut Vec<i32>| {
-        bp.clear();
-        bp.resize(kp * n16, 0);
+    let build = |v: &mut Vec<i32>| {
+        let u8s8 = w[..n * k].iter().all(|v| (-64..=63).contains(v));
+        let per = if u8s8 { 4 } else { 2 };
+        let kp = k.div_ceil(per);
+        v.clear();
+        v.resize(1 + n16 + kp * n16, 0);
+        v[0] = i32::from(u8s8);
+        let (wsum, bp) = v[1..].split_at_mut(n16);
         for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
+            wsum[j] = wr.iter().map(|&v| v as i32).sum();
             for sp in 0..kp {
-                let hi = wr.get(2 * sp + 1).map_or(0, |&v| v as i32);
-                bp[bidx(kp, sp, j)] = pair16(wr[2 * sp] as i32, hi);
+                let at = |t: usize| wr.get(per * sp + t).copied().unwrap_or(0);
+                bp[bidx(kp, sp, j)] = if u8s8 {
+                    i32::from_le_bytes([0, 1, 2, 3].map(|t| at(t) as u8))
+                } else {
+                    pair16(at(0) as i32, at(1) as i32)
+                };
             }
         }
     };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (ap, bscratch, steps) = &mut *s;
-        crate::prepack::with_packed(key, bscratch, build, |bp| {
-            pack_rows(ap, m, k, a);
+        crate::prepack::with_packed(key, bscratch, build, |packed| {
+            let u8s8 = packed[0] != 0;
+            let (wsum, bp) = packed[1..].split_at(n16);
+            let (kp, zsum) = if u8s8 {
+                crate::paths::note(crate::paths::Path::GemmU8S8);
+                pack_rows_u8(ap, m, k, |i, t| a(i, t) + zx + 128);
+                (k.div_ceil(4), zx + 128)
+            } else {
+                pack_rows(ap, m, k, a);
+                (k.div_ceil(2), 0)
+            };
             steps.clear();
             steps.extend((0..kp).map(|sp| sp * NR));
             let offs: Vec<i32> = (0..n16)
                 .map(|j| {
                     if j < n {
-                        fc.bias.map_or(0, |b| b[j])
+                        fc.bias
+                            .map_or(0, |b| b[j])
+                            .wrapping_sub(zsum.wrapping_mul(wsum[j]))
                     } else {
                         0
                     }
@@ -141,7 +173,10 @@ pub(super) fn fc_rows(fc: &Fc<'_>, m: usize, a: impl Fn(usize, usize) -> i32, y:
             let rq = Requant::new(fc.lo, fc.hi, fc.zy);
             // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
             // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
-            unsafe { gemm_split(ap, bp, steps, m, n, Cols::PerColumn(&offs, &sc), rq, y) };
+            unsafe {
+                let cols = Cols::PerColumn(&offs, &sc);
+                gemm_split(ap, bp, steps, m, n, cols, rq, u8s8, y)
+            };
         });
     });
 }
@@ -249,7 +284,10 @@ impl Bmm<'_> {
             }
             pack_rows(ap, m, k, |i, t| a[i * k + t] as i32 - self.za);
             // SAFETY: AVX2 is present (bmm_i8 checked); the buffers are sized as in fc_i8.
-            unsafe { gemm_split(ap, bp, steps, m, n, Cols::Uniform(self.scale), self.rq, y) };
+            unsafe {
+                let cols = Cols::Uniform(self.scale);
+                gemm_split(ap, bp, steps, m, n, cols, self.rq, false, y)
+            };
         });
     }
 }
@@ -293,6 +331,35 @@ fn pack_rows(ap: &mut Vec<i32>, m: usize, k: usize, a: impl Fn(usize, usize) -> 
     }
 }
 
+/// A's rows in blocks of six as u8 quads: block b, quad s, row r holds the bytes
+/// `u(6b+r, 4s..4s+4)` (each in 0..=255; 0 past k, where B is zero).
+fn pack_rows_u8(ap: &mut Vec<i32>, m: usize, k: usize, u: impl Fn(usize, usize) -> i32) {
+    let kq = k.div_ceil(4);
+    let blocks = m.div_ceil(MR);
+    grow(ap, blocks * kq * MR);
+    for b in 0..blocks {
+        let dst = &mut ap[b * kq * MR..(b + 1) * kq * MR];
+        for r in 0..MR {
+            let i = b * MR + r;
+            for sq in 0..kq {
+                dst[sq * MR + r] = if i < m {
+                    let byte = |t: usize| {
+                        let t = 4 * sq + t;
+                        if t < k {
+                            u(i, t) as u8
+                        } else {
+                            0
+                        }
+                    };
+                    i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
 /// What the output stage adds and multiplies per column.
 #[derive(Clone, Copy)]
 enum Cols<'a> {
@@ -308,7 +375,8 @@ enum Cols<'a> {
 ///
 /// # Safety
 /// AVX2; `ap` holds ⌈m/6⌉ blocks of `steps.len()·6`; `bp` holds ⌈n/16⌉ panels of
-/// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n.
+/// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n;
+/// `u8s8`: A and B hold u8 / s8 quads with B in [−64, 63] (`direct::block_u8s8`).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_split(
     ap: &[i32],
@@ -318,6 +386,7 @@ unsafe fn gemm_split(
     n: usize,
     cols: Cols<'_>,
     rq: Requant,
+    u8s8: bool,
     y: &mut [i8],
 ) {
     let work = (m * n) as u64 * 2 * steps.len() as u64;
@@ -325,7 +394,7 @@ unsafe fn gemm_split(
     if parts <= 1 {
         // SAFETY: the contract above.
         unsafe {
-            gemm(ap, bp, steps, 0..m, 0..n, n, cols, rq, |at, v| {
+            gemm(ap, bp, steps, 0..m, 0..n, n, cols, rq, u8s8, |at, v| {
                 y[at..at + v.len()].copy_from_slice(v)
             })
         };
@@ -345,7 +414,7 @@ unsafe fn gemm_split(
         // SAFETY: the contract above (the ranges lie within m and n); parts write
         // disjoint rows or disjoint columns, so no two pieces alive at once overlap.
         unsafe {
-            gemm(ap, bp, steps, rows, cs, n, cols, rq, |at, v| {
+            gemm(ap, bp, steps, rows, cs, n, cols, rq, u8s8, |at, v| {
                 out.piece(at, v.len()).copy_from_slice(v)
             })
         };
@@ -369,6 +438,7 @@ unsafe fn gemm(
     n: usize,
     cols: Cols<'_>,
     rq: Requant,
+    u8s8: bool,
     mut put: impl FnMut(usize, &[i8]),
 ) {
     let kp = steps.len();
@@ -397,7 +467,14 @@ unsafe fn gemm(
         for b in rows.start / MR..rows.end.div_ceil(MR) {
             // SAFETY: the contract above: panel j0/16 (at j0·kp) + every step + 16 is
             // inside bp, and block b of ap is inside ap.
-            let acc = unsafe { block(bp.as_ptr().add(j0 * kp), steps, ap.as_ptr().add(b * blk)) };
+            let acc = unsafe {
+                let (x, w) = (bp.as_ptr().add(j0 * kp), ap.as_ptr().add(b * blk));
+                if u8s8 {
+                    block_u8s8::<false>(x, steps, w)
+                } else {
+                    block(x, steps, w)
+                }
+            };
             for (r, acc) in acc.iter().enumerate() {
                 let i = b * MR + r;
                 if i >= rows.end {
@@ -456,7 +533,7 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
             hi: q.hi,
         };
         let patches = &patches[..];
-        fc_rows(&fc, rows, |i, t| patches[i * k + t] as i32, stage);
+        fc_rows(&fc, rows, q.zx, |i, t| patches[i * k + t] as i32, stage);
         for (row, out) in stage.chunks_exact(g.oc).enumerate() {
             let (n, p) = (row / pix, row % pix);
             for (o, &v) in out.iter().enumerate() {

@@ -1,0 +1,343 @@
+//! The u8×s8 (`vpmaddubsw`) GEMM paths taken by int8 weights in [−64, 63] equal the
+//! reference bit for bit: implicit-GEMM convs (`fast/direct.rs`), batches of small convs
+//! and FullyConnected (`fast/mm.rs`), at 1 to 4 threads, on random shapes whose weights
+//! and inputs sit at the extremes half the time (the largest int16 pair sums); weights
+//! with one value outside the range keep the int16 path. Seeded: `CAIRN_SEED`, printed on
+//! failure. The path counters prove which path ran (AVX2 hosts with `std`).
+//!
+//! `cargo test -p cairn-kernels --features std --release --test exact_u8s8 -- --ignored
+//! --nocapture` also prints the GMAC/s of corpus conv and FC shapes on one thread, u8×s8
+//! (7-bit weights) against int16 pairs (the same weights with one value at 64), timed in
+//! turns in the same run (no timed assertion).
+
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::op::conv;
+use cairn_core::{DType, OpKind};
+use cairn_kernels::par::{with_pool, Pool};
+use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+mod common;
+use common::{run, seed, tensor, ConvCase, Rng};
+
+fn per_tensor(r: &mut Rng) -> QuantSpec {
+    QuantSpec::PerTensor {
+        scale: r.f(0.01, 0.1),
+        zero_point: r.range(0, 255) as i32 - 128,
+    }
+}
+
+/// 7-bit weights, at −64 or 63 half the time; with `wide`, one weight becomes 64 or −65
+/// (outside the u8×s8 range: the int16 path must run).
+fn weights(r: &mut Rng, n: usize, wide: bool) -> Vec<u8> {
+    let mut w: Vec<u8> = (0..n)
+        .map(|_| match r.range(0, 3) {
+            0 => -64i8,
+            1 => 63,
+            _ => r.range(0, 127) as i8 - 64,
+        } as u8)
+        .collect();
+    if wide {
+        let at = r.range(0, n - 1);
+        w[at] = [64i8, -65][r.range(0, 1)] as u8;
+    }
+    w
+}
+
+/// Inputs at −128 or 127 half the time.
+fn inputs(r: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| match r.range(0, 3) {
+            0 => -128i8,
+            1 => 127,
+            _ => r.i8(),
+        } as u8)
+        .collect()
+}
+
+/// The constant side of a weighted op: per-channel weights [oc, inner], bias (three times
+/// in four), requant scales, output params and clamp.
+struct Weighted {
+    w: u16,
+    bias: Option<u16>,
+    rq: u16,
+    yq: QuantSpec,
+    lo: i32,
+    hi: i32,
+}
+
+fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wide: bool) -> Weighted {
+    let oc = dims[0];
+    let n: usize = dims.iter().product();
+    let w = b.add_tensor(tensor(
+        DType::I8,
+        dims,
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales: (0..oc).map(|_| r.f(0.001, 0.05)).collect(),
+            zero_points: vec![0; oc],
+        },
+        Some(weights(r, n, wide)),
+    ));
+    let bias: Vec<u8> = (0..oc)
+        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+        .collect();
+    let bias = (!r.next().is_multiple_of(4))
+        .then(|| b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias))));
+    let rq: Vec<u8> = (0..oc)
+        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+        .collect();
+    let rq = b.add_tensor(tensor(DType::F32, &[oc], QuantSpec::None, Some(rq)));
+    let yq = per_tensor(r);
+    let zy = match yq {
+        QuantSpec::PerTensor { zero_point, .. } => zero_point,
+        _ => 0,
+    };
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy, (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    Weighted {
+        w,
+        bias,
+        rq,
+        yq,
+        lo,
+        hi,
+    }
+}
+
+/// One one-group int8 conv of geometry `cs`, or `None` when the window does not fit.
+fn conv_model(r: &mut Rng, cs: &ConvCase, wide: bool) -> Option<ModelBuilder> {
+    let (eh, ew) = (cs.dil.0 * (cs.k.0 - 1) + 1, cs.dil.1 * (cs.k.1 - 1) + 1);
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let (oh, ow) = ((ph - eh) / cs.stride.0 + 1, (pw - ew) / cs.stride.1 + 1);
+    let mut b = ModelBuilder::default();
+    let xq = per_tensor(r);
+    let x = b.add_tensor(tensor(DType::I8, &[cs.n, cs.c, cs.h, cs.w], xq, None));
+    let wt = weighted(&mut b, r, &[cs.oc, cs.c, cs.k.0, cs.k.1], wide);
+    let y = b.add_tensor(tensor(DType::I8, &[cs.n, cs.oc, oh, ow], wt.yq, None));
+    let mut params = common::conv_params(cs, 1);
+    params[conv::ACT_LO] = wt.lo;
+    params[conv::ACT_HI] = wt.hi;
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b)
+}
+
+/// x [m, k] · Wᵀ (W [n, k]).
+fn fc_model(r: &mut Rng, m: usize, k: usize, n: usize, wide: bool) -> Vec<u8> {
+    let mut b = ModelBuilder::default();
+    let xq = per_tensor(r);
+    let x = b.add_tensor(tensor(DType::I8, &[m, k], xq, None));
+    let wt = weighted(&mut b, r, &[n, k], wide);
+    let y = b.add_tensor(tensor(DType::I8, &[m, n], wt.yq, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::FullyConnected,
+        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
+        outputs: vec![y],
+        params: vec![wt.lo, wt.hi],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b.finish().expect("valid FC model")
+}
+
+fn avx2_host() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The GEMM paths that count a run (implicit-GEMM conv, conv batch, FC block) and the
+/// u8×s8 runs among them, so far on this thread.
+fn counts() -> (u64, u64) {
+    let gemm = taken(Path::Direct) + taken(Path::ConvBatch) + taken(Path::FcBlock);
+    (gemm, taken(Path::GemmU8S8))
+}
+
+/// The model on the CPU backend equals the reference at 1–4 threads (every op split
+/// however small); with AVX2, every GEMM run took the u8×s8 block unless `wide`.
+/// Returns whether a GEMM path ran.
+fn check(model: &[u8], input: &[u8], wide: bool, what: &dyn Fn() -> String) -> bool {
+    let reference = run(model, RefBackend, input);
+    let (g0, u0) = counts();
+    assert_eq!(run(model, CpuBackend, input), reference, "{}", what());
+    let (g1, u1) = counts();
+    for threads in 1..=4 {
+        let pool = Pool::new(threads)
+            .expect("a thread pool")
+            .with_min_part_work(1);
+        let got = with_pool(&pool, || run(model, CpuBackend, input));
+        assert_eq!(got, reference, "{threads} threads: {}", what());
+    }
+    if avx2_host() {
+        let expect = if wide { 0 } else { g1 - g0 };
+        assert_eq!(u1 - u0, expect, "u8×s8 runs: {}", what());
+    }
+    g1 > g0
+}
+
+#[test]
+fn seven_bit_convs_match_reference() {
+    let seed = seed() ^ 0x7B;
+    let mut r = Rng(seed);
+    let (mut gemm, mut cases) = (0, 0);
+    for case in 0..80 {
+        let k = [(1, 1), (3, 3), (5, 5), (1, 7), (3, 1)][r.range(0, 4)];
+        let s = r.range(1, 3);
+        let cs = ConvCase {
+            n: [1, 1, 1, 2, 4][r.range(0, 4)],
+            c: [r.range(1, 9), r.range(10, 70)][r.range(0, 1)],
+            h: r.range(1, 24),
+            w: r.range(1, 40),
+            oc: r.range(1, 40),
+            k,
+            stride: (s, [s, 1][r.range(0, 1)]),
+            pad: [0; 4].map(|_| r.range(0, k.0 / 2 + 1)),
+            dil: (r.range(1, 2), r.range(1, 2)),
+            group: 1,
+        };
+        let wide = case % 5 == 4;
+        let Some(mut b) = conv_model(&mut r, &cs, wide) else {
+            continue;
+        };
+        let plain = b.finish().expect("valid conv model");
+        // The same conv with its weights pre-packed (`Layout::Pairs6`).
+        let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
+        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let what = || format!("CAIRN_SEED={seed} case {case} wide {wide}: {cs:?}");
+        gemm += check(&plain, &input, wide, &what) as usize;
+        if let Some(p) = packed {
+            check(&p, &input, wide, &|| format!("packed: {}", what()));
+        }
+        cases += 1;
+    }
+    assert!(cases >= 60, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        assert!(gemm >= 30, "CAIRN_SEED={seed}: {gemm} convs on a GEMM path");
+    }
+}
+
+#[test]
+fn seven_bit_fully_connected_matches_reference() {
+    let seed = seed() ^ 0xFC7;
+    let mut r = Rng(seed);
+    for case in 0..40 {
+        let m = r.range(3, 70);
+        let k = [r.range(1, 40), r.range(200, 700), r.range(1500, 2100)][r.range(0, 2)];
+        let n = [r.range(1, 70), r.range(300, 600)][r.range(0, 1)];
+        let wide = case % 5 == 4;
+        let model = fc_model(&mut r, m, k, n, wide);
+        let input = inputs(&mut r, m * k);
+        let what = || format!("CAIRN_SEED={seed} case {case} wide {wide}: [{m}, {k}] x [{n}, {k}]");
+        let ran = check(&model, &input, wide, &what);
+        assert!(ran || !avx2_host(), "FC block not taken: {}", what());
+    }
+}
+
+/// Seconds per invoke of each model on `input`: one thread, weights packed once (as a
+/// `HostModel` does), the models timed in turns over 40 rounds of 5 invokes, best round.
+fn time_models(models: [&[u8]; 2], input: &[u8]) -> [f64; 2] {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_core::{Interpreter, Model};
+    let abs = models.map(AlignedBytes::from_slice);
+    let ms = abs
+        .each_ref()
+        .map(|ab| Model::parse(ab.as_slice()).unwrap());
+    let mut arenas = ms.map(|m| vec![0u8; m.arena_bytes() + 16]);
+    let [a0, a1] = &mut arenas;
+    let mut its = [
+        Interpreter::new(ms[0], CpuBackend, a0).unwrap(),
+        Interpreter::new(ms[1], CpuBackend, a1).unwrap(),
+    ];
+    let mut cache = cairn_kernels::prepack::PackCache::default();
+    cairn_kernels::prepack::with_cache(&mut cache, || {
+        for it in &mut its {
+            it.input_bytes_mut(0).unwrap().copy_from_slice(input);
+            it.invoke().unwrap();
+        }
+        let mut best = [f64::MAX; 2];
+        for _ in 0..40 {
+            for (it, best) in its.iter_mut().zip(&mut best) {
+                let t = std::time::Instant::now();
+                for _ in 0..5 {
+                    it.invoke().unwrap();
+                }
+                *best = best.min(t.elapsed().as_secs_f64() / 5.0);
+            }
+        }
+        best
+    })
+}
+
+/// One line of the throughput table: GMAC/s of the int16 and u8×s8 paths and the ratio.
+fn report(what: &str, macs: f64, m8: &[u8], m7: &[u8], input: &[u8]) {
+    let [t8, t7] = time_models([m8, m7], input);
+    println!(
+        "{what}: int16 pairs {:6.1} GMAC/s, u8s8 {:6.1} GMAC/s, x{:.2}",
+        macs / t8 / 1e9,
+        macs / t7 / 1e9,
+        t8 / t7
+    );
+}
+
+#[test]
+#[ignore]
+fn gemm_u8s8_throughput() {
+    // (c, h, w, oc, k, stride): PP-OCR det / YOLOX / PicoDet-like layers.
+    let convs = [
+        (3, 320, 320, 16, 3, 2),
+        (16, 160, 160, 32, 3, 1),
+        (32, 80, 80, 64, 3, 1),
+        (64, 40, 40, 128, 3, 1),
+        (128, 20, 20, 256, 3, 1),
+        (96, 40, 40, 96, 3, 2),
+        (64, 80, 80, 64, 1, 1),
+        (256, 20, 20, 256, 1, 1),
+    ];
+    let mut r = Rng(seed());
+    for (c, h, w, oc, k, s) in convs {
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h,
+            w,
+            oc,
+            k: (k, k),
+            stride: (s, s),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        let input = inputs(&mut r, c * h * w);
+        let mut r7 = Rng(r.next());
+        let mut r8 = Rng(r7.0);
+        let m7 = conv_model(&mut r7, &cs, false).unwrap().finish().unwrap();
+        let m8 = conv_model(&mut r8, &cs, true).unwrap().finish().unwrap();
+        let (oh, ow) = ((h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1);
+        let macs = (oc * oh * ow * c * k * k) as f64;
+        let what = format!("conv {c}x{h}x{w} -> {oc} k{k} s{s}");
+        report(&what, macs, &m8, &m7, &input);
+    }
+    for (m, k, n) in [(128, 384, 1536), (128, 1536, 384), (64, 512, 512)] {
+        let input = inputs(&mut r, m * k);
+        let mut r7 = Rng(r.next());
+        let mut r8 = Rng(r7.0);
+        let m7 = fc_model(&mut r7, m, k, n, false);
+        let m8 = fc_model(&mut r8, m, k, n, true);
+        let what = format!("fc [{m}, {k}] x [{n}, {k}]");
+        report(&what, (m * k * n) as f64, &m8, &m7, &input);
+    }
+}
