@@ -63,6 +63,11 @@ pub struct Options {
     /// refinement costs conversion time (minutes on a 600 MMAC detector) and speed where
     /// it moves ops to f32, so it is asked for.
     pub int8_error_limit: Option<f32>,
+    /// Bits of the weights a calibrated conversion quantizes in one-group Convs (a QDQ
+    /// model's weights are kept as given; other weighted ops keep 8): 7 (the default)
+    /// keeps them in [−63, 63], where the x86_64 hosts multiply u8×s8 (`vpmaddubsw`,
+    /// exact with no saturation); 8 uses [−127, 127]. `quantize::quantize_bits` says more.
+    pub weight_bits: u8,
 }
 
 /// The bound `--int8-error-limit` suggests: 5% relative L2 error. Compact activations
@@ -81,6 +86,7 @@ impl Default for Options {
             extra_outputs: vec![],
             pack_weights: false,
             int8_error_limit: None,
+            weight_bits: 7,
         }
     }
 }
@@ -177,7 +183,15 @@ pub fn convert(
             }
             r
         };
-        let (q, rep) = quantize::quantize(&g, &ranges)?;
+        let (q, rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
+        if !has_qdq {
+            // The .cairn format has no metadata section: the note says it, and the kernels
+            // check the weights' range when they pack them.
+            notes.push(format!(
+                "one-group conv weights quantized to {} bits",
+                opts.weight_bits
+            ));
+        }
         (
             q,
             if has_qdq { "qdq" } else { "calibrated" },

@@ -54,6 +54,8 @@ struct Q<'g> {
     weights: HashMap<(usize, Vec<u32>), usize>,
     /// Element-wise chains on one source tensor, by their result (`elementwise`).
     families: HashMap<usize, crate::elementwise::Family>,
+    /// Bits of the weights this pass quantizes itself in GEMM-shaped ops (7 or 8).
+    weight_bits: u8,
 }
 
 fn i8_bytes(v: &[i8]) -> AlignedBytes {
@@ -105,9 +107,24 @@ fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
     forced
 }
 
+/// [`quantize_bits`] with 8-bit weights.
 pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
+    quantize_bits(g, ranges, 8)
+}
+
+/// Quantize the float graph with the calibrated `ranges`. Weights the pass quantizes
+/// itself (not those a QDQ model gives) in one-group Convs take `weight_bits` (7:
+/// per-channel scale max|w|/63, values in [−63, 63], which the hosts' u8×s8 GEMM kernels
+/// multiply exactly; 8: max|w|/127); depthwise and transposed convs and FullyConnected
+/// keep 8 bits (no kernel gains from 7 there).
+pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Graph, Report)> {
+    anyhow::ensure!(
+        weight_bits == 7 || weight_bits == 8,
+        "weight bits are 7 or 8, not {weight_bits}"
+    );
     let forced = borrow_params_from_movement(g);
     let mut q = Q {
+        weight_bits,
         g,
         ranges,
         out: Graph::default(),
@@ -684,7 +701,17 @@ impl Q<'_> {
                         })
                     })
                     .collect();
-                per_channel_symmetric(&wv, oc_w, inner, &floor)
+                // 7 bits where the u8×s8 kernel pays: one-group convs (1.2–1.4× on AVX2).
+                // The FullyConnected block measured no faster with it (0.93–1.0×,
+                // `exact_u8s8 -- --ignored`), so FC weights keep 8 bits.
+                let one_group =
+                    op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1);
+                let qmax = if one_group && self.weight_bits == 7 {
+                    63
+                } else {
+                    127
+                };
+                per_channel_symmetric_bits(&wv, oc_w, inner, &floor, qmax)
             }
         };
         let ycs = &self.g.tensors[op.outputs[0]].shape;
@@ -773,6 +800,17 @@ pub fn per_channel_symmetric(
     inner: usize,
     min_scale: &[f32],
 ) -> (Vec<i8>, Vec<f32>) {
+    per_channel_symmetric_bits(w, channels, inner, min_scale, 127)
+}
+
+/// Symmetric per-channel weights in [−qmax, qmax]: scale = max|w| / qmax.
+pub fn per_channel_symmetric_bits(
+    w: &[f32],
+    channels: usize,
+    inner: usize,
+    min_scale: &[f32],
+    qmax: i32,
+) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; w.len()];
     let mut scales = vec![1.0f32; channels];
     let outer = w.len() / (channels * inner).max(1);
@@ -783,13 +821,13 @@ pub fn per_channel_symmetric(
                 m = m.max(v.abs());
             }
         }
-        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        let s = if m > 0.0 { m / qmax as f32 } else { 1.0 };
         let s = s.max(min_scale.get(c).copied().unwrap_or(0.0));
         scales[c] = s;
         for o in 0..outer {
             let base = (o * channels + c) * inner;
             for i in 0..inner {
-                q[base + i] = quantize_f32(w[base + i], s, 0, -127, 127) as i8;
+                q[base + i] = quantize_f32(w[base + i], s, 0, -qmax, qmax) as i8;
             }
         }
     }
@@ -827,4 +865,30 @@ fn selects(op: &HOp, shape: &[usize]) -> bool {
 /// ArgMax/ArgMin: on int8 values they compare the stored integers.
 fn is_arg(op: &HOp) -> bool {
     cairn_core::op::ReduceFn::from_code(op.params[0]).is_some_and(|f| f.is_arg())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 7 bits: every channel's largest magnitude maps to ±63 and nothing leaves [−63, 63];
+    /// 8 bits keeps ±127.
+    #[test]
+    fn per_channel_bits_bound_the_weights() {
+        let w: Vec<f32> = (0..48)
+            .map(|i| ((i * 37 % 29) as f32 - 14.0) * 0.013)
+            .collect();
+        for (qmax, lim) in [(63, 63i8), (127, 127)] {
+            let (q, s) = per_channel_symmetric_bits(&w, 4, 12, &[0.0; 4], qmax);
+            for c in 0..4 {
+                let row = &q[c * 12..(c + 1) * 12];
+                assert!(row.iter().all(|v| (-lim..=lim).contains(v)));
+                assert_eq!(row.iter().map(|v| v.unsigned_abs()).max(), Some(lim as u8));
+                let m = w[c * 12..(c + 1) * 12]
+                    .iter()
+                    .fold(0f32, |m, v| m.max(v.abs()));
+                assert_eq!(s[c], m / qmax as f32);
+            }
+        }
+    }
 }

@@ -67,6 +67,11 @@ pub struct ConvertArgs {
     /// that can be. Costs conversion time and, where ops move to f32, speed.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub int8_error_limit: f32,
+    /// Bits of the weights a calibrated conversion quantizes in one-group convs (QDQ
+    /// models keep theirs; other ops keep 8): 7 (values in [-63, 63]) lets x86_64 hosts
+    /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs), 8 keeps [-127, 127].
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(7..=8))]
+    pub weight_bits: u8,
 }
 
 /// What the command line gives without flags.
@@ -80,6 +85,7 @@ impl Default for ConvertArgs {
             extra_output: vec![],
             pack: false,
             int8_error_limit: 0.0,
+            weight_bits: 7,
         }
     }
 }

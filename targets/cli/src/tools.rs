@@ -78,6 +78,7 @@ pub fn options(
         float: args.float,
         extra_outputs: args.extra_output.clone(),
         pack_weights: args.pack,
+        weight_bits: args.weight_bits,
         int8_error_limit: (args.int8_error_limit > 0.0).then_some(args.int8_error_limit / 100.0),
         ..Default::default()
     };
