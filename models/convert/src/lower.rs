@@ -209,11 +209,20 @@ impl<'m> Lower<'m> {
         inp: &crate::onnx_pb::ValueInfoProto,
         opts: &LowerOptions,
     ) -> Result<()> {
+        let (elem, dims) = onnx::value_info_type(inp);
         if let Some(t) = opts.const_inputs.get(&inp.name) {
-            self.set_host(&inp.name, t.clone());
+            // An integer input given as floats (a .npy of any type is read as f32) becomes
+            // an integer constant again, as the graph declares it.
+            let int = matches!(elem, 2..=7 | 9 | 12 | 13);
+            let t = match &t.data {
+                onnx::HData::F32(v) if int && v.iter().all(|x| x.fract() == 0.0) => {
+                    HostTensor::i64(t.shape.clone(), v.iter().map(|&x| x as i64).collect())
+                }
+                _ => t.clone(),
+            };
+            self.set_host(&inp.name, t);
             return Ok(());
         }
-        let (elem, dims) = onnx::value_info_type(inp);
         // Float inputs run as f32; integer and bool inputs (token ids, masks, byte
         // sequences) as i32, fed as f32 values holding integers (exact up to 2^24).
         let dtype = match elem {

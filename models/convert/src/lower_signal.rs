@@ -467,7 +467,10 @@ fn scatter(l: &mut Lower, n: &NodeProto, nd: bool) -> Result<()> {
     // (output element, update index) in index order.
     let mut hits: Vec<(usize, usize)> = Vec::with_capacity(n_upd);
     if total == 0 || n_upd == 0 || total + n_upd > i32::MAX as usize {
-        bail!("{}: data of {total} and updates of {n_upd} values are out of range", n.op_type);
+        bail!(
+            "{}: data of {total} and updates of {n_upd} values are out of range",
+            n.op_type
+        );
     }
     let bad = || anyhow!("{}: an index is out of range", n.op_type);
     if nd {

@@ -72,6 +72,11 @@ pub struct ConvertArgs {
     /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs), 8 keeps [-127, 127].
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(7..=8))]
     pub weight_bits: u8,
+    /// NAME=x.npy: the graph input NAME is this constant, folded into the model at convert
+    /// time (a sample rate, a mode flag, a fixed mask), so ops that need it known (an `If`
+    /// on it, a shape from it) convert (repeatable). The model then has no such input.
+    #[arg(long = "const-input", value_name = "NAME=NPY")]
+    pub const_input: Vec<String>,
 }
 
 /// What the command line gives without flags.
@@ -86,6 +91,7 @@ impl Default for ConvertArgs {
             pack: false,
             int8_error_limit: 0.0,
             weight_bits: 7,
+            const_input: vec![],
         }
     }
 }

@@ -86,6 +86,17 @@ pub fn options(
         let (key, dims) = samples::parse_input_shape(s, i)?;
         o.input_shapes.insert(key, dims);
     }
+    for c in &args.const_input {
+        let (name, path) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--const-input takes NAME=x.npy, got '{c}'"))?;
+        let a = npy::read(Path::new(path))
+            .with_context(|| format!("--const-input {name}: reading {path}"))?;
+        o.const_inputs.insert(
+            name.to_string(),
+            cairn_convert::HostTensor::f32(a.shape, a.data),
+        );
+    }
     o.method = match args.method.as_str() {
         "minmax" => cairn_convert::Method::MinMax,
         p => cairn_convert::Method::Percentile(
@@ -99,7 +110,8 @@ pub fn options(
     if !samples::sample_folders(dir)?.is_empty() {
         return sample_folder_options(o, dir, onnx_bytes);
     }
-    let inputs = samples::graph_inputs(onnx_bytes).unwrap_or_default();
+    let mut inputs = samples::graph_inputs(onnx_bytes).unwrap_or_default();
+    inputs.retain(|i| !o.const_inputs.contains_key(&i.name));
     // Per-sample element count from the model's fixed input shape, if known.
     let first_name = inputs.first().map(|i| i.name.as_str());
     let sample = match o
@@ -128,7 +140,12 @@ fn sample_folder_options(
     onnx_bytes: &[u8],
 ) -> Result<(cairn_convert::Options, Vec<npy::Array>)> {
     let inputs = samples::graph_inputs(onnx_bytes)?;
-    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    // Inputs given by --const-input are no longer inputs.
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !o.const_inputs.contains_key(n))
+        .collect();
     let sets = samples::read_sample_folders(dir, &names)?;
     if let Some(first) = sets.first() {
         for (pos, (name, a)) in names.iter().zip(first).enumerate() {
@@ -229,9 +246,16 @@ fn onnx_io_names(onnx: &Path, args: &ConvertArgs) -> Result<IoNames> {
     let mut outputs = samples::graph_outputs(&bytes)?;
     outputs.extend(args.extra_output.iter().cloned());
     Ok(IoNames {
+        // Inputs given by --const-input are folded away.
         inputs: samples::graph_inputs(&bytes)?
             .into_iter()
             .map(|i| i.name)
+            .filter(|n| {
+                !args
+                    .const_input
+                    .iter()
+                    .any(|c| c.split_once('=').is_some_and(|(k, _)| k == n))
+            })
             .collect(),
         outputs,
     })
@@ -462,6 +486,56 @@ mod tests {
         let by_files = cairn_convert::convert(&onnx, &flat, |_| {}).unwrap();
         assert_eq!(by_folders.mode, "calibrated");
         assert_eq!(by_folders.bytes, by_files.bytes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--const-input NAME=x.npy` folds a graph input into the model: an `If` on it
+    /// converts (its taken branch inlined), the input is gone from the model and from the
+    /// names file, and without the flag the error names the flag. The model is onnx
+    /// 1.22.0's `test_if` node case (`tests/run.sh` installs it into `.venv`).
+    #[test]
+    fn const_input_folds_an_if_on_an_input() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let node_dir = std::env::var("CAIRN_ONNX_NODE_DIR")
+            .map(PathBuf::from)
+            .ok()
+            .or_else(|| {
+                std::fs::read_dir(root.join(".venv/lib"))
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path().join("site-packages/onnx/backend/test/data/node"))
+                    .find(|p| p.is_dir())
+            })
+            .expect("onnx node tests: create .venv with onnx==1.22.0 (tests/run.sh does)");
+        let model = node_dir.join("test_if/model.onnx");
+        let onnx = std::fs::read(&model).unwrap();
+        let Err(err) = cairn_convert::convert(&onnx, &options(&minmax(), &onnx).unwrap().0, |_| {})
+        else {
+            panic!("an If on a run-time input converted");
+        };
+        assert!(format!("{err:#}").contains("--const-input"), "{err:#}");
+        let dir = temp_dir("const_input_folds_an_if_on_an_input");
+        for (cond, want) in [
+            (1.0f32, [1.0f32, 2.0, 3.0, 4.0, 5.0]),
+            (0.0, [5.0, 4.0, 3.0, 2.0, 1.0]),
+        ] {
+            let c = dir.join("cond.npy");
+            npy::write(&c, &[], &[cond]).unwrap();
+            let args = ConvertArgs {
+                const_input: vec![format!("cond={}", c.display())],
+                ..minmax()
+            };
+            let out = dir.join("if.cairn");
+            convert_cmd(&model, &out, &args).unwrap();
+            let bytes = read_model(&out).unwrap();
+            let mut m = host_model(&bytes, &out).unwrap();
+            let model = cairn_core::Model::parse(bytes.as_slice()).unwrap();
+            assert_eq!(model.n_inputs(), 0);
+            let text = std::fs::read_to_string(format!("{}.names.json", out.display())).unwrap();
+            assert!(text.contains("\"res\"") && !text.contains("cond"), "{text}");
+            let y = m.run(&[]).unwrap();
+            assert_eq!(y[0], want, "cond {cond}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
