@@ -1,10 +1,13 @@
 //! Splitting one op's work across the caller's threads (hosts, `std`).
 //!
-//! A [`Pool`] (a `HostModel` owns one, sized by its caller; never rayon's global pool) is
-//! lent to the running thread for the duration of a run ([`with_pool`]), like the weight
-//! cache of `prepack.rs`. A kernel asks [`parts_for`] how many parts its op is worth (one
-//! below [`MIN_PART_WORK`] multiply-adds a part by default, so small ops stay on the calling thread)
-//! and hands [`run`] a closure over part indices; [`split`] cuts a range into those parts.
+//! A [`Pool`] (a `HostModel` owns one, sized by its caller) is lent to the running thread
+//! for the duration of a run ([`with_pool`]), like the weight cache of `prepack.rs`. Its
+//! threads are the caller and `n − 1` workers (`par/workers.rs`), which take an op's parts
+//! one at a time and poll briefly for the next op before they sleep. A kernel asks
+//! [`parts_for`] how many parts its op is worth (one below [`MIN_PART_WORK`] multiply-adds
+//! a part by default, so small ops stay on the calling thread) and hands [`run`] a closure
+//! over part indices; [`split`] cuts a range into those parts. Kernels whose cost is not
+//! multiply-adds (tables, softmax, element-wise) state it in multiply-adds of the same time.
 //!
 //! What a kernel must keep, so that every thread count gives the same bytes:
 //! - each output element is computed by one part, with the same operations in the same
@@ -14,13 +17,14 @@
 //!   (`paths.rs`) are noted on the calling thread;
 //! - scratch a part writes is its own (a thread-local of the worker, or the stack).
 //!
-//! Workers have no pool lent to them, so a kernel a part calls runs on that one thread.
-//! Without `std` there are no threads: [`parts_for`] is 1 and [`run`] calls part 0.
+//! A kernel a part calls runs on that one thread (a nested [`run`] runs its parts in
+//! order). Without `std` there are no threads: [`parts_for`] is 1 and [`run`] calls part 0.
 
 use core::ops::Range;
 
-/// Multiply-adds (or comparable unit steps) below which a part is not worth a thread
-/// hand-off (waking a parked worker costs tens of microseconds; 1 M int8 MACs take ~20 µs).
+/// Multiply-adds (or the same time of other work) below which a part is not worth a
+/// thread hand-off: 1 M int8 multiply-adds take ~40 µs, and a hand-off costs about a
+/// microsecond to a polling worker but tens of microseconds to a sleeping one.
 pub const MIN_PART_WORK: u64 = 1 << 20;
 
 /// The `i`-th of `parts` contiguous pieces of `0..len`, cut at multiples of `align`
@@ -34,10 +38,15 @@ pub fn split(len: usize, parts: usize, align: usize, i: usize) -> Range<usize> {
 }
 
 #[cfg(feature = "std")]
+mod workers;
+
+#[cfg(feature = "std")]
 mod pool {
     extern crate std;
     use std::cell::RefCell;
     use std::sync::Arc;
+
+    use super::workers::Workers;
 
     /// Most threads a [`Pool`] takes (a guard against a count from outside, not a tuning).
     pub const MAX_THREADS: usize = 256;
@@ -66,7 +75,8 @@ mod pool {
     impl std::error::Error for PoolError {}
 
     /// The threads a model's kernels split their work across: none of its own for 1 (the
-    /// calling thread does everything), a rayon pool of `n` workers otherwise.
+    /// calling thread does everything), the calling thread and `n − 1` workers otherwise
+    /// (`workers.rs`).
     #[derive(Clone, Default)]
     pub struct Pool {
         pool: Option<Lent>,
@@ -75,7 +85,7 @@ mod pool {
     /// What a run lends its thread: the workers and the smallest part worth a worker.
     #[derive(Clone)]
     struct Lent {
-        workers: Arc<rayon_core::ThreadPool>,
+        workers: Arc<Workers>,
         min_part_work: u64,
     }
 
@@ -86,7 +96,8 @@ mod pool {
     }
 
     impl Pool {
-        /// A pool of `threads` workers (0 and 1: the calling thread alone, no pool).
+        /// A pool of `threads` threads, the caller's included (0 and 1: the calling thread
+        /// alone, no workers).
         pub fn new(threads: usize) -> Result<Pool, PoolError> {
             if threads > MAX_THREADS {
                 return Err(PoolError::TooMany { asked: threads });
@@ -94,14 +105,10 @@ mod pool {
             if threads <= 1 {
                 return Ok(Pool { pool: None });
             }
-            let pool = rayon_core::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| std::format!("cairn-worker-{i}"))
-                .build()
-                .map_err(|_| PoolError::Spawn)?;
+            let workers = Workers::new(threads).map_err(|_| PoolError::Spawn)?;
             Ok(Pool {
                 pool: Some(Lent {
-                    workers: Arc::new(pool),
+                    workers: Arc::new(workers),
                     min_part_work: super::MIN_PART_WORK,
                 }),
             })
@@ -109,9 +116,7 @@ mod pool {
 
         /// Threads the work is split across (1 without a pool).
         pub fn threads(&self) -> usize {
-            self.pool
-                .as_ref()
-                .map_or(1, |p| p.workers.current_num_threads())
+            self.pool.as_ref().map_or(1, |p| p.workers.threads())
         }
 
         /// The same workers, splitting ops into parts of at least `work` multiply-adds
@@ -148,29 +153,23 @@ mod pool {
     /// Threads lent to this thread (1 when none), and the smallest part worth a thread.
     pub fn lent() -> (usize, u64) {
         ACTIVE.with(|a| {
-            a.borrow().as_ref().map_or((1, u64::MAX), |p| {
-                (p.workers.current_num_threads(), p.min_part_work)
-            })
+            a.borrow()
+                .as_ref()
+                .map_or((1, u64::MAX), |p| (p.workers.threads(), p.min_part_work))
         })
     }
 
-    /// `f(0)`, …, `f(parts − 1)`, on the lent pool (each call on one worker) when there
-    /// is one and `parts > 1`, else in order on this thread. Returns when all are done; a
-    /// panic in a part resumes here.
+    /// `f(0)`, …, `f(parts − 1)`, on this thread and the lent pool's workers (each call on
+    /// one thread) when there is a pool and `parts > 1`, else in order on this thread.
+    /// Returns when all are done; a panic in a part resumes here.
     pub fn run(parts: usize, f: impl Fn(usize) + Sync) {
         let pool = if parts > 1 {
-            ACTIVE.with(|a| a.borrow().clone())
+            ACTIVE.with(|a| a.borrow().as_ref().map(|p| p.workers.clone()))
         } else {
             None
         };
         match pool {
-            Some(pool) => pool.workers.scope(|s| {
-                let f = &f;
-                for i in 1..parts {
-                    s.spawn(move |_| f(i));
-                }
-                f(0);
-            }),
+            Some(workers) => workers.run(parts, &f),
             None => (0..parts).for_each(f),
         }
     }
@@ -183,31 +182,19 @@ mod pool {
         cut: impl Fn(usize) -> usize + Sync,
         f: impl Fn(usize, &mut [T]) + Sync,
     ) {
-        let pool = if parts > 1 {
-            ACTIVE.with(|a| a.borrow().clone())
-        } else {
-            None
-        };
-        let Some(pool) = pool else {
-            let mut rest = data;
-            for i in 0..parts {
-                let (piece, tail) = rest.split_at_mut(cut(i + 1) - cut(i));
-                f(i, piece);
-                rest = tail;
-            }
-            return;
-        };
-        pool.workers.scope(|s| {
-            let (f, mut rest) = (&f, data);
-            for i in 0..parts {
-                let (piece, tail) = rest.split_at_mut(cut(i + 1) - cut(i));
-                rest = tail;
-                if i + 1 == parts {
-                    f(i, piece);
-                } else {
-                    s.spawn(move |_| f(i, piece));
-                }
-            }
+        assert!(
+            cut(0) == 0 && cut(parts) == data.len(),
+            "pieces cover the data"
+        );
+        let shared = super::SharedMut::new(data);
+        run(parts, |i| {
+            let (start, end) = (cut(i), cut(i + 1));
+            assert!(start <= end, "pieces rise");
+            // SAFETY: part i takes cut(i)..cut(i + 1); the cuts rise (asserted), so the
+            // pieces of different parts are disjoint.
+            #[allow(unsafe_code)]
+            let piece = unsafe { shared.piece(start, end - start) };
+            f(i, piece)
         });
     }
 }
@@ -293,7 +280,7 @@ pub fn par_pieces<T: Send>(
 /// are not one contiguous piece per part (rows of every output channel, say). Bounds are
 /// checked; disjointness is the caller's promise. (Unused where no kernel splits so:
 /// microcontrollers.)
-#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) struct SharedMut<'a, T> {
     ptr: *mut T,
     len: usize,
@@ -308,7 +295,7 @@ unsafe impl<T: Send> Send for SharedMut<'_, T> {}
 #[allow(unsafe_code)]
 unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
 
-#[cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 impl<'a, T> SharedMut<'a, T> {
     pub(crate) fn new(s: &'a mut [T]) -> SharedMut<'a, T> {
         SharedMut {
