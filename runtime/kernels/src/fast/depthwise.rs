@@ -17,8 +17,8 @@
 //!
 //! A block of 16 output columns keeps its two accumulators in registers over every tap;
 //! rows of at most 8 outputs (7×7 maps) put two output rows in one block instead.
-//! The kernel runs over a channel range `[c0, c1)`, so a caller may split the channels
-//! across threads (the results do not depend on the split).
+//! The kernel runs over a range `[c0, c1)` of the planes `n·C + c` (image, channel), so a
+//! caller may split the planes across threads (the results do not depend on the split).
 //!
 //! Not here (they keep the older paths of `fast/mod.rs`): dilation > 1, horizontal
 //! stride > 2, kernels wider than 8, channel multipliers > 1.
@@ -87,15 +87,16 @@ pub(super) fn fits(g: &Geo) -> bool {
     plan(g).is_some()
 }
 
-/// The depthwise conv of channels `[c0, c1)` (every image of the batch) into `y`.
+/// The depthwise conv of output planes `[c0, c1)` (plane `n·C + c`: image `n`, channel
+/// `c`) into `y`, which holds those planes only.
 ///
 /// # Safety
-/// The CPU must support AVX2; `fits(g)`; `c0 <= c1 <= g.c`; the slices of `q` and `y`
-/// hold the conv's tensors.
+/// The CPU must support AVX2; `fits(g)`; the slices of `q` hold the conv's operands.
+/// (`c0 <= c1 <= N·C` and the length of `y` are asserted.)
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usize) {
     let plan = plan(g).expect("depthwise: the caller checked `fits`");
-    assert!(c0 <= c1 && c1 <= g.c);
+    assert!(c0 <= c1 && c1 <= g.n * g.c && y.len() == (c1 - c0) * g.oh * g.ow);
     // Square 3×3, 5×5 and 7×7 kernels get their own copies (every tap loop unrolled, the
     // weight pairs in registers); other shapes loop over the kernel rows.
     // SAFETY (all arms): AVX2 is present and the conv fits (the caller's contract).
@@ -152,106 +153,104 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
     // SAFETY: 16 bytes from a 16-byte array; unaligned-safe.
     let squeeze = unsafe { _mm_loadu_si128(squeeze_idx.as_ptr() as *const __m128i) };
     let mut weights = [_mm256_setzero_si256(); MAX_PAIRS];
-    for n in 0..g.n {
-        for c in c0..c1 {
-            let ch = n * g.c + c;
-            let xc = &q.x[ch * plane..(ch + 1) * plane];
-            let wc = &q.w[c * kh * kw..(c + 1) * kh * kw];
-            for ky in 0..kh {
-                for p in 0..P {
-                    let tap = |kx: usize| match kx < kw {
-                        true => wc[ky * kw + kx] as i16 as u16 as u32,
-                        false => 0,
-                    };
-                    let pair = tap(2 * p) | (tap(2 * p + 1) << 16);
-                    weights[ky * P + p] = _mm256_set1_epi32(pair as i32);
+    for ch in c0..c1 {
+        let c = ch % g.c;
+        let xc = &q.x[ch * plane..(ch + 1) * plane];
+        let wc = &q.w[c * kh * kw..(c + 1) * kh * kw];
+        for ky in 0..kh {
+            for p in 0..P {
+                let tap = |kx: usize| match kx < kw {
+                    true => wc[ky * kw + kx] as i16 as u16 as u32,
+                    false => 0,
+                };
+                let pair = tap(2 * p) | (tap(2 * p + 1) << 16);
+                weights[ky * P + p] = _mm256_set1_epi32(pair as i32);
+            }
+        }
+        let base = _mm256_set1_epi32(q.bias.map_or(0, |b| b[c]));
+        let scale = _mm256_set1_ps(q.scales[c]);
+        let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
+        let mut oy0 = 0;
+        while oy0 < oh {
+            let oy1 = (oy0 + plan.band).min(oh);
+            // Staged row r is input row top + r; rows outside the image are zeros
+            // (they add nothing, as the reference's skipped taps).
+            let top = (oy0 * g.sh) as isize - g.pt;
+            let rows = (oy1 - 1 - oy0) * g.sh + kh;
+            for r in 0..rows {
+                let iy = top + r as isize;
+                let dst = &mut stage[r * row_len..(r + 1) * row_len];
+                if iy >= 0 && iy < h as isize {
+                    // SAFETY: AVX2 is present (this function's contract).
+                    unsafe { stage_row(xc, iy as usize * w, w, g.pl as usize, q.zx, dst) };
+                    has_data[r] = true;
+                } else if has_data[r] {
+                    dst.fill(0);
+                    has_data[r] = false;
                 }
             }
-            let base = _mm256_set1_epi32(q.bias.map_or(0, |b| b[c]));
-            let scale = _mm256_set1_ps(q.scales[c]);
-            let yc = &mut y[ch * out_plane..(ch + 1) * out_plane];
-            let mut oy0 = 0;
-            while oy0 < oh {
-                let oy1 = (oy0 + plan.band).min(oh);
-                // Staged row r is input row top + r; rows outside the image are zeros
-                // (they add nothing, as the reference's skipped taps).
-                let top = (oy0 * g.sh) as isize - g.pt;
-                let rows = (oy1 - 1 - oy0) * g.sh + kh;
-                for r in 0..rows {
-                    let iy = top + r as isize;
-                    let dst = &mut stage[r * row_len..(r + 1) * row_len];
-                    if iy >= 0 && iy < h as isize {
-                        // SAFETY: AVX2 is present (this function's contract).
-                        unsafe { stage_row(xc, iy as usize * w, w, g.pl as usize, q.zx, dst) };
-                        has_data[r] = true;
-                    } else if has_data[r] {
-                        dst.fill(0);
-                        has_data[r] = false;
-                    }
-                }
-                let sp = stage.as_ptr();
-                // Row `oy`'s window starts at staged row (oy − oy0)·sh.
-                let window = |oy: usize| (oy - oy0) * g.sh * row_len;
-                if ow <= 8 {
-                    // Narrow rows: one block is output rows oy and oy + 1 (eight lanes each:
-                    // bytes 0..8 and 8..16 of the block, then `squeeze` makes them the
-                    // 2·ow contiguous bytes of the two rows).
-                    let mut oy = oy0;
-                    while oy < oy1 {
-                        let next = if oy + 1 < oy1 { oy + 1 } else { oy };
-                        // SAFETY: both windows are staged rows of this band; a block reads
-                        // staged columns below 2·(P − 1) + 17 < row_len.
-                        let bytes = unsafe {
-                            let (r0, r1) = (sp.add(window(oy)), sp.add(window(next)));
-                            let (even, odd) = match S {
-                                1 => block_two_rows::<P, KH>(kh, row_len, &weights, base, r0, r1),
-                                _ => block::<P, KH>(kh, row_len, &weights, base, r0, r1),
-                            };
-                            _mm_shuffle_epi8(pack16::<S>(rq, even, odd, scale), squeeze)
+            let sp = stage.as_ptr();
+            // Row `oy`'s window starts at staged row (oy − oy0)·sh.
+            let window = |oy: usize| (oy - oy0) * g.sh * row_len;
+            if ow <= 8 {
+                // Narrow rows: one block is output rows oy and oy + 1 (eight lanes each:
+                // bytes 0..8 and 8..16 of the block, then `squeeze` makes them the
+                // 2·ow contiguous bytes of the two rows).
+                let mut oy = oy0;
+                while oy < oy1 {
+                    let next = if oy + 1 < oy1 { oy + 1 } else { oy };
+                    // SAFETY: both windows are staged rows of this band; a block reads
+                    // staged columns below 2·(P − 1) + 17 < row_len.
+                    let bytes = unsafe {
+                        let (r0, r1) = (sp.add(window(oy)), sp.add(window(next)));
+                        let (even, odd) = match S {
+                            1 => block_two_rows::<P, KH>(kh, row_len, &weights, base, r0, r1),
+                            _ => block::<P, KH>(kh, row_len, &weights, base, r0, r1),
                         };
-                        let end = (next + 1) * ow;
-                        // Bytes past the two rows land on later rows of this channel (written
-                        // after) when the plane has room, else only the rows' bytes are stored.
-                        let room = (oy * ow + 16).min(yc.len());
-                        // SAFETY: SSE2 stores into `yc` (see `store_bytes`).
-                        unsafe { store_bytes(bytes, &mut yc[oy * ow..room.max(end)]) };
-                        oy += 2;
-                    }
-                    oy0 = oy1;
-                    continue;
-                }
-                for oy in oy0..oy1 {
-                    let yr = &mut yc[oy * ow..(oy + 1) * ow];
-                    let mut ox0 = 0;
-                    while ox0 < ow {
-                        // The last block of a row of at least 16 ends at the row's end
-                        // (recomputing a few outputs, with the same values).
-                        if ox0 + BLOCK > ow && ow >= BLOCK {
-                            ox0 = ow - BLOCK;
-                        }
-                        // S = 1: outputs ox0 + 2i, then ox0 + 1 + 2i; S = 2: outputs
-                        // ox0 + i, then ox0 + 8 + i.
-                        let (at0, at1) = match S {
-                            1 => (window(oy) + ox0, window(oy) + ox0 + 1),
-                            _ => (window(oy) + 2 * ox0, window(oy) + 2 * ox0 + 16),
-                        };
-                        debug_assert!(at1 - window(oy) + 2 * (P - 1) + 16 <= row_len);
-                        // SAFETY: the window's rows are staged rows of this band, and a
-                        // block reads staged columns below at1 + 2·(P − 1) + 16 <= row_len
-                        // (`plan`: the last block reads up to S·(blocks·16 − 1) + kw).
-                        let (even, odd) = unsafe {
-                            block::<P, KH>(kh, row_len, &weights, base, sp.add(at0), sp.add(at1))
-                        };
-                        let n = BLOCK.min(ow - ox0);
-                        // SAFETY: AVX2 is present (this function's contract).
-                        unsafe {
-                            store_bytes(pack16::<S>(rq, even, odd, scale), &mut yr[ox0..ox0 + n])
-                        };
-                        ox0 += BLOCK;
-                    }
+                        _mm_shuffle_epi8(pack16::<S>(rq, even, odd, scale), squeeze)
+                    };
+                    let end = (next + 1) * ow;
+                    // Bytes past the two rows land on later rows of this channel (written
+                    // after) when the plane has room, else only the rows' bytes are stored.
+                    let room = (oy * ow + 16).min(yc.len());
+                    // SAFETY: SSE2 stores into `yc` (see `store_bytes`).
+                    unsafe { store_bytes(bytes, &mut yc[oy * ow..room.max(end)]) };
+                    oy += 2;
                 }
                 oy0 = oy1;
+                continue;
             }
+            for oy in oy0..oy1 {
+                let yr = &mut yc[oy * ow..(oy + 1) * ow];
+                let mut ox0 = 0;
+                while ox0 < ow {
+                    // The last block of a row of at least 16 ends at the row's end
+                    // (recomputing a few outputs, with the same values).
+                    if ox0 + BLOCK > ow && ow >= BLOCK {
+                        ox0 = ow - BLOCK;
+                    }
+                    // S = 1: outputs ox0 + 2i, then ox0 + 1 + 2i; S = 2: outputs
+                    // ox0 + i, then ox0 + 8 + i.
+                    let (at0, at1) = match S {
+                        1 => (window(oy) + ox0, window(oy) + ox0 + 1),
+                        _ => (window(oy) + 2 * ox0, window(oy) + 2 * ox0 + 16),
+                    };
+                    debug_assert!(at1 - window(oy) + 2 * (P - 1) + 16 <= row_len);
+                    // SAFETY: the window's rows are staged rows of this band, and a
+                    // block reads staged columns below at1 + 2·(P − 1) + 16 <= row_len
+                    // (`plan`: the last block reads up to S·(blocks·16 − 1) + kw).
+                    let (even, odd) = unsafe {
+                        block::<P, KH>(kh, row_len, &weights, base, sp.add(at0), sp.add(at1))
+                    };
+                    let n = BLOCK.min(ow - ox0);
+                    // SAFETY: AVX2 is present (this function's contract).
+                    unsafe {
+                        store_bytes(pack16::<S>(rq, even, odd, scale), &mut yr[ox0..ox0 + n])
+                    };
+                    ox0 += BLOCK;
+                }
+            }
+            oy0 = oy1;
         }
     }
 }

@@ -9,8 +9,9 @@
 //! `x − zx`, zeros in the padding columns and for rows outside the image. A block of 8
 //! output columns keeps two int32x4 accumulators over every tap: one load of the 8 inputs
 //! of a tap (`ld1`, or `ld2` for stride 2, whose even half is `x[2·ox + kx]`) and two
-//! `smlal` by the tap's weight. The kernel runs over a channel range `[c0, c1)`, so a
-//! caller may split the channels across threads (the results do not depend on the split).
+//! `smlal` by the tap's weight. The kernel runs over a range `[c0, c1)` of the planes
+//! `n·C + c` (image, channel), so a caller may split the planes across threads (the
+//! results do not depend on the split).
 
 use core::arch::aarch64::*;
 
@@ -71,11 +72,12 @@ pub(super) fn fits(g: &Geo) -> bool {
     plan(g).is_some()
 }
 
-/// The depthwise conv of channels `[c0, c1)` (every image of the batch) into `y`.
-/// Requires `fits(g)` and `c0 <= c1 <= g.c` (asserted).
+/// The depthwise conv of output planes `[c0, c1)` (plane `n·C + c`: image `n`, channel
+/// `c`) into `y`, which holds those planes only. Requires `fits(g)`, `c0 <= c1 <= N·C`
+/// and `y` of `c1 − c0` planes (asserted).
 pub(super) fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usize) {
     let plan = plan(g).expect("depthwise: the caller checked `fits`");
-    assert!(c0 <= c1 && c1 <= g.c);
+    assert!(c0 <= c1 && c1 <= g.n * g.c && y.len() == (c1 - c0) * g.oh * g.ow);
     match g.sw {
         1 => channels::<1>(g, q, y, c0, c1, &plan),
         _ => channels::<2>(g, q, y, c0, c1, &plan),
@@ -92,55 +94,53 @@ fn channels<const S: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usi
     let mut has_data = [false; MAX_ROWS];
     let mut weights = [0i16; MAX_TAPS];
     let pl = g.pl as usize;
-    for n in 0..g.n {
-        for c in c0..c1 {
-            let ch = n * g.c + c;
-            let xc = &q.x[ch * plane..(ch + 1) * plane];
-            for (d, &v) in weights.iter_mut().zip(&q.w[c * ksz..(c + 1) * ksz]) {
-                *d = v as i16;
-            }
-            let bias = q.bias.map_or(0, |b| b[c]);
-            let yc = &mut y[ch * out_plane..(ch + 1) * out_plane];
-            let mut oy0 = 0;
-            while oy0 < oh {
-                let oy1 = (oy0 + plan.band).min(oh);
-                // Staged row r is input row top + r.
-                let top = (oy0 * g.sh) as isize - g.pt;
-                let rows = (oy1 - 1 - oy0) * g.sh + kh;
-                for r in 0..rows {
-                    let iy = top + r as isize;
-                    let dst = &mut stage[r * row_len..(r + 1) * row_len];
-                    if iy >= 0 && iy < h as isize {
-                        let start = pl.min(row_len);
-                        let n = w.min(row_len - start);
-                        let src = &xc[iy as usize * w..iy as usize * w + n];
-                        for (d, &s) in dst[start..start + n].iter_mut().zip(src) {
-                            *d = s as i16 - q.zx as i16;
-                        }
-                        has_data[r] = true;
-                    } else if has_data[r] {
-                        dst.fill(0);
-                        has_data[r] = false;
+    for ch in c0..c1 {
+        let c = ch % g.c;
+        let xc = &q.x[ch * plane..(ch + 1) * plane];
+        for (d, &v) in weights.iter_mut().zip(&q.w[c * ksz..(c + 1) * ksz]) {
+            *d = v as i16;
+        }
+        let bias = q.bias.map_or(0, |b| b[c]);
+        let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
+        let mut oy0 = 0;
+        while oy0 < oh {
+            let oy1 = (oy0 + plan.band).min(oh);
+            // Staged row r is input row top + r.
+            let top = (oy0 * g.sh) as isize - g.pt;
+            let rows = (oy1 - 1 - oy0) * g.sh + kh;
+            for r in 0..rows {
+                let iy = top + r as isize;
+                let dst = &mut stage[r * row_len..(r + 1) * row_len];
+                if iy >= 0 && iy < h as isize {
+                    let start = pl.min(row_len);
+                    let n = w.min(row_len - start);
+                    let src = &xc[iy as usize * w..iy as usize * w + n];
+                    for (d, &s) in dst[start..start + n].iter_mut().zip(src) {
+                        *d = s as i16 - q.zx as i16;
                     }
+                    has_data[r] = true;
+                } else if has_data[r] {
+                    dst.fill(0);
+                    has_data[r] = false;
                 }
-                for oy in oy0..oy1 {
-                    let window = &stage[(oy - oy0) * g.sh * row_len..];
-                    let yr = &mut yc[oy * ow..(oy + 1) * ow];
-                    let mut ox0 = 0;
-                    while ox0 < ow {
-                        // The last block of a row of at least 8 ends at the row's end
-                        // (recomputing a few outputs, with the same values).
-                        if ox0 + BLOCK > ow && ow >= BLOCK {
-                            ox0 = ow - BLOCK;
-                        }
-                        let acc = block::<S>(window, row_len, S * ox0, kh, kw, &weights, bias);
-                        let n = BLOCK.min(ow - ox0);
-                        store(acc, q, q.scales[c], &mut yr[ox0..ox0 + n]);
-                        ox0 += BLOCK;
-                    }
-                }
-                oy0 = oy1;
             }
+            for oy in oy0..oy1 {
+                let window = &stage[(oy - oy0) * g.sh * row_len..];
+                let yr = &mut yc[oy * ow..(oy + 1) * ow];
+                let mut ox0 = 0;
+                while ox0 < ow {
+                    // The last block of a row of at least 8 ends at the row's end
+                    // (recomputing a few outputs, with the same values).
+                    if ox0 + BLOCK > ow && ow >= BLOCK {
+                        ox0 = ow - BLOCK;
+                    }
+                    let acc = block::<S>(window, row_len, S * ox0, kh, kw, &weights, bias);
+                    let n = BLOCK.min(ow - ox0);
+                    store(acc, q, q.scales[c], &mut yr[ox0..ox0 + n]);
+                    ox0 += BLOCK;
+                }
+            }
+            oy0 = oy1;
         }
     }
 }

@@ -183,15 +183,26 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if avx2::available() && q.wp.is_none() && depthwise::fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
-            // SAFETY: AVX2 is present and the conv fits the kernel (checked); every
-            // channel, with the operands' own slices.
-            unsafe { depthwise::depthwise(&g, &q, y, 0, g.c) };
+            // Parts of whole planes (image, channel), each written by one part.
+            let plane = (g.oh * g.ow).max(1);
+            let work = (y.len() * g.kh * g.kw) as u64;
+            crate::par::par_pieces(y, plane, work, |at, piece| {
+                let p0 = at / plane;
+                // SAFETY: AVX2 is present and the conv fits the kernel (checked); the
+                // operands' own slices; `piece` is planes p0.. of the output.
+                unsafe { depthwise::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+            });
             return Some(Ok(()));
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         if q.wp.is_none() && depthwise_neon::fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
-            depthwise_neon::depthwise(&g, &q, y, 0, g.c);
+            let plane = (g.oh * g.ow).max(1);
+            let work = (y.len() * g.kh * g.kw) as u64;
+            crate::par::par_pieces(y, plane, work, |at, piece| {
+                let p0 = at / plane;
+                depthwise_neon::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane);
+            });
             return Some(Ok(()));
         }
         #[cfg(target_arch = "x86_64")]
