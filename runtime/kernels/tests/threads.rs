@@ -426,6 +426,259 @@ fn int8_deconv_and_elementwise_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
+/// int8 depthwise convs (planes split), and in one model MaxPool (planes), Add of a
+/// per-channel constant and Mul of a per-pixel one (broadcast runs), a table per channel
+/// (runs), then Softmax (row blocks), LayerNorm (eight-row blocks) and Quantize (pieces)
+/// in models of their own: every op split however small.
+#[test]
+fn int8_depthwise_pools_and_rows_are_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412D3;
+    let mut r = Rng(seed);
+    for case in 0..30 {
+        let k = [1, 3, 5, 7][r.range(0, 3)];
+        let c = r.range(1, 40);
+        let cs = ConvCase {
+            n: r.range(1, 3),
+            c,
+            h: r.range(k, 30),
+            w: r.range(k, 40),
+            oc: c,
+            k: (k, k),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: c,
+        };
+        let model = conv_model(&mut r, &cs, DType::I8).expect("a valid depthwise conv");
+        let input = bytes(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: depthwise {cs:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        let (model, elems) = planes_model(&mut r);
+        let input = bytes(&mut r, elems);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: pool, broadcasts, tables");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        let dims = [r.range(1, 40), r.range(1, 300), r.range(1, 3)];
+        let model = one_op_model(&mut r, OpKind::Softmax, &dims);
+        let input = bytes(&mut r, dims.iter().product());
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: softmax {dims:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        let dims = [r.range(1, 70), [r.range(1, 600), 384][r.range(0, 1)]];
+        let model = one_op_model(&mut r, OpKind::LayerNorm, &dims);
+        let input = bytes(&mut r, dims.iter().product());
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: layer norm {dims:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+
+        let dims = [1, r.range(1, 5000)];
+        let model = one_op_model(&mut r, OpKind::Quantize, &dims);
+        let input = f32_bytes(&mut r, dims[1]);
+        let reference = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: quantize {dims:?}");
+        check_threads(&model, &input, true, Some(&reference), &what);
+    }
+}
+
+/// x [n, c, h, w] → MaxPool, x + b[c], x · b[h, w], per-channel table of x: outputs the
+/// four. Returns the model and the input's elements.
+fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
+    let (n, c, h, w) = (
+        r.range(1, 2),
+        r.range(1, 20),
+        r.range(4, 30),
+        r.range(8, 40),
+    );
+    let (k, s) = (r.range(1, 5), r.range(1, 2));
+    let p = r.range(0, k - 1).min(k / 2);
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let shape = [n, c, h, w];
+    let mut b = ModelBuilder::default();
+    let xq = per_tensor(r);
+    let x = b.add_tensor(tensor(DType::I8, &shape, xq.clone(), None));
+    // MaxPool keeps its input's quantization.
+    let pooled = b.add_tensor(tensor(DType::I8, &[n, c, oh, ow], xq, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::MaxPool,
+        inputs: vec![Some(x)],
+        outputs: vec![pooled],
+        params: [k, k, s, s, p, p, p, p, 1, 1].map(|v| v as i32).to_vec(),
+    });
+    let mut outs = vec![pooled];
+    for (kind, dims) in [(OpKind::Add, [1, c, 1, 1]), (OpKind::Mul, [1, 1, h, w])] {
+        let elems = dims.iter().product();
+        let bt = b.add_tensor(tensor(
+            DType::I8,
+            &dims,
+            per_tensor(r),
+            Some(bytes(r, elems)),
+        ));
+        let z = b.add_tensor(tensor(DType::I8, &shape, per_tensor(r), None));
+        b.ops.push(OpSpec {
+            kind,
+            inputs: vec![Some(x), Some(bt)],
+            outputs: vec![z],
+            params: vec![-128, 127],
+        });
+        outs.push(z);
+    }
+    let tables = b.add_tensor(tensor(
+        DType::I8,
+        &[c, 256],
+        QuantSpec::None,
+        Some(bytes(r, c * 256)),
+    ));
+    let t = b.add_tensor(tensor(DType::I8, &shape, per_tensor(r), None));
+    b.ops.push(OpSpec {
+        kind: OpKind::Lut,
+        inputs: vec![Some(x), Some(tables)],
+        outputs: vec![t],
+        params: vec![1],
+    });
+    outs.push(t);
+    b.inputs = vec![x];
+    b.outputs = outs;
+    (b.finish().expect("valid planes model"), n * c * h * w)
+}
+
+/// One Softmax (over the middle of three dims), LayerNorm (over the last of two) or
+/// Quantize (f32 in) of shape `dims`.
+fn one_op_model(r: &mut Rng, kind: OpKind, dims: &[usize]) -> Vec<u8> {
+    let mut b = ModelBuilder::default();
+    let in_dtype = if kind == OpKind::Quantize {
+        DType::F32
+    } else {
+        DType::I8
+    };
+    let in_quant = if kind == OpKind::Quantize {
+        QuantSpec::None
+    } else {
+        per_tensor(r)
+    };
+    let x = b.add_tensor(tensor(in_dtype, dims, in_quant, None));
+    let y_quant = match kind {
+        OpKind::Softmax => QuantSpec::PerTensor {
+            scale: 1.0 / 256.0,
+            zero_point: -128,
+        },
+        _ => per_tensor(r),
+    };
+    let y = b.add_tensor(tensor(DType::I8, dims, y_quant, None));
+    let (inputs, params) = match kind {
+        OpKind::Softmax => (
+            vec![Some(x)],
+            dims.iter().map(|&d| d as i32).chain([0]).collect(),
+        ),
+        OpKind::LayerNorm => {
+            let inner = dims[dims.len() - 1];
+            let gamma = (0..inner)
+                .flat_map(|_| r.f(-2.0, 2.0).to_le_bytes())
+                .collect();
+            let beta = (0..inner)
+                .flat_map(|_| r.f(-1.0, 1.0).to_le_bytes())
+                .collect();
+            let g = b.add_tensor(tensor(DType::F32, &[inner], QuantSpec::None, Some(gamma)));
+            let bt = b.add_tensor(tensor(DType::F32, &[inner], QuantSpec::None, Some(beta)));
+            let eps = 1e-5f32.to_bits() as i32;
+            (
+                vec![Some(x), Some(g), Some(bt)],
+                vec![dims.len() as i32 - 1, eps],
+            )
+        }
+        _ => (vec![Some(x)], vec![]),
+    };
+    b.ops.push(OpSpec {
+        kind,
+        inputs,
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b.finish().expect("valid one-op model")
+}
+
+/// The pool itself: every part runs once, a part's panic resumes on the caller and leaves
+/// the pool usable, and two threads sharing one pool (the second runs its parts alone)
+/// get the bytes of one thread.
+#[test]
+fn pool_runs_every_part_once_and_survives_panics_and_sharing() {
+    use cairn_kernels::par;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for threads in THREADS {
+        let pool = Pool::new(threads).expect("a thread pool");
+        for parts in [1, 2, 3, 7, 64] {
+            let counts: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+            with_pool(&pool, || {
+                par::run(parts, |i| {
+                    counts[i].fetch_add(1, Ordering::SeqCst);
+                })
+            });
+            let ran: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+            assert_eq!(ran, vec![1; parts], "{threads} threads, {parts} parts");
+        }
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_pool(&pool, || {
+                par::run(4, |i| {
+                    if i == 3 {
+                        panic!("part 3 fails");
+                    }
+                })
+            })
+        }));
+        assert!(panicked.is_err(), "{threads} threads: the panic resumes");
+        let done = AtomicUsize::new(0);
+        with_pool(&pool, || {
+            par::run(4, |_| {
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            4,
+            "{threads} threads after a panic"
+        );
+    }
+    let seed = seed() ^ 0x7412B0;
+    let mut r = Rng(seed);
+    let cs = ConvCase {
+        n: 1,
+        c: 16,
+        h: 40,
+        w: 40,
+        oc: 32,
+        k: (3, 3),
+        stride: (1, 1),
+        pad: [1; 4],
+        dil: (1, 1),
+        group: 1,
+    };
+    let model = conv_model(&mut r, &cs, DType::I8).expect("a valid conv");
+    let input = bytes(&mut r, cs.c * cs.h * cs.w);
+    let one = run_threads(&model, &input, 1, true);
+    let pool = Pool::new(2).expect("a thread pool").with_min_part_work(1);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..20)
+                        .map(|_| with_pool(&pool, || run(&model, CpuBackend, &input)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in runs {
+            for out in h.join().expect("a sharing thread") {
+                assert_eq!(out, one, "CAIRN_SEED={seed}: a shared pool");
+            }
+        }
+    });
+}
+
 /// f32: the fast paths sum in their own order, so the truth here is one thread's bytes.
 #[test]
 fn f32_ops_are_the_same_bytes_at_every_thread_count() {
