@@ -69,8 +69,9 @@ pub struct ConvertArgs {
     pub int8_error_limit: f32,
     /// Bits of the weights a calibrated conversion quantizes in one-group convs (QDQ
     /// models keep theirs; other ops keep 8): 7 (values in [-63, 63]) lets x86_64 hosts
-    /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs), 8 keeps [-127, 127].
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(7..=8))]
+    /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs, check the model's accuracy),
+    /// 8 (the default) keeps [-127, 127].
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
     pub weight_bits: u8,
     /// NAME=x.npy: the graph input NAME is this constant, folded into the model at convert
     /// time (a sample rate, a mode flag, a fixed mask), so ops that need it known (an `If`
@@ -90,7 +91,7 @@ impl Default for ConvertArgs {
             extra_output: vec![],
             pack: false,
             int8_error_limit: 0.0,
-            weight_bits: 7,
+            weight_bits: 8,
             const_input: vec![],
         }
     }
