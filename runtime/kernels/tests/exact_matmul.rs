@@ -8,14 +8,7 @@ use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, tensor, Rng};
-
-fn per_tensor(r: &mut Rng) -> QuantSpec {
-    QuantSpec::PerTensor {
-        scale: r.f(0.01, 0.1),
-        zero_point: r.range(0, 255) as i32 - 128,
-    }
-}
+use common::{per_tensor, run, seed, tensor, weighted, Rng};
 
 fn bytes(r: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| r.i8() as u8).collect()
@@ -26,41 +19,13 @@ fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
     let mut b = ModelBuilder::default();
     let x = b.add_tensor(tensor(DType::I8, &[lead, m, k], per_tensor(r), None));
     let wq: Vec<u8> = (0..n * k).map(|_| r.i8().max(-127) as u8).collect();
-    let w = b.add_tensor(tensor(
-        DType::I8,
-        &[n, k],
-        QuantSpec::PerAxis {
-            axis: 0,
-            scales: (0..n).map(|_| r.f(0.001, 0.05)).collect(),
-            zero_points: vec![0; n],
-        },
-        Some(wq),
-    ));
-    let bias: Vec<u8> = (0..n)
-        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
-        .collect();
-    let bias = (!r.next().is_multiple_of(4))
-        .then(|| b.add_tensor(tensor(DType::I32, &[n], QuantSpec::None, Some(bias))));
-    let rq: Vec<u8> = (0..n)
-        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
-        .collect();
-    let rq = b.add_tensor(tensor(DType::F32, &[n], QuantSpec::None, Some(rq)));
-    let yq = per_tensor(r);
-    let zy = match yq {
-        QuantSpec::PerTensor { zero_point, .. } => zero_point,
-        _ => 0,
-    };
-    let (lo, hi) = if r.next().is_multiple_of(3) {
-        (zy, (zy + r.range(0, 127) as i32).min(127))
-    } else {
-        (-128, 127)
-    };
-    let y = b.add_tensor(tensor(DType::I8, &[lead, m, n], yq, None));
+    let wt = weighted(&mut b, r, &[n, k], wq);
+    let y = b.add_tensor(tensor(DType::I8, &[lead, m, n], wt.yq, None));
     b.ops.push(OpSpec {
         kind: OpKind::FullyConnected,
-        inputs: vec![Some(x), Some(w), bias, Some(rq)],
+        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
         outputs: vec![y],
-        params: vec![lo, hi],
+        params: vec![wt.lo, wt.hi],
     });
     b.inputs = vec![x];
     b.outputs = vec![y];

@@ -10,7 +10,7 @@
 //! (7-bit weights) against int16 pairs (the same weights with one value at 64), timed in
 //! turns in the same run (no timed assertion).
 
-use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::emit::{ModelBuilder, OpSpec};
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::par::{with_pool, Pool};
@@ -18,14 +18,7 @@ use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, tensor, ConvCase, Rng};
-
-fn per_tensor(r: &mut Rng) -> QuantSpec {
-    QuantSpec::PerTensor {
-        scale: r.f(0.01, 0.1),
-        zero_point: r.range(0, 255) as i32 - 128,
-    }
-}
+use common::{per_tensor, run, seed, tensor, weighted, ConvCase, Rng};
 
 /// 7-bit weights, at −64 or 63 half the time; with `wide`, one weight becomes 64 or −65
 /// (outside the u8×s8 range: the int16 path must run).
@@ -55,59 +48,6 @@ fn inputs(r: &mut Rng, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The constant side of a weighted op: per-channel weights [oc, inner], bias (three times
-/// in four), requant scales, output params and clamp.
-struct Weighted {
-    w: u16,
-    bias: Option<u16>,
-    rq: u16,
-    yq: QuantSpec,
-    lo: i32,
-    hi: i32,
-}
-
-fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wide: bool) -> Weighted {
-    let oc = dims[0];
-    let n: usize = dims.iter().product();
-    let w = b.add_tensor(tensor(
-        DType::I8,
-        dims,
-        QuantSpec::PerAxis {
-            axis: 0,
-            scales: (0..oc).map(|_| r.f(0.001, 0.05)).collect(),
-            zero_points: vec![0; oc],
-        },
-        Some(weights(r, n, wide)),
-    ));
-    let bias: Vec<u8> = (0..oc)
-        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
-        .collect();
-    let bias = (!r.next().is_multiple_of(4))
-        .then(|| b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias))));
-    let rq: Vec<u8> = (0..oc)
-        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
-        .collect();
-    let rq = b.add_tensor(tensor(DType::F32, &[oc], QuantSpec::None, Some(rq)));
-    let yq = per_tensor(r);
-    let zy = match yq {
-        QuantSpec::PerTensor { zero_point, .. } => zero_point,
-        _ => 0,
-    };
-    let (lo, hi) = if r.next().is_multiple_of(3) {
-        (zy, (zy + r.range(0, 127) as i32).min(127))
-    } else {
-        (-128, 127)
-    };
-    Weighted {
-        w,
-        bias,
-        rq,
-        yq,
-        lo,
-        hi,
-    }
-}
-
 /// One one-group int8 conv of geometry `cs`, or `None` when the window does not fit.
 fn conv_model(r: &mut Rng, cs: &ConvCase, wide: bool) -> Option<ModelBuilder> {
     let (eh, ew) = (cs.dil.0 * (cs.k.0 - 1) + 1, cs.dil.1 * (cs.k.1 - 1) + 1);
@@ -119,7 +59,8 @@ fn conv_model(r: &mut Rng, cs: &ConvCase, wide: bool) -> Option<ModelBuilder> {
     let mut b = ModelBuilder::default();
     let xq = per_tensor(r);
     let x = b.add_tensor(tensor(DType::I8, &[cs.n, cs.c, cs.h, cs.w], xq, None));
-    let wt = weighted(&mut b, r, &[cs.oc, cs.c, cs.k.0, cs.k.1], wide);
+    let wq = weights(r, cs.oc * cs.c * cs.k.0 * cs.k.1, wide);
+    let wt = weighted(&mut b, r, &[cs.oc, cs.c, cs.k.0, cs.k.1], wq);
     let y = b.add_tensor(tensor(DType::I8, &[cs.n, cs.oc, oh, ow], wt.yq, None));
     let mut params = common::conv_params(cs, 1);
     params[conv::ACT_LO] = wt.lo;
@@ -140,7 +81,8 @@ fn fc_model(r: &mut Rng, m: usize, k: usize, n: usize, wide: bool) -> Vec<u8> {
     let mut b = ModelBuilder::default();
     let xq = per_tensor(r);
     let x = b.add_tensor(tensor(DType::I8, &[m, k], xq, None));
-    let wt = weighted(&mut b, r, &[n, k], wide);
+    let wq = weights(r, n * k, wide);
+    let wt = weighted(&mut b, r, &[n, k], wq);
     let y = b.add_tensor(tensor(DType::I8, &[m, n], wt.yq, None));
     b.ops.push(OpSpec {
         kind: OpKind::FullyConnected,

@@ -1,7 +1,7 @@
 //! What the exactness tests share: a seeded generator (`CAIRN_SEED`) and running a model
 //! on a backend.
 
-use cairn_core::emit::{AlignedBytes, QuantSpec, TensorSpec};
+use cairn_core::emit::{AlignedBytes, ModelBuilder, QuantSpec, TensorSpec};
 use cairn_core::{Backend, DType, Interpreter, Model, Shape};
 
 // Here rather than in the tests crate so it also runs on aarch64 (under qemu-aarch64), where
@@ -91,4 +91,68 @@ pub fn conv_params(cs: &ConvCase, group: usize) -> Vec<i32> {
     p[conv::DW] = cs.dil.1 as i32;
     p[conv::GROUP] = group as i32;
     p
+}
+
+/// Random per-tensor int8 params (scale 0.01–0.1, any zero point).
+#[allow(dead_code)] // not every test file builds quantized tensors
+pub fn per_tensor(r: &mut Rng) -> QuantSpec {
+    QuantSpec::PerTensor {
+        scale: r.f(0.01, 0.1),
+        zero_point: r.range(0, 255) as i32 - 128,
+    }
+}
+
+/// The constant side of a weighted int8 op (Conv, FullyConnected): per-channel weights
+/// (`dims[0]` channels, the given bytes), a bias three times in four, requant scales, the
+/// output's params and a clamp (a ReLU-like one a third of the time).
+#[allow(dead_code)]
+pub struct Weighted {
+    pub w: u16,
+    pub bias: Option<u16>,
+    pub rq: u16,
+    pub yq: QuantSpec,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+#[allow(dead_code)]
+pub fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wq: Vec<u8>) -> Weighted {
+    let oc = dims[0];
+    let w = b.add_tensor(tensor(
+        DType::I8,
+        dims,
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales: (0..oc).map(|_| r.f(0.001, 0.05)).collect(),
+            zero_points: vec![0; oc],
+        },
+        Some(wq),
+    ));
+    let bias: Vec<u8> = (0..oc)
+        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+        .collect();
+    let bias = (!r.next().is_multiple_of(4))
+        .then(|| b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias))));
+    let rq: Vec<u8> = (0..oc)
+        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+        .collect();
+    let rq = b.add_tensor(tensor(DType::F32, &[oc], QuantSpec::None, Some(rq)));
+    let yq = per_tensor(r);
+    let zy = match yq {
+        QuantSpec::PerTensor { zero_point, .. } => zero_point,
+        _ => 0,
+    };
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy, (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    Weighted {
+        w,
+        bias,
+        rq,
+        yq,
+        lo,
+        hi,
+    }
 }
