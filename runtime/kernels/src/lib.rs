@@ -167,8 +167,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
 
 /// Ops this thread has run through the f32 fast paths of `fast_f32/` for ConvTranspose,
 /// BatchMatMul, Unary, Add/Sub/Mul/Div/PRelu, Softmax, MaxPool, mean pooling, the AVX2
-/// depthwise Conv, large-patch and few-channel Conv and multi-row FullyConnected (0 where there are none): tests check
-/// with it that a path was taken.
+/// depthwise Conv, large-patch and few-channel Conv and multi-row FullyConnected (0 where
+/// there are none): tests check with it that a path was taken.
 #[cfg(feature = "std")]
 pub fn f32_fast_ops() -> u64 {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
