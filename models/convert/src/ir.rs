@@ -122,6 +122,12 @@ impl Graph {
         self.add_const(name, DType::F32, shape, f32_bytes(v))
     }
 
+    /// An i32 constant (index maps, masks, positions).
+    pub fn add_i32(&mut self, name: impl Into<String>, shape: Vec<usize>, v: &[i32]) -> usize {
+        let bytes = AlignedBytes::from_slice(bytemuck::cast_slice(v));
+        self.add_const(name, DType::I32, shape, bytes)
+    }
+
     pub fn info(&self, t: usize) -> Result<TensorInfo<'_>> {
         let h = &self.tensors[t];
         Ok(TensorInfo {

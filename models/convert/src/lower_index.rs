@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val};
-use crate::lower_math::{as_val, op_as, typed_t};
+use crate::lower_math::{as_val, dtype_of, op_as, typed_t};
 use crate::onnx::{Attrs, NodeProto};
 
 pub(crate) fn lower_index_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
@@ -46,11 +46,7 @@ fn axis_of(n: &NodeProto, rank: usize) -> Result<usize> {
 /// Gather (mode 0) or GatherElements (mode 1) with i32 indices.
 pub(crate) fn gather(l: &mut Lower, n: &NodeProto, mode: i32) -> Result<()> {
     let data = &n.input[0];
-    let dtype = match l.val(data)? {
-        Val::Int(_) => DType::I32,
-        Val::T(t) if l.g.tensors[t].dtype == DType::I32 => DType::I32,
-        _ => DType::F32,
-    };
+    let dtype = dtype_of(l, data)?;
     let x = typed_t(l, data, dtype)?;
     let idx = typed_t(l, &n.input[1], DType::I32)?;
     let axis = axis_of(n, l.shape(x).len())?;
@@ -289,9 +285,8 @@ fn trilu(l: &mut Lower, n: &NodeProto) -> Result<()> {
             keep.push(i32::from(if upper { d >= k } else { d <= k }));
         }
     }
-    let bytes = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(&keep));
     let name = format!("{}:mask", l.node_name);
-    let mask = l.g.add_const(name, DType::I32, vec![rows, cols], bytes);
+    let mask = l.g.add_i32(name, vec![rows, cols], &keep);
     let zero = l.scalar(0.0);
     let inputs = vec![Some(mask), Some(x), Some(zero)];
     let y = op_as(l, OpKind::Where, inputs, vec![], &[], DType::F32)?;

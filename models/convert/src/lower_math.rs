@@ -127,8 +127,7 @@ pub(crate) fn typed_t(l: &mut Lower, name: &str, dtype: DType) -> Result<usize> 
                 .map(|&v| i32::try_from(v))
                 .collect::<Result<Vec<i32>, _>>()
                 .map_err(|_| anyhow::anyhow!("'{name}' holds integers beyond 32 bits"))?;
-            let bytes = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(&v));
-            l.g.add_const(name, DType::I32, host.shape.clone(), bytes)
+            l.g.add_i32(name, host.shape.clone(), &v)
         }
         _ => l.g.add_const(
             name,
@@ -136,6 +135,16 @@ pub(crate) fn typed_t(l: &mut Lower, name: &str, dtype: DType) -> Result<usize> 
             host.shape.clone(),
             f32_bytes(&host.to_f32()),
         ),
+    })
+}
+
+/// The dtype a value is carried in: i32 for integer constants and run-time i32 tensors
+/// (ids, masks, comparison results), f32 otherwise.
+pub(crate) fn dtype_of(l: &Lower, name: &str) -> Result<DType> {
+    Ok(match l.val(name)? {
+        Val::Int(_) => DType::I32,
+        Val::T(t) | Val::FakeQ { t, .. } if l.g.tensors[t].dtype == DType::I32 => DType::I32,
+        _ => DType::F32,
     })
 }
 
@@ -187,8 +196,7 @@ fn predicate(l: &mut Lower, f: BinaryFn, a: &str, b: &str) -> Result<Val> {
     };
     let x = typed_t(l, a, dtype)?;
     let y = if b.is_empty() {
-        let one = cairn_core::emit::AlignedBytes::from_slice(&1i32.to_le_bytes());
-        l.g.add_const(format!("{}:true", l.node_name), DType::I32, vec![], one)
+        l.g.add_i32(format!("{}:true", l.node_name), vec![], &[1])
     } else {
         typed_t(l, b, dtype)?
     };

@@ -166,9 +166,7 @@ fn hardmax(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let mut pos_shape = vec![1; s.len()];
     pos_shape[axis] = s[axis];
     let pos: Vec<i32> = (0..s[axis] as i32).collect();
-    let bytes = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(&pos));
-    let pos =
-        l.g.add_const(format!("{}:pos", l.node_name), DType::I32, pos_shape, bytes);
+    let pos = l.g.add_i32(format!("{}:pos", l.node_name), pos_shape, &pos);
     let eq = vec![cairn_core::op::BinaryFn::Equal as i32];
     let hit = op_as(
         l,

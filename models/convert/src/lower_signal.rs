@@ -22,7 +22,7 @@ use cairn_core::op::{BinaryFn, UnaryFn};
 use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val, INF_BITS};
-use crate::lower_math::{as_val, op_as, typed_t};
+use crate::lower_math::{as_val, dtype_of, op_as, typed_t};
 use crate::onnx::{Attrs, HostTensor, NodeProto};
 
 pub(crate) fn lower_signal_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
@@ -416,15 +416,6 @@ fn eye_like(l: &mut Lower, n: &NodeProto) -> Result<()> {
     Ok(())
 }
 
-/// The dtype a run-time or constant value is carried in.
-fn dtype_of(l: &Lower, name: &str) -> Result<DType> {
-    Ok(match l.val(name)? {
-        Val::Int(_) => DType::I32,
-        Val::T(t) | Val::FakeQ { t, .. } if l.g.tensors[t].dtype == DType::I32 => DType::I32,
-        _ => DType::F32,
-    })
-}
-
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut st = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -535,9 +526,8 @@ fn scatter(l: &mut Lower, n: &NodeProto, nd: bool) -> Result<()> {
     let df = l.reshape(data, &[total])?;
     let uf = l.reshape(upd, &[n_upd])?;
     let gather = |l: &mut Lower, src: usize, map: &[i32], tag: usize| -> Result<usize> {
-        let bytes = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(map));
         let mname = format!("{}:map{tag}", l.node_name);
-        let m = l.g.add_const(mname, DType::I32, vec![map.len()], bytes);
+        let m = l.g.add_i32(mname, vec![map.len()], map);
         op_as(
             l,
             OpKind::Gather,
@@ -706,8 +696,7 @@ fn one_hot(l: &mut Lower, n: &NodeProto) -> Result<()> {
         let name = format!("{}:range{shift}", l.node_name);
         if idx_dtype == DType::I32 {
             let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
-            let b = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(&v));
-            l.g.add_const(name, DType::I32, rs.clone(), b)
+            l.g.add_i32(name, rs.clone(), &v)
         } else {
             let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
             l.g.add_f32(name, rs.clone(), &v)
@@ -740,8 +729,7 @@ fn one_hot(l: &mut Lower, n: &NodeProto) -> Result<()> {
         (DType::F32, a, b)
     } else {
         let mk = |l: &mut Lower, v: f32, tag: &str| {
-            let b = cairn_core::emit::AlignedBytes::from_slice(&(v as i32).to_le_bytes());
-            l.g.add_const(format!("{}:{tag}", l.node_name), DType::I32, vec![], b)
+            l.g.add_i32(format!("{}:{tag}", l.node_name), vec![], &[v as i32])
         };
         let a = mk(l, on, "on");
         let b = mk(l, off, "off");
@@ -865,9 +853,8 @@ fn compress(l: &mut Lower, n: &NodeProto) -> Result<()> {
     if keep.is_empty() {
         bail!("Compress keeps nothing: cairn tensors cannot be empty");
     }
-    let b = cairn_core::emit::AlignedBytes::from_slice(bytemuck::cast_slice(&keep));
     let iname = format!("{}:keep", l.node_name);
-    let idx = l.g.add_const(iname, DType::I32, vec![keep.len()], b);
+    let idx = l.g.add_i32(iname, vec![keep.len()], &keep);
     let y = op_as(
         l,
         OpKind::Gather,
