@@ -310,54 +310,42 @@ fn pair16(lo: i32, hi: i32) -> i32 {
     (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
 }
 
-/// A's rows in blocks of six: block b, pair s, row r is (A[6b+r][2s], A[6b+r][2s+1]).
-fn pack_rows(ap: &mut Vec<i32>, m: usize, k: usize, a: impl Fn(usize, usize) -> i32) {
-    let kp = k.div_ceil(2);
+/// A's rows in blocks of six, `G` consecutive columns per 32-bit word: block b, group s,
+/// row r is `word(6b + r, G·s)` (zero for the rows past m that fill the last block).
+fn pack_rows_by<const G: usize>(
+    ap: &mut Vec<i32>,
+    m: usize,
+    k: usize,
+    word: impl Fn(usize, usize) -> i32,
+) {
+    let kg = k.div_ceil(G);
     let blocks = m.div_ceil(MR);
-    grow(ap, blocks * kp * MR);
+    grow(ap, blocks * kg * MR);
     for b in 0..blocks {
-        let dst = &mut ap[b * kp * MR..(b + 1) * kp * MR];
+        let dst = &mut ap[b * kg * MR..(b + 1) * kg * MR];
         for r in 0..MR {
             let i = b * MR + r;
-            for sp in 0..kp {
-                dst[sp * MR + r] = if i < m {
-                    let t = 2 * sp;
-                    pair16(a(i, t), if t + 1 < k { a(i, t + 1) } else { 0 })
-                } else {
-                    0
-                };
+            for s in 0..kg {
+                dst[s * MR + r] = if i < m { word(i, G * s) } else { 0 };
             }
         }
     }
 }
 
+/// A's rows in blocks of six: block b, pair s, row r is (A[6b+r][2s], A[6b+r][2s+1]).
+fn pack_rows(ap: &mut Vec<i32>, m: usize, k: usize, a: impl Fn(usize, usize) -> i32) {
+    pack_rows_by::<2>(ap, m, k, |i, t| {
+        pair16(a(i, t), if t + 1 < k { a(i, t + 1) } else { 0 })
+    });
+}
+
 /// A's rows in blocks of six as u8 quads: block b, quad s, row r holds the bytes
 /// `u(6b+r, 4s..4s+4)` (each in 0..=255; 0 past k, where B is zero).
 fn pack_rows_u8(ap: &mut Vec<i32>, m: usize, k: usize, u: impl Fn(usize, usize) -> i32) {
-    let kq = k.div_ceil(4);
-    let blocks = m.div_ceil(MR);
-    grow(ap, blocks * kq * MR);
-    for b in 0..blocks {
-        let dst = &mut ap[b * kq * MR..(b + 1) * kq * MR];
-        for r in 0..MR {
-            let i = b * MR + r;
-            for sq in 0..kq {
-                dst[sq * MR + r] = if i < m {
-                    let byte = |t: usize| {
-                        let t = 4 * sq + t;
-                        if t < k {
-                            u(i, t) as u8
-                        } else {
-                            0
-                        }
-                    };
-                    i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
-                } else {
-                    0
-                };
-            }
-        }
-    }
+    pack_rows_by::<4>(ap, m, k, |i, t0| {
+        let byte = |t: usize| if t0 + t < k { u(i, t0 + t) as u8 } else { 0 };
+        i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
+    });
 }
 
 /// What the output stage adds and multiplies per column.
