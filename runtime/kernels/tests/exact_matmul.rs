@@ -8,7 +8,7 @@ use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{per_tensor, run, seed, tensor, weighted, Rng};
+use common::{per_tensor, run, seed, tensor, Rng};
 
 fn bytes(r: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| r.i8() as u8).collect()
@@ -16,20 +16,8 @@ fn bytes(r: &mut Rng, n: usize) -> Vec<u8> {
 
 /// x [lead.., m, k] · Wᵀ (W [n, k], per-channel) + bias, requantized and clamped.
 fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
-    let mut b = ModelBuilder::default();
-    let x = b.add_tensor(tensor(DType::I8, &[lead, m, k], per_tensor(r), None));
     let wq: Vec<u8> = (0..n * k).map(|_| r.i8().max(-127) as u8).collect();
-    let wt = weighted(&mut b, r, &[n, k], wq);
-    let y = b.add_tensor(tensor(DType::I8, &[lead, m, n], wt.yq, None));
-    b.ops.push(OpSpec {
-        kind: OpKind::FullyConnected,
-        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
-        outputs: vec![y],
-        params: vec![wt.lo, wt.hi],
-    });
-    b.inputs = vec![x];
-    b.outputs = vec![y];
-    b.finish().expect("valid FC model")
+    common::fc_model(r, &[lead, m], k, n, wq)
 }
 
 /// One- and two-row FullyConnected with rows longer than the GEMM tiles take (a recurrent

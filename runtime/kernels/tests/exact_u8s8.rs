@@ -78,21 +78,8 @@ fn conv_model(r: &mut Rng, cs: &ConvCase, wide: bool) -> Option<ModelBuilder> {
 
 /// x [m, k] · Wᵀ (W [n, k]).
 fn fc_model(r: &mut Rng, m: usize, k: usize, n: usize, wide: bool) -> Vec<u8> {
-    let mut b = ModelBuilder::default();
-    let xq = per_tensor(r);
-    let x = b.add_tensor(tensor(DType::I8, &[m, k], xq, None));
     let wq = weights(r, n * k, wide);
-    let wt = weighted(&mut b, r, &[n, k], wq);
-    let y = b.add_tensor(tensor(DType::I8, &[m, n], wt.yq, None));
-    b.ops.push(OpSpec {
-        kind: OpKind::FullyConnected,
-        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
-        outputs: vec![y],
-        params: vec![wt.lo, wt.hi],
-    });
-    b.inputs = vec![x];
-    b.outputs = vec![y];
-    b.finish().expect("valid FC model")
+    common::fc_model(r, &[m], k, n, wq)
 }
 
 fn avx2_host() -> bool {

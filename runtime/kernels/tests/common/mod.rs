@@ -156,3 +156,25 @@ pub fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wq: Vec<u8>) 
         hi,
     }
 }
+
+/// An int8 FullyConnected model: x [rows.., k] · Wᵀ with the weights `wq` (W [n, k],
+/// per-channel) and the rest of `weighted`.
+#[allow(dead_code)]
+pub fn fc_model(r: &mut Rng, rows: &[usize], k: usize, n: usize, wq: Vec<u8>) -> Vec<u8> {
+    use cairn_core::emit::OpSpec;
+    use cairn_core::OpKind;
+    let mut b = ModelBuilder::default();
+    let dims = |last: usize| rows.iter().copied().chain([last]).collect::<Vec<_>>();
+    let x = b.add_tensor(tensor(DType::I8, &dims(k), per_tensor(r), None));
+    let wt = weighted(&mut b, r, &[n, k], wq);
+    let y = b.add_tensor(tensor(DType::I8, &dims(n), wt.yq, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::FullyConnected,
+        inputs: vec![Some(x), Some(wt.w), wt.bias, Some(wt.rq)],
+        outputs: vec![y],
+        params: vec![wt.lo, wt.hi],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b.finish().expect("valid FC model")
+}
