@@ -19,7 +19,8 @@
 //!
 //! Beside these, on the strided GEMM of `kernel.rs` (the same 6 × 16 AVX2+FMA block):
 //! one-group convs with large patches (`bigk.rs`), ConvTranspose (`deconv.rs`), MatMul and
-//! multi-row FullyConnected (`matmul.rs`); convs with ≤ 4 output channels row by row
+//! multi-row FullyConnected (`matmul.rs`); convs with ≤ 8 output channels over padded,
+//! phase-split input rows on AVX2 (`narrow_avx2.rs`), ≤ 4 row by row elsewhere
 //! (`direct.rs`, bit-exact); vector Unary, Binary, Softmax (`unary.rs`, `binary.rs`,
 //! `softmax.rs`) and MaxPool / mean pooling (`pool.rs`), routed by `dispatch.rs`.
 
@@ -41,6 +42,8 @@ mod direct;
 pub(crate) mod dispatch;
 mod kernel;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod narrow_avx2;
 mod pool;
 mod softmax;
 mod unary;
@@ -124,6 +127,15 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
     let covered =
         pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));
+    #[cfg(target_arch = "x86_64")]
+    if !pointwise && narrow_avx2::fits(&g) && avx2::available() {
+        return Some(out.f32s_mut().map(|y| {
+            // SAFETY: AVX2 and FMA are present (checked above), `fits` holds and the
+            // slice lengths were checked above.
+            unsafe { narrow_avx2::conv(&g, &gm, x, y) };
+            dispatch::taken();
+        }));
+    }
     if !pointwise && direct::fits(&g, k) {
         return Some(out.f32s_mut().map(|y| {
             direct::conv(&g, &gm, x, y);
