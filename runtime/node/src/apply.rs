@@ -160,7 +160,9 @@ impl<S: Items, F: NorFlash, R: Ram> Store for Applier<'_, S, F, R> {
 
 /// An item set that keeps nothing: for a device without an allocator that only applies
 /// what arrives (records into memory, from bundles) and exports its own records. It never
-/// relays others' items.
+/// relays others' items, and keeps no authority statement: a revocation drops the revoked
+/// key's records once, but its later items are taken again. A node that must honour
+/// revocations uses [`crate::Revocations`] (the same, plus the statements on flash).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApplyOnly;
 

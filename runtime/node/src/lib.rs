@@ -38,6 +38,7 @@ pub mod items;
 mod node;
 #[cfg(feature = "std")]
 pub mod owned;
+pub mod revocations;
 pub mod sensor;
 pub mod share;
 
@@ -45,6 +46,7 @@ pub use adapter::{Adapter, LearnSpec, Outcome};
 pub use apply::{Applier, ApplyReport, Items};
 pub use identity::Identity;
 pub use node::{Dismantled, Memo, Node, NodeState, NodeStats, Observation, SessionSettings};
+pub use revocations::Revocations;
 pub use sensor::Sensor;
 
 use cairn_memory::ram::Ram;
