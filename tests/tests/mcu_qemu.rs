@@ -2,7 +2,8 @@
 //! outputs byte for byte, its bundled model and fleet list are what the converter and the
 //! fleet authority make today, and its `cairn_node::Node` decides what the same node on the
 //! host decides: the gate's verdicts, the bundle it exports (byte for byte), and what it
-//! applies from a peer's bundle (forged and non-member items refused).
+//! applies from a peer's bundle (forged and non-member items refused), and how it honours
+//! the authority's revocation of that peer.
 //!
 //! Needs `qemu-system-arm` and `defmt-print` (tests/run.sh installs both and sets
 //! CAIRN_REQUIRE_QEMU=1, which turns their absence into a failure instead of a skip).
@@ -22,8 +23,7 @@ use cairn_memory::flash::RamFlash;
 use cairn_memory::ram::FixedRam;
 use cairn_memory::{Config as MemConfig, LogStore};
 use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
-use cairn_node::apply::ApplyOnly;
-use cairn_node::{Identity, Node, Parts, Sensor};
+use cairn_node::{Identity, Node, NodeError, Parts, Revocations, Sensor};
 use cairn_sync::bundle::BundleWriter;
 use cairn_sync::Reject;
 use ed25519_dalek::SigningKey;
@@ -225,7 +225,7 @@ impl Parts for HostParts {
     type MemoryFlash = RamFlash<1024>;
     type MemoryRam = FixedRam<24, 32, 8, 128>;
     type LineageFlash = RamFlash<1024>;
-    type Items = ApplyOnly;
+    type Items = Revocations<RamFlash<256>, 4>;
 }
 
 /// `learn_spec` of targets/mcu/src/main.rs.
@@ -308,7 +308,8 @@ fn host_node<'a>(b: &'a mut Buffers, seed: &[u8; 32]) -> Node<'a, HostParts> {
     let mut log = CheckpointLog::open(RamFlash::new(4)).unwrap().0;
     let bytes: &mut [u8] = bytemuck_cast(learn.as_mut_slice());
     let adapter = Adapter::open(spec, Some(&m), base, 32, bytes, &mut log).unwrap();
-    Node::new(identity, memory, ApplyOnly)
+    let items = Revocations::open(RamFlash::new(1), &auth).unwrap();
+    Node::new(identity, memory, items)
         .with_sensor(sensor)
         .with_learning(adapter, log)
 }
@@ -387,6 +388,23 @@ fn peer_bundle() -> Vec<u8> {
     out
 }
 
+/// The fleet authority's statement revoking the peer's key.
+fn revoke_peer() -> Vec<u8> {
+    use cairn_sync::item::{sign_into, statement_body, Action, Kind, Statement};
+    let s = Statement {
+        action: Action::Revoke,
+        subject: SigningKey::from_bytes(&PEER_SEED)
+            .verifying_key()
+            .to_bytes(),
+        hlc: 1,
+    };
+    let mut out = vec![0u8; 512];
+    let auth = SigningKey::from_bytes(&AUTHORITY_SEED);
+    let n = sign_into(&auth, Kind::Authority, &statement_body(&s), &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
 /// What the firmware must log for a gate outcome (the decision, its reason, how many
 /// records were held out).
 fn gate_line(what: &str, on: &str, o: &Outcome) -> (String, String) {
@@ -428,6 +446,8 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     std::fs::create_dir_all(mcu.join("target")).unwrap();
     let peer = peer_bundle();
     std::fs::write(mcu.join("target/peer.cbdl"), &peer).unwrap();
+    let revocation = revoke_peer();
+    std::fs::write(mcu.join("target/revoke.item"), &revocation).unwrap();
     let _ = std::fs::remove_file(mcu.join("target/bundle.cbdl"));
     let log = boot("cairn-mcu");
     let (o0, o1) = (outputs(&log, 0), outputs(&log, 1));
@@ -506,7 +526,7 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     );
     let a = *host.report();
     // With an allocator the host node also signs its promoted adapter as a contribution
-    // (counted in the report though `ApplyOnly` keeps no item); the firmware has none to
+    // (counted in the report though an apply-only set keeps no item); the firmware has none to
     // sign with. Contributions *received* must agree.
     let received = a.contributions - host.stats().contributions_made;
     let line = format!(
@@ -536,6 +556,26 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     );
     let second = host.learn(&mut |_, _| {}).unwrap();
     assert_logged(&log, &gate_line("learn", "own and peer records", &second));
+
+    // Revoke: the peer's 8 records leave memory, and its bundle is then refused whole.
+    assert_eq!(host.accept(&revocation), Ok(true));
+    assert_eq!(host.memory().len(), 8);
+    let line = format!(
+        "revocation: new true, 1 held, 8 records deleted; memory {} records",
+        host.memory().len()
+    );
+    assert!(
+        log.contains(&line),
+        "the firmware does not log `{line}`:\n{log}"
+    );
+    assert_eq!(
+        host.import_bundle(&peer, 0).unwrap_err(),
+        NodeError::Sync(Reject::Revoked)
+    );
+    assert!(
+        log.contains("peer bundle again: refused (revoked sender)"),
+        "log:\n{log}"
+    );
     println!(
         "{}",
         log.lines()

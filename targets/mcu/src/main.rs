@@ -14,7 +14,11 @@
 //! 4. **applies** a bundle from another fleet member (`target/peer.cbdl`, written by the host
 //!    test; boards have none and say so): verified items go into memory, forged and
 //!    non-member ones are refused; then it learns again on what it now knows, through the
-//!    same gate.
+//!    same gate;
+//! 5. **honours a revocation**: the fleet authority's statement revoking that peer
+//!    (`target/revoke.item`) is taken through `Node::accept`: the peer's records leave
+//!    memory, the statement is kept in a flash region of its own (`Revocations`), and the
+//!    peer's bundle is then refused whole.
 //!
 //! The fleet list it trusts (`assets/fleet.cfl`, built in) verifies against the fleet
 //! authority's public key ([`AUTHORITY`]). Logs go out with defmt over semihosting (decoded
@@ -41,8 +45,7 @@ use cairn_memory::slice_flash::SliceFlash;
 use cairn_memory::store::Meta;
 use cairn_memory::{Config, Id, LogStore, StoreError};
 use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
-use cairn_node::apply::ApplyOnly;
-use cairn_node::{Identity, Node, NodeError, Parts, Sensor};
+use cairn_node::{Identity, Node, NodeError, Parts, Revocations, Sensor};
 use cairn_sync::bundle::ImportReport;
 use cairn_sync::Reject;
 use clock::{exit, insns, paint_stack, stack_used, ticks};
@@ -71,21 +74,28 @@ const RECORDS: usize = 24;
 
 /// The node's parts on this chip: the MLP kernels, memory and lineage in flash regions,
 /// the store's RAM side fixed, and an item set that only applies (no allocator to keep
-/// others' items in: records go to memory, contributions are counted, not kept).
+/// others' items in: records go to memory, contributions are counted, not kept) but holds
+/// the fleet authority's statements (up to [`STATEMENTS`] revoked keys or deleters) in a
+/// flash region of its own, so a revoked key stays refused after a restart.
 struct Mcu;
 impl Parts for Mcu {
     type Backend = Select<{ family::MLP_I8 | family::FAST }>;
     type MemoryFlash = SliceFlash<'static, 1024>;
     type MemoryRam = StaticRam;
     type LineageFlash = SliceFlash<'static, 1024>;
-    type Items = ApplyOnly;
+    type Items = Revocations<SliceFlash<'static, 256>, STATEMENTS>;
 }
+
+/// Authority statements the node holds; one more closes it (every key refused).
+const STATEMENTS: usize = 4;
 
 static mut ARENA: cairn_core::Aligned<[u8; 1024]> = cairn_core::Aligned([0; 1024]);
 // Zeroed RAM standing in for flash regions: the memory store erases the sectors it uses;
 // the lineage log is erased at boot (RAM does not survive a reset; real flash would).
 static mut FLASH: [u8; 4 * 1024] = [0; 4 * 1024];
 static mut LINEAGE: [u8; 4 * 1024] = [0; 4 * 1024];
+// The authority's statements: 208 of its 256 bytes (`Revocations::flash_bytes`).
+static mut AUTHORITY_FLASH: [u8; 256] = [0; 256];
 static mut STORE_RAM: StoreRam = FixedRam::new();
 // What `cairn_node::adapter::arena_bytes` asks for this spec: 8,424 bytes.
 static mut LEARN_ARENA: [u32; 2106] = [0; 2106];
@@ -102,14 +112,13 @@ fn main() -> ! {
     // SAFETY: main runs once; nothing else touches PEER.
     #[allow(static_mut_refs)]
     let buf = unsafe { &mut PEER };
-    let peer = match HostFile::open("target/peer.cbdl\0", false) {
-        Some(mut f) => match f.read_all(buf) {
-            Some(n) => Peer::Bundle(&buf[..n]),
-            None => Peer::Unreadable,
-        },
-        None => Peer::Missing("no target/peer.cbdl on the host"),
-    };
-    let ok = run(sensor::MockBus::new(INPUTS), &mut sink, peer);
+    let (peer, rest) = read_host_file("target/peer.cbdl\0", "no target/peer.cbdl on the host", buf);
+    let (revocation, _) = read_host_file(
+        "target/revoke.item\0",
+        "no target/revoke.item on the host",
+        rest,
+    );
+    let ok = run(sensor::MockBus::new(INPUTS), &mut sink, peer, revocation);
     drop(file);
     exit(ok)
 }
@@ -134,10 +143,31 @@ fn main() -> ! {
         None => false,
     };
     let peer = Peer::Missing("this board reads no peer bundle (removable storage not wired)");
-    exit(run(boards::sensor_bus(), &mut sink, peer))
+    let revocation = Peer::Missing("this board reads no statement (removable storage not wired)");
+    exit(run(boards::sensor_bus(), &mut sink, peer, revocation))
 }
 
-/// What came in from a peer (boards: always `Missing`).
+/// The host file `name` (NUL-terminated) read into the front of `buf` (`missing`: why, if
+/// it is not there); the rest of `buf`.
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
+fn read_host_file<'b>(
+    name: &str,
+    missing: &'static str,
+    buf: &'b mut [u8],
+) -> (Peer<'b>, &'b mut [u8]) {
+    let Some(mut f) = HostFile::open(name, false) else {
+        return (Peer::Missing(missing), buf);
+    };
+    match f.read_all(buf) {
+        Some(n) => {
+            let (got, rest) = buf.split_at_mut(n);
+            (Peer::Bundle(got), rest)
+        }
+        None => (Peer::Unreadable, buf),
+    }
+}
+
+/// What came in from a peer or the authority (boards: always `Missing`).
 #[cfg_attr(any(feature = "stm32f4", feature = "nrf52840"), allow(dead_code))]
 enum Peer<'b> {
     Bundle(&'b [u8]),
@@ -162,6 +192,7 @@ fn run<B: embedded_hal::i2c::I2c>(
     bus: B,
     sink: &mut dyn FnMut(&[u8]) -> bool,
     peer: Peer<'_>,
+    revocation: Peer<'_>,
 ) -> bool {
     paint_stack();
     let Some(syst) = clock::start() else {
@@ -190,9 +221,20 @@ fn run<B: embedded_hal::i2c::I2c>(
             &mut LEARN_ARENA,
         )
     };
+    // SAFETY: as above.
+    #[allow(static_mut_refs)]
+    let statements = unsafe { &mut AUTHORITY_FLASH };
     let mut node = ensure!(
         "node",
-        assemble(model, arena, flash, lineage, store_ram, learn_arena)
+        assemble(
+            model,
+            arena,
+            flash,
+            lineage,
+            statements,
+            store_ram,
+            learn_arena
+        )
     );
     let tag = ensure!("no sensor", node.sensor().ok_or(())).model_tag();
     defmt::println!(
@@ -224,7 +266,20 @@ fn run<B: embedded_hal::i2c::I2c>(
 
     // Apply: a peer's bundle into memory, then what the node now knows through the gate.
     let ok = match peer {
-        Peer::Bundle(bytes) => apply(&mut node, bytes, syst),
+        Peer::Bundle(bytes) => {
+            apply(&mut node, bytes, syst)
+                && match revocation {
+                    Peer::Bundle(statement) => revoke(&mut node, statement, bytes),
+                    Peer::Missing(why) => {
+                        defmt::println!("revoke: skipped: {=str}", why);
+                        true
+                    }
+                    Peer::Unreadable => {
+                        defmt::error!("revoke: the statement does not fit after the bundle");
+                        false
+                    }
+                }
+        }
         Peer::Missing(why) => {
             defmt::println!("apply: skipped: {=str}", why);
             true
@@ -311,14 +366,15 @@ fn export(
     true
 }
 
-/// The node over the statics: identity and fleet, the sensor, the memory store, and the
-/// adapter opened on its lineage.
+/// The node over the statics: identity and fleet, the sensor, the memory store, the
+/// authority's statements, and the adapter opened on its lineage.
 #[inline(never)]
 fn assemble(
     model: Model<'static>,
     arena: &'static mut [u8],
     flash: &'static mut [u8],
     lineage: &'static mut [u8],
+    statements: &'static mut [u8],
     store_ram: &'static mut StoreRam,
     learn_arena: &'static mut [u32],
 ) -> Result<Node<'static, Mcu>, NodeError> {
@@ -347,7 +403,9 @@ fn assemble(
     let (mut log, _) = CheckpointLog::open(lf)?;
     let bytes = words_as_bytes(learn_arena);
     let adapter = Adapter::open(spec, Some(&model), base, DIM, bytes, &mut log)?;
-    Ok(Node::new(identity, memory, ApplyOnly)
+    // A region without the set's header (RAM at boot in QEMU) is formatted on open.
+    let items = Revocations::open(SliceFlash::new(statements), &AUTHORITY)?;
+    Ok(Node::new(identity, memory, items)
         .with_sensor(sensor)
         .with_learning(adapter, log))
 }
@@ -498,6 +556,35 @@ fn apply(node: &mut Node<'static, Mcu>, bytes: &[u8], syst: &cortex_m::periphera
         None => defmt::println!("gate merge: no contribution kept to judge"),
     }
     learn(node, syst, "own and peer records")
+}
+
+/// The authority's revocation of the peer, taken through `accept`: the peer's records leave
+/// memory, the statement is kept on its flash region, and the peer's bundle is now refused
+/// whole (its sender is revoked).
+#[inline(never)]
+fn revoke(node: &mut Node<'static, Mcu>, statement: &[u8], peer_bundle: &[u8]) -> bool {
+    let deleted = node.report().deleted;
+    let new = ensure!("revocation refused", node.accept(statement));
+    defmt::println!(
+        "revocation: new {=bool}, {=usize} held, {=u32} records deleted; memory {=usize} records",
+        new,
+        node.items().len(),
+        node.report().deleted - deleted,
+        node.memory().len()
+    );
+    match node.import_bundle(peer_bundle, 0) {
+        Err(NodeError::Sync(Reject::Revoked)) => {
+            defmt::println!("peer bundle again: refused (revoked sender)");
+            true
+        }
+        other => {
+            defmt::error!(
+                "peer bundle again: not refused as revoked: {}",
+                defmt::Debug2Format(&other)
+            );
+            false
+        }
+    }
 }
 
 type StoreRam = FixedRam<RECORDS, DIM, 8, 128>;
