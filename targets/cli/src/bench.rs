@@ -1,7 +1,8 @@
 //! `cairn bench`: cairn against ONNX Runtime (fp32, and int8 QDQ/QOperator models when
 //! given) and tract (fp32) on the same model and the same input, single-threaded, in one
 //! run. Median and p90 latency after warm-up, ratios, top-1 agreement, GMAC/s against the
-//! CPU's int8 peak, flash/arena bytes, peak RSS; `--profile` adds a per-kernel profile.
+//! CPU's int8 peak, flash/arena bytes, and each engine's peak RSS measured in a process of
+//! its own ([`memory`]); `--profile` adds a per-kernel profile.
 //! Every int8 row also says how far it is from the QDQ graph run as written
 //! (`int8_ref.rs`): ONNX Runtime's fused int8 kernels are inexact on CPUs without VNNI.
 
@@ -12,6 +13,8 @@ use anyhow::{anyhow, Context, Result};
 use cairn_convert::npy;
 use cairn_core::emit::AlignedBytes;
 use serde_json::json;
+
+mod memory;
 
 use crate::engines;
 use crate::int8_ref::{Deviation, Reference};
@@ -199,6 +202,9 @@ pub fn bench(
     profile: bool,
     others: Others<'_>,
 ) -> Result<()> {
+    if let Ok(kind) = std::env::var(memory::CHILD_ENV) {
+        return memory::child(&kind, model, input, others.threads);
+    }
     let conv = tools::convert_with_progress(model, args)?;
     let bytes = AlignedBytes::from_slice(&conv.bytes);
     let mut m = tools::host_model(&bytes, model)?;
@@ -280,27 +286,55 @@ pub fn bench(
     } else {
         "ort-fp32"
     };
-    let mut engines: Vec<(anyhow::Result<engines::Engine>, Option<&Path>)> = vec![(
+    // Each engine, the int8 model its deviation is measured on, and what its memory child
+    // loads.
+    type Entry<'p> = (
+        anyhow::Result<engines::Engine>,
+        Option<&'p Path>,
+        memory::Kind,
+        &'p Path,
+    );
+    let mut engines: Vec<Entry<'_>> = vec![(
         engines::ort(main_ort, model, &info.shape),
         main_is_qdq.then_some(model),
+        memory::Kind::Ort,
+        model,
     )];
     if let Some(p) = others.ort_qdq.filter(|_| !main_is_qdq) {
-        engines.push((engines::ort("ort-int8-qdq", p, &info.shape), Some(p)));
+        let e = engines::ort("ort-int8-qdq", p, &info.shape);
+        engines.push((e, Some(p), memory::Kind::Ort, p));
     }
     if let Some(p) = others.ort_qop {
-        engines.push((engines::ort("ort-int8-qop", p, &info.shape), Some(p)));
+        let e = engines::ort("ort-int8-qop", p, &info.shape);
+        engines.push((e, Some(p), memory::Kind::Ort, p));
     }
     if !others.no_tract {
-        engines.push((engines::tract(model, &info.shape), None));
+        let e = engines::tract(model, &info.shape);
+        engines.push((e, None, memory::Kind::Tract, model));
     }
+    let scratch = memory::Scratch::new()?;
+    let (cairn_file, input_file) = (scratch.path("model.cairn"), scratch.path("input.npy"));
+    std::fs::write(&cairn_file, &conv.bytes)
+        .with_context(|| format!("writing {}", cairn_file.display()))?;
+    npy::write(&input_file, &info.shape, &x)?;
+    let mut specs = vec![memory::Spec {
+        name: rows[0].name.clone(),
+        kind: memory::Kind::Cairn,
+        model: cairn_file,
+    }];
     let top1 = cairn_out.first().map(|o| argmax(o));
-    for (e, int8_model) in engines {
+    for (e, int8_model, kind, path) in engines {
         let deviation = match (&reference, int8_model) {
             (Some(r), Some(p)) => r.ort_default(p, &dev_inputs).ok(),
             _ => None,
         };
         match e {
             Ok(mut e) => {
+                specs.push(memory::Spec {
+                    name: e.name.clone(),
+                    kind,
+                    model: path.to_path_buf(),
+                });
                 let mut out = Vec::new();
                 let s = time_runs(warmup, runs, || {
                     out = (e.run)(&x)?;
@@ -364,11 +398,22 @@ pub fn bench(
         ),
     }
     println!(
-        "  flash {} B, arena {} B, peak RSS {} kB",
+        "  cairn: flash {} B (the model), arena {} B",
         conv.bytes.len(),
-        m.model().arena_bytes(),
-        peak_rss_kb().unwrap_or(0)
+        m.model().arena_bytes()
     );
+    // Not fatal: without /proc (not Linux) the latency table still stands.
+    let mem = match memory::measure(&specs, &input_file, others.threads) {
+        Ok(mem) => Some(mem),
+        Err(err) => {
+            println!("  memory per engine: not measured: {err:#}");
+            None
+        }
+    };
+    drop(scratch);
+    if let Some(mem) = &mem {
+        mem.print();
+    }
 
     if profile {
         print_profile(&mut m, &[&x], runs)?;
@@ -392,7 +437,7 @@ pub fn bench(
                 json!({"worst_lsb": d.worst_lsb, "worst_abs": d.worst_abs,
                        "top1_same": d.top1_same, "samples": d.samples})
             });
-            e.insert(r.name.clone(), json!({"median_ms": r.median_ms, "p90_ms": r.p90_ms, "cairn_ratio": cairn.median_ms / r.median_ms, "top1_agrees_with_cairn": r.agrees, "vs_qdq_as_written": dev}));
+            e.insert(r.name.clone(), json!({"median_ms": r.median_ms, "p90_ms": r.p90_ms, "cairn_ratio": cairn.median_ms / r.median_ms, "top1_agrees_with_cairn": r.agrees, "vs_qdq_as_written": dev, "memory": mem.as_ref().and_then(|m| m.json_of(&r.name))}));
         }
         let report = json!({
             "model": model.display().to_string(),
@@ -410,7 +455,9 @@ pub fn bench(
             "int8_peak_gmacs": peak.as_ref().map(|p| p.0),
             "flash_bytes": conv.bytes.len(),
             "arena_bytes": m.model().arena_bytes(),
-            "peak_rss_kb": peak_rss_kb(),
+            "memory": mem.as_ref().map(memory::Report::json_summary),
+            // The bench process itself, every engine loaded: not any one engine's cost.
+            "bench_process_peak_rss_kb": peak_rss_kb(),
         });
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", p.display()))?;
