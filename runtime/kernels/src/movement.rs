@@ -56,6 +56,14 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     for k in 0..call.n_inputs() {
         let t = call.req(k)?;
         let len = t.info.shape.dim(axis) * inner;
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if qp(&t.info) == oq || dt != DType::I8 {
+            // A plain copy: short runs (a channel-last concat of a value or two per
+            // position) by size class, not one memcpy call per run.
+            runs(&t.data[..outer * len], len, &mut out.data[at..], row);
+            at += len;
+            continue;
+        }
         for o in 0..outer {
             let src = &t.data[o * len..(o + 1) * len];
             copy_elems(
@@ -69,6 +77,31 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         at += len;
     }
     Ok(())
+}
+
+/// `dst[o · row..][..len] = src[o · len..][..len]` for every run `o` of `src` (hosts).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn runs(src: &[u8], len: usize, dst: &mut [u8], row: usize) {
+    #[inline(always)]
+    fn fixed<const L: usize>(src: &[u8], dst: &mut [u8], row: usize) {
+        for (o, s) in src.chunks_exact(L).enumerate() {
+            dst[o * row..o * row + L].copy_from_slice(s);
+        }
+    }
+    match len {
+        0 => {}
+        1 => fixed::<1>(src, dst, row),
+        2 => fixed::<2>(src, dst, row),
+        4 => fixed::<4>(src, dst, row),
+        8 => fixed::<8>(src, dst, row),
+        12 => fixed::<12>(src, dst, row),
+        16 => fixed::<16>(src, dst, row),
+        _ => {
+            for (o, s) in src.chunks_exact(len).enumerate() {
+                dst[o * row..o * row + len].copy_from_slice(s);
+            }
+        }
+    }
 }
 
 pub fn reshape(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
@@ -88,11 +121,18 @@ fn gather(
     base: isize,
     st: &[isize; MAX_RANK],
 ) {
-    let r = out_dims.len();
     let n: usize = out_dims.iter().map(|&d| d as usize).product();
     if n == 0 {
         return;
     }
+    // Hosts drop size-1 dims and merge dims that are contiguous in the source, so the
+    // rows copied are as long as the layouts allow (a trailing size-1 dim would make
+    // every row one element).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let (out_dims, st) = &compact(out_dims, st);
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let out_dims = &out_dims.0[..out_dims.1];
+    let r = out_dims.len();
     let Some(&last) = out_dims.last() else {
         // Rank 0: one element.
         let s = base as usize * es;
@@ -124,6 +164,33 @@ fn gather(
             idx[d] = 0;
         }
     }
+}
+
+/// The dims and strides of a gather with size-1 dims dropped and each dim merged into
+/// the one before it where the source is contiguous across them (rank ≥ 1 kept).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn compact(dims: &[u32], st: &[isize; MAX_RANK]) -> (([u32; MAX_RANK], usize), [isize; MAX_RANK]) {
+    let mut d2 = [0u32; MAX_RANK];
+    let mut s2 = [0isize; MAX_RANK];
+    let mut r = 0;
+    for (d, &n) in dims.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        if r > 0 && s2[r - 1] == st[d] * n as isize {
+            d2[r - 1] *= n;
+            s2[r - 1] = st[d];
+        } else {
+            d2[r] = n;
+            s2[r] = st[d];
+            r += 1;
+        }
+    }
+    if r == 0 {
+        d2[0] = 1;
+        r = 1;
+    }
+    ((d2, r), s2)
 }
 
 /// `dst` (elements of `es` bytes) = `src` elements `off, off + s, off + 2s, ...`.
@@ -205,6 +272,19 @@ pub fn split(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     let inner = xs.prod(axis + 1, xs.rank()) * es;
     let in_row = xs.dim(axis) * inner;
     let len = out.info.shape.dim(axis) * inner;
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if len > 0 && len <= 16 {
+        // Short runs by size class (`runs` with the roles swapped).
+        for (o, d) in out.data[..outer * len].chunks_exact_mut(len).enumerate() {
+            let s = o * in_row + off * inner;
+            match len {
+                4 => d.copy_from_slice(&x.data[s..s + 4]),
+                1 => d[0] = x.data[s],
+                _ => d.copy_from_slice(&x.data[s..s + len]),
+            }
+        }
+        return Ok(());
+    }
     for o in 0..outer {
         let s = o * in_row + off * inner;
         out.data[o * len..(o + 1) * len].copy_from_slice(&x.data[s..s + len]);
@@ -317,11 +397,32 @@ fn pad_rows(
             c.copy_from_slice(value);
         }
     }
-    let inner = xs.dim(r - 1);
+    // Merge each trailing dim that is not padded into the one before it, so the rows
+    // copied are as long as the layout allows (a trailing dim of 1 would make every row
+    // one element).
+    let mut xd = [0usize; MAX_RANK];
+    let mut yd = [0usize; MAX_RANK];
+    for d in 0..r {
+        (xd[d], yd[d]) = (xs.dim(d), ys.dim(d));
+    }
+    let mut r = r;
+    while r > 1 && xd[r - 1] == yd[r - 1] {
+        let n = xd[r - 1];
+        xd[r - 2] *= n;
+        yd[r - 2] *= n;
+        begin[r - 2] *= n;
+        r -= 1;
+    }
+    let inner = xd[r - 1];
     if nx == 0 || inner == 0 {
         return true;
     }
-    let ost = ys.strides();
+    let mut ost = [0usize; MAX_RANK];
+    let mut acc = 1;
+    for d in (0..r).rev() {
+        ost[d] = acc;
+        acc *= yd[d];
+    }
     let mut idx = [0usize; MAX_RANK];
     for row in 0..nx / inner {
         let off: usize = (0..r).map(|d| (idx[d] + begin[d]) * ost[d]).sum();
@@ -332,7 +433,7 @@ fn pad_rows(
         while d > 0 {
             d -= 1;
             idx[d] += 1;
-            if idx[d] < xs.dim(d) {
+            if idx[d] < xd[d] {
                 break;
             }
             idx[d] = 0;
