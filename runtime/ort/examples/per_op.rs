@@ -3,7 +3,7 @@
 //! largest int8 difference is reported per op kind (and the worst ops).
 //!
 //! `cargo run --release -p cairn-ort --example per_op -- MODEL.cairn IN0.f32 [IN1.f32 ...]`
-//! where each INk.f32 holds input k as f32 little-endian.
+//! where each INk.f32 holds input k as f32 little-endian (rounded for an i32 input).
 
 use cairn_core::accel::{AccelFactory, Accelerator};
 use cairn_core::emit::AlignedBytes;
@@ -25,6 +25,31 @@ impl OpSupport for OneOpEach {
             && op % 2 == self.parity
             && cairn_ort::export::op_exportable(m, op)
     }
+}
+
+/// Input `i` from f32 values: as they are, or rounded to integers for an i32 input (token
+/// ids, masks).
+fn set_input(
+    it: &mut Interpreter<'_, '_, CpuBackend>,
+    i: usize,
+    x: &[f32],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let t = it.model().input_tensor(i).ok_or("no such input")?;
+    if it.model().tensor(t).info.dtype != DType::I32 {
+        return it
+            .set_input_f32(i, x)
+            .map_err(|e| format!("input {i}: {e:?}").into());
+    }
+    let dst = it
+        .input_bytes_mut(i)
+        .map_err(|e| format!("input {i}: {e:?}"))?;
+    if dst.len() != 4 * x.len() {
+        return Err(format!("input {i}: {} values for {} bytes", x.len(), dst.len()).into());
+    }
+    for (d, &v) in dst.chunks_exact_mut(4).zip(x) {
+        d.copy_from_slice(&(v as i32).to_le_bytes());
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,8 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut it =
                 Interpreter::new(m, CpuBackend, &mut arena).map_err(|e| format!("{e:?}"))?;
             for (i, x) in xs.iter().enumerate() {
-                it.set_input_f32(i, x)
-                    .map_err(|e| format!("input {i}: {e:?}"))?;
+                set_input(&mut it, i, x)?;
             }
             for &seg in p.segments() {
                 let before = it.arena()[..m.arena_bytes()].to_vec();

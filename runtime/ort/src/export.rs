@@ -12,10 +12,17 @@
 //! [`op_exportable`] is the capability query: an op this module cannot express (kind,
 //! dtype, layout or parameters) is reported unsupported and stays on the CPU; nothing here
 //! is an error for a checked model. Ops covered: Quantize, Dequantize, int8 Conv (every
-//! group, pre-packed weights unpacked), FullyConnected, BatchMatMul, Add, Sub, Mul, Lut
-//! (as an exact int8 Gather), MaxPool, AveragePool, GlobalAveragePool, Concat, and
-//! Reshape/Transpose of any dtype. Not yet: Softmax, LayerNorm, Resize, Slice, Pad, Split,
-//! ConvTranspose and the f32 compute ops (they run on the CPU).
+//! group, pre-packed weights unpacked), ConvTranspose, FullyConnected, BatchMatMul, Add,
+//! Sub, Mul, Lut (as an exact int8 Gather), MaxPool, AveragePool, GlobalAveragePool,
+//! ReduceMean, Reduce Max/Min, Softmax, LayerNorm and bilinear Resize (int8); f32 Add, Sub,
+//! Mul and Div; and Concat, Reshape, Transpose, Slice, Split, Pad, Gather and nearest
+//! Resize of any dtype (`export/movement.rs`, `export/numeric.rs`). Not exported: Softmax's
+//! ORT-table flavour, int8 Div, PRelu, Unary, the other reductions and the other f32
+//! compute ops (Binary, Where, Reduce, Tile, f32 Conv/MatMul/Softmax/LayerNorm...): they
+//! run on the CPU.
+
+mod movement;
+mod numeric;
 
 use cairn_core::layout::Pairs6;
 use cairn_core::model::Storage;
@@ -26,7 +33,8 @@ use cairn_core::{DType, Layout, Model, OpKind, Quant, TensorInfo};
 use crate::proto::{Attr, ElemType, Graph, Init, Node, ValueInfo};
 
 /// Opset the exported graphs declare.
-pub const OPSET: i64 = 13;
+/// 17 for LayerNormalization; ReduceMean still takes `axes` as an attribute there.
+pub const OPSET: i64 = 17;
 
 /// One exported segment: the ONNX model and the cairn tensors it reads and writes, in the
 /// order of the graph's inputs and outputs (named `t<index>`).
@@ -202,6 +210,9 @@ impl<'m, 'b> Builder<'m, 'b> {
         let m = self.model;
         let op = m.op(i)?;
         let kernel = m.kernel_of(i)?;
+        if op.kind == OpKind::Split {
+            return self.split(i);
+        }
         if op.n_outputs() != 1 {
             return None;
         }
@@ -279,6 +290,10 @@ impl<'m, 'b> Builder<'m, 'b> {
                 let r = self.node(kind, vec![xf, bf], vec![]);
                 self.q_out(r, &y, out, op.param(0), op.param(1))?;
             }
+            OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div if !q8 => {
+                self.binary_f32(i, out)?
+            }
+            OpKind::Reduce => self.reduce_select(i, out)?,
             OpKind::Lut => self.lut(i, out)?,
             OpKind::MaxPool if x.dtype == DType::I8 && y.quant == x.quant => {
                 let attrs = self.pool_attrs(i, true)?;
@@ -299,6 +314,14 @@ impl<'m, 'b> Builder<'m, 'b> {
                 let r = self.node("GlobalAveragePool", vec![xf], vec![]);
                 self.q_out(r, &y, out, -128, 127)?;
             }
+            OpKind::ConvTranspose if q8 => self.conv_transpose(i, out)?,
+            OpKind::Softmax if q8 => self.softmax(i, out)?,
+            OpKind::LayerNorm if q8 => self.layer_norm(i, out)?,
+            OpKind::ReduceMean if q8 => self.reduce_mean(i, out)?,
+            OpKind::Slice => self.slice(i, out)?,
+            OpKind::Pad => self.pad(i, out)?,
+            OpKind::Gather => self.gather(i, out)?,
+            OpKind::Resize => self.resize(i, out)?,
             OpKind::Concat => {
                 let axis = i64::from(op.param(0));
                 let mut ins = Vec::new();

@@ -1,5 +1,5 @@
 //! A small protobuf writer for the subset of `onnx.proto` the exporter emits: a model,
-//! its graph, nodes with int/float/ints attributes, initializers (raw data) and typed
+//! its graph, nodes with int/float/ints/string attributes, initializers (raw data) and typed
 //! inputs/outputs. Field numbers are onnx.proto's (ONNX 1.x, unchanged since IR v3).
 //!
 //! Hand-written so that the ONNX Runtime backend needs no protobuf code generator and no
@@ -57,6 +57,7 @@ pub enum Attr {
     Int(i64),
     Float(f32),
     Ints(Vec<i64>),
+    Str(&'static str),
 }
 
 /// One `NodeProto`.
@@ -119,6 +120,10 @@ fn node(n: &Node, index: usize) -> Vec<u8> {
             Attr::Ints(vs) => {
                 packed_i64(&mut b, 8, vs);
                 int(&mut b, 20, 7);
+            }
+            Attr::Str(v) => {
+                bytes(&mut b, 4, v.as_bytes());
+                int(&mut b, 20, 3);
             }
         }
         bytes(&mut o, 5, &b);
