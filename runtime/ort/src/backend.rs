@@ -6,6 +6,11 @@
 //!
 //! - Capability: [`OrtFactory`] supports exactly the ops the exporter can express; the rest
 //!   stay on the CPU (never an error).
+//! - Or ONNX Runtime picks the provider itself by a device policy ([`DevicePolicy`],
+//!   `ort:prefer-npu` / `ort:auto`: ORT ≥ 1.22's `SessionOptionsSetEpSelectionPolicy`, through
+//!   `ort`'s `SessionBuilder::with_auto_device`); the factory reads the library's devices
+//!   (`OrtEpDevice`s) to say which one the policy takes, and a pick other than an NPU is
+//!   counted and said like a missing provider.
 //! - A requested execution provider the loaded library lacks (the PyPI wheel has only the
 //!   CPU one) is not fatal: the sessions use ORT's CPU provider, the factory counts it
 //!   ([`OrtFactory::ep_fallbacks`]) and keeps one message ([`OrtFactory::ep_note`]) for the
@@ -23,7 +28,8 @@ use cairn_core::accel::{AccelError, AccelFactory, Accelerator};
 use cairn_core::partition::{arena_range, OpSupport, Partition, Placement, Segment};
 use cairn_core::{DType, Model};
 use ort::ep::{self, ExecutionProvider};
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::memory::DeviceType;
+use ort::session::builder::{AutoDevicePolicy, GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor;
 
@@ -108,6 +114,113 @@ impl Ep {
     }
 }
 
+/// ONNX Runtime's automatic device selection (its EP selection policy, ONNX Runtime ≥ 1.22;
+/// the `ort` crate's `api-22` device API): ORT picks the execution provider from the
+/// devices its environment found (`OrtEpDevice`s), among the providers the library has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// `ort:prefer-npu`: `PREFER_NPU`, an NPU's provider when there is one, else the CPU.
+    PreferNpu,
+    /// `ort:auto`: `MAX_EFFICIENCY` (performance per watt), the policy the `ort` crate gives
+    /// every session it builds; ONNX Runtime resolves it like `PREFER_NPU` today.
+    Auto,
+}
+
+impl DevicePolicy {
+    pub const ALL: [DevicePolicy; 2] = [DevicePolicy::PreferNpu, DevicePolicy::Auto];
+
+    /// `prefer-npu` or `auto` (any case).
+    pub fn parse(s: &str) -> Option<DevicePolicy> {
+        DevicePolicy::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DevicePolicy::PreferNpu => "prefer-npu",
+            DevicePolicy::Auto => "auto",
+        }
+    }
+
+    /// ONNX Runtime's name for it.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            DevicePolicy::PreferNpu => "PREFER_NPU",
+            DevicePolicy::Auto => "MAX_EFFICIENCY",
+        }
+    }
+
+    fn ort(self) -> AutoDevicePolicy {
+        match self {
+            DevicePolicy::PreferNpu => AutoDevicePolicy::PreferNPU,
+            DevicePolicy::Auto => AutoDevicePolicy::MaxEfficiency,
+        }
+    }
+
+    /// The device this policy takes among `devices`: the first NPU, else the CPU provider's
+    /// device (ONNX Runtime's `PREFER_NPU`, which `MAX_EFFICIENCY` follows), if listed.
+    pub fn pick(self, devices: &[OrtDevice]) -> Option<&OrtDevice> {
+        devices
+            .iter()
+            .find(|d| d.kind == DeviceKind::Npu)
+            .or_else(|| devices.iter().find(|d| d.ep == ep::CPU::NAME))
+    }
+}
+
+/// The hardware kind of an ONNX Runtime device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    Npu,
+    /// Another kind (`ort` also names FPGAs).
+    Other,
+}
+
+/// One device of ONNX Runtime's environment (an `OrtEpDevice`): an execution provider on a
+/// piece of hardware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrtDevice {
+    /// The provider's name (`CPUExecutionProvider`, `QNNExecutionProvider`, ...).
+    pub ep: String,
+    pub kind: DeviceKind,
+    pub vendor: String,
+}
+
+impl std::fmt::Display for OrtDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Npu => "npu",
+            DeviceKind::Other => "other",
+        };
+        write!(f, "{} on {} {kind}", self.ep, self.vendor)
+    }
+}
+
+/// The devices the loaded library offers its device policies (`Err` without a library).
+pub fn library_devices() -> Result<Vec<OrtDevice>, String> {
+    let (_, env) = crate::env().map_err(|e| format!("{e:#}"))?;
+    Ok(env
+        .devices()
+        .map(|d| {
+            let hw = d.hardware_device();
+            OrtDevice {
+                ep: d.ep().unwrap_or("?").to_string(),
+                kind: match hw.ty() {
+                    DeviceType::CPU => DeviceKind::Cpu,
+                    DeviceType::GPU => DeviceKind::Gpu,
+                    DeviceType::NPU => DeviceKind::Npu,
+                    _ => DeviceKind::Other,
+                },
+                vendor: hw.vendor().unwrap_or("?").to_string(),
+            }
+        })
+        .collect())
+}
+
 /// The providers the loaded library has, by ONNX Runtime's names.
 pub fn library_providers() -> Vec<&'static str> {
     Ep::ALL
@@ -130,15 +243,22 @@ pub fn cpu_graph() -> Graph {
 /// Makes ONNX Runtime accelerators.
 #[derive(Clone, Debug)]
 pub struct OrtFactory {
-    /// The execution provider asked for.
+    /// The execution provider asked for (with a device policy: the one used when the
+    /// policy cannot be set).
     pub ep: Ep,
+    /// ONNX Runtime picks the provider by this policy instead (`ort:prefer-npu`, `ort:auto`).
+    pub policy: Option<DevicePolicy>,
     /// Intra-op threads per session.
     pub threads: usize,
     /// Whether ONNX Runtime may fuse the QDQ graph into its integer kernels.
     pub graph: Graph,
     ep_fallbacks: u64,
     note: Option<String>,
-    in_use: Option<(Ep, Graph)>,
+    /// The provider (`None`: one no [`Ep`] names, a policy's pick) and graph mode of the
+    /// last sessions.
+    in_use: Option<(Option<Ep>, Graph)>,
+    /// The device a policy took for them.
+    device: Option<OrtDevice>,
 }
 
 impl OrtFactory {
@@ -155,19 +275,34 @@ impl OrtFactory {
         };
         OrtFactory {
             ep,
+            policy: None,
             threads: 1,
             graph,
             ep_fallbacks: 0,
             note: None,
             in_use: None,
+            device: None,
         }
     }
 
-    /// `ort` or `ort:EP` (the backend names of `cairn run --backend`); `None` otherwise.
+    /// The factory whose sessions let ONNX Runtime pick the provider by `policy`; the graph
+    /// mode follows the device it picks (see [`OrtFactory::new`]).
+    pub fn with_policy(policy: DevicePolicy) -> OrtFactory {
+        OrtFactory {
+            policy: Some(policy),
+            graph: Graph::Optimized,
+            ..OrtFactory::new(Ep::Cpu)
+        }
+    }
+
+    /// `ort`, `ort:EP` or `ort:POLICY` (the backend names of `cairn run --backend`, EP one
+    /// of [`Ep::ALL`], POLICY one of [`DevicePolicy::ALL`]); `None` otherwise.
     pub fn from_backend_name(s: &str) -> Option<OrtFactory> {
         match s.split_once(':') {
             None if s == "ort" => Some(OrtFactory::new(Ep::Cpu)),
-            Some(("ort", e)) => Ep::parse(e).map(OrtFactory::new),
+            Some(("ort", e)) => Ep::parse(e)
+                .map(OrtFactory::new)
+                .or_else(|| DevicePolicy::parse(e).map(OrtFactory::with_policy)),
             _ => None,
         }
     }
@@ -185,7 +320,12 @@ impl OrtFactory {
 
     /// The provider the last sessions were created with.
     pub fn ep_in_use(&self) -> Option<Ep> {
-        self.in_use.map(|u| u.0)
+        self.in_use.and_then(|u| u.0)
+    }
+
+    /// The device ONNX Runtime's policy took for the last sessions (with a policy only).
+    pub fn device_in_use(&self) -> Option<&OrtDevice> {
+        self.device.as_ref()
     }
 
     /// The graph mode the last sessions were created with.
@@ -200,8 +340,12 @@ impl OrtFactory {
             Graph::AsWritten => GraphOptimizationLevel::Disable,
         };
         let bad = |_| AccelError::Device;
+        // `ort` gives every builder the MAX_EFFICIENCY device policy; without an explicit
+        // provider or a policy of ours, a session here means ORT's CPU provider.
         Session::builder(env)
             .map_err(bad)?
+            .with_auto_device(AutoDevicePolicy::PreferCPU)
+            .map_err(|_| AccelError::Device)?
             .with_optimization_level(level)
             .map_err(|_| AccelError::Device)?
             .with_intra_threads(self.threads.max(1))
@@ -214,11 +358,14 @@ impl OrtFactory {
     /// and the reason kept; in the CPU provider's exact graph mode, [`cpu_graph`], unless
     /// the graph mode asked for is already that).
     fn builder_with_ep(&mut self) -> Result<SessionBuilder, AccelError> {
+        if let Some(policy) = self.policy {
+            return self.builder_with_policy(policy);
+        }
         let b = self.builder(self.graph)?;
         let why = match self.ep.in_library() {
             Ok(true) => match b.with_execution_providers([self.ep.dispatch()]) {
                 Ok(b) => {
-                    self.in_use = Some((self.ep, self.graph));
+                    self.in_use = Some((Some(self.ep), self.graph));
                     return Ok(b);
                 }
                 Err(e) => format!("registering it failed: {e}"),
@@ -241,8 +388,57 @@ impl OrtFactory {
             Graph::AsWritten => Graph::AsWritten,
             Graph::Optimized => cpu_graph(),
         };
-        self.in_use = Some((Ep::Cpu, graph));
+        self.in_use = Some((Some(Ep::Cpu), graph));
         self.builder(graph)
+    }
+
+    /// A session builder with ONNX Runtime's device policy set. The device it will take is
+    /// read from the library's device list ([`DevicePolicy::pick`]): anything but an NPU is
+    /// counted as a fallback and said once, and the CPU provider runs in its exact graph
+    /// mode. A library that refuses the policy gets the CPU provider, also said.
+    fn builder_with_policy(&mut self, policy: DevicePolicy) -> Result<SessionBuilder, AccelError> {
+        let devices = library_devices().map_err(|_| AccelError::Unavailable)?;
+        let pick = policy.pick(&devices).cloned();
+        let on_npu = pick.as_ref().is_some_and(|d| d.kind == DeviceKind::Npu);
+        let graph = match self.graph {
+            Graph::Optimized if !on_npu => cpu_graph(),
+            g => g,
+        };
+        let listed = devices
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (why, b) = match self.builder(graph)?.with_auto_device(policy.ort()) {
+            Ok(b) => {
+                let ep = pick
+                    .as_ref()
+                    .and_then(|d| Ep::ALL.into_iter().find(|e| e.ort_name() == d.ep));
+                self.in_use = Some((ep, graph));
+                self.device = pick;
+                if on_npu {
+                    return Ok(b);
+                }
+                (format!("no NPU among the library's devices ({listed})"), b)
+            }
+            Err(e) => {
+                self.in_use = Some((Some(Ep::Cpu), graph));
+                self.device = None;
+                (
+                    format!("the library refused the policy ({e})"),
+                    self.builder(graph)?,
+                )
+            }
+        };
+        self.ep_fallbacks += 1;
+        if self.note.is_none() {
+            self.note = Some(format!(
+                "ort:{}: ONNX Runtime's device policy {}: {why}; using ONNX Runtime's CPU provider",
+                policy.name(),
+                policy.ort_name()
+            ));
+        }
+        Ok(b)
     }
 }
 

@@ -14,13 +14,13 @@ pub mod backend;
 pub mod export;
 pub mod proto;
 
-pub use backend::{Ep, OrtAccel, OrtFactory};
+pub use backend::{DevicePolicy, Ep, OrtAccel, OrtFactory};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{AutoDevicePolicy, GraphOptimizationLevel};
 use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor;
 
@@ -118,7 +118,8 @@ pub fn int8_exactness() -> (String, bool) {
     }
 }
 
-/// One ONNX model in an ONNX Runtime session (CPU execution provider).
+/// One ONNX model in an ONNX Runtime session (CPU execution provider, whatever devices the
+/// library has).
 pub struct OrtModel {
     session: Session,
     pub input_names: Vec<String>,
@@ -148,7 +149,11 @@ impl OrtModel {
             Graph::Optimized => GraphOptimizationLevel::All,
             Graph::AsWritten => GraphOptimizationLevel::Disable,
         };
+        // The oracle runs on ORT's CPU provider: `ort` would otherwise give the session the
+        // MAX_EFFICIENCY device policy, which takes an NPU where the library has one.
         let session = Session::builder(env)
+            .map_err(|e| anyhow!("{e}"))?
+            .with_auto_device(AutoDevicePolicy::PreferCPU)
             .map_err(|e| anyhow!("{e}"))?
             .with_optimization_level(level)
             .map_err(|e| anyhow!("{e}"))?

@@ -20,7 +20,8 @@ use cairn_ort::{Graph, OrtFactory};
 use crate::samples;
 use crate::tools::{self, read_model, RunOutputs};
 
-/// `ort`, `ort:EP`, or either with `+fused` (`ort:cpu+fused`: let ONNX Runtime fuse the
+/// `ort`, `ort:EP`, `ort:POLICY` (`prefer-npu`, `auto`: ONNX Runtime picks the device), or
+/// any with `+fused` (`ort:cpu+fused`: let ONNX Runtime fuse the
 /// QDQ graph into its integer kernels even where they are inexact; see
 /// [`OrtFactory::new`] for the default) as a factory.
 pub fn factory(name: &str) -> Result<OrtFactory> {
@@ -30,8 +31,10 @@ pub fn factory(name: &str) -> Result<OrtFactory> {
     };
     let mut f = OrtFactory::from_backend_name(base).ok_or_else(|| {
         anyhow!(
-            "unknown backend '{name}': ort or ort:EP with EP one of {} (and +fused)",
-            cairn_ort::Ep::ALL.map(|e| e.name()).join(", ")
+            "unknown backend '{name}': ort, ort:EP with EP one of {} (and +fused), or \
+             ort:POLICY (ONNX Runtime's device policy) with POLICY one of {}",
+            cairn_ort::Ep::ALL.map(|e| e.name()).join(", "),
+            cairn_ort::DevicePolicy::ALL.map(|p| p.name()).join(", ")
         )
     })?;
     if fused {
