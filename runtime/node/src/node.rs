@@ -294,6 +294,25 @@ impl<'a, P: Parts> Node<'a, P> {
         })
     }
 
+    /// The class of `input` as this node sees it now, keeping nothing: the model's
+    /// features, quantized as memory keeps them, through the active adapter when the node
+    /// learns; else the model's own class output.
+    pub fn classify(&mut self, input: &[f32]) -> Result<u16, NodeError> {
+        let sensor = self
+            .sensor
+            .as_mut()
+            .ok_or(NodeError::Missing(Part::Model))?;
+        let mut f = [0f32; MAX_FEATURES];
+        let sensed = sensor.sense(input, &mut f)?;
+        let Some((adapter, _)) = self.learning.as_mut() else {
+            return sensed.class.ok_or(NodeError::Output);
+        };
+        let mut q = [0i8; MAX_FEATURES];
+        let (f, q) = (&f[..sensed.dim], &mut q[..sensed.dim]);
+        let scale = features::quantize(f, q)?;
+        adapter.predict(q, scale)
+    }
+
     // ---- sync --------------------------------------------------------------------------
 
     /// Sign this node's records that the item set lacks into it (see [`share::publish`]).

@@ -562,3 +562,43 @@ fn a_host_node_keeps_its_parts_between_uses() {
     assert_eq!((len, active), (300, id));
     assert_eq!(contributions, 1, "the counters are carried too");
 }
+
+/// `classify` is the active adapter's view of the model's features (quantized as memory
+/// keeps them), or the model's own class without a learner; it keeps nothing.
+#[test]
+fn classify_reads_the_active_adapter_and_keeps_nothing() {
+    let (xs, ys) = digits();
+    let mut b = buffers();
+    let mut n = node(&mut b, &SEEDS[0]);
+    observe_all(&mut n, &xs[..300], &ys[..300], 0);
+    assert!(n.learn(&mut |_, _| {}).unwrap().promoted());
+    let kept = n.memory().len();
+    let mut right = 0;
+    for (x, &y) in xs[300..].iter().zip(&ys[300..]) {
+        let class = n.classify(x).unwrap();
+        let mut f = [0f32; 32];
+        n.sensor().unwrap().sense(x, &mut f).unwrap();
+        let (q, scale) = cairn_node::features::quantize_vec(&f).unwrap();
+        assert_eq!(class, n.adapter().unwrap().predict(&q, scale).unwrap());
+        right += (class == y) as usize;
+    }
+    assert!(right >= 54, "{right}/60");
+    assert_eq!(n.memory().len(), kept);
+    // Without a learner: the model's class output, as `observe` reports it.
+    let Buffers {
+        model,
+        arena,
+        fleet,
+        authority,
+        ..
+    } = &mut b;
+    let m = Model::parse(model.as_slice()).unwrap();
+    let sensor = Sensor::new(m, CpuBackend, arena.as_mut_slice(), 1, Some(0), 1).unwrap();
+    let id = Identity::new(&SEEDS[1], fleet, authority).unwrap();
+    let mut plain: Node<'_, Host> =
+        Node::new(id, memory(), Replica::new(Policy::default())).with_sensor(sensor);
+    for x in &xs[..20] {
+        let class = plain.classify(x).unwrap();
+        assert_eq!(Some(class), plain.observe(x, None, 1, 0).unwrap().class);
+    }
+}
