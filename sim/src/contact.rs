@@ -28,6 +28,11 @@ pub struct ContactReport {
     /// Bytes of data frames the first time each was sent (no retransmissions, no
     /// ack-only frames): `bytes / first_sends` is what the channel costs per byte carried.
     pub first_sends: u64,
+    /// Frames the link dropped, and copies it delivered damaged.
+    pub lost: u64,
+    pub corrupted: u64,
+    /// Frames the sessions sent again (their retransmission timers).
+    pub retransmits: u64,
 }
 
 /// The link a contact runs over.
@@ -145,7 +150,10 @@ pub fn run(
                 } else {
                     (c.ba, &mut busy_b)
                 };
-                for (at, f) in dir.carry(&buf[..n], now, busy, rng) {
+                let copies = dir.carry(&buf[..n], now, busy, rng);
+                rep.lost += copies.is_empty() as u64;
+                for (at, f) in copies {
+                    rep.corrupted += (f[..] != buf[..n]) as u64;
                     seq += 1;
                     q.push(Reverse((at, seq, side == 0, f)));
                 }
@@ -197,6 +205,7 @@ pub fn run(
         }
         let st = s.stats();
         rep.items += st.items_received;
+        rep.retransmits += st.retransmits;
         for (r, v) in rep.rejected.iter_mut().zip(st.rejected) {
             *r += v;
         }
