@@ -286,6 +286,7 @@ pub fn demo(zoo: &Path) -> Result<()> {
         &xs,
         &ys,
     )?;
+    crate::field::demo(zoo)?;
     println!("demo done in {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }

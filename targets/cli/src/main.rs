@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod demo;
 mod engines;
+mod field;
 mod inspect;
 mod int8_ref;
 mod learn;
@@ -155,7 +156,8 @@ enum Cmd {
         /// any GPU failure reruns on the CPU), or `ort[:EP]` (ONNX Runtime with the
         /// execution provider EP: cpu, xnnpack, nnapi, qnn, coreml, openvino; the ops the
         /// QDQ export covers there, the rest on the CPU; a missing EP falls back to ORT's
-        /// CPU provider).
+        /// CPU provider), or `ort:prefer-npu` / `ort:auto` (ONNX Runtime's device policy
+        /// PREFER_NPU / MAX_EFFICIENCY picks the provider; it says when that is the CPU).
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Threads the CPU kernels split big ops across (outputs are the same bytes for
