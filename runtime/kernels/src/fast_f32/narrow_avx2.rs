@@ -118,6 +118,8 @@ pub(super) unsafe fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
 }
 
 /// `R` output channels, `NV` vectors of outputs per block, `P` partial sums per output.
+/// Output rows split across the lent threads in whole bands (each output is computed
+/// the same way whatever the split, so every thread count gives the same bits).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn body<const R: usize, const NV: usize, const P: usize>(
     g: &Geo,
@@ -126,14 +128,7 @@ unsafe fn body<const R: usize, const NV: usize, const P: usize>(
     y: &mut [f32],
 ) {
     let Some(t) = tile_of(g) else { return };
-    let (plane, pix) = (g.h * g.w, g.oh * g.ow);
     let (k, sw) = (gm.k, g.sw);
-    let slot = sw * t.phase;
-    let mut buf = [0f32; SCRATCH];
-    // Whether each kept input row (channel, row of the band) lies inside the image.
-    let mut valid = [false; SCRATCH / BLOCK_MAX];
-    // The rows an output row reads: (slot start, weight offset of the kernel row).
-    let mut live = [(0usize, 0usize); SCRATCH / BLOCK_MAX];
     // Weights tap-major: wp[tap · R + r] = w[r · k + tap].
     let mut wp = [0f32; WPACK];
     for (tap, taps) in wp[..k * R].chunks_exact_mut(R).enumerate() {
@@ -147,13 +142,44 @@ unsafe fn body<const R: usize, const NV: usize, const P: usize>(
         let pos = kx * g.dw;
         *t_off = (pos % sw) * t.phase + pos / sw;
     }
+    let work = (g.n * g.oc * g.oh * g.ow) as u64 * k as u64;
+    let out = crate::par::SharedMut::new(y);
+    let (wp, toff) = (&wp, &toff);
+    crate::par::par_ranges(g.oh, t.band, work, |rows| {
+        // SAFETY: AVX2 and FMA are present (this function's contract); the parts write
+        // disjoint output rows.
+        unsafe { rows_of::<R, NV, P>(g, gm, &t, wp, toff, x, &out, rows) }
+    });
+}
+
+/// Output rows `rows` (whole bands from the first) of every image and output channel.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_of<const R: usize, const NV: usize, const P: usize>(
+    g: &Geo,
+    gm: &Gemm<'_>,
+    t: &Tile,
+    wp: &[f32; WPACK],
+    toff: &[usize; KW_MAX],
+    x: &[f32],
+    out: &crate::par::SharedMut<'_, f32>,
+    rows: core::ops::Range<usize>,
+) {
+    let (plane, pix) = (g.h * g.w, g.oh * g.ow);
+    let sw = g.sw;
+    let slot = sw * t.phase;
+    let mut buf = [0f32; SCRATCH];
+    // Whether each kept input row (channel, row of the band) lies inside the image.
+    let mut valid = [false; SCRATCH / BLOCK_MAX];
+    // The rows an output row reads: (slot start, weight offset of the kernel row).
+    let mut live = [(0usize, 0usize); SCRATCH / BLOCK_MAX];
     let bias: [f32; R] = core::array::from_fn(|r| gm.bias.map_or(0.0, |b| b[r]));
     let (lo, hi) = (_mm256_set1_ps(gm.lo), _mm256_set1_ps(gm.hi));
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
-        let mut oy0 = 0;
-        while oy0 < g.oh {
-            let nb = t.band.min(g.oh - oy0);
+        let mut oy0 = rows.start;
+        while oy0 < rows.end {
+            let nb = t.band.min(rows.end - oy0);
             let mut t0 = 0;
             while t0 < g.ow {
                 let len = t.cols.min(g.ow - t0);
@@ -236,17 +262,18 @@ unsafe fn body<const R: usize, const NV: usize, const P: usize>(
                         }
                         let keep = (len - o).min(8 * NV);
                         for r in 0..R {
-                            let mut out = [0f32; BLOCK_MAX];
+                            let mut vals = [0f32; BLOCK_MAX];
                             for v in 0..NV {
                                 let mut s = acc[0][r][v];
                                 for part in acc.iter().skip(1) {
                                     s = _mm256_add_ps(s, part[r][v]);
                                 }
                                 let s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
-                                _mm256_storeu_ps(out.as_mut_ptr().add(8 * v), s);
+                                _mm256_storeu_ps(vals.as_mut_ptr().add(8 * v), s);
                             }
                             let at = (n * g.oc + r) * pix + oy * g.ow + t0 + o;
-                            y[at..at + keep].copy_from_slice(&out[..keep]);
+                            // SAFETY: output row oy is this part's alone.
+                            unsafe { out.piece(at, keep) }.copy_from_slice(&vals[..keep]);
                         }
                         o += 8 * NV;
                     }
