@@ -1,7 +1,8 @@
 //! Einsum in its matrix-product forms, lowered onto ReduceSum (`Reduce`), Transpose,
 //! Reshape and MatMul (a FullyConnected when the second operand is a constant matrix):
-//! one operand (transpose, sums) or two (batch, free and contracted letters). Ellipses
-//! and repeated letters in one operand (diagonals) are refused.
+//! one operand (transpose, sums, diagonals) or two (batch, free and contracted letters).
+//! Ellipses become letters of their own; a repeated letter in one operand takes the
+//! diagonal (identity mask and a sum). Broadcasting of size-1 dims is refused.
 
 use anyhow::{bail, Result};
 use cairn_core::op::ReduceFn;
@@ -17,21 +18,22 @@ pub(crate) fn einsum(l: &mut Lower, n: &NodeProto) -> Result<()> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    let (lhs, rhs) = match eq.split_once("->") {
-        Some((a, b)) => (a.to_string(), b.to_string()),
-        None => (eq.clone(), implicit_output(&eq)),
-    };
+    let ranks: Vec<usize> = (0..n.input.len())
+        .map(|k| l.in_t(n, k).map(|t| l.shape(t).len()))
+        .collect::<Result<_>>()?;
+    let (lhs, rhs) = expand_ellipsis(&eq, &ranks)?;
     let terms: Vec<&str> = lhs.split(',').collect();
-    if eq.contains('.') || terms.len() != n.input.len() || !(1..=2).contains(&terms.len()) {
-        bail!("Einsum '{eq}': only one or two operands without ellipses are supported");
+    if terms.len() != n.input.len() || !(1..=2).contains(&terms.len()) {
+        bail!("Einsum '{eq}': only one or two operands are supported");
     }
     let mut ops = Vec::new();
     for (k, term) in terms.iter().enumerate() {
         let t = l.in_t(n, k)?;
         let letters: Vec<char> = term.chars().collect();
-        if letters.len() != l.shape(t).len() || has_repeat(&letters) {
-            bail!("Einsum '{eq}': operand {k} does not match its term (or repeats a letter)");
+        if letters.len() != l.shape(t).len() {
+            bail!("Einsum '{eq}': operand {k} does not match its term");
         }
+        let (t, letters) = diagonals(l, t, letters)?;
         // Letters no other operand nor the output has are summed away first.
         let keep = |c: &char| {
             rhs.contains(*c)
@@ -77,11 +79,98 @@ fn implicit_output(eq: &str) -> String {
     once.into_iter().collect()
 }
 
-fn has_repeat(letters: &[char]) -> bool {
-    letters
+/// The equation with each `...` replaced by letters of its own (upper case, unused
+/// elsewhere), right-aligned across operands as broadcasting aligns them, and the output
+/// made explicit: (operand terms, output term).
+fn expand_ellipsis(eq: &str, ranks: &[usize]) -> Result<(String, String)> {
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((a, b)) => (a.to_string(), Some(b.to_string())),
+        None => (eq.to_string(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != ranks.len() {
+        bail!(
+            "Einsum '{eq}': {} terms for {} operands",
+            terms.len(),
+            ranks.len()
+        );
+    }
+    let spare: Vec<char> = ('A'..='Z').filter(|c| !eq.contains(*c)).collect();
+    let mut widest = 0;
+    let mut expanded = Vec::new();
+    for (term, &rank) in terms.iter().zip(ranks) {
+        match term.split_once("...") {
+            Some((head, tail)) => {
+                let named = head.chars().count() + tail.chars().count();
+                let k = rank
+                    .checked_sub(named)
+                    .filter(|&k| k <= spare.len())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("Einsum '{eq}': a term does not fit its operand")
+                    })?;
+                widest = widest.max(k);
+                expanded.push((head.to_string(), Some(k), tail.to_string()));
+            }
+            None => expanded.push((term.to_string(), None, String::new())),
+        }
+    }
+    // An operand with k ellipsis dims takes the last k of the widest set.
+    let letters = |k: usize| -> String { spare[widest - k..widest].iter().collect() };
+    let lhs: Vec<String> = expanded
         .iter()
-        .enumerate()
-        .any(|(i, c)| letters[i + 1..].contains(c))
+        .map(|(head, k, tail)| match k {
+            Some(k) => format!("{head}{}{tail}", letters(*k)),
+            None => head.clone(),
+        })
+        .collect();
+    let lhs = lhs.join(",");
+    let rhs = match rhs {
+        Some(r) => r.replace("...", &letters(widest)),
+        None => {
+            letters(widest)
+                + &implicit_output(&lhs.replace(|c: char| c.is_uppercase() && !eq.contains(c), ""))
+        }
+    };
+    Ok((lhs, rhs))
+}
+
+/// Take the diagonal of every letter `t`'s term repeats (`ii`): multiply by an identity
+/// mask over the two axes and sum the second away. Returns the tensor and its letters.
+fn diagonals(l: &mut Lower, mut t: usize, mut letters: Vec<char>) -> Result<(usize, Vec<char>)> {
+    while let Some((i, j)) = (0..letters.len())
+        .flat_map(|i| (i + 1..letters.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| letters[i] == letters[j])
+    {
+        let shape = l.shape(t);
+        let size = shape[i];
+        if shape[j] != size {
+            bail!(
+                "Einsum: repeated letter '{}' has sizes {size} and {}",
+                letters[i],
+                shape[j]
+            );
+        }
+        let mut mask_shape = vec![1; shape.len()];
+        mask_shape[i] = size;
+        mask_shape[j] = size;
+        let eye: Vec<f32> = (0..size * size)
+            .map(|k| if k / size == k % size { 1.0 } else { 0.0 })
+            .collect();
+        let mask =
+            l.g.add_f32(format!("{}:diagonal", l.node_name), mask_shape, &eye);
+        let masked = l.binary(OpKind::Mul, t, mask)?;
+        let params = vec![ReduceFn::Sum as i32, 1 << j, 0, 0];
+        t = op_as(
+            l,
+            OpKind::Reduce,
+            vec![Some(masked)],
+            params,
+            &[],
+            DType::F32,
+        )?;
+        letters.remove(j);
+    }
+    Ok((t, letters))
 }
 
 /// Sum `t` over the letters `keep` rejects (none: `t` itself).

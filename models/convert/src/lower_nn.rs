@@ -185,7 +185,13 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
 }
 
 /// Fully connected from a constant [K, N] (or, with `w_is_nk`, [N, K]) weight.
-fn fc(l: &mut Lower, x: usize, w: usize, w_is_nk: bool, bias: Option<usize>) -> Result<usize> {
+pub(crate) fn fc(
+    l: &mut Lower,
+    x: usize,
+    w: usize,
+    w_is_nk: bool,
+    bias: Option<usize>,
+) -> Result<usize> {
     let w = if w_is_nk { w } else { l.transpose(w, &[1, 0])? };
     l.op(
         OpKind::FullyConnected,
@@ -362,102 +368,6 @@ fn pool(l: &mut Lower, n: &NodeProto, max: bool) -> Result<()> {
     Ok(())
 }
 
-fn resize(l: &mut Lower, n: &NodeProto) -> Result<()> {
-    let a = Attrs(n);
-    let x = l.in_t(n, 0)?;
-    let xs = l.shape(x);
-    if xs.len() != 4 {
-        bail!("Resize supports 4-d NCHW inputs only (rank {})", xs.len());
-    }
-    let legacy = n.op_type == "Upsample" || l.opset < 11;
-    let (scales, sizes) = if legacy {
-        let s = match a.floats("scales") {
-            Some(s) => Some(s),
-            None => l.opt_host(n, 1)?.map(|h| h.to_f32()),
-        };
-        (s, None)
-    } else {
-        let s = l
-            .opt_host(n, 2)?
-            .map(|h| h.to_f32())
-            .filter(|v| !v.is_empty());
-        let z = l
-            .opt_host(n, 3)?
-            .map(|h| h.to_i64())
-            .filter(|v| !v.is_empty());
-        (s, z)
-    };
-    if a.int("antialias", 0) != 0 || a.int("exclude_outside", 0) != 0 {
-        bail!("Resize antialias/exclude_outside are not supported");
-    }
-    if a.has("axes") || a.string("keep_aspect_ratio_policy", "stretch") != "stretch" {
-        bail!("Resize axes/keep_aspect_ratio_policy are not supported");
-    }
-    let (out, sc) = match (scales, sizes) {
-        (Some(s), _) if s.len() == 4 => {
-            let out: Vec<usize> = (0..4)
-                .map(|i| (xs[i] as f32 * s[i]).floor() as usize)
-                .collect();
-            (out, [s[2], s[3]])
-        }
-        (_, Some(z)) if z.len() == 4 => {
-            let out: Vec<usize> = z.iter().map(|&v| v as usize).collect();
-            (
-                out.clone(),
-                [out[2] as f32 / xs[2] as f32, out[3] as f32 / xs[3] as f32],
-            )
-        }
-        _ => bail!("Resize needs 4 scales or 4 sizes"),
-    };
-    if out[0] != xs[0] || out[1] != xs[1] {
-        bail!("Resize of the N or C axis is not supported");
-    }
-    let mode = match a.string("mode", "nearest").as_str() {
-        "nearest" => 0,
-        "linear" | "bilinear" => 1,
-        m => bail!("Resize mode '{m}' is not supported"),
-    };
-    let coord = if legacy {
-        1
-    } else {
-        match a
-            .string("coordinate_transformation_mode", "half_pixel")
-            .as_str()
-        {
-            "half_pixel" => 0,
-            "asymmetric" => 1,
-            "align_corners" => 2,
-            "pytorch_half_pixel" => 3,
-            m => bail!("Resize coordinate_transformation_mode '{m}' is not supported"),
-        }
-    };
-    let nmode = if legacy {
-        2
-    } else {
-        match a.string("nearest_mode", "round_prefer_floor").as_str() {
-            "round_prefer_floor" => 0,
-            "round_prefer_ceil" => 1,
-            "floor" => 2,
-            "ceil" => 3,
-            m => bail!("Resize nearest_mode '{m}' is not supported"),
-        }
-    };
-    let y = l.op(
-        OpKind::Resize,
-        vec![Some(x)],
-        vec![
-            mode,
-            coord,
-            nmode,
-            sc[0].to_bits() as i32,
-            sc[1].to_bits() as i32,
-        ],
-        &out,
-    )?;
-    l.out(n, 0, Val::T(y));
-    Ok(())
-}
-
 pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let a = Attrs(n);
     let op = n.op_type.as_str();
@@ -602,9 +512,6 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             Ok(())
         }
         "LayerNormalization" => {
-            if n.output.iter().skip(1).any(|o| !o.is_empty()) {
-                bail!("LayerNormalization's Mean/InvStdDev outputs are not supported");
-            }
             let x = l.in_t(n, 0)?;
             let r = l.shape(x).len() as i64;
             let ax = a.int("axis", -1);
@@ -622,7 +529,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
                 &[],
             )?;
             l.out(n, 0, Val::T(y));
-            Ok(())
+            crate::lower_norm::layer_norm_stats(l, n, x, ax as usize, eps)
         }
         "BatchNormalization" => {
             let x = l.in_t(n, 0)?;
@@ -652,6 +559,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             l.out(n, 0, Val::T(y));
             Ok(())
         }
+        "MaxPool" | "AveragePool" if crate::lower_pool::lower_pool_op(l, n)? => Ok(()),
         "MaxPool" => pool(l, n, true),
         "AveragePool" => pool(l, n, false),
         "GlobalAveragePool" => {
@@ -695,7 +603,11 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             l.out(n, 0, Val::T(y));
             Ok(())
         }
-        "Resize" | "Upsample" => resize(l, n),
+        "Resize" | "Upsample" => crate::lower_resize::resize(l, n),
+        _ if crate::lower_pool::lower_pool_op(l, n)? => Ok(()),
+        _ if crate::lower_crop::lower_crop_op(l, n)? => Ok(()),
+        _ if crate::lower_col2im::lower_col2im_op(l, n)? => Ok(()),
+        _ if crate::lower_grid_sample::lower_grid_sample_op(l, n)? => Ok(()),
         _ if crate::lower_math::lower_math_op(l, n)? => Ok(()),
         _ if crate::lower_index::lower_index_op(l, n)? => Ok(()),
         _ if crate::lower_reduce::lower_reduce_op(l, n)? => Ok(()),

@@ -1,8 +1,9 @@
 //! Normalizations built from reductions and element-wise ops: LogSoftmax (the stable
-//! `x − max − log Σ exp(x − max)`), LpNormalization and MeanVarianceNormalization.
+//! `x − max − log Σ exp(x − max)`), LpNormalization, MeanVarianceNormalization and the
+//! optional Mean/InvStdDev outputs of LayerNormalization.
 
 use anyhow::{bail, Result};
-use cairn_core::op::{ReduceFn, UnaryFn};
+use cairn_core::op::{BinaryFn, ReduceFn, UnaryFn};
 use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val};
@@ -65,6 +66,17 @@ fn lp_normalization(l: &mut Lower, n: &NodeProto) -> Result<()> {
         p => bail!("LpNormalization with p = {p} is not supported (1 or 2)"),
     };
     let norm = reduce(l, x, f, 1 << axis)?;
+    // A zero norm means a zero slice: ONNX gives 0 there, not 0/0. The smallest normal
+    // float leaves every other norm as it is.
+    let tiny = l.scalar(f32::MIN_POSITIVE);
+    let norm = op_as(
+        l,
+        OpKind::Binary,
+        vec![Some(norm), Some(tiny)],
+        vec![BinaryFn::Max as i32],
+        &[],
+        DType::F32,
+    )?;
     let y = l.binary(OpKind::Div, x, norm)?;
     l.out(n, 0, Val::T(y));
     Ok(())
@@ -97,5 +109,42 @@ fn mean_variance(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let centered = l.binary(OpKind::Sub, x, mean)?;
     let y = l.binary(OpKind::Div, centered, std)?;
     l.out(n, 0, Val::T(y));
+    Ok(())
+}
+
+/// The optional outputs 1 (Mean) and 2 (InvStdDev) of LayerNormalization over the axes
+/// from `axis` on, as the ONNX reference computes them: mean(x) and
+/// 1 / sqrt(mean((x − mean)²) + eps), each of shape `x.shape[..axis]` then ones. Outputs
+/// the graph does not read are pruned with the ops behind them.
+pub(crate) fn layer_norm_stats(
+    l: &mut Lower,
+    n: &NodeProto,
+    x: usize,
+    axis: usize,
+    eps: f32,
+) -> Result<()> {
+    let wanted = |k: usize| n.output.get(k).is_some_and(|o| !o.is_empty());
+    if !wanted(1) && !wanted(2) {
+        return Ok(());
+    }
+    let rank = l.shape(x).len();
+    if axis >= rank {
+        bail!("LayerNormalization axis {axis} out of range for rank {rank}");
+    }
+    let mask = ((1i32 << rank) - 1) & !((1i32 << axis) - 1);
+    let mean_of =
+        |l: &mut Lower, t: usize| l.op(OpKind::ReduceMean, vec![Some(t)], vec![mask, 1], &[]);
+    let mean = mean_of(l, x)?;
+    l.out(n, 1, Val::T(mean));
+    if wanted(2) {
+        let diff = l.binary(OpKind::Sub, x, mean)?;
+        let sq = l.binary(OpKind::Mul, diff, diff)?;
+        let var = mean_of(l, sq)?;
+        let eps = l.scalar(eps);
+        let var = l.binary(OpKind::Add, var, eps)?;
+        let std = l.unary(var, UnaryFn::Sqrt, 0.0, 0.0)?;
+        let inv = l.unary(std, UnaryFn::Reciprocal, 0.0, 0.0)?;
+        l.out(n, 2, Val::T(inv));
+    }
     Ok(())
 }

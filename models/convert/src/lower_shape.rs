@@ -629,6 +629,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 "constant" => 0,
                 "reflect" => 1,
                 "edge" => 2,
+                "wrap" => WRAP,
                 m => bail!("Pad mode '{m}' is not supported"),
             };
             let (pads, value) = if opset < 11 {
@@ -660,6 +661,11 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 begin[ax] = pads[i];
                 end[ax] = pads[i + axes.len()];
             }
+            if mode == WRAP {
+                let y = wrap_pad(l, t, &begin, &end)?;
+                l.out(n, 0, Val::T(y));
+                return Ok(true);
+            }
             if begin.iter().chain(&end).any(|&p| p < 0) {
                 bail!("negative pads (cropping) are not supported");
             }
@@ -674,4 +680,36 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// Pad mode `wrap` (not a kernel mode): the Pad arm's marker for it.
+const WRAP: i32 = -1;
+
+/// Pad in `wrap` mode: along each padded axis, output index j reads input index
+/// (j − begin) mod d, one Gather with constant indices per axis (negative pads crop).
+fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize> {
+    let mut y = t;
+    for (axis, (&b, &e)) in begin.iter().zip(end).enumerate() {
+        if b == 0 && e == 0 {
+            continue;
+        }
+        let d = l.shape(y)[axis] as i64;
+        let len = d + b + e;
+        if d == 0 || len <= 0 {
+            bail!("Pad wrap of axis {axis} (size {d}) by {b}, {e} leaves nothing");
+        }
+        let idx: Vec<i32> = (0..len).map(|j| (j - b).rem_euclid(d) as i32).collect();
+        let idx =
+            l.g.add_i32(format!("{}:wrap{axis}", l.node_name), vec![idx.len()], &idx);
+        let dtype = l.g.tensors[y].dtype;
+        y = crate::lower_math::op_as(
+            l,
+            OpKind::Gather,
+            vec![Some(y), Some(idx)],
+            vec![axis as i32, 0],
+            &[],
+            dtype,
+        )?;
+    }
+    Ok(y)
 }
