@@ -174,6 +174,16 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "CastLike",
     "Range",
     "Dropout",
+    "LpPool",
+    "CenterCropPad",
+    "Col2Im",
+    "GridSample",
+    "AffineGrid",
+    "Upsample",
+    "Sqrt",
+    "Exp",
+    "Neg",
+    "Abs",
 ];
 
 /// The op types of a node-test case's model.

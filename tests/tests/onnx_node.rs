@@ -84,6 +84,14 @@ fn onnx_node_conformance() {
     assert!(passed > 0, "no node test ran");
 }
 
+const LP_POOL_INT8: &str =
+    "|x|^p in 8 bits loses the small windows, and the p-th root magnifies the loss near 0";
+// The expanded (function-body) forms of attention, softmax and log-sum-exp cases.
+const MASKED_SCORES_INT8: &str = "a causal or padding mask adds -inf or a large negative to the scores: their 8-bit range spans the mask and leaves the scores a few steps";
+const LARGE_NUMBER_INT8: &str = "inputs span 0..10003 but differ by 1: 8 bits cannot hold both";
+const LOG_SUM_EXP_INT8: &str =
+    "exp of inputs up to 60 spans 26 decades: 8 bits keep only the largest terms";
+
 /// The same cases through the int8 path (calibrated on their own inputs): the int8 kernels
 /// of every op must land within a few quantization steps of the float result.
 #[test]
@@ -137,6 +145,92 @@ fn onnx_node_cases_in_int8() {
         (
             "test_acosh_example",
             "an input sits at 1, where acosh's slope is infinite",
+        ),
+        // LpPool is (Σ |x|ᵖ)^(1/p): 8 bits of |x|ᵖ (range up to max|x|ᵖ) round small
+        // windows to a few steps, and the p-th root, steep near 0, magnifies that.
+        ("test_lppool_1d_default", LP_POOL_INT8),
+        ("test_lppool_2d_default", LP_POOL_INT8),
+        ("test_lppool_2d_pads", LP_POOL_INT8),
+        ("test_lppool_2d_same_lower", LP_POOL_INT8),
+        ("test_lppool_2d_same_upper", LP_POOL_INT8),
+        ("test_lppool_3d_default", LP_POOL_INT8),
+        ("test_attention_3d_causal_expanded", MASKED_SCORES_INT8),
+        (
+            "test_attention_3d_diff_heads_sizes_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_attention_3d_gqa_causal_expanded", MASKED_SCORES_INT8),
+        (
+            "test_attention_4d_attn_mask_3d_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_attn_mask_4d_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_attention_4d_causal_expanded", MASKED_SCORES_INT8),
+        (
+            "test_attention_4d_diff_heads_mask4d_padded_kv_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_diff_heads_sizes_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_attention_4d_gqa_causal_expanded", MASKED_SCORES_INT8),
+        (
+            "test_attention_4d_softcap_neginf_mask_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_softcap_neginf_mask_poison_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask_causal_expanded",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_flexattention_causal_mask_expanded_ver26",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_logsoftmax_large_number_expanded", LARGE_NUMBER_INT8),
+        (
+            "test_logsoftmax_large_number_expanded_ver18",
+            LARGE_NUMBER_INT8,
+        ),
+        ("test_softmax_large_number_expanded", LARGE_NUMBER_INT8),
+        (
+            "test_softmax_large_number_expanded_ver18",
+            LARGE_NUMBER_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_do_not_keepdims_example_expanded",
+            LOG_SUM_EXP_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_do_not_keepdims_random_expanded",
+            LOG_SUM_EXP_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_keepdims_example_expanded",
+            LOG_SUM_EXP_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_keepdims_random_expanded",
+            LOG_SUM_EXP_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_negative_axes_keepdims_example_expanded",
+            LOG_SUM_EXP_INT8,
+        ),
+        (
+            "test_reduce_log_sum_exp_negative_axes_keepdims_random_expanded",
+            LOG_SUM_EXP_INT8,
         ),
     ];
     for line in text.lines().filter(|l| l.ends_with(" pass")) {
