@@ -395,6 +395,24 @@ impl<'m, 'b> Builder<'m, 'b> {
     }
 
     /// int8 Conv: DQ(x), DQ(w) per output channel, DQ(bias), Conv, Clip, Q.
+    /// An int32 bias (one per output channel, `scales.len()` of them) as a constant
+    /// dequantized with `scales` (zero point 0); `None` when its length differs.
+    pub(crate) fn bias_dq(&mut self, b_t: u16, scales: &[f32]) -> Option<String> {
+        let b = const_i32s(self.model, b_t)?;
+        let oc = scales.len();
+        if b.len() != oc {
+            return None;
+        }
+        let bq = self.init("b", ElemType::Int32, vec![oc as i64], i32s(&b));
+        let bs = self.init("bs", ElemType::Float, vec![oc as i64], f32s(scales));
+        let bz = self.init("bz", ElemType::Int32, vec![oc as i64], vec![0; 4 * oc]);
+        Some(self.node(
+            "DequantizeLinear",
+            vec![bq, bs, bz],
+            vec![("axis", Attr::Int(0))],
+        ))
+    }
+
     fn conv(&mut self, i: usize, out: String) -> Option<()> {
         let m = self.model;
         let op = m.op(i)?;
@@ -443,30 +461,9 @@ impl<'m, 'b> Builder<'m, 'b> {
         );
         let mut ins = vec![xf, wf];
         if let Some(b_t) = op.input(2) {
-            let b = const_i32s(m, b_t)?;
-            if b.len() != oc {
-                return None;
-            }
-            let bq = self.init("b", ElemType::Int32, vec![oc as i64], i32s(&b));
-            let bs = self.init("bs", ElemType::Float, vec![oc as i64], f32s(&sb));
-            let bz = self.init("bz", ElemType::Int32, vec![oc as i64], vec![0; 4 * oc]);
-            ins.push(self.node(
-                "DequantizeLinear",
-                vec![bq, bs, bz],
-                vec![("axis", Attr::Int(0))],
-            ));
+            ins.push(self.bias_dq(b_t, &sb)?);
         }
-        let p = |k: usize| i64::from(op.param(k));
-        let attrs = vec![
-            ("kernel_shape", Attr::Ints(vec![kh as i64, kw as i64])),
-            ("strides", Attr::Ints(vec![p(cp::SH), p(cp::SW)])),
-            (
-                "pads",
-                Attr::Ints(vec![p(cp::PT), p(cp::PL), p(cp::PB), p(cp::PR)]),
-            ),
-            ("dilations", Attr::Ints(vec![p(cp::DH), p(cp::DW)])),
-            ("group", Attr::Int(p(cp::GROUP))),
-        ];
+        let attrs = conv_attrs(|k| i64::from(op.param(k)), kh, kw);
         let c = self.node("Conv", ins, attrs);
         self.q_out(c, &y, out, op.param(cp::ACT_LO), op.param(cp::ACT_HI))
     }
@@ -675,6 +672,21 @@ fn weights_plain(m: &Model<'_>, w_t: u16) -> Option<Vec<u8>> {
 }
 
 /// Whether op `i` of `model` can be exported (the capability query the partitioner asks).
+/// The attributes a Conv and a ConvTranspose share, from cairn's conv params.
+/// `p(k)` is conv param `k`.
+pub(crate) fn conv_attrs(p: impl Fn(usize) -> i64, kh: usize, kw: usize) -> Attrs {
+    vec![
+        ("kernel_shape", Attr::Ints(vec![kh as i64, kw as i64])),
+        ("strides", Attr::Ints(vec![p(cp::SH), p(cp::SW)])),
+        (
+            "pads",
+            Attr::Ints(vec![p(cp::PT), p(cp::PL), p(cp::PB), p(cp::PR)]),
+        ),
+        ("dilations", Attr::Ints(vec![p(cp::DH), p(cp::DW)])),
+        ("group", Attr::Int(p(cp::GROUP))),
+    ]
+}
+
 pub fn op_exportable(model: &Model<'_>, i: usize) -> bool {
     let mut b = Builder::new(model);
     b.op(i).is_some()

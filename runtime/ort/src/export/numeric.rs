@@ -13,7 +13,7 @@ use cairn_core::op::conv as cp;
 use cairn_core::op::ReduceFn;
 use cairn_core::{DType, Layout, OpKind, Quant};
 
-use super::{const_f32s, const_i32s, f32s, i32s, i64s, scale_ok, Builder};
+use super::{const_f32s, f32s, i64s, scale_ok, Builder};
 use crate::proto::{Attr, ElemType};
 
 impl Builder<'_, '_> {
@@ -163,35 +163,15 @@ impl Builder<'_, '_> {
         };
         let mut ins = vec![xf, wf];
         if let Some(b_t) = op.input(2) {
-            let b = const_i32s(m, b_t)?;
             let sb: Vec<f32> = rq
                 .iter()
                 .map(|&r| scale_ok(r * sy))
                 .collect::<Option<_>>()?;
-            if b.len() != oc {
-                return None;
-            }
-            let bq = self.init("b", ElemType::Int32, vec![oc as i64], i32s(&b));
-            let bs = self.init("bs", ElemType::Float, vec![oc as i64], f32s(&sb));
-            let bz = self.init("bz", ElemType::Int32, vec![oc as i64], vec![0; 4 * oc]);
-            ins.push(self.node(
-                "DequantizeLinear",
-                vec![bq, bs, bz],
-                vec![("axis", Attr::Int(0))],
-            ));
+            ins.push(self.bias_dq(b_t, &sb)?);
         }
         let p = |k: usize| i64::from(op.param(k));
-        let attrs = vec![
-            ("kernel_shape", Attr::Ints(vec![kh as i64, kw as i64])),
-            ("strides", Attr::Ints(vec![p(cp::SH), p(cp::SW)])),
-            (
-                "pads",
-                Attr::Ints(vec![p(cp::PT), p(cp::PL), p(cp::PB), p(cp::PR)]),
-            ),
-            ("dilations", Attr::Ints(vec![p(cp::DH), p(cp::DW)])),
-            ("group", Attr::Int(p(cp::GROUP))),
-            ("output_padding", Attr::Ints(vec![p(cp::OPH), p(cp::OPW)])),
-        ];
+        let mut attrs = super::conv_attrs(p, kh, kw);
+        attrs.push(("output_padding", Attr::Ints(vec![p(cp::OPH), p(cp::OPW)])));
         let r = self.node("ConvTranspose", ins, attrs);
         self.q_out(r, &y, out, op.param(cp::T_ACT_LO), op.param(cp::T_ACT_HI))
     }
