@@ -77,6 +77,13 @@ pub fn parse_segment_header(h: &[u8]) -> Option<(u32, u32)> {
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
+    /// The log's checksum is CRC-32/IEEE (the spec's), by its standard check value.
+    #[test]
+    fn the_checksum_is_crc32_ieee() {
+        assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(super::crc32(b""), 0);
+    }
+
     /// A log written on a device (cairn-core's CRC) reads on a host (crc32fast) and back.
     #[test]
     fn both_crc_implementations_agree() {

@@ -103,3 +103,29 @@ fn a_log_of_one_dimension_loads_and_searches() {
         .iter()
         .all(|h| h.cosine == 0.0));
 }
+
+/// One flipped bit inside a record's body (flash wear, a stray write) fails the entry's
+/// CRC: that record is dropped and counted, the records around it load.
+#[test]
+fn a_record_with_a_flipped_bit_is_dropped_and_its_neighbours_load() {
+    let bodies = [
+        record(&[1i8; 8], 1),
+        record(&[2i8; 8], 2),
+        record(&[3i8; 8], 3),
+    ];
+    let clean = log_of(&bodies);
+    let (s, rec) = Store::open(clean.clone(), cfg(8)).unwrap();
+    assert_eq!((s.len(), rec.dropped_entries), (3, 0));
+    // The second entry's body starts after the first entry and its own header.
+    let second = SEG_HEADER + align_up(ENTRY_HEADER + bodies[0].len()) + ENTRY_HEADER;
+    for bit in [0u32, 7, 8 * bodies[1].len() as u32 - 1] {
+        let mut f = clean.clone();
+        f.data[second + (bit / 8) as usize] ^= 1 << (bit % 8);
+        let (s, rec) = Store::open(f, cfg(8)).unwrap();
+        assert_eq!(s.len(), 2, "bit {bit}");
+        assert!(rec.dropped_entries >= 1, "bit {bit}: {rec:?}");
+        let mut want = vec![1i8; 8];
+        want.extend([3i8; 8]);
+        assert_eq!(s.embeddings(), &want[..], "bit {bit}");
+    }
+}
