@@ -84,6 +84,33 @@ mod tests {
         assert_eq!(super::crc32(b""), 0);
     }
 
+    /// A segment header is taken only whole: too short, or any one field wrong (even with
+    /// a CRC recomputed over the wrong field), and the sector is not a segment.
+    #[test]
+    fn a_segment_header_with_any_field_wrong_is_refused() {
+        use super::{crc32, parse_segment_header, segment_header, SEG_HEADER};
+        let h = segment_header(7, 3);
+        assert_eq!(parse_segment_header(&h), Some((7, 3)));
+        assert_eq!(parse_segment_header(&h[..SEG_HEADER - 1]), None);
+        // Magic, version, pad, sequence, erase count, reserved, CRC.
+        for at in [0, 3, 4, 6, 8, 12, 16, 20, 23] {
+            let mut b = h;
+            b[at] ^= 1;
+            assert_eq!(parse_segment_header(&b), None, "byte {at}");
+        }
+        for at in [0, 4] {
+            let mut b = h;
+            b[at] ^= 1;
+            let crc = crc32(&b[..20]);
+            b[20..24].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                parse_segment_header(&b),
+                None,
+                "byte {at} under a matching CRC"
+            );
+        }
+    }
+
     /// A log written on a device (cairn-core's CRC) reads on a host (crc32fast) and back.
     #[test]
     fn both_crc_implementations_agree() {
