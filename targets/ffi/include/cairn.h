@@ -58,8 +58,8 @@ typedef enum CairnStatus {
    */
   CAIRN_STATUS_REJECTED = 10,
   /**
-   * The backend asked for is not in this build (e.g. `ort` without the cargo feature
-   * `ort`) or is unknown (see `cairn_last_error`).
+   * The backend asked for is not in this build (`ort` or `gpu` without the cargo
+   * feature of that name) or is unknown (see `cairn_last_error`).
    */
   CAIRN_STATUS_BACKEND_UNAVAILABLE = 11,
 } CairnStatus;
@@ -79,12 +79,17 @@ extern "C" {
 size_t cairn_last_error(char *buf, size_t cap);
 
 /**
- * Choose the backend model `h` runs on: `"cpu"` (the default), or `"ort"` / `"ort:EP"`
- * (EP: cpu, xnnpack, nnapi, qnn, coreml, openvino) where the library was built with the
- * cargo feature `ort`; else `CAIRN_STATUS_BACKEND_UNAVAILABLE`. With ORT, the ops its
- * export covers run there and the rest on the CPU; an execution provider the ONNX Runtime
- * library lacks falls back to its CPU provider: the call then returns `CAIRN_STATUS_OK`
- * and `cairn_last_error` holds the message.
+ * Choose the backend model `h` runs on: `"cpu"` (the default); `"ort"` / `"ort:EP"` (EP:
+ * cpu, xnnpack, nnapi, qnn, coreml, openvino) where the library was built with the cargo
+ * feature `ort`; `"gpu"` (Vulkan, Metal or D3D12 through wgpu) where it was built with the
+ * cargo feature `gpu`. A backend not in this build, or an unknown name, is
+ * `CAIRN_STATUS_BACKEND_UNAVAILABLE` (the model keeps its backend). The ops the
+ * accelerator covers run there and the rest on the CPU; a failure mid-request reruns that
+ * part on the CPU, so the request completes. When the accelerator cannot be used as asked
+ * (an execution provider the ONNX Runtime library lacks: its CPU provider instead; no
+ * ONNX Runtime library, or no GPU adapter: every op on the CPU) the call returns
+ * `CAIRN_STATUS_OK` and `cairn_last_error` holds the message. On the GPU, int8 outputs
+ * equal the CPU's bit for bit; through ORT, within 1 LSB.
  *
  * # Safety
  * `name` is a NUL-terminated string.

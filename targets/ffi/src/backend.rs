@@ -1,38 +1,38 @@
-//! The backend a model runs on: `cpu` (always), or `ort[:EP]` (ONNX Runtime with an
+//! The backend a model runs on: `cpu` (always); `ort[:EP]` (ONNX Runtime with an
 //! execution provider: `ort:nnapi`, `ort:qnn` on Android, `ort:coreml` on iOS,
-//! `ort:xnnpack`, …) in a library built with the cargo feature `ort`. Device and phone
-//! builds without the feature link no ONNX Runtime code; asking them for `ort` is
-//! `CAIRN_STATUS_BACKEND_UNAVAILABLE`.
+//! `ort:xnnpack`, …) in a library built with the cargo feature `ort`; `gpu` (cairn-gpu's
+//! WGSL int8 kernels through wgpu: Vulkan, Metal, D3D12) in a library built with the cargo
+//! feature `gpu`. Device and phone builds without the features link no ONNX Runtime and
+//! no wgpu code; asking them for `ort` or `gpu` is `CAIRN_STATUS_BACKEND_UNAVAILABLE`.
 //!
-//! With `ort`, the model runs through the heterogeneous driver: the ops the QDQ export
-//! covers run in ONNX Runtime, the rest on cairn's CPU kernels; an ORT failure reruns that
-//! segment on the CPU (the request completes), a missing execution provider falls back to
-//! ORT's CPU provider (`cairn_last_error` says so after `cairn_model_set_backend`), and no
-//! ONNX Runtime library at all leaves every op on the CPU.
+//! Both run the model through the heterogeneous driver (`cairn_kernels::hetero`): the ops
+//! the accelerator covers run there, the rest on cairn's CPU kernels; an accelerator
+//! failure mid-request (an ORT error; a lost GPU device, a timeout, a wgpu error) reruns
+//! that segment on the CPU, so the request completes, and the accelerator is created again
+//! on a later request. At `cairn_model_set_backend`: with `ort`, a missing execution
+//! provider falls back to ORT's CPU provider and no ONNX Runtime library at all leaves
+//! every op on the CPU; with `gpu`, no adapter (no Vulkan/Metal/D3D12 driver) or a kernel
+//! that fails to build leaves every op on the CPU. In each case the call returns
+//! `CAIRN_STATUS_OK` and `cairn_last_error` says why.
 
 use crate::*;
 
-/// The ORT driver of one model (the cargo feature `ort`).
-#[cfg(feature = "ort")]
-pub(crate) struct Accel {
+/// The heterogeneous driver of one model with the accelerators of factory `F`, and the
+/// two buffers it borrows.
+#[cfg(any(feature = "ort", feature = "gpu"))]
+pub(crate) struct Driver<F: cairn_core::accel::AccelFactory + 'static> {
     hetero: std::mem::ManuallyDrop<
-        cairn_kernels::hetero::Hetero<
-            'static,
-            'static,
-            'static,
-            cairn_kernels::CpuBackend,
-            cairn_ort::OrtFactory,
-        >,
+        cairn_kernels::hetero::Hetero<'static, 'static, 'static, cairn_kernels::CpuBackend, F>,
     >,
     arena: *mut [u8],
     staging: *mut [u8],
 }
 
-#[cfg(feature = "ort")]
-impl Drop for Accel {
+#[cfg(any(feature = "ort", feature = "gpu"))]
+impl<F: cairn_core::accel::AccelFactory + 'static> Drop for Driver<F> {
     fn drop(&mut self) {
         // SAFETY: the driver (the only borrower of the buffers) goes first; both buffers
-        // came from `Box::into_raw` in `Accel::new` and are freed once, here.
+        // came from `Box::into_raw` in `Driver::new` and are freed once, here.
         unsafe {
             std::mem::ManuallyDrop::drop(&mut self.hetero);
             drop(Box::from_raw(self.arena));
@@ -41,34 +41,26 @@ impl Drop for Accel {
     }
 }
 
-/// Without the cargo feature `ort` there is no accelerator to hold.
-#[cfg(not(feature = "ort"))]
-pub(crate) enum Accel {}
-
-#[cfg(feature = "ort")]
-impl Accel {
+#[cfg(any(feature = "ort", feature = "gpu"))]
+impl<F: cairn_core::accel::AccelFactory + 'static> Driver<F> {
     /// The driver for `model` (whose bytes outlive it: the caller drops it first) with
-    /// the factory named by `name`; also the provider note, if the EP fell back.
-    pub(crate) fn new(
+    /// `factory`; also why every op runs on the CPU, when they all do.
+    fn new(
         model: cairn_core::Model<'static>,
-        name: &str,
-    ) -> Result<(Accel, Option<String>), Fail> {
-        let f = cairn_ort::OrtFactory::from_backend_name(name).ok_or((
-            CairnStatus::BackendUnavailable,
-            format!("unknown backend '{name}': cpu, ort or ort:EP (cpu, xnnpack, nnapi, qnn, coreml, openvino)"),
-        ))?;
+        factory: F,
+    ) -> Result<(Driver<F>, Option<cairn_kernels::hetero::CpuOnly>), Fail> {
         let arena = Box::into_raw(
             vec![0u8; model.arena_bytes() + cairn_core::format::ALIGN].into_boxed_slice(),
         );
         let staging = Box::into_raw(vec![0u8; model.arena_bytes()].into_boxed_slice());
-        // SAFETY: both buffers live until `Accel` drops them, after the driver.
+        // SAFETY: both buffers live until `Driver` drops them, after the driver.
         let (a, s) = unsafe { (&mut *arena, &mut *staging) };
         let h = match cairn_kernels::hetero::Hetero::new(
             model,
             cairn_kernels::CpuBackend,
             a,
             s,
-            f,
+            factory,
             cairn_core::partition::Policy::default(),
         ) {
             Ok(h) => h,
@@ -81,22 +73,19 @@ impl Accel {
                 return Err((CairnStatus::BadModel, format!("model refused: {e:?}")));
             }
         };
-        let mut note = h.factory().ep_note().map(str::to_string);
-        if let Some(why) = h.cpu_only_reason() {
-            note = Some(format!("{name}: every op runs on the cpu: {why}"));
-        }
+        let why = h.cpu_only_reason();
         Ok((
-            Accel {
+            Driver {
                 hetero: std::mem::ManuallyDrop::new(h),
                 arena,
                 staging,
             },
-            note,
+            why,
         ))
     }
 
     /// One request: `x` to input 0, every output as f32.
-    pub(crate) fn run(&mut self, x: &[f32]) -> Result<Vec<Vec<f32>>, Fail> {
+    fn run(&mut self, x: &[f32]) -> Result<Vec<Vec<f32>>, Fail> {
         let h = &mut *self.hetero;
         let fail = |e| (CairnStatus::RunFailed, format!("run failed: {e:?}"));
         h.set_input_f32(0, x).map_err(fail)?;
@@ -111,25 +100,81 @@ impl Accel {
     }
 }
 
-#[cfg(not(feature = "ort"))]
+/// The accelerated driver `cairn_model_set_backend` chose; without the cargo features
+/// `ort` and `gpu` there is none to hold.
+pub(crate) enum Accel {
+    /// ONNX Runtime (the cargo feature `ort`).
+    #[cfg(feature = "ort")]
+    Ort(Driver<cairn_ort::OrtFactory>),
+    /// cairn-gpu through wgpu (the cargo feature `gpu`).
+    #[cfg(feature = "gpu")]
+    Gpu(Driver<cairn_gpu::GpuFactory>),
+}
+
 impl Accel {
-    pub(crate) fn run(&mut self, _: &[f32]) -> Result<Vec<Vec<f32>>, Fail> {
-        match *self {}
+    /// The ORT driver for `model` with the factory named by `name`; also the note for
+    /// `cairn_last_error`, if the EP fell back or every op runs on the CPU.
+    #[cfg(feature = "ort")]
+    fn ort(model: cairn_core::Model<'static>, name: &str) -> Result<(Accel, Option<String>), Fail> {
+        let f = cairn_ort::OrtFactory::from_backend_name(name).ok_or((
+            CairnStatus::BackendUnavailable,
+            format!("unknown backend '{name}': cpu, gpu, ort or ort:EP (cpu, xnnpack, nnapi, qnn, coreml, openvino)"),
+        ))?;
+        let (d, why) = Driver::new(model, f)?;
+        let mut note = d.hetero.factory().ep_note().map(str::to_string);
+        if let Some(why) = why {
+            note = Some(format!("{name}: every op runs on the cpu: {why}"));
+        }
+        Ok((Accel::Ort(d), note))
+    }
+
+    /// The GPU driver for `model`; also the note for `cairn_last_error`, if every op runs
+    /// on the CPU (no adapter, a kernel that failed to build, no op the GPU covers).
+    #[cfg(feature = "gpu")]
+    fn gpu(model: cairn_core::Model<'static>) -> Result<(Accel, Option<String>), Fail> {
+        let (d, why) = Driver::new(model, cairn_gpu::GpuFactory::default())?;
+        let note = why.map(|why| {
+            let hint = match why {
+                cairn_kernels::hetero::CpuOnly::Load(
+                    cairn_core::accel::AccelError::Unavailable,
+                ) => " (no GPU adapter: is a Vulkan, Metal or D3D12 driver installed?)",
+                _ => "",
+            };
+            format!("gpu: every op runs on the cpu: {why}{hint}")
+        });
+        Ok((Accel::Gpu(d), note))
+    }
+
+    /// One request: `x` to input 0, every output as f32.
+    pub(crate) fn run(&mut self, x: &[f32]) -> Result<Vec<Vec<f32>>, Fail> {
+        #[cfg(not(any(feature = "ort", feature = "gpu")))]
+        let _ = x;
+        match *self {
+            #[cfg(feature = "ort")]
+            Accel::Ort(ref mut d) => d.run(x),
+            #[cfg(feature = "gpu")]
+            Accel::Gpu(ref mut d) => d.run(x),
+        }
     }
 }
 
-// SAFETY: the buffers are owned by this object alone; the driver and its ONNX Runtime
-// sessions are used under the model's lock, one thread at a time (ORT sessions may be
-// used from any thread).
-#[cfg(feature = "ort")]
+// SAFETY: the buffers are owned by this object alone; the driver, its ONNX Runtime
+// sessions or its wgpu device are used under the model's lock, one thread at a time (ORT
+// sessions and wgpu objects may be used from any thread).
+#[cfg(any(feature = "ort", feature = "gpu"))]
 unsafe impl Send for Accel {}
 
-/// Choose the backend model `h` runs on: `"cpu"` (the default), or `"ort"` / `"ort:EP"`
-/// (EP: cpu, xnnpack, nnapi, qnn, coreml, openvino) where the library was built with the
-/// cargo feature `ort`; else `CAIRN_STATUS_BACKEND_UNAVAILABLE`. With ORT, the ops its
-/// export covers run there and the rest on the CPU; an execution provider the ONNX Runtime
-/// library lacks falls back to its CPU provider: the call then returns `CAIRN_STATUS_OK`
-/// and `cairn_last_error` holds the message.
+/// Choose the backend model `h` runs on: `"cpu"` (the default); `"ort"` / `"ort:EP"` (EP:
+/// cpu, xnnpack, nnapi, qnn, coreml, openvino) where the library was built with the cargo
+/// feature `ort`; `"gpu"` (Vulkan, Metal or D3D12 through wgpu) where it was built with the
+/// cargo feature `gpu`. A backend not in this build, or an unknown name, is
+/// `CAIRN_STATUS_BACKEND_UNAVAILABLE` (the model keeps its backend). The ops the
+/// accelerator covers run there and the rest on the CPU; a failure mid-request reruns that
+/// part on the CPU, so the request completes. When the accelerator cannot be used as asked
+/// (an execution provider the ONNX Runtime library lacks: its CPU provider instead; no
+/// ONNX Runtime library, or no GPU adapter: every op on the CPU) the call returns
+/// `CAIRN_STATUS_OK` and `cairn_last_error` holds the message. On the GPU, int8 outputs
+/// equal the CPU's bit for bit; through ORT, within 1 LSB.
 ///
 /// # Safety
 /// `name` is a NUL-terminated string.
@@ -151,32 +196,103 @@ pub unsafe extern "C" fn cairn_model_set_backend(
             })?;
         let m = crate::model::model(h)?;
         let mut m = lock(&m);
-        match name {
+        let note = match name {
             "cpu" => {
                 m.set_accel(None);
-                Ok(())
+                None
             }
             #[cfg(feature = "ort")]
             n if n == "ort" || n.starts_with("ort:") => {
-                let (a, note) = Accel::new(m.parsed(), n)?;
+                let (a, note) = Accel::ort(m.parsed(), n)?;
                 m.set_accel(Some(a));
-                if let Some(note) = note {
-                    LAST_ERROR.with(|e| *e.borrow_mut() = note);
-                }
-                Ok(())
+                note
             }
-            n if n == "ort" || n.starts_with("ort:") => Err((
-                CairnStatus::BackendUnavailable,
-                "this cairn library was built without ONNX Runtime (cargo feature `ort` of cairn-ffi)".into(),
-            )),
-            "gpu" => Err((
-                CairnStatus::BackendUnavailable,
-                "the gpu backend is not in the C library yet: use cpu or ort[:EP]".into(),
-            )),
-            other => Err((
-                CairnStatus::BackendUnavailable,
-                format!("unknown backend '{other}': cpu, ort or ort:EP"),
-            )),
+            #[cfg(not(feature = "ort"))]
+            n if n == "ort" || n.starts_with("ort:") => {
+                return Err((
+                    CairnStatus::BackendUnavailable,
+                    "this cairn library was built without ONNX Runtime (cargo feature `ort` of cairn-ffi)".into(),
+                ))
+            }
+            #[cfg(feature = "gpu")]
+            "gpu" => {
+                let (a, note) = Accel::gpu(m.parsed())?;
+                m.set_accel(Some(a));
+                note
+            }
+            #[cfg(not(feature = "gpu"))]
+            "gpu" => {
+                return Err((
+                    CairnStatus::BackendUnavailable,
+                    "this cairn library was built without the gpu backend (cargo feature `gpu` of cairn-ffi)".into(),
+                ))
+            }
+            other => {
+                return Err((
+                    CairnStatus::BackendUnavailable,
+                    format!("unknown backend '{other}': cpu, gpu, ort or ort:EP"),
+                ))
+            }
+        };
+        if let Some(note) = note {
+            LAST_ERROR.with(|e| *e.borrow_mut() = note);
         }
+        Ok(())
     })
+}
+
+/// The driver `cairn_model_set_backend(m, "gpu")` holds, with a device that is lost in the
+/// middle of the second request: every request completes with the CPU's outputs, and the
+/// counters say what happened. (The C ABI has no fault hook; this is the same `Driver`.)
+#[cfg(all(test, feature = "gpu"))]
+mod tests {
+    use cairn_core::accel::AccelError;
+    use cairn_kernels::hetero::fault::{FaultInjector, Schedule};
+
+    use super::Driver;
+
+    #[test]
+    fn gpu_device_lost_mid_request_reruns_on_cpu() {
+        if cairn_gpu::probe().is_none() {
+            assert!(
+                std::env::var_os("CAIRN_REQUIRE_GPU").is_none(),
+                "CAIRN_REQUIRE_GPU is set but wgpu found no GPU adapter"
+            );
+            println!("no gpu adapter: skipped");
+            return;
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mcu/assets/cls.cairn");
+        let bytes: &'static cairn_core::emit::AlignedBytes = Box::leak(Box::new(
+            cairn_core::emit::AlignedBytes::from_slice(&std::fs::read(path).unwrap()),
+        ));
+        let mut cpu = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+        let model = cpu.model();
+        let n: usize = cpu.inputs()[0].shape.iter().product();
+        let xs: Vec<Vec<f32>> = (0..3)
+            .map(|k| {
+                (0..n)
+                    .map(|i| ((i * 31 + k * 7) % 97) as f32 / 48.5 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let want: Vec<Vec<Vec<f32>>> = xs.iter().map(|x| cpu.run(&[x]).unwrap()).collect();
+        // Segment call 1 is in the second request (the first has at least one segment).
+        let f = FaultInjector::new(
+            cairn_gpu::GpuFactory::default(),
+            Schedule::OnCall(1, AccelError::DeviceLost),
+        );
+        let (mut d, why) = Driver::new(model, f).unwrap();
+        assert!(why.is_none(), "{why:?}");
+        for (k, (x, want)) in xs.iter().zip(&want).enumerate() {
+            assert_eq!(&d.run(x).unwrap(), want, "request {k}");
+        }
+        let c = d.hetero.counters();
+        assert_eq!(c.requests, 3, "{c:?}");
+        assert_eq!(c.device_lost, 1, "{c:?}");
+        // Only the injected failure: the other segments ran on the GPU.
+        assert_eq!(c.faults(), 1, "{c:?}");
+        assert!(c.accel_segments >= 2, "{c:?}");
+        assert!(c.fallback_segments >= 1, "{c:?}");
+        assert_eq!(d.hetero.factory().injected().device_lost, 1);
+    }
 }

@@ -69,8 +69,8 @@ pub enum CairnStatus {
     /// The forgetting gate refused a trained candidate: nothing changed but the lineage,
     /// which records why (see `cairn_last_error`).
     Rejected = 10,
-    /// The backend asked for is not in this build (e.g. `ort` without the cargo feature
-    /// `ort`) or is unknown (see `cairn_last_error`).
+    /// The backend asked for is not in this build (`ort` or `gpu` without the cargo
+    /// feature of that name) or is unknown (see `cairn_last_error`).
     BackendUnavailable = 11,
 }
 

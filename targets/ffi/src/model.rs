@@ -19,7 +19,7 @@ pub(crate) struct ModelObj {
 impl ModelObj {
     /// The checked model over the object's bytes (alive until the object drops, after
     /// the accelerated driver that borrows them).
-    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "ort", feature = "gpu")), allow(dead_code))]
     pub(crate) fn parsed(&self) -> cairn_core::Model<'static> {
         self.model.model()
     }
