@@ -46,8 +46,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p cairn-cli --features tract --all-targets --quiet -- -D warnings
 # The GPU backend (wgpu) is the CLI's `gpu` feature: lint that build too.
 cargo clippy -p cairn-cli --features gpu --all-targets --quiet -- -D warnings
-# The C ABI with ONNX Runtime as a backend (cairn-ffi's `ort` feature).
-cargo clippy -p cairn-ffi --features ort --all-targets --quiet -- -D warnings
+# The C ABI with ONNX Runtime and the GPU as backends (cairn-ffi's `ort` and `gpu` features).
+cargo clippy -p cairn-ffi --features ort,gpu --all-targets --quiet -- -D warnings
 cargo clippy -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync -p cairn-node --target thumbv7em-none-eabihf --quiet -- -D warnings
 cargo clippy -p cairn-kernels --features dsp,vfma --target thumbv7em-none-eabihf --quiet -- -D warnings
 
@@ -161,8 +161,10 @@ step "tests"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
 status=${PIPESTATUS[0]}
-# The C ABI's ONNX Runtime backend is behind cairn-ffi's non-default `ort` feature.
-cargo test -p cairn-ffi --features ort --test backend 2>&1 | tee -a target/test.log
+# The C ABI's ONNX Runtime and GPU backends are behind cairn-ffi's non-default `ort` and
+# `gpu` features (the GPU tests, in tests/backend.rs and the lib's fault test, run on
+# lavapipe, installed above; CAIRN_REQUIRE_GPU is set).
+cargo test -p cairn-ffi --features ort,gpu --lib --test backend 2>&1 | tee -a target/test.log
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 passed=$(grep -o '[0-9]* passed' target/test.log | awk '{s+=$1} END {print s+0}')
