@@ -234,8 +234,21 @@ fn geometry(
             axes.len()
         ),
     }
+    // A hostile scale (1e30) must be a refusal, not an overflow or a giant allocation.
+    let total = out.iter().try_fold(1usize, |n, &d| {
+        (d <= MAX_AXIS).then(|| n.checked_mul(d)).flatten()
+    });
+    if total.is_none_or(|n| n > MAX_OUTPUT) {
+        bail!("Resize output {out:?} is too large (at most {MAX_AXIS} per axis, {MAX_OUTPUT} elements)");
+    }
     Ok((out, scale))
 }
+
+/// The largest resized axis and output this lowering takes (far beyond any edge model).
+const MAX_AXIS: usize = 1 << 20;
+const MAX_OUTPUT: usize = 1 << 28;
+/// Entries of one axis's interpolation matrix (64 MB of f32), as GridSample's bound.
+const MAX_MATRIX: usize = 16 << 20;
 
 impl AxisResize {
     /// The reference skips an axis whose scale is 1 with the same size and a full roi.
@@ -455,6 +468,13 @@ fn along_axis(l: &mut Lower, x: usize, d: usize, r: &AxisResize) -> Result<usize
             i => i,
         })
         .collect();
+    if r.output.checked_mul(r.input).is_none_or(|n| n > MAX_MATRIX) {
+        bail!(
+            "Resize of axis {d} ({} -> {}) needs an interpolation matrix of over {MAX_MATRIX} entries",
+            r.input,
+            r.output
+        );
+    }
     let t = if d == last { x } else { l.transpose(x, &perm)? };
     let (w, bias) = r.matrix();
     let w = l.g.add_f32(

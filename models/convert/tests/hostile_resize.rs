@@ -1,0 +1,138 @@
+//! A Resize whose scales or sizes ask for an absurd output is a typed refusal at convert
+//! time, never an overflow, a panic or a giant allocation.
+
+use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
+use cairn_convert::onnx_pb::{
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use prost::Message;
+
+fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `x` of `dims` through one Resize with the given scales (f32) or sizes (i64) and mode.
+fn resize_model(
+    dims: &[i64],
+    scales: Option<Vec<f32>>,
+    sizes: Option<Vec<i64>>,
+    mode: &str,
+) -> Vec<u8> {
+    let mut init = vec![];
+    let mut inputs = vec!["x".to_string(), String::new()];
+    if let Some(s) = scales {
+        init.push(TensorProto {
+            name: "scales".into(),
+            dims: vec![s.len() as i64],
+            data_type: 1,
+            float_data: s,
+            ..Default::default()
+        });
+        inputs.push("scales".into());
+    } else {
+        inputs.push(String::new());
+    }
+    if let Some(z) = sizes {
+        init.push(TensorProto {
+            name: "sizes".into(),
+            dims: vec![z.len() as i64],
+            data_type: 7,
+            int64_data: z,
+            ..Default::default()
+        });
+        inputs.push("sizes".into());
+    }
+    let node = NodeProto {
+        input: inputs,
+        output: vec!["y".into()],
+        name: "resize".into(),
+        op_type: "Resize".into(),
+        attribute: vec![AttributeProto {
+            name: "mode".into(),
+            r#type: 3,
+            s: mode.as_bytes().to_vec(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![node],
+        initializer: init,
+        input: vec![value("x", dims)],
+        output: vec![value("y", &[])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 19,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn refusal(bytes: &[u8]) -> String {
+    let opts = cairn_convert::Options {
+        float: true,
+        ..Default::default()
+    };
+    match cairn_convert::convert(bytes, &opts, |_| {}) {
+        Ok(_) => panic!("an absurd Resize converted"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn an_absurd_scale_is_refused() {
+    for mode in ["nearest", "linear", "cubic"] {
+        for s in [1e30f32, 3e9, 1e7] {
+            let e = refusal(&resize_model(
+                &[1, 1, 4, 4],
+                Some(vec![1.0, 1.0, s, 1.0]),
+                None,
+                mode,
+            ));
+            assert!(e.contains("too large"), "{mode} x{s}: {e}");
+        }
+    }
+}
+
+#[test]
+fn an_absurd_size_or_interpolation_matrix_is_refused() {
+    let e = refusal(&resize_model(
+        &[1, 1, 4, 4],
+        None,
+        Some(vec![1, 1, 4, i64::MAX]),
+        "nearest",
+    ));
+    assert!(e.contains("too large"), "{e}");
+    // 8192 -> 4096 columns in cubic mode: a 4096 × 8192 matrix, over the bound.
+    let e = refusal(&resize_model(
+        &[1, 1, 1, 8192],
+        None,
+        Some(vec![1, 1, 1, 4096]),
+        "cubic",
+    ));
+    assert!(e.contains("interpolation matrix"), "{e}");
+}
