@@ -128,4 +128,10 @@ fn a_record_with_a_flipped_bit_is_dropped_and_its_neighbours_load() {
         want.extend([3i8; 8]);
         assert_eq!(s.embeddings(), &want[..], "bit {bit}");
     }
+    // The body is also covered by the record's content id; the header's pad byte only by
+    // the CRC, which covers the header too.
+    let mut f = clean.clone();
+    f.data[second - ENTRY_HEADER + 3] ^= 1;
+    let (s, rec) = Store::open(f, cfg(8)).unwrap();
+    assert_eq!((s.len(), rec.dropped_entries), (2, 1), "header pad byte");
 }
