@@ -27,3 +27,17 @@ pub fn sensor_bus() -> impl embedded_hal::i2c::I2c {
     };
     Twim::new(p.TWIM0, pins, Frequency::K400)
 }
+
+// The chip `run.sh` hands to `probe-rs run --chip` (it reads the name from this symbol in
+// the ELF), so `cargo run --release --features <board>` flashes the board.
+#[cfg(feature = "stm32f4")]
+#[allow(non_upper_case_globals)]
+#[no_mangle]
+#[used]
+static CAIRN_PROBE_CHIP_STM32F411CEUx: u8 = 0;
+
+#[cfg(feature = "nrf52840")]
+#[allow(non_upper_case_globals)]
+#[no_mangle]
+#[used]
+static CAIRN_PROBE_CHIP_nRF52840_xxAA: u8 = 0;
