@@ -8,38 +8,21 @@
 //! Needs `qemu-system-arm` and `defmt-print` (tests/run.sh installs both and sets
 //! CAIRN_REQUIRE_QEMU=1, which turns their absence into a failure instead of a skip).
 
-use std::path::Path;
-use std::process::Command;
+#[path = "../../targets/mcu/host_twin.rs"]
+mod twin;
 
 use cairn_convert::{convert, Options};
 use cairn_core::emit::AlignedBytes;
-use cairn_core::{Model, OpKind};
 use cairn_kernels::host::HostModel;
-use cairn_kernels::CpuBackend;
-use cairn_learn::gate::{Gate, Reject as GateReject};
-use cairn_learn::lineage::{model_hash, CheckpointLog};
-use cairn_learn::{Optimizer, TrainConfig};
-use cairn_memory::flash::RamFlash;
-use cairn_memory::ram::FixedRam;
-use cairn_memory::{Config as MemConfig, LogStore};
-use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
-use cairn_node::{Identity, Node, NodeError, Parts, Revocations, Sensor};
-use cairn_sync::bundle::BundleWriter;
+use cairn_learn::gate::Reject as GateReject;
+use cairn_node::adapter::Outcome;
+use cairn_node::NodeError;
 use cairn_sync::Reject;
 use ed25519_dalek::SigningKey;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn tools_present() -> bool {
-    let ok = |c: &str| Command::new(c).arg("--version").output().is_ok();
-    let present = ok("qemu-system-arm") && ok("defmt-print");
-    if !present && std::env::var("CAIRN_REQUIRE_QEMU").is_ok_and(|v| v == "1") {
-        panic!("qemu-system-arm or defmt-print missing (tests/run.sh installs them)");
-    }
-    present
-}
+use twin::{
+    boot, buffers, fleet, frames, host_node, peer_bundle, revoke_peer, root, tools_present,
+    AUTHORITY_SEED, DEVICE_SEED, LABELS,
+};
 
 /// The committed firmware model equals a fresh conversion of the bundled QDQ digits model.
 #[test]
@@ -109,24 +92,6 @@ fn outputs(log: &str, k: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Boot firmware binary `bin` of targets/mcu in QEMU (through its cargo runner); its log.
-fn boot(bin: &str) -> String {
-    let out = Command::new("cargo")
-        .args(["run", "--release", "--quiet", "--bin", bin])
-        .current_dir(root().join("targets/mcu"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .expect("cargo run in targets/mcu");
-    let log = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "firmware {bin} failed in QEMU:\n{log}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    log
-}
-
 /// The stack stays within the budget targets/mcu/size.sh counts in the RAM figure.
 fn check_stack(log: &str) {
     let stack: usize = log
@@ -148,7 +113,7 @@ fn qemu_cortex_m4_runs_the_cnn_bit_for_bit() {
         eprintln!("skipped: qemu-system-arm or defmt-print not installed");
         return;
     }
-    let log = boot("cls");
+    let log = boot("cls", &[]);
     let o0 = outputs(&log, 0);
     assert_eq!(o0.len(), 2, "log:\n{log}");
     let mcu = root().join("targets/mcu");
@@ -177,22 +142,8 @@ fn qemu_cortex_m4_runs_the_cnn_bit_for_bit() {
     );
 }
 
-/// The demo fleet: the authority (seed `[0xA0; 32]`, public key in the firmware's
-/// `AUTHORITY`), the firmware's device key and a peer's.
-const AUTHORITY_SEED: [u8; 32] = [0xA0; 32];
-const DEVICE_SEED: [u8; 32] = *b"cairn-mcu-demo-device-seed-00001";
-const PEER_SEED: [u8; 32] = *b"cairn-mcu-demo-peer-seed-0000002";
-const LABELS: [u16; 8] = [7, 8, 1, 7, 8, 5, 6, 9];
-
-fn fleet() -> Vec<u8> {
-    let auth = SigningKey::from_bytes(&AUTHORITY_SEED);
-    let members =
-        [DEVICE_SEED, PEER_SEED].map(|s| SigningKey::from_bytes(&s).verifying_key().to_bytes());
-    cairn_sync::testkit::fleet_of(&auth, &members)
-}
-
-/// The fleet list built into the firmware is the authority's list of the device and its
-/// peer (CAIRN_BLESS=1 rewrites it).
+/// The fleet list built into the firmware is the authority's list of the device, its peer
+/// and a host node (CAIRN_BLESS=1 rewrites it).
 #[test]
 fn firmware_fleet_is_current() {
     let path = root().join("targets/mcu/assets/fleet.cfl");
@@ -215,194 +166,6 @@ fn firmware_fleet_is_current() {
             .contains(&list.replace(' ', "")),
         "the firmware's AUTHORITY is not the demo authority's public key: {list}"
     );
-}
-
-/// The node's parts on the host: the firmware's, with RAM standing in for its flash
-/// regions and the CPU backend for its kernel selection.
-struct HostParts;
-impl Parts for HostParts {
-    type Backend = CpuBackend;
-    type MemoryFlash = RamFlash<1024>;
-    type MemoryRam = FixedRam<24, 32, 8, 128>;
-    type LineageFlash = RamFlash<1024>;
-    type Items = Revocations<RamFlash<256>, 4>;
-}
-
-/// `learn_spec` of targets/mcu/src/main.rs.
-fn learn_spec(m: &Model<'_>) -> LearnSpec {
-    let head = (0..m.n_ops())
-        .rev()
-        .find(|&i| m.op(i).is_some_and(|o| o.kind == OpKind::FullyConnected));
-    LearnSpec {
-        classes: 10,
-        rank: 0,
-        batch: 8,
-        train: TrainConfig {
-            optimizer: Optimizer::adam(0.05),
-            clip_norm: 5.0,
-            weight_decay: 0.0,
-            steps: 5,
-            replay_per_batch: 8,
-            lora_scale: 1.0,
-            distill: 0.0,
-            seed: 1,
-        },
-        gate: Gate {
-            max_old_drop: 0.05,
-            min_new_gain: 0.0,
-        },
-        new_from: 10,
-        lora_op: None,
-        head_op: head,
-        max_delta_norm: 10.0,
-    }
-}
-
-struct Buffers {
-    model: AlignedBytes,
-    arena: AlignedBytes,
-    learn: Vec<u32>,
-    fleet: Vec<u8>,
-}
-
-fn buffers() -> Buffers {
-    let model = AlignedBytes::from_slice(
-        &std::fs::read(root().join("targets/mcu/assets/digits.cairn")).unwrap(),
-    );
-    let m = Model::parse(model.as_slice()).unwrap();
-    let arena = AlignedBytes::zeroed(m.arena_bytes());
-    let need = cairn_node::adapter::arena_bytes(&learn_spec(&m), Some(&m), 32).unwrap();
-    Buffers {
-        arena,
-        learn: vec![0; need.div_ceil(4)],
-        fleet: fleet(),
-        model,
-    }
-}
-
-/// The firmware's node, assembled the firmware's way on the host.
-fn host_node<'a>(b: &'a mut Buffers, seed: &[u8; 32]) -> Node<'a, HostParts> {
-    let Buffers {
-        model,
-        arena,
-        learn,
-        fleet,
-    } = b;
-    let m = Model::parse(model.as_slice()).unwrap();
-    let base = model_hash(model.as_slice());
-    let tag = u32::from_le_bytes([base[0], base[1], base[2], base[3]]);
-    let auth = SigningKey::from_bytes(&AUTHORITY_SEED)
-        .verifying_key()
-        .to_bytes();
-    let identity = Identity::new(seed, fleet, &auth).unwrap();
-    let spec = learn_spec(&m);
-    let sensor = Sensor::new(m, CpuBackend, arena.as_mut_slice(), 1, Some(0), tag).unwrap();
-    let cfg = MemConfig {
-        dim: 32,
-        max_records: 24,
-        max_payload: 0,
-    };
-    let memory = LogStore::open_in(RamFlash::new(4), cfg, FixedRam::new())
-        .unwrap()
-        .0;
-    let mut log = CheckpointLog::open(RamFlash::new(4)).unwrap().0;
-    let bytes: &mut [u8] = bytemuck_cast(learn.as_mut_slice());
-    let adapter = Adapter::open(spec, Some(&m), base, 32, bytes, &mut log).unwrap();
-    let items = Revocations::open(RamFlash::new(1), &auth).unwrap();
-    Node::new(identity, memory, items)
-        .with_sensor(sensor)
-        .with_learning(adapter, log)
-}
-
-fn bytemuck_cast(w: &mut [u32]) -> &mut [u8] {
-    let len = w.len() * 4;
-    // SAFETY: u32 storage viewed as bytes (no alignment or validity requirement for u8).
-    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, len) }
-}
-
-/// The 8 frames of targets/mcu/assets/inputs.bin, as the mock sensor bus scales them
-/// (u16 pixels, 4096 = 1.0).
-fn frames() -> Vec<Vec<f32>> {
-    let raw = std::fs::read(root().join("targets/mcu/assets/inputs.bin")).unwrap();
-    raw.chunks_exact(256)
-        .map(|x| {
-            x.chunks_exact(4)
-                .map(|c| {
-                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    ((v.clamp(0.0, 1.0) * 4096.0) as u16) as f32 / 4096.0
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The items of a bundle (no checks: the test's own bundles).
-fn bundle_items(b: &[u8]) -> Vec<Vec<u8>> {
-    let mut pos = 4 + 1 + 32 + 8;
-    let mut out = Vec::new();
-    while &b[pos..pos + 4] != b"CEND" {
-        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push(b[pos + 4..pos + 4 + len].to_vec());
-        pos += 4 + len;
-    }
-    out
-}
-
-/// The peer's bundle: its records of the same frames (other times), one record signed by a
-/// key outside the fleet, and one of its records altered after signing; written and
-/// signed by the peer (a member), so the bundle is complete and only those two items fail.
-fn peer_bundle() -> Vec<u8> {
-    let mut b = buffers();
-    let mut peer = host_node(&mut b, &PEER_SEED);
-    for (i, x) in frames().iter().enumerate() {
-        peer.observe(x, Some(LABELS[i]), 100, 100 + i as u64)
-            .unwrap();
-    }
-    let mut own = Vec::new();
-    peer.export_own(&mut |b| {
-        own.extend_from_slice(b);
-        true
-    })
-    .unwrap();
-    let mut items = bundle_items(&own);
-    let outsider = SigningKey::from_bytes(&[0x55; 32]);
-    items.push(cairn_sync::testkit::signed_record(
-        &outsider,
-        500,
-        100,
-        &[],
-        32,
-    ));
-    let mut altered = items[0].clone();
-    let at = altered.len() - 64 - 5; // an embedding byte, under the signature
-    altered[at] ^= 0x11;
-    items.push(altered);
-    let key = SigningKey::from_bytes(&PEER_SEED);
-    let mut out = Vec::new();
-    let mut sink = |b: &[u8]| out.extend_from_slice(b);
-    let mut w = BundleWriter::start(&key, 0, &mut sink);
-    for it in &items {
-        w.item(it, &mut sink);
-    }
-    w.finish(&key, &mut sink);
-    out
-}
-
-/// The fleet authority's statement revoking the peer's key.
-fn revoke_peer() -> Vec<u8> {
-    use cairn_sync::item::{sign_into, statement_body, Action, Kind, Statement};
-    let s = Statement {
-        action: Action::Revoke,
-        subject: SigningKey::from_bytes(&PEER_SEED)
-            .verifying_key()
-            .to_bytes(),
-        hlc: 1,
-    };
-    let mut out = vec![0u8; 512];
-    let auth = SigningKey::from_bytes(&AUTHORITY_SEED);
-    let n = sign_into(&auth, Kind::Authority, &statement_body(&s), &mut out).unwrap();
-    out.truncate(n);
-    out
 }
 
 /// What the firmware must log for a gate outcome (the decision, its reason, how many
@@ -449,7 +212,7 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     let revocation = revoke_peer();
     std::fs::write(mcu.join("target/revoke.item"), &revocation).unwrap();
     let _ = std::fs::remove_file(mcu.join("target/bundle.cbdl"));
-    let log = boot("cairn-mcu");
+    let log = boot("cairn-mcu", &[]);
     let (o0, o1) = (outputs(&log, 0), outputs(&log, 1));
     assert_eq!((o0.len(), o1.len()), (8, 8), "log:\n{log}");
     // The host interpreter on the same model bytes and inputs.
@@ -544,7 +307,7 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     );
     assert_eq!(host.memory().len(), 16);
     let outsider = cairn_sync::item::node_id(
-        &SigningKey::from_bytes(&[0x55; 32])
+        &SigningKey::from_bytes(&twin::OUTSIDER_SEED)
             .verifying_key()
             .to_bytes(),
     );

@@ -10,15 +10,16 @@
 //!    classifier) trains a candidate on memory, the gate promotes or rejects it, and the
 //!    lineage log (a second flash region) records the outcome;
 //! 3. **exports** its own records as a signed sync bundle, streamed with no allocator to the
-//!    host through semihosting (`target/bundle.cbdl`); a sink that fails fails the run;
-//! 4. **applies** a bundle from another fleet member (`target/peer.cbdl`, written by the host
-//!    test; boards have none and say so): verified items go into memory, forged and
-//!    non-member ones are refused; then it learns again on what it now knows, through the
-//!    same gate;
+//!    host through semihosting (`bundle=PATH` on the command line, `target/bundle.cbdl` by
+//!    default: [`host_paths`]); a sink that fails fails the run;
+//! 4. **applies** a bundle from another fleet member (`peer=PATH`, `target/peer.cbdl` by
+//!    default, written by the host test; boards have none and say so): verified items go
+//!    into memory, forged and non-member ones are refused; then it learns again on what it
+//!    now knows, through the same gate;
 //! 5. **honours a revocation**: the fleet authority's statement revoking that peer
-//!    (`target/revoke.item`) is taken through `Node::accept`: the peer's records leave
-//!    memory, the statement is kept in a flash region of its own (`Revocations`), and the
-//!    peer's bundle is then refused whole.
+//!    (`revoke=PATH`, `target/revoke.item` by default) is taken through `Node::accept`: the
+//!    peer's records leave memory, the statement is kept in a flash region of its own
+//!    (`Revocations`), and the peer's bundle is then refused whole.
 //!
 //! The fleet list it trusts (`assets/fleet.cfl`, built in) verifies against the fleet
 //! authority's public key ([`AUTHORITY`]). Logs go out with defmt over semihosting (decoded
@@ -32,6 +33,8 @@ use defmt_semihosting as _;
 #[cfg(any(feature = "stm32f4", feature = "nrf52840"))]
 mod boards;
 mod clock;
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
+mod host_paths;
 mod sensor;
 
 use cairn_core::{Model, OpKind};
@@ -55,8 +58,8 @@ use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 static MODEL: &[u8] = cairn_core::include_model!("../assets/digits.cairn");
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 static INPUTS: &[u8] = cairn_core::include_model!("../assets/inputs.bin");
-/// The fleet list (members: this device and its demo peer), signed by the authority; the
-/// host test checks it is what the authority's key makes today.
+/// The fleet list (members: this device, its demo peer and a host node), signed by the
+/// authority; the host test checks it is what the authority's key makes today.
 static FLEET: &[u8] = include_bytes!("../assets/fleet.cfl");
 /// The fleet authority's public key (the demo authority: seed `[0xA0; 32]`).
 pub const AUTHORITY: [u8; 32] = [
@@ -103,24 +106,44 @@ static mut LEARN_ARENA: [u32; 2106] = [0; 2106];
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 static mut PEER: [u8; 2560] = [0; 2560];
 
-/// QEMU: the mock sensor bus; the bundles are host files through semihosting.
+/// QEMU: the mock sensor bus; the bundles are host files through semihosting, at the paths
+/// the host gives on the command line ([`host_paths`]).
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 #[entry]
 fn main() -> ! {
-    let mut file = HostFile::open("target/bundle.cbdl\0", true);
+    let Some([mut file, peer_file, revoke_file]) = open_host_files() else {
+        exit(false)
+    };
     let mut sink = |b: &[u8]| file.as_mut().is_some_and(|f| f.write_all(b).is_ok());
     // SAFETY: main runs once; nothing else touches PEER.
     #[allow(static_mut_refs)]
     let buf = unsafe { &mut PEER };
-    let (peer, rest) = read_host_file("target/peer.cbdl\0", "no target/peer.cbdl on the host", buf);
-    let (revocation, _) = read_host_file(
-        "target/revoke.item\0",
-        "no target/revoke.item on the host",
-        rest,
-    );
+    let (peer, rest) = read_host_file(peer_file, "no peer bundle on the host", buf);
+    let (revocation, _) = read_host_file(revoke_file, "no revocation on the host", rest);
     let ok = run(sensor::MockBus::new(INPUTS), &mut sink, peer, revocation);
     drop(file);
     exit(ok)
+}
+
+/// The bundle to write (created or truncated), the peer bundle and the revocation to read,
+/// opened at the paths the command line gives; `None` (logged) if the command line is
+/// unreadable or malformed. Out of line: the command line's buffer is gone before `run`.
+#[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
+#[inline(never)]
+fn open_host_files() -> Option<[Option<HostFile>; 3]> {
+    let mut line = [0u8; host_paths::LINE_BYTES];
+    let paths = match host_paths::parse(HostFile::command_line(&mut line)) {
+        Ok(p) => p,
+        Err(e) => {
+            defmt::error!("command line: {}", e);
+            return None;
+        }
+    };
+    Some([
+        HostFile::open(paths.bundle, true),
+        HostFile::open(paths.peer, false),
+        HostFile::open(paths.revoke, false),
+    ])
 }
 
 /// A board: the sensor on the HAL's I2C bus; the bundle goes into a RAM buffer standing in
@@ -147,15 +170,15 @@ fn main() -> ! {
     exit(run(boards::sensor_bus(), &mut sink, peer, revocation))
 }
 
-/// The host file `name` (NUL-terminated) read into the front of `buf` (`missing`: why, if
-/// it is not there); the rest of `buf`.
+/// The host file `file` (if it was there: `missing` says why not) read into the front of
+/// `buf`; the rest of `buf`.
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 fn read_host_file<'b>(
-    name: &str,
+    file: Option<HostFile>,
     missing: &'static str,
     buf: &'b mut [u8],
 ) -> (Peer<'b>, &'b mut [u8]) {
-    let Some(mut f) = HostFile::open(name, false) else {
+    let Some(mut f) = file else {
         return (Peer::Missing(missing), buf);
     };
     match f.read_all(buf) {
@@ -548,6 +571,10 @@ fn apply(node: &mut Node<'static, Mcu>, bytes: &[u8], syst: &cortex_m::periphera
         a.store_failures,
         node.memory().len()
     );
+    // What memory holds, record by record (the host checks the fleet converged on it).
+    for m in node.memory().metas() {
+        defmt::println!("holds {=u64} {=[u8]}", m.origin, m.id);
+    }
     // No item set here, so no contribution is kept to merge: `apply_with` has nothing to
     // judge (it says so with `None`).
     let mut scratch = [0u8; 4];
@@ -646,14 +673,33 @@ struct HostFile(usize);
 
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
 impl HostFile {
+    /// The host's command line for this program (QEMU: `-semihosting-config arg=...`, or
+    /// the kernel's path when no `arg` is given) and a NUL read into `buf`; `None` if the
+    /// host has none or it does not fit.
+    fn command_line(buf: &mut [u8]) -> Option<&mut [u8]> {
+        use cortex_m_semihosting::{nr, syscall1};
+        // The host reads the buffer and its size from the block and writes the length back.
+        let mut block = [buf.as_mut_ptr() as usize, buf.len()];
+        // SAFETY: GET_CMDLINE writes at most `block[1]` bytes into the buffer (its length)
+        // and the command line's length into `block[1]`.
+        let status = unsafe { syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
+        let len = block[1];
+        // The line and a NUL after it (the host writes one; set here so it is certain).
+        let line = buf.get_mut(..=len).filter(|_| status == 0)?;
+        line[len] = 0;
+        Some(line)
+    }
     /// `name` ends with a NUL byte; `write`: created or truncated, else read.
-    fn open(name: &str, write: bool) -> Option<HostFile> {
+    fn open(name: &[u8], write: bool) -> Option<HostFile> {
         use cortex_m_semihosting::{nr, syscall};
         let mode = if write {
             nr::open::W_TRUNC_BINARY
         } else {
             nr::open::R_BINARY
         };
+        if name.last() != Some(&0) {
+            return None;
+        }
         // SAFETY: OPEN reads `len` bytes of a NUL-terminated name.
         let fd = unsafe { syscall!(OPEN, name.as_ptr(), mode, name.len() - 1) };
         (fd as isize >= 0).then_some(HostFile(fd))
