@@ -3,33 +3,13 @@
 //! counted as blocked, not reported again; what can be lowered is not reported; a refused
 //! graph input is reported and the nodes behind it are still checked.
 
-use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
 use cairn_convert::onnx_pb::{
-    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
 use prost::Message;
 
-fn value(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+mod common;
+use common::value;
 
 fn node(op: &str, input: &str, output: &str) -> NodeProto {
     NodeProto {

@@ -1,32 +1,15 @@
 //! A Resize whose scales or sizes ask for an absurd output is a typed refusal at convert
 //! time, never an overflow, a panic or a giant allocation.
 
-use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
 use cairn_convert::onnx_pb::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
 };
 use prost::Message;
 
-fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+mod common;
+
+fn value(name: &str, dims: &[i64]) -> cairn_convert::onnx_pb::ValueInfoProto {
+    common::value(name, 1, dims)
 }
 
 /// `x` of `dims` through one Resize with the given scales (f32) or sizes (i64) and mode.

@@ -6,6 +6,8 @@
 //! compute the MLP on its exactly dequantized weights. Fixtures and expected outputs come
 //! from tests/data/qop/make.py (seeded weights, ONNX Runtime as the oracle).
 
+mod common;
+use common::value;
 use std::path::PathBuf;
 
 use cairn_convert::onnx::{load_model, tensor_from_proto};
@@ -224,29 +226,6 @@ fn unsupported_attributes_are_errors_that_name_them() {
         Err(e) => format!("{e:#}"),
     };
     assert!(e.contains("per-channel"), "{e}");
-}
-
-fn value(name: &str, elem_type: i32, dims: &[i64]) -> cairn_convert::onnx_pb::ValueInfoProto {
-    use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
-    use cairn_convert::onnx_pb::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// SplitMix64 → uniform f32 in [lo, hi).

@@ -1,4 +1,5 @@
-//! Helpers shared by the converter's graph-level tests.
+//! Helpers shared by the converter's tests (each test crate uses some of them).
+#![allow(dead_code)]
 
 use cairn_convert::ir::HOp;
 use cairn_core::OpKind;
@@ -11,5 +12,29 @@ pub fn op(kind: OpKind, inputs: &[usize], out: usize, params: Vec<i32>) -> HOp {
         outputs: vec![out],
         params,
         name: format!("{kind:?}{out}"),
+    }
+}
+
+/// A float-typed graph value `name` (ONNX element type `elem_type`) of fixed `dims`.
+pub fn value(name: &str, elem_type: i32, dims: &[i64]) -> cairn_convert::onnx_pb::ValueInfoProto {
+    use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
+    use cairn_convert::onnx_pb::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
