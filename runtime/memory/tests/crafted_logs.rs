@@ -135,3 +135,36 @@ fn a_record_with_a_flipped_bit_is_dropped_and_its_neighbours_load() {
     let (s, rec) = Store::open(f, cfg(8)).unwrap();
     assert_eq!((s.len(), rec.dropped_entries), (2, 1), "header pad byte");
 }
+
+/// A caller may ask for any payload bound; the store takes at most the format's
+/// (`record::MAX_PAYLOAD`), says so in its config, and refuses a larger payload with its
+/// own error before the record encoder sees it.
+#[test]
+fn the_payload_bound_is_at_most_the_formats() {
+    use cairn_memory::record::MAX_PAYLOAD;
+    let flash = RamFlash::<16384>::new(4);
+    let asked = Config {
+        dim: 8,
+        max_records: 10,
+        max_payload: 1 << 20,
+    };
+    let (mut s, _) = Store::open(flash, asked).unwrap();
+    assert_eq!(s.config().max_payload, MAX_PAYLOAD);
+    let big = vec![7u8; MAX_PAYLOAD + 1];
+    let r = Record {
+        origin: 1,
+        timestamp_ms: 1,
+        label: 0,
+        importance: 1,
+        meta: [0; 4],
+        scale: 0.1,
+        embedding: &[1; 8],
+        payload: &big,
+    };
+    assert_eq!(s.append(&r), Err(StoreError::PayloadTooLarge));
+    let fits = Record {
+        payload: &big[..MAX_PAYLOAD],
+        ..r
+    };
+    assert!(s.append(&fits).is_ok());
+}
