@@ -125,3 +125,33 @@ impl<T, const N: usize> List<T, N> {
         self.0.remove(i)
     }
 }
+
+/// The session trusts these bounds: a frame or message exactly at the cap fits, one byte
+/// more is refused with nothing written (both with and without `alloc`).
+#[cfg(test)]
+mod tests {
+    use super::Buf;
+
+    #[test]
+    fn a_buffer_takes_exactly_its_cap() {
+        let mut b = Buf::<8>::new();
+        assert!(b.is_empty() && b.free() == 8);
+        assert!(b.extend(&[1, 2, 3]));
+        assert!(!b.is_empty());
+        assert_eq!((b.len(), b.free()), (3, 5));
+        assert!(!b.extend(&[0; 6]), "past the cap");
+        assert_eq!(b.as_slice(), &[1, 2, 3], "a refused extend writes nothing");
+        assert!(b.extend(&[4, 5, 6, 7, 8]), "exactly to the cap");
+        assert_eq!((b.len(), b.free()), (8, 0));
+        assert!(!b.extend(&[9]));
+        b.consume(2);
+        assert_eq!(b.as_slice(), &[3, 4, 5, 6, 7, 8]);
+        b.consume(100);
+        assert!(b.is_empty());
+        assert!(b.resize(8), "resize to the cap");
+        assert_eq!(b.as_slice(), &[0; 8]);
+        assert!(!b.resize(9), "resize past the cap");
+        assert_eq!(b.len(), 8);
+        assert!(b.resize(0) && b.is_empty());
+    }
+}
