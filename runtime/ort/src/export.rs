@@ -25,7 +25,7 @@ mod movement;
 mod numeric;
 
 use cairn_core::layout::Pairs6;
-use cairn_core::model::Storage;
+use cairn_core::model::{OpView, Storage};
 use cairn_core::op::conv as cp;
 use cairn_core::partition::{segment_inputs, segment_outputs, Segment};
 use cairn_core::{DType, Layout, Model, OpKind, Quant, TensorInfo};
@@ -77,6 +77,20 @@ fn i64s(v: &[i64]) -> Vec<u8> {
 
 /// A node's attributes.
 type Attrs = Vec<(&'static str, Attr)>;
+
+/// A weighted int8 op's tensors (input, weights, requantization scales), the input's,
+/// weights' and output's descriptions, and the input and output scales.
+struct Weighted<'b> {
+    op: OpView<'b>,
+    x_t: u16,
+    w_t: u16,
+    rq_t: u16,
+    x: TensorInfo<'b>,
+    w: TensorInfo<'b>,
+    y: TensorInfo<'b>,
+    sx: f32,
+    sy: f32,
+}
 
 /// Builds one graph; `None` from any step means "not exportable".
 struct Builder<'m, 'b> {
@@ -413,20 +427,51 @@ impl<'m, 'b> Builder<'m, 'b> {
         ))
     }
 
-    fn conv(&mut self, i: usize, out: String) -> Option<()> {
+    /// Op `i`, its first input, and that input's and its output's descriptions.
+    fn first_io(&self, i: usize) -> Option<(OpView<'b>, u16, TensorInfo<'b>, TensorInfo<'b>)> {
         let m = self.model;
         let op = m.op(i)?;
-        let (x_t, w_t, rq_t) = (op.input(0)?, op.input(1)?, op.input(3)?);
-        let (x, w, y) = (
-            m.tensor(x_t).info,
-            m.tensor(w_t).info,
-            m.tensor(op.output(0)).info,
-        );
+        let x_t = op.input(0)?;
+        Some((op, x_t, m.tensor(x_t).info, m.tensor(op.output(0)).info))
+    }
+
+    /// The parts of a weighted int8 op (Conv, ConvTranspose, FullyConnected) whose input
+    /// and output are quantized per tensor.
+    fn weighted(&self, i: usize) -> Option<Weighted<'b>> {
+        let m = self.model;
+        let (op, x_t, x, y) = self.first_io(i)?;
+        let (w_t, rq_t) = (op.input(1)?, op.input(3)?);
         let (Quant::PerTensor { scale: sx, .. }, Quant::PerTensor { scale: sy, .. }) =
             (x.quant, y.quant)
         else {
             return None;
         };
+        Some(Weighted {
+            op,
+            x_t,
+            w_t,
+            rq_t,
+            x,
+            w: m.tensor(w_t).info,
+            y,
+            sx,
+            sy,
+        })
+    }
+
+    fn conv(&mut self, i: usize, out: String) -> Option<()> {
+        let m = self.model;
+        let Weighted {
+            op,
+            x_t,
+            w_t,
+            rq_t,
+            x,
+            w,
+            y,
+            sx,
+            sy,
+        } = self.weighted(i)?;
         if x.dtype != DType::I8 {
             return None;
         }
@@ -472,18 +517,17 @@ impl<'m, 'b> Builder<'m, 'b> {
     /// transposed weights, Add of the bias, Clip, Q.
     fn fc(&mut self, i: usize, out: String) -> Option<()> {
         let m = self.model;
-        let op = m.op(i)?;
-        let (x_t, w_t, rq_t) = (op.input(0)?, op.input(1)?, op.input(3)?);
-        let (x, w, y) = (
-            m.tensor(x_t).info,
-            m.tensor(w_t).info,
-            m.tensor(op.output(0)).info,
-        );
-        let (Quant::PerTensor { scale: sx, .. }, Quant::PerTensor { scale: sy, .. }) =
-            (x.quant, y.quant)
-        else {
-            return None;
-        };
+        let Weighted {
+            op,
+            x_t,
+            w_t,
+            rq_t,
+            x,
+            w,
+            y,
+            sx,
+            sy,
+        } = self.weighted(i)?;
         if x.dtype != DType::I8 || w.shape.rank() != 2 || w.layout != Layout::Plain {
             return None;
         }

@@ -30,10 +30,7 @@ impl Builder<'_, '_> {
 
     /// Slice: params `start[r]`, `step[r]`, the lengths from the declared output shape.
     pub(super) fn slice(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         let r = x.shape.rank();
         if y.quant != x.quant || y.shape.rank() != r {
             return None;
@@ -113,10 +110,7 @@ impl Builder<'_, '_> {
     /// int8 value or the i32), params 2.. the pads before each axis; the pads after follow
     /// from the shapes.
     pub(super) fn pad(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         let r = x.shape.rank();
         if y.quant != x.quant || y.shape.rank() != r || y.dtype != x.dtype {
             return None;
@@ -174,10 +168,7 @@ impl Builder<'_, '_> {
     /// bilinear through float. Exported only when ONNX Runtime's output size from those scales,
     /// `floor(len · scale)`, is the declared one.
     pub(super) fn resize(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         let (_, _, h, w) = x.shape.nchw()?;
         let (_, _, oh, ow) = y.shape.nchw()?;
         let (sh, sw) = (

@@ -11,9 +11,9 @@
 use cairn_core::model::Storage;
 use cairn_core::op::conv as cp;
 use cairn_core::op::ReduceFn;
-use cairn_core::{DType, Layout, OpKind, Quant};
+use cairn_core::{DType, Layout, OpKind};
 
-use super::{const_f32s, f32s, i64s, scale_ok, Builder};
+use super::{const_f32s, f32s, i64s, scale_ok, Builder, Weighted};
 use crate::proto::{Attr, ElemType};
 
 impl Builder<'_, '_> {
@@ -21,10 +21,7 @@ impl Builder<'_, '_> {
     /// DQ, Reshape, Softmax(axis 1), Reshape back, Q. Flavour 1 (ONNX Runtime's
     /// QLinearSoftmax table) is not a float softmax and stays on the CPU.
     pub(super) fn softmax(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         if op.param(3) != 0 || x.dtype != DType::I8 {
             return None;
         }
@@ -49,9 +46,7 @@ impl Builder<'_, '_> {
     /// and optional beta: DQ, LayerNormalization (opset 17), Q.
     pub(super) fn layer_norm(&mut self, i: usize, out: String) -> Option<()> {
         let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         if x.dtype != DType::I8 {
             return None;
         }
@@ -89,10 +84,7 @@ impl Builder<'_, '_> {
     /// int8 ReduceMean over the axes of mask param 0 (kept as 1 with param 1): DQ,
     /// ReduceMean, Q.
     pub(super) fn reduce_mean(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         if x.dtype != DType::I8 {
             return None;
         }
@@ -115,18 +107,17 @@ impl Builder<'_, '_> {
     /// ConvTranspose, Clip, Q.
     pub(super) fn conv_transpose(&mut self, i: usize, out: String) -> Option<()> {
         let m = self.model;
-        let op = m.op(i)?;
-        let (x_t, w_t, rq_t) = (op.input(0)?, op.input(1)?, op.input(3)?);
-        let (x, w, y) = (
-            m.tensor(x_t).info,
-            m.tensor(w_t).info,
-            m.tensor(op.output(0)).info,
-        );
-        let (Quant::PerTensor { scale: sx, .. }, Quant::PerTensor { scale: sy, .. }) =
-            (x.quant, y.quant)
-        else {
-            return None;
-        };
+        let Weighted {
+            op,
+            x_t,
+            w_t,
+            rq_t,
+            x,
+            w,
+            y,
+            sx,
+            sy,
+        } = self.weighted(i)?;
         if x.dtype != DType::I8 || w.dtype != DType::I8 || w.layout != Layout::Plain {
             return None;
         }
@@ -215,10 +206,7 @@ impl Builder<'_, '_> {
     /// int8 Reduce Max or Min over the axes of mask param 1 (kept with param 2): ONNX
     /// ReduceMax/ReduceMin on the stored values (the quantization is monotonic), exact.
     pub(super) fn reduce_select(&mut self, i: usize, out: String) -> Option<()> {
-        let m = self.model;
-        let op = m.op(i)?;
-        let x_t = op.input(0)?;
-        let (x, y) = (m.tensor(x_t).info, m.tensor(op.output(0)).info);
+        let (op, x_t, x, y) = self.first_io(i)?;
         if x.dtype != DType::I8 || y.quant != x.quant {
             return None;
         }
