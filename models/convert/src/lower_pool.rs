@@ -217,6 +217,19 @@ enum Pass {
 fn pass_2d(l: &mut Lower, x: usize, h: &AxisWindows, w: &AxisWindows, pass: Pass) -> Result<usize> {
     let xs = l.shape(x);
     let out = vec![xs[0], xs[1], h.out, w.out];
+    // Strides, pads (begin, then end) and dilations: the layout Conv and MaxPool share
+    // after their first params.
+    let geometry = [
+        h.stride,
+        w.stride,
+        h.pad_begin,
+        w.pad_begin,
+        h.pad_end,
+        w.pad_end,
+        h.dilation,
+        w.dilation,
+    ]
+    .map(|v| v as i32);
     let y = match pass {
         Pass::Sum => {
             let c = xs[1];
@@ -226,34 +239,13 @@ fn pass_2d(l: &mut Lower, x: usize, h: &AxisWindows, w: &AxisWindows, pass: Pass
                 vec![c, 1, h.kernel, w.kernel],
                 &ones,
             );
-            let params = vec![
-                h.stride as i32,
-                w.stride as i32,
-                h.pad_begin as i32,
-                w.pad_begin as i32,
-                h.pad_end as i32,
-                w.pad_end as i32,
-                h.dilation as i32,
-                w.dilation as i32,
-                c as i32,
-                INF_BITS.0,
-                INF_BITS.1,
-            ];
+            let mut params = geometry.to_vec();
+            params.extend([c as i32, INF_BITS.0, INF_BITS.1]);
             l.op(OpKind::Conv, vec![Some(x), Some(kernel), None], params, &[])?
         }
         Pass::Max => {
-            let params = vec![
-                h.kernel as i32,
-                w.kernel as i32,
-                h.stride as i32,
-                w.stride as i32,
-                h.pad_begin as i32,
-                w.pad_begin as i32,
-                h.pad_end as i32,
-                w.pad_end as i32,
-                h.dilation as i32,
-                w.dilation as i32,
-            ];
+            let mut params = vec![h.kernel as i32, w.kernel as i32];
+            params.extend(geometry);
             l.op(OpKind::MaxPool, vec![Some(x)], params, &out)?
         }
     };
