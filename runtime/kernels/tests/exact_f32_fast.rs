@@ -149,6 +149,26 @@ fn within_terms(reference: &[f32], fast: &[f32], terms: &[f32], what: &dyn Fn() 
     }
 }
 
+/// Run the conv `make(weights, bias, clamp)` on both backends (asserting the fast path
+/// ran when `expect`) and hold it to the GEMM tolerance, `Σ|terms|` from the same conv on
+/// `|x|`, `|w|`, `|bias|` without the clamp.
+fn conv_within_terms(
+    make: impl Fn(Vec<f32>, Option<Vec<f32>>, (f32, f32)) -> Op,
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    clamp: (f32, f32),
+    x: &[f32],
+    expect: bool,
+    what: &dyn Fn() -> String,
+) {
+    let op = make(weights.to_vec(), bias.map(<[f32]>::to_vec), clamp);
+    let (reference, fast) = both(&op, &[x.to_vec()], expect, what);
+    let inf = (f32::NEG_INFINITY, f32::INFINITY);
+    let terms_op = make(abs(weights), bias.map(abs), inf);
+    let terms = run(&terms_op.bytes(), RefBackend, &[abs(x)]);
+    within_terms(&reference, &fast, &terms, what);
+}
+
 fn same(reference: &[f32], fast: &[f32], what: &dyn Fn() -> String) {
     for (i, (a, b)) in reference.iter().zip(fast).enumerate() {
         assert!(
@@ -332,32 +352,8 @@ fn large_patch_conv_f32_within_tolerance() {
         };
         let x = rand(&mut r, n * c * h * w);
         let sh = (n, c, h, w);
-        let op = conv_op(
-            sh,
-            oc,
-            k,
-            s,
-            pad,
-            weights.clone(),
-            bias.clone(),
-            cl,
-            (oh, ow),
-        );
-        let (reference, fast) = both(&op, std::slice::from_ref(&x), gemm_host(), &what);
-        let inf = (f32::NEG_INFINITY, f32::INFINITY);
-        let terms_op = conv_op(
-            sh,
-            oc,
-            k,
-            s,
-            pad,
-            abs(&weights),
-            bias.as_deref().map(abs),
-            inf,
-            (oh, ow),
-        );
-        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
-        within_terms(&reference, &fast, &terms, &what);
+        let make = |wts, b, cl| conv_op(sh, oc, k, s, pad, wts, b, cl, (oh, ow));
+        conv_within_terms(make, &weights, bias.as_deref(), cl, &x, gemm_host(), &what);
     }
 }
 
@@ -801,35 +797,12 @@ fn few_channel_conv_f32_within_tolerance() {
             op.params[conv::DW] = d.1 as i32;
             op
         };
-        let op = dilate(conv_op(
-            sh,
-            oc,
-            k,
-            s,
-            pad,
-            weights.clone(),
-            bias.clone(),
-            cl,
-            (oh, ow),
-        ));
         let pointwise = k == (1, 1) && s == (1, 1) && pad == [0; 4];
         let narrow = cfg!(target_arch = "x86_64") && vector_host() && ow >= 8 && !pointwise;
         let direct = gemm_host() && oc <= 4 && s.1 == 1 && c * k.0 * k.1 >= 32 && ow >= 16;
-        let (reference, fast) = both(&op, std::slice::from_ref(&x), narrow || direct, &what);
-        let inf = (f32::NEG_INFINITY, f32::INFINITY);
-        let terms_op = dilate(conv_op(
-            sh,
-            oc,
-            k,
-            s,
-            pad,
-            abs(&weights),
-            bias.as_deref().map(abs),
-            inf,
-            (oh, ow),
-        ));
-        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
-        within_terms(&reference, &fast, &terms, &what);
+        let make = |wts, b, cl| dilate(conv_op(sh, oc, k, s, pad, wts, b, cl, (oh, ow)));
+        let expect = narrow || direct;
+        conv_within_terms(make, &weights, bias.as_deref(), cl, &x, expect, &what);
         ran += 1;
     }
     assert!(ran > 80, "{ran}");
