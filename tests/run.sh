@@ -6,8 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Incremental caches would double the debug target dir; a test run is a cold build anyway.
+export CARGO_INCREMENTAL=0
 
 step() { printf '\n== %s\n' "$*"; }
+
+# A stage's build dir is removed once its tests are done (CI machines have little disk):
+# set CAIRN_KEEP_BUILDS=1 to keep them for the next run.
+prune() {
+  [ "${CAIRN_KEEP_BUILDS:-0}" = 1 ] && return 0
+  for d in "$@"; do
+    [ -e "$d" ] || continue
+    echo "pruned $d ($(du -sh "$d" | cut -f1))"
+    rm -rf "$d"
+  done
+  df -h . | awk 'NR==2 {print "disk: " $4 " free"}'
+}
 
 step "toolchain"
 NOSTD_TARGETS="thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imac-unknown-none-elf"
@@ -79,6 +93,7 @@ for board in stm32f4 nrf52840; do
     && cargo build --release --quiet --features "$board" --target-dir target/boards)
   echo "ok: firmware for $board builds and links"
 done
+prune targets/mcu/target/boards
 targets/mcu/size.sh
 
 step "mobile and edge boards: libcairn.a for Android and iOS, the C test on aarch64 under qemu-aarch64"
@@ -108,6 +123,7 @@ if [ "${PIPESTATUS[0]}" -ne 0 ] || grep -q "test result: FAILED" target/test-aar
   grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-aarch64.log | sed 's/^/  /' | sort -u
   exit 1
 fi
+prune target/aarch64-unknown-linux-gnu target/aarch64-linux-android target/aarch64-apple-ios
 
 step "32-bit: the device crates' tests on i686 (overflow checks on)"
 # Most devices are 32-bit: lengths and offsets from files and the wire must not wrap there.
@@ -137,6 +153,7 @@ if [ "$status" -ne 0 ] || grep -q "test result: FAILED" target/test-i686.log; th
   grep -E '^test .* \.\.\. FAILED$|^    [A-Za-z_:0-9]+$' target/test-i686.log | sed 's/^/  /' | sort -u
   exit 1
 fi
+prune target/i686-unknown-linux-gnu
 
 step "GPU: Mesa lavapipe (Vulkan on the CPU) for the cairn-gpu conformance tests"
 if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
@@ -155,6 +172,7 @@ step "fuzz: every target for a bounded time from the committed seeds (tests/fuzz
 # Long runs (10^7 inputs per target) are offline: tests/fuzz/run_bounded.sh 3600.
 cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked --quiet
 tests/fuzz/run_bounded.sh "${CAIRN_FUZZ_SECONDS:-10}"
+prune tests/fuzz/target
 
 step "tests"
 # --no-fail-fast: one failing test binary never hides the others.
