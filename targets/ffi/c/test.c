@@ -65,6 +65,9 @@ int main(int argc, char **argv) {
   CHECK(memcmp(probs, probs2, sizeof probs) == 0, "2 threads changed the outputs");
   CHECK(cairn_model_set_threads(model, 100000) == CAIRN_STATUS_WRONG_LENGTH, "too many threads");
   CHECK(cairn_model_set_threads(model, 1) == CAIRN_STATUS_OK, "one thread");
+  // The CPU backend counts its requests (8 classes, 8 feature runs, one on 2 threads).
+  CairnBackendStats st;
+  CHECK(cairn_model_backend_stats(model, &st) == CAIRN_STATUS_OK && st.requests == 17 && !st.accelerating && st.fallback_segments == 0, "backend stats: %llu requests", (unsigned long long)st.requests);
   unsigned short hit_labels[2];
   float scores[2];
   size_t found = 0;

@@ -64,6 +64,57 @@ typedef enum CairnStatus {
   CAIRN_STATUS_BACKEND_UNAVAILABLE = 11,
 } CairnStatus;
 
+/**
+ * What a model's backend did since `cairn_model_set_backend` chose it (or since the model
+ * was created, on the CPU): requests, the segments each side ran, and every accelerator
+ * failure by kind. A failed segment reruns on the CPU (`fallback_segments`), so a request
+ * completes whatever these say; they tell an app that its accelerator is not helping.
+ */
+typedef struct CairnBackendStats {
+  /**
+   * Requests run.
+   */
+  uint64_t requests;
+  /**
+   * Accelerator segments the accelerator completed.
+   */
+  uint64_t accel_segments;
+  /**
+   * CPU segments run as planned.
+   */
+  uint64_t cpu_segments;
+  /**
+   * Accelerator segments run on the CPU instead (after a failure, or while the
+   * accelerator waits to be created again).
+   */
+  uint64_t fallback_segments;
+  /**
+   * Segments that failed because the device was lost.
+   */
+  uint64_t device_lost;
+  /**
+   * Segments that failed because the accelerator did not answer in time.
+   */
+  uint64_t timeouts;
+  /**
+   * Segments that failed otherwise.
+   */
+  uint64_t errors;
+  /**
+   * Failed attempts to create the accelerator (at load, or again after a failure).
+   */
+  uint64_t create_failures;
+  /**
+   * Accelerators created again after a failure.
+   */
+  uint64_t recreations;
+  /**
+   * Whether an accelerator is in use now (false on the CPU backend, when every op runs
+   * on the CPU, and while a failed accelerator waits to be created again).
+   */
+  bool accelerating;
+} CairnBackendStats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -77,6 +128,15 @@ extern "C" {
  * `buf` is null or has room for `cap` bytes.
  */
 size_t cairn_last_error(char *buf, size_t cap);
+
+/**
+ * Copy what model `h`'s backend did since it was chosen into `out` (see
+ * `CairnBackendStats`; on the CPU backend only `requests` counts).
+ *
+ * # Safety
+ * `out` is writable.
+ */
+enum CairnStatus cairn_model_backend_stats(uint64_t h, struct CairnBackendStats *out);
 
 /**
  * Choose the backend model `h` runs on: `"cpu"` (the default); `"ort"` / `"ort:EP"` (EP:

@@ -84,6 +84,23 @@ impl<F: cairn_core::accel::AccelFactory + 'static> Driver<F> {
         ))
     }
 
+    /// The driver's counters, in the C ABI's form.
+    fn stats(&self) -> CairnBackendStats {
+        let c = self.hetero.counters();
+        CairnBackendStats {
+            requests: c.requests,
+            accel_segments: c.accel_segments,
+            cpu_segments: c.cpu_segments,
+            fallback_segments: c.fallback_segments,
+            device_lost: c.device_lost,
+            timeouts: c.timeouts,
+            errors: c.errors,
+            create_failures: c.create_failures,
+            recreations: c.recreations,
+            accelerating: self.hetero.accelerating(),
+        }
+    }
+
     /// One request: `x` to input 0, every output as f32.
     fn run(&mut self, x: &[f32]) -> Result<Vec<Vec<f32>>, Fail> {
         let h = &mut *self.hetero;
@@ -156,6 +173,67 @@ impl Accel {
             Accel::Gpu(ref mut d) => d.run(x),
         }
     }
+
+    /// What happened on this backend since it was chosen.
+    pub(crate) fn stats(&self) -> CairnBackendStats {
+        match *self {
+            #[cfg(feature = "ort")]
+            Accel::Ort(ref d) => d.stats(),
+            #[cfg(feature = "gpu")]
+            Accel::Gpu(ref d) => d.stats(),
+        }
+    }
+}
+
+/// What a model's backend did since `cairn_model_set_backend` chose it (or since the model
+/// was created, on the CPU): requests, the segments each side ran, and every accelerator
+/// failure by kind. A failed segment reruns on the CPU (`fallback_segments`), so a request
+/// completes whatever these say; they tell an app that its accelerator is not helping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CairnBackendStats {
+    /// Requests run.
+    pub requests: u64,
+    /// Accelerator segments the accelerator completed.
+    pub accel_segments: u64,
+    /// CPU segments run as planned.
+    pub cpu_segments: u64,
+    /// Accelerator segments run on the CPU instead (after a failure, or while the
+    /// accelerator waits to be created again).
+    pub fallback_segments: u64,
+    /// Segments that failed because the device was lost.
+    pub device_lost: u64,
+    /// Segments that failed because the accelerator did not answer in time.
+    pub timeouts: u64,
+    /// Segments that failed otherwise.
+    pub errors: u64,
+    /// Failed attempts to create the accelerator (at load, or again after a failure).
+    pub create_failures: u64,
+    /// Accelerators created again after a failure.
+    pub recreations: u64,
+    /// Whether an accelerator is in use now (false on the CPU backend, when every op runs
+    /// on the CPU, and while a failed accelerator waits to be created again).
+    pub accelerating: bool,
+}
+
+/// Copy what model `h`'s backend did since it was chosen into `out` (see
+/// `CairnBackendStats`; on the CPU backend only `requests` counts).
+///
+/// # Safety
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cairn_model_backend_stats(
+    h: u64,
+    out: *mut CairnBackendStats,
+) -> CairnStatus {
+    guard(|| {
+        need(out, "out")?;
+        let m = crate::model::model(h)?;
+        let stats = lock(&m).backend_stats();
+        // SAFETY: the caller promises `out` is writable.
+        unsafe { *out = stats };
+        Ok(())
+    })
 }
 
 // SAFETY: the buffers are owned by this object alone; the driver, its ONNX Runtime
@@ -294,5 +372,9 @@ mod tests {
         assert!(c.accel_segments >= 2, "{c:?}");
         assert!(c.fallback_segments >= 1, "{c:?}");
         assert_eq!(d.hetero.factory().injected().device_lost, 1);
+        // The C ABI's view of the same counters.
+        let st = d.stats();
+        assert_eq!((st.requests, st.device_lost), (3, 1), "{st:?}");
+        assert_eq!(st.fallback_segments, c.fallback_segments, "{st:?}");
     }
 }

@@ -14,6 +14,9 @@ pub(crate) struct ModelObj {
     bytes: *mut AlignedBytes,
     /// The accelerated driver `cairn_model_set_backend` chose (`None`: the CPU).
     accel: Option<crate::backend::Accel>,
+    /// Requests run on the CPU backend since it was chosen (the accelerated driver counts
+    /// its own).
+    cpu_requests: u64,
 }
 
 impl ModelObj {
@@ -25,6 +28,17 @@ impl ModelObj {
     }
     pub(crate) fn set_accel(&mut self, a: Option<crate::backend::Accel>) {
         self.accel = a;
+        self.cpu_requests = 0;
+    }
+    /// What happened on the chosen backend since it was chosen.
+    pub(crate) fn backend_stats(&self) -> crate::backend::CairnBackendStats {
+        match &self.accel {
+            Some(a) => a.stats(),
+            None => crate::backend::CairnBackendStats {
+                requests: self.cpu_requests,
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -78,6 +92,7 @@ pub unsafe extern "C" fn cairn_model_create(
             model: ManuallyDrop::new(m),
             bytes: owned,
             accel: None,
+            cpu_requests: 0,
         };
         let h = add(|r| &mut r.models, obj);
         // SAFETY: checked non-null above.
@@ -156,10 +171,12 @@ pub unsafe extern "C" fn cairn_model_run(
         let x = unsafe { std::slice::from_raw_parts(input, input_len) };
         let ys = match m.accel.as_mut() {
             Some(a) => a.run(x)?,
-            None => m
-                .model
-                .run(&[x])
-                .map_err(|e| (CairnStatus::RunFailed, format!("run failed: {e:?}")))?,
+            None => {
+                m.cpu_requests += 1;
+                m.model
+                    .run(&[x])
+                    .map_err(|e| (CairnStatus::RunFailed, format!("run failed: {e:?}")))?
+            }
         };
         let y = ys.get(output_index).ok_or((
             CairnStatus::WrongLength,

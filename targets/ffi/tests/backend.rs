@@ -57,6 +57,18 @@ fn run(h: u64, x: &[f32]) -> Vec<f32> {
     out
 }
 
+fn stats(h: u64) -> CairnBackendStats {
+    let mut st = CairnBackendStats::default();
+    // SAFETY: valid out pointer.
+    assert_eq!(
+        unsafe { cairn_model_backend_stats(h, &mut st) },
+        CairnStatus::Ok,
+        "{}",
+        last()
+    );
+    st
+}
+
 fn set(h: u64, name: &str) -> CairnStatus {
     let c = CString::new(name).unwrap();
     // SAFETY: NUL-terminated.
@@ -87,7 +99,25 @@ fn backend_choice() {
         .collect();
     assert_eq!(set(h, "cpu"), CairnStatus::Ok);
     let cpu: Vec<usize> = xs.iter().map(|x| argmax(&run(h, x))).collect();
+    let on_cpu = stats(h);
+    assert_eq!(
+        on_cpu,
+        CairnBackendStats {
+            requests: xs.len() as u64,
+            ..Default::default()
+        }
+    );
+    // SAFETY: a null out pointer is a status, not a crash.
+    assert_eq!(
+        unsafe { cairn_model_backend_stats(h, std::ptr::null_mut()) },
+        CairnStatus::NullPointer
+    );
     assert_eq!(set(h, "tpu"), CairnStatus::BackendUnavailable);
+    assert_eq!(
+        stats(h),
+        on_cpu,
+        "a refused backend keeps the model's counters"
+    );
     assert!(last().contains("unknown backend"), "{}", last());
     // SAFETY: a null name is a status, not a crash.
     assert_eq!(
@@ -98,6 +128,17 @@ fn backend_choice() {
         assert_eq!(set(h, "ort"), CairnStatus::Ok, "{}", last());
         let ort: Vec<usize> = xs.iter().map(|x| argmax(&run(h, x))).collect();
         assert_eq!(ort, cpu, "top-1 on ort:cpu");
+        let st = stats(h);
+        assert_eq!(st.requests, xs.len() as u64, "{st:?}");
+        assert!(
+            st.accelerating && st.accel_segments >= st.requests,
+            "{st:?}"
+        );
+        assert_eq!(
+            st.fallback_segments + st.device_lost + st.timeouts + st.errors,
+            0,
+            "{st:?}"
+        );
         // The PyPI wheel has no QNN provider: a fallback to ORT's CPU provider, said once.
         assert_eq!(set(h, "ort:qnn"), CairnStatus::Ok, "{}", last());
         println!("{}", last());
@@ -250,6 +291,7 @@ fn gpu_equals_cpu(expect_note: bool) {
         } else {
             assert!(last().contains("unknown backend"), "{ctx}: {}", last());
         }
+        let outputs = run_all(h, &xs[0]).len() as u64;
         for (k, (x, want)) in xs.iter().zip(&cpu).enumerate() {
             // Twice: the second run reuses the device's buffers.
             for rep in 0..2 {
@@ -260,7 +302,36 @@ fn gpu_equals_cpu(expect_note: bool) {
                 );
             }
         }
+        // One request per output per run (`cairn_model_run` returns one output), no fault;
+        // with no adapter, the accelerator could not be made and its segments ran on the
+        // CPU in every request.
+        let st = stats(h);
+        assert_eq!(
+            st.requests,
+            outputs * (1 + 2 * xs.len() as u64),
+            "{ctx}: {st:?}"
+        );
+        assert_eq!(st.device_lost + st.timeouts + st.errors, 0, "{ctx}: {st:?}");
+        assert_eq!(st.accelerating, !expect_note, "{ctx}: {st:?}");
+        if expect_note {
+            assert!(
+                st.create_failures >= 1 && st.accel_segments == 0,
+                "{ctx}: {st:?}"
+            );
+            assert!(st.fallback_segments >= st.requests, "{ctx}: {st:?}");
+        } else {
+            assert!(
+                st.create_failures == 0 && st.fallback_segments == 0,
+                "{ctx}: {st:?}"
+            );
+            assert!(st.accel_segments >= st.requests, "{ctx}: {st:?}");
+        }
         assert_eq!(set(h, "cpu"), CairnStatus::Ok);
+        assert_eq!(
+            stats(h),
+            CairnBackendStats::default(),
+            "{ctx}: counters restart"
+        );
         assert_eq!(run_all(h, &xs[0]), cpu[0], "{ctx}: back on the cpu");
         assert_eq!(cairn_model_free(h), CairnStatus::Ok);
     }
