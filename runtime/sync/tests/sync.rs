@@ -682,3 +682,64 @@ fn golden_byte_vectors() {
         std::fs::read_to_string(&path).expect("tests/golden/wire.hex (CAIRN_BLESS=1 writes it)");
     assert_eq!(got, want, "wire bytes changed");
 }
+
+/// A store that keeps no rules of its own: only the required methods, so `admits` and
+/// `revoked` are the trait's defaults.
+struct NoRules(Replica);
+
+impl Store for NoRules {
+    fn ids(&self) -> &[Id] {
+        self.0.ids()
+    }
+    fn item_len(&self, id: &Id) -> Option<usize> {
+        self.0.item_len(id)
+    }
+    fn read(&self, id: &Id, offset: usize, out: &mut [u8]) -> usize {
+        self.0.read(id, offset, out)
+    }
+    fn value(&self, id: &Id) -> u64 {
+        self.0.value(id)
+    }
+    fn insert(&mut self, item: &Item<'_>) -> Result<bool, Reject> {
+        self.0.insert(item)
+    }
+}
+
+/// The trait's defaults: a store without rules admits every item and holds no revocation,
+/// so a session with it syncs both ways.
+#[test]
+fn a_store_without_rules_admits_everything_and_syncs() {
+    let fb = fleet_bytes(2);
+    let fl = fleet(&fb);
+    let mine = record(1, 1000, 7, b"mine");
+    let theirs = record(2, 2000, 9, b"theirs");
+    let mut plain = NoRules(Replica::new(Policy::default()));
+    assert_eq!(plain.admits(&Item::verify(&theirs).unwrap()), Ok(true));
+    for k in 1..=2u8 {
+        assert!(!plain.revoked(&key(k).verifying_key().to_bytes()));
+    }
+    put(&mut plain.0, &mine);
+    let mut other = Replica::new(Policy::default());
+    put(&mut other, &theirs);
+    let mut rnd = Rng(seed());
+    let mut sa = Session::new(
+        Role::Initiator,
+        config(fl.clone(), 512),
+        &[1; 32],
+        &rnd.bytes::<48>(),
+        plain,
+        0,
+    )
+    .unwrap();
+    let mut sb = session(Role::Responder, config(fl, 512), 2, &mut rnd, other);
+    let mut link = Link {
+        loss: 0,
+        seed: seed(),
+        limit: usize::MAX,
+    };
+    let (ok, _) = run(&mut sa, &mut sb, &mut link, |_, _, _| true);
+    assert!(ok, "seed {} (CAIRN_SEED)", seed());
+    let (a, b) = (sa.into_store(), sb.into_store());
+    assert_eq!(a.ids(), b.ids());
+    assert_eq!(a.ids().len(), 2);
+}
