@@ -329,3 +329,29 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     store(word, arena[(pu(X_OFF) >> 2u) + word]);
 }
+
+// Data movement (Concat, Transpose, Slice, nearest Resize): the weights hold each output
+// element's source byte in the arena (u32, at W_OFF) and, when an input is requantized,
+// each element's input (a byte, at K) and one 256-byte table per input (at TABLE; -1 when
+// every input keeps the output's quantization).
+@compute @workgroup_size(64)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let word = word_index(gid, nwg);
+    let numel = pu(NUMEL);
+    if (word * 4u >= numel) {
+        return;
+    }
+    var packed = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let e = word * 4u + j;
+        if (e < numel) {
+            var v = arena_i8(weights[(pu(W_OFF) >> 2u) + e]);
+            if (p(TABLE) >= 0) {
+                let k = u32(weight_i8(pu(K) + e)) & 0xffu;
+                v = weight_i8(pu(TABLE) + k * 256u + u32(v + 128));
+            }
+            packed |= (u32(v) & 0xffu) << (8u * j);
+        }
+    }
+    store(word, packed);
+}

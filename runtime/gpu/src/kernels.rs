@@ -17,10 +17,11 @@ pub enum Kernel {
     Binary,
     Gap,
     Copy,
+    Gather,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Conv,
         Kernel::Fc,
         Kernel::Lut,
@@ -28,6 +29,7 @@ impl Kernel {
         Kernel::Binary,
         Kernel::Gap,
         Kernel::Copy,
+        Kernel::Gather,
     ];
     pub fn entry(self) -> &'static str {
         match self {
@@ -38,13 +40,14 @@ impl Kernel {
             Kernel::Binary => "binary",
             Kernel::Gap => "gap",
             Kernel::Copy => "copy",
+            Kernel::Gather => "gather",
         }
     }
 }
 
 // Parameter word indices (int8.wgsl has the same list).
 const X_OFF: usize = 0;
-const W_OFF: usize = 1;
+pub const W_OFF: usize = 1;
 const B_OFF: usize = 2;
 const S_OFF: usize = 3;
 const Y_OFF: usize = 4;
@@ -68,7 +71,7 @@ const PL: usize = 21;
 const DH: usize = 22;
 const DW: usize = 23;
 const G: usize = 24;
-const K: usize = 25;
+pub const K: usize = 25;
 const N: usize = 26;
 const PACKED: usize = 27;
 // Add and Mul.
@@ -241,6 +244,19 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
             p[F0] = (sx / (sy * count as f32)).to_bits() as i32;
             Kernel::Gap
         }
+        // Data movement: each output element is one input element, requantized for
+        // Concat/Resize. (Tile, Split and Gather with fixed indices are the same kind of
+        // op, not yet claimed: they run on the CPU.) The source of every element and the requantization tables come
+        // from the reference kernel itself (`gather_tables`, when the accelerator is made).
+        (OpKind::Concat | OpKind::Transpose | OpKind::Slice, Variant::I8)
+            if movement_operands(model, &op) =>
+        {
+            Kernel::Gather
+        }
+        // Nearest-neighbour Resize only (mode 0): bilinear mixes elements.
+        (OpKind::Resize, Variant::I8) if op.param(0) == 0 && movement_operands(model, &op) => {
+            Kernel::Gather
+        }
         (OpKind::Reshape, Variant::I8 | Variant::F32) => {
             // NUMEL counts bytes here.
             p[NUMEL] = word(y.info.numel().checked_mul(y.info.dtype.size_bytes())?)?;
@@ -254,6 +270,183 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
         params: p,
         numel,
     })
+}
+
+/// Most output elements a data-movement op may have on the GPU (its source table holds
+/// four bytes per element), and most int8 elements its arena inputs may hold together
+/// (each is tagged with a 24-bit id when the tables are made).
+const GATHER_MAX: usize = 1 << 22;
+
+/// An int8 data-movement op the gather kernel can run: int8 output, every arena input
+/// int8 (the data; anything else, such as indices, must be a constant of the model),
+/// and sizes within [`GATHER_MAX`].
+fn movement_operands(model: &Model<'_>, op: &cairn_core::model::OpView<'_>) -> bool {
+    let y = model.tensor(op.output(0)).info;
+    if y.dtype != DType::I8 || y.numel() > GATHER_MAX || op.n_inputs() > 255 {
+        return false;
+    }
+    let mut total = 0usize;
+    for j in 0..op.n_inputs() {
+        let Some(t) = op.input(j) else { continue };
+        let d = model.tensor(t);
+        if let Storage::Arena { .. } = d.storage {
+            if d.info.dtype != DType::I8 {
+                return false;
+            }
+            total += d.info.numel();
+        }
+    }
+    total > 0 && total < GATHER_MAX
+}
+
+/// Where a data-movement op's output elements come from, found by running the reference
+/// kernel: `src[e]` is the arena byte of output element `e`'s source; `maps`, when an
+/// input's quantization differs from the output's, is one 256-byte requantization table
+/// per arena input (row `v + 128` of input `k` at `k · 256`) and `which[e]` the input of
+/// element `e`. `None` when the op is not a pure gather (an element from no input, or a
+/// self-check on a seeded input that differs from the reference): it then stays on the
+/// CPU.
+pub struct GatherTables {
+    pub src: Vec<u32>,
+    pub maps: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+pub fn gather_tables(model: &Model<'_>, op_index: usize) -> Option<GatherTables> {
+    use cairn_core::{OpCall, TensorMut, TensorRef};
+    let op = model.op(op_index)?;
+    let kernel = model.kernel_of(op_index)?;
+    let y_t = op.output(0);
+    let y = model.tensor(y_t).info;
+    let (y_off, y_bytes) = match model.tensor(y_t).storage {
+        Storage::Arena { offset, bytes } => (offset, bytes),
+        Storage::Const(_) => return None,
+    };
+    // The arena inputs, each tensor once: (tensor, arena offset, element count, first
+    // tag id).
+    let mut data: Vec<(u16, usize, usize, usize)> = Vec::new();
+    let mut next = 1usize;
+    for j in 0..op.n_inputs() {
+        let Some(t) = op.input(j) else { continue };
+        if let Storage::Arena { offset, bytes } = model.tensor(t).storage {
+            // The GPU reads inputs while it writes the output: they must not overlap.
+            if offset < y_off + y_bytes && y_off < offset + bytes {
+                return None;
+            }
+            if data.iter().all(|a| a.0 != t) {
+                let n = model.tensor(t).info.numel();
+                data.push((t, offset, n, next));
+                next += n;
+            }
+        }
+    }
+    if next >= GATHER_MAX {
+        return None;
+    }
+    let numel = y.numel();
+    let (params, np) = op.param_words();
+    // Run the reference with the arena inputs filled by `fill(k, element)` and quantized
+    // as the output (`same_quant`: a pure copy) or as in the model.
+    let run = |fill: &dyn Fn(usize, usize) -> u8, same_quant: bool| -> Option<Vec<u8>> {
+        let bufs: Vec<Vec<u8>> = data
+            .iter()
+            .enumerate()
+            .map(|(k, &(_, _, n, _))| (0..n).map(|e| fill(k, e)).collect())
+            .collect();
+        let mut call = OpCall::new(op.kind, kernel, &params[..np], 0);
+        for j in 0..op.n_inputs() {
+            let t = match op.input(j) {
+                None => None,
+                Some(t) => {
+                    let d = model.tensor(t);
+                    Some(match d.storage {
+                        Storage::Const(c) => TensorRef {
+                            info: d.info,
+                            data: c,
+                        },
+                        Storage::Arena { .. } => {
+                            let k = data.iter().position(|a| a.0 == t)?;
+                            let mut info = d.info;
+                            if same_quant {
+                                info.quant = y.quant;
+                            }
+                            TensorRef {
+                                info,
+                                data: &bufs[k],
+                            }
+                        }
+                    })
+                }
+            };
+            call.push_input(t).ok()?;
+        }
+        let mut out = vec![0u8; numel];
+        cairn_kernels::execute_reference(
+            &call,
+            TensorMut {
+                info: y,
+                data: &mut out,
+            },
+        )
+        .ok()?;
+        Some(out)
+    };
+    // Three byte planes of each element's tag id, copied as they are.
+    let mut tag = vec![0u32; numel];
+    for plane in 0..3 {
+        let out = run(&|k, e| ((data[k].3 + e) >> (8 * plane)) as u8, true)?;
+        for (t, b) in tag.iter_mut().zip(out) {
+            *t |= (b as u32) << (8 * plane);
+        }
+    }
+    let mut which = vec![0u8; numel];
+    let mut src = vec![0u32; numel];
+    for e in 0..numel {
+        let id = tag[e] as usize;
+        let k = data.iter().position(|a| id >= a.3 && id < a.3 + a.2)?;
+        which[e] = k as u8;
+        src[e] = u32::try_from(data[k].1 + id - data[k].3).ok()?;
+    }
+    // Requantization tables, when any input's quantization differs from the output's:
+    // every input filled with `v`, for each of the 256 values.
+    let requant = data.iter().any(|a| model.tensor(a.0).info.quant != y.quant);
+    let maps = if requant {
+        let mut maps = vec![0u8; 256 * data.len()];
+        let mut first = vec![None; data.len()];
+        for (e, &k) in which.iter().enumerate() {
+            first[k as usize].get_or_insert(e);
+        }
+        for v in 0..256usize {
+            let out = run(&|_, _| (v as u8) ^ 0x80, false)?;
+            for (k, f) in first.iter().enumerate() {
+                if let Some(e) = *f {
+                    maps[k * 256 + v] = out[e];
+                }
+            }
+        }
+        Some((which.clone(), maps))
+    } else {
+        None
+    };
+    // Self-check on a seeded input with the model's quantization: the gather must give
+    // the reference's bytes.
+    let noise = |k: usize, e: usize| {
+        let mut z = ((k as u64) << 32 | e as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z ^= z >> 29;
+        (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
+    };
+    let want = run(&noise, false)?;
+    for e in 0..numel {
+        let k = which[e] as usize;
+        let v = noise(k, src[e] as usize - data[k].1);
+        let got = match &maps {
+            Some((_, m)) => m[k * 256 + (v ^ 0x80) as usize],
+            None => v,
+        };
+        if got != want[e] {
+            return None;
+        }
+    }
+    Some(GatherTables { src, maps })
 }
 
 /// Add (QLinearAdd's fused form) or Mul, both operands in the arena with more than one

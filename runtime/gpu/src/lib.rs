@@ -54,7 +54,11 @@ impl Default for GpuFactory {
 
 impl OpSupport for GpuFactory {
     fn supports_op(&self, model: &Model<'_>, op: usize) -> bool {
-        kernels::encode(model, op).is_some()
+        // A data-movement op is claimed only when its tables can be made (they are made
+        // again when the accelerator is created: the factory keeps no per-model state).
+        kernels::encode(model, op).is_some_and(|e| {
+            e.kernel != Kernel::Gather || kernels::gather_tables(model, op).is_some()
+        })
     }
 }
 
@@ -200,6 +204,23 @@ fn create(
                 enc.params[kernels::TABLE] =
                     i32::try_from(weights_data.len()).map_err(|_| AccelError::Unsupported)?;
                 weights_data.extend_from_slice(&table);
+            }
+            if enc.kernel == Kernel::Gather {
+                let t = kernels::gather_tables(model, op).ok_or(AccelError::Unsupported)?;
+                let mut put = |bytes: &[u8]| -> Result<i32, AccelError> {
+                    weights_data.resize(weights_data.len().div_ceil(16) * 16, 0);
+                    let at =
+                        i32::try_from(weights_data.len()).map_err(|_| AccelError::Unsupported)?;
+                    weights_data.extend_from_slice(bytes);
+                    Ok(at)
+                };
+                let src: Vec<u8> = t.src.iter().flat_map(|w| w.to_le_bytes()).collect();
+                enc.params[kernels::W_OFF] = put(&src)?;
+                enc.params[kernels::TABLE] = -1;
+                if let Some((which, maps)) = &t.maps {
+                    enc.params[kernels::K] = put(which)?;
+                    enc.params[kernels::TABLE] = put(maps)?;
+                }
             }
             work.push((op, enc));
         }

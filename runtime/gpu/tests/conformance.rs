@@ -273,6 +273,64 @@ fn eltwise_case(r: &mut Rng) -> ModelBuilder {
     b
 }
 
+/// Nearest Resize (requantized, random coordinate modes and scales) → Transpose of the
+/// last two axes → strided Slice → Concat of the slice with itself along channels
+/// (requantized): the data-movement ops of FPN necks and detection heads.
+fn movement_case(r: &mut Rng) -> ModelBuilder {
+    let (c, h, w) = (r.range(1, 4), r.range(1, 7), r.range(1, 7));
+    let (fy, fx) = (r.range(1, 3), r.range(1, 3));
+    let (oh, ow) = (h * fy, w * fx);
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&[1, c, h, w], r));
+    let up_spec = act(&[1, c, oh, ow], r);
+    let up = b.add_tensor(up_spec.clone());
+    b.ops.push(OpSpec {
+        kind: OpKind::Resize,
+        inputs: vec![Some(x)],
+        outputs: vec![up],
+        params: vec![
+            0,
+            r.range(0, 3) as i32,
+            r.range(0, 3) as i32,
+            (fy as f32).to_bits() as i32,
+            (fx as f32).to_bits() as i32,
+        ],
+    });
+    let t = b.add_tensor(TensorSpec {
+        shape: Shape::new(&[1, c, ow, oh]).unwrap(),
+        ..up_spec.clone()
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Transpose,
+        inputs: vec![Some(up)],
+        outputs: vec![t],
+        params: vec![0, 1, 3, 2],
+    });
+    // Rows from `start` with step `step` along axis 2.
+    let (start, step) = (r.range(0, ow - 1), r.range(1, 2));
+    let rows = (ow - start).div_ceil(step);
+    let sl = b.add_tensor(TensorSpec {
+        shape: Shape::new(&[1, c, rows, oh]).unwrap(),
+        ..up_spec
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Slice,
+        inputs: vec![Some(t)],
+        outputs: vec![sl],
+        params: vec![0, 0, start as i32, 0, 1, 1, step as i32, 1],
+    });
+    let y = b.add_tensor(act(&[1, 2 * c, rows, oh], r));
+    b.ops.push(OpSpec {
+        kind: OpKind::Concat,
+        inputs: vec![Some(sl), Some(sl)],
+        outputs: vec![y],
+        params: vec![1],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
 fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
     let mut arena = vec![0u8; m.arena_bytes() + 16];
     let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
@@ -375,6 +433,11 @@ fn add_mul_gap_reshape_equal_cpu() {
 }
 
 /// The real accelerator behind the fault injector: every request still equals the CPU's.
+#[test]
+fn resize_transpose_slice_concat_equal_cpu() {
+    check_cases("resize+transpose+slice+concat", 40, 6, true, movement_case);
+}
+
 #[test]
 fn gpu_faults_fall_back_to_cpu_results() {
     use cairn_kernels::hetero::fault::{FaultInjector, Schedule};
