@@ -330,7 +330,8 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     store(word, arena[(pu(X_OFF) >> 2u) + word]);
 }
 
-// Data movement (Concat, Transpose, Slice, nearest Resize): the weights hold each output
+// Data movement (Concat, Transpose, Slice, Tile, Gather with fixed indices, nearest
+// Resize): the weights hold each output
 // element's source byte in the arena (u32, at W_OFF) and, when an input is requantized,
 // each element's input (a byte, at K) and one 256-byte table per input (at TABLE; -1 when
 // every input keeps the output's quantization).

@@ -245,14 +245,14 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
             Kernel::Gap
         }
         // Data movement: each output element is one input element, requantized for
-        // Concat/Resize. (Tile, Split and Gather with fixed indices are the same kind of
-        // op, not yet claimed: they run on the CPU.) The source of every element and the requantization tables come
+        // Concat/Resize. Gather only with indices fixed in the model (`movement_operands`
+        // refuses an arena input that is not int8). (Split is the same kind of op with
+        // several outputs, not yet claimed: it runs on the CPU.) The source of every element and the requantization tables come
         // from the reference kernel itself (`gather_tables`, when the accelerator is made).
-        (OpKind::Concat | OpKind::Transpose | OpKind::Slice, Variant::I8)
-            if movement_operands(model, &op) =>
-        {
-            Kernel::Gather
-        }
+        (
+            OpKind::Concat | OpKind::Transpose | OpKind::Slice | OpKind::Tile | OpKind::Gather,
+            Variant::I8,
+        ) if movement_operands(model, &op) => Kernel::Gather,
         // Nearest-neighbour Resize only (mode 0): bilinear mixes elements.
         (OpKind::Resize, Variant::I8) if op.param(0) == 0 && movement_operands(model, &op) => {
             Kernel::Gather

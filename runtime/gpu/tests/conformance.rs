@@ -331,6 +331,51 @@ fn movement_case(r: &mut Rng) -> ModelBuilder {
     b
 }
 
+/// Tile (Expand's form too) → Gather along a random axis with fixed indices (repeats and
+/// negative ones included) → GatherElements-free chain: the indexing ops of detection
+/// post-processing and embedding tables.
+fn tile_gather_case(r: &mut Rng) -> ModelBuilder {
+    let dims = [1, r.range(1, 3), r.range(1, 5), r.range(1, 5)];
+    let reps = [1, r.range(1, 2), r.range(1, 3), r.range(1, 2)];
+    let tiled: Vec<usize> = dims.iter().zip(reps).map(|(d, k)| d * k).collect();
+    let mut b = ModelBuilder::default();
+    let x_spec = act(&dims, r);
+    let x = b.add_tensor(x_spec.clone());
+    let t = b.add_tensor(TensorSpec {
+        shape: Shape::new(&tiled).unwrap(),
+        ..x_spec.clone()
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Tile,
+        inputs: vec![Some(x)],
+        outputs: vec![t],
+        params: vec![],
+    });
+    let axis = r.range(1, 3);
+    let n = tiled[axis];
+    let k = r.range(1, 6);
+    let idx: Vec<i32> = (0..k)
+        .map(|_| r.range(0, 2 * n - 1) as i32 - n as i32)
+        .collect();
+    let bytes: Vec<u8> = idx.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let it = b.add_tensor(konst(DType::I32, &[k], bytes));
+    let mut out = tiled.clone();
+    out[axis] = k;
+    let y = b.add_tensor(TensorSpec {
+        shape: Shape::new(&out).unwrap(),
+        ..x_spec
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Gather,
+        inputs: vec![Some(t), Some(it)],
+        outputs: vec![y],
+        params: vec![axis as i32, 0],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
 fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
     let mut arena = vec![0u8; m.arena_bytes() + 16];
     let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
@@ -436,6 +481,11 @@ fn add_mul_gap_reshape_equal_cpu() {
 #[test]
 fn resize_transpose_slice_concat_equal_cpu() {
     check_cases("resize+transpose+slice+concat", 40, 6, true, movement_case);
+}
+
+#[test]
+fn tile_and_gather_equal_cpu() {
+    check_cases("tile+gather", 40, 7, true, tile_gather_case);
 }
 
 #[test]
