@@ -15,6 +15,11 @@
 //! scales (what `quantize_dynamic` emits) is lowered to a float MatMul/Conv on the exactly
 //! dequantized constant weights; the model converts to f32, and with `--calibrate` to
 //! static int8. Anywhere else these ops are computed exactly in f32 (integers below 2^24).
+//! The older `quantize_dynamic` Conv form adds an int32 bias before the cast, quantized at
+//! run time as `Floor(bias / (x_scale · w_scale))`: the activation's scale is taken as the
+//! constant [`DYN_SCALE`] (the weights scaled by its inverse, exactly), so that bias folds
+//! at convert time with an error below `DYN_SCALE · w_scale`. DynamicQuantizeLSTM becomes
+//! an LSTM on its exactly dequantized weights.
 
 use std::collections::HashSet;
 
@@ -33,7 +38,8 @@ use crate::onnx::{Attrs, HData, HostTensor, NodeProto};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct QopState {
     /// Outputs of DynamicQuantizeLinear nodes lowered as the dynamic-quantization pattern:
-    /// the value is the float input itself (real units), its scale 1 and its zero point 0.
+    /// the value is the float input itself (real units), its scale [`DYN_SCALE`] and its
+    /// zero point 0.
     dyn_real: HashSet<String>,
     /// A note was already given for the dynamic pattern.
     noted_dynamic: bool,
@@ -44,6 +50,12 @@ pub(crate) struct QopState {
 
 /// Exact integers in f32: sums below this bound hold no rounding.
 const F32_EXACT: f64 = 16_777_216.0;
+
+/// The scale a dynamically quantized activation is given at convert time: the activation
+/// stays real (`x`), read as `x / DYN_SCALE` integers by dividing the weights of the
+/// integer op by it (a power of two, so exactly). Small, so that a bias quantized with it
+/// (`Floor(b / (DYN_SCALE · w_scale))`) loses at most `DYN_SCALE · w_scale`.
+const DYN_SCALE: f32 = 1.0 / 4096.0;
 
 /// Positions of the quantized inputs of a QLinear op with `n` inputs (each value is
 /// followed by its scale and zero point).
@@ -158,6 +170,7 @@ pub(crate) fn lower_qop_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
         "MatMulInteger" => integer_op(l, n, false)?,
         "ConvInteger" => integer_op(l, n, true)?,
         "DynamicQuantizeLinear" => dynamic_quantize(l, n)?,
+        "DynamicQuantizeLSTM" => dynamic_quantize_lstm(l, n)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -890,7 +903,7 @@ fn integer_op(l: &mut Lower, n: &NodeProto, conv: bool) -> Result<()> {
         zps: bzv,
         dt: DType::I8,
     };
-    let bc = dequant(&bh, &qb, Some(b_axis), &what)?;
+    let mut bc = dequant(&bh, &qb, Some(b_axis), &what)?;
     let mb = bc.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
     let taps: usize = if conv {
         bh.shape.iter().skip(1).product()
@@ -930,6 +943,10 @@ fn integer_op(l: &mut Lower, n: &NodeProto, conv: bool) -> Result<()> {
             "{what}: sums of {taps} products up to 255·{mb} may reach 2^24, beyond what cairn's f32 holds exactly; not supported"
         );
     }
+    if dynamic {
+        // conv(x / DYN_SCALE, b) = conv(x, b / DYN_SCALE); a power of two, so exact.
+        bc.iter_mut().for_each(|v| *v /= DYN_SCALE);
+    }
     let b =
         l.g.add_f32(format!("{}:bi", l.node_name), bh.shape.clone(), &bc);
     let y = if conv {
@@ -949,7 +966,8 @@ fn integer_op(l: &mut Lower, n: &NodeProto, conv: bool) -> Result<()> {
 
 /// The outputs of a DynamicQuantizeLinear are used only as `quantize_dynamic` uses them:
 /// y and its zero point by MatMulInteger/ConvInteger (as the first operand), the scale by
-/// Mul, and the integer results only cast to float.
+/// Mul, and the integer results only cast to float, directly or after one Add (the int32
+/// bias of the older Conv form).
 fn is_dynamic_pattern(l: &Lower, n: &NodeProto) -> bool {
     let out = |k: usize| n.output.get(k).filter(|s| !s.is_empty());
     let (Some(y), Some(s), Some(z)) = (out(0), out(1), out(2)) else {
@@ -958,6 +976,8 @@ fn is_dynamic_pattern(l: &Lower, n: &NodeProto) -> bool {
     let cons = |v: &str| l.consumers.get(v).cloned().unwrap_or_default();
     let ycons = cons(y);
     let int_op = |c: &NodeProto| matches!(c.op_type.as_str(), "MatMulInteger" | "ConvInteger");
+    let to_float =
+        |x: &NodeProto| x.op_type == "Cast" && matches!(Attrs(x).int("to", 0), 1 | 10 | 11 | 16);
     !ycons.is_empty()
         && ycons.iter().all(|c| {
             int_op(c)
@@ -968,7 +988,13 @@ fn is_dynamic_pattern(l: &Lower, n: &NodeProto) -> bool {
                     let oc = cons(o);
                     !oc.is_empty()
                         && oc.iter().all(|x| {
-                            x.op_type == "Cast" && matches!(Attrs(x).int("to", 0), 1 | 10 | 11 | 16)
+                            to_float(x)
+                                || (x.op_type == "Add"
+                                    && x.input.iter().filter(|i| *i == o).count() == 1
+                                    && x.output.iter().all(|ao| {
+                                        let ac = cons(ao);
+                                        !ac.is_empty() && ac.iter().all(|x| to_float(x))
+                                    }))
                         })
                 })
         })
@@ -984,10 +1010,10 @@ fn dynamic_quantize(l: &mut Lower, n: &NodeProto) -> Result<()> {
         bail!("DynamicQuantizeLinear of a non-float tensor");
     }
     if is_dynamic_pattern(l, n) {
-        let one =
-            l.g.add_f32(format!("{}:scale1", l.node_name), vec![], &[1.0]);
+        let scale =
+            l.g.add_f32(format!("{}:scale", l.node_name), vec![], &[DYN_SCALE]);
         l.out(n, 0, Val::T(x));
-        l.out(n, 1, Val::T(one));
+        l.out(n, 1, Val::T(scale));
         l.out(
             n,
             2,
@@ -1066,4 +1092,70 @@ fn dynamic_quantize(l: &mut Lower, n: &NodeProto) -> Result<()> {
         l.out(n, k, v);
     }
     Ok(())
+}
+
+/// com.microsoft DynamicQuantizeLSTM: an LSTM whose W `[dirs, input, 4·hidden]` and R
+/// `[dirs, hidden, 4·hidden]` are integers with params per direction (`[dirs]`) or per
+/// gate row (`[dirs, 4·hidden]`), inputs 8..11. Lowered as the ONNX LSTM on the exactly
+/// dequantized weights, transposed to ONNX's `[dirs, 4·hidden, input]`.
+fn dynamic_quantize_lstm(l: &mut Lower, n: &NodeProto) -> Result<()> {
+    let base = n.output.iter().find(|o| !o.is_empty()).cloned();
+    let base = base.ok_or_else(|| anyhow!("DynamicQuantizeLSTM has no outputs"))?;
+    let mut inputs: Vec<String> = n.input.iter().take(8).cloned().collect();
+    for (k, ks) in [(1usize, 8usize), (2, 10)] {
+        let what = format!("DynamicQuantizeLSTM input {k}");
+        let Val::Int(h) = l.val(n.input.get(k).map_or("", String::as_str))? else {
+            bail!("{what} must be a constant integer weight");
+        };
+        zp_dtype(&h).with_context(|| what.clone())?;
+        let qp = qparams(l, n, ks, ks + 1)?;
+        let real = lstm_weight_t(&h, &qp, &what)?;
+        let (dirs, rows, cols) = (h.shape[0], h.shape[1], h.shape[2]);
+        let t =
+            l.g.add_f32(format!("{base}:w{k}"), vec![dirs, cols, rows], &real);
+        let name = format!("{base}\u{1}dqlstm_in{k}");
+        l.vals.insert(name.clone(), Val::T(t));
+        inputs[k] = name;
+    }
+    let node = NodeProto {
+        op_type: "LSTM".into(),
+        input: inputs.clone(),
+        output: n.output.clone(),
+        attribute: n.attribute.clone(),
+        ..Default::default()
+    };
+    let r = crate::lower_rnn::lower_rnn_op(l, &node);
+    for name in &inputs[1..3] {
+        l.vals.remove(name);
+    }
+    r?;
+    Ok(())
+}
+
+/// The real values of a DynamicQuantizeLSTM weight `[dirs, rows, cols]` (cols = 4·hidden),
+/// transposed to `[dirs, cols, rows]`; params per direction or per (direction, column).
+fn lstm_weight_t(h: &HostTensor, qp: &Qp, what: &str) -> Result<Vec<f32>> {
+    let [dirs, rows, cols] = h.shape[..] else {
+        bail!("{what}: expected rank 3, shape {:?}", h.shape);
+    };
+    let per_col = match qp.scales.len() {
+        m if m == dirs => false,
+        m if m == dirs * cols => true,
+        m => bail!(
+            "{what}: {m} scales; expected {dirs} (per direction) or {} (per column)",
+            dirs * cols
+        ),
+    };
+    let q = h.to_i64();
+    let mut out = vec![0f32; q.len()];
+    for d in 0..dirs {
+        for r in 0..rows {
+            for c in 0..cols {
+                let p = if per_col { d * cols + c } else { d };
+                let v = q[(d * rows + r) * cols + c] - qp.zps[p];
+                out[(d * cols + c) * rows + r] = v as f32 * qp.scales[p];
+            }
+        }
+    }
+    Ok(out)
 }
