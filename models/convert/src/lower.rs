@@ -49,6 +49,9 @@ pub(crate) struct Lower<'m> {
     pub node_name: String,
     /// What the lowering of quantized ops (QOperator, dynamic) keeps between nodes.
     pub(crate) qop: crate::lower_qop::QopState,
+    /// One-hot encodings (`Cast(Equal(indices, iota))`) by their f32 tensor: the i32
+    /// indices (last dim 1) and the depth, so a MatMul on them becomes a row lookup.
+    pub(crate) one_hot: HashMap<usize, (usize, usize)>,
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
@@ -194,6 +197,7 @@ impl<'m> Lower<'m> {
             consumers,
             node_name: String::new(),
             qop: Default::default(),
+            one_hot: HashMap::new(),
         };
         for init in &graph.initializer {
             let t = tensor_from_proto(init)?;

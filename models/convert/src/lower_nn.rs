@@ -206,6 +206,9 @@ pub(crate) fn matmul(l: &mut Lower, a: usize, b: usize) -> Result<usize> {
     if sa.is_empty() || sb.is_empty() {
         bail!("MatMul of a scalar");
     }
+    if let Some(y) = crate::lower_shape::one_hot_matmul(l, a, b)? {
+        return Ok(y);
+    }
     let b_const = l.g.tensors[b].is_const();
     if b_const && sb.len() == 2 && sa.len() >= 2 {
         return fc(l, a, b, false, None);

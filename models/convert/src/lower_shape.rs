@@ -3,6 +3,7 @@
 //! Transpose/Pad on run-time tensors.
 
 use anyhow::{anyhow, bail, Result};
+use cairn_core::emit::AlignedBytes;
 use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val};
@@ -280,17 +281,8 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 }
                 Val::Int(h) => l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), h.to_i64()))),
                 Val::T(t) if is_float_to && l.g.tensors[t].dtype == DType::I32 => {
-                    // A run-time integer tensor (an id or mask input, a comparison) to
-                    // float: Dequantize with scale 1 and zero point 0 is that conversion.
-                    let shape = l.shape(t);
-                    let y = l.op_n(
-                        OpKind::Dequantize,
-                        vec![Some(t)],
-                        vec![],
-                        &[shape],
-                        Some((DType::F32, cairn_core::emit::QuantSpec::None)),
-                    )?;
-                    l.out(n, 0, Val::T(y[0]));
+                    let y = int_to_float(l, t)?;
+                    l.out(n, 0, Val::T(y));
                 }
                 v @ (Val::T(_) | Val::FakeQ { .. }) if is_float_to => l.out(n, 0, v),
                 Val::T(t) if l.g.tensors[t].dtype == DType::I32 => l.out(n, 0, Val::T(t)),
@@ -712,4 +704,146 @@ fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize
         )?;
     }
     Ok(y)
+}
+
+/// A run-time i32 tensor cast to float. A comparison's or a logic op's 0/1 result (a
+/// one-hot, a mask) becomes `Where(t, 1, 0)`. Other run-time integers (an id input read
+/// as a number) are refused: Dequantize with scale 1 would be that conversion, and the
+/// kernel reads an unquantized i32 so, but the model's check (`runtime/core`,
+/// `model/types.rs`) admits a Dequantize only of a quantized input; not supported yet.
+fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
+    use cairn_core::op::BinaryFn;
+    let zero_one = l.g.ops.iter().any(|op| {
+        op.outputs.contains(&t)
+            && op.kind == OpKind::Binary
+            && op
+                .params
+                .first()
+                .and_then(|&c| BinaryFn::from_code(c))
+                .is_some_and(|f| !f.is_arithmetic())
+    });
+    if !zero_one {
+        bail!("Cast to float of a run-time integer tensor that is not a comparison's 0/1 result (an integer input read as a number) is not supported yet");
+    }
+    let shape = l.shape(t);
+    let (one, zero) = (l.scalar(1.0), l.scalar(0.0));
+    let y = crate::lower_math::op_as(
+        l,
+        OpKind::Where,
+        vec![Some(t), Some(one), Some(zero)],
+        vec![],
+        &shape,
+        DType::F32,
+    )?;
+    if let Some(src) = one_hot_source(l, t) {
+        l.one_hot.insert(y, src);
+    }
+    Ok(y)
+}
+
+/// The producing op of run-time tensor `t`.
+fn producer<'a>(l: &'a Lower, t: usize) -> Option<&'a crate::ir::HOp> {
+    l.g.ops.iter().find(|op| op.outputs.contains(&t))
+}
+
+/// `t = Equal(indices, iota)` with `iota` a constant counting 0..depth along the last
+/// axis and `indices` of last dim 1 (or a Tile of such): the indices and the depth.
+fn one_hot_source(l: &Lower, t: usize) -> Option<(usize, usize)> {
+    use cairn_core::op::BinaryFn;
+    let op = producer(l, t)?;
+    if op.kind != OpKind::Binary || op.params.first() != Some(&(BinaryFn::Equal as i32)) {
+        return None;
+    }
+    let (a, b) = (op.inputs.first().copied()??, op.inputs.get(1).copied()??);
+    let (mut idx, iota) = match (l.g.tensors[a].is_const(), l.g.tensors[b].is_const()) {
+        (false, true) => (a, b),
+        (true, false) => (b, a),
+        _ => return None,
+    };
+    let ys = l.shape(t);
+    let depth = *ys.last()?;
+    let it = &l.g.tensors[iota];
+    if it.dtype != DType::I32 || it.shape.last() != Some(&depth) {
+        return None;
+    }
+    let counts: &[i32] = bytemuck::try_cast_slice(it.data.as_ref()?.as_slice()).ok()?;
+    if !counts
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| usize::try_from(v).ok() == Some(i % depth))
+    {
+        return None;
+    }
+    if l.shape(idx).last() != Some(&1) {
+        let tile = producer(l, idx)?;
+        if tile.kind != OpKind::Tile {
+            return None;
+        }
+        idx = tile.inputs.first().copied()??;
+    }
+    let is = l.shape(idx);
+    (is.len() == ys.len() && is.last() == Some(&1) && is[..is.len() - 1] == ys[..ys.len() - 1])
+        .then_some((idx, depth))
+}
+
+/// MatMul of a one-hot encoding by a constant `[depth, d]`: the rows of the constant
+/// at the indices (an embedding lookup), a zero row for indices outside `0..depth` (whose
+/// one-hot is all zeros). None when `a` is no one-hot or `b` no such constant.
+pub(crate) fn one_hot_matmul(l: &mut Lower, a: usize, b: usize) -> Result<Option<usize>> {
+    use crate::lower_math::op_as;
+    use cairn_core::op::BinaryFn;
+    let Some(&(idx, depth)) = l.one_hot.get(&a) else {
+        return Ok(None);
+    };
+    let sb = l.shape(b);
+    let Some(w) = l.g.tensors[b].const_f32() else {
+        return Ok(None);
+    };
+    if sb.len() != 2 || sb[0] != depth || i32::try_from(depth).is_err() {
+        return Ok(None);
+    }
+    let mut rows = w;
+    rows.resize((depth + 1) * sb[1], 0.0);
+    let table = l.g.add_f32(
+        format!("{}:one_hot_rows", l.node_name),
+        vec![depth + 1, sb[1]],
+        &rows,
+    );
+    let is = l.shape(idx);
+    let flat = l.reshape(idx, &is[..is.len() - 1])?;
+    let int = |l: &mut Lower, v: i32| {
+        let bytes = AlignedBytes::from_slice(&v.to_le_bytes());
+        l.g.add_const(format!("{}:i{v}", l.node_name), DType::I32, vec![], bytes)
+    };
+    let (zero, n) = (int(l, 0), int(l, depth as i32));
+    let cmp = |l: &mut Lower, f: BinaryFn, x: usize, y: usize| {
+        op_as(
+            l,
+            OpKind::Binary,
+            vec![Some(x), Some(y)],
+            vec![f as i32],
+            &[],
+            DType::I32,
+        )
+    };
+    let below = cmp(l, BinaryFn::Less, flat, zero)?;
+    let above = cmp(l, BinaryFn::GreaterOrEqual, flat, n)?;
+    let outside = cmp(l, BinaryFn::Or, below, above)?;
+    let row = op_as(
+        l,
+        OpKind::Where,
+        vec![Some(outside), Some(n), Some(flat)],
+        vec![],
+        &[],
+        DType::I32,
+    )?;
+    let y = op_as(
+        l,
+        OpKind::Gather,
+        vec![Some(table), Some(row)],
+        vec![0, 0],
+        &[],
+        DType::F32,
+    )?;
+    Ok(Some(y))
 }
