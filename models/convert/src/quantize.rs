@@ -450,6 +450,9 @@ impl Q<'_> {
                 } else {
                     py
                 };
+                if op.kind == Concat && self.squashes_output_part(op, py) {
+                    return Ok(false);
+                }
                 let mut inputs = Vec::new();
                 let act_inputs = match op.kind {
                     Concat => op.inputs.len(),
@@ -522,6 +525,23 @@ impl Q<'_> {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// A calibrated Concat that is a graph output and joins parts of very different
+    /// ranges (a detector's pixel boxes beside its 0–1 scores): one int8 scale for the
+    /// whole would leave the narrow part a few steps, or none. It stays f32, each part
+    /// keeping its own scale until the concat.
+    fn squashes_output_part(&self, op: &HOp, py: (f32, i32)) -> bool {
+        const MIN_SHARE: f32 = 1.0 / 8.0;
+        let y = op.outputs[0];
+        let calibrated = !matches!(self.g.tensors[y].hint, Some(Hint::Act { .. }));
+        calibrated
+            && self.g.outputs.contains(&y)
+            && op
+                .inputs
+                .iter()
+                .flatten()
+                .any(|&t| self.runtime(t) && self.act(t).is_some_and(|(s, _)| s < py.0 * MIN_SHARE))
     }
 
     /// Ops of element-wise chains that become one lookup table whose results nothing
