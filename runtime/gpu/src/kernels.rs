@@ -407,20 +407,36 @@ pub fn gather_tables(model: &Model<'_>, op_index: usize) -> Option<GatherTables>
         src[e] = u32::try_from(data[k].1 + id - data[k].3).ok()?;
     }
     // Requantization tables, when any input's quantization differs from the output's:
-    // every input filled with `v`, for each of the 256 values.
+    // element j of each input holds (j + shift) mod 256, so one run fills the table of
+    // every input with at least 256 elements in the output; smaller inputs take a few
+    // more shifts.
     let requant = data.iter().any(|a| model.tensor(a.0).info.quant != y.quant);
     let maps = if requant {
         let mut maps = vec![0u8; 256 * data.len()];
+        let mut known = vec![false; 256 * data.len()];
+        // One element of each input that reaches the output (an input with none needs no
+        // table).
         let mut first = vec![None; data.len()];
-        for (e, &k) in which.iter().enumerate() {
-            first[k as usize].get_or_insert(e);
+        for e in 0..numel {
+            let k = which[e] as usize;
+            first[k].get_or_insert(src[e] as usize - data[k].1);
         }
-        for v in 0..256usize {
-            let out = run(&|_, _| (v as u8) ^ 0x80, false)?;
-            for (k, f) in first.iter().enumerate() {
-                if let Some(e) = *f {
-                    maps[k * 256 + v] = out[e];
-                }
+        for (k, f) in first.iter().enumerate() {
+            if f.is_none() {
+                known[k * 256..(k + 1) * 256].fill(true);
+            }
+        }
+        // Each run is chosen to bring the first missing value to an element that reaches
+        // the output, so it fills that entry at least: 256 runs at most per input.
+        while let Some(gap) = known.iter().position(|&b| !b) {
+            let (k, v) = (gap / 256, gap % 256);
+            let shift = (v + 256 - first[k]? % 256) % 256;
+            let out = run(&|_, e| ((e + shift) as u8) ^ 0x80, false)?;
+            for e in 0..numel {
+                let k = which[e] as usize;
+                let v = (src[e] as usize - data[k].1 + shift) & 0xff;
+                maps[k * 256 + v] = out[e];
+                known[k * 256 + v] = true;
             }
         }
         Some((which.clone(), maps))
