@@ -40,10 +40,16 @@ pub enum Path {
     /// int8 GEMMs with 7-bit weights on the u8×s8 (`vpmaddubsw`) block: the implicit-GEMM
     /// conv (`fast/direct.rs`, counted with `Direct`) and FullyConnected (`fast/mm.rs`).
     GemmU8S8,
+    /// aarch64 int8 GEMM, FullyConnected and GEMV on the `sdot` block
+    /// (`fast/neon_dot.rs`, CPUs with the Armv8.2 dot product).
+    GemmSdot,
+    /// aarch64 int8 GEMM, FullyConnected and GEMV on plain-NEON `smlal` (`fast/neon.rs`,
+    /// `fast/neon_dot.rs`: CPUs without the dot product, such as the Cortex-A53).
+    GemmSmlal,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmU8S8 as usize + 1;
+const N: usize = Path::GemmSmlal as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -51,8 +51,11 @@ pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
 
 /// Call `use_` with the packed form of the weights `key` names: from the active cache
 /// (built by `build` on first use), or built into `scratch` when no cache is active.
-/// (Only the x86_64 kernels pack so far.)
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// (The x86_64 and aarch64 kernels pack.)
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) fn with_packed<R>(
     key: (usize, usize, u32),
     scratch: &mut Vec<i32>,

@@ -1,5 +1,6 @@
-//! int8 FullyConnected on the GEMM micro-kernel of this module (x86_64 AVX2, aarch64
-//! NEON), bit-exact with `gemm::fc_i8` (`tests/exact_matmul.rs`).
+//! int8 FullyConnected on the GEMM micro-kernel of this module (x86_64 AVX2) or the rows ×
+//! rows block of `neon_dot.rs` (aarch64: `sdot`, or `smlal` without the dot product),
+//! bit-exact with `gemm::fc_i8` (`tests/exact_matmul.rs`, `tests/exact_neon.rs`).
 
 use cairn_core::layout::Layout;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -32,7 +33,13 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
     // 512×8 feature map is 4096 long).
     #[cfg(target_arch = "x86_64")]
     let gemv = m <= 2 && k <= super::gemv::MAX_K && super::avx2::available();
-    #[cfg(not(target_arch = "x86_64"))]
+    // aarch64: every FullyConnected runs on the rows × rows block of `neon_dot.rs`.
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    let gemv = true;
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     let gemv = false;
     if !gemv && (k > IM2COL_MAX_K || !simd_gemm_available() || m < FC_MIN_ROWS) {
         return None;
@@ -54,12 +61,26 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         super::gemv::fc(&q, m, n, k, y);
         return Some(Ok(()));
     }
-    if k <= 256 {
-        fc_tiles::<256>(&q, m, n, k, y);
-    } else {
-        fc_tiles::<IM2COL_MAX_K>(&q, m, n, k, y);
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return {
+        let path = if m <= 2 {
+            crate::paths::Path::Gemv
+        } else {
+            crate::paths::Path::FcBlock
+        };
+        crate::paths::note(path);
+        super::neon_dot::fc(&q, m, n, k, y);
+        Some(Ok(()))
+    };
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    {
+        if k <= 256 {
+            fc_tiles::<256>(&q, m, n, k, y);
+        } else {
+            fc_tiles::<IM2COL_MAX_K>(&q, m, n, k, y);
+        }
+        Some(Ok(()))
     }
-    Some(Ok(()))
 }
 
 /// Rows below which the per-row dot products of `gemm::fc_i8` do as well.
@@ -84,6 +105,10 @@ fn fc_operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, Exec
     })
 }
 
+#[cfg_attr(
+    all(target_arch = "aarch64", target_feature = "neon"),
+    allow(dead_code)
+)]
 #[inline(never)]
 fn fc_tiles<const KMAX: usize>(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
     let mut tile = [[0i8; IM2COL_TILE]; KMAX];

@@ -2,10 +2,15 @@
 //! `runtime/kernels/tests/exact.rs`):
 //! - pointwise (1×1, stride 1, no padding, one group) as a GEMM: AVX2 `vpmaddwd` micro-kernel
 //!   of 8 output channels × 8 pixels on x86_64 (detected at run time with `std`, at compile
-//!   time without), portable blocked loop elsewhere;
+//!   time without); on aarch64 the `sdot` block of `neon_dot.rs` where the CPU has the dot
+//!   product (run-time detection with `std`), `smlal` by lane (`neon.rs`) otherwise;
+//!   portable blocked loop elsewhere;
 //! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-pair `vpmaddwd` kernel on
 //!   AVX2 hosts with `std` (`depthwise.rs`), `smlal` kernel on aarch64 (`depthwise_neon.rs`);
 //!   other depthwise shapes take the older AVX2 plane kernel or the row loop;
+//! - one-group convs of up to 256 taps as an implicit GEMM: `direct.rs` on AVX2 hosts,
+//!   `direct_neon.rs` (`sdot`) on aarch64 CPUs with the dot product (both with `std`);
+//!   im2col tiles on the GEMM micro-kernel otherwise;
 //! - every other conv with a kernel of at most 49 taps: the interior of the image without
 //!   bounds checks, borders through the reference tap loop.
 //!
@@ -35,10 +40,14 @@ mod depthwise;
 mod depthwise_neon;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod direct;
+#[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+mod direct_neon;
 #[cfg(target_arch = "x86_64")]
 mod gemv;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod mm;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon_dot;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use mm::bmm_i8;
 
@@ -106,7 +115,13 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     // A few output pixels in all take the GEMV (`gemv.rs`) whatever the kernel size.
     #[cfg(target_arch = "x86_64")]
     let tiny = g.g == 1 && g.n * g.oh * g.ow <= gemv::MAX_PIX && g.c * g.kh * g.kw <= gemv::MAX_K;
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    let tiny =
+        g.g == 1 && g.n * g.oh * g.ow <= neon_dot::MAX_PIX && g.c * g.kh * g.kw <= neon_dot::MAX_K;
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     let tiny = false;
     // The implicit GEMM takes one-group kernels of up to 256 taps.
     let wide_direct = direct_fits(&g, false);
@@ -138,6 +153,12 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         gemv::conv(&g, &q, y);
         return Some(Ok(()));
     }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if neon_dot::conv_fits(&g, &q) {
+        crate::paths::note(crate::paths::Path::Gemv);
+        neon_dot::conv_gemv(&g, &q, y);
+        return Some(Ok(()));
+    }
     // Pointwise convs over a batch of tiny images fold the batch into the im2col GEMM.
     let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
     // On AVX2 hosts with std the fold is one FullyConnected over every patch instead.
@@ -149,6 +170,11 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         crate::paths::note(crate::paths::Path::Direct);
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         direct::conv(&g, &q, y);
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        {
+            crate::paths::note(crate::paths::Path::GemmSdot);
+            direct_neon::conv(&g, &q, y);
+        }
         return Some(Ok(()));
     }
     // The GEMM paths subtract zx·Σw per output channel: sum each row once per conv, not
@@ -221,12 +247,17 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     Some(Ok(()))
 }
 
-/// Whether the implicit-GEMM path (`direct.rs`: AVX2 hosts with `std`) takes this conv:
-/// one group, up to 256 taps, strides up to 4, unless the batch folds into im2col columns.
+/// Whether the implicit-GEMM path (`direct.rs`: AVX2 hosts with `std`; `direct_neon.rs`:
+/// aarch64 with `std` and the dot product) takes this conv: one group, up to 256 taps,
+/// strides up to 4, unless the batch folds into im2col columns.
 #[allow(unused_variables)]
 fn direct_fits(g: &Geo, fold: bool) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if !fold && avx2::available() && direct::fits(g) {
+        return true;
+    }
+    #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+    if !fold && direct_neon::fits(g) {
         return true;
     }
     false
@@ -353,7 +384,13 @@ fn gemm_simd(
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if ic <= neon::MAX_K {
-        neon::gemm(x, xs, q, ic, oc, pix, y, ys, y0);
+        // The dot-product block where the CPU has it, `smlal` by lane otherwise.
+        if neon_dot::gemm(x, xs, q, ic, oc, pix, y, ys, y0) {
+            crate::paths::note(crate::paths::Path::GemmSdot);
+        } else {
+            crate::paths::note(crate::paths::Path::GemmSmlal);
+            neon::gemm(x, xs, q, ic, oc, pix, y, ys, y0);
+        }
         return true;
     }
     false

@@ -1,0 +1,395 @@
+//! int8 Conv as an implicit GEMM on the Armv8.2 dot product (aarch64 with `std`, CPUs
+//! with `sdot`): the design of `direct.rs` (AVX2) with channel quads for `sdot`.
+//! One-group convs with up to 256 taps and strides up to 4.
+//!
+//! The input of each image is copied once into int8 channel quads (`x[4cq..4cq + 4]` of
+//! one pixel in one int32), zero-point padded, and split by stride phase: phase
+//! `(py, px)` holds padded pixel `(r·sh + py, q·sw + px)` at `(r, q)` of a `hq × wq`
+//! plane. Numbering outputs over the phase width (`p = oy·wq + ox`), tap `(ky, kx)` of
+//! output `p` is one fixed offset from `p`, so 16 consecutive outputs read 16 consecutive
+//! quads (four vectors) whatever the stride. Columns `ox ≥ ow` of that numbering are
+//! computed and dropped.
+//!
+//! The register block is 4 output channels × 16 outputs (16 int32x4 accumulators): per
+//! (quad, tap) step, four input vectors and one weight vector (the four channels' quads)
+//! feed 16 `sdot` by element (256 MACs). Weights are packed per call in that order
+//! (block of 4 channels, quad, tap), or once per model with an active `prepack` cache.
+//! Sums run on raw int8 values and `bias − zx·Σw` is added once, so padding (the zero
+//! point) contributes nothing; int32 lanes cannot overflow (K ≤ 256·C, products ≤ 2^14,
+//! and the sums equal the reference's modulo 2^32 in any case). The output stage is
+//! `cairn_core::quant::requantize`, so the bytes are the reference's
+//! (`tests/exact_neon.rs`, `tests/exact.rs`).
+
+extern crate std;
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use core::arch::aarch64::*;
+
+use cairn_core::quant::requantize;
+
+use super::{Geo, Q};
+
+/// Outputs per micro-kernel tile (four vectors of four).
+const PT: usize = 16;
+/// Output channels per register block (the four lanes of a weight vector).
+const MR: usize = 4;
+/// Most taps and largest stride the path takes.
+const MAX_TAPS: usize = 256;
+const MAX_STRIDE: usize = 4;
+
+std::thread_local! {
+    /// Packed input planes, packed weights and step offsets, kept between calls.
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { xp: Vec::new(), wpk: Vec::new(), steps: Vec::new() })
+    };
+}
+
+struct Scratch {
+    xp: Vec<i32>,
+    wpk: Vec<i32>,
+    steps: Vec<usize>,
+}
+
+/// Whether this path takes the conv: one group, the CPU has the dot product, and the
+/// geometry fits.
+pub(super) fn fits(g: &Geo) -> bool {
+    g.g == 1
+        && g.kh * g.kw <= MAX_TAPS
+        && (1..=MAX_STRIDE).contains(&g.sh)
+        && (1..=MAX_STRIDE).contains(&g.sw)
+        && g.dh >= 1
+        && g.dw >= 1
+        && g.pt >= 0
+        && g.pl >= 0
+        && g.oh > 0
+        && g.ow > 0
+        && g.c > 0
+        && dims(g).is_some()
+        && super::neon_dot::available()
+}
+
+/// Geometry of one phase plane: `hq × wq` quads, `len` with slack for the last tile.
+struct Dims {
+    hq: usize,
+    wq: usize,
+    len: usize,
+    tiles: usize,
+}
+
+fn dims(g: &Geo) -> Option<Dims> {
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    let hp = (g.h + pt).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+    let wp = (g.w + pl).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+    let (hq, wq) = (hp.div_ceil(g.sh), wp.div_ceil(g.sw));
+    let tiles = (g.oh * wq).div_ceil(PT);
+    let max_off = (g.kh - 1) * g.dh / g.sh * wq + (g.kw - 1) * g.dw / g.sw;
+    // The last tile reads up to tiles·16 − 1 + max_off; everything else is inside.
+    let len = (hq * wq).max(tiles * PT + max_off);
+    let quads = g.c.div_ceil(4);
+    (quads.checked_mul(g.sh * g.sw)?.checked_mul(len)? <= 1 << 24).then_some(Dims {
+        hq,
+        wq,
+        len,
+        tiles,
+    })
+}
+
+/// Run the conv (all images). The caller checked `fits(g)`.
+pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let Some(d) = dims(g) else { return };
+    let quads = g.c.div_ceil(4);
+    let ntaps = g.kh * g.kw;
+    let k_all = g.c * ntaps;
+    let set = g.sh * g.sw * d.len;
+    let mut taps = [0usize; MAX_TAPS];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let (yy, xx) = (ky * g.dh, kx * g.dw);
+            let phase = (yy % g.sh) * g.sw + xx % g.sw;
+            taps[ky * g.kw + kx] = phase * d.len + (yy / g.sh) * d.wq + xx / g.sw;
+        }
+    }
+    let taps = &taps[..ntaps];
+    let wkey = match q.wp {
+        Some((wp, _)) => (wp.as_ptr() as usize, wp.len()),
+        None => (q.w.as_ptr() as usize, q.w.len()),
+    };
+    // A kind of its own: bits 29 and 30 (the x86 keys set bit 31 or neither,
+    // `neon_dot.rs` bit 30 alone).
+    let kind = (3 << 29) | ((ntaps as u32) << 16) | (g.oc as u32 & 0xFFFF);
+    // Layout: [Σw per channel, packed blocks].
+    let build = |v: &mut Vec<i32>| {
+        v.clear();
+        v.resize(g.oc + g.oc.div_ceil(MR) * quads * ntaps * MR, 0);
+        for (o, ws) in v.iter_mut().enumerate().take(g.oc) {
+            *ws = (0..k_all).map(|k| weight(q, k_all, o, k) as i32).sum();
+        }
+        pack_weights(g, q, quads, &mut v[g.oc..]);
+    };
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let Scratch { xp, wpk, steps } = &mut *s;
+        crate::prepack::with_packed((wkey.0, wkey.1, kind), wpk, build, |packed| {
+            let (wsum, wpk) = packed.split_at(g.oc);
+            steps.clear();
+            steps.extend((0..quads).flat_map(|cq| taps.iter().map(move |&t| cq * set + t)));
+            if xp.len() < quads * set {
+                xp.resize(quads * set, 0);
+            }
+            let mut offs = Vec::with_capacity(g.oc);
+            offs.extend(wsum.iter().enumerate().map(|(o, &ws)| {
+                q.bias
+                    .map_or(0, |b| b[o])
+                    .wrapping_sub(q.zx.wrapping_mul(ws))
+            }));
+            let pix = g.oh * g.ow;
+            let plane = g.h * g.w;
+            for n in 0..g.n {
+                let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
+                pack_input(g, &d, q.zx as i8, xn, quads, xp);
+                let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
+                let job = Job {
+                    g,
+                    d: &d,
+                    q,
+                    offs: &offs,
+                    steps,
+                    xp,
+                    wpk,
+                };
+                job.run(yn);
+            }
+        });
+    });
+}
+
+/// One image's conv once its input and weights are packed.
+struct Job<'a> {
+    g: &'a Geo,
+    d: &'a Dims,
+    q: &'a Q<'a>,
+    offs: &'a [i32],
+    steps: &'a [usize],
+    xp: &'a [i32],
+    wpk: &'a [i32],
+}
+
+impl Job<'_> {
+    /// Every tile × every block of 4 channels, tiles split across the lent threads.
+    fn run(&self, y: &mut [i8]) {
+        let (g, d) = (self.g, self.d);
+        let pix = g.oh * g.ow;
+        let blk_len = self.steps.len() * MR;
+        assert!(self.wpk.len() >= g.oc.div_ceil(MR) * blk_len);
+        assert!(self
+            .steps
+            .iter()
+            .all(|&t| t % d.len + d.tiles * PT <= d.len && t < self.xp.len()));
+        let out = crate::par::SharedMut::new(y);
+        let work = (g.oc * pix) as u64 * (g.c * g.kh * g.kw) as u64;
+        crate::par::par_ranges(d.tiles, 1, work, |ts| {
+            for tile in ts {
+                let p0 = tile * PT;
+                for b in 0..g.oc.div_ceil(MR) {
+                    // SAFETY: the dot product is present (`fits`); every step plus 16
+                    // quads is inside xp (asserted above) and block b holds blk_len int32.
+                    let acc = unsafe {
+                        block(
+                            self.xp.as_ptr().add(p0),
+                            self.steps,
+                            self.wpk.as_ptr().add(b * blk_len),
+                        )
+                    };
+                    for (k, row) in acc.iter().enumerate().take(MR.min(g.oc - b * MR)) {
+                        let o = b * MR + k;
+                        let (off, scale) = (self.offs[o], self.q.scales[o]);
+                        for (j, &a) in row.iter().enumerate() {
+                            let p = p0 + j;
+                            let (oy, ox) = (p / d.wq, p % d.wq);
+                            if oy >= g.oh || ox >= g.ow {
+                                continue;
+                            }
+                            let (q, at) = (self.q, o * pix + oy * g.ow + ox);
+                            let v = requantize(a.wrapping_add(off), scale, q.zy, q.lo, q.hi);
+                            // SAFETY: output (o, oy, ox) belongs to this tile only.
+                            let dst = unsafe { out.piece(at, 1) };
+                            dst[0] = v as i8;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Weight (o, k) from either layout.
+#[inline(always)]
+fn weight(q: &Q<'_>, k_all: usize, o: usize, k: usize) -> i8 {
+    match q.wp {
+        // Row o's pairs are 12 int16 apart within its block (`Layout::Pairs6`).
+        Some((wp, g)) => wp[g.index(o, 0) + 12 * (k / 2) + k % 2] as i8,
+        None => q.w[o * k_all + k],
+    }
+}
+
+/// Packed weights: block `b`, quad `cq`, tap `t`, row `k` is one int32 holding
+/// `w[4b + k][4cq + j][t]` as byte `j` (zero past oc or c).
+fn pack_weights(g: &Geo, q: &Q<'_>, quads: usize, wpk: &mut [i32]) {
+    let ntaps = g.kh * g.kw;
+    let k_all = g.c * ntaps;
+    let mut i = 0;
+    for b in 0..g.oc.div_ceil(MR) {
+        for cq in 0..quads {
+            for t in 0..ntaps {
+                for k in 0..MR {
+                    let o = b * MR + k;
+                    let mut bytes = [0u8; 4];
+                    if o < g.oc {
+                        for (j, v) in bytes.iter_mut().enumerate() {
+                            let c = 4 * cq + j;
+                            if c < g.c {
+                                *v = weight(q, k_all, o, c * ntaps + t) as u8;
+                            }
+                        }
+                    }
+                    wpk[i] = i32::from_le_bytes(bytes);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One image's input as int8 channel quads in zero-point padded phase planes (quads
+/// split across the lent threads: each writes its own planes).
+fn pack_input(g: &Geo, d: &Dims, zx: i8, x: &[i8], quads: usize, xp: &mut [i32]) {
+    let set = g.sh * g.sw * d.len;
+    let work = (quads * set) as u64;
+    crate::par::par_pieces(&mut xp[..quads * set], set, work, |at, planes| {
+        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
+            pack_quad(g, d, zx, x, at / set + k, dst);
+        }
+    });
+}
+
+/// Channel quad `cq` of one image into its `sh·sw` phase planes. Channels past `c` hold
+/// the zero point (their weights are zero).
+fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, dst_set: &mut [i32]) {
+    let plane = g.h * g.w;
+    let pad = i32::from_le_bytes([zx as u8; 4]);
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    let chans: [Option<&[i8]>; 4] = core::array::from_fn(|j| {
+        let c = 4 * cq + j;
+        (c < g.c).then(|| &x[c * plane..(c + 1) * plane])
+    });
+    for py in 0..g.sh {
+        for px in 0..g.sw {
+            let base = (py * g.sw + px) * d.len;
+            let dst = &mut dst_set[base..base + d.len];
+            for r in 0..d.hq {
+                let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+                let iy = r * g.sh + py;
+                if iy < pt || iy - pt >= g.h {
+                    row.fill(pad);
+                    continue;
+                }
+                let iy = iy - pt;
+                let rows = chans.map(|c| c.map(|c| &c[iy * g.w..(iy + 1) * g.w]));
+                // Columns q with pl <= q·sw + px < pl + w are inside the row.
+                let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+                let end = end.max(first);
+                row[..first].fill(pad);
+                row[end..].fill(pad);
+                let ix0 = first * g.sw + px - pl;
+                interleave4(rows, zx, ix0, g.sw, &mut row[first..end]);
+            }
+            // Slack past the planes' last row: read by dropped columns only.
+            dst[d.hq * d.wq..].fill(pad);
+        }
+    }
+}
+
+/// `dst[j]` = the four rows' bytes at `ix0 + j·sw` (an absent row: `pad`); 16 at a time
+/// with `st4` for stride 1.
+#[inline(always)]
+fn interleave4(rows: [Option<&[i8]>; 4], pad: i8, ix0: usize, sw: usize, dst: &mut [i32]) {
+    let n = dst.len();
+    let mut j = 0;
+    if sw == 1 {
+        let r = rows.map(|r| r.map(|r| &r[ix0..ix0 + n]));
+        while j + 16 <= n {
+            // SAFETY: j + 16 <= n: 16 bytes of every present row, 64 bytes of dst.
+            unsafe {
+                let ld =
+                    |r: Option<&[i8]>| r.map_or(vdupq_n_s8(pad), |r| vld1q_s8(r.as_ptr().add(j)));
+                let v = int8x16x4_t(ld(r[0]), ld(r[1]), ld(r[2]), ld(r[3]));
+                vst4q_s8(dst.as_mut_ptr().add(j) as *mut i8, v);
+            }
+            j += 16;
+        }
+    }
+    for (jj, d) in dst.iter_mut().enumerate().skip(j) {
+        let ix = ix0 + jj * sw;
+        *d = i32::from_le_bytes(rows.map(|r| r.map_or(pad, |r| r[ix]) as u8));
+    }
+}
+
+/// `acc + Σ` over the four byte products of each int32 lane of `a` with the quad in lane
+/// `$lane` of `b` (`sdot` by element).
+macro_rules! sdot_lane {
+    ($acc:expr, $a:expr, $b:expr, $lane:literal) => {{
+        let mut r: int32x4_t = $acc;
+        core::arch::asm!(
+            concat!("sdot {r:v}.4s, {a:v}.16b, {b:v}.4b[", $lane, "]"),
+            r = inout(vreg) r,
+            a = in(vreg) $a,
+            b = in(vreg) $b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        r
+    }};
+}
+
+/// One register block: 4 output channels × 16 outputs summed over every (quad, tap)
+/// offset of `steps`.
+///
+/// # Safety
+/// The dot product is present; `x` + every step + 16 quads is inside the packed input;
+/// `w` holds `steps.len()·4` int32.
+#[target_feature(enable = "dotprod")]
+#[inline]
+unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[i32; PT]; MR] {
+    let z = vdupq_n_s32(0);
+    let mut acc = [[z; 4]; MR];
+    let mut wp = w;
+    for &t in steps {
+        // SAFETY: the contract above, for every step.
+        unsafe {
+            let p = x.add(t) as *const i8;
+            let xv = [
+                vld1q_s8(p),
+                vld1q_s8(p.add(16)),
+                vld1q_s8(p.add(32)),
+                vld1q_s8(p.add(48)),
+            ];
+            let wv = vld1q_s8(wp as *const i8);
+            for (v, &xq) in xv.iter().enumerate() {
+                acc[0][v] = sdot_lane!(acc[0][v], xq, wv, "0");
+                acc[1][v] = sdot_lane!(acc[1][v], xq, wv, "1");
+                acc[2][v] = sdot_lane!(acc[2][v], xq, wv, "2");
+                acc[3][v] = sdot_lane!(acc[3][v], xq, wv, "3");
+            }
+            wp = wp.add(MR);
+        }
+    }
+    let mut out = [[0i32; PT]; MR];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (v, &a) in a.iter().enumerate() {
+            // SAFETY: four int32 into a four-element slot of a 16-element row.
+            unsafe { vst1q_s32(o[4 * v..4 * v + 4].as_mut_ptr(), a) };
+        }
+    }
+    out
+}

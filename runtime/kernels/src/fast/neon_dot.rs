@@ -1,0 +1,485 @@
+//! int8 dot-product kernels for aarch64: the GEMM of pointwise and im2col convs, the
+//! FullyConnected block and the GEMV (convs with a few output pixels), all on one register
+//! block that multiplies rows by rows along K.
+//!
+//! Both operands are read as rows of `k` contiguous int8 (a FullyConnected's input rows and
+//! weight rows in place; a conv's weight rows in place and its pixels' patches transposed
+//! into rows once per chunk of 32 pixels), so the weights need no packing: the 4-deep K
+//! groups `sdot` reduces are four consecutive bytes of a row. A block of 4 a-rows × 4
+//! b-rows keeps 16 int32x4 accumulators; each 16-byte step loads 4 + 4 vectors and issues
+//! 16 `sdot` (256 MACs), and the block's 16 sums are reduced across lanes (`addv`) once
+//! at the end of K. CPUs without the dot product (Cortex-A53, A55 without it enabled)
+//! take the same driver with a 4 × 2 block of `smlal` on operands widened to int16.
+//!
+//! Exactness: sums run on raw int8 values and `bias − zx·Σw` is added once (as `neon.rs`
+//! does). A product is at most 128·128 = 2^14 in magnitude, so int32 lanes cannot
+//! overflow for K < 2^17 (every K these paths take: at most 8192); beyond that the sums
+//! would still equal the reference's, which adds modulo 2^32 too. The output stage is
+//! `cairn_core::quant::requantize` itself, so the bytes are the reference's
+//! (`tests/exact_neon.rs`).
+//!
+//! `sdot` is emitted with `asm!` (the `vdotq_s32` intrinsics are unstable) inside
+//! functions compiled with `dotprod`, reached only after [`available`] said yes.
+
+use core::arch::aarch64::*;
+
+use cairn_core::quant::requantize;
+
+use super::{row_offset, Geo, Q};
+
+/// Longest patch the conv GEMV takes (its patches live on the stack: 32 KB).
+pub(super) const MAX_K: usize = 8192;
+/// Most output pixels (all images) a conv may have to take the GEMV.
+pub(super) const MAX_PIX: usize = 4;
+/// Pixels whose patches the GEMM transposes into rows at a time (64 KB of stack).
+const CHUNK: usize = 32;
+/// Output channels whose offsets are computed at a time (4 KB of stack).
+const OFFS_CHUNK: usize = 1024;
+
+/// Whether the CPU has the Armv8.2 dot product (`sdot`): detected at run time with `std`,
+/// the compile-time target feature without.
+#[inline]
+pub(super) fn available() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "dotprod")
+    }
+}
+
+/// The int8 GEMM of `neon::gemm` (same arguments and result: `x` is [ic][pix] with row
+/// stride `xs`, output channel `o` goes to `y[o·ys + y0 ..]`) on the dot-product block.
+/// `false` (nothing written) where it cannot run: no dot product, or pre-packed weights
+/// without `std` to unpack them into.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) -> bool {
+    if !available() || ic == 0 || ic > super::neon::MAX_K {
+        return false;
+    }
+    match q.wp {
+        None => gemm_rows(x, xs, q, q.w, ic, oc, pix, y, ys, y0),
+        #[cfg(feature = "std")]
+        Some(_) => with_plain(q, oc, ic, |w| {
+            gemm_rows(x, xs, q, w, ic, oc, pix, y, ys, y0)
+        }),
+        #[cfg(not(feature = "std"))]
+        Some(_) => return false,
+    }
+    true
+}
+
+/// [`gemm`] with the weights as plain rows `w` ([oc][ic]).
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows(
+    x: &[i8],
+    xs: usize,
+    q: &Q<'_>,
+    w: &[i8],
+    ic: usize,
+    oc: usize,
+    pix: usize,
+    y: &mut [i8],
+    ys: usize,
+    y0: usize,
+) {
+    let mut rows = [0i8; CHUNK * super::neon::MAX_K];
+    let mut offs = [0i32; OFFS_CHUNK];
+    let q_rows = Q { w, wp: None, ..*q };
+    for o0 in (0..oc).step_by(OFFS_CHUNK) {
+        let nb = OFFS_CHUNK.min(oc - o0);
+        let offs = offsets(&q_rows, o0, nb, ic, &mut offs);
+        let wb = &w[o0 * ic..(o0 + nb) * ic];
+        for p0 in (0..pix).step_by(CHUNK) {
+            let pt = CHUNK.min(pix - p0);
+            let a = &mut rows[..pt * ic];
+            transpose(x, xs, p0, pt, ic, a);
+            // SAFETY: the dot product is present (`available` above).
+            unsafe {
+                panel(true, a, pt, wb, nb, ic, |p, o, s| {
+                    let oo = o0 + o;
+                    y[oo * ys + y0 + p0 + p] =
+                        requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi) as i8;
+                });
+            }
+        }
+    }
+}
+
+/// `bias − zx·Σw` of output channels `o0 .. o0 + nb` (`q.w` plain rows of `k`): the
+/// conv's table when it computed one, else computed into `buf`.
+fn offsets<'a>(q: &'a Q<'_>, o0: usize, nb: usize, k: usize, buf: &'a mut [i32]) -> &'a [i32] {
+    if q.offs.len() >= o0 + nb {
+        return &q.offs[o0..o0 + nb];
+    }
+    for (o, v) in buf.iter_mut().enumerate().take(nb) {
+        *v = row_offset(q, o0 + o, k);
+    }
+    &buf[..nb]
+}
+
+/// `a[p·ic + c] = x[c·xs + p0 + p]` for `p < pt`, `c < ic`: 16 × 16 byte blocks through
+/// four rounds of `zip1`/`zip2`, the edges byte by byte.
+fn transpose(x: &[i8], xs: usize, p0: usize, pt: usize, ic: usize, a: &mut [i8]) {
+    assert!(a.len() >= pt * ic && (ic == 0 || x.len() >= (ic - 1) * xs + p0 + pt));
+    let (c16, p16) = (ic / 16 * 16, pt / 16 * 16);
+    for c0 in (0..c16).step_by(16) {
+        for pp in (0..p16).step_by(16) {
+            // SAFETY: rows c0..c0 + 16 < ic of x hold pixels p0 + pp .. + 16 <= p0 + pt
+            // (asserted bounds); a holds rows pp .. pp + 16 <= pt of ic >= c0 + 16 bytes.
+            unsafe {
+                let mut v: [int8x16_t; 16] =
+                    core::array::from_fn(|r| vld1q_s8(x.as_ptr().add((c0 + r) * xs + p0 + pp)));
+                for _ in 0..4 {
+                    v = core::array::from_fn(|i| {
+                        let (s, t) = (v[i / 2], v[i / 2 + 8]);
+                        if i % 2 == 0 {
+                            vzip1q_s8(s, t)
+                        } else {
+                            vzip2q_s8(s, t)
+                        }
+                    });
+                }
+                for (j, r) in v.iter().enumerate() {
+                    vst1q_s8(a.as_mut_ptr().add((pp + j) * ic + c0), *r);
+                }
+            }
+        }
+        for p in p16..pt {
+            for c in c0..c0 + 16 {
+                a[p * ic + c] = x[c * xs + p0 + p];
+            }
+        }
+    }
+    for c in c16..ic {
+        let xr = &x[c * xs + p0..c * xs + p0 + pt];
+        for (p, &v) in xr.iter().enumerate() {
+            a[p * ic + c] = v;
+        }
+    }
+}
+
+/// Plain weight rows ([oc][ic] int8) of pre-packed (`Layout::Pairs6`) weights, passed to
+/// `f`: unpacked once per model with an active `prepack` cache, once per call otherwise.
+#[cfg(feature = "std")]
+fn with_plain<R>(q: &Q<'_>, oc: usize, ic: usize, f: impl FnOnce(&[i8]) -> R) -> R {
+    extern crate std;
+    use std::cell::RefCell;
+    use std::vec::Vec;
+    std::thread_local! {
+        static SCRATCH: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+    }
+    let Some((wp, g)) = q.wp else {
+        return f(q.w);
+    };
+    // A kind of its own: bit 30, the channels and K (the x86 keys set bit 31 or neither).
+    let kind = (1 << 30) | ((oc as u32 & 0x3FFFF) << 12) | (ic as u32 & 0xFFF);
+    let key = (wp.as_ptr() as usize, wp.len(), kind);
+    let bytes = oc * ic;
+    let build = |v: &mut Vec<i32>| {
+        v.clear();
+        v.resize(bytes.div_ceil(4), 0);
+        let mut at = 0;
+        for o in 0..oc {
+            let r = g.index(o, 0);
+            // Row o's pairs are 12 int16 apart within its block (`Layout::Pairs6`).
+            for c in 0..ic {
+                let b = wp[r + 12 * (c / 2) + c % 2] as i8 as u8 as u32;
+                v[at / 4] |= (b << (8 * (at % 4))) as i32;
+                at += 1;
+            }
+        }
+    };
+    SCRATCH.with(|s| {
+        let mut scratch = s.borrow_mut();
+        crate::prepack::with_packed(key, &mut scratch, build, |packed| {
+            assert!(packed.len() * 4 >= bytes);
+            // SAFETY: the int32 words hold `bytes` int8 in little-endian order (built
+            // above); i8 has alignment 1 and the borrow lives as long as `packed`.
+            let w = unsafe { core::slice::from_raw_parts(packed.as_ptr() as *const i8, bytes) };
+            f(w)
+        })
+    })
+}
+
+/// Whether a conv takes the GEMV: one group, plain weights, a tiny output.
+pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
+    g.g == 1 && q.wp.is_none() && g.n * g.oh * g.ow <= MAX_PIX && g.c * g.kh * g.kw <= MAX_K
+}
+
+/// The conv as matrix × vector: every output pixel's patch (raw int8, the zero point
+/// where the window leaves the image, which contributes nothing once `zx·Σw` is
+/// subtracted) is one a-row, the weight rows the b-rows.
+pub(super) fn conv_gemv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    let k = g.c * g.kh * g.kw;
+    let pix = g.oh * g.ow;
+    let total = g.n * pix;
+    assert!(total <= MAX_PIX && k <= MAX_K);
+    let mut patches = [0i8; MAX_PIX * MAX_K];
+    for t in 0..total {
+        patch(g, q, t / pix, t % pix, &mut patches[t * k..(t + 1) * k]);
+    }
+    let a = &patches[..total * k];
+    let dot = note_kernel();
+    let mut offs = [0i32; OFFS_CHUNK];
+    for o0 in (0..g.oc).step_by(OFFS_CHUNK) {
+        let nb = OFFS_CHUNK.min(g.oc - o0);
+        let offs = offsets(q, o0, nb, k, &mut offs);
+        // SAFETY: `dot` only where the dot product is present.
+        unsafe {
+            panel(
+                dot,
+                a,
+                total,
+                &q.w[o0 * k..(o0 + nb) * k],
+                nb,
+                k,
+                |t, o, s| {
+                    let oo = o0 + o;
+                    y[((t / pix) * g.oc + oo) * pix + t % pix] =
+                        requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi) as i8;
+                },
+            );
+        }
+    }
+}
+
+/// The patch of output pixel `p` of image `n` in (c, ky, kx) order, raw int8 (`zx`
+/// outside the image).
+fn patch(g: &Geo, q: &Q<'_>, n: usize, p: usize, dst: &mut [i8]) {
+    let plane = g.h * g.w;
+    let (oy, ox) = (p / g.ow, p % g.ow);
+    let zx = q.zx as i8;
+    for c in 0..g.c {
+        let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+        for ky in 0..g.kh {
+            let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+            let row = &mut dst[(c * g.kh + ky) * g.kw..(c * g.kh + ky + 1) * g.kw];
+            if iy < 0 || iy >= g.h as isize {
+                row.fill(zx);
+                continue;
+            }
+            let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+            for (kx, d) in row.iter_mut().enumerate() {
+                let ix = (ox * g.sw) as isize - g.pl + (kx * g.dw) as isize;
+                *d = if ix >= 0 && ix < g.w as isize {
+                    xr[ix as usize]
+                } else {
+                    zx
+                };
+            }
+        }
+    }
+}
+
+/// FullyConnected on `m` rows of `x` ([m, k]), weights [n, k] plain, output [m, n]: the
+/// rows of x against the weight rows in place, output channels split across the lent
+/// threads in multiples of 4. Any `k` (the int32 sums are exact for K < 2^17).
+pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
+    assert!(q.x.len() >= m * k && q.w.len() >= n * k && y.len() >= m * n);
+    let dot = note_kernel();
+    let out = crate::par::SharedMut::new(y);
+    let work = (m * n) as u64 * k as u64;
+    crate::par::par_ranges(n, 4, work, |os| {
+        let mut offs = [0i32; OFFS_CHUNK];
+        let mut o0 = os.start;
+        while o0 < os.end {
+            let nb = OFFS_CHUNK.min(os.end - o0);
+            let offs = offsets(q, o0, nb, k, &mut offs);
+            let wb = &q.w[o0 * k..(o0 + nb) * k];
+            let put = |i: usize, o: usize, s: i32| {
+                let oo = o0 + o;
+                let v = requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi);
+                // SAFETY: output (i, oo) belongs to this part's channels only.
+                let at = unsafe { out.piece(i * n + oo, 1) };
+                at[0] = v as i8;
+            };
+            // SAFETY: `dot` only where the dot product is present.
+            unsafe { panel(dot, &q.x[..m * k], m, wb, nb, k, put) };
+            o0 += nb;
+        }
+    });
+}
+
+/// Whether the dot product is present, counting the kernel that will run (on the
+/// calling thread, before any split).
+fn note_kernel() -> bool {
+    let dot = available();
+    crate::paths::note(if dot {
+        crate::paths::Path::GemmSdot
+    } else {
+        crate::paths::Path::GemmSmlal
+    });
+    dot
+}
+
+/// `put(i, j, Σ_k a[i·k + t]·b[j·k + t])` (wrapping int32) for every row `i < m` of `a`
+/// and `j < n` of `b`, both rows of `k` bytes. Blocks of 4 a-rows × 4 b-rows (`sdot`)
+/// or × 2 (`smlal`); the b-blocks are the outer loop, so a block of weight rows stays in
+/// L1 while every a-row passes it. Rows past the end of a block repeat the last row
+/// (their sums are dropped).
+///
+/// # Safety
+/// `dot` only where the CPU has the dot product ([`available`]).
+unsafe fn panel(
+    dot: bool,
+    a: &[i8],
+    m: usize,
+    b: &[i8],
+    n: usize,
+    k: usize,
+    mut put: impl FnMut(usize, usize, i32),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= n * k);
+    let nb = if dot { 4 } else { 2 };
+    for j0 in (0..n).step_by(nb) {
+        // SAFETY (rows): every row index is clamped below m (n), so k bytes from each
+        // pointer are inside a (b) (asserted above).
+        let brow = |j: usize| unsafe { b.as_ptr().add((j0 + j).min(n - 1) * k) };
+        let jn = nb.min(n - j0);
+        for i0 in (0..m).step_by(4) {
+            let arow = |i: usize| unsafe { a.as_ptr().add((i0 + i).min(m - 1) * k) };
+            let ar = core::array::from_fn(arow);
+            let im = 4.min(m - i0);
+            if dot {
+                // SAFETY: the function's contract; every row holds k bytes.
+                let s = unsafe { block_sdot(ar, core::array::from_fn(brow), k) };
+                for (j, col) in s.iter().enumerate().take(jn) {
+                    for (i, &v) in col.iter().enumerate().take(im) {
+                        put(i0 + i, j0 + j, v);
+                    }
+                }
+            } else {
+                // SAFETY: every row holds k bytes.
+                let s = unsafe { block_smlal(ar, core::array::from_fn(brow), k) };
+                for (j, col) in s.iter().enumerate().take(jn) {
+                    for (i, &v) in col.iter().enumerate().take(im) {
+                        put(i0 + i, j0 + j, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `acc + Σ` of the four byte products in each int32 lane of `a` and `b` (`sdot`).
+macro_rules! sdot {
+    ($acc:expr, $a:expr, $b:expr) => {{
+        let mut r: int32x4_t = $acc;
+        core::arch::asm!(
+            "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) $a,
+            b = in(vreg) $b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        r
+    }};
+}
+
+/// The 4 × 4 block: `[j][i]` = Σ_k a_i[k]·b_j[k], 16 `sdot` per 16-byte step; a tail of
+/// K under 16 goes through zero-padded copies of the rows.
+///
+/// # Safety
+/// The dot product is present; each pointer has `k` readable bytes.
+#[target_feature(enable = "dotprod")]
+#[inline]
+unsafe fn block_sdot(a: [*const i8; 4], b: [*const i8; 4], k: usize) -> [[i32; 4]; 4] {
+    let z = vdupq_n_s32(0);
+    let mut acc = [[z; 4]; 4];
+    // A macro, not a closure: the `sdot`s must stay in this dot-product function.
+    macro_rules! step {
+        ($av:expr, $bv:expr) => {
+            let (av, bv): ([int8x16_t; 4], [int8x16_t; 4]) = ($av, $bv);
+            for (accj, bj) in acc.iter_mut().zip(bv) {
+                for (c, ai) in accj.iter_mut().zip(av) {
+                    // SAFETY: the dot product is present (the function's contract).
+                    *c = unsafe { sdot!(*c, ai, bj) };
+                }
+            }
+        };
+    }
+    let k16 = k / 16 * 16;
+    let mut s = 0;
+    while s < k16 {
+        // SAFETY: s + 16 <= k bytes of every row.
+        let av = a.map(|p| unsafe { vld1q_s8(p.add(s)) });
+        let bv = b.map(|p| unsafe { vld1q_s8(p.add(s)) });
+        step!(av, bv);
+        s += 16;
+    }
+    if k16 < k {
+        // SAFETY: every row holds k bytes.
+        step!(unsafe { tail(a, k16, k) }, unsafe { tail(b, k16, k) });
+    }
+    acc.map(|col| col.map(|v| vaddvq_s32(v)))
+}
+
+/// The 4 × 2 block on NEON without the dot product: both sides widened to int16
+/// (`sxtl`), four `smlal` per row pair and 16-byte step (exact int16 products).
+///
+/// # Safety
+/// Each pointer has `k` readable bytes.
+#[inline]
+unsafe fn block_smlal(a: [*const i8; 4], b: [*const i8; 2], k: usize) -> [[i32; 4]; 2] {
+    let z = vdupq_n_s32(0);
+    let mut acc = [[z; 4]; 2];
+    let widen = |v: int8x16_t| (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+    let step = |acc: &mut [[int32x4_t; 4]; 2], av: [int8x16_t; 4], bv: [int8x16_t; 2]| {
+        let (aw, bw) = (av.map(widen), bv.map(widen));
+        for (accj, bj) in acc.iter_mut().zip(bw) {
+            for (c, ai) in accj.iter_mut().zip(aw) {
+                let mut t = vmlal_s16(*c, vget_low_s16(ai.0), vget_low_s16(bj.0));
+                t = vmlal_high_s16(t, ai.0, bj.0);
+                t = vmlal_s16(t, vget_low_s16(ai.1), vget_low_s16(bj.1));
+                *c = vmlal_high_s16(t, ai.1, bj.1);
+            }
+        }
+    };
+    let k16 = k / 16 * 16;
+    let mut s = 0;
+    while s < k16 {
+        // SAFETY: s + 16 <= k bytes of every row.
+        let av = a.map(|p| unsafe { vld1q_s8(p.add(s)) });
+        let bv = b.map(|p| unsafe { vld1q_s8(p.add(s)) });
+        step(&mut acc, av, bv);
+        s += 16;
+    }
+    if k16 < k {
+        // SAFETY: every row holds k bytes.
+        let (av, bv) = unsafe { (tail(a, k16, k), tail(b, k16, k)) };
+        step(&mut acc, av, bv);
+    }
+    acc.map(|col| col.map(|v| vaddvq_s32(v)))
+}
+
+/// Bytes `k16 .. k` (fewer than 16) of each row, zero-padded to one vector.
+///
+/// # Safety
+/// Each pointer has `k` readable bytes and `k − k16 <= 16`.
+#[inline(always)]
+unsafe fn tail<const R: usize>(rows: [*const i8; R], k16: usize, k: usize) -> [int8x16_t; R] {
+    rows.map(|p| {
+        let mut buf = [0i8; 16];
+        // SAFETY: the function's contract: k − k16 bytes from k16 fit the buffer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p.add(k16), buf.as_mut_ptr(), k - k16);
+            vld1q_s8(buf.as_ptr())
+        }
+    })
+}
