@@ -74,30 +74,40 @@ fn block(x: &[i8], xs: usize, p0: usize, pt: usize, ic: usize, wpk: &[i16]) -> [
     unsafe {
         let z = vdupq_n_s32(0);
         let mut a = [[z; 4]; MR];
-        let mut pad = [0i8; PT];
-        for c in 0..ic {
-            let row = &x[c * xs + p0..c * xs + p0 + pt];
-            let xv = if pt == PT {
-                vld1q_s8(row.as_ptr())
-            } else {
-                pad[..pt].copy_from_slice(row);
-                vld1q_s8(pad.as_ptr())
+        let w_at = |c: usize| vld1_s16(wpk[c * MR..c * MR + MR].as_ptr());
+        macro_rules! step {
+            ($xv:expr, $w:expr) => {
+                let (xv, w) = ($xv, $w);
+                let lo = vmovl_s8(vget_low_s8(xv));
+                let hi = vmovl_high_s8(xv);
+                macro_rules! lane {
+                    ($k:literal) => {
+                        a[$k][0] = vmlal_lane_s16::<$k>(a[$k][0], vget_low_s16(lo), w);
+                        a[$k][1] = vmlal_high_lane_s16::<$k>(a[$k][1], lo, w);
+                        a[$k][2] = vmlal_lane_s16::<$k>(a[$k][2], vget_low_s16(hi), w);
+                        a[$k][3] = vmlal_high_lane_s16::<$k>(a[$k][3], hi, w);
+                    };
+                }
+                lane!(0);
+                lane!(1);
+                lane!(2);
+                lane!(3);
             };
-            let lo = vmovl_s8(vget_low_s8(xv));
-            let hi = vmovl_high_s8(xv);
-            let w = vld1_s16(wpk[c * MR..c * MR + MR].as_ptr());
-            macro_rules! lane {
-                ($k:literal) => {
-                    a[$k][0] = vmlal_lane_s16::<$k>(a[$k][0], vget_low_s16(lo), w);
-                    a[$k][1] = vmlal_high_lane_s16::<$k>(a[$k][1], lo, w);
-                    a[$k][2] = vmlal_lane_s16::<$k>(a[$k][2], vget_low_s16(hi), w);
-                    a[$k][3] = vmlal_high_lane_s16::<$k>(a[$k][3], hi, w);
-                };
+        }
+        // Full tiles load in place; a partial tile copies each row into a padded
+        // vector (a separate loop, so the copy's call does not spill the accumulators of
+        // the full-tile loop).
+        if pt == PT {
+            for c in 0..ic {
+                let row = &x[c * xs + p0..c * xs + p0 + PT];
+                step!(vld1q_s8(row.as_ptr()), w_at(c));
             }
-            lane!(0);
-            lane!(1);
-            lane!(2);
-            lane!(3);
+        } else {
+            let mut pad = [0i8; PT];
+            for c in 0..ic {
+                pad[..pt].copy_from_slice(&x[c * xs + p0..c * xs + p0 + pt]);
+                step!(vld1q_s8(pad.as_ptr()), w_at(c));
+            }
         }
         let mut out = [[0i32; PT]; MR];
         for (o, v) in out.iter_mut().zip(&a) {
