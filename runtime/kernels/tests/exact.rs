@@ -731,6 +731,17 @@ fn implicit_gemm_conv_matches_reference() {
             "implicit GEMM ran {direct} times for {ran} cases (CAIRN_SEED={seed})"
         );
     }
+    // aarch64 with the dot product: the `sdot` implicit GEMM (`fast/direct_neon.rs`).
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        let direct = taken(Path::Direct) - before;
+        assert!(
+            direct as usize >= ran,
+            "implicit GEMM ran {direct} times for {ran} cases (CAIRN_SEED={seed})"
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = before;
 }
 
 /// int8 Softmax over short and long rows (and along a middle axis) through tables.
@@ -936,4 +947,7 @@ fn gemv_conv_matches_reference() {
         // GEMM paths.
         assert_eq!(taken(Path::Gemv) - before, expect, "CAIRN_SEED={seed}");
     }
+    // aarch64: the same convs take the NEON GEMV (`fast/neon_dot.rs`).
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(taken(Path::Gemv) - before, expect, "CAIRN_SEED={seed}");
 }
