@@ -707,10 +707,9 @@ fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize
 }
 
 /// A run-time i32 tensor cast to float. A comparison's or a logic op's 0/1 result (a
-/// one-hot, a mask) becomes `Where(t, 1, 0)`. Other run-time integers (an id input read
-/// as a number) are refused: Dequantize with scale 1 would be that conversion, and the
-/// kernel reads an unquantized i32 so, but the model's check (`runtime/core`,
-/// `model/types.rs`) admits a Dequantize only of a quantized input; not supported yet.
+/// one-hot, a mask) becomes `Where(t, 1, 0)` (which the one-hot MatMul rewrite reads);
+/// other run-time integers (an id input read as a number) a Dequantize of the
+/// unquantized i32, i.e. scale 1 and zero point 0.
 fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
     use cairn_core::op::BinaryFn;
     let zero_one = l.g.ops.iter().any(|op| {
@@ -723,7 +722,15 @@ fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
                 .is_some_and(|f| !f.is_arithmetic())
     });
     if !zero_one {
-        bail!("Cast to float of a run-time integer tensor that is not a comparison's 0/1 result (an integer input read as a number) is not supported yet");
+        let shape = l.shape(t);
+        let y = l.op_n(
+            OpKind::Dequantize,
+            vec![Some(t)],
+            vec![],
+            &[shape],
+            Some((DType::F32, cairn_core::emit::QuantSpec::None)),
+        )?;
+        return Ok(y[0]);
     }
     let shape = l.shape(t);
     let (one, zero) = (l.scalar(1.0), l.scalar(0.0));

@@ -128,7 +128,8 @@ impl<'a> Model<'a> {
                 x.dtype == DType::F32 && matches!(y.dtype, DType::I8 | DType::U8) && ok_q
             }
             Dequantize if has(Dequantize) => {
-                let ok_q = !matches!(x.quant, Quant::None);
+                // An unquantized i32 reads as scale 1, zero point 0 (an int-to-float cast).
+                let ok_q = !matches!(x.quant, Quant::None) || x.dtype == DType::I32;
                 matches!(x.dtype, DType::I8 | DType::U8 | DType::I32)
                     && y.dtype == DType::F32
                     && ok_q
