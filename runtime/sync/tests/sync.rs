@@ -724,7 +724,7 @@ fn a_store_without_rules_admits_everything_and_syncs() {
     let mut rnd = Rng(seed());
     let mut sa = Session::new(
         Role::Initiator,
-        config(fl.clone(), 512),
+        config(fl, 512),
         &[1; 32],
         &rnd.bytes::<48>(),
         plain,
