@@ -563,29 +563,28 @@ fn walk_contributions<S: Items>(
     np: usize,
     mut f: impl FnMut(&[u8; 16], u32, &[u8]),
 ) {
-    for id in items.ids() {
-        let mut kind = [0u8; 3];
-        if items.read(id, 0, &mut kind) != 3 || kind[2] != Kind::Contribution as u8 {
-            continue;
-        }
+    items.for_each_contribution(key, &mut |id| {
         let Some(len) = items.item_len(id) else {
-            continue;
+            return;
         };
         let Some(buf) = scratch.get_mut(..len) else {
-            continue;
+            return;
         };
         if items.read(id, 0, buf) != len || len < HEAD + CONTRIB_HEAD + SIG {
-            continue;
+            return;
+        }
+        if buf[2] != Kind::Contribution as u8 {
+            return;
         }
         let body = &buf[HEAD..len - SIG];
         let word = |o: usize| u32::from_le_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
         let (n, dim) = (word(48), word(52) as usize);
         if &body[32..48] != key || &body[..32] != base || dim != np || n == 0 {
-            continue;
+            return;
         }
         if body.len() != CONTRIB_HEAD + 4 * dim {
-            continue;
+            return;
         }
         f(id, n, &body[CONTRIB_HEAD..]);
-    }
+    });
 }

@@ -25,6 +25,20 @@ pub trait Items: Store {
     /// Visit every item that arrived at or after `mark`, most valuable first where the set
     /// can sort (with alloc).
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8]));
+    /// Visit, ascending, the ids of held items that may be adapter contributions for
+    /// adapter `key` (a superset is allowed: the caller reads and checks every field). The
+    /// default walks every id and reads its kind byte; a set that indexes its
+    /// contributions visits only those (a node judges the merge after every contact, so
+    /// this runs once per contact).
+    fn for_each_contribution(&self, key: &[u8; 16], f: &mut dyn FnMut(&Id)) {
+        let _ = key;
+        for id in self.ids() {
+            let mut head = [0u8; 3];
+            if self.read(id, 0, &mut head) == 3 && head[2] == Kind::Contribution as u8 {
+                f(id);
+            }
+        }
+    }
     /// Whether the set holds `id`.
     fn knows(&self, id: &Id) -> bool {
         self.ids().binary_search(id).is_ok()

@@ -25,6 +25,11 @@ impl Items for Replica {
     fn is_deleter(&self, key: &[u8; 32]) -> bool {
         Replica::is_deleter(self, key)
     }
+    fn for_each_contribution(&self, key: &[u8; 16], f: &mut dyn FnMut(&Id)) {
+        for id in &self.contribution_ids(key) {
+            f(id);
+        }
+    }
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8])) {
         let mut all: Vec<(u64, &Id, &[u8])> = self
             .items_since(mark)
@@ -102,36 +107,39 @@ impl<F: NorFlash> DurableItems<F> {
             ..Reload::default()
         };
         let ids: Vec<_> = log.metas().iter().map(|m| m.id).collect();
-        // Authority statements first, tombstones last: what a tombstone may delete depends
-        // on deleter designations and its target's origin, whatever the log order.
-        let mut passes: [Vec<Vec<u8>>; 3] = Default::default();
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(body) = log.get(&id)? else { continue };
             let Ok((_, rec)) = Record::decode(&body) else {
                 reload.damaged += 1;
                 continue;
             };
-            match Item::verify(rec.payload) {
-                Ok(item) => {
-                    let pass = match item.kind {
-                        Kind::Authority => 0,
-                        Kind::Tombstone => 2,
-                        _ => 1,
-                    };
-                    passes[pass].push(rec.payload.to_vec());
-                }
+            payloads.push(rec.payload.to_vec());
+        }
+        // Each entry's signature is checked once, here; the passes below reuse the parse.
+        let mut verified: Vec<Item<'_>> = Vec::with_capacity(payloads.len());
+        for b in &payloads {
+            match Item::verify(b) {
+                Ok(item) => verified.push(item),
                 Err(_) => reload.damaged += 1,
             }
         }
+        // Authority statements first, tombstones last: what a tombstone may delete depends
+        // on deleter designations and its target's origin, whatever the log order.
+        let pass = |item: &Item<'_>| match item.kind {
+            Kind::Authority => 0,
+            Kind::Tombstone => 2,
+            _ => 1,
+        };
         // Entries the set refuses or drops now (a revoked key's items, a deleted record) are
         // what a power cut left between an insert's append and its deletes: they go.
         let mut stale = Vec::new();
-        for b in passes.iter().flatten() {
-            if let Ok(item) = Item::verify(b) {
-                let r = replica
-                    .insert_reporting(&item, &mut |_, bytes| stale.extend(carrier_id(bytes)));
+        for p in 0..3 {
+            for item in verified.iter().filter(|i| pass(i) == p) {
+                let r =
+                    replica.insert_reporting(item, &mut |_, bytes| stale.extend(carrier_id(bytes)));
                 if r.is_err() {
-                    stale.extend(carrier_id(b));
+                    stale.extend(carrier_id(item.bytes));
                 }
             }
         }
@@ -207,7 +215,136 @@ impl<F: NorFlash> Items for DurableItems<F> {
     fn is_deleter(&self, key: &[u8; 32]) -> bool {
         self.replica.is_deleter(key)
     }
+    fn for_each_contribution(&self, key: &[u8; 16], f: &mut dyn FnMut(&Id)) {
+        Items::for_each_contribution(&self.replica, key, f)
+    }
     fn for_each_since(&self, mark: u64, f: &mut dyn FnMut(&Id, &[u8])) {
         self.replica.for_each_since(mark, f)
     }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use cairn_sync::item::{
+        contribution_body, sign_into, statement_body, tombstone_body, Action, ContributionHead,
+        Statement,
+    };
+    use cairn_sync::replica::Policy;
+    use cairn_sync::testkit::signed_record;
+    use ed25519_dalek::SigningKey;
+
+    /// A set that keeps the trait's default contribution walk (every id, kind byte).
+    struct Walk<'a>(&'a Replica);
+    impl Store for Walk<'_> {
+        fn ids(&self) -> &[Id] {
+            self.0.ids()
+        }
+        fn item_len(&self, id: &Id) -> Option<usize> {
+            self.0.item_len(id)
+        }
+        fn read(&self, id: &Id, offset: usize, out: &mut [u8]) -> usize {
+            self.0.read(id, offset, out)
+        }
+        fn value(&self, id: &Id) -> u64 {
+            self.0.value(id)
+        }
+        fn insert(&mut self, _: &Item<'_>) -> Result<bool, Reject> {
+            Ok(false)
+        }
+    }
+    impl Items for Walk<'_> {
+        fn mark(&self) -> u64 {
+            0
+        }
+        fn for_each_since(&self, _: u64, _: &mut dyn FnMut(&Id, &[u8])) {}
+    }
+
+    fn contribution(key: &SigningKey, adapter: [u8; 16], n: u32) -> Vec<u8> {
+        let values = [n as f32, 1.0, -2.0];
+        let h = ContributionHead {
+            base: [7; 32],
+            key: adapter,
+            n,
+            dim: values.len() as u32,
+        };
+        let mut body = [0u8; 128];
+        let len = contribution_body(&h, &values, &mut body).unwrap();
+        let mut out = vec![0u8; 512];
+        let l = sign_into(key, Kind::Contribution, &body[..len], &mut out).unwrap();
+        out.truncate(l);
+        out
+    }
+
+    fn take(r: &mut Replica, bytes: &[u8]) {
+        r.insert(&Item::verify(bytes).unwrap()).unwrap();
+    }
+
+    /// The replica's index of contributions visits, in id order, exactly the
+    /// contributions for the key that a walk over every item finds — also after a
+    /// revocation drops some of them.
+    #[test]
+    fn the_contribution_index_matches_a_walk_over_every_item() {
+        let keys: Vec<SigningKey> = (1..=4u8)
+            .map(|s| SigningKey::from_bytes(&[s; 32]))
+            .collect();
+        let authority = SigningKey::from_bytes(&[0xA0; 32]);
+        let (k1, k2) = ([1u8; 16], [2u8; 16]);
+        let mut r = Replica::new(Policy::default());
+        for (i, k) in keys.iter().enumerate() {
+            for t in 0..5 {
+                take(&mut r, &signed_record(k, t + 10 * i as u64, 5, &[], 8));
+            }
+            take(&mut r, &contribution(k, k1, 3 + i as u32));
+            take(&mut r, &contribution(k, k1, 30 + i as u32));
+            take(&mut r, &contribution(k, k2, 5 + i as u32));
+        }
+        let own = signed_record(&keys[0], 999, 5, &[], 8);
+        take(&mut r, &own);
+        let target = Item::verify(&own).unwrap().id;
+        let mut out = vec![0u8; 256];
+        let l = sign_into(
+            &keys[0],
+            Kind::Tombstone,
+            &tombstone_body(&target, 1),
+            &mut out,
+        )
+        .unwrap();
+        take(&mut r, &out[..l]);
+        let check = |r: &Replica, expect: usize| {
+            for key in [k1, k2, [9; 16]] {
+                let mut indexed = Vec::new();
+                Items::for_each_contribution(r, &key, &mut |id| indexed.push(*id));
+                let mut walked = Vec::new();
+                Walk(r).for_each_contribution(&key, &mut |id| {
+                    let b = r.get(id).unwrap();
+                    if b[HEAD_KEY..HEAD_KEY + 16] == key {
+                        walked.push(*id);
+                    }
+                });
+                assert_eq!(indexed, walked);
+                assert!(indexed.windows(2).all(|w| w[0] < w[1]));
+                let want = if key == k1 {
+                    2 * expect
+                } else if key == k2 {
+                    expect
+                } else {
+                    0
+                };
+                assert_eq!(indexed.len(), want);
+            }
+        };
+        check(&r, 4);
+        let st = Statement {
+            action: Action::Revoke,
+            subject: keys[2].verifying_key().to_bytes(),
+            hlc: 1,
+        };
+        let l = sign_into(&authority, Kind::Authority, &statement_body(&st), &mut out).unwrap();
+        take(&mut r, &out[..l]);
+        check(&r, 3);
+    }
+
+    /// Offset of a contribution's adapter key in the item bytes.
+    const HEAD_KEY: usize = cairn_sync::item::HEAD + 32;
 }

@@ -143,6 +143,14 @@ impl Replica {
         body.get(34).copied()
     }
 
+    /// Ids of the held contributions for adapter `key`, ascending (an index kept on
+    /// insert: no walk over every item).
+    pub fn contribution_ids(&self, key: &[u8; 16]) -> Vec<Id> {
+        let mut ids = self.contrib.get(key).cloned().unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The merged adapter for `key`: (Σ clip(n·Δ) / Σ n, Σ n).
     pub fn merged(&self, key: &[u8; 16]) -> Option<(Vec<f32>, u32)> {
         let ids = self.contrib.get(key)?;
