@@ -123,6 +123,10 @@ pub struct SimNode<'a> {
     pub state: State<'a>,
     /// Records this node acknowledged (its memory store returned from the append).
     pub acked: BTreeSet<[u8; 16]>,
+    /// (restarts, records the node had applied) when `acked` last took the memory's ids:
+    /// while both are unchanged, memory holds no id `acked` lacks (observations add theirs
+    /// to `acked` directly), so the sweep after a contact is skipped.
+    pub acked_mark: Option<(u32, u32)>,
     pub cuts: u32,
     pub restarts: u32,
     pub last_restart: Option<u32>,
@@ -176,6 +180,7 @@ impl<'a> SimNode<'a> {
             power,
             state: State::Up(Box::new(node)),
             acked: BTreeSet::new(),
+            acked_mark: None,
             cuts: 0,
             restarts: 0,
             last_restart: None,

@@ -189,11 +189,19 @@ impl<'a> World<'a> {
 
     fn remember_acked(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let ids: Vec<Id> = match n.up() {
-            Some(node) => node.memory().metas().iter().map(|m| m.id).collect(),
+        let (restarts, last) = (n.restarts, n.acked_mark);
+        let (ids, mark): (Vec<Id>, _) = match n.up() {
+            Some(node) => {
+                let mark = Some((restarts, node.report().records));
+                if last == mark {
+                    return;
+                }
+                (node.memory().metas().iter().map(|m| m.id).collect(), mark)
+            }
             None => return,
         };
         n.acked.extend(ids);
+        n.acked_mark = mark;
     }
 
     fn now(&self, round: u32) -> u64 {
@@ -533,12 +541,15 @@ impl<'a> World<'a> {
     /// Convergence over time: the mean share, over honest nodes, of the records honest
     /// nodes acknowledged so far that each holds (a node that is down holds none).
     pub fn record_point(&mut self, round: u32) {
-        let target: BTreeSet<Id> = self
+        // A sorted, distinct vector (not a set): this runs every round over every node.
+        let mut target: Vec<Id> = self
             .nodes
             .iter()
             .filter(|n| !n.byzantine)
             .flat_map(|n| n.acked.iter().copied())
             .collect();
+        target.sort_unstable();
+        target.dedup();
         let total = target.len().max(1);
         let mut sum = 0.0;
         let mut n = 0;
@@ -546,7 +557,12 @@ impl<'a> World<'a> {
         for node in self.nodes.iter_mut().filter(|x| !x.byzantine) {
             match node.up() {
                 Some(x) => {
-                    let have = target.iter().filter(|id| x.memory().contains(id)).count();
+                    // |target ∩ memory| (memory ids are distinct).
+                    let metas = x.memory().metas();
+                    let have = metas
+                        .iter()
+                        .filter(|m| target.binary_search(&m.id).is_ok())
+                        .count();
                     sum += have as f64 / total as f64;
                     all &= have == target.len();
                 }
