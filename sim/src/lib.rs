@@ -71,6 +71,8 @@ pub struct RunStats {
     pub bundles_truncated: u64,
     pub learned_promoted: u64,
     pub learned_rejected: u64,
+    /// Learning rounds with no record to train on (`NodeError::NothingToLearn`).
+    pub learned_skipped: u64,
     pub merges_promoted: u64,
     pub merges_rejected: u64,
     /// Refusals inside sessions and of bundles, by reason (`Reject as usize`).

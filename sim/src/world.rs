@@ -310,6 +310,9 @@ impl<'a> World<'a> {
             match node.learn(&mut |_, _| {}) {
                 Ok(o) if o.promoted() => self.stats.learned_promoted += 1,
                 Ok(_) => self.stats.learned_rejected += 1,
+                // A learner that holds no record yet (two observations per node, lost to
+                // a power cut or not yet made) has nothing to train on: not a fault.
+                Err(cairn_node::NodeError::NothingToLearn) => self.stats.learned_skipped += 1,
                 Err(_) if self.nodes[i].power.is_dead() => {}
                 Err(e) => self.violation(round, format!("node {i} learn: {e:?}")),
             }

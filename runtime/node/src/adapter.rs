@@ -278,6 +278,10 @@ impl<'a> Adapter<'a> {
         let mut buf = [empty; MAX_BATCH];
         let mut rng = cfg.seed;
         let mut last_loss = 0.0;
+        // The batches draw from the records outside the held-out set: none, no round.
+        if memory.metas().iter().all(is_held_out) {
+            return Err(NodeError::NothingToLearn);
+        }
         self.learner.begin_candidate();
         for step in 0..cfg.steps {
             let n = fill_batch(
@@ -288,10 +292,9 @@ impl<'a> Adapter<'a> {
                 &mut buf[..batch],
             );
             if n == 0 {
-                return Err(NodeError::Learn(LearnError::WrongShape {
-                    expected: batch,
-                    got: 0,
-                }));
+                // Unreachable after the check above (fill_batch finds any record outside
+                // the held-out set); kept as an error, not a panic.
+                return Err(NodeError::NothingToLearn);
             }
             // fill_batch puts the replayed samples first.
             let replayed = cfg.replay_per_batch.min(n);

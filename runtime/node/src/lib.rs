@@ -95,6 +95,9 @@ pub enum NodeError {
     Missing(Part),
     /// A model output is not a tensor the node can read (not f32 or per-tensor int8).
     Output,
+    /// A learning round found no record to train on (the memory is empty, or holds only
+    /// the gate's held-out records): nothing was trained, the adapter is unchanged.
+    NothingToLearn,
 }
 
 /// The optional parts of a node.

@@ -602,3 +602,23 @@ fn classify_reads_the_active_adapter_and_keeps_nothing() {
         assert_eq!(Some(class), plain.observe(x, None, 1, 0).unwrap().class);
     }
 }
+
+/// A learning round with no record to train on (an empty memory) is `NothingToLearn` and
+/// changes nothing; once records arrive the same node learns.
+#[test]
+fn a_round_with_nothing_to_train_on_is_refused_and_changes_nothing() {
+    let (xs, ys) = digits();
+    let mut b = buffers();
+    let mut n = node(&mut b, &SEEDS[0]);
+    let active = n.adapter().unwrap().active_id();
+    let params = n.adapter().unwrap().active_params().to_vec();
+    assert_eq!(
+        n.learn(&mut |_, _| {}).unwrap_err(),
+        NodeError::NothingToLearn
+    );
+    assert_eq!(n.adapter().unwrap().active_id(), active);
+    assert_eq!(n.adapter().unwrap().active_params(), &params[..]);
+    assert_eq!(n.memory().len(), 0);
+    observe_all(&mut n, &xs[..300], &ys[..300], 0);
+    assert!(n.learn(&mut |_, _| {}).unwrap().promoted());
+}

@@ -87,15 +87,18 @@ pub fn sim(a: &SimArgs) -> Result<()> {
     let links = a.out.join(format!("{}-links.svg", sc.name));
     plot_links(&links, &reports)?;
     println!("plots: {}, {}", conv.display(), links.display());
-    let failed: Vec<u64> = reports
+    let failed: Vec<&cairn_sim::RunReport> = reports
         .iter()
-        .filter(|r| !r.0.passed())
-        .map(|r| r.0.seed)
+        .map(|r| &r.0)
+        .filter(|r| !r.passed())
         .collect();
     if !failed.is_empty() {
+        // Said again here: the progress bar's lines are not drawn when stderr is not a
+        // terminal (a log file, CI).
         let path = a.scenario.display().to_string();
-        for s in failed.iter().take(5) {
-            eprintln!("replay seed {s}: {}", replay_command(&path, *s));
+        for r in failed.iter().take(5) {
+            eprintln!("seed {} FAILED: {}", r.seed, r.violations.join("; "));
+            eprintln!("replay seed {}: {}", r.seed, replay_command(&path, r.seed));
         }
         bail!(
             "{} of {} seeds broke an invariant",
@@ -230,11 +233,12 @@ fn summarize(sc: &Scenario, reports: &[(RunReport, f64)], wall: f64, threads: us
     );
     row(
         &mut o,
-        "adapters learned: promoted / rejected",
+        "adapters learned: promoted / rejected / nothing to learn",
         format!(
-            "{} / {}",
+            "{} / {} / {}",
             sum(&|r| r.stats.learned_promoted),
-            sum(&|r| r.stats.learned_rejected)
+            sum(&|r| r.stats.learned_rejected),
+            sum(&|r| r.stats.learned_skipped)
         ),
     );
     row(
