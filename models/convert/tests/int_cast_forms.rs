@@ -3,12 +3,9 @@
 //! unquantized i32, scale 1, zero point 0), builds and runs. Seeded (`CAIRN_SEED`).
 
 mod common;
-use common::value;
+use common::{int_attr, node, value};
 
-use cairn_convert::onnx_pb::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto,
-};
+use cairn_convert::onnx_pb::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use cairn_convert::{convert, Options};
 use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
@@ -29,26 +26,6 @@ fn int_in(state: &mut u64, lo: i32, hi: i32) -> i32 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     lo + (z % (hi - lo) as u64) as i32
-}
-
-fn node(op: &str, i: &[&str], o: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        input: i.iter().map(|s| s.to_string()).collect(),
-        output: o.iter().map(|s| s.to_string()).collect(),
-        name: format!("{op}_{}", o[0]),
-        op_type: op.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        i,
-        r#type: AttributeType::Int as i32,
-        ..Default::default()
-    }
 }
 
 fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {

@@ -9,7 +9,7 @@
 //! - a detector whose output concatenates pixel boxes and 0–1 scores (YOLOv8's head).
 
 mod common;
-use common::value;
+use common::{int_attr, node, value};
 
 use cairn_convert::onnx_pb::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
@@ -35,26 +35,6 @@ fn uniform(state: &mut u64, lo: f32, hi: f32) -> f32 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-}
-
-fn node(op: &str, i: &[&str], o: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        input: i.iter().map(|s| s.to_string()).collect(),
-        output: o.iter().map(|s| s.to_string()).collect(),
-        name: format!("{op}_{}", o[0]),
-        op_type: op.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        i,
-        r#type: AttributeType::Int as i32,
-        ..Default::default()
-    }
 }
 
 fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {

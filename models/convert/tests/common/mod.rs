@@ -38,3 +38,31 @@ pub fn value(name: &str, elem_type: i32, dims: &[i64]) -> cairn_convert::onnx_pb
         ..Default::default()
     }
 }
+
+/// An ONNX node `op` from `inputs` to `outputs` with `attribute`, named after its op and
+/// first output.
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<cairn_convert::onnx_pb::AttributeProto>,
+) -> cairn_convert::onnx_pb::NodeProto {
+    cairn_convert::onnx_pb::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: format!("{op}_{}", outputs[0]),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// An integer ONNX attribute.
+pub fn int_attr(name: &str, i: i64) -> cairn_convert::onnx_pb::AttributeProto {
+    cairn_convert::onnx_pb::AttributeProto {
+        name: name.into(),
+        i,
+        r#type: cairn_convert::onnx_pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    }
+}
