@@ -21,19 +21,12 @@ use cairn_kernels::host::HostModel;
 use prost::Message;
 
 fn seed() -> u64 {
-    std::env::var("CAIRN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(14u64)
+    common::seed(14)
 }
 
 /// SplitMix64 → uniform f32 in [lo, hi).
 fn uniform(state: &mut u64, lo: f32, hi: f32) -> f32 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = common::splitmix(state);
     lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
 }
 

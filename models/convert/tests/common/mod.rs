@@ -66,3 +66,20 @@ pub fn int_attr(name: &str, i: i64) -> cairn_convert::onnx_pb::AttributeProto {
         ..Default::default()
     }
 }
+
+/// The seed of a randomised test: `CAIRN_SEED`, else `default` (print it on failure).
+pub fn seed(default: u64) -> u64 {
+    std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One SplitMix64 step: the next 64 random bits from `state`.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
