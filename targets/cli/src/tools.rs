@@ -340,7 +340,8 @@ pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<(
         println!("wrote {} (shape {:?})", p.display(), oinfo[0].shape);
     }
     if let Some(dir) = to.dir {
-        write_outputs(dir, &names.outputs, &oinfo, &outs)?;
+        let shapes: Vec<Vec<usize>> = oinfo.iter().map(|i| i.shape.clone()).collect();
+        write_outputs(dir, &names.outputs, &shapes, &outs)?;
     }
     if to.first.is_none() && to.dir.is_none() {
         for ((o, info), name) in outs.iter().zip(&oinfo).zip(&names.outputs) {
@@ -364,25 +365,25 @@ pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<(
 fn write_outputs(
     dir: &Path,
     names: &[String],
-    infos: &[cairn_kernels::host::IoInfo],
+    shapes: &[Vec<usize>],
     outs: &[Vec<f32>],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = std::collections::HashSet::new();
-    for ((name, info), data) in names.iter().zip(infos).zip(outs) {
+    for ((name, shape), data) in names.iter().zip(shapes).zip(outs) {
         let file = dir.join(format!("{}.npy", samples::file_stem(name)));
         if !written.insert(file.clone()) {
             bail!("two outputs map to {}", file.display());
         }
-        npy::write(&file, &info.shape, data)?;
-        println!("wrote {} (shape {:?})", file.display(), info.shape);
+        npy::write(&file, shape, data)?;
+        println!("wrote {} (shape {:?})", file.display(), shape);
     }
     Ok(())
 }
 
 /// Time `run` as `cairn run --backend` does (the first call, then the median of
-/// `to.runs` after it) and write or print its outputs (`--output`, else the top-k of
-/// each). Returns the time in ms.
+/// `to.runs` after it) and write or print its outputs (`--output`, `--output-dir`, else
+/// the top-k of each). Returns the time in ms.
 pub fn time_and_show(
     m: &cairn_core::Model<'_>,
     output_names: &[String],
@@ -414,7 +415,11 @@ pub fn time_and_show(
     if let Some(p) = to.first {
         cairn_convert::npy::write(p, &shapes[0], &outs[0])?;
         println!("wrote {} (shape {:?})", p.display(), shapes[0]);
-    } else {
+    }
+    if let Some(dir) = to.dir {
+        write_outputs(dir, output_names, &shapes, &outs)?;
+    }
+    if to.first.is_none() && to.dir.is_none() {
         for ((o, shape), name) in outs.iter().zip(&shapes).zip(output_names) {
             println!(
                 "output {name} shape {shape:?}: top-{} {:?}",
