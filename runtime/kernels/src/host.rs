@@ -146,24 +146,7 @@ impl<'m> HostModel<'m> {
             return Err(RunError::NoSuchTensor);
         }
         for (i, x) in inputs.iter().enumerate() {
-            let t = m.input_tensor(i).ok_or(RunError::NoSuchTensor)?;
-            let info = m.tensor(t).info;
-            if info.dtype == DType::I32 {
-                // Integer inputs (token ids, masks) arrive as f32 holding integers: exact
-                // up to 2^24, which every vocabulary and mask fits.
-                if info.numel() != x.len() {
-                    return Err(RunError::WrongInput {
-                        expected_elems: info.numel() as u32,
-                        got_elems: x.len() as u32,
-                    });
-                }
-                let dst = it.input_bytes_mut(i)?;
-                for (d, &v) in dst.chunks_exact_mut(4).zip(x.iter()) {
-                    d.copy_from_slice(&(v as i32).to_le_bytes());
-                }
-            } else {
-                it.set_input_f32(i, x)?;
-            }
+            crate::hetero::set_input_values(&mut it, i, x)?;
         }
         for i in 0..m.n_ops() {
             hook(i, false);

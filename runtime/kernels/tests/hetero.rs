@@ -442,3 +442,74 @@ fn too_many_segments_raise_the_minimum_run_until_they_fit() {
         .iter()
         .all(|s| s.placement == Placement::Cpu || s.len() >= policy.min_ops as usize));
 }
+
+/// An int32 input (token ids) is filled from f32 values holding integers through the
+/// driver, as the host model does; a wrong count is refused with `WrongInput`.
+#[test]
+fn integer_inputs_fill_from_f32_values() {
+    let table: Vec<f32> = (0..15).map(|v| v as f32 * 0.5 - 3.0).collect();
+    let mut b = ModelBuilder::default();
+    let t = b.add_tensor(konst(
+        DType::F32,
+        &[5, 3],
+        table.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    let ids = b.add_tensor(TensorSpec {
+        dtype: DType::I32,
+        shape: Shape::new(&[4]).unwrap(),
+        quant: QuantSpec::None,
+        data: None,
+        layout: Default::default(),
+    });
+    let y = b.add_tensor(TensorSpec {
+        dtype: DType::F32,
+        shape: Shape::new(&[4, 3]).unwrap(),
+        quant: QuantSpec::None,
+        data: None,
+        layout: Default::default(),
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Gather,
+        inputs: vec![Some(t), Some(ids)],
+        outputs: vec![y],
+        params: vec![0, 0],
+    });
+    b.inputs = vec![ids];
+    b.outputs = vec![y];
+    let ab = AlignedBytes::from_slice(&b.finish().unwrap());
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut staging = vec![0u8; m.arena_bytes()];
+    let inj = FaultInjector::new(SoftFactory { kinds: CONV }, Schedule::Never);
+    let mut h = Hetero::new(
+        m,
+        CpuBackend,
+        &mut arena,
+        &mut staging,
+        inj,
+        Policy::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        h.set_input_f32(0, &[1.0, 2.0]),
+        Err(cairn_core::RunError::WrongInput {
+            expected_elems: 4,
+            got_elems: 2
+        })
+    ));
+    let picks = [4usize, 0, 2, 2];
+    let xs: Vec<f32> = picks.iter().map(|&p| p as f32).collect();
+    h.set_input_f32(0, &xs).unwrap();
+    h.invoke().unwrap();
+    let out = h.output(0).unwrap();
+    let got: Vec<f32> = out
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<f32> = picks
+        .iter()
+        .flat_map(|&p| table[3 * p..3 * p + 3].to_vec())
+        .collect();
+    assert_eq!(got, want);
+}

@@ -176,7 +176,7 @@ mod gpu {
             |h: &mut Hetero<'_, '_, '_, CpuBackend, cairn_gpu::GpuFactory>| -> Result<Vec<Vec<f32>>> {
                 for (i, a) in arrays.iter().enumerate() {
                     h.set_input_f32(i, &a.data)
-                        .map_err(|e| anyhow!("input {i}: {e:?} (the gpu path takes f32 inputs)"))?;
+                        .map_err(|e| anyhow!("input {i}: {e:?}"))?;
                 }
                 h.invoke().map_err(|e| anyhow!("run failed: {e:?}"))?;
                 (0..m.n_outputs())

@@ -98,7 +98,7 @@ fn invoke<F: AccelFactory>(
 ) -> Result<Vec<Vec<f32>>> {
     for (i, x) in xs.iter().enumerate() {
         h.set_input_f32(i, x)
-            .map_err(|e| anyhow!("input {i}: {e:?} (the accelerated paths take f32 inputs)"))?;
+            .map_err(|e| anyhow!("input {i}: {e:?}"))?;
     }
     h.invoke().map_err(|e| anyhow!("run failed: {e:?}"))?;
     (0..h.model().n_outputs())

@@ -194,8 +194,11 @@ impl<'m, 'a, 's, B: Backend, F: AccelFactory> Hetero<'m, 'a, 's, B, F> {
     pub fn input_bytes_mut(&mut self, i: usize) -> Result<&mut [u8], RunError> {
         self.interp.input_bytes_mut(i)
     }
+    /// Fill graph input `i` from f32 values: an f32 input as given, an int32 input (token
+    /// ids, masks, byte values) from f32 values holding integers, as `HostModel::run` does
+    /// ([`set_input_values`]).
     pub fn set_input_f32(&mut self, i: usize, data: &[f32]) -> Result<(), RunError> {
-        self.interp.set_input_f32(i, data)
+        set_input_values(&mut self.interp, i, data)
     }
     pub fn output(&self, i: usize) -> Result<TensorRef<'_>, RunError> {
         self.interp.output(i)
@@ -295,4 +298,34 @@ impl<'m, 'a, 's, B: Backend, F: AccelFactory> Hetero<'m, 'a, 's, B, F> {
             }
         }
     }
+}
+
+/// Fill graph input `i` of `it` from f32 values. An f32 input takes them as they are; an
+/// int32 input (token ids, masks, byte values: converted models keep integer inputs as
+/// int32) takes them as integers, which f32 holds exactly up to 2^24 (every vocabulary and
+/// mask fits). Any other dtype, or a count that differs from the input's, is
+/// `RunError::WrongInput`. One function, so the host model and the accelerated driver
+/// accept the same inputs.
+pub fn set_input_values<B: Backend>(
+    it: &mut Interpreter<'_, '_, B>,
+    i: usize,
+    data: &[f32],
+) -> Result<(), RunError> {
+    let m = *it.model();
+    let t = m.input_tensor(i).ok_or(RunError::NoSuchTensor)?;
+    let info = m.tensor(t).info;
+    if info.dtype != cairn_core::DType::I32 {
+        return it.set_input_f32(i, data);
+    }
+    if info.numel() != data.len() {
+        return Err(RunError::WrongInput {
+            expected_elems: info.numel() as u32,
+            got_elems: data.len() as u32,
+        });
+    }
+    let dst = it.input_bytes_mut(i)?;
+    for (d, &v) in dst.chunks_exact_mut(4).zip(data) {
+        d.copy_from_slice(&(v as i32).to_le_bytes());
+    }
+    Ok(())
 }
