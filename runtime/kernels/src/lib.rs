@@ -138,6 +138,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
             fast::conv_i8(call, out).or_else(|| fast_conv_rows::conv_i8(call, out))
         }
         OpKind::ConvTranspose if q => fast_deconv::conv_transpose_i8(call, out),
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        OpKind::Pad => movement::pad_fast(call, out),
         OpKind::Resize => fast_resize::resize(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
@@ -200,7 +202,7 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
         Transpose => movement::transpose(call, out),
         Slice => movement::slice(call, out),
         Split => movement::split(call, out),
-        Pad => movement::pad(call, out),
+        Pad => movement::pad_reference(call, out),
         MaxPool => pool::max_pool(call, out),
         AveragePool => pool::avg_pool(call, out),
         GlobalAveragePool | ReduceMean => pool::reduce_mean(call, out),

@@ -294,22 +294,57 @@ pub fn split(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
 
 /// Pad: mode 0 constant (param 1 = value bits for f32, the integer for int8), 1 reflect,
 /// 2 edge; params 2.. = pads at the start of each axis (the end follows from the shapes).
+/// Hosts copy whole rows (`pad_fast`); elsewhere, and for the cases it leaves, the
+/// per-element loop of `pad_reference`.
 pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+    // A microcontroller keeps only the smaller per-element loop.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let out = {
+        let mut out = out;
+        if let Some(r) = pad_fast(call, &mut out) {
+            return r;
+        }
+        out
+    };
+    pad_reference(call, out)
+}
+
+/// The value a constant Pad writes, as `es` little-endian bytes (the first `es` of these).
+fn pad_value(call: &OpCall<'_>, out: &TensorMut<'_>) -> [u8; 4] {
+    match out.info.dtype {
+        DType::F32 | DType::I32 => call.param(1).to_le_bytes(),
+        _ => [call.param(1) as u8, 0, 0, 0],
+    }
+}
+
+/// The source index along an axis of `len` elements for output index `i` (input
+/// coordinates: `i` is the output index minus the pad before), or `None` where a constant
+/// Pad writes its value. The rule of the reference loop, shared by the row copies.
+#[inline(always)]
+fn pad_source(mode: i32, i: isize, len: isize) -> Option<isize> {
+    if i >= 0 && i < len {
+        return Some(i);
+    }
+    match mode {
+        1 => {
+            let p = 2 * (len - 1).max(1);
+            let m = i.rem_euclid(p);
+            Some(if m >= len { p - m } else { m })
+        }
+        2 => Some(i.clamp(0, len - 1)),
+        _ => None,
+    }
+}
+
+/// Pad one element at a time (the reference).
+pub fn pad_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     let x = call.req(0)?;
     let es = esize(&out);
     let xs = x.info.shape;
     let ys = out.info.shape;
     let r = ys.rank();
     let mode = call.param(0);
-    let value: [u8; 4] = match out.info.dtype {
-        DType::F32 | DType::I32 => call.param(1).to_le_bytes(),
-        _ => [call.param(1) as u8, 0, 0, 0],
-    };
-    // Hosts copy whole rows; a microcontroller keeps the smaller per-element loop below.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    if mode == 0 && pad_rows(x.data, out.data, es, &value[..es], call, &xs, &ys) {
-        return Ok(());
-    }
+    let value = pad_value(call, &out);
     let ist = xs.strides();
     let n = ys.numel().ok_or(ExecError::Shape)?;
     let mut idx = [0usize; MAX_RANK];
@@ -318,27 +353,13 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         for d in 0..r {
             let b = call.param(2 + d) as isize;
             let len = xs.dim(d) as isize;
-            let mut i = idx[d] as isize - b;
-            if i < 0 || i >= len {
-                i = match mode {
-                    1 => {
-                        let p = 2 * (len - 1).max(1);
-                        let m = i.rem_euclid(p);
-                        if m >= len {
-                            p - m
-                        } else {
-                            m
-                        }
+            match pad_source(mode, idx[d] as isize - b, len) {
+                Some(i) => {
+                    if let Some(s) = src.as_mut() {
+                        *s += i as usize * ist[d];
                     }
-                    2 => i.clamp(0, len - 1),
-                    _ => {
-                        src = None;
-                        0
-                    }
-                };
-            }
-            if let Some(s) = src.as_mut() {
-                *s += i as usize * ist[d];
+                }
+                None => src = None,
             }
         }
         let dst = &mut out.data[o * es..(o + 1) * es];
@@ -359,85 +380,146 @@ pub fn pad(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Constant Pad with no cropping (hosts): fill the output with the value, then copy each
-/// input row (innermost dimension) to its place. `false` (nothing written) where a pad is
-/// negative or the shapes do not match.
+/// Pad (any mode, no cropping) on hosts, a row at a time: the trailing axes that are not
+/// padded merge into blocks, each output row (the last padded axis) is the input row it
+/// maps to copied whole, with its pads filled block by block from the same row (reflect,
+/// edge) or with the value (constant); rows outside a constant Pad's input are the value.
+/// `None` (nothing written) where a pad is negative, a reflected or edge-padded axis is
+/// too short for the reference's rule (fewer than 2 or 1 elements), or the shapes do not
+/// match; the caller runs `pad_reference` then.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn pad_rows(
-    x: &[u8],
-    y: &mut [u8],
-    es: usize,
-    value: &[u8],
+pub(crate) fn pad_fast(
     call: &OpCall<'_>,
-    xs: &cairn_core::Shape,
-    ys: &cairn_core::Shape,
-) -> bool {
+    out: &mut TensorMut<'_>,
+) -> Option<Result<(), ExecError>> {
+    let x = call.input(0)?;
+    let es = esize(out);
+    let (xs, ys) = (x.info.shape, out.info.shape);
+    let mode = call.param(0);
     let r = ys.rank();
-    if r == 0 || xs.rank() != r {
-        return false;
+    if r == 0 || xs.rank() != r || !(0..=2).contains(&mode) {
+        return None;
     }
+    let value = pad_value(call, out);
+    let mut xd = [1usize; MAX_RANK];
+    let mut yd = [1usize; MAX_RANK];
     let mut begin = [0usize; MAX_RANK];
-    for (d, b) in begin.iter_mut().enumerate().take(r) {
-        let p = call.param(2 + d);
-        if p < 0 || (ys.dim(d) as u64) < xs.dim(d) as u64 + p as u64 {
-            return false;
-        }
-        *b = p as usize;
-    }
-    let (Some(nx), Some(ny)) = (xs.numel(), ys.numel()) else {
-        return false;
-    };
-    if x.len() < nx * es || y.len() < ny * es {
-        return false;
-    }
-    if es == 1 {
-        y[..ny].fill(value[0]);
-    } else {
-        for c in y[..ny * es].chunks_exact_mut(es) {
-            c.copy_from_slice(value);
-        }
-    }
-    // Merge each trailing dim that is not padded into the one before it, so the rows
-    // copied are as long as the layout allows (a trailing dim of 1 would make every row
-    // one element).
-    let mut xd = [0usize; MAX_RANK];
-    let mut yd = [0usize; MAX_RANK];
+    let mut last = None;
     for d in 0..r {
         (xd[d], yd[d]) = (xs.dim(d), ys.dim(d));
+        let b = usize::try_from(call.param(2 + d)).ok()?;
+        if (yd[d] as u64) < xd[d] as u64 + b as u64 {
+            return None;
+        }
+        begin[d] = b;
+        if yd[d] != xd[d] {
+            // The reference's reflect needs two elements, edge one.
+            if (mode == 1 && xd[d] < 2) || (mode == 2 && xd[d] == 0) {
+                return None;
+            }
+            last = Some(d);
+        }
     }
-    let mut r = r;
-    while r > 1 && xd[r - 1] == yd[r - 1] {
-        let n = xd[r - 1];
-        xd[r - 2] *= n;
-        yd[r - 2] *= n;
-        begin[r - 2] *= n;
-        r -= 1;
+    let (nx, ny) = (xs.numel()?, ys.numel()?);
+    if x.data.len() < nx.checked_mul(es)? || out.data.len() < ny.checked_mul(es)? {
+        return None;
     }
-    let inner = xd[r - 1];
-    if nx == 0 || inner == 0 {
-        return true;
+    crate::paths::note(crate::paths::Path::PadRows);
+    let y = &mut out.data[..ny * es];
+    let Some(last) = last else {
+        y.copy_from_slice(&x.data[..ny * es]);
+        return Some(Ok(()));
+    };
+    // Bytes per block (the unpadded trailing axes), per input row and per output row.
+    let block = yd[last + 1..r].iter().product::<usize>() * es;
+    let (xrow, yrow) = (xd[last] * block, yd[last] * block);
+    if ny == 0 {
+        return Some(Ok(()));
     }
-    let mut ost = [0usize; MAX_RANK];
+    // Input row strides of the outer axes (in rows).
+    let mut xst = [0usize; MAX_RANK];
     let mut acc = 1;
-    for d in (0..r).rev() {
-        ost[d] = acc;
-        acc *= yd[d];
+    for d in (0..last).rev() {
+        xst[d] = acc;
+        acc *= xd[d];
     }
+    let fill = |dst: &mut [u8]| {
+        if es == 1 {
+            dst.fill(value[0]);
+        } else {
+            for c in dst.chunks_exact_mut(es) {
+                c.copy_from_slice(&value[..es]);
+            }
+        }
+    };
+    let len = xd[last] as isize;
     let mut idx = [0usize; MAX_RANK];
-    for row in 0..nx / inner {
-        let off: usize = (0..r).map(|d| (idx[d] + begin[d]) * ost[d]).sum();
-        y[off * es..(off + inner) * es]
-            .copy_from_slice(&x[row * inner * es..(row + 1) * inner * es]);
-        // Next row of x: advance the dimensions before the last like an odometer.
-        let mut d = r - 1;
+    for dst in y.chunks_exact_mut(yrow) {
+        let mut src = Some(0usize);
+        for d in 0..last {
+            match pad_source(mode, idx[d] as isize - begin[d] as isize, xd[d] as isize) {
+                Some(i) => src = src.map(|s| s + i as usize * xst[d]),
+                None => src = None,
+            }
+        }
+        match src {
+            None => fill(dst),
+            Some(s) => {
+                let row = &x.data[s * xrow..(s + 1) * xrow];
+                let (b, e) = (begin[last] * block, begin[last] * block + xrow);
+                dst[b..e].copy_from_slice(row);
+                let pads = (0..begin[last]).chain(begin[last] + xd[last]..yd[last]);
+                // One-element blocks (the common last-axis pad) as fixed-size moves rather
+                // than a memcpy call each.
+                match (block, mode) {
+                    (_, 0) => {
+                        fill(&mut dst[..b]);
+                        fill(&mut dst[e..]);
+                    }
+                    (1, _) => pad_blocks::<1>(dst, row, pads, mode, begin[last], len),
+                    (4, _) => pad_blocks::<4>(dst, row, pads, mode, begin[last], len),
+                    _ => {
+                        for j in pads {
+                            let i = pad_source(mode, j as isize - begin[last] as isize, len);
+                            // Reflect and edge always have a source (checked above).
+                            let i = i.unwrap_or(0) as usize;
+                            dst[j * block..(j + 1) * block]
+                                .copy_from_slice(&row[i * block..(i + 1) * block]);
+                        }
+                    }
+                }
+            }
+        }
+        // Next output row: advance the outer axes like an odometer.
+        let mut d = last;
         while d > 0 {
             d -= 1;
             idx[d] += 1;
-            if idx[d] < xd[d] {
+            if idx[d] < yd[d] {
                 break;
             }
             idx[d] = 0;
         }
     }
-    true
+    Some(Ok(()))
+}
+
+/// Reflect or edge pads `pads` of one output row `dst` from its input row `row`, in blocks
+/// of `B` bytes.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn pad_blocks<const B: usize>(
+    dst: &mut [u8],
+    row: &[u8],
+    pads: impl Iterator<Item = usize>,
+    mode: i32,
+    begin: usize,
+    len: isize,
+) {
+    for j in pads {
+        // Reflect and edge always have a source (the caller checked the axis length).
+        let i = pad_source(mode, j as isize - begin as isize, len).unwrap_or(0) as usize;
+        let d: &mut [u8; B] = (&mut dst[j * B..(j + 1) * B]).try_into().expect("B bytes");
+        *d = row[i * B..(i + 1) * B].try_into().expect("B bytes");
+    }
 }

@@ -46,10 +46,12 @@ pub enum Path {
     /// aarch64 int8 GEMM, FullyConnected and GEMV on plain-NEON `smlal` (`fast/neon.rs`,
     /// `fast/neon_dot.rs`: CPUs without the dot product, such as the Cortex-A53).
     GemmSmlal,
+    /// Pad a row at a time (`movement::pad_fast`, hosts).
+    PadRows,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmSmlal as usize + 1;
+const N: usize = Path::PadRows as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
