@@ -3,7 +3,9 @@
 //! - one-group convs as a GEMM `Y[o, p] = clamp(bias[o] + Σ_k W[o, k] · X[k, p])`:
 //!   pointwise convs read the input planes in place, every other one-group conv gathers the
 //!   patches of a few output pixels into a stack tile (im2col) first; pointwise convs on a
-//!   1×1 image (squeeze-excitation blocks) take the FullyConnected kernel;
+//!   1×1 image (squeeze-excitation blocks) take the FullyConnected kernel, a batch of
+//!   them (four or more) one multi-row FullyConnected; a batch of maps smaller than a tile
+//!   (windows folded into the batch) one GEMM over every image's pixels (`fold.rs`);
 //! - depthwise convs one output row at a time (`depthwise.rs`);
 //! - FullyConnected as dot products of four weight rows at a time.
 //!
@@ -40,6 +42,7 @@ mod depthwise;
 mod depthwise_avx2;
 mod direct;
 pub(crate) mod dispatch;
+mod fold;
 mod kernel;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
@@ -140,6 +143,20 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         return Some(out.f32s_mut().map(|y| {
             direct::conv(&g, &gm, x, y);
             dispatch::taken();
+        }));
+    }
+    // A batch of 1×1 maps through a pointwise conv is a FullyConnected over the batch.
+    if pointwise && pix == 1 && g.n >= matmul::FC_MIN_ROWS {
+        return Some(out.f32s_mut().map(|y| matmul::fc(&gm, x, g.n, y)));
+    }
+    // A batch of small maps: one GEMM over every image's pixels.
+    if fold::fits::<TILE_BIG>(&g, k) {
+        return Some(out.f32s_mut().map(|y| {
+            if k * CHUNK <= TILE_SMALL {
+                fold::conv::<TILE_SMALL>(&g, &gm, x, y)
+            } else {
+                fold::conv::<TILE_BIG>(&g, &gm, x, y)
+            }
         }));
     }
     if !covered || (!pointwise && g.g == 1 && k > bigk::K_FROM) {

@@ -286,6 +286,54 @@ fn long_1d_kernel_f32_within_tolerance() {
     assert_eq!(ran, 4);
 }
 
+/// Batches of small maps (an exporter that folds time windows into the batch: 1-D convs
+/// with H = 1, strides and padding; heads on 1×1 to 7×7 maps): the batch folds into one
+/// GEMM's columns (`fast_f32/fold.rs`), or a FullyConnected for pointwise convs on 1×1
+/// maps.
+#[test]
+fn batched_small_map_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xBA7C);
+    let mut ran = 0;
+    for case in 0..120 {
+        let one_d = case % 2 == 0;
+        let (h, w, k) = if one_d {
+            (1, r.range(1, 9), (1, r.range(1, 5)))
+        } else {
+            let s = r.range(1, 7);
+            (s, r.range(1, 7), (r.range(1, 3), r.range(1, 3)))
+        };
+        let cs = ConvCase {
+            n: r.range(2, 40),
+            c: r.range(1, 140),
+            h,
+            w,
+            oc: r.range(1, 140),
+            k,
+            stride: (r.range(1, 2), r.range(1, 3)),
+            pad: if one_d {
+                [0, r.range(0, 2), 0, r.range(0, 2)]
+            } else {
+                [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)]
+            },
+            dil: (1, r.range(1, 2)),
+            group: 1,
+        };
+        let expect_fast = one_d && cs.oc > 8;
+        let before = cairn_kernels::f32_fast_ops();
+        if check_conv(&mut r, cs, false, seed, case) {
+            ran += 1;
+            if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) && expect_fast {
+                assert!(
+                    cairn_kernels::f32_fast_ops() > before,
+                    "case {case}: no batched path was taken (CAIRN_SEED={seed})"
+                );
+            }
+        }
+    }
+    assert!(ran > 80, "only {ran} valid cases");
+}
+
 #[test]
 fn depthwise_f32_matches_reference() {
     let seed = seed();

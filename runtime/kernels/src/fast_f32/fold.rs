@@ -1,0 +1,142 @@
+//! One-group f32 convs over a batch of small maps (an exporter that folds time windows into
+//! the batch: 32 windows of 1×4 outputs; heads on 1×1 or 7×7 maps): the im2col columns
+//! are every image's output pixels (column `n·oh·ow + p`), so a tile is full however small
+//! each map is, and the packed weights serve all of the batch's pixels at once, instead
+//! of one starved GEMM (a 16-column micro-tile holding 1–4 pixels) per image.
+//!
+//! Each tile's outputs go to a stack stage in blocks of `OC_BLOCK` output channels and are
+//! copied out in runs of one image's pixels. Every output's sum is the one-GEMM sum over
+//! its patch, so results do not depend on the tiling or the thread count.
+
+use crate::conv::Geo;
+
+use super::{gemm, Gemm, PT, TILE_PIX_MAX};
+
+/// Output channels per staged block (the stage is `OC_BLOCK × TILE_PIX_MAX` floats, 48 KB).
+const OC_BLOCK: usize = 48;
+
+/// Pixels per im2col tile of `T` floats for patches of `k` elements (a multiple of `PT`).
+pub(super) fn tile_pix<const T: usize>(k: usize) -> usize {
+    (T / k.max(1) / PT * PT).min(TILE_PIX_MAX)
+}
+
+/// Whether the batch folds: more than one image, one group, a patch the tile holds at
+/// least `PT` pixels of, and maps smaller than a tile (else per-image tiles are full).
+pub(super) fn fits<const T: usize>(g: &Geo, k: usize) -> bool {
+    let tp = tile_pix::<T>(k);
+    g.g == 1 && g.n > 1 && tp >= PT && g.oh * g.ow < tp && g.kw <= KW_MAX
+}
+
+/// The conv of `g` with the batch folded into the columns; the caller checked `fits` and
+/// the slice lengths.
+#[inline(never)]
+pub(super) fn conv<const T: usize>(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
+    let k = gm.k;
+    let pix = g.oh * g.ow;
+    let total = g.n * pix;
+    let tp = tile_pix::<T>(k);
+    let tiles = total.div_ceil(tp);
+    let parts = crate::par::parts_for((g.oc * total * k) as u64).min(tiles);
+    let out = crate::par::SharedMut::new(y);
+    crate::par::run(parts, |part| {
+        let mut tile = [0f32; T];
+        let mut stage = [0f32; OC_BLOCK * TILE_PIX_MAX];
+        for t in crate::par::split(tiles, parts, 1, part) {
+            let t0 = t * tp;
+            let len = tp.min(total - t0);
+            gather(g, x, t0, tp, len, &mut tile);
+            for o0 in (0..g.oc).step_by(OC_BLOCK) {
+                let ob = OC_BLOCK.min(g.oc - o0);
+                let st = &mut stage[..ob * len];
+                gemm(&gm.rows(o0, ob), &tile, tp, len, st, len, 0);
+                for_each_run(pix, t0, len, |j, n, p, seg| {
+                    for o in 0..ob {
+                        let at = (n * g.oc + o0 + o) * pix + p;
+                        // SAFETY: outputs p..p + seg of image n, channel o0 + o belong to
+                        // columns t0 + j.. of this tile, which only this part computes.
+                        let dst = unsafe { out.piece(at, seg) };
+                        dst.copy_from_slice(&st[o * len + j..o * len + j + seg]);
+                    }
+                });
+            }
+        }
+    });
+    super::dispatch::taken();
+}
+
+/// `f(j, n, p, seg)` for each run of columns `t0 + j..t0 + j + seg` inside one image
+/// `n` (its pixels `p..p + seg`), over the `len` columns from `t0`.
+#[inline(always)]
+fn for_each_run(pix: usize, t0: usize, len: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let mut j = 0;
+    while j < len {
+        let col = t0 + j;
+        let (n, p) = (col / pix, col % pix);
+        let seg = (pix - p).min(len - j);
+        f(j, n, p, seg);
+        j += seg;
+    }
+}
+
+/// Kernel widths this path takes (each tap column's inside range sits in a stack table).
+const KW_MAX: usize = 1024;
+
+/// The patches of columns `t0..t0 + len` (across images) into `tile` (patch row `r` at
+/// `tile[r·tp..]`; 0 where a window leaves its image). The output columns whose tap `kx`
+/// lies inside the input row are found once per conv; then each (run of one output row,
+/// channel, ky) reads one input row, and each of its taps is a short fill and copy (a
+/// map's runs are a few pixels, so per-run index work or a memcpy call would cost more
+/// than the copies).
+#[inline(always)]
+fn gather(g: &Geo, x: &[f32], t0: usize, tp: usize, len: usize, tile: &mut [f32]) {
+    let plane = g.h * g.w;
+    let pix = g.oh * g.ow;
+    let mut cols = [(0usize, 0usize); KW_MAX];
+    for (kx, c) in cols.iter_mut().enumerate().take(g.kw) {
+        *c = crate::util::inside((kx * g.dw) as isize - g.pl, g.sw, g.w, g.ow);
+    }
+    for_each_run(pix, t0, len, |j, n, p, seg| {
+        let (mut at, mut q) = (j, p);
+        while q < p + seg {
+            let (oy, ox) = (q / g.ow, q % g.ow);
+            let s = (g.ow - ox).min(p + seg - q);
+            for c in 0..g.c {
+                let xc = &x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+                for ky in 0..g.kh {
+                    let r0 = (c * g.kh + ky) * g.kw;
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        for kx in 0..g.kw {
+                            tile[(r0 + kx) * tp + at..][..s].fill(0.0);
+                        }
+                        continue;
+                    }
+                    let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (kx, &(lo, hi)) in cols.iter().enumerate().take(g.kw) {
+                        let d = &mut tile[(r0 + kx) * tp + at..][..s];
+                        // Outputs ox + a..ox + b of this run read inside the row.
+                        let (a, b) = (lo.clamp(ox, ox + s) - ox, hi.clamp(ox, ox + s) - ox);
+                        if a >= b {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        d[..a].fill(0.0);
+                        d[b..].fill(0.0);
+                        // ix = (ox + i)·sw + kx·dw − pl ≥ 0 for i ≥ a.
+                        let i0 = (((ox + a) * g.sw + kx * g.dw) as isize - g.pl) as usize;
+                        let src = &xr[i0..=i0 + (b - a - 1) * g.sw];
+                        if g.sw == 1 && b - a >= 16 {
+                            d[a..b].copy_from_slice(src);
+                        } else {
+                            for (v, &sv) in d[a..b].iter_mut().zip(src.iter().step_by(g.sw)) {
+                                *v = sv;
+                            }
+                        }
+                    }
+                }
+            }
+            at += s;
+            q += s;
+        }
+    });
+}
