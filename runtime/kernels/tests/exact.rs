@@ -680,6 +680,32 @@ fn batch_folded_conv_matches_reference() {
     }
 }
 
+/// A streaming model's 1-D convs with the windows folded into the batch (H = 1; 32
+/// windows of 1–8 outputs; strides, padding and dilation; up to 160 channels, so patches
+/// of several hundred taps): one FullyConnected over every window's patches on AVX2 hosts.
+#[test]
+fn batch_1d_conv_matches_reference() {
+    let seed = seed() ^ 0x1D1D;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..40 {
+        let cs = ConvCase {
+            n: r.range(2, 33),
+            c: r.range(1, 160),
+            h: 1,
+            w: r.range(1, 9),
+            oc: r.range(1, 160),
+            k: (1, r.range(1, 5)),
+            stride: (1, r.range(1, 3)),
+            pad: [0, r.range(0, 2), 0, r.range(0, 2)],
+            dil: (1, r.range(1, 2)),
+            group: 1,
+        };
+        ran += check(&mut r, cs, seed, case) as usize;
+    }
+    assert!(ran > 25, "only {ran} valid cases");
+}
+
 /// One-group convs of every stride (1–4), dilation, padding and kernel shape up to 7×7,
 /// odd channel counts and batches: on AVX2 hosts they take the implicit GEMM over packed
 /// phase planes (`fast/direct.rs`), and the test checks that it did.

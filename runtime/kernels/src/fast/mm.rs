@@ -479,7 +479,8 @@ unsafe fn gemm(
 }
 
 std::thread_local! {
-    static CONV_SCRATCH: RefCell<(Vec<i16>, Vec<i8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static CONV_SCRATCH: RefCell<(Vec<i16>, Vec<i8>, Vec<i16>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// A batch of convs with small outputs (a streaming model's windows: 32 images of 1×5
@@ -494,6 +495,7 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         || q.wp.is_some()
         || g.g != 1
         || k == 0
+        || rows == 0
         || rows.checked_mul(k).is_none_or(|v| v > MAX_KN)
         || k.checked_mul(g.oc).is_none_or(|v| v > MAX_KN)
     {
@@ -502,12 +504,10 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
     crate::paths::note(crate::paths::Path::ConvBatch);
     CONV_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let (patches, stage) = &mut *s;
+        let (patches, stage, xw) = &mut *s;
         patches.clear();
         patches.resize(rows * k, 0);
-        for (row, patch) in patches.chunks_exact_mut(k).enumerate() {
-            super::gemv::patch(g, q, row / pix, row % pix, patch);
-        }
+        gather_patches(g, q, k, patches, xw);
         stage.clear();
         stage.resize(rows * g.oc, 0);
         let fc = Fc {
@@ -530,4 +530,96 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         }
     });
     true
+}
+
+/// Every output pixel's patch as one row of `patches` (`[n·oh·ow][k]`, (c, ky, kx) order,
+/// zero point subtracted, 0 where the window leaves the image), as `gemv::patch` per
+/// pixel but input row by input row: each (image, channel, ky, oy) input row is widened
+/// once into `xw` with its zero point subtracted and zero borders, so each window is a
+/// copy from it without bounds tests (of a fixed width for kernels up to 1×8).
+fn gather_patches(
+    g: &super::Geo,
+    q: &super::Q<'_>,
+    k: usize,
+    patches: &mut [i16],
+    xw: &mut Vec<i16>,
+) {
+    let plane = g.h * g.w;
+    let pix = g.oh * g.ow;
+    let span = (g.kw - 1) * g.dw;
+    // Negative pads are not ONNX's; keep to the pixel-by-pixel patch there.
+    let Ok(pl) = usize::try_from(g.pl) else {
+        for (row, patch) in patches.chunks_exact_mut(k).enumerate() {
+            super::gemv::patch(g, q, row / pix, row % pix, patch);
+        }
+        return;
+    };
+    let wp = (pl + g.w).max((g.ow - 1) * g.sw + span + 1);
+    xw.clear();
+    xw.resize(wp, 0);
+    for n in 0..g.n {
+        for c in 0..g.c {
+            let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
+            for ky in 0..g.kh {
+                let t0 = (c * g.kh + ky) * g.kw;
+                for oy in 0..g.oh {
+                    let rows =
+                        &mut patches[(n * pix + oy * g.ow) * k..][..(g.ow - 1) * k + t0 + g.kw];
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        for ox in 0..g.ow {
+                            rows[ox * k + t0..][..g.kw].fill(0);
+                        }
+                        continue;
+                    }
+                    let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (d, &v) in xw[pl..pl + g.w].iter_mut().zip(xr) {
+                        *d = (v as i32 - q.zx) as i16;
+                    }
+                    let xw = &xw[..];
+                    match (g.kw, g.dw) {
+                        (1, _) => windows::<1>(xw, g.sw, g.ow, k, t0, rows),
+                        (2, 1) => windows::<2>(xw, g.sw, g.ow, k, t0, rows),
+                        (3, 1) => windows::<3>(xw, g.sw, g.ow, k, t0, rows),
+                        (4, 1) => windows::<4>(xw, g.sw, g.ow, k, t0, rows),
+                        (5, 1) => windows::<5>(xw, g.sw, g.ow, k, t0, rows),
+                        (7, 1) => windows::<7>(xw, g.sw, g.ow, k, t0, rows),
+                        _ => {
+                            for ox in 0..g.ow {
+                                let d = &mut rows[ox * k + t0..][..g.kw];
+                                let src = &xw[ox * g.sw..=ox * g.sw + span];
+                                if g.dw == 1 {
+                                    d.copy_from_slice(src);
+                                } else {
+                                    for (d, &v) in d.iter_mut().zip(src.iter().step_by(g.dw)) {
+                                        *d = v;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `ow` windows of `KW` consecutive values of the widened row `xw` (window `ox` from
+/// `ox·sw`) into `rows[ox·k + t0..]`.
+#[inline(always)]
+fn windows<const KW: usize>(
+    xw: &[i16],
+    sw: usize,
+    ow: usize,
+    k: usize,
+    t0: usize,
+    rows: &mut [i16],
+) {
+    for ox in 0..ow {
+        let src: &[i16; KW] = xw[ox * sw..ox * sw + KW].try_into().expect("KW values");
+        let dst: &mut [i16; KW] = (&mut rows[ox * k + t0..ox * k + t0 + KW])
+            .try_into()
+            .expect("KW values");
+        *dst = *src;
+    }
 }
