@@ -356,3 +356,234 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     store(word, packed);
 }
+
+// ----- exact f32 arithmetic in integers (see exact.rs) -----
+// WGSL's f32 division is not correctly rounded and a multiply followed by an add may be
+// contracted into a fused multiply-add; these give IEEE 754's results (round to nearest,
+// ties to even, gradual underflow) for finite operands whose result is finite.
+
+// Round a magnitude with three extra low bits (guard, round, sticky) and pack it with
+// biased exponent `biased` (below 1: subnormal). `m` is in [2^26, 2^27) unless the value
+// is subnormal.
+fn round_pack(m_in: u32, biased: i32) -> u32 {
+    var m = m_in;
+    var e = biased;
+    if (e < 1) {
+        let s = u32(1 - e);
+        if (s > 26u) {
+            m = select(0u, 1u, m != 0u);
+        } else {
+            m = (m >> s) | select(0u, 1u, (m & ((1u << s) - 1u)) != 0u);
+        }
+        e = 1;
+    }
+    let low = m & 7u;
+    m = m >> 3u;
+    if (low > 4u || (low == 4u && (m & 1u) == 1u)) {
+        m += 1u;
+    }
+    // A carry out of the mantissa lands in the exponent, as it should.
+    return (u32(e - 1) << 23u) + m;
+}
+
+// Mantissa with its implicit bit (none for a subnormal) and the exponent as used (1 for
+// a subnormal).
+fn unpack_f32(b: u32) -> vec2<u32> {
+    let e = (b >> 23u) & 0xffu;
+    return vec2<u32>(select(0u, 0x800000u, e != 0u) | (b & 0x7fffffu), max(e, 1u));
+}
+
+fn f32_add(a: u32, b: u32) -> u32 {
+    let a_abs = a & 0x7fffffffu;
+    let b_abs = b & 0x7fffffffu;
+    if (b_abs == 0u) {
+        // x + 0 = x, and −0 + +0 = +0.
+        return select(a, a & b, a_abs == 0u);
+    }
+    if (a_abs == 0u) {
+        return b;
+    }
+    var big = a;
+    var small = b;
+    if (b_abs > a_abs) {
+        big = b;
+        small = a;
+    }
+    let ub = unpack_f32(big);
+    let us = unpack_f32(small);
+    let mbig = ub.x << 3u;
+    var msmall = us.x << 3u;
+    let d = ub.y - us.y;
+    if (d > 26u) {
+        msmall = 1u;
+    } else if (d > 0u) {
+        msmall = (msmall >> d) | select(0u, 1u, (msmall & ((1u << d) - 1u)) != 0u);
+    }
+    var e = i32(ub.y);
+    var m = 0u;
+    if (((a ^ b) & 0x80000000u) == 0u) {
+        m = mbig + msmall;
+        if (m >= (1u << 27u)) {
+            m = (m >> 1u) | (m & 1u);
+            e += 1;
+        }
+    } else {
+        m = mbig - msmall;
+        if (m == 0u) {
+            return 0u;
+        }
+        while (m < (1u << 26u) && e > 1) {
+            m = m << 1u;
+            e -= 1;
+        }
+    }
+    return (big & 0x80000000u) | round_pack(m, e);
+}
+
+// a / b for a ≥ +0 and b > 0.
+fn f32_div(a: u32, b: u32) -> u32 {
+    if ((a & 0x7fffffffu) == 0u) {
+        return 0u;
+    }
+    let ua = unpack_f32(a);
+    let ub = unpack_f32(b);
+    var ma = ua.x;
+    var mb = ub.x;
+    var e = i32(ua.y) - i32(ub.y) + 127;
+    // Normalise both (subnormals), then make ma / mb lie in [1, 2).
+    while (ma < 0x800000u) {
+        ma = ma << 1u;
+        e -= 1;
+    }
+    while (mb < 0x800000u) {
+        mb = mb << 1u;
+        e += 1;
+    }
+    if (ma < mb) {
+        ma = ma << 1u;
+        e -= 1;
+    }
+    // 26 quotient bits (the first is 1), then a sticky bit from the remainder.
+    var q = 0u;
+    var rem = ma;
+    for (var i = 0u; i < 26u; i++) {
+        q = q << 1u;
+        if (rem >= mb) {
+            rem -= mb;
+            q |= 1u;
+        }
+        rem = rem << 1u;
+    }
+    return round_pack((q << 1u) | select(0u, 1u, rem != 0u), e);
+}
+
+// f32 bits as a key that orders like the value (exact.rs `key`).
+fn f32_key(b: u32) -> u32 {
+    return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
+}
+
+// −128 plus the number of the op's 255 ascending thresholds (word `at`) at or below `k`:
+// quantize_f32 of the value whose key is `k`.
+fn level(at: u32, k: u32) -> i32 {
+    var lo = 0u;
+    var hi = 255u;
+    while (lo < hi) {
+        let mid = (lo + hi) / 2u;
+        if (weights[at + mid] <= k) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return i32(lo) - 128;
+}
+
+// ----- int8 Softmax (flavour 0): per row of N elements K apart -----
+// m = max x; sum = Σ E[m − x] in element order (f32 adds); y = level(E[m − x] / sum).
+// E (at TABLE) is the reference's expf table times 2^64, every entry normal or zero;
+// the thresholds are at W_OFF.
+@compute @workgroup_size(64)
+fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let word = word_index(gid, nwg);
+    let numel = pu(NUMEL);
+    if (word * 4u >= numel) {
+        return;
+    }
+    let n = pu(N);
+    let inner = pu(K);
+    let table = pu(TABLE) >> 2u;
+    var row = 0xffffffffu;
+    var m = -128;
+    var sum = 0.0;
+    var packed = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let e = word * 4u + j;
+        if (e < numel) {
+            let row_start = pu(X_OFF) + (e / (inner * n)) * n * inner + e % inner;
+            if (row_start != row) {
+                row = row_start;
+                m = -128;
+                for (var k = 0u; k < n; k++) {
+                    m = max(m, arena_i8(row_start + k * inner));
+                }
+                sum = 0.0;
+                for (var k = 0u; k < n; k++) {
+                    sum = sum + bitcast<f32>(weights[table + u32(m - arena_i8(row_start + k * inner))]);
+                }
+            }
+            let ev = weights[table + u32(m - arena_i8(pu(X_OFF) + e))];
+            let q = level(pu(W_OFF) >> 2u, f32_key(f32_div(ev, bitcast<u32>(sum))));
+            packed |= (u32(q) & 0xffu) << (8u * j);
+        }
+    }
+    store(word, packed);
+}
+
+// ----- bilinear Resize (NCHW) -----
+// Taps at W_OFF: per output row then per output column, four words (first, second,
+// weight of first, weight of second); thresholds at TABLE; x's zero point at ZX and scale
+// at F0. The reference's products in its order, added exactly.
+fn bilinear_one(e: u32) -> i32 {
+    let ow = pu(OW);
+    let oh = pu(OH);
+    let w = pu(W);
+    let ox = e % ow;
+    let oy = (e / ow) % oh;
+    let plane = e / (ow * oh);
+    let ty = (pu(W_OFF) >> 2u) + 4u * oy;
+    let tx = (pu(W_OFF) >> 2u) + 4u * (oh + ox);
+    let base = pu(X_OFF) + plane * pu(H) * w;
+    let r0 = base + weights[ty] * w;
+    let r1 = base + weights[ty + 1u] * w;
+    let x0 = weights[tx];
+    let x1 = weights[tx + 1u];
+    let wy0 = bitcast<f32>(weights[ty + 2u]);
+    let wy1 = bitcast<f32>(weights[ty + 3u]);
+    let wx0 = bitcast<f32>(weights[tx + 2u]);
+    let wx1 = bitcast<f32>(weights[tx + 3u]);
+    let zx = p(ZX);
+    let sx = pf(F0);
+    let p00 = bitcast<u32>(f32(arena_i8(r0 + x0) - zx) * sx * wy0 * wx0);
+    let p01 = bitcast<u32>(f32(arena_i8(r0 + x1) - zx) * sx * wy0 * wx1);
+    let p10 = bitcast<u32>(f32(arena_i8(r1 + x0) - zx) * sx * wy1 * wx0);
+    let p11 = bitcast<u32>(f32(arena_i8(r1 + x1) - zx) * sx * wy1 * wx1);
+    let r = f32_add(f32_add(f32_add(p00, p01), p10), p11);
+    return level(pu(TABLE) >> 2u, f32_key(r));
+}
+
+@compute @workgroup_size(64)
+fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let word = word_index(gid, nwg);
+    let numel = pu(NUMEL);
+    if (word * 4u >= numel) {
+        return;
+    }
+    var packed = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let e = word * 4u + j;
+        if (e < numel) {
+            packed |= (u32(bilinear_one(e)) & 0xffu) << (8u * j);
+        }
+    }
+    store(word, packed);
+}

@@ -18,10 +18,12 @@ pub enum Kernel {
     Gap,
     Copy,
     Gather,
+    Softmax,
+    Bilinear,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Conv,
         Kernel::Fc,
         Kernel::Lut,
@@ -30,6 +32,8 @@ impl Kernel {
         Kernel::Gap,
         Kernel::Copy,
         Kernel::Gather,
+        Kernel::Softmax,
+        Kernel::Bilinear,
     ];
     pub fn entry(self) -> &'static str {
         match self {
@@ -41,6 +45,8 @@ impl Kernel {
             Kernel::Gap => "gap",
             Kernel::Copy => "copy",
             Kernel::Gather => "gather",
+            Kernel::Softmax => "softmax",
+            Kernel::Bilinear => "bilinear",
         }
     }
 }
@@ -81,15 +87,17 @@ const SB0: usize = 18;
 /// Byte offset of an Add/Mul op's 256×256 result table in the weights buffer (set when
 /// the accelerator is created: the tables follow the model's bytes).
 pub const TABLE: usize = 22;
-const F0: usize = 23;
+pub const F0: usize = 23;
 pub const PARAM_WORDS: usize = 32;
 
-/// One op ready for the GPU: its kernel, parameter words and output elements.
+/// One dispatch ready for the GPU: its kernel, parameter words and output elements, and
+/// which output of the op it writes (Split has one dispatch per output).
 #[derive(Clone, Copy, Debug)]
 pub struct Encoded {
     pub kernel: Kernel,
     pub params: [i32; PARAM_WORDS],
     pub numel: u32,
+    pub out_index: usize,
 }
 
 /// Byte offset of a value that must fit a parameter word.
@@ -118,7 +126,50 @@ fn per_tensor_i8(q: &Quant<'_>, dt: DType) -> Option<i32> {
     }
 }
 
-/// The op as GPU work, or `None` when no kernel here runs it exactly.
+/// An int8 tensor's per-tensor scale and zero point, when it has them (the reference
+/// kernels read anything else as scale 1, zero point 0: such ops stay on the CPU).
+fn per_tensor_q(info: &cairn_core::TensorInfo<'_>) -> Option<(f32, i32)> {
+    match (&info.quant, info.dtype) {
+        (Quant::PerTensor { scale, zero_point }, DType::I8) => Some((*scale, *zero_point)),
+        _ => None,
+    }
+}
+
+/// The op's dispatches: one per output for Split, else `encode`'s one. `None` when no
+/// kernel here runs it exactly.
+pub fn encode_op(model: &Model<'_>, op_index: usize) -> Option<Vec<Encoded>> {
+    let op = model.op(op_index)?;
+    if op.kind != OpKind::Split {
+        return Some(vec![encode(model, op_index)?]);
+    }
+    (0..op.n_outputs())
+        .map(|k| encode_split(model, op_index, k))
+        .collect()
+}
+
+/// Output `out_index` of an int8 Split: a gather (Split is Slice with several outputs).
+fn encode_split(model: &Model<'_>, op_index: usize, out_index: usize) -> Option<Encoded> {
+    let op = model.op(op_index)?;
+    let kernel_id = model.kernel_of(op_index)?;
+    if kernel_id.variant != Variant::I8 || !movement_operands(model, &op, out_index) {
+        return None;
+    }
+    let y = model.tensor(op.output(out_index));
+    let mut p = [0i32; PARAM_WORDS];
+    p[X_OFF] = offset_of(model, op.input(0)?, true)?;
+    p[Y_OFF] = offset_of(model, op.output(out_index), true)?;
+    p[NUMEL] = word(y.info.numel())?;
+    p[B_OFF] = -1;
+    Some(Encoded {
+        kernel: Kernel::Gather,
+        params: p,
+        numel: u32::try_from(p[NUMEL]).ok()?,
+        out_index,
+    })
+}
+
+/// The op as GPU work (ops with one output), or `None` when no kernel here runs it
+/// exactly.
 pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
     let op = model.op(op_index)?;
     let kernel_id = model.kernel_of(op_index)?;
@@ -246,16 +297,45 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
         }
         // Data movement: each output element is one input element, requantized for
         // Concat/Resize. Gather only with indices fixed in the model (`movement_operands`
-        // refuses an arena input that is not int8). (Split is the same kind of op with
-        // several outputs, not yet claimed: it runs on the CPU.) The source of every element and the requantization tables come
-        // from the reference kernel itself (`gather_tables`, when the accelerator is made).
+        // refuses an arena input that is not int8). Split, the same kind of op with several
+        // outputs, is `encode_split`. The source of every element and the requantization
+        // tables come from the reference kernel itself (`gather_tables`, when the
+        // accelerator is made).
         (
             OpKind::Concat | OpKind::Transpose | OpKind::Slice | OpKind::Tile | OpKind::Gather,
             Variant::I8,
-        ) if movement_operands(model, &op) => Kernel::Gather,
-        // Nearest-neighbour Resize only (mode 0): bilinear mixes elements.
-        (OpKind::Resize, Variant::I8) if op.param(0) == 0 && movement_operands(model, &op) => {
-            Kernel::Gather
+        ) if movement_operands(model, &op, 0) => Kernel::Gather,
+        // Nearest-neighbour Resize (mode 0) is a gather; every other mode is the
+        // reference's bilinear (`exact::bilinear_tables` makes its taps).
+        (OpKind::Resize, Variant::I8) if op.param(0) == 0 => {
+            movement_operands(model, &op, 0).then_some(Kernel::Gather)?
+        }
+        (OpKind::Resize, Variant::I8) => {
+            let (_, _, h, w) = x.info.shape.nchw()?;
+            let (_, _, oh, ow) = y.info.shape.nchw()?;
+            let ((sx, zx), _) = (per_tensor_q(&x.info)?, per_tensor_q(&y.info)?);
+            for (slot, v) in [(H, h), (W, w), (OH, oh), (OW, ow)] {
+                p[slot] = word(v)?;
+            }
+            p[ZX] = zx;
+            p[F0] = sx.to_bits() as i32;
+            Kernel::Bilinear
+        }
+        // Flavour 0 only (ORT's QLinearSoftmax arithmetic, flavour 1, stays on the CPU: it
+        // leaves a row with a zero sum unwritten).
+        (OpKind::Softmax, Variant::I8) if op.param(3) == 0 => {
+            per_tensor_q(&x.info)?;
+            per_tensor_q(&y.info)?;
+            let (outer, n, inner) = (op.param(0), op.param(1), op.param(2));
+            let rows = [outer, n, inner]
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))?;
+            if rows != y.info.numel() || rows != x.info.numel() || n < 1 {
+                return None;
+            }
+            p[N] = n;
+            p[K] = inner;
+            Kernel::Softmax
         }
         (OpKind::Reshape, Variant::I8 | Variant::F32) => {
             // NUMEL counts bytes here.
@@ -269,7 +349,35 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
         kernel,
         params: p,
         numel,
+        out_index: 0,
     })
+}
+
+/// What one dispatch needs in the weights buffer besides the model's bytes: (parameter
+/// word, bytes) pairs; the accelerator places each blob and writes its byte offset into
+/// that word. `None` when the tables cannot be made (the op then stays on the CPU).
+pub fn tables(
+    model: &Model<'_>,
+    op_index: usize,
+    enc: &mut Encoded,
+) -> Option<Vec<(usize, Vec<u8>)>> {
+    match enc.kernel {
+        Kernel::Binary => Some(vec![(TABLE, binary_table(model, op_index)?)]),
+        Kernel::Gather => {
+            let t = gather_tables(model, op_index, enc.out_index)?;
+            let src: Vec<u8> = t.src.iter().flat_map(|w| w.to_le_bytes()).collect();
+            enc.params[TABLE] = -1;
+            let mut blobs = vec![(W_OFF, src)];
+            if let Some((which, maps)) = t.maps {
+                blobs.push((K, which));
+                blobs.push((TABLE, maps));
+            }
+            Some(blobs)
+        }
+        Kernel::Softmax => crate::exact::softmax_tables(model, op_index),
+        Kernel::Bilinear => crate::exact::bilinear_tables(model, op_index),
+        _ => Some(Vec::new()),
+    }
 }
 
 /// Most output elements a data-movement op may have on the GPU (its source table holds
@@ -280,8 +388,12 @@ const GATHER_MAX: usize = 1 << 22;
 /// An int8 data-movement op the gather kernel can run: int8 output, every arena input
 /// int8 (the data; anything else, such as indices, must be a constant of the model),
 /// and sizes within [`GATHER_MAX`].
-fn movement_operands(model: &Model<'_>, op: &cairn_core::model::OpView<'_>) -> bool {
-    let y = model.tensor(op.output(0)).info;
+fn movement_operands(
+    model: &Model<'_>,
+    op: &cairn_core::model::OpView<'_>,
+    out_index: usize,
+) -> bool {
+    let y = model.tensor(op.output(out_index)).info;
     if y.dtype != DType::I8 || y.numel() > GATHER_MAX || op.n_inputs() > 255 {
         return false;
     }
@@ -299,7 +411,7 @@ fn movement_operands(model: &Model<'_>, op: &cairn_core::model::OpView<'_>) -> b
     total > 0 && total < GATHER_MAX
 }
 
-/// Where a data-movement op's output elements come from, found by running the reference
+/// Where a data-movement op's output elements (of output `out_index`) come from, found by running the reference
 /// kernel: `src[e]` is the arena byte of output element `e`'s source; `maps`, when an
 /// input's quantization differs from the output's, is one 256-byte requantization table
 /// per arena input (row `v + 128` of input `k` at `k · 256`) and `which[e]` the input of
@@ -311,11 +423,11 @@ pub struct GatherTables {
     pub maps: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-pub fn gather_tables(model: &Model<'_>, op_index: usize) -> Option<GatherTables> {
+pub fn gather_tables(model: &Model<'_>, op_index: usize, out_index: usize) -> Option<GatherTables> {
     use cairn_core::{OpCall, TensorMut, TensorRef};
     let op = model.op(op_index)?;
     let kernel = model.kernel_of(op_index)?;
-    let y_t = op.output(0);
+    let y_t = op.output(out_index);
     let y = model.tensor(y_t).info;
     let (y_off, y_bytes) = match model.tensor(y_t).storage {
         Storage::Arena { offset, bytes } => (offset, bytes),
@@ -352,7 +464,7 @@ pub fn gather_tables(model: &Model<'_>, op_index: usize) -> Option<GatherTables>
             .enumerate()
             .map(|(k, &(_, _, n, _))| (0..n).map(|e| fill(k, e)).collect())
             .collect();
-        let mut call = OpCall::new(op.kind, kernel, &params[..np], 0);
+        let mut call = OpCall::new(op.kind, kernel, &params[..np], out_index);
         for j in 0..op.n_inputs() {
             let t = match op.input(j) {
                 None => None,

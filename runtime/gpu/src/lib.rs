@@ -12,9 +12,13 @@
 //!
 //! int8 results equal the reference kernels' bit for bit (see `int8.wgsl`:
 //! integer accumulation wraps like the reference, and requantization is the reference's
-//! one f32 multiply, float clamp and round-half-to-even).
+//! one f32 multiply, float clamp and round-half-to-even). Where a reference kernel divides or
+//! calls `expf` (Softmax, bilinear Resize), `exact.rs` makes tables and `int8.wgsl` does the
+//! rest in integer arithmetic, so those ops equal the reference too.
 
+mod exact;
 mod kernels;
+mod probe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +30,8 @@ use cairn_core::partition::{
 };
 use cairn_core::Model;
 
-pub use kernels::{encode, Kernel};
+pub use kernels::{encode, encode_op, Kernel};
+pub use probe::exact_f32_probe;
 
 const WORKGROUP: u32 = 64;
 const MAX_GROUPS_X: u32 = 65_535;
@@ -54,10 +59,12 @@ impl Default for GpuFactory {
 
 impl OpSupport for GpuFactory {
     fn supports_op(&self, model: &Model<'_>, op: usize) -> bool {
-        // A data-movement op is claimed only when its tables can be made (they are made
-        // again when the accelerator is created: the factory keeps no per-model state).
-        kernels::encode(model, op).is_some_and(|e| {
-            e.kernel != Kernel::Gather || kernels::gather_tables(model, op).is_some()
+        // An op is claimed only when its tables can be made (they are made again when the
+        // accelerator is created: the factory keeps no per-model state).
+        kernels::encode_op(model, op).is_some_and(|dispatches| {
+            dispatches
+                .into_iter()
+                .all(|mut e| kernels::tables(model, op, &mut e).is_some())
         })
     }
 }
@@ -126,8 +133,9 @@ pub struct GpuAccel {
     arena: wgpu::Buffer,
     readback: wgpu::Buffer,
     pipelines: Vec<wgpu::ComputePipeline>,
-    /// Per op of the model; `None` for ops not placed here.
-    ops: Vec<Option<OpWork>>,
+    /// Per op of the model, its dispatches (one per output for Split); none for ops not
+    /// placed here.
+    ops: Vec<Vec<OpWork>>,
     /// Per accelerator segment: the arena ranges it copies in and out.
     transfers: Vec<Transfers>,
     timeout: Duration,
@@ -188,7 +196,8 @@ fn create(
         packed_dot,
     };
     let limits = adapter.limits();
-    // Every op placed here, encoded; Add/Mul result tables follow the model's bytes.
+    // Every op placed here, encoded; its tables (Add/Mul results, gather sources,
+    // thresholds...) follow the model's bytes.
     let mut weights_data = model.bytes().to_vec();
     let mut work = Vec::new();
     for seg in partition
@@ -197,32 +206,16 @@ fn create(
         .filter(|s| s.placement != Placement::Cpu)
     {
         for op in seg.ops() {
-            let mut enc = kernels::encode(model, op).ok_or(AccelError::Unsupported)?;
-            if enc.kernel == Kernel::Binary {
-                let table = kernels::binary_table(model, op).ok_or(AccelError::Unsupported)?;
-                weights_data.resize(weights_data.len().div_ceil(16) * 16, 0);
-                enc.params[kernels::TABLE] =
-                    i32::try_from(weights_data.len()).map_err(|_| AccelError::Unsupported)?;
-                weights_data.extend_from_slice(&table);
-            }
-            if enc.kernel == Kernel::Gather {
-                let t = kernels::gather_tables(model, op).ok_or(AccelError::Unsupported)?;
-                let mut put = |bytes: &[u8]| -> Result<i32, AccelError> {
+            for mut enc in kernels::encode_op(model, op).ok_or(AccelError::Unsupported)? {
+                let blobs = kernels::tables(model, op, &mut enc).ok_or(AccelError::Unsupported)?;
+                for (slot, bytes) in blobs {
                     weights_data.resize(weights_data.len().div_ceil(16) * 16, 0);
-                    let at =
+                    enc.params[slot] =
                         i32::try_from(weights_data.len()).map_err(|_| AccelError::Unsupported)?;
-                    weights_data.extend_from_slice(bytes);
-                    Ok(at)
-                };
-                let src: Vec<u8> = t.src.iter().flat_map(|w| w.to_le_bytes()).collect();
-                enc.params[kernels::W_OFF] = put(&src)?;
-                enc.params[kernels::TABLE] = -1;
-                if let Some((which, maps)) = &t.maps {
-                    enc.params[kernels::K] = put(which)?;
-                    enc.params[kernels::TABLE] = put(maps)?;
+                    weights_data.extend_from_slice(&bytes);
                 }
+                work.push((op, enc));
             }
-            work.push((op, enc));
         }
     }
     weights_data.resize(round4(weights_data.len()).max(4), 0);
@@ -314,7 +307,7 @@ fn create(
         mapped_at_creation: false,
     });
 
-    let mut ops: Vec<Option<OpWork>> = (0..model.n_ops()).map(|_| None).collect();
+    let mut ops: Vec<Vec<OpWork>> = (0..model.n_ops()).map(|_| Vec::new()).collect();
     for (op, enc) in work {
         {
             let pipeline = kernels::Kernel::ALL
@@ -341,7 +334,7 @@ fn create(
             if gy > MAX_GROUPS_X {
                 return Err(AccelError::Unsupported);
             }
-            ops[op] = Some(OpWork {
+            ops[op].push(OpWork {
                 pipeline,
                 bind_group,
                 groups: (gx, gy),
@@ -485,14 +478,16 @@ impl Accelerator for GpuAccel {
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for op in segment.ops() {
-                let work = self
+                let dispatches = self
                     .ops
                     .get(op)
-                    .and_then(|w| w.as_ref())
+                    .filter(|d| !d.is_empty())
                     .ok_or(AccelError::Unsupported)?;
-                pass.set_pipeline(&self.pipelines[work.pipeline]);
-                pass.set_bind_group(0, &work.bind_group, &[]);
-                pass.dispatch_workgroups(work.groups.0, work.groups.1, 1);
+                for work in dispatches {
+                    pass.set_pipeline(&self.pipelines[work.pipeline]);
+                    pass.set_bind_group(0, &work.bind_group, &[]);
+                    pass.dispatch_workgroups(work.groups.0, work.groups.1, 1);
+                }
             }
         }
         let outputs = &io.outputs;
