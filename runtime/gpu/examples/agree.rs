@@ -1,6 +1,6 @@
 //! Run a model on N samples through the CPU backend and through the GPU (heterogeneous
-//! driver), and report how many outputs are equal byte for byte, top-1 agreement and
-//! timings.
+//! driver), and report on how many samples every output is equal byte for byte, top-1
+//! agreement (of output 0) and timings.
 //!
 //! `cargo run --release -p cairn-gpu --example agree -- MODEL.cairn SAMPLES.f32 [N]`
 //! where SAMPLES.f32 holds N inputs of the model's first input, f32 little-endian, back to
@@ -71,11 +71,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         gpu.invoke().map_err(|e| format!("{e:?}"))?;
         gpu_s += t.elapsed().as_secs_f64();
+        let mut all_equal = true;
+        for k in 1..m.n_outputs() {
+            let (a, b) = (
+                cpu.output(k).map_err(|e| format!("{e:?}"))?.data,
+                gpu.output(k).map_err(|e| format!("{e:?}"))?.data,
+            );
+            all_equal &= a == b;
+        }
         let (a, b) = (
             cpu.output(0).map_err(|e| format!("{e:?}"))?.data,
             gpu.output(0).map_err(|e| format!("{e:?}"))?.data,
         );
-        equal += usize::from(a == b);
+        equal += usize::from(all_equal && a == b);
         let f = |d: &[u8]| -> Vec<f32> {
             cairn_kernels::host::to_f32(&cairn_core::TensorRef {
                 info: out_t,
@@ -92,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let c = gpu.counters();
     println!(
-        "{n} samples: outputs equal {equal}/{n}, top-1 equal {top1}/{n}; cpu {:.3} ms/sample, gpu {:.3} ms/sample; {} gpu segments, {} failures",
+        "{n} samples: all outputs equal {equal}/{n}, top-1 equal {top1}/{n}; cpu {:.3} ms/sample, gpu {:.3} ms/sample; {} gpu segments, {} failures",
         cpu_s * 1e3 / n.max(1) as f64,
         gpu_s * 1e3 / n.max(1) as f64,
         c.accel_segments,

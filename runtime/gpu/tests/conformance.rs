@@ -376,12 +376,165 @@ fn tile_gather_case(r: &mut Rng) -> ModelBuilder {
     b
 }
 
+/// int8 Softmax (flavour 0) over a random axis of a rank-2..4 tensor: classifier heads
+/// (one long row), attention (rows of a head's scores) and inner axes (elements of a row
+/// K apart). Input scales up to 1 make the smallest exp values subnormal or zero; output
+/// scales include the usual 1/256 with zero point −128.
+fn softmax_case(r: &mut Rng) -> ModelBuilder {
+    let dims: Vec<usize> = match r.next() % 3 {
+        0 => vec![1, r.range(1, 1200)],
+        1 => {
+            let seq = r.range(1, 40);
+            vec![1, r.range(1, 4), seq, seq]
+        }
+        _ => (0..r.range(2, 4)).map(|_| r.range(1, 9)).collect(),
+    };
+    let axis = if r.one_in(2) {
+        dims.len() - 1
+    } else {
+        r.range(0, dims.len() - 1)
+    };
+    let mut b = ModelBuilder::default();
+    let mut x_spec = act(&dims, r);
+    if r.one_in(3) {
+        x_spec.quant = QuantSpec::PerTensor {
+            scale: r.f(0.1, 1.0),
+            zero_point: r.range(0, 255) as i32 - 128,
+        };
+    }
+    let x = b.add_tensor(x_spec);
+    let mut y_spec = act(&dims, r);
+    if r.one_in(2) {
+        y_spec.quant = QuantSpec::PerTensor {
+            scale: 1.0 / 256.0,
+            zero_point: -128,
+        };
+    }
+    let y = b.add_tensor(y_spec);
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    b.ops.push(OpSpec {
+        kind: OpKind::Softmax,
+        inputs: vec![Some(x)],
+        outputs: vec![y],
+        params: vec![outer as i32, dims[axis] as i32, inner as i32, 0],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
+/// Bilinear Resize (requantized) with every coordinate transform, integer and
+/// fractional scales, up and down: FPN necks and segmentation heads.
+fn bilinear_case(r: &mut Rng) -> ModelBuilder {
+    let (n, c, h, w) = (r.range(1, 2), r.range(1, 4), r.range(1, 12), r.range(1, 12));
+    let scale = |r: &mut Rng, len: usize| -> (f32, usize) {
+        let s = match r.next() % 4 {
+            0 => r.range(1, 4) as f32,
+            1 => 0.5,
+            2 => r.f(0.3, 3.0),
+            _ => 1.5,
+        };
+        (s, ((len as f32 * s).floor() as usize).max(1))
+    };
+    let ((sh, oh), (sw, ow)) = (scale(r, h), scale(r, w));
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(act(&[n, c, h, w], r));
+    let y = b.add_tensor(act(&[n, c, oh, ow], r));
+    b.ops.push(OpSpec {
+        kind: OpKind::Resize,
+        inputs: vec![Some(x)],
+        outputs: vec![y],
+        params: vec![
+            1,
+            r.range(0, 3) as i32,
+            0,
+            sh.to_bits() as i32,
+            sw.to_bits() as i32,
+        ],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    b
+}
+
+/// Split along a random axis into two to four parts of random sizes, every part a
+/// model output; the first part also feeds a Transpose (a Split inside a GPU segment).
+fn split_case(r: &mut Rng) -> ModelBuilder {
+    let dims: Vec<usize> = (0..r.range(2, 4)).map(|_| r.range(1, 7)).collect();
+    let axis = r.range(0, dims.len() - 1);
+    let mut dims = dims;
+    let parts = r.range(2, 4);
+    dims[axis] = dims[axis].max(parts) + r.range(0, 4);
+    // Cut points: parts − 1 distinct offsets inside the axis.
+    let mut cuts: Vec<usize> = Vec::new();
+    while cuts.len() < parts - 1 {
+        let cut = r.range(1, dims[axis] - 1);
+        if !cuts.contains(&cut) {
+            cuts.push(cut);
+        }
+    }
+    cuts.sort_unstable();
+    let starts: Vec<usize> = std::iter::once(0).chain(cuts.iter().copied()).collect();
+    let ends: Vec<usize> = cuts.iter().copied().chain([dims[axis]]).collect();
+    let mut b = ModelBuilder::default();
+    let x_spec = act(&dims, r);
+    let x = b.add_tensor(x_spec.clone());
+    let outs: Vec<u16> = starts
+        .iter()
+        .zip(&ends)
+        .map(|(s, e)| {
+            let mut d = dims.clone();
+            d[axis] = e - s;
+            b.add_tensor(TensorSpec {
+                shape: Shape::new(&d).unwrap(),
+                ..x_spec.clone()
+            })
+        })
+        .collect();
+    let mut params = vec![axis as i32];
+    params.extend(starts.iter().map(|&s| s as i32));
+    b.ops.push(OpSpec {
+        kind: OpKind::Split,
+        inputs: vec![Some(x)],
+        outputs: outs.clone(),
+        params,
+    });
+    let mut first = dims.clone();
+    first[axis] = ends[0];
+    let rank = first.len();
+    let perm: Vec<usize> = (0..rank).rev().collect();
+    let t_dims: Vec<usize> = perm.iter().map(|&a| first[a]).collect();
+    let t = b.add_tensor(TensorSpec {
+        shape: Shape::new(&t_dims).unwrap(),
+        ..x_spec
+    });
+    b.ops.push(OpSpec {
+        kind: OpKind::Transpose,
+        inputs: vec![Some(outs[0])],
+        outputs: vec![t],
+        params: perm.iter().map(|&a| a as i32).collect(),
+    });
+    b.inputs = vec![x];
+    b.outputs = std::iter::once(t)
+        .chain(outs[1..].iter().copied())
+        .collect();
+    b
+}
+
 fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
+    run_cpu_all(m, input).swap_remove(0)
+}
+
+/// Every output of the model, run on the CPU backend.
+fn run_cpu_all(m: Model<'_>, input: &[u8]) -> Vec<Vec<u8>> {
     let mut arena = vec![0u8; m.arena_bytes() + 16];
     let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
     it.input_bytes_mut(0).unwrap().copy_from_slice(input);
     it.invoke().unwrap();
-    it.output(0).unwrap().data.to_vec()
+    (0..m.n_outputs())
+        .map(|k| it.output(k).unwrap().data.to_vec())
+        .collect()
 }
 
 fn gpu_or_skip() -> bool {
@@ -448,11 +601,13 @@ fn check_cases(
         h.invoke().unwrap();
         let c = h.counters();
         assert_eq!((c.faults(), c.fallback_segments), (0, 0), "{what}: {c:?}");
-        assert_eq!(
-            h.output(0).unwrap().data,
-            run_cpu(m, &input).as_slice(),
-            "{what}"
-        );
+        for (k, want) in run_cpu_all(m, &input).iter().enumerate() {
+            assert_eq!(
+                h.output(k).unwrap().data,
+                want.as_slice(),
+                "{what} output {k}"
+            );
+        }
     }
 }
 
@@ -486,6 +641,84 @@ fn resize_transpose_slice_concat_equal_cpu() {
 #[test]
 fn tile_and_gather_equal_cpu() {
     check_cases("tile+gather", 40, 7, true, tile_gather_case);
+}
+
+#[test]
+fn softmax_equals_cpu() {
+    check_cases("softmax", 60, 9, true, softmax_case);
+}
+
+#[test]
+fn bilinear_resize_equals_cpu() {
+    check_cases("bilinear resize", 60, 10, true, bilinear_case);
+}
+
+#[test]
+fn split_equals_cpu() {
+    check_cases("split+transpose", 40, 11, true, split_case);
+}
+
+/// One f32 operand for the exact-arithmetic probe: zeros, subnormals, normals of any
+/// exponent up to 2^100, and (with `near`) the exponent of `near` ± 2 for cancellation
+/// and ties.
+fn probe_operand(r: &mut Rng, near: Option<u32>) -> u32 {
+    let sign = (r.next() as u32) & 0x8000_0000;
+    let mantissa = (r.next() as u32) & 0x007F_FFFF;
+    let exponent = match (near, r.next() % 8) {
+        (Some(n), 0..=3) => ((n >> 23) & 0xFF)
+            .saturating_add(r.range(0, 4) as u32)
+            .saturating_sub(2),
+        (_, 4) => 0,
+        (_, 5) => return sign | if r.one_in(2) { 0 } else { mantissa & 0xF },
+        _ => r.range(1, 227) as u32,
+    };
+    sign | exponent.min(227) << 23 | mantissa
+}
+
+/// The WGSL helpers that replace f32 division and multiply-add chains (`f32_div`,
+/// `f32_add`) equal IEEE 754 (Rust's `/` and `+`) bit for bit, subnormals and ties
+/// included, on 2^18 seeded operand pairs.
+#[test]
+fn exact_f32_helpers_equal_ieee() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ 12);
+    let pairs: Vec<(u32, u32)> = (0..1 << 18)
+        .map(|_| {
+            let a = probe_operand(&mut r, None);
+            let mut b = probe_operand(&mut r, Some(a));
+            if b & 0x7FFF_FFFF == 0 {
+                b |= 1;
+            }
+            (a, b)
+        })
+        .collect();
+    let got = cairn_gpu::exact_f32_probe(&pairs).expect("probe ran");
+    let mut bad = Vec::new();
+    for (&(a, b), &(sum, quotient)) in pairs.iter().zip(&got) {
+        let (fa, fb) = (f32::from_bits(a), f32::from_bits(b));
+        if (fa + fb).to_bits() != sum {
+            bad.push(format!(
+                "{a:#010x} + {b:#010x}: {sum:#010x}, want {:#010x}",
+                (fa + fb).to_bits()
+            ));
+        }
+        let want = (fa.abs() / fb.abs()).to_bits();
+        if f32::from_bits(want).is_finite() && want != quotient {
+            bad.push(format!(
+                "|{a:#010x}| / |{b:#010x}|: {quotient:#010x}, want {want:#010x}"
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "CAIRN_SEED={seed}: {} of {} differ, first: {:?}",
+        bad.len(),
+        2 * pairs.len(),
+        &bad[..bad.len().min(5)]
+    );
 }
 
 #[test]
