@@ -1,6 +1,7 @@
 //! Float-graph rewrites before quantization: fold per-channel affine ops (BatchNorm) into
 //! the producing conv/FC, fuse Relu/Clip into their producer, recognise HardSwish, and
-//! make `x · gate(x)` (HardSigmoid, Sigmoid gates) one element-wise function of `x`.
+//! make `x · gate(x)` (HardSigmoid, Sigmoid gates) one element-wise function of `x`;
+//! decomposed LayerNorms become one op (`fuse_norm.rs`).
 //! Each rewrite only fires when the intermediate tensor has exactly one reader and is not
 //! a graph output, so the graph's meaning never changes.
 
@@ -345,7 +346,8 @@ fn constants_second(g: &mut Graph) {
 /// Apply every rewrite until none fires. Returns how many fired.
 pub fn fuse(g: &mut Graph) -> usize {
     constants_second(g);
-    let mut n = 0;
+    // Before activation fusion: a clamp fused into the LayerNorm's last op would hide it.
+    let mut n = crate::fuse_norm::fuse_layer_norms(g);
     while fold_affine(g) || fuse_hardswish(g) || fuse_self_gate(g) || fuse_act(g) {
         n += 1;
     }

@@ -8,8 +8,10 @@
 pub mod calibrate;
 pub mod elementwise;
 pub mod fuse;
+mod fuse_norm;
 pub mod ir;
 pub mod lower;
+mod lower_attention;
 mod lower_col2im;
 mod lower_crop;
 mod lower_einsum;
@@ -133,7 +135,7 @@ pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<Stri
     let fused = fuse::fuse(&mut g);
     if fused > 0 {
         notes.push(format!(
-            "{fused} fusions (BatchNorm folds, activations, HardSwish)"
+            "{fused} fusions (BatchNorm folds, activations, HardSwish, LayerNorm)"
         ));
     }
     Ok((g, notes))

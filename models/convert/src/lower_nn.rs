@@ -608,6 +608,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
         }
         "Resize" | "Upsample" => crate::lower_resize::resize(l, n),
         _ if crate::lower_pool::lower_pool_op(l, n)? => Ok(()),
+        _ if crate::lower_attention::lower_attention_op(l, n)? => Ok(()),
         _ if crate::lower_crop::lower_crop_op(l, n)? => Ok(()),
         _ if crate::lower_col2im::lower_col2im_op(l, n)? => Ok(()),
         _ if crate::lower_grid_sample::lower_grid_sample_op(l, n)? => Ok(()),
