@@ -107,6 +107,9 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
         ..CheckReport::default()
     };
     let mut unknown: HashSet<&str> = HashSet::new();
+    // Values computed from an input whose unknown dims were taken as 1, with the hint
+    // that names that input: a shape error behind it may be that guess, not the model.
+    let mut guessed: HashMap<&str, std::rc::Rc<String>> = HashMap::new();
     for (pos, inp) in graph_inputs(graph).enumerate() {
         if let Err(e) = l.input(pos, inp, opts) {
             report.problems.push(Problem {
@@ -118,11 +121,26 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
             // so the nodes behind it are checked too; if even that fails, they are blocked.
             if l.input(pos, &as_f32_fixed(inp), opts).is_err() {
                 unknown.insert(inp.name.as_str());
+            } else {
+                let (_, dims) = onnx::value_info_type(inp);
+                if dims.as_ref().is_none_or(|d| d.iter().any(Option::is_none)) {
+                    let hint = format!(
+                        "this check took the unknown dims of input '{}' ({}) as 1, which may be what does not fit: {}",
+                        inp.name,
+                        dims_text(dims.as_deref()),
+                        input_shape_hint(&inp.name, dims.as_deref())
+                    );
+                    guessed.insert(inp.name.as_str(), std::rc::Rc::new(hint));
+                }
             }
         }
     }
     for node in topo_sort(&graph.node)? {
         let blocked = node.input.iter().any(|i| unknown.contains(i.as_str()));
+        let guess = node
+            .input
+            .iter()
+            .find_map(|i| guessed.get(i.as_str()).cloned());
         let result = if blocked {
             report.blocked += 1;
             Ok(())
@@ -130,17 +148,69 @@ pub fn check(model: &ModelProto, opts: &LowerOptions) -> Result<CheckReport> {
             l.named_node(node)
         };
         if let Err(e) = &result {
+            let reason = match &guess {
+                Some(hint) => format!("{e:#} ({hint})"),
+                None => format!("{e:#}"),
+            };
             report.problems.push(Problem {
                 node: l.node_name.clone(),
                 op: node.op_type.clone(),
-                reason: format!("{e:#}"),
+                reason,
             });
         }
         if blocked || result.is_err() {
             unknown.extend(node.output.iter().map(String::as_str));
         }
+        if let Some(hint) = guess {
+            for o in &node.output {
+                guessed.insert(o.as_str(), hint.clone());
+            }
+        }
     }
     Ok(report)
+}
+
+/// Declared dims as text: `[?, 3, ?, ?]` (`?` where the model fixes none), or "no shape".
+fn dims_text(dims: Option<&[Option<usize>]>) -> String {
+    match dims {
+        None => "no shape".into(),
+        Some(d) => {
+            let parts: Vec<String> = d
+                .iter()
+                .map(|x| x.map_or("?".to_string(), |v| v.to_string()))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        }
+    }
+}
+
+/// How to fix input `name`'s dims on the command line: `--input-shape NAME=1,3,H2,H3`
+/// with the model's fixed dims filled in and `D<i>` where dim `i` must be chosen.
+fn input_shape_hint(name: &str, dims: Option<&[Option<usize>]>) -> String {
+    match dims {
+        Some(d) => {
+            let parts: Vec<String> = d
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.map_or(format!("D{i}"), |v| v.to_string()))
+                .collect();
+            let free: Vec<String> = d
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.is_none())
+                .map(|(i, _)| i.to_string())
+                .collect();
+            format!(
+                "give {} {} with --input-shape {name}={} (or calibration samples)",
+                if free.len() == 1 { "dim" } else { "dims" },
+                free.join(", "),
+                parts.join(",")
+            )
+        }
+        None => {
+            format!("give every dim with --input-shape {name}=D0,D1,... (or calibration samples)")
+        }
+    }
 }
 
 /// `v` as an f32 tensor with every unknown dim 1 (what `check` assumes of an input it
@@ -242,7 +312,12 @@ impl<'m> Lower<'m> {
             .get(&inp.name)
             .or_else(|| opts.input_shapes.get(&format!("#{pos}")));
         let shape = match (given, dims) {
-            (Some(s), Some(d)) if s.len() != d.len() => bail!("--input-shape for '{}' has rank {}, the model says {}", inp.name, s.len(), d.len()),
+            (Some(s), Some(d)) if s.len() != d.len() => bail!(
+                "--input-shape for '{}' has rank {}, the model says {}",
+                inp.name,
+                s.len(),
+                d.len()
+            ),
             (Some(s), Some(d)) => {
                 for (a, b) in s.iter().zip(&d) {
                     if let Some(b) = b {
@@ -254,11 +329,14 @@ impl<'m> Lower<'m> {
                 s.clone()
             }
             (Some(s), None) => s.clone(),
-            (None, Some(d)) if d.iter().all(|x| x.is_some()) => d.iter().map(|x| x.unwrap_or(1)).collect(),
+            (None, Some(d)) if d.iter().all(|x| x.is_some()) => {
+                d.iter().map(|x| x.unwrap_or(1)).collect()
+            }
             (None, d) => bail!(
-                "input '{}' has dynamic dims {:?}; fix them with --input-shape (e.g. --input-shape 1,3,48,192) or calibration samples",
+                "input '{}' has dims that are not fixed ({}); {}",
                 inp.name,
-                d.map(|d| d.iter().map(|x| x.map_or("?".to_string(), |v| v.to_string())).collect::<Vec<_>>())
+                dims_text(d.as_deref()),
+                input_shape_hint(&inp.name, d.as_deref())
             ),
         };
         let id = self.g.add(&inp.name, dtype, shape);

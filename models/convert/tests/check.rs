@@ -174,3 +174,63 @@ fn clip_with_run_time_bounds() {
     let out = hm.run(&[&[-3.0, -0.5, 0.5, 3.0], &[-1.0], &[2.0]]).unwrap();
     assert_eq!(out[0], [-1.0, -0.5, 0.5, 2.0]);
 }
+
+/// An input whose first dim is not fixed: `check` reports the input with the
+/// `--input-shape NAME=...` that fixes it, and a shape error behind it (the Concat of the
+/// guessed batch of 1 with a batch of 2) names that input as the likely cause, not only
+/// "Concat shapes do not fit".
+#[test]
+fn unfixed_input_dims_are_named_in_the_shape_errors_behind_them() {
+    use cairn_convert::onnx_pb::tensor_shape_proto::dimension::Value as Dim;
+    use cairn_convert::onnx_pb::type_proto::Value;
+    let mut x = value("x", 1, &[1, 4]);
+    if let Some(Value::TensorType(t)) = x.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        if let Some(d) = t.shape.as_mut().map(|s| &mut s.dim[0]) {
+            d.value = Some(Dim::DimParam("batch".into()));
+        }
+    }
+    let concat = NodeProto {
+        input: vec!["x".into(), "y".into()],
+        output: vec!["z".into()],
+        name: "concat".into(),
+        op_type: "Concat".into(),
+        attribute: vec![common::int_attr("axis", 1)],
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![concat],
+            input: vec![x, value("y", 1, &[2, 4])],
+            output: vec![value("z", 1, &[2, 8])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let report = cairn_convert::check(&m.encode_to_vec(), &Default::default()).unwrap();
+    assert_eq!(report.problems.len(), 2, "{report:?}");
+    let (input, concat) = (&report.problems[0], &report.problems[1]);
+    assert_eq!(input.node, "input 'x'");
+    assert!(
+        input.reason.contains("[?, 4]") && input.reason.contains("--input-shape x=D0,4"),
+        "{}",
+        input.reason
+    );
+    assert_eq!(concat.op, "Concat");
+    assert!(
+        concat.reason.contains("input 'x'") && concat.reason.contains("--input-shape x=D0,4"),
+        "{}",
+        concat.reason
+    );
+    // Given the dim, the model checks clean.
+    let opts = cairn_convert::Options {
+        input_shapes: [("x".to_string(), vec![2, 4])].into_iter().collect(),
+        ..Default::default()
+    };
+    let report = cairn_convert::check(&m.encode_to_vec(), &opts).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+}
