@@ -73,6 +73,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Tanh",
     "Softmax",
     "LayerNormalization",
+    "Attention",
+    "RotaryEmbedding",
     "Gelu",
     "Erf",
     "QuantizeLinear",
