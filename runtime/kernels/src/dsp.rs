@@ -13,7 +13,7 @@
 use core::arch::asm;
 
 #[inline(always)]
-fn sxtb16(x: u32) -> u32 {
+pub(crate) fn sxtb16(x: u32) -> u32 {
     let r: u32;
     // SAFETY: a register-only DSP instruction (Armv7E-M), no memory or stack access.
     unsafe {
@@ -23,7 +23,7 @@ fn sxtb16(x: u32) -> u32 {
 }
 
 #[inline(always)]
-fn sxtb16_ror8(x: u32) -> u32 {
+pub(crate) fn sxtb16_ror8(x: u32) -> u32 {
     let r: u32;
     // SAFETY: as above.
     unsafe {
@@ -45,7 +45,7 @@ fn ssub16(a: u32, b: u32) -> u32 {
 
 /// `acc + a.lo·b.lo + a.hi·b.hi` (int16 halves), wrapping.
 #[inline(always)]
-fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     let r: i32;
     // SAFETY: register-only; it may set the Q flag, which nothing here reads.
     unsafe {
@@ -71,50 +71,6 @@ pub fn pair_activations(x: &[i8], zx: i32, out: &mut [u32]) -> usize {
     n
 }
 
-/// Largest input-channel count of the pointwise path (its two column buffers, 1.5 KB of
-/// stack, sit beside the conv's per-channel offsets).
-pub const PW_MAX_K: usize = 512;
-
-/// Pointwise (1×1) int8 conv on planes of `pix` pixels, `x` `[ic][pix]`, `w` `[oc][ic]`:
-/// for each pixel its input column is gathered and paired once, then every output channel
-/// is an SMLAD dot product over it. `bias` is the raw int32 bias. Same sums as the
-/// reference (exact, wrapping). `false` (nothing written) when `ic` exceeds `PW_MAX_K`.
-#[allow(clippy::too_many_arguments)]
-pub fn pointwise(
-    x: &[i8],
-    w: &[i8],
-    bias: Option<&[i32]>,
-    zx: i32,
-    ic: usize,
-    oc: usize,
-    pix: usize,
-    mut out: impl FnMut(usize, usize, i32),
-) -> bool {
-    if ic > PW_MAX_K {
-        return false;
-    }
-    let mut col = [0i8; PW_MAX_K];
-    let mut xp = [0u32; PW_MAX_K / 2];
-    for p in 0..pix {
-        for (c, v) in col[..ic].iter_mut().enumerate() {
-            *v = x[c * pix + p];
-        }
-        let col = &col[..ic];
-        let done = pair_activations(col, zx, &mut xp);
-        for (o, wr) in w.chunks_exact(ic).take(oc).enumerate() {
-            let acc = dot(wr, &xp, done, bias.map_or(0, |b| b[o]));
-            let acc = col[done..]
-                .iter()
-                .zip(&wr[done..])
-                .fold(acc, |a, (&xv, &wv)| {
-                    a.wrapping_add((xv as i32 - zx) * wv as i32)
-                });
-            out(o, p, acc);
-        }
-    }
-    true
-}
-
 /// `acc + Σ w[t] · (x[t] − zx)` over the first `n` elements (paired by
 /// `pair_activations`).
 #[inline(always)]
@@ -129,4 +85,75 @@ pub fn dot(w: &[i8], xp: &[u32], n: usize, mut acc: i32) -> i32 {
         acc = smlad(sxtb16_ror8(v), p[1], acc);
     }
     acc
+}
+
+/// `requantize(acc, scale, zy, lo, hi)` (for `lo <= hi`) with the FPU's round-to-nearest-
+/// even conversion (`vcvtr`, the default FPSCR mode) in place of clamp-then-round-trick:
+/// the bounds are integers and rounding is monotonic, so rounding and then clamping gives
+/// the reference's clamp-then-round; `vcvtr` saturates, and a saturated value clamps the
+/// same. With `FULL` (the caller has checked `lo == -128 && hi == 127`) the clamp is a
+/// saturating add of the zero point and `ssat #8`. About 8–12 instructions instead of
+/// 20. Hard-float targets only (an FPU).
+#[cfg(target_abi = "eabihf")]
+#[inline(always)]
+pub(crate) fn requantize_fpu<const FULL: bool>(
+    acc: i32,
+    scale: f32,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+) -> i32 {
+    debug_assert!(lo <= hi && (!FULL || (lo == -128 && hi == 127)));
+    let r: i32;
+    // SAFETY: FPU register moves and arithmetic on s14/s15 (declared clobbered); no memory,
+    // no stack. The FPSCR rounding mode is the reset default (nearest even): nothing in
+    // cairn changes it.
+    unsafe {
+        asm!(
+            "vmov s14, {acc}",
+            "vmov s15, {scale}",
+            "vcvt.f32.s32 s14, s14",
+            "vmul.f32 s14, s14, s15",
+            "vcvtr.s32.f32 s14, s14",
+            "vmov {r}, s14",
+            acc = in(reg) acc,
+            scale = in(reg) scale.to_bits(),
+            r = lateout(reg) r,
+            out("s14") _,
+            out("s15") _,
+            options(pure, nomem, nostack)
+        )
+    };
+    if FULL {
+        // clamp(r, −128 − zy, 127 − zy) + zy = clamp(r + zy, −128, 127), the sum saturating
+        // where it would wrap (then it clamps to the same bound).
+        let v: i32;
+        // SAFETY: register-only; `qadd`/`ssat` may set the Q flag, which nothing reads.
+        unsafe {
+            asm!(
+                "qadd {v}, {r}, {z}",
+                "ssat {v}, #8, {v}",
+                v = out(reg) v,
+                r = in(reg) r,
+                z = in(reg) zy,
+                options(pure, nomem, nostack)
+            )
+        };
+        v
+    } else {
+        r.max(lo - zy).min(hi - zy) + zy
+    }
+}
+
+/// Without an FPU (soft-float `eabi` targets): the reference requantization.
+#[cfg(not(target_abi = "eabihf"))]
+#[inline(always)]
+pub(crate) fn requantize_fpu<const FULL: bool>(
+    acc: i32,
+    scale: f32,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+) -> i32 {
+    cairn_core::quant::requantize(acc, scale, zy, lo, hi)
 }

@@ -18,6 +18,10 @@ use crate::util::qp;
 
 /// int8 Add/Mul through the vector path, or `None`.
 pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(all(feature = "dsp", target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(r) = crate::dsp_elt::binary_i8(call, out) {
+        return Some(r);
+    }
     if !matches!(call.kind, OpKind::Add | OpKind::Mul) || !avx2::available() {
         return None;
     }
@@ -111,6 +115,10 @@ enum Operand<'a> {
 
 /// Per-tensor QuantizeLinear to int8 through the vector path, or `None`.
 pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(all(feature = "dsp", target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(r) = crate::dsp_elt::quantize(call, out) {
+        return Some(r);
+    }
     if out.info.dtype != DType::I8 || !avx2::available() {
         return None;
     }
@@ -276,6 +284,10 @@ fn max_into(xr: &[i8], g: &crate::pool::Win, w: usize, ow: usize, yr: &mut [i8])
 /// A table per channel (PReLU with a slope per channel) runs each run of `inner`
 /// elements of one channel through that channel's table.
 pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(all(feature = "dsp", target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(r) = crate::dsp_elt::lut_i8(call, out) {
+        return Some(r);
+    }
     if !avx2::available() {
         return None;
     }

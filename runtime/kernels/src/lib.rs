@@ -14,6 +14,12 @@ mod conv;
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 #[allow(unsafe_code)]
 mod dsp;
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+#[allow(unsafe_code)]
+mod dsp_conv;
+#[cfg(all(feature = "dsp", target_arch = "arm", target_abi = "eabihf"))]
+#[allow(unsafe_code)]
+mod dsp_elt;
 mod eltwise;
 #[allow(unsafe_code)]
 mod fast;

@@ -145,6 +145,25 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    // Cortex-M with the DSP extension: im2col + SMLAD and the depthwise row kernel.
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    if q.wp.is_none() {
+        let (x, w, bias, scales) = (q.x, q.w, q.bias, q.scales);
+        let (zx, zy, lo, hi) = (q.zx, q.zy, q.lo, q.hi);
+        let ops = crate::dsp_conv::Operands {
+            x,
+            w,
+            bias,
+            scales,
+            zx,
+            zy,
+            lo,
+            hi,
+        };
+        if crate::dsp_conv::conv(&g, &ops, y) {
+            return Some(Ok(()));
+        }
+    }
     // A few output pixels in all (a 1×1 map after pooling, a filter bank on a few frames):
     // stream each weight row once.
     #[cfg(target_arch = "x86_64")]
@@ -272,15 +291,6 @@ fn pointwise_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         let y = &mut y[n * oc * pix..(n + 1) * oc * pix];
         if gemm_simd(x, pix, q, ic, oc, pix, y, pix, 0) {
             crate::paths::note(crate::paths::Path::PointwiseGemm);
-            continue;
-        }
-        // Cortex-M with the DSP extension: SMLAD dot products (plain weights only).
-        #[cfg(all(feature = "dsp", target_arch = "arm"))]
-        if q.wp.is_none()
-            && crate::dsp::pointwise(x, q.w, q.bias, q.zx, ic, oc, pix, |o, p, acc| {
-                y[o * pix + p] = requantize(acc, q.scales[o], q.zy, q.lo, q.hi) as i8
-            })
-        {
             continue;
         }
         crate::paths::note(crate::paths::Path::PointwisePortable);
