@@ -2,13 +2,17 @@
 //! cls, converted from `models/zoo/ppocr_cls/cls_qdq.onnx`: 146 int8 ops — convolutions,
 //! depthwise convolutions, hard-swish lookup tables, squeeze-excitation `Mul`s, pooling,
 //! FullyConnected, Softmax) from flash, with its 138,240-byte arena in RAM, through
-//! `Select<CNN_I8 | FAST>` (the DSP-extension FullyConnected and the FPU's fused
-//! multiply-add requantization of `Add`/`Mul`).
+//! `Select<CNN_I8 | FAST>`: with the `dsp` feature, the DSP-extension kernels
+//! (`cairn-kernels` `dsp_conv.rs`: im2col + SMLAD convs, depthwise; `dsp_elt.rs`: `Mul`,
+//! `Add`, `Lut`, `QuantizeLinear`; the SMLAD FullyConnected).
 //!
 //! For each bundled text line (two from the evaluation set, stored as bytes with their
 //! width and label) it preprocesses as PaddleOCR does, runs the model, logs the class, the
 //! instructions per inference and the output's bytes, which the host test compares with
-//! the host interpreter's byte for byte. The exit status is the verdict.
+//! the host interpreter's byte for byte. The first inference also logs instructions per
+//! op (`op_profile.rs`: each Conv / FullyConnected with its shapes and instructions per
+//! MAC, each other op of 100,000 instructions or more, and a total per op kind). The exit
+//! status is the verdict.
 #![no_std]
 #![no_main]
 
@@ -22,6 +26,8 @@ use stm32f4xx_hal as _;
 
 #[path = "../clock.rs"]
 mod clock;
+#[path = "../op_profile.rs"]
+mod op_profile;
 
 use cairn_core::{Interpreter, Model};
 use cairn_kernels::{family, Select};
@@ -75,7 +81,9 @@ fn run() -> bool {
     // SAFETY: main runs once; nothing else touches these statics.
     #[allow(static_mut_refs)]
     let arena = unsafe { &mut ARENA.0 };
-    let backend = Select::<{ family::CNN_I8 | family::FAST }>;
+    // The first inference also logs instructions per op (`op_profile.rs`).
+    let mut backend = op_profile::Profiled::new(Select::<{ family::CNN_I8 | family::FAST }>);
+    backend.logging = true;
     let mut it = match Interpreter::new(model, backend, arena) {
         Ok(it) => it,
         Err(e) => {
@@ -112,6 +120,10 @@ fn run() -> bool {
             return false;
         }
         let t1 = ticks(&syst);
+        if it.backend_mut().logging {
+            it.backend_mut().summary();
+            it.backend_mut().logging = false;
+        }
         let Ok(out) = it.output(0) else {
             return false;
         };
