@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
 import bench  # noqa: E402  (re-executes under the repo venv when numpy is missing)
-from bench import np, sh, error_line, sample_dirs, load_feeds, stem, ort_session, ort_outputs, metric  # noqa: E402
+from bench import np, sh, error_line, sample_dirs, load_feeds, read_outputs, ort_session, ort_outputs, metric  # noqa: E402
 from fetch import cache_dir, load_corpus  # noqa: E402
 from inputs import fname  # noqa: E402
 
@@ -45,13 +45,7 @@ def run(cairn, m, model, folder, outdir, backend):
     if rc != 0:
         raise RuntimeError(error_line(so, se))
     placed = re.search(r"^(gpu|ort): (\d+) of (\d+) ops.*$", so + "\n" + se, re.M)
-    outs = []
-    for k, o in enumerate(m["outputs"]):
-        path = os.path.join(outdir, stem(o["name"]) + ".npy")
-        if not os.path.isfile(path):
-            path = os.path.join(outdir, "output%d.npy" % k)
-        outs.append(np.load(path).reshape(o["shape"]))
-    return outs, (placed.group(0) if placed else None)
+    return read_outputs(m, outdir), (placed.group(0) if placed else None)
 
 
 def check_model(m, args, cache):

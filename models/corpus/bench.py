@@ -144,13 +144,18 @@ def cairn_run(cairn, m, model, folder, outdir, runs=1):
     if rc != 0:
         raise RuntimeError(error_line(so, se))
     ms = float(re.findall(r"([\d.]+) ms", so)[-1])
+    return read_outputs(m, outdir), ms
+
+
+def read_outputs(m, outdir):
+    """The outputs `cairn run --output-dir` wrote, in corpus order and shapes."""
     outs = []
     for k, o in enumerate(m["outputs"]):
         path = os.path.join(outdir, stem(o["name"]) + ".npy")
         if not os.path.isfile(path):
             path = os.path.join(outdir, "output%d.npy" % k)
         outs.append(np.load(path).reshape(o["shape"]))
-    return outs, ms
+    return outs
 
 
 def ort_session(path):
