@@ -170,29 +170,6 @@ pub fn softmax_tables(model: &Model<'_>, op_index: usize) -> Option<Vec<(usize, 
     ])
 }
 
-/// The reference's input coordinate for output coordinate `o` (resize.rs `source`).
-fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
-    let o = o as f32;
-    match coord {
-        0 => (o + 0.5) / scale - 0.5,
-        1 => o / scale,
-        2 => {
-            if len_out > 1 {
-                o * (len_in as f32 - 1.0) / (len_out as f32 - 1.0)
-            } else {
-                0.0
-            }
-        }
-        _ => {
-            if len_out > 1 {
-                (o + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-    }
-}
-
 /// One output row's (or column's) neighbours and weights, as the reference finds them.
 #[derive(Clone, Copy)]
 struct Taps {
@@ -205,7 +182,7 @@ struct Taps {
 fn taps(coord: i32, scale: f32, len_in: usize, len_out: usize) -> Vec<Taps> {
     (0..len_out)
         .map(|o| {
-            let f = source(coord, o, scale, len_in, len_out)
+            let f = cairn_kernels::resize_source(coord, o, scale, len_in, len_out)
                 .max(0.0)
                 .min((len_in - 1) as f32);
             let first = libm::floorf(f) as usize;

@@ -55,6 +55,9 @@ mod fast_elt;
 #[allow(unsafe_code)]
 mod fast_f32;
 pub use eltwise::unary_value;
+/// Resize's input coordinate for an output coordinate (the reference's transform), for
+/// accelerators that must compute the same taps.
+pub use resize::source as resize_source;
 mod gather;
 mod gemm;
 pub mod hetero;

@@ -6,7 +6,7 @@ use cairn_core::{DType, ExecError, OpCall, TensorMut};
 use crate::util::qp;
 
 /// Input coordinate for output coordinate `o` (param 1 = coordinate transform).
-pub(crate) fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+pub fn source(coord: i32, o: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
     let o = o as f32;
     match coord {
         0 => (o + 0.5) / scale - 0.5,
