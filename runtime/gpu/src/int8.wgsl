@@ -587,3 +587,43 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     store(word, packed);
 }
+
+// BatchMatMul of two int8 activations (gemm::bmm_i8): y[o, i, j] = requantize(Σt (a[i, t]
+// − za) · (b[t, j] − zb)) with both matrices in the arena, wrapping i32 accumulation and
+// the full int8 range. Rows of a at M, K; columns of b at N; b's zero point at C; at TABLE,
+// per output batch o, the element offsets of its a and b matrices (broadcast).
+fn bmm_one(e: u32) -> i32 {
+    let m = pu(H);
+    let k = pu(K);
+    let n = pu(N);
+    let j = e % n;
+    let i = (e / n) % m;
+    let o = e / (m * n);
+    let t = (pu(TABLE) >> 2u) + 2u * o;
+    let ab = pu(X_OFF) + weights[t] + i * k;
+    let bb = pu(W_OFF) + weights[t + 1u] + j;
+    let za = p(ZX);
+    let zb = p(C);
+    var acc = 0;
+    for (var tt = 0u; tt < k; tt++) {
+        acc += (arena_i8(ab + tt) - za) * (arena_i8(bb + tt * n) - zb);
+    }
+    return requantize(acc, weight_f32(pu(S_OFF)), p(ZY), -128, 127);
+}
+
+@compute @workgroup_size(64)
+fn bmm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let word = word_index(gid, nwg);
+    let numel = pu(NUMEL);
+    if (word * 4u >= numel) {
+        return;
+    }
+    var packed = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let e = word * 4u + j;
+        if (e < numel) {
+            packed |= (u32(bmm_one(e)) & 0xffu) << (8u * j);
+        }
+    }
+    store(word, packed);
+}

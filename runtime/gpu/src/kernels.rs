@@ -20,10 +20,11 @@ pub enum Kernel {
     Gather,
     Softmax,
     Bilinear,
+    Bmm,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Conv,
         Kernel::Fc,
         Kernel::Lut,
@@ -34,6 +35,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::Softmax,
         Kernel::Bilinear,
+        Kernel::Bmm,
     ];
     pub fn entry(self) -> &'static str {
         match self {
@@ -47,6 +49,7 @@ impl Kernel {
             Kernel::Gather => "gather",
             Kernel::Softmax => "softmax",
             Kernel::Bilinear => "bilinear",
+            Kernel::Bmm => "bmm",
         }
     }
 }
@@ -337,6 +340,7 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
             p[K] = inner;
             Kernel::Softmax
         }
+        (OpKind::BatchMatMul, Variant::I8) => bmm(model, &op, &mut p)?,
         (OpKind::Reshape, Variant::I8 | Variant::F32) => {
             // NUMEL counts bytes here.
             p[NUMEL] = word(y.info.numel().checked_mul(y.info.dtype.size_bytes())?)?;
@@ -376,6 +380,7 @@ pub fn tables(
         }
         Kernel::Softmax => crate::exact::softmax_tables(model, op_index),
         Kernel::Bilinear => crate::exact::bilinear_tables(model, op_index),
+        Kernel::Bmm => Some(vec![(TABLE, bmm_table(model, op_index)?)]),
         _ => Some(Vec::new()),
     }
 }
@@ -653,4 +658,119 @@ pub fn binary_table(model: &Model<'_>, op_index: usize) -> Option<Vec<u8>> {
     };
     cairn_kernels::execute_reference(&call, out).ok()?;
     Some(table)
+}
+
+// BatchMatMul's words besides the common ones: b's zero point and the rows of a.
+const ZB: usize = C;
+const M: usize = H;
+
+/// int8 BatchMatMul of two arena activations (`gemm::bmm_i8`): a at X_OFF, b at W_OFF,
+/// the one requantization scale at S_OFF, the per-batch matrix offsets at TABLE
+/// (`bmm_table`). Refused (CPU) when an operand is a constant, a quantization is not
+/// per-tensor int8, the scale is not finite and normal (or zero: a GPU may flush
+/// subnormals), or the output overlaps an input.
+fn bmm(
+    model: &Model<'_>,
+    op: &cairn_core::model::OpView<'_>,
+    p: &mut [i32; PARAM_WORDS],
+) -> Option<Kernel> {
+    let (a_t, b_t, s_t, y_t) = (op.input(0)?, op.input(1)?, op.input(2)?, op.output(0));
+    let (a, b, y) = (
+        model.tensor(a_t).info,
+        model.tensor(b_t).info,
+        model.tensor(y_t).info,
+    );
+    let ((_, za), (_, zb), (_, zy)) = (per_tensor_q(&a)?, per_tensor_q(&b)?, per_tensor_q(&y)?);
+    let (ra, rb, ry) = (a.shape.rank(), b.shape.rank(), y.shape.rank());
+    if ra < 2 || rb < 2 || ry < 2 {
+        return None;
+    }
+    let (m, k, n) = (
+        a.shape.dim(ra - 2),
+        a.shape.dim(ra - 1),
+        b.shape.dim(rb - 1),
+    );
+    if b.shape.dim(rb - 2) != k || y.shape.dim(ry - 2) != m || y.shape.dim(ry - 1) != n {
+        return None;
+    }
+    let s = model.tensor(s_t);
+    if s.info.dtype != DType::F32 || s.info.numel() < 1 {
+        return None;
+    }
+    let scale = match s.storage {
+        Storage::Const(c) => f32::from_le_bytes(c.get(..4)?.try_into().ok()?),
+        Storage::Arena { .. } => return None,
+    };
+    if !(scale == 0.0 || scale.is_normal()) {
+        return None;
+    }
+    let range = |t: u16| match model.tensor(t).storage {
+        Storage::Arena { offset, bytes } => Some(offset..offset + bytes),
+        Storage::Const(_) => None,
+    };
+    let yr = range(y_t)?;
+    for r in [range(a_t)?, range(b_t)?] {
+        if r.start < yr.end && yr.start < r.end {
+            return None;
+        }
+    }
+    p[W_OFF] = offset_of(model, b_t, true)?;
+    p[S_OFF] = offset_of(model, s_t, false)?;
+    p[ZX] = za;
+    p[ZB] = zb;
+    p[ZY] = zy;
+    p[M] = word(m)?;
+    p[K] = word(k)?;
+    p[N] = word(n)?;
+    // Every index the kernel forms stays below the larger tensor's size.
+    word(a.numel().max(b.numel()).max(y.numel()))?;
+    Some(Kernel::Bmm)
+}
+
+/// Per output batch (row-major over y's leading axes), the element offsets of its a and
+/// b matrices (two little-endian u32), broadcast over the leading axes exactly as the
+/// reference's `bmm_walk`.
+pub fn bmm_table(model: &Model<'_>, op_index: usize) -> Option<Vec<u8>> {
+    use cairn_core::shape::broadcast_strides;
+    use cairn_core::Shape;
+    let op = model.op(op_index)?;
+    let (a, b, y) = (
+        model.tensor(op.input(0)?).info.shape,
+        model.tensor(op.input(1)?).info.shape,
+        model.tensor(op.output(0)).info.shape,
+    );
+    let lead = |s: &Shape| -> Option<Shape> {
+        let d: Vec<usize> = s.dims().iter().map(|&v| v as usize).collect();
+        let r = d.len().checked_sub(2)?;
+        Some(Shape::new(&d[..r]).unwrap_or(Shape::SCALAR))
+    };
+    let (ab, bb, yb) = (lead(&a)?, lead(&b)?, lead(&y)?);
+    if ab.rank() > yb.rank() || bb.rank() > yb.rank() {
+        return None;
+    }
+    let (sa, sb) = (broadcast_strides(&ab, &yb), broadcast_strides(&bb, &yb));
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.dim(ra - 2), a.dim(ra - 1), b.dim(rb - 1));
+    let batches = yb.numel()?;
+    let r = yb.rank();
+    let mut out = Vec::with_capacity(batches * 8);
+    for o in 0..batches {
+        let (mut rest, mut ia, mut ib) = (o, 0usize, 0usize);
+        for d in (0..r).rev() {
+            let dim = yb.dim(d);
+            let i = rest % dim;
+            rest /= dim;
+            ia += i * sa[d];
+            ib += i * sb[d];
+        }
+        let ao = u32::try_from(ia.checked_mul(m)?.checked_mul(k)?).ok()?;
+        let bo = u32::try_from(ib.checked_mul(k)?.checked_mul(n)?).ok()?;
+        out.extend_from_slice(&ao.to_le_bytes());
+        out.extend_from_slice(&bo.to_le_bytes());
+    }
+    // The weights buffer takes whole words; an empty table still gets one.
+    if out.is_empty() {
+        out.resize(8, 0);
+    }
+    Some(out)
 }

@@ -522,15 +522,74 @@ fn split_case(r: &mut Rng) -> ModelBuilder {
     b
 }
 
-fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
-    run_cpu_all(m, input).swap_remove(0)
+/// int8 BatchMatMul of two activations: attention's QKᵀ ([1, heads, seq, d] ×
+/// [1, heads, d, seq]) and AV, batch axes broadcast (either side, ranks 2 to 4), odd
+/// sizes up to k = 70, zero points at -128/127 in a third of the cases, and scales large
+/// enough in a quarter of them to saturate the output.
+fn bmm_case(r: &mut Rng) -> ModelBuilder {
+    let heads = r.range(1, 4);
+    let (m, k, n) = (r.range(1, 13), r.range(1, 70), r.range(1, 13));
+    let (adims, bdims): (Vec<usize>, Vec<usize>) = match r.next() % 5 {
+        0 => (vec![1, heads, m, k], vec![1, heads, k, n]),
+        1 => (vec![1, heads, m, k], vec![k, n]),
+        2 => (vec![m, k], vec![heads, 1, k, n]),
+        3 => (vec![heads, 1, m, k], vec![1, 3, k, n]),
+        _ => (vec![2, heads, m, k], vec![1, heads, k, n]),
+    };
+    let batch: Vec<usize> = {
+        let (la, lb) = (&adims[..adims.len() - 2], &bdims[..bdims.len() - 2]);
+        let r = la.len().max(lb.len());
+        (0..r)
+            .map(|i| {
+                let pick = |l: &[usize]| (i + l.len()).checked_sub(r).map_or(1, |j| l[j]);
+                pick(la).max(pick(lb))
+            })
+            .collect()
+    };
+    let mut b = ModelBuilder::default();
+    let extreme = r.one_in(3);
+    let spec = |dims: &[usize], r: &mut Rng| {
+        let mut t = act(dims, r);
+        if extreme {
+            if let QuantSpec::PerTensor { zero_point, .. } = &mut t.quant {
+                *zero_point = if r.one_in(2) { -128 } else { 127 };
+            }
+        }
+        t
+    };
+    let at = b.add_tensor(spec(&adims, r));
+    let bt = b.add_tensor(spec(&bdims, r));
+    let ydims: Vec<usize> = batch.iter().copied().chain([m, n]).collect();
+    let yt = b.add_tensor(spec(&ydims, r));
+    // Small scales keep most outputs inside the range; large ones saturate.
+    let scale = if r.one_in(4) {
+        r.f(0.01, 1.0)
+    } else {
+        r.f(1e-5, 0.002)
+    };
+    let st = b.add_tensor(konst(DType::F32, &[1], scale.to_le_bytes().to_vec()));
+    b.ops.push(OpSpec {
+        kind: OpKind::BatchMatMul,
+        inputs: vec![Some(at), Some(bt), Some(st)],
+        outputs: vec![yt],
+        params: vec![],
+    });
+    b.inputs = vec![at, bt];
+    b.outputs = vec![yt];
+    b
 }
 
-/// Every output of the model, run on the CPU backend.
-fn run_cpu_all(m: Model<'_>, input: &[u8]) -> Vec<Vec<u8>> {
+fn run_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
+    run_cpu_all(m, &[input.to_vec()]).swap_remove(0)
+}
+
+/// Every output of the model, run on the CPU backend with these inputs.
+fn run_cpu_all(m: Model<'_>, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut arena = vec![0u8; m.arena_bytes() + 16];
     let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
-    it.input_bytes_mut(0).unwrap().copy_from_slice(input);
+    for (k, input) in inputs.iter().enumerate() {
+        it.input_bytes_mut(k).unwrap().copy_from_slice(input);
+    }
     it.invoke().unwrap();
     (0..m.n_outputs())
         .map(|k| it.output(k).unwrap().data.to_vec())
@@ -577,8 +636,12 @@ fn check_cases(
         let bytes = make(&mut r).finish().expect("valid case");
         let ab = AlignedBytes::from_slice(&bytes);
         let m = Model::parse(ab.as_slice()).unwrap();
-        let n_in = m.tensor(m.input_tensor(0).unwrap()).info.numel();
-        let input: Vec<u8> = (0..n_in).map(|_| r.i8() as u8).collect();
+        let inputs: Vec<Vec<u8>> = (0..m.n_inputs())
+            .map(|k| {
+                let n_in = m.tensor(m.input_tensor(k).unwrap()).info.numel();
+                (0..n_in).map(|_| r.i8() as u8).collect()
+            })
+            .collect();
         let mut arena = vec![0u8; m.arena_bytes() + 16];
         let mut staging = vec![0u8; m.arena_bytes()];
         let factory = GpuFactory {
@@ -597,11 +660,13 @@ fn check_cases(
         let what = format!("CAIRN_SEED={seed} {name} case {case}");
         assert_eq!(h.cpu_only_reason(), None, "{what}");
         assert_eq!(h.partition().ops_on(Placement::Cpu), 0, "{what}");
-        h.input_bytes_mut(0).unwrap().copy_from_slice(&input);
+        for (k, input) in inputs.iter().enumerate() {
+            h.input_bytes_mut(k).unwrap().copy_from_slice(input);
+        }
         h.invoke().unwrap();
         let c = h.counters();
         assert_eq!((c.faults(), c.fallback_segments), (0, 0), "{what}: {c:?}");
-        for (k, want) in run_cpu_all(m, &input).iter().enumerate() {
+        for (k, want) in run_cpu_all(m, &inputs).iter().enumerate() {
             assert_eq!(
                 h.output(k).unwrap().data,
                 want.as_slice(),
@@ -656,6 +721,11 @@ fn bilinear_resize_equals_cpu() {
 #[test]
 fn split_equals_cpu() {
     check_cases("split+transpose", 40, 11, true, split_case);
+}
+
+#[test]
+fn batch_matmul_equals_cpu() {
+    check_cases("batch matmul", 80, 12, true, bmm_case);
 }
 
 /// One f32 operand for the exact-arithmetic probe: zeros, subnormals, normals of any
