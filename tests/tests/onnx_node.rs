@@ -232,6 +232,37 @@ fn onnx_node_cases_in_int8() {
             "test_reduce_log_sum_exp_negative_axes_keepdims_random_expanded",
             LOG_SUM_EXP_INT8,
         ),
+        ("test_attention_3d_causal", MASKED_SCORES_INT8),
+        (
+            "test_attention_3d_diff_heads_sizes_causal",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_attention_3d_gqa_causal", MASKED_SCORES_INT8),
+        ("test_attention_4d_attn_mask_3d_causal", MASKED_SCORES_INT8),
+        ("test_attention_4d_attn_mask_4d_causal", MASKED_SCORES_INT8),
+        ("test_attention_4d_causal", MASKED_SCORES_INT8),
+        (
+            "test_attention_4d_diff_heads_mask4d_padded_kv",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_diff_heads_sizes_causal",
+            MASKED_SCORES_INT8,
+        ),
+        ("test_attention_4d_gqa_causal", MASKED_SCORES_INT8),
+        ("test_attention_4d_softcap_neginf_mask", MASKED_SCORES_INT8),
+        (
+            "test_attention_4d_softcap_neginf_mask_poison",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal",
+            MASKED_SCORES_INT8,
+        ),
+        (
+            "test_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask_causal",
+            MASKED_SCORES_INT8,
+        ),
     ];
     for line in text.lines().filter(|l| l.ends_with(" pass")) {
         let name = line.split(' ').next().unwrap();
