@@ -7,6 +7,7 @@
 
 pub mod calibrate;
 pub mod elementwise;
+pub mod fold_tables;
 pub mod fuse;
 mod fuse_norm;
 pub mod ir;
@@ -192,7 +193,13 @@ pub fn convert(
             }
             r
         };
-        let (q, rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
+        let (mut q, rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
+        let folded = fold_tables::fold(&mut q).context("folding int8 element-wise chains")?;
+        if folded > 0 {
+            notes.push(format!(
+                "{folded} int8 element-wise ops folded into lookup tables (same bytes)"
+            ));
+        }
         if !has_qdq {
             // The .cairn format has no metadata section: the note says it, and the kernels
             // check the weights' range when they pack them.
@@ -204,7 +211,7 @@ pub fn convert(
         (
             q,
             if has_qdq { "qdq" } else { "calibrated" },
-            rep.int8_ops,
+            rep.int8_ops - folded.min(rep.int8_ops),
             rep.f32_ops,
         )
     };
