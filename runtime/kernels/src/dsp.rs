@@ -34,7 +34,7 @@ pub(crate) fn sxtb16_ror8(x: u32) -> u32 {
 
 /// Two int16 halves minus the same value each (no wrap for int8 inputs).
 #[inline(always)]
-fn ssub16(a: u32, b: u32) -> u32 {
+pub(crate) fn ssub16(a: u32, b: u32) -> u32 {
     let r: u32;
     // SAFETY: register-only; it sets the GE flags, which nothing here reads.
     unsafe {
@@ -52,6 +52,84 @@ pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {
         asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
     };
     r
+}
+
+/// `Σ v` over int8 values, wrapping in i32: four bytes per `usada8` (the sum of the
+/// bytes as unsigned after flipping their sign bits, i.e. `Σ (v + 128)`), less 128 per
+/// byte at the end; the unaligned head and the tail byte by byte.
+pub fn sum_i8(v: &[i8]) -> i32 {
+    let (head, words, tail) = bytemuck::pod_align_to::<i8, u32>(v);
+    let mut biased: u32 = 0;
+    for &w in words {
+        // SAFETY: a register-only DSP instruction (Armv7E-M).
+        unsafe {
+            asm!("usada8 {acc}, {w}, {zero}, {acc}",
+                acc = inout(reg) biased,
+                w = in(reg) w ^ 0x8080_8080,
+                zero = in(reg) 0u32,
+                options(pure, nomem, nostack, preserves_flags))
+        };
+    }
+    let edge = head
+        .iter()
+        .chain(tail)
+        .fold(0i32, |s, &x| s.wrapping_add(x as i32));
+    (biased.wrapping_sub((words.len() as u32).wrapping_mul(512)) as i32).wrapping_add(edge)
+}
+
+/// Bytewise signed maximum of two words: `ssub8` sets each byte's GE flag where
+/// `a ≥ b`, `sel` takes those bytes from `a` and the others from `b`.
+#[inline(always)]
+fn max8(a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only DSP instructions; they write the GE flags, which only the
+    // `sel` right after reads.
+    unsafe {
+        asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}",
+            r = out(reg) r, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// 2×2 int8 max pooling with stride 2 over `planes` planes of `h × w` into `oh × ow`,
+/// every window inside the plane (`2·oh ≤ h`, `2·ow ≤ w`, checked): two outputs per
+/// pair of word loads (`max8` down the rows, then across neighbouring bytes). The
+/// reference's values: each output is the largest of its four taps.
+pub fn max_pool_2x2(
+    x: &[i8],
+    y: &mut [i8],
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> bool {
+    if 2 * oh > h || 2 * ow > w || x.len() < planes * h * w || y.len() < planes * oh * ow {
+        return false;
+    }
+    let word = |r: &[i8], i: usize| {
+        u32::from_le_bytes([r[i] as u8, r[i + 1] as u8, r[i + 2] as u8, r[i + 3] as u8])
+    };
+    for p in 0..planes {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            let (r0, r1) = (
+                &xp[2 * oy * w..(2 * oy + 1) * w],
+                &xp[(2 * oy + 1) * w..(2 * oy + 2) * w],
+            );
+            let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
+            let pairs = ow / 2;
+            for (j, o) in yr[..2 * pairs].chunks_exact_mut(2).enumerate() {
+                let v = max8(word(r0, 4 * j), word(r1, 4 * j));
+                let m = max8(v, v >> 8);
+                o[0] = m as u8 as i8;
+                o[1] = (m >> 16) as u8 as i8;
+            }
+            if ow % 2 == 1 {
+                let i = 2 * (ow - 1);
+                yr[ow - 1] = r0[i].max(r0[i + 1]).max(r1[i]).max(r1[i + 1]);
+            }
+        }
+    }
+    true
 }
 
 /// Largest K whose paired activations fit the stack buffer (2 KB).

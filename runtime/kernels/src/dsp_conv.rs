@@ -14,7 +14,7 @@
 //! Each entry returns `false`, having written nothing, when the conv is not its case.
 
 use crate::conv::Geo;
-use crate::dsp::{requantize_fpu, smlad, sxtb16, sxtb16_ror8};
+use crate::dsp::{requantize_fpu, smlad, ssub16, sxtb16, sxtb16_ror8};
 
 /// The operands of an int8 Conv with plain (row-major) weights.
 pub(crate) struct Operands<'a> {
@@ -73,6 +73,17 @@ pub(crate) fn im2col<const FULL: bool>(g: &Geo, q: &Operands<'_>, y: &mut [i8]) 
     let mut cols = [0u32; COL_MAX_K];
     let mut tails = [[0i32; 3]; 2];
     let mut stage = [0i16; COL_MAX_K];
+    // Each tap's offset from the window's first element (weights' order: channel, ky,
+    // kx), for windows inside the image: increasing, so the last is the largest.
+    let mut offs = [0u32; COL_MAX_K];
+    if !pointwise {
+        let plane = g.h * g.w;
+        let taps = (0..g.c)
+            .flat_map(|c| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (c, ky, kx))));
+        for (o, (c, ky, kx)) in offs.iter_mut().zip(taps) {
+            *o = (c * plane + ky * g.dh * g.w + kx * g.dw) as u32;
+        }
+    }
     let ohw = g.oh * g.ow;
     for n in 0..g.n {
         let x = &q.x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w];
@@ -83,6 +94,8 @@ pub(crate) fn im2col<const FULL: bool>(g: &Geo, q: &Operands<'_>, y: &mut [i8]) 
             for (c, tail) in tails.iter_mut().enumerate().take(ncol) {
                 if pointwise {
                     gather_pointwise(g, x, q.zx, p + c, &mut cols[..2 * k4], c, tail);
+                } else if let Some(base) = window_inside(g, p + c) {
+                    gather_inside(x, base, &offs[..k], q.zx, &mut cols[..2 * k4], c, tail);
                 } else {
                     gather(g, x, q.zx, p + c, &mut stage[..k]);
                     pair_column(&stage[..k], &mut cols[..2 * k4], c, tail);
@@ -193,13 +206,70 @@ fn gather_pointwise(
     assert!(g.c >= k4 && g.c - k4 <= 3 && x.len() > (g.c - 1) * plane + at);
     // SAFETY: channel ch < g.c is read at ch·plane + at, inside `x` (asserted).
     let v = |ch: usize| unsafe { (*x.get_unchecked(ch * plane + at) as i32 - zx) as u16 as u32 };
-    for (i, o) in cols.chunks_exact_mut(4).enumerate() {
-        let ch = 4 * i;
-        o[2 * c] = v(ch) | (v(ch + 2) << 16);
-        o[2 * c + 1] = v(ch + 1) | (v(ch + 3) << 16);
+    let z = (zx as u16 as u32) * 0x0001_0001;
+    // Four channels a step: a pointer that moves one plane per channel (no multiply per
+    // element), the bytes paired as int16 and the zero point taken off both halves at once.
+    let mut px = x[at..].as_ptr();
+    for o in cols.chunks_exact_mut(4) {
+        // SAFETY: four channels from the current one, each below k4 <= g.c, at offsets
+        // ch·plane + at inside `x` (asserted); `px` then moves to the next four.
+        let (a, b, c2, d) = unsafe {
+            let a = *px as i16 as u16 as u32;
+            let b = *px.add(plane) as i16 as u16 as u32;
+            let c2 = *px.add(2 * plane) as i16 as u16 as u32;
+            let d = *px.add(3 * plane) as i16 as u16 as u32;
+            px = px.add(4 * plane);
+            (a, b, c2, d)
+        };
+        o[2 * c] = ssub16(a | (c2 << 16), z);
+        o[2 * c + 1] = ssub16(b | (d << 16), z);
     }
     for (t, ch) in tail.iter_mut().zip(k4..g.c) {
         *t = v(ch) as u16 as i16 as i32;
+    }
+}
+
+/// The flat offset of output pixel `p`'s window origin in its image, when the whole
+/// window lies inside the image.
+#[inline(always)]
+fn window_inside(g: &Geo, p: usize) -> Option<usize> {
+    let (oy, ox) = (p / g.ow, p % g.ow);
+    let iy0 = (oy * g.sh) as isize - g.pt;
+    let ix0 = (ox * g.sw) as isize - g.pl;
+    let inside = iy0 >= 0
+        && ix0 >= 0
+        && iy0 as usize + (g.kh - 1) * g.dh < g.h
+        && ix0 as usize + (g.kw - 1) * g.dw < g.w;
+    inside.then(|| iy0 as usize * g.w + ix0 as usize)
+}
+
+/// Column `c` of the interleaved pair (`pair_column`'s order) for a window inside the
+/// image at `base`: tap `t` is `x[base + offs[t]] − zx`, four taps a step, paired as int16
+/// and the zero point taken off both halves at once.
+#[inline(always)]
+fn gather_inside(
+    x: &[i8],
+    base: usize,
+    offs: &[u32],
+    zx: i32,
+    cols: &mut [u32],
+    c: usize,
+    tail: &mut [i32; 3],
+) {
+    let k4 = cols.len() / 2;
+    let last = offs.last().map_or(0, |&o| o as usize);
+    assert!(offs.len() >= k4 && offs.len() - k4 <= 3 && base + last < x.len());
+    let z = (zx as u16 as u32) * 0x0001_0001;
+    let xp = x[base..].as_ptr();
+    for (o, t) in cols.chunks_exact_mut(4).zip(offs.chunks_exact(4)) {
+        // SAFETY: every offset is at most `last` (they increase), and base + last is
+        // inside `x` (asserted).
+        let v = |i: usize| unsafe { *xp.add(*t.get_unchecked(i) as usize) as i16 as u16 as u32 };
+        o[2 * c] = ssub16(v(0) | (v(2) << 16), z);
+        o[2 * c + 1] = ssub16(v(1) | (v(3) << 16), z);
+    }
+    for (t, &off) in tail.iter_mut().zip(&offs[k4..]) {
+        *t = x[base + off as usize] as i32 - zx;
     }
 }
 

@@ -160,6 +160,12 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     if x.len() != n * c * h * w || y.len() != n * c * oh * ow || g.sw == 0 {
         return None;
     }
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl) == (2, 2, 2, 2, 1, 1, 0, 0)
+        && crate::dsp::max_pool_2x2(x, y, n * c, (h, w), (oh, ow))
+    {
+        return Some(Ok(()));
+    }
     // Planes are independent: hosts split them across the lent threads (parts of whole
     // output planes, each computed as on one thread).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

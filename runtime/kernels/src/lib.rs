@@ -377,6 +377,10 @@ impl<const F: u32> Backend for Select<F> {
                 Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
                 Lut if F & family::ELTWISE != 0 => fast_elt::lut_i8(call, &mut out),
                 MaxPool if F & family::POOL != 0 => fast_elt::max_pool_i8(call, &mut out),
+                #[cfg(all(feature = "dsp", target_arch = "arm"))]
+                GlobalAveragePool if F & family::POOL != 0 && q => {
+                    Some(pool::reduce_mean_i8_by(call, &mut out, dsp::sum_i8))
+                }
                 _ => None,
             };
             if let Some(r) = fast {
