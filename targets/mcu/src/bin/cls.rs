@@ -1,5 +1,5 @@
 //! The CNN on the Cortex-M4F: PaddleOCR's text-direction classifier (PP-OCR mobile v2.0
-//! cls, converted from `models/zoo/ppocr_cls/cls_qdq.onnx`: 146 int8 ops — convolutions,
+//! cls, converted from `models/zoo/ppocr_cls/cls_qdq.onnx`: 112 int8 ops — convolutions,
 //! depthwise convolutions, hard-swish lookup tables, squeeze-excitation `Mul`s, pooling,
 //! FullyConnected, Softmax) from flash, with its 138,240-byte arena in RAM, through
 //! `Select<CNN_I8 | FAST>`: with the `dsp` feature, the DSP-extension kernels
