@@ -40,6 +40,10 @@ pub enum Path {
     /// int8 GEMMs with 7-bit weights on the u8×s8 (`vpmaddubsw`) block: the implicit-GEMM
     /// conv (`fast/direct.rs`, counted with `Direct`) and FullyConnected (`fast/mm.rs`).
     GemmU8S8,
+    /// int8 GEMMs on VNNI's `vpdpbusd` (u8 × s8 summed four at a time into int32, no
+    /// saturation, so any int8 weights): the same two paths as `GemmU8S8` (counted there
+    /// too) on x86_64 CPUs with AVX-512 VNNI (and VL) or AVX-VNNI.
+    GemmVnni,
     /// aarch64 int8 GEMM, FullyConnected and GEMV on the `sdot` block
     /// (`fast/neon_dot.rs`, CPUs with the Armv8.2 dot product).
     GemmSdot,
@@ -80,5 +84,61 @@ pub fn taken(p: Path) -> u64 {
     {
         let _ = p;
         0
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+static VNNI_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The `vpdpbusd` encoding the CPU has: EVEX (AVX-512 VNNI with VL) or VEX (AVX-VNNI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vnni {
+    Evex,
+    Vex,
+}
+
+/// Whether this CPU has `vpdpbusd` on 256-bit registers, detected at run time (`std`,
+/// x86_64; `None` elsewhere), whatever [`allow_vnni`] says.
+pub fn vnni_hardware() -> Option<Vnni> {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl")
+        {
+            return Some(Vnni::Evex);
+        }
+        if std::is_x86_feature_detected!("avxvnni") {
+            return Some(Vnni::Vex);
+        }
+    }
+    None
+}
+
+/// The `vpdpbusd` encoding the GEMMs use: the hardware's, unless [`allow_vnni`] or the
+/// environment (`CAIRN_VNNI=0`, read once) turned it off.
+pub fn vnni() -> Option<Vnni> {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        static ENV_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let env_off = *ENV_OFF.get_or_init(|| std::env::var("CAIRN_VNNI").is_ok_and(|v| v == "0"));
+        if env_off || VNNI_OFF.load(core::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+    }
+    vnni_hardware()
+}
+
+/// Let GEMMs packed from now on use VNNI where the CPU has it (the default), or not (7-bit
+/// weights then take `vpmaddubsw`, others int16 pairs): for tests and comparisons of the
+/// paths on one host. Process-wide; returns the previous setting. Weights packed with
+/// 8-bit values for VNNI keep using it.
+pub fn allow_vnni(on: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        !VNNI_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = on;
+        false
     }
 }

@@ -1,20 +1,24 @@
-//! The u8×s8 (`vpmaddubsw`) GEMM paths taken by int8 weights in [−64, 63] equal the
-//! reference bit for bit: implicit-GEMM convs (`fast/direct.rs`), batches of small convs
-//! and FullyConnected (`fast/mm.rs`), at 1 to 4 threads, on random shapes whose weights
-//! and inputs sit at the extremes half the time (the largest int16 pair sums); weights
-//! with one value outside the range keep the int16 path. Seeded: `CAIRN_SEED`, printed on
-//! failure. The path counters prove which path ran (AVX2 hosts with `std`).
+//! The u8×s8 GEMM paths equal the reference bit for bit: implicit-GEMM convs
+//! (`fast/direct.rs`), batches of small convs and FullyConnected (`fast/mm.rs`), at 1 to 4
+//! threads, on random shapes whose weights and inputs sit at the extremes half the time
+//! (the largest int16 pair sums). Each test runs twice: with VNNI turned off
+//! (`paths::allow_vnni`), int8 weights in [−64, 63] take `vpmaddubsw` and weights with one
+//! value outside the range keep the int16 path; with VNNI allowed, on a CPU that has it,
+//! every one of these GEMMs takes `vpdpbusd`, 8-bit weights included (elsewhere the second
+//! run repeats the first). Seeded: `CAIRN_SEED`, printed on failure. The path counters
+//! prove which path ran (AVX2 hosts with `std`).
 //!
 //! `cargo test -p cairn-kernels --features std --release --test exact_u8s8 -- --ignored
-//! --nocapture` also prints the GMAC/s of corpus conv and FC shapes on one thread, u8×s8
-//! (7-bit weights) against int16 pairs (the same weights with one value at 64), timed in
-//! turns in the same run (no timed assertion).
+//! --nocapture` also prints the GMAC/s of corpus conv and FC shapes on one thread: int16
+//! pairs (weights with one value at 64), u8×s8 `vpmaddubsw` (7-bit weights) and, where the
+//! CPU has it, VNNI on the 8-bit weights, timed in turns in the same run (no timed
+//! assertion).
 
 use cairn_core::emit::{ModelBuilder, OpSpec};
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::par::{with_pool, Pool};
-use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::paths::{allow_vnni, taken, vnni, vnni_hardware, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -89,21 +93,35 @@ fn avx2_host() -> bool {
     false
 }
 
-/// The GEMM paths that count a run (implicit-GEMM conv, conv batch, FC block) and the
-/// u8×s8 runs among them, so far on this thread.
-fn counts() -> (u64, u64) {
+/// The GEMM paths that count a run (implicit-GEMM conv, conv batch, FC block), the
+/// u8×s8 runs among them and the VNNI runs among those, so far on this thread.
+fn counts() -> (u64, u64, u64) {
     let gemm = taken(Path::Direct) + taken(Path::ConvBatch) + taken(Path::FcBlock);
-    (gemm, taken(Path::GemmU8S8))
+    (gemm, taken(Path::GemmU8S8), taken(Path::GemmVnni))
+}
+
+/// The two tests switch VNNI process-wide: one at a time.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `body(vnni allowed)` with VNNI turned off, then allowed (the default, left so).
+fn both_ways(body: impl Fn(bool)) {
+    let _one = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for on in [false, true] {
+        allow_vnni(on);
+        body(on);
+    }
+    allow_vnni(true);
 }
 
 /// The model on the CPU backend equals the reference at 1–4 threads (every op split
-/// however small); with AVX2, every GEMM run took the u8×s8 block unless `wide`.
+/// however small); with AVX2, every GEMM run took the u8×s8 block unless `wide` (8-bit
+/// weights) without VNNI, and took VNNI exactly when it is allowed and present.
 /// Returns whether a GEMM path ran.
 fn check(model: &[u8], input: &[u8], wide: bool, what: &dyn Fn() -> String) -> bool {
     let reference = run(model, RefBackend, input);
-    let (g0, u0) = counts();
+    let (g0, u0, v0) = counts();
     assert_eq!(run(model, CpuBackend, input), reference, "{}", what());
-    let (g1, u1) = counts();
+    let (g1, u1, v1) = counts();
     for threads in 1..=4 {
         let pool = Pool::new(threads)
             .expect("a thread pool")
@@ -112,14 +130,21 @@ fn check(model: &[u8], input: &[u8], wide: bool, what: &dyn Fn() -> String) -> b
         assert_eq!(got, reference, "{threads} threads: {}", what());
     }
     if avx2_host() {
-        let expect = if wide { 0 } else { g1 - g0 };
-        assert_eq!(u1 - u0, expect, "u8×s8 runs: {}", what());
+        let vnni = vnni().is_some();
+        let expect = if wide && !vnni { 0 } else { g1 - g0 };
+        assert_eq!(u1 - u0, expect, "u8×s8 runs (vnni {vnni}): {}", what());
+        let expect = if vnni { g1 - g0 } else { 0 };
+        assert_eq!(v1 - v0, expect, "VNNI runs (vnni {vnni}): {}", what());
     }
     g1 > g0
 }
 
 #[test]
 fn seven_bit_convs_match_reference() {
+    both_ways(convs_match_reference);
+}
+
+fn convs_match_reference(vnni_on: bool) {
     let seed = seed() ^ 0x7B;
     let mut r = Rng(seed);
     let (mut gemm, mut cases) = (0, 0);
@@ -146,7 +171,7 @@ fn seven_bit_convs_match_reference() {
         // The same conv with its weights pre-packed (`Layout::Pairs6`).
         let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
         let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
-        let what = || format!("CAIRN_SEED={seed} case {case} wide {wide}: {cs:?}");
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
         gemm += check(&plain, &input, wide, &what) as usize;
         if let Some(p) = packed {
             check(&p, &input, wide, &|| format!("packed: {}", what()));
@@ -161,6 +186,10 @@ fn seven_bit_convs_match_reference() {
 
 #[test]
 fn seven_bit_fully_connected_matches_reference() {
+    both_ways(fully_connected_matches_reference);
+}
+
+fn fully_connected_matches_reference(vnni_on: bool) {
     let seed = seed() ^ 0xFC7;
     let mut r = Rng(seed);
     for case in 0..40 {
@@ -170,36 +199,44 @@ fn seven_bit_fully_connected_matches_reference() {
         let wide = case % 5 == 4;
         let model = fc_model(&mut r, m, k, n, wide);
         let input = inputs(&mut r, m * k);
-        let what = || format!("CAIRN_SEED={seed} case {case} wide {wide}: [{m}, {k}] x [{n}, {k}]");
+        let what = || {
+            format!(
+                "CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: [{m}, {k}] x [{n}, {k}]"
+            )
+        };
         let ran = check(&model, &input, wide, &what);
         assert!(ran || !avx2_host(), "FC block not taken: {}", what());
     }
 }
 
-/// Seconds per invoke of each model on `input`: one thread, weights packed once (as a
-/// `HostModel` does), the models timed in turns over 40 rounds of 5 invokes, best round.
-fn time_models(models: [&[u8]; 2], input: &[u8]) -> [f64; 2] {
+/// Seconds per invoke of each model on `input`, each run with VNNI allowed or not as its
+/// flag says (weights packed at the first invoke under it): one thread, weights packed
+/// once (as a `HostModel` does), the models timed in turns over 40 rounds of 5 invokes,
+/// best round.
+fn time_models<const N: usize>(models: [(&[u8], bool); N], input: &[u8]) -> [f64; N] {
     use cairn_core::emit::AlignedBytes;
     use cairn_core::{Interpreter, Model};
-    let abs = models.map(AlignedBytes::from_slice);
+    let abs = models.map(|(m, _)| AlignedBytes::from_slice(m));
     let ms = abs
         .each_ref()
         .map(|ab| Model::parse(ab.as_slice()).unwrap());
     let mut arenas = ms.map(|m| vec![0u8; m.arena_bytes() + 16]);
-    let [a0, a1] = &mut arenas;
-    let mut its = [
-        Interpreter::new(ms[0], CpuBackend, a0).unwrap(),
-        Interpreter::new(ms[1], CpuBackend, a1).unwrap(),
-    ];
+    let mut its: Vec<_> = ms
+        .iter()
+        .zip(arenas.iter_mut())
+        .map(|(m, a)| Interpreter::new(*m, CpuBackend, a).unwrap())
+        .collect();
     let mut cache = cairn_kernels::prepack::PackCache::default();
-    cairn_kernels::prepack::with_cache(&mut cache, || {
-        for it in &mut its {
+    let best = cairn_kernels::prepack::with_cache(&mut cache, || {
+        for (it, &(_, on)) in its.iter_mut().zip(&models) {
+            allow_vnni(on);
             it.input_bytes_mut(0).unwrap().copy_from_slice(input);
             it.invoke().unwrap();
         }
-        let mut best = [f64::MAX; 2];
+        let mut best = [f64::MAX; N];
         for _ in 0..40 {
-            for (it, best) in its.iter_mut().zip(&mut best) {
+            for ((it, best), &(_, on)) in its.iter_mut().zip(&mut best).zip(&models) {
+                allow_vnni(on);
                 let t = std::time::Instant::now();
                 for _ in 0..5 {
                     it.invoke().unwrap();
@@ -208,14 +245,25 @@ fn time_models(models: [&[u8]; 2], input: &[u8]) -> [f64; 2] {
             }
         }
         best
-    })
+    });
+    allow_vnni(true);
+    best
 }
 
-/// One line of the throughput table: GMAC/s of the int16 and u8×s8 paths and the ratio.
+/// One line of the throughput table: GMAC/s of the int16 and u8×s8 paths, and of VNNI on
+/// the 8-bit weights where the CPU has it, with the ratios to int16.
 fn report(what: &str, macs: f64, m8: &[u8], m7: &[u8], input: &[u8]) {
-    let [t8, t7] = time_models([m8, m7], input);
+    let [t8, t7, tv] = time_models([(m8, false), (m7, false), (m8, true)], input);
+    let vnni = match vnni_hardware() {
+        Some(_) => format!(
+            ", vnni (8-bit) {:6.1} GMAC/s, x{:.2}",
+            macs / tv / 1e9,
+            t8 / tv
+        ),
+        None => String::new(),
+    };
     println!(
-        "{what}: int16 pairs {:6.1} GMAC/s, u8s8 {:6.1} GMAC/s, x{:.2}",
+        "{what}: int16 pairs {:6.1} GMAC/s, u8s8 {:6.1} GMAC/s, x{:.2}{vnni}",
         macs / t8 / 1e9,
         macs / t7 / 1e9,
         t8 / t7

@@ -24,6 +24,10 @@
 //! the weights as quads of int8, and `block_u8s8` (`vpmaddubsw` then `vpmaddwd` by ones:
 //! 32 products per pair of instructions, no int16 saturation at 7 bits) with
 //! `bias − (zx + 128)·Σw` added once. Same integers, same bytes (`tests/exact_u8s8.rs`).
+//! On CPUs with VNNI (AVX-512 VNNI with VL, or AVX-VNNI; detected at run time,
+//! `paths::vnni`) the quads take `vpdpbusd` instead, one instruction for the 32 products,
+//! summed into int32 with no int16 stage: exact for any int8 weights, so every conv packs
+//! its weights as quads there (`tests/exact_vnni.rs`).
 
 extern crate std;
 use std::cell::RefCell;
@@ -144,14 +148,15 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         wkey.1,
         (wkey.2 << 31) | ((ntaps as u32) << 16) | g.oc as u32 & 0xffff,
     );
-    // Layout: [kind (1: u8×s8 quads, 0: int16 pairs), Σw per channel, packed blocks];
-    // the 7-bit check runs here, so once per model with a cache.
+    // Layout: [kind (`quad_kind`: 0 int16 pairs, else u8×s8 quads), Σw per channel,
+    // packed blocks]; the 7-bit check runs here, so once per model with a cache.
     let build = |v: &mut Vec<i32>| {
-        let u8s8 = seven_bit(q, k_all, g.oc);
+        let kind = quad_kind(seven_bit(q, k_all, g.oc));
+        let u8s8 = kind != 0;
         let units = if u8s8 { quads } else { pairs };
         v.clear();
         v.resize(1 + g.oc + blocks * units * ntaps * MR, 0);
-        v[0] = i32::from(u8s8);
+        v[0] = kind;
         for (o, ws) in v[1..].iter_mut().enumerate().take(g.oc) {
             *ws = (0..k_all).map(|k| weight(q, k_all, o, k) as i32).sum();
         }
@@ -171,11 +176,12 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             steps,
         } = &mut *s;
         crate::prepack::with_packed(key, wpk, build, |packed| {
-            let u8s8 = packed[0] != 0;
+            let mode = quad_mode(packed[0]);
+            let u8s8 = mode != PAIRS;
             let (wsum, wpk) = packed[1..].split_at(g.oc);
             // u8×s8 sums run on u = x + 128: Σ(x − zx)·w = Σu·w − (zx + 128)·Σw.
             let (units, zsum) = if u8s8 {
-                crate::paths::note(crate::paths::Path::GemmU8S8);
+                note_quads(mode);
                 (quads, q.zx + 128)
             } else {
                 (pairs, q.zx)
@@ -210,7 +216,7 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     steps,
                     xp,
                     wpk,
-                    u8s8,
+                    mode,
                 };
                 if parts <= 1 {
                     job.part(0..g.oc, 0..d.tiles, stage, |at, src| {
@@ -237,8 +243,9 @@ struct Job<'a> {
     steps: &'a [usize],
     xp: &'a [i32],
     wpk: &'a [i32],
-    /// Input and weights packed as u8 / s8 quads (`block_u8s8`), not int16 pairs.
-    u8s8: bool,
+    /// How the block multiplies ([`PAIRS`], or u8 / s8 quads: [`MADD`], [`VNNI_EVEX`],
+    /// [`VNNI_VEX`]).
+    mode: u8,
 }
 
 impl Job<'_> {
@@ -261,10 +268,12 @@ impl Job<'_> {
         // stage (just above) for the part's channels × its tiles·16 outputs.
         unsafe {
             let (q, steps, xp, wpk) = (self.q, self.steps, self.xp, self.wpk);
-            if self.u8s8 {
-                tiles::<true>(d, q, os.clone(), ts.clone(), steps, xp, wpk, stage)
-            } else {
-                tiles::<false>(d, q, os.clone(), ts.clone(), steps, xp, wpk, stage)
+            let (os, ts) = (os.clone(), ts.clone());
+            match self.mode {
+                PAIRS => tiles::<PAIRS>(d, q, os, ts, steps, xp, wpk, stage),
+                MADD => tiles::<MADD>(d, q, os, ts, steps, xp, wpk, stage),
+                VNNI_EVEX => tiles::<VNNI_EVEX>(d, q, os, ts, steps, xp, wpk, stage),
+                _ => tiles::<VNNI_VEX>(d, q, os, ts, steps, xp, wpk, stage),
             }
         };
         // Outputs p = oy·wq + ox in [pa, pb) are the part's; columns ox ≥ ow are dropped.
@@ -512,10 +521,11 @@ unsafe fn interleave1(a: &[i8], b: &[i8], dst: &mut [i32]) {
 /// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane);
 /// `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `os.start` is a multiple of 6 and
 /// `stage` holds `os.len()` rows of `ts.len()·16` bytes.
-/// `U8S8`: `xp` and `wpk` hold u8 / s8 quads (`block_u8s8`), else int16 pairs (`block`).
+/// `M`: [`PAIRS`] (`block` on int16 pairs), else `xp` and `wpk` hold u8 / s8 quads
+/// (`block_u8s8::<true, M>`).
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiles<const U8S8: bool>(
+unsafe fn tiles<const M: u8>(
     d: &Dims,
     q: &Q<'_>,
     os: Range<usize>,
@@ -549,8 +559,8 @@ unsafe fn tiles<const U8S8: bool>(
                 // SAFETY (whole block): the function's contract; wp walks block o/6.
                 let acc = unsafe {
                     let w = wpk.as_ptr().add((o / MR) * blk_len);
-                    if U8S8 {
-                        block_u8s8::<true>(xb.add(p0), steps, w)
+                    if M != PAIRS {
+                        block_u8s8::<true, M>(xb.add(p0), steps, w)
                     } else {
                         block(xb.add(p0), steps, w)
                     }
@@ -624,10 +634,12 @@ pub(super) unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[_
     ]
 }
 
-/// [`block`] on u8 × s8 quads: each step's int32 holds four bytes (four consecutive `k`),
-/// `vpmaddubsw` sums the two products of each byte pair into int16 and `vpmaddwd` with
-/// ones sums the two pairs into int32. Exact, with no saturation, when the s8 side lies in
-/// [−64, 63] (|255·64 + 255·64| < 32767); the callers check that when packing.
+/// [`block`] on u8 × s8 quads: each step's int32 holds four bytes (four consecutive `k`).
+/// `M` = [`MADD`]: `vpmaddubsw` sums the two products of each byte pair into int16 and
+/// `vpmaddwd` with ones sums the two pairs into int32, exact, with no saturation, when the
+/// s8 side lies in [−64, 63] (|255·64 + 255·64| < 32767; the callers check that when
+/// packing). [`VNNI_EVEX`] / [`VNNI_VEX`]: `vpdpbusd` adds the four products into the
+/// int32 accumulator at once, exact for any s8 (the caller checked the CPU has it).
 /// `X_UNSIGNED`: the loaded operand `x` holds the u8 (a conv's input) and `w` the s8, or
 /// the other way round (FullyConnected: `x` the weights, `w` the input rows).
 ///
@@ -635,7 +647,7 @@ pub(super) unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[_
 /// As [`block`], with quads for pairs.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool>(
+pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool, const M: u8>(
     x: *const i32,
     steps: &[usize],
     w: *const i32,
@@ -654,13 +666,8 @@ pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool>(
             macro_rules! row {
                 ($k:expr, $a0:ident, $a1:ident) => {
                     let wv = _mm256_set1_epi32(wp.add($k).read());
-                    let (p0, p1) = if X_UNSIGNED {
-                        (_mm256_maddubs_epi16(x0, wv), _mm256_maddubs_epi16(x1, wv))
-                    } else {
-                        (_mm256_maddubs_epi16(wv, x0), _mm256_maddubs_epi16(wv, x1))
-                    };
-                    $a0 = _mm256_add_epi32($a0, madd_ones(p0, ones));
-                    $a1 = _mm256_add_epi32($a1, madd_ones(p1, ones));
+                    $a0 = quad_dot::<X_UNSIGNED, M>($a0, x0, wv, ones);
+                    $a1 = quad_dot::<X_UNSIGNED, M>($a1, x1, wv, ones);
                 };
             }
             row!(0, a00, a01);
@@ -680,6 +687,90 @@ pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool>(
         [a40, a41],
         [a50, a51],
     ]
+}
+
+/// `acc` plus, per int32 lane, the four products of the u8 and s8 bytes of `x` and `w`
+/// (`X_UNSIGNED`: `x` holds the u8), by `vpmaddubsw` + `vpmaddwd` ([`MADD`]) or
+/// `vpdpbusd` (the VNNI modes).
+///
+/// # Safety
+/// AVX2; `ones` points at sixteen readable int16; a VNNI mode only where the CPU has that
+/// encoding (`paths::vnni_hardware`).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quad_dot<const X_UNSIGNED: bool, const M: u8>(
+    acc: __m256i,
+    x: __m256i,
+    w: __m256i,
+    ones: *const i16,
+) -> __m256i {
+    let (u, s) = if X_UNSIGNED { (x, w) } else { (w, x) };
+    let mut a = acc;
+    // SAFETY: the contract above; register-only instructions.
+    unsafe {
+        match M {
+            VNNI_EVEX => core::arch::asm!(
+                "vpdpbusd {a}, {u}, {s}",
+                a = inout(ymm_reg) a,
+                u = in(ymm_reg) u,
+                s = in(ymm_reg) s,
+                options(pure, nomem, nostack, preserves_flags),
+            ),
+            VNNI_VEX => core::arch::asm!(
+                "{{vex}} vpdpbusd {a}, {u}, {s}",
+                a = inout(ymm_reg) a,
+                u = in(ymm_reg) u,
+                s = in(ymm_reg) s,
+                options(pure, nomem, nostack, preserves_flags),
+            ),
+            _ => a = _mm256_add_epi32(a, madd_ones(_mm256_maddubs_epi16(u, s), ones)),
+        }
+    }
+    a
+}
+
+/// How a GEMM block multiplies: int16 pairs (`vpmaddwd`), or u8 × s8 quads through
+/// `vpmaddubsw` (7-bit weights) or VNNI's `vpdpbusd` (EVEX or VEX encoded).
+pub(super) const PAIRS: u8 = 0;
+pub(super) const MADD: u8 = 1;
+pub(super) const VNNI_EVEX: u8 = 2;
+pub(super) const VNNI_VEX: u8 = 3;
+
+/// The packed kind of a GEMM's weights (stored with them): 0 int16 pairs; 1 quads of 7-bit
+/// weights (any quad mode); 2 quads of 8-bit weights (VNNI only, packed where the CPU has
+/// it and [`crate::paths::allow_vnni`] allows it).
+pub(super) fn quad_kind(seven_bit: bool) -> i32 {
+    if seven_bit {
+        1
+    } else if crate::paths::vnni().is_some() {
+        2
+    } else {
+        0
+    }
+}
+
+/// The block mode for a packed `kind`: VNNI where allowed (7-bit quads) or packed for it
+/// (8-bit quads, which only a CPU with it packs), else `vpmaddubsw`.
+pub(super) fn quad_mode(kind: i32) -> u8 {
+    use crate::paths::{vnni, vnni_hardware, Vnni};
+    let v = match kind {
+        0 => return PAIRS,
+        1 => vnni(),
+        _ => vnni_hardware(),
+    };
+    match v {
+        Some(Vnni::Evex) => VNNI_EVEX,
+        Some(Vnni::Vex) => VNNI_VEX,
+        None => MADD,
+    }
+}
+
+/// Count a quad GEMM run (and a VNNI one).
+pub(super) fn note_quads(mode: u8) {
+    crate::paths::note(crate::paths::Path::GemmU8S8);
+    if mode == VNNI_EVEX || mode == VNNI_VEX {
+        crate::paths::note(crate::paths::Path::GemmVnni);
+    }
 }
 
 /// `vpmaddwd` of `p` with sixteen int16 ones read from memory (`ones`): the int16 pairs

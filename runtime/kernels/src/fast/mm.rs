@@ -23,7 +23,9 @@ use cairn_core::layout::Layout;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use super::avx2::Requant;
-use super::direct::{block, block_u8s8, MR};
+use super::direct::{
+    block, block_u8s8, note_quads, quad_kind, quad_mode, MADD, MR, PAIRS, VNNI_EVEX, VNNI_VEX,
+};
 use crate::util::qp;
 
 /// Columns per register block.
@@ -121,12 +123,13 @@ pub(super) fn fc_rows(
     // model with an active `prepack` cache.
     let key = (w.as_ptr() as usize, n * k, 0x4000_0000);
     let build = |v: &mut Vec<i32>| {
-        let u8s8 = w[..n * k].iter().all(|v| (-64..=63).contains(v));
+        let kind = quad_kind(w[..n * k].iter().all(|v| (-64..=63).contains(v)));
+        let u8s8 = kind != 0;
         let per = if u8s8 { 4 } else { 2 };
         let kp = k.div_ceil(per);
         v.clear();
         v.resize(1 + n16 + kp * n16, 0);
-        v[0] = i32::from(u8s8);
+        v[0] = kind;
         let (wsum, bp) = v[1..].split_at_mut(n16);
         for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
             wsum[j] = wr.iter().map(|&v| v as i32).sum();
@@ -144,10 +147,10 @@ pub(super) fn fc_rows(
         let mut s = s.borrow_mut();
         let (ap, bscratch, steps) = &mut *s;
         crate::prepack::with_packed(key, bscratch, build, |packed| {
-            let u8s8 = packed[0] != 0;
+            let mode = quad_mode(packed[0]);
             let (wsum, bp) = packed[1..].split_at(n16);
-            let (kp, zsum) = if u8s8 {
-                crate::paths::note(crate::paths::Path::GemmU8S8);
+            let (kp, zsum) = if mode != PAIRS {
+                note_quads(mode);
                 pack_rows_u8(ap, m, k, |i, t| a(i, t) + zx + 128);
                 (k.div_ceil(4), zx + 128)
             } else {
@@ -175,7 +178,7 @@ pub(super) fn fc_rows(
             // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
             unsafe {
                 let cols = Cols::PerColumn(&offs, &sc);
-                gemm_split(ap, bp, steps, m, n, cols, rq, u8s8, y)
+                gemm_split(ap, bp, steps, m, n, cols, rq, mode, y)
             };
         });
     });
@@ -286,7 +289,7 @@ impl Bmm<'_> {
             // SAFETY: AVX2 is present (bmm_i8 checked); the buffers are sized as in fc_i8.
             unsafe {
                 let cols = Cols::Uniform(self.scale);
-                gemm_split(ap, bp, steps, m, n, cols, self.rq, false, y)
+                gemm_split(ap, bp, steps, m, n, cols, self.rq, PAIRS, y)
             };
         });
     }
@@ -364,7 +367,8 @@ enum Cols<'a> {
 /// # Safety
 /// AVX2; `ap` holds ⌈m/6⌉ blocks of `steps.len()·6`; `bp` holds ⌈n/16⌉ panels of
 /// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n;
-/// `u8s8`: A and B hold u8 / s8 quads with B in [−64, 63] (`direct::block_u8s8`).
+/// `mode`: `PAIRS`, or A and B hold u8 / s8 quads (`direct::block_u8s8`; with `MADD`, B
+/// in [−64, 63]; a VNNI mode only where the CPU has it).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_split(
     ap: &[i32],
@@ -374,7 +378,33 @@ unsafe fn gemm_split(
     n: usize,
     cols: Cols<'_>,
     rq: Requant,
-    u8s8: bool,
+    mode: u8,
+    y: &mut [i8],
+) {
+    // SAFETY: the contract above, passed on.
+    unsafe {
+        match mode {
+            PAIRS => gemm_split_m::<PAIRS>(ap, bp, steps, m, n, cols, rq, y),
+            MADD => gemm_split_m::<MADD>(ap, bp, steps, m, n, cols, rq, y),
+            VNNI_EVEX => gemm_split_m::<VNNI_EVEX>(ap, bp, steps, m, n, cols, rq, y),
+            _ => gemm_split_m::<VNNI_VEX>(ap, bp, steps, m, n, cols, rq, y),
+        }
+    }
+}
+
+/// [`gemm_split`] for one block mode `M`.
+///
+/// # Safety
+/// As [`gemm_split`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_split_m<const M: u8>(
+    ap: &[i32],
+    bp: &[i32],
+    steps: &[usize],
+    m: usize,
+    n: usize,
+    cols: Cols<'_>,
+    rq: Requant,
     y: &mut [i8],
 ) {
     let work = (m * n) as u64 * 2 * steps.len() as u64;
@@ -382,7 +412,7 @@ unsafe fn gemm_split(
     if parts <= 1 {
         // SAFETY: the contract above.
         unsafe {
-            gemm(ap, bp, steps, 0..m, 0..n, n, cols, rq, u8s8, |at, v| {
+            gemm::<M>(ap, bp, steps, 0..m, 0..n, n, cols, rq, |at, v| {
                 y[at..at + v.len()].copy_from_slice(v)
             })
         };
@@ -402,7 +432,7 @@ unsafe fn gemm_split(
         // SAFETY: the contract above (the ranges lie within m and n); parts write
         // disjoint rows or disjoint columns, so no two pieces alive at once overlap.
         unsafe {
-            gemm(ap, bp, steps, rows, cs, n, cols, rq, u8s8, |at, v| {
+            gemm::<M>(ap, bp, steps, rows, cs, n, cols, rq, |at, v| {
                 out.piece(at, v.len()).copy_from_slice(v)
             })
         };
@@ -417,7 +447,7 @@ unsafe fn gemm_split(
 /// `cs` (`steps.len()·16` each, `bidx`); a `PerColumn` stage holds ⌈cs.end/16⌉·16 values.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
+unsafe fn gemm<const M: u8>(
     ap: &[i32],
     bp: &[i32],
     steps: &[usize],
@@ -426,7 +456,6 @@ unsafe fn gemm(
     n: usize,
     cols: Cols<'_>,
     rq: Requant,
-    u8s8: bool,
     mut put: impl FnMut(usize, &[i8]),
 ) {
     let kp = steps.len();
@@ -457,8 +486,8 @@ unsafe fn gemm(
             // inside bp, and block b of ap is inside ap.
             let acc = unsafe {
                 let (x, w) = (bp.as_ptr().add(j0 * kp), ap.as_ptr().add(b * blk));
-                if u8s8 {
-                    block_u8s8::<false>(x, steps, w)
+                if M != PAIRS {
+                    block_u8s8::<false, M>(x, steps, w)
                 } else {
                     block(x, steps, w)
                 }
