@@ -166,6 +166,26 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     {
         return Some(Ok(()));
     }
+    // 2×2 windows with stride 2 inside the plane: 32 outputs a step (AVX2).
+    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl) == (2, 2, 2, 2, 1, 1, 0, 0)
+        && 2 * oh <= h
+        && 2 * ow <= w
+        && avx2::available()
+    {
+        let work = (y.len() * 4) as u64;
+        pieces(y, ow.max(1), work, |at, y| {
+            for (k, yr) in y.chunks_mut(ow.max(1)).enumerate() {
+                let row = at / ow.max(1) + k;
+                let (p, oy) = (row / oh.max(1), row % oh.max(1));
+                let r0 = &x[p * h * w + 2 * oy * w..][..w];
+                let r1 = &x[p * h * w + (2 * oy + 1) * w..][..w];
+                // SAFETY: AVX2 is present (checked above); each row holds w >= 2·ow bytes.
+                unsafe { avx2::max_pool_2x2_row(r0, r1, yr) };
+            }
+        });
+        crate::paths::note(crate::paths::Path::MaxPoolRows);
+        return Some(Ok(()));
+    }
     // Planes are independent: hosts split them across the lent threads (parts of whole
     // output planes, each computed as on one thread).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -523,6 +543,68 @@ mod avx2 {
             *o = quantize_f32(*v, scale, zp, -128, 127) as i8;
         }
     }
+
+    /// 2×2 max pooling with stride 2 of one output row: `yr[o] = max(r0[2o], r0[2o + 1],
+    /// r1[2o], r1[2o + 1])`, 32 outputs per step (rows maxed, then neighbouring bytes,
+    /// then the even bytes packed).
+    ///
+    /// # Safety
+    /// AVX2; `r0` and `r1` hold at least `2·yr.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_pool_2x2_row(r0: &[i8], r1: &[i8], yr: &mut [i8]) {
+        let n = yr.len();
+        debug_assert!(r0.len() >= 2 * n && r1.len() >= 2 * n);
+        let low = _mm256_set1_epi16(0x00ff);
+        let mut o = 0;
+        while o + 32 <= n {
+            // SAFETY: 64 bytes from 2·o of each row lie below 2·n (the contract).
+            let half = |k: usize| unsafe {
+                let p =
+                    |r: &[i8]| _mm256_loadu_si256(r.as_ptr().add(2 * o + 32 * k) as *const __m256i);
+                let v = _mm256_max_epi8(p(r0), p(r1));
+                // Each 16-bit lane: the max of its two bytes in its low byte.
+                _mm256_and_si256(_mm256_max_epi8(v, _mm256_srli_epi16(v, 8)), low)
+            };
+            let packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(half(0), half(1)), 0xd8);
+            // SAFETY: outputs o..o + 32 are inside yr.
+            unsafe { _mm256_storeu_si256(yr.as_mut_ptr().add(o) as *mut __m256i, packed) };
+            o += 32;
+        }
+        for (k, v) in yr.iter_mut().enumerate().skip(o) {
+            *v = r0[2 * k]
+                .max(r0[2 * k + 1])
+                .max(r1[2 * k])
+                .max(r1[2 * k + 1]);
+        }
+    }
+
+    /// `Σ v` over int8 values, wrapping in i32: `vpsadbw` against zero on the bytes with
+    /// their sign bits flipped (`v + 128`), 32 a step, less 128 per byte.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn sum_i8(v: &[i8]) -> i32 {
+        let flip = _mm256_set1_epi8(-128);
+        let zero = _mm256_setzero_si256();
+        let mut acc = zero;
+        let mut chunks = v.chunks_exact(32);
+        for c in &mut chunks {
+            // SAFETY: 32 readable bytes.
+            let x = unsafe { _mm256_loadu_si256(c.as_ptr() as *const __m256i) };
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(x, flip), zero));
+        }
+        let mut lanes = [0u64; 4];
+        // SAFETY: 32 writable bytes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+        let n = (v.len() / 32 * 32) as u64;
+        let biased = lanes.iter().sum::<u64>().wrapping_sub(128 * n);
+        let tail = chunks
+            .remainder()
+            .iter()
+            .fold(0i32, |s, &x| s.wrapping_add(x as i32));
+        (biased as i32).wrapping_add(tail)
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -538,4 +620,19 @@ mod avx2 {
     pub unsafe fn quantize(_: &[f32], _: f32, _: i32, _: &mut [i8]) {}
 
     pub unsafe fn lut(_: &[i8; 256], _: Option<&[i8]>, _: &mut [i8]) {}
+
+    pub unsafe fn max_pool_2x2_row(_: &[i8], _: &[i8], _: &mut [i8]) {}
+}
+
+/// int8 GlobalAveragePool (ReduceMean over the innermost axes) with the byte sums on
+/// `vpsadbw`, or `None` without AVX2 (x86_64 hosts).
+pub fn reduce_mean_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked just above).
+        let sum = |v: &[i8]| unsafe { avx2::sum_i8(v) };
+        return Some(crate::pool::reduce_mean_i8_by(call, out, sum));
+    }
+    let _ = (call, out);
+    None
 }

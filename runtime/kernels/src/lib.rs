@@ -161,6 +161,7 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
+        OpKind::GlobalAveragePool | OpKind::ReduceMean if q => fast_elt::reduce_mean_i8(call, out),
         OpKind::Softmax if q => fast_softmax::softmax_i8(call, out),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         OpKind::LayerNorm if q => fast_layer_norm::layer_norm_i8(call, out),
@@ -380,6 +381,10 @@ impl<const F: u32> Backend for Select<F> {
                 #[cfg(all(feature = "dsp", target_arch = "arm"))]
                 GlobalAveragePool if F & family::POOL != 0 && q => {
                     Some(pool::reduce_mean_i8_by(call, &mut out, dsp::sum_i8))
+                }
+                #[cfg(target_arch = "x86_64")]
+                GlobalAveragePool | ReduceMean if F & family::POOL != 0 && q => {
+                    fast_elt::reduce_mean_i8(call, &mut out)
                 }
                 _ => None,
             };

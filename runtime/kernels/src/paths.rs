@@ -50,6 +50,8 @@ pub enum Path {
     /// aarch64 int8 GEMM, FullyConnected and GEMV on plain-NEON `smlal` (`fast/neon.rs`,
     /// `fast/neon_dot.rs`: CPUs without the dot product, such as the Cortex-A53).
     GemmSmlal,
+    /// int8 2×2 stride-2 MaxPool, 32 outputs a step (`fast_elt.rs`, AVX2).
+    MaxPoolRows,
     /// Pad a row at a time (`movement::pad_fast`, hosts).
     PadRows,
 }

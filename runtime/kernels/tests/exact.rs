@@ -502,6 +502,96 @@ fn lut_matches_reference() {
     }
 }
 
+/// One int8 pooling op of `kind` on [1, c, h, w] → [1, c, oh, ow].
+fn pool_model(
+    kind: OpKind,
+    params: &[usize],
+    [c, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    qx: QuantSpec,
+    qy: QuantSpec,
+) -> Vec<u8> {
+    let mut m = ModelBuilder::default();
+    let x = m.add_tensor(TensorSpec {
+        dtype: DType::I8,
+        shape: Shape::new(&[1, c, h, w]).unwrap(),
+        quant: qx,
+        data: None,
+        layout: Default::default(),
+    });
+    let y = m.add_tensor(TensorSpec {
+        dtype: DType::I8,
+        shape: Shape::new(&[1, c, oh, ow]).unwrap(),
+        quant: qy,
+        data: None,
+        layout: Default::default(),
+    });
+    m.ops.push(OpSpec {
+        kind,
+        inputs: vec![Some(x)],
+        outputs: vec![y],
+        params: params.iter().map(|&v| v as i32).collect(),
+    });
+    m.inputs = vec![x];
+    m.outputs = vec![y];
+    m.finish().expect("valid pooling model")
+}
+
+/// int8 2×2 stride-2 MaxPool (the common CNN downsampling) on planes whose rows span
+/// several 32-output steps and odd tails, floor and ceil output sizes; on AVX2 hosts the
+/// row path must run.
+#[test]
+fn max_pool_2x2_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x22;
+    let mut r = Rng(seed);
+    for case in 0..60 {
+        let (c, h, w) = (r.range(1, 5), r.range(2, 9), r.range(2, 200));
+        let (oh, ow) = (h / 2, [w / 2, w.div_ceil(2)][r.range(0, 1)]);
+        // Ceil mode pads the last column: the window then leaves the plane.
+        let pr = 2 * ow - w.min(2 * ow);
+        let params = [2, 2, 2, 2, 0, 0, 0, pr, 1, 1];
+        let q = per_tensor(&mut r);
+        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        let before = taken(Path::MaxPoolRows);
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} -> {oh}x{ow}"
+        );
+        if std::is_x86_feature_detected!("avx2") && pr == 0 {
+            assert!(
+                taken(Path::MaxPoolRows) > before,
+                "CAIRN_SEED={seed} case {case}: row path not taken"
+            );
+        }
+    }
+}
+
+/// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
+/// steps and tails), extreme inputs and zero points.
+#[test]
+fn global_average_pool_matches_reference() {
+    let seed = seed() ^ 0x6A;
+    let mut r = Rng(seed);
+    for case in 0..80 {
+        let (c, h, w) = (r.range(1, 6), r.range(1, 12), r.range(1, 50));
+        let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
+        let bytes = pool_model(OpKind::GlobalAveragePool, &[], [c, h, w], [1, 1], qx, qy);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w}"
+        );
+    }
+}
+
 /// int8 MaxPool with strides, padding, dilation and ceil-mode output sizes.
 #[test]
 fn max_pool_matches_reference() {
@@ -532,32 +622,9 @@ fn max_pool_matches_reference() {
         if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
             continue;
         }
-        let q = per_tensor(&mut r);
-        let mut m = ModelBuilder::default();
-        let x = m.add_tensor(TensorSpec {
-            dtype: DType::I8,
-            shape: Shape::new(&[1, c, h, w]).unwrap(),
-            quant: q.clone(),
-            data: None,
-            layout: Default::default(),
-        });
-        let y = m.add_tensor(TensorSpec {
-            dtype: DType::I8,
-            shape: Shape::new(&[1, c, oh, ow]).unwrap(),
-            quant: q,
-            data: None,
-            layout: Default::default(),
-        });
         let params = [kh, kw, sh, sw, pads[0], pads[1], pads[2], pads[3], dh, dw];
-        m.ops.push(OpSpec {
-            kind: OpKind::MaxPool,
-            inputs: vec![Some(x)],
-            outputs: vec![y],
-            params: params.iter().map(|&v| v as i32).collect(),
-        });
-        m.inputs = vec![x];
-        m.outputs = vec![y];
-        let bytes = m.finish().expect("valid max pool model");
+        let q = per_tensor(&mut r);
+        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
         let input: Vec<u8> = (0..c * h * w).map(|_| r.i8() as u8).collect();
         assert_eq!(
             run(&bytes, CpuBackend, &input),
