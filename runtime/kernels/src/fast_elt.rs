@@ -489,6 +489,20 @@ mod avx2 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn lut(table: &[i8; 256], src: Option<&[i8]>, y: &mut [i8]) {
+        // With AVX-512 VBMI, 64 bytes a step through two 128-entry `vpermt2b` lookups;
+        // the rest (under 64 bytes) below.
+        #[cfg(feature = "std")]
+        let (src, y) = if vbmi() && y.len() >= 64 {
+            let n = y.len() / 64 * 64;
+            let (head, rest) = y.split_at_mut(n);
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked just above); `src`, when
+            // given, has y's length (the caller's contract).
+            unsafe { lut_vbmi(table, src.map(|x| &x[..n]), head) };
+            crate::paths::note(crate::paths::Path::LutVbmi);
+            (src.map(|x| &x[n..]), rest)
+        } else {
+            (src, y)
+        };
         let rows: [__m256i; 16] = core::array::from_fn(|t| {
             // SAFETY: 16 bytes at 16t are inside the 256-byte table.
             let r = unsafe { _mm_loadu_si128(table.as_ptr().add(16 * t) as *const __m128i) };
@@ -516,6 +530,41 @@ mod avx2 {
         for (i, v) in y.iter_mut().enumerate().skip(n) {
             let x = src.map_or(*v, |x| x[i]);
             *v = table[(x as i32 + 128) as usize];
+        }
+    }
+
+    /// Whether the CPU has AVX-512 F, BW and VBMI (byte permutes across 64 bytes).
+    #[cfg(feature = "std")]
+    fn vbmi() -> bool {
+        std::is_x86_feature_detected!("avx512vbmi")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512f")
+    }
+
+    /// `y = table[x + 128]` 64 bytes a step (`y.len()` a multiple of 64): the index is the
+    /// byte with its sign bit flipped; `vpermt2b` looks up entries 0–127 and 128–255 by its
+    /// low seven bits, and its top bit picks which.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VBMI; `src`, when given, holds `y.len()` bytes.
+    #[cfg(feature = "std")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn lut_vbmi(table: &[i8; 256], src: Option<&[i8]>, y: &mut [i8]) {
+        debug_assert!(y.len().is_multiple_of(64) && src.is_none_or(|x| x.len() == y.len()));
+        // SAFETY: 64 bytes at 64k (k < 4) are inside the 256-byte table.
+        let t = |k: usize| unsafe { _mm512_loadu_si512(table.as_ptr().add(64 * k) as *const _) };
+        let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
+        let flip = _mm512_set1_epi8(-128);
+        for (i, chunk) in y.chunks_exact_mut(64).enumerate() {
+            let from = src.map_or(chunk.as_ptr(), |x| x[64 * i..64 * i + 64].as_ptr());
+            // SAFETY: `from` and `chunk` are 64 bytes each; unaligned loads and stores.
+            unsafe {
+                let idx = _mm512_xor_si512(_mm512_loadu_si512(from as *const _), flip);
+                let lo = _mm512_permutex2var_epi8(t0, idx, t1);
+                let hi = _mm512_permutex2var_epi8(t2, idx, t3);
+                let r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);
+                _mm512_storeu_si512(chunk.as_mut_ptr() as *mut _, r);
+            }
         }
     }
 

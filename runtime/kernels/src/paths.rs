@@ -52,6 +52,8 @@ pub enum Path {
     GemmSmlal,
     /// int8 2×2 stride-2 MaxPool, 32 outputs a step (`fast_elt.rs`, AVX2).
     MaxPoolRows,
+    /// int8 per-tensor lookup tables 64 bytes a step on AVX-512 VBMI (`fast_elt.rs`).
+    LutVbmi,
     /// Pad a row at a time (`movement::pad_fast`, hosts).
     PadRows,
 }

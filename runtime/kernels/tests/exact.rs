@@ -449,10 +449,11 @@ fn wide_depthwise_conv_matches_reference() {
 /// lengths around the 32-byte block.
 #[test]
 fn lut_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x17;
     let mut r = Rng(seed);
     for case in 0..100 {
-        let (c, len) = (r.range(1, 4), r.range(1, 100));
+        let (c, len) = (r.range(1, 4), r.range(1, 300));
         let per_channel = r.next().is_multiple_of(4);
         let mut m = ModelBuilder::default();
         let x = m.add_tensor(TensorSpec {
@@ -494,11 +495,20 @@ fn lut_matches_reference() {
         m.outputs = ys;
         let bytes = m.finish().expect("valid lut model");
         let input: Vec<u8> = (0..c * len).map(|_| r.i8() as u8).collect();
+        let before = taken(Path::LutVbmi);
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
             "CAIRN_SEED={seed} case {case}"
         );
+        // With AVX-512 VBMI a per-tensor table of 64 bytes or more takes it.
+        #[cfg(target_arch = "x86_64")]
+        if !per_channel && c * len >= 64 && std::is_x86_feature_detected!("avx512vbmi") {
+            assert!(
+                taken(Path::LutVbmi) > before,
+                "CAIRN_SEED={seed} case {case}: VBMI path not taken"
+            );
+        }
     }
 }
 
@@ -562,6 +572,7 @@ fn max_pool_2x2_matches_reference() {
             run(&bytes, RefBackend, &input),
             "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} -> {oh}x{ow}"
         );
+        #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && pr == 0 {
             assert!(
                 taken(Path::MaxPoolRows) > before,
