@@ -54,6 +54,17 @@ pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     r
 }
 
+/// `acc + a.hi·b.lo` (int16 halves), wrapping.
+#[inline(always)]
+pub(crate) fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
+    let r: i32;
+    // SAFETY: register-only; it may set the Q flag, which nothing here reads.
+    unsafe {
+        asm!("smlatb {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
+    };
+    r
+}
+
 /// `Σ v` over int8 values, wrapping in i32: four bytes per `usada8` (the sum of the
 /// bytes as unsigned after flipping their sign bits, i.e. `Σ (v + 128)`), less 128 per
 /// byte at the end; the unaligned head and the tail byte by byte.
@@ -86,6 +97,19 @@ fn max8(a: u32, b: u32) -> u32 {
     // `sel` right after reads.
     unsafe {
         asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}",
+            r = out(reg) r, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// Bytewise signed minimum of two words (`ssub8` sets GE where `a ≥ b`; `sel` then
+/// takes those bytes from `b`).
+#[inline(always)]
+fn min8(a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: as `max8`.
+    unsafe {
+        asm!("ssub8 {r}, {a}, {b}", "sel {r}, {b}, {a}",
             r = out(reg) r, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack))
     };
     r
@@ -221,6 +245,94 @@ pub(crate) fn requantize_fpu<const FULL: bool>(
     } else {
         r.max(lo - zy).min(hi - zy) + zy
     }
+}
+
+/// Four `requantize_fpu` values (for `−128 <= lo <= hi <= 127`) packed as the bytes of a
+/// little-endian word, the first value in the low byte: the accumulators move to the FPU
+/// and back two per `vmov`, the scale once; each value gets the zero point added
+/// saturating and `ssat #8` (`requantize_fpu`'s `FULL` clamp), then, unless `FULL`, the
+/// packed bytes are clamped to `[lo, hi]` four at a time (`ssub8` + `sel`). Clamping to
+/// the int8 range first changes nothing, `[lo, hi]` lying inside it.
+#[cfg(target_abi = "eabihf")]
+#[inline(always)]
+pub(crate) fn requantize4_fpu<const FULL: bool>(
+    acc: [i32; 4],
+    scale: f32,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+) -> u32 {
+    debug_assert!(-128 <= lo && lo <= hi && hi <= 127 && (!FULL || (lo == -128 && hi == 127)));
+    let r: u32;
+    // SAFETY: FPU register moves and arithmetic on s8–s11 and s15 (declared clobbered) and
+    // register-only DSP instructions (`qadd`/`ssat` may set the Q flag, which nothing
+    // reads); no memory, no stack. Rounding as in `requantize_fpu` (the FPSCR default).
+    unsafe {
+        asm!(
+            "vmov s8, s9, {a0}, {a1}",
+            "vmov s10, s11, {a2}, {a3}",
+            "vmov s15, {scale}",
+            "vcvt.f32.s32 s8, s8",
+            "vcvt.f32.s32 s9, s9",
+            "vcvt.f32.s32 s10, s10",
+            "vcvt.f32.s32 s11, s11",
+            "vmul.f32 s8, s8, s15",
+            "vmul.f32 s9, s9, s15",
+            "vmul.f32 s10, s10, s15",
+            "vmul.f32 s11, s11, s15",
+            "vcvtr.s32.f32 s8, s8",
+            "vcvtr.s32.f32 s9, s9",
+            "vcvtr.s32.f32 s10, s10",
+            "vcvtr.s32.f32 s11, s11",
+            "vmov {a0}, {a1}, s8, s9",
+            "vmov {a2}, {a3}, s10, s11",
+            "qadd {a0}, {a0}, {z}",
+            "qadd {a1}, {a1}, {z}",
+            "qadd {a2}, {a2}, {z}",
+            "qadd {a3}, {a3}, {z}",
+            "ssat {a0}, #8, {a0}",
+            "ssat {a1}, #8, {a1}",
+            "ssat {a2}, #8, {a2}",
+            "ssat {a3}, #8, {a3}",
+            "bfi {a0}, {a1}, #8, #8",
+            "bfi {a0}, {a2}, #16, #8",
+            "bfi {a0}, {a3}, #24, #8",
+            "mov {r}, {a0}",
+            a0 = inout(reg) acc[0] => _,
+            a1 = inout(reg) acc[1] => _,
+            a2 = inout(reg) acc[2] => _,
+            a3 = inout(reg) acc[3] => _,
+            scale = in(reg) scale.to_bits(),
+            z = in(reg) zy,
+            r = lateout(reg) r,
+            out("s8") _,
+            out("s9") _,
+            out("s10") _,
+            out("s11") _,
+            out("s15") _,
+            options(pure, nomem, nostack)
+        )
+    };
+    if FULL {
+        r
+    } else {
+        let b = |v: i32| (v as u8 as u32) * 0x0101_0101;
+        min8(max8(r, b(lo)), b(hi))
+    }
+}
+
+/// Without an FPU: four reference requantizations, packed as `requantize4_fpu` does.
+#[cfg(not(target_abi = "eabihf"))]
+#[inline(always)]
+pub(crate) fn requantize4_fpu<const FULL: bool>(
+    acc: [i32; 4],
+    scale: f32,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+) -> u32 {
+    let v = acc.map(|a| cairn_core::quant::requantize(a, scale, zy, lo, hi) as u8);
+    u32::from_le_bytes(v)
 }
 
 /// Without an FPU (soft-float `eabi` targets): the reference requantization.
