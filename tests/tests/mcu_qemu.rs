@@ -120,6 +120,31 @@ fn qemu_cortex_m4_runs_the_cnn_bit_for_bit() {
     let bytes = AlignedBytes::from_slice(&std::fs::read(mcu.join("assets/cls.cairn")).unwrap());
     let mut m = HostModel::new(bytes.as_slice()).unwrap();
     let lines = std::fs::read(mcu.join("assets/cls_inputs.bin")).unwrap();
+    // Op by op: the firmware's digest of every op's output on the first line equals the
+    // host interpreter's (the DSP and FPU kernels give the CPU backend's bytes at every op,
+    // not only where they survive to the output).
+    let firmware: Vec<(u32, u32)> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("digest "))
+        .map(|r| {
+            let mut it = r.split(' ').map(|v| v.trim().parse::<u32>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        })
+        .collect();
+    let line = &lines[..8 + 3 * 48 * 192];
+    let width = u32::from_le_bytes(line[..4].try_into().unwrap()) as usize;
+    let pixels: Vec<f32> = line[8..].iter().map(|&p| p as f32).collect();
+    let host = op_digests(
+        bytes.as_slice(),
+        &cairn_tests::cls_preprocess(&pixels, width),
+    );
+    assert_eq!(firmware.len(), host.len(), "ops with a digest; log:\n{log}");
+    for ((i, f), h) in firmware.iter().zip(&host) {
+        assert_eq!(
+            f, h,
+            "op {i}: the firmware's output bytes differ from the host's"
+        );
+    }
     for (i, line) in lines.chunks_exact(8 + 3 * 48 * 192).enumerate() {
         let width = u32::from_le_bytes(line[..4].try_into().unwrap()) as usize;
         let pixels: Vec<f32> = line[8..].iter().map(|&p| p as f32).collect();
@@ -136,10 +161,47 @@ fn qemu_cortex_m4_runs_the_cnn_bit_for_bit() {
     println!(
         "{}",
         log.lines()
-            .filter(|l| !l.starts_with("out"))
+            .filter(|l| !l.starts_with("out") && !l.starts_with("digest"))
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// FNV-1a (32-bit) of each op's output bytes, in execution order, running `model` on
+/// the host's CPU backend with `input` (what `targets/mcu/src/op_profile.rs` logs).
+fn op_digests(model: &[u8], input: &[f32]) -> Vec<u32> {
+    use cairn_core::{Backend, ExecError, Interpreter, KernelId, Model, OpCall, TensorMut};
+    struct Digests(cairn_kernels::CpuBackend, Vec<u32>);
+    impl Backend for Digests {
+        fn name(&self) -> &'static str {
+            "digests"
+        }
+        fn supports(&self, k: KernelId) -> bool {
+            self.0.supports(k)
+        }
+        fn execute(&mut self, call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
+            let TensorMut { info, data } = out;
+            let r = self.0.execute(
+                call,
+                TensorMut {
+                    info,
+                    data: &mut *data,
+                },
+            );
+            let h = data.iter().fold(0x811c_9dc5u32, |h, &b| {
+                (h ^ b as u32).wrapping_mul(0x0100_0193)
+            });
+            self.1.push(h);
+            r
+        }
+    }
+    let m = Model::parse(model).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut it =
+        Interpreter::new(m, Digests(cairn_kernels::CpuBackend, vec![]), &mut arena).unwrap();
+    it.set_input_f32(0, input).unwrap();
+    it.invoke().unwrap();
+    std::mem::take(&mut it.backend_mut().1)
 }
 
 /// The fleet list built into the firmware is the authority's list of the device, its peer

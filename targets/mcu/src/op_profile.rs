@@ -1,6 +1,9 @@
 //! Instructions per op: a `Backend` wrapper that reads SysTick around every `execute` and
 //! logs one line per Conv / FullyConnected (kind, shapes, MACs, instructions, per MAC) and
-//! one total per other op kind. The same SysTick method as the whole-inference figure
+//! one total per other op kind. It also logs a digest of every op's output bytes
+//! (`digest N X`, FNV-1a 32, outside the timed span), which the host test compares op by
+//! op with the host interpreter's, so a kernel that differs is named even where the
+//! model's final output hides it. The same SysTick method as the whole-inference figure
 //! (`clock.rs`: 40 instructions per tick under `qemu -icount shift=0`), so each figure is
 //! good to ±40 instructions plus the two counter reads.
 
@@ -71,6 +74,13 @@ impl<B> Profiled<B> {
     }
 }
 
+/// FNV-1a (32-bit) of `bytes`: the per-op digest the host test recomputes.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// Multiply-accumulates of a Conv or FullyConnected call (0 for other ops or bad shapes).
 fn macs(call: &OpCall<'_>, out: &TensorMut<'_>) -> u64 {
     let (Some(w), oshape) = (call.input(1), out.info.shape) else {
@@ -98,10 +108,18 @@ impl<B: Backend> Backend for Profiled<B> {
         }
         let mac_count = macs(call, &out);
         let oshape = out.info.shape;
+        let TensorMut { info, data } = out;
         let t0 = SYST::get_current();
-        let r = self.inner.execute(call, out);
+        let r = self.inner.execute(
+            call,
+            TensorMut {
+                info,
+                data: &mut *data,
+            },
+        );
         let t1 = SYST::get_current();
         let n = insns(t0, t1);
+        defmt::println!("digest {=u32} {=u32}", self.index, fnv1a(data));
         self.add(call.kind, n);
         if mac_count > 0 {
             let ishape = call.input(0).map(|x| x.info.shape);
