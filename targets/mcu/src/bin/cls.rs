@@ -3,8 +3,9 @@
 //! depthwise convolutions, hard-swish lookup tables, squeeze-excitation `Mul`s, pooling,
 //! FullyConnected, Softmax) from flash, with its 138,240-byte arena in RAM, through
 //! `Select<CNN_I8 | FAST>`: with the `dsp` feature, the DSP-extension kernels
-//! (`cairn-kernels` `dsp_conv.rs`: im2col + SMLAD convs, depthwise; `dsp_elt.rs`: `Mul`,
-//! `Add`, `Lut`, `QuantizeLinear`; the SMLAD FullyConnected).
+//! (`cairn-kernels` `dsp_conv.rs`: im2col + SMLAD convs, narrow pointwise, depthwise;
+//! `dsp.rs`: GlobalAveragePool sums, 2×2 MaxPool; `dsp_elt.rs`: `Mul`, `Add`, `Lut`,
+//! `QuantizeLinear`; the SMLAD FullyConnected).
 //!
 //! For each bundled text line (two from the evaluation set, stored as bytes with their
 //! width and label) it preprocesses as PaddleOCR does, runs the model, logs the class, the
