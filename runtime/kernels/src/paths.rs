@@ -44,6 +44,9 @@ pub enum Path {
     /// saturation, so any int8 weights): the same two paths as `GemmU8S8` (counted there
     /// too) on x86_64 CPUs with AVX-512 VNNI (and VL) or AVX-VNNI.
     GemmVnni,
+    /// int8 GEMV rows (`fast/gemv.rs`) on VNNI's `vpdpbusd`: one count per input vector
+    /// (the op also counts `Gemv`).
+    GemvVnni,
     /// aarch64 int8 GEMM, FullyConnected and GEMV on the `sdot` block
     /// (`fast/neon_dot.rs`, CPUs with the Armv8.2 dot product).
     GemmSdot,

@@ -1007,7 +1007,7 @@ fn gemv_conv_matches_reference() {
     use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x6E3F;
     let mut r = Rng(seed);
-    let before = taken(Path::Gemv);
+    let (before, vnni_before) = (taken(Path::Gemv), taken(Path::GemvVnni));
     let (mut ran, mut expect) = (0, 0u64);
     for case in 0..300 {
         let k = (
@@ -1050,6 +1050,13 @@ fn gemv_conv_matches_reference() {
         // Patches up to 8192 elements; the packed-weight run of each case takes the
         // GEMM paths.
         assert_eq!(taken(Path::Gemv) - before, expect, "CAIRN_SEED={seed}");
+        // With VNNI the rows run on `vpdpbusd` (one count per patch).
+        if cairn_kernels::paths::vnni().is_some() {
+            assert!(
+                taken(Path::GemvVnni) - vnni_before >= expect,
+                "CAIRN_SEED={seed}"
+            );
+        }
     }
     // aarch64: the same convs take the NEON GEMV (`fast/neon_dot.rs`).
     #[cfg(target_arch = "aarch64")]

@@ -7,7 +7,10 @@
 //! its zero point subtracted (−255..255, exact in int16), the weights are widened 16 at a
 //! time, and `vpmaddwd` sums pairs of products exactly; the integer sum is the
 //! reference's (modulo 2^32, like its wrapping adds), and the output stage is
-//! `cairn_core::quant::requantize` itself.
+//! `cairn_core::quant::requantize` itself. On CPUs with VNNI (`paths::vnni`) the rows run
+//! on `vpdpbusd` instead: the input as `u = x + 128` bytes, 32 products per instruction,
+//! and `Σ(x − zx)·w = Σu·w − (zx + 128)·Σw` with `Σw` summed alongside (a second
+//! `vpdpbusd` against ones), the same integer modulo 2^32.
 
 use core::arch::x86_64::*;
 
@@ -54,9 +57,20 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 /// threads (each row's sum is computed as on one thread).
 fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, i8) + Sync) {
     let work = (n * xw.len()) as u64;
+    let vnni = crate::paths::vnni();
+    if vnni.is_some() {
+        crate::paths::note(crate::paths::Path::GemvVnni);
+    }
     crate::par::par_ranges(n, 4, work, |os| {
-        // SAFETY: AVX2 (the callers checked); the weights hold n rows of xw.len().
-        unsafe { rows(xw, q, os, &put) }
+        // SAFETY: AVX2 (the callers checked), VNNI where `vnni` says so; the weights hold
+        // n rows of xw.len().
+        unsafe {
+            match vnni {
+                Some(crate::paths::Vnni::Evex) => rows_vnni::<false>(xw, q, os, &put),
+                Some(crate::paths::Vnni::Vex) => rows_vnni::<true>(xw, q, os, &put),
+                None => rows(xw, q, os, &put),
+            }
+        }
     });
 }
 
@@ -140,6 +154,92 @@ unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *a) };
             let mut s = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
             for t in k16..k {
+                s = s.wrapping_add(xw[t] as i32 * w[j][t] as i32);
+            }
+            let oo = o + j;
+            let acc = s.wrapping_add(q.bias.map_or(0, |b| b[oo]));
+            put(oo, requantize(acc, q.scales[oo], q.zy, q.lo, q.hi) as i8);
+        }
+        o += r;
+    }
+}
+
+/// `acc + Σ` of the four products of u8 `u` and s8 `s` per int32 lane (`vpdpbusd`, EVEX
+/// encoded, or VEX with `VEX`).
+///
+/// # Safety
+/// AVX2 and the CPU has that encoding (`paths::vnni`).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dpbusd<const VEX: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    let mut a = acc;
+    // SAFETY: the contract above; register-only.
+    unsafe {
+        if VEX {
+            core::arch::asm!("{{vex}} vpdpbusd {a}, {u}, {s}", a = inout(ymm_reg) a,
+                u = in(ymm_reg) u, s = in(ymm_reg) s, options(pure, nomem, nostack, preserves_flags));
+        } else {
+            core::arch::asm!("vpdpbusd {a}, {u}, {s}", a = inout(ymm_reg) a,
+                u = in(ymm_reg) u, s = in(ymm_reg) s, options(pure, nomem, nostack, preserves_flags));
+        }
+    }
+    a
+}
+
+/// [`rows`] on VNNI: `u = xw + zx + 128` as bytes (the raw input plus 128), four rows at a
+/// time, 32 products per `vpdpbusd`, `Σw` alongside; the tail (under 32) in scalar code on
+/// `xw`.
+///
+/// # Safety
+/// AVX2 and the VNNI encoding `VEX` names; `q.w` holds `os.end` rows of `xw.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn rows_vnni<const VEX: bool>(
+    xw: &[i16],
+    q: &Q<'_>,
+    os: core::ops::Range<usize>,
+    put: impl Fn(usize, i8),
+) {
+    let k = xw.len();
+    let k32 = k / 32 * 32;
+    let zs = q.zx + 128;
+    let mut u = [0u8; MAX_K];
+    for (d, &v) in u.iter_mut().zip(&xw[..k32]) {
+        *d = (v as i32 + zs) as u8;
+    }
+    let ones = _mm256_set1_epi8(1);
+    let n = os.end;
+    let mut o = os.start;
+    while o < n {
+        let r = 4.min(n - o);
+        let w: [&[i8]; 4] = core::array::from_fn(|j| {
+            let row = (o + j).min(n - 1);
+            &q.w[row * k..(row + 1) * k]
+        });
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut sw = [_mm256_setzero_si256(); 4];
+        let mut k0 = 0;
+        while k0 < k32 {
+            // SAFETY: k0 + 32 <= k32: 32 bytes of u and of each row; VNNI (the contract).
+            unsafe {
+                let uv = _mm256_loadu_si256(u.as_ptr().add(k0) as *const __m256i);
+                for j in 0..4 {
+                    let wv = _mm256_loadu_si256(w[j].as_ptr().add(k0) as *const __m256i);
+                    acc[j] = dpbusd::<VEX>(acc[j], uv, wv);
+                    sw[j] = dpbusd::<VEX>(sw[j], ones, wv);
+                }
+            }
+            k0 += 32;
+        }
+        for j in 0..r {
+            let mut lanes = [[0i32; 8]; 2];
+            // SAFETY: 8 int32 into each 8-element array.
+            unsafe {
+                _mm256_storeu_si256(lanes[0].as_mut_ptr() as *mut __m256i, acc[j]);
+                _mm256_storeu_si256(lanes[1].as_mut_ptr() as *mut __m256i, sw[j]);
+            }
+            let sum = |l: &[i32; 8]| l.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            let mut s = sum(&lanes[0]).wrapping_sub(zs.wrapping_mul(sum(&lanes[1])));
+            for t in k32..k {
                 s = s.wrapping_add(xw[t] as i32 * w[j][t] as i32);
             }
             let oo = o + j;
