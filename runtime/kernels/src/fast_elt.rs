@@ -371,6 +371,64 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
 mod avx2 {
     use core::arch::x86_64::*;
 
+    /// The reference's Add/Mul float operations on int32 lanes `av`, `bv` with the
+    /// intrinsics of one width (`_mm256` or `_mm512`), the result through `fin`.
+    macro_rules! arith_lanes {
+        ($arith:expr, $av:expr, $bv:expr, $fin:expr, $w:ident) => {
+            paste_width!($w, {
+                match $arith {
+                    Arith::Add {
+                        ra,
+                        rb,
+                        fixed,
+                        a_scalar,
+                        b_scalar,
+                    } => {
+                        let (fa, fb) = (cvtepi32_ps($av), cvtepi32_ps($bv));
+                        let (vra, vrb, vf) = (set1_ps(ra), set1_ps(rb), set1_ps(fixed));
+                        $fin(if a_scalar {
+                            fmadd_ps(fb, vrb, vf)
+                        } else if b_scalar {
+                            fmadd_ps(fa, vra, vf)
+                        } else {
+                            fmadd_ps(fa, vra, fmadd_ps(fb, vrb, vf))
+                        })
+                    }
+                    Arith::Mul { za, zb, r, zf } => {
+                        let p = mullo_epi32(
+                            sub_epi32($av, set1_epi32(za)),
+                            sub_epi32($bv, set1_epi32(zb)),
+                        );
+                        $fin(add_ps(mul_ps(cvtepi32_ps(p), set1_ps(r)), set1_ps(zf)))
+                    }
+                }
+            })
+        };
+    }
+
+    /// `body` with the short names of `arith_lanes` bound to the `_mm256` or `_mm512`
+    /// intrinsics.
+    macro_rules! paste_width {
+        (_mm256, $body:block) => {{
+            use core::arch::x86_64::{
+                _mm256_add_ps as add_ps, _mm256_cvtepi32_ps as cvtepi32_ps,
+                _mm256_fmadd_ps as fmadd_ps, _mm256_mul_ps as mul_ps,
+                _mm256_mullo_epi32 as mullo_epi32, _mm256_set1_epi32 as set1_epi32,
+                _mm256_set1_ps as set1_ps, _mm256_sub_epi32 as sub_epi32,
+            };
+            $body
+        }};
+        (_mm512, $body:block) => {{
+            use core::arch::x86_64::{
+                _mm512_add_ps as add_ps, _mm512_cvtepi32_ps as cvtepi32_ps,
+                _mm512_fmadd_ps as fmadd_ps, _mm512_mul_ps as mul_ps,
+                _mm512_mullo_epi32 as mullo_epi32, _mm512_set1_epi32 as set1_epi32,
+                _mm512_set1_ps as set1_ps, _mm512_sub_epi32 as sub_epi32,
+            };
+            $body
+        }};
+    }
+
     use super::{Arith, Operand};
     use crate::fast::store8;
     use cairn_core::quant::quantize_f32;
@@ -456,37 +514,7 @@ mod avx2 {
                 };
                 (unsafe { load8(&pad_a) }, bv)
             };
-            let r = match arith {
-                Arith::Add {
-                    ra,
-                    rb,
-                    fixed,
-                    a_scalar,
-                    b_scalar,
-                } => {
-                    let (fa, fb) = (_mm256_cvtepi32_ps(av), _mm256_cvtepi32_ps(bv));
-                    let (vra, vrb, vf) = (
-                        _mm256_set1_ps(ra),
-                        _mm256_set1_ps(rb),
-                        _mm256_set1_ps(fixed),
-                    );
-                    fin(if a_scalar {
-                        _mm256_fmadd_ps(fb, vrb, vf)
-                    } else if b_scalar {
-                        _mm256_fmadd_ps(fa, vra, vf)
-                    } else {
-                        _mm256_fmadd_ps(fa, vra, _mm256_fmadd_ps(fb, vrb, vf))
-                    })
-                }
-                Arith::Mul { za, zb, r, zf } => {
-                    let p = _mm256_mullo_epi32(
-                        _mm256_sub_epi32(av, _mm256_set1_epi32(za)),
-                        _mm256_sub_epi32(bv, _mm256_set1_epi32(zb)),
-                    );
-                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(r));
-                    fin(_mm256_add_ps(v, _mm256_set1_ps(zf)))
-                }
-            };
+            let r = arith_lanes!(arith, av, bv, fin, _mm256);
             if len == 8 {
                 unsafe { store8(r, &mut y[i..i + 8]) };
             } else {
@@ -583,37 +611,7 @@ mod avx2 {
                 Operand::Run(b) => load16(&b[i..i + 16]),
                 Operand::Splat(v) => _mm512_set1_epi32(v as i32),
             };
-            let r = match arith {
-                Arith::Add {
-                    ra,
-                    rb,
-                    fixed,
-                    a_scalar,
-                    b_scalar,
-                } => {
-                    let (fa, fb) = (_mm512_cvtepi32_ps(av), _mm512_cvtepi32_ps(bv));
-                    let (vra, vrb, vf) = (
-                        _mm512_set1_ps(ra),
-                        _mm512_set1_ps(rb),
-                        _mm512_set1_ps(fixed),
-                    );
-                    fin(if a_scalar {
-                        _mm512_fmadd_ps(fb, vrb, vf)
-                    } else if b_scalar {
-                        _mm512_fmadd_ps(fa, vra, vf)
-                    } else {
-                        _mm512_fmadd_ps(fa, vra, _mm512_fmadd_ps(fb, vrb, vf))
-                    })
-                }
-                Arith::Mul { za, zb, r, zf } => {
-                    let p = _mm512_mullo_epi32(
-                        _mm512_sub_epi32(av, _mm512_set1_epi32(za)),
-                        _mm512_sub_epi32(bv, _mm512_set1_epi32(zb)),
-                    );
-                    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(r));
-                    fin(_mm512_add_ps(v, _mm512_set1_ps(zf)))
-                }
-            };
+            let r = arith_lanes!(arith, av, bv, fin, _mm512);
             // SAFETY: 16 writable bytes at y[i].
             unsafe {
                 _mm_storeu_si128(

@@ -152,16 +152,20 @@ unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(
             let mut lanes = [0i32; 8];
             // SAFETY: 8 int32 into an 8-element array.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *a) };
-            let mut s = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
-            for t in k16..k {
-                s = s.wrapping_add(xw[t] as i32 * w[j][t] as i32);
-            }
-            let oo = o + j;
-            let acc = s.wrapping_add(q.bias.map_or(0, |b| b[oo]));
-            put(oo, requantize(acc, q.scales[oo], q.zy, q.lo, q.hi) as i8);
+            let s = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            put(o + j, finish(s, xw, w[j], k16, q, o + j));
         }
         o += r;
     }
+}
+
+/// Output `o` from the vector part `s` of its sum (elements below `from`): the tail
+/// products, the bias and the reference's requantization.
+#[inline(always)]
+fn finish(s: i32, xw: &[i16], w: &[i8], from: usize, q: &Q<'_>, o: usize) -> i8 {
+    let s = (from..xw.len()).fold(s, |s, t| s.wrapping_add(xw[t] as i32 * w[t] as i32));
+    let acc = s.wrapping_add(q.bias.map_or(0, |b| b[o]));
+    requantize(acc, q.scales[o], q.zy, q.lo, q.hi) as i8
 }
 
 /// `acc + Σ` of the four products of u8 `u` and s8 `s` per int32 lane (`vpdpbusd`, EVEX
@@ -238,13 +242,8 @@ unsafe fn rows_vnni<const VEX: bool>(
                 _mm256_storeu_si256(lanes[1].as_mut_ptr() as *mut __m256i, sw[j]);
             }
             let sum = |l: &[i32; 8]| l.iter().fold(0i32, |s, &v| s.wrapping_add(v));
-            let mut s = sum(&lanes[0]).wrapping_sub(zs.wrapping_mul(sum(&lanes[1])));
-            for t in k32..k {
-                s = s.wrapping_add(xw[t] as i32 * w[j][t] as i32);
-            }
-            let oo = o + j;
-            let acc = s.wrapping_add(q.bias.map_or(0, |b| b[oo]));
-            put(oo, requantize(acc, q.scales[oo], q.zy, q.lo, q.hi) as i8);
+            let s = sum(&lanes[0]).wrapping_sub(zs.wrapping_mul(sum(&lanes[1])));
+            put(o + j, finish(s, xw, w[j], k32, q, o + j));
         }
         o += r;
     }
