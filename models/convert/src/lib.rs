@@ -34,6 +34,7 @@ pub mod onnx_pb;
 pub mod quantize;
 mod refine;
 pub mod sensitive;
+pub mod smooth;
 
 use std::collections::HashMap;
 
@@ -78,6 +79,14 @@ pub struct Options {
     /// corpus's text recognizer one decoded string in eight (bench.py); choosing per model
     /// from the calibration samples is not built yet. `quantize::quantize_bits` says more.
     pub weight_bits: u8,
+    /// Before calibration, move per-channel scales from activations into the weights that
+    /// read them where that commutes (`smooth`: SmoothQuant's LayerNorm → linear
+    /// migration, cross-layer equalization through Relu, PRelu, data movement and a
+    /// spectrum's square and square root), each migration kept only when it brings its
+    /// layer's int8 result closer to float on calibration samples. Off by default: on the
+    /// corpus it raised the openWakeWord mel model (cosine 0.950 → 0.965) and lowered
+    /// Silero VAD (frames 0.957 → 0.92). Never applied to a QDQ model.
+    pub smooth: bool,
 }
 
 /// The bound `--int8-error-limit` suggests: 5% relative L2 error. Compact activations
@@ -97,6 +106,7 @@ impl Default for Options {
             pack_weights: false,
             int8_error_limit: None,
             weight_bits: 8,
+            smooth: false,
         }
     }
 }
@@ -147,13 +157,21 @@ pub fn convert(
     opts: &Options,
     progress: impl FnMut(usize),
 ) -> Result<Converted> {
-    let (g, mut notes) = float_graph(onnx_bytes, opts)?;
+    let (mut g, mut notes) = float_graph(onnx_bytes, opts)?;
     // Activation params make a QDQ model; weights given quantized alone (a dynamically
     // quantized model) leave the activations to calibration.
     let has_qdq = g
         .tensors
         .iter()
         .any(|t| matches!(t.hint, Some(ir::Hint::Act { .. })));
+    if opts.smooth && !opts.float && !has_qdq && !opts.calibration.is_empty() {
+        let n = smooth::smooth(&mut g, &opts.calibration).context("channel scale migration")?;
+        if n > 0 {
+            notes.push(format!(
+                "{n} per-channel scale migrations (cross-layer equalization, SmoothQuant) before calibration"
+            ));
+        }
+    }
     let (mut out, mode, int8_ops, f32_ops) = if opts.float
         || (!has_qdq && opts.calibration.is_empty())
     {

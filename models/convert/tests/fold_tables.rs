@@ -95,7 +95,7 @@ fn chains_fold_to_one_table_with_the_same_bytes() {
         let inputs: Vec<f32> = (0..SHAPE.iter().product::<usize>())
             .map(|_| (splitmix(&mut rng) % 2001) as f32 / 100.0 - 10.0)
             .collect();
-        let before = g.run_all(&[inputs.clone()]).unwrap();
+        let before = g.run_all(std::slice::from_ref(&inputs)).unwrap();
         let mut f = g.clone();
         let lost = fold_tables::fold(&mut f).unwrap();
         // y and d become one Lut each on x; h, m and s are read by nobody else and go.

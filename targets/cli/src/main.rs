@@ -45,7 +45,8 @@ pub struct ConvertArgs {
     /// without QDQ nodes the model stays f32.
     #[arg(long, value_name = "DIR_OR_NPY")]
     pub calibrate: Option<PathBuf>,
-    /// Calibration range: "minmax" or a percentile such as "99.99".
+    /// Calibration range: "minmax", "mse" (the clip range of least int8 squared error) or
+    /// a percentile such as "99.99".
     #[arg(long, default_value = "minmax")]
     pub method: String,
     /// Keep the model in f32 even if it has QDQ nodes.
@@ -74,6 +75,12 @@ pub struct ConvertArgs {
     /// 8 (the default) keeps [-127, 127].
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
     pub weight_bits: u8,
+    /// When calibrating, first move per-channel scales from activations into the weights
+    /// that read them where that is exact (a LayerNorm's or conv's output channels read
+    /// only by linear layers, through Relu, PRelu, data movement or a spectrum's square
+    /// and square root), each kept only where its layer's int8 result gets closer to f32.
+    #[arg(long)]
+    pub smooth: bool,
     /// NAME=x.npy: the graph input NAME is this constant, folded into the model at convert
     /// time (a sample rate, a mode flag, a fixed mask), so ops that need it known (an `If`
     /// on it, a shape from it) convert (repeatable). The model then has no such input.
@@ -93,6 +100,7 @@ impl Default for ConvertArgs {
             pack: false,
             int8_error_limit: 0.0,
             weight_bits: 8,
+            smooth: false,
             const_input: vec![],
         }
     }

@@ -79,6 +79,7 @@ pub fn options(
         extra_outputs: args.extra_output.clone(),
         pack_weights: args.pack,
         weight_bits: args.weight_bits,
+        smooth: args.smooth,
         int8_error_limit: (args.int8_error_limit > 0.0).then_some(args.int8_error_limit / 100.0),
         ..Default::default()
     };
@@ -99,9 +100,10 @@ pub fn options(
     }
     o.method = match args.method.as_str() {
         "minmax" => cairn_convert::Method::MinMax,
+        "mse" => cairn_convert::Method::Mse,
         p => cairn_convert::Method::Percentile(
             p.parse::<f32>()
-                .map_err(|_| anyhow!("--method is 'minmax' or a percentile like 99.99"))?,
+                .map_err(|_| anyhow!("--method is 'minmax', 'mse' or a percentile like 99.99"))?,
         ),
     };
     let Some(dir) = &args.calibrate else {
