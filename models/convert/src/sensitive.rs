@@ -109,7 +109,8 @@ fn weighted(op: &HOp) -> bool {
     matches!(op.kind, Conv | ConvTranspose | FullyConnected | BatchMatMul)
 }
 
-fn fake_quant(v: &AlignedBytes, range: (f32, f32)) -> AlignedBytes {
+/// Per-tensor int8 round trip of `v` with the params of `range` (non-finite values kept).
+pub(crate) fn fake_quant(v: &AlignedBytes, range: (f32, f32)) -> AlignedBytes {
     let (s, z) = params_for_range(range.0, range.1);
     let x: &[f32] = bytemuck::cast_slice(v.as_slice());
     let q: Vec<f32> = x

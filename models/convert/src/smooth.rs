@@ -37,12 +37,11 @@ use std::collections::HashMap;
 use anyhow::Result;
 use cairn_core::emit::AlignedBytes;
 use cairn_core::op::{conv, UnaryFn};
-use cairn_core::quant::quantize_f32;
 use cairn_core::{DType, OpKind};
 
 use crate::ir::Graph;
 use crate::lower::INF_BITS;
-use crate::quantize::{params_for_range, per_channel_symmetric};
+use crate::quantize::per_channel_symmetric;
 
 /// SmoothQuant's migration strength.
 const ALPHA: f64 = 0.5;
@@ -730,16 +729,5 @@ fn fake_quant(v: &AlignedBytes) -> AlignedBytes {
     if lo > hi {
         return v.clone();
     }
-    let (s, z) = params_for_range(lo, hi);
-    let q: Vec<f32> = x
-        .iter()
-        .map(|&x| {
-            if x.is_finite() {
-                (quantize_f32(x, s, z, -128, 127) - z) as f32 * s
-            } else {
-                x
-            }
-        })
-        .collect();
-    AlignedBytes::from_slice(bytemuck::cast_slice(&q))
+    crate::sensitive::fake_quant(v, (lo, hi))
 }
