@@ -56,6 +56,35 @@ impl BundleWriter {
         self.count += 1;
     }
 
+    /// Append one signed item of `len` bytes read piece by piece: `read(offset, buf)` fills
+    /// `buf` with the item's bytes from `offset` and returns how many it copied (no buffer
+    /// of an item's size is needed: an item set on flash streams it). `false` if a read came
+    /// short: the bytes written so far do not make a valid bundle, and the caller must fail
+    /// the export.
+    pub fn item_streamed(
+        &mut self,
+        len: usize,
+        read: &mut dyn FnMut(usize, &mut [u8]) -> usize,
+        out: &mut impl FnMut(&[u8]),
+    ) -> bool {
+        let Ok(len32) = u32::try_from(len) else {
+            return false;
+        };
+        self.put(&len32.to_le_bytes(), out);
+        let mut buf = [0u8; 128];
+        let mut done = 0;
+        while done < len {
+            let n = buf.len().min(len - done);
+            if read(done, &mut buf[..n]) != n {
+                return false;
+            }
+            self.put(&buf[..n], out);
+            done += n;
+        }
+        self.count += 1;
+        true
+    }
+
     /// Write the trailer: count, hash, the sender's signature.
     pub fn finish(self, sender: &SigningKey, out: &mut impl FnMut(&[u8])) {
         let digest: [u8; 32] = self.hash.finalize().into();
