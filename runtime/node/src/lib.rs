@@ -31,6 +31,7 @@ extern crate alloc;
 
 pub mod adapter;
 pub mod apply;
+pub mod contributions;
 pub mod features;
 pub mod identity;
 #[cfg(feature = "alloc")]
@@ -44,6 +45,7 @@ pub mod share;
 
 pub use adapter::{Adapter, LearnSpec, Outcome};
 pub use apply::{Applier, ApplyReport, Items};
+pub use contributions::Contributions;
 pub use identity::Identity;
 pub use node::{Dismantled, Memo, Node, NodeState, NodeStats, Observation, SessionSettings};
 pub use revocations::Revocations;

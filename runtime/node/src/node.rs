@@ -398,9 +398,10 @@ impl<'a, P: Parts> Node<'a, P> {
         )
     }
 
-    /// Write a bundle of this node's own records (see [`share::export_own`]).
+    /// Write a bundle of what this node authored: its records and the contributions it
+    /// signed that its item set keeps (see [`share::export_own`]).
     pub fn export_own(&mut self, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<u32, NodeError> {
-        share::export_own(&self.identity, &mut self.memory, sink)
+        share::export_own(&self.identity, &mut self.memory, &self.items, sink)
     }
 
     // ---- learn and apply ---------------------------------------------------------------

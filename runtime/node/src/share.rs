@@ -158,18 +158,55 @@ pub fn export_bundle<F: NorFlash, R: Ram, S: Items>(
     Ok(count)
 }
 
-/// Write a bundle of `identity`'s own records in `memory`, signed as they are read (no
-/// item set needed: firmware without an allocator). Same sink contract as
-/// [`export_bundle`].
-pub fn export_own<F: NorFlash, R: Ram>(
+/// Write a bundle of what `identity` authored: its records in `memory`, signed as they are
+/// read (no item set needed: firmware without an allocator), then the adapter
+/// contributions it signed that `items` keeps. Same sink contract as [`export_bundle`].
+pub fn export_own<F: NorFlash, R: Ram, S: Items>(
     identity: &Identity<'_>,
     memory: &mut LogStore<F, R>,
+    items: &S,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<u32, NodeError> {
-    let me = identity.node_id();
     let mut ok = true;
     let mut out = |b: &[u8]| ok &= sink(b);
     let mut w = BundleWriter::start(identity.key(), 0, &mut out);
+    let mut count = own_records(identity, memory, &mut |b| w.item(b, &mut out))?;
+    // Its contributions, streamed from the set (no buffer of an item's size): the kind
+    // byte and the origin key come first in an item.
+    let mut streamed = true;
+    for id in items.ids() {
+        let mut head = [0u8; 36];
+        let Some(len) = items.item_len(id) else {
+            continue;
+        };
+        if items.read(id, 0, &mut head) != head.len()
+            || head[2] != Kind::Contribution as u8
+            || &head[4..36] != identity.public()
+        {
+            continue;
+        }
+        streamed &= w.item_streamed(len, &mut |at, buf| items.read(id, at, buf), &mut out);
+        count += 1;
+    }
+    w.finish(identity.key(), &mut out);
+    if !streamed {
+        return Err(NodeError::Sync(Reject::StoreFull));
+    }
+    if !ok {
+        return Err(NodeError::Sync(Reject::TooLarge));
+    }
+    Ok(count)
+}
+
+/// Sign `identity`'s records in `memory` one at a time into `each`; how many. (Out of line:
+/// its two record buffers leave the stack before the caller reads other items.)
+#[inline(never)]
+fn own_records<F: NorFlash, R: Ram>(
+    identity: &Identity<'_>,
+    memory: &mut LogStore<F, R>,
+    each: &mut dyn FnMut(&[u8]),
+) -> Result<u32, NodeError> {
+    let me = identity.node_id();
     let mut count = 0;
     for at in 0..memory.len() {
         let m = memory.metas()[at];
@@ -183,12 +220,8 @@ pub fn export_own<F: NorFlash, R: Ram>(
         };
         let n = sign_into(identity.key(), Kind::Record, &body[..len], &mut item)
             .map_err(NodeError::Sync)?;
-        w.item(&item[..n], &mut out);
+        each(&item[..n]);
         count += 1;
-    }
-    w.finish(identity.key(), &mut out);
-    if !ok {
-        return Err(NodeError::Sync(Reject::TooLarge));
     }
     Ok(count)
 }

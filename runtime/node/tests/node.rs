@@ -13,7 +13,10 @@ use cairn_memory::ram::HeapRam;
 use cairn_memory::{Config, Record, Store};
 use cairn_node::adapter::{self, Adapter, LearnSpec, Outcome};
 use cairn_node::items::DurableItems;
-use cairn_node::{Identity, Items, Memo, Node, NodeError, Parts, Sensor, SessionSettings};
+use cairn_node::{
+    Contributions, Identity, Items, Memo, Node, NodeError, Parts, Revocations, Sensor,
+    SessionSettings,
+};
 use cairn_sync::item::{contribution_body, sign_into, ContributionHead, Kind, MAX_ITEM};
 use cairn_sync::replica::{Policy, Replica};
 use cairn_sync::testkit::{fleet_of, Link};
@@ -130,6 +133,39 @@ fn memory() -> Store<RamFlash<4096>> {
 }
 
 fn node<'a>(b: &'a mut Buffers, seed: &[u8; 32]) -> Node<'a, Host> {
+    node_with(b, seed, Replica::new(Policy::default()))
+}
+
+/// A device's item set (no allocator): contributions on a flash region, statements on
+/// another.
+type DeviceItems = Contributions<RamFlash<1024>, Revocations<RamFlash<256>, 4>, 4, 1536>;
+
+struct Device;
+impl Parts for Device {
+    type Backend = CpuBackend;
+    type MemoryFlash = RamFlash<4096>;
+    type MemoryRam = HeapRam;
+    type LineageFlash = RamFlash<4096>;
+    type Items = DeviceItems;
+}
+
+fn device_items(authority: &[u8; 32], flash: RamFlash<1024>) -> DeviceItems {
+    let statements = Revocations::open(RamFlash::new(1), authority).unwrap();
+    let cap = Policy::default().max_per_origin;
+    Contributions::open(flash, statements, cap, &mut [0; 1536])
+        .unwrap()
+        .0
+}
+
+fn node_with<'a, P>(b: &'a mut Buffers, seed: &[u8; 32], items: P::Items) -> Node<'a, P>
+where
+    P: Parts<
+        Backend = CpuBackend,
+        MemoryFlash = RamFlash<4096>,
+        MemoryRam = HeapRam,
+        LineageFlash = RamFlash<4096>,
+    >,
+{
     let Buffers {
         model,
         arena,
@@ -144,7 +180,7 @@ fn node<'a>(b: &'a mut Buffers, seed: &[u8; 32]) -> Node<'a, Host> {
     let mut lineage = CheckpointLog::open(RamFlash::new(32)).unwrap().0;
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(learn.as_mut_slice());
     let a = Adapter::open(spec(&m), Some(&m), base, 32, bytes, &mut lineage).unwrap();
-    Node::new(id, memory(), Replica::new(Policy::default()))
+    Node::new(id, memory(), items)
         .with_sensor(sensor)
         .with_learning(a, lineage)
 }
@@ -194,7 +230,7 @@ fn observe_keeps_a_record_with_provenance_and_refuses_non_finite_features() {
 }
 
 /// Fill a node's memory with the first `n` test inputs (true labels), timestamps from `t0`.
-fn observe_all(n: &mut Node<'_, Host>, xs: &[Vec<f32>], ys: &[u16], t0: u64) {
+fn observe_all<P: Parts>(n: &mut Node<'_, P>, xs: &[Vec<f32>], ys: &[u16], t0: u64) {
     for (i, (x, &y)) in xs.iter().zip(ys).enumerate() {
         n.observe(x, Some(y), 100, t0 + i as u64).unwrap();
     }
@@ -467,6 +503,65 @@ fn a_merged_contribution_passes_the_gate_and_a_poisoned_merge_is_rejected() {
     a.import_bundle(&back, 0).unwrap();
     a.apply().unwrap();
     assert_eq!(a.merged_digest(), c.merged_digest());
+}
+
+#[test]
+fn a_device_keeping_contributions_on_flash_merges_to_the_hosts_bits() {
+    let (xs, ys) = digits();
+    let (mut ba, mut bd) = (buffers(), buffers());
+    let auth = ba.authority;
+    let mut a = node(&mut ba, &SEEDS[0]);
+    let mut d: Node<'_, Device> =
+        node_with(&mut bd, &SEEDS[1], device_items(&auth, RamFlash::new(7)));
+    observe_all(&mut a, &xs[..300], &ys[..300], 0);
+    observe_all(&mut d, &xs[100..200], &ys[100..200], 0);
+    assert!(a.learn(&mut |_, _| {}).unwrap().promoted());
+    let mut bundle = Vec::new();
+    a.export_bundle(0, &mut |x| {
+        bundle.extend_from_slice(x);
+        true
+    })
+    .unwrap();
+    d.import_bundle(&bundle, 0).unwrap();
+    assert_eq!(d.items().len(), 1, "the host's contribution kept on flash");
+    let mut scratch = vec![0u8; d.contribution_buffer_len().unwrap()];
+    let o = d.apply_with(&mut scratch).unwrap().expect("a set to judge");
+    assert!(o.promoted(), "{o:?}");
+    assert!(d.apply_with(&mut scratch).unwrap().is_none(), "judged once");
+    a.apply().unwrap();
+    assert_eq!(d.merged_digest(), a.merged_digest());
+    // A poisoned contribution: both refuse the merge, both compute the same merged bits.
+    let byzantine = SigningKey::from_bytes(&SEEDS[2]);
+    let poison = poisoned_contribution(&mut a, &byzantine);
+    let active = d.adapter().unwrap().active_params().to_vec();
+    d.import_bundle(&poison, 0).unwrap();
+    a.import_bundle(&poison, 0).unwrap();
+    assert!(!d.apply_with(&mut scratch).unwrap().unwrap().promoted());
+    assert!(!a.apply().unwrap().unwrap().promoted());
+    assert_eq!(d.adapter().unwrap().active_params(), active.as_slice());
+    assert_eq!(d.merged_digest(), a.merged_digest());
+    // The device's own export carries what it authored: its records, and the contribution
+    // it signed when its own learning was promoted (`learn` signs it with an allocator;
+    // firmware calls `contribute_into`).
+    let own_records = d.memory().len() as u32 - 300;
+    let own = d.learn(&mut |_, _| {}).unwrap().promoted() as u32;
+    assert_eq!(d.items().len() as u32, 2 + own);
+    let mut out = Vec::new();
+    let n = d
+        .export_own(&mut |x| {
+            out.extend_from_slice(x);
+            true
+        })
+        .unwrap();
+    assert_eq!(n, own_records + own);
+    let rep = a.import_bundle(&out, 0).unwrap();
+    assert_eq!(rep.stored, own_records + own, "{rep:?}");
+    assert_eq!(a.items().ids().len(), 300 + 100 + 2 + own as usize);
+    // After a restart the device reloads the same contributions from flash.
+    let held = d.items().ids().to_vec();
+    let (flash, _) = d.dismantle().items.into_parts();
+    let items = device_items(&auth, flash);
+    assert_eq!(items.ids(), held.as_slice());
 }
 
 #[test]
