@@ -8,10 +8,12 @@
 //!    theirs, and both refuse the outsider's whole.
 //! 2. The peer carries a bundle to the firmware: its records, the host node's, and the
 //!    outsider's (items a member may carry but no node may keep).
-//! 3. The firmware boots, applies that bundle, learns, and writes its own bundle.
-//! 4. Both host members import the firmware's bundle.
+//! 3. The firmware boots, observes, learns (its gate promotes the adapter, which it signs
+//!    as a contribution), writes its own bundle (records and contribution), applies the
+//!    peer's and judges the merge of the contributions it holds.
+//! 4. Both host members import the firmware's bundle and judge the same merge.
 //! 5. Converged: the three members hold the same records (the firmware's 8 and the host
-//!    members' 8), and none from the outsider.
+//!    members' 8), none from the outsider, and the same merged adapter, bit for bit.
 //!
 //! Needs `qemu-system-arm` and `defmt-print`; skips (with a message) without them, unless
 //! CAIRN_REQUIRE_QEMU=1. Deterministic: fixed keys and frames, no randomness.
@@ -84,6 +86,21 @@ fn held_by_firmware(log: &str) -> BTreeSet<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// The merged adapter's digest the firmware logs after applying the peer's bundle
+/// (`merged 1 contributions: [b, ...]`: its own, the one it exported).
+fn merged_by_firmware(log: &str) -> [u8; 32] {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("merged 1 contributions: "))
+        .unwrap_or_else(|| panic!("no merge of one contribution logged:\n{log}"));
+    let bytes: Vec<u8> = line
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|b| b.trim().parse().unwrap())
+        .collect();
+    bytes.try_into().expect("a 32-byte digest")
+}
+
 fn import_file(node: &mut Node<'_, HostParts>, path: &Path) -> Result<u32, NodeError> {
     let bytes = std::fs::read(path).unwrap();
     node.import_bundle(&bytes, 0).map(|r| r.stored)
@@ -146,13 +163,17 @@ fn firmware_in_qemu_converges_with_host_nodes() {
     );
     assert!(log.contains(&applied), "no `{applied}` in:\n{log}");
     assert!(
-        log.contains("sync bundle: 8 signed records written"),
+        log.contains("sync bundle: 9 signed items written"),
         "log:\n{log}"
     );
 
-    // 4. The host members import the firmware's bundle.
-    assert_eq!(import_file(&mut peer, &out), Ok(8));
-    assert_eq!(import_file(&mut host, &out), Ok(8));
+    // 4. The host members import the firmware's bundle: its 8 records and its
+    // contribution; each judges the merge.
+    assert_eq!(import_file(&mut peer, &out), Ok(9));
+    assert_eq!(import_file(&mut host, &out), Ok(9));
+    for member in [&mut peer, &mut host] {
+        assert!(member.apply().unwrap().is_some(), "a merge to judge");
+    }
 
     // 5. Converged: one set of 16 member records everywhere, none of the outsider's.
     let on_peer = held(&peer);
@@ -164,6 +185,9 @@ fn firmware_in_qemu_converges_with_host_nodes() {
         "the firmware holds other records than the host members:\n{log}"
     );
     assert!(on_peer.iter().all(|(origin, _)| *origin != outsider_id));
+    let merged = merged_by_firmware(&log);
+    assert_eq!(peer.merged_digest(), Some(merged), "log:\n{log}");
+    assert_eq!(host.merged_digest(), Some(merged), "log:\n{log}");
     println!(
         "{}",
         log.lines()

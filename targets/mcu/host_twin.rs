@@ -17,7 +17,7 @@ use cairn_memory::flash::RamFlash;
 use cairn_memory::ram::FixedRam;
 use cairn_memory::{Config as MemConfig, LogStore};
 use cairn_node::adapter::{Adapter, LearnSpec};
-use cairn_node::{Identity, Node, Parts, Revocations, Sensor};
+use cairn_node::{Contributions, Identity, Node, Parts, Revocations, Sensor};
 use cairn_sync::bundle::BundleWriter;
 use ed25519_dalek::SigningKey;
 
@@ -82,7 +82,7 @@ impl Parts for HostParts {
     type MemoryFlash = RamFlash<1024>;
     type MemoryRam = FixedRam<24, 32, 8, 128>;
     type LineageFlash = RamFlash<1024>;
-    type Items = Revocations<RamFlash<256>, 4>;
+    type Items = Contributions<RamFlash<1024>, Revocations<RamFlash<256>, 4>, 4, 1536>;
 }
 
 /// `learn_spec` of targets/mcu/src/main.rs.
@@ -162,10 +162,11 @@ pub fn host_node<'a>(b: &'a mut Buffers, seed: &[u8; 32]) -> Node<'a, HostParts>
     let memory = LogStore::open_in(RamFlash::new(4), cfg, FixedRam::new())
         .unwrap()
         .0;
-    let mut log = CheckpointLog::open(RamFlash::new(4)).unwrap().0;
+    let mut log = CheckpointLog::open(RamFlash::new(8)).unwrap().0;
     let bytes: &mut [u8] = bytemuck_cast(learn.as_mut_slice());
     let adapter = Adapter::open(spec, Some(&m), base, 32, bytes, &mut log).unwrap();
-    let items = Revocations::open(RamFlash::new(1), &auth).unwrap();
+    let statements = Revocations::open(RamFlash::new(1), &auth).unwrap();
+    let (items, _) = Contributions::open(RamFlash::new(7), statements, 16, &mut [0; 1536]).unwrap();
     Node::new(identity, memory, items)
         .with_sensor(sensor)
         .with_learning(adapter, log)
@@ -205,13 +206,43 @@ pub fn bundle_items(b: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The peer's bundle: its records of the same frames (other times), one record signed by a
-/// key outside the fleet, and one of its records altered after signing; written and
-/// signed by the peer (a member), so the bundle is complete and only those two items fail.
+/// The peer's bundle: its records of the same frames (other times) and the contribution of
+/// the adapter it learned on them, one record signed by a key outside the fleet, and one of
+/// its records altered after signing; written and signed by the peer (a member), so the
+/// bundle is complete and only those two items fail.
 pub fn peer_bundle() -> Vec<u8> {
+    // The peer's gate judges on two held-out records, chosen by record id (so by the
+    // observation times): the first start time from 100 at which its gate promotes, so
+    // that it signs a contribution (a node with an allocator does after a promotion).
+    let frames = frames();
     let mut b = buffers();
     let mut peer = host_node(&mut b, &PEER_SEED);
-    let mut items = bundle_items(&observe_and_export(&mut peer, 0..8, 100));
+    let mut t0 = 100;
+    loop {
+        for (i, x) in frames.iter().enumerate() {
+            peer.observe(x, Some(LABELS[i]), 100, t0 + i as u64)
+                .unwrap();
+        }
+        if peer.learn(&mut |_, _| {}).unwrap().promoted() {
+            break;
+        }
+        assert!(
+            t0 < 100 + 8 * 32,
+            "no start time promotes the peer's adapter"
+        );
+        drop(peer);
+        b = buffers();
+        peer = host_node(&mut b, &PEER_SEED);
+        t0 += 8;
+    }
+    let mut own = Vec::new();
+    peer.export_own(&mut |b| {
+        own.extend_from_slice(b);
+        true
+    })
+    .unwrap();
+    let mut items = bundle_items(&own);
+    assert_eq!(items.len(), 9, "8 records and a contribution");
     let outsider = SigningKey::from_bytes(&OUTSIDER_SEED);
     items.push(cairn_sync::testkit::signed_record(
         &outsider,

@@ -18,6 +18,7 @@ use cairn_learn::gate::Reject as GateReject;
 use cairn_node::adapter::Outcome;
 use cairn_node::NodeError;
 use cairn_sync::Reject;
+use cairn_sync::Store as _;
 use ed25519_dalek::SigningKey;
 use twin::{
     boot, buffers, fleet, frames, host_node, peer_bundle, revoke_peer, root, tools_present,
@@ -252,6 +253,49 @@ fn gate_line(what: &str, on: &str, o: &Outcome) -> (String, String) {
     }
 }
 
+/// The contribution `host` kept that is not in `before`: the firmware logs the same id (the same
+/// adapter bits, signed by the same key) and as many kept.
+fn assert_contribution_logged(
+    log: &str,
+    host: &cairn_node::Node<'_, twin::HostParts>,
+    before: &[[u8; 16]],
+) -> [u8; 16] {
+    let new: Vec<[u8; 16]> = host
+        .items()
+        .ids()
+        .iter()
+        .filter(|id| !before.contains(id))
+        .copied()
+        .collect();
+    assert_eq!(new.len(), 1, "one new contribution");
+    let line = format!(
+        "contribution {:?}: signed, {} kept",
+        new[0],
+        host.items().len()
+    );
+    assert!(
+        log.contains(&line),
+        "the firmware does not log `{line}`:\n{log}"
+    );
+    new[0]
+}
+
+/// The firmware logs the merged adapter's digest of `n` contributions as `host` computes it.
+fn assert_merged_logged(log: &str, host: &cairn_node::Node<'_, twin::HostParts>, n: usize) {
+    let digest = host.merged_digest().expect("a merge");
+    let line = format!("merged {n} contributions: {digest:?}");
+    assert!(
+        log.contains(&line),
+        "the firmware does not log `{line}`:\n{log}"
+    );
+}
+
+fn sorted(ids: &[[u8; 16]]) -> Vec<[u8; 16]> {
+    let mut v = ids.to_vec();
+    v.sort();
+    v
+}
+
 fn assert_logged(log: &str, (start, end): &(String, String)) {
     assert!(
         log.lines()
@@ -303,8 +347,13 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     }
     let first = host.learn(&mut |_, _| {}).unwrap();
     assert_logged(&log, &gate_line("learn", "own records", &first));
+    // Promoted: both sign the adapter as a contribution, the same bits (the host and the
+    // Cortex-M4 train alike), and keep it.
+    assert!(first.promoted());
+    let own_first = assert_contribution_logged(&log, &host, &[]);
     // The bundle the firmware wrote through semihosting is the host node's, byte for byte
-    // (same records, deterministic signatures), and imports: 8 signed records.
+    // (same records and contribution, deterministic signatures), and imports: 8 signed
+    // records and the contribution.
     let fw_bundle = std::fs::read(mcu.join("target/bundle.cbdl")).expect("the firmware's bundle");
     let mut host_bundle = Vec::new();
     let n = host
@@ -313,7 +362,7 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
             true
         })
         .unwrap();
-    assert_eq!(n, 8);
+    assert_eq!(n, 9);
     assert!(
         fw_bundle == host_bundle,
         "the firmware's bundle differs from the host node's"
@@ -323,12 +372,14 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
     let fleet =
         cairn_sync::fleet::Fleet::verify(&fleet_bytes, &auth.verifying_key().to_bytes()).unwrap();
     let mut replica = cairn_sync::replica::Replica::default();
-    let rep = cairn_sync::bundle::import(&fw_bundle, 0, &mut replica, &fleet, &[0; 32]).unwrap();
+    let base = host.base_model();
+    let rep = cairn_sync::bundle::import(&fw_bundle, 0, &mut replica, &fleet, &base).unwrap();
     assert!(rep.complete, "{rep:?}");
-    assert_eq!(rep.stored, 8, "{rep:?}");
+    assert_eq!(rep.stored, 9, "{rep:?}");
 
-    // Apply: the peer's 8 records stored, the outsider's and the altered one refused, on
-    // the host and (the same line) on the firmware; then the second gate verdict.
+    // Apply: the peer's 8 records and its contribution stored, the outsider's and the
+    // altered record refused, on the host and (the same line) on the firmware; then the
+    // merge and the second gate verdict.
     let rep = host.import_bundle(&peer, 0).unwrap();
     let r = |k: Reject| rep.rejected[k as usize];
     let (nm, bad, forged) = (
@@ -336,7 +387,7 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
         r(Reject::BadSignature),
         r(Reject::Forged),
     );
-    assert_eq!((rep.stored, nm, bad + forged), (8, 1, 1), "{rep:?}");
+    assert_eq!((rep.stored, nm, bad + forged), (9, 1, 1), "{rep:?}");
     let other: u32 = rep.rejected.iter().sum::<u32>() - nm - bad - forged;
     let line = format!(
         "apply bundle: {} bytes, stored {}, duplicates {}, refused: not-member {nm}, bad-signature {bad}, forged {forged}, other {other}; complete {}, ~",
@@ -350,16 +401,14 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
         "the firmware does not log `{line}`:\n{log}"
     );
     let a = *host.report();
-    // With an allocator the host node also signs its promoted adapter as a contribution
-    // (counted in the report though an apply-only set keeps no item); the firmware has none to
-    // sign with. Contributions *received* must agree.
-    let received = a.contributions - host.stats().contributions_made;
+    // Contributions: its own and the peer's.
+    assert_eq!(a.contributions, 2);
     let line = format!(
         "apply report: records {}, unusable {}, deleted {}, contributions {}, store failures {}; memory {} records",
         a.records,
         a.unusable,
         a.deleted,
-        received,
+        a.contributions,
         a.store_failures,
         host.memory().len()
     );
@@ -374,25 +423,42 @@ fn qemu_cortex_m4_matches_the_host_bit_for_bit() {
             .to_bytes(),
     );
     assert!(host.memory().metas().iter().all(|m| m.origin != outsider));
-    assert_eq!(host.apply_with(&mut [0u8; 4]).unwrap(), None);
-    assert!(
-        log.contains("gate merge: no contribution kept to judge"),
-        "log:\n{log}"
+    // The merge of both contributions, judged by the gate: the same verdict and the same
+    // merged adapter, bit for bit, as the firmware's.
+    let merged = host.apply().unwrap().expect("a new contribution set");
+    assert_logged(
+        &log,
+        &gate_line("merge", "own and peer contributions", &merged),
     );
+    assert_merged_logged(&log, &host, 2);
+    let held = host.items().ids().to_vec();
     let second = host.learn(&mut |_, _| {}).unwrap();
     assert_logged(&log, &gate_line("learn", "own and peer records", &second));
+    let mut kept = vec![own_first];
+    if second.promoted() {
+        kept.push(assert_contribution_logged(&log, &host, &held));
+    }
 
     // Revoke: the peer's 8 records leave memory, and its bundle is then refused whole.
     assert_eq!(host.accept(&revocation), Ok(true));
     assert_eq!(host.memory().len(), 8);
+    // Its contribution leaves the set; the node's own stay.
+    assert_eq!(host.items().ids(), sorted(&kept));
     let line = format!(
-        "revocation: new true, 1 held, 8 records deleted; memory {} records",
-        host.memory().len()
+        "revocation: new true, 1 held, 8 records deleted; memory {} records, {} contributions",
+        host.memory().len(),
+        kept.len()
     );
     assert!(
         log.contains(&line),
         "the firmware does not log `{line}`:\n{log}"
     );
+    let after = host.apply().unwrap().expect("the set changed");
+    assert_logged(
+        &log,
+        &gate_line("merge", "contributions after the revocation", &after),
+    );
+    assert_merged_logged(&log, &host, kept.len());
     assert_eq!(
         host.import_bundle(&peer, 0).unwrap_err(),
         NodeError::Sync(Reject::Revoked)

@@ -8,18 +8,24 @@
 //!    a record with provenance in a memory store over a flash-shaped region;
 //! 2. **learns**: the node's adapter (a head over the features, started from the model's
 //!    classifier) trains a candidate on memory, the gate promotes or rejects it, and the
-//!    lineage log (a second flash region) records the outcome;
-//! 3. **exports** its own records as a signed sync bundle, streamed with no allocator to the
-//!    host through semihosting (`bundle=PATH` on the command line, `target/bundle.cbdl` by
-//!    default: [`host_paths`]); a sink that fails fails the run;
+//!    lineage log (a second flash region) records the outcome; a promoted adapter is
+//!    signed as a contribution to the fleet and kept on a flash region of its own
+//!    (`Contributions`);
+//! 3. **exports** what it authored (its records and its contributions) as a signed sync
+//!    bundle, streamed with no allocator to the host through semihosting (`bundle=PATH` on
+//!    the command line, `target/bundle.cbdl` by default: [`host_paths`]); a sink that fails
+//!    fails the run;
 //! 4. **applies** a bundle from another fleet member (`peer=PATH`, `target/peer.cbdl` by
-//!    default, written by the host test; boards have none and say so): verified items go
-//!    into memory, forged and non-member ones are refused; then it learns again on what it
+//!    default, written by the host test; boards have none and say so): verified records go
+//!    into memory, contributions into their flash region, forged and non-member items are
+//!    refused; the fleet's merged adapter (every contribution held, summed as every node
+//!    sums them) is judged by the gate like a trained one; then it learns again on what it
 //!    now knows, through the same gate;
 //! 5. **honours a revocation**: the fleet authority's statement revoking that peer
 //!    (`revoke=PATH`, `target/revoke.item` by default) is taken through `Node::accept`: the
-//!    peer's records leave memory, the statement is kept in a flash region of its own
-//!    (`Revocations`), and the peer's bundle is then refused whole.
+//!    peer's records leave memory and its contributions the merge, the statement is kept in
+//!    a flash region of its own (`Revocations`), and the peer's bundle is then refused
+//!    whole.
 //!
 //! The fleet list it trusts (`assets/fleet.cfl`, built in) verifies against the fleet
 //! authority's public key ([`AUTHORITY`]). Logs go out with defmt over semihosting (decoded
@@ -48,7 +54,7 @@ use cairn_memory::slice_flash::SliceFlash;
 use cairn_memory::store::Meta;
 use cairn_memory::{Config, Id, LogStore, StoreError};
 use cairn_node::adapter::{Adapter, LearnSpec, Outcome};
-use cairn_node::{Identity, Node, NodeError, Parts, Revocations, Sensor};
+use cairn_node::{Contributions, Identity, Node, NodeError, Parts, Revocations, Sensor};
 use cairn_sync::bundle::ImportReport;
 use cairn_sync::Reject;
 use clock::{exit, insns, paint_stack, stack_used, ticks};
@@ -76,35 +82,53 @@ const DIM: usize = 32;
 const RECORDS: usize = 24;
 
 /// The node's parts on this chip: the MLP kernels, memory and lineage in flash regions,
-/// the store's RAM side fixed, and an item set that only applies (no allocator to keep
-/// others' items in: records go to memory, contributions are counted, not kept) but holds
-/// the fleet authority's statements (up to [`STATEMENTS`] revoked keys or deleters) in a
-/// flash region of its own, so a revoked key stays refused after a restart.
+/// the store's RAM side fixed, and an item set with no allocator: records go to memory,
+/// the fleet's adapter contributions (up to [`CONTRIBUTIONS`]) to a flash region of their
+/// own, and the fleet authority's statements (up to [`STATEMENTS`] revoked keys or
+/// deleters) to another, so a revoked key stays refused after a restart.
 struct Mcu;
 impl Parts for Mcu {
     type Backend = Select<{ family::MLP_I8 | family::FAST }>;
     type MemoryFlash = SliceFlash<'static, 1024>;
     type MemoryRam = StaticRam;
     type LineageFlash = SliceFlash<'static, 1024>;
-    type Items = Revocations<SliceFlash<'static, 256>, STATEMENTS>;
+    type Items = Contributions<
+        SliceFlash<'static, 1024>,
+        Revocations<SliceFlash<'static, 256>, STATEMENTS>,
+        CONTRIBUTIONS,
+        CONTRIBUTION_BYTES,
+    >;
 }
 
 /// Authority statements the node holds; one more closes it (every key refused).
 const STATEMENTS: usize = 4;
+/// Contributions the node keeps (its own two learning rounds, a peer's and a host node's
+/// in the demo); more are refused until the region is reformatted.
+const CONTRIBUTIONS: usize = 4;
+/// Largest contribution item kept: this head's is 1,480 bytes (330 values).
+const CONTRIBUTION_BYTES: usize = 1536;
+/// The fleet's cap on contributions per origin and adapter key (the replica's default).
+const MAX_PER_ORIGIN: u32 = 16;
 
 static mut ARENA: cairn_core::Aligned<[u8; 1024]> = cairn_core::Aligned([0; 1024]);
 // Zeroed RAM standing in for flash regions: the memory store erases the sectors it uses;
 // the lineage log is erased at boot (RAM does not survive a reset; real flash would).
 static mut FLASH: [u8; 4 * 1024] = [0; 4 * 1024];
-static mut LINEAGE: [u8; 4 * 1024] = [0; 4 * 1024];
+static mut LINEAGE: [u8; 8 * 1024] = [0; 8 * 1024];
 // The authority's statements: 208 of its 256 bytes (`Revocations::flash_bytes`).
 static mut AUTHORITY_FLASH: [u8; 256] = [0; 256];
+// The contributions: 6,188 of its 7,168 bytes (`Contributions::flash_bytes`).
+static mut CONTRIBUTION_FLASH: [u8; 7 * 1024] = [0; 7 * 1024];
+/// Where a contribution is signed (its body twice and the item: 2,856 bytes) and where a
+/// merge reads each contribution (1,480).
+static mut SCRATCH: [u8; 3072] = [0; 3072];
 static mut STORE_RAM: StoreRam = FixedRam::new();
 // What `cairn_node::adapter::arena_bytes` asks for this spec: 8,424 bytes.
 static mut LEARN_ARENA: [u32; 2106] = [0; 2106];
-/// The peer's bundle, read whole (the trailer's signature covers every byte before it).
+/// The peer's bundle and the revocation, read whole (a bundle trailer's signature covers
+/// every byte before it).
 #[cfg(not(any(feature = "stm32f4", feature = "nrf52840")))]
-static mut PEER: [u8; 2560] = [0; 2560];
+static mut PEER: [u8; 6144] = [0; 6144];
 
 /// QEMU: the mock sensor bus; the bundles are host files through semihosting, at the paths
 /// the host gives on the command line ([`host_paths`]).
@@ -246,18 +270,10 @@ fn run<B: embedded_hal::i2c::I2c>(
     };
     // SAFETY: as above.
     #[allow(static_mut_refs)]
-    let statements = unsafe { &mut AUTHORITY_FLASH };
+    let sets = unsafe { (&mut AUTHORITY_FLASH[..], &mut CONTRIBUTION_FLASH[..]) };
     let mut node = ensure!(
         "node",
-        assemble(
-            model,
-            arena,
-            flash,
-            lineage,
-            statements,
-            store_ram,
-            learn_arena
-        )
+        assemble(model, arena, flash, lineage, sets, store_ram, learn_arena)
     );
     let tag = ensure!("no sensor", node.sensor().ok_or(())).model_tag();
     defmt::println!(
@@ -308,7 +324,7 @@ fn run<B: embedded_hal::i2c::I2c>(
             true
         }
         Peer::Unreadable => {
-            defmt::error!("apply: the peer bundle is unreadable or over 2560 bytes");
+            defmt::error!("apply: the peer bundle is unreadable or over 6144 bytes");
             false
         }
     };
@@ -372,7 +388,8 @@ fn observe<B: embedded_hal::i2c::I2c>(
     true
 }
 
-/// This node's records, signed as they are read, into `sink` (a failing sink fails it).
+/// What this node authored into `sink`: its records, signed as they are read, and its
+/// contributions, streamed from their region (a failing sink fails it).
 #[inline(never)]
 fn export(
     node: &mut Node<'static, Mcu>,
@@ -382,7 +399,7 @@ fn export(
     let t0 = ticks(syst);
     let written = ensure!("bundle export", node.export_own(sink));
     defmt::println!(
-        "sync bundle: {=u32} signed records written, ~{=u32} instructions",
+        "sync bundle: {=u32} signed items written (records, contributions), ~{=u32} instructions",
         written,
         insns(t0, ticks(syst))
     );
@@ -397,7 +414,7 @@ fn assemble(
     arena: &'static mut [u8],
     flash: &'static mut [u8],
     lineage: &'static mut [u8],
-    statements: &'static mut [u8],
+    (statements, contributions): (&'static mut [u8], &'static mut [u8]),
     store_ram: &'static mut StoreRam,
     learn_arena: &'static mut [u32],
 ) -> Result<Node<'static, Mcu>, NodeError> {
@@ -426,8 +443,17 @@ fn assemble(
     let (mut log, _) = CheckpointLog::open(lf)?;
     let bytes = words_as_bytes(learn_arena);
     let adapter = Adapter::open(spec, Some(&model), base, DIM, bytes, &mut log)?;
-    // A region without the set's header (RAM at boot in QEMU) is formatted on open.
-    let items = Revocations::open(SliceFlash::new(statements), &AUTHORITY)?;
+    // A region without its set's header (RAM at boot in QEMU) is formatted on open.
+    let statements = Revocations::open(SliceFlash::new(statements), &AUTHORITY)?;
+    // SAFETY: assembly runs once, before any phase that uses SCRATCH.
+    #[allow(static_mut_refs)]
+    let scratch = unsafe { &mut SCRATCH };
+    let (items, _) = Contributions::open(
+        SliceFlash::new(contributions),
+        statements,
+        MAX_PER_ORIGIN,
+        scratch,
+    )?;
     Ok(Node::new(identity, memory, items)
         .with_sensor(sensor)
         .with_learning(adapter, log))
@@ -483,6 +509,20 @@ fn learn(node: &mut Node<'static, Mcu>, syst: &cortex_m::peripheral::SYST, on: &
     });
     let outcome = ensure!("learn", outcome);
     log_outcome("learn", on, &outcome);
+    if outcome.promoted() {
+        // Offered to the fleet, as a host node does after every promotion.
+        // SAFETY: the phases run one at a time; nothing else holds SCRATCH now.
+        #[allow(static_mut_refs)]
+        let scratch = unsafe { &mut SCRATCH };
+        let id = ensure!("contribute", node.contribute_into(scratch));
+        if let Some(id) = id {
+            defmt::println!(
+                "contribution {=[u8]}: signed, {=usize} kept",
+                id,
+                node.items().len()
+            );
+        }
+    }
     true
 }
 
@@ -537,9 +577,9 @@ fn own_right(node: &mut Node<'static, Mcu>) -> Result<usize, NodeError> {
     Ok(right)
 }
 
-/// Import a peer's bundle and apply it: records into memory, refusals counted by reason;
-/// contributions would be judged by the gate (an `ApplyOnly` node keeps none: counted);
-/// then a learning round on everything memory now holds.
+/// Import a peer's bundle and apply it: records into memory, contributions kept,
+/// refusals counted by reason; the fleet's merged adapter judged by the gate; then a
+/// learning round on everything memory now holds.
 #[inline(never)]
 fn apply(node: &mut Node<'static, Mcu>, bytes: &[u8], syst: &cortex_m::peripheral::SYST) -> bool {
     let t0 = ticks(syst);
@@ -575,14 +615,30 @@ fn apply(node: &mut Node<'static, Mcu>, bytes: &[u8], syst: &cortex_m::periphera
     for m in node.memory().metas() {
         defmt::println!("holds {=u64} {=[u8]}", m.origin, m.id);
     }
-    // No item set here, so no contribution is kept to merge: `apply_with` has nothing to
-    // judge (it says so with `None`).
-    let mut scratch = [0u8; 4];
-    match ensure!("apply", node.apply_with(&mut scratch)) {
-        Some(o) => log_outcome("merge", "peer contributions", &o),
-        None => defmt::println!("gate merge: no contribution kept to judge"),
+    if !merge(node, "own and peer contributions") {
+        return false;
     }
     learn(node, syst, "own and peer records")
+}
+
+/// Judge the merge of every contribution the node keeps (when that set changed), and log
+/// the merged adapter's digest (the host test checks every node of the fleet computes it).
+fn merge(node: &mut Node<'static, Mcu>, on: &str) -> bool {
+    // SAFETY: the phases run one at a time; nothing else holds SCRATCH now.
+    #[allow(static_mut_refs)]
+    let scratch = unsafe { &mut SCRATCH };
+    match ensure!("merge", node.apply_with(scratch)) {
+        Some(o) => log_outcome("merge", on, &o),
+        None => defmt::println!("gate merge: no new contribution set to judge"),
+    }
+    if let Some(d) = node.merged_digest() {
+        defmt::println!(
+            "merged {=usize} contributions: {=[u8]}",
+            node.items().len(),
+            d
+        );
+    }
+    true
 }
 
 /// The authority's revocation of the peer, taken through `accept`: the peer's records leave
@@ -593,12 +649,17 @@ fn revoke(node: &mut Node<'static, Mcu>, statement: &[u8], peer_bundle: &[u8]) -
     let deleted = node.report().deleted;
     let new = ensure!("revocation refused", node.accept(statement));
     defmt::println!(
-        "revocation: new {=bool}, {=usize} held, {=u32} records deleted; memory {=usize} records",
+        "revocation: new {=bool}, {=usize} held, {=u32} records deleted; memory {=usize} records, {=usize} contributions",
         new,
-        node.items().len(),
+        node.items().inner().len(),
         node.report().deleted - deleted,
-        node.memory().len()
+        node.memory().len(),
+        node.items().len()
     );
+    // The revoked peer's contribution has left the set: the merge is judged again.
+    if !merge(node, "contributions after the revocation") {
+        return false;
+    }
     match node.import_bundle(peer_bundle, 0) {
         Err(NodeError::Sync(Reject::Revoked)) => {
             defmt::println!("peer bundle again: refused (revoked sender)");
