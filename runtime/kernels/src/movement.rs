@@ -141,6 +141,54 @@ fn gather(
     };
     let inner = last as usize;
     let sin = st[r - 1];
+    // Hosts: where the last two output dims swap the source's (the dim before the last
+    // reads the source contiguously), copy each such plane in tiles (`transpose_plane`).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if r >= 2 && st[r - 2] == 1 && sin > 1 {
+        let rows = out_dims[r - 2] as usize;
+        let plane = rows * inner;
+        let mut idx = [0usize; MAX_RANK];
+        let mut off = base;
+        for p in 0..n / plane {
+            let d = &mut dst[p * plane * es..(p + 1) * plane * es];
+            let (off0, s) = (off as usize, sin as usize);
+            match es {
+                1 => transpose_plane(src, off0, s, rows, inner, d),
+                4 => transpose_plane(
+                    src.as_chunks::<4>().0,
+                    off0,
+                    s,
+                    rows,
+                    inner,
+                    d.as_chunks_mut::<4>().0,
+                ),
+                _ => {
+                    for i in 0..rows {
+                        copy_row(
+                            src,
+                            off + i as isize,
+                            sin,
+                            es,
+                            &mut d[i * inner * es..][..inner * es],
+                        );
+                    }
+                }
+            }
+            // Advance the dims before the plane like an odometer.
+            let mut k = r - 2;
+            while k > 0 {
+                k -= 1;
+                idx[k] += 1;
+                off += st[k];
+                if idx[k] < out_dims[k] as usize {
+                    break;
+                }
+                off -= st[k] * idx[k] as isize;
+                idx[k] = 0;
+            }
+        }
+        return;
+    }
     let mut idx = [0usize; MAX_RANK];
     let mut off = base;
     for row in 0..n / inner {
@@ -191,6 +239,37 @@ fn compact(dims: &[u32], st: &[isize; MAX_RANK]) -> (([u32; MAX_RANK], usize), [
         r = 1;
     }
     ((d2, r), s2)
+}
+
+/// `dst[i][j] = src[off + i + j·s]` for i < `rows`, j < `cols`: a transpose, in tiles of
+/// `TILE` source rows (`j`) read side by side from column `i` on, so every source row is
+/// read in order and every output row written in runs of `TILE`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn transpose_plane<T: Copy>(
+    src: &[T],
+    off: usize,
+    s: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+) {
+    const TILE: usize = 16;
+    let dst = &mut dst[..rows * cols];
+    let mut j0 = 0;
+    while j0 + TILE <= cols {
+        let lines: [&[T]; TILE] = core::array::from_fn(|t| &src[off + (j0 + t) * s..][..rows]);
+        for (i, d) in dst.chunks_exact_mut(cols).enumerate() {
+            for (d, line) in d[j0..j0 + TILE].iter_mut().zip(&lines) {
+                *d = line[i];
+            }
+        }
+        j0 += TILE;
+    }
+    for j in j0..cols {
+        for (i, &v) in src[off + j * s..][..rows].iter().enumerate() {
+            dst[i * cols + j] = v;
+        }
+    }
 }
 
 /// `dst` (elements of `es` bytes) = `src` elements `off, off + s, off + 2s, ...`.

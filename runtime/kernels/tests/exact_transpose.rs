@@ -1,0 +1,123 @@
+//! Transpose on the CPU backend against an element-by-element gather written here (the
+//! backend and the reference share `movement.rs`, so the reference is no witness): int8
+//! and f32, ranks 2–5 with size-1 dims, every permutation, planes whose last two dims
+//! swap the source's (the tiled path) and those that do not (seeded: `CAIRN_SEED`,
+//! printed on failure).
+
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::{DType, OpKind};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+mod common;
+use common::{run, seed, tensor, Rng};
+
+/// A one-op Transpose model of an input with dims `x` by `perm`.
+fn transpose_model(dt: DType, x: &[usize], perm: &[usize]) -> Vec<u8> {
+    let quant = match dt {
+        DType::I8 => QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: -3,
+        },
+        _ => QuantSpec::None,
+    };
+    let y: Vec<usize> = perm.iter().map(|&p| x[p]).collect();
+    let mut b = ModelBuilder::default();
+    let xt = b.add_tensor(tensor(dt, x, quant.clone(), None));
+    let yt = b.add_tensor(tensor(dt, &y, quant, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::Transpose,
+        inputs: vec![Some(xt)],
+        outputs: vec![yt],
+        params: perm.iter().map(|&p| p as i32).collect(),
+    });
+    b.inputs = vec![xt];
+    b.outputs = vec![yt];
+    b.finish().expect("valid transpose model")
+}
+
+/// `x` (dims `dims`, elements of `es` bytes) transposed by `perm`, one element at a time.
+fn transposed(x: &[u8], es: usize, dims: &[usize], perm: &[usize]) -> Vec<u8> {
+    let rank = dims.len();
+    let mut strides = vec![1; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * dims[d + 1];
+    }
+    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+    let n: usize = dims.iter().product();
+    let mut y = Vec::with_capacity(n * es);
+    for flat in 0..n {
+        let (mut rest, mut at) = (flat, 0);
+        for d in (0..rank).rev() {
+            at += (rest % out_dims[d]) * strides[perm[d]];
+            rest /= out_dims[d];
+        }
+        y.extend_from_slice(&x[at * es..(at + 1) * es]);
+    }
+    y
+}
+
+/// A random permutation of 0..rank.
+fn permutation(r: &mut Rng, rank: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..rank).collect();
+    for i in (1..rank).rev() {
+        p.swap(i, r.range(0, i));
+    }
+    p
+}
+
+#[test]
+fn transpose_matches_elementwise_gather() {
+    let seed = seed() ^ 0x7A05;
+    let mut r = Rng(seed);
+    for case in 0..300 {
+        let rank = r.range(2, 5);
+        let dims: Vec<usize> = (0..rank)
+            .map(|_| [1, r.range(1, 5), r.range(2, 40)][r.range(0, 2)])
+            .collect();
+        // Half the cases swap the last two dims (the tiled plane path on hosts).
+        let mut perm = permutation(&mut r, rank);
+        if case % 2 == 0 {
+            perm = (0..rank).collect();
+            perm.swap(rank - 2, rank - 1);
+            if rank > 2 && r.range(0, 1) == 1 {
+                perm[..rank - 2].reverse();
+            }
+        }
+        let dt = [DType::I8, DType::F32][r.range(0, 1)];
+        let es = dt.size_bytes();
+        let n: usize = dims.iter().product();
+        let x: Vec<u8> = (0..n * es).map(|_| r.i8() as u8).collect();
+        let model = transpose_model(dt, &dims, &perm);
+        let want = transposed(&x, es, &dims, &perm);
+        let what = || format!("CAIRN_SEED={seed} case {case}: {dt:?} {dims:?} by {perm:?}");
+        assert_eq!(run(&model, CpuBackend, &x), want, "{}", what());
+        assert_eq!(run(&model, RefBackend, &x), want, "reference: {}", what());
+    }
+}
+
+/// A spectrogram's frames × bins and an NCHW ↔ NHWC image: planes of hundreds of rows and
+/// columns, with tails past the 16-row tiles.
+#[test]
+fn large_planes_match_elementwise_gather() {
+    let seed = seed() ^ 0x7A06;
+    let mut r = Rng(seed);
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[1, 1, 257, 97], &[0, 1, 3, 2]),
+        (&[1, 3, 61, 45], &[0, 2, 3, 1]),
+        (&[1, 45, 33, 3], &[0, 3, 1, 2]),
+        (&[2, 130, 131], &[0, 2, 1]),
+    ];
+    for (case, (dims, perm)) in cases.into_iter().enumerate() {
+        for dt in [DType::I8, DType::F32] {
+            let es = dt.size_bytes();
+            let n: usize = dims.iter().product();
+            let x: Vec<u8> = (0..n * es).map(|_| r.i8() as u8).collect();
+            let model = transpose_model(dt, dims, perm);
+            assert_eq!(
+                run(&model, CpuBackend, &x),
+                transposed(&x, es, dims, perm),
+                "CAIRN_SEED={seed} case {case}: {dt:?} {dims:?} by {perm:?}"
+            );
+        }
+    }
+}
