@@ -185,6 +185,61 @@ fn convs_match_reference(vnni_on: bool) {
 }
 
 #[test]
+fn strided_filter_banks_match_reference() {
+    both_ways(filter_banks_match_reference);
+}
+
+/// Strided filter banks (an STFT's frames: 1–2 channels, 50–1100 taps, strides past the
+/// implicit GEMM's 4, or short strides with more than its 256 taps): one FullyConnected
+/// over the patches (`fast/mm.rs`, `Path::ConvBatch`) on AVX2 hosts, every run of it (at
+/// least five outputs, so none takes the GEMV).
+fn filter_banks_match_reference(vnni_on: bool) {
+    let seed = seed() ^ 0x57F7;
+    let mut r = Rng(seed);
+    let (batch0, mut cases) = (taken(Path::ConvBatch), 0);
+    for case in 0..30 {
+        let kw = [r.range(50, 300), r.range(257, 1100)][r.range(0, 1)];
+        let sw = if kw > 256 {
+            r.range(2, 200)
+        } else {
+            r.range(5, 200)
+        };
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c: r.range(1, 2),
+            h: 1,
+            w: r.range(kw + 4 * sw, kw + 40 * sw),
+            oc: [r.range(1, 40), r.range(250, 300)][r.range(0, 1)],
+            k: (1, kw),
+            stride: (1, sw),
+            pad: [0, r.range(0, kw / 2), 0, r.range(0, kw / 2)],
+            dil: (1, 1),
+            group: 1,
+        };
+        let wide = case % 3 == 2;
+        let Some(b) = conv_model(&mut r, &cs, wide) else {
+            continue;
+        };
+        let model = b.finish().expect("valid conv model");
+        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
+        let ran = check(&model, &input, wide, &what);
+        assert!(ran || !avx2_host(), "no GEMM path: {}", what());
+        cases += 1;
+    }
+    assert!(cases >= 25, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        // Five runs per case (one thread, then 1–4 threads), each through the FC block.
+        let batch = taken(Path::ConvBatch) - batch0;
+        assert_eq!(
+            batch,
+            5 * cases,
+            "CAIRN_SEED={seed}: filter banks through the FC block"
+        );
+    }
+}
+
+#[test]
 fn seven_bit_fully_connected_matches_reference() {
     both_ways(fully_connected_matches_reference);
 }

@@ -37,7 +37,7 @@ std::thread_local! {
 }
 
 /// Largest K and N this path packs (a 64 MB scratch bound against hostile shapes).
-const MAX_KN: usize = 1 << 24;
+pub(super) const MAX_KN: usize = 1 << 24;
 
 /// int8 FullyConnected (`x · Wᵀ`, W as [N, K], plain layout) with at least 3 rows.
 pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
@@ -85,7 +85,16 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         lo,
         hi,
     };
-    fc_rows(&fc, m, zx, |i, t| x[i * k + t] as i32 - zx, y);
+    let x = &x[..m * k];
+    // u = a + zx + 128 = x + 128.
+    let pack_a = |ap: &mut Vec<i32>, quads: bool| {
+        if quads {
+            pack_rows_u8(ap, m, k, x, |v| v as i32 + 128)
+        } else {
+            pack_rows(ap, m, k, x, |v| v as i32 - zx)
+        }
+    };
+    fc_rows(&fc, m, zx, pack_a, y);
     Some(Ok(()))
 }
 
@@ -102,18 +111,20 @@ pub(super) struct Fc<'a> {
     pub(super) hi: i32,
 }
 
-/// `y[i][j] = requant(bias[j] + Σ_t a(i, t)·W[j][t])` for `m` rows, `a` giving the input
-/// with its zero point `zx` subtracted (`a + zx` is an int8 value, or `a` is 0 for a
-/// padded input). The caller checked AVX2 and the lengths.
+/// `y[i][j] = requant(bias[j] + Σ_t a(i, t)·W[j][t])` for `m` rows, `a(i, t)` the input
+/// with its zero point `zx` subtracted (`a + zx` an int8 value, or `a` 0 for a padded
+/// input). `pack_a(ap, quads)` writes A into `ap` in the form the block reads: with
+/// `quads`, `pack_rows_u8` of `u = a + zx + 128`, else `pack_rows` of `a`. The caller
+/// checked AVX2 and the lengths.
 ///
-/// When every weight lies in [−64, 63] (checked once, when packing) the GEMM runs on the
-/// u8×s8 block (`direct::block_u8s8`): A holds `u = a + zx + 128` as bytes and the
+/// When every weight lies in [−64, 63] (checked once, when packing), or the CPU has VNNI,
+/// the GEMM runs on the u8×s8 block (`direct::block_u8s8`): A holds `u` as bytes and the
 /// offset is `bias − (zx + 128)·Σw`, since Σ a·w = Σ u·w − (zx + 128)·Σw.
 pub(super) fn fc_rows(
     fc: &Fc<'_>,
     m: usize,
     zx: i32,
-    a: impl Fn(usize, usize) -> i32,
+    pack_a: impl FnOnce(&mut Vec<i32>, bool),
     y: &mut [i8],
 ) {
     let Fc { w, n, k, .. } = *fc;
@@ -151,10 +162,10 @@ pub(super) fn fc_rows(
             let (wsum, bp) = packed[1..].split_at(n16);
             let (kp, zsum) = if mode != PAIRS {
                 note_quads(mode);
-                pack_rows_u8(ap, m, k, |i, t| a(i, t) + zx + 128);
+                pack_a(ap, true);
                 (k.div_ceil(4), zx + 128)
             } else {
-                pack_rows(ap, m, k, a);
+                pack_a(ap, false);
                 (k.div_ceil(2), 0)
             };
             steps.clear();
@@ -285,7 +296,7 @@ impl Bmm<'_> {
                     };
                 }
             }
-            pack_rows(ap, m, k, |i, t| a[i * k + t] as i32 - self.za);
+            pack_rows(ap, m, k, a, |v| v as i32 - self.za);
             // SAFETY: AVX2 is present (bmm_i8 checked); the buffers are sized as in fc_i8.
             unsafe {
                 let cols = Cols::Uniform(self.scale);
@@ -313,14 +324,22 @@ fn pair16(lo: i32, hi: i32) -> i32 {
     (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
 }
 
-/// A's rows in blocks of six, `G` consecutive columns per 32-bit word: block b, group s,
-/// row r is `word(6b + r, G·s)` (zero for the rows past m that fill the last block).
-fn pack_rows_by<const G: usize>(
+/// A's rows (`src`, `[m][k]`) in blocks of six, `G` consecutive columns per 32-bit word:
+/// block b, group s, row r is `word` of the lanes `f(src[6b + r][G·s..G·s + G])`, lanes
+/// past k zero (and the rows past m that fill the last block zero words). Each row is
+/// mapped `CHUNK` values at a time into a lane buffer first, a loop the compiler
+/// vectorizes.
+#[inline(always)]
+fn pack_rows_by<const G: usize, T: Copy, L: Copy + Default>(
     ap: &mut Vec<i32>,
     m: usize,
     k: usize,
-    word: impl Fn(usize, usize) -> i32,
+    src: &[T],
+    f: impl Fn(T) -> L,
+    word: impl Fn([L; G]) -> i32,
 ) {
+    const CHUNK: usize = 64;
+    const { assert!(CHUNK.is_multiple_of(G)) };
     let kg = k.div_ceil(G);
     let blocks = m.div_ceil(MR);
     grow(ap, blocks * kg * MR);
@@ -328,27 +347,88 @@ fn pack_rows_by<const G: usize>(
         let dst = &mut ap[b * kg * MR..(b + 1) * kg * MR];
         for r in 0..MR {
             let i = b * MR + r;
-            for s in 0..kg {
-                dst[s * MR + r] = if i < m { word(i, G * s) } else { 0 };
+            if i >= m {
+                for s in 0..kg {
+                    dst[s * MR + r] = 0;
+                }
+                continue;
+            }
+            for (c, vals) in src[i * k..(i + 1) * k].chunks(CHUNK).enumerate() {
+                let mut lanes = [L::default(); CHUNK];
+                for (l, &v) in lanes.iter_mut().zip(vals) {
+                    *l = f(v);
+                }
+                let s0 = c * (CHUNK / G);
+                for (w, group) in lanes[..vals.len().div_ceil(G) * G]
+                    .chunks_exact(G)
+                    .enumerate()
+                {
+                    dst[(s0 + w) * MR + r] = word(group.try_into().expect("G lanes"));
+                }
             }
         }
     }
 }
 
-/// A's rows in blocks of six: block b, pair s, row r is (A[6b+r][2s], A[6b+r][2s+1]).
-fn pack_rows(ap: &mut Vec<i32>, m: usize, k: usize, a: impl Fn(usize, usize) -> i32) {
-    pack_rows_by::<2>(ap, m, k, |i, t| {
-        pair16(a(i, t), if t + 1 < k { a(i, t + 1) } else { 0 })
-    });
+/// A's rows in blocks of six: block b, pair s, row r is (A[6b+r][2s], A[6b+r][2s+1]),
+/// `A = f(src)` (int16 values).
+fn pack_rows<T: Copy>(ap: &mut Vec<i32>, m: usize, k: usize, src: &[T], f: impl Fn(T) -> i32) {
+    pack_rows_by::<2, T, i16>(
+        ap,
+        m,
+        k,
+        src,
+        |v| f(v) as i16,
+        |[lo, hi]| pair16(lo as i32, hi as i32),
+    );
 }
 
 /// A's rows in blocks of six as u8 quads: block b, quad s, row r holds the bytes
-/// `u(6b+r, 4s..4s+4)` (each in 0..=255; 0 past k, where B is zero).
-fn pack_rows_u8(ap: &mut Vec<i32>, m: usize, k: usize, u: impl Fn(usize, usize) -> i32) {
-    pack_rows_by::<4>(ap, m, k, |i, t0| {
-        let byte = |t: usize| if t0 + t < k { u(i, t0 + t) as u8 } else { 0 };
-        i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
-    });
+/// `u(src[6b+r][4s..4s+4])` (each in 0..=255; 0 past k, where B is zero).
+fn pack_rows_u8<T: Copy>(ap: &mut Vec<i32>, m: usize, k: usize, src: &[T], u: impl Fn(T) -> i32) {
+    pack_rows_by::<4, T, u8>(ap, m, k, src, |v| u(v) as u8, i32::from_le_bytes);
+}
+
+/// `pack_rows_u8` of rows that already hold the bytes `u`: each quad one 4-byte load, a
+/// block's six rows side by side so that the stores run contiguously.
+fn pack_bytes(ap: &mut Vec<i32>, m: usize, k: usize, src: &[u8]) {
+    let kq = k.div_ceil(4);
+    let whole = k / 4;
+    let blocks = m.div_ceil(MR);
+    grow(ap, blocks * kq * MR);
+    for b in 0..blocks {
+        let dst = &mut ap[b * kq * MR..(b + 1) * kq * MR];
+        // Row r of the block; empty past m (its words are zero).
+        let rows: [&[u8]; MR] = core::array::from_fn(|r| {
+            let i = b * MR + r;
+            if i < m {
+                &src[i * k..(i + 1) * k]
+            } else {
+                &[]
+            }
+        });
+        let from = if (b + 1) * MR <= m {
+            let lines = rows.map(|r| &r[..4 * whole]);
+            for (s, d) in dst.chunks_exact_mut(MR).take(whole).enumerate() {
+                for (d, line) in d.iter_mut().zip(&lines) {
+                    *d = i32::from_le_bytes(line[4 * s..4 * s + 4].try_into().expect("4 bytes"));
+                }
+            }
+            whole
+        } else {
+            0
+        };
+        // The rest: quads from `from` on, zero bytes past each row's end.
+        for (r, row) in rows.iter().enumerate() {
+            for s in from..kq {
+                let mut quad = [0u8; 4];
+                let v = row.get(4 * s..).unwrap_or(&[]);
+                let n = v.len().min(4);
+                quad[..n].copy_from_slice(&v[..n]);
+                dst[s * MR + r] = i32::from_le_bytes(quad);
+            }
+        }
+    }
 }
 
 /// What the output stage adds and multiplies per column.
@@ -507,15 +587,62 @@ unsafe fn gemm<const M: u8>(
     }
 }
 
+/// A conv batch's scratch: patches and widened rows in either lane form, and the
+/// [pixel][channel] outputs.
+#[derive(Default)]
+struct ConvScratch {
+    patches16: Vec<i16>,
+    xw16: Vec<i16>,
+    patches8: Vec<u8>,
+    xw8: Vec<u8>,
+    stage: Vec<i8>,
+}
+
 std::thread_local! {
-    static CONV_SCRATCH: RefCell<(Vec<i16>, Vec<i8>, Vec<i16>)> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static CONV_SCRATCH: RefCell<ConvScratch> = RefCell::new(ConvScratch::default());
+}
+
+/// The form a conv's patches are gathered in for the FC block's A: the int16 `x − zx`
+/// (0 for padding) of the int16 block, or the byte `u = x + 128` (`zx + 128` for
+/// padding) of the u8×s8 block.
+trait Lane: Copy + Default {
+    fn of(x: i8, zx: i32) -> Self;
+    fn pad(zx: i32) -> Self;
+    /// The lane of a value with its zero point subtracted (`gemv::patch`'s form).
+    fn of_centered(a: i16, zx: i32) -> Self;
+}
+
+impl Lane for i16 {
+    fn of(x: i8, zx: i32) -> i16 {
+        (x as i32 - zx) as i16
+    }
+    fn pad(_: i32) -> i16 {
+        0
+    }
+    fn of_centered(a: i16, _: i32) -> i16 {
+        a
+    }
+}
+
+impl Lane for u8 {
+    fn of(x: i8, _: i32) -> u8 {
+        (x as i32 + 128) as u8
+    }
+    fn pad(zx: i32) -> u8 {
+        (zx + 128) as u8
+    }
+    fn of_centered(a: i16, zx: i32) -> u8 {
+        (a as i32 + zx + 128) as u8
+    }
 }
 
 /// A batch of convs with small outputs (a streaming model's windows: 32 images of 1×5
-/// outputs) as one FullyConnected over every output's patch: the weights `[oc][c·kh·kw]`
-/// are the FC's rows, packed once per model, and the `n·oh·ow` patches its input rows.
-/// `false` (nothing written) where the path does not apply.
+/// outputs), or a strided filter bank (an STFT's frames of hundreds of taps), as one
+/// FullyConnected over every output's patch: the weights `[oc][c·kh·kw]` are the FC's
+/// rows, packed once per model, and the `n·oh·ow` patches its input rows, gathered in the
+/// form the packed weights' block reads (bytes for u8×s8 and VNNI, int16 otherwise); each
+/// image's `[pixel][channel]` result is transposed into place. `false` (nothing written)
+/// where the path does not apply.
 pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
     let k = g.c * g.kh * g.kw;
     let pix = g.oh * g.ow;
@@ -533,12 +660,25 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
     crate::paths::note(crate::paths::Path::ConvBatch);
     CONV_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let (patches, stage, xw) = &mut *s;
-        patches.clear();
-        patches.resize(rows * k, 0);
-        gather_patches(g, q, k, patches, xw);
+        let ConvScratch {
+            patches16,
+            xw16,
+            patches8,
+            xw8,
+            stage,
+        } = &mut *s;
         stage.clear();
         stage.resize(rows * g.oc, 0);
+        // The patches in the lane form of the block the packed weights chose.
+        let pack_a = |ap: &mut Vec<i32>, quads: bool| {
+            if quads {
+                let p = gather_patches(g, q, k, patches8, xw8);
+                pack_bytes(ap, rows, k, p)
+            } else {
+                let p = gather_patches(g, q, k, patches16, xw16);
+                pack_rows(ap, rows, k, p, |v| v as i32)
+            }
+        };
         let fc = Fc {
             w: q.w,
             n: g.oc,
@@ -549,43 +689,51 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
             lo: q.lo,
             hi: q.hi,
         };
-        let patches = &patches[..];
-        fc_rows(&fc, rows, q.zx, |i, t| patches[i * k + t] as i32, stage);
-        for (row, out) in stage.chunks_exact(g.oc).enumerate() {
-            let (n, p) = (row / pix, row % pix);
-            for (o, &v) in out.iter().enumerate() {
-                y[(n * g.oc + o) * pix + p] = v;
-            }
+        fc_rows(&fc, rows, q.zx, pack_a, stage);
+        // Each image's [pixel][channel] block is its output transposed.
+        for (n, y) in y.chunks_exact_mut(g.oc * pix).take(g.n).enumerate() {
+            crate::movement::transpose_plane(stage, n * pix * g.oc, g.oc, g.oc, pix, y);
         }
     });
     true
 }
 
 /// Every output pixel's patch as one row of `patches` (`[n·oh·ow][k]`, (c, ky, kx) order,
-/// zero point subtracted, 0 where the window leaves the image), as `gemv::patch` per
-/// pixel but input row by input row: each (image, channel, ky, oy) input row is widened
-/// once into `xw` with its zero point subtracted and zero borders, so each window is a
-/// copy from it without bounds tests (of a fixed width for kernels up to 1×8).
-fn gather_patches(
+/// as lanes `L`: `L::pad` where the window leaves the image), as `gemv::patch` per pixel
+/// but input row by input row: each (image, channel, ky, oy) input row is widened once
+/// into `xw` as lanes between padding, so each window is a copy from it without bounds
+/// tests (of a fixed width for kernels up to 1×8). Every element of the returned m·k is
+/// written.
+fn gather_patches<'p, L: Lane>(
     g: &super::Geo,
     q: &super::Q<'_>,
     k: usize,
-    patches: &mut [i16],
-    xw: &mut Vec<i16>,
-) {
+    patches: &'p mut Vec<L>,
+    xw: &mut Vec<L>,
+) -> &'p [L] {
     let plane = g.h * g.w;
     let pix = g.oh * g.ow;
     let span = (g.kw - 1) * g.dw;
+    let len = g.n * pix * k;
+    if patches.len() < len {
+        patches.resize(len, L::default());
+    }
+    let patches = &mut patches[..len];
+    let pad = L::pad(q.zx);
     // Negative pads are not ONNX's; keep to the pixel-by-pixel patch there.
     let Ok(pl) = usize::try_from(g.pl) else {
+        let mut centered = std::vec![0i16; k];
         for (row, patch) in patches.chunks_exact_mut(k).enumerate() {
-            super::gemv::patch(g, q, row / pix, row % pix, patch);
+            super::gemv::patch(g, q, row / pix, row % pix, &mut centered);
+            for (d, &a) in patch.iter_mut().zip(&centered) {
+                *d = L::of_centered(a, q.zx);
+            }
         }
-        return;
+        return patches;
     };
     let wp = (pl + g.w).max((g.ow - 1) * g.sw + span + 1);
     xw.clear();
-    xw.resize(wp, 0);
+    xw.resize(wp, pad);
     for n in 0..g.n {
         for c in 0..g.c {
             let xc = &q.x[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
@@ -597,22 +745,22 @@ fn gather_patches(
                     let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
                     if iy < 0 || iy >= g.h as isize {
                         for ox in 0..g.ow {
-                            rows[ox * k + t0..][..g.kw].fill(0);
+                            rows[ox * k + t0..][..g.kw].fill(pad);
                         }
                         continue;
                     }
                     let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
                     for (d, &v) in xw[pl..pl + g.w].iter_mut().zip(xr) {
-                        *d = (v as i32 - q.zx) as i16;
+                        *d = L::of(v, q.zx);
                     }
                     let xw = &xw[..];
                     match (g.kw, g.dw) {
-                        (1, _) => windows::<1>(xw, g.sw, g.ow, k, t0, rows),
-                        (2, 1) => windows::<2>(xw, g.sw, g.ow, k, t0, rows),
-                        (3, 1) => windows::<3>(xw, g.sw, g.ow, k, t0, rows),
-                        (4, 1) => windows::<4>(xw, g.sw, g.ow, k, t0, rows),
-                        (5, 1) => windows::<5>(xw, g.sw, g.ow, k, t0, rows),
-                        (7, 1) => windows::<7>(xw, g.sw, g.ow, k, t0, rows),
+                        (1, _) => windows::<1, L>(xw, g.sw, g.ow, k, t0, rows),
+                        (2, 1) => windows::<2, L>(xw, g.sw, g.ow, k, t0, rows),
+                        (3, 1) => windows::<3, L>(xw, g.sw, g.ow, k, t0, rows),
+                        (4, 1) => windows::<4, L>(xw, g.sw, g.ow, k, t0, rows),
+                        (5, 1) => windows::<5, L>(xw, g.sw, g.ow, k, t0, rows),
+                        (7, 1) => windows::<7, L>(xw, g.sw, g.ow, k, t0, rows),
                         _ => {
                             for ox in 0..g.ow {
                                 let d = &mut rows[ox * k + t0..][..g.kw];
@@ -631,22 +779,23 @@ fn gather_patches(
             }
         }
     }
+    patches
 }
 
 /// The `ow` windows of `KW` consecutive values of the widened row `xw` (window `ox` from
 /// `ox·sw`) into `rows[ox·k + t0..]`.
 #[inline(always)]
-fn windows<const KW: usize>(
-    xw: &[i16],
+fn windows<const KW: usize, L: Copy>(
+    xw: &[L],
     sw: usize,
     ow: usize,
     k: usize,
     t0: usize,
-    rows: &mut [i16],
+    rows: &mut [L],
 ) {
     for ox in 0..ow {
-        let src: &[i16; KW] = xw[ox * sw..ox * sw + KW].try_into().expect("KW values");
-        let dst: &mut [i16; KW] = (&mut rows[ox * k + t0..ox * k + t0 + KW])
+        let src: &[L; KW] = xw[ox * sw..ox * sw + KW].try_into().expect("KW values");
+        let dst: &mut [L; KW] = (&mut rows[ox * k + t0..ox * k + t0 + KW])
             .try_into()
             .expect("KW values");
         *dst = *src;

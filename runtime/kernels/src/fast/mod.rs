@@ -11,6 +11,9 @@
 //! - one-group convs of up to 256 taps as an implicit GEMM: `direct.rs` on AVX2 hosts,
 //!   `direct_neon.rs` (`sdot`) on aarch64 CPUs with the dot product (both with `std`);
 //!   im2col tiles on the GEMM micro-kernel otherwise;
+//! - strided one-group convs of more than 49 taps that the implicit GEMM does not take (an
+//!   STFT's or filter bank's frames) on AVX2 hosts with `std`: one FullyConnected over
+//!   their patches (`mm::conv_batch`, VNNI where the CPU has it);
 //! - every other conv with a kernel of at most 49 taps: the interior of the image without
 //!   bounds checks, borders through the reference tap loop.
 //!
@@ -112,6 +115,12 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         && g.c * g.kh * g.kw <= IM2COL_MAX_K
         && g.sw > 1
         && simd_gemm_available();
+    // Strided wide kernels on AVX2 hosts with std: one FullyConnected over the patches
+    // (`mm::conv_batch`), any K whose patches stay within `WIDE_FC_MAX_PATCH`.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let wide_fc = wide_fc_fits(&g);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    let wide_fc = false;
     // A few output pixels in all take the GEMV (`gemv.rs`) whatever the kernel size.
     #[cfg(target_arch = "x86_64")]
     let tiny = g.g == 1 && g.n * g.oh * g.ow <= gemv::MAX_PIX && g.c * g.kh * g.kw <= gemv::MAX_K;
@@ -125,7 +134,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     let tiny = false;
     // The implicit GEMM takes one-group kernels of up to 256 taps.
     let wide_direct = direct_fits(&g, false);
-    if !(pointwise || small || wide_gemm || tiny || wide_direct) {
+    if !(pointwise || small || wide_gemm || tiny || wide_direct || wide_fc) {
         return None;
     }
     let q = match operands(call, out) {
@@ -196,6 +205,13 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         }
         return Some(Ok(()));
     }
+    // A strided filter bank (an STFT's frames: hundreds of taps, strides past the implicit
+    // GEMM's 4) is a FullyConnected over its frames: each weight row is packed once per
+    // model and the block takes VNNI where the CPU has it.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if wide_fc && mm::conv_batch(&g, &q, y) {
+        return Some(Ok(()));
+    }
     // The GEMM paths subtract zx·Σw per output channel: sum each row once per conv, not
     // once per im2col tile.
     let mut offs = [0i32; OFFS_MAX];
@@ -264,6 +280,27 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         direct_i8(&g, &q, y);
     }
     Some(Ok(()))
+}
+
+/// Patch elements (output pixels × taps) up to which a strided wide-kernel conv runs as
+/// one FullyConnected over its patches: 4 MB of int16 patches at most.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+const WIDE_FC_MAX_PATCH: usize = 1 << 21;
+
+/// Whether a one-group conv with more than 49 taps and a stride the implicit GEMM does not
+/// take runs as one FullyConnected over its patches (`mm::conv_batch`, AVX2 with `std`).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+fn wide_fc_fits(g: &Geo) -> bool {
+    let k = g.c * g.kh * g.kw;
+    avx2::available()
+        && g.g == 1
+        && g.kh * g.kw > 49
+        && (g.sh > 1 || g.sw > 1)
+        && !direct_fits(g, false)
+        && (g.n * g.oh * g.ow)
+            .checked_mul(k)
+            .is_some_and(|v| v > 0 && v <= WIDE_FC_MAX_PATCH)
+        && k.checked_mul(g.oc).is_some_and(|v| v <= mm::MAX_KN)
 }
 
 /// Whether the implicit-GEMM path (`direct.rs`: AVX2 hosts with `std`; `direct_neon.rs`:
