@@ -1,8 +1,8 @@
 //! Faster int8 element-wise paths, bit-exact with the reference kernels in `eltwise.rs` and
 //! `quantize.rs` (tested in `runtime/kernels/tests/exact.rs`): Add and Mul over equal shapes
 //! or with one operand constant along the innermost axes (a per-channel scale),
-//! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64, and
-//! per-tensor lookup tables 32 bytes at a time (`pshufb`).
+//! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64, per-tensor
+//! lookup tables 32 bytes at a time (`pshufb`), and per-tensor DequantizeLinear.
 //!
 //! The vector code performs the reference's float operations one for one (the same fused
 //! multiply-adds, the same separately rounded multiplies and adds, round half to even
@@ -138,6 +138,49 @@ pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         unsafe { avx2::quantize(&x[at..at + y.len()], scale, zero_point, y) };
     });
     Some(Ok(()))
+}
+
+/// Per-tensor DequantizeLinear from int8 or uint8, or `None`: the reference's
+/// `(x − z) as f32 · s` for each element in a loop the compiler vectorizes (with AVX2
+/// where the CPU has it); the int-to-float conversion is exact and the one multiply is
+/// rounded alike, so the values are the reference's bit for bit.
+pub fn dequantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let xt = call.req(0).ok()?;
+    let Quant::PerTensor { scale, zero_point } = xt.info.quant else {
+        return None;
+    };
+    let signed = match xt.info.dtype {
+        DType::I8 => true,
+        DType::U8 => false,
+        _ => return None,
+    };
+    let x = xt.data;
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if x.len() != y.len() {
+        return None;
+    }
+    let work = y.len() as u64 * ELEMENT_WORK;
+    crate::par::par_pieces(y, 16, work, |at, y| {
+        let x = &x[at..at + y.len()];
+        crate::fast::vectorized(|| {
+            if signed {
+                dequantize_run(x, |v| v as i8 as i32, scale, zero_point, y)
+            } else {
+                dequantize_run(x, |v| v as i32, scale, zero_point, y)
+            }
+        })
+    });
+    Some(Ok(()))
+}
+
+#[inline(always)]
+fn dequantize_run(x: &[u8], value: impl Fn(u8) -> i32, scale: f32, zero_point: i32, y: &mut [f32]) {
+    for (d, &v) in y.iter_mut().zip(x) {
+        *d = (value(v) - zero_point) as f32 * scale;
+    }
 }
 
 /// int8 MaxPool one output row at a time: for each tap, the run of output columns whose

@@ -152,6 +152,7 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::Resize => fast_resize::resize(call, out),
         OpKind::Add | OpKind::Mul if q => fast_elt::binary_i8(call, out),
         OpKind::Quantize => fast_elt::quantize(call, out),
+        OpKind::Dequantize => fast_elt::dequantize(call, out),
         #[cfg(any(
             target_arch = "x86_64",
             all(target_arch = "aarch64", target_feature = "neon")
@@ -376,6 +377,7 @@ impl<const F: u32> Backend for Select<F> {
                 Resize if F & family::UPSAMPLE != 0 => fast_resize::resize(call, &mut out),
                 Add | Mul if F & family::ELTWISE != 0 && q => fast_elt::binary_i8(call, &mut out),
                 Quantize if F & family::QUANTIZE != 0 => fast_elt::quantize(call, &mut out),
+                Dequantize if F & family::QUANTIZE != 0 => fast_elt::dequantize(call, &mut out),
                 Lut if F & family::ELTWISE != 0 => fast_elt::lut_i8(call, &mut out),
                 MaxPool if F & family::POOL != 0 => fast_elt::max_pool_i8(call, &mut out),
                 #[cfg(all(feature = "dsp", target_arch = "arm"))]

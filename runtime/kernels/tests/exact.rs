@@ -391,6 +391,57 @@ fn quantize_matches_reference() {
     }
 }
 
+/// Per-tensor DequantizeLinear from int8 and uint8: every byte value, odd lengths (vector
+/// tails), scales from tiny to huge (subnormal and infinite products included).
+#[test]
+fn dequantize_matches_reference() {
+    let seed = seed() ^ 0xDE;
+    let mut r = Rng(seed);
+    for case in 0..100 {
+        let len = r.range(1, 300);
+        let dtype = [DType::I8, DType::U8][r.range(0, 1)];
+        let scale = match r.range(0, 3) {
+            0 => r.f(1e-40, 1e-38),
+            1 => r.f(1e36, 3e38),
+            _ => r.f(0.0001, 500.0),
+        };
+        let zero_point = match dtype {
+            DType::I8 => r.range(0, 255) as i32 - 128,
+            _ => r.range(0, 255) as i32,
+        };
+        let mut m = ModelBuilder::default();
+        let x = m.add_tensor(TensorSpec {
+            dtype,
+            shape: Shape::new(&[1, len]).unwrap(),
+            quant: QuantSpec::PerTensor { scale, zero_point },
+            data: None,
+            layout: Default::default(),
+        });
+        let y = m.add_tensor(TensorSpec {
+            dtype: DType::F32,
+            shape: Shape::new(&[1, len]).unwrap(),
+            quant: QuantSpec::None,
+            data: None,
+            layout: Default::default(),
+        });
+        m.ops.push(OpSpec {
+            kind: OpKind::Dequantize,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: vec![],
+        });
+        m.inputs = vec![x];
+        m.outputs = vec![y];
+        let bytes = m.finish().expect("valid dequantize model");
+        let input: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {dtype:?} scale {scale} zero point {zero_point}"
+        );
+    }
+}
+
 /// Stem-like convs (few input channels, 3×3, stride 1 or 2) on wide images, through the
 /// im2col gather's contiguous and stride-2 copies.
 #[test]
