@@ -51,7 +51,8 @@ pub fn binary(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError
 
 /// Max and Min pass a NaN operand through, as numpy's `maximum`/`minimum` do; Mod takes
 /// the divisor's sign, Fmod the dividend's.
-fn arithmetic(f: BinaryFn, a: f32, b: f32) -> f32 {
+#[inline]
+pub(crate) fn arithmetic(f: BinaryFn, a: f32, b: f32) -> f32 {
     match f {
         BinaryFn::Pow => pow_value(a, b),
         BinaryFn::Fmod => libm::fmodf(a, b),

@@ -19,7 +19,7 @@
 //!   exp bound twice, and the two sums' rounding in different orders).
 
 use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
-use cairn_core::op::{conv, UnaryFn};
+use cairn_core::op::{conv, BinaryFn, UnaryFn};
 use cairn_core::{Backend, DType, Interpreter, Model, OpKind, Shape};
 use cairn_kernels::{f32_fast_ops, CpuBackend, RefBackend};
 
@@ -593,6 +593,74 @@ fn binary_f32_broadcast_equals_reference() {
     }
     if vector_host() {
         assert!(taken > 100, "fast path taken {taken} times");
+    }
+}
+
+/// The f32 `Binary` functions (Max, Min, Pow, Mod, Fmod) under broadcast, NaN operands
+/// included (Max and Min pass a NaN first operand through): the reference's values.
+#[test]
+fn binary_math_f32_equals_reference() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xB1B);
+    let fns = [
+        BinaryFn::Max,
+        BinaryFn::Min,
+        BinaryFn::Pow,
+        BinaryFn::Mod,
+        BinaryFn::Fmod,
+    ];
+    let mut taken = 0;
+    for case in 0..300 {
+        let f = fns[case % fns.len()];
+        let rank = r.range(1, 4);
+        let full: Vec<usize> = (0..rank).map(|_| r.range(1, 40)).collect();
+        // Each operand: these dims, some broadcast (1); sometimes one value.
+        let side = |r: &mut Rng| -> Vec<usize> {
+            if r.next().is_multiple_of(4) {
+                return vec![1];
+            }
+            full.iter()
+                .map(|&d| if r.next().is_multiple_of(4) { 1 } else { d })
+                .collect()
+        };
+        let (da, db) = (side(&mut r), side(&mut r));
+        let ry = da.len().max(db.len());
+        let dim = |v: &[usize], i: usize| if v.len() == ry { v[i] } else { 1 };
+        let dy: Vec<usize> = (0..ry).map(|i| dim(&da, i).max(dim(&db, i))).collect();
+        let op = Op {
+            kind: OpKind::Binary,
+            acts: vec![da.clone(), db.clone()],
+            consts: vec![],
+            params: vec![f as i32],
+            y: dy.clone(),
+            chain: false,
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: {f:?} {da:?} . {db:?} -> {dy:?}");
+        let value = |r: &mut Rng| match r.range(0, 15) {
+            0 => f32::NAN,
+            1 => 0.0,
+            2 => -0.0,
+            3 => r.range(0, 6) as f32 - 3.0,
+            _ => r.f(-3.0, 3.0),
+        };
+        let a: Vec<f32> = (0..da.iter().product()).map(|_| value(&mut r)).collect();
+        let b: Vec<f32> = (0..db.iter().product()).map(|_| value(&mut r)).collect();
+        let before = f32_fast_ops();
+        let (reference, fast) = both(&op, &[a, b], false, &what);
+        taken += (f32_fast_ops() > before) as usize;
+        for (i, (x, z)) in reference.iter().zip(&fast).enumerate() {
+            assert!(
+                x.to_bits() == z.to_bits() || (x.is_nan() && z.is_nan()),
+                "output {i}: reference {x}, fast {z}: {}",
+                what()
+            );
+        }
+    }
+    if gemm_host() {
+        assert!(
+            taken > 100,
+            "CAIRN_SEED={seed}: fast path taken {taken} times"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! f32 Add, Sub, Mul, Div and PRelu with broadcast, eight lanes at a time with AVX2
-//! (x86_64, detected at run time with `std`; elsewhere the reference runs).
+//! (x86_64, detected at run time with `std`; elsewhere the reference runs), and the f32
+//! `Binary` functions (Max, Min, Pow, Mod, Fmod) over the same runs on every host.
 //!
 //! The output's dims are merged where both operands walk them alike (both contiguous or
 //! both broadcast), leaving an inner run in which each operand is either contiguous or one
@@ -7,31 +8,31 @@
 //! is one vector loop. Each element gets the reference's operation and clamp (`max` then
 //! `min`): the same IEEE operations, so the same values.
 
+use cairn_core::op::BinaryFn;
 use cairn_core::shape::{broadcast_strides, MAX_RANK};
-use cairn_core::{ExecError, OpCall, OpKind, TensorMut};
+use cairn_core::{DType, ExecError, OpCall, OpKind, TensorMut};
 
+use crate::logic::arithmetic;
 use crate::util::f32_clamp;
 
 /// Shortest inner run worth the vector loop (shorter ones: the reference).
 const MIN_RUN: usize = 8;
 
-/// f32 element-wise binary op through the vector path, or `None`.
-pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !super::avx2::available() {
-            return None;
-        }
-        let op = match call.kind {
-            OpKind::Add => Op::Add,
-            OpKind::Sub => Op::Sub,
-            OpKind::Mul => Op::Mul,
-            OpKind::Div => Op::Div,
-            OpKind::PRelu => Op::PRelu,
-            _ => return None,
-        };
+/// The output's dims with size-1 dims dropped and neighbours merged where both operands
+/// walk them alike (both contiguous or both broadcast), outermost first: (size, stride in
+/// a, stride in b). The last is the inner run.
+struct Walk {
+    dims: [(usize, usize, usize); MAX_RANK],
+    nd: usize,
+    total: usize,
+}
+
+impl Walk {
+    /// The walk of `call`'s two inputs (`a_len`, `b_len` elements) into `out`, or `None`
+    /// where its inner run is shorter than `MIN_RUN` or strided in an operand, or an index
+    /// it forms would leave an operand.
+    fn of(call: &OpCall<'_>, out: &TensorMut<'_>, a_len: usize, b_len: usize) -> Option<Walk> {
         let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
-        let (a, b) = (at.f32s().ok()?, bt.f32s().ok()?);
         let shape = out.info.shape;
         let r = shape.rank();
         if at.info.shape.rank() > r || bt.info.shape.rank() > r {
@@ -41,7 +42,6 @@ pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
             broadcast_strides(&at.info.shape, &shape),
             broadcast_strides(&bt.info.shape, &shape),
         );
-        // Merged dims, outermost first: (size, stride in a, stride in b).
         let mut dims = [(0usize, 0usize, 0usize); MAX_RANK];
         let mut nd = 0;
         for i in 0..r {
@@ -60,7 +60,8 @@ pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
             nd += 1;
         }
         let total = shape.numel()?;
-        let (inner, ia, ib) = if nd == 0 { (1, 0, 0) } else { dims[nd - 1] };
+        let walk = Walk { dims, nd, total };
+        let (inner, ia, ib) = walk.inner();
         if inner < MIN_RUN || ia > 1 || ib > 1 || out.data.len() < 4 * total {
             return None;
         }
@@ -71,29 +72,30 @@ pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
                 .sum::<usize>()
                 + 1
         };
-        if (total > 0) && (last(&sa) > a.len() || last(&sb) > b.len()) {
+        if (total > 0) && (last(&sa) > a_len || last(&sb) > b_len) {
             return None;
         }
-        let (lo, hi) = f32_clamp(call.param(0), call.param(1));
-        let y = match out.f32s_mut() {
-            Ok(y) => y,
-            Err(e) => return Some(Err(e)),
-        };
-        let outer = &dims[..nd.saturating_sub(1)];
+        Some(walk)
+    }
+
+    /// (length, a's stride, b's stride) of the inner run: each stride 0 (broadcast) or 1.
+    fn inner(&self) -> (usize, usize, usize) {
+        if self.nd == 0 {
+            (1, 0, 0)
+        } else {
+            self.dims[self.nd - 1]
+        }
+    }
+
+    /// `run(o, oa, ob)` for every inner run, starting at output `o`, a's `oa`, b's `ob`.
+    fn runs(&self, mut run: impl FnMut(usize, usize, usize)) {
+        let (inner, _, _) = self.inner();
+        let outer = &self.dims[..self.nd.saturating_sub(1)];
         let mut idx = [0usize; MAX_RANK];
         let (mut oa, mut ob) = (0usize, 0usize);
         let mut o = 0;
-        while o < total {
-            let run = Run {
-                a: &a[oa..],
-                b: &b[ob..],
-                a_vec: ia == 1,
-                b_vec: ib == 1,
-            };
-            // SAFETY: AVX2 is present (checked above); `run`'s operands hold `inner` values
-            // where they are vectors, one where they are broadcast (the bound check above),
-            // and `y[o..o + inner]` is inside the output.
-            unsafe { avx2::row(op, &run, &mut y[o..o + inner], lo, hi) };
+        while o < self.total {
+            run(o, oa, ob);
             o += inner;
             // Next outer index, as `util::for_each_broadcast`.
             let mut d = outer.len();
@@ -110,22 +112,124 @@ pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
                 idx[d] = 0;
             }
         }
+    }
+}
+
+/// f32 element-wise binary op through the vector path, or `None`.
+pub fn binary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !super::avx2::available() {
+            return None;
+        }
+        let op = match call.kind {
+            OpKind::Add => Op::Add,
+            OpKind::Sub => Op::Sub,
+            OpKind::Mul => Op::Mul,
+            OpKind::Div => Op::Div,
+            OpKind::PRelu => Op::PRelu,
+            _ => return None,
+        };
+        let (a, b) = (
+            call.req(0).ok()?.f32s().ok()?,
+            call.req(1).ok()?.f32s().ok()?,
+        );
+        let walk = Walk::of(call, out, a.len(), b.len())?;
+        let (inner, ia, ib) = walk.inner();
+        let (lo, hi) = f32_clamp(call.param(0), call.param(1));
+        let y = match out.f32s_mut() {
+            Ok(y) => y,
+            Err(e) => return Some(Err(e)),
+        };
+        walk.runs(|o, oa, ob| {
+            let run = Run {
+                a: &a[oa..],
+                b: &b[ob..],
+                a_vec: ia == 1,
+                b_vec: ib == 1,
+            };
+            // SAFETY: AVX2 is present (checked above); `run`'s operands hold `inner` values
+            // where they are vectors, one where they are broadcast (`Walk::of` checked),
+            // and `y[o..o + inner]` is inside the output.
+            unsafe { avx2::row(op, &run, &mut y[o..o + inner], lo, hi) };
+        });
         super::dispatch::taken();
         Some(Ok(()))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (
-            call,
-            out,
-            MIN_RUN,
-            f32_clamp,
-            broadcast_strides,
-            MAX_RANK,
-            OpKind::Add,
-        );
+        let _ = (call, out, f32_clamp, OpKind::Add);
         None
     }
+}
+
+/// The f32 `Binary` functions (Max, Min, Pow, Mod, Fmod) over runs of the merged walk, or
+/// `None`: each element through the reference's own `logic::arithmetic`, in a loop per
+/// function and operand form that the compiler vectorizes where it can (Max, Min: a
+/// compare and a blend; AVX2 on x86_64 hosts that have it), so the values are the
+/// reference's.
+pub fn math_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let f = BinaryFn::from_code(call.param(0))?;
+    if !f.is_arithmetic() || out.info.dtype != DType::F32 {
+        return None;
+    }
+    let (a, b) = (
+        call.req(0).ok()?.f32s().ok()?,
+        call.req(1).ok()?.f32s().ok()?,
+    );
+    let walk = Walk::of(call, out, a.len(), b.len())?;
+    let (_, ia, ib) = walk.inner();
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    crate::fast::vectorized(|| match f {
+        BinaryFn::Max => math_runs(&walk, a, b, (ia, ib), y, |x, z| {
+            arithmetic(BinaryFn::Max, x, z)
+        }),
+        BinaryFn::Min => math_runs(&walk, a, b, (ia, ib), y, |x, z| {
+            arithmetic(BinaryFn::Min, x, z)
+        }),
+        _ => math_runs(&walk, a, b, (ia, ib), y, |x, z| arithmetic(f, x, z)),
+    });
+    super::dispatch::taken();
+    Some(Ok(()))
+}
+
+/// `y = op(a, b)` over `walk`'s runs, one loop per operand form (`(ia, ib)`: each operand
+/// contiguous (1) or one value (0) along a run).
+#[inline(always)]
+fn math_runs(
+    walk: &Walk,
+    a: &[f32],
+    b: &[f32],
+    (ia, ib): (usize, usize),
+    y: &mut [f32],
+    op: impl Fn(f32, f32) -> f32,
+) {
+    let (inner, _, _) = walk.inner();
+    walk.runs(|o, oa, ob| {
+        let y = &mut y[o..o + inner];
+        match (ia, ib) {
+            (1, 1) => {
+                for ((y, &x), &z) in y.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {
+                    *y = op(x, z);
+                }
+            }
+            (1, _) => {
+                let z = b[ob];
+                for (y, &x) in y.iter_mut().zip(&a[oa..oa + inner]) {
+                    *y = op(x, z);
+                }
+            }
+            _ => {
+                let x = a[oa];
+                for (y, &z) in y.iter_mut().zip(&b[ob..ob + inner]) {
+                    *y = op(x, z);
+                }
+            }
+        }
+    });
 }
 
 #[derive(Clone, Copy)]

@@ -1,4 +1,5 @@
-//! The entry for the f32 fast paths of `deconv.rs`, `matmul.rs`, `unary.rs`, `binary.rs`,
+//! The entry for the f32 fast paths of `deconv.rs`, `matmul.rs`, `unary.rs`, `binary.rs`
+//! (Add/Sub/Mul/Div/PRelu and the f32 `Binary` functions),
 //! `softmax.rs` and `pool.rs` (called from `CpuBackend`'s dispatch), and the per-thread
 //! count of ops that these and the large-patch, few-channel Conv and multi-row
 //! FullyConnected paths ran, by which tests check that a path was taken.
@@ -22,6 +23,7 @@ pub fn covers(kind: OpKind) -> bool {
             | MaxPool
             | GlobalAveragePool
             | ReduceMean
+            | Binary
     )
 }
 
@@ -37,6 +39,7 @@ pub fn execute(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::PRelu => {
             super::binary::binary_f32(call, out)
         }
+        OpKind::Binary => super::binary::math_f32(call, out),
         _ => None,
     }
 }
