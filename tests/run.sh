@@ -127,9 +127,10 @@ prune target/aarch64-unknown-linux-gnu target/aarch64-linux-android target/aarch
 
 step "32-bit: the device crates' tests on i686 (overflow checks on)"
 # Most devices are 32-bit: lengths and offsets from files and the wire must not wrap there.
-# The device crates' tests (as on aarch64) and the hostile model files, natively as i686
-# (debug profile: overflow checks and debug assertions on), incl. the power-cut sweeps of
-# the memory log and the lineage log. About 4 minutes from cold on 2 cores.
+# The device crates' tests (as on aarch64, and the node's: its contribution slots and
+# merges) and the hostile model files, natively as i686 (debug profile: overflow checks and
+# debug assertions on), incl. the power-cut sweeps of the memory log and the lineage log.
+# About 5 minutes from cold on 2 cores.
 # gcc-N-multilib, not gcc-multilib: the meta-package conflicts with gcc-aarch64-linux-gnu.
 installed=$(rustup target list --installed)
 grep -qx i686-unknown-linux-gnu <<<"$installed" || rustup target add i686-unknown-linux-gnu
@@ -141,7 +142,7 @@ if ! echo 'int main(void) { return 0; }' | gcc -m32 -x c - -o target/m32-probe 2
 fi
 set +e
 cargo test -p cairn-core -p cairn-kernels -p cairn-memory -p cairn-learn -p cairn-sync \
-  --features cairn-kernels/std,cairn-memory/std,cairn-sync/std \
+  -p cairn-node --features cairn-kernels/std,cairn-memory/std,cairn-sync/std,cairn-node/std \
   --target i686-unknown-linux-gnu --quiet --no-fail-fast 2>&1 | tee target/test-i686.log
 status=${PIPESTATUS[0]}
 cargo test -p cairn-tests --test hostile_model --target i686-unknown-linux-gnu --quiet \
