@@ -174,18 +174,8 @@ fn gather(
                     }
                 }
             }
-            // Advance the dims before the plane like an odometer.
-            let mut k = r - 2;
-            while k > 0 {
-                k -= 1;
-                idx[k] += 1;
-                off += st[k];
-                if idx[k] < out_dims[k] as usize {
-                    break;
-                }
-                off -= st[k] * idx[k] as isize;
-                idx[k] = 0;
-            }
+            // Advance the dims before the plane.
+            odometer(&mut idx, &mut off, st, out_dims, r - 2);
         }
         return;
     }
@@ -199,18 +189,31 @@ fn gather(
             es,
             &mut dst[row * inner * es..(row + 1) * inner * es],
         );
-        // Advance the outer dimensions (all but the last) like an odometer.
-        let mut d = r - 1;
-        while d > 0 {
-            d -= 1;
-            idx[d] += 1;
-            off += st[d];
-            if idx[d] < out_dims[d] as usize {
-                break;
-            }
-            off -= st[d] * idx[d] as isize;
-            idx[d] = 0;
+        // Advance the outer dimensions (all but the last).
+        odometer(&mut idx, &mut off, st, out_dims, r - 1);
+    }
+}
+
+/// Step the index of the first `dims` dimensions like an odometer (the last of them
+/// fastest), keeping `off` the source offset of the index.
+#[inline]
+fn odometer(
+    idx: &mut [usize; MAX_RANK],
+    off: &mut isize,
+    st: &[isize; MAX_RANK],
+    out_dims: &[u32],
+    dims: usize,
+) {
+    let mut d = dims;
+    while d > 0 {
+        d -= 1;
+        idx[d] += 1;
+        *off += st[d];
+        if idx[d] < out_dims[d] as usize {
+            break;
         }
+        *off -= st[d] * idx[d] as isize;
+        idx[d] = 0;
     }
 }
 
