@@ -463,6 +463,19 @@ fn poisoned_contribution(victim: &mut Node<'_, Host>, by: &SigningKey) -> Vec<u8
     bundle
 }
 
+/// `a` learns (the gate must promote), then the bundle of everything it holds: its records
+/// and the contribution it signed.
+fn promoted_bundle(a: &mut Node<'_, Host>) -> Vec<u8> {
+    assert!(a.learn(&mut |_, _| {}).unwrap().promoted());
+    let mut bundle = Vec::new();
+    a.export_bundle(0, &mut |x| {
+        bundle.extend_from_slice(x);
+        true
+    })
+    .unwrap();
+    bundle
+}
+
 #[test]
 fn a_merged_contribution_passes_the_gate_and_a_poisoned_merge_is_rejected() {
     let (xs, ys) = digits();
@@ -471,13 +484,7 @@ fn a_merged_contribution_passes_the_gate_and_a_poisoned_merge_is_rejected() {
     let mut c = node(&mut bb, &SEEDS[1]);
     observe_all(&mut a, &xs[..300], &ys[..300], 0);
     observe_all(&mut c, &xs[100..200], &ys[100..200], 0);
-    assert!(a.learn(&mut |_, _| {}).unwrap().promoted());
-    let mut bundle = Vec::new();
-    a.export_bundle(0, &mut |x| {
-        bundle.extend_from_slice(x);
-        true
-    })
-    .unwrap();
+    let bundle = promoted_bundle(&mut a);
     let rep = c.import_bundle(&bundle, 0).unwrap();
     assert!(rep.complete && rep.stored >= 1, "{rep:?}");
     assert_eq!(c.report().contributions, 1);
@@ -515,13 +522,7 @@ fn a_device_keeping_contributions_on_flash_merges_to_the_hosts_bits() {
         node_with(&mut bd, &SEEDS[1], device_items(&auth, RamFlash::new(7)));
     observe_all(&mut a, &xs[..300], &ys[..300], 0);
     observe_all(&mut d, &xs[100..200], &ys[100..200], 0);
-    assert!(a.learn(&mut |_, _| {}).unwrap().promoted());
-    let mut bundle = Vec::new();
-    a.export_bundle(0, &mut |x| {
-        bundle.extend_from_slice(x);
-        true
-    })
-    .unwrap();
+    let bundle = promoted_bundle(&mut a);
     d.import_bundle(&bundle, 0).unwrap();
     assert_eq!(d.items().len(), 1, "the host's contribution kept on flash");
     let mut scratch = vec![0u8; d.contribution_buffer_len().unwrap()];
