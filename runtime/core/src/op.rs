@@ -397,9 +397,15 @@ pub fn infer_output_in<const K: Kinds>(
         }
         Transpose if has(Transpose) => {
             let r = x.rank();
+            // One permutation entry per input dim: the loader sized the params by the
+            // output's rank, which a hostile file may make differ from the input's.
+            if declared.rank() != r {
+                return Err(Rank);
+            }
+            let perm = p.get(..r).ok_or(Param)?;
             let mut seen = [false; MAX_RANK];
             let mut d = [0usize; MAX_RANK];
-            for (i, &pi) in p[..r].iter().enumerate() {
+            for (i, &pi) in perm.iter().enumerate() {
                 let pi = pos(pi)?;
                 if pi >= r || seen[pi] {
                     return Err(Param);

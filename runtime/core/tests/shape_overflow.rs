@@ -181,3 +181,37 @@ fn ordinary_shapes_still_infer() {
     let got = infer_output(OpKind::Pad, &[0, 0, 0, 0, 1, 2], &[x], 0, &out).unwrap();
     assert_eq!(got, out);
 }
+
+/// A Transpose whose output rank (which sizes its parameters) differs from its input's is
+/// refused with a typed error, not a slice past the parameters (found by the `onnx_model`
+/// fuzz target: a rank-4 input with a two-entry permutation).
+#[test]
+fn transpose_with_fewer_entries_than_input_dims_is_refused() {
+    let declared = Shape::new(&[2, 1]).unwrap();
+    let r = infer_output(
+        OpKind::Transpose,
+        &[1, 0],
+        &[shape(&[1, 2, 3, 4])],
+        0,
+        &declared,
+    );
+    assert_eq!(r, Err(ShapeError::Rank));
+    let declared = Shape::new(&[4, 3, 2, 1]).unwrap();
+    let r = infer_output(
+        OpKind::Transpose,
+        &[1, 0],
+        &[shape(&[1, 2, 3, 4])],
+        0,
+        &declared,
+    );
+    assert_eq!(r, Err(ShapeError::Param));
+    // A whole permutation still loads.
+    let r = infer_output(
+        OpKind::Transpose,
+        &[3, 2, 1, 0],
+        &[shape(&[1, 2, 3, 4])],
+        0,
+        &declared,
+    );
+    assert_eq!(r, Ok(declared));
+}
