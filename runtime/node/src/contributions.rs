@@ -40,6 +40,7 @@ use cairn_sync::{Id, Reject, Store};
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::apply::Items;
+use crate::revocations::padded;
 
 const MAGIC: &[u8; 4] = b"CCTB";
 const VERSION: u8 = 1;
@@ -97,11 +98,6 @@ pub struct Reopened {
     pub damaged: usize,
     /// Verified contributions dropped because their origin is revoked.
     pub revoked: usize,
-}
-
-fn padded<F: NorFlash>(n: usize) -> usize {
-    let unit = F::WRITE_SIZE.max(F::READ_SIZE).max(1);
-    n.div_ceil(unit) * unit
 }
 
 /// Read `out.len()` bytes at `offset` (any alignment) through an aligned bounce buffer.

@@ -62,7 +62,8 @@ pub struct Revocations<F: NorFlash, const N: usize> {
 }
 
 /// `n` rounded up to the flash's write and read units.
-fn padded<F: NorFlash>(n: usize) -> usize {
+/// `n` rounded up to `F`'s write and read units (the flash sets' slot and header sizes).
+pub(crate) fn padded<F: NorFlash>(n: usize) -> usize {
     let unit = F::WRITE_SIZE.max(F::READ_SIZE).max(1);
     n.div_ceil(unit) * unit
 }
