@@ -119,3 +119,48 @@ fn an_absurd_size_or_interpolation_matrix_is_refused() {
     ));
     assert!(e.contains("interpolation matrix"), "{e}");
 }
+
+/// An initializer whose dims multiply past the address space is a typed refusal (the
+/// onnx_model fuzz target found the element count overflowing before any data check).
+#[test]
+fn an_initializer_of_overflowing_size_is_refused() {
+    let init = TensorProto {
+        name: "w".into(),
+        dims: vec![1 << 40, 1 << 40, 4],
+        data_type: 1,
+        float_data: vec![1.0; 4],
+        ..Default::default()
+    };
+    let node = NodeProto {
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        name: "add".into(),
+        op_type: "Add".into(),
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![node],
+        initializer: vec![init],
+        input: vec![value("x", &[1, 4])],
+        output: vec![value("y", &[])],
+        ..Default::default()
+    };
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 19,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let opts = cairn_convert::Options::default();
+    // `check` reports what it can; it must not panic either.
+    let _ = cairn_convert::check(&bytes, &opts);
+    let e = match cairn_convert::convert(&bytes, &opts, |_| {}) {
+        Ok(_) => panic!("an initializer of 2^82 elements converted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("more elements than memory can address"), "{e}");
+}
