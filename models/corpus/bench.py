@@ -105,7 +105,7 @@ def stem(name):
 # ---------------------------------------------------------------- engines
 
 
-ERROR_LIMIT = 0.0
+ERROR_LIMIT = None
 # More `cairn convert` arguments for the calibrated conversion (--convert-args).
 CONVERT_ARGS = []
 
@@ -115,7 +115,7 @@ def cairn_convert(cairn, m, onnx_path, out, calib, log):
     for i in m["inputs"]:
         cmd += ["--input-shape", "%s=%s" % (i["name"], ",".join(str(d) for d in i["shape"]))]
     cmd += ["--calibrate", calib] if calib else ["--float"]
-    if calib and ERROR_LIMIT:
+    if calib and ERROR_LIMIT is not None:
         cmd += ["--int8-error-limit", str(ERROR_LIMIT)]
     if calib:
         cmd += CONVERT_ARGS
@@ -205,8 +205,9 @@ def ort_qdq(onnx_path, out, calib_feeds):
 
 def cairn_bench(cairn, m, onnx_path, calib, runs, json_out, float_mode, qdq):
     cmd = [cairn, "bench", onnx_path, "--calibrate", calib, "--runs", str(runs), "--warmup", "2",
-           "--int8-error-limit", str(ERROR_LIMIT or 0),
            "--json", json_out, "--no-tract"] + ([] if float_mode else CONVERT_ARGS)
+    if ERROR_LIMIT is not None:
+        cmd += ["--int8-error-limit", str(ERROR_LIMIT)]
     for i in m["inputs"]:
         cmd += ["--input-shape", "%s=%s" % (i["name"], ",".join(str(d) for d in i["shape"]))]
     if float_mode:
@@ -549,9 +550,10 @@ def main():
     ap.add_argument("--samples", type=int, default=8, help="evaluation samples per model")
     ap.add_argument("--calib-samples", type=int, default=16, help="calibration samples per model")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per engine")
-    ap.add_argument("--int8-error-limit", type=float, default=0.0,
+    ap.add_argument("--int8-error-limit", type=float, default=None,
                     help="passed to cairn convert/bench: keep ops whose int8 form adds more than "
-                         "this percent of error in f32 (0: off, cairn's default)")
+                         "this percent of error in f32 (0: off, also the output guard; "
+                         "absent: cairn's default, the output guard)")
     ap.add_argument("--convert-args", default="",
                     help="more arguments for the calibrated conversion, e.g. '--method 99.99'")
     args = ap.parse_args()

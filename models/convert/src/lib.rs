@@ -68,10 +68,19 @@ pub struct Options {
     /// bound or [`SUGGESTED_INT8_ERROR_LIMIT`]. With a bound set, also: tensors whose int8
     /// form would lose more than it (`calibrate::tensor_errors`) stay f32, and so do the
     /// ops touching them; then ops whose int8 form adds more than the bound while an
-    /// output is off by more than it (`refine`). `None` (the default) skips those two: the
-    /// refinement costs conversion time (minutes on a 600 MMAC detector) and speed where
-    /// it moves ops to f32, so it is asked for.
+    /// output is off by more than it (`refine`), with no cap on the MACs moved. `None` (the
+    /// default) skips the first and leaves the second to `int8_output_guard`: a tight
+    /// bound costs conversion time (minutes on a 600 MMAC detector) and speed where it
+    /// moves ops to f32, so it is asked for.
     pub int8_error_limit: Option<f32>,
+    /// With no `int8_error_limit`, a calibrated conversion still checks its outputs: when
+    /// an output of the int8 graph is off from the float graph by more than this relative
+    /// L2 error on the calibration samples, the refinement (`refine`) moves to f32 the
+    /// first ops whose int8 form adds more than [`INT8_GUARD_LIMIT`], holding at most
+    /// [`INT8_GUARD_MAC_SHARE`] of the model's MACs, until every output is within that.
+    /// A model whose outputs are already within it converts as without the guard.
+    /// `None` turns it off. Default: [`DEFAULT_INT8_OUTPUT_GUARD`].
+    pub int8_output_guard: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group Convs (a QDQ
     /// model's weights are kept as given; other weighted ops keep 8): 7 keeps them in
     /// [−63, 63], where the x86_64 hosts multiply u8×s8 (`vpmaddubsw`, exact with no
@@ -94,6 +103,23 @@ pub struct Options {
 /// a power spectrum loses 5–30% and wrecks everything after it.
 pub const SUGGESTED_INT8_ERROR_LIMIT: f32 = 0.05;
 
+/// The output error a default calibrated conversion tolerates before it moves ops to
+/// f32 (`Options::int8_output_guard`): 35% relative L2 error on the calibration samples.
+/// On the corpus, int8 outputs whose task metric holds are 5–32% off (a text
+/// recognizer's logits 22–32%, a detector's 9–27%); those it broke are 40–80% off (a
+/// detector whose early layers carry channels of very different ranges: boxes F1 0.61)
+/// or 48% (a sentence encoder: cosine 0.91). Once over it, ops move until every output
+/// is within [`INT8_GUARD_LIMIT`].
+pub const DEFAULT_INT8_OUTPUT_GUARD: f32 = 0.35;
+
+/// The bound the output guard refines to once triggered: ops whose int8 form adds more
+/// than 20% go to f32 until every output is within 20%.
+pub const INT8_GUARD_LIMIT: f32 = 0.20;
+
+/// The most of a model's multiply-accumulates the default output guard moves to f32, so
+/// a model it cannot fix stays mostly int8 and fast.
+pub const INT8_GUARD_MAC_SHARE: f32 = 0.25;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -105,6 +131,7 @@ impl Default for Options {
             extra_outputs: vec![],
             pack_weights: false,
             int8_error_limit: None,
+            int8_output_guard: Some(DEFAULT_INT8_OUTPUT_GUARD),
             weight_bits: 8,
             smooth: false,
         }
@@ -192,19 +219,39 @@ pub fn convert(
                 opts.int8_error_limit.unwrap_or(SUGGESTED_INT8_ERROR_LIMIT),
                 &mut notes,
             )?;
-            if let Some(limit) = opts.int8_error_limit {
-                keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
-                let moved = refine::refine(&g, &opts.calibration, &mut r, limit)
-                    .context("int8 accuracy refinement")?;
+            // An explicit bound: lossy tensors and every op over it, at any cost. The
+            // default guard: only when an output is off by more than it, within a share
+            // of the MACs.
+            let refinement = match (opts.int8_error_limit, opts.int8_output_guard) {
+                (Some(limit), _) => {
+                    keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
+                    Some((limit, limit, None))
+                }
+                (None, Some(guard)) => Some((
+                    INT8_GUARD_LIMIT.min(guard),
+                    guard,
+                    Some(INT8_GUARD_MAC_SHARE),
+                )),
+                (None, None) => None,
+            };
+            if let Some((limit, trigger, mac_share)) = refinement {
+                let moved =
+                    refine::refine(&g, &opts.calibration, &mut r, limit, trigger, mac_share)
+                        .context("int8 accuracy refinement")?;
                 if !moved.is_empty() {
                     let shown: Vec<String> = moved
                         .iter()
                         .map(|m| format!("'{}' ({}) +{:.1}%", m.op, m.kind, 100.0 * m.added))
                         .collect();
                     notes.push(format!(
-                        "{} ops stay f32: their int8 form added more than {:.0}% error on the calibration samples: {}",
+                        "{} ops stay f32: their int8 form added more than {:.0}% error on the calibration samples{}: {}",
                         moved.len(),
                         100.0 * limit,
+                        if mac_share.is_some() {
+                            " (the default output guard; --int8-error-limit 0 turns it off)"
+                        } else {
+                            ""
+                        },
                         shown.join(", ")
                     ));
                 }

@@ -25,12 +25,20 @@ pub struct Moved {
     pub added: f32,
 }
 
+/// `trigger`: refinement starts only when an output is off by more than it (at least
+/// `limit`); once started it goes on until every output is within `limit`.
+/// `mac_share`: the most of the model's multiply-accumulates the moved ops may hold
+/// (`None`: no cap). Refinement stops before the op that would pass it.
 pub fn refine(
     g: &Graph,
     samples: &[Vec<Vec<f32>>],
     ranges: &mut Ranges,
     limit: f32,
+    trigger: f32,
+    mac_share: Option<f32>,
 ) -> Result<Vec<Moved>> {
+    let total: u64 = g.ops.iter().map(|op| crate::sensitive::macs(g, op)).sum();
+    let mut mac_left = mac_share.map(|s| (total as f64 * s.clamp(0.0, 1.0) as f64) as u64);
     let probe: Vec<&Vec<Vec<f32>>> = samples.iter().take(PROBE_SAMPLES).collect();
     let floats: Vec<HashMap<usize, cairn_core::emit::AlignedBytes>> = probe
         .iter()
@@ -80,7 +88,7 @@ pub fn refine(
         // more than the bound while its outputs stay right (a detector's probability
         // map); refinement stops as soon as every output is within the bound.
         let off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
-        if off <= limit {
+        if off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
             break;
         }
         // The first op (in execution order) whose int8 form adds more than the bound:
@@ -155,6 +163,7 @@ pub fn refine(
         // The other ops of the same model node (an LSTM's gates, a decomposed
         // LayerNorm) that also add more than the bound go with it: one round per node.
         let name = &g.ops[i].name;
+        let mut next = ranges.clone();
         for (j, op) in g.ops.iter().enumerate() {
             if j != i && (op.name != *name || moves_or_clamps(op)) {
                 continue;
@@ -166,9 +175,24 @@ pub fn refine(
                 }
             }
             for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
-                ranges.remove(t);
+                next.remove(t);
             }
         }
+        if let Some(left) = mac_left.as_mut() {
+            // Every op that leaves int8: the moved ones, and the producers whose outputs
+            // lost their ranges with the moved ops' inputs (a weighted op feeding a log).
+            let cost: u64 = g
+                .ops
+                .iter()
+                .filter(|op| quantized(op, ranges) && !quantized(op, &next))
+                .map(|op| crate::sensitive::macs(g, op))
+                .sum();
+            if cost > *left {
+                break;
+            }
+            *left -= cost;
+        }
+        *ranges = next;
         moved.push(Moved {
             op: name.clone(),
             kind: g.ops[i].kind.name(),

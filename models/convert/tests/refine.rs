@@ -1,7 +1,7 @@
 //! Accuracy-driven mixed precision: an op whose int8 form adds more than the bound to the
-//! error on the calibration samples stays f32 and `convert` says so; with the bound off
-//! (`int8_error_limit: None`, the default) everything quantizable runs int8, and loses
-//! accuracy.
+//! error on the calibration samples stays f32 and `convert` says so; with the bound and
+//! the output guard off everything quantizable runs int8, and loses accuracy; with the
+//! defaults (no bound, the output guard on) the output ends within the guard's 20%.
 //! The model is a log-magnitude front end (square, square root, log) over values
 //! spanning five decades (seeded; `CAIRN_SEED` replays).
 
@@ -112,14 +112,25 @@ fn a_lossy_op_stays_f32_and_convert_says_why() {
     let mut opts = Options {
         calibration: calib,
         int8_error_limit: None,
+        int8_output_guard: None,
         ..Options::default()
     };
     let (all_int8, _) = rel_err(&opts, &x);
+    opts.int8_output_guard = Options::default().int8_output_guard;
+    let (guarded, guard_notes) = rel_err(&opts, &x);
     opts.int8_error_limit = Some(0.05);
     let (refined, notes) = rel_err(&opts, &x);
     assert!(
-        all_int8 > 0.05,
-        "CAIRN_SEED={seed0}: all-int8 error {all_int8} should exceed the bound"
+        all_int8 > cairn_convert::DEFAULT_INT8_OUTPUT_GUARD,
+        "CAIRN_SEED={seed0}: all-int8 error {all_int8} should exceed the guard"
+    );
+    assert!(
+        guarded <= cairn_convert::INT8_GUARD_LIMIT,
+        "CAIRN_SEED={seed0}: guarded error {guarded} (all-int8 {all_int8}); notes {guard_notes:?}"
+    );
+    assert!(
+        guard_notes.iter().any(|n| n.contains("output guard")),
+        "CAIRN_SEED={seed0}: {guard_notes:?}"
     );
     assert!(
         refined < 0.05 && refined < all_int8 / 2.0,
@@ -128,5 +139,116 @@ fn a_lossy_op_stays_f32_and_convert_says_why() {
     assert!(
         notes.iter().any(|n| n.contains("stay f32")),
         "CAIRN_SEED={seed0}: {notes:?}"
+    );
+}
+
+/// The weights of `heavy_model`, row-major [N, N].
+fn heavy_w() -> Vec<f32> {
+    let mut seed = 11u64;
+    (0..N * N)
+        .map(|i| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = 0.5 + 0.5 * ((seed >> 40) as f32 / (1u64 << 24) as f32);
+            u * 10f32.powf(-3.0 + 5.0 * (i % N) as f32 / N as f32) / N as f32
+        })
+        .collect()
+}
+
+/// `log(x · W)`: a MatMul holding every MAC of the model, whose output columns span five
+/// decades (column j scaled by 10^(−3 + 5j/N)), then a log that needs the small ones.
+fn heavy_model() -> Vec<u8> {
+    use cairn_convert::onnx_pb::TensorProto;
+    let w = heavy_w();
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![node("MatMul", &["x", "w"], "p"), node("Log", &["p"], "y")],
+            initializer: vec![TensorProto {
+                name: "w".into(),
+                dims: vec![N as i64, N as i64],
+                data_type: 1,
+                float_data: w,
+                ..Default::default()
+            }],
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The default output guard moves at most a quarter of the MACs to f32: a model whose
+/// only fix takes its one weighted op out of int8 (moving the log drops the range of the
+/// MatMul's output) keeps it int8 and says nothing moved, while an explicit bound, which
+/// has no cap, moves it and fixes the output.
+#[test]
+fn the_output_guard_keeps_its_mac_cap() {
+    let seed0: u64 = std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut seed = seed0;
+    let positive = |seed: &mut u64| -> Vec<f32> {
+        (0..N)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                0.5 + 0.5 * ((*seed >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect()
+    };
+    let calib: Vec<Vec<Vec<f32>>> = (0..8).map(|_| vec![positive(&mut seed)]).collect();
+    let x = positive(&mut seed);
+    let err = |opts: &Options| -> (f32, Vec<String>) {
+        let c = convert(&heavy_model(), opts, |_| {}).unwrap();
+        let b = AlignedBytes::from_slice(&c.bytes);
+        let mut m = HostModel::new(b.as_slice()).unwrap();
+        let y = m.run(&[&x]).unwrap().remove(0);
+        let w = heavy_w();
+        let want: Vec<f32> = (0..N)
+            .map(|j| {
+                let p: f64 = (0..N).map(|i| x[i] as f64 * w[i * N + j] as f64).sum();
+                p.ln() as f32
+            })
+            .collect();
+        let e: f32 = y.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
+        let n: f32 = want.iter().map(|b| b * b).sum();
+        ((e / n).sqrt(), c.notes)
+    };
+    let guard = cairn_convert::INT8_GUARD_LIMIT;
+    let mut opts = Options {
+        calibration: calib,
+        int8_output_guard: None,
+        ..Options::default()
+    };
+    let (all_int8, _) = err(&opts);
+    assert!(
+        all_int8 > cairn_convert::DEFAULT_INT8_OUTPUT_GUARD,
+        "CAIRN_SEED={seed0}: the all-int8 model should trigger the guard ({all_int8})"
+    );
+    opts.int8_output_guard = Options::default().int8_output_guard;
+    let (guarded, notes) = err(&opts);
+    assert!(
+        guarded > guard,
+        "CAIRN_SEED={seed0}: the int8 MatMul should leave the output off by more than the guard ({guarded}): {notes:?}"
+    );
+    assert!(
+        !notes.iter().any(|n| n.contains("output guard")),
+        "CAIRN_SEED={seed0}: the guard moved the MatMul past its MAC cap: {notes:?}"
+    );
+    opts.int8_error_limit = Some(guard);
+    let (limited, notes) = err(&opts);
+    assert!(
+        limited <= guard && notes.iter().any(|n| n.contains("stay f32")),
+        "CAIRN_SEED={seed0}: an explicit bound should move the MatMul ({limited}): {notes:?}"
     );
 }

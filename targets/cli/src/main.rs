@@ -65,10 +65,12 @@ pub struct ConvertArgs {
     /// When calibrating, keep in f32 the tensors whose int8 form would lose more than
     /// this percentage (relative L2 error on the calibration samples) and the ops whose
     /// int8 form adds more than it while an output is off by more than it (5 is a good
-    /// start for audio front ends and transformers); 0, the default, quantizes every op
-    /// that can be. Costs conversion time and, where ops move to f32, speed.
-    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
-    pub int8_error_limit: f32,
+    /// start for audio front ends and transformers). Without it, only outputs off by
+    /// more than 20% move ops to f32, at most a quarter of the model's MACs (the output
+    /// guard); 0 turns both off and quantizes every op that can be. Costs conversion time
+    /// and, where ops move to f32, speed.
+    #[arg(long, value_name = "PERCENT")]
+    pub int8_error_limit: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group convs (QDQ
     /// models keep theirs; other ops keep 8): 7 (values in [-63, 63]) lets x86_64 hosts
     /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs, check the model's accuracy),
@@ -98,7 +100,7 @@ impl Default for ConvertArgs {
             float: false,
             extra_output: vec![],
             pack: false,
-            int8_error_limit: 0.0,
+            int8_error_limit: None,
             weight_bits: 8,
             smooth: false,
             const_input: vec![],

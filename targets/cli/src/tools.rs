@@ -80,7 +80,14 @@ pub fn options(
         pack_weights: args.pack,
         weight_bits: args.weight_bits,
         smooth: args.smooth,
-        int8_error_limit: (args.int8_error_limit > 0.0).then_some(args.int8_error_limit / 100.0),
+        int8_error_limit: args
+            .int8_error_limit
+            .filter(|&l| l > 0.0)
+            .map(|l| l / 100.0),
+        int8_output_guard: match args.int8_error_limit {
+            Some(l) if l <= 0.0 => None,
+            _ => Some(cairn_convert::DEFAULT_INT8_OUTPUT_GUARD),
+        },
         ..Default::default()
     };
     for (i, s) in args.input_shape.iter().enumerate() {
