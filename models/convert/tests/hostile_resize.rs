@@ -1,10 +1,7 @@
 //! A Resize whose scales or sizes ask for an absurd output is a typed refusal at convert
 //! time, never an overflow, a panic or a giant allocation.
 
-use cairn_convert::onnx_pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-};
-use prost::Message;
+use cairn_convert::onnx_pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
 mod common;
 
@@ -63,16 +60,7 @@ fn resize_model(
         output: vec![value("y", &[])],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 19,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    common::model_bytes(graph, 19)
 }
 
 fn refusal(bytes: &[u8]) -> String {
@@ -145,16 +133,7 @@ fn an_initializer_of_overflowing_size_is_refused() {
         output: vec![value("y", &[])],
         ..Default::default()
     };
-    let bytes = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 19,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let bytes = common::model_bytes(graph, 19);
     let opts = cairn_convert::Options::default();
     // `check` reports what it can; it must not panic either.
     let _ = cairn_convert::check(&bytes, &opts);

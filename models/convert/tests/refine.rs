@@ -7,13 +7,13 @@
 
 use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
 use cairn_convert::onnx_pb::{
-    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    type_proto, GraphProto, NodeProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use cairn_convert::{convert, Options};
 use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
-use prost::Message;
+
+mod common;
 
 const N: usize = 256;
 
@@ -50,13 +50,8 @@ fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
 }
 
 fn model() -> Vec<u8> {
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
+    common::model_bytes(
+        GraphProto {
             node: vec![
                 node("Mul", &["x", "x"], "p"),
                 node("Sqrt", &["p"], "m"),
@@ -65,10 +60,9 @@ fn model() -> Vec<u8> {
             input: vec![value("x")],
             output: vec![value("y")],
             ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+        },
+        17,
+    )
 }
 
 /// Magnitudes spread log-uniformly over [1e-3, 1e2], random signs.
@@ -161,13 +155,8 @@ fn heavy_w() -> Vec<f32> {
 fn heavy_model() -> Vec<u8> {
     use cairn_convert::onnx_pb::TensorProto;
     let w = heavy_w();
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
+    common::model_bytes(
+        GraphProto {
             node: vec![node("MatMul", &["x", "w"], "p"), node("Log", &["p"], "y")],
             initializer: vec![TensorProto {
                 name: "w".into(),
@@ -179,10 +168,9 @@ fn heavy_model() -> Vec<u8> {
             input: vec![value("x")],
             output: vec![value("y")],
             ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+        },
+        17,
+    )
 }
 
 /// The default output guard moves at most a quarter of the MACs to f32: a model whose

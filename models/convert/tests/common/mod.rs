@@ -83,3 +83,18 @@ pub fn splitmix(state: &mut u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// The bytes of a model holding `graph` at ONNX IR 8 and default-domain opset `opset`.
+pub fn model_bytes(graph: cairn_convert::onnx_pb::GraphProto, opset: i64) -> Vec<u8> {
+    use prost::Message;
+    cairn_convert::onnx_pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![cairn_convert::onnx_pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
