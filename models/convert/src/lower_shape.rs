@@ -140,9 +140,18 @@ fn broadcast_int(
     Ok(HostTensor::i64(out, res))
 }
 
+/// Elements of a tensor of `shape`, refused when the count overflows `usize` (dims of a
+/// hostile model: an input declared 2^40 × 2^40, a Reshape target of huge constants).
+pub fn numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| anyhow!("shape {shape:?} has more elements than memory can address"))
+}
+
 /// Resolve an ONNX Reshape target against the input shape (0 = copy, -1 = infer).
 pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>> {
-    let n: usize = input.iter().product();
+    let n = numel(input)?;
     let mut out = Vec::new();
     let mut infer = None;
     for (i, &d) in target.iter().enumerate() {
@@ -161,13 +170,13 @@ pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Resul
         });
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = numel(&out)?;
         if known == 0 || !n.is_multiple_of(known) {
             bail!("cannot reshape {input:?} to {target:?}");
         }
         out[i] = n / known;
     }
-    if out.iter().product::<usize>() != n {
+    if numel(&out)? != n {
         bail!("cannot reshape {input:?} ({n} elements) to {target:?}");
     }
     Ok(out)
@@ -428,10 +437,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     if ax > r {
                         bail!("Flatten axis out of range");
                     }
-                    vec![
-                        in_shape[..ax].iter().product(),
-                        in_shape[ax..].iter().product(),
-                    ]
+                    vec![numel(&in_shape[..ax])?, numel(&in_shape[ax..])?]
                 }
                 "Squeeze" => {
                     let axes = if opset >= 13 {

@@ -1,5 +1,6 @@
-//! A Resize whose scales or sizes ask for an absurd output is a typed refusal at convert
-//! time, never an overflow, a panic or a giant allocation.
+//! A Resize whose scales or sizes ask for an absurd output, an initializer or a Reshape
+//! target of more elements than memory can address: a typed refusal at convert time,
+//! never an overflow, a panic or a giant allocation.
 
 use cairn_convert::onnx_pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
@@ -142,4 +143,41 @@ fn an_initializer_of_overflowing_size_is_refused() {
         Err(e) => format!("{e:#}"),
     };
     assert!(e.contains("more elements than memory can address"), "{e}");
+}
+
+/// A Reshape whose constant target multiplies past the address space is refused (found by
+/// the onnx_model fuzz target: the inferred dim's product overflowed).
+#[test]
+fn a_reshape_target_of_overflowing_size_is_refused() {
+    for target in [vec![1i64 << 40, 1 << 40, -1], vec![1 << 40, 1 << 40, 16]] {
+        let shape = TensorProto {
+            name: "s".into(),
+            dims: vec![target.len() as i64],
+            data_type: 7,
+            int64_data: target.clone(),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            node: vec![NodeProto {
+                input: vec!["x".into(), "s".into()],
+                output: vec!["y".into()],
+                name: "reshape".into(),
+                op_type: "Reshape".into(),
+                ..Default::default()
+            }],
+            initializer: vec![shape],
+            input: vec![value("x", &[1, 16])],
+            output: vec![value("y", &[])],
+            ..Default::default()
+        };
+        let bytes = common::model_bytes(graph, 19);
+        let e = match cairn_convert::convert(&bytes, &cairn_convert::Options::default(), |_| {}) {
+            Ok(_) => panic!("a Reshape to {target:?} converted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            e.contains("more elements than memory can address"),
+            "{target:?}: {e}"
+        );
+    }
 }
