@@ -116,16 +116,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<HostTensor> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dim", t.name)))
         .collect::<Result<_>>()?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| {
-            anyhow!(
-                "tensor '{}' of shape {:?} has more elements than memory can address",
-                t.name,
-                shape
-            )
-        })?;
+    let n = crate::lower_shape::numel(&shape).with_context(|| format!("tensor '{}'", t.name))?;
     let raw = &t.raw_data;
     let dt = D::try_from(t.data_type)
         .map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;

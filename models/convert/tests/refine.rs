@@ -65,15 +65,20 @@ fn model() -> Vec<u8> {
     )
 }
 
+/// One step of the tests' LCG: a value uniform in [0, 1) from the state's top 24 bits
+/// (its low bit stays free for a sign).
+fn uniform(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*seed >> 40) as f32 / (1u64 << 24) as f32
+}
+
 /// Magnitudes spread log-uniformly over [1e-3, 1e2], random signs.
 fn sample(seed: &mut u64) -> Vec<f32> {
     (0..N)
         .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (*seed >> 40) as f32 / (1u64 << 24) as f32;
-            let m = 10f32.powf(-3.0 + 5.0 * u);
+            let m = 10f32.powf(-3.0 + 5.0 * uniform(seed));
             if *seed & 1 == 0 {
                 m
             } else {
@@ -96,10 +101,7 @@ fn rel_err(opts: &Options, x: &[f32]) -> (f32, Vec<String>) {
 
 #[test]
 fn a_lossy_op_stays_f32_and_convert_says_why() {
-    let seed0: u64 = std::env::var("CAIRN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
+    let seed0 = common::seed(7);
     let mut seed = seed0;
     let calib: Vec<Vec<Vec<f32>>> = (0..8).map(|_| vec![sample(&mut seed)]).collect();
     let x = sample(&mut seed);
@@ -141,10 +143,7 @@ fn heavy_w() -> Vec<f32> {
     let mut seed = 11u64;
     (0..N * N)
         .map(|i| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = 0.5 + 0.5 * ((seed >> 40) as f32 / (1u64 << 24) as f32);
+            let u = 0.5 + 0.5 * uniform(&mut seed);
             u * 10f32.powf(-3.0 + 5.0 * (i % N) as f32 / N as f32) / N as f32
         })
         .collect()
@@ -179,21 +178,10 @@ fn heavy_model() -> Vec<u8> {
 /// has no cap, moves it and fixes the output.
 #[test]
 fn the_output_guard_keeps_its_mac_cap() {
-    let seed0: u64 = std::env::var("CAIRN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seed0 = common::seed(5);
     let mut seed = seed0;
-    let positive = |seed: &mut u64| -> Vec<f32> {
-        (0..N)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                0.5 + 0.5 * ((*seed >> 40) as f32 / (1u64 << 24) as f32)
-            })
-            .collect()
-    };
+    let positive =
+        |seed: &mut u64| -> Vec<f32> { (0..N).map(|_| 0.5 + 0.5 * uniform(seed)).collect() };
     let calib: Vec<Vec<Vec<f32>>> = (0..8).map(|_| vec![positive(&mut seed)]).collect();
     let x = positive(&mut seed);
     let err = |opts: &Options| -> (f32, Vec<String>) {
