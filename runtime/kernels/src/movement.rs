@@ -258,6 +258,15 @@ pub(crate) fn transpose_plane<T: Copy>(
 ) {
     const TILE: usize = 16;
     let dst = &mut dst[..rows * cols];
+    // Two to four source rows interleaved (a pixel shuffle, the tail of a non-overlapping
+    // ConvTranspose made a 1×1 conv): whole output rows at a time, a loop the compiler
+    // turns into byte shuffles instead of `cols` strided scalar passes.
+    match cols {
+        2 => return interleave::<T, 2>(src, off, s, rows, dst),
+        3 => return interleave::<T, 3>(src, off, s, rows, dst),
+        4 => return interleave::<T, 4>(src, off, s, rows, dst),
+        _ => {}
+    }
     let mut j0 = 0;
     while j0 + TILE <= cols {
         let lines: [&[T]; TILE] = core::array::from_fn(|t| &src[off + (j0 + t) * s..][..rows]);
@@ -271,6 +280,24 @@ pub(crate) fn transpose_plane<T: Copy>(
     for j in j0..cols {
         for (i, &v) in src[off + j * s..][..rows].iter().enumerate() {
             dst[i * cols + j] = v;
+        }
+    }
+}
+
+/// [`transpose_plane`] for `C` source rows: `dst[i][j] = src[off + i + j·s]`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline]
+fn interleave<T: Copy, const C: usize>(
+    src: &[T],
+    off: usize,
+    s: usize,
+    rows: usize,
+    dst: &mut [T],
+) {
+    let lines: [&[T]; C] = core::array::from_fn(|j| &src[off + j * s..][..rows]);
+    for (i, d) in dst.as_chunks_mut::<C>().0[..rows].iter_mut().enumerate() {
+        for (v, line) in d.iter_mut().zip(&lines) {
+            *v = line[i];
         }
     }
 }

@@ -121,3 +121,34 @@ fn large_planes_match_elementwise_gather() {
         }
     }
 }
+
+/// A pixel shuffle (DepthToSpace in CRD order, the tail of a ConvTranspose whose kernel
+/// equals its stride): each output row interleaves two to four source rows, the hosts'
+/// `interleave` path.
+#[test]
+fn pixel_shuffles_match_elementwise_gather() {
+    let seed = seed() ^ 0x7A07;
+    let mut r = Rng(seed);
+    let perm = [0, 1, 4, 2, 5, 3];
+    for (case, bw) in [2, 3, 4, 2].into_iter().enumerate() {
+        let dims = [
+            1,
+            r.range(1, 5),
+            r.range(1, 3),
+            bw,
+            r.range(1, 9),
+            r.range(1, 70),
+        ];
+        for dt in [DType::I8, DType::F32] {
+            let es = dt.size_bytes();
+            let n: usize = dims.iter().product();
+            let x: Vec<u8> = (0..n * es).map(|_| r.i8() as u8).collect();
+            let model = transpose_model(dt, &dims, &perm);
+            assert_eq!(
+                run(&model, CpuBackend, &x),
+                transposed(&x, es, &dims, &perm),
+                "CAIRN_SEED={seed} case {case}: {dt:?} {dims:?} by {perm:?}"
+            );
+        }
+    }
+}
