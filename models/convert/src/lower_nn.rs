@@ -106,26 +106,45 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
         let out_shape = a
             .ints("output_shape")
             .map(|v| if d1 && v.len() == 1 { vec![1, v[0]] } else { v })
-            .map(|v| v.iter().map(|&x| x as usize).collect::<Vec<_>>());
+            .map(|v| {
+                // The last two entries are the spatial dims (a full N, C, H, W is allowed).
+                let v = &v[v.len().saturating_sub(2)..];
+                match v.iter().all(|&x| x > 0 && x <= u32::MAX as i64) && v.len() == 2 {
+                    true => Ok(v.iter().map(|&x| x as usize).collect::<Vec<_>>()),
+                    false => Err(anyhow!(
+                        "ConvTranspose output_shape {v:?} is not two positive dims"
+                    )),
+                }
+            })
+            .transpose()?;
         let target = match (out_shape, auto.as_str()) {
             (Some(o), _) => Some(o),
             (None, "SAME_UPPER" | "SAME_LOWER") => Some(vec![xs[2] * s[0], xs[3] * s[1]]),
             _ => None,
         };
+        let mut op = op;
         let pads = match target {
             Some(t) => {
                 let (mut b, mut e) = (vec![0; 2], vec![0; 2]);
                 for i in 0..2 {
                     let full = s[i] * (xs[2 + i] - 1) + op[i] + (k[i] - 1) * dl[i] + 1;
-                    let total = full
-                        .checked_sub(t[i])
-                        .ok_or_else(|| anyhow!("ConvTranspose output_shape too large"))?;
-                    if auto == "SAME_UPPER" {
-                        b[i] = total / 2;
-                        e[i] = total - total / 2;
+                    // ONNX's split, with floor division: an output larger than the
+                    // kernel's reach leaves a negative pad, which at the end is output
+                    // padding (the extra rows hold the bias alone).
+                    let total = full as i64 - t[i] as i64;
+                    let (pb, pe) = if auto == "SAME_UPPER" {
+                        (total.div_euclid(2), total - total.div_euclid(2))
                     } else {
-                        b[i] = total - total / 2;
-                        e[i] = total / 2;
+                        (total - total.div_euclid(2), total.div_euclid(2))
+                    };
+                    if pb < 0 {
+                        bail!("ConvTranspose output_shape {t:?} needs negative leading padding");
+                    }
+                    b[i] = pb as usize;
+                    if pe < 0 {
+                        op[i] += pe.unsigned_abs() as usize;
+                    } else {
+                        e[i] = pe as usize;
                     }
                 }
                 (b, e)
