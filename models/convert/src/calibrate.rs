@@ -192,15 +192,25 @@ pub fn tensor_errors(
         .collect();
     let mut acc: std::collections::HashMap<usize, (f64, f64)> =
         params.iter().map(|&(t, _)| (t, (0.0, 0.0))).collect();
+    // A tensor only a clamp reads is judged on what the clamp keeps.
+    let kept: std::collections::HashMap<usize, (f32, f32)> = params
+        .iter()
+        .filter_map(|&(t, _)| clamp_reader(g, t).map(|(_, c)| (t, c)))
+        .collect();
     for s in samples {
         let vals = g.run_all_on(s, true)?;
         for &(t, (scale, zp)) in &params {
             let Some(v) = vals.get(&t) else { continue };
             let a = acc.get_mut(&t).expect("tensor");
+            let (lo, hi) = kept
+                .get(&t)
+                .copied()
+                .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
             for &x in bytemuck::cast_slice::<u8, f32>(v.as_slice()) {
                 if !x.is_finite() {
                     continue;
                 }
+                let x = x.clamp(lo, hi);
                 let q = quantize_f32(x, scale, zp, -128, 127);
                 let d = (q - zp) as f32 * scale;
                 a.0 += ((x - d) as f64).powi(2);
@@ -212,6 +222,36 @@ pub fn tensor_errors(
         .into_iter()
         .map(|(t, (e, n))| (t, if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 }))
         .collect())
+}
+
+/// The Relu or Clip that alone reads `t`, directly or through Reshapes and Transposes,
+/// and its bounds (`None` if another op reads it, or it is a graph output): the part of
+/// `t` outside them is dropped anyway, so int8 need not keep it.
+pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
+    use cairn_core::op::UnaryFn;
+    use cairn_core::OpKind;
+    let mut at = t;
+    for _ in 0..8 {
+        let readers = g.consumers(at);
+        if readers.len() != 1 || g.outputs.contains(&at) {
+            return None;
+        }
+        let op = &g.ops[readers[0]];
+        match op.kind {
+            OpKind::Reshape | OpKind::Transpose => at = *op.outputs.first()?,
+            OpKind::Unary => {
+                let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
+                let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)) {
+                    Some(UnaryFn::Relu) => (0.0, f32::INFINITY),
+                    Some(UnaryFn::Clip) => (bits(1), bits(2)),
+                    _ => return None,
+                };
+                return (lo <= hi).then_some((readers[0], (lo, hi)));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A tensor read only by a clamp (Relu, Clip), directly or through data movement
