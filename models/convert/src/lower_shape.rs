@@ -140,13 +140,32 @@ fn broadcast_int(
     Ok(HostTensor::i64(out, res))
 }
 
-/// Elements of a tensor of `shape`, refused when the count overflows `usize` (dims of a
-/// hostile model: an input declared 2^40 × 2^40, a Reshape target of huge constants).
+/// The most a shape's extent, the product of max(d, 1) over its dims, may be. Every shape
+/// the converter holds (graph tensors, convert-time host tensors) is within it, so the
+/// product of any of its dims fits in usize even when another dim is 0 (a shape like
+/// [0, 2^40, 2^40] has no elements, but a product over its last dims would overflow),
+/// and so does the size in bytes of its elements (8 bytes at most), the most one Rust
+/// allocation may have.
+pub const MAX_EXTENT: usize = isize::MAX as usize / 8;
+
+/// Elements of a tensor of `shape`, refused when the shape's extent is past [`MAX_EXTENT`]
+/// (dims of a hostile model: an input declared 2^40 × 2^40, a Reshape target of huge
+/// constants, huge dims beside a 0). Call it on every shape from outside or freshly
+/// computed before taking products over its dims.
 pub fn numel(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| anyhow!("shape {shape:?} has more elements than memory can address"))
+    let mut extent = 1usize;
+    let mut empty = false;
+    for &d in shape {
+        empty |= d == 0;
+        extent = extent
+            .checked_mul(d.max(1))
+            .filter(|&e| e <= MAX_EXTENT)
+            .ok_or_else(|| match shape.contains(&0) {
+                false => anyhow!("shape {shape:?} has more elements than memory can address"),
+                true => anyhow!("shape {shape:?}: its dims other than 0 multiply to more elements than memory can address"),
+            })?;
+    }
+    Ok(if empty { 0 } else { extent })
 }
 
 /// Resolve an ONNX Reshape target against the input shape (0 = copy, -1 = infer).
