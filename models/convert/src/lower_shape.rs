@@ -118,7 +118,7 @@ fn broadcast_int(
         };
     }
     let (sta, stb) = (strides(&sa), strides(&sb));
-    let n: usize = out.iter().product();
+    let n = numel(&out)?;
     let mut res = Vec::with_capacity(n);
     let mut idx = vec![0usize; r];
     for _ in 0..n {
@@ -265,9 +265,10 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 .host(&n.input[0])?
                 .to_i64()
                 .iter()
-                .map(|&d| d as usize)
-                .collect();
-            let count: usize = shape.iter().product();
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow!("ConstantOfShape of a negative dim"))?;
+            let count = numel(&shape)?;
             let t = match a.tensor("value").map(tensor_from_proto).transpose()? {
                 Some(v) if !v.is_float() => HostTensor::i64(shape, vec![v.to_i64()[0]; count]),
                 Some(v) => HostTensor::f32(shape, vec![v.to_f32()[0]; count]),
@@ -360,6 +361,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             let mut out_shape = shape[..axis].to_vec();
             out_shape.extend(&idx.shape);
             out_shape.extend(&shape[axis + 1..]);
+            numel(&out_shape)?;
             let pick = |src: &dyn Fn(usize) -> f64| -> Vec<f64> {
                 let mut v = Vec::new();
                 for o in 0..outer {
@@ -400,12 +402,16 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 if d == 0 {
                     bail!("Range with delta 0");
                 }
-                let count = ((e - s) as f64 / d as f64).ceil().max(0.0) as usize;
-                let v: Vec<i64> = (0..count).map(|i| s + i as i64 * d).collect();
+                let count = ((e as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+                numel(&[count])?;
+                let v: Vec<i64> = (0..count)
+                    .map(|i| s.saturating_add((i as i64).saturating_mul(d)))
+                    .collect();
                 l.out(n, 0, Val::Int(HostTensor::i64(vec![count], v)));
             } else {
                 let (s, e, d) = (s.to_f32()[0], e.to_f32()[0], d.to_f32()[0]);
                 let count = ((e - s) / d).ceil().max(0.0) as usize;
+                numel(&[count])?;
                 let v: Vec<f32> = (0..count).map(|i| s + i as f32 * d).collect();
                 let id = l.g.add_f32(&n.output[0], vec![count], &v);
                 l.out(n, 0, Val::T(id));
@@ -507,7 +513,11 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 let outer: usize = hs[0].shape[..axis].iter().product();
                 let mut v = Vec::new();
                 let mut shape = hs[0].shape.clone();
-                shape[axis] = hs.iter().map(|h| h.shape[axis]).sum();
+                shape[axis] = hs
+                    .iter()
+                    .try_fold(0usize, |s, h| s.checked_add(h.shape[axis]))
+                    .ok_or_else(|| anyhow!("Concat along axis {axis} overflows"))?;
+                numel(&shape)?;
                 for o in 0..outer {
                     for h in &hs {
                         let len: usize = h.shape[axis..].iter().product();

@@ -281,3 +281,36 @@ fn regress_a_folded_shape_with_a_zero_dim_and_huge_dims_is_refused() {
         );
     }
 }
+
+/// A Range of 2^63 integers, and an AffineGrid whose size multiplies past usize: refused
+/// before any product or allocation overflows.
+#[test]
+fn regress_a_range_or_grid_of_overflowing_size_is_refused() {
+    let range = common::node("Range", &["a", "b", "d"], &["y"], vec![]);
+    let init = vec![
+        TensorProto {
+            dims: vec![],
+            ..ints("a", &[0])
+        },
+        TensorProto {
+            dims: vec![],
+            ..ints("b", &[i64::MAX])
+        },
+        TensorProto {
+            dims: vec![],
+            ..ints("d", &[1])
+        },
+    ];
+    let e = refused_graph(&[1], vec![range], init);
+    assert!(
+        e.contains("more elements than memory can address"),
+        "Range: {e}"
+    );
+    let grid = common::node("AffineGrid", &["x", "size"], &["y"], vec![]);
+    let init = vec![ints("size", &[1, 2, 1 << 40, 1 << 40])];
+    let e = refused_graph(&[1, 2, 3], vec![grid], init);
+    assert!(
+        e.contains("more elements than memory can address"),
+        "AffineGrid: {e}"
+    );
+}
