@@ -510,6 +510,12 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .collect::<Result<_>>()?;
                 let r = hs[0].shape.len();
                 let axis = norm_axis(a.int("axis", 0), r)?;
+                let fits = |h: &HostTensor| {
+                    h.shape.len() == r && (0..r).all(|i| i == axis || h.shape[i] == hs[0].shape[i])
+                };
+                if r == 0 || !hs.iter().all(fits) {
+                    bail!("Concat of shapes that differ off axis {axis}");
+                }
                 let outer: usize = hs[0].shape[..axis].iter().product();
                 let mut v = Vec::new();
                 let mut shape = hs[0].shape.clone();
@@ -537,7 +543,10 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .into_iter()
                     .filter(|&t| l.g.tensors[t].numel() > 0)
                     .collect();
-                let r = l.shape(ts[0]).len();
+                let Some(&t0) = ts.first() else {
+                    bail!("Concat of empty tensors only is not supported");
+                };
+                let r = l.shape(t0).len();
                 let axis = norm_axis(a.int("axis", 0), r)?;
                 let y = l.concat(&ts, axis)?;
                 l.out(n, 0, Val::T(y));

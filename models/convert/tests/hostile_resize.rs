@@ -314,3 +314,37 @@ fn regress_a_range_or_grid_of_overflowing_size_is_refused() {
         "AffineGrid: {e}"
     );
 }
+
+/// A Concat whose inputs all have no elements is a typed refusal, not an index past the
+/// empty list left once zero-sized inputs are dropped; so is a convert-time integer Concat
+/// of inputs whose ranks differ, not an index past the shorter shape.
+#[test]
+fn regress_a_concat_of_empty_tensors_only_is_refused() {
+    let a = TensorProto {
+        dims: vec![1, 2],
+        ..ints("a", &[1, 2])
+    };
+    let concat = common::node(
+        "Concat",
+        &["a", "b"],
+        &["y"],
+        vec![common::int_attr("axis", 1)],
+    );
+    let e = refused_graph(&[1], vec![concat], vec![a, ints("b", &[3])]);
+    assert!(e.contains("Concat of shapes that differ"), "{e}");
+
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![0, 2],
+        data_type: 1,
+        ..Default::default()
+    };
+    let concat = common::node(
+        "Concat",
+        &["w", "w"],
+        &["y"],
+        vec![common::int_attr("axis", 0)],
+    );
+    let e = refused_graph(&[1], vec![concat], vec![w]);
+    assert!(e.contains("Concat of empty tensors only"), "{e}");
+}
