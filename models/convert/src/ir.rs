@@ -189,7 +189,9 @@ impl Graph {
                     shapes
                 )
             })?;
-        Ok(s.dims().iter().map(|&d| d as usize).collect())
+        let dims: Vec<usize> = s.dims().iter().map(|&d| d as usize).collect();
+        crate::lower_shape::numel(&dims).map_err(|e| anyhow!("{} output: {e}", kind.name()))?;
+        Ok(dims)
     }
 
     /// Run one op on given input bytes with the reference kernels; returns each output.

@@ -294,6 +294,8 @@ impl<'m> Lower<'m> {
                 }
                 _ => t.clone(),
             };
+            crate::lower_shape::numel(&t.shape)
+                .with_context(|| format!("the value given for input '{}'", inp.name))?;
             self.set_host(&inp.name, t);
             return Ok(());
         }
@@ -339,6 +341,7 @@ impl<'m> Lower<'m> {
                 input_shape_hint(&inp.name, d.as_deref())
             ),
         };
+        crate::lower_shape::numel(&shape).with_context(|| format!("input '{}'", inp.name))?;
         let id = self.g.add(&inp.name, dtype, shape);
         self.g.inputs.push(id);
         self.vals.insert(inp.name.clone(), Val::T(id));
@@ -356,7 +359,28 @@ impl<'m> Lower<'m> {
         } else {
             node.name.clone()
         };
-        self.node(node)
+        let first = self.g.tensors.len();
+        self.node(node)?;
+        self.check_extents(node, first)
+    }
+
+    /// Every shape the node made, graph tensors (from `first` on) and convert-time values,
+    /// is within [`crate::lower_shape::MAX_EXTENT`], so later products of its dims cannot
+    /// overflow. Shapes from outside are checked where they enter (inputs, initializers,
+    /// op outputs in `Graph::infer`); this catches the ones a lowering folded on the host.
+    fn check_extents(&self, node: &NodeProto, first: usize) -> Result<()> {
+        let outputs = node.output.iter().filter_map(|o| match self.vals.get(o) {
+            Some(Val::Int(h)) => Some(&h.shape),
+            _ => None,
+        });
+        for shape in self.g.tensors[first..]
+            .iter()
+            .map(|t| &t.shape)
+            .chain(outputs)
+        {
+            crate::lower_shape::numel(shape)?;
+        }
+        Ok(())
     }
 }
 

@@ -183,7 +183,7 @@ fn bias(
                 let mut ps = ms.clone();
                 let r = ps.len();
                 ps[r - 1] = total - last;
-                let count: usize = ps.iter().product();
+                let count = crate::lower_shape::numel(&ps)?;
                 let pad = l.g.add_f32(
                     format!("{}:mask_pad", l.node_name),
                     ps,

@@ -158,7 +158,7 @@ fn affine_grid(l: &mut Lower, n: &NodeProto) -> Result<()> {
         bail!("AffineGrid: theta {ts:?} and size {size:?} do not fit (2-d or 3-d)");
     }
     let spatial: Vec<usize> = size[2..].iter().map(|&d| d as usize).collect();
-    let pixels: usize = spatial.iter().product();
+    let pixels = crate::lower_shape::numel(&spatial)?;
     if pixels
         .checked_mul(k + 1)
         .is_none_or(|v| v > MAX_MATRIX_ENTRIES)

@@ -118,7 +118,7 @@ fn broadcast_int(
         };
     }
     let (sta, stb) = (strides(&sa), strides(&sb));
-    let n: usize = out.iter().product();
+    let n = numel(&out)?;
     let mut res = Vec::with_capacity(n);
     let mut idx = vec![0usize; r];
     for _ in 0..n {
@@ -140,13 +140,32 @@ fn broadcast_int(
     Ok(HostTensor::i64(out, res))
 }
 
-/// Elements of a tensor of `shape`, refused when the count overflows `usize` (dims of a
-/// hostile model: an input declared 2^40 × 2^40, a Reshape target of huge constants).
+/// The most a shape's extent, the product of max(d, 1) over its dims, may be. Every shape
+/// the converter holds (graph tensors, convert-time host tensors) is within it, so the
+/// product of any of its dims fits in usize even when another dim is 0 (a shape like
+/// [0, 2^40, 2^40] has no elements, but a product over its last dims would overflow),
+/// and so does the size in bytes of its elements (8 bytes at most), the most one Rust
+/// allocation may have.
+pub const MAX_EXTENT: usize = isize::MAX as usize / 8;
+
+/// Elements of a tensor of `shape`, refused when the shape's extent is past [`MAX_EXTENT`]
+/// (dims of a hostile model: an input declared 2^40 × 2^40, a Reshape target of huge
+/// constants, huge dims beside a 0). Call it on every shape from outside or freshly
+/// computed before taking products over its dims.
 pub fn numel(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| anyhow!("shape {shape:?} has more elements than memory can address"))
+    let mut extent = 1usize;
+    let mut empty = false;
+    for &d in shape {
+        empty |= d == 0;
+        extent = extent
+            .checked_mul(d.max(1))
+            .filter(|&e| e <= MAX_EXTENT)
+            .ok_or_else(|| match shape.contains(&0) {
+                false => anyhow!("shape {shape:?} has more elements than memory can address"),
+                true => anyhow!("shape {shape:?}: its dims other than 0 multiply to more elements than memory can address"),
+            })?;
+    }
+    Ok(if empty { 0 } else { extent })
 }
 
 /// Resolve an ONNX Reshape target against the input shape (0 = copy, -1 = infer).
@@ -246,9 +265,10 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 .host(&n.input[0])?
                 .to_i64()
                 .iter()
-                .map(|&d| d as usize)
-                .collect();
-            let count: usize = shape.iter().product();
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow!("ConstantOfShape of a negative dim"))?;
+            let count = numel(&shape)?;
             let t = match a.tensor("value").map(tensor_from_proto).transpose()? {
                 Some(v) if !v.is_float() => HostTensor::i64(shape, vec![v.to_i64()[0]; count]),
                 Some(v) => HostTensor::f32(shape, vec![v.to_f32()[0]; count]),
@@ -341,6 +361,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             let mut out_shape = shape[..axis].to_vec();
             out_shape.extend(&idx.shape);
             out_shape.extend(&shape[axis + 1..]);
+            numel(&out_shape)?;
             let pick = |src: &dyn Fn(usize) -> f64| -> Vec<f64> {
                 let mut v = Vec::new();
                 for o in 0..outer {
@@ -381,12 +402,16 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 if d == 0 {
                     bail!("Range with delta 0");
                 }
-                let count = ((e - s) as f64 / d as f64).ceil().max(0.0) as usize;
-                let v: Vec<i64> = (0..count).map(|i| s + i as i64 * d).collect();
+                let count = ((e as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+                numel(&[count])?;
+                let v: Vec<i64> = (0..count)
+                    .map(|i| s.saturating_add((i as i64).saturating_mul(d)))
+                    .collect();
                 l.out(n, 0, Val::Int(HostTensor::i64(vec![count], v)));
             } else {
                 let (s, e, d) = (s.to_f32()[0], e.to_f32()[0], d.to_f32()[0]);
                 let count = ((e - s) / d).ceil().max(0.0) as usize;
+                numel(&[count])?;
                 let v: Vec<f32> = (0..count).map(|i| s + i as f32 * d).collect();
                 let id = l.g.add_f32(&n.output[0], vec![count], &v);
                 l.out(n, 0, Val::T(id));
@@ -485,10 +510,20 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .collect::<Result<_>>()?;
                 let r = hs[0].shape.len();
                 let axis = norm_axis(a.int("axis", 0), r)?;
+                let fits = |h: &HostTensor| {
+                    h.shape.len() == r && (0..r).all(|i| i == axis || h.shape[i] == hs[0].shape[i])
+                };
+                if r == 0 || !hs.iter().all(fits) {
+                    bail!("Concat of shapes that differ off axis {axis}");
+                }
                 let outer: usize = hs[0].shape[..axis].iter().product();
                 let mut v = Vec::new();
                 let mut shape = hs[0].shape.clone();
-                shape[axis] = hs.iter().map(|h| h.shape[axis]).sum();
+                shape[axis] = hs
+                    .iter()
+                    .try_fold(0usize, |s, h| s.checked_add(h.shape[axis]))
+                    .ok_or_else(|| anyhow!("Concat along axis {axis} overflows"))?;
+                numel(&shape)?;
                 for o in 0..outer {
                     for h in &hs {
                         let len: usize = h.shape[axis..].iter().product();
@@ -508,7 +543,10 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .into_iter()
                     .filter(|&t| l.g.tensors[t].numel() > 0)
                     .collect();
-                let r = l.shape(ts[0]).len();
+                let Some(&t0) = ts.first() else {
+                    bail!("Concat of empty tensors only is not supported");
+                };
+                let r = l.shape(t0).len();
                 let axis = norm_axis(a.int("axis", 0), r)?;
                 let y = l.concat(&ts, axis)?;
                 l.out(n, 0, Val::T(y));

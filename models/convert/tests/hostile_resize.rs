@@ -181,3 +181,170 @@ fn a_reshape_target_of_overflowing_size_is_refused() {
         );
     }
 }
+
+/// The largest dim a cairn shape holds (dims are u32 in the runtime's `Shape`).
+const M: i64 = u32::MAX as i64;
+
+/// `nodes` over the graph input `x` of `dims` (float; given as `--input-shape`, since a
+/// declared 0 reads as an unknown dim) and `init`, with output `y`: refused with a typed
+/// error by `check` (no panic) and by `convert`.
+fn refused_graph(dims: &[i64], nodes: Vec<NodeProto>, init: Vec<TensorProto>) -> String {
+    let graph = GraphProto {
+        node: nodes,
+        initializer: init,
+        input: vec![value("x", dims)],
+        output: vec![value("y", &[])],
+        ..Default::default()
+    };
+    let bytes = common::model_bytes(graph, 19);
+    let mut opts = cairn_convert::Options::default();
+    let given = dims.iter().map(|&d| d as usize).collect();
+    opts.input_shapes.insert("x".into(), given);
+    let _ = cairn_convert::check(&bytes, &opts);
+    match cairn_convert::convert(&bytes, &opts, |_| {}) {
+        Ok(_) => panic!("a tensor of extent past the address space converted"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 7,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn softmax(input: &str, axis: i64) -> NodeProto {
+    common::node(
+        "Softmax",
+        &[input],
+        &["y"],
+        vec![common::int_attr("axis", axis)],
+    )
+}
+
+/// A zero dim does not hide huge ones: a graph input of [0, M, M, M] has no elements, but
+/// the product of its last three dims overflows, and Softmax over axis 0 takes it.
+#[test]
+fn regress_an_input_with_a_zero_dim_and_huge_dims_is_refused() {
+    let e = refused_graph(&[0, M, M, M], vec![softmax("x", 0)], vec![]);
+    assert!(e.contains("more elements than memory can address"), "{e}");
+}
+
+/// The same through an initializer: zero elements (no data) under huge dims, fed to
+/// Softmax, ReduceSum and Concat, each of which takes products of its dims.
+#[test]
+fn regress_an_initializer_with_a_zero_dim_and_huge_dims_is_refused() {
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![0, M, M, M],
+        data_type: 1,
+        ..Default::default()
+    };
+    let reduce = NodeProto {
+        attribute: vec![common::int_attr("keepdims", 1)],
+        ..common::node("ReduceSum", &["w", "axes"], &["y"], vec![])
+    };
+    let concat = common::node(
+        "Concat",
+        &["w", "w"],
+        &["y"],
+        vec![common::int_attr("axis", 3)],
+    );
+    for node in [softmax("w", 0), reduce, concat] {
+        let op = node.op_type.clone();
+        let e = refused_graph(&[1], vec![node], vec![w.clone(), ints("axes", &[2])]);
+        assert!(
+            e.contains("more elements than memory can address"),
+            "{op}: {e}"
+        );
+    }
+}
+
+/// ConstantOfShape, Expand and Tile fold to a shape of zero elements and huge dims; what
+/// reads it (a Softmax over axis 0) is refused, not overflowed.
+#[test]
+fn regress_a_folded_shape_with_a_zero_dim_and_huge_dims_is_refused() {
+    let of_shape = common::node("ConstantOfShape", &["s"], &["c"], vec![]);
+    let expand = common::node("Expand", &["x", "s"], &["c"], vec![]);
+    let tile = common::node("Tile", &["x", "reps"], &["c"], vec![]);
+    for node in [of_shape, expand, tile] {
+        let op = node.op_type.clone();
+        let init = vec![ints("s", &[0, M, M, M]), ints("reps", &[1, M, M, M])];
+        let e = refused_graph(&[0, 1, 1, 1], vec![node, softmax("c", 0)], init);
+        assert!(
+            e.contains("more elements than memory can address"),
+            "{op}: {e}"
+        );
+    }
+}
+
+/// A Range of 2^63 integers, and an AffineGrid whose size multiplies past usize: refused
+/// before any product or allocation overflows.
+#[test]
+fn regress_a_range_or_grid_of_overflowing_size_is_refused() {
+    let range = common::node("Range", &["a", "b", "d"], &["y"], vec![]);
+    let init = vec![
+        TensorProto {
+            dims: vec![],
+            ..ints("a", &[0])
+        },
+        TensorProto {
+            dims: vec![],
+            ..ints("b", &[i64::MAX])
+        },
+        TensorProto {
+            dims: vec![],
+            ..ints("d", &[1])
+        },
+    ];
+    let e = refused_graph(&[1], vec![range], init);
+    assert!(
+        e.contains("more elements than memory can address"),
+        "Range: {e}"
+    );
+    let grid = common::node("AffineGrid", &["x", "size"], &["y"], vec![]);
+    let init = vec![ints("size", &[1, 2, 1 << 40, 1 << 40])];
+    let e = refused_graph(&[1, 2, 3], vec![grid], init);
+    assert!(
+        e.contains("more elements than memory can address"),
+        "AffineGrid: {e}"
+    );
+}
+
+/// A Concat whose inputs all have no elements is a typed refusal, not an index past the
+/// empty list left once zero-sized inputs are dropped; so is a convert-time integer Concat
+/// of inputs whose ranks differ, not an index past the shorter shape.
+#[test]
+fn regress_a_concat_of_empty_tensors_only_is_refused() {
+    let a = TensorProto {
+        dims: vec![1, 2],
+        ..ints("a", &[1, 2])
+    };
+    let concat = common::node(
+        "Concat",
+        &["a", "b"],
+        &["y"],
+        vec![common::int_attr("axis", 1)],
+    );
+    let e = refused_graph(&[1], vec![concat], vec![a, ints("b", &[3])]);
+    assert!(e.contains("Concat of shapes that differ"), "{e}");
+
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![0, 2],
+        data_type: 1,
+        ..Default::default()
+    };
+    let concat = common::node(
+        "Concat",
+        &["w", "w"],
+        &["y"],
+        vec![common::int_attr("axis", 0)],
+    );
+    let e = refused_graph(&[1], vec![concat], vec![w]);
+    assert!(e.contains("Concat of empty tensors only"), "{e}");
+}

@@ -53,14 +53,22 @@ impl Shape {
         self.dims[i] as usize
     }
 
-    /// Number of elements, `None` on overflow.
+    /// Number of elements; `None` when the shape's extent, the product of max(d, 1) over
+    /// its dims, overflows usize. A zero dim does not hide huge ones: [0, 2^32 - 1,
+    /// 2^32 - 1, 2^32 - 1] has no elements but is refused, since a product over part of
+    /// its dims would overflow. So every `prod` after a successful `numel` fits.
     pub fn numel(&self) -> Option<usize> {
-        self.dims()
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        let mut extent = 1usize;
+        let mut empty = false;
+        for &d in self.dims() {
+            empty |= d == 0;
+            extent = extent.checked_mul((d as usize).max(1))?;
+        }
+        Some(if empty { 0 } else { extent })
     }
 
-    /// Product of dims in `range` (no overflow check: call after `numel` succeeded).
+    /// Product of dims in `from..to` (no overflow check: call after `numel` succeeded,
+    /// which bounds the product of any of the dims).
     pub fn prod(&self, from: usize, to: usize) -> usize {
         self.dims()[from..to].iter().map(|&d| d as usize).product()
     }

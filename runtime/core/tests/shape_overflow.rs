@@ -215,3 +215,24 @@ fn transpose_with_fewer_entries_than_input_dims_is_refused() {
     );
     assert_eq!(r, Ok(declared));
 }
+
+/// A zero dim does not hide huge ones: `numel` refuses a shape whose extent (the product
+/// of max(d, 1)) overflows usize, so `prod` over any range after it succeeded cannot.
+#[test]
+fn numel_refuses_huge_dims_behind_a_zero() {
+    for dims in [
+        [0, MAX_DIM, MAX_DIM, MAX_DIM],
+        [MAX_DIM, MAX_DIM, MAX_DIM, 0],
+        [MAX_DIM, 0, MAX_DIM, MAX_DIM],
+    ] {
+        let s = Shape::new(&dims).unwrap();
+        assert_eq!(s.numel(), None, "{dims:?}");
+    }
+    // Zero elements under dims whose extent fits (65535² < 2^32 on every target).
+    let s = Shape::new(&[65535, 0, 65535]).unwrap();
+    assert_eq!(s.numel(), Some(0));
+    assert_eq!(s.prod(0, 1), 65535);
+    assert_eq!(s.prod(1, 3), 0);
+    assert_eq!(Shape::new(&[2, 3, 4]).unwrap().numel(), Some(24));
+    assert_eq!(Shape::SCALAR.numel(), Some(1));
+}
