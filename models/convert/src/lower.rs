@@ -570,6 +570,9 @@ impl<'m> Lower<'m> {
             .flatten()
             .all(|&t| self.g.tensors[t].is_const())
         {
+            for &o in &outs {
+                crate::lower_shape::fold_numel(&self.g.tensors[o].shape)?;
+            }
             let vals = self.g.run_op(&op, &|_| None)?;
             for (&o, v) in outs.iter().zip(vals) {
                 self.g.tensors[o].data = Some(v);

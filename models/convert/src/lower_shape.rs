@@ -118,7 +118,7 @@ fn broadcast_int(
         };
     }
     let (sta, stb) = (strides(&sa), strides(&sb));
-    let n = numel(&out)?;
+    let n = fold_numel(&out)?;
     let mut res = Vec::with_capacity(n);
     let mut idx = vec![0usize; r];
     for _ in 0..n {
@@ -147,6 +147,23 @@ fn broadcast_int(
 /// and so does the size in bytes of its elements (8 bytes at most), the most one Rust
 /// allocation may have.
 pub const MAX_EXTENT: usize = isize::MAX as usize / 8;
+
+/// The most elements of one value the converter computes itself (a folded constant, an
+/// integer shape value): 2^28, a gigabyte of f32. Far more than any real model folds (the
+/// largest constants are embedding tables of tens of millions), and small enough that a
+/// hostile model's ConstantOfShape, Range or Expand of 2^40 elements is refused before
+/// the allocation that would abort the process.
+pub const MAX_FOLD_ELEMS: usize = 1 << 28;
+
+/// [`numel`] of a value about to be computed at convert time, refused past
+/// [`MAX_FOLD_ELEMS`].
+pub fn fold_numel(shape: &[usize]) -> Result<usize> {
+    let n = numel(shape)?;
+    if n > MAX_FOLD_ELEMS {
+        bail!("a value of shape {shape:?} ({n} elements) computed at convert time is larger than cairn folds (2^28 elements)");
+    }
+    Ok(n)
+}
 
 /// Elements of a tensor of `shape`, refused when the shape's extent is past [`MAX_EXTENT`]
 /// (dims of a hostile model: an input declared 2^40 × 2^40, a Reshape target of huge
@@ -268,7 +285,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                 .map(|&d| usize::try_from(d))
                 .collect::<Result<_, _>>()
                 .map_err(|_| anyhow!("ConstantOfShape of a negative dim"))?;
-            let count = numel(&shape)?;
+            let count = fold_numel(&shape)?;
             let t = match a.tensor("value").map(tensor_from_proto).transpose()? {
                 Some(v) if !v.is_float() => HostTensor::i64(shape, vec![v.to_i64()[0]; count]),
                 Some(v) => HostTensor::f32(shape, vec![v.to_f32()[0]; count]),
@@ -361,7 +378,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             let mut out_shape = shape[..axis].to_vec();
             out_shape.extend(&idx.shape);
             out_shape.extend(&shape[axis + 1..]);
-            numel(&out_shape)?;
+            fold_numel(&out_shape)?;
             let pick = |src: &dyn Fn(usize) -> f64| -> Vec<f64> {
                 let mut v = Vec::new();
                 for o in 0..outer {
@@ -403,7 +420,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     bail!("Range with delta 0");
                 }
                 let count = ((e as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
-                numel(&[count])?;
+                fold_numel(&[count])?;
                 let v: Vec<i64> = (0..count)
                     .map(|i| s.saturating_add((i as i64).saturating_mul(d)))
                     .collect();
@@ -411,7 +428,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             } else {
                 let (s, e, d) = (s.to_f32()[0], e.to_f32()[0], d.to_f32()[0]);
                 let count = ((e - s) / d).ceil().max(0.0) as usize;
-                numel(&[count])?;
+                fold_numel(&[count])?;
                 let v: Vec<f32> = (0..count).map(|i| s + i as f32 * d).collect();
                 let id = l.g.add_f32(&n.output[0], vec![count], &v);
                 l.out(n, 0, Val::T(id));
@@ -523,7 +540,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     .iter()
                     .try_fold(0usize, |s, h| s.checked_add(h.shape[axis]))
                     .ok_or_else(|| anyhow!("Concat along axis {axis} overflows"))?;
-                numel(&shape)?;
+                fold_numel(&shape)?;
                 for o in 0..outer {
                     for h in &hs {
                         let len: usize = h.shape[axis..].iter().product();

@@ -348,3 +348,36 @@ fn regress_a_concat_of_empty_tensors_only_is_refused() {
     let e = refused_graph(&[1], vec![concat], vec![w]);
     assert!(e.contains("Concat of empty tensors only"), "{e}");
 }
+
+/// Values the converter computes itself are bounded in size, not only in address range: a
+/// ConstantOfShape, a Range and a folded Expand of 2^36 elements (256 GB of f32, well
+/// inside the address space) are refused before the allocation, which aborted the
+/// process.
+#[test]
+fn regress_a_convert_time_value_too_large_to_fold_is_refused() {
+    let big = [1 << 12, 1 << 12, 1 << 12];
+    let of_shape = common::node("ConstantOfShape", &["s"], &["y"], vec![]);
+    let e = refused_graph(&[1], vec![of_shape], vec![ints("s", &big)]);
+    assert!(
+        e.contains("larger than cairn folds"),
+        "ConstantOfShape: {e}"
+    );
+    let expand = common::node("Expand", &["one", "s"], &["y"], vec![]);
+    let one = TensorProto {
+        name: "one".into(),
+        dims: vec![1],
+        data_type: 1,
+        float_data: vec![1.0],
+        ..Default::default()
+    };
+    let e = refused_graph(&[1], vec![expand], vec![one, ints("s", &big)]);
+    assert!(e.contains("larger than cairn folds"), "Expand: {e}");
+    let range = common::node("Range", &["a", "b", "d"], &["y"], vec![]);
+    let scalar = |name: &str, v: i64| TensorProto {
+        dims: vec![],
+        ..ints(name, &[v])
+    };
+    let init = vec![scalar("a", 0), scalar("b", 1 << 36), scalar("d", 1)];
+    let e = refused_graph(&[1], vec![range], init);
+    assert!(e.contains("larger than cairn folds"), "Range: {e}");
+}
