@@ -41,6 +41,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GRU",
     "RNN",
     "If",
+    "Loop",
+    "Scan",
     "Conv",
     "ConvTranspose",
     "Gemm",

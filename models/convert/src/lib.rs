@@ -18,6 +18,7 @@ mod lower_crop;
 mod lower_einsum;
 mod lower_grid_sample;
 mod lower_index;
+mod lower_loop;
 mod lower_math;
 mod lower_nn;
 mod lower_norm;

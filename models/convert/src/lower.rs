@@ -696,6 +696,8 @@ impl<'m> Lower<'m> {
             "QuantizeLinear" => self.quantize_linear(n),
             "DequantizeLinear" => self.dequantize_linear(n),
             "If" => self.if_op(n),
+            "Loop" => self.loop_op(n),
+            "Scan" => self.scan_op(n),
             _ => crate::lower_nn::lower_nn_op(self, n),
         }
     }
@@ -743,7 +745,7 @@ impl<'m> Lower<'m> {
     }
 
     /// Lower the nodes of a subgraph in the current scope (it reads outer values by name).
-    fn inline(&mut self, g: &'m crate::onnx_pb::GraphProto) -> Result<()> {
+    pub(crate) fn inline(&mut self, g: &'m crate::onnx_pb::GraphProto) -> Result<()> {
         for init in &g.initializer {
             let t = tensor_from_proto(init)?;
             self.set_host(&init.name, t);
@@ -753,6 +755,12 @@ impl<'m> Lower<'m> {
                 self.consumers.entry(i.clone()).or_default().push(nd);
             }
         }
+        self.inline_nodes(g)
+    }
+
+    /// Lower a subgraph's nodes again (a loop body's next iteration: its initializers and
+    /// consumers are known from the first).
+    pub(crate) fn inline_nodes(&mut self, g: &'m crate::onnx_pb::GraphProto) -> Result<()> {
         for node in topo_sort(&g.node)? {
             self.named_node(node)
                 .with_context(|| format!("node '{}' ({})", self.node_name, node.op_type))?;

@@ -484,7 +484,13 @@ fn proj(l: &mut Lower, x: usize, w: usize, bias: Option<usize>) -> Result<usize>
 }
 
 /// `len` entries from `start` along `axis`, rank kept.
-fn take(l: &mut Lower, x: usize, axis: usize, start: usize, len: usize) -> Result<usize> {
+pub(crate) fn take(
+    l: &mut Lower,
+    x: usize,
+    axis: usize,
+    start: usize,
+    len: usize,
+) -> Result<usize> {
     let s = l.shape(x);
     if start == 0 && len == s[axis] {
         return Ok(x);

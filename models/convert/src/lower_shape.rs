@@ -915,3 +915,26 @@ pub(crate) fn one_hot_matmul(l: &mut Lower, a: usize, b: usize) -> Result<Option
     )?;
     Ok(Some(y))
 }
+
+/// Convert-time values of one shape stacked along a new axis `axis` (as integers).
+pub fn stack_host(parts: &[HostTensor], axis: usize) -> Result<HostTensor> {
+    let first = &parts
+        .first()
+        .ok_or_else(|| anyhow!("stack of nothing"))?
+        .shape;
+    if axis > first.len() || parts.iter().any(|p| &p.shape != first) {
+        bail!("stacked values differ in shape, or the axis is past their rank");
+    }
+    let mut shape = first.clone();
+    shape.insert(axis, parts.len());
+    fold_numel(&shape)?;
+    let (outer, inner) = (numel(&first[..axis])?, numel(&first[axis..])?);
+    let vals: Vec<Vec<i64>> = parts.iter().map(|p| p.to_i64()).collect();
+    let mut out = Vec::with_capacity(outer * inner * parts.len());
+    for o in 0..outer {
+        for v in &vals {
+            out.extend_from_slice(&v[o * inner..(o + 1) * inner]);
+        }
+    }
+    Ok(HostTensor::i64(shape, out))
+}
