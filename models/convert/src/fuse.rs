@@ -190,14 +190,72 @@ fn fuse_act(g: &mut Graph) -> bool {
     false
 }
 
-/// A ConvTranspose whose kernel equals its stride (one group, no padding, dilation or
-/// output padding) writes each input pixel's `kh×kw` block of outputs on its own: it is a
-/// 1×1 conv to `O·kh·kw` channels, then a pixel shuffle (DepthToSpace in CRD order:
-/// Reshape, Transpose, Reshape). The conv runs on the GEMM kernels and the shuffle is a
-/// move, where a ConvTranspose kernel walks every tap (PP-OCR's DB head: 10.5 ms at
-/// 5.6 GMAC/s before). The conv keeps the op's bias and fused activation (both commute
-/// with the move); quantized weights from a QDQ model move with their per-channel scales.
-/// Runs after the affine and activation folds, so those land in the conv first.
+/// One axis of a ConvTranspose cut into stride phases: output `q·s + r` is the sum over
+/// `t` of `x[q + t] · w[r + p − s·t]` (ONNX: `o = i·s + k − p`), a plain correlation per
+/// phase. Offsets `t` span `tmin..=tmax` over all phases (`taps` of them).
+struct Phases {
+    s: usize,
+    p: usize,
+    k: usize,
+    tmin: i64,
+    taps: usize,
+    /// Conv padding before and after, and the conv's output length (≥ ceil(out / s)).
+    pads: (usize, usize),
+    len: usize,
+}
+
+impl Phases {
+    fn of(s: usize, p: usize, k: usize, input: usize, out: usize) -> Option<Phases> {
+        let (si, pi, ki) = (s as i64, p as i64, k as i64);
+        let lo = |r: i64| (r + pi - ki).div_euclid(si) + 1;
+        let hi = |r: i64| (r + pi).div_euclid(si);
+        // Every phase needs a tap (a kernel at least as wide as the stride).
+        if s == 0 || k < s || (0..si).any(|r| lo(r) > hi(r)) {
+            return None;
+        }
+        let tmin = (0..si).map(lo).min()?;
+        let tmax = (0..si).map(hi).max()?;
+        // A phase reading past its own input row (negative padding) is not this form.
+        if tmin > 0 {
+            return None;
+        }
+        let taps = (tmax - tmin + 1) as usize;
+        let before = (-tmin) as usize;
+        let want = out.div_ceil(s);
+        let after = (want + taps).saturating_sub(1 + input + before);
+        let len = (input + before + after + 1).checked_sub(taps)?;
+        Some(Phases {
+            s,
+            p,
+            k,
+            tmin,
+            taps,
+            pads: (before, after),
+            len,
+        })
+    }
+
+    /// The ConvTranspose tap of phase `r` at conv tap `a`, if there is one.
+    fn tap(&self, r: usize, a: usize) -> Option<usize> {
+        let t = a as i64 + self.tmin;
+        let k = r as i64 + self.p as i64 - self.s as i64 * t;
+        (0..self.k as i64).contains(&k).then_some(k as usize)
+    }
+}
+
+/// A ConvTranspose (one group, dilation 1) is a plain conv per stride phase: output pixel
+/// `(q·sh + ry, q'·sw + rx)` reads input pixels `(q + ty, q' + tx)` through kernel tap
+/// `(ry + ph − sh·ty, rx + pw − sw·tx)`. So it becomes one stride-1 conv to `O·sh·sw`
+/// channels (phase `(ry, rx)` of channel `o` at `(o·sh + ry)·sw + rx`; taps a phase
+/// lacks hold zero), then a pixel shuffle (Reshape, Transpose, Reshape) and, where the
+/// phases overhang the output, a Slice. The conv runs on the GEMM kernels and the shuffle
+/// is a move, where a ConvTranspose kernel walks every tap (PP-OCR's DB head, kernel 2
+/// stride 2: 10.5 ms at 5.6 GMAC/s before). A kernel equal to its stride adds no work;
+/// an overlapping one adds the zero taps (kernel 4 stride 2: 2.25× the MACs), taken only
+/// up to [`DECONV_MAX_OVERHEAD`]. The conv keeps the op's bias and fused activation (both
+/// commute with the moves); quantized weights from a QDQ model move with their
+/// per-channel scales, so the int8 sums are the ConvTranspose's. Runs after the affine
+/// and activation folds, so those land in the conv first.
 fn deconv_as_conv(g: &mut Graph) -> bool {
     use crate::ir::{HOp, Hint};
     use cairn_core::DType;
@@ -213,17 +271,29 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
         let (xs, ws) = (&g.tensors[x].shape, &g.tensors[w].shape);
         let [n, c, h, wd] = xs[..] else { continue };
         let [wc, o, kh, kw] = ws[..] else { continue };
-        let pr = &op.params;
-        let plain = pr[0] == kh as i32
-            && pr[1] == kw as i32
-            && pr[2..6].iter().all(|&v| v == 0)
-            && pr[6] == 1
-            && pr[7] == 1
-            && pr[conv::GROUP] == 1
-            && pr[9] == 0
-            && pr[10] == 0;
         let y = op.outputs[0];
-        if !plain || wc != c || g.tensors[y].shape != [n, o, h * kh, wd * kw] {
+        let [yn, yo, oh, ow] = g.tensors[y].shape[..] else {
+            continue;
+        };
+        let pr = &op.params;
+        let nonneg = |v: i32| usize::try_from(v).ok();
+        let (Some(sh), Some(sw), Some(ph), Some(pw)) =
+            (nonneg(pr[0]), nonneg(pr[1]), nonneg(pr[2]), nonneg(pr[3]))
+        else {
+            continue;
+        };
+        if pr[6] != 1 || pr[7] != 1 || pr[conv::GROUP] != 1 || wc != c || (yn, yo) != (n, o) {
+            continue;
+        }
+        let (Some(ay), Some(ax)) = (
+            Phases::of(sh, ph, kh, h, oh),
+            Phases::of(sw, pw, kw, wd, ow),
+        ) else {
+            continue;
+        };
+        let phases = sh * sw;
+        let conv_taps = ay.taps * ax.taps;
+        if (conv_taps * phases) as f32 > DECONV_MAX_OVERHEAD * (kh * kw) as f32 {
             continue;
         }
         let Some(wv) = g.tensors[w].const_f32() else {
@@ -236,17 +306,20 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
             },
             None => None,
         };
-        let taps = kh * kw;
-        // Conv weight row (o, ky, kx), column c  ←  ConvTranspose weight [c, o, ky, kx].
-        let from: Vec<usize> = (0..o * taps * c)
+        // Conv weight [(o, ry, rx), c, a, b]  ←  ConvTranspose weight [c, o, ky, kx].
+        let from: Vec<Option<usize>> = (0..o * phases * c * conv_taps)
             .map(|i| {
-                let (row, ci) = (i / c, i % c);
-                (ci * o + row / taps) * taps + row % taps
+                let (row, rest) = (i / (c * conv_taps), i % (c * conv_taps));
+                let (ci, tap) = (rest / conv_taps, rest % conv_taps);
+                let (oc, phase) = (row / phases, row % phases);
+                let ky = ay.tap(phase / sw, tap / ax.taps)?;
+                let kx = ax.tap(phase % sw, tap % ax.taps)?;
+                Some(((ci * o + oc) * kh + ky) * kw + kx)
             })
             .collect();
         let repeat = |v: &[f32]| -> Vec<f32> {
             v.iter()
-                .flat_map(|&s| std::iter::repeat_n(s, taps))
+                .flat_map(|&s| std::iter::repeat_n(s, phases))
                 .collect()
         };
         // A QDQ weight's int8 values and scales (per output channel, axis 1) move along.
@@ -259,7 +332,7 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
                     _ => continue,
                 };
                 Some(Hint::Weight {
-                    q: from.iter().map(|&i| q[i]).collect(),
+                    q: from.iter().map(|&i| i.map_or(0, |i| q[i])).collect(),
                     scales,
                     axis: axis.map(|_| 0),
                 })
@@ -270,7 +343,7 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
             None => None,
             Some(Hint::Bias { q, scales }) if q.len() == o => Some(Hint::Bias {
                 q: q.iter()
-                    .flat_map(|&v| std::iter::repeat_n(v, taps))
+                    .flat_map(|&v| std::iter::repeat_n(v, phases))
                     .collect(),
                 scales: if scales.len() == o {
                     repeat(&scales)
@@ -282,69 +355,102 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
         };
         let name = op.name.clone();
         let act = (pr[conv::T_ACT_LO], pr[conv::T_ACT_HI]);
-        let ch = o * taps;
+        let ch = o * phases;
+        let wnew: Vec<f32> = from.iter().map(|&i| i.map_or(0.0, |i| wv[i])).collect();
         let nw = g.add_f32(
-            format!("{name}:w1x1"),
-            vec![ch, c, 1, 1],
-            &from.iter().map(|&i| wv[i]).collect::<Vec<_>>(),
+            format!("{name}:wphase"),
+            vec![ch, c, ay.taps, ax.taps],
+            &wnew,
         );
         g.tensors[nw].hint = w_hint;
         let nb = bv.map(|bv| {
-            let t = g.add_f32(format!("{name}:b1x1"), vec![ch], &repeat(&bv));
+            let t = g.add_f32(format!("{name}:bphase"), vec![ch], &repeat(&bv));
             g.tensors[t].hint = b_hint;
             t
         });
-        let z = g.add(format!("{name}:1x1"), DType::F32, vec![n, ch, h, wd]);
-        let mut params = vec![1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0];
+        let (lh, lw) = (ay.len, ax.len);
+        let mut params = vec![
+            1,
+            1,
+            ay.pads.0 as i32,
+            ax.pads.0 as i32,
+            ay.pads.1 as i32,
+            ax.pads.1 as i32,
+            1,
+            1,
+            1,
+            0,
+            0,
+        ];
         params[conv::ACT_LO] = act.0;
         params[conv::ACT_HI] = act.1;
-        let mut ops = vec![HOp {
-            kind: OpKind::Conv,
-            inputs: vec![Some(x), Some(nw), nb],
-            outputs: vec![z],
-            params,
-            name: name.clone(),
-        }];
-        if taps == 1 {
+        let mut ops = Vec::new();
+        let mut step = |g: &mut Graph, kind, input, shape: Vec<usize>, params, last: bool| {
+            let out = if last {
+                y
+            } else {
+                g.add(format!("{name}:{}", ops.len()), DType::F32, shape)
+            };
+            let mut inputs = vec![Some(input)];
+            if kind == OpKind::Conv {
+                inputs.extend([Some(nw), nb]);
+            }
             ops.push(HOp {
-                kind: OpKind::Reshape,
-                inputs: vec![Some(z)],
-                outputs: vec![y],
-                params: vec![],
-                name,
-            });
-        } else {
-            let blocks = g.add(
-                format!("{name}:blocks"),
-                DType::F32,
-                vec![n, o, kh, kw, h, wd],
-            );
-            let shuffled = g.add(
-                format!("{name}:shuffle"),
-                DType::F32,
-                vec![n, o, h, kh, wd, kw],
-            );
-            let mv = |kind, i, o, params| HOp {
                 kind,
-                inputs: vec![Some(i)],
-                outputs: vec![o],
+                inputs,
+                outputs: vec![out],
                 params,
                 name: name.clone(),
-            };
-            ops.push(mv(OpKind::Reshape, z, blocks, vec![]));
-            ops.push(mv(
+            });
+            out
+        };
+        let whole = [n, o, lh * sh, lw * sw];
+        let crop = whole != [n, o, oh, ow];
+        // Stride 1 (a plain conv with the kernel flipped) needs no shuffle.
+        let z = step(
+            g,
+            OpKind::Conv,
+            x,
+            vec![n, ch, lh, lw],
+            params,
+            phases == 1 && !crop,
+        );
+        let joined = if phases == 1 {
+            z
+        } else {
+            let blocks = step(
+                g,
+                OpKind::Reshape,
+                z,
+                vec![n, o, sh, sw, lh, lw],
+                vec![],
+                false,
+            );
+            let shuffled = step(
+                g,
                 OpKind::Transpose,
                 blocks,
-                shuffled,
+                vec![n, o, lh, sh, lw, sw],
                 vec![0, 1, 4, 2, 5, 3],
-            ));
-            ops.push(mv(OpKind::Reshape, shuffled, y, vec![]));
+                false,
+            );
+            step(g, OpKind::Reshape, shuffled, whole.to_vec(), vec![], !crop)
+        };
+        if crop {
+            let mut slice = vec![0; 4];
+            slice.extend([1; 4]);
+            step(g, OpKind::Slice, joined, vec![n, o, oh, ow], slice, true);
         }
         g.ops.splice(p..=p, ops);
         return true;
     }
     false
 }
+
+/// The most MACs [`deconv_as_conv`] may add, as a multiple of the ConvTranspose's (the
+/// zero taps of an overlapping kernel): the GEMM kernels are 10× and more faster than
+/// the ConvTranspose kernel, so 2.5× still gains several times.
+const DECONV_MAX_OVERHEAD: f32 = 2.5;
 
 /// Op `at` becomes the unary function `params` of `x`, keeping its output and name.
 fn become_unary(g: &mut Graph, at: usize, x: usize, params: Vec<i32>) {

@@ -29,13 +29,15 @@ fn values(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// ConvTranspose params: strides, pads (begin, end), dilations, group, output padding.
-fn deconv_params(s: [usize; 2], pad: usize) -> Vec<i32> {
-    let (s0, s1, p) = (s[0] as i32, s[1] as i32, pad as i32);
-    let mut v = vec![s0, s1, p, p, p, p, 1, 1, 1, 0, 0];
+fn deconv_params(case: &Case) -> Vec<i32> {
+    let (s, p) = (case.s, case.pad as i32);
+    let (d, op) = (case.dil as i32, case.out_pad as i32);
+    let mut v = vec![s[0] as i32, s[1] as i32, p, p, p, p, d, d, 1, op, op];
     v.extend(NO_ACT);
     v
 }
 
+#[derive(Clone, Copy)]
 struct Case {
     c: usize,
     o: usize,
@@ -43,20 +45,36 @@ struct Case {
     k: [usize; 2],
     s: [usize; 2],
     pad: usize,
+    out_pad: usize,
+    dil: usize,
 }
 
-/// x [1, c, h, w] → ConvTranspose(w, b) → Mul(per channel) → Add(per channel) → Relu.
-fn deconv_graph(case: &Case, state: &mut u64) -> Graph {
-    let Case {
+const fn case(
+    c: usize,
+    o: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    pad: usize,
+) -> Case {
+    Case {
         c,
         o,
         hw,
         k,
         s,
         pad,
-    } = *case;
-    let oh = (hw[0] - 1) * s[0] + k[0] - 2 * pad;
-    let ow = (hw[1] - 1) * s[1] + k[1] - 2 * pad;
+        out_pad: 0,
+        dil: 1,
+    }
+}
+
+/// x [1, c, h, w] → ConvTranspose(w, b) → Mul(per channel) → Add(per channel) → Relu.
+fn deconv_graph(case: &Case, state: &mut u64) -> Graph {
+    let Case { c, o, hw, k, s, .. } = *case;
+    let (pad, dil, out_pad) = (case.pad, case.dil, case.out_pad);
+    let oh = (hw[0] - 1) * s[0] + (k[0] - 1) * dil + 1 + out_pad - 2 * pad;
+    let ow = (hw[1] - 1) * s[1] + (k[1] - 1) * dil + 1 + out_pad - 2 * pad;
     let mut g = Graph::default();
     let x = g.add("x", DType::F32, vec![1, c, hw[0], hw[1]]);
     let w = g.add_f32(
@@ -80,7 +98,7 @@ fn deconv_graph(case: &Case, state: &mut u64) -> Graph {
         OpKind::ConvTranspose,
         &[x, w, b],
         d,
-        deconv_params(s, pad),
+        deconv_params(case),
     ));
     g.ops.push(op(OpKind::Mul, &[d, ms], m, NO_ACT.to_vec()));
     g.ops.push(op(OpKind::Add, &[m, sh], a, NO_ACT.to_vec()));
@@ -106,31 +124,20 @@ fn a_kernel_equal_to_its_stride_becomes_a_conv_and_a_shuffle() {
     let seed = seed(7);
     let mut state = seed;
     let cases = [
-        // The DB head's form, a wide non-square one, and the 1×1 one.
+        // The DB head's form, a wide non-square one, and the 1×1 one: no added taps.
+        case(8, 5, [6, 7], [2, 2], [2, 2], 0),
+        case(3, 4, [5, 4], [1, 3], [1, 3], 0),
+        case(6, 3, [4, 4], [1, 1], [1, 1], 0),
+        // Overlapping kernels: U-Net's 4/2/1, 3/2/1 with and without output padding,
+        // stride 1 (a flipped conv), and mixed per axis.
+        case(5, 4, [5, 6], [4, 4], [2, 2], 1),
+        case(4, 3, [6, 5], [3, 3], [2, 2], 1),
         Case {
-            c: 8,
-            o: 5,
-            hw: [6, 7],
-            k: [2, 2],
-            s: [2, 2],
-            pad: 0,
+            out_pad: 1,
+            ..case(4, 3, [6, 5], [3, 3], [2, 2], 1)
         },
-        Case {
-            c: 3,
-            o: 4,
-            hw: [5, 4],
-            k: [1, 3],
-            s: [1, 3],
-            pad: 0,
-        },
-        Case {
-            c: 6,
-            o: 3,
-            hw: [4, 4],
-            k: [1, 1],
-            s: [1, 1],
-            pad: 0,
-        },
+        case(3, 5, [7, 6], [3, 3], [1, 1], 1),
+        case(4, 2, [5, 5], [3, 4], [1, 2], 1),
     ];
     for case in &cases {
         let mut g = deconv_graph(case, &mut state);
@@ -144,7 +151,7 @@ fn a_kernel_equal_to_its_stride_becomes_a_conv_and_a_shuffle() {
         assert!(
             k[1..]
                 .iter()
-                .all(|k| matches!(k, OpKind::Reshape | OpKind::Transpose)),
+                .all(|k| matches!(k, OpKind::Reshape | OpKind::Transpose | OpKind::Slice)),
             "{k:?}"
         );
         let got = run(&g, &x);
@@ -171,34 +178,19 @@ fn a_kernel_equal_to_its_stride_becomes_a_conv_and_a_shuffle() {
     }
 }
 
+/// A kernel narrower than its stride (phases with no tap), a dilated one, and one whose
+/// zero taps would pass the overhead bound (kernel 2 stride 2 with padding 1: each phase
+/// reads two rows, 4× the MACs) keep the ConvTranspose kernel.
 #[test]
-fn overlapping_or_padded_kernels_stay_conv_transpose() {
+fn kernels_the_phase_form_does_not_fit_stay_conv_transpose() {
     let mut state = seed(9);
     for case in [
+        case(4, 4, [5, 5], [2, 2], [3, 3], 0),
         Case {
-            c: 4,
-            o: 4,
-            hw: [5, 5],
-            k: [4, 4],
-            s: [2, 2],
-            pad: 1,
+            dil: 2,
+            ..case(4, 4, [5, 5], [3, 3], [2, 2], 1)
         },
-        Case {
-            c: 4,
-            o: 4,
-            hw: [5, 5],
-            k: [3, 3],
-            s: [2, 2],
-            pad: 0,
-        },
-        Case {
-            c: 4,
-            o: 4,
-            hw: [5, 5],
-            k: [2, 2],
-            s: [2, 2],
-            pad: 1,
-        },
+        case(4, 4, [5, 5], [2, 2], [2, 2], 1),
     ] {
         let mut g = deconv_graph(&case, &mut state);
         fuse(&mut g);
@@ -215,63 +207,72 @@ fn quantized_weights_move_with_their_scales_bit_exactly() {
     let seed = seed(11);
     let mut state = seed;
     let (c, o, h, w) = (6, 4, 5, 3);
-    let mut g = Graph::default();
-    let x = g.add("x", DType::F32, vec![1, c, h, w]);
-    let sx = 0.02f32;
-    g.tensors[x].hint = Some(Hint::Act {
-        scale: sx,
-        zero_point: 3,
-    });
-    let scales: Vec<f32> = (0..o).map(|i| 0.004 + 0.001 * i as f32).collect();
-    let q: Vec<i8> = (0..c * o * 4)
-        .map(|_| (splitmix(&mut state) % 255) as i8)
-        .collect();
-    let real: Vec<f32> = q
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| v as f32 * scales[i / 4 % o])
-        .collect();
-    let wt = g.add_f32("w", vec![c, o, 2, 2], &real);
-    g.tensors[wt].hint = Some(Hint::Weight {
-        q,
-        scales: scales.clone(),
-        axis: Some(1),
-    });
-    let bq: Vec<i32> = (0..o as i32).map(|i| 40 * i - 70).collect();
-    let bscales: Vec<f32> = scales.iter().map(|s| s * sx).collect();
-    let bias: Vec<f32> = bq
-        .iter()
-        .zip(&bscales)
-        .map(|(&v, s)| v as f32 * s)
-        .collect();
-    let bt = g.add_f32("b", vec![o], &bias);
-    g.tensors[bt].hint = Some(Hint::Bias {
-        q: bq,
-        scales: bscales,
-    });
-    let y = g.add("y", DType::F32, vec![1, o, 2 * h, 2 * w]);
-    g.tensors[y].hint = Some(Hint::Act {
-        scale: 0.03,
-        zero_point: -5,
-    });
-    g.ops.push(op(
-        OpKind::ConvTranspose,
-        &[x, wt, bt],
-        y,
-        deconv_params([2, 2], 0),
-    ));
-    g.inputs.push(x);
-    g.outputs.push(y);
+    // Kernel = stride, and two overlapping kernels (zero taps added, with a Slice).
+    for (k, pad) in [(2, 0), (4, 1), (3, 1)] {
+        let taps = k * k;
+        let mut g = Graph::default();
+        let x = g.add("x", DType::F32, vec![1, c, h, w]);
+        let sx = 0.02f32;
+        g.tensors[x].hint = Some(Hint::Act {
+            scale: sx,
+            zero_point: 3,
+        });
+        let scales: Vec<f32> = (0..o).map(|i| 0.004 + 0.001 * i as f32).collect();
+        let q: Vec<i8> = (0..c * o * taps)
+            .map(|_| (splitmix(&mut state) % 255) as i8)
+            .collect();
+        let real: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * scales[i / taps % o])
+            .collect();
+        let wt = g.add_f32("w", vec![c, o, k, k], &real);
+        g.tensors[wt].hint = Some(Hint::Weight {
+            q,
+            scales: scales.clone(),
+            axis: Some(1),
+        });
+        let bq: Vec<i32> = (0..o as i32).map(|i| 40 * i - 70).collect();
+        let bscales: Vec<f32> = scales.iter().map(|s| s * sx).collect();
+        let bias: Vec<f32> = bq
+            .iter()
+            .zip(&bscales)
+            .map(|(&v, s)| v as f32 * s)
+            .collect();
+        let bt = g.add_f32("b", vec![o], &bias);
+        g.tensors[bt].hint = Some(Hint::Bias {
+            q: bq,
+            scales: bscales,
+        });
+        let out = |n: usize| (n - 1) * 2 + k - 2 * pad;
+        let y = g.add("y", DType::F32, vec![1, o, out(h), out(w)]);
+        g.tensors[y].hint = Some(Hint::Act {
+            scale: 0.03,
+            zero_point: -5,
+        });
+        g.ops.push(op(
+            OpKind::ConvTranspose,
+            &[x, wt, bt],
+            y,
+            deconv_params(&case(c, o, [h, w], [k, k], [2, 2], pad)),
+        ));
+        g.inputs.push(x);
+        g.outputs.push(y);
 
-    let xs = values(&mut state, c * h * w, 2.5);
-    let ranges = calibrate(&g, &[vec![xs.clone()]], Method::MinMax, |_| {}).unwrap();
-    let (before, _) = quantize(&g, &ranges).unwrap();
-    assert!(kinds(&before).contains(&OpKind::ConvTranspose));
-    let mut fused = g.clone();
-    fuse(&mut fused);
-    assert!(!kinds(&fused).contains(&OpKind::ConvTranspose));
-    let ranges = calibrate(&fused, &[vec![xs.clone()]], Method::MinMax, |_| {}).unwrap();
-    let (after, report) = quantize(&fused, &ranges).unwrap();
-    assert_eq!(report.f32_ops, Vec::<String>::new());
-    assert_eq!(run(&after, &xs), run(&before, &xs), "CAIRN_SEED={seed}");
+        let xs = values(&mut state, c * h * w, 2.5);
+        let ranges = calibrate(&g, &[vec![xs.clone()]], Method::MinMax, |_| {}).unwrap();
+        let (before, _) = quantize(&g, &ranges).unwrap();
+        assert!(kinds(&before).contains(&OpKind::ConvTranspose));
+        let mut fused = g.clone();
+        fuse(&mut fused);
+        assert!(!kinds(&fused).contains(&OpKind::ConvTranspose), "k {k}");
+        let ranges = calibrate(&fused, &[vec![xs.clone()]], Method::MinMax, |_| {}).unwrap();
+        let (after, report) = quantize(&fused, &ranges).unwrap();
+        assert_eq!(report.f32_ops, Vec::<String>::new());
+        assert_eq!(
+            run(&after, &xs),
+            run(&before, &xs),
+            "k {k} (CAIRN_SEED={seed})"
+        );
+    }
 }
