@@ -8,11 +8,32 @@ use cairn_core::OpKind;
 use crate::lower::{Lower, Val, INF_BITS};
 use crate::onnx::{Attrs, NodeProto};
 
-fn pair(v: &Option<Vec<i64>>, default: i64, n: usize) -> Vec<usize> {
+/// A conv or pool attribute of `n` entries (or `default` for each), each in `0..=2^24`:
+/// a negative or absurd stride, pad or kernel from a hostile model is refused, not cast
+/// to a huge usize.
+fn pair(v: &Option<Vec<i64>>, default: i64, n: usize) -> Result<Vec<usize>> {
+    const MAX: i64 = 1 << 24;
     match v {
-        Some(v) if v.len() == n => v.iter().map(|&x| x as usize).collect(),
-        _ => vec![default as usize; n],
+        Some(v) if v.len() == n => v
+            .iter()
+            .map(|&x| {
+                (0..=MAX)
+                    .contains(&x)
+                    .then_some(x as usize)
+                    .ok_or_else(|| anyhow!("attribute value {x} is out of range (0..=2^24)"))
+            })
+            .collect(),
+        _ => Ok(vec![default as usize; n]),
     }
+}
+
+/// [`pair`] for strides, dilations and kernel sizes, which must be at least 1.
+fn pair_pos(v: &Option<Vec<i64>>, n: usize) -> Result<Vec<usize>> {
+    let p = pair(v, 1, n)?;
+    if p.contains(&0) {
+        bail!("a stride, dilation or kernel size of 0");
+    }
+    Ok(p)
 }
 
 /// Begin/end pads for each spatial axis, honouring auto_pad.
@@ -26,7 +47,7 @@ fn spatial_pads(
     let n = ins.len();
     match a.string("auto_pad", "NOTSET").as_str() {
         "NOTSET" => {
-            let p = pair(&a.ints("pads"), 0, 2 * n);
+            let p = pair(&a.ints("pads"), 0, 2 * n)?;
             Ok((p[..n].to_vec(), p[n..].to_vec()))
         }
         "VALID" => Ok((vec![0; n], vec![0; n])),
@@ -91,8 +112,11 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
     let ws = l.shape(w);
     let xs = l.shape(x);
     let k = vec![ws[2], ws[3]];
-    let s = pair(&lift(a.ints("strides"), 2), 1, 2);
-    let dl = pair(&lift(a.ints("dilations"), 2), 1, 2);
+    if k.contains(&0) || xs[2..].contains(&0) {
+        bail!("{} of an empty kernel or input ({ws:?}, {xs:?})", n.op_type);
+    }
+    let s = pair_pos(&lift(a.ints("strides"), 2), 2)?;
+    let dl = pair_pos(&lift(a.ints("dilations"), 2), 2)?;
     let group = a.int("group", 1);
     let pads_attr = lift_pads(a.ints("pads"));
     let (pb, pe) = if transpose {
@@ -101,7 +125,7 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
                 .map(|v| if d1 && v.len() == 1 { vec![0, v[0]] } else { v }),
             0,
             2,
-        );
+        )?;
         let auto = a.string("auto_pad", "NOTSET");
         let out_shape = a
             .ints("output_shape")
@@ -150,7 +174,7 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
                 (b, e)
             }
             None => {
-                let p = pair(&pads_attr, 0, 4);
+                let p = pair(&pads_attr, 0, 4)?;
                 (p[..2].to_vec(), p[2..].to_vec())
             }
         };
@@ -179,7 +203,7 @@ fn conv(l: &mut Lower, n: &NodeProto, transpose: bool) -> Result<()> {
         l.out(n, 0, Val::T(y));
         return Ok(());
     } else if a.has("pads") {
-        let p = pair(&pads_attr, 0, 4);
+        let p = pair(&pads_attr, 0, 4)?;
         (p[..2].to_vec(), p[2..].to_vec())
     } else {
         spatial_pads(&a, &xs[2..], &k, &s, &dl)?
@@ -334,16 +358,16 @@ fn pool(l: &mut Lower, n: &NodeProto, max: bool) -> Result<()> {
             }
         })
     };
-    let k = pair(&lift(a.ints("kernel_shape"), 1), 1, 2);
-    let s = pair(&lift(a.ints("strides"), 1), 1, 2);
+    let k = pair_pos(&lift(a.ints("kernel_shape"), 1), 2)?;
+    let s = pair_pos(&lift(a.ints("strides"), 1), 2)?;
     let dl = if max {
-        pair(&lift(a.ints("dilations"), 1), 1, 2)
+        pair_pos(&lift(a.ints("dilations"), 1), 2)?
     } else {
         vec![1, 1]
     };
     let ceil = a.int("ceil_mode", 0) != 0;
     let (pb, pe) = if d1 && a.has("pads") {
-        let p = pair(&lift(a.ints("pads"), 0), 0, 4);
+        let p = pair(&lift(a.ints("pads"), 0), 0, 4)?;
         (p[..2].to_vec(), p[2..].to_vec())
     } else {
         spatial_pads(&a, &xs[2..], &k, &s, &dl)?

@@ -381,3 +381,36 @@ fn regress_a_convert_time_value_too_large_to_fold_is_refused() {
     let e = refused_graph(&[1], vec![range], init);
     assert!(e.contains("larger than cairn folds"), "Range: {e}");
 }
+
+/// Pool and conv attributes from outside: a stride of 0 divided by zero when the pool's
+/// output size was computed (found by the onnx_model fuzz target; seed
+/// `regress-pool-stride-zero`), and a negative one was cast to a huge usize.
+#[test]
+fn regress_a_zero_or_negative_stride_is_refused() {
+    let ints_attr = |name: &str, v: &[i64]| cairn_convert::onnx_pb::AttributeProto {
+        name: name.into(),
+        ints: v.to_vec(),
+        r#type: cairn_convert::onnx_pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    };
+    for (op, strides) in [
+        ("MaxPool", [0, 0]),
+        ("AveragePool", [0, 1]),
+        ("MaxPool", [-2, 1]),
+    ] {
+        let pool = common::node(
+            op,
+            &["x"],
+            &["y"],
+            vec![
+                ints_attr("kernel_shape", &[2, 2]),
+                ints_attr("strides", &strides),
+            ],
+        );
+        let e = refused_graph(&[1, 1, 4, 4], vec![pool], vec![]);
+        assert!(
+            e.contains("stride, dilation or kernel size of 0") || e.contains("out of range"),
+            "{op} {strides:?}: {e}"
+        );
+    }
+}
