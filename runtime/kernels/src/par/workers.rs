@@ -21,8 +21,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-/// How long a worker with nothing to do polls for the next op before it sleeps.
-pub const SPIN: Duration = Duration::from_micros(100);
+/// How long a worker with nothing to do polls for the next op before it sleeps: long
+/// enough to bridge the runs of one-part ops between split ones (a Resize, a Concat, a
+/// chain of small convs), so the next split op finds it awake. At 100 µs it slept
+/// through them and paid a wake-up at the next split op: two threads on this project's
+/// 2-core Zen 4 host, 100 µs → 2 ms, rec 7.8–9.4 → 6.8–6.9 ms, YOLOX 28.3–28.5 →
+/// 23.5–23.6 ms, the orientation classifier 3.3–3.6 → 3.1 ms (`cairn run --threads 2
+/// --runs 20`, interleaved). After a model's last op the worker polls (yielding its core
+/// after `BUSY_POLLS`) for this long, then sleeps.
+pub const SPIN: Duration = Duration::from_millis(2);
 
 /// Polls of an idle worker (or a caller waiting on workers) before it starts yielding
 /// its core between polls (a few microseconds of `pause`).
