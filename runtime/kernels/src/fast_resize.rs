@@ -48,25 +48,42 @@ fn nearest_planes(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Result<(), Exec
         *col = nearest(nmode, source(coord, ox, sw, w, ow), w);
     }
     let row_bytes = ow * es;
-    for p in 0..n * c {
-        let plane = &x.data[p * h * w * es..(p + 1) * h * w * es];
-        let dst = &mut out.data[p * oh * row_bytes..(p + 1) * oh * row_bytes];
-        let mut prev: Option<(usize, usize)> = None;
-        for oy in 0..oh {
-            let iy = nearest(nmode, source(coord, oy, sh, h, oh), h);
-            let at = oy * row_bytes;
-            match prev {
-                Some((py, from)) if py == iy => dst.copy_within(from..from + row_bytes, at),
-                _ => {
-                    let src = &plane[iy * w * es..(iy + 1) * w * es];
-                    gather(src, &cols[..ow], es, &mut dst[at..at + row_bytes]);
+    let plane_bytes = oh * row_bytes;
+    let cols = &cols[..ow];
+    let data = &x.data[..n * c * h * w * es];
+    // Planes split across threads: a gathered byte costs about 8 multiply-adds' time.
+    let work = (n * c * plane_bytes) as u64 * GATHER_WORK;
+    crate::par::par_pieces(
+        &mut out.data[..n * c * plane_bytes],
+        plane_bytes,
+        work,
+        |at, planes| {
+            for (k, dst) in planes.chunks_exact_mut(plane_bytes).enumerate() {
+                let p = at / plane_bytes + k;
+                let plane = &data[p * h * w * es..(p + 1) * h * w * es];
+                let mut prev: Option<(usize, usize)> = None;
+                for oy in 0..oh {
+                    let iy = nearest(nmode, source(coord, oy, sh, h, oh), h);
+                    let at = oy * row_bytes;
+                    match prev {
+                        Some((py, from)) if py == iy => dst.copy_within(from..from + row_bytes, at),
+                        _ => {
+                            let src = &plane[iy * w * es..(iy + 1) * w * es];
+                            gather(src, cols, es, &mut dst[at..at + row_bytes]);
+                        }
+                    }
+                    prev = Some((iy, at));
                 }
             }
-            prev = Some((iy, at));
-        }
-    }
+        },
+    );
     Ok(())
 }
+
+/// The time of one gathered byte of nearest Resize, and of one bilinear int8 output, in
+/// multiply-adds (what `par::parts_for` weighs work in).
+const GATHER_WORK: u64 = 8;
+const LINEAR_WORK: u64 = 16;
 
 /// `dst[i] = src[cols[i]]` for elements of `es` bytes.
 fn gather(src: &[u8], cols: &[usize], es: usize, dst: &mut [u8]) {
@@ -112,23 +129,28 @@ fn linear_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Result<(), ExecError
     for (ox, col) in cols[..ow].iter_mut().enumerate() {
         *col = linear_axis(coord, ox, sw, w, ow);
     }
-    let xs = x.i8s()?;
-    let y = out.i8s_mut()?;
-    for p in 0..n * c {
-        let plane = &xs[p * h * w..(p + 1) * h * w];
-        for oy in 0..oh {
-            let (y0, y1, ly) = linear_axis(coord, oy, sh, h, oh);
-            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-            let row = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
-            for (o, &(x0, x1, lx)) in row.iter_mut().zip(&cols[..ow]) {
-                let v = |r: &[i8], i: usize| deq[r[i] as u8 as usize];
-                let r = v(r0, x0) * (1.0 - ly) * (1.0 - lx)
-                    + v(r0, x1) * (1.0 - ly) * lx
-                    + v(r1, x0) * ly * (1.0 - lx)
-                    + v(r1, x1) * ly * lx;
-                *o = quantize_f32(r, sy, zy, -128, 127) as i8;
+    let xs = &x.i8s()?[..n * c * h * w];
+    let y = &mut out.i8s_mut()?[..n * c * oh * ow];
+    let (cols, deq) = (&cols[..ow], &deq);
+    let plane_len = oh * ow;
+    let work = (n * c * plane_len) as u64 * LINEAR_WORK;
+    crate::par::par_pieces(y, plane_len, work, |at, planes| {
+        for (k, dst) in planes.chunks_exact_mut(plane_len).enumerate() {
+            let p = at / plane_len + k;
+            let plane = &xs[p * h * w..(p + 1) * h * w];
+            for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+                let (y0, y1, ly) = linear_axis(coord, oy, sh, h, oh);
+                let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+                for (o, &(x0, x1, lx)) in row.iter_mut().zip(cols) {
+                    let v = |r: &[i8], i: usize| deq[r[i] as u8 as usize];
+                    let r = v(r0, x0) * (1.0 - ly) * (1.0 - lx)
+                        + v(r0, x1) * (1.0 - ly) * lx
+                        + v(r1, x0) * ly * (1.0 - lx)
+                        + v(r1, x1) * ly * lx;
+                    *o = quantize_f32(r, sy, zy, -128, 127) as i8;
+                }
             }
         }
-    }
+    });
     Ok(())
 }

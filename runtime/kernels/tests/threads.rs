@@ -704,6 +704,57 @@ fn f32_ops_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
+/// Resize (nearest int8 and f32, bilinear int8), split by planes: the bytes of one thread
+/// and (int8) of the reference.
+#[test]
+fn resize_is_the_same_bytes_at_every_thread_count() {
+    let seed = seed() ^ 0x7412E5;
+    let mut r = Rng(seed);
+    for case in 0..30 {
+        let (n, c) = (r.range(1, 3), r.range(1, 9));
+        let (h, w) = (r.range(1, 12), r.range(1, 20));
+        let (oh, ow) = (r.range(1, 3 * h), r.range(1, 3 * w));
+        let mode = r.range(0, 1) as i32;
+        let int8 = mode == 1 || r.next().is_multiple_of(2);
+        let (dt, q) = if int8 {
+            (DType::I8, per_tensor(&mut r))
+        } else {
+            (DType::F32, QuantSpec::None)
+        };
+        // Bilinear reads its own output params; nearest copies the input's.
+        let qy = if mode == 1 {
+            per_tensor(&mut r)
+        } else {
+            q.clone()
+        };
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(tensor(dt, &[n, c, h, w], q, None));
+        let y = b.add_tensor(tensor(dt, &[n, c, oh, ow], qy, None));
+        let (sh, sw) = (oh as f32 / h as f32, ow as f32 / w as f32);
+        b.ops.push(OpSpec {
+            kind: OpKind::Resize,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: vec![
+                mode,
+                r.range(0, 3) as i32,
+                r.range(0, 3) as i32,
+                sh.to_bits() as i32,
+                sw.to_bits() as i32,
+            ],
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        let model = b.finish().expect("valid Resize model");
+        let input = input_for(&mut r, n * c * h * w, dt);
+        let reference = int8.then(|| run(&model, RefBackend, &input));
+        let what = format!(
+            "CAIRN_SEED={seed} case {case}: resize {n}x{c}x{h}x{w} -> {oh}x{ow} mode {mode} {dt:?}"
+        );
+        check_threads(&model, &input, true, reference.as_deref(), &what);
+    }
+}
+
 /// Layer shapes of the corpus models (text detector stem and body, a layout detector's
 /// neck, a transformer's projections, an audio model's wide filters), at the default
 /// split threshold, int8 against the reference and f32 against one thread.
