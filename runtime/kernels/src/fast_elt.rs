@@ -410,6 +410,19 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     Some(Ok(()))
 }
 
+/// `dst[i] = table[src[i]]` on the vector table kernel (`pshufb`, or VBMI's `vpermt2b`)
+/// where the CPU has it: a Concat or Split part whose scale differs from the output's
+/// requantizes through such a table. `false`, with nothing written, where it has not.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn table_bytes(table: &[i8; 256], src: &[i8], dst: &mut [i8]) -> bool {
+    if !avx2::available() || src.len() != dst.len() {
+        return false;
+    }
+    // SAFETY: AVX2 is present (checked just above).
+    unsafe { avx2::lut(table, Some(src), dst) };
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use core::arch::x86_64::*;
