@@ -60,6 +60,9 @@ fn stream(bytes: usize, passes: usize) -> u64 {
     c[7]
 }
 
+/// One kind of work, run by each thread.
+type Work = Box<dyn Fn() -> u64 + Sync>;
+
 /// Seconds for `threads` threads each running `work` once, at the same time.
 fn timed(threads: usize, work: &(dyn Fn() -> u64 + Sync)) -> f64 {
     let t = Instant::now();
@@ -79,7 +82,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2);
-    let cases: [(&str, Box<dyn Fn() -> u64 + Sync>); 4] = [
+    let cases: [(&str, Work); 4] = [
         (
             "register-bound vpmaddwd",
             Box::new(|| compute(50_000_000) as u64),
