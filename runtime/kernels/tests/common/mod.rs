@@ -33,6 +33,7 @@ pub fn seed() -> u64 {
         .unwrap_or(0x5EED_C0DE)
 }
 
+#[allow(dead_code)] // not every test file runs one-input models
 pub fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
     let ab = AlignedBytes::from_slice(bytes);
     let m = Model::parse(ab.as_slice()).unwrap();
