@@ -89,11 +89,15 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32]) {
             buf[pr * pad.pw + pl..pr * pad.pw + pl + n].copy_from_slice(&row[..n]);
             continue;
         }
-        for (ix, &v) in row.iter().enumerate() {
-            let pc = ix + pl;
-            let j = pc / g.sw;
-            if j < pad.pw {
-                buf[((pc % g.sw) * pad.ph + pr) * pad.pw + j] = v;
+        // Phase p holds padded columns pc = j·sw + p, input column pc − pl: a strided
+        // read per phase, with no division per element (which made stride-2 planes
+        // cost more than their taps).
+        for p in 0..g.sw {
+            let dst = &mut buf[(p * pad.ph + pr) * pad.pw..][..pad.pw];
+            let j0 = pl.saturating_sub(p).div_ceil(g.sw);
+            let j1 = (g.w + pl).saturating_sub(p).div_ceil(g.sw).min(pad.pw);
+            for (j, d) in dst.iter_mut().enumerate().take(j1).skip(j0) {
+                *d = row[j * g.sw + p - pl];
             }
         }
     }
@@ -123,27 +127,55 @@ unsafe fn plane_avx2(
         tap.1 = wc[t];
     }
     let taps = &taps[..nt];
-    for oy in 0..g.oh {
-        let row0 = oy * g.sh * pad.pw;
+    // Output vectors (8 columns of one row) four at a time: each lane's sum is the
+    // reference's chain, but four independent chains keep the adder busy where one would
+    // wait out its latency at every tap.
+    let per_row = g.ow.div_ceil(8);
+    let slots = g.oh * per_row;
+    let at = |v: usize| (v / per_row, (v % per_row) * 8);
+    let store = |yc: &mut [f32], (oy, ox): (usize, usize), acc: __m256| {
+        let r = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
         let yr = &mut yc[oy * g.ow..(oy + 1) * g.ow];
-        let mut ox = 0;
-        while ox < g.ow {
-            let mut acc = vb;
-            for &(off, w) in taps {
-                // In bounds: row0 + off + ox + 7 < sw·ph·pw by `pad_of`.
-                let v = _mm256_loadu_ps(b.add(row0 + off + ox));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(v, _mm256_set1_ps(w)));
-            }
-            let r = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
-            let left = g.ow - ox;
-            if left >= 8 {
-                _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r);
-            } else {
-                let mut t = [0f32; 8];
-                _mm256_storeu_ps(t.as_mut_ptr(), r);
-                yr[ox..].copy_from_slice(&t[..left]);
-            }
-            ox += 8;
+        let left = g.ow - ox;
+        if left >= 8 {
+            // SAFETY: eight floats from `ox` lie inside the row (`left ≥ 8`).
+            unsafe { _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r) };
+        } else {
+            let mut t = [0f32; 8];
+            // SAFETY: `t` holds eight floats.
+            unsafe { _mm256_storeu_ps(t.as_mut_ptr(), r) };
+            yr[ox..].copy_from_slice(&t[..left]);
         }
+    };
+    let base = |(oy, ox): (usize, usize)| oy * g.sh * pad.pw + ox;
+    let mut v = 0;
+    while v + 4 <= slots {
+        let pos = [at(v), at(v + 1), at(v + 2), at(v + 3)];
+        let bases = pos.map(base);
+        let mut acc = [vb; 4];
+        for &(off, w) in taps {
+            let wv = _mm256_set1_ps(w);
+            for (a, &b0) in acc.iter_mut().zip(&bases) {
+                // In bounds: b0 + off + 7 < sw·ph·pw by `pad_of`.
+                let x = _mm256_loadu_ps(b.add(b0 + off));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(x, wv));
+            }
+        }
+        for (p, a) in pos.into_iter().zip(acc) {
+            store(yc, p, a);
+        }
+        v += 4;
+    }
+    while v < slots {
+        let p = at(v);
+        let b0 = base(p);
+        let mut acc = vb;
+        for &(off, w) in taps {
+            // In bounds: as above.
+            let x = _mm256_loadu_ps(b.add(b0 + off));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, _mm256_set1_ps(w)));
+        }
+        store(yc, p, acc);
+        v += 1;
     }
 }
