@@ -387,12 +387,7 @@ fn regress_a_convert_time_value_too_large_to_fold_is_refused() {
 /// `regress-pool-stride-zero`), and a negative one was cast to a huge usize.
 #[test]
 fn regress_a_zero_or_negative_stride_is_refused() {
-    let ints_attr = |name: &str, v: &[i64]| cairn_convert::onnx_pb::AttributeProto {
-        name: name.into(),
-        ints: v.to_vec(),
-        r#type: cairn_convert::onnx_pb::attribute_proto::AttributeType::Ints as i32,
-        ..Default::default()
-    };
+    let ints_attr = common::ints_attr;
     for (op, strides) in [
         ("MaxPool", [0, 0]),
         ("AveragePool", [0, 1]),

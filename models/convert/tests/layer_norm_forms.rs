@@ -8,11 +8,10 @@
 //! outside the square root) stay as they are. Seeded (`CAIRN_SEED` replays).
 
 mod common;
-use common::{int_attr, node, value};
+use common::{int_attr, ints_attr, node, value};
 
 use cairn_convert::onnx_pb::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
 };
 use cairn_convert::{convert, Converted, Options};
 use cairn_core::emit::AlignedBytes;
@@ -23,15 +22,6 @@ use prost::Message;
 fn uniform(state: &mut u64, lo: f32, hi: f32) -> f32 {
     let z = common::splitmix(state);
     lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-}
-
-fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: ints.to_vec(),
-        r#type: AttributeType::Ints as i32,
-        ..Default::default()
-    }
 }
 
 /// An ONNX graph under construction: nodes, initializers, fresh value names.

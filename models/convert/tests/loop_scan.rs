@@ -4,7 +4,7 @@
 //! reason. (The ONNX node tests cover the forward forms: test_loop11, test_scan*_sum.)
 
 mod common;
-use common::{int_attr, model_bytes, node, value};
+use common::{int_attr, ints_attr, model_bytes, node, value};
 
 use cairn_convert::onnx_pb::attribute_proto::AttributeType;
 use cairn_convert::onnx_pb::{AttributeProto, GraphProto, TensorProto};
@@ -17,15 +17,6 @@ fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
         name: name.into(),
         g: Some(g),
         r#type: AttributeType::Graph as i32,
-        ..Default::default()
-    }
-}
-
-fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: v.to_vec(),
-        r#type: AttributeType::Ints as i32,
         ..Default::default()
     }
 }

@@ -9,7 +9,7 @@
 //! - a detector whose output concatenates pixel boxes and 0–1 scores (YOLOv8's head).
 
 mod common;
-use common::{int_attr, node, value};
+use common::{int_attr, ints_attr, node, value};
 
 use cairn_convert::onnx_pb::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
@@ -28,15 +28,6 @@ fn seed() -> u64 {
 fn uniform(state: &mut u64, lo: f32, hi: f32) -> f32 {
     let z = common::splitmix(state);
     lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-}
-
-fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: ints.to_vec(),
-        r#type: AttributeType::Ints as i32,
-        ..Default::default()
-    }
 }
 
 fn str_attr(name: &str, s: &str) -> AttributeProto {

@@ -57,6 +57,16 @@ pub fn node(
     }
 }
 
+/// An ONNX attribute holding a list of integers.
+pub fn ints_attr(name: &str, ints: &[i64]) -> cairn_convert::onnx_pb::AttributeProto {
+    cairn_convert::onnx_pb::AttributeProto {
+        name: name.into(),
+        ints: ints.to_vec(),
+        r#type: cairn_convert::onnx_pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    }
+}
+
 /// An integer ONNX attribute.
 pub fn int_attr(name: &str, i: i64) -> cairn_convert::onnx_pb::AttributeProto {
     cairn_convert::onnx_pb::AttributeProto {
