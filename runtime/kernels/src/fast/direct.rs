@@ -404,20 +404,31 @@ fn pack_weights(g: &Geo, q: &Q<'_>, pairs: usize, wpk: &mut [i32]) {
     }
 }
 
-/// One image's input as channel pairs in zero-point padded phase planes (pairs split
-/// across the lent threads: each writes its own planes).
+/// One image's input as channel pairs in zero-point padded phase planes, split across
+/// the lent threads by phase plane (each writes its own): a stride-2 stem of one or two
+/// pairs still splits four ways.
 fn pack_input(g: &Geo, d: &Dims, zx: i8, x: &[i8], pairs: usize, xp: &mut [i32]) {
-    let set = g.sh * g.sw * d.len;
-    let work = (pairs * set) as u64;
-    crate::par::par_pieces(&mut xp[..pairs * set], set, work, |at, planes| {
-        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
-            pack_pair(g, d, zx, x, at / set + k, dst);
-        }
-    });
+    let phases = g.sh * g.sw;
+    let work = (pairs * phases * d.len) as u64 * PACK_WORK;
+    crate::par::par_pieces(
+        &mut xp[..pairs * phases * d.len],
+        d.len,
+        work,
+        |at, planes| {
+            for (k, dst) in planes.chunks_exact_mut(d.len).enumerate() {
+                let i = at / d.len + k;
+                pack_pair(g, d, zx, x, i / phases, i % phases, dst);
+            }
+        },
+    );
 }
 
-/// Channel pair `cp` of one image into its `sh·sw` phase planes (`dst`).
-fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, dst_set: &mut [i32]) {
+/// Packing one int32 of a phase plane, in multiply-adds of the same time (what
+/// `par::parts_for` weighs): a gather of two or four bytes and a store.
+const PACK_WORK: u64 = 4;
+
+/// Channel pair `cp` of one image into phase plane `phase` (`py·sw + px`), `dst`.
+fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, phase: usize, dst: &mut [i32]) {
     let plane = g.h * g.w;
     let pad = pair(zx, zx);
     let (pt, pl) = (g.pt as usize, g.pl as usize);
@@ -425,35 +436,30 @@ fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, dst_set: &mut [i32]
     let a = &x[c0 * plane..(c0 + 1) * plane];
     // An odd last channel pairs with zeros (its weights are zero too).
     let b = (c0 + 1 < g.c).then(|| &x[(c0 + 1) * plane..(c0 + 2) * plane]);
-    for py in 0..g.sh {
-        for px in 0..g.sw {
-            let base = (py * g.sw + px) * d.len;
-            let dst = &mut dst_set[base..base + d.len];
-            for r in 0..d.hq {
-                let row = &mut dst[r * d.wq..(r + 1) * d.wq];
-                let iy = r * g.sh + py;
-                if iy < pt || iy - pt >= g.h {
-                    row.fill(pad);
-                    continue;
-                }
-                let iy = iy - pt;
-                let (ar, br) = (
-                    &a[iy * g.w..(iy + 1) * g.w],
-                    b.map(|b| &b[iy * g.w..(iy + 1) * g.w]),
-                );
-                // Columns q with pl <= q·sw + px < pl + w are inside the row.
-                let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                let end = end.max(first);
-                row[..first].fill(pad);
-                row[end..].fill(pad);
-                let ix0 = first * g.sw + px - pl;
-                interleave(ar, br, ix0, g.sw, &mut row[first..end]);
-            }
-            // Slack past the planes' last row: read by dropped columns only.
-            dst[d.hq * d.wq..].fill(pad);
+    let (py, px) = (phase / g.sw, phase % g.sw);
+    for r in 0..d.hq {
+        let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+        let iy = r * g.sh + py;
+        if iy < pt || iy - pt >= g.h {
+            row.fill(pad);
+            continue;
         }
+        let iy = iy - pt;
+        let (ar, br) = (
+            &a[iy * g.w..(iy + 1) * g.w],
+            b.map(|b| &b[iy * g.w..(iy + 1) * g.w]),
+        );
+        // Columns q with pl <= q·sw + px < pl + w are inside the row.
+        let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+        let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+        let end = end.max(first);
+        row[..first].fill(pad);
+        row[end..].fill(pad);
+        let ix0 = first * g.sw + px - pl;
+        interleave(ar, br, ix0, g.sw, &mut row[first..end]);
     }
+    // Slack past the planes' last row: read by dropped columns only.
+    dst[d.hq * d.wq..].fill(pad);
 }
 
 #[inline(always)]
@@ -837,18 +843,24 @@ fn pack_weights_u8s8(g: &Geo, q: &Q<'_>, quads: usize, wpk: &mut [i32]) {
 /// One image's input as u8 channel quads (`x ^ 0x80 = x + 128` per byte) in the phase
 /// planes of [`pack_input`], padded with `zx + 128`.
 fn pack_input_u8(g: &Geo, d: &Dims, zx: i8, x: &[i8], quads: usize, xp: &mut [i32]) {
-    let set = g.sh * g.sw * d.len;
-    let work = (quads * set) as u64;
-    crate::par::par_pieces(&mut xp[..quads * set], set, work, |at, planes| {
-        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
-            pack_quad(g, d, zx, x, at / set + k, dst);
-        }
-    });
+    let phases = g.sh * g.sw;
+    let work = (quads * phases * d.len) as u64 * PACK_WORK;
+    crate::par::par_pieces(
+        &mut xp[..quads * phases * d.len],
+        d.len,
+        work,
+        |at, planes| {
+            for (k, dst) in planes.chunks_exact_mut(d.len).enumerate() {
+                let i = at / d.len + k;
+                pack_quad(g, d, zx, x, i / phases, i % phases, dst);
+            }
+        },
+    );
 }
 
-/// Channel quad `cq` of one image into its `sh·sw` phase planes (`dst_set`). Channels
-/// past `c` repeat the padding byte (their weights are zero).
-fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, dst_set: &mut [i32]) {
+/// Channel quad `cq` of one image into phase plane `phase` (`py·sw + px`), `dst`.
+/// Channels past `c` repeat the padding byte (their weights are zero).
+fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, phase: usize, dst: &mut [i32]) {
     let plane = g.h * g.w;
     let pad_byte = (zx as u8) ^ 0x80;
     let pad = i32::from_le_bytes([pad_byte; 4]);
@@ -857,30 +869,25 @@ fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, dst_set: &mut [i32]
         let c = 4 * cq + j;
         (c < g.c).then(|| &x[c * plane..(c + 1) * plane])
     });
-    for py in 0..g.sh {
-        for px in 0..g.sw {
-            let base = (py * g.sw + px) * d.len;
-            let dst = &mut dst_set[base..base + d.len];
-            for r in 0..d.hq {
-                let row = &mut dst[r * d.wq..(r + 1) * d.wq];
-                let iy = r * g.sh + py;
-                if iy < pt || iy - pt >= g.h {
-                    row.fill(pad);
-                    continue;
-                }
-                let iy = iy - pt;
-                let rows = chans.map(|c| c.map(|c| &c[iy * g.w..(iy + 1) * g.w]));
-                let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
-                let end = end.max(first);
-                row[..first].fill(pad);
-                row[end..].fill(pad);
-                let ix0 = first * g.sw + px - pl;
-                interleave4(rows, pad_byte, ix0, g.sw, &mut row[first..end]);
-            }
-            dst[d.hq * d.wq..].fill(pad);
+    let (py, px) = (phase / g.sw, phase % g.sw);
+    for r in 0..d.hq {
+        let row = &mut dst[r * d.wq..(r + 1) * d.wq];
+        let iy = r * g.sh + py;
+        if iy < pt || iy - pt >= g.h {
+            row.fill(pad);
+            continue;
         }
+        let iy = iy - pt;
+        let rows = chans.map(|c| c.map(|c| &c[iy * g.w..(iy + 1) * g.w]));
+        let first = pl.saturating_sub(px).div_ceil(g.sw).min(d.wq);
+        let end = (pl + g.w).saturating_sub(px).div_ceil(g.sw).min(d.wq);
+        let end = end.max(first);
+        row[..first].fill(pad);
+        row[end..].fill(pad);
+        let ix0 = first * g.sw + px - pl;
+        interleave4(rows, pad_byte, ix0, g.sw, &mut row[first..end]);
     }
+    dst[d.hq * d.wq..].fill(pad);
 }
 
 /// `dst[j]` = the four rows' bytes at `ix0 + j·sw`, each `^ 0x80` (an absent row: `pad`).
