@@ -200,7 +200,7 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    if x.len() != n * c * h * w || y.len() != n * c * oh * ow || g.sw == 0 {
+    if x.len() != n * c * h * w || y.len() != n * c * oh * ow || g.sw == 0 || g.kw > MAX_POOL_KW {
         return None;
     }
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
@@ -255,6 +255,7 @@ fn max_pool_planes(
     planes: usize,
     y: &mut [i8],
 ) {
+    let sp = spans(g, w, ow);
     // Big windows (the 5×5…13×13 pools of an SPP block) go separable: each input row is
     // max-pooled along x once, then output rows take the max of those rows. Same values:
     // max is associative, and a window with no tap inside stays i8::MIN either way.
@@ -270,7 +271,7 @@ fn max_pool_planes(
                     for iy in 0..h {
                         let row = &mut rows[iy * ow..(iy + 1) * ow];
                         row.fill(i8::MIN);
-                        max_into(&xp[iy * w..(iy + 1) * w], g, w, ow, row);
+                        max_into(&xp[iy * w..(iy + 1) * w], g, &sp, w, row);
                     }
                     for oy in 0..oh {
                         let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
@@ -305,7 +306,7 @@ fn max_pool_planes(
                             continue;
                         }
                         let xr = &xp[iy as usize * w..(iy as usize + 1) * w];
-                        max_into(xr, g, w, ow, yr);
+                        max_into(xr, g, &sp, w, yr);
                     }
                 }
             }
@@ -317,28 +318,68 @@ fn max_pool_planes(
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const SEP_MAX: usize = 16384;
 
-/// `yr[ox] = max(yr[ox], max over kx of xr[ox·sw + kx·dw − pl])` over the taps inside the
-/// row: for each tap, the run of output columns whose input column is inside the image
-/// takes a branch-free `max` (vectorized by the compiler in an AVX2 copy).
-#[inline(always)]
-fn max_into(xr: &[i8], g: &crate::pool::Win, w: usize, ow: usize, yr: &mut [i8]) {
-    for kx in 0..g.kw {
+/// Widest half row (even or odd columns) a stride-2 MaxPool row splits on the stack.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const HALF_MAX: usize = 256;
+
+/// Each tap column's run of outputs whose input column is inside the row: `(lo, hi, a)`,
+/// outputs `lo..hi` reading input columns `a, a + sw, …` (`hi = lo` when none). The same
+/// for every row of the op, so computed once.
+type Spans = [(usize, usize, usize); MAX_POOL_KW];
+
+/// Widest window the row kernel takes (wider ones keep the reference).
+const MAX_POOL_KW: usize = 32;
+
+fn spans(g: &crate::pool::Win, w: usize, ow: usize) -> Spans {
+    let mut sp = [(0, 0, 0); MAX_POOL_KW];
+    for (kx, s) in sp.iter_mut().enumerate().take(g.kw) {
         // ix = ox·sw + off; the ox with ix in [0, w).
         let off = (kx * g.dw) as isize - g.pl;
         let (lo, hi) = crate::util::inside(off, g.sw, w, ow);
+        if lo < hi {
+            *s = (lo, hi, (lo as isize * g.sw as isize + off) as usize);
+        }
+    }
+    sp
+}
+
+/// `yr[ox] = max(yr[ox], max over kx of xr[ox·sw + kx·dw − pl])` over the taps inside the
+/// row (`sp`, from [`spans`]): for each tap, its run of output columns takes a
+/// branch-free `max` (vectorized by the compiler in an AVX2 copy).
+#[inline(always)]
+fn max_into(xr: &[i8], g: &crate::pool::Win, sp: &Spans, w: usize, yr: &mut [i8]) {
+    // Stride 2 on hosts: the row split once into its even and odd columns, so that every
+    // tap reads one contiguous run (a stride-2 read per tap stays scalar: it was 40% of
+    // MTCNN O-Net's time, `perf record`).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if g.sw == 2 && w <= 2 * HALF_MAX {
+        let (mut even, mut odd) = ([i8::MIN; HALF_MAX], [i8::MIN; HALF_MAX]);
+        let n2 = w / 2;
+        let pairs = even[..n2].iter_mut().zip(&mut odd[..n2]);
+        for ((e, o), p) in pairs.zip(xr[..2 * n2].chunks_exact(2)) {
+            (*e, *o) = (p[0], p[1]);
+        }
+        if w % 2 == 1 {
+            even[n2] = xr[w - 1];
+        }
+        for &(lo, hi, a) in &sp[..g.kw] {
+            let half = if a % 2 == 0 { &even } else { &odd };
+            let src = &half[a / 2..a / 2 + (hi - lo)];
+            for (d, &v) in yr[lo..hi].iter_mut().zip(src) {
+                *d = (*d).max(v);
+            }
+        }
+        return;
+    }
+    for &(lo, hi, a) in &sp[..g.kw] {
         if lo >= hi {
             continue;
         }
-        let a = (lo as isize * g.sw as isize + off) as usize;
         let src = &xr[a..a + (hi - lo - 1) * g.sw + 1];
         let dst = &mut yr[lo..hi];
         if g.sw == 1 {
             for (d, &v) in dst.iter_mut().zip(src) {
                 *d = (*d).max(v);
-            }
-        } else if g.sw == 2 {
-            for (d, v) in dst.iter_mut().zip(src.chunks(2)) {
-                *d = (*d).max(v[0]);
             }
         } else {
             for (d, &v) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
