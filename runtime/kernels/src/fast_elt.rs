@@ -271,7 +271,7 @@ fn max_pool_planes(
                     for iy in 0..h {
                         let row = &mut rows[iy * ow..(iy + 1) * ow];
                         row.fill(i8::MIN);
-                        max_into(&xp[iy * w..(iy + 1) * w], g, &sp, w, row);
+                        max_into(&xp[iy * w..(iy + 1) * w], g, &sp, row);
                     }
                     for oy in 0..oh {
                         let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
@@ -306,7 +306,7 @@ fn max_pool_planes(
                             continue;
                         }
                         let xr = &xp[iy as usize * w..(iy as usize + 1) * w];
-                        max_into(xr, g, &sp, w, yr);
+                        max_into(xr, g, &sp, yr);
                     }
                 }
             }
@@ -347,12 +347,13 @@ fn spans(g: &crate::pool::Win, w: usize, ow: usize) -> Spans {
 /// row (`sp`, from [`spans`]): for each tap, its run of output columns takes a
 /// branch-free `max` (vectorized by the compiler in an AVX2 copy).
 #[inline(always)]
-fn max_into(xr: &[i8], g: &crate::pool::Win, sp: &Spans, w: usize, yr: &mut [i8]) {
+fn max_into(xr: &[i8], g: &crate::pool::Win, sp: &Spans, yr: &mut [i8]) {
     // Stride 2 on hosts: the row split once into its even and odd columns, so that every
     // tap reads one contiguous run (a stride-2 read per tap stays scalar: it was 40% of
     // MTCNN O-Net's time, `perf record`).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    if g.sw == 2 && w <= 2 * HALF_MAX {
+    if g.sw == 2 && xr.len() <= 2 * HALF_MAX {
+        let w = xr.len();
         let (mut even, mut odd) = ([i8::MIN; HALF_MAX], [i8::MIN; HALF_MAX]);
         let n2 = w / 2;
         let pairs = even[..n2].iter_mut().zip(&mut odd[..n2]);
