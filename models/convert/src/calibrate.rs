@@ -224,11 +224,25 @@ pub fn tensor_errors(
         .collect())
 }
 
+/// The bounds of a Relu or Clip op (`None` for any other op, or bounds not in order).
+fn clamp_bounds(op: &crate::ir::HOp) -> Option<(f32, f32)> {
+    use cairn_core::op::UnaryFn;
+    if op.kind != cairn_core::OpKind::Unary {
+        return None;
+    }
+    let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
+    let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1))? {
+        UnaryFn::Relu => (0.0, f32::INFINITY),
+        UnaryFn::Clip => (bits(1), bits(2)),
+        _ => return None,
+    };
+    (lo <= hi).then_some((lo, hi))
+}
+
 /// The Relu or Clip that alone reads `t`, directly or through Reshapes and Transposes,
 /// and its bounds (`None` if another op reads it, or it is a graph output): the part of
 /// `t` outside them is dropped anyway, so int8 need not keep it.
 pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
-    use cairn_core::op::UnaryFn;
     use cairn_core::OpKind;
     let mut at = t;
     for _ in 0..8 {
@@ -239,16 +253,7 @@ pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
         let op = &g.ops[readers[0]];
         match op.kind {
             OpKind::Reshape | OpKind::Transpose => at = *op.outputs.first()?,
-            OpKind::Unary => {
-                let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
-                let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)) {
-                    Some(UnaryFn::Relu) => (0.0, f32::INFINITY),
-                    Some(UnaryFn::Clip) => (bits(1), bits(2)),
-                    _ => return None,
-                };
-                return (lo <= hi).then_some((readers[0], (lo, hi)));
-            }
-            _ => return None,
+            _ => return clamp_bounds(op).map(|b| (readers[0], b)),
         }
     }
     None
@@ -260,25 +265,12 @@ pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
 /// not be fused into it (a Reshape between them) spends most of its 256 codes on the
 /// negative values the Relu throws away. Narrows those ranges in place; returns how many.
 pub fn narrow_to_clamps(g: &Graph, ranges: &mut Ranges) -> usize {
-    use cairn_core::op::UnaryFn;
     use cairn_core::OpKind;
     let mut narrowed = 0;
     for op in &g.ops {
-        if op.kind != OpKind::Unary {
+        let Some((lo, hi)) = clamp_bounds(op) else {
             continue;
-        }
-        let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
-        let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)) {
-            Some(UnaryFn::Relu) => (0.0, f32::INFINITY),
-            Some(UnaryFn::Clip) => (bits(1), bits(2)),
-            _ => continue,
         };
-        if lo
-            .partial_cmp(&hi)
-            .is_none_or(|o| o == std::cmp::Ordering::Greater)
-        {
-            continue;
-        }
         let Some(mut t) = op.inputs.first().copied().flatten() else {
             continue;
         };

@@ -29,24 +29,19 @@ fn copy_elems(src: &TensorRef<'_>, s: &[u8], dst: &mut [u8], out_dtype: DType, o
                 *d = requant(v);
             }
         } else {
-            // The same function of the byte, computed once per possible byte.
-            let mut table = [0u8; 256];
-            for (v, t) in table.iter_mut().enumerate() {
-                *t = requant(v as u8);
-            }
+            // The same function of the byte, computed once per possible byte, indexed by
+            // `x + 128` as the Lut kernels index their tables.
+            let table: [i8; 256] = core::array::from_fn(|i| requant(i as u8 ^ 0x80) as i8);
             #[cfg(target_arch = "x86_64")]
             {
-                // The Lut kernels index by `x + 128`.
-                let by_value: [i8; 256] =
-                    core::array::from_fn(|i| table[(i as u8 ^ 0x80) as usize] as i8);
                 let (s8, d8): (&[i8], &mut [i8]) =
                     (bytemuck::cast_slice(s), bytemuck::cast_slice_mut(dst));
-                if crate::fast_elt::table_bytes(&by_value, s8, d8) {
+                if crate::fast_elt::table_bytes(&table, s8, d8) {
                     return;
                 }
             }
             for (d, &v) in dst.iter_mut().zip(s) {
-                *d = table[v as usize];
+                *d = table[(v ^ 0x80) as usize] as u8;
             }
         }
     } else {

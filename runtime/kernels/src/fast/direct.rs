@@ -408,16 +408,30 @@ fn pack_weights(g: &Geo, q: &Q<'_>, pairs: usize, wpk: &mut [i32]) {
 /// the lent threads by phase plane (each writes its own): a stride-2 stem of one or two
 /// pairs still splits four ways.
 fn pack_input(g: &Geo, d: &Dims, zx: i8, x: &[i8], pairs: usize, xp: &mut [i32]) {
+    pack_planes(g, d, pairs, xp, |cp, phase, dst| {
+        pack_pair(g, d, zx, x, cp, phase, dst)
+    });
+}
+
+/// `groups` channel groups × the `sh·sw` phase planes of `xp`, each plane written by
+/// `pack(group, phase, plane)`, the planes split across the lent threads.
+fn pack_planes(
+    g: &Geo,
+    d: &Dims,
+    groups: usize,
+    xp: &mut [i32],
+    pack: impl Fn(usize, usize, &mut [i32]) + Sync,
+) {
     let phases = g.sh * g.sw;
-    let work = (pairs * phases * d.len) as u64 * PACK_WORK;
+    let work = (groups * phases * d.len) as u64 * PACK_WORK;
     crate::par::par_pieces(
-        &mut xp[..pairs * phases * d.len],
+        &mut xp[..groups * phases * d.len],
         d.len,
         work,
         |at, planes| {
             for (k, dst) in planes.chunks_exact_mut(d.len).enumerate() {
                 let i = at / d.len + k;
-                pack_pair(g, d, zx, x, i / phases, i % phases, dst);
+                pack(i / phases, i % phases, dst);
             }
         },
     );
@@ -843,19 +857,9 @@ fn pack_weights_u8s8(g: &Geo, q: &Q<'_>, quads: usize, wpk: &mut [i32]) {
 /// One image's input as u8 channel quads (`x ^ 0x80 = x + 128` per byte) in the phase
 /// planes of [`pack_input`], padded with `zx + 128`.
 fn pack_input_u8(g: &Geo, d: &Dims, zx: i8, x: &[i8], quads: usize, xp: &mut [i32]) {
-    let phases = g.sh * g.sw;
-    let work = (quads * phases * d.len) as u64 * PACK_WORK;
-    crate::par::par_pieces(
-        &mut xp[..quads * phases * d.len],
-        d.len,
-        work,
-        |at, planes| {
-            for (k, dst) in planes.chunks_exact_mut(d.len).enumerate() {
-                let i = at / d.len + k;
-                pack_quad(g, d, zx, x, i / phases, i % phases, dst);
-            }
-        },
-    );
+    pack_planes(g, d, quads, xp, |cq, phase, dst| {
+        pack_quad(g, d, zx, x, cq, phase, dst)
+    });
 }
 
 /// Channel quad `cq` of one image into phase plane `phase` (`py·sw + px`), `dst`.
