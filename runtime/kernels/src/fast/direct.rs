@@ -57,7 +57,6 @@ std::thread_local! {
             xp: Vec::new(),
             wpk: Vec::new(),
             offs: Vec::new(),
-            stage: Vec::new(),
             steps: Vec::new(),
         })
     };
@@ -67,7 +66,6 @@ struct Scratch {
     xp: Vec<i32>,
     wpk: Vec<i32>,
     offs: Vec<i32>,
-    stage: Vec<i8>,
     steps: Vec<usize>,
 }
 
@@ -172,7 +170,6 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             xp,
             wpk,
             offs,
-            stage,
             steps,
         } = &mut *s;
         crate::prepack::with_packed(key, wpk, build, |packed| {
@@ -219,20 +216,13 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     mode,
                 };
                 if parts <= 1 {
-                    job.part(0..g.oc, 0..d.tiles, stage, |at, src| {
-                        yn[at..at + src.len()].copy_from_slice(src)
-                    });
+                    job.part(0..g.oc, 0..d.tiles, &crate::par::SharedMut::new(yn));
                 } else {
                     job.split(parts, yn);
                 }
             }
         });
     });
-}
-
-std::thread_local! {
-    /// A worker's staging block (each part of a split conv stages its own outputs).
-    static PART_STAGE: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One image's conv once its input and weights are packed: what every part reads.
@@ -249,49 +239,31 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Output channels `os` (starting at a block of 6) × tiles `ts`: computed into
-    /// `stage` and handed to `put(offset in the image's output, bytes)` a row run at a time.
-    fn part(
-        &self,
-        os: Range<usize>,
-        ts: Range<usize>,
-        stage: &mut Vec<i8>,
-        mut put: impl FnMut(usize, &[i8]),
-    ) {
+    /// Output channels `os` (starting at a block of 6) × tiles `ts`, requantized straight
+    /// into the image's output `y` (`C × oh × ow`); other parts may write other channels
+    /// or tiles of `y` at the same time.
+    fn part(&self, os: Range<usize>, ts: Range<usize>, y: &crate::par::SharedMut<'_, i8>) {
         let (g, d) = (self.g, self.d);
         debug_assert!(os.start.is_multiple_of(MR) && os.end <= g.oc && ts.end <= d.tiles);
-        let stage_row = ts.len() * PT;
-        grow(stage, os.len() * stage_row, 0);
+        let out = Out {
+            pix: g.oh * g.ow,
+            ow: g.ow,
+            wq: d.wq,
+            end: g.oh * d.wq,
+        };
         // SAFETY: AVX2 is present (the caller of `conv` checked); the buffers were sized
         // for `pairs` sets of `phases` planes of `d.len` pairs (every tap offset of every
-        // tile stays below d.len: see `dims`), the packed weights for every block, and the
-        // stage (just above) for the part's channels × its tiles·16 outputs.
+        // tile stays below d.len: see `dims`) and the packed weights for every block;
+        // `y` holds the image's outputs, and this part writes only its channels × tiles.
         unsafe {
             let (q, steps, xp, wpk) = (self.q, self.steps, self.xp, self.wpk);
-            let (os, ts) = (os.clone(), ts.clone());
             match self.mode {
-                PAIRS => tiles::<PAIRS>(d, q, os, ts, steps, xp, wpk, stage),
-                MADD => tiles::<MADD>(d, q, os, ts, steps, xp, wpk, stage),
-                VNNI_EVEX => tiles::<VNNI_EVEX>(d, q, os, ts, steps, xp, wpk, stage),
-                _ => tiles::<VNNI_VEX>(d, q, os, ts, steps, xp, wpk, stage),
+                PAIRS => tiles::<PAIRS>(d, q, os, ts, steps, xp, wpk, &out, y),
+                MADD => tiles::<MADD>(d, q, os, ts, steps, xp, wpk, &out, y),
+                VNNI_EVEX => tiles::<VNNI_EVEX>(d, q, os, ts, steps, xp, wpk, &out, y),
+                _ => tiles::<VNNI_VEX>(d, q, os, ts, steps, xp, wpk, &out, y),
             }
         };
-        // Outputs p = oy·wq + ox in [pa, pb) are the part's; columns ox ≥ ow are dropped.
-        let (pa, pb) = (ts.start * PT, (ts.end * PT).min(g.oh * d.wq));
-        let pix = g.oh * g.ow;
-        for (k, o) in os.enumerate() {
-            let srow = &stage[k * stage_row..(k + 1) * stage_row];
-            for oy in pa / d.wq..pb.div_ceil(d.wq) {
-                let row = oy * d.wq;
-                let (xa, xb) = (pa.max(row) - row, (pb - row).min(g.ow));
-                if xa < xb {
-                    put(
-                        o * pix + oy * g.ow + xa,
-                        &srow[row + xa - pa..row + xb - pa],
-                    );
-                }
-            }
-        }
     }
 
     /// The image's conv in `parts` parts on the lent threads: by tiles (output pixels)
@@ -309,14 +281,7 @@ impl Job<'_> {
             if os.is_empty() || ts.is_empty() {
                 return;
             }
-            PART_STAGE.with(|s| {
-                let mut stage = s.borrow_mut();
-                self.part(os, ts, &mut stage, |at, src| {
-                    // SAFETY: parts own disjoint outputs (disjoint tiles, or disjoint
-                    // channels), so no two pieces written at once overlap.
-                    unsafe { out.piece(at, src.len()) }.copy_from_slice(src)
-                });
-            });
+            self.part(os, ts, &out);
         });
     }
 }
@@ -534,13 +499,52 @@ unsafe fn interleave1(a: &[i8], b: &[i8], dst: &mut [i32]) {
     }
 }
 
-/// Tiles `ts` × output channels `os` (blocks of 6 from `os.start`), requantized into the
-/// stage: channel `os.start + k`, tile `ts.start + t` at `k·ts.len()·16 + t·16`.
+/// Where a tile's outputs go: output `p = oy·wq + ox` of channel `o` (numbered over the
+/// phase width) is byte `o·pix + oy·ow + ox` of the image's output, for `ox < ow` and
+/// `p < end` (= oh·wq); the others are dropped.
+struct Out {
+    pix: usize,
+    ow: usize,
+    wq: usize,
+    end: usize,
+}
+
+/// The runs of one tile's 16 outputs that land in the output plane: (first lane, offset
+/// in the plane, length), at most 16 (one per lane when the phase width is 1).
+struct Runs {
+    n: usize,
+    runs: [(u8, u32, u8); PT],
+}
+
+impl Out {
+    fn runs(&self, p0: usize) -> Runs {
+        let mut r = Runs {
+            n: 0,
+            runs: [(0, 0, 0); PT],
+        };
+        let end = (p0 + PT).min(self.end);
+        let mut p = p0;
+        while p < end {
+            let (oy, ox) = (p / self.wq, p % self.wq);
+            let row_end = (p - ox + self.wq).min(end);
+            if ox < self.ow {
+                let len = (row_end - p).min(self.ow - ox);
+                r.runs[r.n] = ((p - p0) as u8, (oy * self.ow + ox) as u32, len as u8);
+                r.n += 1;
+            }
+            p = row_end;
+        }
+        r
+    }
+}
+
+/// Tiles `ts` × output channels `os` (blocks of 6 from `os.start`), requantized into `y`
+/// (the image's output, laid out as `out` says).
 ///
 /// # Safety
 /// AVX2; every step plus `tiles·16` pairs is inside `xp` (and inside its phase plane);
-/// `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `os.start` is a multiple of 6 and
-/// `stage` holds `os.len()` rows of `ts.len()·16` bytes.
+/// `wpk` holds ⌈oc/6⌉ blocks of `pairs·taps·6`; `os.start` is a multiple of 6; no other
+/// part writes channels `os` of tiles `ts` of `y` meanwhile.
 /// `M`: [`PAIRS`] (`block` on int16 pairs), else `xp` and `wpk` hold u8 / s8 quads
 /// (`block_u8s8::<true, M>`).
 #[target_feature(enable = "avx2")]
@@ -553,16 +557,15 @@ unsafe fn tiles<const M: u8>(
     steps: &[usize],
     xp: &[i32],
     wpk: &[i32],
-    stage: &mut [i8],
+    out: &Out,
+    y: &crate::par::SharedMut<'_, i8>,
 ) {
     let blk_len = steps.len() * MR;
-    let stage_row = ts.len() * PT;
     debug_assert!(wpk.len() >= os.end.div_ceil(MR) * blk_len);
     debug_assert!(steps
         .iter()
         .all(|&t| t % d.len + d.tiles * PT <= d.len && t < xp.len()));
     debug_assert!(q.offs.len() >= os.end && os.start.is_multiple_of(MR));
-    debug_assert!(stage.len() >= os.len() * stage_row);
     let rq = Requant::of(q);
     let xb = xp.as_ptr();
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
@@ -573,6 +576,9 @@ unsafe fn tiles<const M: u8>(
         let o1 = (o0 + panel).min(os.end);
         for tile in ts.clone() {
             let p0 = tile * PT;
+            let runs = out.runs(p0);
+            // The common case: the tile's 16 outputs are 16 consecutive bytes.
+            let whole = runs.n == 1 && runs.runs[0].2 as usize == PT;
             let mut o = o0;
             while o < o1 {
                 let ob = MR.min(o1 - o);
@@ -589,20 +595,46 @@ unsafe fn tiles<const M: u8>(
                     let oo = o + k;
                     let off = q.offs[oo];
                     let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
-                    let at = (oo - os.start) * stage_row + (tile - ts.start) * PT;
+                    // SAFETY: AVX2; the pieces are this part's outputs (the contract).
                     unsafe {
-                        rq.store(_mm256_add_epi32(acc[0], voff), vs, &mut stage[at..at + 8]);
-                        rq.store(
-                            _mm256_add_epi32(acc[1], voff),
-                            vs,
-                            &mut stage[at + 8..at + 16],
-                        );
+                        let a = rq.lanes(_mm256_add_epi32(acc[0], voff), vs);
+                        let b = rq.lanes(_mm256_add_epi32(acc[1], voff), vs);
+                        let bytes = pack16(a, b);
+                        let base = oo * out.pix;
+                        if whole {
+                            let at = base + runs.runs[0].1 as usize;
+                            let dst = y.piece(at, PT);
+                            _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, bytes);
+                        } else {
+                            let mut lanes = [0i8; PT];
+                            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, bytes);
+                            for &(from, at, len) in &runs.runs[..runs.n] {
+                                let (from, len) = (from as usize, len as usize);
+                                y.piece(base + at as usize, len)
+                                    .copy_from_slice(&lanes[from..from + len]);
+                            }
+                        }
                     }
                 }
                 o += ob;
             }
         }
         o0 = o1;
+    }
+}
+
+/// Two vectors of eight int32 lanes in [−128, 127] as 16 bytes in lane order (saturating
+/// packs are exact there).
+#[inline(always)]
+unsafe fn pack16(a: __m256i, b: __m256i) -> __m128i {
+    // SAFETY: AVX2 (the callers' contract); register-only instructions.
+    unsafe {
+        // Quads (a0–3, b0–3, a4–7, b4–7) → (a0–3, a4–7, b0–3, b4–7).
+        let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+        _mm_packs_epi16(
+            _mm256_castsi256_si128(words),
+            _mm256_extracti128_si256(words, 1),
+        )
     }
 }
 
