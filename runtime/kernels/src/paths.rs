@@ -59,10 +59,13 @@ pub enum Path {
     LutVbmi,
     /// Pad a row at a time (`movement::pad_fast`, hosts).
     PadRows,
+    /// Depthwise convs on the AVX-512 VNNI quad kernel (`fast/depthwise_vnni.rs`; counted
+    /// with `DepthwiseSimd` too).
+    DepthwiseVnni,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::PadRows as usize + 1;
+const N: usize = Path::DepthwiseVnni as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

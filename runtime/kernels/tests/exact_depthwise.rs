@@ -10,7 +10,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind};
-use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::paths::{allow_vnni, taken, vnni_hardware, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -205,6 +205,94 @@ fn depthwise_simd_matches_reference() {
     }
 }
 
+/// Where the CPU has AVX-512 VNNI and VBMI, every case runs twice: on the VNNI quad kernel
+/// (`fast/depthwise_vnni.rs`) and, with VNNI turned off (`paths::allow_vnni`), on the AVX2
+/// pair kernel; both equal the reference, and the path counters say which ran. Narrow
+/// rows (two rows a vector), rows of 9–16 outputs (one masked vector) and wide rows (the
+/// last vector pulled back to the row's end) all come up.
+#[test]
+fn depthwise_vnni_and_avx2_match_reference() {
+    let seed = seed() ^ 0xD5;
+    let mut r = Rng(seed);
+    let vnni = vnni_hardware().is_some()
+        && std::is_x86_feature_detected!("avx512vbmi")
+        && std::is_x86_feature_detected!("avx512bw");
+    if !vnni {
+        eprintln!("no AVX-512 VNNI + VBMI here: the VNNI depthwise kernel is not tested");
+    }
+    let (mut cases, mut on_vnni) = (0, 0);
+    for case in 0..240 {
+        // One channel would be a one-group conv.
+        let c = r.range(2, 12);
+        let k = match r.next() % 6 {
+            0 => r.range(1, 8),
+            1..=3 => 3,
+            4 => 5,
+            _ => 7,
+        };
+        // At most 49 taps: larger kernels take the general conv path.
+        let kh = if r.next().is_multiple_of(5) || k == 8 {
+            r.range(1, 49 / k)
+        } else {
+            k
+        };
+        let s = r.range(1, 2);
+        let w = match case % 3 {
+            0 => r.range(1, 18),
+            1 => r.range(9, 40),
+            _ => r.range(30, 150),
+        };
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 20),
+            w,
+            oc: c,
+            k: (kh, k),
+            stride: (r.range(1, 3), s),
+            pad: [
+                r.range(0, kh / 2 + 1),
+                r.range(0, k / 2 + 1),
+                r.range(0, kh / 2 + 1),
+                r.range(0, k / 2 + 1),
+            ],
+            dil: (1, 1),
+            group: c,
+        };
+        let modes: &[bool] = if vnni { &[true, false] } else { &[false] };
+        for &on in modes {
+            // The same model and input for both modes.
+            let mut rr = Rng(r.0 ^ case as u64);
+            allow_vnni(on);
+            let before = taken(Path::DepthwiseVnni);
+            let result = check(&mut rr, &cs, seed, case);
+            let ran = taken(Path::DepthwiseVnni) > before;
+            allow_vnni(true);
+            let Some(simd) = result else { break };
+            if on {
+                cases += 1;
+                on_vnni += ran as usize;
+                assert!(
+                    simd,
+                    "CAIRN_SEED={seed} case {case}: {cs:?} took no SIMD kernel"
+                );
+            } else {
+                assert!(
+                    !ran,
+                    "CAIRN_SEED={seed} case {case}: VNNI off, yet its kernel ran"
+                );
+            }
+        }
+    }
+    if vnni {
+        assert!(cases > 150, "{cases}");
+        assert_eq!(
+            on_vnni, cases,
+            "every case takes the VNNI kernel where the CPU has it"
+        );
+    }
+}
+
 /// Mixed strides, non-square kernels and dilations: exact whichever path runs.
 #[test]
 fn depthwise_general_matches_reference() {
@@ -249,6 +337,11 @@ fn depthwise_throughput() {
         (512, 7, 7, 5, 1),
         (144, 56, 56, 3, 1),
         (816, 7, 7, 3, 1),
+        // MobileNetV2 ×1.4 at 224.
+        (144, 112, 112, 3, 2),
+        (192, 56, 56, 3, 1),
+        (576, 14, 14, 3, 1),
+        (1344, 7, 7, 3, 1),
     ];
     let mut r = Rng(seed());
     // DW_LAYER=i runs layer i alone (for `perf stat`).
@@ -277,18 +370,37 @@ fn depthwise_throughput() {
         let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
         let (oh, ow) = ((h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1);
         let macs = (c * oh * ow * k * k) as f64;
-        let mut best = f64::MAX;
-        for _ in 0..7 {
-            let t = std::time::Instant::now();
-            for _ in 0..20 {
-                it.invoke().unwrap();
+        // Where the CPU has VNNI, the AVX2 kernel (VNNI off) and the VNNI one, rounds
+        // interleaved so that both see the same load.
+        let modes: &[bool] = if vnni_hardware().is_some() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let mut best = [f64::MAX; 2];
+        for _ in 0..15 {
+            for &on in modes {
+                allow_vnni(on);
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    it.invoke().unwrap();
+                }
+                best[on as usize] = best[on as usize].min(t.elapsed().as_secs_f64() / 20.0);
             }
-            best = best.min(t.elapsed().as_secs_f64() / 20.0);
         }
-        println!(
-            "dw {c}x{h}x{w} k{k} s{s}: {:8.1} us {:6.2} GMAC/s",
-            best * 1e6,
-            macs / best / 1e9
-        );
+        allow_vnni(true);
+        let shown: Vec<String> = modes
+            .iter()
+            .map(|&on| {
+                let b = best[on as usize];
+                format!(
+                    "{}: {:8.1} us {:6.2} GMAC/s",
+                    if on { "vnni" } else { "avx2" },
+                    b * 1e6,
+                    macs / b / 1e9
+                )
+            })
+            .collect();
+        println!("dw {c}x{h}x{w} k{k} s{s}: {}", shown.join(" | "));
     }
 }

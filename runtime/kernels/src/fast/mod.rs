@@ -5,8 +5,10 @@
 //!   time without); on aarch64 the `sdot` block of `neon_dot.rs` where the CPU has the dot
 //!   product (run-time detection with `std`), `smlal` by lane (`neon.rs`) otherwise;
 //!   portable blocked loop elsewhere;
-//! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-pair `vpmaddwd` kernel on
-//!   AVX2 hosts with `std` (`depthwise.rs`), `smlal` kernel on aarch64 (`depthwise_neon.rs`);
+//! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-quad `vpermb` +
+//!   `vpdpbusd` kernel on AVX-512 VNNI + VBMI hosts with `std` (`depthwise_vnni.rs`),
+//!   tap-pair `vpmaddwd` kernel on other AVX2 hosts with `std` (`depthwise.rs`), `smlal`
+//!   kernel on aarch64 (`depthwise_neon.rs`);
 //!   other depthwise shapes take the older AVX2 plane kernel or the row loop;
 //! - one-group convs of up to 256 taps as an implicit GEMM: `direct.rs` on AVX2 hosts,
 //!   `direct_neon.rs` (`sdot`) on aarch64 CPUs with the dot product (both with `std`);
@@ -41,6 +43,8 @@ pub use fc::fc_i8;
 mod depthwise;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod depthwise_neon;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod depthwise_vnni;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod direct;
 #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -241,6 +245,21 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
             im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
         }
     } else if g.g == g.c && g.oc == g.c {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if q.wp.is_none() && depthwise_vnni::fits(&g) && depthwise_vnni::available() {
+            crate::paths::note(crate::paths::Path::DepthwiseSimd);
+            crate::paths::note(crate::paths::Path::DepthwiseVnni);
+            let plane = (g.oh * g.ow).max(1);
+            let work = (y.len() * g.kh * g.kw) as u64;
+            crate::par::par_pieces(y, plane, work, |at, piece| {
+                let p0 = at / plane;
+                // SAFETY: the CPU has the kernel's features and the conv fits it
+                // (checked); the operands' own slices; `piece` is planes p0.. of the
+                // output.
+                unsafe { depthwise_vnni::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+            });
+            return Some(Ok(()));
+        }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if avx2::available() && q.wp.is_none() && depthwise::fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
