@@ -2,7 +2,7 @@
 //! arena checks up front, the gate, lineage that survives power cuts and rolls back bit for
 //! bit, folding into int8. Randomised parts take `CAIRN_SEED` and print it on failure.
 
-use cairn_learn::gate::{Decision, Gate, Metrics, Reject};
+use cairn_learn::gate::{evaluate, Decision, Gate, Metrics, Reject};
 use cairn_learn::learner::{arena_bytes, Slot};
 use cairn_learn::lineage::{weights_digest, Checkpoint, CheckpointLog, LogEntry, RecordDigest};
 use cairn_learn::ncm::Ncm;
@@ -359,6 +359,135 @@ fn gate_decisions() {
         g.decide(&Metrics::default(), &Metrics::default()),
         Decision::Reject(Reject::NoHeldOut)
     );
+}
+
+/// The gate's edges: a drop of exactly the allowance passes, a gain of exactly the
+/// minimum does not; a side with no held-out record is not judged; the codes written to the
+/// lineage log keep their values.
+#[test]
+fn gate_edges_and_codes() {
+    // Binary fractions, so the differences are exact.
+    let g = Gate {
+        max_old_drop: 0.25,
+        min_new_gain: 0.125,
+    };
+    let m = |old_acc, new_acc, n_old, n_new| Metrics {
+        old_acc,
+        new_acc,
+        n_old,
+        n_new,
+    };
+    let active = m(0.75, 0.5, 8, 8);
+    assert_eq!(g.decide(&active, &m(0.5, 0.75, 8, 8)), Decision::Promote);
+    assert_eq!(
+        g.decide(&active, &m(0.5, 0.625, 8, 8)),
+        Decision::Reject(Reject::NoGain {
+            before: 0.5,
+            after: 0.625
+        })
+    );
+    assert_eq!(
+        g.decide(&active, &m(0.375, 1.0, 8, 8)),
+        Decision::Reject(Reject::Forgetting {
+            before: 0.75,
+            after: 0.375
+        })
+    );
+    // No old-class records: old accuracy is not judged (its 0 is no drop); no new-class
+    // records: new accuracy is not judged.
+    assert_eq!(g.decide(&active, &m(0.0, 1.0, 0, 8)), Decision::Promote);
+    assert_eq!(g.decide(&active, &m(0.75, 0.0, 8, 0)), Decision::Promote);
+    assert_eq!(
+        g.decide(&active, &m(0.0, 0.0, 0, 0)),
+        Decision::Reject(Reject::NoHeldOut)
+    );
+    let codes = [
+        Reject::Forgetting {
+            before: 1.0,
+            after: 0.0,
+        }
+        .code(),
+        Reject::NoGain {
+            before: 0.0,
+            after: 0.0,
+        }
+        .code(),
+        Reject::NoHeldOut.code(),
+    ];
+    assert_eq!(codes, [1, 2, 3]);
+    let back = Metrics::from_bytes(&m(0.75, 0.5, 7, 9).to_bytes());
+    assert_eq!(back, m(0.75, 0.5, 7, 9));
+}
+
+/// `evaluate` counts right and wrong predictions per side: labels set to the prediction,
+/// or one past it, give known accuracies.
+#[test]
+fn evaluate_counts_each_side() {
+    let seed = seed() ^ 7;
+    let mut r = Rng(seed);
+    let (fin, classes) = (8, 4);
+    let shape = AdapterShape {
+        fin,
+        hidden: 0,
+        rank: 0,
+        classes,
+        batch: 4,
+    };
+    let c = cfg(Optimizer::adam(0.01), 0.0);
+    let mut arena = vec![0u32; arena_bytes(shape, &c).div_ceil(4)];
+    let mut l = Learner::new(shape, None, c, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+    l.init(None, seed).unwrap();
+    // Random head weights, so that predictions spread over the classes.
+    for p in l.params_mut(Slot::Active) {
+        *p = r.unit();
+    }
+    let (embs, _) = samples(&mut r, 24, fin, classes as u16);
+    let mut labels = Vec::new();
+    for (i, e) in embs.iter().enumerate() {
+        let s = Sample {
+            emb: e,
+            scale: 0.02,
+            label: 0,
+        };
+        let p = l.predict(Slot::Active, &s).unwrap();
+        // Old classes are 0 and 1. Right: i % 3 != 0 (16 of 24), wrong otherwise.
+        let wrong = i % 3 == 0;
+        labels.push(if wrong { (p + 1) % classes as u16 } else { p });
+    }
+    let (mut ok, mut n) = ([0u32; 2], [0u32; 2]);
+    for (i, &y) in labels.iter().enumerate() {
+        let side = (y >= 2) as usize;
+        n[side] += 1;
+        ok[side] += (i % 3 != 0) as u32;
+    }
+    assert!(
+        n[0] > 0 && n[1] > 0,
+        "CAIRN_SEED={seed}: both sides held out"
+    );
+    let got = evaluate(
+        &mut l,
+        Slot::Active,
+        batch(&embs, &labels).into_iter(),
+        |y| y < 2,
+    )
+    .unwrap();
+    let want = Metrics {
+        old_acc: ok[0] as f32 / n[0] as f32,
+        new_acc: ok[1] as f32 / n[1] as f32,
+        n_old: n[0],
+        n_new: n[1],
+    };
+    assert_eq!(got, want, "CAIRN_SEED={seed}");
+    // Nothing held out on a side: accuracy 0 there, no division.
+    let old_only: Vec<u16> = labels.iter().map(|&y| y % 2).collect();
+    let got = evaluate(
+        &mut l,
+        Slot::Active,
+        batch(&embs, &old_only).into_iter(),
+        |y| y < 2,
+    )
+    .unwrap();
+    assert_eq!((got.n_new, got.new_acc, got.n_old), (0, 0.0, 24));
 }
 
 #[test]
