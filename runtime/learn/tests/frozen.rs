@@ -167,8 +167,8 @@ fn reference(l: &Layer, x: &[f32]) -> Vec<f32> {
     (0..l.n)
         .map(|j| {
             let mut acc = l.bias.as_ref().map_or(0, |b| b[j]);
-            for i in 0..l.k {
-                acc += (q[i] - l.zx) * l.w[j * l.k + i] as i32;
+            for (&qi, &wi) in q.iter().zip(&l.w[j * l.k..(j + 1) * l.k]) {
+                acc += (qi - l.zx) * wi as i32;
             }
             acc as f32 * (l.mult[j] * l.sy)
         })
