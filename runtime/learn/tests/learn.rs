@@ -713,3 +713,79 @@ fn fold_into_int8_matches_the_adapter() {
         "CAIRN_SEED={seed}: folded layer off by {worst} tolerances"
     );
 }
+
+/// `fold`'s int8 layer, value by value: per output channel the effective weights
+/// (frozen + scale·B·A) over their peak / 127, rounded; the bias over x_scale · that
+/// step; the multiplier the step over the output scale. A channel whose effective
+/// weights are all zero keeps a step of 1. Buffers of the wrong length are refused.
+#[test]
+fn fold_writes_the_documented_int8_layer() {
+    let seed = seed() ^ 3;
+    let mut r = Rng(seed);
+    let (fin, hid, rank, lora_scale) = (5, 3, 2, 0.5f32);
+    let mut parts = random_layer(&mut r, hid, fin);
+    // Channel 1 of the frozen layer is all zeros, and so is its B row below.
+    for v in &mut parts.w[fin..2 * fin] {
+        *v = 0;
+    }
+    let fz = layer(&parts, hid, fin);
+    let shape = AdapterShape {
+        fin,
+        hidden: hid,
+        rank,
+        classes: 2,
+        batch: 1,
+    };
+    let c = cfg(Optimizer::adam(0.01), 0.0);
+    let mut arena = vec![0u32; arena_bytes(shape, &c).div_ceil(4)];
+    let mut l = Learner::new(shape, Some(fz), c, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+    let [_, _, (a0, _), (b0, _)] = l.layout().param_parts();
+    let mut p: Vec<f32> = (0..shape.params()).map(|_| 0.05 * r.unit()).collect();
+    for v in &mut p[b0 + rank..b0 + 2 * rank] {
+        *v = 0.0;
+    }
+    l.set_params(Slot::Active, &p).unwrap();
+    let (mut w, mut bias, mut mult) = (vec![0i8; hid * fin], vec![0i32; hid], vec![0f32; hid]);
+    l.fold(Slot::Active, 0.25, &mut w, &mut bias, &mut mult)
+        .unwrap();
+    for j in 0..hid {
+        let eff: Vec<f32> = (0..fin)
+            .map(|i| {
+                let mut v = fz.weight(j, i);
+                for k in 0..rank {
+                    v += lora_scale * p[b0 + j * rank + k] * p[a0 + k * fin + i];
+                }
+                v
+            })
+            .collect();
+        let peak = eff.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let step = if j == 1 {
+            assert_eq!(peak, 0.0);
+            1.0
+        } else {
+            peak / 127.0
+        };
+        for i in 0..fin {
+            let want = (eff[i] / step).round_ties_even().clamp(-127.0, 127.0) as i8;
+            assert_eq!(w[j * fin + i], want, "CAIRN_SEED={seed}: w[{j}][{i}]");
+        }
+        let acc = fz.x_scale * step;
+        assert_eq!(
+            bias[j],
+            (fz.bias(j) / acc).round_ties_even() as i32,
+            "bias[{j}]"
+        );
+        assert_eq!(mult[j], acc / 0.25, "mult[{j}]");
+    }
+    for (wl, bl, ml) in [
+        (hid * fin - 1, hid, hid),
+        (hid * fin, hid + 1, hid),
+        (hid * fin, hid, 2),
+    ] {
+        let (mut w, mut b, mut m) = (vec![0i8; wl], vec![0i32; bl], vec![0f32; ml]);
+        assert!(matches!(
+            l.fold(Slot::Active, 0.25, &mut w, &mut b, &mut m),
+            Err(LearnError::WrongShape { .. })
+        ));
+    }
+}
