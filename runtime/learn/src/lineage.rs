@@ -513,21 +513,22 @@ pub fn patch_fc(
     let [Some(ws), bs, Some(ms)] = spans else {
         return Err(LearnError::NotAnInt8Fc);
     };
-    if ws.1 != w.len() || ms.1 != 4 * mult.len() || bs.is_some_and(|b| b.1 != 4 * bias.len()) {
+    // Every check before the first write: a refused patch leaves the model as it was.
+    let bias_fits = match bs {
+        Some(b) => b.1 == 4 * bias.len(),
+        None => bias.iter().all(|&b| b == 0),
+    };
+    if ws.1 != w.len() || ms.1 != 4 * mult.len() || !bias_fits {
         return Err(LearnError::ShapeMismatch);
     }
     model_bytes[ws.0..ws.0 + ws.1].copy_from_slice(bytemuck::cast_slice(w));
     for (i, v) in mult.iter().enumerate() {
         model_bytes[ms.0 + 4 * i..ms.0 + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
     }
-    match bs {
-        Some(b) => {
-            for (i, v) in bias.iter().enumerate() {
-                model_bytes[b.0 + 4 * i..b.0 + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
-            }
+    if let Some(b) = bs {
+        for (i, v) in bias.iter().enumerate() {
+            model_bytes[b.0 + 4 * i..b.0 + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        None if bias.iter().any(|&b| b != 0) => return Err(LearnError::ShapeMismatch),
-        None => {}
     }
     let crc_at = cairn_core::format::hdr::CRC;
     let crc = cairn_core::format::file_crc(model_bytes);

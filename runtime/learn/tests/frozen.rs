@@ -326,3 +326,84 @@ fn a_layer_from_parts_checks_every_part() {
     assert_eq!(q, [1, 2, -1]);
     assert_eq!(z, [(5 + 2) as f32 * 0.05, (-5 + 2) as f32 * 0.025]);
 }
+
+/// `patch_fc` writes a folded layer over the model's constants and nothing else: the model
+/// still loads (its CRC fixed), reads back as the new layer, and every other byte but the
+/// CRC is unchanged. Wrong sizes, a bias for a layer without one, and other ops are
+/// refused with the model untouched.
+#[test]
+fn a_folded_layer_is_patched_over_the_model_in_place() {
+    use cairn_learn::lineage::patch_fc;
+    let seed = seed();
+    let mut r = Rng(seed | 1);
+    let (n, k) = (4, 6);
+    let old = random_layer(&mut r, n, k, true);
+    let bytes = fc_model(&old, InArena::Nothing);
+    let mut ab = AlignedBytes::from_slice(&bytes);
+    let new = random_layer(&mut r, n, k, true);
+    let bias = new.bias.clone().unwrap();
+    patch_fc(ab.as_mut_slice(), 0, &new.w, &bias, &new.mult).unwrap();
+    let m = Model::parse(ab.as_slice()).expect("the patched model loads");
+    let fc = FrozenFc::from_model(&m, 0).unwrap();
+    assert_eq!(fc.w, &new.w[..], "CAIRN_SEED={seed}");
+    // The old layer's input and output parameters with the new constants.
+    let mixed = Layer {
+        n,
+        k,
+        w: new.w.clone(),
+        bias: Some(bias.clone()),
+        mult: new.mult.clone(),
+        sx: old.sx,
+        zx: old.zx,
+        sy: old.sy,
+        zy: old.zy,
+        lo: old.lo,
+    };
+    let x: Vec<f32> = (0..k).map(|_| r.f(-3.0, 3.0)).collect();
+    let (mut q, mut z) = (vec![0i8; k], vec![0f32; n]);
+    fc.forward(&x, &mut q, &mut z);
+    assert_eq!(z, reference(&mixed, &x), "CAIRN_SEED={seed}");
+    // Only the constants and the CRC changed.
+    let crc = cairn_core::format::hdr::CRC;
+    let changed: Vec<usize> = (0..bytes.len())
+        .filter(|&i| bytes[i] != ab.as_slice()[i] && !(crc..crc + 4).contains(&i))
+        .collect();
+    let constants = n * k + 4 * n + 4 * n;
+    assert!(
+        !changed.is_empty() && changed.len() <= constants,
+        "{} bytes changed",
+        changed.len()
+    );
+    // Refusals leave the model as it was.
+    let before = ab.as_slice().to_vec();
+    let mult = &new.mult;
+    assert_eq!(
+        patch_fc(ab.as_mut_slice(), 0, &new.w[1..], &bias, mult),
+        Err(LearnError::ShapeMismatch)
+    );
+    assert_eq!(
+        patch_fc(ab.as_mut_slice(), 0, &new.w, &bias[1..], mult),
+        Err(LearnError::ShapeMismatch)
+    );
+    assert_eq!(
+        patch_fc(ab.as_mut_slice(), 0, &new.w, &bias, &mult[1..]),
+        Err(LearnError::ShapeMismatch)
+    );
+    assert_eq!(
+        patch_fc(ab.as_mut_slice(), 1, &new.w, &bias, mult),
+        Err(LearnError::NotAnInt8Fc)
+    );
+    assert_eq!(ab.as_slice(), &before[..]);
+    // A layer without a bias takes an all-zero one only.
+    let plain = random_layer(&mut r, n, k, false);
+    let mut ab = AlignedBytes::from_slice(&fc_model(&plain, InArena::Nothing));
+    let before = ab.as_slice().to_vec();
+    assert_eq!(
+        patch_fc(ab.as_mut_slice(), 0, &new.w, &bias, mult),
+        Err(LearnError::ShapeMismatch)
+    );
+    assert_eq!(ab.as_slice(), &before[..], "a refused patch writes nothing");
+    patch_fc(ab.as_mut_slice(), 0, &new.w, &[0; 4], mult).unwrap();
+    let m = Model::parse(ab.as_slice()).unwrap();
+    assert_eq!(FrozenFc::from_model(&m, 0).unwrap().w, &new.w[..]);
+}
