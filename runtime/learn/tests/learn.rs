@@ -508,6 +508,41 @@ fn nearest_class_mean() {
     assert!(n.add(&s(&[0; 3], 1)).is_err());
 }
 
+/// The class means are sums of unit vectors compared by cosine: a long sample does not
+/// outweigh a short one, a class with more samples is not favoured for its longer mean,
+/// and a tie goes to the first class.
+#[test]
+fn nearest_class_mean_compares_directions() {
+    let s = |emb: &'static [i8], label| Sample {
+        emb,
+        scale: 1.0,
+        label,
+    };
+    // Class 0: a long sample along x and a short one along y, so its mean points at 45°
+    // (the raw sum would point along x). Class 1: one sample at about 11°.
+    let mut n = Ncm::<2, 2>::new();
+    n.add(&s(&[100, 0], 0)).unwrap();
+    n.add(&s(&[0, 1], 0)).unwrap();
+    n.add(&s(&[50, 10], 1)).unwrap();
+    assert_eq!(n.predict(&s(&[10, 9], 0)), Some(0));
+    // Class 0: three samples along x (a mean three units long); class 1: one at 53°. A
+    // query at 45° is nearer class 1 in angle.
+    let mut n = Ncm::<2, 2>::new();
+    for _ in 0..3 {
+        n.add(&s(&[100, 0], 0)).unwrap();
+    }
+    n.add(&s(&[60, 80], 1)).unwrap();
+    assert_eq!(n.predict(&s(&[50, 50], 0)), Some(1));
+    assert_eq!(n.predict(&s(&[50, 5], 0)), Some(0));
+    // Equal means: the first class.
+    let mut n = Ncm::<3, 2>::new();
+    n.add(&s(&[3, 4], 1)).unwrap();
+    n.add(&s(&[6, 8], 2)).unwrap();
+    assert_eq!(n.predict(&s(&[1, 1], 0)), Some(1));
+    // A query of the wrong length is no query.
+    assert_eq!(n.predict(&s(&[1, 1, 1], 0)), None);
+}
+
 fn checkpoint(parent: [u8; 32], base: [u8; 32], w: &[f32], tag: u8) -> Checkpoint {
     let mut d = RecordDigest::default();
     d.add(&[tag; 16]);
