@@ -12,7 +12,7 @@ fn seed() -> u64 {
     std::env::var("CAIRN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x2e91_a7)
+        .unwrap_or(0x002e_91a7)
 }
 
 const DIM: usize = 6;
