@@ -60,7 +60,7 @@ fn samples_are_the_stored_records_and_a_fifth_is_held_out() {
         // The embedding of record i is (t, −t, …) for its own t = scale·64 − 1.
         let t = (m.scale * 64.0) as i32 - 1;
         assert_eq!(s.emb[0] as i32, t as i8 as i32);
-        assert_eq!(is_held_out(m), m.id[15] % 5 == 0);
+        assert_eq!(is_held_out(m), m.id[15].is_multiple_of(5));
     }
     let held: Vec<usize> = (0..st.len())
         .filter(|&i| is_held_out(&st.metas()[i]))
