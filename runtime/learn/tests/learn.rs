@@ -818,9 +818,12 @@ fn fold_writes_the_documented_int8_layer() {
         (hid * fin, hid, 2),
     ] {
         let (mut w, mut b, mut m) = (vec![0i8; wl], vec![0i32; bl], vec![0f32; ml]);
-        assert!(matches!(
+        assert_eq!(
             l.fold(Slot::Active, 0.25, &mut w, &mut b, &mut m),
-            Err(LearnError::WrongShape { .. })
-        ));
+            Err(LearnError::WrongShape {
+                expected: hid * fin,
+                got: wl
+            })
+        );
     }
 }

@@ -178,6 +178,37 @@ fn loss_and_prediction_are_the_adapter_s_forward_pass() {
     }
 }
 
+/// Logits far from zero (a confident head) give a finite loss: the softmax subtracts the
+/// largest logit before `exp`.
+#[test]
+fn large_logits_keep_the_loss_finite() {
+    let shape = AdapterShape {
+        fin: 2,
+        hidden: 0,
+        rank: 0,
+        classes: 3,
+        batch: 1,
+    };
+    let c = cfg(0.5);
+    let mut arena = vec![0u32; arena_bytes(shape, &c).div_ceil(4)];
+    let mut l = Learner::new(shape, None, c, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+    // Biases 200, 190, 150: exp(200) overflows f32.
+    let params = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 200.0, 190.0, 150.0];
+    l.set_params(Slot::Active, &params).unwrap();
+    let s = Sample {
+        emb: &[1, 1],
+        scale: 0.1,
+        label: 1,
+    };
+    let got = l.loss(Slot::Active, &[s]).unwrap();
+    let want = reference_loss(&params, shape, None, 0.5, &[s]);
+    assert!(
+        got.is_finite() && (got - want).abs() < 1e-4,
+        "{got} vs {want}"
+    );
+    assert!((got - 10.0).abs() < 1e-3, "{got}");
+}
+
 #[test]
 fn ties_predict_the_first_class() {
     let shape = AdapterShape {

@@ -85,10 +85,28 @@ fn a_commit_may_fill_the_flash_to_its_last_byte() {
     assert_eq!(out, w);
     // Nothing more fits, not even a reject record.
     assert_eq!(log.set_active(&c.id), Err(LearnError::LogFull));
-    // One weight more does not fit in a fresh log, with its ACTIVE mark.
+    // One weight more: the checkpoint alone would fit, its ACTIVE mark not; commit
+    // refuses before it writes anything.
     let w = weights(n + 1, 2);
     let (mut log, _) = CheckpointLog::open(RamFlash::<4096>::new(1)).unwrap();
     assert_eq!(log.commit(&checkpoint(&w, 2), &w), Err(LearnError::LogFull));
+    let (all, active, _) = listed(log.into_flash());
+    assert!(all.is_empty() && active.is_none());
+    // The same after a first entry: the room left is what counts.
+    let small = weights(3, 3);
+    let c3 = checkpoint(&small, 3);
+    let (mut log, _) = CheckpointLog::open(RamFlash::<4096>::new(1)).unwrap();
+    log.commit(&c3, &small).unwrap();
+    let used = HDR + CKPT_FIXED + 12 + HDR + 32;
+    let m = (4096 - used - HDR - CKPT_FIXED - HDR - 32) / 4;
+    let w = weights(m + 1, 4);
+    assert_eq!(log.commit(&checkpoint(&w, 4), &w), Err(LearnError::LogFull));
+    let w = weights(m, 5);
+    let c5 = checkpoint(&w, 5);
+    log.commit(&c5, &w).unwrap();
+    let (all, active, _) = listed(log.into_flash());
+    assert_eq!(all.len(), 4);
+    assert_eq!(active, Some(c5.id));
 }
 
 #[test]
