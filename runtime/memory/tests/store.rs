@@ -818,3 +818,37 @@ mod mutations {
         }
     }
 }
+
+/// Near-duplicates found past the first slot are merged too: each record is compared on
+/// its own embedding, wherever it sits.
+#[test]
+fn consolidation_finds_duplicates_after_unique_records() {
+    let (mut st, _) = Store::open(Flash::new(16), cfg(100)).unwrap();
+    let rec = |ts: u64, e: &'static [i8; DIM]| Record {
+        origin: 1,
+        timestamp_ms: ts,
+        label: 2,
+        importance: 0,
+        meta: [0; 4],
+        scale: 0.1,
+        embedding: e,
+        payload: &[],
+    };
+    let unique = [
+        st.append(&rec(0, &[90, 0, 0, 0, 0, 0, 0, 0])).unwrap(),
+        st.append(&rec(1, &[0, 0, 0, 0, 0, 0, 0, 90])).unwrap(),
+    ];
+    let dups = [
+        st.append(&rec(2, &[10, 20, 30, 40, 50, 60, 70, 80]))
+            .unwrap(),
+        st.append(&rec(3, &[11, 20, 30, 40, 50, 60, 70, 80]))
+            .unwrap(),
+        st.append(&rec(4, &[10, 21, 30, 40, 50, 60, 70, 79]))
+            .unwrap(),
+    ];
+    let rep = st.consolidate(0.99).unwrap();
+    assert_eq!((rep.prototypes, rep.merged), (1, 3));
+    assert!(unique.iter().all(|id| st.contains(id)));
+    assert!(dups.iter().all(|id| !st.contains(id)));
+    assert_eq!(st.len(), 3);
+}
