@@ -1,5 +1,5 @@
 //! Consolidation: near-duplicate records (same label, cosine ≥ a threshold) merge into one
-//! prototype — the mean embedding, the highest importance, the newest time — that says how
+//! prototype — the mean embedding (weighted by the observations each stands for), the highest importance, the newest time — that says how
 //! many observations it stands for (`meta[3]`, summed over merged prototypes) and lists the
 //! ids it replaced in its payload (as many as the payload bound allows). The prototype is
 //! written before the originals are deleted, so a power cut can leave duplicates but never
@@ -58,16 +58,21 @@ impl<F: NorFlash> Store<F> {
             if group.is_empty() {
                 return Ok(report);
             }
-            // The prototype: mean of the real-valued embeddings, requantized.
+            // The prototype: the mean of the real-valued embeddings, each weighted by the
+            // observations it stands for (a prototype merged again counts as all of its
+            // own), requantized.
             let mut mean = vec![0.0f32; d];
             let mut count = 0u32;
+            let mut weight = 0.0f32;
             let (mut importance, mut newest, mut origin) = (0u8, 0u64, 0u64);
             let mut ids: Vec<Id> = Vec::new();
             for &s in &group {
                 let m = self.metas()[s];
+                let w = m.observations.max(1) as f32;
                 for (acc, &v) in mean.iter_mut().zip(&self.embeddings()[s * d..(s + 1) * d]) {
-                    *acc += v as f32 * m.scale;
+                    *acc += w * (v as f32 * m.scale);
                 }
+                weight += w;
                 count = count.saturating_add(m.observations.max(1));
                 importance = importance.max(m.importance);
                 if m.timestamp_ms >= newest {
@@ -76,6 +81,7 @@ impl<F: NorFlash> Store<F> {
                 }
                 ids.push(m.id);
             }
+            mean.iter_mut().for_each(|x| *x /= weight);
             let peak = mean.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
             let scale = if peak > 0.0 { peak / 127.0 } else { 1.0 };
             let emb: Vec<i8> = mean

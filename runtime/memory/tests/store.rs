@@ -852,3 +852,51 @@ fn consolidation_finds_duplicates_after_unique_records() {
     assert!(dups.iter().all(|id| !st.contains(id)));
     assert_eq!(st.len(), 3);
 }
+
+/// A prototype's real-valued embedding is the mean of its members' (not their sum), each
+/// member weighted by the observations it stands for; requantized to a peak of ±127.
+#[test]
+fn a_prototype_is_the_weighted_mean_of_its_members() {
+    let (mut st, _) = Store::open(Flash::new(16), cfg(100)).unwrap();
+    let rec = |ts: u64, scale: f32, obs: u32, e: &'static [i8; DIM]| Record {
+        origin: ts,
+        timestamp_ms: ts,
+        label: 1,
+        importance: ts as u8,
+        meta: [0, 0, 0, obs],
+        scale,
+        embedding: e,
+        payload: &[],
+    };
+    let members = [
+        (0.5f32, 1u32, [100i8, 50, 20, 10, 0, -10, -20, -40]),
+        (0.25, 0, [102, 51, 20, 10, 0, -10, -20, -41]),
+        (1.0, 4, [49, 25, 10, 5, 0, -5, -10, -20]),
+    ];
+    for (ts, (scale, obs, e)) in members.iter().enumerate() {
+        let e: &'static [i8; DIM] = Box::leak(Box::new(*e));
+        st.append(&rec(ts as u64, *scale, *obs, e)).unwrap();
+    }
+    let rep = st.consolidate(0.99).unwrap();
+    assert_eq!((rep.prototypes, rep.merged), (1, 3));
+    let m = st.metas()[0];
+    assert_eq!(m.observations, 1 + 1 + 4);
+    assert_eq!((m.importance, m.timestamp_ms, m.origin), (2, 2, 2));
+    let weight: f32 = members.iter().map(|(_, o, _)| (*o).max(1) as f32).sum();
+    let mean: Vec<f32> = (0..DIM)
+        .map(|k| {
+            members
+                .iter()
+                .map(|(s, o, e)| (*o).max(1) as f32 * (e[k] as f32 * s))
+                .sum::<f32>()
+                / weight
+        })
+        .collect();
+    let peak = mean.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    assert!((m.scale - peak / 127.0).abs() <= 1e-6 * peak);
+    let emb = &st.embeddings()[..DIM];
+    for k in 0..DIM {
+        assert_eq!(emb[k], (mean[k] / m.scale).round() as i8, "value {k}");
+        assert!((emb[k] as f32 * m.scale - mean[k]).abs() <= m.scale * 0.5 + 1e-5);
+    }
+}
