@@ -1,0 +1,93 @@
+//! The flash backends the power-cut and damage tests stand on: RamFlash's per-sector erase
+//! counts, and FaultyFlash's power cuts (torn writes, half-done erases) and seeded bit
+//! flips, checked against their documented behaviour.
+
+use cairn_memory::flash::{FaultyFlash, RamFlash};
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+
+type Flash = RamFlash<256>;
+
+#[test]
+fn erases_are_counted_per_sector() {
+    let mut f = Flash::new(4);
+    f.write(0, &[0; 1024]).unwrap();
+    f.erase(256, 768).unwrap();
+    f.erase(512, 768).unwrap();
+    assert_eq!(f.erases, [0, 1, 2, 0]);
+    assert!(f.data[..256].iter().all(|&b| b == 0));
+    assert!(f.data[256..768].iter().all(|&b| b == 0xFF));
+    assert!(f.data[768..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_power_cut_tears_a_write_and_half_an_erase() {
+    // 10 units: an 8-byte write lands, the next 8-byte one lands its first 2 → 0 words.
+    let mut f = FaultyFlash::new(Flash::new(4)).cut_after(10);
+    assert!(!f.is_dead());
+    f.write(0, &[0x11; 8]).unwrap();
+    assert!(f.write(8, &[0x22; 8]).is_err());
+    assert!(f.is_dead());
+    assert_eq!(f.used, 10);
+    let mut b = [0u8; 4];
+    assert!(f.read(0, &mut b).is_err(), "no reads after the cut");
+    let inner = f.inner;
+    assert_eq!(&inner.data[..8], &[0x11; 8]);
+    assert!(inner.data[8..16].iter().all(|&b| b == 0xFF));
+    // 6 units: the torn write keeps its first program unit (4 bytes).
+    let mut f = FaultyFlash::new(Flash::new(4)).cut_after(6);
+    assert!(f.write(0, &[0x33; 8]).is_err());
+    assert_eq!(
+        &f.inner.data[..8],
+        &[0x33, 0x33, 0x33, 0x33, 0xFF, 0xFF, 0xFF, 0xFF]
+    );
+    // A cut during a four-sector erase erases the first two.
+    let mut ram = Flash::new(4);
+    ram.write(0, &[0; 1024]).unwrap();
+    let mut f = FaultyFlash::new(ram).cut_after(0);
+    assert!(f.erase(0, 1024).is_err());
+    assert!(f.is_dead());
+    assert!(f.inner.data[..512].iter().all(|&b| b == 0xFF));
+    assert!(f.inner.data[512..].iter().all(|&b| b == 0));
+    // During a one-sector erase: the sector is left with its first word cleared.
+    let mut f = FaultyFlash::new(Flash::new(2)).cut_after(0);
+    assert!(f.erase(256, 512).is_err());
+    assert_eq!(&f.inner.data[256..260], &[0; 4]);
+    assert!(f.inner.data[260..512].iter().all(|&b| b == 0xFF));
+    // Erases count one unit each.
+    let mut f = FaultyFlash::new(Flash::new(4)).cut_after(2);
+    f.erase(0, 256).unwrap();
+    f.erase(256, 512).unwrap();
+    assert_eq!(f.used, 2);
+    assert!(f.erase(512, 768).is_err());
+}
+
+#[test]
+fn bit_flips_are_single_bits_at_the_asked_rate_and_seeded() {
+    let mut ram = Flash::new(16);
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 37 % 251) as u8).collect();
+    ram.write(0, &pattern).unwrap();
+    let read = |n: u64, seed: u64| {
+        let mut f = FaultyFlash::new(ram.clone()).flip_bits(n, seed);
+        let mut out = vec![0u8; 4096];
+        f.read(0, &mut out).unwrap();
+        out
+    };
+    // Every byte read, one bit each.
+    let all = read(1, 5);
+    assert!(all
+        .iter()
+        .zip(&pattern)
+        .all(|(a, b)| (a ^ b).count_ones() == 1));
+    // About one byte in four; each changed byte differs in one bit; bits of every
+    // position come up.
+    let some = read(4, 5);
+    let changed: Vec<u8> = some.iter().zip(&pattern).map(|(a, b)| a ^ b).collect();
+    let n = changed.iter().filter(|&&x| x != 0).count();
+    assert!((700..=1350).contains(&n), "{n} of 4096 bytes flipped");
+    assert!(changed.iter().all(|x| x.count_ones() <= 1));
+    let positions = changed.iter().fold(0u8, |a, &x| a | x);
+    assert_eq!(positions, 0xFF, "flips reach every bit position");
+    // The same seed flips the same bits; another seed others.
+    assert_eq!(read(4, 5), some);
+    assert_ne!(read(4, 6), some);
+}
