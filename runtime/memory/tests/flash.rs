@@ -91,3 +91,61 @@ fn bit_flips_are_single_bits_at_the_asked_rate_and_seeded() {
     assert_eq!(read(4, 5), some);
     assert_ne!(read(4, 6), some);
 }
+
+/// A file holds flash: created erased at the asked size, grown erased when shorter, never
+/// shrunk (sectors that hold data stay visible), NOR rules on write and erase.
+#[cfg(feature = "std")]
+#[test]
+fn a_file_is_flash_that_keeps_its_data() {
+    use cairn_memory::flash::FileFlash;
+    let dir = std::env::temp_dir().join(format!("cairn-fileflash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.bin");
+    let _ = std::fs::remove_file(&path);
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    {
+        let mut f = FileFlash::<256>::open(&path, 3).unwrap();
+        assert_eq!(f.capacity(), 768);
+        assert_eq!(size(&path), 768);
+        let mut b = [0u8; 768];
+        f.read(0, &mut b).unwrap();
+        assert!(b.iter().all(|&v| v == 0xFF));
+        f.write(4, &[0xF0, 0x0F, 0x00, 0xAA]).unwrap();
+        // Programming only clears bits.
+        f.write(4, &[0xFF, 0xFF, 0xFF, 0x0F]).unwrap();
+        assert!(f.write(5, &[0; 4]).is_err(), "misaligned");
+        assert!(f.write(768, &[0; 4]).is_err(), "past the end");
+    }
+    let read4 = |f: &mut FileFlash<256>, at: u32| {
+        let mut b = [0u8; 4];
+        f.read(at, &mut b).unwrap();
+        b
+    };
+    {
+        // Asked for fewer sectors: the file keeps all three.
+        let mut f = FileFlash::<256>::open(&path, 2).unwrap();
+        assert_eq!(f.capacity(), 768);
+        assert_eq!(read4(&mut f, 4), [0xF0, 0x0F, 0x00, 0x0A]);
+    }
+    {
+        // More: grown erased, the data kept.
+        let mut f = FileFlash::<256>::open(&path, 5).unwrap();
+        assert_eq!((f.capacity(), size(&path)), (1280, 1280));
+        assert_eq!(read4(&mut f, 4), [0xF0, 0x0F, 0x00, 0x0A]);
+        assert_eq!(read4(&mut f, 1276), [0xFF; 4]);
+        f.erase(0, 256).unwrap();
+        assert_eq!(read4(&mut f, 4), [0xFF; 4]);
+        assert!(f.erase(0, 100).is_err(), "not a whole sector");
+    }
+    // A file whose length is not whole sectors: the whole sectors count, nothing is cut.
+    std::fs::write(&path, vec![0u8; 700]).unwrap();
+    let f = FileFlash::<256>::open(&path, 1).unwrap();
+    assert_eq!((f.capacity(), size(&path)), (512, 700));
+    drop(f);
+    // An empty file that exists is grown like a missing one.
+    std::fs::write(&path, []).unwrap();
+    let f = FileFlash::<256>::open(&path, 2).unwrap();
+    assert_eq!((f.capacity(), size(&path)), (512, 512));
+    drop(f);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
