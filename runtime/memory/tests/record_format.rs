@@ -120,9 +120,11 @@ fn encode_and_decode_refuse_at_the_bounds() {
     let mut longer = good.clone();
     longer.push(0);
     assert_eq!(Record::decode(&longer), Err(RecordError::Truncated));
-    let mut bad = good.clone();
-    bad[52..56].copy_from_slice(&(-1.0f32).to_bits().to_le_bytes());
-    assert_eq!(Record::decode(&bad), Err(RecordError::BadScale));
+    for scale in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let mut bad = good.clone();
+        bad[52..56].copy_from_slice(&scale.to_bits().to_le_bytes());
+        assert_eq!(Record::decode(&bad), Err(RecordError::BadScale), "{scale}");
+    }
     let mut huge = good.clone();
     huge[56..58].copy_from_slice(&((MAX_DIM + 1) as u16).to_le_bytes());
     assert_eq!(Record::decode(&huge), Err(RecordError::TooLarge));
