@@ -900,3 +900,29 @@ fn a_prototype_is_the_weighted_mean_of_its_members() {
         assert!((emb[k] as f32 * m.scale - mean[k]).abs() <= m.scale * 0.5 + 1e-5);
     }
 }
+
+/// Members whose mean is all zeros make a prototype of scale 1 (a record's scale must be
+/// positive), not a refused append.
+#[test]
+fn a_zero_mean_prototype_keeps_a_valid_scale() {
+    let (mut st, _) = Store::open(Flash::new(16), cfg(100)).unwrap();
+    for ts in 0..2 {
+        st.append(&Record {
+            origin: 1,
+            timestamp_ms: ts,
+            label: 0,
+            importance: 0,
+            meta: [0; 4],
+            scale: 0.5,
+            embedding: &[0; DIM],
+            payload: &[],
+        })
+        .unwrap();
+    }
+    // Zero vectors have cosine 0 with everything: a threshold of 0 groups them.
+    let rep = st.consolidate(0.0).unwrap();
+    assert_eq!((rep.prototypes, rep.merged), (1, 2));
+    assert_eq!(st.len(), 1);
+    assert_eq!(st.metas()[0].scale, 1.0);
+    assert!(st.embeddings().iter().all(|&v| v == 0));
+}
