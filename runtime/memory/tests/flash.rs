@@ -33,6 +33,15 @@ fn a_power_cut_tears_a_write_and_half_an_erase() {
     let inner = f.inner;
     assert_eq!(&inner.data[..8], &[0x11; 8]);
     assert!(inner.data[8..16].iter().all(|&b| b == 0xFF));
+    // A write of exactly the units left lands whole; the next operation is cut.
+    let mut f = FaultyFlash::new(Flash::new(4)).cut_after(8);
+    f.write(0, &[0x44; 8]).unwrap();
+    assert!(!f.is_dead());
+    assert!(f.write(8, &[0x55; 4]).is_err());
+    assert_eq!(
+        &f.inner.data[..12],
+        &[0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0xFF, 0xFF, 0xFF, 0xFF]
+    );
     // 6 units: the torn write keeps its first program unit (4 bytes).
     let mut f = FaultyFlash::new(Flash::new(4)).cut_after(6);
     assert!(f.write(0, &[0x33; 8]).is_err());
