@@ -205,6 +205,18 @@ fn depthwise_simd_matches_reference() {
     }
 }
 
+/// Whether the CPU has AVX-512 VBMI and BW (the VNNI depthwise kernel's byte permutes).
+fn vbmi() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512vbmi") && std::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Where the CPU has AVX-512 VNNI and VBMI, every case runs twice: on the VNNI quad kernel
 /// (`fast/depthwise_vnni.rs`) and, with VNNI turned off (`paths::allow_vnni`), on the AVX2
 /// pair kernel; both equal the reference, and the path counters say which ran. Narrow
@@ -214,9 +226,7 @@ fn depthwise_simd_matches_reference() {
 fn depthwise_vnni_and_avx2_match_reference() {
     let seed = seed() ^ 0xD5;
     let mut r = Rng(seed);
-    let vnni = vnni_hardware().is_some()
-        && std::is_x86_feature_detected!("avx512vbmi")
-        && std::is_x86_feature_detected!("avx512bw");
+    let vnni = vnni_hardware().is_some() && vbmi();
     if !vnni {
         eprintln!("no AVX-512 VNNI + VBMI here: the VNNI depthwise kernel is not tested");
     }
