@@ -104,15 +104,18 @@ pub struct Others<'a> {
     pub threads: usize,
 }
 
-/// The single-thread int8 MAC peak of this CPU, measured: a register-only loop of
-/// independent AVX2 `vpmaddwd` + `vpaddd` pairs (16 exact int8·int8 MACs each, the
-/// instruction pair every cairn GEMM and depthwise kernel is built from) run for about
-/// 40 ms. `/proc/cpuinfo`'s clock is the base clock, not the boost clock the core runs
-/// at, so a peak derived from it would be too low; the loop measures what the core does.
-/// Also returns the clock measured with a chain of dependent adds (one per cycle).
+/// The single-thread int8 MAC peak of this CPU for the instruction cairn's GEMMs use on
+/// it, measured: a register-only loop of independent multiply-adds run for about 40 ms.
+/// Where the GEMMs take VNNI (`paths::vnni`), that is 256-bit `vpdpbusd` (32 u8×s8 MACs
+/// each, EVEX or VEX as the GEMMs encode it); otherwise AVX2 `vpmaddwd` + `vpaddd` pairs
+/// (16 exact int8·int8 MACs each). `/proc/cpuinfo`'s clock is the base clock, not the
+/// boost clock the core runs at, so a peak derived from it would be too low; the loop
+/// measures what the core does. Also returns the clock measured with a chain of dependent
+/// adds (one per cycle).
 pub fn int8_peak_gmacs() -> Option<(f64, String)> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
+        use cairn_kernels::paths::{vnni, Vnni};
         use std::time::Instant;
         let time = |f: &dyn Fn(u64), n: u64| {
             f(n / 10);
@@ -121,26 +124,79 @@ pub fn int8_peak_gmacs() -> Option<(f64, String)> {
             t.elapsed().as_secs_f64()
         };
         let n = 2_000_000u64;
-        // 12 pairs per iteration = 192 MACs.
-        let best = (0..3)
-            .map(|_| time(&madd_loop, n))
-            .fold(f64::INFINITY, f64::min);
-        let gmacs = n as f64 * 192.0 / best / 1e9;
+        let best = |f: &dyn Fn(u64)| (0..3).map(|_| time(f, n)).fold(f64::INFINITY, f64::min);
         let clk = (0..3)
             .map(|_| time(&add_chain, 4 * n))
             .fold(f64::INFINITY, f64::min);
         let ghz = 4.0 * 4.0 * n as f64 / clk / 1e9;
-        return Some((
-            gmacs,
-            format!(
-                "measured: independent AVX2 vpmaddwd+vpaddd pairs; core clock {ghz:.2} GHz, \
-                 so {:.0} GMAC/s if two vpmaddwd issued every cycle",
-                32.0 * ghz
+        // 12 instructions per iteration: 192 MACs with vpmaddwd, 384 with vpdpbusd.
+        let madd = n as f64 * 192.0 / best(&madd_loop) / 1e9;
+        let dp = match vnni() {
+            Some(Vnni::Evex) => Some(("EVEX", n as f64 * 384.0 / best(&dpbusd_evex_loop) / 1e9)),
+            Some(Vnni::Vex) => Some(("VEX", n as f64 * 384.0 / best(&dpbusd_vex_loop) / 1e9)),
+            None => None,
+        };
+        return Some(match dp {
+            Some((enc, g)) => (
+                g,
+                format!(
+                    "measured: independent 256-bit vpdpbusd ({enc}), the instruction cairn's \
+                     GEMMs use on this CPU; core clock {ghz:.2} GHz; AVX2 vpmaddwd+vpaddd \
+                     pairs reach {madd:.0} GMAC/s"
+                ),
             ),
-        ));
+            None => (
+                madd,
+                format!(
+                    "measured: independent AVX2 vpmaddwd+vpaddd pairs; core clock {ghz:.2} GHz, \
+                     so {:.0} GMAC/s if two vpmaddwd issued every cycle",
+                    32.0 * ghz
+                ),
+            ),
+        });
     }
     None
 }
+
+/// Twelve independent 256-bit `vpdpbusd` chains (latency × throughput is under twelve on
+/// the cores that have it), in the encoding `$enc` prefixes.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dpbusd_loop {
+    ($name:ident, $p:literal) => {
+        fn $name(n: u64) {
+            // SAFETY: the caller checked that the CPU has this encoding of vpdpbusd
+            // (`paths::vnni`); the loop only touches the named registers and the counter.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    concat!($p, "vpdpbusd ymm0, ymm12, ymm13"),
+                    concat!($p, "vpdpbusd ymm1, ymm12, ymm14"),
+                    concat!($p, "vpdpbusd ymm2, ymm12, ymm15"),
+                    concat!($p, "vpdpbusd ymm3, ymm13, ymm14"),
+                    concat!($p, "vpdpbusd ymm4, ymm13, ymm15"),
+                    concat!($p, "vpdpbusd ymm5, ymm14, ymm15"),
+                    concat!($p, "vpdpbusd ymm6, ymm12, ymm12"),
+                    concat!($p, "vpdpbusd ymm7, ymm13, ymm13"),
+                    concat!($p, "vpdpbusd ymm8, ymm14, ymm14"),
+                    concat!($p, "vpdpbusd ymm9, ymm15, ymm15"),
+                    concat!($p, "vpdpbusd ymm10, ymm12, ymm14"),
+                    concat!($p, "vpdpbusd ymm11, ymm13, ymm12"),
+                    "dec {n}",
+                    "jnz 2b",
+                    n = inout(reg) n => _,
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    options(nostack, nomem),
+                );
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+dpbusd_loop!(dpbusd_evex_loop, "");
+#[cfg(target_arch = "x86_64")]
+dpbusd_loop!(dpbusd_vex_loop, "{{vex}} ");
 
 #[cfg(target_arch = "x86_64")]
 fn madd_loop(n: u64) {
