@@ -51,7 +51,9 @@ fn item(tag: u8, n: usize) -> Vec<u8> {
 /// Items both smaller than the writer's 128-byte chunk, a whole multiple of it and not.
 fn items() -> Vec<Vec<u8>> {
     let fixed = HEAD + CONTRIB_HEAD + SIG;
-    let multiple = (1..64).find(|n| (fixed + 4 * n).is_multiple_of(128)).unwrap();
+    let multiple = (1..64)
+        .find(|n| (fixed + 4 * n).is_multiple_of(128))
+        .unwrap();
     [0usize, multiple, 100, 170, 250]
         .iter()
         .enumerate()
