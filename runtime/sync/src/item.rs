@@ -6,7 +6,7 @@
 //! Kinds: 1 memory record (body = the cairn-memory record encoding; its `origin` field must
 //! be the first 8 bytes of the origin key, its content id is the item id); 2 tombstone
 //! (target id, HLC); 3 metadata update (target id, importance, HLC); 4 adapter contribution
-//! (base model hash, adapter key, n, dim, then dim f32 of Σ n·Δ); 5 authority statement
+//! (base model hash, adapter key, n, dim, then dim finite f32 of Σ n·Δ); 5 authority statement
 //! (action, subject key, HLC), signed by the fleet authority: revoke a key, or designate a
 //! key that may delete any record.
 
@@ -153,6 +153,13 @@ impl<'a> Item<'a> {
                 let dim = le_u32(body, 52) as usize;
                 let values = len - CONTRIB_HEAD;
                 if values / 4 != dim || !values.is_multiple_of(4) {
+                    return Err(Reject::Malformed);
+                }
+                // A NaN or infinity would poison every merged adapter that takes it.
+                if body[CONTRIB_HEAD..]
+                    .chunks_exact(4)
+                    .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                {
                     return Err(Reject::Malformed);
                 }
                 content_id(signed)

@@ -160,13 +160,13 @@ impl Replica {
             let item = Item::verify(self.items.get(id)?).ok()?;
             let h = item.contribution()?;
             let vals: Vec<f32> = item.contribution_values().collect();
-            let n = h.n.max(1) as f32;
-            let norm = libm_sqrt(vals.iter().map(|v| (v / n) * (v / n)).sum());
-            let s = if norm > self.policy.max_norm {
-                self.policy.max_norm / norm
-            } else {
-                1.0
-            };
+            // In f64: the squares of any finite f32 values sum without overflow, so the
+            // clip holds for every value a member can send (`Item::verify` refuses
+            // non-finite ones).
+            let n = h.n.max(1) as f64;
+            let norm = sqrt(vals.iter().map(|&v| (v as f64 / n) * (v as f64 / n)).sum());
+            let max = self.policy.max_norm as f64;
+            let s = if norm > max { (max / norm) as f32 } else { 1.0 };
             if acc.is_empty() {
                 acc = alloc::vec![0.0; vals.len()];
             }
@@ -184,13 +184,19 @@ impl Replica {
     }
 }
 
-fn libm_sqrt(v: f32) -> f32 {
-    // Newton iterations: no libm dependency for one square root per contribution.
-    if v <= 0.0 {
+fn sqrt(v: f64) -> f64 {
+    // Newton iterations: no libm dependency for one square root per contribution. The
+    // start halves the exponent (within a factor of two of the root for every finite
+    // positive normal `v`), so a few steps converge; starting from `v` itself took over
+    // 40 steps for a root above 2^40 and left a huge contribution's norm overestimated.
+    if v.is_nan() || v <= 0.0 {
         return 0.0;
     }
-    let mut x = if v > 1.0 { v } else { 1.0 };
-    for _ in 0..40 {
+    if v == f64::INFINITY {
+        return v;
+    }
+    let mut x = f64::from_bits((v.to_bits() >> 1) + 0x1FF8_0000_0000_0000);
+    for _ in 0..12 {
         x = 0.5 * (x + v / x);
     }
     x

@@ -98,3 +98,76 @@ fn contribution_ids_are_per_adapter_and_ascending() {
     assert_eq!(n, 5);
     assert_eq!(merged, vec![2.0, 0.5]);
 }
+
+/// Send order: authority statements, tombstones, updates, contributions, then records by
+/// (importance, timestamp); an unknown id is worth nothing.
+#[test]
+fn values_order_what_is_sent_first() {
+    use cairn_sync::item::{statement_body, Action, Statement};
+    let mut r = Replica::default();
+    let ts = 0x0000_1234_5678_9ABC_u64;
+    let rec = put(&mut r, &signed_record(&key(1), ts, 3, b"x", 4));
+    let old = put(&mut r, &signed_record(&key(1), 7, 200, b"y", 4));
+    assert_eq!(r.value(&rec), (3 << 48) | ts);
+    assert_eq!(r.value(&old), (200 << 48) | 7);
+    let meta = put(&mut r, &signed(Kind::Meta, &meta_body(&rec, 250, 1 << 30)));
+    assert_eq!(
+        r.value(&rec),
+        (250 << 48) | ts,
+        "the update's importance is in force"
+    );
+    let contrib = put(&mut r, &contribution(1, 0.5));
+    let tomb = put(
+        &mut r,
+        &signed(Kind::Tombstone, &tombstone_body(&old, 1 << 31)),
+    );
+    let st = statement_body(&Statement {
+        action: Action::Deleter,
+        subject: [8; 32],
+        hlc: 1,
+    });
+    let mut out = vec![0u8; st.len() + HEAD + SIG];
+    let n = sign_into(&key(0xA0), Kind::Authority, &st, &mut out).unwrap();
+    let auth = put(&mut r, &out[..n]);
+    assert_eq!(r.value(&auth), u64::MAX);
+    assert_eq!(r.value(&tomb), u64::MAX - 1);
+    assert_eq!(r.value(&meta), u64::MAX - 2);
+    assert_eq!(r.value(&contrib), u64::MAX - 3);
+    assert_eq!(r.value(&[0x77; 16]), 0);
+}
+
+/// A contribution's Δ (its values over n) is scaled down to the policy's norm, however
+/// large: the norm is summed without overflow and its square root converges from any
+/// start (a root above 2^40, or squares past f32's range, used to leave it unclipped or
+/// over-clipped).
+#[test]
+fn a_huge_contribution_is_clipped_to_the_norm_bound() {
+    for big in [2.0f32, 3e15, 1e18, 1e20, f32::MAX] {
+        let mut r = Replica::default();
+        put(&mut r, &contribution(4, big));
+        let (m, n) = r.merged(&[4; 16]).unwrap();
+        assert_eq!(n, 1);
+        let norm = ((m[0] as f64).powi(2) + (m[1] as f64).powi(2)).sqrt();
+        let want = ((big as f64).powi(2) + 0.25)
+            .sqrt()
+            .min(r.policy.max_norm as f64);
+        assert!(
+            (norm - want).abs() <= 1e-5 * want,
+            "Δ {big}: norm {norm}, want {want}"
+        );
+    }
+}
+
+/// A contribution holding a NaN or an infinity is malformed: it would poison every merged
+/// adapter that took it.
+#[test]
+fn non_finite_contributions_are_refused() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let b = contribution(4, bad);
+        assert_eq!(
+            Item::verify(&b).err(),
+            Some(cairn_sync::Reject::Malformed),
+            "{bad}"
+        );
+    }
+}
