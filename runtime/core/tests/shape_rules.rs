@@ -1,0 +1,938 @@
+//! The shape rules every op is checked by at load (`op::infer_output`), case by case at
+//! their bounds: what each kind derives, what it refuses and with which error. The
+//! converter builds graphs with the same rules, so a rule that drifts changes which files
+//! load.
+
+use cairn_core::op::{infer_output, infer_output_in, Kinds, ShapeError, ALL_KINDS};
+use cairn_core::op::{BinaryFn, ReduceFn, UnaryFn};
+use cairn_core::{OpKind, Shape};
+use ShapeError::*;
+
+fn s(d: &[usize]) -> Shape {
+    Shape::new(d).unwrap()
+}
+
+/// Output 0 of `kind` with inputs `ins` (None: an absent optional input) and the declared
+/// output shape `declared`.
+fn infer(
+    kind: OpKind,
+    p: &[i32],
+    ins: &[&[usize]],
+    declared: &[usize],
+) -> Result<Vec<u32>, ShapeError> {
+    infer_out(kind, p, ins, 0, declared)
+}
+
+fn infer_out(
+    kind: OpKind,
+    p: &[i32],
+    ins: &[&[usize]],
+    out: usize,
+    declared: &[usize],
+) -> Result<Vec<u32>, ShapeError> {
+    let ins: Vec<Option<Shape>> = ins.iter().map(|d| Some(s(d))).collect();
+    infer_output(kind, p, &ins, out, &s(declared)).map(|r| r.dims().to_vec())
+}
+
+fn ok(kind: OpKind, p: &[i32], ins: &[&[usize]], declared: &[usize], want: &[u32]) {
+    assert_eq!(
+        infer(kind, p, ins, declared),
+        Ok(want.to_vec()),
+        "{kind:?} {p:?} {ins:?}"
+    );
+}
+
+fn err(kind: OpKind, p: &[i32], ins: &[&[usize]], declared: &[usize], want: ShapeError) {
+    assert_eq!(
+        infer(kind, p, ins, declared),
+        Err(want),
+        "{kind:?} {p:?} {ins:?} -> {declared:?}"
+    );
+}
+
+/// Conv words: strides, pads (t, l, b, r), dilations, group, clamp.
+fn conv(st: [i32; 2], pads: [i32; 4], d: [i32; 2], g: i32) -> Vec<i32> {
+    let [pt, pl, pb, pr] = pads;
+    vec![st[0], st[1], pt, pl, pb, pr, d[0], d[1], g, -128, 127]
+}
+
+/// ConvTranspose words: as Conv, then output padding (h, w), then the clamp.
+fn deconv(st: [i32; 2], pads: [i32; 4], d: [i32; 2], g: i32, op: [i32; 2]) -> Vec<i32> {
+    let [pt, pl, pb, pr] = pads;
+    vec![
+        st[0], st[1], pt, pl, pb, pr, d[0], d[1], g, op[0], op[1], -128, 127,
+    ]
+}
+
+#[test]
+fn conv_output_sizes() {
+    use OpKind::Conv;
+    let x: &[usize] = &[1, 3, 8, 8];
+    let w: &[usize] = &[4, 3, 3, 3];
+    ok(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 6, 6],
+    );
+    ok(
+        Conv,
+        &conv([1, 1], [1; 4], [1, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 8, 8],
+    );
+    ok(
+        Conv,
+        &conv([2, 2], [1; 4], [1, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 4, 4],
+    );
+    ok(
+        Conv,
+        &conv([1, 2], [0; 4], [1, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 6, 3],
+    );
+    ok(
+        Conv,
+        &conv([1, 1], [1, 0, 0, 2], [1, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 7, 8],
+    );
+    ok(
+        Conv,
+        &conv([1, 1], [0; 4], [2, 1], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 4, 6],
+    );
+    ok(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 3], 1),
+        &[x, w],
+        &[1],
+        &[1, 4, 6, 2],
+    );
+    // The window exactly fills the padded input: one output.
+    ok(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[&[2, 3, 3, 3], w],
+        &[1],
+        &[2, 4, 1, 1],
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[&[1, 3, 2, 3], w],
+        &[1],
+        Mismatch,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[&[1, 3, 3, 2], w],
+        &[1],
+        Mismatch,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [2, 1], 1),
+        &[&[1, 3, 4, 8], w],
+        &[1],
+        Mismatch,
+    );
+    // Groups: input channels = weight inputs × groups; outputs divisible by groups.
+    ok(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 3),
+        &[&[1, 6, 5, 5], &[6, 2, 3, 3]],
+        &[1],
+        &[1, 6, 3, 3],
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 3),
+        &[&[1, 6, 5, 5], &[4, 2, 3, 3]],
+        &[1],
+        Mismatch,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 2),
+        &[&[1, 6, 5, 5], &[6, 2, 3, 3]],
+        &[1],
+        Mismatch,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[&[1, 4, 8, 8], w],
+        &[1],
+        Mismatch,
+    );
+    // Zero or negative words.
+    for bad in [
+        conv([0, 1], [0; 4], [1, 1], 1),
+        conv([1, 0], [0; 4], [1, 1], 1),
+        conv([1, 1], [0; 4], [0, 1], 1),
+        conv([1, 1], [0; 4], [1, 0], 1),
+        conv([1, 1], [0; 4], [1, 1], 0),
+        conv([1, 1], [-1, 0, 0, 0], [1, 1], 1),
+        conv([1, 1], [0, 0, 0, -1], [1, 1], 1),
+        conv([-1, 1], [0; 4], [1, 1], 1),
+    ] {
+        err(Conv, &bad, &[x, w], &[1], Param);
+    }
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[x, &[4, 3, 0, 3]],
+        &[1],
+        Param,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[x, &[4, 3, 3, 0]],
+        &[1],
+        Param,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[&[3, 8, 8], w],
+        &[1],
+        Rank,
+    );
+    err(
+        Conv,
+        &conv([1, 1], [0; 4], [1, 1], 1),
+        &[x, &[4, 3, 3]],
+        &[1],
+        Rank,
+    );
+    err(Conv, &conv([1, 1], [0; 4], [1, 1], 1), &[x], &[1], Mismatch);
+    // Bias and the second extra input hold one value per output channel.
+    let p = conv([1, 1], [0; 4], [1, 1], 1);
+    ok(Conv, &p, &[x, w, &[4]], &[1], &[1, 4, 6, 6]);
+    ok(Conv, &p, &[x, w, &[4], &[1, 4]], &[1], &[1, 4, 6, 6]);
+    err(Conv, &p, &[x, w, &[5]], &[1], Mismatch);
+    err(Conv, &p, &[x, w, &[4], &[3]], &[1], Mismatch);
+    let absent = infer_output(
+        Conv,
+        &p,
+        &[Some(s(x)), Some(s(w)), None, Some(s(&[4]))],
+        0,
+        &s(&[1]),
+    );
+    assert_eq!(absent.map(|r| r.dims().to_vec()), Ok(vec![1, 4, 6, 6]));
+}
+
+#[test]
+fn conv_transpose_output_sizes() {
+    use OpKind::ConvTranspose as T;
+    let x: &[usize] = &[1, 4, 5, 5];
+    let w: &[usize] = &[4, 2, 3, 3];
+    // s·(h − 1) + output padding + d·(k − 1) + 1 − pads.
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 7, 7],
+    );
+    ok(
+        T,
+        &deconv([2, 2], [0; 4], [1, 1], 1, [0, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 11, 11],
+    );
+    ok(
+        T,
+        &deconv([2, 2], [1; 4], [1, 1], 1, [0, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 9, 9],
+    );
+    ok(
+        T,
+        &deconv([2, 2], [1, 0, 1, 2], [1, 1], 1, [1, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 10, 9],
+    );
+    ok(
+        T,
+        &deconv([2, 1], [0; 4], [1, 1], 1, [0, 1]),
+        &[x, w],
+        &[1],
+        &[1, 2, 11, 8],
+    );
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [2, 1], 1, [0, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 9, 7],
+    );
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [1, 3], 1, [0, 0]),
+        &[x, w],
+        &[1],
+        &[1, 2, 7, 11],
+    );
+    // Groups multiply the output channels.
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 2, [0, 0]),
+        &[x, &[4, 3, 3, 3]],
+        &[1],
+        &[1, 6, 7, 7],
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 3, [0, 0]),
+        &[x, &[4, 1, 3, 3]],
+        &[1],
+        Mismatch,
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[x, &[3, 2, 3, 3]],
+        &[1],
+        Mismatch,
+    );
+    // An empty input plane has no transposed output.
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[&[1, 4, 0, 5], w],
+        &[1],
+        Mismatch,
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[&[1, 4, 5, 0], w],
+        &[1],
+        Mismatch,
+    );
+    // Pads that remove everything.
+    let one: &[usize] = &[1, 4, 1, 1];
+    let k1: &[usize] = &[4, 2, 1, 1];
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[one, k1],
+        &[1],
+        &[1, 2, 1, 1],
+    );
+    err(
+        T,
+        &deconv([1, 1], [1, 0, 0, 0], [1, 1], 1, [0, 0]),
+        &[one, k1],
+        &[1],
+        Mismatch,
+    );
+    err(
+        T,
+        &deconv([1, 1], [0, 0, 0, 1], [1, 1], 1, [0, 0]),
+        &[one, k1],
+        &[1],
+        Mismatch,
+    );
+    ok(
+        T,
+        &deconv([1, 1], [1, 0, 0, 0], [1, 1], 1, [1, 0]),
+        &[one, k1],
+        &[1],
+        &[1, 2, 1, 1],
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [-1, 0]),
+        &[x, w],
+        &[1],
+        Param,
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, -1]),
+        &[x, w],
+        &[1],
+        Param,
+    );
+    err(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[x, w, &[3]],
+        &[1],
+        Mismatch,
+    );
+    ok(
+        T,
+        &deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        &[x, w, &[2]],
+        &[1],
+        &[1, 2, 7, 7],
+    );
+}
+
+#[test]
+fn fully_connected_and_batch_matmul() {
+    use OpKind::{BatchMatMul as B, FullyConnected as F};
+    ok(F, &[0, 0], &[&[2, 8], &[5, 8]], &[1], &[2, 5]);
+    ok(F, &[0, 0], &[&[3, 2, 8], &[5, 8]], &[1], &[3, 2, 5]);
+    ok(F, &[0, 0], &[&[8], &[5, 8]], &[1], &[5]);
+    err(F, &[0, 0], &[&[2, 8], &[5, 7]], &[1], Mismatch);
+    err(F, &[0, 0], &[&[2, 8], &[1, 5, 8]], &[1], Mismatch);
+    err(F, &[0, 0], &[&[], &[5, 8]], &[1], Mismatch);
+    err(F, &[0, 0], &[&[2, 8]], &[1], Mismatch);
+    ok(F, &[0, 0], &[&[2, 8], &[5, 8], &[5]], &[1], &[2, 5]);
+    ok(F, &[0, 0], &[&[2, 8], &[5, 8], &[5], &[5]], &[1], &[2, 5]);
+    err(F, &[0, 0], &[&[2, 8], &[5, 8], &[8]], &[1], Mismatch);
+    err(F, &[0, 0], &[&[2, 8], &[5, 8], &[5], &[4]], &[1], Mismatch);
+
+    ok(B, &[], &[&[2, 3, 4], &[4, 5]], &[1], &[2, 3, 5]);
+    ok(B, &[], &[&[3, 4], &[2, 4, 5]], &[1], &[2, 3, 5]);
+    ok(B, &[], &[&[2, 1, 3, 4], &[5, 4, 6]], &[1], &[2, 5, 3, 6]);
+    ok(
+        B,
+        &[],
+        &[&[1, 1, 1, 1, 3, 4], &[4, 2]],
+        &[1],
+        &[1, 1, 1, 1, 3, 2],
+    );
+    err(B, &[], &[&[2, 3, 4], &[5, 5]], &[1], Mismatch);
+    err(B, &[], &[&[2, 3, 4], &[3, 4, 5]], &[1], Mismatch);
+    err(B, &[], &[&[4], &[4, 5]], &[1], Rank);
+    err(B, &[], &[&[3, 4], &[4]], &[1], Rank);
+}
+
+#[test]
+fn element_wise_broadcast() {
+    for k in [
+        OpKind::Add,
+        OpKind::Sub,
+        OpKind::Mul,
+        OpKind::Div,
+        OpKind::PRelu,
+    ] {
+        ok(k, &[0, 0], &[&[2, 1, 4], &[3, 1]], &[1], &[2, 3, 4]);
+        ok(k, &[0, 0], &[&[5], &[]], &[1], &[5]);
+        err(k, &[0, 0], &[&[2, 3], &[4]], &[1], Mismatch);
+        err(k, &[0, 0], &[&[2, 3]], &[1], Mismatch);
+    }
+    for f in [BinaryFn::Pow, BinaryFn::Less, BinaryFn::Xor, BinaryFn::Fmod] {
+        ok(
+            OpKind::Binary,
+            &[f as i32],
+            &[&[2, 1], &[1, 3]],
+            &[1],
+            &[2, 3],
+        );
+        err(
+            OpKind::Binary,
+            &[f as i32],
+            &[&[2, 2], &[3]],
+            &[1],
+            Mismatch,
+        );
+    }
+    err(OpKind::Binary, &[13], &[&[2], &[2]], &[1], Param);
+    err(OpKind::Binary, &[-1], &[&[2], &[2]], &[1], Param);
+    ok(
+        OpKind::Where,
+        &[],
+        &[&[2, 1], &[1, 3], &[2, 3]],
+        &[1],
+        &[2, 3],
+    );
+    ok(
+        OpKind::Where,
+        &[],
+        &[&[4, 1, 1], &[3], &[2, 1]],
+        &[1],
+        &[4, 2, 3],
+    );
+    err(OpKind::Where, &[], &[&[4], &[3], &[3]], &[1], Mismatch);
+    err(OpKind::Where, &[], &[&[1], &[2], &[3]], &[1], Mismatch);
+    err(OpKind::Where, &[], &[&[1], &[2]], &[1], Mismatch);
+}
+
+#[test]
+fn concat_reshape_transpose() {
+    use OpKind::{Concat as C, Reshape as R, Transpose as T};
+    ok(C, &[1], &[&[1, 2, 4], &[1, 3, 4]], &[1], &[1, 5, 4]);
+    ok(C, &[0], &[&[1, 4], &[2, 4], &[3, 4]], &[1], &[6, 4]);
+    ok(C, &[2], &[&[1, 4, 1]], &[1], &[1, 4, 1]);
+    err(C, &[3], &[&[1, 2, 4], &[1, 3, 4]], &[1], Param);
+    err(C, &[-1], &[&[1, 2, 4], &[1, 3, 4]], &[1], Param);
+    err(C, &[1], &[&[1, 2, 4], &[1, 3, 5]], &[1], Mismatch);
+    err(C, &[1], &[&[1, 2, 4], &[2, 3, 4]], &[1], Mismatch);
+    err(C, &[1], &[&[1, 2, 4], &[1, 3]], &[1], Mismatch);
+    let missing = infer_output(C, &[0], &[Some(s(&[2])), None], 0, &s(&[2]));
+    assert_eq!(missing, Err(Mismatch));
+
+    ok(R, &[], &[&[2, 3, 4]], &[6, 4], &[6, 4]);
+    ok(R, &[], &[&[2, 0]], &[0, 7], &[0, 7]);
+    err(R, &[], &[&[2, 3, 4]], &[6, 5], Mismatch);
+
+    ok(T, &[2, 0, 1], &[&[2, 3, 4]], &[4, 2, 3], &[4, 2, 3]);
+    ok(T, &[0, 1], &[&[2, 3]], &[2, 3], &[2, 3]);
+    err(T, &[2, 2, 1], &[&[2, 3, 4]], &[4, 4, 3], Param);
+    err(T, &[3, 0, 1], &[&[2, 3, 4]], &[4, 2, 3], Param);
+    err(T, &[-1, 0, 1], &[&[2, 3, 4]], &[4, 2, 3], Param);
+    err(T, &[1, 0], &[&[2, 3, 4]], &[3, 2], Rank);
+    err(T, &[1, 0], &[&[2, 3, 4]], &[3, 2, 4], Param);
+}
+
+#[test]
+fn slice_split_pad() {
+    use OpKind::{Pad as P, Slice as Sl, Split as Sp};
+    // Slice words: starts, then steps; the declared shape gives the counts.
+    ok(Sl, &[2, 3], &[&[10]], &[3], &[3]);
+    err(Sl, &[2, 3], &[&[10]], &[4], Param);
+    ok(Sl, &[9, 1], &[&[10]], &[1], &[1]);
+    err(Sl, &[9, 1], &[&[10]], &[2], Param);
+    ok(Sl, &[9, -2], &[&[10]], &[5], &[5]);
+    err(Sl, &[9, -2], &[&[10]], &[6], Param);
+    err(Sl, &[2, 0], &[&[10]], &[1], Param);
+    err(Sl, &[-1, 1], &[&[10]], &[1], Param);
+    err(Sl, &[10, 1], &[&[10]], &[1], Param);
+    ok(Sl, &[10, 1], &[&[10]], &[0], &[0]);
+    ok(Sl, &[0, 1], &[&[0]], &[0], &[0]);
+    // An empty slice may start anywhere at or past 0.
+    ok(Sl, &[1, 1], &[&[0]], &[0], &[0]);
+    ok(Sl, &[12, -1], &[&[10]], &[0], &[0]);
+    ok(Sl, &[0, 1, 1, 2], &[&[4, 6]], &[4, 3], &[4, 3]);
+    err(Sl, &[0, 1, 1, 2], &[&[4, 6]], &[4, 4], Param);
+    err(Sl, &[0, 1], &[&[4, 6]], &[4], Rank);
+
+    // Split words: axis, then one offset per output.
+    let p = [0, 0, 2];
+    ok(Sp, &p, &[&[6, 2]], &[2, 2], &[2, 2]);
+    assert_eq!(infer_out(Sp, &p, &[&[6, 2]], 1, &[4, 2]), Ok(vec![4, 2]));
+    assert_eq!(infer_out(Sp, &p, &[&[6, 2]], 1, &[5, 2]), Err(Param));
+    assert_eq!(infer_out(Sp, &p, &[&[6, 2]], 2, &[1, 2]), Err(Param));
+    err(Sp, &p, &[&[6, 2]], &[2, 3], Mismatch);
+    err(Sp, &[2, 0], &[&[6, 2]], &[2, 2], Param);
+    err(Sp, &[0, -1], &[&[6, 2]], &[2, 2], Param);
+    err(Sp, &[0, 0], &[&[6, 2]], &[2], Param);
+    ok(Sp, &[1, 1], &[&[6, 2]], &[6, 1], &[6, 1]);
+    err(Sp, &[1, 1], &[&[6, 2]], &[6, 2], Param);
+
+    // Pad words: mode (0 constant, 1 reflect, 2 edge), value, one begin per axis.
+    ok(P, &[0, 0, 1, 0], &[&[3, 4]], &[5, 6], &[5, 6]);
+    err(P, &[0, 0, 1, 0], &[&[3, 4]], &[3, 6], Param);
+    err(P, &[0, 0, -1, 0], &[&[3, 4]], &[3, 6], Param);
+    err(P, &[3, 0, 0, 0], &[&[3, 4]], &[3, 4], Param);
+    err(P, &[-1, 0, 0, 0], &[&[3, 4]], &[3, 4], Param);
+    err(P, &[0, 0, 0, 0], &[&[3, 4]], &[3], Param);
+    // Reflect: each side under the axis length.
+    ok(P, &[1, 0, 2, 0], &[&[3, 4]], &[7, 4], &[7, 4]);
+    err(P, &[1, 0, 3, 0], &[&[3, 4]], &[6, 4], Param);
+    err(P, &[1, 0, 0, 0], &[&[3, 4]], &[6, 4], Param);
+    ok(P, &[1, 0, 0, 0], &[&[1, 4]], &[1, 4], &[1, 4]);
+    // An empty axis pads only in constant mode.
+    ok(P, &[0, 0, 1, 0], &[&[0, 4]], &[2, 4], &[2, 4]);
+    err(P, &[2, 0, 1, 0], &[&[0, 4]], &[1, 4], Param);
+    err(P, &[2, 0, 0, 0], &[&[0, 4]], &[1, 4], Param);
+    ok(P, &[2, 0, 0, 0], &[&[0, 4]], &[0, 4], &[0, 4]);
+    ok(P, &[2, 0, 0, 2], &[&[1, 4]], &[3, 7], &[3, 7]);
+}
+
+/// Pool words: kernel, strides, pads (t, l, b, r), dilations (MaxPool only).
+fn pool(k: [i32; 2], st: [i32; 2], pads: [i32; 4], d: [i32; 2]) -> Vec<i32> {
+    let [pt, pl, pb, pr] = pads;
+    vec![k[0], k[1], st[0], st[1], pt, pl, pb, pr, d[0], d[1]]
+}
+
+#[test]
+fn pooling_floor_and_ceil_sizes() {
+    use OpKind::{AveragePool as A, GlobalAveragePool as G, MaxPool as M};
+    let x: &[usize] = &[1, 2, 8, 8];
+    ok(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 4, 4],
+        &[1, 2, 4, 4],
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 5, 4],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 4, 3],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 4, 5],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 3, 4],
+        Mismatch,
+    );
+    // 7 wide, window 2, stride 2: floor 3, ceil 4.
+    let x7: &[usize] = &[1, 2, 7, 7];
+    ok(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x7],
+        &[1, 2, 3, 4],
+        &[1, 2, 3, 4],
+    );
+    ok(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x7],
+        &[1, 2, 4, 3],
+        &[1, 2, 4, 3],
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x7],
+        &[1, 2, 5, 3],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x7],
+        &[1, 2, 2, 3],
+        Mismatch,
+    );
+    // The ceil size is refused when its last window would start in the bottom padding.
+    let x4: &[usize] = &[1, 1, 4, 4];
+    ok(
+        M,
+        &pool([3, 3], [2, 2], [0, 0, 2, 2], [1, 1]),
+        &[x4],
+        &[1, 1, 2, 2],
+        &[1, 1, 2, 2],
+    );
+    err(
+        M,
+        &pool([3, 3], [2, 2], [0, 0, 2, 0], [1, 1]),
+        &[x4],
+        &[1, 1, 3, 1],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([3, 3], [2, 2], [0, 0, 0, 2], [1, 1]),
+        &[x4],
+        &[1, 1, 1, 3],
+        Mismatch,
+    );
+    // Top/left padding must be under the window.
+    ok(
+        M,
+        &pool([3, 3], [1, 1], [2, 2, 0, 0], [1, 1]),
+        &[x],
+        &[1, 2, 8, 8],
+        &[1, 2, 8, 8],
+    );
+    err(
+        M,
+        &pool([2, 2], [1, 1], [2, 0, 0, 0], [1, 1]),
+        &[x],
+        &[1, 2, 9, 7],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [1, 1], [0, 2, 0, 0], [1, 1]),
+        &[x],
+        &[1, 2, 7, 9],
+        Mismatch,
+    );
+    // Dilation widens the window.
+    ok(
+        M,
+        &pool([3, 3], [1, 1], [0; 4], [2, 1]),
+        &[x],
+        &[1, 2, 4, 6],
+        &[1, 2, 4, 6],
+    );
+    err(
+        M,
+        &pool([3, 3], [1, 1], [0; 4], [4, 1]),
+        &[x],
+        &[1, 2, 1, 6],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[&[1, 2, 1, 8]],
+        &[1, 2, 1, 4],
+        Mismatch,
+    );
+    for bad in [
+        pool([0, 2], [2, 2], [0; 4], [1, 1]),
+        pool([2, 0], [2, 2], [0; 4], [1, 1]),
+        pool([2, 2], [0, 2], [0; 4], [1, 1]),
+        pool([2, 2], [2, 0], [0; 4], [1, 1]),
+        pool([2, 2], [2, 2], [0; 4], [0, 1]),
+        pool([2, 2], [2, 2], [0; 4], [1, 0]),
+        pool([2, 2], [2, 2], [0, -1, 0, 0], [1, 1]),
+    ] {
+        err(M, &bad, &[x], &[1, 2, 4, 4], Param);
+    }
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[2, 2, 4, 4],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 3, 4, 4],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[x],
+        &[1, 2, 4, 4, 1],
+        Mismatch,
+    );
+    err(
+        M,
+        &pool([2, 2], [2, 2], [0; 4], [1, 1]),
+        &[&[2, 8, 8]],
+        &[1, 2, 4, 4],
+        Rank,
+    );
+    // AveragePool has no dilation words: its windows are always dense.
+    let ap = &pool([3, 3], [1, 1], [0; 4], [1, 1])[..8];
+    ok(A, ap, &[x], &[1, 2, 6, 6], &[1, 2, 6, 6]);
+    let mut ap9 = ap.to_vec();
+    ap9.push(-7);
+    ok(A, &ap9, &[x], &[1, 2, 6, 6], &[1, 2, 6, 6]);
+    err(A, ap, &[x], &[1, 2, 4, 6], Mismatch);
+
+    ok(G, &[], &[&[1, 3, 5, 5]], &[1], &[1, 3, 1, 1]);
+    ok(G, &[], &[&[2, 3, 5]], &[1], &[2, 3, 1]);
+    err(G, &[], &[&[2, 3]], &[1], Rank);
+}
+
+#[test]
+fn reductions() {
+    use OpKind::{Reduce as R, ReduceMean as M};
+    ok(M, &[0b010, 1], &[&[2, 3, 4]], &[1], &[2, 1, 4]);
+    ok(M, &[0b010, 0], &[&[2, 3, 4]], &[1], &[2, 4]);
+    ok(M, &[0b101, 0], &[&[2, 3, 4]], &[1], &[3]);
+    ok(M, &[0b111, 1], &[&[2, 3, 4]], &[1], &[1, 1, 1]);
+    err(M, &[0, 1], &[&[2, 3, 4]], &[1], Param);
+    err(M, &[0b1000, 1], &[&[2, 3, 4]], &[1], Param);
+
+    let sum = ReduceFn::Sum as i32;
+    ok(R, &[sum, 0b10, 1, 0], &[&[2, 3]], &[1], &[2, 1]);
+    ok(R, &[sum, 0b11, 0, 0], &[&[2, 3]], &[1], &[]);
+    ok(R, &[sum, 0b11, 0, 1], &[&[2, 3]], &[1], &[]);
+    err(R, &[sum, 0b10, 2, 0], &[&[2, 3]], &[1], Param);
+    err(R, &[sum, 0b10, -1, 0], &[&[2, 3]], &[1], Param);
+    err(R, &[sum, 0b10, 0, 2], &[&[2, 3]], &[1], Param);
+    err(R, &[sum, 0b100, 0, 0], &[&[2, 3]], &[1], Param);
+    err(R, &[sum, 0, 0, 0], &[&[2, 3]], &[1], Param);
+    err(R, &[13, 0b1, 0, 0], &[&[2, 3]], &[1], Param);
+    // ArgMax/ArgMin: one axis with at least one element.
+    let am = ReduceFn::ArgMax as i32;
+    ok(R, &[am, 0b10, 0, 0], &[&[2, 3]], &[1], &[2]);
+    ok(
+        R,
+        &[ReduceFn::ArgMin as i32, 0b01, 1, 0],
+        &[&[2, 3]],
+        &[1],
+        &[1, 3],
+    );
+    err(R, &[am, 0b11, 0, 0], &[&[2, 3]], &[1], Param);
+    err(R, &[am, 0b10, 0, 0], &[&[2, 0]], &[1], Param);
+    err(R, &[am, 0b100, 0, 0], &[&[2, 3]], &[1], Param);
+    // TopK: word 2 is k, at most the axis length; word 3 the order.
+    for f in [ReduceFn::TopK, ReduceFn::TopKIndex] {
+        let f = f as i32;
+        ok(R, &[f, 0b10, 2, 1], &[&[4, 5]], &[1], &[4, 2]);
+        ok(R, &[f, 0b10, 5, 0], &[&[4, 5]], &[1], &[4, 5]);
+        ok(R, &[f, 0b01, 0, 0], &[&[4, 5]], &[1], &[0, 5]);
+        err(R, &[f, 0b10, 6, 0], &[&[4, 5]], &[1], Param);
+        err(R, &[f, 0b10, -1, 0], &[&[4, 5]], &[1], Param);
+        err(R, &[f, 0b11, 1, 0], &[&[4, 5]], &[1], Param);
+        err(R, &[f, 0b100, 1, 0], &[&[4, 5]], &[1], Param);
+        err(R, &[f, 0b10, 1, 2], &[&[4, 5]], &[1], Param);
+        err(R, &[f, 0b10, 1, -1], &[&[4, 5]], &[1], Param);
+    }
+}
+
+#[test]
+fn resize_unary_lut_softmax_layer_norm() {
+    use OpKind::{LayerNorm as L, Lut, Resize as Rz, Softmax as Sm, Unary as U};
+    let two = 2.0f32.to_bits() as i32;
+    let x: &[usize] = &[1, 3, 4, 4];
+    ok(Rz, &[1, 3, 3, two, two], &[x], &[1, 3, 8, 8], &[1, 3, 8, 8]);
+    ok(Rz, &[0, 0, 0, two, two], &[x], &[1, 3, 8, 8], &[1, 3, 8, 8]);
+    for bad in [
+        [2, 0, 0],
+        [-1, 0, 0],
+        [0, 4, 0],
+        [0, -1, 0],
+        [0, 0, 4],
+        [0, 0, -1],
+    ] {
+        err(
+            Rz,
+            &[bad[0], bad[1], bad[2], two, two],
+            &[x],
+            &[1, 3, 8, 8],
+            Param,
+        );
+    }
+    for scale in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let b = scale.to_bits() as i32;
+        err(Rz, &[0, 0, 0, b, two], &[x], &[1, 3, 8, 8], Param);
+        err(Rz, &[0, 0, 0, two, b], &[x], &[1, 3, 8, 8], Param);
+    }
+    err(Rz, &[0, 0, 0, two, two], &[x], &[2, 3, 8, 8], Mismatch);
+    err(Rz, &[0, 0, 0, two, two], &[x], &[1, 4, 8, 8], Mismatch);
+    err(Rz, &[0, 0, 0, two, two], &[x], &[1, 3, 8], Mismatch);
+    err(Rz, &[0, 0, 0, two, two], &[&[3, 4, 4]], &[1, 3, 8, 8], Rank);
+
+    ok(U, &[UnaryFn::Silu as i32, 0, 0], &[&[2, 5]], &[1], &[2, 5]);
+    ok(U, &[0, 0, 0], &[&[2, 5]], &[1], &[2, 5]);
+    err(U, &[42, 0, 0], &[&[2, 5]], &[1], Param);
+    err(U, &[-1, 0, 0], &[&[2, 5]], &[1], Param);
+
+    ok(Lut, &[-1], &[&[2, 3, 4], &[256]], &[1], &[2, 3, 4]);
+    ok(Lut, &[1], &[&[2, 3, 4], &[3, 256]], &[1], &[2, 3, 4]);
+    ok(Lut, &[2], &[&[2, 3, 4], &[1024]], &[1], &[2, 3, 4]);
+    err(Lut, &[-1], &[&[2, 3, 4], &[512]], &[1], Mismatch);
+    err(Lut, &[1], &[&[2, 3, 4], &[256]], &[1], Mismatch);
+    err(Lut, &[3], &[&[2, 3, 4], &[256]], &[1], Param);
+    err(Lut, &[-2], &[&[2, 3, 4], &[256]], &[1], Param);
+    err(Lut, &[-1], &[&[2, 3, 4]], &[1], Mismatch);
+
+    // Softmax words: outer, n, inner (their product is the input's size), table flag.
+    ok(Sm, &[2, 3, 4, 0], &[&[2, 3, 4]], &[1], &[2, 3, 4]);
+    ok(Sm, &[6, 4, 1, 1], &[&[2, 3, 4], &[256]], &[1], &[2, 3, 4]);
+    err(Sm, &[6, 4, 1, 1], &[&[2, 3, 4], &[255]], &[1], Mismatch);
+    err(Sm, &[6, 4, 1, 1], &[&[2, 3, 4]], &[1], Mismatch);
+    err(Sm, &[2, 3, 3, 0], &[&[2, 3, 4]], &[1], Param);
+    err(Sm, &[1, 0, 1, 0], &[&[0]], &[1], Param);
+    ok(Sm, &[0, 1, 1, 0], &[&[0]], &[1], &[0]);
+    err(Sm, &[2, 3, 4, 2], &[&[2, 3, 4]], &[1], Param);
+    err(Sm, &[2, 3, 4, -1], &[&[2, 3, 4]], &[1], Param);
+    err(Sm, &[-2, -3, 4, 0], &[&[2, 3, 4]], &[1], Param);
+
+    // LayerNorm: scale and bias hold the normalized extent (axis to the end).
+    ok(L, &[2, 0], &[&[2, 3, 4], &[4]], &[1], &[2, 3, 4]);
+    ok(L, &[1, 0], &[&[2, 3, 4], &[3, 4], &[12]], &[1], &[2, 3, 4]);
+    err(L, &[2, 0], &[&[2, 3, 4], &[3]], &[1], Mismatch);
+    err(L, &[2, 0], &[&[2, 3, 4], &[4], &[5]], &[1], Mismatch);
+    err(L, &[3, 0], &[&[2, 3, 4], &[4]], &[1], Param);
+    err(L, &[-1, 0], &[&[2, 3, 4], &[4]], &[1], Param);
+
+    for k in [OpKind::Quantize, OpKind::Dequantize] {
+        ok(k, &[], &[&[2, 7]], &[1], &[2, 7]);
+    }
+}
+
+#[test]
+fn gather_and_tile() {
+    use OpKind::{Gather as G, Tile as T};
+    ok(G, &[1, 0], &[&[3, 5, 2], &[4, 6]], &[1], &[3, 4, 6, 2]);
+    ok(G, &[0, 0], &[&[3, 5], &[]], &[1], &[5]);
+    ok(G, &[2, 0], &[&[3, 5, 2], &[7]], &[1], &[3, 5, 7]);
+    ok(
+        G,
+        &[0, 0],
+        &[&[3, 1, 1, 1], &[2, 2, 2]],
+        &[1],
+        &[2, 2, 2, 1, 1, 1],
+    );
+    err(G, &[0, 0], &[&[3, 1, 1, 1, 1], &[2, 2, 2]], &[1], Rank);
+    err(G, &[3, 0], &[&[3, 5, 2], &[4]], &[1], Param);
+    err(G, &[-1, 0], &[&[3, 5, 2], &[4]], &[1], Param);
+    err(G, &[1, 0], &[&[3, 0, 2], &[4]], &[1], Mismatch);
+    ok(G, &[1, 0], &[&[3, 0, 2], &[0]], &[1], &[3, 0, 2]);
+    err(G, &[1, 2], &[&[3, 5], &[3, 5]], &[1], Param);
+    // GatherElements: the indices' shape, no larger than x off the axis.
+    ok(G, &[1, 1], &[&[3, 5], &[2, 7]], &[1], &[2, 7]);
+    ok(G, &[1, 1], &[&[3, 5], &[3, 1]], &[1], &[3, 1]);
+    err(G, &[1, 1], &[&[3, 5], &[4, 1]], &[1], Mismatch);
+    err(G, &[0, 1], &[&[3, 5], &[1, 6]], &[1], Mismatch);
+    err(G, &[1, 1], &[&[3, 5], &[3]], &[1], Rank);
+
+    ok(T, &[], &[&[2, 3]], &[4, 3], &[4, 3]);
+    ok(T, &[], &[&[2, 3]], &[2, 9], &[2, 9]);
+    ok(T, &[], &[&[0, 3]], &[0, 6], &[0, 6]);
+    err(T, &[], &[&[2, 3]], &[5, 3], Mismatch);
+    err(T, &[], &[&[0, 3]], &[1, 6], Mismatch);
+    err(T, &[], &[&[2, 3]], &[2, 3, 1], Rank);
+}
+
+#[test]
+fn a_kind_outside_the_linked_set_is_refused() {
+    const CONV_ONLY: Kinds = 1 << OpKind::Conv as u16;
+    const PLAIN_ONLY: Kinds = 1 << OpKind::Gather as u16;
+    let x = Some(s(&[1, 3, 8, 8]));
+    let w = Some(s(&[4, 3, 3, 3]));
+    let p = conv([1, 1], [0; 4], [1, 1], 1);
+    let conv_in = |k| infer_output_in::<CONV_ONLY>(k, &p, &[x, w], 0, &s(&[1]));
+    assert_eq!(
+        conv_in(OpKind::Conv).map(|r| r.dims().to_vec()),
+        Ok(vec![1, 4, 6, 6])
+    );
+    assert_eq!(conv_in(OpKind::ConvTranspose), Err(Param));
+    let two = [Some(s(&[2, 3])), Some(s(&[2, 3]))];
+    for k in [OpKind::Add, OpKind::FullyConnected, OpKind::Softmax] {
+        assert_eq!(
+            infer_output_in::<CONV_ONLY>(k, &[0, 0, 0, 0], &two, 0, &s(&[2, 3])),
+            Err(Param)
+        );
+    }
+    let gi = [Some(s(&[3, 5])), Some(s(&[2]))];
+    assert!(infer_output_in::<PLAIN_ONLY>(OpKind::Gather, &[0, 0], &gi, 0, &s(&[1])).is_ok());
+    assert_eq!(
+        infer_output_in::<PLAIN_ONLY>(OpKind::Tile, &[], &gi, 0, &s(&[3, 5])),
+        Err(Param)
+    );
+    assert!(infer_output_in::<ALL_KINDS>(OpKind::Tile, &[], &gi, 0, &s(&[3, 5])).is_ok());
+    // No first input at all.
+    assert_eq!(
+        infer_output(OpKind::Unary, &[0, 0, 0], &[], 0, &s(&[1])),
+        Err(Mismatch)
+    );
+    assert_eq!(
+        infer_output(OpKind::Unary, &[0, 0, 0], &[None], 0, &s(&[1])),
+        Err(Mismatch)
+    );
+}
