@@ -8,7 +8,8 @@
 //!   does not apply, the tombstone is dropped. A tombstone that provably does not apply is
 //!   refused (`Reject::NotOwner`). Deleted ids are remembered (not listed, see
 //!   [`crate::Store::ids`]) so a deleted record arriving again is not stored;
-//! - metadata updates are last-writer-wins registers per record, ordered by (HLC, origin);
+//! - metadata updates are last-writer-wins registers per record, ordered by (HLC, origin,
+//!   importance);
 //! - adapter contributions are a grow-only set keyed by content id; the merged adapter is
 //!   Σ clip(n·Δ) / Σ n, so merging is commutative, associative and idempotent; each origin
 //!   may add at most `max_per_origin` contributions per adapter key and each contribution's
@@ -394,10 +395,12 @@ impl Replica {
     }
 
     fn meta_offer(&mut self, target: Id, hlc: u64, origin: [u8; 32], imp: u8) {
+        // Ordered by (HLC, origin), then importance: two updates of one origin at one HLC
+        // (a clock reset, a buggy or hostile node) settle the same in any order.
         let newer = self
             .meta
             .get(&target)
-            .is_none_or(|m| (hlc, origin) > (m.0, m.1));
+            .is_none_or(|m| (hlc, origin, imp) > *m);
         if newer {
             self.meta.insert(target, (hlc, origin, imp));
         }

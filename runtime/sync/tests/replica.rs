@@ -171,3 +171,154 @@ fn non_finite_contributions_are_refused() {
         );
     }
 }
+
+fn signed_by(k: &SigningKey, kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; body.len() + HEAD + SIG];
+    let n = sign_into(k, kind, body, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+fn statement(action: cairn_sync::item::Action, subject: &SigningKey) -> Vec<u8> {
+    let st = cairn_sync::item::statement_body(&cairn_sync::item::Statement {
+        action,
+        subject: subject.verifying_key().to_bytes(),
+        hlc: 1,
+    });
+    signed_by(&key(0xA0), Kind::Authority, &st)
+}
+
+/// `Store::admits` answers what `insert` would, and changes nothing.
+#[test]
+fn admits_answers_like_insert_without_inserting() {
+    use cairn_sync::item::Action;
+    use cairn_sync::Reject;
+    let mut r = Replica::default();
+    let rec = signed_record(&key(1), 5, 1, b"r", 4);
+    let item = Item::verify(&rec).unwrap();
+    assert_eq!(r.admits(&item), Ok(true));
+    assert_eq!((r.len(), r.mark()), (0, 0));
+    put(&mut r, &rec);
+    assert_eq!(r.admits(&item), Ok(false), "already held");
+    let by2 = signed_by(&key(2), Kind::Tombstone, &tombstone_body(&item.id, 9));
+    assert_eq!(
+        r.admits(&Item::verify(&by2).unwrap()),
+        Err(Reject::NotOwner)
+    );
+    put(&mut r, &statement(Action::Revoke, &key(3)));
+    let from3 = signed_record(&key(3), 6, 1, b"r", 4);
+    assert_eq!(
+        r.admits(&Item::verify(&from3).unwrap()),
+        Err(Reject::Revoked)
+    );
+    // A record whose held tombstone applies would die, not be stored: not admitted.
+    let later = signed_record(&key(1), 7, 1, b"later", 4);
+    let later_id = Item::verify(&later).unwrap().id;
+    put(
+        &mut r,
+        &signed_by(&key(1), Kind::Tombstone, &tombstone_body(&later_id, 9)),
+    );
+    assert_eq!(r.admits(&Item::verify(&later).unwrap()), Ok(false));
+    assert!(r.get(&later_id).is_none() && !r.is_deleted(&later_id));
+}
+
+/// Metadata is last-writer-wins by (HLC, origin, importance), whatever the arrival order.
+#[test]
+fn metadata_updates_settle_the_same_in_any_order() {
+    let rec = signed_record(&key(1), 5, 1, b"r", 4);
+    let target = Item::verify(&rec).unwrap().id;
+    let updates = [
+        signed_by(&key(1), Kind::Meta, &meta_body(&target, 10, 100)),
+        signed_by(&key(1), Kind::Meta, &meta_body(&target, 20, 200)),
+        // The same HLC from another origin: the larger origin key wins.
+        signed_by(&key(2), Kind::Meta, &meta_body(&target, 30, 200)),
+        // The same origin and HLC twice: the larger importance wins.
+        signed_by(&key(1), Kind::Meta, &meta_body(&target, 40, 200)),
+        signed_by(&key(1), Kind::Meta, &meta_body(&target, 35, 200)),
+    ];
+    let k1 = key(1).verifying_key().to_bytes();
+    let k2 = key(2).verifying_key().to_bytes();
+    let want = if k2 > k1 { 30 } else { 40 };
+    let orders: [[usize; 5]; 6] = [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [2, 0, 4, 1, 3],
+        [3, 4, 0, 2, 1],
+        [1, 3, 0, 4, 2],
+        [4, 2, 3, 0, 1],
+    ];
+    for order in orders {
+        let mut r = Replica::default();
+        put(&mut r, &rec);
+        for i in order {
+            put(&mut r, &updates[i]);
+        }
+        assert_eq!(r.importance(&target), Some(want), "order {order:?}");
+    }
+    // An older HLC never overrides a newer one.
+    let mut r = Replica::default();
+    put(&mut r, &updates[1]);
+    put(&mut r, &updates[0]);
+    assert_eq!(r.importance(&target), Some(20));
+}
+
+/// Revoking a key drops its contributions from the adapter index and the merge; the
+/// others' stay.
+#[test]
+fn a_revoked_contributor_leaves_the_merge() {
+    use cairn_sync::item::Action;
+    let contrib = |by: u8, v: f32| {
+        let head = ContributionHead {
+            base: [0xBA; 32],
+            key: [6; 16],
+            n: 1,
+            dim: 2,
+        };
+        let mut body = vec![0u8; CONTRIB_HEAD + 8];
+        contribution_body(&head, &[v, v], &mut body).unwrap();
+        signed_by(&key(by), Kind::Contribution, &body)
+    };
+    let mut r = Replica::default();
+    let keep = put(&mut r, &contrib(1, 1.0));
+    put(&mut r, &contrib(2, 3.0));
+    put(&mut r, &contrib(2, 5.0));
+    assert_eq!(r.contribution_ids(&[6; 16]).len(), 3);
+    assert_eq!(r.merged(&[6; 16]), Some((vec![3.0, 3.0], 3)));
+    put(&mut r, &statement(Action::Revoke, &key(2)));
+    assert_eq!(r.contribution_ids(&[6; 16]), vec![keep]);
+    assert_eq!(r.merged(&[6; 16]), Some((vec![1.0, 1.0], 1)));
+}
+
+/// A revocation undoes exactly the deletions that only the revoked key made.
+#[test]
+fn a_revocation_keeps_every_deletion_another_key_made() {
+    use cairn_sync::item::Action;
+    let mut r = Replica::default();
+    put(&mut r, &statement(Action::Deleter, &key(4)));
+    put(&mut r, &statement(Action::Deleter, &key(3)));
+    let own = put(&mut r, &signed_record(&key(1), 1, 1, b"a", 4));
+    let by_deleter = put(&mut r, &signed_record(&key(1), 2, 1, b"b", 4));
+    let of3 = put(&mut r, &signed_record(&key(3), 3, 1, b"c", 4));
+    let by3 = put(&mut r, &signed_record(&key(2), 4, 1, b"d", 4));
+    let tomb = |by: u8, t: &[u8; 16]| signed_by(&key(by), Kind::Tombstone, &tombstone_body(t, 9));
+    put(&mut r, &tomb(1, &own));
+    put(&mut r, &tomb(4, &by_deleter));
+    put(&mut r, &tomb(3, &of3));
+    put(&mut r, &tomb(3, &by3));
+    for t in [&own, &by_deleter, &of3, &by3] {
+        assert!(r.is_deleted(t));
+    }
+    put(&mut r, &statement(Action::Revoke, &key(3)));
+    assert!(r.is_deleted(&own), "deleted by its origin");
+    assert!(r.is_deleted(&by_deleter), "deleted by another deleter");
+    assert!(
+        !r.is_deleted(&of3),
+        "the revoked key's own record is forgotten"
+    );
+    assert!(
+        !r.is_deleted(&by3),
+        "deleted only by the revoked key: may come back"
+    );
+    assert!(!r.is_deleter(&key(3).verifying_key().to_bytes()));
+    assert!(r.is_deleter(&key(4).verifying_key().to_bytes()));
+}
