@@ -192,3 +192,208 @@ fn a_field_read_past_its_record_panics() {
 fn a_u16_read_past_its_record_panics() {
     let _ = u16_at(&[0u8; 6], usize::MAX);
 }
+
+/// The accessors read the header's fields and the index.
+#[test]
+fn accessors_read_the_header_and_index() {
+    let f = File::new();
+    let b = &f.0 .0;
+    let m = Model::parse(b).unwrap();
+    assert_eq!(m.bytes().len(), b.len());
+    assert_eq!(m.flash_bytes(), b.len());
+    assert_eq!(m.n_tensors(), u16_at(b, hdr::N_TENSORS) as usize);
+    assert_eq!(m.n_ops(), u16_at(b, hdr::N_OPS) as usize);
+    assert_eq!(m.n_inputs(), u16_at(b, hdr::N_INPUTS) as usize);
+    assert_eq!(m.n_outputs(), u16_at(b, hdr::N_OUTPUTS) as usize);
+    assert_eq!(m.arena_bytes(), u32_at(b, hdr::ARENA_BYTES) as usize);
+    assert_eq!(
+        m.arena_lower_bound(),
+        u32_at(b, hdr::ARENA_LOWER_BOUND) as usize
+    );
+    assert_eq!(m.blob_bytes(), u32_at(b, hdr::BLOB_LEN) as usize);
+    assert!(m.n_ops() > 1 && m.n_tensors() > m.n_ops() && m.blob_bytes() > 0);
+    assert!(m.arena_lower_bound() > 0 && m.arena_lower_bound() <= m.arena_bytes());
+    let index = u32_at(b, hdr::INDEX_OFF) as usize;
+    let (ni, no) = (m.n_inputs(), m.n_outputs());
+    for i in 0..ni {
+        assert_eq!(m.input_tensor(i), Some(u16_at(b, index + 2 * i)));
+    }
+    for i in 0..no {
+        assert_eq!(m.output_tensor(i), Some(u16_at(b, index + 2 * (ni + i))));
+    }
+    assert_eq!((m.input_tensor(ni), m.output_tensor(no)), (None, None));
+    assert_ne!(m.input_tensor(0), m.output_tensor(0));
+    // Every op's kernel is in the set, and the set is the header's.
+    let mut set = KernelSet::default();
+    for i in 0..m.n_ops() {
+        let k = m.kernel_of(i).unwrap();
+        assert!(m.kernels().contains(k));
+        set.insert(k);
+    }
+    assert_eq!(set, m.kernels());
+    assert!(m.kernel_of(m.n_ops()).is_none() && m.op(m.n_ops()).is_none());
+    assert!(m.get_tensor(m.n_tensors() as u16 - 1).is_some());
+}
+
+/// One header field at a time, each refused with its own error (the checksum kept valid).
+#[test]
+fn each_header_field_is_checked() {
+    let edit = |at: usize, v: u32| {
+        let mut f = File::new();
+        f.put_u32(at, v);
+        f.parse()
+    };
+    let edit_u8 = |at: usize, v: u8| {
+        let mut f = File::new();
+        f.bytes()[at] = v;
+        f.parse()
+    };
+    let edit_u16 = |at: usize, v: u16| {
+        let mut f = File::new();
+        f.bytes()[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        f.parse()
+    };
+    let f = File::new();
+    let len = DIGITS.len() as u32;
+    assert_eq!(edit_u8(0, b'X'), Err(LoadError::BadMagic));
+    assert_eq!(edit_u8(7, b'X'), Err(LoadError::BadMagic));
+    assert_eq!(
+        edit_u8(hdr::VERSION, format::VERSION + 1),
+        Err(LoadError::UnsupportedVersion {
+            found: format::VERSION + 1,
+            supported: format::VERSION
+        })
+    );
+    assert_eq!(
+        edit(hdr::FILE_BYTES, len + 16),
+        Err(LoadError::LengthMismatch {
+            stated: len + 16,
+            actual: len
+        })
+    );
+    assert_eq!(edit(hdr::FILE_BYTES, len - 1).err().map(|_| ()), Some(()));
+    assert_eq!(edit_u8(hdr::FLAGS, 1), Err(LoadError::BadHeader));
+    assert_eq!(edit_u16(hdr::HEADER_LEN, 129), Err(LoadError::BadHeader));
+    for at in [hdr::RESERVED, format::HEADER_BYTES - 1] {
+        assert_eq!(
+            edit_u8(at, 1),
+            Err(LoadError::BadHeader),
+            "reserved byte {at}"
+        );
+    }
+    assert_eq!(
+        edit_u16(hdr::N_TENSORS, MAX_TENSORS as u16 + 1),
+        Err(LoadError::BadHeader)
+    );
+    assert_eq!(
+        edit_u16(hdr::N_OPS, MAX_OPS as u16 + 1),
+        Err(LoadError::BadHeader)
+    );
+    assert_eq!(edit_u16(hdr::N_OUTPUTS, 0), Err(LoadError::BadHeader));
+    let arena = f.u32(hdr::ARENA_BYTES);
+    assert_eq!(edit(hdr::ARENA_BYTES, arena + 8), Err(LoadError::BadHeader));
+    assert_eq!(
+        edit(hdr::ARENA_LOWER_BOUND, arena + 1),
+        Err(LoadError::BadHeader)
+    );
+    // Sections: aligned, after the header, inside the file.
+    for (off, align) in [
+        (hdr::TENSORS_OFF, 4u32),
+        (hdr::OPS_OFF, 4),
+        (hdr::INDEX_OFF, 2),
+        (hdr::PARAMS_OFF, 4),
+        (hdr::BLOB_OFF, 16),
+    ] {
+        let v = f.u32(off);
+        assert_eq!(
+            edit(off, v + align / 2),
+            Err(LoadError::Section),
+            "field {off} misaligned"
+        );
+        assert_eq!(
+            edit(off, 0),
+            Err(LoadError::Section),
+            "field {off} inside the header"
+        );
+        assert_eq!(
+            edit(off, len),
+            Err(LoadError::Section),
+            "field {off} at the end"
+        );
+        assert_eq!(
+            edit(off, u32::MAX - 15),
+            Err(LoadError::Section),
+            "field {off} wraps"
+        );
+    }
+    for at in [hdr::INDEX_LEN, hdr::PARAMS_LEN, hdr::BLOB_LEN] {
+        assert_eq!(edit(at, len), Err(LoadError::Section), "length {at}");
+    }
+    assert_eq!(edit(hdr::INDEX_LEN, u32::MAX), Err(LoadError::Section));
+    // A kernel bit the ops do not use.
+    let w = f.u32(hdr::KERNELS + 4 * 7);
+    assert_eq!(
+        edit(hdr::KERNELS + 4 * 7, w ^ 0x8000_0000),
+        Err(LoadError::KernelSet)
+    );
+}
+
+/// Too short for a header, a stale checksum, a start off the 16-byte boundary.
+#[test]
+fn truncation_checksum_and_alignment() {
+    let f = File::new();
+    assert_eq!(
+        Model::parse(&f.0 .0[..format::HEADER_BYTES - 1]).err(),
+        Some(LoadError::Truncated)
+    );
+    assert_eq!(Model::parse(&[]).err(), Some(LoadError::Truncated));
+    let mut g = File::new();
+    let crc = g.u32(hdr::CRC);
+    let last = DIGITS.len() - 1;
+    g.bytes()[last] ^= 1;
+    let actual = file_crc(g.bytes());
+    assert_ne!(crc, actual);
+    assert_eq!(
+        Model::parse(&g.0 .0).err(),
+        Some(LoadError::Checksum {
+            stated: crc,
+            actual
+        })
+    );
+    let mut shifted: Aligned<[u8; DIGITS.len() + 16]> = Aligned([0; DIGITS.len() + 16]);
+    shifted.0[4..4 + DIGITS.len()].copy_from_slice(DIGITS);
+    assert_eq!(
+        Model::parse(&shifted.0[4..4 + DIGITS.len()]).err(),
+        Some(LoadError::Misaligned)
+    );
+    shifted.0[16..].copy_from_slice(DIGITS);
+    assert!(Model::parse(&shifted.0[16..]).is_ok());
+}
+
+/// Scales must be finite and above zero (tested on their bits).
+#[test]
+fn scales_are_finite_and_positive() {
+    let t = File::new().find(DType::I8, QUANT_TENSOR);
+    let at = File::new().tensor(t) + tns::SCALE;
+    for (s, ok) in [
+        (1.0f32, true),
+        (f32::MIN_POSITIVE, true),
+        (f32::from_bits(1), true),
+        (f32::MAX, true),
+        (0.0, false),
+        (-0.0, false),
+        (-1.0, false),
+        (f32::INFINITY, false),
+        (f32::NAN, false),
+        (-f32::from_bits(1), false),
+    ] {
+        let mut f = File::new();
+        f.put_u32(at, s.to_bits());
+        let want = if ok {
+            Ok(())
+        } else {
+            Err(LoadError::Tensor { index: t as u16 })
+        };
+        assert_eq!(f.parse(), want, "scale {s:e}");
+    }
+}
