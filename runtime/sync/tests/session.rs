@@ -1,0 +1,165 @@
+//! Session edges: resuming a half-received item sends only its rest; bad resume data is
+//! refused; the MTU bounds; the statistics count what moved.
+
+use cairn_sync::fleet::Fleet;
+use cairn_sync::item::{Item, MAX_ITEM};
+use cairn_sync::replica::Replica;
+use cairn_sync::testkit::{fleet_of, run, signed_record, Link};
+use cairn_sync::{Config, Id, Reject, Role, Session, Store};
+use ed25519_dalek::SigningKey;
+
+const AUTHORITY: [u8; 32] = [0xA0; 32];
+
+fn key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&[i; 32])
+}
+
+fn fleet_bytes() -> Vec<u8> {
+    let members: Vec<[u8; 32]> = (1..=2).map(|i| key(i).verifying_key().to_bytes()).collect();
+    fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
+}
+
+fn fleet(b: &[u8]) -> Fleet<'_> {
+    Fleet::verify(
+        b,
+        &SigningKey::from_bytes(&AUTHORITY)
+            .verifying_key()
+            .to_bytes(),
+    )
+    .unwrap()
+}
+
+fn config(fleet: Fleet<'_>, mtu: usize) -> Config<'_> {
+    Config {
+        mtu,
+        byte_budget: u64::MAX,
+        psk: None,
+        fleet,
+        base_model: [0xBA; 32],
+        rto_ms: 50,
+    }
+}
+
+fn session<'f>(
+    role: Role,
+    cfg: Config<'f>,
+    who: u8,
+    salt: u8,
+    store: Replica,
+) -> Session<'f, Replica> {
+    Session::new(role, cfg, &[who; 32], &[salt; 48], store, 0).unwrap()
+}
+
+#[test]
+fn resume_refuses_impossible_partials() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut s = session(Role::Responder, config(fl, 512), 2, 1, Replica::default());
+    assert!(s.partial().is_none());
+    assert!(!s.resume([1; 16], MAX_ITEM as u32 + 1, &[0; 10]));
+    assert!(!s.resume([1; 16], 9, &[0; 10]));
+    assert!(s.partial().is_none());
+    assert!(s.resume([1; 16], 10, &[7; 10]));
+    assert!(s.resume([1; 16], MAX_ITEM as u32, &[7; 10]));
+    let (id, total, bytes) = s.partial().unwrap();
+    assert_eq!(
+        (id, total, bytes),
+        ([1; 16], MAX_ITEM as u32, &[7u8; 10][..])
+    );
+}
+
+#[test]
+fn the_mtu_must_lie_between_the_smallest_and_largest_frame() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let new = |mtu| {
+        Session::new(
+            Role::Initiator,
+            config(fl, mtu),
+            &[1; 32],
+            &[3; 48],
+            Replica::default(),
+            0,
+        )
+        .err()
+    };
+    assert_eq!(new(63), Some(Reject::TooLarge));
+    assert_eq!(new(64), None);
+    assert_eq!(new(65535), None);
+    assert_eq!(new(65536), Some(Reject::TooLarge));
+}
+
+/// A session cut in the middle of a large item leaves the bytes received so far; the next
+/// session, resumed with them, asks for the rest only.
+#[test]
+fn a_resumed_item_sends_only_its_rest() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let big = signed_record(&key(1), 5, 1, &[0x5A; 4000], 4000);
+    let big_id: Id = Item::verify(&big).unwrap().id;
+    let mut a = Replica::default();
+    a.insert(&Item::verify(&big).unwrap()).unwrap();
+
+    // Cut after a growing number of frames until the cut falls inside the item.
+    let mut found = None;
+    for limit in 8..200 {
+        let mut sa = session(Role::Initiator, config(fl, 256), 1, 3, a.clone());
+        let mut sb = session(Role::Responder, config(fl, 256), 2, 4, Replica::default());
+        let (ok, _) = run(
+            &mut sa,
+            &mut sb,
+            &mut Link {
+                loss: 0,
+                seed: 1,
+                limit,
+            },
+            |_, _, _| true,
+        );
+        assert!(!ok || sb.store().get(&big_id).is_some());
+        if let Some((id, total, bytes)) = sb.partial() {
+            if !bytes.is_empty() {
+                found = Some((id, total, bytes.to_vec()));
+                break;
+            }
+        }
+    }
+    let (id, total, bytes) = found.expect("a cut inside the item");
+    assert_eq!((id, total as usize), (big_id, big.len()));
+    assert_eq!(bytes[..], big[..bytes.len()]);
+
+    let mut sa = session(Role::Initiator, config(fl, 256), 1, 5, a.clone());
+    let mut sb = session(Role::Responder, config(fl, 256), 2, 6, Replica::default());
+    assert!(sb.resume(id, total, &bytes));
+    let (ok, _) = run(
+        &mut sa,
+        &mut sb,
+        &mut Link {
+            loss: 0,
+            seed: 2,
+            limit: usize::MAX,
+        },
+        |_, _, _| true,
+    );
+    assert!(ok);
+    assert_eq!(sb.store().get(&big_id), Some(&big[..]));
+    let sent = sa.stats().item_bytes_sent as usize;
+    assert_eq!(sent, big.len() - bytes.len(), "only the rest was sent");
+    assert_eq!(sb.stats().items_received, 1);
+    assert!(sb.partial().is_none());
+
+    // Without the resume, the whole item travels.
+    let mut sa = session(Role::Initiator, config(fl, 256), 1, 7, a);
+    let mut sb = session(Role::Responder, config(fl, 256), 2, 8, Replica::default());
+    let (ok, _) = run(
+        &mut sa,
+        &mut sb,
+        &mut Link {
+            loss: 0,
+            seed: 3,
+            limit: usize::MAX,
+        },
+        |_, _, _| true,
+    );
+    assert!(ok);
+    assert_eq!(sa.stats().item_bytes_sent as usize, big.len());
+}
