@@ -163,3 +163,26 @@ fn a_resumed_item_sends_only_its_rest() {
     assert!(ok);
     assert_eq!(sa.stats().item_bytes_sent as usize, big.len());
 }
+
+/// `peer` is the authenticated key, known only once the handshake is done.
+#[test]
+fn peer_is_known_after_the_handshake() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut sa = session(Role::Initiator, config(fl, 512), 1, 9, Replica::default());
+    let mut sb = session(Role::Responder, config(fl, 512), 2, 10, Replica::default());
+    assert_eq!((sa.peer(), sb.peer()), (None, None));
+    let (ok, _) = run(
+        &mut sa,
+        &mut sb,
+        &mut Link {
+            loss: 0,
+            seed: 4,
+            limit: usize::MAX,
+        },
+        |_, _, _| true,
+    );
+    assert!(ok);
+    assert_eq!(sa.peer(), Some(key(2).verifying_key().to_bytes()));
+    assert_eq!(sb.peer(), Some(key(1).verifying_key().to_bytes()));
+}
