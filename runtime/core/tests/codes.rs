@@ -162,7 +162,8 @@ fn kernel_ids_round_trip_and_sets_hold_them() {
     );
 
     let mut set = KernelSet::default();
-    assert!(set.is_empty() && set.len() == 0);
+    assert!(set.is_empty());
+    assert_eq!(set.len(), 0);
     for (i, k) in all.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
         set.insert(*k);
         assert_eq!(set.len(), i / 3 + 1);
