@@ -186,3 +186,98 @@ fn peer_is_known_after_the_handshake() {
     assert_eq!(sa.peer(), Some(key(2).verifying_key().to_bytes()));
     assert_eq!(sb.peer(), Some(key(1).verifying_key().to_bytes()));
 }
+
+/// Drive two sessions with send buffers of exactly the MTU: every frame fits, and a buffer
+/// one byte short gets no frame.
+fn drive_exact<'f>(a: &mut Session<'f, Replica>, b: &mut Session<'f, Replica>, mtu: usize) -> bool {
+    let mut now = 0;
+    for _ in 0..100_000 {
+        let mut idle = true;
+        for dir in 0..2 {
+            let (from, to) = if dir == 0 {
+                (&mut *a, &mut *b)
+            } else {
+                (&mut *b, &mut *a)
+            };
+            let mut short = vec![0u8; mtu - 1];
+            if let Some(n) = from.poll_transmit(&mut short) {
+                panic!("a {n}-byte frame into a buffer under the MTU");
+            }
+            let mut buf = vec![0u8; mtu];
+            while let Some(n) = from.poll_transmit(&mut buf) {
+                assert!(n <= mtu, "frame of {n} bytes over the MTU {mtu}");
+                idle = false;
+                let _ = to.handle_input(&buf[..n], now);
+            }
+        }
+        if a.is_closed() && b.is_closed() {
+            return true;
+        }
+        if idle {
+            now += 60;
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    false
+}
+
+#[test]
+fn frames_fill_but_never_pass_the_mtu() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    for mtu in [64usize, 65, 100, 257, 1400] {
+        let mut a = Replica::default();
+        for t in 0..6 {
+            let r = signed_record(&key(1), t, 1, &vec![t as u8; 300 * t as usize], 32);
+            a.insert(&Item::verify(&r).unwrap()).unwrap();
+        }
+        let want = a.ids().to_vec();
+        let mut sa = session(Role::Initiator, config(fl, mtu), 1, 11, a);
+        let mut sb = session(Role::Responder, config(fl, mtu), 2, 12, Replica::default());
+        assert!(drive_exact(&mut sa, &mut sb, mtu), "mtu {mtu}");
+        assert_eq!(sb.store().ids(), &want[..], "mtu {mtu}");
+    }
+}
+
+/// A peer in the other key mode (pre-shared key or not) is refused at its Hello.
+#[test]
+fn sessions_in_different_key_modes_do_not_connect() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let psk = Config {
+        psk: Some([0x33; 32]),
+        ..config(fl, 512)
+    };
+    for (ca, cb) in [(psk, config(fl, 512)), (config(fl, 512), psk)] {
+        let mut sa = session(Role::Initiator, ca, 1, 13, Replica::default());
+        let mut sb = session(Role::Responder, cb, 2, 14, Replica::default());
+        let _ = run(
+            &mut sa,
+            &mut sb,
+            &mut Link {
+                loss: 0,
+                seed: 5,
+                limit: 50,
+            },
+            |_, _, _| true,
+        );
+        assert!(sa.peer().is_none() || sb.peer().is_none());
+        let rejected = |s: &Session<'_, Replica>| s.stats().rejected[Reject::Protocol as usize];
+        assert!(rejected(&sa) + rejected(&sb) >= 1);
+    }
+    // Both with the key: they connect.
+    let mut sa = session(Role::Initiator, psk, 1, 15, Replica::default());
+    let mut sb = session(Role::Responder, psk, 2, 16, Replica::default());
+    let (ok, _) = run(
+        &mut sa,
+        &mut sb,
+        &mut Link {
+            loss: 0,
+            seed: 6,
+            limit: usize::MAX,
+        },
+        |_, _, _| true,
+    );
+    assert!(ok && sa.peer().is_some());
+}
