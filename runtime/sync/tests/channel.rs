@@ -1,0 +1,331 @@
+//! The reliable channel under a hand-driven link: statistics count exactly what moved,
+//! the retransmission timer fires at the RTO and not before, replays and gaps are told
+//! apart, and a finished session still acknowledges a peer that missed its last ack.
+
+use cairn_sync::fleet::Fleet;
+use cairn_sync::frame::{F_ACK, F_HANDSHAKE, HEADER, TAG};
+use cairn_sync::item::Item;
+use cairn_sync::replica::Replica;
+use cairn_sync::testkit::{fleet_of, signed_record};
+use cairn_sync::{Config, Reject, Role, Session, Store};
+use ed25519_dalek::SigningKey;
+
+const AUTHORITY: [u8; 32] = [0xA0; 32];
+const RTO: u64 = 50;
+const MTU: usize = 300;
+
+fn key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&[i; 32])
+}
+
+fn fleet_bytes() -> Vec<u8> {
+    let members: Vec<[u8; 32]> = (1..=2).map(|i| key(i).verifying_key().to_bytes()).collect();
+    fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
+}
+
+fn fleet(b: &[u8]) -> Fleet<'_> {
+    Fleet::verify(
+        b,
+        &SigningKey::from_bytes(&AUTHORITY)
+            .verifying_key()
+            .to_bytes(),
+    )
+    .unwrap()
+}
+
+fn config(fleet: Fleet<'_>) -> Config<'_> {
+    Config {
+        mtu: MTU,
+        byte_budget: u64::MAX,
+        psk: None,
+        fleet,
+        base_model: [0xBA; 32],
+        rto_ms: RTO,
+    }
+}
+
+fn store_with(n: u64) -> Replica {
+    let mut r = Replica::default();
+    for t in 0..n {
+        let b = signed_record(&key(1), t, 1, &vec![t as u8; 200], 16);
+        r.insert(&Item::verify(&b).unwrap()).unwrap();
+    }
+    r
+}
+
+fn is_ack_only(f: &[u8]) -> bool {
+    f[1] & F_ACK != 0 && f[1] & F_HANDSHAKE == 0
+}
+
+/// What the driver saw: frames and bytes sent by each side.
+#[derive(Default, Debug)]
+struct Tally {
+    frames: [u64; 2],
+    bytes: [u64; 2],
+    /// Frames delivered to each side (index = receiver).
+    delivered: [u64; 2],
+    delivered_bytes: [u64; 2],
+}
+
+/// Move frames until both close. `fate(dir, k, frame)` says how often frame `k` of
+/// direction `dir` is delivered (0 drops it, 2 duplicates it).
+fn drive<'f>(
+    a: &mut Session<'f, Replica>,
+    b: &mut Session<'f, Replica>,
+    mut fate: impl FnMut(usize, u64, &[u8]) -> u32,
+) -> (bool, Tally) {
+    let mut t = Tally::default();
+    let mut now = 0;
+    let mut buf = vec![0u8; MTU];
+    for _ in 0..50_000 {
+        let mut idle = true;
+        for dir in 0..2 {
+            let (from, to) = if dir == 0 {
+                (&mut *a, &mut *b)
+            } else {
+                (&mut *b, &mut *a)
+            };
+            while let Some(n) = from.poll_transmit(&mut buf) {
+                idle = false;
+                let k = t.frames[dir];
+                t.frames[dir] += 1;
+                t.bytes[dir] += n as u64;
+                for _ in 0..fate(dir, k, &buf[..n]) {
+                    t.delivered[1 - dir] += 1;
+                    t.delivered_bytes[1 - dir] += n as u64;
+                    let _ = to.handle_input(&buf[..n], now);
+                }
+            }
+        }
+        if a.is_closed() && b.is_closed() {
+            return (true, t);
+        }
+        if idle {
+            now += RTO;
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    (false, t)
+}
+
+#[test]
+fn statistics_count_exactly_what_moved() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut sa = Session::new(
+        Role::Initiator,
+        config(fl),
+        &[1; 32],
+        &[1; 48],
+        store_with(8),
+        0,
+    )
+    .unwrap();
+    let mut sb = Session::new(
+        Role::Responder,
+        config(fl),
+        &[2; 32],
+        &[2; 48],
+        Replica::default(),
+        0,
+    )
+    .unwrap();
+    // Drop every 7th of a's first 40 frames: retransmissions happen.
+    let (ok, t) = drive(&mut sa, &mut sb, |dir, k, _| {
+        u32::from(!(dir == 0 && k < 40 && k % 7 == 3))
+    });
+    assert!(ok);
+    assert_eq!(sb.store().ids().len(), 8);
+    for (i, s) in [&sa, &sb].into_iter().enumerate() {
+        let st = s.stats();
+        assert_eq!(
+            (st.frames_sent, st.bytes_sent),
+            (t.frames[i], t.bytes[i]),
+            "side {i}"
+        );
+        assert_eq!(
+            (st.frames_received, st.bytes_received),
+            (t.delivered[i], t.delivered_bytes[i]),
+            "side {i}"
+        );
+    }
+    assert!(sa.stats().retransmits >= 1);
+    assert_eq!(sa.stats().items_sent, 8);
+    assert_eq!(sb.stats().items_received, 8);
+}
+
+#[test]
+fn the_retransmission_timer_fires_at_the_rto() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut s = Session::new(
+        Role::Initiator,
+        config(fl),
+        &[1; 32],
+        &[1; 48],
+        Replica::default(),
+        1000,
+    )
+    .unwrap();
+    assert_eq!(s.poll_timeout(), None, "nothing in flight yet");
+    let mut buf = vec![0u8; MTU];
+    let n = s.poll_transmit(&mut buf).expect("the Hello");
+    let hello = buf[..n].to_vec();
+    assert_eq!(s.poll_transmit(&mut buf), None);
+    assert_eq!(s.poll_timeout(), Some(1000 + RTO));
+    s.handle_timeout(1000 + RTO - 1);
+    assert_eq!(s.poll_transmit(&mut buf), None, "not before the RTO");
+    assert_eq!(s.stats().retransmits, 0);
+    s.handle_timeout(1000 + RTO);
+    let n = s.poll_transmit(&mut buf).expect("retransmitted at the RTO");
+    assert_eq!(&buf[..n], &hello[..]);
+    assert_eq!(s.stats().retransmits, 1);
+    assert_eq!(s.stats().frames_sent, 2);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(1000 + RTO + RTO),
+        "the timer restarts at the resend"
+    );
+}
+
+#[test]
+fn replays_and_gaps_are_told_apart() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut sa = Session::new(
+        Role::Initiator,
+        config(fl),
+        &[1; 32],
+        &[3; 48],
+        store_with(40),
+        0,
+    )
+    .unwrap();
+    let mut sb = Session::new(
+        Role::Responder,
+        config(fl),
+        &[2; 32],
+        &[4; 48],
+        Replica::default(),
+        0,
+    )
+    .unwrap();
+    let mut dup_acks = 0;
+    let mut dup_data = 0;
+    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, f| {
+        if dir == 1 && is_ack_only(f) {
+            dup_acks += 1;
+            return 2;
+        }
+        if dir == 0 && f[1] == 0 && k == 6 {
+            dup_data += 1;
+            return 2;
+        }
+        u32::from(!(dir == 0 && k == 8))
+    });
+    assert!(ok);
+    assert_eq!(sb.store().ids().len(), 40);
+    assert!(dup_acks >= 3, "{dup_acks} ack-only frames");
+    assert_eq!(dup_data, 1);
+    // Each duplicated ack is a replay once (the last may reach a closed session, which
+    // does not check).
+    let replays = sa.stats().rejected[Reject::Replay as usize];
+    assert!(
+        (dup_acks - 1..=dup_acks).contains(&replays),
+        "{replays} of {dup_acks}"
+    );
+    assert!(
+        sb.stats().rejected[Reject::Replay as usize] >= 1,
+        "the duplicated data frame"
+    );
+    assert!(
+        sb.stats().rejected[Reject::OutOfOrder as usize] >= 1,
+        "frames after the gap"
+    );
+}
+
+#[test]
+fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut sa = Session::new(
+        Role::Initiator,
+        config(fl),
+        &[1; 32],
+        &[5; 48],
+        store_with(2),
+        0,
+    )
+    .unwrap();
+    let mut sb = Session::new(
+        Role::Responder,
+        config(fl),
+        &[2; 32],
+        &[6; 48],
+        Replica::default(),
+        0,
+    )
+    .unwrap();
+    let mut last_data = Vec::new();
+    let mut last_ack = Vec::new();
+    let (ok, _) = drive(&mut sa, &mut sb, |dir, _, f| {
+        if dir == 0 && f[1] == 0 {
+            last_data = f.to_vec();
+        }
+        if dir == 0 && is_ack_only(f) {
+            last_ack = f.to_vec();
+        }
+        1
+    });
+    assert!(ok && !last_data.is_empty() && !last_ack.is_empty());
+    let mut buf = vec![0u8; MTU];
+    while sb.poll_transmit(&mut buf).is_some() {}
+    assert_eq!(sb.handle_input(&last_ack, 10_000), Ok(()));
+    assert_eq!(
+        sb.poll_transmit(&mut buf),
+        None,
+        "an ack is not acknowledged"
+    );
+    assert_eq!(sb.handle_input(&last_data, 10_000), Ok(()));
+    let n = sb
+        .poll_transmit(&mut buf)
+        .expect("the data frame is acknowledged again");
+    assert_eq!(n, HEADER + TAG);
+    assert!(is_ack_only(&buf[..n]));
+}
+
+#[test]
+fn frame_size_and_handshake_flags_are_checked_first() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut s = Session::new(
+        Role::Responder,
+        config(fl),
+        &[2; 32],
+        &[6; 48],
+        Replica::default(),
+        0,
+    )
+    .unwrap();
+    // The largest frame a session takes: framed right, but no keys yet for data.
+    let mut big = vec![0u8; 65535];
+    big[0] = 1;
+    big[10..12].copy_from_slice(&((65535 - HEADER - TAG) as u16).to_le_bytes());
+    assert_eq!(s.handle_input(&big, 0), Err(Reject::Protocol));
+    big.push(0);
+    assert_eq!(s.handle_input(&big, 0), Err(Reject::TooLarge));
+    // A handshake frame may not carry the ack flag.
+    let mut hs = vec![0u8; HEADER];
+    hs[0] = 1;
+    hs[1] = F_HANDSHAKE | F_ACK;
+    assert_eq!(s.handle_input(&hs, 0), Err(Reject::Protocol));
+    let st = s.stats();
+    assert_eq!(st.rejected[Reject::Protocol as usize], 2);
+    assert_eq!(st.rejected[Reject::TooLarge as usize], 1);
+    assert_eq!(
+        st.frames_received, 2,
+        "the oversized frame is refused before it counts"
+    );
+    assert_eq!(st.bytes_received, 65535 + HEADER as u64);
+}
