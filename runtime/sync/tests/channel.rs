@@ -47,7 +47,7 @@ fn config(fleet: Fleet<'_>) -> Config<'_> {
 fn store_with(n: u64) -> Replica {
     let mut r = Replica::default();
     for t in 0..n {
-        let b = signed_record(&key(1), t, 1, &vec![t as u8; 200], 16);
+        let b = signed_record(&key(1), t, 1, &[t as u8; 200], 16);
         r.insert(&Item::verify(&b).unwrap()).unwrap();
     }
     r
