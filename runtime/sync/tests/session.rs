@@ -281,3 +281,106 @@ fn sessions_in_different_key_modes_do_not_connect() {
     );
     assert!(ok && sa.peer().is_some());
 }
+
+/// The byte budget admits items while their total stays within it, most valuable first,
+/// and says when it stopped.
+#[test]
+fn the_byte_budget_admits_items_up_to_its_exact_total() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mut a = Replica::default();
+    let mut by_importance = Vec::new();
+    for imp in [10u8, 30, 20] {
+        let r = signed_record(&key(1), imp as u64, imp, &[imp; 100], 16);
+        by_importance.push((imp, Item::verify(&r).unwrap().id, r.len()));
+        a.insert(&Item::verify(&r).unwrap()).unwrap();
+    }
+    let len = by_importance[0].2;
+    assert!(by_importance.iter().all(|x| x.2 == len));
+    for (budget, want) in [
+        (2 * len as u64, 2usize),
+        (2 * len as u64 - 1, 1),
+        (3 * len as u64, 3),
+    ] {
+        let cfg = Config {
+            byte_budget: budget,
+            ..config(fl, 512)
+        };
+        let mut sa = session(Role::Initiator, cfg, 1, 17, a.clone());
+        let mut sb = session(Role::Responder, config(fl, 512), 2, 18, Replica::default());
+        let (ok, _) = run(
+            &mut sa,
+            &mut sb,
+            &mut Link {
+                loss: 0,
+                seed: 7,
+                limit: usize::MAX,
+            },
+            |_, _, _| true,
+        );
+        assert!(ok, "budget {budget}");
+        assert_eq!(sa.stats().items_sent as usize, want, "budget {budget}");
+        assert_eq!(sa.stats().item_bytes_sent as usize, want * len);
+        let mut got: Vec<u8> = by_importance
+            .iter()
+            .filter(|x| sb.store().get(&x.1).is_some())
+            .map(|x| x.0)
+            .collect();
+        got.sort_unstable_by(|x, y| y.cmp(x));
+        assert_eq!(
+            got,
+            [30u8, 20, 10][..want].to_vec(),
+            "budget {budget}: the most important"
+        );
+        let mut hit = false;
+        while let Some(e) = sa.poll_event() {
+            hit |= e == cairn_sync::Event::BudgetExhausted;
+        }
+        assert_eq!(hit, want < 3, "budget {budget}");
+    }
+}
+
+/// An item of exactly the largest size crosses a session in several chunks.
+#[test]
+fn an_item_of_the_largest_size_syncs() {
+    use cairn_sync::item::{
+        contribution_body, sign_into, ContributionHead, Kind, CONTRIB_HEAD, HEAD, SIG,
+    };
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let dim = (MAX_ITEM - HEAD - SIG - CONTRIB_HEAD) / 4;
+    let head = ContributionHead {
+        base: [0xBA; 32],
+        key: [1; 16],
+        n: 1,
+        dim: dim as u32,
+    };
+    let values: Vec<f32> = (0..dim).map(|i| (i % 7) as f32 * 1e-3).collect();
+    let mut body = vec![0u8; CONTRIB_HEAD + 4 * dim];
+    contribution_body(&head, &values, &mut body).unwrap();
+    let mut item = vec![0u8; MAX_ITEM];
+    assert_eq!(
+        sign_into(&key(1), Kind::Contribution, &body, &mut item),
+        Ok(MAX_ITEM)
+    );
+    let id = Item::verify(&item).unwrap().id;
+    let mut a = Replica::default();
+    a.insert(&Item::verify(&item).unwrap()).unwrap();
+    for mtu in [64usize, 1400, 9000] {
+        let mut sa = session(Role::Initiator, config(fl, mtu), 1, 19, a.clone());
+        let mut sb = session(Role::Responder, config(fl, mtu), 2, 20, Replica::default());
+        let (ok, _) = run(
+            &mut sa,
+            &mut sb,
+            &mut Link {
+                loss: 0,
+                seed: 8,
+                limit: usize::MAX,
+            },
+            |_, _, _| true,
+        );
+        assert!(ok, "mtu {mtu}");
+        assert_eq!(sb.store().get(&id), Some(&item[..]), "mtu {mtu}");
+        assert_eq!(sb.stats().rejected.iter().sum::<u32>(), 0, "mtu {mtu}");
+    }
+}
