@@ -127,6 +127,29 @@ fn a_resumed_item_sends_only_its_rest() {
     assert_eq!((id, total as usize), (big_id, big.len()));
     assert_eq!(bytes[..], big[..bytes.len()]);
 
+    // Small items beside it are wanted from their start.
+    let mut with_small = a.clone();
+    for t in 0..3 {
+        let r = signed_record(&key(1), 100 + t, 1, b"small", 8);
+        with_small.insert(&Item::verify(&r).unwrap()).unwrap();
+    }
+    let mut sa = session(Role::Initiator, config(fl, 256), 1, 21, with_small.clone());
+    let mut sb = session(Role::Responder, config(fl, 256), 2, 22, Replica::default());
+    assert!(sb.resume(id, total, &bytes));
+    let (ok, _) = run(
+        &mut sa,
+        &mut sb,
+        &mut Link {
+            loss: 0,
+            seed: 9,
+            limit: usize::MAX,
+        },
+        |_, _, _| true,
+    );
+    assert!(ok);
+    assert_eq!(sb.store().ids(), with_small.ids());
+    assert_eq!(sb.stats().rejected.iter().sum::<u32>(), 0);
+
     let mut sa = session(Role::Initiator, config(fl, 256), 1, 5, a.clone());
     let mut sb = session(Role::Responder, config(fl, 256), 2, 6, Replica::default());
     assert!(sb.resume(id, total, &bytes));
@@ -382,5 +405,69 @@ fn an_item_of_the_largest_size_syncs() {
         assert!(ok, "mtu {mtu}");
         assert_eq!(sb.store().get(&id), Some(&item[..]), "mtu {mtu}");
         assert_eq!(sb.stats().rejected.iter().sum::<u32>(), 0, "mtu {mtu}");
+    }
+}
+
+/// Each side sends exactly the items the other lacks, whether the difference is found in
+/// id lists (small sets) or by splitting fingerprinted ranges (large ones).
+#[test]
+fn only_the_missing_items_are_sent() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    for (shared, only_a, only_b) in [
+        (0u64, 2u64, 3u64),
+        (10, 2, 3),
+        (14, 1, 0),
+        (300, 4, 7),
+        (2000, 1, 1),
+    ] {
+        let (mut a, mut b) = (Replica::default(), Replica::default());
+        for t in 0..shared + only_a + only_b {
+            let r = signed_record(&key(1 + (t % 2) as u8), t, 1, &[], 4);
+            let item = Item::verify(&r).unwrap();
+            if t < shared + only_a {
+                a.insert(&item).unwrap();
+            }
+            if t < shared || t >= shared + only_a {
+                b.insert(&item).unwrap();
+            }
+        }
+        let mut sa = session(Role::Initiator, config(fl, 1400), 1, 23, a);
+        let mut sb = session(Role::Responder, config(fl, 1400), 2, 24, b);
+        let (ok, _) = run(
+            &mut sa,
+            &mut sb,
+            &mut Link {
+                loss: 0,
+                seed: 10,
+                limit: usize::MAX,
+            },
+            |_, _, _| true,
+        );
+        let case = format!("shared {shared}, {only_a} only on a, {only_b} only on b");
+        assert!(ok, "{case}");
+        assert_eq!(sa.store().ids(), sb.store().ids(), "{case}");
+        assert_eq!(
+            sa.store().ids().len() as u64,
+            shared + only_a + only_b,
+            "{case}"
+        );
+        assert_eq!(
+            (sa.stats().items_sent, sb.stats().items_sent),
+            (only_a, only_b),
+            "{case}"
+        );
+        assert_eq!(
+            (sa.stats().items_received, sb.stats().items_received),
+            (only_b, only_a),
+            "{case}"
+        );
+        for s in [&sa, &sb] {
+            let st = s.stats();
+            assert!(
+                st.recon_turns >= 1 && st.recon_messages >= st.recon_turns,
+                "{case}: {st:?}"
+            );
+        }
     }
 }
