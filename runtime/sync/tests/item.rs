@@ -48,8 +48,10 @@ fn contribution(dim: usize) -> Vec<u8> {
 
 #[test]
 fn the_largest_item_verifies_and_one_byte_more_is_malformed() {
-    // MAX_ITEM holds a record with a 4 KB payload and a 4096-d int8 embedding.
-    const { assert!(MAX_ITEM >= 4096 + 4096 + HEAD + SIG) };
+    // spec.md: the largest item is 8 KiB + 104 (head and signature), which holds a record
+    // with a 4 KB payload and a 4096-d int8 embedding.
+    assert_eq!(MAX_ITEM, 8192 + 104);
+    assert_eq!(HEAD + SIG, 104);
     let dim = (MAX_ITEM - HEAD - SIG - CONTRIB_HEAD) / 4;
     let max = contribution(dim);
     assert_eq!(max.len(), MAX_ITEM);

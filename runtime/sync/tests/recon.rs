@@ -35,3 +35,39 @@ fn a_bound_is_exclusive_at_every_prefix_length() {
     assert_eq!(lower_index(&ids, &Bound::ZERO), 0);
     assert_eq!(lower_index(&ids, &Bound::INF), 4);
 }
+
+/// On the wire a bound is its prefix as a byte string, infinity 17 bytes of 0xFF; every
+/// length round-trips and nothing else decodes.
+#[test]
+fn bounds_round_trip_on_the_wire() {
+    let x = id(0x40, 0x10);
+    let mut buf = [0u8; 32];
+    for len in 0..=16u8 {
+        let mut prefix = [0u8; 16];
+        prefix[..len as usize].copy_from_slice(&x[..len as usize]);
+        let b = Bound { len, prefix };
+        let enc = postcard::to_slice(&b, &mut buf).unwrap().to_vec();
+        assert_eq!(
+            enc.len(),
+            1 + len as usize,
+            "len {len}: a varint length then the prefix"
+        );
+        assert_eq!(postcard::from_bytes::<Bound>(&enc), Ok(b), "len {len}");
+    }
+    let enc = postcard::to_slice(&Bound::INF, &mut buf).unwrap().to_vec();
+    assert_eq!(enc, [&[17u8][..], &[0xFF; 17]].concat());
+    assert_eq!(postcard::from_bytes::<Bound>(&enc), Ok(Bound::INF));
+    // 17 bytes that are not all 0xFF, and 18 bytes: refused.
+    let mut not_inf = enc.clone();
+    not_inf[5] = 0;
+    assert!(postcard::from_bytes::<Bound>(&not_inf).is_err());
+    let mut long = vec![18u8];
+    long.extend_from_slice(&[0xFF; 18]);
+    assert!(postcard::from_bytes::<Bound>(&long).is_err());
+    assert!(Bound::INF.valid() && Bound::ZERO.valid());
+    assert!(!Bound {
+        len: 18,
+        prefix: [0; 16]
+    }
+    .valid());
+}
