@@ -329,3 +329,60 @@ fn frame_size_and_handshake_flags_are_checked_first() {
     );
     assert_eq!(st.bytes_received, 65535 + HEADER as u64);
 }
+
+/// A duplicated data frame is a replay and nothing else; a gap makes the frames after it
+/// out of order and none a replay.
+#[test]
+fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
+    let fb = fleet_bytes();
+    let fl = fleet(&fb);
+    let mk = |salt: u8| {
+        (
+            Session::new(
+                Role::Initiator,
+                config(fl),
+                &[1; 32],
+                &[salt; 48],
+                store_with(20),
+                0,
+            )
+            .unwrap(),
+            Session::new(
+                Role::Responder,
+                config(fl),
+                &[2; 32],
+                &[salt + 1; 48],
+                Replica::default(),
+                0,
+            )
+            .unwrap(),
+        )
+    };
+    let (mut sa, mut sb) = mk(31);
+    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, f| {
+        if dir == 0 && f[1] == 0 && k == 6 {
+            2
+        } else {
+            1
+        }
+    });
+    assert!(ok);
+    let r = sb.stats().rejected;
+    assert_eq!(
+        (r[Reject::Replay as usize], r[Reject::OutOfOrder as usize]),
+        (1, 0)
+    );
+    let (mut sa, mut sb) = mk(41);
+    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, _| {
+        u32::from(!(dir == 0 && k == 6))
+    });
+    assert!(ok);
+    let r = sb.stats().rejected;
+    assert_eq!(r[Reject::Replay as usize], 0);
+    assert!(r[Reject::OutOfOrder as usize] >= 1);
+    // After completion a refused frame is still counted.
+    let before = sb.stats().rejected[Reject::Malformed as usize];
+    assert!(sb.is_closed());
+    assert_eq!(sb.handle_input(&[1, 0, 0], 99_999), Err(Reject::Malformed));
+    assert_eq!(sb.stats().rejected[Reject::Malformed as usize], before + 1);
+}
