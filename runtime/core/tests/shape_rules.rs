@@ -936,3 +936,97 @@ fn a_kind_outside_the_linked_set_is_refused() {
         Err(Mismatch)
     );
 }
+
+/// Every kind's rule answers only where the kind is linked: a valid case of each kind is
+/// accepted with all kinds and refused (`Param`, not linked) in a build with only another.
+#[test]
+fn each_rule_is_linked_only_with_its_kind() {
+    const ONLY_TRANSPOSE: Kinds = 1 << OpKind::Transpose as u16;
+    const ONLY_WHERE: Kinds = 1 << OpKind::Where as u16;
+    let two = 2.0f32.to_bits() as i32;
+    let x4: &[usize] = &[1, 2, 8, 8];
+    let cases: Vec<(OpKind, Vec<i32>, Vec<&[usize]>, &[usize])> = vec![
+        (
+            OpKind::Conv,
+            conv([1, 1], [0; 4], [1, 1], 1),
+            vec![&[1, 3, 8, 8], &[4, 3, 3, 3]],
+            &[1],
+        ),
+        (
+            OpKind::ConvTranspose,
+            deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+            vec![&[1, 4, 5, 5], &[4, 2, 3, 3]],
+            &[1],
+        ),
+        (
+            OpKind::FullyConnected,
+            vec![0, 0],
+            vec![&[2, 8], &[5, 8]],
+            &[1],
+        ),
+        (OpKind::BatchMatMul, vec![], vec![&[2, 3, 4], &[4, 5]], &[1]),
+        (OpKind::Add, vec![0, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Sub, vec![0, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Mul, vec![0, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Div, vec![0, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::PRelu, vec![0, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Concat, vec![0], vec![&[1, 4], &[2, 4]], &[1]),
+        (OpKind::Reshape, vec![], vec![&[2, 3]], &[6]),
+        (OpKind::Slice, vec![0, 1], vec![&[4]], &[2]),
+        (OpKind::Split, vec![0, 0], vec![&[4, 2]], &[2, 2]),
+        (OpKind::Pad, vec![0, 0, 1], vec![&[3]], &[4]),
+        (
+            OpKind::MaxPool,
+            pool([2, 2], [2, 2], [0; 4], [1, 1]),
+            vec![x4],
+            &[1, 2, 4, 4],
+        ),
+        (
+            OpKind::AveragePool,
+            pool([2, 2], [2, 2], [0; 4], [1, 1])[..8].to_vec(),
+            vec![x4],
+            &[1, 2, 4, 4],
+        ),
+        (OpKind::GlobalAveragePool, vec![], vec![x4], &[1]),
+        (OpKind::ReduceMean, vec![0b10, 1], vec![&[2, 3]], &[1]),
+        (
+            OpKind::Resize,
+            vec![0, 0, 0, two, two],
+            vec![&[1, 3, 4, 4]],
+            &[1, 3, 8, 8],
+        ),
+        (OpKind::Unary, vec![1, 0, 0], vec![&[2, 3]], &[1]),
+        (OpKind::Lut, vec![-1], vec![&[2, 3], &[256]], &[1]),
+        (OpKind::Softmax, vec![2, 3, 1, 0], vec![&[2, 3]], &[1]),
+        (OpKind::LayerNorm, vec![1, 0], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Quantize, vec![], vec![&[2, 3]], &[1]),
+        (OpKind::Dequantize, vec![], vec![&[2, 3]], &[1]),
+        (OpKind::Binary, vec![1], vec![&[2, 3], &[3]], &[1]),
+        (OpKind::Reduce, vec![0, 0b10, 1, 0], vec![&[2, 3]], &[1]),
+        (OpKind::Gather, vec![0, 0], vec![&[3, 5], &[2]], &[1]),
+        (OpKind::Tile, vec![], vec![&[2, 3]], &[4, 3]),
+    ];
+    let mut kinds: Vec<OpKind> = cases.iter().map(|c| c.0).collect();
+    kinds.extend([OpKind::Transpose, OpKind::Where]);
+    kinds.sort_by_key(|k| *k as u16);
+    kinds.dedup();
+    assert_eq!(kinds.len(), 31, "every kind has a case");
+    for (kind, p, ins, declared) in &cases {
+        let ins: Vec<Option<Shape>> = ins.iter().map(|d| Some(s(d))).collect();
+        let d = s(declared);
+        assert!(
+            infer_output(*kind, p, &ins, 0, &d).is_ok(),
+            "{kind:?} valid"
+        );
+        assert_eq!(
+            infer_output_in::<ONLY_TRANSPOSE>(*kind, p, &ins, 0, &d),
+            Err(Param),
+            "{kind:?}"
+        );
+        assert_eq!(
+            infer_output_in::<ONLY_WHERE>(*kind, p, &ins, 0, &d),
+            Err(Param),
+            "{kind:?}"
+        );
+    }
+}
