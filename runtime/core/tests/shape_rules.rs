@@ -945,7 +945,8 @@ fn each_rule_is_linked_only_with_its_kind() {
     const ONLY_WHERE: Kinds = 1 << OpKind::Where as u16;
     let two = 2.0f32.to_bits() as i32;
     let x4: &[usize] = &[1, 2, 8, 8];
-    let cases: Vec<(OpKind, Vec<i32>, Vec<&[usize]>, &[usize])> = vec![
+    type Case<'a> = (OpKind, Vec<i32>, Vec<&'a [usize]>, &'a [usize]);
+    let cases: Vec<Case> = vec![
         (
             OpKind::Conv,
             conv([1, 1], [0; 4], [1, 1], 1),
