@@ -2,33 +2,18 @@
 //! a short read fails the export, and import's header and resume checks hold at their
 //! exact bounds.
 
+mod common;
+use common::*;
+
 use cairn_sync::bundle::{self, BundleWriter};
-use cairn_sync::fleet::Fleet;
 use cairn_sync::item::{
     contribution_body, sign_into, ContributionHead, Kind, CONTRIB_HEAD, HEAD, MAX_ITEM, SIG,
 };
 use cairn_sync::replica::Replica;
 use cairn_sync::Reject;
-use ed25519_dalek::SigningKey;
 
-const BASE: [u8; 32] = [0xBA; 32];
-const AUTHORITY: [u8; 32] = [0xA0; 32];
 /// Bytes before the first entry of a bundle: magic, version, sender key, mark.
 const BUNDLE_HEAD: usize = 4 + 1 + 32 + 8;
-
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
-fn fleet_bytes() -> Vec<u8> {
-    let members = [key(1).verifying_key().to_bytes()];
-    cairn_sync::testkit::fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
-}
-
-fn fleet(b: &[u8]) -> Fleet<'_> {
-    let authority = SigningKey::from_bytes(&AUTHORITY).verifying_key();
-    Fleet::verify(b, &authority.to_bytes()).unwrap()
-}
 
 /// A signed contribution item with `n` values (distinct per `tag`): `HEAD + CONTRIB_HEAD
 /// + 4n + SIG` bytes.
@@ -97,7 +82,7 @@ fn a_streamed_item_writes_the_bytes_of_a_whole_one() {
     w.finish(&key(1), &mut sink);
     assert_eq!(out, whole(&items));
 
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(1);
     let fl = fleet(&fb);
     let rep = bundle::import(&out, 0, &mut Replica::default(), &fl, &BASE).unwrap();
     assert!(rep.complete);
@@ -150,7 +135,7 @@ fn a_streamed_item_over_u32_is_refused_before_any_read() {
 
 #[test]
 fn import_checks_the_header() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(1);
     let fl = fleet(&fb);
     let b = whole(&items());
     let imp = |b: &[u8]| bundle::import(b, 0, &mut Replica::default(), &fl, &BASE);
@@ -181,7 +166,7 @@ fn import_checks_the_header() {
 /// more, even when that longer entry would end exactly at the resume offset.
 #[test]
 fn the_resume_prescan_bounds_entries_at_max_item() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(1);
     let fl = fleet(&fb);
     for (len, ok) in [(MAX_ITEM, true), (MAX_ITEM + 1, false)] {
         let mut b = Vec::new();

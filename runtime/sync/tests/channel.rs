@@ -2,36 +2,18 @@
 //! the retransmission timer fires at the RTO and not before, replays and gaps are told
 //! apart, and a finished session still acknowledges a peer that missed its last ack.
 
+mod common;
+use common::*;
+
 use cairn_sync::fleet::Fleet;
 use cairn_sync::frame::{F_ACK, F_HANDSHAKE, HEADER, TAG};
 use cairn_sync::item::Item;
 use cairn_sync::replica::Replica;
-use cairn_sync::testkit::{fleet_of, signed_record};
+use cairn_sync::testkit::signed_record;
 use cairn_sync::{Config, Reject, Role, Session, Store};
-use ed25519_dalek::SigningKey;
 
-const AUTHORITY: [u8; 32] = [0xA0; 32];
 const RTO: u64 = 50;
 const MTU: usize = 300;
-
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
-fn fleet_bytes() -> Vec<u8> {
-    let members: Vec<[u8; 32]> = (1..=2).map(|i| key(i).verifying_key().to_bytes()).collect();
-    fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
-}
-
-fn fleet(b: &[u8]) -> Fleet<'_> {
-    Fleet::verify(
-        b,
-        &SigningKey::from_bytes(&AUTHORITY)
-            .verifying_key()
-            .to_bytes(),
-    )
-    .unwrap()
-}
 
 fn config(fleet: Fleet<'_>) -> Config<'_> {
     Config {
@@ -111,7 +93,7 @@ fn drive<'f>(
 
 #[test]
 fn statistics_count_exactly_what_moved() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
@@ -157,7 +139,7 @@ fn statistics_count_exactly_what_moved() {
 
 #[test]
 fn the_retransmission_timer_fires_at_the_rto() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut s = Session::new(
         Role::Initiator,
@@ -191,7 +173,7 @@ fn the_retransmission_timer_fires_at_the_rto() {
 
 #[test]
 fn replays_and_gaps_are_told_apart() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
@@ -247,7 +229,7 @@ fn replays_and_gaps_are_told_apart() {
 
 #[test]
 fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
@@ -297,7 +279,7 @@ fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
 
 #[test]
 fn frame_size_and_handshake_flags_are_checked_first() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut s = Session::new(
         Role::Responder,
@@ -334,7 +316,7 @@ fn frame_size_and_handshake_flags_are_checked_first() {
 /// out of order and none a replay.
 #[test]
 fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mk = |salt: u8| {
         (

@@ -1,24 +1,20 @@
 //! Item framing at its exact bounds, each kind's body rules, the accessors' values, and the
 //! hybrid logical clock.
 
+mod common;
+use common::*;
+
 use cairn_sync::hlc::Hlc;
 use cairn_sync::item::{
     contribution_body, meta_body, node_id, sign_into, statement_body, tombstone_body, Action,
     ContributionHead, Item, Kind, Statement, CONTRIB_HEAD, HEAD, MAX_ITEM, SIG,
 };
 use cairn_sync::Reject;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::Signer;
 use sha2_10::{Digest, Sha256};
 
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
 fn signed(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + HEAD + SIG];
-    let n = sign_into(&key(1), kind, body, &mut out).unwrap();
-    out.truncate(n);
-    out
+    signed_by(&key(1), kind, body)
 }
 
 /// Sign `bytes[..len - SIG]` into the last 64 bytes as `sign_into` does, whatever the

@@ -1,5 +1,8 @@
 //! The replica's views: emptiness, live records, arrival marks and the contribution index.
 
+mod common;
+use common::*;
+
 use cairn_sync::item::{
     contribution_body, meta_body, sign_into, tombstone_body, ContributionHead, Item, Kind,
     CONTRIB_HEAD, HEAD, SIG,
@@ -9,15 +12,8 @@ use cairn_sync::testkit::signed_record;
 use cairn_sync::Store;
 use ed25519_dalek::SigningKey;
 
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
 fn signed(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + HEAD + SIG];
-    let n = sign_into(&key(1), kind, body, &mut out).unwrap();
-    out.truncate(n);
-    out
+    signed_by(&key(1), kind, body)
 }
 
 fn contribution(adapter: u8, tag: f32) -> Vec<u8> {
@@ -170,13 +166,6 @@ fn non_finite_contributions_are_refused() {
             "{bad}"
         );
     }
-}
-
-fn signed_by(k: &SigningKey, kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; body.len() + HEAD + SIG];
-    let n = sign_into(k, kind, body, &mut out).unwrap();
-    out.truncate(n);
-    out
 }
 
 fn statement(action: cairn_sync::item::Action, subject: &SigningKey) -> Vec<u8> {

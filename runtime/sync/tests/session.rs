@@ -1,44 +1,13 @@
 //! Session edges: resuming a half-received item sends only its rest; bad resume data is
 //! refused; the MTU bounds; the statistics count what moved.
 
-use cairn_sync::fleet::Fleet;
+mod common;
+use common::*;
+
 use cairn_sync::item::{Item, MAX_ITEM};
 use cairn_sync::replica::Replica;
-use cairn_sync::testkit::{fleet_of, run, signed_record, Link};
+use cairn_sync::testkit::{run, signed_record, Link};
 use cairn_sync::{Config, Id, Reject, Role, Session, Store};
-use ed25519_dalek::SigningKey;
-
-const AUTHORITY: [u8; 32] = [0xA0; 32];
-
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
-fn fleet_bytes() -> Vec<u8> {
-    let members: Vec<[u8; 32]> = (1..=2).map(|i| key(i).verifying_key().to_bytes()).collect();
-    fleet_of(&SigningKey::from_bytes(&AUTHORITY), &members)
-}
-
-fn fleet(b: &[u8]) -> Fleet<'_> {
-    Fleet::verify(
-        b,
-        &SigningKey::from_bytes(&AUTHORITY)
-            .verifying_key()
-            .to_bytes(),
-    )
-    .unwrap()
-}
-
-fn config(fleet: Fleet<'_>, mtu: usize) -> Config<'_> {
-    Config {
-        mtu,
-        byte_budget: u64::MAX,
-        psk: None,
-        fleet,
-        base_model: [0xBA; 32],
-        rto_ms: 50,
-    }
-}
 
 fn session<'f>(
     role: Role,
@@ -52,7 +21,7 @@ fn session<'f>(
 
 #[test]
 fn resume_refuses_impossible_partials() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut s = session(Role::Responder, config(fl, 512), 2, 1, Replica::default());
     assert!(s.partial().is_none());
@@ -70,7 +39,7 @@ fn resume_refuses_impossible_partials() {
 
 #[test]
 fn the_mtu_must_lie_between_the_smallest_and_largest_frame() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let new = |mtu| {
         Session::new(
@@ -93,7 +62,7 @@ fn the_mtu_must_lie_between_the_smallest_and_largest_frame() {
 /// session, resumed with them, asks for the rest only.
 #[test]
 fn a_resumed_item_sends_only_its_rest() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let big = signed_record(&key(1), 5, 1, &[0x5A; 4000], 4000);
     let big_id: Id = Item::verify(&big).unwrap().id;
@@ -190,7 +159,7 @@ fn a_resumed_item_sends_only_its_rest() {
 /// `peer` is the authenticated key, known only once the handshake is done.
 #[test]
 fn peer_is_known_after_the_handshake() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut sa = session(Role::Initiator, config(fl, 512), 1, 9, Replica::default());
     let mut sb = session(Role::Responder, config(fl, 512), 2, 10, Replica::default());
@@ -247,7 +216,7 @@ fn drive_exact<'f>(a: &mut Session<'f, Replica>, b: &mut Session<'f, Replica>, m
 
 #[test]
 fn frames_fill_but_never_pass_the_mtu() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     for mtu in [64usize, 65, 100, 257, 1400] {
         let mut a = Replica::default();
@@ -266,7 +235,7 @@ fn frames_fill_but_never_pass_the_mtu() {
 /// A peer in the other key mode (pre-shared key or not) is refused at its Hello.
 #[test]
 fn sessions_in_different_key_modes_do_not_connect() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let psk = Config {
         psk: Some([0x33; 32]),
@@ -313,7 +282,7 @@ fn sessions_in_different_key_modes_do_not_connect() {
 /// and says when it stopped.
 #[test]
 fn the_byte_budget_admits_items_up_to_its_exact_total() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut a = Replica::default();
     let mut by_importance = Vec::new();
@@ -373,7 +342,7 @@ fn an_item_of_the_largest_size_syncs() {
     use cairn_sync::item::{
         contribution_body, sign_into, ContributionHead, Kind, CONTRIB_HEAD, HEAD, SIG,
     };
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let dim = (MAX_ITEM - HEAD - SIG - CONTRIB_HEAD) / 4;
     let head = ContributionHead {
@@ -416,7 +385,7 @@ fn an_item_of_the_largest_size_syncs() {
 /// id lists (small sets) or by splitting fingerprinted ranges (large ones).
 #[test]
 fn only_the_missing_items_are_sent() {
-    let fb = fleet_bytes();
+    let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     for (shared, only_a, only_b) in [
         (0u64, 2u64, 3u64),
