@@ -1,30 +1,17 @@
 //! The reliable channel under a hand-driven link: statistics count exactly what moved,
-//! the retransmission timer fires at the RTO and not before, replays and gaps are told
+//! the retransmission timer fires at the RTO_MS and not before, replays and gaps are told
 //! apart, and a finished session still acknowledges a peer that missed its last ack.
 
 mod common;
 use common::*;
 
-use cairn_sync::fleet::Fleet;
 use cairn_sync::frame::{F_ACK, F_HANDSHAKE, HEADER, TAG};
 use cairn_sync::item::Item;
 use cairn_sync::replica::Replica;
 use cairn_sync::testkit::signed_record;
-use cairn_sync::{Config, Reject, Role, Session, Store};
+use cairn_sync::{Reject, Role, Session, Store};
 
-const RTO: u64 = 50;
 const MTU: usize = 300;
-
-fn config(fleet: Fleet<'_>) -> Config<'_> {
-    Config {
-        mtu: MTU,
-        byte_budget: u64::MAX,
-        psk: None,
-        fleet,
-        base_model: [0xBA; 32],
-        rto_ms: RTO,
-    }
-}
 
 fn store_with(n: u64) -> Replica {
     let mut r = Replica::default();
@@ -39,65 +26,13 @@ fn is_ack_only(f: &[u8]) -> bool {
     f[1] & F_ACK != 0 && f[1] & F_HANDSHAKE == 0
 }
 
-/// What the driver saw: frames and bytes sent by each side.
-#[derive(Default, Debug)]
-struct Tally {
-    frames: [u64; 2],
-    bytes: [u64; 2],
-    /// Frames delivered to each side (index = receiver).
-    delivered: [u64; 2],
-    delivered_bytes: [u64; 2],
-}
-
-/// Move frames until both close. `fate(dir, k, frame)` says how often frame `k` of
-/// direction `dir` is delivered (0 drops it, 2 duplicates it).
-fn drive<'f>(
-    a: &mut Session<'f, Replica>,
-    b: &mut Session<'f, Replica>,
-    mut fate: impl FnMut(usize, u64, &[u8]) -> u32,
-) -> (bool, Tally) {
-    let mut t = Tally::default();
-    let mut now = 0;
-    let mut buf = vec![0u8; MTU];
-    for _ in 0..50_000 {
-        let mut idle = true;
-        for dir in 0..2 {
-            let (from, to) = if dir == 0 {
-                (&mut *a, &mut *b)
-            } else {
-                (&mut *b, &mut *a)
-            };
-            while let Some(n) = from.poll_transmit(&mut buf) {
-                idle = false;
-                let k = t.frames[dir];
-                t.frames[dir] += 1;
-                t.bytes[dir] += n as u64;
-                for _ in 0..fate(dir, k, &buf[..n]) {
-                    t.delivered[1 - dir] += 1;
-                    t.delivered_bytes[1 - dir] += n as u64;
-                    let _ = to.handle_input(&buf[..n], now);
-                }
-            }
-        }
-        if a.is_closed() && b.is_closed() {
-            return (true, t);
-        }
-        if idle {
-            now += RTO;
-            a.handle_timeout(now);
-            b.handle_timeout(now);
-        }
-    }
-    (false, t)
-}
-
 #[test]
 fn statistics_count_exactly_what_moved() {
     let fb = fleet_bytes(2);
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
-        config(fl),
+        config(fl, MTU),
         &[1; 32],
         &[1; 48],
         store_with(8),
@@ -106,7 +41,7 @@ fn statistics_count_exactly_what_moved() {
     .unwrap();
     let mut sb = Session::new(
         Role::Responder,
-        config(fl),
+        config(fl, MTU),
         &[2; 32],
         &[2; 48],
         Replica::default(),
@@ -114,7 +49,7 @@ fn statistics_count_exactly_what_moved() {
     )
     .unwrap();
     // Drop every 7th of a's first 40 frames: retransmissions happen.
-    let (ok, t) = drive(&mut sa, &mut sb, |dir, k, _| {
+    let (ok, t) = drive(&mut sa, &mut sb, MTU, |dir, k, _| {
         u32::from(!(dir == 0 && k < 40 && k % 7 == 3))
     });
     assert!(ok);
@@ -143,7 +78,7 @@ fn the_retransmission_timer_fires_at_the_rto() {
     let fl = fleet(&fb);
     let mut s = Session::new(
         Role::Initiator,
-        config(fl),
+        config(fl, MTU),
         &[1; 32],
         &[1; 48],
         Replica::default(),
@@ -155,18 +90,20 @@ fn the_retransmission_timer_fires_at_the_rto() {
     let n = s.poll_transmit(&mut buf).expect("the Hello");
     let hello = buf[..n].to_vec();
     assert_eq!(s.poll_transmit(&mut buf), None);
-    assert_eq!(s.poll_timeout(), Some(1000 + RTO));
-    s.handle_timeout(1000 + RTO - 1);
-    assert_eq!(s.poll_transmit(&mut buf), None, "not before the RTO");
+    assert_eq!(s.poll_timeout(), Some(1000 + RTO_MS));
+    s.handle_timeout(1000 + RTO_MS - 1);
+    assert_eq!(s.poll_transmit(&mut buf), None, "not before the RTO_MS");
     assert_eq!(s.stats().retransmits, 0);
-    s.handle_timeout(1000 + RTO);
-    let n = s.poll_transmit(&mut buf).expect("retransmitted at the RTO");
+    s.handle_timeout(1000 + RTO_MS);
+    let n = s
+        .poll_transmit(&mut buf)
+        .expect("retransmitted at the RTO_MS");
     assert_eq!(&buf[..n], &hello[..]);
     assert_eq!(s.stats().retransmits, 1);
     assert_eq!(s.stats().frames_sent, 2);
     assert_eq!(
         s.poll_timeout(),
-        Some(1000 + RTO + RTO),
+        Some(1000 + RTO_MS + RTO_MS),
         "the timer restarts at the resend"
     );
 }
@@ -177,7 +114,7 @@ fn replays_and_gaps_are_told_apart() {
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
-        config(fl),
+        config(fl, MTU),
         &[1; 32],
         &[3; 48],
         store_with(40),
@@ -186,7 +123,7 @@ fn replays_and_gaps_are_told_apart() {
     .unwrap();
     let mut sb = Session::new(
         Role::Responder,
-        config(fl),
+        config(fl, MTU),
         &[2; 32],
         &[4; 48],
         Replica::default(),
@@ -195,7 +132,7 @@ fn replays_and_gaps_are_told_apart() {
     .unwrap();
     let mut dup_acks = 0;
     let mut dup_data = 0;
-    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, f| {
+    let (ok, _) = drive(&mut sa, &mut sb, MTU, |dir, k, f| {
         if dir == 1 && is_ack_only(f) {
             dup_acks += 1;
             return 2;
@@ -233,7 +170,7 @@ fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
     let fl = fleet(&fb);
     let mut sa = Session::new(
         Role::Initiator,
-        config(fl),
+        config(fl, MTU),
         &[1; 32],
         &[5; 48],
         store_with(2),
@@ -242,7 +179,7 @@ fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
     .unwrap();
     let mut sb = Session::new(
         Role::Responder,
-        config(fl),
+        config(fl, MTU),
         &[2; 32],
         &[6; 48],
         Replica::default(),
@@ -251,7 +188,7 @@ fn a_finished_session_acknowledges_a_retransmission_but_not_an_ack() {
     .unwrap();
     let mut last_data = Vec::new();
     let mut last_ack = Vec::new();
-    let (ok, _) = drive(&mut sa, &mut sb, |dir, _, f| {
+    let (ok, _) = drive(&mut sa, &mut sb, MTU, |dir, _, f| {
         if dir == 0 && f[1] == 0 {
             last_data = f.to_vec();
         }
@@ -283,7 +220,7 @@ fn frame_size_and_handshake_flags_are_checked_first() {
     let fl = fleet(&fb);
     let mut s = Session::new(
         Role::Responder,
-        config(fl),
+        config(fl, MTU),
         &[2; 32],
         &[6; 48],
         Replica::default(),
@@ -322,7 +259,7 @@ fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
         (
             Session::new(
                 Role::Initiator,
-                config(fl),
+                config(fl, MTU),
                 &[1; 32],
                 &[salt; 48],
                 store_with(20),
@@ -331,7 +268,7 @@ fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
             .unwrap(),
             Session::new(
                 Role::Responder,
-                config(fl),
+                config(fl, MTU),
                 &[2; 32],
                 &[salt + 1; 48],
                 Replica::default(),
@@ -341,7 +278,7 @@ fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
         )
     };
     let (mut sa, mut sb) = mk(31);
-    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, f| {
+    let (ok, _) = drive(&mut sa, &mut sb, MTU, |dir, k, f| {
         if dir == 0 && f[1] == 0 && k == 6 {
             2
         } else {
@@ -355,7 +292,7 @@ fn a_duplicate_is_a_replay_and_a_gap_is_out_of_order() {
         (1, 0)
     );
     let (mut sa, mut sb) = mk(41);
-    let (ok, _) = drive(&mut sa, &mut sb, |dir, k, _| {
+    let (ok, _) = drive(&mut sa, &mut sb, MTU, |dir, k, _| {
         u32::from(!(dir == 0 && k == 6))
     });
     assert!(ok);

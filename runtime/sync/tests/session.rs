@@ -19,6 +19,16 @@ fn session<'f>(
     Session::new(role, cfg, &[who; 32], &[salt; 48], store, 0).unwrap()
 }
 
+/// Run two sessions over a lossless link until both close; whether they completed.
+fn complete<'f>(a: &mut Session<'f, Replica>, b: &mut Session<'f, Replica>, seed: u64) -> bool {
+    let mut link = Link {
+        loss: 0,
+        seed,
+        limit: usize::MAX,
+    };
+    run(a, b, &mut link, |_, _, _| true).0
+}
+
 #[test]
 fn resume_refuses_impossible_partials() {
     let fb = fleet_bytes(2);
@@ -105,16 +115,7 @@ fn a_resumed_item_sends_only_its_rest() {
     let mut sa = session(Role::Initiator, config(fl, 256), 1, 21, with_small.clone());
     let mut sb = session(Role::Responder, config(fl, 256), 2, 22, Replica::default());
     assert!(sb.resume(id, total, &bytes));
-    let (ok, _) = run(
-        &mut sa,
-        &mut sb,
-        &mut Link {
-            loss: 0,
-            seed: 9,
-            limit: usize::MAX,
-        },
-        |_, _, _| true,
-    );
+    let ok = complete(&mut sa, &mut sb, 9);
     assert!(ok);
     assert_eq!(sb.store().ids(), with_small.ids());
     assert_eq!(sb.stats().rejected.iter().sum::<u32>(), 0);
@@ -122,16 +123,7 @@ fn a_resumed_item_sends_only_its_rest() {
     let mut sa = session(Role::Initiator, config(fl, 256), 1, 5, a.clone());
     let mut sb = session(Role::Responder, config(fl, 256), 2, 6, Replica::default());
     assert!(sb.resume(id, total, &bytes));
-    let (ok, _) = run(
-        &mut sa,
-        &mut sb,
-        &mut Link {
-            loss: 0,
-            seed: 2,
-            limit: usize::MAX,
-        },
-        |_, _, _| true,
-    );
+    let ok = complete(&mut sa, &mut sb, 2);
     assert!(ok);
     assert_eq!(sb.store().get(&big_id), Some(&big[..]));
     let sent = sa.stats().item_bytes_sent as usize;
@@ -142,16 +134,7 @@ fn a_resumed_item_sends_only_its_rest() {
     // Without the resume, the whole item travels.
     let mut sa = session(Role::Initiator, config(fl, 256), 1, 7, a);
     let mut sb = session(Role::Responder, config(fl, 256), 2, 8, Replica::default());
-    let (ok, _) = run(
-        &mut sa,
-        &mut sb,
-        &mut Link {
-            loss: 0,
-            seed: 3,
-            limit: usize::MAX,
-        },
-        |_, _, _| true,
-    );
+    let ok = complete(&mut sa, &mut sb, 3);
     assert!(ok);
     assert_eq!(sa.stats().item_bytes_sent as usize, big.len());
 }
@@ -164,54 +147,10 @@ fn peer_is_known_after_the_handshake() {
     let mut sa = session(Role::Initiator, config(fl, 512), 1, 9, Replica::default());
     let mut sb = session(Role::Responder, config(fl, 512), 2, 10, Replica::default());
     assert_eq!((sa.peer(), sb.peer()), (None, None));
-    let (ok, _) = run(
-        &mut sa,
-        &mut sb,
-        &mut Link {
-            loss: 0,
-            seed: 4,
-            limit: usize::MAX,
-        },
-        |_, _, _| true,
-    );
+    let ok = complete(&mut sa, &mut sb, 4);
     assert!(ok);
     assert_eq!(sa.peer(), Some(key(2).verifying_key().to_bytes()));
     assert_eq!(sb.peer(), Some(key(1).verifying_key().to_bytes()));
-}
-
-/// Drive two sessions with send buffers of exactly the MTU: every frame fits, and a buffer
-/// one byte short gets no frame.
-fn drive_exact<'f>(a: &mut Session<'f, Replica>, b: &mut Session<'f, Replica>, mtu: usize) -> bool {
-    let mut now = 0;
-    for _ in 0..100_000 {
-        let mut idle = true;
-        for dir in 0..2 {
-            let (from, to) = if dir == 0 {
-                (&mut *a, &mut *b)
-            } else {
-                (&mut *b, &mut *a)
-            };
-            let mut short = vec![0u8; mtu - 1];
-            if let Some(n) = from.poll_transmit(&mut short) {
-                panic!("a {n}-byte frame into a buffer under the MTU");
-            }
-            let mut buf = vec![0u8; mtu];
-            while let Some(n) = from.poll_transmit(&mut buf) {
-                assert!(n <= mtu, "frame of {n} bytes over the MTU {mtu}");
-                idle = false;
-                let _ = to.handle_input(&buf[..n], now);
-            }
-        }
-        if a.is_closed() && b.is_closed() {
-            return true;
-        }
-        if idle {
-            now += 60;
-            a.handle_timeout(now);
-            b.handle_timeout(now);
-        }
-    }
-    false
 }
 
 #[test]
@@ -227,7 +166,7 @@ fn frames_fill_but_never_pass_the_mtu() {
         let want = a.ids().to_vec();
         let mut sa = session(Role::Initiator, config(fl, mtu), 1, 11, a);
         let mut sb = session(Role::Responder, config(fl, mtu), 2, 12, Replica::default());
-        assert!(drive_exact(&mut sa, &mut sb, mtu), "mtu {mtu}");
+        assert!(drive(&mut sa, &mut sb, mtu, |_, _, _| 1).0, "mtu {mtu}");
         assert_eq!(sb.store().ids(), &want[..], "mtu {mtu}");
     }
 }
@@ -265,16 +204,7 @@ fn sessions_in_different_key_modes_do_not_connect() {
     // Both with the key: they connect.
     let mut sa = session(Role::Initiator, psk, 1, 15, Replica::default());
     let mut sb = session(Role::Responder, psk, 2, 16, Replica::default());
-    let (ok, _) = run(
-        &mut sa,
-        &mut sb,
-        &mut Link {
-            loss: 0,
-            seed: 6,
-            limit: usize::MAX,
-        },
-        |_, _, _| true,
-    );
+    let ok = complete(&mut sa, &mut sb, 6);
     assert!(ok && sa.peer().is_some());
 }
 
@@ -304,16 +234,7 @@ fn the_byte_budget_admits_items_up_to_its_exact_total() {
         };
         let mut sa = session(Role::Initiator, cfg, 1, 17, a.clone());
         let mut sb = session(Role::Responder, config(fl, 512), 2, 18, Replica::default());
-        let (ok, _) = run(
-            &mut sa,
-            &mut sb,
-            &mut Link {
-                loss: 0,
-                seed: 7,
-                limit: usize::MAX,
-            },
-            |_, _, _| true,
-        );
+        let ok = complete(&mut sa, &mut sb, 7);
         assert!(ok, "budget {budget}");
         assert_eq!(sa.stats().items_sent as usize, want, "budget {budget}");
         assert_eq!(sa.stats().item_bytes_sent as usize, want * len);
@@ -365,16 +286,7 @@ fn an_item_of_the_largest_size_syncs() {
     for mtu in [64usize, 1400, 9000] {
         let mut sa = session(Role::Initiator, config(fl, mtu), 1, 19, a.clone());
         let mut sb = session(Role::Responder, config(fl, mtu), 2, 20, Replica::default());
-        let (ok, _) = run(
-            &mut sa,
-            &mut sb,
-            &mut Link {
-                loss: 0,
-                seed: 8,
-                limit: usize::MAX,
-            },
-            |_, _, _| true,
-        );
+        let ok = complete(&mut sa, &mut sb, 8);
         assert!(ok, "mtu {mtu}");
         assert_eq!(sb.store().get(&id), Some(&item[..]), "mtu {mtu}");
         assert_eq!(sb.stats().rejected.iter().sum::<u32>(), 0, "mtu {mtu}");
@@ -407,16 +319,7 @@ fn only_the_missing_items_are_sent() {
         }
         let mut sa = session(Role::Initiator, config(fl, 1400), 1, 23, a);
         let mut sb = session(Role::Responder, config(fl, 1400), 2, 24, b);
-        let (ok, _) = run(
-            &mut sa,
-            &mut sb,
-            &mut Link {
-                loss: 0,
-                seed: 10,
-                limit: usize::MAX,
-            },
-            |_, _, _| true,
-        );
+        let ok = complete(&mut sa, &mut sb, 10);
         let case = format!("shared {shared}, {only_a} only on a, {only_b} only on b");
         assert!(ok, "{case}");
         assert_eq!(sa.store().ids(), sb.store().ids(), "{case}");
