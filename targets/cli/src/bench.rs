@@ -124,16 +124,16 @@ pub fn int8_peak_gmacs() -> Option<(f64, String)> {
             t.elapsed().as_secs_f64()
         };
         let n = 2_000_000u64;
-        let best = |f: &dyn Fn(u64)| (0..3).map(|_| time(f, n)).fold(f64::INFINITY, f64::min);
-        let clk = (0..3)
-            .map(|_| time(&add_chain, 4 * n))
-            .fold(f64::INFINITY, f64::min);
-        let ghz = 4.0 * 4.0 * n as f64 / clk / 1e9;
+        // Best of three runs of `n` iterations.
+        let best =
+            |f: &dyn Fn(u64), n: u64| (0..3).map(|_| time(f, n)).fold(f64::INFINITY, f64::min);
+        let ghz = 4.0 * 4.0 * n as f64 / best(&add_chain, 4 * n) / 1e9;
         // 12 instructions per iteration: 192 MACs with vpmaddwd, 384 with vpdpbusd.
-        let madd = n as f64 * 192.0 / best(&madd_loop) / 1e9;
+        let gmacs = |f: &dyn Fn(u64), macs: f64| n as f64 * macs / best(f, n) / 1e9;
+        let madd = gmacs(&madd_loop, 192.0);
         let dp = match vnni() {
-            Some(Vnni::Evex) => Some(("EVEX", n as f64 * 384.0 / best(&dpbusd_evex_loop) / 1e9)),
-            Some(Vnni::Vex) => Some(("VEX", n as f64 * 384.0 / best(&dpbusd_vex_loop) / 1e9)),
+            Some(Vnni::Evex) => Some(("EVEX", gmacs(&dpbusd_evex_loop, 384.0))),
+            Some(Vnni::Vex) => Some(("VEX", gmacs(&dpbusd_vex_loop, 384.0))),
             None => None,
         };
         return Some(match dp {
@@ -159,7 +159,7 @@ pub fn int8_peak_gmacs() -> Option<(f64, String)> {
 }
 
 /// Twelve independent 256-bit `vpdpbusd` chains (latency × throughput is under twelve on
-/// the cores that have it), in the encoding `$enc` prefixes.
+/// the cores that have it), in the encoding the prefix `$p` selects (none: EVEX).
 #[cfg(target_arch = "x86_64")]
 macro_rules! dpbusd_loop {
     ($name:ident, $p:literal) => {
