@@ -163,7 +163,9 @@ impl ModelBuilder {
 
     /// Plan, lay out and check. Returns the file bytes.
     pub fn finish(&self) -> Result<Vec<u8>, BuildError> {
-        if self.tensors.len() >= NONE as usize || self.ops.len() > crate::model::MAX_OPS {
+        // The loader's bounds (a file past them would be refused as `BadHeader`).
+        if self.tensors.len() > crate::model::MAX_TENSORS || self.ops.len() > crate::model::MAX_OPS
+        {
             return Err(BuildError::TooLarge);
         }
         let (def, last) = self.lifetimes();
