@@ -109,6 +109,15 @@ impl Visited {
     }
 }
 
+/// SplitMix64's output function: spreads any seed (0 and small ones included) over all
+/// 64 bits.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Hnsw {
     /// Build over every record of the store, in slot order.
     pub fn build<F: NorFlash, R: Ram>(st: &LogStore<F, R>, p: HnswParams) -> Hnsw {
@@ -140,7 +149,9 @@ impl Hnsw {
             fn call<K: Kernel>(self, k: K) {
                 let n = self.h.level.len();
                 let ml = 1.0 / libm::logf(self.h.m as f32);
-                let mut rng = self.seed | 1;
+                // Mixed first: a small seed fed straight to xorshift gives a first node
+                // of level 16 and seeds 2k and 2k+1 the same levels.
+                let mut rng = splitmix64(self.seed) | 1;
                 let mut vis = Visited::new(n);
                 for i in 0..n {
                     rng ^= rng << 13;
@@ -440,5 +451,153 @@ impl Hnsw {
         });
         let slots = found.iter().map(|s| s.1 as usize);
         Some(st.score_slots(slots, query, k, filter, scoring))
+    }
+}
+
+/// The graph's own invariants, which recall tests cannot see: a sparser or mislinked graph
+/// can still find the neighbours of clustered data.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flash::RamFlash;
+    use crate::{Config, Record, Store};
+
+    const N: usize = 2000;
+
+    fn store(seed: u64) -> Store<RamFlash<4096>> {
+        store_n(seed, N)
+    }
+
+    fn store_n(seed: u64, n: usize) -> Store<RamFlash<4096>> {
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(64),
+            Config {
+                dim: 16,
+                max_records: n,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        let mut r = seed | 1;
+        for i in 0..n {
+            let v: Vec<i8> = (0..16)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    (r >> 56) as i8
+                })
+                .collect();
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i as u64,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: &v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        st
+    }
+
+    fn build(st: &Store<RamFlash<4096>>, m: usize, seed: u64) -> Hnsw {
+        Hnsw::build(
+            st,
+            HnswParams {
+                m,
+                ef_construction: 32,
+                seed,
+            },
+        )
+    }
+
+    /// Levels follow the geometric law of the HNSW paper: P(level ≥ l) = m^-l.
+    #[test]
+    fn levels_are_geometric_in_m_and_vary_with_the_seed() {
+        let st = store(7);
+        let mut seen = Vec::new();
+        for seed in [0, 1, 2, 3, HnswParams::default().seed] {
+            let h = build(&st, 4, seed);
+            let at_least = |l: u8| h.level.iter().filter(|&&v| v >= l).count() as f64 / N as f64;
+            // Expected 1/4 and 1/16; the bands are more than 4 standard deviations wide.
+            let (p1, p2) = (at_least(1), at_least(2));
+            assert!(
+                (0.20..0.30).contains(&p1),
+                "seed {seed}: P(level ≥ 1) = {p1}"
+            );
+            assert!(
+                (0.040..0.085).contains(&p2),
+                "seed {seed}: P(level ≥ 2) = {p2}"
+            );
+            assert_eq!(h.top, *h.level.iter().max().unwrap(), "seed {seed}");
+            assert_eq!(h.level[h.entry as usize], h.top, "seed {seed}");
+            assert_eq!(
+                h.level,
+                build(&st, 4, seed).level,
+                "seed {seed}: deterministic"
+            );
+            // No tower from a badly mixed start.
+            assert!(h.top <= 8, "seed {seed}: top level {}", h.top);
+            seen.push(h.level);
+        }
+        for i in 0..seen.len() {
+            for j in i + 1..seen.len() {
+                assert_ne!(seen[i], seen[j], "seeds {i} and {j} draw the same levels");
+            }
+        }
+    }
+
+    /// Every link on layer l names another node present on layer l, once; every node
+    /// links to someone on each of its layers that another node shares.
+    #[test]
+    fn links_stay_on_their_layer() {
+        let st = store(11);
+        for m in [4, 8] {
+            let h = build(&st, m, 5);
+            assert_eq!((h.m, h.m0), (m, 2 * m));
+            let on = |l: u8| h.level.iter().filter(|&&v| v >= l).count();
+            for i in 0..N as u32 {
+                for l in 0..=h.level[i as usize] {
+                    let links = h.links(i, l);
+                    assert_eq!(links.len(), if l == 0 { 2 * m } else { m });
+                    let real: Vec<u32> = links.iter().copied().filter(|&j| j != NONE).collect();
+                    for (k, &j) in real.iter().enumerate() {
+                        assert!(j != i, "m {m}: node {i} links to itself on layer {l}");
+                        assert!(h.level[j as usize] >= l, "m {m}: {i}→{j} on layer {l}");
+                        assert!(!real[..k].contains(&j), "m {m}: {i}→{j} twice on layer {l}");
+                    }
+                    // Filled slots come first.
+                    assert!(links[real.len()..].iter().all(|&j| j == NONE));
+                    if on(l) > 1 {
+                        assert!(!real.is_empty(), "m {m}: node {i} alone on layer {l}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// With ef at least the store's size, the search walks the whole (connected) graph:
+    /// its answer is the exact one, for every query.
+    #[test]
+    fn a_search_as_wide_as_the_store_is_exact() {
+        use crate::search::{Filter, Scoring};
+        let small = store_n(3, 300);
+        let h = build(&small, 8, 9);
+        let mut scratch = h.scratch();
+        let (f, sc) = (Filter::default(), Scoring::default());
+        for i in (0..300).step_by(7) {
+            let q = small.ram.emb()[i * 16..(i + 1) * 16].to_vec();
+            let exact: Vec<_> = small.search(&q, 10, &f, &sc).iter().map(|h| h.id).collect();
+            let got: Vec<_> = h
+                .search(&small, &q, 10, 300, &f, &sc, &mut scratch)
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            assert_eq!(got, exact, "query {i}");
+        }
     }
 }
