@@ -588,20 +588,37 @@ fn segment_transfers_are_what_crosses_its_edges() {
 
 // ---- the loader's graph checks, on hand-edited files --------------------------------
 
-/// The bytes of `b` with arena tensor `t` moved to `offset` (the arena grown to hold it)
-/// and the checksum fixed, so only the plan checks can refuse it.
-fn moved_bytes(b: &ModelBuilder, t: usize, offset: u32) -> AlignedBytes {
+/// The bytes of `b` after `edit` (given the file and the offset of each tensor's record),
+/// with the arena grown to hold every tensor and the checksum fixed, so only the plan
+/// checks can refuse them.
+fn patched(
+    b: &ModelBuilder,
+    edit: impl FnOnce(&mut [u8], &dyn Fn(usize) -> usize),
+) -> AlignedBytes {
     use cairn_core::format::{file_crc, hdr, tns, TENSOR_BYTES};
     let mut f = b.finish().unwrap();
     let u32_at = |f: &[u8], at: usize| u32::from_le_bytes(f[at..at + 4].try_into().unwrap());
-    let rec = u32_at(&f, hdr::TENSORS_OFF) as usize + t * TENSOR_BYTES;
-    let bytes = u32_at(&f, rec + tns::BYTES);
-    f[rec + tns::OFFSET..rec + tns::OFFSET + 4].copy_from_slice(&offset.to_le_bytes());
-    let arena = u32_at(&f, hdr::ARENA_BYTES).max(offset + bytes);
+    let table = u32_at(&f, hdr::TENSORS_OFF) as usize;
+    let rec = move |t: usize| table + t * TENSOR_BYTES;
+    edit(&mut f, &rec);
+    let mut arena = u32_at(&f, hdr::ARENA_BYTES);
+    for t in 0..b.tensors.len() {
+        if b.tensors[t].data.is_none() {
+            arena = arena.max(u32_at(&f, rec(t) + tns::OFFSET) + u32_at(&f, rec(t) + tns::BYTES));
+        }
+    }
     f[hdr::ARENA_BYTES..hdr::ARENA_BYTES + 4].copy_from_slice(&arena.to_le_bytes());
     let crc = file_crc(&f);
     f[hdr::CRC..hdr::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     AlignedBytes::from_slice(&f)
+}
+
+/// `b` with arena tensor `t` moved to `offset`.
+fn moved_bytes(b: &ModelBuilder, t: usize, offset: u32) -> AlignedBytes {
+    use cairn_core::format::tns;
+    patched(b, |f, rec| {
+        f[rec(t) + tns::OFFSET..rec(t) + tns::OFFSET + 4].copy_from_slice(&offset.to_le_bytes())
+    })
 }
 
 fn moved(b: &ModelBuilder, t: usize, offset: u32) -> Result<(), LoadError> {
@@ -691,6 +708,33 @@ fn two_live_tensors_never_share_bytes() {
     assert_eq!(
         op_problem(moved(&b, 5, n_at)),
         Some(cairn_core::error::OpProblem::InPlace)
+    );
+}
+
+#[test]
+fn only_an_in_place_op_may_reuse_the_bytes_of_its_own_input() {
+    use cairn_core::format::tns;
+    // x → neg → a, and an input u no op reads. Put a over u and stretch u's life to
+    // the negation: a then shares bytes with a tensor alive at its writing op, which is
+    // an in-place op, but not with that op's input.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[4]));
+    let u = b.add_tensor(f32_act(&[4]));
+    let a = unary(&mut b, x, &[4]);
+    b.inputs = vec![x, u];
+    b.outputs = vec![a];
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let u_at = offset(&m, u) as u32;
+    assert_ne!(u_at, offset(&m, x) as u32);
+    let f = patched(&b, |f, rec| {
+        let (ra, ru) = (rec(a as usize), rec(u as usize));
+        f[ra + tns::OFFSET..ra + tns::OFFSET + 4].copy_from_slice(&u_at.to_le_bytes());
+        f[ru + tns::LAST_TIME..ru + tns::LAST_TIME + 2].copy_from_slice(&1u16.to_le_bytes());
+    });
+    assert_eq!(
+        Model::parse(f.as_slice()).map(|_| ()),
+        Err(LoadError::PlanOverlap { a: u, b: a })
     );
 }
 

@@ -600,4 +600,69 @@ mod tests {
             assert_eq!(got, exact, "query {i}");
         }
     }
+
+    /// The upper-layer walk stops at a local best: no neighbour on its layer is more
+    /// similar to the query, and it never ends worse than it started.
+    #[test]
+    fn the_greedy_walk_ends_at_a_local_best() {
+        use crate::simd::Portable;
+        let st = store(13);
+        let h = build(&st, 4, 21);
+        let emb = st.ram.emb();
+        assert!(h.top >= 2);
+        let mut moved = 0;
+        for i in (0..N).step_by(37) {
+            let q = &emb[i * 16..(i + 1) * 16];
+            for l in 1..=h.top {
+                let start = Sim(h.sim(Portable, emb, q, h.entry), h.entry);
+                let end = h.greedy(Portable, emb, q, start, l);
+                assert!(end.0 >= start.0, "query {i} layer {l}");
+                assert_eq!(end.0, h.sim(Portable, emb, q, end.1));
+                for &nb in h.links(end.1, l).iter().filter(|&&j| j != NONE) {
+                    assert!(h.sim(Portable, emb, q, nb) <= end.0, "query {i} layer {l}");
+                }
+                moved += usize::from(end.1 != start.1);
+            }
+        }
+        assert!(moved > 0, "the walk never left the entry point");
+    }
+
+    /// Every vector stored twice: equal similarities everywhere, and searches still end.
+    #[test]
+    fn duplicate_vectors_do_not_trap_a_search() {
+        use crate::search::{Filter, Scoring};
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(64),
+            Config {
+                dim: 16,
+                max_records: 1000,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        let src = store_n(17, 500);
+        let emb = src.ram.emb();
+        for i in 0..1000 {
+            let v = &emb[(i / 2) * 16..(i / 2 + 1) * 16];
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i as u64,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let h = build(&st, 4, 1);
+        let mut scratch = h.scratch();
+        let (f, sc) = (Filter::default(), Scoring::default());
+        for i in (0..500).step_by(11) {
+            let q = &emb[i * 16..(i + 1) * 16];
+            let hits = h.search(&st, q, 2, 20, &f, &sc, &mut scratch).unwrap();
+            assert_eq!(hits.len(), 2, "query {i}");
+        }
+    }
 }

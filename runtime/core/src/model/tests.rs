@@ -330,6 +330,9 @@ fn each_header_field_is_checked() {
         assert_eq!(edit(at, len), Err(LoadError::Section), "length {at}");
     }
     assert_eq!(edit(hdr::INDEX_LEN, u32::MAX), Err(LoadError::Section));
+    // An index too short for the graph's inputs and outputs (one entry each) alone.
+    let io = (u16_at(DIGITS, hdr::N_INPUTS) + u16_at(DIGITS, hdr::N_OUTPUTS)) as u32;
+    assert_eq!(edit(hdr::INDEX_LEN, io - 1), Err(LoadError::Section));
     // A kernel bit the ops do not use.
     let w = f.u32(hdr::KERNELS + 4 * 7);
     assert_eq!(
