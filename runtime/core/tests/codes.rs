@@ -251,3 +251,59 @@ fn quantize_divides_rounds_offsets_and_clamps() {
     assert_eq!(q.per_tensor(), (0.5, -3));
     assert_eq!(Quant::None.per_tensor(), (1.0, 0));
 }
+
+#[test]
+fn broadcast_strides_are_zero_along_broadcast_axes() {
+    use cairn_core::shape::broadcast_strides;
+    let s = |d: &[usize]| Shape::new(d).unwrap();
+    let out = s(&[2, 3, 4]);
+    // Right-aligned: [3, 4] reads rows of 4, repeated for each of the 2.
+    assert_eq!(broadcast_strides(&s(&[3, 4]), &out)[..3], [0, 4, 1]);
+    assert_eq!(broadcast_strides(&s(&[2, 1, 4]), &out)[..3], [4, 0, 1]);
+    assert_eq!(broadcast_strides(&s(&[4]), &out)[..3], [0, 0, 1]);
+    assert_eq!(broadcast_strides(&s(&[2, 3, 1]), &out)[..3], [3, 1, 0]);
+    assert_eq!(broadcast_strides(&out, &out)[..3], [12, 4, 1]);
+}
+
+#[test]
+fn accelerator_errors_say_what_happened() {
+    use cairn_core::accel::AccelError::*;
+    let all = [
+        Unavailable,
+        Unsupported,
+        Compile,
+        DeviceLost,
+        Timeout,
+        Device,
+    ];
+    let said: HashSet<String> = all.iter().map(|e| e.to_string()).collect();
+    assert_eq!(said.len(), all.len());
+    assert!(said.iter().all(|s| s.len() > 5));
+    assert_eq!(DeviceLost.to_string(), "the device was lost");
+}
+
+#[test]
+fn only_a_packed_tensor_reads_as_pairs6() {
+    use cairn_core::{ExecError, TensorInfo, TensorRef};
+    let shape = Shape::new(&[2, 1, 1, 3]).unwrap();
+    let g = Pairs6::of(&shape).unwrap();
+    let words = vec![0i16; g.elements().unwrap()];
+    let data: &[u8] = bytemuck::cast_slice(&words);
+    let t = |layout| TensorRef {
+        info: TensorInfo {
+            dtype: DType::I8,
+            shape,
+            quant: Quant::None,
+            layout,
+        },
+        data,
+    };
+    let (v, got) = t(Layout::Pairs6).pairs6().unwrap();
+    assert_eq!((v.len(), got), (g.elements().unwrap(), g));
+    assert_eq!(t(Layout::Plain).pairs6().err(), Some(ExecError::DType));
+    let short = TensorRef {
+        data: &data[..data.len() - 2],
+        ..t(Layout::Pairs6)
+    };
+    assert_eq!(short.pairs6().err(), Some(ExecError::Shape));
+}

@@ -1044,4 +1044,15 @@ fn macs_per_op() {
     // BatchMatMul: output elements × K = 30 · 4.
     assert_eq!(macs(&bmm_i8()), 30 * 4);
     assert_eq!(macs(&add_i8()), 0);
+    // ConvTranspose: input elements × out-channels-per-group·kh·kw = 8 · 12.
+    let t = one_op(
+        ConvTranspose,
+        vec![
+            Some(act(F32, &[1, 2, 2, 2], NQ)),
+            Some(cst(F32, &[2, 3, 2, 2], NQ)),
+        ],
+        vec![act(F32, &[1, 3, 3, 3], NQ)],
+        &[1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, -128, 127],
+    );
+    assert_eq!(macs(&t), 8 * 12);
 }
