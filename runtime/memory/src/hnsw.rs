@@ -665,4 +665,30 @@ mod tests {
             assert_eq!(hits.len(), 2, "query {i}");
         }
     }
+
+    /// `bytes` counts every array the graph holds, and a scratch made for another graph
+    /// is resized rather than indexed out of bounds.
+    #[test]
+    fn ram_figure_and_scratch_reuse() {
+        use crate::search::{Filter, Scoring};
+        let st = store(19);
+        let h = build(&st, 4, 2);
+        let upper: usize = h.level.iter().map(|&l| l as usize * 4).sum();
+        // Base links 2m per node, upper links m per layer above 0, the upper index, the
+        // levels (one byte) and the inverse norms, 4 bytes each otherwise.
+        assert_eq!(h.bytes(), N * 8 * 4 + upper * 4 + N * 4 + N + N * 4);
+        let small = store_n(19, 50);
+        let hs = build(&small, 4, 2);
+        let mut scratch = hs.scratch();
+        let (f, sc) = (Filter::default(), Scoring::default());
+        let q = &st.ram.emb()[..16];
+        assert!(hs.search(&small, q, 3, 10, &f, &sc, &mut scratch).is_some());
+        let hits = h.search(&st, q, 3, 10, &f, &sc, &mut scratch).unwrap();
+        assert_eq!(hits.len(), 3);
+        // A query of the wrong width, or a store the graph was not built on: no answer.
+        assert!(h
+            .search(&st, &q[..8], 3, 10, &f, &sc, &mut scratch)
+            .is_none());
+        assert!(h.search(&small, q, 3, 10, &f, &sc, &mut scratch).is_none());
+    }
 }

@@ -168,3 +168,29 @@ impl Ivf {
         Some(st.score_slots(slots, query, k, filter, scoring))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centroids_scale_to_the_int8_range() {
+        assert_eq!(normalize_i8(&[0.5, -1.0, 0.25]), [64, -127, 32]);
+        assert_eq!(normalize_i8(&[2.0, 4.0]), [64, 127]);
+        assert_eq!(normalize_i8(&[0.0, 0.0]), [0, 0]);
+    }
+
+    #[test]
+    fn assignment_is_by_cosine_not_raw_dot() {
+        let c: [i8; 4] = [100, 0, 10, 10];
+        let inv = inv_norms(&c, 2);
+        assert_eq!(inv.len(), 2);
+        assert!((inv[0] - 0.01).abs() < 1e-7);
+        assert!((inv[1] - 1.0 / 200f32.sqrt()).abs() < 1e-7);
+        // [1, 1] has a larger raw dot with [100, 0] (100 against 20) but points along
+        // [10, 10].
+        assert_eq!(nearest(&c, &inv, 2, &[1, 1]), 1);
+        assert_eq!(nearest(&c, &inv, 2, &[5, 1]), 0);
+        assert_eq!(inv_norms(&[0, 0], 2), [1e6]);
+    }
+}
