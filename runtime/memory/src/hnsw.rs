@@ -109,15 +109,6 @@ impl Visited {
     }
 }
 
-/// SplitMix64's output function: spreads any seed (0 and small ones included) over all
-/// 64 bits.
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Hnsw {
     /// Build over every record of the store, in slot order.
     pub fn build<F: NorFlash, R: Ram>(st: &LogStore<F, R>, p: HnswParams) -> Hnsw {
@@ -151,7 +142,7 @@ impl Hnsw {
                 let ml = 1.0 / libm::logf(self.h.m as f32);
                 // Mixed first: a small seed fed straight to xorshift gives a first node
                 // of level 16 and seeds 2k and 2k+1 the same levels.
-                let mut rng = splitmix64(self.seed) | 1;
+                let mut rng = crate::splitmix64(self.seed) | 1;
                 let mut vis = Visited::new(n);
                 for i in 0..n {
                     rng ^= rng << 13;

@@ -62,7 +62,8 @@ impl Ivf {
         let dim = st.config().dim;
         let n = st.len();
         let nlist = nlist.clamp(1, n.max(1));
-        let mut rng = seed | 1;
+        // Mixed first: seeds 2k and 2k+1 would otherwise sample the same records.
+        let mut rng = crate::splitmix64(seed) | 1;
         let mut next = move || {
             rng ^= rng << 13;
             rng ^= rng >> 7;
@@ -192,5 +193,59 @@ mod tests {
         assert_eq!(nearest(&c, &inv, 2, &[1, 1]), 1);
         assert_eq!(nearest(&c, &inv, 2, &[5, 1]), 0);
         assert_eq!(inv_norms(&[0, 0], 2), [1e6]);
+    }
+
+    /// With more records than the sample, the seed picks the sample: each seed its own,
+    /// the same seed the same.
+    #[test]
+    fn the_sample_follows_the_seed() {
+        use crate::flash::RamFlash;
+        use crate::{Config, Record, Store};
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(64),
+            Config {
+                dim: 8,
+                max_records: 600,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        let mut r = 0x1234_5678_9abc_def1u64;
+        for i in 0..600 {
+            let v: Vec<i8> = (0..8)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    (r >> 56) as i8
+                })
+                .collect();
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: &v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let built: Vec<Vec<i8>> = [0, 1, 2, 3]
+            .iter()
+            .map(|&seed| Ivf::build(&st, 8, 0, 100, seed).centroids)
+            .collect();
+        for i in 0..built.len() {
+            assert_eq!(built[i], Ivf::build(&st, 8, 0, 100, i as u64).centroids);
+            for j in i + 1..built.len() {
+                assert_ne!(built[i], built[j], "seeds {i} and {j}");
+            }
+            // Not one record copied into every centre (a generator stuck at 0).
+            let mut c: Vec<&[i8]> = built[i].chunks(8).collect();
+            c.sort();
+            c.dedup();
+            assert!(c.len() >= 6, "seed {i}: {} distinct centres", c.len());
+        }
     }
 }

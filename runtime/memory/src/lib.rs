@@ -37,6 +37,15 @@ pub mod slice_flash;
 pub mod store;
 
 pub use record::{Id, Record, RecordError};
+
+/// SplitMix64's output function: spreads any seed (0 and small ones included) over all
+/// 64 bits before it starts an xorshift generator (the index builders' sampling).
+pub(crate) fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 #[cfg(feature = "alloc")]
 pub use store::Store;
 pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};
