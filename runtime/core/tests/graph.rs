@@ -777,3 +777,45 @@ fn an_op_writes_at_most_sixteen_distinct_outputs() {
     assert_eq!(verdict(&split(17, false)), Some(Arity));
     assert_eq!(verdict(&split(2, true)), Some(TensorIndex));
 }
+
+#[test]
+fn an_op_call_holds_params_and_inputs_within_bounds() {
+    use cairn_core::kernel::Variant;
+    use cairn_core::op::MAX_OP_INPUTS;
+    let k = KernelId {
+        kind: OpKind::Add,
+        variant: Variant::F32,
+    };
+    let mut call = OpCall::new(OpKind::Add, k, &[7, 1.5f32.to_bits() as i32, -3], 2);
+    assert_eq!(call.params(), [7, 1.5f32.to_bits() as i32, -3]);
+    assert_eq!((call.param(0), call.param(2), call.param(3)), (7, -3, 0));
+    assert_eq!(call.param_f32(1), 1.5);
+    assert_eq!((call.out_index, call.in_place), (2, false));
+    assert_eq!(call.n_inputs(), 0);
+    assert_eq!(call.req(0).err(), Some(ExecError::MissingInput));
+    let data = [0u8; 16];
+    let t = cairn_core::TensorRef {
+        info: cairn_core::TensorInfo {
+            dtype: DType::F32,
+            shape: Shape::new(&[4]).unwrap(),
+            quant: cairn_core::Quant::None,
+            layout: Layout::Plain,
+        },
+        data: &data,
+    };
+    call.push_input(Some(t)).unwrap();
+    call.push_input(None).unwrap();
+    assert_eq!(call.n_inputs(), 2);
+    assert!(call.input(0).is_some() && call.input(1).is_none());
+    assert_eq!(call.req(1).err(), Some(ExecError::MissingInput));
+    for _ in 2..MAX_OP_INPUTS {
+        call.push_input(Some(t)).unwrap();
+    }
+    assert_eq!(call.push_input(Some(t)), Err(ExecError::Shape));
+    assert_eq!(call.n_inputs(), MAX_OP_INPUTS);
+    // Parameters past the call's capacity are cut, never read out of bounds.
+    let long: Vec<i32> = (0..100).collect();
+    let call = OpCall::new(OpKind::Add, k, &long, 0);
+    assert_eq!(call.params(), &long[..call.params().len()]);
+    assert_eq!(call.param(99), 0);
+}
