@@ -248,4 +248,93 @@ mod tests {
             assert!(c.len() >= 6, "seed {i}: {} distinct centres", c.len());
         }
     }
+
+    /// k-means on separated clusters: every record sits in exactly one list, the list of
+    /// its nearest centroid by cosine, and each centroid is the int8-scaled mean of its
+    /// members' directions (the fixed point the iterations reach).
+    #[test]
+    fn lists_partition_the_records_around_their_means() {
+        use crate::flash::RamFlash;
+        use crate::{Config, Record, Store};
+        let dim = 8;
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(64),
+            Config {
+                dim,
+                max_records: 300,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        let mut r = 0x0dd_ba11_5eed_u64;
+        let mut next = move || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r
+        };
+        // Six centres on distinct axes (± a little), members within ±4 of theirs.
+        let centres: Vec<Vec<i32>> = (0..6)
+            .map(|c| {
+                (0..dim)
+                    .map(|d| {
+                        if d == c {
+                            100
+                        } else {
+                            (next() % 11) as i32 - 5
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for i in 0..300u64 {
+            let c = &centres[(i % 6) as usize];
+            let v: Vec<i8> = c
+                .iter()
+                .map(|&x| (x + (next() % 9) as i32 - 4) as i8)
+                .collect();
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: &v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let ivf = Ivf::build(&st, 6, 10, 1000, 4);
+        let emb = st.ram.emb();
+        let row = |i: usize| &emb[i * dim..(i + 1) * dim];
+        let mut seen = vec![0; 300];
+        for (c, list) in ivf.lists.iter().enumerate() {
+            for &i in list {
+                seen[i as usize] += 1;
+                let want = nearest(&ivf.centroids, &ivf.cinv, dim, row(i as usize));
+                assert_eq!(want, c, "record {i}");
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "each record in one list");
+        // Separated clusters end one per list.
+        for list in &ivf.lists {
+            assert_eq!(list.len(), 50);
+            assert!(list.iter().all(|&i| i % 6 == list[0] % 6));
+        }
+        assert_eq!(ivf.cinv, inv_norms(&ivf.centroids, dim));
+        for (c, list) in ivf.lists.iter().enumerate() {
+            let mut sum = vec![0f32; dim];
+            for &i in list {
+                let n = st.ram.norms()[i as usize].max(1e-6);
+                for (s, &x) in sum.iter_mut().zip(row(i as usize)) {
+                    *s += x as f32 / n;
+                }
+            }
+            assert_eq!(
+                &ivf.centroids[c * dim..(c + 1) * dim],
+                &normalize_i8(&sum)[..]
+            );
+        }
+    }
 }
