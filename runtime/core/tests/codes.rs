@@ -307,3 +307,30 @@ fn only_a_packed_tensor_reads_as_pairs6() {
     };
     assert_eq!(short.pairs6().err(), Some(ExecError::Shape));
 }
+
+#[test]
+fn typed_views_check_the_dtype() {
+    use cairn_core::{ExecError, TensorInfo, TensorMut, TensorRef};
+    let words = [0u32; 4];
+    let info = |dtype| TensorInfo {
+        dtype,
+        shape: Shape::new(&[4]).unwrap(),
+        quant: Quant::None,
+        layout: Layout::Plain,
+    };
+    let t = |dtype| TensorRef {
+        info: info(dtype),
+        data: bytemuck::cast_slice(&words),
+    };
+    assert_eq!(t(DType::F32).f32s().map(|v| v.len()), Ok(4));
+    assert_eq!(t(DType::I32).f32s().err(), Some(ExecError::DType));
+    assert_eq!(t(DType::F32).i32s().err(), Some(ExecError::DType));
+    assert_eq!(t(DType::I32).i32s().map(|v| v.len()), Ok(4));
+    let mut out = [0u32; 4];
+    let mut m = TensorMut {
+        info: info(DType::I32),
+        data: bytemuck::cast_slice_mut(&mut out),
+    };
+    assert_eq!(m.f32s_mut().err(), Some(ExecError::DType));
+    assert_eq!(m.i32s_mut().map(|v| v.len()), Ok(4));
+}

@@ -1056,3 +1056,63 @@ fn macs_per_op() {
     );
     assert_eq!(macs(&t), 8 * 12);
 }
+
+#[test]
+fn a_depthwise_conv_is_written_with_its_own_kernel() {
+    let b = one_op(
+        Conv,
+        vec![
+            Some(act(I8, &[1, 4, 4, 4], pt(0.1, 3))),
+            Some(cst(I8, &[4, 1, 3, 3], pt(0.05, 0))),
+            None,
+            Some(cst(F32, &[4], NQ)),
+        ],
+        vec![act(I8, &[1, 4, 2, 2], pt(0.2, -1))],
+        &conv_p(4),
+    );
+    let bytes = AlignedBytes::from_slice(&b.finish().unwrap());
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    assert_eq!(m.kernel_of(0).map(|k| k.variant), Some(Variant::DwI8));
+    assert!(m.kernels().iter().any(|k| k.variant == Variant::DwI8));
+}
+
+#[test]
+fn build_errors_print_their_cause() {
+    assert_eq!(BuildError::TooLarge.to_string(), "TooLarge");
+    let e = BuildError::Invalid(LoadError::KernelSet);
+    assert_eq!(e.to_string(), "Invalid(KernelSet)");
+}
+
+#[test]
+fn input_counts_outside_the_kind_s_arity_are_refused() {
+    let one = one_op(
+        Add,
+        vec![Some(act(F32, &[4], NQ))],
+        vec![act(F32, &[4], NQ)],
+        &[0, 0],
+    );
+    assert_eq!(verdict(&one), Err(OpProblem::Arity));
+    let five = one_op(
+        Conv,
+        vec![
+            Some(act(F32, &[1, 2, 4, 4], NQ)),
+            Some(cst(F32, &[3, 2, 3, 3], NQ)),
+            None,
+            None,
+            None,
+        ],
+        vec![act(F32, &[1, 3, 2, 2], NQ)],
+        &conv_p(1),
+    );
+    assert_eq!(verdict(&five), Err(OpProblem::Arity));
+    let concat = |n: usize| {
+        one_op(
+            Concat,
+            (0..n).map(|_| Some(act(F32, &[1], NQ))).collect(),
+            vec![act(F32, &[n], NQ)],
+            &[0],
+        )
+    };
+    assert_eq!(verdict(&concat(16)), Ok(()));
+    assert_eq!(verdict(&concat(17)), Err(OpProblem::Arity));
+}

@@ -501,6 +501,9 @@ fn slice_split_pad() {
     use OpKind::{Pad as P, Slice as Sl, Split as Sp};
     // Slice words: starts, then steps; the declared shape gives the counts.
     ok(Sl, &[2, 3], &[&[10]], &[3], &[3]);
+    // Ending exactly at index 0, forwards and backwards.
+    ok(Sl, &[0, 1], &[&[10]], &[1], &[1]);
+    ok(Sl, &[9, -1], &[&[10]], &[10], &[10]);
     err(Sl, &[2, 3], &[&[10]], &[4], Param);
     ok(Sl, &[9, 1], &[&[10]], &[1], &[1]);
     err(Sl, &[9, 1], &[&[10]], &[2], Param);
@@ -595,6 +598,21 @@ fn pooling_floor_and_ceil_sizes() {
         &[x],
         &[1, 2, 3, 4],
         Mismatch,
+    );
+    // A window exactly as large as the (padded) input: one output.
+    ok(
+        M,
+        &pool([2, 2], [1, 1], [0; 4], [1, 1]),
+        &[&[1, 1, 2, 2]],
+        &[1, 1, 1, 1],
+        &[1, 1, 1, 1],
+    );
+    ok(
+        A,
+        &pool([3, 3], [1, 1], [1, 1, 0, 0], [1, 1])[..9],
+        &[&[1, 1, 2, 2]],
+        &[1, 1, 1, 1],
+        &[1, 1, 1, 1],
     );
     // 7 wide, window 2, stride 2: floor 3, ceil 4.
     let x7: &[usize] = &[1, 2, 7, 7];
