@@ -1006,6 +1006,8 @@ fn kernel_ids_by_group_rank_and_layout() {
     assert_eq!(k(4, &x, Layout::Plain), Variant::DwI8);
     assert_eq!(k(2, &x, Layout::Plain), Variant::I8);
     assert_eq!(k(1, &x, Layout::Plain), Variant::I8);
+    // One channel, one group: a plain conv, not a depthwise one.
+    assert_eq!(k(1, &info(I8, &[1, 1, 5, 5]), Layout::Plain), Variant::I8);
     assert_eq!(k(1, &x, Layout::Pairs6), Variant::PackedI8);
     // Rank 3 (no channel axis at 1 in NCHW terms) is never depthwise.
     assert_eq!(k(4, &info(I8, &[4, 4, 5]), Layout::Plain), Variant::I8);

@@ -819,3 +819,66 @@ fn an_op_call_holds_params_and_inputs_within_bounds() {
     assert_eq!(call.params(), &long[..call.params().len()]);
     assert_eq!(call.param(99), 0);
 }
+
+#[test]
+fn an_op_writes_only_tensors_stamped_with_its_time() {
+    use cairn_core::error::OpProblem::Output;
+    use cairn_core::format::tns;
+    // x → neg → t1 → neg → t2: stamp t2 as written at time 1 (op 0's).
+    let b = chain(2);
+    let f = patched(&b, |f, rec| {
+        let r = rec(2) + tns::DEF_TIME;
+        f[r..r + 2].copy_from_slice(&1u16.to_le_bytes());
+    });
+    assert_eq!(
+        Model::parse(f.as_slice()).map(|_| ()),
+        Err(LoadError::Op {
+            index: 1,
+            kind: Some(OpKind::Unary),
+            problem: Output
+        })
+    );
+}
+
+#[test]
+fn the_index_holds_every_graph_input_and_output() {
+    use cairn_core::format::hdr;
+    // Two inputs and two outputs: four entries before the ops' own.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[4]));
+    let u = b.add_tensor(f32_act(&[4]));
+    let a = unary(&mut b, x, &[4]);
+    let y = add(&mut b, a, u, &[4]);
+    b.inputs = vec![x, u];
+    b.outputs = vec![a, y];
+    assert!(b.finish().is_ok());
+    let f = patched(&b, |f, _| {
+        f[hdr::INDEX_LEN..hdr::INDEX_LEN + 4].copy_from_slice(&3u32.to_le_bytes())
+    });
+    assert_eq!(
+        Model::parse(f.as_slice()).map(|_| ()),
+        Err(LoadError::Section)
+    );
+}
+
+#[test]
+fn an_empty_input_overlaps_nothing() {
+    // Concat of x (8 floats) and an empty e: e's zero bytes may lie anywhere, even inside
+    // the output's.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[8]));
+    let e = b.add_tensor(f32_act(&[0]));
+    let y = b.add_tensor(f32_act(&[8]));
+    b.ops.push(OpSpec {
+        kind: OpKind::Concat,
+        inputs: vec![Some(x), Some(e)],
+        outputs: vec![y],
+        params: vec![0],
+    });
+    b.inputs = vec![x, e];
+    b.outputs = vec![y];
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let inside = offset(&m, y) as u32 + 16;
+    assert_eq!(moved(&b, e as usize, inside), Ok(()));
+}
