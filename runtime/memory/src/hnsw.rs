@@ -682,4 +682,52 @@ mod tests {
             .is_none());
         assert!(h.search(&small, q, 3, 10, &f, &sc, &mut scratch).is_none());
     }
+
+    /// The neighbour heuristic keeps a candidate only if it is closer to the base than to
+    /// every neighbour already kept: of two near-twins, one; a candidate in another
+    /// direction, kept.
+    #[test]
+    fn selection_spreads_links_across_directions() {
+        use crate::simd::Portable;
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(16),
+            Config {
+                dim: 4,
+                max_records: 8,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        // 0: the base; 1 and 2 near-twins close to it; 3 at 45 degrees the other way.
+        let rows: [[i8; 4]; 4] = [
+            [100, 0, 0, 0],
+            [90, 10, 0, 0],
+            [89, 11, 0, 0],
+            [60, -60, 0, 0],
+        ];
+        for (i, v) in rows.iter().enumerate() {
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i as u64,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let h = build(&st, 2, 1);
+        let emb = st.ram.emb();
+        let base = &emb[..4];
+        let mut cands: Vec<Sim> = (1..4)
+            .map(|i| Sim(h.sim(Portable, emb, base, i), i))
+            .collect();
+        cands.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(cands.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2, 3]);
+        let kept = h.select(Portable, emb, &cands, 3, h.inv[0]);
+        assert_eq!(kept, [1, 3]);
+        assert_eq!(h.select(Portable, emb, &cands, 1, h.inv[0]), [1]);
+    }
 }
