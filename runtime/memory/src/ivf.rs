@@ -337,4 +337,71 @@ mod tests {
             );
         }
     }
+
+    /// Lists are probed by cosine: a centroid of twice the norm (a diagonal direction,
+    /// after int8 scaling) does not outrank the query's own. With every list probed, the
+    /// search is exact.
+    #[test]
+    fn probing_ranks_lists_by_cosine() {
+        use crate::flash::RamFlash;
+        use crate::search::{Filter, Scoring};
+        use crate::{Config, Record, Store};
+        let dim = 8;
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(64),
+            Config {
+                dim,
+                max_records: 200,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        let mut r = 0xfeed_f00d_u64;
+        let mut noise = move || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            (r % 7) as i32 - 3
+        };
+        for i in 0..200u64 {
+            let c = (i % 2) as u16;
+            let v: Vec<i8> = (0..dim)
+                .map(|d| {
+                    let base = match (c, d) {
+                        (0, 0) => 100,
+                        (1, 0..=3) => 60,
+                        _ => 0,
+                    };
+                    (base + noise()) as i8
+                })
+                .collect();
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i,
+                label: c,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: &v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let ivf = Ivf::build(&st, 2, 10, 1000, 1);
+        assert_eq!(ivf.lists(), 2);
+        let label =
+            |h: &crate::search::Hit| st.metas().iter().find(|m| m.id == h.id).unwrap().label;
+        let (f, sc) = (Filter::default(), Scoring::default());
+        let emb = st.ram.emb();
+        for i in (0..200).step_by(2) {
+            let q = &emb[i * dim..(i + 1) * dim];
+            let hits = ivf.search(&st, q, 5, 1, &f, &sc).unwrap();
+            assert_eq!(hits.len(), 5);
+            assert!(hits.iter().all(|h| label(h) == 0), "query {i}");
+            let all = ivf.search(&st, q, 5, ivf.lists(), &f, &sc).unwrap();
+            let exact = st.search(q, 5, &f, &sc);
+            let ids = |v: &[crate::search::Hit]| v.iter().map(|h| h.id).collect::<Vec<_>>();
+            assert_eq!(ids(&all), ids(&exact), "query {i}");
+        }
+    }
 }
