@@ -404,4 +404,47 @@ mod tests {
             assert_eq!(ids(&all), ids(&exact), "query {i}");
         }
     }
+
+    /// Two starting centres on the same direction leave a list empty; it is reseeded from
+    /// a random record until both directions have their own list.
+    #[test]
+    fn an_empty_list_is_reseeded() {
+        use crate::flash::RamFlash;
+        use crate::{Config, Record, Store};
+        let (mut st, _) = Store::open(
+            RamFlash::<4096>::new(32),
+            Config {
+                dim: 4,
+                max_records: 100,
+                max_payload: 0,
+            },
+        )
+        .unwrap();
+        // Records 0..50 all [100, 0, 0, 0], 50..100 along y: the starting centres (records
+        // 0 and 19) are the same, so every record goes to the first and the second list
+        // starts empty.
+        for i in 0..100u64 {
+            let v: [i8; 4] = if i < 50 {
+                [100, 0, 0, 0]
+            } else {
+                [(i % 3) as i8, 100, 0, 0]
+            };
+            st.append(&Record {
+                origin: 1,
+                timestamp_ms: i,
+                label: 0,
+                importance: 0,
+                meta: [0; 4],
+                scale: 1.0,
+                embedding: &v,
+                payload: &[],
+            })
+            .unwrap();
+        }
+        let ivf = Ivf::build(&st, 2, 10, 1000, 3);
+        let mut lists: Vec<Vec<u32>> = ivf.lists.clone();
+        lists.sort();
+        assert_eq!(lists[0], (0..50).collect::<Vec<u32>>());
+        assert_eq!(lists[1], (50..100).collect::<Vec<u32>>());
+    }
 }

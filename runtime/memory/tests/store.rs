@@ -951,3 +951,78 @@ fn a_zero_mean_prototype_keeps_a_valid_scale() {
     assert_eq!(st.metas()[0].scale, 1.0);
     assert!(st.embeddings().iter().all(|&v| v == 0));
 }
+
+/// The geometry `open` accepts, and what its `Recovery` counts.
+#[test]
+fn geometry_and_recovery_counts() {
+    use cairn_memory::StoreError::{Geometry, PayloadTooLarge};
+    use embedded_storage::nor_flash::NorFlash;
+    let seed = seed() ^ 13;
+    let mut r = Rng(seed);
+    // At least three sectors, each able to hold a header and a 256-byte entry.
+    assert_eq!(
+        Store::open(RamFlash::<1024>::new(2), cfg(10)).err(),
+        Some(Geometry)
+    );
+    assert!(Store::open(RamFlash::<1024>::new(3), cfg(10)).is_ok());
+    assert_eq!(
+        Store::open(RamFlash::<256>::new(8), cfg(10)).err(),
+        Some(Geometry)
+    );
+    assert!(Store::open(RamFlash::<512>::new(8), cfg(10)).is_ok());
+
+    // A fresh store replays nothing; then fill a few segments and reopen.
+    let (mut st, rec) = Store::open(Flash::new(6), cfg(100)).unwrap();
+    assert_eq!(rec, cairn_memory::Recovery::default());
+    let recs: Vec<Owned> = (0..30).map(|i| Owned::random(&mut r, i)).collect();
+    for o in &recs {
+        st.append(&o.rec()).unwrap();
+    }
+    let in_use = st.segments().iter().filter(|s| s.in_use()).count();
+    assert!(
+        in_use >= 2,
+        "CAIRN_SEED={seed}: 30 records in {in_use} segments"
+    );
+    let mut flash = st.into_flash();
+    let (st, rec) = Store::open(flash.clone(), cfg(100)).unwrap();
+    assert_eq!(rec.segments_in_use, in_use, "CAIRN_SEED={seed}");
+    assert_eq!(
+        (rec.records, rec.dirty_segments),
+        (30, 0),
+        "CAIRN_SEED={seed}"
+    );
+    // Bytes in a sector without a header: an interrupted erase, counted and erased
+    // before reuse.
+    let free = st.segments().iter().position(|s| !s.in_use()).unwrap();
+    let at = (free * 1024 + 100) as u32;
+    flash.write(at, &[0u8; 4]).unwrap();
+    let (mut st, rec) = Store::open(flash, cfg(100)).unwrap();
+    assert_eq!(
+        (rec.records, rec.dirty_segments),
+        (30, 1),
+        "CAIRN_SEED={seed}"
+    );
+    assert!(!st.segments()[free].in_use());
+    // The store goes on taking records.
+    for o in (0..5).map(|i| Owned::random(&mut r, 100 + i)) {
+        st.append(&o.rec()).unwrap();
+    }
+    assert_eq!(st.len(), 35, "CAIRN_SEED={seed}");
+
+    // A fixed RAM's entry buffer bounds the payload: 12 + 60 + DIM + payload, rounded up
+    // to 4, within 128 bytes.
+    let fixed_cfg = Config {
+        max_payload: 1000,
+        ..cfg(10)
+    };
+    let (mut fx, _) =
+        LogStore::open_in(Flash::new(6), fixed_cfg, FixedRam::<10, DIM, 6, 128>::new()).unwrap();
+    assert_eq!(fx.config().max_payload, 128 - 72 - DIM);
+    let mut o = Owned::random(&mut r, 1);
+    o.payload = vec![7; 128 - 72 - DIM];
+    let id = fx.append(&o.rec()).unwrap();
+    let mut out = [0u8; 256];
+    assert!(fx.read_record(&id, &mut out).unwrap().is_some());
+    o.payload.push(7);
+    assert_eq!(fx.append(&o.rec()).err(), Some(PayloadTooLarge));
+}
