@@ -1026,3 +1026,61 @@ fn geometry_and_recovery_counts() {
     o.payload.push(7);
     assert_eq!(fx.append(&o.rec()).err(), Some(PayloadTooLarge));
 }
+
+/// Search filters: by origin, and by a time window whose bounds are inclusive.
+#[test]
+fn origin_and_time_filters() {
+    let (mut st, _) = Store::open(Flash::new(6), cfg(100)).unwrap();
+    let emb = [10i8; DIM];
+    for ts in 0..20u64 {
+        st.append(&Record {
+            origin: 1 + ts % 2,
+            timestamp_ms: ts,
+            label: 0,
+            importance: 0,
+            meta: [0; 4],
+            scale: 1.0,
+            embedding: &emb,
+            payload: &[],
+        })
+        .unwrap();
+    }
+    let find = |f: Filter| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = st
+            .search(&emb, 20, &f, &Scoring::default())
+            .iter()
+            .map(|h| {
+                let m = st.metas().iter().find(|m| m.id == h.id).unwrap();
+                (m.origin, m.timestamp_ms)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let odd: Vec<(u64, u64)> = (0..20).filter(|t| t % 2 == 1).map(|t| (2, t)).collect();
+    assert_eq!(
+        find(Filter {
+            origin: Some(2),
+            ..Filter::default()
+        }),
+        odd
+    );
+    let mut window: Vec<(u64, u64)> = (5..=9).map(|t| (1 + t % 2, t)).collect();
+    window.sort();
+    assert_eq!(
+        find(Filter {
+            time_ms: Some((5, 9)),
+            ..Filter::default()
+        }),
+        window
+    );
+    assert_eq!(
+        find(Filter {
+            origin: Some(1),
+            time_ms: Some((5, 9)),
+            ..Filter::default()
+        }),
+        [(1, 6), (1, 8)]
+    );
+    assert_eq!(find(Filter::default()).len(), 20);
+}
