@@ -1083,4 +1083,9 @@ fn origin_and_time_filters() {
         [(1, 6), (1, 8)]
     );
     assert_eq!(find(Filter::default()).len(), 20);
+    // A query of another width, or k = 0: nothing.
+    let (f, sc) = (Filter::default(), Scoring::default());
+    assert!(st.search(&emb[..DIM - 1], 5, &f, &sc).is_empty());
+    assert!(st.search(&emb, 0, &f, &sc).is_empty());
+    assert_eq!(st.search(&emb, 3, &f, &sc).len(), 3);
 }
