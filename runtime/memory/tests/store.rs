@@ -1089,3 +1089,36 @@ fn origin_and_time_filters() {
     assert!(st.search(&emb, 0, &f, &sc).is_empty());
     assert_eq!(st.search(&emb, 3, &f, &sc).len(), 3);
 }
+
+/// The id covers everything but the importance: appending a record again with another
+/// importance updates it in place (in RAM and, replayed, after a reopen), on both RAM
+/// sides.
+#[test]
+fn appending_again_updates_the_importance() {
+    fn check<R: Ram>(ram: impl Fn() -> R) {
+        let seed = seed() ^ 17;
+        let mut r = Rng(seed);
+        let cfg = cfg(10);
+        let (mut st, _) = LogStore::open_in(Flash::new(6), cfg, ram()).unwrap();
+        let mut a = Owned::random(&mut r, 1);
+        let b = Owned::random(&mut r, 2);
+        a.importance = 10;
+        let id = st.append(&a.rec()).unwrap();
+        st.append(&b.rec()).unwrap();
+        a.importance = 200;
+        assert_eq!(st.append(&a.rec()).unwrap(), id);
+        let imp =
+            |st: &LogStore<Flash, R>| st.metas().iter().find(|m| m.id == id).unwrap().importance;
+        assert_eq!((st.len(), imp(&st)), (2, 200), "CAIRN_SEED={seed}");
+        let slot = st.metas().iter().position(|m| m.id == id).unwrap();
+        assert_eq!(&st.embeddings()[slot * DIM..(slot + 1) * DIM], &a.emb[..]);
+        let (st, _) = LogStore::open_in(st.into_flash(), cfg, ram()).unwrap();
+        assert_eq!(
+            (st.len(), imp(&st)),
+            (2, 200),
+            "CAIRN_SEED={seed}: reopened"
+        );
+    }
+    check(HeapRam::default);
+    check(FixedRam::<10, DIM, 6, 256>::new);
+}
