@@ -994,8 +994,9 @@ fn geometry_and_recovery_counts() {
     // Bytes in a sector without a header: an interrupted erase, counted and erased
     // before reuse.
     let free = st.segments().iter().position(|s| !s.in_use()).unwrap();
-    let at = (free * 1024 + 100) as u32;
-    flash.write(at, &[0u8; 4]).unwrap();
+    // One programmed byte, the sector's first: the least a torn erase can leave.
+    let at = (free * 1024) as u32;
+    flash.write(at, &[0, 0xFF, 0xFF, 0xFF]).unwrap();
     let (mut st, rec) = Store::open(flash, cfg(100)).unwrap();
     assert_eq!(
         (rec.records, rec.dirty_segments),
