@@ -273,7 +273,8 @@ mod tests {
             r ^= r << 17;
             r
         };
-        // Six centres on distinct axes (± a little), members within ±4 of theirs.
+        // Six centres on distinct axes (± a little), members within ±4 of theirs, then
+        // shortened to 1/4, 1/2 or kept: the mean is of directions, not of raw vectors.
         let centres: Vec<Vec<i32>> = (0..6)
             .map(|c| {
                 (0..dim)
@@ -291,7 +292,7 @@ mod tests {
             let c = &centres[(i % 6) as usize];
             let v: Vec<i8> = c
                 .iter()
-                .map(|&x| (x + (next() % 9) as i32 - 4) as i8)
+                .map(|&x| ((x + (next() % 9) as i32 - 4) / [4, 2, 1][(i % 18 / 6) as usize]) as i8)
                 .collect();
             st.append(&Record {
                 origin: 1,

@@ -1123,3 +1123,48 @@ fn appending_again_updates_the_importance() {
     check(HeapRam::default);
     check(FixedRam::<10, DIM, 6, 256>::new);
 }
+
+/// score = cosine · (1 + w · importance/255) · 0.5^(age / half-life), as documented.
+#[test]
+fn scores_weigh_importance_and_age() {
+    let (mut st, _) = Store::open(Flash::new(6), cfg(10)).unwrap();
+    let emb = [10i8; DIM];
+    let put = |st: &mut Store<Flash>, ts: u64, importance: u8| {
+        st.append(&Record {
+            origin: 1,
+            timestamp_ms: ts,
+            label: 0,
+            importance,
+            meta: [0; 4],
+            scale: 1.0,
+            embedding: &emb,
+            payload: &[],
+        })
+        .unwrap()
+    };
+    let fresh = put(&mut st, 1000, 255);
+    let old = put(&mut st, 800, 0);
+    let half = put(&mut st, 900, 51);
+    let scoring = Scoring {
+        now_ms: 1000,
+        half_life_ms: Some(100),
+        importance_weight: 2.0,
+    };
+    let hits = st.search(&emb, 3, &Filter::default(), &scoring);
+    let score = |id| hits.iter().find(|h| h.id == id).unwrap().score;
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-5;
+    assert!(hits.iter().all(|h| close(h.cosine, 1.0)));
+    // 1 · (1 + 2) · 1; 1 · 1 · 0.25; 1 · (1 + 2 · 0.2) · 0.5.
+    assert!(close(score(fresh), 3.0), "{}", score(fresh));
+    assert!(close(score(old), 0.25), "{}", score(old));
+    assert!(close(score(half), 0.7), "{}", score(half));
+    assert_eq!(
+        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        [fresh, half, old]
+    );
+    // A record from the future is not boosted: its age counts as 0.
+    let future = put(&mut st, 1200, 0);
+    let hits = st.search(&emb, 4, &Filter::default(), &scoring);
+    let s = hits.iter().find(|h| h.id == future).unwrap().score;
+    assert!(close(s, 1.0), "{s}");
+}
