@@ -983,6 +983,11 @@ fn geometry_and_recovery_counts() {
         in_use >= 2,
         "CAIRN_SEED={seed}: 30 records in {in_use} segments"
     );
+    // Fresh flash: segments opened without an erase, so no wear yet.
+    assert!(
+        st.erase_counts().iter().all(|&e| e == 0),
+        "CAIRN_SEED={seed}"
+    );
     let mut flash = st.into_flash();
     let (st, rec) = Store::open(flash.clone(), cfg(100)).unwrap();
     assert_eq!(rec.segments_in_use, in_use, "CAIRN_SEED={seed}");
@@ -1004,11 +1009,30 @@ fn geometry_and_recovery_counts() {
         "CAIRN_SEED={seed}"
     );
     assert!(!st.segments()[free].in_use());
-    // The store goes on taking records.
-    for o in (0..5).map(|i| Owned::random(&mut r, 100 + i)) {
-        st.append(&o.rec()).unwrap();
+    // The store goes on taking records, and erases the torn sector (one erase of wear)
+    // before it writes there.
+    // (Each new record replaces one, so the log never fills.)
+    let mut last: Vec<(cairn_memory::Id, Owned)> = Vec::new();
+    for i in 0..400 {
+        let gone = match i {
+            0..30 => recs[i as usize].rec().id(),
+            _ => last[i as usize - 30].0,
+        };
+        assert!(st.delete(&gone).unwrap(), "CAIRN_SEED={seed}");
+        let o = Owned::random(&mut r, 100 + i);
+        last.push((st.append(&o.rec()).unwrap(), o));
+        if st.segments()[free].in_use() {
+            break;
+        }
     }
-    assert_eq!(st.len(), 35, "CAIRN_SEED={seed}");
+    assert!(
+        st.segments()[free].in_use(),
+        "CAIRN_SEED={seed}: never reused"
+    );
+    assert_eq!(st.segments()[free].erases(), 1, "CAIRN_SEED={seed}");
+    let (id, o) = last.last().unwrap();
+    let got = st.get(id).unwrap().expect("the newest record");
+    assert!(got.ends_with(&o.payload), "CAIRN_SEED={seed}");
 
     // A fixed RAM's entry buffer bounds the payload: 12 + 60 + DIM + payload, rounded up
     // to 4, within 128 bytes.
