@@ -108,6 +108,8 @@ pub fn dot(a: &[i8], b: &[i8]) -> i32 {
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
+    use super::Kernel;
+
     #[test]
     fn simd_dot_equals_the_loop() {
         let mut s = 0x5EEDu64;
@@ -123,6 +125,22 @@ mod tests {
             let a = if n == 4096 { std::vec![-128i8; n] } else { a };
             let b = if n == 4096 { std::vec![-128i8; n] } else { b };
             assert_eq!(super::dot(&a, &b), super::dot_body(&a, &b), "n {n}");
+            let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
+            assert_eq!(super::Portable.dot(&a, &b), want, "n {n}");
+            super::with_kernel(Check(&a, &b, want));
+        }
+        // Known values: the extremes and a sign mix.
+        assert_eq!(
+            super::Portable.dot(&[-128, 127, 3], &[-128, -128, -2]),
+            16384 - 16256 - 6
+        );
+    }
+
+    /// The kernel `with_kernel` picks agrees with the plain sum.
+    struct Check<'a>(&'a [i8], &'a [i8], i32);
+    impl super::KernelFn<()> for Check<'_> {
+        fn call<K: super::Kernel>(self, k: K) {
+            assert_eq!(k.dot(self.0, self.1), self.2);
         }
     }
 }
