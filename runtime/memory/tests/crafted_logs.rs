@@ -193,3 +193,33 @@ fn an_entry_of_an_unknown_kind_is_skipped_whole() {
     let (s, rec) = Store::open(f, cfg(8)).unwrap();
     assert_eq!((s.len(), rec.dropped_entries, rec.dropped_bytes), (2, 1, 0));
 }
+
+/// A DELETE's body is one 16-byte id; any other length is not a delete. An entry with an
+/// empty body still frames whole. A header that checks but lacks the magic is not an
+/// entry at all.
+#[test]
+fn malformed_deletes_empty_bodies_and_missing_magic() {
+    use cairn_memory::format::KIND_DELETE;
+    let f = log_of_kinds(&[
+        (KIND_PUT, record(&[1i8; 8], 1)),
+        (KIND_DELETE, vec![0u8; 17]),
+        (0x7E, Vec::new()),
+        (KIND_PUT, record(&[3i8; 8], 3)),
+    ]);
+    let (s, rec) = Store::open(f, cfg(8)).unwrap();
+    assert_eq!((s.len(), rec.dropped_entries, rec.dropped_bytes), (2, 2, 0));
+    // The same log with the second record's magic cleared (its checksum recomputed over
+    // the cleared header): skipped as bytes, not loaded.
+    let bodies = [record(&[1i8; 8], 1), record(&[3i8; 8], 3)];
+    let mut f = log_of(&bodies);
+    let second = SEG_HEADER + align_up(ENTRY_HEADER + bodies[0].len());
+    f.data[second..second + 2].fill(0);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&f.data[second..second + 8]);
+    let crc = entry_crc(&head, &bodies[1]);
+    f.data[second + 8..second + 12].copy_from_slice(&crc.to_le_bytes());
+    let (s, rec) = Store::open(f, cfg(8)).unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(rec.dropped_entries, 0, "no magic: not counted as an entry");
+    assert_eq!(rec.dropped_bytes, align_up(ENTRY_HEADER + bodies[1].len()));
+}

@@ -158,3 +158,66 @@ fn a_file_is_flash_that_keeps_its_data() {
     drop(f);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SliceFlash: NOR rules over a caller's bytes (no allocator), whole sectors only, and a
+/// store that lives in them across a "reboot" (a new SliceFlash over the same bytes).
+#[test]
+fn slice_flash_is_nor_over_a_byte_slice() {
+    use cairn_memory::slice_flash::{FlashError, SliceFlash};
+    use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind};
+    let mut bytes = vec![0xFFu8; 3 * 1024 + 100];
+    let mut f = SliceFlash::<1024>::new(&mut bytes);
+    assert_eq!(
+        (f.capacity(), f.data().len()),
+        (3072, 3072),
+        "whole sectors only"
+    );
+    f.write(8, &[0x0F, 0xF0, 0xAA, 0x55]).unwrap();
+    f.write(8, &[0xFF, 0x0F, 0xFF, 0xF0]).unwrap();
+    let mut got = [0u8; 4];
+    f.read(8, &mut got).unwrap();
+    assert_eq!(
+        got,
+        [0x0F, 0x00, 0xAA, 0x50],
+        "programming only clears bits"
+    );
+    assert_eq!(&f.data()[8..12], &got);
+    assert_eq!(f.write(6, &[0; 4]), Err(FlashError::NotAligned));
+    assert_eq!(f.write(8, &[0; 3]), Err(FlashError::NotAligned));
+    assert_eq!(f.write(3072, &[0; 4]), Err(FlashError::OutOfBounds));
+    assert_eq!(f.read(3070, &mut got), Err(FlashError::OutOfBounds));
+    assert_eq!(f.erase(0, 512), Err(FlashError::NotAligned));
+    assert_eq!(f.erase(2048, 4096), Err(FlashError::OutOfBounds));
+    f.erase(0, 1024).unwrap();
+    assert!(f.data()[..1024].iter().all(|&b| b == 0xFF));
+    assert_eq!(
+        FlashError::OutOfBounds.kind(),
+        NorFlashErrorKind::OutOfBounds
+    );
+    assert_eq!(FlashError::NotAligned.kind(), NorFlashErrorKind::NotAligned);
+    assert_eq!(FlashError::PowerCut.kind(), NorFlashErrorKind::Other);
+
+    use cairn_memory::{Config, Record, Store};
+    let cfg = Config {
+        dim: 4,
+        max_records: 10,
+        max_payload: 8,
+    };
+    let rec = Record {
+        origin: 1,
+        timestamp_ms: 5,
+        label: 2,
+        importance: 3,
+        meta: [0; 4],
+        scale: 1.0,
+        embedding: &[1, 2, 3, 4],
+        payload: b"slice",
+    };
+    let id = {
+        let (mut st, _) = Store::open(SliceFlash::<1024>::new(&mut bytes), cfg).unwrap();
+        st.append(&rec).unwrap()
+    };
+    let (mut st, r) = Store::open(SliceFlash::<1024>::new(&mut bytes), cfg).unwrap();
+    assert_eq!((r.records, st.len()), (1, 1));
+    assert!(st.get(&id).unwrap().unwrap().ends_with(b"slice"));
+}
