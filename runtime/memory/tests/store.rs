@@ -1192,3 +1192,101 @@ fn scores_weigh_importance_and_age() {
     let s = hits.iter().find(|h| h.id == future).unwrap().score;
     assert!(close(s, 1.0), "{s}");
 }
+
+/// append_batch: the ids in order, every record durable across a reopen, segments filled
+/// one write at a time; usage() and is_empty() report the log; compact() keeps every
+/// live record; a delete makes an index built before it stale.
+#[test]
+fn batches_usage_compaction_and_staleness() {
+    use cairn_memory::format::{align_up, ENTRY_HEADER, SEG_HEADER};
+    let seed = seed() ^ 19;
+    let mut r = Rng(seed);
+    let (mut st, _) = Store::open(Flash::new(8), cfg(100)).unwrap();
+    assert!(st.is_empty());
+    assert_eq!(st.usage(), (SEG_HEADER, 0));
+    let recs: Vec<Owned> = (0..24).map(|i| Owned::random(&mut r, i)).collect();
+    let batch: Vec<Record<'_>> = recs.iter().map(|o| o.rec()).collect();
+    let ids = st.append_batch(&batch).unwrap();
+    assert_eq!(ids, batch.iter().map(|b| b.id()).collect::<Vec<_>>());
+    assert!(!st.is_empty() && st.len() == 24);
+    let live: usize = batch
+        .iter()
+        .map(|b| align_up(ENTRY_HEADER + b.encoded_len()))
+        .sum();
+    let in_use = st.segments().iter().filter(|s| s.in_use()).count();
+    let (used, l) = st.usage();
+    assert_eq!(l, live, "CAIRN_SEED={seed}");
+    assert!(in_use >= 3, "CAIRN_SEED={seed}: the batch spans segments");
+    assert!(
+        used >= live + SEG_HEADER * in_use && used <= in_use * 1024,
+        "{used}"
+    );
+    // Every record reads back, also after a reopen.
+    let (mut st, rec) = Store::open(st.into_flash(), cfg(100)).unwrap();
+    assert_eq!(
+        (rec.records, rec.dropped_entries),
+        (24, 0),
+        "CAIRN_SEED={seed}"
+    );
+    for (id, o) in ids.iter().zip(&recs) {
+        let got = st.get(id).unwrap().expect("durable");
+        assert!(got.ends_with(&o.payload), "CAIRN_SEED={seed}");
+    }
+    // Delete half, build an index, compact: the rest stay; the index goes stale at the
+    // first delete after it was built.
+    for id in ids.iter().step_by(2) {
+        assert!(st.delete(id).unwrap());
+    }
+    let ivf = cairn_memory::ivf::Ivf::build(&st, 2, 2, 100, 1);
+    assert!(!ivf.is_stale(&st));
+    st.compact().unwrap();
+    assert_eq!(st.len(), 12);
+    assert!(st.delete(&ids[1]).unwrap());
+    assert!(ivf.is_stale(&st), "a delete changes the generation");
+    let (_, l) = st.usage();
+    let want: usize = batch
+        .iter()
+        .skip(3)
+        .step_by(2)
+        .map(|b| align_up(ENTRY_HEADER + b.encoded_len()))
+        .sum();
+    assert_eq!(l, want, "CAIRN_SEED={seed}");
+    for id in ids.iter().skip(3).step_by(2) {
+        assert!(st.get(id).unwrap().is_some(), "CAIRN_SEED={seed}");
+    }
+}
+
+/// What `append` admits: payloads up to the bound, finite positive scales.
+#[test]
+fn append_admits_bounded_payloads_and_positive_scales() {
+    use cairn_memory::record::RecordError::BadScale;
+    use cairn_memory::StoreError::{PayloadTooLarge, Record as Rec};
+    let seed = seed() ^ 23;
+    let mut r = Rng(seed);
+    let (mut st, _) = Store::open(Flash::new(6), cfg(10)).unwrap();
+    let mut o = Owned::random(&mut r, 1);
+    o.payload = vec![1; 64];
+    st.append(&o.rec()).unwrap();
+    o.payload.push(1);
+    assert_eq!(st.append(&o.rec()).err(), Some(PayloadTooLarge));
+    o.payload.pop();
+    for scale in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let mut rec = o.rec();
+        rec.scale = scale;
+        assert_eq!(st.append(&rec).err(), Some(Rec(BadScale)), "scale {scale}");
+    }
+    // An entry larger than a segment's room is refused before any compaction.
+    let big = Config {
+        max_payload: 2000,
+        ..cfg(10)
+    };
+    let (mut st, _) = Store::open(Flash::new(6), big).unwrap();
+    o.payload = vec![1; 1000];
+    assert_eq!(st.append(&o.rec()).err(), Some(PayloadTooLarge));
+    // Exactly a segment less its header: 1024 − 24 = 12 + the record's fixed part + payload.
+    let fixed = o.rec().encoded_len() - 1000;
+    o.payload = vec![1; 1024 - 24 - 12 - fixed];
+    st.append(&o.rec()).unwrap();
+    o.payload.extend([1; 4]);
+    assert_eq!(st.append(&o.rec()).err(), Some(PayloadTooLarge));
+}
