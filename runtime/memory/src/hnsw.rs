@@ -451,7 +451,7 @@ impl Hnsw {
 mod tests {
     use super::*;
     use crate::flash::RamFlash;
-    use crate::{Config, Record, Store};
+    use crate::Store;
 
     const N: usize = 2000;
 
@@ -460,38 +460,21 @@ mod tests {
     }
 
     fn store_n(seed: u64, n: usize) -> Store<RamFlash<4096>> {
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(64),
-            Config {
-                dim: 16,
-                max_records: n,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
         let mut r = seed | 1;
-        for i in 0..n {
-            let v: Vec<i8> = (0..16)
-                .map(|_| {
-                    r ^= r << 13;
-                    r ^= r >> 7;
-                    r ^= r << 17;
-                    (r >> 56) as i8
-                })
-                .collect();
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i as u64,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: &v,
-                payload: &[],
+        let rows: Vec<(u16, Vec<i8>)> = (0..n)
+            .map(|_| {
+                let v = (0..16)
+                    .map(|_| {
+                        r ^= r << 13;
+                        r ^= r >> 7;
+                        r ^= r << 17;
+                        (r >> 56) as i8
+                    })
+                    .collect();
+                (0, v)
             })
-            .unwrap();
-        }
-        st
+            .collect();
+        crate::testutil::store_of(16, rows)
     }
 
     fn build(st: &Store<RamFlash<4096>>, m: usize, seed: u64) -> Hnsw {
@@ -622,31 +605,12 @@ mod tests {
     #[test]
     fn duplicate_vectors_do_not_trap_a_search() {
         use crate::search::{Filter, Scoring};
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(64),
-            Config {
-                dim: 16,
-                max_records: 1000,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
         let src = store_n(17, 500);
         let emb = src.ram.emb();
-        for i in 0..1000 {
-            let v = &emb[(i / 2) * 16..(i / 2 + 1) * 16];
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i as u64,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: v,
-                payload: &[],
-            })
-            .unwrap();
-        }
+        let st = crate::testutil::store_of(
+            16,
+            (0..1000).map(|i| (0, emb[(i / 2) * 16..(i / 2 + 1) * 16].to_vec())),
+        );
         let h = build(&st, 4, 1);
         let mut scratch = h.scratch();
         let (f, sc) = (Filter::default(), Scoring::default());
@@ -689,15 +653,6 @@ mod tests {
     #[test]
     fn selection_spreads_links_across_directions() {
         use crate::simd::Portable;
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(16),
-            Config {
-                dim: 4,
-                max_records: 8,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
         // 0: the base; 1 and 2 near-twins close to it; 3 at 45 degrees the other way.
         let rows: [[i8; 4]; 4] = [
             [100, 0, 0, 0],
@@ -705,19 +660,7 @@ mod tests {
             [89, 11, 0, 0],
             [60, -60, 0, 0],
         ];
-        for (i, v) in rows.iter().enumerate() {
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i as u64,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: v,
-                payload: &[],
-            })
-            .unwrap();
-        }
+        let st = crate::testutil::store_of(4, rows.iter().map(|v| (0, v.to_vec())));
         let h = build(&st, 2, 1);
         let emb = st.ram.emb();
         let base = &emb[..4];

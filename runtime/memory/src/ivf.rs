@@ -199,19 +199,9 @@ mod tests {
     /// the same seed the same.
     #[test]
     fn the_sample_follows_the_seed() {
-        use crate::flash::RamFlash;
-        use crate::{Config, Record, Store};
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(64),
-            Config {
-                dim: 8,
-                max_records: 600,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
+        let mut rows = Vec::new();
         let mut r = 0x1234_5678_9abc_def1u64;
-        for i in 0..600 {
+        for _ in 0..600 {
             let v: Vec<i8> = (0..8)
                 .map(|_| {
                     r ^= r << 13;
@@ -220,18 +210,9 @@ mod tests {
                     (r >> 56) as i8
                 })
                 .collect();
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: &v,
-                payload: &[],
-            })
-            .unwrap();
+            rows.push((0, v));
         }
+        let st = crate::testutil::store_of(8, rows);
         let built: Vec<Vec<i8>> = [0, 1, 2, 3]
             .iter()
             .map(|&seed| Ivf::build(&st, 8, 0, 100, seed).centroids)
@@ -254,18 +235,8 @@ mod tests {
     /// members' directions (the fixed point the iterations reach).
     #[test]
     fn lists_partition_the_records_around_their_means() {
-        use crate::flash::RamFlash;
-        use crate::{Config, Record, Store};
         let dim = 8;
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(64),
-            Config {
-                dim,
-                max_records: 300,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
+        let mut rows = Vec::new();
         let mut r = 0x0dd_ba11_5eed_u64;
         let mut next = move || {
             r ^= r << 13;
@@ -294,18 +265,9 @@ mod tests {
                 .iter()
                 .map(|&x| ((x + (next() % 9) as i32 - 4) / [4, 2, 1][(i % 18 / 6) as usize]) as i8)
                 .collect();
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: &v,
-                payload: &[],
-            })
-            .unwrap();
+            rows.push((0, v));
         }
+        let st = crate::testutil::store_of(dim, rows);
         let ivf = Ivf::build(&st, 6, 10, 1000, 4);
         let emb = st.ram.emb();
         let row = |i: usize| &emb[i * dim..(i + 1) * dim];
@@ -344,19 +306,9 @@ mod tests {
     /// search is exact.
     #[test]
     fn probing_ranks_lists_by_cosine() {
-        use crate::flash::RamFlash;
         use crate::search::{Filter, Scoring};
-        use crate::{Config, Record, Store};
         let dim = 8;
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(64),
-            Config {
-                dim,
-                max_records: 200,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
+        let mut rows = Vec::new();
         let mut r = 0xfeed_f00d_u64;
         let mut noise = move || {
             r ^= r << 13;
@@ -376,18 +328,9 @@ mod tests {
                     (base + noise()) as i8
                 })
                 .collect();
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i,
-                label: c,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: &v,
-                payload: &[],
-            })
-            .unwrap();
+            rows.push((c, v.to_vec()));
         }
+        let st = crate::testutil::store_of(dim, rows);
         let ivf = Ivf::build(&st, 2, 10, 1000, 1);
         assert_eq!(ivf.lists(), 2);
         let label =
@@ -410,17 +353,7 @@ mod tests {
     /// a random record until both directions have their own list.
     #[test]
     fn an_empty_list_is_reseeded() {
-        use crate::flash::RamFlash;
-        use crate::{Config, Record, Store};
-        let (mut st, _) = Store::open(
-            RamFlash::<4096>::new(32),
-            Config {
-                dim: 4,
-                max_records: 100,
-                max_payload: 0,
-            },
-        )
-        .unwrap();
+        let mut rows = Vec::new();
         // Records 0..50 all [100, 0, 0, 0], 50..100 along y: the starting centres (records
         // 0 and 19) are the same, so every record goes to the first and the second list
         // starts empty.
@@ -430,18 +363,9 @@ mod tests {
             } else {
                 [(i % 3) as i8, 100, 0, 0]
             };
-            st.append(&Record {
-                origin: 1,
-                timestamp_ms: i,
-                label: 0,
-                importance: 0,
-                meta: [0; 4],
-                scale: 1.0,
-                embedding: &v,
-                payload: &[],
-            })
-            .unwrap();
+            rows.push((0, v));
         }
+        let st = crate::testutil::store_of(4, rows);
         let ivf = Ivf::build(&st, 2, 10, 1000, 3);
         let mut lists: Vec<Vec<u32>> = ivf.lists.clone();
         lists.sort();

@@ -35,6 +35,8 @@ pub mod search;
 mod simd;
 pub mod slice_flash;
 pub mod store;
+#[cfg(all(test, feature = "alloc"))]
+mod testutil;
 
 pub use record::{Id, Record, RecordError};
 
