@@ -10,7 +10,8 @@
 //! - FullyConnected as dot products of four weight rows at a time.
 //!
 //! The GEMM and dot micro-kernels are AVX2 + FMA on x86_64 (detected at run time with
-//! `std`, `avx2.rs`: 6 output channels × 16 pixels in 12 accumulators), portable loops the
+//! `std`, `avx2.rs`: 6 output channels × 16 pixels in 12 accumulators; the GEMM on AVX-512F
+//! where the CPU has it, `avx512.rs`: 12 × 32 in 24, the same bits), portable loops the
 //! compiler vectorizes elsewhere (run through `crate::fast::vectorized`). Accuracy contract:
 //! the results differ from the reference only by summation order and fused multiply-adds
 //! (tested in `runtime/kernels/tests/exact_f32.rs`, with the tolerance stated there); the
@@ -34,6 +35,8 @@ use crate::util::f32_clamp;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod bigk;
 mod binary;
 mod deconv;
@@ -198,6 +201,13 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
 /// The GEMM over strided rows: input row `c` at `x[c · xs..]`, output row `o` at
 /// `y[o · ys + y0..]`, `pix` columns. The caller sizes the slices to hold every row.
 fn gemm(gm: &Gemm<'_>, x: &[f32], xs: usize, pix: usize, y: &mut [f32], ys: usize, y0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX-512F is present (checked above); `avx512::gemm` checks the slice
+        // bounds itself before reading through pointers.
+        unsafe { avx512::gemm(gm, x, xs, pix, y, ys, y0) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 and FMA are present (checked above); `avx2::gemm` checks the slice

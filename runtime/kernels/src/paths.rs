@@ -62,10 +62,13 @@ pub enum Path {
     /// Depthwise convs on the AVX-512 VNNI quad kernel (`fast/depthwise_vnni.rs`; counted
     /// with `DepthwiseSimd` too).
     DepthwiseVnni,
+    /// f32 GEMMs (1×1 and im2col convs, batched small maps) on the AVX-512F block
+    /// (`fast_f32/avx512.rs`, 12 × 32), one count per GEMM call.
+    GemmF32Avx512,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::DepthwiseVnni as usize + 1;
+const N: usize = Path::GemmF32Avx512 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
@@ -145,6 +148,44 @@ pub fn allow_vnni(on: bool) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         !VNNI_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = on;
+        false
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+static AVX512_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the f32 GEMMs use the AVX-512F block: the CPU has AVX-512F (detected at run
+/// time with `std`; without it, whether the build targets it), unless [`allow_avx512`] or
+/// the environment (`CAIRN_AVX512=0`, read once) turned it off. Its results are the same
+/// bits as the AVX2 block's, so this only chooses speed.
+pub fn avx512_f32() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        static HW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *HW.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f")
+                && !std::env::var("CAIRN_AVX512").is_ok_and(|v| v == "0")
+        });
+        on && !AVX512_OFF.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        cfg!(all(target_arch = "x86_64", target_feature = "avx512f"))
+    }
+}
+
+/// Let the f32 GEMMs use AVX-512F where the CPU has it (the default), or not (they take the
+/// AVX2 block): for tests and comparisons on one host. Process-wide; returns the previous
+/// setting.
+pub fn allow_avx512(on: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        !AVX512_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     {

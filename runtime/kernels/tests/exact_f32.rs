@@ -413,3 +413,62 @@ fn fully_connected_f32_within_tolerance() {
         check(&mut r, &op, false, &what);
     }
 }
+
+/// The AVX-512F GEMM blocks (12 × 32) give the same bits as the AVX2 ones (6 × 16): every
+/// output is one chain of fused multiply-adds from the bias in the same order, whatever
+/// the block. Pointwise, im2col, large-patch (the strided GEMM) and batched small-map
+/// convs with row and pixel counts off the blocks' multiples, on a host with AVX-512F
+/// (elsewhere there is nothing to compare, and the test says so).
+#[test]
+fn avx512_gemm_equals_avx2_bit_for_bit() {
+    use cairn_kernels::paths::{allow_avx512, avx512_f32, taken, Path};
+    if !(cfg!(target_arch = "x86_64") && avx512_f32()) {
+        eprintln!("no AVX-512F here (or CAIRN_AVX512=0): nothing to compare");
+        return;
+    }
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xA5_12);
+    let shapes = [
+        // (n, c, h, w, oc, k, stride, pad)
+        (1, 24, 9, 13, 29, 1, 1, 0),
+        (1, 7, 17, 23, 13, 3, 1, 1),
+        (1, 40, 12, 11, 37, 3, 2, 1),
+        (1, 130, 6, 9, 25, 3, 1, 1),
+        (1, 64, 10, 10, 12, 3, 1, 1),
+        (6, 5, 4, 4, 11, 3, 1, 1),
+        (1, 3, 33, 35, 16, 3, 2, 1),
+    ];
+    for (case, &(n, c, h, w, oc, k, s, p)) in shapes.iter().enumerate() {
+        let cs = ConvCase {
+            n,
+            c,
+            h,
+            w,
+            oc,
+            k: (k, k),
+            stride: (s, s),
+            pad: [p; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        let op = conv_case(&mut r, &cs).expect("window fits");
+        let input: Vec<u8> = (0..n * c * h * w)
+            .flat_map(|_| r.f(-1.0, 1.0).to_le_bytes())
+            .collect();
+        let bytes = op.bytes(false);
+        let before = taken(Path::GemmF32Avx512);
+        let wide = run(&bytes, CpuBackend, &input);
+        let ran = taken(Path::GemmF32Avx512) - before;
+        let was = allow_avx512(false);
+        let narrow = run(&bytes, CpuBackend, &input);
+        allow_avx512(was);
+        assert!(
+            ran > 0,
+            "CAIRN_SEED={seed} case {case}: the AVX-512 GEMM did not run"
+        );
+        assert!(
+            wide == narrow,
+            "CAIRN_SEED={seed} case {case}: AVX-512 and AVX2 differ ({cs:?})"
+        );
+    }
+}

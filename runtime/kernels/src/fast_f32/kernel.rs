@@ -6,7 +6,8 @@
 //! place; `B`'s rows are contiguous (`B[c, j] = b[c · bs + j]`); `C`'s rows are strided. The
 //! register block is the one of `avx2.rs`: 6 rows × 16 columns in 12 AVX accumulators, one
 //! broadcast of `A` and one `vfmadd` per column vector, with the columns walked in chunks of
-//! `CHUNK` so a chunk of `B` stays in cache across the row blocks. Elsewhere (no AVX2+FMA,
+//! `CHUNK` so a chunk of `B` stays in cache across the row blocks; on AVX-512F, the 12 × 32
+//! block of `avx512.rs` (`strided_gemm`, the same bits). Elsewhere (no AVX2+FMA,
 //! aarch64) the same blocking in loops the compiler vectorizes.
 //!
 //! Accumulators start at zero, at a per-row bias, or at `C` itself (`Start::Load`: a
@@ -72,6 +73,13 @@ pub(crate) fn gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
     assert!((d.m - 1) * c.rs + c.c0 + d.n <= c.c.len());
     if let Start::RowBias(bias) = d.start {
         assert!(bias.len() >= d.m);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is present (checked above); the asserts above are
+        // `strided_gemm`'s bounds requirements.
+        unsafe { super::avx512::strided_gemm(a, b, c, d) };
+        return;
     }
     #[cfg(target_arch = "x86_64")]
     if super::avx2::available() {

@@ -1,0 +1,344 @@
+//! The AVX-512F f32 GEMM micro-kernel (x86_64; detected at run time with `std`): the
+//! block of `avx2.rs` twice as tall and twice as wide, 12 output channels × 32 pixels in
+//! 24 of the 32 `zmm` registers. On CPUs with two 512-bit FMA pipes (Zen 5, Intel server
+//! cores) it does twice the multiply-adds per cycle of the AVX2 block; on Zen 4, whose
+//! 512-bit FMAs issue as two halves, about the same.
+//!
+//! Each output is the same chain as in `avx2.rs` and the reference's summation order:
+//! start at the bias, one fused multiply-add per `c` in order, then `max` and `min`. So the
+//! two kernels give the same bits (`runtime/kernels/tests/exact_f32.rs` checks it), and the
+//! block shape is free to differ. Pixel tails use masked loads and stores.
+
+use core::arch::x86_64::*;
+
+use super::kernel::{Dims, Dst, Lhs, Rhs, Start};
+use super::{Block, Gemm, CHUNK};
+
+/// Output channels per register block.
+const MR: usize = 12;
+/// Pixels per register block (two vectors of 16).
+const NR: usize = 32;
+
+/// Whether this kernel runs: the CPU has AVX-512F and `paths::allow_avx512` has not turned
+/// it off (with `std`); without `std`, whether the build targets AVX-512F.
+pub fn available() -> bool {
+    crate::paths::avx512_f32()
+}
+
+/// `super::gemm` (same arguments and result).
+///
+/// # Safety
+/// The CPU must support AVX-512F. (Slice bounds are checked here.)
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gemm(
+    gm: &Gemm<'_>,
+    x: &[f32],
+    xs: usize,
+    pix: usize,
+    y: &mut [f32],
+    ys: usize,
+    y0: usize,
+) {
+    if pix == 0 || gm.oc == 0 {
+        return;
+    }
+    let (k, oc) = (gm.k, gm.oc);
+    assert!(k > 0 && x.len() >= (k - 1) * xs + pix);
+    assert!(y.len() >= (oc - 1) * ys + y0 + pix);
+    assert!(gm.w.len() >= oc * k && gm.bias.is_none_or(|b| b.len() >= oc));
+    crate::paths::note(crate::paths::Path::GemmF32Avx512);
+    let tile = Tile { x, xs, ys, y0 };
+    let mut p0 = 0;
+    while p0 < pix {
+        let end = (p0 + CHUNK).min(pix);
+        let mut o = 0;
+        while o < oc {
+            // Blocks of 12 rows, then the rest as 8, 4, 2 and 1.
+            let rows = [MR, 8, 4, 2, 1]
+                .into_iter()
+                .find(|&r| r <= oc - o)
+                .unwrap_or(1);
+            let mut p = p0;
+            while p < end {
+                let at = Block {
+                    o,
+                    p,
+                    n: NR.min(end - p),
+                };
+                match rows {
+                    MR => block::<MR>(gm, at, &tile, y),
+                    8 => block::<8>(gm, at, &tile, y),
+                    4 => block::<4>(gm, at, &tile, y),
+                    2 => block::<2>(gm, at, &tile, y),
+                    _ => block::<1>(gm, at, &tile, y),
+                }
+                p += NR;
+            }
+            o += rows;
+        }
+        p0 = end;
+    }
+}
+
+/// The strided operands of `gemm` (besides `y`).
+struct Tile<'a> {
+    x: &'a [f32],
+    xs: usize,
+    ys: usize,
+    y0: usize,
+}
+
+/// The masks of the first `n` (≤ 32) of two vectors' 16 lanes each.
+#[inline]
+fn tail_masks(n: usize) -> (__mmask16, __mmask16) {
+    let lanes = |n: usize| -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    };
+    (lanes(n), lanes(n.saturating_sub(16)))
+}
+
+/// One register block: `R` output channels from `at.o`, `at.n` (≤ 32) pixels from `at.p`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) {
+    let k = gm.k;
+    let masks = tail_masks(at.n);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    if let Some(b) = gm.bias {
+        for (r, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(b[at.o + r]);
+            *a = [v, v];
+        }
+    }
+    // Every row c < k reads x[c·xs + p .. c·xs + p + n]: inside x (checked once here, so
+    // the K loop has no bounds checks); every weight row o + r < oc holds k floats.
+    assert!(at.n <= NR && (k - 1) * t.xs + at.p + at.n <= t.x.len());
+    assert!((at.o + R) * k <= gm.w.len());
+    let xp = t.x[at.p..].as_ptr();
+    let wp = gm.w[at.o * k..].as_ptr();
+    // SAFETY: the two asserts above are `k_loop`'s requirements; the masks select `at.n`.
+    let acc = unsafe {
+        if at.n == NR {
+            k_loop::<R, true>(acc, wp, k, xp, t.xs, masks)
+        } else {
+            k_loop::<R, false>(acc, wp, k, xp, t.xs, masks)
+        }
+    };
+    let (lo, hi) = (_mm512_set1_ps(gm.lo), _mm512_set1_ps(gm.hi));
+    for (r, a) in acc.iter().enumerate() {
+        // max then min, the reference's clamp: a NaN sum becomes `lo` (vmaxps returns its
+        // second operand when either is NaN, as in avx2.rs).
+        let v0 = _mm512_min_ps(_mm512_max_ps(a[0], lo), hi);
+        let v1 = _mm512_min_ps(_mm512_max_ps(a[1], lo), hi);
+        let from = (at.o + r) * t.ys + t.y0 + at.p;
+        let dst = &mut y[from..from + at.n];
+        let ptr = dst.as_mut_ptr();
+        // SAFETY: `dst` holds `at.n` floats and the masks select lanes below `at.n` only;
+        // masked-off lanes are never written (and a masked store does not fault on them).
+        unsafe {
+            _mm512_mask_storeu_ps(ptr, masks.0, v0);
+            _mm512_mask_storeu_ps(ptr.wrapping_add(16), masks.1, v1);
+        }
+    }
+}
+
+/// `acc[r] += Σ_c W[r][c] · X[c][0..32]` for the `R` weight rows at `wp` (row stride `k`)
+/// and the input rows at `xp` (row stride `xs`); all 32 lanes when `FULL`, else the lanes
+/// `masks` selects.
+///
+/// # Safety
+/// `wp` addresses `R · k` floats; for every `c < k`, the 32 floats at `xp + c · xs` (the
+/// lanes `masks` selects when not `FULL`) are inside one slice.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn k_loop<const R: usize, const FULL: bool>(
+    mut acc: [[__m512; 2]; R],
+    wp: *const f32,
+    k: usize,
+    xp: *const f32,
+    xs: usize,
+    masks: (__mmask16, __mmask16),
+) -> [[__m512; 2]; R] {
+    for c in 0..k {
+        let xr = xp.wrapping_add(c * xs);
+        // SAFETY: the 32 floats at c·xs (those the masks select when not FULL; masked
+        // loads do not touch the others) are inside x (the caller's guarantee).
+        let (x0, x1) = unsafe {
+            if FULL {
+                (_mm512_loadu_ps(xr), _mm512_loadu_ps(xr.add(16)))
+            } else {
+                (
+                    _mm512_maskz_loadu_ps(masks.0, xr),
+                    _mm512_maskz_loadu_ps(masks.1, xr.wrapping_add(16)),
+                )
+            }
+        };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: r < R and c < k: inside the R · k floats at wp (the caller's guarantee).
+            let wv = _mm512_set1_ps(unsafe { *wp.add(r * k + c) });
+            a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
+            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+        }
+    }
+    acc
+}
+
+/// `kernel::gemm` on this block (same arguments and result): the strided GEMM of the
+/// large-patch conv, ConvTranspose and MatMul paths, in blocks of 12 rows × 32 columns
+/// within the same column chunks.
+///
+/// # Safety
+/// AVX-512F must be present, and the slices must satisfy the bounds `kernel::gemm` asserts.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn strided_gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
+    crate::paths::note(crate::paths::Path::GemmF32Avx512);
+    let cp = c.c.as_mut_ptr();
+    let mut p0 = 0;
+    while p0 < d.n {
+        let end = (p0 + CHUNK).min(d.n);
+        let mut i = 0;
+        while i < d.m {
+            let rows = [MR, 8, 4, 2, 1]
+                .into_iter()
+                .find(|&r| r <= d.m - i)
+                .unwrap_or(1);
+            let mut p = p0;
+            while p < end {
+                let at = Strided {
+                    ap: a.a.as_ptr().wrapping_add(i * a.rs),
+                    rs: a.rs,
+                    cs: a.cs,
+                    bp: b.b.as_ptr().wrapping_add(p),
+                    bs: b.bs,
+                    cp: cp.wrapping_add(i * c.rs + c.c0 + p),
+                    crs: c.rs,
+                    n: NR.min(end - p),
+                    bias: match d.start {
+                        Start::RowBias(bias) => Some(&bias[i..i + rows]),
+                        _ => None,
+                    },
+                };
+                // SAFETY: block `(i, p)` has `rows` rows from `i` and `n` columns from `p`,
+                // all inside `m × n`, so every element it reads or writes is inside the
+                // slices (the bounds `kernel::gemm` asserted); AVX-512F is present.
+                unsafe {
+                    match rows {
+                        MR => strided_block::<MR>(&at, &d),
+                        8 => strided_block::<8>(&at, &d),
+                        4 => strided_block::<4>(&at, &d),
+                        2 => strided_block::<2>(&at, &d),
+                        _ => strided_block::<1>(&at, &d),
+                    }
+                }
+                p += NR;
+            }
+            i += rows;
+        }
+        p0 = end;
+    }
+}
+
+/// One strided register block's operands, as pointers to its first element.
+struct Strided<'a> {
+    ap: *const f32,
+    rs: usize,
+    cs: usize,
+    bp: *const f32,
+    bs: usize,
+    cp: *mut f32,
+    crs: usize,
+    n: usize,
+    bias: Option<&'a [f32]>,
+}
+
+/// # Safety
+/// AVX-512F must be present; `A[r, t]` at `ap + r·rs + t·cs` (r < R, t < k), the `n`
+/// floats at `bp + t·bs` (t < k) and at `cp + r·crs` (r < R) must be inside their slices.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
+    let mk = tail_masks(at.n);
+    let full = at.n == NR;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for (r, v) in acc.iter_mut().enumerate() {
+        let row = at.cp.wrapping_add(r * at.crs);
+        match d.start {
+            Start::Zero => {}
+            Start::RowBias(_) => {
+                let s = _mm512_set1_ps(at.bias.map_or(0.0, |b| b[r]));
+                *v = [s, s];
+            }
+            // SAFETY: the `n` floats of row r are inside C (the caller's guarantee);
+            // masked-off lanes are not read.
+            Start::Load => unsafe {
+                *v = [
+                    _mm512_maskz_loadu_ps(mk.0, row),
+                    _mm512_maskz_loadu_ps(mk.1, row.wrapping_add(16)),
+                ];
+            },
+        }
+    }
+    // SAFETY: the caller's guarantee covers every A and B element the loop reads.
+    let acc = unsafe {
+        if full {
+            strided_k_loop::<R, true>(acc, at, d.k, mk)
+        } else {
+            strided_k_loop::<R, false>(acc, at, d.k, mk)
+        }
+    };
+    for (r, v) in acc.iter().enumerate() {
+        let (mut v0, mut v1) = (v[0], v[1]);
+        if let Some((lo, hi)) = d.clamp {
+            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+            v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
+            v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
+        }
+        let row = at.cp.wrapping_add(r * at.crs);
+        // SAFETY: the `n` floats of row r are inside C (the caller's guarantee); masked-off
+        // lanes are not written.
+        unsafe {
+            _mm512_mask_storeu_ps(row, mk.0, v0);
+            _mm512_mask_storeu_ps(row.wrapping_add(16), mk.1, v1);
+        }
+    }
+}
+
+/// # Safety
+/// As `strided_block`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn strided_k_loop<const R: usize, const FULL: bool>(
+    mut acc: [[__m512; 2]; R],
+    at: &Strided<'_>,
+    k: usize,
+    mk: (__mmask16, __mmask16),
+) -> [[__m512; 2]; R] {
+    let (mut ap, mut bp) = (at.ap, at.bp);
+    for _ in 0..k {
+        // SAFETY: row t of B's block is inside B (the caller's guarantee); masked-off
+        // lanes are not read.
+        let (x0, x1) = unsafe {
+            if FULL {
+                (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)))
+            } else {
+                (
+                    _mm512_maskz_loadu_ps(mk.0, bp),
+                    _mm512_maskz_loadu_ps(mk.1, bp.wrapping_add(16)),
+                )
+            }
+        };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: A[r, t] is inside A (the caller's guarantee).
+            let wv = _mm512_set1_ps(unsafe { *ap.add(r * at.rs) });
+            a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
+            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+        }
+        ap = ap.wrapping_add(at.cs);
+        bp = bp.wrapping_add(at.bs);
+    }
+    acc
+}
