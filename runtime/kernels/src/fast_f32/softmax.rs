@@ -1,8 +1,12 @@
-//! f32 Softmax over the last axis (`inner` = 1), eight lanes at a time with AVX2 + FMA
-//! (x86_64, detected at run time with `std`; other layouts and hosts: the reference).
+//! f32 Softmax, eight lanes at a time with AVX2 + FMA (x86_64, detected at run time with
+//! `std`; other hosts: the reference).
 //!
-//! Per row: the maximum, then `e = exp(x − max)` (the vector exp of `unary.rs`, within
-//! `ERR_REL` of libm's) stored and summed in eight lanes, then `e / sum` as the reference.
+//! Over the last axis (`inner` = 1), per row: the maximum, then `e = exp(x − max)` (the
+//! vector exp of `unary.rs`, within `ERR_REL` of libm's) stored and summed in eight lanes,
+//! then `e / sum` as the reference. Over another axis (`inner` > 1: a YOLOv8 head's
+//! distribution over 16 bins, attention laid out channels-first), eight neighbouring
+//! columns at a time: each lane walks its own column in the reference's order (maximum,
+//! then the sum of the exps from the first element to the last, then the division).
 //! Held to `|fast − ref| ≤ (2·ERR_REL + n·2.4e-7)·|ref| + 1e-9` for rows of `n`
 //! (`tests/exact_f32_fast.rs`): the exp error on both sides of the division and the two
 //! sums' rounding in different orders.
@@ -27,16 +31,26 @@ pub fn softmax_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
         );
         let x = xt.f32s().ok()?;
         let len = outer.checked_mul(n)?;
-        if inner != 1 || n == 0 || x.len() < len || out.data.len() < 4 * len {
+        let len = len.checked_mul(inner)?;
+        if n == 0 || inner == 0 || x.len() < len || out.data.len() < 4 * len {
             return None;
         }
         let y = match out.f32s_mut() {
             Ok(y) => y,
             Err(e) => return Some(Err(e)),
         };
-        for (xr, yr) in x[..len].chunks_exact(n).zip(y[..len].chunks_exact_mut(n)) {
-            // SAFETY: AVX2 and FMA are present (checked above).
-            unsafe { avx2::row(xr, yr) };
+        let (x, y) = (&x[..len], &mut y[..len]);
+        if inner == 1 {
+            for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                // SAFETY: AVX2 and FMA are present (checked above).
+                unsafe { avx2::row(xr, yr) };
+            }
+        } else {
+            let block = n * inner;
+            for (xb, yb) in x.chunks_exact(block).zip(y.chunks_exact_mut(block)) {
+                // SAFETY: AVX2 and FMA are present (checked above).
+                unsafe { avx2::columns(xb, yb, n, inner) };
+            }
         }
         super::dispatch::taken();
         Some(Ok(()))
@@ -116,6 +130,46 @@ mod avx2 {
         }
         for v in &mut y[i..] {
             *v /= sum;
+        }
+    }
+
+    /// `n` rows of `inner` columns: `y[k][i] = softmax over k of x[k][i]`, eight columns
+    /// at a time (the last few masked).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present. (Slice bounds are checked here.)
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn columns(x: &[f32], y: &mut [f32], n: usize, inner: usize) {
+        assert!(x.len() == n * inner && y.len() == n * inner);
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut i = 0;
+        while i < inner {
+            let w = (inner - i).min(8);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), idx);
+            let xp = x[i..].as_ptr();
+            let yp = y[i..].as_mut_ptr();
+            // Row k's lanes are the `w` floats at k·inner from column i, inside x and y
+            // (k < n, i + w ≤ inner); masked-off lanes are neither read nor written. That
+            // is the SAFETY of each masked load and store below.
+            let mut vm = _mm256_set1_ps(f32::NEG_INFINITY);
+            for k in 0..n {
+                let v = unsafe { _mm256_maskload_ps(xp.wrapping_add(k * inner), mask) };
+                // The running maximum second: a NaN element is skipped, as `f32::max` does.
+                vm = _mm256_max_ps(v, vm);
+            }
+            let mut vs = _mm256_setzero_ps();
+            for k in 0..n {
+                let v = unsafe { _mm256_maskload_ps(xp.wrapping_add(k * inner), mask) };
+                let e = exp(_mm256_sub_ps(v, vm));
+                vs = _mm256_add_ps(vs, e);
+                unsafe { _mm256_maskstore_ps(yp.wrapping_add(k * inner), mask, e) };
+            }
+            for k in 0..n {
+                let at = yp.wrapping_add(k * inner);
+                let e = unsafe { _mm256_maskload_ps(at, mask) };
+                unsafe { _mm256_maskstore_ps(at, mask, _mm256_div_ps(e, vs)) };
+            }
+            i += 8;
         }
     }
 
