@@ -57,8 +57,29 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     let mut e = [0f32; 256];
     let mut filled = [false; 256];
     let mut qt = [0i8; 256];
+    // Over an inner axis on AVX2, eight neighbouring columns at a time (`avx2::columns`,
+    // the same bytes); the columns left, one at a time below.
+    #[cfg(target_arch = "x86_64")]
+    let first = if inner >= 8 && avx2::available() {
+        for (j, v) in e.iter_mut().enumerate() {
+            *v = libm::expf((j as i32 - 255) as f32 * sx);
+        }
+        filled = [true; 256];
+        for (xb, yb) in xs
+            .chunks_exact(n * inner)
+            .zip(y.chunks_exact_mut(n * inner))
+        {
+            // SAFETY: AVX2 is present (checked above).
+            unsafe { avx2::columns(xb, yb, n, inner, &e, (sy, zy)) };
+        }
+        inner / 8 * 8
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let first = 0;
     for o in 0..outer {
-        for i in 0..inner {
+        for i in first..inner {
             let at = |k: usize| (o * n + k) * inner + i;
             let m = (0..n).map(|k| xs[at(k)]).max().unwrap_or(0) as i32;
             // Index of x in `e`: x − m + 255 (m >= x, so in 0..=255).
@@ -89,6 +110,83 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
                     y[a] = quantize_f32(e[idx(xs[a])] / sum, sy, zy, -128, 127) as i8;
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    #[cfg(feature = "std")]
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    #[cfg(not(feature = "std"))]
+    pub fn available() -> bool {
+        cfg!(target_feature = "avx2")
+    }
+
+    /// One block of `n` rows × `inner` columns, the first `inner / 8 · 8` columns eight at a
+    /// time: per lane the column's maximum, `sum = Σ e[x − max + 255]` from the first row
+    /// to the last (the reference's f32 additions in its order), then
+    /// `quantize((e / sum))` with `quantize_f32`'s arithmetic: the division by the scale,
+    /// ties to even (the quotient is in [0, 1/sy], and past 2^22 the clamp decides alone),
+    /// the zero point, the clamp to −128..127. `e` is the full table of `expf(d · sx)`.
+    ///
+    /// # Safety
+    /// AVX2 must be present. (Slice bounds are checked here.)
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn columns(
+        xs: &[i8],
+        y: &mut [i8],
+        n: usize,
+        inner: usize,
+        e: &[f32; 256],
+        (sy, zy): (f32, i32),
+    ) {
+        assert!(xs.len() == n * inner && y.len() == n * inner && n > 0);
+        crate::paths::note(crate::paths::Path::SoftmaxColumns);
+        let (vsy, vzy) = (_mm256_set1_ps(sy), _mm256_set1_ps(zy as f32));
+        let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+        let base = _mm256_set1_epi32(255);
+        let mut i = 0;
+        while i + 8 <= inner {
+            // Row k's eight bytes at k·inner + i: inside the block (i + 8 ≤ inner).
+            let row = |k: usize| -> __m256i {
+                let at = k * inner + i;
+                let b: [u8; 8] = core::array::from_fn(|j| xs[at + j] as u8);
+                // SAFETY: AVX2 is present (the caller's guarantee).
+                unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().cast())) }
+            };
+            let mut m = _mm256_set1_epi32(-128);
+            for k in 0..n {
+                m = _mm256_max_epi32(m, row(k));
+            }
+            // The table index of row k's lanes: x − m + 255, in 0..=255.
+            let idx = |k: usize| _mm256_add_epi32(_mm256_sub_epi32(row(k), m), base);
+            let mut sum = _mm256_setzero_ps();
+            for k in 0..n {
+                // SAFETY: every index is in 0..=255, inside `e`.
+                sum = _mm256_add_ps(sum, unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) });
+            }
+            for k in 0..n {
+                // SAFETY: as above.
+                let ev = unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) };
+                let v = _mm256_div_ps(_mm256_div_ps(ev, sum), vsy);
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzy), lo), hi);
+                let q = _mm256_cvtps_epi32(q);
+                let mut lanes = [0i32; 8];
+                // SAFETY: `lanes` holds eight i32.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q) };
+                let at = k * inner + i;
+                for (d, &v) in y[at..at + 8].iter_mut().zip(&lanes) {
+                    *d = v as i8;
+                }
+            }
+            i += 8;
         }
     }
 }

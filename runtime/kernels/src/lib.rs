@@ -45,6 +45,8 @@ mod fast_layer_norm;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fast_matmul;
 mod fast_resize;
+// Its AVX2 column body (x86_64) is the only unsafe code in it.
+#[allow(unsafe_code)]
 mod fast_softmax;
 // Its vector bodies exist on x86_64 only; elsewhere every entry returns `None`.
 #[allow(unsafe_code)]

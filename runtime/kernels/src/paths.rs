@@ -65,10 +65,13 @@ pub enum Path {
     /// f32 GEMMs (1×1 and im2col convs, batched small maps) on the AVX-512F block
     /// (`fast_f32/avx512.rs`, 12 × 32), one count per GEMM call.
     GemmF32Avx512,
+    /// int8 Softmax over an inner axis, eight columns a step on AVX2 (`fast_softmax.rs`;
+    /// counted with `SoftmaxTable` too), one count per block of rows.
+    SoftmaxColumns,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmF32Avx512 as usize + 1;
+const N: usize = Path::SoftmaxColumns as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -906,10 +906,18 @@ fn softmax_matches_reference() {
     let seed = seed() ^ 0x50F7;
     let mut r = Rng(seed);
     let before = taken(Path::SoftmaxTable);
+    let columns_before = taken(Path::SoftmaxColumns);
 
     for case in 0..40 {
         let n = [r.range(1, 70), r.range(200, 700)][r.range(0, 1)];
-        let (outer, inner) = (r.range(1, 3), r.range(1, 3));
+        // Odd cases over an inner axis of 8 to 40 columns (a YOLOv8 head's softmax over 16
+        // bins of 4 × 2100 columns): the AVX2 column blocks and a tail.
+        let outer = r.range(1, 3);
+        let inner = if case % 2 == 1 {
+            r.range(8, 40)
+        } else {
+            r.range(1, 3)
+        };
         let dims = [outer, n, inner];
         let mut m = ModelBuilder::default();
         let x = m.add_tensor(TensorSpec {
@@ -922,9 +930,16 @@ fn softmax_matches_reference() {
         let y = m.add_tensor(TensorSpec {
             dtype: DType::I8,
             shape: Shape::new(&dims).unwrap(),
-            quant: QuantSpec::PerTensor {
-                scale: 1.0 / 256.0,
-                zero_point: -128,
+            // The usual output quantization, and others: a tiny scale (every quotient
+            // clamps to 127 but exact zeros), a coarse one (ties to even decide).
+            quant: {
+                let (scale, zero_point) = [
+                    (1.0 / 256.0, -128),
+                    (1.0 / 128.0, 0),
+                    (1e-6, 5),
+                    (0.05, -100),
+                ][r.range(0, 3)];
+                QuantSpec::PerTensor { scale, zero_point }
             },
             data: None,
             layout: Default::default(),
@@ -949,8 +964,17 @@ fn softmax_matches_reference() {
             "CAIRN_SEED={seed} case {case}: {dims:?}"
         );
     }
-    // Every case takes the table path, on every host.
+    // Every case takes the table path, on every host; on AVX2 hosts the inner-axis cases
+    // take the column blocks too.
     assert_eq!(taken(Path::SoftmaxTable) - before, 40, "CAIRN_SEED={seed}");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        assert!(
+            taken(Path::SoftmaxColumns) - columns_before >= 20,
+            "CAIRN_SEED={seed}: the column blocks ran {} times",
+            taken(Path::SoftmaxColumns) - columns_before
+        );
+    }
 }
 
 /// A `HostModel` packs conv weights once and reuses them on later runs (`prepack`): two
