@@ -48,6 +48,21 @@ pub(crate) fn splitmix64(seed: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The published SplitMix64 sequence: the generator seeded with `s` first outputs
+    /// `splitmix64(s)`, then `splitmix64(s + 0x9E37_79B9_7F4A_7C15)`.
+    #[test]
+    fn splitmix64_is_the_published_generator() {
+        assert_eq!(super::splitmix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(super::splitmix64(1_234_567), 6_457_827_717_110_365_317);
+        assert_eq!(
+            super::splitmix64(1_234_567u64.wrapping_add(0x9E37_79B9_7F4A_7C15)),
+            3_203_168_211_198_807_973
+        );
+    }
+}
 #[cfg(feature = "alloc")]
 pub use store::Store;
 pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};
