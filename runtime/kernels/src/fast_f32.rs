@@ -396,6 +396,8 @@ fn gather_tap(g: &Geo, xc: &[f32], (ky, kx): (usize, usize), t0: usize, dst: &mu
                 let a = (lo as isize * g.sw as isize + off) as usize;
                 if g.sw == 1 {
                     d[lo..hi].copy_from_slice(&xrow[a..a + hi - lo]);
+                } else if g.sw == 2 {
+                    copy_stride2(&mut d[lo..hi], &xrow[a..]);
                 } else {
                     let src = xrow[a..].iter().step_by(g.sw);
                     for (v, &s) in d[lo..hi].iter_mut().zip(src) {
@@ -407,6 +409,21 @@ fn gather_tap(g: &Geo, xc: &[f32], (ky, kx): (usize, usize), t0: usize, dst: &mu
         j += seg;
         ox = 0;
         oy += 1;
+    }
+}
+
+/// `dst[j] = src[2j]` (every other input: a stride-2 conv's tap row); `src` holds at
+/// least `2·dst.len() − 1` floats.
+#[inline(always)]
+fn copy_stride2(dst: &mut [f32], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present (checked above); `stride2` checks the slice bounds.
+        unsafe { avx2::stride2(dst, src) };
+        return;
+    }
+    for (v, &s) in dst.iter_mut().zip(src.iter().step_by(2)) {
+        *v = s;
     }
 }
 

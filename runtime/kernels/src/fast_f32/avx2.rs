@@ -273,3 +273,32 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
 }
+
+/// `dst[j] = src[2j]`: eight outputs from two loads, an in-lane shuffle of the even
+/// elements and a swap of the middle 64-bit quarters; the last few one at a time.
+///
+/// # Safety
+/// The CPU must support AVX2. (Slice bounds are checked here.)
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn stride2(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert!(n == 0 || src.len() > 2 * (n - 1));
+    let mut j = 0;
+    // A block of eight reads src[2j .. 2j + 16]: inside src while 2j + 16 ≤ src.len().
+    while j + 8 <= n && 2 * j + 16 <= src.len() {
+        // SAFETY: the 16 floats at 2j are inside src (the loop condition); the 8 at j
+        // inside dst (j + 8 ≤ n).
+        unsafe {
+            let a = _mm256_loadu_ps(src.as_ptr().add(2 * j));
+            let b = _mm256_loadu_ps(src.as_ptr().add(2 * j + 8));
+            // [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit quarters in order 0, 2, 1, 3.
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(j), e);
+        }
+        j += 8;
+    }
+    for (v, &s) in dst[j..].iter_mut().zip(src[2 * j..].iter().step_by(2)) {
+        *v = s;
+    }
+}
