@@ -368,6 +368,42 @@ fn depthwise_f32_matches_reference() {
     }
 }
 
+/// Planes larger than the AVX2 depthwise kernel's buffer (PP-OCR's 160×160 maps) go band
+/// by band through it, bit for bit the reference's sums, bands meeting at every row.
+#[test]
+fn large_depthwise_f32_planes_go_in_bands() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xDB);
+    #[cfg(target_arch = "x86_64")]
+    let before = cairn_kernels::f32_fast_ops();
+    let mut ran = 0;
+    for case in 0..6 {
+        let k = [3, 5, 7][case % 3];
+        let cs = ConvCase {
+            n: 1,
+            c: 2,
+            h: r.range(130, 190),
+            w: r.range(120, 200),
+            oc: 2,
+            k: (k, k),
+            stride: (1 + case % 2, 1 + case % 2),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: 2,
+        };
+        ran += check_conv(&mut r, cs, true, seed, case) as usize;
+    }
+    assert_eq!(ran, 6);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert_eq!(
+            cairn_kernels::f32_fast_ops() - before,
+            6,
+            "CAIRN_SEED={seed}: every case should take the banded AVX2 depthwise path"
+        );
+    }
+}
+
 #[test]
 fn grouped_f32_falls_back() {
     let seed = seed();

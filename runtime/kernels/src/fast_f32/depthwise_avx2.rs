@@ -2,7 +2,8 @@
 //!
 //! The row kernel of `depthwise.rs` pays its per-row set-up on every row, which dominates
 //! on the 7- to 28-wide planes of mobile backbones. Here each channel's plane is first
-//! copied into a stack buffer with its zero border (and, for strides 2–4, split into
+//! copied into a stack buffer with its zero border (a band of rows at a time when the plane
+//! is larger than the buffer; and, for strides 2–4, split into
 //! `sw` column phases so that every tap reads eight consecutive outputs' inputs with one
 //! load), then every output vector is the bias plus the taps in the reference's order
 //! (`ky`, then `kx`), each a separate multiply and add (no FMA), then `max(lo)`, `min(hi)`.
@@ -19,22 +20,42 @@ const SCRATCH: usize = 16384;
 /// Largest horizontal stride split into phases.
 const PHASES_MAX: usize = 4;
 
-/// The padded layout of one plane: `sw` phases of `ph` rows × `pw` columns.
+/// The padded layout of one band of a plane: the input rows that `bo` output rows read,
+/// as `sw` phases of `ph` rows × `pw` columns. A plane whose padded copy fits the buffer
+/// is one band; a larger one (PP-OCR's 160×160 and 320×320 maps) goes band by band.
 #[derive(Clone, Copy)]
 struct Pad {
     ph: usize,
     pw: usize,
+    bo: usize,
 }
 
 fn pad_of(g: &Geo) -> Option<Pad> {
     if g.sw == 0 || g.sw > PHASES_MAX || g.oh == 0 || g.ow == 0 || g.pt < 0 || g.pl < 0 {
         return None;
     }
-    let ph = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     let ow8 = g.ow.div_ceil(8) * 8;
     let pw = ow8 + ((g.kw - 1) * g.dw) / g.sw + 1;
-    let total = g.sw.checked_mul(ph)?.checked_mul(pw)?;
-    (total <= SCRATCH).then_some(Pad { ph, pw })
+    // The padded rows `bo` output rows read.
+    let rows = |bo: usize| (bo - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    let fits = |bo: usize| {
+        g.sw.checked_mul(rows(bo))
+            .and_then(|r| r.checked_mul(pw))
+            .is_some_and(|t| t <= SCRATCH)
+    };
+    if !fits(1) {
+        return None;
+    }
+    // The most output rows per band (all of them when the plane fits).
+    let per_row = g.sw * g.sh * pw;
+    let first = g.sw * rows(1) * pw;
+    let bo = (1 + (SCRATCH - first) / per_row.max(1)).min(g.oh);
+    debug_assert!(fits(bo));
+    Some(Pad {
+        ph: rows(bo),
+        pw,
+        bo,
+    })
 }
 
 /// Whether this kernel takes the (depthwise) geometry.
@@ -63,24 +84,29 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                 let xc = &x[nc * plane..(nc + 1) * plane];
                 let wc = &gm.w[c * ksz..(c + 1) * ksz];
                 let bias = gm.bias.map_or(0.0, |b| b[c]);
-                fill(g, pad, xc, &mut buf);
-                // SAFETY: the caller checked AVX2; `plane_avx2` reads `buf` within the
-                // padded layout `fill` wrote (sized by `pad_of`) and writes `yc` within
-                // `oh·ow`.
-                unsafe { plane_avx2(g, pad, &buf, wc, bias, gm.lo, gm.hi, yc) };
+                for oy0 in (0..g.oh).step_by(pad.bo) {
+                    let rows = pad.bo.min(g.oh - oy0);
+                    fill(g, pad, xc, &mut buf, oy0 * g.sh);
+                    let band = &mut yc[oy0 * g.ow..(oy0 + rows) * g.ow];
+                    // SAFETY: the caller checked AVX2; `plane_avx2` reads `buf` within the
+                    // padded layout `fill` wrote (sized by `pad_of` for `bo` ≥ `rows`
+                    // output rows) and writes `band` within `rows·ow`.
+                    unsafe { plane_avx2(g, pad, &buf, wc, (bias, gm.lo, gm.hi), band, rows) };
+                }
             }
         },
     );
 }
 
-/// Copy one plane into `buf` with its zero border, column phase `p` of padded column
-/// `pc` (= input column + left padding) at `p·ph·pw + row·pw + pc / sw`.
-fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32]) {
+/// Copy one band of a plane, padded rows `r0..r0 + ph`, into `buf` with its zero border,
+/// column phase `p` of padded column `pc` (= input column + left padding) at
+/// `p·ph·pw + (row − r0)·pw + pc / sw`.
+fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
     let (pt, pl) = (g.pt as usize, g.pl as usize);
     let size = g.sw * pad.ph * pad.pw;
     buf[..size].fill(0.0);
     for pr in 0..pad.ph {
-        let Some(iy) = pr.checked_sub(pt).filter(|&iy| iy < g.h) else {
+        let Some(iy) = (r0 + pr).checked_sub(pt).filter(|&iy| iy < g.h) else {
             continue;
         };
         let row = &xc[iy * g.w..(iy + 1) * g.w];
@@ -103,17 +129,16 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32]) {
     }
 }
 
+/// `oh` output rows of one band (`yc`: `oh·ow` floats) from the band `fill` wrote.
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn plane_avx2(
     g: &Geo,
     pad: Pad,
     buf: &[f32; SCRATCH],
     wc: &[f32],
-    bias: f32,
-    lo: f32,
-    hi: f32,
+    (bias, lo, hi): (f32, f32, f32),
     yc: &mut [f32],
+    oh: usize,
 ) {
     let (vlo, vhi, vb) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(bias));
     let b = buf.as_ptr();
@@ -131,7 +156,7 @@ unsafe fn plane_avx2(
     // reference's chain, but four independent chains keep the adder busy where one would
     // wait out its latency at every tap.
     let per_row = g.ow.div_ceil(8);
-    let slots = g.oh * per_row;
+    let slots = oh * per_row;
     let at = |v: usize| (v / per_row, (v % per_row) * 8);
     let store = |yc: &mut [f32], (oy, ox): (usize, usize), acc: __m256| {
         let r = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
