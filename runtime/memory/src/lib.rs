@@ -49,6 +49,10 @@ pub(crate) fn splitmix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[cfg(feature = "alloc")]
+pub use store::Store;
+pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};
+
 #[cfg(test)]
 mod tests {
     /// The published SplitMix64 sequence: the generator seeded with `s` first outputs
@@ -63,6 +67,3 @@ mod tests {
         );
     }
 }
-#[cfg(feature = "alloc")]
-pub use store::Store;
-pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};
