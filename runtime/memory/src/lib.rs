@@ -42,6 +42,7 @@ pub use record::{Id, Record, RecordError};
 
 /// SplitMix64's output function: spreads any seed (0 and small ones included) over all
 /// 64 bits before it starts an xorshift generator (the index builders' sampling).
+#[cfg(feature = "alloc")]
 pub(crate) fn splitmix64(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -53,7 +54,7 @@ pub(crate) fn splitmix64(seed: u64) -> u64 {
 pub use store::Store;
 pub use store::{Config, FixedStore, LogStore, Recovery, StoreError};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod tests {
     /// The published SplitMix64 sequence: the generator seeded with `s` first outputs
     /// `splitmix64(s)`, then `splitmix64(s + 0x9E37_79B9_7F4A_7C15)`.
