@@ -79,7 +79,10 @@ pub struct Options {
     /// L2 error on the calibration samples, the refinement (`refine`) moves to f32 the
     /// first ops whose int8 form adds more than [`INT8_GUARD_LIMIT`], holding at most
     /// [`INT8_GUARD_MAC_SHARE`] of the model's MACs, until every output is within that.
-    /// A model whose outputs are already within it converts as without the guard.
+    /// Where that share is not enough (an output still over [`INT8_GUARD_LIMIT`]), the
+    /// conversion applies [`SUGGESTED_INT8_ERROR_LIMIT`] as if it were given, and keeps the
+    /// result when its outputs are closer. A model whose outputs are already within the
+    /// trigger converts as without the guard.
     /// `None` turns it off. Default: [`DEFAULT_INT8_OUTPUT_GUARD`].
     pub int8_output_guard: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group Convs (a QDQ
@@ -117,8 +120,8 @@ pub const DEFAULT_INT8_OUTPUT_GUARD: f32 = 0.35;
 /// than 20% go to f32 until every output is within 20%.
 pub const INT8_GUARD_LIMIT: f32 = 0.20;
 
-/// The most of a model's multiply-accumulates the default output guard moves to f32, so
-/// a model it cannot fix stays mostly int8 and fast.
+/// The most of a model's multiply-accumulates the default output guard moves to f32 by
+/// itself (past it, the conversion hands over to [`SUGGESTED_INT8_ERROR_LIMIT`]).
 pub const INT8_GUARD_MAC_SHARE: f32 = 0.25;
 
 impl Default for Options {
@@ -222,40 +225,65 @@ pub fn convert(
             )?;
             // An explicit bound: lossy tensors and every op over it, at any cost. The
             // default guard: only when an output is off by more than it, within a share
-            // of the MACs.
-            let refinement = match (opts.int8_error_limit, opts.int8_output_guard) {
+            // of the MACs; when that share cannot bring the outputs back within the
+            // trigger, the explicit bound's treatment at the suggested bound (a fast answer
+            // that is wrong is worth less than a slower right one).
+            match (opts.int8_error_limit, opts.int8_output_guard) {
                 (Some(limit), _) => {
                     keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
-                    Some((limit, limit, None))
-                }
-                (None, Some(guard)) => Some((
-                    INT8_GUARD_LIMIT.min(guard),
-                    guard,
-                    Some(INT8_GUARD_MAC_SHARE),
-                )),
-                (None, None) => None,
-            };
-            if let Some((limit, trigger, mac_share)) = refinement {
-                let moved =
-                    refine::refine(&g, &opts.calibration, &mut r, limit, trigger, mac_share)
+                    let done = refine::refine(&g, &opts.calibration, &mut r, limit, limit, None)
                         .context("int8 accuracy refinement")?;
-                if !moved.is_empty() {
-                    let shown: Vec<String> = moved
-                        .iter()
-                        .map(|m| format!("'{}' ({}) +{:.1}%", m.op, m.kind, 100.0 * m.added))
-                        .collect();
-                    notes.push(format!(
-                        "{} ops stay f32: their int8 form added more than {:.0}% error on the calibration samples{}: {}",
-                        moved.len(),
-                        100.0 * limit,
-                        if mac_share.is_some() {
-                            " (the default output guard; --int8-error-limit 0 turns it off)"
-                        } else {
-                            ""
-                        },
-                        shown.join(", ")
-                    ));
+                    note_moved(&mut notes, &done.moved, limit, "");
                 }
+                (None, Some(guard)) => {
+                    let limit = INT8_GUARD_LIMIT.min(guard);
+                    let before = r.clone();
+                    let done = refine::refine(
+                        &g,
+                        &opts.calibration,
+                        &mut r,
+                        limit,
+                        guard,
+                        Some(INT8_GUARD_MAC_SHARE),
+                    )
+                    .context("int8 accuracy refinement")?;
+                    // Triggered and still short of its own bound when the MACs ran out,
+                    // or over the trigger whatever it did.
+                    let short = !done.moved.is_empty() && done.off > limit;
+                    if short || done.off > guard {
+                        let mut wide = before;
+                        let mut wide_notes = Vec::new();
+                        let bound = SUGGESTED_INT8_ERROR_LIMIT;
+                        keep_lossy_in_f32(
+                            &g,
+                            &opts.calibration,
+                            &mut wide,
+                            bound,
+                            &mut wide_notes,
+                        )?;
+                        let wider =
+                            refine::refine(&g, &opts.calibration, &mut wide, bound, bound, None)
+                                .context("int8 accuracy refinement")?;
+                        if wider.off < done.off {
+                            notes.push(format!(
+                                "the output guard's share of the MACs ({:.0}%) left an output {:.0}% off on the calibration samples (its bound: {:.0}%), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error now {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
+                                100.0 * INT8_GUARD_MAC_SHARE,
+                                100.0 * done.off,
+                                100.0 * limit,
+                                100.0 * bound,
+                                100.0 * wider.off,
+                            ));
+                            notes.extend(wide_notes);
+                            note_moved(&mut notes, &wider.moved, bound, "");
+                            r = wide;
+                        } else {
+                            note_moved(&mut notes, &done.moved, limit, GUARD_NOTE);
+                        }
+                    } else {
+                        note_moved(&mut notes, &done.moved, limit, GUARD_NOTE);
+                    }
+                }
+                (None, None) => {}
             }
             r
         };
@@ -300,6 +328,27 @@ pub fn convert(
         f32_ops,
         notes,
     })
+}
+
+/// Why the default output guard's moves happened, for their note.
+const GUARD_NOTE: &str = " (the default output guard; --int8-error-limit 0 turns it off)";
+
+/// The note listing the ops a refinement moved to f32 (none: no note).
+fn note_moved(notes: &mut Vec<String>, moved: &[refine::Moved], limit: f32, why: &str) {
+    if moved.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = moved
+        .iter()
+        .map(|m| format!("'{}' ({}) +{:.1}%", m.op, m.kind, 100.0 * m.added))
+        .collect();
+    notes.push(format!(
+        "{} ops stay f32: their int8 form added more than {:.0}% error on the calibration samples{}: {}",
+        moved.len(),
+        100.0 * limit,
+        why,
+        shown.join(", ")
+    ));
 }
 
 /// Drop the range of every tensor that int8 would damage beyond `limit`, so the ops

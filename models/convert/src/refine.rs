@@ -27,6 +27,13 @@ pub struct Moved {
     pub added: f32,
 }
 
+/// What a refinement did: the ops it moved, and how far off the worst output still is
+/// (relative L2 error on the probe samples, measured after the last move).
+pub struct Refined {
+    pub moved: Vec<Moved>,
+    pub off: f32,
+}
+
 /// `trigger`: refinement starts only when an output is off by more than it (at least
 /// `limit`); once started it goes on until every output is within `limit`.
 /// `mac_share`: the most of the model's multiply-accumulates the moved ops may hold
@@ -38,7 +45,7 @@ pub fn refine(
     limit: f32,
     trigger: f32,
     mac_share: Option<f32>,
-) -> Result<Vec<Moved>> {
+) -> Result<Refined> {
     let total: u64 = g.ops.iter().map(|op| crate::sensitive::macs(g, op)).sum();
     let mut mac_left = mac_share.map(|s| (total as f64 * s.clamp(0.0, 1.0) as f64) as u64);
     let probe: Vec<&Vec<Vec<f32>>> = samples.iter().take(PROBE_SAMPLES).collect();
@@ -56,7 +63,9 @@ pub fn refine(
         .iter()
         .map(|op| op.outputs.iter().map(|&t| judged_at(g, t)).collect())
         .collect();
-    for _ in 0..MAX_ROUNDS {
+    let mut off = 0.0f32;
+    // Round MAX_ROUNDS only measures: `off` is always the error of the ranges returned.
+    for round in 0..=MAX_ROUNDS {
         let (q, rep) = quantize(g, ranges)?;
         // Squared error and squared norm per float tensor, over the probe samples.
         let mut acc: HashMap<usize, (f64, f64)> = HashMap::new();
@@ -97,8 +106,8 @@ pub fn refine(
         // Only an answer that is off counts: a deep network's inner tensors drift by
         // more than the bound while its outputs stay right (a detector's probability
         // map); refinement stops as soon as every output is within the bound.
-        let off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
-        if off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
+        off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
+        if round == MAX_ROUNDS || off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
             break;
         }
         // The first op (in execution order) whose int8 form adds more than the bound:
@@ -215,7 +224,7 @@ pub fn refine(
             added,
         });
     }
-    Ok(moved)
+    Ok(Refined { moved, off })
 }
 
 /// The tensor whose error judges the op that writes `t`: `t` itself, or, where a Relu or

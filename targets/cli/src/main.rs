@@ -66,9 +66,10 @@ pub struct ConvertArgs {
     /// this percentage (relative L2 error on the calibration samples) and the ops whose
     /// int8 form adds more than it while an output is off by more than it (5 is a good
     /// start for audio front ends and transformers). Without it, only outputs off by
-    /// more than 20% move ops to f32, at most a quarter of the model's MACs (the output
-    /// guard); 0 turns both off and quantizes every op that can be. Costs conversion time
-    /// and, where ops move to f32, speed.
+    /// more than 35% move ops to f32, until they are within 20%, at most a quarter of the
+    /// model's MACs (the output guard), and where that quarter is not enough the bound 5
+    /// applies; 0 turns both off and quantizes every op that can be. Costs conversion
+    /// time and, where ops move to f32, speed.
     #[arg(long, value_name = "PERCENT")]
     pub int8_error_limit: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group convs (QDQ
