@@ -96,6 +96,10 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
 /// `=` is the writer's native order, which every NumPy platform in use writes as `<`.
 fn dtype(descr: &str) -> Result<(u8, usize, bool)> {
     let refuse = || anyhow!(".npy dtype '{descr}' is not supported (use float32)");
+    // Every dtype string NumPy writes is ASCII; the splits below are by byte.
+    if !descr.is_ascii() {
+        return Err(refuse());
+    }
     let (order, rest) = descr.split_at(descr.len().min(1));
     let big = match order {
         "<" | "|" | "=" => false,
@@ -237,6 +241,19 @@ mod tests {
         out.extend(h.as_bytes());
         out.extend(body);
         out
+    }
+
+    /// A dtype string with a multi-byte character where the byte order or kind goes (a
+    /// fuzzer's find) is refused, not split inside the character.
+    #[test]
+    fn a_non_ascii_dtype_is_refused() {
+        for descr in ["\u{113}2", "<\u{113}4", "\u{113}", "<f\u{663}"] {
+            let h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 6), }}");
+            match super::parse(&file(&h, &[0; 48])) {
+                Err(e) => assert!(e.to_string().contains("not supported"), "{descr}: {e}"),
+                Ok(_) => panic!("dtype '{descr}' was accepted"),
+            }
+        }
     }
 
     /// A Fortran-ordered file (NumPy writes one for any array whose memory is column-major,

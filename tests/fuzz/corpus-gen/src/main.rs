@@ -67,10 +67,15 @@ fn lineage_log(dir: &Path) {
 }
 
 /// `.npy` files as NumPy writes them: versions 1 and 2, f32 and the other dtypes the
-/// reader converts.
+/// reader converts (half floats, 16-bit and unsigned integers, big-endian), a
+/// Fortran-ordered array, and a dtype string with a multi-byte character (once a panic).
 fn npy(dir: &Path) {
     fn file(version: u8, descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        file_order(version, descr, "False", shape, body)
+    }
+    fn file_order(version: u8, descr: &str, fortran: &str, shape: &str, body: &[u8]) -> Vec<u8> {
+        let mut h =
+            format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
         let lead = if version == 1 { 10 } else { 12 };
         while (lead + h.len() + 1) % 64 != 0 {
             h.push(' ');
@@ -104,6 +109,37 @@ fn npy(dir: &Path) {
         .collect();
     write(dir, "i64_1x4", &file(1, "<i8", "(1, 4)", &i));
     write(dir, "u8_4", &file(1, "|u1", "(4,)", &[0, 1, 128, 255]));
+    write(
+        dir,
+        "f32_fortran_2x3",
+        &file_order(1, "<f4", "True", "(2, 3)", &f),
+    );
+    let be: Vec<u8> = [1.5f32, -2.0, 0.25]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    write(dir, "f32_big_endian_3", &file(1, ">f4", "(3,)", &be));
+    // 1.0, -2.0, 0.5, 65504 (the largest half) as IEEE half floats.
+    let h: Vec<u8> = [0x3C00u16, 0xC000, 0x3800, 0x7BFF]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(dir, "f16_2x2", &file(1, "<f2", "(2, 2)", &h));
+    let i2: Vec<u8> = [-300i16, 7, 32767]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(dir, "i16_3", &file(1, "<i2", "(3,)", &i2));
+    write(
+        dir,
+        "u32_1",
+        &file(1, "<u4", "(1,)", &70_000u32.to_le_bytes()),
+    );
+    write(
+        dir,
+        "non_ascii_dtype",
+        &file(1, "\u{113}2", "(2, 6)", &[0; 48]),
+    );
 }
 
 /// Small real ONNX models: the converter's QOperator, QDQ and dynamic-quantization test
