@@ -285,6 +285,10 @@ fn gemm(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let mut a = l.in_t(n, 0)?;
     let b = l.in_t(n, 1)?;
     let c = l.opt_t(n, 2)?;
+    let (ra, rb) = (l.shape(a).len(), l.shape(b).len());
+    if ra != 2 || rb != 2 {
+        bail!("Gemm needs 2-d A and B (ranks {ra} and {rb})");
+    }
     if ta {
         a = l.transpose(a, &[1, 0])?;
     }

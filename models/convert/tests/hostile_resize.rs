@@ -409,3 +409,25 @@ fn regress_a_zero_or_negative_stride_is_refused() {
         );
     }
 }
+
+/// A Gemm whose B (or A) is not 2-d indexed B's second dim before any check (found by the
+/// onnx_model fuzz target in CI; seed `regress-gemm-rank`): refused, with the ranks.
+#[test]
+fn regress_a_gemm_of_other_than_2d_operands_is_refused() {
+    let b = |dims: Vec<i64>| TensorProto {
+        name: "b".into(),
+        dims: dims.clone(),
+        data_type: 1,
+        float_data: vec![1.0; dims.iter().product::<i64>() as usize],
+        ..Default::default()
+    };
+    for (x, bd) in [
+        (vec![1, 4], vec![4]),
+        (vec![1, 4], vec![1, 4, 2]),
+        (vec![4], vec![4, 2]),
+    ] {
+        let gemm = common::node("Gemm", &["x", "b"], &["y"], vec![]);
+        let e = refused_graph(&x, vec![gemm], vec![b(bd.clone())]);
+        assert!(e.contains("Gemm needs 2-d A and B"), "{x:?} x {bd:?}: {e}");
+    }
+}
