@@ -230,9 +230,7 @@ pub fn convert(
             // that is wrong is worth less than a slower right one).
             match (opts.int8_error_limit, opts.int8_output_guard) {
                 (Some(limit), _) => {
-                    keep_lossy_in_f32(&g, &opts.calibration, &mut r, limit, &mut notes)?;
-                    let done = refine::refine(&g, &opts.calibration, &mut r, limit, limit, None)
-                        .context("int8 accuracy refinement")?;
+                    let done = bounded(&g, &opts.calibration, &mut r, limit, &mut notes)?;
                     note_moved(&mut notes, &done.moved, limit, "");
                 }
                 (None, Some(guard)) => {
@@ -248,23 +246,19 @@ pub fn convert(
                     )
                     .context("int8 accuracy refinement")?;
                     // Triggered and still short of its own bound when the MACs ran out,
-                    // or over the trigger whatever it did.
+                    // or over the trigger whatever it did: try the explicit bound.
                     let short = !done.moved.is_empty() && done.off > limit;
-                    if short || done.off > guard {
-                        let mut wide = before;
-                        let mut wide_notes = Vec::new();
-                        let bound = SUGGESTED_INT8_ERROR_LIMIT;
-                        keep_lossy_in_f32(
-                            &g,
-                            &opts.calibration,
-                            &mut wide,
-                            bound,
-                            &mut wide_notes,
-                        )?;
+                    let bound = SUGGESTED_INT8_ERROR_LIMIT;
+                    let handed_over = if short || done.off > guard {
+                        let (mut wide, mut wide_notes) = (before, Vec::new());
                         let wider =
-                            refine::refine(&g, &opts.calibration, &mut wide, bound, bound, None)
-                                .context("int8 accuracy refinement")?;
-                        if wider.off < done.off {
+                            bounded(&g, &opts.calibration, &mut wide, bound, &mut wide_notes)?;
+                        (wider.off < done.off).then_some((wide, wide_notes, wider))
+                    } else {
+                        None
+                    };
+                    match handed_over {
+                        Some((wide, wide_notes, wider)) => {
                             notes.push(format!(
                                 "the output guard's share of the MACs ({:.0}%) left an output {:.0}% off on the calibration samples (its bound: {:.0}%), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error now {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
                                 100.0 * INT8_GUARD_MAC_SHARE,
@@ -276,11 +270,8 @@ pub fn convert(
                             notes.extend(wide_notes);
                             note_moved(&mut notes, &wider.moved, bound, "");
                             r = wide;
-                        } else {
-                            note_moved(&mut notes, &done.moved, limit, GUARD_NOTE);
                         }
-                    } else {
-                        note_moved(&mut notes, &done.moved, limit, GUARD_NOTE);
+                        None => note_moved(&mut notes, &done.moved, limit, GUARD_NOTE),
                     }
                 }
                 (None, None) => {}
@@ -328,6 +319,19 @@ pub fn convert(
         f32_ops,
         notes,
     })
+}
+
+/// The explicit bound's treatment: the tensors int8 would damage beyond `limit` lose their
+/// range, then refinement to `limit` with no cap on the MACs moved.
+fn bounded(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    ranges: &mut quantize::Ranges,
+    limit: f32,
+    notes: &mut Vec<String>,
+) -> Result<refine::Refined> {
+    keep_lossy_in_f32(g, samples, ranges, limit, notes)?;
+    refine::refine(g, samples, ranges, limit, limit, None).context("int8 accuracy refinement")
 }
 
 /// Why the default output guard's moves happened, for their note.
