@@ -531,15 +531,7 @@ mod avx2 {
     use crate::fast::store8;
     use cairn_core::quant::quantize_f32;
 
-    #[cfg(feature = "std")]
-    pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-
-    #[cfg(not(feature = "std"))]
-    pub fn available() -> bool {
-        cfg!(all(target_feature = "avx2", target_feature = "fma"))
-    }
+    pub(crate) use crate::paths::avx2_fma as available;
 
     /// Eight int8 at `p` sign-extended to int32 lanes.
     #[inline(always)]

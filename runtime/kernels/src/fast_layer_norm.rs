@@ -30,7 +30,7 @@ const ELEMENT_WORK: u64 = 64;
 /// int8 → int8 LayerNorm over rows of at most `MAX_INNER` elements on AVX2, or `None`
 /// (the reference runs) for anything else.
 pub fn layer_norm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
-    if !std::is_x86_feature_detected!("avx2") {
+    if !crate::paths::avx2() {
         return None;
     }
     let x = call.req(0).ok()?;

@@ -118,15 +118,7 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
 mod avx2 {
     use core::arch::x86_64::*;
 
-    #[cfg(feature = "std")]
-    pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx2")
-    }
-
-    #[cfg(not(feature = "std"))]
-    pub fn available() -> bool {
-        cfg!(target_feature = "avx2")
-    }
+    pub(crate) use crate::paths::avx2 as available;
 
     /// One block of `n` rows × `inner` columns, the first `inner / 8 · 8` columns eight at a
     /// time: per lane the column's maximum, `sum = Σ e[x − max + 255]` from the first row

@@ -103,6 +103,33 @@ pub fn taken(p: Path) -> u64 {
     }
 }
 
+/// Whether this CPU has AVX2 (detected at run time with `std`; without it, whether the
+/// build targets it). The one test every AVX2 kernel module asks.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx2")
+    }
+}
+
+/// Whether this CPU has AVX2 and FMA (the f32 kernels need both), as [`avx2`] decides.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_fma() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 static VNNI_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 

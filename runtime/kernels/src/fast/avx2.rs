@@ -4,15 +4,7 @@ use core::arch::x86_64::*;
 
 use super::{row_offset, Q};
 
-#[cfg(feature = "std")]
-pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx2")
-}
-
-#[cfg(not(feature = "std"))]
-pub fn available() -> bool {
-    cfg!(target_feature = "avx2")
-}
+pub(crate) use crate::paths::avx2 as available;
 
 /// Pixels per tile of the GEMM micro-kernel (two vectors of eight).
 const PT: usize = 16;

@@ -11,15 +11,7 @@ use core::arch::x86_64::*;
 
 use super::{Gemm, CHUNK, PT};
 
-#[cfg(feature = "std")]
-pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(feature = "std"))]
-pub fn available() -> bool {
-    cfg!(all(target_feature = "avx2", target_feature = "fma"))
-}
+pub(crate) use crate::paths::avx2_fma as available;
 
 /// Output channels per GEMM register block.
 const MR: usize = 6;
