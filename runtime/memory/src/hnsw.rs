@@ -460,21 +460,7 @@ mod tests {
     }
 
     fn store_n(seed: u64, n: usize) -> Store<RamFlash<4096>> {
-        let mut r = seed | 1;
-        let rows: Vec<(u16, Vec<i8>)> = (0..n)
-            .map(|_| {
-                let v = (0..16)
-                    .map(|_| {
-                        r ^= r << 13;
-                        r ^= r >> 7;
-                        r ^= r << 17;
-                        (r >> 56) as i8
-                    })
-                    .collect();
-                (0, v)
-            })
-            .collect();
-        crate::testutil::store_of(16, rows)
+        crate::testutil::store_of(16, crate::testutil::random_rows(seed, n, 16))
     }
 
     fn build(st: &Store<RamFlash<4096>>, m: usize, seed: u64) -> Hnsw {

@@ -199,20 +199,10 @@ mod tests {
     /// the same seed the same.
     #[test]
     fn the_sample_follows_the_seed() {
-        let mut rows = Vec::new();
-        let mut r = 0x1234_5678_9abc_def1u64;
-        for _ in 0..600 {
-            let v: Vec<i8> = (0..8)
-                .map(|_| {
-                    r ^= r << 13;
-                    r ^= r >> 7;
-                    r ^= r << 17;
-                    (r >> 56) as i8
-                })
-                .collect();
-            rows.push((0, v));
-        }
-        let st = crate::testutil::store_of(8, rows);
+        let st = crate::testutil::store_of(
+            8,
+            crate::testutil::random_rows(0x1234_5678_9abc_def1, 600, 8),
+        );
         let built: Vec<Vec<i8>> = [0, 1, 2, 3]
             .iter()
             .map(|&seed| Ivf::build(&st, 8, 0, 100, seed).centroids)

@@ -1,4 +1,6 @@
-//! Test support: a store in RAM flash filled with given rows.
+//! Test support: a store in RAM flash filled with given rows, and pseudo-random rows.
+
+use alloc::vec::Vec;
 
 use crate::flash::RamFlash;
 use crate::{Config, Record, Store};
@@ -32,4 +34,23 @@ pub(crate) fn store_of<V: AsRef<[i8]>>(
         .unwrap();
     }
     st
+}
+
+/// `n` pseudo-random `dim`-wide rows, all labelled 0: the top byte of each step of an
+/// xorshift64 generator started from `seed` (made odd, so 0 is not a stuck state).
+pub(crate) fn random_rows(seed: u64, n: usize, dim: usize) -> Vec<(u16, Vec<i8>)> {
+    let mut r = seed | 1;
+    (0..n)
+        .map(|_| {
+            let v = (0..dim)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    (r >> 56) as i8
+                })
+                .collect();
+            (0, v)
+        })
+        .collect()
 }
