@@ -7,7 +7,8 @@
 //! Each output is the same chain as in `avx2.rs` and the reference's summation order:
 //! start at the bias, one fused multiply-add per `c` in order, then `max` and `min`. So the
 //! two kernels give the same bits (`runtime/kernels/tests/exact_f32.rs` checks it), and the
-//! block shape is free to differ. Pixel tails use masked loads and stores.
+//! block shape is free to differ. Pixel tails use masked loads and stores, and a tail of at
+//! most 16 pixels one vector instead of two.
 
 use core::arch::x86_64::*;
 
@@ -18,6 +19,23 @@ use super::{Block, Gemm, CHUNK};
 const MR: usize = 12;
 /// Pixels per register block (two vectors of 16).
 const NR: usize = 32;
+
+/// How a K loop reads its pixels: all 32 lanes, the lanes two masks select, or (a tail of
+/// at most 16 pixels) the lanes the first mask selects of one vector, so a narrow tail
+/// costs half the multiply-adds of a full block instead of all of them.
+const FULL: u8 = 0;
+const MASKED: u8 = 1;
+const HALF: u8 = 2;
+
+/// The K-loop mode for a block of `n` (≤ 32) pixels.
+#[inline]
+fn mode(n: usize) -> u8 {
+    match n {
+        NR => FULL,
+        0..=16 => HALF,
+        _ => MASKED,
+    }
+}
 
 /// Whether this kernel runs: the CPU has AVX-512F and `paths::allow_avx512` has not turned
 /// it off (with `std`); without `std`, whether the build targets AVX-512F.
@@ -122,10 +140,10 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) 
     let wp = gm.w[at.o * k..].as_ptr();
     // SAFETY: the two asserts above are `k_loop`'s requirements; the masks select `at.n`.
     let acc = unsafe {
-        if at.n == NR {
-            k_loop::<R, true>(acc, wp, k, xp, t.xs, masks)
-        } else {
-            k_loop::<R, false>(acc, wp, k, xp, t.xs, masks)
+        match mode(at.n) {
+            FULL => k_loop::<R, FULL>(acc, wp, k, xp, t.xs, masks),
+            HALF => k_loop::<R, HALF>(acc, wp, k, xp, t.xs, masks),
+            _ => k_loop::<R, MASKED>(acc, wp, k, xp, t.xs, masks),
         }
     };
     let (lo, hi) = (_mm512_set1_ps(gm.lo), _mm512_set1_ps(gm.hi));
@@ -147,15 +165,16 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) 
 }
 
 /// `acc[r] += Σ_c W[r][c] · X[c][0..32]` for the `R` weight rows at `wp` (row stride `k`)
-/// and the input rows at `xp` (row stride `xs`); all 32 lanes when `FULL`, else the lanes
-/// `masks` selects.
+/// and the input rows at `xp` (row stride `xs`): all 32 lanes in `FULL` mode, else the
+/// lanes `masks` selects (in `HALF` mode, of the first vector only: `acc[r][1]` is left
+/// as it came).
 ///
 /// # Safety
 /// `wp` addresses `R · k` floats; for every `c < k`, the 32 floats at `xp + c · xs` (the
 /// lanes `masks` selects when not `FULL`) are inside one slice.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn k_loop<const R: usize, const FULL: bool>(
+unsafe fn k_loop<const R: usize, const M: u8>(
     mut acc: [[__m512; 2]; R],
     wp: *const f32,
     k: usize,
@@ -167,24 +186,39 @@ unsafe fn k_loop<const R: usize, const FULL: bool>(
         let xr = xp.wrapping_add(c * xs);
         // SAFETY: the 32 floats at c·xs (those the masks select when not FULL; masked
         // loads do not touch the others) are inside x (the caller's guarantee).
-        let (x0, x1) = unsafe {
-            if FULL {
-                (_mm512_loadu_ps(xr), _mm512_loadu_ps(xr.add(16)))
-            } else {
-                (
-                    _mm512_maskz_loadu_ps(masks.0, xr),
-                    _mm512_maskz_loadu_ps(masks.1, xr.wrapping_add(16)),
-                )
-            }
-        };
+        let (x0, x1) = unsafe { load_pair::<M>(xr, masks) };
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: r < R and c < k: inside the R · k floats at wp (the caller's guarantee).
             let wv = _mm512_set1_ps(unsafe { *wp.add(r * k + c) });
             a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
-            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            if M != HALF {
+                a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            }
         }
     }
     acc
+}
+
+/// The two vectors of pixels at `p` for K-loop mode `M` (in `HALF` mode the second is
+/// zero and unread).
+///
+/// # Safety
+/// The 32 floats at `p` (the lanes `masks` selects when `M` is not `FULL`; only the first
+/// vector's in `HALF` mode) are inside one slice.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_pair<const M: u8>(p: *const f32, masks: (__mmask16, __mmask16)) -> (__m512, __m512) {
+    // SAFETY: the caller's guarantee; masked loads do not touch masked-off lanes.
+    unsafe {
+        match M {
+            FULL => (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))),
+            HALF => (_mm512_maskz_loadu_ps(masks.0, p), _mm512_setzero_ps()),
+            _ => (
+                _mm512_maskz_loadu_ps(masks.0, p),
+                _mm512_maskz_loadu_ps(masks.1, p.wrapping_add(16)),
+            ),
+        }
+    }
 }
 
 /// `kernel::gemm` on this block (same arguments and result): the strided GEMM of the
@@ -262,7 +296,6 @@ struct Strided<'a> {
 #[inline]
 unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
     let mk = tail_masks(at.n);
-    let full = at.n == NR;
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, v) in acc.iter_mut().enumerate() {
         let row = at.cp.wrapping_add(r * at.crs);
@@ -284,10 +317,10 @@ unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
     }
     // SAFETY: the caller's guarantee covers every A and B element the loop reads.
     let acc = unsafe {
-        if full {
-            strided_k_loop::<R, true>(acc, at, d.k, mk)
-        } else {
-            strided_k_loop::<R, false>(acc, at, d.k, mk)
+        match mode(at.n) {
+            FULL => strided_k_loop::<R, FULL>(acc, at, d.k, mk),
+            HALF => strided_k_loop::<R, HALF>(acc, at, d.k, mk),
+            _ => strided_k_loop::<R, MASKED>(acc, at, d.k, mk),
         }
     };
     for (r, v) in acc.iter().enumerate() {
@@ -311,7 +344,7 @@ unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
 /// As `strided_block`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn strided_k_loop<const R: usize, const FULL: bool>(
+unsafe fn strided_k_loop<const R: usize, const M: u8>(
     mut acc: [[__m512; 2]; R],
     at: &Strided<'_>,
     k: usize,
@@ -321,21 +354,14 @@ unsafe fn strided_k_loop<const R: usize, const FULL: bool>(
     for _ in 0..k {
         // SAFETY: row t of B's block is inside B (the caller's guarantee); masked-off
         // lanes are not read.
-        let (x0, x1) = unsafe {
-            if FULL {
-                (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)))
-            } else {
-                (
-                    _mm512_maskz_loadu_ps(mk.0, bp),
-                    _mm512_maskz_loadu_ps(mk.1, bp.wrapping_add(16)),
-                )
-            }
-        };
+        let (x0, x1) = unsafe { load_pair::<M>(bp, mk) };
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: A[r, t] is inside A (the caller's guarantee).
             let wv = _mm512_set1_ps(unsafe { *ap.add(r * at.rs) });
             a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
-            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            if M != HALF {
+                a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            }
         }
         ap = ap.wrapping_add(at.cs);
         bp = bp.wrapping_add(at.bs);
