@@ -65,6 +65,9 @@ pub enum Path {
     /// f32 GEMMs (1×1 and im2col convs, batched small maps) on the AVX-512F block
     /// (`fast_f32/avx512.rs`, 12 × 32), one count per GEMM call.
     GemmF32Avx512,
+    /// f32 large-patch convs with long 1-D kernels: im2col rows gathered as 8×8 transposed
+    /// blocks of the input (`fast_f32/bigk.rs`, AVX2), one count per kernel row gathered.
+    TapBlocks,
     /// int8 Softmax over an inner axis, eight columns a step on AVX2 (`fast_softmax.rs`;
     /// counted with `SoftmaxTable` too), one count per block of rows.
     SoftmaxColumns,

@@ -11,6 +11,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec, TensorSpec};
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind, Shape};
+use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 // Shared with the int8 tests, whose helpers (`Rng::i8`) these do not all use.
@@ -245,6 +246,18 @@ fn stem_and_large_patch_f32_within_tolerance() {
     }
 }
 
+/// Whether this host runs the AVX2 paths (x86_64 with AVX2).
+fn avx2_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Long 1-D kernels (an STFT front end: one channel, a 1×400 or 1×512 frame, hop 160; and
 /// two channels of a complex signal): the patch is larger than the im2col tiles, so the
 /// large-patch path takes it with fewer pixels per tile.
@@ -258,10 +271,15 @@ fn long_1d_kernel_f32_within_tolerance() {
         (1, 1700, 34, 512, 160),
         (2, 900, 18, 256, 100),
         (1, 3000, 7, 1024, 257),
+        // Taps and pixels off the multiples of 8, padding at both ends (the tiles there
+        // gather tap by tap, the ones between in 8×8 blocks).
+        (1, 9000, 9, 301, 37),
+        (2, 3100, 5, 203, 19),
     ]
     .into_iter()
     .enumerate()
     {
+        let pad = if case == 4 { [0, 90, 0, 75] } else { [0; 4] };
         let cs = ConvCase {
             n: 1,
             c,
@@ -270,11 +288,12 @@ fn long_1d_kernel_f32_within_tolerance() {
             oc,
             k: (1, k),
             stride: (1, s),
-            pad: [0; 4],
+            pad,
             dil: (1, 1),
             group: 1,
         };
         let before = cairn_kernels::f32_fast_ops();
+        let blocks = taken(Path::TapBlocks);
         ran += check_conv(&mut r, cs, false, seed, case) as usize;
         if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
             assert!(
@@ -282,8 +301,16 @@ fn long_1d_kernel_f32_within_tolerance() {
                 "case {case}: the large-patch path was not taken (seed {seed})"
             );
         }
+        // Every case but the third (7 output pixels, fewer than a block) has whole
+        // blocks of 8 pixels × 8 taps.
+        if avx2_here() && case != 2 {
+            assert!(
+                taken(Path::TapBlocks) > blocks,
+                "case {case}: the 8×8 tap gather was not taken (seed {seed})"
+            );
+        }
     }
-    assert_eq!(ran, 4);
+    assert_eq!(ran, 6);
 }
 
 /// Batches of small maps (an exporter that folds time windows into the batch: 1-D convs
@@ -457,7 +484,7 @@ fn fully_connected_f32_within_tolerance() {
 /// (elsewhere there is nothing to compare, and the test says so).
 #[test]
 fn avx512_gemm_equals_avx2_bit_for_bit() {
-    use cairn_kernels::paths::{allow_avx512, avx512_f32, taken, Path};
+    use cairn_kernels::paths::{allow_avx512, avx512_f32};
     if !(cfg!(target_arch = "x86_64") && avx512_f32()) {
         eprintln!("no AVX-512F here (or CAIRN_AVX512=0): nothing to compare");
         return;

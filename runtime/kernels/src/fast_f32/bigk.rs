@@ -52,9 +52,13 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                 for c in c0..c0 + nc {
                     let xc = &xn[c * plane..(c + 1) * plane];
                     for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let row = ((c - c0) * g.kh + ky) * g.kw + kx;
-                            gather_tap(g, xc, (ky, kx), t0, &mut tile[row * tp..row * tp + len]);
+                        let row0 = ((c - c0) * g.kh + ky) * g.kw;
+                        let rows = &mut tile[row0 * tp..(row0 + g.kw) * tp];
+                        if !taps_by_blocks(g, xc, ky, t0, len, rows, tp) {
+                            for kx in 0..g.kw {
+                                let d = &mut rows[kx * tp..kx * tp + len];
+                                gather_tap(g, xc, (ky, kx), t0, d);
+                            }
                         }
                     }
                 }
@@ -88,6 +92,82 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
             }
             t0 += len;
         }
+    }
+}
+
+/// The im2col rows of every tap `kx` of kernel row `ky` (row `kx` of `rows`, stride `tp`)
+/// for the `len` output pixels from `t0`, when those pixels lie in one output row and
+/// every tap of theirs inside the input row, the taps contiguous (`dw = 1`) and at least
+/// 8 of them: then tap `kx` of pixel `j` is `xrow[(ox + j)·sw − pl + kx]`, so 8 pixels ×
+/// 8 taps are an 8×8 block of the input transposed, instead of 64 strided reads (an STFT
+/// frame's 512 taps at a hop of 160). Returns false (nothing written) otherwise.
+fn taps_by_blocks(
+    g: &Geo,
+    xc: &[f32],
+    ky: usize,
+    t0: usize,
+    len: usize,
+    rows: &mut [f32],
+    tp: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (oy, ox) = (t0 / g.ow, t0 % g.ow);
+        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+        let first = (ox * g.sw) as isize - g.pl;
+        let fits = g.dw == 1
+            && g.kw >= 8
+            && len >= 8
+            && ox + len <= g.ow
+            && iy >= 0
+            && (iy as usize) < g.h
+            && first >= 0
+            && first as usize + (len - 1) * g.sw + g.kw <= g.w
+            && rows.len() >= (g.kw - 1) * tp + len
+            && super::avx2::available();
+        if !fits {
+            return false;
+        }
+        crate::paths::note(crate::paths::Path::TapBlocks);
+        let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+        let first = first as usize;
+        let (kb, jb) = (g.kw / 8 * 8, len / 8 * 8);
+        for kx in (0..kb).step_by(8) {
+            for j in (0..jb).step_by(8) {
+                let src = first + j * g.sw + kx;
+                // SAFETY: AVX2 is present (checked above). The block reads 8 floats at
+                // `src + r·sw` for r < 8, the last ending at first + (j + 7)·sw + kx + 8
+                // ≤ first + (len − 1)·sw + kw ≤ w (checked above); it writes 8 floats at
+                // `(kx + i)·tp + j` for i < 8, the last ending at (kw − 1)·tp + len or
+                // before, inside `rows` (checked above).
+                unsafe {
+                    super::avx2::transpose8(
+                        xrow[src..].as_ptr(),
+                        g.sw,
+                        rows[kx * tp + j..].as_mut_ptr(),
+                        tp,
+                    )
+                };
+            }
+            // The pixels past the last whole block of 8, tap by tap.
+            for i in kx..kx + 8 {
+                for j in jb..len {
+                    rows[i * tp + j] = xrow[first + j * g.sw + i];
+                }
+            }
+        }
+        // The taps past the last whole block of 8, for every pixel.
+        for i in kb..g.kw {
+            for j in 0..len {
+                rows[i * tp + j] = xrow[first + j * g.sw + i];
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (g, xc, ky, t0, len, rows, tp);
+        false
     }
 }
 
