@@ -13,7 +13,7 @@
 //!   `|w|`, `|bias|` without the clamp (as `tests/exact_f32.rs`).
 //! - Binary ops and the exact Unary functions: equal values (NaN where the reference has
 //!   NaN); MaxPool and the means: the same bits.
-//! - Approximated Unary functions (Exp, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Pow 3):
+//! - Approximated Unary functions (Exp, Log, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Pow 3):
 //!   `|fast − ref| ≤ 4e-6 · |ref| + 3e-7 · max(1, |x|)`.
 //! - Softmax: `|fast − ref| ≤ (8e-6 + n · 2.4e-7) · |ref| + 1e-9` over a row of `n` (the
 //!   exp bound twice, and the two sums' rounding in different orders).
@@ -472,6 +472,9 @@ fn unary_cases() -> Vec<UnaryCase> {
         (Tanh, 0.0, 0.0, (-1.0, 1.0), false),
         (Erf, 0.0, 0.0, (-5.0, 5.0), false),
         (Erf, 0.0, 0.0, (-0.5, 0.5), false),
+        (Log, 0.0, 0.0, (1e-3, 1e4), false),
+        (Log, 0.0, 0.0, (0.5, 2.0), false),
+        (Log, 0.0, 0.0, (-1.0, 1e-36), false),
         (Gelu, 0.0, 0.0, (-8.0, 8.0), false),
         (GeluTanh, 0.0, 0.0, (-8.0, 8.0), false),
     ]

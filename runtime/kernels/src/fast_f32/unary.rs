@@ -8,7 +8,8 @@
 //! - approximated: Exp (Cephes' polynomial on `x − n·ln 2`, scaled by `2^n` in two halves so
 //!   overflow and underflow come out as the reference's ∞ and 0), Sigmoid and Silu (from
 //!   that exp and an exact division), Tanh (Cephes' odd polynomial below 0.625, else
-//!   `1 − 2/(e^{2|x|} + 1)`), Erf (a rational odd/even approximation on [−4, 4], ±1
+//!   `1 − 2/(e^{2|x|} + 1)`), Log (Cephes' `logf`: `x = m·2^e`, m in [√½, √2), a
+//!   degree-9 polynomial in m − 1, subnormals scaled first), Erf (a rational odd/even approximation on [−4, 4], ±1
 //!   outside), Gelu and GeluTanh (the reference's formulas on those), Pow with exponent 3
 //!   (`x · x · x`). Held to `|fast − ref| ≤ 4e-6·|ref| + 3e-7·max(1, |x|)` (`ERR_REL`,
 //!   `ERR_ABS`; the `|x|` term covers Gelu's `0.5·x·(1 + erf)` where `1 + erf` cancels, as
@@ -44,6 +45,7 @@ fn covers(f: UnaryFn, a: f32) -> bool {
                 | Reciprocal
                 | Softsign
                 | Exp
+                | Log
                 | Sigmoid
                 | Silu
                 | Tanh
@@ -167,6 +169,7 @@ pub(super) mod avx2 {
             Pow if a == 2.0 => each!(|x| _mm256_mul_ps(x, x)),
             Pow => each!(|x| _mm256_mul_ps(_mm256_mul_ps(x, x), x)),
             Exp => each!(|x| exp(x)),
+            Log => each!(|x| log(x)),
             Sigmoid => each!(|x| sigmoid(x)),
             Silu => each!(|x| _mm256_mul_ps(x, sigmoid(x))),
             Tanh => each!(|x| tanh(x)),
@@ -241,6 +244,68 @@ pub(super) mod avx2 {
         let h1 = _mm256_srai_epi32::<1>(ni);
         let h2 = _mm256_sub_epi32(ni, h1);
         let r = _mm256_mul_ps(_mm256_mul_ps(e, pow2(h1)), pow2(h2));
+        keep_nan(x, r)
+    }
+
+    /// The natural log: Cephes' `logf`. `x = m·2^e` with m in [√½, √2) (a subnormal x
+    /// scaled by 2^23 first), `log x = e·ln 2 + (m − 1) − (m − 1)²/2 + (m − 1)³·P(m − 1)`,
+    /// ln 2 in two parts. 0 gives −∞, a negative x NaN, +∞ itself (libm's `logf`).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn log(x: __m256) -> __m256 {
+        let zero = _mm256_setzero_ps();
+        let one = _mm256_set1_ps(1.0);
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(f32::MIN_POSITIVE));
+        let xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(8_388_608.0)), tiny);
+        let bits = _mm256_castps_si256(xs);
+        // x = m·2^e with m in [0.5, 1): the exponent field less 126, and the mantissa
+        // under the exponent field of 0.5.
+        let e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(126));
+        let e = _mm256_sub_epi32(
+            e,
+            _mm256_and_si256(_mm256_castps_si256(tiny), _mm256_set1_epi32(23)),
+        );
+        let m = _mm256_castsi256_ps(_mm256_or_si256(
+            _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x3f00_0000),
+        ));
+        // Below √½: m + m − 1 and e − 1 (m in [√½, √2) then), else m − 1.
+        let low = _mm256_cmp_ps::<_CMP_LT_OQ>(m, _mm256_set1_ps(0.707_106_77));
+        let ef = _mm256_sub_ps(_mm256_cvtepi32_ps(e), _mm256_and_ps(low, one));
+        let m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(low, m)), one);
+        let z = _mm256_mul_ps(m, m);
+        let mut p = _mm256_set1_ps(7.037_683_6e-2);
+        for c in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333_1e-1,
+        ] {
+            p = _mm256_fmadd_ps(p, m, _mm256_set1_ps(c));
+        }
+        let y = _mm256_mul_ps(_mm256_mul_ps(p, m), z);
+        let y = _mm256_fmadd_ps(ef, _mm256_set1_ps(-2.121_944_4e-4), y);
+        let y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5), z, y);
+        let r = _mm256_fmadd_ps(ef, _mm256_set1_ps(0.693_359_4), _mm256_add_ps(m, y));
+        let r = _mm256_blendv_ps(
+            r,
+            _mm256_set1_ps(f32::NEG_INFINITY),
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(x, zero),
+        );
+        let r = _mm256_blendv_ps(
+            r,
+            _mm256_set1_ps(f32::NAN),
+            _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero),
+        );
+        let r = _mm256_blendv_ps(
+            r,
+            x,
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_set1_ps(f32::INFINITY)),
+        );
         keep_nan(x, r)
     }
 
