@@ -216,7 +216,7 @@ pub fn convert(
         } else {
             let mut r = calibrate::calibrate(&g, &opts.calibration, opts.method, progress)
                 .context("calibration")?;
-            sensitive::default_passes(
+            let ruined = sensitive::default_passes(
                 &g,
                 &opts.calibration,
                 &mut r,
@@ -246,10 +246,13 @@ pub fn convert(
                     )
                     .context("int8 accuracy refinement")?;
                     // Triggered and still short of its own bound when the MACs ran out,
-                    // or over the trigger whatever it did: try the explicit bound.
+                    // or over the trigger whatever it did, or an op's result left ruined
+                    // by producers too costly for an island (whatever the output error
+                    // says: a log-spectrum's quiet bins): try the explicit bound.
                     let short = !done.moved.is_empty() && done.off > limit;
                     let bound = SUGGESTED_INT8_ERROR_LIMIT;
-                    let handed_over = if short || done.off > guard {
+                    let by_guard = short || done.off > guard;
+                    let handed_over = if by_guard || !ruined.is_empty() {
                         let (mut wide, mut wide_notes) = (before, Vec::new());
                         let wider =
                             bounded(&g, &opts.calibration, &mut wide, bound, &mut wide_notes)?;
@@ -259,7 +262,16 @@ pub fn convert(
                     };
                     match handed_over {
                         Some((wide, wide_notes, wider)) => {
-                            notes.push(format!(
+                            if let Some((op, e)) = ruined.first().filter(|_| !by_guard) {
+                                notes.push(format!(
+                                    "'{op}' stays {:.0}% off with int8 producers (an f32 island of the cheap ops before it cannot fix it: its input's small values are gone earlier), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error {:.0}% -> {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
+                                    100.0 * e,
+                                    100.0 * bound,
+                                    100.0 * done.off,
+                                    100.0 * wider.off,
+                                ));
+                            } else {
+                                notes.push(format!(
                                 "the output guard's share of the MACs ({:.0}%) left an output {:.0}% off on the calibration samples (its bound: {:.0}%), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error now {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
                                 100.0 * INT8_GUARD_MAC_SHARE,
                                 100.0 * done.off,
@@ -267,6 +279,7 @@ pub fn convert(
                                 100.0 * bound,
                                 100.0 * wider.off,
                             ));
+                            }
                             notes.extend(wide_notes);
                             note_moved(&mut notes, &wider.moved, bound, "");
                             r = wide;

@@ -36,6 +36,18 @@ pub struct Island {
     pub ops: usize,
 }
 
+/// An op result off by more than this (relative L2 error) carries no information: an
+/// island that leaves its op this far off has not repaired it, the damage comes from
+/// producers too costly for an island (an STFT's convs before a log).
+pub const RUINED: f32 = 1.0;
+
+/// What the island search did: the islands it made, and the ops whose result stays ruined
+/// (over [`RUINED`]) with or without one, with that error.
+pub struct Found {
+    pub islands: Vec<Island>,
+    pub ruined: Vec<(String, f32)>,
+}
+
 /// Multiply-accumulates of one op (0 for ops without weights or a matrix product).
 pub fn macs(g: &Graph, op: &HOp) -> u64 {
     use OpKind::*;
@@ -228,10 +240,14 @@ pub fn keep_sensitive_f32(
     samples: &[Vec<Vec<f32>>],
     ranges: &mut Ranges,
     limit: f32,
-) -> Result<Vec<Island>> {
+) -> Result<Found> {
+    let mut found = Found {
+        islands: Vec::new(),
+        ruined: Vec::new(),
+    };
     let probe: Vec<&Vec<Vec<f32>>> = samples.iter().take(PROBE_SAMPLES).collect();
     if probe.is_empty() {
-        return Ok(vec![]);
+        return Ok(found);
     }
     let total: u64 = g.ops.iter().map(|op| macs(g, op)).sum();
     let mut mac_left = (total as f64 * MAC_SHARE) as u64;
@@ -292,7 +308,6 @@ pub fn keep_sensitive_f32(
             }
         }
     }
-    let mut islands = Vec::new();
     let mut taken: HashSet<usize> = HashSet::new();
     for (k, &(c, _)) in flagged.iter().enumerate() {
         let errs: Vec<f32> = acc[k]
@@ -301,17 +316,26 @@ pub fn keep_sensitive_f32(
             .collect();
         let best = errs.iter().copied().fold(f32::INFINITY, f32::min);
         // The smallest island within a quarter of the best error (or within the bound).
-        let Some(l) = (0..errs.len()).find(|&l| errs[l] <= limit.max(best * 1.25)) else {
+        let alone = errs.first().copied().unwrap_or(0.0);
+        let chosen = (0..errs.len())
+            .find(|&l| errs[l] <= limit.max(best * 1.25))
+            .filter(|&l| {
+                let (ops, cost) = &plans[k][l];
+                errs[l] < 0.5 * alone
+                    && !errs[l].is_nan()
+                    && *cost <= mac_left
+                    && !ops.iter().any(|o| taken.contains(o) && *o != c)
+            });
+        let Some(l) = chosen else {
+            if alone > RUINED {
+                found.ruined.push((g.ops[c].name.clone(), alone));
+            }
             continue;
         };
-        let (ops, cost) = &plans[k][l];
-        if errs[l] >= 0.5 * errs[0]
-            || errs[l].is_nan()
-            || *cost > mac_left
-            || ops.iter().any(|o| taken.contains(o) && *o != c)
-        {
-            continue;
+        if errs[l] > RUINED {
+            found.ruined.push((g.ops[c].name.clone(), errs[l]));
         }
+        let (ops, cost) = &plans[k][l];
         mac_left -= cost;
         let y = g.ops[c].outputs[0];
         for &i in ops {
@@ -328,29 +352,30 @@ pub fn keep_sensitive_f32(
                 }
             }
         }
-        islands.push(Island {
+        found.islands.push(Island {
             op: g.ops[c].name.clone(),
             before: errs[0],
             after: errs[l],
             ops: ops.len(),
         });
     }
-    Ok(islands)
+    Ok(found)
 }
 
 /// The accuracy passes every calibrated conversion runs (cheap: two float runs of the
 /// calibration samples and a few ops on fake-quantized inputs): ranges read only by a
 /// clamp narrowed to it (`calibrate::narrow_to_clamps`), the f32 islands above, and the
-/// decision layer in f32 (`refine::keep_decision_layer_f32`). Says what it did in `notes`.
+/// decision layer in f32 (`refine::keep_decision_layer_f32`). Says what it did in `notes`;
+/// returns the ops whose result stays ruined (see [`Found`]).
 pub fn default_passes(
     g: &Graph,
     samples: &[Vec<Vec<f32>>],
     ranges: &mut Ranges,
     limit: f32,
     notes: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<(String, f32)>> {
     crate::calibrate::narrow_to_clamps(g, ranges);
-    let islands = keep_sensitive_f32(g, samples, ranges, limit)?;
+    let Found { islands, ruined } = keep_sensitive_f32(g, samples, ranges, limit)?;
     if !islands.is_empty() {
         let shown: Vec<String> = islands
             .iter()
@@ -379,5 +404,5 @@ pub fn default_passes(
             kept.join(", ")
         ));
     }
-    Ok(())
+    Ok(ruined)
 }
