@@ -362,7 +362,7 @@ fn fully_connected_rows_f32_within_tolerance() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC4);
     for case in 0..80 {
-        // k past the 1024-wide weight panel every fourth case.
+        // k past the 512-deep weight panel (twice, often) every fourth case.
         let k = if case % 4 == 0 {
             r.range(1000, 2100)
         } else {

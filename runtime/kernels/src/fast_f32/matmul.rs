@@ -5,8 +5,9 @@
 //!   `Y = A · B` with both operands read in place (A's rows broadcast, B's rows as the
 //!   column vectors).
 //! - FullyConnected `Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])` with `m ≥ FC_MIN_ROWS`
-//!   input rows: 16 weight rows at a time are transposed into a stack panel
-//!   (`[t][16]`, a chunk of `t` at a time) that serves every input row, so the weights are
+//!   input rows: 32 weight rows at a time are transposed into a stack panel
+//!   (`[t][32]`, a chunk of `t` at a time; the AVX-512 block's full width, two of the AVX2
+//!   block's) that serves every input row, so the weights are
 //!   read once per call instead of once per input row. `Y` starts at the bias.
 //!
 //! Sums are the reference's in another order (and with fused multiply-adds).
@@ -14,13 +15,15 @@
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use super::kernel::{gemm, Dims, Dst, Lhs, Rhs, Start};
-use super::{Gemm, PT};
+use super::Gemm;
 use crate::gemm::bmm_walk;
 
 /// Input rows from which FullyConnected takes the GEMM (fewer: one dot product per row).
 pub(super) const FC_MIN_ROWS: usize = 4;
-/// Weight columns (`t`) per transposed panel: 16 × 1024 floats, 64 KB on the stack.
-const PANEL_K: usize = 1024;
+/// Weight rows (`j`) per transposed panel.
+const PANEL_W: usize = 32;
+/// Weight columns (`t`) per transposed panel: 32 × 512 floats, 64 KB on the stack.
+const PANEL_K: usize = 512;
 
 /// f32 BatchMatMul, or `None` when the op is not this path's case.
 pub fn bmm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
@@ -128,10 +131,10 @@ fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
             None => row.fill(0.0),
         }
     }
-    let mut panel = [0f32; PT * PANEL_K];
+    let mut panel = [0f32; PANEL_W * PANEL_K];
     let mut j0 = 0;
     while j0 < n {
-        let nj = PT.min(n - j0);
+        let nj = PANEL_W.min(n - j0);
         let mut t0 = 0;
         while t0 < k {
             let nt = PANEL_K.min(k - t0);
@@ -139,7 +142,7 @@ fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
             for jj in 0..nj {
                 let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
                 for (t, &v) in wr.iter().enumerate() {
-                    panel[t * PT + jj] = v;
+                    panel[t * PANEL_W + jj] = v;
                 }
             }
             let lhs = Lhs {
@@ -148,8 +151,8 @@ fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
                 cs: 1,
             };
             let rhs = Rhs {
-                b: &panel[..nt * PT],
-                bs: PT,
+                b: &panel[..nt * PANEL_W],
+                bs: PANEL_W,
             };
             let mut dst = Dst {
                 c: &mut *y,
