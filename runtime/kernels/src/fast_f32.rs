@@ -443,6 +443,47 @@ fn big_k(
     }))
 }
 
+/// `dst[i·cols + j] = src[off + i + j·s]` for i < `rows`, j < `cols` (a transpose of
+/// 4-byte elements, moved as bits) in 8×8 blocks on AVX2, the edges element by element;
+/// false (nothing written) without AVX2 or with fewer than 8 rows or columns. Panics when
+/// a slice is too short.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn transpose4(
+    src: &[[u8; 4]],
+    off: usize,
+    s: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [[u8; 4]],
+) -> bool {
+    if rows < 8 || cols < 8 || !avx2::available() {
+        return false;
+    }
+    assert!(off + (rows - 1) + (cols - 1) * s < src.len() && dst.len() >= rows * cols);
+    crate::paths::note(crate::paths::Path::TransposeBlocks);
+    let (sp, dp) = (src.as_ptr() as *const f32, dst.as_mut_ptr() as *mut f32);
+    let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
+    for j0 in (0..cb).step_by(8) {
+        for i0 in (0..rb).step_by(8) {
+            // SAFETY: AVX2 is present (checked above). The block reads 8 elements at
+            // off + i0 + (j0 + r)·s and writes 8 at (i0 + a)·cols + j0 (r, a < 8), all
+            // below the bounds asserted above; `src` and `dst` are distinct slices.
+            unsafe { avx2::transpose8(sp.add(off + i0 + j0 * s), s, dp.add(i0 * cols + j0), cols) };
+        }
+        for i in rb..rows {
+            for j in j0..j0 + 8 {
+                dst[i * cols + j] = src[off + i + j * s];
+            }
+        }
+    }
+    for j in cb..cols {
+        for i in 0..rows {
+            dst[i * cols + j] = src[off + i + j * s];
+        }
+    }
+    true
+}
+
 /// f32 FullyConnected (`Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])`) through a fast
 /// path, or `None`.
 pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {

@@ -160,14 +160,15 @@ fn gather(
             let (off0, s) = (off as usize, sin as usize);
             match es {
                 1 => transpose_plane(src, off0, s, rows, inner, d),
-                4 => transpose_plane(
-                    src.as_chunks::<4>().0,
-                    off0,
-                    s,
-                    rows,
-                    inner,
-                    d.as_chunks_mut::<4>().0,
-                ),
+                4 => {
+                    let (src4, d4) = (src.as_chunks::<4>().0, d.as_chunks_mut::<4>().0);
+                    #[cfg(target_arch = "x86_64")]
+                    if crate::fast_f32::transpose4(src4, off0, s, rows, inner, d4) {
+                        odometer(&mut idx, &mut off, st, out_dims, r - 2);
+                        continue;
+                    }
+                    transpose_plane(src4, off0, s, rows, inner, d4)
+                }
                 _ => {
                     for i in 0..rows {
                         copy_row(

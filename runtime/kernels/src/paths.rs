@@ -68,6 +68,9 @@ pub enum Path {
     /// f32 large-patch convs with long 1-D kernels: im2col rows gathered as 8×8 transposed
     /// blocks of the input (`fast_f32/bigk.rs`, AVX2), one count per kernel row gathered.
     TapBlocks,
+    /// 4-byte Transposes of the last two dims in 8×8 AVX2 blocks (`fast_f32::transpose4`),
+    /// one count per plane.
+    TransposeBlocks,
     /// int8 Softmax over an inner axis, eight columns a step on AVX2 (`fast_softmax.rs`;
     /// counted with `SoftmaxTable` too), one count per block of rows.
     SoftmaxColumns,

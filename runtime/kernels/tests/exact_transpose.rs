@@ -6,6 +6,7 @@
 
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
+use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -95,6 +96,18 @@ fn transpose_matches_elementwise_gather() {
     }
 }
 
+/// Whether this host runs the AVX2 paths (x86_64 with AVX2).
+fn avx2_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A spectrogram's frames × bins and an NCHW ↔ NHWC image: planes of hundreds of rows and
 /// columns, with tails past the 16-row tiles.
 #[test]
@@ -113,11 +126,20 @@ fn large_planes_match_elementwise_gather() {
             let n: usize = dims.iter().product();
             let x: Vec<u8> = (0..n * es).map(|_| r.i8() as u8).collect();
             let model = transpose_model(dt, dims, perm);
+            let blocks = taken(Path::TransposeBlocks);
             assert_eq!(
                 run(&model, CpuBackend, &x),
                 transposed(&x, es, dims, perm),
                 "CAIRN_SEED={seed} case {case}: {dt:?} {dims:?} by {perm:?}"
             );
+            // f32 planes of 8+ rows and columns (the first and last case; the others
+            // have 3 columns, or no dim read contiguously) go in 8×8 blocks on AVX2.
+            if dt == DType::F32 && avx2_here() && (case == 0 || case == 3) {
+                assert!(
+                    taken(Path::TransposeBlocks) > blocks,
+                    "CAIRN_SEED={seed} case {case}: the block transpose did not run"
+                );
+            }
         }
     }
 }
