@@ -431,3 +431,18 @@ fn regress_a_gemm_of_other_than_2d_operands_is_refused() {
         assert!(e.contains("Gemm needs 2-d A and B"), "{x:?} x {bd:?}: {e}");
     }
 }
+
+/// A Softmax reading a uint8 QuantizeLinear output (found by a long run of the onnx_model
+/// fuzz target; seed `regress-softmax-uint8`): constant folding ran the f32 reference
+/// softmax on the bytes as if they were floats and read past them. Now a typed error or a
+/// model, never a panic.
+#[test]
+fn regress_a_softmax_of_uint8_does_not_panic() {
+    let bytes = include_bytes!("../../../tests/fuzz/seeds/onnx_model/regress-softmax-uint8");
+    let opts = cairn_convert::Options::default();
+    let _ = cairn_convert::check(bytes, &opts);
+    if let Ok(c) = cairn_convert::convert(bytes, &opts, |_| {}) {
+        let b = cairn_core::emit::AlignedBytes::from_slice(&c.bytes);
+        assert!(cairn_core::Model::parse(b.as_slice()).is_ok());
+    }
+}

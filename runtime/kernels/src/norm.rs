@@ -26,9 +26,41 @@ fn store(data: &mut [u8], dtype: DType, q: (f32, i32), i: usize, v: f32) {
     }
 }
 
+/// Whether `len` bytes hold `elems` elements of `dt`.
+fn holds(len: usize, dt: DType, elems: usize) -> bool {
+    elems.checked_mul(dt.size_bytes()).is_some_and(|b| b <= len)
+}
+
+/// A softmax's `(outer, n, inner)` (params 0–2), checked against its input and output:
+/// both int8 or both f32, each holding `outer · n · inner` elements.
+fn softmax_rows(
+    call: &OpCall<'_>,
+    out: &TensorMut<'_>,
+) -> Result<(usize, usize, usize), ExecError> {
+    let x = call.req(0)?;
+    let dt = x.info.dtype;
+    if !matches!(dt, DType::I8 | DType::F32) || out.info.dtype != dt {
+        return Err(ExecError::DType);
+    }
+    let (outer, n, inner) = (
+        call.param(0) as usize,
+        call.param(1) as usize,
+        call.param(2) as usize,
+    );
+    let elems = outer
+        .checked_mul(n)
+        .and_then(|v| v.checked_mul(inner))
+        .ok_or(ExecError::Shape)?;
+    if !holds(x.data.len(), dt, elems) || !holds(out.data.len(), dt, elems) {
+        return Err(ExecError::Shape);
+    }
+    Ok((outer, n, inner))
+}
+
 pub fn softmax(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     match call.req(0)?.info.dtype {
         DType::I8 => softmax_i8(call, out),
+        DType::U8 | DType::I32 => Err(ExecError::DType),
         dt => softmax_real(
             call,
             out,
@@ -54,11 +86,7 @@ fn softmax_int_max(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
     let x = call.req(0)?;
     let ((sx, _), (sy, zy)) = (qp(&x.info), qp(&out.info));
     let xs = x.i8s()?;
-    let (outer, n, inner) = (
-        call.param(0) as usize,
-        call.param(1) as usize,
-        call.param(2) as usize,
-    );
+    let (outer, n, inner) = softmax_rows(call, &out)?;
     let y = out.i8s_mut()?;
     for o in 0..outer {
         for i in 0..inner {
@@ -85,11 +113,7 @@ fn softmax_real(
     put: impl Fn(&mut [u8], usize, f32),
 ) -> Result<(), ExecError> {
     let x = call.req(0)?;
-    let (outer, n, inner) = (
-        call.param(0) as usize,
-        call.param(1) as usize,
-        call.param(2) as usize,
-    );
+    let (outer, n, inner) = softmax_rows(call, &out)?;
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * n + k) * inner + i;
@@ -119,11 +143,7 @@ fn softmax_ort_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
     let x = call.req(0)?;
     let table = call.req(1)?.f32s()?;
     let xs = x.i8s()?;
-    let (outer, n, inner) = (
-        call.param(0) as usize,
-        call.param(1) as usize,
-        call.param(2) as usize,
-    );
+    let (outer, n, inner) = softmax_rows(call, &out)?;
     let (sy, zy) = qp(&out.info);
     let ys = libm::floorf(1.0 / sy);
     let y = out.i8s_mut()?;
@@ -162,6 +182,18 @@ pub fn layer_norm(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError
     let inner = s.prod(axis, s.rank());
     let outer = s.prod(0, axis);
     let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
+    // Both int8 or both f32, each holding `outer · inner` elements, γ and β `inner`.
+    if !matches!(dt, DType::I8 | DType::F32) || out.info.dtype != dt {
+        return Err(ExecError::DType);
+    }
+    let elems = outer.checked_mul(inner).ok_or(ExecError::Shape)?;
+    if !holds(x.data.len(), dt, elems)
+        || !holds(out.data.len(), dt, elems)
+        || gamma.len() < inner
+        || beta.is_some_and(|b| b.len() < inner)
+    {
+        return Err(ExecError::Shape);
+    }
     for o in 0..outer {
         let base = o * inner;
         let mut mean = 0.0f32;
