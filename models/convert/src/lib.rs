@@ -262,24 +262,24 @@ pub fn convert(
                     };
                     match handed_over {
                         Some((wide, wide_notes, wider)) => {
-                            if let Some((op, e)) = ruined.first().filter(|_| !by_guard) {
-                                notes.push(format!(
-                                    "'{op}' stays {:.0}% off with int8 producers (an f32 island of the cheap ops before it cannot fix it: its input's small values are gone earlier), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error {:.0}% -> {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
+                            let why = match ruined.first().filter(|_| !by_guard) {
+                                Some((op, e)) => format!(
+                                    "'{op}' stays {:.0}% off with int8 producers (an f32 island of the cheap ops before it cannot fix it: its input's small values are gone earlier; the output is {:.0}% off)",
                                     100.0 * e,
-                                    100.0 * bound,
                                     100.0 * done.off,
-                                    100.0 * wider.off,
-                                ));
-                            } else {
-                                notes.push(format!(
-                                "the output guard's share of the MACs ({:.0}%) left an output {:.0}% off on the calibration samples (its bound: {:.0}%), so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error now {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
-                                100.0 * INT8_GUARD_MAC_SHARE,
-                                100.0 * done.off,
-                                100.0 * limit,
+                                ),
+                                None => format!(
+                                    "the output guard's share of the MACs ({:.0}%) left an output {:.0}% off on the calibration samples (its bound: {:.0}%)",
+                                    100.0 * INT8_GUARD_MAC_SHARE,
+                                    100.0 * done.off,
+                                    100.0 * limit,
+                                ),
+                            };
+                            notes.push(format!(
+                                "{why}, so the conversion keeps in f32 what --int8-error-limit {:.0} would (output error now {:.0}%; slower; --int8-error-limit 0 keeps every op that can be int8)",
                                 100.0 * bound,
                                 100.0 * wider.off,
                             ));
-                            }
                             notes.extend(wide_notes);
                             note_moved(&mut notes, &wider.moved, bound, "");
                             r = wide;

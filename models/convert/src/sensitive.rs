@@ -354,7 +354,7 @@ pub fn keep_sensitive_f32(
         }
         found.islands.push(Island {
             op: g.ops[c].name.clone(),
-            before: errs[0],
+            before: alone,
             after: errs[l],
             ops: ops.len(),
         });

@@ -443,42 +443,45 @@ fn big_k(
     }))
 }
 
-/// `dst[i·cols + j] = src[off + i + j·s]` for i < `rows`, j < `cols` (a transpose of
-/// 4-byte elements, moved as bits) in 8×8 blocks on AVX2, the edges element by element;
-/// false (nothing written) without AVX2 or with fewer than 8 rows or columns. Panics when
-/// a slice is too short.
+/// `dst[i·ds + j] = src[off + i + j·s]` for i < `rows`, j < `cols`: a transpose of
+/// 4-byte elements (moved as bits, never computed on) in 8×8 AVX2 blocks, the edges
+/// element by element; false (nothing written) without AVX2 or with fewer than 8 rows or
+/// columns. The 4-byte Transpose (`movement.rs`) and the long-kernel im2col gather
+/// (`bigk.rs`) both take it. Panics when a slice is too short.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn transpose4(
-    src: &[[u8; 4]],
+pub(crate) fn transpose4<T: Copy>(
+    src: &[T],
     off: usize,
     s: usize,
     rows: usize,
     cols: usize,
-    dst: &mut [[u8; 4]],
+    dst: &mut [T],
+    ds: usize,
 ) -> bool {
+    const { assert!(core::mem::size_of::<T>() == 4) };
     if rows < 8 || cols < 8 || !avx2::available() {
         return false;
     }
-    assert!(off + (rows - 1) + (cols - 1) * s < src.len() && dst.len() >= rows * cols);
-    crate::paths::note(crate::paths::Path::TransposeBlocks);
+    assert!(off + (rows - 1) + (cols - 1) * s < src.len() && (rows - 1) * ds + cols <= dst.len());
     let (sp, dp) = (src.as_ptr() as *const f32, dst.as_mut_ptr() as *mut f32);
     let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
     for j0 in (0..cb).step_by(8) {
         for i0 in (0..rb).step_by(8) {
             // SAFETY: AVX2 is present (checked above). The block reads 8 elements at
-            // off + i0 + (j0 + r)·s and writes 8 at (i0 + a)·cols + j0 (r, a < 8), all
-            // below the bounds asserted above; `src` and `dst` are distinct slices.
-            unsafe { avx2::transpose8(sp.add(off + i0 + j0 * s), s, dp.add(i0 * cols + j0), cols) };
+            // off + i0 + (j0 + r)·s and writes 8 at (i0 + a)·ds + j0 (r, a < 8), all
+            // below the bounds asserted above; `src` and `dst` are distinct slices, and
+            // T is 4 bytes (checked at compile time), moved as f32 bits.
+            unsafe { avx2::transpose8(sp.add(off + i0 + j0 * s), s, dp.add(i0 * ds + j0), ds) };
         }
         for i in rb..rows {
             for j in j0..j0 + 8 {
-                dst[i * cols + j] = src[off + i + j * s];
+                dst[i * ds + j] = src[off + i + j * s];
             }
         }
     }
     for j in cb..cols {
         for i in 0..rows {
-            dst[i * cols + j] = src[off + i + j * s];
+            dst[i * ds + j] = src[off + i + j * s];
         }
     }
     true

@@ -163,7 +163,8 @@ fn gather(
                 4 => {
                     let (src4, d4) = (src.as_chunks::<4>().0, d.as_chunks_mut::<4>().0);
                     #[cfg(target_arch = "x86_64")]
-                    if crate::fast_f32::transpose4(src4, off0, s, rows, inner, d4) {
+                    if crate::fast_f32::transpose4(src4, off0, s, rows, inner, d4, inner) {
+                        crate::paths::note(crate::paths::Path::TransposeBlocks);
                         odometer(&mut idx, &mut off, st, out_dims, r - 2);
                         continue;
                     }

@@ -116,53 +116,23 @@ fn taps_by_blocks(
         let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
         let first = (ox * g.sw) as isize - g.pl;
         let fits = g.dw == 1
-            && g.kw >= 8
-            && len >= 8
+            && len > 0
             && ox + len <= g.ow
             && iy >= 0
             && (iy as usize) < g.h
             && first >= 0
             && first as usize + (len - 1) * g.sw + g.kw <= g.w
-            && rows.len() >= (g.kw - 1) * tp + len
-            && super::avx2::available();
+            && rows.len() >= (g.kw - 1) * tp + len;
         if !fits {
             return false;
         }
-        crate::paths::note(crate::paths::Path::TapBlocks);
         let xrow = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-        let first = first as usize;
-        let (kb, jb) = (g.kw / 8 * 8, len / 8 * 8);
-        for kx in (0..kb).step_by(8) {
-            for j in (0..jb).step_by(8) {
-                let src = first + j * g.sw + kx;
-                // SAFETY: AVX2 is present (checked above). The block reads 8 floats at
-                // `src + r·sw` for r < 8, the last ending at first + (j + 7)·sw + kx + 8
-                // ≤ first + (len − 1)·sw + kw ≤ w (checked above); it writes 8 floats at
-                // `(kx + i)·tp + j` for i < 8, the last ending at (kw − 1)·tp + len or
-                // before, inside `rows` (checked above).
-                unsafe {
-                    super::avx2::transpose8(
-                        xrow[src..].as_ptr(),
-                        g.sw,
-                        rows[kx * tp + j..].as_mut_ptr(),
-                        tp,
-                    )
-                };
-            }
-            // The pixels past the last whole block of 8, tap by tap.
-            for i in kx..kx + 8 {
-                for j in jb..len {
-                    rows[i * tp + j] = xrow[first + j * g.sw + i];
-                }
-            }
+        // Row kx of `rows` is tap kx: rows[kx·tp + j] = xrow[first + kx + j·sw].
+        let done = super::transpose4(xrow, first as usize, g.sw, g.kw, len, rows, tp);
+        if done {
+            crate::paths::note(crate::paths::Path::TapBlocks);
         }
-        // The taps past the last whole block of 8, for every pixel.
-        for i in kb..g.kw {
-            for j in 0..len {
-                rows[i * tp + j] = xrow[first + j * g.sw + i];
-            }
-        }
-        true
+        done
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
