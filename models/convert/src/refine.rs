@@ -1,9 +1,13 @@
 //! Accuracy-driven mixed precision: after calibration, run the int8 graph beside the
 //! float graph on a few calibration samples, find the first op whose int8 form adds more
 //! than the bound to the error (its output's relative L2 error minus the worst of its
-//! inputs'), and keep it in f32; repeat until no op does. A waveform front end (STFT as a
-//! strided conv, power, square root, log) or a detector's score map keeps its f32 ops;
-//! the compact layers after it stay int8. `convert` says which ops and by how much.
+//! inputs'), and keep it in f32; repeat until no op does. An f32 op that is still off
+//! reads a damaged input: the walk up from it passes the int8 data movement that only
+//! carries the damage and moves it with the op that made it. With no cap on the MACs
+//! (an explicit bound), the ops over the bound on branches independent of the first
+//! (a constant-Q transform's octaves) move in the same round. A waveform front end (STFT
+//! as a strided conv, power, square root, log) or a detector's score map keeps its f32
+//! ops; the compact layers after it stay int8. `convert` says which ops and by how much.
 
 use std::collections::HashMap;
 
@@ -17,6 +21,9 @@ use crate::quantize::{quantize, Ranges};
 /// Calibration samples the refinement compares on, and the most ops it moves to f32.
 const PROBE_SAMPLES: usize = 4;
 const MAX_ROUNDS: usize = 24;
+/// With no cap on the MACs (an explicit bound), a front end of many branches (a
+/// constant-Q transform's octaves) can need more rounds than that.
+const MAX_ROUNDS_UNCAPPED: usize = 96;
 /// The least the per-op bound halves to (see `local` in [`refine`]).
 const MIN_LOCAL: f32 = 0.05;
 
@@ -64,8 +71,13 @@ pub fn refine(
         .map(|op| op.outputs.iter().map(|&t| judged_at(g, t)).collect())
         .collect();
     let mut off = 0.0f32;
-    // Round MAX_ROUNDS only measures: `off` is always the error of the ranges returned.
-    for round in 0..=MAX_ROUNDS {
+    // The last round only measures: `off` is always the error of the ranges returned.
+    let rounds = if mac_share.is_some() {
+        MAX_ROUNDS
+    } else {
+        MAX_ROUNDS_UNCAPPED
+    };
+    for round in 0..=rounds {
         let (q, rep) = quantize(g, ranges)?;
         // Squared error and squared norm per float tensor, over the probe samples.
         let mut acc: HashMap<usize, (f64, f64)> = HashMap::new();
@@ -107,13 +119,15 @@ pub fn refine(
         // more than the bound while its outputs stay right (a detector's probability
         // map); refinement stops as soon as every output is within the bound.
         off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
-        if round == MAX_ROUNDS || off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
+        if round == rounds || off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
             break;
         }
         // The first op (in execution order) whose int8 form adds more than the bound:
         // errors downstream of it are its echo, so it is fixed first.
         let mut worst: Option<(usize, f32)> = None;
         let mut input_moved: Option<(usize, f32)> = None;
+        // Quantized data movement between a damaged f32 op and the op that damaged it.
+        let mut carriers: Vec<usize> = Vec::new();
         // (worst output error, worst input error) of an op.
         let errs = |i: usize, op: &crate::ir::HOp| -> (f32, f32) {
             let out = judged[i].iter().map(|&o| err(o)).fold(0.0, f32::max);
@@ -130,7 +144,7 @@ pub fn refine(
                     // Walk up through f32 ops along the worst input to the int8 op that
                     // damaged it.
                     let mut at = i;
-                    for _ in 0..32 {
+                    for _ in 0..g.ops.len() {
                         let next = g.ops[at]
                             .inputs
                             .iter()
@@ -138,8 +152,26 @@ pub fn refine(
                             .map(|&t| (t, err(t)))
                             .filter(|&(_, e)| e > 0.0)
                             .max_by(|a, b| a.1.total_cmp(&b.1));
-                        let Some((t, e)) = next else { break };
+                        let Some((t, e)) = next else {
+                            // Nothing above is off: the data movement's own rounding
+                            // (an exact f32 value put on a coarse int8 grid) is the
+                            // damage, and its topmost op goes.
+                            if let Some(c) = carriers.pop() {
+                                let e = g.ops[c].outputs.iter().map(|&o| err(o));
+                                worst = Some((c, e.fold(0.0, f32::max)));
+                            }
+                            break;
+                        };
                         match g.producer(t) {
+                            // Data movement in int8 (a Reshape, a Pad between a
+                            // strided conv and the next) only carries the damage: it
+                            // goes to f32 with the op found above it, in this round.
+                            Some(p)
+                                if quantized(&g.ops[p], ranges) && moves_or_clamps(&g.ops[p]) =>
+                            {
+                                carriers.push(p);
+                                at = p;
+                            }
                             Some(p) if quantized(&g.ops[p], ranges) => {
                                 worst = Some((p, e));
                                 break;
@@ -158,6 +190,7 @@ pub fn refine(
                     if worst.is_some() || input_moved.is_some() {
                         break;
                     }
+                    carriers.clear();
                 }
                 continue;
             }
@@ -170,7 +203,21 @@ pub fn refine(
                 break;
             }
         }
+        // The carriers' ranges go with the op above them (or the input): each would
+        // otherwise take a round of its own.
+        let carried = |ranges: &mut Ranges| {
+            for &c in &carriers {
+                for t in g.ops[c]
+                    .outputs
+                    .iter()
+                    .chain(g.ops[c].inputs.iter().flatten())
+                {
+                    ranges.remove(t);
+                }
+            }
+        };
         if let Some((t, e)) = input_moved {
+            carried(ranges);
             moved.push(Moved {
                 op: format!("input '{}'", g.tensors[t].name),
                 kind: "input",
@@ -178,51 +225,90 @@ pub fn refine(
             });
             continue;
         }
-        let Some((i, added)) = worst else {
+        let Some((first, first_added)) = worst else {
             if local / 2.0 >= MIN_LOCAL.min(limit) {
                 local /= 2.0;
                 continue;
             }
             break;
         };
-        // The other ops of the same model node (an LSTM's gates, a decomposed
-        // LayerNorm) that also add more than the bound go with it: one round per node.
-        let name = &g.ops[i].name;
-        let mut next = ranges.clone();
-        for (j, op) in g.ops.iter().enumerate() {
-            if j != i && (op.name != *name || moves_or_clamps(op)) {
-                continue;
+        // With no cap on the MACs, the ops over the bound on other branches (each octave
+        // of a constant-Q transform, each head) go in the same round: their errors are
+        // not echoes of this one, and moving them one per round ran out of rounds.
+        let mut chosen = vec![(first, first_added)];
+        if mac_left.is_none() {
+            let mut echo: Vec<bool> = vec![false; g.tensors.len()];
+            for &t in &g.ops[first].outputs {
+                echo[t] = true;
             }
-            if j != i {
-                let (out, inp) = errs(j, op);
-                if !(out > local && out - inp > local) {
+            for (j, op) in g.ops.iter().enumerate().skip(first + 1) {
+                if op.inputs.iter().flatten().any(|&t| echo[t]) {
+                    for &t in &op.outputs {
+                        echo[t] = true;
+                    }
                     continue;
                 }
-            }
-            for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
-                next.remove(t);
+                if !quantized(op, ranges) || moves_or_clamps(op) {
+                    continue;
+                }
+                let (out, inp) = errs(j, op);
+                if out > local && out - inp > local {
+                    chosen.push((j, out - inp));
+                    for &t in &op.outputs {
+                        echo[t] = true;
+                    }
+                }
             }
         }
-        if let Some(left) = mac_left.as_mut() {
-            // Every op that leaves int8: the moved ones, and the producers whose outputs
-            // lost their ranges with the moved ops' inputs (a weighted op feeding a log).
-            let cost: u64 = g
-                .ops
-                .iter()
-                .filter(|op| quantized(op, ranges) && !quantized(op, &next))
-                .map(|op| crate::sensitive::macs(g, op))
-                .sum();
-            if cost > *left {
-                break;
+        let mut capped = false;
+        for (i, added) in chosen {
+            // The other ops of the same model node (an LSTM's gates, a decomposed
+            // LayerNorm) that also add more than the bound go with it.
+            let name = &g.ops[i].name;
+            let mut next = ranges.clone();
+            if i == first {
+                carried(&mut next);
             }
-            *left -= cost;
+            for (j, op) in g.ops.iter().enumerate() {
+                if j != i && (op.name != *name || moves_or_clamps(op)) {
+                    continue;
+                }
+                if j != i {
+                    let (out, inp) = errs(j, op);
+                    if !(out > local && out - inp > local) {
+                        continue;
+                    }
+                }
+                for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
+                    next.remove(t);
+                }
+            }
+            if let Some(left) = mac_left.as_mut() {
+                // Every op that leaves int8: the moved ones, and the producers whose
+                // outputs lost their ranges with the moved ops' inputs (a weighted op
+                // feeding a log).
+                let cost: u64 = g
+                    .ops
+                    .iter()
+                    .filter(|op| quantized(op, ranges) && !quantized(op, &next))
+                    .map(|op| crate::sensitive::macs(g, op))
+                    .sum();
+                if cost > *left {
+                    capped = true;
+                    break;
+                }
+                *left -= cost;
+            }
+            *ranges = next;
+            moved.push(Moved {
+                op: name.clone(),
+                kind: g.ops[i].kind.name(),
+                added,
+            });
         }
-        *ranges = next;
-        moved.push(Moved {
-            op: name.clone(),
-            kind: g.ops[i].kind.name(),
-            added,
-        });
+        if capped {
+            break;
+        }
     }
     Ok(Refined { moved, off })
 }
