@@ -24,8 +24,9 @@
 //! one-group convs with large patches (`bigk.rs`), ConvTranspose (`deconv.rs`), MatMul and
 //! multi-row FullyConnected (`matmul.rs`); convs with ≤ 8 output channels over padded,
 //! phase-split input rows on AVX2 (`narrow_avx2.rs`), ≤ 4 row by row elsewhere
-//! (`direct.rs`, bit-exact); vector Unary, Binary, Softmax (`unary.rs`, `binary.rs`,
-//! `softmax.rs`) and MaxPool / mean pooling (`pool.rs`), routed by `dispatch.rs`.
+//! (`direct.rs`, bit-exact); vector Unary, Binary, Softmax, LayerNorm (`unary.rs`,
+//! `binary.rs`, `softmax.rs`, `layer_norm.rs`) and MaxPool / mean pooling (`pool.rs`),
+//! routed by `dispatch.rs`.
 
 use cairn_core::op::conv as p;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -47,6 +48,7 @@ mod direct;
 pub(crate) mod dispatch;
 mod fold;
 mod kernel;
+mod layer_norm;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod narrow_avx2;

@@ -1,7 +1,8 @@
 //! The f32 fast paths of `fast_f32/` added for models that stay f32 — ConvTranspose (GEMM +
 //! col2im), one-group Conv with patches over 1024 elements or with one to eight output
 //! channels, FullyConnected with several input rows, BatchMatMul, Unary functions,
-//! Add/Sub/Mul/Div/PRelu with broadcast, Softmax, MaxPool, GlobalAveragePool / ReduceMean —
+//! Add/Sub/Mul/Div/PRelu with broadcast, Softmax, LayerNorm, MaxPool, GlobalAveragePool /
+//! ReduceMean —
 //! against the reference kernels on random shapes and data (seeded: `CAIRN_SEED`, printed
 //! on failure). Each test also checks, through `cairn_kernels::f32_fast_ops`, that the fast
 //! path ran (where the host has it: x86_64 with AVX2+FMA for the vector element-wise paths,
@@ -17,6 +18,9 @@
 //!   `|fast − ref| ≤ 4e-6 · |ref| + 3e-7 · max(1, |x|)`.
 //! - Softmax: `|fast − ref| ≤ (8e-6 + n · 2.4e-7) · |ref| + 1e-9` over a row of `n` (the
 //!   exp bound twice, and the two sums' rounding in different orders).
+//! - LayerNorm: `|fast − ref| ≤ (1e-5 + n·2.4e-7)·|γ|·(|x − mean| + mean|x|)·inv
+//!   + 1e-6·|β| + 1e-7` over a row of `n` (the mean's and the variance's sums in another
+//!   order; mean, inv in f64 here).
 
 use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
 use cairn_core::op::{conv, BinaryFn, UnaryFn};
@@ -709,6 +713,80 @@ fn softmax_f32_within_tolerance() {
     }
     if vector_host() {
         assert!(taken > 20, "{taken}");
+    }
+}
+
+#[test]
+fn layer_norm_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x1A7E);
+    let mut taken = 0;
+    for case in 0..60 {
+        // Rows of a transformer (384, 768) and odd lengths (a tail after the vector body),
+        // normalized over the last one or two axes, with and without β.
+        let (outer, a, b) = (r.range(1, 12), r.range(1, 5), r.range(1, 400));
+        let axis = if case % 2 == 0 { 2 } else { 1 };
+        let dims = vec![outer, a, b];
+        let n: usize = dims[axis..].iter().product();
+        let with_beta = case % 3 != 0;
+        let gamma: Vec<f32> = (0..n).map(|_| r.f(-2.0, 2.0)).collect();
+        let beta: Vec<f32> = (0..n).map(|_| r.f(-1.0, 1.0)).collect();
+        let mut consts = vec![(dims[axis..].to_vec(), gamma.clone())];
+        if with_beta {
+            consts.push((dims[axis..].to_vec(), beta.clone()));
+        }
+        let eps = [1e-5f32, 1e-12, 1e-3][case % 3];
+        let op = Op {
+            kind: OpKind::LayerNorm,
+            acts: vec![dims.clone()],
+            consts,
+            params: vec![axis as i32, eps.to_bits() as i32],
+            y: dims,
+            chain: false,
+        };
+        // An offset row mean (the mean's rounding matters there) and several scales.
+        let (offset, scale) = (
+            [0.0, 3.0, -50.0][case % 3],
+            [1.0, 0.01, 20.0][(case / 3) % 3],
+        );
+        let x: Vec<f32> = (0..outer * a * b)
+            .map(|_| offset + r.f(-scale, scale))
+            .collect();
+        let what =
+            || format!("CAIRN_SEED={seed} case {case}: layer norm {outer}x{a}x{b} axis {axis}");
+        let (reference, fast) = both(&op, &[x.clone()], vector_host(), &what);
+        taken += vector_host() as usize;
+        for (row, (xr, (pr, qr))) in x
+            .chunks(n)
+            .zip(reference.chunks(n).zip(fast.chunks(n)))
+            .enumerate()
+        {
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            let mean_abs = xr.iter().map(|&v| (v as f64).abs()).sum::<f64>() / n as f64;
+            let rel = 1e-5 + n as f64 * 2.4e-7;
+            for k in 0..n {
+                let bound =
+                    rel * (gamma[k] as f64).abs() * ((xr[k] as f64 - mean).abs() + mean_abs) * inv
+                        + if with_beta {
+                            1e-6 * (beta[k] as f64).abs()
+                        } else {
+                            0.0
+                        }
+                        + 1e-7;
+                assert!(
+                    ((pr[k] - qr[k]) as f64).abs() <= bound,
+                    "row {row} element {k}: reference {}, fast {} (bound {bound}): {}",
+                    pr[k],
+                    qr[k],
+                    what()
+                );
+            }
+        }
+    }
+    if vector_host() {
+        assert_eq!(taken, 60);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The entry for the f32 fast paths of `deconv.rs`, `matmul.rs`, `unary.rs`, `binary.rs`
-//! (Add/Sub/Mul/Div/PRelu and the f32 `Binary` functions),
-//! `softmax.rs` and `pool.rs` (called from `CpuBackend`'s dispatch), and the per-thread
+//! (Add/Sub/Mul/Div/PRelu and the f32 `Binary` functions), `softmax.rs`, `layer_norm.rs`
+//! and `pool.rs` (called from `CpuBackend`'s dispatch), and the per-thread
 //! count of ops that these and the large-patch, few-channel Conv and multi-row
 //! FullyConnected paths ran, by which tests check that a path was taken.
 
@@ -15,6 +15,7 @@ pub fn covers(kind: OpKind) -> bool {
             | BatchMatMul
             | Unary
             | Softmax
+            | LayerNorm
             | Add
             | Sub
             | Mul
@@ -34,6 +35,7 @@ pub fn execute(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         OpKind::BatchMatMul => super::matmul::bmm_f32(call, out),
         OpKind::Unary => super::unary::unary_f32(call, out),
         OpKind::Softmax => super::softmax::softmax_f32(call, out),
+        OpKind::LayerNorm => super::layer_norm::layer_norm_f32(call, out),
         OpKind::MaxPool => super::pool::max_pool_f32(call, out),
         OpKind::GlobalAveragePool | OpKind::ReduceMean => super::pool::mean_f32(call, out),
         OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::PRelu => {
