@@ -17,6 +17,8 @@ use crate::pool::{win, Win};
 const RUN: usize = 512;
 /// Floats of row maxima the two-pass MaxPool holds (a 64 KB stack buffer).
 const ROWS_MAX: usize = 16384;
+/// Columns of the dense row maxima of a strided two-pass MaxPool (a 4 KB stack row).
+const DENSE: usize = 1024;
 /// Means computed side by side.
 const LANES: usize = 8;
 
@@ -122,15 +124,33 @@ fn take_run(acc: &mut [f32], row: &[f32], off: isize, sw: usize) {
 }
 
 /// MaxPool in two passes per plane: each input row's maxima over the window's columns
-/// (`hmax[iy][ox]`, taps left to right), then each output's maximum over the window's rows
+/// (`hmax[iy][ox]`, taps left to right; for a strided window taken at every column and
+/// then every `sw`-th), then each output's maximum over the window's rows
 /// of those (top to bottom). The reference keeps the first of the greatest values in
 /// row-major tap order; so do the two passes (the first greatest in the first row that
 /// holds one), hence the same bits.
 #[inline(always)]
 fn separable(g: &Win, (h, w, oh, ow): (usize, usize, usize, usize), x: &[f32], y: &mut [f32]) {
     let mut hmax = [f32::NEG_INFINITY; ROWS_MAX];
+    let mut dense = [f32::NEG_INFINITY; DENSE];
+    // A strided window (a 3×3 / 2 pool) takes its row maxima at every column first, where
+    // the taps are contiguous runs the compiler vectorizes, then every `sw`-th of them:
+    // output `ox`'s taps are the dense maximum's at column `ox·sw`, in the same order.
+    let span = (ow - 1) * g.sw + 1;
+    let dense_first = g.sw > 1 && span <= DENSE;
     for (xp, yp) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
         for (row, acc) in xp.chunks_exact(w).zip(hmax.chunks_exact_mut(ow)) {
+            if dense_first {
+                let d = &mut dense[..span];
+                d.fill(f32::NEG_INFINITY);
+                for kx in 0..g.kw {
+                    take_run(d, row, (kx * g.dw) as isize - g.pl, 1);
+                }
+                for (a, &v) in acc.iter_mut().zip(d.iter().step_by(g.sw)) {
+                    *a = v;
+                }
+                continue;
+            }
             acc.fill(f32::NEG_INFINITY);
             for kx in 0..g.kw {
                 take_run(acc, row, (kx * g.dw) as isize - g.pl, g.sw);
