@@ -379,6 +379,42 @@ fn gather_tile(g: &Geo, xn: &[f32], t0: usize, tp: usize, len: usize, tile: &mut
 /// `dst[j]` = the input under tap (ky, kx) of output pixel `t0 + j`, 0 outside the image.
 #[inline(always)]
 fn gather_tap(g: &Geo, xc: &[f32], (ky, kx): (usize, usize), t0: usize, dst: &mut [f32]) {
+    if g.sw == 1 && g.sh == 1 && g.ow == g.w {
+        crate::paths::note(crate::paths::Path::TapRunsFlat);
+        // Output pixel p reads input p + shift of the flattened plane: one run for the
+        // whole tile, zero where the row leaves the image, then zero the columns the
+        // window leaves the image at (the run wrapped into the next row there).
+        let dx = (kx * g.dw) as isize - g.pl;
+        let shift = ((ky * g.dh) as isize - g.pt) * g.w as isize + dx;
+        let plane = (g.h * g.w) as isize;
+        let first = t0 as isize + shift;
+        let lo = (-first).clamp(0, dst.len() as isize) as usize;
+        let hi = (plane - first).clamp(lo as isize, dst.len() as isize) as usize;
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        if hi > lo {
+            let a = (first + lo as isize) as usize;
+            dst[lo..hi].copy_from_slice(&xc[a..a + hi - lo]);
+        }
+        if dx != 0 {
+            // Columns ox with ox + dx outside 0..w.
+            let bad = if dx < 0 {
+                0..(-dx as usize).min(g.w)
+            } else {
+                g.w.saturating_sub(dx as usize)..g.w
+            };
+            let mut row0 = t0 - t0 % g.w;
+            while row0 < t0 + dst.len() {
+                for ox in bad.clone() {
+                    if let Some(v) = (row0 + ox).checked_sub(t0).and_then(|j| dst.get_mut(j)) {
+                        *v = 0.0;
+                    }
+                }
+                row0 += g.w;
+            }
+        }
+        return;
+    }
     let (mut oy, mut ox) = (t0 / g.ow, t0 % g.ow);
     let mut j = 0;
     while j < dst.len() {

@@ -74,10 +74,14 @@ pub enum Path {
     /// int8 Softmax over an inner axis, eight columns a step on AVX2 (`fast_softmax.rs`;
     /// counted with `SoftmaxTable` too), one count per block of rows.
     SoftmaxColumns,
+    /// f32 im2col tap rows of a stride-1 conv whose output is as wide as its input, one
+    /// run of the flattened plane per tile (`fast_f32::gather_tap`, im2col and large
+    /// patches), one count per row.
+    TapRunsFlat,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::SoftmaxColumns as usize + 1;
+const N: usize = Path::TapRunsFlat as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -246,6 +246,43 @@ fn stem_and_large_patch_f32_within_tolerance() {
     }
 }
 
+/// Stride-1 convs whose output is as wide as the input ("same" padding, or none across a
+/// 3×1 kernel), as a wake-word embedding's small maps, with shallow and deep (large-patch)
+/// patches: the im2col tap rows are runs of the flattened plane, zeroed where the window
+/// leaves the image at a row's ends (counted where it runs).
+#[test]
+fn same_width_and_deep_patch_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x5A3E);
+    let flat0 = taken(Path::TapRunsFlat);
+    for case in 0..40 {
+        let (kh, kw) = [(3, 1), (1, 3), (3, 3), (5, 5), (1, 5)][case % 5];
+        let dil = (r.range(1, 2), r.range(1, 2));
+        let (ph, pw) = ((kh - 1) * dil.0, (kw - 1) * dil.1);
+        // "Same" width; the height padded or not; the left/right split uneven at times.
+        let left = if case % 3 == 0 { pw } else { pw / 2 };
+        let top = if case % 2 == 0 { ph / 2 } else { 0 };
+        let bottom = if case % 2 == 0 { ph - ph / 2 } else { 0 };
+        let deep = case % 4 == 3;
+        let cs = ConvCase {
+            n: 1,
+            c: if deep { r.range(40, 90) } else { r.range(9, 40) },
+            h: r.range(ph.max(1) + 1, 40),
+            w: r.range(2, 33),
+            oc: r.range(9, 80),
+            k: (kh, kw),
+            stride: (1, 1),
+            pad: [top, left, bottom, pw - left],
+            dil,
+            group: 1,
+        };
+        assert!(check_conv(&mut r, cs, false, seed, case));
+    }
+    if avx2_here() {
+        assert!(taken(Path::TapRunsFlat) > flat0, "CAIRN_SEED={seed}: flat tap runs");
+    }
+}
+
 /// Whether this host runs the AVX2 paths (x86_64 with AVX2).
 fn avx2_here() -> bool {
     #[cfg(target_arch = "x86_64")]
