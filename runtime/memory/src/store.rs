@@ -328,7 +328,8 @@ impl<F: NorFlash, R: Ram> LogStore<F, R> {
             self.flash
                 .erase(base, base + self.seg_size as u32)
                 .map_err(|_| self.fail())?;
-            erases += 1;
+            // Read from flash (untrusted): it stays at its ceiling.
+            erases = erases.saturating_add(1);
         }
         let seq = self.next_seq;
         self.flash
@@ -420,7 +421,7 @@ impl<F: NorFlash, R: Ram> LogStore<F, R> {
         self.flash
             .erase(base, base + self.seg_size as u32)
             .map_err(|_| self.fail())?;
-        let erases = self.ram.segs()[v].erases + 1;
+        let erases = self.ram.segs()[v].erases.saturating_add(1);
         self.ram.segs_mut()[v] = Seg {
             seq: None,
             erases,

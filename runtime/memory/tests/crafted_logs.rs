@@ -223,3 +223,34 @@ fn malformed_deletes_empty_bodies_and_missing_magic() {
     assert_eq!(rec.dropped_entries, 0, "no magic: not counted as an entry");
     assert_eq!(rec.dropped_bytes, align_up(ENTRY_HEADER + bodies[1].len()));
 }
+
+/// A segment header's erase count is read from flash: one at `u32::MAX` (a worn-out or
+/// crafted sector) must not overflow when compaction retires the segment or rotation
+/// erases it again; the count stays at its ceiling and the store keeps working.
+#[test]
+fn an_erase_count_at_its_ceiling_saturates() {
+    let emb = [3i8; 8];
+    let mut f = log_of(&[record(&emb, 1), record(&emb, 2)]);
+    for s in 1..4 {
+        f.data[s * 1024..s * 1024 + SEG_HEADER].copy_from_slice(&segment_header(0, u32::MAX));
+    }
+    f.data[..SEG_HEADER].copy_from_slice(&segment_header(1, u32::MAX));
+    let (mut st, _) = Store::open(f, cfg(8)).unwrap();
+    for ts in 3..200 {
+        let r = Record {
+            origin: 1,
+            timestamp_ms: ts,
+            label: 0,
+            importance: 1,
+            meta: [0; 4],
+            scale: 0.1,
+            embedding: &emb,
+            payload: &[],
+        };
+        if st.append(&r).is_err() {
+            st.compact().unwrap();
+        }
+    }
+    st.compact().unwrap();
+    assert!(!st.search(&emb, 3, &Filter::default(), &Scoring::default()).is_empty());
+}
