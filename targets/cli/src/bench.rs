@@ -266,6 +266,15 @@ pub fn bench(
     let mut m = tools::host_model(&bytes, model)?;
     m.set_threads(others.threads)
         .map_err(|e| anyhow!("--threads {}: {e}", others.threads))?;
+    if m.inputs().len() > 1 {
+        return Err(anyhow!(
+            "cairn bench times models of one input, and {} has {}: time it with \
+             `cairn run MODEL.cairn --input NAME=x.npy ... --runs N` (after `cairn convert`), \
+             or beside ONNX Runtime with models/corpus/bench.py",
+            model.display(),
+            m.inputs().len()
+        ));
+    }
     let info = m
         .inputs()
         .first()
