@@ -90,14 +90,8 @@ fn sample(seed: &mut u64) -> Vec<f32> {
 }
 
 fn rel_err(opts: &Options, x: &[f32]) -> (f32, Vec<String>) {
-    let c = convert(&model(), opts, |_| {}).unwrap();
-    let b = AlignedBytes::from_slice(&c.bytes);
-    let mut m = HostModel::new(b.as_slice()).unwrap();
-    let y = m.run(&[x]).unwrap().remove(0);
     let want: Vec<f32> = x.iter().map(|v| v.abs().ln()).collect();
-    let e: f32 = y.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
-    let n: f32 = want.iter().map(|b| b * b).sum();
-    ((e / n).sqrt(), c.notes)
+    model_err(&model(), opts, x, &want)
 }
 
 #[test]
@@ -158,18 +152,10 @@ fn heavy_w() -> Vec<f32> {
 /// `log(x · W)`: a MatMul holding every MAC of the model, whose output columns span five
 /// decades (column j scaled by 10^(−3 + 5j/N)), then a log that needs the small ones.
 fn heavy_model() -> Vec<u8> {
-    use cairn_convert::onnx_pb::TensorProto;
-    let w = heavy_w();
     common::model_bytes(
         GraphProto {
             node: vec![node("MatMul", &["x", "w"], "p"), node("Log", &["p"], "y")],
-            initializer: vec![TensorProto {
-                name: "w".into(),
-                dims: vec![N as i64, N as i64],
-                data_type: 1,
-                float_data: w,
-                ..Default::default()
-            }],
+            initializer: vec![tensor("w", vec![N as i64, N as i64], heavy_w())],
             input: vec![value("x")],
             output: vec![value("y")],
             ..Default::default()
@@ -192,22 +178,15 @@ fn past_its_mac_cap_the_output_guard_hands_over_to_the_bound() {
         |seed: &mut u64| -> Vec<f32> { (0..N).map(|_| 0.5 + 0.5 * uniform(seed)).collect() };
     let calib: Vec<Vec<Vec<f32>>> = (0..8).map(|_| vec![positive(&mut seed)]).collect();
     let x = positive(&mut seed);
-    let err = |opts: &Options| -> (f32, Vec<String>) {
-        let c = convert(&heavy_model(), opts, |_| {}).unwrap();
-        let b = AlignedBytes::from_slice(&c.bytes);
-        let mut m = HostModel::new(b.as_slice()).unwrap();
-        let y = m.run(&[&x]).unwrap().remove(0);
-        let w = heavy_w();
-        let want: Vec<f32> = (0..N)
-            .map(|j| {
-                let p: f64 = (0..N).map(|i| x[i] as f64 * w[i * N + j] as f64).sum();
-                p.ln() as f32
-            })
-            .collect();
-        let e: f32 = y.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
-        let n: f32 = want.iter().map(|b| b * b).sum();
-        ((e / n).sqrt(), c.notes)
-    };
+    let w = heavy_w();
+    let want: Vec<f32> = (0..N)
+        .map(|j| {
+            let p: f64 = (0..N).map(|i| x[i] as f64 * w[i * N + j] as f64).sum();
+            p.ln() as f32
+        })
+        .collect();
+    let model = heavy_model();
+    let err = |opts: &Options| model_err(&model, opts, &x, &want);
     let guard = cairn_convert::INT8_GUARD_LIMIT;
     let mut opts = Options {
         calibration: calib,
@@ -329,7 +308,6 @@ fn an_op_is_judged_after_the_clamp_that_reads_it() {
 /// still hands over to the bound (and says why), and the output is right.
 #[test]
 fn a_log_its_producers_ruin_hands_over_to_the_bound() {
-    use cairn_convert::onnx_pb::TensorProto;
     const BANDS: usize = N / 32;
     let seed0 = common::seed(17);
     let mut seed = seed0;
@@ -353,13 +331,6 @@ fn a_log_its_producers_ruin_hands_over_to_the_bound() {
             }
         })
         .collect();
-    let tensor = |name: &str, dims: Vec<i64>, v: Vec<f32>| TensorProto {
-        name: name.into(),
-        dims,
-        data_type: 1,
-        float_data: v,
-        ..Default::default()
-    };
     let mut out = value("y");
     if let Some(type_proto::Value::TensorType(t)) =
         out.r#type.as_mut().and_then(|t| t.value.as_mut())
@@ -405,15 +376,7 @@ fn a_log_its_producers_ruin_hands_over_to_the_bound() {
             (band + 1e-12).ln() as f32 * 0.1
         })
         .collect();
-    let err = |opts: &Options| -> (f32, Vec<String>) {
-        let c = convert(&model, opts, |_| {}).unwrap();
-        let b = AlignedBytes::from_slice(&c.bytes);
-        let mut m = HostModel::new(b.as_slice()).unwrap();
-        let y = m.run(&[&x]).unwrap().remove(0);
-        let e: f32 = y.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
-        let n: f32 = want.iter().map(|b| b * b).sum();
-        ((e / n).sqrt(), c.notes)
-    };
+    let err = |opts: &Options| model_err(&model, opts, &x, &want);
     let mut opts = Options {
         calibration: calib,
         int8_output_guard: None,

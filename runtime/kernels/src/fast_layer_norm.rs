@@ -33,22 +33,17 @@ pub fn layer_norm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Resul
     if !crate::paths::avx2() {
         return None;
     }
-    let x = call.req(0).ok()?;
+    let crate::norm::LnArgs {
+        x,
+        gamma,
+        beta,
+        eps,
+        outer,
+        inner,
+    } = crate::norm::LnArgs::of(call).ok()?;
     if x.info.dtype != DType::I8 || out.info.dtype != DType::I8 {
         return None;
     }
-    let gamma = call.req(1).ok()?.f32s().ok()?;
-    let beta = match call.input(2) {
-        Some(b) => Some(b.f32s().ok()?),
-        None => None,
-    };
-    let axis = call.param(0) as usize;
-    let eps = call.param_f32(1);
-    let s = x.info.shape;
-    if axis > s.rank() {
-        return None;
-    }
-    let (inner, outer) = (s.prod(axis, s.rank()), s.prod(0, axis));
     let x_data = x.i8s().ok()?;
     let fits = inner > 0
         && inner <= MAX_INNER

@@ -168,18 +168,52 @@ fn softmax_ort_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
     Ok(())
 }
 
+/// A LayerNorm's operands as every path reads them: the input, γ, β (optional), ε, and the
+/// `outer` rows of `inner` normalized elements (from param 0, the first normalized axis).
+pub(crate) struct LnArgs<'a> {
+    pub x: cairn_core::TensorRef<'a>,
+    pub gamma: &'a [f32],
+    pub beta: Option<&'a [f32]>,
+    pub eps: f32,
+    pub outer: usize,
+    pub inner: usize,
+}
+
+impl<'a> LnArgs<'a> {
+    /// The operands of `call`; an error when one is missing, γ or β is not f32, or the
+    /// axis is past the input's rank.
+    pub(crate) fn of(call: &OpCall<'a>) -> Result<Self, ExecError> {
+        let x = call.req(0)?;
+        let gamma = call.req(1)?.f32s()?;
+        let beta = match call.input(2) {
+            Some(b) => Some(b.f32s()?),
+            None => None,
+        };
+        let axis = call.param(0) as usize;
+        let s = x.info.shape;
+        if axis > s.rank() {
+            return Err(ExecError::Shape);
+        }
+        Ok(LnArgs {
+            x,
+            gamma,
+            beta,
+            eps: call.param_f32(1),
+            outer: s.prod(0, axis),
+            inner: s.prod(axis, s.rank()),
+        })
+    }
+}
+
 pub fn layer_norm(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
-    let x = call.req(0)?;
-    let gamma = call.req(1)?.f32s()?;
-    let beta = match call.input(2) {
-        Some(b) => Some(b.f32s()?),
-        None => None,
-    };
-    let axis = call.param(0) as usize;
-    let eps = call.param_f32(1);
-    let s = x.info.shape;
-    let inner = s.prod(axis, s.rank());
-    let outer = s.prod(0, axis);
+    let LnArgs {
+        x,
+        gamma,
+        beta,
+        eps,
+        outer,
+        inner,
+    } = LnArgs::of(call)?;
     let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
     // Both int8 or both f32, each holding `outer · inner` elements, γ and β `inner`.
     if !matches!(dt, DType::I8 | DType::F32) || out.info.dtype != dt {

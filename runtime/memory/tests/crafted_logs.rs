@@ -11,8 +11,9 @@ use cairn_memory::{Config, Record, Store, StoreError};
 
 type Flash = RamFlash<1024>;
 
-fn record(embedding: &[i8], ts: u64) -> Vec<u8> {
-    let r = Record {
+/// A record of origin 1 with this embedding and time stamp.
+fn rec(embedding: &[i8], ts: u64) -> Record<'_> {
+    Record {
         origin: 1,
         timestamp_ms: ts,
         label: 0,
@@ -21,7 +22,12 @@ fn record(embedding: &[i8], ts: u64) -> Vec<u8> {
         scale: 0.1,
         embedding,
         payload: &[],
-    };
+    }
+}
+
+/// `rec`'s encoded bytes.
+fn record(embedding: &[i8], ts: u64) -> Vec<u8> {
+    let r = rec(embedding, ts);
     let mut body = vec![0u8; r.encoded_len()];
     r.encode(&mut body).unwrap();
     body
@@ -237,17 +243,7 @@ fn an_erase_count_at_its_ceiling_saturates() {
     f.data[..SEG_HEADER].copy_from_slice(&segment_header(1, u32::MAX));
     let (mut st, _) = Store::open(f, cfg(8)).unwrap();
     for ts in 3..200 {
-        let r = Record {
-            origin: 1,
-            timestamp_ms: ts,
-            label: 0,
-            importance: 1,
-            meta: [0; 4],
-            scale: 0.1,
-            embedding: &emb,
-            payload: &[],
-        };
-        if st.append(&r).is_err() {
+        if st.append(&rec(&emb, ts)).is_err() {
             st.compact().unwrap();
         }
     }

@@ -17,23 +17,17 @@ pub fn layer_norm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Resu
         if !super::avx2::available() {
             return None;
         }
-        let xt = call.req(0).ok()?;
+        let crate::norm::LnArgs {
+            x: xt,
+            gamma,
+            beta,
+            eps,
+            outer,
+            inner,
+        } = crate::norm::LnArgs::of(call).ok()?;
         if xt.info.dtype != DType::F32 || out.info.dtype != DType::F32 {
             return None;
         }
-        let gamma = call.req(1).ok()?.f32s().ok()?;
-        let beta = match call.input(2) {
-            Some(b) => Some(b.f32s().ok()?),
-            None => None,
-        };
-        let axis = call.param(0) as usize;
-        let eps = call.param_f32(1);
-        let s = xt.info.shape;
-        if axis > s.rank() {
-            return None;
-        }
-        let inner = s.prod(axis, s.rank());
-        let outer = s.prod(0, axis);
         let len = outer.checked_mul(inner)?;
         let x = xt.f32s().ok()?;
         if inner == 0
