@@ -266,7 +266,11 @@ fn same_width_and_deep_patch_f32_within_tolerance() {
         let deep = case % 4 == 3;
         let cs = ConvCase {
             n: 1,
-            c: if deep { r.range(40, 90) } else { r.range(9, 40) },
+            c: if deep {
+                r.range(40, 90)
+            } else {
+                r.range(9, 40)
+            },
             h: r.range(ph.max(1) + 1, 40),
             w: r.range(2, 33),
             oc: r.range(9, 80),
@@ -279,7 +283,10 @@ fn same_width_and_deep_patch_f32_within_tolerance() {
         assert!(check_conv(&mut r, cs, false, seed, case));
     }
     if avx2_here() {
-        assert!(taken(Path::TapRunsFlat) > flat0, "CAIRN_SEED={seed}: flat tap runs");
+        assert!(
+            taken(Path::TapRunsFlat) > flat0,
+            "CAIRN_SEED={seed}: flat tap runs"
+        );
     }
 }
 

@@ -248,5 +248,7 @@ fn an_erase_count_at_its_ceiling_saturates() {
         }
     }
     st.compact().unwrap();
-    assert!(!st.search(&emb, 3, &Filter::default(), &Scoring::default()).is_empty());
+    assert!(!st
+        .search(&emb, 3, &Filter::default(), &Scoring::default())
+        .is_empty());
 }
