@@ -188,11 +188,7 @@ fn past_its_mac_cap_the_output_guard_hands_over_to_the_bound() {
     let model = heavy_model();
     let err = |opts: &Options| model_err(&model, opts, &x, &want);
     let guard = cairn_convert::INT8_GUARD_LIMIT;
-    let mut opts = Options {
-        calibration: calib,
-        int8_output_guard: None,
-        ..Options::default()
-    };
+    let mut opts = unguarded(calib);
     let (all_int8, _) = err(&opts);
     assert!(
         all_int8 > cairn_convert::DEFAULT_INT8_OUTPUT_GUARD,
@@ -377,11 +373,7 @@ fn a_log_its_producers_ruin_hands_over_to_the_bound() {
         })
         .collect();
     let err = |opts: &Options| model_err(&model, opts, &x, &want);
-    let mut opts = Options {
-        calibration: calib,
-        int8_output_guard: None,
-        ..Options::default()
-    };
+    let mut opts = unguarded(calib);
     let (all_int8, notes) = err(&opts);
     assert!(
         all_int8 > cairn_convert::SUGGESTED_INT8_ERROR_LIMIT
@@ -440,6 +432,15 @@ fn cancelling(seed: &mut u64, rows: usize) -> Vec<f32> {
         w.extend([a, a + 0.01 * b]);
     }
     w
+}
+
+/// Calibrated on `calibration` with the output guard off (and no bound).
+fn unguarded(calibration: Vec<Vec<Vec<f32>>>) -> Options {
+    Options {
+        calibration,
+        int8_output_guard: None,
+        ..Options::default()
+    }
 }
 
 /// The relative L2 error of `model` against `want` on `x`, and the conversion's notes.
@@ -519,11 +520,7 @@ fn independent_branches_move_in_one_round() {
     };
     let err = |opts: &Options| model_err(&model, opts, &x, &want);
     let limit = cairn_convert::SUGGESTED_INT8_ERROR_LIMIT;
-    let mut opts = Options {
-        calibration: calib,
-        int8_output_guard: None,
-        ..Options::default()
-    };
+    let mut opts = unguarded(calib);
     let (all_int8, notes) = err(&opts);
     assert!(
         all_int8 > 2.0 * limit,
@@ -590,11 +587,7 @@ fn a_long_carrier_chain_is_walked_in_one_round() {
         .sum();
     let want = [3.0 * d as f32];
     let limit = cairn_convert::SUGGESTED_INT8_ERROR_LIMIT;
-    let mut opts = Options {
-        calibration: calib,
-        int8_output_guard: None,
-        ..Options::default()
-    };
+    let mut opts = unguarded(calib);
     let (all_int8, notes) = model_err(&model, &opts, &x, &want);
     assert!(
         all_int8 > 2.0 * limit,
