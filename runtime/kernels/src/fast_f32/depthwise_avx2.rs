@@ -115,6 +115,22 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
             buf[pr * pad.pw + pl..pr * pad.pw + pl + n].copy_from_slice(&row[..n]);
             continue;
         }
+        if g.sw == 2 {
+            // Input column 2m goes to phase pl mod 2 at m + pl/2, column 2m + 1 to the
+            // other phase at m + (pl + 1)/2: one deinterleave of the row.
+            let (pe, je, jo) = (pl % 2, pl / 2, pl.div_ceil(2));
+            let ne = g.w.div_ceil(2).min(pad.pw.saturating_sub(je));
+            let no = (g.w / 2).min(pad.pw.saturating_sub(jo));
+            let (lo, hi) = buf.split_at_mut(pad.ph * pad.pw);
+            let (p0, p1) = (
+                &mut lo[pr * pad.pw..][..pad.pw],
+                &mut hi[pr * pad.pw..][..pad.pw],
+            );
+            let (ev, od) = if pe == 0 { (p0, p1) } else { (p1, p0) };
+            // SAFETY: this kernel runs only where the caller checked AVX2.
+            unsafe { split2(row, &mut ev[je..je + ne], &mut od[jo..jo + no]) };
+            continue;
+        }
         // Phase p holds padded columns pc = j·sw + p, input column pc − pl: a strided
         // read per phase, with no division per element (which made stride-2 planes
         // cost more than their taps).
@@ -126,6 +142,35 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
                 *d = row[j * g.sw + p - pl];
             }
         }
+    }
+}
+
+/// `ev[i] = row[2i]` and `od[i] = row[2i + 1]` for every `i` below each slice's length
+/// (sixteen input columns a step: two loads, two shuffles, two lane permutes). Panics when
+/// `row` is too short for them.
+#[target_feature(enable = "avx2")]
+unsafe fn split2(row: &[f32], ev: &mut [f32], od: &mut [f32]) {
+    let mut m = 0;
+    while m + 8 <= ev.len() && m + 8 <= od.len() && 2 * m + 16 <= row.len() {
+        // SAFETY: AVX2 is present (this function's feature); row[2m..2m + 16],
+        // ev[m..m + 8] and od[m..m + 8] are inside their slices (the loop condition).
+        unsafe {
+            let a = _mm256_loadu_ps(row.as_ptr().add(2 * m));
+            let b = _mm256_loadu_ps(row.as_ptr().add(2 * m + 8));
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            _mm256_storeu_ps(ev.as_mut_ptr().add(m), e);
+            _mm256_storeu_ps(od.as_mut_ptr().add(m), o);
+        }
+        m += 8;
+    }
+    for (i, e) in ev.iter_mut().enumerate().skip(m) {
+        *e = row[2 * i];
+    }
+    for (i, o) in od.iter_mut().enumerate().skip(m) {
+        *o = row[2 * i + 1];
     }
 }
 
