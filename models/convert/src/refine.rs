@@ -77,7 +77,7 @@ pub fn refine(
     } else {
         MAX_ROUNDS_UNCAPPED
     };
-    for round in 0..=rounds {
+    'rounds: for round in 0..=rounds {
         let (q, rep) = quantize(g, ranges)?;
         // Squared error and squared norm per float tensor, over the probe samples.
         let mut acc: HashMap<usize, (f64, f64)> = HashMap::new();
@@ -207,13 +207,7 @@ pub fn refine(
         // otherwise take a round of its own.
         let carried = |ranges: &mut Ranges| {
             for &c in &carriers {
-                for t in g.ops[c]
-                    .outputs
-                    .iter()
-                    .chain(g.ops[c].inputs.iter().flatten())
-                {
-                    ranges.remove(t);
-                }
+                to_f32(&g.ops[c], ranges);
             }
         };
         if let Some((t, e)) = input_moved {
@@ -237,30 +231,25 @@ pub fn refine(
         // not echoes of this one, and moving them one per round ran out of rounds.
         let mut chosen = vec![(first, first_added)];
         if mac_left.is_none() {
+            // Tensors downstream of a chosen op: their errors may be its echo.
             let mut echo: Vec<bool> = vec![false; g.tensors.len()];
-            for &t in &g.ops[first].outputs {
-                echo[t] = true;
-            }
-            for (j, op) in g.ops.iter().enumerate().skip(first + 1) {
-                if op.inputs.iter().flatten().any(|&t| echo[t]) {
-                    for &t in &op.outputs {
-                        echo[t] = true;
+            for (j, op) in g.ops.iter().enumerate().skip(first) {
+                let echoes = j == first || op.inputs.iter().flatten().any(|&t| echo[t]);
+                let over = !echoes && quantized(op, ranges) && !moves_or_clamps(op) && {
+                    let (out, inp) = errs(j, op);
+                    let over = out > local && out - inp > local;
+                    if over {
+                        chosen.push((j, out - inp));
                     }
-                    continue;
-                }
-                if !quantized(op, ranges) || moves_or_clamps(op) {
-                    continue;
-                }
-                let (out, inp) = errs(j, op);
-                if out > local && out - inp > local {
-                    chosen.push((j, out - inp));
+                    over
+                };
+                if echoes || over {
                     for &t in &op.outputs {
                         echo[t] = true;
                     }
                 }
             }
         }
-        let mut capped = false;
         for (i, added) in chosen {
             // The other ops of the same model node (an LSTM's gates, a decomposed
             // LayerNorm) that also add more than the bound go with it.
@@ -279,9 +268,7 @@ pub fn refine(
                         continue;
                     }
                 }
-                for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
-                    next.remove(t);
-                }
+                to_f32(op, &mut next);
             }
             if let Some(left) = mac_left.as_mut() {
                 // Every op that leaves int8: the moved ones, and the producers whose
@@ -294,8 +281,7 @@ pub fn refine(
                     .map(|op| crate::sensitive::macs(g, op))
                     .sum();
                 if cost > *left {
-                    capped = true;
-                    break;
+                    break 'rounds;
                 }
                 *left -= cost;
             }
@@ -305,9 +291,6 @@ pub fn refine(
                 kind: g.ops[i].kind.name(),
                 added,
             });
-        }
-        if capped {
-            break;
         }
     }
     Ok(Refined { moved, off })
@@ -320,6 +303,14 @@ pub fn refine(
 /// measured at `t` it looked like 96% of it.
 fn judged_at(g: &Graph, t: usize) -> usize {
     crate::calibrate::clamp_reader(g, t).map_or(t, |(op, _)| g.ops[op].outputs[0])
+}
+
+/// Moves `op` to f32: its outputs and inputs lose their ranges (so the producers of its
+/// inputs write f32 too).
+fn to_f32(op: &crate::ir::HOp, ranges: &mut Ranges) {
+    for t in op.outputs.iter().chain(op.inputs.iter().flatten()) {
+        ranges.remove(t);
+    }
 }
 
 /// Whether `op` runs in int8 (its output has a range).

@@ -168,8 +168,9 @@ fn softmax_ort_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecE
     Ok(())
 }
 
-/// A LayerNorm's operands as every path reads them: the input, γ, β (optional), ε, and the
-/// `outer` rows of `inner` normalized elements (from param 0, the first normalized axis).
+/// A LayerNorm's operands as every path reads them: the input, γ, β (optional; both cut
+/// to `inner`), ε, and the `outer` rows of `inner` normalized elements (from param 0, the
+/// first normalized axis).
 pub(crate) struct LnArgs<'a> {
     pub x: cairn_core::TensorRef<'a>,
     pub gamma: &'a [f32],
@@ -180,8 +181,8 @@ pub(crate) struct LnArgs<'a> {
 }
 
 impl<'a> LnArgs<'a> {
-    /// The operands of `call`; an error when one is missing, γ or β is not f32, or the
-    /// axis is past the input's rank.
+    /// The operands of `call`; an error when one is missing, γ or β is not f32 or holds
+    /// fewer than `inner` values, or the axis is past the input's rank.
     pub(crate) fn of(call: &OpCall<'a>) -> Result<Self, ExecError> {
         let x = call.req(0)?;
         let gamma = call.req(1)?.f32s()?;
@@ -194,13 +195,15 @@ impl<'a> LnArgs<'a> {
         if axis > s.rank() {
             return Err(ExecError::Shape);
         }
+        let inner = s.prod(axis, s.rank());
+        let cut = |v: &'a [f32]| v.get(..inner).ok_or(ExecError::Shape);
         Ok(LnArgs {
             x,
-            gamma,
-            beta,
+            gamma: cut(gamma)?,
+            beta: beta.map(cut).transpose()?,
             eps: call.param_f32(1),
             outer: s.prod(0, axis),
-            inner: s.prod(axis, s.rank()),
+            inner,
         })
     }
 }
@@ -215,16 +218,12 @@ pub fn layer_norm(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError
         inner,
     } = LnArgs::of(call)?;
     let (dt, qx, qy) = (x.info.dtype, qp(&x.info), qp(&out.info));
-    // Both int8 or both f32, each holding `outer · inner` elements, γ and β `inner`.
+    // Both int8 or both f32, each holding `outer · inner` elements (γ and β: `LnArgs`).
     if !matches!(dt, DType::I8 | DType::F32) || out.info.dtype != dt {
         return Err(ExecError::DType);
     }
     let elems = outer.checked_mul(inner).ok_or(ExecError::Shape)?;
-    if !holds(x.data.len(), dt, elems)
-        || !holds(out.data.len(), dt, elems)
-        || gamma.len() < inner
-        || beta.is_some_and(|b| b.len() < inner)
-    {
+    if !holds(x.data.len(), dt, elems) || !holds(out.data.len(), dt, elems) {
         return Err(ExecError::Shape);
     }
     for o in 0..outer {

@@ -144,10 +144,12 @@ fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
             let blocked = super::transpose4(gm.w, j0 * k + t0, k, nt, nj, &mut panel, PANEL_W);
             #[cfg(not(target_arch = "x86_64"))]
             let blocked = false;
-            for jj in (0..nj).filter(|_| !blocked) {
-                let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
-                for (t, &v) in wr.iter().enumerate() {
-                    panel[t * PANEL_W + jj] = v;
+            if !blocked {
+                for jj in 0..nj {
+                    let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
+                    for (t, &v) in wr.iter().enumerate() {
+                        panel[t * PANEL_W + jj] = v;
+                    }
                 }
             }
             let lhs = Lhs {

@@ -136,7 +136,7 @@ fn separable(g: &Win, (h, w, oh, ow): (usize, usize, usize, usize), x: &[f32], y
     // A strided window (a 3×3 / 2 pool) takes its row maxima at every column first, where
     // the taps are contiguous runs the compiler vectorizes, then every `sw`-th of them:
     // output `ox`'s taps are the dense maximum's at column `ox·sw`, in the same order.
-    let span = (ow - 1) * g.sw + 1;
+    let span = ow.saturating_sub(1) * g.sw + 1;
     let dense_first = g.sw > 1 && span <= DENSE;
     for (xp, yp) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
         for (row, acc) in xp.chunks_exact(w).zip(hmax.chunks_exact_mut(ow)) {
