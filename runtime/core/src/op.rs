@@ -230,6 +230,22 @@ pub mod conv {
     pub const T_LEN: usize = 13;
 }
 
+/// The requantization multipliers of an int8 Conv (input 3) for its `oc` output channels:
+/// `(for accumulators at or above zero, for those below)`. `oc` values, one set for both;
+/// `2·oc` (shape `[2, oc]`), a PRelu folded into the requantization: the second row is the
+/// first times the channel's slope, so the output is rounded once, after the PRelu.
+/// `None` for any other count (the loader refuses it).
+#[inline(always)]
+pub fn conv_multipliers(m: &[f32], oc: usize) -> Option<(&[f32], &[f32])> {
+    if m.len() == oc {
+        Some((m, m))
+    } else if m.len() == 2 * oc {
+        Some(m.split_at(oc))
+    } else {
+        None
+    }
+}
+
 /// Why an op's shapes or parameters do not fit together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -321,9 +337,12 @@ pub fn infer_output_in<const K: Kinds>(
             } else {
                 return Err(Param);
             }
-            for (i, len) in [(2usize, oc), (3, oc)] {
+            for i in [2usize, 3] {
                 if let Some(t) = get(i) {
-                    if t.numel() != Some(len) {
+                    // A Conv's multipliers may hold a second row (a folded PRelu:
+                    // `conv_multipliers`).
+                    let n = t.numel();
+                    if n != Some(oc) && (i == 2 || kind != Conv || n != oc.checked_mul(2)) {
                         return Err(Mismatch);
                     }
                 }

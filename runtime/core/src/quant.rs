@@ -59,6 +59,14 @@ pub fn requantize(acc: i32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i3
     round_half_even(v) as i32 + zero_point
 }
 
+/// [`requantize`] with the multiplier picked by the accumulator's sign: `neg` below zero,
+/// `pos` otherwise. An int8 Conv with a PRelu folded in (`op::conv_multipliers`) rounds
+/// once, after the PRelu: `neg` is `pos` times the channel's slope.
+#[inline(always)]
+pub fn requantize_signed(acc: i32, pos: f32, neg: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
+    requantize(acc, if acc < 0 { neg } else { pos }, zero_point, lo, hi)
+}
+
 /// Quantize one real value to the given params and range, ORT's QuantizeLinear rounding.
 #[inline(always)]
 pub fn quantize_f32(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {

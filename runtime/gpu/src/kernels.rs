@@ -196,6 +196,11 @@ pub fn encode(model: &Model<'_>, op_index: usize) -> Option<Encoded> {
     };
     let kernel = match (op.kind, kernel_id.variant) {
         (OpKind::Conv, Variant::I8 | Variant::DwI8) => {
+            // A folded PRelu (a second row of multipliers: `conv_multipliers`) is not in
+            // the shader: the op stays on the CPU.
+            if model.tensor(op.input(3)?).info.numel() != y.info.shape.dim(1) {
+                return None;
+            }
             let (n, c, h, w) = x.info.shape.nchw()?;
             let (_, oc, oh, ow) = y.info.shape.nchw()?;
             let (_, _, kh, kw) = model.tensor(op.input(1)?).info.shape.nchw()?;

@@ -2,7 +2,8 @@
 //! padding, dilation, fused activation clamp.
 
 use cairn_core::op::conv as p;
-use cairn_core::quant::requantize;
+use cairn_core::op::conv_multipliers;
+use cairn_core::quant::{requantize, requantize_signed};
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::util::{f32_clamp, qp};
@@ -134,7 +135,8 @@ fn conv_i8_with(
         Some(b) => Some(b.i32s()?),
         None => None,
     };
-    let scales = call.req(3)?.f32s()?;
+    // With a folded PRelu, negative accumulators take the second row of multipliers.
+    let (scales, neg) = conv_multipliers(call.req(3)?.f32s()?, g.oc).ok_or(ExecError::Shape)?;
     let (_, zx) = qp(&xt.info);
     let (_, zy) = qp(&out.info);
     let (lo, hi) = (call.param(p::ACT_LO), call.param(p::ACT_HI));
@@ -144,7 +146,7 @@ fn conv_i8_with(
     for n in 0..g.n {
         for oc in 0..g.oc {
             let grp = oc / ocg;
-            let (b, s) = (bias.map_or(0, |b| b[oc]), scales[oc]);
+            let (b, s, sn) = (bias.map_or(0, |b| b[oc]), scales[oc], neg[oc]);
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let mut acc = b;
@@ -156,7 +158,7 @@ fn conv_i8_with(
                         });
                     }
                     y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] =
-                        requantize(acc, s, zy, lo, hi) as i8;
+                        requantize_signed(acc, s, sn, zy, lo, hi) as i8;
                 }
             }
         }

@@ -33,7 +33,10 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     let tile = (MAX_ROW.checked_sub(reach)? / g.sw + 1).min(MAX_ROW);
     // A tile must be worth its padded copy: with long strides (a strided filter bank)
     // the copy would outweigh the taps, and the reference does better.
+    // A folded PRelu (two multipliers per channel: `conv_multipliers`) takes the reference
+    // here: this path's output stage has one.
     if call.req(1).ok()?.info.layout != Layout::Plain
+        || call.req(3).ok()?.info.numel() != g.oc
         || g.oh == 0
         || g.ow == 0
         || g.sw > 4

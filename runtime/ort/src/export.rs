@@ -477,6 +477,8 @@ impl<'m, 'b> Builder<'m, 'b> {
         }
         let (oc, icg, kh, kw) = w.shape.nchw()?;
         let rq = const_f32s(m, rq_t)?;
+        // A folded PRelu (2·oc multipliers: `conv_multipliers`) is not exported: the op
+        // stays on the CPU.
         if rq.len() != oc {
             return None;
         }

@@ -38,11 +38,8 @@ impl<'a> Model<'a> {
                         }
                         Quant::None => false,
                     };
-                    let oc = y.shape.dim(if op.kind == FullyConnected {
-                        y.shape.rank() - 1
-                    } else {
-                        1
-                    });
+                    // The multipliers' count (one per output channel, or a Conv's two:
+                    // `op::conv_multipliers`) is a shape rule (`op::infer_output`).
                     let rq = info(3).ok_or(OpProblem::Arity)?;
                     w.dtype == DType::I8
                         && sym
@@ -51,7 +48,6 @@ impl<'a> Model<'a> {
                         && per_tensor(&y)
                         && info(2).is_none_or(|b| b.dtype == DType::I32)
                         && rq.dtype == DType::F32
-                        && rq.numel() == oc
                         && self.is_const(op.input(3))
                 } else {
                     x.dtype == DType::F32

@@ -178,14 +178,14 @@ unsafe fn gemm_impl<const PACKED: bool>(
             for (k, acc) in acc.iter().enumerate().take(ob) {
                 let oo = o + k;
                 let off = row_offset(q, oo, ic);
-                let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                let (voff, vs) = (_mm256_set1_epi32(off), Scale::of(q, oo));
                 for (j, a) in acc.iter().enumerate() {
                     let n = pt.saturating_sub(8 * j).min(8);
                     if n == 0 {
                         break;
                     }
                     let at = oo * ys + y0 + p0 + 8 * j;
-                    rq.store(_mm256_add_epi32(*a, voff), vs, &mut y[at..at + n]);
+                    rq.store_q(_mm256_add_epi32(*a, voff), vs, &mut y[at..at + n]);
                 }
             }
             o += ob;
@@ -194,18 +194,40 @@ unsafe fn gemm_impl<const PACKED: bool>(
     }
 }
 
-/// Requantize the leading multiple of 8 of `acc` into `out`; returns how many were done.
+/// Output channel `c`'s multipliers in vector form: `pos` for accumulators at or above
+/// zero, `neg` below (the same unless a PRelu is folded in: `Q::neg`).
+#[derive(Clone, Copy)]
+pub(super) struct Scale {
+    pos: __m256,
+    neg: __m256,
+}
+
+impl Scale {
+    #[inline(always)]
+    pub(super) fn of(q: &Q<'_>, c: usize) -> Scale {
+        // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
+        unsafe {
+            Scale {
+                pos: _mm256_set1_ps(q.scales[c]),
+                neg: _mm256_set1_ps(q.neg_scale(c)),
+            }
+        }
+    }
+}
+
+/// Requantize the leading multiple of 8 of `acc` into `out` (output channel `c`); returns
+/// how many were done.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn requant8(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) -> usize {
+pub unsafe fn requant8(acc: &[i32], c: usize, q: &Q<'_>, out: &mut [i8]) -> usize {
     let n = acc.len().min(out.len()) / 8 * 8;
-    let (rq, vs) = (Requant::of(q), _mm256_set1_ps(scale));
+    let (rq, vs) = (Requant::of(q), Scale::of(q, c));
     for (a8, o8) in acc[..n].chunks_exact(8).zip(out[..n].chunks_exact_mut(8)) {
         // SAFETY: a8 is exactly 8 i32 (32 bytes); the load is unaligned-safe.
         let v = unsafe { _mm256_loadu_si256(a8.as_ptr() as *const __m256i) };
-        rq.store(v, vs, o8);
+        rq.store_q(v, vs, o8);
     }
     n
 }
@@ -251,6 +273,22 @@ impl Requant {
     #[inline(always)]
     pub(super) unsafe fn store(self, acc: __m256i, vs: __m256, d: &mut [i8]) {
         unsafe { store8(self.lanes(acc, vs), d) };
+    }
+
+    /// `store` with each lane's multiplier picked by its accumulator's sign.
+    #[inline(always)]
+    pub(super) unsafe fn store_q(self, acc: __m256i, vs: Scale, d: &mut [i8]) {
+        unsafe { store8(self.lanes_q(acc, vs), d) };
+    }
+
+    /// `lanes` with each lane's multiplier picked by its accumulator's sign (the sign bit
+    /// selects `neg`): `cairn_core::quant::requantize_signed`, eight lanes.
+    #[inline(always)]
+    pub(super) unsafe fn lanes_q(self, acc: __m256i, vs: Scale) -> __m256i {
+        unsafe {
+            let s = _mm256_blendv_ps(vs.pos, vs.neg, _mm256_castsi256_ps(acc));
+            self.lanes(acc, s)
+        }
     }
 
     /// Requantize eight accumulators with scale `vs`: int32 lanes in [-128, 127].
@@ -393,7 +431,7 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
                 .bias
                 .map_or(0, |b| b[c])
                 .wrapping_sub(q.zx.wrapping_mul(wsum));
-            let vs = _mm256_set1_ps(q.scales[c]);
+            let vs = Scale::of(q, c);
             let yc = &mut y[(n * g.c + c) * oh * ow..(n * g.c + c + 1) * oh * ow];
             let pp = pw as *const i32;
             let mut oy0 = 0;
@@ -484,7 +522,7 @@ pub unsafe fn depthwise(g: &super::Geo, q: &Q<'_>, y: &mut [i8]) {
                                 break;
                             }
                             let cnt = 8.min(ow - o);
-                            rq.store(*a, vs, &mut yc[oy * ow + o..oy * ow + o + cnt]);
+                            rq.store_q(*a, vs, &mut yc[oy * ow + o..oy * ow + o + cnt]);
                         }
                         ox0 += DW_OX;
                     }

@@ -25,7 +25,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::Requant;
+use super::avx2::{Requant, Scale};
 use super::{Geo, Q};
 
 /// int16 entries of the staged rows of one band (32 KB of stack).
@@ -168,7 +168,7 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
             }
         }
         let base = _mm256_set1_epi32(q.bias.map_or(0, |b| b[c]));
-        let scale = _mm256_set1_ps(q.scales[c]);
+        let scale = Scale::of(q, c);
         let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
         let mut oy0 = 0;
         while oy0 < oh {
@@ -331,11 +331,11 @@ unsafe fn pack16<const S: usize>(
     rq: Requant,
     even: __m256i,
     odd: __m256i,
-    scale: __m256,
+    scale: Scale,
 ) -> __m128i {
     // SAFETY: AVX2 is present (the callers' contract).
     unsafe {
-        let (a, b) = (rq.lanes(even, scale), rq.lanes(odd, scale));
+        let (a, b) = (rq.lanes_q(even, scale), rq.lanes_q(odd, scale));
         // Saturating packs are exact: every lane is in [-128, 127].
         let words = _mm256_packs_epi32(a, b);
         let words = match S {

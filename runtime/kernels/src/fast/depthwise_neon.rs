@@ -136,7 +136,7 @@ fn channels<const S: usize>(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usi
                     }
                     let acc = block::<S>(window, row_len, S * ox0, kh, kw, &weights, bias);
                     let n = BLOCK.min(ow - ox0);
-                    store(acc, q, q.scales[c], &mut yr[ox0..ox0 + n]);
+                    store(acc, q, c, &mut yr[ox0..ox0 + n]);
                     ox0 += BLOCK;
                 }
             }
@@ -182,21 +182,24 @@ fn block<const S: usize>(
 }
 
 /// `requantize` of 8 accumulators into `out` (up to 8 bytes): convert, multiply, clamp to
-/// the activation range less the zero point, round half to even, add the zero point.
+/// the activation range less the zero point, round half to even, add the zero point. The
+/// multiplier is channel `c`'s for the accumulator's sign (`Q::neg`).
 #[inline(always)]
-fn store(acc: [int32x4_t; 2], q: &Q<'_>, scale: f32, out: &mut [i8]) {
+fn store(acc: [int32x4_t; 2], q: &Q<'_>, c: usize, out: &mut [i8]) {
     // SAFETY: NEON is part of this target's base ISA; the 8-byte store goes to a local
     // array.
     unsafe {
         let (lo, hi) = ((q.lo - q.zy) as f32, (q.hi - q.zy) as f32);
-        let (vlo, vhi, vs, zy) = (
+        let (vlo, vhi, vs, vn, zy) = (
             vdupq_n_f32(lo),
             vdupq_n_f32(hi),
-            vdupq_n_f32(scale),
+            vdupq_n_f32(q.scales[c]),
+            vdupq_n_f32(q.neg_scale(c)),
             vdupq_n_s32(q.zy),
         );
         let one = |a: int32x4_t| {
-            let v = vmulq_f32(vcvtq_f32_s32(a), vs);
+            let s = vbslq_f32(vcltzq_s32(a), vn, vs);
+            let v = vmulq_f32(vcvtq_f32_s32(a), s);
             let v = vminq_f32(vmaxq_f32(v, vlo), vhi);
             vaddq_s32(vcvtnq_s32_f32(v), zy)
         };

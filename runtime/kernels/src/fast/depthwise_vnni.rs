@@ -195,7 +195,7 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
         }
         let bias = q.bias.map_or(0, |b| b[c]);
         let base = _mm512_set1_epi32(bias.wrapping_sub((q.zx + 128) * sum_w));
-        let scale = _mm512_set1_ps(q.scales[c]);
+        let scale = (_mm512_set1_ps(q.scales[c]), _mm512_set1_ps(q.neg_scale(c)));
         let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
         let mut oy0 = 0;
         while oy0 < oh {
@@ -339,12 +339,21 @@ unsafe fn sums<const S: usize, const G: usize, const KH: usize>(
 
 /// The output stage of `avx2::Requant::lanes`, sixteen lanes: scale, clamp to the
 /// activation range less the zero point, round half to even, add the zero point; then the
-/// int32 lanes (in [−128, 127]) as bytes.
+/// int32 lanes (in [−128, 127]) as bytes. `scale`: the multipliers of accumulators at or
+/// above zero and below it (`avx2::Requant::lanes_q`).
 #[inline(always)]
-unsafe fn requant(acc: __m512i, scale: __m512, lo: __m512, hi: __m512, zy: __m512i) -> __m128i {
+unsafe fn requant(
+    acc: __m512i,
+    scale: (__m512, __m512),
+    lo: __m512,
+    hi: __m512,
+    zy: __m512i,
+) -> __m128i {
     // SAFETY: AVX-512 F (the callers' contract); register-only instructions.
     unsafe {
-        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+        let below = _mm512_cmplt_epi32_mask(acc, _mm512_setzero_si512());
+        let s = _mm512_mask_blend_ps(below, scale.0, scale.1);
+        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
         let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
         _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zy))
     }

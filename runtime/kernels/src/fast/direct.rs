@@ -37,7 +37,7 @@ use core::ops::Range;
 
 use core::arch::x86_64::*;
 
-use super::avx2::Requant;
+use super::avx2::{Requant, Scale};
 use super::{Geo, Q};
 
 /// Outputs per micro-kernel tile (two vectors of eight).
@@ -594,11 +594,11 @@ unsafe fn tiles<const M: u8>(
                 for (k, acc) in acc.iter().enumerate().take(ob) {
                     let oo = o + k;
                     let off = q.offs[oo];
-                    let (voff, vs) = (_mm256_set1_epi32(off), _mm256_set1_ps(q.scales[oo]));
+                    let (voff, vs) = (_mm256_set1_epi32(off), Scale::of(q, oo));
                     // SAFETY: AVX2; the pieces are this part's outputs (the contract).
                     unsafe {
-                        let a = rq.lanes(_mm256_add_epi32(acc[0], voff), vs);
-                        let b = rq.lanes(_mm256_add_epi32(acc[1], voff), vs);
+                        let a = rq.lanes_q(_mm256_add_epi32(acc[0], voff), vs);
+                        let b = rq.lanes_q(_mm256_add_epi32(acc[1], voff), vs);
                         let bytes = pack16(a, b);
                         let base = oo * out.pix;
                         if whole {

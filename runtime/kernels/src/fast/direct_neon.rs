@@ -26,8 +26,6 @@ use std::vec::Vec;
 
 use core::arch::aarch64::*;
 
-use cairn_core::quant::requantize;
-
 use super::{Geo, Q};
 
 /// Outputs per micro-kernel tile (four vectors of four).
@@ -203,7 +201,7 @@ impl Job<'_> {
                     };
                     for (k, row) in acc.iter().enumerate().take(MR.min(g.oc - b * MR)) {
                         let o = b * MR + k;
-                        let (off, scale) = (self.offs[o], self.q.scales[o]);
+                        let off = self.offs[o];
                         for (j, &a) in row.iter().enumerate() {
                             let p = p0 + j;
                             let (oy, ox) = (p / d.wq, p % d.wq);
@@ -211,7 +209,7 @@ impl Job<'_> {
                                 continue;
                             }
                             let (q, at) = (self.q, o * pix + oy * g.ow + ox);
-                            let v = requantize(a.wrapping_add(off), scale, q.zy, q.lo, q.hi);
+                            let v = q.requant(o, a.wrapping_add(off));
                             // SAFETY: output (o, oy, ox) belongs to this tile only.
                             let dst = unsafe { out.piece(at, 1) };
                             dst[0] = v as i8;

@@ -98,6 +98,7 @@ fn fc_operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, Exec
             None => None,
         },
         scales: call.req(3)?.f32s()?,
+        neg: None,
         zx: qp(&xt.info).1,
         zy: qp(&out.info).1,
         lo: call.param(0),
@@ -132,6 +133,7 @@ fn fc_tiles<const KMAX: usize>(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut 
                 offs: &[],
                 bias: q.bias.map(|b| &b[o0..o0 + nb]),
                 scales: &q.scales[o0..o0 + nb],
+                neg: q.neg.map(|n| &n[o0..o0 + nb]),
                 ..*q
             };
             for (o, v) in offs.iter_mut().enumerate().take(nb) {

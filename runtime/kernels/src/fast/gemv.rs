@@ -14,8 +14,6 @@
 
 use core::arch::x86_64::*;
 
-use cairn_core::quant::requantize;
-
 use super::{Geo, Q};
 
 /// Longest input vector (patch) this path takes.
@@ -165,7 +163,7 @@ unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(
 fn finish(s: i32, xw: &[i16], w: &[i8], from: usize, q: &Q<'_>, o: usize) -> i8 {
     let s = (from..xw.len()).fold(s, |s, t| s.wrapping_add(xw[t] as i32 * w[t] as i32));
     let acc = s.wrapping_add(q.bias.map_or(0, |b| b[o]));
-    requantize(acc, q.scales[o], q.zy, q.lo, q.hi) as i8
+    q.requant(o, acc) as i8
 }
 
 /// `acc + Σ` of the four products of u8 `u` and s8 `s` per int32 lane (`vpdpbusd`, EVEX

@@ -22,8 +22,8 @@
 //! Each returns `None` when the op is not its case, and the caller falls back.
 
 use cairn_core::layout::{Layout, Pairs6};
-use cairn_core::op::conv as p;
-use cairn_core::quant::requantize;
+use cairn_core::op::{conv as p, conv_multipliers};
+use cairn_core::quant::requantize_signed;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::conv::{geo, Geo};
@@ -68,18 +68,47 @@ struct Q<'a> {
     offs: &'a [i32],
     bias: Option<&'a [i32]>,
     scales: &'a [f32],
+    /// Multipliers of the accumulators below zero where a PRelu is folded into the
+    /// requantization (`conv_multipliers`); `None`: `scales` for every sign.
+    neg: Option<&'a [f32]>,
     zx: i32,
     zy: i32,
     lo: i32,
     hi: i32,
 }
 
-fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecError> {
+impl Q<'_> {
+    /// Output channel `o`'s multiplier for accumulators below zero. (32-bit Arm: the
+    /// conv paths leave a folded PRelu to the reference, so this is `scales[o]`.)
+    #[inline(always)]
+    fn neg_scale(&self, o: usize) -> f32 {
+        match self.neg {
+            Some(n) if !cfg!(target_arch = "arm") => n[o],
+            _ => self.scales[o],
+        }
+    }
+
+    /// The reference's requantization of output channel `o`'s accumulator.
+    #[inline(always)]
+    fn requant(&self, o: usize, acc: i32) -> i32 {
+        requantize_signed(
+            acc,
+            self.scales[o],
+            self.neg_scale(o),
+            self.zy,
+            self.lo,
+            self.hi,
+        )
+    }
+}
+
+fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>, oc: usize) -> Result<Q<'a>, ExecError> {
     let xt = call.req(0)?;
     let bias = match call.input(2) {
         Some(b) => Some(b.i32s()?),
         None => None,
     };
+    let (scales, neg) = conv_multipliers(call.req(3)?.f32s()?, oc).ok_or(ExecError::Shape)?;
     let wt = call.req(1)?;
     let (w, wp) = match wt.info.layout {
         Layout::Plain => (wt.i8s()?, None),
@@ -91,7 +120,8 @@ fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>) -> Result<Q<'a>, ExecErr
         wp,
         offs: &[],
         bias,
-        scales: call.req(3)?.f32s()?,
+        scales,
+        neg: (neg.as_ptr() != scales.as_ptr()).then_some(neg),
         zx: qp(&xt.info).1,
         zy: qp(&out.info).1,
         lo: call.param(p::ACT_LO),
@@ -141,10 +171,16 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     if !(pointwise || small || wide_gemm || tiny || wide_direct || wide_fc) {
         return None;
     }
-    let q = match operands(call, out) {
+    let q = match operands(call, out, g.oc) {
         Ok(q) => q,
         Err(e) => return Some(Err(e)),
     };
+    // Microcontrollers run a folded PRelu (`conv_multipliers`) in the reference kernel: a
+    // second multiplier in every fast path's output stage would not fit the core's flash
+    // budget.
+    if cfg!(target_arch = "arm") && q.neg.is_some() {
+        return None;
+    }
     if q.wp.is_some() {
         // Packed weights are read by the GEMM micro-kernels only; anything else runs the
         // reference (which reads the packed order too).
@@ -158,9 +194,10 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    // Cortex-M with the DSP extension: im2col + SMLAD and the depthwise row kernel.
+    // Cortex-M with the DSP extension: im2col + SMLAD and the depthwise row kernel (not
+    // with a folded PRelu: its output stage has one multiplier per channel).
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    if q.wp.is_none() {
+    if q.wp.is_none() && q.neg.is_none() {
         let (x, w, bias, scales) = (q.x, q.w, q.bias, q.scales);
         let (zx, zy, lo, hi) = (q.zx, q.zy, q.lo, q.hi);
         let ops = crate::dsp_conv::Operands {
@@ -195,7 +232,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     let fold = g.n > 1 && g.oh * g.ow < IM2COL_TILE && g.oc <= FOLD_MAX_OC;
     // On AVX2 hosts with std the fold is one FullyConnected over every patch instead.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if g.n > 1 && g.oh * g.ow < IM2COL_TILE && mm::conv_batch(&g, &q, y) {
+    if g.n > 1 && g.oh * g.ow < IM2COL_TILE && q.neg.is_none() && mm::conv_batch(&g, &q, y) {
         return Some(Ok(()));
     }
     if direct_fits(&g, fold) {
@@ -213,7 +250,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     // GEMM's 4) is a FullyConnected over its frames: each weight row is packed once per
     // model and the block takes VNNI where the CPU has it.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if wide_fc && mm::conv_batch(&g, &q, y) {
+    if wide_fc && q.neg.is_none() && mm::conv_batch(&g, &q, y) {
         return Some(Ok(()));
     }
     // The GEMM paths subtract zx·Σw per output channel: sum each row once per conv, not
@@ -636,7 +673,7 @@ fn pointwise_portable(x: &[i8], q: &Q<'_>, ic: usize, oc: usize, pix: usize, y: 
                 }
             }
             for (k, a) in acc[..len].iter().enumerate() {
-                y[o * pix + p0 + k] = requantize(*a, q.scales[o], q.zy, q.lo, q.hi) as i8;
+                y[o * pix + p0 + k] = q.requant(o, *a) as i8;
             }
             p0 += len;
         }
@@ -724,7 +761,7 @@ fn depthwise_plane_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                 }
             }
             let yc = &mut y[(n * g.c + c) * plane..(n * g.c + c + 1) * plane];
-            requant_row(acc, q.scales[c], q, yc);
+            requant_row(acc, c, q, yc);
         }
     }
 }
@@ -802,7 +839,7 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                         }
                     }
                     let row = &mut yc[oy * ow + x0..oy * ow + x0 + len];
-                    requant_row(acc, q.scales[c], q, row);
+                    requant_row(acc, c, q, row);
                     x0 += len;
                 }
             }
@@ -813,19 +850,19 @@ fn depthwise_rows_body(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 /// `requantize` over a run of accumulators (8 at a time with AVX2: the same conversions,
 /// multiply, clamp and round-half-even, so the bytes are identical).
 #[inline(always)]
-fn requant_row(acc: &[i32], scale: f32, q: &Q<'_>, out: &mut [i8]) {
+fn requant_row(acc: &[i32], c: usize, q: &Q<'_>, out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
     let done = if avx2::available() {
         // SAFETY: AVX2 is present (checked above); the call reads acc and writes out only
         // within their common length.
-        unsafe { avx2::requant8(acc, scale, q, out) }
+        unsafe { avx2::requant8(acc, c, q, out) }
     } else {
         0
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     for (o, a) in out[done..].iter_mut().zip(&acc[done..]) {
-        *o = requantize(*a, scale, q.zy, q.lo, q.hi) as i8;
+        *o = q.requant(c, *a) as i8;
     }
 }
 
@@ -900,7 +937,7 @@ fn direct_i8(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                             a.wrapping_add(checked_taps(g, xc, wc, iy0, ix0, q.zx))
                         })
                     };
-                    yc[oy * ow + ox] = requantize(acc, q.scales[oc], q.zy, q.lo, q.hi) as i8;
+                    yc[oy * ow + ox] = q.requant(oc, acc) as i8;
                 }
             }
         }

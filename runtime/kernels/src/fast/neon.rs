@@ -3,7 +3,6 @@
 use core::arch::aarch64::*;
 
 use super::{row_offset, Q};
-use cairn_core::quant::requantize;
 
 /// Largest K the packed weight block holds.
 pub const MAX_K: usize = 2048;
@@ -56,8 +55,7 @@ pub fn gemm(
             for (k, row) in acc.iter().enumerate().take(ob) {
                 let at = (o + k) * ys + y0 + p0;
                 for (d, &a) in y[at..at + pt].iter_mut().zip(row) {
-                    *d = requantize(a.wrapping_add(offs[k]), q.scales[o + k], q.zy, q.lo, q.hi)
-                        as i8;
+                    *d = q.requant(o + k, a.wrapping_add(offs[k])) as i8;
                 }
             }
             p0 += pt;

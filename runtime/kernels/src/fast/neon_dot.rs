@@ -23,8 +23,6 @@
 
 use core::arch::aarch64::*;
 
-use cairn_core::quant::requantize;
-
 use super::{row_offset, Geo, Q};
 
 /// Longest patch the conv GEMV takes (its patches live on the stack: 32 KB).
@@ -110,8 +108,7 @@ fn gemm_rows(
             unsafe {
                 panel(true, a, pt, wb, nb, ic, |p, o, s| {
                     let oo = o0 + o;
-                    y[oo * ys + y0 + p0 + p] =
-                        requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi) as i8;
+                    y[oo * ys + y0 + p0 + p] = q.requant(oo, s.wrapping_add(offs[o])) as i8;
                 });
             }
         }
@@ -249,7 +246,7 @@ pub(super) fn conv_gemv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                 |t, o, s| {
                     let oo = o0 + o;
                     y[((t / pix) * g.oc + oo) * pix + t % pix] =
-                        requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi) as i8;
+                        q.requant(oo, s.wrapping_add(offs[o])) as i8;
                 },
             );
         }
@@ -301,7 +298,7 @@ pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
             let wb = &q.w[o0 * k..(o0 + nb) * k];
             let put = |i: usize, o: usize, s: i32| {
                 let oo = o0 + o;
-                let v = requantize(s.wrapping_add(offs[o]), q.scales[oo], q.zy, q.lo, q.hi);
+                let v = q.requant(oo, s.wrapping_add(offs[o]));
                 // SAFETY: output (i, oo) belongs to this part's channels only.
                 let at = unsafe { out.piece(i * n + oo, 1) };
                 at[0] = v as i8;

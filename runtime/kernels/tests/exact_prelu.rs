@@ -1,0 +1,372 @@
+//! int8 Conv with a PRelu folded into its requantization (a second row of multipliers,
+//! `conv_multipliers`: accumulators below zero take their own per-channel multiplier): the
+//! reference computes
+//! `requantize_signed`, and every fast path that takes such a conv (implicit GEMM, GEMV,
+//! the depthwise kernels, the portable row and interior paths, pre-packed weights) equals
+//! the reference bit for bit and says it ran; the paths that do not take it leave it to the
+//! reference (seeded: `CAIRN_SEED`, printed on failure).
+
+use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
+use cairn_core::op::conv;
+use cairn_core::quant::round_half_even;
+use cairn_core::{DType, OpKind};
+use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::{CpuBackend, RefBackend};
+
+mod common;
+use common::{run, seed, tensor, ConvCase, Rng};
+
+/// A random int8 conv of geometry `cs` with per-channel multipliers for negative
+/// accumulators (the channel's multiplier times a slope in [−0.5, 1], some exactly 1 or 0).
+/// `seven`: weights in [−63, 63] (the u8×s8 kernels' range).
+fn prelu_conv(r: &mut Rng, cs: &ConvCase, seven: bool) -> Option<ModelBuilder> {
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let oh = (ph - eh) / cs.stride.0 + 1;
+    let ow = (pw - ew) / cs.stride.1 + 1;
+    let zx = r.range(0, 255) as i32 - 128;
+    let zy = r.range(0, 255) as i32 - 128;
+    let cg = cs.c / cs.group;
+    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
+    let wq: Vec<u8> = (0..wn)
+        .map(|_| {
+            let v = r.i8().max(-127);
+            (if seven { v / 2 } else { v }) as u8
+        })
+        .collect();
+    let scales: Vec<f32> = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
+    let bias: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+        .collect();
+    let rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, 0.02)).collect();
+    let neg: Vec<f32> = rq
+        .iter()
+        .map(|&s| {
+            s * match r.next() % 6 {
+                0 => 1.0,
+                1 => 0.0,
+                _ => r.f(-0.5, 1.0),
+            }
+        })
+        .collect();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.c, cs.h, cs.w],
+        QuantSpec::PerTensor {
+            scale: r.f(0.01, 0.1),
+            zero_point: zx,
+        },
+        None,
+    ));
+    let w = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.oc, cg, cs.k.0, cs.k.1],
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales,
+            zero_points: vec![0; cs.oc],
+        },
+        Some(wq),
+    ));
+    let bb = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
+    let both: Vec<f32> = rq.iter().chain(&neg).copied().collect();
+    let rqt = b.add_tensor(tensor(
+        DType::F32,
+        &[2, cs.oc],
+        QuantSpec::None,
+        Some(f32s(&both)),
+    ));
+    let y = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.oc, oh, ow],
+        QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: zy,
+        },
+        None,
+    ));
+    let mut params = common::conv_params(cs, cs.group);
+    params[conv::ACT_LO] = lo;
+    params[conv::ACT_HI] = hi;
+    let bias_in = (!r.next().is_multiple_of(4)).then_some(bb);
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(w), bias_in, Some(rqt)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b)
+}
+
+/// Runs one case on both backends (and with pre-packed weights where the conv packs);
+/// false when the geometry is empty.
+fn check(r: &mut Rng, cs: &ConvCase, seven: bool, seed: u64, case: usize) -> bool {
+    let Some(mut b) = prelu_conv(r, cs, seven) else {
+        return false;
+    };
+    let bytes = b.finish().expect("valid conv model");
+    let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("valid packed"));
+    let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
+        .map(|_| r.i8() as u8)
+        .collect();
+    let reference = run(&bytes, RefBackend, &input);
+    let what = || format!("CAIRN_SEED={seed} case {case}: {cs:?} seven={seven}");
+    assert_eq!(run(&bytes, CpuBackend, &input), reference, "{}", what());
+    if let Some(p) = packed {
+        assert_eq!(
+            run(&p, RefBackend, &input),
+            reference,
+            "packed ref: {}",
+            what()
+        );
+        assert_eq!(
+            run(&p, CpuBackend, &input),
+            reference,
+            "packed cpu: {}",
+            what()
+        );
+    }
+    true
+}
+
+/// A one-image conv: channels, plane, output channels, kernel, stride, pads, groups.
+fn case(
+    c: usize,
+    hw: (usize, usize),
+    oc: usize,
+    k: (usize, usize),
+    s: usize,
+    p: usize,
+    group: usize,
+) -> ConvCase {
+    ConvCase {
+        n: 1,
+        c,
+        h: hw.0,
+        w: hw.1,
+        oc,
+        k,
+        stride: (s, s),
+        pad: [p; 4],
+        dil: (1, 1),
+        group,
+    }
+}
+
+/// The reference's arithmetic on a 1×1 conv of one channel with weight 1: each input `x`
+/// comes out as `round(x · 0.5)` at or above zero and `round(x · 0.05)` below.
+#[test]
+fn reference_takes_the_negative_multiplier_below_zero() {
+    let cs = case(1, (1, 256), 1, (1, 1), 1, 0, 1);
+    let mut b = ModelBuilder::default();
+    let t = |dims: &[usize], q: QuantSpec, d: Option<Vec<u8>>, dt: DType| tensor(dt, dims, q, d);
+    let pt = |s: f32| QuantSpec::PerTensor {
+        scale: s,
+        zero_point: 0,
+    };
+    let x = b.add_tensor(t(&[1, 1, 1, 256], pt(0.1), None, DType::I8));
+    let w = b.add_tensor(t(
+        &[1, 1, 1, 1],
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales: vec![0.05],
+            zero_points: vec![0],
+        },
+        Some(vec![1]),
+        DType::I8,
+    ));
+    let both = [0.5f32, 0.05]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let rq = b.add_tensor(t(&[2, 1], QuantSpec::None, Some(both), DType::F32));
+    let y = b.add_tensor(t(&[1, 1, 1, 256], pt(0.1), None, DType::I8));
+    let mut params = common::conv_params(&cs, 1);
+    params[conv::ACT_LO] = -128;
+    params[conv::ACT_HI] = 127;
+    b.ops.push(OpSpec {
+        kind: OpKind::Conv,
+        inputs: vec![Some(x), Some(w), None, Some(rq)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    let bytes = b.finish().expect("valid conv");
+    let input: Vec<u8> = (-128..128).map(|v: i32| v as i8 as u8).collect();
+    let want: Vec<u8> = (-128..128)
+        .map(|v: i32| {
+            let s = if v < 0 { 0.05f32 } else { 0.5 };
+            round_half_even(v as f32 * s) as i32 as i8 as u8
+        })
+        .collect();
+    assert_eq!(run(&bytes, RefBackend, &input), want);
+    assert_eq!(run(&bytes, CpuBackend, &input), want);
+}
+
+/// A Conv's multipliers are one or two per output channel; a FullyConnected's one.
+#[test]
+fn multipliers_of_the_wrong_count_are_refused() {
+    let mut r = Rng(seed());
+    let cs = case(4, (6, 6), 8, (3, 3), 1, 1, 1);
+    let mut b = prelu_conv(&mut r, &cs, false).expect("geometry");
+    let rq = b.ops[0].inputs[3].expect("multipliers") as usize;
+    for n in [7, 15, 24] {
+        b.tensors[rq].shape = cairn_core::Shape::new(&[n]).unwrap();
+        b.tensors[rq].data = Some(vec![0; 4 * n]);
+        assert!(b.finish().is_err(), "{n} multipliers for 8 channels loaded");
+    }
+    for n in [8, 16] {
+        b.tensors[rq].shape = cairn_core::Shape::new(&[n]).unwrap();
+        b.tensors[rq].data = Some(1f32.to_le_bytes().repeat(n));
+        assert!(b.finish().is_ok(), "{n} multipliers for 8 channels refused");
+    }
+    // A FullyConnected takes no second row.
+    let fc = |n: usize| {
+        let mut b = ModelBuilder::default();
+        let pt = QuantSpec::PerTensor {
+            scale: 0.1,
+            zero_point: 0,
+        };
+        let x = b.add_tensor(tensor(DType::I8, &[1, 4], pt.clone(), None));
+        let w = b.add_tensor(tensor(
+            DType::I8,
+            &[3, 4],
+            QuantSpec::PerAxis {
+                axis: 0,
+                scales: vec![0.1; 3],
+                zero_points: vec![0; 3],
+            },
+            Some(vec![1; 12]),
+        ));
+        let rq = b.add_tensor(tensor(
+            DType::F32,
+            &[n],
+            QuantSpec::None,
+            Some(1f32.to_le_bytes().repeat(n)),
+        ));
+        let y = b.add_tensor(tensor(DType::I8, &[1, 3], pt, None));
+        b.ops.push(OpSpec {
+            kind: OpKind::FullyConnected,
+            inputs: vec![Some(x), Some(w), None, Some(rq)],
+            outputs: vec![y],
+            params: vec![-128, 127],
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        b.finish()
+    };
+    assert!(fc(3).is_ok());
+    assert!(
+        fc(6).is_err(),
+        "a FullyConnected took two rows of multipliers"
+    );
+}
+
+/// Every conv family with a folded PRelu: one-group convs of the implicit GEMM (8- and
+/// 7-bit weights, with and without VNNI), pointwise, a few outputs (GEMV), depthwise
+/// (the SIMD kernels and the row path), grouped (the interior path), and batches of tiny
+/// maps (which the batched FullyConnected path leaves to the reference).
+#[test]
+fn prelu_folded_convs_match_reference() {
+    let seed = seed() ^ 0x9E1F;
+    let mut r = Rng(seed);
+    let count = |p: Path| taken(p);
+    let before = [
+        Path::Direct,
+        Path::Gemv,
+        Path::DepthwiseSimd,
+        Path::DepthwiseRows,
+        Path::Interior,
+        Path::DepthwiseAvx2,
+    ]
+    .map(count);
+    let mut n = 0;
+    for i in 0..6 {
+        let mut run_case = |cs: ConvCase, seven: bool| {
+            n += 1;
+            assert!(check(&mut r, &cs, seven, seed, n), "empty case {cs:?}");
+        };
+        // P-Net's 3×3 convs, a stride-2 stem, pointwise.
+        run_case(case(10, (20 + i, 17), 16, (3, 3), 1, 0, 1), i % 2 == 0);
+        run_case(case(3, (24, 31 - i), 12, (3, 3), 2, 1, 1), false);
+        run_case(case(24, (9, 13 + i), 20, (1, 1), 1, 0, 1), i % 2 == 1);
+        // A 1×1 map (GEMV).
+        run_case(case(16 + i, (3, 3), 10, (3, 3), 1, 0, 1), false);
+        // Depthwise: 3×3 (SIMD kernels), dilated 3×3 (the AVX2 pair kernel), stride 5
+        // (rows), dilated 8×8 (none: the reference).
+        run_case(
+            case(8 + i, (14, 15), 8 + i, (3, 3), 1 + i % 2, 1, 8 + i),
+            false,
+        );
+        let dilated = |k| ConvCase {
+            dil: (2, 2),
+            ..case(4, (20, 21), 4, k, 1, 1, 4)
+        };
+        run_case(dilated((3, 3)), false);
+        run_case(dilated((8, 8)), false);
+        run_case(case(5, (20, 26), 5, (3, 3), 5, 1, 5), false);
+        // Grouped.
+        run_case(case(8, (7, 9), 6, (3, 3), 1, 1, 2), false);
+        // A batch of tiny maps.
+        run_case(
+            ConvCase {
+                n: 4,
+                ..case(6, (2, 3), 5, (1, 1), 1, 0, 1)
+            },
+            false,
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // The same one-group cases once more with VNNI off where the CPU has it.
+        if cairn_kernels::paths::vnni_hardware().is_some() {
+            let was = cairn_kernels::paths::allow_vnni(false);
+            for i in 0..3 {
+                n += 1;
+                let cs = case(10, (20 + i, 17), 16, (3, 3), 1, 0, 1);
+                assert!(check(&mut r, &cs, i % 2 == 0, seed, n));
+            }
+            cairn_kernels::paths::allow_vnni(was);
+        }
+        let after = [
+            Path::Direct,
+            Path::Gemv,
+            Path::DepthwiseSimd,
+            Path::DepthwiseRows,
+            Path::Interior,
+            Path::DepthwiseAvx2,
+        ]
+        .map(count);
+        for (k, (a, b)) in after.iter().zip(before).enumerate() {
+            assert!(a > &b, "path {k} never ran (CAIRN_SEED={seed})");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let after = [
+            Path::Gemv,
+            Path::DepthwiseSimd,
+            Path::DepthwiseRows,
+            Path::Interior,
+        ]
+        .map(count);
+        let before = [before[1], before[2], before[3], before[4]];
+        for (k, (a, b)) in after.iter().zip(before).enumerate() {
+            assert!(a > &b, "path {k} never ran (CAIRN_SEED={seed})");
+        }
+    }
+}
