@@ -29,7 +29,7 @@ fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
     }
 }
 
-fn has_act(g: &Graph, op: usize) -> bool {
+pub(crate) fn has_act(g: &Graph, op: usize) -> bool {
     let o = &g.ops[op];
     act_slots(o.kind).is_some_and(|(a, b)| o.params[a] != INF_BITS.0 || o.params[b] != INF_BITS.1)
 }

@@ -151,8 +151,21 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         }
     }
     let absorbed = q.absorbed();
+    let folds = q.prelu_folds();
+    let folded: std::collections::HashSet<usize> = folds.values().map(|f| f.prelu).collect();
     for (i, op) in g.ops.iter().enumerate() {
-        if absorbed.contains(&i) {
+        if absorbed.contains(&i) || folded.contains(&i) {
+            continue;
+        }
+        if let Some(fold) = folds.get(&i) {
+            // Conv and PRelu as one int8 op: both count as int8.
+            let (x, w) = (
+                op.inputs[0].expect("checked"),
+                op.inputs[1].expect("checked"),
+            );
+            let (px, py) = (q.act(x).expect("checked"), q.act(fold.y).expect("checked"));
+            q.weighted(op, x, w, px, py, Some(fold))?;
+            q.report.int8_ops += 2;
             continue;
         }
         if !q.try_int8(op)? {
@@ -362,7 +375,7 @@ impl Q<'_> {
                 if self.g.tensors.get(w).and_then(|t| t.const_f32()).is_none() {
                     return Ok(false);
                 }
-                self.weighted(op, x, w, px, py)?;
+                self.weighted(op, x, w, px, py, None)?;
             }
             Add | Sub | Mul | Div => {
                 let Some(py) = py else { return Ok(false) };
@@ -676,6 +689,76 @@ impl Q<'_> {
         Ok(())
     }
 
+    /// int8 Convs whose output only a PRelu with a constant per-channel (or single) slope
+    /// reads, both with int8 params, by conv: the PRelu goes into the conv's
+    /// requantization (negative accumulators take the slope times the usual multiplier, a
+    /// second row of the conv's multipliers: `cairn_core::op::conv_multipliers`), so the
+    /// output is rounded once, at the PRelu's range. Rounded at the conv's own range
+    /// first, which the negative side widens by 1/slope, every output gets that coarser
+    /// step: MTCNN's P-Net lost most of its mask IoU there.
+    fn prelu_folds(&self) -> HashMap<usize, PreluFold> {
+        let g = self.g;
+        let mut folds = HashMap::new();
+        for (u, op) in g.ops.iter().enumerate() {
+            if op.kind != OpKind::PRelu || self.families.contains_key(&op.outputs[0]) {
+                continue;
+            }
+            let (Some(t), Some(s)) = (op.inputs[0], op.inputs.get(1).copied().flatten()) else {
+                continue;
+            };
+            let Some(p) = g.producer(t) else { continue };
+            let conv = &g.ops[p];
+            let x = conv.inputs[0];
+            let y = op.outputs[0];
+            let slopes = g.tensors[s].const_f32();
+            let ok = conv.kind == OpKind::Conv
+                && conv.outputs.len() == 1
+                && !crate::fuse::has_act(g, p)
+                && !g.outputs.contains(&t)
+                && g.consumers(t) == [u]
+                && x.is_some_and(|x| {
+                    self.runtime(x) && g.tensors[x].dtype == DType::F32 && self.act(x).is_some()
+                })
+                && conv.inputs[1].is_some_and(|w| g.tensors[w].const_f32().is_some())
+                && self.act(t).is_some()
+                && self.act(y).is_some();
+            if !ok {
+                continue;
+            }
+            let (Some(sv), Some(oc)) = (slopes, g.tensors[t].shape.get(1).copied()) else {
+                continue;
+            };
+            // The slope broadcasts over the conv's output [N, C, …]: one value, or one per
+            // channel along axis 1 (right-aligned shape with only that axis above 1).
+            let (rank, ss) = (g.tensors[t].shape.len(), &g.tensors[s].shape);
+            let per_channel = ss.len() <= rank
+                && sv.len() == oc
+                && ss.iter().enumerate().all(|(i, &d)| {
+                    let axis = rank - ss.len() + i;
+                    d == 1 || (axis == 1 && d == oc)
+                });
+            if !(sv.len() == 1 || per_channel) || !sv.iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            let slopes = (0..oc).map(|c| sv[c.min(sv.len() - 1)]).collect();
+            // The PRelu's own output clamp (none from ONNX) becomes the conv's.
+            let clamp = match op.params[..] {
+                [lo, hi, ..] => (lo, hi),
+                _ => INF_BITS,
+            };
+            folds.insert(
+                p,
+                PreluFold {
+                    prelu: u,
+                    y,
+                    slopes,
+                    clamp,
+                },
+            );
+        }
+        folds
+    }
+
     fn weighted(
         &mut self,
         op: &HOp,
@@ -683,6 +766,7 @@ impl Q<'_> {
         w: usize,
         px: (f32, i32),
         py: (f32, i32),
+        fold: Option<&PreluFold>,
     ) -> Result<()> {
         let wt = &self.g.tensors[w];
         let axis = if op.kind == OpKind::ConvTranspose {
@@ -780,16 +864,30 @@ impl Q<'_> {
         };
         let _ = groups;
         let rq: Vec<f32> = (0..oc).map(|c| px.0 * wsc(c) / py.0).collect();
-        let rq = self.out.add_f32(format!("{}:rq", op.name), vec![oc], &rq);
+        // A folded PRelu: a second row, the multipliers of negative accumulators
+        // (`cairn_core::op::conv_multipliers`).
+        let rq = match fold {
+            Some(f) => {
+                let neg = (0..oc).map(|c| rq[c] * f.slopes[c]);
+                let both: Vec<f32> = rq.iter().copied().chain(neg).collect();
+                self.out
+                    .add_f32(format!("{}:rq", op.name), vec![2, oc], &both)
+            }
+            None => self.out.add_f32(format!("{}:rq", op.name), vec![oc], &rq),
+        };
         let xq = self.get_q(x)?;
-        let yq = self.new_q(op.outputs[0], py);
+        let yq = self.new_q(fold.map_or(op.outputs[0], |f| f.y), py);
         let mut params = op.params.clone();
         let (slo, shi) = match op.kind {
             OpKind::Conv => (conv::ACT_LO, conv::ACT_HI),
             OpKind::ConvTranspose => (conv::T_ACT_LO, conv::T_ACT_HI),
             _ => (0, 1),
         };
-        let (lo, hi) = act_clamp(params[slo], params[shi], py);
+        // A folded PRelu's clamp applies to the output (the conv has none: checked).
+        let (lo, hi) = match fold {
+            Some(f) => act_clamp(f.clamp.0, f.clamp.1, py),
+            None => act_clamp(params[slo], params[shi], py),
+        };
         params[slo] = lo;
         params[shi] = hi;
         self.out.ops.push(HOp {
@@ -801,6 +899,18 @@ impl Q<'_> {
         });
         Ok(())
     }
+}
+
+/// A PRelu folded into the int8 Conv that writes its input (`Q::prelu_folds`).
+struct PreluFold {
+    /// The PRelu op.
+    prelu: usize,
+    /// Its output: the conv's output in the int8 graph.
+    y: usize,
+    /// Its slope for each output channel.
+    slopes: Vec<f32>,
+    /// Its output clamp (f32 bits of the bounds).
+    clamp: (i32, i32),
 }
 
 fn round_half_even_f64(v: f64) -> i32 {
