@@ -23,11 +23,22 @@ use crate::lower::INF_BITS;
 pub type Ranges = HashMap<usize, (f32, f32)>;
 
 /// Asymmetric int8 params covering [lo, hi] ∪ {0}.
+///
+/// Where the ends of the range fall halfway between the int8 grid's points (the zero
+/// point rounds from a half), the step is widened by one level in 255. Otherwise a
+/// tensor whose values are a lattice of the range's 255th part, offset by half a step
+/// from zero (8-bit pixels normalized as (p − 127.5)/127.5 or /128, the input of most
+/// OCR and face models), has every value on a tie, and rounding half to even merges them
+/// in pairs: 7 bits of the 8. With the wider step they round to 255 distinct levels.
 pub fn params_for_range(lo: f32, hi: f32) -> (f32, i32) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let mut s = (hi - lo) / 255.0;
     if !(s.is_finite() && s > 1e-12) {
         s = 1.0;
+    }
+    let z = -128.0 - lo / s;
+    if lo < 0.0 && hi > 0.0 && (z - z.floor() - 0.5).abs() < 1e-3 {
+        s = (hi - lo) / 254.0;
     }
     let zp = round_half_even(-128.0 - lo / s).clamp(-128.0, 127.0) as i32;
     (s, zp)
@@ -1000,6 +1011,37 @@ fn is_arg(op: &HOp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 8-bit pixels normalized as (p − 127.5)/d (d = 127.5 or 128, calibrated over the
+    /// whole pixel range) keep 255 distinct int8 levels, each within half a step; with
+    /// the plain 255th-part step every one was a tie and pairs merged (128 levels).
+    #[test]
+    fn a_half_offset_pixel_lattice_keeps_its_levels() {
+        for d in [127.5f32, 128.0] {
+            let x: Vec<f32> = (0..256).map(|p| (p as f32 - 127.5) / d).collect();
+            let (s, z) = params_for_range(x[0], x[255]);
+            let q: Vec<i32> = x
+                .iter()
+                .map(|&v| quantize_f32(v, s, z, -128, 127))
+                .collect();
+            let mut distinct = q.clone();
+            distinct.dedup();
+            assert!(distinct.len() >= 255, "d {d}: {} levels", distinct.len());
+            for (&v, &k) in x.iter().zip(&q) {
+                assert!(
+                    (v - (k - z) as f32 * s).abs() <= 0.5 * s * 1.0001,
+                    "d {d}: {v}"
+                );
+            }
+        }
+        // Ranges whose ends sit on the grid keep the 255th-part step.
+        assert_eq!(params_for_range(0.0, 2.55), (0.01, -128));
+        let (s, z) = params_for_range(-1.0, 3.0);
+        assert_eq!(
+            (s, z),
+            (4.0 / 255.0, round_half_even(-128.0 + 1.0 / s) as i32)
+        );
+    }
 
     /// 7 bits: every channel's largest magnitude maps to ±63 and nothing leaves [−63, 63];
     /// 8 bits keeps ±127.
