@@ -162,7 +162,7 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         }
     }
     let absorbed = q.absorbed();
-    let folds = q.prelu_folds();
+    let folds = q.prelu_folds(&absorbed);
     let folded: std::collections::HashSet<usize> = folds.values().map(|f| f.prelu).collect();
     for (i, op) in g.ops.iter().enumerate() {
         if absorbed.contains(&i) || folded.contains(&i) {
@@ -700,63 +700,81 @@ impl Q<'_> {
         Ok(())
     }
 
-    /// int8 Convs whose output only a PRelu with a constant per-channel (or single) slope
-    /// reads, both with int8 params, by conv: the PRelu goes into the conv's
-    /// requantization (negative accumulators take the slope times the usual multiplier, a
-    /// second row of the conv's multipliers: `cairn_core::op::conv_multipliers`), so the
-    /// output is rounded once, at the PRelu's range. Rounded at the conv's own range
-    /// first, which the negative side widens by 1/slope, every output gets that coarser
-    /// step: MTCNN's P-Net lost most of its mask IoU there.
-    fn prelu_folds(&self) -> HashMap<usize, PreluFold> {
+    /// int8 Convs whose output only a PRelu with a constant per-channel (or single) slope,
+    /// or a LeakyRelu, reads, both with int8 params, by conv: the activation goes into the
+    /// conv's requantization (negative accumulators take the slope times the usual
+    /// multiplier, a second row of the conv's multipliers: `cairn_core::op::conv_multipliers`),
+    /// so the output is rounded once, at the activation's range. Rounded at the conv's own
+    /// range first, which the negative side widens by 1/slope, every output gets that
+    /// coarser step: MTCNN's P-Net lost most of its mask IoU there. `absorbed`: ops that a
+    /// lookup table of their chain replaces (not folded).
+    fn prelu_folds(
+        &self,
+        absorbed: &std::collections::HashSet<usize>,
+    ) -> HashMap<usize, PreluFold> {
         let g = self.g;
         let mut folds = HashMap::new();
         for (u, op) in g.ops.iter().enumerate() {
-            if op.kind != OpKind::PRelu || self.families.contains_key(&op.outputs[0]) {
+            let Some(&y) = op.outputs.first() else {
+                continue;
+            };
+            if absorbed.contains(&u) || self.families.contains_key(&y) {
                 continue;
             }
-            let (Some(t), Some(s)) = (op.inputs[0], op.inputs.get(1).copied().flatten()) else {
+            let Some(t) = op.inputs.first().copied().flatten() else {
                 continue;
+            };
+            // The slopes, one or one per channel, and the activation's own clamp.
+            let (sv, clamp) = match op.kind {
+                OpKind::PRelu => {
+                    let Some(s) = op.inputs.get(1).copied().flatten() else {
+                        continue;
+                    };
+                    let Some(sv) = g.tensors[s].const_f32() else {
+                        continue;
+                    };
+                    // One value, or one per channel along axis 1 of the conv's output
+                    // [N, C, …] (right-aligned shape with only that axis above 1).
+                    let (rank, ss) = (g.tensors[t].shape.len(), &g.tensors[s].shape);
+                    let oc = g.tensors[t].shape.get(1).copied().unwrap_or(0);
+                    let per_channel = ss.len() <= rank
+                        && sv.len() == oc
+                        && ss.iter().enumerate().all(|(i, &d)| {
+                            let axis = rank - ss.len() + i;
+                            d == 1 || (axis == 1 && d == oc)
+                        });
+                    if !(sv.len() == 1 || per_channel) {
+                        continue;
+                    }
+                    let clamp = match op.params[..] {
+                        [lo, hi, ..] => (lo, hi),
+                        _ => INF_BITS,
+                    };
+                    (sv, clamp)
+                }
+                OpKind::Unary if UnaryFn::from_code(op.params[0]) == Some(UnaryFn::LeakyRelu) => {
+                    (vec![f32::from_bits(op.params[1] as u32)], INF_BITS)
+                }
+                _ => continue,
             };
             let Some(p) = g.producer(t) else { continue };
             let conv = &g.ops[p];
-            let x = conv.inputs[0];
-            let y = op.outputs[0];
-            let slopes = g.tensors[s].const_f32();
             let ok = conv.kind == OpKind::Conv
                 && conv.outputs.len() == 1
                 && !crate::fuse::has_act(g, p)
                 && !g.outputs.contains(&t)
                 && g.consumers(t) == [u]
-                && x.is_some_and(|x| {
+                && conv.inputs[0].is_some_and(|x| {
                     self.runtime(x) && g.tensors[x].dtype == DType::F32 && self.act(x).is_some()
                 })
                 && conv.inputs[1].is_some_and(|w| g.tensors[w].const_f32().is_some())
                 && self.act(t).is_some()
-                && self.act(y).is_some();
-            if !ok {
-                continue;
-            }
-            let (Some(sv), Some(oc)) = (slopes, g.tensors[t].shape.get(1).copied()) else {
+                && self.act(y).is_some()
+                && sv.iter().all(|v| v.is_finite());
+            let Some(oc) = g.tensors[t].shape.get(1).copied().filter(|_| ok) else {
                 continue;
             };
-            // The slope broadcasts over the conv's output [N, C, …]: one value, or one per
-            // channel along axis 1 (right-aligned shape with only that axis above 1).
-            let (rank, ss) = (g.tensors[t].shape.len(), &g.tensors[s].shape);
-            let per_channel = ss.len() <= rank
-                && sv.len() == oc
-                && ss.iter().enumerate().all(|(i, &d)| {
-                    let axis = rank - ss.len() + i;
-                    d == 1 || (axis == 1 && d == oc)
-                });
-            if !(sv.len() == 1 || per_channel) || !sv.iter().all(|v| v.is_finite()) {
-                continue;
-            }
             let slopes = (0..oc).map(|c| sv[c.min(sv.len() - 1)]).collect();
-            // The PRelu's own output clamp (none from ONNX) becomes the conv's.
-            let clamp = match op.params[..] {
-                [lo, hi, ..] => (lo, hi),
-                _ => INF_BITS,
-            };
             folds.insert(
                 p,
                 PreluFold {
@@ -912,9 +930,10 @@ impl Q<'_> {
     }
 }
 
-/// A PRelu folded into the int8 Conv that writes its input (`Q::prelu_folds`).
+/// A PRelu or LeakyRelu folded into the int8 Conv that writes its input
+/// (`Q::prelu_folds`).
 struct PreluFold {
-    /// The PRelu op.
+    /// The PRelu (or LeakyRelu) op.
     prelu: usize,
     /// Its output: the conv's output in the int8 graph.
     y: usize,

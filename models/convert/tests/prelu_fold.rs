@@ -1,7 +1,8 @@
-//! A PRelu that alone reads an int8 Conv goes into the conv's requantization
-//! (a second row of multipliers): one int8 op, rounded once at the PRelu's range. Rounded at the
-//! conv's own range first (a range the negative side dominates), the positive outputs
-//! lose most of their steps. Seeded inputs; `CAIRN_SEED` replays.
+//! A PRelu (or LeakyRelu) that alone reads an int8 Conv goes into the conv's
+//! requantization (a second row of multipliers): one int8 op, rounded once at the
+//! activation's range. Rounded at the conv's own range first (a range the negative side
+//! dominates), the positive outputs lose most of their steps. Seeded inputs; `CAIRN_SEED`
+//! replays.
 
 mod common;
 use common::op;
@@ -10,7 +11,7 @@ use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::quantize::quantize;
 use cairn_convert::Graph;
 use cairn_core::emit::AlignedBytes;
-use cairn_core::op::conv;
+use cairn_core::op::{conv, UnaryFn};
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
 
@@ -23,8 +24,9 @@ fn uniform(s: &mut u64, lo: f32, hi: f32) -> f32 {
 }
 
 /// x [1, C, H, H] → Conv 3×3 (pad 1, biases well below zero) → PRelu (slope per channel,
-/// 0.05–0.1) → y; with `tap`, the conv's output is a graph output too.
-fn conv_prelu(s: &mut u64, tap: bool) -> Graph {
+/// 0.05–0.1; with `leaky`, a LeakyRelu of 0.1) → y; with `tap`, the conv's output is a
+/// graph output too.
+fn conv_prelu(s: &mut u64, tap: bool, leaky: bool) -> Graph {
     let mut g = Graph::default();
     let x = g.add("x", DType::F32, vec![1, C, H, H]);
     let c = g.add("c", DType::F32, vec![1, OC, H, H]);
@@ -51,7 +53,13 @@ fn conv_prelu(s: &mut u64, tap: bool) -> Graph {
     params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
     let no_clamp = vec![params[conv::ACT_LO], params[conv::ACT_HI]];
     g.ops.push(op(OpKind::Conv, &[x, wt, bt], c, params));
-    g.ops.push(op(OpKind::PRelu, &[c, st], y, no_clamp));
+    if leaky {
+        let alpha = 0.1f32.to_bits() as i32;
+        let f = UnaryFn::LeakyRelu as i32;
+        g.ops.push(op(OpKind::Unary, &[c], y, vec![f, alpha, 0]));
+    } else {
+        g.ops.push(op(OpKind::PRelu, &[c, st], y, no_clamp));
+    }
     g.inputs = vec![x];
     g.outputs = if tap { vec![y, c] } else { vec![y] };
     g
@@ -103,12 +111,22 @@ fn int8(g: &Graph, calib: &[Vec<Vec<f32>>]) -> (Vec<(OpKind, usize)>, f32) {
 
 #[test]
 fn prelu_after_conv_is_one_int8_op_rounded_once() {
+    rounded_once(false);
+}
+
+#[test]
+fn leaky_relu_after_conv_is_one_int8_op_rounded_once() {
+    rounded_once(true);
+}
+
+fn rounded_once(leaky: bool) {
     let seed = common::seed(7);
     let mut s = seed;
-    let folded = conv_prelu(&mut s, false);
+    let folded = conv_prelu(&mut s, false, leaky);
     let mut s2 = seed;
-    // The same weights; the conv's output is read outside, so the PRelu stays its own op.
-    let apart = conv_prelu(&mut s2, true);
+    // The same weights; the conv's output is read outside, so the activation stays its
+    // own op.
+    let apart = conv_prelu(&mut s2, true, leaky);
     let calib: Vec<_> = (0..8).map(|_| sample(&mut s)).collect();
     let (kinds, err) = int8(&folded, &calib);
     let convs: Vec<_> = kinds.iter().filter(|k| k.0 == OpKind::Conv).collect();
