@@ -759,8 +759,11 @@ impl Q<'_> {
             };
             let Some(p) = g.producer(t) else { continue };
             let conv = &g.ops[p];
+            // A QDQ model that rounds the conv's output says so (`Hint::Act`): the fold
+            // would cross its quantization point.
             let ok = conv.kind == OpKind::Conv
                 && conv.outputs.len() == 1
+                && !matches!(g.tensors[t].hint, Some(Hint::Act { .. }))
                 && !crate::fuse::has_act(g, p)
                 && !g.outputs.contains(&t)
                 && g.consumers(t) == [u]

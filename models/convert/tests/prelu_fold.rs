@@ -8,6 +8,7 @@ mod common;
 use common::op;
 
 use cairn_convert::calibrate::{calibrate, Method};
+use cairn_convert::ir::Hint;
 use cairn_convert::quantize::quantize;
 use cairn_convert::Graph;
 use cairn_core::emit::AlignedBytes;
@@ -117,6 +118,24 @@ fn prelu_after_conv_is_one_int8_op_rounded_once() {
 #[test]
 fn leaky_relu_after_conv_is_one_int8_op_rounded_once() {
     rounded_once(true);
+}
+
+/// A QDQ model that rounds the conv's output keeps that rounding: no fold.
+#[test]
+fn a_quantized_conv_output_is_not_folded_across() {
+    let mut s = common::seed(7);
+    let mut g = conv_prelu(&mut s, false, false);
+    let c = g.ops[0].outputs[0];
+    g.tensors[c].hint = Some(Hint::Act {
+        scale: 0.05,
+        zero_point: 60,
+    });
+    let calib: Vec<_> = (0..4).map(|_| sample(&mut s)).collect();
+    let (kinds, _) = int8(&g, &calib);
+    assert!(
+        kinds.contains(&(OpKind::Conv, OC)) && kinds.iter().any(|k| k.0 == OpKind::Lut),
+        "the conv keeps its own output quantization: {kinds:?}"
+    );
 }
 
 fn rounded_once(leaky: bool) {
