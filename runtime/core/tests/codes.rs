@@ -4,8 +4,8 @@
 
 use cairn_core::kernel::{KernelId, KernelSet, Variant};
 use cairn_core::layout::{Layout, Pairs6};
-use cairn_core::op::{BinaryFn, ReduceFn, UnaryFn, OP_KIND_COUNT};
-use cairn_core::quant::{qrange, quantize_f32, requantize, round_half_even};
+use cairn_core::op::{conv_multipliers, BinaryFn, ReduceFn, UnaryFn, OP_KIND_COUNT};
+use cairn_core::quant::{qrange, quantize_f32, requantize, requantize_signed, round_half_even};
 use cairn_core::{DType, OpKind, Quant, Shape};
 use std::collections::HashSet;
 
@@ -212,6 +212,28 @@ fn requantize_clamps_then_rounds_around_the_zero_point() {
     assert_eq!(requantize(7, 1.0, 0, 0, 6), 6);
     assert_eq!(requantize(-1, 1.0, 0, 0, 6), 0);
     assert_eq!(requantize(i32::MAX, 1.0, 0, -128, 127), 127);
+}
+
+#[test]
+fn requantize_signed_takes_the_second_multiplier_below_zero() {
+    // A folded PRelu: accumulators below zero take `neg`, the rest `pos`.
+    assert_eq!(requantize_signed(10, 0.5, 0.1, 3, -128, 127), 8); // 5 + 3
+    assert_eq!(requantize_signed(0, 0.5, 0.1, 3, -128, 127), 3);
+    assert_eq!(requantize_signed(-10, 0.5, 0.1, 3, -128, 127), 2); // −1 + 3
+    assert_eq!(requantize_signed(-25, 0.5, 0.1, 0, -128, 127), -2); // −2.5 → −2
+    assert_eq!(requantize_signed(-1000, 1.0, 0.5, 0, -100, 127), -100);
+    assert_eq!(requantize_signed(-7, 1.0, -2.0, 0, -128, 127), 14);
+}
+
+#[test]
+fn conv_multipliers_are_one_or_two_rows() {
+    let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    assert_eq!(conv_multipliers(&m, 6), Some((&m[..], &m[..])));
+    assert_eq!(conv_multipliers(&m, 3), Some((&m[..3], &m[3..])));
+    for oc in [0, 1, 2, 4, 5, 7, 12] {
+        assert_eq!(conv_multipliers(&m, oc), None, "{oc}");
+    }
+    assert_eq!(conv_multipliers(&[], 0), Some((&[][..], &[][..])));
 }
 
 #[test]

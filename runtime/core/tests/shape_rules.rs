@@ -224,6 +224,11 @@ fn conv_output_sizes() {
     ok(Conv, &p, &[x, w, &[4], &[1, 4]], &[1], &[1, 4, 6, 6]);
     err(Conv, &p, &[x, w, &[5]], &[1], Mismatch);
     err(Conv, &p, &[x, w, &[4], &[3]], &[1], Mismatch);
+    // A Conv's multipliers may hold a second row (a folded PRelu), its bias never.
+    ok(Conv, &p, &[x, w, &[4], &[2, 4]], &[1], &[1, 4, 6, 6]);
+    err(Conv, &p, &[x, w, &[8], &[4]], &[1], Mismatch);
+    err(Conv, &p, &[x, w, &[4], &[3, 4]], &[1], Mismatch);
+    err(Conv, &p, &[x, w, &[4], &[7]], &[1], Mismatch);
     let absent = infer_output(
         Conv,
         &p,
@@ -239,6 +244,10 @@ fn conv_transpose_output_sizes() {
     use OpKind::ConvTranspose as T;
     let x: &[usize] = &[1, 4, 5, 5];
     let w: &[usize] = &[4, 2, 3, 3];
+    // One multiplier per output channel; the Conv's second row is not a ConvTranspose's.
+    let p0 = deconv([1, 1], [0; 4], [1, 1], 1, [0, 0]);
+    ok(T, &p0, &[x, w, &[2], &[2]], &[1], &[1, 2, 7, 7]);
+    err(T, &p0, &[x, w, &[2], &[2, 2]], &[1], Mismatch);
     // s·(h − 1) + output padding + d·(k − 1) + 1 − pads.
     ok(
         T,
@@ -401,6 +410,14 @@ fn fully_connected_and_batch_matmul() {
     ok(F, &[0, 0], &[&[2, 8], &[5, 8], &[5], &[5]], &[1], &[2, 5]);
     err(F, &[0, 0], &[&[2, 8], &[5, 8], &[8]], &[1], Mismatch);
     err(F, &[0, 0], &[&[2, 8], &[5, 8], &[5], &[4]], &[1], Mismatch);
+    // Only a Conv takes a second row of multipliers.
+    err(
+        F,
+        &[0, 0],
+        &[&[2, 8], &[5, 8], &[5], &[2, 5]],
+        &[1],
+        Mismatch,
+    );
 
     ok(B, &[], &[&[2, 3, 4], &[4, 5]], &[1], &[2, 3, 5]);
     ok(B, &[], &[&[3, 4], &[2, 4, 5]], &[1], &[2, 3, 5]);
