@@ -7,94 +7,10 @@ use cairn_core::{DType, OpKind, Shape};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, ConvCase, Rng};
-
-fn conv_model(r: &mut Rng, cs: &ConvCase) -> Option<ModelBuilder> {
-    let t = |dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>| TensorSpec {
-        dtype: dt,
-        shape: Shape::new(dims).unwrap(),
-        quant,
-        data,
-        layout: Default::default(),
-    };
-    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
-    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
-    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
-    if ph < eh || pw < ew {
-        return None;
-    }
-    let oh = (ph - eh) / cs.stride.0 + 1;
-    let ow = (pw - ew) / cs.stride.1 + 1;
-    let zx = r.range(0, 255) as i32 - 128;
-    let zy = r.range(0, 255) as i32 - 128;
-    let cg = cs.c / cs.group;
-    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
-    let wq: Vec<u8> = (0..wn).map(|_| (r.i8().max(-127)) as u8).collect();
-    let scales: Vec<f32> = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
-    let bias: Vec<u8> = (0..cs.oc)
-        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
-        .collect();
-    let rq: Vec<u8> = (0..cs.oc)
-        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
-        .collect();
-    let xs = r.f(0.01, 0.1);
-    let (lo, hi) = if r.next().is_multiple_of(3) {
-        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
-    } else {
-        (-128, 127)
-    };
-    let mut b = ModelBuilder::default();
-    let x = b.add_tensor(t(
-        DType::I8,
-        &[cs.n, cs.c, cs.h, cs.w],
-        QuantSpec::PerTensor {
-            scale: xs,
-            zero_point: zx,
-        },
-        None,
-    ));
-    let w = b.add_tensor(t(
-        DType::I8,
-        &[cs.oc, cg, cs.k.0, cs.k.1],
-        QuantSpec::PerAxis {
-            axis: 0,
-            scales,
-            zero_points: vec![0; cs.oc],
-        },
-        Some(wq),
-    ));
-    let bb = b.add_tensor(t(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
-    let rqt = b.add_tensor(t(DType::F32, &[cs.oc], QuantSpec::None, Some(rq)));
-    let y = b.add_tensor(t(
-        DType::I8,
-        &[cs.n, cs.oc, oh, ow],
-        QuantSpec::PerTensor {
-            scale: 0.05,
-            zero_point: zy,
-        },
-        None,
-    ));
-    let mut params = common::conv_params(cs, cs.group);
-    params[conv::ACT_LO] = lo;
-    params[conv::ACT_HI] = hi;
-    let bias_in = if r.next().is_multiple_of(4) {
-        None
-    } else {
-        Some(bb)
-    };
-    b.ops.push(OpSpec {
-        kind: OpKind::Conv,
-        inputs: vec![Some(x), Some(w), bias_in, Some(rqt)],
-        outputs: vec![y],
-        params,
-    });
-    b.inputs = vec![x];
-    b.outputs = vec![y];
-    Some(b)
-}
+use common::{conv_model, run, seed, ConvCase, ConvOpts, Rng};
 
 fn check(r: &mut Rng, cs: ConvCase, seed: u64, case: usize) -> bool {
-    let Some(mut b) = conv_model(r, &cs) else {
+    let Some(mut b) = conv_model(r, &cs, ConvOpts::default()) else {
         return false;
     };
     let bytes = b.finish().expect("valid conv model");
@@ -1005,7 +921,7 @@ fn host_model_weight_cache_matches_reference() {
             dil: (1, 1),
             group: 1,
         };
-        let mut b = conv_model(&mut r, &cs).expect("a same-size conv");
+        let mut b = conv_model(&mut r, &cs, ConvOpts::default()).expect("a same-size conv");
         let (y, w, rq) = {
             let op = &b.ops[0];
             (op.outputs[0], op.inputs[1].unwrap(), op.inputs[3].unwrap())

@@ -14,107 +14,13 @@ use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, tensor, ConvCase, Rng};
-
-/// A random int8 conv of geometry `cs` with per-channel multipliers for negative
-/// accumulators (the channel's multiplier times a slope in [−0.5, 1], some exactly 1 or 0).
-/// `seven`: weights in [−63, 63] (the u8×s8 kernels' range).
-fn prelu_conv(r: &mut Rng, cs: &ConvCase, seven: bool) -> Option<ModelBuilder> {
-    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
-    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
-    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
-    if ph < eh || pw < ew {
-        return None;
-    }
-    let oh = (ph - eh) / cs.stride.0 + 1;
-    let ow = (pw - ew) / cs.stride.1 + 1;
-    let zx = r.range(0, 255) as i32 - 128;
-    let zy = r.range(0, 255) as i32 - 128;
-    let cg = cs.c / cs.group;
-    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
-    let wq: Vec<u8> = (0..wn)
-        .map(|_| {
-            let v = r.i8().max(-127);
-            (if seven { v / 2 } else { v }) as u8
-        })
-        .collect();
-    let scales: Vec<f32> = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
-    let bias: Vec<u8> = (0..cs.oc)
-        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
-        .collect();
-    let rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, 0.02)).collect();
-    let neg: Vec<f32> = rq
-        .iter()
-        .map(|&s| {
-            s * match r.next() % 6 {
-                0 => 1.0,
-                1 => 0.0,
-                _ => r.f(-0.5, 1.0),
-            }
-        })
-        .collect();
-    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (lo, hi) = if r.next().is_multiple_of(3) {
-        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
-    } else {
-        (-128, 127)
-    };
-    let mut b = ModelBuilder::default();
-    let x = b.add_tensor(tensor(
-        DType::I8,
-        &[cs.n, cs.c, cs.h, cs.w],
-        QuantSpec::PerTensor {
-            scale: r.f(0.01, 0.1),
-            zero_point: zx,
-        },
-        None,
-    ));
-    let w = b.add_tensor(tensor(
-        DType::I8,
-        &[cs.oc, cg, cs.k.0, cs.k.1],
-        QuantSpec::PerAxis {
-            axis: 0,
-            scales,
-            zero_points: vec![0; cs.oc],
-        },
-        Some(wq),
-    ));
-    let bb = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
-    let both: Vec<f32> = rq.iter().chain(&neg).copied().collect();
-    let rqt = b.add_tensor(tensor(
-        DType::F32,
-        &[2, cs.oc],
-        QuantSpec::None,
-        Some(f32s(&both)),
-    ));
-    let y = b.add_tensor(tensor(
-        DType::I8,
-        &[cs.n, cs.oc, oh, ow],
-        QuantSpec::PerTensor {
-            scale: 0.05,
-            zero_point: zy,
-        },
-        None,
-    ));
-    let mut params = common::conv_params(cs, cs.group);
-    params[conv::ACT_LO] = lo;
-    params[conv::ACT_HI] = hi;
-    let bias_in = (!r.next().is_multiple_of(4)).then_some(bb);
-    b.ops.push(OpSpec {
-        kind: OpKind::Conv,
-        inputs: vec![Some(x), Some(w), bias_in, Some(rqt)],
-        outputs: vec![y],
-        params,
-    });
-    b.inputs = vec![x];
-    b.outputs = vec![y];
-    Some(b)
-}
+use common::{conv_model, run, seed, tensor, ConvCase, ConvOpts, Rng};
 
 /// Runs one case on both backends (and with pre-packed weights where the conv packs);
 /// false when the geometry is empty.
 fn check(r: &mut Rng, cs: &ConvCase, seven: bool, seed: u64, case: usize) -> bool {
-    let Some(mut b) = prelu_conv(r, cs, seven) else {
+    let prelu = ConvOpts { seven, prelu: true };
+    let Some(mut b) = conv_model(r, cs, prelu) else {
         return false;
     };
     let bytes = b.finish().expect("valid conv model");
@@ -222,7 +128,11 @@ fn reference_takes_the_negative_multiplier_below_zero() {
 fn multipliers_of_the_wrong_count_are_refused() {
     let mut r = Rng(seed());
     let cs = case(4, (6, 6), 8, (3, 3), 1, 1, 1);
-    let mut b = prelu_conv(&mut r, &cs, false).expect("geometry");
+    let prelu = ConvOpts {
+        seven: false,
+        prelu: true,
+    };
+    let mut b = conv_model(&mut r, &cs, prelu).expect("geometry");
     let rq = b.ops[0].inputs[3].expect("multipliers") as usize;
     for n in [7, 15, 24] {
         b.tensors[rq].shape = cairn_core::Shape::new(&[n]).unwrap();

@@ -94,6 +94,106 @@ pub fn conv_params(cs: &ConvCase, group: usize) -> Vec<i32> {
     p
 }
 
+/// What a random int8 conv of [`conv_model`] holds beyond its geometry.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvOpts {
+    /// Weights in [−63, 63] (the u8×s8 kernels' range), else [−127, 127].
+    pub seven: bool,
+    /// A folded PRelu: a second row of multipliers for negative accumulators (the first
+    /// times a slope in [−0.5, 1], some exactly 1 or 0).
+    pub prelu: bool,
+}
+
+/// A random int8 conv of geometry `cs` (zero points, per-channel weights and scales, a
+/// bias three times in four, a clamp one time in three), or `None` if the geometry has no
+/// output. With `ConvOpts::default()` it draws the same values from `r` as it always has.
+#[allow(dead_code)]
+pub fn conv_model(r: &mut Rng, cs: &ConvCase, o: ConvOpts) -> Option<ModelBuilder> {
+    use cairn_core::emit::OpSpec;
+    use cairn_core::op::conv;
+    let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+    let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+    let (ph, pw) = (cs.h + cs.pad[0] + cs.pad[2], cs.w + cs.pad[1] + cs.pad[3]);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let oh = (ph - eh) / cs.stride.0 + 1;
+    let ow = (pw - ew) / cs.stride.1 + 1;
+    let zx = r.range(0, 255) as i32 - 128;
+    let zy = r.range(0, 255) as i32 - 128;
+    let cg = cs.c / cs.group;
+    let wn = cs.oc * cg * cs.k.0 * cs.k.1;
+    let wq: Vec<u8> = (0..wn)
+        .map(|_| {
+            let v = r.i8().max(-127);
+            (if o.seven { v / 2 } else { v }) as u8
+        })
+        .collect();
+    let scales: Vec<f32> = (0..cs.oc).map(|_| r.f(0.001, 0.05)).collect();
+    let bias: Vec<u8> = (0..cs.oc)
+        .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
+        .collect();
+    let mut rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, 0.02)).collect();
+    if o.prelu {
+        for c in 0..cs.oc {
+            let slope = match r.next() % 6 {
+                0 => 1.0,
+                1 => 0.0,
+                _ => r.f(-0.5, 1.0),
+            };
+            rq.push(rq[c] * slope);
+        }
+    }
+    let xs = r.f(0.01, 0.1);
+    let (lo, hi) = if r.next().is_multiple_of(3) {
+        (zy.max(-128), (zy + r.range(0, 127) as i32).min(127))
+    } else {
+        (-128, 127)
+    };
+    let mut b = ModelBuilder::default();
+    let pt = |scale: f32, zero_point: i32| QuantSpec::PerTensor { scale, zero_point };
+    let x = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.c, cs.h, cs.w],
+        pt(xs, zx),
+        None,
+    ));
+    let w = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.oc, cg, cs.k.0, cs.k.1],
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales,
+            zero_points: vec![0; cs.oc],
+        },
+        Some(wq),
+    ));
+    let bb = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
+    let rq_dims: &[usize] = if o.prelu { &[2, cs.oc] } else { &[cs.oc] };
+    let rq_bytes = rq.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let rqt = b.add_tensor(tensor(DType::F32, rq_dims, QuantSpec::None, Some(rq_bytes)));
+    let y = b.add_tensor(tensor(
+        DType::I8,
+        &[cs.n, cs.oc, oh, ow],
+        pt(0.05, zy),
+        None,
+    ));
+    let mut params = conv_params(cs, cs.group);
+    params[conv::ACT_LO] = lo;
+    params[conv::ACT_HI] = hi;
+    let bias_in = (!r.next().is_multiple_of(4)).then_some(bb);
+    b.ops.push(OpSpec {
+        kind: cairn_core::OpKind::Conv,
+        inputs: vec![Some(x), Some(w), bias_in, Some(rqt)],
+        outputs: vec![y],
+        params,
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    Some(b)
+}
+
 /// Random per-tensor int8 params (scale 0.01–0.1, any zero point).
 #[allow(dead_code)] // not every test file builds quantized tensors
 pub fn per_tensor(r: &mut Rng) -> QuantSpec {
