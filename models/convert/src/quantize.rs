@@ -170,12 +170,7 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         }
         if let Some(fold) = folds.get(&i) {
             // Conv and PRelu as one int8 op: both count as int8.
-            let (x, w) = (
-                op.inputs[0].expect("checked"),
-                op.inputs[1].expect("checked"),
-            );
-            let (px, py) = (q.act(x).expect("checked"), q.act(fold.y).expect("checked"));
-            q.weighted(op, x, w, px, py, Some(fold))?;
+            q.weighted(op, fold.x, fold.w, fold.px, fold.py, Some(fold))?;
             q.report.int8_ops += 2;
             continue;
         }
@@ -761,18 +756,24 @@ impl Q<'_> {
             let conv = &g.ops[p];
             // A QDQ model that rounds the conv's output says so (`Hint::Act`): the fold
             // would cross its quantization point.
-            let ok = conv.kind == OpKind::Conv
-                && conv.outputs.len() == 1
+            if conv.kind != OpKind::Conv {
+                continue;
+            }
+            let (Some(x), Some(w)) = (conv.inputs[0], conv.inputs.get(1).copied().flatten()) else {
+                continue;
+            };
+            let (Some(px), Some(py)) = (self.act(x), self.act(y)) else {
+                continue;
+            };
+            let ok = conv.outputs.len() == 1
                 && !matches!(g.tensors[t].hint, Some(Hint::Act { .. }))
                 && !crate::fuse::has_act(g, p)
                 && !g.outputs.contains(&t)
                 && g.consumers(t) == [u]
-                && conv.inputs[0].is_some_and(|x| {
-                    self.runtime(x) && g.tensors[x].dtype == DType::F32 && self.act(x).is_some()
-                })
-                && conv.inputs[1].is_some_and(|w| g.tensors[w].const_f32().is_some())
+                && self.runtime(x)
+                && g.tensors[x].dtype == DType::F32
+                && g.tensors[w].const_f32().is_some()
                 && self.act(t).is_some()
-                && self.act(y).is_some()
                 && sv.iter().all(|v| v.is_finite());
             let Some(oc) = g.tensors[t].shape.get(1).copied().filter(|_| ok) else {
                 continue;
@@ -785,6 +786,10 @@ impl Q<'_> {
                     y,
                     slopes,
                     clamp,
+                    x,
+                    w,
+                    px,
+                    py,
                 },
             );
         }
@@ -944,6 +949,12 @@ struct PreluFold {
     slopes: Vec<f32>,
     /// Its output clamp (f32 bits of the bounds).
     clamp: (i32, i32),
+    /// The conv's input and weight tensors, and the int8 params of its input and of the
+    /// PRelu's output.
+    x: usize,
+    w: usize,
+    px: (f32, i32),
+    py: (f32, i32),
 }
 
 fn round_half_even_f64(v: f64) -> i32 {

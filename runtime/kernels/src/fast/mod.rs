@@ -108,7 +108,8 @@ fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>, oc: usize) -> Result<Q<'
         Some(b) => Some(b.i32s()?),
         None => None,
     };
-    let (scales, neg) = conv_multipliers(call.req(3)?.f32s()?, oc).ok_or(ExecError::Shape)?;
+    let m = call.req(3)?.f32s()?;
+    let (scales, neg) = conv_multipliers(m, oc).ok_or(ExecError::Shape)?;
     let wt = call.req(1)?;
     let (w, wp) = match wt.info.layout {
         Layout::Plain => (wt.i8s()?, None),
@@ -121,7 +122,7 @@ fn operands<'a>(call: &OpCall<'a>, out: &TensorMut<'_>, oc: usize) -> Result<Q<'
         offs: &[],
         bias,
         scales,
-        neg: (neg.as_ptr() != scales.as_ptr()).then_some(neg),
+        neg: (m.len() > oc).then_some(neg),
         zx: qp(&xt.info).1,
         zy: qp(&out.info).1,
         lo: call.param(p::ACT_LO),
