@@ -4,38 +4,48 @@
 //! channel multiplier 1. Bit-exact with the reference (`conv::conv_i8`): the same integer
 //! sums and the same float output stage as `avx2::Requant`, sixteen lanes wide.
 //!
-//! Each input row a band of output rows reads is staged once per channel as unsigned bytes
-//! `u = x + 128` (the sign bit flipped), with the padding columns and the rows outside the
-//! image holding `zx + 128`, the byte of a real zero. A kernel row is cut into quads of four
-//! taps (a short last quad holds weight 0): one `vpermb` gathers, for sixteen outputs, the
-//! four staged bytes each output's quad reads (output `i` reads staged column `s·i + j` of
-//! the quad, `j < 4`), and one `vpdpbusd` adds the four products into each output's int32
-//! sum. Over every tap the sum is `Σ w·(x − zx) + (zx + 128)·Σ w` (padding adds exactly
-//! `(zx + 128)·w`), so each channel's sums start from `bias − (zx + 128)·Σ w`: the
-//! reference's sums, padding skipped. No saturation anywhere: the products are summed in
-//! int32.
+//! Inputs are unsigned bytes `u = x + 128` (the sign bit flipped); padding columns and rows
+//! outside the image hold `zx + 128`, the byte of a real zero. A kernel row is cut into
+//! quads of four taps (a short last quad holds weight 0), and one `vpdpbusd` adds, for
+//! sixteen outputs, the four products of one quad into each output's int32 sum. Over every
+//! tap the sum is `Σ w·(x − zx) + (zx + 128)·Σ w` (padding adds exactly `(zx + 128)·w`), so
+//! each channel's sums start from `bias − (zx + 128)·Σ w`: the reference's sums, padding
+//! skipped. No saturation anywhere: the products are summed in int32.
 //!
-//! A vector is sixteen outputs of one row (rows of 8 or fewer outputs put two rows in
-//! one vector, through the two-source `vpermt2b`); its bytes are stored with one masked
-//! store, so no write leaves the output row. The kernel runs over a range `[c0, c1)` of the
-//! planes `n·C + c`, as `depthwise.rs`, so a caller may split the planes across threads.
+//! The four bytes each output reads for a quad are laid out once, not once per kernel row:
+//! a band of output rows is cut into *phase planes*, one per vertical phase `ky mod sh` and
+//! quad `k`. Row `i` of plane (phase, k) holds, for each output column `ox`, the four
+//! staged bytes `u[iy][sw·ox + 4k − pl + j]` (`j < 4`) of input row `iy = (oy0 + i)·sh +
+//! phase − pt`, packed with no gap between rows (one `vpermb` per sixteen columns, from a
+//! masked load of the input row). Then the sixteen outputs at flat position `p` of the
+//! band (any row, any column: a vector may cross rows) read tap row `ky` at flat position
+//! `p + (ky div sh)·ow` of plane (ky mod sh, k): one load and one `vpdpbusd` per quad, no
+//! shuffle. Planes are built one unit (channel, band) ahead of the one being summed, in two
+//! buffers, so no load waits on a store just made.
+//!
+//! The kernel runs over a range `[c0, c1)` of the planes `n·C + c`, as `depthwise.rs`, so a
+//! caller may split the planes across threads.
 
 use core::arch::x86_64::*;
 
 use super::{Geo, Q};
 
-/// Bytes of the staged rows of one band (32 KB of stack).
-const STAGE_LEN: usize = 32768;
-/// Staged bytes a band aims to stay within (16 KB: in L1 with the output rows).
-const BAND_TARGET: usize = 16384;
+/// Bytes of one buffer of phase planes (two on the stack: 48 KB).
+const BUF_LEN: usize = 24576;
+/// Bytes a band's planes aim to stay within (both buffers and the output in L1).
+const BUF_TARGET: usize = 8192;
 /// Outputs per vector.
 const LANES: usize = 16;
 /// Quads per kernel row: kernels up to 8 columns wide.
 const MAX_ROW_QUADS: usize = 2;
 /// Kernel rows × quads the weight table holds (7×7: 14).
 const MAX_QUADS: usize = 32;
-/// Staged rows of a band: a staged row holds at least 64 bytes (`plan`).
-const MAX_ROWS: usize = STAGE_LEN / 64 + 1;
+/// Slack after each plane: the last step of a band reads up to 63 lanes past its end (four
+/// vectors a step), and a built row's last sixteen columns write up to 15.
+const SLACK: usize = 4 * 4 * LANES;
+/// Groups of sixteen output columns in a row (a phase-plane row of `4·ow` bytes fits a
+/// buffer).
+const MAX_GROUPS: usize = BUF_LEN / (4 * LANES);
 
 /// Whether this CPU runs the kernel: AVX-512 F, BW, VL, VBMI and VNNI, and VNNI is allowed
 /// (`paths::vnni`: `CAIRN_VNNI=0` or `paths::allow_vnni(false)` leave depthwise convs to
@@ -46,12 +56,14 @@ pub(super) fn available() -> bool {
         && std::is_x86_feature_detected!("avx512vbmi")
 }
 
-/// How one depthwise conv is cut: staged row length and output rows per band.
+/// How one depthwise conv is cut.
 struct Plan {
-    /// Bytes of one staged row: every column a vector reads, padding included.
-    row_len: usize,
-    /// Output rows whose input rows are staged together.
+    /// Output rows per band.
     band: usize,
+    /// Vertical phases with planes: `min(sh, kh)`.
+    phases: usize,
+    /// Bytes from one plane to the next (a full band's phase-0 rows, then `SLACK`).
+    plane_len: usize,
 }
 
 fn plan(g: &Geo) -> Option<Plan> {
@@ -66,27 +78,35 @@ fn plan(g: &Geo) -> Option<Plan> {
         && g.kh >= 1
         && (1..=4 * MAX_ROW_QUADS).contains(&g.kw)
         && g.kh * g.kw.div_ceil(4) <= MAX_QUADS
+        && g.kh * g.kw <= 64
         && g.oh > 0
         && g.ow > 0;
     if !shape_ok {
         return None;
     }
-    // A vector at output column ox0 reads, for quad k of a row, up to 64 bytes from
-    // staged column s·ox0 + 4k, and the last vector of a row starts at most at
-    // max(ow, 16) − 16.
     let quads = g.kw.div_ceil(4);
-    let row_len =
-        g.sw.checked_mul(g.ow.max(LANES))?
-            .checked_add(4 * quads + 64)?;
-    let rows = |band: usize| (band - 1) * g.sh + g.kh;
-    if rows(1).checked_mul(row_len)? > STAGE_LEN {
+    let phases = g.sh.min(g.kh);
+    // Phase 0 has the most rows: the band's, and (kh − 1) div sh more below.
+    let plane_len = |band: usize| -> Option<usize> {
+        band.checked_add((g.kh - 1) / g.sh)?
+            .checked_mul(g.ow)?
+            .checked_mul(4)?
+            .checked_add(SLACK)?
+            .checked_next_multiple_of(64)
+    };
+    let bytes = |band: usize| -> Option<usize> { plane_len(band)?.checked_mul(phases * quads) };
+    if bytes(1)? > BUF_LEN {
         return None;
     }
     let mut band = 1;
-    while band < g.oh && rows(band + 1) * row_len <= BAND_TARGET {
+    while band < g.oh && bytes(band + 1)? <= BUF_TARGET {
         band += 1;
     }
-    Some(Plan { row_len, band })
+    Some(Plan {
+        band,
+        phases,
+        plane_len: plane_len(band)?,
+    })
 }
 
 /// Whether `depthwise` takes this conv (given [`available`]).
@@ -104,6 +124,10 @@ pub(super) fn fits(g: &Geo) -> bool {
 pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usize) {
     let plan = plan(g).expect("depthwise_vnni: the caller checked `fits`");
     assert!(c0 <= c1 && c1 <= g.n * g.c && y.len() == (c1 - c0) * g.oh * g.ow);
+    assert!(q.x.len() >= g.n * g.c * g.h * g.w && q.w.len() >= g.c * g.kh * g.kw);
+    if c0 == c1 {
+        return;
+    }
     // SAFETY (all arms): the CPU features and the fit are the caller's contract.
     unsafe {
         match (g.sw, g.kh, g.kw.div_ceil(4)) {
@@ -121,14 +145,33 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
     }
 }
 
-/// One vector's place: the staged offsets of its rows' windows (`b` is used only by two-row
-/// vectors), where its bytes go in the channel's output plane, and how many.
+/// The two buffers of phase planes, cache-line aligned (as are planes: `plan`), so the
+/// loads of vectors that start a row's sixteen-column group do not split a line.
+#[repr(align(64))]
+struct Buffers([u8; 2 * BUF_LEN]);
+
+/// A unit of work: output rows `[oy0, oy1)` of plane `ch`.
 #[derive(Clone, Copy)]
-struct Spot {
-    a: usize,
-    b: usize,
-    out: usize,
-    n: usize,
+struct Unit {
+    ch: usize,
+    oy0: usize,
+    oy1: usize,
+}
+
+/// What building a unit's phase planes needs besides the unit.
+struct Builder<'a> {
+    g: &'a Geo,
+    x: &'a [i8],
+    plan: &'a Plan,
+    kh: usize,
+    /// Per quad `k`: byte `4i + j` is `sw·i + 4k + j`, the window byte of lane `i`'s tap.
+    idx: [__m512i; MAX_ROW_QUADS],
+    /// Loaded bytes outside the image: `zx`, which the sign flip makes the padding byte.
+    fill: __m512i,
+    /// The padding byte `zx + 128` everywhere (rows outside the image).
+    pad: __m512i,
+    /// Per group of sixteen output columns: the bytes of its input window inside the row.
+    masks: [u64; MAX_GROUPS],
 }
 
 /// `depthwise` for horizontal stride `S`, `G` quads per kernel row and `KH` kernel rows
@@ -142,256 +185,303 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
     c1: usize,
     plan: &Plan,
 ) {
-    let (h, w, oh, ow, kw) = (g.h, g.w, g.oh, g.ow, g.kw);
+    let (oh, ow, kw) = (g.oh, g.ow, g.kw);
     let kh = if KH == 0 { g.kh } else { KH };
-    debug_assert!(kh == g.kh && G == kw.div_ceil(4));
-    let (plane, out_plane) = (h * w, oh * ow);
-    let row_len = plan.row_len;
-    let two_rows = ow <= LANES / 2;
-    // The byte of a real zero: padding columns and rows outside the image hold it.
-    let pad = (q.zx + 128) as u8;
-    let mut stage = [pad; STAGE_LEN];
-    // Whether staged row r holds image data (else it is all `pad`).
-    let mut has_data = [false; MAX_ROWS];
-    // Byte 4i + j of a vector: tap j of output lane i's quad. Two-row vectors take lanes
-    // ow..2·ow from the second row (`vpermt2b`'s second source: index bit 6).
-    let mut idx_bytes = [0u8; 64];
-    for (lane, quad) in idx_bytes.chunks_exact_mut(4).enumerate() {
-        let (src, col) = match two_rows {
-            false => (0, lane),
-            true if lane < ow => (0, lane),
-            true if lane < 2 * ow => (64, lane - ow),
-            true => (0, 0),
-        };
-        for (j, b) in quad.iter_mut().enumerate() {
-            *b = (src + S * col + j) as u8;
+    debug_assert!(kh == g.kh && G == kw.div_ceil(4) && c0 < c1);
+    let out_plane = oh * ow;
+    // Tap `ky·G + k` reads plane `(ky mod sh)·G + k`, `(ky div sh)·ow` lanes on.
+    let mut off = [0usize; MAX_QUADS];
+    for ky in 0..kh {
+        for k in 0..G {
+            off[ky * G + k] = ((ky % g.sh) * G + k) * plan.plane_len + (ky / g.sh) * ow * 4;
         }
     }
-    // SAFETY: 64 bytes from a 64-byte array; unaligned load.
-    let idx = unsafe { _mm512_loadu_si512(idx_bytes.as_ptr() as *const _) };
+    let mut idx = [_mm512_setzero_si512(); MAX_ROW_QUADS];
+    for (k, v) in idx.iter_mut().enumerate() {
+        let mut bytes = [0u8; 64];
+        for (i, quad) in bytes.chunks_exact_mut(4).enumerate() {
+            for (j, b) in quad.iter_mut().enumerate() {
+                *b = (S * i + 4 * k + j) as u8;
+            }
+        }
+        // Opaque to the optimizer: with the indices known, it would replace each `vpermb`
+        // by a dozen 128-bit shuffles.
+        let bytes = core::hint::black_box(bytes);
+        // SAFETY: 64 bytes from a 64-byte array; unaligned load.
+        *v = unsafe { _mm512_loadu_si512(bytes.as_ptr() as *const _) };
+    }
+    let mut masks = [0u64; MAX_GROUPS];
+    for (grp, m) in masks.iter_mut().take(ow.div_ceil(LANES)).enumerate() {
+        // Input columns c0.. of the group's window (S·15 + 4·G − 1 < 64 bytes); those in
+        // [0, w) are loaded, the others take `fill`.
+        let c0 = (S * LANES * grp) as isize - g.pl;
+        let lo = (-c0).max(0) as usize;
+        let hi = (g.w as isize - c0).clamp(0, 64) as usize;
+        *m = bits(lo, hi);
+    }
+    let b = Builder {
+        g,
+        x: q.x,
+        plan,
+        kh,
+        idx,
+        masks,
+        fill: _mm512_set1_epi8(q.zx as i8),
+        pad: _mm512_set1_epi8((q.zx + 128) as u8 as i8),
+    };
     let lo = _mm512_set1_ps(q.lo as f32 - q.zy as f32);
     let hi = _mm512_set1_ps(q.hi as f32 - q.zy as f32);
     let zy = _mm512_set1_epi32(q.zy);
-    let mut weights = [_mm512_setzero_si512(); MAX_QUADS];
-    // Vectors per output row (two-row vectors: per two rows).
-    let per_row = ow.div_ceil(LANES);
-    for ch in c0..c1 {
-        let c = ch % g.c;
-        let xc = &q.x[ch * plane..(ch + 1) * plane];
-        let wc = &q.w[c * kh * kw..(c + 1) * kh * kw];
-        let mut sum_w = 0i32;
-        for ky in 0..kh {
-            for k in 0..G {
-                let mut quad = [0u8; 4];
-                for (j, b) in quad.iter_mut().enumerate() {
-                    if 4 * k + j < kw {
-                        let wv = wc[ky * kw + 4 * k + j];
-                        sum_w += wv as i32;
-                        *b = wv as u8;
-                    }
+    // Two buffers of phase planes: the unit being summed and the next one. Zeroed once:
+    // lanes past a band's end read whatever is there, and their sums are never stored.
+    let mut bufs = Buffers([0u8; 2 * BUF_LEN]);
+    let bp = bufs.0.as_mut_ptr();
+    let next = |u: Unit| -> Option<Unit> {
+        if u.oy1 < oh {
+            Some(Unit {
+                ch: u.ch,
+                oy0: u.oy1,
+                oy1: (u.oy1 + plan.band).min(oh),
+            })
+        } else if u.ch + 1 < c1 {
+            Some(Unit {
+                ch: u.ch + 1,
+                oy0: 0,
+                oy1: plan.band.min(oh),
+            })
+        } else {
+            None
+        }
+    };
+    let mut cur = Unit {
+        ch: c0,
+        oy0: 0,
+        oy1: plan.band.min(oh),
+    };
+    let mut slot = 0;
+    // SAFETY: the buffer holds a unit's planes (`plan`).
+    unsafe { build::<S, G>(&b, cur, bp) };
+    // A channel's weights (kh·kw <= 64 bytes, one load) to quads: byte 4t + j of the
+    // table, t = 16v + (its index in vector v), is tap j of quad t = ky·G + k, weight
+    // ky·kw + 4k + j, or 0 (index 64: the second source, zero) past the row's end.
+    let mut widx = [_mm512_setzero_si512(); 2];
+    for (v, wi) in widx.iter_mut().enumerate() {
+        let mut bytes = [64u8; 64];
+        for (i, quad) in bytes.chunks_exact_mut(4).enumerate() {
+            let t = 16 * v + i;
+            let (ky, k) = (t / G, t % G);
+            for (j, b) in quad.iter_mut().enumerate() {
+                if ky < kh && 4 * k + j < kw {
+                    *b = (ky * kw + 4 * k + j) as u8;
                 }
-                weights[ky * G + k] = _mm512_set1_epi32(i32::from_le_bytes(quad));
             }
         }
-        let bias = q.bias.map_or(0, |b| b[c]);
-        let base = _mm512_set1_epi32(bias.wrapping_sub((q.zx + 128) * sum_w));
-        let scale = (_mm512_set1_ps(q.scales[c]), _mm512_set1_ps(q.neg_scale(c)));
-        let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
-        let mut oy0 = 0;
-        while oy0 < oh {
-            let oy1 = (oy0 + plan.band).min(oh);
-            // Staged row r is input row top + r.
-            let top = (oy0 * g.sh) as isize - g.pt;
-            let rows = (oy1 - 1 - oy0) * g.sh + kh;
-            for r in 0..rows {
-                let iy = top + r as isize;
-                let dst = &mut stage[r * row_len..(r + 1) * row_len];
-                if iy >= 0 && iy < h as isize {
-                    let src = &xc[iy as usize * w..(iy as usize + 1) * w];
-                    // SAFETY: AVX-512 BW is present (this function's contract).
-                    unsafe { stage_row(src, g.pl as usize, dst) };
-                    has_data[r] = true;
-                } else if has_data[r] {
-                    dst.fill(pad);
-                    has_data[r] = false;
-                }
+        let bytes = core::hint::black_box(bytes);
+        // SAFETY: 64 bytes from a 64-byte array; unaligned load.
+        *wi = unsafe { _mm512_loadu_si512(bytes.as_ptr() as *const _) };
+    }
+    let mut weights = [_mm512_setzero_si512(); MAX_QUADS];
+    let (mut base, mut scale) = (_mm512_setzero_si512(), (lo, lo));
+    let mut loaded = usize::MAX;
+    loop {
+        let nx = next(cur);
+        if let Some(nx) = nx {
+            // SAFETY: the other buffer, which no sum reads until the next unit.
+            unsafe { build::<S, G>(&b, nx, bp.add((slot ^ 1) * BUF_LEN)) };
+        }
+        let c = cur.ch % g.c;
+        if c != loaded {
+            let wc = &q.w[c * kh * kw..(c + 1) * kh * kw];
+            let zero = _mm512_setzero_si512();
+            // SAFETY: the mask limits the load to the kh·kw bytes of `wc`.
+            let wl = unsafe { _mm512_maskz_loadu_epi8(bits(0, kh * kw), wc.as_ptr()) };
+            let wv = [
+                _mm512_permutex2var_epi8(wl, widx[0], zero),
+                _mm512_permutex2var_epi8(wl, widx[1], zero),
+            ];
+            // Every lane of `sum_w`: Σ w, one quad at a time.
+            let (ones, mut sum_w) = (_mm512_set1_epi8(1), zero);
+            for (t, wt) in weights.iter_mut().enumerate().take(kh * G) {
+                *wt = _mm512_permutexvar_epi32(_mm512_set1_epi32((t % 16) as i32), wv[t / 16]);
+                sum_w = _mm512_dpbusd_epi32(sum_w, ones, *wt);
             }
-            // Row `oy`'s window starts at staged row (oy − oy0)·sh.
-            let window = |oy: usize| (oy - oy0) * g.sh * row_len;
-            // The vectors of the band in order, with no division per vector: output row
-            // `oy`, and the vector's index `k` in its row (two-row vectors: k = 0).
-            let (mut oy, mut k) = (oy0, 0);
-            let mut next = || -> Option<Spot> {
-                if oy >= oy1 {
-                    return None;
-                }
-                let s = if two_rows {
-                    let second = (oy + 1).min(oy1 - 1);
-                    let s = Spot {
-                        a: window(oy),
-                        b: window(second),
-                        out: oy * ow,
-                        n: if second > oy { 2 * ow } else { ow },
-                    };
-                    oy += 2;
-                    s
-                } else {
-                    // The last vector of a row of at least 16 ends at the row's end
-                    // (recomputing a few outputs, with the same values).
-                    let ox0 = if k + 1 == per_row && ow >= LANES {
-                        ow - LANES
-                    } else {
-                        k * LANES
-                    };
-                    let at = window(oy) + S * ox0;
-                    let s = Spot {
-                        a: at,
-                        b: at,
-                        out: oy * ow + ox0,
-                        n: LANES.min(ow - ox0),
-                    };
-                    k += 1;
-                    if k == per_row {
-                        (oy, k) = (oy + 1, 0);
+            let bias = q.bias.map_or(0, |b| b[c]);
+            let sw = _mm512_reduce_add_epi32(sum_w) / 16;
+            base = _mm512_set1_epi32(bias.wrapping_sub((q.zx + 128) * sw));
+            scale = (_mm512_set1_ps(q.scales[c]), _mm512_set1_ps(q.neg_scale(c)));
+            loaded = c;
+        }
+        let at = (cur.ch - c0) * out_plane + cur.oy0 * ow;
+        let out = &mut y[at..at + (cur.oy1 - cur.oy0) * ow];
+        let taps = &off[..kh * G];
+        // SAFETY: this slot's planes were built for `cur` (above, or one unit ago).
+        unsafe {
+            sum_unit::<G, KH>(
+                bp.add(slot * BUF_LEN),
+                taps,
+                &weights,
+                base,
+                scale,
+                (lo, hi, zy),
+                out,
+            )
+        };
+        match nx {
+            Some(nx) => (cur, slot) = (nx, slot ^ 1),
+            None => break,
+        }
+    }
+}
+
+/// Bits `[lo, hi)` of a 64-bit mask (`0 <= lo`, `hi <= 64`).
+#[inline(always)]
+fn bits(lo: usize, hi: usize) -> u64 {
+    if hi <= lo {
+        return 0;
+    }
+    let upto = if hi >= 64 { u64::MAX } else { (1u64 << hi) - 1 };
+    upto & !((1u64 << lo) - 1)
+}
+
+/// Builds the phase planes of unit `u` at `buf`.
+///
+/// # Safety
+/// AVX-512 F, BW and VBMI; `buf` holds `plan.phases · G · plan.plane_len` writable bytes.
+#[inline(always)]
+unsafe fn build<const S: usize, const G: usize>(b: &Builder<'_>, u: Unit, buf: *mut u8) {
+    let g = b.g;
+    let (h, w, ow) = (g.h, g.w, g.ow);
+    let flip = _mm512_set1_epi8(-128);
+    for ph in 0..b.plan.phases {
+        let rows = (u.oy1 - u.oy0) + (b.kh - 1 - ph) / g.sh;
+        for i in 0..rows {
+            let iy = ((u.oy0 + i) * g.sh + ph) as isize - g.pt;
+            // Row i of plane (ph, k) at `buf + (ph·G + k)·plane_len + 4·i·ow`; each group
+            // of sixteen columns writes 64 bytes, the last one past the row's end into the
+            // next row (built after it) or the plane's slack.
+            let row = |k: usize| (ph * G + k) * b.plan.plane_len + 4 * i * ow;
+            if iy < 0 || iy >= h as isize {
+                for ox0 in (0..ow).step_by(LANES) {
+                    for k in 0..G {
+                        // SAFETY: inside the plane (see above).
+                        unsafe { _mm512_storeu_si512(buf.add(row(k) + 4 * ox0) as *mut _, b.pad) };
                     }
-                    s
-                };
-                Some(s)
-            };
-            let sp = stage.as_ptr();
-            // Two vectors a step: independent sums for the out-of-order core.
-            while let Some(s0) = next() {
-                let s1 = next();
-                // SAFETY: every spot's windows are staged rows of this band, and a
-                // vector reads at most 64 bytes from column s·ox0 + 4k of each
-                // (`plan`'s row length); the stores are masked to the spot's n bytes,
-                // inside `yc`.
+                }
+                continue;
+            }
+            // Row iy's first byte, as an offset into the whole input.
+            let row_at = u.ch * h * w + iy as usize * w;
+            let x = b.x.as_ptr();
+            for (grp, &m) in b.masks[..ow.div_ceil(LANES)].iter().enumerate() {
+                let ox0 = LANES * grp;
+                let at = row_at as isize + (S * ox0) as isize - g.pl;
+                // SAFETY: a window inside the input is loaded whole (bytes of the rows
+                // around it among them) and the columns outside row iy replaced by `fill`;
+                // one at the input's ends is loaded under the mask, which limits the load
+                // to columns [0, w) of row iy. (A masked load is exact anywhere, but slow
+                // where its masked-off bytes cross a page.) The stores stay in the plane.
                 unsafe {
-                    let a0 = sums::<S, G, KH>(kh, row_len, &weights, base, idx, two_rows, sp, s0);
-                    let a1 = s1.map(|s1| {
-                        sums::<S, G, KH>(kh, row_len, &weights, base, idx, two_rows, sp, s1)
-                    });
-                    store(
-                        requant(a0, scale, lo, hi, zy),
-                        &mut yc[s0.out..s0.out + s0.n],
-                    );
-                    if let (Some(s1), Some(a1)) = (s1, a1) {
-                        store(
-                            requant(a1, scale, lo, hi, zy),
-                            &mut yc[s1.out..s1.out + s1.n],
+                    let v = if at >= 0 && at as usize + 64 <= b.x.len() {
+                        _mm512_mask_blend_epi8(
+                            m,
+                            b.fill,
+                            _mm512_loadu_si512(x.add(at as usize) as *const _),
+                        )
+                    } else {
+                        _mm512_mask_loadu_epi8(b.fill, m, x.wrapping_offset(at))
+                    };
+                    let v = _mm512_xor_si512(v, flip);
+                    for k in 0..G {
+                        _mm512_storeu_si512(
+                            buf.add(row(k) + 4 * ox0) as *mut _,
+                            _mm512_permutexvar_epi8(b.idx[k], v),
                         );
                     }
                 }
             }
-            oy0 = oy1;
         }
     }
 }
 
-/// The sums of one vector: `base` plus every quad of the `kh` kernel rows.
+/// Sums and stores one unit: the output bytes `out` (flat positions 0.. of the band),
+/// sixteen at a time, four vectors a step (independent sums for the out-of-order core).
 ///
 /// # Safety
-/// AVX-512 F, BW, VBMI and VNNI; `kh` staged rows of `4·(G − 1) + 64` bytes from `sp +
-/// s.a` (and from `sp + s.b` for two-row vectors) are inside the staging buffer.
+/// AVX-512 F, BW, VL and VNNI; `buf` holds the unit's phase planes and `taps` their
+/// offsets (`channels`), so every load stays inside the buffer.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn sums<const S: usize, const G: usize, const KH: usize>(
-    kh: usize,
-    row_len: usize,
+unsafe fn sum_unit<const G: usize, const KH: usize>(
+    buf: *const u8,
+    taps: &[usize],
     weights: &[__m512i; MAX_QUADS],
     base: __m512i,
-    idx: __m512i,
-    two_rows: bool,
-    sp: *const u8,
-    s: Spot,
-) -> __m512i {
-    let kh = if KH == 0 { kh } else { KH };
-    let mut acc = base;
-    for ky in 0..kh {
-        for k in 0..G {
-            let off = ky * row_len + 4 * k;
-            // SAFETY: inside the staged rows (this function's contract).
-            unsafe {
-                let x = if two_rows {
-                    // Lanes from either row: 32 bytes of each hold s·7 + 3 < 32.
-                    let a = _mm256_loadu_si256(sp.add(s.a + off) as *const __m256i);
-                    let b = _mm256_loadu_si256(sp.add(s.b + off) as *const __m256i);
-                    _mm512_permutex2var_epi8(
-                        _mm512_castsi256_si512(a),
-                        idx,
-                        _mm512_castsi256_si512(b),
-                    )
-                } else if S == 1 {
-                    // Sixteen outputs read 19 bytes.
-                    let a = _mm256_loadu_si256(sp.add(s.a + off) as *const __m256i);
-                    _mm512_permutexvar_epi8(idx, _mm512_castsi256_si512(a))
-                } else {
-                    // Stride 2: 34 bytes.
-                    let a = _mm512_loadu_si512(sp.add(s.a + off) as *const _);
-                    _mm512_permutexvar_epi8(idx, a)
-                };
-                acc = _mm512_dpbusd_epi32(acc, x, weights[ky * G + k]);
+    scale: (__m512, __m512),
+    (lo, hi, zy): (__m512, __m512, __m512i),
+    out: &mut [i8],
+) {
+    let n = if KH == 0 { taps.len() } else { KH * G };
+    debug_assert_eq!(n, taps.len());
+    // SAFETY (closure and loops): loads at a tap's offset plus 4·p, p < out.len(), stay in
+    // its plane with the slack (`channels`); stores are inside `out`.
+    let sum = |p: usize| unsafe {
+        let mut acc = base;
+        for t in 0..n {
+            let x = _mm512_loadu_si512(buf.add(taps[t] + 4 * p) as *const _);
+            acc = _mm512_dpbusd_epi32(acc, x, weights[t]);
+        }
+        acc
+    };
+    let len = out.len();
+    let op = out.as_mut_ptr();
+    let mut p = 0;
+    while p < len {
+        let r = |a| requant32(a, scale, lo, hi, zy);
+        let a = [sum(p), sum(p + 16), sum(p + 32), sum(p + 48)];
+        let bytes = pack4([r(a[0]), r(a[1]), r(a[2]), r(a[3])]);
+        // SAFETY: bytes p .. p + 64 of `out`, masked to those inside it.
+        unsafe {
+            if p + 4 * LANES <= len {
+                _mm512_storeu_si512(op.add(p) as *mut _, bytes);
+            } else {
+                _mm512_mask_storeu_epi8(op.add(p), bits(0, len - p), bytes);
             }
         }
+        p += 4 * LANES;
     }
-    acc
 }
 
-/// The output stage of `avx2::Requant::lanes`, sixteen lanes: scale, clamp to the
-/// activation range less the zero point, round half to even, add the zero point; then the
-/// int32 lanes (in [−128, 127]) as bytes. `scale`: the multipliers of accumulators at or
-/// above zero and below it (`avx2::Requant::lanes_q`).
+/// `requant` before the narrowing: sixteen int32 lanes, each in [−128, 127].
 #[inline(always)]
-unsafe fn requant(
+unsafe fn requant32(
     acc: __m512i,
     scale: (__m512, __m512),
     lo: __m512,
     hi: __m512,
     zy: __m512i,
-) -> __m128i {
+) -> __m512i {
     // SAFETY: AVX-512 F (the callers' contract); register-only instructions.
     unsafe {
         let below = _mm512_cmplt_epi32_mask(acc, _mm512_setzero_si512());
         let s = _mm512_mask_blend_ps(below, scale.0, scale.1);
         let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
         let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-        _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zy))
+        _mm512_add_epi32(_mm512_cvtps_epi32(f), zy)
     }
 }
 
-/// The first `out.len()` (at most 16) bytes of `bytes` into `out`, through a masked store.
+/// Four vectors of int32 lanes in [−128, 127] as 64 bytes, in order. The saturating packs
+/// work per 128-bit lane (`[a0 b0 c0 d0 | a1 b1 c1 d1 | ...]`, four bytes from each); one
+/// `vpermd` puts each source's sixteen bytes back together. (One store instead of four
+/// `vpmovdb`s to memory, which are slow.)
 #[inline(always)]
-unsafe fn store(bytes: __m128i, out: &mut [i8]) {
-    debug_assert!(out.len() <= 16);
-    let mask = ((1u32 << out.len()) - 1) as u16;
-    // SAFETY: AVX-512 BW and VL (the callers' contract); the mask limits the store to
-    // `out`.
-    unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr(), mask, bytes) }
-}
-
-/// One staged row: `dst[pl + i] = x[i] + 128` (as a byte: the sign bit flipped) for the
-/// input columns of `src` that fit. The other bytes keep the padding byte: only these
-/// columns (the same in every row), or whole rows of padding, are ever written.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn stage_row(src: &[i8], pl: usize, dst: &mut [u8]) {
-    let start = pl.min(dst.len());
-    let n = src.len().min(dst.len() - start);
-    let flip = _mm512_set1_epi8(-128);
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(64);
-        let m = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
-        // SAFETY: masked to the k bytes left of both `src` (from i) and `dst` (from
-        // start + i); masked-off bytes are neither read nor written.
-        unsafe {
-            let v = _mm512_maskz_loadu_epi8(m, src.as_ptr().add(i));
-            _mm512_mask_storeu_epi8(
-                dst.as_mut_ptr().add(start + i) as *mut i8,
-                m,
-                _mm512_xor_si512(v, flip),
-            );
-        }
-        i += 64;
+unsafe fn pack4(v: [__m512i; 4]) -> __m512i {
+    // SAFETY: AVX-512 F and BW (the callers' contract); register-only instructions.
+    unsafe {
+        let ab = _mm512_packs_epi32(v[0], v[1]);
+        let cd = _mm512_packs_epi32(v[2], v[3]);
+        let abcd = _mm512_packs_epi16(ab, cd);
+        // Dword 4l + s of `abcd` holds bytes 4l..4l + 4 of source s (128-bit lane l).
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(order, abcd)
     }
 }

@@ -5,7 +5,7 @@
 //!   time without); on aarch64 the `sdot` block of `neon_dot.rs` where the CPU has the dot
 //!   product (run-time detection with `std`), `smlal` by lane (`neon.rs`) otherwise;
 //!   portable blocked loop elsewhere;
-//! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-quad `vpermb` +
+//! - depthwise with dilation 1 and horizontal stride 1 or 2: tap-quad phase planes +
 //!   `vpdpbusd` kernel on AVX-512 VNNI + VBMI hosts with `std` (`depthwise_vnni.rs`),
 //!   tap-pair `vpmaddwd` kernel on other AVX2 hosts with `std` (`depthwise.rs`), `smlal`
 //!   kernel on aarch64 (`depthwise_neon.rs`);
