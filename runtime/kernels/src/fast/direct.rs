@@ -529,8 +529,18 @@ impl Out {
             let row_end = (p - ox + self.wq).min(end);
             if ox < self.ow {
                 let len = (row_end - p).min(self.ow - ox);
-                r.runs[r.n] = ((p - p0) as u8, (oy * self.ow + ox) as u32, len as u8);
-                r.n += 1;
+                let (from, at) = ((p - p0) as u8, (oy * self.ow + ox) as u32);
+                match r.n.checked_sub(1).map(|i| &mut r.runs[i]) {
+                    // Rows with no dropped columns between them (`wq == ow`: a pointwise
+                    // conv) continue one run, so such a tile is one store.
+                    Some(last) if last.0 + last.2 == from && last.1 + last.2 as u32 == at => {
+                        last.2 += len as u8;
+                    }
+                    _ => {
+                        r.runs[r.n] = (from, at, len as u8);
+                        r.n += 1;
+                    }
+                }
             }
             p = row_end;
         }
