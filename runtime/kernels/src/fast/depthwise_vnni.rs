@@ -237,7 +237,7 @@ impl Flat {
 /// The two buffers of phase planes, cache-line aligned (as are planes: `plan`), so the
 /// loads of vectors that start a row's sixteen-column group do not split a line.
 #[repr(align(64))]
-struct Buffers([u8; 2 * BUF_LEN]);
+struct Buffers(core::mem::MaybeUninit<[u8; 2 * BUF_LEN]>);
 
 /// A unit of work: output rows `[oy0, oy1)` of plane `ch`.
 #[derive(Clone, Copy)]
@@ -324,8 +324,13 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
     let zy = _mm512_set1_epi32(q.zy);
     // Two buffers of phase planes: the unit being summed and the next one. Zeroed once:
     // lanes past a band's end read whatever is there, and their sums are never stored.
-    let mut bufs = Buffers([0u8; 2 * BUF_LEN]);
-    let bp = bufs.0.as_mut_ptr();
+    // Each holds one unit's planes (`used` bytes), the second right after the first; only
+    // those bytes are zeroed (a 7×7 plane's 1 KB, not the 48 KB).
+    let used = plan.phases * G * plan.plane_len;
+    let mut bufs = Buffers(core::mem::MaybeUninit::uninit());
+    let bp = bufs.0.as_mut_ptr() as *mut u8;
+    // SAFETY: `2·used <= 2·BUF_LEN` bytes of the buffer (`plan`).
+    unsafe { core::ptr::write_bytes(bp, 0, 2 * used) };
     let next = |u: Unit| -> Option<Unit> {
         if u.oy1 < oh {
             Some(Unit {
@@ -377,7 +382,7 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
         let nx = next(cur);
         if let Some(nx) = nx {
             // SAFETY: the other buffer, which no sum reads until the next unit.
-            unsafe { build_any::<S, G>(&b, flat.as_ref(), nx, bp.add((slot ^ 1) * BUF_LEN)) };
+            unsafe { build_any::<S, G>(&b, flat.as_ref(), nx, bp.add((slot ^ 1) * used)) };
         }
         let c = cur.ch % g.c;
         if c != loaded {
@@ -407,7 +412,7 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
         // SAFETY: this slot's planes were built for `cur` (above, or one unit ago).
         unsafe {
             sum_unit::<G, KH>(
-                bp.add(slot * BUF_LEN),
+                bp.add(slot * used),
                 taps,
                 &weights,
                 base,
