@@ -963,10 +963,77 @@ fn interleave4(rows: [Option<&[i8]>; 4], pad: u8, ix0: usize, sw: usize, dst: &m
         unsafe { interleave4_sw1(r, dst) };
         return;
     }
-    for (j, d) in dst.iter_mut().enumerate() {
+    let mut j = 0;
+    if sw <= 2 {
+        // SAFETY: AVX2 is present (the caller of `conv` checked).
+        j = unsafe { interleave4_sw12(rows, pad, ix0, sw, dst) };
+    }
+    for (j, d) in dst.iter_mut().enumerate().skip(j) {
         let ix = ix0 + j * sw;
         *d = i32::from_le_bytes(rows.map(|r| r.map_or(pad, |r| r[ix] as u8 ^ 0x80)));
     }
+}
+
+/// `interleave4` for strides 1 and 2 with absent rows (a last quad of fewer than four
+/// channels: a stem's three), sixteen outputs a step while every present row holds the
+/// bytes a step loads; returns how many outputs it wrote (the caller does the rest).
+#[target_feature(enable = "avx2")]
+unsafe fn interleave4_sw12(
+    rows: [Option<&[i8]>; 4],
+    pad: u8,
+    ix0: usize,
+    sw: usize,
+    dst: &mut [i32],
+) -> usize {
+    debug_assert!(sw == 1 || sw == 2);
+    let n = dst.len();
+    // A step loads 16·sw bytes from ix0 + sw·j of each present row.
+    let fit = rows
+        .iter()
+        .flatten()
+        .map(|r| match r.len().checked_sub(ix0 + 16 * sw) {
+            // Steps j with ix0 + sw·j + 16·sw <= len.
+            Some(room) => room / sw + 16,
+            None => 0,
+        })
+        .min()
+        .unwrap_or(usize::MAX)
+        .min(n);
+    let flip = _mm_set1_epi8(-128);
+    let padv = _mm_set1_epi8(pad as i8);
+    // Even bytes of each 128-bit lane to its low eight.
+    let evens = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0, 2, 4, 6, 8, 10, 12, 14, -1,
+        -1, -1, -1, -1, -1, -1, -1,
+    );
+    let mut j = 0;
+    while j + 16 <= fit {
+        // SAFETY: j + 16 <= fit: each present row holds 16·sw bytes from ix0 + sw·j, and
+        // dst 16 int32 from j.
+        unsafe {
+            let ld = |r: Option<&[i8]>| match r {
+                None => padv,
+                Some(r) if sw == 1 => {
+                    _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(ix0 + j) as *const _), flip)
+                }
+                Some(r) => {
+                    let v = _mm256_loadu_si256(r.as_ptr().add(ix0 + 2 * j) as *const _);
+                    let e = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, evens), 0b1000);
+                    _mm_xor_si128(_mm256_castsi256_si128(e), flip)
+                }
+            };
+            let (a, b, c, e) = (ld(rows[0]), ld(rows[1]), ld(rows[2]), ld(rows[3]));
+            let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+            let (ce0, ce1) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
+            let d = dst.as_mut_ptr().add(j) as *mut __m128i;
+            _mm_storeu_si128(d, _mm_unpacklo_epi16(ab0, ce0));
+            _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(ab0, ce0));
+            _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(ab1, ce1));
+            _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(ab1, ce1));
+        }
+        j += 16;
+    }
+    j
 }
 
 /// `dst[j]` = bytes `r[0][j]..r[3][j]`, each `^ 0x80`, 32 (then 16) at a time.
