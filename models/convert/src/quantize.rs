@@ -170,7 +170,14 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         }
         if let Some(fold) = folds.get(&i) {
             // Conv and PRelu as one int8 op: both count as int8.
-            q.weighted(op, fold.x, fold.w, fold.px, fold.py, Some(fold))?;
+            // The input's and the PRelu's params as they are now: an op quantized since
+            // `prelu_folds` may have fixed them (a MaxPool's output takes its input's).
+            let (Some(px), Some(py)) = (q.act(fold.x), q.act(fold.y)) else {
+                return Err(anyhow!(
+                    "op {i}: the folded conv lost the int8 params of its input or output"
+                ));
+            };
+            q.weighted(op, fold.x, fold.w, px, py, Some(fold))?;
             q.report.int8_ops += 2;
             continue;
         }
@@ -762,9 +769,9 @@ impl Q<'_> {
             let (Some(x), Some(w)) = (conv.inputs[0], conv.inputs.get(1).copied().flatten()) else {
                 continue;
             };
-            let (Some(px), Some(py)) = (self.act(x), self.act(y)) else {
+            if self.act(x).is_none() || self.act(y).is_none() {
                 continue;
-            };
+            }
             let ok = conv.outputs.len() == 1
                 && !matches!(g.tensors[t].hint, Some(Hint::Act { .. }))
                 && !crate::fuse::has_act(g, p)
@@ -788,8 +795,6 @@ impl Q<'_> {
                     clamp,
                     x,
                     w,
-                    px,
-                    py,
                 },
             );
         }
@@ -949,12 +954,10 @@ struct PreluFold {
     slopes: Vec<f32>,
     /// Its output clamp (f32 bits of the bounds).
     clamp: (i32, i32),
-    /// The conv's input and weight tensors, and the int8 params of its input and of the
-    /// PRelu's output.
+    /// The conv's input and weight tensors. (Their int8 params are read when the conv is
+    /// quantized: ops quantized before it may fix them.)
     x: usize,
     w: usize,
-    px: (f32, i32),
-    py: (f32, i32),
 }
 
 fn round_half_even_f64(v: f64) -> i32 {

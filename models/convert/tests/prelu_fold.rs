@@ -173,3 +173,56 @@ fn rounded_once(leaky: bool) {
         "apart: {err_apart:.3} steps (CAIRN_SEED={seed})"
     );
 }
+
+/// x → Conv → PRelu → MaxPool 2×2 → Conv → PRelu → y (MTCNN's pattern). The MaxPool's int8
+/// output takes its input's params (the first PRelu's), not its own calibrated range, so
+/// the second folded conv must read its input params when it is quantized, not before.
+fn two_folds(s: &mut u64) -> Graph {
+    let mut g = conv_prelu(s, false, false);
+    let y1 = g.outputs[0];
+    let p = g.add("p", DType::F32, vec![1, OC, H / 2, H / 2]);
+    let c2 = g.add("c2", DType::F32, vec![1, OC, H / 2, H / 2]);
+    let y2 = g.add("y2", DType::F32, vec![1, OC, H / 2, H / 2]);
+    g.ops.push(op(
+        OpKind::MaxPool,
+        &[y1],
+        p,
+        vec![2, 2, 2, 2, 0, 0, 0, 0, 1, 1],
+    ));
+    let w: Vec<f32> = (0..OC * OC * 9).map(|_| uniform(s, -0.3, 0.3)).collect();
+    let b: Vec<f32> = (0..OC).map(|_| uniform(s, -0.5, 0.0)).collect();
+    let slope: Vec<f32> = (0..OC).map(|_| uniform(s, 0.1, 0.3)).collect();
+    let wt = g.add_f32("w2", vec![OC, OC, 3, 3], &w);
+    let bt = g.add_f32("b2", vec![OC], &b);
+    let st = g.add_f32("slope2", vec![1, OC, 1, 1], &slope);
+    let mut params = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    params[conv::ACT_LO] = f32::NEG_INFINITY.to_bits() as i32;
+    params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
+    let no_clamp = vec![params[conv::ACT_LO], params[conv::ACT_HI]];
+    g.ops.push(op(OpKind::Conv, &[p, wt, bt], c2, params));
+    g.ops.push(op(OpKind::PRelu, &[c2, st], y2, no_clamp));
+    g.outputs = vec![y2];
+    g
+}
+
+#[test]
+fn a_fold_after_a_max_pool_reads_the_pool_params() {
+    let seed = common::seed(11);
+    let mut s = seed;
+    let g = two_folds(&mut s);
+    let calib: Vec<_> = (0..8).map(|_| sample(&mut s)).collect();
+    let (kinds, err) = int8(&g, &calib);
+    let folded = kinds
+        .iter()
+        .filter(|k| **k == (OpKind::Conv, 2 * OC))
+        .count();
+    assert_eq!(
+        folded, 2,
+        "both PRelus folded (CAIRN_SEED={seed}): {kinds:?}"
+    );
+    eprintln!("largest error of y in steps of its scale: {err:.3}");
+    // Two roundings upstream (the first conv's output, the pool passes it on) and the
+    // second's own: a few steps at most. An input read at the wrong scale is off by the
+    // ratio of the two ranges on every output.
+    assert!(err <= 5.0, "{err:.3} steps (CAIRN_SEED={seed})");
+}
