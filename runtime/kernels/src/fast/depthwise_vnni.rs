@@ -1,7 +1,7 @@
 //! The int8 depthwise conv on AVX-512 with VNNI and VBMI (x86_64 hosts with `std`: Ice
 //! Lake and later Intel cores, AMD Zen 4 and later), for the shapes of `depthwise.rs`:
-//! kernels up to 8 columns wide, horizontal stride 1 or 2, any vertical stride, dilation 1,
-//! channel multiplier 1. Bit-exact with the reference (`conv::conv_i8`): the same integer
+//! kernels up to 8 columns wide and 64 taps, horizontal stride 1 or 2, any vertical stride,
+//! dilation 1, channel multiplier 1. Bit-exact with the reference (`conv::conv_i8`): the same integer
 //! sums and the same float output stage as `avx2::Requant`, sixteen lanes wide.
 //!
 //! Inputs are unsigned bytes `u = x + 128` (the sign bit flipped); padding columns and rows
@@ -17,7 +17,8 @@
 //! quad `k`. Row `i` of plane (phase, k) holds, for each output column `ox`, the four
 //! staged bytes `u[iy][sw·ox + 4k − pl + j]` (`j < 4`) of input row `iy = (oy0 + i)·sh +
 //! phase − pt`, packed with no gap between rows (one `vpermb` per sixteen columns, from a
-//! masked load of the input row). Then the sixteen outputs at flat position `p` of the
+//! load of the input row whose bytes outside the row are replaced by `zx`; a small plane's
+//! sixteen lanes at a time across rows, [`Flat`]). Then the sixteen outputs at flat position `p` of the
 //! band (any row, any column: a vector may cross rows) read tap row `ky` at flat position
 //! `p + (ky div sh)·ow` of plane (ky mod sh, k): one load and one `vpdpbusd` per quad, no
 //! shuffle. Planes are built one unit (channel, band) ahead of the one being summed, in two
