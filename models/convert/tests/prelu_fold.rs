@@ -49,10 +49,7 @@ fn conv_prelu(s: &mut u64, tap: bool, leaky: bool) -> Graph {
     let wt = g.add_f32("w", vec![OC, C, 3, 3], &w);
     let bt = g.add_f32("b", vec![OC], &b);
     let st = g.add_f32("slope", vec![1, OC, 1, 1], &slope);
-    let mut params = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
-    params[conv::ACT_LO] = f32::NEG_INFINITY.to_bits() as i32;
-    params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
-    let no_clamp = vec![params[conv::ACT_LO], params[conv::ACT_HI]];
+    let (params, no_clamp) = unclamped();
     g.ops.push(op(OpKind::Conv, &[x, wt, bt], c, params));
     if leaky {
         let alpha = 0.1f32.to_bits() as i32;
@@ -64,6 +61,15 @@ fn conv_prelu(s: &mut u64, tap: bool, leaky: bool) -> Graph {
     g.inputs = vec![x];
     g.outputs = if tap { vec![y, c] } else { vec![y] };
     g
+}
+
+/// A 3×3 stride-1 pad-1 conv's params with no output clamp, and a PRelu's (no clamp).
+fn unclamped() -> (Vec<i32>, Vec<i32>) {
+    let mut params = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    params[conv::ACT_LO] = f32::NEG_INFINITY.to_bits() as i32;
+    params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
+    let no_clamp = vec![params[conv::ACT_LO], params[conv::ACT_HI]];
+    (params, no_clamp)
 }
 
 /// Input step: every sample is on the int8 grid of the calibrated range [−128, 127]·X_STEP
@@ -195,10 +201,7 @@ fn two_folds(s: &mut u64) -> Graph {
     let wt = g.add_f32("w2", vec![OC, OC, 3, 3], &w);
     let bt = g.add_f32("b2", vec![OC], &b);
     let st = g.add_f32("slope2", vec![1, OC, 1, 1], &slope);
-    let mut params = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
-    params[conv::ACT_LO] = f32::NEG_INFINITY.to_bits() as i32;
-    params[conv::ACT_HI] = f32::INFINITY.to_bits() as i32;
-    let no_clamp = vec![params[conv::ACT_LO], params[conv::ACT_HI]];
+    let (params, no_clamp) = unclamped();
     g.ops.push(op(OpKind::Conv, &[p, wt, bt], c2, params));
     g.ops.push(op(OpKind::PRelu, &[c2, st], y2, no_clamp));
     g.outputs = vec![y2];

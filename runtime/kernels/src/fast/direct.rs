@@ -1023,17 +1023,29 @@ unsafe fn interleave4_sw12(
                 }
             };
             let (a, b, c, e) = (ld(rows[0]), ld(rows[1]), ld(rows[2]), ld(rows[3]));
-            let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-            let (ce0, ce1) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
-            let d = dst.as_mut_ptr().add(j) as *mut __m128i;
-            _mm_storeu_si128(d, _mm_unpacklo_epi16(ab0, ce0));
-            _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(ab0, ce0));
-            _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(ab1, ce1));
-            _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(ab1, ce1));
+            quads16([a, b, c, e], dst.as_mut_ptr().add(j));
         }
         j += 16;
     }
     j
+}
+
+/// Sixteen int32 at `d`: int32 `j` holds byte `j` of each of the four vectors, in order.
+///
+/// # Safety
+/// AVX2; `d` holds sixteen writable int32.
+#[inline(always)]
+unsafe fn quads16([a, b, c, e]: [__m128i; 4], d: *mut i32) {
+    // SAFETY: the caller's contract; four 16-byte stores into d's 64 bytes.
+    unsafe {
+        let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+        let (ce0, ce1) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
+        let d = d as *mut __m128i;
+        _mm_storeu_si128(d, _mm_unpacklo_epi16(ab0, ce0));
+        _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(ab0, ce0));
+        _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(ab1, ce1));
+        _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(ab1, ce1));
+    }
 }
 
 /// `dst[j]` = bytes `r[0][j]..r[3][j]`, each `^ 0x80`, 32 (then 16) at a time.
@@ -1076,13 +1088,7 @@ unsafe fn interleave4_sw1(r: [&[i8]; 4], dst: &mut [i32]) {
                 _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(j) as *const __m128i), flip)
             };
             let (a, b, c, e) = (ld(r[0]), ld(r[1]), ld(r[2]), ld(r[3]));
-            let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-            let (ce0, ce1) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
-            let d = dst.as_mut_ptr().add(j) as *mut __m128i;
-            _mm_storeu_si128(d, _mm_unpacklo_epi16(ab0, ce0));
-            _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(ab0, ce0));
-            _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(ab1, ce1));
-            _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(ab1, ce1));
+            quads16([a, b, c, e], dst.as_mut_ptr().add(j));
         }
         j += 16;
     }
