@@ -406,6 +406,14 @@ fn set_act_hint(l: &mut Lower, t: usize, s: f32, zp8: i32) {
 fn dequant(h: &HostTensor, qp: &Qp, axis: Option<usize>, what: &str) -> Result<Vec<f32>> {
     let q = h.to_i64();
     let ch = qp.scales.len();
+    // Every caller's params: one zero point per scale, at least one (an empty zero-point
+    // tensor of an integer op gives none).
+    if ch == 0 || qp.zps.len() != ch {
+        bail!(
+            "{what}: {ch} scales and {} zero points (one of each, or one per channel)",
+            qp.zps.len()
+        );
+    }
     let inner: usize = match axis {
         Some(a) if ch > 1 => {
             if h.shape.get(a) != Some(&ch) {

@@ -446,3 +446,18 @@ fn regress_a_softmax_of_uint8_does_not_panic() {
         assert!(cairn_core::Model::parse(b.as_slice()).is_ok());
     }
 }
+
+/// An integer op whose zero point is an empty tensor (found by a long run of the onnx_model
+/// fuzz target; seed `regress-integer-empty-zero-point`): the weight was dequantized with
+/// no params at all and indexed the empty list. Now a typed error, never a panic.
+#[test]
+fn regress_an_empty_zero_point_does_not_panic() {
+    let bytes =
+        include_bytes!("../../../tests/fuzz/seeds/onnx_model/regress-integer-empty-zero-point");
+    let opts = cairn_convert::Options::default();
+    let _ = cairn_convert::check(bytes, &opts);
+    if let Ok(c) = cairn_convert::convert(bytes, &opts, |_| {}) {
+        let b = cairn_core::emit::AlignedBytes::from_slice(&c.bytes);
+        assert!(cairn_core::Model::parse(b.as_slice()).is_ok());
+    }
+}
