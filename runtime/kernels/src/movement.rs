@@ -310,6 +310,27 @@ fn interleave<T: Copy, const C: usize>(
     }
 }
 
+/// `dst[j] = src[a + 2j]` (`dst` not empty): SSE2 packs on x86_64
+/// (`fast_elt::every_2nd_u8`: the compiler gathers this loop a byte at a time), the tail
+/// (and other hosts) a byte at a time.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline]
+fn every_2nd(src: &[u8], a: usize, dst: &mut [u8]) {
+    let body = dst.len() - 1;
+    let (head, last) = dst.split_at_mut(body);
+    #[cfg(target_arch = "x86_64")]
+    let done = crate::fast_elt::every_2nd_u8(&src[a..a + 2 * body], head);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (d, c) in head[done..]
+        .iter_mut()
+        .zip(src[a + 2 * done..a + 2 * body].as_chunks::<2>().0)
+    {
+        *d = c[0];
+    }
+    last[0] = src[a + 2 * body];
+}
+
 /// `dst` (elements of `es` bytes) = `src` elements `off, off + s, off + 2s, ...`.
 #[inline]
 fn copy_row(src: &[u8], off: isize, s: isize, es: usize, dst: &mut [u8]) {
@@ -327,6 +348,8 @@ fn copy_row(src: &[u8], off: isize, s: isize, es: usize, dst: &mut [u8]) {
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     match es {
+        // Every 2nd byte: a space-to-depth's Slices (YOLOX's Focus), a 2× subsample.
+        1 if s == 2 => every_2nd(src, off as usize, dst),
         1 => {
             for (j, d) in dst.iter_mut().enumerate() {
                 *d = src[(off + j as isize * s) as usize];

@@ -1,8 +1,8 @@
-//! Transpose on the CPU backend against an element-by-element gather written here (the
-//! backend and the reference share `movement.rs`, so the reference is no witness): int8
-//! and f32, ranks 2–5 with size-1 dims, every permutation, planes whose last two dims
-//! swap the source's (the tiled path) and those that do not (seeded: `CAIRN_SEED`,
-//! printed on failure).
+//! Transpose and Slice on the CPU backend against an element-by-element gather written
+//! here (the backend and the reference share `movement.rs`, so the reference is no
+//! witness): int8 and f32, ranks 2–5 with size-1 dims, every permutation, planes whose
+//! last two dims swap the source's (the tiled path) and those that do not; slices with
+//! steps −2…3 on every axis (seeded: `CAIRN_SEED`, printed on failure).
 
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
@@ -172,5 +172,102 @@ fn pixel_shuffles_match_elementwise_gather() {
                 "CAIRN_SEED={seed} case {case}: {dt:?} {dims:?} by {perm:?}"
             );
         }
+    }
+}
+
+/// Slice of an input with dims `x`: output dims `y`, `starts` and `steps` per axis.
+fn slice_model(dt: DType, x: &[usize], y: &[usize], starts: &[isize], steps: &[isize]) -> Vec<u8> {
+    let quant = match dt {
+        DType::I8 => QuantSpec::PerTensor {
+            scale: 0.05,
+            zero_point: -3,
+        },
+        _ => QuantSpec::None,
+    };
+    let mut b = ModelBuilder::default();
+    let xt = b.add_tensor(tensor(dt, x, quant.clone(), None));
+    let yt = b.add_tensor(tensor(dt, y, quant, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::Slice,
+        inputs: vec![Some(xt)],
+        outputs: vec![yt],
+        params: starts.iter().chain(steps).map(|&v| v as i32).collect(),
+    });
+    b.inputs = vec![xt];
+    b.outputs = vec![yt];
+    b.finish().expect("valid slice model")
+}
+
+/// Slices with steps of −2, −1, 1, 2 and 3 on every axis (every 2nd byte of a row is the
+/// SSE2 path on x86_64, rows of up to 150 outputs cover its 16-byte steps and tails).
+#[test]
+fn slice_matches_elementwise_gather() {
+    let seed = seed() ^ 0x511C;
+    let mut r = Rng(seed);
+    for case in 0..400 {
+        let rank = r.range(1, 4);
+        let x: Vec<usize> = (0..rank)
+            .map(|d| {
+                if d + 1 == rank {
+                    r.range(1, 300)
+                } else {
+                    r.range(1, 6)
+                }
+            })
+            .collect();
+        let steps: Vec<isize> = (0..rank)
+            .map(|d| {
+                let pick = [-2, -1, 1, 2, 3];
+                // The last axis takes step 2 in half the cases.
+                if d + 1 == rank && r.range(0, 1) == 0 {
+                    2
+                } else {
+                    pick[r.range(0, 4)]
+                }
+            })
+            .collect();
+        let starts: Vec<isize> = (0..rank).map(|d| r.range(0, x[d] - 1) as isize).collect();
+        // As many outputs as the step allows from the start, at least one.
+        let y: Vec<usize> = (0..rank)
+            .map(|d| {
+                let (s, st) = (starts[d], steps[d]);
+                let room = if st > 0 { x[d] as isize - s } else { s + 1 };
+                let most = (room + st.abs() - 1) / st.abs();
+                r.range(1, most as usize)
+            })
+            .collect();
+        let dt = [DType::I8, DType::F32][r.range(0, 1)];
+        let es = dt.size_bytes();
+        let n: usize = x.iter().product();
+        let input: Vec<u8> = (0..n * es).map(|_| r.i8() as u8).collect();
+        let mut strides = vec![1usize; rank];
+        for d in (0..rank - 1).rev() {
+            strides[d] = strides[d + 1] * x[d + 1];
+        }
+        let total: usize = y.iter().product();
+        let mut want = Vec::with_capacity(total * es);
+        for flat in 0..total {
+            let (mut rest, mut at) = (flat, 0isize);
+            for d in (0..rank).rev() {
+                let i = (rest % y[d]) as isize;
+                rest /= y[d];
+                at += (starts[d] + i * steps[d]) * strides[d] as isize;
+            }
+            let at = at as usize;
+            want.extend_from_slice(&input[at * es..(at + 1) * es]);
+        }
+        let model = slice_model(dt, &x, &y, &starts, &steps);
+        let what = || {
+            format!(
+                "CAIRN_SEED={seed} case {case}: {dt:?} {x:?} -> {y:?} from {starts:?} by {steps:?}"
+            )
+        };
+        assert_eq!(run(&model, CpuBackend, &input), want, "{}", what());
+        assert_eq!(
+            run(&model, RefBackend, &input),
+            want,
+            "reference: {}",
+            what()
+        );
     }
 }
