@@ -164,6 +164,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        OpKind::AveragePool if q => pool::avg_pool_i8_fast(call, out),
         OpKind::GlobalAveragePool | OpKind::ReduceMean if q => fast_elt::reduce_mean_i8(call, out),
         OpKind::Softmax if q => fast_softmax::softmax_i8(call, out),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]

@@ -78,10 +78,13 @@ pub enum Path {
     /// run of the flattened plane per tile (`fast_f32::gather_tap`, im2col and large
     /// patches), one count per row.
     TapRunsFlat,
+    /// int8 AveragePool from per-row column sums (`pool::avg_pool_i8_fast`, hosts), one
+    /// count per op.
+    AvgPoolRows,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::TapRunsFlat as usize + 1;
+const N: usize = Path::AvgPoolRows as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

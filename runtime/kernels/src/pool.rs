@@ -135,6 +135,106 @@ pub fn avg_pool_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
     })
 }
 
+/// Widest input row [`avg_pool_i8_fast`]'s column sums cover (a stack buffer of i32s).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const AVG_MAX_W: usize = 4096;
+
+/// The int8 AveragePool on hosts: per output row, each input column summed over the
+/// window's rows once, then each output's columns summed from those; planes split across
+/// the lent threads. The sums are integers, so their order changes nothing: the same
+/// `acc` (Σ(v − zx) = Σv − zx·valid) and the same float expression as [`avg_pool_i8`]
+/// (`tests/exact.rs`). `None` where the shapes do not fit (the reference then runs).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn avg_pool_i8_fast(
+    call: &OpCall<'_>,
+    out: &mut TensorMut<'_>,
+) -> Option<Result<(), ExecError>> {
+    let x = call.req(0).ok()?;
+    if x.info.dtype != DType::I8 || out.info.dtype != DType::I8 {
+        return None;
+    }
+    let (n, c, h, w) = x.info.shape.nchw()?;
+    let (_, _, oh, ow) = out.info.shape.nchw()?;
+    let g = win(call);
+    let include_pad = call.param(8) != 0;
+    let ((sx, zx), (sy, zy)) = (qp(&x.info), qp(&out.info));
+    let xi = x.i8s().ok()?;
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if w > AVG_MAX_W || xi.len() != n * c * h * w || y.len() != n * c * oh * ow || oh * ow == 0 {
+        return None;
+    }
+    let plane = oh * ow;
+    let work = (y.len() * g.kh * g.kw) as u64;
+    crate::par::par_pieces(y, plane, work, |at, y| {
+        // Compiled with AVX2 where the CPU has it (the column sums vectorize).
+        crate::fast::vectorized(
+            #[inline(always)]
+            || {
+                avg_planes(
+                    xi,
+                    (h, w, oh, ow),
+                    &g,
+                    include_pad,
+                    (sx, zx, sy, zy),
+                    at / plane,
+                    y,
+                )
+            },
+        )
+    });
+    crate::paths::note(crate::paths::Path::AvgPoolRows);
+    Some(Ok(()))
+}
+
+/// [`avg_pool_i8_fast`]'s planes `p0..` (as many as `y` holds).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn avg_planes(
+    xi: &[i8],
+    (h, w, oh, ow): (usize, usize, usize, usize),
+    g: &Win,
+    include_pad: bool,
+    (sx, zx, sy, zy): (f32, i32, f32, i32),
+    p0: usize,
+    y: &mut [i8],
+) {
+    let plane = oh * ow;
+    {
+        let mut col = [0i32; AVG_MAX_W];
+        for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
+            let p = p0 + k;
+            let xp = &xi[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                let hs = (oy * g.sh) as isize - g.pt;
+                let he = (hs + g.kh as isize).min(h as isize + g.pb);
+                let (hs_c, he_c) = (hs.max(0) as usize, he.clamp(0, h as isize) as usize);
+                let rows = he_c.saturating_sub(hs_c);
+                let col = &mut col[..w];
+                col.fill(0);
+                for iy in hs_c..hs_c + rows {
+                    crate::util::add_row_i8(col, &xp[iy * w..(iy + 1) * w]);
+                }
+                for (ox, yv) in yp[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                    let ws = (ox * g.sw) as isize - g.pl;
+                    let we = (ws + g.kw as isize).min(w as isize + g.pr);
+                    let pool = ((he - hs) * (we - ws)) as usize;
+                    let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
+                    let cols = we_c.saturating_sub(ws_c);
+                    let valid = rows * cols;
+                    let count = if include_pad { pool } else { valid }.max(1);
+                    let sum: i32 = col[ws_c..ws_c + cols].iter().sum();
+                    let acc = sum - zx * valid as i32;
+                    let v = acc as f32 * sx / count as f32;
+                    *yv = quantize_f32(v, sy, zy, -128, 127) as i8;
+                }
+            }
+        }
+    }
+}
+
 fn avg_pool_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
     let x = call.req(0)?;
     let (xf, shape) = (x.f32s()?, out.info.shape);

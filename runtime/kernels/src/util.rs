@@ -89,3 +89,11 @@ pub fn inside(off: isize, s: usize, w: usize, n: usize) -> (usize, usize) {
     };
     (lo.min(hi), hi)
 }
+
+/// `col[i] += row[i]` (int8 widened), for the column sums of a pooling window.
+#[inline(always)]
+pub fn add_row_i8(col: &mut [i32], row: &[i8]) {
+    for (c, &v) in col.iter_mut().zip(row) {
+        *c += v as i32;
+    }
+}

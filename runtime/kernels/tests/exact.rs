@@ -618,6 +618,72 @@ fn max_pool_matches_reference() {
     assert!(ran > 100, "{ran}");
 }
 
+/// int8 AveragePool with strides, padding (counted in the divisor or not), ceil-mode
+/// output sizes and windows up to 7×7, extreme inputs and zero points; on hosts the
+/// column-sum path must run.
+#[test]
+fn average_pool_matches_reference() {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x4B;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..300 {
+        let (c, h, w) = (r.range(1, 3), r.range(1, 15), r.range(1, 90));
+        let (kh, kw) = (r.range(1, 7), r.range(1, 7));
+        let (sh, sw) = (r.range(1, 3), r.range(1, 3));
+        let pads = [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)];
+        let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+        if ph < kh || pw < kw || pads[0] >= kh || pads[1] >= kw {
+            continue;
+        }
+        let ceil = r.next().is_multiple_of(2);
+        let out = |p: usize, k: usize, s: usize| {
+            if ceil {
+                (p - k).div_ceil(s) + 1
+            } else {
+                (p - k) / s + 1
+            }
+        };
+        let (oh, ow) = (out(ph, kh, sh), out(pw, kw, sw));
+        if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
+            continue;
+        }
+        let include_pad = r.range(0, 1);
+        let params = [
+            kh,
+            kw,
+            sh,
+            sw,
+            pads[0],
+            pads[1],
+            pads[2],
+            pads[3],
+            include_pad,
+        ];
+        let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
+        let bytes = pool_model(OpKind::AveragePool, &params, [c, h, w], [oh, ow], qx, qy);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        let before = taken(Path::AvgPoolRows);
+        let what = format!(
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x{kw} s{sh}x{sw} p{pads:?} \
+             include_pad {include_pad}"
+        );
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "{what}"
+        );
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert!(taken(Path::AvgPoolRows) > before, "{what}: path not taken");
+        ran += 1;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
 /// Kernels wider than the im2col and interior paths take (audio front ends' 1×39 and 3×39
 /// filters): the row-wise path (`fast_conv_rows.rs`).
 #[test]
