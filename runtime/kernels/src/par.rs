@@ -23,9 +23,12 @@
 use core::ops::Range;
 
 /// Multiply-adds (or the same time of other work) below which a part is not worth a
-/// thread hand-off: 1 M int8 multiply-adds take ~40 µs, and a hand-off costs about a
-/// microsecond to a polling worker but tens of microseconds to a sleeping one.
-pub const MIN_PART_WORK: u64 = 1 << 20;
+/// thread hand-off: 64 K of the unit (25 int8 multiply-adds a nanosecond, the AVX2
+/// `vpmaddwd` GEMM's rate) take ~2.6 µs, about twice what a hand-off to a polling worker
+/// costs. It was 1 M (~40 µs), which left MobileNetV2's depthwise convs under 2 M
+/// multiply-adds, its 1792 × 1000 classifier and every element-wise op on one thread:
+/// two threads gave 1.13–1.3× there, 1.5× now (`examples/thread_ab.rs`, 2-core Zen 5).
+pub const MIN_PART_WORK: u64 = 1 << 16;
 
 /// The `i`-th of `parts` contiguous pieces of `0..len`, cut at multiples of `align`
 /// (the last piece takes the remainder). Pieces are as even as `align` allows.
