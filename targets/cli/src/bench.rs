@@ -100,7 +100,8 @@ pub struct Others<'a> {
     pub no_tract: bool,
     /// Write a bar chart of the latencies (SVG) here.
     pub chart: Option<&'a Path>,
-    /// Threads cairn's CPU kernels split big ops across.
+    /// Threads cairn's CPU kernels split big ops across, and ONNX Runtime's intra-op
+    /// threads (tract runs on one).
     pub threads: usize,
 }
 
@@ -360,17 +361,17 @@ pub fn bench(
         &'p Path,
     );
     let mut engines: Vec<Entry<'_>> = vec![(
-        engines::ort(main_ort, model, &info.shape),
+        engines::ort(main_ort, model, &info.shape, others.threads),
         main_is_qdq.then_some(model),
         memory::Kind::Ort,
         model,
     )];
     if let Some(p) = others.ort_qdq.filter(|_| !main_is_qdq) {
-        let e = engines::ort("ort-int8-qdq", p, &info.shape);
+        let e = engines::ort("ort-int8-qdq", p, &info.shape, others.threads);
         engines.push((e, Some(p), memory::Kind::Ort, p));
     }
     if let Some(p) = others.ort_qop {
-        let e = engines::ort("ort-int8-qop", p, &info.shape);
+        let e = engines::ort("ort-int8-qop", p, &info.shape, others.threads);
         engines.push((e, Some(p), memory::Kind::Ort, p));
     }
     if !others.no_tract {
@@ -419,6 +420,12 @@ pub fn bench(
 
     let macs: u64 = (0..m.model().n_ops()).map(|i| m.model().op_macs(i)).sum();
     println!();
+    if others.threads > 1 {
+        println!(
+            "  threads: cairn {0}, ONNX Runtime {0} (intra-op), tract 1",
+            others.threads
+        );
+    }
     println!(
         "  {:<14} {:>10} {:>10} {:>13} {:>14}  vs QDQ as written",
         "engine", "median ms", "p90 ms", "cairn/engine", "top-1 = cairn"
@@ -510,8 +517,10 @@ pub fn bench(
             "input_shape": info.shape,
             "runs": runs,
             "warmup": warmup,
-            "threads": 1,
+            "threads": others.threads,
             "cairn_threads": others.threads,
+            "ort_threads": others.threads,
+            "tract_threads": 1,
             "cpu_int8_flags": cpu_flags,
             "ort_fused_int8_expected_exact": fused_exact,
             "engines": e,

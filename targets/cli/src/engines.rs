@@ -1,6 +1,7 @@
 //! The engines `cairn bench` compares against cairn, each behind one closure that runs the
 //! model on an f32 input: ONNX Runtime (fp32, and int8 QDQ/QOperator models when given) and
-//! tract (fp32, only in a binary built with the `tract` cargo feature). All single-threaded.
+//! tract (fp32, only in a binary built with the `tract` cargo feature). ONNX Runtime runs on
+//! the intra-op threads it is given (`cairn bench --threads`), tract on one.
 
 use std::path::Path;
 
@@ -15,8 +16,9 @@ pub struct Engine {
     pub run: RunFn,
 }
 
-pub fn ort(name: &str, path: &Path, shape: &[usize]) -> Result<Engine> {
-    let mut m = cairn_ort::OrtModel::load(path, 1)?;
+/// ONNX Runtime on `threads` intra-op threads.
+pub fn ort(name: &str, path: &Path, shape: &[usize], threads: usize) -> Result<Engine> {
+    let mut m = cairn_ort::OrtModel::load(path, threads.max(1))?;
     let shape = shape.to_vec();
     Ok(Engine {
         name: name.into(),

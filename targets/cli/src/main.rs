@@ -211,8 +211,8 @@ enum Cmd {
         /// Skip tract.
         #[arg(long)]
         no_tract: bool,
-        /// Threads cairn's CPU kernels split big ops across (the other engines stay
-        /// single-threaded).
+        /// Threads cairn's CPU kernels split big ops across, and ONNX Runtime's intra-op
+        /// threads (tract stays on one)
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },

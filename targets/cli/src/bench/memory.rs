@@ -129,7 +129,7 @@ pub fn child(kind: &str, model: &Path, input: Option<&Path>, threads: usize) -> 
         }
         Kind::Ort | Kind::Tract => {
             let mut e = match kind {
-                Kind::Ort => engines::ort("ort", model, &x.shape)?,
+                Kind::Ort => engines::ort("ort", model, &x.shape, threads)?,
                 _ => engines::tract(model, &x.shape)?,
             };
             for _ in 0..CHILD_RUNS {
