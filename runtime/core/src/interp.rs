@@ -4,13 +4,16 @@
 use crate::backend::{Backend, OpCall};
 use crate::error::{ExecError, LoadError, RunError};
 use crate::format::ALIGN;
-use crate::model::{Model, Storage};
+use crate::model::{Model, Storage, TensorDesc};
 use crate::{DType, TensorMut, TensorRef};
 
 pub struct Interpreter<'m, 'a, B: Backend> {
     model: Model<'m>,
     backend: B,
     arena: &'a mut [u8],
+    /// Every tensor's description, decoded once by the caller ([`Interpreter::with_tensors`]),
+    /// or empty: each op then decodes its tensors' records from the model bytes.
+    descs: &'a [TensorDesc<'m>],
 }
 
 impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
@@ -32,7 +35,24 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
             model,
             backend,
             arena,
+            descs: &[],
         })
+    }
+
+    /// Read tensor descriptions from `descs` (every tensor's [`Model::tensor`], in index
+    /// order; `HostModel` keeps one) instead of decoding each op's records on every run: a model of hundreds of small ops (an unrolled LSTM) spent about a tenth of its
+    /// time decoding them. A table of the wrong length is not used.
+    pub fn with_tensors(mut self, descs: &'a [TensorDesc<'m>]) -> Self {
+        if descs.len() == self.model.n_tensors() {
+            self.descs = descs;
+        }
+        self
+    }
+
+    /// Tensor `t`'s description: from the table when there is one.
+    #[inline]
+    fn desc(&self, t: u16) -> TensorDesc<'m> {
+        desc_of(self.descs, &self.model, t)
     }
 
     pub fn model(&self) -> &Model<'m> {
@@ -55,7 +75,7 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
     }
 
     fn arena_range(&self, t: u16) -> Option<(usize, usize)> {
-        match self.model.tensor(t).storage {
+        match self.desc(t).storage {
             Storage::Arena { offset, bytes } => Some((offset, bytes)),
             Storage::Const(_) => None,
         }
@@ -112,9 +132,16 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
         let op = self.model.op(i).ok_or(RunError::NoSuchTensor)?;
         let kernel = self.model.kernel_of(i).ok_or(err(ExecError::Shape))?;
         let (params, np) = op.param_words();
+        let descs = self.descs;
         for k in 0..op.n_outputs() {
-            let out_t = op.output(k);
-            let (oo, ob) = self.arena_range(out_t).ok_or(err(ExecError::Shape))?;
+            let out_d = self.desc(op.output(k));
+            let Storage::Arena {
+                offset: oo,
+                bytes: ob,
+            } = out_d.storage
+            else {
+                return Err(err(ExecError::Shape));
+            };
             let (lo, rest) = self.arena.split_at_mut(oo);
             let (out_buf, hi) = rest.split_at_mut(ob);
             let (lo, hi): (&[u8], &[u8]) = (lo, hi);
@@ -123,7 +150,7 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                 let t = match op.input(j) {
                     None => None,
                     Some(t) => {
-                        let d = self.model.tensor(t);
+                        let d = desc_of(descs, &self.model, t);
                         let data = match d.storage {
                             Storage::Const(c) => c,
                             Storage::Arena { offset, bytes } if offset + bytes <= oo => {
@@ -146,11 +173,20 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                 call.push_input(t).map_err(err)?;
             }
             let out = TensorMut {
-                info: self.model.tensor(out_t).info,
+                info: out_d.info,
                 data: out_buf,
             };
             self.backend.execute(&call, out).map_err(err)?;
         }
         Ok(())
+    }
+}
+
+/// Tensor `t`'s description: `descs[t]` when the table has it, else decoded from `model`.
+#[inline]
+fn desc_of<'m>(descs: &[TensorDesc<'m>], model: &Model<'m>, t: u16) -> TensorDesc<'m> {
+    match descs.get(t as usize) {
+        Some(d) => *d,
+        None => model.tensor(t),
     }
 }

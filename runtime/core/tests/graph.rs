@@ -5,7 +5,7 @@
 #![cfg(feature = "std")]
 
 use cairn_core::emit::{AlignedBytes, BuildError, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
-use cairn_core::model::{Storage, MAX_OPS, MAX_TENSORS};
+use cairn_core::model::{Storage, TensorDesc, MAX_OPS, MAX_TENSORS};
 use cairn_core::partition::{
     segment_inputs, segment_outputs, transfer_bytes, OpSupport, Partition, PartitionError,
     Placement, Policy, Segment, MAX_SEGMENTS,
@@ -365,6 +365,40 @@ fn the_interpreter_hands_each_op_its_views() {
     );
     assert_eq!(rec.calls[0].params, [NEG, 0, 0]);
     assert_eq!(rec.calls[1].params, [0, 0]);
+}
+
+/// `diamond` on x = 1..4 with the tensor table `descs`: both outputs and what each op saw.
+fn run_diamond(m: Model<'_>, descs: &[TensorDesc<'_>]) -> (Vec<f32>, Vec<f32>, usize) {
+    let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+    let mut rec = Recorder::default();
+    let mut it = Interpreter::new(m, &mut rec, arena.as_mut_slice())
+        .unwrap()
+        .with_tensors(descs);
+    it.set_input_f32(0, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    it.invoke().unwrap();
+    let out = |i: usize| f32s(it.output(i).unwrap().data);
+    let (y, z) = (out(0), out(1));
+    (y, z, rec.calls.len())
+}
+
+#[test]
+fn a_tensor_table_stands_in_for_the_records() {
+    let bytes = load(&diamond());
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let table: Vec<TensorDesc<'_>> = (0..m.n_tensors()).map(|t| m.tensor(t as u16)).collect();
+    let plain = run_diamond(m, &[]);
+    assert_eq!(plain.0, [9.0, 18.0, 27.0, 36.0]);
+    assert_eq!(run_diamond(m, &table), plain);
+    // The ops read the table: the constant c changed there changes y = -x + c.
+    let ones: Vec<u8> = [1.0f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let c = (0..table.len())
+        .find(|&t| matches!(table[t].storage, Storage::Const(_)))
+        .expect("a constant");
+    let mut changed = table.clone();
+    changed[c].storage = Storage::Const(&ones);
+    assert_eq!(run_diamond(m, &changed).0, [0.0, -1.0, -2.0, -3.0]);
+    // A table of the wrong length is not used.
+    assert_eq!(run_diamond(m, &changed[..table.len() - 1]), plain);
 }
 
 #[test]

@@ -11,6 +11,7 @@ extern crate std;
 use std::vec::Vec;
 
 use cairn_core::emit::AlignedBytes;
+use cairn_core::model::TensorDesc;
 use cairn_core::{DType, Interpreter, LoadError, Model, RunError};
 
 use crate::CpuBackend;
@@ -23,6 +24,8 @@ pub struct HostModel<'m> {
     packs: crate::prepack::PackCache,
     /// The threads the fast kernels split an op across (none of its own by default).
     pool: crate::par::Pool,
+    /// Every tensor's description, decoded once (`Interpreter::with_tensors`).
+    descs: Vec<TensorDesc<'m>>,
 }
 
 /// Shape and dtype of a graph input or output.
@@ -39,12 +42,16 @@ impl<'m> HostModel<'m> {
         let mut arena = AlignedBytes::zeroed(model.arena_bytes());
         // Check kernels and arena now, so `run` cannot fail on them.
         Interpreter::new(model, CpuBackend, arena.as_mut_slice())?;
+        let descs = (0..model.n_tensors())
+            .map(|t| model.tensor(t as u16))
+            .collect();
         Ok(HostModel {
             model,
             arena,
             reference: false,
             packs: Default::default(),
             pool: Default::default(),
+            descs,
         })
     }
 
@@ -141,7 +148,8 @@ impl<'m> HostModel<'m> {
     ) -> Result<Vec<Vec<f32>>, RunError> {
         let m = self.model;
         let mut it = Interpreter::new(m, backend, self.arena.as_mut_slice())
-            .map_err(|_| RunError::NoSuchTensor)?;
+            .map_err(|_| RunError::NoSuchTensor)?
+            .with_tensors(&self.descs);
         if inputs.len() != m.n_inputs() {
             return Err(RunError::NoSuchTensor);
         }
