@@ -185,8 +185,15 @@ fn short_run(
                 let i0 = (ox * g.sw + kx * g.dw) as isize - g.pl;
                 if i0 >= 0 && i0 as usize + span < g.w {
                     let src = &xr[i0 as usize..=i0 as usize + span];
-                    for (v, &sv) in d.iter_mut().zip(src.iter().step_by(g.sw)) {
-                        *v = sv;
+                    if g.sw == 1 {
+                        for (v, &sv) in d.iter_mut().zip(src) {
+                            *v = sv;
+                        }
+                    } else {
+                        for (i, v) in d.iter_mut().enumerate() {
+                            // SAFETY: i < s, so i·sw ≤ (s − 1)·sw = span < src.len().
+                            *v = unsafe { *src.get_unchecked(i * g.sw) };
+                        }
                     }
                 } else {
                     for (i, v) in d.iter_mut().enumerate() {
