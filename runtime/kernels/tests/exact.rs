@@ -574,44 +574,89 @@ fn global_average_pool_matches_reference() {
     }
 }
 
-/// int8 MaxPool with strides, padding, dilation and ceil-mode output sizes.
+/// A random pooling window over a [c, h, w] input (w up to `w_max`, kernels up to 7×7,
+/// strides 1–3, pads 0–3, dilation 1–2 when `dilated`, floor or ceil output sizes), or
+/// `None` when the draw makes no valid op.
+fn random_window(r: &mut Rng, w_max: usize, dilated: bool) -> Option<Window> {
+    let (c, h, w) = (r.range(1, 3), r.range(1, 15), r.range(1, w_max));
+    let (kh, kw) = (r.range(1, 7), r.range(1, 7));
+    let (sh, sw) = (r.range(1, 3), r.range(1, 3));
+    let (dh, dw) = if dilated {
+        (r.range(1, 2), r.range(1, 2))
+    } else {
+        (1, 1)
+    };
+    let pads = [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)];
+    let (eh, ew) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
+    let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+    if ph < eh || pw < ew || pads[0] >= eh || pads[1] >= ew {
+        return None;
+    }
+    let ceil = r.next().is_multiple_of(2);
+    let out = |p: usize, e: usize, s: usize| {
+        if ceil {
+            (p - e).div_ceil(s) + 1
+        } else {
+            (p - e) / s + 1
+        }
+    };
+    let (oh, ow) = (out(ph, eh, sh), out(pw, ew, sw));
+    if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
+        return None;
+    }
+    Some(Window {
+        chw: [c, h, w],
+        k: [kh, kw],
+        s: [sh, sw],
+        d: [dh, dw],
+        pads,
+        out: [oh, ow],
+    })
+}
+
+/// A pooling op's geometry (`random_window`).
+struct Window {
+    chw: [usize; 3],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pads: [usize; 4],
+    out: [usize; 2],
+}
+
+impl core::fmt::Display for Window {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ([c, h, w], [kh, kw], [sh, sw], [dh, dw]) = (self.chw, self.k, self.s, self.d);
+        write!(
+            f,
+            "{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} p{:?}",
+            self.pads
+        )
+    }
+}
+
+/// int8 MaxPool with strides, padding, dilation and ceil-mode output sizes; windows up to
+/// 7×7 (9 taps or more take the separable path).
 #[test]
 fn max_pool_matches_reference() {
     let seed = seed() ^ 0x3A;
     let mut r = Rng(seed);
     let mut ran = 0;
     for case in 0..300 {
-        let (c, h, w) = (r.range(1, 3), r.range(1, 15), r.range(1, 70));
-        // Up to 7×7: windows of 9 taps or more take the separable path.
-        let (kh, kw) = (r.range(1, 7), r.range(1, 7));
-        let (sh, sw) = (r.range(1, 3), r.range(1, 3));
-        let (dh, dw) = (r.range(1, 2), r.range(1, 2));
-        let pads = [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)];
-        let (eh, ew) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
-        let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
-        if ph < eh || pw < ew || pads[0] >= eh || pads[1] >= ew {
+        let Some(win) = random_window(&mut r, 70, true) else {
             continue;
-        }
-        let ceil = r.next().is_multiple_of(2);
-        let out = |p: usize, e: usize, s: usize| {
-            if ceil {
-                (p - e).div_ceil(s) + 1
-            } else {
-                (p - e) / s + 1
-            }
         };
-        let (oh, ow) = (out(ph, eh, sh), out(pw, ew, sw));
-        if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
-            continue;
-        }
-        let params = [kh, kw, sh, sw, pads[0], pads[1], pads[2], pads[3], dh, dw];
+        let (Window { k, s, d, pads, .. }, [c, h, w]) = (&win, win.chw);
+        let params = [
+            k[0], k[1], s[0], s[1], pads[0], pads[1], pads[2], pads[3], d[0], d[1],
+        ];
         let q = per_tensor(&mut r);
-        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
+        let bytes = pool_model(OpKind::MaxPool, &params, win.chw, win.out, q.clone(), q);
         let input: Vec<u8> = (0..c * h * w).map(|_| r.i8() as u8).collect();
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} p{pads:?}"
+            "CAIRN_SEED={seed} case {case}: {win}"
         );
         ran += 1;
     }
@@ -629,32 +674,16 @@ fn average_pool_matches_reference() {
     let mut r = Rng(seed);
     let mut ran = 0;
     for case in 0..300 {
-        let (c, h, w) = (r.range(1, 3), r.range(1, 15), r.range(1, 90));
-        let (kh, kw) = (r.range(1, 7), r.range(1, 7));
-        let (sh, sw) = (r.range(1, 3), r.range(1, 3));
-        let pads = [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)];
-        let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
-        if ph < kh || pw < kw || pads[0] >= kh || pads[1] >= kw {
+        let Some(win) = random_window(&mut r, 90, false) else {
             continue;
-        }
-        let ceil = r.next().is_multiple_of(2);
-        let out = |p: usize, k: usize, s: usize| {
-            if ceil {
-                (p - k).div_ceil(s) + 1
-            } else {
-                (p - k) / s + 1
-            }
         };
-        let (oh, ow) = (out(ph, kh, sh), out(pw, kw, sw));
-        if (oh - 1) * sh >= h + pads[0] || (ow - 1) * sw >= w + pads[1] {
-            continue;
-        }
+        let (Window { k, s, pads, .. }, [c, h, w]) = (&win, win.chw);
         let include_pad = r.range(0, 1);
         let params = [
-            kh,
-            kw,
-            sh,
-            sw,
+            k[0],
+            k[1],
+            s[0],
+            s[1],
             pads[0],
             pads[1],
             pads[2],
@@ -662,16 +691,13 @@ fn average_pool_matches_reference() {
             include_pad,
         ];
         let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
-        let bytes = pool_model(OpKind::AveragePool, &params, [c, h, w], [oh, ow], qx, qy);
+        let bytes = pool_model(OpKind::AveragePool, &params, win.chw, win.out, qx, qy);
         let input: Vec<u8> = (0..c * h * w)
             .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
             .collect();
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let before = taken(Path::AvgPoolRows);
-        let what = format!(
-            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x{kw} s{sh}x{sw} p{pads:?} \
-             include_pad {include_pad}"
-        );
+        let what = format!("CAIRN_SEED={seed} case {case}: {win} include_pad {include_pad}");
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
