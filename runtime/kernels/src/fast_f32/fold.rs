@@ -154,7 +154,8 @@ const SHORT_RUN: usize = 16;
 
 /// [`gather`] for one run of `s` (< [`SHORT_RUN`]) outputs `ox..ox + s` of output row `oy`
 /// of image `n`, into tile columns `at..at + s`: each (channel, ky, kx) row is one loop
-/// over the run, unchecked where all its taps lie inside the input row.
+/// over the run, unchecked where all its taps lie inside the input row. (The (channel, ky)
+/// loop is [`gather`]'s again: one shared closure over the rows ran 12–25% slower.)
 #[inline(always)]
 fn short_run(
     g: &Geo,
