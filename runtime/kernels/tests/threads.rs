@@ -426,7 +426,7 @@ fn int8_deconv_and_elementwise_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
-/// int8 depthwise convs (planes split), and in one model MaxPool (planes), Add of a
+/// int8 depthwise convs (planes split), and in one model MaxPool and AveragePool (planes), Add of a
 /// per-channel constant and Mul of a per-pixel one (broadcast runs), a table per channel
 /// (runs), then Softmax (row blocks), LayerNorm (eight-row blocks) and Quantize (pieces)
 /// in models of their own: every op split however small.
@@ -484,8 +484,8 @@ fn int8_depthwise_pools_and_rows_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
-/// x [n, c, h, w] → MaxPool, x + b[c], x · b[h, w], per-channel table of x: outputs the
-/// four. Returns the model and the input's elements.
+/// x [n, c, h, w] → MaxPool, AveragePool, x + b[c], x · b[h, w], per-channel table of x:
+/// outputs the five. Returns the model and the input's elements.
 fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
     let (n, c, h, w) = (
         r.range(1, 2),
@@ -508,7 +508,17 @@ fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
         outputs: vec![pooled],
         params: [k, k, s, s, p, p, p, p, 1, 1].map(|v| v as i32).to_vec(),
     });
-    let mut outs = vec![pooled];
+    // AveragePool of the same window, pads counted or not, to a scale of its own.
+    let averaged = b.add_tensor(tensor(DType::I8, &[n, c, oh, ow], per_tensor(r), None));
+    b.ops.push(OpSpec {
+        kind: OpKind::AveragePool,
+        inputs: vec![Some(x)],
+        outputs: vec![averaged],
+        params: [k, k, s, s, p, p, p, p, r.range(0, 1)]
+            .map(|v| v as i32)
+            .to_vec(),
+    });
+    let mut outs = vec![pooled, averaged];
     for (kind, dims) in [(OpKind::Add, [1, c, 1, 1]), (OpKind::Mul, [1, 1, h, w])] {
         let elems = dims.iter().product();
         let bt = b.add_tensor(tensor(
