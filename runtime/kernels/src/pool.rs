@@ -202,34 +202,32 @@ fn avg_planes(
     y: &mut [i8],
 ) {
     let plane = oh * ow;
-    {
-        let mut col = [0i32; AVG_MAX_W];
-        for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
-            let p = p0 + k;
-            let xp = &xi[p * h * w..(p + 1) * h * w];
-            for oy in 0..oh {
-                let hs = (oy * g.sh) as isize - g.pt;
-                let he = (hs + g.kh as isize).min(h as isize + g.pb);
-                let (hs_c, he_c) = (hs.max(0) as usize, he.clamp(0, h as isize) as usize);
-                let rows = he_c.saturating_sub(hs_c);
-                let col = &mut col[..w];
-                col.fill(0);
-                for iy in hs_c..hs_c + rows {
-                    crate::util::add_row_i8(col, &xp[iy * w..(iy + 1) * w]);
-                }
-                for (ox, yv) in yp[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                    let ws = (ox * g.sw) as isize - g.pl;
-                    let we = (ws + g.kw as isize).min(w as isize + g.pr);
-                    let pool = ((he - hs) * (we - ws)) as usize;
-                    let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
-                    let cols = we_c.saturating_sub(ws_c);
-                    let valid = rows * cols;
-                    let count = if include_pad { pool } else { valid }.max(1);
-                    let sum: i32 = col[ws_c..ws_c + cols].iter().sum();
-                    let acc = sum - zx * valid as i32;
-                    let v = acc as f32 * sx / count as f32;
-                    *yv = quantize_f32(v, sy, zy, -128, 127) as i8;
-                }
+    let mut col = [0i32; AVG_MAX_W];
+    for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
+        let p = p0 + k;
+        let xp = &xi[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            let hs = (oy * g.sh) as isize - g.pt;
+            let he = (hs + g.kh as isize).min(h as isize + g.pb);
+            let (hs_c, he_c) = (hs.max(0) as usize, he.clamp(0, h as isize) as usize);
+            let rows = he_c.saturating_sub(hs_c);
+            let col = &mut col[..w];
+            col.fill(0);
+            for iy in hs_c..hs_c + rows {
+                crate::util::add_row_i8(col, &xp[iy * w..(iy + 1) * w]);
+            }
+            for (ox, yv) in yp[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                let ws = (ox * g.sw) as isize - g.pl;
+                let we = (ws + g.kw as isize).min(w as isize + g.pr);
+                let pool = ((he - hs) * (we - ws)) as usize;
+                let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
+                let cols = we_c.saturating_sub(ws_c);
+                let valid = rows * cols;
+                let count = if include_pad { pool } else { valid }.max(1);
+                let sum: i32 = col[ws_c..ws_c + cols].iter().sum();
+                let acc = sum - zx * valid as i32;
+                let v = acc as f32 * sx / count as f32;
+                *yv = quantize_f32(v, sy, zy, -128, 127) as i8;
             }
         }
     }
