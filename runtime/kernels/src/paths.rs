@@ -81,10 +81,13 @@ pub enum Path {
     /// int8 AveragePool from per-row column sums (`pool::avg_pool_i8_fast`, hosts), one
     /// count per op.
     AvgPoolRows,
+    /// aarch64 int8 GEMM and FullyConnected of 8 or more rows on the Armv8.6 int8 matrix
+    /// multiply (`smmla`, `fast/neon_dot.rs`, CPUs with i8mm); counted with `GemmSdot` too.
+    GemmSmmla,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::AvgPoolRows as usize + 1;
+const N: usize = Path::GemmSmmla as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
@@ -193,6 +196,49 @@ pub fn allow_vnni(on: bool) -> bool {
         !VNNI_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        let _ = on;
+        false
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "aarch64"))]
+static I8MM_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the aarch64 GEMMs use `smmla`: the CPU has i8mm (detected at run time with
+/// `std`; without it, whether the build targets it), unless [`allow_i8mm`] or the
+/// environment (`CAIRN_I8MM=0`, read once) turned it off. Its sums are the `sdot` block's
+/// (exact integers), so this only chooses speed.
+pub fn i8mm() -> bool {
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    {
+        static HW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *HW.get_or_init(|| {
+            std::arch::is_aarch64_feature_detected!("i8mm")
+                && std::arch::is_aarch64_feature_detected!("dotprod")
+                && !std::env::var("CAIRN_I8MM").is_ok_and(|v| v == "0")
+        });
+        on && !I8MM_OFF.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "aarch64")))]
+    {
+        cfg!(all(
+            target_arch = "aarch64",
+            target_feature = "i8mm",
+            target_feature = "dotprod"
+        ))
+    }
+}
+
+/// Let the aarch64 GEMMs use `smmla` where the CPU has it (the default), or not (they
+/// take `sdot`): for tests and comparisons on one host. Process-wide; returns the
+/// previous setting (always `false` off aarch64 or without `std`).
+pub fn allow_i8mm(on: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    {
+        !I8MM_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "aarch64")))]
     {
         let _ = on;
         false

@@ -341,3 +341,60 @@ fn fully_connected_matches_reference() {
     }
     let _ = (gemv, block);
 }
+
+/// FullyConnected of 8 rows or more (K with tails, N not a multiple of 4, rows past one
+/// 32-row chunk) and batches of small convs folded into the im2col GEMM, with `smmla`
+/// allowed and then not: both equal the reference. On aarch64 CPUs with i8mm (qemu's
+/// `max`) `smmla` ran for every FullyConnected of 8+ rows while allowed, never after.
+#[test]
+fn smmla_and_sdot_blocks_match_reference() {
+    use cairn_kernels::paths::{allow_i8mm, i8mm};
+    let seed = seed() ^ 0x8A3A;
+    let has = i8mm();
+    let mut expect_mm = 0u64;
+    for allowed in [true, false] {
+        let prev = allow_i8mm(allowed);
+        let mut r = Rng(seed);
+        let mm0 = taken(Path::GemmSmmla);
+        for case in 0..30 {
+            let m = [r.range(8, 9), r.range(10, 40), r.range(60, 80)][r.range(0, 2)];
+            let k = [r.range(1, 15), r.range(16, 300), r.range(1900, 2048)][r.range(0, 2)];
+            let n = [r.range(1, 7), r.range(8, 90)][r.range(0, 1)];
+            let model = fc_model(&mut r, 1, m, k, n);
+            let input: Vec<u8> = (0..m * k).map(|_| r.i8() as u8).collect();
+            assert_eq!(
+                run(&model, CpuBackend, &input),
+                run(&model, RefBackend, &input),
+                "CAIRN_SEED={seed} case {case} (i8mm allowed: {allowed}): [{m}, {k}] x [{n}, {k}]"
+            );
+            expect_mm += (allowed && has) as u64;
+        }
+        for case in 0..20 {
+            let k = (r.range(1, 3), r.range(1, 3));
+            let cs = ConvCase {
+                n: r.range(2, 4),
+                c: [r.range(1, 8), r.range(16, 60)][r.range(0, 1)],
+                h: r.range(1, 4),
+                w: r.range(1, 4) + k.1,
+                oc: [r.range(1, 9), r.range(10, 40)][r.range(0, 1)],
+                k,
+                stride: (1, 1),
+                pad: [r.range(0, 1), r.range(0, 1), r.range(0, 1), r.range(0, 1)],
+                dil: (1, 1),
+                group: 1,
+            };
+            check_conv(&mut r, &cs, seed, case);
+        }
+        let mm = taken(Path::GemmSmmla) - mm0;
+        allow_i8mm(prev);
+        if allowed {
+            assert!(mm >= expect_mm, "smmla ran {mm}, want >= {expect_mm} (CAIRN_SEED={seed})");
+        } else {
+            assert_eq!(mm, 0, "smmla ran while not allowed (CAIRN_SEED={seed})");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("i8mm") && std::env::var("CAIRN_I8MM").is_err() {
+        assert!(has && expect_mm > 0, "i8mm present but not chosen (CAIRN_SEED={seed})");
+    }
+}

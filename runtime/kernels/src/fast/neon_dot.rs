@@ -11,6 +11,15 @@
 //! at the end of K. CPUs without the dot product (Cortex-A53, A55 without it enabled)
 //! take the same driver with a 4 × 2 block of `smlal` on operands widened to int16.
 //!
+//! CPUs with the Armv8.6 int8 matrix multiply (i8mm: Cortex-A510/A710/X2 and later,
+//! Neoverse V1/N2) take `smmla` for GEMMs of 8 or more a-rows: one instruction multiplies
+//! a 2 × 8 block of two a-rows by the 8 × 2 of two b-rows into four int32 sums (32 MACs,
+//! twice `sdot`'s 16). The a-rows are interleaved once per 32 rows into that form (for each
+//! 8 bytes of K, the two rows' bytes side by side, zero-padded to whole blocks), the b-rows
+//! (weights, in place) zipped in registers; a block of 8 a-rows × 4 b-rows keeps 8
+//! accumulators and issues 16 `smmla` and 4 `zip` per 16 bytes of K (512 MACs), against 32
+//! `sdot` for the same block. `paths::i8mm` chooses it (`CAIRN_I8MM=0` turns it off).
+//!
 //! Exactness: sums run on raw int8 values and `bias − zx·Σw` is added once (as `neon.rs`
 //! does). A product is at most 128·128 = 2^14 in magnitude, so int32 lanes cannot
 //! overflow for K < 2^17 (every K these paths take: at most 8192); beyond that the sums
@@ -18,8 +27,9 @@
 //! `cairn_core::quant::requantize` itself, so the bytes are the reference's
 //! (`tests/exact_neon.rs`).
 //!
-//! `sdot` is emitted with `asm!` (the `vdotq_s32` intrinsics are unstable) inside
-//! functions compiled with `dotprod`, reached only after [`available`] said yes.
+//! `sdot` and `smmla` are emitted with `asm!` (the `vdotq_s32` / `vmmlaq_s32` intrinsics
+//! are unstable) inside functions compiled with `dotprod` / `i8mm`, reached only after
+//! [`available`] / `paths::i8mm` said yes.
 
 use core::arch::aarch64::*;
 
@@ -33,6 +43,23 @@ pub(super) const MAX_PIX: usize = 4;
 const CHUNK: usize = 32;
 /// Output channels whose offsets are computed at a time (4 KB of stack).
 const OFFS_CHUNK: usize = 1024;
+/// a-rows the `smmla` panel interleaves at a time, and the longest K it takes (the
+/// interleaved rows live on the stack: 64 KB).
+const MM_ROWS: usize = 32;
+const MM_MAX_K: usize = 2048;
+/// Fewest a-rows for which `smmla` pays for interleaving them (one register block).
+const MM_MIN_ROWS: usize = 8;
+
+/// The register block a panel runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kern {
+    /// 8 × 4 `smmla` (i8mm), a-rows interleaved.
+    Smmla,
+    /// 4 × 4 `sdot` (dot product).
+    Sdot,
+    /// 4 × 2 `smlal` on int16 (base NEON).
+    Smlal,
+}
 
 /// Whether the CPU has the Armv8.2 dot product (`sdot`): detected at run time with `std`,
 /// the compile-time target feature without.
@@ -96,6 +123,10 @@ fn gemm_rows(
     let mut rows = [0i8; CHUNK * super::neon::MAX_K];
     let mut offs = [0i32; OFFS_CHUNK];
     let q_rows = Q { w, wp: None, ..*q };
+    let mm = pix >= MM_MIN_ROWS && choose(pix.min(CHUNK), ic) == Kern::Smmla;
+    if mm {
+        crate::paths::note(crate::paths::Path::GemmSmmla);
+    }
     for o0 in (0..oc).step_by(OFFS_CHUNK) {
         let nb = OFFS_CHUNK.min(oc - o0);
         let offs = offsets(&q_rows, o0, nb, ic, &mut offs);
@@ -104,9 +135,12 @@ fn gemm_rows(
             let pt = CHUNK.min(pix - p0);
             let a = &mut rows[..pt * ic];
             transpose(x, xs, p0, pt, ic, a);
-            // SAFETY: the dot product is present (`available` above).
+            // The last chunk may have fewer than 8 pixels: `sdot` there.
+            let kern = if mm && pt >= MM_MIN_ROWS { Kern::Smmla } else { Kern::Sdot };
+            // SAFETY: the dot product is present (`available` above), i8mm where `mm`
+            // (`choose`).
             unsafe {
-                panel(true, a, pt, wb, nb, ic, |p, o, s| {
+                panel(kern, a, pt, wb, nb, ic, |p, o, s| {
                     let oo = o0 + o;
                     y[oo * ys + y0 + p0 + p] = q.requant(oo, s.wrapping_add(offs[o])) as i8;
                 });
@@ -229,15 +263,15 @@ pub(super) fn conv_gemv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         patch(g, q, t / pix, t % pix, &mut patches[t * k..(t + 1) * k]);
     }
     let a = &patches[..total * k];
-    let dot = note_kernel();
+    let kern = note_kernel(total, k);
     let mut offs = [0i32; OFFS_CHUNK];
     for o0 in (0..g.oc).step_by(OFFS_CHUNK) {
         let nb = OFFS_CHUNK.min(g.oc - o0);
         let offs = offsets(q, o0, nb, k, &mut offs);
-        // SAFETY: `dot` only where the dot product is present.
+        // SAFETY: `note_kernel` chose a block the CPU has.
         unsafe {
             panel(
-                dot,
+                kern,
                 a,
                 total,
                 &q.w[o0 * k..(o0 + nb) * k],
@@ -286,7 +320,7 @@ fn patch(g: &Geo, q: &Q<'_>, n: usize, p: usize, dst: &mut [i8]) {
 /// threads in multiples of 4. Any `k` (the int32 sums are exact for K < 2^17).
 pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
     assert!(q.x.len() >= m * k && q.w.len() >= n * k && y.len() >= m * n);
-    let dot = note_kernel();
+    let kern = note_kernel(m, k);
     let out = crate::par::SharedMut::new(y);
     let work = (m * n) as u64 * k as u64;
     crate::par::par_ranges(n, 4, work, |os| {
@@ -303,23 +337,38 @@ pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
                 let at = unsafe { out.piece(i * n + oo, 1) };
                 at[0] = v as i8;
             };
-            // SAFETY: `dot` only where the dot product is present.
-            unsafe { panel(dot, &q.x[..m * k], m, wb, nb, k, put) };
+            // SAFETY: `note_kernel` chose a block the CPU has.
+            unsafe { panel(kern, &q.x[..m * k], m, wb, nb, k, put) };
             o0 += nb;
         }
     });
 }
 
-/// Whether the dot product is present, counting the kernel that will run (on the
-/// calling thread, before any split).
-fn note_kernel() -> bool {
-    let dot = available();
-    crate::paths::note(if dot {
-        crate::paths::Path::GemmSdot
+/// The block for `m` a-rows of `k` bytes on this CPU.
+fn choose(m: usize, k: usize) -> Kern {
+    if !available() {
+        Kern::Smlal
+    } else if m >= MM_MIN_ROWS && k <= MM_MAX_K && crate::paths::i8mm() {
+        Kern::Smmla
     } else {
-        crate::paths::Path::GemmSmlal
-    });
-    dot
+        Kern::Sdot
+    }
+}
+
+/// [`choose`], counting the kernel that will run (on the calling thread, before any
+/// split): `smmla` counts as `sdot` too.
+fn note_kernel(m: usize, k: usize) -> Kern {
+    let kern = choose(m, k);
+    use crate::paths::{note, Path};
+    match kern {
+        Kern::Smmla => {
+            note(Path::GemmSmmla);
+            note(Path::GemmSdot);
+        }
+        Kern::Sdot => note(Path::GemmSdot),
+        Kern::Smlal => note(Path::GemmSmlal),
+    }
+    kern
 }
 
 /// `put(i, j, Σ_k a[i·k + t]·b[j·k + t])` (wrapping int32) for every row `i < m` of `a`
@@ -328,10 +377,12 @@ fn note_kernel() -> bool {
 /// L1 while every a-row passes it. Rows past the end of a block repeat the last row
 /// (their sums are dropped).
 ///
+/// `Smmla` goes to [`panel_mmla`] (at most `MM_MAX_K` bytes a row).
+///
 /// # Safety
-/// `dot` only where the CPU has the dot product ([`available`]).
+/// `kern` is a block the CPU has ([`choose`]).
 unsafe fn panel(
-    dot: bool,
+    kern: Kern,
     a: &[i8],
     m: usize,
     b: &[i8],
@@ -343,6 +394,12 @@ unsafe fn panel(
         return;
     }
     assert!(a.len() >= m * k && b.len() >= n * k);
+    if kern == Kern::Smmla {
+        // SAFETY: the CPU has i8mm (the contract).
+        unsafe { panel_mmla(a, m, b, n, k, put) };
+        return;
+    }
+    let dot = kern == Kern::Sdot;
     let nb = if dot { 4 } else { 2 };
     for j0 in (0..n).step_by(nb) {
         // SAFETY (rows): every row index is clamped below m (n), so k bytes from each
@@ -372,6 +429,146 @@ unsafe fn panel(
             }
         }
     }
+}
+
+/// [`panel`] on the `smmla` block: `a` interleaved `MM_ROWS` rows at a time (see
+/// [`interleave`]); within each such chunk the b-blocks are the outer loop, so four weight
+/// rows stay in L1 while the chunk's blocks of 8 a-rows pass them.
+///
+/// # Safety
+/// The CPU has i8mm and the dot product ([`choose`]).
+unsafe fn panel_mmla(
+    a: &[i8],
+    m: usize,
+    b: &[i8],
+    n: usize,
+    k: usize,
+    mut put: impl FnMut(usize, usize, i32),
+) {
+    assert!(k <= MM_MAX_K && a.len() >= m * k && b.len() >= n * k && n > 0);
+    let kp = k.div_ceil(16) * 16;
+    let mut il = [0i8; MM_ROWS * MM_MAX_K];
+    for r0 in (0..m).step_by(MM_ROWS) {
+        let rn = MM_ROWS.min(m - r0);
+        let blocks = rn.div_ceil(8);
+        let il = &mut il[..blocks * 8 * kp];
+        interleave(&a[r0 * k..(r0 + rn) * k], rn, k, kp, il);
+        for j0 in (0..n).step_by(4) {
+            // SAFETY (rows): the index is clamped below n, so k bytes from it are in b.
+            let brow = |j: usize| unsafe { b.as_ptr().add((j0 + j).min(n - 1) * k) };
+            let br: [*const i8; 4] = core::array::from_fn(brow);
+            let jn = 4.min(n - j0);
+            for bi in 0..blocks {
+                // SAFETY: block bi holds 8·kp interleaved bytes; the CPU has i8mm.
+                let s = unsafe { block_smmla(il.as_ptr().add(bi * 8 * kp), br, k) };
+                let im = 8.min(rn - bi * 8);
+                for (i, row) in s.iter().enumerate().take(im) {
+                    for (j, &v) in row.iter().enumerate().take(jn) {
+                        put(r0 + bi * 8 + i, j0 + j, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows `a` (`rn` rows of `k` bytes) in the `smmla` operand order: per block of 8 rows
+/// (`8·kp` bytes), per 16 bytes of K, per row pair `p` and half `h`, one 16-byte vector
+/// holding bytes `16s + 8h ..` of rows `2p` and `2p + 1`. Rows past `rn` and bytes past
+/// `k` are zero (they add nothing; their sums are dropped).
+fn interleave(a: &[i8], rn: usize, k: usize, kp: usize, dst: &mut [i8]) {
+    assert!(a.len() >= rn * k && dst.len() >= rn.div_ceil(8) * 8 * kp && kp >= k);
+    if !rn.is_multiple_of(8) || !k.is_multiple_of(16) {
+        dst.fill(0);
+    }
+    for r in 0..rn {
+        let row = &a[r * k..(r + 1) * k];
+        let base = (r / 8) * 8 * kp + ((r % 8) / 2) * 32 + (r % 2) * 8;
+        for (c, bytes) in row.chunks(8).enumerate() {
+            let at = base + (c / 2) * 128 + (c % 2) * 16;
+            dst[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+}
+
+/// `acc + ` the 2 × 2 products of the two 8-byte rows of `a` by the two of `b` (`smmla`):
+/// lanes `a0·b0, a0·b1, a1·b0, a1·b1`.
+macro_rules! smmla {
+    ($acc:expr, $a:expr, $b:expr) => {{
+        let mut r: int32x4_t = $acc;
+        core::arch::asm!(
+            "smmla {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) $a,
+            b = in(vreg) $b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        r
+    }};
+}
+
+/// The 8 × 4 block: `[i][j]` = Σ_k a_i[k]·b_j[k], `a` the block's interleaved rows
+/// ([`interleave`], `8·kp` bytes), `b` four rows of `k` bytes zipped into row pairs per
+/// 16-byte step (a tail under 16 through zero-padded copies).
+///
+/// # Safety
+/// The CPU has i8mm; `a` holds the interleaved block for this `k`; each `b` pointer has
+/// `k` readable bytes.
+#[target_feature(enable = "i8mm")]
+#[inline]
+unsafe fn block_smmla(a: *const i8, b: [*const i8; 4], k: usize) -> [[i32; 4]; 8] {
+    let z = vdupq_n_s32(0);
+    // [row pair p][b pair q]
+    let mut acc = [[z; 2]; 4];
+    // A macro, not a closure: the `smmla`s must stay in this i8mm function.
+    macro_rules! step {
+        ($s:expr, $bv:expr) => {
+            let bv: [int8x16_t; 4] = $bv;
+            // SAFETY: the block holds 128 bytes per 16-byte step of K, `$s / 16` < kp / 16.
+            let ap = unsafe { a.add($s / 16 * 128) };
+            let w = bv.map(|v| vreinterpretq_s64_s8(v));
+            let bz = [
+                vreinterpretq_s8_s64(vzip1q_s64(w[0], w[1])),
+                vreinterpretq_s8_s64(vzip2q_s64(w[0], w[1])),
+                vreinterpretq_s8_s64(vzip1q_s64(w[2], w[3])),
+                vreinterpretq_s8_s64(vzip2q_s64(w[2], w[3])),
+            ];
+            for (p, accp) in acc.iter_mut().enumerate() {
+                for h in 0..2 {
+                    // SAFETY: the block holds 128 bytes per 16-byte step of K.
+                    let av = unsafe { vld1q_s8(ap.add((p * 2 + h) * 16)) };
+                    for (q, c) in accp.iter_mut().enumerate() {
+                        // SAFETY: the CPU has i8mm (the function's contract).
+                        *c = unsafe { smmla!(*c, av, bz[q * 2 + h]) };
+                    }
+                }
+            }
+        };
+    }
+    let k16 = k / 16 * 16;
+    let mut s = 0;
+    while s < k16 {
+        // SAFETY: s + 16 <= k bytes of every row.
+        step!(s, b.map(|p| unsafe { vld1q_s8(p.add(s)) }));
+        s += 16;
+    }
+    if k16 < k {
+        // SAFETY: every row holds k bytes.
+        step!(k16, unsafe { tail(b, k16, k) });
+    }
+    let mut out = [[0i32; 4]; 8];
+    for (p, accp) in acc.iter().enumerate() {
+        for (q, &v) in accp.iter().enumerate() {
+            let mut l = [0i32; 4];
+            // SAFETY: four int32 into a four-element array.
+            unsafe { vst1q_s32(l.as_mut_ptr(), v) };
+            out[2 * p][2 * q] = l[0];
+            out[2 * p][2 * q + 1] = l[1];
+            out[2 * p + 1][2 * q] = l[2];
+            out[2 * p + 1][2 * q + 1] = l[3];
+        }
+    }
+    out
 }
 
 /// `acc + Σ` of the four byte products in each int32 lane of `a` and `b` (`sdot`).
