@@ -2,7 +2,9 @@
 //! `quantize.rs` (tested in `runtime/kernels/tests/exact.rs`): Add and Mul over equal shapes
 //! or with one operand constant along the innermost axes (a per-channel scale),
 //! per-tensor QuantizeLinear, eight lanes at a time with AVX2 + FMA on x86_64, per-tensor
-//! lookup tables 32 bytes at a time (`pshufb`), and per-tensor DequantizeLinear.
+//! lookup tables 32 bytes at a time (`pshufb`), and per-tensor DequantizeLinear; on
+//! aarch64 the same entries on NEON (`fast_elt/neon.rs`, sixteen bytes a step; counted
+//! as `Path::EltNeon`).
 //!
 //! The vector code performs the reference's float operations one for one (the same fused
 //! multiply-adds, the same separately rounded multiplies and adds, round half to even
@@ -16,13 +18,31 @@ use cairn_core::{DType, ExecError, OpCall, OpKind, Quant, TensorMut};
 use crate::eltwise::{constant_b_run, Arith};
 use crate::util::qp;
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+
+/// The vector bodies of this CPU: AVX2 (checked at run time) on x86_64, NEON on aarch64,
+/// and elsewhere a stub whose `available` is false.
+#[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+use avx2 as simd;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+use neon as simd;
+
+/// Count a NEON element-wise op (aarch64; nothing elsewhere: the x86 paths have counters
+/// of their own where tests need them).
+#[inline(always)]
+fn note_simd() {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    crate::paths::note(crate::paths::Path::EltNeon);
+}
+
 /// int8 Add/Mul through the vector path, or `None`.
 pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     #[cfg(all(feature = "dsp", target_arch = "arm", target_abi = "eabihf"))]
     if let Some(r) = crate::dsp_elt::binary_i8(call, out) {
         return Some(r);
     }
-    if !matches!(call.kind, OpKind::Add | OpKind::Mul) || !avx2::available() {
+    if !matches!(call.kind, OpKind::Add | OpKind::Mul) || !simd::available() {
         return None;
     }
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
@@ -41,8 +61,9 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
             let (a, b) = (&a[at..at + y.len()], &b[at..at + y.len()]);
             // SAFETY: AVX2 and FMA are present (checked above); the three runs have one
             // length.
-            unsafe { avx2::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
+            unsafe { simd::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
         });
+        note_simd();
         return Some(Ok(()));
     }
     // b is a block of y's trailing dimensions repeated over the leading ones (an
@@ -62,9 +83,10 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
             for (o, ac) in y.chunks_mut(b.len()).zip(a.chunks(b.len())) {
                 // SAFETY: AVX2 and FMA are present (checked above); o, ac and b have one
                 // length.
-                unsafe { avx2::binary_run(arith, ac, Operand::Run(b), o, lo, hi) };
+                unsafe { simd::binary_run(arith, ac, Operand::Run(b), o, lo, hi) };
             }
         });
+        note_simd();
         return Some(Ok(()));
     }
     // One operand constant over the innermost `inner` elements, the other contiguous (the
@@ -80,19 +102,20 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         for (k, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
             let bv = b[crate::eltwise::outer_index(&shape, &sb, d, at / inner + k)];
             // SAFETY: as above; `o` and `ac` have the same length.
-            unsafe { avx2::binary_run(arith, ac, Operand::Splat(bv), o, lo, hi) };
+            unsafe { simd::binary_run(arith, ac, Operand::Splat(bv), o, lo, hi) };
         }
     });
+    note_simd();
     Some(Ok(()))
 }
 
-/// `crate::par::par_pieces` where the vector bodies exist (x86_64); elsewhere the callers
+/// `crate::par::par_pieces` where the vector bodies exist (x86_64, aarch64); elsewhere the callers
 /// return before this, and a plain call keeps their bytes out of microcontroller images.
 #[inline(always)]
 fn pieces(y: &mut [i8], align: usize, work: u64, f: impl Fn(usize, &mut [i8]) + Sync) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     crate::par::par_pieces(y, align, work, f);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (align, work);
         f(0, y)
@@ -119,7 +142,7 @@ pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     if let Some(r) = crate::dsp_elt::quantize(call, out) {
         return Some(r);
     }
-    if out.info.dtype != DType::I8 || !avx2::available() {
+    if out.info.dtype != DType::I8 || !simd::available() {
         return None;
     }
     let Quant::PerTensor { scale, zero_point } = out.info.quant else {
@@ -134,9 +157,10 @@ pub fn quantize(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         Err(e) => return Some(Err(e)),
     };
     pieces(y, 32, y.len() as u64 * ELEMENT_WORK, |at, y| {
-        // SAFETY: AVX2 is present (checked above); `x` and `y` have one length.
-        unsafe { avx2::quantize(&x[at..at + y.len()], scale, zero_point, y) };
+        // SAFETY: the vector ISA is present (checked above); `x` and `y` have one length.
+        unsafe { simd::quantize(&x[at..at + y.len()], scale, zero_point, y) };
     });
+    note_simd();
     Some(Ok(()))
 }
 
@@ -209,11 +233,11 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     {
         return Some(Ok(()));
     }
-    // 2×2 windows with stride 2 inside the plane: 32 outputs a step (AVX2).
+    // 2×2 windows with stride 2 inside the plane: 32 outputs a step (AVX2), 16 (NEON).
     if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl) == (2, 2, 2, 2, 1, 1, 0, 0)
         && 2 * oh <= h
         && 2 * ow <= w
-        && avx2::available()
+        && simd::available()
     {
         let work = (y.len() * 4) as u64;
         pieces(y, ow.max(1), work, |at, y| {
@@ -222,11 +246,13 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
                 let (p, oy) = (row / oh.max(1), row % oh.max(1));
                 let r0 = &x[p * h * w + 2 * oy * w..][..w];
                 let r1 = &x[p * h * w + (2 * oy + 1) * w..][..w];
-                // SAFETY: AVX2 is present (checked above); each row holds w >= 2·ow bytes.
-                unsafe { avx2::max_pool_2x2_row(r0, r1, yr) };
+                // SAFETY: the vector ISA is present (checked above); each row holds
+                // w >= 2·ow bytes.
+                unsafe { simd::max_pool_2x2_row(r0, r1, yr) };
             }
         });
         crate::paths::note(crate::paths::Path::MaxPoolRows);
+        note_simd();
         return Some(Ok(()));
     }
     // Planes are independent: hosts split them across the lent threads (parts of whole
@@ -399,7 +425,7 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     if let Some(r) = crate::dsp_elt::lut_i8(call, out) {
         return Some(r);
     }
-    if !avx2::available() {
+    if !simd::available() {
         return None;
     }
     let tables = call.req(1).ok()?.i8s().ok()?;
@@ -422,9 +448,10 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         // Each byte is its input's table entry: split across the lent threads.
         crate::par::par_pieces(y, 64, y.len() as u64 * LUT_WORK, |at, y| {
             let src = src.map(|x| &x[at..at + y.len()]);
-            // SAFETY: AVX2 is present (checked above).
-            unsafe { avx2::lut(table, src, y) };
+            // SAFETY: the vector ISA is present (checked above).
+            unsafe { simd::lut(table, src, y) };
         });
+        note_simd();
         return Some(Ok(()));
     }
     let axis = axis as usize;
@@ -445,23 +472,24 @@ pub fn lut_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
                 .try_into()
                 .expect("256 entries a channel");
             let s = src.map(|x| &x[i * inner..i * inner + run.len()]);
-            // SAFETY: AVX2 is present (checked above).
-            unsafe { avx2::lut(table, s, run) };
+            // SAFETY: the vector ISA is present (checked above).
+            unsafe { simd::lut(table, s, run) };
         }
     });
+    note_simd();
     Some(Ok(()))
 }
 
 /// `dst[i] = table[src[i]]` on the vector table kernel (`pshufb`, or VBMI's `vpermt2b`)
 /// where the CPU has it: a Concat or Split part whose scale differs from the output's
 /// requantizes through such a table. `false`, with nothing written, where it has not.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) fn table_bytes(table: &[i8; 256], src: &[i8], dst: &mut [i8]) -> bool {
-    if !avx2::available() || src.len() != dst.len() {
+    if !simd::available() || src.len() != dst.len() {
         return false;
     }
-    // SAFETY: AVX2 is present (checked just above).
-    unsafe { avx2::lut(table, Some(src), dst) };
+    // SAFETY: the vector ISA is present (checked just above).
+    unsafe { simd::lut(table, Some(src), dst) };
     true
 }
 
@@ -858,7 +886,10 @@ mod avx2 {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 mod avx2 {
     use super::{Arith, Operand};
 
@@ -873,15 +904,21 @@ mod avx2 {
     pub unsafe fn lut(_: &[i8; 256], _: Option<&[i8]>, _: &mut [i8]) {}
 
     pub unsafe fn max_pool_2x2_row(_: &[i8], _: &[i8], _: &mut [i8]) {}
+
+    #[allow(dead_code)]
+    pub unsafe fn sum_i8(_: &[i8]) -> i32 {
+        0
+    }
 }
 
 /// int8 GlobalAveragePool (ReduceMean over the innermost axes) with the byte sums on
-/// `vpsadbw`, or `None` without AVX2 (x86_64 hosts).
+/// `vpsadbw` (x86_64 with AVX2) or pairwise widening adds (aarch64 NEON), or `None`.
 pub fn reduce_mean_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: AVX2 is present (checked just above).
-        let sum = |v: &[i8]| unsafe { avx2::sum_i8(v) };
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if simd::available() {
+        // SAFETY: the vector ISA is present (checked just above).
+        let sum = |v: &[i8]| unsafe { simd::sum_i8(v) };
+        note_simd();
         return Some(crate::pool::reduce_mean_i8_by(call, out, sum));
     }
     let _ = (call, out);

@@ -32,7 +32,7 @@ fn copy_elems(src: &TensorRef<'_>, s: &[u8], dst: &mut [u8], out_dtype: DType, o
             // The same function of the byte, computed once per possible byte, indexed by
             // `x + 128` as the Lut kernels index their tables.
             let table: [i8; 256] = core::array::from_fn(|i| requant(i as u8 ^ 0x80) as i8);
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             {
                 let (s8, d8): (&[i8], &mut [i8]) =
                     (bytemuck::cast_slice(s), bytemuck::cast_slice_mut(dst));

@@ -53,7 +53,7 @@ pub enum Path {
     /// aarch64 int8 GEMM, FullyConnected and GEMV on plain-NEON `smlal` (`fast/neon.rs`,
     /// `fast/neon_dot.rs`: CPUs without the dot product, such as the Cortex-A53).
     GemmSmlal,
-    /// int8 2×2 stride-2 MaxPool, 32 outputs a step (`fast_elt.rs`, AVX2).
+    /// int8 2×2 stride-2 MaxPool, 32 outputs a step (`fast_elt.rs`, AVX2; 16 on NEON).
     MaxPoolRows,
     /// int8 per-tensor lookup tables 64 bytes a step on AVX-512 VBMI (`fast_elt.rs`).
     LutVbmi,
@@ -84,10 +84,13 @@ pub enum Path {
     /// aarch64 int8 GEMM and FullyConnected of 8 or more rows on the Armv8.6 int8 matrix
     /// multiply (`smmla`, `fast/neon_dot.rs`, CPUs with i8mm); counted with `GemmSdot` too.
     GemmSmmla,
+    /// aarch64 NEON int8 element-wise ops (`fast_elt/neon.rs`: Add/Mul, QuantizeLinear,
+    /// lookup tables, 2×2 MaxPool rows, GlobalAveragePool sums), one count per op.
+    EltNeon,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmSmmla as usize + 1;
+const N: usize = Path::EltNeon as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

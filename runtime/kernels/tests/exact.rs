@@ -166,6 +166,25 @@ fn depthwise_same_conv_matches_reference() {
     }
 }
 
+/// The count of NEON element-wise ops (`Path::EltNeon`) before a test's cases.
+struct NeonCount(#[allow(dead_code)] u64);
+
+impl NeonCount {
+    fn now() -> NeonCount {
+        NeonCount(cairn_kernels::paths::taken(cairn_kernels::paths::Path::EltNeon))
+    }
+
+    /// On aarch64 with NEON: at least `min` ops took the NEON kernels since `now`.
+    #[allow(unused_variables)]
+    fn check(&self, min: u64, seed: u64) {
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        {
+            let ran = cairn_kernels::paths::taken(cairn_kernels::paths::Path::EltNeon) - self.0;
+            assert!(ran >= min, "NEON path ran {ran} times, want >= {min} (CAIRN_SEED={seed})");
+        }
+    }
+}
+
 fn per_tensor(r: &mut Rng) -> QuantSpec {
     QuantSpec::PerTensor {
         scale: r.f(0.005, 0.2),
@@ -173,7 +192,9 @@ fn per_tensor(r: &mut Rng) -> QuantSpec {
     }
 }
 
-/// A model `y = a (op) b` with one operand the input and the other a constant.
+/// A model `y = a (op) b` with one operand the input and the other a constant. With
+/// `ties`, every scale is a power of two (0.25, 0.5 or 1), so many results fall exactly
+/// halfway between two integers and the rounding rule decides them.
 /// Returns the model and its input's element count.
 fn binary_model(
     r: &mut Rng,
@@ -181,16 +202,25 @@ fn binary_model(
     a: &[usize],
     b: &[usize],
     y: &[usize],
+    ties: bool,
 ) -> (Vec<u8>, usize) {
     let mut m = ModelBuilder::default();
     let numel = |d: &[usize]| d.iter().product::<usize>();
     let input_first = r.next().is_multiple_of(2);
     let mut tensor = |dims: &[usize], is_input: bool, r: &mut Rng| {
         let data = (!is_input).then(|| (0..numel(dims)).map(|_| r.i8() as u8).collect());
+        let quant = if ties {
+            QuantSpec::PerTensor {
+                scale: [0.25, 0.5, 1.0][r.range(0, 2)],
+                zero_point: r.range(0, 255) as i32 - 128,
+            }
+        } else {
+            per_tensor(r)
+        };
         m.add_tensor(TensorSpec {
             dtype: DType::I8,
             shape: Shape::new(dims).unwrap(),
-            quant: per_tensor(r),
+            quant,
             data,
             layout: Default::default(),
         })
@@ -217,11 +247,13 @@ fn binary_model(
 
 /// int8 Add and Mul: equal shapes, per-channel operands ([1, C, 1, 1] against
 /// [N, C, H, W], either side), scalars, trailing blocks repeated over the leading dims,
-/// and a general broadcast the fast path declines.
+/// and a general broadcast the fast path declines; a quarter with power-of-two scales
+/// (exact ties: round half to even).
 #[test]
 fn binary_i8_matches_reference() {
     let seed = seed() ^ 0xE1;
     let mut r = Rng(seed);
+    let neon = NeonCount::now();
     for case in 0..600 {
         let kind = if r.next().is_multiple_of(2) {
             OpKind::Add
@@ -241,14 +273,17 @@ fn binary_i8_matches_reference() {
             6 => (full.clone(), vec![c, h, w]),
             _ => (full.clone(), vec![1, 1, h, 1]),
         };
-        let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full);
+        let ties = case % 4 == 0;
+        let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full, ties);
         let input: Vec<u8> = (0..m).map(|_| r.i8() as u8).collect();
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: {kind:?} {a:?} x {b:?}"
+            "CAIRN_SEED={seed} case {case}: {kind:?} {a:?} x {b:?} (ties {ties})"
         );
     }
+    // All but the general broadcasts (about one case in eight) take the vector path.
+    neon.check(400, seed);
 }
 
 /// Per-tensor QuantizeLinear, with NaN, infinities, ties and values far out of range.
@@ -256,6 +291,7 @@ fn binary_i8_matches_reference() {
 fn quantize_matches_reference() {
     let seed = seed() ^ 0x0A;
     let mut r = Rng(seed);
+    let neon = NeonCount::now();
     for case in 0..100 {
         let len = r.range(1, 70);
         let scale = r.f(0.001, 0.1);
@@ -305,6 +341,7 @@ fn quantize_matches_reference() {
             "CAIRN_SEED={seed} case {case}"
         );
     }
+    neon.check(100, seed);
 }
 
 /// Per-tensor DequantizeLinear from int8 and uint8: every byte value, odd lengths (vector
@@ -420,6 +457,7 @@ fn lut_matches_reference() {
     use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x17;
     let mut r = Rng(seed);
+    let (neon, mut vector) = (NeonCount::now(), 0);
     for case in 0..100 {
         let (c, len) = (r.range(1, 4), r.range(1, 300));
         let per_channel = r.next().is_multiple_of(4);
@@ -470,6 +508,8 @@ fn lut_matches_reference() {
             run(&bytes, RefBackend, &input),
             "CAIRN_SEED={seed} case {case}"
         );
+        // Two ops a case; a per-channel table takes the vector path on runs of 32+.
+        vector += if per_channel { 2 * (len >= 32) as u64 } else { 2 };
         // With AVX-512 VBMI a per-tensor table of 64 bytes or more takes it.
         #[cfg(target_arch = "x86_64")]
         if !per_channel && c * len >= 64 && std::is_x86_feature_detected!("avx512vbmi") {
@@ -479,6 +519,7 @@ fn lut_matches_reference() {
             );
         }
     }
+    neon.check(vector, seed);
 }
 
 /// One int8 pooling op of `kind` on [1, c, h, w] → [1, c, oh, ow].
@@ -525,6 +566,7 @@ fn max_pool_2x2_matches_reference() {
     use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x22;
     let mut r = Rng(seed);
+    let (neon, mut rows) = (NeonCount::now(), 0);
     for case in 0..60 {
         let (c, h, w) = (r.range(1, 5), r.range(2, 9), r.range(2, 200));
         let (oh, ow) = (h / 2, [w / 2, w.div_ceil(2)][r.range(0, 1)]);
@@ -550,7 +592,9 @@ fn max_pool_2x2_matches_reference() {
                 "CAIRN_SEED={seed} case {case}: row path not taken"
             );
         }
+        rows += (pr == 0) as u64;
     }
+    neon.check(rows, seed);
 }
 
 /// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
@@ -559,6 +603,7 @@ fn max_pool_2x2_matches_reference() {
 fn global_average_pool_matches_reference() {
     let seed = seed() ^ 0x6A;
     let mut r = Rng(seed);
+    let neon = NeonCount::now();
     for case in 0..80 {
         let (c, h, w) = (r.range(1, 6), r.range(1, 12), r.range(1, 50));
         let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
@@ -572,6 +617,7 @@ fn global_average_pool_matches_reference() {
             "CAIRN_SEED={seed} case {case}: {c}x{h}x{w}"
         );
     }
+    neon.check(80, seed);
 }
 
 /// A random pooling window over a [c, h, w] input (w up to `w_max`, kernels up to 7×7,
