@@ -343,7 +343,8 @@ fn fully_connected_matches_reference() {
 }
 
 /// FullyConnected of 8 rows or more (K with tails, N not a multiple of 4, rows past one
-/// 32-row chunk) and batches of small convs folded into the im2col GEMM, with `smmla`
+/// 32-row chunk), one-image convs on the implicit GEMM (channel octets, channels not a
+/// multiple of 8) and batches of small convs folded into the im2col GEMM, with `smmla`
 /// allowed and then not: both equal the reference. On aarch64 CPUs with i8mm (qemu's
 /// `max`) `smmla` ran for every FullyConnected of 8+ rows while allowed, never after.
 #[test]
@@ -368,6 +369,23 @@ fn smmla_and_sdot_blocks_match_reference() {
                 "CAIRN_SEED={seed} case {case} (i8mm allowed: {allowed}): [{m}, {k}] x [{n}, {k}]"
             );
             expect_mm += (allowed && has) as u64;
+        }
+        // The implicit GEMM (one image, up to 256 taps): channels around the octets.
+        for case in 0..20 {
+            let k = (r.range(1, 5), r.range(1, 5));
+            let cs = ConvCase {
+                n: 1,
+                c: [r.range(1, 9), r.range(9, 40)][r.range(0, 1)],
+                h: r.range(1, 14),
+                w: r.range(3, 30) + k.1,
+                oc: [r.range(1, 7), r.range(8, 40)][r.range(0, 1)],
+                k,
+                stride: (r.range(1, 3), r.range(1, 3)),
+                pad: [r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)],
+                dil: (r.range(1, 2), r.range(1, 2)),
+                group: 1,
+            };
+            check_conv(&mut r, &cs, seed, 100 + case);
         }
         for case in 0..20 {
             let k = (r.range(1, 3), r.range(1, 3));

@@ -19,6 +19,12 @@
 //! and the sums equal the reference's modulo 2^32 in any case). The output stage is
 //! `cairn_core::quant::requantize`, so the bytes are the reference's
 //! (`tests/exact_neon.rs`, `tests/exact.rs`).
+//!
+//! On CPUs with i8mm (`paths::i8mm`) the block is `smmla` instead: the quad planes are
+//! zipped pairwise into channel octets (`x[8co..8co + 8]` of one pixel in 8 bytes), so 16
+//! consecutive outputs at one tap are 8 vectors, each the 2 × 8 operand of two pixels;
+//! the weights are packed as the two 2 × 8 operands of a block's four channel rows per
+//! (octet, tap). Per step: 8 + 2 loads and 16 `smmla` (512 MACs; `sdot` takes 16 for 256).
 
 extern crate std;
 use std::cell::RefCell;
@@ -39,12 +45,14 @@ const MAX_STRIDE: usize = 4;
 std::thread_local! {
     /// Packed input planes, packed weights and step offsets, kept between calls.
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { xp: Vec::new(), wpk: Vec::new(), steps: Vec::new() })
+        RefCell::new(Scratch { xp: Vec::new(), xo: Vec::new(), wpk: Vec::new(), steps: Vec::new() })
     };
 }
 
 struct Scratch {
     xp: Vec<i32>,
+    /// Channel octets (the `smmla` form), zipped from `xp`'s quads.
+    xo: Vec<i64>,
     wpk: Vec<i32>,
     steps: Vec<usize>,
 }
@@ -113,27 +121,43 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         Some((wp, _)) => (wp.as_ptr() as usize, wp.len()),
         None => (q.w.as_ptr() as usize, q.w.len()),
     };
+    // `smmla` on channel octets where the CPU has i8mm, else `sdot` on quads.
+    let mm = crate::paths::i8mm();
+    if mm {
+        crate::paths::note(crate::paths::Path::GemmSmmla);
+    }
+    let octs = g.c.div_ceil(8);
+    // Channel groups along K, and int32 of packed weights per (group, tap) step.
+    let (groups, step_w) = if mm { (octs, 8) } else { (quads, MR) };
     // A kind of its own: bits 29 and 30 (the x86 keys set bit 31 or neither,
-    // `neon_dot.rs` bit 30 alone).
-    let kind = (3 << 29) | ((ntaps as u32) << 16) | (g.oc as u32 & 0xFFFF);
+    // `neon_dot.rs` bit 30 alone); bit 28 for the octet packing.
+    let kind =
+        (3 << 29) | ((mm as u32) << 28) | ((ntaps as u32) << 16) | (g.oc as u32 & 0xFFFF);
     // Layout: [Σw per channel, packed blocks].
     let build = |v: &mut Vec<i32>| {
         v.clear();
-        v.resize(g.oc + g.oc.div_ceil(MR) * quads * ntaps * MR, 0);
+        v.resize(g.oc + g.oc.div_ceil(MR) * groups * ntaps * step_w, 0);
         for (o, ws) in v.iter_mut().enumerate().take(g.oc) {
             *ws = (0..k_all).map(|k| weight(q, k_all, o, k) as i32).sum();
         }
-        pack_weights(g, q, quads, &mut v[g.oc..]);
+        if mm {
+            pack_weights_octets(g, q, octs, &mut v[g.oc..]);
+        } else {
+            pack_weights(g, q, quads, &mut v[g.oc..]);
+        }
     };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let Scratch { xp, wpk, steps } = &mut *s;
+        let Scratch { xp, xo, wpk, steps } = &mut *s;
         crate::prepack::with_packed((wkey.0, wkey.1, kind), wpk, build, |packed| {
             let (wsum, wpk) = packed.split_at(g.oc);
             steps.clear();
-            steps.extend((0..quads).flat_map(|cq| taps.iter().map(move |&t| cq * set + t)));
+            steps.extend((0..groups).flat_map(|cg| taps.iter().map(move |&t| cg * set + t)));
             if xp.len() < quads * set {
                 xp.resize(quads * set, 0);
+            }
+            if mm && xo.len() < octs * set {
+                xo.resize(octs * set, 0);
             }
             let mut offs = Vec::with_capacity(g.oc);
             offs.extend(wsum.iter().enumerate().map(|(o, &ws)| {
@@ -146,6 +170,9 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
             for n in 0..g.n {
                 let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
                 pack_input(g, &d, q.zx as i8, xn, quads, xp);
+                if mm {
+                    zip_octets(&xp[..quads * set], quads, set, q.zx as i8, &mut xo[..octs * set]);
+                }
                 let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
                 let job = Job {
                     g,
@@ -153,7 +180,7 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     q,
                     offs: &offs,
                     steps,
-                    xp,
+                    x: if mm { Input::Octets(xo) } else { Input::Quads(xp) },
                     wpk,
                 };
                 job.run(yn);
@@ -169,8 +196,17 @@ struct Job<'a> {
     q: &'a Q<'a>,
     offs: &'a [i32],
     steps: &'a [usize],
-    xp: &'a [i32],
+    x: Input<'a>,
     wpk: &'a [i32],
+}
+
+/// The packed input planes a job reads.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Channel quads, one int32 a pixel (`sdot`).
+    Quads(&'a [i32]),
+    /// Channel octets, eight bytes a pixel (`smmla`).
+    Octets(&'a [i64]),
 }
 
 impl Job<'_> {
@@ -178,26 +214,31 @@ impl Job<'_> {
     fn run(&self, y: &mut [i8]) {
         let (g, d) = (self.g, self.d);
         let pix = g.oh * g.ow;
-        let blk_len = self.steps.len() * MR;
+        let (x_len, step_w) = match self.x {
+            Input::Quads(x) => (x.len(), MR),
+            Input::Octets(x) => (x.len(), 8),
+        };
+        let blk_len = self.steps.len() * step_w;
         assert!(self.wpk.len() >= g.oc.div_ceil(MR) * blk_len);
         assert!(self
             .steps
             .iter()
-            .all(|&t| t % d.len + d.tiles * PT <= d.len && t < self.xp.len()));
+            .all(|&t| t % d.len + d.tiles * PT <= d.len && t < x_len));
         let out = crate::par::SharedMut::new(y);
         let work = (g.oc * pix) as u64 * (g.c * g.kh * g.kw) as u64;
         crate::par::par_ranges(d.tiles, 1, work, |ts| {
             for tile in ts {
                 let p0 = tile * PT;
                 for b in 0..g.oc.div_ceil(MR) {
-                    // SAFETY: the dot product is present (`fits`); every step plus 16
-                    // quads is inside xp (asserted above) and block b holds blk_len int32.
+                    let w = self.wpk[b * blk_len..].as_ptr();
+                    // SAFETY: the dot product is present (`fits`), i8mm where the input
+                    // is in octets (`paths::i8mm`); every step plus 16 pixels is inside
+                    // the input (asserted above) and block b holds blk_len int32.
                     let acc = unsafe {
-                        block(
-                            self.xp.as_ptr().add(p0),
-                            self.steps,
-                            self.wpk.as_ptr().add(b * blk_len),
-                        )
+                        match self.x {
+                            Input::Quads(x) => block(x.as_ptr().add(p0), self.steps, w),
+                            Input::Octets(x) => block_mm(x.as_ptr().add(p0), self.steps, w),
+                        }
                     };
                     for (k, row) in acc.iter().enumerate().take(MR.min(g.oc - b * MR)) {
                         let o = b * MR + k;
@@ -257,6 +298,66 @@ fn pack_weights(g: &Geo, q: &Q<'_>, quads: usize, wpk: &mut [i32]) {
             }
         }
     }
+}
+
+/// Packed weights for the `smmla` block: block `b`, octet `co`, tap `t` is 32 bytes, the
+/// two 2 × 8 operands `[w[4b][8co..8co + 8][t], w[4b + 1][..][t]]` and the same of rows
+/// `4b + 2`, `4b + 3` (zero past oc or c).
+fn pack_weights_octets(g: &Geo, q: &Q<'_>, octs: usize, wpk: &mut [i32]) {
+    let ntaps = g.kh * g.kw;
+    let k_all = g.c * ntaps;
+    let mut i = 0;
+    for b in 0..g.oc.div_ceil(MR) {
+        for co in 0..octs {
+            for t in 0..ntaps {
+                let mut bytes = [0u8; 32];
+                for k in 0..MR {
+                    let o = b * MR + k;
+                    if o >= g.oc {
+                        continue;
+                    }
+                    for j in 0..8 {
+                        let c = 8 * co + j;
+                        if c < g.c {
+                            bytes[8 * k + j] = weight(q, k_all, o, c * ntaps + t) as u8;
+                        }
+                    }
+                }
+                for (d, w4) in wpk[i..i + 8].iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = i32::from_le_bytes([w4[0], w4[1], w4[2], w4[3]]);
+                }
+                i += 8;
+            }
+        }
+    }
+}
+
+/// Quad planes `2co` and `2co + 1` (each `set` int32) zipped into octet plane `co`: a
+/// pixel's low four bytes from the first, high four from the second (all `zx` where
+/// `2co + 1` is past the last quad: its weights are zero).
+fn zip_octets(xp: &[i32], quads: usize, set: usize, zx: i8, xo: &mut [i64]) {
+    let pad = i32::from_le_bytes([zx as u8; 4]);
+    let octs = quads.div_ceil(2);
+    assert!(xp.len() >= quads * set && xo.len() >= octs * set);
+    crate::par::par_pieces(&mut xo[..octs * set], set, (octs * set) as u64, |at, planes| {
+        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
+            let co = at / set + k;
+            let lo = &xp[2 * co * set..(2 * co + 1) * set];
+            let hi = (2 * co + 1 < quads).then(|| &xp[(2 * co + 1) * set..(2 * co + 2) * set]);
+            match hi {
+                Some(hi) => {
+                    for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
+                        *d = (l as u32 as i64) | ((h as i64) << 32);
+                    }
+                }
+                None => {
+                    for (d, &l) in dst.iter_mut().zip(lo) {
+                        *d = (l as u32 as i64) | ((pad as i64) << 32);
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// One image's input as int8 channel quads in zero-point padded phase planes (quads
@@ -387,6 +488,48 @@ unsafe fn block(x: *const i32, steps: &[usize], w: *const i32) -> [[i32; PT]; MR
         for (v, &a) in a.iter().enumerate() {
             // SAFETY: four int32 into a four-element slot of a 16-element row.
             unsafe { vst1q_s32(o[4 * v..4 * v + 4].as_mut_ptr(), a) };
+        }
+    }
+    out
+}
+
+/// The `smmla` register block: 4 output channels × 16 outputs summed over every
+/// (octet, tap) offset of `steps`, `x` the octet planes at the tile's first output, `w`
+/// 32 bytes a step ([`pack_weights_octets`]).
+///
+/// # Safety
+/// i8mm is present; `x` + every step + 16 octets is inside the packed input; `w` holds
+/// `steps.len()·8` int32.
+#[target_feature(enable = "i8mm")]
+#[inline]
+unsafe fn block_mm(x: *const i64, steps: &[usize], w: *const i32) -> [[i32; PT]; MR] {
+    let z = vdupq_n_s32(0);
+    // [pixel pair][channel pair]: lanes p0·o0, p0·o1, p1·o0, p1·o1.
+    let mut acc = [[z; 2]; PT / 2];
+    let mut wp = w as *const i8;
+    for &t in steps {
+        // SAFETY: the contract above, for every step.
+        unsafe {
+            let p = x.add(t) as *const i8;
+            let (w0, w1) = (vld1q_s8(wp), vld1q_s8(wp.add(16)));
+            for (pp, a) in acc.iter_mut().enumerate() {
+                let xv = vld1q_s8(p.add(16 * pp));
+                a[0] = smmla!(a[0], xv, w0);
+                a[1] = smmla!(a[1], xv, w1);
+            }
+            wp = wp.add(32);
+        }
+    }
+    let mut out = [[0i32; PT]; MR];
+    for (pp, a) in acc.iter().enumerate() {
+        for (op, &v) in a.iter().enumerate() {
+            let mut l = [0i32; 4];
+            // SAFETY: four int32 into a four-element array.
+            unsafe { vst1q_s32(l.as_mut_ptr(), v) };
+            out[2 * op][2 * pp] = l[0];
+            out[2 * op + 1][2 * pp] = l[1];
+            out[2 * op][2 * pp + 1] = l[2];
+            out[2 * op + 1][2 * pp + 1] = l[3];
         }
     }
     out

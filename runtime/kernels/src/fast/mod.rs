@@ -29,6 +29,24 @@ use cairn_core::{ExecError, OpCall, TensorMut};
 use crate::conv::{geo, Geo};
 use crate::util::qp;
 
+/// `acc + ` the 2 × 2 products of the two 8-byte rows of `a` by the two of `b` (`smmla`):
+/// lanes `a0·b0, a0·b1, a1·b0, a1·b1` (i8mm; for `neon_dot.rs` and `direct_neon.rs`,
+/// inside functions compiled with `i8mm`).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+macro_rules! smmla {
+    ($acc:expr, $a:expr, $b:expr) => {{
+        let mut r: int32x4_t = $acc;
+        core::arch::asm!(
+            "smmla {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) $a,
+            b = in(vreg) $b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        r
+    }};
+}
+
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "aarch64", target_feature = "neon")

@@ -491,22 +491,6 @@ fn interleave(a: &[i8], rn: usize, k: usize, kp: usize, dst: &mut [i8]) {
     }
 }
 
-/// `acc + ` the 2 × 2 products of the two 8-byte rows of `a` by the two of `b` (`smmla`):
-/// lanes `a0·b0, a0·b1, a1·b0, a1·b1`.
-macro_rules! smmla {
-    ($acc:expr, $a:expr, $b:expr) => {{
-        let mut r: int32x4_t = $acc;
-        core::arch::asm!(
-            "smmla {r:v}.4s, {a:v}.16b, {b:v}.16b",
-            r = inout(vreg) r,
-            a = in(vreg) $a,
-            b = in(vreg) $b,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-        r
-    }};
-}
-
 /// The 8 × 4 block: `[i][j]` = Σ_k a_i[k]·b_j[k], `a` the block's interleaved rows
 /// ([`interleave`], `8·kp` bytes), `b` four rows of `k` bytes zipped into row pairs per
 /// 16-byte step (a tail under 16 through zero-padded copies).
