@@ -22,6 +22,11 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     if let Some(r) = crate::fast::bmm_i8(call, out) {
         return Some(r);
     }
+    // aarch64 hosts with std: the dot-product block over B's transpose (`neon_dot.rs`).
+    #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+    if let Some(r) = crate::fast::bmm_i8_neon(call, out) {
+        return Some(r);
+    }
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
     let (m, k, n) = (

@@ -24,7 +24,8 @@ pub enum Path {
     SoftmaxTable,
     /// int8 FullyConnected on the implicit GEMM's block (`fast/mm.rs`).
     FcBlock,
-    /// int8 BatchMatMul on the implicit GEMM's block (`fast/mm.rs`).
+    /// int8 BatchMatMul on the implicit GEMM's block (`fast/mm.rs`), or on aarch64 the
+    /// dot-product panel over B's transpose (`fast/neon_dot.rs`).
     MatMulBlock,
     /// int8 convs with a few output pixels and FullyConnected on one or two rows, as
     /// matrix × vector (`fast/gemv.rs`).

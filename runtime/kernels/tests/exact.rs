@@ -171,7 +171,9 @@ struct NeonCount(#[allow(dead_code)] u64);
 
 impl NeonCount {
     fn now() -> NeonCount {
-        NeonCount(cairn_kernels::paths::taken(cairn_kernels::paths::Path::EltNeon))
+        NeonCount(cairn_kernels::paths::taken(
+            cairn_kernels::paths::Path::EltNeon,
+        ))
     }
 
     /// On aarch64 with NEON: at least `min` ops took the NEON kernels since `now`.
@@ -180,7 +182,10 @@ impl NeonCount {
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         {
             let ran = cairn_kernels::paths::taken(cairn_kernels::paths::Path::EltNeon) - self.0;
-            assert!(ran >= min, "NEON path ran {ran} times, want >= {min} (CAIRN_SEED={seed})");
+            assert!(
+                ran >= min,
+                "NEON path ran {ran} times, want >= {min} (CAIRN_SEED={seed})"
+            );
         }
     }
 }
@@ -509,7 +514,11 @@ fn lut_matches_reference() {
             "CAIRN_SEED={seed} case {case}"
         );
         // Two ops a case; a per-channel table takes the vector path on runs of 32+.
-        vector += if per_channel { 2 * (len >= 32) as u64 } else { 2 };
+        vector += if per_channel {
+            2 * (len >= 32) as u64
+        } else {
+            2
+        };
         // With AVX-512 VBMI a per-tensor table of 64 bytes or more takes it.
         #[cfg(target_arch = "x86_64")]
         if !per_channel && c * len >= 64 && std::is_x86_feature_detected!("avx512vbmi") {

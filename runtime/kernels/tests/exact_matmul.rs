@@ -123,7 +123,8 @@ fn batch_matmul_i8_matches_reference() {
             "CAIRN_SEED={seed} case {case}: [{batch}, {m}, {k}] x [{b_batch}, {k}, {n}]"
         );
     }
-    if avx2_host() {
+    // AVX2 hosts (`fast/mm.rs`) and aarch64 (`fast/neon_dot.rs`) take the block.
+    if avx2_host() || cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
         assert_eq!(taken(Path::MatMulBlock) - before, 60, "CAIRN_SEED={seed}");
     }
 }

@@ -406,13 +406,19 @@ fn smmla_and_sdot_blocks_match_reference() {
         let mm = taken(Path::GemmSmmla) - mm0;
         allow_i8mm(prev);
         if allowed {
-            assert!(mm >= expect_mm, "smmla ran {mm}, want >= {expect_mm} (CAIRN_SEED={seed})");
+            assert!(
+                mm >= expect_mm,
+                "smmla ran {mm}, want >= {expect_mm} (CAIRN_SEED={seed})"
+            );
         } else {
             assert_eq!(mm, 0, "smmla ran while not allowed (CAIRN_SEED={seed})");
         }
     }
     #[cfg(target_arch = "aarch64")]
     if std::arch::is_aarch64_feature_detected!("i8mm") && std::env::var("CAIRN_I8MM").is_err() {
-        assert!(has && expect_mm > 0, "i8mm present but not chosen (CAIRN_SEED={seed})");
+        assert!(
+            has && expect_mm > 0,
+            "i8mm present but not chosen (CAIRN_SEED={seed})"
+        );
     }
 }

@@ -131,8 +131,7 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let (groups, step_w) = if mm { (octs, 8) } else { (quads, MR) };
     // A kind of its own: bits 29 and 30 (the x86 keys set bit 31 or neither,
     // `neon_dot.rs` bit 30 alone); bit 28 for the octet packing.
-    let kind =
-        (3 << 29) | ((mm as u32) << 28) | ((ntaps as u32) << 16) | (g.oc as u32 & 0xFFFF);
+    let kind = (3 << 29) | ((mm as u32) << 28) | ((ntaps as u32) << 16) | (g.oc as u32 & 0xFFFF);
     // Layout: [Σw per channel, packed blocks].
     let build = |v: &mut Vec<i32>| {
         v.clear();
@@ -171,7 +170,13 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                 let xn = &q.x[n * g.c * plane..(n + 1) * g.c * plane];
                 pack_input(g, &d, q.zx as i8, xn, quads, xp);
                 if mm {
-                    zip_octets(&xp[..quads * set], quads, set, q.zx as i8, &mut xo[..octs * set]);
+                    zip_octets(
+                        &xp[..quads * set],
+                        quads,
+                        set,
+                        q.zx as i8,
+                        &mut xo[..octs * set],
+                    );
                 }
                 let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
                 let job = Job {
@@ -180,7 +185,11 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
                     q,
                     offs: &offs,
                     steps,
-                    x: if mm { Input::Octets(xo) } else { Input::Quads(xp) },
+                    x: if mm {
+                        Input::Octets(xo)
+                    } else {
+                        Input::Quads(xp)
+                    },
                     wpk,
                 };
                 job.run(yn);
@@ -339,25 +348,30 @@ fn zip_octets(xp: &[i32], quads: usize, set: usize, zx: i8, xo: &mut [i64]) {
     let pad = i32::from_le_bytes([zx as u8; 4]);
     let octs = quads.div_ceil(2);
     assert!(xp.len() >= quads * set && xo.len() >= octs * set);
-    crate::par::par_pieces(&mut xo[..octs * set], set, (octs * set) as u64, |at, planes| {
-        for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
-            let co = at / set + k;
-            let lo = &xp[2 * co * set..(2 * co + 1) * set];
-            let hi = (2 * co + 1 < quads).then(|| &xp[(2 * co + 1) * set..(2 * co + 2) * set]);
-            match hi {
-                Some(hi) => {
-                    for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
-                        *d = (l as u32 as i64) | ((h as i64) << 32);
+    crate::par::par_pieces(
+        &mut xo[..octs * set],
+        set,
+        (octs * set) as u64,
+        |at, planes| {
+            for (k, dst) in planes.chunks_exact_mut(set).enumerate() {
+                let co = at / set + k;
+                let lo = &xp[2 * co * set..(2 * co + 1) * set];
+                let hi = (2 * co + 1 < quads).then(|| &xp[(2 * co + 1) * set..(2 * co + 2) * set]);
+                match hi {
+                    Some(hi) => {
+                        for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
+                            *d = (l as u32 as i64) | ((h as i64) << 32);
+                        }
                     }
-                }
-                None => {
-                    for (d, &l) in dst.iter_mut().zip(lo) {
-                        *d = (l as u32 as i64) | ((pad as i64) << 32);
+                    None => {
+                        for (d, &l) in dst.iter_mut().zip(lo) {
+                            *d = (l as u32 as i64) | ((pad as i64) << 32);
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// One image's input as int8 channel quads in zero-point padded phase planes (quads

@@ -75,6 +75,8 @@ mod mm;
 mod neon_dot;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use mm::bmm_i8;
+#[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+pub(crate) use neon_dot::bmm_i8 as bmm_i8_neon;
 
 struct Q<'a> {
     x: &'a [i8],

@@ -136,7 +136,11 @@ fn gemm_rows(
             let a = &mut rows[..pt * ic];
             transpose(x, xs, p0, pt, ic, a);
             // The last chunk may have fewer than 8 pixels: `sdot` there.
-            let kern = if mm && pt >= MM_MIN_ROWS { Kern::Smmla } else { Kern::Sdot };
+            let kern = if mm && pt >= MM_MIN_ROWS {
+                Kern::Smmla
+            } else {
+                Kern::Sdot
+            };
             // SAFETY: the dot product is present (`available` above), i8mm where `mm`
             // (`choose`).
             unsafe {
@@ -243,6 +247,118 @@ fn with_plain<R>(q: &Q<'_>, oc: usize, ic: usize, f: impl FnOnce(&[i8]) -> R) ->
             f(w)
         })
     })
+}
+
+/// int8 BatchMatMul of two activations (`gemm::bmm_i8`'s result) on the panel: per matrix
+/// pair, B [k, n] is transposed into n rows of k bytes (`transpose`), so A's rows and B's
+/// columns are both rows along K; the raw sums become `Σ(a − za)(b − zb)` through
+/// `− za·Σb_j − zb·Σa_i + k·za·zb` (wrapping, as the reference's sums), then the
+/// reference's `requantize`. Pairs split across the lent threads, or one pair's columns.
+/// `None` where the op is not two int8 matrices.
+#[cfg(feature = "std")]
+pub(crate) fn bmm_i8(
+    call: &cairn_core::OpCall<'_>,
+    out: &mut cairn_core::TensorMut<'_>,
+) -> Option<Result<(), cairn_core::ExecError>> {
+    extern crate std;
+    use std::vec::Vec;
+    let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
+    let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
+    if sa.rank() < 2 || sb.rank() < 2 || sy.rank() < 2 {
+        return None;
+    }
+    let (m, k, n) = (
+        sa.dim(sa.rank() - 2),
+        sa.dim(sa.rank() - 1),
+        sb.dim(sb.rank() - 1),
+    );
+    if m == 0 || k == 0 || n == 0 {
+        return None;
+    }
+    let (a, b) = (at.i8s().ok()?, bt.i8s().ok()?);
+    let scale = *call.req(2).ok()?.f32s().ok()?.first()?;
+    let qp = crate::util::qp;
+    let ((_, za), (_, zb), (_, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
+    let y = match out.i8s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut pairs = Vec::new();
+    crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| pairs.push((o, ia, ib)));
+    if pairs.is_empty() {
+        return Some(Ok(()));
+    }
+    if pairs.iter().any(|&(o, ia, ib)| {
+        (o + 1) * m * n > y.len() || (ia + 1) * m * k > a.len() || (ib + 1) * k * n > b.len()
+    }) {
+        return None;
+    }
+    crate::paths::note(crate::paths::Path::MatMulBlock);
+    let kern = note_kernel(m, k);
+    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
+    // Σa of each row of A[ia].
+    let row_sums = |ia: usize| -> Vec<i32> {
+        a[ia * m * k..(ia + 1) * m * k]
+            .chunks_exact(k)
+            .map(|r| r.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32)))
+            .collect()
+    };
+    // One pair's columns `js` into `y` (the pair's m × n output), B's transpose in `bt`.
+    let columns = |ia: usize,
+                   bt: &[i8],
+                   asum: &[i32],
+                   js: core::ops::Range<usize>,
+                   y: &crate::par::SharedMut<'_, i8>,
+                   yo: usize| {
+        let bsum: Vec<i32> = bt[js.start * k..js.end * k]
+            .chunks_exact(k)
+            .map(|r| r.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32)))
+            .collect();
+        let put = |i: usize, j: usize, s: i32| {
+            let v = s
+                .wrapping_sub(za.wrapping_mul(bsum[j]))
+                .wrapping_sub(zb.wrapping_mul(asum[i]))
+                .wrapping_add(kzz);
+            // SAFETY: output (i, js.start + j) of this pair belongs to this part only.
+            let d = unsafe { y.piece(yo + i * n + js.start + j, 1) };
+            d[0] = cairn_core::quant::requantize(v, scale, zy, -128, 127) as i8;
+        };
+        let a_rows = &a[ia * m * k..(ia + 1) * m * k];
+        // SAFETY: `note_kernel` chose a block the CPU has.
+        unsafe {
+            panel(
+                kern,
+                a_rows,
+                m,
+                &bt[js.start * k..js.end * k],
+                js.len(),
+                k,
+                put,
+            )
+        };
+    };
+    let transposed = |ib: usize| -> Vec<i8> {
+        let mut bt = std::vec![0i8; n * k];
+        transpose(&b[ib * k * n..(ib + 1) * k * n], n, 0, n, k, &mut bt);
+        bt
+    };
+    let out = crate::par::SharedMut::new(y);
+    let work = (pairs.len() * m * n) as u64 * k as u64;
+    if pairs.len() > 1 {
+        crate::par::par_ranges(pairs.len(), 1, work, |r| {
+            for &(o, ia, ib) in &pairs[r] {
+                let (bt, asum) = (transposed(ib), row_sums(ia));
+                columns(ia, &bt, &asum, 0..n, &out, o * m * n);
+            }
+        });
+    } else {
+        let (o, ia, ib) = pairs[0];
+        let (bt, asum) = (transposed(ib), row_sums(ia));
+        crate::par::par_ranges(n, 4, work, |js| {
+            columns(ia, &bt, &asum, js, &out, o * m * n)
+        });
+    }
+    Some(Ok(()))
 }
 
 /// Whether a conv takes the GEMV: one group, plain weights, a tiny output.

@@ -77,7 +77,10 @@ pub unsafe fn binary_run(arith: Arith, a: &[i8], b: Operand<'_>, y: &mut [i8], l
             })
         }
         Arith::Mul { za, zb, r, zf } => {
-            let p = vmulq_s32(vsubq_s32(av, vdupq_n_s32(za)), vsubq_s32(bv, vdupq_n_s32(zb)));
+            let p = vmulq_s32(
+                vsubq_s32(av, vdupq_n_s32(za)),
+                vsubq_s32(bv, vdupq_n_s32(zb)),
+            );
             fin(vaddq_f32(
                 vmulq_f32(vcvtq_f32_s32(p), vdupq_n_f32(r)),
                 vdupq_n_f32(zf),
