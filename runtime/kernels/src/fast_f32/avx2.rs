@@ -188,6 +188,9 @@ unsafe fn k_loop<const R: usize, const FULL: bool>(
 ) -> [[__m256; 2]; R] {
     for c in 0..k {
         let xr = xp.wrapping_add(c * xs);
+        // The same pixels of the next chunk (see `avx512::k_loop`; a prefetch never
+        // faults).
+        _mm_prefetch::<_MM_HINT_T0>(xr.wrapping_add(CHUNK) as *const i8);
         // SAFETY: the 16 floats at c·xs (those the masks select when not FULL;
         // masked-off lanes are never read) are inside x (the caller's guarantee).
         let (x0, x1) = unsafe {

@@ -184,6 +184,12 @@ unsafe fn k_loop<const R: usize, const M: u8>(
 ) -> [[__m512; 2]; R] {
     for c in 0..k {
         let xr = xp.wrapping_add(c * xs);
+        // The same pixels of the next chunk: the rows are `xs` apart (a whole plane for a
+        // pointwise conv), too many streams for the hardware prefetcher, so the first
+        // block of a chunk would wait on every row. A prefetch never faults, so an
+        // address past the input is harmless.
+        _mm_prefetch::<_MM_HINT_T0>(xr.wrapping_add(CHUNK) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(xr.wrapping_add(CHUNK + 16) as *const i8);
         // SAFETY: the 32 floats at c·xs (those the masks select when not FULL; masked
         // loads do not touch the others) are inside x (the caller's guarantee).
         let (x0, x1) = unsafe { load_pair::<M>(xr, masks) };
