@@ -255,6 +255,36 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
         note_simd();
         return Some(Ok(()));
     }
+    // 1×2 windows with stride (1, 2) (a TF model's frequency pooling): the 2×2 row kernel
+    // with one input row as both rows; when every input row is exactly two outputs' wide,
+    // the whole tensor is one such row (pairs never straddle rows).
+    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl) == (1, 2, 1, 2, 1, 1, 0, 0)
+        && oh <= h
+        && 2 * ow <= w
+        && simd::available()
+    {
+        let work = (y.len() * 2) as u64;
+        if w == 2 * ow && oh == h {
+            pieces(y, 16, work, |at, y| {
+                let r = &x[2 * at..2 * (at + y.len())];
+                // SAFETY: the vector ISA is present (checked above); `r` holds 2·len bytes.
+                unsafe { simd::max_pool_2x2_row(r, r, y) };
+            });
+        } else {
+            pieces(y, ow.max(1), work, |at, y| {
+                for (k, yr) in y.chunks_mut(ow.max(1)).enumerate() {
+                    let row = at / ow.max(1) + k;
+                    let (p, oy) = (row / oh.max(1), row % oh.max(1));
+                    let r = &x[p * h * w + oy * w..][..w];
+                    // SAFETY: as above; the row holds w >= 2·ow bytes.
+                    unsafe { simd::max_pool_2x2_row(r, r, yr) };
+                }
+            });
+        }
+        crate::paths::note(crate::paths::Path::MaxPoolRows);
+        note_simd();
+        return Some(Ok(()));
+    }
     // Planes are independent: hosts split them across the lent threads (parts of whole
     // output planes, each computed as on one thread).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -824,8 +854,8 @@ mod avx2 {
     }
 
     /// 2×2 max pooling with stride 2 of one output row: `yr[o] = max(r0[2o], r0[2o + 1],
-    /// r1[2o], r1[2o + 1])`, 32 outputs per step (rows maxed, then neighbouring bytes,
-    /// then the even bytes packed).
+    /// r1[2o], r1[2o + 1])`, 32 outputs per step, then one step of 16 (rows maxed, then
+    /// neighbouring bytes, then the even bytes packed).
     ///
     /// # Safety
     /// AVX2; `r0` and `r1` hold at least `2·yr.len()` bytes.
@@ -848,6 +878,20 @@ mod avx2 {
             // SAFETY: outputs o..o + 32 are inside yr.
             unsafe { _mm256_storeu_si256(yr.as_mut_ptr().add(o) as *mut __m256i, packed) };
             o += 32;
+        }
+        // Sixteen more on 128-bit vectors (the 16-wide rows of small maps).
+        if o + 16 <= n {
+            let low = _mm_set1_epi16(0x00ff);
+            // SAFETY: 32 bytes from 2·o of each row lie below 2·n (the contract).
+            let half = |k: usize| unsafe {
+                let p = |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(2 * o + 16 * k) as *const __m128i);
+                let v = _mm_max_epi8(p(r0), p(r1));
+                _mm_and_si128(_mm_max_epi8(v, _mm_srli_epi16(v, 8)), low)
+            };
+            let packed = _mm_packus_epi16(half(0), half(1));
+            // SAFETY: outputs o..o + 16 are inside yr.
+            unsafe { _mm_storeu_si128(yr.as_mut_ptr().add(o) as *mut __m128i, packed) };
+            o += 16;
         }
         for (k, v) in yr.iter_mut().enumerate().skip(o) {
             *v = r0[2 * k]

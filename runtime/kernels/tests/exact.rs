@@ -606,6 +606,45 @@ fn max_pool_2x2_matches_reference() {
     neon.check(rows, seed);
 }
 
+/// int8 MaxPool with a 1×2 window and stride (1, 2) (frequency pooling in audio models):
+/// rows exactly twice the output (the whole tensor as one row) and rows with a spare
+/// column, widths around the 16- and 32-output steps; on AVX2 hosts and aarch64 the row
+/// kernel runs.
+#[test]
+fn max_pool_1x2_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x12;
+    let mut r = Rng(seed);
+    let neon = NeonCount::now();
+    for case in 0..60 {
+        let (c, h, ow) = (r.range(1, 6), r.range(1, 12), r.range(1, 40));
+        let w = 2 * ow + r.range(0, 1);
+        let params = [1, 2, 1, 2, 0, 0, 0, 0, 1, 1];
+        let q = per_tensor(&mut r);
+        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [h, ow], q.clone(), q);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        let before = taken(Path::MaxPoolRows);
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} -> {h}x{ow}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        let vector = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let vector = cfg!(all(target_arch = "aarch64", target_feature = "neon"));
+        if vector {
+            assert!(
+                taken(Path::MaxPoolRows) > before,
+                "CAIRN_SEED={seed} case {case}: row path not taken"
+            );
+        }
+    }
+    neon.check(60, seed);
+}
+
 /// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
 /// steps and tails), extreme inputs and zero points.
 #[test]

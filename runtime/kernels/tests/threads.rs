@@ -484,8 +484,8 @@ fn int8_depthwise_pools_and_rows_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
-/// x [n, c, h, w] → MaxPool, AveragePool, x + b[c], x · b[h, w], per-channel table of x:
-/// outputs the five. Returns the model and the input's elements.
+/// x [n, c, h, w] → MaxPool, AveragePool, a 1×2 MaxPool, x + b[c], x · b[h, w],
+/// per-channel table of x: outputs the six. Returns the model and the input's elements.
 fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
     let (n, c, h, w) = (
         r.range(1, 2),
@@ -501,7 +501,7 @@ fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
     let xq = per_tensor(r);
     let x = b.add_tensor(tensor(DType::I8, &shape, xq.clone(), None));
     // MaxPool keeps its input's quantization.
-    let pooled = b.add_tensor(tensor(DType::I8, &[n, c, oh, ow], xq, None));
+    let pooled = b.add_tensor(tensor(DType::I8, &[n, c, oh, ow], xq.clone(), None));
     b.ops.push(OpSpec {
         kind: OpKind::MaxPool,
         inputs: vec![Some(x)],
@@ -518,7 +518,15 @@ fn planes_model(r: &mut Rng) -> (Vec<u8>, usize) {
             .map(|v| v as i32)
             .to_vec(),
     });
-    let mut outs = vec![pooled, averaged];
+    // A 1×2 window with stride (1, 2): the whole tensor as one row when w is even.
+    let halved = b.add_tensor(tensor(DType::I8, &[n, c, h, w / 2], xq, None));
+    b.ops.push(OpSpec {
+        kind: OpKind::MaxPool,
+        inputs: vec![Some(x)],
+        outputs: vec![halved],
+        params: vec![1, 2, 1, 2, 0, 0, 0, 0, 1, 1],
+    });
+    let mut outs = vec![pooled, averaged, halved];
     for (kind, dims) in [(OpKind::Add, [1, c, 1, 1]), (OpKind::Mul, [1, 1, h, w])] {
         let elems = dims.iter().product();
         let bt = b.add_tensor(tensor(
