@@ -109,6 +109,30 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
     Some(Ok(()))
 }
 
+/// The scalar end of a 2×2 stride-2 max-pool row from output `from` (the vector bodies'
+/// tail).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+fn max_pool_2x2_tail(r0: &[i8], r1: &[i8], yr: &mut [i8], from: usize) {
+    for (k, v) in yr.iter_mut().enumerate().skip(from) {
+        *v = r0[2 * k]
+            .max(r0[2 * k + 1])
+            .max(r1[2 * k])
+            .max(r1[2 * k + 1]);
+    }
+}
+
+/// `Σ v` wrapping in i32, a byte at a time (the vector sums' tail).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+fn sum_tail(v: &[i8]) -> i32 {
+    v.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32))
+}
+
 /// `crate::par::par_pieces` where the vector bodies exist (x86_64, aarch64); elsewhere the callers
 /// return before this, and a plain call keeps their bytes out of microcontroller images.
 #[inline(always)]
@@ -884,7 +908,8 @@ mod avx2 {
             let low = _mm_set1_epi16(0x00ff);
             // SAFETY: 32 bytes from 2·o of each row lie below 2·n (the contract).
             let half = |k: usize| unsafe {
-                let p = |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(2 * o + 16 * k) as *const __m128i);
+                let p =
+                    |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(2 * o + 16 * k) as *const __m128i);
                 let v = _mm_max_epi8(p(r0), p(r1));
                 _mm_and_si128(_mm_max_epi8(v, _mm_srli_epi16(v, 8)), low)
             };
@@ -893,12 +918,7 @@ mod avx2 {
             unsafe { _mm_storeu_si128(yr.as_mut_ptr().add(o) as *mut __m128i, packed) };
             o += 16;
         }
-        for (k, v) in yr.iter_mut().enumerate().skip(o) {
-            *v = r0[2 * k]
-                .max(r0[2 * k + 1])
-                .max(r1[2 * k])
-                .max(r1[2 * k + 1]);
-        }
+        super::max_pool_2x2_tail(r0, r1, yr, o);
     }
 
     /// `Σ v` over int8 values, wrapping in i32: `vpsadbw` against zero on the bytes with
@@ -922,11 +942,7 @@ mod avx2 {
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
         let n = (v.len() / 32 * 32) as u64;
         let biased = lanes.iter().sum::<u64>().wrapping_sub(128 * n);
-        let tail = chunks
-            .remainder()
-            .iter()
-            .fold(0i32, |s, &x| s.wrapping_add(x as i32));
-        (biased as i32).wrapping_add(tail)
+        (biased as i32).wrapping_add(super::sum_tail(chunks.remainder()))
     }
 }
 

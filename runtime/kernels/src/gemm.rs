@@ -94,6 +94,20 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
     Ok(())
 }
 
+/// `(m, k, n)` of a BatchMatMul `A [.., m, k] · B [.., k, n] → Y`, or `None` when an
+/// operand or the output has fewer than two dims (the fast paths' shared check).
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // the host fast paths' check
+pub(crate) fn bmm_dims(a: &Shape, b: &Shape, y: &Shape) -> Option<(usize, usize, usize)> {
+    if a.rank() < 2 || b.rank() < 2 || y.rank() < 2 {
+        return None;
+    }
+    Some((
+        a.dim(a.rank() - 2),
+        a.dim(a.rank() - 1),
+        b.dim(b.rank() - 1),
+    ))
+}
+
 /// Batch geometry: for each output batch index, the matrix offsets into a and b.
 pub(crate) fn bmm_walk(a: &Shape, b: &Shape, y: &Shape, f: impl FnMut(usize, usize, usize)) {
     let r = y.rank();

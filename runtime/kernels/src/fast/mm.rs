@@ -202,14 +202,7 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     }
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
-    if sa.rank() < 2 || sb.rank() < 2 || sy.rank() < 2 {
-        return None;
-    }
-    let (m, k, n) = (
-        sa.dim(sa.rank() - 2),
-        sa.dim(sa.rank() - 1),
-        sb.dim(sb.rank() - 1),
-    );
+    let (m, k, n) = crate::gemm::bmm_dims(&sa, &sb, &sy)?;
     if m == 0 || k == 0 || n == 0 || k.checked_mul(n)? > MAX_KN || m.checked_mul(k)? > MAX_KN {
         return None;
     }

@@ -215,12 +215,7 @@ pub unsafe fn max_pool_2x2_row(r0: &[i8], r1: &[i8], yr: &mut [i8]) {
         }
         o += 16;
     }
-    for (k, v) in yr.iter_mut().enumerate().skip(o) {
-        *v = r0[2 * k]
-            .max(r0[2 * k + 1])
-            .max(r1[2 * k])
-            .max(r1[2 * k + 1]);
-    }
+    super::max_pool_2x2_tail(r0, r1, yr, o);
 }
 
 /// `Σ v` over int8 values, wrapping in i32: pairwise widening adds (`saddlp`, `sadalp`),
@@ -237,9 +232,5 @@ pub unsafe fn sum_i8(v: &[i8]) -> i32 {
         let x = unsafe { vld1q_s8(c.as_ptr()) };
         acc = vpadalq_s16(acc, vpaddlq_s8(x));
     }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(0i32, |s, &x| s.wrapping_add(x as i32));
-    vaddvq_s32(acc).wrapping_add(tail)
+    vaddvq_s32(acc).wrapping_add(super::sum_tail(chunks.remainder()))
 }

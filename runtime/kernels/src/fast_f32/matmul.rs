@@ -29,14 +29,7 @@ const PANEL_K: usize = 512;
 pub fn bmm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
-    if sa.rank() < 2 || sb.rank() < 2 || sy.rank() < 2 {
-        return None;
-    }
-    let (m, k, n) = (
-        sa.dim(sa.rank() - 2),
-        sa.dim(sa.rank() - 1),
-        sb.dim(sb.rank() - 1),
-    );
+    let (m, k, n) = crate::gemm::bmm_dims(&sa, &sb, &sy)?;
     let (a, b) = (at.f32s().ok()?, bt.f32s().ok()?);
     let batches = sy.numel()?.checked_div(m * n)?;
     let fits = sb.dim(sb.rank() - 2) == k
