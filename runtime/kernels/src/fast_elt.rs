@@ -59,7 +59,7 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         // Each element's bytes depend on its inputs alone: split across the lent threads.
         crate::par::par_pieces(y, 32, y.len() as u64 * ELEMENT_WORK, |at, y| {
             let (a, b) = (&a[at..at + y.len()], &b[at..at + y.len()]);
-            // SAFETY: AVX2 and FMA are present (checked above); the three runs have one
+            // SAFETY: the vector ISA is present (checked above); the three runs have one
             // length.
             unsafe { simd::binary_run(arith, a, Operand::Run(b), y, lo, hi) };
         });
@@ -81,7 +81,7 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         pieces(y, b.len(), work, |at, y| {
             let a = &a[at..at + y.len()];
             for (o, ac) in y.chunks_mut(b.len()).zip(a.chunks(b.len())) {
-                // SAFETY: AVX2 and FMA are present (checked above); o, ac and b have one
+                // SAFETY: the vector ISA is present (checked above); o, ac and b have one
                 // length.
                 unsafe { simd::binary_run(arith, ac, Operand::Run(b), o, lo, hi) };
             }
@@ -122,15 +122,6 @@ fn max_pool_2x2_tail(r0: &[i8], r1: &[i8], yr: &mut [i8], from: usize) {
             .max(r1[2 * k])
             .max(r1[2 * k + 1]);
     }
-}
-
-/// `Σ v` wrapping in i32, a byte at a time (the vector sums' tail).
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
-fn sum_tail(v: &[i8]) -> i32 {
-    v.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32))
 }
 
 /// `crate::par::par_pieces` where the vector bodies exist (x86_64, aarch64); elsewhere the callers
@@ -942,7 +933,7 @@ mod avx2 {
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
         let n = (v.len() / 32 * 32) as u64;
         let biased = lanes.iter().sum::<u64>().wrapping_sub(128 * n);
-        (biased as i32).wrapping_add(super::sum_tail(chunks.remainder()))
+        (biased as i32).wrapping_add(crate::pool::sum_i8(chunks.remainder()))
     }
 }
 

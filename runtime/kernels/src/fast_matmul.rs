@@ -29,11 +29,7 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     }
     let (at, bt) = (call.req(0).ok()?, call.req(1).ok()?);
     let (sa, sb, sy) = (at.info.shape, bt.info.shape, out.info.shape);
-    let (m, k, n) = (
-        sa.dim(sa.rank() - 2),
-        sa.dim(sa.rank() - 1),
-        sb.dim(sb.rank() - 1),
-    );
+    let (m, k, n) = crate::gemm::bmm_dims(&sa, &sb, &sy)?;
     if k.checked_mul(n)? > MAX_B || n > MAX_N || m == 0 {
         return None;
     }

@@ -95,8 +95,9 @@ pub fn fc_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError>
 }
 
 /// `(m, k, n)` of a BatchMatMul `A [.., m, k] · B [.., k, n] → Y`, or `None` when an
-/// operand or the output has fewer than two dims (the fast paths' shared check).
-#[cfg_attr(not(feature = "std"), allow(dead_code))] // the host fast paths' check
+/// operand or the output has fewer than two dims (the fast paths' shared check: hosts and
+/// phones only).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) fn bmm_dims(a: &Shape, b: &Shape, y: &Shape) -> Option<(usize, usize, usize)> {
     if a.rank() < 2 || b.rank() < 2 || y.rank() < 2 {
         return None;

@@ -386,8 +386,9 @@ fn reduce_mean_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), Exec
     Ok(())
 }
 
-/// `Σ v` over int8 values, wrapping in i32 (exact below 2^24 values).
-fn sum_i8(v: &[i8]) -> i32 {
+/// `Σ v` over int8 values, wrapping in i32 (exact below 2^24 values); also the scalar
+/// tail of the vector sums (`fast_elt`) and a MatMul's row sums (`fast/neon_dot.rs`).
+pub(crate) fn sum_i8(v: &[i8]) -> i32 {
     v.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32))
 }
 

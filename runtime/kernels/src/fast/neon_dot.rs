@@ -270,7 +270,7 @@ pub(crate) fn bmm_i8(
     }
     let (a, b) = (at.i8s().ok()?, bt.i8s().ok()?);
     let scale = *call.req(2).ok()?.f32s().ok()?.first()?;
-    let qp = crate::util::qp;
+    use crate::util::qp;
     let ((_, za), (_, zb), (_, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
     let y = match out.i8s_mut() {
         Ok(y) => y,
@@ -289,13 +289,9 @@ pub(crate) fn bmm_i8(
     crate::paths::note(crate::paths::Path::MatMulBlock);
     let kern = note_kernel(m, k);
     let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    // Σa of each row of A[ia].
-    let row_sums = |ia: usize| -> Vec<i32> {
-        a[ia * m * k..(ia + 1) * m * k]
-            .chunks_exact(k)
-            .map(|r| r.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32)))
-            .collect()
-    };
+    // Σ of each k-byte row (A's rows, B's columns once transposed).
+    let row_sums =
+        |rows: &[i8]| -> Vec<i32> { rows.chunks_exact(k).map(crate::pool::sum_i8).collect() };
     // One pair's columns `js` into `y` (the pair's m × n output), B's transpose in `bt`.
     let columns = |ia: usize,
                    bt: &[i8],
@@ -303,10 +299,7 @@ pub(crate) fn bmm_i8(
                    js: core::ops::Range<usize>,
                    y: &crate::par::SharedMut<'_, i8>,
                    yo: usize| {
-        let bsum: Vec<i32> = bt[js.start * k..js.end * k]
-            .chunks_exact(k)
-            .map(|r| r.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32)))
-            .collect();
+        let bsum = row_sums(&bt[js.start * k..js.end * k]);
         let put = |i: usize, j: usize, s: i32| {
             let v = s
                 .wrapping_sub(za.wrapping_mul(bsum[j]))
@@ -339,14 +332,20 @@ pub(crate) fn bmm_i8(
     let work = (pairs.len() * m * n) as u64 * k as u64;
     if pairs.len() > 1 {
         crate::par::par_ranges(pairs.len(), 1, work, |r| {
+            // A B shared by consecutive pairs (broadcast over A's batch) is transposed once.
+            let mut last: Option<(usize, Vec<i8>)> = None;
             for &(o, ia, ib) in &pairs[r] {
-                let (bt, asum) = (transposed(ib), row_sums(ia));
-                columns(ia, &bt, &asum, 0..n, &out, o * m * n);
+                if last.as_ref().is_some_and(|l| l.0 != ib) {
+                    last = None;
+                }
+                let bt = &last.get_or_insert_with(|| (ib, transposed(ib))).1;
+                let asum = row_sums(&a[ia * m * k..(ia + 1) * m * k]);
+                columns(ia, bt, &asum, 0..n, &out, o * m * n);
             }
         });
     } else {
         let (o, ia, ib) = pairs[0];
-        let (bt, asum) = (transposed(ib), row_sums(ia));
+        let (bt, asum) = (transposed(ib), row_sums(&a[ia * m * k..(ia + 1) * m * k]));
         crate::par::par_ranges(n, 4, work, |js| {
             columns(ia, &bt, &asum, js, &out, o * m * n)
         });

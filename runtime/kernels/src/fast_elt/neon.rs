@@ -232,5 +232,5 @@ pub unsafe fn sum_i8(v: &[i8]) -> i32 {
         let x = unsafe { vld1q_s8(c.as_ptr()) };
         acc = vpadalq_s16(acc, vpaddlq_s8(x));
     }
-    vaddvq_s32(acc).wrapping_add(super::sum_tail(chunks.remainder()))
+    vaddvq_s32(acc).wrapping_add(crate::pool::sum_i8(chunks.remainder()))
 }
