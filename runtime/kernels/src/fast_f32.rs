@@ -44,6 +44,8 @@ mod deconv;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_avx2;
+#[cfg(feature = "std")]
+mod dft;
 mod direct;
 pub(crate) mod dispatch;
 mod fold;
@@ -132,6 +134,18 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         && g.g == 1
         && g.oh == g.h
         && g.ow == g.w;
+    // An STFT written as a conv (weights a windowed DFT basis): FFTs.
+    #[cfg(feature = "std")]
+    if dft::fits(&g) {
+        match out.f32s_mut() {
+            Ok(y) => {
+                if dft::conv(&g, &gm, x, y) {
+                    return Some(Ok(()));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
     let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
     let covered =
         pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));

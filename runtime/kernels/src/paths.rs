@@ -88,10 +88,13 @@ pub enum Path {
     /// aarch64 NEON int8 element-wise ops (`fast_elt/neon.rs`: Add/Mul, QuantizeLinear,
     /// lookup tables, 2×2 MaxPool rows, GlobalAveragePool sums), one count per op.
     EltNeon,
+    /// f32 convs whose weights are a windowed DFT basis (an STFT front end) as FFTs
+    /// (`fast_f32/dft.rs`, hosts with a weight cache), one count per op.
+    DftConv,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::EltNeon as usize + 1;
+const N: usize = Path::DftConv as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -49,6 +49,12 @@ pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether a cache is active on this thread (a `HostModel` run): work that pays only when
+/// kept across runs (recognizing an STFT's weights, `fast_f32/dft.rs`) is done only then.
+pub(crate) fn active() -> bool {
+    ACTIVE.with(|a| a.borrow().is_some())
+}
+
 /// Call `use_` with the packed form of the weights `key` names: from the active cache
 /// (built by `build` on first use), or built into `scratch` when no cache is active.
 /// (The x86_64 and aarch64 kernels pack.)

@@ -579,3 +579,137 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
         );
     }
 }
+
+/// The weights of an STFT written as a conv: `rows` of (bin, sin?, negated?) over `n`
+/// taps under window `kind` (0 Hann, 1 Hamming, 2 rectangular, 3 random positive), each
+/// computed in f64 and rounded once, as exporters write them; a bin of `n` or more is
+/// read as a fraction (`bin / 2` of a cycle: not a DFT basis).
+fn stft_weights(r: &mut Rng, n: usize, kind: usize, rows: &[(usize, bool, bool)]) -> Vec<f32> {
+    use std::f64::consts::TAU;
+    let win: Vec<f64> = (0..n)
+        .map(|t| {
+            let c = (TAU * t as f64 / n as f64).cos();
+            match kind {
+                0 => 0.5 - 0.5 * c,
+                1 => 0.54 - 0.46 * c,
+                2 => 1.0,
+                _ => r.f(0.2, 1.0) as f64,
+            }
+        })
+        .collect();
+    rows.iter()
+        .flat_map(|&(f, sin, neg)| {
+            let f = if f >= n {
+                (f - n) as f64 + 0.5
+            } else {
+                f as f64
+            };
+            let win = &win;
+            (0..n).map(move |t| {
+                let a = TAU * f * t as f64 / n as f64;
+                let b = if sin { a.sin() } else { a.cos() };
+                (if neg { -1.0 } else { 1.0 } * win[t] * b) as f32
+            })
+        })
+        .collect()
+}
+
+/// `case` through a `HostModel` (its weight cache active, as in `cairn run`) against the
+/// reference, within the f32 tolerance of `check`.
+fn check_host(r: &mut Rng, case: &OpCase, what: &dyn Fn() -> String) {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_kernels::host::HostModel;
+    let n_in: usize = case.x.iter().product();
+    let input: Vec<f32> = (0..n_in).map(|_| r.f(-1.0, 1.0)).collect();
+    let bytes = AlignedBytes::from_slice(&case.bytes(false));
+    let in_bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let reference = floats(&run(bytes.as_slice(), RefBackend, &in_bytes));
+    let mut host = HostModel::new(bytes.as_slice()).unwrap();
+    let fast = host.run(&[&input]).unwrap().remove(0);
+    let abs_in: Vec<u8> = input.iter().flat_map(|v| v.abs().to_le_bytes()).collect();
+    let terms = floats(&run(&case.bytes(true), RefBackend, &abs_in));
+    assert_eq!(reference.len(), fast.len());
+    for (i, ((a, b), t)) in reference.iter().zip(&fast).zip(&terms).enumerate() {
+        let bound = REL * t + ABS;
+        assert!(
+            (a - b).abs() <= bound,
+            "output {i}: reference {a}, fast {b}, bound {bound}: {}",
+            what()
+        );
+    }
+}
+
+/// An STFT written as a conv (weights a windowed DFT basis) runs as FFTs
+/// (`fast_f32/dft.rs`) within the f32 tolerance: frames of 64–1024 taps; Hann, Hamming,
+/// rectangular and random windows; cos and sin rows of shuffled bins, negated rows, bins
+/// above N/2, zero rows (sin of bin 0 and N/2); strides, centre padding, batches, bias and
+/// clamp. A basis off by one weight, or with a bin between two DFT bins, is not recognized
+/// and runs the GEMM, within the same tolerance.
+#[test]
+fn stft_conv_runs_as_fft_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x5F_F7);
+    for case in 0..14 {
+        let n = 1 << r.range(6, 10);
+        let half = n / 2;
+        // Every (bin, sin) pair, shuffled; a random prefix of them, at least enough for
+        // the FFT to pay.
+        let mut all: Vec<(usize, bool, bool)> = (0..=half)
+            .flat_map(|f| [(f, false, false), (f, true, true)])
+            .collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, r.range(0, i));
+        }
+        let rows = r.range(4 * n.trailing_zeros() as usize, all.len());
+        let mut rows = all[..rows].to_vec();
+        for row in rows.iter_mut() {
+            match r.range(0, 5) {
+                0 => row.2 = !row.2,
+                // Bin n − f: the same cos, the sin negated.
+                1 if row.0 > 0 => {
+                    row.0 = n - row.0;
+                    row.2 ^= row.1;
+                    row.0 %= n;
+                }
+                _ => {}
+            }
+        }
+        // The last two cases break the basis: one weight off, or a half bin.
+        let broken = case >= 12;
+        if case == 13 {
+            rows[0] = (n + 6, false, false);
+        }
+        let window = r.range(0, 3);
+        let mut weights = stft_weights(&mut r, n, window, &rows);
+        if case == 12 {
+            let at = r.range(0, weights.len() - 1);
+            weights[at] += 1e-3;
+        }
+        let batch = r.range(1, 3);
+        let width = r.range(n, 6 * n);
+        let stride = [n / 4, n / 2, r.range(1, n)][r.range(0, 2)];
+        let pad = if r.range(0, 1) == 1 { half } else { 0 };
+        let cs = ConvCase {
+            n: batch,
+            c: 1,
+            h: 1,
+            w: width,
+            oc: rows.len(),
+            k: (1, n),
+            stride: (1, stride),
+            pad: [0, pad, 0, pad],
+            dil: (1, 1),
+            group: 1,
+        };
+        let mut op = conv_case(&mut r, &cs).expect("the frame fits");
+        op.weights = weights;
+        let what =
+            || format!("CAIRN_SEED={seed} case {case}: N {n} window {window} rows {rows:?} {cs:?}");
+        let before = taken(Path::DftConv);
+        check_host(&mut r, &op, &what);
+        let ran = taken(Path::DftConv) > before;
+        if avx2_here() || cfg!(target_arch = "aarch64") {
+            assert_eq!(ran, !broken, "FFT path taken: {ran}; {}", what());
+        }
+    }
+}
