@@ -27,7 +27,7 @@ use core::ops::Range;
 /// `vpmaddwd` GEMM's rate) take ~2.6 µs, about twice what a hand-off to a polling worker
 /// costs. It was 1 M (~40 µs), which left MobileNetV2's depthwise convs under 2 M
 /// multiply-adds, its 1792 × 1000 classifier and every element-wise op on one thread:
-/// two threads gave 1.13–1.3× there, 1.5× now (`examples/thread_ab.rs`, 2-core Zen 5).
+/// two threads gave 1.13–1.3× there, 1.5× now (`examples/thread_ab.rs`, 2-core AMD EPYC).
 pub const MIN_PART_WORK: u64 = 1 << 16;
 
 /// The `i`-th of `parts` contiguous pieces of `0..len`, cut at multiples of `align`

@@ -306,12 +306,14 @@ fn frames<const FMA: bool>(
     for q0 in (0..frames).step_by(2 * L) {
         // Frame q0 + i (i < L in lane i's real part, else lane i − L's imaginary part):
         // tap t at x[base + t] when lo ≤ base + t < hi (its image's row), else zero;
-        // `outs` holds each frame's first output (`None` past the last frame).
-        // Frames past the last read nothing (an empty row: every tap zero).
+        // `runs` are the frames' outputs as runs of one image's consecutive pixels: (first
+        // frame, its first output, frames). Frames past the last read nothing (an empty
+        // row: every tap zero) and write nothing.
         let mut base = [0isize; 2 * L];
         let mut lo = [0isize; 2 * L];
         let mut hi = [0isize; 2 * L];
-        let mut outs = [None; 2 * L];
+        let mut runs = [(0usize, 0usize, 0usize); 2 * L];
+        let mut nruns = 0;
         let mut inside = true;
         for i in 0..2 * L {
             let q = q0 + i;
@@ -320,14 +322,17 @@ fn frames<const FMA: bool>(
                 continue;
             }
             let (img, p) = (q / g.ow, q % g.ow);
-            outs[i] = Some(img * gm.oc * g.ow + p);
+            if p == 0 || i == 0 {
+                runs[nruns] = (i, img * gm.oc * g.ow + p, 0);
+                nruns += 1;
+            }
+            runs[nruns - 1].2 += 1;
             let row = (img * g.w) as isize;
             base[i] = row + (p * g.sw) as isize - g.pl;
             (lo[i], hi[i]) = (row, row + g.w as isize);
             inside &= base[i] >= lo[i] && base[i] + n as isize <= hi[i];
         }
-        let run_of_outputs =
-            outs[0].filter(|&a| outs.iter().enumerate().all(|(i, o)| *o == Some(a + i)));
+        let runs = &runs[..nruns];
         // Taps in blocks of `TB`: each frame's taps (windowed) down a column of `blk`,
         // then the block's rows into the lanes in bit-reversed order.
         let mut blk = [[0f32; 2 * L]; TB];
@@ -375,18 +380,12 @@ fn frames<const FMA: bool>(
                 _ => ([0.0; L], [0.0; L]),
             };
             let v = |s: f32| (bias + sign * s).max(gm.lo).min(gm.hi);
-            let (a, b) = (a.map(v), b.map(v));
-            if let Some(at) = run_of_outputs {
-                // All 2L frames are consecutive pixels of one image: one run per channel.
-                let d = &mut y[at + o * g.ow..at + o * g.ow + 2 * L];
-                d[..L].copy_from_slice(&a);
-                d[L..].copy_from_slice(&b);
-                continue;
-            }
-            for (&out, &s) in outs.iter().zip(a.iter().chain(&b)) {
-                if let Some(at) = out {
-                    y[at + o * g.ow] = s;
-                }
+            let mut vals = [0f32; 2 * L];
+            vals[..L].copy_from_slice(&a.map(v));
+            vals[L..].copy_from_slice(&b.map(v));
+            for &(i, at, len) in runs {
+                let at = at + o * g.ow;
+                y[at..at + len].copy_from_slice(&vals[i..i + len]);
             }
         }
     }
