@@ -111,10 +111,22 @@ fn check(r: &mut Rng, case: &OpCase, exact: bool, what: &dyn Fn() -> String) {
         assert!(same, "not bit-exact: {}", what());
         return;
     }
+    within_tolerance(case, &input, &reference, &fast, what);
+}
+
+/// `fast` within `REL · Σ|terms| + ABS` of `reference` (the f32 fast paths' contract),
+/// the terms from the reference on `|weights|` and `|input|`.
+fn within_tolerance(
+    case: &OpCase,
+    input: &[f32],
+    reference: &[f32],
+    fast: &[f32],
+    what: &dyn Fn() -> String,
+) {
     let abs_in: Vec<u8> = input.iter().flat_map(|v| v.abs().to_le_bytes()).collect();
     let terms = floats(&run(&case.bytes(true), RefBackend, &abs_in));
     assert_eq!(reference.len(), fast.len());
-    for (i, ((a, b), t)) in reference.iter().zip(&fast).zip(&terms).enumerate() {
+    for (i, ((a, b), t)) in reference.iter().zip(fast).zip(&terms).enumerate() {
         let bound = REL * t + ABS;
         assert!(
             (a - b).abs() <= bound,
@@ -626,17 +638,7 @@ fn check_host(r: &mut Rng, case: &OpCase, what: &dyn Fn() -> String) {
     let reference = floats(&run(bytes.as_slice(), RefBackend, &in_bytes));
     let mut host = HostModel::new(bytes.as_slice()).unwrap();
     let fast = host.run(&[&input]).unwrap().remove(0);
-    let abs_in: Vec<u8> = input.iter().flat_map(|v| v.abs().to_le_bytes()).collect();
-    let terms = floats(&run(&case.bytes(true), RefBackend, &abs_in));
-    assert_eq!(reference.len(), fast.len());
-    for (i, ((a, b), t)) in reference.iter().zip(&fast).zip(&terms).enumerate() {
-        let bound = REL * t + ABS;
-        assert!(
-            (a - b).abs() <= bound,
-            "output {i}: reference {a}, fast {b}, bound {bound}: {}",
-            what()
-        );
-    }
+    within_tolerance(case, &input, &reference, &fast, what);
 }
 
 /// An STFT written as a conv (weights a windowed DFT basis) runs as FFTs
