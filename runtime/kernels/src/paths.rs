@@ -91,10 +91,13 @@ pub enum Path {
     /// f32 convs whose weights are a windowed DFT basis (an STFT front end) as FFTs
     /// (`fast_f32/dft.rs`, hosts with a weight cache), one count per op.
     DftConv,
+    /// f32 convs over a batch of 1-D maps: each column's patch gathered down the channels,
+    /// then transposed into the tile in 8×8 blocks (`fast_f32/fold.rs`), one count per tile.
+    FoldPatches1d,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::DftConv as usize + 1;
+const N: usize = Path::FoldPatches1d as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -371,13 +371,14 @@ fn long_1d_kernel_f32_within_tolerance() {
 
 /// Batches of small maps (an exporter that folds time windows into the batch: 1-D convs
 /// with H = 1, strides and padding; heads on 1×1 to 7×7 maps): the batch folds into one
-/// GEMM's columns (`fast_f32/fold.rs`), or a FullyConnected for pointwise convs on 1×1
-/// maps.
+/// GEMM's columns (`fast_f32/fold.rs`; 1-D maps' patches gathered per column and
+/// transposed in 8×8 blocks on AVX2), or a FullyConnected for pointwise convs on 1×1 maps.
 #[test]
 fn batched_small_map_f32_within_tolerance() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xBA7C);
     let mut ran = 0;
+    let patches = taken(Path::FoldPatches1d);
     for case in 0..120 {
         let one_d = case % 2 == 0;
         let (h, w, k) = if one_d {
@@ -415,6 +416,12 @@ fn batched_small_map_f32_within_tolerance() {
         }
     }
     assert!(ran > 80, "only {ran} valid cases");
+    if avx2_here() {
+        assert!(
+            taken(Path::FoldPatches1d) > patches,
+            "the 1-D patch gather never ran (CAIRN_SEED={seed})"
+        );
+    }
 }
 
 #[test]

@@ -89,6 +89,11 @@ const KW_MAX: usize = 1024;
 /// than the copies).
 #[inline(always)]
 fn gather(g: &Geo, x: &[f32], t0: usize, tp: usize, len: usize, tile: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if g.h == 1 && g.kh == 1 && g.oh == 1 && g.pt == 0 && gather_1d(g, x, (t0, tp, len), tile) {
+        crate::paths::note(crate::paths::Path::FoldPatches1d);
+        return;
+    }
     let plane = g.h * g.w;
     let pix = g.oh * g.ow;
     let mut cols = [(0usize, 0usize); KW_MAX];
@@ -145,6 +150,47 @@ fn gather(g: &Geo, x: &[f32], t0: usize, tp: usize, len: usize, tile: &mut [f32]
             q += s;
         }
     });
+}
+
+/// [`gather`] for 1-D maps (one input row, kernel height 1, no row padding: a streaming model's 1×4 and
+/// 1×2 time windows, whose runs are a few pixels, so the run-by-run gather spends its time
+/// on per-run setup): each column's patch first, in a row of its own (its taps `c·kw + kx`
+/// read down the channels, `w` floats apart), then all patches transposed into the tile
+/// in 8×8 AVX2 blocks. False (nothing written) when the blocks do not apply (fewer than 8
+/// columns or patch rows).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+fn gather_1d(g: &Geo, x: &[f32], (t0, tp, len): (usize, usize, usize), tile: &mut [f32]) -> bool {
+    extern crate std;
+    std::thread_local! {
+        static PATCHES: core::cell::RefCell<std::vec::Vec<f32>> =
+            const { core::cell::RefCell::new(std::vec::Vec::new()) };
+    }
+    let k = g.c * g.kw;
+    if len < 8 || k < 8 {
+        return false;
+    }
+    PATCHES.with(|p| {
+        let mut p = p.borrow_mut();
+        p.resize(len * k, 0.0);
+        let image = g.c * g.w;
+        for (j, pr) in p.chunks_exact_mut(k).enumerate() {
+            let (n, ox) = ((t0 + j) / g.ow, (t0 + j) % g.ow);
+            let xn = &x[n * image..(n + 1) * image];
+            for kx in 0..g.kw {
+                let ix = (ox * g.sw + kx * g.dw) as isize - g.pl;
+                let taps = pr[kx..].iter_mut().step_by(g.kw);
+                if ix < 0 || ix >= g.w as isize {
+                    taps.for_each(|v| *v = 0.0);
+                } else {
+                    for (v, &xv) in taps.zip(xn[ix as usize..].iter().step_by(g.w)) {
+                        *v = xv;
+                    }
+                }
+            }
+        }
+        // tile[r·tp + j] = p[j·k + r]: patch row r, column j.
+        super::transpose4(&p, 0, k, k, len, tile, tp)
+    })
 }
 
 /// Runs of output pixels shorter than this take [`short_run`]: a tap's few outputs are
