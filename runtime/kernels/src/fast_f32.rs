@@ -149,6 +149,28 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
     let covered =
         pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));
+    // A window as large as the unpadded input (a head written as a conv): each image's
+    // whole input is its patch, in the weights' [c][kh][kw] order, so the conv is a
+    // FullyConnected over the batch (one image: a dot product per output channel, instead
+    // of a GEMM block with one pixel of its 16 or 32).
+    let whole = g.g == 1
+        && (g.oh, g.ow) == (1, 1)
+        && (g.kh, g.kw) == (g.h, g.w)
+        && (g.dh, g.dw) == (1, 1)
+        && g.pt == 0
+        && g.pl == 0;
+    if whole && !pointwise {
+        return Some(out.f32s_mut().map(|y| {
+            if g.n >= matmul::FC_MIN_ROWS {
+                matmul::fc(&gm, x, g.n, y);
+            } else {
+                for (xn, yn) in x.chunks_exact(k).zip(y.chunks_exact_mut(g.oc)) {
+                    dot_rows(&gm, xn, yn);
+                }
+            }
+            dispatch::taken();
+        }));
+    }
     #[cfg(target_arch = "x86_64")]
     if !pointwise && narrow_avx2::fits(&g) && avx2::available() {
         return Some(out.f32s_mut().map(|y| {

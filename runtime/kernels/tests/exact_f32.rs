@@ -722,3 +722,37 @@ fn stft_conv_runs_as_fft_within_tolerance() {
         }
     }
 }
+
+/// Convs whose window is the whole unpadded input (a head written as a conv: 1×1 output)
+/// run as a FullyConnected over the batch (one image: dot products), within the f32
+/// tolerance; one and several images, any channel and output count. (A dilated window as
+/// wide as the input reaches into the padding: `batched_small_map` met one.)
+#[test]
+fn whole_window_conv_f32_within_tolerance() {
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x3E01E);
+    for case in 0..24 {
+        let (h, w) = (r.range(1, 6), r.range(1, 9));
+        let cs = ConvCase {
+            n: [1, 1, 2, 6][r.range(0, 3)],
+            c: r.range(1, 100),
+            h,
+            w,
+            oc: r.range(1, 120),
+            k: (h, w),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [0; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        let what = format!("{cs:?}");
+        let before = cairn_kernels::f32_fast_ops();
+        assert!(check_conv(&mut r, cs, false, seed, case));
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) && (h, w) != (1, 1) {
+            assert!(
+                cairn_kernels::f32_fast_ops() > before,
+                "case {case}: no fast path (CAIRN_SEED={seed}, {what})"
+            );
+        }
+    }
+}
