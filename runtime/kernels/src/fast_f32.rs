@@ -149,17 +149,19 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
     let depthwise = g.g == g.c && g.oc == g.c && g.g > 1;
     let covered =
         pointwise || (g.g == 1 && k <= TILE_BIG / PT) || (depthwise && depthwise::fits(&g));
-    // A window as large as the unpadded input (a head written as a conv): each image's
-    // whole input is its patch, in the weights' [c][kh][kw] order, so the conv is a
-    // FullyConnected over the batch (one image: a dot product per output channel, instead
-    // of a GEMM block with one pixel of its 16 or 32).
+    // A window as large as the unpadded input (a head written as a conv, a pointwise conv
+    // on 1×1 maps such as a squeeze-excitation block): each image's whole input is its
+    // patch, in the weights' [c][kh][kw] order, so the conv is a FullyConnected over the
+    // batch (one image: a dot product per output channel, instead of a GEMM block with one
+    // pixel of its 16 or 32).
     let whole = g.g == 1
         && (g.oh, g.ow) == (1, 1)
         && (g.kh, g.kw) == (g.h, g.w)
-        && (g.dh, g.dw) == (1, 1)
+        && (g.kh == 1 || g.dh == 1)
+        && (g.kw == 1 || g.dw == 1)
         && g.pt == 0
         && g.pl == 0;
-    if whole && !pointwise {
+    if whole {
         return Some(out.f32s_mut().map(|y| {
             if g.n >= matmul::FC_MIN_ROWS {
                 matmul::fc(&gm, x, g.n, y);
@@ -186,10 +188,6 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
             dispatch::taken();
         }));
     }
-    // A batch of 1×1 maps through a pointwise conv is a FullyConnected over the batch.
-    if pointwise && pix == 1 && g.n >= matmul::FC_MIN_ROWS {
-        return Some(out.f32s_mut().map(|y| matmul::fc(&gm, x, g.n, y)));
-    }
     // A batch of small maps: one GEMM over every image's pixels.
     if fold::fits::<TILE_BIG>(&g, k) {
         return Some(out.f32s_mut().map(|y| {
@@ -211,18 +209,13 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         for n in 0..g.n {
             let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
             let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
-            if pix == 1 {
-                // A 1×1 image (squeeze-excitation blocks): one input vector, as in FC.
-                dot_rows(&gm, xn, yn);
-            } else {
-                // Output channels split across the lent threads at multiples of both
-                // register blocks (6 and 4 rows), so every block is the one-thread block.
-                let work = (g.oc * pix * k) as u64;
-                crate::par::par_pieces(yn, OC_SPLIT * pix, work, |at, yp| {
-                    let o0 = at / pix;
-                    gemm(&gm.rows(o0, yp.len() / pix), xn, pix, pix, yp, pix, 0);
-                });
-            }
+            // Output channels split across the lent threads at multiples of both register
+            // blocks (6 and 4 rows), so every block is the one-thread block.
+            let work = (g.oc * pix * k) as u64;
+            crate::par::par_pieces(yn, OC_SPLIT * pix, work, |at, yp| {
+                let o0 = at / pix;
+                gemm(&gm.rows(o0, yp.len() / pix), xn, pix, pix, yp, pix, 0);
+            });
         }
     } else if g.g == 1 {
         if k * CHUNK <= TILE_SMALL {

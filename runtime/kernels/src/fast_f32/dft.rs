@@ -85,17 +85,14 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) -> bool {
                 return false;
             }
             let (codes, rest) = p[1..].split_at(gm.oc);
-            let (win, tw) = rest.split_at(n);
-            let f = |v: &[i32]| {
-                v.iter()
-                    .map(|&b| f32::from_bits(b as u32))
-                    .collect::<Vec<_>>()
-            };
+            let (win, rest) = rest.split_at(n);
+            let (tw, rev) = rest.split_at(n);
             let plan = Plan {
                 n,
                 codes,
-                win: &f(win),
-                tw: &f(tw),
+                win,
+                tw,
+                rev,
             };
             run(g, gm, &plan, x, y);
             crate::paths::note(crate::paths::Path::DftConv);
@@ -104,21 +101,33 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) -> bool {
     )
 }
 
-/// A recognized basis: per row `f | kind << 16 | sign << 31`, the window, and the FFT's
-/// twiddles (`cos(2πk/N)` then `sin(2πk/N)`, k < N/2).
+/// A recognized basis, as the `prepack` cache holds it (f32 values as their bits): per row
+/// `f | kind << 16 | sign << 31`, the window, the FFT's twiddles (`cos(2πk/N)` then
+/// `sin(2πk/N)`, k < N/2) and the bit-reversal permutation of `0..N`.
 struct Plan<'a> {
     n: usize,
     codes: &'a [i32],
-    win: &'a [f32],
-    tw: &'a [f32],
+    win: &'a [i32],
+    tw: &'a [i32],
+    rev: &'a [i32],
+}
+
+/// The f32 whose bits a plan holds.
+#[inline(always)]
+fn f32_of(bits: i32) -> f32 {
+    f32::from_bits(bits as u32)
 }
 
 /// Recognize `w` (`oc` rows of `n` taps) into `v`: `[1, codes.., window bits.., twiddle
-/// bits..]`, or `[0]` when it is not a windowed DFT basis.
+/// bits.., bit reversal..]`, or `[0]` when it is not a windowed DFT basis.
 fn plan(w: &[f32], oc: usize, n: usize, v: &mut Vec<i32>) {
     v.clear();
     v.push(0);
-    let Some((codes, win)) = recognize(w, oc, n) else {
+    let bits = n.trailing_zeros();
+    let rev: Vec<usize> = (0..n)
+        .map(|t| t.reverse_bits() >> (usize::BITS - bits))
+        .collect();
+    let Some((codes, win)) = recognize(w, oc, n, &rev) else {
         return;
     };
     v[0] = 1;
@@ -127,10 +136,12 @@ fn plan(w: &[f32], oc: usize, n: usize, v: &mut Vec<i32>) {
     let step = core::f64::consts::TAU / n as f64;
     v.extend((0..n / 2).map(|k| ((k as f64 * step).cos() as f32).to_bits() as i32));
     v.extend((0..n / 2).map(|k| ((k as f64 * step).sin() as f32).to_bits() as i32));
+    v.extend(rev.iter().map(|&r| r as i32));
 }
 
-/// The row codes and window of `w` if it is a windowed DFT basis (see the module doc).
-fn recognize(w: &[f32], oc: usize, n: usize) -> Option<(Vec<i32>, Vec<f64>)> {
+/// The row codes and window of `w` if it is a windowed DFT basis (see the module doc);
+/// `rev` is the bit-reversal permutation of `0..n`.
+fn recognize(w: &[f32], oc: usize, n: usize, rev: &[usize]) -> Option<(Vec<i32>, Vec<f64>)> {
     let max = w.iter().fold(0f64, |m, &a| m.max((a as f64).abs()));
     if !(max > 0.0 && max.is_finite()) {
         return None;
@@ -161,7 +172,7 @@ fn recognize(w: &[f32], oc: usize, n: usize) -> Option<(Vec<i32>, Vec<f64>)> {
             re[t] = a as f64;
             im[t] = 0.0;
         }
-        fft64(&mut re, &mut im, &cos);
+        fft64(&mut re, &mut im, &cos, rev);
         // Projections on cos (Re X) and sin (−Im X) of every bin.
         let mut top = [(0usize, 0f64); 3];
         for j in 0..2 * bins {
@@ -215,12 +226,10 @@ fn recognize(w: &[f32], oc: usize, n: usize) -> Option<(Vec<i32>, Vec<f64>)> {
 }
 
 /// In-place forward DFT of `n` (a power of two) complex values, f64 (recognition only);
-/// `cos` holds `cos(2πm/n)` for m < n.
-fn fft64(re: &mut [f64], im: &mut [f64], cos: &[f64]) {
+/// `cos` holds `cos(2πm/n)` for m < n, `rev` the bit-reversal permutation.
+fn fft64(re: &mut [f64], im: &mut [f64], cos: &[f64], rev: &[usize]) {
     let n = re.len();
-    let bits = n.trailing_zeros();
-    for i in 0..n {
-        let j = i.reverse_bits() >> (usize::BITS - bits);
+    for (i, &j) in rev.iter().enumerate() {
         if j > i {
             re.swap(i, j);
             im.swap(i, j);
@@ -257,24 +266,20 @@ std::thread_local! {
 /// `y[(b·oc + o)·ow + p]`.
 fn run(g: &Geo, gm: &Gemm<'_>, plan: &Plan<'_>, x: &[f32], y: &mut [f32]) {
     let n = plan.n;
-    let bits = n.trailing_zeros();
-    let rev: Vec<usize> = (0..n)
-        .map(|t| t.reverse_bits() >> (usize::BITS - bits))
-        .collect();
     let mut z = LANES.with(|z| core::mem::take(&mut *z.borrow_mut()));
     z.clear();
     z.resize(2 * n, [0.0; L]);
     #[cfg(target_arch = "x86_64")]
     if crate::paths::avx2_fma() {
         // SAFETY: AVX2 and FMA are present (checked above).
-        unsafe { with_fma(|| frames::<true>(g, gm, plan, &rev, x, y, &mut z)) };
+        unsafe { with_fma(|| frames::<true>(g, gm, plan, x, y, &mut z)) };
         LANES.with(|c| *c.borrow_mut() = z);
         return;
     }
     // NEON has fused multiply-adds; an x86_64 CPU without FMA would call a library fma.
     crate::fast::vectorized(
         #[inline(always)]
-        || frames::<{ cfg!(target_arch = "aarch64") }>(g, gm, plan, &rev, x, y, &mut z),
+        || frames::<{ cfg!(target_arch = "aarch64") }>(g, gm, plan, x, y, &mut z),
     );
     LANES.with(|c| *c.borrow_mut() = z);
 }
@@ -297,7 +302,6 @@ fn frames<const FMA: bool>(
     g: &Geo,
     gm: &Gemm<'_>,
     plan: &Plan<'_>,
-    rev: &[usize],
     x: &[f32],
     y: &mut [f32],
     z: &mut [[f32; L]],
@@ -345,7 +349,7 @@ fn frames<const FMA: bool>(
                 if inside || (a >= lo[i] && a + TB as isize <= hi[i]) {
                     let src = &x[a as usize..a as usize + TB];
                     for ((row, &v), &w) in blk.iter_mut().zip(src).zip(win) {
-                        row[i] = w * v;
+                        row[i] = f32_of(w) * v;
                     }
                 } else {
                     for (t, (row, &w)) in blk.iter_mut().zip(win).enumerate() {
@@ -355,13 +359,13 @@ fn frames<const FMA: bool>(
                         } else {
                             0.0
                         };
-                        row[i] = w * v;
+                        row[i] = f32_of(w) * v;
                     }
                 }
             }
-            for (row, &r) in blk.iter().zip(&rev[t0..t0 + TB]) {
-                zr[r].copy_from_slice(&row[..L]);
-                zi[r].copy_from_slice(&row[L..]);
+            for (row, &r) in blk.iter().zip(&plan.rev[t0..t0 + TB]) {
+                zr[r as usize].copy_from_slice(&row[..L]);
+                zi[r as usize].copy_from_slice(&row[L..]);
             }
         }
         fft::<FMA>(zr, zi, plan.tw);
@@ -395,7 +399,7 @@ fn frames<const FMA: bool>(
 
 /// In-place forward FFT of `L` lanes of `zr.len()` complex values (bit-reversed input).
 #[inline(always)]
-fn fft<const FMA: bool>(zr: &mut [[f32; L]], zi: &mut [[f32; L]], tw: &[f32]) {
+fn fft<const FMA: bool>(zr: &mut [[f32; L]], zi: &mut [[f32; L]], tw: &[i32]) {
     let n = zr.len();
     let (tc, ts) = tw.split_at(n / 2);
     let mut len = 2;
@@ -407,7 +411,7 @@ fn fft<const FMA: bool>(zr: &mut [[f32; L]], zi: &mut [[f32; L]], tw: &[f32]) {
             let rows = ra.iter_mut().zip(rb).zip(ia.iter_mut().zip(ib));
             for (k, ((ar, br), (ai, bi))) in rows.enumerate() {
                 // w = e^{−2πik/len} = cos − i·sin of 2π(k·stride)/n.
-                let (c, si) = (tc[k * stride], ts[k * stride]);
+                let (c, si) = (f32_of(tc[k * stride]), f32_of(ts[k * stride]));
                 for j in 0..L {
                     let (tr, ti) = if FMA {
                         (
