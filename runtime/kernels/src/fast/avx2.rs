@@ -203,6 +203,26 @@ pub(super) struct Scale {
 }
 
 impl Scale {
+    /// Channels `c..c + 8`'s multipliers, one a lane (the GEMV's eight rows).
+    ///
+    /// # Safety
+    /// AVX; `q` has multipliers for channels up to `c + 8`.
+    #[inline(always)]
+    pub(super) unsafe fn lanes(q: &Q<'_>, c: usize) -> Scale {
+        let pos = &q.scales[c..c + 8];
+        let neg = match q.neg {
+            Some(n) => &n[c..c + 8],
+            None => pos,
+        };
+        // SAFETY: each slice holds exactly 8 f32 (checked by the slicing above).
+        unsafe {
+            Scale {
+                pos: _mm256_loadu_ps(pos.as_ptr()),
+                neg: _mm256_loadu_ps(neg.as_ptr()),
+            }
+        }
+    }
+
     #[inline(always)]
     pub(super) fn of(q: &Q<'_>, c: usize) -> Scale {
         // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).

@@ -47,24 +47,27 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         for p in 0..pix {
             patch(g, q, n, p, &mut col[..k]);
             let base = n * g.oc * pix + p;
-            split_rows(&col[..k], q, g.oc, |o, v| {
-                // SAFETY: each output row o is one part's (split_rows).
-                let at = unsafe { out.piece(base + o * pix, 1) };
-                at[0] = v;
+            split_rows(&col[..k], q, g.oc, |o, vs| {
+                for (j, &v) in vs.iter().enumerate() {
+                    // SAFETY: each output row o + j is one part's (split_rows).
+                    let at = unsafe { out.piece(base + (o + j) * pix, 1) };
+                    at[0] = v;
+                }
             });
         }
     }
 }
 
-/// `rows` over all `n` weight rows, in parts of whole blocks of four rows on the lent
-/// threads (each row's sum is computed as on one thread).
-fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, i8) + Sync) {
+/// `rows` over all `n` weight rows, in parts of whole blocks of eight rows on the lent
+/// threads (each row's sum is computed as on one thread). `put(o, ys)` takes the outputs
+/// of rows `o..o + ys.len()`.
+fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync) {
     let work = (n * xw.len()) as u64 * GEMV_WORK;
     let vnni = crate::paths::vnni();
     if vnni.is_some() {
         crate::paths::note(crate::paths::Path::GemvVnni);
     }
-    crate::par::par_ranges(n, 4, work, |os| {
+    crate::par::par_ranges(n, 8, work, |os| {
         // SAFETY: AVX2 (the callers checked), VNNI where `vnni` says so; the weights hold
         // n rows of xw.len().
         unsafe {
@@ -112,30 +115,25 @@ pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
         for (d, &v) in col.iter_mut().zip(&q.x[i * k..(i + 1) * k]) {
             *d = (v as i32 - q.zx) as i16;
         }
-        split_rows(&col[..k], q, n, |o, v| {
-            // SAFETY: each output row o is one part's (split_rows).
-            let at = unsafe { out.piece(i * n + o, 1) };
-            at[0] = v;
+        split_rows(&col[..k], q, n, |o, vs| {
+            // SAFETY: output rows o..o + vs.len() are one part's (split_rows).
+            unsafe { out.piece(i * n + o, vs.len()) }.copy_from_slice(vs);
         });
     }
 }
 
-/// The outputs `os` of one input vector `xw` (zero point subtracted), four rows at a time.
+/// The outputs `os` of one input vector `xw` (zero point subtracted), four rows a pass,
+/// eight rows an output block (`Block`).
 ///
 /// # Safety
 /// AVX2; `q.w` holds `os.end` rows of `xw.len()`.
 #[target_feature(enable = "avx2")]
-unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(usize, i8)) {
+unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(usize, &[i8])) {
     let k = xw.len();
     let k16 = k / 16 * 16;
-    let n = os.end;
-    let mut o = os.start;
-    while o < n {
-        let r = 4.min(n - o);
-        let w: [&[i8]; 4] = core::array::from_fn(|j| {
-            let row = (o + j).min(n - 1);
-            &q.w[row * k..(row + 1) * k]
-        });
+    let mut block = Block::new(xw, q, k16, os.end);
+    for o in os.step_by(4) {
+        let w = block.rows4(o);
         let mut acc = [_mm256_setzero_si256(); 4];
         let mut k0 = 0;
         while k0 < k16 {
@@ -151,24 +149,123 @@ unsafe fn rows(xw: &[i16], q: &Q<'_>, os: core::ops::Range<usize>, put: impl Fn(
             }
             k0 += 16;
         }
-        for (j, a) in acc.iter().enumerate().take(r) {
-            let mut lanes = [0i32; 8];
-            // SAFETY: 8 int32 into an 8-element array.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *a) };
-            let s = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
-            put(o + j, finish(s, xw, w[j], k16, q, o + j));
-        }
-        o += r;
+        // SAFETY: AVX2 (this function's contract).
+        unsafe { block.push(o, sum4(acc), &put) };
     }
 }
 
-/// Output `o` from the vector part `s` of its sum (elements below `from`): the tail
-/// products, the bias and the reference's requantization.
-#[inline(always)]
-fn finish(s: i32, xw: &[i16], w: &[i8], from: usize, q: &Q<'_>, o: usize) -> i8 {
-    let s = (from..xw.len()).fold(s, |s, t| s.wrapping_add(xw[t] as i32 * w[t] as i32));
-    let acc = s.wrapping_add(q.bias.map_or(0, |b| b[o]));
-    q.requant(o, acc) as i8
+/// The four rows' sums of four vectors of int32 partial sums, as one 128-bit vector
+/// (`_mm256_hadd_epi32` adds modulo 2^32, like the reference's wrapping adds, in any
+/// order).
+///
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn sum4(a: [__m256i; 4]) -> __m128i {
+    let s = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1))
+}
+
+/// The output stage of the row kernels: the sums of each pass of four rows are gathered
+/// until eight consecutive rows are in, then the tail products past `from` (the vector
+/// part's end), the bias and the reference's requantization are applied to the eight in
+/// one vector (`avx2::Requant`, each lane with its own channel's multipliers) and the
+/// eight bytes handed to `put` at once. A last block of fewer rows goes through the
+/// scalar `finish`.
+struct Block<'a, 'q> {
+    xw: &'a [i16],
+    q: &'a Q<'q>,
+    from: usize,
+    /// Rows of the whole op (`os.end` of the part): the last block may be short.
+    n: usize,
+    /// The first row of the pending block, and its first four sums.
+    pending: Option<(usize, __m128i)>,
+}
+
+impl<'a, 'q> Block<'a, 'q> {
+    fn new(xw: &'a [i16], q: &'a Q<'q>, from: usize, n: usize) -> Self {
+        Block {
+            xw,
+            q,
+            from,
+            n,
+            pending: None,
+        }
+    }
+
+    /// The weight rows `o..o + 4` (rows past the end repeat the last one; their sums are
+    /// dropped).
+    fn rows4(&self, o: usize) -> [&'a [i8]; 4] {
+        let k = self.xw.len();
+        core::array::from_fn(|j| {
+            let row = (o + j).min(self.n - 1);
+            &self.q.w[row * k..(row + 1) * k]
+        })
+    }
+
+    /// The vector sums of rows `o..o + 4` (clipped to the end).
+    ///
+    /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn push(&mut self, o: usize, s: __m128i, put: &impl Fn(usize, &[i8])) {
+        let q = self.q;
+        let mut ys = [0i8; 8];
+        if let Some((o0, lo)) = self.pending.take() {
+            let v = _mm256_set_m128i(s, lo);
+            if o + 4 <= self.n {
+                let mut lanes = [0i32; 8];
+                // SAFETY: 8 int32 into an 8-element array.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v) };
+                for (j, l) in lanes.iter_mut().enumerate() {
+                    *l = self
+                        .tail(*l, o0 + j)
+                        .wrapping_add(q.bias.map_or(0, |b| b[o0 + j]));
+                }
+                // SAFETY: rows o0..o0 + 8 exist, so do their multipliers; AVX2.
+                unsafe {
+                    let acc = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+                    let vs = super::avx2::Scale::lanes(q, o0);
+                    super::avx2::Requant::of(q).store_q(acc, vs, &mut ys);
+                }
+                put(o0, &ys);
+                return;
+            }
+            self.scalar(o0, v, put);
+            return;
+        }
+        if o + 4 >= self.n {
+            self.scalar(o, _mm256_castsi128_si256(s), put);
+        } else {
+            self.pending = Some((o, s));
+        }
+    }
+
+    /// The rows from `o0` up to eight (clipped to the end) from their vector sums `v`, one
+    /// at a time.
+    fn scalar(&self, o0: usize, v: __m256i, put: &impl Fn(usize, &[i8])) {
+        let mut lanes = [0i32; 8];
+        // SAFETY: 8 int32 into an 8-element array (AVX, implied by the callers' AVX2).
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v) };
+        let r = 8.min(self.n - o0);
+        let mut ys = [0i8; 8];
+        for (j, y) in ys[..r].iter_mut().enumerate() {
+            let acc = self
+                .tail(lanes[j], o0 + j)
+                .wrapping_add(self.q.bias.map_or(0, |b| b[o0 + j]));
+            *y = self.q.requant(o0 + j, acc) as i8;
+        }
+        put(o0, &ys[..r]);
+    }
+
+    /// Row `o`'s sum `s` of the vector part plus its products past `from`.
+    #[inline(always)]
+    fn tail(&self, s: i32, o: usize) -> i32 {
+        let k = self.xw.len();
+        let w = &self.q.w[o * k..(o + 1) * k];
+        (self.from..k).fold(s, |s, t| s.wrapping_add(self.xw[t] as i32 * w[t] as i32))
+    }
 }
 
 /// `acc + Σ` of the four products of u8 `u` and s8 `s` per int32 lane (`vpdpbusd`, EVEX
@@ -204,7 +301,7 @@ unsafe fn rows_vnni<const VEX: bool>(
     xw: &[i16],
     q: &Q<'_>,
     os: core::ops::Range<usize>,
-    put: impl Fn(usize, i8),
+    put: impl Fn(usize, &[i8]),
 ) {
     let k = xw.len();
     let k32 = k / 32 * 32;
@@ -214,14 +311,10 @@ unsafe fn rows_vnni<const VEX: bool>(
         *d = (v as i32 + zs) as u8;
     }
     let ones = _mm256_set1_epi8(1);
-    let n = os.end;
-    let mut o = os.start;
-    while o < n {
-        let r = 4.min(n - o);
-        let w: [&[i8]; 4] = core::array::from_fn(|j| {
-            let row = (o + j).min(n - 1);
-            &q.w[row * k..(row + 1) * k]
-        });
+    let zsv = _mm256_set1_epi32(zs);
+    let mut block = Block::new(xw, q, k32, os.end);
+    for o in os.step_by(4) {
+        let w = block.rows4(o);
         let mut acc = [_mm256_setzero_si256(); 4];
         let mut sw = [_mm256_setzero_si256(); 4];
         let mut k0 = 0;
@@ -237,17 +330,10 @@ unsafe fn rows_vnni<const VEX: bool>(
             }
             k0 += 32;
         }
-        for j in 0..r {
-            let mut lanes = [[0i32; 8]; 2];
-            // SAFETY: 8 int32 into each 8-element array.
-            unsafe {
-                _mm256_storeu_si256(lanes[0].as_mut_ptr() as *mut __m256i, acc[j]);
-                _mm256_storeu_si256(lanes[1].as_mut_ptr() as *mut __m256i, sw[j]);
-            }
-            let sum = |l: &[i32; 8]| l.iter().fold(0i32, |s, &v| s.wrapping_add(v));
-            let s = sum(&lanes[0]).wrapping_sub(zs.wrapping_mul(sum(&lanes[1])));
-            put(o + j, finish(s, xw, w[j], k32, q, o + j));
-        }
-        o += r;
+        // Σ(x − zx)·w = Σu·w − (zx + 128)·Σw, lane by lane (modulo 2^32).
+        let d: [__m256i; 4] =
+            core::array::from_fn(|j| _mm256_sub_epi32(acc[j], _mm256_mullo_epi32(zsv, sw[j])));
+        // SAFETY: AVX2 (this function's contract).
+        unsafe { block.push(o, sum4(d), &put) };
     }
 }
