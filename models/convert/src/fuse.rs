@@ -447,6 +447,128 @@ fn deconv_as_conv(g: &mut Graph) -> bool {
     false
 }
 
+/// The taps of a kernel axis that read the input for some output, `first..=last`:
+/// input length `len`, kernel `k`, dilation `d`, stride `s`, leading pad `p0`, `out`
+/// outputs. `None` when no tap reads the input at all.
+fn live_taps(
+    len: usize,
+    k: usize,
+    d: usize,
+    s: usize,
+    p0: usize,
+    out: usize,
+) -> Option<(usize, usize)> {
+    let reads = |t: usize| {
+        (0..out).any(|o| {
+            let i = (o * s + t * d) as isize - p0 as isize;
+            i >= 0 && (i as usize) < len
+        })
+    };
+    let first = (0..k).find(|&t| reads(t))?;
+    let last = (0..k).rev().find(|&t| reads(t))?;
+    Some((first, last))
+}
+
+/// A Conv whose kernel has rows or columns that only ever fall on padding (a 3×3 kernel
+/// on a 1×1 map, a 1×3 one on two columns at stride 2: the deep end of a small network,
+/// a streaming audio encoder's last layers) loses them: they add nothing (the padding is
+/// zero, or the zero point in int8), so the conv computes the same sums over fewer taps
+/// and may then take the pointwise or fully connected paths. The pads shrink by the
+/// dropped taps, which keeps every output's window where it was, and a trailing pad that
+/// no window reaches then is dropped too.
+fn crop_dead_taps(g: &mut Graph) -> bool {
+    use crate::ir::Hint;
+    for p in 0..g.ops.len() {
+        let op = &g.ops[p];
+        if op.kind != OpKind::Conv || op.params.len() < conv::LEN {
+            continue;
+        }
+        let input = |i: usize| op.inputs.get(i).copied().flatten();
+        let (Some(x), Some(w)) = (input(0), input(1)) else {
+            continue;
+        };
+        let [_, _, h, wd] = g.tensors[x].shape[..] else {
+            continue;
+        };
+        let [o, cg, kh, kw] = g.tensors[w].shape[..] else {
+            continue;
+        };
+        let [_, _, oh, ow] = g.tensors[op.outputs[0]].shape[..] else {
+            continue;
+        };
+        let pr = &op.params;
+        let u = |i: usize| usize::try_from(pr[i]).ok();
+        let (Some(sh), Some(sw), Some(pt), Some(pl), Some(pb), Some(pright), Some(dh), Some(dw)) = (
+            u(conv::SH),
+            u(conv::SW),
+            u(conv::PT),
+            u(conv::PL),
+            u(conv::PB),
+            u(conv::PR),
+            u(conv::DH),
+            u(conv::DW),
+        ) else {
+            continue;
+        };
+        if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 {
+            continue;
+        }
+        let (Some((y0, y1)), Some((x0, x1))) = (
+            live_taps(h, kh, dh, sh, pt, oh),
+            live_taps(wd, kw, dw, sw, pl, ow),
+        ) else {
+            continue;
+        };
+        if (y0, y1, x0, x1) == (0, kh - 1, 0, kw - 1) {
+            continue;
+        }
+        // New pads: the dropped leading taps' span comes off the leading pad, the trailing
+        // ones' off the trailing pad (a negative pad would crop the input: left alone).
+        let (Some(npt), Some(npl), Some(npb), Some(npr)) = (
+            pt.checked_sub(y0 * dh),
+            pl.checked_sub(x0 * dw),
+            pb.checked_sub((kh - 1 - y1) * dh),
+            pright.checked_sub((kw - 1 - x1) * dw),
+        ) else {
+            continue;
+        };
+        let Some(wv) = g.tensors[w].const_f32() else {
+            continue;
+        };
+        let (nkh, nkw) = (y1 - y0 + 1, x1 - x0 + 1);
+        // A trailing pad no window reaches any more goes too (the output count stays).
+        let npb = npb.min(((oh - 1) * sh + (nkh - 1) * dh + 1).saturating_sub(h + npt));
+        let npr = npr.min(((ow - 1) * sw + (nkw - 1) * dw + 1).saturating_sub(wd + npl));
+        let from: Vec<usize> = (0..o * cg * nkh * nkw)
+            .map(|i| {
+                let (oc_c, tap) = (i / (nkh * nkw), i % (nkh * nkw));
+                (oc_c * kh + y0 + tap / nkw) * kw + x0 + tap % nkw
+            })
+            .collect();
+        let hint = match &g.tensors[w].hint {
+            None => None,
+            Some(Hint::Weight { q, scales, axis }) if q.len() == wv.len() => Some(Hint::Weight {
+                q: from.iter().map(|&i| q[i]).collect(),
+                scales: scales.clone(),
+                axis: *axis,
+            }),
+            Some(_) => continue,
+        };
+        let name = format!("{}:live_taps", g.tensors[w].name);
+        let wnew: Vec<f32> = from.iter().map(|&i| wv[i]).collect();
+        let nw = g.add_f32(name, vec![o, cg, nkh, nkw], &wnew);
+        g.tensors[nw].hint = hint;
+        let op = &mut g.ops[p];
+        op.inputs[1] = Some(nw);
+        op.params[conv::PT] = npt as i32;
+        op.params[conv::PL] = npl as i32;
+        op.params[conv::PB] = npb as i32;
+        op.params[conv::PR] = npr as i32;
+        return true;
+    }
+    false
+}
+
 /// The most MACs [`deconv_as_conv`] may add, as a multiple of the ConvTranspose's (the
 /// zero taps of an overlapping kernel): the GEMM kernels are 10× and more faster than
 /// the ConvTranspose kernel, so 2.5× still gains several times.
@@ -628,6 +750,7 @@ pub fn fuse(g: &mut Graph) -> usize {
         || fuse_self_gate(g)
         || fuse_act(g)
         || deconv_as_conv(g)
+        || crop_dead_taps(g)
     {
         n += 1;
     }
