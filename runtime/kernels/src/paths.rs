@@ -94,10 +94,14 @@ pub enum Path {
     /// f32 convs over a batch of 1-D maps: each column's patch gathered down the channels,
     /// then transposed into the tile in 8×8 blocks (`fast_f32/fold.rs`), one count per tile.
     FoldPatches1d,
+    /// int8 convs whose window is each image's whole unpadded input (a 1×1 map's pointwise
+    /// conv, a head written as a conv) as one FullyConnected over the images, read in
+    /// place (`fast/mm.rs`), one count per op; counted with `ConvBatch` too.
+    ConvWholeInput,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::FoldPatches1d as usize + 1;
+const N: usize = Path::ConvWholeInput as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

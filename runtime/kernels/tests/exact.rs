@@ -941,6 +941,82 @@ fn batch_1d_conv_matches_reference() {
     assert!(ran > 25, "only {ran} valid cases");
 }
 
+/// A batch of convs whose window is each image's whole unpadded input (pointwise convs
+/// on 1×1 maps, a 1×k or h×w head over its whole map, trailing pads no window reaches):
+/// one FullyConnected over the images read in place on AVX2 hosts, and the test checks
+/// that it ran; dilated or padded windows, and several output pixels, do not take it.
+#[test]
+fn whole_input_conv_batch_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x3A0E;
+    let mut r = Rng(seed);
+    let before = taken(Path::ConvWholeInput);
+    let (mut ran, mut whole) = (0, 0u64);
+    for case in 0..80 {
+        let (h, w) = match r.range(0, 2) {
+            0 => (1, 1),
+            1 => (1, r.range(1, 6)),
+            _ => (r.range(1, 4), r.range(1, 4)),
+        };
+        // Mostly the whole map; now and then a window one short (two outputs) or with a
+        // leading pad, which must go elsewhere.
+        let short = r.range(0, 5) == 0 && w > 1;
+        let lead = r.range(0, 5) == 0;
+        let cs = ConvCase {
+            // Five images or more (four outputs or fewer take the GEMV).
+            n: r.range(5, 40),
+            c: r.range(1, 90),
+            h,
+            w,
+            oc: r.range(1, 70),
+            k: (h, if short { w - 1 } else { w }),
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [0, lead as usize, r.range(0, 1), r.range(0, 1)],
+            // Dilated: a 1×2 window two apart on two columns reads the pad.
+            dil: (1, r.range(1, 2)),
+            group: 1,
+        };
+        let dense = cs.dil.1 == 1 || cs.k.1 == 1;
+        let Some(span) = (w + cs.pad[1] + cs.pad[3]).checked_sub((cs.k.1 - 1) * cs.dil.1 + 1)
+        else {
+            continue;
+        };
+        let out_w = span / cs.stride.1 + 1;
+        let out_h = (cs.pad[2] / cs.stride.0) + 1;
+        if check(&mut r, cs, seed, case) {
+            ran += 1;
+            whole += (dense && !short && !lead && out_w == 1 && out_h == 1) as u64;
+        }
+    }
+    // Always one dilated window over the whole map and its pad (the random ones are rare).
+    let dilated = ConvCase {
+        n: 6,
+        c: 5,
+        h: 1,
+        w: 2,
+        oc: 7,
+        k: (1, 2),
+        stride: (1, 1),
+        pad: [0, 0, 0, 1],
+        dil: (1, 2),
+        group: 1,
+    };
+    assert!(check(&mut r, dilated, seed, 80));
+    assert!(
+        ran > 60 && whole > 15,
+        "{ran} cases, {whole} whole (CAIRN_SEED={seed})"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // One count per op; the packed-weight run of each case takes the GEMM paths.
+        assert_eq!(
+            taken(Path::ConvWholeInput) - before,
+            whole,
+            "CAIRN_SEED={seed}"
+        );
+    }
+}
+
 /// One-group convs of every stride (1–4), dilation, padding and kernel shape up to 7×7,
 /// odd channel counts and batches: on AVX2 hosts they take the implicit GEMM over packed
 /// phase planes (`fast/direct.rs`), and the test checks that it did.

@@ -651,6 +651,34 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         return false;
     }
     crate::paths::note(crate::paths::Path::ConvBatch);
+    // Each image's whole unpadded input is its one window: its NCHW bytes are the patch
+    // in (c, ky, kx) order, and the `[n][oc]` result is the output; no gather, no
+    // transpose.
+    let dense = (g.dh == 1 || g.kh == 1) && (g.dw == 1 || g.kw == 1);
+    if dense && g.oh == 1 && g.ow == 1 && (g.kh, g.kw) == (g.h, g.w) && g.pt == 0 && g.pl == 0 {
+        crate::paths::note(crate::paths::Path::ConvWholeInput);
+        let x = &q.x[..rows * k];
+        let zx = q.zx;
+        let pack_a = |ap: &mut Vec<i32>, quads: bool| {
+            if quads {
+                pack_rows_u8(ap, rows, k, x, |v| v as i32 + 128)
+            } else {
+                pack_rows(ap, rows, k, x, |v| v as i32 - zx)
+            }
+        };
+        let fc = Fc {
+            w: q.w,
+            n: g.oc,
+            k,
+            bias: q.bias,
+            scales: q.scales,
+            zy: q.zy,
+            lo: q.lo,
+            hi: q.hi,
+        };
+        fc_rows(&fc, rows, zx, pack_a, &mut y[..rows * g.oc]);
+        return true;
+    }
     CONV_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let ConvScratch {
