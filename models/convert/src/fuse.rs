@@ -154,6 +154,98 @@ fn fold_affine(g: &mut Graph) -> bool {
     false
 }
 
+/// `Conv → Reshape → Add/Mul/Sub(per-channel constant)` or `→ Relu/Clip`, where the
+/// Reshape keeps the batch and channel axes (a 1-D conv exported as a 2-D one between an
+/// `ExpandDims` and a `Squeeze`, with its bias added after: every Keras Conv1D through
+/// tf2onnx): the element-wise op moves in front of the Reshape, where `fold_affine` and
+/// `fuse_act` take it into the conv. Element-wise ops commute with a reshape that keeps
+/// the axis their constant runs along, so the values are the same.
+fn hoist_over_reshape(g: &mut Graph) -> bool {
+    for r in 0..g.ops.len() {
+        if g.ops[r].kind != OpKind::Reshape || g.ops[r].outputs.len() != 1 {
+            continue;
+        }
+        let Some(t) = g.ops[r].inputs.first().copied().flatten() else {
+            continue;
+        };
+        let Some(p) = g.ops.iter().position(|o| o.outputs.contains(&t)) else {
+            continue;
+        };
+        if !matches!(g.ops[p].kind, OpKind::Conv | OpKind::ConvTranspose)
+            || has_act(g, p)
+            || single_reader(g, t) != Some(r)
+        {
+            continue;
+        }
+        let u = g.ops[r].outputs[0];
+        let Some(m) = single_reader(g, u) else {
+            continue;
+        };
+        let (ts, us) = (g.tensors[t].shape.clone(), g.tensors[u].shape.clone());
+        if ts.len() < 2 || us.len() < 2 || ts[..2] != us[..2] {
+            continue;
+        }
+        let mo = &g.ops[m];
+        let constant = match mo.kind {
+            OpKind::Unary if !has_act(g, m) => {
+                let fusable = matches!(
+                    UnaryFn::from_code(mo.params[0]),
+                    Some(UnaryFn::Relu | UnaryFn::Clip)
+                );
+                if !fusable || mo.inputs.first().copied().flatten() != Some(u) {
+                    continue;
+                }
+                None
+            }
+            OpKind::Add | OpKind::Mul | OpKind::Sub if !has_act(g, m) => {
+                let operand = |i: usize| mo.inputs.get(i).copied().flatten();
+                let at = match (operand(0) == Some(u), operand(1) == Some(u)) {
+                    (true, false) => 1,
+                    (false, true) if mo.kind != OpKind::Sub => 0,
+                    _ => continue,
+                };
+                let Some(c) = operand(at) else { continue };
+                let Some(cv) = g.tensors[c].const_f32() else {
+                    continue;
+                };
+                // Scalar, or one value per channel along axis 1 of the reshaped tensor.
+                let cs = &g.tensors[c].shape;
+                let lead = us.len().saturating_sub(cs.len());
+                let per_channel = cs.len() <= us.len()
+                    && cv.len() == us[1]
+                    && cs.iter().enumerate().all(|(i, &d)| d == 1 || i + lead == 1);
+                if !(cv.len() == 1 || per_channel) {
+                    continue;
+                }
+                Some((at, cv))
+            }
+            _ => continue,
+        };
+        let name = g.ops[m].name.clone();
+        if let Some((at, cv)) = constant {
+            let mut shape = vec![1; ts.len()];
+            shape[1] = cv.len();
+            let nc = g.add_f32(format!("{name}:per_channel"), shape, &cv);
+            g.ops[m].inputs[at] = Some(nc);
+        }
+        let v = g.add(format!("{name}:before_reshape"), g.tensors[t].dtype, ts);
+        let w = g.ops[m].outputs[0];
+        let mo = &mut g.ops[m];
+        for i in mo.inputs.iter_mut().filter(|i| **i == Some(u)) {
+            *i = Some(t);
+        }
+        mo.outputs[0] = v;
+        g.ops[r].inputs[0] = Some(v);
+        g.ops[r].outputs[0] = w;
+        // The element-wise op now runs before the Reshape (which follows it directly).
+        let op = g.ops.remove(m);
+        let r_at = if m < r { r - 1 } else { r };
+        g.ops.insert(r_at, op);
+        return true;
+    }
+    false
+}
+
 /// Fuse Relu / Clip into the producing op's activation clamp.
 fn fuse_act(g: &mut Graph) -> bool {
     for p in 0..g.ops.len() {
@@ -745,7 +837,9 @@ pub fn fuse(g: &mut Graph) -> usize {
     constants_second(g);
     // Before activation fusion: a clamp fused into the LayerNorm's last op would hide it.
     let mut n = crate::fuse_norm::fuse_layer_norms(g);
+    // Hoisting before `fuse_act`: a Relu fused into the Add would pin it after the Reshape.
     while fold_affine(g)
+        || hoist_over_reshape(g)
         || fuse_hardswish(g)
         || fuse_self_gate(g)
         || fuse_act(g)
