@@ -95,19 +95,65 @@ pub fn binary_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
         broadcast_strides(&at.info.shape, &shape),
         broadcast_strides(&bt.info.shape, &shape),
     );
-    let (inner, d) = constant_b_run(&shape, &sa, &sb, a.len(), y.len())?;
     let work = y.len() as u64 * ELEMENT_WORK;
-    pieces(y, inner, work, |at, y| {
-        let a = &a[at..at + y.len()];
-        for (k, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
-            let bv = b[crate::eltwise::outer_index(&shape, &sb, d, at / inner + k)];
-            // SAFETY: as above; `o` and `ac` have the same length.
-            unsafe { simd::binary_run(arith, ac, Operand::Splat(bv), o, lo, hi) };
+    if let Some((inner, d)) = constant_b_run(&shape, &sa, &sb, a.len(), y.len()) {
+        pieces(y, inner, work, |at, y| {
+            let a = &a[at..at + y.len()];
+            for (k, (o, ac)) in y.chunks_mut(inner).zip(a.chunks(inner)).enumerate() {
+                let bv = b[crate::eltwise::outer_index(&shape, &sb, d, at / inner + k)];
+                // SAFETY: as above; `o` and `ac` have the same length.
+                unsafe { simd::binary_run(arith, ac, Operand::Splat(bv), o, lo, hi) };
+            }
+        });
+        note_simd();
+        return Some(Ok(()));
+    }
+    // Any other broadcast (a mask [1, h, 1, n] added to scores [1, h, n, n], either
+    // operand the smaller, or both) with rows of y's last dim long enough to pay for
+    // locating them: each row's operands through their strides, a run where the operand
+    // varies along the row, else its one value (b as a splat, a as a row filled with it).
+    let r = shape.rank();
+    let row = if r > 0 { shape.dim(r - 1) } else { 0 };
+    if row < BROADCAST_MIN_ROW {
+        return None;
+    }
+    let (ra, rb) = (sa[r - 1] == 1, sb[r - 1] == 1);
+    pieces(y, row, work, |at, y| {
+        let mut fill = [0i8; FILL];
+        for (k, o) in y.chunks_mut(row).enumerate() {
+            let at_row = at / row + k;
+            let oa = crate::eltwise::outer_index(&shape, &sa, r - 1, at_row);
+            let ob = crate::eltwise::outer_index(&shape, &sb, r - 1, at_row);
+            if !ra {
+                fill.fill(a[oa]);
+            }
+            for (j, oc) in o.chunks_mut(FILL).enumerate() {
+                let (from, len) = (j * FILL, oc.len());
+                let av = if ra {
+                    &a[oa + from..oa + from + len]
+                } else {
+                    &fill[..len]
+                };
+                let bv = if rb {
+                    Operand::Run(&b[ob + from..ob + from + len])
+                } else {
+                    Operand::Splat(b[ob])
+                };
+                // SAFETY: as above; `av`, `oc` and a run `bv` have one length.
+                unsafe { simd::binary_run(arith, av, bv, oc, lo, hi) };
+            }
         }
     });
     note_simd();
     Some(Ok(()))
 }
+
+/// Shortest row of y's last dim the general broadcast path of [`binary_i8`] takes (each
+/// row costs a walk over the leading dims to find its operands).
+const BROADCAST_MIN_ROW: usize = 16;
+
+/// Elements of a broadcast row run at once (the filled copy of an `a` constant along it).
+const FILL: usize = 256;
 
 /// The scalar end of a 2×2 stride-2 max-pool row from output `from` (the vector bodies'
 /// tail).
