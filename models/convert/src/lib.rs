@@ -100,6 +100,9 @@ pub struct Options {
     /// corpus it raised the openWakeWord mel model (cosine 0.950 → 0.965) and lowered
     /// Silero VAD (frames 0.957 → 0.92). Never applied to a QDQ model.
     pub smooth: bool,
+    /// The folder of the model file: where tensors stored as ONNX external data are read
+    /// from (`onnx::load_model_in`). `None`: such a tensor is an error.
+    pub external_data_dir: Option<std::path::PathBuf>,
 }
 
 /// The bound `--int8-error-limit` suggests: 5% relative L2 error. Compact activations
@@ -138,6 +141,7 @@ impl Default for Options {
             int8_output_guard: Some(DEFAULT_INT8_OUTPUT_GUARD),
             weight_bits: 8,
             smooth: false,
+            external_data_dir: None,
         }
     }
 }
@@ -168,11 +172,12 @@ impl Options {
 /// Every node of an ONNX model that cairn cannot convert yet, with the reason, found in
 /// one pass before any conversion work (`cairn check`).
 pub fn check(onnx_bytes: &[u8], opts: &Options) -> Result<lower::CheckReport> {
-    lower::check(&onnx::load_model(onnx_bytes)?, &opts.lowering())
+    let model = onnx::load_model_in(onnx_bytes, opts.external_data_dir.as_deref())?;
+    lower::check(&model, &opts.lowering())
 }
 
 pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<String>)> {
-    let model = onnx::load_model(onnx_bytes)?;
+    let model = onnx::load_model_in(onnx_bytes, opts.external_data_dir.as_deref())?;
     let (mut g, mut notes) = lower::lower(&model, &opts.lowering())?;
     let fused = fuse::fuse(&mut g);
     if fused > 0 {

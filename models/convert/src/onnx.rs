@@ -74,6 +74,115 @@ pub fn load_model(bytes: &[u8]) -> Result<ModelProto> {
     ModelProto::decode(bytes).context("not a valid ONNX protobuf")
 }
 
+/// [`load_model`], then every tensor stored as external data (ONNX's `location`,
+/// `offset`, `length`: weights in a file beside the model, as exporters write models
+/// over 2 GB and, by default, some smaller ones) read into the tensor from `dir`, the
+/// model file's folder. Locations must stay inside `dir`; a file shorter than its
+/// tensor's range is an error. Without `dir` such a tensor is an error when read.
+pub fn load_model_in(bytes: &[u8], dir: Option<&std::path::Path>) -> Result<ModelProto> {
+    let mut m = load_model(bytes)?;
+    if let (Some(dir), Some(g)) = (dir, m.graph.as_mut()) {
+        let mut files = std::collections::HashMap::new();
+        external_in_graph(g, dir, &mut files)?;
+    }
+    Ok(m)
+}
+
+type Files = std::collections::HashMap<String, Vec<u8>>;
+
+fn external_in_graph(
+    g: &mut pb::GraphProto,
+    dir: &std::path::Path,
+    files: &mut Files,
+) -> Result<()> {
+    for t in &mut g.initializer {
+        read_external(t, dir, files)?;
+    }
+    for n in &mut g.node {
+        for a in &mut n.attribute {
+            if let Some(t) = a.t.as_mut() {
+                read_external(t, dir, files)?;
+            }
+            for t in &mut a.tensors {
+                read_external(t, dir, files)?;
+            }
+            if let Some(sub) = a.g.as_mut() {
+                external_in_graph(sub, dir, files)?;
+            }
+            for sub in &mut a.graphs {
+                external_in_graph(sub, dir, files)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_external(t: &mut TensorProto, dir: &std::path::Path, files: &mut Files) -> Result<()> {
+    use std::path::Component;
+    if t.data_location != pb::tensor_proto::DataLocation::External as i32
+        && t.external_data.is_empty()
+    {
+        return Ok(());
+    }
+    let key = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.as_str())
+    };
+    let loc = key("location")
+        .ok_or_else(|| anyhow!("tensor '{}': external data without a location", t.name))?;
+    let number = |k: &str| -> Result<Option<usize>> {
+        key(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| anyhow!("tensor '{}': external data {k} '{v}'", t.name))
+            })
+            .transpose()
+    };
+    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+    let rel = std::path::Path::new(loc);
+    if !rel
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        bail!(
+            "tensor '{}': external data location '{loc}' is not a path inside the model's folder",
+            t.name
+        );
+    }
+    if !files.contains_key(loc) {
+        let path = dir.join(rel);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "tensor '{}': reading its external data {}",
+                t.name,
+                path.display()
+            )
+        })?;
+        files.insert(loc.to_string(), bytes);
+    }
+    let file = &files[loc];
+    let end = match length {
+        Some(l) => offset.checked_add(l),
+        None => Some(file.len()),
+    };
+    let range = end
+        .filter(|&e| offset <= e && e <= file.len())
+        .ok_or_else(|| {
+            anyhow!(
+                "tensor '{}': external data {offset}+{} past the end of '{loc}' ({} bytes)",
+                t.name,
+                length.map_or("rest".into(), |l| l.to_string()),
+                file.len()
+            )
+        })?;
+    t.raw_data = file[offset..range].to_vec();
+    t.external_data.clear();
+    t.data_location = pb::tensor_proto::DataLocation::Default as i32;
+    Ok(())
+}
+
 pub fn load_tensor_file(bytes: &[u8]) -> Result<(String, HostTensor)> {
     let t = TensorProto::decode(bytes).context("not a valid ONNX TensorProto")?;
     Ok((t.name.clone(), tensor_from_proto(&t)?))
@@ -107,7 +216,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<HostTensor> {
         || !t.external_data.is_empty()
     {
         bail!(
-            "tensor '{}' uses external data, which cairn does not read yet",
+            "tensor '{}' uses external data: convert the model from its file, with the data file beside it",
             t.name
         );
     }

@@ -11,7 +11,8 @@ use crate::ConvertArgs;
 /// Print the problems; an error (exit status 1) when there are any.
 pub fn check(model: &Path, args: &ConvertArgs) -> Result<()> {
     let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-    let (opts, _) = crate::tools::options(args, &bytes)?;
+    let (mut opts, _) = crate::tools::options(args, &bytes)?;
+    opts.external_data_dir = Some(crate::tools::model_dir(model));
     let report = cairn_convert::check(&bytes, &opts)?;
     if report.problems.is_empty() {
         println!("{}: all {} nodes convert", model.display(), report.nodes);

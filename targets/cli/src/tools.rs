@@ -68,6 +68,14 @@ pub fn load_samples(path: &Path, sample: SampleShape) -> Result<Vec<npy::Array>>
     Ok(out)
 }
 
+/// The folder a model file's external data is read from.
+pub fn model_dir(model: &Path) -> std::path::PathBuf {
+    match model.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
 /// Converter options from the command line. The second value holds the calibration
 /// samples of the model's first input (what `cairn bench` times on).
 pub fn options(
@@ -188,7 +196,8 @@ fn sample_shape(input: Option<&samples::GraphInput>) -> SampleShape {
 
 pub fn convert_with_progress(onnx: &Path, args: &ConvertArgs) -> Result<cairn_convert::Converted> {
     let bytes = std::fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
-    let (opts, _) = options(args, &bytes)?;
+    let (mut opts, _) = options(args, &bytes)?;
+    opts.external_data_dir = Some(model_dir(onnx));
     let bar = if opts.calibration.is_empty() {
         None
     } else {
