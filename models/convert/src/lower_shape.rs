@@ -347,7 +347,23 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                         .collect();
                     l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), v)));
                 }
-                _ => bail!("Cast of a run-time tensor to an integer type is not supported"),
+                Val::T(t) | Val::FakeQ { t, .. }
+                    if l.g.tensors[t].dtype == DType::F32 && to != 9 =>
+                {
+                    // Float to an integer type at run time (token ids arriving as floats, a
+                    // Keras Embedding's Cast before its Gather): truncated toward zero into
+                    // i32, cairn's integer type.
+                    let shape = l.shape(t);
+                    let y = l.op_n(
+                        OpKind::Quantize,
+                        vec![Some(t)],
+                        vec![],
+                        &[shape],
+                        Some((DType::I32, cairn_core::emit::QuantSpec::None)),
+                    )?;
+                    l.out(n, 0, Val::T(y[0]));
+                }
+                _ => bail!("Cast of a run-time tensor to bool is not supported"),
             }
         }
         "Gather" if crate::lower_index::gathers_at_run_time(l, n) => {

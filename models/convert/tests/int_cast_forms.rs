@@ -1,6 +1,7 @@
 //! A run-time int32 tensor cast to float and used as a number (an id or byte input read
 //! as a value, not a 0/1 comparison result): it converts (a Dequantize of the
-//! unquantized i32, scale 1, zero point 0), builds and runs. Seeded (`CAIRN_SEED`).
+//! unquantized i32, scale 1, zero point 0), builds and runs; and the other way, a float
+//! tensor cast to an integer type at run time. Seeded (`CAIRN_SEED`).
 
 mod common;
 use common::{int_attr, node, value};
@@ -73,5 +74,111 @@ fn run_time_int32_cast_to_float_is_its_value() {
             .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
         let want: Vec<f32> = x.iter().zip(&w).map(|(a, b)| a * b).collect();
         assert_eq!(out[0], want, "seed {seed}: x {x:?}");
+    }
+}
+
+/// A run-time float tensor cast to int32 or int64 (token ids arriving as floats, a Keras
+/// Embedding's Cast before its Gather): truncated toward zero into i32, saturating at
+/// its range, NaN to 0; as Gather indices it picks the embedding rows, in f32 and int8.
+#[test]
+fn run_time_float_cast_to_int_truncates() {
+    let seed = seed();
+    let graph = |nodes, inits, out_dims: &[i64]| {
+        ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer: inits,
+                input: vec![value("x", 1, &[2, 4])],
+                output: vec![value("y", 1, out_dims)],
+                name: "g".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // Cast to int32, then back to float: the kernel's rounding and saturation.
+    let round_trip = graph(
+        vec![
+            node("Cast", &["x"], &["xi"], vec![int_attr("to", 6)]),
+            node("Cast", &["xi"], &["y"], vec![int_attr("to", 1)]),
+        ],
+        vec![],
+        &[2, 4],
+    );
+    let c = convert(&round_trip, &Options::default(), |_| {})
+        .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    let model = AlignedBytes::from_slice(&c.bytes);
+    let mut m = HostModel::new(model.as_slice()).unwrap();
+    let x = [
+        -2.7,
+        2.7,
+        1e10,
+        -1e10,
+        f32::NAN,
+        -0.5,
+        2.999,
+        f32::NEG_INFINITY,
+    ];
+    let want = [
+        -2.0,
+        2.0,
+        2_147_483_647.0,
+        -2_147_483_648.0,
+        0.0,
+        0.0,
+        2.0,
+        -2_147_483_648.0,
+    ];
+    assert_eq!(m.run(&[&x]).unwrap()[0], want);
+    // Cast to int64 feeding a Gather of embedding rows.
+    let (rows, dim) = (10usize, 3usize);
+    let mut st = seed;
+    let table: Vec<f32> = (0..rows * dim)
+        .map(|_| int_in(&mut st, -64, 64) as f32 / 16.0)
+        .collect();
+    let embed = graph(
+        vec![
+            node("Cast", &["x"], &["ids"], vec![int_attr("to", 7)]),
+            node("Gather", &["table", "ids"], &["y"], vec![]),
+        ],
+        vec![f32_init("table", &[rows as i64, dim as i64], &table)],
+        &[2, 4, dim as i64],
+    );
+    let ids = |st: &mut u64| -> Vec<f32> {
+        (0..8)
+            .map(|_| int_in(st, 0, rows as i32 * 10) as f32 / 10.0)
+            .collect()
+    };
+    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| vec![ids(&mut st)]).collect();
+    for opts in [
+        Options::default(),
+        Options {
+            calibration,
+            ..Default::default()
+        },
+    ] {
+        let c = convert(&embed, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        let model = AlignedBytes::from_slice(&c.bytes);
+        let mut m = HostModel::new(model.as_slice()).unwrap();
+        let x = ids(&mut st);
+        let want: Vec<f32> = x
+            .iter()
+            .flat_map(|&v| table[v as usize * dim..][..dim].to_vec())
+            .collect();
+        let got = &m.run(&[&x]).unwrap()[0];
+        let tol = if c.mode == "float" { 0.0 } else { 0.02 };
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= tol,
+                "seed {seed} {}: {got:?} vs {want:?} for {x:?}",
+                c.mode
+            );
+        }
     }
 }

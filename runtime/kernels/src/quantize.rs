@@ -22,6 +22,14 @@ fn params_at(q: &Quant<'_>, shape: &Shape, i: usize) -> (f32, i32) {
 
 pub fn quantize(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     let x = call.req(0)?.f32s()?;
+    if out.info.dtype == DType::I32 {
+        // ONNX Cast from float to an integer type: truncation toward zero, saturating at
+        // the i32 range, NaN to 0 (Rust's `as`).
+        for (&v, d) in x.iter().zip(out.data.chunks_exact_mut(4)) {
+            d.copy_from_slice(&(v as i32).to_le_bytes());
+        }
+        return Ok(());
+    }
     let (lo, hi) = qrange(out.info.dtype);
     let (q, shape) = (out.info.quant, out.info.shape);
     for (i, (&v, d)) in x.iter().zip(out.data.iter_mut()).enumerate() {

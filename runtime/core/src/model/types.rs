@@ -121,7 +121,9 @@ impl<'a> Model<'a> {
                     Quant::PerAxis { axis, .. } => axis < y.shape.rank(),
                     Quant::None => false,
                 };
-                x.dtype == DType::F32 && matches!(y.dtype, DType::I8 | DType::U8) && ok_q
+                // An unquantized i32 output: a float-to-int cast (truncation toward zero).
+                let cast = y.dtype == DType::I32 && y.quant == Quant::None;
+                x.dtype == DType::F32 && (matches!(y.dtype, DType::I8 | DType::U8) && ok_q || cast)
             }
             Dequantize if has(Dequantize) => {
                 // An unquantized i32 reads as scale 1, zero point 0 (an int-to-float cast).
