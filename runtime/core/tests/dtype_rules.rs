@@ -706,16 +706,17 @@ fn quantize_and_dequantize_rules() {
         &[
             ("u8", |b| b.tensors[1].dtype = U8),
             ("per-channel", |b| b.tensors[1].quant = per_axis(1, &[0; 3])),
+            ("a float-to-int cast", |b| {
+                b.tensors[1].dtype = I32;
+                b.tensors[1].quant = NQ;
+            }),
         ],
     );
     each_refused(
         quantize,
         &[
             ("unquantized", |b| b.tensors[1].quant = NQ),
-            ("i32 output", |b| {
-                b.tensors[1].dtype = I32;
-                b.tensors[1].quant = NQ;
-            }),
+            ("quantized i32 output", |b| b.tensors[1].dtype = I32),
             ("i8 input", |b| {
                 b.tensors[0].dtype = I8;
                 b.tensors[0].quant = pt(0.1, 0);
