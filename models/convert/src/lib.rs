@@ -39,7 +39,7 @@ pub mod smooth;
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use cairn_core::OpKind;
 
 pub use calibrate::Method;
@@ -319,6 +319,16 @@ pub fn convert(
         )
     };
     materialize_outputs(&mut out);
+    let (n_ops, n_tensors) = (out.ops.len(), out.tensors.len());
+    let (max_ops, max_tensors) = (cairn_core::model::MAX_OPS, cairn_core::model::MAX_TENSORS);
+    if n_ops > max_ops || n_tensors > max_tensors {
+        bail!(
+            "the model lowers to {n_ops} ops and {n_tensors} tensors; a .cairn file holds at most \
+             {max_ops} ops and {max_tensors} tensors (recurrent layers are unrolled over their \
+             sequence: a shorter one through --input-shape, or --float, which adds no \
+             quantize ops, may fit)"
+        );
+    }
     let mut builder = out.to_builder()?;
     if opts.pack_weights {
         let n = builder.pack_conv_weights(cairn_core::layout::PAIRS6_MAX_K);

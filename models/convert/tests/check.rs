@@ -234,3 +234,37 @@ fn unfixed_input_dims_are_named_in_the_shape_errors_behind_them() {
     let report = cairn_convert::check(&m.encode_to_vec(), &opts).unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
 }
+
+/// A model that lowers to more ops than a `.cairn` file holds (an RNN unrolled over a long
+/// sequence) is refused with the counts, the limits and what to try, not a bare
+/// `TooLarge`.
+#[test]
+fn a_model_past_the_op_limit_says_how_far_past() {
+    let n = cairn_core::model::MAX_OPS + 10;
+    let names: Vec<String> = (0..=n).map(|i| format!("t{i}")).collect();
+    let graph = GraphProto {
+        node: (0..n)
+            .map(|i| node("Relu", &names[i], &names[i + 1]))
+            .collect(),
+        input: vec![value("t0", 1, &[1, 4])],
+        output: vec![value(&names[n], 1, &[1, 4])],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let e = match cairn_convert::convert(&model.encode_to_vec(), &Default::default(), |_| {}) {
+        Ok(_) => panic!("converted {n} ops"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains(&format!("lowers to {n} ops")) && e.contains("at most 16384 ops"),
+        "{e}"
+    );
+}

@@ -19,8 +19,8 @@ use crate::{DType, Quant, TensorInfo};
 pub use types::kernel_id;
 
 /// Hard limits that bound the work of checking a hostile file.
-pub const MAX_TENSORS: usize = 8192;
-pub const MAX_OPS: usize = 8192;
+pub const MAX_TENSORS: usize = 16384;
+pub const MAX_OPS: usize = 16384;
 
 /// Where a tensor's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
