@@ -98,10 +98,13 @@ pub enum Path {
     /// conv, a head written as a conv) as one FullyConnected over the images, read in
     /// place (`fast/mm.rs`), one count per op; counted with `ConvBatch` too.
     ConvWholeInput,
+    /// f32 2×2 stride-2 MaxPool with every window inside the plane, eight outputs per
+    /// AVX2 step (`fast_f32/pool.rs`), one count per op.
+    MaxPool2x2F32,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::ConvWholeInput as usize + 1;
+const N: usize = Path::MaxPool2x2F32 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -37,6 +37,31 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
+    // 2×2 windows at stride 2 that all lie inside the plane (VGG-style and audio CNNs):
+    // both rows' pairs in one pass, eight outputs a step.
+    #[cfg(target_arch = "x86_64")]
+    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (2, 2, 2, 2, 1, 1)
+        && (g.pt, g.pl) == (0, 0)
+        && 2 * oh <= h
+        && 2 * ow <= w
+        && crate::paths::avx2()
+    {
+        for (xp, yp) in x
+            .chunks_exact(h * w)
+            .zip(y.chunks_exact_mut(oh * ow))
+            .take(planes)
+        {
+            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                let r0 = &xp[2 * oy * w..][..2 * ow];
+                let r1 = &xp[(2 * oy + 1) * w..][..2 * ow];
+                // SAFETY: AVX2 is present (checked above); r0 and r1 hold 2·ow floats.
+                unsafe { pool2x2_row(r0, r1, yr) };
+            }
+        }
+        crate::paths::note(crate::paths::Path::MaxPool2x2F32);
+        super::dispatch::taken();
+        return Some(Ok(()));
+    }
     if h * ow <= ROWS_MAX && ow <= RUN && g.kh > 1 {
         crate::fast::vectorized(
             #[inline(always)]
@@ -92,6 +117,52 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
     );
     super::dispatch::taken();
     Some(Ok(()))
+}
+
+/// One output row of a 2×2 stride-2 MaxPool from input rows `r0`, `r1` (`2·y.len()`
+/// floats each): each output takes its four taps in the reference's order, (0,0), (0,1),
+/// (1,0), (1,1), from −∞, each as `vmaxps(v, m)` (`v > m ? v : m`, as `take`); columns
+/// split into even and odd with `vshufps` and put back in order with `vpermpd`.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool2x2_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let n = y.len().min(r0.len() / 2).min(r1.len() / 2);
+    let n8 = n / 8 * 8;
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    // Even and odd columns of 16 floats at p, in column order.
+    let split = |p: *const f32| {
+        // SAFETY: the caller's chunk holds 16 floats from p.
+        let (lo, hi) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+        let fix = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (fix(even), fix(odd))
+    };
+    let mut o = 0;
+    while o < n8 {
+        let (a, b) = split(r0[2 * o..2 * o + 16].as_ptr());
+        let (c, d) = split(r1[2 * o..2 * o + 16].as_ptr());
+        let m = _mm256_max_ps(a, ninf);
+        let m = _mm256_max_ps(b, m);
+        let m = _mm256_max_ps(c, m);
+        let m = _mm256_max_ps(d, m);
+        // SAFETY: o + 8 <= n <= y.len().
+        unsafe { _mm256_storeu_ps(y[o..o + 8].as_mut_ptr(), m) };
+        o += 8;
+    }
+    for (k, v) in y[..n].iter_mut().enumerate().skip(n8) {
+        let mut m = f32::NEG_INFINITY;
+        for t in [r0[2 * k], r0[2 * k + 1], r1[2 * k], r1[2 * k + 1]] {
+            take(&mut m, t);
+        }
+        *v = m;
+    }
 }
 
 /// The running maximum as the reference takes it: `v` replaces `m` only when greater (a
