@@ -44,6 +44,9 @@ pub fn softmax_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
     Some(Ok(()))
 }
 
+/// Longest row the eight-row blocks take (two 8 KB stack blocks).
+const ROWS_N_MAX: usize = 1024;
+
 /// Multiply-adds one element costs about as much time as (the unit of `crate::par`):
 /// a few nanoseconds an element, 25 int8 multiply-adds a nanosecond.
 const ELEMENT_WORK: u64 = 64;
@@ -78,7 +81,42 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     };
     #[cfg(not(target_arch = "x86_64"))]
     let first = 0;
-    for o in 0..outer {
+    // Over the last axis (an attention's rows), eight rows at a time on AVX2: each group
+    // transposed into eight columns and run through the column blocks, whose lanes sum
+    // their own row in its order, then transposed back; the rows left, one at a time.
+    #[cfg(target_arch = "x86_64")]
+    let outer_first = if inner == 1 && outer >= 8 && n <= ROWS_N_MAX && avx2::available() {
+        if !filled.iter().all(|&f| f) {
+            for (j, v) in e.iter_mut().enumerate() {
+                *v = libm::expf((j as i32 - 255) as f32 * sx);
+            }
+            filled = [true; 256];
+        }
+        crate::paths::note(crate::paths::Path::SoftmaxRows);
+        let mut cols = [0i8; 8 * ROWS_N_MAX];
+        let mut out = [0i8; 8 * ROWS_N_MAX];
+        let (cols, out) = (&mut cols[..8 * n], &mut out[..8 * n]);
+        for (xg, yg) in xs.chunks_exact(8 * n).zip(y.chunks_exact_mut(8 * n)) {
+            for (j, row) in xg.chunks_exact(n).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    cols[k * 8 + j] = v;
+                }
+            }
+            // SAFETY: AVX2 is present (checked above).
+            unsafe { avx2::columns(cols, out, n, 8, &e, (sy, zy)) };
+            for (j, row) in yg.chunks_exact_mut(n).enumerate() {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = out[k * 8 + j];
+                }
+            }
+        }
+        outer / 8 * 8
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let outer_first = 0;
+    for o in outer_first..outer {
         for i in first..inner {
             let at = |k: usize| (o * n + k) * inner + i;
             let m = (0..n).map(|k| xs[at(k)]).max().unwrap_or(0) as i32;

@@ -101,10 +101,13 @@ pub enum Path {
     /// f32 2×2 stride-2 MaxPool with every window inside the plane, eight outputs per
     /// AVX2 step (`fast_f32/pool.rs`), one count per op.
     MaxPool2x2F32,
+    /// int8 Softmax over the last axis, eight rows at a time through the column blocks
+    /// (`fast_softmax.rs`, AVX2), one count per op part.
+    SoftmaxRows,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::MaxPool2x2F32 as usize + 1;
+const N: usize = Path::SoftmaxRows as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

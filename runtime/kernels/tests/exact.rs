@@ -1099,16 +1099,28 @@ fn softmax_matches_reference() {
     #[cfg(target_arch = "x86_64")]
     let columns_before = taken(Path::SoftmaxColumns);
 
-    for case in 0..40 {
-        let n = [r.range(1, 70), r.range(200, 700)][r.range(0, 1)];
+    #[cfg(target_arch = "x86_64")]
+    let rows_before = taken(Path::SoftmaxRows);
+    let mut rows_expected = 0u64;
+    for case in 0..60 {
+        let n = [r.range(1, 70), r.range(200, 1100)][r.range(0, 1)];
         // Odd cases over an inner axis of 8 to 40 columns (a YOLOv8 head's softmax over 16
-        // bins of 4 × 2100 columns): the AVX2 column blocks and a tail.
-        let outer = r.range(1, 3);
-        let inner = if case % 2 == 1 {
-            r.range(8, 40)
+        // bins of 4 × 2100 columns): the AVX2 column blocks and a tail. From case 40 on,
+        // many rows over the last axis (attention scores): groups of eight rows through
+        // the column blocks, the rows left and rows over 1024 one at a time.
+        let outer = if case >= 40 {
+            r.range(8, 45)
         } else {
             r.range(1, 3)
         };
+        let inner = if case % 2 == 1 && case < 40 {
+            r.range(8, 40)
+        } else if case >= 40 {
+            1
+        } else {
+            r.range(1, 3)
+        };
+        rows_expected += (case >= 40 && n <= 1024) as u64;
         let dims = [outer, n, inner];
         let mut m = ModelBuilder::default();
         let x = m.add_tensor(TensorSpec {
@@ -1156,10 +1168,12 @@ fn softmax_matches_reference() {
         );
     }
     // Every case takes the table path, on every host; on AVX2 hosts the inner-axis cases
-    // take the column blocks too.
-    assert_eq!(taken(Path::SoftmaxTable) - before, 40, "CAIRN_SEED={seed}");
+    // take the column blocks too, and the many-row cases the eight-row groups.
+    assert_eq!(taken(Path::SoftmaxTable) - before, 60, "CAIRN_SEED={seed}");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
+        let rows = taken(Path::SoftmaxRows) - rows_before;
+        assert_eq!(rows, rows_expected, "CAIRN_SEED={seed}");
         assert!(
             taken(Path::SoftmaxColumns) - columns_before >= 20,
             "CAIRN_SEED={seed}: the column blocks ran {} times",
