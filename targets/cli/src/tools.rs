@@ -318,6 +318,41 @@ pub struct RunOutputs<'a> {
     pub threads: usize,
 }
 
+/// A run error as a sentence: which op failed (index, kernel, output shape) and what its
+/// kernel found, not the bare `Exec { index, error }`.
+pub fn run_error(m: &cairn_kernels::host::HostModel<'_>, e: cairn_core::RunError) -> anyhow::Error {
+    use cairn_core::{ExecError, RunError};
+    let RunError::Exec { index, error } = e else {
+        return anyhow!("run failed: {e:?}");
+    };
+    let model = m.model();
+    let i = index as usize;
+    let kernel = model.kernel_of(i).map_or("?".into(), |k| k.to_string());
+    let shapes = model.op(i).map(|op| {
+        let ins: Vec<String> = (0..op.n_inputs())
+            .filter_map(|k| op.input(k))
+            .map(|t| format!("{:?}", model.tensor(t).info.shape.dims()))
+            .collect();
+        let out = format!("{:?}", model.tensor(op.output(0)).info.shape.dims());
+        format!("inputs {} -> output {out}", ins.join(", "))
+    });
+    let what = match error {
+        ExecError::Shape => {
+            "the input values do not fit the op (an index out of range, or sizes that do not \
+             match)"
+        }
+        ExecError::DType => "an input has a type the kernel does not take",
+        ExecError::Misaligned => "a tensor is not aligned for its element type",
+        ExecError::MissingInput => "a required input is missing",
+        ExecError::Unsupported(_) => "no kernel for this op in this build",
+        _ => "the kernel refused its operands",
+    };
+    anyhow!(
+        "run failed at op #{i} ({kernel}, {}): {what} ({error:?})",
+        shapes.unwrap_or_default()
+    )
+}
+
 pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<()> {
     let bytes = read_model(model)?;
     let mut m = host_model(&bytes, model)?;
@@ -341,7 +376,7 @@ pub fn run_cmd(model: &Path, inputs: &[String], to: &RunOutputs<'_>) -> Result<(
     }
     let refs: Vec<&[f32]> = arrays.iter().map(|a| a.data.as_slice()).collect();
     let t = Instant::now();
-    let outs = m.run(&refs).map_err(|e| anyhow!("run failed: {e:?}"))?;
+    let outs = m.run(&refs).map_err(|e| run_error(&m, e))?;
     let mut ms = t.elapsed().as_secs_f64() * 1e3;
     if to.runs > 1 {
         let stats = crate::bench::time_runs(0, to.runs, || {
@@ -455,6 +490,76 @@ mod tests {
 
     use super::*;
     use crate::samples::tests::temp_dir;
+
+    /// An embedding lookup given an id past the table: the error names the op, its
+    /// kernel and shapes, and says what went wrong, not `Exec { index: 0, error: Shape }`.
+    #[test]
+    fn a_run_error_names_the_op_and_the_cause() {
+        use cairn_convert::onnx_pb::tensor_shape_proto::{dimension, Dimension};
+        use cairn_convert::onnx_pb::{
+            type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+            TensorShapeProto, TypeProto, ValueInfoProto,
+        };
+        use prost::Message;
+        let value = |name: &str, elem_type: i32, dims: &[i64]| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let table: Vec<u8> = (0..30).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let onnx = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    input: vec!["table".into(), "ids".into()],
+                    output: vec!["y".into()],
+                    op_type: "Gather".into(),
+                    ..Default::default()
+                }],
+                initializer: vec![TensorProto {
+                    name: "table".into(),
+                    dims: vec![10, 3],
+                    data_type: 1,
+                    raw_data: table,
+                    ..Default::default()
+                }],
+                input: vec![value("ids", 7, &[1, 4])],
+                output: vec![value("y", 1, &[1, 4, 3])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let c = cairn_convert::convert(&onnx, &Default::default(), |_| {}).unwrap();
+        let bytes = cairn_core::emit::AlignedBytes::from_slice(&c.bytes);
+        let mut m = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+        assert!(m.run(&[&[1.0, 2.0, 3.0, 9.0]]).is_ok());
+        let e = m.run(&[&[1.0, 2.0, 3.0, 12.0]]).unwrap_err();
+        let msg = format!("{}", run_error(&m, e));
+        assert!(
+            msg.contains("op #0 (Gather.f32, inputs [10, 3], [1, 4] -> output [1, 4, 3])")
+                && msg.contains("index out of range"),
+            "{msg}"
+        );
+    }
 
     /// What clap gives a command without flags.
     fn minmax() -> ConvertArgs {
