@@ -550,11 +550,20 @@ fn live_taps(
     p0: usize,
     out: usize,
 ) -> Option<(usize, usize)> {
+    if len == 0 || out == 0 || s == 0 {
+        return None;
+    }
+    // Tap t reads input i = o·s + t·d − p0 for some o < out: the first o with o·s at or
+    // past p0 − t·d must exist and land before the input's end (O(1) a tap, whatever
+    // the output's size).
     let reads = |t: usize| {
-        (0..out).any(|o| {
-            let i = (o * s + t * d) as isize - p0 as isize;
-            i >= 0 && (i as usize) < len
-        })
+        let lo = p0 as i128 - (t as i128) * (d as i128);
+        let first = if lo <= 0 {
+            0
+        } else {
+            (lo + s as i128 - 1) / s as i128
+        };
+        first < out as i128 && first * (s as i128) < lo + len as i128
     };
     let first = (0..k).find(|&t| reads(t))?;
     let last = (0..k).rev().find(|&t| reads(t))?;
@@ -850,4 +859,41 @@ pub fn fuse(g: &mut Graph) -> usize {
     }
     g.prune();
     n
+}
+
+#[cfg(test)]
+mod live_tap_tests {
+    /// The closed form against the definition (some output's window puts the tap inside
+    /// the input), over every small geometry.
+    #[test]
+    fn live_taps_match_the_definition() {
+        for len in 1..7 {
+            for k in 1..6 {
+                for d in 1..4 {
+                    for s in 1..4 {
+                        for p0 in 0..8 {
+                            for out in 1..6 {
+                                let reads = |t: usize| {
+                                    (0..out).any(|o| {
+                                        let i = (o * s + t * d) as isize - p0 as isize;
+                                        i >= 0 && (i as usize) < len
+                                    })
+                                };
+                                let want = (0..k)
+                                    .find(|&t| reads(t))
+                                    .zip((0..k).rev().find(|&t| reads(t)));
+                                assert_eq!(
+                                    super::live_taps(len, k, d, s, p0, out),
+                                    want,
+                                    "len {len} k {k} d {d} s {s} p0 {p0} out {out}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A huge output is O(1) a tap.
+        assert_eq!(super::live_taps(3, 3, 1, 1, 1, usize::MAX / 4), Some((0, 2)));
+    }
 }
