@@ -894,6 +894,9 @@ mod live_tap_tests {
             }
         }
         // A huge output is O(1) a tap.
-        assert_eq!(super::live_taps(3, 3, 1, 1, 1, usize::MAX / 4), Some((0, 2)));
+        assert_eq!(
+            super::live_taps(3, 3, 1, 1, 1, usize::MAX / 4),
+            Some((0, 2))
+        );
     }
 }

@@ -45,6 +45,7 @@ pub fn softmax_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(
 }
 
 /// Longest row the eight-row blocks take (two 8 KB stack blocks).
+#[cfg(target_arch = "x86_64")]
 const ROWS_N_MAX: usize = 1024;
 
 /// Multiply-adds one element costs about as much time as (the unit of `crate::par`):
