@@ -940,20 +940,53 @@ mod avx2 {
             unsafe { _mm256_storeu_si256(yr.as_mut_ptr().add(o) as *mut __m256i, packed) };
             o += 32;
         }
-        // Sixteen more on 128-bit vectors (the 16-wide rows of small maps).
-        if o + 16 <= n {
+        // Sixteen outputs from `at` on 128-bit vectors.
+        let step16 = |at: usize, yr: &mut [i8]| {
             let low = _mm_set1_epi16(0x00ff);
-            // SAFETY: 32 bytes from 2·o of each row lie below 2·n (the contract).
+            // SAFETY: 32 bytes from 2·at of each row lie below 2·n (at + 16 <= n and the
+            // contract).
             let half = |k: usize| unsafe {
                 let p =
-                    |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(2 * o + 16 * k) as *const __m128i);
+                    |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(2 * at + 16 * k) as *const __m128i);
                 let v = _mm_max_epi8(p(r0), p(r1));
                 _mm_and_si128(_mm_max_epi8(v, _mm_srli_epi16(v, 8)), low)
             };
             let packed = _mm_packus_epi16(half(0), half(1));
-            // SAFETY: outputs o..o + 16 are inside yr.
-            unsafe { _mm_storeu_si128(yr.as_mut_ptr().add(o) as *mut __m128i, packed) };
+            // SAFETY: outputs at..at + 16 are inside yr.
+            unsafe { _mm_storeu_si128(yr.as_mut_ptr().add(at) as *mut __m128i, packed) };
+        };
+        // Sixteen more (the 16-wide rows of small maps).
+        if o + 16 <= n {
+            step16(o, yr);
             o += 16;
+        }
+        // The last few: the sixteen (or eight) outputs ending the row once more,
+        // overlapping ones already written (a maximum comes out the same every time).
+        if o < n && n >= 16 {
+            step16(n - 16, yr);
+            o = n;
+        }
+        // Eight outputs from `at` (rows of 8 to 15 outputs).
+        let step8 = |at: usize, yr: &mut [i8]| {
+            // SAFETY: 16 bytes from 2·at of each row lie below 2·n (at + 8 <= n and the
+            // contract).
+            let p = |r: &[i8]| unsafe { _mm_loadu_si128(r.as_ptr().add(2 * at) as *const __m128i) };
+            let v = _mm_max_epi8(p(r0), p(r1));
+            let m = _mm_and_si128(
+                _mm_max_epi8(v, _mm_srli_epi16(v, 8)),
+                _mm_set1_epi16(0x00ff),
+            );
+            let packed = _mm_packus_epi16(m, m);
+            // SAFETY: outputs at..at + 8 are inside yr.
+            unsafe { _mm_storel_epi64(yr.as_mut_ptr().add(at) as *mut __m128i, packed) };
+        };
+        if o + 8 <= n {
+            step8(o, yr);
+            o += 8;
+        }
+        if o < n && n >= 8 {
+            step8(n - 8, yr);
+            o = n;
         }
         super::max_pool_2x2_tail(r0, r1, yr, o);
     }
