@@ -186,6 +186,35 @@ fn is_runtime_i32(l: &Lower, name: &str) -> bool {
     matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32)
 }
 
+/// `x ≠ 0` of a run-time f32 or i32 tensor as an i32 boolean (ONNX Cast to bool):
+/// `Equal(x, 0)` then `Xor` with true, so NaN, which equals nothing, is true.
+pub(crate) fn nonzero(l: &mut Lower, x: usize) -> Result<Val> {
+    let dtype = l.g.tensors[x].dtype;
+    let zero = match dtype {
+        DType::I32 => l.g.add_i32(format!("{}:zero", l.node_name), vec![], &[0]),
+        DType::F32 => l.g.add_f32(format!("{}:zero", l.node_name), vec![], &[0.0]),
+        d => bail!("Cast to bool of a {d:?} tensor is not supported"),
+    };
+    let eq = op_as(
+        l,
+        OpKind::Binary,
+        vec![Some(x), Some(zero)],
+        vec![BinaryFn::Equal as i32],
+        &[],
+        DType::I32,
+    )?;
+    let one = l.g.add_i32(format!("{}:true", l.node_name), vec![], &[1]);
+    let t = op_as(
+        l,
+        OpKind::Binary,
+        vec![Some(eq), Some(one)],
+        vec![BinaryFn::Xor as i32],
+        &[],
+        DType::I32,
+    )?;
+    Ok(as_val(l, t))
+}
+
 /// A comparison or logic function of two values (`b` empty: Not, as Xor with true).
 fn predicate(l: &mut Lower, f: BinaryFn, a: &str, b: &str) -> Result<Val> {
     let both_int = l.is_int(a) && (b.is_empty() || l.is_int(b));

@@ -325,7 +325,17 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     let id = l.g.add_f32(&n.output[0], h.shape.clone(), &h.to_f32());
                     l.out(n, 0, Val::T(id));
                 }
+                Val::Int(h) if to == 9 => {
+                    let v = h.to_i64().iter().map(|&x| (x != 0) as i64).collect();
+                    l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), v)))
+                }
                 Val::Int(h) => l.out(n, 0, Val::Int(HostTensor::i64(h.shape.clone(), h.to_i64()))),
+                Val::T(t) | Val::FakeQ { t, .. } if to == 9 && !l.g.tensors[t].is_const() => {
+                    // A run-time tensor to bool (a mask from lengths or scores): x ≠ 0, as
+                    // cairn's i32 booleans; NaN is true, as in ONNX.
+                    let v = crate::lower_math::nonzero(l, t)?;
+                    l.out(n, 0, v);
+                }
                 Val::T(t) if is_float_to && l.g.tensors[t].dtype == DType::I32 => {
                     let y = int_to_float(l, t)?;
                     l.out(n, 0, Val::T(y));
@@ -363,7 +373,7 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     )?;
                     l.out(n, 0, Val::T(y[0]));
                 }
-                _ => bail!("Cast of a run-time tensor to bool is not supported"),
+                _ => bail!("Cast of this tensor to type {to} is not supported"),
             }
         }
         "Gather" if crate::lower_index::gathers_at_run_time(l, n) => {

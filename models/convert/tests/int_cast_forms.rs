@@ -182,3 +182,48 @@ fn run_time_float_cast_to_int_truncates() {
         }
     }
 }
+
+/// A run-time tensor cast to bool is `x ≠ 0` (NaN true, as in ONNX), from float and from
+/// int32 (any nonzero integer, not only 1), in a graph that uses it as a number again.
+#[test]
+fn run_time_cast_to_bool_is_nonzero() {
+    let seed = seed();
+    for (dtype, x, want) in [
+        (
+            1,
+            vec![0.0, -0.0, 0.5, -3.0, f32::NAN, f32::INFINITY, 1e-30, 0.0],
+            vec![0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        ),
+        (
+            6,
+            vec![0.0, 1.0, 5.0, -7.0, 0.0, 2.0, -1.0, 300.0],
+            vec![0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+        ),
+    ] {
+        let bytes = ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: vec![
+                    node("Cast", &["x"], &["b"], vec![int_attr("to", 9)]),
+                    node("Cast", &["b"], &["y"], vec![int_attr("to", 1)]),
+                ],
+                input: vec![value("x", dtype, &[2, 4])],
+                output: vec![value("y", 1, &[2, 4])],
+                name: "g".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let c = convert(&bytes, &Options::default(), |_| {})
+            .unwrap_or_else(|e| panic!("seed {seed} dtype {dtype}: {e:#}"));
+        let model = AlignedBytes::from_slice(&c.bytes);
+        let mut m = HostModel::new(model.as_slice()).unwrap();
+        let got = &m.run(&[&x]).unwrap()[0];
+        assert_eq!(got, &want, "dtype {dtype}: x {x:?}");
+    }
+}
