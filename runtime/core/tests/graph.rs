@@ -151,14 +151,35 @@ fn an_in_place_op_shares_its_dying_input_only() {
 
 #[test]
 fn the_writer_refuses_what_no_device_could_index() {
-    // A chain of n ops has n + 1 tensors.
-    let b = chain(MAX_TENSORS - 1);
+    // A chain of n ops has n + 1 tensors: the op bound.
+    let b = chain(MAX_OPS);
     let bytes = load(&b);
     let m = Model::parse(bytes.as_slice()).unwrap();
-    assert_eq!((m.n_tensors(), m.n_ops()), (MAX_TENSORS, MAX_TENSORS - 1));
-    assert_eq!(chain(MAX_TENSORS).finish(), Err(BuildError::TooLarge));
+    assert_eq!((m.n_tensors(), m.n_ops()), (MAX_OPS + 1, MAX_OPS));
+    assert_eq!(chain(MAX_OPS + 1).finish(), Err(BuildError::TooLarge));
     let mut b = chain(1);
     b.ops.resize(MAX_OPS + 1, b.ops[0].clone());
+    assert_eq!(b.finish(), Err(BuildError::TooLarge));
+    // The tensor bound, twice the ops: each op of a chain adds a constant of its own (an
+    // unrolled int8 recurrence's per-step tables), all of them at the bound.
+    let adds = |n: usize| {
+        let mut b = ModelBuilder::default();
+        let mut t = b.add_tensor(f32_act(&[4]));
+        b.inputs = vec![t];
+        for i in 0..n {
+            let c = b.add_tensor(f32_const(&[i as f32; 4]));
+            t = add(&mut b, t, c, &[4]);
+        }
+        b.outputs = vec![t];
+        b
+    };
+    let n = (MAX_TENSORS - 1) / 2;
+    let mut b = adds(n);
+    b.add_tensor(f32_const(&[0.5; 4]));
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    assert_eq!((m.n_tensors(), m.n_ops()), (MAX_TENSORS, n));
+    b.add_tensor(f32_const(&[0.0; 4]));
     assert_eq!(b.finish(), Err(BuildError::TooLarge));
     // A graph the loader refuses is named, not written.
     let mut b = chain(2);

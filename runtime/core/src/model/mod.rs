@@ -18,8 +18,12 @@ use crate::shape::{Shape, MAX_RANK};
 use crate::{DType, Quant, TensorInfo};
 pub use types::kernel_id;
 
-/// Hard limits that bound the work of checking a hostile file.
-pub const MAX_TENSORS: usize = 16384;
+/// Hard limits that bound the work of checking a hostile file. Tensors may be twice the
+/// ops: an int8 recurrent layer unrolled over its sequence adds per-step constants (each
+/// step's lookup tables and scales) beside its ops. The plan check is quadratic in the
+/// arena tensors and skips constants first, so the bound costs about 1 s to check in the
+/// worst case (all tensors in the arena; `runtime/core/tests/graph.rs`).
+pub const MAX_TENSORS: usize = 32768;
 pub const MAX_OPS: usize = 16384;
 
 /// Where a tensor's bytes live.
