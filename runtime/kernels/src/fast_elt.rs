@@ -346,6 +346,43 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
         note_simd();
         return Some(Ok(()));
     }
+    // 4-wide windows at stride 4 over one or two adjacent rows (a 1×4/4 pool over a
+    // spectrum's bins): two rounds of the pair kernel through a stack row, since int8
+    // maxima are exact in any order; rows exactly four outputs wide make the whole tensor
+    // one row, as above.
+    if (g.kw, g.sw, g.dw, g.pt, g.pl) == (4, 4, 1, 0, 0)
+        && (g.kh == 1 || (g.kh, g.dh) == (2, 1))
+        && 4 * ow <= w
+        && oh > 0
+        && (oh - 1) * g.sh + g.kh <= h
+        && simd::available()
+    {
+        let work = (y.len() * 4 * g.kh) as u64;
+        let two = g.kh == 2;
+        if !two && g.sh == 1 && w == 4 * ow && oh == h {
+            pieces(y, 16, work, |at, y| {
+                let r = &x[4 * at..4 * (at + y.len())];
+                max_pool_4_row(r, r, y);
+            });
+        } else {
+            pieces(y, ow.max(1), work, |at, y| {
+                for (k, yr) in y.chunks_mut(ow.max(1)).enumerate() {
+                    let row = at / ow.max(1) + k;
+                    let (p, oy) = (row / oh.max(1), row % oh.max(1));
+                    let r0 = &x[p * h * w + oy * g.sh * w..][..w];
+                    let r1 = if two {
+                        &x[p * h * w + (oy * g.sh + 1) * w..][..w]
+                    } else {
+                        r0
+                    };
+                    max_pool_4_row(r0, r1, yr);
+                }
+            });
+        }
+        crate::paths::note(crate::paths::Path::MaxPoolRows);
+        note_simd();
+        return Some(Ok(()));
+    }
     // Planes are independent: hosts split them across the lent threads (parts of whole
     // output planes, each computed as on one thread).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -359,6 +396,24 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     max_pool_planes(x, (h, w, oh, ow), &g, 0, n * c, y);
     Some(Ok(()))
+}
+
+/// `y[o] = max(r0[4o..4o + 4], r1[4o..4o + 4])`: the pair kernel over both rows into a
+/// stack row of pairs, then over that row with itself. The caller checked the vector ISA;
+/// `r0` and `r1` hold at least `4·y.len()` bytes.
+fn max_pool_4_row(r0: &[i8], r1: &[i8], y: &mut [i8]) {
+    const CHUNK: usize = 512;
+    let mut pairs = [0i8; 2 * CHUNK];
+    for (c, yc) in y.chunks_mut(CHUNK).enumerate() {
+        let (a, n) = (4 * c * CHUNK, yc.len());
+        let t = &mut pairs[..2 * n];
+        // SAFETY: the vector ISA is present (the caller checked `simd::available`); each
+        // row holds 4·n bytes from a, and `t` holds 2·n bytes for the second round.
+        unsafe {
+            simd::max_pool_2x2_row(&r0[a..a + 4 * n], &r1[a..a + 4 * n], t);
+            simd::max_pool_2x2_row(t, t, yc);
+        }
+    }
 }
 
 /// MaxPool of input planes `p0..p0 + planes` of `x` (each `h × w`) into `y`, which holds

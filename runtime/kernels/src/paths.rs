@@ -98,9 +98,10 @@ pub enum Path {
     /// conv, a head written as a conv) as one FullyConnected over the images, read in
     /// place (`fast/mm.rs`), one count per op; counted with `ConvBatch` too.
     ConvWholeInput,
-    /// f32 2×2 stride-2 MaxPool with every window inside the plane, eight outputs per
-    /// AVX2 step (`fast_f32/pool.rs`), one count per op.
-    MaxPool2x2F32,
+    /// f32 MaxPool whose windows are as wide as their stride (2 or 4) with every column
+    /// inside the plane, eight outputs per AVX2 step from column-phase vectors
+    /// (`fast_f32/pool.rs`), one count per op.
+    MaxPoolPhasesF32,
     /// int8 Softmax over the last axis, eight rows at a time through the column blocks
     /// (`fast_softmax.rs`, AVX2), one count per op part.
     SoftmaxRows,

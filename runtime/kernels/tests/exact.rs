@@ -653,6 +653,52 @@ fn max_pool_1x2_matches_reference() {
     neon.check(60, seed);
 }
 
+/// int8 MaxPool with 4-wide windows at stride 4 over one row or two adjacent rows (a
+/// 1×4/4 pool over a spectrum's bins, a 2×4 with row stride 1 or 2): rows exactly four
+/// outputs wide (the whole tensor one row) and rows with spare columns, rows past the
+/// 512-output stack chunk; on AVX2 hosts and aarch64 the row kernel runs.
+#[test]
+fn max_pool_4wide_matches_reference() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x44;
+    let mut r = Rng(seed);
+    let neon = NeonCount::now();
+    for case in 0..60 {
+        let (c, h) = (r.range(1, 4), r.range(2, 9));
+        let ow = if case % 10 == 0 {
+            r.range(500, 1100)
+        } else {
+            r.range(1, 40)
+        };
+        let w = 4 * ow + [0, r.range(1, 3)][r.range(0, 1)];
+        let (kh, sh) = [(1, 1), (1, 2), (2, 1), (2, 2)][case % 4];
+        let oh = (h - kh) / sh + 1;
+        let params = [kh, 4, sh, 4, 0, 0, 0, 0, 1, 1];
+        let q = per_tensor(&mut r);
+        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        let before = taken(Path::MaxPoolRows);
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x4 s{sh}x4 -> {oh}x{ow}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        let vector = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let vector = cfg!(all(target_arch = "aarch64", target_feature = "neon"));
+        if vector {
+            assert!(
+                taken(Path::MaxPoolRows) > before,
+                "CAIRN_SEED={seed} case {case}: row path not taken"
+            );
+        }
+    }
+    neon.check(60, seed);
+}
+
 /// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
 /// steps and tails), extreme inputs and zero points.
 #[test]

@@ -796,22 +796,36 @@ fn max_pool_f32_equals_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0x3A7);
     let mut ran = 0;
-    let before = taken(Path::MaxPool2x2F32);
-    let mut two_by_two = 0;
-    for case in 0..230 {
+    let before = taken(Path::MaxPoolPhasesF32);
+    let (mut phases, mut flat) = (0, 0);
+    for case in 0..300 {
         let (n, c) = (r.range(1, 2), r.range(1, 6));
         let (h, w) = (r.range(1, 20), r.range(1, 40));
         let mut k = (r.range(1, 13), r.range(1, 13));
         let mut s = (r.range(1, 3), r.range(1, 3));
         let mut d = (r.range(1, 2), r.range(1, 2));
         let mut pad = [r.range(0, 6), r.range(0, 6), r.range(0, 6), r.range(0, 6)];
-        // From case 150 on, 2×2 windows at stride 2 (odd sizes leave a row or column out,
-        // a trailing pad makes a window hang over the edge: then not the 2×2 kernel).
+        // From case 150 on, windows as wide as their stride, 2 or 4 (2×2/2, 1×4/(1, 4), taller
+        // windows, row strides, dilations and top pads; odd sizes leave columns out, a
+        // trailing pad makes a window hang over the edge: then not the phase kernel).
         let (mut h, mut w) = (h, w);
         if case >= 150 {
-            (k, s, d) = ((2, 2), (2, 2), (1, 1));
+            let sw = if case % 2 == 0 { 2 } else { 4 };
+            let kh = if case % 3 == 0 { 2 } else { r.range(1, 5) };
+            (k, s, d) = ((kh, sw), (r.range(1, 3), sw), (r.range(1, 2), 1));
             (h, w) = (r.range(2, 30), r.range(2, 70));
-            pad = [0, 0, (case % 7 == 0) as usize, (case % 5 == 0) as usize];
+            pad = [
+                r.range(0, 2),
+                0,
+                (case % 7 == 0) as usize,
+                (case % 5 == 0) as usize,
+            ];
+            // One-row windows over rows exactly sw times the output: one row for the tensor.
+            if case % 4 == 1 {
+                (k.0, s.0, d.0, pad[0], pad[2], pad[3]) = (1, 1, 1, 0, 0, 0);
+                w = sw * r.range(1, 17);
+                flat += 1;
+            }
         }
         let (eh, ew) = ((k.0 - 1) * d.0 + 1, (k.1 - 1) * d.1 + 1);
         let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
@@ -861,13 +875,16 @@ fn max_pool_f32_equals_reference() {
             assert!(eq, "output {i}: reference {a}, fast {b}: {}", what());
         }
         ran += 1;
-        two_by_two += (case >= 150 && 2 * oh <= h && 2 * ow <= w) as u64;
+        phases += (case >= 150 && ow * s.1 <= w) as u64;
     }
-    assert!(ran > 100 && two_by_two > 40, "{ran} {two_by_two}");
+    assert!(
+        ran > 100 && phases > 40 && flat > 10,
+        "{ran} {phases} {flat}"
+    );
     if vector_host() {
         assert_eq!(
-            taken(Path::MaxPool2x2F32) - before,
-            two_by_two,
+            taken(Path::MaxPoolPhasesF32) - before,
+            phases,
             "CAIRN_SEED={seed}"
         );
     }

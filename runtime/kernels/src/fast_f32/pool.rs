@@ -21,6 +21,8 @@ const ROWS_MAX: usize = 16384;
 const DENSE: usize = 1024;
 /// Means computed side by side.
 const LANES: usize = 8;
+/// The most window rows the column-phase MaxPool takes.
+const PHASE_ROWS: usize = 16;
 
 /// f32 MaxPool, or `None`.
 pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
@@ -37,28 +39,64 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    // 2×2 windows at stride 2 that all lie inside the plane (VGG-style and audio CNNs):
-    // both rows' pairs in one pass, eight outputs a step.
+    // Windows as wide as their stride (2 or 4: 2×2/2 in VGG-style and audio CNNs, 1×4/4
+    // over a spectrum's bins) whose columns all lie inside the plane: every row's taps
+    // split into column phases, eight outputs a step; rows above or below the plane are
+    // skipped as the reference skips them.
     #[cfg(target_arch = "x86_64")]
-    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (2, 2, 2, 2, 1, 1)
-        && (g.pt, g.pl) == (0, 0)
-        && 2 * oh <= h
-        && 2 * ow <= w
+    if g.kw == g.sw
+        && matches!(g.sw, 2 | 4)
+        && g.dw == 1
+        && g.pl == 0
+        && ow * g.sw <= w
+        && g.kh <= PHASE_ROWS
         && crate::paths::avx2()
     {
+        // One-row windows over rows exactly `sw` times the output (a 1×4/4 pool over 16
+        // bins): the whole tensor is one row.
+        let flat = (g.kh, g.sh, g.pt, ow * g.sw, oh) == (1, 1, 0, w, h);
+        let (rows_w, out_w) = if flat {
+            (planes * h * w, planes * oh * ow)
+        } else {
+            (h * w, oh * ow)
+        };
         for (xp, yp) in x
-            .chunks_exact(h * w)
-            .zip(y.chunks_exact_mut(oh * ow))
-            .take(planes)
+            .chunks_exact(rows_w)
+            .zip(y.chunks_exact_mut(out_w))
+            .take(if flat { 1 } else { planes })
         {
+            if flat {
+                // SAFETY: AVX2 is present (checked above); xp holds sw·yp.len() floats.
+                unsafe {
+                    if g.sw == 2 {
+                        pool_phases_row::<2>(&[xp], yp)
+                    } else {
+                        pool_phases_row::<4>(&[xp], yp)
+                    }
+                };
+                continue;
+            }
             for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
-                let r0 = &xp[2 * oy * w..][..2 * ow];
-                let r1 = &xp[(2 * oy + 1) * w..][..2 * ow];
-                // SAFETY: AVX2 is present (checked above); r0 and r1 hold 2·ow floats.
-                unsafe { pool2x2_row(r0, r1, yr) };
+                let mut rows: [&[f32]; PHASE_ROWS] = [&[]; PHASE_ROWS];
+                let mut nr = 0;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy >= 0 && (iy as usize) < h {
+                        rows[nr] = &xp[iy as usize * w..][..ow * g.sw];
+                        nr += 1;
+                    }
+                }
+                // SAFETY: AVX2 is present (checked above); each row holds ow·sw floats.
+                unsafe {
+                    if g.sw == 2 {
+                        pool_phases_row::<2>(&rows[..nr], yr)
+                    } else {
+                        pool_phases_row::<4>(&rows[..nr], yr)
+                    }
+                };
             }
         }
-        crate::paths::note(crate::paths::Path::MaxPool2x2F32);
+        crate::paths::note(crate::paths::Path::MaxPoolPhasesF32);
         super::dispatch::taken();
         return Some(Ok(()));
     }
@@ -119,47 +157,69 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
     Some(Ok(()))
 }
 
-/// One output row of a 2×2 stride-2 MaxPool from input rows `r0`, `r1` (`2·y.len()`
-/// floats each): each output takes its four taps in the reference's order, (0,0), (0,1),
-/// (1,0), (1,1), from −∞, each as `vmaxps(v, m)` (`v > m ? v : m`, as `take`); columns
-/// split into even and odd with `vshufps` and put back in order with `vpermpd`.
+/// One output row of a MaxPool whose windows are `S` columns wide at stride `S` (2 or 4),
+/// from the window's input rows in order (`S·y.len()` floats each): each output takes its
+/// taps in the reference's order, row by row and left to right within a row, from −∞,
+/// each as `vmaxps(v, m)` (`v > m ? v : m`, as `take`). Eight outputs' `S·8` columns are
+/// split into `S` phase vectors (`vshufps` for 2; two rounds of `vunpcklps`/`vunpckhps`
+/// for 4), whose lanes hold the eight outputs in a fixed shuffled order, and the maximum
+/// is put back in column order once.
 ///
 /// # Safety
 /// AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pool2x2_row(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+unsafe fn pool_phases_row<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
     use core::arch::x86_64::*;
-    let n = y.len().min(r0.len() / 2).min(r1.len() / 2);
+    let n = rows.iter().fold(y.len(), |n, r| n.min(r.len() / S));
     let n8 = n / 8 * 8;
     let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
-    // Even and odd columns of 16 floats at p, in column order.
-    let split = |p: *const f32| {
-        // SAFETY: the caller's chunk holds 16 floats from p.
-        let (lo, hi) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
-        let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
-        let fix = |v: __m256| {
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
-        };
-        (fix(even), fix(odd))
+    // The lane each output ends in: for S = 2 outputs 0,1,4,5 | 2,3,6,7, for S = 4
+    // outputs 0,4,2,6 | 1,5,3,7; `back` gathers them in order.
+    let back = if S == 2 {
+        _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
+    } else {
+        _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7)
     };
     let mut o = 0;
     while o < n8 {
-        let (a, b) = split(r0[2 * o..2 * o + 16].as_ptr());
-        let (c, d) = split(r1[2 * o..2 * o + 16].as_ptr());
-        let m = _mm256_max_ps(a, ninf);
-        let m = _mm256_max_ps(b, m);
-        let m = _mm256_max_ps(c, m);
-        let m = _mm256_max_ps(d, m);
+        let mut m = ninf;
+        for r in rows {
+            let p = r[S * o..S * o + 8 * S].as_ptr();
+            if S == 2 {
+                // SAFETY: the slice above holds 16 floats from p.
+                let (lo, hi) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
+                m = _mm256_max_ps(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi), m);
+                m = _mm256_max_ps(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi), m);
+            } else {
+                // SAFETY: the slice above holds 32 floats from p.
+                let (a, b, c, d) = unsafe {
+                    (
+                        _mm256_loadu_ps(p),
+                        _mm256_loadu_ps(p.add(8)),
+                        _mm256_loadu_ps(p.add(16)),
+                        _mm256_loadu_ps(p.add(24)),
+                    )
+                };
+                let (t0, t1) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                let (t2, t3) = (_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+                m = _mm256_max_ps(_mm256_unpacklo_ps(t0, t2), m);
+                m = _mm256_max_ps(_mm256_unpackhi_ps(t0, t2), m);
+                m = _mm256_max_ps(_mm256_unpacklo_ps(t1, t3), m);
+                m = _mm256_max_ps(_mm256_unpackhi_ps(t1, t3), m);
+            }
+        }
+        let m = _mm256_permutevar8x32_ps(m, back);
         // SAFETY: o + 8 <= n <= y.len().
         unsafe { _mm256_storeu_ps(y[o..o + 8].as_mut_ptr(), m) };
         o += 8;
     }
     for (k, v) in y[..n].iter_mut().enumerate().skip(n8) {
         let mut m = f32::NEG_INFINITY;
-        for t in [r0[2 * k], r0[2 * k + 1], r1[2 * k], r1[2 * k + 1]] {
-            take(&mut m, t);
+        for r in rows {
+            for &t in &r[S * k..S * k + S] {
+                take(&mut m, t);
+            }
         }
         *v = m;
     }
