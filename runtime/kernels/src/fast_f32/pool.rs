@@ -77,12 +77,38 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
                 continue;
             }
             for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
-                let mut rows: [&[f32]; PHASE_ROWS] = [&[]; PHASE_ROWS];
+                let mut rows: [&[f32]; PHASE_ROWS];
                 let mut nr = 0;
-                for ky in 0..g.kh {
+                let row_at = |ky: usize| {
                     let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    if iy >= 0 && (iy as usize) < h {
-                        rows[nr] = &xp[iy as usize * w..][..ow * g.sw];
+                    (iy >= 0 && (iy as usize) < h).then(|| &xp[iy as usize * w..][..ow * g.sw])
+                };
+                if g.kh <= 2 {
+                    // The common windows without filling the whole list (small planes
+                    // have many short rows).
+                    let (a, b) = (row_at(0), if g.kh == 2 { row_at(1) } else { None });
+                    let (a, b) = match (a, b) {
+                        (Some(a), Some(b)) => (a, Some(b)),
+                        (Some(a), None) | (None, Some(a)) => (a, None),
+                        (None, None) => (&[][..], None),
+                    };
+                    // SAFETY: AVX2 is present (checked above); each row holds ow·sw floats
+                    // (an empty one only where no window row is inside, then y is −∞).
+                    unsafe {
+                        match (b, g.sw) {
+                            (Some(b), 2) => pool_phases_row::<2>(&[a, b], yr),
+                            (Some(b), _) => pool_phases_row::<4>(&[a, b], yr),
+                            (None, _) if a.is_empty() => yr.fill(f32::NEG_INFINITY),
+                            (None, 2) => pool_phases_row::<2>(&[a], yr),
+                            (None, _) => pool_phases_row::<4>(&[a], yr),
+                        }
+                    };
+                    continue;
+                }
+                rows = [&[]; PHASE_ROWS];
+                for ky in 0..g.kh {
+                    if let Some(r) = row_at(ky) {
+                        rows[nr] = r;
                         nr += 1;
                     }
                 }
@@ -170,6 +196,24 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn pool_phases_row<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
+    // One and two rows (1×S and 2×2 windows) as fixed-length lists, so the row loop unrolls.
+    // SAFETY: AVX2, as this function's caller guarantees.
+    unsafe {
+        match rows {
+            [a] => phases_body::<S>(&[a], y),
+            [a, b] => phases_body::<S>(&[a, b], y),
+            _ => phases_body::<S>(rows, y),
+        }
+    }
+}
+
+/// [`pool_phases_row`]'s loop, inlined into it once per row count.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn phases_body<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
     use core::arch::x86_64::*;
     let n = rows.iter().fold(y.len(), |n, r| n.min(r.len() / S));
     let n8 = n / 8 * 8;
@@ -182,7 +226,10 @@ unsafe fn pool_phases_row<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
         _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7)
     };
     let mut o = 0;
-    while o < n8 {
+    // Past the last full step, one more that ends at n and overlaps it (outputs computed
+    // twice are the same values); fewer than eight outputs go one at a time.
+    let last = if n >= 8 && n8 < n { n - 8 } else { usize::MAX };
+    while o < n8 || o == last {
         let mut m = ninf;
         for r in rows {
             let p = r[S * o..S * o + 8 * S].as_ptr();
@@ -212,9 +259,15 @@ unsafe fn pool_phases_row<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
         let m = _mm256_permutevar8x32_ps(m, back);
         // SAFETY: o + 8 <= n <= y.len().
         unsafe { _mm256_storeu_ps(y[o..o + 8].as_mut_ptr(), m) };
-        o += 8;
+        o = if o == last {
+            n
+        } else if o + 8 >= n8 && last != usize::MAX {
+            last
+        } else {
+            o + 8
+        };
     }
-    for (k, v) in y[..n].iter_mut().enumerate().skip(n8) {
+    for (k, v) in y[..n].iter_mut().enumerate().skip(o) {
         let mut m = f32::NEG_INFINITY;
         for r in rows {
             for &t in &r[S * k..S * k + S] {
