@@ -620,7 +620,6 @@ fn max_pool_2x2_matches_reference() {
 /// kernel runs.
 #[test]
 fn max_pool_1x2_matches_reference() {
-    use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x12;
     let mut r = Rng(seed);
     let neon = NeonCount::now();
@@ -633,22 +632,13 @@ fn max_pool_1x2_matches_reference() {
         let input: Vec<u8> = (0..c * h * w)
             .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
             .collect();
-        let before = taken(Path::MaxPoolRows);
-        assert_eq!(
-            run(&bytes, CpuBackend, &input),
-            run(&bytes, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} -> {h}x{ow}"
+        pool_rows_match(
+            &bytes,
+            &input,
+            &format!("{c}x{h}x{w} -> {h}x{ow}"),
+            seed,
+            case,
         );
-        #[cfg(target_arch = "x86_64")]
-        let vector = std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let vector = cfg!(all(target_arch = "aarch64", target_feature = "neon"));
-        if vector {
-            assert!(
-                taken(Path::MaxPoolRows) > before,
-                "CAIRN_SEED={seed} case {case}: row path not taken"
-            );
-        }
     }
     neon.check(60, seed);
 }
@@ -659,7 +649,6 @@ fn max_pool_1x2_matches_reference() {
 /// 512-output stack chunk; on AVX2 hosts and aarch64 the row kernel runs.
 #[test]
 fn max_pool_4wide_matches_reference() {
-    use cairn_kernels::paths::{taken, Path};
     let seed = seed() ^ 0x44;
     let mut r = Rng(seed);
     let neon = NeonCount::now();
@@ -679,24 +668,32 @@ fn max_pool_4wide_matches_reference() {
         let input: Vec<u8> = (0..c * h * w)
             .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
             .collect();
-        let before = taken(Path::MaxPoolRows);
-        assert_eq!(
-            run(&bytes, CpuBackend, &input),
-            run(&bytes, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x4 s{sh}x4 -> {oh}x{ow}"
-        );
-        #[cfg(target_arch = "x86_64")]
-        let vector = std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let vector = cfg!(all(target_arch = "aarch64", target_feature = "neon"));
-        if vector {
-            assert!(
-                taken(Path::MaxPoolRows) > before,
-                "CAIRN_SEED={seed} case {case}: row path not taken"
-            );
-        }
+        let what = format!("{c}x{h}x{w} k{kh}x4 s{sh}x4 -> {oh}x{ow}");
+        pool_rows_match(&bytes, &input, &what, seed, case);
     }
     neon.check(60, seed);
+}
+
+/// A MaxPool model's output equals the reference's, and on AVX2 hosts and aarch64 the
+/// int8 row kernel ran.
+fn pool_rows_match(bytes: &[u8], input: &[u8], what: &str, seed: u64, case: usize) {
+    use cairn_kernels::paths::{taken, Path};
+    let before = taken(Path::MaxPoolRows);
+    assert_eq!(
+        run(bytes, CpuBackend, input),
+        run(bytes, RefBackend, input),
+        "CAIRN_SEED={seed} case {case}: {what}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    let vector = std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = cfg!(all(target_arch = "aarch64", target_feature = "neon"));
+    if vector {
+        assert!(
+            taken(Path::MaxPoolRows) > before,
+            "CAIRN_SEED={seed} case {case}: row path not taken"
+        );
+    }
 }
 
 /// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
