@@ -22,6 +22,7 @@ const DENSE: usize = 1024;
 /// Means computed side by side.
 const LANES: usize = 8;
 /// The most window rows the column-phase MaxPool takes.
+#[cfg(target_arch = "x86_64")]
 const PHASE_ROWS: usize = 16;
 
 /// f32 MaxPool, or `None`.
