@@ -14,6 +14,9 @@ pub enum Path {
     Im2col,
     /// One-group convs as an implicit GEMM over packed phase planes (`fast/direct.rs`).
     Direct,
+    /// One-channel int8 convs through the implicit GEMM as `4·⌈kw/4⌉` shifted-column
+    /// channels with a `kh × 1` kernel (`fast/direct.rs` `width_windows`), one count per op.
+    WidthWindows,
     /// Depthwise convs on the AVX2 plane kernel.
     DepthwiseAvx2,
     /// Depthwise convs row by row (portable).

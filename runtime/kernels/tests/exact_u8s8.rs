@@ -185,6 +185,64 @@ fn convs_match_reference(vnni_on: bool) {
 }
 
 #[test]
+fn one_channel_convs_match_reference() {
+    both_ways(one_channel_convs);
+}
+
+/// One-channel convs (grayscale and spectrogram stems: kernels 2 to 16 columns wide, any
+/// height, strides, pads, row dilation, batches): where the quad forms apply (7-bit
+/// weights, or VNNI) and the columns are not dilated, the width-window form runs
+/// (`Path::WidthWindows`); a column-dilated window, and 8-bit weights without VNNI, keep
+/// the channel form. Every case equals the reference at 1–4 threads.
+fn one_channel_convs(vnni_on: bool) {
+    let seed = seed() ^ 0xC1;
+    let mut r = Rng(seed);
+    let (mut windows, mut expected, mut cases) = (0, 0, 0);
+    for case in 0..90 {
+        let k = (r.range(1, 5), r.range(2, 16));
+        let cs = ConvCase {
+            n: [1, 1, 2][r.range(0, 2)],
+            c: 1,
+            h: r.range(1, 30),
+            w: r.range(1, 70),
+            oc: r.range(1, 40),
+            k,
+            stride: (r.range(1, 3), r.range(1, 3)),
+            pad: [r.range(0, 2), r.range(0, 3), r.range(0, 2), r.range(0, 3)],
+            dil: (r.range(1, 2), if case % 6 == 5 { 2 } else { 1 }),
+            group: 1,
+        };
+        let wide = case % 4 == 3;
+        let Some(b) = conv_model(&mut r, &cs, wide) else {
+            continue;
+        };
+        let model = b.finish().expect("valid conv model");
+        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
+        let (w0, d0) = (taken(Path::WidthWindows), taken(Path::Direct));
+        check(&model, &input, wide, &what);
+        // Runs of the implicit GEMM (one per run of the model: once, then at 1–4 threads).
+        let direct = taken(Path::Direct) - d0;
+        let ran = taken(Path::WidthWindows) - w0;
+        if avx2_host() {
+            let quads = !wide || vnni().is_some();
+            let want = if quads && cs.dil.1 == 1 { direct } else { 0 };
+            assert_eq!(ran, want, "width-window runs: {}", what());
+            expected += want;
+        }
+        windows += ran;
+        cases += 1;
+    }
+    assert!(cases >= 60, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        assert!(
+            windows >= 20 && windows == expected,
+            "CAIRN_SEED={seed}: {windows} of {expected}"
+        );
+    }
+}
+
+#[test]
 fn strided_filter_banks_match_reference() {
     both_ways(filter_banks_match_reference);
 }

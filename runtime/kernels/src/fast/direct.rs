@@ -116,6 +116,107 @@ fn dims(g: &Geo) -> Option<Dims> {
 
 /// Run the conv (all images). The caller checked `fits(g)` and AVX2.
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
+    if !width_windows(g, q, y) {
+        conv_keyed(g, q, y, None);
+    }
+}
+
+std::thread_local! {
+    /// The width-window form's input and weights (`width_windows`), kept between calls.
+    static WINDOWS: RefCell<(Vec<i8>, Vec<i8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Window quads the width-window form takes (kernels up to 16 columns wide).
+const WIN_QUADS: usize = 4;
+
+/// A one-channel conv (a grayscale or spectrogram stem) in the quad forms (VNNI, or 7-bit
+/// weights), run as a conv of `4·⌈kw/4⌉` channels whose channel `j` is the padded input
+/// shifted left by `j` columns, with a `kh × 1` kernel: each quad then carries four taps
+/// of a kernel row instead of one real channel and three zero ones, so a 3×3 stem takes 3
+/// quad steps a tile instead of 9. The sums are the same integers (the extra channels'
+/// weights are zero; the padding columns hold the zero point, as the implicit GEMM's own
+/// padding does), so the same bytes. Returns false (nothing done) where it does not apply.
+fn width_windows(g: &Geo, q: &Q<'_>, y: &mut [i8]) -> bool {
+    let nq = g.kw.div_ceil(4);
+    if g.c != 1 || g.kw < 2 || g.dw != 1 || nq > WIN_QUADS || g.pl < 0 {
+        return false;
+    }
+    let k_all = g.kh * g.kw;
+    if quad_kind(seven_bit(q, k_all, g.oc)) == 0 {
+        return false;
+    }
+    let (c2, w2, pl) = (4 * nq, (g.ow - 1) * g.sw + 1, g.pl as usize);
+    let g2 = Geo {
+        c: c2,
+        w: w2,
+        kw: 1,
+        pl: 0,
+        dw: 1,
+        ..*g
+    };
+    if !fits(&g2) {
+        return false;
+    }
+    WINDOWS.with(|s| {
+        let mut s = s.borrow_mut();
+        let (xs, ws) = &mut *s;
+        // Channel j, row r, column x: the padded input at column x + j (the zero point
+        // outside the input).
+        let zx = q.zx as i8;
+        xs.clear();
+        xs.resize(g.n * c2 * g.h * w2, zx);
+        for n in 0..g.n {
+            for j in 0..c2 {
+                // Columns x whose x + j − pl lies inside the input.
+                let lo = pl.saturating_sub(j).min(w2);
+                let hi = (pl + g.w).saturating_sub(j).min(w2);
+                if hi <= lo {
+                    continue;
+                }
+                for r in 0..g.h {
+                    let src = &q.x[(n * g.h + r) * g.w..][..g.w];
+                    let dst = &mut xs[((n * c2 + j) * g.h + r) * w2..][..w2];
+                    let at = lo + j - pl;
+                    dst[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
+                }
+            }
+        }
+        // Weight (o, j, ky): tap (ky, j) of the original, zero for j ≥ kw.
+        ws.clear();
+        ws.resize(g.oc * c2 * g.kh, 0);
+        for o in 0..g.oc {
+            for j in 0..g.kw {
+                for ky in 0..g.kh {
+                    ws[(o * c2 + j) * g.kh + ky] = weight(q, k_all, o, ky * g.kw + j);
+                }
+            }
+        }
+        let q2 = Q {
+            x: xs,
+            w: ws,
+            wp: None,
+            ..*q
+        };
+        // Packed once per model, keyed by the original weights (the buffer above is
+        // shared by every such conv) and marked apart from their own form.
+        let src = match q.wp {
+            Some((wp, _)) => (wp.as_ptr() as usize, wp.len()),
+            None => (q.w.as_ptr() as usize, q.w.len()),
+        };
+        let key = (
+            src.0,
+            src.1,
+            (1 << 30) | ((g.kh as u32) << 16) | g.oc as u32 & 0xffff,
+        );
+        crate::paths::note(crate::paths::Path::WidthWindows);
+        conv_keyed(&g2, &q2, y, Some(key));
+    });
+    true
+}
+
+/// [`conv`] with the packed weights cached under `key` (default: the weights' own address,
+/// length, layout, taps and channels).
+fn conv_keyed(g: &Geo, q: &Q<'_>, y: &mut [i8], key: Option<(usize, usize, u32)>) {
     let Some(d) = dims(g) else { return };
     let pairs = g.c.div_ceil(2);
     let quads = g.c.div_ceil(4);
@@ -141,11 +242,11 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
         Some((wp, _)) => (wp.as_ptr() as usize, wp.len(), 1),
         None => (q.w.as_ptr() as usize, q.w.len(), 0),
     };
-    let key = (
+    let key = key.unwrap_or((
         wkey.0,
         wkey.1,
         (wkey.2 << 31) | ((ntaps as u32) << 16) | g.oc as u32 & 0xffff,
-    );
+    ));
     // Layout: [kind (`quad_kind`: 0 int16 pairs, else u8×s8 quads), Σw per channel,
     // packed blocks]; the 7-bit check runs here, so once per model with a cache.
     let build = |v: &mut Vec<i32>| {
