@@ -53,74 +53,49 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
         && g.kh <= PHASE_ROWS
         && crate::paths::avx2()
     {
+        // SAFETY (every call below): AVX2 is present (checked above); each row holds
+        // sw·y.len() floats.
+        let run = |rows: &[&[f32]], y: &mut [f32]| unsafe {
+            if g.sw == 2 {
+                pool_phases_row::<2>(rows, y)
+            } else {
+                pool_phases_row::<4>(rows, y)
+            }
+        };
         // One-row windows over rows exactly `sw` times the output (a 1×4/4 pool over 16
         // bins): the whole tensor is one row.
-        let flat = (g.kh, g.sh, g.pt, ow * g.sw, oh) == (1, 1, 0, w, h);
-        let (rows_w, out_w) = if flat {
-            (planes * h * w, planes * oh * ow)
+        if (g.kh, g.sh, g.pt, ow * g.sw, oh) == (1, 1, 0, w, h) {
+            run(&[&x[..planes * h * w]], &mut y[..planes * oh * ow]);
         } else {
-            (h * w, oh * ow)
-        };
-        for (xp, yp) in x
-            .chunks_exact(rows_w)
-            .zip(y.chunks_exact_mut(out_w))
-            .take(if flat { 1 } else { planes })
-        {
-            if flat {
-                // SAFETY: AVX2 is present (checked above); xp holds sw·yp.len() floats.
-                unsafe {
-                    if g.sw == 2 {
-                        pool_phases_row::<2>(&[xp], yp)
-                    } else {
-                        pool_phases_row::<4>(&[xp], yp)
-                    }
-                };
-                continue;
-            }
-            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
-                let mut rows: [&[f32]; PHASE_ROWS];
-                let mut nr = 0;
-                let row_at = |ky: usize| {
-                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    (iy >= 0 && (iy as usize) < h).then(|| &xp[iy as usize * w..][..ow * g.sw])
-                };
-                if g.kh <= 2 {
-                    // The common windows without filling the whole list (small planes
-                    // have many short rows).
-                    let (a, b) = (row_at(0), if g.kh == 2 { row_at(1) } else { None });
-                    let (a, b) = match (a, b) {
-                        (Some(a), Some(b)) => (a, Some(b)),
-                        (Some(a), None) | (None, Some(a)) => (a, None),
-                        (None, None) => (&[][..], None),
+            for (xp, yp) in x
+                .chunks_exact(h * w)
+                .zip(y.chunks_exact_mut(oh * ow))
+                .take(planes)
+            {
+                for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                    let row_at = |ky: usize| {
+                        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                        (iy >= 0 && (iy as usize) < h).then(|| &xp[iy as usize * w..][..ow * g.sw])
                     };
-                    // SAFETY: AVX2 is present (checked above); each row holds ow·sw floats
-                    // (an empty one only where no window row is inside, then y is −∞).
-                    unsafe {
-                        match (b, g.sw) {
-                            (Some(b), 2) => pool_phases_row::<2>(&[a, b], yr),
-                            (Some(b), _) => pool_phases_row::<4>(&[a, b], yr),
-                            (None, _) if a.is_empty() => yr.fill(f32::NEG_INFINITY),
-                            (None, 2) => pool_phases_row::<2>(&[a], yr),
-                            (None, _) => pool_phases_row::<4>(&[a], yr),
+                    // One or two rows (the common windows) as fixed lists, without filling
+                    // the whole list: small planes have many short rows. No row inside
+                    // leaves the outputs at −∞.
+                    if g.kh <= 2 {
+                        match (row_at(0), if g.kh == 2 { row_at(1) } else { None }) {
+                            (Some(a), Some(b)) => run(&[a, b], yr),
+                            (Some(a), None) | (None, Some(a)) => run(&[a], yr),
+                            (None, None) => run(&[], yr),
                         }
-                    };
-                    continue;
-                }
-                rows = [&[]; PHASE_ROWS];
-                for ky in 0..g.kh {
-                    if let Some(r) = row_at(ky) {
+                        continue;
+                    }
+                    let mut rows: [&[f32]; PHASE_ROWS] = [&[]; PHASE_ROWS];
+                    let mut nr = 0;
+                    for r in (0..g.kh).filter_map(row_at) {
                         rows[nr] = r;
                         nr += 1;
                     }
+                    run(&rows[..nr], yr);
                 }
-                // SAFETY: AVX2 is present (checked above); each row holds ow·sw floats.
-                unsafe {
-                    if g.sw == 2 {
-                        pool_phases_row::<2>(&rows[..nr], yr)
-                    } else {
-                        pool_phases_row::<4>(&rows[..nr], yr)
-                    }
-                };
             }
         }
         crate::paths::note(crate::paths::Path::MaxPoolPhasesF32);
