@@ -20,7 +20,7 @@ fn single_reader(g: &Graph, t: usize) -> Option<usize> {
     (c.len() == 1 && !g.outputs.contains(&t) && !qdq_point).then(|| c[0])
 }
 
-fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
+pub(crate) fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
     match kind {
         OpKind::Conv => Some((conv::ACT_LO, conv::ACT_HI)),
         OpKind::ConvTranspose => Some((conv::T_ACT_LO, conv::T_ACT_HI)),
@@ -252,7 +252,7 @@ fn fuse_act(g: &mut Graph) -> bool {
         let Some((slo, shi)) = act_slots(g.ops[p].kind) else {
             continue;
         };
-        if has_act(g, p) || g.ops[p].outputs.len() != 1 {
+        if g.ops[p].outputs.len() != 1 {
             continue;
         }
         let out = g.ops[p].outputs[0];
@@ -263,7 +263,7 @@ fn fuse_act(g: &mut Graph) -> bool {
         if uo.kind != OpKind::Unary {
             continue;
         }
-        let (lo, hi) = match UnaryFn::from_code(uo.params[0]) {
+        let (mut lo, mut hi) = match UnaryFn::from_code(uo.params[0]) {
             Some(UnaryFn::Relu) => (0.0f32, f32::INFINITY),
             Some(UnaryFn::Clip) => (
                 f32::from_bits(uo.params[1] as u32),
@@ -271,6 +271,20 @@ fn fuse_act(g: &mut Graph) -> bool {
             ),
             _ => continue,
         };
+        if has_act(g, p) {
+            // A clamp of a clamp is one clamp to the intersection (a Relu, then a QDQ
+            // pair's range), when the two overlap; disjoint ones stay as they are.
+            let op = &g.ops[p];
+            let (plo, phi) = (
+                f32::from_bits(op.params[slo] as u32),
+                f32::from_bits(op.params[shi] as u32),
+            );
+            let (ilo, ihi) = (lo.max(plo), hi.min(phi));
+            if ilo > ihi || ilo.is_nan() || ihi.is_nan() {
+                continue;
+            }
+            (lo, hi) = (ilo, ihi);
+        }
         let new_out = uo.outputs[0];
         let op = &mut g.ops[p];
         op.params[slo] = lo.to_bits() as i32;

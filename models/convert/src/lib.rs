@@ -165,6 +165,7 @@ impl Options {
             input_shapes: self.input_shapes.clone(),
             const_inputs: self.const_inputs.clone(),
             extra_outputs: self.extra_outputs.clone(),
+            clamp_fake_quant: self.float,
         }
     }
 }

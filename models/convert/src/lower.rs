@@ -37,6 +37,12 @@ pub struct LowerOptions {
     /// Intermediate ONNX values to expose as extra outputs, after the model's own (for
     /// embeddings: the penultimate features a memory store or a learner needs).
     pub extra_outputs: Vec<String>,
+    /// Keep each activation Q/DQ pair's saturation as a Clip to `[s·(qmin − z), s·(qmax −
+    /// z)]` (a float conversion of a QDQ model). ONNX Runtime's quantizer drops a Relu or
+    /// Clip whose range the pair enforces (zero point −128 for a Relu), so without the
+    /// clamp the float model computes something else. An int8 conversion clamps there by
+    /// quantizing, so it leaves this off.
+    pub clamp_fake_quant: bool,
 }
 
 pub(crate) struct Lower<'m> {
@@ -52,10 +58,15 @@ pub(crate) struct Lower<'m> {
     /// One-hot encodings (`Cast(Equal(indices, iota))`) by their f32 tensor: the i32
     /// indices (last dim 1) and the depth, so a MatMul on them becomes a row lookup.
     pub(crate) one_hot: HashMap<usize, (usize, usize)>,
+    /// `LowerOptions::clamp_fake_quant`, and the Clip made for each fake-quantized tensor
+    /// (one per tensor however many DequantizeLinear nodes read its QuantizeLinear).
+    clamp_fake_quant: bool,
+    fake_clamps: HashMap<usize, usize>,
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
     let (mut l, graph) = Lower::start(model)?;
+    l.clamp_fake_quant = opts.clamp_fake_quant;
     for (pos, inp) in graph_inputs(graph).enumerate() {
         l.input(pos, inp, opts)?;
     }
@@ -268,6 +279,8 @@ impl<'m> Lower<'m> {
             node_name: String::new(),
             qop: Default::default(),
             one_hot: HashMap::new(),
+            clamp_fake_quant: false,
+            fake_clamps: HashMap::new(),
         };
         for init in &graph.initializer {
             let t = tensor_from_proto(init)?;
@@ -875,11 +888,28 @@ impl<'m> Lower<'m> {
                 scale,
                 zero_point,
             } => {
-                let h = &mut self.g.tensors[t];
+                // With the clamp the hint goes on the Clip's output (a hinted tensor is a
+                // point fusions keep, and the clamp is to fuse into its producer).
+                let y = if self.clamp_fake_quant {
+                    match self.fake_clamps.get(&t) {
+                        Some(&c) => c,
+                        None => {
+                            // The int8 domain: a u8 pair's zero point is already shifted.
+                            let lo = scale * (-128 - zero_point) as f32;
+                            let hi = scale * (127 - zero_point) as f32;
+                            let c = self.unary(t, cairn_core::op::UnaryFn::Clip, lo, hi)?;
+                            self.fake_clamps.insert(t, c);
+                            c
+                        }
+                    }
+                } else {
+                    t
+                };
+                let h = &mut self.g.tensors[y];
                 if h.hint.is_none() {
                     h.hint = Some(Hint::Act { scale, zero_point });
                 }
-                self.out(n, 0, Val::T(t));
+                self.out(n, 0, Val::T(y));
                 Ok(())
             }
             Val::Int(q) => {

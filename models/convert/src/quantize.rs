@@ -340,6 +340,11 @@ impl Q<'_> {
             });
         }
         let mut outputs = Vec::new();
+        let mut params = op.params.clone();
+        // A QDQ model's pair after an op that stays f32 still saturates (ONNX Runtime's
+        // quantizer drops the Relu it stands for): the clamp in the op's own activation
+        // slots, or a Clip after it.
+        let mut clamps = Vec::new();
         for &o in &op.outputs {
             let h = &self.g.tensors[o];
             let id = self.out.add(&h.name, h.dtype, h.shape.clone());
@@ -349,15 +354,57 @@ impl Q<'_> {
             } else {
                 self.map_q.insert(o, id);
             }
-            outputs.push(id);
+            let mut w = id;
+            if let (DType::F32, Some(Hint::Act { scale, zero_point })) = (h.dtype, &h.hint) {
+                let (lo, hi) = (
+                    scale * (-128 - zero_point) as f32,
+                    scale * (127 - zero_point) as f32,
+                );
+                let slots = crate::fuse::act_slots(op.kind).filter(|_| op.outputs.len() == 1);
+                match slots {
+                    Some((a, b)) => {
+                        let (plo, phi) = (
+                            f32::from_bits(params[a] as u32),
+                            f32::from_bits(params[b] as u32),
+                        );
+                        let (ilo, ihi) = (lo.max(plo), hi.min(phi));
+                        if ilo <= ihi {
+                            params[a] = ilo.to_bits() as i32;
+                            params[b] = ihi.to_bits() as i32;
+                        }
+                    }
+                    None => {
+                        w = self.out.add(
+                            format!("{}:unclamped", h.name),
+                            DType::F32,
+                            h.shape.clone(),
+                        );
+                        clamps.push((w, id, lo, hi));
+                    }
+                }
+            }
+            outputs.push(w);
         }
         self.out.ops.push(HOp {
             kind: op.kind,
             inputs,
             outputs,
-            params: op.params.clone(),
+            params,
             name: op.name.clone(),
         });
+        for (x, y, lo, hi) in clamps {
+            self.out.ops.push(HOp {
+                kind: OpKind::Unary,
+                inputs: vec![Some(x)],
+                outputs: vec![y],
+                params: vec![
+                    cairn_core::op::UnaryFn::Clip as i32,
+                    lo.to_bits() as i32,
+                    hi.to_bits() as i32,
+                ],
+                name: format!("{}:qdq-clamp", op.name),
+            });
+        }
         Ok(())
     }
 
