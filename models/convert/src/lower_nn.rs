@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use cairn_core::op::{BinaryFn, UnaryFn};
-use cairn_core::OpKind;
+use cairn_core::{DType, OpKind};
 
 use crate::lower::{Lower, Val, INF_BITS};
 use crate::onnx::{Attrs, NodeProto};
@@ -465,6 +465,11 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             l.out(n, 0, Val::T(y));
             Ok(())
         }
+        "Add" | "Sub" | "Mul" if int_arithmetic(l, n) => {
+            let v = int_binary(l, n)?;
+            l.out(n, 0, v);
+            Ok(())
+        }
         "Add" | "Sub" | "Mul" | "Div" | "PRelu" => {
             let (x, mut y) = (l.in_t(n, 0)?, l.in_t(n, 1)?);
             let mut kind = match op {
@@ -670,4 +675,62 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             l.node_name
         ),
     }
+}
+
+/// Whether an Add/Sub/Mul computes on a run-time integer tensor (ids, lengths, masks as
+/// 0/1), its other operand a run-time integer tensor or an integer constant.
+fn int_arithmetic(l: &Lower, n: &NodeProto) -> bool {
+    let runtime_i32 = |name: &str| matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32 && !l.g.tensors[t].is_const());
+    let int = |name: &str| {
+        runtime_i32(name)
+            || matches!(l.val(name), Ok(Val::Int(h)) if !h.is_float())
+            || matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32)
+    };
+    n.input.len() == 2
+        && (runtime_i32(&n.input[0]) || runtime_i32(&n.input[1]))
+        && int(&n.input[0])
+        && int(&n.input[1])
+}
+
+/// Integer Add/Sub/Mul at run time (a TensorFlow Embedding's `where(i < 0, i + n, i)` as
+/// masks times ids): on the integers as f32, truncated back into i32. cairn's arithmetic
+/// kernels are f32 and int8; the result is exact while operands and result stay within
+/// ±2^24 (ids, positions, lengths), which the constants are checked against here; a
+/// run-time value beyond it is rounded.
+fn int_binary(l: &mut Lower, n: &NodeProto) -> Result<Val> {
+    const EXACT: i64 = 1 << 24;
+    let kind = match n.op_type.as_str() {
+        "Add" => OpKind::Add,
+        "Sub" => OpKind::Sub,
+        _ => OpKind::Mul,
+    };
+    let mut fs = [0usize; 2];
+    for (k, f) in fs.iter_mut().enumerate() {
+        let name = &n.input[k];
+        *f = match l.val(name)? {
+            Val::T(t) if !l.g.tensors[t].is_const() => crate::lower_shape::int_to_float(l, t)?,
+            _ => {
+                let h = l.host(name)?;
+                let v = h.to_i64();
+                if v.iter().any(|x| x.abs() > EXACT) {
+                    bail!(
+                        "integer {} with a constant beyond ±2^24 is not supported",
+                        n.op_type
+                    );
+                }
+                let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                l.g.add_f32(format!("{name}:f32"), h.shape.clone(), &f)
+            }
+        };
+    }
+    let r = l.binary(kind, fs[0], fs[1])?;
+    let shape = l.shape(r);
+    let y = l.op_n(
+        OpKind::Quantize,
+        vec![Some(r)],
+        vec![],
+        &[shape],
+        Some((DType::I32, cairn_core::emit::QuantSpec::None)),
+    )?;
+    Ok(crate::lower_math::as_val(l, y[0]))
 }

@@ -797,7 +797,7 @@ fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize
 /// one-hot, a mask) becomes `Where(t, 1, 0)` (which the one-hot MatMul rewrite reads);
 /// other run-time integers (an id input read as a number) a Dequantize of the
 /// unquantized i32, i.e. scale 1 and zero point 0.
-fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
+pub(crate) fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
     use cairn_core::op::BinaryFn;
     let zero_one = l.g.ops.iter().any(|op| {
         op.outputs.contains(&t)

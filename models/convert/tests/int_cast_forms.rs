@@ -227,3 +227,90 @@ fn run_time_cast_to_bool_is_nonzero() {
         assert_eq!(got, &want, "dtype {dtype}: x {x:?}");
     }
 }
+
+/// Integer arithmetic on a run-time int32 input: a TensorFlow Embedding's negative-index
+/// wrap, `where(i < 0, i + n, i)` written as masks times ids (`Less`, `Not`, `Cast` to
+/// int32, `Mul`, `Add` with an integer constant), then the Gather; and a plain `Sub` of
+/// two run-time id tensors. Seeded (`CAIRN_SEED`).
+#[test]
+fn run_time_integer_add_mul_sub_are_exact() {
+    let seed = seed();
+    let mut st = seed;
+    let (n, len) = (11usize, 16usize);
+    let table: Vec<f32> = (0..n * 2).map(|k| k as f32 * 0.5 - 3.0).collect();
+    let bytes = ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            node: vec![
+                node("Cast", &["i"], &["fi"], vec![int_attr("to", 1)]),
+                node("Less", &["fi", "zero"], &["neg"], vec![]),
+                node("Not", &["neg"], &["pos"], vec![]),
+                node("Cast", &["neg"], &["negi"], vec![int_attr("to", 6)]),
+                node("Cast", &["pos"], &["posi"], vec![int_attr("to", 6)]),
+                node("Add", &["i", "n"], &["shifted"], vec![]),
+                node("Mul", &["negi", "shifted"], &["a"], vec![]),
+                node("Mul", &["i", "posi"], &["b"], vec![]),
+                node("Add", &["a", "b"], &["idx"], vec![]),
+                node(
+                    "Gather",
+                    &["table", "idx"],
+                    &["rows"],
+                    vec![int_attr("axis", 0)],
+                ),
+                node("Sub", &["i", "j"], &["d"], vec![]),
+                node("Cast", &["d"], &["df"], vec![int_attr("to", 1)]),
+            ],
+            initializer: vec![
+                f32_init("zero", &[], &[0.0]),
+                TensorProto {
+                    name: "n".into(),
+                    data_type: 6,
+                    int32_data: vec![n as i32],
+                    ..Default::default()
+                },
+                f32_init("table", &[n as i64, 2], &table),
+            ],
+            input: vec![
+                value("i", 6, &[1, len as i64]),
+                value("j", 6, &[1, len as i64]),
+            ],
+            output: vec![
+                value("rows", 1, &[1, len as i64, 2]),
+                value("df", 1, &[1, len as i64]),
+            ],
+            name: "g".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let c = convert(&bytes, &Options::default(), |_| {})
+        .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    let model = AlignedBytes::from_slice(&c.bytes);
+    let mut m = HostModel::new(model.as_slice()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+    for _ in 0..4 {
+        let i: Vec<f32> = (0..len)
+            .map(|_| int_in(&mut st, -(n as i32), n as i32) as f32)
+            .collect();
+        let j: Vec<f32> = (0..len)
+            .map(|_| int_in(&mut st, -70_000, 70_000) as f32)
+            .collect();
+        let out = m
+            .run(&[&i, &j])
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let want: Vec<f32> = i
+            .iter()
+            .flat_map(|&v| {
+                let k = (v as i64).rem_euclid(n as i64) as usize;
+                [table[2 * k], table[2 * k + 1]]
+            })
+            .collect();
+        assert_eq!(out[0], want, "seed {seed}: ids {i:?}");
+        let d: Vec<f32> = i.iter().zip(&j).map(|(a, b)| a - b).collect();
+        assert_eq!(out[1], d, "seed {seed}: i {i:?} j {j:?}");
+    }
+}
