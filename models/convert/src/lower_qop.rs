@@ -346,17 +346,16 @@ fn quantized_table(l: &Lower, n: &NodeProto) -> bool {
 fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let out = n.output.first().cloned().unwrap_or_default();
     let cons = l.consumers.get(&out).cloned().unwrap_or_default();
-    let Some(first) = cons.first() else {
+    if cons.is_empty() {
         return Ok(());
-    };
-    if !cons.iter().all(|c| {
-        c.op_type == "DequantizeLinear"
-            && c.input.first() == Some(&out)
-            && same_param(l, c.input.get(1), first.input.get(1))
-            && same_param(l, c.input.get(2), first.input.get(2))
-    }) {
-        bail!("Gather of a quantized table whose rows are read other than by one DequantizeLinear is not supported");
     }
+    // Every reader a DequantizeLinear with the same params, directly or through movement
+    // ops (a Transpose to the time-major layout of an LSTM after it).
+    let first = cons.iter().find(|c| c.op_type == "DequantizeLinear");
+    let Some(first) = first.filter(|d| read_as_real(l, &out, d.input.get(1), d.input.get(2)))
+    else {
+        bail!("Gather of a quantized table whose rows are read other than by DequantizeLinear nodes of one scale (directly or through movement ops) is not supported");
+    };
     let qp = qparams(l, first, 1, 2)?;
     qp.per_tensor("Gather of a quantized table")?;
     let Val::Int(h) = l.val(&n.input[0])? else {

@@ -334,3 +334,67 @@ fn run_time_dynamic_quantization_is_exact() {
         assert_eq!(out[2], vec![zp], "seed {seed}, trial {trial}: zero point");
     }
 }
+
+/// A `quantize_dynamic` embedding table (uint8 rows gathered by run-time ids) whose rows
+/// are read by a DequantizeLinear and also through a Transpose to another one of the same
+/// params (a BiLSTM tagger's time-major input): both are the exactly dequantized rows.
+#[test]
+fn quantized_table_rows_read_through_movement_ops() {
+    use cairn_convert::onnx_pb::{GraphProto, TensorProto};
+    let (n, d, len) = (7usize, 3usize, 5usize);
+    let q: Vec<u8> = (0..n * d).map(|k| (k * 37 % 256) as u8).collect();
+    let (scale, zp) = (0.03f32, 128u8);
+    let g = GraphProto {
+        node: vec![
+            common::node("Gather", &["table_q", "ids"], &["rows_q"], vec![]),
+            common::node("DequantizeLinear", &["rows_q", "s", "z"], &["rows"], vec![]),
+            common::node(
+                "Transpose",
+                &["rows_q"],
+                &["t_q"],
+                vec![common::ints_attr("perm", &[1, 0, 2])],
+            ),
+            common::node("DequantizeLinear", &["t_q", "s", "z"], &["t"], vec![]),
+        ],
+        initializer: vec![
+            TensorProto {
+                name: "table_q".into(),
+                dims: vec![n as i64, d as i64],
+                data_type: 2,
+                raw_data: q.clone(),
+                ..Default::default()
+            },
+            TensorProto {
+                name: "s".into(),
+                data_type: 1,
+                raw_data: scale.to_le_bytes().to_vec(),
+                ..Default::default()
+            },
+            TensorProto {
+                name: "z".into(),
+                data_type: 2,
+                raw_data: vec![zp],
+                ..Default::default()
+            },
+        ],
+        input: vec![value("ids", 7, &[1, len as i64])],
+        output: vec![
+            value("rows", 1, &[1, len as i64, d as i64]),
+            value("t", 1, &[len as i64, 1, d as i64]),
+        ],
+        name: "g".into(),
+        ..Default::default()
+    };
+    let bytes = common::model_bytes(g, 13);
+    let c = convert(&bytes, &Options::default(), |_| {}).unwrap_or_else(|e| panic!("{e:#}"));
+    let ids = [3.0f32, 0.0, 6.0, 3.0, 1.0];
+    let out = run(&c, &ids);
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| (0..d).map(move |j| (i as usize * d + j, ())))
+        .map(|(k, ())| (q[k] as i32 - zp as i32) as f32 * scale)
+        .collect();
+    // [1, len, d] and [len, 1, d] hold the same values in the same order.
+    assert_eq!(out[0], want);
+    assert_eq!(out[1], want);
+}
