@@ -366,7 +366,18 @@ fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
         l.g.add_f32(format!("{}:real", n.input[0]), h.shape.clone(), &real);
     let idx = crate::lower_math::typed_t(l, &n.input[1], DType::I32)?;
     let y = float_node(l, n, "Gather", &[table, idx], n.attribute.clone())?;
-    l.qop.real_rows.insert(out);
+    // The rows and every movement op's output on them are real values: their
+    // DequantizeLinear passes them on unchanged and states no activation params (a model
+    // quantized dynamically has none: with them it would not be calibrated).
+    let mut todo = vec![out];
+    while let Some(v) = todo.pop() {
+        for c in l.consumers.get(&v).cloned().unwrap_or_default() {
+            if MOVEMENT.contains(&c.op_type.as_str()) && c.input.first() == Some(&v) {
+                todo.extend(c.output.iter().filter(|o| !o.is_empty()).cloned());
+            }
+        }
+        l.qop.real_rows.insert(v);
+    }
     l.out(n, 0, Val::T(y));
     Ok(())
 }

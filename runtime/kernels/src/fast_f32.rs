@@ -586,13 +586,21 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
     };
-    if m >= matmul::FC_MIN_ROWS {
+    if m >= matmul::FC_MIN_ROWS && n >= matmul::FC_MIN_COLS {
         matmul::fc(&gm, x, m, y);
         return Some(Ok(()));
     }
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        dot_rows(&gm, xr, yr);
-    }
+    // Few input rows, or few weight rows (an attention score's 512 → 1 projection over
+    // every query-key pair, where the GEMM's 32-wide panel would be 1/32 used): dot
+    // products, input rows split across the pool.
+    let work = (m * n * k) as u64;
+    crate::par::par_pieces(&mut y[..m * n], n.max(1), work, |at, yp| {
+        let i0 = at / n.max(1);
+        for (xr, yr) in x[i0 * k..].chunks_exact(k).zip(yp.chunks_exact_mut(n)) {
+            dot_rows(&gm, xr, yr);
+        }
+    });
+    dispatch::taken();
     Some(Ok(()))
 }
 

@@ -5,7 +5,7 @@
 //!   `Y = A · B` with both operands read in place (A's rows broadcast, B's rows as the
 //!   column vectors).
 //! - FullyConnected `Y[i, j] = clamp(bias[j] + Σ_t X[i, t] · W[j, t])` with `m ≥ FC_MIN_ROWS`
-//!   input rows: 32 weight rows at a time are transposed into a stack panel
+//!   input rows and `n ≥ FC_MIN_COLS` weight rows: 32 weight rows at a time are transposed into a stack panel
 //!   (`[t][32]`, a chunk of `t` at a time, in 8×8 AVX2 blocks; the AVX-512 block's full
 //!   width, two of the AVX2 block's) that serves every input row, so the weights are
 //!   read once per call instead of once per input row. `Y` starts at the bias.
@@ -20,6 +20,9 @@ use crate::gemm::bmm_walk;
 
 /// Input rows from which FullyConnected takes the GEMM (fewer: one dot product per row).
 pub(super) const FC_MIN_ROWS: usize = 4;
+/// Weight rows from which FullyConnected takes the GEMM (fewer: one dot product per input
+/// row and weight row; a panel 32 wide would be mostly empty).
+pub(super) const FC_MIN_COLS: usize = 4;
 /// Weight rows (`j`) per transposed panel.
 const PANEL_W: usize = 32;
 /// Weight columns (`t`) per transposed panel: 32 × 512 floats, 64 KB on the stack.
