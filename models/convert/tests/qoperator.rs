@@ -397,4 +397,12 @@ fn quantized_table_rows_read_through_movement_ops() {
     // [1, len, d] and [len, 1, d] hold the same values in the same order.
     assert_eq!(out[0], want);
     assert_eq!(out[1], want);
+    // The table's params are the weights', not an activation's: the model is dynamically
+    // quantized, so calibration samples make it cairn's static int8.
+    let opts = Options {
+        calibration: vec![vec![ids.to_vec()]],
+        ..Default::default()
+    };
+    let c = convert(&bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(c.mode, "calibrated", "notes {:?}", c.notes);
 }
