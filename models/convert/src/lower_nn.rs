@@ -724,13 +724,6 @@ fn int_binary(l: &mut Lower, n: &NodeProto) -> Result<Val> {
         };
     }
     let r = l.binary(kind, fs[0], fs[1])?;
-    let shape = l.shape(r);
-    let y = l.op_n(
-        OpKind::Quantize,
-        vec![Some(r)],
-        vec![],
-        &[shape],
-        Some((DType::I32, cairn_core::emit::QuantSpec::None)),
-    )?;
-    Ok(crate::lower_math::as_val(l, y[0]))
+    let y = crate::lower_shape::float_to_int(l, r)?;
+    Ok(crate::lower_math::as_val(l, y))
 }

@@ -363,15 +363,8 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
                     // Float to an integer type at run time (token ids arriving as floats, a
                     // Keras Embedding's Cast before its Gather): truncated toward zero into
                     // i32, cairn's integer type.
-                    let shape = l.shape(t);
-                    let y = l.op_n(
-                        OpKind::Quantize,
-                        vec![Some(t)],
-                        vec![],
-                        &[shape],
-                        Some((DType::I32, cairn_core::emit::QuantSpec::None)),
-                    )?;
-                    l.out(n, 0, Val::T(y[0]));
+                    let y = float_to_int(l, t)?;
+                    l.out(n, 0, Val::T(y));
                 }
                 _ => bail!("Cast of this tensor to type {to} is not supported"),
             }
@@ -797,6 +790,19 @@ fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize
 /// one-hot, a mask) becomes `Where(t, 1, 0)` (which the one-hot MatMul rewrite reads);
 /// other run-time integers (an id input read as a number) a Dequantize of the
 /// unquantized i32, i.e. scale 1 and zero point 0.
+/// A run-time f32 tensor truncated toward zero into i32 (saturating; NaN to 0).
+pub(crate) fn float_to_int(l: &mut Lower, t: usize) -> Result<usize> {
+    let shape = l.shape(t);
+    let y = l.op_n(
+        OpKind::Quantize,
+        vec![Some(t)],
+        vec![],
+        &[shape],
+        Some((DType::I32, cairn_core::emit::QuantSpec::None)),
+    )?;
+    Ok(y[0])
+}
+
 pub(crate) fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
     use cairn_core::op::BinaryFn;
     let zero_one = l.g.ops.iter().any(|op| {

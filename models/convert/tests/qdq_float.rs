@@ -6,22 +6,12 @@
 //! Seeded (`CAIRN_SEED`).
 
 mod common;
-use common::{node, value};
+use common::{f32_init, node, value};
 
 use cairn_convert::onnx_pb::{GraphProto, TensorProto};
 use cairn_convert::{convert, Options};
 use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
-
-fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
 
 fn i8_init(name: &str, v: i8) -> TensorProto {
     TensorProto {

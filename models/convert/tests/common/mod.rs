@@ -108,3 +108,14 @@ pub fn model_bytes(graph: cairn_convert::onnx_pb::GraphProto, opset: i64) -> Vec
     }
     .encode_to_vec()
 }
+
+/// An f32 initializer `name` of `dims` holding `v`.
+pub fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> cairn_convert::onnx_pb::TensorProto {
+    cairn_convert::onnx_pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
