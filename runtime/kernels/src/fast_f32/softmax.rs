@@ -2,7 +2,9 @@
 //! `std`; other hosts: the reference).
 //!
 //! Over the last axis (`inner` = 1), per row: the maximum, then `e = exp(x − max)` (the
-//! vector exp of `unary.rs`, within `ERR_REL` of libm's) stored and summed in eight lanes,
+//! vector exp of `unary.rs`, within `ERR_REL` of libm's; 0 below f32's smallest normal,
+//! whose subnormal products cost Intel cores a microcode assist each) stored and summed
+//! in eight lanes,
 //! then `e / sum` as the reference. Over another axis (`inner` > 1: a YOLOv8 head's
 //! distribution over 16 bins, attention laid out channels-first), eight neighbouring
 //! columns at a time: each lane walks its own column in the reference's order (maximum,
@@ -64,7 +66,7 @@ pub fn softmax_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::unary::avx2::exp;
+    use super::super::unary::avx2::exp_flush as exp;
     use core::arch::x86_64::*;
 
     /// One row: `y = softmax(x)`.
