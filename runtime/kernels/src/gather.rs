@@ -43,12 +43,45 @@ pub fn gather(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     }
     let xs = x.info.shape;
     let (n, inner) = (xs.dim(axis), xs.prod(axis + 1, xs.rank()));
+    let outer = xs.prod(0, axis);
+    // One element per index (a flattened gather, e.g. a ScatterND written as one): a
+    // fixed-size copy each, where a general one cost a memcpy call per element.
+    if inner == 1 {
+        match size {
+            4 => return gather_elems::<4>(x.data, idx, n, outer, out.data),
+            1 => return gather_elems::<1>(x.data, idx, n, outer, out.data),
+            _ => {}
+        }
+    }
     let mut at = 0usize;
     for o in 0..xs.prod(0, axis) {
         for &v in idx {
             let k = resolve(v, n)?;
             copy_elems(out.data, at, x.data, (o * n + k) * inner, inner, size)?;
             at += inner;
+        }
+    }
+    Ok(())
+}
+
+/// `gather` with one `S`-byte element per index: `y[o][j] = x[o][idx[j]]`.
+fn gather_elems<const S: usize>(
+    x: &[u8],
+    idx: &[i32],
+    n: usize,
+    outer: usize,
+    y: &mut [u8],
+) -> Result<(), ExecError> {
+    let per = idx.len() * S;
+    let y = y.get_mut(..outer * per).ok_or(ExecError::Shape)?;
+    if per == 0 {
+        return Ok(());
+    }
+    for (o, yo) in y.chunks_exact_mut(per).enumerate() {
+        let xo = x.get(o * n * S..(o + 1) * n * S).ok_or(ExecError::Shape)?;
+        for (d, &v) in yo.chunks_exact_mut(S).zip(idx) {
+            let k = resolve(v, n)? * S;
+            d.copy_from_slice(&xo[k..k + S]);
         }
     }
     Ok(())
@@ -121,4 +154,47 @@ pub fn tile(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `gather_elems` against the definition, for 1- and 4-byte elements, negative
+    /// indices, and an index past the axis (an error, nothing panics).
+    #[test]
+    fn one_element_gather_is_the_definition() {
+        let mut st = 0x6A7u64;
+        let mut next = |m: usize| {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((st >> 33) as usize) % m
+        };
+        for case in 0..200 {
+            let (outer, n, m) = (1 + next(4), 1 + next(40), next(50));
+            let idx: Vec<i32> = (0..m).map(|_| next(2 * n) as i32 - n as i32).collect();
+            let x: Vec<u8> = (0..outer * n * 4).map(|_| next(256) as u8).collect();
+            for s in [1usize, 4] {
+                let mut y = vec![0u8; outer * m * s];
+                let r = if s == 4 {
+                    gather_elems::<4>(&x[..outer * n * 4], &idx, n, outer, &mut y)
+                } else {
+                    gather_elems::<1>(&x[..outer * n], &idx, n, outer, &mut y)
+                };
+                r.unwrap_or_else(|e| panic!("case {case}: {e:?}"));
+                for o in 0..outer {
+                    for (j, &v) in idx.iter().enumerate() {
+                        let k = if v < 0 { v + n as i32 } else { v } as usize;
+                        let (a, b) = ((o * m + j) * s, (o * n + k) * s);
+                        assert_eq!(y[a..a + s], x[b..b + s], "case {case} size {s}");
+                    }
+                }
+            }
+            let mut bad = idx.clone();
+            bad.push(n as i32);
+            let mut y = vec![0u8; outer * bad.len() * 4];
+            assert!(gather_elems::<4>(&x, &bad, n, outer, &mut y).is_err());
+        }
+    }
 }
