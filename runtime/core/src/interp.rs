@@ -150,7 +150,17 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
                 let t = match op.input(j) {
                     None => None,
                     Some(t) => {
-                        let d = desc_of(descs, &self.model, t);
+                        // By reference into the table: a copy of the 112-byte record on
+                        // the stack, read back in other widths, stalled store forwarding
+                        // (a tenth of a run of thousands of small ops).
+                        let decoded;
+                        let d = match descs.get(t as usize) {
+                            Some(d) => d,
+                            None => {
+                                decoded = self.model.tensor(t);
+                                &decoded
+                            }
+                        };
                         let data = match d.storage {
                             Storage::Const(c) => c,
                             Storage::Arena { offset, bytes } if offset + bytes <= oo => {
