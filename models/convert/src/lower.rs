@@ -59,9 +59,9 @@ pub(crate) struct Lower<'m> {
     /// indices (last dim 1) and the depth, so a MatMul on them becomes a row lookup.
     pub(crate) one_hot: HashMap<usize, (usize, usize)>,
     /// `LowerOptions::clamp_fake_quant`, and the Clip made for each fake-quantized tensor
-    /// (one per tensor however many DequantizeLinear nodes read its QuantizeLinear).
+    /// and pair params (one however many DequantizeLinear nodes read its QuantizeLinear).
     clamp_fake_quant: bool,
-    fake_clamps: HashMap<usize, usize>,
+    fake_clamps: HashMap<(usize, u32, i32), usize>,
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
@@ -891,14 +891,14 @@ impl<'m> Lower<'m> {
                 // With the clamp the hint goes on the Clip's output (a hinted tensor is a
                 // point fusions keep, and the clamp is to fuse into its producer).
                 let y = if self.clamp_fake_quant {
-                    match self.fake_clamps.get(&t) {
+                    match self.fake_clamps.get(&(t, scale.to_bits(), zero_point)) {
                         Some(&c) => c,
                         None => {
                             // The int8 domain: a u8 pair's zero point is already shifted.
                             let lo = scale * (-128 - zero_point) as f32;
                             let hi = scale * (127 - zero_point) as f32;
                             let c = self.unary(t, cairn_core::op::UnaryFn::Clip, lo, hi)?;
-                            self.fake_clamps.insert(t, c);
+                            self.fake_clamps.insert((t, scale.to_bits(), zero_point), c);
                             c
                         }
                     }
