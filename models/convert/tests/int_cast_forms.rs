@@ -238,13 +238,8 @@ fn run_time_integer_add_mul_sub_are_exact() {
     let mut st = seed;
     let (n, len) = (11usize, 16usize);
     let table: Vec<f32> = (0..n * 2).map(|k| k as f32 * 0.5 - 3.0).collect();
-    let bytes = ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
+    let bytes = common::model_bytes(
+        GraphProto {
             node: vec![
                 node("Cast", &["i"], &["fi"], vec![int_attr("to", 1)]),
                 node("Less", &["fi", "zero"], &["neg"], vec![]),
@@ -284,10 +279,9 @@ fn run_time_integer_add_mul_sub_are_exact() {
             ],
             name: "g".into(),
             ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec();
+        },
+        13,
+    );
     let c = convert(&bytes, &Options::default(), |_| {})
         .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
     let model = AlignedBytes::from_slice(&c.bytes);
