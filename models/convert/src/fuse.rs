@@ -29,6 +29,23 @@ pub(crate) fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
     }
 }
 
+/// Narrow the activation clamp in `params` (slots `(a, b)`) to also clamp to `[lo, hi]`:
+/// a clamp of a clamp is one clamp to the intersection. Disjoint ranges (or a NaN bound)
+/// leave `params` as they are and give false.
+pub(crate) fn narrow_act(params: &mut [i32], (a, b): (usize, usize), lo: f32, hi: f32) -> bool {
+    let (plo, phi) = (
+        f32::from_bits(params[a] as u32),
+        f32::from_bits(params[b] as u32),
+    );
+    let (ilo, ihi) = (lo.max(plo), hi.min(phi));
+    if ilo > ihi || ilo.is_nan() || ihi.is_nan() {
+        return false;
+    }
+    params[a] = ilo.to_bits() as i32;
+    params[b] = ihi.to_bits() as i32;
+    true
+}
+
 pub(crate) fn has_act(g: &Graph, op: usize) -> bool {
     let o = &g.ops[op];
     act_slots(o.kind).is_some_and(|(a, b)| o.params[a] != INF_BITS.0 || o.params[b] != INF_BITS.1)
@@ -263,7 +280,7 @@ fn fuse_act(g: &mut Graph) -> bool {
         if uo.kind != OpKind::Unary {
             continue;
         }
-        let (mut lo, mut hi) = match UnaryFn::from_code(uo.params[0]) {
+        let (lo, hi) = match UnaryFn::from_code(uo.params[0]) {
             Some(UnaryFn::Relu) => (0.0f32, f32::INFINITY),
             Some(UnaryFn::Clip) => (
                 f32::from_bits(uo.params[1] as u32),
@@ -271,25 +288,19 @@ fn fuse_act(g: &mut Graph) -> bool {
             ),
             _ => continue,
         };
+        let new_out = uo.outputs[0];
         if has_act(g, p) {
-            // A clamp of a clamp is one clamp to the intersection (a Relu, then a QDQ
-            // pair's range), when the two overlap; disjoint ones stay as they are.
-            let op = &g.ops[p];
-            let (plo, phi) = (
-                f32::from_bits(op.params[slo] as u32),
-                f32::from_bits(op.params[shi] as u32),
-            );
-            let (ilo, ihi) = (lo.max(plo), hi.min(phi));
-            if ilo > ihi || ilo.is_nan() || ihi.is_nan() {
+            // On top of a clamp (a Relu, then a QDQ pair's range): the intersection, when
+            // the two overlap.
+            if !narrow_act(&mut g.ops[p].params, (slo, shi), lo, hi) {
                 continue;
             }
-            (lo, hi) = (ilo, ihi);
+        } else {
+            let op = &mut g.ops[p];
+            op.params[slo] = lo.to_bits() as i32;
+            op.params[shi] = hi.to_bits() as i32;
         }
-        let new_out = uo.outputs[0];
-        let op = &mut g.ops[p];
-        op.params[slo] = lo.to_bits() as i32;
-        op.params[shi] = hi.to_bits() as i32;
-        op.outputs[0] = new_out;
+        g.ops[p].outputs[0] = new_out;
         g.ops.remove(u);
         return true;
     }

@@ -25,6 +25,16 @@ pub enum Hint {
     Bias { q: Vec<i32>, scales: Vec<f32> },
 }
 
+/// The real range an activation Q/DQ pair of `Hint::Act { scale, zero_point }` saturates
+/// to: `[scale·(−128 − zero_point), scale·(127 − zero_point)]` (the int8 domain; a u8
+/// pair's zero point is already shifted).
+pub fn act_range(scale: f32, zero_point: i32) -> (f32, f32) {
+    (
+        scale * (-128 - zero_point) as f32,
+        scale * (127 - zero_point) as f32,
+    )
+}
+
 #[derive(Clone, Debug)]
 pub struct HTensor {
     pub name: String,

@@ -894,9 +894,7 @@ impl<'m> Lower<'m> {
                     match self.fake_clamps.get(&(t, scale.to_bits(), zero_point)) {
                         Some(&c) => c,
                         None => {
-                            // The int8 domain: a u8 pair's zero point is already shifted.
-                            let lo = scale * (-128 - zero_point) as f32;
-                            let hi = scale * (127 - zero_point) as f32;
+                            let (lo, hi) = crate::ir::act_range(scale, zero_point);
                             let c = self.unary(t, cairn_core::op::UnaryFn::Clip, lo, hi)?;
                             self.fake_clamps.insert((t, scale.to_bits(), zero_point), c);
                             c

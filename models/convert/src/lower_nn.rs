@@ -681,10 +681,10 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
 /// 0/1), its other operand a run-time integer tensor or an integer constant.
 fn int_arithmetic(l: &Lower, n: &NodeProto) -> bool {
     let runtime_i32 = |name: &str| matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32 && !l.g.tensors[t].is_const());
-    let int = |name: &str| {
-        runtime_i32(name)
-            || matches!(l.val(name), Ok(Val::Int(h)) if !h.is_float())
-            || matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32)
+    let int = |name: &str| match l.val(name) {
+        Ok(Val::Int(h)) => !h.is_float(),
+        Ok(Val::T(t)) => l.g.tensors[t].dtype == DType::I32,
+        _ => false,
     };
     n.input.len() == 2
         && (runtime_i32(&n.input[0]) || runtime_i32(&n.input[1]))

@@ -786,10 +786,6 @@ fn wrap_pad(l: &mut Lower, t: usize, begin: &[i64], end: &[i64]) -> Result<usize
     Ok(y)
 }
 
-/// A run-time i32 tensor cast to float. A comparison's or a logic op's 0/1 result (a
-/// one-hot, a mask) becomes `Where(t, 1, 0)` (which the one-hot MatMul rewrite reads);
-/// other run-time integers (an id input read as a number) a Dequantize of the
-/// unquantized i32, i.e. scale 1 and zero point 0.
 /// A run-time f32 tensor truncated toward zero into i32 (saturating; NaN to 0).
 pub(crate) fn float_to_int(l: &mut Lower, t: usize) -> Result<usize> {
     let shape = l.shape(t);
@@ -803,6 +799,10 @@ pub(crate) fn float_to_int(l: &mut Lower, t: usize) -> Result<usize> {
     Ok(y[0])
 }
 
+/// A run-time i32 tensor cast to float. A comparison's or a logic op's 0/1 result (a
+/// one-hot, a mask) becomes `Where(t, 1, 0)` (which the one-hot MatMul rewrite reads);
+/// other run-time integers (an id input read as a number) a Dequantize of the
+/// unquantized i32, i.e. scale 1 and zero point 0.
 pub(crate) fn int_to_float(l: &mut Lower, t: usize) -> Result<usize> {
     use cairn_core::op::BinaryFn;
     let zero_one = l.g.ops.iter().any(|op| {

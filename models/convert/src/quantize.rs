@@ -356,22 +356,11 @@ impl Q<'_> {
             }
             let mut w = id;
             if let (DType::F32, Some(Hint::Act { scale, zero_point })) = (h.dtype, &h.hint) {
-                let (lo, hi) = (
-                    scale * (-128 - zero_point) as f32,
-                    scale * (127 - zero_point) as f32,
-                );
+                let (lo, hi) = crate::ir::act_range(*scale, *zero_point);
                 let slots = crate::fuse::act_slots(op.kind).filter(|_| op.outputs.len() == 1);
                 match slots {
-                    Some((a, b)) => {
-                        let (plo, phi) = (
-                            f32::from_bits(params[a] as u32),
-                            f32::from_bits(params[b] as u32),
-                        );
-                        let (ilo, ihi) = (lo.max(plo), hi.min(phi));
-                        if ilo <= ihi {
-                            params[a] = ilo.to_bits() as i32;
-                            params[b] = ihi.to_bits() as i32;
-                        }
+                    Some(slots) => {
+                        crate::fuse::narrow_act(&mut params, slots, lo, hi);
                     }
                     None => {
                         w = self.out.add(

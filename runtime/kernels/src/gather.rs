@@ -54,7 +54,7 @@ pub fn gather(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         }
     }
     let mut at = 0usize;
-    for o in 0..xs.prod(0, axis) {
+    for o in 0..outer {
         for &v in idx {
             let k = resolve(v, n)?;
             copy_elems(out.data, at, x.data, (o * n + k) * inner, inner, size)?;
