@@ -240,18 +240,22 @@ impl Graph {
                 ),
             });
         }
+        let mut refs = Vec::new();
+        for (t, bytes) in op.inputs.iter().zip(&held) {
+            refs.push(match (t, bytes) {
+                (Some(t), Some(bytes)) => Some(TensorRef {
+                    info: self.info(*t)?,
+                    data: bytes.as_slice(),
+                }),
+                _ => None,
+            });
+        }
         let mut outs = Vec::new();
+        let params = cairn_core::Params::new(&op.params);
         for (k, &o) in op.outputs.iter().enumerate() {
-            let mut call = OpCall::new(op.kind, kernel, &op.params, k);
-            for (j, t) in op.inputs.iter().enumerate() {
-                let r = match (t, &held[j]) {
-                    (Some(t), Some(bytes)) => Some(TensorRef {
-                        info: self.info(*t)?,
-                        data: bytes.as_slice(),
-                    }),
-                    _ => None,
-                };
-                call.push_input(r).map_err(|e| anyhow!("{e:?}"))?;
+            let mut call = OpCall::new(op.kind, kernel, &params, k);
+            for r in &refs {
+                call.push_input(r.as_ref()).map_err(|e| anyhow!("{e:?}"))?;
             }
             let info = self.info(o)?;
             let mut buf =

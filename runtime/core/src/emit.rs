@@ -345,7 +345,7 @@ impl ModelBuilder {
         put_u32(h, hdr::ARENA_BYTES, plan.arena_bytes as u32);
         put_u32(h, hdr::ARENA_LOWER_BOUND, plan.lower_bound as u32);
         for (k, w) in kernels.0.iter().enumerate() {
-            h[hdr::KERNELS + 8 * k..hdr::KERNELS + 8 * k + 8].copy_from_slice(&w.to_le_bytes());
+            h[hdr::KERNELS + 4 * k..hdr::KERNELS + 4 * k + 4].copy_from_slice(&w.to_le_bytes());
         }
         put_u16(h, hdr::N_TENSORS, self.tensors.len() as u16);
         put_u16(h, hdr::N_OPS, self.ops.len() as u16);

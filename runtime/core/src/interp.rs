@@ -4,8 +4,12 @@
 use crate::backend::{Backend, OpCall};
 use crate::error::{ExecError, LoadError, RunError};
 use crate::format::ALIGN;
-use crate::model::{Model, Storage, TensorDesc};
+#[cfg(feature = "alloc")]
+use crate::model::OpEntry;
+use crate::model::{Model, OpIo, Storage, TensorDesc, NO_TENSOR};
+use crate::op::MAX_OP_INPUTS;
 use crate::{DType, TensorMut, TensorRef};
+use crate::{KernelId, OpKind, Params};
 
 pub struct Interpreter<'m, 'a, B: Backend> {
     model: Model<'m>,
@@ -14,6 +18,10 @@ pub struct Interpreter<'m, 'a, B: Backend> {
     /// Every tensor's description, decoded once by the caller ([`Interpreter::with_tensors`]),
     /// or empty: each op then decodes its tensors' records from the model bytes.
     descs: &'a [TensorDesc<'m>],
+    /// Every op decoded once ([`Interpreter::with_ops`]), or empty: each op is then decoded
+    /// from the model bytes when it runs.
+    #[cfg(feature = "alloc")]
+    ops: &'a [OpEntry],
 }
 
 impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
@@ -36,6 +44,8 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
             backend,
             arena,
             descs: &[],
+            #[cfg(feature = "alloc")]
+            ops: &[],
         })
     }
 
@@ -45,6 +55,18 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
     pub fn with_tensors(mut self, descs: &'a [TensorDesc<'m>]) -> Self {
         if descs.len() == self.model.n_tensors() {
             self.descs = descs;
+        }
+        self
+    }
+
+    /// Read ops from `ops` (every op's [`Model::op_entry`], in order; `HostModel` keeps
+    /// one) instead of decoding each record on every run, where a tensor table is given
+    /// too ([`Interpreter::with_tensors`]). A table of the wrong length is not used.
+    /// (With `alloc`: a device's build keeps only the decoding loop.)
+    #[cfg(feature = "alloc")]
+    pub fn with_ops(mut self, ops: &'a [OpEntry]) -> Self {
+        if ops.len() == self.model.n_ops() {
+            self.ops = ops;
         }
         self
     }
@@ -129,64 +151,85 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
             index: i as u16,
             error,
         };
+        let descs = self.descs;
+        #[cfg(feature = "alloc")]
+        if let (Some(e), false) = (self.ops.get(i), descs.is_empty()) {
+            return self
+                .run_op(e, e.kind, e.kernel, e.params(), descs, false)
+                .map_err(err);
+        }
+        // A device: the op decoded from its record, each time it runs (no second copy of
+        // the loop in its flash).
         let op = self.model.op(i).ok_or(RunError::NoSuchTensor)?;
         let kernel = self.model.kernel_of(i).ok_or(err(ExecError::Shape))?;
-        let (params, np) = op.param_words();
-        let descs = self.descs;
-        for k in 0..op.n_outputs() {
-            let out_d = self.desc(op.output(k));
+        let params = op.param_words();
+        if !descs.is_empty() {
+            return self
+                .run_op(&op, op.kind, kernel, &params, descs, false)
+                .map_err(err);
+        }
+        // No tensor table: this op's input records, decoded onto the stack.
+        let model = &self.model;
+        let local: [TensorDesc<'m>; MAX_OP_INPUTS] =
+            core::array::from_fn(|j| op.input(j).map_or(NO_TENSOR, |t| model.tensor(t)));
+        self.run_op(&op, op.kind, kernel, &params, &local, true)
+            .map_err(err)
+    }
+
+    /// Run op `e` (`kind` by `kernel` with `params`), reading input `j` (tensor `t`)'s
+    /// record from `descs[j]` (`by_slot`: the op's own records) or `descs[t]` (every
+    /// tensor's): one function for both keeps a device's flash at one copy.
+    fn run_op(
+        &mut self,
+        e: &impl OpIo,
+        kind: OpKind,
+        kernel: KernelId,
+        params: &Params,
+        descs: &[TensorDesc<'m>],
+        by_slot: bool,
+    ) -> Result<(), ExecError> {
+        for k in 0..e.n_outputs() {
+            let out_d = self.desc(e.output(k));
             let Storage::Arena {
                 offset: oo,
                 bytes: ob,
             } = out_d.storage
             else {
-                return Err(err(ExecError::Shape));
+                return Err(ExecError::Shape);
             };
             let (lo, rest) = self.arena.split_at_mut(oo);
             let (out_buf, hi) = rest.split_at_mut(ob);
             let (lo, hi): (&[u8], &[u8]) = (lo, hi);
-            let mut call = OpCall::new(op.kind, kernel, &params[..np], k);
-            for j in 0..op.n_inputs() {
-                let t = match op.input(j) {
-                    None => None,
-                    Some(t) => {
-                        // By reference into the table: a copy of the 112-byte record on
-                        // the stack, read back in other widths, stalled store forwarding
-                        // (a tenth of a run of thousands of small ops).
-                        let decoded;
-                        let d = match descs.get(t as usize) {
-                            Some(d) => d,
-                            None => {
-                                decoded = self.model.tensor(t);
-                                &decoded
-                            }
-                        };
-                        let data = match d.storage {
-                            Storage::Const(c) => c,
-                            Storage::Arena { offset, bytes } if offset + bytes <= oo => {
-                                &lo[offset..offset + bytes]
-                            }
-                            Storage::Arena { offset, bytes } if offset >= oo + ob => {
-                                &hi[offset - oo - ob..offset - oo - ob + bytes]
-                            }
-                            Storage::Arena { offset, bytes }
-                                if j == 0 && offset == oo && bytes == ob =>
-                            {
-                                call.in_place = true;
-                                &[]
-                            }
-                            Storage::Arena { .. } => return Err(err(ExecError::Shape)),
-                        };
-                        Some(TensorRef { info: d.info, data })
-                    }
+            let mut call = OpCall::new(kind, kernel, params, k);
+            for j in 0..e.n_inputs() {
+                let Some(t) = e.input(j) else {
+                    call.push_parts(None, &[])?;
+                    continue;
                 };
-                call.push_input(t).map_err(err)?;
+                let d = descs
+                    .get(if by_slot { j } else { t as usize })
+                    .unwrap_or(&NO_TENSOR);
+                let data = match d.storage {
+                    Storage::Const(c) => c,
+                    Storage::Arena { offset, bytes } if offset + bytes <= oo => {
+                        &lo[offset..offset + bytes]
+                    }
+                    Storage::Arena { offset, bytes } if offset >= oo + ob => {
+                        &hi[offset - oo - ob..offset - oo - ob + bytes]
+                    }
+                    Storage::Arena { offset, bytes } if j == 0 && offset == oo && bytes == ob => {
+                        call.in_place = true;
+                        &[]
+                    }
+                    Storage::Arena { .. } => return Err(ExecError::Shape),
+                };
+                call.push_parts(Some(&d.info), data)?;
             }
             let out = TensorMut {
                 info: out_d.info,
                 data: out_buf,
             };
-            self.backend.execute(&call, out).map_err(err)?;
+            self.backend.execute(&call, out)?;
         }
         Ok(())
     }

@@ -73,25 +73,27 @@ impl core::fmt::Display for KernelId {
 
 const _: () = assert!(OP_KIND_COUNT * 4 <= PACKED_BASE && PACKED_BASE + OP_KIND_COUNT <= 256);
 
-/// A set of kernels, 256 bits, stored as four little-endian u64 words in the header.
+/// A set of kernels, 256 bits, stored as 32 little-endian bytes in the header (bit `i`
+/// of the set is bit `i % 8` of byte `i / 8`). Held as u32 words: a 32-bit device zeroes
+/// and compares them without pulling in a second memory-clearing routine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct KernelSet(pub [u64; 4]);
+pub struct KernelSet(pub [u32; 8]);
 
 impl KernelSet {
     pub fn insert(&mut self, k: KernelId) {
         let i = k.index();
-        self.0[i / 64] |= 1 << (i % 64);
+        self.0[i / 32] |= 1 << (i % 32);
     }
 
     pub fn contains(&self, k: KernelId) -> bool {
         let i = k.index();
-        self.0[i / 64] & (1 << (i % 64)) != 0
+        self.0[i / 32] & (1 << (i % 32)) != 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = KernelId> + '_ {
         (0..256)
-            .filter(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
+            .filter(|i| self.0[i / 32] & (1 << (i % 32)) != 0)
             .filter_map(KernelId::from_index)
     }
 

@@ -34,7 +34,7 @@ pub mod emit;
 #[cfg(feature = "alloc")]
 pub mod plan;
 
-pub use backend::{Backend, OpCall};
+pub use backend::{Backend, OpCall, Params};
 pub use dtype::DType;
 pub use error::{ExecError, LoadError, RunError};
 pub use interp::Interpreter;

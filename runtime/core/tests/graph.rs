@@ -5,14 +5,14 @@
 #![cfg(feature = "std")]
 
 use cairn_core::emit::{AlignedBytes, BuildError, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
-use cairn_core::model::{Storage, TensorDesc, MAX_OPS, MAX_TENSORS};
+use cairn_core::model::{OpEntry, Storage, TensorDesc, MAX_OPS, MAX_TENSORS};
 use cairn_core::partition::{
     segment_inputs, segment_outputs, transfer_bytes, OpSupport, Partition, PartitionError,
     Placement, Policy, Segment, MAX_SEGMENTS,
 };
 use cairn_core::{
     Backend, DType, ExecError, Interpreter, KernelId, Layout, LoadError, Model, OpCall, OpKind,
-    RunError, Shape, TensorMut,
+    Params, RunError, Shape, TensorMut,
 };
 
 const NEG: i32 = 12;
@@ -420,6 +420,69 @@ fn a_tensor_table_stands_in_for_the_records() {
     assert_eq!(run_diamond(m, &changed).0, [0.0, -1.0, -2.0, -3.0]);
     // A table of the wrong length is not used.
     assert_eq!(run_diamond(m, &changed[..table.len() - 1]), plain);
+}
+
+/// One call as the recorder saw it: kind, inputs, in place, params.
+type Call = (OpKind, usize, bool, Vec<i32>);
+
+/// What each op of `diamond` saw (kind, inputs, in place, params) and both outputs, run
+/// with the op table `ops` and the tensor table `descs` (either may be empty).
+fn diamond_calls(
+    m: Model<'_>,
+    descs: &[TensorDesc<'_>],
+    ops: &[OpEntry],
+) -> (Vec<Call>, Vec<f32>, Vec<f32>) {
+    let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+    let mut rec = Recorder::default();
+    let mut it = Interpreter::new(m, &mut rec, arena.as_mut_slice())
+        .unwrap()
+        .with_tensors(descs)
+        .with_ops(ops);
+    it.set_input_f32(0, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    it.invoke().unwrap();
+    let (y, z) = (
+        f32s(it.output(0).unwrap().data),
+        f32s(it.output(1).unwrap().data),
+    );
+    let seen = rec
+        .calls
+        .iter()
+        .map(|s| (s.kind, s.n_inputs, s.in_place, s.params.clone()))
+        .collect();
+    (seen, y, z)
+}
+
+#[test]
+fn an_op_table_stands_in_for_the_records() {
+    let bytes = load(&diamond());
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let descs: Vec<TensorDesc<'_>> = (0..m.n_tensors()).map(|t| m.tensor(t as u16)).collect();
+    let ops: Vec<OpEntry> = (0..m.n_ops()).map(|i| m.op_entry(i).unwrap()).collect();
+    assert!(m.op_entry(m.n_ops()).is_none());
+    let plain = diamond_calls(m, &[], &[]);
+    assert_eq!(plain.1, [9.0, 18.0, 27.0, 36.0]);
+    // Every combination of the two tables makes the same calls with the same results.
+    assert_eq!(diamond_calls(m, &[], &ops), plain);
+    assert_eq!(diamond_calls(m, &descs, &[]), plain);
+    assert_eq!(diamond_calls(m, &descs, &ops), plain);
+    for (i, e) in ops.iter().enumerate() {
+        let op = m.op(i).unwrap();
+        assert_eq!(
+            (e.kind, e.n_inputs(), e.n_outputs()),
+            (op.kind, op.n_inputs(), op.n_outputs())
+        );
+        assert_eq!(e.params(), &op.param_words());
+        assert_eq!(e.output(0), op.output(0));
+        assert_eq!(e.input(e.n_inputs()), None);
+    }
+    // The ops read the table: op 3 (z = n + a) told it is a negation makes one call of
+    // that kind, and z = -n = y.
+    let mut changed = ops.clone();
+    changed[3].kind = OpKind::Unary;
+    let (seen, y, z) = diamond_calls(m, &descs, &changed);
+    assert_eq!((seen[3].0, &z), (OpKind::Unary, &y));
+    // A table of the wrong length is not used.
+    assert_eq!(diamond_calls(m, &descs, &changed[..3]), plain);
 }
 
 #[test]
@@ -841,7 +904,8 @@ fn an_op_call_holds_params_and_inputs_within_bounds() {
         kind: OpKind::Add,
         variant: Variant::F32,
     };
-    let mut call = OpCall::new(OpKind::Add, k, &[7, 1.5f32.to_bits() as i32, -3], 2);
+    let words = Params::new(&[7, 1.5f32.to_bits() as i32, -3]);
+    let mut call = OpCall::new(OpKind::Add, k, &words, 2);
     assert_eq!(call.params(), [7, 1.5f32.to_bits() as i32, -3]);
     assert_eq!((call.param(0), call.param(2), call.param(3)), (7, -3, 0));
     assert_eq!(call.param_f32(1), 1.5);
@@ -858,20 +922,23 @@ fn an_op_call_holds_params_and_inputs_within_bounds() {
         },
         data: &data,
     };
-    call.push_input(Some(t)).unwrap();
+    call.push_input(Some(&t)).unwrap();
     call.push_input(None).unwrap();
     assert_eq!(call.n_inputs(), 2);
     assert!(call.input(0).is_some() && call.input(1).is_none());
+    assert_eq!(call.input(0).unwrap().data.as_ptr(), data.as_ptr());
     assert_eq!(call.req(1).err(), Some(ExecError::MissingInput));
+    assert!(call.input(MAX_OP_INPUTS).is_none());
     for _ in 2..MAX_OP_INPUTS {
-        call.push_input(Some(t)).unwrap();
+        call.push_input(Some(&t)).unwrap();
     }
-    assert_eq!(call.push_input(Some(t)), Err(ExecError::Shape));
+    assert_eq!(call.push_input(Some(&t)), Err(ExecError::Shape));
     assert_eq!(call.n_inputs(), MAX_OP_INPUTS);
-    // Parameters past the call's capacity are cut, never read out of bounds.
+    // Parameters past the longest layout are cut, never read out of bounds.
     let long: Vec<i32> = (0..100).collect();
-    let call = OpCall::new(OpKind::Add, k, &long, 0);
-    assert_eq!(call.params(), &long[..call.params().len()]);
+    let words = Params::new(&long);
+    let call = OpCall::new(OpKind::Add, k, &words, 0);
+    assert_eq!(call.params(), &long[..cairn_core::backend::PARAM_WORDS]);
     assert_eq!(call.param(99), 0);
 }
 

@@ -100,13 +100,13 @@ fn noise(n: usize, salt: u64) -> Vec<u8> {
 fn reference(model: &Model<'_>, op_index: usize, input: &[u8]) -> Option<Vec<u8>> {
     let op = model.op(op_index)?;
     let kernel = model.kernel_of(op_index)?;
-    let (params, np) = op.param_words();
-    let mut call = OpCall::new(op.kind, kernel, &params[..np], 0);
-    call.push_input(Some(TensorRef {
+    let params = op.param_words();
+    let mut call = OpCall::new(op.kind, kernel, &params, 0);
+    let x = TensorRef {
         info: model.tensor(op.input(0)?).info,
         data: input,
-    }))
-    .ok()?;
+    };
+    call.push_input(Some(&x)).ok()?;
     let y = model.tensor(op.output(0)).info;
     let mut out = vec![0u8; y.numel()];
     cairn_kernels::execute_reference(

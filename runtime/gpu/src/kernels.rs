@@ -465,7 +465,7 @@ pub fn gather_tables(model: &Model<'_>, op_index: usize, out_index: usize) -> Op
         return None;
     }
     let numel = y.numel();
-    let (params, np) = op.param_words();
+    let params = op.param_words();
     // Run the reference with the arena inputs filled by `fill(k, element)` and quantized
     // as the output (`same_quant`: a pure copy) or as in the model.
     let run = |fill: &dyn Fn(usize, usize) -> u8, same_quant: bool| -> Option<Vec<u8>> {
@@ -474,7 +474,7 @@ pub fn gather_tables(model: &Model<'_>, op_index: usize, out_index: usize) -> Op
             .enumerate()
             .map(|(k, &(_, _, n, _))| (0..n).map(|e| fill(k, e)).collect())
             .collect();
-        let mut call = OpCall::new(op.kind, kernel, &params[..np], out_index);
+        let mut refs = Vec::new();
         for j in 0..op.n_inputs() {
             let t = match op.input(j) {
                 None => None,
@@ -499,7 +499,11 @@ pub fn gather_tables(model: &Model<'_>, op_index: usize, out_index: usize) -> Op
                     })
                 }
             };
-            call.push_input(t).ok()?;
+            refs.push(t);
+        }
+        let mut call = OpCall::new(op.kind, kernel, &params, out_index);
+        for t in &refs {
+            call.push_input(t.as_ref()).ok()?;
         }
         let mut out = vec![0u8; numel];
         cairn_kernels::execute_reference(
@@ -635,8 +639,8 @@ pub fn binary_table(model: &Model<'_>, op_index: usize) -> Option<Vec<u8>> {
     );
     let y = model.tensor(op.output(0)).info;
     let values: Vec<u8> = (-128i32..128).map(|v| v as i8 as u8).collect();
-    let (params, n) = op.param_words();
-    let mut call = OpCall::new(op.kind, kernel, &params[..n], 0);
+    let params = op.param_words();
+    let mut call = OpCall::new(op.kind, kernel, &params, 0);
     let a_in = TensorRef {
         info: cairn_core::TensorInfo {
             shape: Shape::new(&[256, 1])?,
@@ -651,8 +655,8 @@ pub fn binary_table(model: &Model<'_>, op_index: usize) -> Option<Vec<u8>> {
         },
         data: &values,
     };
-    call.push_input(Some(a_in)).ok()?;
-    call.push_input(Some(b_in)).ok()?;
+    call.push_input(Some(&a_in)).ok()?;
+    call.push_input(Some(&b_in)).ok()?;
     let mut table = vec![0u8; 256 * 256];
     let out = TensorMut {
         info: cairn_core::TensorInfo {

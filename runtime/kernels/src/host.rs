@@ -11,7 +11,7 @@ extern crate std;
 use std::vec::Vec;
 
 use cairn_core::emit::AlignedBytes;
-use cairn_core::model::TensorDesc;
+use cairn_core::model::{OpEntry, TensorDesc};
 use cairn_core::{DType, Interpreter, LoadError, Model, RunError};
 
 use crate::CpuBackend;
@@ -26,6 +26,8 @@ pub struct HostModel<'m> {
     pool: crate::par::Pool,
     /// Every tensor's description, decoded once (`Interpreter::with_tensors`).
     descs: Vec<TensorDesc<'m>>,
+    /// Every op, decoded once (`Interpreter::with_ops`).
+    ops: Vec<OpEntry>,
 }
 
 /// Shape and dtype of a graph input or output.
@@ -45,6 +47,11 @@ impl<'m> HostModel<'m> {
         let descs = (0..model.n_tensors())
             .map(|t| model.tensor(t as u16))
             .collect();
+        // Every op was checked at parse; were one not to decode, the table would be short
+        // and the interpreter would decode ops as it runs them.
+        let ops = (0..model.n_ops())
+            .filter_map(|i| model.op_entry(i))
+            .collect();
         Ok(HostModel {
             model,
             arena,
@@ -52,6 +59,7 @@ impl<'m> HostModel<'m> {
             packs: Default::default(),
             pool: Default::default(),
             descs,
+            ops,
         })
     }
 
@@ -149,7 +157,8 @@ impl<'m> HostModel<'m> {
         let m = self.model;
         let mut it = Interpreter::new(m, backend, self.arena.as_mut_slice())
             .map_err(|_| RunError::NoSuchTensor)?
-            .with_tensors(&self.descs);
+            .with_tensors(&self.descs)
+            .with_ops(&self.ops);
         if inputs.len() != m.n_inputs() {
             return Err(RunError::NoSuchTensor);
         }

@@ -3,6 +3,7 @@
 //! once: sizes, offsets, alignment, dtypes, quantization, shapes of every op, op order,
 //! and that no two tensors alive at the same time share arena bytes.
 
+use crate::backend::{Params, PARAM_WORDS};
 use crate::error::{LoadError, OpProblem};
 use crate::format::{self, hdr, opr, tns, u16_at, u32_at, ALIGN, NONE};
 use crate::kernel::{KernelId, KernelSet};
@@ -41,6 +42,20 @@ pub struct TensorDesc<'a> {
     pub def_time: u16,
     pub last_time: u16,
 }
+
+/// A zero-sized f32 scalar: what [`Model::tensor`] gives for an index no model has, and
+/// what fills the interpreter's unused record slots.
+pub(crate) const NO_TENSOR: TensorDesc<'static> = TensorDesc {
+    info: TensorInfo {
+        dtype: DType::F32,
+        shape: Shape::SCALAR,
+        quant: Quant::None,
+        layout: Layout::Plain,
+    },
+    storage: Storage::Const(&[]),
+    def_time: 0,
+    last_time: 0,
+};
 
 /// One op's record.
 #[derive(Clone, Copy, Debug)]
@@ -82,13 +97,128 @@ impl<'a> OpView<'a> {
         self.params.len() / 4
     }
     /// Parameters copied into a fixed buffer (the longest op layout fits).
-    pub fn param_words(&self) -> ([i32; 2 * MAX_RANK + 2], usize) {
-        let mut w = [0i32; 2 * MAX_RANK + 2];
+    pub fn param_words(&self) -> Params {
+        let mut w = [0i32; PARAM_WORDS];
         let n = self.n_params().min(w.len());
         for (i, slot) in w.iter_mut().enumerate().take(n) {
             *slot = self.param(i);
         }
-        (w, n)
+        Params::from_words(w, n)
+    }
+}
+
+/// One op decoded for the interpreter's loop: kind, kernel, tensor indices and parameter
+/// words, read from the model bytes once ([`Model::op_entry`]). A host keeps a table of
+/// them beside its tensor table ([`crate::Interpreter::with_ops`]): decoding the record,
+/// its index list and its parameters on every run was a quarter of a run of thousands of
+/// small ops (an unrolled recurrent model).
+#[derive(Clone, Copy, Debug)]
+pub struct OpEntry {
+    pub kind: OpKind,
+    pub kernel: KernelId,
+    n_in: u8,
+    n_out: u8,
+    /// Inputs (`NONE` for an absent optional one), then outputs.
+    io: [u16; MAX_OP_INPUTS + MAX_OP_OUTPUTS],
+    params: Params,
+}
+
+impl OpEntry {
+    /// `op` (a record of a checked model) run by `kernel`.
+    pub fn new(op: &OpView<'_>, kernel: KernelId) -> OpEntry {
+        // Arity was checked at parse: at most MAX_OP_INPUTS inputs and MAX_OP_OUTPUTS
+        // outputs, the outputs right after the inputs in the record's index list.
+        let (n_in, n_out) = (op.n_inputs(), op.n_outputs());
+        let io = core::array::from_fn(|k| {
+            let at = if k < MAX_OP_INPUTS {
+                k
+            } else {
+                n_in + k - MAX_OP_INPUTS
+            };
+            let live = if k < MAX_OP_INPUTS {
+                k < n_in
+            } else {
+                at < n_in + n_out
+            };
+            match op.io.get(2 * at..2 * at + 2) {
+                Some(b) if live => u16::from_le_bytes([b[0], b[1]]),
+                _ => NONE,
+            }
+        });
+        OpEntry {
+            kind: op.kind,
+            kernel,
+            n_in: n_in as u8,
+            n_out: n_out as u8,
+            io,
+            params: op.param_words(),
+        }
+    }
+    pub fn n_inputs(&self) -> usize {
+        self.n_in as usize
+    }
+    pub fn n_outputs(&self) -> usize {
+        self.n_out as usize
+    }
+    /// Tensor index of input `k`, `None` for an absent optional input or `k` past them.
+    #[inline]
+    pub fn input(&self, k: usize) -> Option<u16> {
+        let v = self.io.get(k).copied().unwrap_or(NONE);
+        (k < self.n_inputs() && v != NONE).then_some(v)
+    }
+    /// Tensor index of output `k` (`k < n_outputs()`).
+    #[inline]
+    pub fn output(&self, k: usize) -> u16 {
+        self.io.get(MAX_OP_INPUTS + k).copied().unwrap_or(NONE)
+    }
+    /// The parameter words (as [`OpView::param_words`]).
+    #[inline]
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+}
+
+/// An op's tensor indices, from its record ([`OpView`]) or decoded once ([`OpEntry`]).
+pub trait OpIo {
+    fn n_inputs(&self) -> usize;
+    fn n_outputs(&self) -> usize;
+    /// Tensor index of input `k`, `None` for an absent optional input or `k` past them.
+    fn input(&self, k: usize) -> Option<u16>;
+    /// Tensor index of output `k` (`k < n_outputs()`).
+    fn output(&self, k: usize) -> u16;
+}
+
+impl OpIo for OpView<'_> {
+    fn n_inputs(&self) -> usize {
+        OpView::n_inputs(self)
+    }
+    fn n_outputs(&self) -> usize {
+        OpView::n_outputs(self)
+    }
+    #[inline]
+    fn input(&self, k: usize) -> Option<u16> {
+        OpView::input(self, k)
+    }
+    #[inline]
+    fn output(&self, k: usize) -> u16 {
+        OpView::output(self, k)
+    }
+}
+
+impl OpIo for OpEntry {
+    fn n_inputs(&self) -> usize {
+        OpEntry::n_inputs(self)
+    }
+    fn n_outputs(&self) -> usize {
+        OpEntry::n_outputs(self)
+    }
+    #[inline]
+    fn input(&self, k: usize) -> Option<u16> {
+        OpEntry::input(self, k)
+    }
+    #[inline]
+    fn output(&self, k: usize) -> u16 {
+        OpEntry::output(self, k)
     }
 }
 
@@ -204,9 +334,7 @@ impl<'a> Model<'a> {
         let params_len = u32_at(b, hdr::PARAMS_LEN) as usize;
         let mut kernels = KernelSet::default();
         for (i, w) in kernels.0.iter_mut().enumerate() {
-            let lo = u32_at(b, hdr::KERNELS + 8 * i) as u64;
-            let hi = u32_at(b, hdr::KERNELS + 8 * i + 4) as u64;
-            *w = lo | hi << 32;
+            *w = u32_at(b, hdr::KERNELS + 4 * i);
         }
         let arena_bytes = u32_at(b, hdr::ARENA_BYTES) as usize;
         let arena_lower_bound = u32_at(b, hdr::ARENA_LOWER_BOUND) as usize;
@@ -318,6 +446,11 @@ impl<'a> Model<'a> {
 
     pub fn op(&self, i: usize) -> Option<OpView<'a>> {
         self.decode_op(i).ok()
+    }
+
+    /// Op `i` decoded for the interpreter (its record and kernel; `None` past the last).
+    pub fn op_entry(&self, i: usize) -> Option<OpEntry> {
+        Some(OpEntry::new(&self.op(i)?, self.kernel_of(i)?))
     }
 
     /// The kernel op `i` needs, as stored in the op record (checked at parse time).
@@ -559,8 +692,8 @@ impl<'a> Model<'a> {
         if op.n_params() != kind.param_len(out_rank, op.n_out) {
             return Err(e(OpProblem::ParamLen));
         }
-        let (p, np) = op.param_words();
-        let p = &p[..np];
+        let words = op.param_words();
+        let p = words.as_slice();
         for k in 0..op.n_out {
             let t = op.output(k);
             if t as usize >= self.n_tensors || (0..k).any(|j| op.output(j) == t) {
