@@ -3,7 +3,7 @@
 
 use cairn_core::quant::quantize_f32;
 use cairn_core::shape::MAX_RANK;
-use cairn_core::{DType, ExecError, OpCall, TensorMut, TensorRef};
+use cairn_core::{DType, ExecError, OpCall, TensorMut};
 
 use crate::util::qp;
 
@@ -11,41 +11,76 @@ fn esize(out: &TensorMut<'_>) -> usize {
     out.info.dtype.size_bytes()
 }
 
-/// Copy `src` into `dst`, requantizing int8 data when the params differ.
-fn copy_elems(src: &TensorRef<'_>, s: &[u8], dst: &mut [u8], out_dtype: DType, out_q: (f32, i32)) {
-    let in_q = qp(&src.info);
-    if out_dtype == DType::I8 && in_q != out_q {
-        let (si, zi) = in_q;
-        let (so, zo) = out_q;
-        let requant = |v: u8| {
-            let real = ((v as i8) as i32 - zi) as f32 * si;
-            quantize_f32(real, so, zo, -128, 127) as i8 as u8
-        };
-        // Hosts build a table when the run is long; microcontrollers keep the smaller
+/// How one Concat input's bytes reach the output: copied, or requantized to the output's
+/// int8 params (element by element, or through a byte table on a host when the input has
+/// more elements than the table). Built on the stack once per input, so the table's size
+/// beside the other variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Requant {
+    Copy,
+    Each {
+        from: (f32, i32),
+        to: (f32, i32),
+    },
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    Table([i8; 256]),
+}
+
+impl Requant {
+    /// For an input with params `from` and `n` elements into an output of `dtype`, `to`.
+    fn new(from: (f32, i32), n: usize, dtype: DType, to: (f32, i32)) -> Requant {
+        if dtype != DType::I8 || from == to {
+            return Requant::Copy;
+        }
+        let each = Requant::Each { from, to };
+        // Hosts build the table once per input (not per run of it: a concat along an
+        // inner axis has one run per outer index); microcontrollers keep the smaller
         // per-element loop (the table's code would cost their flash budget).
-        let hosted = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
-        if !hosted || s.len() <= 256 {
-            for (d, &v) in dst.iter_mut().zip(s) {
-                *d = requant(v);
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if n > 256 {
+            // Indexed by `x + 128` as the Lut kernels index their tables.
+            return Requant::Table(core::array::from_fn(|i| each.one(i as u8 ^ 0x80) as i8));
+        }
+        let _ = n;
+        each
+    }
+
+    #[inline]
+    fn one(&self, v: u8) -> u8 {
+        match *self {
+            Requant::Each {
+                from: (si, zi),
+                to: (so, zo),
+            } => {
+                let real = ((v as i8) as i32 - zi) as f32 * si;
+                quantize_f32(real, so, zo, -128, 127) as i8 as u8
             }
-        } else {
-            // The same function of the byte, computed once per possible byte, indexed by
-            // `x + 128` as the Lut kernels index their tables.
-            let table: [i8; 256] = core::array::from_fn(|i| requant(i as u8 ^ 0x80) as i8);
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-            {
+            Requant::Table(ref t) => t[(v ^ 0x80) as usize] as u8,
+            Requant::Copy => v,
+        }
+    }
+
+    /// `dst = f(s)`, element by element.
+    fn apply(&self, s: &[u8], dst: &mut [u8]) {
+        match self {
+            Requant::Copy => dst.copy_from_slice(s),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Requant::Table(table) => {
                 let (s8, d8): (&[i8], &mut [i8]) =
                     (bytemuck::cast_slice(s), bytemuck::cast_slice_mut(dst));
-                if crate::fast_elt::table_bytes(&table, s8, d8) {
-                    return;
+                if !crate::fast_elt::table_bytes(table, s8, d8) {
+                    for (d, &v) in dst.iter_mut().zip(s) {
+                        *d = self.one(v);
+                    }
                 }
             }
-            for (d, &v) in dst.iter_mut().zip(s) {
-                *d = table[(v ^ 0x80) as usize] as u8;
+            Requant::Each { .. } => {
+                for (d, &v) in dst.iter_mut().zip(s) {
+                    *d = self.one(v);
+                }
             }
         }
-    } else {
-        dst.copy_from_slice(s);
     }
 }
 
@@ -62,8 +97,9 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     for k in 0..call.n_inputs() {
         let t = call.req(k)?;
         let len = t.info.shape.dim(axis) * inner;
+        let how = Requant::new(qp(&t.info), outer * len, dt, oq);
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        if qp(&t.info) == oq || dt != DType::I8 {
+        if let Requant::Copy = how {
             // A plain copy: short runs (a channel-last concat of a value or two per
             // position) by size class, not one memcpy call per run.
             runs(&t.data[..outer * len], len, &mut out.data[at..], row);
@@ -72,13 +108,7 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
         }
         for o in 0..outer {
             let src = &t.data[o * len..(o + 1) * len];
-            copy_elems(
-                &t,
-                src,
-                &mut out.data[o * row + at..o * row + at + len],
-                dt,
-                oq,
-            );
+            how.apply(src, &mut out.data[o * row + at..o * row + at + len]);
         }
         at += len;
     }
