@@ -182,7 +182,7 @@ fn tap_span(g: &Geo, kx: usize) -> Span {
 #[inline(always)]
 fn store_row(g: &Geo, q: &Operands<'_>, oc: usize, acc: &[i32; MAX_OW], y: &mut [i8]) {
     let scale = q.scales[oc];
-    let mut phased = [0i8; MAX_OW];
+    stack_buf!(phased: i8, g.ow, 256, MAX_OW);
     for (t, &a) in phased[..g.ow].iter_mut().zip(&acc[..g.ow]) {
         *t = requantize(a, scale, q.zy, q.lo, q.hi) as i8;
     }

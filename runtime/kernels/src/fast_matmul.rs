@@ -47,8 +47,8 @@ fn run(
     let scale = *call.req(2)?.f32s()?.first().ok_or(ExecError::Shape)?;
     let ((_, za), (_, zb), (_, zy)) = (qp(&at.info), qp(&bt.info), qp(&out.info));
     let y = out.i8s_mut()?;
-    let mut bz = [0i16; MAX_B];
-    let mut acc = [0i32; MAX_N];
+    stack_buf!(bz: i16, k * n, 1024, MAX_B);
+    stack_buf!(acc: i32, n, 256, MAX_N);
     crate::fast::vectorized(
         #[inline(always)]
         || {

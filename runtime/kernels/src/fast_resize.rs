@@ -43,7 +43,7 @@ fn nearest_planes(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Result<(), Exec
     let (coord, nmode) = (call.param(1), call.param(2));
     let (sh, sw) = (call.param_f32(3), call.param_f32(4));
     let es = x.info.dtype.size_bytes();
-    let mut cols = [0usize; MAX_OW];
+    stack_buf!(cols: usize, ow, 256, MAX_OW);
     for (ox, col) in cols[..ow].iter_mut().enumerate() {
         *col = nearest(nmode, source(coord, ox, sw, w, ow), w);
     }

@@ -159,6 +159,8 @@ pub fn tile(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::{vec, vec::Vec};
 
     /// `gather_elems` against the definition, for 1- and 4-byte elements, negative
     /// indices, and an index past the axis (an error, nothing panics).

@@ -202,7 +202,7 @@ fn avg_planes(
     y: &mut [i8],
 ) {
     let plane = oh * ow;
-    let mut col = [0i32; AVG_MAX_W];
+    stack_buf!(col: i32, w, 256, AVG_MAX_W);
     for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
         let p = p0 + k;
         let xp = &xi[p * h * w..(p + 1) * h * w];
