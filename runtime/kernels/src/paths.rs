@@ -51,6 +51,10 @@ pub enum Path {
     /// int8 GEMV rows (`fast/gemv.rs`) on VNNI's `vpdpbusd`: one count per input vector
     /// (the op also counts `Gemv`).
     GemvVnni,
+    /// int8 GEMV rows on 512-bit `vpdpbusd`, eight rows a pass, row sums of the weights
+    /// cached (`fast/gemv.rs` `rows_vnni512`): one count per input vector (the op also
+    /// counts `Gemv` and `GemvVnni`).
+    GemvAvx512,
     /// aarch64 int8 GEMM, FullyConnected and GEMV on the `sdot` block
     /// (`fast/neon_dot.rs`, CPUs with the Armv8.2 dot product).
     GemmSdot,

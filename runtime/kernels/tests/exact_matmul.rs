@@ -8,7 +8,7 @@ use cairn_kernels::paths::{taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{per_tensor, run, seed, tensor, Rng};
+use common::{per_tensor, run, run_cached, seed, tensor, Rng};
 
 fn bytes(r: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| r.i8() as u8).collect()
@@ -26,20 +26,36 @@ fn fc_model(r: &mut Rng, lead: usize, m: usize, k: usize, n: usize) -> Vec<u8> {
 fn long_rows_take_the_gemv() {
     let seed = seed();
     let mut r = Rng(seed ^ 0x6E7);
-    let before = taken(Path::Gemv);
+    let (before, before512) = (taken(Path::Gemv), taken(Path::GemvAvx512));
     for case in 0..12 {
         let (m, k, n) = (r.range(1, 2), r.range(2049, 8192), r.range(1, 300));
         let model = fc_model(&mut r, 1, m, k, n);
         let input = bytes(&mut r, m * k);
-        assert_eq!(
-            run(&model, CpuBackend, &input),
-            run(&model, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: [1, {m}, {k}] x [{n}, {k}]"
-        );
+        let expect = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: [1, {m}, {k}] x [{n}, {k}]");
+        assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
+        // With a pack cache (a `HostModel` run), AVX-512 VNNI hosts take the panel rows.
+        assert_eq!(run_cached(&model, &input), expect, "{what} (cached packs)");
     }
     if avx2_host() {
-        assert_eq!(taken(Path::Gemv) - before, 12, "CAIRN_SEED={seed}");
+        assert_eq!(taken(Path::Gemv) - before, 36, "CAIRN_SEED={seed}");
     }
+    if gemv512_host() {
+        assert!(
+            taken(Path::GemvAvx512) - before512 >= 24,
+            "CAIRN_SEED={seed}"
+        );
+    }
+}
+
+/// Whether this host runs the GEMV rows on AVX-512 VNNI when a pack cache is active.
+fn gemv512_host() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return cairn_kernels::paths::vnni() == Some(cairn_kernels::paths::Vnni::Evex)
+        && cairn_kernels::paths::avx512_f32()
+        && std::is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[test]
@@ -47,6 +63,7 @@ fn fully_connected_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC8);
     let (before, before_gemv) = (taken(Path::FcBlock), taken(Path::Gemv));
+    let before512 = taken(Path::GemvAvx512);
     let (mut multi, mut few) = (0, 0);
     for case in 0..60 {
         let (lead, m) = (
@@ -59,17 +76,31 @@ fn fully_connected_i8_matches_reference() {
         few += (lead * m <= 2) as u64;
         let model = fc_model(&mut r, lead, m, k, n);
         let input = bytes(&mut r, lead * m * k);
-        assert_eq!(
-            run(&model, CpuBackend, &input),
-            run(&model, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: [{lead}, {m}, {k}] x [{n}, {k}]"
-        );
+        let expect = run(&model, RefBackend, &input);
+        let what = format!("CAIRN_SEED={seed} case {case}: [{lead}, {m}, {k}] x [{n}, {k}]");
+        assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
+        assert_eq!(run_cached(&model, &input), expect, "{what} (cached packs)");
     }
     // AVX2 hosts with std: every FC of three rows or more ran on the implicit GEMM's
-    // block, every FC of one or two rows on the GEMV.
+    // block, every FC of one or two rows on the GEMV (three runs each).
     if avx2_host() {
-        assert_eq!(taken(Path::FcBlock) - before, multi, "CAIRN_SEED={seed}");
-        assert_eq!(taken(Path::Gemv) - before_gemv, few, "CAIRN_SEED={seed}");
+        assert_eq!(
+            taken(Path::FcBlock) - before,
+            3 * multi,
+            "CAIRN_SEED={seed}"
+        );
+        assert_eq!(
+            taken(Path::Gemv) - before_gemv,
+            3 * few,
+            "CAIRN_SEED={seed}"
+        );
+    }
+    // AVX-512 VNNI hosts: the cached runs of those on the panel rows.
+    if gemv512_host() && few > 0 {
+        assert!(
+            taken(Path::GemvAvx512) - before512 >= 2 * few,
+            "CAIRN_SEED={seed}"
+        );
     }
 }
 

@@ -26,6 +26,9 @@ pub(super) const MAX_PIX: usize = 4;
 /// speed, 7–9 GMAC/s for MobileNetV2's 1792 × 1000 classifier (`cairn run --profile`).
 const GEMV_WORK: u64 = 3;
 
+/// The scratch vectors below are `SMALL_K` long unless `k` needs more (`stack_buf!`).
+const SMALL_K: usize = 512;
+
 /// Whether a conv goes through the GEMV: one group, plain weights, a tiny output.
 pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
     g.g == 1
@@ -41,7 +44,7 @@ pub(super) fn conv_fits(g: &Geo, q: &Q<'_>) -> bool {
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
     let k = g.c * g.kh * g.kw;
     let pix = g.oh * g.ow;
-    let mut col = [0i16; MAX_K];
+    stack_buf!(col: i16, k, SMALL_K, MAX_K);
     let out = crate::par::SharedMut::new(y);
     for n in 0..g.n {
         for p in 0..pix {
@@ -67,6 +70,27 @@ fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync
     if vnni.is_some() {
         crate::paths::note(crate::paths::Path::GemvVnni);
     }
+    // With a pack cache only (a `HostModel` run): packing on every call would cost as much
+    // as the product.
+    #[cfg(feature = "std")]
+    if vnni == Some(crate::paths::Vnni::Evex) && avx512_rows() && crate::prepack::active() {
+        crate::paths::note(crate::paths::Path::GemvAvx512);
+        let key = (q.w.as_ptr() as usize, n * xw.len(), 0x7000_0000);
+        let mut scratch = Vec::new();
+        crate::prepack::with_packed(
+            key,
+            &mut scratch,
+            |v| pack512(q.w, n, xw.len(), v),
+            |p| {
+                crate::par::par_ranges(n, 8, work, |os| {
+                    // SAFETY: AVX-512 F/BW/VNNI (`avx512_rows`) and AVX2; `p` is `pack512` of
+                    // the n rows of xw.len().
+                    unsafe { rows_vnni512(xw, q, (p, n), os, &put) }
+                });
+            },
+        );
+        return;
+    }
     crate::par::par_ranges(n, 8, work, |os| {
         // SAFETY: AVX2 (the callers checked), VNNI where `vnni` says so; the weights hold
         // n rows of xw.len().
@@ -78,6 +102,146 @@ fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync
             }
         }
     });
+}
+
+/// Whether the rows run on 512-bit `vpdpbusd` (`rows_vnni512`): the CPU has AVX-512 F,
+/// BW and VNNI, and the AVX-512 kernels are allowed (`paths::avx512_f32`, which
+/// `CAIRN_AVX512=0` or `paths::allow_avx512(false)` turn off, so one host tests both).
+#[cfg(feature = "std")]
+fn avx512_rows() -> bool {
+    crate::paths::avx512_f32() && std::is_x86_feature_detected!("avx512bw")
+}
+
+/// The weights of `n` rows of `k` for [`rows_vnni512`]: `Σw` of each row (`n` rounded up
+/// to 8, zero past `n`), then each block of eight rows as one sequential panel: for each
+/// 64-column step, the eight rows' 64 bytes in turn (zero past `k` and past `n`). One
+/// stream of weights instead of eight strided ones: the step GEMVs of a recurrent layer
+/// read theirs from L2 on every call.
+#[cfg(feature = "std")]
+fn pack512(w: &[i8], n: usize, k: usize, v: &mut Vec<i32>) {
+    let (n8, steps) = (n.div_ceil(8) * 8, k.div_ceil(64));
+    v.clear();
+    v.resize(n8 + n8 * steps * 16, 0);
+    let (wsum, panel) = v.split_at_mut(n8);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(panel);
+    for (r, row) in w.chunks_exact(k).take(n).enumerate() {
+        wsum[r] = row.iter().map(|&x| x as i32).sum();
+        for (s, part) in row.chunks(64).enumerate() {
+            let at = (((r / 8) * steps + s) * 8 + r % 8) * 64;
+            for (d, &x) in bytes[at..at + part.len()].iter_mut().zip(part) {
+                *d = x as u8;
+            }
+        }
+    }
+}
+
+/// [`rows_vnni`] at 512 bits: 64 products per `vpdpbusd`, eight rows a pass over their
+/// panel of `packed` (`pack512`: the bytes past `k` are zero and add nothing), `Σw` of
+/// each row read from there (summed once per weights through `prepack`) instead of
+/// summed alongside. The eight sums reduce to one vector and take `Block`'s output
+/// stage. The same integer as the reference, modulo 2^32.
+///
+/// # Safety
+/// AVX2, AVX-512 F, BW and VNNI; `packed` is `pack512` of all `n_all` rows of `xw.len()`
+/// (`os` a part of them, starting on a multiple of 8).
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn rows_vnni512(
+    xw: &[i16],
+    q: &Q<'_>,
+    (packed, n_all): (&[i32], usize),
+    os: core::ops::Range<usize>,
+    put: impl Fn(usize, &[i8]),
+) {
+    let k = xw.len();
+    // The layout is the whole op's; this part's rows end at `n`.
+    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(64));
+    let n = os.end;
+    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 16 {
+        return;
+    }
+    let (wsum, panel) = packed.split_at(n8);
+    let zs = q.zx + 128;
+    // u = x + 128 as bytes, zero past k like the panel.
+    stack_buf!(u: u8, steps * 64, SMALL_K, MAX_K);
+    for (d, &v) in u.iter_mut().zip(xw) {
+        *d = (v as i32 + zs) as u8;
+    }
+    let block = Block::new(xw, q, k, n);
+    let zsv = _mm256_set1_epi32(zs);
+    for o in os.step_by(8) {
+        // This block's panel: steps × 8 vectors of 64 bytes (16 words each).
+        let p = &panel[(o / 8) * steps * 128..(o / 8 + 1) * steps * 128];
+        let mut acc = [_mm512_setzero_si512(); 8];
+        for s in 0..steps {
+            // SAFETY: 64 bytes of `u` (steps · 64 long) and eight vectors of this block's
+            // panel at step s; AVX-512 F/VNNI (the contract).
+            unsafe {
+                let uv = _mm512_loadu_si512(u.as_ptr().add(64 * s) as *const __m512i);
+                let ws = p.as_ptr().add(s * 128) as *const __m512i;
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_dpbusd_epi32(*a, uv, _mm512_loadu_si512(ws.add(j)));
+                }
+            }
+        }
+        // SAFETY: wsum holds n8 ≥ o + 8 sums; AVX2 (the contract).
+        let d = unsafe {
+            let wsv = _mm256_loadu_si256(wsum[o..o + 8].as_ptr() as *const __m256i);
+            // Σ(x − zx)·w = Σu·w − (zx + 128)·Σw, lane by lane (modulo 2^32).
+            _mm256_sub_epi32(reduce8(acc), _mm256_mullo_epi32(zsv, wsv))
+        };
+        if o + 8 <= n {
+            let mut ys = [0i8; 8];
+            // SAFETY: rows o..o + 8 exist, so do their bias and multipliers; AVX2.
+            unsafe {
+                let acc = match q.bias {
+                    Some(b) => _mm256_add_epi32(
+                        d,
+                        _mm256_loadu_si256(b[o..o + 8].as_ptr() as *const __m256i),
+                    ),
+                    None => d,
+                };
+                let vs = super::avx2::Scale::lanes(q, o);
+                super::avx2::Requant::of(q).store_q(acc, vs, &mut ys);
+            }
+            put(o, &ys);
+        } else {
+            block.scalar(o, d, &put);
+        }
+    }
+}
+
+/// The eight int32 totals of eight 16-lane vectors, lane `j` the sum of `a[j]` (adds
+/// modulo 2^32, in any order).
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx2,avx512f")]
+#[inline]
+unsafe fn reduce8(a: [__m512i; 8]) -> __m256i {
+    // Pairs interleaved: each 128-bit lane of p01 holds (a0 + a0', a1 + a1', ...).
+    let pair = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y))
+    };
+    let (p01, p23, p45, p67) = (
+        pair(a[0], a[1]),
+        pair(a[2], a[3]),
+        pair(a[4], a[5]),
+        pair(a[6], a[7]),
+    );
+    // Each 128-bit lane of q0 holds partial sums of rows 0..4, of q1 rows 4..8.
+    let quad = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y))
+    };
+    let (q0, q1) = (quad(p01, p23), quad(p45, p67));
+    // Lanes (q0.0 + q0.1, q0.2 + q0.3, q1.0 + q1.1, q1.2 + q1.3), then the pairs added.
+    let h = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(q0, q1),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(q0, q1),
+    );
+    let g = _mm512_shuffle_i32x4::<0b11_01_10_00>(h, h);
+    _mm256_add_epi32(_mm512_castsi512_si256(g), _mm512_extracti64x4_epi64::<1>(g))
 }
 
 /// The patch of output pixel `p` of image `n` in (c, ky, kx) order, zero point subtracted
@@ -109,7 +273,7 @@ pub(super) fn patch(g: &Geo, q: &Q<'_>, n: usize, p: usize, dst: &mut [i16]) {
 
 /// FullyConnected on `m` rows of `x` (`[m, k]`), weights `[n, k]`.
 pub(super) fn fc(q: &Q<'_>, m: usize, n: usize, k: usize, y: &mut [i8]) {
-    let mut col = [0i16; MAX_K];
+    stack_buf!(col: i16, k, SMALL_K, MAX_K);
     let out = crate::par::SharedMut::new(y);
     for i in 0..m {
         for (d, &v) in col.iter_mut().zip(&q.x[i * k..(i + 1) * k]) {
@@ -306,7 +470,7 @@ unsafe fn rows_vnni<const VEX: bool>(
     let k = xw.len();
     let k32 = k / 32 * 32;
     let zs = q.zx + 128;
-    let mut u = [0u8; MAX_K];
+    stack_buf!(u: u8, k, SMALL_K, MAX_K);
     for (d, &v) in u.iter_mut().zip(&xw[..k32]) {
         *d = (v as i32 + zs) as u8;
     }

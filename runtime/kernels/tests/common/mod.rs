@@ -47,6 +47,33 @@ pub fn run<B: Backend>(bytes: &[u8], backend: B, input: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// `run` on the CPU backend with a weight-pack cache active, as in a `HostModel` run: two
+/// runs of one parsed model, the second on the packs the first made; they must agree.
+#[allow(dead_code)] // not every test file runs cached
+pub fn run_cached(bytes: &[u8], input: &[u8]) -> Vec<u8> {
+    let ab = AlignedBytes::from_slice(bytes);
+    let m = Model::parse(ab.as_slice()).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes() + 16];
+    let mut cache = cairn_kernels::prepack::PackCache::default();
+    let mut once = || {
+        cairn_kernels::prepack::with_cache(&mut cache, || {
+            let mut it = Interpreter::new(m, cairn_kernels::CpuBackend, &mut arena).unwrap();
+            it.input_bytes_mut(0).unwrap().copy_from_slice(input);
+            it.invoke().unwrap();
+            (0..m.n_outputs())
+                .flat_map(|k| it.output(k).unwrap().data.to_vec())
+                .collect::<Vec<u8>>()
+        })
+    };
+    let first = once();
+    assert_eq!(
+        once(),
+        first,
+        "a run on cached packs differs from the run that made them"
+    );
+    first
+}
+
 /// A tensor of a test model: constant when `data` is given.
 #[allow(dead_code)] // not every test file builds tensors this way
 pub fn tensor(dt: DType, dims: &[usize], quant: QuantSpec, data: Option<Vec<u8>>) -> TensorSpec {
