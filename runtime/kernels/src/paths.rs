@@ -55,6 +55,9 @@ pub enum Path {
     /// cached (`fast/gemv.rs` `rows_vnni512`): one count per input vector (the op also
     /// counts `Gemv` and `GemvVnni`).
     GemvAvx512,
+    /// int8 GEMV rows over packed eight-row panels (`fast/gemv.rs` `pack_panels`; a pack
+    /// cache is active): one count per input vector, whichever instruction runs them.
+    GemvPanels,
     /// aarch64 int8 GEMM, FullyConnected and GEMV on the `sdot` block
     /// (`fast/neon_dot.rs`, CPUs with the Armv8.2 dot product).
     GemmSdot,

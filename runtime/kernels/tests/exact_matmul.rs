@@ -27,6 +27,7 @@ fn long_rows_take_the_gemv() {
     let seed = seed();
     let mut r = Rng(seed ^ 0x6E7);
     let (before, before512) = (taken(Path::Gemv), taken(Path::GemvAvx512));
+    let before_panels = taken(Path::GemvPanels);
     for case in 0..12 {
         let (m, k, n) = (r.range(1, 2), r.range(2049, 8192), r.range(1, 300));
         let model = fc_model(&mut r, 1, m, k, n);
@@ -34,11 +35,17 @@ fn long_rows_take_the_gemv() {
         let expect = run(&model, RefBackend, &input);
         let what = format!("CAIRN_SEED={seed} case {case}: [1, {m}, {k}] x [{n}, {k}]");
         assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
-        // With a pack cache (a `HostModel` run), AVX-512 VNNI hosts take the panel rows.
+        // With a pack cache (a `HostModel` run) the rows run over packed panels: 512-bit
+        // VNNI, 256-bit VNNI or vpmaddwd as the host has (`CAIRN_AVX512=0`, `CAIRN_VNNI=0`
+        // choose the narrower ones).
         assert_eq!(run_cached(&model, &input), expect, "{what} (cached packs)");
     }
     if avx2_host() {
         assert_eq!(taken(Path::Gemv) - before, 36, "CAIRN_SEED={seed}");
+        assert!(
+            taken(Path::GemvPanels) - before_panels >= 24,
+            "CAIRN_SEED={seed}"
+        );
     }
     if gemv512_host() {
         assert!(
@@ -63,7 +70,7 @@ fn fully_connected_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC8);
     let (before, before_gemv) = (taken(Path::FcBlock), taken(Path::Gemv));
-    let before512 = taken(Path::GemvAvx512);
+    let (before512, before_panels) = (taken(Path::GemvAvx512), taken(Path::GemvPanels));
     let (mut multi, mut few) = (0, 0);
     for case in 0..60 {
         let (lead, m) = (
@@ -95,7 +102,13 @@ fn fully_connected_i8_matches_reference() {
             "CAIRN_SEED={seed}"
         );
     }
-    // AVX-512 VNNI hosts: the cached runs of those on the panel rows.
+    // The cached runs of those on the panel rows (AVX-512 VNNI hosts: the 512-bit ones).
+    if avx2_host() && few > 0 {
+        assert!(
+            taken(Path::GemvPanels) - before_panels >= 2 * few,
+            "CAIRN_SEED={seed}"
+        );
+    }
     if gemv512_host() && few > 0 {
         assert!(
             taken(Path::GemvAvx512) - before512 >= 2 * few,

@@ -71,21 +71,44 @@ fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync
         crate::paths::note(crate::paths::Path::GemvVnni);
     }
     // With a pack cache only (a `HostModel` run): packing on every call would cost as much
-    // as the product.
+    // as the product. Panels of 64-byte steps for AVX-512, 32 for 256-bit VNNI, 16 weights
+    // (widened to int16) for vpmaddwd.
     #[cfg(feature = "std")]
-    if vnni == Some(crate::paths::Vnni::Evex) && avx512_rows() && crate::prepack::active() {
-        crate::paths::note(crate::paths::Path::GemvAvx512);
-        let key = (q.w.as_ptr() as usize, n * xw.len(), 0x7000_0000);
+    if crate::prepack::active() {
+        use crate::paths::Vnni;
+        let wide = vnni == Some(Vnni::Evex) && avx512_rows();
+        let step = match vnni {
+            _ if wide => 64,
+            Some(_) => 32,
+            None => 16,
+        };
+        if wide {
+            crate::paths::note(crate::paths::Path::GemvAvx512);
+        }
+        crate::paths::note(crate::paths::Path::GemvPanels);
+        let key = (
+            q.w.as_ptr() as usize,
+            n * xw.len(),
+            0x7000_0000 | step as u32,
+        );
         let mut scratch = Vec::new();
         crate::prepack::with_packed(
             key,
             &mut scratch,
-            |v| pack512(q.w, n, xw.len(), v),
+            |v| pack_panels(q.w, n, xw.len(), step, v),
             |p| {
                 crate::par::par_ranges(n, 8, work, |os| {
-                    // SAFETY: AVX-512 F/BW/VNNI (`avx512_rows`) and AVX2; `p` is `pack512` of
-                    // the n rows of xw.len().
-                    unsafe { rows_vnni512(xw, q, (p, n), os, &put) }
+                    // SAFETY: AVX2 (the callers checked); AVX-512 F/BW/VNNI where `wide`
+                    // (`avx512_rows`), VNNI where `vnni` says so; `p` is `pack_panels` of
+                    // the n rows of xw.len() with this step.
+                    unsafe {
+                        match vnni {
+                            _ if wide => rows_vnni512(xw, q, (p, n), os, &put),
+                            Some(Vnni::Evex) => rows_panel_vnni::<false>(xw, q, (p, n), os, &put),
+                            Some(Vnni::Vex) => rows_panel_vnni::<true>(xw, q, (p, n), os, &put),
+                            None => rows_panel_madd(xw, q, (p, n), os, &put),
+                        }
+                    }
                 });
             },
         );
@@ -112,22 +135,23 @@ fn avx512_rows() -> bool {
     crate::paths::avx512_f32() && std::is_x86_feature_detected!("avx512bw")
 }
 
-/// The weights of `n` rows of `k` for [`rows_vnni512`]: `Σw` of each row (`n` rounded up
-/// to 8, zero past `n`), then each block of eight rows as one sequential panel: for each
-/// 64-column step, the eight rows' 64 bytes in turn (zero past `k` and past `n`). One
-/// stream of weights instead of eight strided ones: the step GEMVs of a recurrent layer
-/// read theirs from L2 on every call.
+/// The weights of `n` rows of `k` for the panel rows (`rows_vnni512`, `rows_panel_vnni`,
+/// `rows_panel_madd`): `Σw` of each row (`n` rounded up to 8, zero past `n`), then each
+/// block of eight rows as one sequential panel: for each `step`-column step, the eight
+/// rows' `step` bytes in turn (zero past `k` and past `n`). One stream of weights instead
+/// of eight strided ones: the step GEMVs of a recurrent layer read theirs from L2 on every
+/// call.
 #[cfg(feature = "std")]
-fn pack512(w: &[i8], n: usize, k: usize, v: &mut Vec<i32>) {
-    let (n8, steps) = (n.div_ceil(8) * 8, k.div_ceil(64));
+fn pack_panels(w: &[i8], n: usize, k: usize, step: usize, v: &mut Vec<i32>) {
+    let (n8, steps) = (n.div_ceil(8) * 8, k.div_ceil(step));
     v.clear();
-    v.resize(n8 + n8 * steps * 16, 0);
+    v.resize(n8 + n8 * steps * step / 4, 0);
     let (wsum, panel) = v.split_at_mut(n8);
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(panel);
     for (r, row) in w.chunks_exact(k).take(n).enumerate() {
         wsum[r] = row.iter().map(|&x| x as i32).sum();
-        for (s, part) in row.chunks(64).enumerate() {
-            let at = (((r / 8) * steps + s) * 8 + r % 8) * 64;
+        for (s, part) in row.chunks(step).enumerate() {
+            let at = (((r / 8) * steps + s) * 8 + r % 8) * step;
             for (d, &x) in bytes[at..at + part.len()].iter_mut().zip(part) {
                 *d = x as u8;
             }
@@ -136,13 +160,14 @@ fn pack512(w: &[i8], n: usize, k: usize, v: &mut Vec<i32>) {
 }
 
 /// [`rows_vnni`] at 512 bits: 64 products per `vpdpbusd`, eight rows a pass over their
-/// panel of `packed` (`pack512`: the bytes past `k` are zero and add nothing), `Σw` of
+/// panel of `packed` (`pack_panels`: the bytes past `k` are zero and add nothing), `Σw` of
 /// each row read from there (summed once per weights through `prepack`) instead of
 /// summed alongside. The eight sums reduce to one vector and take `Block`'s output
 /// stage. The same integer as the reference, modulo 2^32.
 ///
 /// # Safety
-/// AVX2, AVX-512 F, BW and VNNI; `packed` is `pack512` of all `n_all` rows of `xw.len()`
+/// AVX2, AVX-512 F, BW and VNNI; `packed` is `pack_panels` (step 64) of all `n_all` rows
+/// of `xw.len()`
 /// (`os` a part of them, starting on a multiple of 8).
 #[cfg(feature = "std")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
@@ -190,23 +215,147 @@ unsafe fn rows_vnni512(
             // Σ(x − zx)·w = Σu·w − (zx + 128)·Σw, lane by lane (modulo 2^32).
             _mm256_sub_epi32(reduce8(acc), _mm256_mullo_epi32(zsv, wsv))
         };
-        if o + 8 <= n {
-            let mut ys = [0i8; 8];
-            // SAFETY: rows o..o + 8 exist, so do their bias and multipliers; AVX2.
+        // SAFETY: AVX2 (the contract).
+        unsafe { emit8(&block, o, d, &put) };
+    }
+}
+
+/// Rows `o..o + 8`'s outputs (clipped to the block's end) from their sums `d` (vector
+/// part and zero-point term done): bias, then the reference's requantization, eight rows
+/// in one vector when all exist, else `Block::scalar`.
+///
+/// # Safety
+/// AVX2.
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn emit8(block: &Block<'_, '_>, o: usize, d: __m256i, put: &impl Fn(usize, &[i8])) {
+    let q = block.q;
+    if o + 8 > block.n {
+        block.scalar(o, d, put);
+        return;
+    }
+    let mut ys = [0i8; 8];
+    // SAFETY: rows o..o + 8 exist, so do their bias and multipliers; AVX2.
+    unsafe {
+        let acc = match q.bias {
+            Some(b) => _mm256_add_epi32(
+                d,
+                _mm256_loadu_si256(b[o..o + 8].as_ptr() as *const __m256i),
+            ),
+            None => d,
+        };
+        let vs = super::avx2::Scale::lanes(q, o);
+        super::avx2::Requant::of(q).store_q(acc, vs, &mut ys);
+    }
+    put(o, &ys);
+}
+
+/// [`rows_vnni512`] at 256 bits (CPUs with AVX-VNNI, or AVX-512 VNNI where the 512-bit
+/// kernels are off): 32 products per `vpdpbusd` over panels of 32-byte steps.
+///
+/// # Safety
+/// AVX2 and the VNNI encoding `VEX` names; `packed` is `pack_panels` (step 32) of all
+/// `n_all` rows of `xw.len()` (`os` a part of them, starting on a multiple of 8).
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_panel_vnni<const VEX: bool>(
+    xw: &[i16],
+    q: &Q<'_>,
+    (packed, n_all): (&[i32], usize),
+    os: core::ops::Range<usize>,
+    put: impl Fn(usize, &[i8]),
+) {
+    let k = xw.len();
+    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(32));
+    let n = os.end;
+    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 8 {
+        return;
+    }
+    let (wsum, panel) = packed.split_at(n8);
+    let zs = q.zx + 128;
+    stack_buf!(u: u8, steps * 32, SMALL_K, MAX_K);
+    for (d, &v) in u.iter_mut().zip(xw) {
+        *d = (v as i32 + zs) as u8;
+    }
+    let block = Block::new(xw, q, k, n);
+    let zsv = _mm256_set1_epi32(zs);
+    for o in os.step_by(8) {
+        let p = &panel[(o / 8) * steps * 64..(o / 8 + 1) * steps * 64];
+        let mut acc = [_mm256_setzero_si256(); 8];
+        for s in 0..steps {
+            // SAFETY: 32 bytes of `u` (steps · 32 long) and eight vectors of this block's
+            // panel at step s; VNNI (the contract).
             unsafe {
-                let acc = match q.bias {
-                    Some(b) => _mm256_add_epi32(
-                        d,
-                        _mm256_loadu_si256(b[o..o + 8].as_ptr() as *const __m256i),
-                    ),
-                    None => d,
-                };
-                let vs = super::avx2::Scale::lanes(q, o);
-                super::avx2::Requant::of(q).store_q(acc, vs, &mut ys);
+                let uv = _mm256_loadu_si256(u.as_ptr().add(32 * s) as *const __m256i);
+                let ws = p.as_ptr().add(s * 64) as *const __m256i;
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = dpbusd::<VEX>(*a, uv, _mm256_loadu_si256(ws.add(j)));
+                }
             }
-            put(o, &ys);
-        } else {
-            block.scalar(o, d, &put);
+        }
+        // SAFETY: wsum holds n8 ≥ o + 8 sums; AVX2 (the contract).
+        let d = unsafe {
+            let sums = _mm256_set_m128i(
+                sum4([acc[4], acc[5], acc[6], acc[7]]),
+                sum4([acc[0], acc[1], acc[2], acc[3]]),
+            );
+            let wsv = _mm256_loadu_si256(wsum[o..o + 8].as_ptr() as *const __m256i);
+            _mm256_sub_epi32(sums, _mm256_mullo_epi32(zsv, wsv))
+        };
+        // SAFETY: AVX2 (the contract).
+        unsafe { emit8(&block, o, d, &put) };
+    }
+}
+
+/// The panel rows on `vpmaddwd` (AVX2 without VNNI): the input widened once (`xw`, zero
+/// point subtracted, zero past `k`), each 16-weight step widened to int16 and summed in
+/// pairs, exactly, eight rows a pass.
+///
+/// # Safety
+/// AVX2; `packed` is `pack_panels` (step 16) of all `n_all` rows of `xw.len()` (`os` a
+/// part of them, starting on a multiple of 8).
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_panel_madd(
+    xw: &[i16],
+    q: &Q<'_>,
+    (packed, n_all): (&[i32], usize),
+    os: core::ops::Range<usize>,
+    put: impl Fn(usize, &[i8]),
+) {
+    let k = xw.len();
+    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(16));
+    let n = os.end;
+    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 4 {
+        return;
+    }
+    let panel = &packed[n8..];
+    stack_buf!(x: i16, steps * 16, SMALL_K, MAX_K);
+    x[..k].copy_from_slice(xw);
+    let block = Block::new(xw, q, k, n);
+    for o in os.step_by(8) {
+        let p = &panel[(o / 8) * steps * 32..(o / 8 + 1) * steps * 32];
+        let mut acc = [_mm256_setzero_si256(); 8];
+        for s in 0..steps {
+            // SAFETY: 16 int16 of `x` (steps · 16 long) and eight 16-byte rows of this
+            // block's panel at step s; AVX2 (the contract).
+            unsafe {
+                let xv = _mm256_loadu_si256(x.as_ptr().add(16 * s) as *const __m256i);
+                let ws = p.as_ptr().add(s * 32) as *const __m128i;
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(ws.add(j)));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
+                }
+            }
+        }
+        // SAFETY: AVX2 (the contract).
+        unsafe {
+            let d = _mm256_set_m128i(
+                sum4([acc[4], acc[5], acc[6], acc[7]]),
+                sum4([acc[0], acc[1], acc[2], acc[3]]),
+            );
+            emit8(&block, o, d, &put);
         }
     }
 }
