@@ -56,7 +56,7 @@ impl<'m> HostModel<'m> {
             model,
             arena,
             reference: false,
-            packs: Default::default(),
+            packs: crate::prepack::PackCache::for_model(bytes),
             pool: Default::default(),
             descs,
             ops,

@@ -19,9 +19,30 @@ use std::vec::Vec;
 #[derive(Default)]
 pub struct PackCache {
     map: HashMap<(usize, usize, u32), Vec<i32>>,
+    /// The model's bytes (addresses): only weights that lie there are kept. Anything else
+    /// may change between runs (an int8 FullyConnected's or Conv's weights may be an arena
+    /// tensor), so it is packed per call. Empty by default: nothing is kept.
+    models: Vec<core::ops::Range<usize>>,
 }
 
 impl PackCache {
+    /// A cache for the model in `bytes`, which must stay borrowed (unchanged, in place)
+    /// while the cache lives, as a `HostModel` borrows its model's.
+    pub fn for_model(bytes: &[u8]) -> PackCache {
+        PackCache::default().and_model(bytes)
+    }
+
+    /// Keep the weights of the model in `bytes` too (a cache shared by several models).
+    pub fn and_model(mut self, bytes: &[u8]) -> PackCache {
+        let at = bytes.as_ptr() as usize;
+        self.models.push(at..at + bytes.len());
+        self
+    }
+
+    fn keeps(&self, at: usize) -> bool {
+        self.models.iter().any(|m| m.contains(&at))
+    }
+
     /// Bytes held by the packed copies.
     pub fn bytes(&self) -> usize {
         self.map.values().map(|v| v.len() * 4).sum()
@@ -56,7 +77,8 @@ pub(crate) fn active() -> bool {
 }
 
 /// Call `use_` with the packed form of the weights `key` names: from the active cache
-/// (built by `build` on first use), or built into `scratch` when no cache is active.
+/// (built by `build` on first use) when the weights lie in its model's bytes, else built
+/// into `scratch`.
 /// (The x86_64 and aarch64 kernels pack.)
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
@@ -71,7 +93,7 @@ pub(crate) fn with_packed<R>(
     ACTIVE.with(|a| {
         let mut a = a.borrow_mut();
         match a.as_mut() {
-            Some(cache) => {
+            Some(cache) if cache.keeps(key.0) => {
                 let v = cache.map.entry(key).or_insert_with(|| {
                     let mut v = Vec::new();
                     build(&mut v);
@@ -79,7 +101,7 @@ pub(crate) fn with_packed<R>(
                 });
                 use_(v)
             }
-            None => {
+            _ => {
                 drop(a);
                 scratch.clear();
                 build(scratch);

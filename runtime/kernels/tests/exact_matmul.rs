@@ -172,3 +172,60 @@ fn batch_matmul_i8_matches_reference() {
         assert_eq!(taken(Path::MatMulBlock) - before, 60, "CAIRN_SEED={seed}");
     }
 }
+
+/// An int8 FullyConnected whose weights are a model input (an arena tensor): a pack cache
+/// (as a `HostModel` holds) must not keep their packed form across runs. Runs with
+/// different weights each equal the reference, for the GEMV (one or two rows) and the
+/// block (many rows).
+#[test]
+fn arena_weights_are_packed_per_run() {
+    use cairn_core::emit::{AlignedBytes, QuantSpec};
+    use cairn_core::{Interpreter, Model};
+    use cairn_kernels::prepack::{with_cache, PackCache};
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xA7E);
+    for (case, m) in [1usize, 2, 9].into_iter().enumerate() {
+        let (k, n) = (r.range(40, 300), r.range(9, 70));
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(tensor(DType::I8, &[m, k], per_tensor(&mut r), None));
+        let wq = QuantSpec::PerTensor {
+            scale: 0.02,
+            zero_point: 0,
+        };
+        let w = b.add_tensor(tensor(DType::I8, &[n, k], wq, None));
+        let rq: Vec<u8> = (0..n)
+            .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+            .collect();
+        let rq = b.add_tensor(tensor(DType::F32, &[n], QuantSpec::None, Some(rq)));
+        let y = b.add_tensor(tensor(DType::I8, &[m, n], per_tensor(&mut r), None));
+        b.ops.push(OpSpec {
+            kind: OpKind::FullyConnected,
+            inputs: vec![Some(x), Some(w), None, Some(rq)],
+            outputs: vec![y],
+            params: vec![-128, 127],
+        });
+        b.inputs = vec![x, w];
+        b.outputs = vec![y];
+        let ab = AlignedBytes::from_slice(&b.finish().expect("valid FC model"));
+        let model = Model::parse(ab.as_slice()).unwrap();
+        let xs = bytes(&mut r, m * k);
+        let mut arena = vec![0u8; model.arena_bytes() + 16];
+        let mut cache = PackCache::for_model(ab.as_slice());
+        for run in 0..3 {
+            let ws = bytes(&mut r, n * k);
+            let mut once = |backend: &mut dyn cairn_core::Backend| {
+                let mut it = Interpreter::new(model, backend, &mut arena).unwrap();
+                it.input_bytes_mut(0).unwrap().copy_from_slice(&xs);
+                it.input_bytes_mut(1).unwrap().copy_from_slice(&ws);
+                it.invoke().unwrap();
+                it.output(0).unwrap().data.to_vec()
+            };
+            let want = once(&mut RefBackend);
+            let got = with_cache(&mut cache, || once(&mut CpuBackend));
+            assert_eq!(
+                got, want,
+                "CAIRN_SEED={seed} case {case} run {run}: [{m}, {k}] x [{n}, {k}]"
+            );
+        }
+    }
+}

@@ -339,7 +339,10 @@ fn time_models<const N: usize>(models: [(&[u8], bool); N], input: &[u8]) -> [f64
         .zip(arenas.iter_mut())
         .map(|(m, a)| Interpreter::new(*m, CpuBackend, a).unwrap())
         .collect();
-    let mut cache = cairn_kernels::prepack::PackCache::default();
+    let mut cache = abs.iter().fold(
+        Default::default(),
+        |c: cairn_kernels::prepack::PackCache, ab| c.and_model(ab.as_slice()),
+    );
     let best = cairn_kernels::prepack::with_cache(&mut cache, || {
         for (it, &(_, on)) in its.iter_mut().zip(&models) {
             allow_vnni(on);

@@ -54,7 +54,7 @@ pub fn run_cached(bytes: &[u8], input: &[u8]) -> Vec<u8> {
     let ab = AlignedBytes::from_slice(bytes);
     let m = Model::parse(ab.as_slice()).unwrap();
     let mut arena = vec![0u8; m.arena_bytes() + 16];
-    let mut cache = cairn_kernels::prepack::PackCache::default();
+    let mut cache = cairn_kernels::prepack::PackCache::for_model(ab.as_slice());
     let mut once = || {
         cairn_kernels::prepack::with_cache(&mut cache, || {
             let mut it = Interpreter::new(m, cairn_kernels::CpuBackend, &mut arena).unwrap();
