@@ -179,19 +179,12 @@ unsafe fn rows_vnni512(
     put: impl Fn(usize, &[i8]),
 ) {
     let k = xw.len();
-    // The layout is the whole op's; this part's rows end at `n`.
-    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(64));
-    let n = os.end;
-    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 16 {
+    let Some((n, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 64) else {
         return;
-    }
-    let (wsum, panel) = packed.split_at(n8);
+    };
     let zs = q.zx + 128;
-    // u = x + 128 as bytes, zero past k like the panel.
     stack_buf!(u: u8, steps * 64, SMALL_K, MAX_K);
-    for (d, &v) in u.iter_mut().zip(xw) {
-        *d = (v as i32 + zs) as u8;
-    }
+    biased_bytes(u, xw, zs);
     let block = Block::new(xw, q, k, n);
     let zsv = _mm256_set1_epi32(zs);
     for o in os.step_by(8) {
@@ -217,6 +210,36 @@ unsafe fn rows_vnni512(
         };
         // SAFETY: AVX2 (the contract).
         unsafe { emit8(&block, o, d, &put) };
+    }
+}
+
+/// The parts of `pack_panels` (`step`-byte steps) of `n_all` rows of `k` that the rows
+/// `os` (a part starting on a multiple of 8) read: their end row, the rows' sums, the
+/// panels and the steps a row takes. `None` where the buffer does not match (a bug: the
+/// caller packed it).
+#[cfg(feature = "std")]
+#[allow(clippy::type_complexity)]
+fn panel_parts<'p>(
+    k: usize,
+    (packed, n_all): (&'p [i32], usize),
+    os: &core::ops::Range<usize>,
+    step: usize,
+) -> Option<(usize, &'p [i32], &'p [i32], usize)> {
+    // The layout is the whole op's; this part's rows end at `n`.
+    let (n8, steps, n) = (n_all.div_ceil(8) * 8, k.div_ceil(step), os.end);
+    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * step / 4 {
+        return None;
+    }
+    let (wsum, panel) = packed.split_at(n8);
+    Some((n, wsum, panel, steps))
+}
+
+/// `u = xw + zs` as bytes (the raw input plus 128), element by element; the rest of `u`
+/// (past `xw`, zero like the panels there) untouched.
+#[cfg(feature = "std")]
+fn biased_bytes(u: &mut [u8], xw: &[i16], zs: i32) {
+    for (d, &v) in u.iter_mut().zip(xw) {
+        *d = (v as i32 + zs) as u8;
     }
 }
 
@@ -267,17 +290,12 @@ unsafe fn rows_panel_vnni<const VEX: bool>(
     put: impl Fn(usize, &[i8]),
 ) {
     let k = xw.len();
-    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(32));
-    let n = os.end;
-    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 8 {
+    let Some((n, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 32) else {
         return;
-    }
-    let (wsum, panel) = packed.split_at(n8);
+    };
     let zs = q.zx + 128;
     stack_buf!(u: u8, steps * 32, SMALL_K, MAX_K);
-    for (d, &v) in u.iter_mut().zip(xw) {
-        *d = (v as i32 + zs) as u8;
-    }
+    biased_bytes(u, xw, zs);
     let block = Block::new(xw, q, k, n);
     let zsv = _mm256_set1_epi32(zs);
     for o in os.step_by(8) {
@@ -325,12 +343,9 @@ unsafe fn rows_panel_madd(
     put: impl Fn(usize, &[i8]),
 ) {
     let k = xw.len();
-    let (n8, steps) = (n_all.div_ceil(8) * 8, k.div_ceil(16));
-    let n = os.end;
-    if k == 0 || n == 0 || n > n_all || packed.len() < n8 + n8 * steps * 4 {
+    let Some((n, _, panel, steps)) = panel_parts(k, (packed, n_all), &os, 16) else {
         return;
-    }
-    let panel = &packed[n8..];
+    };
     stack_buf!(x: i16, steps * 16, SMALL_K, MAX_K);
     x[..k].copy_from_slice(xw);
     let block = Block::new(xw, q, k, n);
