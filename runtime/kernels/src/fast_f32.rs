@@ -136,7 +136,7 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         && g.ow == g.w;
     // An STFT written as a conv (weights a windowed DFT basis): FFTs.
     #[cfg(feature = "std")]
-    if dft::fits(&g) {
+    if dft::fits(&g, gm.w) {
         match out.f32s_mut() {
             Ok(y) => {
                 if dft::conv(&g, &gm, x, y) {

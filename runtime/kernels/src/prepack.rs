@@ -70,10 +70,11 @@ pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether a cache is active on this thread (a `HostModel` run): work that pays only when
-/// kept across runs (recognizing an STFT's weights, `fast_f32/dft.rs`) is done only then.
-pub(crate) fn active() -> bool {
-    ACTIVE.with(|a| a.borrow().is_some())
+/// Whether the cache active on this thread (a `HostModel` run) keeps weights at address
+/// `at` across runs: work that pays only when kept (recognizing an STFT's weights,
+/// `fast_f32/dft.rs`; the GEMV's panels) is done only then.
+pub(crate) fn keeps(at: usize) -> bool {
+    ACTIVE.with(|a| a.borrow().as_ref().is_some_and(|c| c.keeps(at)))
 }
 
 /// Call `use_` with the packed form of the weights `key` names: from the active cache

@@ -70,11 +70,11 @@ fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync
     if vnni.is_some() {
         crate::paths::note(crate::paths::Path::GemvVnni);
     }
-    // With a pack cache only (a `HostModel` run): packing on every call would cost as much
-    // as the product. Panels of 64-byte steps for AVX-512, 32 for 256-bit VNNI, 16 weights
+    // Only where a pack cache keeps these weights (a `HostModel` run, weights in the model's
+    // bytes): packing on every call would cost as much as the product. Panels of 64-byte steps for AVX-512, 32 for 256-bit VNNI, 16 weights
     // (widened to int16) for vpmaddwd.
     #[cfg(feature = "std")]
-    if crate::prepack::active() {
+    if crate::prepack::keeps(q.w.as_ptr() as usize) {
         use crate::paths::Vnni;
         let wide = vnni == Some(Vnni::Evex) && avx512_rows();
         let step = match vnni {

@@ -52,8 +52,8 @@ const SIN: i32 = 2;
 
 /// Whether the conv of `g` has the STFT shape this path takes (weights not yet looked at):
 /// one input channel, a 1-D kernel of a power of two taps, enough output channels for the
-/// FFT to pay, on a host with a weight cache active.
-pub(super) fn fits(g: &Geo) -> bool {
+/// FFT to pay, on a host whose active weight cache keeps the weights `w`.
+pub(super) fn fits(g: &Geo, w: &[f32]) -> bool {
     g.g == 1
         && g.c == 1
         && g.h == 1
@@ -63,7 +63,7 @@ pub(super) fn fits(g: &Geo) -> bool {
         && g.kw.is_power_of_two()
         && (N_MIN..=N_MAX).contains(&g.kw)
         && g.oc >= 4 * g.kw.trailing_zeros() as usize
-        && crate::prepack::active()
+        && crate::prepack::keeps(w.as_ptr() as usize)
 }
 
 /// The conv of `g` as FFTs when its weights are a DFT basis (true), else nothing done
