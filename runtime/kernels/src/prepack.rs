@@ -73,6 +73,10 @@ pub fn with_cache<R>(cache: &mut PackCache, f: impl FnOnce() -> R) -> R {
 /// Whether the cache active on this thread (a `HostModel` run) keeps weights at address
 /// `at` across runs: work that pays only when kept (recognizing an STFT's weights,
 /// `fast_f32/dft.rs`; the GEMV's panels) is done only then.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) fn keeps(at: usize) -> bool {
     ACTIVE.with(|a| a.borrow().as_ref().is_some_and(|c| c.keeps(at)))
 }
