@@ -11,7 +11,8 @@
 //!
 //! The GEMM and dot micro-kernels are AVX2 + FMA on x86_64 (detected at run time with
 //! `std`, `avx2.rs`: 6 output channels × 16 pixels in 12 accumulators; the GEMM on AVX-512F
-//! where the CPU has it, `avx512.rs`: 12 × 32 in 24, the same bits), portable loops the
+//! where the CPU has it, `avx512.rs`: 12 × 32 in 24, the same bits, on weights packed once
+//! per model into the block's panels where a `prepack` cache keeps them), portable loops the
 //! compiler vectorizes elsewhere (run through `crate::fast::vectorized`). Accuracy contract:
 //! the results differ from the reference only by summation order and fused multiply-adds
 //! (tested in `runtime/kernels/tests/exact_f32.rs`, with the tolerance stated there); the
@@ -75,6 +76,7 @@ const TILE_PIX_MAX: usize = 256;
 const OC_SPLIT: usize = 12;
 
 /// One GEMM's weights and epilogue: `oc × k` row-major weights, optional bias, clamp.
+#[derive(Clone, Copy)]
 pub(crate) struct Gemm<'a> {
     w: &'a [f32],
     bias: Option<&'a [f32]>,
@@ -82,6 +84,9 @@ pub(crate) struct Gemm<'a> {
     hi: f32,
     k: usize,
     oc: usize,
+    /// The same weights in the AVX-512 block's panels (`avx512::pack_panels`), where the
+    /// `prepack` cache keeps them; that kernel reads these instead of `w`.
+    panels: Option<&'a [f32]>,
 }
 
 impl<'a> Gemm<'a> {
@@ -90,6 +95,11 @@ impl<'a> Gemm<'a> {
         Gemm {
             w: &self.w[o0 * self.k..(o0 + oc) * self.k],
             bias: self.bias.map(|b| &b[o0..o0 + oc]),
+            // Panels start at every multiple of 12 (a split part's first row).
+            panels: self.panels.map(|p| {
+                debug_assert!(o0.is_multiple_of(OC_SPLIT));
+                &p[o0 * self.k..(o0 + oc) * self.k]
+            }),
             oc,
             ..*self
         }
@@ -124,6 +134,7 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         hi,
         k,
         oc: g.oc,
+        panels: None,
     };
     let pointwise = g.kh == 1
         && g.kw == 1
@@ -188,18 +199,53 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
             dispatch::taken();
         }));
     }
+    // One-group convs go to the GEMM paths below; with AVX-512 and weights the `prepack`
+    // cache keeps, on the weights packed once into the register block's panels.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if g.g == 1 && avx512::available() && crate::prepack::keeps(w.as_ptr() as usize) {
+        let w = &w[..g.oc * k];
+        let key = (w.as_ptr() as usize, w.len(), avx512::PANELS_KIND);
+        return crate::prepack::with_packed(
+            key,
+            &mut std::vec::Vec::new(),
+            |v| avx512::pack_panels(w, g.oc, k, v),
+            |p| {
+                let gm = Gemm {
+                    panels: Some(bytemuck::cast_slice(p)),
+                    ..gm
+                };
+                gemm_convs(&g, &gm, x, out, pointwise, covered)
+            },
+        );
+    }
+    gemm_convs(&g, &gm, x, out, pointwise, covered)
+}
+
+/// The GEMM paths of `conv_f32` (and depthwise, when `covered`): batches of small maps,
+/// large patches, pointwise and im2col convs.
+fn gemm_convs(
+    g: &Geo,
+    gm: &Gemm<'_>,
+    x: &[f32],
+    out: &mut TensorMut<'_>,
+    pointwise: bool,
+    covered: bool,
+) -> Option<Result<(), ExecError>> {
+    let gm = *gm;
+    let k = gm.k;
+    let (plane, pix) = (g.h * g.w, g.oh * g.ow);
     // A batch of small maps: one GEMM over every image's pixels.
-    if fold::fits::<TILE_BIG>(&g, k) {
+    if fold::fits::<TILE_BIG>(g, k) {
         return Some(out.f32s_mut().map(|y| {
             if k * CHUNK <= TILE_SMALL {
-                fold::conv::<TILE_SMALL>(&g, &gm, x, y)
+                fold::conv::<TILE_SMALL>(g, &gm, x, y)
             } else {
-                fold::conv::<TILE_BIG>(&g, &gm, x, y)
+                fold::conv::<TILE_BIG>(g, &gm, x, y)
             }
         }));
     }
     if !covered || (!pointwise && g.g == 1 && k > bigk::K_FROM) {
-        return big_k(&g, &gm, x, out);
+        return big_k(g, &gm, x, out);
     }
     let y = match out.f32s_mut() {
         Ok(y) => y,
@@ -219,12 +265,12 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         }
     } else if g.g == 1 {
         if k * CHUNK <= TILE_SMALL {
-            im2col::<TILE_SMALL>(&g, &gm, x, y);
+            im2col::<TILE_SMALL>(g, &gm, x, y);
         } else {
-            im2col::<TILE_BIG>(&g, &gm, x, y);
+            im2col::<TILE_BIG>(g, &gm, x, y);
         }
     } else {
-        depthwise::depthwise(&g, &gm, x, y);
+        depthwise::depthwise(g, &gm, x, y);
     }
     Some(Ok(()))
 }
@@ -581,6 +627,7 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         hi,
         k,
         oc: n,
+        panels: None,
     };
     let y = match out.f32s_mut() {
         Ok(y) => y,

@@ -115,10 +115,14 @@ pub enum Path {
     /// int8 Softmax over the last axis, eight rows at a time through the column blocks
     /// (`fast_softmax.rs`, AVX2), one count per op part.
     SoftmaxRows,
+    /// f32 conv GEMMs on the AVX-512F block with the weights packed once per model into
+    /// the block's panels (`fast_f32/avx512.rs`, hosts with a weight cache); counted with
+    /// `GemmF32Avx512` too, one count per GEMM call.
+    GemmF32Panels,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::SoftmaxRows as usize + 1;
+const N: usize = Path::GemmF32Panels as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -544,9 +544,12 @@ fn fully_connected_f32_within_tolerance() {
 /// output is one chain of fused multiply-adds from the bias in the same order, whatever
 /// the block. Pointwise, im2col, large-patch (the strided GEMM) and batched small-map
 /// convs with row and pixel counts off the blocks' multiples, on a host with AVX-512F
-/// (elsewhere there is nothing to compare, and the test says so).
+/// (elsewhere there is nothing to compare, and the test says so). Through a `HostModel`
+/// too, whose weight cache packs the weights into the block's panels: the same bits again.
 #[test]
 fn avx512_gemm_equals_avx2_bit_for_bit() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_kernels::host::HostModel;
     use cairn_kernels::paths::{allow_avx512, avx512_f32};
     if !(cfg!(target_arch = "x86_64") && avx512_f32()) {
         eprintln!("no AVX-512F here (or CAIRN_AVX512=0): nothing to compare");
@@ -563,6 +566,9 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
         (1, 64, 10, 10, 12, 3, 1, 1),
         (6, 5, 4, 4, 11, 3, 1, 1),
         (1, 3, 33, 35, 16, 3, 2, 1),
+        // Large patches over chunks of channels, with 12-row panels and their tails.
+        (1, 300, 5, 7, 53, 3, 1, 1),
+        (1, 72, 9, 9, 100, 1, 2, 0),
     ];
     for (case, &(n, c, h, w, oc, k, s, p)) in shapes.iter().enumerate() {
         let cs = ConvCase {
@@ -585,17 +591,34 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
         let before = taken(Path::GemmF32Avx512);
         let wide = run(&bytes, CpuBackend, &input);
         let ran = taken(Path::GemmF32Avx512) - before;
+        let aligned = AlignedBytes::from_slice(&bytes);
+        let mut host = HostModel::new(aligned.as_slice()).unwrap();
+        let floats_in = floats(&input);
+        let panels0 = taken(Path::GemmF32Panels);
+        let mut packed = Vec::new();
+        for _ in 0..2 {
+            // The first run packs, the second reads the cache.
+            let y = host.run(&[&floats_in]).unwrap().remove(0);
+            packed.push(y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        }
+        let paneled = taken(Path::GemmF32Panels) - panels0;
         let was = allow_avx512(false);
         let narrow = run(&bytes, CpuBackend, &input);
         allow_avx512(was);
         assert!(
-            ran > 0,
-            "CAIRN_SEED={seed} case {case}: the AVX-512 GEMM did not run"
+            ran > 0 && paneled > 0,
+            "CAIRN_SEED={seed} case {case}: the AVX-512 GEMM did not run ({ran}, panels {paneled})"
         );
         assert!(
             wide == narrow,
             "CAIRN_SEED={seed} case {case}: AVX-512 and AVX2 differ ({cs:?})"
         );
+        for (i, p) in packed.iter().enumerate() {
+            assert!(
+                *p == narrow,
+                "CAIRN_SEED={seed} case {case}: run {i} on packed panels differs ({cs:?})"
+            );
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use cairn_kernels::par::{with_pool, Pool};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, tensor, ConvCase, Rng};
+use common::{run, run_cached, seed, tensor, ConvCase, Rng};
 
 const THREADS: [usize; 4] = [1, 2, 3, 4];
 
@@ -708,6 +708,14 @@ fn f32_ops_are_the_same_bytes_at_every_thread_count() {
             let input = input_for(&mut r, cs.n * cs.c * cs.h * cs.w, DType::F32);
             let what = format!("CAIRN_SEED={seed} case {case}: f32 {cs:?}");
             check_threads(&model, &input, true, None, &what);
+            // With a weight cache (AVX-512 hosts: weights packed into the block's panels,
+            // the output channels split at panel starts): the same bytes again.
+            let one = run_threads(&model, &input, 1, true);
+            for t in THREADS {
+                let pool = Pool::new(t).expect("a thread pool").with_min_part_work(1);
+                let cached = with_pool(&pool, || run_cached(&model, &input));
+                assert_eq!(cached, one, "{t} threads, cached weights vs 1: {what}");
+            }
         }
         let (m, k, n) = (r.range(1, 80), r.range(1, 300), r.range(1, 200));
         let model = fc_model(&mut r, m, k, n, DType::F32);

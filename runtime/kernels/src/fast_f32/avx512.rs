@@ -27,6 +27,43 @@ const FULL: u8 = 0;
 const MASKED: u8 = 1;
 const HALF: u8 = 2;
 
+/// The kind (in `prepack` keys) of weights packed by [`pack_panels`].
+#[cfg(feature = "std")]
+pub(super) const PANELS_KIND: u32 = 0x5000_0000 | MR as u32;
+
+/// Rows of the register block at a row with `left` rows left: 12, then the rest as 8, 4,
+/// 2 and 1 (`gemm`'s and `pack_panels`' shared sequence).
+#[inline]
+fn block_rows(left: usize) -> usize {
+    [MR, 8, 4, 2, 1]
+        .into_iter()
+        .find(|&r| r <= left)
+        .unwrap_or(1)
+}
+
+/// The `oc × k` row-major weights `w` in `gemm`'s register-block order, as f32 bits into
+/// `out`: the block of `R` rows at row `o` (12 at a time, then 8, 4, 2, 1) holds weight
+/// `(o + r, c)` at `o·k + c·R + r`, so each block's K loop reads one sequential stream
+/// (12 broadcasts at fixed offsets a step) instead of `R` rows `k` apart. A part of the
+/// rows from a multiple of 12 is the same blocks, so `Gemm::rows` slices it.
+#[cfg(feature = "std")]
+pub(super) fn pack_panels(w: &[f32], oc: usize, k: usize, out: &mut std::vec::Vec<i32>) {
+    out.clear();
+    out.resize(oc * k, 0);
+    let mut o = 0;
+    while o < oc {
+        let rows = block_rows(oc - o);
+        let dst = &mut out[o * k..(o + rows) * k];
+        for r in 0..rows {
+            let src = &w[(o + r) * k..(o + r + 1) * k];
+            for (c, &v) in src.iter().enumerate() {
+                dst[c * rows + r] = v.to_bits() as i32;
+            }
+        }
+        o += rows;
+    }
+}
+
 /// The K-loop mode for a block of `n` (≤ 32) pixels.
 #[inline]
 fn mode(n: usize) -> u8 {
@@ -65,17 +102,16 @@ pub unsafe fn gemm(
     assert!(y.len() >= (oc - 1) * ys + y0 + pix);
     assert!(gm.w.len() >= oc * k && gm.bias.is_none_or(|b| b.len() >= oc));
     crate::paths::note(crate::paths::Path::GemmF32Avx512);
+    if gm.panels.is_some() {
+        crate::paths::note(crate::paths::Path::GemmF32Panels);
+    }
     let tile = Tile { x, xs, ys, y0 };
     let mut p0 = 0;
     while p0 < pix {
         let end = (p0 + CHUNK).min(pix);
         let mut o = 0;
         while o < oc {
-            // Blocks of 12 rows, then the rest as 8, 4, 2 and 1.
-            let rows = [MR, 8, 4, 2, 1]
-                .into_iter()
-                .find(|&r| r <= oc - o)
-                .unwrap_or(1);
+            let rows = block_rows(oc - o);
             let mut p = p0;
             while p < end {
                 let at = Block {
@@ -135,15 +171,20 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) 
     // Every row c < k reads x[c·xs + p .. c·xs + p + n]: inside x (checked once here, so
     // the K loop has no bounds checks); every weight row o + r < oc holds k floats.
     assert!(at.n <= NR && (k - 1) * t.xs + at.p + at.n <= t.x.len());
-    assert!((at.o + R) * k <= gm.w.len());
     let xp = t.x[at.p..].as_ptr();
-    let wp = gm.w[at.o * k..].as_ptr();
-    // SAFETY: the two asserts above are `k_loop`'s requirements; the masks select `at.n`.
+    // The block's R · k weights: rows k apart, or one panel (`pack_panels`).
+    let w = gm.panels.unwrap_or(gm.w);
+    assert!((at.o + R) * k <= w.len());
+    let wp = w[at.o * k..].as_ptr();
+    // SAFETY: the asserts above are `k_loop`'s requirements; the masks select `at.n`.
     let acc = unsafe {
-        match mode(at.n) {
-            FULL => k_loop::<R, FULL>(acc, wp, k, xp, t.xs, masks),
-            HALF => k_loop::<R, HALF>(acc, wp, k, xp, t.xs, masks),
-            _ => k_loop::<R, MASKED>(acc, wp, k, xp, t.xs, masks),
+        match (mode(at.n), gm.panels.is_some()) {
+            (FULL, false) => k_loop::<R, FULL, false>(acc, wp, k, xp, t.xs, masks),
+            (HALF, false) => k_loop::<R, HALF, false>(acc, wp, k, xp, t.xs, masks),
+            (_, false) => k_loop::<R, MASKED, false>(acc, wp, k, xp, t.xs, masks),
+            (FULL, true) => k_loop::<R, FULL, true>(acc, wp, k, xp, t.xs, masks),
+            (HALF, true) => k_loop::<R, HALF, true>(acc, wp, k, xp, t.xs, masks),
+            (_, true) => k_loop::<R, MASKED, true>(acc, wp, k, xp, t.xs, masks),
         }
     };
     let (lo, hi) = (_mm512_set1_ps(gm.lo), _mm512_set1_ps(gm.hi));
@@ -164,17 +205,17 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) 
     }
 }
 
-/// `acc[r] += Σ_c W[r][c] · X[c][0..32]` for the `R` weight rows at `wp` (row stride `k`)
-/// and the input rows at `xp` (row stride `xs`): all 32 lanes in `FULL` mode, else the
-/// lanes `masks` selects (in `HALF` mode, of the first vector only: `acc[r][1]` is left
-/// as it came).
+/// `acc[r] += Σ_c W[r][c] · X[c][0..32]` for the `R` weight rows at `wp` (row stride `k`;
+/// with `P`, one panel: `W[r][c]` at `c·R + r`) and the input rows at `xp` (row stride
+/// `xs`): all 32 lanes in `FULL` mode, else the lanes `masks` selects (in `HALF` mode, of
+/// the first vector only: `acc[r][1]` is left as it came).
 ///
 /// # Safety
 /// `wp` addresses `R · k` floats; for every `c < k`, the 32 floats at `xp + c · xs` (the
 /// lanes `masks` selects when not `FULL`) are inside one slice.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn k_loop<const R: usize, const M: u8>(
+unsafe fn k_loop<const R: usize, const M: u8, const P: bool>(
     mut acc: [[__m512; 2]; R],
     wp: *const f32,
     k: usize,
@@ -195,7 +236,8 @@ unsafe fn k_loop<const R: usize, const M: u8>(
         let (x0, x1) = unsafe { load_pair::<M>(xr, masks) };
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: r < R and c < k: inside the R · k floats at wp (the caller's guarantee).
-            let wv = _mm512_set1_ps(unsafe { *wp.add(r * k + c) });
+            let at = if P { c * R + r } else { r * k + c };
+            let wv = _mm512_set1_ps(unsafe { *wp.add(at) });
             a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
             if M != HALF {
                 a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
@@ -235,21 +277,72 @@ unsafe fn load_pair<const M: u8>(p: *const f32, masks: (__mmask16, __mmask16)) -
 /// AVX-512F must be present, and the slices must satisfy the bounds `kernel::gemm` asserts.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn strided_gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
+    // SAFETY: the caller's guarantee.
+    unsafe { strided_body::<false>(a, 0, b, c, d) }
+}
+
+/// `strided_gemm` with `A` the columns `c0..c0 + d.k` of the `d.m × kt` matrix whose
+/// panels (`pack_panels`) are `panels` (the large-patch conv's chunks of input channels).
+///
+/// # Safety
+/// AVX-512F must be present (the slice bounds are checked here).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn panel_gemm(
+    panels: &[f32],
+    kt: usize,
+    c0: usize,
+    b: Rhs<'_>,
+    c: &mut Dst<'_>,
+    d: Dims<'_>,
+) {
+    if d.m == 0 || d.n == 0 {
+        return;
+    }
+    assert!(d.m * kt <= panels.len() && c0 + d.k <= kt);
+    super::kernel::check_rest(&b, c, &d);
+    let a = Lhs {
+        a: panels,
+        rs: kt,
+        cs: 1,
+    };
+    // SAFETY: AVX-512F is present (the caller's guarantee); B, C and the bias are checked
+    // above, and block i's R · k floats from i·kt + c0·R lie in its panel
+    // (i·kt .. (i + R)·kt), inside `panels` (asserted above).
+    unsafe { strided_body::<true>(a, c0, b, c, d) }
+}
+
+/// The body of `strided_gemm` (`P` false) and `panel_gemm` (`P`: `a.a` holds panels of
+/// rows `a.rs` long, and the product reads their columns from `c0`).
+///
+/// # Safety
+/// As `strided_gemm` / `panel_gemm`.
+#[target_feature(enable = "avx512f")]
+unsafe fn strided_body<const P: bool>(
+    a: Lhs<'_>,
+    c0: usize,
+    b: Rhs<'_>,
+    c: &mut Dst<'_>,
+    d: Dims<'_>,
+) {
     crate::paths::note(crate::paths::Path::GemmF32Avx512);
+    if P {
+        crate::paths::note(crate::paths::Path::GemmF32Panels);
+    }
     let cp = c.c.as_mut_ptr();
     let mut p0 = 0;
     while p0 < d.n {
         let end = (p0 + CHUNK).min(d.n);
         let mut i = 0;
         while i < d.m {
-            let rows = [MR, 8, 4, 2, 1]
-                .into_iter()
-                .find(|&r| r <= d.m - i)
-                .unwrap_or(1);
+            let rows = block_rows(d.m - i);
             let mut p = p0;
             while p < end {
                 let at = Strided {
-                    ap: a.a.as_ptr().wrapping_add(i * a.rs),
+                    ap: if P {
+                        a.a.as_ptr().wrapping_add(i * a.rs + c0 * rows)
+                    } else {
+                        a.a.as_ptr().wrapping_add(i * a.rs)
+                    },
                     rs: a.rs,
                     cs: a.cs,
                     bp: b.b.as_ptr().wrapping_add(p),
@@ -267,11 +360,11 @@ pub(super) unsafe fn strided_gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Di
                 // slices (the bounds `kernel::gemm` asserted); AVX-512F is present.
                 unsafe {
                     match rows {
-                        MR => strided_block::<MR>(&at, &d),
-                        8 => strided_block::<8>(&at, &d),
-                        4 => strided_block::<4>(&at, &d),
-                        2 => strided_block::<2>(&at, &d),
-                        _ => strided_block::<1>(&at, &d),
+                        MR => strided_block::<MR, P>(&at, &d),
+                        8 => strided_block::<8, P>(&at, &d),
+                        4 => strided_block::<4, P>(&at, &d),
+                        2 => strided_block::<2, P>(&at, &d),
+                        _ => strided_block::<1, P>(&at, &d),
                     }
                 }
                 p += NR;
@@ -296,11 +389,12 @@ struct Strided<'a> {
 }
 
 /// # Safety
-/// AVX-512F must be present; `A[r, t]` at `ap + r·rs + t·cs` (r < R, t < k), the `n`
-/// floats at `bp + t·bs` (t < k) and at `cp + r·crs` (r < R) must be inside their slices.
+/// AVX-512F must be present; `A[r, t]` at `ap + r·rs + t·cs` (with `P`, at `ap + t·R + r`;
+/// r < R, t < k), the `n` floats at `bp + t·bs` (t < k) and at `cp + r·crs` (r < R) must be
+/// inside their slices.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
+unsafe fn strided_block<const R: usize, const P: bool>(at: &Strided<'_>, d: &Dims<'_>) {
     let mk = tail_masks(at.n);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, v) in acc.iter_mut().enumerate() {
@@ -324,9 +418,9 @@ unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
     // SAFETY: the caller's guarantee covers every A and B element the loop reads.
     let acc = unsafe {
         match mode(at.n) {
-            FULL => strided_k_loop::<R, FULL>(acc, at, d.k, mk),
-            HALF => strided_k_loop::<R, HALF>(acc, at, d.k, mk),
-            _ => strided_k_loop::<R, MASKED>(acc, at, d.k, mk),
+            FULL => strided_k_loop::<R, FULL, P>(acc, at, d.k, mk),
+            HALF => strided_k_loop::<R, HALF, P>(acc, at, d.k, mk),
+            _ => strided_k_loop::<R, MASKED, P>(acc, at, d.k, mk),
         }
     };
     for (r, v) in acc.iter().enumerate() {
@@ -350,7 +444,7 @@ unsafe fn strided_block<const R: usize>(at: &Strided<'_>, d: &Dims<'_>) {
 /// As `strided_block`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn strided_k_loop<const R: usize, const M: u8>(
+unsafe fn strided_k_loop<const R: usize, const M: u8, const P: bool>(
     mut acc: [[__m512; 2]; R],
     at: &Strided<'_>,
     k: usize,
@@ -363,13 +457,13 @@ unsafe fn strided_k_loop<const R: usize, const M: u8>(
         let (x0, x1) = unsafe { load_pair::<M>(bp, mk) };
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: A[r, t] is inside A (the caller's guarantee).
-            let wv = _mm512_set1_ps(unsafe { *ap.add(r * at.rs) });
+            let wv = _mm512_set1_ps(unsafe { *ap.add(if P { r } else { r * at.rs }) });
             a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
             if M != HALF {
                 a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
             }
         }
-        ap = ap.wrapping_add(at.cs);
+        ap = ap.wrapping_add(if P { R } else { at.cs });
         bp = bp.wrapping_add(at.bs);
     }
     acc

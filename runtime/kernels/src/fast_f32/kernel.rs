@@ -69,11 +69,7 @@ pub(crate) fn gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
     }
     // Every index the loops form is below these bounds (checked once, here).
     assert!(d.k == 0 || (d.m - 1) * a.rs + (d.k - 1) * a.cs < a.a.len());
-    assert!(d.k == 0 || (d.k - 1) * b.bs + d.n <= b.b.len());
-    assert!((d.m - 1) * c.rs + c.c0 + d.n <= c.c.len());
-    if let Start::RowBias(bias) = d.start {
-        assert!(bias.len() >= d.m);
-    }
+    check_rest(&b, c, &d);
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: AVX-512F is present (checked above); the asserts above are
@@ -92,6 +88,16 @@ pub(crate) fn gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
         #[inline(always)]
         || portable_gemm(a, b, c, d),
     );
+}
+
+/// The bounds of `B`, `C` and the bias for a product of `d.m × d.n` (`d.m`, `d.n` > 0):
+/// every index the kernels form from them is inside. Panics otherwise.
+pub(super) fn check_rest(b: &Rhs<'_>, c: &Dst<'_>, d: &Dims<'_>) {
+    assert!(d.k == 0 || (d.k - 1) * b.bs + d.n <= b.b.len());
+    assert!((d.m - 1) * c.rs + c.c0 + d.n <= c.c.len());
+    if let Start::RowBias(bias) = d.start {
+        assert!(bias.len() >= d.m);
+    }
 }
 
 /// The blocking shared by both bodies: column chunks, row blocks, 16-column tiles.
