@@ -643,6 +643,13 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     let work = (m * n * k) as u64;
     crate::par::par_pieces(&mut y[..m * n], n.max(1), work, |at, yp| {
         let i0 = at / n.max(1);
+        #[cfg(target_arch = "x86_64")]
+        if (1..matmul::FC_MIN_COLS).contains(&n) && avx2::available() {
+            // SAFETY: AVX2 and FMA are present (checked above); `fc_few_cols` checks the
+            // slice bounds itself.
+            unsafe { avx2::fc_few_cols(&gm, &x[i0 * k..], yp.len() / n, yp) };
+            return;
+        }
         for (xr, yr) in x[i0 * k..].chunks_exact(k).zip(yp.chunks_exact_mut(n)) {
             dot_rows(&gm, xr, yr);
         }

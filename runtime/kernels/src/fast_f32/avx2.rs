@@ -234,6 +234,60 @@ pub unsafe fn fc_row(gm: &Gemm<'_>, xr: &[f32], yr: &mut [f32]) {
     }
 }
 
+/// FullyConnected over the `m` rows of `x` (`k` each) for few weight rows (`gm.oc`):
+/// `y[i·oc + j] = clamp(bias[j] + Σ_t x[i, t] · W[j, t])`, four input rows a pass against
+/// each weight row, so eight accumulator chains run at once instead of two (one row's
+/// dot product waits on its fused multiply-adds' latency). Each output is `fc_row`'s
+/// chain, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA. (Slice bounds are checked here.)
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn fc_few_cols(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
+    let (k, n) = (gm.k, gm.oc);
+    assert!(x.len() >= m * k && y.len() >= m * n && gm.w.len() >= n * k);
+    assert!(gm.bias.is_none_or(|b| b.len() >= n));
+    let mut i = 0;
+    while i < m {
+        let rows = FC_ROWS.min(m - i);
+        for j in 0..n {
+            match rows {
+                4 => dot_x_rows::<4>(gm, x, i, j, y),
+                3 => dot_x_rows::<3>(gm, x, i, j, y),
+                2 => dot_x_rows::<2>(gm, x, i, j, y),
+                _ => dot_x_rows::<1>(gm, x, i, j, y),
+            }
+        }
+        i += rows;
+    }
+}
+
+/// Input rows `i..i + R` of `x` against weight row `j`: `dot_rows`' chain per output.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dot_x_rows<const R: usize>(gm: &Gemm<'_>, x: &[f32], i: usize, j: usize, y: &mut [f32]) {
+    let (k, n) = (gm.k, gm.oc);
+    let xs: [&[f32]; R] = core::array::from_fn(|r| &x[(i + r) * k..(i + r + 1) * k]);
+    let wr = &gm.w[j * k..(j + 1) * k];
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let mut t = 0;
+    while t < k {
+        let len = PT.min(k - t);
+        let masks = tail_masks(len);
+        let (w0, w1) = load16(&wr[t..t + len], masks);
+        for (a, xr) in acc.iter_mut().zip(xs) {
+            let (x0, x1) = load16(&xr[t..t + len], masks);
+            a[0] = _mm256_fmadd_ps(w0, x0, a[0]);
+            a[1] = _mm256_fmadd_ps(w1, x1, a[1]);
+        }
+        t += PT;
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let sum = hsum(_mm256_add_ps(a[0], a[1])) + gm.bias.map_or(0.0, |b| b[j]);
+        y[(i + r) * n + j] = sum.max(gm.lo).min(gm.hi);
+    }
+}
+
 /// `R` weight rows from row `j` against `x`: 16 lanes per row, tail masked.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
