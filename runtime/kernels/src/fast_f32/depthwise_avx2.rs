@@ -78,12 +78,20 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
         work,
         |at, yp| {
             let mut buf = [0f32; SCRATCH];
+            let mut offs = [0usize; 64];
+            let nt = tap_offsets(g, pad, &mut offs);
+            // Per tap: its offset (the same for every channel) and this channel's weight.
+            let mut taps = [(0usize, 0f32); 64];
             for (i, yc) in yp.chunks_exact_mut(out_plane).enumerate() {
                 let nc = at / out_plane + i;
                 let c = nc % g.c;
                 let xc = &x[nc * plane..(nc + 1) * plane];
                 let wc = &gm.w[c * ksz..(c + 1) * ksz];
                 let bias = gm.bias.map_or(0.0, |b| b[c]);
+                for ((tap, &off), &w) in taps.iter_mut().zip(&offs[..nt]).zip(wc) {
+                    *tap = (off, w);
+                }
+                let taps = &taps[..nt.min(wc.len())];
                 for oy0 in (0..g.oh).step_by(pad.bo) {
                     let rows = pad.bo.min(g.oh - oy0);
                     fill(g, pad, xc, &mut buf, oy0 * g.sh);
@@ -91,7 +99,7 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                     // SAFETY: the caller checked AVX2; `plane_avx2` reads `buf` within the
                     // padded layout `fill` wrote (sized by `pad_of` for `bo` ≥ `rows`
                     // output rows) and writes `band` within `rows·ow`.
-                    unsafe { plane_avx2(g, pad, &buf, wc, (bias, gm.lo, gm.hi), band, rows) };
+                    unsafe { plane_avx2(g, pad, &buf, taps, (bias, gm.lo, gm.hi), band, rows) };
                 }
             }
         },
@@ -174,29 +182,33 @@ unsafe fn split2(row: &[f32], ev: &mut [f32], od: &mut [f32]) {
     }
 }
 
-/// `oh` output rows of one band (`yc`: `oh·ow` floats) from the band `fill` wrote.
+/// Per tap (`ky`, then `kx`): the offset in `fill`'s layout of output (0, 0)'s input
+/// (computed once per op: per channel, with two divisions a tap, it cost more than a
+/// 7×7 plane's sums).
+fn tap_offsets(g: &Geo, pad: Pad, offs: &mut [usize; 64]) -> usize {
+    let nt = (g.kh * g.kw).min(offs.len());
+    for (t, off) in offs.iter_mut().enumerate().take(nt) {
+        let (ky, kx) = (t / g.kw, t % g.kw);
+        let cx = kx * g.dw;
+        *off = ((cx % g.sw) * pad.ph + ky * g.dh) * pad.pw + cx / g.sw;
+    }
+    nt
+}
+
+/// `oh` output rows of one band (`yc`: `oh·ow` floats) from the band `fill` wrote; each
+/// tap its offset (`tap_offsets`) and this channel's weight.
 #[target_feature(enable = "avx2")]
 unsafe fn plane_avx2(
     g: &Geo,
     pad: Pad,
     buf: &[f32; SCRATCH],
-    wc: &[f32],
+    taps: &[(usize, f32)],
     (bias, lo, hi): (f32, f32, f32),
     yc: &mut [f32],
     oh: usize,
 ) {
     let (vlo, vhi, vb) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(bias));
     let b = buf.as_ptr();
-    // Per tap: the offset of output column 0's input in `buf`, less the row part.
-    let mut taps = [(0usize, 0f32); 64];
-    let nt = (g.kh * g.kw).min(taps.len());
-    for (t, tap) in taps.iter_mut().enumerate().take(nt) {
-        let (ky, kx) = (t / g.kw, t % g.kw);
-        let cx = kx * g.dw;
-        tap.0 = ((cx % g.sw) * pad.ph + ky * g.dh) * pad.pw + cx / g.sw;
-        tap.1 = wc[t];
-    }
-    let taps = &taps[..nt];
     // Output vectors (8 columns of one row) four at a time: each lane's sum is the
     // reference's chain, but four independent chains keep the adder busy where one would
     // wait out its latency at every tap.
@@ -218,6 +230,39 @@ unsafe fn plane_avx2(
         }
     };
     let base = |(oy, ox): (usize, usize)| oy * g.sh * pad.pw + ox;
+    if per_row >= 4 {
+        // Rows of four or more vectors: eight (then four) vectors of one row a pass, read
+        // at fixed offsets from one pointer (the add's latency is four cycles on two
+        // ports, so eight chains keep it busy), the rest of the row one at a time.
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox + 32 <= per_row * 8 {
+                let n = if ox + 64 <= per_row * 8 { 8 } else { 4 };
+                // SAFETY: the `n` vectors from (oy, ox) are inside the row's padded
+                // layout, so every load is in bounds (`pad_of`); AVX2 is present.
+                let p = unsafe { b.add(base((oy, ox))) };
+                if n == 8 {
+                    let acc = unsafe { row_chains::<8>(p, taps, vb) };
+                    for (i, a) in acc.into_iter().enumerate() {
+                        store(yc, (oy, ox + 8 * i), a);
+                    }
+                } else {
+                    let acc = unsafe { row_chains::<4>(p, taps, vb) };
+                    for (i, a) in acc.into_iter().enumerate() {
+                        store(yc, (oy, ox + 8 * i), a);
+                    }
+                }
+                ox += 8 * n;
+            }
+            while ox < g.ow {
+                // SAFETY: as above, one vector.
+                let acc = unsafe { row_chains::<1>(b.add(base((oy, ox))), taps, vb) };
+                store(yc, (oy, ox), acc[0]);
+                ox += 8;
+            }
+        }
+        return;
+    }
     let mut v = 0;
     while v + 4 <= slots {
         let pos = [at(v), at(v + 1), at(v + 2), at(v + 3)];
@@ -248,4 +293,31 @@ unsafe fn plane_avx2(
         store(yc, p, acc);
         v += 1;
     }
+}
+
+/// The sums of `N` consecutive output vectors of one row from the bias `vb`: vector `i`
+/// reads `p + off + 8i` at tap `(off, w)`, taps in order, one multiply then one add each
+/// (the reference's chain per lane), the vectors' chains interleaved.
+///
+/// # Safety
+/// AVX2 must be present, and the `8·N` floats at `p + off` must be readable for every tap
+/// (`pad_of` sizes the buffer so).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn row_chains<const N: usize>(
+    p: *const f32,
+    taps: &[(usize, f32)],
+    vb: __m256,
+) -> [__m256; N] {
+    let mut acc = [vb; N];
+    for &(off, w) in taps {
+        let wv = _mm256_set1_ps(w);
+        let q = p.wrapping_add(off);
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: in bounds (the caller's guarantee).
+            let x = unsafe { _mm256_loadu_ps(q.add(8 * i)) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(x, wv));
+        }
+    }
+    acc
 }
