@@ -458,6 +458,9 @@ fn unary_cases() -> Vec<UnaryCase> {
         (LeakyRelu, 0.1, 0.0, (-5.0, 5.0), true),
         (HardSigmoid, 0.2, 0.5, (-5.0, 5.0), true),
         (HardSwish, 0.0, 0.0, (-5.0, 5.0), true),
+        // The quotient's correction step near the subnormals and past the clamp.
+        (HardSwish, 0.0, 0.0, (-1e-36, 1e-36), true),
+        (HardSwish, 0.0, 0.0, (-1e6, 1e6), true),
         (HardSwishAB, 1.0 / 6.0, 0.5, (-5.0, 5.0), true),
         (Neg, 0.0, 0.0, (-5.0, 5.0), true),
         (Abs, 0.0, 0.0, (-5.0, 5.0), true),
