@@ -76,6 +76,8 @@ mod fast_elt;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[allow(unsafe_code)]
 mod fast_f32;
+#[cfg(feature = "std")]
+mod fast_gather;
 pub use eltwise::unary_value;
 /// Resize's input coordinate for an output coordinate (the reference's transform), for
 /// accelerators that must compute the same taps.
@@ -183,6 +185,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
+        #[cfg(feature = "std")]
+        OpKind::Gather => fast_gather::gather(call, out),
         OpKind::MaxPool => fast_elt::max_pool_i8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         OpKind::AveragePool if q => pool::avg_pool_i8_fast(call, out),

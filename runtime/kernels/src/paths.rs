@@ -119,10 +119,13 @@ pub enum Path {
     /// the block's panels (`fast_f32/avx512.rs`, hosts with a weight cache); counted with
     /// `GemmF32Avx512` too, one count per GEMM call.
     GemmF32Panels,
+    /// Gather by constant indices as runs of copies, the runs found once per model
+    /// (`fast_gather.rs`, hosts with a weight cache), one count per op.
+    GatherRuns,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmF32Panels as usize + 1;
+const N: usize = Path::GatherRuns as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
