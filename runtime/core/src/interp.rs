@@ -188,8 +188,24 @@ impl<'m, 'a, B: Backend> Interpreter<'m, 'a, B> {
         descs: &[TensorDesc<'m>],
         by_slot: bool,
     ) -> Result<(), ExecError> {
+        #[cfg(feature = "alloc")]
+        let table = self.descs;
         for k in 0..e.n_outputs() {
-            let out_d = self.desc(e.output(k));
+            // With a tensor table (hosts), the output's record by reference: a copy
+            // assembled on the stack and read back at once stalled the loads that forward
+            // it. A device decodes it (one path, for its flash).
+            #[cfg(feature = "alloc")]
+            let decoded;
+            #[cfg(feature = "alloc")]
+            let out_d = match table.get(e.output(k) as usize) {
+                Some(d) => d,
+                None => {
+                    decoded = self.model.tensor(e.output(k));
+                    &decoded
+                }
+            };
+            #[cfg(not(feature = "alloc"))]
+            let out_d = &self.desc(e.output(k));
             let Storage::Arena {
                 offset: oo,
                 bytes: ob,
