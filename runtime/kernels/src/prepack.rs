@@ -15,10 +15,39 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::vec::Vec;
 
+/// The cache's hasher: its keys are addresses, lengths and kind words the process
+/// itself made (no one outside chooses them), and it hashes one on every op of a run, so
+/// a multiply-rotate per word instead of SipHash (whose `entry` calls were 2% of a
+/// 4628-op streaming model's run).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl core::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+}
+
+type Keys = core::hash::BuildHasherDefault<KeyHasher>;
+
 /// Packed weights of one model (a `HostModel` owns one).
 #[derive(Default)]
 pub struct PackCache {
-    map: HashMap<(usize, usize, u32), Vec<i32>>,
+    map: HashMap<(usize, usize, u32), Vec<i32>, Keys>,
     /// The model's bytes (addresses): only weights that lie there are kept. Anything else
     /// may change between runs (an int8 FullyConnected's or Conv's weights may be an arena
     /// tensor), so it is packed per call. Empty by default: nothing is kept.
