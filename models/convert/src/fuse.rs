@@ -1,5 +1,5 @@
 //! Float-graph rewrites before quantization: fold per-channel affine ops (BatchNorm) into
-//! the producing conv/FC, fuse Relu/Clip into their producer, recognise HardSwish, and
+//! the producing conv/FC or the FullyConnected that reads them, fuse Relu/Clip into their producer, recognise HardSwish, and
 //! make `x · gate(x)` (HardSigmoid, Sigmoid gates) one element-wise function of `x`;
 //! decomposed LayerNorms become one op (`fuse_norm.rs`).
 //! Each rewrite only fires when the intermediate tensor has exactly one reader and is not
@@ -165,6 +165,104 @@ fn fold_affine(g: &mut Graph) -> bool {
             op.inputs[2] = Some(nb);
         }
         op.outputs[0] = new_out;
+        g.ops.remove(m);
+        return true;
+    }
+    false
+}
+
+/// Fold `Mul/Add/Sub(x, c)` with a constant along `x`'s last axis (or a scalar) into the
+/// FullyConnected that is its one reader: `(x·c) Wᵀ = x (W·diag c)ᵀ` and `(x + d) Wᵀ =
+/// x Wᵀ + W d`. A Keras `Dense → ReLU → BatchNormalization → Dense` head exports its BN as
+/// such a Mul and Add after the ReLU, and a decomposed norm's scale and shift often sit
+/// before a projection, where `fold_affine` (into the producer) cannot take them: two
+/// element-wise passes (and in int8, a Mul by a per-tensor quantized constant) less.
+fn fold_affine_into_fc(g: &mut Graph) -> bool {
+    for m in 0..g.ops.len() {
+        let mo = &g.ops[m];
+        if !matches!(mo.kind, OpKind::Mul | OpKind::Add | OpKind::Sub)
+            || has_act(g, m)
+            || mo.inputs.len() != 2
+        {
+            continue;
+        }
+        let (Some(x), Some(c)) = (mo.inputs[0], mo.inputs[1]) else {
+            continue;
+        };
+        let mid = mo.outputs[0];
+        let Some(f) = single_reader(g, mid) else {
+            continue;
+        };
+        let fo = &g.ops[f];
+        if fo.kind != OpKind::FullyConnected || fo.inputs[0] != Some(mid) || has_act(g, f) {
+            continue;
+        }
+        if g.tensors[x].is_const() || g.tensors[x].shape != g.tensors[mid].shape {
+            continue;
+        }
+        let Some(cv) = g.tensors[c].const_f32() else {
+            continue;
+        };
+        let Some(w) = fo.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        let Some(mut wv) = g.tensors[w].const_f32() else {
+            continue;
+        };
+        let k = match g.tensors[x].shape.last() {
+            Some(&k) if k > 0 => k,
+            _ => continue,
+        };
+        let cs = &g.tensors[c].shape;
+        let along_last =
+            cv.len() == k && cs.last() == Some(&k) && cs.iter().rev().skip(1).all(|&d| d == 1);
+        if !(along_last || cv.len() == 1) || wv.len() % k != 0 {
+            continue;
+        }
+        let n = wv.len() / k;
+        let cat = |i: usize| if cv.len() == 1 { cv[0] } else { cv[i] };
+        let mut bias = match fo.inputs.get(2).copied().flatten() {
+            Some(b) => match g.tensors[b].const_f32() {
+                Some(v) if v.len() == n => v,
+                _ => continue,
+            },
+            None => vec![0.0; n],
+        };
+        match mo.kind {
+            OpKind::Mul => {
+                for row in wv.chunks_exact_mut(k) {
+                    row.iter_mut().enumerate().for_each(|(i, v)| *v *= cat(i));
+                }
+            }
+            kind => {
+                let sign = if kind == OpKind::Add { 1.0 } else { -1.0 };
+                for (b, row) in bias.iter_mut().zip(wv.chunks_exact(k)) {
+                    let dot: f64 = row
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| v as f64 * cat(i) as f64)
+                        .sum();
+                    *b = (*b as f64 + sign * dot) as f32;
+                }
+            }
+        }
+        let name = g.ops[f].name.clone();
+        let wshape = g.tensors[w].shape.clone();
+        let nw = g.add_const(
+            format!("{name}:w"),
+            cairn_core::DType::F32,
+            wshape,
+            f32_bytes(&wv),
+        );
+        let nb = g.add_f32(format!("{name}:b"), vec![n], &bias);
+        let fo = &mut g.ops[f];
+        fo.inputs[0] = Some(x);
+        fo.inputs[1] = Some(nw);
+        if fo.inputs.len() < 3 {
+            fo.inputs.push(Some(nb));
+        } else {
+            fo.inputs[2] = Some(nb);
+        }
         g.ops.remove(m);
         return true;
     }
@@ -873,6 +971,7 @@ pub fn fuse(g: &mut Graph) -> usize {
     let mut n = crate::fuse_norm::fuse_layer_norms(g);
     // Hoisting before `fuse_act`: a Relu fused into the Add would pin it after the Reshape.
     while fold_affine(g)
+        || fold_affine_into_fc(g)
         || hoist_over_reshape(g)
         || fuse_hardswish(g)
         || fuse_self_gate(g)
