@@ -24,6 +24,9 @@ const M: usize = 5;
 const K: usize = 12;
 const N: usize = 7;
 
+/// Affine ops in order: kind and constant shape.
+type Chain = Vec<(OpKind, Vec<usize>)>;
+
 fn values(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| ((splitmix(state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
@@ -79,7 +82,7 @@ fn affine_ops_fold_into_the_fc_that_reads_them() {
     let seed = seed(0xF01D);
     let mut state = seed ^ 0xF01D;
     use OpKind::{Add, Mul, Sub};
-    let cases: Vec<(Vec<(OpKind, Vec<usize>)>, bool)> = vec![
+    let cases: Vec<(Chain, bool)> = vec![
         // The BN's Mul then Add, per feature ([K] and [1, K]).
         (vec![(Mul, vec![K]), (Add, vec![K])], true),
         (vec![(Mul, vec![1, K]), (Sub, vec![1, K])], true),
