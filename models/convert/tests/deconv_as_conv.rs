@@ -5,7 +5,7 @@
 //! weights and inputs; `CAIRN_SEED` replays.
 
 mod common;
-use common::{op, seed, splitmix};
+use common::{op, seed, splitmix, NO_ACT};
 
 use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::fuse::fuse;
@@ -16,11 +16,6 @@ use cairn_core::emit::AlignedBytes;
 use cairn_core::op::UnaryFn;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
-
-const NO_ACT: [i32; 2] = [
-    f32::NEG_INFINITY.to_bits() as i32,
-    f32::INFINITY.to_bits() as i32,
-];
 
 fn values(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n)

@@ -5,7 +5,7 @@
 //! stays int8. Seeded inputs; `CAIRN_SEED` replays.
 
 mod common;
-use common::op;
+use common::{op, NO_ACT};
 
 use cairn_convert::calibrate::{calibrate, narrow_to_clamps, Method};
 use cairn_convert::quantize::quantize;
@@ -15,11 +15,6 @@ use cairn_core::emit::AlignedBytes;
 use cairn_core::op::UnaryFn;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
-
-const NO_ACT: [i32; 2] = [
-    f32::NEG_INFINITY.to_bits() as i32,
-    f32::INFINITY.to_bits() as i32,
-];
 
 fn seed() -> u64 {
     std::env::var("CAIRN_SEED")

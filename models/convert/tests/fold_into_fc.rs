@@ -6,7 +6,7 @@
 //! op's output as its weights stay as they are. Seeded; `CAIRN_SEED` replays.
 
 mod common;
-use common::{op, seed, splitmix};
+use common::{op, seed, splitmix, NO_ACT};
 
 use cairn_convert::fuse::fuse;
 use cairn_convert::Graph;
@@ -14,11 +14,6 @@ use cairn_core::emit::AlignedBytes;
 use cairn_core::op::UnaryFn;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
-
-const NO_ACT: [i32; 2] = [
-    f32::NEG_INFINITY.to_bits() as i32,
-    f32::INFINITY.to_bits() as i32,
-];
 
 const M: usize = 5;
 const K: usize = 12;

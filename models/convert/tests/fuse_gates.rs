@@ -4,7 +4,7 @@
 //! `Mul(x, c)` form the lookup tables need. Seeded inputs; `CAIRN_SEED` replays.
 
 mod common;
-use common::op;
+use common::{op, NO_ACT};
 
 use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::fuse::fuse;
@@ -14,11 +14,6 @@ use cairn_core::emit::AlignedBytes;
 use cairn_core::op::UnaryFn;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
-
-const NO_ACT: [i32; 2] = [
-    f32::NEG_INFINITY.to_bits() as i32,
-    f32::INFINITY.to_bits() as i32,
-];
 
 /// x → gate(x) → Mul (gate first or second), n values.
 fn gated(gate: UnaryFn, a: f32, b: f32, gate_first: bool, n: usize) -> Graph {

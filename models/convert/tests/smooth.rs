@@ -4,7 +4,7 @@
 //! than a linear layer reads (a residual Add). Seeded inputs; `CAIRN_SEED` replays.
 
 mod common;
-use common::op;
+use common::{op, NO_ACT};
 
 use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::quantize::quantize;
@@ -14,10 +14,6 @@ use cairn_core::emit::AlignedBytes;
 use cairn_core::{DType, OpKind};
 use cairn_kernels::host::HostModel;
 
-const NO_ACT: [i32; 2] = [
-    f32::NEG_INFINITY.to_bits() as i32,
-    f32::INFINITY.to_bits() as i32,
-];
 const ROWS: usize = 16;
 const K: usize = 48;
 const N: usize = 24;

@@ -119,3 +119,10 @@ pub fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> cairn_convert::onnx_pb::
         ..Default::default()
     }
 }
+
+/// No activation clamp: the (lo, hi) parameter pair of an op without one.
+#[allow(dead_code)] // not every test file builds ops with an activation slot
+pub const NO_ACT: [i32; 2] = [
+    f32::NEG_INFINITY.to_bits() as i32,
+    f32::INFINITY.to_bits() as i32,
+];

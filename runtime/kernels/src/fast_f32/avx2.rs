@@ -262,55 +262,57 @@ pub unsafe fn fc_few_cols(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
     }
 }
 
-/// Input rows `i..i + R` of `x` against weight row `j`: `dot_rows`' chain per output.
+/// Input rows `i..i + R` of `x` against weight row `j`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn dot_x_rows<const R: usize>(gm: &Gemm<'_>, x: &[f32], i: usize, j: usize, y: &mut [f32]) {
     let (k, n) = (gm.k, gm.oc);
     let xs: [&[f32]; R] = core::array::from_fn(|r| &x[(i + r) * k..(i + r + 1) * k]);
-    let wr = &gm.w[j * k..(j + 1) * k];
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let mut t = 0;
-    while t < k {
-        let len = PT.min(k - t);
-        let masks = tail_masks(len);
-        let (w0, w1) = load16(&wr[t..t + len], masks);
-        for (a, xr) in acc.iter_mut().zip(xs) {
-            let (x0, x1) = load16(&xr[t..t + len], masks);
-            a[0] = _mm256_fmadd_ps(w0, x0, a[0]);
-            a[1] = _mm256_fmadd_ps(w1, x1, a[1]);
-        }
-        t += PT;
-    }
-    for (r, a) in acc.iter().enumerate() {
-        let sum = hsum(_mm256_add_ps(a[0], a[1])) + gm.bias.map_or(0.0, |b| b[j]);
+    let sums = dots(&gm.w[j * k..(j + 1) * k], xs, k);
+    for (r, s) in sums.into_iter().enumerate() {
+        let sum = s + gm.bias.map_or(0.0, |b| b[j]);
         y[(i + r) * n + j] = sum.max(gm.lo).min(gm.hi);
     }
 }
 
-/// `R` weight rows from row `j` against `x`: 16 lanes per row, tail masked.
+/// `R` weight rows from row `j` against `x`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn dot_rows<const R: usize>(gm: &Gemm<'_>, x: &[f32], j: usize, y: &mut [f32]) {
     let k = gm.k;
     let rows: [&[f32]; R] = core::array::from_fn(|r| &gm.w[(j + r) * k..(j + r + 1) * k]);
+    let sums = dots(x, rows, k);
+    for (r, s) in sums.into_iter().enumerate() {
+        let sum = s + gm.bias.map_or(0.0, |b| b[j + r]);
+        y[j + r] = sum.max(gm.lo).min(gm.hi);
+    }
+}
+
+/// `Σ_t one[t] · rows[r][t]` for each of the `R` rows (`k` terms): 16 lanes a step in two
+/// chains of eight, the tail masked, then the lanes summed; the chain of every f32
+/// FullyConnected dot product here, so a row's result is the same bits whichever operand
+/// is shared.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dots<const R: usize>(one: &[f32], rows: [&[f32]; R], k: usize) -> [f32; R] {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let mut t = 0;
     while t < k {
         let n = PT.min(k - t);
         let masks = tail_masks(n);
-        let (x0, x1) = load16(&x[t..t + n], masks);
+        let (o0, o1) = load16(&one[t..t + n], masks);
         for (a, row) in acc.iter_mut().zip(rows) {
-            let (w0, w1) = load16(&row[t..t + n], masks);
-            a[0] = _mm256_fmadd_ps(w0, x0, a[0]);
-            a[1] = _mm256_fmadd_ps(w1, x1, a[1]);
+            let (v0, v1) = load16(&row[t..t + n], masks);
+            a[0] = _mm256_fmadd_ps(v0, o0, a[0]);
+            a[1] = _mm256_fmadd_ps(v1, o1, a[1]);
         }
         t += PT;
     }
-    for (r, a) in acc.iter().enumerate() {
-        let sum = hsum(_mm256_add_ps(a[0], a[1])) + gm.bias.map_or(0.0, |b| b[j + r]);
-        y[j + r] = sum.max(gm.lo).min(gm.hi);
+    let mut sums = [0f32; R];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        *s = hsum(_mm256_add_ps(a[0], a[1]));
     }
+    sums
 }
 
 /// The sum of the eight lanes of `v`.
