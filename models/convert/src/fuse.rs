@@ -60,6 +60,35 @@ pub fn const_scalar(g: &Graph, t: usize) -> Option<f32> {
         .map(|v| v[0])
 }
 
+/// Op `op`'s bias as `n` values: zeros without one, `None` unless it is a constant of `n`.
+fn const_bias(g: &Graph, op: usize, n: usize) -> Option<Vec<f32>> {
+    match g.ops[op].inputs.get(2).copied().flatten() {
+        Some(b) => g.tensors[b].const_f32().filter(|v| v.len() == n),
+        None => Some(vec![0.0; n]),
+    }
+}
+
+/// Give op `op` new constant weights `wv` (in the shape of its weights `w`) and bias,
+/// named after it.
+fn set_weights(g: &mut Graph, op: usize, w: usize, wv: &[f32], bias: &[f32]) {
+    let name = g.ops[op].name.clone();
+    let wshape = g.tensors[w].shape.clone();
+    let nw = g.add_const(
+        format!("{name}:w"),
+        cairn_core::DType::F32,
+        wshape,
+        f32_bytes(wv),
+    );
+    let nb = g.add_f32(format!("{name}:b"), vec![bias.len()], bias);
+    let o = &mut g.ops[op];
+    o.inputs[1] = Some(nw);
+    if o.inputs.len() < 3 {
+        o.inputs.push(Some(nb));
+    } else {
+        o.inputs[2] = Some(nb);
+    }
+}
+
 /// Fold `Mul(conv, c)` / `Add(conv, c)` with per-output-channel constants into the conv.
 fn fold_affine(g: &mut Graph) -> bool {
     for p in 0..g.ops.len() {
@@ -122,13 +151,8 @@ fn fold_affine(g: &mut Graph) -> bool {
             continue;
         }
         let cat = |i: usize| if cv.len() == 1 { cv[0] } else { cv[i] };
-        let bias_t = g.ops[p].inputs.get(2).copied().flatten();
-        let mut bias = match bias_t {
-            Some(b) => match g.tensors[b].const_f32() {
-                Some(v) => v,
-                None => continue,
-            },
-            None => vec![0.0; oc],
+        let Some(mut bias) = const_bias(g, p, oc) else {
+            continue;
         };
         let mut wv = wv;
         let per = wv.len() / oc;
@@ -152,19 +176,8 @@ fn fold_affine(g: &mut Graph) -> bool {
             OpKind::Add => (0..oc).for_each(|o| bias[o] += cat(o)),
             _ => (0..oc).for_each(|o| bias[o] -= cat(o)),
         }
-        let wname = format!("{}:w", g.ops[p].name);
-        let wshape = g.tensors[w].shape.clone();
-        let nw = g.add_const(wname, cairn_core::DType::F32, wshape, f32_bytes(&wv));
-        let nb = g.add_f32(format!("{}:b", g.ops[p].name), vec![oc], &bias);
-        let new_out = g.ops[m].outputs[0];
-        let op = &mut g.ops[p];
-        op.inputs[1] = Some(nw);
-        if op.inputs.len() < 3 {
-            op.inputs.push(Some(nb));
-        } else {
-            op.inputs[2] = Some(nb);
-        }
-        op.outputs[0] = new_out;
+        set_weights(g, p, w, &wv, &bias);
+        g.ops[p].outputs[0] = g.ops[m].outputs[0];
         g.ops.remove(m);
         return true;
     }
@@ -221,12 +234,8 @@ fn fold_affine_into_fc(g: &mut Graph) -> bool {
         }
         let n = wv.len() / k;
         let cat = |i: usize| if cv.len() == 1 { cv[0] } else { cv[i] };
-        let mut bias = match fo.inputs.get(2).copied().flatten() {
-            Some(b) => match g.tensors[b].const_f32() {
-                Some(v) if v.len() == n => v,
-                _ => continue,
-            },
-            None => vec![0.0; n],
+        let Some(mut bias) = const_bias(g, f, n) else {
+            continue;
         };
         match mo.kind {
             OpKind::Mul => {
@@ -246,23 +255,8 @@ fn fold_affine_into_fc(g: &mut Graph) -> bool {
                 }
             }
         }
-        let name = g.ops[f].name.clone();
-        let wshape = g.tensors[w].shape.clone();
-        let nw = g.add_const(
-            format!("{name}:w"),
-            cairn_core::DType::F32,
-            wshape,
-            f32_bytes(&wv),
-        );
-        let nb = g.add_f32(format!("{name}:b"), vec![n], &bias);
-        let fo = &mut g.ops[f];
-        fo.inputs[0] = Some(x);
-        fo.inputs[1] = Some(nw);
-        if fo.inputs.len() < 3 {
-            fo.inputs.push(Some(nb));
-        } else {
-            fo.inputs[2] = Some(nb);
-        }
+        set_weights(g, f, w, &wv, &bias);
+        g.ops[f].inputs[0] = Some(x);
         g.ops.remove(m);
         return true;
     }

@@ -214,24 +214,23 @@ pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
                     panels: Some(bytemuck::cast_slice(p)),
                     ..gm
                 };
-                gemm_convs(&g, &gm, x, out, pointwise, covered)
+                gemm_convs(&g, gm, x, out, pointwise, covered)
             },
         );
     }
-    gemm_convs(&g, &gm, x, out, pointwise, covered)
+    gemm_convs(&g, gm, x, out, pointwise, covered)
 }
 
 /// The GEMM paths of `conv_f32` (and depthwise, when `covered`): batches of small maps,
 /// large patches, pointwise and im2col convs.
 fn gemm_convs(
     g: &Geo,
-    gm: &Gemm<'_>,
+    gm: Gemm<'_>,
     x: &[f32],
     out: &mut TensorMut<'_>,
     pointwise: bool,
     covered: bool,
 ) -> Option<Result<(), ExecError>> {
-    let gm = *gm;
     let k = gm.k;
     let (plane, pix) = (g.h * g.w, g.oh * g.ow);
     // A batch of small maps: one GEMM over every image's pixels.

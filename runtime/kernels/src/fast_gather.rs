@@ -20,7 +20,9 @@ pub fn gather(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     }
     let (x, it) = (call.req(0).ok()?, call.req(1).ok()?);
     let idx = it.i32s().ok()?;
-    if idx.len() < MIN_INDICES || !crate::prepack::keeps(idx.as_ptr() as usize) {
+    // Runs hold output positions as i32.
+    let fits_i32 = i32::try_from(idx.len()).is_ok();
+    if idx.len() < MIN_INDICES || !fits_i32 || !crate::prepack::keeps(idx.as_ptr() as usize) {
         return None;
     }
     let xs = x.info.shape;
@@ -68,16 +70,14 @@ fn runs_of(idx: &[i32], n: usize, v: &mut std::vec::Vec<i32>) {
     v.push(1);
     let mut prev: Option<usize> = None;
     for (j, &i) in idx.iter().enumerate() {
-        let k = if i < 0 { i as i64 + n as i64 } else { i as i64 };
-        if !(0..n as i64).contains(&k) {
+        let Ok(k) = crate::gather::resolve(i, n) else {
             *v = std::vec![0];
             return;
-        }
-        let k = k as usize;
-        if prev.is_some_and(|p| k == p + 1) {
-            *v.last_mut().expect("a run is open") += 1;
-        } else {
-            v.extend([j as i32, k as i32, 1]);
+        };
+        match v.last_mut() {
+            // The open run (after the flag) goes on.
+            Some(len) if prev.is_some_and(|p| k == p + 1) => *len += 1,
+            _ => v.extend([j as i32, k as i32, 1]),
         }
         prev = Some(k);
     }

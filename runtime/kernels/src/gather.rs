@@ -6,7 +6,7 @@ use cairn_core::shape::MAX_RANK;
 use cairn_core::{ExecError, OpCall, Shape, TensorMut};
 
 /// An index along an axis of `n` elements (negative counts from the end).
-fn resolve(v: i32, n: usize) -> Result<usize, ExecError> {
+pub(crate) fn resolve(v: i32, n: usize) -> Result<usize, ExecError> {
     let v = if v < 0 { v as i64 + n as i64 } else { v as i64 };
     usize::try_from(v)
         .ok()

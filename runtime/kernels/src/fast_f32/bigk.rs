@@ -87,15 +87,13 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                     start,
                     clamp: last.then_some((gm.lo, gm.hi)),
                 };
-                #[cfg(target_arch = "x86_64")]
-                if let Some(p) = gm.panels {
+                match gm.panels {
                     // SAFETY: panels are only given where AVX-512F is present
                     // (`conv_f32`); `panel_gemm` checks the slice bounds.
-                    unsafe { super::avx512::panel_gemm(p, k, c0 * kk, b, &mut dst, d) };
-                    c0 += nc;
-                    continue;
+                    #[cfg(target_arch = "x86_64")]
+                    Some(p) => unsafe { super::avx512::panel_gemm(p, k, c0 * kk, b, &mut dst, d) },
+                    _ => gemm(a, b, &mut dst, d),
                 }
-                gemm(a, b, &mut dst, d);
                 c0 += nc;
             }
             t0 += len;

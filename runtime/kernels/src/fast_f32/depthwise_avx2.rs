@@ -241,16 +241,16 @@ unsafe fn plane_avx2(
                 // SAFETY: the `n` vectors from (oy, ox) are inside the row's padded
                 // layout, so every load is in bounds (`pad_of`); AVX2 is present.
                 let p = unsafe { b.add(base((oy, ox))) };
-                if n == 8 {
-                    let acc = unsafe { row_chains::<8>(p, taps, vb) };
-                    for (i, a) in acc.into_iter().enumerate() {
-                        store(yc, (oy, ox + 8 * i), a);
-                    }
+                let (a8, a4);
+                let acc: &[__m256] = if n == 8 {
+                    a8 = unsafe { row_chains::<8>(p, taps, vb) };
+                    &a8
                 } else {
-                    let acc = unsafe { row_chains::<4>(p, taps, vb) };
-                    for (i, a) in acc.into_iter().enumerate() {
-                        store(yc, (oy, ox + 8 * i), a);
-                    }
+                    a4 = unsafe { row_chains::<4>(p, taps, vb) };
+                    &a4
+                };
+                for (i, &a) in acc.iter().enumerate() {
+                    store(yc, (oy, ox + 8 * i), a);
                 }
                 ox += 8 * n;
             }
