@@ -122,10 +122,13 @@ pub enum Path {
     /// Gather by constant indices as runs of copies, the runs found once per model
     /// (`fast_gather.rs`, hosts with a weight cache), one count per op.
     GatherRuns,
+    /// f32 depthwise convs on the padded-plane kernel's AVX-512F form (16 columns a
+    /// vector; `fast_f32/depthwise_avx2.rs`), one count per op.
+    DepthwiseF32Avx512,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GatherRuns as usize + 1;
+const N: usize = Path::DepthwiseF32Avx512 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

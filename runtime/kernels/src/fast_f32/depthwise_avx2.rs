@@ -1,14 +1,18 @@
-//! f32 depthwise Conv with AVX2 over a zero-padded copy of each input plane (x86_64).
+//! f32 depthwise Conv over a zero-padded copy of each input plane (x86_64: AVX2 + FMA,
+//! or AVX-512F where its 16-column vectors take fewer steps).
 //!
 //! The row kernel of `depthwise.rs` pays its per-row set-up on every row, which dominates
 //! on the 7- to 28-wide planes of mobile backbones. Here each channel's plane is first
 //! copied into a stack buffer with its zero border (a band of rows at a time when the plane
 //! is larger than the buffer; and, for strides 2–4, split into
-//! `sw` column phases so that every tap reads eight consecutive outputs' inputs with one
-//! load), then every output vector is the bias plus the taps in the reference's order
-//! (`ky`, then `kx`), each a separate multiply and add (no FMA), then `max(lo)`, `min(hi)`.
-//! A padding tap adds `0 · w`, a signed zero, which leaves every sum unchanged except a
-//! bias of exactly −0 (the reference would keep −0 where this gives +0; equal as floats).
+//! `sw` column phases so that every tap reads a vector of consecutive outputs' inputs with
+//! one load), then every output lane is the bias plus the taps in the reference's order
+//! (`ky`, then `kx`), one fused multiply-add each, then `max(lo)`, `min(hi)`. Every lane
+//! runs the same chain whatever the vector width, so the AVX2 and AVX-512 forms give the
+//! same bits; against the reference (a multiply, then an add) they differ by the fused
+//! roundings only, within the f32 fast paths' tolerance (`tests/exact_f32.rs`). A padding
+//! tap adds `0 · w`, a signed zero, which leaves every sum unchanged except a bias of
+//! exactly −0.
 
 use core::arch::x86_64::*;
 
@@ -30,12 +34,14 @@ struct Pad {
     bo: usize,
 }
 
-fn pad_of(g: &Geo) -> Option<Pad> {
+/// The band layout for vectors of `lanes` columns (8 or 16: every output vector's loads,
+/// the discarded lanes past `ow` included, lie inside its rows).
+fn pad_of(g: &Geo, lanes: usize) -> Option<Pad> {
     if g.sw == 0 || g.sw > PHASES_MAX || g.oh == 0 || g.ow == 0 || g.pt < 0 || g.pl < 0 {
         return None;
     }
-    let ow8 = g.ow.div_ceil(8) * 8;
-    let pw = ow8 + ((g.kw - 1) * g.dw) / g.sw + 1;
+    let owl = g.ow.div_ceil(lanes) * lanes;
+    let pw = owl + ((g.kw - 1) * g.dw) / g.sw + 1;
     // The padded rows `bo` output rows read.
     let rows = |bo: usize| (bo - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     let fits = |bo: usize| {
@@ -60,15 +66,33 @@ fn pad_of(g: &Geo) -> Option<Pad> {
 
 /// Whether this kernel takes the (depthwise) geometry.
 pub(super) fn fits(g: &Geo) -> bool {
-    g.kh >= 1 && g.kw >= 1 && g.kh * g.kw <= 64 && pad_of(g).is_some()
+    g.kh >= 1 && g.kw >= 1 && g.kh * g.kw <= 64 && pad_of(g, 8).is_some()
+}
+
+/// Whether the AVX-512 form takes `g`: the CPU has it, 16-column vectors need fewer steps
+/// a row than 8-column ones (not on a 7-wide plane), and its wider rows fit the buffer.
+fn wide(g: &Geo) -> Option<Pad> {
+    if !super::avx512::available() || g.ow.div_ceil(16) >= g.ow.div_ceil(8) {
+        return None;
+    }
+    pad_of(g, 16)
 }
 
 /// The depthwise conv of `g` over the whole batch; the caller checked AVX2, `fits` and the
 /// slice lengths (`x` holds `n·c` planes of `h·w`, `y` `n·c` planes of `oh·ow`, the
 /// weights `c·kh·kw`).
 pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
-    let Some(pad) = pad_of(g) else { return };
+    let (pad, wide) = match wide(g) {
+        Some(pad) => (pad, true),
+        None => match pad_of(g, 8) {
+            Some(pad) => (pad, false),
+            None => return,
+        },
+    };
     super::dispatch::taken();
+    if wide {
+        crate::paths::note(crate::paths::Path::DepthwiseF32Avx512);
+    }
     let (plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let ksz = g.kh * g.kw;
     let work = (g.n * g.c * out_plane * ksz) as u64;
@@ -96,10 +120,18 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                     let rows = pad.bo.min(g.oh - oy0);
                     fill(g, pad, xc, &mut buf, oy0 * g.sh);
                     let band = &mut yc[oy0 * g.ow..(oy0 + rows) * g.ow];
-                    // SAFETY: the caller checked AVX2; `plane_avx2` reads `buf` within the
-                    // padded layout `fill` wrote (sized by `pad_of` for `bo` ≥ `rows`
-                    // output rows) and writes `band` within `rows·ow`.
-                    unsafe { plane_avx2(g, pad, &buf, taps, (bias, gm.lo, gm.hi), band, rows) };
+                    let act = (bias, gm.lo, gm.hi);
+                    // SAFETY: the caller checked AVX2 and FMA, `wide` AVX-512F; the plane
+                    // kernels read `buf` within the padded layout `fill` wrote (sized by
+                    // `pad_of` for their vector width and `bo` ≥ `rows` output rows) and
+                    // write `band` within `rows·ow`.
+                    unsafe {
+                        if wide {
+                            plane_avx512(g, pad, &buf, taps, act, band, rows);
+                        } else {
+                            plane_avx2(g, pad, &buf, taps, act, band, rows);
+                        }
+                    }
                 }
             }
         },
@@ -195,129 +227,176 @@ fn tap_offsets(g: &Geo, pad: Pad, offs: &mut [usize; 64]) -> usize {
     nt
 }
 
-/// `oh` output rows of one band (`yc`: `oh·ow` floats) from the band `fill` wrote; each
-/// tap its offset (`tap_offsets`) and this channel's weight.
-#[target_feature(enable = "avx2")]
-unsafe fn plane_avx2(
-    g: &Geo,
-    pad: Pad,
-    buf: &[f32; SCRATCH],
-    taps: &[(usize, f32)],
-    (bias, lo, hi): (f32, f32, f32),
-    yc: &mut [f32],
-    oh: usize,
-) {
-    let (vlo, vhi, vb) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(bias));
-    let b = buf.as_ptr();
-    // Output vectors (8 columns of one row) four at a time: each lane's sum is the
-    // reference's chain, but four independent chains keep the adder busy where one would
-    // wait out its latency at every tap.
-    let per_row = g.ow.div_ceil(8);
-    let slots = oh * per_row;
-    let at = |v: usize| (v / per_row, (v % per_row) * 8);
-    let store = |yc: &mut [f32], (oy, ox): (usize, usize), acc: __m256| {
-        let r = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
-        let yr = &mut yc[oy * g.ow..(oy + 1) * g.ow];
-        let left = g.ow - ox;
-        if left >= 8 {
-            // SAFETY: eight floats from `ox` lie inside the row (`left ≥ 8`).
-            unsafe { _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r) };
-        } else {
-            let mut t = [0f32; 8];
-            // SAFETY: `t` holds eight floats.
-            unsafe { _mm256_storeu_ps(t.as_mut_ptr(), r) };
-            yr[ox..].copy_from_slice(&t[..left]);
+/// The plane kernel for one vector type: `$plane` computes `oh` output rows of one band
+/// (`yc`: `oh·ow` floats) from the band `fill` wrote, each tap its offset (`tap_offsets`)
+/// and this channel's weight; `$block` the sums of an `R × N` block of output vectors.
+macro_rules! plane_kernel {
+    (
+        $plane:ident, $block:ident, $feature:literal, $v:ty, $lanes:literal,
+        $load:ident, $fma:ident, $set1:ident, $max:ident, $min:ident, $store:ident
+    ) => {
+        #[target_feature(enable = $feature)]
+        unsafe fn $plane(
+            g: &Geo,
+            pad: Pad,
+            buf: &[f32; SCRATCH],
+            taps: &[(usize, f32)],
+            (bias, lo, hi): (f32, f32, f32),
+            yc: &mut [f32],
+            oh: usize,
+        ) {
+            const L: usize = $lanes;
+            let (vlo, vhi, vb) = ($set1(lo), $set1(hi), $set1(bias));
+            let b = buf.as_ptr();
+            // Blocks of about eight output vectors (eight independent chains keep both
+            // FMA pipes busy through their four cycles' latency): along one row where it
+            // has eight or more, else over 2, 4 or 8 rows at once; each lane's sum is the
+            // reference's chain whatever the block.
+            let per_row = g.ow.div_ceil(L);
+            let stride = g.sh * pad.pw;
+            let group = match per_row {
+                1 => 8,
+                2 | 3 => 4,
+                4..=7 => 2,
+                _ => 1,
+            };
+            macro_rules! run {
+                ($r:literal, $n:literal, $oy:expr, $ox:expr) => {{
+                    let (oy, ox): (usize, usize) = ($oy, $ox);
+                    // SAFETY: every vector's loads lie inside the band's padded layout
+                    // (`pad_of` for L lanes: rows `oy..oy + R`, columns to `ow` rounded up
+                    // to L); the caller checked the CPU feature.
+                    let acc = unsafe {
+                        $block::<$r, $n>(b.add(oy * stride + ox), stride, taps, vb)
+                    };
+                    for (r, row) in acc.iter().enumerate() {
+                        let yr = &mut yc[(oy + r) * g.ow..(oy + r + 1) * g.ow];
+                        for (j, &a) in row.iter().enumerate() {
+                            let x0 = ox + j * L;
+                            let v = $min($max(a, vlo), vhi);
+                            let left = g.ow - x0;
+                            if left >= L {
+                                // SAFETY: L floats from `x0` lie inside the row.
+                                unsafe { $store(yr.as_mut_ptr().add(x0), v) };
+                            } else {
+                                let mut t = [0f32; L];
+                                // SAFETY: `t` holds L floats.
+                                unsafe { $store(t.as_mut_ptr(), v) };
+                                yr[x0..].copy_from_slice(&t[..left]);
+                            }
+                        }
+                    }
+                }};
+            }
+            let mut oy = 0;
+            while oy < oh {
+                let rows = if oh - oy >= group { group } else { 1 };
+                let mut j = 0;
+                while j < per_row {
+                    let left = per_row - j;
+                    let ox = j * L;
+                    j += match (rows, left) {
+                        (8, _) => {
+                            run!(8, 1, oy, ox);
+                            1
+                        }
+                        (4, 2..) => {
+                            run!(4, 2, oy, ox);
+                            2
+                        }
+                        (4, _) => {
+                            run!(4, 1, oy, ox);
+                            1
+                        }
+                        (2, 4..) => {
+                            run!(2, 4, oy, ox);
+                            4
+                        }
+                        (2, 2..) => {
+                            run!(2, 2, oy, ox);
+                            2
+                        }
+                        (2, _) => {
+                            run!(2, 1, oy, ox);
+                            1
+                        }
+                        (_, 8..) => {
+                            run!(1, 8, oy, ox);
+                            8
+                        }
+                        (_, 4..) => {
+                            run!(1, 4, oy, ox);
+                            4
+                        }
+                        _ => {
+                            run!(1, 1, oy, ox);
+                            1
+                        }
+                    };
+                }
+                oy += rows;
+            }
+        }
+
+        /// The sums of `R` rows (`stride` floats apart) × `N` output vectors from the
+        /// bias `vb`: vector (r, j) reads `p + r·stride + L·j + off` at tap `(off, w)`,
+        /// taps in order, one fused multiply-add each, the chains interleaved.
+        ///
+        /// # Safety
+        /// The CPU feature must be present, and those L floats must be readable for every
+        /// vector and tap (`pad_of` sizes the buffer so).
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn $block<const R: usize, const N: usize>(
+            p: *const f32,
+            stride: usize,
+            taps: &[(usize, f32)],
+            vb: $v,
+        ) -> [[$v; N]; R] {
+            const L: usize = $lanes;
+            let mut acc = [[vb; N]; R];
+            let rows: [usize; R] = core::array::from_fn(|r| r * stride);
+            for &(off, w) in taps {
+                let wv = $set1(w);
+                let q = p.wrapping_add(off);
+                for (row, &at) in acc.iter_mut().zip(&rows) {
+                    let qr = q.wrapping_add(at);
+                    for (j, a) in row.iter_mut().enumerate() {
+                        // SAFETY: in bounds (the caller's guarantee).
+                        let x = unsafe { $load(qr.add(L * j)) };
+                        *a = $fma(x, wv, *a);
+                    }
+                }
+            }
+            acc
         }
     };
-    let base = |(oy, ox): (usize, usize)| oy * g.sh * pad.pw + ox;
-    if per_row >= 4 {
-        // Rows of four or more vectors: eight (then four) vectors of one row a pass, read
-        // at fixed offsets from one pointer (the add's latency is four cycles on two
-        // ports, so eight chains keep it busy), the rest of the row one at a time.
-        for oy in 0..oh {
-            let mut ox = 0;
-            while ox + 32 <= per_row * 8 {
-                let n = if ox + 64 <= per_row * 8 { 8 } else { 4 };
-                // SAFETY: the `n` vectors from (oy, ox) are inside the row's padded
-                // layout, so every load is in bounds (`pad_of`); AVX2 is present.
-                let p = unsafe { b.add(base((oy, ox))) };
-                let (a8, a4);
-                let acc: &[__m256] = if n == 8 {
-                    a8 = unsafe { row_chains::<8>(p, taps, vb) };
-                    &a8
-                } else {
-                    a4 = unsafe { row_chains::<4>(p, taps, vb) };
-                    &a4
-                };
-                for (i, &a) in acc.iter().enumerate() {
-                    store(yc, (oy, ox + 8 * i), a);
-                }
-                ox += 8 * n;
-            }
-            while ox < g.ow {
-                // SAFETY: as above, one vector.
-                let acc = unsafe { row_chains::<1>(b.add(base((oy, ox))), taps, vb) };
-                store(yc, (oy, ox), acc[0]);
-                ox += 8;
-            }
-        }
-        return;
-    }
-    let mut v = 0;
-    while v + 4 <= slots {
-        let pos = [at(v), at(v + 1), at(v + 2), at(v + 3)];
-        let bases = pos.map(base);
-        let mut acc = [vb; 4];
-        for &(off, w) in taps {
-            let wv = _mm256_set1_ps(w);
-            for (a, &b0) in acc.iter_mut().zip(&bases) {
-                // In bounds: b0 + off + 7 < sw·ph·pw by `pad_of`.
-                let x = _mm256_loadu_ps(b.add(b0 + off));
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(x, wv));
-            }
-        }
-        for (p, a) in pos.into_iter().zip(acc) {
-            store(yc, p, a);
-        }
-        v += 4;
-    }
-    while v < slots {
-        let p = at(v);
-        let b0 = base(p);
-        let mut acc = vb;
-        for &(off, w) in taps {
-            // In bounds: as above.
-            let x = _mm256_loadu_ps(b.add(b0 + off));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, _mm256_set1_ps(w)));
-        }
-        store(yc, p, acc);
-        v += 1;
-    }
 }
 
-/// The sums of `N` consecutive output vectors of one row from the bias `vb`: vector `i`
-/// reads `p + off + 8i` at tap `(off, w)`, taps in order, one multiply then one add each
-/// (the reference's chain per lane), the vectors' chains interleaved.
-///
-/// # Safety
-/// AVX2 must be present, and the `8·N` floats at `p + off` must be readable for every tap
-/// (`pad_of` sizes the buffer so).
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn row_chains<const N: usize>(
-    p: *const f32,
-    taps: &[(usize, f32)],
-    vb: __m256,
-) -> [__m256; N] {
-    let mut acc = [vb; N];
-    for &(off, w) in taps {
-        let wv = _mm256_set1_ps(w);
-        let q = p.wrapping_add(off);
-        for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: in bounds (the caller's guarantee).
-            let x = unsafe { _mm256_loadu_ps(q.add(8 * i)) };
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(x, wv));
-        }
-    }
-    acc
-}
+plane_kernel!(
+    plane_avx2,
+    block_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    _mm256_set1_ps,
+    _mm256_max_ps,
+    _mm256_min_ps,
+    _mm256_storeu_ps
+);
+
+plane_kernel!(
+    plane_avx512,
+    block_avx512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    _mm512_set1_ps,
+    _mm512_max_ps,
+    _mm512_min_ps,
+    _mm512_storeu_ps
+);
