@@ -67,6 +67,10 @@ struct Q<'g> {
     families: HashMap<usize, crate::elementwise::Family>,
     /// Bits of the weights this pass quantizes itself in GEMM-shaped ops (7 or 8).
     weight_bits: u8,
+    /// Tensors kept f32 on their way to a graph output because a Concat before them joins
+    /// parts of very different ranges (`squashes_output_part`): the data-movement ops
+    /// between it and the output stay f32 too, so no later Quantize squashes the part.
+    f32_parts: std::collections::HashSet<usize>,
 }
 
 fn i8_bytes(v: &[i8]) -> AlignedBytes {
@@ -144,6 +148,7 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         weights: HashMap::new(),
         families: crate::elementwise::families(g),
         forced,
+        f32_parts: Default::default(),
         report: Report {
             int8_ops: 0,
             f32_ops: vec![],
@@ -513,6 +518,7 @@ impl Q<'_> {
                     py
                 };
                 if op.kind == Concat && self.squashes_output_part(op, py) {
+                    self.f32_parts.insert(y);
                     return Ok(false);
                 }
                 let mut inputs = Vec::new();
@@ -553,6 +559,10 @@ impl Q<'_> {
                     name: op.name.clone(),
                 });
             }
+            Reshape | Transpose | Slice | Split | Pad | MaxPool if self.f32_parts.contains(&x) => {
+                self.f32_parts.extend(op.outputs.iter().copied());
+                return Ok(false);
+            }
             Reshape | Transpose | Slice | Split | Pad | MaxPool => {
                 let xq = self.get_q(x)?;
                 let mut params = op.params.clone();
@@ -589,21 +599,41 @@ impl Q<'_> {
         Ok(true)
     }
 
-    /// A calibrated Concat that is a graph output and joins parts of very different
-    /// ranges (a detector's pixel boxes beside its 0–1 scores): one int8 scale for the
-    /// whole would leave the narrow part a few steps, or none. It stays f32, each part
-    /// keeping its own scale until the concat.
+    /// A calibrated Concat whose parts are wanted apart again, as a graph output or by a
+    /// Split or Slice, through data-movement ops only (YOLOX's per-level concats, reshaped,
+    /// concatenated and transposed to the output; a YOLOv10 head's boxes and scores,
+    /// transposed, then split for its TopK), that joins parts of very different ranges (a
+    /// detector's boxes beside its 0–1 scores), or takes a part kept f32 for that reason:
+    /// one int8 scale for the whole would leave the narrow part a few steps, or none. It
+    /// stays f32, each part keeping its own scale until the concat, and so do the
+    /// data-movement ops after it until the parts are apart (`f32_parts`).
     fn squashes_output_part(&self, op: &HOp, py: (f32, i32)) -> bool {
         const MIN_SHARE: f32 = 1.0 / 8.0;
         let y = op.outputs[0];
         let calibrated = !matches!(self.g.tensors[y].hint, Some(Hint::Act { .. }));
         calibrated
-            && self.g.outputs.contains(&y)
-            && op
-                .inputs
-                .iter()
-                .flatten()
-                .any(|&t| self.runtime(t) && self.act(t).is_some_and(|(s, _)| s < py.0 * MIN_SHARE))
+            && self.parted_later(y, 0)
+            && op.inputs.iter().flatten().any(|&t| {
+                self.f32_parts.contains(&t)
+                    || (self.runtime(t) && self.act(t).is_some_and(|(s, _)| s < py.0 * MIN_SHARE))
+            })
+    }
+
+    /// Whether `t` is a graph output or read by a Split or Slice, itself or through at
+    /// most eight Reshapes, Transposes and Concats.
+    fn parted_later(&self, t: usize, depth: usize) -> bool {
+        use OpKind::*;
+        let g = self.g;
+        g.outputs.contains(&t)
+            || (depth < 8
+                && g.consumers(t).into_iter().any(|c| match g.ops[c].kind {
+                    Split | Slice => true,
+                    Reshape | Transpose | Concat => g.ops[c]
+                        .outputs
+                        .iter()
+                        .any(|&o| self.parted_later(o, depth + 1)),
+                    _ => false,
+                }))
     }
 
     /// Ops of element-wise chains that become one lookup table whose results nothing

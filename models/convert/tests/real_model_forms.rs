@@ -439,3 +439,92 @@ fn detector_output_concat_keeps_its_scores() {
     assert!(d_scores <= 0.01, "seed {seed}: scores off by {d_scores}");
     assert!(d_boxes <= 2.0, "seed {seed}: boxes off by {d_boxes} px");
 }
+
+/// A YOLOv10-style head: boxes in pixels beside 0–1 scores in one Concat, reshaped and
+/// transposed, then split apart again for the scores' own ops (a ReduceMax before the
+/// head's TopK). Calibrated to int8, the split scores must keep their own precision: the
+/// Concat and the moves after it stay f32 until the Split.
+#[test]
+fn detector_concat_split_again_keeps_its_scores() {
+    let seed = seed();
+    let mut st = seed ^ 0x5b17;
+    let n = 64usize;
+    let bytes = model(
+        vec![
+            node("Sigmoid", &["x"], &["sx"], vec![]),
+            node("Mul", &["sx", "k"], &["boxes"], vec![]),
+            node("Sigmoid", &["s"], &["scores"], vec![]),
+            node(
+                "Concat",
+                &["boxes", "scores"],
+                &["y"],
+                vec![int_attr("axis", 1)],
+            ),
+            node("Reshape", &["y", "shape"], &["r"], vec![]),
+            node(
+                "Transpose",
+                &["r"],
+                &["t"],
+                vec![ints_attr("perm", &[1, 0])],
+            ),
+            node(
+                "Split",
+                &["t"],
+                &["b2", "s2"],
+                vec![int_attr("axis", 1), ints_attr("split", &[4, 2])],
+            ),
+            node(
+                "ReduceMax",
+                &["s2"],
+                &["best"],
+                vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)],
+            ),
+        ],
+        vec![
+            f32_init("k", &[], &[320.0]),
+            TensorProto {
+                name: "shape".into(),
+                dims: vec![2],
+                data_type: 7,
+                int64_data: vec![6, n as i64],
+                ..Default::default()
+            },
+        ],
+        vec![
+            value("x", 1, &[1, 4, n as i64]),
+            value("s", 1, &[1, 2, n as i64]),
+        ],
+        vec![
+            value("best", 1, &[n as i64]),
+            value("b2", 1, &[n as i64, 4]),
+        ],
+    );
+    let mut sample = || {
+        let x: Vec<f32> = (0..4 * n).map(|_| uniform(&mut st, -4.0, 4.0)).collect();
+        let s: Vec<f32> = (0..2 * n).map(|_| uniform(&mut st, -6.0, 3.0)).collect();
+        vec![x, s]
+    };
+    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| sample()).collect();
+    let probe = sample();
+    let opts = Options {
+        calibration,
+        ..Default::default()
+    };
+    let c = convert(&bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    assert_eq!(c.mode, "calibrated");
+    let ys = run(&c, &[&probe[0], &probe[1]]);
+    let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let want_best: Vec<f32> = (0..n)
+        .map(|i| sig(probe[1][i]).max(sig(probe[1][n + i])))
+        .collect();
+    let d_best = max_abs_diff(&ys[0], &want_best);
+    let want_boxes: Vec<f32> = (0..n)
+        .flat_map(|i| (0..4).map(move |c| (i, c)))
+        .map(|(i, c)| 320.0 * sig(probe[0][c * n + i]))
+        .collect();
+    let d_boxes = max_abs_diff(&ys[1], &want_boxes);
+    println!("int8: best scores off by {d_best}, boxes by {d_boxes} px");
+    // One int8 step of the scores' own range is 1/255; one of the concat's, 1.25.
+    assert!(d_best <= 0.01, "seed {seed}: best scores off by {d_best}");
+    assert!(d_boxes <= 2.0, "seed {seed}: boxes off by {d_boxes} px");
+}
