@@ -266,9 +266,8 @@ macro_rules! plane_kernel {
                     // SAFETY: every vector's loads lie inside the band's padded layout
                     // (`pad_of` for L lanes: rows `oy..oy + R`, columns to `ow` rounded up
                     // to L); the caller checked the CPU feature.
-                    let acc = unsafe {
-                        $block::<$r, $n>(b.add(oy * stride + ox), stride, taps, vb)
-                    };
+                    let acc =
+                        unsafe { $block::<$r, $n>(b.add(oy * stride + ox), stride, taps, vb) };
                     for (r, row) in acc.iter().enumerate() {
                         let yr = &mut yc[(oy + r) * g.ow..(oy + r + 1) * g.ow];
                         for (j, &a) in row.iter().enumerate() {
