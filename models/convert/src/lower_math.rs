@@ -83,6 +83,10 @@ pub(crate) fn lower_math_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             l.out(n, 0, v);
         }
         "Pow" => pow(l, n)?,
+        "Mod" if crate::lower_nn::int_arithmetic(l, n) => {
+            let v = crate::lower_nn::int_binary(l, n)?;
+            l.out(n, 0, v);
+        }
         "Mod" => {
             let (x, y) = (l.in_t(n, 0)?, l.in_t(n, 1)?);
             let f = if Attrs(n).int("fmod", 0) != 0 {

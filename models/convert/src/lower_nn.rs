@@ -465,7 +465,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
             l.out(n, 0, Val::T(y));
             Ok(())
         }
-        "Add" | "Sub" | "Mul" if int_arithmetic(l, n) => {
+        "Add" | "Sub" | "Mul" | "Div" if int_arithmetic(l, n) => {
             let v = int_binary(l, n)?;
             l.out(n, 0, v);
             Ok(())
@@ -679,7 +679,7 @@ pub(crate) fn lower_nn_op(l: &mut Lower, n: &NodeProto) -> Result<()> {
 
 /// Whether an Add/Sub/Mul computes on a run-time integer tensor (ids, lengths, masks as
 /// 0/1), its other operand a run-time integer tensor or an integer constant.
-fn int_arithmetic(l: &Lower, n: &NodeProto) -> bool {
+pub(crate) fn int_arithmetic(l: &Lower, n: &NodeProto) -> bool {
     let runtime_i32 = |name: &str| matches!(l.val(name), Ok(Val::T(t)) if l.g.tensors[t].dtype == DType::I32 && !l.g.tensors[t].is_const());
     let int = |name: &str| match l.val(name) {
         Ok(Val::Int(h)) => !h.is_float(),
@@ -692,16 +692,22 @@ fn int_arithmetic(l: &Lower, n: &NodeProto) -> bool {
         && int(&n.input[1])
 }
 
-/// Integer Add/Sub/Mul at run time (a TensorFlow Embedding's `where(i < 0, i + n, i)` as
-/// masks times ids): on the integers as f32, truncated back into i32. cairn's arithmetic
-/// kernels are f32 and int8; the result is exact while operands and result stay within
-/// ±2^24 (ids, positions, lengths), which the constants are checked against here; a
-/// run-time value beyond it is rounded.
-fn int_binary(l: &mut Lower, n: &NodeProto) -> Result<Val> {
+/// Integer Add/Sub/Mul/Div/Mod at run time (a TensorFlow Embedding's
+/// `where(i < 0, i + n, i)` as masks times ids; a YOLOv10 head's flat TopK index split into
+/// anchor `i / nc` and class `i mod nc`): on the integers as f32, truncated back into i32
+/// (Div truncates toward zero, as ONNX's integer Div; Mod is exact in f32, its sign the
+/// divisor's, or the dividend's with `fmod`). cairn's arithmetic kernels are f32 and int8; the
+/// result is exact while operands and result stay within ±2^24 (ids, positions, lengths;
+/// for Div, |a| + |b| < 2^24, so the rounded quotient never reaches the next integer),
+/// which the constants are checked against here; a run-time value beyond it is rounded.
+/// A constant divisor of zero is refused.
+pub(crate) fn int_binary(l: &mut Lower, n: &NodeProto) -> Result<Val> {
     const EXACT: i64 = 1 << 24;
     let kind = match n.op_type.as_str() {
         "Add" => OpKind::Add,
         "Sub" => OpKind::Sub,
+        "Div" => OpKind::Div,
+        "Mod" => OpKind::Binary,
         _ => OpKind::Mul,
     };
     let mut fs = [0usize; 2];
@@ -718,12 +724,24 @@ fn int_binary(l: &mut Lower, n: &NodeProto) -> Result<Val> {
                         n.op_type
                     );
                 }
+                if matches!(kind, OpKind::Div | OpKind::Binary) && k == 1 && v.contains(&0) {
+                    bail!("integer {} by a constant zero", n.op_type);
+                }
                 let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                 l.g.add_f32(format!("{name}:f32"), h.shape.clone(), &f)
             }
         };
     }
-    let r = l.binary(kind, fs[0], fs[1])?;
+    let r = if kind == OpKind::Binary {
+        let f = if Attrs(n).int("fmod", 0) != 0 {
+            BinaryFn::Fmod
+        } else {
+            BinaryFn::Mod
+        };
+        l.op(kind, vec![Some(fs[0]), Some(fs[1])], vec![f as i32], &[])?
+    } else {
+        l.binary(kind, fs[0], fs[1])?
+    };
     let y = crate::lower_shape::float_to_int(l, r)?;
     Ok(crate::lower_math::as_val(l, y))
 }

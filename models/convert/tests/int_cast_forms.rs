@@ -308,3 +308,85 @@ fn run_time_integer_add_mul_sub_are_exact() {
         assert_eq!(out[1], d, "seed {seed}: i {i:?} j {j:?}");
     }
 }
+
+/// Integer Div and Mod on run-time int32 tensors, as a YOLOv10 head splits its flat TopK
+/// index into anchor `i / nc` and class `i mod nc`: Div truncates toward zero (ONNX's
+/// integer Div), Mod takes the divisor's sign and Mod with `fmod` the dividend's, by a
+/// constant and by another run-time tensor, negative operands included; exact for
+/// operands within ±2^24. A constant divisor of zero is refused. Seeded (`CAIRN_SEED`).
+#[test]
+fn run_time_integer_div_mod_are_exact() {
+    let seed = seed();
+    let mut st = seed ^ 0xd1f;
+    let len = 24usize;
+    let graph = |nc: i32| {
+        common::model_bytes(
+            GraphProto {
+                node: vec![
+                    node("Div", &["i", "nc"], &["q"], vec![]),
+                    node("Mod", &["i", "nc"], &["r"], vec![]),
+                    node("Div", &["i", "j"], &["qj"], vec![]),
+                    node("Mod", &["i", "j"], &["rj"], vec![]),
+                    node("Mod", &["i", "j"], &["fj"], vec![int_attr("fmod", 1)]),
+                    node(
+                        "Concat",
+                        &["q", "r", "qj", "rj", "fj"],
+                        &["all"],
+                        vec![int_attr("axis", 0)],
+                    ),
+                    node("Cast", &["all"], &["out"], vec![int_attr("to", 1)]),
+                ],
+                initializer: vec![TensorProto {
+                    name: "nc".into(),
+                    data_type: 6,
+                    int32_data: vec![nc],
+                    ..Default::default()
+                }],
+                input: vec![
+                    value("i", 6, &[1, len as i64]),
+                    value("j", 6, &[1, len as i64]),
+                ],
+                output: vec![value("out", 1, &[5, len as i64])],
+                name: "g".into(),
+                ..Default::default()
+            },
+            13,
+        )
+    };
+    let err = convert(&graph(0), &Options::default(), |_| {})
+        .err()
+        .unwrap_or_else(|| panic!("seed {seed}: a Div by a constant zero converted"));
+    assert!(format!("{err:#}").contains("constant zero"), "{err:#}");
+    for nc in [80, -7] {
+        let c = convert(&graph(nc), &Options::default(), |_| {})
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        let model = AlignedBytes::from_slice(&c.bytes);
+        let mut m =
+            HostModel::new(model.as_slice()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        for _ in 0..4 {
+            let i: Vec<i32> = (0..len)
+                .map(|_| int_in(&mut st, -700_000, 700_000))
+                .collect();
+            let j: Vec<i32> = (0..len)
+                .map(|_| match int_in(&mut st, -300, 300) {
+                    0 => 1,
+                    v => v,
+                })
+                .collect();
+            let fi: Vec<f32> = i.iter().map(|&v| v as f32).collect();
+            let fj: Vec<f32> = j.iter().map(|&v| v as f32).collect();
+            let out = m
+                .run(&[&fi, &fj])
+                .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"))
+                .remove(0);
+            let py_mod = |a: i32, b: i32| ((a % b) + b) % b;
+            let mut want = Vec::new();
+            want.extend(i.iter().map(|&a| (a / nc) as f32));
+            want.extend(i.iter().map(|&a| py_mod(a, nc) as f32));
+            want.extend(i.iter().zip(&j).map(|(&a, &b)| (a / b) as f32));
+            want.extend(i.iter().zip(&j).map(|(&a, &b)| py_mod(a, b) as f32));
+            want.extend(i.iter().zip(&j).map(|(&a, &b)| (a % b) as f32));
+            assert_eq!(out, want, "seed {seed} nc {nc}: i {i:?} j {j:?}");
+        }
+    }
+}
