@@ -689,7 +689,8 @@ impl<'a> Model<'a> {
             return Err(e(OpProblem::TensorIndex));
         }
         let out_rank = self.tensor(out0).info.shape.rank();
-        if op.n_params() != kind.param_len(out_rank, op.n_out) {
+        let fused_act = kind == OpKind::Conv && op.n_params() == crate::op::conv::LEN_ACT;
+        if op.n_params() != kind.param_len(out_rank, op.n_out) && !fused_act {
             return Err(e(OpProblem::ParamLen));
         }
         let words = op.param_words();
