@@ -319,12 +319,6 @@ pub fn convert(
             rep.f32_ops,
         )
     };
-    let act_fused = fuse::fuse_conv_functions(&mut out);
-    if act_fused > 0 {
-        notes.push(format!(
-            "{act_fused} f32 convs apply their activation function themselves (one pass over their output)"
-        ));
-    }
     materialize_outputs(&mut out);
     let (n_ops, n_tensors) = (out.ops.len(), out.tensors.len());
     let (max_ops, max_tensors) = (cairn_core::model::MAX_OPS, cairn_core::model::MAX_TENSORS);
