@@ -223,14 +223,6 @@ pub mod conv {
     pub const ACT_LO: usize = 9;
     pub const ACT_HI: usize = 10;
     pub const LEN: usize = 11;
-    /// An f32 Conv may have three more words: a `UnaryFn` code applied to each output
-    /// after the clamp, and its parameters `a`, `b` (as the `Unary` op's words 0–2): an
-    /// activation such as SiLU or HardSwish that the converter moved into the conv, so
-    /// the output is written once instead of twice. Code 0 (`Identity`) is no function.
-    pub const ACT_FN: usize = 11;
-    pub const ACT_A: usize = 12;
-    pub const ACT_B: usize = 13;
-    pub const LEN_ACT: usize = 14;
     pub const OPH: usize = 9;
     pub const OPW: usize = 10;
     pub const T_ACT_LO: usize = 11;
@@ -311,13 +303,6 @@ pub fn infer_output_in<const K: Kinds>(
             }
             let [sh, sw, pt, pl, pb, pr, dh, dw, g] = v;
             if sh == 0 || sw == 0 || dh == 0 || dw == 0 || g == 0 || kh == 0 || kw == 0 {
-                return Err(Param);
-            }
-            // A fused function (`conv::ACT_FN`) is one the Unary op would run.
-            if kind == Conv
-                && p.len() == conv::LEN_ACT
-                && !(has(Unary) && UnaryFn::from_code(p[conv::ACT_FN]).is_some())
-            {
                 return Err(Param);
             }
             let (oc, oh, ow);

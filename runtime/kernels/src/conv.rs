@@ -72,15 +72,6 @@ fn taps(g: &Geo, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// An f32 Conv's fused function (`conv::ACT_FN`, after the clamp) and its parameters;
-/// `None` for Identity, which is also what a Conv of `conv::LEN` words reads there.
-pub(crate) fn conv_act(call: &OpCall<'_>) -> Option<(cairn_core::op::UnaryFn, f32, f32)> {
-    match cairn_core::op::UnaryFn::from_code(call.param(p::ACT_FN)) {
-        None | Some(cairn_core::op::UnaryFn::Identity) => None,
-        Some(f) => Some((f, call.param_f32(p::ACT_A), call.param_f32(p::ACT_B))),
-    }
-}
-
 pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
     let g = geo(call, &out)?;
     let x = call.req(0)?.f32s()?;
@@ -90,7 +81,6 @@ pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
         None => None,
     };
     let (lo, hi) = f32_clamp(call.param(p::ACT_LO), call.param(p::ACT_HI));
-    let act = conv_act(call);
     let y = out.f32s_mut()?;
     let (cg, ocg) = (g.c / g.g, g.oc / g.g);
     let ksz = g.kh * g.kw;
@@ -105,11 +95,7 @@ pub fn conv_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecErr
                         let wb = (oc * cg + ic) * ksz;
                         taps(&g, oy, ox, |k, xi| acc += x[xb + xi] * w[wb + k]);
                     }
-                    let v = acc.max(lo).min(hi);
-                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = match act {
-                        Some((f, a, b)) => crate::eltwise::unary_value(f, a, b, v),
-                        None => v,
-                    };
+                    y[((n * g.oc + oc) * g.oh + oy) * g.ow + ox] = acc.max(lo).min(hi);
                 }
             }
         }

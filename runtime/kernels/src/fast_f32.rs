@@ -30,7 +30,6 @@
 //! routed by `dispatch.rs`.
 
 use cairn_core::op::conv as p;
-use cairn_core::op::UnaryFn;
 use cairn_core::{ExecError, OpCall, TensorMut};
 
 use crate::conv::{geo, Geo};
@@ -88,24 +87,9 @@ pub(crate) struct Gemm<'a> {
     /// The same weights in the AVX-512 block's panels (`avx512::pack_panels`), where the
     /// `prepack` cache keeps them; that kernel reads these instead of `w`.
     panels: Option<&'a [f32]>,
-    /// A Conv's fused function (`conv::ACT_FN`) and its parameters, applied after the
-    /// clamp by the GEMM kernels to each chunk of outputs they have just written (`finish`),
-    /// so the outputs are still in cache; `None` for every other caller.
-    act: Option<(UnaryFn, f32, f32)>,
 }
 
 impl<'a> Gemm<'a> {
-    /// Apply the fused function to columns `y0..y0 + n` of every output row (`ys` apart),
-    /// which the GEMM has just written.
-    #[inline]
-    fn finish(&self, y: &mut [f32], ys: usize, y0: usize, n: usize) {
-        if let Some((f, a, b)) = self.act {
-            for o in 0..self.oc {
-                unary::act_in_place(f, a, b, &mut y[o * ys + y0..o * ys + y0 + n]);
-            }
-        }
-    }
-
     /// Output channels `o0..o0 + oc` of this GEMM.
     fn rows(&self, o0: usize, oc: usize) -> Gemm<'a> {
         Gemm {
@@ -122,30 +106,8 @@ impl<'a> Gemm<'a> {
     }
 }
 
-/// f32 Conv through a fast path, or `None` if none covers this op. A fused function
-/// (`conv::ACT_FN`) runs inside the GEMM and depthwise kernels on each chunk of outputs
-/// they write; after the other paths, over the whole output. Either way each output gets
-/// the function the `Unary` op's fast path would apply, so a fused conv gives the bits of
-/// the conv followed by that op.
+/// f32 Conv through a fast path, or `None` if none covers this op.
 pub fn conv_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
-    let act = crate::conv::conv_act(call);
-    Some(match conv_f32_paths(call, out, act)? {
-        Ok(true) => Ok(()),
-        Ok(false) => out.f32s_mut().map(|y| {
-            if let Some((f, a, b)) = act {
-                unary::act_in_place(f, a, b, y);
-            }
-        }),
-        Err(e) => Err(e),
-    })
-}
-
-/// `conv_f32`'s paths: `Some(Ok(true))` where the path applied `act` itself.
-fn conv_f32_paths(
-    call: &OpCall<'_>,
-    out: &mut TensorMut<'_>,
-    act: Option<(UnaryFn, f32, f32)>,
-) -> Option<Result<bool, ExecError>> {
     let g = geo(call, out).ok()?;
     let x = call.req(0).ok()?.f32s().ok()?;
     let w = call.req(1).ok()?.f32s().ok()?;
@@ -173,7 +135,6 @@ fn conv_f32_paths(
         k,
         oc: g.oc,
         panels: None,
-        act: None,
     };
     let pointwise = g.kh == 1
         && g.kw == 1
@@ -190,7 +151,7 @@ fn conv_f32_paths(
         match out.f32s_mut() {
             Ok(y) => {
                 if dft::conv(&g, &gm, x, y) {
-                    return Some(Ok(false));
+                    return Some(Ok(()));
                 }
             }
             Err(e) => return Some(Err(e)),
@@ -221,7 +182,6 @@ fn conv_f32_paths(
                 }
             }
             dispatch::taken();
-            false
         }));
     }
     #[cfg(target_arch = "x86_64")]
@@ -231,14 +191,12 @@ fn conv_f32_paths(
             // slice lengths were checked above.
             unsafe { narrow_avx2::conv(&g, &gm, x, y) };
             dispatch::taken();
-            false
         }));
     }
     if !pointwise && direct::fits(&g, k) {
         return Some(out.f32s_mut().map(|y| {
             direct::conv(&g, &gm, x, y);
             dispatch::taken();
-            false
         }));
     }
     // One-group convs go to the GEMM paths below; with AVX-512 and weights the `prepack`
@@ -256,11 +214,11 @@ fn conv_f32_paths(
                     panels: Some(bytemuck::cast_slice(p)),
                     ..gm
                 };
-                gemm_convs(&g, gm, x, out, (pointwise, covered), act)
+                gemm_convs(&g, gm, x, out, pointwise, covered)
             },
         );
     }
-    gemm_convs(&g, gm, x, out, (pointwise, covered), act)
+    gemm_convs(&g, gm, x, out, pointwise, covered)
 }
 
 /// The GEMM paths of `conv_f32` (and depthwise, when `covered`): batches of small maps,
@@ -270,9 +228,9 @@ fn gemm_convs(
     gm: Gemm<'_>,
     x: &[f32],
     out: &mut TensorMut<'_>,
-    (pointwise, covered): (bool, bool),
-    act: Option<(UnaryFn, f32, f32)>,
-) -> Option<Result<bool, ExecError>> {
+    pointwise: bool,
+    covered: bool,
+) -> Option<Result<(), ExecError>> {
     let k = gm.k;
     let (plane, pix) = (g.h * g.w, g.oh * g.ow);
     // A batch of small maps: one GEMM over every image's pixels.
@@ -283,14 +241,11 @@ fn gemm_convs(
             } else {
                 fold::conv::<TILE_BIG>(g, &gm, x, y)
             }
-            false
         }));
     }
     if !covered || (!pointwise && g.g == 1 && k > bigk::K_FROM) {
-        return big_k(g, &gm, x, out).map(|r| r.map(|()| false));
+        return big_k(g, &gm, x, out);
     }
-    // These paths apply the fused function chunk by chunk (`Gemm::finish`).
-    let gm = Gemm { act, ..gm };
     let y = match out.f32s_mut() {
         Ok(y) => y,
         Err(e) => return Some(Err(e)),
@@ -316,7 +271,7 @@ fn gemm_convs(
     } else {
         depthwise::depthwise(g, &gm, x, y);
     }
-    Some(Ok(true))
+    Some(Ok(()))
 }
 
 /// The GEMM over strided rows: input row `c` at `x[c · xs..]`, output row `o` at
@@ -372,7 +327,6 @@ fn gemm_portable(
             }
             o += MR_PORTABLE;
         }
-        gm.finish(y, ys, y0 + p0, end - p0);
         p0 = end;
     }
 }
@@ -673,7 +627,6 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         k,
         oc: n,
         panels: None,
-        act: None,
     };
     let y = match out.f32s_mut() {
         Ok(y) => y,

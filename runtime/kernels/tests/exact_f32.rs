@@ -43,20 +43,6 @@ struct OpCase {
 
 impl OpCase {
     fn bytes(&self, abs: bool) -> Vec<u8> {
-        self.model(abs, None)
-    }
-
-    /// The op, then (with `act`) a function: the `Unary` op's three words, fused into the
-    /// conv's params (`conv::ACT_FN`) when the flag says so, else a second op.
-    fn model(&self, abs: bool, act: Option<([i32; 3], bool)>) -> Vec<u8> {
-        self.try_model(abs, act).expect("valid model")
-    }
-
-    fn try_model(
-        &self,
-        abs: bool,
-        act: Option<([i32; 3], bool)>,
-    ) -> Result<Vec<u8>, cairn_core::emit::BuildError> {
         let t = |dims: &[usize], data: Option<&[f32]>| TensorSpec {
             dtype: DType::F32,
             shape: Shape::new(dims).unwrap(),
@@ -81,31 +67,15 @@ impl OpCase {
             params[self.clamp_at] = f32::NEG_INFINITY.to_bits() as i32;
             params[self.clamp_at + 1] = f32::INFINITY.to_bits() as i32;
         }
-        let out = match act {
-            Some((words, true)) => {
-                params.extend(words);
-                y
-            }
-            Some((_, false)) => b.add_tensor(t(&self.y, None)),
-            None => y,
-        };
         b.ops.push(OpSpec {
             kind: self.kind,
             inputs: vec![Some(x), Some(w), bias],
             outputs: vec![y],
             params,
         });
-        if let Some((words, false)) = act {
-            b.ops.push(OpSpec {
-                kind: OpKind::Unary,
-                inputs: vec![Some(y)],
-                outputs: vec![out],
-                params: words.to_vec(),
-            });
-        }
         b.inputs = vec![x];
-        b.outputs = vec![out];
-        b.finish()
+        b.outputs = vec![y];
+        b.finish().expect("valid model")
     }
 }
 
@@ -876,97 +846,4 @@ fn whole_window_conv_f32_within_tolerance() {
             );
         }
     }
-}
-
-/// A conv with a fused function (`conv::ACT_FN`, the converter's `fuse_conv_functions`)
-/// gives the bits of the conv followed by that `Unary` op, on the fast paths (each path
-/// applies it to the chunks it writes, or after) and on the reference, for functions
-/// exact and approximated, with and without parameters; through a `HostModel` too (the
-/// AVX-512 panels). Pointwise, im2col, depthwise (banded and row), few-channel, large-patch
-/// and whole-window convs. A function code no `Unary` op has is refused when the model
-/// loads (here: when the builder parses what it wrote).
-#[test]
-fn fused_conv_function_equals_conv_then_unary() {
-    use cairn_core::emit::AlignedBytes;
-    use cairn_core::op::UnaryFn;
-    use cairn_kernels::host::HostModel;
-    let seed = seed();
-    let mut r = Rng(seed ^ 0xAC7);
-    let funcs: [(UnaryFn, f32, f32); 7] = [
-        (UnaryFn::Silu, 0.0, 0.0),
-        (UnaryFn::HardSwish, 0.0, 0.0),
-        (UnaryFn::Sigmoid, 0.0, 0.0),
-        (UnaryFn::Tanh, 0.0, 0.0),
-        (UnaryFn::Gelu, 0.0, 0.0),
-        (UnaryFn::LeakyRelu, 0.1, 0.0),
-        (UnaryFn::HardSwishAB, 0.2, 0.5),
-    ];
-    // (c, h, w, oc, k, stride, pad, group): pointwise, im2col, depthwise (AVX-512 rows,
-    // banded), few output channels, a large patch, a whole-window head.
-    let shapes = [
-        (24, 9, 13, 29, 1, 1, 0, 1),
-        (7, 17, 23, 13, 3, 1, 1, 1),
-        (12, 20, 30, 12, 3, 2, 1, 12),
-        (3, 150, 140, 3, 3, 1, 1, 3),
-        (16, 11, 12, 4, 3, 1, 1, 1),
-        (300, 5, 7, 21, 3, 1, 1, 1),
-        (8, 5, 5, 10, 5, 1, 0, 1),
-    ];
-    for (case, &(c, h, w, oc, k, s, p, group)) in shapes.iter().enumerate() {
-        let cs = ConvCase {
-            n: 1,
-            c,
-            h,
-            w,
-            oc,
-            k: (k, k),
-            stride: (s, s),
-            pad: [p; 4],
-            dil: (1, 1),
-            group,
-        };
-        let op = conv_case(&mut r, &cs).expect("window fits");
-        let n_in: usize = op.x.iter().product();
-        let input: Vec<u8> = (0..n_in)
-            .flat_map(|_| r.f(-3.0, 3.0).to_le_bytes())
-            .collect();
-        let (f, a, b) = funcs[case % funcs.len()];
-        let words = [f as i32, a.to_bits() as i32, b.to_bits() as i32];
-        let fused = op.model(false, Some((words, true)));
-        let split = op.model(false, Some((words, false)));
-        let what = format!("CAIRN_SEED={seed} case {case} {f:?}: {cs:?}");
-        let want = run(&split, CpuBackend, &input);
-        assert!(
-            run(&fused, CpuBackend, &input) == want,
-            "fast paths: {what}"
-        );
-        assert!(
-            run(&fused, RefBackend, &input) == run(&split, RefBackend, &input),
-            "reference: {what}"
-        );
-        let aligned = AlignedBytes::from_slice(&fused);
-        let mut host = HostModel::new(aligned.as_slice()).unwrap();
-        let x = floats(&input);
-        for i in 0..2 {
-            let y = host.run(&[&x]).unwrap().remove(0);
-            let y: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
-            assert!(y == want, "HostModel run {i}: {what}");
-        }
-    }
-    // A code no Unary op has is refused when the model loads.
-    let cs = ConvCase {
-        n: 1,
-        c: 2,
-        h: 4,
-        w: 4,
-        oc: 2,
-        k: (1, 1),
-        stride: (1, 1),
-        pad: [0; 4],
-        dil: (1, 1),
-        group: 1,
-    };
-    let op = conv_case(&mut r, &cs).unwrap();
-    assert!(op.try_model(false, Some(([9999, 0, 0], true))).is_err());
-    assert!(op.try_model(false, Some(([41, 0, 0], true))).is_ok());
 }

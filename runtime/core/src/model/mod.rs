@@ -689,8 +689,7 @@ impl<'a> Model<'a> {
             return Err(e(OpProblem::TensorIndex));
         }
         let out_rank = self.tensor(out0).info.shape.rank();
-        let fused_act = kind == OpKind::Conv && op.n_params() == crate::op::conv::LEN_ACT;
-        if op.n_params() != kind.param_len(out_rank, op.n_out) && !fused_act {
+        if op.n_params() != kind.param_len(out_rank, op.n_out) {
             return Err(e(OpProblem::ParamLen));
         }
         let words = op.param_words();

@@ -49,7 +49,6 @@ impl<'a> Model<'a> {
                         && info(2).is_none_or(|b| b.dtype == DType::I32)
                         && rq.dtype == DType::F32
                         && self.is_const(op.input(3))
-                        && op.n_params() != op::conv::LEN_ACT
                 } else {
                     x.dtype == DType::F32
                         && w.dtype == DType::F32

@@ -62,7 +62,6 @@ pub unsafe fn gemm(
             }
             o += MR;
         }
-        gm.finish(y, ys, y0 + p0, end - p0);
         p0 = end;
     }
 }

@@ -130,7 +130,6 @@ pub unsafe fn gemm(
             }
             o += rows;
         }
-        gm.finish(y, ys, y0 + p0, end - p0);
         p0 = end;
     }
 }

@@ -34,9 +34,6 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
         #[inline(always)]
         || depthwise_body(g, gm, x, y),
     );
-    if let Some((f, a, b)) = gm.act {
-        super::unary::act_in_place(f, a, b, &mut y[..g.n * g.c * g.oh * g.ow]);
-    }
 }
 
 #[inline(always)]

@@ -132,10 +132,6 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
                             plane_avx2(g, pad, &buf, taps, act, band, rows);
                         }
                     }
-                    // A fused function on the band just written, still in cache.
-                    if let Some((f, a, b)) = gm.act {
-                        super::unary::act_in_place(f, a, b, band);
-                    }
                 }
             }
         },

@@ -93,21 +93,6 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
     }
 }
 
-/// `y[i] = f(y[i])` in place, as the `Unary` op computes it on this host: this module's
-/// fast function where `unary_f32` would take it, else the reference's (a conv's fused
-/// function, `conv::ACT_FN`).
-pub(super) fn act_in_place(f: UnaryFn, a: f32, b: f32, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx2::available() && covers(f, a) {
-        // SAFETY: AVX2 and FMA are present (checked above); in place, no `src`.
-        unsafe { avx2::apply(f, a, b, None, y) };
-        return;
-    }
-    for v in y {
-        *v = crate::eltwise::unary_value(f, a, b, *v);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use cairn_core::op::UnaryFn;
