@@ -388,6 +388,40 @@ fn one_hot_matmul_is_a_row_lookup() {
     );
 }
 
+/// The head both detector tests share: boxes `320 · sigmoid(x)` [1, 4, n] beside scores
+/// `sigmoid(s)` [1, 2, n], concatenated along axis 1 as `y`.
+fn head_nodes() -> Vec<NodeProto> {
+    vec![
+        node("Sigmoid", &["x"], &["sx"], vec![]),
+        node("Mul", &["sx", "k"], &["boxes"], vec![]),
+        node("Sigmoid", &["s"], &["scores"], vec![]),
+        node(
+            "Concat",
+            &["boxes", "scores"],
+            &["y"],
+            vec![int_attr("axis", 1)],
+        ),
+    ]
+}
+
+/// The head model calibrated to int8 on four samples, and a fifth to probe it with.
+fn calibrated_head(bytes: &[u8], seed: u64, st: &mut u64, n: usize) -> (Converted, Vec<Vec<f32>>) {
+    let mut sample = || {
+        let x: Vec<f32> = (0..4 * n).map(|_| uniform(st, -4.0, 4.0)).collect();
+        let s: Vec<f32> = (0..2 * n).map(|_| uniform(st, -6.0, 3.0)).collect();
+        vec![x, s]
+    };
+    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| sample()).collect();
+    let probe = sample();
+    let opts = Options {
+        calibration,
+        ..Default::default()
+    };
+    let c = convert(bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    assert_eq!(c.mode, "calibrated");
+    (c, probe)
+}
+
 /// A detector head's output: boxes in pixels (0–320) beside sigmoid scores (0–1) in one
 /// Concat. Calibrated to int8, the scores must keep their own precision, not one step of
 /// the boxes' scale.
@@ -397,17 +431,7 @@ fn detector_output_concat_keeps_its_scores() {
     let mut st = seed ^ 0xde7;
     let n = 64usize;
     let bytes = model(
-        vec![
-            node("Sigmoid", &["x"], &["sx"], vec![]),
-            node("Mul", &["sx", "k"], &["boxes"], vec![]),
-            node("Sigmoid", &["s"], &["scores"], vec![]),
-            node(
-                "Concat",
-                &["boxes", "scores"],
-                &["y"],
-                vec![int_attr("axis", 1)],
-            ),
-        ],
+        head_nodes(),
         vec![f32_init("k", &[], &[320.0])],
         vec![
             value("x", 1, &[1, 4, n as i64]),
@@ -415,19 +439,7 @@ fn detector_output_concat_keeps_its_scores() {
         ],
         vec![value("y", 1, &[1, 6, n as i64])],
     );
-    let mut sample = || {
-        let x: Vec<f32> = (0..4 * n).map(|_| uniform(&mut st, -4.0, 4.0)).collect();
-        let s: Vec<f32> = (0..2 * n).map(|_| uniform(&mut st, -6.0, 3.0)).collect();
-        vec![x, s]
-    };
-    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| sample()).collect();
-    let probe = sample();
-    let opts = Options {
-        calibration,
-        ..Default::default()
-    };
-    let c = convert(&bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
-    assert_eq!(c.mode, "calibrated");
+    let (c, probe) = calibrated_head(&bytes, seed, &mut st, n);
     let y = run(&c, &[&probe[0], &probe[1]]).remove(0);
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
     let want_scores: Vec<f32> = probe[1].iter().map(|&v| sig(v)).collect();
@@ -449,37 +461,30 @@ fn detector_concat_split_again_keeps_its_scores() {
     let seed = seed();
     let mut st = seed ^ 0x5b17;
     let n = 64usize;
+    let mut nodes = head_nodes();
+    nodes.extend([
+        node("Reshape", &["y", "shape"], &["r"], vec![]),
+        node(
+            "Transpose",
+            &["r"],
+            &["t"],
+            vec![ints_attr("perm", &[1, 0])],
+        ),
+        node(
+            "Split",
+            &["t"],
+            &["b2", "s2"],
+            vec![int_attr("axis", 1), ints_attr("split", &[4, 2])],
+        ),
+        node(
+            "ReduceMax",
+            &["s2"],
+            &["best"],
+            vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)],
+        ),
+    ]);
     let bytes = model(
-        vec![
-            node("Sigmoid", &["x"], &["sx"], vec![]),
-            node("Mul", &["sx", "k"], &["boxes"], vec![]),
-            node("Sigmoid", &["s"], &["scores"], vec![]),
-            node(
-                "Concat",
-                &["boxes", "scores"],
-                &["y"],
-                vec![int_attr("axis", 1)],
-            ),
-            node("Reshape", &["y", "shape"], &["r"], vec![]),
-            node(
-                "Transpose",
-                &["r"],
-                &["t"],
-                vec![ints_attr("perm", &[1, 0])],
-            ),
-            node(
-                "Split",
-                &["t"],
-                &["b2", "s2"],
-                vec![int_attr("axis", 1), ints_attr("split", &[4, 2])],
-            ),
-            node(
-                "ReduceMax",
-                &["s2"],
-                &["best"],
-                vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)],
-            ),
-        ],
+        nodes,
         vec![
             f32_init("k", &[], &[320.0]),
             TensorProto {
@@ -499,19 +504,7 @@ fn detector_concat_split_again_keeps_its_scores() {
             value("b2", 1, &[n as i64, 4]),
         ],
     );
-    let mut sample = || {
-        let x: Vec<f32> = (0..4 * n).map(|_| uniform(&mut st, -4.0, 4.0)).collect();
-        let s: Vec<f32> = (0..2 * n).map(|_| uniform(&mut st, -6.0, 3.0)).collect();
-        vec![x, s]
-    };
-    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| sample()).collect();
-    let probe = sample();
-    let opts = Options {
-        calibration,
-        ..Default::default()
-    };
-    let c = convert(&bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
-    assert_eq!(c.mode, "calibrated");
+    let (c, probe) = calibrated_head(&bytes, seed, &mut st, n);
     let ys = run(&c, &[&probe[0], &probe[1]]);
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
     let want_best: Vec<f32> = (0..n)
