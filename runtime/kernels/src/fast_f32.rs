@@ -57,6 +57,8 @@ mod matmul;
 mod narrow_avx2;
 mod pool;
 mod softmax;
+#[cfg(feature = "std")]
+mod topk;
 mod unary;
 
 /// Pixels per micro-tile (two AVX vectors, four NEON vectors).

@@ -1085,3 +1085,73 @@ fn few_channel_conv_f32_speed() {
         );
     }
 }
+
+/// TopK and TopKIndex (`Reduce`) on the host path (`fast_f32/topk.rs`: a partial selection
+/// and a sort per lane) give the reference's values and indices bit for bit: largest and
+/// smallest, k from 1 to the whole axis, the axis first, middle or last (strided lanes),
+/// values drawn from a few levels so that ties are common (the lower index first). A lane
+/// with a NaN goes to the reference: the op still matches. Seeded (`CAIRN_SEED`).
+#[test]
+fn top_k_matches_reference() {
+    use cairn_core::op::ReduceFn;
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x70C);
+    let mut fast_ran = 0;
+    for case in 0..60 {
+        let rank = r.range(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.range(1, 40)).collect();
+        let axis = r.range(0, rank - 1);
+        let n = dims[axis];
+        let k = r.range(1, n);
+        let largest = r.range(0, 1) == 1;
+        let index = case % 2 == 1;
+        let levels = r.range(2, 50) as f32;
+        let numel: usize = dims.iter().product();
+        let mut x: Vec<f32> = (0..numel)
+            .map(|_| (r.f(-1.0, 1.0) * levels).round() / levels)
+            .collect();
+        let with_nan = case % 10 == 9;
+        if with_nan {
+            x[r.range(0, numel - 1)] = f32::NAN;
+        }
+        let mut ydims = dims.clone();
+        ydims[axis] = k;
+        let f = if index {
+            ReduceFn::TopKIndex
+        } else {
+            ReduceFn::TopK
+        };
+        let mut b = ModelBuilder::default();
+        let xt = b.add_tensor(t(&dims, None));
+        let mut yspec = t(&ydims, None);
+        if index {
+            yspec.dtype = DType::I32;
+        }
+        let yt = b.add_tensor(yspec);
+        b.ops.push(OpSpec {
+            kind: OpKind::Reduce,
+            inputs: vec![Some(xt)],
+            outputs: vec![yt],
+            params: vec![f as i32, 1 << axis, k as i32, largest as i32],
+        });
+        b.inputs = vec![xt];
+        b.outputs = vec![yt];
+        let bytes = b.finish().expect("valid model");
+        let reference = run(&bytes, RefBackend, std::slice::from_ref(&x));
+        let before = f32_fast_ops();
+        let fast = run(&bytes, CpuBackend, std::slice::from_ref(&x));
+        let ran = f32_fast_ops() > before;
+        fast_ran += ran as usize;
+        assert_eq!(
+            ran, !with_nan,
+            "CAIRN_SEED={seed} case {case}: path taken {ran}"
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&reference),
+            bits(&fast),
+            "CAIRN_SEED={seed} case {case}: {f:?} k {k} of {dims:?} axis {axis} largest {largest}"
+        );
+    }
+    assert!(fast_ran >= 50, "{fast_ran}");
+}
