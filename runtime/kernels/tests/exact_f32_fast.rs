@@ -1142,8 +1142,11 @@ fn top_k_matches_reference() {
         let fast = run(&bytes, CpuBackend, std::slice::from_ref(&x));
         let ran = f32_fast_ops() > before;
         fast_ran += ran as usize;
+        // The f32 fast paths run on x86_64 and aarch64 (i686 and the rest: the reference).
+        let host = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
         assert_eq!(
-            ran, !with_nan,
+            ran,
+            host && !with_nan,
             "CAIRN_SEED={seed} case {case}: path taken {ran}"
         );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -1153,5 +1156,7 @@ fn top_k_matches_reference() {
             "CAIRN_SEED={seed} case {case}: {f:?} k {k} of {dims:?} axis {axis} largest {largest}"
         );
     }
-    assert!(fast_ran >= 50, "{fast_ran}");
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert!(fast_ran >= 50, "{fast_ran}");
+    }
 }
