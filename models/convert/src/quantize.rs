@@ -67,9 +67,10 @@ struct Q<'g> {
     families: HashMap<usize, crate::elementwise::Family>,
     /// Bits of the weights this pass quantizes itself in GEMM-shaped ops (7 or 8).
     weight_bits: u8,
-    /// Tensors kept f32 on their way to a graph output because a Concat before them joins
-    /// parts of very different ranges (`squashes_output_part`): the data-movement ops
-    /// between it and the output stay f32 too, so no later Quantize squashes the part.
+    /// Tensors kept f32 because a Concat before them joins parts of very different ranges
+    /// that are wanted apart again (`squashes_output_part`): the data-movement ops between
+    /// it and the graph output, Split or Slice stay f32 too, so no later Quantize squashes
+    /// the narrow part.
     f32_parts: std::collections::HashSet<usize>,
 }
 
