@@ -264,7 +264,8 @@ fn a_model_past_the_op_limit_says_how_far_past() {
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        e.contains(&format!("lowers to {n} ops")) && e.contains("at most 16384 ops"),
+        e.contains(&format!("lowers to {n} ops"))
+            && e.contains(&format!("at most {} ops", cairn_core::model::MAX_OPS)),
         "{e}"
     );
 }

@@ -21,11 +21,13 @@ pub use types::kernel_id;
 
 /// Hard limits that bound the work of checking a hostile file. Tensors may be twice the
 /// ops: an int8 recurrent layer unrolled over its sequence adds per-step constants (each
-/// step's lookup tables and scales) beside its ops. The plan check is quadratic in the
-/// arena tensors and skips constants first, so the bound costs about 1 s to check in the
-/// worst case (all tensors in the arena; `runtime/core/tests/graph.rs`).
-pub const MAX_TENSORS: usize = 32768;
-pub const MAX_OPS: usize = 16384;
+/// step's lookup tables and scales) beside its ops; 32,767 ops hold two bidirectional
+/// GRU layers over 500 steps. Indices and times are u16 (0xFFFF
+/// means none). The plan check is a sweep (O(n log n)) with an allocator; devices without
+/// one check every pair, quadratic in the arena tensors, which their small models keep
+/// cheap.
+pub const MAX_TENSORS: usize = 65534;
+pub const MAX_OPS: usize = 32767;
 
 /// Where a tensor's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -762,8 +764,22 @@ impl<'a> Model<'a> {
     }
 
     /// No two arena tensors alive at the same time share bytes, except an in-place op's
-    /// input and output at the op where the input dies.
+    /// input and output at the op where the input dies. With an allocator, a sweep over
+    /// time (O(n log n)); without one, every pair (devices hold small models).
     fn check_plan(&self) -> Result<(), LoadError> {
+        #[cfg(feature = "alloc")]
+        {
+            self.check_plan_sweep()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            self.check_plan_pairs()
+        }
+    }
+
+    /// The plan check over every pair of arena tensors.
+    #[cfg_attr(feature = "alloc", allow(dead_code))]
+    pub(crate) fn check_plan_pairs(&self) -> Result<(), LoadError> {
         for a in 0..self.n_tensors as u16 {
             let Some((oa, ba, da, la)) = self.arena_span(a) else {
                 continue;
@@ -781,6 +797,55 @@ impl<'a> Model<'a> {
                     return Err(LoadError::PlanOverlap { a, b });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The plan check as a sweep over time: tensors enter in order of the time they are
+    /// written, leave after their last read; the live ones are kept by offset, and since
+    /// they never overlap (the first overlap is an error), a new tensor need only be
+    /// compared with the live ones just below its end, back to the first that ends before
+    /// it starts. The same verdict as `check_plan_pairs` (tested), with the pair it names
+    /// possibly another of the overlapping pairs.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn check_plan_sweep(&self) -> Result<(), LoadError> {
+        use alloc::collections::{BTreeMap, BinaryHeap};
+        use core::cmp::Reverse;
+        let mut spans: alloc::vec::Vec<(u16, u16)> = (0..self.n_tensors as u16)
+            .filter_map(|t| {
+                let (_, bytes, def, _) = self.arena_span(t)?;
+                (bytes > 0).then_some((def, t))
+            })
+            .collect();
+        spans.sort_unstable();
+        // Live tensors by (offset, index) → end; and by last read, to retire them.
+        let mut live: BTreeMap<(usize, u16), usize> = BTreeMap::new();
+        let mut retire: BinaryHeap<Reverse<(u16, usize, u16)>> = BinaryHeap::new();
+        for (def, b) in spans {
+            let Some((ob, bb, _, lb)) = self.arena_span(b) else {
+                continue;
+            };
+            while let Some(&Reverse((last, off, t))) = retire.peek() {
+                if last >= def {
+                    break;
+                }
+                retire.pop();
+                live.remove(&(off, t));
+            }
+            let end = ob + bb;
+            for (&(_, a), &a_end) in live.range(..(end, 0)).rev() {
+                if a_end <= ob {
+                    break;
+                }
+                if !self.is_in_place_pair(a, b) && !self.is_in_place_pair(b, a) {
+                    return Err(LoadError::PlanOverlap {
+                        a: a.min(b),
+                        b: a.max(b),
+                    });
+                }
+            }
+            live.insert((ob, b), end);
+            retire.push(Reverse((lb, ob, b)));
         }
         Ok(())
     }

@@ -400,3 +400,117 @@ fn scales_are_finite_and_positive() {
         assert_eq!(f.parse(), want, "scale {s:e}");
     }
 }
+
+/// The sweep that checks a plan on hosts against the pairwise check devices run: the same
+/// verdict on random graphs (negations that may run in place, additions of earlier
+/// tensors, so lifetimes cross) whose arena tensors are moved to random offsets and
+/// whose lives are stretched, and a
+/// named pair that truly overlaps. `CAIRN_SEED` repeats a run; the seed is printed on
+/// failure.
+#[cfg(feature = "alloc")]
+#[test]
+fn plan_sweep_agrees_with_every_pair() {
+    use crate::emit::{ModelBuilder, OpSpec, QuantSpec, TensorSpec};
+    use alloc::vec;
+    extern crate std;
+    let seed: u64 = std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0047);
+    let mut state = seed | 1;
+    let mut rnd = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let act = |n: usize| TensorSpec {
+        dtype: DType::F32,
+        shape: Shape::new(&[n]).unwrap(),
+        quant: QuantSpec::None,
+        data: None,
+        layout: crate::Layout::Plain,
+    };
+    let (mut agree_ok, mut agree_err) = (0, 0);
+    for case in 0..400 {
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(act(4));
+        b.inputs = vec![x];
+        let mut made = vec![x];
+        for _ in 0..2 + rnd(14) {
+            let y = b.add_tensor(act(4));
+            let a = made[rnd(made.len())];
+            let (kind, inputs, params) = if rnd(2) == 0 {
+                (OpKind::Unary, vec![Some(a)], vec![12, 0, 0])
+            } else {
+                let c = made[rnd(made.len())];
+                (OpKind::Add, vec![Some(a), Some(c)], vec![0, 0])
+            };
+            b.ops.push(OpSpec {
+                kind,
+                inputs,
+                outputs: vec![y],
+                params,
+            });
+            made.push(y);
+        }
+        b.outputs = vec![*made.last().unwrap()];
+        let mut f = b.finish().expect("builds");
+        let table = u32_at(&f, hdr::TENSORS_OFF) as usize;
+        let n = made.len();
+        for _ in 0..1 + rnd(3) {
+            let r = table + made[rnd(n)] as usize * TENSOR_BYTES + tns::OFFSET;
+            let at = (rnd(4) * ALIGN) as u32;
+            f[r..r + 4].copy_from_slice(&at.to_le_bytes());
+        }
+        // A stretched life: a tensor kept past its last read, as a hostile file may say.
+        if rnd(2) == 0 {
+            let r = table + made[rnd(n)] as usize * TENSOR_BYTES + tns::LAST_TIME;
+            let last = u16_at(&f, r) as usize;
+            let to = (last + rnd(4)).min(b.ops.len() + 1) as u16;
+            f[r..r + 2].copy_from_slice(&to.to_le_bytes());
+        }
+        let arena = (0..n)
+            .map(|t| {
+                let r = table + t * TENSOR_BYTES;
+                u32_at(&f, r + tns::OFFSET) + u32_at(&f, r + tns::BYTES)
+            })
+            .fold(u32_at(&f, hdr::ARENA_BYTES), u32::max);
+        f[hdr::ARENA_BYTES..hdr::ARENA_BYTES + 4].copy_from_slice(&arena.to_le_bytes());
+        let crc = file_crc(&f);
+        f[hdr::CRC..hdr::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let owned = crate::emit::AlignedBytes::from_slice(&f);
+        let m =
+            Model::parse_header(owned.as_slice()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let fine = (0..m.n_tensors).all(|i| m.check_tensor(i).is_ok())
+            && m.check_io().is_ok()
+            && (0..m.n_ops).all(|i| m.check_op::<{ crate::op::ALL_KINDS }>(i).is_ok())
+            && m.check_lifetimes().is_ok();
+        if !fine {
+            continue;
+        }
+        let (sweep, pairs) = (m.check_plan_sweep(), m.check_plan_pairs());
+        assert_eq!(
+            sweep.is_ok(),
+            pairs.is_ok(),
+            "seed {seed} case {case}: sweep {sweep:?}, pairs {pairs:?}"
+        );
+        if let Err(LoadError::PlanOverlap { a, b }) = sweep {
+            let (sa, sb) = (m.arena_span(a).unwrap(), m.arena_span(b).unwrap());
+            let mem = sa.0 < sb.0 + sb.1 && sb.0 < sa.0 + sa.1;
+            let time = sa.2 <= sb.3 && sb.2 <= sa.3;
+            assert!(
+                mem && time,
+                "seed {seed} case {case}: {a} and {b} do not overlap"
+            );
+            agree_err += 1;
+        } else {
+            agree_ok += 1;
+        }
+    }
+    // Both verdicts occur, or the test would compare nothing.
+    assert!(
+        agree_ok > 20 && agree_err > 20,
+        "seed {seed}: {agree_ok} fine, {agree_err} overlapping"
+    );
+}
