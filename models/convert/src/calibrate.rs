@@ -23,10 +23,25 @@ pub enum Method {
 
 const BINS: usize = 2048;
 
+/// The ranges of every f32 activation over the samples, the graph run on the host's fast
+/// kernels: the values the converted model meets on a host, in a fraction of the
+/// reference's time on large activations (a 48-op audio CNN on 900 × 161 maps: 166 → 21 s).
 pub fn calibrate(
     g: &Graph,
     samples: &[Vec<Vec<f32>>],
     method: Method,
+    progress: impl FnMut(usize),
+) -> Result<Ranges> {
+    calibrate_on(g, samples, method, true, progress)
+}
+
+/// [`calibrate`] on the host's kernels (`fast`) or on the reference kernels, whose sums
+/// keep one order whatever the shape (a test that two graphs give the very same ranges).
+pub fn calibrate_on(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    method: Method,
+    fast: bool,
     mut progress: impl FnMut(usize),
 ) -> Result<Ranges> {
     let targets: Vec<usize> = (0..g.tensors.len())
@@ -37,7 +52,7 @@ pub fn calibrate(
         .map(|&t| (t, (f32::INFINITY, f32::NEG_INFINITY)))
         .collect();
     for (i, s) in samples.iter().enumerate() {
-        let vals = g.run_all(s)?;
+        let vals = g.run_all_on(s, fast)?;
         for &t in &targets {
             if let Some(v) = vals.get(&t) {
                 let r = ranges.get_mut(&t).expect("target");
@@ -55,7 +70,7 @@ pub fn calibrate(
         let mut hist: std::collections::HashMap<usize, Vec<u64>> =
             targets.iter().map(|&t| (t, vec![0u64; BINS])).collect();
         for s in samples {
-            let vals = g.run_all(s)?;
+            let vals = g.run_all_on(s, fast)?;
             for &t in &targets {
                 let (lo, hi) = ranges[&t];
                 let Some(v) = vals.get(&t) else { continue };
@@ -193,9 +208,10 @@ pub fn tensor_errors(
     let mut acc: std::collections::HashMap<usize, (f64, f64)> =
         params.iter().map(|&(t, _)| (t, (0.0, 0.0))).collect();
     // A tensor only a clamp reads is judged on what the clamp keeps.
+    let links = crate::ir::Links::of(g);
     let kept: std::collections::HashMap<usize, (f32, f32)> = params
         .iter()
-        .filter_map(|&(t, _)| clamp_reader(g, t).map(|(_, c)| (t, c)))
+        .filter_map(|&(t, _)| clamp_reader(g, &links, t).map(|(_, c)| (t, c)))
         .collect();
     for s in samples {
         let vals = g.run_all_on(s, true)?;
@@ -242,11 +258,15 @@ fn clamp_bounds(op: &crate::ir::HOp) -> Option<(f32, f32)> {
 /// The Relu or Clip that alone reads `t`, directly or through Reshapes and Transposes,
 /// and its bounds (`None` if another op reads it, or it is a graph output): the part of
 /// `t` outside them is dropped anyway, so int8 need not keep it.
-pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
+pub(crate) fn clamp_reader(
+    g: &Graph,
+    k: &crate::ir::Links,
+    t: usize,
+) -> Option<(usize, (f32, f32))> {
     use cairn_core::OpKind;
     let mut at = t;
     for _ in 0..8 {
-        let readers = g.consumers(at);
+        let readers = k.readers(at);
         if readers.len() != 1 || g.outputs.contains(&at) {
             return None;
         }
@@ -267,6 +287,7 @@ pub(crate) fn clamp_reader(g: &Graph, t: usize) -> Option<(usize, (f32, f32))> {
 pub fn narrow_to_clamps(g: &Graph, ranges: &mut Ranges) -> usize {
     use cairn_core::OpKind;
     let mut narrowed = 0;
+    let k = crate::ir::Links::of(g);
     for op in &g.ops {
         let Some((lo, hi)) = clamp_bounds(op) else {
             continue;
@@ -276,7 +297,7 @@ pub fn narrow_to_clamps(g: &Graph, ranges: &mut Ranges) -> usize {
         };
         // Walk up while the tensor has this one reader chain.
         for _ in 0..8 {
-            if g.outputs.contains(&t) || g.consumers(t).len() != 1 {
+            if g.outputs.contains(&t) || k.readers(t).len() != 1 {
                 break;
             }
             let Some(r) = ranges.get_mut(&t) else { break };
@@ -286,7 +307,7 @@ pub fn narrow_to_clamps(g: &Graph, ranges: &mut Ranges) -> usize {
                 *r = (nlo, nhi);
                 narrowed += 1;
             }
-            match g.producer(t) {
+            match k.producer(t) {
                 Some(p)
                     if matches!(g.ops[p].kind, OpKind::Reshape | OpKind::Transpose)
                         && g.ops[p].outputs.len() == 1 =>

@@ -8,16 +8,16 @@
 use cairn_core::op::{conv, UnaryFn};
 use cairn_core::OpKind;
 
-use crate::ir::{f32_bytes, Graph};
+use crate::ir::{f32_bytes, Graph, Links};
 use crate::lower::INF_BITS;
 
 /// The one op reading `t`, if `t` has exactly one reader, is not a graph output and is not
 /// a quantization point of a QDQ model (fusing across one would change the arithmetic the
 /// model was quantized for).
-fn single_reader(g: &Graph, t: usize) -> Option<usize> {
-    let c = g.consumers(t);
+fn single_reader(g: &Graph, k: &Links, t: usize) -> Option<usize> {
     let qdq_point = matches!(g.tensors[t].hint, Some(crate::ir::Hint::Act { .. }));
-    (c.len() == 1 && !g.outputs.contains(&t) && !qdq_point).then(|| c[0])
+    k.sole_reader(t)
+        .filter(|_| !g.outputs.contains(&t) && !qdq_point)
 }
 
 pub(crate) fn act_slots(kind: OpKind) -> Option<(usize, usize)> {
@@ -91,6 +91,7 @@ fn set_weights(g: &mut Graph, op: usize, w: usize, wv: &[f32], bias: &[f32]) {
 
 /// Fold `Mul(conv, c)` / `Add(conv, c)` with per-output-channel constants into the conv.
 fn fold_affine(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     for p in 0..g.ops.len() {
         let kind = g.ops[p].kind;
         // A ConvTranspose's weight is [C, O, kh, kw]: per output channel only with one group.
@@ -102,7 +103,7 @@ fn fold_affine(g: &mut Graph) -> bool {
             continue;
         }
         let out = g.ops[p].outputs[0];
-        let Some(m) = single_reader(g, out) else {
+        let Some(m) = single_reader(g, &k, out) else {
             continue;
         };
         let mo = &g.ops[m];
@@ -191,6 +192,7 @@ fn fold_affine(g: &mut Graph) -> bool {
 /// before a projection, where `fold_affine` (into the producer) cannot take them: two
 /// element-wise passes (and in int8, a Mul by a per-tensor quantized constant) less.
 fn fold_affine_into_fc(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     for m in 0..g.ops.len() {
         let mo = &g.ops[m];
         if !matches!(mo.kind, OpKind::Mul | OpKind::Add | OpKind::Sub)
@@ -203,7 +205,7 @@ fn fold_affine_into_fc(g: &mut Graph) -> bool {
             continue;
         };
         let mid = mo.outputs[0];
-        let Some(f) = single_reader(g, mid) else {
+        let Some(f) = single_reader(g, &k, mid) else {
             continue;
         };
         let fo = &g.ops[f];
@@ -270,6 +272,7 @@ fn fold_affine_into_fc(g: &mut Graph) -> bool {
 /// `fuse_act` take it into the conv. Element-wise ops commute with a reshape that keeps
 /// the axis their constant runs along, so the values are the same.
 fn hoist_over_reshape(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     for r in 0..g.ops.len() {
         if g.ops[r].kind != OpKind::Reshape || g.ops[r].outputs.len() != 1 {
             continue;
@@ -277,17 +280,17 @@ fn hoist_over_reshape(g: &mut Graph) -> bool {
         let Some(t) = g.ops[r].inputs.first().copied().flatten() else {
             continue;
         };
-        let Some(p) = g.ops.iter().position(|o| o.outputs.contains(&t)) else {
+        let Some(p) = k.producer(t) else {
             continue;
         };
         if !matches!(g.ops[p].kind, OpKind::Conv | OpKind::ConvTranspose)
             || has_act(g, p)
-            || single_reader(g, t) != Some(r)
+            || single_reader(g, &k, t) != Some(r)
         {
             continue;
         }
         let u = g.ops[r].outputs[0];
-        let Some(m) = single_reader(g, u) else {
+        let Some(m) = single_reader(g, &k, u) else {
             continue;
         };
         let (ts, us) = (g.tensors[t].shape.clone(), g.tensors[u].shape.clone());
@@ -357,6 +360,7 @@ fn hoist_over_reshape(g: &mut Graph) -> bool {
 
 /// Fuse Relu / Clip into the producing op's activation clamp.
 fn fuse_act(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     for p in 0..g.ops.len() {
         let Some((slo, shi)) = act_slots(g.ops[p].kind) else {
             continue;
@@ -365,7 +369,7 @@ fn fuse_act(g: &mut Graph) -> bool {
             continue;
         }
         let out = g.ops[p].outputs[0];
-        let Some(u) = single_reader(g, out) else {
+        let Some(u) = single_reader(g, &k, out) else {
             continue;
         };
         let uo = &g.ops[u];
@@ -807,8 +811,9 @@ fn become_unary(g: &mut Graph, at: usize, x: usize, params: Vec<i32>) {
 
 /// x * Clip(x + 3, 0, 6) * (1/6)  and  x * HardSigmoid(x; 1/6, 1/2)  →  HardSwish(x).
 fn fuse_hardswish(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
-    let producer = |g: &Graph, t: usize| g.producer(t);
+    let producer = |_: &Graph, t: usize| k.producer(t);
     let is_unary = |g: &Graph, op: usize, f: UnaryFn| {
         g.ops[op].kind == OpKind::Unary && g.ops[op].params[0] == f as i32
     };
@@ -830,7 +835,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
                     && ho.inputs[0] == Some(xs)
                     && near(f32::from_bits(ho.params[1] as u32), 1.0 / 6.0)
                     && near(f32::from_bits(ho.params[2] as u32), 0.5)
-                    && single_reader(g, hs) == Some(last)
+                    && single_reader(g, &k, hs) == Some(last)
                 {
                     found = Some((xs, vec![hp]));
                 }
@@ -845,7 +850,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
             let sixth = if is_div { 6.0 } else { 1.0 / 6.0 };
             for (m, c) in pairs {
                 if !const_scalar(g, c).is_some_and(|v| near(v, sixth))
-                    || single_reader(g, m) != Some(last)
+                    || single_reader(g, &k, m) != Some(last)
                 {
                     continue;
                 }
@@ -867,7 +872,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
                         || (clip.kind == OpKind::Add
                             && f32::from_bits(clip.params[0] as u32) == 0.0
                             && f32::from_bits(clip.params[1] as u32) == 6.0);
-                    if !relu6 || single_reader(g, h) != Some(mp) {
+                    if !relu6 || single_reader(g, &k, h) != Some(mp) {
                         continue;
                     }
                     // The Add(x, 3) is either the clip's input or (fused) the clip itself.
@@ -884,7 +889,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
                             && add.inputs[1].and_then(|t| const_scalar(g, t)) == Some(3.0))
                             || (add.inputs[1] == Some(x)
                                 && add.inputs[0].and_then(|t| const_scalar(g, t)) == Some(3.0)));
-                    if ok_add && (addp == cp || single_reader(g, add_out) == Some(cp)) {
+                    if ok_add && (addp == cp || single_reader(g, &k, add_out) == Some(cp)) {
                         let mut dead = vec![mp, cp];
                         if addp != cp {
                             dead.push(addp);
@@ -910,6 +915,7 @@ fn fuse_hardswish(g: &mut Graph) -> bool {
 /// product of two activations whose ranges differ). Runs after `fuse_hardswish`, which
 /// names the a = 1/6, b = 1/2 case HardSwish.
 fn fuse_self_gate(g: &mut Graph) -> bool {
+    let k = Links::of(g);
     for last in 0..g.ops.len() {
         let lo = &g.ops[last];
         if lo.kind != OpKind::Mul || has_act(g, last) {
@@ -918,11 +924,11 @@ fn fuse_self_gate(g: &mut Graph) -> bool {
         let (a, b) = (lo.inputs[0].unwrap_or(0), lo.inputs[1].unwrap_or(0));
         let mut found = None;
         for (x, gate) in [(a, b), (b, a)] {
-            let Some(gp) = g.producer(gate) else { continue };
+            let Some(gp) = k.producer(gate) else { continue };
             let go = &g.ops[gp];
             if go.kind != OpKind::Unary
                 || go.inputs[0] != Some(x)
-                || single_reader(g, gate) != Some(last)
+                || single_reader(g, &k, gate) != Some(last)
             {
                 continue;
             }

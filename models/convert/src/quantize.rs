@@ -54,6 +54,8 @@ pub struct Report {
 
 struct Q<'g> {
     g: &'g Graph,
+    /// Who writes and reads each tensor of `g`.
+    links: crate::ir::Links,
     ranges: &'g Ranges,
     out: Graph,
     map_f: HashMap<usize, usize>,
@@ -87,6 +89,7 @@ fn i32_bytes(v: &[i32]) -> AlignedBytes {
 /// whose MaxPool input is left in float).
 fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
     use OpKind::*;
+    let links = crate::ir::Links::of(g);
     let mut forced = HashMap::new();
     for op in g.ops.iter().rev() {
         if !matches!(op.kind, MaxPool | Reshape | Transpose | Slice | Split) {
@@ -101,7 +104,7 @@ fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
             Some(Hint::Act { scale, zero_point }) => Some((scale, zero_point)),
             _ => forced.get(&t).copied(),
         };
-        let cons = g.consumers(x);
+        let cons = links.readers(x);
         let params: Vec<Option<(f32, i32)>> = cons
             .iter()
             .flat_map(|&c| {
@@ -142,6 +145,7 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
     let mut q = Q {
         weight_bits,
         g,
+        links: crate::ir::Links::of(g),
         ranges,
         out: Graph::default(),
         map_f: HashMap::new(),
@@ -627,7 +631,7 @@ impl Q<'_> {
         let g = self.g;
         g.outputs.contains(&t)
             || (depth < 8
-                && g.consumers(t).into_iter().any(|c| match g.ops[c].kind {
+                && self.links.readers(t).iter().any(|&c| match g.ops[c].kind {
                     Split | Slice => true,
                     Reshape | Transpose | Concat => g.ops[c]
                         .outputs
@@ -649,8 +653,10 @@ impl Q<'_> {
             })
             .map(|(&y, f)| (y, f))
             .collect();
-        let sinks: std::collections::HashSet<usize> =
-            usable.keys().filter_map(|&y| g.producer(y)).collect();
+        let sinks: std::collections::HashSet<usize> = usable
+            .keys()
+            .filter_map(|&y| self.links.producer(y))
+            .collect();
         let members: std::collections::HashSet<usize> = usable
             .values()
             .flat_map(|f| f.ops.iter().copied())
@@ -662,7 +668,9 @@ impl Q<'_> {
             }
             let ok = g.ops[i].outputs.iter().all(|&t| {
                 !g.outputs.contains(&t)
-                    && g.consumers(t)
+                    && self
+                        .links
+                        .readers(t)
                         .iter()
                         .all(|c| sinks.contains(c) || absorbed.contains(c))
             });
@@ -826,7 +834,9 @@ impl Q<'_> {
                 }
                 _ => continue,
             };
-            let Some(p) = g.producer(t) else { continue };
+            let Some(p) = self.links.producer(t) else {
+                continue;
+            };
             let conv = &g.ops[p];
             // A QDQ model that rounds the conv's output says so (`Hint::Act`): the fold
             // would cross its quantization point.
@@ -843,7 +853,7 @@ impl Q<'_> {
                 && !matches!(g.tensors[t].hint, Some(Hint::Act { .. }))
                 && !crate::fuse::has_act(g, p)
                 && !g.outputs.contains(&t)
-                && g.consumers(t) == [u]
+                && self.links.readers(t) == [u]
                 && self.runtime(x)
                 && g.tensors[x].dtype == DType::F32
                 && g.tensors[w].const_f32().is_some()

@@ -65,10 +65,16 @@ pub fn refine(
     // adds that much (error that builds up over a recurrence's steps, a little per op),
     // it halves, down to `MIN_LOCAL`, so the ops that add the most go first.
     let mut local = limit;
+    let links = crate::ir::Links::of(g);
     let judged: Vec<Vec<usize>> = g
         .ops
         .iter()
-        .map(|op| op.outputs.iter().map(|&t| judged_at(g, t)).collect())
+        .map(|op| {
+            op.outputs
+                .iter()
+                .map(|&t| judged_at(g, &links, t))
+                .collect()
+        })
         .collect();
     let mut off = 0.0f32;
     // The last round only measures: `off` is always the error of the ranges returned.
@@ -301,8 +307,8 @@ pub fn refine(
 /// gives such a `t` the clamp's range, so the part the clamp drops anyway (a 1-d conv's
 /// negative half, behind the Reshape that lifts it to 2-d) is no error of the op;
 /// measured at `t` it looked like 96% of it.
-fn judged_at(g: &Graph, t: usize) -> usize {
-    crate::calibrate::clamp_reader(g, t).map_or(t, |(op, _)| g.ops[op].outputs[0])
+fn judged_at(g: &Graph, k: &crate::ir::Links, t: usize) -> usize {
+    crate::calibrate::clamp_reader(g, k, t).map_or(t, |(op, _)| g.ops[op].outputs[0])
 }
 
 /// Moves `op` to f32: its outputs and inputs lose their ranges (so the producers of its

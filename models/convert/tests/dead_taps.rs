@@ -8,7 +8,7 @@
 mod common;
 use common::{op, seed, splitmix, NO_ACT};
 
-use cairn_convert::calibrate::{calibrate, Method};
+use cairn_convert::calibrate::{calibrate_on, Method};
 use cairn_convert::fuse::fuse;
 use cairn_convert::ir::Hint;
 use cairn_convert::quantize::quantize;
@@ -167,7 +167,10 @@ fn taps_that_only_read_padding_are_dropped() {
         let x = values(&mut state, case.n * case.c * case.hw[0] * case.hw[1], 2.0);
         let want = run(&g, &x);
         let int8 = |g: &Graph| {
-            let ranges = calibrate(g, &[vec![x.clone()]], Method::MinMax, |_| {}).unwrap();
+            // On the reference kernels, whose sums keep the in-image taps' order whatever
+            // the kernel's size (the host's GEMM may sum a cropped conv in another order).
+            let ranges =
+                calibrate_on(g, &[vec![x.clone()]], Method::MinMax, false, |_| {}).unwrap();
             let (q, report) = quantize(g, &ranges).unwrap();
             assert_eq!(report.f32_ops, Vec::<String>::new());
             run(&q, &x)
