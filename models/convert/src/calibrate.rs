@@ -105,7 +105,11 @@ pub fn calibrate_on(
             }
         }
     }
-    ranges.retain(|_, r| r.0 <= r.1);
+    // Run-time integers stay f32 unless they are booleans (a one-hot read by a MatMul,
+    // exact in int8): int8 would round an index of hundreds to a multiple of its step and
+    // a class id 1 to 0.996.
+    let ints = run_time_integers(g);
+    ranges.retain(|&t, r| r.0 <= r.1 && (!ints[t] || r.1 - r.0 <= 1.0));
     Ok(ranges)
 }
 
@@ -253,6 +257,46 @@ fn clamp_bounds(op: &crate::ir::HOp) -> Option<(f32, f32)> {
         _ => return None,
     };
     (lo <= hi).then_some((lo, hi))
+}
+
+/// f32 tensors that hold run-time integers: cast from an int32 tensor (an unquantized
+/// i32 `Dequantize`, as ONNX Cast is lowered), then carried through integer arithmetic
+/// (Add/Sub/Mul/Div and the `Binary` functions, as integer Div/Mod on a run-time tensor
+/// are lowered) and data movement, every run-time input such a tensor.
+pub(crate) fn run_time_integers(g: &Graph) -> Vec<bool> {
+    use cairn_core::OpKind::*;
+    let mut int = vec![false; g.tensors.len()];
+    for op in &g.ops {
+        let cast =
+            op.kind == Dequantize && op.inputs[0].is_some_and(|x| g.tensors[x].dtype == DType::I32);
+        let carries = matches!(
+            op.kind,
+            Add | Sub
+                | Mul
+                | Div
+                | Binary
+                | Concat
+                | Reshape
+                | Transpose
+                | Slice
+                | Split
+                | Gather
+                | Tile
+                | Pad
+        );
+        let mut live = op
+            .inputs
+            .iter()
+            .flatten()
+            .filter(|&&x| !g.tensors[x].is_const());
+        let derived = carries && live.clone().next().is_some() && live.all(|&x| int[x]);
+        if cast || derived {
+            for &o in &op.outputs {
+                int[o] = g.tensors[o].dtype == DType::F32;
+            }
+        }
+    }
+    int
 }
 
 /// The Relu or Clip that alone reads `t`, directly or through Reshapes and Transposes,

@@ -33,7 +33,7 @@ pub mod npy;
 pub mod onnx;
 pub mod onnx_pb;
 pub mod quantize;
-mod refine;
+pub mod refine;
 pub mod sensitive;
 pub mod smooth;
 

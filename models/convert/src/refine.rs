@@ -76,6 +76,7 @@ pub fn refine(
                 .collect()
         })
         .collect();
+    let (picked, answers) = selections(g, &links);
     let mut off = 0.0f32;
     // The last round only measures: `off` is always the error of the ranges returned.
     let rounds = if mac_share.is_some() {
@@ -91,7 +92,7 @@ pub fn refine(
             let qv = q.run_all_on(s, true)?;
             for (&t, &qt) in &rep.values {
                 let h = &g.tensors[t];
-                if h.dtype != DType::F32 || h.is_const() {
+                if h.dtype != DType::F32 || h.is_const() || picked[t] {
                     continue;
                 }
                 let (Some(f), Some(v)) = (fv.get(&t), qv.get(&qt)) else {
@@ -124,7 +125,7 @@ pub fn refine(
         // Only an answer that is off counts: a deep network's inner tensors drift by
         // more than the bound while its outputs stay right (a detector's probability
         // map); refinement stops as soon as every output is within the bound.
-        off = g.outputs.iter().map(|&o| err(o)).fold(0.0, f32::max);
+        off = answers.iter().map(|&o| err(o)).fold(0.0, f32::max);
         if round == rounds || off <= limit || (moved.is_empty() && off <= trigger.max(limit)) {
             break;
         }
@@ -360,6 +361,51 @@ fn dequantized(q: &Graph, t: usize, bytes: &[u8]) -> Vec<f32> {
             .map(|&v| (v - z) as f32 * s)
             .collect(),
     }
+}
+
+/// Tensors that hang on a run-time selection's indices (TopK's, ArgMax's, ArgMin's, and
+/// everything computed from them), and the tensors the outputs are judged at. int8 may
+/// swap two nearly equal candidates, which moves such a tensor by whole elements while
+/// the answer stays as good (a detector's 300 best boxes, two of them in the other
+/// order): the error is measured where it is continuous, on what the selection ranked and
+/// what was gathered by its indices. An output that hangs on a selection is replaced by
+/// the f32 inputs, not themselves picked, of the ops between it and the selection.
+fn selections(g: &Graph, k: &crate::ir::Links) -> (Vec<bool>, Vec<usize>) {
+    use cairn_core::op::ReduceFn;
+    use cairn_core::OpKind;
+    let mut picked = vec![false; g.tensors.len()];
+    for op in &g.ops {
+        let selects = op.kind == OpKind::Reduce
+            && matches!(
+                ReduceFn::from_code(op.params[0]),
+                Some(ReduceFn::ArgMax | ReduceFn::ArgMin | ReduceFn::TopKIndex)
+            );
+        if selects || op.inputs.iter().flatten().any(|&t| picked[t]) {
+            for &o in &op.outputs {
+                picked[o] = true;
+            }
+        }
+    }
+    let mut answers = Vec::new();
+    let mut seen = vec![false; g.tensors.len()];
+    let mut stack: Vec<usize> = g.outputs.clone();
+    while let Some(t) = stack.pop() {
+        if std::mem::replace(&mut seen[t], true) {
+            continue;
+        }
+        if !picked[t] {
+            answers.push(t);
+            continue;
+        }
+        let Some(p) = k.producer(t) else { continue };
+        for &x in g.ops[p].inputs.iter().flatten() {
+            let h = &g.tensors[x];
+            if picked[x] || (h.dtype == DType::F32 && !h.is_const()) {
+                stack.push(x);
+            }
+        }
+    }
+    (picked, answers)
 }
 
 /// The decision layer stays f32: from each graph output, back through data movement and

@@ -11,10 +11,12 @@
 mod common;
 use common::{int_attr, ints_attr, node, value};
 
+use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::onnx_pb::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
+use cairn_convert::refine::refine;
 use cairn_convert::{convert, Converted, Options};
 use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
@@ -520,4 +522,163 @@ fn detector_concat_split_again_keeps_its_scores() {
     // One int8 step of the scores' own range is 1/255; one of the concat's, 1.25.
     assert!(d_best <= 0.01, "seed {seed}: best scores off by {d_best}");
     assert!(d_boxes <= 2.0, "seed {seed}: boxes off by {d_boxes} px");
+}
+
+/// A YOLOv10-style end-to-end head: TopK over the flat anchor × class scores, the index
+/// split into anchor (`i / nc`) and class (`i mod nc`) on run-time integers, the anchor's
+/// box gathered, and [box, score, class] concatenated. Calibrated to int8:
+/// - the integer arithmetic and the class ids stay exact (int8 at a box's scale would
+///   round an index of hundreds and turn class 1 into 0);
+/// - near-equal scores that int8 may rank in another order (the 4th to 6th picks here)
+///   do not count as error: the output guard judges the scores TopK ranked and the boxes
+///   it gathered from, so it moves nothing to f32 for them.
+#[test]
+fn detector_top_k_head_keeps_indices_exact() {
+    let seed = seed();
+    let mut st = seed ^ 0x70b4;
+    let (n, nc, k) = (64usize, 3usize, 6usize);
+    let i64_init = |name: &str, dims: &[i64], v: &[i64]| TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 7,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    };
+    let nodes = vec![
+        node("Sigmoid", &["x"], &["sx"], vec![]),
+        node("Mul", &["sx", "px"], &["boxes"], vec![]),
+        node("Sigmoid", &["s"], &["scores"], vec![]),
+        node(
+            "TopK",
+            &["scores", "k"],
+            &["vals", "idx"],
+            vec![int_attr("axis", 1)],
+        ),
+        node("Div", &["idx", "nc"], &["anchor"], vec![]),
+        node("Mod", &["idx", "nc"], &["cls"], vec![]),
+        node(
+            "Squeeze",
+            &["anchor"],
+            &["a1"],
+            vec![ints_attr("axes", &[0])],
+        ),
+        node(
+            "Gather",
+            &["boxes", "a1"],
+            &["picked"],
+            vec![int_attr("axis", 1)],
+        ),
+        node("Cast", &["cls"], &["clsf"], vec![int_attr("to", 1)]),
+        node(
+            "Unsqueeze",
+            &["clsf"],
+            &["c3"],
+            vec![ints_attr("axes", &[2])],
+        ),
+        node(
+            "Unsqueeze",
+            &["vals"],
+            &["v3"],
+            vec![ints_attr("axes", &[2])],
+        ),
+        node(
+            "Concat",
+            &["picked", "v3", "c3"],
+            &["y"],
+            vec![int_attr("axis", 2)],
+        ),
+    ];
+    let bytes = model(
+        nodes,
+        vec![
+            f32_init("px", &[], &[640.0]),
+            i64_init("k", &[1], &[k as i64]),
+            i64_init("nc", &[], &[nc as i64]),
+        ],
+        vec![
+            value("x", 1, &[1, n as i64, 4]),
+            value("s", 1, &[1, (n * nc) as i64]),
+        ],
+        vec![value("y", 1, &[1, k as i64, 6])],
+    );
+    // Scores: three clear winners, then a cluster of near ties (within one int8 step),
+    // then the rest well below.
+    let mut sample = |st: &mut u64| {
+        let x: Vec<f32> = (0..4 * n).map(|_| uniform(st, -4.0, 4.0)).collect();
+        let mut s: Vec<f32> = (0..n * nc).map(|_| uniform(st, -8.0, -3.0)).collect();
+        let mut slots: Vec<usize> = (0..n * nc).collect();
+        for i in 0..n * nc {
+            let j = i + (common::splitmix(st) as usize) % (n * nc - i);
+            slots.swap(i, j);
+        }
+        for (r, &at) in slots[..3].iter().enumerate() {
+            s[at] = 3.0 - r as f32;
+        }
+        for &at in &slots[3..20] {
+            s[at] = -1.0 + uniform(st, 0.0, 0.002);
+        }
+        vec![x, s]
+    };
+    let calibration: Vec<Vec<Vec<f32>>> = (0..4).map(|_| sample(&mut st)).collect();
+    let probe = sample(&mut st);
+    let opts = Options {
+        calibration,
+        ..Default::default()
+    };
+    let c = convert(&bytes, &opts, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    assert_eq!(c.mode, "calibrated");
+    let y = run(&c, &[&probe[0], &probe[1]]).remove(0);
+    let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let mut order: Vec<usize> = (0..n * nc).collect();
+    order.sort_by(|&a, &b| probe[1][b].total_cmp(&probe[1][a]));
+    for (r, row) in y.chunks(6).enumerate() {
+        let (score, class) = (row[4], row[5]);
+        assert_eq!(class, class.round(), "seed {seed}: row {r} class {class}");
+        if r < 3 {
+            // The clear winners: the very anchor and class, the box within int8's step.
+            let i = order[r];
+            let (a, want_class) = (i / nc, (i % nc) as f32);
+            let want_box: Vec<f32> = (0..4).map(|c| 640.0 * sig(probe[0][a * 4 + c])).collect();
+            let d_box = max_abs_diff(&row[..4], &want_box);
+            assert_eq!(class, want_class, "seed {seed}: row {r}");
+            assert!(d_box <= 4.0, "seed {seed}: row {r} box off by {d_box} px");
+            assert!(
+                (score - sig(probe[1][i])).abs() <= 0.01,
+                "seed {seed}: row {r} score {score}"
+            );
+        } else {
+            // A near tie: any of the cluster, its score and its own box.
+            let i = order[3..20]
+                .iter()
+                .copied()
+                .find(|&i| {
+                    let a = i / nc;
+                    (i % nc) as f32 == class
+                        && (0..4).all(|c| (row[c] - 640.0 * sig(probe[0][a * 4 + c])).abs() <= 4.0)
+                })
+                .unwrap_or_else(|| panic!("seed {seed}: row {r} {row:?} is none of the cluster"));
+            assert!(
+                (score - sig(probe[1][i])).abs() <= 0.01,
+                "seed {seed}: row {r} score {score}"
+            );
+        }
+    }
+    // The guard's measure: the output is judged on the scores TopK ranked and the boxes
+    // it gathered from, so the reordered ties are no error and nothing is moved.
+    let g = &c.float_graph;
+    let mut ranges = calibrate(g, &opts.calibration, Method::MinMax, |_| {}).unwrap();
+    let done = refine(g, &opts.calibration, &mut ranges, 0.02, 0.02, None).unwrap();
+    assert!(
+        done.off < 0.02,
+        "seed {seed}: output judged {} off",
+        done.off
+    );
+    assert!(done.moved.is_empty(), "seed {seed}: {:?}", done.moved.len());
+    assert!(
+        !c.f32_ops
+            .iter()
+            .any(|o| o.contains("Sigmoid") || o.contains("Mul")),
+        "seed {seed}: {:?}",
+        c.f32_ops
+    );
 }
