@@ -344,9 +344,9 @@ impl Rnn {
         let mut outs = vec![0; t];
         for step in 0..t {
             let ti = if d.backward { t - 1 - step } else { step };
-            let xt = take(l, xp, 0, ti, 1)?; // [1, B, G·H]
             let (hn, cn) = match self.cell {
                 Cell::Lstm => {
+                    let xt = take(l, xp, 0, ti, 1)?; // [1, B, G·H]
                     let pre = add_recurrent(l, xt, hprev, r_main)?;
                     let gs = split(l, pre, 2, h, 4)?; // i, o, f, c
                     let peep =
@@ -376,35 +376,38 @@ impl Rnn {
                     (l.binary(OpKind::Mul, o, hc)?, Some(c))
                 }
                 Cell::Rnn => {
+                    let xt = take(l, xp, 0, ti, 1)?;
                     let pre = add_recurrent(l, xt, hprev, r_main)?;
                     (self.act(l, pre, d.acts[0])?, None)
                 }
                 Cell::Gru => {
-                    let gs = split(l, xt, 2, h, 3)?; // z, r, h
-                    let zr_x = l.concat(&gs[..2], 2)?;
+                    // z and r together: one slice of the step's projection, one
+                    // recurrent add, one activation, then apart (13 ops a step, not 15).
+                    let zr_x = take2(l, xp, ti, 0, 2 * h)?;
+                    let h_x = take2(l, xp, ti, 2 * h, h)?;
                     let zr = add_recurrent(l, zr_x, hprev, r_main)?;
+                    let zr = self.act(l, zr, d.acts[0])?;
                     let zr = split(l, zr, 2, h, 2)?;
-                    let z = self.act(l, zr[0], d.acts[0])?;
-                    let rg = self.act(l, zr[1], d.acts[0])?;
+                    let (z, rg) = (zr[0], zr[1]);
                     let rh = r_h.ok_or_else(|| anyhow!("GRU without its h-gate weight"))?;
                     let hx = match (hprev, self.linear_before_reset) {
-                        (None, false) => gs[2],
+                        (None, false) => h_x,
                         (None, true) => match rbh {
                             Some(rbh) => {
                                 let p = l.binary(OpKind::Mul, rg, rbh)?;
-                                l.binary(OpKind::Add, gs[2], p)?
+                                l.binary(OpKind::Add, h_x, p)?
                             }
-                            None => gs[2],
+                            None => h_x,
                         },
                         (Some(hp), false) => {
                             let rhp = l.binary(OpKind::Mul, rg, hp)?;
                             let p = proj(l, rhp, rh, None)?;
-                            l.binary(OpKind::Add, gs[2], p)?
+                            l.binary(OpKind::Add, h_x, p)?
                         }
                         (Some(hp), true) => {
                             let p = proj(l, hp, rh, rbh)?;
                             let p = l.binary(OpKind::Mul, rg, p)?;
-                            l.binary(OpKind::Add, gs[2], p)?
+                            l.binary(OpKind::Add, h_x, p)?
                         }
                     };
                     let hh = self.act(l, hx, d.acts[1])?;
@@ -502,6 +505,19 @@ pub(crate) fn take(
     let mut out = s;
     out[axis] = len;
     l.op(OpKind::Slice, vec![Some(x)], params, &out)
+}
+
+/// Step `ti` of a [T, B, F] sequence and `len` of its features from `start`: [1, B, len],
+/// one Slice over both axes.
+fn take2(l: &mut Lower, x: usize, ti: usize, start: usize, len: usize) -> Result<usize> {
+    let s = l.shape(x);
+    let out = vec![1, s[1], len];
+    l.op(
+        OpKind::Slice,
+        vec![Some(x)],
+        vec![ti as i32, 0, start as i32, 1, 1, 1],
+        &out,
+    )
 }
 
 /// Direction `d` of a per-direction weight, its leading axis dropped.
