@@ -603,7 +603,7 @@ fn detector_top_k_head_keeps_indices_exact() {
     );
     // Scores: three clear winners, then a cluster of near ties (within one int8 step),
     // then the rest well below.
-    let mut sample = |st: &mut u64| {
+    let sample = |st: &mut u64| {
         let x: Vec<f32> = (0..4 * n).map(|_| uniform(st, -4.0, 4.0)).collect();
         let mut s: Vec<f32> = (0..n * nc).map(|_| uniform(st, -8.0, -3.0)).collect();
         let mut slots: Vec<usize> = (0..n * nc).collect();
