@@ -57,6 +57,8 @@ mod matmul;
 mod narrow_avx2;
 mod pool;
 mod softmax;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod taps;
 #[cfg(feature = "std")]
 mod topk;
 mod unary;
@@ -244,6 +246,11 @@ fn gemm_convs(
                 fold::conv::<TILE_BIG>(g, &gm, x, y)
             }
         }));
+    }
+    // Stride-1 convs over wide maps: every tap read in place from a padded band of rows.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(panels) = gm.panels.filter(|_| !pointwise && taps::fits(g)) {
+        return Some(out.f32s_mut().map(|y| taps::conv(g, &gm, panels, x, y)));
     }
     if !covered || (!pointwise && g.g == 1 && k > bigk::K_FROM) {
         return big_k(g, &gm, x, out);

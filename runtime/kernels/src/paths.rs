@@ -125,10 +125,14 @@ pub enum Path {
     /// f32 depthwise convs on the padded-plane kernel's AVX-512F form (16 columns a
     /// vector; `fast_f32/depthwise_avx2.rs`), one count per op.
     DepthwiseF32Avx512,
+    /// f32 stride-1 convs as an implicit GEMM on the AVX-512F block: each band of output
+    /// rows' input rows copied once, zero-padded, and every tap read in place from it
+    /// (`fast_f32/taps.rs`) instead of gathered into an im2col tile; one count per band.
+    GemmF32Taps,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::DepthwiseF32Avx512 as usize + 1;
+const N: usize = Path::GemmF32Taps as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -612,7 +612,8 @@ fn fully_connected_f32_within_tolerance() {
 /// the block. Pointwise, im2col, large-patch (the strided GEMM) and batched small-map
 /// convs with row and pixel counts off the blocks' multiples, on a host with AVX-512F
 /// (elsewhere there is nothing to compare, and the test says so). Through a `HostModel`
-/// too, whose weight cache packs the weights into the block's panels: the same bits again.
+/// too, whose weight cache packs the weights into the block's panels: the same bits again,
+/// also where wide stride-1 maps read their taps in place from padded bands.
 #[test]
 fn avx512_gemm_equals_avx2_bit_for_bit() {
     use cairn_core::emit::AlignedBytes;
@@ -637,7 +638,14 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
         // Large patches over chunks of channels, with 12-row panels and their tails.
         (1, 300, 5, 7, 53, 3, 1, 1),
         (1, 72, 9, 9, 100, 1, 2, 0),
+        // Wide stride-1 maps: the taps read in place from padded bands (`taps.rs`), with
+        // a tail vector, a 5×5 kernel, no padding, and a patch over 1024 in several bands.
+        (1, 20, 6, 48, 14, 3, 1, 1),
+        (1, 9, 7, 64, 20, 5, 1, 2),
+        (1, 11, 5, 66, 13, 3, 1, 0),
+        (2, 130, 40, 61, 27, 3, 1, 1),
     ];
+    let taps0 = taken(Path::GemmF32Taps);
     for (case, &(n, c, h, w, oc, k, s, p)) in shapes.iter().enumerate() {
         let cs = ConvCase {
             n,
@@ -670,6 +678,16 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
             packed.push(y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
         }
         let paneled = taken(Path::GemmF32Panels) - panels0;
+        // Split across three threads (every op that can), in an arena of its own: the
+        // same bits.
+        let mut split = HostModel::new(aligned.as_slice()).unwrap();
+        split.set_pool(
+            cairn_kernels::par::Pool::new(3)
+                .unwrap()
+                .with_min_part_work(1),
+        );
+        let y = split.run(&[&floats_in]).unwrap().remove(0);
+        packed.push(y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
         let was = allow_avx512(false);
         let narrow = run(&bytes, CpuBackend, &input);
         allow_avx512(was);
@@ -688,6 +706,10 @@ fn avx512_gemm_equals_avx2_bit_for_bit() {
             );
         }
     }
+    assert!(
+        taken(Path::GemmF32Taps) > taps0,
+        "CAIRN_SEED={seed}: no conv took the in-place taps"
+    );
 }
 
 /// The weights of an STFT written as a conv: `rows` of (bin, sin?, negated?) over `n`

@@ -311,6 +311,82 @@ pub(super) unsafe fn panel_gemm(
     unsafe { strided_body::<true>(a, c0, b, c, d) }
 }
 
+/// Taps fetched ahead by `panel_gemm_taps`; its offset table holds this many entries past
+/// the last tap.
+pub(super) const TAPS_AHEAD: usize = 16;
+
+/// `C = A · B` (+ the start, then the clamp) for weights packed by [`pack_panels`] (`kt`
+/// columns, all of them read) and a B whose row `t` is the `d.n` floats from `offs[t]`
+/// of `x` (`offs` holds `TAPS_AHEAD` more, inside `x` too): an implicit GEMM, each row a tap of the input read in place
+/// (`fast_f32::taps`), instead of an im2col tile. Each output is the same chain as in
+/// `panel_gemm` over the same rows.
+///
+/// # Safety
+/// The CPU must have AVX-512F. Every bound is checked here.
+pub(super) unsafe fn panel_gemm_taps(
+    panels: &[f32],
+    kt: usize,
+    x: &[f32],
+    offs: &[usize],
+    c: &mut Dst<'_>,
+    d: Dims<'_>,
+) {
+    if d.m == 0 || d.n == 0 {
+        return;
+    }
+    assert!(d.k == kt && offs.len() == kt + TAPS_AHEAD && d.m * kt <= panels.len());
+    assert!(offs.iter().all(|&o| o + d.n <= x.len()));
+    assert!((d.m - 1) * c.rs + c.c0 + d.n <= c.c.len());
+    if let Start::RowBias(bias) = d.start {
+        assert!(bias.len() >= d.m);
+    }
+    crate::paths::note(crate::paths::Path::GemmF32Avx512);
+    crate::paths::note(crate::paths::Path::GemmF32Panels);
+    let cp = c.c.as_mut_ptr();
+    let mut p0 = 0;
+    while p0 < d.n {
+        let end = (p0 + CHUNK).min(d.n);
+        let mut i = 0;
+        while i < d.m {
+            let rows = block_rows(d.m - i);
+            let mut p = p0;
+            while p < end {
+                let at = Strided {
+                    ap: panels.as_ptr().wrapping_add(i * kt),
+                    rs: kt,
+                    cs: 1,
+                    bp: x.as_ptr().wrapping_add(p),
+                    bs: 0,
+                    cp: cp.wrapping_add(i * c.rs + c.c0 + p),
+                    crs: c.rs,
+                    n: NR.min(end - p),
+                    bias: match d.start {
+                        Start::RowBias(bias) => Some(&bias[i..i + rows]),
+                        _ => None,
+                    },
+                    offs: offs.as_ptr(),
+                };
+                // SAFETY: block `(i, p)` reads rows `offs[t] + p .. + n` of x (asserted
+                // inside x above for every t, as p + n ≤ d.n), panel rows i..i + rows
+                // (inside `panels`), and writes C rows i.. at columns c0 + p.. (inside C);
+                // AVX-512F is present (the caller's guarantee).
+                unsafe {
+                    match rows {
+                        MR => strided_block::<MR, true, true>(&at, &d),
+                        8 => strided_block::<8, true, true>(&at, &d),
+                        4 => strided_block::<4, true, true>(&at, &d),
+                        2 => strided_block::<2, true, true>(&at, &d),
+                        _ => strided_block::<1, true, true>(&at, &d),
+                    }
+                }
+                p += NR;
+            }
+            i += rows;
+        }
+        p0 = end;
+    }
+}
+
 /// The body of `strided_gemm` (`P` false) and `panel_gemm` (`P`: `a.a` holds panels of
 /// rows `a.rs` long, and the product reads their columns from `c0`).
 ///
@@ -354,17 +430,18 @@ unsafe fn strided_body<const P: bool>(
                         Start::RowBias(bias) => Some(&bias[i..i + rows]),
                         _ => None,
                     },
+                    offs: core::ptr::null(),
                 };
                 // SAFETY: block `(i, p)` has `rows` rows from `i` and `n` columns from `p`,
                 // all inside `m × n`, so every element it reads or writes is inside the
                 // slices (the bounds `kernel::gemm` asserted); AVX-512F is present.
                 unsafe {
                     match rows {
-                        MR => strided_block::<MR, P>(&at, &d),
-                        8 => strided_block::<8, P>(&at, &d),
-                        4 => strided_block::<4, P>(&at, &d),
-                        2 => strided_block::<2, P>(&at, &d),
-                        _ => strided_block::<1, P>(&at, &d),
+                        MR => strided_block::<MR, P, false>(&at, &d),
+                        8 => strided_block::<8, P, false>(&at, &d),
+                        4 => strided_block::<4, P, false>(&at, &d),
+                        2 => strided_block::<2, P, false>(&at, &d),
+                        _ => strided_block::<1, P, false>(&at, &d),
                     }
                 }
                 p += NR;
@@ -386,6 +463,8 @@ struct Strided<'a> {
     crs: usize,
     n: usize,
     bias: Option<&'a [f32]>,
+    /// With taps (`T`): row t of B at `bp + offs[t]` instead of `bp + t·bs`.
+    offs: *const usize,
 }
 
 /// # Safety
@@ -394,7 +473,10 @@ struct Strided<'a> {
 /// inside their slices.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn strided_block<const R: usize, const P: bool>(at: &Strided<'_>, d: &Dims<'_>) {
+unsafe fn strided_block<const R: usize, const P: bool, const T: bool>(
+    at: &Strided<'_>,
+    d: &Dims<'_>,
+) {
     let mk = tail_masks(at.n);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (r, v) in acc.iter_mut().enumerate() {
@@ -418,9 +500,9 @@ unsafe fn strided_block<const R: usize, const P: bool>(at: &Strided<'_>, d: &Dim
     // SAFETY: the caller's guarantee covers every A and B element the loop reads.
     let acc = unsafe {
         match mode(at.n) {
-            FULL => strided_k_loop::<R, FULL, P>(acc, at, d.k, mk),
-            HALF => strided_k_loop::<R, HALF, P>(acc, at, d.k, mk),
-            _ => strided_k_loop::<R, MASKED, P>(acc, at, d.k, mk),
+            FULL => strided_k_loop::<R, FULL, P, T>(acc, at, d.k, mk),
+            HALF => strided_k_loop::<R, HALF, P, T>(acc, at, d.k, mk),
+            _ => strided_k_loop::<R, MASKED, P, T>(acc, at, d.k, mk),
         }
     };
     for (r, v) in acc.iter().enumerate() {
@@ -444,17 +526,28 @@ unsafe fn strided_block<const R: usize, const P: bool>(at: &Strided<'_>, d: &Dim
 /// As `strided_block`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn strided_k_loop<const R: usize, const M: u8, const P: bool>(
+unsafe fn strided_k_loop<const R: usize, const M: u8, const P: bool, const T: bool>(
     mut acc: [[__m512; 2]; R],
     at: &Strided<'_>,
     k: usize,
     mk: (__mmask16, __mmask16),
 ) -> [[__m512; 2]; R] {
     let (mut ap, mut bp) = (at.ap, at.bp);
-    for _ in 0..k {
-        // SAFETY: row t of B's block is inside B (the caller's guarantee); masked-off
-        // lanes are not read.
-        let (x0, x1) = unsafe { load_pair::<M>(bp, mk) };
+    for t in 0..k {
+        // SAFETY: row t of B's block is inside B (the caller's guarantee: with taps,
+        // `offs[t]` from `bp`); masked-off lanes are not read.
+        let row = if T {
+            // The tap `TAPS_AHEAD` rows on (the table holds that many more) is fetched
+            // now: taps jump between rows and channels, which the hardware prefetcher
+            // does not follow.
+            let ahead = at.bp.wrapping_add(unsafe { *at.offs.add(t + TAPS_AHEAD) });
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+            at.bp.wrapping_add(unsafe { *at.offs.add(t) })
+        } else {
+            bp
+        };
+        let (x0, x1) = unsafe { load_pair::<M>(row, mk) };
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: A[r, t] is inside A (the caller's guarantee).
             let wv = _mm512_set1_ps(unsafe { *ap.add(if P { r } else { r * at.rs }) });
