@@ -13,6 +13,7 @@ use crate::onnx::{Attrs, NodeProto};
 pub(crate) fn lower_index_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
     match n.op_type.as_str() {
         "GatherElements" => gather(l, n, 1)?,
+        "GatherND" => gather_nd(l, n)?,
         "Expand" => expand(l, n)?,
         "Tile" => tile(l, n)?,
         "DepthToSpace" | "SpaceToDepth" => depth_space(l, n)?,
@@ -58,6 +59,74 @@ pub(crate) fn gather(l: &mut Lower, n: &NodeProto, mode: i32) -> Result<()> {
         &[],
         dtype,
     )?;
+    let v = as_val(l, y);
+    l.out(n, 0, v);
+    Ok(())
+}
+
+/// GatherND with indices known at convert time (an attention mask built by advanced
+/// indexing over `arange` grids, which fold to constants once the shapes are fixed): one
+/// Gather along the first axis of the data reshaped to [batch · indexed dims, rest], each
+/// index tuple (and its batch, under `batch_dims`) turned into one flat row index.
+fn gather_nd(l: &mut Lower, n: &NodeProto) -> Result<()> {
+    let data = &n.input[0];
+    let dtype = dtype_of(l, data)?;
+    let x = typed_t(l, data, dtype)?;
+    let d = l.shape(x);
+    let idx = l.host(&n.input[1]).map_err(|e| {
+        anyhow::anyhow!("GatherND indices computed at run time are not supported ({e})")
+    })?;
+    let (ishape, iv) = (idx.shape.clone(), idx.to_i64());
+    let b = usize::try_from(Attrs(n).int("batch_dims", 0))?;
+    let q = ishape.len();
+    let m = *ishape
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("GatherND indices are a scalar"))?;
+    if b >= q || b + m > d.len() || ishape[..b] != d[..b] || m == 0 {
+        bail!("GatherND: indices {ishape:?} (batch_dims {b}) do not fit data {d:?}");
+    }
+    let inner = &d[b..b + m];
+    let inner_n: usize = inner.iter().product();
+    let batches: usize = d[..b].iter().product();
+    let per_batch: usize = ishape[b..q - 1].iter().product();
+    let mut flat = Vec::with_capacity(batches * per_batch);
+    for (i, tuple) in iv.chunks_exact(m).enumerate() {
+        let mut f = (i / per_batch.max(1)) * inner_n;
+        let mut stride = inner_n;
+        for (k, &v) in tuple.iter().enumerate() {
+            let dim = inner[k] as i64;
+            let v = if v < 0 { v + dim } else { v };
+            if !(0..dim).contains(&v) {
+                bail!("GatherND index {v} out of range for dim {dim}");
+            }
+            stride /= inner[k];
+            f += v as usize * stride;
+        }
+        flat.push(i32::try_from(f)?);
+    }
+    let rest = &d[b + m..];
+    let mut rows = vec![batches * inner_n];
+    rows.extend_from_slice(rest);
+    let xr = l.reshape(x, &rows)?;
+    let lead = ishape[..q - 1].to_vec();
+    let ishape_t = if lead.is_empty() {
+        vec![1]
+    } else {
+        lead.clone()
+    };
+    let it =
+        l.g.add_i32(format!("{}:flat", l.node_name), ishape_t, &flat);
+    let y = op_as(
+        l,
+        OpKind::Gather,
+        vec![Some(xr), Some(it)],
+        vec![0, 0],
+        &[],
+        dtype,
+    )?;
+    let mut out = lead;
+    out.extend_from_slice(rest);
+    let y = l.reshape(y, &out)?;
     let v = as_val(l, y);
     l.out(n, 0, v);
     Ok(())

@@ -82,6 +82,10 @@ pub(crate) fn lower_math_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             let v = predicate(l, BinaryFn::Xor, &n.input[0], "")?;
             l.out(n, 0, v);
         }
+        "IsNaN" | "IsInf" => {
+            let v = float_class(l, n)?;
+            l.out(n, 0, v);
+        }
         "Pow" => pow(l, n)?,
         "Mod" if crate::lower_nn::int_arithmetic(l, n) => {
             let v = crate::lower_nn::int_binary(l, n)?;
@@ -241,6 +245,59 @@ fn predicate(l: &mut Lower, f: BinaryFn, a: &str, b: &str) -> Result<Val> {
         &[],
         DType::I32,
     )?;
+    Ok(as_val(l, t))
+}
+
+/// IsNaN as `not (x == x)`; IsInf as `x == +inf` and/or `x == −inf` (its
+/// `detect_positive`/`detect_negative`): booleans (i32) from f32 comparisons, which keep
+/// IEEE semantics. An integer input is never NaN or infinite.
+fn float_class(l: &mut Lower, n: &NodeProto) -> Result<Val> {
+    let name = l.node_name.clone();
+    let cmp = |l: &mut Lower, f: BinaryFn, a: usize, b: usize| {
+        op_as(
+            l,
+            OpKind::Binary,
+            vec![Some(a), Some(b)],
+            vec![f as i32],
+            &[],
+            DType::I32,
+        )
+    };
+    let x = l.in_t(n, 0)?;
+    let shape = l.shape(x);
+    if l.g.tensors[x].dtype != DType::F32 {
+        let zeros = vec![0; shape.iter().product()];
+        let t = l.g.add_i32(format!("{name}:false"), shape, &zeros);
+        return Ok(as_val(l, t));
+    }
+    let t = if n.op_type == "IsNaN" {
+        let same = cmp(l, BinaryFn::Equal, x, x)?;
+        let yes = l.g.add_i32(format!("{name}:true"), vec![], &[1]);
+        cmp(l, BinaryFn::Xor, same, yes)?
+    } else {
+        let a = Attrs(n);
+        let (pos, neg) = (
+            a.int("detect_positive", 1) != 0,
+            a.int("detect_negative", 1) != 0,
+        );
+        let at = |l: &mut Lower, v: f32| -> Result<usize> {
+            let c = l.g.add_f32(format!("{name}:{v}"), vec![], &[v]);
+            cmp(l, BinaryFn::Equal, x, c)
+        };
+        match (pos, neg) {
+            (true, true) => {
+                let p = at(l, f32::INFINITY)?;
+                let m = at(l, f32::NEG_INFINITY)?;
+                cmp(l, BinaryFn::Or, p, m)?
+            }
+            (true, false) => at(l, f32::INFINITY)?,
+            (false, true) => at(l, f32::NEG_INFINITY)?,
+            (false, false) => {
+                let zeros = vec![0; shape.iter().product()];
+                l.g.add_i32(format!("{name}:false"), shape, &zeros)
+            }
+        }
+    };
     Ok(as_val(l, t))
 }
 
