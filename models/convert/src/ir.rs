@@ -397,8 +397,9 @@ impl Graph {
         Ok(vals)
     }
 
-    /// Drop ops whose outputs nobody reads, and tensors nobody references.
-    pub fn prune(&mut self) {
+    /// Drop ops whose outputs nobody reads, and tensors nobody references. Returns where
+    /// each old tensor went (`usize::MAX`: dropped), for maps kept beside the graph.
+    pub fn prune(&mut self) -> Vec<usize> {
         loop {
             let before = self.ops.len();
             let mut used = vec![false; self.tensors.len()];
@@ -439,6 +440,7 @@ impl Graph {
         }
         self.inputs.iter_mut().for_each(|t| *t = remap[*t]);
         self.outputs.iter_mut().for_each(|t| *t = remap[*t]);
+        remap
     }
 
     /// Hand the graph to cairn-core's builder.

@@ -208,10 +208,15 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
         };
         q.out.outputs.push(f);
     }
-    q.out.prune();
+    // Pruning renumbers the tensors: the map from float tensors follows it (stale ids made
+    // the accuracy refinement compare an output with another tensor, or with nothing).
+    let remap = q.out.prune();
     let mut values = q.map_f.clone();
     values.extend(q.map_q.iter().map(|(&k, &v)| (k, v)));
-    q.report.values = values;
+    q.report.values = values
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, *remap.get(v).filter(|&&r| r != usize::MAX)?)))
+        .collect();
     Ok((q.out, q.report))
 }
 
