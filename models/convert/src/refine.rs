@@ -259,8 +259,12 @@ pub fn refine(
         }
         for (i, added) in chosen {
             // The other ops of the same model node (an LSTM's gates, a decomposed
-            // LayerNorm) that also add more than the bound go with it.
+            // LayerNorm) that also add more than the bound go with it; so do the ops in
+            // its role at every other step of an unrolled recurrence (same node, kind and
+            // parameters), whatever each adds alone: the error they make is the sum over
+            // the steps, and moving one step a round ran out of rounds long before.
             let name = &g.ops[i].name;
+            let (kind, params) = (g.ops[i].kind, &g.ops[i].params);
             let mut next = ranges.clone();
             if i == first {
                 carried(&mut next);
@@ -269,7 +273,8 @@ pub fn refine(
                 if j != i && (op.name != *name || moves_or_clamps(op)) {
                     continue;
                 }
-                if j != i {
+                let same_role = op.kind == kind && op.params == *params;
+                if j != i && !same_role {
                     let (out, inp) = errs(j, op);
                     if !(out > local && out - inp > local) {
                         continue;

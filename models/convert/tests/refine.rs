@@ -600,3 +600,119 @@ fn a_long_carrier_chain_is_walked_in_one_round() {
         "CAIRN_SEED={seed0}: the MatMul behind the chain should move to f32 ({bounded}): {notes:?}"
     );
 }
+
+/// On two unrolled GRU layers under a tight bound: the error a refinement reports is the
+/// error of the ranges it returns (the graph quantized with them, run on the probe
+/// samples, against the float graph), and an op it moves takes the ops in its role at
+/// every other step with it (same node, kind and parameters), since a recurrence's error
+/// is the sum over its steps.
+#[test]
+fn the_reported_error_is_the_error_of_the_result() {
+    use cairn_convert::calibrate::{calibrate, Method};
+    use cairn_convert::quantize::quantize;
+    use cairn_convert::refine::refine;
+    let seed0 = common::seed(11);
+    let mut seed = seed0;
+    let (t, i, h) = (24usize, 6usize, 8usize);
+    let mut r = |n: usize, s: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| (uniform(&mut seed) * 2.0 - 1.0) * s)
+            .collect()
+    };
+    let (w, rw, b) = (r(3 * h * i, 1.5), r(3 * h * h, 1.5), r(6 * h, 0.5));
+    let xs: Vec<Vec<Vec<f32>>> = (0..4).map(|_| vec![r(t * i, 3.0)]).collect();
+    let (w2, rw2, b2) = (r(3 * h * h, 1.5), r(3 * h * h, 1.5), r(6 * h, 0.5));
+    let gru = |x: &str, w: &str, rr: &str, b: &str, y: &str| NodeProto {
+        op_type: "GRU".into(),
+        input: vec![x.into(), w.into(), rr.into(), b.into()],
+        output: vec![y.into()],
+        attribute: vec![common::int_attr("hidden_size", h as i64)],
+        ..Default::default()
+    };
+    // Two layers, the second reading the first's sequence; the output joins both.
+    let graph = GraphProto {
+        node: vec![
+            gru("x", "w", "r", "b", "y1"),
+            NodeProto {
+                op_type: "Squeeze".into(),
+                input: vec!["y1".into(), "ax".into()],
+                output: vec!["s1".into()],
+                ..Default::default()
+            },
+            gru("s1", "w2", "r2", "b2", "y2"),
+            NodeProto {
+                op_type: "Concat".into(),
+                input: vec!["y1".into(), "y2".into()],
+                output: vec!["y".into()],
+                attribute: vec![common::int_attr("axis", 3)],
+                ..Default::default()
+            },
+        ],
+        initializer: vec![
+            tensor("w", vec![1, 3 * h as i64, i as i64], w),
+            tensor("r", vec![1, 3 * h as i64, h as i64], rw),
+            tensor("b", vec![1, 6 * h as i64], b),
+            tensor("w2", vec![1, 3 * h as i64, h as i64], w2),
+            tensor("r2", vec![1, 3 * h as i64, h as i64], rw2),
+            tensor("b2", vec![1, 6 * h as i64], b2),
+            cairn_convert::onnx_pb::TensorProto {
+                name: "ax".into(),
+                dims: vec![1],
+                data_type: 7,
+                int64_data: vec![1],
+                ..Default::default()
+            },
+        ],
+        input: vec![shaped("x", &[t as i64, 1, i as i64])],
+        output: vec![shaped("y", &[t as i64, 1, 1, 2 * h as i64])],
+        ..Default::default()
+    };
+    let bytes = common::model_bytes(graph, 14);
+    let (g, _) = cairn_convert::float_graph(&bytes, &Options::default()).unwrap();
+    let mut ranges = calibrate(&g, &xs, Method::MinMax, |_| {}).unwrap();
+    let done = refine(&g, &xs, &mut ranges, 0.01, 0.01, None).unwrap();
+    assert!(!done.moved.is_empty(), "CAIRN_SEED={seed0}: nothing moved");
+    let (q, _) = quantize(&g, &ranges).unwrap();
+    let qb = AlignedBytes::from_slice(&q.to_builder().unwrap().finish().unwrap());
+    let mut qm = HostModel::new(qb.as_slice()).unwrap();
+    let (mut e, mut n) = (0f64, 0f64);
+    for x in &xs {
+        let want = g.run_all(x).unwrap();
+        let want: &[f32] = bytemuck::cast_slice(want[&g.outputs[0]].as_slice());
+        let got = qm.run(&[&x[0]]).unwrap().remove(0);
+        for (a, b) in got.iter().zip(want) {
+            e += ((a - b) as f64).powi(2);
+            n += (*b as f64).powi(2);
+        }
+    }
+    let measured = (e / n).sqrt() as f32;
+    // Each move took a whole role: some (node, kind, parameters) group of two or more
+    // ops, every step of it, is f32.
+    let f32_op = |o: &cairn_convert::ir::HOp| !o.outputs.iter().any(|t| ranges.contains_key(t));
+    for m in done
+        .moved
+        .iter()
+        .filter(|m| g.ops.iter().any(|o| o.name == m.op))
+    {
+        let group = |p: &Vec<i32>| {
+            g.ops
+                .iter()
+                .filter(|o| o.name == m.op && o.kind.name() == m.kind && o.params == *p)
+                .collect::<Vec<_>>()
+        };
+        let whole = g.ops.iter().any(|o| {
+            let grp = group(&o.params);
+            o.name == m.op && grp.len() >= 2 && grp.iter().all(|o| f32_op(o))
+        });
+        assert!(
+            whole,
+            "CAIRN_SEED={seed0}: '{}' ({}) moved at some steps only",
+            m.op, m.kind
+        );
+    }
+    assert!(
+        (measured - done.off).abs() <= 1e-3 + 0.02 * measured,
+        "CAIRN_SEED={seed0}: refine says {} off, the result is {measured} off",
+        done.off
+    );
+}
