@@ -189,12 +189,32 @@ pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<Stri
     Ok((g, notes))
 }
 
+/// Whether a graph's ops and tensors fit the bounds of a `.cairn` file; the error says by
+/// how much and what to try.
+fn fits_a_file(g: &Graph) -> Result<()> {
+    let (n_ops, n_tensors) = (g.ops.len(), g.tensors.len());
+    let (max_ops, max_tensors) = (cairn_core::model::MAX_OPS, cairn_core::model::MAX_TENSORS);
+    if n_ops > max_ops || n_tensors > max_tensors {
+        bail!(
+            "the model lowers to {n_ops} ops and {n_tensors} tensors; a .cairn file holds at most \
+             {max_ops} ops and {max_tensors} tensors (recurrent layers are unrolled over their \
+             sequence: a shorter one through --input-shape, or --float, which adds no \
+             quantize ops, may fit)"
+        );
+    }
+    Ok(())
+}
+
 pub fn convert(
     onnx_bytes: &[u8],
     opts: &Options,
     progress: impl FnMut(usize),
 ) -> Result<Converted> {
     let (mut g, mut notes) = float_graph(onnx_bytes, opts)?;
+    // Quantizing adds ops (quantize and dequantize steps) far more than folding element-wise
+    // chains into tables removes: a float graph past the bounds is refused before the
+    // calibration runs (minutes on a long recurrence), not after. (`fuse` pruned it.)
+    fits_a_file(&g)?;
     // Activation params make a QDQ model; weights given quantized alone (a dynamically
     // quantized model) leave the activations to calibration.
     let has_qdq = g
@@ -320,16 +340,7 @@ pub fn convert(
         )
     };
     materialize_outputs(&mut out);
-    let (n_ops, n_tensors) = (out.ops.len(), out.tensors.len());
-    let (max_ops, max_tensors) = (cairn_core::model::MAX_OPS, cairn_core::model::MAX_TENSORS);
-    if n_ops > max_ops || n_tensors > max_tensors {
-        bail!(
-            "the model lowers to {n_ops} ops and {n_tensors} tensors; a .cairn file holds at most \
-             {max_ops} ops and {max_tensors} tensors (recurrent layers are unrolled over their \
-             sequence: a shorter one through --input-shape, or --float, which adds no \
-             quantize ops, may fit)"
-        );
-    }
+    fits_a_file(&out)?;
     let mut builder = out.to_builder()?;
     if opts.pack_weights {
         let n = builder.pack_conv_weights(cairn_core::layout::PAIRS6_MAX_K);
