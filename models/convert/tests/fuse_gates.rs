@@ -10,11 +10,8 @@ use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::fuse::fuse;
 use cairn_convert::quantize::quantize;
 use cairn_convert::Graph;
-use cairn_core::emit::AlignedBytes;
 use cairn_core::op::UnaryFn;
 use cairn_core::{DType, OpKind};
-use cairn_kernels::host::HostModel;
-
 /// x → gate(x) → Mul (gate first or second), n values.
 fn gated(gate: UnaryFn, a: f32, b: f32, gate_first: bool, n: usize) -> Graph {
     let mut g = Graph::default();
@@ -48,9 +45,7 @@ fn seeded_inputs(n: usize) -> (u64, Vec<f32>) {
 }
 
 fn run(g: &Graph, x: &[f32]) -> Vec<f32> {
-    let bytes = AlignedBytes::from_slice(&g.to_builder().unwrap().finish().unwrap());
-    let mut m = HostModel::new(bytes.as_slice()).unwrap();
-    m.run(&[x]).unwrap().remove(0)
+    common::run_graph(g, x)
 }
 
 #[test]

@@ -12,11 +12,8 @@ use cairn_convert::calibrate::{calibrate, Method};
 use cairn_convert::fuse::fuse;
 use cairn_convert::quantize::quantize;
 use cairn_convert::Graph;
-use cairn_core::emit::AlignedBytes;
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind};
-use cairn_kernels::host::HostModel;
-
 fn values(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| ((splitmix(state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
@@ -42,9 +39,7 @@ fn graph(state: &mut u64, dims: [usize; 4], kh: usize, sh: usize, pt: usize) -> 
 }
 
 fn run(g: &Graph, x: &[f32]) -> Vec<f32> {
-    let bytes = AlignedBytes::from_slice(&g.to_builder().unwrap().finish().unwrap());
-    let mut m = HostModel::new(bytes.as_slice()).unwrap();
-    m.run(&[x]).unwrap().remove(0)
+    common::run_graph(g, x)
 }
 
 fn int8(g: &Graph, x: &[f32]) -> Vec<f32> {

@@ -126,3 +126,11 @@ pub const NO_ACT: [i32; 2] = [
     f32::NEG_INFINITY.to_bits() as i32,
     f32::INFINITY.to_bits() as i32,
 ];
+
+/// Run a one-input graph through a `HostModel` (the host's fast kernels); its first output.
+pub fn run_graph(g: &cairn_convert::Graph, x: &[f32]) -> Vec<f32> {
+    let bytes =
+        cairn_core::emit::AlignedBytes::from_slice(&g.to_builder().unwrap().finish().unwrap());
+    let mut m = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+    m.run(&[x]).unwrap().remove(0)
+}

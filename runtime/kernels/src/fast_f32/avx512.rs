@@ -278,7 +278,7 @@ unsafe fn load_pair<const M: u8>(p: *const f32, masks: (__mmask16, __mmask16)) -
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn strided_gemm(a: Lhs<'_>, b: Rhs<'_>, c: &mut Dst<'_>, d: Dims<'_>) {
     // SAFETY: the caller's guarantee.
-    unsafe { strided_body::<false>(a, 0, b, c, d) }
+    unsafe { strided_body::<false, false>(a, 0, b, c, d, core::ptr::null()) }
 }
 
 /// `strided_gemm` with `A` the columns `c0..c0 + d.k` of the `d.m × kt` matrix whose
@@ -308,7 +308,7 @@ pub(super) unsafe fn panel_gemm(
     // SAFETY: AVX-512F is present (the caller's guarantee); B, C and the bias are checked
     // above, and block i's R · k floats from i·kt + c0·R lie in its panel
     // (i·kt .. (i + R)·kt), inside `panels` (asserted above).
-    unsafe { strided_body::<true>(a, c0, b, c, d) }
+    unsafe { strided_body::<true, false>(a, c0, b, c, d, core::ptr::null()) }
 }
 
 /// Taps fetched ahead by `panel_gemm_taps`; its offset table holds this many entries past
@@ -340,65 +340,34 @@ pub(super) unsafe fn panel_gemm_taps(
     if let Start::RowBias(bias) = d.start {
         assert!(bias.len() >= d.m);
     }
-    crate::paths::note(crate::paths::Path::GemmF32Avx512);
-    crate::paths::note(crate::paths::Path::GemmF32Panels);
-    let cp = c.c.as_mut_ptr();
-    let mut p0 = 0;
-    while p0 < d.n {
-        let end = (p0 + CHUNK).min(d.n);
-        let mut i = 0;
-        while i < d.m {
-            let rows = block_rows(d.m - i);
-            let mut p = p0;
-            while p < end {
-                let at = Strided {
-                    ap: panels.as_ptr().wrapping_add(i * kt),
-                    rs: kt,
-                    cs: 1,
-                    bp: x.as_ptr().wrapping_add(p),
-                    bs: 0,
-                    cp: cp.wrapping_add(i * c.rs + c.c0 + p),
-                    crs: c.rs,
-                    n: NR.min(end - p),
-                    bias: match d.start {
-                        Start::RowBias(bias) => Some(&bias[i..i + rows]),
-                        _ => None,
-                    },
-                    offs: offs.as_ptr(),
-                };
-                // SAFETY: block `(i, p)` reads rows `offs[t] + p .. + n` of x (asserted
-                // inside x above for every t, as p + n ≤ d.n), panel rows i..i + rows
-                // (inside `panels`), and writes C rows i.. at columns c0 + p.. (inside C);
-                // AVX-512F is present (the caller's guarantee).
-                unsafe {
-                    match rows {
-                        MR => strided_block::<MR, true, true>(&at, &d),
-                        8 => strided_block::<8, true, true>(&at, &d),
-                        4 => strided_block::<4, true, true>(&at, &d),
-                        2 => strided_block::<2, true, true>(&at, &d),
-                        _ => strided_block::<1, true, true>(&at, &d),
-                    }
-                }
-                p += NR;
-            }
-            i += rows;
-        }
-        p0 = end;
-    }
+    let a = Lhs {
+        a: panels,
+        rs: kt,
+        cs: 1,
+    };
+    let b = Rhs { b: x, bs: 0 };
+    // SAFETY: AVX-512F is present (the caller's guarantee); block `(i, p)` reads rows
+    // `offs[t] + p .. + n` of x (asserted inside x above for every t, as p + n ≤ d.n),
+    // panel rows i..i + R (inside `panels`), and writes C rows i.. at columns c0 + p..
+    // (inside C, asserted above).
+    unsafe { strided_body::<true, true>(a, 0, b, c, d, offs.as_ptr()) }
 }
 
-/// The body of `strided_gemm` (`P` false) and `panel_gemm` (`P`: `a.a` holds panels of
-/// rows `a.rs` long, and the product reads their columns from `c0`).
+/// The body of `strided_gemm` (`P` false), `panel_gemm` (`P`: `a.a` holds panels of rows
+/// `a.rs` long, and the product reads their columns from `c0`) and `panel_gemm_taps` (`T`:
+/// B's row t at `offs[t]` from the block's first column, instead of `t · b.bs`; `offs`
+/// is read only with `T`).
 ///
 /// # Safety
-/// As `strided_gemm` / `panel_gemm`.
+/// As `strided_gemm` / `panel_gemm` / `panel_gemm_taps`.
 #[target_feature(enable = "avx512f")]
-unsafe fn strided_body<const P: bool>(
+unsafe fn strided_body<const P: bool, const T: bool>(
     a: Lhs<'_>,
     c0: usize,
     b: Rhs<'_>,
     c: &mut Dst<'_>,
     d: Dims<'_>,
+    offs: *const usize,
 ) {
     crate::paths::note(crate::paths::Path::GemmF32Avx512);
     if P {
@@ -430,18 +399,18 @@ unsafe fn strided_body<const P: bool>(
                         Start::RowBias(bias) => Some(&bias[i..i + rows]),
                         _ => None,
                     },
-                    offs: core::ptr::null(),
+                    offs,
                 };
                 // SAFETY: block `(i, p)` has `rows` rows from `i` and `n` columns from `p`,
                 // all inside `m × n`, so every element it reads or writes is inside the
                 // slices (the bounds `kernel::gemm` asserted); AVX-512F is present.
                 unsafe {
                     match rows {
-                        MR => strided_block::<MR, P, false>(&at, &d),
-                        8 => strided_block::<8, P, false>(&at, &d),
-                        4 => strided_block::<4, P, false>(&at, &d),
-                        2 => strided_block::<2, P, false>(&at, &d),
-                        _ => strided_block::<1, P, false>(&at, &d),
+                        MR => strided_block::<MR, P, T>(&at, &d),
+                        8 => strided_block::<8, P, T>(&at, &d),
+                        4 => strided_block::<4, P, T>(&at, &d),
+                        2 => strided_block::<2, P, T>(&at, &d),
+                        _ => strided_block::<1, P, T>(&at, &d),
                     }
                 }
                 p += NR;
