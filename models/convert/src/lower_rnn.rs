@@ -348,32 +348,53 @@ impl Rnn {
                 Cell::Lstm => {
                     let xt = take(l, xp, 0, ti, 1)?; // [1, B, G·H]
                     let pre = add_recurrent(l, xt, hprev, r_main)?;
-                    let gs = split(l, pre, 2, h, 4)?; // i, o, f, c
-                    let peep =
-                        |l: &mut Lower, k: usize, c: Option<usize>, x: usize| match (peeps, c) {
+                    if peeps.is_none() {
+                        // i, o and f together: one activation over the three, then apart
+                        // (an op a step fewer than four activations).
+                        let gs = split_at(l, pre, 2, &[3 * h, h])?;
+                        let iof = self.act(l, gs[0], d.acts[0])?;
+                        let iof = split(l, iof, 2, h, 3)?;
+                        let (i, o, f) = (iof[0], iof[1], iof[2]);
+                        let cc = self.act(l, gs[1], d.acts[1])?;
+                        let ic = l.binary(OpKind::Mul, i, cc)?;
+                        let c = match cprev {
+                            Some(cp) => {
+                                let fc = l.binary(OpKind::Mul, f, cp)?;
+                                l.binary(OpKind::Add, fc, ic)?
+                            }
+                            None => ic,
+                        };
+                        let hc = act_plain(l, c, d.acts[2])?;
+                        (l.binary(OpKind::Mul, o, hc)?, Some(c))
+                    } else {
+                        let gs = split(l, pre, 2, h, 4)?; // i, o, f, c
+                        let peep = |l: &mut Lower, k: usize, c: Option<usize>, x: usize| match (
+                            peeps, c,
+                        ) {
                             (Some(p), Some(c)) => {
                                 let pc = l.binary(OpKind::Mul, c, p[k])?;
                                 l.binary(OpKind::Add, x, pc)
                             }
                             _ => Ok(x),
                         };
-                    let i = peep(l, 0, cprev, gs[0])?;
-                    let i = self.act(l, i, d.acts[0])?;
-                    let f = peep(l, 2, cprev, gs[2])?;
-                    let f = self.act(l, f, d.acts[0])?;
-                    let cc = self.act(l, gs[3], d.acts[1])?;
-                    let ic = l.binary(OpKind::Mul, i, cc)?;
-                    let c = match cprev {
-                        Some(cp) => {
-                            let fc = l.binary(OpKind::Mul, f, cp)?;
-                            l.binary(OpKind::Add, fc, ic)?
-                        }
-                        None => ic,
-                    };
-                    let o = peep(l, 1, Some(c), gs[1])?;
-                    let o = self.act(l, o, d.acts[0])?;
-                    let hc = act_plain(l, c, d.acts[2])?;
-                    (l.binary(OpKind::Mul, o, hc)?, Some(c))
+                        let i = peep(l, 0, cprev, gs[0])?;
+                        let i = self.act(l, i, d.acts[0])?;
+                        let f = peep(l, 2, cprev, gs[2])?;
+                        let f = self.act(l, f, d.acts[0])?;
+                        let cc = self.act(l, gs[3], d.acts[1])?;
+                        let ic = l.binary(OpKind::Mul, i, cc)?;
+                        let c = match cprev {
+                            Some(cp) => {
+                                let fc = l.binary(OpKind::Mul, f, cp)?;
+                                l.binary(OpKind::Add, fc, ic)?
+                            }
+                            None => ic,
+                        };
+                        let o = peep(l, 1, Some(c), gs[1])?;
+                        let o = self.act(l, o, d.acts[0])?;
+                        let hc = act_plain(l, c, d.acts[2])?;
+                        (l.binary(OpKind::Mul, o, hc)?, Some(c))
+                    }
                 }
                 Cell::Rnn => {
                     let xt = take(l, xp, 0, ti, 1)?;
@@ -528,14 +549,21 @@ fn dir_of(l: &mut Lower, x: usize, d: usize) -> Result<usize> {
 }
 
 fn split(l: &mut Lower, x: usize, axis: usize, each: usize, parts: usize) -> Result<Vec<usize>> {
+    split_at(l, x, axis, &vec![each; parts])
+}
+
+/// `x` split along `axis` into parts of the given sizes.
+fn split_at(l: &mut Lower, x: usize, axis: usize, sizes: &[usize]) -> Result<Vec<usize>> {
     let s = l.shape(x);
     let mut params = vec![axis as i32];
     let mut declared = Vec::new();
-    for k in 0..parts {
-        params.push((k * each) as i32);
+    let mut at = 0;
+    for &n in sizes {
+        params.push(at as i32);
         let mut d = s.clone();
-        d[axis] = each;
+        d[axis] = n;
         declared.push(d);
+        at += n;
     }
     l.op_n(OpKind::Split, vec![Some(x)], params, &declared, None)
 }
