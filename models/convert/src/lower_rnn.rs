@@ -356,14 +356,7 @@ impl Rnn {
                         let iof = split(l, iof, 2, h, 3)?;
                         let (i, o, f) = (iof[0], iof[1], iof[2]);
                         let cc = self.act(l, gs[1], d.acts[1])?;
-                        let ic = l.binary(OpKind::Mul, i, cc)?;
-                        let c = match cprev {
-                            Some(cp) => {
-                                let fc = l.binary(OpKind::Mul, f, cp)?;
-                                l.binary(OpKind::Add, fc, ic)?
-                            }
-                            None => ic,
-                        };
+                        let c = cell_state(l, i, cc, f, cprev)?;
                         let hc = act_plain(l, c, d.acts[2])?;
                         (l.binary(OpKind::Mul, o, hc)?, Some(c))
                     } else {
@@ -382,14 +375,7 @@ impl Rnn {
                         let f = peep(l, 2, cprev, gs[2])?;
                         let f = self.act(l, f, d.acts[0])?;
                         let cc = self.act(l, gs[3], d.acts[1])?;
-                        let ic = l.binary(OpKind::Mul, i, cc)?;
-                        let c = match cprev {
-                            Some(cp) => {
-                                let fc = l.binary(OpKind::Mul, f, cp)?;
-                                l.binary(OpKind::Add, fc, ic)?
-                            }
-                            None => ic,
-                        };
+                        let c = cell_state(l, i, cc, f, cprev)?;
                         let o = peep(l, 1, Some(c), gs[1])?;
                         let o = self.act(l, o, d.acts[0])?;
                         let hc = act_plain(l, c, d.acts[2])?;
@@ -474,6 +460,18 @@ struct Dir {
 
 fn act_plain(l: &mut Lower, x: usize, a: Act) -> Result<usize> {
     l.unary(x, a.0, a.1, a.2)
+}
+
+/// An LSTM cell state `f·c_prev + i·c̃`, or `i·c̃` when the previous state is zero.
+fn cell_state(l: &mut Lower, i: usize, cc: usize, f: usize, cprev: Option<usize>) -> Result<usize> {
+    let ic = l.binary(OpKind::Mul, i, cc)?;
+    match cprev {
+        Some(cp) => {
+            let fc = l.binary(OpKind::Mul, f, cp)?;
+            l.binary(OpKind::Add, fc, ic)
+        }
+        None => Ok(ic),
+    }
 }
 
 /// `x + h·Rᵀ`, or `x` when the previous state is zero.
