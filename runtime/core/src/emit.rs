@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use crate::error::LoadError;
 use crate::format::{self, hdr, opr, tns, ALIGN, NONE};
 use crate::layout::{pack_pairs6, Layout};
-use crate::model::{kernel_id, Model};
+use crate::model::{kernel_id, weights_variant, Model};
 use crate::op::{conv, OpKind};
 use crate::plan::{self, Request};
 use crate::{DType, KernelSet, Quant, Shape, TensorInfo};
@@ -308,7 +308,11 @@ impl ModelBuilder {
                     Some(Some(w)) if op.kind == OpKind::Conv => self.tensors[*w as usize].layout,
                     _ => Layout::Plain,
                 };
-                let k = kernel_id(op.kind, &x, &y, group, w_layout);
+                let mut k = kernel_id(op.kind, &x, &y, group, w_layout);
+                if op.kind == OpKind::FullyConnected {
+                    let w = op.inputs.get(1).copied().flatten().map(|t| self.info(t));
+                    k = weights_variant(k, w.as_ref());
+                }
                 kernels.insert(k);
                 put_u16(r, opr::KERNEL, k.index() as u16);
             }

@@ -18,10 +18,13 @@ pub enum Variant {
     DwI8 = 3,
     /// int8 Conv (one group) whose weights are pre-packed (`Layout::Pairs6`).
     PackedI8 = 4,
+    /// FullyConnected with f32 activations and int8 weights: each input row is quantized
+    /// at run time (ONNX's dynamic quantization, `gemm::fc_w8` in cairn-kernels).
+    W8F32 = 5,
 }
 
 /// Kernel indices of the four base variants are `kind · 4 + variant` (below 128);
-/// `PackedI8` kernels take `128 + kind`.
+/// `PackedI8` kernels take `128 + kind`, `W8F32` kernels `160 + kind`.
 const PACKED_BASE: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,18 +37,24 @@ pub struct KernelId {
 impl KernelId {
     pub const fn index(self) -> usize {
         match self.variant {
-            Variant::PackedI8 => PACKED_BASE + self.kind as usize,
+            // PackedI8 (4) from 128, W8F32 (5) from 160.
+            v @ (Variant::PackedI8 | Variant::W8F32) => {
+                PACKED_BASE + (v as usize - 4) * OP_KIND_COUNT + self.kind as usize
+            }
             v => self.kind as usize * 4 + v as usize,
         }
     }
 
     pub fn from_index(i: usize) -> Option<KernelId> {
         if i >= PACKED_BASE {
-            let kind = OpKind::from_code(u16::try_from(i - PACKED_BASE).ok()?)?;
-            return Some(KernelId {
-                kind,
-                variant: Variant::PackedI8,
-            });
+            let j = i - PACKED_BASE;
+            let variant = match j / OP_KIND_COUNT {
+                0 => Variant::PackedI8,
+                1 => Variant::W8F32,
+                _ => return None,
+            };
+            let kind = OpKind::from_code((j % OP_KIND_COUNT) as u16)?;
+            return Some(KernelId { kind, variant });
         }
         let kind = OpKind::from_code(u16::try_from(i / 4).ok()?)?;
         let variant = match i % 4 {
@@ -66,12 +75,13 @@ impl core::fmt::Display for KernelId {
             Variant::DwF32 => "dw-f32",
             Variant::DwI8 => "dw-i8",
             Variant::PackedI8 => "i8-packed",
+            Variant::W8F32 => "f32-w8",
         };
         write!(f, "{}.{}", self.kind.name(), v)
     }
 }
 
-const _: () = assert!(OP_KIND_COUNT * 4 <= PACKED_BASE && PACKED_BASE + OP_KIND_COUNT <= 256);
+const _: () = assert!(OP_KIND_COUNT * 4 <= PACKED_BASE && PACKED_BASE + 2 * OP_KIND_COUNT <= 256);
 
 /// A set of kernels, 256 bits, stored as 32 little-endian bytes in the header (bit `i`
 /// of the set is bit `i % 8` of byte `i / 8`). Held as u32 words: a 32-bit device zeroes

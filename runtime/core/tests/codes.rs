@@ -120,6 +120,7 @@ fn kernel_ids_round_trip_and_sets_hold_them() {
         Variant::DwF32,
         Variant::DwI8,
         Variant::PackedI8,
+        Variant::W8F32,
     ];
     let mut all = Vec::new();
     let mut indices = HashSet::new();

@@ -1,6 +1,6 @@
 //! Fully connected (x · Wᵀ + b with W as [N, K]) and batched MatMul with broadcast batch.
 
-use cairn_core::quant::requantize;
+use cairn_core::quant::{quantize_f32, requantize};
 use cairn_core::shape::{broadcast_strides, Shape};
 use cairn_core::{ExecError, OpCall, TensorMut};
 
@@ -33,6 +33,97 @@ pub fn fc_f32(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError
                 acc += xr[t] * wr[t];
             }
             y[i * n + j] = acc.max(lo).min(hi);
+        }
+    }
+    Ok(())
+}
+
+/// The run-time quantization of one input row of FullyConnected.f32-w8, as ONNX's
+/// DynamicQuantizeLinear does it: the range `[min(0, min x), max(0, max x)]` (NaN values
+/// ignored) in 255 steps (`scale`; 1 where the range is 0 or not finite), the zero point
+/// `round(−min / scale)` in 0..=255, and `q = clamp(round(x / scale) + zp, 0, 255)` (round
+/// half to even; NaN gives zp), written to `q` when it is given (as long as `x`).
+pub fn w8_row_q(x: &[f32], q: Option<&mut [u8]>) -> (f32, i32) {
+    let (mut lo, mut hi) = (0f32, 0f32);
+    for &v in x {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let mut s = (hi - lo) / 255.0;
+    if !(s > 0.0 && s.is_finite()) {
+        s = 1.0;
+    }
+    let zp = quantize_f32(-lo, s, 0, 0, 255);
+    if let Some(q) = q {
+        for (qv, &v) in q.iter_mut().zip(x) {
+            *qv = quantize_f32(v, s, zp, 0, 255) as u8;
+        }
+    }
+    (s, zp)
+}
+
+/// One output of FullyConnected.f32-w8 from its exact integer sum `acc` = Σ (q − zp)·w:
+/// `acc · (s · sw) + b`, clamped to `[lo, hi]` (products and sum rounded as written, no
+/// fused multiply-add).
+#[inline(always)]
+pub fn w8_out(acc: i32, s: f32, sw: f32, b: f32, lo: f32, hi: f32) -> f32 {
+    (acc as f32 * (s * sw) + b).max(lo).min(hi)
+}
+
+/// The weight scale of each output row of a FullyConnected.f32-w8 (one value for all, or
+/// one per row).
+pub(crate) fn w8_scales<'a>(w: &'a cairn_core::TensorInfo<'a>) -> &'a [f32] {
+    match &w.quant {
+        cairn_core::Quant::PerAxis { scales, .. } => scales,
+        cairn_core::Quant::PerTensor { scale, .. } => core::slice::from_ref(scale),
+        cairn_core::Quant::None => &[1.0],
+    }
+}
+
+/// FullyConnected.f32-w8: f32 `x` `[M, K]`, symmetric int8 weights `[N, K]` (one scale, or
+/// one per row), optional f32 bias, f32 out. Each row of x is quantized at run time
+/// ([`w8_row_q`]), the sums are exact in i32 (K ≤ 65,536, a load rule), and each output is
+/// [`w8_out`]. Needs no buffer: the row is quantized again for each block of 32 outputs, in
+/// pieces of 128.
+pub fn fc_w8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), ExecError> {
+    const JB: usize = 32;
+    const TB: usize = 128;
+    let (m, n, k) = fc_dims(call)?;
+    let x = call.req(0)?.f32s()?;
+    let wt = call.req(1)?;
+    let w = wt.i8s()?;
+    let sw = w8_scales(&wt.info);
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s()?),
+        None => None,
+    };
+    let (lo, hi) = f32_clamp(call.param(0), call.param(1));
+    let y = out.f32s_mut()?;
+    if x.len() < m * k || w.len() < n * k || y.len() < m * n || (sw.len() != 1 && sw.len() < n) {
+        return Err(ExecError::Shape);
+    }
+    let mut q = [0i32; TB];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let (s, zp) = w8_row_q(xr, None);
+        for j0 in (0..n).step_by(JB) {
+            let jn = JB.min(n - j0);
+            let mut acc = [0i32; JB];
+            for t0 in (0..k).step_by(TB) {
+                let xs = &xr[t0..k.min(t0 + TB)];
+                for (qv, &v) in q.iter_mut().zip(xs) {
+                    *qv = quantize_f32(v, s, zp, 0, 255) - zp;
+                }
+                for (jj, a) in acc[..jn].iter_mut().enumerate() {
+                    let wr = &w[(j0 + jj) * k + t0..][..xs.len()];
+                    *a += q.iter().zip(wr).map(|(&a, &b)| a * b as i32).sum::<i32>();
+                }
+            }
+            for (jj, &a) in acc[..jn].iter().enumerate() {
+                let j = j0 + jj;
+                let swj = sw[if sw.len() == 1 { 0 } else { j }];
+                y[i * n + j] = w8_out(a, s, swj, bias.map_or(0.0, |b| b[j]), lo, hi);
+            }
         }
     }
     Ok(())

@@ -136,7 +136,8 @@ pub fn supports(k: KernelId) -> bool {
     match (k.kind, k.variant) {
         (Div | PRelu | Unary | Binary | Where, v) => v == Variant::F32,
         (Lut, v) => v == Variant::I8,
-        (Conv, _) => true,
+        (Conv, v) => v != Variant::W8F32,
+        (FullyConnected, Variant::W8F32) => true,
         (_, Variant::F32 | Variant::I8) => true,
         _ => false,
     }
@@ -182,6 +183,8 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
             all(target_arch = "aarch64", target_feature = "neon")
         ))]
         OpKind::FullyConnected if q => fast::fc_i8(call, out),
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        OpKind::FullyConnected if call.kernel.variant == Variant::W8F32 => fast::fc_w8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         OpKind::BatchMatMul if q => fast_matmul::bmm_i8(call, out),
         OpKind::Lut => fast_elt::lut_i8(call, out),
@@ -229,6 +232,7 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
         ConvTranspose if q => conv::conv_transpose_i8(call, out),
         ConvTranspose => conv::conv_transpose_f32(call, out),
         FullyConnected if q => gemm::fc_i8(call, out),
+        FullyConnected if call.kernel.variant == Variant::W8F32 => gemm::fc_w8(call, out),
         FullyConnected => gemm::fc_f32(call, out),
         BatchMatMul if q => gemm::bmm_i8(call, out),
         BatchMatMul => gemm::bmm_f32(call, out),
@@ -368,7 +372,7 @@ pub struct Select<const F: u32>;
 
 impl<const F: u32> Select<F> {
     const fn has(kind: OpKind, variant: Variant) -> bool {
-        let float = matches!(variant, Variant::F32)
+        let float = matches!(variant, Variant::F32 | Variant::W8F32)
             && !matches!(kind, OpKind::Quantize | OpKind::Dequantize);
         let packed = matches!(variant, Variant::PackedI8);
         F & family::of(kind) != 0

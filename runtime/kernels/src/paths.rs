@@ -129,10 +129,13 @@ pub enum Path {
     /// rows' input rows copied once, zero-padded, and every tap read in place from it
     /// (`fast_f32/taps.rs`) instead of gathered into an im2col tile; one count per band.
     GemmF32Taps,
+    /// FullyConnected.f32-w8 (f32 rows quantized at run time, int8 weights) on the FC block
+    /// (`fast/mm.rs`), one count per op.
+    FcW8,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmF32Taps as usize + 1;
+const N: usize = Path::FcW8 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -238,6 +238,10 @@ impl<'m, 'b> Builder<'m, 'b> {
         let out = tensor_name(y_t);
         let x_t = op.input(0)?;
         let x = m.tensor(x_t).info;
+        // FullyConnected.f32-w8 has no ONNX form of its own (it stays on the CPU).
+        if kernel.variant == cairn_core::kernel::Variant::W8F32 {
+            return None;
+        }
         let q8 = kernel.variant != cairn_core::kernel::Variant::F32;
         let per_tensor_i8 =
             |i: &TensorInfo<'_>| i.dtype == DType::I8 && matches!(i.quant, Quant::PerTensor { .. });

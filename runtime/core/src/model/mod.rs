@@ -17,7 +17,7 @@ mod tests;
 mod types;
 use crate::shape::{Shape, MAX_RANK};
 use crate::{DType, Quant, TensorInfo};
-pub use types::kernel_id;
+pub use types::{kernel_id, w8_weights, weights_variant};
 
 /// Hard limits that bound the work of checking a hostile file. Tensors may be twice the
 /// ops: an int8 recurrent layer unrolled over its sequence adds per-step constants (each

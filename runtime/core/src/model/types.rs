@@ -50,8 +50,15 @@ impl<'a> Model<'a> {
                         && rq.dtype == DType::F32
                         && self.is_const(op.input(3))
                 } else {
+                    // FullyConnected.f32-w8 (f32 rows quantized at run time, symmetric int8
+                    // weights, K ≤ 65,536 so that the i32 sums cannot overflow): linked with
+                    // the general kinds only, so CNN firmware keeps its size.
+                    let w_ok = w.dtype == DType::F32
+                        || (K & op::PLAIN_KINDS != 0
+                            && op.kind == FullyConnected
+                            && w8_weights(&w));
                     x.dtype == DType::F32
-                        && w.dtype == DType::F32
+                        && w_ok
                         && y.dtype == DType::F32
                         && info(2).is_none_or(|b| b.dtype == DType::F32)
                         && op.n_in <= 3
@@ -193,7 +200,36 @@ impl<'a> Model<'a> {
         } else {
             Layout::Plain
         };
-        Ok(kernel_id(op.kind, &x, &y, group, w_layout))
+        let id = kernel_id(op.kind, &x, &y, group, w_layout);
+        if K & op::PLAIN_KINDS != 0 && op.kind == FullyConnected {
+            return Ok(weights_variant(id, info(1).as_ref()));
+        }
+        Ok(id)
+    }
+}
+
+/// Whether `w` can be the weights of a FullyConnected.f32-w8: int8 `[N, K]` with K at most
+/// 65,536, symmetric (zero points 0), one scale or one per output row.
+pub fn w8_weights(w: &TensorInfo) -> bool {
+    let sym = match w.quant {
+        Quant::PerTensor { zero_point, .. } => zero_point == 0,
+        Quant::PerAxis {
+            zero_points, axis, ..
+        } => axis == 0 && zero_points.iter().all(|&z| z == 0),
+        Quant::None => false,
+    };
+    w.dtype == DType::I8 && sym && w.shape.rank() == 2 && w.shape.dim(1) <= 1 << 16
+}
+
+/// `id` (a FullyConnected's kernel from [`kernel_id`]) made `W8F32` when its activations
+/// are f32 and its weights `w` int8.
+pub fn weights_variant(id: KernelId, w: Option<&TensorInfo>) -> KernelId {
+    match w {
+        Some(w) if id.variant == Variant::F32 && w.dtype == DType::I8 => KernelId {
+            kind: id.kind,
+            variant: Variant::W8F32,
+        },
+        _ => id,
     }
 }
 

@@ -15,6 +15,51 @@ use crate::util::qp;
 /// (K up to 2048), output channels are taken 512 at a time into a staging block, and the
 /// [channels, rows] result is scattered back to row-major [rows, N]. `None` when the
 /// micro-kernel is absent, K is too long, or there are too few rows to fill a tile.
+/// FullyConnected.f32-w8 on the FC block (AVX2 hosts with `std`), bit-exact with
+/// `gemm::fc_w8`; `None` where the reference runs.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub fn fc_w8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    if !super::avx2::available() {
+        return None;
+    }
+    let xt = call.req(0).ok()?;
+    let wt = call.req(1).ok()?;
+    let (n, k) = (wt.info.shape.dim(0), wt.info.shape.dim(1));
+    if wt.info.layout != Layout::Plain || k == 0 || n == 0 || k.checked_mul(n)? > super::mm::MAX_KN
+    {
+        return None;
+    }
+    let m = xt.info.numel() / k;
+    let x = xt.f32s().ok()?;
+    let w = wt.i8s().ok()?;
+    let sw = crate::gemm::w8_scales(&wt.info);
+    let bias = match call.input(2) {
+        Some(b) => Some(b.f32s().ok()?),
+        None => None,
+    };
+    let clamp = crate::util::f32_clamp(call.param(0), call.param(1));
+    let y = match out.f32s_mut() {
+        Ok(y) => y,
+        Err(e) => return Some(Err(e)),
+    };
+    if x.len() < m * k
+        || w.len() < n * k
+        || y.len() < m * n
+        || (sw.len() != 1 && sw.len() < n)
+        || bias.is_some_and(|b| b.len() < n)
+        || m.checked_mul(k)? > super::mm::MAX_KN
+    {
+        return None;
+    }
+    crate::paths::note(crate::paths::Path::FcW8);
+    if m <= 2 {
+        super::gemv_w8::fc_w8_gemv(&x[..m * k], m, w, n, k, sw, bias, clamp, y);
+    } else {
+        super::mm::fc_w8_rows(&x[..m * k], m, w, n, k, sw, bias, clamp, y);
+    }
+    Some(Ok(()))
+}
+
 pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     // AVX2 hosts with std: weights packed per call for the implicit GEMM's block.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]

@@ -34,7 +34,12 @@ const NR: usize = 16;
 std::thread_local! {
     static SCRATCH: RefCell<(Vec<i32>, Vec<i32>, Vec<usize>)> =
         const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static W8_SCRATCH: RefCell<W8Rows> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
+
+/// FullyConnected.f32-w8's quantized rows: bytes, int16 `q − zp`, (scale, zero point).
+type W8Rows = (Vec<u8>, Vec<i16>, Vec<(f32, i32)>);
 
 /// Largest K and N this path packs (a 64 MB scratch bound against hostile shapes).
 pub(super) const MAX_KN: usize = 1 << 24;
@@ -132,28 +137,8 @@ pub(super) fn fc_rows(
     // [kind (1: u8×s8), Σw of each of the n16 columns, B]. B = Wᵀ: pair s, column j holds
     // (W[j][2s], W[j][2s+1]) as int16, or quad s the bytes W[j][4s..4s+4]; packed once per
     // model with an active `prepack` cache.
-    let key = (w.as_ptr() as usize, n * k, 0x4000_0000);
-    let build = |v: &mut Vec<i32>| {
-        let kind = quad_kind(w[..n * k].iter().all(|v| (-64..=63).contains(v)));
-        let u8s8 = kind != 0;
-        let per = if u8s8 { 4 } else { 2 };
-        let kp = k.div_ceil(per);
-        v.clear();
-        v.resize(1 + n16 + kp * n16, 0);
-        v[0] = kind;
-        let (wsum, bp) = v[1..].split_at_mut(n16);
-        for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
-            wsum[j] = wr.iter().map(|&v| v as i32).sum();
-            for sp in 0..kp {
-                let at = |t: usize| wr.get(per * sp + t).copied().unwrap_or(0);
-                bp[bidx(kp, sp, j)] = if u8s8 {
-                    i32::from_le_bytes([0, 1, 2, 3].map(|t| at(t) as u8))
-                } else {
-                    pair16(at(0) as i32, at(1) as i32)
-                };
-            }
-        }
-    };
+    let key = (w.as_ptr() as usize, n * k, FC_PACK);
+    let build = |v: &mut Vec<i32>| pack_fc(v, w, n, k);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (ap, bscratch, steps) = &mut *s;
@@ -188,9 +173,119 @@ pub(super) fn fc_rows(
             // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
             // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
             unsafe {
-                let cols = Cols::PerColumn(&offs, &sc);
-                gemm_split(ap, bp, steps, m, n, cols, rq, mode, y)
+                let stage = I8Out {
+                    cols: Cols::PerColumn(&offs, &sc),
+                    rq,
+                };
+                gemm_split(ap, bp, steps, m, n, &stage, mode, y)
             };
+        });
+    });
+}
+
+/// The packing kind word of FullyConnected weights in the `prepack` cache.
+const FC_PACK: u32 = 0x4000_0000;
+
+/// FullyConnected weights `w` (`[n, k]`) packed for the block: `[kind (1: u8×s8), Σw of
+/// each of the n16 columns, B]`. B = Wᵀ: pair s, column j holds (W[j][2s], W[j][2s+1]) as
+/// int16, or quad s the bytes W[j][4s..4s+4].
+fn pack_fc(v: &mut Vec<i32>, w: &[i8], n: usize, k: usize) {
+    let n16 = n.div_ceil(NR) * NR;
+    let kind = quad_kind(w[..n * k].iter().all(|v| (-64..=63).contains(v)));
+    let u8s8 = kind != 0;
+    let per = if u8s8 { 4 } else { 2 };
+    let kp = k.div_ceil(per);
+    v.clear();
+    v.resize(1 + n16 + kp * n16, 0);
+    v[0] = kind;
+    let (wsum, bp) = v[1..].split_at_mut(n16);
+    for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
+        wsum[j] = wr.iter().map(|&v| v as i32).sum();
+        for sp in 0..kp {
+            let at = |t: usize| wr.get(per * sp + t).copied().unwrap_or(0);
+            bp[bidx(kp, sp, j)] = if u8s8 {
+                i32::from_le_bytes([0, 1, 2, 3].map(|t| at(t) as u8))
+            } else {
+                pair16(at(0) as i32, at(1) as i32)
+            };
+        }
+    }
+}
+
+/// FullyConnected.f32-w8 (`gemm::fc_w8`) on the block, bit-exact with it: each row of `x`
+/// (`[m, k]`) is quantized by `gemm::w8_row_q` (u8 bytes, or int16 `q − zp` for the pairs
+/// block), the sums come from the weights' packed panels, and [`F32Out`] makes the f32
+/// outputs. `sw`: the weight scale of each row of `w` (one for all when a single value).
+/// The caller checked AVX2 and the lengths.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fc_w8_rows(
+    x: &[f32],
+    m: usize,
+    w: &[i8],
+    n: usize,
+    k: usize,
+    sw: &[f32],
+    bias: Option<&[f32]>,
+    (lo, hi): (f32, f32),
+    y: &mut [f32],
+) {
+    let n16 = n.div_ceil(NR) * NR;
+    let key = (w.as_ptr() as usize, n * k, FC_PACK);
+    let build = |v: &mut Vec<i32>| pack_fc(v, w, n, k);
+    W8_SCRATCH.with(|q| {
+        let mut q = q.borrow_mut();
+        let (bytes, centred, rows) = &mut *q;
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (ap, bscratch, steps) = &mut *s;
+            crate::prepack::with_packed(key, bscratch, build, |packed| {
+                let mode = quad_mode(packed[0]);
+                let (wsum, bp) = packed[1..].split_at(n16);
+                bytes.resize(m * k, 0);
+                rows.clear();
+                for (xr, br) in x.chunks_exact(k).zip(bytes.chunks_exact_mut(k)).take(m) {
+                    let (sc, zp) = crate::gemm::w8_row_q(xr, Some(br));
+                    rows.push((sc, zp));
+                }
+                let kp = if mode != PAIRS {
+                    note_quads(mode);
+                    pack_bytes(ap, m, k, bytes);
+                    k.div_ceil(4)
+                } else {
+                    centred.resize(m * k, 0);
+                    for (i, (cr, br)) in centred
+                        .chunks_exact_mut(k)
+                        .zip(bytes.chunks_exact(k))
+                        .enumerate()
+                    {
+                        let zp = rows[i].1;
+                        for (c, &b) in cr.iter_mut().zip(br) {
+                            *c = b as i16 - zp as i16;
+                        }
+                        rows[i].1 = 0;
+                    }
+                    pack_rows(ap, m, k, centred, |v| v as i32);
+                    k.div_ceil(2)
+                };
+                steps.clear();
+                steps.extend((0..kp).map(|sp| sp * NR));
+                let col = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+                    (0..n16).map(|j| if j < n { f(j) } else { 0.0 }).collect()
+                };
+                let swv = col(&|j| sw[if sw.len() == 1 { 0 } else { j }]);
+                let bv = col(&|j| bias.map_or(0.0, |b| b[j]));
+                let stage = F32Out {
+                    wsum,
+                    sw: &swv,
+                    bias: &bv,
+                    rows,
+                    lo,
+                    hi,
+                };
+                // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
+                // kp·6, bp ⌈n/16⌉ panels of kp·16, the stage n16 columns and m rows, y m·n.
+                unsafe { gemm_split(ap, bp, steps, m, n, &stage, mode, &mut y[..m * n]) };
+            });
         });
     });
 }
@@ -292,8 +387,11 @@ impl Bmm<'_> {
             pack_rows(ap, m, k, a, |v| v as i32 - self.za);
             // SAFETY: AVX2 is present (bmm_i8 checked); the buffers are sized as in fc_i8.
             unsafe {
-                let cols = Cols::Uniform(self.scale);
-                gemm_split(ap, bp, steps, m, n, cols, self.rq, PAIRS, y)
+                let stage = I8Out {
+                    cols: Cols::Uniform(self.scale),
+                    rq: self.rq,
+                };
+                gemm_split(ap, bp, steps, m, n, &stage, PAIRS, y)
             };
         });
     }
@@ -433,34 +531,113 @@ enum Cols<'a> {
     PerColumn(&'a [i32], &'a [f32]),
 }
 
+/// What a GEMM block's sums become: row `i`'s 16 sums from column `j0` (a multiple of
+/// 16) written as 16 outputs.
+trait Stage: Sync {
+    type Out: Copy + Default + Send;
+    /// # Safety
+    /// AVX2; `j0 + 16` lies within the stage's per-column values.
+    unsafe fn store(&self, i: usize, j0: usize, acc: &[__m256i; 2], out: &mut [Self::Out; NR]);
+}
+
+/// Requantized int8 outputs (FullyConnected, BatchMatMul).
+struct I8Out<'a> {
+    cols: Cols<'a>,
+    rq: Requant,
+}
+
+impl Stage for I8Out<'_> {
+    type Out = i8;
+    #[inline(always)]
+    unsafe fn store(&self, _: usize, j0: usize, acc: &[__m256i; 2], out: &mut [i8; NR]) {
+        // SAFETY: AVX2 (the caller's contract); j0 + 16 <= n16 = the stage's length.
+        unsafe {
+            let (voff, vs) = match self.cols {
+                Cols::Uniform(s) => {
+                    let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
+                    ([v.0, v.0], [v.1, v.1])
+                }
+                Cols::PerColumn(offs, sc) => {
+                    debug_assert!(offs.len() >= j0 + NR && sc.len() >= j0 + NR);
+                    let o = offs.as_ptr().add(j0) as *const __m256i;
+                    let s = sc.as_ptr().add(j0);
+                    (
+                        [_mm256_loadu_si256(o), _mm256_loadu_si256(o.add(1))],
+                        [_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8))],
+                    )
+                }
+            };
+            self.rq
+                .store(_mm256_add_epi32(acc[0], voff[0]), vs[0], &mut out[..8]);
+            self.rq
+                .store(_mm256_add_epi32(acc[1], voff[1]), vs[1], &mut out[8..]);
+        }
+    }
+}
+
+/// f32 outputs of FullyConnected.f32-w8: `(acc − zsum_i·Σw_j) as f32 · (s_i · sw_j) + b_j`,
+/// clamped, as `gemm::w8_out`. Per column (n16 long): Σw, the weight scale, the bias (0
+/// where none); per row: the run-time scale and the zero point to take off.
+struct F32Out<'a> {
+    wsum: &'a [i32],
+    sw: &'a [f32],
+    bias: &'a [f32],
+    rows: &'a [(f32, i32)],
+    lo: f32,
+    hi: f32,
+}
+
+impl Stage for F32Out<'_> {
+    type Out = f32;
+    #[inline(always)]
+    unsafe fn store(&self, i: usize, j0: usize, acc: &[__m256i; 2], out: &mut [f32; NR]) {
+        let (s, zsum) = self.rows[i];
+        // SAFETY: AVX2 (the caller's contract); j0 + 16 <= n16 = each column slice's length.
+        unsafe {
+            let (vs, vz) = (_mm256_set1_ps(s), _mm256_set1_epi32(zsum));
+            let (lo, hi) = (_mm256_set1_ps(self.lo), _mm256_set1_ps(self.hi));
+            for (h, &acc) in acc.iter().enumerate() {
+                let at = j0 + 8 * h;
+                let ws = _mm256_loadu_si256(self.wsum.as_ptr().add(at) as *const __m256i);
+                let a = _mm256_sub_epi32(acc, _mm256_mullo_epi32(vz, ws));
+                let sc = _mm256_mul_ps(vs, _mm256_loadu_ps(self.sw.as_ptr().add(at)));
+                let b = _mm256_loadu_ps(self.bias.as_ptr().add(at));
+                let v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), sc), b);
+                let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), v);
+            }
+        }
+    }
+}
+
 /// The whole GEMM (`y = m × n`), split across the lent threads when it is big enough: by
 /// blocks of six rows when there are enough of them (each part writes whole rows), else
 /// by panels of 16 columns. Every output is one part's, computed as on one thread.
 ///
 /// # Safety
 /// AVX2; `ap` holds ⌈m/6⌉ blocks of `steps.len()·6`; `bp` holds ⌈n/16⌉ panels of
-/// `steps.len()·16` (`bidx`); a `PerColumn` stage holds n16 values; `y` holds m·n;
-/// `mode`: `PAIRS`, or A and B hold u8 / s8 quads (`direct::block_u8s8`; with `MADD`, B
-/// in [−64, 63]; a VNNI mode only where the CPU has it).
+/// `steps.len()·16` (`bidx`); the stage's per-column values hold n16 and its per-row
+/// values m; `y` holds m·n; `mode`: `PAIRS`, or A and B hold u8 / s8 quads
+/// (`direct::block_u8s8`; with `MADD`, B in [−64, 63]; a VNNI mode only where the CPU has
+/// it).
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_split(
+unsafe fn gemm_split<S: Stage>(
     ap: &[i32],
     bp: &[i32],
     steps: &[usize],
     m: usize,
     n: usize,
-    cols: Cols<'_>,
-    rq: Requant,
+    stage: &S,
     mode: u8,
-    y: &mut [i8],
+    y: &mut [S::Out],
 ) {
     // SAFETY: the contract above, passed on.
     unsafe {
         match mode {
-            PAIRS => gemm_split_m::<PAIRS>(ap, bp, steps, m, n, cols, rq, y),
-            MADD => gemm_split_m::<MADD>(ap, bp, steps, m, n, cols, rq, y),
-            VNNI_EVEX => gemm_split_m::<VNNI_EVEX>(ap, bp, steps, m, n, cols, rq, y),
-            _ => gemm_split_m::<VNNI_VEX>(ap, bp, steps, m, n, cols, rq, y),
+            PAIRS => gemm_split_m::<PAIRS, S>(ap, bp, steps, m, n, stage, y),
+            MADD => gemm_split_m::<MADD, S>(ap, bp, steps, m, n, stage, y),
+            VNNI_EVEX => gemm_split_m::<VNNI_EVEX, S>(ap, bp, steps, m, n, stage, y),
+            _ => gemm_split_m::<VNNI_VEX, S>(ap, bp, steps, m, n, stage, y),
         }
     }
 }
@@ -469,23 +646,21 @@ unsafe fn gemm_split(
 ///
 /// # Safety
 /// As [`gemm_split`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_split_m<const M: u8>(
+unsafe fn gemm_split_m<const M: u8, S: Stage>(
     ap: &[i32],
     bp: &[i32],
     steps: &[usize],
     m: usize,
     n: usize,
-    cols: Cols<'_>,
-    rq: Requant,
-    y: &mut [i8],
+    stage: &S,
+    y: &mut [S::Out],
 ) {
     let work = (m * n) as u64 * 2 * steps.len() as u64;
     let parts = crate::par::parts_for(work);
     if parts <= 1 {
         // SAFETY: the contract above.
         unsafe {
-            gemm::<M>(ap, bp, steps, 0..m, 0..n, n, cols, rq, |at, v| {
+            gemm::<M, S>(ap, bp, steps, 0..m, 0..n, n, stage, |at, v| {
                 y[at..at + v.len()].copy_from_slice(v)
             })
         };
@@ -505,7 +680,7 @@ unsafe fn gemm_split_m<const M: u8>(
         // SAFETY: the contract above (the ranges lie within m and n); parts write
         // disjoint rows or disjoint columns, so no two pieces alive at once overlap.
         unsafe {
-            gemm::<M>(ap, bp, steps, rows, cs, n, cols, rq, |at, v| {
+            gemm::<M, S>(ap, bp, steps, rows, cs, n, stage, |at, v| {
                 out.piece(at, v.len()).copy_from_slice(v)
             })
         };
@@ -513,46 +688,30 @@ unsafe fn gemm_split_m<const M: u8>(
 }
 
 /// Rows `rows` (from a multiple of 6) × columns `cs` (from a multiple of 16) of the
-/// GEMM, each run of a row's outputs handed to `put(i·n + j, bytes)`.
+/// GEMM, each run of a row's outputs handed to `put(i·n + j, values)`.
 ///
 /// # Safety
 /// AVX2; `ap` holds the blocks of `rows` (`steps.len()·6` each); `bp` holds the panels of
-/// `cs` (`steps.len()·16` each, `bidx`); a `PerColumn` stage holds ⌈cs.end/16⌉·16 values.
+/// `cs` (`steps.len()·16` each, `bidx`); the stage holds ⌈cs.end/16⌉·16 column values and
+/// `rows.end` row values.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm<const M: u8>(
+unsafe fn gemm<const M: u8, S: Stage>(
     ap: &[i32],
     bp: &[i32],
     steps: &[usize],
     rows: Range<usize>,
     cs: Range<usize>,
     n: usize,
-    cols: Cols<'_>,
-    rq: Requant,
-    mut put: impl FnMut(usize, &[i8]),
+    stage: &S,
+    mut put: impl FnMut(usize, &[S::Out]),
 ) {
     let kp = steps.len();
     let blk = kp * MR;
     debug_assert!(rows.start.is_multiple_of(MR) && cs.start.is_multiple_of(NR) && cs.end <= n);
     debug_assert!(ap.len() >= rows.end.div_ceil(MR) * blk);
-    let mut tmp = [0i8; NR];
+    let mut tmp = [S::Out::default(); NR];
     for j0 in cs.clone().step_by(NR) {
-        let (voff, vs) = match cols {
-            Cols::Uniform(s) => {
-                let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
-                ([v.0, v.0], [v.1, v.1])
-            }
-            // SAFETY: j0 + 16 <= n16 = the stage's length.
-            Cols::PerColumn(offs, sc) => unsafe {
-                debug_assert!(offs.len() >= j0 + NR && sc.len() >= j0 + NR);
-                let o = offs.as_ptr().add(j0) as *const __m256i;
-                let s = sc.as_ptr().add(j0);
-                (
-                    [_mm256_loadu_si256(o), _mm256_loadu_si256(o.add(1))],
-                    [_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8))],
-                )
-            },
-        };
         let cols_here = NR.min(cs.end - j0);
         for b in rows.start / MR..rows.end.div_ceil(MR) {
             // SAFETY: the contract above: panel j0/16 (at j0·kp) + every step + 16 is
@@ -570,10 +729,8 @@ unsafe fn gemm<const M: u8>(
                 if i >= rows.end {
                     break;
                 }
-                unsafe {
-                    rq.store(_mm256_add_epi32(acc[0], voff[0]), vs[0], &mut tmp[..8]);
-                    rq.store(_mm256_add_epi32(acc[1], voff[1]), vs[1], &mut tmp[8..]);
-                }
+                // SAFETY: AVX2; j0 + 16 within the stage's columns (the contract above).
+                unsafe { stage.store(i, j0, acc, &mut tmp) };
                 put(i * n + j0, &tmp[..cols_here]);
             }
         }

@@ -58,6 +58,8 @@ mod fc;
 ))]
 pub use fc::fc_i8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use fc::fc_w8;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod depthwise;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod depthwise_neon;
@@ -69,6 +71,8 @@ mod direct;
 mod direct_neon;
 #[cfg(target_arch = "x86_64")]
 mod gemv;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod gemv_w8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod mm;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]

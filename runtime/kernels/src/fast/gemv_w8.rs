@@ -1,0 +1,124 @@
+//! FullyConnected.f32-w8 with one or two rows (a recurrent step, a classifier's head):
+//! each quantized row widened once to int16 `q − zp`, each weight row read once, eight at a
+//! time, as int16 pairs through `vpmaddwd` (exact: a pair of products of 255 · 128 stays
+//! far inside i32), then `gemm::w8_out` per output, so the bits are the reference's. The
+//! block path (`mm.rs`) computes six rows per pass and would waste five of them here.
+
+extern crate std;
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use core::arch::x86_64::*;
+
+std::thread_local! {
+    static ROW: RefCell<(Vec<u8>, Vec<i16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `y[i][j]` for `m` (≤ 2) rows of `x` (`[m, k]`) against `w` (`[n, k]`). The caller
+/// checked AVX2 and the lengths.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fc_w8_gemv(
+    x: &[f32],
+    m: usize,
+    w: &[i8],
+    n: usize,
+    k: usize,
+    sw: &[f32],
+    bias: Option<&[f32]>,
+    (lo, hi): (f32, f32),
+    y: &mut [f32],
+) {
+    ROW.with(|r| {
+        let mut r = r.borrow_mut();
+        let (bytes, centred) = &mut *r;
+        bytes.resize(k, 0);
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
+            let (s, zp) = crate::gemm::w8_row_q(xr, Some(bytes));
+            centred.clear();
+            centred.extend(bytes.iter().map(|&b| b as i16 - zp as i16));
+            let work = (n * k) as u64;
+            let out = crate::par::SharedMut::new(yr);
+            let xs: &[i16] = centred;
+            crate::par::par_ranges(n, 8, work, |js| {
+                // SAFETY: each part writes its own range of outputs.
+                let yp = unsafe { out.piece(js.start, js.len()) };
+                // SAFETY: AVX2 (the caller checked); rows js of w lie in w (n·k long).
+                unsafe { dots(xs, w, k, js.clone(), yp) };
+                for (v, j) in yp.iter_mut().zip(js) {
+                    let acc = f32::to_bits(*v) as i32;
+                    let swj = sw[if sw.len() == 1 { 0 } else { j }];
+                    *v = crate::gemm::w8_out(acc, s, swj, bias.map_or(0.0, |b| b[j]), lo, hi);
+                }
+            });
+        }
+    });
+}
+
+/// The exact sums `Σ_t x[t]·w[j][t]` for the rows `js`, stored as their bit patterns in
+/// `out` (an f32 slot each, turned into the output by the caller).
+///
+/// # Safety
+/// AVX2; `x` holds k values; `w` holds every row of `js` (k each); `out` holds `js.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn dots(x: &[i16], w: &[i8], k: usize, js: core::ops::Range<usize>, out: &mut [f32]) {
+    const R: usize = 8;
+    let whole = k / 16 * 16;
+    let dot_tail = |wr: &[i8]| -> i32 {
+        x[whole..k]
+            .iter()
+            .zip(&wr[whole..k])
+            .map(|(&a, &b)| a as i32 * b as i32)
+            .sum()
+    };
+    let mut j = js.start;
+    let mut o = 0;
+    // SAFETY: every load reads 16 values at t < whole ≤ k within x and within row j.
+    unsafe {
+        while j + R <= js.end {
+            let mut acc = [_mm256_setzero_si256(); R];
+            let rows: [*const i8; R] = core::array::from_fn(|r| w.as_ptr().add((j + r) * k));
+            let mut t = 0;
+            while t < whole {
+                let xv = _mm256_loadu_si256(x.as_ptr().add(t) as *const __m256i);
+                for r in 0..R {
+                    let wv = _mm_loadu_si128(rows[r].add(t) as *const __m128i);
+                    let wv = _mm256_cvtepi8_epi16(wv);
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(xv, wv));
+                }
+                t += 16;
+            }
+            for r in 0..R {
+                let s = hsum(acc[r]).wrapping_add(dot_tail(&w[(j + r) * k..(j + r + 1) * k]));
+                out[o + r] = f32::from_bits(s as u32);
+            }
+            j += R;
+            o += R;
+        }
+        while j < js.end {
+            let mut acc = _mm256_setzero_si256();
+            let row = w.as_ptr().add(j * k);
+            let mut t = 0;
+            while t < whole {
+                let xv = _mm256_loadu_si256(x.as_ptr().add(t) as *const __m256i);
+                let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.add(t) as *const __m128i));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+                t += 16;
+            }
+            let s = hsum(acc).wrapping_add(dot_tail(&w[j * k..(j + 1) * k]));
+            out[o] = f32::from_bits(s as u32);
+            j += 1;
+            o += 1;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256i) -> i32 {
+    // SAFETY: AVX2 (the callers' contract).
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+}
