@@ -8,7 +8,7 @@
 use cairn_core::op::{conv, UnaryFn};
 use cairn_core::OpKind;
 
-use crate::ir::{f32_bytes, Graph, HOp, HTensor, Links};
+use crate::ir::{f32_bytes, Graph, HOp, HTensor, Hint, Links};
 use crate::lower::INF_BITS;
 
 /// The one op reading `t`, if `t` has exactly one reader, is not a graph output and is not
@@ -239,12 +239,71 @@ fn fold_affine(g: &mut Graph) -> bool {
             OpKind::Add => (0..oc).for_each(|o| bias[o] += cat(o)),
             _ => (0..oc).for_each(|o| bias[o] -= cat(o)),
         }
+        // Weights given as integers keep them: an Add or Sub leaves them as they were, a
+        // Mul scales each output channel's scale (and flips its integers' sign where the
+        // factor is negative).
+        let hint = match (&g.tensors[w].hint, mo.kind) {
+            (h @ Some(Hint::Weight { .. }), OpKind::Add | OpKind::Sub) => h.clone(),
+            (Some(Hint::Weight { q, scales, axis }), OpKind::Mul) if !deconv => {
+                scaled_weight_hint(q, scales, *axis, oc, &cat)
+            }
+            _ => None,
+        };
         set_weights(g, p, w, &wv, &bias);
+        if let Some(nw) = g.ops[p].inputs[1] {
+            g.tensors[nw].hint = hint;
+        }
         g.ops[p].outputs[0] = g.ops[m].outputs[0];
         g.ops.remove(m);
         return true;
     }
     false
+}
+
+/// A weight hint (`q`, scales per output channel along axis 0 or one for all) with output
+/// channel `o` multiplied by `c(o)`: the same integers (negated where `c(o) < 0`), scales
+/// `|s·c(o)|` per channel. `None` where that cannot hold the values: a zero or non-finite
+/// factor, or a −128 to negate.
+fn scaled_weight_hint(
+    q: &[i8],
+    scales: &[f32],
+    axis: Option<usize>,
+    oc: usize,
+    c: &dyn Fn(usize) -> f32,
+) -> Option<Hint> {
+    if oc == 0 || !q.len().is_multiple_of(oc) || !matches!(axis, None | Some(0)) {
+        return None;
+    }
+    let s = |o: usize| {
+        if scales.len() == 1 {
+            scales[0]
+        } else {
+            scales[o]
+        }
+    };
+    if scales.len() != 1 && scales.len() != oc {
+        return None;
+    }
+    let per = q.len() / oc;
+    let mut nq = q.to_vec();
+    let mut ns = Vec::with_capacity(oc);
+    for o in 0..oc {
+        let f = c(o);
+        if !(f.is_finite() && f != 0.0) {
+            return None;
+        }
+        if f < 0.0 {
+            for v in &mut nq[o * per..(o + 1) * per] {
+                *v = v.checked_neg()?;
+            }
+        }
+        ns.push((s(o) * f).abs());
+    }
+    Some(Hint::Weight {
+        q: nq,
+        scales: ns,
+        axis: Some(0),
+    })
 }
 
 /// Fold `Mul/Add/Sub(x, c)` with a constant along `x`'s last axis (or a scalar) into the

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, Result};
 use cairn_core::emit::{AlignedBytes, ModelBuilder, OpSpec, QuantSpec, TensorSpec};
 use cairn_core::kernel::KernelId;
-use cairn_core::model::kernel_id;
+use cairn_core::model::{kernel_id, weights_variant};
 use cairn_core::{DType, OpCall, OpKind, Quant, Shape, TensorInfo, TensorMut, TensorRef};
 
 /// Quantization facts read from a QDQ model.
@@ -74,6 +74,10 @@ pub struct Graph {
     pub ops: Vec<HOp>,
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
+    /// The ONNX model ships int8/uint8 weight tensors (256 values or more): a quantized
+    /// model, whose f32 FullyConnected weights that lie exactly on an int8 grid are read
+    /// back as int8 (`run_time_int8`).
+    pub int8_weights: bool,
 }
 
 /// Who writes and who reads each tensor of a graph, found in one pass. The fusion passes
@@ -237,7 +241,18 @@ impl Graph {
         } else {
             0
         };
-        Ok(kernel_id(op.kind, &x, &y, g, cairn_core::Layout::Plain))
+        let k = kernel_id(op.kind, &x, &y, g, cairn_core::Layout::Plain);
+        if op.kind != OpKind::FullyConnected {
+            return Ok(k);
+        }
+        let w = op
+            .inputs
+            .get(1)
+            .copied()
+            .flatten()
+            .map(|t| self.info(t))
+            .transpose()?;
+        Ok(weights_variant(k, w.as_ref()))
     }
 
     /// Ops reading tensor `t`.

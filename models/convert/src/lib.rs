@@ -34,6 +34,7 @@ pub mod onnx;
 pub mod onnx_pb;
 pub mod quantize;
 pub mod refine;
+pub mod run_time_int8;
 pub mod sensitive;
 pub mod smooth;
 
@@ -150,7 +151,8 @@ pub struct Converted {
     pub bytes: Vec<u8>,
     /// The float graph after fusion (the reference the int8 model approximates).
     pub float_graph: Graph,
-    /// How the model was quantized: "qdq", "calibrated" or "float".
+    /// How the model was quantized: "qdq", "calibrated", "dynamic" (int8 weights given by
+    /// the model, rows quantized at run time: `run_time_int8`) or "float".
     pub mode: &'static str,
     pub int8_ops: usize,
     /// Ops left in f32 (name and kind), when quantizing.
@@ -232,10 +234,21 @@ pub fn convert(
     let (mut out, mode, int8_ops, f32_ops) = if opts.float
         || (!has_qdq && opts.calibration.is_empty())
     {
-        if !opts.float {
-            notes.push("no QDQ params and no calibration samples: the model stays f32 (pass --calibrate DIR for int8)".into());
+        let mut f = g.clone();
+        let w8 = if opts.float {
+            0
+        } else {
+            run_time_int8::keep_int8_weights(&mut f)
+        };
+        if w8 > 0 {
+            notes.push(format!("{w8} FullyConnected ops run on the model's own int8 weights, their input rows quantized at run time (dynamic quantization); the rest stays f32 (pass --calibrate DIR for static int8 throughout, --float for f32 weights)"));
+            (f, "dynamic", w8, vec![])
+        } else {
+            if !opts.float {
+                notes.push("no QDQ params and no calibration samples: the model stays f32 (pass --calibrate DIR for int8)".into());
+            }
+            (f, "float", 0, vec![])
         }
-        (g.clone(), "float", 0, vec![])
     } else {
         let ranges = if has_qdq {
             quantize::Ranges::new()

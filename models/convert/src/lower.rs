@@ -67,6 +67,11 @@ pub(crate) struct Lower<'m> {
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
     let (mut l, graph) = Lower::start(model)?;
     l.clamp_fake_quant = opts.clamp_fake_quant;
+    // TensorProto data types 2 (uint8) and 3 (int8).
+    l.g.int8_weights = graph
+        .initializer
+        .iter()
+        .any(|t| matches!(t.data_type, 2 | 3) && t.dims.iter().product::<i64>() >= 256);
     for (pos, inp) in graph_inputs(graph).enumerate() {
         l.input(pos, inp, opts)?;
     }

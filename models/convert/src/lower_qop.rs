@@ -12,9 +12,10 @@
 //!
 //! Dynamic quantization has no scales known at convert time: DynamicQuantizeLinear feeding
 //! only MatMulInteger/ConvInteger whose results are cast to float and multiplied by the
-//! scales (what `quantize_dynamic` emits) is lowered to a float MatMul/Conv on the exactly
-//! dequantized constant weights; the model converts to f32, and with `--calibrate` to
-//! static int8. Anywhere else these ops are computed exactly in f32 (integers below 2^24).
+//! scales (what `quantize_dynamic` emits) is lowered to a FullyConnected whose constant
+//! weights keep their integers (`Hint::Weight`: without calibration `run_time_int8` makes
+//! it FullyConnected.f32-w8, with `--calibrate` it becomes static int8 on those integers),
+//! or a float Conv on the exactly dequantized weights. Anywhere else these ops are computed exactly in f32 (integers below 2^24).
 //! The older `quantize_dynamic` Conv form adds an int32 bias before the cast, quantized at
 //! run time as `Floor(bias / (x_scale · w_scale))`: the activation's scale is taken as the
 //! constant [`DYN_SCALE`] (the weights scaled by its inverse, exactly), so that bias folds
@@ -961,6 +962,15 @@ fn integer_op(l: &mut Lower, n: &NodeProto, conv: bool) -> Result<()> {
             "{what}: sums of {taps} products up to 255·{mb} may reach 2^24, beyond what cairn's f32 holds exactly; not supported"
         );
     }
+    if dynamic && !conv && bh.shape.len() == 2 && l.shape(a).len() >= 2 {
+        // x · (b − zb) / DYN_SCALE as a FullyConnected whose weights keep their integers
+        // (`Hint::Weight`): without calibration they stay int8 (FullyConnected.f32-w8, the
+        // rows quantized at run time), with it cairn's static int8 takes them as they are.
+        let w = fc_weight(l, &bh, &qb, false, 1.0 / DYN_SCALE, &what)?;
+        let y = fully_connected(l, a, w, None)?;
+        l.out(n, 0, Val::T(y));
+        return Ok(());
+    }
     if dynamic {
         // conv(x / DYN_SCALE, b) = conv(x, b / DYN_SCALE); a power of two, so exact.
         bc.iter_mut().for_each(|v| *v /= DYN_SCALE);
@@ -1043,7 +1053,7 @@ fn dynamic_quantize(l: &mut Lower, n: &NodeProto) -> Result<()> {
         l.qop.dyn_real.insert(n.output[0].clone());
         if !l.qop.noted_dynamic {
             l.qop.noted_dynamic = true;
-            l.notes.push("dynamic quantization (DynamicQuantizeLinear → MatMulInteger/ConvInteger): cairn has no run-time scales, so these become float MatMul/Conv on the exactly dequantized weights; the model converts to f32, and to cairn's static int8 with --calibrate".into());
+            l.notes.push("dynamic quantization (DynamicQuantizeLinear → MatMulInteger/ConvInteger): a MatMulInteger on constant 2-d weights keeps them as int8 (its rows quantized at run time, or cairn's static int8 with --calibrate); ConvInteger becomes a float Conv on the exactly dequantized weights".into());
         }
         return Ok(());
     }

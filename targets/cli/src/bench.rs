@@ -314,7 +314,11 @@ pub fn bench(
     })?;
     let cairn_name = format!(
         "cairn-{}",
-        if conv.mode == "float" { "f32" } else { "int8" }
+        match conv.mode {
+            "float" => "f32",
+            "dynamic" => "dynamic-int8",
+            _ => "int8",
+        }
     );
     // The exact int8 reference: the QDQ model (given, or the model itself) as written.
     let main_is_qdq = conv.mode == "qdq";

@@ -248,7 +248,13 @@ pub fn convert_cmd(model: &Path, output: &Path, args: &ConvertArgs) -> Result<()
             samples::names_path(output).display()
         ),
     }
-    if c.mode != "float" {
+    if c.mode == "dynamic" {
+        println!(
+            "{} FullyConnected ops on int8 weights (input rows quantized at run time), {} ops in f32",
+            c.int8_ops,
+            m.n_ops().saturating_sub(c.int8_ops)
+        );
+    } else if c.mode != "float" {
         println!("{} ops in int8, {} in f32", c.int8_ops, c.f32_ops.len());
         for f in &c.f32_ops {
             println!("  stays f32: {f}");

@@ -1,0 +1,168 @@
+//! Models that ship int8 weights with float activations, converted without calibration
+//! samples: the products run on those int8 weights with the rows quantized at run time
+//! (FullyConnected.f32-w8), and a float model whose weights merely look like integers
+//! stays f32. Seeded: `CAIRN_SEED`, printed on failure.
+
+use cairn_convert::onnx_pb::{GraphProto, TensorProto};
+use cairn_convert::run_time_int8::int8_grid;
+use cairn_convert::{convert, Options};
+use cairn_core::emit::AlignedBytes;
+use cairn_core::kernel::Variant;
+use cairn_kernels::host::HostModel;
+
+mod common;
+use common::{f32_init, model_bytes, node, value};
+
+/// `y = relu(x · (Wq · s)) · (W2q · s2)`: int8 weights `[K, N]` cast to float and scaled
+/// per column (what a weight-only int8 export writes), or the same values as plain f32
+/// initializers when `as_float`.
+fn mlp(state: &mut u64, k: usize, n: usize, o: usize, as_float: bool) -> Vec<u8> {
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    for (i, (rows, cols)) in [(k, n), (n, o)].into_iter().enumerate() {
+        // Quantized as exporters do it: symmetric per output column, the largest
+        // magnitude at ±127.
+        let real: Vec<f32> = (0..rows * cols)
+            .map(|_| (common::splitmix(state) % 20001) as f32 / 10000.0 - 1.0)
+            .collect();
+        let s: Vec<f32> = (0..cols)
+            .map(|c| (0..rows).fold(0f32, |m, r| m.max(real[r * cols + c].abs())) / 127.0)
+            .collect();
+        let q: Vec<i8> = (0..rows * cols)
+            .map(|t| (real[t] / s[t % cols]).round() as i8)
+            .collect();
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|t| q[t] as f32 * s[t % cols])
+            .collect();
+        let name = format!("w{i}");
+        if as_float {
+            inits.push(f32_init(&name, &[rows as i64, cols as i64], &w));
+        } else {
+            inits.push(TensorProto {
+                name: format!("{name}_q"),
+                dims: vec![rows as i64, cols as i64],
+                data_type: 3,
+                raw_data: q.iter().map(|&v| v as u8).collect(),
+                ..Default::default()
+            });
+            inits.push(f32_init(&format!("{name}_s"), &[1, cols as i64], &s));
+            nodes.push(node(
+                "Cast",
+                &[&format!("{name}_q")],
+                &[&format!("{name}_f")],
+                vec![common::int_attr("to", 1)],
+            ));
+            nodes.push(node(
+                "Mul",
+                &[&format!("{name}_f"), &format!("{name}_s")],
+                &[&name],
+                vec![],
+            ));
+        }
+    }
+    nodes.push(node("MatMul", &["x", "w0"], &["h"], vec![]));
+    nodes.push(node("Relu", &["h"], &["hr"], vec![]));
+    nodes.push(node("MatMul", &["hr", "w1"], &["y"], vec![]));
+    let g = GraphProto {
+        node: nodes,
+        initializer: inits,
+        input: vec![value("x", 1, &[3, k as i64])],
+        output: vec![value("y", 1, &[3, o as i64])],
+        ..Default::default()
+    };
+    model_bytes(g, 13)
+}
+
+fn w8_ops(bytes: &[u8]) -> usize {
+    let ab = AlignedBytes::from_slice(bytes);
+    let m = cairn_core::Model::parse(ab.as_slice()).unwrap();
+    (0..m.n_ops())
+        .filter(|&i| m.kernel_of(i).is_some_and(|k| k.variant == Variant::W8F32))
+        .count()
+}
+
+fn run(bytes: &[u8], x: &[f32]) -> Vec<f32> {
+    let ab = AlignedBytes::from_slice(bytes);
+    let mut m = HostModel::new(ab.as_slice()).unwrap();
+    m.run(&[x]).unwrap().remove(0)
+}
+
+#[test]
+fn weight_only_int8_runs_on_its_integers() {
+    let seed = common::seed(0x1A8);
+    let mut st = seed;
+    let (k, n, o) = (96, 160, 24);
+    let q_model = mlp(&mut st, k, n, o, false);
+    let mut st2 = seed;
+    let f_model = mlp(&mut st2, k, n, o, true);
+    let x: Vec<f32> = (0..3 * k)
+        .map(|_| (common::splitmix(&mut st) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let dynamic = convert(&q_model, &Options::default(), |_| {}).unwrap();
+    assert_eq!(dynamic.mode, "dynamic", "seed {seed}: {:?}", dynamic.notes);
+    assert_eq!(w8_ops(&dynamic.bytes), 2, "seed {seed}");
+    // The same weights given as plain floats: nothing says the model is quantized, so it
+    // stays f32 (its weights lie on the grid all the same).
+    let plain = convert(&f_model, &Options::default(), |_| {}).unwrap();
+    assert_eq!(plain.mode, "float", "seed {seed}");
+    assert_eq!(w8_ops(&plain.bytes), 0, "seed {seed}");
+    // --float keeps the int8 model's weights in f32.
+    let float = Options {
+        float: true,
+        ..Default::default()
+    };
+    let forced = convert(&q_model, &float, |_| {}).unwrap();
+    assert_eq!(w8_ops(&forced.bytes), 0, "seed {seed}");
+    // A byte per weight instead of four.
+    assert!(
+        dynamic.bytes.len() * 3 < plain.bytes.len(),
+        "seed {seed}: {} vs {} bytes",
+        dynamic.bytes.len(),
+        plain.bytes.len()
+    );
+    let (yd, yf) = (run(&dynamic.bytes, &x), run(&plain.bytes, &x));
+    let num: f32 = yd.iter().zip(&yf).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f32 = yf.iter().map(|b| b * b).sum();
+    let rel = (num / den).sqrt();
+    println!("weight-only int8 MLP, rows quantized at run time: rel L2 {rel:.4} from f32");
+    assert!(rel > 0.0 && rel < 0.02, "seed {seed}: rel L2 {rel}");
+}
+
+#[test]
+fn the_grid_is_found_only_where_it_gives_the_values_back() {
+    let mut st = common::seed(0x6E1D);
+    let (n, k) = (7, 33);
+    let q: Vec<i8> = (0..n * k)
+        .map(|_| ((common::splitmix(&mut st) % 255) as i8).max(-127))
+        .collect();
+    // Per row, each row reaching ±127.
+    let mut qr = q.clone();
+    for j in 0..n {
+        qr[j * k] = 127;
+    }
+    let s: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 0.003).collect();
+    let w: Vec<f32> = (0..n * k).map(|t| qr[t] as f32 * s[t / k]).collect();
+    let (gq, gs) = int8_grid(&w, n, k).expect("a per-row grid");
+    for t in 0..n * k {
+        assert_eq!(gq[t] as f32 * gs[t / k], w[t], "value {t}");
+    }
+    // One scale for the tensor (rows that do not reach ±127 on their own).
+    let mut qt = q.clone();
+    qt[0] = -127;
+    for j in 1..n {
+        for v in &mut qt[j * k..(j + 1) * k] {
+            *v /= 2;
+        }
+    }
+    let w: Vec<f32> = qt.iter().map(|&v| v as f32 * 0.0173).collect();
+    let (gq, gs) = int8_grid(&w, n, k).expect("a per-tensor grid");
+    assert_eq!(gs.len(), 1);
+    assert!(gq.iter().zip(&w).all(|(&a, &b)| a as f32 * gs[0] == b));
+    // Off the grid by one ulp, or not finite: none.
+    let mut off = w.clone();
+    off[5] = f32::from_bits(off[5].to_bits() + 1);
+    assert!(int8_grid(&off, n, k).is_none());
+    let mut inf = w;
+    inf[3] = f32::INFINITY;
+    assert!(int8_grid(&inf, n, k).is_none());
+}
