@@ -350,9 +350,12 @@ pub fn bench(
         deviation: cairn_dev,
     }];
 
-    // The main model's ONNX Runtime row is int8 when the model given is QDQ.
+    // The main model's ONNX Runtime row is int8 when the model given is QDQ, and
+    // dynamically quantized int8 when it ships int8 weights with float activations.
     let main_ort = if main_is_qdq {
         "ort-int8-qdq"
+    } else if quantized_dynamically(model) {
+        "ort-int8-dynamic"
     } else {
         "ort-fp32"
     };
@@ -666,4 +669,21 @@ pub fn print_profile(
         );
     }
     Ok(())
+}
+
+/// Whether the ONNX model at `path` is dynamically quantized (ONNX Runtime then quantizes
+/// its activations at run time: its row is not fp32).
+fn quantized_dynamically(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(m) = cairn_convert::onnx::load_model(&bytes) else {
+        return false;
+    };
+    m.graph.iter().flat_map(|g| &g.node).any(|n| {
+        matches!(
+            n.op_type.as_str(),
+            "DynamicQuantizeLinear" | "MatMulInteger" | "ConvInteger" | "DynamicQuantizeLSTM"
+        )
+    })
 }
