@@ -242,6 +242,10 @@ pub fn convert(
         };
         if w8 > 0 {
             notes.push(format!("{w8} FullyConnected ops run on the model's own int8 weights, their input rows quantized at run time (dynamic quantization); the rest stays f32 (pass --calibrate DIR for static int8 throughout, --float for f32 weights)"));
+            let tables = run_time_int8::keep_int8_tables(&mut f);
+            if tables > 0 {
+                notes.push(format!("{tables} embedding tables stored as int8 and gathered as bytes, then scaled (the same values)"));
+            }
             (f, "dynamic", w8, vec![])
         } else {
             if !opts.float {

@@ -6,11 +6,14 @@
 //! whole tensor). The file holds a byte per weight instead of four and the products run
 //! in integers; the other ops stay f32. With calibration samples the same weights go to
 //! cairn's static int8 as they are (`quantize`).
+//!
+//! Embedding tables that lie on such a grid ([`keep_int8_tables`]) are stored as int8 and
+//! gathered as bytes, then scaled: the same f32 values, a byte per entry.
 
 use cairn_core::emit::QuantSpec;
 use cairn_core::{DType, OpKind};
 
-use crate::ir::{Graph, Hint};
+use crate::ir::{Graph, HOp, Hint};
 
 /// Longest rows the kernel takes (its i32 sums hold 65,536 products of 255 · 128).
 const MAX_K: usize = 1 << 16;
@@ -126,4 +129,109 @@ pub fn int8_grid(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
         return Some((q, s));
     }
     on(w, &mut q).map(|s| (q, vec![s]))
+}
+
+/// Smallest table worth storing as int8 (smaller ones cost more in ops than they save).
+const MIN_TABLE: usize = 4096;
+
+/// In a model that ships int8 weights, every Gather (along axis 0) of a constant f32 table
+/// `[R, C]` that lies exactly on a symmetric int8 grid becomes an int8 Gather, a
+/// Dequantize and, with one scale per row, a Mul by the gathered row scales: the values
+/// are the table's own (`q · s` gives each back exactly, `int8_grid`), stored in a byte
+/// each. Returns how many.
+pub fn keep_int8_tables(g: &mut Graph) -> usize {
+    if !g.int8_weights {
+        return 0;
+    }
+    let mut done = 0;
+    let mut at = 0;
+    while at < g.ops.len() {
+        let o = &g.ops[at];
+        let (Some(t), Some(idx)) = (o.inputs[0], o.inputs.get(1).copied().flatten()) else {
+            at += 1;
+            continue;
+        };
+        let y = o.outputs[0];
+        let tt = &g.tensors[t];
+        let fits = o.kind == OpKind::Gather
+            && o.params.first() == Some(&0)
+            && o.params.get(1) == Some(&0)
+            && tt.dtype == DType::F32
+            && tt.is_const()
+            && tt.shape.len() == 2
+            && tt.shape[0] * tt.shape[1] >= MIN_TABLE;
+        let grid = if fits {
+            tt.const_f32()
+                .and_then(|v| int8_grid(&v, tt.shape[0], tt.shape[1]))
+        } else {
+            None
+        };
+        let Some((q, scales)) = grid else {
+            at += 1;
+            continue;
+        };
+        let (rows, name, op_name) = (tt.shape[0], tt.name.clone(), o.name.clone());
+        let one = scales.len() == 1;
+        let quant = QuantSpec::PerTensor {
+            scale: if one { scales[0] } else { 1.0 },
+            zero_point: 0,
+        };
+        let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        let table = g.add_const(
+            format!("{name}:i8"),
+            DType::I8,
+            g.tensors[t].shape.clone(),
+            cairn_core::emit::AlignedBytes::from_slice(&bytes),
+        );
+        g.tensors[table].quant = quant.clone();
+        let yshape = g.tensors[y].shape.clone();
+        let picked = g.add(format!("{op_name}:i8"), DType::I8, yshape.clone());
+        g.tensors[picked].quant = quant;
+        let op = |kind, inputs: Vec<Option<usize>>, out: usize, params: Vec<i32>| HOp {
+            kind,
+            inputs,
+            outputs: vec![out],
+            params,
+            name: op_name.clone(),
+        };
+        let mut new = vec![op(
+            OpKind::Gather,
+            vec![Some(table), Some(idx)],
+            picked,
+            vec![0, 0],
+        )];
+        if one {
+            new.push(op(OpKind::Dequantize, vec![Some(picked)], y, vec![]));
+        } else {
+            let values = g.add(format!("{op_name}:q"), DType::F32, yshape.clone());
+            let sc = g.add_f32(format!("{name}:row_scales"), vec![rows, 1], &scales);
+            let mut sshape = yshape;
+            if let Some(last) = sshape.last_mut() {
+                *last = 1;
+            }
+            let sg = g.add(format!("{op_name}:scales"), DType::F32, sshape);
+            new.push(op(OpKind::Dequantize, vec![Some(picked)], values, vec![]));
+            new.push(op(
+                OpKind::Gather,
+                vec![Some(sc), Some(idx)],
+                sg,
+                vec![0, 0],
+            ));
+            let (lo, hi) = crate::lower::INF_BITS;
+            new.push(op(
+                OpKind::Mul,
+                vec![Some(values), Some(sg)],
+                y,
+                vec![lo, hi],
+            ));
+        }
+        let n = new.len();
+        g.ops.splice(at..at + 1, new);
+        at += n;
+        done += 1;
+    }
+    if done > 0 {
+        g.prune();
+    }
+    done
 }

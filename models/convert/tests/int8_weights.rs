@@ -166,3 +166,107 @@ fn the_grid_is_found_only_where_it_gives_the_values_back() {
     inf[3] = f32::INFINITY;
     assert!(int8_grid(&inf, n, k).is_none());
 }
+
+/// An embedding table shipped as int8 rows with a scale each (Cast + Mul), gathered by ids
+/// made from the float input, and a weight-only int8 projection after it: the table is
+/// stored as int8 and gathered as bytes, with the f32 conversion's bits.
+#[test]
+fn int8_embedding_tables_stay_int8_with_the_same_values() {
+    let seed = common::seed(0x7AB);
+    let mut st = seed;
+    let (rows, dim, out) = (300, 32, 16);
+    let mut inits = Vec::new();
+    let mut nodes = Vec::new();
+    for (name, r, c, per_row) in [("emb", rows, dim, true), ("proj", dim, out, false)] {
+        let q: Vec<i8> = (0..r * c)
+            .map(|_| ((common::splitmix(&mut st) % 255) as i8).max(-127))
+            .collect();
+        let mut q = q;
+        // Symmetric quantization puts ±127 in each row (per row) or column (per column).
+        for i in 0..if per_row { r } else { c } {
+            q[if per_row { i * c } else { i }] = 127;
+        }
+        let n_scales = if per_row { r } else { c };
+        let s: Vec<f32> = (0..n_scales)
+            .map(|_| 0.001 + (common::splitmix(&mut st) % 1000) as f32 * 2e-5)
+            .collect();
+        inits.push(TensorProto {
+            name: format!("{name}_q"),
+            dims: vec![r as i64, c as i64],
+            data_type: 3,
+            raw_data: q.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        });
+        let sdims = if per_row {
+            [r as i64, 1]
+        } else {
+            [1, c as i64]
+        };
+        inits.push(f32_init(&format!("{name}_s"), &sdims, &s));
+        let cast = format!("{name}_f");
+        nodes.push(node(
+            "Cast",
+            &[&format!("{name}_q")],
+            &[&cast],
+            vec![common::int_attr("to", 1)],
+        ));
+        nodes.push(node("Mul", &[&cast, &format!("{name}_s")], &[name], vec![]));
+    }
+    nodes.push(node(
+        "Cast",
+        &["x"],
+        &["ids"],
+        vec![common::int_attr("to", 7)],
+    ));
+    nodes.push(node("Gather", &["emb", "ids"], &["e"], vec![]));
+    nodes.push(node("MatMul", &["e", "proj"], &["y"], vec![]));
+    let g = GraphProto {
+        node: nodes,
+        initializer: inits,
+        input: vec![value("x", 1, &[1, 12])],
+        output: vec![
+            value("e", 1, &[1, 12, dim as i64]),
+            value("y", 1, &[1, 12, out as i64]),
+        ],
+        ..Default::default()
+    };
+    let bytes = model_bytes(g, 13);
+    let x: Vec<f32> = (0..12)
+        .map(|_| (common::splitmix(&mut st) % rows as u64) as f32)
+        .collect();
+    let dynamic = convert(&bytes, &Options::default(), |_| {}).unwrap();
+    assert!(
+        dynamic
+            .notes
+            .iter()
+            .any(|n| n.contains("1 embedding tables")),
+        "seed {seed}: {:?}",
+        dynamic.notes
+    );
+    let float = convert(
+        &bytes,
+        &Options {
+            float: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
+    let run_all = |b: &[u8]| {
+        let ab = AlignedBytes::from_slice(b);
+        let mut m = HostModel::new(ab.as_slice()).unwrap();
+        m.run(&[&x]).unwrap()
+    };
+    let (d, f) = (run_all(&dynamic.bytes), run_all(&float.bytes));
+    assert_eq!(
+        d[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        f[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "seed {seed}: the gathered rows differ"
+    );
+    assert!(
+        dynamic.bytes.len() * 2 < float.bytes.len(),
+        "seed {seed}: {} vs {} bytes",
+        dynamic.bytes.len(),
+        float.bytes.len()
+    );
+}
