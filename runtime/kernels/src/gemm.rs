@@ -49,17 +49,23 @@ pub fn w8_row_q(x: &[f32], q: Option<&mut [u8]>) -> (f32, i32) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    let mut s = (hi - lo) / 255.0;
-    if !(s > 0.0 && s.is_finite()) {
-        s = 1.0;
-    }
-    let zp = quantize_f32(-lo, s, 0, 0, 255);
+    let (s, zp) = w8_params(lo, hi);
     if let Some(q) = q {
         for (qv, &v) in q.iter_mut().zip(x) {
             *qv = quantize_f32(v, s, zp, 0, 255) as u8;
         }
     }
     (s, zp)
+}
+
+/// The scale and zero point of a row whose range (0 in it) is `[lo, hi]` ([`w8_row_q`]).
+#[inline(always)]
+pub fn w8_params(lo: f32, hi: f32) -> (f32, i32) {
+    let mut s = (hi - lo) / 255.0;
+    if !(s > 0.0 && s.is_finite()) {
+        s = 1.0;
+    }
+    (s, quantize_f32(-lo, s, 0, 0, 255))
 }
 
 /// One output of FullyConnected.f32-w8 from its exact integer sum `acc` = Σ (q − zp)·w:

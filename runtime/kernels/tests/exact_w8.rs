@@ -175,6 +175,11 @@ fn input(r: &mut Rng, m: usize, k: usize, nan: bool) -> Vec<f32> {
     if nan && !x.is_empty() {
         let at = r.range(0, x.len() - 1);
         x[at] = f32::NAN;
+        // And an infinity in some cases (its row's scale is then 1).
+        if r.range(0, 1) == 0 {
+            let at = r.range(0, x.len() - 1);
+            x[at] = [f32::INFINITY, f32::NEG_INFINITY][r.range(0, 1)];
+        }
     }
     x
 }

@@ -33,7 +33,7 @@ pub(super) fn fc_w8_gemv(
         let (bytes, centred) = &mut *r;
         bytes.resize(k, 0);
         for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
-            let (s, zp) = crate::gemm::w8_row_q(xr, Some(bytes));
+            let (s, zp) = w8_row_avx2(xr, bytes);
             centred.clear();
             centred.extend(bytes.iter().map(|&b| b as i16 - zp as i16));
             let work = (n * k) as u64;
@@ -120,5 +120,66 @@ unsafe fn hsum(v: __m256i) -> i32 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
+    }
+}
+
+/// `gemm::w8_row_q` on AVX2, with its bits: the row's range with 0 in it (NaN ignored:
+/// `vminps`/`vmaxps` return the accumulator when the value is NaN), then per value the
+/// division, the half-to-even rounding below 2^22, the zero point, the clamp to 0..=255
+/// and NaN to the zero point, as `quant::quantize_f32` does them.
+pub(super) fn w8_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    // SAFETY: AVX2 (the callers checked).
+    unsafe { w8_row_impl(x, q) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn w8_row_impl(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let n = x.len().min(q.len());
+    let whole = n / 8 * 8;
+    // SAFETY: loads and stores at t + 8 <= whole <= n, within x and q.
+    unsafe {
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut t = 0;
+        while t < whole {
+            let v = _mm256_loadu_ps(x.as_ptr().add(t));
+            lo = _mm256_min_ps(v, lo);
+            hi = _mm256_max_ps(v, hi);
+            t += 8;
+        }
+        let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h.as_mut_ptr(), hi);
+        let l = l.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.min(v));
+        let h = h.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.max(v));
+        let (s, zp) = crate::gemm::w8_params(l, h);
+        let (vs, vz) = (_mm256_set1_ps(s), _mm256_set1_ps(zp as f32));
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let limit = _mm256_set1_ps(4_194_304.0);
+        let sign = _mm256_set1_ps(-0.0);
+        let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+        let mut t = 0;
+        while t < whole {
+            let v = _mm256_div_ps(_mm256_loadu_ps(x.as_ptr().add(t)), vs);
+            let small = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), limit);
+            let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+            let r = _mm256_blendv_ps(v, r, small);
+            let y = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vz), zero), top);
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+            let y = _mm256_blendv_ps(y, vz, nan);
+            let i = _mm256_cvttps_epi32(y);
+            // Eight values 0..=255 to bytes.
+            let p = _mm256_packus_epi32(i, i);
+            let p = _mm256_packus_epi16(p, p);
+            let lo4 = _mm256_castsi256_si128(p);
+            let hi4 = _mm256_extracti128_si256::<1>(p);
+            let b = (_mm_cvtsi128_si32(lo4) as u32 as u64)
+                | ((_mm_cvtsi128_si32(hi4) as u32 as u64) << 32);
+            core::ptr::write_unaligned(q.as_mut_ptr().add(t) as *mut u64, b);
+            t += 8;
+        }
+        for (qv, &v) in q[whole..n].iter_mut().zip(&x[whole..n]) {
+            *qv = cairn_core::quant::quantize_f32(v, s, zp, 0, 255) as u8;
+        }
+        (s, zp)
     }
 }

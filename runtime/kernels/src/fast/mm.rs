@@ -244,7 +244,7 @@ pub(super) fn fc_w8_rows(
                 bytes.resize(m * k, 0);
                 rows.clear();
                 for (xr, br) in x.chunks_exact(k).zip(bytes.chunks_exact_mut(k)).take(m) {
-                    let (sc, zp) = crate::gemm::w8_row_q(xr, Some(br));
+                    let (sc, zp) = super::gemv_w8::w8_row_avx2(xr, br);
                     rows.push((sc, zp));
                 }
                 let kp = if mode != PAIRS {
