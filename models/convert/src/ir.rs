@@ -23,6 +23,13 @@ pub enum Hint {
     },
     /// A bias given already quantized to int32.
     Bias { q: Vec<i32>, scales: Vec<f32> },
+    /// A table given quantized per tensor (a dynamically quantized embedding): its values
+    /// are exactly `scale · (q − zero_point)`, int8 (uint8 shifted by 128).
+    Table {
+        q: Vec<i8>,
+        scale: f32,
+        zero_point: i32,
+    },
 }
 
 /// The real range an activation Q/DQ pair of `Hint::Act { scale, zero_point }` saturates

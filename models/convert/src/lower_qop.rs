@@ -365,6 +365,22 @@ fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
     let real = dequant(&h, &qp, None, "Gather")?;
     let table =
         l.g.add_f32(format!("{}:real", n.input[0]), h.shape.clone(), &real);
+    // Its integers, for a conversion that keeps the table int8 (`run_time_int8`).
+    let shifted: Option<(Vec<i8>, i32)> = match &h.data {
+        HData::I8(v) => Some((v.clone(), qp.zps[0] as i32)),
+        HData::U8(v) => Some((
+            v.iter().map(|&x| (x as i32 - 128) as i8).collect(),
+            qp.zps[0] as i32 - 128,
+        )),
+        _ => None,
+    };
+    if let Some((q, zero_point)) = shifted.filter(|(_, z)| (-128..=127).contains(z)) {
+        l.g.tensors[table].hint = Some(Hint::Table {
+            q,
+            scale: qp.scales[0],
+            zero_point,
+        });
+    }
     let idx = crate::lower_math::typed_t(l, &n.input[1], DType::I32)?;
     let y = float_node(l, n, "Gather", &[table, idx], n.attribute.clone())?;
     // The rows and every movement op's output on them are real values: their

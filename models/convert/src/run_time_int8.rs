@@ -135,7 +135,8 @@ pub fn int8_grid(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
 const MIN_TABLE: usize = 4096;
 
 /// In a model that ships int8 weights, every Gather (along axis 0) of a constant f32 table
-/// `[R, C]` that lies exactly on a symmetric int8 grid becomes an int8 Gather, a
+/// `[R, C]` given as integers (`Hint::Table`: `s · (q − zp)`) or lying exactly on a
+/// symmetric int8 grid becomes an int8 Gather, a
 /// Dequantize and, with one scale per row, a Mul by the gathered row scales: the values
 /// are the table's own (`q · s` gives each back exactly, `int8_grid`), stored in a byte
 /// each. Returns how many.
@@ -160,13 +161,23 @@ pub fn keep_int8_tables(g: &mut Graph) -> usize {
             && tt.is_const()
             && tt.shape.len() == 2
             && tt.shape[0] * tt.shape[1] >= MIN_TABLE;
-        let grid = if fits {
-            tt.const_f32()
+        // Integers given with the table (a dynamically quantized embedding, any zero
+        // point), or a symmetric grid found in its values.
+        let grid = match &tt.hint {
+            _ if !fits => None,
+            Some(Hint::Table {
+                q,
+                scale,
+                zero_point,
+            }) if q.len() == tt.shape[0] * tt.shape[1] => {
+                Some((q.clone(), vec![*scale], *zero_point))
+            }
+            _ => tt
+                .const_f32()
                 .and_then(|v| int8_grid(&v, tt.shape[0], tt.shape[1]))
-        } else {
-            None
+                .map(|(q, s)| (q, s, 0)),
         };
-        let Some((q, scales)) = grid else {
+        let Some((q, scales, zero_point)) = grid else {
             at += 1;
             continue;
         };
@@ -174,7 +185,7 @@ pub fn keep_int8_tables(g: &mut Graph) -> usize {
         let one = scales.len() == 1;
         let quant = QuantSpec::PerTensor {
             scale: if one { scales[0] } else { 1.0 },
-            zero_point: 0,
+            zero_point,
         };
         let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
         let table = g.add_const(

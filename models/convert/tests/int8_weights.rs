@@ -270,3 +270,110 @@ fn int8_embedding_tables_stay_int8_with_the_same_values() {
         float.bytes.len()
     );
 }
+
+/// ONNX Runtime's dynamic quantization of an embedding: a uint8 table with one scale and
+/// a zero point, gathered, then DequantizeLinear. Kept as int8 (zero point − 128), with the
+/// f32 conversion's bits.
+#[test]
+fn asymmetric_uint8_tables_stay_int8_with_the_same_values() {
+    let seed = common::seed(0xA5E);
+    let mut st = seed;
+    let (rows, dim, out) = (300, 32, 16);
+    let table: Vec<u8> = (0..rows * dim)
+        .map(|_| (common::splitmix(&mut st) % 256) as u8)
+        .collect();
+    let proj: Vec<i8> = (0..dim * out)
+        .map(|i| {
+            if i < out {
+                127
+            } else {
+                ((common::splitmix(&mut st) % 255) as i8).max(-127)
+            }
+        })
+        .collect();
+    let ps: Vec<f32> = (0..out).map(|j| 0.002 + j as f32 * 1e-4).collect();
+    let inits = vec![
+        TensorProto {
+            name: "table".into(),
+            dims: vec![rows as i64, dim as i64],
+            data_type: 2,
+            raw_data: table,
+            ..Default::default()
+        },
+        f32_init("ts", &[], &[0.0061]),
+        TensorProto {
+            name: "tz".into(),
+            dims: vec![],
+            data_type: 2,
+            raw_data: vec![82],
+            ..Default::default()
+        },
+        TensorProto {
+            name: "proj_q".into(),
+            dims: vec![dim as i64, out as i64],
+            data_type: 3,
+            raw_data: proj.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        },
+        f32_init("proj_s", &[1, out as i64], &ps),
+    ];
+    let nodes = vec![
+        node("Cast", &["x"], &["ids"], vec![common::int_attr("to", 7)]),
+        node("Gather", &["table", "ids"], &["eq"], vec![]),
+        node("DequantizeLinear", &["eq", "ts", "tz"], &["e"], vec![]),
+        node(
+            "Cast",
+            &["proj_q"],
+            &["proj_f"],
+            vec![common::int_attr("to", 1)],
+        ),
+        node("Mul", &["proj_f", "proj_s"], &["proj"], vec![]),
+        node("MatMul", &["e", "proj"], &["y"], vec![]),
+    ];
+    let g = GraphProto {
+        node: nodes,
+        initializer: inits,
+        input: vec![value("x", 1, &[1, 12])],
+        output: vec![
+            value("e", 1, &[1, 12, dim as i64]),
+            value("y", 1, &[1, 12, out as i64]),
+        ],
+        ..Default::default()
+    };
+    let bytes = model_bytes(g, 13);
+    let x: Vec<f32> = (0..12)
+        .map(|_| (common::splitmix(&mut st) % rows as u64) as f32)
+        .collect();
+    let dynamic = convert(&bytes, &Options::default(), |_| {}).unwrap();
+    assert!(
+        dynamic
+            .notes
+            .iter()
+            .any(|n| n.contains("1 embedding tables")),
+        "seed {seed}: {:?}",
+        dynamic.notes
+    );
+    let float = Options {
+        float: true,
+        ..Default::default()
+    };
+    let float = convert(&bytes, &float, |_| {}).unwrap();
+    let first = |b: &[u8]| {
+        let ab = AlignedBytes::from_slice(b);
+        let mut m = HostModel::new(ab.as_slice()).unwrap();
+        m.run(&[&x]).unwrap().remove(0)
+    };
+    let (d, f) = (first(&dynamic.bytes), first(&float.bytes));
+    assert!(d.iter().any(|v| *v != 0.0), "seed {seed}");
+    assert_eq!(
+        d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "seed {seed}: the gathered rows differ"
+    );
+    assert!(
+        dynamic.bytes.len() * 2 < float.bytes.len(),
+        "seed {seed}: {} vs {} bytes",
+        dynamic.bytes.len(),
+        float.bytes.len()
+    );
+}
