@@ -18,6 +18,11 @@ use crate::ir::{Graph, HOp, Hint};
 /// Longest rows the kernel takes (its i32 sums hold 65,536 products of 255 · 128).
 const MAX_K: usize = 1 << 16;
 
+/// Fewest outputs per row worth quantizing the row for: below this, quantizing each input
+/// row costs more than the products it saves (an additive attention's score, one output
+/// per row: 2.9 ms in int8 against its f32 form's fraction), and the weights are small.
+const MIN_N: usize = 16;
+
 /// Give every eligible FullyConnected its int8 weights; returns how many.
 pub fn keep_int8_weights(g: &mut Graph) -> usize {
     let mut done = 0;
@@ -60,7 +65,7 @@ pub fn keep_int8_weights(g: &mut Graph) -> usize {
                 Some(0) => scales.len() == n || scales.len() == 1,
                 Some(_) => false,
             };
-        if q.len() != n * k || k > MAX_K || !scales_ok {
+        if q.len() != n * k || k > MAX_K || n < MIN_N || !scales_ok {
             continue;
         }
         let quant = if scales.len() == 1 {

@@ -603,7 +603,7 @@ impl<'a, 'q> Block<'a, 'q> {
 /// AVX2 and the CPU has that encoding (`paths::vnni`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn dpbusd<const VEX: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+pub(super) unsafe fn dpbusd<const VEX: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     let mut a = acc;
     // SAFETY: the contract above; register-only.
     unsafe {

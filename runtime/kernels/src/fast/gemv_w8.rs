@@ -1,7 +1,9 @@
 //! FullyConnected.f32-w8 with one or two rows (a recurrent step, a classifier's head):
-//! each quantized row widened once to int16 `q − zp`, each weight row read once, eight at a
-//! time, as int16 pairs through `vpmaddwd` (exact: a pair of products of 255 · 128 stays
-//! far inside i32), then `gemm::w8_out` per output, so the bits are the reference's. The
+//! each weight row read once, eight at a time: on VNNI as the row's bytes times the weights
+//! through `vpdpbusd` (32 products an instruction; `zp·Σw` taken off, the sums cached with
+//! the packed weights), else the row widened once to int16 `q − zp` and multiplied as int16
+//! pairs through `vpmaddwd` (exact: a pair of products of 255 · 128 stays far inside i32);
+//! then `gemm::w8_out` per output, so the bits are the reference's. The
 //! block path (`mm.rs`) computes six rows per pass and would waste five of them here.
 
 extern crate std;
@@ -11,8 +13,12 @@ use std::vec::Vec;
 use core::arch::x86_64::*;
 
 std::thread_local! {
-    static ROW: RefCell<(Vec<u8>, Vec<i16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static ROW: RefCell<(Vec<u8>, Vec<i16>, Vec<i32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
+
+/// The packing kind word of the weight-row sums in the `prepack` cache.
+const WSUM: u32 = 0x5738_0000;
 
 /// `y[i][j]` for `m` (≤ 2) rows of `x` (`[m, k]`) against `w` (`[n, k]`). The caller
 /// checked AVX2 and the lengths.
@@ -28,30 +34,128 @@ pub(super) fn fc_w8_gemv(
     (lo, hi): (f32, f32),
     y: &mut [f32],
 ) {
+    let vnni = crate::paths::vnni();
     ROW.with(|r| {
         let mut r = r.borrow_mut();
-        let (bytes, centred) = &mut *r;
+        let (bytes, centred, wsum_scratch) = &mut *r;
         bytes.resize(k, 0);
-        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
-            let (s, zp) = w8_row_avx2(xr, bytes);
-            centred.clear();
-            centred.extend(bytes.iter().map(|&b| b as i16 - zp as i16));
-            let work = (n * k) as u64;
-            let out = crate::par::SharedMut::new(yr);
-            let xs: &[i16] = centred;
-            crate::par::par_ranges(n, 8, work, |js| {
-                // SAFETY: each part writes its own range of outputs.
-                let yp = unsafe { out.piece(js.start, js.len()) };
-                // SAFETY: AVX2 (the caller checked); rows js of w lie in w (n·k long).
-                unsafe { dots(xs, w, k, js.clone(), yp) };
-                for (v, j) in yp.iter_mut().zip(js) {
-                    let acc = f32::to_bits(*v) as i32;
-                    let swj = sw[if sw.len() == 1 { 0 } else { j }];
-                    *v = crate::gemm::w8_out(acc, s, swj, bias.map_or(0.0, |b| b[j]), lo, hi);
+        let key = (w.as_ptr() as usize, n * k, WSUM);
+        let build = |v: &mut Vec<i32>| {
+            v.clear();
+            v.extend(
+                w.chunks_exact(k)
+                    .take(n)
+                    .map(|r| r.iter().map(|&b| b as i32).sum::<i32>()),
+            );
+        };
+        // Σw of each weight row (for VNNI's unsigned bytes), from the pack cache when the
+        // weights are the model's.
+        crate::prepack::with_packed(key, wsum_scratch, build, |wsum| {
+            for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
+                let (s, zp) = w8_row_avx2(xr, bytes);
+                if vnni.is_none() {
+                    centred.clear();
+                    centred.extend(bytes.iter().map(|&b| b as i16 - zp as i16));
                 }
-            });
-        }
+                let work = (n * k) as u64;
+                let out = crate::par::SharedMut::new(yr);
+                let (us, xs): (&[u8], &[i16]) = (bytes, centred);
+                crate::par::par_ranges(n, 8, work, |js| {
+                    // SAFETY: each part writes its own range of outputs.
+                    let yp = unsafe { out.piece(js.start, js.len()) };
+                    // SAFETY: AVX2 (the caller checked), VNNI where `vnni` says so; rows js
+                    // of w lie in w (n·k long), wsum holds n.
+                    unsafe {
+                        match vnni {
+                            Some(crate::paths::Vnni::Evex) => {
+                                dots_vnni::<false>(us, w, k, js.clone(), zp, wsum, yp)
+                            }
+                            Some(crate::paths::Vnni::Vex) => {
+                                dots_vnni::<true>(us, w, k, js.clone(), zp, wsum, yp)
+                            }
+                            None => dots(xs, w, k, js.clone(), yp),
+                        }
+                    };
+                    for (v, j) in yp.iter_mut().zip(js) {
+                        let acc = f32::to_bits(*v) as i32;
+                        let swj = sw[if sw.len() == 1 { 0 } else { j }];
+                        *v = crate::gemm::w8_out(acc, s, swj, bias.map_or(0.0, |b| b[j]), lo, hi);
+                    }
+                });
+            }
+        });
     });
+}
+
+/// [`dots`] on VNNI: `Σ_t u[t]·w[j][t] − zp·Σw_j` with the row's bytes `u` unsigned, 32
+/// products per `vpdpbusd`, eight weight rows a pass; the tail (under 32) in scalar code.
+///
+/// # Safety
+/// AVX2 and the VNNI encoding `VEX` names; `u` holds k bytes; `w` every row of `js`;
+/// `wsum` n sums; `out` holds `js.len()`.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dots_vnni<const VEX: bool>(
+    u: &[u8],
+    w: &[i8],
+    k: usize,
+    js: core::ops::Range<usize>,
+    zp: i32,
+    wsum: &[i32],
+    out: &mut [f32],
+) {
+    use super::gemv::dpbusd;
+    const R: usize = 8;
+    let whole = k / 32 * 32;
+    let finish = |j: usize, main: i32| -> f32 {
+        let wr = &w[j * k..(j + 1) * k];
+        let tail: i32 = u[whole..k]
+            .iter()
+            .zip(&wr[whole..k])
+            .map(|(&a, &b)| a as i32 * b as i32)
+            .sum();
+        let acc = main
+            .wrapping_add(tail)
+            .wrapping_sub(zp.wrapping_mul(wsum[j]));
+        f32::from_bits(acc as u32)
+    };
+    let mut j = js.start;
+    let mut o = 0;
+    // SAFETY: every load reads 32 bytes at t < whole ≤ k within u and within row j.
+    unsafe {
+        while j + R <= js.end {
+            let mut acc = [_mm256_setzero_si256(); R];
+            let rows: [*const i8; R] = core::array::from_fn(|r| w.as_ptr().add((j + r) * k));
+            let mut t = 0;
+            while t < whole {
+                let uv = _mm256_loadu_si256(u.as_ptr().add(t) as *const __m256i);
+                for r in 0..R {
+                    let wv = _mm256_loadu_si256(rows[r].add(t) as *const __m256i);
+                    acc[r] = dpbusd::<VEX>(acc[r], uv, wv);
+                }
+                t += 32;
+            }
+            for r in 0..R {
+                out[o + r] = finish(j + r, hsum(acc[r]));
+            }
+            j += R;
+            o += R;
+        }
+        while j < js.end {
+            let mut acc = _mm256_setzero_si256();
+            let row = w.as_ptr().add(j * k);
+            let mut t = 0;
+            while t < whole {
+                let uv = _mm256_loadu_si256(u.as_ptr().add(t) as *const __m256i);
+                let wv = _mm256_loadu_si256(row.add(t) as *const __m256i);
+                acc = dpbusd::<VEX>(acc, uv, wv);
+                t += 32;
+            }
+            out[o] = finish(j, hsum(acc));
+            j += 1;
+            o += 1;
+        }
+    }
 }
 
 /// The exact sums `Σ_t x[t]·w[j][t]` for the rows `js`, stored as their bit patterns in
