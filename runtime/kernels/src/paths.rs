@@ -132,10 +132,13 @@ pub enum Path {
     /// FullyConnected.f32-w8 (f32 rows quantized at run time, int8 weights) on the FC block
     /// (`fast/mm.rs`), one count per op.
     FcW8,
+    /// The FC block's VNNI quads on 512-bit `vpdpbusd` (`fast/mm.rs` `gemm512`: int8 and
+    /// f32-w8 FullyConnected of three or more rows), one count per GEMM.
+    FcVnni512,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::FcW8 as usize + 1;
+const N: usize = Path::FcVnni512 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -194,6 +194,17 @@ fn bytes_of(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Whether the FC block runs its VNNI quads on 512-bit registers here.
+fn vnni512_host() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return cairn_kernels::paths::vnni() == Some(cairn_kernels::paths::Vnni::Evex)
+        && cairn_kernels::paths::avx512_f32()
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn avx2_host() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::is_x86_feature_detected!("avx2");
@@ -244,6 +255,7 @@ fn fast_path_equals_the_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xF38);
     let before = taken(Path::FcW8);
+    let before512 = taken(Path::FcVnni512);
     let mut runs = 0;
     for case in 0..48 {
         let lead = r.range(1, 2);
@@ -278,6 +290,10 @@ fn fast_path_equals_the_reference() {
     }
     if avx2_host() {
         assert_eq!(taken(Path::FcW8) - before, runs, "CAIRN_SEED={seed}");
+    }
+    // Rows of three or more on 512-bit vpdpbusd where the host has it.
+    if vnni512_host() {
+        assert!(taken(Path::FcVnni512) > before512, "CAIRN_SEED={seed}");
     }
 }
 

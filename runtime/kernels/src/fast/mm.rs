@@ -711,6 +711,11 @@ unsafe fn gemm<const M: u8, S: Stage>(
     debug_assert!(rows.start.is_multiple_of(MR) && cs.start.is_multiple_of(NR) && cs.end <= n);
     debug_assert!(ap.len() >= rows.end.div_ceil(MR) * blk);
     let mut tmp = [S::Out::default(); NR];
+    if M == VNNI_EVEX && vnni512() {
+        // SAFETY: the contract above; the CPU has AVX-512 F, BW and VNNI (vnni512).
+        unsafe { gemm512(ap, bp, steps, rows, cs, n, stage, &mut put) };
+        return;
+    }
     for j0 in cs.clone().step_by(NR) {
         let cols_here = NR.min(cs.end - j0);
         for b in rows.start / MR..rows.end.div_ceil(MR) {
@@ -735,6 +740,99 @@ unsafe fn gemm<const M: u8, S: Stage>(
             }
         }
     }
+}
+
+/// Whether the FC block's VNNI quads run on 512-bit `vpdpbusd` ([`gemm512`]): the CPU
+/// has AVX-512 F, BW and VNNI, and the AVX-512 kernels are allowed (`paths::avx512_f32`;
+/// `CAIRN_AVX512=0` turns it off, so one host tests both widths).
+fn vnni512() -> bool {
+    static HW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::paths::avx512_f32()
+        && *HW.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni")
+        })
+}
+
+/// [`gemm`] in VNNI mode on 512-bit registers: a 16-column panel's quad step (16 words) is
+/// one `zmm`, and a block is 6 rows × two panels (32 columns, twelve accumulators), 64
+/// products per `vpdpbusd`; a last lone panel runs alone. The same integer sums, so the
+/// stage makes the same outputs.
+///
+/// # Safety
+/// As [`gemm`]; AVX-512 F, BW and VNNI; B holds 8-bit quads (a VNNI packing).
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm512<S: Stage>(
+    ap: &[i32],
+    bp: &[i32],
+    steps: &[usize],
+    rows: Range<usize>,
+    cs: Range<usize>,
+    n: usize,
+    stage: &S,
+    put: &mut impl FnMut(usize, &[S::Out]),
+) {
+    crate::paths::note(crate::paths::Path::FcVnni512);
+    let kp = steps.len();
+    let blk = kp * MR;
+    let mut tmp = [S::Out::default(); NR];
+    for j0 in cs.clone().step_by(2 * NR) {
+        let two = j0 + NR < cs.end;
+        for b in rows.start / MR..rows.end.div_ceil(MR) {
+            // SAFETY: panels j0/16 and, with `two`, j0/16 + 1 lie in bp (the contract);
+            // block b of ap lies in ap.
+            let acc = unsafe {
+                let p0 = bp.as_ptr().add(j0 * kp);
+                let p1 = if two { p0.add(NR * kp) } else { p0 };
+                block512(p0, p1, steps, ap.as_ptr().add(b * blk))
+            };
+            for (r, acc) in acc.iter().enumerate() {
+                let i = b * MR + r;
+                if i >= rows.end {
+                    break;
+                }
+                for (h, &z) in acc.iter().enumerate().take(1 + two as usize) {
+                    let j = j0 + h * NR;
+                    let halves = [_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64::<1>(z)];
+                    // SAFETY: AVX2 (the contract); j + 16 within the stage's columns.
+                    unsafe { stage.store(i, j, &halves, &mut tmp) };
+                    put(i * n + j, &tmp[..NR.min(cs.end - j)]);
+                }
+            }
+        }
+    }
+}
+
+/// Six rows of A (u8 quads, broadcast) times two 16-column panels of B (s8 quads, one
+/// `zmm` a step each), summed over `steps`.
+///
+/// # Safety
+/// AVX-512 F and VNNI; `b0`, `b1` + every step + 16 words lie in B; `a` holds
+/// `steps.len()·6` words.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn block512(
+    b0: *const i32,
+    b1: *const i32,
+    steps: &[usize],
+    a: *const i32,
+) -> [[__m512i; 2]; MR] {
+    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    let mut ap = a;
+    for &t in steps {
+        // SAFETY: the contract above, for every step.
+        unsafe {
+            let x0 = _mm512_loadu_si512(b0.add(t) as *const __m512i);
+            let x1 = _mm512_loadu_si512(b1.add(t) as *const __m512i);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let u = _mm512_set1_epi32(ap.add(r).read());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], u, x0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], u, x1);
+            }
+            ap = ap.add(MR);
+        }
+    }
+    acc
 }
 
 /// A conv batch's scratch: patches and widened rows in either lane form, and the
