@@ -52,10 +52,20 @@ pub fn fc_w8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
         return None;
     }
     crate::paths::note(crate::paths::Path::FcW8);
+    let op = super::mm::W8Fc {
+        x: &x[..m * k],
+        m,
+        w,
+        n,
+        k,
+        sw,
+        bias,
+        clamp,
+    };
     if m <= 2 {
-        super::gemv_w8::fc_w8_gemv(&x[..m * k], m, w, n, k, sw, bias, clamp, y);
+        super::gemv_w8::fc_w8_gemv(&op, y);
     } else {
-        super::mm::fc_w8_rows(&x[..m * k], m, w, n, k, sw, bias, clamp, y);
+        super::mm::fc_w8_rows(&op, y);
     }
     Some(Ok(()))
 }

@@ -20,20 +20,18 @@ std::thread_local! {
 /// The packing kind word of the weight-row sums in the `prepack` cache.
 const WSUM: u32 = 0x5738_0000;
 
-/// `y[i][j]` for `m` (≤ 2) rows of `x` (`[m, k]`) against `w` (`[n, k]`). The caller
-/// checked AVX2 and the lengths.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn fc_w8_gemv(
-    x: &[f32],
-    m: usize,
-    w: &[i8],
-    n: usize,
-    k: usize,
-    sw: &[f32],
-    bias: Option<&[f32]>,
-    (lo, hi): (f32, f32),
-    y: &mut [f32],
-) {
+/// `y[i][j]` for the `m` (≤ 2) rows of `op`. The caller checked AVX2 and the lengths.
+pub(super) fn fc_w8_gemv(op: &super::mm::W8Fc<'_>, y: &mut [f32]) {
+    let super::mm::W8Fc {
+        x,
+        m,
+        w,
+        n,
+        k,
+        sw,
+        bias,
+        clamp: (lo, hi),
+    } = *op;
     let vnni = crate::paths::vnni();
     ROW.with(|r| {
         let mut r = r.borrow_mut();

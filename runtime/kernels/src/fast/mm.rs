@@ -183,6 +183,20 @@ pub(super) fn fc_rows(
     });
 }
 
+/// One FullyConnected.f32-w8: `m` rows of `x` (`[m, k]`), int8 weights `w` (`[n, k]`)
+/// with their scales `sw` (one, or one per row of `w`), bias, clamp.
+#[derive(Clone, Copy)]
+pub(super) struct W8Fc<'a> {
+    pub(super) x: &'a [f32],
+    pub(super) m: usize,
+    pub(super) w: &'a [i8],
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) sw: &'a [f32],
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) clamp: (f32, f32),
+}
+
 /// The packing kind word of FullyConnected weights in the `prepack` cache.
 const FC_PACK: u32 = 0x4000_0000;
 
@@ -217,18 +231,17 @@ fn pack_fc(v: &mut Vec<i32>, w: &[i8], n: usize, k: usize) {
 /// block), the sums come from the weights' packed panels, and [`F32Out`] makes the f32
 /// outputs. `sw`: the weight scale of each row of `w` (one for all when a single value).
 /// The caller checked AVX2 and the lengths.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn fc_w8_rows(
-    x: &[f32],
-    m: usize,
-    w: &[i8],
-    n: usize,
-    k: usize,
-    sw: &[f32],
-    bias: Option<&[f32]>,
-    (lo, hi): (f32, f32),
-    y: &mut [f32],
-) {
+pub(super) fn fc_w8_rows(op: &W8Fc<'_>, y: &mut [f32]) {
+    let W8Fc {
+        x,
+        m,
+        w,
+        n,
+        k,
+        sw,
+        bias,
+        clamp: (lo, hi),
+    } = *op;
     let n16 = n.div_ceil(NR) * NR;
     let key = (w.as_ptr() as usize, n * k, FC_PACK);
     let build = |v: &mut Vec<i32>| pack_fc(v, w, n, k);
