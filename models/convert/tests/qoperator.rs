@@ -158,12 +158,7 @@ fn dynamic_quantization_runs_on_the_int8_weights() {
         "{w8} f32-w8 ops, {:?}",
         c.notes
     );
-    let y = run(&c, &x).remove(0);
-    let err = y
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let err = max_error(&run(&c, &x).remove(0), &want);
     println!(
         "dynamic MLP, int8 weights and run-time rows: max error {:.2}% of the output range",
         100.0 * err / range
@@ -198,18 +193,20 @@ fn dynamic_quantization_runs_on_the_int8_weights() {
     let c = convert(&read("dyn.onnx"), &opts, |_| {}).unwrap();
     assert_eq!(c.mode, "calibrated");
     assert!(c.int8_ops >= 2, "{} int8 ops", c.int8_ops);
-    let y = run(&c, &x).remove(0);
-    let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = y
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let err = max_error(&run(&c, &x).remove(0), &want);
     println!(
         "dynamic MLP, calibrated int8: max error {:.2}% of the output range",
         100.0 * err / range
     );
     assert!(err <= 0.03 * range, "int8 error {err} of range {range}");
+}
+
+/// The largest |y − want|.
+fn max_error(y: &[f32], want: &[f32]) -> f32 {
+    y.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Set attribute `name` of every node of type `op` to the integer `v`.
