@@ -334,6 +334,17 @@ pub fn convert(
             }
             r
         };
+        let ships_int8 = g.int8_weights
+            || g.tensors
+                .iter()
+                .any(|t| matches!(t.hint, Some(ir::Hint::Weight { .. })));
+        if !has_qdq && ships_int8 {
+            // A model that ships int8 weights may do better as it was made: say so.
+            let w8 = run_time_int8::keep_int8_weights(&mut g.clone());
+            if w8 > 0 {
+                notes.push(format!("this model ships int8 weights: without --calibrate, {w8} FullyConnected ops would keep them and quantize their input rows at run time (mode dynamic, as the model was made); compare both on your data"));
+            }
+        }
         let (mut q, rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
         let folded = fold_tables::fold(&mut q).context("folding int8 element-wise chains")?;
         if folded > 0 {

@@ -193,6 +193,13 @@ fn dynamic_quantization_runs_on_the_int8_weights() {
     let c = convert(&read("dyn.onnx"), &opts, |_| {}).unwrap();
     assert_eq!(c.mode, "calibrated");
     assert!(c.int8_ops >= 2, "{} int8 ops", c.int8_ops);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("without --calibrate, 1 FullyConnected")),
+        "{:?}",
+        c.notes
+    );
     let err = max_error(&run(&c, &x).remove(0), &want);
     println!(
         "dynamic MLP, calibrated int8: max error {:.2}% of the output range",
