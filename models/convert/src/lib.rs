@@ -340,7 +340,7 @@ pub fn convert(
                 .any(|t| matches!(t.hint, Some(ir::Hint::Weight { .. })));
         if !has_qdq && ships_int8 {
             // A model that ships int8 weights may do better as it was made: say so.
-            let w8 = run_time_int8::keep_int8_weights(&mut g.clone());
+            let w8 = run_time_int8::int8_weight_ops(&g);
             if w8 > 0 {
                 notes.push(format!("this model ships int8 weights: without --calibrate, {w8} FullyConnected ops would keep them and quantize their input rows at run time (mode dynamic, as the model was made); compare both on your data"));
             }

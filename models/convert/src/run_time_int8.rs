@@ -10,6 +10,8 @@
 //! Embedding tables that lie on such a grid ([`keep_int8_tables`]) are stored as int8 and
 //! gathered as bytes, then scaled: the same f32 values, a byte per entry.
 
+use std::collections::HashMap;
+
 use cairn_core::emit::QuantSpec;
 use cairn_core::{DType, OpKind};
 
@@ -23,74 +25,114 @@ const MAX_K: usize = 1 << 16;
 /// per row: 2.9 ms in int8 against its f32 form's fraction), and the weights are small.
 const MIN_N: usize = 16;
 
-/// Give every eligible FullyConnected its int8 weights; returns how many.
-pub fn keep_int8_weights(g: &mut Graph) -> usize {
-    let mut done = 0;
-    // Weights shared by several ops (a recurrent step's, unrolled) get one int8 copy.
-    let mut made: std::collections::HashMap<usize, usize> = Default::default();
-    for op in 0..g.ops.len() {
-        let o = &g.ops[op];
-        if o.kind != OpKind::FullyConnected {
-            continue;
+/// The int8 form of FullyConnected `op`'s weights, when it can take FullyConnected.f32-w8:
+/// the weights' tensor, their quantization and bytes. Decided once per weight tensor
+/// (`seen`: a recurrent step's weights are read by every unrolled step, and a grid test
+/// that fails on them fails on all).
+#[allow(clippy::type_complexity)]
+fn int8_form(
+    g: &Graph,
+    op: usize,
+    seen: &mut HashMap<usize, Option<(QuantSpec, Vec<u8>)>>,
+) -> Option<usize> {
+    let o = &g.ops[op];
+    if o.kind != OpKind::FullyConnected {
+        return None;
+    }
+    let (Some(x), Some(w)) = (o.inputs[0], o.inputs.get(1).copied().flatten()) else {
+        return None;
+    };
+    if g.tensors[x].dtype != DType::F32 {
+        return None;
+    }
+    seen.entry(w)
+        .or_insert_with(|| weight_form(g, w))
+        .is_some()
+        .then_some(w)
+}
+
+/// [`int8_form`] of weight tensor `w`, decided.
+fn weight_form(g: &Graph, w: usize) -> Option<(QuantSpec, Vec<u8>)> {
+    let wt = &g.tensors[w];
+    if wt.dtype != DType::F32 || !wt.is_const() {
+        return None;
+    }
+    let [n, k] = wt.shape[..] else { return None };
+    if k > MAX_K || n < MIN_N {
+        return None;
+    }
+    let found;
+    let (q, scales, axis) = match &wt.hint {
+        Some(Hint::Weight { q, scales, axis }) => (q, scales, axis),
+        None if g.int8_weights => {
+            found = int8_grid(&wt.const_f32()?, n, k)?;
+            (&found.0, &found.1, &Some(0))
         }
-        let (Some(x), Some(w)) = (o.inputs[0], o.inputs.get(1).copied().flatten()) else {
+        _ => return None,
+    };
+    let scales_ok = scales.iter().all(|s| s.is_finite() && *s > 0.0)
+        && match axis {
+            None => scales.len() == 1,
+            Some(0) => scales.len() == n || scales.len() == 1,
+            Some(_) => false,
+        };
+    if q.len() != n * k || !scales_ok {
+        return None;
+    }
+    let quant = if scales.len() == 1 {
+        QuantSpec::PerTensor {
+            scale: scales[0],
+            zero_point: 0,
+        }
+    } else {
+        QuantSpec::PerAxis {
+            axis: 0,
+            scales: scales.clone(),
+            zero_points: vec![0; n],
+        }
+    };
+    Some((quant, q.iter().map(|&v| v as u8).collect()))
+}
+
+/// How many FullyConnected ops [`keep_int8_weights`] would give int8 weights (the graph
+/// unchanged).
+pub fn int8_weight_ops(g: &Graph) -> usize {
+    let mut seen = HashMap::new();
+    (0..g.ops.len())
+        .filter(|&op| int8_form(g, op, &mut seen).is_some())
+        .count()
+}
+
+/// Give every eligible FullyConnected its int8 weights; returns how many. Weights shared by
+/// several ops (a recurrent step's, unrolled) get one int8 copy.
+pub fn keep_int8_weights(g: &mut Graph) -> usize {
+    let mut seen = HashMap::new();
+    let mut made: HashMap<usize, usize> = HashMap::new();
+    let mut done = 0;
+    for op in 0..g.ops.len() {
+        let Some(w) = int8_form(g, op, &mut seen) else {
             continue;
         };
-        if let Some(&nw) = made.get(&w) {
-            g.ops[op].inputs[1] = Some(nw);
-            done += 1;
-            continue;
-        }
-        let wt = &g.tensors[w];
-        if g.tensors[x].dtype != DType::F32 || wt.dtype != DType::F32 || !wt.is_const() {
-            continue;
-        }
-        let [n, k] = wt.shape[..] else { continue };
-        let found;
-        let (q, scales, axis) = match &wt.hint {
-            Some(Hint::Weight { q, scales, axis }) => (q, scales, axis),
-            None if g.int8_weights => {
-                let Some(v) = wt.const_f32() else { continue };
-                let Some(grid) = int8_grid(&v, n, k) else {
+        let nw = match made.get(&w) {
+            Some(&nw) => nw,
+            None => {
+                let Some((quant, bytes)) = seen.get(&w).cloned().flatten() else {
                     continue;
                 };
-                found = grid;
-                (&found.0, &found.1, &Some(0))
-            }
-            _ => continue,
-        };
-        let scales_ok = scales.iter().all(|s| s.is_finite() && *s > 0.0)
-            && match axis {
-                None => scales.len() == 1,
-                Some(0) => scales.len() == n || scales.len() == 1,
-                Some(_) => false,
-            };
-        if q.len() != n * k || k > MAX_K || n < MIN_N || !scales_ok {
-            continue;
-        }
-        let quant = if scales.len() == 1 {
-            QuantSpec::PerTensor {
-                scale: scales[0],
-                zero_point: 0,
-            }
-        } else {
-            QuantSpec::PerAxis {
-                axis: 0,
-                scales: scales.clone(),
-                zero_points: vec![0; n],
+                let t = &g.tensors[w];
+                let (name, shape) = (format!("{}:w8", t.name), t.shape.clone());
+                let nw = g.add_const(
+                    name,
+                    DType::I8,
+                    shape,
+                    cairn_core::emit::AlignedBytes::from_slice(&bytes),
+                );
+                g.tensors[nw].quant = quant;
+                made.insert(w, nw);
+                nw
             }
         };
-        let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
-        let name = format!("{}:w8", wt.name);
-        let nw = g.add_const(
-            name,
-            DType::I8,
-            vec![n, k],
-            cairn_core::emit::AlignedBytes::from_slice(&bytes),
-        );
-        g.tensors[nw].quant = quant;
         g.ops[op].inputs[1] = Some(nw);
-        made.insert(w, nw);
         done += 1;
     }
     if done > 0 {
