@@ -135,10 +135,13 @@ pub enum Path {
     /// The FC block's VNNI quads on 512-bit `vpdpbusd` (`fast/mm.rs` `gemm512`: int8 and
     /// f32-w8 FullyConnected of three or more rows), one count per GEMM.
     FcVnni512,
+    /// f32 FullyConnected of several rows on its weight panels transposed once per model
+    /// (`fast_f32/matmul.rs`, hosts with a weight cache), one count per op.
+    FcF32Panels,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::FcVnni512 as usize + 1;
+const N: usize = Path::FcF32Panels as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

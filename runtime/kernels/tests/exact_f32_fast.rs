@@ -363,6 +363,7 @@ fn large_patch_conv_f32_within_tolerance() {
 
 #[test]
 fn fully_connected_rows_f32_within_tolerance() {
+    use cairn_kernels::paths::{taken, Path};
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC4);
     for case in 0..80 {
@@ -394,6 +395,32 @@ fn fully_connected_rows_f32_within_tolerance() {
         let x = rand(&mut r, m * k);
         let op = mk(weights.clone(), bias.clone(), lo, hi);
         let (reference, fast) = both(&op, std::slice::from_ref(&x), gemm_host(), &what);
+        // Through a HostModel, whose weight cache keeps the transposed panels (built on the
+        // first run, read on the second): the same sums, so the same bits as the panels
+        // transposed per call above.
+        let bytes = AlignedBytes::from_slice(&op.bytes());
+        let mut host = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+        let panels0 = taken(Path::FcF32Panels);
+        for run_no in 0..2 {
+            let cached = host.run(&[&x]).unwrap().remove(0);
+            let same = cached
+                .iter()
+                .zip(&fast)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same && cached.len() == fast.len(),
+                "run {run_no}: cached panels differ: {}",
+                what()
+            );
+        }
+        if gemm_host() && n >= 4 {
+            assert_eq!(
+                taken(Path::FcF32Panels) - panels0,
+                2,
+                "cached panels not used: {}",
+                what()
+            );
+        }
         let terms_op = mk(
             abs(&weights),
             bias.as_deref().map(abs),
