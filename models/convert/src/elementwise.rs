@@ -172,3 +172,90 @@ pub fn eval(g: &Graph, fam: &Family, v: f32) -> f32 {
     }
     last
 }
+
+/// Activations a family may compute, tried in this order.
+const KNOWN: [UnaryFn; 7] = [
+    UnaryFn::Gelu,
+    UnaryFn::GeluTanh,
+    UnaryFn::Silu,
+    UnaryFn::Mish,
+    UnaryFn::HardSwish,
+    UnaryFn::Sigmoid,
+    UnaryFn::Softplus,
+];
+
+/// The source values a family is compared on: every 1/64 over [−12, 12], and magnitudes
+/// out to 10⁴ on both sides (where saturating pieces meet their asymptotes).
+fn probes() -> Vec<f32> {
+    let mut v: Vec<f32> = (-768..=768).map(|i| i as f32 / 64.0).collect();
+    for m in [1e-4f32, 1e-2, 13.0, 20.0, 37.5, 50.0, 100.0, 1e3, 1e4] {
+        v.extend([m, -m]);
+    }
+    v
+}
+
+/// The known activation a family computes, when it equals one at every probe within
+/// `2e-5·|f| + 1e-6` (the family's own roundings, a few per op, and the approximations of
+/// the reference's transcendental functions; the nearest other candidate, a tanh-GELU
+/// against an erf-GELU, differs by 2e-4 at 2).
+fn known_function(g: &Graph, fam: &Family, probes: &[f32]) -> Option<UnaryFn> {
+    let got: Vec<f32> = probes.iter().map(|&v| eval(g, fam, v)).collect();
+    KNOWN.into_iter().find(|&f| {
+        probes.iter().zip(&got).all(|(&v, &y)| {
+            let want = unary_value(f, 0.0, 0.0, v);
+            (y - want).abs() <= 2e-5 * want.abs() + 1e-6
+        })
+    })
+}
+
+/// Replace each element-wise family that computes a known activation (a GELU spelled out
+/// as `Div`, `Erf`, `Add`, `Mul`, `Mul`, or as eight ops around a `Tanh`; a SiLU or Mish
+/// written out) by that one `Unary` on its source, whatever the order and form of its
+/// steps: the family is evaluated on probe values and compared with each candidate. A
+/// family whose intermediate results are read outside it, or are graph outputs, stays.
+/// In f32 this is one pass over the tensor instead of up to eight; in int8 the family
+/// became one lookup table anyway. Returns how many families were replaced.
+pub fn fuse_known_functions(g: &mut Graph) -> usize {
+    let fams = families(g);
+    if fams.is_empty() {
+        return 0;
+    }
+    let links = crate::ir::Links::of(g);
+    let probes = probes();
+    let mut done = 0;
+    let mut keys: Vec<usize> = fams.keys().copied().collect();
+    keys.sort_unstable();
+    for y in keys {
+        let fam = &fams[&y];
+        let Some(&last) = fam.ops.last() else {
+            continue;
+        };
+        if g.ops[last].outputs.first() != Some(&y) || fam.ops.len() > 16 {
+            continue;
+        }
+        let closed = fam.ops[..fam.ops.len() - 1].iter().all(|&o| {
+            g.ops[o].outputs.iter().all(|&t| {
+                !g.outputs.contains(&t) && links.readers(t).iter().all(|r| fam.ops.contains(r))
+            })
+        });
+        if !closed {
+            continue;
+        }
+        let Some(f) = known_function(g, fam, &probes) else {
+            continue;
+        };
+        let name = g.ops[last].name.clone();
+        g.ops[last] = HOp {
+            kind: OpKind::Unary,
+            inputs: vec![Some(fam.source)],
+            outputs: vec![y],
+            params: vec![f as i32, 0, 0],
+            name,
+        };
+        done += 1;
+    }
+    if done > 0 {
+        g.prune();
+    }
+    done
+}

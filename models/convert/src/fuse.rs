@@ -1091,17 +1091,25 @@ pub fn fuse(g: &mut Graph) -> usize {
     // Before activation fusion: a clamp fused into the LayerNorm's last op would hide it.
     let mut n = crate::fuse_norm::fuse_layer_norms(g);
     // Hoisting before `fuse_act`: a Relu fused into the Add would pin it after the Reshape.
-    while fold_affine(g)
-        || fold_affine_into_fc(g)
-        || hoist_over_reshape(g)
-        || fuse_hardswish(g)
-        || fuse_self_gate(g)
-        || fuse_act(g)
-        || deconv_as_conv(g)
-        || crop_dead_taps(g)
-        || full_height_as_row(g)
-    {
-        n += 1;
+    loop {
+        while fold_affine(g)
+            || fold_affine_into_fc(g)
+            || hoist_over_reshape(g)
+            || fuse_hardswish(g)
+            || fuse_self_gate(g)
+            || fuse_act(g)
+            || deconv_as_conv(g)
+            || crop_dead_taps(g)
+            || full_height_as_row(g)
+        {
+            n += 1;
+        }
+        // Whole element-wise families (a GELU written out) once the rewrites above have
+        // settled; what they leave (a clamp to fuse) is taken by another round.
+        match crate::elementwise::fuse_known_functions(g) {
+            0 => break,
+            k => n += k,
+        }
     }
     g.prune();
     n

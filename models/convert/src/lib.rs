@@ -185,7 +185,7 @@ pub fn float_graph(onnx_bytes: &[u8], opts: &Options) -> Result<(Graph, Vec<Stri
     let fused = fuse::fuse(&mut g);
     if fused > 0 {
         notes.push(format!(
-            "{fused} fusions (BatchNorm folds, activations, HardSwish, LayerNorm)"
+            "{fused} fusions (BatchNorm folds, activations, HardSwish, LayerNorm, GELU/SiLU/Mish written out)"
         ));
     }
     Ok((g, notes))
