@@ -14,7 +14,8 @@
 //!   `|w|`, `|bias|` without the clamp (as `tests/exact_f32.rs`).
 //! - Binary ops and the exact Unary functions: equal values (NaN where the reference has
 //!   NaN); MaxPool and the means: the same bits.
-//! - Approximated Unary functions (Exp, Log, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Pow 3):
+//! - Approximated Unary functions (Exp, Log, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Mish,
+//!   Softplus, Pow 3):
 //!   `|fast − ref| ≤ 4e-6 · |ref| + 3e-7 · max(1, |x|)`.
 //! - Softmax: `|fast − ref| ≤ (8e-6 + n · 2.4e-7) · |ref| + 1e-9` over a row of `n` (the
 //!   exp bound twice, and the two sums' rounding in different orders).
@@ -511,6 +512,10 @@ fn unary_cases() -> Vec<UnaryCase> {
         (Log, 0.0, 0.0, (-1.0, 1e-36), false),
         (Gelu, 0.0, 0.0, (-8.0, 8.0), false),
         (GeluTanh, 0.0, 0.0, (-8.0, 8.0), false),
+        (Mish, 0.0, 0.0, (-30.0, 30.0), false),
+        (Mish, 0.0, 0.0, (-2.0, 2.0), false),
+        (Softplus, 0.0, 0.0, (-100.0, 100.0), false),
+        (Softplus, 0.0, 0.0, (-3.0, 3.0), false),
     ]
 }
 

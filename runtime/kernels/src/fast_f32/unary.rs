@@ -10,8 +10,9 @@
 //!   that exp and an exact division), Tanh (Cephes' odd polynomial below 0.625, else
 //!   `1 − 2/(e^{2|x|} + 1)`), Log (Cephes' `logf`: `x = m·2^e`, m in [√½, √2), a
 //!   degree-9 polynomial in m − 1, subnormals scaled first), Erf (a rational odd/even approximation on [−4, 4], ±1
-//!   outside), Gelu and GeluTanh (the reference's formulas on those), Pow with exponent 3
-//!   (`x · x · x`). Held to `|fast − ref| ≤ 4e-6·|ref| + 3e-7·max(1, |x|)` (`ERR_REL`,
+//!   outside), Gelu and GeluTanh (the reference's formulas on those), Softplus (`ln` of
+//!   `eˣ + 1`, as the reference), Mish (`x · n / (n + 2)` with `n = eˣ·(eˣ + 2)`, which is
+//!   `x · tanh(ln(1 + eˣ))`; `x` past 20), Pow with exponent 3 (`x · x · x`). Held to `|fast − ref| ≤ 4e-6·|ref| + 3e-7·max(1, |x|)` (`ERR_REL`,
 //!   `ERR_ABS`; the `|x|` term covers Gelu's `0.5·x·(1 + erf)` where `1 + erf` cancels, as
 //!   it does in the reference; `tests/exact_f32_fast.rs` checks it on dense sweeps of each
 //!   function's range and on specials); a NaN input gives NaN, ±∞ the reference's limits.
@@ -52,6 +53,8 @@ fn covers(f: UnaryFn, a: f32) -> bool {
                 | Erf
                 | Gelu
                 | GeluTanh
+                | Mish
+                | Softplus
         )
 }
 
@@ -204,6 +207,17 @@ pub(super) mod avx2 {
                     _mm256_mul_ps(_mm256_set1_ps(0.5), x),
                     _mm256_add_ps(one, tanh(inner)),
                 )
+            }),
+            Softplus => each!(|x| log(_mm256_add_ps(exp(x), one))),
+            Mish => each!(|x| {
+                // tanh(ln(1 + e)) = n / (n + 2) with n = e·(e + 2), e = exp(x): no log
+                // or tanh. Past 20 the reference's tanh is 1 (and n would overflow), so
+                // the value is x.
+                let e = exp(x);
+                let n = _mm256_mul_ps(e, _mm256_add_ps(e, _mm256_set1_ps(2.0)));
+                let r = _mm256_div_ps(_mm256_mul_ps(x, n), _mm256_add_ps(n, _mm256_set1_ps(2.0)));
+                let big = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(20.0));
+                _mm256_blendv_ps(r, x, big)
             }),
             // `covers` admits only the functions above.
             _ => unreachable!(),
