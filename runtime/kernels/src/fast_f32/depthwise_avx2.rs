@@ -141,18 +141,26 @@ pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
 /// Copy one band of a plane, padded rows `r0..r0 + ph`, into `buf` with its zero border,
 /// column phase `p` of padded column `pc` (= input column + left padding) at
 /// `p·ph·pw + (row − r0)·pw + pc / sw`.
+///
+/// `buf` must hold zeros wherever no band of this layout writes input values (it is
+/// zeroed once per buffer, then reused for every channel): each row inside the input
+/// writes the same columns every time, and a row outside it (padding) is zeroed here,
+/// since another band may have written input values there. Zeroing the whole band for
+/// every channel cost as much as its sums on 28×28 planes.
 fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
     let (pt, pl) = (g.pt as usize, g.pl as usize);
-    let size = g.sw * pad.ph * pad.pw;
-    buf[..size].fill(0.0);
     for pr in 0..pad.ph {
         let Some(iy) = (r0 + pr).checked_sub(pt).filter(|&iy| iy < g.h) else {
+            for p in 0..g.sw {
+                buf[(p * pad.ph + pr) * pad.pw..][..pad.pw].fill(0.0);
+            }
             continue;
         };
         let row = &xc[iy * g.w..(iy + 1) * g.w];
         if g.sw == 1 {
             let n = g.w.min(pad.pw.saturating_sub(pl));
-            buf[pr * pad.pw + pl..pr * pad.pw + pl + n].copy_from_slice(&row[..n]);
+            // SAFETY: this kernel runs only where the caller checked AVX2.
+            unsafe { copy_row(&row[..n], &mut buf[pr * pad.pw + pl..pr * pad.pw + pl + n]) };
             continue;
         }
         if g.sw == 2 {
@@ -182,6 +190,32 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
                 *d = row[j * g.sw + p - pl];
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` in vectors, the tail masked: a row of a small plane was a
+/// call to the C library's `memmove` (as much time as the row's sums).
+///
+/// # Safety
+/// AVX2 must be present. Panics when the lengths differ.
+#[target_feature(enable = "avx2")]
+unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let n = src.len();
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n, inside both slices.
+        unsafe { _mm256_storeu_ps(dp.add(i), _mm256_loadu_ps(sp.add(i))) };
+        i += 8;
+    }
+    if i < n {
+        let left = (n - i) as i32;
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes);
+        // SAFETY: the mask selects the n − i lanes from i, inside both slices; masked-off
+        // lanes are neither read nor written.
+        unsafe { _mm256_maskstore_ps(dp.add(i), mask, _mm256_maskload_ps(sp.add(i), mask)) };
     }
 }
 
@@ -233,7 +267,8 @@ fn tap_offsets(g: &Geo, pad: Pad, offs: &mut [usize; 64]) -> usize {
 macro_rules! plane_kernel {
     (
         $plane:ident, $block:ident, $feature:literal, $v:ty, $lanes:literal,
-        $load:ident, $fma:ident, $set1:ident, $max:ident, $min:ident, $store:ident
+        $load:ident, $fma:ident, $set1:ident, $max:ident, $min:ident, $store:ident,
+        $tail:ident
     ) => {
         #[target_feature(enable = $feature)]
         unsafe fn $plane(
@@ -278,10 +313,9 @@ macro_rules! plane_kernel {
                                 // SAFETY: L floats from `x0` lie inside the row.
                                 unsafe { $store(yr.as_mut_ptr().add(x0), v) };
                             } else {
-                                let mut t = [0f32; L];
-                                // SAFETY: `t` holds L floats.
-                                unsafe { $store(t.as_mut_ptr(), v) };
-                                yr[x0..].copy_from_slice(&t[..left]);
+                                // SAFETY: the `left` (< L) floats from `x0` lie inside the
+                                // row; the other lanes are not written.
+                                unsafe { $tail(yr.as_mut_ptr().add(x0), v, left) };
                             }
                         }
                     }
@@ -383,7 +417,8 @@ plane_kernel!(
     _mm256_set1_ps,
     _mm256_max_ps,
     _mm256_min_ps,
-    _mm256_storeu_ps
+    _mm256_storeu_ps,
+    tail_avx2
 );
 
 plane_kernel!(
@@ -397,5 +432,30 @@ plane_kernel!(
     _mm512_set1_ps,
     _mm512_max_ps,
     _mm512_min_ps,
-    _mm512_storeu_ps
+    _mm512_storeu_ps,
+    tail_avx512
 );
+
+/// Store the first `left` (< 8) lanes of `v` at `p` (a row's last, partial vector: a copy
+/// through a stack vector was a C library call per row).
+///
+/// # Safety
+/// AVX2 must be present and the `left` floats from `p` writable.
+#[target_feature(enable = "avx2")]
+unsafe fn tail_avx2(p: *mut f32, v: __m256, left: usize) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left as i32), lanes);
+    // SAFETY: the mask selects the `left` lanes the caller vouches for.
+    unsafe { _mm256_maskstore_ps(p, mask, v) };
+}
+
+/// `tail_avx2` for 16 lanes (`left` < 16).
+///
+/// # Safety
+/// AVX-512F must be present and the `left` floats from `p` writable.
+#[target_feature(enable = "avx512f")]
+unsafe fn tail_avx512(p: *mut f32, v: __m512, left: usize) {
+    let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
+    // SAFETY: the mask selects the `left` lanes the caller vouches for.
+    unsafe { _mm512_mask_storeu_ps(p, mask, v) };
+}
