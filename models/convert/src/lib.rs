@@ -345,7 +345,13 @@ pub fn convert(
                 notes.push(format!("this model ships int8 weights: without --calibrate, {w8} FullyConnected ops would keep them and quantize their input rows at run time (mode dynamic, as the model was made); compare both on your data"));
             }
         }
-        let (mut q, rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
+        let (mut q, mut rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
+        if fits_a_file(&q).is_err() {
+            if let Some((q2, rep2, note)) = unrolled_in_f32(&g, &ranges, opts.weight_bits, &q)? {
+                notes.push(note);
+                (q, rep) = (q2, rep2);
+            }
+        }
         let folded = fold_tables::fold(&mut q).context("folding int8 element-wise chains")?;
         if folded > 0 {
             notes.push(format!(
@@ -387,6 +393,34 @@ pub fn convert(
         f32_ops,
         notes,
     })
+}
+
+/// When the int8 graph `q` is over a file's bounds (the quantize and dequantize steps
+/// around the f32 islands of an unrolled recurrence can add a third to its ops), the
+/// quantization again with the unrolled nodes left f32 (`quantize::unrolled_in_f32`). The
+/// graph and a note when that fits; `None` when there is no such node or it still does not
+/// fit (the caller's bound check then says so).
+fn unrolled_in_f32(
+    g: &Graph,
+    ranges: &quantize::Ranges,
+    weight_bits: u8,
+    q: &Graph,
+) -> Result<Option<(Graph, quantize::Report, String)>> {
+    let Some((q2, rep2, names)) = quantize::unrolled_in_f32(g, ranges, weight_bits)? else {
+        return Ok(None);
+    };
+    if fits_a_file(&q2).is_err() {
+        return Ok(None);
+    }
+    let note = format!(
+        "the int8 graph has {} ops, over the {} a .cairn file holds, so the {} unrolled recurrent or loop nodes ({}) stay f32 inside: {} ops",
+        q.ops.len(),
+        cairn_core::model::MAX_OPS,
+        names.len(),
+        names.join(", "),
+        q2.ops.len()
+    );
+    Ok(Some((q2, rep2, note)))
 }
 
 /// The explicit bound's treatment: the tensors int8 would damage beyond `limit` lose their

@@ -136,6 +136,49 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
 /// per-channel scale max|w|/63, values in [−63, 63], which the hosts' u8×s8 GEMM kernels
 /// multiply exactly; 8: max|w|/127); depthwise and transposed convs and FullyConnected
 /// keep 8 bits (no kernel gains from 7 there).
+/// ONNX nodes lowered to at least this many ops are unrolled recurrences or loops.
+pub const UNROLLED_OPS: usize = 256;
+
+/// [`quantize_bits`] with every op of an unrolled node (`UNROLLED_OPS` or more ops from one
+/// ONNX node: a long LSTM, GRU, Loop or Scan) left f32, so such a node needs conversions
+/// only where it starts and ends instead of around each island inside it; with the names
+/// of those nodes, sorted. `None` when the graph has no such node.
+pub fn unrolled_in_f32(
+    g: &Graph,
+    ranges: &Ranges,
+    weight_bits: u8,
+) -> Result<Option<(Graph, Report, Vec<String>)>> {
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for op in &g.ops {
+        *per_node.entry(op.name.as_str()).or_default() += 1;
+    }
+    let mut names: Vec<&str> = per_node
+        .iter()
+        .filter(|&(_, &n)| n >= UNROLLED_OPS)
+        .map(|(&name, _)| name)
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    names.sort_unstable();
+    let mut kept = ranges.clone();
+    for op in g
+        .ops
+        .iter()
+        .filter(|op| names.binary_search(&op.name.as_str()).is_ok())
+    {
+        for t in &op.outputs {
+            kept.remove(t);
+        }
+    }
+    let (q, rep) = quantize_bits(g, &kept, weight_bits)?;
+    Ok(Some((
+        q,
+        rep,
+        names.into_iter().map(String::from).collect(),
+    )))
+}
+
 pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Graph, Report)> {
     anyhow::ensure!(
         weight_bits == 7 || weight_bits == 8,
