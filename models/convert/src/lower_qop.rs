@@ -342,6 +342,29 @@ fn quantized_table(l: &Lower, n: &NodeProto) -> bool {
         && matches!(idx, Some(Ok(Val::T(_))))
 }
 
+/// The first DequantizeLinear reading `v`, directly or through movement ops on their data
+/// input (a Transpose between a Gather and its DequantizeLinear).
+fn first_dequantize<'m>(l: &Lower<'m>, v: &str, depth: usize) -> Option<&'m NodeProto> {
+    let cons = l.consumers.get(v)?;
+    if let Some(d) = cons
+        .iter()
+        .find(|c| c.op_type == "DequantizeLinear" && c.input.first().map(String::as_str) == Some(v))
+    {
+        return Some(*d);
+    }
+    if depth > 16 {
+        return None;
+    }
+    cons.iter()
+        .filter(|c| {
+            MOVEMENT.contains(&c.op_type.as_str())
+                && c.domain.is_empty()
+                && c.input.first().map(String::as_str) == Some(v)
+        })
+        .flat_map(|c| c.output.iter().filter(|o| !o.is_empty()))
+        .find_map(|o| first_dequantize(l, o, depth + 1))
+}
+
 /// Rows of a quantized table read through DequantizeLinear: the gather runs on the exactly
 /// dequantized table, so the rows leave in real units (int8 again after calibration).
 fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
@@ -352,7 +375,7 @@ fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
     }
     // Every reader a DequantizeLinear with the same params, directly or through movement
     // ops (a Transpose to the time-major layout of an LSTM after it).
-    let first = cons.iter().find(|c| c.op_type == "DequantizeLinear");
+    let first = first_dequantize(l, &out, 0);
     let Some(first) = first.filter(|d| read_as_real(l, &out, d.input.get(1), d.input.get(2)))
     else {
         bail!("Gather of a quantized table whose rows are read other than by DequantizeLinear nodes of one scale (directly or through movement ops) is not supported");

@@ -381,25 +381,49 @@ fn run_time_dynamic_quantization_is_exact() {
 
 /// A `quantize_dynamic` embedding table (uint8 rows gathered by run-time ids) whose rows
 /// are read by a DequantizeLinear and also through a Transpose to another one of the same
-/// params (a BiLSTM tagger's time-major input): both are the exactly dequantized rows.
+/// params (a BiLSTM tagger's time-major input), or only through the Transpose (a GRU
+/// seq2seq decoder's embedding): each is the exactly dequantized rows.
 #[test]
 fn quantized_table_rows_read_through_movement_ops() {
+    for direct in [true, false] {
+        table_rows_through_movement(direct);
+    }
+}
+
+fn table_rows_through_movement(direct: bool) {
     use cairn_convert::onnx_pb::{GraphProto, TensorProto};
     let (n, d, len) = (7usize, 3usize, 5usize);
     let q: Vec<u8> = (0..n * d).map(|k| (k * 37 % 256) as u8).collect();
     let (scale, zp) = (0.03f32, 128u8);
+    let mut nodes = vec![common::node(
+        "Gather",
+        &["table_q", "ids"],
+        &["rows_q"],
+        vec![],
+    )];
+    if direct {
+        nodes.push(common::node(
+            "DequantizeLinear",
+            &["rows_q", "s", "z"],
+            &["rows"],
+            vec![],
+        ));
+    }
+    nodes.extend([
+        common::node(
+            "Transpose",
+            &["rows_q"],
+            &["t_q"],
+            vec![common::ints_attr("perm", &[1, 0, 2])],
+        ),
+        common::node("DequantizeLinear", &["t_q", "s", "z"], &["t"], vec![]),
+    ]);
+    let mut outputs = vec![value("t", 1, &[len as i64, 1, d as i64])];
+    if direct {
+        outputs.insert(0, value("rows", 1, &[1, len as i64, d as i64]));
+    }
     let g = GraphProto {
-        node: vec![
-            common::node("Gather", &["table_q", "ids"], &["rows_q"], vec![]),
-            common::node("DequantizeLinear", &["rows_q", "s", "z"], &["rows"], vec![]),
-            common::node(
-                "Transpose",
-                &["rows_q"],
-                &["t_q"],
-                vec![common::ints_attr("perm", &[1, 0, 2])],
-            ),
-            common::node("DequantizeLinear", &["t_q", "s", "z"], &["t"], vec![]),
-        ],
+        node: nodes,
         initializer: vec![
             TensorProto {
                 name: "table_q".into(),
@@ -422,15 +446,13 @@ fn quantized_table_rows_read_through_movement_ops() {
             },
         ],
         input: vec![value("ids", 7, &[1, len as i64])],
-        output: vec![
-            value("rows", 1, &[1, len as i64, d as i64]),
-            value("t", 1, &[len as i64, 1, d as i64]),
-        ],
+        output: outputs,
         name: "g".into(),
         ..Default::default()
     };
     let bytes = common::model_bytes(g, 13);
-    let c = convert(&bytes, &Options::default(), |_| {}).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = convert(&bytes, &Options::default(), |_| {})
+        .unwrap_or_else(|e| panic!("direct reader {direct}: {e:#}"));
     let ids = [3.0f32, 0.0, 6.0, 3.0, 1.0];
     let out = run(&c, &ids);
     let want: Vec<f32> = ids
@@ -439,8 +461,10 @@ fn quantized_table_rows_read_through_movement_ops() {
         .map(|(k, ())| (q[k] as i32 - zp as i32) as f32 * scale)
         .collect();
     // [1, len, d] and [len, 1, d] hold the same values in the same order.
-    assert_eq!(out[0], want);
-    assert_eq!(out[1], want);
+    for o in &out {
+        assert_eq!(o, &want, "direct reader {direct}");
+    }
+    assert_eq!(out.len(), 1 + direct as usize);
     // The table's params are the weights', not an activation's: the model is dynamically
     // quantized, so calibration samples make it cairn's static int8.
     let opts = Options {
