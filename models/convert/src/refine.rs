@@ -15,6 +15,7 @@ use anyhow::Result;
 use cairn_core::emit::QuantSpec;
 use cairn_core::DType;
 
+use crate::calibrate::probed;
 use crate::ir::Graph;
 use crate::quantize::{quantize, Ranges};
 
@@ -56,9 +57,22 @@ pub fn refine(
     let total: u64 = g.ops.iter().map(|op| crate::sensitive::macs(g, op)).sum();
     let mut mac_left = mac_share.map(|s| (total as f64 * s.clamp(0.0, 1.0) as f64) as u64);
     let probe: Vec<&Vec<Vec<f32>>> = samples.iter().take(PROBE_SAMPLES).collect();
-    let floats: Vec<HashMap<usize, cairn_core::emit::AlignedBytes>> = probe
+    // Each float tensor's probed values (`probed`) and element count, per sample: only
+    // those are compared, so a model of 256×256 maps keeps a few MB per sample instead of
+    // every value of every tensor.
+    let floats: Vec<HashMap<usize, (usize, Vec<f32>)>> = probe
         .iter()
-        .map(|s| g.run_all_on(s, true))
+        .map(|s| {
+            let all = g.run_all_on(s, true)?;
+            Ok(all
+                .into_iter()
+                .filter(|&(t, _)| g.tensors[t].dtype == DType::F32 && !g.tensors[t].is_const())
+                .map(|(t, v)| {
+                    let f: &[f32] = bytemuck::cast_slice(v.as_slice());
+                    (t, (f.len(), probed(f.len()).map(|i| f[i]).collect()))
+                })
+                .collect())
+        })
         .collect::<Result<_>>()?;
     let mut moved = Vec::new();
     // The bound an op's own addition is held to. When an output is still off but no op
@@ -95,12 +109,14 @@ pub fn refine(
                 if h.dtype != DType::F32 || h.is_const() || picked[t] {
                     continue;
                 }
-                let (Some(f), Some(v)) = (fv.get(&t), qv.get(&qt)) else {
+                let (Some((n, f)), Some(v)) = (fv.get(&t), qv.get(&qt)) else {
                     continue;
                 };
-                let f: &[f32] = bytemuck::cast_slice(f.as_slice());
+                let Some(got) = dequantized_at(&q, qt, v.as_slice(), *n) else {
+                    continue;
+                };
                 let a = acc.entry(t).or_default();
-                for (x, y) in f.iter().zip(dequantized(&q, qt, v.as_slice())) {
+                for (x, y) in f.iter().zip(got) {
                     if !x.is_finite() {
                         continue;
                     }
@@ -348,24 +364,35 @@ fn moves_or_clamps(op: &crate::ir::HOp) -> bool {
 }
 
 /// Values of tensor `t` of the quantized graph as f32.
-fn dequantized(q: &Graph, t: usize, bytes: &[u8]) -> Vec<f32> {
+fn dequantized_at(q: &Graph, t: usize, bytes: &[u8], n: usize) -> Option<Vec<f32>> {
     let h = &q.tensors[t];
     let (s, z) = match h.quant {
         QuantSpec::PerTensor { scale, zero_point } => (scale, zero_point),
         _ => (1.0, 0),
     };
-    match h.dtype {
-        DType::F32 => bytemuck::cast_slice::<u8, f32>(bytes).to_vec(),
-        DType::I8 => bytes
-            .iter()
-            .map(|&b| (b as i8 as i32 - z) as f32 * s)
-            .collect(),
-        DType::U8 => bytes.iter().map(|&b| (b as i32 - z) as f32 * s).collect(),
-        DType::I32 => bytemuck::cast_slice::<u8, i32>(bytes)
-            .iter()
-            .map(|&v| (v - z) as f32 * s)
-            .collect(),
+    let width = match h.dtype {
+        DType::F32 | DType::I32 => 4,
+        DType::I8 | DType::U8 => 1,
+    };
+    if bytes.len() != n * width {
+        return None;
     }
+    Some(match h.dtype {
+        DType::F32 => {
+            let v = bytemuck::cast_slice::<u8, f32>(bytes);
+            probed(n).map(|i| v[i]).collect()
+        }
+        DType::I8 => probed(n)
+            .map(|i| (bytes[i] as i8 as i32 - z) as f32 * s)
+            .collect(),
+        DType::U8 => probed(n)
+            .map(|i| (bytes[i] as i32 - z) as f32 * s)
+            .collect(),
+        DType::I32 => {
+            let v = bytemuck::cast_slice::<u8, i32>(bytes);
+            probed(n).map(|i| (v[i] - z) as f32 * s).collect()
+        }
+    })
 }
 
 /// Tensors that hang on a run-time selection's indices (TopK's, ArgMax's, ArgMin's, and
