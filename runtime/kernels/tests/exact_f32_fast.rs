@@ -770,8 +770,15 @@ fn layer_norm_f32_within_tolerance() {
     for case in 0..60 {
         // Rows of a transformer (384, 768) and odd lengths (a tail after the vector body),
         // normalized over the last one or two axes, with and without β.
-        let (outer, a, b) = (r.range(1, 12), r.range(1, 5), r.range(1, 400));
-        let axis = if case % 2 == 0 { 2 } else { 1 };
+        // Every fourth case: rows narrower than a vector (an NHWC map over its few
+        // channels), eight at a time, with a remainder of rows.
+        let narrow = case % 4 == 3;
+        let (outer, a, b) = if narrow {
+            (r.range(8, 40), r.range(1, 5), r.range(1, 7))
+        } else {
+            (r.range(1, 12), r.range(1, 5), r.range(1, 400))
+        };
+        let axis = if case % 2 == 0 || narrow { 2 } else { 1 };
         let dims = vec![outer, a, b];
         let n: usize = dims[axis..].iter().product();
         let with_beta = case % 3 != 0;

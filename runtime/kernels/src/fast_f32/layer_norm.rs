@@ -37,9 +37,23 @@ pub fn layer_norm_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Resu
             Ok(y) => y,
             Err(e) => return Some(Err(e)),
         };
-        for (xr, yr) in x[..len]
+        let mut done = 0;
+        if inner < avx2::NARROW {
+            // Rows narrower than a vector (an NHWC map normalized over its 4 to 16
+            // channels): eight rows at a time, one lane each.
+            let blocks = outer / 8 * 8 * inner;
+            for (xb, yb) in x[..blocks]
+                .chunks_exact(8 * inner)
+                .zip(y[..blocks].chunks_exact_mut(8 * inner))
+            {
+                // SAFETY: AVX2 and FMA are present (checked above).
+                unsafe { avx2::eight_rows(xb, yb, gamma, beta, eps) };
+            }
+            done = blocks;
+        }
+        for (xr, yr) in x[done..len]
             .chunks_exact(inner)
-            .zip(y[..len].chunks_exact_mut(inner))
+            .zip(y[done..len].chunks_exact_mut(inner))
         {
             // SAFETY: AVX2 and FMA are present (checked above).
             unsafe { avx2::row(xr, yr, gamma, beta, eps) };
@@ -65,6 +79,61 @@ mod avx2 {
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
         _mm_cvtss_f32(h)
+    }
+
+    /// Rows narrower than this go eight at a time (`eight_rows`).
+    pub const NARROW: usize = 8;
+
+    /// Eight rows of `n` (< `NARROW`) values each (`x`, `y`: 8·n), one per lane: the same
+    /// operations as `row`'s tail for each (the sums in element order, then
+    /// `(x − mean) · inv · γ + β`), so the same values.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present. (Slice bounds are checked here.)
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn eight_rows(
+        x: &[f32],
+        y: &mut [f32],
+        gamma: &[f32],
+        beta: Option<&[f32]>,
+        eps: f32,
+    ) {
+        let n = gamma.len();
+        assert!(n < NARROW && x.len() == 8 * n && y.len() == 8 * n);
+        assert!(beta.is_none_or(|b| b.len() == n));
+        // Column k of the block: element k of each of the eight rows.
+        let mut cols = [_mm256_setzero_ps(); NARROW];
+        let mut t = [0f32; 8];
+        for (k, c) in cols.iter_mut().enumerate().take(n) {
+            for (j, v) in t.iter_mut().enumerate() {
+                *v = x[j * n + k];
+            }
+            *c = _mm256_loadu_ps(t.as_ptr());
+        }
+        let mut sum = _mm256_setzero_ps();
+        for c in &cols[..n] {
+            sum = _mm256_add_ps(sum, *c);
+        }
+        let mean = _mm256_div_ps(sum, _mm256_set1_ps(n as f32));
+        let mut var = _mm256_setzero_ps();
+        for c in &cols[..n] {
+            let d = _mm256_sub_ps(*c, mean);
+            var = _mm256_add_ps(var, _mm256_mul_ps(d, d));
+        }
+        let var = _mm256_div_ps(var, _mm256_set1_ps(n as f32));
+        let inv = _mm256_div_ps(
+            _mm256_set1_ps(1.0),
+            _mm256_sqrt_ps(_mm256_add_ps(var, _mm256_set1_ps(eps))),
+        );
+        for (k, c) in cols.iter().enumerate().take(n) {
+            let d = _mm256_sub_ps(*c, mean);
+            let v = _mm256_mul_ps(_mm256_mul_ps(d, inv), _mm256_set1_ps(gamma[k]));
+            let v = _mm256_add_ps(v, _mm256_set1_ps(beta.map_or(0.0, |b| b[k])));
+            _mm256_storeu_ps(t.as_mut_ptr(), v);
+            for (j, &v) in t.iter().enumerate() {
+                y[j * n + k] = v;
+            }
+        }
     }
 
     /// One row: `y = (x − mean) · inv · γ + β`.
