@@ -131,7 +131,9 @@ unsafe fn rows(norm: &Norm<'_>, x: &[i8], y: &mut [i8]) {
         }
         for lane in 0..LANES.min(outer - o) {
             let row = o + lane;
-            let inv = 1.0 / libm::sqrtf(vars[lane] + norm.eps);
+            // The vector unit's square root (the same correctly rounded value), not
+            // `libm::sqrtf`'s legacy-SSE `sqrtss`, which stalls in AVX code.
+            let inv = 1.0 / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(vars[lane] + norm.eps)));
             let (xr, yr) = (
                 &x[row * inner..(row + 1) * inner],
                 &mut y[row * inner..(row + 1) * inner],

@@ -170,7 +170,10 @@ mod avx2 {
             var += d * d;
         }
         var /= n as f32;
-        let inv = 1.0 / libm::sqrtf(var + eps);
+        // The vector unit's square root (the same correctly rounded value): `libm::sqrtf`
+        // is a legacy-SSE `sqrtss`, which in this AVX code stalled on the upper halves of
+        // the registers, most of a 32-wide row's time.
+        let inv = 1.0 / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var + eps)));
         let vi = _mm256_set1_ps(inv);
         let mut i = 0;
         while i < body {
