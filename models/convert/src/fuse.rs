@@ -14,7 +14,7 @@ use crate::lower::INF_BITS;
 /// The one op reading `t`, if `t` has exactly one reader, is not a graph output and is not
 /// a quantization point of a QDQ model (fusing across one would change the arithmetic the
 /// model was quantized for).
-fn single_reader(g: &Graph, k: &Links, t: usize) -> Option<usize> {
+pub(crate) fn single_reader(g: &Graph, k: &Links, t: usize) -> Option<usize> {
     let qdq_point = matches!(g.tensors[t].hint, Some(crate::ir::Hint::Act { .. }));
     k.sole_reader(t)
         .filter(|_| !g.outputs.contains(&t) && !qdq_point)
@@ -1106,7 +1106,9 @@ pub fn fuse(g: &mut Graph) -> usize {
         }
         // Whole element-wise families (a GELU written out) once the rewrites above have
         // settled; what they leave (a clamp to fuse) is taken by another round.
-        match crate::elementwise::fuse_known_functions(g) {
+        match crate::elementwise::fuse_known_functions(g)
+            + crate::fuse_transpose::sink_transposes(g)
+        {
             0 => break,
             k => n += k,
         }

@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod fold_tables;
 pub mod fuse;
 mod fuse_norm;
+mod fuse_transpose;
 pub mod ir;
 pub mod lower;
 mod lower_attention;
