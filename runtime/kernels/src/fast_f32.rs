@@ -645,6 +645,11 @@ pub fn fc_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         matmul::fc(&gm, x, m, y);
         return Some(Ok(()));
     }
+    // Few input rows on panels kept by the weight cache (a recurrent step).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if n >= matmul::FC_MIN_COLS && matmul::gemv_panels(&gm, x, m, y) {
+        return Some(Ok(()));
+    }
     // Few input rows, or few weight rows (an attention score's 512 → 1 projection over
     // every query-key pair, where the GEMM's 32-wide panel would be 1/32 used): dot
     // products, input rows split across the pool.

@@ -433,6 +433,65 @@ fn fully_connected_rows_f32_within_tolerance() {
     }
 }
 
+/// One to three rows (a recurrent step) through a `HostModel`, whose weight cache keeps
+/// the transposed panels: the panel GEMV (x86_64 with AVX2 + FMA), held to the GEMM's
+/// tolerance, including panel tails, deep rows and no bias.
+#[test]
+fn fully_connected_few_rows_on_panels_within_tolerance() {
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xFC5);
+    for case in 0..60 {
+        let k = if case % 5 == 0 {
+            r.range(600, 1300)
+        } else {
+            r.range(1, 300)
+        };
+        let (m, n) = (r.range(1, 3), r.range(4, 140));
+        let (lo, hi) = clamp(&mut r);
+        let weights = rand(&mut r, n * k);
+        let bias = (!r.next().is_multiple_of(3)).then(|| rand(&mut r, n));
+        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| {
+            let mut consts = vec![(vec![n, k], w)];
+            if let Some(b) = b {
+                consts.push((vec![n], b));
+            }
+            Op {
+                kind: OpKind::FullyConnected,
+                acts: vec![vec![m, k]],
+                consts,
+                params: vec![bits(lo), bits(hi)],
+                y: vec![m, n],
+                chain: false,
+            }
+        };
+        let what = || format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
+        let x = rand(&mut r, m * k);
+        let op = mk(weights.clone(), bias.clone(), lo, hi);
+        let reference = run(&op.bytes(), RefBackend, std::slice::from_ref(&x));
+        let bytes = AlignedBytes::from_slice(&op.bytes());
+        let mut host = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
+        let panels0 = taken(Path::FcF32Panels);
+        let fast = host.run(&[&x]).unwrap().remove(0);
+        if vector_host() {
+            assert_eq!(
+                taken(Path::FcF32Panels) - panels0,
+                1,
+                "panels not used: {}",
+                what()
+            );
+        }
+        let terms_op = mk(
+            abs(&weights),
+            bias.as_deref().map(abs),
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        );
+        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        within_terms(&reference, &fast, &terms, &what);
+    }
+}
+
 #[test]
 fn batch_matmul_f32_within_tolerance() {
     let seed = seed();

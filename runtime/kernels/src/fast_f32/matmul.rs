@@ -128,6 +128,102 @@ pub(super) fn fc(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
     fc_parts(gm, x, m, y, None)
 }
 
+/// FullyConnected over fewer rows than the GEMM takes (a recurrent step, a decoder's
+/// token) on the cached transposed panels (`pack_fc_panels`, shared with the GEMM path):
+/// per input value one broadcast and one fused multiply-add per 8 outputs, two panels
+/// (64 outputs) in registers at a time, instead of a dot product and a horizontal sum per
+/// output. `false` (nothing written) without AVX2 + FMA or without a cache that keeps the
+/// weights. Sums from the bias in input order (the reference's order, with fused
+/// multiply-adds), then the clamp.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(super) fn gemv_panels(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) -> bool {
+    if !super::avx2::available() || !crate::prepack::keeps(gm.w.as_ptr() as usize) {
+        return false;
+    }
+    let (k, n) = (gm.k, gm.oc);
+    if k == 0 || x.len() < m * k || y.len() < m * n {
+        return false;
+    }
+    let key = (gm.w.as_ptr() as usize, n * k, FC_PANELS_KIND);
+    crate::paths::note(crate::paths::Path::FcF32Panels);
+    crate::prepack::with_packed(
+        key,
+        &mut std::vec::Vec::new(),
+        |v| pack_fc_panels(gm.w, n, k, v),
+        |p| {
+            let panels: &[f32] = bytemuck::cast_slice(p);
+            for (xr, yr) in x.chunks_exact(k.max(1)).zip(y.chunks_exact_mut(n)).take(m) {
+                // SAFETY: AVX2 and FMA are present (checked above); `gemv_row` checks the
+                // slice bounds itself.
+                unsafe { gemv_row(gm, panels, xr, yr) };
+            }
+        },
+    );
+    super::dispatch::taken();
+    true
+}
+
+/// One output row of `gemv_panels`.
+///
+/// # Safety
+/// AVX2 and FMA must be present. (Slice bounds are checked here.)
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemv_row(gm: &Gemm<'_>, panels: &[f32], xr: &[f32], yr: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let (k, n) = (gm.k, gm.oc);
+    let np = n.div_ceil(PANEL_W);
+    assert!(xr.len() == k && yr.len() == n && panels.len() >= np * PANEL_W * k);
+    if let Some(b) = gm.bias {
+        assert!(b.len() >= n);
+    }
+    let (lo, hi) = (_mm256_set1_ps(gm.lo), _mm256_set1_ps(gm.hi));
+    let mut p = 0;
+    while p < np {
+        let two = np - p >= 2;
+        let cols = if two { 2 * PANEL_W } else { PANEL_W };
+        let j0 = p * PANEL_W;
+        // Accumulators: 8 outputs each, from the bias (0 past n or without one).
+        let mut start = [0f32; 2 * PANEL_W];
+        if let Some(b) = gm.bias {
+            let end = (j0 + cols).min(n);
+            start[..end - j0].copy_from_slice(&b[j0..end]);
+        }
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (a, c) in acc.iter_mut().zip(start.chunks_exact(8)) {
+            // SAFETY: 8 floats of `start`.
+            *a = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        }
+        let base = panels.as_ptr().wrapping_add(p * PANEL_W * k);
+        let second = base.wrapping_add(PANEL_W * k);
+        for (t, &xv) in xr.iter().enumerate() {
+            let v = _mm256_set1_ps(xv);
+            // SAFETY: row t of panel p (and p + 1 when `two`) holds 32 floats inside
+            // `panels` (asserted above: np panels of 32·k).
+            unsafe {
+                let r0 = base.add(t * PANEL_W);
+                for q in 0..4 {
+                    acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(8 * q)), v, acc[q]);
+                }
+                if two {
+                    let r1 = second.add(t * PANEL_W);
+                    for q in 0..4 {
+                        acc[4 + q] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(8 * q)), v, acc[4 + q]);
+                    }
+                }
+            }
+        }
+        let mut out = [0f32; 2 * PANEL_W];
+        for (a, c) in acc.iter().zip(out.chunks_exact_mut(8)) {
+            // SAFETY: 8 floats of `out`.
+            unsafe { _mm256_storeu_ps(c.as_mut_ptr(), _mm256_min_ps(_mm256_max_ps(*a, lo), hi)) };
+        }
+        let end = (j0 + cols).min(n);
+        yr[j0..end].copy_from_slice(&out[..end - j0]);
+        p += if two { 2 } else { 1 };
+    }
+}
+
 /// The kind (in `prepack` keys) of FullyConnected weights packed by [`pack_fc_panels`].
 #[cfg(feature = "std")]
 const FC_PANELS_KIND: u32 = 0x3200_0000 | PANEL_W as u32;
