@@ -618,19 +618,7 @@ fn the_reported_error_is_the_error_of_the_result() {
     let done = refine(&g, &xs, &mut ranges, 0.01, 0.01, None).unwrap();
     assert!(!done.moved.is_empty(), "CAIRN_SEED={seed0}: nothing moved");
     let (q, _) = quantize(&g, &ranges).unwrap();
-    let qb = AlignedBytes::from_slice(&q.to_builder().unwrap().finish().unwrap());
-    let mut qm = HostModel::new(qb.as_slice()).unwrap();
-    let (mut e, mut n) = (0f64, 0f64);
-    for x in &xs {
-        let want = g.run_all(x).unwrap();
-        let want: &[f32] = bytemuck::cast_slice(want[&g.outputs[0]].as_slice());
-        let got = qm.run(&[&x[0]]).unwrap().remove(0);
-        for (a, b) in got.iter().zip(want) {
-            e += ((a - b) as f64).powi(2);
-            n += (*b as f64).powi(2);
-        }
-    }
-    let measured = (e / n).sqrt() as f32;
+    let measured = output_error(&g, &q, &xs) as f32;
     // Each move took a whole role: some (node, kind, parameters) group of two or more
     // ops, every step of it, is f32.
     let f32_op = |o: &cairn_convert::ir::HOp| !o.outputs.iter().any(|t| ranges.contains_key(t));
@@ -660,6 +648,24 @@ fn the_reported_error_is_the_error_of_the_result() {
         "CAIRN_SEED={seed0}: refine says {} off, the result is {measured} off",
         done.off
     );
+}
+
+/// The relative L2 error of the quantized graph `q`'s first output against the float
+/// graph `g`'s, over the one-input samples `xs`.
+fn output_error(g: &cairn_convert::Graph, q: &cairn_convert::Graph, xs: &[Vec<Vec<f32>>]) -> f64 {
+    let qb = AlignedBytes::from_slice(&q.to_builder().unwrap().finish().unwrap());
+    let mut qm = HostModel::new(qb.as_slice()).unwrap();
+    let (mut e, mut n) = (0f64, 0f64);
+    for x in xs {
+        let want = g.run_all(x).unwrap();
+        let want: &[f32] = bytemuck::cast_slice(want[&g.outputs[0]].as_slice());
+        let got = qm.run(&[&x[0]]).unwrap().remove(0);
+        for (a, b) in got.iter().zip(want) {
+            e += ((a - b) as f64).powi(2);
+            n += (*b as f64).powi(2);
+        }
+    }
+    (e / n).sqrt()
 }
 
 /// Two GRU layers over `t` steps (the second reading the first's sequence; the output
@@ -797,23 +803,9 @@ fn unrolled_nodes_can_stay_f32_whole() {
         rep2.int8_ops,
         rep.int8_ops
     );
-    // The output error (rel. L2 over the samples): the int8 steps after the nodes only,
-    // against the int8 recurrence's.
-    let err = |q: &cairn_convert::Graph| {
-        let qb = AlignedBytes::from_slice(&q.to_builder().unwrap().finish().unwrap());
-        let mut qm = HostModel::new(qb.as_slice()).unwrap();
-        let (mut e, mut n) = (0f64, 0f64);
-        for x in &xs {
-            let want = g.run_all(x).unwrap();
-            let want: &[f32] = bytemuck::cast_slice(want[&g.outputs[0]].as_slice());
-            let got = qm.run(&[&x[0]]).unwrap().remove(0);
-            for (a, b) in got.iter().zip(want) {
-                e += ((a - b) as f64).powi(2);
-                n += (*b as f64).powi(2);
-            }
-        }
-        (e / n).sqrt()
-    };
+    // The output error: the int8 steps after the nodes only, against the int8
+    // recurrence's.
+    let err = |q: &cairn_convert::Graph| output_error(&g, q, &xs);
     let (kept, int8) = (err(&q), err(&all_int8));
     assert!(
         kept <= 0.03 && kept < int8 / 1.5,

@@ -362,6 +362,37 @@ fn large_patch_conv_f32_within_tolerance() {
     }
 }
 
+/// A FullyConnected of `m` rows of `k` into `n` outputs with these weights, bias and clamp.
+fn fc_op(m: usize, k: usize, n: usize, w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32) -> Op {
+    let mut consts = vec![(vec![n, k], w)];
+    if let Some(b) = b {
+        consts.push((vec![n], b));
+    }
+    Op {
+        kind: OpKind::FullyConnected,
+        acts: vec![vec![m, k]],
+        consts,
+        params: vec![bits(lo), bits(hi)],
+        y: vec![m, n],
+        chain: false,
+    }
+}
+
+/// The GEMM tolerance's terms of that FullyConnected on `x`: the reference on absolute
+/// values without the clamp.
+fn fc_terms(m: usize, k: usize, n: usize, w: &[f32], b: Option<&[f32]>, x: &[f32]) -> Vec<f32> {
+    let op = fc_op(
+        m,
+        k,
+        n,
+        abs(w),
+        b.map(abs),
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+    );
+    run(&op.bytes(), RefBackend, &[abs(x)])
+}
+
 #[test]
 fn fully_connected_rows_f32_within_tolerance() {
     use cairn_kernels::paths::{taken, Path};
@@ -378,20 +409,7 @@ fn fully_connected_rows_f32_within_tolerance() {
         let (lo, hi) = clamp(&mut r);
         let weights = rand(&mut r, n * k);
         let bias = (!r.next().is_multiple_of(4)).then(|| rand(&mut r, n));
-        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| {
-            let mut consts = vec![(vec![n, k], w)];
-            if let Some(b) = b {
-                consts.push((vec![n], b));
-            }
-            Op {
-                kind: OpKind::FullyConnected,
-                acts: vec![vec![m, k]],
-                consts,
-                params: vec![bits(lo), bits(hi)],
-                y: vec![m, n],
-                chain: false,
-            }
-        };
+        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| fc_op(m, k, n, w, b, lo, hi);
         let what = || format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
         let x = rand(&mut r, m * k);
         let op = mk(weights.clone(), bias.clone(), lo, hi);
@@ -422,13 +440,7 @@ fn fully_connected_rows_f32_within_tolerance() {
                 what()
             );
         }
-        let terms_op = mk(
-            abs(&weights),
-            bias.as_deref().map(abs),
-            f32::NEG_INFINITY,
-            f32::INFINITY,
-        );
-        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        let terms = fc_terms(m, k, n, &weights, bias.as_deref(), &x);
         within_terms(&reference, &fast, &terms, &what);
     }
 }
@@ -451,20 +463,7 @@ fn fully_connected_few_rows_on_panels_within_tolerance() {
         let (lo, hi) = clamp(&mut r);
         let weights = rand(&mut r, n * k);
         let bias = (!r.next().is_multiple_of(3)).then(|| rand(&mut r, n));
-        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| {
-            let mut consts = vec![(vec![n, k], w)];
-            if let Some(b) = b {
-                consts.push((vec![n], b));
-            }
-            Op {
-                kind: OpKind::FullyConnected,
-                acts: vec![vec![m, k]],
-                consts,
-                params: vec![bits(lo), bits(hi)],
-                y: vec![m, n],
-                chain: false,
-            }
-        };
+        let mk = |w: Vec<f32>, b: Option<Vec<f32>>, lo: f32, hi: f32| fc_op(m, k, n, w, b, lo, hi);
         let what = || format!("CAIRN_SEED={seed} case {case}: fc m{m} k{k} n{n}");
         let x = rand(&mut r, m * k);
         let op = mk(weights.clone(), bias.clone(), lo, hi);
@@ -481,13 +480,7 @@ fn fully_connected_few_rows_on_panels_within_tolerance() {
                 what()
             );
         }
-        let terms_op = mk(
-            abs(&weights),
-            bias.as_deref().map(abs),
-            f32::NEG_INFINITY,
-            f32::INFINITY,
-        );
-        let terms = run(&terms_op.bytes(), RefBackend, &[abs(&x)]);
+        let terms = fc_terms(m, k, n, &weights, bias.as_deref(), &x);
         within_terms(&reference, &fast, &terms, &what);
     }
 }

@@ -271,58 +271,42 @@ fn fc_rows(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32], panels: Option<&[f
     let mut j0 = 0;
     while j0 < n {
         let nj = PANEL_W.min(n - j0);
-        if let Some(p) = panels {
-            let lhs = Lhs {
-                a: &x[..m * k],
-                rs: k,
-                cs: 1,
-            };
-            let rhs = Rhs {
-                b: &p[j0 * k..(j0 + PANEL_W) * k],
-                bs: PANEL_W,
-            };
-            let mut dst = Dst {
-                c: &mut *y,
-                rs: n,
-                c0: j0,
-            };
-            let d = Dims {
-                m,
-                n: nj,
-                k,
-                start: Start::Load,
-                clamp: Some((gm.lo, gm.hi)),
-            };
-            gemm(lhs, rhs, &mut dst, d);
-            j0 += nj;
-            continue;
-        }
         let mut t0 = 0;
         while t0 < k {
-            let nt = PANEL_K.min(k - t0);
-            // panel[t][jj] = W[j0 + jj, t0 + t]: in 8×8 blocks where AVX2 is present
-            // (one element at a time it cost half the time of the products).
-            #[cfg(target_arch = "x86_64")]
-            let blocked = super::transpose4(gm.w, j0 * k + t0, k, nt, nj, &mut panel, PANEL_W);
-            #[cfg(not(target_arch = "x86_64"))]
-            let blocked = false;
-            if !blocked {
-                for jj in 0..nj {
-                    let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
-                    for (t, &v) in wr.iter().enumerate() {
-                        panel[t * PANEL_W + jj] = v;
+            // The cached panel holds all of k; the stack panel a chunk of it.
+            let nt = if panels.is_some() {
+                k
+            } else {
+                PANEL_K.min(k - t0)
+            };
+            let b: &[f32] = match panels {
+                Some(p) => &p[j0 * k..(j0 + PANEL_W) * k],
+                None => {
+                    // panel[t][jj] = W[j0 + jj, t0 + t]: in 8×8 blocks where AVX2 is
+                    // present (one element at a time it cost half the time of the
+                    // products).
+                    #[cfg(target_arch = "x86_64")]
+                    let blocked =
+                        super::transpose4(gm.w, j0 * k + t0, k, nt, nj, &mut panel, PANEL_W);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let blocked = false;
+                    if !blocked {
+                        for jj in 0..nj {
+                            let wr = &gm.w[(j0 + jj) * k + t0..(j0 + jj) * k + t0 + nt];
+                            for (t, &v) in wr.iter().enumerate() {
+                                panel[t * PANEL_W + jj] = v;
+                            }
+                        }
                     }
+                    &panel[..nt * PANEL_W]
                 }
-            }
+            };
             let lhs = Lhs {
                 a: &x[t0..m * k],
                 rs: k,
                 cs: 1,
             };
-            let rhs = Rhs {
-                b: &panel[..nt * PANEL_W],
-                bs: PANEL_W,
-            };
+            let rhs = Rhs { b, bs: PANEL_W };
             let mut dst = Dst {
                 c: &mut *y,
                 rs: n,
