@@ -201,14 +201,15 @@ unsafe fn gemv_row(gm: &Gemm<'_>, panels: &[f32], xr: &[f32], yr: &mut [f32]) {
             // SAFETY: row t of panel p (and p + 1 when `two`) holds 32 floats inside
             // `panels` (asserted above: np panels of 32·k).
             unsafe {
+                let (lo4, hi4) = acc.split_at_mut(4);
                 let r0 = base.add(t * PANEL_W);
-                for q in 0..4 {
-                    acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(8 * q)), v, acc[q]);
+                for (q, a) in lo4.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(8 * q)), v, *a);
                 }
                 if two {
                     let r1 = second.add(t * PANEL_W);
-                    for q in 0..4 {
-                        acc[4 + q] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(8 * q)), v, acc[4 + q]);
+                    for (q, a) in hi4.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(8 * q)), v, *a);
                     }
                 }
             }
