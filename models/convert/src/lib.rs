@@ -353,6 +353,13 @@ pub fn convert(
                 (q, rep) = (q2, rep2);
             }
         }
+        if !has_qdq && ships_int8 {
+            let bound = opts.int8_error_limit.unwrap_or(INT8_GUARD_LIMIT);
+            let (kept, note) =
+                run_time_int8::int8_weights_where_f32(&g, q, &opts.calibration, bound)?;
+            q = kept;
+            notes.extend(note);
+        }
         let folded = fold_tables::fold(&mut q).context("folding int8 element-wise chains")?;
         if folded > 0 {
             notes.push(format!(

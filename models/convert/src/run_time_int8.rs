@@ -293,3 +293,35 @@ pub fn keep_int8_tables(g: &mut Graph) -> usize {
     }
     done
 }
+
+/// In a calibrated conversion of a model that ships int8 weights (`g`, quantized as `q`):
+/// the FullyConnected ops left f32 (moved by the output guard, the decision layer) run on
+/// the model's own int8 weights with their rows quantized at run time, as the model was
+/// made, instead of streaming f32 weights (a memory-bound f32 transformer layer reads four
+/// times the bytes). Kept only while the worst output stays within `bound` or the f32
+/// weights' own error, measured on `samples` (`refine::output_error`); the graph, and a
+/// note when it changed.
+pub fn int8_weights_where_f32(
+    g: &Graph,
+    q: Graph,
+    samples: &[Vec<Vec<f32>>],
+    bound: f32,
+) -> anyhow::Result<(Graph, Option<String>)> {
+    let mut w = q.clone();
+    w.int8_weights = true;
+    let n = keep_int8_weights(&mut w);
+    if n == 0 {
+        return Ok((q, None));
+    }
+    let before = crate::refine::output_error(g, &q, samples)?;
+    let after = crate::refine::output_error(g, &w, samples)?;
+    if after > bound.max(before) {
+        return Ok((q, None));
+    }
+    let note = format!(
+        "{n} FullyConnected ops left f32 run on the model's own int8 weights, their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 weights: {:.1}%)",
+        100.0 * after,
+        100.0 * before
+    );
+    Ok((w, Some(note)))
+}

@@ -343,3 +343,58 @@ fn table_kept(
         float.bytes.len()
     );
 }
+
+/// A calibrated conversion of a model that ships int8 weights: a FullyConnected left f32
+/// (here: its output's range dropped, as the output guard does) runs on the model's own
+/// integers with its rows quantized at run time (f32-w8) while the outputs stay within the
+/// bound; under a bound tighter than that costs, it keeps its f32 weights.
+#[test]
+fn ops_left_f32_keep_the_shipped_int8_weights() {
+    use cairn_convert::calibrate::{calibrate, Method};
+    use cairn_convert::quantize::quantize;
+    use cairn_convert::run_time_int8::int8_weights_where_f32;
+    use cairn_core::OpKind;
+    let seed = common::seed(0x1A9);
+    let mut st = seed;
+    let (k, n, o) = (96, 160, 24);
+    let bytes = mlp(&mut st, k, n, o, false);
+    let (g, _) = cairn_convert::float_graph(&bytes, &Options::default()).unwrap();
+    assert!(g.int8_weights, "seed {seed}: the model ships int8 weights");
+    let samples: Vec<Vec<Vec<f32>>> = (0..4)
+        .map(|_| {
+            vec![(0..3 * k)
+                .map(|_| (common::splitmix(&mut st) % 2001) as f32 / 1000.0 - 1.0)
+                .collect()]
+        })
+        .collect();
+    let mut ranges = calibrate(&g, &samples, Method::MinMax, |_| {}).unwrap();
+    // The first FullyConnected stays f32 (and the one reading its output with it).
+    let fc = g
+        .ops
+        .iter()
+        .position(|o| o.kind == OpKind::FullyConnected)
+        .unwrap();
+    ranges.remove(&g.ops[fc].outputs[0]);
+    let (q, _) = quantize(&g, &ranges).unwrap();
+    let f32_fcs = |q: &cairn_convert::Graph| {
+        q.ops
+            .iter()
+            .filter(|o| {
+                o.kind == OpKind::FullyConnected
+                    && o.inputs[1].is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
+            })
+            .count()
+    };
+    let left = f32_fcs(&q);
+    assert!(left >= 1, "seed {seed}");
+    let (w, note) = int8_weights_where_f32(&g, q.clone(), &samples, 0.2).unwrap();
+    assert_eq!(f32_fcs(&w), 0, "seed {seed}: {note:?}");
+    let note = note.unwrap_or_default();
+    assert!(
+        note.starts_with(&format!("{left} FullyConnected")),
+        "seed {seed}: {note}"
+    );
+    // A bound below what the run-time rows cost: the f32 weights stay.
+    let (same, none) = int8_weights_where_f32(&g, q, &samples, 0.0).unwrap();
+    assert_eq!((f32_fcs(&same), none), (left, None), "seed {seed}");
+}
