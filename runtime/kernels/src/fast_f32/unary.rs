@@ -83,9 +83,15 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
             Ok(y) => y,
             Err(e) => return Some(Err(e)),
         };
-        // SAFETY: AVX2 and FMA are present (checked above); `src`, when given, has `y`'s
-        // length (checked above).
-        unsafe { avx2::apply(f, a, b, src, y) };
+        if f == UnaryFn::HardSwish && super::avx512::available() {
+            // SAFETY: AVX-512F is present (checked above); `src`, when given, has `y`'s
+            // length (checked above).
+            unsafe { avx512::hardswish(src, y) };
+        } else {
+            // SAFETY: AVX2 and FMA are present (checked above); `src`, when given, has
+            // `y`'s length (checked above).
+            unsafe { avx2::apply(f, a, b, src, y) };
+        }
         super::dispatch::taken();
         Some(Ok(()))
     }
@@ -93,6 +99,55 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
     {
         let _ = (call, out, covers as fn(UnaryFn, f32) -> bool);
         None
+    }
+}
+
+/// HardSwish sixteen lanes at a time: a CNN's activation pass over its whole map, bound by
+/// these arithmetic operations (MobileNetV3-style models apply it after most convs). The
+/// same operations as `avx2::apply`'s, lane for lane, so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    /// `y[i] = hardswish(src[i])` (`src` = `y` itself when `None`).
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `src`, when given, must be as long as `y`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn hardswish(src: Option<&[f32]>, y: &mut [f32]) {
+        assert!(src.is_none_or(|s| s.len() == y.len()));
+        let n = y.len();
+        let yp = y.as_mut_ptr();
+        let sp = src.map_or(yp as *const f32, |s| s.as_ptr());
+        let (six, c) = (_mm512_set1_ps(6.0), _mm512_set1_ps(1.0 / 6.0));
+        let (lo, hi) = (_mm512_set1_ps(-8.0), _mm512_set1_ps(8.0));
+        let (half, zero, one) = (
+            _mm512_set1_ps(0.5),
+            _mm512_setzero_ps(),
+            _mm512_set1_ps(1.0),
+        );
+        let mut i = 0;
+        while i < n {
+            let left = n - i;
+            let mask: __mmask16 = if left >= 16 {
+                0xffff
+            } else {
+                ((1u32 << left) - 1) as __mmask16
+            };
+            // SAFETY: the mask selects the lanes from i below n, inside `src` and `y`;
+            // masked-off lanes are neither read nor written.
+            let x = unsafe { _mm512_maskz_loadu_ps(mask, sp.add(i)) };
+            // As `avx2::apply`: x / 6 by a correctly rounded product and one correction,
+            // after clamping x to ±8; then the gate clamped to [0, 1] and the product.
+            let xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+            let q0 = _mm512_mul_ps(xc, c);
+            let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, six, xc), c, q0);
+            let g = _mm512_add_ps(q, half);
+            let r = _mm512_mul_ps(x, _mm512_min_ps(_mm512_max_ps(g, zero), one));
+            // SAFETY: as above.
+            unsafe { _mm512_mask_storeu_ps(yp.add(i), mask, r) };
+            i += 16;
+        }
     }
 }
 
