@@ -1,6 +1,6 @@
 //! f32 `Unary` functions, eight lanes at a time with AVX2 + FMA (HardSwish sixteen with
-//! AVX-512F; x86_64, detected at run
-//! time with `std`; elsewhere, and for the functions not listed, the reference runs).
+//! AVX-512F; x86_64, detected at run time with `std`; elsewhere, and for the functions not
+//! listed, the reference runs).
 //!
 //! Two kinds of function:
 //! - exact: Identity, Relu, Clip, LeakyRelu, HardSigmoid, HardSwish, HardSwishAB, Neg, Abs,
