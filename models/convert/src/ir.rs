@@ -321,29 +321,40 @@ impl Graph {
         value: &dyn Fn(usize) -> Option<AlignedBytes>,
         fast: bool,
     ) -> Result<Vec<AlignedBytes>> {
-        // Constants are read in place; run-time values are the ones `value` hands over.
-        let mut held: Vec<Option<AlignedBytes>> = Vec::new();
-        for t in &op.inputs {
-            held.push(match t {
-                Some(t) if self.tensors[*t].data.is_none() => {
-                    Some(value(*t).ok_or_else(|| {
-                        anyhow!("no value for tensor '{}'", self.tensors[*t].name)
-                    })?)
-                }
-                _ => None,
-            });
-        }
-        let slices: Vec<Option<&[u8]>> = op
+        // Run-time values are the ones `value` hands over (constants are read in place).
+        let held: Vec<Option<AlignedBytes>> = op
             .inputs
             .iter()
-            .zip(&held)
-            .map(|(t, h)| match (t, h) {
-                (Some(_), Some(h)) => Some(h.as_slice()),
-                (Some(t), None) => self.tensors[*t].data.as_ref().map(|d| d.as_slice()),
-                (None, _) => None,
+            .map(|t| {
+                t.filter(|&t| self.tensors[t].data.is_none())
+                    .and_then(value)
             })
             .collect();
+        let slices = self.input_slices(op, |t| {
+            let at = op.inputs.iter().position(|&i| i == Some(t))?;
+            held[at].as_ref().map(|h| h.as_slice())
+        })?;
         self.run_op_slices(op, &slices, fast)
+    }
+
+    /// `op`'s input bytes: a constant's from the graph, a run-time value's from `value`
+    /// (an error names a tensor with neither); `None` for an absent input.
+    fn input_slices<'a>(
+        &'a self,
+        op: &HOp,
+        value: impl Fn(usize) -> Option<&'a [u8]>,
+    ) -> Result<Vec<Option<&'a [u8]>>> {
+        op.inputs
+            .iter()
+            .map(|t| {
+                t.map(|t| match &self.tensors[t].data {
+                    Some(d) => Ok(d.as_slice()),
+                    None => value(t)
+                        .ok_or_else(|| anyhow!("no value for tensor '{}'", self.tensors[t].name)),
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     /// [`Graph::run_op_on`] on its inputs' bytes (`None` for an absent input).
@@ -430,21 +441,7 @@ impl Graph {
         for op in &self.ops {
             // Every input read in place (a copy of each per op was a third of a
             // calibration's time on a model of large maps).
-            let mut slices: Vec<Option<&[u8]>> = Vec::with_capacity(op.inputs.len());
-            for t in &op.inputs {
-                slices.push(match t {
-                    None => None,
-                    Some(t) => Some(match &self.tensors[*t].data {
-                        Some(d) => d.as_slice(),
-                        None => vals
-                            .get(t)
-                            .ok_or_else(|| {
-                                anyhow!("no value for tensor '{}'", self.tensors[*t].name)
-                            })?
-                            .as_slice(),
-                    }),
-                });
-            }
+            let slices = self.input_slices(op, |t| vals.get(&t).map(|v| v.as_slice()))?;
             let outs = self.run_op_slices(op, &slices, fast)?;
             for (&o, b) in op.outputs.iter().zip(outs) {
                 vals.insert(o, b);

@@ -131,11 +131,6 @@ pub fn quantize(g: &Graph, ranges: &Ranges) -> Result<(Graph, Report)> {
     quantize_bits(g, ranges, 8)
 }
 
-/// Quantize the float graph with the calibrated `ranges`. Weights the pass quantizes
-/// itself (not those a QDQ model gives) in one-group Convs take `weight_bits` (7:
-/// per-channel scale max|w|/63, values in [−63, 63], which the hosts' u8×s8 GEMM kernels
-/// multiply exactly; 8: max|w|/127); depthwise and transposed convs and FullyConnected
-/// keep 8 bits (no kernel gains from 7 there).
 /// ONNX nodes lowered to at least this many ops are unrolled recurrences or loops.
 pub const UNROLLED_OPS: usize = 256;
 
@@ -179,6 +174,11 @@ pub fn unrolled_in_f32(
     )))
 }
 
+/// Quantize the float graph with the calibrated `ranges`. Weights the pass quantizes
+/// itself (not those a QDQ model gives) in one-group Convs take `weight_bits` (7:
+/// per-channel scale max|w|/63, values in [−63, 63], which the hosts' u8×s8 GEMM kernels
+/// multiply exactly; 8: max|w|/127); depthwise and transposed convs and FullyConnected
+/// keep 8 bits (no kernel gains from 7 there).
 pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Graph, Report)> {
     anyhow::ensure!(
         weight_bits == 7 || weight_bits == 8,

@@ -440,36 +440,44 @@ fn selections(g: &Graph, k: &crate::ir::Links) -> (Vec<bool>, Vec<usize>) {
     (picked, answers)
 }
 
-/// The worst output's relative L2 error of graph `q` (the quantized graph, its outputs in
-/// the same order) against the float graph `g`, over the first `PROBE_SAMPLES` samples;
-/// outputs with no finite value are skipped.
-pub fn output_error(g: &Graph, q: &Graph, samples: &[Vec<Vec<f32>>]) -> Result<f32> {
-    let mut acc = vec![(0f64, 0f64); g.outputs.len()];
+/// The worst output's relative L2 error of each graph in `qs` (quantized forms of `g`,
+/// their outputs in the same order) against the float graph `g`, over the first
+/// `PROBE_SAMPLES` samples (the float graph runs once a sample); outputs with no finite
+/// value are skipped.
+pub fn output_errors(g: &Graph, qs: &[&Graph], samples: &[Vec<Vec<f32>>]) -> Result<Vec<f32>> {
+    let mut acc = vec![vec![(0f64, 0f64); g.outputs.len()]; qs.len()];
     for s in samples.iter().take(PROBE_SAMPLES) {
-        let (fv, qv) = (g.run_all_on(s, true)?, q.run_all_on(s, true)?);
-        for ((&ft, &qt), a) in g.outputs.iter().zip(&q.outputs).zip(acc.iter_mut()) {
-            let (Some(f), Some(v)) = (fv.get(&ft), qv.get(&qt)) else {
-                continue;
-            };
-            if g.tensors[ft].dtype != DType::F32 {
-                continue;
-            }
-            let f: &[f32] = bytemuck::cast_slice(f.as_slice());
-            let Some(got) = dequantized_at(q, qt, v.as_slice(), f.len()) else {
-                continue;
-            };
-            for (x, y) in probed(f.len()).map(|i| f[i]).zip(got) {
-                if x.is_finite() {
-                    a.0 += ((x - y) as f64).powi(2);
-                    a.1 += (x as f64).powi(2);
+        let fv = g.run_all_on(s, true)?;
+        for (q, acc) in qs.iter().zip(acc.iter_mut()) {
+            let qv = q.run_all_on(s, true)?;
+            for ((&ft, &qt), a) in g.outputs.iter().zip(&q.outputs).zip(acc.iter_mut()) {
+                let (Some(f), Some(v)) = (fv.get(&ft), qv.get(&qt)) else {
+                    continue;
+                };
+                if g.tensors[ft].dtype != DType::F32 {
+                    continue;
+                }
+                let f: &[f32] = bytemuck::cast_slice(f.as_slice());
+                let Some(got) = dequantized_at(q, qt, v.as_slice(), f.len()) else {
+                    continue;
+                };
+                for (x, y) in probed(f.len()).map(|i| f[i]).zip(got) {
+                    if x.is_finite() {
+                        a.0 += ((x - y) as f64).powi(2);
+                        a.1 += (x as f64).powi(2);
+                    }
                 }
             }
         }
     }
     Ok(acc
         .iter()
-        .map(|&(e, n)| if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 })
-        .fold(0.0, f32::max))
+        .map(|acc| {
+            acc.iter()
+                .map(|&(e, n)| if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 })
+                .fold(0.0, f32::max)
+        })
+        .collect())
 }
 
 /// The decision layer stays f32: from each graph output, back through data movement and

@@ -299,7 +299,7 @@ pub fn keep_int8_tables(g: &mut Graph) -> usize {
 /// the model's own int8 weights with their rows quantized at run time, as the model was
 /// made, instead of streaming f32 weights (a memory-bound f32 transformer layer reads four
 /// times the bytes). Kept only while the worst output stays within `bound` or the f32
-/// weights' own error, measured on `samples` (`refine::output_error`); the graph, and a
+/// weights' own error, measured on `samples` (`refine::output_errors`); the graph, and a
 /// note when it changed.
 pub fn int8_weights_where_f32(
     g: &Graph,
@@ -313,8 +313,8 @@ pub fn int8_weights_where_f32(
     if n == 0 {
         return Ok((q, None));
     }
-    let before = crate::refine::output_error(g, &q, samples)?;
-    let after = crate::refine::output_error(g, &w, samples)?;
+    let errs = crate::refine::output_errors(g, &[&q, &w], samples)?;
+    let (before, after) = (errs[0], errs[1]);
     if after > bound.max(before) {
         return Ok((q, None));
     }

@@ -77,7 +77,7 @@ struct Tile<'a> {
 /// Lane masks selecting the first `n` of 16 lanes (two vectors of eight).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn tail_masks(n: usize) -> (__m256i, __m256i) {
+pub(super) fn tail_masks(n: usize) -> (__m256i, __m256i) {
     let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let n = n.min(PT) as i32;
     (

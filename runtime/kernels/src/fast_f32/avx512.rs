@@ -144,7 +144,7 @@ struct Tile<'a> {
 
 /// The masks of the first `n` (≤ 32) of two vectors' 16 lanes each.
 #[inline]
-fn tail_masks(n: usize) -> (__mmask16, __mmask16) {
+pub(super) fn tail_masks(n: usize) -> (__mmask16, __mmask16) {
     let lanes = |n: usize| -> __mmask16 {
         if n >= 16 {
             0xffff

@@ -159,7 +159,7 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
         let row = &xc[iy * g.w..(iy + 1) * g.w];
         if g.sw == 1 {
             let n = g.w.min(pad.pw.saturating_sub(pl));
-            // SAFETY: this kernel runs only where the caller checked AVX2.
+            // SAFETY: this kernel runs only where the caller checked AVX2 and FMA.
             unsafe { copy_row(&row[..n], &mut buf[pr * pad.pw + pl..pr * pad.pw + pl + n]) };
             continue;
         }
@@ -197,8 +197,8 @@ fn fill(g: &Geo, pad: Pad, xc: &[f32], buf: &mut [f32], r0: usize) {
 /// call to the C library's `memmove` (as much time as the row's sums).
 ///
 /// # Safety
-/// AVX2 must be present. Panics when the lengths differ.
-#[target_feature(enable = "avx2")]
+/// AVX2 and FMA must be present. Panics when the lengths differ.
+#[target_feature(enable = "avx2,fma")]
 unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len());
     let n = src.len();
@@ -210,9 +210,7 @@ unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
         i += 8;
     }
     if i < n {
-        let left = (n - i) as i32;
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes);
+        let mask = super::avx2::tail_masks(n - i).0;
         // SAFETY: the mask selects the n − i lanes from i, inside both slices; masked-off
         // lanes are neither read nor written.
         unsafe { _mm256_maskstore_ps(dp.add(i), mask, _mm256_maskload_ps(sp.add(i), mask)) };
@@ -440,11 +438,10 @@ plane_kernel!(
 /// through a stack vector was a C library call per row).
 ///
 /// # Safety
-/// AVX2 must be present and the `left` floats from `p` writable.
-#[target_feature(enable = "avx2")]
+/// AVX2 and FMA must be present and the `left` floats from `p` writable.
+#[target_feature(enable = "avx2,fma")]
 unsafe fn tail_avx2(p: *mut f32, v: __m256, left: usize) {
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left as i32), lanes);
+    let mask = super::avx2::tail_masks(left).0;
     // SAFETY: the mask selects the `left` lanes the caller vouches for.
     unsafe { _mm256_maskstore_ps(p, mask, v) };
 }
@@ -455,7 +452,7 @@ unsafe fn tail_avx2(p: *mut f32, v: __m256, left: usize) {
 /// AVX-512F must be present and the `left` floats from `p` writable.
 #[target_feature(enable = "avx512f")]
 unsafe fn tail_avx512(p: *mut f32, v: __m512, left: usize) {
-    let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
+    let mask = super::avx512::tail_masks(left).0;
     // SAFETY: the mask selects the `left` lanes the caller vouches for.
     unsafe { _mm512_mask_storeu_ps(p, mask, v) };
 }

@@ -115,17 +115,24 @@ const ROW_SPLIT: usize = 12;
 pub(super) fn fc(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) {
     #[cfg(feature = "std")]
     if crate::prepack::keeps(gm.w.as_ptr() as usize) {
-        let (k, n) = (gm.k, gm.oc);
-        let key = (gm.w.as_ptr() as usize, n * k, FC_PANELS_KIND);
-        crate::paths::note(crate::paths::Path::FcF32Panels);
-        return crate::prepack::with_packed(
-            key,
-            &mut std::vec::Vec::new(),
-            |v| pack_fc_panels(gm.w, n, k, v),
-            |p| fc_parts(gm, x, m, y, Some(bytemuck::cast_slice(p))),
-        );
+        return with_fc_panels(gm, |p| fc_parts(gm, x, m, y, Some(p)));
     }
     fc_parts(gm, x, m, y, None)
+}
+
+/// Call `use_` with `gm`'s weights as the transposed panels of [`pack_fc_panels`], from the
+/// `prepack` cache (built on first use; the caller checked that the cache keeps them).
+#[cfg(feature = "std")]
+fn with_fc_panels<R>(gm: &Gemm<'_>, use_: impl FnOnce(&[f32]) -> R) -> R {
+    let (k, n) = (gm.k, gm.oc);
+    let key = (gm.w.as_ptr() as usize, n * k, FC_PANELS_KIND);
+    crate::paths::note(crate::paths::Path::FcF32Panels);
+    crate::prepack::with_packed(
+        key,
+        &mut std::vec::Vec::new(),
+        |v| pack_fc_panels(gm.w, n, k, v),
+        |p| use_(bytemuck::cast_slice(p)),
+    )
 }
 
 /// FullyConnected over fewer rows than the GEMM takes (a recurrent step, a decoder's
@@ -144,21 +151,13 @@ pub(super) fn gemv_panels(gm: &Gemm<'_>, x: &[f32], m: usize, y: &mut [f32]) -> 
     if k == 0 || x.len() < m * k || y.len() < m * n {
         return false;
     }
-    let key = (gm.w.as_ptr() as usize, n * k, FC_PANELS_KIND);
-    crate::paths::note(crate::paths::Path::FcF32Panels);
-    crate::prepack::with_packed(
-        key,
-        &mut std::vec::Vec::new(),
-        |v| pack_fc_panels(gm.w, n, k, v),
-        |p| {
-            let panels: &[f32] = bytemuck::cast_slice(p);
-            for (xr, yr) in x.chunks_exact(k.max(1)).zip(y.chunks_exact_mut(n)).take(m) {
-                // SAFETY: AVX2 and FMA are present (checked above); `gemv_row` checks the
-                // slice bounds itself.
-                unsafe { gemv_row(gm, panels, xr, yr) };
-            }
-        },
-    );
+    with_fc_panels(gm, |panels| {
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
+            // SAFETY: AVX2 and FMA are present (checked above); `gemv_row` checks the
+            // slice bounds itself.
+            unsafe { gemv_row(gm, panels, xr, yr) };
+        }
+    });
     super::dispatch::taken();
     true
 }

@@ -129,12 +129,7 @@ mod avx512 {
         );
         let mut i = 0;
         while i < n {
-            let left = n - i;
-            let mask: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                ((1u32 << left) - 1) as __mmask16
-            };
+            let mask = super::super::avx512::tail_masks(n - i).0;
             // SAFETY: the mask selects the lanes from i below n, inside `src` and `y`;
             // masked-off lanes are neither read nor written.
             let x = unsafe { _mm512_maskz_loadu_ps(mask, sp.add(i)) };
