@@ -138,10 +138,15 @@ pub enum Path {
     /// f32 FullyConnected of several rows on its weight panels transposed once per model
     /// (`fast_f32/matmul.rs`, hosts with a weight cache), one count per op.
     FcF32Panels,
+    /// int8 GEMMs on AMX tiles (`fast/amx.rs`: `tdpbusd`, 16 × 16 × 64 products an
+    /// instruction) where the CPU has AMX-INT8 and the OS lets the process use it: the FC
+    /// block's VNNI quads (int8 and f32-w8 FullyConnected of three or more rows, conv
+    /// batches); counted with `GemmU8S8` and `GemmVnni` too, one count per GEMM.
+    GemmAmx,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::FcF32Panels as usize + 1;
+const N: usize = Path::GemmAmx as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
@@ -293,6 +298,45 @@ pub fn allow_i8mm(on: bool) -> bool {
         !I8MM_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(all(feature = "std", target_arch = "aarch64")))]
+    {
+        let _ = on;
+        false
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+static AMX_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the int8 GEMMs that run on VNNI use AMX tiles instead: the CPU has AMX-TILE and
+/// AMX-INT8 and Linux granted this process the tile state (`arch_prctl`
+/// `ARCH_REQ_XCOMP_PERM`, asked once), unless [`allow_amx`] or the environment
+/// (`CAIRN_AMX=0`, read once) turned it off. The tiles' sums are the exact int32 sums of
+/// `vpdpbusd`, so this only chooses speed. Always `false` without `std` or off x86_64
+/// Linux.
+pub fn amx() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+    {
+        static HW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *HW.get_or_init(|| {
+            !std::env::var("CAIRN_AMX").is_ok_and(|v| v == "0") && crate::fast::amx_granted()
+        });
+        on && !AMX_OFF.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
+/// Let the VNNI GEMMs use AMX where the CPU has it (the default), or not (they keep
+/// `vpdpbusd`): for tests and comparisons on one host. Process-wide; returns the previous
+/// setting.
+pub fn allow_amx(on: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        !AMX_OFF.swap(!on, core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     {
         let _ = on;
         false

@@ -4,7 +4,7 @@
 
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
-use cairn_kernels::paths::{taken, Path};
+use cairn_kernels::paths::{allow_amx, amx, taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -71,6 +71,7 @@ fn fully_connected_i8_matches_reference() {
     let mut r = Rng(seed ^ 0xFC8);
     let (before, before_gemv) = (taken(Path::FcBlock), taken(Path::Gemv));
     let (before512, before_panels) = (taken(Path::GemvAvx512), taken(Path::GemvPanels));
+    let before_amx = taken(Path::GemmAmx);
     let (mut multi, mut few) = (0, 0);
     for case in 0..60 {
         let (lead, m) = (
@@ -87,18 +88,31 @@ fn fully_connected_i8_matches_reference() {
         let what = format!("CAIRN_SEED={seed} case {case}: [{lead}, {m}, {k}] x [{n}, {k}]");
         assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
         assert_eq!(run_cached(&model, &input), expect, "{what} (cached packs)");
+        // The VNNI block without AMX tiles (the same run on a host without AMX).
+        let was = allow_amx(false);
+        let no_amx = run(&model, CpuBackend, &input);
+        allow_amx(was);
+        assert_eq!(no_amx, expect, "{what} (no AMX)");
     }
     // AVX2 hosts with std: every FC of three rows or more ran on the implicit GEMM's
-    // block, every FC of one or two rows on the GEMV (three runs each).
+    // block, every FC of one or two rows on the GEMV (four runs each).
     if avx2_host() {
         assert_eq!(
             taken(Path::FcBlock) - before,
-            3 * multi,
+            4 * multi,
             "CAIRN_SEED={seed}"
         );
         assert_eq!(
             taken(Path::Gemv) - before_gemv,
-            3 * few,
+            4 * few,
+            "CAIRN_SEED={seed}"
+        );
+    }
+    // AMX hosts: the block's GEMMs of three rows or more on the tiles (the VNNI runs,
+    // three a case; 7-bit weights without VNNI never reach them).
+    if amx() && cairn_kernels::paths::vnni().is_some() {
+        assert!(
+            taken(Path::GemmAmx) - before_amx >= 3 * multi,
             "CAIRN_SEED={seed}"
         );
     }

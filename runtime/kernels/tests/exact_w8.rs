@@ -7,7 +7,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
 use cairn_kernels::par::{with_pool, Pool};
-use cairn_kernels::paths::{allow_vnni, taken, Path};
+use cairn_kernels::paths::{allow_amx, allow_vnni, amx, taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -256,6 +256,7 @@ fn fast_path_equals_the_reference() {
     let mut r = Rng(seed ^ 0xF38);
     let before = taken(Path::FcW8);
     let before512 = taken(Path::FcVnni512);
+    let before_amx = taken(Path::GemmAmx);
     let mut runs = 0;
     for case in 0..48 {
         let lead = r.range(1, 2);
@@ -278,7 +279,12 @@ fn fast_path_equals_the_reference() {
         let no_vnni = run(&model, CpuBackend, &x);
         allow_vnni(was);
         assert_eq!(no_vnni, expect, "{what} (no VNNI)");
-        runs += 4; // run_cached runs twice
+        // VNNI without AMX tiles (the same on a host without AMX).
+        let was = allow_amx(false);
+        let no_amx = run(&model, CpuBackend, &x);
+        allow_amx(was);
+        assert_eq!(no_amx, expect, "{what} (no AMX)");
+        runs += 5; // run_cached runs twice
         if case % 4 == 0 {
             for t in [2, 3] {
                 let pool = Pool::new(t).expect("a pool").with_min_part_work(1);
@@ -294,6 +300,10 @@ fn fast_path_equals_the_reference() {
     // Rows of three or more on 512-bit vpdpbusd where the host has it.
     if vnni512_host() {
         assert!(taken(Path::FcVnni512) > before512, "CAIRN_SEED={seed}");
+    }
+    // And on AMX tiles where the host has them.
+    if amx() && cairn_kernels::paths::vnni().is_some() {
+        assert!(taken(Path::GemmAmx) > before_amx, "CAIRN_SEED={seed}");
     }
 }
 

@@ -92,12 +92,10 @@ pub fn fc_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), Ex
     };
     let x = &x[..m * k];
     // u = a + zx + 128 = x + 128.
-    let pack_a = |ap: &mut Vec<i32>, quads: bool| {
-        if quads {
-            pack_rows_u8(ap, m, k, x, |v| v as i32 + 128)
-        } else {
-            pack_rows(ap, m, k, x, |v| v as i32 - zx)
-        }
+    let pack_a = |ap: &mut Vec<i32>, form: Form| match form {
+        Form::Quads => pack_rows_u8(ap, m, k, x, |v| v as i32 + 128),
+        Form::Pairs => pack_rows(ap, m, k, x, |v| v as i32 - zx),
+        Form::Tiles => pack_tiles(ap, m, k, x, |v| (v as i32 + 128) as u8),
     };
     fc_rows(&fc, m, zx, pack_a, y);
     Some(Ok(()))
@@ -116,20 +114,32 @@ pub(super) struct Fc<'a> {
     pub(super) hi: i32,
 }
 
+/// The form `fc_rows` and `fc_w8_rows` pack A in for the block that runs.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Form {
+    /// `pack_rows` of `a` (int16 pairs).
+    Pairs,
+    /// `pack_rows_u8` of the bytes `u` (quads in blocks of six rows).
+    Quads,
+    /// `pack_tiles` of the bytes `u` (AMX tiles).
+    Tiles,
+}
+
 /// `y[i][j] = requant(bias[j] + Σ_t a(i, t)·W[j][t])` for `m` rows, `a(i, t)` the input
 /// with its zero point `zx` subtracted (`a + zx` an int8 value, or `a` 0 for a padded
-/// input). `pack_a(ap, quads)` writes A into `ap` in the form the block reads: with
-/// `quads`, `pack_rows_u8` of `u = a + zx + 128`, else `pack_rows` of `a`. The caller
-/// checked AVX2 and the lengths.
+/// input). `pack_a(ap, form)` writes A into `ap` in the form the block reads: `pack_rows`
+/// of `a`, or `pack_rows_u8` / `pack_tiles` of `u = a + zx + 128`. The caller checked AVX2
+/// and the lengths.
 ///
 /// When every weight lies in [−64, 63] (checked once, when packing), or the CPU has VNNI,
 /// the GEMM runs on the u8×s8 block (`direct::block_u8s8`): A holds `u` as bytes and the
-/// offset is `bias − (zx + 128)·Σw`, since Σ a·w = Σ u·w − (zx + 128)·Σw.
+/// offset is `bias − (zx + 128)·Σw`, since Σ a·w = Σ u·w − (zx + 128)·Σw. Where VNNI runs
+/// and the CPU has AMX, the same sums come from AMX tiles ([`gemm_split_amx`]).
 pub(super) fn fc_rows(
     fc: &Fc<'_>,
     m: usize,
     zx: i32,
-    pack_a: impl FnOnce(&mut Vec<i32>, bool),
+    pack_a: impl FnOnce(&mut Vec<i32>, Form),
     y: &mut [i8],
 ) {
     let Fc { w, n, k, .. } = *fc;
@@ -145,12 +155,13 @@ pub(super) fn fc_rows(
         crate::prepack::with_packed(key, bscratch, build, |packed| {
             let mode = quad_mode(packed[0]);
             let (wsum, bp) = packed[1..].split_at(n16);
+            let tiles = use_tiles(mode, bp, n, k);
             let (kp, zsum) = if mode != PAIRS {
                 note_quads(mode);
-                pack_a(ap, true);
+                pack_a(ap, if tiles { Form::Tiles } else { Form::Quads });
                 (k.div_ceil(4), zx + 128)
             } else {
-                pack_a(ap, false);
+                pack_a(ap, Form::Pairs);
                 (k.div_ceil(2), 0)
             };
             steps.clear();
@@ -170,15 +181,19 @@ pub(super) fn fc_rows(
                 .map(|j| if j < n { fc.scales[j] } else { 1.0 })
                 .collect();
             let rq = Requant::new(fc.lo, fc.hi, fc.zy);
+            let stage = I8Out {
+                cols: Cols::PerColumn(&offs, &sc),
+                rq,
+            };
+            if tiles {
+                // SAFETY: AVX2 and AMX (use_tiles); ap holds m rows of k bytes as tiles,
+                // bp the panels and the tail use_tiles checked, offs/sc n16, y m·n.
+                unsafe { gemm_split_amx(tile_bytes(ap), bp, kp, m, n, &stage, y) };
+                return;
+            }
             // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
             // kp·6, bp ⌈n/16⌉ panels of kp·16, offs/sc n16, y m·n.
-            unsafe {
-                let stage = I8Out {
-                    cols: Cols::PerColumn(&offs, &sc),
-                    rq,
-                };
-                gemm_split(ap, bp, steps, m, n, &stage, mode, y)
-            };
+            unsafe { gemm_split(ap, bp, steps, m, n, &stage, mode, y) };
         });
     });
 }
@@ -210,7 +225,9 @@ fn pack_fc(v: &mut Vec<i32>, w: &[i8], n: usize, k: usize) {
     let per = if u8s8 { 4 } else { 2 };
     let kp = k.div_ceil(per);
     v.clear();
-    v.resize(1 + n16 + kp * n16, 0);
+    // AMX_SLACK zero words past the last panel: the AMX block reads a panel's rows in
+    // steps of 16 (`use_tiles`).
+    v.resize(1 + n16 + kp * n16 + AMX_SLACK, 0);
     v[0] = kind;
     let (wsum, bp) = v[1..].split_at_mut(n16);
     for (j, wr) in w.chunks_exact(k).take(n).enumerate() {
@@ -260,9 +277,14 @@ pub(super) fn fc_w8_rows(op: &W8Fc<'_>, y: &mut [f32]) {
                     let (sc, zp) = super::gemv_w8::w8_row_avx2(xr, br);
                     rows.push((sc, zp));
                 }
+                let tiles = use_tiles(mode, bp, n, k);
                 let kp = if mode != PAIRS {
                     note_quads(mode);
-                    pack_bytes(ap, m, k, bytes);
+                    if tiles {
+                        pack_tiles(ap, m, k, bytes, |b| b);
+                    } else {
+                        pack_bytes(ap, m, k, bytes);
+                    }
                     k.div_ceil(4)
                 } else {
                     centred.resize(m * k, 0);
@@ -295,9 +317,17 @@ pub(super) fn fc_w8_rows(op: &W8Fc<'_>, y: &mut [f32]) {
                     lo,
                     hi,
                 };
+                let y = &mut y[..m * n];
+                if tiles {
+                    // SAFETY: AVX2 and AMX (use_tiles); ap holds m rows of k bytes as
+                    // tiles, bp the panels and the tail use_tiles checked, the stage n16
+                    // columns and m rows, y m·n.
+                    unsafe { gemm_split_amx(tile_bytes(ap), bp, kp, m, n, &stage, y) };
+                    return;
+                }
                 // SAFETY: AVX2 is present (the caller checked); ap holds ⌈m/6⌉ blocks of
                 // kp·6, bp ⌈n/16⌉ panels of kp·16, the stage n16 columns and m rows, y m·n.
-                unsafe { gemm_split(ap, bp, steps, m, n, &stage, mode, &mut y[..m * n]) };
+                unsafe { gemm_split(ap, bp, steps, m, n, &stage, mode, y) };
             });
         });
     });
@@ -421,6 +451,46 @@ fn grow(v: &mut Vec<i32>, len: usize) {
     if v.len() < len {
         v.resize(len, 0);
     }
+}
+
+/// Zero words after the FC block's panels (`pack_fc`): the AMX block reads each panel in
+/// steps of 16 rows, so the last panel's last step may reach 15 rows (240 words) past it.
+/// The rows past a panel's end meet A's zero bytes past `k`, so what they hold does not
+/// change a sum; they only have to be readable.
+const AMX_SLACK: usize = 256;
+
+/// Whether the FC block's GEMM runs on AMX tiles: the packed mode is VNNI's (the tiles
+/// compute the same sums), the CPU has AMX (`paths::amx`), and B (`bp`, the panels of
+/// `n` columns of `k` quads' bytes) has the slack the block's last step reads.
+fn use_tiles(mode: u8, bp: &[i32], n: usize, k: usize) -> bool {
+    if !(mode == VNNI_EVEX || mode == VNNI_VEX) || !crate::paths::amx() {
+        return false;
+    }
+    let kp = k.div_ceil(4);
+    let panels = n.div_ceil(NR);
+    let need = (panels - 1) * kp * NR + super::amx::steps(4 * kp) * super::amx::TM * NR;
+    bp.len() >= need
+}
+
+/// A's `m` rows of `k` (`src`) as bytes `u(v)` in AMX tiles (`amx::pack`), in `ap`'s
+/// words.
+fn pack_tiles<T: Copy>(ap: &mut Vec<i32>, m: usize, k: usize, src: &[T], u: impl Fn(T) -> u8) {
+    let len = super::amx::packed_len(m, k);
+    grow(ap, len.div_ceil(4));
+    super::amx::pack(&mut tile_bytes_mut(ap)[..len], m, k, src, u);
+}
+
+/// `ap`'s words as bytes (what `pack_tiles` wrote).
+fn tile_bytes(ap: &[i32]) -> &[u8] {
+    // SAFETY: any i32 is four initialized bytes; u8 has alignment 1; the length is the
+    // same memory's.
+    unsafe { core::slice::from_raw_parts(ap.as_ptr() as *const u8, ap.len() * 4) }
+}
+
+fn tile_bytes_mut(ap: &mut [i32]) -> &mut [u8] {
+    // SAFETY: as `tile_bytes`; every byte pattern is a valid i32, so writes through the
+    // byte view keep the words valid.
+    unsafe { core::slice::from_raw_parts_mut(ap.as_mut_ptr() as *mut u8, ap.len() * 4) }
 }
 
 #[inline(always)]
@@ -700,6 +770,127 @@ unsafe fn gemm_split_m<const M: u8, S: Stage>(
     });
 }
 
+/// [`gemm_split`] on AMX tiles: A is `pack_tiles`'s bytes, B the FC block's quad panels
+/// (`kp` quads deep). Split across the lent threads as [`gemm_split_m`], by 32-row
+/// blocks or 16-column panels; each part configures the tiles on its own thread.
+///
+/// # Safety
+/// AVX2 and `paths::amx()`; `ap` holds `amx::packed_len(m, 4·kp)` bytes; `bp` the
+/// ⌈n/16⌉ panels and the tail `use_tiles` checks; the stage's per-column values hold n16
+/// and its per-row values m; `y` holds m·n.
+unsafe fn gemm_split_amx<S: Stage>(
+    ap: &[u8],
+    bp: &[i32],
+    kp: usize,
+    m: usize,
+    n: usize,
+    stage: &S,
+    y: &mut [S::Out],
+) {
+    let work = (m * n) as u64 * 2 * kp as u64;
+    let parts = crate::par::parts_for(work);
+    if parts <= 1 {
+        // SAFETY: the contract above.
+        unsafe {
+            gemm_amx(ap, bp, kp, 0..m, 0..n, n, stage, |at, v| {
+                put_run(&mut y[at..at + v.len()], v)
+            })
+        };
+        return;
+    }
+    let by_rows = m.div_ceil(2 * super::amx::TM) >= 2 * parts;
+    let out = crate::par::SharedMut::new(y);
+    crate::par::run(parts, |i| {
+        let (rows, cs) = if by_rows {
+            (crate::par::split(m, parts, 2 * super::amx::TM, i), 0..n)
+        } else {
+            (0..m, crate::par::split(n, parts, NR, i))
+        };
+        if rows.is_empty() || cs.is_empty() {
+            return;
+        }
+        // SAFETY: the contract above (the ranges lie within m and n); parts write
+        // disjoint rows or disjoint columns.
+        unsafe {
+            gemm_amx(ap, bp, kp, rows, cs, n, stage, |at, v| {
+                put_run(out.piece(at, v.len()), v)
+            })
+        };
+    });
+}
+
+/// Rows `rows` (from a multiple of 32) × columns `cs` (from a multiple of 16) on AMX
+/// tiles, 32 × 32 a block (`amx::block`), each block's sums through the stage as
+/// [`gemm512`] does.
+///
+/// # Safety
+/// As [`gemm_split_amx`], for the ranges given.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_amx<S: Stage>(
+    ap: &[u8],
+    bp: &[i32],
+    kp: usize,
+    rows: Range<usize>,
+    cs: Range<usize>,
+    n: usize,
+    stage: &S,
+    mut put: impl FnMut(usize, &[S::Out]),
+) {
+    use super::amx::{block, steps, Tiles, TM};
+    crate::paths::note(crate::paths::Path::GemmAmx);
+    let ks = steps(4 * kp);
+    let a_tile = ks * TM * super::amx::TK;
+    let tiles_end = rows.end.div_ceil(TM);
+    debug_assert!(rows.start.is_multiple_of(2 * TM) && cs.start.is_multiple_of(NR));
+    debug_assert!(ap.len() >= tiles_end.div_ceil(2) * 2 * a_tile);
+    debug_assert!(bp.len() >= (n.div_ceil(NR) - 1) * kp * NR + ks * TM * NR);
+    let mut c = [0i32; 32 * 32];
+    let mut tmp = [S::Out::default(); NR];
+    // SAFETY: the contract above: AMX is usable on this thread.
+    let _tiles = unsafe { Tiles::new() };
+    let b = bp.as_ptr() as *const u8;
+    for j0 in cs.clone().step_by(2 * NR) {
+        let two = j0 + NR < cs.end;
+        for t in (rows.start / TM..tiles_end).step_by(2) {
+            let rows2 = t + 1 < tiles_end;
+            // SAFETY: panel j0/16 (and the next with `two`) starts at word j0·kp, its
+            // ks·16 rows within bp (checked by use_tiles); row tiles t, t + 1 lie in ap
+            // (packed to a multiple of 32 rows); c is 32 × 32.
+            unsafe {
+                let b0 = b.add(j0 * kp * 4);
+                let b1 = if two { b0.add(NR * kp * 4) } else { b0 };
+                let a0 = ap.as_ptr().add(t * a_tile);
+                let a1 = if rows2 { a0.add(a_tile) } else { a0 };
+                let cp = c.as_mut_ptr();
+                match (rows2, two) {
+                    (true, true) => block::<true, true>(a0, a1, b0, b1, ks, cp),
+                    (true, false) => block::<true, false>(a0, a1, b0, b1, ks, cp),
+                    (false, true) => block::<false, true>(a0, a1, b0, b1, ks, cp),
+                    (false, false) => block::<false, false>(a0, a1, b0, b1, ks, cp),
+                }
+            }
+            for r in 0..TM * (1 + rows2 as usize) {
+                let i = t * TM + r;
+                if i >= rows.end {
+                    break;
+                }
+                for h in 0..1 + two as usize {
+                    let j = j0 + h * NR;
+                    // SAFETY: row r's 16 sums of column tile h lie in c; AVX2 (the
+                    // contract); j + 16 within the stage's columns.
+                    unsafe {
+                        let p = c.as_ptr().add(r * 32 + h * NR) as *const __m256i;
+                        let halves = [_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))];
+                        stage.store(i, j, &halves, &mut tmp);
+                    }
+                    put(i * n + j, &tmp[..NR.min(cs.end - j)]);
+                }
+            }
+        }
+    }
+}
+
 /// `dst = v` (equal lengths): a block row's whole run (`NR` values, the common case) as a
 /// fixed-size copy the compiler inlines, since `copy_from_slice` of a run was a C library
 /// `memmove` call per 16 outputs (9% of a transformer's FullyConnected time).
@@ -938,12 +1129,10 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         crate::paths::note(crate::paths::Path::ConvWholeInput);
         let x = &q.x[..rows * k];
         let zx = q.zx;
-        let pack_a = |ap: &mut Vec<i32>, quads: bool| {
-            if quads {
-                pack_rows_u8(ap, rows, k, x, |v| v as i32 + 128)
-            } else {
-                pack_rows(ap, rows, k, x, |v| v as i32 - zx)
-            }
+        let pack_a = |ap: &mut Vec<i32>, form: Form| match form {
+            Form::Quads => pack_rows_u8(ap, rows, k, x, |v| v as i32 + 128),
+            Form::Pairs => pack_rows(ap, rows, k, x, |v| v as i32 - zx),
+            Form::Tiles => pack_tiles(ap, rows, k, x, |v| (v as i32 + 128) as u8),
         };
         let fc = Fc {
             w: q.w,
@@ -970,11 +1159,16 @@ pub(super) fn conv_batch(g: &super::Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool
         stage.clear();
         stage.resize(rows * g.oc, 0);
         // The patches in the lane form of the block the packed weights chose.
-        let pack_a = |ap: &mut Vec<i32>, quads: bool| {
-            if quads {
+        let pack_a = |ap: &mut Vec<i32>, form: Form| match form {
+            Form::Quads => {
                 let p = gather_patches(g, q, k, patches8, xw8);
                 pack_bytes(ap, rows, k, p)
-            } else {
+            }
+            Form::Tiles => {
+                let p = gather_patches(g, q, k, patches8, xw8);
+                pack_tiles(ap, rows, k, p, |b| b)
+            }
+            Form::Pairs => {
                 let p = gather_patches(g, q, k, patches16, xw16);
                 pack_rows(ap, rows, k, p, |v| v as i32)
             }

@@ -60,6 +60,10 @@ pub use fc::fc_i8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use fc::fc_w8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod amx;
+#[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+pub(crate) use amx::granted as amx_granted;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod depthwise;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod depthwise_neon;
