@@ -359,6 +359,11 @@ pub fn convert(
                 run_time_int8::int8_weights_where_f32(&g, q, &opts.calibration, bound)?;
             q = kept;
             notes.extend(note);
+        } else if !has_qdq {
+            let (kept, note) =
+                run_time_int8::rounded_weights_where_f32(&g, q, &opts.calibration)?;
+            q = kept;
+            notes.extend(note);
         }
         let folded = fold_tables::fold(&mut q).context("folding int8 element-wise chains")?;
         if folded > 0 {

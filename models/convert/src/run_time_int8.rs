@@ -34,6 +34,7 @@ fn int8_form(
     g: &Graph,
     op: usize,
     seen: &mut HashMap<usize, Option<(QuantSpec, Vec<u8>)>>,
+    rounded: bool,
 ) -> Option<usize> {
     let o = &g.ops[op];
     if o.kind != OpKind::FullyConnected {
@@ -46,13 +47,14 @@ fn int8_form(
         return None;
     }
     seen.entry(w)
-        .or_insert_with(|| weight_form(g, w))
+        .or_insert_with(|| weight_form(g, w, rounded))
         .is_some()
         .then_some(w)
 }
 
-/// [`int8_form`] of weight tensor `w`, decided.
-fn weight_form(g: &Graph, w: usize) -> Option<(QuantSpec, Vec<u8>)> {
+/// [`int8_form`] of weight tensor `w`, decided. With `rounded`, f32 weights that carry no
+/// integers are rounded to symmetric int8 per row ([`int8_rows`]).
+fn weight_form(g: &Graph, w: usize, rounded: bool) -> Option<(QuantSpec, Vec<u8>)> {
     let wt = &g.tensors[w];
     if wt.dtype != DType::F32 || !wt.is_const() {
         return None;
@@ -66,6 +68,10 @@ fn weight_form(g: &Graph, w: usize) -> Option<(QuantSpec, Vec<u8>)> {
         Some(Hint::Weight { q, scales, axis }) => (q, scales, axis),
         None if g.int8_weights => {
             found = int8_grid(&wt.const_f32()?, n, k)?;
+            (&found.0, &found.1, &Some(0))
+        }
+        None if rounded => {
+            found = int8_rows(&wt.const_f32()?, n, k)?;
             (&found.0, &found.1, &Some(0))
         }
         _ => return None,
@@ -99,18 +105,44 @@ fn weight_form(g: &Graph, w: usize) -> Option<(QuantSpec, Vec<u8>)> {
 pub fn int8_weight_ops(g: &Graph) -> usize {
     let mut seen = HashMap::new();
     (0..g.ops.len())
-        .filter(|&op| int8_form(g, op, &mut seen).is_some())
+        .filter(|&op| int8_form(g, op, &mut seen, false).is_some())
         .count()
+}
+
+/// `w` (`[n, k]`) rounded to symmetric int8, a scale per row (the row's largest magnitude
+/// over 127; 1 for a row of zeros): the per-channel weights of dynamic quantization.
+/// `None` when a value is not finite.
+pub fn int8_rows(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    if n == 0 || k == 0 || w.len() != n * k || w.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut q = vec![0i8; n * k];
+    let mut scales = Vec::with_capacity(n);
+    for (row, qr) in w.chunks_exact(k).zip(q.chunks_exact_mut(k)) {
+        let m = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        for (d, &v) in qr.iter_mut().zip(row) {
+            *d = (v / s).round().clamp(-127.0, 127.0) as i8;
+        }
+        scales.push(s);
+    }
+    Some((q, scales))
 }
 
 /// Give every eligible FullyConnected its int8 weights; returns how many. Weights shared by
 /// several ops (a recurrent step's, unrolled) get one int8 copy.
 pub fn keep_int8_weights(g: &mut Graph) -> usize {
+    keep_int8_weights_by(g, false)
+}
+
+/// [`keep_int8_weights`], with `rounded` also for f32 weights that carry no integers
+/// (rounded per row, [`int8_rows`]).
+fn keep_int8_weights_by(g: &mut Graph, rounded: bool) -> usize {
     let mut seen = HashMap::new();
     let mut made: HashMap<usize, usize> = HashMap::new();
     let mut done = 0;
     for op in 0..g.ops.len() {
-        let Some(w) = int8_form(g, op, &mut seen) else {
+        let Some(w) = int8_form(g, op, &mut seen, rounded) else {
             continue;
         };
         let nw = match made.get(&w) {
@@ -320,6 +352,36 @@ pub fn int8_weights_where_f32(
     }
     let note = format!(
         "{n} FullyConnected ops left f32 run on the model's own int8 weights, their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 weights: {:.1}%)",
+        100.0 * after,
+        100.0 * before
+    );
+    Ok((w, Some(note)))
+}
+
+/// In a calibrated conversion of a model with f32 weights (`g`, quantized as `q`): the
+/// FullyConnected ops the output guard left f32 run as dynamic quantization does them
+/// (FullyConnected.f32-w8: weights rounded to int8 per output row, each input row
+/// quantized at run time on its own range), which is far closer to f32 than the static
+/// int8 the guard refused and runs on the int8 GEMMs. Kept only where the worst output
+/// error on `samples` (relative, `refine::output_errors`) grows by at most 2 points or a
+/// tenth, whichever is more; the graph, and a note when it changed.
+pub fn rounded_weights_where_f32(
+    g: &Graph,
+    q: Graph,
+    samples: &[Vec<Vec<f32>>],
+) -> anyhow::Result<(Graph, Option<String>)> {
+    let mut w = q.clone();
+    let n = keep_int8_weights_by(&mut w, true);
+    if n == 0 {
+        return Ok((q, None));
+    }
+    let errs = crate::refine::output_errors(g, &[&q, &w], samples)?;
+    let (before, after) = (errs[0], errs[1]);
+    if after > (before * 1.1).max(before + 0.02) {
+        return Ok((q, None));
+    }
+    let note = format!(
+        "{n} FullyConnected ops left f32 run with int8 weights (rounded per output row) and their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 FCs: {:.1}%)",
         100.0 * after,
         100.0 * before
     );

@@ -398,3 +398,99 @@ fn ops_left_f32_keep_the_shipped_int8_weights() {
     let (same, none) = int8_weights_where_f32(&g, q, &samples, 0.0).unwrap();
     assert_eq!((f32_fcs(&same), none), (left, None), "seed {seed}");
 }
+
+/// `y = relu(x · W0) · W1` with plain f32 weights `[K, N]`, `[N, O]`; with `outliers`,
+/// each column of W0 also holds a weight of 1000 on input 0 (which the samples keep at 0).
+fn float_mlp(state: &mut u64, k: usize, n: usize, o: usize, outliers: bool) -> Vec<u8> {
+    let mut w = |rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|_| (common::splitmix(state) % 20001) as f32 / 10000.0 - 1.0)
+            .collect()
+    };
+    let mut w0 = w(k, n);
+    if outliers {
+        w0[..n].fill(1000.0);
+    }
+    let w1 = w(n, o);
+    let g = GraphProto {
+        node: vec![
+            node("MatMul", &["x", "w0"], &["h"], vec![]),
+            node("Relu", &["h"], &["hr"], vec![]),
+            node("MatMul", &["hr", "w1"], &["y"], vec![]),
+        ],
+        initializer: vec![
+            f32_init("w0", &[k as i64, n as i64], &w0),
+            f32_init("w1", &[n as i64, o as i64], &w1),
+        ],
+        input: vec![value("x", 1, &[3, k as i64])],
+        output: vec![value("y", 1, &[3, o as i64])],
+        ..Default::default()
+    };
+    model_bytes(g, 13)
+}
+
+/// A calibrated conversion of a model with f32 weights: the FullyConnected ops the output
+/// guard left f32 (here: the first one's output range dropped) take int8 weights rounded
+/// per output row and quantize their rows at run time, while the outputs stay as good as
+/// the f32 FCs gave; weights that rounding wrecks (a row's tiny weights all 0 beside an
+/// outlier on an input that is always 0) keep f32.
+#[test]
+fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
+    use cairn_convert::calibrate::{calibrate, Method};
+    use cairn_convert::quantize::quantize;
+    use cairn_convert::run_time_int8::rounded_weights_where_f32;
+    use cairn_core::OpKind;
+    let seed = common::seed(0x1AA);
+    let (k, n, o) = (96, 160, 24);
+    for outliers in [false, true] {
+        let mut st = seed;
+        let bytes = float_mlp(&mut st, k, n, o, outliers);
+        let (g, _) = cairn_convert::float_graph(&bytes, &Options::default()).unwrap();
+        assert!(!g.int8_weights, "seed {seed}: plain f32 weights");
+        let samples: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|_| {
+                vec![(0..3 * k)
+                    .map(|t| {
+                        let v = (common::splitmix(&mut st) % 2001) as f32 / 1000.0 - 1.0;
+                        if t % k == 0 {
+                            0.0
+                        } else {
+                            v
+                        }
+                    })
+                    .collect()]
+            })
+            .collect();
+        let mut ranges = calibrate(&g, &samples, Method::MinMax, |_| {}).unwrap();
+        let fc = g
+            .ops
+            .iter()
+            .position(|o| o.kind == OpKind::FullyConnected)
+            .unwrap();
+        ranges.remove(&g.ops[fc].outputs[0]);
+        let (q, _) = quantize(&g, &ranges).unwrap();
+        let f32_fcs = |q: &cairn_convert::Graph| {
+            q.ops
+                .iter()
+                .filter(|o| {
+                    o.kind == OpKind::FullyConnected
+                        && o.inputs[1]
+                            .is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
+                })
+                .count()
+        };
+        let left = f32_fcs(&q);
+        assert!(left >= 1, "seed {seed}");
+        let (w, note) = rounded_weights_where_f32(&g, q, &samples).unwrap();
+        if outliers {
+            assert_eq!((f32_fcs(&w), note), (left, None), "seed {seed}: outliers");
+        } else {
+            assert_eq!(f32_fcs(&w), 0, "seed {seed}: {note:?}");
+            let note = note.unwrap_or_default();
+            assert!(
+                note.starts_with(&format!("{left} FullyConnected")),
+                "seed {seed}: {note}"
+            );
+        }
+    }
+}
