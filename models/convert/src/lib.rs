@@ -360,8 +360,7 @@ pub fn convert(
             q = kept;
             notes.extend(note);
         } else if !has_qdq {
-            let (kept, note) =
-                run_time_int8::rounded_weights_where_f32(&g, q, &opts.calibration)?;
+            let (kept, note) = run_time_int8::rounded_weights_where_f32(&g, q, &opts.calibration)?;
             q = kept;
             notes.extend(note);
         }

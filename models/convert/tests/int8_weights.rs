@@ -474,8 +474,7 @@ fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
                 .iter()
                 .filter(|o| {
                     o.kind == OpKind::FullyConnected
-                        && o.inputs[1]
-                            .is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
+                        && o.inputs[1].is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
                 })
                 .count()
         };

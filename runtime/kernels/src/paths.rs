@@ -143,10 +143,14 @@ pub enum Path {
     /// block's VNNI quads (int8 and f32-w8 FullyConnected of three or more rows, conv
     /// batches); counted with `GemmU8S8` and `GemmVnni` too, one count per GEMM.
     GemmAmx,
+    /// One-group int8 convs as an implicit GEMM on AMX tiles over a channels-last staged
+    /// input (`fast/amx_conv.rs`), one count per op; counted with `GemmU8S8` and
+    /// `GemmVnni` too.
+    ConvAmx,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::GemmAmx as usize + 1;
+const N: usize = Path::ConvAmx as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

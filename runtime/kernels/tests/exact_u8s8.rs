@@ -93,10 +93,12 @@ fn avx2_host() -> bool {
     false
 }
 
-/// The GEMM paths that count a run (implicit-GEMM conv, conv batch, FC block), the
-/// u8×s8 runs among them and the VNNI runs among those, so far on this thread.
+/// The GEMM paths that count a run (implicit-GEMM conv, on AMX tiles or not, conv batch,
+/// FC block), the u8×s8 runs among them and the VNNI runs among those, so far on this
+/// thread.
 fn counts() -> (u64, u64, u64) {
-    let gemm = taken(Path::Direct) + taken(Path::ConvBatch) + taken(Path::FcBlock);
+    let gemm =
+        taken(Path::Direct) + taken(Path::ConvAmx) + taken(Path::ConvBatch) + taken(Path::FcBlock);
     (gemm, taken(Path::GemmU8S8), taken(Path::GemmVnni))
 }
 
@@ -249,12 +251,13 @@ fn strided_filter_banks_match_reference() {
 
 /// Strided filter banks (an STFT's frames: 1–2 channels, 50–1100 taps, strides past the
 /// implicit GEMM's 4, or short strides with more than its 256 taps): one FullyConnected
-/// over the patches (`fast/mm.rs`, `Path::ConvBatch`) on AVX2 hosts, every run of it (at
-/// least five outputs, so none takes the GEMV).
+/// over the patches (`fast/mm.rs`, `Path::ConvBatch`) on AVX2 hosts, or the tiles' implicit
+/// GEMM (`fast/amx_conv.rs`, `Path::ConvAmx`) on CPUs with AMX, every run of it (at least
+/// five outputs, so none takes the GEMV).
 fn filter_banks_match_reference(vnni_on: bool) {
     let seed = seed() ^ 0x57F7;
     let mut r = Rng(seed);
-    let (batch0, mut cases) = (taken(Path::ConvBatch), 0);
+    let (batch0, amx0, mut cases) = (taken(Path::ConvBatch), taken(Path::ConvAmx), 0);
     for case in 0..30 {
         let kw = [r.range(50, 300), r.range(257, 1100)][r.range(0, 1)];
         let sw = if kw > 256 {
@@ -287,8 +290,9 @@ fn filter_banks_match_reference(vnni_on: bool) {
     }
     assert!(cases >= 25, "CAIRN_SEED={seed}: {cases} convs built");
     if avx2_host() {
-        // Five runs per case (one thread, then 1–4 threads), each through the FC block.
-        let batch = taken(Path::ConvBatch) - batch0;
+        // Five runs per case (one thread, then 1–4 threads), each through the FC block,
+        // or on CPUs with AMX the implicit GEMM on tiles over the staged input.
+        let batch = taken(Path::ConvBatch) - batch0 + taken(Path::ConvAmx) - amx0;
         assert_eq!(
             batch,
             5 * cases,

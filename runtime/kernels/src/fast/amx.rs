@@ -139,26 +139,30 @@ pub(super) fn pack<T: Copy>(dst: &mut [u8], m: usize, k: usize, src: &[T], u: im
     }
 }
 
-/// One block: `c` (32 × 32 int32, row stride 32) = A's row tiles `a0`, `a1` (each
-/// `ks` steps of one tile, see [`pack`]) × B's column tiles from `b0`, `b1` (panels of
-/// 64-byte rows, a step 16 rows on). With `ROWS2` false only `a0` is read and C's rows
-/// 16..32 are left as they were; with `COLS2` false only `b0` and C's columns 0..16.
+/// One block: `c` (32 × 32 int32, row stride 32) = Σ over `steps` `(ao, bo)` of A's row
+/// tiles at `a0 + ao`, `a1 + ao` (16 rows `sa` bytes apart, 64 bytes each) × B's column
+/// tiles at `b0 + bo`, `b1 + bo` (16 rows of 64 bytes, 64 apart: 16 quads of K × 16
+/// columns). With `ROWS2` false only `a0` is read and C's rows 16..32 are left as they
+/// were; with `COLS2` false only `b0` and C's columns 0..16. The FC block's steps are
+/// `(1024·s, 1024·s)` over [`pack`]'s tiles (`sa` 64); a conv's walk its kernel rows in
+/// its staged input.
 ///
 /// # Safety
-/// A [`Tiles`] is live on this thread; `a0` (and `a1` with `ROWS2`) hold `ks` tiles;
-/// `b0` (and `b1` with `COLS2`) hold `ks·16` rows of 64 bytes; `c` holds 32 × 32 int32.
+/// A [`Tiles`] is live on this thread; every tile each step names (16 rows of 64 bytes
+/// from its address, `sa` or 64 apart) is readable; `c` holds 32 × 32 int32.
 #[inline]
 pub(super) unsafe fn block<const ROWS2: bool, const COLS2: bool>(
     a0: *const u8,
     a1: *const u8,
+    sa: usize,
     b0: *const u8,
     b1: *const u8,
-    ks: usize,
+    steps: impl Iterator<Item = (usize, usize)>,
     c: *mut i32,
 ) {
-    let stride = TK;
+    let sb = TK;
     // SAFETY (every asm block): the contract above; each load reads one tile of 16 rows
-    // × 64 bytes from within its operand, each store writes 16 rows of 64 bytes within c.
+    // × 64 bytes, each store writes 16 rows of 64 bytes within c.
     unsafe {
         asm!("tilezero tmm0", options(nostack, nomem));
         if COLS2 {
@@ -170,29 +174,29 @@ pub(super) unsafe fn block<const ROWS2: bool, const COLS2: bool>(
                 asm!("tilezero tmm3", options(nostack, nomem));
             }
         }
-        for s in 0..ks {
-            let (pa0, pa1) = (a0.add(s * TILE), a1.add(s * TILE));
-            let (pb0, pb1) = (b0.add(s * TILE), b1.add(s * TILE));
+        for (ao, bo) in steps {
+            let (pa0, pa1) = (a0.add(ao), a1.add(ao));
+            let (pb0, pb1) = (b0.add(bo), b1.add(bo));
             asm!(
-                "tileloadd tmm4, [{a} + {s}*1]",
-                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm4, [{a} + {sa}*1]",
+                "tileloadd tmm6, [{b} + {sb}*1]",
                 "tdpbusd tmm0, tmm4, tmm6",
-                a = in(reg) pa0, b = in(reg) pb0, s = in(reg) stride,
+                a = in(reg) pa0, b = in(reg) pb0, sa = in(reg) sa, sb = in(reg) sb,
                 options(nostack, readonly)
             );
             if COLS2 {
                 asm!(
-                    "tileloadd tmm7, [{b} + {s}*1]",
+                    "tileloadd tmm7, [{b} + {sb}*1]",
                     "tdpbusd tmm1, tmm4, tmm7",
-                    b = in(reg) pb1, s = in(reg) stride,
+                    b = in(reg) pb1, sb = in(reg) sb,
                     options(nostack, readonly)
                 );
             }
             if ROWS2 {
                 asm!(
-                    "tileloadd tmm5, [{a} + {s}*1]",
+                    "tileloadd tmm5, [{a} + {sa}*1]",
                     "tdpbusd tmm2, tmm5, tmm6",
-                    a = in(reg) pa1, s = in(reg) stride,
+                    a = in(reg) pa1, sa = in(reg) sa,
                     options(nostack, readonly)
                 );
                 if COLS2 {

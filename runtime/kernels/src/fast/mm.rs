@@ -29,7 +29,7 @@ use super::direct::{
 use crate::util::qp;
 
 /// Columns per register block.
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 
 std::thread_local! {
     static SCRATCH: RefCell<(Vec<i32>, Vec<i32>, Vec<usize>)> =
@@ -182,7 +182,7 @@ pub(super) fn fc_rows(
                 .collect();
             let rq = Requant::new(fc.lo, fc.hi, fc.zy);
             let stage = I8Out {
-                cols: Cols::PerColumn(&offs, &sc),
+                cols: Cols::PerColumn(&offs, &sc, None),
                 rq,
             };
             if tiles {
@@ -218,7 +218,7 @@ const FC_PACK: u32 = 0x4000_0000;
 /// FullyConnected weights `w` (`[n, k]`) packed for the block: `[kind (1: u8×s8), Σw of
 /// each of the n16 columns, B]`. B = Wᵀ: pair s, column j holds (W[j][2s], W[j][2s+1]) as
 /// int16, or quad s the bytes W[j][4s..4s+4].
-fn pack_fc(v: &mut Vec<i32>, w: &[i8], n: usize, k: usize) {
+pub(super) fn pack_fc(v: &mut Vec<i32>, w: &[i8], n: usize, k: usize) {
     let n16 = n.div_ceil(NR) * NR;
     let kind = quad_kind(w[..n * k].iter().all(|v| (-64..=63).contains(v)));
     let u8s8 = kind != 0;
@@ -462,7 +462,7 @@ const AMX_SLACK: usize = 256;
 /// Whether the FC block's GEMM runs on AMX tiles: the packed mode is VNNI's (the tiles
 /// compute the same sums), the CPU has AMX (`paths::amx`), and B (`bp`, the panels of
 /// `n` columns of `k` quads' bytes) has the slack the block's last step reads.
-fn use_tiles(mode: u8, bp: &[i32], n: usize, k: usize) -> bool {
+pub(super) fn use_tiles(mode: u8, bp: &[i32], n: usize, k: usize) -> bool {
     if !(mode == VNNI_EVEX || mode == VNNI_VEX) || !crate::paths::amx() {
         return false;
     }
@@ -607,16 +607,17 @@ fn pack_bytes(ap: &mut Vec<i32>, m: usize, k: usize, src: &[u8]) {
 
 /// What the output stage adds and multiplies per column.
 #[derive(Clone, Copy)]
-enum Cols<'a> {
+pub(super) enum Cols<'a> {
     /// One scale, no offset (BatchMatMul).
     Uniform(f32),
-    /// An offset (bias) and a scale per column (FullyConnected), n16 long.
-    PerColumn(&'a [i32], &'a [f32]),
+    /// An offset (bias) and a scale per column (FullyConnected), n16 long, and the scales
+    /// of negative sums where a PRelu is folded in (`requantize_signed`).
+    PerColumn(&'a [i32], &'a [f32], Option<&'a [f32]>),
 }
 
 /// What a GEMM block's sums become: row `i`'s 16 sums from column `j0` (a multiple of
 /// 16) written as 16 outputs.
-trait Stage: Sync {
+pub(super) trait Stage: Sync {
     type Out: Copy + Default + Send;
     /// # Safety
     /// AVX2; `j0 + 16` lies within the stage's per-column values.
@@ -624,9 +625,9 @@ trait Stage: Sync {
 }
 
 /// Requantized int8 outputs (FullyConnected, BatchMatMul).
-struct I8Out<'a> {
-    cols: Cols<'a>,
-    rq: Requant,
+pub(super) struct I8Out<'a> {
+    pub(super) cols: Cols<'a>,
+    pub(super) rq: Requant,
 }
 
 impl Stage for I8Out<'_> {
@@ -635,25 +636,36 @@ impl Stage for I8Out<'_> {
     unsafe fn store(&self, _: usize, j0: usize, acc: &[__m256i; 2], out: &mut [i8; NR]) {
         // SAFETY: AVX2 (the caller's contract); j0 + 16 <= n16 = the stage's length.
         unsafe {
-            let (voff, vs) = match self.cols {
+            let (voff, vs, neg) = match self.cols {
                 Cols::Uniform(s) => {
                     let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
-                    ([v.0, v.0], [v.1, v.1])
+                    ([v.0, v.0], [v.1, v.1], None)
                 }
-                Cols::PerColumn(offs, sc) => {
+                Cols::PerColumn(offs, sc, neg) => {
                     debug_assert!(offs.len() >= j0 + NR && sc.len() >= j0 + NR);
                     let o = offs.as_ptr().add(j0) as *const __m256i;
                     let s = sc.as_ptr().add(j0);
+                    let neg = neg.map(|g| {
+                        debug_assert!(g.len() >= j0 + NR);
+                        let g = g.as_ptr().add(j0);
+                        [_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(8))]
+                    });
                     (
                         [_mm256_loadu_si256(o), _mm256_loadu_si256(o.add(1))],
                         [_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8))],
+                        neg,
                     )
                 }
             };
-            self.rq
-                .store(_mm256_add_epi32(acc[0], voff[0]), vs[0], &mut out[..8]);
-            self.rq
-                .store(_mm256_add_epi32(acc[1], voff[1]), vs[1], &mut out[8..]);
+            for h in 0..2 {
+                let v = _mm256_add_epi32(acc[h], voff[h]);
+                // A folded PRelu: the sign of the whole sum picks the multiplier.
+                let s = match neg {
+                    Some(g) => _mm256_blendv_ps(vs[h], g[h], _mm256_castsi256_ps(v)),
+                    None => vs[h],
+                };
+                self.rq.store(v, s, &mut out[8 * h..8 * h + 8]);
+            }
         }
     }
 }
@@ -863,11 +875,13 @@ unsafe fn gemm_amx<S: Stage>(
                 let a0 = ap.as_ptr().add(t * a_tile);
                 let a1 = if rows2 { a0.add(a_tile) } else { a0 };
                 let cp = c.as_mut_ptr();
+                let (sa, tile) = (super::amx::TK, TM * super::amx::TK);
+                let steps = (0..ks).map(|s| (s * tile, s * tile));
                 match (rows2, two) {
-                    (true, true) => block::<true, true>(a0, a1, b0, b1, ks, cp),
-                    (true, false) => block::<true, false>(a0, a1, b0, b1, ks, cp),
-                    (false, true) => block::<false, true>(a0, a1, b0, b1, ks, cp),
-                    (false, false) => block::<false, false>(a0, a1, b0, b1, ks, cp),
+                    (true, true) => block::<true, true>(a0, a1, sa, b0, b1, steps, cp),
+                    (true, false) => block::<true, false>(a0, a1, sa, b0, b1, steps, cp),
+                    (false, true) => block::<false, true>(a0, a1, sa, b0, b1, steps, cp),
+                    (false, false) => block::<false, false>(a0, a1, sa, b0, b1, steps, cp),
                 }
             }
             for r in 0..TM * (1 + rows2 as usize) {

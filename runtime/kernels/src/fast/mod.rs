@@ -10,6 +10,8 @@
 //!   tap-pair `vpmaddwd` kernel on other AVX2 hosts with `std` (`depthwise.rs`), `smlal`
 //!   kernel on aarch64 (`depthwise_neon.rs`);
 //!   other depthwise shapes take the older AVX2 plane kernel or the row loop;
+//! - one-group convs as an implicit GEMM on AMX tiles over a channels-last staged input
+//!   where the CPU has AMX-INT8 (`amx_conv.rs`, with `std`);
 //! - one-group convs of up to 256 taps as an implicit GEMM: `direct.rs` on AVX2 hosts,
 //!   `direct_neon.rs` (`sdot`) on aarch64 CPUs with the dot product (both with `std`);
 //!   im2col tiles on the GEMM micro-kernel otherwise;
@@ -61,6 +63,8 @@ pub use fc::fc_i8;
 pub use fc::fc_w8;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod amx;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod amx_conv;
 #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
 pub(crate) use amx::granted as amx_granted;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -262,6 +266,12 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     // On AVX2 hosts with std the fold is one FullyConnected over every patch instead.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if g.n > 1 && g.oh * g.ow < IM2COL_TILE && q.neg.is_none() && mm::conv_batch(&g, &q, y) {
+        return Some(Ok(()));
+    }
+    // CPUs with AMX: the implicit GEMM on tiles over a channels-last staged input.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if amx_conv::fits(&g, q.wp.is_some()) {
+        amx_conv::conv(&g, &q, y);
         return Some(Ok(()));
     }
     if direct_fits(&g, fold) {

@@ -1,0 +1,473 @@
+//! One-group int8 convs as an implicit GEMM on AMX tiles (x86_64 CPUs with AMX-INT8,
+//! Linux, `std`), bit-exact with `conv::conv_i8` (`tests/exact_amx.rs`).
+//!
+//! The input is staged once per image as bytes `u = x + 128` in a padded channels-last
+//! plane (`[row][column][channel]`, padding `zx + 128`, so that `u − zx − 128` is 0
+//! there). In it, kernel row `ky` of output pixel `(oy, ox)` is one run of `kw·c` bytes
+//! from `(oy·sh + ky·dh, ox·sw)`, and the runs of neighbouring pixels of an output row lie
+//! `sw·c` bytes apart: 16 pixels' runs are one A tile with that stride, read in place, no
+//! im2col. Each run is read in 64-byte steps up to `kp = ⌈kw·c/64⌉·64` bytes; the weights
+//! are laid out to match (`[oc][ky][kp]`, kernel column then channel, zero past `kw·c`), so
+//! the bytes a step reads past a run meet zero weights. B is those weights in the FC
+//! block's quad panels (`mm::pack_fc`), packed once per model with a pack cache.
+//!
+//! The sums are `Σ u·w`; the offset `bias − (zx + 128)·Σw` makes them `Σ (x − zx)·w +
+//! bias`, the reference's accumulator, and the FC block's output stage (`mm::I8Out`, with
+//! a folded PRelu's second multiplier) requantizes them. Outputs are made pixel-major per
+//! image and transposed into the channel planes.
+
+extern crate std;
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use core::arch::x86_64::*;
+
+use super::amx::{block, Tiles, TK, TM};
+use super::avx2::Requant;
+use super::mm::{pack_fc, use_tiles, Cols, I8Out, Stage, NR};
+use crate::conv::Geo;
+
+/// The packing kind word of these convs' weights in the `prepack` cache.
+const CONV_PACK: u32 = 0x4100_0000;
+
+/// Largest staged plane, packed weight matrix and pixel-major output this path takes
+/// (bytes; a bound against hostile shapes, as `mm::MAX_KN`).
+const MAX_BYTES: usize = 1 << 26;
+
+/// Bytes of kernel row `kw·c` rounded up to whole tile steps.
+fn run_bytes(g: &Geo) -> usize {
+    (g.kw * g.c).div_ceil(TK) * TK
+}
+
+/// Whether this path takes the conv: one group, kernel columns adjacent (`dw` 1),
+/// non-negative pads, AMX in use with VNNI, runs long enough that rounding them up to 64
+/// bytes at most doubles them, enough products to pay for the staging, and buffers
+/// within `MAX_BYTES`.
+pub(super) fn fits(g: &Geo, packed: bool) -> bool {
+    if packed
+        || g.g != 1
+        || g.dw != 1
+        || g.pt < 0
+        || g.pl < 0
+        || g.c == 0
+        || g.oc == 0
+        || g.oh == 0
+        || g.ow == 0
+        || !crate::paths::amx()
+        || crate::paths::vnni().is_none()
+    {
+        return false;
+    }
+    let run = g.kw * g.c;
+    if run < 32 || 2 * run < run_bytes(g) {
+        return false;
+    }
+    let Some(macs) = (g.n * g.oh * g.ow)
+        .checked_mul(g.oc)
+        .and_then(|v| v.checked_mul(run * g.kh))
+    else {
+        return false;
+    };
+    let (hp, wp) = plane(g);
+    let staged = hp
+        .checked_mul(wp)
+        .and_then(|v| v.checked_mul(g.c))
+        .unwrap_or(usize::MAX);
+    let weights = g.oc.saturating_mul(g.kh * run_bytes(g));
+    let out = (g.oh * g.ow).saturating_mul(g.oc);
+    macs >= 1 << 20 && staged <= MAX_BYTES && weights <= MAX_BYTES && out <= MAX_BYTES
+}
+
+/// The staged plane's rows and columns: the padded input as far as any window reaches.
+fn plane(g: &Geo) -> (usize, usize) {
+    let (pt, pl) = (g.pt as usize, g.pl as usize);
+    let hp = (pt + g.h).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+    let wp = (pl + g.w).max((g.ow - 1) * g.sw + g.kw);
+    (hp, wp.div_ceil(g.sw) * g.sw)
+}
+
+/// How output pixels map to A tiles' rows. With a vertical stride of 1, one raster of
+/// `wp / sw` virtual pixels an output row, whose pixel `v` starts at staged byte
+/// `v·sw·c`: 16 consecutive ones are a tile even across output rows (the `wp/sw − ow`
+/// virtual pixels past each row's end are computed and dropped), so narrow maps fill
+/// their tiles. Otherwise each output row's pixels in tiles of their own.
+#[derive(Clone, Copy)]
+struct Raster {
+    /// Virtual pixels an output row (`wp / sw`), or `None`: tiles by output row.
+    across: Option<usize>,
+    /// Tiles of one output row (row tiles only).
+    per_row: usize,
+    /// Tiles in all.
+    tiles: usize,
+}
+
+impl Raster {
+    fn of(g: &Geo) -> Raster {
+        let (_, wp) = plane(g);
+        let per_row = g.ow.div_ceil(TM);
+        if g.sh == 1 {
+            let v = wp / g.sw;
+            let tiles = ((g.oh - 1) * v + g.ow).div_ceil(TM);
+            Raster {
+                across: Some(v),
+                per_row,
+                tiles,
+            }
+        } else {
+            Raster {
+                across: None,
+                per_row,
+                tiles: g.oh * per_row,
+            }
+        }
+    }
+
+    /// Tile `t`'s first staged byte.
+    fn start(&self, g: &Geo, wp: usize, t: usize) -> usize {
+        match self.across {
+            Some(_) => TM * t * g.sw * g.c,
+            None => {
+                let (oy, ox0) = (t / self.per_row, TM * (t % self.per_row));
+                (oy * g.sh * wp + ox0 * g.sw) * g.c
+            }
+        }
+    }
+
+    /// Tile `t`'s rows' output pixels, in order.
+    fn first(&self, _g: &Geo, t: usize) -> Pixels {
+        match self.across {
+            Some(v) => Pixels {
+                oy: TM * t / v,
+                ox: TM * t % v,
+                row: v,
+            },
+            None => Pixels {
+                oy: t / self.per_row,
+                ox: TM * (t % self.per_row),
+                row: usize::MAX,
+            },
+        }
+    }
+}
+
+/// A walk over a tile's rows: the output pixel of each (`oy·ow + ox`), or `None` for a
+/// virtual one (past a row's end or the last row).
+struct Pixels {
+    oy: usize,
+    ox: usize,
+    /// Virtual pixels an output row (`usize::MAX`: tiles by output row).
+    row: usize,
+}
+
+impl Pixels {
+    #[inline(always)]
+    fn next(&mut self, g: &Geo) -> Option<usize> {
+        let (oy, ox) = (self.oy, self.ox);
+        self.ox += 1;
+        if self.ox == self.row {
+            self.ox = 0;
+            self.oy += 1;
+        }
+        (oy < g.oh && ox < g.ow).then_some(oy * g.ow + ox)
+    }
+}
+
+/// The staged plane, the weights laid out before packing, the packing scratch, the
+/// pixel-major outputs.
+type Scratch = (Vec<u8>, Vec<i8>, Vec<i32>, Vec<i8>);
+
+std::thread_local! {
+    static SCRATCH: RefCell<Scratch> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// The conv (`fits` said yes; the caller checked the operands' lengths as for every conv
+/// path).
+pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
+    let kp = run_bytes(g);
+    let kk = g.kh * kp;
+    let n16 = g.oc.div_ceil(NR) * NR;
+    let key = (q.w.as_ptr() as usize, q.w.len(), CONV_PACK);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (staged, wl, bscratch, out) = &mut *s;
+        let build = |v: &mut Vec<i32>| {
+            // [oc][ky][kp]: kernel column, then channel; zero past kw·c.
+            wl.clear();
+            wl.resize(g.oc * kk, 0);
+            let taps = g.kh * g.kw;
+            for o in 0..g.oc {
+                for ch in 0..g.c {
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            wl[o * kk + ky * kp + kx * g.c + ch] =
+                                q.w[(o * g.c + ch) * taps + ky * g.kw + kx];
+                        }
+                    }
+                }
+            }
+            pack_fc(v, wl, g.oc, kk);
+        };
+        crate::prepack::with_packed(key, bscratch, build, |packed| {
+            let mode = super::direct::quad_mode(packed[0]);
+            let (wsum, bp) = packed[1..].split_at(n16);
+            if !use_tiles(mode, bp, g.oc, kk) {
+                // Not reached: `fits` asked for VNNI and AMX, and pack_fc leaves the slack.
+                super::direct::conv(g, q, y);
+                return;
+            }
+            super::direct::note_quads(mode);
+            crate::paths::note(crate::paths::Path::ConvAmx);
+            let zsum = q.zx + 128;
+            let offs: Vec<i32> = (0..n16)
+                .map(|j| {
+                    if j < g.oc {
+                        q.bias
+                            .map_or(0, |b| b[j])
+                            .wrapping_sub(zsum.wrapping_mul(wsum[j]))
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let col = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+                (0..n16)
+                    .map(|j| if j < g.oc { f(j) } else { 1.0 })
+                    .collect()
+            };
+            let sc = col(&|j| q.scales[j]);
+            let neg = q.neg.map(|_| col(&|j| q.neg_scale(j)));
+            let stage = I8Out {
+                cols: Cols::PerColumn(&offs, &sc, neg.as_deref()),
+                rq: Requant::new(q.lo, q.hi, q.zy),
+            };
+            let pix = g.oh * g.ow;
+            out.clear();
+            out.resize(pix * g.oc, 0);
+            let plane_len = g.c * g.h * g.w;
+            for (img, yo) in y.chunks_exact_mut(g.oc * pix).take(g.n).enumerate() {
+                stage_plane(
+                    g,
+                    &q.x[img * plane_len..(img + 1) * plane_len],
+                    q.zx,
+                    staged,
+                );
+                image(g, staged, bp, kp, &stage, out);
+                crate::movement::transpose_plane(out, 0, g.oc, g.oc, pix, yo);
+            }
+        });
+    });
+}
+
+/// One image's channel planes `x` (`[c][h][w]`) into `staged` as bytes `x + 128` in the
+/// padded channels-last plane ([`plane`]), `zx + 128` around them, then zero slack that
+/// the last tiles' reads may reach.
+fn stage_plane(g: &Geo, x: &[i8], zx: i32, staged: &mut Vec<u8>) {
+    let (hp, wp) = plane(g);
+    let (pt, pl, c) = (g.pt as usize, g.pl as usize, g.c);
+    let len = hp * wp * c;
+    let slack = (TM * g.sw + g.kw) * c + run_bytes(g) + TK;
+    staged.clear();
+    staged.resize(len, (zx + 128) as u8);
+    staged.resize(len + slack, 0);
+    let plane = g.h * g.w;
+    for yy in 0..g.h {
+        let row = &mut staged[((pt + yy) * wp + pl) * c..][..g.w * c];
+        // Four channels at a time: their bytes interleaved into pixel quads.
+        let mut ch = 0;
+        if avx2_ok() {
+            while ch + 4 <= c {
+                // SAFETY: AVX2 (avx2_ok); the four rows lie in x, the w pixels' bytes
+                // ch..ch + 4 in `row`.
+                unsafe { quads(x, plane, ch, yy * g.w, g.w, c, row) };
+                ch += 4;
+            }
+        }
+        for ch in ch..c {
+            let src = &x[ch * plane + yy * g.w..][..g.w];
+            for (px, &v) in src.iter().enumerate() {
+                row[px * c + ch] = (v as u8) ^ 0x80;
+            }
+        }
+    }
+}
+
+fn avx2_ok() -> bool {
+    crate::paths::avx2()
+}
+
+/// Channels `ch..ch + 4` of pixels `0..w` of one input row (from `at` in each plane) as
+/// `x + 128` into `row[px·c + ch..][..4]`: 32 pixels a step, four rows interleaved by
+/// unpacks, then a 4-byte store per pixel.
+///
+/// # Safety
+/// AVX2; channels `ch..ch + 4` have `at + w` values in their planes within `x`; `row`
+/// holds `w·c` bytes and `ch + 4 <= c`.
+#[target_feature(enable = "avx2")]
+unsafe fn quads(x: &[i8], plane: usize, ch: usize, at: usize, w: usize, c: usize, row: &mut [u8]) {
+    debug_assert!(ch + 4 <= c && row.len() >= w * c && x.len() >= (ch + 3) * plane + at + w);
+    let flip = _mm256_set1_epi8(-128);
+    let row_of = |i: usize| &x[(ch + i) * plane + at..][..w];
+    let src = [row_of(0), row_of(1), row_of(2), row_of(3)];
+    let mut px = 0;
+    // SAFETY: loads at px + 32 <= w within each source row; each store writes 4 bytes at
+    // (px + i)·c + ch, within row (ch + 4 <= c, px + i < w).
+    unsafe {
+        while px + 32 <= w {
+            let a = _mm256_xor_si256(_mm256_loadu_si256(src[0].as_ptr().add(px).cast()), flip);
+            let b = _mm256_xor_si256(_mm256_loadu_si256(src[1].as_ptr().add(px).cast()), flip);
+            let cc = _mm256_xor_si256(_mm256_loadu_si256(src[2].as_ptr().add(px).cast()), flip);
+            let d = _mm256_xor_si256(_mm256_loadu_si256(src[3].as_ptr().add(px).cast()), flip);
+            // Bytes (a, b) and (c, d) paired, then the pairs paired: each 32-bit lane one
+            // pixel's four channels. The unpacks work within 128-bit halves.
+            let ab_lo = _mm256_unpacklo_epi8(a, b);
+            let ab_hi = _mm256_unpackhi_epi8(a, b);
+            let cd_lo = _mm256_unpacklo_epi8(cc, d);
+            let cd_hi = _mm256_unpackhi_epi8(cc, d);
+            let q = [
+                _mm256_unpacklo_epi16(ab_lo, cd_lo),
+                _mm256_unpackhi_epi16(ab_lo, cd_lo),
+                _mm256_unpacklo_epi16(ab_hi, cd_hi),
+                _mm256_unpackhi_epi16(ab_hi, cd_hi),
+            ];
+            let mut lanes = [0u32; 32];
+            for (k, v) in q.iter().enumerate() {
+                _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * k) as *mut __m256i, *v);
+            }
+            // q[k] lane j (half h = j / 4): pixel 16·h + 4·k + j % 4.
+            for (k, chunk) in lanes.chunks_exact(8).enumerate() {
+                for (j, &v) in chunk.iter().enumerate() {
+                    let p = px + 16 * (j / 4) + 4 * k + j % 4;
+                    core::ptr::write_unaligned(row.as_mut_ptr().add(p * c + ch) as *mut u32, v);
+                }
+            }
+            px += 32;
+        }
+    }
+    for p in px..w {
+        for i in 0..4 {
+            row[p * c + ch + i] = (src[i][p] as u8) ^ 0x80;
+        }
+    }
+}
+
+/// One staged image: every output row's pixels 16 at a time (two such tiles a block),
+/// every 32 output channels, into `out` (`[pixel][oc]`), split across the lent threads
+/// by blocks.
+fn image<S: Stage<Out = i8>>(
+    g: &Geo,
+    staged: &[u8],
+    bp: &[i32],
+    kp: usize,
+    stage: &S,
+    out: &mut [i8],
+) {
+    let blocks = Raster::of(g).tiles.div_ceil(2);
+    let work = (g.oh * g.ow * g.oc) as u64 * (g.kh * kp) as u64;
+    let parts = crate::par::parts_for(work).min(blocks);
+    let shared = crate::par::SharedMut::new(out);
+    let run = |range: core::ops::Range<usize>| {
+        // SAFETY: AVX2 and AMX (`fits`, `use_tiles`); the staged plane has `plane`'s rows
+        // and columns plus the slack; bp the panels and slack use_tiles checked; each
+        // block writes the output rows of its own tiles only.
+        unsafe { blocks_amx(g, staged, bp, kp, stage, range, &shared) };
+    };
+    if parts <= 1 {
+        run(0..blocks);
+    } else {
+        crate::par::run(parts, |i| run(crate::par::split(blocks, parts, 1, i)));
+    }
+}
+
+/// Blocks `range` of [`image`].
+///
+/// # Safety
+/// As [`image`]'s call: AVX2 and AMX usable; `staged`, `bp` as there; the pieces of
+/// `out` these blocks write are no other thread's.
+#[target_feature(enable = "avx2")]
+unsafe fn blocks_amx<S: Stage<Out = i8>>(
+    g: &Geo,
+    staged: &[u8],
+    bp: &[i32],
+    kp: usize,
+    stage: &S,
+    range: core::ops::Range<usize>,
+    out: &crate::par::SharedMut<'_, i8>,
+) {
+    let (_, wp) = plane(g);
+    let raster = Raster::of(g);
+    let tiles = raster.tiles;
+    let c = g.c;
+    let sa = g.sw * c;
+    let steps = kp / TK;
+    let kk = g.kh * kp;
+    let mut acc = [0i32; 32 * 32];
+    let mut tmp = [0i8; NR];
+    // SAFETY: the contract above.
+    let _tiles = unsafe { Tiles::new() };
+    let a = staged.as_ptr();
+    let b = bp.as_ptr() as *const u8;
+    for j0 in (0..g.oc).step_by(2 * NR) {
+        let two = j0 + NR < g.oc;
+        // Panel j0/16 and the next: kk/4 quad rows of 64 bytes each.
+        // SAFETY: within bp (use_tiles checked the panels and the slack).
+        let (b0, b1) = unsafe {
+            let b0 = b.add(j0 * (kk / 4) * 4);
+            (b0, if two { b0.add(NR * (kk / 4) * 4) } else { b0 })
+        };
+        for blk in range.clone() {
+            let t0 = 2 * blk;
+            let rows2 = t0 + 1 < tiles;
+            let at0 = raster.start(g, wp, t0);
+            let at1 = if rows2 {
+                raster.start(g, wp, t0 + 1)
+            } else {
+                at0
+            };
+            // Step (ky, s): A from kernel row ky's run, byte 64·s; B from quad row
+            // (ky·kp + 64·s)/4 of the panels, 64 bytes a row.
+            let walk = (0..g.kh).flat_map(|ky| {
+                (0..steps).map(move |s| (ky * g.dh * wp * c + s * TK, (ky * kp + s * TK) * 16))
+            });
+            // SAFETY: the tiles read from at0/at1 plus every step lie in the staged plane
+            // and its slack (`plane`, `stage_plane`); B's within bp; acc is 32 × 32.
+            unsafe {
+                let (a0, a1) = (a.add(at0), a.add(at1));
+                let cp = acc.as_mut_ptr();
+                match (rows2, two) {
+                    (true, true) => block::<true, true>(a0, a1, sa, b0, b1, walk, cp),
+                    (true, false) => block::<true, false>(a0, a1, sa, b0, b1, walk, cp),
+                    (false, true) => block::<false, true>(a0, a1, sa, b0, b1, walk, cp),
+                    (false, false) => block::<false, false>(a0, a1, sa, b0, b1, walk, cp),
+                }
+            }
+            for half in 0..1 + rows2 as usize {
+                let mut px = raster.first(g, t0 + half);
+                for r in 0..TM {
+                    let Some(p) = px.next(g) else {
+                        continue;
+                    };
+                    for h in 0..1 + two as usize {
+                        let j = j0 + h * NR;
+                        // SAFETY: row 16·half + r's 16 sums of column tile h lie in acc;
+                        // AVX2; j + 16 <= n16, the stage's columns. The piece is pixel p's
+                        // outputs j.., this block's own.
+                        unsafe {
+                            let v = acc.as_ptr().add((TM * half + r) * 32 + h * NR);
+                            let v = v as *const __m256i;
+                            let halves = [_mm256_loadu_si256(v), _mm256_loadu_si256(v.add(1))];
+                            stage.store(p, j, &halves, &mut tmp);
+                            let cnt = NR.min(g.oc - j);
+                            let dst = out.piece(p * g.oc + j, cnt);
+                            if cnt == NR {
+                                core::ptr::write_unaligned(dst.as_mut_ptr() as *mut [i8; NR], tmp);
+                            } else {
+                                dst.copy_from_slice(&tmp[..cnt]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
