@@ -34,6 +34,12 @@ const CONV_PACK: u32 = 0x4100_0000;
 /// (bytes; a bound against hostile shapes, as `mm::MAX_KN`).
 const MAX_BYTES: usize = 1 << 26;
 
+/// Fewest bytes of K (`kh` runs of `kp`) worth the tiles: below four tile steps a block's
+/// products take less time than its output stage, and the AVX2 implicit GEMM is as fast
+/// (measured on openWakeWord's embedding convs: 3×1 over 48 channels 1.4× slower on the
+/// tiles, 3×3 over 24 channels 1.6× faster).
+const MIN_DEPTH: usize = 256;
+
 /// Bytes of kernel row `kw·c` rounded up to whole tile steps.
 fn run_bytes(g: &Geo) -> usize {
     (g.kw * g.c).div_ceil(TK) * TK
@@ -41,8 +47,8 @@ fn run_bytes(g: &Geo) -> usize {
 
 /// Whether this path takes the conv: one group, kernel columns adjacent (`dw` 1),
 /// non-negative pads, AMX in use with VNNI, runs long enough that rounding them up to 64
-/// bytes at most doubles them, enough products to pay for the staging, and buffers
-/// within `MAX_BYTES`.
+/// bytes at most doubles them, at least `MIN_DEPTH` bytes of K, enough products to pay for
+/// the staging, and buffers within `MAX_BYTES`.
 pub(super) fn fits(g: &Geo, packed: bool) -> bool {
     if packed
         || g.g != 1
@@ -59,7 +65,7 @@ pub(super) fn fits(g: &Geo, packed: bool) -> bool {
         return false;
     }
     let run = g.kw * g.c;
-    if run < 32 || 2 * run < run_bytes(g) {
+    if run < 32 || 2 * run < run_bytes(g) || g.kh * run_bytes(g) < MIN_DEPTH {
         return false;
     }
     let Some(macs) = (g.n * g.oh * g.ow)
