@@ -147,10 +147,14 @@ pub enum Path {
     /// input (`fast/amx_conv.rs`), one count per op; counted with `GemmU8S8` and
     /// `GemmVnni` too.
     ConvAmx,
+    /// int8 BatchMatMul of two activations on AMX tiles (`fast/mm.rs` `pair_amx`: A as
+    /// `a + 128` bytes, B's raw int8 values, the zero points' terms in the output stage),
+    /// one count per op; counted with `MatMulBlock` and `GemmAmx` too.
+    MatMulAmx,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::ConvAmx as usize + 1;
+const N: usize = Path::MatMulAmx as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

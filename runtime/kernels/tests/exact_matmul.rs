@@ -4,6 +4,7 @@
 
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
+use cairn_kernels::par::{with_pool, Pool};
 use cairn_kernels::paths::{allow_amx, amx, taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
@@ -65,8 +66,12 @@ fn gemv512_host() -> bool {
     false
 }
 
+/// The tests that switch AMX off process-wide (and count the runs on it): one at a time.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn fully_connected_i8_matches_reference() {
+    let _one = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed();
     let mut r = Rng(seed ^ 0xFC8);
     let (before, before_gemv) = (taken(Path::FcBlock), taken(Path::Gemv));
@@ -166,24 +171,43 @@ fn bmm_model(r: &mut Rng, batch: usize, b_batch: usize, m: usize, k: usize, n: u
 
 #[test]
 fn batch_matmul_i8_matches_reference() {
+    let _one = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed();
     let mut r = Rng(seed ^ 0xB33);
-    let before = taken(Path::MatMulBlock);
+    let (before, before_amx) = (taken(Path::MatMulBlock), taken(Path::MatMulAmx));
     for case in 0..60 {
         let batch = r.range(1, 12);
         let b_batch = if r.next().is_multiple_of(3) { 1 } else { batch };
         let (m, k, n) = (r.range(1, 70), r.range(1, 130), r.range(1, 140));
         let model = bmm_model(&mut r, batch, b_batch, m, k, n);
         let input = bytes(&mut r, batch * m * k);
+        let what =
+            format!("CAIRN_SEED={seed} case {case}: [{batch}, {m}, {k}] x [{b_batch}, {k}, {n}]");
+        let expect = run(&model, RefBackend, &input);
+        assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
+        // Without AMX tiles (the int16 block), and split across threads.
+        let was = allow_amx(false);
+        let no_amx = run(&model, CpuBackend, &input);
+        allow_amx(was);
+        assert_eq!(no_amx, expect, "{what} (no AMX)");
+        let pool = Pool::new(2).expect("a pool").with_min_part_work(1);
         assert_eq!(
-            run(&model, CpuBackend, &input),
-            run(&model, RefBackend, &input),
-            "CAIRN_SEED={seed} case {case}: [{batch}, {m}, {k}] x [{b_batch}, {k}, {n}]"
+            with_pool(&pool, || run(&model, CpuBackend, &input)),
+            expect,
+            "{what} (2 threads)"
         );
     }
-    // AVX2 hosts (`fast/mm.rs`) and aarch64 (`fast/neon_dot.rs`) take the block.
+    // AVX2 hosts (`fast/mm.rs`) and aarch64 (`fast/neon_dot.rs`) take the block, on AMX
+    // tiles where the host has them and they are allowed (two of the three runs).
     if avx2_host() || cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
-        assert_eq!(taken(Path::MatMulBlock) - before, 60, "CAIRN_SEED={seed}");
+        assert_eq!(taken(Path::MatMulBlock) - before, 180, "CAIRN_SEED={seed}");
+    }
+    if amx() && cairn_kernels::paths::vnni().is_some() {
+        assert_eq!(
+            taken(Path::MatMulAmx) - before_amx,
+            120,
+            "CAIRN_SEED={seed}"
+        );
     }
 }
 

@@ -245,6 +245,7 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
             let neg = q.neg.map(|_| col(&|j| q.neg_scale(j)));
             let stage = I8Out {
                 cols: Cols::PerColumn(&offs, &sc, neg.as_deref()),
+                rows: None,
                 rq: Requant::new(q.lo, q.hi, q.zy),
             };
             let pix = g.oh * g.ow;

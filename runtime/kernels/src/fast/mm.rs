@@ -183,6 +183,7 @@ pub(super) fn fc_rows(
             let rq = Requant::new(fc.lo, fc.hi, fc.zy);
             let stage = I8Out {
                 cols: Cols::PerColumn(&offs, &sc, None),
+                rows: None,
                 rq,
             };
             if tiles {
@@ -353,6 +354,10 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     };
     let rq = Requant::new(-128, 127, zy);
     crate::paths::note(crate::paths::Path::MatMulBlock);
+    let tiles = crate::paths::amx() && crate::paths::vnni().is_some();
+    if tiles {
+        crate::paths::note(crate::paths::Path::MatMulAmx);
+    }
     let mut pairs = Vec::new();
     crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| pairs.push((o, ia, ib)));
     let mm = Bmm {
@@ -365,6 +370,7 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         zb,
         scale,
         rq,
+        tiles,
     };
     // Several matrix pairs (attention heads) split across the lent threads a range of
     // pairs each; one big pair splits inside its GEMM instead.
@@ -397,11 +403,17 @@ struct Bmm<'a> {
     zb: i32,
     scale: f32,
     rq: Requant,
+    /// On AMX tiles ([`Bmm::pair_amx`]).
+    tiles: bool,
 }
 
 impl Bmm<'_> {
     /// `y = A[ia] · B[ib]`, requantized, packed in this thread's scratch.
     fn pair(&self, ia: usize, ib: usize, y: &mut [i8]) {
+        if self.tiles {
+            self.pair_amx(ia, ib, y);
+            return;
+        }
         let Bmm { m, k, n, .. } = *self;
         let kp = k.div_ceil(2);
         let n16 = n.div_ceil(NR) * NR;
@@ -432,9 +444,72 @@ impl Bmm<'_> {
             unsafe {
                 let stage = I8Out {
                     cols: Cols::Uniform(self.scale),
+                    rows: None,
                     rq: self.rq,
                 };
                 gemm_split(ap, bp, steps, m, n, &stage, PAIRS, y)
+            };
+        });
+    }
+}
+
+impl Bmm<'_> {
+    /// [`Bmm::pair`] on AMX tiles: A as bytes `u = a + 128`, B's raw int8 values in the
+    /// FC block's quad panels. `Σ (a − za)(b − zb) = Σ u·b − zb·Σu − (za + 128)·Σb +
+    /// k·(za + 128)·zb`: the tiles give `Σ u·b`, the row term `−zb·Σu` and the column
+    /// terms go in the output stage (wrapping i32, exact since the sum fits).
+    fn pair_amx(&self, ia: usize, ib: usize, y: &mut [i8]) {
+        let Bmm {
+            m, k, n, za, zb, ..
+        } = *self;
+        let kq = k.div_ceil(4);
+        let n16 = n.div_ceil(NR) * NR;
+        let (ao, bo) = (ia * m * k, ib * k * n);
+        let (a, b) = (&self.a[ao..ao + m * k], &self.b[bo..bo + k * n]);
+        let zu = za + 128;
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (ap, bp, _) = &mut *s;
+            pack_tiles(ap, m, k, a, |v| (v as i32 + 128) as u8);
+            let need = (n16 / NR - 1) * kq * NR + super::amx::steps(4 * kq) * super::amx::TM * NR;
+            grow(bp, need.max(n16 * kq + AMX_SLACK));
+            // Panel j / 16, quad row s: the bytes b[4s..4s + 4][j] (0 past k).
+            let mut colsum = std::vec![0i32; n16];
+            for sq in 0..kq {
+                let row = |t: usize| (4 * sq + t < k).then(|| &b[(4 * sq + t) * n..][..n]);
+                let rs = [row(0), row(1), row(2), row(3)];
+                for (j, cs) in colsum.iter_mut().enumerate().take(n) {
+                    let q = rs.map(|r| r.map_or(0, |r| r[j]));
+                    *cs += q.iter().map(|&v| v as i32).sum::<i32>();
+                    bp[(j / NR) * kq * NR + sq * NR + j % NR] =
+                        i32::from_le_bytes(q.map(|v| v as u8));
+                }
+            }
+            let kzz = (k as i32).wrapping_mul(zu).wrapping_mul(zb);
+            let offs: Vec<i32> = colsum
+                .iter()
+                .map(|&c| kzz.wrapping_sub(zu.wrapping_mul(c)))
+                .collect();
+            let rows: Vec<i32> = a
+                .chunks_exact(k)
+                .map(|r| {
+                    let su: i32 = r.iter().map(|&v| v as i32 + 128).sum();
+                    zb.wrapping_neg().wrapping_mul(su)
+                })
+                .collect();
+            let sc = std::vec![self.scale; n16];
+            let stage = I8Out {
+                cols: Cols::PerColumn(&offs, &sc, None),
+                rows: Some(&rows),
+                rq: self.rq,
+            };
+            // SAFETY: AVX2 (bmm_i8) and AMX (`tiles`); ap holds m rows of k bytes as
+            // tiles, bp the panels and the reach of the last step (`need`), the stage n16
+            // columns and m rows, y m·n.
+            unsafe {
+                gemm_amx(tile_bytes(ap), bp, kq, 0..m, 0..n, n, &stage, |at, v| {
+                    put_run(&mut y[at..at + v.len()], v)
+                })
             };
         });
     }
@@ -627,15 +702,18 @@ pub(super) trait Stage: Sync {
 /// Requantized int8 outputs (FullyConnected, BatchMatMul).
 pub(super) struct I8Out<'a> {
     pub(super) cols: Cols<'a>,
+    /// An offset per row added to the sums (a MatMul's `−zb·Σu` on the tiles), m long.
+    pub(super) rows: Option<&'a [i32]>,
     pub(super) rq: Requant,
 }
 
 impl Stage for I8Out<'_> {
     type Out = i8;
     #[inline(always)]
-    unsafe fn store(&self, _: usize, j0: usize, acc: &[__m256i; 2], out: &mut [i8; NR]) {
+    unsafe fn store(&self, i: usize, j0: usize, acc: &[__m256i; 2], out: &mut [i8; NR]) {
         // SAFETY: AVX2 (the caller's contract); j0 + 16 <= n16 = the stage's length.
         unsafe {
+            let row = _mm256_set1_epi32(self.rows.map_or(0, |r| r[i]));
             let (voff, vs, neg) = match self.cols {
                 Cols::Uniform(s) => {
                     let v = (_mm256_setzero_si256(), _mm256_set1_ps(s));
@@ -658,7 +736,7 @@ impl Stage for I8Out<'_> {
                 }
             };
             for h in 0..2 {
-                let v = _mm256_add_epi32(acc[h], voff[h]);
+                let v = _mm256_add_epi32(_mm256_add_epi32(acc[h], voff[h]), row);
                 // A folded PRelu: the sign of the whole sum picks the multiplier.
                 let s = match neg {
                     Some(g) => _mm256_blendv_ps(vs[h], g[h], _mm256_castsi256_ps(v)),
