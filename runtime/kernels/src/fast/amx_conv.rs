@@ -260,7 +260,13 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
                     staged,
                 );
                 image(g, staged, bp, kp, &stage, out);
-                crate::movement::transpose_plane(out, 0, g.oc, g.oc, pix, yo);
+                // Channel planes split across the lent threads.
+                let out = &out[..];
+                let work = (g.oc * pix) as u64 * STAGE_WORK;
+                crate::par::par_pieces(yo, pix, work, |at, planes| {
+                    let o0 = at / pix;
+                    crate::movement::transpose_plane(out, o0, g.oc, planes.len() / pix, pix, planes);
+                });
             }
         });
     });
@@ -278,23 +284,38 @@ fn stage_plane(g: &Geo, x: &[i8], zx: i32, staged: &mut Vec<u8>) {
     staged.resize(len, (zx + 128) as u8);
     staged.resize(len + slack, 0);
     let plane = g.h * g.w;
-    for yy in 0..g.h {
-        let row = &mut staged[((pt + yy) * wp + pl) * c..][..g.w * c];
-        // Four channels at a time: their bytes interleaved into pixel quads.
-        let mut ch = 0;
-        if avx2_ok() {
-            while ch + 4 <= c {
-                // SAFETY: AVX2 (avx2_ok); the four rows lie in x, the w pixels' bytes
-                // ch..ch + 4 in `row`.
-                unsafe { quads(x, plane, ch, yy * g.w, g.w, c, row) };
-                ch += 4;
-            }
+    // Input rows split across the lent threads: each writes its own staged row.
+    let shared = crate::par::SharedMut::new(&mut staged[..]);
+    let work = (c * plane) as u64 * STAGE_WORK;
+    crate::par::par_ranges(g.h, 1, work, |ys| {
+        for yy in ys {
+            // SAFETY: row yy's w·c bytes; rows are disjoint, each in one part.
+            let row = unsafe { shared.piece(((pt + yy) * wp + pl) * c, g.w * c) };
+            stage_row(g, x, plane, yy, row);
         }
-        for ch in ch..c {
-            let src = &x[ch * plane + yy * g.w..][..g.w];
-            for (px, &v) in src.iter().enumerate() {
-                row[px * c + ch] = (v as u8) ^ 0x80;
-            }
+    });
+}
+
+/// Work units (`crate::par`) per staged byte, or per output byte transposed.
+const STAGE_WORK: u64 = 8;
+
+/// Input row `yy` of every channel as `x + 128` into its staged row `row` (`w·c` bytes).
+fn stage_row(g: &Geo, x: &[i8], plane: usize, yy: usize, row: &mut [u8]) {
+    let c = g.c;
+    // Four channels at a time: their bytes interleaved into pixel quads.
+    let mut ch = 0;
+    if avx2_ok() {
+        while ch + 4 <= c {
+            // SAFETY: AVX2 (avx2_ok); the four rows lie in x, the w pixels' bytes
+            // ch..ch + 4 in `row`.
+            unsafe { quads(x, plane, ch, yy * g.w, g.w, c, row) };
+            ch += 4;
+        }
+    }
+    for ch in ch..c {
+        let src = &x[ch * plane + yy * g.w..][..g.w];
+        for (px, &v) in src.iter().enumerate() {
+            row[px * c + ch] = (v as u8) ^ 0x80;
         }
     }
 }
