@@ -265,7 +265,14 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
                 let work = (g.oc * pix) as u64 * STAGE_WORK;
                 crate::par::par_pieces(yo, pix, work, |at, planes| {
                     let o0 = at / pix;
-                    crate::movement::transpose_plane(out, o0, g.oc, planes.len() / pix, pix, planes);
+                    crate::movement::transpose_plane(
+                        out,
+                        o0,
+                        g.oc,
+                        planes.len() / pix,
+                        pix,
+                        planes,
+                    );
                 });
             }
         });
