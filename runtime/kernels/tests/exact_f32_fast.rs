@@ -626,6 +626,44 @@ fn unary_f32_within_tolerance() {
     }
 }
 
+/// The sixteen-lane Unary functions (HardSwish, Gelu, Erf, GeluTanh, Tanh on AVX-512F)
+/// give the eight-lane ones' bits: each is run with the AVX-512 kernels allowed and not.
+#[test]
+fn unary_f32_sixteen_lanes_equal_eight() {
+    use UnaryFn::*;
+    let seed = seed();
+    let mut r = Rng(seed ^ 0x0E2);
+    for (case, (f, a, b, (lo, hi), _)) in unary_cases()
+        .into_iter()
+        .filter(|c| matches!(c.0, HardSwish | Gelu | Erf | GeluTanh | Tanh))
+        .enumerate()
+    {
+        let len = r.range(1, 3000);
+        let dims = vec![1, len];
+        let op = Op {
+            kind: OpKind::Unary,
+            acts: vec![dims.clone()],
+            consts: vec![],
+            params: vec![f as i32, bits(a), bits(b)],
+            y: dims,
+            chain: false,
+        };
+        let mut x: Vec<f32> = (0..len).map(|_| r.f(lo, hi)).collect();
+        for (v, s) in x
+            .iter_mut()
+            .zip([f32::NAN, f32::INFINITY, -0.0, 3.93, -4.0])
+        {
+            *v = s;
+        }
+        let what = || format!("CAIRN_SEED={seed} case {case}: {f:?} len {len}");
+        let (_, wide) = both(&op, std::slice::from_ref(&x), vector_host(), &what);
+        let was = cairn_kernels::paths::allow_avx512(false);
+        let (_, narrow) = both(&op, std::slice::from_ref(&x), vector_host(), &what);
+        cairn_kernels::paths::allow_avx512(was);
+        same(&narrow, &wide, &what);
+    }
+}
+
 #[test]
 fn binary_f32_broadcast_equals_reference() {
     let seed = seed();

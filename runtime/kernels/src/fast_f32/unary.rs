@@ -1,5 +1,5 @@
-//! f32 `Unary` functions, eight lanes at a time with AVX2 + FMA (HardSwish sixteen with
-//! AVX-512F; x86_64, detected at run time with `std`; elsewhere, and for the functions not
+//! f32 `Unary` functions, eight lanes at a time with AVX2 + FMA (HardSwish, Gelu, Erf,
+//! GeluTanh and Tanh sixteen with AVX-512F; x86_64, detected at run time with `std`; elsewhere, and for the functions not
 //! listed, the reference runs).
 //!
 //! Two kinds of function:
@@ -88,6 +88,13 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
             // SAFETY: AVX-512F is present (checked above); `src`, when given, has `y`'s
             // length (checked above).
             unsafe { avx512::hardswish(src, y) };
+        } else if matches!(
+            f,
+            UnaryFn::Gelu | UnaryFn::Erf | UnaryFn::GeluTanh | UnaryFn::Tanh
+        ) && super::avx512::available()
+        {
+            // SAFETY: as above.
+            unsafe { avx512::gelu_family(f, src, y) };
         } else {
             // SAFETY: AVX2 and FMA are present (checked above); `src`, when given, has
             // `y`'s length (checked above).
@@ -108,6 +115,7 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
 /// same operations as `avx2::apply`'s, lane for lane, so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use cairn_core::op::UnaryFn;
     use core::arch::x86_64::*;
 
     /// `y[i] = hardswish(src[i])` (`src` = `y` itself when `None`).
@@ -144,6 +152,159 @@ mod avx512 {
             unsafe { _mm512_mask_storeu_ps(yp.add(i), mask, r) };
             i += 16;
         }
+    }
+
+    /// `y[i] = f(src[i])` for Gelu, Erf, GeluTanh and Tanh (`src` = `y` itself when
+    /// `None`), sixteen lanes at a time: `avx2::apply`'s formulas, the same operations lane
+    /// for lane, so the same bits (a transformer's feed-forward activation, run over its
+    /// whole `[tokens, 4·d]` map).
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `src`, when given, must be as long as `y`; `f` is one of
+    /// the four.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gelu_family(f: UnaryFn, src: Option<&[f32]>, y: &mut [f32]) {
+        assert!(src.is_none_or(|s| s.len() == y.len()));
+        let n = y.len();
+        let yp = y.as_mut_ptr();
+        let sp = src.map_or(yp as *const f32, |s| s.as_ptr());
+        let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+        let k = _mm512_set1_ps(core::f32::consts::FRAC_1_SQRT_2);
+        let mut i = 0;
+        while i < n {
+            let mask = super::super::avx512::tail_masks(n - i).0;
+            // SAFETY: the mask selects the lanes from i below n, inside `src` and `y`;
+            // masked-off lanes are neither read nor written.
+            let x = unsafe { _mm512_maskz_loadu_ps(mask, sp.add(i)) };
+            let r = match f {
+                UnaryFn::Gelu => {
+                    let e = erf(_mm512_mul_ps(x, k));
+                    _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, e))
+                }
+                UnaryFn::GeluTanh => {
+                    let cube = _mm512_mul_ps(
+                        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715), x), x),
+                        x,
+                    );
+                    let inner = _mm512_mul_ps(_mm512_set1_ps(0.797_884_6), _mm512_add_ps(x, cube));
+                    _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, tanh(inner)))
+                }
+                UnaryFn::Tanh => tanh(x),
+                _ => erf(x),
+            };
+            // SAFETY: as above.
+            unsafe { _mm512_mask_storeu_ps(yp.add(i), mask, r) };
+            i += 16;
+        }
+    }
+
+    /// NaN lanes of `x` carried into `r`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn keep_nan(x: __m512, r: __m512) -> __m512 {
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x)
+    }
+
+    /// `r` with the sign bit of `x` or-ed in.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn or_sign(r: __m512, x: __m512) -> __m512 {
+        let xs = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
+        _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), xs))
+    }
+
+    /// `avx2::exp` on sixteen lanes: the same reduction, polynomial and two-half scaling.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn exp(x: __m512) -> __m512 {
+        let xc = _mm512_min_ps(
+            _mm512_set1_ps(89.0),
+            _mm512_max_ps(_mm512_set1_ps(-104.0), x),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(xc, _mm512_set1_ps(core::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5e-1,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let r2 = _mm512_mul_ps(r, r);
+        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+        let ni = _mm512_cvtps_epi32(n);
+        let h1 = _mm512_srai_epi32::<1>(ni);
+        let h2 = _mm512_sub_epi32(ni, h1);
+        let pow2 = |h: __m512i| {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                h,
+                _mm512_set1_epi32(127),
+            )))
+        };
+        let r = _mm512_mul_ps(_mm512_mul_ps(e, pow2(h1)), pow2(h2));
+        keep_nan(x, r)
+    }
+
+    /// `avx2::tanh` on sixteen lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn tanh(x: __m512) -> __m512 {
+        let ax = _mm512_abs_ps(x);
+        let z = _mm512_mul_ps(x, x);
+        let mut p = _mm512_set1_ps(-5.704_988_7e-3);
+        for c in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+            p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(c));
+        }
+        let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
+        let e = exp(_mm512_add_ps(ax, ax));
+        let one = _mm512_set1_ps(1.0);
+        let big = _mm512_sub_ps(
+            one,
+            _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
+        );
+        let big = or_sign(big, x);
+        let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, _mm512_set1_ps(0.625));
+        keep_nan(x, _mm512_mask_blend_ps(is_small, big, small))
+    }
+
+    /// `avx2`'s erf on sixteen lanes: the same rational function, clamp, tail and NaN
+    /// rule.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn erf(x: __m512) -> __m512 {
+        let xc = _mm512_min_ps(_mm512_set1_ps(4.0), _mm512_max_ps(_mm512_set1_ps(-4.0), x));
+        let x2 = _mm512_mul_ps(xc, xc);
+        let mut p = _mm512_set1_ps(-2.726_142_3e-10);
+        for c in [
+            2.770_681_4e-8,
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(c));
+        }
+        p = _mm512_mul_ps(p, xc);
+        let mut q = _mm512_set1_ps(-1.456_607_2e-5);
+        for c in [
+            -2.133_740_5e-4,
+            -1.682_827e-3,
+            -7.373_329_3e-3,
+            -1.426_473_9e-2,
+        ] {
+            q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(c));
+        }
+        // ±1 past 3.93 with x's sign; NaN lanes keep x.
+        let one = or_sign(_mm512_set1_ps(1.0), x);
+        let tail = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(3.93));
+        keep_nan(x, _mm512_mask_blend_ps(tail, _mm512_div_ps(p, q), one))
     }
 }
 
