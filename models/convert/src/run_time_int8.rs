@@ -339,23 +339,47 @@ pub fn int8_weights_where_f32(
     samples: &[Vec<Vec<f32>>],
     bound: f32,
 ) -> anyhow::Result<(Graph, Option<String>)> {
+    w8_where_f32(
+        g,
+        q,
+        samples,
+        false,
+        |before, after| after <= bound.max(before),
+        |n, after, before| {
+            format!(
+        "{n} FullyConnected ops left f32 run on the model's own int8 weights, their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 weights: {:.1}%)",
+        100.0 * after,
+        100.0 * before
+    )
+        },
+    )
+}
+
+/// The FullyConnected ops of `q` that can take f32-w8 given int8 weights (with `rounded`,
+/// f32 weights rounded per row; else the integers the model ships, as
+/// [`keep_int8_weights`] finds them), kept when `accept(before, after)` holds for the
+/// worst output errors on `samples` without and with them (`refine::output_errors`); the
+/// graph, and `note(ops, after, before)` when it changed.
+fn w8_where_f32(
+    g: &Graph,
+    q: Graph,
+    samples: &[Vec<Vec<f32>>],
+    rounded: bool,
+    accept: impl Fn(f32, f32) -> bool,
+    note: impl Fn(usize, f32, f32) -> String,
+) -> anyhow::Result<(Graph, Option<String>)> {
     let mut w = q.clone();
-    w.int8_weights = true;
-    let n = keep_int8_weights(&mut w);
+    w.int8_weights |= !rounded;
+    let n = keep_int8_weights_by(&mut w, rounded);
     if n == 0 {
         return Ok((q, None));
     }
     let errs = crate::refine::output_errors(g, &[&q, &w], samples)?;
     let (before, after) = (errs[0], errs[1]);
-    if after > bound.max(before) {
+    if !accept(before, after) {
         return Ok((q, None));
     }
-    let note = format!(
-        "{n} FullyConnected ops left f32 run on the model's own int8 weights, their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 weights: {:.1}%)",
-        100.0 * after,
-        100.0 * before
-    );
-    Ok((w, Some(note)))
+    Ok((w, Some(note(n, after, before))))
 }
 
 /// In a calibrated conversion of a model with f32 weights (`g`, quantized as `q`): the
@@ -370,20 +394,12 @@ pub fn rounded_weights_where_f32(
     q: Graph,
     samples: &[Vec<Vec<f32>>],
 ) -> anyhow::Result<(Graph, Option<String>)> {
-    let mut w = q.clone();
-    let n = keep_int8_weights_by(&mut w, true);
-    if n == 0 {
-        return Ok((q, None));
-    }
-    let errs = crate::refine::output_errors(g, &[&q, &w], samples)?;
-    let (before, after) = (errs[0], errs[1]);
-    if after > (before * 1.1).max(before + 0.02) {
-        return Ok((q, None));
-    }
-    let note = format!(
+    let accept = |before: f32, after: f32| after <= (before * 1.1).max(before + 0.02);
+    w8_where_f32(g, q, samples, true, accept, |n, after, before| {
+        format!(
         "{n} FullyConnected ops left f32 run with int8 weights (rounded per output row) and their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 FCs: {:.1}%)",
         100.0 * after,
         100.0 * before
-    );
-    Ok((w, Some(note)))
+    )
+    })
 }

@@ -73,6 +73,17 @@ fn mlp(state: &mut u64, k: usize, n: usize, o: usize, as_float: bool) -> Vec<u8>
     model_bytes(g, 13)
 }
 
+/// FullyConnected ops of `q` whose weights are f32.
+fn f32_fcs(q: &cairn_convert::Graph) -> usize {
+    q.ops
+        .iter()
+        .filter(|o| {
+            o.kind == cairn_core::OpKind::FullyConnected
+                && o.inputs[1].is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
+        })
+        .count()
+}
+
 fn w8_ops(bytes: &[u8]) -> usize {
     let ab = AlignedBytes::from_slice(bytes);
     let m = cairn_core::Model::parse(ab.as_slice()).unwrap();
@@ -376,15 +387,6 @@ fn ops_left_f32_keep_the_shipped_int8_weights() {
         .unwrap();
     ranges.remove(&g.ops[fc].outputs[0]);
     let (q, _) = quantize(&g, &ranges).unwrap();
-    let f32_fcs = |q: &cairn_convert::Graph| {
-        q.ops
-            .iter()
-            .filter(|o| {
-                o.kind == OpKind::FullyConnected
-                    && o.inputs[1].is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
-            })
-            .count()
-    };
     let left = f32_fcs(&q);
     assert!(left >= 1, "seed {seed}");
     let (w, note) = int8_weights_where_f32(&g, q.clone(), &samples, 0.2).unwrap();
@@ -469,15 +471,6 @@ fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
             .unwrap();
         ranges.remove(&g.ops[fc].outputs[0]);
         let (q, _) = quantize(&g, &ranges).unwrap();
-        let f32_fcs = |q: &cairn_convert::Graph| {
-            q.ops
-                .iter()
-                .filter(|o| {
-                    o.kind == OpKind::FullyConnected
-                        && o.inputs[1].is_some_and(|w| q.tensors[w].dtype == cairn_core::DType::F32)
-                })
-                .count()
-        };
         let left = f32_fcs(&q);
         assert!(left >= 1, "seed {seed}");
         let (w, note) = rounded_weights_where_f32(&g, q, &samples).unwrap();

@@ -28,6 +28,46 @@ pub const ERR_REL: f32 = 4e-6;
 #[allow(dead_code)]
 pub const ERR_ABS: f32 = 3e-7;
 
+/// erf's numerator (odd, in x²; leading coefficient first) and denominator (even) on
+/// [−4, 4], shared by the eight- and sixteen-lane forms.
+#[cfg(target_arch = "x86_64")]
+const ERF_P: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+#[cfg(target_arch = "x86_64")]
+const ERF_Q: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_5e-4,
+    -1.682_827e-3,
+    -7.373_329_3e-3,
+    -1.426_473_9e-2,
+];
+/// Cephes' e^r polynomial (leading coefficient first) and tanh's odd polynomial below
+/// 0.625 (in x²).
+#[cfg(target_arch = "x86_64")]
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+#[cfg(target_arch = "x86_64")]
+const TANH_P: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+
 /// Whether this path computes `f` (with parameter `a`: Pow's exponent).
 fn covers(f: UnaryFn, a: f32) -> bool {
     use UnaryFn::*;
@@ -226,14 +266,8 @@ mod avx512 {
         );
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-        ] {
+        let mut p = _mm512_set1_ps(super::EXP_P[0]);
+        for c in super::EXP_P[1..].iter().copied() {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let r2 = _mm512_mul_ps(r, r);
@@ -257,8 +291,8 @@ mod avx512 {
     fn tanh(x: __m512) -> __m512 {
         let ax = _mm512_abs_ps(x);
         let z = _mm512_mul_ps(x, x);
-        let mut p = _mm512_set1_ps(-5.704_988_7e-3);
-        for c in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+        let mut p = _mm512_set1_ps(super::TANH_P[0]);
+        for c in super::TANH_P[1..].iter().copied() {
             p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(c));
         }
         let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
@@ -280,25 +314,13 @@ mod avx512 {
     fn erf(x: __m512) -> __m512 {
         let xc = _mm512_min_ps(_mm512_set1_ps(4.0), _mm512_max_ps(_mm512_set1_ps(-4.0), x));
         let x2 = _mm512_mul_ps(xc, xc);
-        let mut p = _mm512_set1_ps(-2.726_142_3e-10);
-        for c in [
-            2.770_681_4e-8,
-            -2.101_024e-6,
-            -5.692_506_4e-5,
-            -7.349_906_3e-4,
-            -2.954_6e-3,
-            -1.609_603_3e-2,
-        ] {
+        let mut p = _mm512_set1_ps(super::ERF_P[0]);
+        for c in super::ERF_P[1..].iter().copied() {
             p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(c));
         }
         p = _mm512_mul_ps(p, xc);
-        let mut q = _mm512_set1_ps(-1.456_607_2e-5);
-        for c in [
-            -2.133_740_5e-4,
-            -1.682_827e-3,
-            -7.373_329_3e-3,
-            -1.426_473_9e-2,
-        ] {
+        let mut q = _mm512_set1_ps(super::ERF_Q[0]);
+        for c in super::ERF_Q[1..].iter().copied() {
             q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(c));
         }
         // ±1 past 3.93 with x's sign; NaN lanes keep x.
@@ -466,14 +488,8 @@ pub(super) mod avx2 {
         );
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-        ] {
+        let mut p = _mm256_set1_ps(super::EXP_P[0]);
+        for c in super::EXP_P[1..].iter().copied() {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         let r2 = _mm256_mul_ps(r, r);
@@ -589,8 +605,8 @@ pub(super) mod avx2 {
         let sign = _mm256_set1_ps(-0.0);
         let ax = _mm256_andnot_ps(sign, x);
         let z = _mm256_mul_ps(x, x);
-        let mut p = _mm256_set1_ps(-5.704_988_7e-3);
-        for c in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+        let mut p = _mm256_set1_ps(super::TANH_P[0]);
+        for c in super::TANH_P[1..].iter().copied() {
             p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(c));
         }
         let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
@@ -612,25 +628,13 @@ pub(super) mod avx2 {
     fn erf(x: __m256) -> __m256 {
         let xc = _mm256_min_ps(_mm256_set1_ps(4.0), _mm256_max_ps(_mm256_set1_ps(-4.0), x));
         let x2 = _mm256_mul_ps(xc, xc);
-        let mut p = _mm256_set1_ps(-2.726_142_3e-10);
-        for c in [
-            2.770_681_4e-8,
-            -2.101_024e-6,
-            -5.692_506_4e-5,
-            -7.349_906_3e-4,
-            -2.954_6e-3,
-            -1.609_603_3e-2,
-        ] {
+        let mut p = _mm256_set1_ps(super::ERF_P[0]);
+        for c in super::ERF_P[1..].iter().copied() {
             p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(c));
         }
         p = _mm256_mul_ps(p, xc);
-        let mut q = _mm256_set1_ps(-1.456_607_2e-5);
-        for c in [
-            -2.133_740_5e-4,
-            -1.682_827e-3,
-            -7.373_329_3e-3,
-            -1.426_473_9e-2,
-        ] {
+        let mut q = _mm256_set1_ps(super::ERF_Q[0]);
+        for c in super::ERF_Q[1..].iter().copied() {
             q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(c));
         }
         // Beyond 3.93 erf rounds to ±1 in f32: give exactly that.
