@@ -542,8 +542,11 @@ pub(super) fn use_tiles(mode: u8, bp: &[i32], n: usize, k: usize) -> bool {
         return false;
     }
     let kp = k.div_ceil(4);
-    let panels = n.div_ceil(NR);
-    let need = (panels - 1) * kp * NR + super::amx::steps(4 * kp) * super::amx::TM * NR;
+    // No columns (an empty output): nothing for the tiles to do.
+    let Some(last) = n.div_ceil(NR).checked_sub(1) else {
+        return false;
+    };
+    let need = last * kp * NR + super::amx::steps(4 * kp) * super::amx::TM * NR;
     bp.len() >= need
 }
 
