@@ -73,6 +73,21 @@ fn mlp(state: &mut u64, k: usize, n: usize, o: usize, as_float: bool) -> Vec<u8>
     model_bytes(g, 13)
 }
 
+/// `g` calibrated on `samples` and quantized with the first FullyConnected's output range
+/// dropped, as the output guard does: that FC stays f32 (and the one reading its output
+/// with it).
+fn first_fc_left_f32(g: &cairn_convert::Graph, samples: &[Vec<Vec<f32>>]) -> cairn_convert::Graph {
+    use cairn_convert::calibrate::{calibrate, Method};
+    let mut ranges = calibrate(g, samples, Method::MinMax, |_| {}).unwrap();
+    let fc = g
+        .ops
+        .iter()
+        .position(|o| o.kind == cairn_core::OpKind::FullyConnected)
+        .unwrap();
+    ranges.remove(&g.ops[fc].outputs[0]);
+    cairn_convert::quantize::quantize(g, &ranges).unwrap().0
+}
+
 /// FullyConnected ops of `q` whose weights are f32.
 fn f32_fcs(q: &cairn_convert::Graph) -> usize {
     q.ops
@@ -361,10 +376,7 @@ fn table_kept(
 /// bound; under a bound tighter than that costs, it keeps its f32 weights.
 #[test]
 fn ops_left_f32_keep_the_shipped_int8_weights() {
-    use cairn_convert::calibrate::{calibrate, Method};
-    use cairn_convert::quantize::quantize;
     use cairn_convert::run_time_int8::int8_weights_where_f32;
-    use cairn_core::OpKind;
     let seed = common::seed(0x1A9);
     let mut st = seed;
     let (k, n, o) = (96, 160, 24);
@@ -378,15 +390,7 @@ fn ops_left_f32_keep_the_shipped_int8_weights() {
                 .collect()]
         })
         .collect();
-    let mut ranges = calibrate(&g, &samples, Method::MinMax, |_| {}).unwrap();
-    // The first FullyConnected stays f32 (and the one reading its output with it).
-    let fc = g
-        .ops
-        .iter()
-        .position(|o| o.kind == OpKind::FullyConnected)
-        .unwrap();
-    ranges.remove(&g.ops[fc].outputs[0]);
-    let (q, _) = quantize(&g, &ranges).unwrap();
+    let q = first_fc_left_f32(&g, &samples);
     let left = f32_fcs(&q);
     assert!(left >= 1, "seed {seed}");
     let (w, note) = int8_weights_where_f32(&g, q.clone(), &samples, 0.2).unwrap();
@@ -438,10 +442,7 @@ fn float_mlp(state: &mut u64, k: usize, n: usize, o: usize, outliers: bool) -> V
 /// outlier on an input that is always 0) keep f32.
 #[test]
 fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
-    use cairn_convert::calibrate::{calibrate, Method};
-    use cairn_convert::quantize::quantize;
     use cairn_convert::run_time_int8::rounded_weights_where_f32;
-    use cairn_core::OpKind;
     let seed = common::seed(0x1AA);
     let (k, n, o) = (96, 160, 24);
     for outliers in [false, true] {
@@ -463,14 +464,7 @@ fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
                     .collect()]
             })
             .collect();
-        let mut ranges = calibrate(&g, &samples, Method::MinMax, |_| {}).unwrap();
-        let fc = g
-            .ops
-            .iter()
-            .position(|o| o.kind == OpKind::FullyConnected)
-            .unwrap();
-        ranges.remove(&g.ops[fc].outputs[0]);
-        let (q, _) = quantize(&g, &ranges).unwrap();
+        let q = first_fc_left_f32(&g, &samples);
         let left = f32_fcs(&q);
         assert!(left >= 1, "seed {seed}");
         let (w, note) = rounded_weights_where_f32(&g, q, &samples).unwrap();
