@@ -140,7 +140,7 @@ impl Raster {
     }
 
     /// Tile `t`'s rows' output pixels, in order.
-    fn first(&self, _g: &Geo, t: usize) -> Pixels {
+    fn first(&self, t: usize) -> Pixels {
         match self.across {
             Some(v) => Pixels {
                 oy: TM * t / v,
@@ -188,8 +188,9 @@ std::thread_local! {
 }
 
 /// The conv (`fits` said yes; the caller checked the operands' lengths as for every conv
-/// path).
-pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
+/// path); `false`, nothing written, where the packed weights cannot go on the tiles (the
+/// caller takes its next path).
+pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
     let kp = run_bytes(g);
     let kk = g.kh * kp;
     let n16 = g.oc.div_ceil(NR) * NR;
@@ -217,10 +218,10 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
         crate::prepack::with_packed(key, bscratch, build, |packed| {
             let mode = super::direct::quad_mode(packed[0]);
             let (wsum, bp) = packed[1..].split_at(n16);
+            // `fits` asked for VNNI and AMX and pack_fc leaves the slack, so this holds;
+            // checked all the same, since the tiles read up to the slack.
             if !use_tiles(mode, bp, g.oc, kk) {
-                // Not reached: `fits` asked for VNNI and AMX, and pack_fc leaves the slack.
-                super::direct::conv(g, q, y);
-                return;
+                return false;
             }
             super::direct::note_quads(mode);
             crate::paths::note(crate::paths::Path::ConvAmx);
@@ -275,8 +276,9 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) {
                     );
                 });
             }
-        });
-    });
+            true
+        })
+    })
 }
 
 /// One image's channel planes `x` (`[c][h][w]`) into `staged` as bytes `x + 128` in the
@@ -311,9 +313,9 @@ fn stage_row(g: &Geo, x: &[i8], plane: usize, yy: usize, row: &mut [u8]) {
     let c = g.c;
     // Four channels at a time: their bytes interleaved into pixel quads.
     let mut ch = 0;
-    if avx2_ok() {
+    if crate::paths::avx2() {
         while ch + 4 <= c {
-            // SAFETY: AVX2 (avx2_ok); the four rows lie in x, the w pixels' bytes
+            // SAFETY: AVX2 (checked above); the four rows lie in x, the w pixels' bytes
             // ch..ch + 4 in `row`.
             unsafe { quads(x, plane, ch, yy * g.w, g.w, c, row) };
             ch += 4;
@@ -325,10 +327,6 @@ fn stage_row(g: &Geo, x: &[i8], plane: usize, yy: usize, row: &mut [u8]) {
             row[px * c + ch] = (v as u8) ^ 0x80;
         }
     }
-}
-
-fn avx2_ok() -> bool {
-    crate::paths::avx2()
 }
 
 /// Channels `ch..ch + 4` of pixels `0..w` of one input row (from `at` in each plane) as
@@ -477,7 +475,7 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
                 }
             }
             for half in 0..1 + rows2 as usize {
-                let mut px = raster.first(g, t0 + half);
+                let mut px = raster.first(t0 + half);
                 for r in 0..TM {
                     let Some(p) = px.next(g) else {
                         continue;

@@ -270,8 +270,7 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
     }
     // CPUs with AMX: the implicit GEMM on tiles over a channels-last staged input.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if amx_conv::fits(&g, q.wp.is_some()) {
-        amx_conv::conv(&g, &q, y);
+    if amx_conv::fits(&g, q.wp.is_some()) && amx_conv::conv(&g, &q, y) {
         return Some(Ok(()));
     }
     if direct_fits(&g, fold) {
