@@ -39,7 +39,7 @@ pub mod run_time_int8;
 pub mod sensitive;
 pub mod smooth;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use cairn_core::OpKind;
@@ -88,12 +88,8 @@ pub struct Options {
     /// `None` turns it off. Default: [`DEFAULT_INT8_OUTPUT_GUARD`].
     pub int8_output_guard: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group Convs (a QDQ
-    /// model's weights are kept as given; other weighted ops keep 8): 7 keeps them in
-    /// [−63, 63], where the x86_64 hosts multiply u8×s8 (`vpmaddubsw`, exact with no
-    /// saturation); 8 (the default) uses [−127, 127]. 8 is the default because 7 cost the
-    /// corpus's text recognizer one decoded string in eight (bench.py); choosing per model
-    /// from the calibration samples is not built yet. `quantize::quantize_bits` says more.
-    pub weight_bits: u8,
+    /// model's weights are kept as given; other weighted ops keep 8). [`WeightBits`].
+    pub weight_bits: WeightBits,
     /// Before calibration, move per-channel scales from activations into the weights that
     /// read them where that commutes (`smooth`: SmoothQuant's LayerNorm → linear
     /// migration, cross-layer equalization through Relu, PRelu, data movement and a
@@ -129,6 +125,29 @@ pub const INT8_GUARD_LIMIT: f32 = 0.20;
 /// itself (past it, the conversion hands over to [`SUGGESTED_INT8_ERROR_LIMIT`]).
 pub const INT8_GUARD_MAC_SHARE: f32 = 0.25;
 
+/// Bits of a calibrated conversion's one-group Conv weights. 7 keeps them in [−63, 63],
+/// where x86_64 hosts without VNNI multiply u8×s8 exactly (`vpmaddubsw`: 1.2–1.4× the
+/// int16 pairs per conv); CPUs with VNNI, AMX, the Armv8.2 dot product or a Cortex-M's
+/// SMLAD run both at one speed, so there 7 bits only costs accuracy. 8 uses [−127, 127].
+/// The default is [`WeightBits::Auto`]: on the corpus it took 7 bits in all one-group
+/// convs of 8 models, in some of 3 and in none of 2, every task metric within its bar
+/// (`models/corpus/bench.py --convert-args "--weight-bits auto"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightBits {
+    Seven,
+    Eight,
+    /// 7 bits where the calibration samples say it costs nothing that matters: all
+    /// layers at 7 when the worst output error grows by at most [`AUTO_SEVEN_GROWTH`];
+    /// else the layers whose weights lose most from the eighth bit keep it
+    /// (`quantize::seven_bit_weight_errors`), at up to two tighter cuts; else 8.
+    Auto,
+}
+
+/// `--weight-bits auto` keeps 7 bits when the worst relative output error on the
+/// calibration samples (`refine::output_errors`) is at most this factor of the 8-bit
+/// one, or half a point above it, whichever is more.
+pub const AUTO_SEVEN_GROWTH: f32 = 1.05;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -141,7 +160,7 @@ impl Default for Options {
             pack_weights: false,
             int8_error_limit: None,
             int8_output_guard: Some(DEFAULT_INT8_OUTPUT_GUARD),
-            weight_bits: 8,
+            weight_bits: WeightBits::Auto,
             smooth: false,
             external_data_dir: None,
         }
@@ -346,13 +365,37 @@ pub fn convert(
                 notes.push(format!("this model ships int8 weights: without --calibrate, {w8} FullyConnected ops would keep them and quantize their input rows at run time (mode dynamic, as the model was made); compare both on your data"));
             }
         }
-        let (mut q, mut rep) = quantize::quantize_bits(&g, &ranges, opts.weight_bits)?;
-        if fits_a_file(&q).is_err() {
-            if let Some((q2, rep2, note)) = unrolled_in_f32(&g, &ranges, opts.weight_bits, &q)? {
-                notes.push(note);
-                (q, rep) = (q2, rep2);
+        let quantized = |bits: u8, keep8: &HashSet<usize>| -> Result<_> {
+            let (mut q, mut rep) = quantize::quantize_bits_keeping(&g, &ranges, bits, keep8)?;
+            let mut note = None;
+            if fits_a_file(&q).is_err() {
+                if let Some((q2, rep2, n)) = unrolled_in_f32(&g, &ranges, bits, keep8, &q)? {
+                    note = Some(n);
+                    (q, rep) = (q2, rep2);
+                }
+            }
+            Ok((q, rep, note))
+        };
+        let none = HashSet::new();
+        let (mut q, mut rep, mut unrolled_note) = match opts.weight_bits {
+            WeightBits::Seven => quantized(7, &none)?,
+            WeightBits::Eight | WeightBits::Auto => quantized(8, &none)?,
+        };
+        let mut bits_note = match opts.weight_bits {
+            WeightBits::Seven => "one-group conv weights quantized to 7 bits".to_string(),
+            _ => "one-group conv weights quantized to 8 bits".to_string(),
+        };
+        if opts.weight_bits == WeightBits::Auto && !has_qdq {
+            if let Some((seven, note)) = auto_seven(&g, &q, &opts.calibration, &quantized)? {
+                (q, rep, unrolled_note) = seven;
+                bits_note = note;
+            } else if !opts.calibration.is_empty()
+                && !quantize::seven_bit_weight_errors(&g).is_empty()
+            {
+                bits_note.push_str(" (--weight-bits auto: 7 bits cost accuracy here)");
             }
         }
+        notes.extend(unrolled_note);
         if !has_qdq && ships_int8 {
             let bound = opts.int8_error_limit.unwrap_or(INT8_GUARD_LIMIT);
             let (kept, note) =
@@ -373,10 +416,7 @@ pub fn convert(
         if !has_qdq {
             // The .cairn format has no metadata section: the note says it, and the kernels
             // check the weights' range when they pack them.
-            notes.push(format!(
-                "one-group conv weights quantized to {} bits",
-                opts.weight_bits
-            ));
+            notes.push(bits_note);
         }
         (
             q,
@@ -407,6 +447,52 @@ pub fn convert(
     })
 }
 
+/// One quantization of the calibrated graph: the int8 graph, its report, and the note
+/// of the unrolled fallback when it took it.
+type Quantized = (Graph, quantize::Report, Option<String>);
+
+/// `--weight-bits auto`: the 7-bit quantization (from `quantized(7, keep8)`) that keeps
+/// the worst output error on `samples` within [`AUTO_SEVEN_GROWTH`] of the 8-bit graph
+/// `q8`'s, and its note. Tried: every one-group Conv at 7 bits; then the quarter of them
+/// whose weights lose most from the eighth bit kept at 8; then the half. `None` when the
+/// model has no such Conv, there are no samples, or no try is within the bound.
+fn auto_seven(
+    g: &Graph,
+    q8: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    quantized: &dyn Fn(u8, &HashSet<usize>) -> Result<Quantized>,
+) -> Result<Option<(Quantized, String)>> {
+    let mut convs = quantize::seven_bit_weight_errors(g);
+    if convs.is_empty() || samples.is_empty() {
+        return Ok(None);
+    }
+    // Most damaged first.
+    convs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut before = None;
+    for keep in [0, convs.len().div_ceil(4), convs.len().div_ceil(2)] {
+        let keep8: HashSet<usize> = convs[..keep].iter().map(|c| c.0).collect();
+        let seven = quantized(7, &keep8)?;
+        let errs = if let Some(b) = before {
+            vec![b, refine::output_errors(g, &[&seven.0], samples)?[0]]
+        } else {
+            refine::output_errors(g, &[q8, &seven.0], samples)?
+        };
+        before = Some(errs[0]);
+        let (e8, e7) = (errs[0], errs[1]);
+        if e7 <= (e8 * AUTO_SEVEN_GROWTH).max(e8 + 0.005) {
+            let n = convs.len() - keep;
+            let note = format!(
+                "one-group conv weights quantized to 7 bits in {n} of {} convs (--weight-bits auto; {keep} keep 8): output error on the calibration samples {:.1}% (8 bits: {:.1}%)",
+                convs.len(),
+                100.0 * e7,
+                100.0 * e8
+            );
+            return Ok(Some((seven, note)));
+        }
+    }
+    Ok(None)
+}
+
 /// When the int8 graph `q` is over a file's bounds (the quantize and dequantize steps
 /// around the f32 islands of an unrolled recurrence can add a third to its ops), the
 /// quantization again with the unrolled nodes left f32 (`quantize::unrolled_in_f32`). The
@@ -416,9 +502,10 @@ fn unrolled_in_f32(
     g: &Graph,
     ranges: &quantize::Ranges,
     weight_bits: u8,
+    keep8: &HashSet<usize>,
     q: &Graph,
 ) -> Result<Option<(Graph, quantize::Report, String)>> {
-    let Some((q2, rep2, names)) = quantize::unrolled_in_f32(g, ranges, weight_bits)? else {
+    let Some((q2, rep2, names)) = quantize::unrolled_in_f32(g, ranges, weight_bits, keep8)? else {
         return Ok(None);
     };
     if fits_a_file(&q2).is_err() {

@@ -6,7 +6,7 @@
 //! scales: f32 (s_x·s_w)/s_y, as ORT computes them. Element-wise functions and binary ops
 //! with a scalar constant become 256-entry lookup tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, Result};
 use cairn_core::emit::{AlignedBytes, QuantSpec};
@@ -69,6 +69,9 @@ struct Q<'g> {
     families: HashMap<usize, crate::elementwise::Family>,
     /// Bits of the weights this pass quantizes itself in GEMM-shaped ops (7 or 8).
     weight_bits: u8,
+    /// One-group Convs (by their output tensor in the float graph) that keep 8 bits when
+    /// `weight_bits` is 7 (`--weight-bits auto`'s sensitive layers).
+    keep8: HashSet<usize>,
     /// Tensors kept f32 because a Concat before them joins parts of very different ranges
     /// that are wanted apart again (`squashes_output_part`): the data-movement ops between
     /// it and the graph output, Split or Slice stay f32 too, so no later Quantize squashes
@@ -142,6 +145,7 @@ pub fn unrolled_in_f32(
     g: &Graph,
     ranges: &Ranges,
     weight_bits: u8,
+    keep8: &HashSet<usize>,
 ) -> Result<Option<(Graph, Report, Vec<String>)>> {
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for op in &g.ops {
@@ -166,7 +170,7 @@ pub fn unrolled_in_f32(
             kept.remove(t);
         }
     }
-    let (q, rep) = quantize_bits(g, &kept, weight_bits)?;
+    let (q, rep) = quantize_bits_keeping(g, &kept, weight_bits, keep8)?;
     Ok(Some((
         q,
         rep,
@@ -180,6 +184,17 @@ pub fn unrolled_in_f32(
 /// multiply exactly; 8: max|w|/127); depthwise and transposed convs and FullyConnected
 /// keep 8 bits (no kernel gains from 7 there).
 pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Graph, Report)> {
+    quantize_bits_keeping(g, ranges, weight_bits, &HashSet::new())
+}
+
+/// [`quantize_bits`], with the one-group Convs whose float output tensor is in `keep8`
+/// at 8 bits when `weight_bits` is 7.
+pub fn quantize_bits_keeping(
+    g: &Graph,
+    ranges: &Ranges,
+    weight_bits: u8,
+    keep8: &HashSet<usize>,
+) -> Result<(Graph, Report)> {
     anyhow::ensure!(
         weight_bits == 7 || weight_bits == 8,
         "weight bits are 7 or 8, not {weight_bits}"
@@ -187,6 +202,7 @@ pub fn quantize_bits(g: &Graph, ranges: &Ranges, weight_bits: u8) -> Result<(Gra
     let forced = borrow_params_from_movement(g);
     let mut q = Q {
         weight_bits,
+        keep8: keep8.clone(),
         g,
         links: crate::ir::Links::of(g),
         ranges,
@@ -977,7 +993,10 @@ impl Q<'_> {
                 // `exact_u8s8 -- --ignored`), so FC weights keep 8 bits.
                 let one_group =
                     op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1);
-                let qmax = if one_group && self.weight_bits == 7 {
+                let qmax = if one_group
+                    && self.weight_bits == 7
+                    && !op.outputs.first().is_some_and(|t| self.keep8.contains(t))
+                {
                     63
                 } else {
                     127
@@ -1167,6 +1186,43 @@ fn selects(op: &HOp, shape: &[usize]) -> bool {
 /// ArgMax/ArgMin: on int8 values they compare the stored integers.
 fn is_arg(op: &HOp) -> bool {
     cairn_core::op::ReduceFn::from_code(op.params[0]).is_some_and(|f| f.is_arg())
+}
+
+/// The one-group Convs whose weights a calibrated conversion quantizes itself (f32
+/// weights, no QDQ scales given): for each, its float output tensor and the relative L2
+/// error of its weights at 7 bits (per-channel scale max|w|/63). A layer whose weights
+/// are mostly small beside a few large ones loses most from the eighth bit: that error
+/// is what `--weight-bits auto` ranks layers by.
+pub fn seven_bit_weight_errors(g: &Graph) -> Vec<(usize, f32)> {
+    let mut out = vec![];
+    for op in &g.ops {
+        let one_group =
+            op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1);
+        let (Some(&y), Some(Some(w))) = (op.outputs.first(), op.inputs.get(1)) else {
+            continue;
+        };
+        let wt = &g.tensors[*w];
+        if !one_group || matches!(wt.hint, Some(Hint::Weight { .. })) {
+            continue;
+        }
+        let (Some(wv), Some(&oc)) = (wt.const_f32(), wt.shape.first()) else {
+            continue;
+        };
+        if oc == 0 || wv.is_empty() || wv.len() % oc != 0 {
+            continue;
+        }
+        let inner = wv.len() / oc;
+        let (q, s) = per_channel_symmetric_bits(&wv, oc, inner, &[], 63);
+        let (mut e, mut n) = (0f64, 0f64);
+        for (i, (&v, &qv)) in wv.iter().zip(&q).enumerate() {
+            if v.is_finite() {
+                e += ((v - qv as f32 * s[i / inner]) as f64).powi(2);
+                n += (v as f64).powi(2);
+            }
+        }
+        out.push((y, if n > 0.0 { (e / n).sqrt() as f32 } else { 0.0 }));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -753,7 +753,7 @@ fn unrolled_nodes_can_stay_f32_whole() {
     assert_eq!(gru_names.len(), 2, "{gru_names:?}");
     let ranges = calibrate(&g, &xs, Method::MinMax, |_| {}).unwrap();
     let (all_int8, rep) = quantize(&g, &ranges).unwrap();
-    let (q, rep2, names) = unrolled_in_f32(&g, &ranges, 8)
+    let (q, rep2, names) = unrolled_in_f32(&g, &ranges, 8, &Default::default())
         .unwrap()
         .expect("two unrolled nodes");
     assert_eq!(names, gru_names);

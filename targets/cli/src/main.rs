@@ -74,10 +74,12 @@ pub struct ConvertArgs {
     pub int8_error_limit: Option<f32>,
     /// Bits of the weights a calibrated conversion quantizes in one-group convs (QDQ
     /// models keep theirs; other ops keep 8): 7 (values in [-63, 63]) lets x86_64 hosts
-    /// multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs, check the model's accuracy),
-    /// 8 (the default) keeps [-127, 127].
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
-    pub weight_bits: u8,
+    /// without VNNI multiply u8 x s8 (`vpmaddubsw`, 1.2-1.4x faster convs; other CPUs run
+    /// both at one speed), 8 keeps [-127, 127], auto (the default) takes 7 bits where the
+    /// calibration samples' output error stays within 5% of 8 bits' (or half a point),
+    /// keeping 8 in the layers that lose most.
+    #[arg(long, default_value = "auto", value_parser = parse_weight_bits)]
+    pub weight_bits: cairn_convert::WeightBits,
     /// When calibrating, first move per-channel scales from activations into the weights
     /// that read them where that is exact (a LayerNorm's or conv's output channels read
     /// only by linear layers, through Relu, PRelu, data movement or a spectrum's square
@@ -91,6 +93,16 @@ pub struct ConvertArgs {
     pub const_input: Vec<String>,
 }
 
+/// `--weight-bits`: 7, 8 or auto.
+fn parse_weight_bits(s: &str) -> Result<cairn_convert::WeightBits, String> {
+    match s {
+        "7" => Ok(cairn_convert::WeightBits::Seven),
+        "8" => Ok(cairn_convert::WeightBits::Eight),
+        "auto" => Ok(cairn_convert::WeightBits::Auto),
+        _ => Err(format!("weight bits are 7, 8 or auto, not {s:?}")),
+    }
+}
+
 /// What the command line gives without flags.
 impl Default for ConvertArgs {
     fn default() -> Self {
@@ -102,7 +114,7 @@ impl Default for ConvertArgs {
             extra_output: vec![],
             pack: false,
             int8_error_limit: None,
-            weight_bits: 8,
+            weight_bits: cairn_convert::WeightBits::Auto,
             smooth: false,
             const_input: vec![],
         }
