@@ -1142,7 +1142,8 @@ fn few_channel_conv_f32_within_tolerance() {
 }
 
 /// GMAC/s of the few-channel convs of a pitch model (Basic Pitch's 256-tap stride-2 FIR,
-/// its 3×39 and 7×3 filters into 8 and 1 channels) against the reference:
+/// its 3×39 and 7×3 filters into 8 and 1 channels) and of a detector's GEMM-bound 3×3 and
+/// 1×1 convs, against the reference:
 /// `cargo test -p cairn-kernels --features std --release --test exact_f32_fast -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -1157,12 +1158,21 @@ fn few_channel_conv_f32_speed() {
         (usize, usize),
         [usize; 4],
     );
-    let cases: [Case; 4] = [
+    let pitch: [Case; 4] = [
         ((1, 1, 1, 44100), 1, (1, 256), (1, 2), [0, 0, 0, 0]),
         ((1, 8, 172, 264), 8, (3, 39), (1, 1), [1, 19, 1, 19]),
         ((1, 32, 172, 88), 1, (7, 3), (1, 1), [3, 1, 3, 1]),
         ((1, 8, 172, 264), 1, (5, 5), (1, 1), [2, 2, 2, 2]),
     ];
+    // And the GEMM-bound convs of a detector (YOLOX-tiny at 416, PicoDet at 800 × 608):
+    // 3×3 and 1×1 over 52 × 52 to 100 × 76 maps.
+    let detector: [Case; 4] = [
+        ((1, 96, 52, 52), 96, (3, 3), (1, 1), [1, 1, 1, 1]),
+        ((1, 192, 52, 52), 96, (1, 1), (1, 1), [0, 0, 0, 0]),
+        ((1, 48, 104, 104), 48, (3, 3), (1, 1), [1, 1, 1, 1]),
+        ((1, 128, 100, 76), 128, (1, 1), (1, 1), [0, 0, 0, 0]),
+    ];
+    let cases: Vec<Case> = pitch.into_iter().chain(detector).collect();
     for (sh, oc, k, s, pad) in cases {
         let (n, c, h, w) = sh;
         let (oh, ow) = (
