@@ -130,7 +130,7 @@ pub const INT8_GUARD_MAC_SHARE: f32 = 0.25;
 /// int16 pairs per conv); CPUs with VNNI, AMX, the Armv8.2 dot product or a Cortex-M's
 /// SMLAD run both at one speed, so there 7 bits only costs accuracy. 8 uses [−127, 127].
 /// The default is [`WeightBits::Auto`]: on the corpus it took 7 bits in all one-group
-/// convs of 8 models, in some of 3 and in none of 2, every task metric within its bar
+/// convs of 7 models, in some of 4 and in none of 2, every task metric within its bar
 /// (`models/corpus/bench.py --convert-args "--weight-bits auto"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightBits {
@@ -385,14 +385,16 @@ pub fn convert(
             WeightBits::Seven => "one-group conv weights quantized to 7 bits".to_string(),
             _ => "one-group conv weights quantized to 8 bits".to_string(),
         };
-        if opts.weight_bits == WeightBits::Auto && !has_qdq {
-            if let Some((seven, note)) = auto_seven(&g, &q, &opts.calibration, &quantized)? {
-                (q, rep, unrolled_note) = seven;
-                bits_note = note;
-            } else if !opts.calibration.is_empty()
-                && !quantize::seven_bit_weight_errors(&g).is_empty()
-            {
-                bits_note.push_str(" (--weight-bits auto: 7 bits cost accuracy here)");
+        if opts.weight_bits == WeightBits::Auto && !has_qdq && !opts.calibration.is_empty() {
+            let convs = quantize::seven_bit_weight_errors(&g);
+            if !convs.is_empty() {
+                match auto_seven(&g, &q, &opts.calibration, convs, &quantized)? {
+                    Some((seven, note)) => {
+                        (q, rep, unrolled_note) = seven;
+                        bits_note = note;
+                    }
+                    None => bits_note.push_str(" (--weight-bits auto: 7 bits cost accuracy here)"),
+                }
             }
         }
         notes.extend(unrolled_note);
@@ -453,19 +455,16 @@ type Quantized = (Graph, quantize::Report, Option<String>);
 
 /// `--weight-bits auto`: the 7-bit quantization (from `quantized(7, keep8)`) that keeps
 /// the worst output error on `samples` within [`AUTO_SEVEN_GROWTH`] of the 8-bit graph
-/// `q8`'s, and its note. Tried: every one-group Conv at 7 bits; then the quarter of them
-/// whose weights lose most from the eighth bit kept at 8; then the half. `None` when the
-/// model has no such Conv, there are no samples, or no try is within the bound.
+/// `q8`'s, and its note. `convs` are `quantize::seven_bit_weight_errors(g)`. Tried: every
+/// such Conv at 7 bits; then the quarter of them whose weights lose most from the eighth
+/// bit kept at 8; then the half. `None` when no try is within the bound.
 fn auto_seven(
     g: &Graph,
     q8: &Graph,
     samples: &[Vec<Vec<f32>>],
+    mut convs: Vec<(usize, f32)>,
     quantized: &dyn Fn(u8, &HashSet<usize>) -> Result<Quantized>,
 ) -> Result<Option<(Quantized, String)>> {
-    let mut convs = quantize::seven_bit_weight_errors(g);
-    if convs.is_empty() || samples.is_empty() {
-        return Ok(None);
-    }
     // Most damaged first.
     convs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut before = None;

@@ -991,9 +991,7 @@ impl Q<'_> {
                 // 7 bits where the u8×s8 kernel pays: one-group convs (1.2–1.4× on AVX2).
                 // The FullyConnected block measured no faster with it (0.93–1.0×,
                 // `exact_u8s8 -- --ignored`), so FC weights keep 8 bits.
-                let one_group =
-                    op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1);
-                let qmax = if one_group
+                let qmax = if one_group_conv(op)
                     && self.weight_bits == 7
                     && !op.outputs.first().is_some_and(|t| self.keep8.contains(t))
                 {
@@ -1188,6 +1186,12 @@ fn is_arg(op: &HOp) -> bool {
     cairn_core::op::ReduceFn::from_code(op.params[0]).is_some_and(|f| f.is_arg())
 }
 
+/// Whether `op` is a one-group Conv: the ops whose weights `weight_bits` 7 narrows (the
+/// u8×s8 kernels pay there).
+fn one_group_conv(op: &HOp) -> bool {
+    op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1)
+}
+
 /// The one-group Convs whose weights a calibrated conversion quantizes itself (f32
 /// weights, no QDQ scales given): for each, its float output tensor and the relative L2
 /// error of its weights at 7 bits (per-channel scale max|w|/63). A layer whose weights
@@ -1195,14 +1199,12 @@ fn is_arg(op: &HOp) -> bool {
 /// is what `--weight-bits auto` ranks layers by.
 pub fn seven_bit_weight_errors(g: &Graph) -> Vec<(usize, f32)> {
     let mut out = vec![];
-    for op in &g.ops {
-        let one_group =
-            op.kind == OpKind::Conv && op.params.get(conv::GROUP).is_none_or(|&g| g <= 1);
+    for op in g.ops.iter().filter(|op| one_group_conv(op)) {
         let (Some(&y), Some(Some(w))) = (op.outputs.first(), op.inputs.get(1)) else {
             continue;
         };
         let wt = &g.tensors[*w];
-        if !one_group || matches!(wt.hint, Some(Hint::Weight { .. })) {
+        if matches!(wt.hint, Some(Hint::Weight { .. })) {
             continue;
         }
         let (Some(wv), Some(&oc)) = (wt.const_f32(), wt.shape.first()) else {
