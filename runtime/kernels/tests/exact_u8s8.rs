@@ -12,7 +12,7 @@
 //! --nocapture` also prints the GMAC/s of corpus conv and FC shapes on one thread: int16
 //! pairs (weights with one value at 64), u8×s8 `vpmaddubsw` (7-bit weights) and, where the
 //! CPU has it, VNNI on the 8-bit weights, timed in turns in the same run (no timed
-//! assertion).
+//! assertion); `U8S8_LAYER=text` times only the layers whose name holds the text.
 
 use cairn_core::emit::{ModelBuilder, OpSpec};
 use cairn_core::op::conv;
@@ -373,6 +373,10 @@ fn time_models<const N: usize>(models: [(&[u8], bool); N], input: &[u8]) -> [f64
 /// One line of the throughput table: GMAC/s of the int16 and u8×s8 paths, and of VNNI on
 /// the 8-bit weights where the CPU has it, with the ratios to int16.
 fn report(what: &str, macs: f64, m8: &[u8], m7: &[u8], input: &[u8]) {
+    // U8S8_LAYER=text times only the layers whose name holds it (for `perf record`).
+    if std::env::var("U8S8_LAYER").is_ok_and(|only| !what.contains(&only)) {
+        return;
+    }
     let [t8, t7, tv] = time_models([(m8, false), (m7, false), (m8, true)], input);
     let vnni = match vnni_hardware() {
         Some(_) => format!(

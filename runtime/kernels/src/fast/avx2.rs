@@ -320,6 +320,109 @@ impl Requant {
     }
 }
 
+/// [`Requant`] for sixteen accumulators at once, with the clamps done by saturation: the
+/// scaled lanes are rounded with no clamp, packed to int16 with saturation, the zero point
+/// added with int16 saturation, packed to int8 with saturation, then clamped to the
+/// activation range as bytes. Four float clamps and two int32 adds per sixteen outputs
+/// become one int16 add and two byte clamps, and the sign blend is skipped when no PRelu is
+/// folded in. (The `std` paths use it: the implicit GEMM and the depthwise kernel.)
+///
+/// Exact (the same bytes as `requantize_signed`) where every multiplier is at most 0.5 in
+/// magnitude (`of` checks): then |acc·s| ≤ 2^30 for any int32 `acc`, so the rounding
+/// conversion `r` is exact, and the reference's float clamp commutes with rounding (its
+/// bounds are integers), giving `clamp(r + zy, lo, hi)`. The saturating packs keep that:
+/// `r + zy` is exact for |r| ≤ 32639, and beyond it both sides give the range's end.
+#[cfg(feature = "std")]
+#[derive(Clone, Copy)]
+pub(super) struct Narrow {
+    zy: __m256i,
+    lo: __m128i,
+    hi: __m128i,
+    signed: bool,
+}
+
+#[cfg(feature = "std")]
+impl Narrow {
+    /// The stage for `q`'s output, or `None` where a multiplier exceeds 0.5 in magnitude
+    /// or the activation range is not within int8's (the caller keeps [`Requant`]).
+    pub(super) fn of(q: &Q<'_>) -> Option<Narrow> {
+        let small = |s: &[f32]| s.iter().all(|v| v.abs() <= 0.5);
+        let signed = q.neg.is_some() && !cfg!(target_arch = "arm");
+        if !small(q.scales)
+            || (signed && !q.neg.is_some_and(small))
+            || q.lo < -128
+            || q.hi > 127
+            || q.lo > q.hi
+            || !(-128..=127).contains(&q.zy)
+        {
+            return None;
+        }
+        // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).
+        unsafe {
+            Some(Narrow {
+                zy: _mm256_set1_epi16(q.zy as i16),
+                lo: _mm_set1_epi8(q.lo as i8),
+                hi: _mm_set1_epi8(q.hi as i8),
+                signed,
+            })
+        }
+    }
+
+    /// `round(acc · s)` per lane (the sign's multiplier when a PRelu is folded in), with
+    /// no clamp and no zero point.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn scaled(self, acc: __m256i, vs: Scale) -> __m256i {
+        // SAFETY: AVX2 (the caller's contract); register-only instructions.
+        unsafe {
+            let s = if self.signed {
+                _mm256_blendv_ps(vs.pos, vs.neg, _mm256_castsi256_ps(acc))
+            } else {
+                vs.pos
+            };
+            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), s))
+        }
+    }
+
+    /// Two vectors of [`scaled`](Self::scaled) lanes as sixteen int16 in
+    /// `_mm256_packs_epi32` order, plus the zero point (both saturating).
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn words(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 (the caller's contract); register-only instructions.
+        unsafe { _mm256_adds_epi16(_mm256_packs_epi32(a, b), self.zy) }
+    }
+
+    /// Sixteen int16 (`lo` then `hi`) as bytes, saturated, then clamped to the range.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn bytes(self, lo: __m128i, hi: __m128i) -> __m128i {
+        // SAFETY: AVX2 (the caller's contract); register-only instructions.
+        unsafe { _mm_min_epi8(_mm_max_epi8(_mm_packs_epi16(lo, hi), self.lo), self.hi) }
+    }
+
+    /// Two vectors of eight accumulators as sixteen bytes in lane order (`a` then `b`).
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn pack16(self, a: __m256i, b: __m256i, vs: Scale) -> __m128i {
+        // SAFETY: AVX2 (the caller's contract); register-only instructions.
+        unsafe {
+            let w = self.words(self.scaled(a, vs), self.scaled(b, vs));
+            // Quads (a0–3, b0–3, a4–7, b4–7) → (a0–3, a4–7, b0–3, b4–7).
+            let w = _mm256_permute4x64_epi64(w, 0xD8);
+            self.bytes(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1))
+        }
+    }
+}
+
 /// Eight int32 lanes already in [-128, 127] to eight int8 (saturating packs are exact),
 /// the first `d.len()` (at most 8) stored.
 ///
@@ -633,5 +736,88 @@ unsafe fn load8(x: &[i8], at: usize, n: usize) -> __m128i {
             *d = *s as u8;
         }
         _mm_cvtsi64_si128(i64::from_le_bytes(b))
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use cairn_core::quant::requantize_signed;
+    use std::vec;
+
+    fn q<'a>(scales: &'a [f32], neg: Option<&'a [f32]>, zy: i32, lo: i32, hi: i32) -> Q<'a> {
+        Q {
+            x: &[],
+            w: &[],
+            wp: None,
+            offs: &[],
+            bias: None,
+            scales,
+            neg,
+            zx: 0,
+            zy,
+            lo,
+            hi,
+        }
+    }
+
+    /// The saturating output stage gives `requantize_signed`'s bytes for every int32
+    /// accumulator class (the extremes, the int16 and int8 edges around the zero point)
+    /// with multipliers up to 0.5, and is refused above it.
+    #[test]
+    fn narrow_matches_the_reference_where_it_is_taken() {
+        if !available() {
+            return;
+        }
+        let mut accs = vec![i32::MIN, i32::MIN + 1, i32::MAX, i32::MAX - 1, 0, 1, -1];
+        for e in [7, 8, 15, 16, 20, 24, 30] {
+            for d in [-1i64, 0, 1] {
+                for s in [1i64, -1] {
+                    let v = s * ((1i64 << e) + d);
+                    accs.push(v.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+                }
+            }
+        }
+        for t in -300..300 {
+            accs.push(t * 37);
+        }
+        while !accs.len().is_multiple_of(16) {
+            accs.push(12345);
+        }
+        let mults = [0.5f32, 0.4999, 0.25, 0.0123, 1e-6, 0.5 - f32::EPSILON / 4.0];
+        let ranges = [(-128, 127), (0, 127), (-128, 0), (-20, 60), (5, 5)];
+        for &pos in &mults {
+            for neg in [None, Some(-0.5f32), Some(0.001)] {
+                for &(lo, hi) in &ranges {
+                    for zy in [-128, -1, 0, 3, 127] {
+                        let (ps, ns) = ([pos], neg.map(|n| [n]));
+                        let qq = q(&ps, ns.as_ref().map(|n| &n[..]), zy, lo, hi);
+                        let nr = Narrow::of(&qq).expect("multipliers within 0.5");
+                        let vs = Scale::of(&qq, 0);
+                        for a16 in accs.chunks_exact(16) {
+                            // SAFETY: AVX2 checked above; 8 int32 from each half.
+                            let got: [i8; 16] = unsafe {
+                                let a = _mm256_loadu_si256(a16.as_ptr() as *const __m256i);
+                                let b = _mm256_loadu_si256(a16[8..].as_ptr() as *const __m256i);
+                                core::mem::transmute(nr.pack16(a, b, vs))
+                            };
+                            for (k, &acc) in a16.iter().enumerate() {
+                                let n = neg.unwrap_or(pos);
+                                let want = requantize_signed(acc, pos, n, zy, lo, hi);
+                                assert_eq!(
+                                    got[k] as i32, want,
+                                    "acc {acc} pos {pos} neg {n} zy {zy} range {lo}..={hi}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for big in [0.5001f32, 1.0, 7.5] {
+            assert!(Narrow::of(&q(&[0.1, big], None, 0, -128, 127)).is_none());
+            assert!(Narrow::of(&q(&[0.1, 0.1], Some(&[0.1, -big]), 0, -128, 127)).is_none());
+        }
     }
 }

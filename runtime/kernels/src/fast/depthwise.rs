@@ -25,7 +25,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{Requant, Scale};
+use super::avx2::{Narrow, Requant, Scale};
 use super::{Geo, Q};
 
 /// int16 entries of the staged rows of one band (32 KB of stack).
@@ -145,6 +145,7 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
     // Whether staged row r holds image data (else it is all zeros).
     let mut has_data = [false; MAX_ROWS];
     let rq = Requant::of(q);
+    let nr = Narrow::of(q);
     // Bytes (0..ow, 8..8 + ow) of a two-row block, contiguous.
     let mut squeeze_idx = [0x80u8 as i8; 16];
     for (i, v) in squeeze_idx.iter_mut().enumerate().take(2 * ow.min(8)) {
@@ -169,7 +170,10 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
         }
         let base = _mm256_set1_epi32(q.bias.map_or(0, |b| b[c]));
         let scale = Scale::of(q, c);
-        let yc = &mut y[(ch - c0) * out_plane..(ch - c0 + 1) * out_plane];
+        // Channel ch's plane starts at y[ybase]. Stores run 16 bytes wide wherever y has
+        // room: bytes past a row land on later rows of this channel, or on later channels'
+        // planes, all written after (rows and channels go in order).
+        let ybase = (ch - c0) * out_plane;
         let mut oy0 = 0;
         while oy0 < oh {
             let oy1 = (oy0 + plan.band).min(oh);
@@ -207,21 +211,20 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
                             1 => block_two_rows::<P, KH>(kh, row_len, &weights, base, r0, r1),
                             _ => block::<P, KH>(kh, row_len, &weights, base, r0, r1),
                         };
-                        _mm_shuffle_epi8(pack16::<S>(rq, even, odd, scale), squeeze)
+                        _mm_shuffle_epi8(pack16::<S>(rq, nr, even, odd, scale), squeeze)
                     };
-                    let end = (next + 1) * ow;
-                    // Bytes past the two rows land on later rows of this channel (written
-                    // after) when the plane has room, else only the rows' bytes are stored.
-                    let room = (oy * ow + 16).min(yc.len());
-                    // SAFETY: SSE2 stores into `yc` (see `store_bytes`).
-                    unsafe { store_bytes(bytes, &mut yc[oy * ow..room.max(end)]) };
+                    let (at, end) = (ybase + oy * ow, ybase + (next + 1) * ow);
+                    // 16 bytes where y has room, else only the two rows' bytes.
+                    let room = (at + 16).min(y.len());
+                    // SAFETY: SSE2 stores into `y` (see `store_bytes`).
+                    unsafe { store_bytes(bytes, &mut y[at..room.max(end)]) };
                     oy += 2;
                 }
                 oy0 = oy1;
                 continue;
             }
             for oy in oy0..oy1 {
-                let yr = &mut yc[oy * ow..(oy + 1) * ow];
+                let yr = ybase + oy * ow;
                 let mut ox0 = 0;
                 while ox0 < ow {
                     // The last block of a row of at least 16 ends at the row's end
@@ -242,10 +245,16 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
                     let (even, odd) = unsafe {
                         block::<P, KH>(kh, row_len, &weights, base, sp.add(at0), sp.add(at1))
                     };
-                    let n = BLOCK.min(ow - ox0);
+                    // A row narrower than a block (ow < 16) spills into the next row
+                    // where y has room.
+                    let at = yr + ox0;
+                    let n = match at + BLOCK <= y.len() {
+                        true => BLOCK,
+                        false => BLOCK.min(ow - ox0),
+                    };
                     // SAFETY: AVX2 is present (this function's contract).
                     unsafe {
-                        store_bytes(pack16::<S>(rq, even, odd, scale), &mut yr[ox0..ox0 + n])
+                        store_bytes(pack16::<S>(rq, nr, even, odd, scale), &mut y[at..at + n])
                     };
                     ox0 += BLOCK;
                 }
@@ -329,15 +338,19 @@ unsafe fn block_two_rows<const P: usize, const KH: usize>(
 #[inline(always)]
 unsafe fn pack16<const S: usize>(
     rq: Requant,
+    nr: Option<Narrow>,
     even: __m256i,
     odd: __m256i,
     scale: Scale,
 ) -> __m128i {
     // SAFETY: AVX2 is present (the callers' contract).
     unsafe {
-        let (a, b) = (rq.lanes_q(even, scale), rq.lanes_q(odd, scale));
-        // Saturating packs are exact: every lane is in [-128, 127].
-        let words = _mm256_packs_epi32(a, b);
+        let words = match nr {
+            // The saturating output stage (exact where `Narrow::of` allows it).
+            Some(nr) => nr.words(nr.scaled(even, scale), nr.scaled(odd, scale)),
+            // Saturating packs are exact: every lane is in [-128, 127].
+            None => _mm256_packs_epi32(rq.lanes_q(even, scale), rq.lanes_q(odd, scale)),
+        };
         let words = match S {
             // Each 128-bit lane holds outputs (0, 2, 4, 6, 1, 3, 5, 7) + 8·lane.
             1 => _mm256_shuffle_epi8(
@@ -350,10 +363,14 @@ unsafe fn pack16<const S: usize>(
             // Quads (0–3, 8–11, 4–7, 12–15).
             _ => _mm256_permute4x64_epi64(words, 0xD8),
         };
-        _mm_packs_epi16(
+        let (lo, hi) = (
             _mm256_castsi256_si128(words),
             _mm256_extracti128_si256(words, 1),
-        )
+        );
+        match nr {
+            Some(nr) => nr.bytes(lo, hi),
+            None => _mm_packs_epi16(lo, hi),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ use core::ops::Range;
 
 use core::arch::x86_64::*;
 
-use super::avx2::{Requant, Scale};
+use super::avx2::{Narrow, Requant, Scale};
 use super::{Geo, Q};
 
 /// Outputs per micro-kernel tile (two vectors of eight).
@@ -678,6 +678,7 @@ unsafe fn tiles<const M: u8>(
         .all(|&t| t % d.len + d.tiles * PT <= d.len && t < xp.len()));
     debug_assert!(q.offs.len() >= os.end && os.start.is_multiple_of(MR));
     let rq = Requant::of(q);
+    let narrow = Narrow::of(q);
     let xb = xp.as_ptr();
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
     // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
@@ -708,9 +709,14 @@ unsafe fn tiles<const M: u8>(
                     let (voff, vs) = (_mm256_set1_epi32(off), Scale::of(q, oo));
                     // SAFETY: AVX2; the pieces are this part's outputs (the contract).
                     unsafe {
-                        let a = rq.lanes_q(_mm256_add_epi32(acc[0], voff), vs);
-                        let b = rq.lanes_q(_mm256_add_epi32(acc[1], voff), vs);
-                        let bytes = pack16(a, b);
+                        let (a, b) = (
+                            _mm256_add_epi32(acc[0], voff),
+                            _mm256_add_epi32(acc[1], voff),
+                        );
+                        let bytes = match narrow {
+                            Some(nr) => nr.pack16(a, b, vs),
+                            None => pack16(rq.lanes_q(a, vs), rq.lanes_q(b, vs)),
+                        };
                         let base = oo * out.pix;
                         if whole {
                             let at = base + runs.runs[0].1 as usize;
@@ -816,8 +822,7 @@ pub(super) unsafe fn block_u8s8<const X_UNSIGNED: bool, const M: u8>(
     w: *const i32,
 ) -> [[__m256i; 2]; MR] {
     let z = _mm256_setzero_si256();
-    let ones = [1i16; 16];
-    let ones = ones.as_ptr();
+    let ones = ONES.0.as_ptr();
     let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21) = (z, z, z, z, z, z);
     let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51) = (z, z, z, z, z, z);
     let mut wp = w;
@@ -935,6 +940,13 @@ pub(super) fn note_quads(mode: u8) {
         crate::paths::note(crate::paths::Path::GemmVnni);
     }
 }
+
+/// The int16 ones of [`madd_ones`], on a cache line of their own: a stack array aligned
+/// to 2 bytes could straddle two lines, and every `vpmaddwd` of `block_u8s8` reads it
+/// (24 split loads a step cost a fifth of the u8×s8 GEMM's speed on a Zen 3).
+#[repr(C, align(64))]
+struct Ones([i16; 16]);
+static ONES: Ones = Ones([1; 16]);
 
 /// `vpmaddwd` of `p` with sixteen int16 ones read from memory (`ones`): the int16 pairs
 /// summed into int32. In `asm!` so that the ones stay a memory operand: held in a

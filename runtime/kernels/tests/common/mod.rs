@@ -161,7 +161,14 @@ pub fn conv_model(r: &mut Rng, cs: &ConvCase, o: ConvOpts) -> Option<ModelBuilde
     let bias: Vec<u8> = (0..cs.oc)
         .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
         .collect();
-    let mut rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, 0.02)).collect();
+    // A quarter of the models take multipliers up to 2 (the saturating output stage
+    // refuses those: the float-clamped one must be exact too).
+    let top = if r.next().is_multiple_of(4) {
+        2.0
+    } else {
+        0.02
+    };
+    let mut rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, top)).collect();
     if o.prelu {
         for c in 0..cs.oc {
             let slope = match r.next() % 6 {
@@ -261,8 +268,15 @@ pub fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wq: Vec<u8>) 
         .collect();
     let bias = (!r.next().is_multiple_of(4))
         .then(|| b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias))));
+    // A quarter of the models take multipliers up to 2 (the saturating output stage
+    // refuses those: the float-clamped one must be exact too).
+    let top = if r.next().is_multiple_of(4) {
+        2.0
+    } else {
+        0.02
+    };
     let rq: Vec<u8> = (0..oc)
-        .flat_map(|_| r.f(0.0005, 0.02).to_le_bytes())
+        .flat_map(|_| r.f(0.0005, top).to_le_bytes())
         .collect();
     let rq = b.add_tensor(tensor(DType::F32, &[oc], QuantSpec::None, Some(rq)));
     let yq = per_tensor(r);
