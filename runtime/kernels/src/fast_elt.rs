@@ -767,6 +767,20 @@ mod avx2 {
         } else {
             (a, b, y)
         };
+        // AVX2 Mul: sixteen elements a step on int16 products where `mul16` takes them.
+        #[cfg(feature = "std")]
+        let (a, b, y) = match arith {
+            Arith::Mul { za, zb, r, zf } if !avx512() => {
+                // SAFETY: AVX2 and FMA (the contract); the runs have one length.
+                let n = unsafe { mul16(za, zb, r, zf, a, b, y, lo, hi) };
+                let br = match b {
+                    Operand::Run(b) => Operand::Run(&b[n..]),
+                    splat => splat,
+                };
+                (&a[n..], br, &mut y[n..])
+            }
+            _ => (a, b, y),
+        };
         let n = y.len();
         let (vlo, vhi) = (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
         let (fmin, fmax) = (_mm256_set1_ps(-129.0), _mm256_set1_ps(128.0));
@@ -810,6 +824,104 @@ mod avx2 {
             }
             i += len;
         }
+    }
+
+    /// int8 Mul over the leading multiple of 16 of `y`, sixteen elements a step; returns
+    /// how many were done (0 where the bounds below do not hold). The reference's
+    /// `fin(((a − za)(b − zb)) as f32 · r + zf)` with the product exact in int16 halves
+    /// (`vpmullw` + `vpmulhw`: |a − za|, |b − zb| ≤ 255) and the same float multiply and
+    /// add; `fin`'s clamp to [−129, 128] is left to the saturating packs and the byte clamp
+    /// to [lo, hi]: its bounds are integers, so clamping before or after the rounding gives
+    /// one value, and |product · r + zf| < 2^30 (checked) keeps the rounding conversion
+    /// exact.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `a`, `y` (and `b` when a run) have one length.
+    #[cfg(feature = "std")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn mul16(
+        za: i32,
+        zb: i32,
+        r: f32,
+        zf: f32,
+        a: &[i8],
+        b: Operand<'_>,
+        y: &mut [i8],
+        lo: i32,
+        hi: i32,
+    ) -> usize {
+        let i8s = -128..=127;
+        let bounded = 65025.0 * r.abs() + zf.abs() < (1u32 << 30) as f32;
+        if !bounded
+            || !i8s.contains(&za)
+            || !i8s.contains(&zb)
+            || !i8s.contains(&lo)
+            || !i8s.contains(&hi)
+            || lo > hi
+        {
+            return 0;
+        }
+        match b {
+            // SAFETY: the contract, passed on.
+            Operand::Run(b) => unsafe { mul16_body::<true>(za, zb, r, zf, a, b, 0, y, lo, hi) },
+            Operand::Splat(v) => unsafe {
+                mul16_body::<false>(za, zb, r, zf, a, &[], v, y, lo, hi)
+            },
+        }
+    }
+
+    /// [`mul16`]'s loop: `b` a run (`RUN`) or the splat `bv`.
+    ///
+    /// # Safety
+    /// As [`mul16`], with its bounds checked.
+    #[cfg(feature = "std")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn mul16_body<const RUN: bool>(
+        za: i32,
+        zb: i32,
+        r: f32,
+        zf: f32,
+        a: &[i8],
+        b: &[i8],
+        bv: i8,
+        y: &mut [i8],
+        lo: i32,
+        hi: i32,
+    ) -> usize {
+        let n = y.len() / 16 * 16;
+        let (za16, zb16) = (_mm256_set1_epi16(za as i16), _mm256_set1_epi16(zb as i16));
+        let splat = _mm256_set1_epi16(bv as i16 - zb as i16);
+        let (vr, vzf) = (_mm256_set1_ps(r), _mm256_set1_ps(zf));
+        let (vlo, vhi) = (_mm_set1_epi8(lo as i8), _mm_set1_epi8(hi as i8));
+        // SAFETY: 16 bytes at `s`, unaligned-safe.
+        let load = |s: &[i8]| unsafe {
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(s[..16].as_ptr() as *const __m128i))
+        };
+        let real = |p: __m256i| {
+            _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), vr), vzf))
+        };
+        for i in (0..n).step_by(16) {
+            let av = _mm256_sub_epi16(load(&a[i..]), za16);
+            let bv = if RUN {
+                _mm256_sub_epi16(load(&b[i..]), zb16)
+            } else {
+                splat
+            };
+            let (pl, ph) = (_mm256_mullo_epi16(av, bv), _mm256_mulhi_epi16(av, bv));
+            // Elements (0–3, 8–11) and (4–7, 12–15) as int32; the pack restores the order.
+            let (p0, p1) = (_mm256_unpacklo_epi16(pl, ph), _mm256_unpackhi_epi16(pl, ph));
+            let w = _mm256_packs_epi32(real(p0), real(p1));
+            let v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            let v = _mm_min_epi8(_mm_max_epi8(v, vlo), vhi);
+            // SAFETY: 16 bytes of y from i (i + 16 <= n <= y.len()).
+            unsafe { _mm_storeu_si128(y[i..i + 16].as_mut_ptr() as *mut __m128i, v) };
+        }
+        if n > 0 {
+            crate::paths::note(crate::paths::Path::MulInt16);
+        }
+        n
     }
 
     /// `y[i] = table[x[i] + 128]` (`x` is `src`, or `y` itself in place), 32 bytes at a

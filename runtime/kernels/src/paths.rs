@@ -151,10 +151,13 @@ pub enum Path {
     /// `a + 128` bytes, B's raw int8 values, the zero points' terms in the output stage),
     /// one count per op; counted with `MatMulBlock` and `GemmAmx` too.
     MatMulAmx,
+    /// int8 Mul sixteen elements a step on int16 products (`fast_elt.rs` `mul16`, AVX2
+    /// hosts without AVX-512), one count per run of 16 or more.
+    MulInt16,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::MatMulAmx as usize + 1;
+const N: usize = Path::MulInt16 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

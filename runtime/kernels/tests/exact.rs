@@ -208,15 +208,23 @@ fn binary_model(
     b: &[usize],
     y: &[usize],
     ties: bool,
+    extreme: bool,
 ) -> (Vec<u8>, usize) {
     let mut m = ModelBuilder::default();
     let numel = |d: &[usize]| d.iter().product::<usize>();
     let input_first = r.next().is_multiple_of(2);
-    let mut tensor = |dims: &[usize], is_input: bool, r: &mut Rng| {
+    let mut tensor = |dims: &[usize], is_input: bool, is_y: bool, r: &mut Rng| {
         let data = (!is_input).then(|| (0..numel(dims)).map(|_| r.i8() as u8).collect());
         let quant = if ties {
             QuantSpec::PerTensor {
                 scale: [0.25, 0.5, 1.0][r.range(0, 2)],
+                zero_point: r.range(0, 255) as i32 - 128,
+            }
+        } else if extreme {
+            // Operand scales of 40, output 10^-4: Mul's factor 1.6·10^7 (the AVX2 Mul's
+            // int16 path refuses it: |product · factor| could pass 2^30).
+            QuantSpec::PerTensor {
+                scale: if is_y { 1e-4 } else { 40.0 },
                 zero_point: r.range(0, 255) as i32 - 128,
             }
         } else {
@@ -230,9 +238,9 @@ fn binary_model(
             layout: Default::default(),
         })
     };
-    let ta = tensor(a, input_first, r);
-    let tb = tensor(b, !input_first, r);
-    let ty = tensor(y, true, r);
+    let ta = tensor(a, input_first, false, r);
+    let tb = tensor(b, !input_first, false, r);
+    let ty = tensor(y, true, true, r);
     let (lo, hi) = if r.next().is_multiple_of(3) {
         (r.range(0, 100) as i32 - 128, r.range(0, 100) as i32 + 27)
     } else {
@@ -254,12 +262,14 @@ fn binary_model(
 /// [N, C, H, W], either side), scalars, trailing blocks repeated over the leading dims,
 /// and general broadcasts (rows of 16 or more take the fast path's row walk, shorter
 /// ones the reference); a quarter with power-of-two scales (exact ties: round half to
-/// even).
+/// even), a twentieth with extreme ones (results far out of range).
 #[test]
 fn binary_i8_matches_reference() {
     let seed = seed() ^ 0xE1;
     let mut r = Rng(seed);
     let neon = NeonCount::now();
+    #[cfg(target_arch = "x86_64")]
+    let mul16 = cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16);
     for case in 0..600 {
         let kind = if r.next().is_multiple_of(2) {
             OpKind::Add
@@ -286,8 +296,8 @@ fn binary_i8_matches_reference() {
             11 => (vec![1, c, 1, w], vec![n, 1, h, 1]),
             _ => (vec![1, c, h, 1], full.clone()),
         };
-        let ties = case % 4 == 0;
-        let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full, ties);
+        let (ties, extreme) = (case % 4 == 0, case % 20 == 5);
+        let (bytes, m) = binary_model(&mut r, kind, &a, &b, &full, ties, extreme);
         let input: Vec<u8> = (0..m).map(|_| r.i8() as u8).collect();
         assert_eq!(
             run(&bytes, CpuBackend, &input),
@@ -297,6 +307,12 @@ fn binary_i8_matches_reference() {
     }
     // All but the general broadcasts with short rows take the vector path.
     neon.check(400, seed);
+    // AVX2 hosts without AVX-512: Mul's runs of 16 or more took the int16 products.
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && !std::is_x86_feature_detected!("avx512f") {
+        let runs = cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16) - mul16;
+        assert!(runs > 100, "{runs} int16 Mul runs (CAIRN_SEED={seed})");
+    }
 }
 
 /// Per-tensor QuantizeLinear, with NaN, infinities, ties and values far out of range.
