@@ -978,7 +978,10 @@ fn batch_folded_conv_matches_reference() {
         ran += ok as usize;
         batched += (ok && small) as usize;
     }
-    assert!(ran > 25, "only {ran} valid cases");
+    assert!(
+        ran > 25 && batched > 20,
+        "only {ran} valid cases, {batched} on small maps"
+    );
     // AVX2 hosts with std: each batch of maps under 48 output pixels ran as one FC over its
     // patches (or, with four outputs or fewer in all, as a GEMV).
     #[cfg(target_arch = "x86_64")]
@@ -986,7 +989,7 @@ fn batch_folded_conv_matches_reference() {
         use cairn_kernels::paths::{taken, Path};
         let (b, v) = (taken(Path::ConvBatch), taken(Path::Gemv));
         assert!(
-            batched > 20 && (b + v) as usize >= batched,
+            (b + v) as usize >= batched,
             "{b} batched + {v} GEMV runs for {batched} small-map cases (CAIRN_SEED={seed})"
         );
     }
