@@ -14,7 +14,7 @@ use cairn_kernels::paths::{allow_vnni, taken, vnni_hardware, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
-use common::{run, seed, tensor, ConvCase, Rng};
+use common::{multiplier_top, run, seed, tensor, ConvCase, Rng};
 
 /// Zero points, scales and activation ranges of one random depthwise conv.
 struct Quant {
@@ -63,13 +63,7 @@ fn depthwise_model(r: &mut Rng, cs: &ConvCase, qs: &Quant) -> Option<Vec<u8>> {
     let wn = cs.oc * cs.k.0 * cs.k.1;
     // Full int8 range, -128 included: the fast path must not assume symmetric weights.
     let wq: Vec<u8> = (0..wn).map(|_| r.i8() as u8).collect();
-    // A quarter of the models take multipliers up to 2 (the saturating output stage
-    // refuses those: the float-clamped one must be exact too).
-    let top = if r.next().is_multiple_of(4) {
-        2.0
-    } else {
-        0.02
-    };
+    let top = multiplier_top(r);
     let one_scale = r.f(0.0005, top);
     let rq: Vec<u8> = (0..cs.oc)
         .flat_map(|_| {

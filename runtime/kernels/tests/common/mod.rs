@@ -26,6 +26,18 @@ impl Rng {
     }
 }
 
+/// The top of one model's requantization multipliers: 2 in a quarter of the models (the
+/// fast paths' saturating output stage refuses multipliers over 0.5, so the float-clamped
+/// stage must be exact too), else 0.02.
+#[allow(dead_code)] // not every test file builds requantized models
+pub fn multiplier_top(r: &mut Rng) -> f32 {
+    if r.next().is_multiple_of(4) {
+        2.0
+    } else {
+        0.02
+    }
+}
+
 pub fn seed() -> u64 {
     std::env::var("CAIRN_SEED")
         .ok()
@@ -161,13 +173,7 @@ pub fn conv_model(r: &mut Rng, cs: &ConvCase, o: ConvOpts) -> Option<ModelBuilde
     let bias: Vec<u8> = (0..cs.oc)
         .flat_map(|_| ((r.next() % 20001) as i32 - 10000).to_le_bytes())
         .collect();
-    // A quarter of the models take multipliers up to 2 (the saturating output stage
-    // refuses those: the float-clamped one must be exact too).
-    let top = if r.next().is_multiple_of(4) {
-        2.0
-    } else {
-        0.02
-    };
+    let top = multiplier_top(r);
     let mut rq: Vec<f32> = (0..cs.oc).map(|_| r.f(0.0005, top)).collect();
     if o.prelu {
         for c in 0..cs.oc {
@@ -268,13 +274,7 @@ pub fn weighted(b: &mut ModelBuilder, r: &mut Rng, dims: &[usize], wq: Vec<u8>) 
         .collect();
     let bias = (!r.next().is_multiple_of(4))
         .then(|| b.add_tensor(tensor(DType::I32, &[oc], QuantSpec::None, Some(bias))));
-    // A quarter of the models take multipliers up to 2 (the saturating output stage
-    // refuses those: the float-clamped one must be exact too).
-    let top = if r.next().is_multiple_of(4) {
-        2.0
-    } else {
-        0.02
-    };
+    let top = multiplier_top(r);
     let rq: Vec<u8> = (0..oc)
         .flat_map(|_| r.f(0.0005, top).to_le_bytes())
         .collect();
