@@ -141,7 +141,17 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize>(
     let (plane, out_plane) = (h * w, oh * ow);
     let row_len = plan.row_len;
     // Starts zeroed: the padding columns of every row, and the rows outside the image.
-    let mut stage = [0i16; STAGE_LEN];
+    // Only the entries a band uses are zeroed (the whole 32 KB was a `memset` a call).
+    let used = ((plan.band - 1) * g.sh + kh) * row_len;
+    debug_assert!(used <= STAGE_LEN);
+    let mut stage_mem = core::mem::MaybeUninit::<[i16; STAGE_LEN]>::uninit();
+    // SAFETY: `used` <= STAGE_LEN (`plan` bounds a band's rows to the buffer); the first
+    // `used` entries are written (zeros) before the slice over them is made.
+    let stage = unsafe {
+        let p = stage_mem.as_mut_ptr() as *mut i16;
+        core::ptr::write_bytes(p, 0, used);
+        core::slice::from_raw_parts_mut(p, used)
+    };
     // Whether staged row r holds image data (else it is all zeros).
     let mut has_data = [false; MAX_ROWS];
     let rq = Requant::of(q);
