@@ -97,7 +97,7 @@ pub(super) fn fits(g: &Geo) -> bool {
 pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: usize) {
     let plan = plan(g).expect("depthwise: the caller checked `fits`");
     assert!(c0 <= c1 && c1 <= g.n * g.c && y.len() == (c1 - c0) * g.oh * g.ow);
-    // Square 3×3, 5×5 and 7×7 kernels get their own copies (every tap loop unrolled, the
+    // Square 3×3, 5×5 and 7×7 kernels (and 3×5) get their own copies (every tap loop unrolled, the
     // weight pairs in registers); other shapes loop over the kernel rows.
     // SAFETY (all arms): AVX2 is present and the conv fits (the caller's contract).
     unsafe {
@@ -105,6 +105,9 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
             (1, 3, 3) => channels::<1, 2, 3>(g, q, y, c0, c1, &plan),
             (1, 5, 5) => channels::<1, 3, 5>(g, q, y, c0, c1, &plan),
             (1, 7, 7) => channels::<1, 4, 7>(g, q, y, c0, c1, &plan),
+            // 5×5 kernels on maps of two rows: the converter drops the kernel rows that
+            // only ever read padding, which leaves 3×5.
+            (1, 3, 5) => channels::<1, 3, 3>(g, q, y, c0, c1, &plan),
             (2, 3, 3) => channels::<2, 2, 3>(g, q, y, c0, c1, &plan),
             (2, 5, 5) => channels::<2, 3, 5>(g, q, y, c0, c1, &plan),
             (2, 7, 7) => channels::<2, 4, 7>(g, q, y, c0, c1, &plan),
