@@ -154,10 +154,13 @@ pub enum Path {
     /// int8 Mul sixteen elements a step on int16 products (`fast_elt.rs` `mul16`, AVX2
     /// hosts without AVX-512), one count per run of 16 or more.
     MulInt16,
+    /// int8 Add sixteen elements a step, clamped by saturation (`fast_elt.rs` `add16`,
+    /// AVX2 hosts without AVX-512), one count per run of 16 or more.
+    AddInt16,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::MulInt16 as usize + 1;
+const N: usize = Path::AddInt16 as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

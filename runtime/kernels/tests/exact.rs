@@ -221,10 +221,16 @@ fn binary_model(
                 zero_point: r.range(0, 255) as i32 - 128,
             }
         } else if extreme {
-            // Operand scales of 40, output 10^-4: Mul's factor 1.6·10^7 (the AVX2 Mul's
-            // int16 path refuses it: |product · factor| could pass 2^30).
+            // Output scale 10^-4; operand scales of 40 for Mul (a factor of 1.6·10^7: the
+            // AVX2 Mul's int16 path refuses it, |product · factor| could pass 2^30) and
+            // 2000 for Add (2·10^7 a term: past 2^31 for large operands, where the AVX2
+            // Add's sixteen-wide step refuses it).
             QuantSpec::PerTensor {
-                scale: if is_y { 1e-4 } else { 40.0 },
+                scale: match (is_y, kind) {
+                    (true, _) => 1e-4,
+                    (false, OpKind::Add) => 2000.0,
+                    (false, _) => 40.0,
+                },
                 zero_point: r.range(0, 255) as i32 - 128,
             }
         } else {
@@ -269,7 +275,10 @@ fn binary_i8_matches_reference() {
     let mut r = Rng(seed);
     let neon = NeonCount::now();
     #[cfg(target_arch = "x86_64")]
-    let mul16 = cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16);
+    let (mul16, add16) = (
+        cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16),
+        cairn_kernels::paths::taken(cairn_kernels::paths::Path::AddInt16),
+    );
     for case in 0..600 {
         let kind = if r.next().is_multiple_of(2) {
             OpKind::Add
@@ -307,11 +316,14 @@ fn binary_i8_matches_reference() {
     }
     // All but the general broadcasts with short rows take the vector path.
     neon.check(400, seed);
-    // AVX2 hosts without AVX-512: Mul's runs of 16 or more took the int16 products.
+    // AVX2 hosts without AVX-512: Mul's runs of 16 or more took the int16 products, and
+    // Add's the sixteen-wide saturating step.
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && !std::is_x86_feature_detected!("avx512f") {
         let runs = cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16) - mul16;
         assert!(runs > 100, "{runs} int16 Mul runs (CAIRN_SEED={seed})");
+        let runs = cairn_kernels::paths::taken(cairn_kernels::paths::Path::AddInt16) - add16;
+        assert!(runs > 100, "{runs} sixteen-wide Add runs (CAIRN_SEED={seed})");
     }
 }
 
