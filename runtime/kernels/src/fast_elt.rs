@@ -457,7 +457,10 @@ fn max_pool_2x2_narrow<const W: usize>(x: &[i8], y: &mut [i8]) {
     for r in r..rows {
         let (r0, r1) = (&x[2 * W * r..], &x[2 * W * r + W..]);
         for k in 0..ow {
-            y[r * ow + k] = r0[2 * k].max(r0[2 * k + 1]).max(r1[2 * k]).max(r1[2 * k + 1]);
+            y[r * ow + k] = r0[2 * k]
+                .max(r0[2 * k + 1])
+                .max(r1[2 * k])
+                .max(r1[2 * k + 1]);
         }
     }
 }
@@ -1033,7 +1036,11 @@ mod avx2 {
             return 0;
         }
         let n = y.len() / 16 * 16;
-        let (vra, vrb, vf) = (_mm256_set1_ps(ra), _mm256_set1_ps(rb), _mm256_set1_ps(fixed));
+        let (vra, vrb, vf) = (
+            _mm256_set1_ps(ra),
+            _mm256_set1_ps(rb),
+            _mm256_set1_ps(fixed),
+        );
         let (vlo, vhi) = (_mm_set1_epi8(lo as i8), _mm_set1_epi8(hi as i8));
         // The eight int8 from s[i] as f32 lanes.
         // SAFETY: 8 bytes at `s[i..]`, unaligned-safe.

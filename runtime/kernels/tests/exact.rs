@@ -323,7 +323,10 @@ fn binary_i8_matches_reference() {
         let runs = cairn_kernels::paths::taken(cairn_kernels::paths::Path::MulInt16) - mul16;
         assert!(runs > 100, "{runs} int16 Mul runs (CAIRN_SEED={seed})");
         let runs = cairn_kernels::paths::taken(cairn_kernels::paths::Path::AddInt16) - add16;
-        assert!(runs > 100, "{runs} sixteen-wide Add runs (CAIRN_SEED={seed})");
+        assert!(
+            runs > 100,
+            "{runs} sixteen-wide Add runs (CAIRN_SEED={seed})"
+        );
     }
 }
 
