@@ -834,37 +834,32 @@ mod avx2 {
         } else {
             (a, b, y)
         };
-        // AVX2 Mul: sixteen elements a step on int16 products where `mul16` takes them.
+        // AVX2 without AVX-512: sixteen elements a step where `mul16` (Mul, on int16
+        // products) or `add16` (Add) takes them, clamped by saturation; the rest below.
         #[cfg(feature = "std")]
-        let (a, b, y) = match arith {
-            Arith::Mul { za, zb, r, zf } if !avx512() => {
-                // SAFETY: AVX2 and FMA (the contract); the runs have one length.
-                let n = unsafe { mul16(za, zb, r, zf, a, b, y, lo, hi) };
-                let br = match b {
-                    Operand::Run(b) => Operand::Run(&b[n..]),
-                    splat => splat,
-                };
-                (&a[n..], br, &mut y[n..])
-            }
-            // AVX2 Add: sixteen elements a step, clamped by saturation where `add16`
-            // takes them.
-            Arith::Add {
-                ra,
-                rb,
-                fixed,
-                a_scalar,
-                b_scalar,
-            } if !avx512() => {
-                let terms = (ra, rb, fixed, a_scalar, b_scalar);
-                // SAFETY: AVX2 and FMA (the contract); the runs have one length.
-                let n = unsafe { add16(terms, a, b, y, lo, hi) };
-                let br = match b {
-                    Operand::Run(b) => Operand::Run(&b[n..]),
-                    splat => splat,
-                };
-                (&a[n..], br, &mut y[n..])
-            }
-            _ => (a, b, y),
+        let (a, b, y) = {
+            let done = match arith {
+                // SAFETY (both arms): AVX2 and FMA (the contract); the runs have one
+                // length.
+                Arith::Mul { za, zb, r, zf } if !avx512() => unsafe {
+                    mul16(za, zb, r, zf, a, b, y, lo, hi)
+                },
+                Arith::Add {
+                    ra,
+                    rb,
+                    fixed,
+                    a_scalar,
+                    b_scalar,
+                } if !avx512() => unsafe {
+                    add16((ra, rb, fixed, a_scalar, b_scalar), a, b, y, lo, hi)
+                },
+                _ => 0,
+            };
+            let b = match b {
+                Operand::Run(b) => Operand::Run(&b[done..]),
+                splat => splat,
+            };
+            (&a[done..], b, &mut y[done..])
         };
         let n = y.len();
         let (vlo, vhi) = (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
