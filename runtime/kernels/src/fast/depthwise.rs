@@ -105,8 +105,8 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
         })
         .count();
     let skip = 2 * partial >= g.oh;
-    // Square 3×3, 5×5 and 7×7 kernels (and 3×5) get their own copies (every tap loop unrolled, the
-    // weight pairs in registers); other shapes loop over the kernel rows.
+    // Square 3×3, 5×5 and 7×7 kernels (and 3×5) get their own copies (every tap loop
+    // unrolled, the weight pairs in registers); other shapes loop over the kernel rows.
     // SAFETY (all arms): AVX2 is present and the conv fits (the caller's contract).
     unsafe {
         match (g.sw, g.kh, g.kw) {
@@ -143,7 +143,8 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
 }
 
 /// `depthwise` for horizontal stride `S`, `P` tap pairs per kernel row and `KH` kernel
-/// rows (0: `g.kh`, read at run time).
+/// rows (0: `g.kh`, read at run time); with `SKIP`, the wide rows' blocks sum only the
+/// kernel rows over image rows.
 #[target_feature(enable = "avx2")]
 unsafe fn channels<const S: usize, const P: usize, const KH: usize, const SKIP: bool>(
     g: &Geo,
