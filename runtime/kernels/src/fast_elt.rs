@@ -456,12 +456,7 @@ fn max_pool_2x2_narrow<const W: usize>(x: &[i8], y: &mut [i8]) {
     // The last rows, where 16 bytes would read past x.
     for r in r..rows {
         let (r0, r1) = (&x[2 * W * r..], &x[2 * W * r + W..]);
-        for k in 0..ow {
-            y[r * ow + k] = r0[2 * k]
-                .max(r0[2 * k + 1])
-                .max(r1[2 * k])
-                .max(r1[2 * k + 1]);
-        }
+        max_pool_2x2_tail(r0, r1, &mut y[r * ow..(r + 1) * ow], 0);
     }
 }
 
@@ -844,15 +839,7 @@ mod avx2 {
                 Arith::Mul { za, zb, r, zf } if !avx512() => unsafe {
                     mul16(za, zb, r, zf, a, b, y, lo, hi)
                 },
-                Arith::Add {
-                    ra,
-                    rb,
-                    fixed,
-                    a_scalar,
-                    b_scalar,
-                } if !avx512() => unsafe {
-                    add16((ra, rb, fixed, a_scalar, b_scalar), a, b, y, lo, hi)
-                },
+                Arith::Add { .. } if !avx512() => unsafe { add16(arith, a, b, y, lo, hi) },
                 _ => 0,
             };
             let b = match b {
@@ -1018,51 +1005,40 @@ mod avx2 {
     #[cfg(feature = "std")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn add16(
-        (ra, rb, fixed, a_scalar, b_scalar): (f32, f32, f32, bool, bool),
+        arith: Arith,
         a: &[i8],
         b: Operand<'_>,
         y: &mut [i8],
         lo: i32,
         hi: i32,
     ) -> usize {
+        let Arith::Add { ra, rb, fixed, .. } = arith else {
+            return 0;
+        };
         let i8s = -128..=127;
         let bounded = 128.0 * (ra.abs() + rb.abs()) + fixed.abs() < (1u32 << 30) as f32;
         if !bounded || !i8s.contains(&lo) || !i8s.contains(&hi) || lo > hi {
             return 0;
         }
         let n = y.len() / 16 * 16;
-        let (vra, vrb, vf) = (
-            _mm256_set1_ps(ra),
-            _mm256_set1_ps(rb),
-            _mm256_set1_ps(fixed),
-        );
         let (vlo, vhi) = (_mm_set1_epi8(lo as i8), _mm_set1_epi8(hi as i8));
-        // The eight int8 from s[i] as f32 lanes.
-        // SAFETY: 8 bytes at `s[i..]`, unaligned-safe.
-        let lanes = |s: &[i8], i: usize| unsafe {
-            let v = _mm_loadl_epi64(s[i..i + 8].as_ptr() as *const __m128i);
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
-        };
         let splat = match b {
-            Operand::Splat(v) => _mm256_set1_ps(v as f32),
-            Operand::Run(_) => _mm256_setzero_ps(),
+            Operand::Splat(v) => _mm256_set1_epi32(v as i32),
+            Operand::Run(_) => _mm256_setzero_si256(),
         };
-        let value = |fa: __m256, fb: __m256| {
-            let v = if a_scalar {
-                _mm256_fmadd_ps(fb, vrb, vf)
-            } else if b_scalar {
-                _mm256_fmadd_ps(fa, vra, vf)
-            } else {
-                _mm256_fmadd_ps(fa, vra, _mm256_fmadd_ps(fb, vrb, vf))
-            };
-            _mm256_cvtps_epi32(v)
-        };
+        // The reference's fused multiply-adds (`arith_lanes!`), then only the rounding
+        // conversion: the clamps are the packs and the byte clamp below.
+        let value =
+            |av: __m256i, bv: __m256i| arith_lanes!(arith, av, bv, _mm256_cvtps_epi32, _mm256);
         for i in (0..n).step_by(16) {
-            let (fb0, fb1) = match b {
-                Operand::Run(b) => (lanes(b, i), lanes(b, i + 8)),
+            // SAFETY: 8 bytes at each of i and i + 8 (i + 16 <= n <= the runs' length).
+            let (a0, a1) = unsafe { (load8(&a[i..]), load8(&a[i + 8..])) };
+            let (b0, b1) = match b {
+                // SAFETY: as above.
+                Operand::Run(b) => unsafe { (load8(&b[i..]), load8(&b[i + 8..])) },
                 Operand::Splat(_) => (splat, splat),
             };
-            let (v0, v1) = (value(lanes(a, i), fb0), value(lanes(a, i + 8), fb1));
+            let (v0, v1) = (value(a0, b0), value(a1, b1));
             // Quads (0–3, 8–11, 4–7, 12–15) → (0–3, 4–7, 8–11, 12–15).
             let w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
             let v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));

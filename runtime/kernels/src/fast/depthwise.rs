@@ -99,10 +99,7 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
     assert!(c0 <= c1 && c1 <= g.n * g.c && y.len() == (c1 - c0) * g.oh * g.ow);
     // Output rows whose window reaches past the image's top or bottom.
     let partial = (0..g.oh)
-        .filter(|&oy| {
-            let iy = (oy * g.sh) as isize - g.pt;
-            iy < 0 || iy + g.kh as isize > g.h as isize
-        })
+        .filter(|&oy| image_rows(g, oy) != (0, g.kh))
         .count();
     let skip = 2 * partial >= g.oh;
     // Square 3×3, 5×5 and 7×7 kernels (and 3×5) get their own copies (every tap loop
@@ -140,6 +137,16 @@ pub(super) unsafe fn depthwise(g: &Geo, q: &Q<'_>, y: &mut [i8], c0: usize, c1: 
             },
         }
     }
+}
+
+/// The kernel rows `[ky0, ky1)` of output row `oy`'s window that lie on image rows.
+fn image_rows(g: &Geo, oy: usize) -> (usize, usize) {
+    let iy0 = (oy * g.sh) as isize - g.pt;
+    let ky0 = (-iy0).clamp(0, g.kh as isize) as usize;
+    (
+        ky0,
+        (g.h as isize - iy0).clamp(ky0 as isize, g.kh as isize) as usize,
+    )
 }
 
 /// `depthwise` for horizontal stride `S`, `P` tap pairs per kernel row and `KH` kernel
@@ -262,14 +269,7 @@ unsafe fn channels<const S: usize, const P: usize, const KH: usize, const SKIP: 
                 // the others read staged zeros and are skipped. (Always asked, the test
                 // made the many-row maps 10–25% slower on a Zen 3.)
                 let rows = match SKIP {
-                    true => {
-                        let iy0 = (oy * g.sh) as isize - g.pt;
-                        let ky0 = (-iy0).clamp(0, kh as isize) as usize;
-                        (
-                            ky0,
-                            (h as isize - iy0).clamp(ky0 as isize, kh as isize) as usize,
-                        )
-                    }
+                    true => image_rows(g, oy),
                     false => (0, kh),
                 };
                 let mut ox0 = 0;

@@ -617,22 +617,20 @@ struct Runs {
     runs: [(u8, u32, u8); PT],
 }
 
-impl Runs {
-    /// All 16 lanes to offset `at`.
-    #[inline(always)]
-    fn one(at: usize) -> Runs {
-        let mut runs = [(0, 0, 0); PT];
-        runs[0] = (0, at as u32, PT as u8);
-        Runs { n: 1, runs }
-    }
-}
-
 impl Out {
+    #[inline]
     fn runs(&self, p0: usize) -> Runs {
         let mut r = Runs {
             n: 0,
             runs: [(0, 0, 0); PT],
         };
+        // Without dropped columns (`wq == ow`, a pointwise conv) output p is byte p: a
+        // whole tile is one run, found without a division a row.
+        if self.wq == self.ow && p0 + PT <= self.end {
+            r.runs[0] = (0, p0 as u32, PT as u8);
+            r.n = 1;
+            return r;
+        }
         let end = (p0 + PT).min(self.end);
         let mut p = p0;
         while p < end {
@@ -698,14 +696,8 @@ unsafe fn tiles<const M: u8>(
         let o1 = (o0 + panel).min(os.end);
         for tile in ts.clone() {
             let p0 = tile * PT;
-            // The common case: the tile's 16 outputs are 16 consecutive bytes, from
-            // `first`. Without dropped columns (`wq == ow`, a pointwise conv) output p is
-            // byte p, and no runs are worked out (a division a row, per tile).
-            let plain = out.wq == out.ow && p0 + PT <= out.end;
-            let runs = match plain {
-                true => Runs::one(p0),
-                false => out.runs(p0),
-            };
+            let runs = out.runs(p0);
+            // The common case: the tile's 16 outputs are 16 consecutive bytes.
             let whole = runs.n == 1 && runs.runs[0].2 as usize == PT;
             let mut o = o0;
             while o < o1 {
