@@ -818,6 +818,20 @@ impl Q<'_> {
                 table.push(quantize_f32(f(c, real), py.0, py.1, -128, 127) as i8);
             }
         }
+        // A table that maps every value to itself between equal params (a `Max` with a
+        // bound below the range the calibration gave its input: the clamp a folded
+        // activation already applied) is no op at all: its output is its input.
+        let identity = px == py
+            && table
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v as i32 == (i % 256) as i32 - 128);
+        if identity {
+            let xq = self.get_q(x)?;
+            self.map_q.insert(op.outputs[0], xq);
+            self.forced.insert(op.outputs[0], py);
+            return Ok(());
+        }
         let shape = if axis < 0 {
             vec![256]
         } else {

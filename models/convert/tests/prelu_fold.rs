@@ -229,3 +229,39 @@ fn a_fold_after_a_max_pool_reads_the_pool_params() {
     // ratio of the two ranges on every output.
     assert!(err <= 5.0, "{err:.3} steps (CAIRN_SEED={seed})");
 }
+
+/// x → Conv → LeakyRelu → Clip(lo) → y: with `lo` below every value the calibration saw,
+/// the clip's table maps each int8 value to itself between equal params (the pattern of
+/// a `Max` with a constant bound after a LeakyRelu) and is dropped, so the graph is one
+/// conv; with `lo` inside the range the table stays.
+fn clipped_leaky(lo: f32) -> (Vec<(OpKind, usize)>, f32, u64) {
+    let seed = common::seed(11);
+    let mut s = seed;
+    let mut g = conv_prelu(&mut s, false, true);
+    let y1 = g.outputs[0];
+    let y = g.add("clipped", DType::F32, vec![1, OC, H, H]);
+    let f = UnaryFn::Clip as i32;
+    let params = vec![f, lo.to_bits() as i32, f32::INFINITY.to_bits() as i32];
+    g.ops.push(op(OpKind::Unary, &[y1], y, params));
+    g.outputs = vec![y];
+    let calib: Vec<_> = (0..8).map(|_| sample(&mut s)).collect();
+    let (kinds, err) = int8(&g, &calib);
+    (kinds, err, seed)
+}
+
+#[test]
+fn a_clip_below_the_range_is_no_op() {
+    let (kinds, err, seed) = clipped_leaky(-1000.0);
+    assert!(
+        !kinds.iter().any(|k| k.0 == OpKind::Lut) && kinds.contains(&(OpKind::Conv, 2 * OC)),
+        "one folded conv, no table (CAIRN_SEED={seed}): {kinds:?}"
+    );
+    assert!(err <= 0.51, "{err:.3} steps (CAIRN_SEED={seed})");
+    let (kinds, err, seed) = clipped_leaky(-0.05);
+    assert!(
+        kinds.iter().any(|k| k.0 == OpKind::Lut),
+        "a clip inside the range keeps its table (CAIRN_SEED={seed}): {kinds:?}"
+    );
+    // Rounded twice (the conv at the LeakyRelu's params, the table at the clip's).
+    assert!(err <= 1.5, "{err:.3} steps (CAIRN_SEED={seed})");
+}
