@@ -17,6 +17,10 @@ pub enum Path {
     /// One-channel int8 convs through the implicit GEMM as `4·⌈kw/4⌉` shifted-column
     /// channels with a `kh × 1` kernel (`fast/direct.rs` `width_windows`), one count per op.
     WidthWindows,
+    /// One-group convs through the implicit GEMM on transposed planes, where horizontal
+    /// padding on a narrow map would waste its tiles (`fast/direct.rs` `transposed`), one
+    /// count per op; counted with `Direct` too.
+    DirectTransposed,
     /// Depthwise convs on the AVX2 plane kernel.
     DepthwiseAvx2,
     /// Depthwise convs row by row (portable).

@@ -141,6 +141,60 @@ fn check(model: &[u8], input: &[u8], wide: bool, what: &dyn Fn() -> String) -> b
     g1 > g0
 }
 
+/// Convs on narrow maps with horizontal padding (the `1×3` layers of an audio embedding
+/// model, a padded `3×3` on a map a few columns wide): where the transposed planes save
+/// enough tiles, the implicit GEMM runs on them (`Path::DirectTransposed`). Every case,
+/// transposed or not, 7-bit or 8-bit weights, plain or pre-packed, equals the reference at
+/// 1–4 threads.
+#[test]
+fn transposed_convs_match_reference() {
+    both_ways(transposed_convs);
+}
+
+fn transposed_convs(vnni_on: bool) {
+    let seed = seed() ^ 0x7A5;
+    let mut r = Rng(seed);
+    let (mut transposed, mut cases) = (0, 0);
+    for case in 0..60 {
+        let k = [(1, 3), (1, 5), (3, 3), (1, 7), (2, 3), (3, 1)][r.range(0, 5)];
+        let pw = r.range(1, 3).min(k.1);
+        let cs = ConvCase {
+            n: [1, 1, 2][r.range(0, 2)],
+            c: r.range(12, 64),
+            h: r.range(4, 40),
+            w: r.range(1, 10),
+            oc: r.range(6, 48),
+            k,
+            stride: (r.range(1, 2), r.range(1, 2)),
+            pad: [r.range(0, 1) * (k.0 / 2), pw, 0, r.range(0, pw)],
+            dil: (1, r.range(1, 2)),
+            group: 1,
+        };
+        let wide = case % 3 == 2;
+        let Some(mut b) = conv_model(&mut r, &cs, wide) else {
+            continue;
+        };
+        let plain = b.finish().expect("valid conv model");
+        let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
+        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
+        let t0 = taken(Path::DirectTransposed);
+        check(&plain, &input, wide, &what);
+        if let Some(p) = packed {
+            check(&p, &input, wide, &|| format!("packed: {}", what()));
+        }
+        transposed += (taken(Path::DirectTransposed) > t0) as usize;
+        cases += 1;
+    }
+    assert!(cases >= 40, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        assert!(
+            transposed >= cases / 3,
+            "CAIRN_SEED={seed}: {transposed} of {cases} convs transposed"
+        );
+    }
+}
+
 #[test]
 fn seven_bit_convs_match_reference() {
     both_ways(convs_match_reference);

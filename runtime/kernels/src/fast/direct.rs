@@ -116,9 +116,70 @@ fn dims(g: &Geo) -> Option<Dims> {
 
 /// Run the conv (all images). The caller checked `fits(g)` and AVX2.
 pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
-    if !width_windows(g, q, y) {
-        conv_keyed(g, q, y, None);
+    if !width_windows(g, q, y) && !transposed(g, q, y) {
+        conv_keyed(g, q, y, None, false);
     }
+}
+
+std::thread_local! {
+    /// The transposed form's input and output planes (`transposed`), kept between calls.
+    static TRANSPOSED: RefCell<(Vec<i8>, Vec<i8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// What transposing one byte of a plane costs, in multiply-adds of the same time: the
+/// 8×8 blocks move about 16 bytes a cycle, the GEMM about 20 multiply-adds.
+const TRANSPOSE_WORK: u64 = 4;
+
+/// A conv whose outputs, numbered over the padded width, waste many tiles on dropped
+/// columns (horizontal padding on a narrow map: a `1×3` kernel with one column of padding
+/// on each side of a map 4 wide computes 6 columns to keep 4), run on the transposed
+/// planes instead: rows become columns, so the padding is above and below, where it costs
+/// no outputs. Input planes are transposed (`c × w × h`), the conv runs with the kernel's
+/// axes swapped (each tap keeps its packed weights; only its offset in the planes
+/// changes), and its `oc × ow × oh` output is transposed back. Same integers, same
+/// bytes. Taken where the tiles it saves outweigh the two transposes. Returns false
+/// (nothing done) where it does not apply.
+fn transposed(g: &Geo, q: &Q<'_>, y: &mut [i8]) -> bool {
+    let gt = Geo {
+        h: g.w,
+        w: g.h,
+        oh: g.ow,
+        ow: g.oh,
+        kh: g.kw,
+        kw: g.kh,
+        sh: g.sw,
+        sw: g.sh,
+        pt: g.pl,
+        pl: g.pt,
+        dh: g.dw,
+        dw: g.dh,
+        ..*g
+    };
+    let (Some(d), Some(dt)) = (dims(g), dims(&gt)) else {
+        return false;
+    };
+    if dt.tiles >= d.tiles || !fits(&gt) {
+        return false;
+    }
+    let tile = (g.oc.div_ceil(MR) * MR * g.c * g.kh * g.kw * PT) as u64;
+    let bytes = (g.n * (g.c * g.h * g.w + g.oc * g.oh * g.ow)) as u64;
+    if ((d.tiles - dt.tiles) as u64) * tile < TRANSPOSE_WORK * bytes {
+        return false;
+    }
+    TRANSPOSED.with(|s| {
+        let mut s = s.borrow_mut();
+        let (xt, yt) = &mut *s;
+        grow(xt, g.n * g.c * g.h * g.w, 0);
+        grow(yt, g.n * g.oc * g.oh * g.ow, 0);
+        let xt = &mut xt[..g.n * g.c * g.h * g.w];
+        let yt = &mut yt[..g.n * g.oc * g.oh * g.ow];
+        transpose_planes(q.x, g.n * g.c, g.h, g.w, xt);
+        let qt = Q { x: xt, ..*q };
+        crate::paths::note(crate::paths::Path::DirectTransposed);
+        conv_keyed(&gt, &qt, yt, None, true);
+        transpose_planes(yt, g.n * g.oc, g.ow, g.oh, y);
+    });
+    true
 }
 
 std::thread_local! {
@@ -209,14 +270,15 @@ fn width_windows(g: &Geo, q: &Q<'_>, y: &mut [i8]) -> bool {
             (1 << 30) | ((g.kh as u32) << 16) | g.oc as u32 & 0xffff,
         );
         crate::paths::note(crate::paths::Path::WidthWindows);
-        conv_keyed(&g2, &q2, y, Some(key));
+        conv_keyed(&g2, &q2, y, Some(key), false);
     });
     true
 }
 
 /// [`conv`] with the packed weights cached under `key` (default: the weights' own address,
-/// length, layout, taps and channels).
-fn conv_keyed(g: &Geo, q: &Q<'_>, y: &mut [i8], key: Option<(usize, usize, u32)>) {
+/// length, layout, taps and channels). `swapped`: `g` is the transposed geometry of the
+/// weights' conv (`transposed`), so its tap `(ky, kx)` is the weights' tap `(kx, ky)`.
+fn conv_keyed(g: &Geo, q: &Q<'_>, y: &mut [i8], key: Option<(usize, usize, u32)>, swapped: bool) {
     let Some(d) = dims(g) else { return };
     let pairs = g.c.div_ceil(2);
     let quads = g.c.div_ceil(4);
@@ -229,7 +291,12 @@ fn conv_keyed(g: &Geo, q: &Q<'_>, y: &mut [i8], key: Option<(usize, usize, u32)>
         for kx in 0..g.kw {
             let (yy, xx) = (ky * g.dh, kx * g.dw);
             let phase = (yy % g.sh) * g.sw + xx % g.sw;
-            taps[ky * g.kw + kx] = phase * d.len + (yy / g.sh) * d.wq + xx / g.sw;
+            let t = if swapped {
+                kx * g.kh + ky
+            } else {
+                ky * g.kw + kx
+            };
+            taps[t] = phase * d.len + (yy / g.sh) * d.wq + xx / g.sw;
         }
     }
     let taps = &taps[..ntaps];
@@ -387,6 +454,69 @@ impl Job<'_> {
     }
 }
 
+/// `planes` planes of `rows × cols` bytes from `src`, each transposed into `dst`
+/// (`cols × rows`): 8×8 blocks through SSE2 unpacks, the edges a byte at a time.
+fn transpose_planes(src: &[i8], planes: usize, rows: usize, cols: usize, dst: &mut [i8]) {
+    let len = rows * cols;
+    let (src, dst) = (&src[..planes * len], &mut dst[..planes * len]);
+    let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
+    for (a, b) in src.chunks_exact(len).zip(dst.chunks_exact_mut(len)) {
+        for r in (0..rb).step_by(8) {
+            for c in (0..cb).step_by(8) {
+                // SAFETY: rows r..r+8 and columns c..c+8 lie inside both planes (rb ≤ rows,
+                // cb ≤ cols); SSE2 is part of x86_64.
+                unsafe {
+                    block8(
+                        a.as_ptr().add(r * cols + c),
+                        cols,
+                        b.as_mut_ptr().add(c * rows + r),
+                        rows,
+                    )
+                };
+            }
+        }
+        for r in 0..rows {
+            let from = if r < rb { cb } else { 0 };
+            for c in from..cols {
+                b[c * rows + r] = a[r * cols + c];
+            }
+        }
+    }
+}
+
+/// One 8×8 byte block: `dst[j·ds + i] = src[i·ss + j]`.
+///
+/// # Safety
+/// Eight rows of eight bytes at `src` (stride `ss`) and at `dst` (stride `ds`).
+#[inline(always)]
+unsafe fn block8(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
+    // SAFETY: the contract; SSE2 only.
+    unsafe {
+        let r = |i: usize| _mm_loadl_epi64(src.add(i * ss) as *const __m128i);
+        // Bytes of rows (0,1), (2,3), (4,5), (6,7) interleaved; then words, then dwords:
+        // each 64-bit half of the last four holds one source column.
+        let t0 = _mm_unpacklo_epi8(r(0), r(1));
+        let t1 = _mm_unpacklo_epi8(r(2), r(3));
+        let t2 = _mm_unpacklo_epi8(r(4), r(5));
+        let t3 = _mm_unpacklo_epi8(r(6), r(7));
+        let (u0, u1) = (_mm_unpacklo_epi16(t0, t1), _mm_unpackhi_epi16(t0, t1));
+        let (u2, u3) = (_mm_unpacklo_epi16(t2, t3), _mm_unpackhi_epi16(t2, t3));
+        let cols = [
+            _mm_unpacklo_epi32(u0, u2),
+            _mm_unpackhi_epi32(u0, u2),
+            _mm_unpacklo_epi32(u1, u3),
+            _mm_unpackhi_epi32(u1, u3),
+        ];
+        for (k, v) in cols.into_iter().enumerate() {
+            _mm_storel_epi64(dst.add(2 * k * ds) as *mut __m128i, v);
+            _mm_storel_epi64(
+                dst.add((2 * k + 1) * ds) as *mut __m128i,
+                _mm_unpackhi_epi64(v, v),
+            );
+        }
+    }
+}
+
 fn grow<T: Copy>(v: &mut Vec<T>, len: usize, fill: T) {
     if v.len() < len {
         v.resize(len, fill);
@@ -516,6 +646,14 @@ fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, phase: usize, dst: 
     let a = &x[c0 * plane..(c0 + 1) * plane];
     // An odd last channel pairs with zeros (its weights are zero too).
     let b = (c0 + 1 < g.c).then(|| &x[(c0 + 1) * plane..(c0 + 2) * plane]);
+    if flat(g, d) {
+        // One run (see `pack_quad`).
+        let top = pt * d.wq;
+        dst[..top].fill(pad);
+        interleave(a, b, 0, 1, &mut dst[top..top + plane]);
+        dst[top + plane..].fill(pad);
+        return;
+    }
     let (py, px) = (phase / g.sw, phase % g.sw);
     for r in 0..d.hq {
         let row = &mut dst[r * d.wq..(r + 1) * d.wq];
@@ -540,6 +678,12 @@ fn pack_pair(g: &Geo, d: &Dims, zx: i8, x: &[i8], cp: usize, phase: usize, dst: 
     }
     // Slack past the planes' last row: read by dropped columns only.
     dst[d.hq * d.wq..].fill(pad);
+}
+
+/// Whether the input's rows are one run in its phase plane: stride 1, no padding columns
+/// (rows of padding above and below the image are allowed).
+fn flat(g: &Geo, d: &Dims) -> bool {
+    g.sh == 1 && g.sw == 1 && g.pl == 0 && d.wq == g.w && d.hq >= g.h + g.pt as usize
 }
 
 #[inline(always)]
@@ -1037,18 +1181,20 @@ fn pack_quad(g: &Geo, d: &Dims, zx: i8, x: &[i8], cq: usize, phase: usize, dst: 
         (c < g.c).then(|| &x[c * plane..(c + 1) * plane])
     });
     let (py, px) = (phase / g.sw, phase % g.sw);
-    // Unpadded, unstrided, full quad: the plane's rows are one run in the source and in
-    // the phase plane (a pointwise conv), so they interleave as one (no per-row tail).
-    let flat = g.sh == 1 && g.sw == 1 && pt == 0 && pl == 0 && d.wq == g.w && d.hq == g.h;
-    if let (true, [Some(a), Some(b), Some(c), Some(e)]) = (flat, chans) {
+    // Unstrided, no column padding, full quad: the plane's rows are one run in the source
+    // and in the phase plane (a pointwise conv, a `k×1` kernel, any transposed one), so
+    // they interleave as one (no per-row tail); padding rows above and below are fills.
+    if let (true, [Some(a), Some(b), Some(c), Some(e)]) = (flat(g, d), chans) {
+        let top = pt * d.wq;
+        dst[..top].fill(pad);
         interleave4(
             [Some(a), Some(b), Some(c), Some(e)],
             pad_byte,
             0,
             1,
-            &mut dst[..plane],
+            &mut dst[top..top + plane],
         );
-        dst[plane..].fill(pad);
+        dst[top + plane..].fill(pad);
         return;
     }
     for r in 0..d.hq {
