@@ -421,6 +421,34 @@ impl Narrow {
             self.bytes(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1))
         }
     }
+
+    /// Whether no PRelu is folded in and the activation range is all of int8: then
+    /// [`pack16_plain`](Self::pack16_plain) is [`pack16`](Self::pack16).
+    pub(super) fn plain(&self) -> bool {
+        // SAFETY: SSE2 register moves.
+        let (lo, hi) = unsafe {
+            (
+                _mm_cvtsi128_si32(self.lo) as i8,
+                _mm_cvtsi128_si32(self.hi) as i8,
+            )
+        };
+        !self.signed && lo == i8::MIN && hi == i8::MAX
+    }
+
+    /// [`pack16`](Self::pack16) where [`plain`](Self::plain) holds: one multiplier `s`
+    /// for every sign, and no byte clamp (the saturating pack is the range's clamp).
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn pack16_plain(self, a: __m256i, b: __m256i, s: __m256) -> __m128i {
+        // SAFETY: AVX2 (the caller's contract); register-only instructions.
+        unsafe {
+            let r = |v: __m256i| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+            let w = _mm256_permute4x64_epi64(self.words(r(a), r(b)), 0xD8);
+            _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1))
+        }
+    }
 }
 
 /// Eight int32 lanes already in [-128, 127] to eight int8 (saturating packs are exact),

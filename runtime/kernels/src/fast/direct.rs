@@ -831,6 +831,7 @@ unsafe fn tiles<const M: u8>(
     debug_assert!(q.offs.len() >= os.end && os.start.is_multiple_of(MR));
     let rq = Requant::of(q);
     let narrow = Narrow::of(q);
+    let plain = narrow.filter(|nr| nr.plain() && q.scales.len() >= os.end);
     let xb = xp.as_ptr();
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
     // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
@@ -857,17 +858,33 @@ unsafe fn tiles<const M: u8>(
                 };
                 for (k, acc) in acc.iter().enumerate().take(ob) {
                     let oo = o + k;
-                    let off = q.offs[oo];
-                    let (voff, vs) = (_mm256_set1_epi32(off), Scale::of(q, oo));
                     // SAFETY: AVX2; the pieces are this part's outputs (the contract).
                     unsafe {
-                        let (a, b) = (
-                            _mm256_add_epi32(acc[0], voff),
-                            _mm256_add_epi32(acc[1], voff),
-                        );
-                        let bytes = match narrow {
-                            Some(nr) => nr.pack16(a, b, vs),
-                            None => pack16(rq.lanes_q(a, vs), rq.lanes_q(b, vs)),
+                        let bytes = match plain {
+                            // The common stage: no PRelu, no clamp narrower than int8.
+                            // oo < os.end ≤ offs.len() (asserted above) = scales.len().
+                            Some(nr) => {
+                                let (off, s) =
+                                    (*q.offs.get_unchecked(oo), *q.scales.get_unchecked(oo));
+                                let voff = _mm256_set1_epi32(off);
+                                nr.pack16_plain(
+                                    _mm256_add_epi32(acc[0], voff),
+                                    _mm256_add_epi32(acc[1], voff),
+                                    _mm256_set1_ps(s),
+                                )
+                            }
+                            None => {
+                                let off = q.offs[oo];
+                                let (voff, vs) = (_mm256_set1_epi32(off), Scale::of(q, oo));
+                                let (a, b) = (
+                                    _mm256_add_epi32(acc[0], voff),
+                                    _mm256_add_epi32(acc[1], voff),
+                                );
+                                match narrow {
+                                    Some(nr) => nr.pack16(a, b, vs),
+                                    None => pack16(rq.lanes_q(a, vs), rq.lanes_q(b, vs)),
+                                }
+                            }
                         };
                         let base = oo * out.pix;
                         if whole {
