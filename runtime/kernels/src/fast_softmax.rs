@@ -117,6 +117,21 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     };
     #[cfg(not(target_arch = "x86_64"))]
     let outer_first = 0;
+    // Long rows over the last axis (a recognizer's classes, thousands a row): eight rows
+    // at a time, each summed in its own register, so the eight chains of dependent
+    // additions overlap (`long_rows`).
+    let outer_first = if outer_first == 0 && inner == 1 && n >= LONG_ROW && outer > 0 {
+        if !filled.iter().all(|&f| f) {
+            for (j, v) in e.iter_mut().enumerate() {
+                *v = libm::expf((j as i32 - 255) as f32 * sx);
+            }
+        }
+        crate::paths::note(crate::paths::Path::SoftmaxLongRows);
+        long_rows(xs, y, n, &e, (sy, zy));
+        outer
+    } else {
+        outer_first
+    };
     for o in outer_first..outer {
         for i in first..inner {
             let at = |k: usize| (o * n + k) * inner + i;
@@ -149,6 +164,107 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
                     y[a] = quantize_f32(e[idx(xs[a])] / sum, sy, zy, -128, 127) as i8;
                 }
             }
+        }
+    }
+}
+
+/// Shortest row `long_rows` takes (shorter ones go eight rows at a time through the
+/// column blocks on AVX2, or one at a time).
+const LONG_ROW: usize = 1025;
+
+/// Rows of `n` elements (`n` ≥ 256) over the last axis, eight at a time. Each row's sum
+/// runs in its own lane of `s`, element by element from the first (the reference's f32
+/// additions in its order), reading `e[x − max + 255]` through a table per row indexed by
+/// the byte `x` itself; then one table of 256 outputs per row (as the one-row path builds
+/// it), applied by the vector table kernel where the CPU has one. The last group repeats
+/// its last row in the unused lanes.
+fn long_rows(xs: &[i8], y: &mut [i8], n: usize, e: &[f32; 256], (sy, zy): (f32, i32)) {
+    for (xg, yg) in xs.chunks(8 * n).zip(y.chunks_mut(8 * n)) {
+        let rows = xg.len() / n;
+        let r: [&[i8]; 8] = core::array::from_fn(|j| &xg[j.min(rows - 1) * n..][..n]);
+        let m = r.map(|row| row.iter().copied().max().unwrap_or(0) as i32);
+        // t[j][x as u8] = e[x − m_j + 255] for x ≤ m_j (no larger x is in row j).
+        let t: [[f32; 256]; 8] = core::array::from_fn(|j| {
+            core::array::from_fn(|b| {
+                let d = b as u8 as i8 as i32 - m[j];
+                if d <= 0 {
+                    e[(d + 255) as usize]
+                } else {
+                    0.0
+                }
+            })
+        });
+        let s = long_sums(&r, &t);
+        for (j, yr) in yg.chunks_exact_mut(n).enumerate() {
+            // Indexed by x + 128, as the table kernel reads it.
+            let table: [i8; 256] = core::array::from_fn(|i| {
+                let d = i as i32 - 128 - m[j];
+                if d <= 0 {
+                    quantize_f32(e[(d + 255) as usize] / s[j], sy, zy, -128, 127) as i8
+                } else {
+                    0
+                }
+            });
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            if crate::fast_elt::table_bytes(&table, r[j], yr) {
+                continue;
+            }
+            for (d, &v) in yr.iter_mut().zip(r[j]) {
+                *d = table[(v as i32 + 128) as usize];
+            }
+        }
+    }
+}
+
+/// `Σ_k t[j][r[j][k]]` for each of the eight rows `r[j]` (all as long), added from the
+/// first element to the last.
+fn long_sums(r: &[&[i8]; 8], t: &[[f32; 256]; 8]) -> [f32; 8] {
+    let n = r[0].len();
+    assert!(r.iter().all(|row| row.len() == n));
+    let mut s = [0f32; 8];
+    for k in 0..n {
+        for j in 0..8 {
+            s[j] += t[j][r[j][k] as u8 as usize];
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each lane's sum is its row's in element order, bit for bit: a row whose first
+    /// element is 1.0 and whose thousands of others are each under half its last place
+    /// sums to exactly 1.0 in that order (any other order gathers the small ones first).
+    #[test]
+    fn long_sums_add_in_element_order() {
+        let n = 3000;
+        let mut t = [[0f32; 256]; 8];
+        let mut rows = [[0i8; 3000]; 8];
+        for (j, (tj, row)) in t.iter_mut().zip(rows.iter_mut()).enumerate() {
+            for (b, v) in tj.iter_mut().enumerate() {
+                *v = if b == 0 {
+                    1.0
+                } else {
+                    2e-8 * (1 + (b + j) % 2) as f32
+                };
+            }
+            for (k, x) in row.iter_mut().enumerate() {
+                *x = if k == 0 {
+                    0
+                } else {
+                    (1 + (k * 7 + j) % 200) as i8
+                };
+            }
+        }
+        let r: [&[i8]; 8] = core::array::from_fn(|j| &rows[j][..n]);
+        let s = super::long_sums(&r, &t);
+        for j in 0..8 {
+            let mut want = 0f32;
+            for &x in r[j] {
+                want += t[j][x as u8 as usize];
+            }
+            assert_eq!(s[j].to_bits(), want.to_bits(), "row {j}");
+            assert_eq!(want, 1.0, "row {j}: the small terms vanish in this order");
         }
     }
 }

@@ -119,6 +119,9 @@ pub enum Path {
     /// int8 Softmax over the last axis, eight rows at a time through the column blocks
     /// (`fast_softmax.rs`, AVX2), one count per op part.
     SoftmaxRows,
+    /// int8 Softmax over rows of more than 1024 elements on the last axis, eight rows'
+    /// sums at a time (`fast_softmax.rs` `long_rows`, every host), one count per op part.
+    SoftmaxLongRows,
     /// f32 conv GEMMs on the AVX-512F block with the weights packed once per model into
     /// the block's panels (`fast_f32/avx512.rs`, hosts with a weight cache); counted with
     /// `GemmF32Avx512` too, one count per GEMM call.

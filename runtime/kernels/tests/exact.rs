@@ -1195,10 +1195,15 @@ fn softmax_matches_reference() {
 
     #[cfg(target_arch = "x86_64")]
     let rows_before = taken(Path::SoftmaxRows);
-    // Cases that take the eight-row groups (asserted on x86_64 only).
-    let mut rows_expected = 0u64;
+    let long_before = taken(Path::SoftmaxLongRows);
+    // Cases that take the eight-row groups (asserted on x86_64 only), and the long rows.
+    let (mut rows_expected, mut long_expected) = (0u64, 0u64);
     for case in 0..60 {
-        let n = [r.range(1, 70), r.range(200, 1100)][r.range(0, 1)];
+        // Rows over 1024 on the last axis (a recognizer's 6625 classes) take `long_rows`.
+        let n = match case {
+            50..54 => r.range(1025, 7000),
+            _ => [r.range(1, 70), r.range(200, 1100), r.range(1025, 7000)][r.range(0, 2)],
+        };
         // Odd cases over an inner axis of 8 to 40 columns (a YOLOv8 head's softmax over 16
         // bins of 4 × 2100 columns): the AVX2 column blocks and a tail. From case 40 on,
         // many rows over the last axis (attention scores): groups of eight rows through
@@ -1216,6 +1221,7 @@ fn softmax_matches_reference() {
             r.range(1, 3)
         };
         rows_expected += (case >= 40 && n <= 1024) as u64;
+        long_expected += (inner == 1 && n > 1024) as u64;
         let dims = [outer, n, inner];
         let mut m = ModelBuilder::default();
         let x = m.add_tensor(TensorSpec {
@@ -1267,6 +1273,11 @@ fn softmax_matches_reference() {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = rows_expected;
     assert_eq!(taken(Path::SoftmaxTable) - before, 60, "CAIRN_SEED={seed}");
+    let long = taken(Path::SoftmaxLongRows) - long_before;
+    assert!(
+        long == long_expected && long >= 5,
+        "CAIRN_SEED={seed}: long rows {long} of {long_expected}"
+    );
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         let rows = taken(Path::SoftmaxRows) - rows_before;
