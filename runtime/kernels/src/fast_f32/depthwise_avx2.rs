@@ -321,7 +321,15 @@ macro_rules! plane_kernel {
             }
             let mut oy = 0;
             while oy < oh {
-                let rows = if oh - oy >= group { group } else { 1 };
+                // The rows left under a full group take the largest smaller block (a
+                // 7-row plane as 4 + 2 + 1 rows, not 7 single-chain rows, each a chain of
+                // dependent FMAs waiting out their latency).
+                let rows = match oh - oy {
+                    r if r >= group => group,
+                    r if r >= 4 && group > 4 => 4,
+                    r if r >= 2 && group > 2 => 2,
+                    _ => 1,
+                };
                 let mut j = 0;
                 while j < per_row {
                     let left = per_row - j;
