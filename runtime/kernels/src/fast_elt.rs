@@ -517,12 +517,8 @@ fn max_pool_planes(
                         for oy in 0..oh {
                             let v = &mut pr[pl..pl + w];
                             v.fill(i8::MIN);
-                            for ky in 0..g.kh {
-                                let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                                if iy < 0 || iy >= h as isize {
-                                    continue;
-                                }
-                                let r = &xp[iy as usize * w..(iy as usize + 1) * w];
+                            for iy in window_rows(g, oy, h) {
+                                let r = &xp[iy * w..(iy + 1) * w];
                                 for (d, &s) in v.iter_mut().zip(r) {
                                     *d = (*d).max(s);
                                 }
@@ -551,18 +547,22 @@ fn max_pool_planes(
                 for oy in 0..oh {
                     let yr = &mut y[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
                     yr.fill(i8::MIN);
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let xr = &xp[iy as usize * w..(iy as usize + 1) * w];
-                        max_into(xr, g, &sp, yr);
+                    for iy in window_rows(g, oy, h) {
+                        max_into(&xp[iy * w..(iy + 1) * w], g, &sp, yr);
                     }
                 }
             }
         },
     );
+}
+
+/// The input rows of output row `oy`'s window that lie inside the `h` rows, in order.
+#[inline(always)]
+fn window_rows(g: &crate::pool::Win, oy: usize, h: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..g.kh).filter_map(move |ky| {
+        let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+        (iy >= 0 && iy < h as isize).then_some(iy as usize)
+    })
 }
 
 /// Widest padded row the separable MaxPool stages (6 KB).

@@ -141,6 +141,21 @@ fn check(model: &[u8], input: &[u8], wide: bool, what: &dyn Fn() -> String) -> b
     g1 > g0
 }
 
+/// The conv of `cs` (random weights and inputs from `r`), plain and with its weights
+/// pre-packed (`Layout::Pairs6`), each through [`check`]. `None` where the window does not
+/// fit; else whether the plain model ran a GEMM path.
+fn check_conv(r: &mut Rng, cs: &ConvCase, wide: bool, what: &dyn Fn() -> String) -> Option<bool> {
+    let mut b = conv_model(r, cs, wide)?;
+    let plain = b.finish().expect("valid conv model");
+    let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
+    let input = inputs(r, cs.n * cs.c * cs.h * cs.w);
+    let ran = check(&plain, &input, wide, what);
+    if let Some(p) = packed {
+        check(&p, &input, wide, &|| format!("packed: {}", what()));
+    }
+    Some(ran)
+}
+
 /// Convs on narrow maps with horizontal padding (the `1×3` layers of an audio embedding
 /// model, a padded `3×3` on a map a few columns wide): where the transposed planes save
 /// enough tiles, the implicit GEMM runs on them (`Path::DirectTransposed`). Every case,
@@ -171,17 +186,10 @@ fn transposed_convs(vnni_on: bool) {
             group: 1,
         };
         let wide = case % 3 == 2;
-        let Some(mut b) = conv_model(&mut r, &cs, wide) else {
-            continue;
-        };
-        let plain = b.finish().expect("valid conv model");
-        let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
-        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
         let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
         let t0 = taken(Path::DirectTransposed);
-        check(&plain, &input, wide, &what);
-        if let Some(p) = packed {
-            check(&p, &input, wide, &|| format!("packed: {}", what()));
+        if check_conv(&mut r, &cs, wide, &what).is_none() {
+            continue;
         }
         transposed += (taken(Path::DirectTransposed) > t0) as usize;
         cases += 1;
@@ -220,18 +228,11 @@ fn convs_match_reference(vnni_on: bool) {
             group: 1,
         };
         let wide = case % 5 == 4;
-        let Some(mut b) = conv_model(&mut r, &cs, wide) else {
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
+        let Some(ran) = check_conv(&mut r, &cs, wide, &what) else {
             continue;
         };
-        let plain = b.finish().expect("valid conv model");
-        // The same conv with its weights pre-packed (`Layout::Pairs6`).
-        let packed = (b.pack_conv_weights(2048) > 0).then(|| b.finish().expect("packed conv"));
-        let input = inputs(&mut r, cs.n * cs.c * cs.h * cs.w);
-        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
-        gemm += check(&plain, &input, wide, &what) as usize;
-        if let Some(p) = packed {
-            check(&p, &input, wide, &|| format!("packed: {}", what()));
-        }
+        gemm += ran as usize;
         cases += 1;
     }
     assert!(cases >= 60, "CAIRN_SEED={seed}: {cases} convs built");
