@@ -831,7 +831,8 @@ unsafe fn tiles<const M: u8>(
     debug_assert!(q.offs.len() >= os.end && os.start.is_multiple_of(MR));
     let rq = Requant::of(q);
     let narrow = Narrow::of(q);
-    let plain = narrow.filter(|nr| nr.plain() && q.scales.len() >= os.end);
+    let plain =
+        narrow.filter(|nr| nr.plain() && q.scales.len() >= os.end && q.offs.len() >= os.end);
     let xb = xp.as_ptr();
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
     // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
@@ -862,7 +863,7 @@ unsafe fn tiles<const M: u8>(
                     unsafe {
                         let bytes = match plain {
                             // The common stage: no PRelu, no clamp narrower than int8.
-                            // oo < os.end ≤ offs.len() (asserted above) = scales.len().
+                            // oo < os.end ≤ offs.len(), scales.len() (checked for `plain`).
                             Some(nr) => {
                                 let (off, s) =
                                     (*q.offs.get_unchecked(oo), *q.scales.get_unchecked(oo));
