@@ -174,27 +174,16 @@ const LONG_ROW: usize = 1025;
 
 /// Rows of `n` elements (`n` ≥ 256) over the last axis, eight at a time. Each row's sum
 /// runs in its own lane of `s`, element by element from the first (the reference's f32
-/// additions in its order), reading `e[x − max + 255]` through a table per row indexed by
-/// the byte `x` itself; then one table of 256 outputs per row (as the one-row path builds
-/// it), applied by the vector table kernel where the CPU has one. The last group repeats
-/// its last row in the unused lanes.
+/// additions in its order) over `e[x − max + 255]`; then one table of 256 outputs per row
+/// (as the one-row path builds it), applied by the vector table kernel where the CPU has
+/// one. The last group repeats its last row in the unused lanes. (Under 2 KB of stack:
+/// the microcontroller paths take it too.)
 fn long_rows(xs: &[i8], y: &mut [i8], n: usize, e: &[f32; 256], (sy, zy): (f32, i32)) {
     for (xg, yg) in xs.chunks(8 * n).zip(y.chunks_mut(8 * n)) {
         let rows = xg.len() / n;
         let r: [&[i8]; 8] = core::array::from_fn(|j| &xg[j.min(rows - 1) * n..][..n]);
         let m = r.map(|row| row.iter().copied().max().unwrap_or(0) as i32);
-        // t[j][x as u8] = e[x − m_j + 255] for x ≤ m_j (no larger x is in row j).
-        let t: [[f32; 256]; 8] = core::array::from_fn(|j| {
-            core::array::from_fn(|b| {
-                let d = b as u8 as i8 as i32 - m[j];
-                if d <= 0 {
-                    e[(d + 255) as usize]
-                } else {
-                    0.0
-                }
-            })
-        });
-        let s = long_sums(&r, &t);
+        let s = long_sums(&r, &m, e);
         for (j, yr) in yg.chunks_exact_mut(n).enumerate() {
             // Indexed by x + 128, as the table kernel reads it.
             let table: [i8; 256] = core::array::from_fn(|i| {
@@ -216,15 +205,17 @@ fn long_rows(xs: &[i8], y: &mut [i8], n: usize, e: &[f32; 256], (sy, zy): (f32, 
     }
 }
 
-/// `Σ_k t[j][r[j][k]]` for each of the eight rows `r[j]` (all as long), added from the
-/// first element to the last.
-fn long_sums(r: &[&[i8]; 8], t: &[[f32; 256]; 8]) -> [f32; 8] {
+/// `Σ_k e[r[j][k] − m[j] + 255]` for each of the eight rows `r[j]` (all as long, every
+/// element at most its row's `m[j]`), added from the first element to the last.
+fn long_sums(r: &[&[i8]; 8], m: &[i32; 8], e: &[f32; 256]) -> [f32; 8] {
     let n = r[0].len();
     assert!(r.iter().all(|row| row.len() == n));
+    // The index as a byte: x − m + 255 is in 0..=255 for x ≤ m.
+    let base = m.map(|m| (255 - m) as u8);
     let mut s = [0f32; 8];
     for k in 0..n {
         for j in 0..8 {
-            s[j] += t[j][r[j][k] as u8 as usize];
+            s[j] += e[(r[j][k] as u8).wrapping_add(base[j]) as usize];
         }
     }
     s
@@ -233,35 +224,34 @@ fn long_sums(r: &[&[i8]; 8], t: &[[f32; 256]; 8]) -> [f32; 8] {
 #[cfg(test)]
 mod tests {
     /// Each lane's sum is its row's in element order, bit for bit: a row whose first
-    /// element is 1.0 and whose thousands of others are each under half its last place
-    /// sums to exactly 1.0 in that order (any other order gathers the small ones first).
+    /// element is its maximum (e = 1.0) and whose thousands of others each add under half
+    /// a last place sums to exactly 1.0 in that order (any other order gathers the small
+    /// ones first).
     #[test]
     fn long_sums_add_in_element_order() {
         let n = 3000;
-        let mut t = [[0f32; 256]; 8];
+        let mut e = [0f32; 256];
+        for (d, v) in e.iter_mut().enumerate() {
+            *v = if d == 255 {
+                1.0
+            } else {
+                2e-8 * (1 + d % 2) as f32
+            };
+        }
+        let m: [i32; 8] = core::array::from_fn(|j| 120 - 10 * j as i32);
         let mut rows = [[0i8; 3000]; 8];
-        for (j, (tj, row)) in t.iter_mut().zip(rows.iter_mut()).enumerate() {
-            for (b, v) in tj.iter_mut().enumerate() {
-                *v = if b == 0 {
-                    1.0
-                } else {
-                    2e-8 * (1 + (b + j) % 2) as f32
-                };
-            }
+        for (j, row) in rows.iter_mut().enumerate() {
             for (k, x) in row.iter_mut().enumerate() {
-                *x = if k == 0 {
-                    0
-                } else {
-                    (1 + (k * 7 + j) % 200) as i8
-                };
+                let below = if k == 0 { 0 } else { 1 + (k * 7 + j) % 170 };
+                *x = (m[j] - below as i32) as i8;
             }
         }
         let r: [&[i8]; 8] = core::array::from_fn(|j| &rows[j][..n]);
-        let s = super::long_sums(&r, &t);
+        let s = super::long_sums(&r, &m, &e);
         for j in 0..8 {
             let mut want = 0f32;
             for &x in r[j] {
-                want += t[j][x as u8 as usize];
+                want += e[(x as i32 - m[j] + 255) as usize];
             }
             assert_eq!(s[j].to_bits(), want.to_bits(), "row {j}");
             assert_eq!(want, 1.0, "row {j}: the small terms vanish in this order");
