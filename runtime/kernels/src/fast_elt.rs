@@ -577,11 +577,14 @@ fn pick(m: &[i8], s: usize, y: &mut [i8]) {
         y.copy_from_slice(&m[..y.len()]);
         return;
     }
-    let mut from = 0;
+    // Stride 2 on x86_64: SSE2 packs for the first sixteens (the rest below).
     #[cfg(target_arch = "x86_64")]
-    if s == 2 {
-        from = every_2nd_u8(bytemuck::cast_slice(m), bytemuck::cast_slice_mut(y));
-    }
+    let from = match s {
+        2 => every_2nd_u8(bytemuck::cast_slice(m), bytemuck::cast_slice_mut(y)),
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let from = 0;
     for (j, d) in y.iter_mut().enumerate().skip(from) {
         *d = m[j * s];
     }
