@@ -61,14 +61,20 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     let mut e = [0f32; 256];
     let mut filled = [false; 256];
     let mut qt = [0i8; 256];
+    // The whole table at once (the vector paths read any entry), unless already filled.
+    let fill_all = |e: &mut [f32; 256], filled: &mut [bool; 256]| {
+        if !filled.iter().all(|&f| f) {
+            for (j, v) in e.iter_mut().enumerate() {
+                *v = libm::expf((j as i32 - 255) as f32 * sx);
+            }
+            *filled = [true; 256];
+        }
+    };
     // Over an inner axis on AVX2, eight neighbouring columns at a time (`avx2::columns`,
     // the same bytes); the columns left, one at a time below.
     #[cfg(target_arch = "x86_64")]
     let first = if inner >= 8 && avx2::available() {
-        for (j, v) in e.iter_mut().enumerate() {
-            *v = libm::expf((j as i32 - 255) as f32 * sx);
-        }
-        filled = [true; 256];
+        fill_all(&mut e, &mut filled);
         for (xb, yb) in xs
             .chunks_exact(n * inner)
             .zip(y.chunks_exact_mut(n * inner))
@@ -87,12 +93,7 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     // their own row in its order, then transposed back; the rows left, one at a time.
     #[cfg(target_arch = "x86_64")]
     let outer_first = if inner == 1 && outer >= 8 && n <= ROWS_N_MAX && avx2::available() {
-        if !filled.iter().all(|&f| f) {
-            for (j, v) in e.iter_mut().enumerate() {
-                *v = libm::expf((j as i32 - 255) as f32 * sx);
-            }
-            filled = [true; 256];
-        }
+        fill_all(&mut e, &mut filled);
         crate::paths::note(crate::paths::Path::SoftmaxRows);
         let mut cols = [0i8; 8 * ROWS_N_MAX];
         let mut out = [0i8; 8 * ROWS_N_MAX];
@@ -121,11 +122,7 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     // at a time, each summed in its own register, so the eight chains of dependent
     // additions overlap (`long_rows`).
     let outer_first = if outer_first == 0 && inner == 1 && n >= LONG_ROW && outer > 0 {
-        if !filled.iter().all(|&f| f) {
-            for (j, v) in e.iter_mut().enumerate() {
-                *v = libm::expf((j as i32 - 255) as f32 * sx);
-            }
-        }
+        fill_all(&mut e, &mut filled);
         crate::paths::note(crate::paths::Path::SoftmaxLongRows);
         long_rows(xs, y, n, &e, (sy, zy));
         outer

@@ -127,7 +127,8 @@ std::thread_local! {
 }
 
 /// What transposing one byte of a plane costs, in multiply-adds of the same time: the
-/// 8×8 blocks move about 16 bytes a cycle, the GEMM about 20 multiply-adds.
+/// 8×8 blocks move about 16 bytes a cycle against the GEMM's 20 or so multiply-adds, but
+/// a narrow plane's edges go a byte at a time, so 4 rather than about 1.25.
 const TRANSPOSE_WORK: u64 = 4;
 
 /// A conv whose outputs, numbered over the padded width, waste many tiles on dropped
