@@ -164,10 +164,13 @@ pub enum Path {
     /// int8 Add sixteen elements a step, clamped by saturation (`fast_elt.rs` `add16`,
     /// AVX2 hosts without AVX-512), one count per run of 16 or more.
     AddInt16,
+    /// int8 depthwise convs on small maps, sixteen channels a block in channels-last order
+    /// (`fast/depthwise_cl.rs`); counted with `DepthwiseSimd` too.
+    DepthwiseChannelsLast,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::AddInt16 as usize + 1;
+const N: usize = Path::DepthwiseChannelsLast as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
@@ -280,6 +283,41 @@ pub fn allow_vnni(on: bool) -> bool {
     {
         let _ = on;
         false
+    }
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    static SMALL_DW_OFF: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether int8 depthwise convs on small maps may take the channels-last kernel
+/// (`fast/depthwise_cl.rs`, AVX2 hosts with `std`) on this thread: yes unless
+/// [`allow_small_depthwise`] turned it off.
+pub fn small_depthwise() -> bool {
+    #[cfg(feature = "std")]
+    {
+        !SMALL_DW_OFF.with(|c| c.get())
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        true
+    }
+}
+
+/// Let depthwise convs run on this thread take the channels-last small-map kernel (the
+/// default) or not (they keep the plane kernels): for tests and comparisons of the two
+/// on one host. Per thread (the choice is made on the thread that runs the op); returns
+/// the previous setting.
+pub fn allow_small_depthwise(on: bool) -> bool {
+    #[cfg(feature = "std")]
+    {
+        !SMALL_DW_OFF.with(|c| c.replace(!on))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = on;
+        true
     }
 }
 

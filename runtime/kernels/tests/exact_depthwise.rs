@@ -10,7 +10,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::op::conv;
 use cairn_core::{DType, OpKind};
-use cairn_kernels::paths::{allow_vnni, taken, vnni_hardware, Path};
+use cairn_kernels::paths::{allow_small_depthwise, allow_vnni, taken, vnni_hardware, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -24,6 +24,8 @@ struct Quant {
     lo: i32,
     hi: i32,
     bias: bool,
+    /// A folded PRelu: a second multiplier per channel for accumulators below zero.
+    prelu: bool,
 }
 
 fn random_quant(r: &mut Rng) -> Quant {
@@ -46,6 +48,7 @@ fn random_quant(r: &mut Rng) -> Quant {
         lo,
         hi,
         bias: !r.next().is_multiple_of(4),
+        prelu: false,
     }
 }
 
@@ -65,7 +68,7 @@ fn depthwise_model(r: &mut Rng, cs: &ConvCase, qs: &Quant) -> Option<Vec<u8>> {
     let wq: Vec<u8> = (0..wn).map(|_| r.i8() as u8).collect();
     let top = multiplier_top(r);
     let one_scale = r.f(0.0005, top);
-    let rq: Vec<u8> = (0..cs.oc)
+    let mut rq: Vec<u8> = (0..cs.oc)
         .flat_map(|_| {
             let s = if qs.per_channel {
                 r.f(0.0005, top)
@@ -75,6 +78,18 @@ fn depthwise_model(r: &mut Rng, cs: &ConvCase, qs: &Quant) -> Option<Vec<u8>> {
             s.to_le_bytes()
         })
         .collect();
+    // A folded PRelu: each channel's multiplier below zero is its slope (in [−1, 1])
+    // times the one above.
+    if qs.prelu {
+        let neg: Vec<u8> = rq
+            .chunks_exact(4)
+            .flat_map(|b| {
+                let s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                (s * r.f(-1.0, 1.0)).to_le_bytes()
+            })
+            .collect();
+        rq.extend(neg);
+    }
     let bias: Vec<u8> = (0..cs.oc)
         .flat_map(|_| ((r.next() % 40001) as i32 - 20000).to_le_bytes())
         .collect();
@@ -99,7 +114,8 @@ fn depthwise_model(r: &mut Rng, cs: &ConvCase, qs: &Quant) -> Option<Vec<u8>> {
         Some(wq),
     ));
     let bb = b.add_tensor(tensor(DType::I32, &[cs.oc], QuantSpec::None, Some(bias)));
-    let rqt = b.add_tensor(tensor(DType::F32, &[cs.oc], QuantSpec::None, Some(rq)));
+    let n_mult = rq.len() / 4;
+    let rqt = b.add_tensor(tensor(DType::F32, &[n_mult], QuantSpec::None, Some(rq)));
     let y = b.add_tensor(tensor(
         DType::I8,
         &[cs.n, cs.oc, oh, ow],
@@ -192,7 +208,12 @@ fn depthwise_simd_matches_reference() {
             dil: (1, 1),
             group: c,
         };
-        if let Some(ran) = check(&mut r, &cs, seed, case) {
+        // Every other case keeps small maps on the plane kernel (the channels-last one
+        // has its own test below).
+        let before = allow_small_depthwise(case % 2 == 0);
+        let result = check(&mut r, &cs, seed, case);
+        allow_small_depthwise(before);
+        if let Some(ran) = result {
             cases += 1;
             fast += ran as usize;
         }
@@ -233,6 +254,8 @@ fn depthwise_vnni_and_avx2_match_reference() {
     if !vnni {
         eprintln!("no AVX-512 VNNI + VBMI here (or CAIRN_VNNI=0): the VNNI depthwise kernel is not tested");
     }
+    // Small maps would take the channels-last kernel first.
+    let small = allow_small_depthwise(false);
     let (mut cases, mut on_vnni) = (0, 0);
     for case in 0..240 {
         // One channel would be a one-group conv.
@@ -297,12 +320,103 @@ fn depthwise_vnni_and_avx2_match_reference() {
             }
         }
     }
+    allow_small_depthwise(small);
     if vnni {
         assert!(cases > 150, "{cases}");
         assert_eq!(
             on_vnni, cases,
             "every case takes the VNNI kernel where the CPU has it"
         );
+    }
+}
+
+/// Small maps on the channels-last kernel (`fast/depthwise_cl.rs`): channel counts that
+/// leave partial blocks of sixteen, one and two images, square and non-square kernels up
+/// to 7 × 7 (odd and even widths), strides 1–3, dilations 1–2, asymmetric padding, a
+/// folded PRelu, clamps; equal to the reference, and the path counter says the kernel ran
+/// wherever the map is small.
+#[test]
+fn small_depthwise_matches_reference() {
+    let seed = seed() ^ 0xD6;
+    let mut r = Rng(seed);
+    let (mut cases, mut small, mut ran) = (0, 0, 0);
+    for case in 0..300 {
+        let c = match r.next() % 3 {
+            0 => r.range(2, 16),
+            1 => r.range(16, 40),
+            _ => 16 * r.range(1, 3),
+        };
+        // Up to 7 × 7: larger kernels leave the conv fast paths.
+        let k = match r.next() % 6 {
+            0 => r.range(1, 7),
+            1..=3 => 3,
+            4 => 5,
+            _ => 7,
+        };
+        let kh = if r.next().is_multiple_of(4) {
+            r.range(1, 7)
+        } else {
+            k
+        };
+        let dil = if r.next().is_multiple_of(5) { 2 } else { 1 };
+        let s = r.range(1, 3);
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 16),
+            w: r.range(1, 16),
+            oc: c,
+            k: (kh, k),
+            stride: (r.range(1, 3), s),
+            pad: [
+                r.range(0, kh / 2 + 1),
+                r.range(0, k / 2 + 1),
+                r.range(0, kh / 2 + 1),
+                r.range(0, k / 2 + 1),
+            ],
+            dil: (dil, if r.next().is_multiple_of(3) { 1 } else { dil }),
+            group: c,
+        };
+        let mut qs = random_quant(&mut r);
+        qs.prelu = r.next().is_multiple_of(3);
+        let Some(bytes) = depthwise_model(&mut r, &cs, &qs) else {
+            continue;
+        };
+        let input: Vec<u8> = (0..cs.n * cs.c * cs.h * cs.w)
+            .map(|_| r.i8() as u8)
+            .collect();
+        let reference = run(&bytes, RefBackend, &input);
+        let before = taken(Path::DepthwiseChannelsLast);
+        let fast = run(&bytes, CpuBackend, &input);
+        let took = taken(Path::DepthwiseChannelsLast) > before;
+        assert_eq!(
+            fast, reference,
+            "CAIRN_SEED={seed} case {case}: {cs:?} zx {} zy {} act {}..={} per-channel {} prelu {} (channels-last kernel ran: {took})",
+            qs.zx, qs.zy, qs.lo, qs.hi, qs.per_channel, qs.prelu
+        );
+        cases += 1;
+        ran += took as usize;
+        // The kernel takes every conv whose staged window (the rows and tap-pair columns
+        // its outputs read) is at most 256 pixels.
+        let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
+        let ew = cs.dil.1 * (cs.k.1 - 1) + 1;
+        let oh = (cs.h + cs.pad[0] + cs.pad[2] - eh) / cs.stride.0 + 1;
+        let ow = (cs.w + cs.pad[1] + cs.pad[3] - ew) / cs.stride.1 + 1;
+        let hs = (oh - 1) * cs.stride.0 + eh;
+        let ws = (ow - 1) * cs.stride.1 + 2 * (cs.k.1.div_ceil(2) - 1) * cs.dil.1 + 1;
+        if hs * ws <= 256 {
+            small += 1;
+            if simd_host() && cfg!(target_arch = "x86_64") {
+                assert!(
+                    took,
+                    "CAIRN_SEED={seed} case {case}: {cs:?} ({oh}×{ow}) missed the kernel"
+                );
+            }
+        }
+    }
+    assert!(cases > 200 && small > 100, "{cases} {small}");
+    if simd_host() && cfg!(target_arch = "x86_64") {
+        assert_eq!(ran, small, "only small windows take the kernel");
     }
 }
 
@@ -355,6 +469,14 @@ fn depthwise_throughput() {
         (192, 56, 56, 3, 1),
         (576, 14, 14, 3, 1),
         (1344, 7, 7, 3, 1),
+        (192, 56, 56, 3, 2),
+        (288, 28, 28, 3, 1),
+        (288, 28, 28, 3, 2),
+        (528, 14, 14, 3, 1),
+        (816, 14, 14, 3, 2),
+        (128, 20, 20, 3, 1),
+        (256, 16, 16, 3, 1),
+        (480, 10, 10, 5, 1),
     ];
     let mut r = Rng(seed());
     // DW_LAYER=i runs layer i alone (for `perf stat`).
@@ -383,35 +505,35 @@ fn depthwise_throughput() {
         let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
         let (oh, ow) = ((h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1);
         let macs = (c * oh * ow * k * k) as f64;
-        // Where the CPU has VNNI, the AVX2 kernel (VNNI off) and the VNNI one, rounds
-        // interleaved so that both see the same load.
-        let modes: &[bool] = if vnni_hardware().is_some() {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        let mut best = [f64::MAX; 2];
+        // The AVX2 plane kernel, the channels-last one where the map is small enough
+        // (`cl`), and where the CPU has VNNI the VNNI plane kernel: rounds interleaved so
+        // that all see the same load.
+        let mut modes = vec![("avx2", false, false)];
+        if (oh * ow) <= 1024 {
+            modes.push(("cl", false, true));
+        }
+        if vnni_hardware().is_some() {
+            modes.push(("vnni", true, false));
+        }
+        let mut best = vec![f64::MAX; modes.len()];
         for _ in 0..15 {
-            for &on in modes {
-                allow_vnni(on);
+            for (m, &(_, vnni, cl)) in modes.iter().enumerate() {
+                allow_vnni(vnni);
+                allow_small_depthwise(cl);
                 let t = std::time::Instant::now();
                 for _ in 0..20 {
                     it.invoke().unwrap();
                 }
-                best[on as usize] = best[on as usize].min(t.elapsed().as_secs_f64() / 20.0);
+                best[m] = best[m].min(t.elapsed().as_secs_f64() / 20.0);
             }
         }
         allow_vnni(true);
+        allow_small_depthwise(true);
         let shown: Vec<String> = modes
             .iter()
-            .map(|&on| {
-                let b = best[on as usize];
-                format!(
-                    "{}: {:8.1} us {:6.2} GMAC/s",
-                    if on { "vnni" } else { "avx2" },
-                    b * 1e6,
-                    macs / b / 1e9
-                )
+            .zip(&best)
+            .map(|(&(name, _, _), &b)| {
+                format!("{name}: {:8.1} us {:6.2} GMAC/s", b * 1e6, macs / b / 1e9)
             })
             .collect();
         println!("dw {c}x{h}x{w} k{k} s{s}: {}", shown.join(" | "));

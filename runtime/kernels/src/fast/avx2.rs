@@ -223,6 +223,20 @@ impl Scale {
         }
     }
 
+    /// Each lane's own multipliers (`pos` at or above zero, `neg` below), in whatever
+    /// channel order the caller's accumulators hold.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    pub(super) fn from_lanes(pos: &[f32; 8], neg: &[f32; 8]) -> Scale {
+        // SAFETY: 32 bytes of each 8-lane array (AVX, present wherever this module runs).
+        unsafe {
+            Scale {
+                pos: _mm256_loadu_ps(pos.as_ptr()),
+                neg: _mm256_loadu_ps(neg.as_ptr()),
+            }
+        }
+    }
+
     #[inline(always)]
     pub(super) fn of(q: &Q<'_>, c: usize) -> Scale {
         // SAFETY: plain register broadcasts (SSE/AVX, present wherever this module runs).

@@ -69,6 +69,8 @@ mod amx_conv;
 pub(crate) use amx::granted as amx_granted;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod depthwise;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod depthwise_cl;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod depthwise_neon;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -320,6 +322,26 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
             im2col_i8::<IM2COL_MAX_K>(&g, &q, y);
         }
     } else if g.g == g.c && g.oc == g.c {
+        // Small maps: sixteen channels at a time, channels last (the plane kernels below
+        // spend most of a small plane on the channel's setup).
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if avx2::available()
+            && q.wp.is_none()
+            && crate::paths::small_depthwise()
+            && depthwise_cl::fits(&g)
+        {
+            crate::paths::note(crate::paths::Path::DepthwiseSimd);
+            crate::paths::note(crate::paths::Path::DepthwiseChannelsLast);
+            let plane = (g.oh * g.ow).max(1);
+            let work = (y.len() * g.kh * g.kw) as u64;
+            crate::par::par_pieces(y, plane, work, |at, piece| {
+                let p0 = at / plane;
+                // SAFETY: AVX2 is present and the conv fits the kernel (checked); the
+                // operands' own slices; `piece` is planes p0.. of the output.
+                unsafe { depthwise_cl::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+            });
+            return Some(Ok(()));
+        }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if q.wp.is_none() && depthwise_vnni::fits(&g) && depthwise_vnni::available() {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
