@@ -45,6 +45,8 @@ mod deconv;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_avx2;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod depthwise_cl;
 #[cfg(feature = "std")]
 mod dft;
 mod direct;

@@ -167,10 +167,13 @@ pub enum Path {
     /// int8 depthwise convs on small maps, sixteen channels a block in channels-last order
     /// (`fast/depthwise_cl.rs`); counted with `DepthwiseSimd` too.
     DepthwiseChannelsLast,
+    /// f32 depthwise convs on small maps, eight channels a block in channels-last order
+    /// (`fast_f32/depthwise_cl.rs`), one count per op.
+    DepthwiseF32ChannelsLast,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::DepthwiseChannelsLast as usize + 1;
+const N: usize = Path::DepthwiseF32ChannelsLast as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {
@@ -291,9 +294,9 @@ std::thread_local! {
     static SMALL_DW_OFF: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-/// Whether int8 depthwise convs on small maps may take the channels-last kernel
-/// (`fast/depthwise_cl.rs`, AVX2 hosts with `std`) on this thread: yes unless
-/// [`allow_small_depthwise`] turned it off.
+/// Whether depthwise convs on small maps may take the channels-last kernels
+/// (`fast/depthwise_cl.rs` for int8, `fast_f32/depthwise_cl.rs` for f32; AVX2 hosts with
+/// `std`) on this thread: yes unless [`allow_small_depthwise`] turned it off.
 pub fn small_depthwise() -> bool {
     #[cfg(feature = "std")]
     {

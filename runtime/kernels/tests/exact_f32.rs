@@ -462,6 +462,71 @@ fn depthwise_f32_within_tolerance() {
     }
 }
 
+/// Small maps on the channels-last f32 depthwise kernel (`fast_f32/depthwise_cl.rs`): the
+/// plane kernel's bits (each lane the same chain of fused multiply-adds from the bias, a
+/// padding tap adding `0 · w` in both), so within the reference's tolerance; channel counts
+/// that leave partial blocks of eight, kernels up to 7 × 7, strides 1–3, dilations 1–2,
+/// asymmetric padding, clamps, one and two images.
+#[test]
+fn small_depthwise_f32_equals_plane_kernel_bit_for_bit() {
+    use cairn_kernels::paths::allow_small_depthwise;
+    let seed = seed();
+    let mut r = Rng(seed ^ 0xD0C1);
+    let host = cfg!(target_arch = "x86_64") && avx2_here();
+    let (mut cases, mut ran) = (0, 0);
+    for case in 0..200 {
+        let c = match r.next() % 3 {
+            0 => r.range(2, 8),
+            1 => r.range(8, 40),
+            _ => 8 * r.range(1, 4),
+        };
+        let k = [1, 3, 3, 5, 7][case % 5];
+        let dil = if r.next().is_multiple_of(5) { 2 } else { 1 };
+        let cs = ConvCase {
+            n: r.range(1, 2),
+            c,
+            h: r.range(1, 16),
+            w: r.range(1, 16),
+            oc: c,
+            k: (r.range(1, k), k),
+            stride: (r.range(1, 3), r.range(1, 3)),
+            pad: [r.range(0, 3), r.range(0, 3), r.range(0, 3), r.range(0, 3)],
+            dil: (dil, r.range(1, dil)),
+            group: c,
+        };
+        let Some(op) = conv_case(&mut r, &cs) else {
+            continue;
+        };
+        let n_in: usize = op.x.iter().product();
+        let input: Vec<f32> = (0..n_in).map(|_| r.f(-1.0, 1.0)).collect();
+        let in_bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = op.bytes(false);
+        let before = taken(Path::DepthwiseF32ChannelsLast);
+        let small = run(&bytes, CpuBackend, &in_bytes);
+        let took = taken(Path::DepthwiseF32ChannelsLast) > before;
+        let was = allow_small_depthwise(false);
+        let plane = run(&bytes, CpuBackend, &in_bytes);
+        allow_small_depthwise(was);
+        let what = || format!("CAIRN_SEED={seed} case {case}: {cs:?} (channels-last ran: {took})");
+        assert!(
+            small == plane,
+            "channels-last and plane kernels differ: {}",
+            what()
+        );
+        let reference = floats(&run(&bytes, RefBackend, &in_bytes));
+        within_tolerance(&op, &input, &reference, &floats(&small), &what);
+        cases += 1;
+        ran += took as usize;
+    }
+    assert!(cases > 150, "{cases}");
+    if host {
+        assert_eq!(
+            ran, cases,
+            "CAIRN_SEED={seed}: every small map takes the kernel"
+        );
+    }
+}
+
 /// Planes larger than the AVX2 depthwise kernel's buffer (PP-OCR's 160×160 maps) go band
 /// by band through it, within the tolerance of the reference's sums, bands meeting at
 /// every row.
@@ -867,5 +932,72 @@ fn whole_window_conv_f32_within_tolerance() {
                 "case {case}: no fast path (CAIRN_SEED={seed}, {what})"
             );
         }
+    }
+}
+
+/// GFLOP/s-style figures (MAC/s) of the f32 depthwise kernels on mobile backbone layers:
+/// the plane kernel and, where the map is small, the channels-last one, interleaved (min
+/// of 15 rounds). Timing only, asserts nothing:
+/// `cargo test -p cairn-kernels --features std --release --test exact_f32
+/// depthwise_f32_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn depthwise_f32_throughput() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_core::{Interpreter, Model};
+    use cairn_kernels::paths::allow_small_depthwise;
+    let layers = [
+        (64, 56, 56, 3, 1),
+        (128, 28, 28, 3, 1),
+        (128, 28, 28, 3, 2),
+        (256, 14, 14, 3, 1),
+        (256, 14, 14, 5, 1),
+        (256, 14, 14, 5, 2),
+        (512, 7, 7, 5, 1),
+        (576, 14, 14, 3, 1),
+        (1344, 7, 7, 3, 1),
+        (128, 20, 20, 3, 1),
+        (96, 24, 24, 3, 1),
+    ];
+    let mut r = Rng(seed());
+    for (c, h, w, k, s) in layers {
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h,
+            w,
+            oc: c,
+            k: (k, k),
+            stride: (s, s),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: c,
+        };
+        let op = conv_case(&mut r, &cs).unwrap();
+        let bytes = op.bytes(false);
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+        let macs = (op.y.iter().product::<usize>() * k * k) as f64;
+        let mut best = [f64::MAX; 2];
+        for _ in 0..15 {
+            for (m, on) in [false, true].into_iter().enumerate() {
+                let was = allow_small_depthwise(on);
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    it.invoke().unwrap();
+                }
+                best[m] = best[m].min(t.elapsed().as_secs_f64() / 20.0);
+                allow_small_depthwise(was);
+            }
+        }
+        println!(
+            "dw f32 {c}x{h}x{w} k{k} s{s}: plane {:8.1} us {:6.2} GMAC/s | small-map path on {:8.1} us {:6.2} GMAC/s",
+            best[0] * 1e6,
+            macs / best[0] / 1e9,
+            best[1] * 1e6,
+            macs / best[1] / 1e9
+        );
     }
 }

@@ -25,6 +25,13 @@ pub(super) fn fits(g: &Geo) -> bool {
 /// The depthwise conv of `g` (one input channel per group, one output channel per input
 /// channel) over the whole batch; the caller checked the slice lengths and `fits`.
 pub(super) fn depthwise(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
+    // Small maps: eight channels at a time, channels last (the same bits as the plane
+    // kernel below).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if super::avx2::available() && crate::paths::small_depthwise() && super::depthwise_cl::fits(g) {
+        super::depthwise_cl::depthwise(g, gm, x, y);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::avx2::available() && super::depthwise_avx2::fits(g) {
         super::depthwise_avx2::depthwise(g, gm, x, y);
