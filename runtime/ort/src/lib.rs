@@ -3,7 +3,8 @@
 //! is given a device execution provider (NNAPI, CoreML, QNN, XNNPACK).
 //!
 //! The library is found through `ORT_DYLIB_PATH`, else in the repository's `.venv`
-//! (the PyPI `onnxruntime` wheel ships `libonnxruntime.so`).
+//! (the PyPI `onnxruntime` wheel ships `libonnxruntime.so`), looked for above the current
+//! directory, the executable and the source tree it was built from.
 //!
 //! As a backend: [`export`] writes a `.cairn` graph (or a segment of it) back to a QDQ
 //! ONNX graph and [`backend::OrtFactory`] runs the segments a partition places on it,
@@ -22,37 +23,111 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use ort::session::builder::{AutoDevicePolicy, GraphOptimizationLevel};
 use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor, TensorElementType};
 
 static INIT: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> =
     OnceLock::new();
 
-/// Where libonnxruntime is: `ORT_DYLIB_PATH`, else `.venv/lib/python*/site-packages/onnxruntime/capi/`
-/// searched from the current directory upwards.
+/// Where libonnxruntime is: `ORT_DYLIB_PATH`, else `.venv/lib/python3*/site-packages/onnxruntime/capi/`
+/// searched from the current directory upwards, then from the executable's folder upwards
+/// (a `cairn` run from another folder still finds the repository's `.venv`), then from the
+/// source tree this crate was built from upwards.
 pub fn find_library() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return Some(PathBuf::from(p));
+    locate_library().ok()
+}
+
+/// [`find_library`], or why not: the folders searched.
+pub fn locate_library() -> std::result::Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.exists() {
+            return Err(format!(
+                "libonnxruntime not found: ORT_DYLIB_PATH is {}, which does not exist",
+                p.display()
+            ));
+        }
+        return Ok(p);
     }
-    let mut dir = std::env::current_dir().ok()?;
-    loop {
-        let lib = dir.join(".venv/lib");
-        if let Ok(rd) = std::fs::read_dir(&lib) {
-            for e in rd.flatten() {
-                let capi = e.path().join("site-packages/onnxruntime/capi");
-                if let Ok(files) = std::fs::read_dir(&capi) {
-                    for f in files.flatten() {
-                        let name = f.file_name().to_string_lossy().into_owned();
-                        if name.starts_with("libonnxruntime.so") {
-                            return Some(f.path());
-                        }
-                    }
-                }
+    let starts = search_starts();
+    let mut searched: Vec<PathBuf> = Vec::new();
+    for start in &starts {
+        for dir in start.ancestors() {
+            if searched.iter().any(|s| s == dir) {
+                continue;
+            }
+            searched.push(dir.to_path_buf());
+            if let Some(lib) = venv_library(dir) {
+                return Ok(lib);
             }
         }
-        if !dir.pop() {
-            return None;
+    }
+    let list: Vec<String> = searched.iter().map(|s| s.display().to_string()).collect();
+    Err(format!(
+        "libonnxruntime not found: ORT_DYLIB_PATH is not set, and there is no \
+         .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* in any of \
+         [{}] (the current directory, the executable's folder, the source tree cairn was \
+         built from, and the folders above them); \
+         set ORT_DYLIB_PATH or create .venv with the onnxruntime wheel (see README)",
+        list.join(", ")
+    ))
+}
+
+/// The folders [`locate_library`] walks up from: the current directory, the executable's
+/// folder (as run, and with links resolved), and the source tree this crate was built from
+/// (a `cairn` copied out of the repository, run elsewhere on the same machine, still finds
+/// the repository's `.venv`; where that tree does not exist, it finds nothing).
+fn search_starts() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = Vec::new();
+    let mut add = |d: &Path| {
+        if !d.as_os_str().is_empty() && !v.iter().any(|x| x == d) {
+            v.push(d.to_path_buf());
+        }
+    };
+    if let Ok(d) = std::env::current_dir() {
+        add(&d);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let resolved = std::fs::canonicalize(&exe).ok();
+        for e in std::iter::once(exe).chain(resolved) {
+            if let Some(d) = e.parent() {
+                add(d);
+            }
         }
     }
+    add(Path::new(env!("CARGO_MANIFEST_DIR")));
+    v
+}
+
+/// `dir/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*`, if there.
+fn venv_library(dir: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(dir.join(".venv/lib"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    for py in pythons {
+        let capi = py.join("site-packages/onnxruntime/capi");
+        let Ok(files) = std::fs::read_dir(&capi) else {
+            continue;
+        };
+        let mut libs: Vec<PathBuf> = files
+            .flatten()
+            .filter(|f| {
+                f.file_name()
+                    .to_string_lossy()
+                    .starts_with("libonnxruntime.so")
+            })
+            .map(|f| f.path())
+            .collect();
+        // `libonnxruntime.so` before `libonnxruntime.so.1.22.0`: either loads.
+        libs.sort();
+        if let Some(l) = libs.into_iter().next() {
+            return Some(l);
+        }
+    }
+    None
 }
 
 /// Load ONNX Runtime once per process.
@@ -62,7 +137,7 @@ pub fn init() -> Result<PathBuf> {
 
 fn env() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     INIT.get_or_init(|| {
-        let path = find_library().ok_or("libonnxruntime not found: set ORT_DYLIB_PATH or create .venv with the onnxruntime wheel (see README)")?;
+        let path = locate_library()?;
         let env = ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
         let env = env.with_name("cairn").build().map_err(|e| format!("{e}"))?;
         Ok((path, env))
@@ -123,7 +198,92 @@ pub fn int8_exactness() -> (String, bool) {
 pub struct OrtModel {
     session: Session,
     pub input_names: Vec<String>,
+    /// Each input's element type as the model declares it (`None`: not a tensor).
+    pub input_types: Vec<Option<TensorElementType>>,
     pub output_names: Vec<String>,
+}
+
+/// A model's inputs converted once into the element types it declares, for
+/// [`OrtModel::run_feed`] (a timed loop then times ONNX Runtime, not the conversion).
+pub struct Feed {
+    values: Vec<(String, DynValue)>,
+}
+
+/// `data` (f32 values, as `.npy` files are read) as an ONNX Runtime tensor of element type
+/// `ty`: integers by truncation (the values are whole numbers), bool as `x != 0`.
+pub fn typed_tensor(ty: TensorElementType, shape: &[usize], data: &[f32]) -> Result<DynValue> {
+    use TensorElementType as T;
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    fn conv<U>(data: &[f32], f: impl Fn(f32) -> U) -> Vec<U> {
+        data.iter().map(|&x| f(x)).collect()
+    }
+    let bad = |e: ort::Error| anyhow!("{e}");
+    Ok(match ty {
+        T::Float32 => Tensor::from_array((shape, data.to_vec()))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Float64 => Tensor::from_array((shape, conv(data, f64::from)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Int64 => Tensor::from_array((shape, conv(data, |x| x as i64)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Int32 => Tensor::from_array((shape, conv(data, |x| x as i32)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Int16 => Tensor::from_array((shape, conv(data, |x| x as i16)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Int8 => Tensor::from_array((shape, conv(data, |x| x as i8)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Uint64 => Tensor::from_array((shape, conv(data, |x| x as u64)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Uint32 => Tensor::from_array((shape, conv(data, |x| x as u32)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Uint16 => Tensor::from_array((shape, conv(data, |x| x as u16)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Uint8 => Tensor::from_array((shape, conv(data, |x| x as u8)))
+            .map_err(bad)?
+            .into_dyn(),
+        T::Bool => Tensor::from_array((shape, conv(data, |x| x != 0.0)))
+            .map_err(bad)?
+            .into_dyn(),
+        other => bail!("inputs of element type {other} are not supported"),
+    })
+}
+
+/// An output tensor as f32 values (integers and bool converted), with its shape.
+fn output_f32(name: &str, v: &DynValue) -> Result<(Vec<usize>, Vec<f32>)> {
+    use TensorElementType as T;
+    fn get<U: ort::value::PrimitiveTensorElementType + Copy>(
+        v: &DynValue,
+        f: impl Fn(U) -> f32,
+    ) -> ort::Result<(Vec<usize>, Vec<f32>)> {
+        let (shape, data) = v.try_extract_tensor::<U>()?;
+        Ok((
+            shape.iter().map(|&d| d as usize).collect(),
+            data.iter().map(|&x| f(x)).collect(),
+        ))
+    }
+    let ty = v.dtype().tensor_type();
+    let r = match ty {
+        Some(T::Float64) => get::<f64>(v, |x| x as f32),
+        Some(T::Int64) => get::<i64>(v, |x| x as f32),
+        Some(T::Int32) => get::<i32>(v, |x| x as f32),
+        Some(T::Int16) => get::<i16>(v, f32::from),
+        Some(T::Int8) => get::<i8>(v, f32::from),
+        Some(T::Uint64) => get::<u64>(v, |x| x as f32),
+        Some(T::Uint32) => get::<u32>(v, |x| x as f32),
+        Some(T::Uint16) => get::<u16>(v, f32::from),
+        Some(T::Uint8) => get::<u8>(v, f32::from),
+        Some(T::Bool) => get::<bool>(v, |x| x as u8 as f32),
+        _ => get::<f32>(v, |x| x),
+    };
+    r.map_err(|e| anyhow!("output {name}: {e}"))
 }
 
 impl OrtModel {
@@ -133,10 +293,14 @@ impl OrtModel {
         Self::load_with(path, threads, Graph::Optimized)
     }
 
-    /// [`OrtModel::load`] with the graph optimizations chosen.
+    /// [`OrtModel::load`] with the graph optimizations chosen. ONNX Runtime reads the file
+    /// itself, so a model whose weights are external data (`model.onnx.data`) finds them
+    /// beside it.
     pub fn load_with(path: &Path, threads: usize, graph: Graph) -> Result<OrtModel> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_bytes_with(&bytes, threads, graph)
+        if !path.is_file() {
+            bail!("reading {}: no such file", path.display());
+        }
+        Self::commit(threads, graph, |b| b.commit_from_file(path))
     }
 
     pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<OrtModel> {
@@ -144,6 +308,14 @@ impl OrtModel {
     }
 
     pub fn from_bytes_with(bytes: &[u8], threads: usize, graph: Graph) -> Result<OrtModel> {
+        Self::commit(threads, graph, |b| b.commit_from_memory(bytes))
+    }
+
+    fn commit(
+        threads: usize,
+        graph: Graph,
+        commit: impl FnOnce(&mut ort::session::builder::SessionBuilder) -> ort::Result<Session>,
+    ) -> Result<OrtModel> {
         let (_, env) = env()?;
         let level = match graph {
             Graph::Optimized => GraphOptimizationLevel::All,
@@ -151,7 +323,7 @@ impl OrtModel {
         };
         // The oracle runs on ORT's CPU provider: `ort` would otherwise give the session the
         // MAX_EFFICIENCY device policy, which takes an NPU where the library has one.
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(|e| anyhow!("{e}"))?
             .with_auto_device(AutoDevicePolicy::PreferCPU)
             .map_err(|e| anyhow!("{e}"))?
@@ -160,13 +332,18 @@ impl OrtModel {
             .with_intra_threads(threads)
             .map_err(|e| anyhow!("{e}"))?
             .with_inter_threads(1)
-            .map_err(|e| anyhow!("{e}"))?
-            .commit_from_memory(bytes)
-            .map_err(|e| anyhow!("ONNX Runtime refused the model: {e}"))?;
+            .map_err(|e| anyhow!("{e}"))?;
+        let session =
+            commit(&mut builder).map_err(|e| anyhow!("ONNX Runtime refused the model: {e}"))?;
         let input_names = session
             .inputs()
             .iter()
             .map(|o| o.name().to_string())
+            .collect();
+        let input_types = session
+            .inputs()
+            .iter()
+            .map(|o| o.dtype().tensor_type())
             .collect();
         let output_names = session
             .outputs()
@@ -176,11 +353,14 @@ impl OrtModel {
         Ok(OrtModel {
             session,
             input_names,
+            input_types,
             output_names,
         })
     }
 
-    /// Run on f32 inputs (shape, data), in input order; returns f32 outputs.
+    /// Run on f32 inputs (shape, data), in input order, each converted to the element type
+    /// the model declares for it (int32 token ids, int64, bool masks, ...); returns the
+    /// outputs as f32.
     pub fn run(
         &mut self,
         inputs: &[(Vec<usize>, Vec<f32>)],
@@ -192,25 +372,58 @@ impl OrtModel {
                 inputs.len()
             );
         }
-        let mut feed: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
-        for (name, (shape, data)) in self.input_names.iter().zip(inputs) {
-            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            let t = Tensor::from_array((shape, data.clone())).map_err(|e| anyhow!("{e}"))?;
-            feed.push((name.clone().into(), t.into()));
+        let named: Vec<(&str, &[usize], &[f32])> = self
+            .input_names
+            .iter()
+            .zip(inputs)
+            .map(|(n, (shape, data))| (n.as_str(), shape.as_slice(), data.as_slice()))
+            .collect();
+        let feed = self.feed(&named)?;
+        self.run_feed(&feed)
+    }
+
+    /// The model's inputs from f32 arrays by name (every input of the model, none other),
+    /// each converted to the element type the model declares for it.
+    pub fn feed(&self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Feed> {
+        if let Some((n, _, _)) = inputs
+            .iter()
+            .find(|(n, _, _)| !self.input_names.iter().any(|m| m == n))
+        {
+            bail!(
+                "the model has no input '{n}'; its inputs are {}",
+                self.input_names.join(", ")
+            );
         }
+        let mut values = Vec::with_capacity(self.input_names.len());
+        for (name, ty) in self.input_names.iter().zip(&self.input_types) {
+            let (_, shape, data) = inputs
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| anyhow!("no value given for the model's input '{name}'"))?;
+            let ty = ty.ok_or_else(|| anyhow!("input '{name}' is not a tensor"))?;
+            let v = typed_tensor(ty, shape, data).with_context(|| format!("input '{name}'"))?;
+            values.push((name.clone(), v));
+        }
+        Ok(Feed { values })
+    }
+
+    /// Run on inputs made by [`OrtModel::feed`]; returns every output as f32.
+    pub fn run_feed(&mut self, feed: &Feed) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = feed
+            .values
+            .iter()
+            .map(|(n, v)| (n.as_str().into(), v.into()))
+            .collect();
         let outs = self
             .session
-            .run(feed)
+            .run(inputs)
             .map_err(|e| anyhow!("ONNX Runtime run failed: {e}"))?;
         let mut res = Vec::new();
         for name in &self.output_names {
             let v = outs
                 .get(name.as_str())
                 .ok_or_else(|| anyhow!("missing output {name}"))?;
-            let (shape, data) = v
-                .try_extract_tensor::<f32>()
-                .map_err(|e| anyhow!("output {name}: {e}"))?;
-            res.push((shape.iter().map(|&d| d as usize).collect(), data.to_vec()));
+            res.push(output_f32(name, v)?);
         }
         Ok(res)
     }
