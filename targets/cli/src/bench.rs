@@ -1,23 +1,29 @@
 //! `cairn bench`: cairn against ONNX Runtime (fp32, and int8 QDQ/QOperator models when
-//! given) and tract (fp32) on the same model and the same input, single-threaded, in one
-//! run. Median and p90 latency after warm-up, ratios, top-1 agreement, GMAC/s against the
-//! CPU's int8 peak, flash/arena bytes, and each engine's peak RSS measured in a process of
-//! its own ([`memory`]); `--profile` adds a per-kernel profile.
-//! Every int8 row also says how far it is from the QDQ graph run as written
-//! (`int8_ref.rs`): ONNX Runtime's fused int8 kernels are inexact on CPUs without VNNI.
+//! given) and tract (fp32) on the same model and the same inputs (every graph input, by
+//! name, in its declared element type: [`inputs`]), single-threaded, in one run. Median
+//! and p90 latency after warm-up, ratios, top-1 agreement, GMAC/s against the CPU's int8
+//! peak, flash/arena bytes, and each engine's peak RSS measured in a process of its own
+//! ([`memory`]); `--profile` adds a per-kernel profile.
+//! Every int8 row of a one-input model also says how far it is from the QDQ graph run as
+//! written (`int8_ref.rs`): ONNX Runtime's fused int8 kernels are inexact on CPUs without
+//! VNNI. An engine that cannot load or run the model gets a row saying why; only cairn's
+//! own failure fails the command.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use cairn_convert::npy;
 use cairn_core::emit::AlignedBytes;
 use serde_json::json;
 
+mod inputs;
 mod memory;
+
+pub use inputs::Input;
 
 use crate::engines;
 use crate::int8_ref::{Deviation, Reference};
+use crate::samples;
 use crate::tools::{self, argmax};
 use crate::ConvertArgs;
 
@@ -74,6 +80,21 @@ struct Row {
     agrees: Option<bool>,
     /// Distance from the QDQ graph run as written (int8 rows, when a QDQ model is known).
     deviation: Option<Deviation>,
+    /// Why the engine has no timing: it could not load or run the model.
+    error: Option<String>,
+}
+
+impl Row {
+    fn failed(name: &str, error: String) -> Row {
+        Row {
+            name: name.into(),
+            median_ms: f64::NAN,
+            p90_ms: f64::NAN,
+            agrees: None,
+            deviation: None,
+            error: Some(error),
+        }
+    }
 }
 
 /// Inputs the int8 rows' deviation is measured on: the timed input and up to 31 more
@@ -254,7 +275,7 @@ pub fn bench(
     args: &ConvertArgs,
     runs: usize,
     warmup: usize,
-    input: Option<&Path>,
+    input: &[String],
     json_out: Option<&Path>,
     profile: bool,
     others: Others<'_>,
@@ -267,51 +288,45 @@ pub fn bench(
     let mut m = tools::host_model(&bytes, model)?;
     m.set_threads(others.threads)
         .map_err(|e| anyhow!("--threads {}: {e}", others.threads))?;
-    if m.inputs().len() > 1 {
-        return Err(anyhow!(
-            "cairn bench times models of one input, and {} has {}: time it with \
-             `cairn run MODEL.cairn --input NAME=x.npy ... --runs N` (after `cairn convert`), \
-             or beside ONNX Runtime with models/corpus/bench.py",
-            model.display(),
-            m.inputs().len()
-        ));
-    }
-    let info = m
-        .inputs()
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("model has no input"))?;
-    let n: usize = info.shape.iter().product();
-    let (x, source) = match (input, &args.calibrate) {
-        (Some(p), _) => (npy::read(p)?.data, p.display().to_string()),
-        (None, Some(dir)) => {
-            let s = tools::load_samples(dir, tools::SampleShape::Numel(n))?;
-            (
-                s.into_iter().next().map(|a| a.data).unwrap_or_default(),
-                format!("first sample of {}", dir.display()),
-            )
-        }
-        (None, None) => (synthetic(n, 7), "synthetic uniform [-1, 1), seed 7".into()),
+    let all = inputs::gather(model, args, &m.inputs(), input)?;
+    let xs: Vec<&[f32]> = inputs::runtime(&all).map(|i| i.data.as_slice()).collect();
+    // A model of one graph input keeps the one-line header (and the int8 reference).
+    let single = match all.as_slice() {
+        [one] if one.runtime => Some(one),
+        _ => None,
     };
-    if x.len() != n {
-        return Err(anyhow!(
-            "bench input has {} values, the model takes {:?}",
-            x.len(),
-            info.shape
-        ));
+    match single {
+        Some(x) => println!(
+            "model {} ({} mode), input {:?}{} from {}",
+            model.display(),
+            conv.mode,
+            x.shape,
+            if samples::is_float_type(x.elem_type) {
+                String::new()
+            } else {
+                format!(" {}", x.type_name())
+            },
+            x.source
+        ),
+        None => {
+            println!(
+                "model {} ({} mode), {} inputs:",
+                model.display(),
+                conv.mode,
+                all.len()
+            );
+            for line in inputs::describe(&all) {
+                println!("{line}");
+            }
+        }
     }
-    println!(
-        "model {} ({} mode), input {:?} from {source}",
-        model.display(),
-        conv.mode,
-        info.shape
-    );
 
     let mut cairn_out = Vec::new();
     let cairn = time_runs(warmup, runs, || {
-        cairn_out = m.run(&[&x]).map_err(|e| anyhow!("{e:?}"))?;
+        cairn_out = m.run(&xs).map_err(|e| tools::run_error(&m, e))?;
         Ok(())
-    })?;
+    })
+    .context("cairn failed on the bench inputs")?;
     let cairn_name = format!(
         "cairn-{}",
         match conv.mode {
@@ -323,16 +338,23 @@ pub fn bench(
     // The exact int8 reference: the QDQ model (given, or the model itself) as written.
     let main_is_qdq = conv.mode == "qdq";
     let qdq_model = others.ort_qdq.or(main_is_qdq.then_some(model));
-    let dev_inputs = deviation_inputs(&x, args, n);
-    let reference = match qdq_model {
-        Some(p) => match Reference::new(p, &info.shape, &dev_inputs) {
+    let dev_inputs = match single {
+        Some(x) => deviation_inputs(&x.data, args, x.data.len()),
+        None => Vec::new(),
+    };
+    let reference = match (qdq_model, single) {
+        (Some(p), Some(x)) => match Reference::new(p, &x.shape, &dev_inputs) {
             Ok(r) => Some(r),
             Err(err) => {
                 println!("no int8 reference (QDQ as written): {err:#}");
                 None
             }
         },
-        None => None,
+        (Some(_), None) => {
+            println!("no int8 reference (QDQ as written): it is measured on models of one input");
+            None
+        }
+        _ => None,
     };
     let cairn_dev = match (&reference, main_is_qdq) {
         (Some(r), true) => Some(r.deviation(&dev_inputs, |v| {
@@ -348,6 +370,7 @@ pub fn bench(
         p90_ms: cairn.p90_ms,
         agrees: None,
         deviation: cairn_dev,
+        error: None,
     }];
 
     // The main model's ONNX Runtime row is int8 when the model given is QDQ, and
@@ -359,70 +382,79 @@ pub fn bench(
     } else {
         "ort-fp32"
     };
-    // Each engine, the int8 model its deviation is measured on, and what its memory child
-    // loads.
-    type Entry<'p> = (
-        anyhow::Result<engines::Engine>,
-        Option<&'p Path>,
-        memory::Kind,
-        &'p Path,
-    );
-    let mut engines: Vec<Entry<'_>> = vec![(
-        engines::ort(main_ort, model, &info.shape, others.threads),
+    // Each engine: its row name, the ONNX model it runs, the int8 model its deviation is
+    // measured on, and what its memory child loads.
+    let mut engines: Vec<(&str, &Path, Option<&Path>, memory::Kind)> = vec![(
+        main_ort,
+        model,
         main_is_qdq.then_some(model),
         memory::Kind::Ort,
-        model,
     )];
     if let Some(p) = others.ort_qdq.filter(|_| !main_is_qdq) {
-        let e = engines::ort("ort-int8-qdq", p, &info.shape, others.threads);
-        engines.push((e, Some(p), memory::Kind::Ort, p));
+        engines.push(("ort-int8-qdq", p, Some(p), memory::Kind::Ort));
     }
     if let Some(p) = others.ort_qop {
-        let e = engines::ort("ort-int8-qop", p, &info.shape, others.threads);
-        engines.push((e, Some(p), memory::Kind::Ort, p));
+        engines.push(("ort-int8-qop", p, Some(p), memory::Kind::Ort));
     }
     if !others.no_tract {
-        let e = engines::tract(model, &info.shape);
-        engines.push((e, None, memory::Kind::Tract, model));
+        engines.push(("tract-fp32", model, None, memory::Kind::Tract));
+    }
+    // Without ONNX Runtime its rows say why; say it where it is seen too.
+    if let Err(err) = cairn_ort::init() {
+        eprintln!("warning: ONNX Runtime is not loaded, its rows have no timing: {err:#}");
     }
     let scratch = memory::Scratch::new()?;
-    let (cairn_file, input_file) = (scratch.path("model.cairn"), scratch.path("input.npy"));
+    let cairn_file = scratch.path("model.cairn");
     std::fs::write(&cairn_file, &conv.bytes)
         .with_context(|| format!("writing {}", cairn_file.display()))?;
-    npy::write(&input_file, &info.shape, &x)?;
+    let input_files = memory::InputFiles::write(&scratch, &all)?;
     let mut specs = vec![memory::Spec {
         name: rows[0].name.clone(),
         kind: memory::Kind::Cairn,
         model: cairn_file,
     }];
     let top1 = cairn_out.first().map(|o| argmax(o));
-    for (e, int8_model, kind, path) in engines {
+    for (name, path, int8_model, kind) in engines {
+        let loaded = match kind {
+            memory::Kind::Tract => engines::tract(path, &all),
+            _ => engines::ort(path, &all, others.threads),
+        };
+        let mut e = match loaded {
+            Ok(e) => e,
+            Err(err) => {
+                rows.push(Row::failed(name, format!("unavailable: {err:#}")));
+                continue;
+            }
+        };
+        let mut out = Vec::new();
+        let timed = time_runs(warmup, runs, || {
+            out = (e.run)()?;
+            Ok(())
+        });
+        let s = match timed {
+            Ok(s) => s,
+            Err(err) => {
+                rows.push(Row::failed(name, format!("failed: {err:#}")));
+                continue;
+            }
+        };
+        specs.push(memory::Spec {
+            name: name.into(),
+            kind,
+            model: path.to_path_buf(),
+        });
         let deviation = match (&reference, int8_model) {
             (Some(r), Some(p)) => r.ort_default(p, &dev_inputs).ok(),
             _ => None,
         };
-        match e {
-            Ok(mut e) => {
-                specs.push(memory::Spec {
-                    name: e.name.clone(),
-                    kind,
-                    model: path.to_path_buf(),
-                });
-                let mut out = Vec::new();
-                let s = time_runs(warmup, runs, || {
-                    out = (e.run)(&x)?;
-                    Ok(())
-                })?;
-                rows.push(Row {
-                    name: e.name.clone(),
-                    median_ms: s.median_ms,
-                    p90_ms: s.p90_ms,
-                    agrees: top1.map(|t| t == argmax(&out)),
-                    deviation,
-                });
-            }
-            Err(err) => println!("engine unavailable: {err:#}"),
-        }
+        rows.push(Row {
+            name: name.into(),
+            median_ms: s.median_ms,
+            p90_ms: s.p90_ms,
+            agrees: top1.map(|t| t == argmax(&out)),
+            deviation,
+            error: None,
+        });
     }
 
     let macs: u64 = (0..m.model().n_ops()).map(|i| m.model().op_macs(i)).sum();
@@ -438,6 +470,10 @@ pub fn bench(
         "engine", "median ms", "p90 ms", "cairn/engine", "top-1 = cairn"
     );
     for r in &rows {
+        if let Some(err) = &r.error {
+            println!("  {:<14} {err}", r.name);
+            continue;
+        }
         let agree = r.agrees.map_or("-".to_string(), |a| a.to_string());
         let dev = r.deviation.as_ref().map_or("-".into(), Deviation::summary);
         println!(
@@ -482,7 +518,7 @@ pub fn bench(
         m.model().arena_bytes()
     );
     // Not fatal: without /proc (not Linux) the latency table still stands.
-    let mem = match memory::measure(&specs, &input_file, others.threads) {
+    let mem = match memory::measure(&specs, &input_files, others.threads) {
         Ok(mem) => Some(mem),
         Err(err) => {
             println!("  memory per engine: not measured: {err:#}");
@@ -495,8 +531,9 @@ pub fn bench(
     }
 
     if profile {
-        print_profile(&mut m, &[&x], runs)?;
+        print_profile(&mut m, &xs, runs)?;
     }
+    let (rows, failed): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.error.is_none());
 
     if let Some(p) = others.chart {
         let title = format!(
@@ -521,7 +558,12 @@ pub fn bench(
         let report = json!({
             "model": model.display().to_string(),
             "mode": conv.mode,
-            "input_shape": info.shape,
+            // The converted model's input, when it has one (null for several: see "inputs").
+            "input_shape": match xs.len() {
+                1 => inputs::runtime(&all).next().map(|x| x.shape.clone()),
+                _ => None,
+            },
+            "inputs": all.iter().map(|i| json!({"name": i.name, "dtype": i.type_name(), "shape": i.shape, "source": i.source, "cairn_input": i.runtime})).collect::<Vec<_>>(),
             "runs": runs,
             "warmup": warmup,
             "threads": others.threads,
@@ -531,6 +573,7 @@ pub fn bench(
             "cpu_int8_flags": cpu_flags,
             "ort_fused_int8_expected_exact": fused_exact,
             "engines": e,
+            "engine_errors": failed.iter().map(|r| (r.name.clone(), json!(r.error))).collect::<serde_json::Map<_, _>>(),
             "macs": macs,
             "cairn_gmacs": gmacs,
             "int8_peak_gmacs": peak.as_ref().map(|p| p.0),

@@ -198,9 +198,13 @@ enum Cmd {
         runs: usize,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
-        /// Input .npy to time on (default: the first calibration sample, else zeros).
-        #[arg(long)]
-        input: Option<PathBuf>,
+        /// NAME=x.npy for the model's input NAME (its ONNX name, or input0, input1, ...),
+        /// or a bare x.npy for the next input not named (repeatable, as in `cairn run`).
+        /// Inputs not given come from the first calibration sample, else are synthetic:
+        /// uniform in [-1, 1) for float inputs, zeros for integer and bool ones. Every
+        /// engine gets each input in the element type the ONNX graph declares.
+        #[arg(short, long, value_name = "[NAME=]NPY")]
+        input: Vec<String>,
         /// Write a JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -316,7 +320,13 @@ fn main() -> Result<()> {
             input,
             backends: Some(list),
             ..
-        } => ort_backend::bench(&model, &list, runs, warmup, input.as_deref()),
+        } => {
+            if input.len() > 1 {
+                anyhow::bail!("--backends takes one --input (the model's first input)");
+            }
+            let input = input.first().map(PathBuf::from);
+            ort_backend::bench(&model, &list, runs, warmup, input.as_deref())
+        }
         Cmd::Bench {
             model,
             args,
@@ -344,7 +354,7 @@ fn main() -> Result<()> {
                 &args,
                 runs,
                 warmup,
-                input.as_deref(),
+                &input,
                 json.as_deref(),
                 profile,
                 others,

@@ -11,12 +11,40 @@ use anyhow::{anyhow, bail, Context, Result};
 use cairn_convert::npy;
 use serde_json::json;
 
-/// A graph input of an ONNX model (initializers excluded), with its declared dims
+/// A graph input of an ONNX model (initializers excluded), with its declared element type
+/// (ONNX `elem_type`: 1 float, 6 int32, 7 int64, 9 bool, ...; 0 when not a tensor) and dims
 /// (`None` for a dynamic dim; `None` overall when the type carries no shape).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GraphInput {
     pub name: String,
+    pub elem_type: i32,
     pub dims: Option<Vec<Option<usize>>>,
+}
+
+/// An ONNX element type's name, as numpy and ONNX Runtime say it.
+pub fn elem_type_name(elem_type: i32) -> &'static str {
+    match elem_type {
+        1 => "float32",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        12 => "uint32",
+        13 => "uint64",
+        16 => "bfloat16",
+        _ => "unknown type",
+    }
+}
+
+/// Whether an ONNX element type holds floating-point values.
+pub fn is_float_type(elem_type: i32) -> bool {
+    matches!(elem_type, 1 | 10 | 11 | 16)
 }
 
 /// The graph inputs of an ONNX model in graph order, as the converter sees them.
@@ -30,9 +58,13 @@ pub fn graph_inputs(onnx_bytes: &[u8]) -> Result<Vec<GraphInput>> {
         .input
         .iter()
         .filter(|i| !inits.contains(&i.name.as_str()))
-        .map(|i| GraphInput {
-            name: i.name.clone(),
-            dims: cairn_convert::onnx::value_info_type(i).1,
+        .map(|i| {
+            let (elem_type, dims) = cairn_convert::onnx::value_info_type(i);
+            GraphInput {
+                name: i.name.clone(),
+                elem_type,
+                dims,
+            }
         })
         .collect())
 }
@@ -159,6 +191,16 @@ pub fn read_names(model: &Path, n_inputs: usize, n_outputs: usize) -> IoNames {
 /// (any `=` whose prefix is a known name; an existing file with `=` in its path is a bare
 /// path), bare paths fill the inputs not named, in order.
 pub fn assign_inputs(args: &[String], names: &IoNames) -> Result<Vec<PathBuf>> {
+    assign_some_inputs(args, names)?
+        .into_iter()
+        .zip(&names.inputs)
+        .map(|(s, name)| s.ok_or_else(|| anyhow!("no --input for the model's input '{name}'")))
+        .collect()
+}
+
+/// [`assign_inputs`] where inputs may be left out (`cairn bench` fills them from a
+/// calibration sample): `None` for each input no value names or reaches.
+pub fn assign_some_inputs(args: &[String], names: &IoNames) -> Result<Vec<Option<PathBuf>>> {
     let mut slots: Vec<Option<PathBuf>> = vec![None; names.inputs.len()];
     let mut bare = Vec::new();
     for arg in args {
@@ -188,11 +230,7 @@ pub fn assign_inputs(args: &[String], names: &IoNames) -> Result<Vec<PathBuf>> {
             args.len()
         );
     }
-    slots
-        .into_iter()
-        .zip(&names.inputs)
-        .map(|(s, name)| s.ok_or_else(|| anyhow!("no --input for the model's input '{name}'")))
-        .collect()
+    Ok(slots)
 }
 
 fn split_named<'a>(arg: &'a str, names: &IoNames) -> Option<(usize, &'a str)> {
@@ -341,6 +379,11 @@ pub mod tests {
         assert!(assign_inputs(&args(&["h=1.npy", "h=2.npy"]), &n).is_err());
         assert!(assign_inputs(&args(&["nope=1.npy", "x.npy"]), &n).is_err());
         assert!(assign_inputs(&args(&["a.npy", "b.npy", "c.npy"]), &n).is_err());
+        // `cairn bench` leaves out what it fills from a sample.
+        let got = assign_some_inputs(&args(&["h=h.npy"]), &n).unwrap();
+        assert_eq!(got, vec![None, Some(PathBuf::from("h.npy"))]);
+        assert_eq!(assign_some_inputs(&[], &n).unwrap(), vec![None, None]);
+        assert!(assign_some_inputs(&args(&["a.npy", "b.npy", "c.npy"]), &n).is_err());
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! engine's libraries and buffers never count against another.
 //!
 //! The bench re-runs its own executable once per engine, in a child mode chosen by the
-//! [`CHILD_ENV`] variable (not a documented command: `cairn bench MODEL --input X.npy`
-//! with the variable set). The child loads only that engine and the model, runs the same
-//! input [`CHILD_RUNS`] times, and prints one JSON line: its peak resident set
-//! (`VmHWM` of `/proc/self/status`) and, for cairn, the model's bytes (what flash would
-//! hold) and its arena. A `baseline` child loads nothing but the input: what the process
-//! itself costs. Each row then shows the peak RSS and the peak RSS minus the baseline.
-//! Linux only (`/proc`); elsewhere the rows are missing.
+//! [`CHILD_ENV`] variable (not a documented command: `cairn bench MODEL --input NAME=X.npy
+//! ...` with the variable set, one `--input` per model input: every graph input by name
+//! for ONNX Runtime and tract, their ONNX element types in [`TYPES_ENV`]; the converted
+//! model's inputs as `input0=`, `input1=`, ... for cairn). The child loads only that
+//! engine and the model, runs the same inputs [`CHILD_RUNS`] times, and prints one JSON
+//! line: its peak resident set (`VmHWM` of `/proc/self/status`) and, for cairn, the
+//! model's bytes (what flash would hold) and its arena. A `baseline` child loads nothing
+//! but the inputs: what the process itself costs. Each row then shows the peak RSS and the
+//! peak RSS minus the baseline. Linux only (`/proc`); elsewhere the rows are missing.
 //!
 //! What the child mode must never do: print anything but its JSON line on stdout, or time
 //! anything (the parent times the engines in its own process).
@@ -21,11 +23,14 @@ use cairn_convert::npy;
 use cairn_core::emit::AlignedBytes;
 use serde_json::{json, Value};
 
+use super::Input;
 use crate::engines;
 use crate::tools;
 
 /// The variable that turns `cairn bench` into one engine's memory child.
 pub const CHILD_ENV: &str = "CAIRN_BENCH_MEMORY_CHILD";
+/// The ONNX element types of a child's `--input`s, in order, comma-separated.
+pub const TYPES_ENV: &str = "CAIRN_BENCH_MEMORY_TYPES";
 /// Runs of the input in a child before its peak is read (engines allocate on first run).
 pub const CHILD_RUNS: usize = 3;
 
@@ -105,12 +110,11 @@ pub struct Report {
     pub rows: Vec<Measured>,
 }
 
-/// The child mode: load `kind` with `model`, run `input` [`CHILD_RUNS`] times, print the
-/// JSON line.
-pub fn child(kind: &str, model: &Path, input: Option<&Path>, threads: usize) -> Result<()> {
+/// The child mode: load `kind` with `model`, run the inputs [`CHILD_RUNS`] times, print
+/// the JSON line.
+pub fn child(kind: &str, model: &Path, input_args: &[String], threads: usize) -> Result<()> {
     let kind = Kind::parse(kind)?;
-    let input = input.ok_or_else(|| anyhow!("{CHILD_ENV}: the child needs --input"))?;
-    let x = npy::read(input)?;
+    let inputs = child_inputs(input_args)?;
     let mut report = serde_json::Map::new();
     match kind {
         Kind::Baseline => {}
@@ -121,19 +125,20 @@ pub fn child(kind: &str, model: &Path, input: Option<&Path>, threads: usize) -> 
             let mut m = tools::host_model(&bytes, model)?;
             m.set_threads(threads)
                 .map_err(|e| anyhow!("--threads {threads}: {e}"))?;
+            let xs: Vec<&[f32]> = inputs.iter().map(|x| x.data.as_slice()).collect();
             for _ in 0..CHILD_RUNS {
-                m.run(&[&x.data]).map_err(|e| anyhow!("{e:?}"))?;
+                m.run(&xs).map_err(|e| anyhow!("{e:?}"))?;
             }
             report.insert("model_bytes".into(), json!(bytes.as_slice().len()));
             report.insert("arena_bytes".into(), json!(m.model().arena_bytes()));
         }
         Kind::Ort | Kind::Tract => {
             let mut e = match kind {
-                Kind::Ort => engines::ort("ort", model, &x.shape, threads)?,
-                _ => engines::tract(model, &x.shape)?,
+                Kind::Ort => engines::ort(model, &inputs, threads)?,
+                _ => engines::tract(model, &inputs)?,
             };
             for _ in 0..CHILD_RUNS {
-                (e.run)(&x.data)?;
+                (e.run)()?;
             }
         }
     }
@@ -141,6 +146,65 @@ pub fn child(kind: &str, model: &Path, input: Option<&Path>, threads: usize) -> 
     report.insert("peak_rss_kb".into(), json!(peak));
     println!("{}", Value::Object(report));
     Ok(())
+}
+
+/// A child's inputs: `NAME=PATH` each (the parent writes paths without `=`, so NAME is
+/// what comes before the last one), element types from [`TYPES_ENV`].
+fn child_inputs(args: &[String]) -> Result<Vec<Input>> {
+    if args.is_empty() {
+        bail!("{CHILD_ENV}: the child needs --input NAME=x.npy");
+    }
+    let types = std::env::var(TYPES_ENV).unwrap_or_default();
+    let mut types = types
+        .split(',')
+        .map(|t| t.trim().parse::<i32>().unwrap_or(1));
+    args.iter()
+        .map(|a| {
+            let (name, path) = a
+                .rsplit_once('=')
+                .ok_or_else(|| anyhow!("{CHILD_ENV}: --input '{a}' is not NAME=PATH"))?;
+            let x = npy::read(Path::new(path))?;
+            Ok(Input {
+                name: name.to_string(),
+                elem_type: types.next().unwrap_or(1),
+                shape: x.shape,
+                data: x.data,
+                runtime: true,
+                source: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The inputs written for the children, as `--input` arguments.
+pub struct InputFiles {
+    /// Every graph input by name (ONNX Runtime, tract, the baseline).
+    onnx: Vec<String>,
+    /// Their ONNX element types, for [`TYPES_ENV`].
+    onnx_types: String,
+    /// The converted model's inputs in its order, `input0=...` (cairn).
+    cairn: Vec<String>,
+}
+
+impl InputFiles {
+    /// Each input as `inN.npy` in `scratch`.
+    pub fn write(scratch: &Scratch, inputs: &[Input]) -> Result<InputFiles> {
+        let (mut onnx, mut types, mut cairn) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, x) in inputs.iter().enumerate() {
+            let path = scratch.path(&format!("in{i}.npy"));
+            npy::write(&path, &x.shape, &x.data)?;
+            onnx.push(format!("{}={}", x.name, path.display()));
+            types.push(x.elem_type.to_string());
+            if x.runtime {
+                cairn.push(format!("input{}={}", cairn.len(), path.display()));
+            }
+        }
+        Ok(InputFiles {
+            onnx,
+            onnx_types: types.join(","),
+            cairn,
+        })
+    }
 }
 
 fn read_aligned(path: &Path) -> Result<AlignedBytes> {
@@ -153,13 +217,13 @@ fn read_aligned(path: &Path) -> Result<AlignedBytes> {
     Ok(bytes)
 }
 
-/// Run one child per spec, and the baseline, on `input` (an `.npy` of the model's input).
+/// Run one child per spec, and the baseline, on the inputs written to `input`.
 /// A child that fails is reported and left out.
-pub fn measure(specs: &[Spec], input: &Path, threads: usize) -> Result<Report> {
+pub fn measure(specs: &[Spec], input: &InputFiles, threads: usize) -> Result<Report> {
     let baseline = Spec {
         name: "baseline".into(),
         kind: Kind::Baseline,
-        model: input.to_path_buf(),
+        model: PathBuf::from("-"),
     };
     let baseline_kb = run_child(&baseline, input, threads)
         .context("the baseline memory child")?
@@ -174,16 +238,22 @@ pub fn measure(specs: &[Spec], input: &Path, threads: usize) -> Result<Report> {
     Ok(Report { baseline_kb, rows })
 }
 
-fn run_child(spec: &Spec, input: &Path, threads: usize) -> Result<Measured> {
+fn run_child(spec: &Spec, input: &InputFiles, threads: usize) -> Result<Measured> {
     let exe = std::env::current_exe().context("finding the cairn executable")?;
-    let out = Command::new(exe)
-        .arg("bench")
-        .arg(&spec.model)
-        .arg("--input")
-        .arg(input)
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench").arg(&spec.model);
+    let (args, types) = match spec.kind {
+        Kind::Cairn => (&input.cairn, String::new()),
+        _ => (&input.onnx, input.onnx_types.clone()),
+    };
+    for a in args {
+        cmd.arg(format!("--input={a}"));
+    }
+    let out = cmd
         .arg("--threads")
         .arg(threads.to_string())
         .env(CHILD_ENV, spec.kind.as_str())
+        .env(TYPES_ENV, types)
         .output()
         .context("starting the memory child")?;
     if !out.status.success() {
