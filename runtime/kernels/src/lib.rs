@@ -195,6 +195,7 @@ fn execute_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(),
         OpKind::AveragePool if q => pool::avg_pool_i8_fast(call, out),
         OpKind::GlobalAveragePool | OpKind::ReduceMean if q => fast_elt::reduce_mean_i8(call, out),
         OpKind::Softmax if q => fast_softmax::softmax_i8(call, out),
+        OpKind::Reduce => reduce::reduce_fast(call, out),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         OpKind::LayerNorm if q => fast_layer_norm::layer_norm_i8(call, out),
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -170,10 +170,13 @@ pub enum Path {
     /// f32 depthwise convs on small maps, eight channels a block in channels-last order
     /// (`fast_f32/depthwise_cl.rs`), one count per op.
     DepthwiseF32ChannelsLast,
+    /// f32 Reduce over one contiguous run of axes without per-element index arithmetic
+    /// (`reduce.rs` `reduce_fast`), one count per op.
+    ReduceRuns,
 }
 
 #[cfg(feature = "std")]
-const N: usize = Path::DepthwiseF32ChannelsLast as usize + 1;
+const N: usize = Path::ReduceRuns as usize + 1;
 
 #[cfg(feature = "std")]
 std::thread_local! {

@@ -218,3 +218,189 @@ impl TopK {
         Ok(())
     }
 }
+
+/// `reduce` over one contiguous run of axes (a last axis, a channel axis, a global
+/// pooling's spatial axes: every mask real models use) as `[outer, red, inner]`, with no
+/// index arithmetic per element: each output takes the same steps in the same order as
+/// `reduce`, so the same bits. Max and Min of a row are vectorized (see `row_max`); sums of
+/// rows run eight rows' chains at once; reductions over an outer axis step whole inner rows
+/// at a time. `None` for other masks, ArgMax/ArgMin/TopK, and int8 other than Max/Min.
+pub fn reduce_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
+    let f = ReduceFn::from_code(call.param(0))?;
+    if f.is_arg() || f.is_top_k() {
+        return None;
+    }
+    let x = call.req(0).ok()?;
+    let xs = x.info.shape;
+    let r = xs.rank();
+    let mask = call.param(1) as u32;
+    let (lo, hi) = (
+        mask.trailing_zeros() as usize,
+        32 - mask.leading_zeros() as usize,
+    );
+    if mask == 0 || hi > r || mask != (u32::MAX >> (32 - hi)) & (u32::MAX << lo) {
+        return None;
+    }
+    let (outer, red, inner) = (xs.prod(0, lo), xs.prod(lo, hi), xs.prod(hi, r));
+    if red == 0 {
+        return None;
+    }
+    let fits = |xn: usize, yn: usize| xn == outer * red * inner && yn == outer * inner;
+    match x.info.dtype {
+        DType::I8 if matches!(f, ReduceFn::Max | ReduceFn::Min) => {
+            let xi = x.i8s().ok()?;
+            let y = out.i8s_mut().ok()?;
+            if !fits(xi.len(), y.len()) {
+                return None;
+            }
+            let pick = |a: i8, v: i8| {
+                if f == ReduceFn::Max {
+                    a.max(v)
+                } else {
+                    a.min(v)
+                }
+            };
+            for (o, yo) in y.chunks_exact_mut(inner).enumerate() {
+                let xo = &xi[o * red * inner..(o + 1) * red * inner];
+                if inner == 1 {
+                    yo[0] = xo.iter().fold(xo[0], |a, &v| pick(a, v));
+                    continue;
+                }
+                yo.copy_from_slice(&xo[..inner]);
+                for xr in xo.chunks_exact(inner).skip(1) {
+                    for (a, &v) in yo.iter_mut().zip(xr) {
+                        *a = pick(*a, v);
+                    }
+                }
+            }
+            Some(Ok(()))
+        }
+        DType::F32 => {
+            let xf = x.f32s().ok()?;
+            let y = out.f32s_mut().ok()?;
+            if !fits(xf.len(), y.len()) {
+                return None;
+            }
+            match f {
+                ReduceFn::Max => reduce_f32(xf, y, red, inner, f, |a, v| {
+                    if v > a || v.is_nan() {
+                        v
+                    } else {
+                        a
+                    }
+                }),
+                ReduceFn::Min => reduce_f32(xf, y, red, inner, f, |a, v| {
+                    if v < a || v.is_nan() {
+                        v
+                    } else {
+                        a
+                    }
+                }),
+                ReduceFn::Prod => reduce_f32(xf, y, red, inner, f, |a, v| a * v),
+                ReduceFn::L1 => reduce_f32(xf, y, red, inner, f, |a, v| a + v.abs()),
+                ReduceFn::L2 | ReduceFn::SumSquare => {
+                    reduce_f32(xf, y, red, inner, f, |a, v| a + v * v)
+                }
+                ReduceFn::LogSumExp => reduce_f32(xf, y, red, inner, f, |a, v| a + libm::expf(v)),
+                _ => reduce_f32(xf, y, red, inner, f, |a, v| a + v),
+            }
+            crate::paths::note(crate::paths::Path::ReduceRuns);
+            Some(Ok(()))
+        }
+        _ => None,
+    }
+}
+
+/// `[outer, red, inner]` → `[outer, inner]` with `step` (`f`'s, monomorphized), then
+/// `finish`.
+#[inline(always)]
+fn reduce_f32(
+    x: &[f32],
+    y: &mut [f32],
+    red: usize,
+    inner: usize,
+    f: ReduceFn,
+    step: impl Fn(f32, f32) -> f32,
+) {
+    let id = identity(f);
+    if inner == 1 {
+        let rows = x.chunks_exact(red);
+        if matches!(f, ReduceFn::Max | ReduceFn::Min) {
+            for (v, row) in y.iter_mut().zip(rows) {
+                *v = row_extreme(row, f == ReduceFn::Max);
+            }
+            return;
+        }
+        // Eight rows' chains at once, each in its own order.
+        let mut ys = y.chunks_exact_mut(8);
+        let mut xs = x.chunks_exact(8 * red);
+        for (y8, x8) in (&mut ys).zip(&mut xs) {
+            let mut acc = [id; 8];
+            for i in 0..red {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = step(*a, x8[k * red + i]);
+                }
+            }
+            for (d, a) in y8.iter_mut().zip(acc) {
+                *d = finish(f, a);
+            }
+        }
+        for (d, row) in ys
+            .into_remainder()
+            .iter_mut()
+            .zip(xs.remainder().chunks_exact(red))
+        {
+            *d = finish(f, row.iter().fold(id, |a, &v| step(a, v)));
+        }
+        return;
+    }
+    for (yo, xo) in y.chunks_exact_mut(inner).zip(x.chunks_exact(red * inner)) {
+        yo.fill(id);
+        for xr in xo.chunks_exact(inner) {
+            for (a, &v) in yo.iter_mut().zip(xr) {
+                *a = step(*a, v);
+            }
+        }
+        for a in yo.iter_mut() {
+            *a = finish(f, *a);
+        }
+    }
+}
+
+/// The result of `reduce`'s chain of `step`s for Max (`max`) or Min over `row`, found
+/// with order-free vector compares: the last NaN if there is one (after a NaN no value
+/// replaces it); else the extreme value, where all values equal to it have its bits except
+/// the two zeros, so a zero extreme is the row's first zero (a later equal value never
+/// replaces an earlier one).
+fn row_extreme(row: &[f32], max: bool) -> f32 {
+    // One pass that vectorizes (a short-circuiting search does not), then the search
+    // only where there is a NaN.
+    if row.iter().fold(false, |any, v| any | v.is_nan()) {
+        if let Some(&v) = row.iter().rev().find(|v| v.is_nan()) {
+            return v;
+        }
+    }
+    let m = if max {
+        extreme(row, f32::NEG_INFINITY, |a, v| if v > a { v } else { a })
+    } else {
+        extreme(row, f32::INFINITY, |a, v| if v < a { v } else { a })
+    };
+    if m == 0.0 {
+        return row.iter().copied().find(|&v| v == 0.0).unwrap_or(m);
+    }
+    m
+}
+
+/// `better` folded over `row` in eight lanes, then across them (no NaN in `row`).
+#[inline(always)]
+fn extreme(row: &[f32], id: f32, better: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [id; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = better(*l, v);
+        }
+    }
+    let m = lanes.iter().fold(id, |a, &v| better(a, v));
+    chunks.remainder().iter().fold(m, |a, &v| better(a, v))
+}

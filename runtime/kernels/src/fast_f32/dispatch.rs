@@ -44,7 +44,11 @@ pub fn execute(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         }
         OpKind::Binary => super::binary::math_f32(call, out),
         #[cfg(feature = "std")]
-        OpKind::Reduce => super::topk::top_k(call, out),
+        OpKind::Reduce => {
+            super::topk::top_k(call, out).or_else(|| crate::reduce::reduce_fast(call, out))
+        }
+        #[cfg(not(feature = "std"))]
+        OpKind::Reduce => crate::reduce::reduce_fast(call, out),
         _ => None,
     }
 }
