@@ -364,35 +364,44 @@ pub unsafe fn stride2(dst: &mut [f32], src: &[f32]) {
 pub unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
     // SAFETY: the caller's guarantee covers each row read and written.
     unsafe {
-        let r = |i: usize| _mm256_loadu_ps(src.add(i * ss));
-        let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-        let (r4, r5, r6, r7) = (r(4), r(5), r(6), r(7));
-        // Pairs of rows interleaved: (a_r0 a_s0 a_r1 a_s1 | a_r4 a_s4 a_r5 a_s5) ...
-        let t0 = _mm256_unpacklo_ps(r0, r1);
-        let t1 = _mm256_unpackhi_ps(r0, r1);
-        let t2 = _mm256_unpacklo_ps(r2, r3);
-        let t3 = _mm256_unpackhi_ps(r2, r3);
-        let t4 = _mm256_unpacklo_ps(r4, r5);
-        let t5 = _mm256_unpackhi_ps(r4, r5);
-        let t6 = _mm256_unpacklo_ps(r6, r7);
-        let t7 = _mm256_unpackhi_ps(r6, r7);
-        // Columns c and c + 4 of four rows each: (a_0c a_1c a_2c a_3c | a_0,c+4 ...).
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        let w = |i: usize, v: __m256| _mm256_storeu_ps(dst.add(i * ds), v);
-        w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
-        w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
-        w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
-        w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
-        w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
-        w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
-        w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
-        w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        let rows = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ss)));
+        for (i, v) in transpose8_regs(rows).into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i * ds), v);
+        }
     }
+}
+
+/// Eight vectors of eight floats (rows) transposed in registers: lane `r` of result `i` is
+/// lane `i` of row `r`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub fn transpose8_regs(r: [__m256; 8]) -> [__m256; 8] {
+    // Pairs of rows interleaved: (a_r0 a_s0 a_r1 a_s1 | a_r4 a_s4 a_r5 a_s5) ...
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    // Columns c and c + 4 of four rows each: (a_0c a_1c a_2c a_3c | a_0,c+4 ...).
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }

@@ -222,7 +222,7 @@ unsafe fn stage(g: &Geo, x: &[f32], cn: usize, at: &[usize], staged: &mut [__m25
                 _mm256_loadu_ps(t.as_ptr())
             };
         }
-        let px = transpose8(rows);
+        let px = super::avx2::transpose8_regs(rows);
         for (v, &to) in px.iter().zip(&at[p0..p0 + n]) {
             if let Some(d) = staged.get_mut(to) {
                 *d = *v;
@@ -240,7 +240,7 @@ unsafe fn to_planes(out: &[__m256], out_plane: usize, cn: usize, y: &mut [f32]) 
         let n = CB.min(out_plane - p0);
         let mut rows = [_mm256_setzero_ps(); CB];
         rows[..n].copy_from_slice(&out[p0..p0 + n]);
-        let ch = transpose8(rows);
+        let ch = super::avx2::transpose8_regs(rows);
         for (r, v) in ch.iter().enumerate().take(cn) {
             let at = r * out_plane + p0;
             if n == CB {
@@ -254,35 +254,4 @@ unsafe fn to_planes(out: &[__m256], out_plane: usize, cn: usize, y: &mut [f32]) 
         }
         p0 += n;
     }
-}
-
-/// Eight rows of eight floats transposed.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transpose8(r: [__m256; CB]) -> [__m256; CB] {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
 }
