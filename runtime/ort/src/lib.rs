@@ -214,46 +214,31 @@ pub struct Feed {
 pub fn typed_tensor(ty: TensorElementType, shape: &[usize], data: &[f32]) -> Result<DynValue> {
     use TensorElementType as T;
     let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    fn conv<U>(data: &[f32], f: impl Fn(f32) -> U) -> Vec<U> {
-        data.iter().map(|&x| f(x)).collect()
+    // Each element converted by `f`, as a tensor of `shape`.
+    fn conv<U: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+        shape: Vec<i64>,
+        data: &[f32],
+        f: impl Fn(f32) -> U,
+    ) -> Result<DynValue> {
+        let v: Vec<U> = data.iter().map(|&x| f(x)).collect();
+        Ok(Tensor::from_array((shape, v))
+            .map_err(|e| anyhow!("{e}"))?
+            .into_dyn())
     }
-    let bad = |e: ort::Error| anyhow!("{e}");
-    Ok(match ty {
-        T::Float32 => Tensor::from_array((shape, data.to_vec()))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Float64 => Tensor::from_array((shape, conv(data, f64::from)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Int64 => Tensor::from_array((shape, conv(data, |x| x as i64)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Int32 => Tensor::from_array((shape, conv(data, |x| x as i32)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Int16 => Tensor::from_array((shape, conv(data, |x| x as i16)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Int8 => Tensor::from_array((shape, conv(data, |x| x as i8)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Uint64 => Tensor::from_array((shape, conv(data, |x| x as u64)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Uint32 => Tensor::from_array((shape, conv(data, |x| x as u32)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Uint16 => Tensor::from_array((shape, conv(data, |x| x as u16)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Uint8 => Tensor::from_array((shape, conv(data, |x| x as u8)))
-            .map_err(bad)?
-            .into_dyn(),
-        T::Bool => Tensor::from_array((shape, conv(data, |x| x != 0.0)))
-            .map_err(bad)?
-            .into_dyn(),
+    match ty {
+        T::Float32 => conv(shape, data, |x| x),
+        T::Float64 => conv(shape, data, f64::from),
+        T::Int64 => conv(shape, data, |x| x as i64),
+        T::Int32 => conv(shape, data, |x| x as i32),
+        T::Int16 => conv(shape, data, |x| x as i16),
+        T::Int8 => conv(shape, data, |x| x as i8),
+        T::Uint64 => conv(shape, data, |x| x as u64),
+        T::Uint32 => conv(shape, data, |x| x as u32),
+        T::Uint16 => conv(shape, data, |x| x as u16),
+        T::Uint8 => conv(shape, data, |x| x as u8),
+        T::Bool => conv(shape, data, |x| x != 0.0),
         other => bail!("inputs of element type {other} are not supported"),
-    })
+    }
 }
 
 /// An output tensor as f32 values (integers and bool converted), with its shape.

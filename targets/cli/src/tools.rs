@@ -76,6 +76,21 @@ pub fn model_dir(model: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Each `--const-input NAME=x.npy`: the name, the array and the path it came from.
+pub fn const_inputs(args: &ConvertArgs) -> Result<Vec<(String, npy::Array, String)>> {
+    args.const_input
+        .iter()
+        .map(|c| {
+            let (name, path) = c
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--const-input takes NAME=x.npy, got '{c}'"))?;
+            let a = npy::read(Path::new(path))
+                .with_context(|| format!("--const-input {name}: reading {path}"))?;
+            Ok((name.to_string(), a, path.to_string()))
+        })
+        .collect()
+}
+
 /// Converter options from the command line. The second value holds the calibration
 /// samples of the model's first input (what `cairn bench` times on).
 pub fn options(
@@ -102,16 +117,9 @@ pub fn options(
         let (key, dims) = samples::parse_input_shape(s, i)?;
         o.input_shapes.insert(key, dims);
     }
-    for c in &args.const_input {
-        let (name, path) = c
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--const-input takes NAME=x.npy, got '{c}'"))?;
-        let a = npy::read(Path::new(path))
-            .with_context(|| format!("--const-input {name}: reading {path}"))?;
-        o.const_inputs.insert(
-            name.to_string(),
-            cairn_convert::HostTensor::f32(a.shape, a.data),
-        );
+    for (name, a, _) in const_inputs(args)? {
+        o.const_inputs
+            .insert(name, cairn_convert::HostTensor::f32(a.shape, a.data));
     }
     o.method = match args.method.as_str() {
         "minmax" => cairn_convert::Method::MinMax,

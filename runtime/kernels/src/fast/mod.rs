@@ -332,13 +332,10 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
             crate::paths::note(crate::paths::Path::DepthwiseChannelsLast);
-            let plane = (g.oh * g.ow).max(1);
-            let work = (y.len() * g.kh * g.kw) as u64;
-            crate::par::par_pieces(y, plane, work, |at, piece| {
-                let p0 = at / plane;
+            by_planes(&g, y, |piece, p0, p1| {
                 // SAFETY: AVX2 is present and the conv fits the kernel (checked); the
-                // operands' own slices; `piece` is planes p0.. of the output.
-                unsafe { depthwise_cl::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+                // operands' own slices; `piece` is planes p0..p1 of the output.
+                unsafe { depthwise_cl::depthwise(&g, &q, piece, p0, p1) }
             });
             return Some(Ok(()));
         }
@@ -346,39 +343,29 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
         if q.wp.is_none() && depthwise_vnni::fits(&g) && depthwise_vnni::available() {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
             crate::paths::note(crate::paths::Path::DepthwiseVnni);
-            let plane = (g.oh * g.ow).max(1);
-            let work = (y.len() * g.kh * g.kw) as u64;
-            crate::par::par_pieces(y, plane, work, |at, piece| {
-                let p0 = at / plane;
+            by_planes(&g, y, |piece, p0, p1| {
                 // SAFETY: the CPU has the kernel's features and the conv fits it
-                // (checked); the operands' own slices; `piece` is planes p0.. of the
+                // (checked); the operands' own slices; `piece` is planes p0..p1 of the
                 // output.
-                unsafe { depthwise_vnni::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+                unsafe { depthwise_vnni::depthwise(&g, &q, piece, p0, p1) }
             });
             return Some(Ok(()));
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if avx2::available() && q.wp.is_none() && depthwise::fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
-            // Parts of whole planes (image, channel), each written by one part.
-            let plane = (g.oh * g.ow).max(1);
-            let work = (y.len() * g.kh * g.kw) as u64;
-            crate::par::par_pieces(y, plane, work, |at, piece| {
-                let p0 = at / plane;
+            by_planes(&g, y, |piece, p0, p1| {
                 // SAFETY: AVX2 is present and the conv fits the kernel (checked); the
-                // operands' own slices; `piece` is planes p0.. of the output.
-                unsafe { depthwise::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane) }
+                // operands' own slices; `piece` is planes p0..p1 of the output.
+                unsafe { depthwise::depthwise(&g, &q, piece, p0, p1) }
             });
             return Some(Ok(()));
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         if q.wp.is_none() && depthwise_neon::fits(&g) {
             crate::paths::note(crate::paths::Path::DepthwiseSimd);
-            let plane = (g.oh * g.ow).max(1);
-            let work = (y.len() * g.kh * g.kw) as u64;
-            crate::par::par_pieces(y, plane, work, |at, piece| {
-                let p0 = at / plane;
-                depthwise_neon::depthwise(&g, &q, piece, p0, p0 + piece.len() / plane);
+            by_planes(&g, y, |piece, p0, p1| {
+                depthwise_neon::depthwise(&g, &q, piece, p0, p1)
             });
             return Some(Ok(()));
         }
@@ -402,6 +389,22 @@ pub fn conv_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
 /// one FullyConnected over its patches: 4 MB of int16 patches at most.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 const WIDE_FC_MAX_PATCH: usize = 1 << 21;
+
+/// A depthwise kernel over the output `y` split across the lent threads in parts of whole
+/// planes (image, channel), each written by one part: `f(piece, p0, p1)` computes planes
+/// `p0..p1` into `piece`.
+#[cfg(any(
+    all(feature = "std", target_arch = "x86_64"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+fn by_planes(g: &Geo, y: &mut [i8], f: impl Fn(&mut [i8], usize, usize) + Sync) {
+    let plane = (g.oh * g.ow).max(1);
+    let work = (y.len() * g.kh * g.kw) as u64;
+    crate::par::par_pieces(y, plane, work, |at, piece| {
+        let p0 = at / plane;
+        f(piece, p0, p0 + piece.len() / plane)
+    });
+}
 
 /// Whether a one-group conv with more than 49 taps and a stride the implicit GEMM does not
 /// take runs as one FullyConnected over its patches (`mm::conv_batch`, AVX2 with `std`).

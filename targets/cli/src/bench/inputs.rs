@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use cairn_convert::npy;
 use cairn_kernels::host::IoInfo;
 
@@ -61,15 +61,7 @@ pub fn gather(
 ) -> Result<Vec<Input>> {
     let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
     let graph = samples::graph_inputs(&bytes)?;
-    let mut consts = Vec::new();
-    for c in &args.const_input {
-        let (name, path) = c
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--const-input takes NAME=x.npy, got '{c}'"))?;
-        let a = npy::read(Path::new(path))
-            .with_context(|| format!("--const-input {name}: reading {path}"))?;
-        consts.push((name.to_string(), a, path.to_string()));
-    }
+    let consts = tools::const_inputs(args)?;
     let names: Vec<String> = graph
         .iter()
         .filter(|g| !consts.iter().any(|(n, _, _)| n == &g.name))
