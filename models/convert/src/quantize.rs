@@ -89,8 +89,9 @@ fn i32_bytes(v: &[i32]) -> AlignedBytes {
 /// A tensor with no params of its own that only feeds data-movement ops takes their
 /// output's params: quantization is monotonic, so max/reshape/transpose/slice commute with
 /// it and the int8 result equals quantizing after the move (what ORT does for a QDQ model
-/// whose MaxPool input is left in float).
-fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
+/// whose MaxPool input is left in float). In a calibrated graph (`ranges` not empty) a
+/// tensor without a range was kept f32 on purpose and borrows nothing.
+fn borrow_params_from_movement(g: &Graph, ranges: &Ranges) -> HashMap<usize, (f32, i32)> {
     use OpKind::*;
     let links = crate::ir::Links::of(g);
     let mut forced = HashMap::new();
@@ -101,6 +102,9 @@ fn borrow_params_from_movement(g: &Graph) -> HashMap<usize, (f32, i32)> {
         let Some(x) = op.inputs[0] else { continue };
         let h = &g.tensors[x];
         if h.hint.is_some() || h.is_const() || h.dtype != DType::F32 {
+            continue;
+        }
+        if !ranges.is_empty() && !ranges.contains_key(&x) {
             continue;
         }
         let hinted = |t: usize| match g.tensors[t].hint {
@@ -199,7 +203,7 @@ pub fn quantize_bits_keeping(
         weight_bits == 7 || weight_bits == 8,
         "weight bits are 7 or 8, not {weight_bits}"
     );
-    let forced = borrow_params_from_movement(g);
+    let forced = borrow_params_from_movement(g, ranges);
     let mut q = Q {
         weight_bits,
         keep8: keep8.clone(),
@@ -632,6 +636,9 @@ impl Q<'_> {
                 self.f32_parts.extend(op.outputs.iter().copied());
                 return Ok(false);
             }
+            Reshape | Transpose | Slice | Split | Gather if self.moves_in_f32(op, x, px) => {
+                return Ok(false);
+            }
             Reshape | Transpose | Slice | Split | Pad | MaxPool => {
                 let xq = self.get_q(x)?;
                 let mut params = op.params.clone();
@@ -666,6 +673,23 @@ impl Q<'_> {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Data movement that stays f32 in a calibrated graph: an output the calibration
+    /// passes left without a range (kept f32 on purpose, such as an LSTM's initial cell
+    /// state), or a part of a graph input whose own range is far narrower than the whole's
+    /// (a recurrent model's state input holding the hidden state within ±1 beside a cell
+    /// state in the tens): taken apart in f32, each part is quantized with its own range
+    /// where an int8 op reads it, instead of keeping a few steps of the whole's.
+    fn moves_in_f32(&self, op: &HOp, x: usize, px: (f32, i32)) -> bool {
+        const MIN_SHARE: f32 = 1.0 / 8.0;
+        if !self.ranges.contains_key(&x) {
+            return false;
+        }
+        op.outputs.iter().any(|&o| match self.act(o) {
+            None => true,
+            Some((s, _)) => self.g.inputs.contains(&x) && s < px.0 * MIN_SHARE,
+        })
     }
 
     /// A calibrated Concat whose parts are wanted apart again, as a graph output or by a

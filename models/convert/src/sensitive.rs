@@ -367,6 +367,221 @@ pub fn keep_sensitive_f32(
 /// clamp narrowed to it (`calibrate::narrow_to_clamps`), the f32 islands above, and the
 /// decision layer in f32 (`refine::keep_decision_layer_f32`). Says what it did in `notes`;
 /// returns the ops whose result stays ruined (see [`Found`]).
+/// LSTM cell states `c = f·c_prev + i·g` (an Add of two Muls, each by a sigmoid gate) and
+/// their products stay f32, with the initial state they start from (back through data
+/// movement to the graph input): the state is unbounded (tens, where the gates and the
+/// output are within ±1), carried from step to step and from call to call, and an int8
+/// step sized for its largest value rounds the small values that `tanh` is steep on.
+/// TFLite keeps this state in 16 bits for the same reason. The cost is a few element-wise
+/// ops of the hidden size per step. Returns the number of cell states kept.
+pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
+    use OpKind::*;
+    let links = crate::ir::Links::of(g);
+    let made_by = |t: usize| links.producer(t).map(|p| &g.ops[p]);
+    // Made by one of `fs`, directly or through data movement (the gates of a cell often
+    // share one sigmoid, split after it).
+    let is_fn = |t: usize, fs: &[UnaryFn]| {
+        let mut t = t;
+        for _ in 0..4 {
+            let Some(o) = made_by(t) else { return false };
+            match o.kind {
+                Unary => {
+                    return UnaryFn::from_code(o.params.first().copied().unwrap_or(-1))
+                        .is_some_and(|f| fs.contains(&f))
+                }
+                Reshape | Slice | Split => match o.inputs.first().copied().flatten() {
+                    Some(x) => t = x,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+        false
+    };
+    let gate = |t: usize| is_fn(t, &[UnaryFn::Sigmoid, UnaryFn::HardSigmoid]);
+    // A gated product: (its output, the tensor the gate multiplies).
+    let gated = |t: usize| -> Option<(usize, usize)> {
+        let m = made_by(t).filter(|o| o.kind == Mul)?;
+        let (a, b) = (m.inputs.first().copied()??, m.inputs.get(1).copied()??);
+        if gate(a) && !gate(b) {
+            Some((t, b))
+        } else if gate(b) {
+            Some((t, a))
+        } else {
+            None
+        }
+    };
+    let mut cells = 0;
+    for op in g.ops.iter().filter(|o| o.kind == Add) {
+        let (Some(Some(a)), Some(Some(b))) = (op.inputs.first(), op.inputs.get(1)) else {
+            continue;
+        };
+        let (Some((fa, xa)), Some((fb, xb))) = (gated(*a), gated(*b)) else {
+            continue;
+        };
+        // One product is the candidate `i·g` (g from a tanh); the other reads the
+        // previous state. Both orders occur.
+        let prev = if is_fn(xa, &[UnaryFn::Tanh]) {
+            xb
+        } else if is_fn(xb, &[UnaryFn::Tanh]) {
+            xa
+        } else {
+            continue;
+        };
+        cells += 1;
+        for t in [op.outputs[0], fa, fb] {
+            ranges.remove(&t);
+        }
+        // The new state through data movement on its way out (a reshape to the state
+        // output, a concat beside the hidden state there).
+        let mut next = vec![op.outputs[0]];
+        while let Some(t) = next.pop() {
+            for &r in links.readers(t) {
+                let o = &g.ops[r];
+                if matches!(o.kind, Reshape | Transpose) && ranges.contains_key(&o.outputs[0]) {
+                    ranges.remove(&o.outputs[0]);
+                    next.push(o.outputs[0]);
+                }
+            }
+        }
+        // The previous state back to where it comes from: another step's cell (kept
+        // above) or the initial state taken out of a graph input by data movement.
+        let mut t = prev;
+        for _ in 0..8 {
+            if g.inputs.contains(&t) || g.tensors[t].is_const() {
+                break;
+            }
+            let Some(p) = made_by(t) else { break };
+            if !matches!(p.kind, Reshape | Transpose | Gather | Slice | Split) {
+                break;
+            }
+            ranges.remove(&t);
+            match p.inputs.first().copied().flatten() {
+                Some(x) => t = x,
+                None => break,
+            }
+        }
+    }
+    cells
+}
+
+/// Calibration samples of one graph input whose loudness (RMS) spans more than this ratio
+/// (30 dB) make it a wide-dynamic-range signal: an audio stream with speech and near
+/// silence, a sensor with events and a quiet floor.
+const QUIET_SPREAD: f64 = 32.0;
+/// A tensor computed from such an input alone that int8 damages by more than this on an
+/// average sample (each sample's error against its own norm) stays f32.
+const QUIET_LIMIT: f64 = 0.10;
+
+/// The front end of a wide-dynamic-range input stays f32 while int8 would ruin its quiet
+/// samples. One int8 scale, set by the loudest calibration sample, leaves a quiet one a
+/// step or two: a waveform at −50 dB rounds to zeros and ±1, its spectrum to nothing, and
+/// a voice detector then decides on noise. Errors pooled over the samples (what the other
+/// passes measure) hide it, because the loud samples dominate the sum; here each sample's
+/// error is taken against its own norm and averaged. Starting at such an input, every
+/// tensor computed from it alone (a waveform's padding, an STFT conv, its magnitude, the
+/// first conv on the spectrum) stays f32 while its average per-sample error exceeds
+/// [`QUIET_LIMIT`]; the first tensor within it, or one that mixes in another input or a
+/// later layer, is where int8 begins. Returns the names of the tensors kept.
+pub fn keep_quiet_front_end_f32(
+    g: &Graph,
+    samples: &[Vec<Vec<f32>>],
+    ranges: &mut Ranges,
+) -> Result<Vec<String>> {
+    let mut kept = Vec::new();
+    if samples.len() < 4 {
+        return Ok(kept);
+    }
+    for (k, &input) in g.inputs.iter().enumerate() {
+        if g.tensors[input].dtype != DType::F32 || !ranges.contains_key(&input) {
+            continue;
+        }
+        let rms: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s.get(k))
+            .map(|v| {
+                let e: f64 = v.iter().map(|&x| (x as f64).powi(2)).sum();
+                (e / v.len().max(1) as f64).sqrt()
+            })
+            .filter(|&r| r > 0.0 && r.is_finite())
+            .collect();
+        let (lo, hi) = rms
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        if rms.len() < 4 || hi < QUIET_SPREAD * lo {
+            continue;
+        }
+        // The tensors computed from this input alone (constants aside), in graph order.
+        let mut alone: Vec<usize> = vec![input];
+        let mut set: HashSet<usize> = [input].into();
+        for op in &g.ops {
+            let runtime: Vec<usize> = op
+                .inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&t| !g.tensors[t].is_const())
+                .collect();
+            if !runtime.is_empty() && runtime.iter().all(|t| set.contains(t)) {
+                for &o in &op.outputs {
+                    if g.tensors[o].dtype == DType::F32 && set.insert(o) {
+                        alone.push(o);
+                    }
+                }
+            }
+        }
+        // Each one's int8 error per sample, against that sample's norm, averaged.
+        let mut err: HashMap<usize, (f64, usize)> = HashMap::new();
+        for s in samples {
+            let vals = g.run_all_on(s, true)?;
+            for &t in &alone {
+                let (Some(v), Some(&r)) = (vals.get(&t), ranges.get(&t)) else {
+                    continue;
+                };
+                let (e, n) = err2(v, &fake_quant(v, r));
+                if n > 0.0 {
+                    let a = err.entry(t).or_default();
+                    a.0 += (e / n).sqrt().min(1.0);
+                    a.1 += 1;
+                }
+            }
+        }
+        let lossy = |t: usize| {
+            err.get(&t)
+                .is_some_and(|&(e, n)| e > QUIET_LIMIT * n as f64)
+        };
+        if !lossy(input) {
+            continue;
+        }
+        // Kept: the input, then each tensor whose producer reads only kept tensors.
+        let mut keep: HashSet<usize> = [input].into();
+        for op in &g.ops {
+            let runtime: Vec<usize> = op
+                .inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&t| !g.tensors[t].is_const())
+                .collect();
+            if runtime.is_empty() || !runtime.iter().all(|t| keep.contains(t)) {
+                continue;
+            }
+            for &o in &op.outputs {
+                if lossy(o) {
+                    keep.insert(o);
+                }
+            }
+        }
+        let mut ids: Vec<usize> = keep.into_iter().collect();
+        ids.sort_unstable();
+        for t in ids {
+            ranges.remove(&t);
+            kept.push(g.tensors[t].name.clone());
+        }
+    }
+    Ok(kept)
+}
+
 pub fn default_passes(
     g: &Graph,
     samples: &[Vec<Vec<f32>>],
@@ -375,6 +590,16 @@ pub fn default_passes(
     notes: &mut Vec<String>,
 ) -> Result<Vec<(String, f32)>> {
     crate::calibrate::narrow_to_clamps(g, ranges);
+    let quiet = keep_quiet_front_end_f32(g, samples, ranges)?;
+    if !quiet.is_empty() {
+        notes.push(format!(
+            "the front end of a wide-dynamic-range input stays f32 ({} tensors: {}{}): its calibration samples span over 30 dB, and int8 at the loudest one's scale loses over {:.0}% of an average sample there",
+            quiet.len(),
+            quiet.iter().take(4).map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+            if quiet.len() > 4 { ", ..." } else { "" },
+            100.0 * QUIET_LIMIT,
+        ));
+    }
     let Found { islands, ruined } = keep_sensitive_f32(g, samples, ranges, limit)?;
     if !islands.is_empty() {
         let shown: Vec<String> = islands
@@ -395,6 +620,12 @@ pub fn default_passes(
             islands.len(),
             shown.join(", "),
             if islands.len() > 6 { ", ..." } else { "" }
+        ));
+    }
+    let cells = keep_cell_states_f32(g, ranges);
+    if cells > 0 {
+        notes.push(format!(
+            "{cells} LSTM cell states stay f32 (the recurrence c = f·c + i·g and its products: an unbounded state an int8 step would round on every step)"
         ));
     }
     let kept = crate::refine::keep_decision_layer_f32(g, ranges);

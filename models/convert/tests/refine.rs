@@ -757,7 +757,7 @@ fn unrolled_nodes_can_stay_f32_whole() {
         .unwrap()
         .expect("two unrolled nodes");
     assert_eq!(names, gru_names);
-    // Every op of the GRU nodes is f32 in the result (it was int8 before); the rest is int8.
+    // Every op of the GRU nodes is f32 in the result (it was int8 before); what can be int8 outside them is.
     let int8_in = |q: &cairn_convert::Graph, name: &str| {
         q.ops
             .iter()
@@ -797,8 +797,11 @@ fn unrolled_nodes_can_stay_f32_whole() {
         conversions <= 6,
         "CAIRN_SEED={seed0}: {conversions} quantize/dequantize ops"
     );
+    // (Here nothing is left int8: the ops outside the nodes only move their f32 results.
+    // A movement op whose output the nodes' f32 leaves without a range moves its input in
+    // f32 too, instead of rounding it to int8 and back.)
     assert!(
-        rep2.int8_ops > 0 && rep2.int8_ops < rep.int8_ops,
+        rep2.int8_ops < rep.int8_ops,
         "{} {}",
         rep2.int8_ops,
         rep.int8_ops
