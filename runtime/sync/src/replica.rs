@@ -158,7 +158,7 @@ impl Replica {
         let mut acc: Vec<f32> = Vec::new();
         let mut total = 0u32;
         for id in ids {
-            let item = Item::verify(self.items.get(id)?).ok()?;
+            let item = Item::held(self.items.get(id)?)?;
             let h = item.contribution()?;
             let vals: Vec<f32> = item.contribution_values().collect();
             // In f64: the squares of any finite f32 values sum without overflow, so the
@@ -510,7 +510,7 @@ impl Replica {
         let offers: Vec<(Id, u64, [u8; 32], u8)> = self
             .items
             .values()
-            .filter_map(|b| Item::verify(b).ok())
+            .filter_map(|b| Item::held(b))
             .filter(|i| i.kind == Kind::Meta)
             .filter_map(|i| {
                 let (t, hlc) = i.target()?;
