@@ -116,6 +116,9 @@ pub enum Path {
     /// inside the plane, eight outputs per AVX2 step from column-phase vectors
     /// (`fast_f32/pool.rs`), one count per op.
     MaxPoolPhasesF32,
+    /// f32 MaxPool with windows three columns wide at stride two, eight outputs per AVX2
+    /// step from even and odd column phases (`fast_f32/pool.rs`), one count per op.
+    MaxPool3s2F32,
     /// int8 Softmax over the last axis, eight rows at a time through the column blocks
     /// (`fast_softmax.rs`, AVX2), one count per op part.
     SoftmaxRows,

@@ -940,8 +940,9 @@ fn max_pool_f32_equals_reference() {
     let mut r = Rng(seed ^ 0x3A7);
     let mut ran = 0;
     let before = taken(Path::MaxPoolPhasesF32);
-    let (mut phases, mut flat) = (0, 0);
-    for case in 0..300 {
+    let before3 = taken(Path::MaxPool3s2F32);
+    let (mut phases, mut flat, mut threes) = (0, 0, 0);
+    for case in 0..420 {
         let (n, c) = (r.range(1, 2), r.range(1, 6));
         let (h, w) = (r.range(1, 20), r.range(1, 40));
         let mut k = (r.range(1, 13), r.range(1, 13));
@@ -969,6 +970,14 @@ fn max_pool_f32_equals_reference() {
                 w = sw * r.range(1, 17);
                 flat += 1;
             }
+        }
+        // From case 300 on, windows three columns wide at stride two (3×3/2 and taller or
+        // shorter ones, left pads of 0–2, a right pad as ceil mode gives, row strides and
+        // dilations), over rows short and long.
+        if case >= 300 {
+            (k, s, d) = ((r.range(1, 5), 3), (r.range(1, 3), 2), (r.range(1, 2), 1));
+            (h, w) = (r.range(2, 30), r.range(3, 80));
+            pad = [r.range(0, 2), r.range(0, 3), r.range(0, 2), r.range(0, 2)];
         }
         let (eh, ew) = ((k.0 - 1) * d.0 + 1, (k.1 - 1) * d.1 + 1);
         let (ph, pw) = (h + pad[0] + pad[2], w + pad[1] + pad[3]);
@@ -1018,16 +1027,22 @@ fn max_pool_f32_equals_reference() {
             assert!(eq, "output {i}: reference {a}, fast {b}: {}", what());
         }
         ran += 1;
-        phases += (case >= 150 && ow * s.1 <= w) as u64;
+        phases += ((150..300).contains(&case) && ow * s.1 <= w) as u64;
+        threes += ((k.1, s.1, d.1) == (3, 2, 1) && k.0 <= 16) as u64;
     }
     assert!(
-        ran > 100 && phases > 40 && flat > 10,
-        "{ran} {phases} {flat}"
+        ran > 100 && phases > 40 && flat > 10 && threes > 60,
+        "{ran} {phases} {flat} {threes}"
     );
     if vector_host() {
         assert_eq!(
             taken(Path::MaxPoolPhasesF32) - before,
             phases,
+            "CAIRN_SEED={seed}"
+        );
+        assert_eq!(
+            taken(Path::MaxPool3s2F32) - before3,
+            threes,
             "CAIRN_SEED={seed}"
         );
     }

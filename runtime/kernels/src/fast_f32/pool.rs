@@ -102,6 +102,34 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
         super::dispatch::taken();
         return Some(Ok(()));
     }
+    // Windows three columns wide at stride two (3×3/2, the pool of ResNet stems and
+    // MTCNN), any left pad: eight outputs a step from even and odd column phases.
+    #[cfg(target_arch = "x86_64")]
+    if g.kw == 3 && g.sw == 2 && g.dw == 1 && g.kh <= PHASE_ROWS && crate::paths::avx2() {
+        let pl = g.pl.max(0) as usize;
+        for (xp, yp) in x
+            .chunks_exact(h * w)
+            .zip(y.chunks_exact_mut(oh * ow))
+            .take(planes)
+        {
+            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                let mut rows: [&[f32]; PHASE_ROWS] = [&[]; PHASE_ROWS];
+                let mut nr = 0;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy >= 0 && (iy as usize) < h {
+                        rows[nr] = &xp[iy as usize * w..][..w];
+                        nr += 1;
+                    }
+                }
+                // SAFETY: AVX2 is present (checked above); every row holds w floats.
+                unsafe { pool_3s2_row(&rows[..nr], pl, yr) };
+            }
+        }
+        crate::paths::note(crate::paths::Path::MaxPool3s2F32);
+        super::dispatch::taken();
+        return Some(Ok(()));
+    }
     if h * ow <= ROWS_MAX && ow <= RUN && g.kh > 1 {
         crate::fast::vectorized(
             #[inline(always)]
@@ -180,6 +208,82 @@ unsafe fn pool_phases_row<const S: usize>(rows: &[&[f32]], y: &mut [f32]) {
             [a, b] => phases_body::<S>(&[a, b], y),
             _ => phases_body::<S>(rows, y),
         }
+    }
+}
+
+/// One output row of a MaxPool whose windows are three columns wide at stride two, from
+/// the window's in-bounds input rows in order (whole rows, all of one length): output
+/// `ox` takes columns `2·ox − pl + {0, 1, 2}` of each row, in the reference's order (row
+/// by row, left to right, from −∞, each as `vmaxps(v, m)`, which is `take`), columns
+/// outside the row skipped as the reference skips them. Eight outputs a step: the even
+/// columns of sixteen from `2·ox − pl`, the odd ones, and the even ones of sixteen from
+/// two further on (`vshufps`), their lanes in one shuffled order that a `vpermpd` puts
+/// back before the store. Outputs whose taps or loads would leave the row go one at a
+/// time; the last full step may overlap the one before it (the same values again).
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool_3s2_row(rows: &[&[f32]], pl: usize, y: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let w = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let ow = y.len();
+    let one = |ox: usize| {
+        let mut m = f32::NEG_INFINITY;
+        for r in rows {
+            for kx in 0..3 {
+                let c = (2 * ox + kx) as isize - pl as isize;
+                if c >= 0 && (c as usize) < w {
+                    take(&mut m, r[c as usize]);
+                }
+            }
+        }
+        m
+    };
+    // Vector steps start at outputs whose first tap is in the row and whose loads (18
+    // floats from 2·ox − pl) end inside it.
+    let first = pl.div_ceil(2);
+    let last = if w + pl >= 18 { (w + pl - 18) / 2 } else { 0 };
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut done = 0;
+    if w + pl >= 18 && first <= last && first + 8 <= ow {
+        let end = last.min(ow - 8);
+        let mut o = first;
+        loop {
+            let base = 2 * o - pl;
+            let mut m = ninf;
+            for r in rows {
+                let p = r[base..base + 18].as_ptr();
+                // SAFETY: the slice above holds 18 floats from p.
+                let (lo, hi, lo2, hi2) = unsafe {
+                    (
+                        _mm256_loadu_ps(p),
+                        _mm256_loadu_ps(p.add(8)),
+                        _mm256_loadu_ps(p.add(2)),
+                        _mm256_loadu_ps(p.add(10)),
+                    )
+                };
+                // Lanes: outputs 0, 1, 4, 5 | 2, 3, 6, 7 of the step.
+                m = _mm256_max_ps(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi), m);
+                m = _mm256_max_ps(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi), m);
+                m = _mm256_max_ps(_mm256_shuffle_ps::<0b10_00_10_00>(lo2, hi2), m);
+            }
+            let m = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(m)));
+            // SAFETY: o + 8 <= ow = y.len().
+            unsafe { _mm256_storeu_ps(y[o..o + 8].as_mut_ptr(), m) };
+            if o == end {
+                break;
+            }
+            o = (o + 8).min(end);
+        }
+        for (ox, v) in y.iter_mut().enumerate().take(first) {
+            *v = one(ox);
+        }
+        done = end + 8;
+    }
+    for (ox, v) in y.iter_mut().enumerate().skip(done) {
+        *v = one(ox);
     }
 }
 
