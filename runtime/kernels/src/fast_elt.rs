@@ -405,6 +405,34 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
         note_simd();
         return Some(Ok(()));
     }
+    // Windows three columns wide at stride two (3×3/2 after a stem, MTCNN's pools): each
+    // output row from its window's rows, sixteen or eight outputs a step (AVX2).
+    #[cfg(target_arch = "x86_64")]
+    if (g.kw, g.sw, g.dw) == (3, 2, 1) && g.kh <= MAX_3S2_ROWS && g.pl >= 0 && crate::paths::avx2()
+    {
+        let (pl, row_len) = (g.pl as usize, ow.max(1));
+        let work = (y.len() * g.kh * 3) as u64;
+        pieces(y, row_len, work, |at, y| {
+            for (k, yr) in y.chunks_mut(row_len).enumerate() {
+                let row = at / row_len + k;
+                let (p, oy) = (row / oh.max(1), row % oh.max(1));
+                let mut rows: [&[i8]; MAX_3S2_ROWS] = [&[]; MAX_3S2_ROWS];
+                let mut nr = 0;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
+                    if iy >= 0 && (iy as usize) < h {
+                        rows[nr] = &x[p * h * w + iy as usize * w..][..w];
+                        nr += 1;
+                    }
+                }
+                // SAFETY: AVX2 is present (checked above); every row holds w bytes.
+                unsafe { max_pool_3s2_row(&rows[..nr], pl, yr) };
+            }
+        });
+        crate::paths::note(crate::paths::Path::MaxPoolRows);
+        note_simd();
+        return Some(Ok(()));
+    }
     // Planes are independent: hosts split them across the lent threads (parts of whole
     // output planes, each computed as on one thread).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -418,6 +446,107 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     max_pool_planes(x, (h, w, oh, ow), &g, 0, n * c, y);
     Some(Ok(()))
+}
+
+/// The most window rows [`max_pool_3s2_row`] takes.
+#[cfg(target_arch = "x86_64")]
+const MAX_3S2_ROWS: usize = 16;
+
+/// One output row of an int8 MaxPool whose windows are three columns wide at stride two,
+/// from the window's in-bounds input rows (whole rows of one length): output `ox` is the
+/// maximum of columns `2·ox − pl + {0, 1, 2}` of every row, columns outside the row
+/// skipped as the reference skips them (int8 maxima are exact in any order). Sixteen
+/// outputs a step from 16-byte loads at `2·ox − pl`, 16 on, 2 on and 18 on, each split
+/// into even and odd bytes (`vpshufb`) and paired by quadwords; eight a step from 8-byte
+/// loads where the row is too short for sixteen; the last step of each kind may overlap
+/// the one before (the same values again); outputs whose taps or loads would leave the
+/// row go one at a time.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_3s2_row(rows: &[&[i8]], pl: usize, y: &mut [i8]) {
+    use core::arch::x86_64::*;
+    let w = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let ow = y.len();
+    let one = |ox: usize| {
+        let mut m = i8::MIN;
+        for r in rows {
+            for kx in 0..3 {
+                let c = (2 * ox + kx) as isize - pl as isize;
+                if c >= 0 && (c as usize) < w {
+                    m = m.max(r[c as usize]);
+                }
+            }
+        }
+        m
+    };
+    // Steps of `n` outputs from `o` on while their loads (`reach` bytes from 2·ox − pl)
+    // stay inside the row; the outputs done end at the returned index.
+    let steps = |o: usize, n: usize, reach: usize, step: &mut dyn FnMut(usize, usize)| -> usize {
+        if w + pl < reach {
+            return o;
+        }
+        let last = (w + pl - reach) / 2;
+        if last < o || ow < o + n {
+            return o;
+        }
+        let end = last.min(ow - n);
+        let mut s = o;
+        loop {
+            step(s, 2 * s - pl);
+            if s == end {
+                return end + n;
+            }
+            s = (s + n).min(end);
+        }
+    };
+    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let split8 = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+    let first = pl.div_ceil(2).min(ow);
+    let mut o = steps(first, 16, 34, &mut |s, base| {
+        let mut m = _mm_set1_epi8(i8::MIN);
+        for r in rows {
+            let p = r[base..base + 34].as_ptr();
+            // SAFETY: the slice above holds 34 bytes from p.
+            let ld = |k: usize| unsafe {
+                _mm_shuffle_epi8(_mm_loadu_si128(p.add(k) as *const __m128i), split)
+            };
+            let (a, b, a2, b2) = (ld(0), ld(16), ld(2), ld(18));
+            // Even columns of 32 (outputs' first taps), odd ones, even ones two on.
+            let e = _mm_unpacklo_epi64(a, b);
+            let od = _mm_unpackhi_epi64(a, b);
+            let e2 = _mm_unpacklo_epi64(a2, b2);
+            m = _mm_max_epi8(m, _mm_max_epi8(e, _mm_max_epi8(od, e2)));
+        }
+        // SAFETY: s + 16 <= ow = y.len().
+        unsafe { _mm_storeu_si128(y[s..s + 16].as_mut_ptr() as *mut __m128i, m) };
+    });
+    o = steps(o, 8, 18, &mut |s, base| {
+        let mut m = _mm_set1_epi8(i8::MIN);
+        for r in rows {
+            let p = r[base..base + 18].as_ptr();
+            // SAFETY: the slice above holds 18 bytes from p.
+            let ld = |k: usize| unsafe {
+                _mm_shuffle_epi8(_mm_loadl_epi64(p.add(k) as *const __m128i), split8)
+            };
+            // Evens of 16 columns in the low quadword, odds in the high one.
+            let v = _mm_unpacklo_epi32(ld(0), ld(8));
+            let v2 = _mm_unpacklo_epi32(ld(2), ld(10));
+            m = _mm_max_epi8(
+                m,
+                _mm_max_epi8(v, _mm_max_epi8(_mm_unpackhi_epi64(v, v), v2)),
+            );
+        }
+        // SAFETY: s + 8 <= ow = y.len().
+        unsafe { _mm_storel_epi64(y[s..s + 8].as_mut_ptr() as *mut __m128i, m) };
+    });
+    for (ox, v) in y.iter_mut().enumerate() {
+        if ox < first || ox >= o {
+            *v = one(ox);
+        }
+    }
 }
 
 /// 2×2 max pooling with stride 2 of whole planes whose rows are `W` ≤ 8 bytes (`W` is

@@ -650,6 +650,59 @@ fn max_pool_2x2_matches_reference() {
     neon.check(rows, seed);
 }
 
+/// int8 MaxPool with windows three columns wide at stride two (3×3/2 after a stem, and
+/// taller, shorter and row-strided ones), left pads 0–2, a right pad as ceil mode gives,
+/// rows short (the eight-output steps) and long (sixteen), extreme values; on AVX2 hosts
+/// the row path must run.
+#[test]
+fn max_pool_3x2_matches_reference() {
+    #[cfg(target_arch = "x86_64")]
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x32;
+    let mut r = Rng(seed);
+    let mut ran = 0;
+    for case in 0..200 {
+        let (c, h, w) = (r.range(1, 4), r.range(2, 24), r.range(3, 120));
+        let (kh, sh, dh) = (r.range(1, 4), r.range(1, 2), r.range(1, 2));
+        let pads = [r.range(0, 1), r.range(0, 2), r.range(0, 1), r.range(0, 1)];
+        let (eh, ph, pw) = (
+            (kh - 1) * dh + 1,
+            h + pads[0] + pads[2],
+            w + pads[1] + pads[3],
+        );
+        if ph < eh || pw < 3 || pads[0] >= eh {
+            continue;
+        }
+        let (oh, ow) = ((ph - eh) / sh + 1, (pw - 3) / 2 + 1);
+        // Every window starts inside the padded input and sees one input row and column.
+        if (oh - 1) * sh >= h + pads[0] || (ow - 1) * 2 >= w + pads[1] {
+            continue;
+        }
+        let params = [kh, 3, sh, 2, pads[0], pads[1], pads[2], pads[3], dh, 1];
+        let q = per_tensor(&mut r);
+        let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        let before = taken(Path::MaxPoolRows);
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} k{kh}x3 s{sh}x2 d{dh} p{pads:?}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            assert!(
+                taken(Path::MaxPoolRows) > before,
+                "CAIRN_SEED={seed} case {case}: row path not taken"
+            );
+        }
+        ran += 1;
+    }
+    assert!(ran > 100, "{ran}");
+}
+
 /// int8 MaxPool with a 1×2 window and stride (1, 2) (frequency pooling in audio models):
 /// rows exactly twice the output (the whole tensor as one row) and rows with a spare
 /// column, widths around the 16- and 32-output steps; on AVX2 hosts and aarch64 the row
