@@ -120,6 +120,7 @@ impl<'a> Item<'a> {
     /// check but the signature, which costs a curve point decompression and a scalar
     /// multiplication (milliseconds on a microcontroller) and cannot have changed. Never
     /// for bytes from outside.
+    #[cfg(feature = "alloc")]
     pub(crate) fn held(bytes: &'a [u8]) -> Option<Item<'a>> {
         Self::parse(bytes, false).ok()
     }
