@@ -515,14 +515,7 @@ pub fn keep_quiet_front_end_f32(
         let mut alone: Vec<usize> = vec![input];
         let mut set: HashSet<usize> = [input].into();
         for op in &g.ops {
-            let runtime: Vec<usize> = op
-                .inputs
-                .iter()
-                .flatten()
-                .copied()
-                .filter(|&t| !g.tensors[t].is_const())
-                .collect();
-            if !runtime.is_empty() && runtime.iter().all(|t| set.contains(t)) {
+            if reads_only(g, op, &set) {
                 for &o in &op.outputs {
                     if g.tensors[o].dtype == DType::F32 && set.insert(o) {
                         alone.push(o);
@@ -556,14 +549,7 @@ pub fn keep_quiet_front_end_f32(
         // Kept: the input, then each tensor whose producer reads only kept tensors.
         let mut keep: HashSet<usize> = [input].into();
         for op in &g.ops {
-            let runtime: Vec<usize> = op
-                .inputs
-                .iter()
-                .flatten()
-                .copied()
-                .filter(|&t| !g.tensors[t].is_const())
-                .collect();
-            if runtime.is_empty() || !runtime.iter().all(|t| keep.contains(t)) {
+            if !reads_only(g, op, &keep) {
                 continue;
             }
             for &o in &op.outputs {
@@ -580,6 +566,17 @@ pub fn keep_quiet_front_end_f32(
         }
     }
     Ok(kept)
+}
+
+/// Whether `op` reads run-time tensors, all of them in `set` (constants aside).
+fn reads_only(g: &Graph, op: &HOp, set: &HashSet<usize>) -> bool {
+    let mut runtime = op
+        .inputs
+        .iter()
+        .flatten()
+        .filter(|&&t| !g.tensors[t].is_const())
+        .peekable();
+    runtime.peek().is_some() && runtime.all(|t| set.contains(t))
 }
 
 pub fn default_passes(

@@ -417,14 +417,7 @@ pub fn max_pool_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
                 let row = at / row_len + k;
                 let (p, oy) = (row / oh.max(1), row % oh.max(1));
                 let mut rows: [&[i8]; MAX_3S2_ROWS] = [&[]; MAX_3S2_ROWS];
-                let mut nr = 0;
-                for ky in 0..g.kh {
-                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    if iy >= 0 && (iy as usize) < h {
-                        rows[nr] = &x[p * h * w + iy as usize * w..][..w];
-                        nr += 1;
-                    }
-                }
+                let nr = g.rows_of(&x[p * h * w..][..h * w], (h, w), oy, &mut rows);
                 // SAFETY: AVX2 is present (checked above); every row holds w bytes.
                 unsafe { max_pool_3s2_row(&rows[..nr], pl, yr) };
             }

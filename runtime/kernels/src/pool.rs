@@ -18,6 +18,29 @@ pub(crate) struct Win {
     pub(crate) dw: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
+impl Win {
+    /// The input rows of output row `oy`'s windows that lie inside a plane of `h` rows of
+    /// `w` (`plane`), in window order, into `rows`; how many. At most `rows.len()`.
+    pub(crate) fn rows_of<'a, T>(
+        &self,
+        plane: &'a [T],
+        (h, w): (usize, usize),
+        oy: usize,
+        rows: &mut [&'a [T]],
+    ) -> usize {
+        let mut n = 0;
+        for ky in 0..self.kh {
+            let iy = (oy * self.sh) as isize - self.pt + (ky * self.dh) as isize;
+            if iy >= 0 && (iy as usize) < h && n < rows.len() {
+                rows[n] = &plane[iy as usize * w..][..w];
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 pub(crate) fn win(call: &OpCall<'_>) -> Win {
     let u = |i: usize| call.param(i) as usize;
     let (dh, dw) = if call.kind == OpKind::MaxPool {

@@ -114,14 +114,7 @@ pub fn max_pool_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result
         {
             for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
                 let mut rows: [&[f32]; PHASE_ROWS] = [&[]; PHASE_ROWS];
-                let mut nr = 0;
-                for ky in 0..g.kh {
-                    let iy = (oy * g.sh) as isize - g.pt + (ky * g.dh) as isize;
-                    if iy >= 0 && (iy as usize) < h {
-                        rows[nr] = &xp[iy as usize * w..][..w];
-                        nr += 1;
-                    }
-                }
+                let nr = g.rows_of(xp, (h, w), oy, &mut rows);
                 // SAFETY: AVX2 is present (checked above); every row holds w floats.
                 unsafe { pool_3s2_row(&rows[..nr], pl, yr) };
             }
