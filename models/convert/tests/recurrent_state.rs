@@ -47,6 +47,16 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
     (e / n.max(1e-30)).sqrt()
 }
 
+/// The calibrated ranges of `g` on `calib`, then the same after the default passes, with
+/// their notes.
+fn ranges_and_passes(g: &Graph, calib: &[Vec<Vec<f32>>]) -> (Ranges, Ranges, Vec<String>) {
+    let plain: Ranges = calibrate(g, calib, Method::MinMax, |_| {}).unwrap();
+    let mut ranges = plain.clone();
+    let mut notes = Vec::new();
+    default_passes(g, calib, &mut ranges, 0.05, &mut notes).unwrap();
+    (plain, ranges, notes)
+}
+
 const I: usize = 16;
 const H: usize = 32;
 
@@ -150,10 +160,7 @@ fn an_lstm_cell_state_stays_f32_from_the_state_input_to_the_state_output() {
         "CAIRN_SEED={s0}: the cell state only reached {cmax}"
     );
 
-    let plain: Ranges = calibrate(&g, &calib, Method::MinMax, |_| {}).unwrap();
-    let mut ranges = plain.clone();
-    let mut notes = Vec::new();
-    default_passes(&g, &calib, &mut ranges, 0.05, &mut notes).unwrap();
+    let (plain, ranges, notes) = ranges_and_passes(&g, &calib);
     assert!(
         notes
             .iter()
@@ -236,10 +243,7 @@ fn a_wide_dynamic_range_input_keeps_its_front_end_f32() {
     let calib: Vec<Vec<Vec<f32>>> = (0..8)
         .map(|i| vec![signal(&mut s, n, if i % 2 == 0 { 0.5 } else { 0.0015 })])
         .collect();
-    let plain = calibrate(&g, &calib, Method::MinMax, |_| {}).unwrap();
-    let mut ranges = plain.clone();
-    let mut notes = Vec::new();
-    default_passes(&g, &calib, &mut ranges, 0.05, &mut notes).unwrap();
+    let (plain, ranges, notes) = ranges_and_passes(&g, &calib);
     assert!(
         notes
             .iter()
@@ -275,9 +279,7 @@ fn a_wide_dynamic_range_input_keeps_its_front_end_f32() {
     let even: Vec<Vec<Vec<f32>>> = (0..8)
         .map(|i| vec![signal(&mut s, n, 0.2 + 0.05 * i as f32)])
         .collect();
-    let mut r2 = calibrate(&g, &even, Method::MinMax, |_| {}).unwrap();
-    let mut notes2 = Vec::new();
-    default_passes(&g, &even, &mut r2, 0.05, &mut notes2).unwrap();
+    let (_, r2, notes2) = ranges_and_passes(&g, &even);
     assert!(
         r2.contains_key(&x) && !notes2.iter().any(|n| n.contains("wide-dynamic-range")),
         "CAIRN_SEED={s0}: {notes2:?}"
