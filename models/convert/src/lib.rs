@@ -388,7 +388,7 @@ pub fn convert(
         if opts.weight_bits == WeightBits::Auto && !has_qdq && !opts.calibration.is_empty() {
             let convs = quantize::seven_bit_weight_errors(&g);
             if !convs.is_empty() {
-                match auto_seven(&g, &q, &opts.calibration, convs, &quantized)? {
+                match auto_seven(&g, (&q, &rep.values), &opts.calibration, convs, &quantized)? {
                     Some((seven, note)) => {
                         (q, rep, unrolled_note) = seven;
                         bits_note = note;
@@ -400,12 +400,18 @@ pub fn convert(
         notes.extend(unrolled_note);
         if !has_qdq && ships_int8 {
             let bound = opts.int8_error_limit.unwrap_or(INT8_GUARD_LIMIT);
-            let (kept, note) =
-                run_time_int8::int8_weights_where_f32(&g, q, &opts.calibration, bound)?;
+            let (kept, note) = run_time_int8::int8_weights_where_f32(
+                &g,
+                q,
+                &rep.values,
+                &opts.calibration,
+                bound,
+            )?;
             q = kept;
             notes.extend(note);
         } else if !has_qdq {
-            let (kept, note) = run_time_int8::rounded_weights_where_f32(&g, q, &opts.calibration)?;
+            let (kept, note) =
+                run_time_int8::rounded_weights_where_f32(&g, q, &rep.values, &opts.calibration)?;
             q = kept;
             notes.extend(note);
         }
@@ -460,7 +466,7 @@ type Quantized = (Graph, quantize::Report, Option<String>);
 /// bit kept at 8; then the half. `None` when no try is within the bound.
 fn auto_seven(
     g: &Graph,
-    q8: &Graph,
+    q8: (&Graph, &HashMap<usize, usize>),
     samples: &[Vec<Vec<f32>>],
     mut convs: Vec<(usize, f32)>,
     quantized: &dyn Fn(u8, &HashSet<usize>) -> Result<Quantized>,
@@ -472,9 +478,12 @@ fn auto_seven(
         let keep8: HashSet<usize> = convs[..keep].iter().map(|c| c.0).collect();
         let seven = quantized(7, &keep8)?;
         let errs = if let Some(b) = before {
-            vec![b, refine::output_errors(g, &[&seven.0], samples)?[0]]
+            vec![
+                b,
+                refine::output_errors(g, &[(&seven.0, &seven.1.values)], samples)?[0],
+            ]
         } else {
-            refine::output_errors(g, &[q8, &seven.0], samples)?
+            refine::output_errors(g, &[q8, (&seven.0, &seven.1.values)], samples)?
         };
         before = Some(errs[0]);
         let (e8, e7) = (errs[0], errs[1]);

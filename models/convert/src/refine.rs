@@ -91,6 +91,16 @@ pub fn refine(
         })
         .collect();
     let (picked, answers) = selections(g, &links);
+    // Magnitudes on the first probe sample decide which answers are judged by parts.
+    let mag = |t: usize| -> Option<f32> {
+        let (_, v) = floats.first()?.get(&t)?;
+        Some(
+            v.iter()
+                .filter(|x| x.is_finite())
+                .fold(0.0f32, |m, x| m.max(x.abs())),
+        )
+    };
+    let answers = by_parts(g, &links, &answers, &mag);
     let mut off = 0.0f32;
     // The last round only measures: `off` is always the error of the ranges returned.
     let rounds = if mac_share.is_some() {
@@ -440,18 +450,110 @@ fn selections(g: &Graph, k: &crate::ir::Links) -> (Vec<bool>, Vec<usize>) {
     (picked, answers)
 }
 
+/// Parts joined into one answer are judged apart when the smallest part's magnitude is
+/// under this share of the largest's.
+const PART_SHARE: f32 = 1.0 / 8.0;
+
+/// The tensors `answers` are judged at: each answer itself, or, where it is a Concat
+/// (through Reshapes, Transposes and further Concats, at most eight deep) of f32 parts
+/// whose magnitudes (`mag`: the largest absolute value) differ by more than
+/// `1 / PART_SHARE` (a detector's box coordinates in pixels beside its 0–1 scores), each
+/// part on its own. One relative error over the whole sees only the widest part: a YOLOv8
+/// head's scores 46% off in an output 2.6% off. Parts that are all zero are not judged.
+pub(crate) fn by_parts(
+    g: &Graph,
+    k: &crate::ir::Links,
+    answers: &[usize],
+    mag: &dyn Fn(usize) -> Option<f32>,
+) -> Vec<usize> {
+    fn walk(
+        g: &Graph,
+        k: &crate::ir::Links,
+        t: usize,
+        mag: &dyn Fn(usize) -> Option<f32>,
+        out: &mut Vec<usize>,
+    ) {
+        use cairn_core::OpKind::*;
+        let mut at = t;
+        for _ in 0..8 {
+            let Some(p) = k.producer(at) else { break };
+            let op = &g.ops[p];
+            match op.kind {
+                Reshape | Transpose => match op.inputs.first().copied().flatten() {
+                    Some(x) => at = x,
+                    None => break,
+                },
+                Concat => {
+                    let parts: Vec<(usize, f32)> = op
+                        .inputs
+                        .iter()
+                        .flatten()
+                        .filter(|&&x| g.tensors[x].dtype == DType::F32 && !g.tensors[x].is_const())
+                        .map(|&x| mag(x).map(|m| (x, m)))
+                        .collect::<Option<_>>()
+                        .unwrap_or_default();
+                    let live: Vec<(usize, f32)> =
+                        parts.into_iter().filter(|&(_, m)| m > 0.0).collect();
+                    let widest = live.iter().map(|p| p.1).fold(0.0, f32::max);
+                    let narrowest = live.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
+                    if live.len() < 2 || narrowest >= widest * PART_SHARE {
+                        break;
+                    }
+                    for (x, _) in live {
+                        walk(g, k, x, mag, out);
+                    }
+                    return;
+                }
+                _ => break,
+            }
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    let mut out = Vec::new();
+    for &t in answers {
+        walk(g, k, t, mag, &mut out);
+    }
+    out
+}
+
 /// The worst output's relative L2 error of each graph in `qs` (quantized forms of `g`,
-/// their outputs in the same order) against the float graph `g`, over the first
-/// `PROBE_SAMPLES` samples (the float graph runs once a sample); outputs with no finite
-/// value are skipped.
-pub fn output_errors(g: &Graph, qs: &[&Graph], samples: &[Vec<Vec<f32>>]) -> Result<Vec<f32>> {
-    let mut acc = vec![vec![(0f64, 0f64); g.outputs.len()]; qs.len()];
-    for s in samples.iter().take(PROBE_SAMPLES) {
+/// each with the map from `g`'s tensors to its own, `quantize::Report::values`) against
+/// the float graph `g`, over the first `PROBE_SAMPLES` samples (the float graph runs once a
+/// sample). An output joining parts of very different magnitudes is judged by its parts
+/// ([`by_parts`]); outputs with no finite value are skipped.
+pub fn output_errors(
+    g: &Graph,
+    qs: &[(&Graph, &HashMap<usize, usize>)],
+    samples: &[Vec<Vec<f32>>],
+) -> Result<Vec<f32>> {
+    let mut judged: Vec<usize> = Vec::new();
+    // Each judged tensor's place in each quantized graph.
+    let mut places: Vec<Vec<Option<usize>>> = Vec::new();
+    let mut acc: Vec<Vec<(f64, f64)>> = Vec::new();
+    for (i, s) in samples.iter().take(PROBE_SAMPLES).enumerate() {
         let fv = g.run_all_on(s, true)?;
-        for (q, acc) in qs.iter().zip(acc.iter_mut()) {
+        if i == 0 {
+            let mag = |t: usize| -> Option<f32> {
+                let v: &[f32] = bytemuck::cast_slice(fv.get(&t)?.as_slice());
+                let probe = probed(v.len()).map(|i| v[i]).filter(|x| x.is_finite());
+                Some(probe.fold(0.0f32, |m, x| m.max(x.abs())))
+            };
+            judged = by_parts(g, &crate::ir::Links::of(g), &g.outputs, &mag);
+            places = qs
+                .iter()
+                .map(|&(q, values)| places_in(g, q, values, &judged))
+                .collect();
+            acc = vec![vec![(0f64, 0f64); judged.len()]; qs.len()];
+        }
+        for ((&(q, _), acc), place) in qs.iter().zip(acc.iter_mut()).zip(&places) {
             let qv = q.run_all_on(s, true)?;
-            for ((&ft, &qt), a) in g.outputs.iter().zip(&q.outputs).zip(acc.iter_mut()) {
-                let (Some(f), Some(v)) = (fv.get(&ft), qv.get(&qt)) else {
+            for ((&ft, &qt), a) in judged.iter().zip(place).zip(acc.iter_mut()) {
+                let (Some(f), Some(qt)) = (fv.get(&ft), qt) else {
+                    continue;
+                };
+                let Some(v) = qv.get(&qt) else {
                     continue;
                 };
                 if g.tensors[ft].dtype != DType::F32 {
@@ -478,6 +580,23 @@ pub fn output_errors(g: &Graph, qs: &[&Graph], samples: &[Vec<Vec<f32>>]) -> Res
                 .fold(0.0, f32::max)
         })
         .collect())
+}
+
+/// Where each float tensor of `judged` is in the quantized graph `q`: a graph output at
+/// its position, any other through `values` (`quantize::Report::values`).
+fn places_in(
+    g: &Graph,
+    q: &Graph,
+    values: &HashMap<usize, usize>,
+    judged: &[usize],
+) -> Vec<Option<usize>> {
+    judged
+        .iter()
+        .map(|&t| match g.outputs.iter().position(|&o| o == t) {
+            Some(i) => q.outputs.get(i).copied(),
+            None => values.get(&t).copied(),
+        })
+        .collect()
 }
 
 /// The decision layer stays f32: from each graph output, back through data movement and

@@ -336,12 +336,14 @@ pub fn keep_int8_tables(g: &mut Graph) -> usize {
 pub fn int8_weights_where_f32(
     g: &Graph,
     q: Graph,
+    values: &std::collections::HashMap<usize, usize>,
     samples: &[Vec<Vec<f32>>],
     bound: f32,
 ) -> anyhow::Result<(Graph, Option<String>)> {
     w8_where_f32(
         g,
         q,
+        values,
         samples,
         false,
         |before, after| after <= bound.max(before),
@@ -363,6 +365,7 @@ pub fn int8_weights_where_f32(
 fn w8_where_f32(
     g: &Graph,
     q: Graph,
+    values: &std::collections::HashMap<usize, usize>,
     samples: &[Vec<Vec<f32>>],
     rounded: bool,
     accept: impl Fn(f32, f32) -> bool,
@@ -374,7 +377,7 @@ fn w8_where_f32(
     if n == 0 {
         return Ok((q, None));
     }
-    let errs = crate::refine::output_errors(g, &[&q, &w], samples)?;
+    let errs = crate::refine::output_errors(g, &[(&q, values), (&w, values)], samples)?;
     let (before, after) = (errs[0], errs[1]);
     if !accept(before, after) {
         return Ok((q, None));
@@ -392,10 +395,11 @@ fn w8_where_f32(
 pub fn rounded_weights_where_f32(
     g: &Graph,
     q: Graph,
+    values: &std::collections::HashMap<usize, usize>,
     samples: &[Vec<Vec<f32>>],
 ) -> anyhow::Result<(Graph, Option<String>)> {
     let accept = |before: f32, after: f32| after <= (before * 1.1).max(before + 0.02);
-    w8_where_f32(g, q, samples, true, accept, |n, after, before| {
+    w8_where_f32(g, q, values, samples, true, accept, |n, after, before| {
         format!(
         "{n} FullyConnected ops left f32 run with int8 weights (rounded per output row) and their input rows quantized at run time (FullyConnected.f32-w8); output error on the calibration samples {:.1}% (f32 FCs: {:.1}%)",
         100.0 * after,

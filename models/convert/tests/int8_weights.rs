@@ -76,7 +76,15 @@ fn mlp(state: &mut u64, k: usize, n: usize, o: usize, as_float: bool) -> Vec<u8>
 /// `g` calibrated on `samples` and quantized with the first FullyConnected's output range
 /// dropped, as the output guard does: that FC stays f32 (and the one reading its output
 /// with it).
-fn first_fc_left_f32(g: &cairn_convert::Graph, samples: &[Vec<Vec<f32>>]) -> cairn_convert::Graph {
+/// The graph with its first FullyConnected left f32, and the map from `g`'s tensors to its
+/// own (`Report::values`).
+fn first_fc_left_f32(
+    g: &cairn_convert::Graph,
+    samples: &[Vec<Vec<f32>>],
+) -> (
+    cairn_convert::Graph,
+    std::collections::HashMap<usize, usize>,
+) {
     use cairn_convert::calibrate::{calibrate, Method};
     let mut ranges = calibrate(g, samples, Method::MinMax, |_| {}).unwrap();
     let fc = g
@@ -85,7 +93,8 @@ fn first_fc_left_f32(g: &cairn_convert::Graph, samples: &[Vec<Vec<f32>>]) -> cai
         .position(|o| o.kind == cairn_core::OpKind::FullyConnected)
         .unwrap();
     ranges.remove(&g.ops[fc].outputs[0]);
-    cairn_convert::quantize::quantize(g, &ranges).unwrap().0
+    let (q, rep) = cairn_convert::quantize::quantize(g, &ranges).unwrap();
+    (q, rep.values)
 }
 
 /// FullyConnected ops of `q` whose weights are f32.
@@ -390,10 +399,10 @@ fn ops_left_f32_keep_the_shipped_int8_weights() {
                 .collect()]
         })
         .collect();
-    let q = first_fc_left_f32(&g, &samples);
+    let (q, values) = first_fc_left_f32(&g, &samples);
     let left = f32_fcs(&q);
     assert!(left >= 1, "seed {seed}");
-    let (w, note) = int8_weights_where_f32(&g, q.clone(), &samples, 0.2).unwrap();
+    let (w, note) = int8_weights_where_f32(&g, q.clone(), &values, &samples, 0.2).unwrap();
     assert_eq!(f32_fcs(&w), 0, "seed {seed}: {note:?}");
     let note = note.unwrap_or_default();
     assert!(
@@ -401,7 +410,7 @@ fn ops_left_f32_keep_the_shipped_int8_weights() {
         "seed {seed}: {note}"
     );
     // A bound below what the run-time rows cost: the f32 weights stay.
-    let (same, none) = int8_weights_where_f32(&g, q, &samples, 0.0).unwrap();
+    let (same, none) = int8_weights_where_f32(&g, q, &values, &samples, 0.0).unwrap();
     assert_eq!((f32_fcs(&same), none), (left, None), "seed {seed}");
 }
 
@@ -464,10 +473,10 @@ fn ops_left_f32_take_rounded_int8_weights_when_as_good() {
                     .collect()]
             })
             .collect();
-        let q = first_fc_left_f32(&g, &samples);
+        let (q, values) = first_fc_left_f32(&g, &samples);
         let left = f32_fcs(&q);
         assert!(left >= 1, "seed {seed}");
-        let (w, note) = rounded_weights_where_f32(&g, q, &samples).unwrap();
+        let (w, note) = rounded_weights_where_f32(&g, q, &values, &samples).unwrap();
         if outliers {
             assert_eq!((f32_fcs(&w), note), (left, None), "seed {seed}: outliers");
         } else {
