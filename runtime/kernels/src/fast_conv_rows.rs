@@ -147,7 +147,7 @@ pub(crate) fn par_blocks(
     let (ocg, plane) = (g.oc / g.g, g.oh * g.ow);
     let per_group = ocg.div_ceil(OC_BLOCK);
     let nblocks = g.n * g.g * per_group;
-    let parts = crate::par::parts_for(work).min(nblocks).max(1);
+    let parts = crate::par::parts_over(work, nblocks);
     let first = |part: usize| crate::par::split(nblocks, parts, 1, part).start;
     // Block b is the b-th of `blocks(g)`: (n, grp, j) → channels grp·ocg + j·OC_BLOCK….
     let start = |b: usize| {

@@ -394,7 +394,7 @@ fn im2col<const T: usize>(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
     let plane = g.h * g.w;
     let tp = (T / k / PT * PT).min(TILE_PIX_MAX);
     #[cfg(feature = "std")]
-    let parts = crate::par::parts_for((g.oc * pix * k) as u64).min(pix.div_ceil(tp));
+    let parts = crate::par::parts_over((g.oc * pix * k) as u64, pix.div_ceil(tp));
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
         let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];

@@ -244,16 +244,48 @@ pub fn parts_for(work: u64) -> usize {
     (work / min_part_work).clamp(1, (threads * PARTS_PER_THREAD) as u64) as usize
 }
 
+/// Parts an op of `work` multiply-adds over `units` equal units (channel blocks, row
+/// bands, tiles) splits into, cut as [`split`] cuts: [`parts_for`]'s count at most, fewer
+/// where fewer finish sooner. Few units cut into many parts leave uneven parts (6 blocks
+/// of a 64-channel conv in 4 parts: 1, 2, 1, 2, and the last part found two threads each
+/// done with 2), so each count from the threads' up to the most is scored by the time its
+/// parts take when each goes to the thread free first, and the most parts of the least
+/// time win (more parts absorb a thread that is late).
+pub fn parts_over(work: u64, units: usize) -> usize {
+    // Past this many threads the scoring (threads² steps per count) is not worth it.
+    const SCORED_THREADS: usize = 16;
+    let most = parts_for(work).min(units).max(1);
+    let threads = lent().0.max(1);
+    // Parts of eight units or more are within an eighth of each other.
+    if most <= threads || units >= 8 * most || threads > SCORED_THREADS {
+        return most;
+    }
+    let span = |parts: usize| -> usize {
+        let mut free = [0usize; SCORED_THREADS];
+        let free = &mut free[..threads];
+        for i in 0..parts {
+            let r = split(units, parts, 1, i);
+            let first = free.iter_mut().min().expect("a thread");
+            *first += r.len();
+        }
+        free.iter().copied().max().unwrap_or(0)
+    };
+    (threads..=most)
+        .rev()
+        .min_by_key(|&p| span(p))
+        .unwrap_or(most)
+}
+
 /// Parts per thread a big op is cut into: more than one, so a worker that finishes first
 /// (or one whose core is busy elsewhere) leaves the rest to the others (rayon's work
 /// stealing) instead of the op waiting on one late part.
 pub const PARTS_PER_THREAD: usize = 2;
 
-/// `f(range)` over `parts_for(work)` contiguous pieces of `0..len` cut at multiples of
+/// `f(range)` over `parts_over(work, units)` contiguous pieces of `0..len` cut at multiples of
 /// `align`, each piece on its own worker: the helper for kernels whose units (channels,
 /// rows, planes) are independent. With one part, `f(0..len)` on this thread.
 pub fn par_ranges(len: usize, align: usize, work: u64, f: impl Fn(Range<usize>) + Sync) {
-    let parts = parts_for(work).min(len.div_ceil(align.max(1))).max(1);
+    let parts = parts_over(work, len.div_ceil(align.max(1)));
     run(parts, |i| {
         let r = split(len, parts, align, i);
         if !r.is_empty() {
@@ -262,7 +294,7 @@ pub fn par_ranges(len: usize, align: usize, work: u64, f: impl Fn(Range<usize>) 
     });
 }
 
-/// `f(offset, piece)` over `parts_for(work)` contiguous pieces of `data` cut at multiples
+/// `f(offset, piece)` over `parts_over(work, units)` contiguous pieces of `data` cut at multiples
 /// of `align` (from the start of `data`), each piece on its own worker: the helper for
 /// element-wise kernels, and for any kernel whose units (channels, planes) are contiguous
 /// in its output. With one part, `f(0, data)` on this thread.
@@ -273,7 +305,7 @@ pub fn par_pieces<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let len = data.len();
-    let parts = parts_for(work).min(len.div_ceil(align.max(1))).max(1);
+    let parts = parts_over(work, len.div_ceil(align.max(1)));
     let cut = |i: usize| split(len, parts, align, i).start.min(len);
     let at = |i: usize| if i == parts { len } else { cut(i) };
     run_pieces(data, parts, at, |i, piece| f(at(i), piece));

@@ -397,7 +397,7 @@ fn image<S: Stage<Out = i8>>(
 ) {
     let blocks = Raster::of(g).tiles.div_ceil(2);
     let work = (g.oh * g.ow * g.oc) as u64 * (g.kh * kp) as u64;
-    let parts = crate::par::parts_for(work).min(blocks);
+    let parts = crate::par::parts_over(work, blocks);
     let shared = crate::par::SharedMut::new(out);
     let run = |range: core::ops::Range<usize>| {
         // SAFETY: AVX2 and AMX (`fits`, `use_tiles`); the staged plane has `plane`'s rows

@@ -375,7 +375,7 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     // Several matrix pairs (attention heads) split across the lent threads a range of
     // pairs each; one big pair splits inside its GEMM instead.
     let work = (pairs.len() * m * n) as u64 * k as u64;
-    let parts = crate::par::parts_for(work).min(pairs.len());
+    let parts = crate::par::parts_over(work, pairs.len());
     if parts > 1 {
         let out = crate::par::SharedMut::new(y);
         crate::par::par_ranges(pairs.len(), 1, work, |r| {

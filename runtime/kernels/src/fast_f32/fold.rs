@@ -36,7 +36,7 @@ pub(super) fn conv<const T: usize>(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f
     let total = g.n * pix;
     let tp = tile_pix::<T>(k);
     let tiles = total.div_ceil(tp);
-    let parts = crate::par::parts_for((g.oc * total * k) as u64).min(tiles);
+    let parts = crate::par::parts_over((g.oc * total * k) as u64, tiles);
     let out = crate::par::SharedMut::new(y);
     crate::par::run(parts, |part| {
         let mut tile = [0f32; T];

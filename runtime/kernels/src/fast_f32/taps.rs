@@ -69,7 +69,7 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, panels: &[f32], x: &[f32], y: &mut [f
     let last = offs.last().copied().unwrap_or(0);
     offs.extend(core::iter::repeat_n(last, super::avx512::TAPS_AHEAD));
     let bands = g.oh.div_ceil(rows);
-    let parts = crate::par::parts_for((g.oc * pix * gm.k) as u64).min(bands);
+    let parts = crate::par::parts_over((g.oc * pix * gm.k) as u64, bands);
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
         let yn = &mut y[n * g.oc * pix..(n + 1) * g.oc * pix];
