@@ -730,6 +730,104 @@ fn f32_ops_are_the_same_bytes_at_every_thread_count() {
     }
 }
 
+/// `par::parts_over`: as many parts as `parts_for` allows where the units fill them evenly,
+/// fewer where fewer finish sooner (6 channel blocks on 2 threads: 2 parts of 3, not 4
+/// parts of 1, 2, 1, 2, whose last part lands on a thread already done with 2).
+#[test]
+fn parts_over_prefers_even_parts() {
+    use cairn_kernels::par::{parts_for, parts_over};
+    let big = 1u64 << 32;
+    for (threads, units, want) in [
+        (1, 100, 1),
+        (2, 100, 4),
+        (2, 6, 2),
+        (2, 3, 3),
+        (2, 1, 1),
+        (2, 8, 4),
+        (4, 10, 7),
+    ] {
+        let pool = Pool::new(threads).expect("a thread pool");
+        let got = with_pool(&pool, || parts_over(big, units));
+        assert_eq!(got, want, "{threads} threads, {units} units");
+        // Never more than parts_for gives, nor than the units.
+        let most = with_pool(&pool, || parts_for(big));
+        assert!(got <= most.min(units).max(1));
+    }
+}
+
+/// f32 Unary functions split into pieces of the map, and f32 convs that split by units
+/// other than output rows: one-row maps of few output channels (1-D heads, FIR filters,
+/// split by column tiles), one output channel of patches too large for the im2col tile
+/// (split by pixel tiles), and pointwise convs of 64 channels (few channel blocks, whose
+/// parts `par::parts_over` balances): the bytes of one thread, and f32 Unary the
+/// reference's where the function is exact.
+#[test]
+fn f32_unary_and_one_row_convs_are_the_same_bytes_at_every_thread_count() {
+    use cairn_core::op::UnaryFn;
+    let seed = seed() ^ 0x7412F1;
+    let mut r = Rng(seed);
+    let dims = [1usize, 16, 37, 41];
+    let n: usize = dims.iter().product();
+    for f in [
+        UnaryFn::Relu,
+        UnaryFn::HardSwish,
+        UnaryFn::Sigmoid,
+        UnaryFn::Gelu,
+    ] {
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(tensor(DType::F32, &dims, QuantSpec::None, None));
+        let y = b.add_tensor(tensor(DType::F32, &dims, QuantSpec::None, None));
+        b.ops.push(OpSpec {
+            kind: OpKind::Unary,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params: vec![f as i32, 0, 0],
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        let model = b.finish().expect("a valid Unary model");
+        let input = f32_bytes(&mut r, n);
+        let exact = matches!(f, UnaryFn::Relu | UnaryFn::HardSwish);
+        let reference = exact.then(|| run(&model, RefBackend, &input));
+        let what = format!("CAIRN_SEED={seed} f32 {f:?} over {dims:?}");
+        check_threads(&model, &input, true, reference.as_deref(), &what);
+        check_threads(&model, &input, false, reference.as_deref(), &what);
+    }
+    let conv = |c, w, oc, kw: usize, s: usize, h: usize, kh: usize| ConvCase {
+        n: 1,
+        c,
+        h,
+        w,
+        oc,
+        k: (kh, kw),
+        stride: (1, s),
+        pad: [0; 4],
+        dil: (1, 1),
+        group: 1,
+    };
+    let convs = [
+        // One filter of 256 taps over a long row (a constant-Q front end's bin).
+        conv(1, 6000, 1, 256, 1, 1, 1),
+        // A stride-2 FIR into 4 channels, and 36 channels (the GEMM paths) on one row.
+        conv(2, 4000, 4, 64, 2, 1, 1),
+        conv(8, 700, 36, 3, 1, 1, 1),
+        // Two rows of a narrow head: bands and tiles both.
+        conv(3, 1500, 1, 9, 1, 4, 3),
+        // Pointwise, 64 → 64 channels.
+        conv(64, 60, 64, 1, 1, 40, 1),
+        // One output channel of a 3×3 (stride 2 across) over 1024 channels: patches past
+        // the im2col tile (`bigk.rs`), its pixels split by tiles.
+        conv(1024, 40, 1, 3, 2, 6, 3),
+    ];
+    for (case, cs) in convs.iter().enumerate() {
+        let model = conv_model(&mut r, cs, DType::F32).expect("a valid layer");
+        let input = input_for(&mut r, cs.n * cs.c * cs.h * cs.w, DType::F32);
+        let what = format!("CAIRN_SEED={seed} f32 layer {case}: {cs:?}");
+        check_threads(&model, &input, false, None, &what);
+        check_threads(&model, &input, true, None, &what);
+    }
+}
+
 /// Resize (nearest int8 and f32, bilinear int8), split by planes: the bytes of one thread
 /// and (int8) of the reference.
 #[test]

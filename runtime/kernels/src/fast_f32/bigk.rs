@@ -39,65 +39,85 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
     // Input channels per chunk (at least one: a single channel's patch fits the tile,
     // since kk ≤ TILE / PT is checked by `fits` and tp · kk ≤ TILE).
     let cpc = (TILE / tp / kk).clamp(1, g.c);
-    let mut tile = [0f32; TILE];
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
         let yn = &mut y[n * gm.oc * pix..(n + 1) * gm.oc * pix];
-        let mut t0 = 0;
-        while t0 < pix {
-            let len = tp.min(pix - t0);
-            let mut c0 = 0;
-            while c0 < g.c {
-                let nc = cpc.min(g.c - c0);
-                for c in c0..c0 + nc {
-                    let xc = &xn[c * plane..(c + 1) * plane];
-                    for ky in 0..g.kh {
-                        let row0 = ((c - c0) * g.kh + ky) * g.kw;
-                        let rows = &mut tile[row0 * tp..(row0 + g.kw) * tp];
-                        if !taps_by_blocks(g, xc, ky, t0, len, rows, tp) {
-                            for kx in 0..g.kw {
-                                let d = &mut rows[kx * tp..kx * tp + len];
-                                gather_tap(g, xc, (ky, kx), t0, d);
-                            }
+        if gm.oc == 1 {
+            // One output row (a 1-D head, a long kernel's single filter): its tiles of
+            // pixels split across the lent threads, each the tile one thread would do.
+            let work = (pix * k) as u64;
+            crate::par::par_pieces(yn, tp, work, |at, yp| {
+                tiles(g, gm, xn, yp, at, (tp, cpc));
+            });
+        } else {
+            tiles(g, gm, xn, yn, 0, (tp, cpc));
+        }
+    }
+}
+
+/// The output pixels `at..at + len` of every output channel of one image (`xn`), in
+/// tiles of `tp` pixels from `at` and chunks of `cpc` input channels. `yn` holds channel
+/// `o`'s pixels at `o · len` (all of them, `at` = 0, or one channel's piece).
+fn tiles(g: &Geo, gm: &Gemm<'_>, xn: &[f32], yn: &mut [f32], at: usize, (tp, cpc): (usize, usize)) {
+    let kk = g.kh * g.kw;
+    let k = gm.k;
+    let len_all = yn.len() / gm.oc;
+    let mut tile = [0f32; TILE];
+    let plane = g.h * g.w;
+    let mut t0 = at;
+    while t0 < at + len_all {
+        let len = tp.min(at + len_all - t0);
+        let mut c0 = 0;
+        while c0 < g.c {
+            let nc = cpc.min(g.c - c0);
+            for c in c0..c0 + nc {
+                let xc = &xn[c * plane..(c + 1) * plane];
+                for ky in 0..g.kh {
+                    let row0 = ((c - c0) * g.kh + ky) * g.kw;
+                    let rows = &mut tile[row0 * tp..(row0 + g.kw) * tp];
+                    if !taps_by_blocks(g, xc, ky, t0, len, rows, tp) {
+                        for kx in 0..g.kw {
+                            let d = &mut rows[kx * tp..kx * tp + len];
+                            gather_tap(g, xc, (ky, kx), t0, d);
                         }
                     }
                 }
-                let first = c0 == 0;
-                let last = c0 + nc == g.c;
-                let a = Lhs {
-                    a: &gm.w[c0 * kk..],
-                    rs: k,
-                    cs: 1,
-                };
-                let b = Rhs { b: &tile, bs: tp };
-                let mut dst = Dst {
-                    c: &mut *yn,
-                    rs: pix,
-                    c0: t0,
-                };
-                let start = match (first, gm.bias) {
-                    (false, _) => Start::Load,
-                    (true, Some(bias)) => Start::RowBias(bias),
-                    (true, None) => Start::Zero,
-                };
-                let d = Dims {
-                    m: gm.oc,
-                    n: len,
-                    k: nc * kk,
-                    start,
-                    clamp: last.then_some((gm.lo, gm.hi)),
-                };
-                match gm.panels {
-                    // SAFETY: panels are only given where AVX-512F is present
-                    // (`conv_f32`); `panel_gemm` checks the slice bounds.
-                    #[cfg(target_arch = "x86_64")]
-                    Some(p) => unsafe { super::avx512::panel_gemm(p, k, c0 * kk, b, &mut dst, d) },
-                    _ => gemm(a, b, &mut dst, d),
-                }
-                c0 += nc;
             }
-            t0 += len;
+            let first = c0 == 0;
+            let last = c0 + nc == g.c;
+            let a = Lhs {
+                a: &gm.w[c0 * kk..],
+                rs: k,
+                cs: 1,
+            };
+            let b = Rhs { b: &tile, bs: tp };
+            let mut dst = Dst {
+                c: &mut *yn,
+                rs: len_all,
+                c0: t0 - at,
+            };
+            let start = match (first, gm.bias) {
+                (false, _) => Start::Load,
+                (true, Some(bias)) => Start::RowBias(bias),
+                (true, None) => Start::Zero,
+            };
+            let d = Dims {
+                m: gm.oc,
+                n: len,
+                k: nc * kk,
+                start,
+                clamp: last.then_some((gm.lo, gm.hi)),
+            };
+            match gm.panels {
+                // SAFETY: panels are only given where AVX-512F is present
+                // (`conv_f32`); `panel_gemm` checks the slice bounds.
+                #[cfg(target_arch = "x86_64")]
+                Some(p) => unsafe { super::avx512::panel_gemm(p, k, c0 * kk, b, &mut dst, d) },
+                _ => gemm(a, b, &mut dst, d),
+            }
+            c0 += nc;
         }
+        t0 += len;
     }
 }
 

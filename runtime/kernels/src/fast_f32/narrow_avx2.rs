@@ -145,14 +145,19 @@ unsafe fn body<const R: usize, const NV: usize, const P: usize>(
     let work = (g.n * g.oc * g.oh * g.ow) as u64 * k as u64;
     let out = crate::par::SharedMut::new(y);
     let (wp, toff) = (&wp, &toff);
-    crate::par::par_ranges(g.oh, t.band, work, |rows| {
+    // Units of work: each band of output rows by each tile of columns, so a map of one
+    // row (a 1-D conv over a waveform or a spectrum's frames) splits too.
+    let tiles = g.ow.div_ceil(t.cols);
+    crate::par::par_ranges(g.oh.div_ceil(t.band) * tiles, 1, work, |units| {
         // SAFETY: AVX2 and FMA are present (this function's contract); the parts write
-        // disjoint output rows.
-        unsafe { rows_of::<R, NV, P>(g, gm, &t, wp, toff, x, &out, rows) }
+        // disjoint tiles of output rows.
+        unsafe { rows_of::<R, NV, P>(g, gm, &t, wp, toff, x, &out, units) }
     });
 }
 
-/// Output rows `rows` (whole bands from the first) of every image and output channel.
+/// Units `units` of every image and output channel: unit `u` is band `u / tiles` of
+/// output rows (`t.band` rows from the first) by tile `u % tiles` of output columns
+/// (`t.cols` columns from the first), with `tiles` the tiles of a row.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_of<const R: usize, const NV: usize, const P: usize>(
@@ -163,7 +168,7 @@ unsafe fn rows_of<const R: usize, const NV: usize, const P: usize>(
     toff: &[usize; KW_MAX],
     x: &[f32],
     out: &crate::par::SharedMut<'_, f32>,
-    rows: core::ops::Range<usize>,
+    units: core::ops::Range<usize>,
 ) {
     let (plane, pix) = (g.h * g.w, g.oh * g.ow);
     let sw = g.sw;
@@ -177,110 +182,106 @@ unsafe fn rows_of<const R: usize, const NV: usize, const P: usize>(
     let (lo, hi) = (_mm256_set1_ps(gm.lo), _mm256_set1_ps(gm.hi));
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
-        let mut oy0 = rows.start;
-        while oy0 < rows.end {
-            let nb = t.band.min(rows.end - oy0);
-            let mut t0 = 0;
-            while t0 < g.ow {
-                let len = t.cols.min(g.ow - t0);
-                // Copy the band's input rows, phase by phase, with their zero border.
-                for c in 0..g.c {
-                    for j in 0..t.rows {
-                        let iy = (oy0 * g.sh + j) as isize - g.pt;
-                        let si = c * t.rows + j;
-                        valid[si] = iy >= 0 && iy < g.h as isize;
-                        if !valid[si] {
-                            continue;
-                        }
-                        let row = &xn[c * plane + iy as usize * g.w..][..g.w];
-                        let s0 = si * slot;
-                        for p in 0..sw {
-                            let dst = &mut buf[s0 + p * t.phase..s0 + (p + 1) * t.phase];
-                            // Input column of element e: (t0 + e)·sw + p − pl.
-                            let off = (t0 * sw + p) as isize - g.pl;
-                            let (a, b) = crate::util::inside(off, sw, g.w, dst.len());
-                            dst[..a].fill(0.0);
-                            dst[b..].fill(0.0);
-                            if b > a {
-                                let src = &row[(a as isize * sw as isize + off) as usize..];
-                                if sw == 1 {
-                                    dst[a..b].copy_from_slice(&src[..b - a]);
-                                } else {
-                                    for (d, &v) in dst[a..b].iter_mut().zip(src.iter().step_by(sw))
-                                    {
-                                        *d = v;
-                                    }
+        let tiles = g.ow.div_ceil(t.cols);
+        for u in units.clone() {
+            let oy0 = u / tiles * t.band;
+            let nb = t.band.min(g.oh - oy0);
+            let t0 = u % tiles * t.cols;
+            let len = t.cols.min(g.ow - t0);
+            // Copy the band's input rows, phase by phase, with their zero border.
+            for c in 0..g.c {
+                for j in 0..t.rows {
+                    let iy = (oy0 * g.sh + j) as isize - g.pt;
+                    let si = c * t.rows + j;
+                    valid[si] = iy >= 0 && iy < g.h as isize;
+                    if !valid[si] {
+                        continue;
+                    }
+                    let row = &xn[c * plane + iy as usize * g.w..][..g.w];
+                    let s0 = si * slot;
+                    for p in 0..sw {
+                        let dst = &mut buf[s0 + p * t.phase..s0 + (p + 1) * t.phase];
+                        // Input column of element e: (t0 + e)·sw + p − pl.
+                        let off = (t0 * sw + p) as isize - g.pl;
+                        let (a, b) = crate::util::inside(off, sw, g.w, dst.len());
+                        dst[..a].fill(0.0);
+                        dst[b..].fill(0.0);
+                        if b > a {
+                            let src = &row[(a as isize * sw as isize + off) as usize..];
+                            if sw == 1 {
+                                dst[a..b].copy_from_slice(&src[..b - a]);
+                            } else {
+                                for (d, &v) in dst[a..b].iter_mut().zip(src.iter().step_by(sw)) {
+                                    *d = v;
                                 }
                             }
                         }
                     }
                 }
-                for oy in oy0..oy0 + nb {
-                    let mut nl = 0;
-                    for c in 0..g.c {
-                        for ky in 0..g.kh {
-                            let si = c * t.rows + (oy - oy0) * g.sh + ky * g.dh;
-                            if valid[si] {
-                                live[nl] = (si * slot, (c * g.kh + ky) * g.kw);
-                                nl += 1;
-                            }
-                        }
-                    }
-                    let mut o = 0;
-                    while o < len {
-                        let mut acc = [[[_mm256_setzero_ps(); NV]; R]; P];
-                        for r in 0..R {
-                            acc[0][r] = [_mm256_set1_ps(bias[r]); NV];
-                        }
-                        for &(s0, w0) in &live[..nl] {
-                            let rowp = buf.as_ptr().add(s0 + o);
-                            let wrow = wp.as_ptr().add(w0 * R);
-                            // Taps in groups of P, tap kx + part into partial sum `part`
-                            // (static indices, so the accumulators stay in registers).
-                            let mut kx = 0;
-                            while kx < g.kw {
-                                for (part, accp) in acc.iter_mut().enumerate() {
-                                    let kt = kx + part;
-                                    if kt >= g.kw {
-                                        break;
-                                    }
-                                    // SAFETY: phase element o + pos/sw + 8·NV − 1 < t.phase
-                                    // (pos = kt·dw), since o + 8·NV ≤ t.cols and
-                                    // pos/sw ≤ span/sw.
-                                    let src = rowp.add(toff[kt]);
-                                    let wt = wrow.add(kt * R);
-                                    for v in 0..NV {
-                                        let xv = _mm256_loadu_ps(src.add(8 * v));
-                                        for (r, a) in accp.iter_mut().enumerate() {
-                                            let wv = _mm256_broadcast_ss(&*wt.add(r));
-                                            a[v] = _mm256_fmadd_ps(xv, wv, a[v]);
-                                        }
-                                    }
-                                }
-                                kx += P;
-                            }
-                        }
-                        let keep = (len - o).min(8 * NV);
-                        for r in 0..R {
-                            let mut vals = [0f32; BLOCK_MAX];
-                            for v in 0..NV {
-                                let mut s = acc[0][r][v];
-                                for part in acc.iter().skip(1) {
-                                    s = _mm256_add_ps(s, part[r][v]);
-                                }
-                                let s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
-                                _mm256_storeu_ps(vals.as_mut_ptr().add(8 * v), s);
-                            }
-                            let at = (n * g.oc + r) * pix + oy * g.ow + t0 + o;
-                            // SAFETY: output row oy is this part's alone.
-                            unsafe { out.piece(at, keep) }.copy_from_slice(&vals[..keep]);
-                        }
-                        o += 8 * NV;
-                    }
-                }
-                t0 += len;
             }
-            oy0 += nb;
+            for oy in oy0..oy0 + nb {
+                let mut nl = 0;
+                for c in 0..g.c {
+                    for ky in 0..g.kh {
+                        let si = c * t.rows + (oy - oy0) * g.sh + ky * g.dh;
+                        if valid[si] {
+                            live[nl] = (si * slot, (c * g.kh + ky) * g.kw);
+                            nl += 1;
+                        }
+                    }
+                }
+                let mut o = 0;
+                while o < len {
+                    let mut acc = [[[_mm256_setzero_ps(); NV]; R]; P];
+                    for r in 0..R {
+                        acc[0][r] = [_mm256_set1_ps(bias[r]); NV];
+                    }
+                    for &(s0, w0) in &live[..nl] {
+                        let rowp = buf.as_ptr().add(s0 + o);
+                        let wrow = wp.as_ptr().add(w0 * R);
+                        // Taps in groups of P, tap kx + part into partial sum `part`
+                        // (static indices, so the accumulators stay in registers).
+                        let mut kx = 0;
+                        while kx < g.kw {
+                            for (part, accp) in acc.iter_mut().enumerate() {
+                                let kt = kx + part;
+                                if kt >= g.kw {
+                                    break;
+                                }
+                                // SAFETY: phase element o + pos/sw + 8·NV − 1 < t.phase
+                                // (pos = kt·dw), since o + 8·NV ≤ t.cols and
+                                // pos/sw ≤ span/sw.
+                                let src = rowp.add(toff[kt]);
+                                let wt = wrow.add(kt * R);
+                                for v in 0..NV {
+                                    let xv = _mm256_loadu_ps(src.add(8 * v));
+                                    for (r, a) in accp.iter_mut().enumerate() {
+                                        let wv = _mm256_broadcast_ss(&*wt.add(r));
+                                        a[v] = _mm256_fmadd_ps(xv, wv, a[v]);
+                                    }
+                                }
+                            }
+                            kx += P;
+                        }
+                    }
+                    let keep = (len - o).min(8 * NV);
+                    for r in 0..R {
+                        let mut vals = [0f32; BLOCK_MAX];
+                        for v in 0..NV {
+                            let mut s = acc[0][r][v];
+                            for part in acc.iter().skip(1) {
+                                s = _mm256_add_ps(s, part[r][v]);
+                            }
+                            let s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
+                            _mm256_storeu_ps(vals.as_mut_ptr().add(8 * v), s);
+                        }
+                        let at = (n * g.oc + r) * pix + oy * g.ow + t0 + o;
+                        // SAFETY: output row oy is this part's alone.
+                        unsafe { out.piece(at, keep) }.copy_from_slice(&vals[..keep]);
+                    }
+                    o += 8 * NV;
+                }
+            }
         }
     }
 }

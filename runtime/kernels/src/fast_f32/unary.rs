@@ -99,6 +99,17 @@ fn covers(f: UnaryFn, a: f32) -> bool {
         )
 }
 
+/// An element's cost in `crate::par`'s unit (multiply-adds of the same time): a compare,
+/// a clamp or a few products, or a polynomial and a division.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn work(f: UnaryFn) -> u64 {
+    use UnaryFn::*;
+    match f {
+        Exp | Log | Sigmoid | Silu | Tanh | Erf | Gelu | GeluTanh | Mish | Softplus => 32,
+        _ => 8,
+    }
+}
+
 /// f32 Unary through the vector path, or `None`.
 pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), ExecError>> {
     #[cfg(target_arch = "x86_64")]
@@ -124,22 +135,28 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
             Ok(y) => y,
             Err(e) => return Some(Err(e)),
         };
-        if f == UnaryFn::HardSwish && super::avx512::available() {
-            // SAFETY: AVX-512F is present (checked above); `src`, when given, has `y`'s
-            // length (checked above).
-            unsafe { avx512::hardswish(src, y) };
-        } else if matches!(
-            f,
-            UnaryFn::Gelu | UnaryFn::Erf | UnaryFn::GeluTanh | UnaryFn::Tanh
-        ) && super::avx512::available()
-        {
-            // SAFETY: as above.
-            unsafe { avx512::gelu_family(f, src, y) };
-        } else {
-            // SAFETY: AVX2 and FMA are present (checked above); `src`, when given, has
-            // `y`'s length (checked above).
-            unsafe { avx2::apply(f, a, b, src, y) };
-        }
+        let wide = super::avx512::available();
+        // Each element on its own: pieces of the map on the lent threads give the same
+        // bits as one pass (the vector body's tail goes through the same operations).
+        crate::par::par_pieces(y, 16, y.len() as u64 * work(f), |at, y| {
+            let src = src.map(|s| &s[at..at + y.len()]);
+            if f == UnaryFn::HardSwish && wide {
+                // SAFETY: AVX-512F is present (checked above); `src`, when given, has
+                // `y`'s length (the same piece of a map as long as `y`'s, checked above).
+                unsafe { avx512::hardswish(src, y) };
+            } else if matches!(
+                f,
+                UnaryFn::Gelu | UnaryFn::Erf | UnaryFn::GeluTanh | UnaryFn::Tanh
+            ) && wide
+            {
+                // SAFETY: as above.
+                unsafe { avx512::gelu_family(f, src, y) };
+            } else {
+                // SAFETY: AVX2 and FMA are present (checked above); `src`, when given,
+                // has `y`'s length (as above).
+                unsafe { avx2::apply(f, a, b, src, y) };
+            }
+        });
         super::dispatch::taken();
         Some(Ok(()))
     }
