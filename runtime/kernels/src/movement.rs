@@ -69,7 +69,7 @@ impl Requant {
             Requant::Table(table) => {
                 let (s8, d8): (&[i8], &mut [i8]) =
                     (bytemuck::cast_slice(s), bytemuck::cast_slice_mut(dst));
-                if !crate::fast_elt::table_bytes(table, s8, d8) {
+                if s.len() < SHORT_RUN || !crate::fast_elt::table_bytes(table, s8, d8) {
                     for (d, &v) in dst.iter_mut().zip(s) {
                         *d = self.one(v);
                     }
@@ -83,6 +83,11 @@ impl Requant {
         }
     }
 }
+
+/// Runs shorter than this go through a byte table one lookup at a time: the vector
+/// table's setup (sixteen 16-byte loads) costs more than their lookups.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SHORT_RUN: usize = 32;
 
 pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
     let es = esize(&out);
@@ -105,6 +110,27 @@ pub fn concat(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), ExecError> {
             runs(&t.data[..outer * len], len, &mut out.data[at..], row);
             at += len;
             continue;
+        }
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if let Requant::Table(table) = &how {
+            if len < SHORT_RUN {
+                // Short runs (a channel-last concat's value or two a position): lookups
+                // straight from row to row, not a vector table set up per run.
+                let src = &t.data[..outer * len];
+                if len == 1 {
+                    for (d, &v) in out.data[at..].iter_mut().step_by(row).zip(src) {
+                        *d = table[(v ^ 0x80) as usize] as u8;
+                    }
+                } else {
+                    for (s, d) in src.chunks_exact(len).zip(out.data[at..].chunks_mut(row)) {
+                        for (d, &v) in d.iter_mut().zip(s) {
+                            *d = table[(v ^ 0x80) as usize] as u8;
+                        }
+                    }
+                }
+                at += len;
+                continue;
+            }
         }
         for o in 0..outer {
             let src = &t.data[o * len..(o + 1) * len];

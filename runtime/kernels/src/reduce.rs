@@ -260,12 +260,30 @@ pub fn reduce_fast(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<
                     a.min(v)
                 }
             };
+            if inner == 1 {
+                // The last axis (a stack of a few maps, then its max): rows of `red`
+                // bytes, a fixed count unrolled where it is small.
+                #[inline(always)]
+                fn rows<const R: usize>(x: &[i8], y: &mut [i8], pick: impl Fn(i8, i8) -> i8) {
+                    for (yo, xo) in y.iter_mut().zip(x.chunks_exact(R)) {
+                        let xo: &[i8; R] = xo.try_into().expect("R bytes");
+                        *yo = xo[1..].iter().fold(xo[0], |a, &v| pick(a, v));
+                    }
+                }
+                match red {
+                    2 => rows::<2>(xi, y, pick),
+                    3 => rows::<3>(xi, y, pick),
+                    4 => rows::<4>(xi, y, pick),
+                    _ => {
+                        for (yo, xo) in y.iter_mut().zip(xi.chunks_exact(red)) {
+                            *yo = xo[1..].iter().fold(xo[0], |a, &v| pick(a, v));
+                        }
+                    }
+                }
+                return Some(Ok(()));
+            }
             for (o, yo) in y.chunks_exact_mut(inner).enumerate() {
                 let xo = &xi[o * red * inner..(o + 1) * red * inner];
-                if inner == 1 {
-                    yo[0] = xo.iter().fold(xo[0], |a, &v| pick(a, v));
-                    continue;
-                }
                 yo.copy_from_slice(&xo[..inner]);
                 for xr in xo.chunks_exact(inner).skip(1) {
                     for (a, &v) in yo.iter_mut().zip(xr) {
