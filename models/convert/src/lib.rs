@@ -347,7 +347,19 @@ pub fn convert(
                             note_moved(&mut notes, &wider.moved, bound, "");
                             r = wide;
                         }
-                        None => note_moved(&mut notes, &done.moved, limit, GUARD_NOTE),
+                        None => {
+                            note_moved(&mut notes, &done.moved, limit, GUARD_NOTE);
+                            if done.moved.is_empty() && done.off > limit {
+                                // Under the trigger, so nothing moved, but over the bound
+                                // a user may need: say how far off, and the knob.
+                                notes.push(format!(
+                                    "int8 outputs are {:.0}% off on the calibration samples (relative L2 error; the output guard acts over {:.0}%): a classifier's top-1 bears that, an embedding or a regression may not; --int8-error-limit {:.0} moves the ops that add most to f32",
+                                    100.0 * done.off,
+                                    100.0 * guard,
+                                    100.0 * limit,
+                                ));
+                            }
+                        }
                     }
                 }
                 (None, None) => {}
