@@ -94,11 +94,7 @@ pub fn refine(
     // Magnitudes on the first probe sample decide which answers are judged by parts.
     let mag = |t: usize| -> Option<f32> {
         let (_, v) = floats.first()?.get(&t)?;
-        Some(
-            v.iter()
-                .filter(|x| x.is_finite())
-                .fold(0.0f32, |m, x| m.max(x.abs())),
-        )
+        Some(peak(v.iter().copied()))
     };
     let answers = by_parts(g, &links, &answers, &mag);
     let mut off = 0.0f32;
@@ -450,6 +446,14 @@ fn selections(g: &Graph, k: &crate::ir::Links) -> (Vec<bool>, Vec<usize>) {
     (picked, answers)
 }
 
+/// The largest finite magnitude among `values` (0 when there is none): a part's size for
+/// [`by_parts`].
+fn peak(values: impl Iterator<Item = f32>) -> f32 {
+    values
+        .filter(|x| x.is_finite())
+        .fold(0.0, |m, x| m.max(x.abs()))
+}
+
 /// Parts joined into one answer are judged apart when the smallest part's magnitude is
 /// under this share of the largest's.
 const PART_SHARE: f32 = 1.0 / 8.0;
@@ -537,8 +541,7 @@ pub fn output_errors(
         if i == 0 {
             let mag = |t: usize| -> Option<f32> {
                 let v: &[f32] = bytemuck::cast_slice(fv.get(&t)?.as_slice());
-                let probe = probed(v.len()).map(|i| v[i]).filter(|x| x.is_finite());
-                Some(probe.fold(0.0f32, |m, x| m.max(x.abs())))
+                Some(peak(probed(v.len()).map(|i| v[i])))
             };
             judged = by_parts(g, &crate::ir::Links::of(g), &g.outputs, &mag);
             places = qs

@@ -69,7 +69,7 @@ impl Requant {
             Requant::Table(table) => {
                 let (s8, d8): (&[i8], &mut [i8]) =
                     (bytemuck::cast_slice(s), bytemuck::cast_slice_mut(dst));
-                if s.len() < SHORT_RUN || !crate::fast_elt::table_bytes(table, s8, d8) {
+                if !crate::fast_elt::table_bytes(table, s8, d8) {
                     for (d, &v) in dst.iter_mut().zip(s) {
                         *d = self.one(v);
                     }
@@ -84,8 +84,9 @@ impl Requant {
     }
 }
 
-/// Runs shorter than this go through a byte table one lookup at a time: the vector
-/// table's setup (sixteen 16-byte loads) costs more than their lookups.
+/// Concat runs shorter than this go through a byte table one lookup at a time (in
+/// `concat`, not `Requant::apply`): the vector table's setup (sixteen 16-byte loads)
+/// costs more than their lookups.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const SHORT_RUN: usize = 32;
 

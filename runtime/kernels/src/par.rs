@@ -265,8 +265,9 @@ pub fn parts_over(work: u64, units: usize) -> usize {
         let free = &mut free[..threads];
         for i in 0..parts {
             let r = split(units, parts, 1, i);
-            let first = free.iter_mut().min().expect("a thread");
-            *first += r.len();
+            if let Some(first) = free.iter_mut().min() {
+                *first += r.len();
+            }
         }
         free.iter().copied().max().unwrap_or(0)
     };

@@ -56,8 +56,9 @@ pub(super) fn conv(g: &Geo, gm: &Gemm<'_>, x: &[f32], y: &mut [f32]) {
 }
 
 /// The output pixels `at..at + len` of every output channel of one image (`xn`), in
-/// tiles of `tp` pixels from `at` and chunks of `cpc` input channels. `yn` holds channel
-/// `o`'s pixels at `o · len` (all of them, `at` = 0, or one channel's piece).
+/// tiles of `tp` pixels from `at` and chunks of `cpc` input channels, with `len` =
+/// `yn.len() / oc`: `yn` holds channel `o`'s pixels at `o · len` (all of them with `at` =
+/// 0, or a piece of a one-channel output).
 fn tiles(g: &Geo, gm: &Gemm<'_>, xn: &[f32], yn: &mut [f32], at: usize, (tp, cpc): (usize, usize)) {
     let kk = g.kh * g.kw;
     let k = gm.k;

@@ -180,9 +180,9 @@ unsafe fn rows_of<const R: usize, const NV: usize, const P: usize>(
     let mut live = [(0usize, 0usize); SCRATCH / BLOCK_MAX];
     let bias: [f32; R] = core::array::from_fn(|r| gm.bias.map_or(0.0, |b| b[r]));
     let (lo, hi) = (_mm256_set1_ps(gm.lo), _mm256_set1_ps(gm.hi));
+    let tiles = g.ow.div_ceil(t.cols);
     for n in 0..g.n {
         let xn = &x[n * g.c * plane..(n + 1) * g.c * plane];
-        let tiles = g.ow.div_ceil(t.cols);
         for u in units.clone() {
             let oy0 = u / tiles * t.band;
             let nb = t.band.min(g.oh - oy0);
