@@ -257,7 +257,8 @@ fn fast_path_equals_the_reference() {
     let before = taken(Path::FcW8);
     let before512 = taken(Path::FcVnni512);
     let before_amx = taken(Path::GemmAmx);
-    let mut runs = 0;
+    let before_panels = taken(Path::GemvPanels);
+    let (mut runs, mut one_row_cached) = (0, 0);
     for case in 0..48 {
         let lead = r.range(1, 2);
         let m = [1, 2, r.range(3, 40), r.range(100, 200)][r.range(0, 3)];
@@ -274,6 +275,15 @@ fn fast_path_equals_the_reference() {
         // Packed per call, and from a pack cache (VNNI quads where the CPU has them).
         assert_eq!(run(&model, CpuBackend, &x), expect, "{what}");
         assert_eq!(run_cached(&model, &x), expect, "{what} (cached)");
+        if m <= 2 {
+            // One or two rows from a pack cache: the int8 GEMV's weight panels, on one
+            // thread and split across three.
+            one_row_cached += 2;
+            let pool = Pool::new(3).expect("a pool").with_min_part_work(1);
+            let got = with_pool(&pool, || run_cached(&model, &x));
+            assert_eq!(got, expect, "{what} (cached, 3 threads)");
+            runs += 2;
+        }
         // Without VNNI: int16 pairs, or vpmaddubsw quads for 7-bit weights.
         let was = allow_vnni(false);
         let no_vnni = run(&model, CpuBackend, &x);
@@ -296,6 +306,10 @@ fn fast_path_equals_the_reference() {
     }
     if avx2_host() {
         assert_eq!(taken(Path::FcW8) - before, runs, "CAIRN_SEED={seed}");
+        assert!(
+            taken(Path::GemvPanels) - before_panels >= 2 * one_row_cached,
+            "CAIRN_SEED={seed}"
+        );
     }
     // Rows of three or more on 512-bit vpdpbusd where the host has it.
     if vnni512_host() {

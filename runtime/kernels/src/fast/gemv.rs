@@ -24,7 +24,7 @@ pub(super) const MAX_PIX: usize = 4;
 /// Work units (`crate::par`'s: 25 int8 multiply-adds a nanosecond) a multiply-add of a
 /// weight-streaming GEMV costs: each weight byte is read once, so it runs at memory
 /// speed, 7–9 GMAC/s for MobileNetV2's 1792 × 1000 classifier (`cairn run --profile`).
-const GEMV_WORK: u64 = 3;
+pub(super) const GEMV_WORK: u64 = 3;
 
 /// The scratch vectors below are `SMALL_K` long unless `k` needs more (`stack_buf!`).
 const SMALL_K: usize = 512;
@@ -66,53 +66,21 @@ pub(super) fn conv(g: &Geo, q: &Q<'_>, y: &mut [i8]) {
 /// of rows `o..o + ys.len()`.
 fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync) {
     let work = (n * xw.len()) as u64 * GEMV_WORK;
+    // Only where a pack cache keeps these weights (a `HostModel` run, weights in the
+    // model's bytes): packing on every call would cost as much as the product.
+    #[cfg(feature = "std")]
+    if crate::prepack::keeps(q.w.as_ptr() as usize) {
+        let k = xw.len();
+        panel_dots(xw, q.zx + 128, q.w, n, work, |o, d| {
+            let block = Block::new(xw, q, k, n);
+            // SAFETY: AVX2 (the callers checked).
+            unsafe { emit8(&block, o, d, &put) };
+        });
+        return;
+    }
     let vnni = crate::paths::vnni();
     if vnni.is_some() {
         crate::paths::note(crate::paths::Path::GemvVnni);
-    }
-    // Only where a pack cache keeps these weights (a `HostModel` run, weights in the model's
-    // bytes): packing on every call would cost as much as the product. Panels of 64-byte steps for AVX-512, 32 for 256-bit VNNI, 16 weights
-    // (widened to int16) for vpmaddwd.
-    #[cfg(feature = "std")]
-    if crate::prepack::keeps(q.w.as_ptr() as usize) {
-        use crate::paths::Vnni;
-        let wide = vnni == Some(Vnni::Evex) && avx512_rows();
-        let step = match vnni {
-            _ if wide => 64,
-            Some(_) => 32,
-            None => 16,
-        };
-        if wide {
-            crate::paths::note(crate::paths::Path::GemvAvx512);
-        }
-        crate::paths::note(crate::paths::Path::GemvPanels);
-        let key = (
-            q.w.as_ptr() as usize,
-            n * xw.len(),
-            0x7000_0000 | step as u32,
-        );
-        let mut scratch = Vec::new();
-        crate::prepack::with_packed(
-            key,
-            &mut scratch,
-            |v| pack_panels(q.w, n, xw.len(), step, v),
-            |p| {
-                crate::par::par_ranges(n, 8, work, |os| {
-                    // SAFETY: AVX2 (the callers checked); AVX-512 F/BW/VNNI where `wide`
-                    // (`avx512_rows`), VNNI where `vnni` says so; `p` is `pack_panels` of
-                    // the n rows of xw.len() with this step.
-                    unsafe {
-                        match vnni {
-                            _ if wide => rows_vnni512(xw, q, (p, n), os, &put),
-                            Some(Vnni::Evex) => rows_panel_vnni::<false>(xw, q, (p, n), os, &put),
-                            Some(Vnni::Vex) => rows_panel_vnni::<true>(xw, q, (p, n), os, &put),
-                            None => rows_panel_madd(xw, q, (p, n), os, &put),
-                        }
-                    }
-                });
-            },
-        );
-        return;
     }
     crate::par::par_ranges(n, 8, work, |os| {
         // SAFETY: AVX2 (the callers checked), VNNI where `vnni` says so; the weights hold
@@ -133,6 +101,66 @@ fn split_rows(xw: &[i16], q: &Q<'_>, n: usize, put: impl Fn(usize, &[i8]) + Sync
 #[cfg(feature = "std")]
 fn avx512_rows() -> bool {
     crate::paths::avx512_f32() && std::is_x86_feature_detected!("avx512bw")
+}
+
+/// The exact sums `Σ_t xw[t]·w[j][t]` (modulo 2^32) of the `n` weight rows of `w`
+/// (`[n, xw.len()]`) with one input vector `xw` (zero point subtracted, so that `xw + zs`
+/// is a byte 0..=255), over the weights packed in panels (`pack_panels`, kept by the pack
+/// cache: callers check `prepack::keeps`), in parts of whole blocks of eight rows on the
+/// lent threads: `sink(o, d)` takes the sums of rows `o..o + 8` as the lanes of `d`
+/// (lanes past `n` zero). `work` is the op's cost in `par`'s units. The int8 GEMV and
+/// FullyConnected.f32-w8's one-row path (`gemv_w8`) share it.
+///
+/// The caller checked AVX2 and `xw.len() <= MAX_K`.
+#[cfg(feature = "std")]
+pub(super) fn panel_dots(
+    xw: &[i16],
+    zs: i32,
+    w: &[i8],
+    n: usize,
+    work: u64,
+    sink: impl Fn(usize, __m256i) + Sync,
+) {
+    use crate::paths::Vnni;
+    let vnni = crate::paths::vnni();
+    if vnni.is_some() {
+        crate::paths::note(crate::paths::Path::GemvVnni);
+    }
+    // Panels of 64-byte steps for AVX-512, 32 for 256-bit VNNI, 16 weights (widened to
+    // int16) for vpmaddwd.
+    let wide = vnni == Some(Vnni::Evex) && avx512_rows();
+    let step = match vnni {
+        _ if wide => 64,
+        Some(_) => 32,
+        None => 16,
+    };
+    if wide {
+        crate::paths::note(crate::paths::Path::GemvAvx512);
+    }
+    crate::paths::note(crate::paths::Path::GemvPanels);
+    let k = xw.len();
+    let key = (w.as_ptr() as usize, n * k, 0x7000_0000 | step as u32);
+    let mut scratch = Vec::new();
+    crate::prepack::with_packed(
+        key,
+        &mut scratch,
+        |v| pack_panels(w, n, k, step, v),
+        |p| {
+            crate::par::par_ranges(n, 8, work, |os| {
+                // SAFETY: AVX2 (the callers checked); AVX-512 F/BW/VNNI where `wide`
+                // (`avx512_rows`), VNNI where `vnni` says so; `p` is `pack_panels` of
+                // the n rows of k with this step.
+                unsafe {
+                    match vnni {
+                        _ if wide => rows_vnni512(xw, zs, (p, n), os, &sink),
+                        Some(Vnni::Evex) => rows_panel_vnni::<false>(xw, zs, (p, n), os, &sink),
+                        Some(Vnni::Vex) => rows_panel_vnni::<true>(xw, zs, (p, n), os, &sink),
+                        None => rows_panel_madd(xw, (p, n), os, &sink),
+                    }
+                }
+            });
+        },
+    );
 }
 
 /// The weights of `n` rows of `k` for the panel rows (`rows_vnni512`, `rows_panel_vnni`,
@@ -173,19 +201,17 @@ fn pack_panels(w: &[i8], n: usize, k: usize, step: usize, v: &mut Vec<i32>) {
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
 unsafe fn rows_vnni512(
     xw: &[i16],
-    q: &Q<'_>,
+    zs: i32,
     (packed, n_all): (&[i32], usize),
     os: core::ops::Range<usize>,
-    put: impl Fn(usize, &[i8]),
+    sink: &impl Fn(usize, __m256i),
 ) {
     let k = xw.len();
-    let Some((n, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 64) else {
+    let Some((_, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 64) else {
         return;
     };
-    let zs = q.zx + 128;
     stack_buf!(u: u8, steps * 64, SMALL_K, MAX_K);
     biased_bytes(u, xw, zs);
-    let block = Block::new(xw, q, k, n);
     let zsv = _mm256_set1_epi32(zs);
     for o in os.step_by(8) {
         // This block's panel: steps × 8 vectors of 64 bytes (16 words each).
@@ -208,8 +234,7 @@ unsafe fn rows_vnni512(
             // Σ(x − zx)·w = Σu·w − (zx + 128)·Σw, lane by lane (modulo 2^32).
             _mm256_sub_epi32(reduce8(acc), _mm256_mullo_epi32(zsv, wsv))
         };
-        // SAFETY: AVX2 (the contract).
-        unsafe { emit8(&block, o, d, &put) };
+        sink(o, d);
     }
 }
 
@@ -284,19 +309,17 @@ unsafe fn emit8(block: &Block<'_, '_>, o: usize, d: __m256i, put: &impl Fn(usize
 #[target_feature(enable = "avx2")]
 unsafe fn rows_panel_vnni<const VEX: bool>(
     xw: &[i16],
-    q: &Q<'_>,
+    zs: i32,
     (packed, n_all): (&[i32], usize),
     os: core::ops::Range<usize>,
-    put: impl Fn(usize, &[i8]),
+    sink: &impl Fn(usize, __m256i),
 ) {
     let k = xw.len();
-    let Some((n, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 32) else {
+    let Some((_, wsum, panel, steps)) = panel_parts(k, (packed, n_all), &os, 32) else {
         return;
     };
-    let zs = q.zx + 128;
     stack_buf!(u: u8, steps * 32, SMALL_K, MAX_K);
     biased_bytes(u, xw, zs);
-    let block = Block::new(xw, q, k, n);
     let zsv = _mm256_set1_epi32(zs);
     for o in os.step_by(8) {
         let p = &panel[(o / 8) * steps * 64..(o / 8 + 1) * steps * 64];
@@ -321,8 +344,7 @@ unsafe fn rows_panel_vnni<const VEX: bool>(
             let wsv = _mm256_loadu_si256(wsum[o..o + 8].as_ptr() as *const __m256i);
             _mm256_sub_epi32(sums, _mm256_mullo_epi32(zsv, wsv))
         };
-        // SAFETY: AVX2 (the contract).
-        unsafe { emit8(&block, o, d, &put) };
+        sink(o, d);
     }
 }
 
@@ -337,18 +359,16 @@ unsafe fn rows_panel_vnni<const VEX: bool>(
 #[target_feature(enable = "avx2")]
 unsafe fn rows_panel_madd(
     xw: &[i16],
-    q: &Q<'_>,
     (packed, n_all): (&[i32], usize),
     os: core::ops::Range<usize>,
-    put: impl Fn(usize, &[i8]),
+    sink: &impl Fn(usize, __m256i),
 ) {
     let k = xw.len();
-    let Some((n, _, panel, steps)) = panel_parts(k, (packed, n_all), &os, 16) else {
+    let Some((_, _, panel, steps)) = panel_parts(k, (packed, n_all), &os, 16) else {
         return;
     };
     stack_buf!(x: i16, steps * 16, SMALL_K, MAX_K);
     x[..k].copy_from_slice(xw);
-    let block = Block::new(xw, q, k, n);
     for o in os.step_by(8) {
         let p = &panel[(o / 8) * steps * 32..(o / 8 + 1) * steps * 32];
         let mut acc = [_mm256_setzero_si256(); 8];
@@ -370,7 +390,7 @@ unsafe fn rows_panel_madd(
                 sum4([acc[4], acc[5], acc[6], acc[7]]),
                 sum4([acc[0], acc[1], acc[2], acc[3]]),
             );
-            emit8(&block, o, d, &put);
+            sink(o, d);
         }
     }
 }

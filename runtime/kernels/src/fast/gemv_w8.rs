@@ -32,6 +32,10 @@ pub(super) fn fc_w8_gemv(op: &super::mm::W8Fc<'_>, y: &mut [f32]) {
         bias,
         clamp: (lo, hi),
     } = *op;
+    if crate::prepack::keeps(w.as_ptr() as usize) && k <= super::gemv::MAX_K {
+        panels(op, y);
+        return;
+    }
     let vnni = crate::paths::vnni();
     ROW.with(|r| {
         let mut r = r.borrow_mut();
@@ -83,6 +87,88 @@ pub(super) fn fc_w8_gemv(op: &super::mm::W8Fc<'_>, y: &mut [f32]) {
             }
         });
     });
+}
+
+/// [`fc_w8_gemv`] where the pack cache keeps the weights (a `HostModel` run): each row
+/// quantized, then its exact sums `Σ(q − zp)·w` over the int8 GEMV's weight panels
+/// (`gemv::panel_dots`: one sequential stream of weights instead of eight strided rows,
+/// which a recurrent step re-reads from cache every call), then `gemm::w8_out` per output
+/// as the reference does it.
+fn panels(op: &super::mm::W8Fc<'_>, y: &mut [f32]) {
+    let super::mm::W8Fc {
+        x,
+        m,
+        w,
+        n,
+        k,
+        sw,
+        bias,
+        clamp: (lo, hi),
+    } = *op;
+    let work = (n * k) as u64 * super::gemv::GEMV_WORK;
+    ROW.with(|r| {
+        let mut r = r.borrow_mut();
+        let (bytes, centred, _) = &mut *r;
+        bytes.resize(k, 0);
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(m) {
+            let (s, zp) = w8_row_avx2(xr, bytes);
+            centred.clear();
+            centred.extend(bytes.iter().map(|&b| b as i16 - zp as i16));
+            let out = crate::par::SharedMut::new(yr);
+            super::gemv::panel_dots(centred, zp, w, n, work, |o, d| {
+                let len = n.saturating_sub(o).min(8);
+                // SAFETY: rows o..o + 8 are one part's (`panel_dots` splits by blocks).
+                let yp = unsafe { out.piece(o, len) };
+                if len == 8 {
+                    // SAFETY: AVX2 (the caller checked); rows o..o + 8 exist, so do
+                    // their scales (when one per row) and biases; `yp` holds eight.
+                    unsafe { store8(d, o, s, sw, bias, (lo, hi), yp) };
+                    return;
+                }
+                let mut sums = [0i32; 8];
+                // SAFETY: AVX2 (the caller checked); `sums` holds eight int32.
+                unsafe { _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, d) };
+                for (j, (v, &acc)) in yp.iter_mut().zip(&sums).enumerate() {
+                    let swj = sw[if sw.len() == 1 { 0 } else { o + j }];
+                    let b = bias.map_or(0.0, |b| b[o + j]);
+                    *v = crate::gemm::w8_out(acc, s, swj, b, lo, hi);
+                }
+            });
+        }
+    });
+}
+
+/// `gemm::w8_out` of rows `o..o + 8` from their sums `d`, eight lanes at a time: the same
+/// operations in the same order (no fused multiply-add), so the same bits.
+///
+/// # Safety
+/// AVX2; `sw` holds one scale or `o + 8`; `bias` (when given) `o + 8` values; `y` eight.
+#[target_feature(enable = "avx2")]
+unsafe fn store8(
+    d: __m256i,
+    o: usize,
+    s: f32,
+    sw: &[f32],
+    bias: Option<&[f32]>,
+    (lo, hi): (f32, f32),
+    y: &mut [f32],
+) {
+    let sw8 = if sw.len() == 1 {
+        _mm256_set1_ps(sw[0])
+    } else {
+        // SAFETY: sw holds o + 8 (the contract).
+        unsafe { _mm256_loadu_ps(sw[o..o + 8].as_ptr()) }
+    };
+    let b8 = match bias {
+        // SAFETY: b holds o + 8 (the contract).
+        Some(b) => unsafe { _mm256_loadu_ps(b[o..o + 8].as_ptr()) },
+        None => _mm256_setzero_ps(),
+    };
+    let sc = _mm256_mul_ps(_mm256_set1_ps(s), sw8);
+    let v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d), sc), b8);
+    let v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+    // SAFETY: y holds eight (the contract).
+    unsafe { _mm256_storeu_ps(y[..8].as_mut_ptr(), v) };
 }
 
 /// [`dots`] on VNNI: `Σ_t u[t]·w[j][t] − zp·Σw_j` with the row's bytes `u` unsigned, 32
