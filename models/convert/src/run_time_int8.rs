@@ -132,12 +132,19 @@ pub fn int8_rows(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
 /// Give every eligible FullyConnected its int8 weights; returns how many. Weights shared by
 /// several ops (a recurrent step's, unrolled) get one int8 copy.
 pub fn keep_int8_weights(g: &mut Graph) -> usize {
-    keep_int8_weights_by(g, false)
+    keep_int8_weights_by(g, false).0
+}
+
+/// [`keep_int8_weights`] for f32 weights too: those that carry no integers are rounded to
+/// symmetric int8 per output row (what `rounded_weights_where_f32` tries); returns how
+/// many ops took them.
+pub fn round_int8_weights(g: &mut Graph) -> usize {
+    keep_int8_weights_by(g, true).0
 }
 
 /// [`keep_int8_weights`], with `rounded` also for f32 weights that carry no integers
 /// (rounded per row, [`int8_rows`]).
-fn keep_int8_weights_by(g: &mut Graph, rounded: bool) -> usize {
+fn keep_int8_weights_by(g: &mut Graph, rounded: bool) -> (usize, Vec<usize>) {
     let mut seen = HashMap::new();
     let mut made: HashMap<usize, usize> = HashMap::new();
     let mut done = 0;
@@ -167,10 +174,14 @@ fn keep_int8_weights_by(g: &mut Graph, rounded: bool) -> usize {
         g.ops[op].inputs[1] = Some(nw);
         done += 1;
     }
-    if done > 0 {
-        g.prune();
-    }
-    done
+    // Pruning renumbers the tensors: the map from old ids to new (`usize::MAX` where
+    // gone) goes back with the count, so maps into the graph can follow it.
+    let remap = if done > 0 {
+        g.prune()
+    } else {
+        (0..g.tensors.len()).collect()
+    };
+    (done, remap)
 }
 
 /// `w` (`[n, k]`) as symmetric int8 values times a scale per row or one scale, when that
@@ -373,11 +384,17 @@ fn w8_where_f32(
 ) -> anyhow::Result<(Graph, Option<String>)> {
     let mut w = q.clone();
     w.int8_weights |= !rounded;
-    let n = keep_int8_weights_by(&mut w, rounded);
+    let (n, remap) = keep_int8_weights_by(&mut w, rounded);
     if n == 0 {
         return Ok((q, None));
     }
-    let errs = crate::refine::output_errors(g, &[(&q, values), (&w, values)], samples)?;
+    // The float tensors' places in `w`, renumbered as its pruning did (stale ids would
+    // judge a part of an output against another tensor, or not at all).
+    let w_values: std::collections::HashMap<usize, usize> = values
+        .iter()
+        .filter_map(|(&k, &v)| Some((k, *remap.get(v).filter(|&&r| r != usize::MAX)?)))
+        .collect();
+    let errs = crate::refine::output_errors(g, &[(&q, values), (&w, &w_values)], samples)?;
     let (before, after) = (errs[0], errs[1]);
     if !accept(before, after) {
         return Ok((q, None));
