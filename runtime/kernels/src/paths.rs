@@ -96,6 +96,9 @@ pub enum Path {
     /// int8 AveragePool from per-row column sums (`pool::avg_pool_i8_fast`, hosts), one
     /// count per op.
     AvgPoolRows,
+    /// int8 AveragePool of 2×2 windows at a stride of 2 without padding, a plane at a time
+    /// (`pool::avg_planes`, hosts); counted with `AvgPoolRows` too.
+    AvgPoolQuads,
     /// aarch64 int8 GEMM and FullyConnected of 8 or more rows on the Armv8.6 int8 matrix
     /// multiply (`smmla`, `fast/neon_dot.rs`, CPUs with i8mm); counted with `GemmSdot` too.
     GemmSmmla,

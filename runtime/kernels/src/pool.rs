@@ -228,6 +228,56 @@ fn avg_planes(
     stack_buf!(col: i32, w, 256, AVG_MAX_W);
     stack_buf!(accs: i32, ow, 256, AVG_MAX_W);
     stack_buf!(counts: f32, ow, 256, AVG_MAX_W);
+    // Each output column's window, the same on every row and plane: its first input
+    // column inside the image, its columns inside, and its width with the padding.
+    stack_buf!(starts: u32, ow, 256, AVG_MAX_W);
+    stack_buf!(widths: u32, ow, 256, AVG_MAX_W);
+    stack_buf!(padded: u32, ow, 256, AVG_MAX_W);
+    for (ox, ((st, wd), pd)) in starts
+        .iter_mut()
+        .zip(widths.iter_mut())
+        .zip(padded.iter_mut())
+        .enumerate()
+    {
+        let ws = (ox * g.sw) as isize - g.pl;
+        let we = (ws + g.kw as isize).min(w as isize + g.pr);
+        let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
+        *st = ws_c as u32;
+        *wd = we_c.saturating_sub(ws_c) as u32;
+        *pd = (we - ws).max(0) as u32;
+    }
+    // Windows two wide at a stride of two, all inside: the pairs of columns.
+    let pairs = g.kw == 2 && g.sw == 2 && g.pl == 0 && 2 * ow <= w;
+    // And two tall at a stride of two, all inside (a 2×2 pool without padding, common in
+    // small classifiers): each output is four values and a count of 4, so a plane's sums
+    // come in one pass and its outputs in one loop (row by row, the loops' setup cost more
+    // than their work on such planes).
+    let quads = pairs && g.kh == 2 && g.sh == 2 && g.pt == 0 && 2 * oh <= h && plane <= AVG_MAX_W;
+    if quads && g.dh == 1 && g.dw == 1 {
+        crate::paths::note(crate::paths::Path::AvgPoolQuads);
+        stack_buf!(sums: i32, plane, 256, AVG_MAX_W);
+        for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
+            let p = p0 + k;
+            let xp = &xi[p * h * w..(p + 1) * h * w];
+            for (oy, sr) in sums.chunks_exact_mut(ow).enumerate() {
+                let (r0, r1) = (
+                    &xp[2 * oy * w..][..2 * ow],
+                    &xp[(2 * oy + 1) * w..][..2 * ow],
+                );
+                for ((s, a), b) in sr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *s = a[0] as i32 + a[1] as i32 + b[0] as i32 + b[1] as i32 - 4 * zx;
+                }
+            }
+            for (yv, &acc) in yp.iter_mut().zip(sums.iter()) {
+                *yv = quantize_lanes(acc as f32 * sx / 4.0, sy, zy) as i8;
+            }
+        }
+        return;
+    }
     for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
         let p = p0 + k;
         let xp = &xi[p * h * w..(p + 1) * h * w];
@@ -241,17 +291,27 @@ fn avg_planes(
             for iy in hs_c..hs_c + rows {
                 crate::util::add_row_i8(col, &xp[iy * w..(iy + 1) * w]);
             }
-            for (ox, (acc, cnt)) in accs.iter_mut().zip(counts.iter_mut()).enumerate() {
-                let ws = (ox * g.sw) as isize - g.pl;
-                let we = (ws + g.kw as isize).min(w as isize + g.pr);
-                let pool = ((he - hs) * (we - ws)) as usize;
-                let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
-                let cols = we_c.saturating_sub(ws_c);
-                let valid = rows * cols;
-                let count = if include_pad { pool } else { valid }.max(1);
-                let sum: i32 = col[ws_c..ws_c + cols].iter().sum();
-                *acc = sum - zx * valid as i32;
+            let tall = (he - hs) as usize;
+            let geo = starts.iter().zip(widths.iter()).zip(padded.iter());
+            for ((acc, cnt), ((&st, &wd), &pd)) in accs.iter_mut().zip(counts.iter_mut()).zip(geo) {
+                let valid = rows * wd as usize;
+                let count = if include_pad {
+                    tall * pd as usize
+                } else {
+                    valid
+                }
+                .max(1);
+                *acc = -zx * valid as i32;
                 *cnt = count as f32;
+                if !pairs {
+                    let st = st as usize;
+                    *acc += col[st..st + wd as usize].iter().sum::<i32>();
+                }
+            }
+            if pairs {
+                for (acc, two) in accs.iter_mut().zip(col.chunks_exact(2)) {
+                    *acc += two[0] + two[1];
+                }
             }
             // The row's outputs in a loop of selects the compiler vectorizes (two
             // divisions an output were most of this op's time, one at a time).

@@ -897,6 +897,46 @@ fn max_pool_matches_reference() {
     assert!(ran > 100, "{ran}");
 }
 
+/// int8 AveragePool of 2×2 windows at a stride of 2 (a small classifier's pool): without
+/// padding on the top and left it takes the plane-at-a-time path, whatever the bottom and
+/// right padding, odd sizes and whether padding counts; extreme inputs and zero points.
+#[test]
+fn two_by_two_average_pool_matches_reference() {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    use cairn_kernels::paths::{taken, Path};
+    let seed = seed() ^ 0x4C;
+    let mut r = Rng(seed);
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let before = taken(Path::AvgPoolQuads);
+    let mut quads = 0;
+    for case in 0..120 {
+        let (c, h, w) = (r.range(1, 4), r.range(2, 40), r.range(2, 70));
+        let (pb, pr) = (r.range(0, 1), r.range(0, 1));
+        let (oh, ow) = ((h + pb - 2) / 2 + 1, (w + pr - 2) / 2 + 1);
+        if 2 * oh <= h && 2 * ow <= w {
+            quads += 1;
+        }
+        let include_pad = r.range(0, 1);
+        let params = [2, 2, 2, 2, 0, 0, pb, pr, include_pad];
+        let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
+        let bytes = pool_model(OpKind::AveragePool, &params, [c, h, w], [oh, ow], qx, qy);
+        let input: Vec<u8> = (0..c * h * w)
+            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+            .collect();
+        assert_eq!(
+            run(&bytes, CpuBackend, &input),
+            run(&bytes, RefBackend, &input),
+            "CAIRN_SEED={seed} case {case}: {c}x{h}x{w} pads bottom {pb} right {pr} include_pad {include_pad}"
+        );
+    }
+    assert!(quads > 30, "CAIRN_SEED={seed}: {quads}");
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    assert!(
+        taken(Path::AvgPoolQuads) - before >= quads,
+        "CAIRN_SEED={seed}"
+    );
+}
+
 /// int8 AveragePool with strides, padding (counted in the divisor or not), ceil-mode
 /// output sizes and windows up to 7×7, extreme inputs and zero points; on hosts the
 /// column-sum path must run.
