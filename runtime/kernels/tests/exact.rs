@@ -628,9 +628,7 @@ fn max_pool_2x2_matches_reference() {
         let params = [2, 2, 2, 2, 0, 0, 0, pr, 1, 1];
         let q = per_tensor(&mut r);
         let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         #[cfg(target_arch = "x86_64")]
         let before = taken(Path::MaxPoolRows);
         assert_eq!(
@@ -681,9 +679,7 @@ fn max_pool_3x2_matches_reference() {
         let params = [kh, 3, sh, 2, pads[0], pads[1], pads[2], pads[3], dh, 1];
         let q = per_tensor(&mut r);
         let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         #[cfg(target_arch = "x86_64")]
         let before = taken(Path::MaxPoolRows);
         assert_eq!(
@@ -718,9 +714,7 @@ fn max_pool_1x2_matches_reference() {
         let params = [1, 2, 1, 2, 0, 0, 0, 0, 1, 1];
         let q = per_tensor(&mut r);
         let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [h, ow], q.clone(), q);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         pool_rows_match(
             &bytes,
             &input,
@@ -754,9 +748,7 @@ fn max_pool_4wide_matches_reference() {
         let params = [kh, 4, sh, 4, 0, 0, 0, 0, 1, 1];
         let q = per_tensor(&mut r);
         let bytes = pool_model(OpKind::MaxPool, &params, [c, h, w], [oh, ow], q.clone(), q);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         let what = format!("{c}x{h}x{w} k{kh}x4 s{sh}x4 -> {oh}x{ow}");
         pool_rows_match(&bytes, &input, &what, seed, case);
     }
@@ -785,6 +777,13 @@ fn pool_rows_match(bytes: &[u8], input: &[u8], what: &str, seed: u64, case: usiz
     }
 }
 
+/// `n` int8 inputs as bytes, each −128, 127 or random (a pool's sums at their extremes).
+fn extremes(r: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
+        .collect()
+}
+
 /// int8 GlobalAveragePool over planes of 1 to 600 values (the byte-sum path's 32-byte
 /// steps and tails), extreme inputs and zero points.
 #[test]
@@ -796,9 +795,7 @@ fn global_average_pool_matches_reference() {
         let (c, h, w) = (r.range(1, 6), r.range(1, 12), r.range(1, 50));
         let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
         let bytes = pool_model(OpKind::GlobalAveragePool, &[], [c, h, w], [1, 1], qx, qy);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
@@ -920,9 +917,7 @@ fn two_by_two_average_pool_matches_reference() {
         let params = [2, 2, 2, 2, 0, 0, pb, pr, include_pad];
         let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
         let bytes = pool_model(OpKind::AveragePool, &params, [c, h, w], [oh, ow], qx, qy);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         assert_eq!(
             run(&bytes, CpuBackend, &input),
             run(&bytes, RefBackend, &input),
@@ -966,9 +961,7 @@ fn average_pool_matches_reference() {
         ];
         let (qx, qy) = (per_tensor(&mut r), per_tensor(&mut r));
         let bytes = pool_model(OpKind::AveragePool, &params, win.chw, win.out, qx, qy);
-        let input: Vec<u8> = (0..c * h * w)
-            .map(|_| [-128, 127, r.i8()][r.range(0, 2)] as u8)
-            .collect();
+        let input = extremes(&mut r, c * h * w);
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let before = taken(Path::AvgPoolRows);
         let what = format!("CAIRN_SEED={seed} case {case}: {win} include_pad {include_pad}");
