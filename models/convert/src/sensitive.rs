@@ -421,7 +421,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
     };
     // A gate or candidate back to the projections that make it: through its activation,
     // data movement, clips and the sums of the pre-activation (peephole products
-    // included), up to the outputs of FullyConnected / MatMul / Conv, which stay f32 too.
+    // included), up to the outputs of FullyConnected / MatMul, which stay f32 too.
     let pre_activation = |t: usize, ranges: &mut Ranges| {
         let mut todo = vec![(t, 0)];
         let mut seen = HashSet::new();
@@ -429,7 +429,6 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             if depth > 12 || !seen.insert(t) || g.inputs.contains(&t) || g.tensors[t].is_const() {
                 continue;
             }
-            ranges.remove(&t);
             let Some(p) = made_by(t) else { continue };
             let gate_fn = p.kind == Unary
                 && UnaryFn::from_code(p.params.first().copied().unwrap_or(-1)).is_some_and(|f| {
@@ -443,11 +442,17 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                     p.kind,
                     Reshape | Slice | Split | Transpose | Concat | Add | Sub | Mul
                 );
+            let projection = matches!(p.kind, FullyConnected | BatchMatMul);
+            // Other producers (a ConvLSTM's convs) keep their int8 output: in f32 the
+            // whole conv would run f32.
+            if through || projection {
+                ranges.remove(&t);
+            }
             if through {
                 for &x in p.inputs.iter().flatten() {
                     todo.push((x, depth + 1));
                 }
-            } else if matches!(p.kind, FullyConnected | BatchMatMul) {
+            } else if projection {
                 // A projection that will quantize its rows at run time reads its input
                 // as it is where that input is only moved data of a graph input (a
                 // spectrogram transposed to steps): a static int8 step first would round

@@ -311,3 +311,107 @@ fn a_wide_dynamic_range_input_keeps_its_front_end_f32() {
         "CAIRN_SEED={s0}: {notes2:?}"
     );
 }
+
+/// A convolutional LSTM cell (gates from one 3×3 conv over the input and h stacked, the
+/// state feeding back): the cell goes f32 as in an LSTM, but its conv keeps its int8
+/// output (in f32 the whole conv would run f32); the cell starts from it dequantized.
+#[test]
+fn a_conv_lstm_keeps_its_conv_int8() {
+    const C: usize = 4;
+    const HD: usize = 8;
+    const S: usize = 6;
+    let s0 = common::seed(58);
+    let mut s = s0;
+    let wconv = rand_vec(&mut s, 4 * HD * (C + HD) * 9, 0.3);
+    let graph = GraphProto {
+        node: vec![
+            node("Concat", &["x", "h"], &["xh"], vec![int_attr("axis", 1)]),
+            node(
+                "Conv",
+                &["xh", "Wc"],
+                &["gates"],
+                vec![
+                    common::ints_attr("kernel_shape", &[3, 3]),
+                    common::ints_attr("pads", &[1, 1, 1, 1]),
+                ],
+            ),
+            node(
+                "Split",
+                &["gates", "parts"],
+                &["gi", "gf", "go", "gg"],
+                vec![int_attr("axis", 1)],
+            ),
+            node("Sigmoid", &["gi"], &["i"], vec![]),
+            node("Sigmoid", &["gf"], &["f"], vec![]),
+            node("Sigmoid", &["go"], &["o"], vec![]),
+            node("Tanh", &["gg"], &["g"], vec![]),
+            node("Mul", &["f", "c"], &["fc"], vec![]),
+            node("Mul", &["i", "g"], &["ig"], vec![]),
+            node("Add", &["fc", "ig"], &["c_out"], vec![]),
+            node("Tanh", &["c_out"], &["tc"], vec![]),
+            node("Mul", &["o", "tc"], &["h_out"], vec![]),
+        ],
+        initializer: vec![
+            f32_init("Wc", &[4 * HD as i64, (C + HD) as i64, 3, 3], &wconv),
+            i64_init("parts", &[HD as i64; 4]),
+        ],
+        input: vec![
+            value("x", 1, &[1, C as i64, S as i64, S as i64]),
+            value("h", 1, &[1, HD as i64, S as i64, S as i64]),
+            value("c", 1, &[1, HD as i64, S as i64, S as i64]),
+        ],
+        output: vec![
+            value("h_out", 1, &[1, HD as i64, S as i64, S as i64]),
+            value("c_out", 1, &[1, HD as i64, S as i64, S as i64]),
+        ],
+        ..Default::default()
+    };
+    let (g, _) = float_graph(&model_bytes(graph, 14), &Options::default()).unwrap();
+    let calib: Vec<Vec<Vec<f32>>> = (0..6)
+        .map(|_| {
+            vec![
+                rand_vec(&mut s, C * S * S, 1.0),
+                rand_vec(&mut s, HD * S * S, 0.9),
+                rand_vec(&mut s, HD * S * S, 4.0),
+            ]
+        })
+        .collect();
+    let (_, ranges, notes) = ranges_and_passes(&g, &calib);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("1 LSTM cell states stay f32")),
+        "CAIRN_SEED={s0}: {notes:?}"
+    );
+    let made_by = |kind: cairn_core::OpKind| {
+        g.ops
+            .iter()
+            .filter(|o| o.kind == kind)
+            .map(|o| o.outputs[0])
+            .collect::<Vec<_>>()
+    };
+    let convs = made_by(cairn_core::OpKind::Conv);
+    assert_eq!(convs.len(), 1, "CAIRN_SEED={s0}");
+    assert!(
+        ranges.contains_key(&convs[0]),
+        "CAIRN_SEED={s0}: the conv's output lost its range"
+    );
+    // Its gates and h are f32.
+    for t in made_by(cairn_core::OpKind::Unary)
+        .into_iter()
+        .chain(made_by(cairn_core::OpKind::Mul))
+    {
+        assert!(
+            !ranges.contains_key(&t),
+            "CAIRN_SEED={s0}: '{}' kept a range",
+            g.tensors[t].name
+        );
+    }
+    let (q, rep) = quantize(&g, &ranges).unwrap();
+    assert!(
+        q.ops.iter().any(|o| o.kind == cairn_core::OpKind::Conv
+            && o.inputs[0].is_some_and(|x| q.tensors[x].dtype == cairn_core::DType::I8)),
+        "CAIRN_SEED={s0}: the conv is not int8: {:?}",
+        rep.f32_ops
+    );
+}
