@@ -520,12 +520,30 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                 pre_activation(og, ranges);
                 // h and its way out through data movement (the sequence output's concat
                 // and reshapes), so the next layer's projection reads it as it is
-                // instead of rounded twice (static int8, then its rows at run time).
+                // instead of rounded twice (static int8, then its rows at run time);
+                // not into a tensor that another kind of op reads (a conv over the
+                // sequence would run f32), which keeps its range.
+                let for_projections = |t: usize| {
+                    links.readers(t).iter().all(|&r| {
+                        matches!(
+                            g.ops[r].kind,
+                            Reshape
+                                | Transpose
+                                | Concat
+                                | Slice
+                                | Split
+                                | Gather
+                                | FullyConnected
+                                | BatchMatMul
+                        )
+                    })
+                };
                 let mut next = vec![h];
                 while let Some(t) = next.pop() {
-                    if ranges.remove(&t).is_none() && t != h {
+                    if t != h && (!for_projections(t) || ranges.remove(&t).is_none()) {
                         continue;
                     }
+                    ranges.remove(&t);
                     for &r in links.readers(t) {
                         let o = &g.ops[r];
                         if matches!(

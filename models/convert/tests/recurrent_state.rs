@@ -415,3 +415,64 @@ fn a_conv_lstm_keeps_its_conv_int8() {
         rep.f32_ops
     );
 }
+
+/// An LSTM whose sequence output a conv reads (through a reshape and a transpose): h goes
+/// f32 with the cell, but not the tensor the conv reads, so the conv stays int8.
+#[test]
+fn a_conv_after_an_lstm_stays_int8() {
+    const T: usize = 6;
+    let s0 = common::seed(59);
+    let mut s = s0;
+    let w = rand_vec(&mut s, 4 * H * I, 0.5);
+    let r = rand_vec(&mut s, 4 * H * H, 0.3);
+    let wc = rand_vec(&mut s, 4 * H, 0.3);
+    let graph = GraphProto {
+        node: vec![
+            node(
+                "LSTM",
+                &["x", "W", "R"],
+                &["y"],
+                vec![int_attr("hidden_size", H as i64)],
+            ),
+            node("Reshape", &["y", "shape"], &["seq"], vec![]),
+            node(
+                "Transpose",
+                &["seq"],
+                &["chans"],
+                vec![common::ints_attr("perm", &[0, 2, 1])],
+            ),
+            node(
+                "Conv",
+                &["chans", "Wc"],
+                &["out"],
+                vec![common::ints_attr("kernel_shape", &[1])],
+            ),
+        ],
+        initializer: vec![
+            f32_init("W", &[1, 4 * H as i64, I as i64], &w),
+            f32_init("R", &[1, 4 * H as i64, H as i64], &r),
+            f32_init("Wc", &[4, H as i64, 1], &wc),
+            i64_init("shape", &[1, T as i64, H as i64]),
+        ],
+        input: vec![value("x", 1, &[T as i64, 1, I as i64])],
+        output: vec![value("out", 1, &[1, 4, T as i64])],
+        ..Default::default()
+    };
+    let (g, _) = float_graph(&model_bytes(graph, 14), &Options::default()).unwrap();
+    let calib: Vec<Vec<Vec<f32>>> = (0..6).map(|_| vec![rand_vec(&mut s, T * I, 1.0)]).collect();
+    let (_, ranges, notes) = ranges_and_passes(&g, &calib);
+    assert!(
+        notes
+            .iter()
+            // Every step but the first (its state is i·g alone).
+            .any(|n| n.contains(&format!("{} LSTM cell states stay f32", T - 1))),
+        "CAIRN_SEED={s0}: {notes:?}"
+    );
+    let (q, rep) = quantize(&g, &ranges).unwrap();
+    assert!(
+        q.ops.iter().any(|o| o.kind == cairn_core::OpKind::Conv
+            && o.inputs[0].is_some_and(|x| q.tensors[x].dtype == cairn_core::DType::I8)),
+        "CAIRN_SEED={s0}: the conv is not int8: {:?}",
+        rep.f32_ops
+    );
+}
