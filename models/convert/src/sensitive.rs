@@ -477,32 +477,8 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             }
         }
     };
-    let mut cells = 0;
-    for op in g.ops.iter().filter(|o| o.kind == Add) {
-        let (Some(Some(a)), Some(Some(b))) = (op.inputs.first(), op.inputs.get(1)) else {
-            continue;
-        };
-        let (Some((fa, xa, ga)), Some((fb, xb, gb))) = (gated(*a), gated(*b)) else {
-            continue;
-        };
-        // One product is the candidate `i·g` (g from a tanh); the other reads the
-        // previous state. Both orders occur.
-        let (prev, cand) = if is_fn(xa, &[UnaryFn::Tanh]) {
-            (xb, xa)
-        } else if is_fn(xb, &[UnaryFn::Tanh]) {
-            (xa, xb)
-        } else {
-            continue;
-        };
-        cells += 1;
-        let c = op.outputs[0];
-        for t in [c, fa, fb] {
-            ranges.remove(&t);
-        }
-        for t in [ga, gb, cand] {
-            pre_activation(t, ranges);
-        }
-        // h = o·tanh(c): the tanh, the product and the output gate.
+    // h = o·tanh(c) from a cell state c: the tanh, the product and the output gate.
+    let hidden = |c: usize, ranges: &mut Ranges| {
         for &r in links.readers(c) {
             let o = &g.ops[r];
             let tanh = o.kind == Unary
@@ -556,6 +532,33 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                 }
             }
         }
+    };
+    let mut cells = 0;
+    for op in g.ops.iter().filter(|o| o.kind == Add) {
+        let (Some(Some(a)), Some(Some(b))) = (op.inputs.first(), op.inputs.get(1)) else {
+            continue;
+        };
+        let (Some((fa, xa, ga)), Some((fb, xb, gb))) = (gated(*a), gated(*b)) else {
+            continue;
+        };
+        // One product is the candidate `i·g` (g from a tanh); the other reads the
+        // previous state. Both orders occur.
+        let (prev, cand) = if is_fn(xa, &[UnaryFn::Tanh]) {
+            (xb, xa)
+        } else if is_fn(xb, &[UnaryFn::Tanh]) {
+            (xa, xb)
+        } else {
+            continue;
+        };
+        cells += 1;
+        let c = op.outputs[0];
+        for t in [c, fa, fb] {
+            ranges.remove(&t);
+        }
+        for t in [ga, gb, cand] {
+            pre_activation(t, ranges);
+        }
+        hidden(c, ranges);
         // The new state through data movement on its way out (a reshape to the state
         // output, a concat beside the hidden state there).
         let mut next = vec![op.outputs[0]];
@@ -585,6 +588,36 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                 None => break,
             }
         }
+    }
+    // A first step, whose state is i·g alone (no previous state to forget): the same
+    // cell, found by that product and the hidden state made from it (a tanh of it times
+    // a gate). The products of the cells above have lost their ranges already.
+    for op in g.ops.iter().filter(|o| o.kind == Mul) {
+        let c = op.outputs[0];
+        if !ranges.contains_key(&c) {
+            continue;
+        }
+        let Some((_, cand, gi)) = gated(c) else {
+            continue;
+        };
+        let makes_h = links.readers(c).iter().any(|&r| {
+            let o = &g.ops[r];
+            o.kind == Unary
+                && UnaryFn::from_code(o.params.first().copied().unwrap_or(-1))
+                    == Some(UnaryFn::Tanh)
+                && links
+                    .readers(o.outputs[0])
+                    .iter()
+                    .any(|&r| gated(g.ops[r].outputs[0]).is_some())
+        });
+        if !is_fn(cand, &[UnaryFn::Tanh]) || !makes_h {
+            continue;
+        }
+        cells += 1;
+        ranges.remove(&c);
+        pre_activation(gi, ranges);
+        pre_activation(cand, ranges);
+        hidden(c, ranges);
     }
     cells
 }
