@@ -252,17 +252,22 @@ pub fn parts_for(work: u64) -> usize {
 /// parts take when each goes to the thread free first, and the most parts of the least
 /// time win (more parts absorb a thread that is late).
 pub fn parts_over(work: u64, units: usize) -> usize {
-    // Past this many threads the scoring (threads² steps per count) is not worth it.
-    const SCORED_THREADS: usize = 16;
+    parts_and_span(work, units).0
+}
+
+/// Past this many threads [`parts_and_span`]'s scoring (threads² steps per count) is not
+/// worth it.
+const SCORED_THREADS: usize = 16;
+
+/// [`parts_over`]'s count, with the units the busiest thread takes when each part goes
+/// to the thread free first (its span; `units` where nothing is split), so a kernel that
+/// can cut along two axes takes the evener one.
+pub fn parts_and_span(work: u64, units: usize) -> (usize, usize) {
     let most = parts_for(work).min(units).max(1);
     let threads = lent().0.max(1);
-    // Parts of eight units or more are within an eighth of each other.
-    if most <= threads || units >= 8 * most || threads > SCORED_THREADS {
-        return most;
-    }
     let span = |parts: usize| -> usize {
         let mut free = [0usize; SCORED_THREADS];
-        let free = &mut free[..threads];
+        let free = &mut free[..threads.min(SCORED_THREADS)];
         for i in 0..parts {
             let r = split(units, parts, 1, i);
             if let Some(first) = free.iter_mut().min() {
@@ -271,10 +276,15 @@ pub fn parts_over(work: u64, units: usize) -> usize {
         }
         free.iter().copied().max().unwrap_or(0)
     };
-    (threads..=most)
+    // Parts of eight units or more are within an eighth of each other.
+    if most <= threads || units >= 8 * most || threads > SCORED_THREADS {
+        return (most, span(most));
+    }
+    let best = (threads..=most)
         .rev()
         .min_by_key(|&p| span(p))
-        .unwrap_or(most)
+        .unwrap_or(most);
+    (best, span(best))
 }
 
 /// Parts per thread a big op is cut into: more than one, so a worker that finishes first

@@ -735,7 +735,7 @@ fn f32_ops_are_the_same_bytes_at_every_thread_count() {
 /// parts of 1, 2, 1, 2, whose last part lands on a thread already done with 2).
 #[test]
 fn parts_over_prefers_even_parts() {
-    use cairn_kernels::par::{parts_for, parts_over};
+    use cairn_kernels::par::{parts_and_span, parts_for, parts_over};
     let big = 1u64 << 32;
     for (threads, units, want) in [
         (1, 100, 1),
@@ -753,6 +753,14 @@ fn parts_over_prefers_even_parts() {
         let most = with_pool(&pool, || parts_for(big));
         assert!(got <= most.min(units).max(1));
     }
+    // The span: the busiest thread's units. A 64-row GEMM's 11 row blocks leave one of
+    // two threads 6; its 24 column panels leave each 12 (half), which the GEMM takes.
+    let pool = Pool::new(2).expect("a thread pool");
+    let (rows, cols) = with_pool(&pool, || (parts_and_span(big, 11), parts_and_span(big, 24)));
+    assert_eq!(rows.1, 6, "{rows:?}");
+    assert_eq!(cols.1, 12, "{cols:?}");
+    let one = Pool::new(1).expect("a thread pool");
+    assert_eq!(with_pool(&one, || parts_and_span(big, 11)), (1, 11));
 }
 
 /// f32 Unary functions split into pieces of the map, and f32 convs that split by units

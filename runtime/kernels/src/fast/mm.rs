@@ -832,8 +832,7 @@ unsafe fn gemm_split_m<const M: u8, S: Stage>(
     y: &mut [S::Out],
 ) {
     let work = (m * n) as u64 * 2 * steps.len() as u64;
-    let parts = crate::par::parts_for(work);
-    if parts <= 1 {
+    if crate::par::parts_for(work) <= 1 {
         // SAFETY: the contract above.
         unsafe {
             gemm::<M, S>(ap, bp, steps, 0..m, 0..n, n, stage, |at, v| {
@@ -842,7 +841,16 @@ unsafe fn gemm_split_m<const M: u8, S: Stage>(
         };
         return;
     }
-    let by_rows = m.div_ceil(MR) >= 2 * parts;
+    // By blocks of rows or panels of columns, whichever leaves the busiest thread the
+    // smaller share (rows on a tie): 64 rows are 11 blocks, 6 and 5 on two threads,
+    // where 384 columns are 24 panels, 12 and 12.
+    let (rb, cb) = (m.div_ceil(MR), n.div_ceil(NR));
+    let ((pr, sr), (pc, sc)) = (
+        crate::par::parts_and_span(work, rb),
+        crate::par::parts_and_span(work, cb),
+    );
+    let by_rows = sr * cb <= sc * rb;
+    let parts = if by_rows { pr } else { pc };
     let out = crate::par::SharedMut::new(y);
     crate::par::run(parts, |i| {
         let (rows, cs) = if by_rows {
