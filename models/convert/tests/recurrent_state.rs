@@ -58,6 +58,28 @@ fn ranges_and_passes(g: &Graph, calib: &[Vec<Vec<f32>>]) -> (Ranges, Ranges, Vec
     (plain, ranges, notes)
 }
 
+/// [`ranges_and_passes`], checked to have said `what` in a note: the ranges after the
+/// passes, and the calibrated ones before.
+fn passes_saying(g: &Graph, calib: &[Vec<Vec<f32>>], what: &str, seed: u64) -> (Ranges, Ranges) {
+    let (plain, ranges, notes) = ranges_and_passes(g, calib);
+    assert!(
+        notes.iter().any(|n| n.contains(what)),
+        "CAIRN_SEED={seed}: no '{what}' in {notes:?}"
+    );
+    (plain, ranges)
+}
+
+/// `g` quantized with `ranges` has an int8 conv (its input int8).
+fn assert_int8_conv(g: &Graph, ranges: &Ranges, seed: u64) {
+    let (q, rep) = quantize(g, ranges).unwrap();
+    assert!(
+        q.ops.iter().any(|o| o.kind == cairn_core::OpKind::Conv
+            && o.inputs[0].is_some_and(|x| q.tensors[x].dtype == cairn_core::DType::I8)),
+        "CAIRN_SEED={seed}: the conv is not int8: {:?}",
+        rep.f32_ops
+    );
+}
+
 const I: usize = 16;
 const H: usize = 32;
 
@@ -376,13 +398,7 @@ fn a_conv_lstm_keeps_its_conv_int8() {
             ]
         })
         .collect();
-    let (_, ranges, notes) = ranges_and_passes(&g, &calib);
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("1 LSTM cell states stay f32")),
-        "CAIRN_SEED={s0}: {notes:?}"
-    );
+    let (_, ranges) = passes_saying(&g, &calib, "1 LSTM cell states stay f32", s0);
     let made_by = |kind: cairn_core::OpKind| {
         g.ops
             .iter()
@@ -407,13 +423,7 @@ fn a_conv_lstm_keeps_its_conv_int8() {
             g.tensors[t].name
         );
     }
-    let (q, rep) = quantize(&g, &ranges).unwrap();
-    assert!(
-        q.ops.iter().any(|o| o.kind == cairn_core::OpKind::Conv
-            && o.inputs[0].is_some_and(|x| q.tensors[x].dtype == cairn_core::DType::I8)),
-        "CAIRN_SEED={s0}: the conv is not int8: {:?}",
-        rep.f32_ops
-    );
+    assert_int8_conv(&g, &ranges, s0);
 }
 
 /// An LSTM whose sequence output a conv reads (through a reshape and a transpose): h goes
@@ -460,19 +470,8 @@ fn a_conv_after_an_lstm_stays_int8() {
     };
     let (g, _) = float_graph(&model_bytes(graph, 14), &Options::default()).unwrap();
     let calib: Vec<Vec<Vec<f32>>> = (0..6).map(|_| vec![rand_vec(&mut s, T * I, 1.0)]).collect();
-    let (_, ranges, notes) = ranges_and_passes(&g, &calib);
-    assert!(
-        notes
-            .iter()
-            // Every step, the first (its state is i·g alone) too.
-            .any(|n| n.contains(&format!("{T} LSTM cell states stay f32"))),
-        "CAIRN_SEED={s0}: {notes:?}"
-    );
-    let (q, rep) = quantize(&g, &ranges).unwrap();
-    assert!(
-        q.ops.iter().any(|o| o.kind == cairn_core::OpKind::Conv
-            && o.inputs[0].is_some_and(|x| q.tensors[x].dtype == cairn_core::DType::I8)),
-        "CAIRN_SEED={s0}: the conv is not int8: {:?}",
-        rep.f32_ops
-    );
+    // Every step, the first (its state is i·g alone) too.
+    let what = format!("{T} LSTM cell states stay f32");
+    let (_, ranges) = passes_saying(&g, &calib, &what, s0);
+    assert_int8_conv(&g, &ranges, s0);
 }
