@@ -262,11 +262,8 @@ pub fn tensor_errors(
 /// The bounds of a Relu or Clip op (`None` for any other op, or bounds not in order).
 fn clamp_bounds(op: &crate::ir::HOp) -> Option<(f32, f32)> {
     use cairn_core::op::UnaryFn;
-    if op.kind != cairn_core::OpKind::Unary {
-        return None;
-    }
     let bits = |k: usize| f32::from_bits(op.params.get(k).copied().unwrap_or(0) as u32);
-    let (lo, hi) = match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1))? {
+    let (lo, hi) = match op.unary_fn()? {
         UnaryFn::Relu => (0.0, f32::INFINITY),
         UnaryFn::Clip => (bits(1), bits(2)),
         _ => return None,

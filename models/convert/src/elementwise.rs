@@ -121,7 +121,7 @@ fn two_live(g: &Graph, op: &HOp) -> bool {
 fn elementwise(g: &Graph, op: &HOp) -> bool {
     use OpKind::*;
     match op.kind {
-        Unary => UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)).is_some(),
+        Unary => op.unary_fn().is_some(),
         Add | Sub | Mul | Div => {
             op.inputs.len() == 2
                 && op.inputs.iter().all(|t| {

@@ -11,7 +11,6 @@
 //! whose other operands are scalars or the same Transpose of another tensor; the values
 //! are unchanged (the same element-wise operations on the same elements).
 
-use cairn_core::op::UnaryFn;
 use cairn_core::OpKind;
 
 use crate::fuse::single_reader;
@@ -37,7 +36,7 @@ fn elementwise(g: &Graph, op: usize) -> bool {
     let o = &g.ops[op];
     o.outputs.len() == 1
         && match o.kind {
-            OpKind::Unary => UnaryFn::from_code(o.params.first().copied().unwrap_or(-1)).is_some(),
+            OpKind::Unary => o.unary_fn().is_some(),
             OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => o.inputs.len() == 2,
             _ => false,
         }

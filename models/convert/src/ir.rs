@@ -75,6 +75,27 @@ pub struct HOp {
     pub name: String,
 }
 
+impl HOp {
+    /// The function of a Unary op (`None` for any other op, or a code it does not know).
+    pub fn unary_fn(&self) -> Option<cairn_core::op::UnaryFn> {
+        if self.kind != OpKind::Unary {
+            return None;
+        }
+        cairn_core::op::UnaryFn::from_code(self.params.first().copied().unwrap_or(-1))
+    }
+}
+
+/// `map`'s values (tensor ids of a graph) where [`Graph::prune`]'s `remap` moved them,
+/// entries whose tensor was dropped left out.
+pub fn follow_prune(
+    map: &std::collections::HashMap<usize, usize>,
+    remap: &[usize],
+) -> std::collections::HashMap<usize, usize> {
+    map.iter()
+        .filter_map(|(&k, &v)| Some((k, *remap.get(v).filter(|&&r| r != usize::MAX)?)))
+        .collect()
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub tensors: Vec<HTensor>,

@@ -276,10 +276,7 @@ pub fn quantize_bits_keeping(
     let remap = q.out.prune();
     let mut values = q.map_f.clone();
     values.extend(q.map_q.iter().map(|(&k, &v)| (k, v)));
-    q.report.values = values
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, *remap.get(v).filter(|&&r| r != usize::MAX)?)))
-        .collect();
+    q.report.values = crate::ir::follow_prune(&values, &remap);
     Ok((q.out, q.report))
 }
 

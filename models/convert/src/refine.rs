@@ -362,7 +362,7 @@ fn moves_or_clamps(op: &crate::ir::HOp) -> bool {
     match op.kind {
         Reshape | Transpose | Slice | Split | Concat | Pad | Gather | Tile | MaxPool => true,
         Unary => matches!(
-            UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)),
+            op.unary_fn(),
             Some(UnaryFn::Relu | UnaryFn::Clip | UnaryFn::Identity)
         ),
         _ => false,

@@ -390,10 +390,7 @@ fn w8_where_f32(
     }
     // The float tensors' places in `w`, renumbered as its pruning did (stale ids would
     // judge a part of an output against another tensor, or not at all).
-    let w_values: std::collections::HashMap<usize, usize> = values
-        .iter()
-        .filter_map(|(&k, &v)| Some((k, *remap.get(v).filter(|&&r| r != usize::MAX)?)))
-        .collect();
+    let w_values = crate::ir::follow_prune(values, &remap);
     let errs = crate::refine::output_errors(g, &[(&q, values), (&w, &w_values)], samples)?;
     let (before, after) = (errs[0], errs[1]);
     if !accept(before, after) {

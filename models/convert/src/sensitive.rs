@@ -95,7 +95,7 @@ fn sensitive(op: &HOp) -> bool {
     match op.kind {
         Unary => {
             let a = f32::from_bits(op.params.get(1).copied().unwrap_or(0) as u32);
-            match UnaryFn::from_code(op.params.first().copied().unwrap_or(-1)) {
+            match op.unary_fn() {
                 Some(UnaryFn::Sqrt | UnaryFn::Log | UnaryFn::Reciprocal) => true,
                 Some(UnaryFn::Pow) => a < 1.0,
                 _ => false,
@@ -393,10 +393,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         for _ in 0..4 {
             let Some(o) = made_by(t) else { return false };
             match o.kind {
-                Unary => {
-                    return UnaryFn::from_code(o.params.first().copied().unwrap_or(-1))
-                        .is_some_and(|f| fs.contains(&f))
-                }
+                Unary => return o.unary_fn().is_some_and(|f| fs.contains(&f)),
                 Reshape | Slice | Split => match o.inputs.first().copied().flatten() {
                     Some(x) => t = x,
                     None => return false,
@@ -430,13 +427,12 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                 continue;
             }
             let Some(p) = made_by(t) else { continue };
-            let gate_fn = p.kind == Unary
-                && UnaryFn::from_code(p.params.first().copied().unwrap_or(-1)).is_some_and(|f| {
-                    matches!(
-                        f,
-                        UnaryFn::Sigmoid | UnaryFn::HardSigmoid | UnaryFn::Tanh | UnaryFn::Clip
-                    )
-                });
+            let gate_fn = p.unary_fn().is_some_and(|f| {
+                matches!(
+                    f,
+                    UnaryFn::Sigmoid | UnaryFn::HardSigmoid | UnaryFn::Tanh | UnaryFn::Clip
+                )
+            });
             let through = gate_fn
                 || matches!(
                     p.kind,
@@ -481,10 +477,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
     let hidden = |c: usize, ranges: &mut Ranges| {
         for &r in links.readers(c) {
             let o = &g.ops[r];
-            let tanh = o.kind == Unary
-                && UnaryFn::from_code(o.params.first().copied().unwrap_or(-1))
-                    == Some(UnaryFn::Tanh);
-            if !tanh {
+            if o.unary_fn() != Some(UnaryFn::Tanh) {
                 continue;
             }
             let hc = o.outputs[0];
@@ -602,9 +595,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         };
         let makes_h = links.readers(c).iter().any(|&r| {
             let o = &g.ops[r];
-            o.kind == Unary
-                && UnaryFn::from_code(o.params.first().copied().unwrap_or(-1))
-                    == Some(UnaryFn::Tanh)
+            o.unary_fn() == Some(UnaryFn::Tanh)
                 && links
                     .readers(o.outputs[0])
                     .iter()
