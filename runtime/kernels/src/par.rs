@@ -280,11 +280,11 @@ pub fn parts_and_span(work: u64, units: usize) -> (usize, usize) {
     if most <= threads || units >= 8 * most || threads > SCORED_THREADS {
         return (most, span(most));
     }
-    let best = (threads..=most)
+    (threads..=most)
         .rev()
-        .min_by_key(|&p| span(p))
-        .unwrap_or(most);
-    (best, span(best))
+        .map(|p| (p, span(p)))
+        .min_by_key(|&(_, s)| s)
+        .unwrap_or((most, span(most)))
 }
 
 /// Parts per thread a big op is cut into: more than one, so a worker that finishes first

@@ -228,24 +228,6 @@ fn avg_planes(
     stack_buf!(col: i32, w, 256, AVG_MAX_W);
     stack_buf!(accs: i32, ow, 256, AVG_MAX_W);
     stack_buf!(counts: f32, ow, 256, AVG_MAX_W);
-    // Each output column's window, the same on every row and plane: its first input
-    // column inside the image, its columns inside, and its width with the padding.
-    stack_buf!(starts: u32, ow, 256, AVG_MAX_W);
-    stack_buf!(widths: u32, ow, 256, AVG_MAX_W);
-    stack_buf!(padded: u32, ow, 256, AVG_MAX_W);
-    for (ox, ((st, wd), pd)) in starts
-        .iter_mut()
-        .zip(widths.iter_mut())
-        .zip(padded.iter_mut())
-        .enumerate()
-    {
-        let ws = (ox * g.sw) as isize - g.pl;
-        let we = (ws + g.kw as isize).min(w as isize + g.pr);
-        let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
-        *st = ws_c as u32;
-        *wd = we_c.saturating_sub(ws_c) as u32;
-        *pd = (we - ws).max(0) as u32;
-    }
     // Windows two wide at a stride of two, all inside: the pairs of columns.
     let pairs = g.kw == 2 && g.sw == 2 && g.pl == 0 && 2 * ow <= w;
     // And two tall at a stride of two, all inside (a 2×2 pool without padding, common in
@@ -253,7 +235,7 @@ fn avg_planes(
     // come in one pass and its outputs in one loop (row by row, the loops' setup cost more
     // than their work on such planes).
     let quads = pairs && g.kh == 2 && g.sh == 2 && g.pt == 0 && 2 * oh <= h && plane <= AVG_MAX_W;
-    if quads && g.dh == 1 && g.dw == 1 {
+    if quads {
         crate::paths::note(crate::paths::Path::AvgPoolQuads);
         stack_buf!(sums: i32, plane, 256, AVG_MAX_W);
         for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
@@ -277,6 +259,24 @@ fn avg_planes(
             }
         }
         return;
+    }
+    // Each output column's window, the same on every row and plane: its first input
+    // column inside the image, its columns inside, and its width with the padding.
+    stack_buf!(starts: u32, ow, 256, AVG_MAX_W);
+    stack_buf!(widths: u32, ow, 256, AVG_MAX_W);
+    stack_buf!(padded: u32, ow, 256, AVG_MAX_W);
+    for (ox, ((st, wd), pd)) in starts
+        .iter_mut()
+        .zip(widths.iter_mut())
+        .zip(padded.iter_mut())
+        .enumerate()
+    {
+        let ws = (ox * g.sw) as isize - g.pl;
+        let we = (ws + g.kw as isize).min(w as isize + g.pr);
+        let (ws_c, we_c) = (ws.max(0) as usize, we.clamp(0, w as isize) as usize);
+        *st = ws_c as u32;
+        *wd = we_c.saturating_sub(ws_c) as u32;
+        *pd = (we - ws).max(0) as u32;
     }
     for (k, yp) in y.chunks_exact_mut(plane).enumerate() {
         let p = p0 + k;
