@@ -6,6 +6,7 @@
 //! plan the arena and emit with `cairn_core::emit`.
 
 pub mod calibrate;
+mod cell_state;
 pub mod elementwise;
 pub mod fold_tables;
 pub mod fuse;
