@@ -1,8 +1,9 @@
 //! One converted model timed at several thread settings in one process, interleaved (blocks
 //! of runs per setting, 5 ms apart so the other pools' workers are asleep), so that a
 //! noisy machine's drift falls on every setting alike. A setting is `THREADS` or
-//! `THREADS:MIN_PART_WORK` (`Pool::with_min_part_work`, the split threshold); the first is
-//! the baseline of the speed column. Inputs are fixed pseudo-random values in [0, 1).
+//! `THREADS:MIN_PART_WORK` (`Pool::with_min_part_work`, the split threshold), with an `n`
+//! after it to run that setting with AMX off (`paths::allow_amx`, e.g. `1 1n 2 2n`); the
+//! first is the baseline of the speed column. Inputs are fixed pseudo-random values in [0, 1).
 //!
 //!     cargo run --release -p cairn-kernels --features std --example thread_ab -- \
 //!         M.cairn RUNS 1 2 2:16384
@@ -20,11 +21,12 @@ fn main() {
     let cfgs: Vec<(usize, Option<u64>)> = args[3..]
         .iter()
         .map(|a| {
-            let mut it = a.split(':');
+            let mut it = a.trim_end_matches('n').split(':');
             let t = it.next().unwrap().parse().unwrap();
             (t, it.next().map(|m| m.parse().unwrap()))
         })
         .collect();
+    let no_amx: Vec<bool> = args[3..].iter().map(|a| a.ends_with('n')).collect();
     let mut models: Vec<HostModel> = cfgs
         .iter()
         .map(|&(t, m)| {
@@ -65,6 +67,7 @@ fn main() {
         .unwrap_or(20);
     for _ in 0..runs.div_ceil(block) {
         for (k, m) in models.iter_mut().enumerate() {
+            cairn_kernels::paths::allow_amx(!no_amx[k]);
             std::thread::sleep(std::time::Duration::from_millis(5));
             for _ in 0..3 {
                 m.run(&refs).unwrap();
@@ -81,6 +84,7 @@ fn main() {
         let mut per = vec![vec![Vec::new(); nops]; cfgs.len()];
         for _ in 0..runs.div_ceil(5) {
             for (k, m) in models.iter_mut().enumerate() {
+                cairn_kernels::paths::allow_amx(!no_amx[k]);
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 for _ in 0..5 {
                     let mut start = Instant::now();

@@ -88,3 +88,128 @@ fn amx_convs_match_reference() {
         );
     }
 }
+
+/// Per-layer time of one-group convs with AMX on and off, rounds interleaved (run with
+/// `--ignored --nocapture` on an AMX host): the shapes where the tiles lose are the ones
+/// `amx_conv::fits` must leave to the AVX-512 / AVX2 kernels.
+#[test]
+#[ignore]
+fn amx_conv_throughput() {
+    use cairn_core::emit::AlignedBytes;
+    use cairn_core::{Interpreter, Model};
+    use cairn_kernels::prepack::{with_cache, PackCache};
+    // (c, h, w, oc, k, stride): MobileNetV2 ×1.4's pointwise convs, and 3×3 ones.
+    let layers = [
+        (24, 112, 112, 144, 1, 1),
+        (144, 56, 56, 32, 1, 1),
+        (192, 56, 56, 32, 1, 1),
+        (32, 56, 56, 192, 1, 1),
+        (192, 28, 28, 48, 1, 1),
+        (288, 28, 28, 48, 1, 1),
+        (48, 28, 28, 288, 1, 1),
+        (288, 14, 14, 88, 1, 1),
+        (528, 14, 14, 88, 1, 1),
+        (88, 14, 14, 528, 1, 1),
+        (528, 14, 14, 136, 1, 1),
+        (816, 14, 14, 136, 1, 1),
+        (136, 14, 14, 816, 1, 1),
+        (816, 7, 7, 224, 1, 1),
+        (1344, 7, 7, 224, 1, 1),
+        (224, 7, 7, 1344, 1, 1),
+        (1344, 7, 7, 448, 1, 1),
+        (448, 7, 7, 1792, 1, 1),
+        (32, 56, 56, 64, 3, 1),
+        (64, 28, 28, 128, 3, 1),
+        (128, 14, 14, 256, 3, 2),
+    ];
+    let mut r = Rng(seed());
+    if !(amx() && vnni().is_some()) {
+        println!("no AMX here");
+        return;
+    }
+    // AMX_LAYER=i runs layer i alone (for `perf`).
+    let only: Option<usize> = std::env::var("AMX_LAYER").ok().and_then(|v| v.parse().ok());
+    let (pool1, pool2) = (Pool::new(1).unwrap(), Pool::new(2).unwrap());
+    // AMX_MODE=m times one setting alone: 0 AMX, 1 off, 2 AMX on two threads, 3 off.
+    let only_mode: Option<usize> = std::env::var("AMX_MODE").ok().and_then(|v| v.parse().ok());
+    println!(
+        "layer (c h w oc k s)  1 thread: AMX µs   off µs off/AMX  2 threads: AMX   off off/AMX"
+    );
+    for (i, (c, h, w, oc, k, s)) in layers.into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let cs = ConvCase {
+            n: 1,
+            c,
+            h,
+            w,
+            oc,
+            k: (k, k),
+            stride: (s, s),
+            pad: [k / 2; 4],
+            dil: (1, 1),
+            group: 1,
+        };
+        let o = ConvOpts {
+            seven: true,
+            prelu: false,
+        };
+        let bytes = conv_model(&mut r, &cs, o).unwrap().finish().unwrap();
+        let ab = AlignedBytes::from_slice(&bytes);
+        let m = Model::parse(ab.as_slice()).unwrap();
+        let mut arena = vec![0u8; m.arena_bytes() + 16];
+        let mut it = Interpreter::new(m, CpuBackend, &mut arena).unwrap();
+        // Packed weights live in the cache, as in a `HostModel`: packed once per mode.
+        let mut cache = PackCache::for_model(ab.as_slice());
+        // AMX on and off, at one thread and at two.
+        let mut best = [f64::MAX; 4];
+        let rounds = if only.is_some() { 4000 } else { 40 };
+        for round in 0..rounds {
+            let (on, two) = (round % 2 == 0, round % 4 >= 2);
+            if only_mode.is_some_and(|m| m != round % 4) {
+                continue;
+            }
+            let was = allow_amx(on);
+            let pool = if two { &pool2 } else { &pool1 };
+            let t = with_pool(pool, || {
+                with_cache(&mut cache, || {
+                    it.invoke().unwrap();
+                    let t0 = std::time::Instant::now();
+                    for _ in 0..5 {
+                        it.invoke().unwrap();
+                    }
+                    t0.elapsed().as_secs_f64() * 1e6 / 5.0
+                })
+            });
+            allow_amx(was);
+            let k = usize::from(!on) + 2 * usize::from(two);
+            best[k] = best[k].min(t);
+        }
+        // A setting AMX_MODE left out prints as "-".
+        let t = |v: f64| {
+            if v < f64::MAX {
+                format!("{v:.1}")
+            } else {
+                "-".into()
+            }
+        };
+        let r = |a: f64, b: f64| {
+            if a < f64::MAX && b < f64::MAX {
+                format!("{:.2}", a / b)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:<26} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6}",
+            format!("{c} {h} {w} {oc} {k} {s}"),
+            t(best[0]),
+            t(best[1]),
+            r(best[1], best[0]),
+            t(best[2]),
+            t(best[3]),
+            r(best[3], best[2])
+        );
+    }
+}

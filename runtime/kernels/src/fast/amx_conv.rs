@@ -13,8 +13,8 @@
 //!
 //! The sums are `Σ u·w`; the offset `bias − (zx + 128)·Σw` makes them `Σ (x − zx)·w +
 //! bias`, the reference's accumulator, and the FC block's output stage (`mm::I8Out`, with
-//! a folded PRelu's second multiplier) requantizes them. Outputs are made pixel-major per
-//! image and transposed into the channel planes.
+//! a folded PRelu's second multiplier) requantizes them. Each tile's 16 pixels × 16
+//! channels of outputs are transposed in registers and stored into the channel planes.
 
 extern crate std;
 use std::cell::RefCell;
@@ -81,8 +81,20 @@ pub(super) fn fits(g: &Geo, packed: bool) -> bool {
         .unwrap_or(usize::MAX);
     let weights = g.oc.saturating_mul(g.kh * run_bytes(g));
     let out = (g.oh * g.ow).saturating_mul(g.oc);
-    macs >= 1 << 20 && staged <= MAX_BYTES && weights <= MAX_BYTES && out <= MAX_BYTES
+    macs >= 1 << 20
+        && macs / g.n >= MIN_MACS_PER_STAGED * staged
+        && staged <= MAX_BYTES
+        && weights <= MAX_BYTES
+        && out <= MAX_BYTES
 }
+
+/// Fewest multiply-adds per staged input byte (an image's) worth the staging: below it
+/// (a 1×1 conv to fewer than 64 channels) staging the plane channels-last costs as much
+/// as the tiles save, and the AVX-512 / AVX2 kernels, which read the channel planes in
+/// place, are as fast on one thread and faster on two (MobileNetV2's 288 → 48 over 28×28:
+/// 74 against 73 µs, 82 against 57 at two threads; `tests/exact_amx.rs`
+/// `amx_conv_throughput`).
+const MIN_MACS_PER_STAGED: usize = 64;
 
 /// The staged plane's rows and columns: the padded input as far as any window reaches.
 fn plane(g: &Geo) -> (usize, usize) {
@@ -178,13 +190,11 @@ impl Pixels {
     }
 }
 
-/// The staged plane, the weights laid out before packing, the packing scratch, the
-/// pixel-major outputs.
-type Scratch = (Vec<u8>, Vec<i8>, Vec<i32>, Vec<i8>);
+/// The staged plane, the weights laid out before packing, the packing scratch.
+type Scratch = (Vec<u8>, Vec<i8>, Vec<i32>);
 
 std::thread_local! {
-    static SCRATCH: RefCell<Scratch> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// The conv (`fits` said yes; the caller checked the operands' lengths as for every conv
@@ -197,7 +207,7 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
     let key = (q.w.as_ptr() as usize, q.w.len(), CONV_PACK);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let (staged, wl, bscratch, out) = &mut *s;
+        let (staged, wl, bscratch) = &mut *s;
         let build = |v: &mut Vec<i32>| {
             // [oc][ky][kp]: kernel column, then channel; zero past kw·c.
             wl.clear();
@@ -250,8 +260,6 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
                 rq: Requant::new(q.lo, q.hi, q.zy),
             };
             let pix = g.oh * g.ow;
-            out.clear();
-            out.resize(pix * g.oc, 0);
             let plane_len = g.c * g.h * g.w;
             for (img, yo) in y.chunks_exact_mut(g.oc * pix).take(g.n).enumerate() {
                 stage_plane(
@@ -260,21 +268,7 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
                     q.zx,
                     staged,
                 );
-                image(g, staged, bp, kp, &stage, out);
-                // Channel planes split across the lent threads.
-                let out = &out[..];
-                let work = (g.oc * pix) as u64 * STAGE_WORK;
-                crate::par::par_pieces(yo, pix, work, |at, planes| {
-                    let o0 = at / pix;
-                    crate::movement::transpose_plane(
-                        out,
-                        o0,
-                        g.oc,
-                        planes.len() / pix,
-                        pix,
-                        planes,
-                    );
-                });
+                image(g, staged, bp, kp, &stage, yo);
             }
             true
         })
@@ -289,18 +283,36 @@ fn stage_plane(g: &Geo, x: &[i8], zx: i32, staged: &mut Vec<u8>) {
     let (pt, pl, c) = (g.pt as usize, g.pl as usize, g.c);
     let len = hp * wp * c;
     let slack = (TM * g.sw + g.kw) * c + run_bytes(g) + TK;
-    staged.clear();
-    staged.resize(len, (zx + 128) as u8);
-    staged.resize(len + slack, 0);
     let plane = g.h * g.w;
-    // Input rows split across the lent threads: each writes its own staged row.
+    if hp == g.h && wp == g.w {
+        // No padding: the runs below write every byte of the plane; only the slack is
+        // set here (no fill of bytes about to be written).
+        staged.truncate(len);
+        staged.resize(len + slack, 0);
+    } else {
+        staged.clear();
+        staged.resize(len, (zx + 128) as u8);
+        staged.resize(len + slack, 0);
+    }
+    // Input rows split across the lent threads: each writes its own staged rows. With no
+    // horizontal padding (every 1×1 conv) the staged rows follow each other as the input
+    // rows do, so a part's rows are one run of pixels.
     let shared = crate::par::SharedMut::new(&mut staged[..]);
     let work = (c * plane) as u64 * STAGE_WORK;
-    crate::par::par_ranges(g.h, 1, work, |ys| {
+    let one_run = pl == 0 && wp == g.w;
+    // A part of a run takes at least 16 pixels (one transpose step).
+    let align = if one_run { 16usize.div_ceil(g.w) } else { 1 };
+    crate::par::par_ranges(g.h, align, work, |ys| {
+        if one_run {
+            // SAFETY: rows ys' w·c bytes each, adjacent; parts' row ranges are disjoint.
+            let run = unsafe { shared.piece((pt + ys.start) * wp * c, ys.len() * g.w * c) };
+            stage_run(x, plane, ys.start * g.w, ys.len() * g.w, c, run);
+            return;
+        }
         for yy in ys {
             // SAFETY: row yy's w·c bytes; rows are disjoint, each in one part.
             let row = unsafe { shared.piece(((pt + yy) * wp + pl) * c, g.w * c) };
-            stage_row(g, x, plane, yy, row);
+            stage_run(x, plane, yy * g.w, g.w, c, row);
         }
     });
 }
@@ -308,28 +320,83 @@ fn stage_plane(g: &Geo, x: &[i8], zx: i32, staged: &mut Vec<u8>) {
 /// Work units (`crate::par`) per staged byte, or per output byte transposed.
 const STAGE_WORK: u64 = 8;
 
-/// Input row `yy` of every channel as `x + 128` into its staged row `row` (`w·c` bytes).
-fn stage_row(g: &Geo, x: &[i8], plane: usize, yy: usize, row: &mut [u8]) {
-    let c = g.c;
-    // Four channels at a time: their bytes interleaved into pixel quads.
+/// Pixels `at..at + n` of every channel plane of `x` (`plane` values apart) as `x + 128`
+/// into `run` (`[pixel][channel]`, `n·c` bytes): sixteen channels × sixteen pixels a
+/// step through a byte transpose, the channels left over four at a time, then one.
+fn stage_run(x: &[i8], plane: usize, at: usize, n: usize, c: usize, run: &mut [u8]) {
     let mut ch = 0;
+    // Sixteen channels' loads of sixteen bytes from `at` stay within x (short runs read
+    // past their pixels, into the planes' next rows).
+    let fits = |ch: usize| (ch + 15) * plane + at + n.max(16) <= x.len();
+    while ch + 16 <= c && n > 0 && run.len() >= n * c && fits(ch) {
+        // SAFETY: SSE2 (every x86_64); channels ch..ch + 16 hold max(n, 16) bytes from
+        // at within x (`fits`), and run holds n·c bytes.
+        unsafe { sixteens(x, plane, ch, at, n, c, run) };
+        ch += 16;
+    }
+    // Four channels at a time: their bytes interleaved into pixel quads.
     if crate::paths::avx2() {
         while ch + 4 <= c {
-            // SAFETY: AVX2 (checked above); the four rows lie in x, the w pixels' bytes
-            // ch..ch + 4 in `row`.
-            unsafe { quads(x, plane, ch, yy * g.w, g.w, c, row) };
+            // SAFETY: AVX2 (checked above); the four rows lie in x, the n pixels' bytes
+            // ch..ch + 4 in `run`.
+            unsafe { quads(x, plane, ch, at, n, c, run) };
             ch += 4;
         }
     }
     for ch in ch..c {
-        let src = &x[ch * plane + yy * g.w..][..g.w];
+        let src = &x[ch * plane + at..][..n];
         for (px, &v) in src.iter().enumerate() {
-            row[px * c + ch] = (v as u8) ^ 0x80;
+            run[px * c + ch] = (v as u8) ^ 0x80;
         }
     }
 }
 
-/// Channels `ch..ch + 4` of pixels `0..w` of one input row (from `at` in each plane) as
+/// Channels `ch..ch + 16` of pixels `at..at + n` as `x + 128` into
+/// `run[px·c + ch..][..16]`: sixteen 16-byte channel rows transposed into sixteen pixels'
+/// channel bytes a step. Where 16 does not divide `n`, the last step overlaps the one
+/// before (it writes the same bytes again); a run shorter than 16 reads 16 bytes and
+/// stores its `n` pixels.
+///
+/// # Safety
+/// `n >= 1`, `ch + 16 <= c`; channels `ch..ch + 16` hold `max(n, 16)` values from `at`
+/// in their planes within `x`; `run` holds `n·c` bytes.
+unsafe fn sixteens(
+    x: &[i8],
+    plane: usize,
+    ch: usize,
+    at: usize,
+    n: usize,
+    c: usize,
+    run: &mut [u8],
+) {
+    debug_assert!(n >= 1 && ch + 16 <= c && run.len() >= n * c);
+    debug_assert!(x.len() >= (ch + 15) * plane + at + n.max(16));
+    let flip = _mm_set1_epi8(-128);
+    let mut p0 = 0;
+    loop {
+        let p = p0.min(n.saturating_sub(16));
+        // SAFETY: channel ch + i's bytes at + p..at + p + 16 lie in x (p + 16 <=
+        // max(n, 16)); pixel p + j's 16 bytes from ch lie in run for p + j < n
+        // ((p + j)·c + ch + 16 <= n·c).
+        unsafe {
+            let rows: [__m128i; 16] = core::array::from_fn(|i| {
+                let src = x.as_ptr().add((ch + i) * plane + at + p);
+                _mm_xor_si128(_mm_loadu_si128(src.cast()), flip)
+            });
+            let pixels = super::depthwise_cl::transpose16(rows);
+            for (j, v) in pixels.iter().enumerate().take(n - p) {
+                let dst = run.as_mut_ptr().add((p + j) * c + ch);
+                _mm_storeu_si128(dst.cast(), *v);
+            }
+        }
+        if p0 + 16 >= n {
+            return;
+        }
+        p0 += 16;
+    }
+}
+
+/// Channels `ch..ch + 4` of pixels `0..w` of one run (from `at` in each plane) as
 /// `x + 128` into `row[px·c + ch..][..4]`: 32 pixels a step, four rows interleaved by
 /// unpacks, then a 4-byte store per pixel.
 ///
@@ -385,8 +452,8 @@ unsafe fn quads(x: &[i8], plane: usize, ch: usize, at: usize, w: usize, c: usize
 }
 
 /// One staged image: every output row's pixels 16 at a time (two such tiles a block),
-/// every 32 output channels, into `out` (`[pixel][oc]`), split across the lent threads
-/// by blocks.
+/// every 32 output channels, into the image's channel planes `out`, split across the
+/// lent threads by blocks or by pairs of column panels.
 fn image<S: Stage<Out = i8>>(
     g: &Geo,
     staged: &[u8],
@@ -396,27 +463,91 @@ fn image<S: Stage<Out = i8>>(
     out: &mut [i8],
 ) {
     let blocks = Raster::of(g).tiles.div_ceil(2);
+    let pairs = g.oc.div_ceil(2 * NR);
     let work = (g.oh * g.ow * g.oc) as u64 * (g.kh * kp) as u64;
-    let parts = crate::par::parts_over(work, blocks);
     let shared = crate::par::SharedMut::new(out);
-    let run = |range: core::ops::Range<usize>| {
+    let run = |range: core::ops::Range<usize>, cols: core::ops::Range<usize>| {
         // SAFETY: AVX2 and AMX (`fits`, `use_tiles`); the staged plane has `plane`'s rows
         // and columns plus the slack; bp the panels and slack use_tiles checked; each
-        // block writes the output rows of its own tiles only.
-        unsafe { blocks_amx(g, staged, bp, kp, stage, range, &shared) };
+        // part writes its own blocks' pixels or its own column pairs only.
+        unsafe { blocks_amx(g, staged, bp, kp, stage, range, cols, &shared) };
     };
-    if parts <= 1 {
-        run(0..blocks);
-    } else {
-        crate::par::run(parts, |i| run(crate::par::split(blocks, parts, 1, i)));
+    if crate::par::parts_for(work) <= 1 {
+        return run(0..blocks, 0..pairs);
+    }
+    // By blocks of pixels or pairs of column panels, whichever leaves the busiest thread
+    // the smaller share; on a tie, the axis of the larger operand, so that each thread
+    // reads only its part of it (a 7×7 map is two blocks, one a thread, and 1792 output
+    // channels 56 pairs, 28 a thread: by pixels each thread streamed all 800 KB of the
+    // weights, by columns half: MobileNetV2's last conv 169 → 117 µs at two threads).
+    let ((pb, sb), (pc, sc)) = (
+        crate::par::parts_and_span(work, blocks),
+        crate::par::parts_and_span(work, pairs),
+    );
+    let (share_b, share_c) = (sb * pairs, sc * blocks);
+    let weights_larger = g.oc * g.kh * kp > staged.len();
+    let by_blocks = share_b < share_c || (share_b == share_c && !weights_larger);
+    let parts = if by_blocks { pb } else { pc };
+    crate::par::run(parts, |i| {
+        if by_blocks {
+            run(crate::par::split(blocks, parts, 1, i), 0..pairs);
+        } else {
+            run(0..blocks, crate::par::split(pairs, parts, 1, i));
+        }
+    });
+}
+
+/// Output channels `j..j + rows.len()` of a tile's pixels (`pixels`, in order; `None`
+/// for a virtual one) into their channel planes (`pix` bytes each) of `out`: row `c`
+/// byte `r` is pixel `pixels[r]` of channel `j + c`. Sixteen adjacent pixels are one
+/// 16-byte store a channel; otherwise each run of adjacent ones is a copy.
+fn put_planes(
+    rows: &[__m128i],
+    pixels: &[Option<usize>; TM],
+    j: usize,
+    pix: usize,
+    out: &crate::par::SharedMut<'_, i8>,
+) {
+    if let (Some(p0), Some(last)) = (pixels[0], pixels[TM - 1]) {
+        if last == p0 + TM - 1 {
+            for (c, v) in rows.iter().enumerate() {
+                // SAFETY: pixels p0..p0 + 16 of plane j + c, this tile's own (the caller's
+                // part owns the tile's pixels in every plane it writes).
+                let dst = unsafe { out.piece((j + c) * pix + p0, TM) };
+                // SAFETY: dst holds 16 bytes; SSE2 on every x86_64.
+                unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), *v) };
+            }
+            return;
+        }
+    }
+    let mut r = 0;
+    while r < TM {
+        let Some(p) = pixels[r] else {
+            r += 1;
+            continue;
+        };
+        let mut e = r + 1;
+        while e < TM && pixels[e] == Some(p + (e - r)) {
+            e += 1;
+        }
+        for (c, v) in rows.iter().enumerate() {
+            let mut b = [0i8; TM];
+            // SAFETY: 16 bytes into b; SSE2.
+            unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), *v) };
+            // SAFETY: pixels p..p + (e − r) of plane j + c, this tile's own.
+            let dst = unsafe { out.piece((j + c) * pix + p, e - r) };
+            dst.copy_from_slice(&b[r..e]);
+        }
+        r = e;
     }
 }
 
-/// Blocks `range` of [`image`].
+/// Blocks `range` of [`image`], column pairs `cols` (32 output channels each).
 ///
 /// # Safety
 /// As [`image`]'s call: AVX2 and AMX usable; `staged`, `bp` as there; the pieces of
-/// `out` these blocks write are no other thread's.
+/// `out` these blocks and columns write are no other thread's.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 unsafe fn blocks_amx<S: Stage<Out = i8>>(
     g: &Geo,
@@ -425,6 +556,7 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
     kp: usize,
     stage: &S,
     range: core::ops::Range<usize>,
+    cols: core::ops::Range<usize>,
     out: &crate::par::SharedMut<'_, i8>,
 ) {
     let (_, wp) = plane(g);
@@ -436,11 +568,13 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
     let kk = g.kh * kp;
     let mut acc = [0i32; 32 * 32];
     let mut tmp = [0i8; NR];
+    let pix = g.oh * g.ow;
     // SAFETY: the contract above.
     let _tiles = unsafe { Tiles::new() };
     let a = staged.as_ptr();
     let b = bp.as_ptr() as *const u8;
-    for j0 in (0..g.oc).step_by(2 * NR) {
+    for pair in cols {
+        let j0 = 2 * NR * pair;
         let two = j0 + NR < g.oc;
         // Panel j0/16 and the next: kk/4 quad rows of 64 bytes each.
         // SAFETY: within bp (use_tiles checked the panels and the slack).
@@ -476,29 +610,29 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
             }
             for half in 0..1 + rows2 as usize {
                 let mut px = raster.first(t0 + half);
-                for r in 0..TM {
-                    let Some(p) = px.next(g) else {
-                        continue;
-                    };
-                    for h in 0..1 + two as usize {
-                        let j = j0 + h * NR;
+                let pixels: [Option<usize>; TM] = core::array::from_fn(|_| px.next(g));
+                for h in 0..1 + two as usize {
+                    let j = j0 + h * NR;
+                    // Sixteen pixels' sixteen channels, transposed into sixteen channel
+                    // rows of the tile's pixels.
+                    let mut m = [_mm_setzero_si128(); TM];
+                    for (r, p) in pixels.iter().enumerate() {
+                        let Some(p) = *p else {
+                            continue;
+                        };
                         // SAFETY: row 16·half + r's 16 sums of column tile h lie in acc;
-                        // AVX2; j + 16 <= n16, the stage's columns. The piece is pixel p's
-                        // outputs j.., this block's own.
+                        // AVX2; j + 16 <= n16, the stage's columns.
                         unsafe {
                             let v = acc.as_ptr().add((TM * half + r) * 32 + h * NR);
                             let v = v as *const __m256i;
                             let halves = [_mm256_loadu_si256(v), _mm256_loadu_si256(v.add(1))];
                             stage.store(p, j, &halves, &mut tmp);
-                            let cnt = NR.min(g.oc - j);
-                            let dst = out.piece(p * g.oc + j, cnt);
-                            if cnt == NR {
-                                core::ptr::write_unaligned(dst.as_mut_ptr() as *mut [i8; NR], tmp);
-                            } else {
-                                dst.copy_from_slice(&tmp[..cnt]);
-                            }
+                            m[r] = _mm_loadu_si128(tmp.as_ptr().cast());
                         }
                     }
+                    let rows = super::depthwise_cl::transpose16(m);
+                    let cnt = NR.min(g.oc - j);
+                    put_planes(&rows[..cnt], &pixels, j, pix, out);
                 }
             }
         }

@@ -219,7 +219,7 @@ unsafe fn to_planes(out: &[i8], out_plane: usize, cn: usize, y: &mut [i8]) {
 /// Sixteen rows of sixteen bytes transposed: four rounds of interleaving row `i` with
 /// row `i + 8` (each round moves one bit of the row index into the column index).
 #[inline(always)]
-fn transpose16(mut r: [__m128i; CB]) -> [__m128i; CB] {
+pub(super) fn transpose16(mut r: [__m128i; CB]) -> [__m128i; CB] {
     for _ in 0..4 {
         let mut o = [r[0]; CB];
         for i in 0..CB / 2 {
