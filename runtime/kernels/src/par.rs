@@ -366,6 +366,14 @@ impl<'a, T> SharedMut<'a, T> {
         // 'a of the whole slice outlives every piece.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+
+    /// The slice's start and length, for a kernel that reads it through a pointer while
+    /// parts write pieces of it (it reads only what its own part wrote, or what no part
+    /// writes).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn ptr(&self) -> (*const T, usize) {
+        (self.ptr, self.len)
+    }
 }
 
 #[cfg(test)]
