@@ -103,6 +103,40 @@ impl Drop for Tiles {
     }
 }
 
+/// `n` rounds of four independent `tdpbusd` (16 × 16 × 64 multiply-adds each) on
+/// tiles loaded from zeros: the tile unit's rate with nothing else in the way, for the
+/// peak `cairn bench` states.
+///
+/// # Safety
+/// `crate::paths::amx()` is true and no tile configuration is live on this thread.
+pub(crate) unsafe fn dpbusd_rounds(n: u64) {
+    let zeros = [0u8; TILE];
+    // SAFETY: the contract above; the loads read 16 rows of 64 bytes from `zeros`.
+    unsafe {
+        let _tiles = Tiles::new();
+        asm!(
+            "tileloadd tmm4, [{z} + {s}*1]",
+            "tileloadd tmm5, [{z} + {s}*1]",
+            "tileloadd tmm6, [{z} + {s}*1]",
+            "tileloadd tmm7, [{z} + {s}*1]",
+            "2:",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "dec {n}",
+            "jnz 2b",
+            z = in(reg) zeros.as_ptr(),
+            s = in(reg) TK,
+            n = inout(reg) n => _,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// Multiply-adds of one [`dpbusd_rounds`] round.
+pub(crate) const ROUND_MACS: u64 = 4 * (TM * TM * TK) as u64;
+
 /// Tile steps for `k` bytes of K.
 pub(super) fn steps(k: usize) -> usize {
     k.div_ceil(TK)
