@@ -523,6 +523,10 @@ fn pack_span(
         let (mid, after) = rest.split_at_mut(hi - lo);
         before.fill(pad);
         after.fill(pad);
+        // A range all in the padding rows above the plane has no pixels (and lo < top).
+        if mid.is_empty() {
+            continue;
+        }
         if u8s8 {
             let rows = core::array::from_fn(|j| chan(4 * u + j));
             interleave4(rows, pad_byte, lo - top, 1, mid);
