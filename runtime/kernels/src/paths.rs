@@ -400,27 +400,24 @@ pub fn amx() -> bool {
     }
 }
 
-/// The AMX tile unit's int8 multiply-adds a second on this thread (GMAC/s), measured
-/// with independent `tdpbusd` for about 20 ms, where [`amx`] is on; `None` elsewhere.
-pub fn amx_peak_gmacs() -> Option<f64> {
+/// Multiply-adds of one round of [`amx_rounds`].
+pub const AMX_ROUND_MACS: u64 = 4 * 16 * 16 * 64;
+
+/// `n` rounds of four independent `tdpbusd` on tiles of zeros, for timing the tile unit's
+/// peak (`cairn bench`); `false`, nothing run, where [`amx`] is off.
+pub fn amx_rounds(n: u64) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
     if amx() {
-        let time = |n: u64| {
-            let t = std::time::Instant::now();
-            // SAFETY: `amx()` is on; no tile configuration is live here (kernels release
-            // theirs before they return).
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::fast::amx_dpbusd_rounds(n)
-            };
-            t.elapsed().as_secs_f64()
+        // SAFETY: `amx()` is on; no tile configuration is live here (kernels release
+        // theirs before they return).
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::fast::amx_dpbusd_rounds(n)
         };
-        time(1000);
-        let n = 200_000;
-        let best = (0..3).map(|_| time(n)).fold(f64::INFINITY, f64::min);
-        return Some((n * crate::fast::AMX_ROUND_MACS) as f64 / best / 1e9);
+        return true;
     }
-    None
+    let _ = n;
+    false
 }
 
 /// Let the VNNI GEMMs use AMX where the CPU has it (the default), or not (they keep

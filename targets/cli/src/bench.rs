@@ -160,9 +160,15 @@ pub fn int8_peak_gmacs() -> Option<(f64, String)> {
             None => None,
         };
         // Where the tiles are in use, the larger convs and FCs run on them instead.
-        let tiles = cairn_kernels::paths::amx_peak_gmacs().map_or(String::new(), |a| {
+        let tiles = if cairn_kernels::paths::amx() {
+            let rounds = |n: u64| {
+                cairn_kernels::paths::amx_rounds(n);
+            };
+            let a = gmacs(&rounds, cairn_kernels::paths::AMX_ROUND_MACS as f64);
             format!("; the AMX tiles (tdpbusd), which take the larger convs and FCs here, {a:.0} GMAC/s")
-        });
+        } else {
+            String::new()
+        };
         return Some(match dp {
             Some((enc, g)) => (
                 g,

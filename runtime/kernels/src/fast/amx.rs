@@ -134,8 +134,8 @@ pub(crate) unsafe fn dpbusd_rounds(n: u64) {
     }
 }
 
-/// Multiply-adds of one [`dpbusd_rounds`] round.
-pub(crate) const ROUND_MACS: u64 = 4 * (TM * TM * TK) as u64;
+// `paths::AMX_ROUND_MACS` counts one round of `dpbusd_rounds`.
+const _: () = assert!(crate::paths::AMX_ROUND_MACS == 4 * (TM * TM * TK) as u64);
 
 /// Tile steps for `k` bytes of K.
 pub(super) fn steps(k: usize) -> usize {

@@ -317,7 +317,7 @@ fn stage_plane(g: &Geo, x: &[i8], zx: i32, staged: &mut Vec<u8>) {
     });
 }
 
-/// Work units (`crate::par`) per staged byte, or per output byte transposed.
+/// Work units (`crate::par`) per staged byte.
 const STAGE_WORK: u64 = 8;
 
 /// Pixels `at..at + n` of every channel plane of `x` (`plane` values apart) as `x + 128`
@@ -328,7 +328,8 @@ fn stage_run(x: &[i8], plane: usize, at: usize, n: usize, c: usize, run: &mut [u
     // Sixteen channels' loads of sixteen bytes from `at` stay within x (short runs read
     // past their pixels, into the planes' next rows).
     let fits = |ch: usize| (ch + 15) * plane + at + n.max(16) <= x.len();
-    while ch + 16 <= c && n > 0 && run.len() >= n * c && fits(ch) {
+    let whole = n > 0 && run.len() >= n * c;
+    while whole && ch + 16 <= c && fits(ch) {
         // SAFETY: SSE2 (every x86_64); channels ch..ch + 16 hold max(n, 16) bytes from
         // at within x (`fits`), and run holds n·c bytes.
         unsafe { sixteens(x, plane, ch, at, n, c, run) };
@@ -520,7 +521,9 @@ fn put_planes(
             return;
         }
     }
-    let mut r = 0;
+    // The runs of adjacent pixels (first row, end row, first pixel), found once.
+    let mut runs = [(0, 0, 0); TM];
+    let (mut n, mut r) = (0, 0);
     while r < TM {
         let Some(p) = pixels[r] else {
             r += 1;
@@ -530,15 +533,19 @@ fn put_planes(
         while e < TM && pixels[e] == Some(p + (e - r)) {
             e += 1;
         }
-        for (c, v) in rows.iter().enumerate() {
-            let mut b = [0i8; TM];
-            // SAFETY: 16 bytes into b; SSE2.
-            unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), *v) };
+        runs[n] = (r, e, p);
+        n += 1;
+        r = e;
+    }
+    for (c, v) in rows.iter().enumerate() {
+        let mut b = [0i8; TM];
+        // SAFETY: 16 bytes into b; SSE2.
+        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), *v) };
+        for &(r, e, p) in &runs[..n] {
             // SAFETY: pixels p..p + (e − r) of plane j + c, this tile's own.
             let dst = unsafe { out.piece((j + c) * pix + p, e - r) };
             dst.copy_from_slice(&b[r..e]);
         }
-        r = e;
     }
 }
 

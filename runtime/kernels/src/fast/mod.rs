@@ -66,9 +66,9 @@ mod amx;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod amx_conv;
 #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
-pub(crate) use amx::granted as amx_granted;
+pub(crate) use amx::dpbusd_rounds as amx_dpbusd_rounds;
 #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
-pub(crate) use amx::{dpbusd_rounds as amx_dpbusd_rounds, ROUND_MACS as AMX_ROUND_MACS};
+pub(crate) use amx::granted as amx_granted;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod depthwise;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
