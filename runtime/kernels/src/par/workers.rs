@@ -1,9 +1,13 @@
 //! The threads of a [`Pool`](super::Pool) (hosts, `std`): `threads − 1` workers beside the
 //! thread that runs the model, which claims parts of an op like any worker.
 //!
-//! An op's parts are claimed one at a time from one atomic word (the op's epoch, its part
-//! count and the next part), so a worker that finishes first takes the next part, and a
-//! part nobody has started yet is taken by the calling thread instead of waited for.
+//! An op's parts are dealt out in contiguous shares, one a thread (the caller's share is
+//! the first, worker `i`'s the `i`-th after it), so that consecutive ops split along the
+//! same axis give each thread the same region of the data: what one op's part wrote is
+//! in the cache of the core that reads it next, instead of half of it being fetched from
+//! the other core's. Each share is claimed a part at a time from its front by its thread;
+//! a thread done with its own share takes parts from the back of the others' (work
+//! stealing), so a late thread still leaves no part waiting on it.
 //! A worker that runs out of parts polls for the next op for [`SPIN`] before it sleeps:
 //! the ops of one model run follow each other within microseconds, and waking a sleeping
 //! thread costs tens to hundreds of them (more than a small op takes).
@@ -35,7 +39,7 @@ pub const SPIN: Duration = Duration::from_millis(2);
 /// its core between polls (a few microseconds of `pause`).
 const BUSY_POLLS: u32 = 256;
 
-/// Most parts one op is cut into here (the claim word holds 16 bits of them); an op cut
+/// Most parts one op is cut into here (a share's word holds 16 bits of them); an op cut
 /// finer runs on the calling thread alone.
 const MAX_PARTS: usize = 0xFFFF;
 
@@ -46,10 +50,13 @@ struct Job<'a> {
 
 /// What the calling thread and the workers share.
 struct Shared {
-    /// Bits 32..64: the op's epoch; 16..32: its parts; 0..16: the next part to claim.
-    claim: AtomicU64,
+    /// One word a thread: bits 32..64 the op's epoch, 16..32 the end of the thread's
+    /// unclaimed share of its parts, 0..16 its start (empty when start ≥ end).
+    shares: Vec<Share>,
     /// The op whose parts are being claimed (valid while any of them is unfinished).
     job: AtomicPtr<Job<'static>>,
+    /// The current op's epoch (what the shares' words carry).
+    epoch: AtomicU64,
     /// Parts of the current op finished (run or panicked).
     done: AtomicUsize,
     /// Workers asleep (or about to be) on `wake`.
@@ -64,28 +71,59 @@ struct Shared {
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
+/// A thread's share word, alone in its cache line: the owner claims from it while the
+/// others poll theirs.
+#[repr(align(64))]
+struct Share(AtomicU64);
+
+/// A share's word: `epoch`, parts `start..end`.
+fn share_word(epoch: u64, start: usize, end: usize) -> u64 {
+    epoch << 32 | (end as u64) << 16 | start as u64
+}
+
 impl Shared {
-    /// The next unclaimed part of the current op, now this thread's to run.
-    fn claim(&self) -> Option<usize> {
-        let mut word = self.claim.load(SeqCst);
+    /// Thread `t`'s share of an op of `parts` parts: the `t`-th of `threads` contiguous,
+    /// even pieces of `0..parts` (`par::split`'s cut).
+    fn share(parts: usize, threads: usize, t: usize) -> (usize, usize) {
+        (parts * t / threads, parts * (t + 1) / threads)
+    }
+
+    /// Take one part of share `s`: its first if `front` (the owner), else its last.
+    fn take(&self, s: usize, front: bool) -> Option<usize> {
+        let mut word = self.shares[s].0.load(SeqCst);
         loop {
-            let (parts, next) = ((word >> 16) & 0xFFFF, word & 0xFFFF);
-            if next >= parts {
+            let (end, start) = ((word >> 16) & 0xFFFF, word & 0xFFFF);
+            if start >= end {
                 return None;
             }
-            match self
-                .claim
-                .compare_exchange_weak(word, word + 1, SeqCst, SeqCst)
+            let (next, part) = if front {
+                (word + 1, start)
+            } else {
+                (word - (1 << 16), end - 1)
+            };
+            match self.shares[s]
+                .0
+                .compare_exchange_weak(word, next, SeqCst, SeqCst)
             {
-                Ok(_) => return Some(next as usize),
+                Ok(_) => return Some(part as usize),
                 Err(now) => word = now,
             }
         }
     }
 
+    /// The next part thread `t` runs, now its own: the front of its share, else the
+    /// back of the next thread's that has any left.
+    fn claim(&self, t: usize) -> Option<usize> {
+        let n = self.shares.len();
+        self.take(t, true)
+            .or_else(|| (1..n).find_map(|k| self.take((t + k) % n, false)))
+    }
+
     fn has_work(&self) -> bool {
-        let word = self.claim.load(SeqCst);
-        word & 0xFFFF < (word >> 16) & 0xFFFF
+        self.shares.iter().any(|w| {
+            let word = w.0.load(SeqCst);
+            word & 0xFFFF < (word >> 16) & 0xFFFF
+        })
     }
 
     /// Run part `i` of the current op (claimed by this thread) and count it done.
@@ -105,9 +143,9 @@ impl Shared {
 
     /// A worker's life: run parts as they come, poll for [`SPIN`] when there are none,
     /// then sleep until the next op or the pool's drop.
-    fn work(&self) {
+    fn work(&self, t: usize) {
         loop {
-            while let Some(i) = self.claim() {
+            while let Some(i) = self.claim(t) {
                 self.run_claimed(i);
             }
             if self.stop.load(SeqCst) {
@@ -166,8 +204,9 @@ impl Workers {
     /// operating system refuses a thread (those already started are stopped).
     pub fn new(threads: usize) -> Result<Workers, std::io::Error> {
         let shared = Arc::new(Shared {
-            claim: AtomicU64::new(0),
+            shares: (0..threads).map(|_| Share(AtomicU64::new(0))).collect(),
             job: AtomicPtr::new(core::ptr::null_mut()),
+            epoch: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
@@ -184,7 +223,7 @@ impl Workers {
             let shared = workers.shared.clone();
             let handle = std::thread::Builder::new()
                 .name(std::format!("cairn-worker-{i}"))
-                .spawn(move || shared.work())?;
+                .spawn(move || shared.work(i))?;
             workers.handles.push(handle);
         }
         Ok(workers)
@@ -209,10 +248,15 @@ impl Workers {
         sh.job
             .store(&job as *const Job<'_> as *mut Job<'static>, SeqCst);
         sh.done.store(0, SeqCst);
-        let epoch = (sh.claim.load(SeqCst) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
-        sh.claim.store(epoch << 32 | (parts as u64) << 16, SeqCst);
+        let epoch = sh.epoch.load(SeqCst).wrapping_add(1) & 0xFFFF_FFFF;
+        sh.epoch.store(epoch, SeqCst);
+        let threads = sh.shares.len();
+        for (t, word) in sh.shares.iter().enumerate() {
+            let (start, end) = Shared::share(parts, threads, t);
+            word.0.store(share_word(epoch, start, end), SeqCst);
+        }
         sh.notify();
-        while let Some(i) = sh.claim() {
+        while let Some(i) = sh.claim(0) {
             sh.run_claimed(i);
         }
         // The rest are running on workers: poll, then give the core away between polls
