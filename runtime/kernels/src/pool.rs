@@ -435,10 +435,13 @@ pub fn reduce_mean_i8(call: &OpCall<'_>, mut out: TensorMut<'_>) -> Result<(), E
 /// [`reduce_mean_i8`] with `sum` adding up each run when the reduced axes are the
 /// innermost (GlobalAveragePool): `Σ v` wrapping in i32, as [`sum_i8`] (a faster path
 /// passes its own).
+/// Work units (`crate::par`) per byte a reduction reads.
+const REDUCE_WORK: u64 = 4;
+
 pub(crate) fn reduce_mean_i8_by(
     call: &OpCall<'_>,
     out: &mut TensorMut<'_>,
-    sum: impl Fn(&[i8]) -> i32,
+    sum: impl Fn(&[i8]) -> i32 + Sync,
 ) -> Result<(), ExecError> {
     let x = call.req(0)?;
     let xs = x.info.shape;
@@ -455,11 +458,17 @@ pub(crate) fn reduce_mean_i8_by(
     };
     if contiguous_tail(&xs, mask) {
         // Reducing the innermost axes (GlobalAveragePool): each output sums one run, as
-        // the raw bytes less the zero point once per element (the same integer).
-        for (yo, run) in y.iter_mut().zip(xi.chunks(count)) {
-            let offset = zx.wrapping_mul(run.len() as i32);
-            *yo = fin(sum(run).wrapping_sub(offset));
-        }
+        // the raw bytes less the zero point once per element (the same integer). Outputs
+        // split across the lent threads (each sums its own runs); a short run costs about
+        // four multiply-adds' time a byte (`par`'s unit).
+        let work = (xi.len() as u64).saturating_mul(REDUCE_WORK);
+        crate::par::par_pieces(y, 1, work, |at, ys| {
+            let runs = xi.get(at * count..).unwrap_or(&[]).chunks(count.max(1));
+            for (yo, run) in ys.iter_mut().zip(runs) {
+                let offset = zx.wrapping_mul(run.len() as i32);
+                *yo = fin(sum(run).wrapping_sub(offset));
+            }
+        });
     } else {
         for (o, yo) in y.iter_mut().enumerate() {
             let mut acc = 0i32;
