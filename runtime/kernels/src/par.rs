@@ -322,6 +322,22 @@ pub fn par_pieces<T: Send>(
     run_pieces(data, parts, at, |i, piece| f(at(i), piece));
 }
 
+/// Pixels a map's planes (one channel's pixels) must hold for a conv to split it by
+/// pixels ([`pixel_parts`]) rather than by output channels.
+pub const MIN_SPLIT_PLANE: usize = 1024;
+
+/// Parts a conv of `work` multiply-adds over planes of `plane` pixels splits its pixels
+/// into (each part a range of pixels, cut at multiples of `align`, of every channel), or
+/// `None` where the planes are too small to split ([`MIN_SPLIT_PLANE`]) or one part does
+/// it all.
+pub fn pixel_parts(plane: usize, align: usize, work: u64) -> Option<usize> {
+    if plane < MIN_SPLIT_PLANE {
+        return None;
+    }
+    let parts = parts_over(work, plane.div_ceil(align.max(1)));
+    (parts > 1).then_some(parts)
+}
+
 /// A mutable slice that parts of one [`run`] write at disjoint places, when the places
 /// are not one contiguous piece per part (rows of every output channel, say). Bounds are
 /// checked; disjointness is the caller's promise. (Unused where no kernel splits so:
@@ -365,6 +381,11 @@ impl<'a, T> SharedMut<'a, T> {
         // SAFETY: in bounds (asserted); not aliased (the caller's contract); the borrow
         // 'a of the whole slice outlives every piece.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// The slice's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     /// The slice's start and length, for a kernel that reads it through a pointer while

@@ -29,7 +29,7 @@ pub unsafe fn gemm(
     x: &[f32],
     xs: usize,
     pix: usize,
-    y: &mut [f32],
+    y: &crate::par::SharedMut<'_, f32>,
     ys: usize,
     y0: usize,
 ) {
@@ -136,7 +136,12 @@ fn store16(dst: &mut [f32], v: (__m256, __m256), masks: (__m256i, __m256i)) {
 /// One register block: `R` output channels from `at.o`, `at.n` pixels from `at.p`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn block<const R: usize>(gm: &Gemm<'_>, at: super::Block, t: &Tile<'_>, y: &mut [f32]) {
+fn block<const R: usize>(
+    gm: &Gemm<'_>,
+    at: super::Block,
+    t: &Tile<'_>,
+    y: &crate::par::SharedMut<'_, f32>,
+) {
     let k = gm.k;
     let masks = tail_masks(at.n);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -165,7 +170,9 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: super::Block, t: &Tile<'_>, y: &mut 
         let v0 = _mm256_min_ps(_mm256_max_ps(a[0], lo), hi);
         let v1 = _mm256_min_ps(_mm256_max_ps(a[1], lo), hi);
         let from = (at.o + r) * t.ys + t.y0 + at.p;
-        store16(&mut y[from..from + at.n], (v0, v1), masks);
+        // SAFETY: outputs `from..from + at.n` are this block's, written by this call only
+        // (`gemm`'s contract).
+        store16(unsafe { y.piece(from, at.n) }, (v0, v1), masks);
     }
 }
 

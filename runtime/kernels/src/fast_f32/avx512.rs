@@ -90,7 +90,7 @@ pub unsafe fn gemm(
     x: &[f32],
     xs: usize,
     pix: usize,
-    y: &mut [f32],
+    y: &crate::par::SharedMut<'_, f32>,
     ys: usize,
     y0: usize,
 ) {
@@ -158,7 +158,12 @@ pub(super) fn tail_masks(n: usize) -> (__mmask16, __mmask16) {
 /// One register block: `R` output channels from `at.o`, `at.n` (≤ 32) pixels from `at.p`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) {
+fn block<const R: usize>(
+    gm: &Gemm<'_>,
+    at: Block,
+    t: &Tile<'_>,
+    y: &crate::par::SharedMut<'_, f32>,
+) {
     let k = gm.k;
     let masks = tail_masks(at.n);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -194,7 +199,9 @@ fn block<const R: usize>(gm: &Gemm<'_>, at: Block, t: &Tile<'_>, y: &mut [f32]) 
         let v0 = _mm512_min_ps(_mm512_max_ps(a[0], lo), hi);
         let v1 = _mm512_min_ps(_mm512_max_ps(a[1], lo), hi);
         let from = (at.o + r) * t.ys + t.y0 + at.p;
-        let dst = &mut y[from..from + at.n];
+        // SAFETY: outputs `from..from + at.n` are this block's, written by this call only
+        // (`gemm`'s contract).
+        let dst = unsafe { y.piece(from, at.n) };
         let ptr = dst.as_mut_ptr();
         // SAFETY: `dst` holds `at.n` floats and the masks select lanes below `at.n` only;
         // masked-off lanes are never written (and a masked store does not fault on them).
