@@ -1,8 +1,10 @@
 //! How far two (or N) threads can scale on this machine, independent of cairn: each
 //! thread runs the same work on its own data, once alone and then N at a time, and the
 //! throughput ratio is printed for four kinds of work (a register-bound `vpmaddwd` loop,
-//! and streaming add passes over buffers that stay in L2, in L3, or in DRAM). A kernel's
-//! thread scaling is read against these ceilings.
+//! and streaming add passes over buffers that stay in L2, in L3, or in DRAM), then for a
+//! hand-off: each thread writes its own buffer and reads the next thread's, as an op reads
+//! what the parts of the op before it wrote on other cores. A kernel's thread scaling is
+//! read against these ceilings.
 //!
 //!     cargo run --release -p cairn-kernels --example thread_ceiling [-- THREADS]
 
@@ -60,6 +62,47 @@ fn stream(bytes: usize, passes: usize) -> u64 {
     c[7]
 }
 
+/// Seconds for `threads` threads to run `rounds` rounds of: each thread adds 1 to every
+/// word of its own buffer of `bytes`, then (all waiting for all) sums the buffer of the
+/// next thread (its own when alone), as an op's parts read what the parts of the op
+/// before wrote. With two threads, every word read was written by the other core.
+fn handoff(threads: usize, bytes: usize, rounds: usize) -> f64 {
+    let bufs: Vec<std::sync::Mutex<Vec<u64>>> = (0..threads)
+        .map(|_| std::sync::Mutex::new(vec![1u64; bytes / 8]))
+        .collect();
+    // A spinning barrier (a futex wake would cost more than the copy): the k-th wait
+    // returns once every thread has arrived k times.
+    let arrived = std::sync::atomic::AtomicUsize::new(0);
+    let wait = |k: usize| {
+        use std::sync::atomic::Ordering::SeqCst;
+        arrived.fetch_add(1, SeqCst);
+        while arrived.load(SeqCst) < k * threads {
+            std::hint::spin_loop();
+        }
+    };
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let (bufs, wait) = (&bufs, &wait);
+            s.spawn(move || {
+                let mut sum = 0u64;
+                for r in 0..rounds {
+                    for v in bufs[i].lock().expect("own buffer").iter_mut() {
+                        *v = v.wrapping_add(1);
+                    }
+                    wait(2 * r + 1);
+                    let other = bufs[(i + 1) % threads].lock().expect("next buffer");
+                    sum = other.iter().fold(sum, |a, &v| a.wrapping_add(v));
+                    drop(other);
+                    wait(2 * r + 2);
+                }
+                black_box(sum)
+            });
+        }
+    });
+    t.elapsed().as_secs_f64()
+}
+
 /// One kind of work, run by each thread.
 type Work = Box<dyn Fn() -> u64 + Sync>;
 
@@ -101,17 +144,23 @@ fn main() {
         "{threads} threads against 1, the best of 3 (throughput ratio; {threads}.00 is perfect):"
     );
     for (name, work) in &cases {
-        let best = |n: usize| {
-            (0..3)
-                .map(|_| timed(n, work.as_ref()))
-                .fold(f64::MAX, f64::min)
-        };
-        let (one, many) = (best(1), best(threads));
-        println!(
-            "  {name:<28} {:.2}x  (1 thread {:.3} s, {threads} threads {:.3} s)",
-            threads as f64 * one / many,
-            one,
-            many
-        );
+        ceiling_row(name, threads, |n| timed(n, work.as_ref()));
     }
+    // Every word read comes from the other core's cache: what the kernels pay where an
+    // op reads what another thread's part of the op before wrote.
+    ceiling_row("hand-off, 128 KiB a thread", threads, |n| {
+        handoff(n, 128 << 10, 4000)
+    });
+}
+
+/// One line: `time(n)` (seconds for `n` threads) at one thread and at `threads`, best of 3.
+fn ceiling_row(name: &str, threads: usize, time: impl Fn(usize) -> f64) {
+    let best = |n: usize| (0..3).map(|_| time(n)).fold(f64::MAX, f64::min);
+    let (one, many) = (best(1), best(threads));
+    println!(
+        "  {name:<28} {:.2}x  (1 thread {:.3} s, {threads} threads {:.3} s)",
+        threads as f64 * one / many,
+        one,
+        many
+    );
 }
