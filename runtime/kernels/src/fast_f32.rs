@@ -324,14 +324,16 @@ fn gemm_into(
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: AVX-512F is present (checked above); `avx512::gemm` checks the slice
-        // bounds itself before reading through pointers.
+        // bounds itself before reading through pointers; the outputs it writes are this
+        // call's alone (this function's contract).
         unsafe { avx512::gemm(gm, x, xs, pix, y, ys, y0) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 and FMA are present (checked above); `avx2::gemm` checks the slice
-        // bounds itself before reading through pointers.
+        // bounds itself before reading through pointers; the outputs it writes are this
+        // call's alone (this function's contract).
         unsafe { avx2::gemm(gm, x, xs, pix, y, ys, y0) };
         return;
     }

@@ -1143,6 +1143,14 @@ fn layer_times() {
         (conv(128, 100, 76, 128, (1, 1), 1, 0), DType::F32),
         (conv(128, 100, 76, 42, (1, 1), 1, 0), DType::F32),
         (conv(32, 200, 152, 64, (1, 1), 1, 0), DType::F32),
+        // Basic Pitch's 3×39 conv over 172×264 (8 → 8 channels).
+        (
+            ConvCase {
+                pad: [1, 19, 1, 19],
+                ..conv(8, 172, 264, 8, (3, 39), 1, 0)
+            },
+            DType::I8,
+        ),
     ] {
         let model = conv_model(&mut r, &cs, dtype).unwrap();
         let input = input_for(&mut r, cs.c * cs.h * cs.w, dtype);

@@ -22,7 +22,9 @@ const _: () = assert!(PT == 16);
 /// `super::gemm` (same arguments and result).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA. (Slice bounds are checked here.)
+/// The CPU must support AVX2 and FMA; no other thread writes the outputs this call
+/// writes (rows `o·ys + y0 ..` of `pix` columns of `y`) while it runs. (Slice bounds are
+/// checked here.)
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gemm(
     gm: &Gemm<'_>,

@@ -83,7 +83,9 @@ pub fn available() -> bool {
 /// `super::gemm` (same arguments and result).
 ///
 /// # Safety
-/// The CPU must support AVX-512F. (Slice bounds are checked here.)
+/// The CPU must support AVX-512F; no other thread writes the outputs this call writes
+/// (rows `o·ys + y0 ..` of `pix` columns of `y`) while it runs. (Slice bounds are checked
+/// here.)
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gemm(
     gm: &Gemm<'_>,
