@@ -23,7 +23,7 @@ use std::vec::Vec;
 use core::arch::x86_64::*;
 
 use super::amx::{block, Tiles, TK, TM};
-use super::avx2::Requant;
+use super::avx2::{Narrow, Requant, Scale};
 use super::mm::{pack_fc, use_tiles, Cols, I8Out, Stage, NR};
 use crate::conv::Geo;
 
@@ -259,6 +259,14 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
                 rows: None,
                 rq: Requant::new(q.lo, q.hi, q.zy),
             };
+            // The narrow stage where it is exact (`Narrow::of`): the same bytes, with
+            // each tile's column offsets and multipliers loaded once.
+            let fast = Narrow::of(q).map(|nr| FastCols {
+                nr,
+                offs: &offs,
+                pos: &sc,
+                neg: neg.as_deref().unwrap_or(&sc),
+            });
             let pix = g.oh * g.ow;
             let plane_len = g.c * g.h * g.w;
             for (img, yo) in y.chunks_exact_mut(g.oc * pix).take(g.n).enumerate() {
@@ -268,7 +276,7 @@ pub(super) fn conv(g: &Geo, q: &super::Q<'_>, y: &mut [i8]) -> bool {
                     q.zx,
                     staged,
                 );
-                image(g, staged, bp, kp, &stage, yo);
+                image(g, staged, bp, kp, &stage, fast, yo);
             }
             true
         })
@@ -455,12 +463,14 @@ unsafe fn quads(x: &[i8], plane: usize, ch: usize, at: usize, w: usize, c: usize
 /// One staged image: every output row's pixels 16 at a time (two such tiles a block),
 /// every 32 output channels, into the image's channel planes `out`, split across the
 /// lent threads by blocks or by pairs of column panels.
+#[allow(clippy::too_many_arguments)]
 fn image<S: Stage<Out = i8>>(
     g: &Geo,
     staged: &[u8],
     bp: &[i32],
     kp: usize,
     stage: &S,
+    fast: Option<FastCols<'_>>,
     out: &mut [i8],
 ) {
     let blocks = Raster::of(g).tiles.div_ceil(2);
@@ -471,7 +481,7 @@ fn image<S: Stage<Out = i8>>(
         // SAFETY: AVX2 and AMX (`fits`, `use_tiles`); the staged plane has `plane`'s rows
         // and columns plus the slack; bp the panels and slack use_tiles checked; each
         // part writes its own blocks' pixels or its own column pairs only.
-        unsafe { blocks_amx(g, staged, bp, kp, stage, range, cols, &shared) };
+        unsafe { blocks_amx(g, staged, bp, kp, stage, fast, range, cols, &shared) };
     };
     if crate::par::parts_for(work) <= 1 {
         return run(0..blocks, 0..pairs);
@@ -555,6 +565,66 @@ fn put_planes(
     }
 }
 
+/// The narrow output stage's columns ([`Narrow`], where its `of` allows: exact, the same
+/// bytes as [`I8Out`]): per output channel the offset added to the sums and the multipliers
+/// for sums at or above zero (`pos`) and below (`neg`), `n16` long.
+#[derive(Clone, Copy)]
+struct FastCols<'a> {
+    nr: Narrow,
+    offs: &'a [i32],
+    pos: &'a [f32],
+    neg: &'a [f32],
+}
+
+impl FastCols<'_> {
+    /// Rows `r0..r0 + 16` of `acc` (32 × 32 sums), columns `c0..c0 + 16`, which are output
+    /// channels `j..j + 16`: each row's sixteen channels as bytes into `m`.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn sixteen(
+        &self,
+        acc: &[i32; 32 * 32],
+        r0: usize,
+        c0: usize,
+        j: usize,
+        m: &mut [__m128i; TM],
+    ) {
+        assert!(r0 + TM <= 32 && c0 + NR <= 32);
+        let (offs, pos, neg) = (
+            &self.offs[j..j + NR],
+            &self.pos[j..j + NR],
+            &self.neg[j..j + NR],
+        );
+        let lanes = |v: &[f32]| -> [f32; 8] { v.try_into().unwrap_or([0.0; 8]) };
+        let s = [
+            Scale::from_lanes(&lanes(&pos[..8]), &lanes(&neg[..8])),
+            Scale::from_lanes(&lanes(&pos[8..]), &lanes(&neg[8..])),
+        ];
+        // SAFETY: 8 i32 from each half of `offs` (16 long, sliced above).
+        let off = unsafe {
+            [
+                _mm256_loadu_si256(offs.as_ptr() as *const __m256i),
+                _mm256_loadu_si256(offs.as_ptr().add(8) as *const __m256i),
+            ]
+        };
+        for (r, mr) in m.iter_mut().enumerate() {
+            // SAFETY: row r0 + r, columns c0..c0 + 16 of acc (asserted above); AVX2.
+            unsafe {
+                let v = acc.as_ptr().add((r0 + r) * 32 + c0) as *const __m256i;
+                let a = _mm256_add_epi32(_mm256_loadu_si256(v), off[0]);
+                let b = _mm256_add_epi32(_mm256_loadu_si256(v.add(1)), off[1]);
+                let nr = self.nr;
+                let w = nr.words(nr.scaled(a, s[0]), nr.scaled(b, s[1]));
+                // Quads (a0–3, b0–3, a4–7, b4–7) → (a0–3, a4–7, b0–3, b4–7).
+                let w = _mm256_permute4x64_epi64(w, 0xD8);
+                *mr = nr.bytes(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            }
+        }
+    }
+}
+
 /// Blocks `range` of [`image`], column pairs `cols` (32 output channels each).
 ///
 /// # Safety
@@ -568,6 +638,7 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
     bp: &[i32],
     kp: usize,
     stage: &S,
+    fast: Option<FastCols<'_>>,
     range: core::ops::Range<usize>,
     cols: core::ops::Range<usize>,
     out: &crate::par::SharedMut<'_, i8>,
@@ -629,18 +700,24 @@ unsafe fn blocks_amx<S: Stage<Out = i8>>(
                     // Sixteen pixels' sixteen channels, transposed into sixteen channel
                     // rows of the tile's pixels.
                     let mut m = [_mm_setzero_si128(); TM];
-                    for (r, p) in pixels.iter().enumerate() {
-                        let Some(p) = *p else {
-                            continue;
-                        };
-                        // SAFETY: row 16·half + r's 16 sums of column tile h lie in acc;
-                        // AVX2; j + 16 <= n16, the stage's columns.
-                        unsafe {
-                            let v = acc.as_ptr().add((TM * half + r) * 32 + h * NR);
-                            let v = v as *const __m256i;
-                            let halves = [_mm256_loadu_si256(v), _mm256_loadu_si256(v.add(1))];
-                            stage.store(p, j, &halves, &mut tmp);
-                            m[r] = _mm_loadu_si128(tmp.as_ptr().cast());
+                    if let Some(f) = fast {
+                        // SAFETY: AVX2 (the contract); acc is 32 × 32 (`sixteen` checks
+                        // the rows, columns and channels it reads).
+                        unsafe { f.sixteen(&acc, TM * half, h * NR, j, &mut m) };
+                    } else {
+                        for (r, p) in pixels.iter().enumerate() {
+                            let Some(p) = *p else {
+                                continue;
+                            };
+                            // SAFETY: row 16·half + r's 16 sums of column tile h lie in
+                            // acc; AVX2; j + 16 <= n16, the stage's columns.
+                            unsafe {
+                                let v = acc.as_ptr().add((TM * half + r) * 32 + h * NR);
+                                let v = v as *const __m256i;
+                                let halves = [_mm256_loadu_si256(v), _mm256_loadu_si256(v.add(1))];
+                                stage.store(p, j, &halves, &mut tmp);
+                                m[r] = _mm_loadu_si128(tmp.as_ptr().cast());
+                            }
                         }
                     }
                     let rows = super::depthwise_cl::transpose16(m);
