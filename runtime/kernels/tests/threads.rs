@@ -558,6 +558,13 @@ fn large_planes_are_the_same_bytes_at_every_thread_count() {
             let what = format!("CAIRN_SEED={seed} case {case}: f32 {cs:?}");
             check_threads(&model, &input, true, None, &what);
             check_threads(&model, &input, false, None, &what);
+            // With the weight cache (AVX-512 hosts: the weights in the block's panels).
+            let one = run_threads(&model, &input, 1, true);
+            for t in THREADS {
+                let pool = Pool::new(t).expect("a thread pool").with_min_part_work(1);
+                let cached = with_pool(&pool, || run_cached(&model, &input));
+                assert_eq!(cached, one, "{t} threads, cached weights vs 1: {what}");
+            }
         }
     }
 }
