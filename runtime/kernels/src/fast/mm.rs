@@ -274,10 +274,20 @@ pub(super) fn fc_w8_rows(op: &W8Fc<'_>, y: &mut [f32]) {
                 let (wsum, bp) = packed[1..].split_at(n16);
                 bytes.resize(m * k, 0);
                 rows.clear();
-                for (xr, br) in x.chunks_exact(k).zip(bytes.chunks_exact_mut(k)).take(m) {
-                    let (sc, zp) = super::gemv_w8::w8_row_avx2(xr, br);
-                    rows.push((sc, zp));
-                }
+                rows.resize(m, (0.0, 0));
+                // Each row quantized on its own (its range, then its bytes): rows split
+                // across the lent threads.
+                let slots = crate::par::SharedMut::new(&mut rows[..]);
+                let work = (m * k) as u64 * W8_ROW_WORK;
+                crate::par::par_pieces(&mut bytes[..m * k], k, work, |at, piece| {
+                    let r0 = at / k;
+                    // SAFETY: rows r0.. of this piece, whose bytes are this part's own.
+                    let slots = unsafe { slots.piece(r0, piece.len() / k) };
+                    let xs = x[at..at + piece.len()].chunks_exact(k);
+                    for ((xr, br), slot) in xs.zip(piece.chunks_exact_mut(k)).zip(slots) {
+                        *slot = super::gemv_w8::w8_row_avx2(xr, br);
+                    }
+                });
                 let tiles = use_tiles(mode, bp, n, k);
                 let kp = if mode != PAIRS {
                     note_quads(mode);
@@ -550,12 +560,37 @@ pub(super) fn use_tiles(mode: u8, bp: &[i32], n: usize, k: usize) -> bool {
     bp.len() >= need
 }
 
+/// Work units (`crate::par`) per element of an f32-w8 row's quantization (a pass for its
+/// range, one for its bytes).
+const W8_ROW_WORK: u64 = 4;
+
+/// Work units per byte [`pack_tiles`] writes.
+const PACK_WORK: u64 = 2;
+
 /// A's `m` rows of `k` (`src`) as bytes `u(v)` in AMX tiles (`amx::pack`), in `ap`'s
-/// words.
-fn pack_tiles<T: Copy>(ap: &mut Vec<i32>, m: usize, k: usize, src: &[T], u: impl Fn(T) -> u8) {
+/// words; blocks of 32 rows split across the lent threads (each block's bytes are its
+/// own, so any split packs the same bytes).
+fn pack_tiles<T: Copy + Sync>(
+    ap: &mut Vec<i32>,
+    m: usize,
+    k: usize,
+    src: &[T],
+    u: impl Fn(T) -> u8 + Sync,
+) {
     let len = super::amx::packed_len(m, k);
     grow(ap, len.div_ceil(4));
-    super::amx::pack(&mut tile_bytes_mut(ap)[..len], m, k, src, u);
+    let block = super::amx::packed_len(1, k);
+    let rows = 2 * super::amx::TM;
+    crate::par::par_pieces(
+        &mut tile_bytes_mut(ap)[..len],
+        block,
+        len as u64 * PACK_WORK,
+        |at, dst| {
+            let r0 = at / block * rows;
+            let n = (m.min(r0 + dst.len() / block * rows)).saturating_sub(r0);
+            super::amx::pack(dst, n, k, &src[(r0 * k).min(src.len())..], &u);
+        },
+    );
 }
 
 /// `ap`'s words as bytes (what `pack_tiles` wrote).
