@@ -55,6 +55,17 @@ fn check_threads(model: &[u8], input: &[u8], every: bool, reference: Option<&[u8
     }
 }
 
+/// With a weight cache (AVX-512 hosts: weights packed into the block's panels, the output
+/// channels split at panel starts): every thread count gives one thread's bytes again.
+fn check_cached(model: &[u8], input: &[u8], what: &str) {
+    let one = run_threads(model, input, 1, true);
+    for t in THREADS {
+        let pool = Pool::new(t).expect("a thread pool").with_min_part_work(1);
+        let cached = with_pool(&pool, || run_cached(model, input));
+        assert_eq!(cached, one, "{t} threads, cached weights vs 1: {what}");
+    }
+}
+
 /// One int8 conv (per-channel weights, bias, clamp) of geometry `cs`.
 fn conv_model(r: &mut Rng, cs: &ConvCase, dtype: DType) -> Option<Vec<u8>> {
     let eh = cs.dil.0 * (cs.k.0 - 1) + 1;
@@ -558,13 +569,7 @@ fn large_planes_are_the_same_bytes_at_every_thread_count() {
             let what = format!("CAIRN_SEED={seed} case {case}: f32 {cs:?}");
             check_threads(&model, &input, true, None, &what);
             check_threads(&model, &input, false, None, &what);
-            // With the weight cache (AVX-512 hosts: the weights in the block's panels).
-            let one = run_threads(&model, &input, 1, true);
-            for t in THREADS {
-                let pool = Pool::new(t).expect("a thread pool").with_min_part_work(1);
-                let cached = with_pool(&pool, || run_cached(&model, &input));
-                assert_eq!(cached, one, "{t} threads, cached weights vs 1: {what}");
-            }
+            check_cached(&model, &input, &what);
         }
     }
 }
@@ -839,14 +844,7 @@ fn f32_ops_are_the_same_bytes_at_every_thread_count() {
             let input = input_for(&mut r, cs.n * cs.c * cs.h * cs.w, DType::F32);
             let what = format!("CAIRN_SEED={seed} case {case}: f32 {cs:?}");
             check_threads(&model, &input, true, None, &what);
-            // With a weight cache (AVX-512 hosts: weights packed into the block's panels,
-            // the output channels split at panel starts): the same bytes again.
-            let one = run_threads(&model, &input, 1, true);
-            for t in THREADS {
-                let pool = Pool::new(t).expect("a thread pool").with_min_part_work(1);
-                let cached = with_pool(&pool, || run_cached(&model, &input));
-                assert_eq!(cached, one, "{t} threads, cached weights vs 1: {what}");
-            }
+            check_cached(&model, &input, &what);
         }
         let (m, k, n) = (r.range(1, 80), r.range(1, 300), r.range(1, 200));
         let model = fc_model(&mut r, m, k, n, DType::F32);
