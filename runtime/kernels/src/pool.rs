@@ -463,7 +463,7 @@ pub(crate) fn reduce_mean_i8_by(
         // four multiply-adds' time a byte (`par`'s unit).
         let work = (xi.len() as u64).saturating_mul(REDUCE_WORK);
         crate::par::par_pieces(y, 1, work, |at, ys| {
-            let runs = xi.get(at * count..).unwrap_or(&[]).chunks(count.max(1));
+            let runs = xi.get(at * count..).unwrap_or(&[]).chunks(count);
             for (yo, run) in ys.iter_mut().zip(runs) {
                 let offset = zx.wrapping_mul(run.len() as i32);
                 *yo = fin(sum(run).wrapping_sub(offset));

@@ -597,7 +597,7 @@ impl FastCols<'_> {
             &self.pos[j..j + NR],
             &self.neg[j..j + NR],
         );
-        let lanes = |v: &[f32]| -> [f32; 8] { v.try_into().unwrap_or([0.0; 8]) };
+        let lanes = |v: &[f32]| -> [f32; 8] { core::array::from_fn(|i| v[i]) };
         let s = [
             Scale::from_lanes(&lanes(&pos[..8]), &lanes(&neg[..8])),
             Scale::from_lanes(&lanes(&pos[8..]), &lanes(&neg[8..])),

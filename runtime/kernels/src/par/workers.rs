@@ -55,8 +55,6 @@ struct Shared {
     shares: Vec<Share>,
     /// The op whose parts are being claimed (valid while any of them is unfinished).
     job: AtomicPtr<Job<'static>>,
-    /// The current op's epoch (what the shares' words carry).
-    epoch: AtomicU64,
     /// Parts of the current op finished (run or panicked).
     done: AtomicUsize,
     /// Workers asleep (or about to be) on `wake`.
@@ -206,7 +204,6 @@ impl Workers {
         let shared = Arc::new(Shared {
             shares: (0..threads).map(|_| Share(AtomicU64::new(0))).collect(),
             job: AtomicPtr::new(core::ptr::null_mut()),
-            epoch: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
@@ -248,8 +245,9 @@ impl Workers {
         sh.job
             .store(&job as *const Job<'_> as *mut Job<'static>, SeqCst);
         sh.done.store(0, SeqCst);
-        let epoch = sh.epoch.load(SeqCst).wrapping_add(1) & 0xFFFF_FFFF;
-        sh.epoch.store(epoch, SeqCst);
+        // Every share word carries the last op's epoch in its top bits (claims change only
+        // the low 32), so the caller's own word says which comes next.
+        let epoch = ((sh.shares[0].0.load(SeqCst) >> 32) + 1) & 0xFFFF_FFFF;
         let threads = sh.shares.len();
         for (t, word) in sh.shares.iter().enumerate() {
             let (start, end) = Shared::share(parts, threads, t);
