@@ -383,6 +383,25 @@ impl<'a, T> SharedMut<'a, T> {
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 
+    /// A pointer to `slice[start]`, where `slice[start..start + len]` is in bounds
+    /// (asserted), for a kernel that writes scattered pieces of that span (one tile's
+    /// bytes in each of several channel planes) with one bounds check; no reference to the
+    /// span is made, so other parts may write the bytes of it that are theirs.
+    ///
+    /// # Safety
+    /// Through the pointer the caller writes only bytes inside the span that no other
+    /// part reads or writes meanwhile.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn span(&self, start: usize, len: usize) -> *mut T {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "span out of bounds"
+        );
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.add(start) }
+    }
+
     /// The slice's length (for the x86_64 f32 GEMMs' bounds checks).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {

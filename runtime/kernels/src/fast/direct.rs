@@ -939,6 +939,28 @@ unsafe fn tiles<const M: u8>(
                         block(xb.add(p0), steps, w)
                     }
                 };
+                if let (Some(nr), true, MR) = (plain, whole, ob) {
+                    // The common case in one piece: a full block of six channels, each
+                    // tile's sixteen bytes one store per channel, the accumulators kept in
+                    // registers and two channels packed together.
+                    let at = o * out.pix + runs.runs[0].1 as usize;
+                    // SAFETY: AVX2; channels o..o + 6 (< os.end ≤ offs.len(), scales.len(),
+                    // checked for `plain`) of this tile are this part's outputs (the
+                    // contract), and the span covers them.
+                    unsafe {
+                        let dst = y.span(at, (MR - 1) * out.pix + PT);
+                        store_block_plain(
+                            nr,
+                            &acc,
+                            &q.offs[o..o + MR],
+                            &q.scales[o..o + MR],
+                            dst,
+                            out.pix,
+                        );
+                    }
+                    o += ob;
+                    continue;
+                }
                 for (k, acc) in acc.iter().enumerate().take(ob) {
                     let oo = o + k;
                     // SAFETY: AVX2; the pieces are this part's outputs (the contract).
@@ -989,6 +1011,47 @@ unsafe fn tiles<const M: u8>(
             }
         }
         o0 = o1;
+    }
+}
+
+/// A block's six channels of one tile, requantized by `nr` (plain: no PRelu, no clamp
+/// narrower than int8) with each channel's row offset and multiplier, stored as sixteen
+/// bytes at `dst + k·pix` for channel `k`.
+///
+/// # Safety
+/// AVX2; `offs` and `scales` hold six values; the six sixteen-byte runs are writable and
+/// no other part touches them.
+#[inline(always)]
+unsafe fn store_block_plain(
+    nr: Narrow,
+    acc: &[[__m256i; 2]; MR],
+    offs: &[i32],
+    scales: &[f32],
+    dst: *mut i8,
+    pix: usize,
+) {
+    debug_assert!(offs.len() >= MR && scales.len() >= MR && MR.is_multiple_of(2));
+    // SAFETY: the contract above; k + 1 < MR indexes the six values.
+    unsafe {
+        for k in (0..MR).step_by(2) {
+            let with = |k: usize| {
+                let off = _mm256_set1_epi32(*offs.get_unchecked(k));
+                let [a, b] = acc[k];
+                [_mm256_add_epi32(a, off), _mm256_add_epi32(b, off)]
+            };
+            let bytes = nr.pack32_plain(
+                with(k),
+                with(k + 1),
+                _mm256_set1_ps(*scales.get_unchecked(k)),
+                _mm256_set1_ps(*scales.get_unchecked(k + 1)),
+            );
+            let d = dst.add(k * pix);
+            _mm_storeu_si128(d as *mut __m128i, _mm256_castsi256_si128(bytes));
+            _mm_storeu_si128(
+                d.add(pix) as *mut __m128i,
+                _mm256_extracti128_si256(bytes, 1),
+            );
+        }
     }
 }
 
