@@ -931,7 +931,7 @@ unsafe fn tiles<const M: u8>(
             while o < o1 {
                 let ob = MR.min(o1 - o);
                 // SAFETY (whole block): the function's contract; wp walks block o/6.
-                let acc = unsafe {
+                let sums = || unsafe {
                     let w = wpk.as_ptr().add((o / MR) * blk_len);
                     if M != PAIRS {
                         block_u8s8::<true, M>(xb.add(p0), steps, w)
@@ -940,6 +940,9 @@ unsafe fn tiles<const M: u8>(
                     }
                 };
                 if let (Some(nr), true, MR) = (plain, whole, ob) {
+                    // Its own call of the block, so the accumulators are only ever
+                    // indexed by constants here and need not go through the stack.
+                    let acc = sums();
                     // The common case in one piece: a full block of six channels, each
                     // tile's sixteen bytes one store per channel, the accumulators kept in
                     // registers and two channels packed together.
@@ -961,6 +964,7 @@ unsafe fn tiles<const M: u8>(
                     o += ob;
                     continue;
                 }
+                let acc = sums();
                 for (k, acc) in acc.iter().enumerate().take(ob) {
                     let oo = o + k;
                     // SAFETY: AVX2; the pieces are this part's outputs (the contract).
