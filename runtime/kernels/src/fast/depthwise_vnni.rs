@@ -29,6 +29,7 @@
 
 use core::arch::x86_64::*;
 
+use super::avx2::Narrow;
 use super::{Geo, Q};
 
 /// Bytes of one buffer of phase planes (two on the stack: 48 KB).
@@ -323,6 +324,16 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
     let lo = _mm512_set1_ps(q.lo as f32 - q.zy as f32);
     let hi = _mm512_set1_ps(q.hi as f32 - q.zy as f32);
     let zy = _mm512_set1_epi32(q.zy);
+    // Where `Narrow` is exact (multipliers within 0.5, the range within int8) the output
+    // stage rounds with no float clamp and lets the saturating packs clamp, as the AVX2
+    // kernels' narrow stage does: the same bytes for fewer instructions.
+    let narrow = Narrow::of(q).map(|_| NarrowZmm {
+        zy: _mm512_set1_epi16(q.zy as i16),
+        lo: _mm512_set1_epi8(q.lo as i8),
+        hi: _mm512_set1_epi8(q.hi as i8),
+        clamp: q.lo > -128 || q.hi < 127,
+        signed: q.neg.is_some(),
+    });
     // Two buffers of phase planes: the unit being summed and the next one. Zeroed once:
     // lanes past a band's end read whatever is there, and their sums are never stored.
     // Each holds one unit's planes (`used` bytes), the second right after the first; only
@@ -419,6 +430,7 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
                 base,
                 scale,
                 (lo, hi, zy),
+                narrow,
                 out,
             )
         };
@@ -551,6 +563,7 @@ unsafe fn sum_unit<const G: usize, const KH: usize>(
     base: __m512i,
     scale: (__m512, __m512),
     (lo, hi, zy): (__m512, __m512, __m512i),
+    narrow: Option<NarrowZmm>,
     out: &mut [i8],
 ) {
     let n = if KH == 0 { taps.len() } else { KH * G };
@@ -569,9 +582,14 @@ unsafe fn sum_unit<const G: usize, const KH: usize>(
     let op = out.as_mut_ptr();
     let mut p = 0;
     while p < len {
-        let r = |a| requant32(a, scale, lo, hi, zy);
         let a = [sum(p), sum(p + 16), sum(p + 32), sum(p + 48)];
-        let bytes = pack4([r(a[0]), r(a[1]), r(a[2]), r(a[3])]);
+        let bytes = match narrow {
+            Some(nr) => nr.pack4(a, scale),
+            None => {
+                let r = |a| requant32(a, scale, lo, hi, zy);
+                pack4([r(a[0]), r(a[1]), r(a[2]), r(a[3])])
+            }
+        };
         // SAFETY: bytes p .. p + 64 of `out`, masked to those inside it.
         unsafe {
             if p + 4 * LANES <= len {
@@ -581,6 +599,51 @@ unsafe fn sum_unit<const G: usize, const KH: usize>(
             }
         }
         p += 4 * LANES;
+    }
+}
+
+/// The narrow output stage in 512-bit registers (`avx2::Narrow`'s steps): `round(acc·s)`
+/// with no clamp, packed to int16 with saturation, the zero point added with int16
+/// saturation, packed to int8 with saturation, then clamped as bytes where the range is
+/// narrower than int8. Exact where `Narrow::of` allows it (multipliers within 0.5, so
+/// the rounding conversion is exact and the float clamp commutes with it).
+#[derive(Clone, Copy)]
+struct NarrowZmm {
+    zy: __m512i,
+    lo: __m512i,
+    hi: __m512i,
+    clamp: bool,
+    signed: bool,
+}
+
+impl NarrowZmm {
+    /// Four vectors of sixteen accumulators as 64 bytes in order.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW.
+    #[inline(always)]
+    unsafe fn pack4(self, acc: [__m512i; 4], scale: (__m512, __m512)) -> __m512i {
+        // SAFETY: AVX-512 F and BW (the caller's contract); register-only instructions.
+        unsafe {
+            let r = |a: __m512i| {
+                let s = if self.signed {
+                    let below = _mm512_cmplt_epi32_mask(a, _mm512_setzero_si512());
+                    _mm512_mask_blend_ps(below, scale.0, scale.1)
+                } else {
+                    scale.0
+                };
+                _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(a), s))
+            };
+            let ab = _mm512_adds_epi16(_mm512_packs_epi32(r(acc[0]), r(acc[1])), self.zy);
+            let cd = _mm512_adds_epi16(_mm512_packs_epi32(r(acc[2]), r(acc[3])), self.zy);
+            let mut abcd = _mm512_packs_epi16(ab, cd);
+            if self.clamp {
+                abcd = _mm512_min_epi8(_mm512_max_epi8(abcd, self.lo), self.hi);
+            }
+            // Dword 4l + s of `abcd` holds bytes 4l..4l + 4 of source s (as in `pack4`).
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            _mm512_permutexvar_epi32(order, abcd)
+        }
     }
 }
 
