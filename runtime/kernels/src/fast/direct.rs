@@ -844,6 +844,13 @@ struct Runs {
 }
 
 impl Out {
+    /// How many output bytes the positions before `p` land on (the outputs of positions
+    /// `0..p` are the first that many bytes of each channel plane: the runs leave no gap).
+    fn bytes_before(&self, p: usize) -> usize {
+        let p = p.min(self.end);
+        (p / self.wq) * self.ow + (p % self.wq).min(self.ow)
+    }
+
     #[inline]
     fn runs(&self, p0: usize) -> Runs {
         let mut r = Runs {
@@ -919,6 +926,9 @@ unsafe fn tiles<const M: u8>(
     // Panels of output channels whose packed weights stay in L2 (about 128 KB); each
     // panel walks every tile, so a big layer's weights are not streamed from L3 per tile.
     let panel = (PANEL_BYTES / (blk_len * 4).max(1)).max(1) * MR;
+    // The end of this part's output bytes in each channel plane: the tiles `ts` write
+    // one contiguous range of every plane, ending here.
+    let part_end = out.bytes_before(ts.end * PT);
     let mut o0 = os.start;
     while o0 < os.end {
         let o1 = (o0 + panel).min(os.end);
@@ -927,6 +937,13 @@ unsafe fn tiles<const M: u8>(
             let runs = out.runs(p0);
             // The common case: the tile's 16 outputs are 16 consecutive bytes.
             let whole = runs.n == 1 && runs.runs[0].2 as usize == PT;
+            // Otherwise (columns past `ow` dropped, or the plane's end) the kept lanes,
+            // moved together, are still consecutive bytes of each plane (the runs leave no
+            // gap); stored as sixteen bytes where the rest of them lie in this part's later
+            // outputs, which later tiles of the same channel overwrite.
+            let compact =
+                !whole && runs.n > 0 && runs.runs[0].1 as usize + PT <= part_end && plain.is_some();
+            let squeeze = if compact { Some(squeeze(&runs)) } else { None };
             let mut o = o0;
             while o < o1 {
                 let ob = MR.min(o1 - o);
@@ -939,7 +956,7 @@ unsafe fn tiles<const M: u8>(
                         block(xb.add(p0), steps, w)
                     }
                 };
-                if let (Some(nr), true, MR) = (plain, whole, ob) {
+                if let (Some(nr), true, MR) = (plain, whole || compact, ob) {
                     // Its own call of the block, so the accumulators are only ever
                     // indexed by constants here and need not go through the stack.
                     let acc = sums();
@@ -957,6 +974,7 @@ unsafe fn tiles<const M: u8>(
                             &acc,
                             &q.offs[o..o + MR],
                             &q.scales[o..o + MR],
+                            squeeze,
                             dst,
                             out.pix,
                         );
@@ -1018,9 +1036,25 @@ unsafe fn tiles<const M: u8>(
     }
 }
 
+/// The `vpshufb` control that moves a tile's kept lanes (its runs, in order) to the front.
+fn squeeze(runs: &Runs) -> __m128i {
+    let mut idx = [0x80u8; PT];
+    let mut n = 0;
+    for &(from, _, len) in &runs.runs[..runs.n] {
+        for l in from..from + len {
+            idx[n] = l;
+            n += 1;
+        }
+    }
+    // SAFETY: SSE2 (x86_64's base); sixteen bytes from a sixteen-byte array.
+    unsafe { _mm_loadu_si128(idx.as_ptr() as *const __m128i) }
+}
+
 /// A block's six channels of one tile, requantized by `nr` (plain: no PRelu, no clamp
 /// narrower than int8) with each channel's row offset and multiplier, stored as sixteen
-/// bytes at `dst + k·pix` for channel `k`.
+/// bytes at `dst + k·pix` for channel `k`; with `squeeze`, the lanes are first moved by
+/// that `vpshufb` control (the kept lanes to the front, the rest of the sixteen bytes
+/// garbage for later tiles to overwrite).
 ///
 /// # Safety
 /// AVX2; `offs` and `scales` hold six values; the six sixteen-byte runs are writable and
@@ -1031,6 +1065,7 @@ unsafe fn store_block_plain(
     acc: &[[__m256i; 2]; MR],
     offs: &[i32],
     scales: &[f32],
+    squeeze: Option<__m128i>,
     dst: *mut i8,
     pix: usize,
 ) {
@@ -1043,12 +1078,15 @@ unsafe fn store_block_plain(
                 let [a, b] = acc[k];
                 [_mm256_add_epi32(a, off), _mm256_add_epi32(b, off)]
             };
-            let bytes = nr.pack32_plain(
+            let mut bytes = nr.pack32_plain(
                 with(k),
                 with(k + 1),
                 _mm256_set1_ps(*scales.get_unchecked(k)),
                 _mm256_set1_ps(*scales.get_unchecked(k + 1)),
             );
+            if let Some(sq) = squeeze {
+                bytes = _mm256_shuffle_epi8(bytes, _mm256_broadcastsi128_si256(sq));
+            }
             let d = dst.add(k * pix);
             _mm_storeu_si128(d as *mut __m128i, _mm256_castsi256_si128(bytes));
             _mm_storeu_si128(
