@@ -309,6 +309,106 @@ fn int8_fully_connected_follows_the_conv_rules() {
     );
 }
 
+/// FullyConnected's two words (the activation clamp).
+const FC_CLAMP: [i32; 2] = [-128, 127];
+
+// Tensors of the f32-w8 FullyConnected base: x 0 (f32), w 1 (symmetric int8), bias 2, y 3.
+fn fc_w8() -> ModelBuilder {
+    one_op(
+        FullyConnected,
+        vec![
+            Some(act(F32, &[2, 4], NQ)),
+            Some(cst(I8, &[3, 4], pt(0.05, 0))),
+            Some(cst(F32, &[3], NQ)),
+        ],
+        vec![act(F32, &[2, 3], NQ)],
+        &FC_CLAMP,
+    )
+}
+
+/// The kernel the loader gives op 0 of `b`.
+fn kernel_of_op0(b: &ModelBuilder) -> KernelId {
+    let bytes = AlignedBytes::from_slice(&b.finish().unwrap());
+    Model::parse(bytes.as_slice()).unwrap().kernel_of(0).unwrap()
+}
+
+#[test]
+fn f32_rows_with_symmetric_int8_weights_take_the_w8_kernel() {
+    let w8 = KernelId {
+        kind: FullyConnected,
+        variant: Variant::W8F32,
+    };
+    assert_eq!(kernel_of_op0(&fc_w8()), w8);
+    // Per-row scales on axis 0, and K at its bound (65,536), load as f32-w8 too.
+    let mut b = fc_w8();
+    b.tensors[1].quant = per_axis(0, &[0; 3]);
+    assert_eq!(kernel_of_op0(&b), w8);
+    let mut b = one_op(
+        FullyConnected,
+        vec![
+            Some(act(F32, &[1, 1 << 16], NQ)),
+            Some(cst(I8, &[1, 1 << 16], pt(0.05, 0))),
+        ],
+        vec![act(F32, &[1, 1], NQ)],
+        &FC_CLAMP,
+    );
+    assert_eq!(kernel_of_op0(&b), w8);
+    // One more column and the i32 sums could overflow: refused.
+    b = one_op(
+        FullyConnected,
+        vec![
+            Some(act(F32, &[1, (1 << 16) + 1], NQ)),
+            Some(cst(I8, &[1, (1 << 16) + 1], pt(0.05, 0))),
+        ],
+        vec![act(F32, &[1, 1], NQ)],
+        &FC_CLAMP,
+    );
+    assert_eq!(verdict(&b), Err(OpProblem::DType));
+    // f32 weights keep the f32 kernel.
+    let mut b = fc_w8();
+    b.tensors[1] = cst(F32, &[3, 4], NQ);
+    assert_eq!(kernel_of_op0(&b).variant, Variant::F32);
+    each_refused(
+        fc_w8,
+        &[
+            ("weight zero point 1", |b| b.tensors[1].quant = pt(0.05, 1)),
+            ("a nonzero row zero point", |b| {
+                b.tensors[1].quant = per_axis(0, &[0, 1, 0])
+            }),
+            ("per-column scales", |b| {
+                b.tensors[1].quant = per_axis(1, &[0; 4])
+            }),
+            ("unquantized int8 weights", |b| b.tensors[1].quant = NQ),
+            ("u8 weights", |b| b.tensors[1].dtype = U8),
+            ("an int8 bias", |b| b.tensors[2] = cst(I8, &[3], NQ)),
+            ("an int8 output", |b| {
+                b.tensors[3].dtype = I8;
+                b.tensors[3].quant = pt(0.2, 0);
+            }),
+            ("a fourth input", |b| {
+                let t = b.add_tensor(cst(F32, &[3], NQ));
+                b.ops[0].inputs.push(Some(t));
+            }),
+        ],
+        OpProblem::DType,
+    );
+}
+
+#[test]
+fn f32_convs_take_no_int8_weights() {
+    // The f32-w8 rule is FullyConnected's alone: an f32 Conv with int8 weights is refused.
+    let b = one_op(
+        Conv,
+        vec![
+            Some(act(F32, &[1, 2, 4, 4], NQ)),
+            Some(cst(I8, &[3, 2, 3, 3], pt(0.05, 0))),
+        ],
+        vec![act(F32, &[1, 3, 2, 2], NQ)],
+        &conv_p(1),
+    );
+    assert_eq!(verdict(&b), Err(OpProblem::DType));
+}
+
 fn bmm_i8() -> ModelBuilder {
     one_op(
         BatchMatMul,
