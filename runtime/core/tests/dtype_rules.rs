@@ -329,7 +329,10 @@ fn fc_w8() -> ModelBuilder {
 /// The kernel the loader gives op 0 of `b`.
 fn kernel_of_op0(b: &ModelBuilder) -> KernelId {
     let bytes = AlignedBytes::from_slice(&b.finish().unwrap());
-    Model::parse(bytes.as_slice()).unwrap().kernel_of(0).unwrap()
+    Model::parse(bytes.as_slice())
+        .unwrap()
+        .kernel_of(0)
+        .unwrap()
 }
 
 #[test]

@@ -963,6 +963,34 @@ fn an_op_writes_only_tensors_stamped_with_its_time() {
 }
 
 #[test]
+fn an_arena_tensor_is_written_by_the_op_its_time_names() {
+    use cairn_core::format::{hdr, tns};
+    // a = -x (op 0); y = a + u (op 1), x and u the graph inputs. Patched: the index's
+    // second graph input becomes x, and u is stamped as written at time 1 (op 0's), which
+    // writes only a. No op writes u and no op's own check sees it (op 1 reads it after
+    // time 1, before its last); only the lifetime check does.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[4]));
+    let u = b.add_tensor(f32_act(&[4]));
+    let a = unary(&mut b, x, &[4]);
+    let y = add(&mut b, a, u, &[4]);
+    b.inputs = vec![x, u];
+    b.outputs = vec![y];
+    assert!(b.finish().is_ok());
+    let f = patched(&b, |f, rec| {
+        let index = u32::from_le_bytes(f[hdr::INDEX_OFF..hdr::INDEX_OFF + 4].try_into().unwrap());
+        let at = index as usize + 2;
+        f[at..at + 2].copy_from_slice(&x.to_le_bytes());
+        let r = rec(u as usize) + tns::DEF_TIME;
+        f[r..r + 2].copy_from_slice(&1u16.to_le_bytes());
+    });
+    assert_eq!(
+        Model::parse(f.as_slice()).map(|_| ()),
+        Err(LoadError::Tensor { index: u })
+    );
+}
+
+#[test]
 fn the_index_holds_every_graph_input_and_output() {
     use cairn_core::format::hdr;
     // Two inputs and two outputs: four entries before the ops' own.
