@@ -1057,6 +1057,20 @@ fn only_a_one_group_int8_conv_may_read_packed_weights() {
             variant: Variant::PackedI8
         }))
     );
+    // Packed weights are int8 constants: in the arena (a graph input) or stored as
+    // another dtype, the record itself is refused.
+    let packed = b.clone();
+    let mut arena = packed.clone();
+    unconst(&mut arena, 1);
+    let mut wide = packed.clone();
+    wide.tensors[1].dtype = U8;
+    for (what, f) in [("in the arena", arena), ("u8", wide)] {
+        assert_eq!(
+            f.finish().err(),
+            Some(BuildError::Invalid(LoadError::Tensor { index: 1 })),
+            "{what}"
+        );
+    }
     // The same packed weights fed to an op that cannot read them.
     let mut f = fc_i8();
     f.tensors[1].layout = Layout::Pairs6;

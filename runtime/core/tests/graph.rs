@@ -702,6 +702,9 @@ fn segment_transfers_are_what_crosses_its_edges() {
     assert_eq!(outs(seg(0, 4)), [3, 5]);
     assert_eq!(transfer_bytes(&m, seg(3, 4)), (32, 16));
     assert_eq!(transfer_bytes(&m, seg(0, 4)), (16, 32));
+    // A segment's size: ops 1..3 are two; ops 2..2 none.
+    assert_eq!((seg(1, 3).len(), seg(1, 3).is_empty()), (2, false));
+    assert_eq!((seg(2, 2).len(), seg(2, 2).is_empty()), (0, true));
 }
 
 // ---- the loader's graph checks, on hand-edited files --------------------------------
@@ -882,8 +885,23 @@ fn split(n_out: usize, dup: bool) -> ModelBuilder {
 }
 
 #[test]
+fn an_op_entry_names_every_output() {
+    // A Split into three: the table entry's outputs are the record's, in order.
+    let b = split(3, false);
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let (e, op) = (m.op_entry(0).unwrap(), m.op(0).unwrap());
+    assert_eq!(e.n_outputs(), 3);
+    for k in 0..3 {
+        assert_eq!(e.output(k), op.output(k), "output {k}");
+        assert_eq!(e.output(k), b.ops[0].outputs[k], "output {k}");
+    }
+}
+
+#[test]
 fn an_op_writes_at_most_sixteen_distinct_outputs() {
-    use cairn_core::error::OpProblem::{Arity, TensorIndex};
+    use cairn_core::error::OpProblem::{Arity, Shape, TensorIndex};
+    use cairn_core::op::ShapeError;
     let verdict = |b: &ModelBuilder| match b.finish() {
         Ok(_) => None,
         Err(BuildError::Invalid(e)) => Some(op_problem(Err(e)).unwrap_or_else(|| panic!("{e:?}"))),
@@ -893,6 +911,9 @@ fn an_op_writes_at_most_sixteen_distinct_outputs() {
     assert_eq!(verdict(&split(13, false)), None);
     assert_eq!(verdict(&split(2, false)), None);
     assert_eq!(verdict(&split(17, false)), Some(Arity));
+    // Sixteen outputs are within the record's bound: refused by Split's parameter words,
+    // not by the arity check.
+    assert_eq!(verdict(&split(16, false)), Some(Shape(ShapeError::Param)));
     assert_eq!(verdict(&split(2, true)), Some(TensorIndex));
 }
 
@@ -990,6 +1011,99 @@ fn an_arena_tensor_is_written_by_the_op_its_time_names() {
     );
 }
 
+/// `Model::parse` of `b` with tensor `t`'s record byte `field` set to `v`.
+fn with_tensor_byte(b: &ModelBuilder, t: usize, field: usize, v: u8) -> Result<(), LoadError> {
+    let f = patched(b, |f, rec| f[rec(t) + field] = v);
+    Model::parse(f.as_slice()).map(|_| ())
+}
+
+/// `Model::parse` of `b` with tensor `t`'s `(def_time, last_time)` set.
+fn with_times(b: &ModelBuilder, t: usize, def: u16, last: u16) -> Result<(), LoadError> {
+    use cairn_core::format::tns;
+    let f = patched(b, |f, rec| {
+        let r = rec(t);
+        f[r + tns::DEF_TIME..r + tns::DEF_TIME + 2].copy_from_slice(&def.to_le_bytes());
+        f[r + tns::LAST_TIME..r + tns::LAST_TIME + 2].copy_from_slice(&last.to_le_bytes());
+    });
+    Model::parse(f.as_slice()).map(|_| ())
+}
+
+#[test]
+fn a_tensor_record_keeps_its_reserved_bytes_zero() {
+    use cairn_core::format::tns;
+    // x → neg → t1 → neg → t2: each of the two bytes after t1's layout code alone.
+    let b = chain(2);
+    assert_eq!(with_tensor_byte(&b, 1, tns::LAYOUT + 1, 0), Ok(()));
+    for at in [tns::LAYOUT + 1, tns::LAYOUT + 2] {
+        assert_eq!(
+            with_tensor_byte(&b, 1, at, 1),
+            Err(LoadError::Tensor { index: 1 }),
+            "byte {at}"
+        );
+    }
+}
+
+#[test]
+fn a_tensor_lives_from_its_writer_to_at_most_past_the_last_op() {
+    // x → neg → t1 → neg → t2 (two ops): t1 is written at time 1 and read at 2.
+    let b = chain(2);
+    assert_eq!(with_times(&b, 1, 1, 2), Ok(()));
+    // Dying before it is written; living past the end (n + 1 is the graph outputs' mark);
+    // written after the last op.
+    for (def, last) in [(1, 0), (2, 1), (1, 4), (3, 3)] {
+        assert_eq!(
+            with_times(&b, 1, def, last),
+            Err(LoadError::Tensor { index: 1 }),
+            "def {def}, last {last}"
+        );
+    }
+}
+
+#[test]
+fn a_graph_input_or_output_is_an_arena_tensor() {
+    use cairn_core::format::hdr;
+    // y = x + c: the index's graph input entry made the constant c.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[4]));
+    let c = b.add_tensor(f32_const(&[1.0; 4]));
+    let y = add(&mut b, x, c, &[4]);
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    let index_at = |f: &[u8]| {
+        u32::from_le_bytes(f[hdr::INDEX_OFF..hdr::INDEX_OFF + 4].try_into().unwrap()) as usize
+    };
+    for k in 0..2 {
+        let f = patched(&b, |f, _| {
+            let at = index_at(f) + 2 * k;
+            f[at..at + 2].copy_from_slice(&c.to_le_bytes());
+        });
+        assert_eq!(
+            Model::parse(f.as_slice()).map(|_| ()),
+            Err(LoadError::Tensor { index: c }),
+            "index entry {k}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_past_the_bound_is_refused() {
+    use cairn_core::format::tns;
+    use cairn_core::shape::MAX_RANK;
+    // A negation of a rank-6 tensor (the bound) loads; rank 7 in its record does not.
+    let dims = [1usize, 2, 1, 2, 1, 1];
+    assert_eq!(dims.len(), MAX_RANK);
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&dims));
+    let y = unary(&mut b, x, &dims);
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    assert!(Model::parse(load(&b).as_slice()).is_ok());
+    assert_eq!(
+        with_tensor_byte(&b, 1, tns::RANK, MAX_RANK as u8 + 1),
+        Err(LoadError::Tensor { index: 1 })
+    );
+}
+
 #[test]
 fn the_index_holds_every_graph_input_and_output() {
     use cairn_core::format::hdr;
@@ -1004,6 +1118,22 @@ fn the_index_holds_every_graph_input_and_output() {
     assert!(b.finish().is_ok());
     let f = patched(&b, |f, _| {
         f[hdr::INDEX_LEN..hdr::INDEX_LEN + 4].copy_from_slice(&3u32.to_le_bytes())
+    });
+    assert_eq!(
+        Model::parse(f.as_slice()).map(|_| ()),
+        Err(LoadError::Section)
+    );
+    // One input and two outputs need three entries (two would do for a product). The
+    // length counts entries of two bytes.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[4]));
+    let a = unary(&mut b, x, &[4]);
+    let y = unary(&mut b, a, &[4]);
+    b.inputs = vec![x];
+    b.outputs = vec![a, y];
+    assert!(b.finish().is_ok());
+    let f = patched(&b, |f, _| {
+        f[hdr::INDEX_LEN..hdr::INDEX_LEN + 4].copy_from_slice(&2u32.to_le_bytes())
     });
     assert_eq!(
         Model::parse(f.as_slice()).map(|_| ()),
