@@ -15,7 +15,7 @@
 //! - Binary ops and the exact Unary functions: equal values (NaN where the reference has
 //!   NaN); MaxPool and the means: the same bits.
 //! - Approximated Unary functions (Exp, Log, Sigmoid, Silu, Tanh, Erf, Gelu, GeluTanh, Mish,
-//!   Softplus, Pow 3):
+//!   Softplus, Elu, Pow 3):
 //!   `|fast − ref| ≤ 4e-6 · |ref| + 3e-7 · max(1, |x|)`.
 //! - Softmax: `|fast − ref| ≤ (8e-6 + n · 2.4e-7) · |ref| + 1e-9` over a row of `n` (the
 //!   exp bound twice, and the two sums' rounding in different orders).
@@ -568,6 +568,8 @@ fn unary_cases() -> Vec<UnaryCase> {
         (Mish, 0.0, 0.0, (-2.0, 2.0), false),
         (Softplus, 0.0, 0.0, (-100.0, 100.0), false),
         (Softplus, 0.0, 0.0, (-3.0, 3.0), false),
+        (Elu, 1.0, 0.0, (-20.0, 5.0), false),
+        (Elu, 0.5, 0.0, (-1.0, 1.0), false),
     ]
 }
 

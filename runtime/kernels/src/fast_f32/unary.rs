@@ -96,6 +96,7 @@ fn covers(f: UnaryFn, a: f32) -> bool {
                 | GeluTanh
                 | Mish
                 | Softplus
+                | Elu
         )
 }
 
@@ -105,7 +106,7 @@ fn covers(f: UnaryFn, a: f32) -> bool {
 fn work(f: UnaryFn) -> u64 {
     use UnaryFn::*;
     match f {
-        Exp | Log | Sigmoid | Silu | Tanh | Erf | Gelu | GeluTanh | Mish | Softplus => 32,
+        Exp | Log | Sigmoid | Silu | Tanh | Erf | Gelu | GeluTanh | Mish | Softplus | Elu => 32,
         _ => 8,
     }
 }
@@ -435,6 +436,12 @@ pub(super) mod avx2 {
             Pow if a == 2.0 => each!(|x| _mm256_mul_ps(x, x)),
             Pow => each!(|x| _mm256_mul_ps(_mm256_mul_ps(x, x), x)),
             Exp => each!(|x| exp(x)),
+            // The reference's (eˣ − 1)·α below zero, x elsewhere (a NaN compares false
+            // and stays itself).
+            Elu => each!(|x| {
+                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero);
+                _mm256_blendv_ps(x, _mm256_mul_ps(_mm256_sub_ps(exp(x), one), va), neg)
+            }),
             Log => each!(|x| log(x)),
             Sigmoid => each!(|x| sigmoid(x)),
             Silu => each!(|x| _mm256_mul_ps(x, sigmoid(x))),
