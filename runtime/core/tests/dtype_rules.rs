@@ -193,6 +193,24 @@ fn int8_conv_needs_symmetric_int8_weights_int32_bias_and_a_constant_f32_table() 
 }
 
 #[test]
+fn an_op_entry_has_no_absent_input() {
+    // The int8 Conv with no bias: its entry, like its record, has nothing at input 2.
+    let mut b = conv_i8();
+    b.ops[0].inputs[2] = None;
+    let bytes = AlignedBytes::from_slice(&b.finish().unwrap());
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let (e, op) = (m.op_entry(0).unwrap(), m.op(0).unwrap());
+    assert_eq!(e.n_inputs(), 4);
+    for k in 0..5 {
+        assert_eq!(e.input(k), op.input(k), "input {k}");
+    }
+    assert_eq!(
+        (0..4).map(|k| e.input(k)).collect::<Vec<_>>(),
+        [Some(0), Some(1), None, Some(3)]
+    );
+}
+
+#[test]
 fn int8_conv_transpose_takes_channel_scales_on_axis_1() {
     fn base() -> ModelBuilder {
         one_op(

@@ -885,6 +885,34 @@ fn split(n_out: usize, dup: bool) -> ModelBuilder {
 }
 
 #[test]
+fn an_op_entry_has_no_input_past_the_last() {
+    use cairn_core::op::MAX_OP_INPUTS;
+    // A Concat of the most inputs an op may have: nothing past them, in the entry or the
+    // record (the slot after the last input is the first output's).
+    let mut b = ModelBuilder::default();
+    let xs: Vec<u16> = (0..MAX_OP_INPUTS)
+        .map(|_| b.add_tensor(f32_act(&[1])))
+        .collect();
+    let y = b.add_tensor(f32_act(&[MAX_OP_INPUTS]));
+    b.ops.push(OpSpec {
+        kind: OpKind::Concat,
+        inputs: xs.iter().map(|&x| Some(x)).collect(),
+        outputs: vec![y],
+        params: vec![0],
+    });
+    b.inputs = xs.clone();
+    b.outputs = vec![y];
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let (e, op) = (m.op_entry(0).unwrap(), m.op(0).unwrap());
+    assert_eq!(e.input(MAX_OP_INPUTS - 1), Some(xs[MAX_OP_INPUTS - 1]));
+    assert_eq!(
+        (e.input(MAX_OP_INPUTS), op.input(MAX_OP_INPUTS)),
+        (None, None)
+    );
+}
+
+#[test]
 fn an_op_entry_names_every_output() {
     // A Split into three: the table entry's outputs are the record's, in order.
     let b = split(3, false);
@@ -1115,7 +1143,9 @@ fn the_index_holds_every_graph_input_and_output() {
     let y = add(&mut b, a, u, &[4]);
     b.inputs = vec![x, u];
     b.outputs = vec![a, y];
-    assert!(b.finish().is_ok());
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    assert_eq!((m.n_inputs(), m.n_outputs()), (2, 2));
     let f = patched(&b, |f, _| {
         f[hdr::INDEX_LEN..hdr::INDEX_LEN + 4].copy_from_slice(&3u32.to_le_bytes())
     });

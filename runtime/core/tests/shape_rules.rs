@@ -661,8 +661,19 @@ fn pooling_floor_and_ceil_sizes() {
         &[1, 2, 2, 3],
         Mismatch,
     );
-    // The ceil size is refused when its last window would start in the bottom padding.
+    // A window as large as the input: one output each way; a second one would start
+    // inside the input but run past its end (the ceil bound, not the start rule).
     let x4: &[usize] = &[1, 1, 4, 4];
+    for y in [[1, 1, 1, 2], [1, 1, 2, 1]] {
+        err(
+            M,
+            &pool([4, 4], [1, 1], [0; 4], [1, 1]),
+            &[x4],
+            &y,
+            Mismatch,
+        );
+    }
+    // The ceil size is refused when its last window would start in the bottom padding.
     ok(
         M,
         &pool([3, 3], [2, 2], [0, 0, 2, 2], [1, 1]),

@@ -350,6 +350,11 @@ fn truncation_checksum_and_alignment() {
         Some(LoadError::Truncated)
     );
     assert_eq!(Model::parse(&[]).err(), Some(LoadError::Truncated));
+    // A whole header is long enough to be read: what is wrong then is its file length.
+    assert!(matches!(
+        Model::parse(&f.0 .0[..format::HEADER_BYTES]).err(),
+        Some(LoadError::LengthMismatch { actual, .. }) if actual as usize == format::HEADER_BYTES
+    ));
     let mut g = File::new();
     let crc = g.u32(hdr::CRC);
     let last = DIGITS.len() - 1;
