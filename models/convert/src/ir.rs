@@ -517,6 +517,63 @@ impl Graph {
         remap
     }
 
+    /// Store each constant once: constants with the same dtype, shape, quantization and
+    /// bytes (an unrolled `Loop`'s per-step copies of its weights, a weight read by two
+    /// branches) are merged into the first, which every op then reads, and the copies are
+    /// dropped. Graph inputs and outputs are left alone. Returns how many were dropped.
+    /// (Ops reading one weight tensor is what an unrolled LSTM does already: the kernels'
+    /// packed-weight cache keys by the tensor's bytes, which then stay one tensor.)
+    pub fn share_constants(&mut self) -> usize {
+        let io: std::collections::HashSet<usize> =
+            self.inputs.iter().chain(&self.outputs).copied().collect();
+        // (dtype, shape, quantization, length, a hash of the bytes) → the tensors so far.
+        type Key = (u8, Vec<usize>, String, usize, u64);
+        let mut seen: HashMap<Key, Vec<usize>> = HashMap::new();
+        let mut canon: Vec<usize> = (0..self.tensors.len()).collect();
+        let mut merged = 0;
+        for (i, t) in self.tensors.iter().enumerate() {
+            let Some(d) = &t.data else { continue };
+            if io.contains(&i) {
+                continue;
+            }
+            let bytes = d.as_slice();
+            let hash = bytes.chunks(8).fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                (h ^ u64::from_le_bytes(w))
+                    .wrapping_mul(0x0100_0000_01b3)
+                    .rotate_left(29)
+            });
+            let key = (
+                t.dtype as u8,
+                t.shape.clone(),
+                format!("{:?}", t.quant),
+                bytes.len(),
+                hash,
+            );
+            let same = seen.entry(key).or_default();
+            let first = same.iter().copied().find(|&j| {
+                let u = &self.tensors[j];
+                u.hint == t.hint && u.data.as_ref().is_some_and(|e| e.as_slice() == bytes)
+            });
+            match first {
+                Some(j) => {
+                    canon[i] = j;
+                    merged += 1;
+                }
+                None => same.push(i),
+            }
+        }
+        if merged == 0 {
+            return 0;
+        }
+        for op in &mut self.ops {
+            op.inputs.iter_mut().flatten().for_each(|t| *t = canon[*t]);
+        }
+        self.prune();
+        merged
+    }
+
     /// Hand the graph to cairn-core's builder.
     pub fn to_builder(&self) -> Result<ModelBuilder> {
         let mut b = ModelBuilder::default();

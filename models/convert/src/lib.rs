@@ -447,6 +447,12 @@ pub fn convert(
         )
     };
     materialize_outputs(&mut out);
+    let shared = out.share_constants();
+    if shared > 0 {
+        notes.push(format!(
+            "{shared} constant tensors were copies of others (the same dtype, shape, quantization and bytes) and are stored once"
+        ));
+    }
     fits_a_file(&out)?;
     let mut builder = out.to_builder()?;
     if opts.pack_weights {

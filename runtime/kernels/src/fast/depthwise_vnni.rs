@@ -429,8 +429,7 @@ unsafe fn channels<const S: usize, const G: usize, const KH: usize>(
                 &weights,
                 base,
                 scale,
-                (lo, hi, zy),
-                narrow,
+                (lo, hi, zy, narrow),
                 out,
             )
         };
@@ -562,8 +561,7 @@ unsafe fn sum_unit<const G: usize, const KH: usize>(
     weights: &[__m512i; MAX_QUADS],
     base: __m512i,
     scale: (__m512, __m512),
-    (lo, hi, zy): (__m512, __m512, __m512i),
-    narrow: Option<NarrowZmm>,
+    (lo, hi, zy, narrow): (__m512, __m512, __m512i, Option<NarrowZmm>),
     out: &mut [i8],
 ) {
     let n = if KH == 0 { taps.len() } else { KH * G };
