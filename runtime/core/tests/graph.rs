@@ -1011,24 +1011,36 @@ fn an_op_writes_only_tensors_stamped_with_its_time() {
     );
 }
 
-#[test]
-fn an_arena_tensor_is_written_by_the_op_its_time_names() {
-    use cairn_core::format::{hdr, tns};
-    // a = -x (op 0); y = a + u (op 1), x and u the graph inputs. Patched: the index's
-    // second graph input becomes x, and u is stamped as written at time 1 (op 0's), which
-    // writes only a. No op writes u and no op's own check sees it (op 1 reads it after
-    // time 1, before its last); only the lifetime check does.
+/// a = -x (op 0), y = a + u (op 1), with x and u the graph inputs: the builder (outputs
+/// left to the caller) and [x, u, a, y].
+fn neg_then_add() -> (ModelBuilder, [u16; 4]) {
     let mut b = ModelBuilder::default();
     let x = b.add_tensor(f32_act(&[4]));
     let u = b.add_tensor(f32_act(&[4]));
     let a = unary(&mut b, x, &[4]);
     let y = add(&mut b, a, u, &[4]);
     b.inputs = vec![x, u];
+    (b, [x, u, a, y])
+}
+
+/// Where a file's index (graph inputs, then outputs, then the ops' own) starts.
+fn index_at(f: &[u8]) -> usize {
+    use cairn_core::format::hdr;
+    u32::from_le_bytes(f[hdr::INDEX_OFF..hdr::INDEX_OFF + 4].try_into().unwrap()) as usize
+}
+
+#[test]
+fn an_arena_tensor_is_written_by_the_op_its_time_names() {
+    use cairn_core::format::tns;
+    // a = -x (op 0); y = a + u (op 1), x and u the graph inputs. Patched: the index's
+    // second graph input becomes x, and u is stamped as written at time 1 (op 0's), which
+    // writes only a. No op writes u and no op's own check sees it (op 1 reads it after
+    // time 1, before its last); only the lifetime check does.
+    let (mut b, [x, u, _, y]) = neg_then_add();
     b.outputs = vec![y];
     assert!(b.finish().is_ok());
     let f = patched(&b, |f, rec| {
-        let index = u32::from_le_bytes(f[hdr::INDEX_OFF..hdr::INDEX_OFF + 4].try_into().unwrap());
-        let at = index as usize + 2;
+        let at = index_at(f) + 2;
         f[at..at + 2].copy_from_slice(&x.to_le_bytes());
         let r = rec(u as usize) + tns::DEF_TIME;
         f[r..r + 2].copy_from_slice(&1u16.to_le_bytes());
@@ -1089,7 +1101,6 @@ fn a_tensor_lives_from_its_writer_to_at_most_past_the_last_op() {
 
 #[test]
 fn a_graph_input_or_output_is_an_arena_tensor() {
-    use cairn_core::format::hdr;
     // y = x + c: the index's graph input entry made the constant c.
     let mut b = ModelBuilder::default();
     let x = b.add_tensor(f32_act(&[4]));
@@ -1097,9 +1108,6 @@ fn a_graph_input_or_output_is_an_arena_tensor() {
     let y = add(&mut b, x, c, &[4]);
     b.inputs = vec![x];
     b.outputs = vec![y];
-    let index_at = |f: &[u8]| {
-        u32::from_le_bytes(f[hdr::INDEX_OFF..hdr::INDEX_OFF + 4].try_into().unwrap()) as usize
-    };
     for k in 0..2 {
         let f = patched(&b, |f, _| {
             let at = index_at(f) + 2 * k;
@@ -1136,12 +1144,7 @@ fn a_rank_past_the_bound_is_refused() {
 fn the_index_holds_every_graph_input_and_output() {
     use cairn_core::format::hdr;
     // Two inputs and two outputs: four entries before the ops' own.
-    let mut b = ModelBuilder::default();
-    let x = b.add_tensor(f32_act(&[4]));
-    let u = b.add_tensor(f32_act(&[4]));
-    let a = unary(&mut b, x, &[4]);
-    let y = add(&mut b, a, u, &[4]);
-    b.inputs = vec![x, u];
+    let (mut b, [_, _, a, y]) = neg_then_add();
     b.outputs = vec![a, y];
     let bytes = load(&b);
     let m = Model::parse(bytes.as_slice()).unwrap();
