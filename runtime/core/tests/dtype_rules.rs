@@ -879,6 +879,46 @@ fn gather_i8() -> ModelBuilder {
     )
 }
 
+// Tensors of the f32 Gather base: x 0, indices 1 (i32), y 2.
+fn gather_f32() -> ModelBuilder {
+    one_op(
+        Gather,
+        vec![Some(act(F32, &[4, 3], NQ)), Some(cst(I32, &[2], NQ))],
+        vec![act(F32, &[2, 3], NQ)],
+        &[0, 0],
+    )
+}
+
+#[test]
+fn an_unquantized_gather_takes_i32_indices_and_gather_and_tile_keep_the_dtype() {
+    each_loads(
+        gather_f32,
+        &[("i32 values", |b| {
+            b.tensors[0].dtype = I32;
+            b.tensors[2].dtype = I32;
+        })],
+    );
+    each_refused(
+        gather_f32,
+        &[
+            ("f32 indices", |b| b.tensors[1] = cst(F32, &[2], NQ)),
+            ("an i32 output of f32 values", |b| b.tensors[2].dtype = I32),
+        ],
+        OpProblem::DType,
+    );
+    // Tile keeps its dtype too.
+    let tile = |y: DType| {
+        one_op(
+            Tile,
+            vec![Some(act(F32, &[2, 3], NQ))],
+            vec![act(y, &[4, 3], NQ)],
+            &[],
+        )
+    };
+    assert_eq!(verdict(&tile(F32)), Ok(()));
+    assert_eq!(verdict(&tile(I32)), Err(OpProblem::DType));
+}
+
 fn reduce_max_i8() -> ModelBuilder {
     one_op(
         Reduce,

@@ -913,6 +913,33 @@ fn an_op_entry_has_no_input_past_the_last() {
 }
 
 #[test]
+fn a_pad_takes_two_words_and_one_per_axis() {
+    use cairn_core::error::OpProblem::ParamLen;
+    // Pad words: mode, value, one begin per axis (the end is the output's extent).
+    let pad = |params: Vec<i32>| {
+        let mut b = ModelBuilder::default();
+        let x = b.add_tensor(f32_act(&[2, 3]));
+        let y = b.add_tensor(f32_act(&[3, 5]));
+        b.ops.push(OpSpec {
+            kind: OpKind::Pad,
+            inputs: vec![Some(x)],
+            outputs: vec![y],
+            params,
+        });
+        b.inputs = vec![x];
+        b.outputs = vec![y];
+        match b.finish() {
+            Ok(_) => None,
+            Err(BuildError::Invalid(e)) => op_problem(Err(e)),
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(pad(vec![0, 0, 1, 1]), None);
+    assert_eq!(pad(vec![0, 0, 1]), Some(ParamLen));
+    assert_eq!(pad(vec![0, 0, 1, 1, 0]), Some(ParamLen));
+}
+
+#[test]
 fn an_op_entry_names_every_output() {
     // A Split into three: the table entry's outputs are the record's, in order.
     let b = split(3, false);
@@ -1194,4 +1221,20 @@ fn an_empty_input_overlaps_nothing() {
     let m = Model::parse(bytes.as_slice()).unwrap();
     let inside = offset(&m, y) as u32 + 16;
     assert_eq!(moved(&b, e as usize, inside), Ok(()));
+    // Nor does an empty output: a Slice of nothing from x, placed inside x.
+    let mut b = ModelBuilder::default();
+    let x = b.add_tensor(f32_act(&[8]));
+    let y = b.add_tensor(f32_act(&[0]));
+    b.ops.push(OpSpec {
+        kind: OpKind::Slice,
+        inputs: vec![Some(x)],
+        outputs: vec![y],
+        params: vec![3, 3],
+    });
+    b.inputs = vec![x];
+    b.outputs = vec![y];
+    let bytes = load(&b);
+    let m = Model::parse(bytes.as_slice()).unwrap();
+    let inside = offset(&m, x) as u32 + 16;
+    assert_eq!(moved(&b, y as usize, inside), Ok(()));
 }
