@@ -521,14 +521,14 @@ impl Graph {
     /// bytes (an unrolled `Loop`'s per-step copies of its weights, a weight read by two
     /// branches) are merged into the first, which every op then reads, and the copies are
     /// dropped. Graph inputs and outputs are left alone. Returns how many were dropped.
-    /// (Ops reading one weight tensor is what an unrolled LSTM does already: the kernels'
-    /// packed-weight cache keys by the tensor's bytes, which then stay one tensor.)
+    /// (Ops reading one weight tensor is what an unrolled LSTM does already; the kernels'
+    /// packed-weight cache, keyed by the weights' address, then packs them once.)
     pub fn share_constants(&mut self) -> usize {
         let io: std::collections::HashSet<usize> =
             self.inputs.iter().chain(&self.outputs).copied().collect();
-        // (dtype, shape, quantization, length, a hash of the bytes) → the tensors so far.
-        type Key = (u8, Vec<usize>, String, usize, u64);
-        let mut seen: HashMap<Key, Vec<usize>> = HashMap::new();
+        // (dtype, shape, quantization and hint, bytes) → the first tensor holding them.
+        type Key<'g> = (u8, &'g [usize], String, &'g [u8]);
+        let mut first: HashMap<Key<'_>, usize> = HashMap::new();
         let mut canon: Vec<usize> = (0..self.tensors.len()).collect();
         let mut merged = 0;
         for (i, t) in self.tensors.iter().enumerate() {
@@ -536,32 +536,20 @@ impl Graph {
             if io.contains(&i) {
                 continue;
             }
-            let bytes = d.as_slice();
-            let hash = bytes.chunks(8).fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
-                let mut w = [0u8; 8];
-                w[..c.len()].copy_from_slice(c);
-                (h ^ u64::from_le_bytes(w))
-                    .wrapping_mul(0x0100_0000_01b3)
-                    .rotate_left(29)
-            });
             let key = (
                 t.dtype as u8,
-                t.shape.clone(),
-                format!("{:?}", t.quant),
-                bytes.len(),
-                hash,
+                t.shape.as_slice(),
+                format!("{:?} {:?}", t.quant, t.hint),
+                d.as_slice(),
             );
-            let same = seen.entry(key).or_default();
-            let first = same.iter().copied().find(|&j| {
-                let u = &self.tensors[j];
-                u.hint == t.hint && u.data.as_ref().is_some_and(|e| e.as_slice() == bytes)
-            });
-            match first {
-                Some(j) => {
-                    canon[i] = j;
+            match first.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    canon[i] = *e.get();
                     merged += 1;
                 }
-                None => same.push(i),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
             }
         }
         if merged == 0 {
