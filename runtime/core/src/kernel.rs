@@ -23,9 +23,14 @@ pub enum Variant {
     W8F32 = 5,
 }
 
-/// Kernel indices of the four base variants are `kind · 4 + variant` (below 128);
-/// `PackedI8` kernels take `128 + kind`, `W8F32` kernels `160 + kind`.
+/// Kernel indices of the four base variants of kinds below 32 are `kind · 4 + variant`
+/// (below 128); `PackedI8` kernels take `128 + kind`, `W8F32` kernels `160 + kind`; the
+/// kinds from 32 on take six indices each from 192 (`192 + (kind − 32) · 6 + variant`),
+/// which holds kinds up to 41.
 const PACKED_BASE: usize = 128;
+/// Kinds per packed block, and the first kind of the extended layout.
+const OLD_KINDS: usize = 32;
+const EXT_BASE: usize = 192;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -36,34 +41,47 @@ pub struct KernelId {
 
 impl KernelId {
     pub const fn index(self) -> usize {
+        let kind = self.kind as usize;
+        if kind >= OLD_KINDS {
+            return EXT_BASE + (kind - OLD_KINDS) * 6 + self.variant as usize;
+        }
         match self.variant {
             // PackedI8 (4) from 128, W8F32 (5) from 160.
             v @ (Variant::PackedI8 | Variant::W8F32) => {
-                PACKED_BASE + (v as usize - 4) * OP_KIND_COUNT + self.kind as usize
+                PACKED_BASE + (v as usize - 4) * OLD_KINDS + kind
             }
-            v => self.kind as usize * 4 + v as usize,
+            v => kind * 4 + v as usize,
         }
     }
 
     pub fn from_index(i: usize) -> Option<KernelId> {
+        const VARIANTS: [Variant; 6] = [
+            Variant::F32,
+            Variant::I8,
+            Variant::DwF32,
+            Variant::DwI8,
+            Variant::PackedI8,
+            Variant::W8F32,
+        ];
+        if i >= EXT_BASE {
+            let j = i - EXT_BASE;
+            let kind = OpKind::from_code(u16::try_from(OLD_KINDS + j / 6).ok()?)?;
+            return Some(KernelId {
+                kind,
+                variant: VARIANTS[j % 6],
+            });
+        }
         if i >= PACKED_BASE {
             let j = i - PACKED_BASE;
-            let variant = match j / OP_KIND_COUNT {
-                0 => Variant::PackedI8,
-                1 => Variant::W8F32,
-                _ => return None,
-            };
-            let kind = OpKind::from_code((j % OP_KIND_COUNT) as u16)?;
+            let variant = VARIANTS[4 + j / OLD_KINDS];
+            let kind = OpKind::from_code((j % OLD_KINDS) as u16)?;
             return Some(KernelId { kind, variant });
         }
         let kind = OpKind::from_code(u16::try_from(i / 4).ok()?)?;
-        let variant = match i % 4 {
-            0 => Variant::F32,
-            1 => Variant::I8,
-            2 => Variant::DwF32,
-            _ => Variant::DwI8,
-        };
-        Some(KernelId { kind, variant })
+        Some(KernelId {
+            kind,
+            variant: VARIANTS[i % 4],
+        })
     }
 }
 
@@ -81,7 +99,9 @@ impl core::fmt::Display for KernelId {
     }
 }
 
-const _: () = assert!(OP_KIND_COUNT * 4 <= PACKED_BASE && PACKED_BASE + 2 * OP_KIND_COUNT <= 256);
+const _: () = assert!(
+    EXT_BASE == PACKED_BASE + 2 * OLD_KINDS && EXT_BASE + (OP_KIND_COUNT - OLD_KINDS) * 6 <= 256
+);
 
 /// A set of kernels, 256 bits, stored as 32 little-endian bytes in the header (bit `i`
 /// of the set is bit `i % 8` of byte `i / 8`). Held as u32 words: a 32-bit device zeroes

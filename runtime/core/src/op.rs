@@ -52,22 +52,26 @@ pub enum OpKind {
     Gather = 30,
     /// Repeat the input along each axis to the declared shape (ONNX Tile and Expand).
     Tile = 31,
+    /// A whole LSTM, GRU or RNN direction over a sequence, f32 ([`recurrent`]): the
+    /// recurrence of a small cell in one op instead of a dozen per step.
+    Recurrent = 32,
 }
 
-/// Kind codes run from 1 to `OP_KIND_COUNT - 1`; 31 is the last code a [`Kinds`] set and
-/// the kernel id layout (`kind · 4 + variant` below 128) can hold.
-pub const OP_KIND_COUNT: usize = 32;
+/// Kind codes run from 1 to `OP_KIND_COUNT - 1`. A [`Kinds`] set holds codes up to 63,
+/// the kernel id layout (`crate::KernelId::index`) up to 47.
+pub const OP_KIND_COUNT: usize = 33;
 
 /// A set of op kinds: bit `kind as u16` for each. Firmware that links only some kernels
 /// loads models through `Model::parse_kinds::<K>`, which links only these kinds' load
 /// checks (shape and type rules) and refuses any other kind.
-pub type Kinds = u32;
+pub type Kinds = u64;
 
 /// Every op kind.
 pub const ALL_KINDS: Kinds = (Kinds::MAX >> (Kinds::BITS as usize - OP_KIND_COUNT)) & !1;
 
-/// The unquantized kinds for general models: `Binary`, `Where`, `Reduce`, `Gather`, `Tile`.
-pub const PLAIN_KINDS: Kinds = 0b11111 << OpKind::Binary as u16;
+/// The unquantized kinds for general models: `Binary`, `Where`, `Reduce`, `Gather`, `Tile`,
+/// `Recurrent`.
+pub const PLAIN_KINDS: Kinds = 0b111111 << OpKind::Binary as u16;
 
 /// Whether `set` holds `kind` (a constant test in code generic over the set).
 pub const fn has_kind(set: Kinds, kind: OpKind) -> bool {
@@ -109,6 +113,7 @@ impl OpKind {
             29 => Reduce,
             30 => Gather,
             31 => Tile,
+            32 => Recurrent,
             _ => return None,
         })
     }
@@ -147,6 +152,7 @@ impl OpKind {
             Reduce => "Reduce",
             Gather => "Gather",
             Tile => "Tile",
+            Recurrent => "Recurrent",
         }
     }
 
@@ -163,6 +169,7 @@ impl OpKind {
             Lut => (2, 2, 1),
             Softmax => (1, 2, 1),
             LayerNorm => (2, 3, 1),
+            Recurrent => (2, 6, 1),
             _ => (1, 1, 1),
         }
     }
@@ -199,6 +206,7 @@ impl OpKind {
             Where | Tile => 0,
             Reduce => 4,
             Gather => 2,
+            Recurrent => recurrent::LEN,
         }
     }
 }
@@ -228,6 +236,64 @@ pub mod conv {
     pub const T_ACT_LO: usize = 11;
     pub const T_ACT_HI: usize = 12;
     pub const T_LEN: usize = 13;
+}
+
+/// Parameter words, inputs and output of `Recurrent`: one direction of an ONNX LSTM, GRU
+/// or RNN over a whole sequence, in f32, with ONNX's equations and gate orders (LSTM i, o,
+/// f, c; GRU z, r, h).
+///
+/// Inputs: 0 the input projections `X·Wᵀ` of every step with the biases that fold into
+/// them, `[T, B, G·H]` (G gates); 1 the recurrent weights transposed, `[H, G·H]`; then,
+/// each optional: 2 the recurrent bias added to `h·Rᵀ` (`[G·H]`: a GRU's `Rb_h` under
+/// `linear_before_reset`, which cannot fold into input 0), 3 the initial hidden state
+/// `[B, H]`, 4 the initial cell state `[B, H]` and 5 the peepholes `[3·H]` (i, o, f; LSTM
+/// only). Absent states are zeros.
+///
+/// Output: the hidden state of every step in time order, `[T, B, H]` (a reverse
+/// direction runs from the last step to the first, its output rows still in time order),
+/// with one row more, `[T + 1, B, H]`, holding the final cell state under
+/// [`CELL_STATE_ROW`](recurrent::CELL_STATE_ROW).
+pub mod recurrent {
+    /// Word 0: the cell, [`LSTM`], [`GRU`] or [`RNN`].
+    pub const CELL: usize = 0;
+    /// Word 1: [`REVERSE`] | [`LINEAR_BEFORE_RESET`] | [`CELL_STATE_ROW`].
+    pub const FLAGS: usize = 1;
+    /// Word 2: the clip of the gate activations' inputs (f32 bits; +∞: none).
+    pub const CLIP: usize = 2;
+    /// Words 3 to 11: the activations f, g, h (three words each: `UnaryFn` code, alpha
+    /// bits, beta bits); a GRU uses f and g, an RNN f; the unused words are 0.
+    pub const ACTS: usize = 3;
+    pub const LEN: usize = 12;
+    pub const LSTM: i32 = 0;
+    pub const GRU: i32 = 1;
+    pub const RNN: i32 = 2;
+    pub const REVERSE: i32 = 1;
+    /// GRU: the reset gate multiplies `h·R_hᵀ + Rb_h` instead of `h` (ONNX
+    /// `linear_before_reset`).
+    pub const LINEAR_BEFORE_RESET: i32 = 2;
+    /// LSTM: the output has a last row with the final cell state.
+    pub const CELL_STATE_ROW: i32 = 4;
+    /// The widest hidden state (the kernels keep a state row on the stack).
+    pub const MAX_HIDDEN: usize = 512;
+
+    /// Gates of a cell code: 4, 3 or 1 (`None`: no such cell).
+    pub const fn gates(cell: i32) -> Option<usize> {
+        match cell {
+            LSTM => Some(4),
+            GRU => Some(3),
+            RNN => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Activations a cell applies (f, g, h for LSTM; f, g for GRU; f for RNN).
+    pub const fn activations(cell: i32) -> usize {
+        match cell {
+            LSTM => 3,
+            GRU => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// The requantization multipliers of an int8 Conv (input 3) for its `oc` output channels:
@@ -627,7 +693,9 @@ pub fn infer_output_in<const K: Kinds>(
         }
         Quantize | Dequantize if has(kind) => Ok(x),
         // A constant test first: without any of these kinds in `K` the rules are not linked.
-        Binary | Where | Reduce | Gather | Tile if K & PLAIN_KINDS != 0 && has(kind) => {
+        Binary | Where | Reduce | Gather | Tile | Recurrent
+            if K & PLAIN_KINDS != 0 && has(kind) =>
+        {
             rules::infer(kind, p, ins, declared)
         }
         _ => Err(Param),

@@ -137,7 +137,9 @@ fn kernel_ids_round_trip_and_sets_hold_them() {
     assert_eq!(KernelId::from_index(0), None, "kind code 0");
     assert_eq!(KernelId::from_index(3), None);
     assert_eq!(KernelId::from_index(128), None);
-    assert_eq!(KernelId::from_index(128 + OP_KIND_COUNT), None);
+    assert_eq!(KernelId::from_index(128 + 32), None, "W8F32 of kind code 0");
+    assert_eq!(KernelId::from_index(192 + 6 * (OP_KIND_COUNT - 32)), None);
+    assert_eq!(KernelId::from_index(255), None);
     assert_eq!(KernelId::from_index(usize::MAX), None);
     let conv_i8 = KernelId {
         kind: OpKind::Conv,

@@ -1077,3 +1077,117 @@ fn each_rule_is_linked_only_with_its_kind() {
         );
     }
 }
+
+/// `Recurrent` words: cell, flags, clip, then the three activations (code, alpha, beta).
+fn rec(cell: i32, flags: i32, clip: f32) -> Vec<i32> {
+    use cairn_core::op::recurrent as rc;
+    let mut p = vec![0i32; rc::LEN];
+    p[rc::CELL] = cell;
+    p[rc::FLAGS] = flags;
+    p[rc::CLIP] = clip.to_bits() as i32;
+    p[rc::ACTS] = UnaryFn::Sigmoid as i32;
+    p[rc::ACTS + 3] = UnaryFn::Tanh as i32;
+    p[rc::ACTS + 6] = UnaryFn::Tanh as i32;
+    p
+}
+
+/// Output 0 of `Recurrent` with optional inputs (None: absent).
+fn infer_rec(p: &[i32], ins: &[Option<&[usize]>]) -> Result<Vec<u32>, ShapeError> {
+    let ins: Vec<Option<Shape>> = ins.iter().map(|d| d.map(s)).collect();
+    infer_output(OpKind::Recurrent, p, &ins, 0, &s(&[1])).map(|r| r.dims().to_vec())
+}
+
+#[test]
+fn recurrent_sequences() {
+    use cairn_core::op::recurrent as rc;
+    let inf = f32::INFINITY;
+    // LSTM, hidden 5, 7 steps, batch 2: [T, B, H]; one row more with the cell state.
+    let (xp, rt): (&[usize], &[usize]) = (&[7, 2, 20], &[5, 20]);
+    let lstm = rec(rc::LSTM, 0, inf);
+    assert_eq!(infer_rec(&lstm, &[Some(xp), Some(rt)]), Ok(vec![7, 2, 5]));
+    let with_c = rec(rc::LSTM, rc::CELL_STATE_ROW | rc::REVERSE, 0.5);
+    assert_eq!(infer_rec(&with_c, &[Some(xp), Some(rt)]), Ok(vec![8, 2, 5]));
+    // Every optional input at its size, absent ones skipped.
+    let full = [
+        Some(xp),
+        Some(rt),
+        Some(&[20usize][..]),
+        Some(&[2usize, 5][..]),
+        Some(&[2usize, 5][..]),
+        Some(&[15usize][..]),
+    ];
+    assert_eq!(infer_rec(&lstm, &full), Ok(vec![7, 2, 5]));
+    let gaps = [Some(xp), Some(rt), None, None, Some(&[2usize, 5][..])];
+    assert_eq!(infer_rec(&lstm, &gaps), Ok(vec![7, 2, 5]));
+    // Each optional input off by one, and the main shapes.
+    for (k, bad) in [(2, &[21usize][..]), (3, &[2, 6]), (4, &[3, 5]), (5, &[14])] {
+        let mut ins = full;
+        ins[k] = Some(bad);
+        assert_eq!(infer_rec(&lstm, &ins), Err(Mismatch), "input {k}");
+    }
+    assert_eq!(
+        infer_rec(&lstm, &[Some(&[7, 2, 21]), Some(rt)]),
+        Err(Mismatch)
+    );
+    assert_eq!(infer_rec(&lstm, &[Some(xp), Some(&[5, 21])]), Err(Mismatch));
+    assert_eq!(infer_rec(&lstm, &[Some(&[7, 20]), Some(rt)]), Err(Rank));
+    assert_eq!(infer_rec(&lstm, &[Some(xp), Some(&[5, 20, 1])]), Err(Rank));
+    assert_eq!(infer_rec(&lstm, &[Some(xp)]), Err(Mismatch));
+    // A state of the right size but another rank.
+    let mut ins = full;
+    ins[3] = Some(&[10]);
+    assert_eq!(infer_rec(&lstm, &ins), Err(Mismatch));
+    // No steps; a hidden size of 0 or past the stack rows.
+    assert_eq!(infer_rec(&lstm, &[Some(&[0, 2, 20]), Some(rt)]), Err(Param));
+    assert_eq!(
+        infer_rec(&lstm, &[Some(&[7, 2, 0]), Some(&[0, 0])]),
+        Err(Param)
+    );
+    let h = rc::MAX_HIDDEN;
+    assert_eq!(
+        infer_rec(&rec(rc::RNN, 0, inf), &[Some(&[1, 1, h]), Some(&[h, h])]),
+        Ok(vec![1, 1, h as u32])
+    );
+    assert_eq!(
+        infer_rec(
+            &rec(rc::RNN, 0, inf),
+            &[Some(&[1, 1, h + 1]), Some(&[h + 1, h + 1])]
+        ),
+        Err(Param)
+    );
+    // GRU: three gates, linear_before_reset allowed, no cell state or peepholes.
+    let gru = rec(rc::GRU, rc::LINEAR_BEFORE_RESET, inf);
+    let (gx, gr): (&[usize], &[usize]) = (&[3, 1, 12], &[4, 12]);
+    assert_eq!(infer_rec(&gru, &[Some(gx), Some(gr)]), Ok(vec![3, 1, 4]));
+    let c0 = [Some(gx), Some(gr), None, None, Some(&[1usize, 4][..])];
+    assert_eq!(infer_rec(&gru, &c0), Err(Mismatch));
+    let peep = [Some(gx), Some(gr), None, None, None, Some(&[12usize][..])];
+    assert_eq!(infer_rec(&gru, &peep), Err(Mismatch));
+    // Flags of another cell, unknown flags, cells and functions, and bad clips.
+    for p in [
+        rec(rc::GRU, rc::CELL_STATE_ROW, inf),
+        rec(rc::LSTM, rc::LINEAR_BEFORE_RESET, inf),
+        rec(rc::RNN, rc::LINEAR_BEFORE_RESET, inf),
+        rec(rc::LSTM, 8, inf),
+        rec(3, 0, inf),
+        rec(-1, 0, inf),
+        rec(rc::LSTM, 0, 0.0),
+        rec(rc::LSTM, 0, -1.0),
+        rec(rc::LSTM, 0, f32::NAN),
+    ] {
+        assert_eq!(infer_rec(&p, &[Some(xp), Some(rt)]), Err(Param), "{p:?}");
+    }
+    let mut bad_fn = lstm.clone();
+    bad_fn[rc::ACTS + 6] = 999;
+    assert_eq!(infer_rec(&bad_fn, &[Some(xp), Some(rt)]), Err(Param));
+    // An RNN reads only its first function's code, a GRU its first two.
+    let mut rnn = rec(rc::RNN, 0, inf);
+    rnn[rc::ACTS + 3] = 999;
+    assert_eq!(
+        infer_rec(&rnn, &[Some(&[2, 1, 4]), Some(&[4, 4])]),
+        Ok(vec![2, 1, 4])
+    );
+    let mut gru2 = gru.clone();
+    gru2[rc::ACTS + 3] = 999;
+    assert_eq!(infer_rec(&gru2, &[Some(gx), Some(gr)]), Err(Param));
+}

@@ -26,8 +26,8 @@
 //! multi-row FullyConnected (`matmul.rs`); convs with ≤ 8 output channels over padded,
 //! phase-split input rows on AVX2 (`narrow_avx2.rs`), ≤ 4 row by row elsewhere
 //! (`direct.rs`, bit-exact); vector Unary, Binary, Softmax, LayerNorm (`unary.rs`,
-//! `binary.rs`, `softmax.rs`, `layer_norm.rs`) and MaxPool / mean pooling (`pool.rs`),
-//! routed by `dispatch.rs`.
+//! `binary.rs`, `softmax.rs`, `layer_norm.rs`), MaxPool / mean pooling (`pool.rs`) and the
+//! recurrent products and gates of `Recurrent` (`recurrent.rs`), routed by `dispatch.rs`.
 
 use cairn_core::op::conv as p;
 use cairn_core::{ExecError, OpCall, TensorMut};
@@ -58,6 +58,7 @@ mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod narrow_avx2;
 mod pool;
+mod recurrent;
 mod softmax;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod taps;

@@ -93,6 +93,7 @@ mod norm;
 pub mod par;
 mod pool;
 mod quantize;
+mod recurrent;
 mod reduce;
 mod resize;
 pub mod util;
@@ -134,7 +135,7 @@ impl CpuBackend {
 pub fn supports(k: KernelId) -> bool {
     use OpKind::*;
     match (k.kind, k.variant) {
-        (Div | PRelu | Unary | Binary | Where, v) => v == Variant::F32,
+        (Div | PRelu | Unary | Binary | Where | Recurrent, v) => v == Variant::F32,
         (Lut, v) => v == Variant::I8,
         (Conv, v) => v != Variant::W8F32,
         (FullyConnected, Variant::W8F32) => true,
@@ -260,6 +261,7 @@ pub fn execute_reference(call: &OpCall<'_>, out: TensorMut<'_>) -> Result<(), Ex
         Reduce => reduce::reduce(call, out),
         Gather => gather::gather(call, out),
         Tile => gather::tile(call, out),
+        Recurrent => recurrent::recurrent(call, out),
     }
 }
 
@@ -301,7 +303,9 @@ pub mod family {
     pub const MATH: u32 = 1 << 13;
     /// Gather (embeddings), GatherElements, Tile/Expand.
     pub const INDEX: u32 = 1 << 14;
-    pub const ALL: u32 = (1 << 15) - 1;
+    /// `Recurrent`: LSTM, GRU and RNN layers over a sequence (f32, with `F32`).
+    pub const RECURRENT: u32 = 1 << 15;
+    pub const ALL: u32 = (1 << 16) - 1;
     /// An int8 CNN classifier (MobileNet, ResNet, EfficientNet-Lite, SqueezeNet kinds):
     /// convolutions (depthwise too), elementwise, pooling, reshapes/concats/pads,
     /// FullyConnected, Softmax, Quantize/Dequantize. A ShuffleNet also needs `SHUFFLE`.
@@ -344,6 +348,7 @@ pub mod family {
             Quantize | Dequantize => QUANTIZE,
             Binary | Where | Reduce => MATH,
             Gather | Tile => INDEX,
+            Recurrent => RECURRENT,
         }
     }
 
@@ -486,6 +491,7 @@ mod tests {
             family::SHUFFLE,
             family::MATH,
             family::INDEX,
+            family::RECURRENT,
         ];
         for code in 0..OP_KIND_COUNT as u16 {
             let Some(kind) = OpKind::from_code(code) else {

@@ -130,8 +130,8 @@ fn chain(r: &mut Rng, layers: usize) -> Vec<u8> {
     b.finish().expect("valid chain")
 }
 
-const CONV: u32 = 1 << OpKind::Conv as u16;
-const LUT: u32 = 1 << OpKind::Lut as u16;
+const CONV: cairn_core::op::Kinds = 1 << OpKind::Conv as u16;
+const LUT: cairn_core::op::Kinds = 1 << OpKind::Lut as u16;
 
 fn outputs_cpu(m: Model<'_>, input: &[u8]) -> Vec<u8> {
     let mut arena = vec![0u8; m.arena_bytes() + 16];

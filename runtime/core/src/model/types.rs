@@ -157,7 +157,9 @@ impl<'a> Model<'a> {
                     && indices_ok
                     && (op.kind != Reduce || arg || selects_nonempty(op, &x))
             }
-            Binary | Where | Reduce | Gather | Tile if K & op::PLAIN_KINDS != 0 && has(op.kind) => {
+            Binary | Where | Reduce | Gather | Tile | Recurrent
+                if K & op::PLAIN_KINDS != 0 && has(op.kind) =>
+            {
                 let ins = (0..op.n_in).filter_map(info);
                 let plain = ins.chain([y]).all(|i| i.quant == Quant::None);
                 plain && self.plain_types_ok(op, &x, &y)
@@ -234,8 +236,8 @@ pub fn weights_variant(id: KernelId, w: Option<&TensorInfo>) -> KernelId {
 }
 
 impl Model<'_> {
-    /// The dtypes of the unquantized kinds (Binary, Where, Reduce, Gather, Tile): f32
-    /// values, i32 for booleans and indices.
+    /// The dtypes of the unquantized kinds (Binary, Where, Reduce, Gather, Tile,
+    /// Recurrent): f32 values, i32 for booleans and indices.
     fn plain_types_ok(&self, op: &OpView<'_>, x: &TensorInfo, y: &TensorInfo) -> bool {
         use crate::op::{BinaryFn, ReduceFn};
         let dtype = |k: usize| op.input(k).map(|t| self.tensor(t).info.dtype);
@@ -264,6 +266,11 @@ impl Model<'_> {
             }
             OpKind::Gather => value(x.dtype) && dtype(1) == i32_ && y.dtype == x.dtype,
             OpKind::Tile => value(x.dtype) && y.dtype == x.dtype,
+            OpKind::Recurrent => {
+                (0..op.n_in).all(|k| dtype(k).is_none_or(|d| d == DType::F32))
+                    && x.dtype == DType::F32
+                    && y.dtype == DType::F32
+            }
             _ => false,
         }
     }
@@ -323,6 +330,8 @@ impl Model<'_> {
             OpKind::ConvTranspose => w.map_or(0, |w| n(&x.shape) * (w.shape.prod(1, 4) as u64)),
             OpKind::FullyConnected => w.map_or(0, |w| n(&y.shape) * w.shape.dim(1) as u64),
             OpKind::BatchMatMul => n(&y.shape) * x.shape.dim(x.shape.rank() - 1) as u64,
+            // The recurrent products: T·B steps of [H] × [H, G·H].
+            OpKind::Recurrent => w.map_or(0, |w| n(&x.shape) * w.shape.dim(0) as u64),
             _ => 0,
         }
     }

@@ -1,4 +1,4 @@
-//! Shape rules of the kinds `Binary`, `Where`, `Reduce`, `Gather` and `Tile`.
+//! Shape rules of the kinds `Binary`, `Where`, `Reduce`, `Gather`, `Tile` and `Recurrent`.
 
 use super::{dims_usize, BinaryFn, OpKind, ReduceFn, ShapeError};
 use crate::shape::{broadcast, Shape, MAX_RANK};
@@ -25,8 +25,70 @@ pub(super) fn infer(
         OpKind::Reduce => reduce(p, &x),
         OpKind::Gather => gather(p, &x, &get(1)?),
         OpKind::Tile => tile(&x, declared),
+        OpKind::Recurrent => recurrent(p, ins),
         _ => Err(Param),
     }
+}
+
+/// `Recurrent` (`super::recurrent`): `[T (+ 1), B, H]` from the projections `[T, B, G·H]`
+/// and the transposed recurrent weights `[H, G·H]`, every optional input sized to them.
+fn recurrent(p: &[i32], ins: &[Option<Shape>]) -> Result<Shape, ShapeError> {
+    use super::recurrent as r;
+    use ShapeError::*;
+    let cell = p[r::CELL];
+    let g = r::gates(cell).ok_or(Param)?;
+    let flags = p[r::FLAGS];
+    let allowed = r::REVERSE
+        | match cell {
+            r::LSTM => r::CELL_STATE_ROW,
+            r::GRU => r::LINEAR_BEFORE_RESET,
+            _ => 0,
+        };
+    if flags & !allowed != 0 {
+        return Err(Param);
+    }
+    // A clip is positive (+∞: none); NaN is refused.
+    let clip = f32::from_bits(p[r::CLIP] as u32);
+    if clip.is_nan() || clip <= 0.0 {
+        return Err(Param);
+    }
+    for k in 0..r::activations(cell) {
+        super::UnaryFn::from_code(p[r::ACTS + 3 * k]).ok_or(Param)?;
+    }
+    let get = |i: usize| ins.get(i).copied().flatten();
+    let (x, w) = (get(0).ok_or(Mismatch)?, get(1).ok_or(Mismatch)?);
+    if x.rank() != 3 || w.rank() != 2 {
+        return Err(Rank);
+    }
+    let (t, b, h) = (x.dim(0), x.dim(1), w.dim(0));
+    if !(1..=r::MAX_HIDDEN).contains(&h) || t == 0 {
+        return Err(Param);
+    }
+    // h ≤ MAX_HIDDEN: these products cannot overflow.
+    let gh = g * h;
+    if x.dim(2) != gh || w.dim(1) != gh {
+        return Err(Mismatch);
+    }
+    let lstm = cell == r::LSTM;
+    if !lstm && (get(4).is_some() || get(5).is_some()) {
+        return Err(Mismatch);
+    }
+    let state = [b, h];
+    let sized = |i: usize, dims: &[usize]| match get(i) {
+        None => Ok(()),
+        Some(s) if s.rank() == dims.len() && (0..s.rank()).all(|k| s.dim(k) == dims[k]) => Ok(()),
+        Some(_) => Err(Mismatch),
+    };
+    sized(2, &[gh])?;
+    sized(3, &state)?;
+    sized(4, &state)?;
+    sized(5, &[3 * h])?;
+    let rows = if flags & r::CELL_STATE_ROW != 0 {
+        t.checked_add(1).ok_or(Overflow)?
+    } else {
+        t
+    };
+    Shape::new(&[rows, b, h]).ok_or(Overflow)
 }
 
 /// The shape after reducing the axes in `mask` (kept as 1 with `keep`).

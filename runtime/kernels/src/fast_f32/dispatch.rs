@@ -1,6 +1,6 @@
 //! The entry for the f32 fast paths of `deconv.rs`, `matmul.rs`, `unary.rs`, `binary.rs`
 //! (Add/Sub/Mul/Div/PRelu and the f32 `Binary` functions), `softmax.rs`, `layer_norm.rs`
-//! `pool.rs` and `topk.rs` (called from `CpuBackend`'s dispatch), and the per-thread
+//! `pool.rs`, `topk.rs` and `recurrent.rs` (called from `CpuBackend`'s dispatch), and the per-thread
 //! count of ops that these and the large-patch, few-channel Conv and multi-row
 //! FullyConnected paths ran, by which tests check that a path was taken.
 
@@ -26,6 +26,7 @@ pub fn covers(kind: OpKind) -> bool {
             | ReduceMean
             | Binary
             | Reduce
+            | Recurrent
     )
 }
 
@@ -43,6 +44,7 @@ pub fn execute(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), 
             super::binary::binary_f32(call, out)
         }
         OpKind::Binary => super::binary::math_f32(call, out),
+        OpKind::Recurrent => super::recurrent::recurrent_f32(call, out),
         #[cfg(feature = "std")]
         OpKind::Reduce => {
             super::topk::top_k(call, out).or_else(|| crate::reduce::reduce_fast(call, out))

@@ -69,7 +69,7 @@ const TANH_P: [f32; 5] = [
 ];
 
 /// Whether this path computes `f` (with parameter `a`: Pow's exponent).
-fn covers(f: UnaryFn, a: f32) -> bool {
+pub(super) fn covers(f: UnaryFn, a: f32) -> bool {
     use UnaryFn::*;
     (f == Pow && (a == 1.0 || a == 2.0 || a == 3.0))
         || matches!(
@@ -172,7 +172,7 @@ pub fn unary_f32(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<()
 /// these arithmetic operations (MobileNetV3-style models apply it after most convs). The
 /// same operations as `avx2::apply`'s, lane for lane, so the same bits.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use cairn_core::op::UnaryFn;
     use core::arch::x86_64::*;
 
@@ -274,7 +274,7 @@ mod avx512 {
     /// `avx2::exp` on sixteen lanes: the same reduction, polynomial and two-half scaling.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn exp(x: __m512) -> __m512 {
+    pub(in crate::fast_f32) fn exp(x: __m512) -> __m512 {
         let xc = _mm512_min_ps(
             _mm512_set1_ps(89.0),
             _mm512_max_ps(_mm512_set1_ps(-104.0), x),
@@ -306,7 +306,7 @@ mod avx512 {
     /// `avx2::tanh` on sixteen lanes.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn tanh(x: __m512) -> __m512 {
+    pub(in crate::fast_f32) fn tanh(x: __m512) -> __m512 {
         let ax = _mm512_abs_ps(x);
         let z = _mm512_mul_ps(x, x);
         let mut p = _mm512_set1_ps(super::TANH_P[0]);
@@ -617,7 +617,7 @@ pub(super) mod avx2 {
     /// an assist per saturated lane.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    fn sigmoid(x: __m256) -> __m256 {
+    pub(in crate::fast_f32) fn sigmoid(x: __m256) -> __m256 {
         let e = exp_flush(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
         _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
@@ -625,7 +625,7 @@ pub(super) mod avx2 {
     /// tanh: Cephes' `x + x³·P(x²)` for |x| < 0.625, else `sign(x)·(1 − 2/(e^{2|x|} + 1))`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    fn tanh(x: __m256) -> __m256 {
+    pub(in crate::fast_f32) fn tanh(x: __m256) -> __m256 {
         let sign = _mm256_set1_ps(-0.0);
         let ax = _mm256_andnot_ps(sign, x);
         let z = _mm256_mul_ps(x, x);
