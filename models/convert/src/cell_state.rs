@@ -118,6 +118,43 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             }
         }
     };
+    // h and its way out through data movement (the sequence output's concat and
+    // reshapes), so the next layer's projection reads it as it is instead of rounded
+    // twice (static int8, then its rows at run time); not into a tensor that another kind
+    // of op reads (a conv over the sequence would run f32), which keeps its range.
+    let hidden_out = |h: usize, ranges: &mut Ranges| {
+        let for_projections = |t: usize| {
+            links.readers(t).iter().all(|&r| {
+                matches!(
+                    g.ops[r].kind,
+                    Reshape
+                        | Transpose
+                        | Concat
+                        | Slice
+                        | Split
+                        | Gather
+                        | FullyConnected
+                        | BatchMatMul
+                )
+            })
+        };
+        let mut next = vec![h];
+        while let Some(t) = next.pop() {
+            if t != h && (!for_projections(t) || ranges.remove(&t).is_none()) {
+                continue;
+            }
+            ranges.remove(&t);
+            for &r in links.readers(t) {
+                let o = &g.ops[r];
+                if matches!(
+                    o.kind,
+                    Reshape | Transpose | Concat | Slice | Split | Gather
+                ) {
+                    next.extend(o.outputs.iter().copied());
+                }
+            }
+        }
+    };
     // h = o·tanh(c) from a cell state c: the tanh, the product and the output gate.
     let hidden = |c: usize, ranges: &mut Ranges| {
         for &r in links.readers(c) {
@@ -132,42 +169,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                     continue;
                 };
                 pre_activation(og, ranges);
-                // h and its way out through data movement (the sequence output's concat
-                // and reshapes), so the next layer's projection reads it as it is
-                // instead of rounded twice (static int8, then its rows at run time);
-                // not into a tensor that another kind of op reads (a conv over the
-                // sequence would run f32), which keeps its range.
-                let for_projections = |t: usize| {
-                    links.readers(t).iter().all(|&r| {
-                        matches!(
-                            g.ops[r].kind,
-                            Reshape
-                                | Transpose
-                                | Concat
-                                | Slice
-                                | Split
-                                | Gather
-                                | FullyConnected
-                                | BatchMatMul
-                        )
-                    })
-                };
-                let mut next = vec![h];
-                while let Some(t) = next.pop() {
-                    if t != h && (!for_projections(t) || ranges.remove(&t).is_none()) {
-                        continue;
-                    }
-                    ranges.remove(&t);
-                    for &r in links.readers(t) {
-                        let o = &g.ops[r];
-                        if matches!(
-                            o.kind,
-                            Reshape | Transpose | Concat | Slice | Split | Gather
-                        ) {
-                            next.extend(o.outputs.iter().copied());
-                        }
-                    }
-                }
+                hidden_out(h, ranges);
             }
         }
     };
@@ -256,4 +258,110 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         hidden(c, ranges);
     }
     cells
+}
+
+/// `Recurrent` ops in a calibrated conversion: the op is f32, and so are the outputs of
+/// the projections that feed it (the gates' pre-activations, for the reason
+/// [`keep_cell_states_f32`] gives) and its hidden states on their way to the next
+/// layer's projections, which then quantize their rows at run time. Returns the number
+/// of such ops.
+pub fn keep_recurrences_f32(g: &Graph, ranges: &mut Ranges) -> usize {
+    use OpKind::*;
+    let links = crate::ir::Links::of(g);
+    let mut n = 0;
+    for op in g.ops.iter().filter(|o| o.kind == Recurrent) {
+        n += 1;
+        // The projections back through data movement.
+        let mut t = op.inputs.first().copied().flatten();
+        for _ in 0..4 {
+            let Some(x) = t else { break };
+            if g.inputs.contains(&x) || g.tensors[x].is_const() {
+                break;
+            }
+            let Some(p) = links.producer(x).map(|p| &g.ops[p]) else {
+                break;
+            };
+            ranges.remove(&x);
+            t = match p.kind {
+                Reshape | Transpose => p.inputs.first().copied().flatten(),
+                FullyConnected | BatchMatMul => {
+                    // Its input too where that is only moved data of a graph input (as
+                    // an unrolled cell's projections: rounded once, at run time).
+                    let mut x = p.inputs.first().copied().flatten();
+                    let mut path = vec![];
+                    while let Some(t) = x {
+                        if links.readers(t).len() != 1 || g.tensors[t].is_const() {
+                            break;
+                        }
+                        path.push(t);
+                        if g.inputs.contains(&t) {
+                            for t in path.drain(..) {
+                                ranges.remove(&t);
+                            }
+                            break;
+                        }
+                        x = links
+                            .producer(t)
+                            .map(|p| &g.ops[p])
+                            .filter(|o| matches!(o.kind, Reshape | Transpose))
+                            .and_then(|o| o.inputs.first().copied().flatten());
+                    }
+                    None
+                }
+                _ => None,
+            };
+        }
+        // The initial states back to where they come from (a graph input, through data
+        // movement), as an unrolled cell's previous state.
+        for k in [3, 4] {
+            let mut t = op.inputs.get(k).copied().flatten();
+            for _ in 0..8 {
+                let Some(x) = t else { break };
+                if g.inputs.contains(&x) || g.tensors[x].is_const() {
+                    break;
+                }
+                let Some(p) = links.producer(x).map(|p| &g.ops[p]) else {
+                    break;
+                };
+                if !matches!(p.kind, Reshape | Transpose | Gather | Slice | Split) {
+                    break;
+                }
+                ranges.remove(&x);
+                t = p.inputs.first().copied().flatten();
+            }
+        }
+        // The hidden states through data movement to projections (as `hidden_out`).
+        let mut next = vec![op.outputs[0]];
+        while let Some(t) = next.pop() {
+            ranges.remove(&t);
+            for &r in links.readers(t) {
+                let o = &g.ops[r];
+                if !matches!(
+                    o.kind,
+                    Reshape | Transpose | Concat | Slice | Split | Gather
+                ) {
+                    continue;
+                }
+                for &y in &o.outputs {
+                    let to_projections = links.readers(y).iter().all(|&r| {
+                        matches!(
+                            g.ops[r].kind,
+                            Reshape
+                                | Transpose
+                                | Concat
+                                | Slice
+                                | Split
+                                | Gather
+                                | FullyConnected
+                                | BatchMatMul
+                        )
+                    });
+                    if to_projections {
+                        next.push(y);
+                    }
+                }
+            }
+        }
+    }
+    n
 }

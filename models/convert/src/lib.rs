@@ -102,6 +102,9 @@ pub struct Options {
     /// The folder of the model file: where tensors stored as ONNX external data are read
     /// from (`onnx::load_model_in`). `None`: such a tensor is an error.
     pub external_data_dir: Option<std::path::PathBuf>,
+    /// Unroll every LSTM, GRU and RNN into per-step ops instead of one `Recurrent` op per
+    /// direction (`lower::LowerOptions::fused_recurrent` says which the default fuses).
+    pub unroll_recurrent: bool,
 }
 
 /// The bound `--int8-error-limit` suggests: 5% relative L2 error. Compact activations
@@ -164,6 +167,7 @@ impl Default for Options {
             weight_bits: WeightBits::Auto,
             smooth: false,
             external_data_dir: None,
+            unroll_recurrent: false,
         }
     }
 }
@@ -189,6 +193,11 @@ impl Options {
             const_inputs: self.const_inputs.clone(),
             extra_outputs: self.extra_outputs.clone(),
             clamp_fake_quant: self.float,
+            recurrent_max_hidden: if self.unroll_recurrent {
+                0
+            } else {
+                lower::LowerOptions::fused_recurrent(!self.float && !self.calibration.is_empty())
+            },
         }
     }
 }

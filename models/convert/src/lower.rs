@@ -43,6 +43,25 @@ pub struct LowerOptions {
     /// clamp the float model computes something else. An int8 conversion clamps there by
     /// quantizing, so it leaves this off.
     pub clamp_fake_quant: bool,
+    /// LSTM, GRU and RNN directions whose hidden size is at most this become one
+    /// `Recurrent` op each (0: every one is unrolled into per-step ops; at most
+    /// `cairn_core::op::recurrent::MAX_HIDDEN`). [`LowerOptions::fused_recurrent`]: the
+    /// limit a conversion uses.
+    pub recurrent_max_hidden: usize,
+}
+
+impl LowerOptions {
+    /// The hidden sizes whose recurrences run as one `Recurrent` op: every one the op
+    /// holds in a float conversion; up to 128 in an int8 one, where the unrolled cell
+    /// reads its recurrent weights as int8 (`FullyConnected.f32-w8`): a wide cell's step
+    /// is bound by those weights' bytes, a narrow one's by its dozen ops.
+    pub fn fused_recurrent(int8: bool) -> usize {
+        if int8 {
+            128
+        } else {
+            cairn_core::op::recurrent::MAX_HIDDEN
+        }
+    }
 }
 
 pub(crate) struct Lower<'m> {
@@ -62,11 +81,14 @@ pub(crate) struct Lower<'m> {
     /// and pair params (one however many DequantizeLinear nodes read its QuantizeLinear).
     clamp_fake_quant: bool,
     fake_clamps: HashMap<(usize, u32, i32), usize>,
+    /// `LowerOptions::recurrent_max_hidden`.
+    pub(crate) recurrent_max_hidden: usize,
 }
 
 pub fn lower(model: &ModelProto, opts: &LowerOptions) -> Result<(Graph, Vec<String>)> {
     let (mut l, graph) = Lower::start(model)?;
     l.clamp_fake_quant = opts.clamp_fake_quant;
+    l.recurrent_max_hidden = opts.recurrent_max_hidden;
     // TensorProto data types 2 (uint8) and 3 (int8).
     l.g.int8_weights = graph
         .initializer
@@ -286,6 +308,7 @@ impl<'m> Lower<'m> {
             one_hot: HashMap::new(),
             clamp_fake_quant: false,
             fake_clamps: HashMap::new(),
+            recurrent_max_hidden: 0,
         };
         for init in &graph.initializer {
             let t = tensor_from_proto(init)?;

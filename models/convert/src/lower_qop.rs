@@ -1191,7 +1191,7 @@ fn dynamic_quantize_lstm(l: &mut Lower, n: &NodeProto) -> Result<()> {
         attribute: n.attribute.clone(),
         ..Default::default()
     };
-    let r = crate::lower_rnn::lower_rnn_op(l, &node);
+    let r = crate::lower_rnn::lower_rnn_unrolled(l, &node);
     for name in &inputs[1..3] {
         l.vals.remove(name);
     }

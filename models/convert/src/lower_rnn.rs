@@ -1,6 +1,14 @@
-//! LSTM, GRU and RNN, unrolled over their (static) sequence length into cairn ops.
+//! LSTM, GRU and RNN: each direction one `Recurrent` op where the lowering options allow
+//! its hidden size (`LowerOptions::recurrent_max_hidden`), otherwise unrolled over the
+//! (static) sequence length into cairn ops.
 //!
-//! Per direction, the input projection of every step is one FullyConnected over the whole
+//! Either way the input projection of every step is one FullyConnected over the whole
+//! sequence, with the biases that fold into it. The fused op then runs the recurrence
+//! itself (the recurrent weights transposed to `[H, G·H]` at convert time); it is f32, so
+//! a calibrated model keeps its recurrences f32, as it keeps an unrolled cell's state and
+//! gates (`cell_state`).
+//!
+//! Unrolled, per direction, the input projection of every step is one FullyConnected over the whole
 //! sequence (`[T·B, I] × [G·H, I]ᵀ`, both biases folded in where the equations allow);
 //! each step then adds the recurrent projection of the previous hidden state (one
 //! FullyConnected), splits the gates, applies the activations and combines them with
@@ -100,6 +108,15 @@ pub(crate) fn lower_rnn_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
     Ok(true)
 }
 
+/// [`lower_rnn_op`] with every direction unrolled (an LSTM whose weights were given as
+/// integers runs its unrolled steps' products on them).
+pub(crate) fn lower_rnn_unrolled(l: &mut Lower, n: &NodeProto) -> Result<bool> {
+    let keep = std::mem::replace(&mut l.recurrent_max_hidden, 0);
+    let r = lower_rnn_op(l, n);
+    l.recurrent_max_hidden = keep;
+    r
+}
+
 struct Rnn {
     cell: Cell,
     /// Sequence length, batch, hidden size, directions.
@@ -112,6 +129,8 @@ struct Rnn {
     clip: Option<f32>,
     linear_before_reset: bool,
     acts: Vec<Act>,
+    /// Each direction one `Recurrent` op.
+    fused: bool,
 }
 
 impl Rnn {
@@ -182,6 +201,10 @@ impl Rnn {
             clip: a.has("clip").then(|| a.float("clip", 0.0)),
             linear_before_reset: a.int("linear_before_reset", 0) != 0,
             acts: activations(n, cell, dirs)?,
+            fused: h
+                <= l.recurrent_max_hidden
+                    .min(cairn_core::op::recurrent::MAX_HIDDEN)
+                && l.g.tensors[r].dtype == cairn_core::DType::F32,
         })
     }
 
@@ -242,6 +265,7 @@ impl Rnn {
             None
         };
         let x2 = l.reshape(x, &[t * b, input])?;
+        let want_c = self.cell == Cell::Lstm && n.output.get(2).is_some_and(|s| !s.is_empty());
         let mut ys = Vec::new();
         let (mut hs, mut cs) = (Vec::new(), Vec::new());
         for d in 0..self.dirs {
@@ -263,7 +287,11 @@ impl Rnn {
                 acts: self.acts[d * self.acts.len() / self.dirs..][..self.acts.len() / self.dirs]
                     .to_vec(),
             };
-            let (y, hl, cl) = self.direction(l, x2, &dir)?;
+            let (y, hl, cl) = if self.fused {
+                self.fused_direction(l, x2, &dir, want_c)?
+            } else {
+                self.direction(l, x2, &dir)?
+            };
             ys.push(y);
             hs.push(hl);
             cs.push(cl);
@@ -294,6 +322,77 @@ impl Rnn {
             l.out(n, k, Val::T(s));
         }
         Ok(())
+    }
+
+    /// One direction as one `Recurrent` op: (Y as [T, B, H], last H [1, B, H], last C
+    /// when `want_c`).
+    fn fused_direction(
+        &self,
+        l: &mut Lower,
+        x2: usize,
+        d: &Dir,
+        want_c: bool,
+    ) -> Result<(usize, usize, Option<usize>)> {
+        use cairn_core::op::recurrent as rc;
+        let (t, b, h, g) = (self.t, self.b, self.h, self.cell.gates());
+        let gh = g * h;
+        let lbr = self.cell == Cell::Gru && self.linear_before_reset;
+        // Wb + Rb into the projections, except under linear_before_reset, where the op
+        // adds Rb itself (its h part sits inside the reset product).
+        let (in_bias, rb) = match d.bias {
+            None => (None, None),
+            Some(bias) => {
+                let wb = take(l, bias, 0, 0, gh)?;
+                let rb = take(l, bias, 0, gh, gh)?;
+                if lbr {
+                    (Some(wb), Some(rb))
+                } else {
+                    (Some(l.binary(OpKind::Add, wb, rb)?), None)
+                }
+            }
+        };
+        let xp = proj(l, x2, d.w, in_bias)?;
+        let xp = l.reshape(xp, &[t, b, gh])?;
+        let rt = l.transpose(d.r, &[1, 0])?;
+        let state = |l: &mut Lower, s: Option<usize>| -> Result<Option<usize>> {
+            s.map(|s| l.reshape(s, &[b, h])).transpose()
+        };
+        let h0 = state(l, d.h0)?;
+        let c0 = state(l, d.c0)?;
+        let (cell, mut flags) = match self.cell {
+            Cell::Lstm => (rc::LSTM, 0),
+            Cell::Gru => (rc::GRU, if lbr { rc::LINEAR_BEFORE_RESET } else { 0 }),
+            Cell::Rnn => (rc::RNN, 0),
+        };
+        if d.backward {
+            flags |= rc::REVERSE;
+        }
+        if want_c {
+            flags |= rc::CELL_STATE_ROW;
+        }
+        let mut params = vec![0i32; rc::LEN];
+        params[rc::CELL] = cell;
+        params[rc::FLAGS] = flags;
+        params[rc::CLIP] = self.clip.unwrap_or(f32::INFINITY).to_bits() as i32;
+        for (k, a) in d.acts.iter().enumerate().take(rc::activations(cell)) {
+            params[rc::ACTS + 3 * k] = a.0 as i32;
+            params[rc::ACTS + 3 * k + 1] = a.1.to_bits() as i32;
+            params[rc::ACTS + 3 * k + 2] = a.2.to_bits() as i32;
+        }
+        let mut inputs = vec![Some(xp), Some(rt), rb, h0, c0, d.peep];
+        while inputs.last() == Some(&None) {
+            inputs.pop();
+        }
+        let rows = t + usize::from(want_c);
+        let out = l.op(OpKind::Recurrent, inputs, params, &[rows, b, h])?;
+        let y = take(l, out, 0, 0, t)?;
+        let last = take(l, y, 0, if d.backward { 0 } else { t - 1 }, 1)?;
+        let c = if want_c {
+            Some(take(l, out, 0, t, 1)?)
+        } else {
+            None
+        };
+        Ok((y, last, c))
     }
 
     /// One direction over the whole sequence: (Y as [T, B, H], last H [1, B, H], last C).

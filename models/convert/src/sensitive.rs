@@ -17,7 +17,7 @@ use cairn_core::op::UnaryFn;
 use cairn_core::quant::quantize_f32;
 use cairn_core::{DType, OpKind};
 
-pub use crate::cell_state::keep_cell_states_f32;
+pub use crate::cell_state::{keep_cell_states_f32, keep_recurrences_f32};
 use crate::ir::{Graph, HOp};
 use crate::quantize::{params_for_range, Ranges};
 
@@ -527,6 +527,12 @@ pub fn default_passes(
     if cells > 0 {
         notes.push(format!(
             "{cells} LSTM cell states stay f32 (the recurrence c = f·c + i·g and its products: an unbounded state an int8 step would round on every step)"
+        ));
+    }
+    let fused = keep_recurrences_f32(g, ranges);
+    if fused > 0 {
+        notes.push(format!(
+            "{fused} recurrent layers (Recurrent ops) stay f32 with the projections' outputs that feed them and their hidden states on the way to the next projections"
         ));
     }
     let kept = crate::refine::keep_decision_layer_f32(g, ranges);

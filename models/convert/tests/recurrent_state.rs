@@ -83,6 +83,15 @@ fn assert_int8_conv(g: &Graph, ranges: &Ranges, seed: u64) {
 const I: usize = 16;
 const H: usize = 32;
 
+/// Recurrences unrolled into per-step ops (what an int8 conversion does with cells wider
+/// than 128): the passes below find the cell in them.
+fn unrolled() -> Options {
+    Options {
+        unroll_recurrent: true,
+        ..Options::default()
+    }
+}
+
 /// x [1, 1, I] and state [2, 1, H] (h, c) in; the LSTM's Y and the new state out. The
 /// forget gate's bias is high, so the cell state integrates to tens while h stays in ±1.
 fn lstm_model(seed: u64) -> Vec<u8> {
@@ -166,7 +175,7 @@ fn stream_err(q: &Graph, want: &[Vec<f32>], xs: &[Vec<f32>]) -> f32 {
 #[test]
 fn an_lstm_cell_state_stays_f32_from_the_state_input_to_the_state_output() {
     let s0 = common::seed(57);
-    let (g, _) = float_graph(&lstm_model(s0), &Options::default()).unwrap();
+    let (g, _) = float_graph(&lstm_model(s0), &unrolled()).unwrap();
     let mut s = s0 ^ 0x5eed;
     let xs: Vec<Vec<f32>> = (0..160).map(|_| rand_vec(&mut s, I, 1.0)).collect();
     let (_, fed) = stream(&g, &xs[..96]);
@@ -428,8 +437,8 @@ fn a_conv_lstm_keeps_its_conv_int8() {
 
 /// An LSTM whose sequence output a conv reads (through a reshape and a transpose): h goes
 /// f32 with the cell, but not the tensor the conv reads, so the conv stays int8.
-#[test]
-fn a_conv_after_an_lstm_stays_int8() {
+/// `unroll`: as per-step ops, or as one `Recurrent` op.
+fn conv_after_lstm(unroll: bool) {
     const T: usize = 6;
     let s0 = common::seed(59);
     let mut s = s0;
@@ -468,10 +477,75 @@ fn a_conv_after_an_lstm_stays_int8() {
         output: vec![value("out", 1, &[1, 4, T as i64])],
         ..Default::default()
     };
-    let (g, _) = float_graph(&model_bytes(graph, 14), &Options::default()).unwrap();
+    let opts = if unroll {
+        unrolled()
+    } else {
+        Options::default()
+    };
+    let (g, _) = float_graph(&model_bytes(graph, 14), &opts).unwrap();
     let calib: Vec<Vec<Vec<f32>>> = (0..6).map(|_| vec![rand_vec(&mut s, T * I, 1.0)]).collect();
     // Every step, the first (its state is i·g alone) too.
-    let what = format!("{T} LSTM cell states stay f32");
+    let what = if unroll {
+        format!("{T} LSTM cell states stay f32")
+    } else {
+        "1 recurrent layers (Recurrent ops) stay f32".to_string()
+    };
     let (_, ranges) = passes_saying(&g, &calib, &what, s0);
     assert_int8_conv(&g, &ranges, s0);
+    if !unroll {
+        // The projection feeding the op lost its range (it writes f32).
+        let fc = g
+            .ops
+            .iter()
+            .find(|o| o.kind == cairn_core::OpKind::FullyConnected)
+            .map(|o| o.outputs[0]);
+        assert!(
+            fc.is_some_and(|t| !ranges.contains_key(&t)),
+            "CAIRN_SEED={s0}: the input projection kept its range"
+        );
+    }
+}
+
+#[test]
+fn a_conv_after_an_lstm_stays_int8() {
+    conv_after_lstm(true);
+}
+
+/// The same with the LSTM one `Recurrent` op (f32 whole): the conv after it stays int8.
+#[test]
+fn a_conv_after_a_fused_lstm_stays_int8() {
+    conv_after_lstm(false);
+}
+
+/// A streaming LSTM calibrated as one `Recurrent` op: the op and its input projection's
+/// output stay f32, the projection runs on int8 weights, and the streamed hidden state is
+/// as close to float as the unrolled cell's with the same passes.
+#[test]
+fn a_fused_lstm_streams_as_close_as_the_unrolled_cell() {
+    let s0 = common::seed(61);
+    let streamed = |opts: &Options| {
+        let (g, _) = float_graph(&lstm_model(s0), opts).unwrap();
+        let mut s = s0 ^ 0x5eed;
+        let xs: Vec<Vec<f32>> = (0..160).map(|_| rand_vec(&mut s, I, 1.0)).collect();
+        let (_, fed) = stream(&g, &xs[..96]);
+        let calib: Vec<Vec<Vec<f32>>> = fed.iter().step_by(6).cloned().collect();
+        let test = &xs[96..];
+        let (want, _) = stream(&g, test);
+        let (_, ranges, _) = ranges_and_passes(&g, &calib);
+        let (q1, rep) = quantize(&g, &ranges).unwrap();
+        let (q2, _) = rounded_weights_where_f32(&g, q1, &rep.values, &calib).unwrap();
+        let fused = q2
+            .ops
+            .iter()
+            .any(|o| o.kind == cairn_core::OpKind::Recurrent);
+        (stream_err(&q2, &want, test), fused)
+    };
+    let (fused_err, fused) = streamed(&Options::default());
+    let (unrolled_err, unrolled_fused) = streamed(&unrolled());
+    assert!(fused && !unrolled_fused, "CAIRN_SEED={s0}");
+    eprintln!("streamed h: fused {fused_err}, unrolled {unrolled_err}");
+    assert!(
+        fused_err < 0.05 && fused_err <= 1.25 * unrolled_err + 1e-3,
+        "CAIRN_SEED={s0}: fused {fused_err}, unrolled {unrolled_err}"
+    );
 }

@@ -601,6 +601,15 @@ fn a_long_carrier_chain_is_walked_in_one_round() {
     );
 }
 
+/// Recurrences unrolled into per-step ops (what an int8 conversion does with cells wider
+/// than 128), whose steps the tests below look at.
+fn unrolled() -> Options {
+    Options {
+        unroll_recurrent: true,
+        ..Options::default()
+    }
+}
+
 /// On two unrolled GRU layers under a tight bound: the error a refinement reports is the
 /// error of the ranges it returns (the graph quantized with them, run on the probe
 /// samples, against the float graph), and an op it moves takes the ops in its role at
@@ -613,7 +622,7 @@ fn the_reported_error_is_the_error_of_the_result() {
     use cairn_convert::refine::refine;
     let seed0 = common::seed(11);
     let (bytes, xs) = two_gru_layers(24, seed0);
-    let (g, _) = cairn_convert::float_graph(&bytes, &Options::default()).unwrap();
+    let (g, _) = cairn_convert::float_graph(&bytes, &unrolled()).unwrap();
     let mut ranges = calibrate(&g, &xs, Method::MinMax, |_| {}).unwrap();
     let done = refine(&g, &xs, &mut ranges, 0.01, 0.01, None).unwrap();
     assert!(!done.moved.is_empty(), "CAIRN_SEED={seed0}: nothing moved");
@@ -740,7 +749,7 @@ fn unrolled_nodes_can_stay_f32_whole() {
     use cairn_convert::quantize::{quantize, unrolled_in_f32, UNROLLED_OPS};
     let seed0 = common::seed(12);
     let (bytes, xs) = two_gru_layers(40, seed0);
-    let (g, _) = cairn_convert::float_graph(&bytes, &Options::default()).unwrap();
+    let (g, _) = cairn_convert::float_graph(&bytes, &unrolled()).unwrap();
     let per_node = |name: &str| g.ops.iter().filter(|o| o.name == name).count();
     let gru_names: Vec<String> = g
         .ops

@@ -91,6 +91,11 @@ pub struct ConvertArgs {
     /// on it, a shape from it) convert (repeatable). The model then has no such input.
     #[arg(long = "const-input", value_name = "NAME=NPY")]
     pub const_input: Vec<String>,
+    /// Unroll every LSTM, GRU and RNN into per-step ops. By default each direction of
+    /// hidden size up to 512 (128 in an int8 conversion, whose unrolled steps read int8
+    /// recurrent weights) is one `Recurrent` op.
+    #[arg(long)]
+    pub unroll_recurrent: bool,
 }
 
 /// `--weight-bits`: 7, 8 or auto.
@@ -117,6 +122,7 @@ impl Default for ConvertArgs {
             weight_bits: cairn_convert::WeightBits::Auto,
             smooth: false,
             const_input: vec![],
+            unroll_recurrent: false,
         }
     }
 }

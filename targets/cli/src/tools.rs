@@ -103,6 +103,7 @@ pub fn options(
         pack_weights: args.pack,
         weight_bits: args.weight_bits,
         smooth: args.smooth,
+        unroll_recurrent: args.unroll_recurrent,
         int8_error_limit: args
             .int8_error_limit
             .filter(|&l| l > 0.0)
