@@ -23,14 +23,19 @@ pub enum Variant {
     W8F32 = 5,
 }
 
-/// Kernel indices of the four base variants of kinds below 32 are `kind · 4 + variant`
-/// (below 128); `PackedI8` kernels take `128 + kind`, `W8F32` kernels `160 + kind`; the
-/// kinds from 32 on take six indices each from 192 (`192 + (kind − 32) · 6 + variant`),
-/// which holds kinds up to 41.
+/// Kernel indices of the four base variants are `slot · 4 + variant` (below 128);
+/// `PackedI8` kernels take `128 + slot`, `W8F32` kernels `160 + slot`, where a kind's slot
+/// is its code mod 32: code 0 is no kind, so code 32 takes its place (as in a
+/// `crate::op::Kinds` set, `op::kind_bit`).
 const PACKED_BASE: usize = 128;
-/// Kinds per packed block, and the first kind of the extended layout.
-const OLD_KINDS: usize = 32;
-const EXT_BASE: usize = 192;
+/// Slots per packed block.
+const SLOTS: usize = 32;
+
+/// The kind of `slot` (code 32 in slot 0).
+fn kind_of_slot(slot: usize) -> Option<OpKind> {
+    let code = if slot == 0 { SLOTS } else { slot };
+    OpKind::from_code(u16::try_from(code).ok()?)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -41,47 +46,35 @@ pub struct KernelId {
 
 impl KernelId {
     pub const fn index(self) -> usize {
-        let kind = self.kind as usize;
-        if kind >= OLD_KINDS {
-            return EXT_BASE + (kind - OLD_KINDS) * 6 + self.variant as usize;
-        }
+        let slot = self.kind as usize % SLOTS;
         match self.variant {
             // PackedI8 (4) from 128, W8F32 (5) from 160.
             v @ (Variant::PackedI8 | Variant::W8F32) => {
-                PACKED_BASE + (v as usize - 4) * OLD_KINDS + kind
+                PACKED_BASE + (v as usize - 4) * SLOTS + slot
             }
-            v => kind * 4 + v as usize,
+            v => slot * 4 + v as usize,
         }
     }
 
     pub fn from_index(i: usize) -> Option<KernelId> {
-        const VARIANTS: [Variant; 6] = [
-            Variant::F32,
-            Variant::I8,
-            Variant::DwF32,
-            Variant::DwI8,
-            Variant::PackedI8,
-            Variant::W8F32,
-        ];
-        if i >= EXT_BASE {
-            let j = i - EXT_BASE;
-            let kind = OpKind::from_code(u16::try_from(OLD_KINDS + j / 6).ok()?)?;
-            return Some(KernelId {
-                kind,
-                variant: VARIANTS[j % 6],
-            });
-        }
         if i >= PACKED_BASE {
             let j = i - PACKED_BASE;
-            let variant = VARIANTS[4 + j / OLD_KINDS];
-            let kind = OpKind::from_code((j % OLD_KINDS) as u16)?;
+            let variant = match j / SLOTS {
+                0 => Variant::PackedI8,
+                1 => Variant::W8F32,
+                _ => return None,
+            };
+            let kind = kind_of_slot(j % SLOTS)?;
             return Some(KernelId { kind, variant });
         }
-        let kind = OpKind::from_code(u16::try_from(i / 4).ok()?)?;
-        Some(KernelId {
-            kind,
-            variant: VARIANTS[i % 4],
-        })
+        let kind = kind_of_slot(i / 4)?;
+        let variant = match i % 4 {
+            0 => Variant::F32,
+            1 => Variant::I8,
+            2 => Variant::DwF32,
+            _ => Variant::DwI8,
+        };
+        Some(KernelId { kind, variant })
     }
 }
 
@@ -99,9 +92,7 @@ impl core::fmt::Display for KernelId {
     }
 }
 
-const _: () = assert!(
-    EXT_BASE == PACKED_BASE + 2 * OLD_KINDS && EXT_BASE + (OP_KIND_COUNT - OLD_KINDS) * 6 <= 256
-);
+const _: () = assert!(OP_KIND_COUNT <= SLOTS + 1 && PACKED_BASE == SLOTS * 4);
 
 /// A set of kernels, 256 bits, stored as 32 little-endian bytes in the header (bit `i`
 /// of the set is bit `i % 8` of byte `i / 8`). Held as u32 words: a 32-bit device zeroes

@@ -57,25 +57,33 @@ pub enum OpKind {
     Recurrent = 32,
 }
 
-/// Kind codes run from 1 to `OP_KIND_COUNT - 1`. A [`Kinds`] set holds codes up to 63,
-/// the kernel id layout (`crate::KernelId::index`) up to 47.
+/// Kind codes run from 1 to `OP_KIND_COUNT - 1`; the kernel id layout
+/// (`crate::KernelId::index`) and a [`Kinds`] set hold codes up to 32 (code 32 in the place
+/// of code 0, which is no kind).
 pub const OP_KIND_COUNT: usize = 33;
 
-/// A set of op kinds: bit `kind as u16` for each. Firmware that links only some kernels
+/// A set of op kinds: bit [`kind_bit`] for each. Firmware that links only some kernels
 /// loads models through `Model::parse_kinds::<K>`, which links only these kinds' load
-/// checks (shape and type rules) and refuses any other kind.
-pub type Kinds = u64;
+/// checks (shape and type rules) and refuses any other kind. 32 bits, not 64: a 32-bit
+/// device tests a 64-bit set in twice the instructions, in every load check.
+pub type Kinds = u32;
 
-/// Every op kind.
-pub const ALL_KINDS: Kinds = (Kinds::MAX >> (Kinds::BITS as usize - OP_KIND_COUNT)) & !1;
+/// The bit of `kind` in a [`Kinds`] set: `code mod 32`. Code 0 is no kind, so bit 0 holds
+/// code 32 (`Recurrent`).
+pub const fn kind_bit(kind: OpKind) -> Kinds {
+    1 << (kind as u16 % 32)
+}
+
+/// Every op kind (codes 1 to 32: every bit).
+pub const ALL_KINDS: Kinds = Kinds::MAX;
 
 /// The unquantized kinds for general models: `Binary`, `Where`, `Reduce`, `Gather`, `Tile`,
 /// `Recurrent`.
-pub const PLAIN_KINDS: Kinds = 0b111111 << OpKind::Binary as u16;
+pub const PLAIN_KINDS: Kinds = 0b11111 << OpKind::Binary as u16 | kind_bit(OpKind::Recurrent);
 
 /// Whether `set` holds `kind` (a constant test in code generic over the set).
 pub const fn has_kind(set: Kinds, kind: OpKind) -> bool {
-    set & (1 << kind as u16) != 0
+    set & kind_bit(kind) != 0
 }
 
 impl OpKind {

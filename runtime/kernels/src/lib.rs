@@ -361,7 +361,7 @@ pub mod family {
         while code < cairn_core::op::OP_KIND_COUNT as u16 {
             if let Some(kind) = OpKind::from_code(code) {
                 if f & of(kind) != 0 {
-                    set |= 1 << code;
+                    set |= cairn_core::op::kind_bit(kind);
                 }
             }
             code += 1;
@@ -377,11 +377,15 @@ pub mod family {
 pub struct Select<const F: u32>;
 
 impl<const F: u32> Select<F> {
+    /// The kinds of the families in `F`, computed at compile time.
+    const KINDS: cairn_core::op::Kinds = family::kinds(F);
+
     const fn has(kind: OpKind, variant: Variant) -> bool {
         let float = matches!(variant, Variant::F32 | Variant::W8F32)
             && !matches!(kind, OpKind::Quantize | OpKind::Dequantize);
         let packed = matches!(variant, Variant::PackedI8);
-        F & family::of(kind) != 0
+        // A bit test against a constant set (not a table lookup of each kind's family).
+        cairn_core::op::has_kind(Self::KINDS, kind)
             && (!float || F & family::F32 != 0)
             && (!packed || F & family::PACKED != 0)
     }

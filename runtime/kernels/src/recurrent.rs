@@ -168,16 +168,20 @@ impl<'a> Seq<'a> {
         };
         // The loader checked these (`op::rules`); a direct caller gets an error, not a
         // panic.
+        if h == 0 || h > r::MAX_HIDDEN {
+            return Err(ExecError::Shape);
+        }
+        // h ≤ MAX_HIDDEN: g·h, h·g·h and 3·h cannot overflow; t·b·g·h and b·h are
+        // checked (a 32-bit device's usize).
         let gh = g * h;
-        let fits = |v: Option<&[f32]>, n: usize| v.is_none_or(|v| v.len() == n);
-        if h == 0
-            || h > r::MAX_HIDDEN
-            || s.xp.len() != t * b * gh
+        let rows = t.checked_mul(b).ok_or(ExecError::Shape)?;
+        let fits = |v: Option<&[f32]>, n: Option<usize>| v.is_none_or(|v| Some(v.len()) == n);
+        if Some(s.xp.len()) != rows.checked_mul(gh)
             || s.rt.len() != h * gh
-            || !fits(s.rb, gh)
-            || !fits(s.h0, b * h)
-            || !fits(s.c0, b * h)
-            || !fits(s.peep, 3 * h)
+            || !fits(s.rb, Some(gh))
+            || !fits(s.h0, b.checked_mul(h))
+            || !fits(s.c0, b.checked_mul(h))
+            || !fits(s.peep, Some(3 * h))
         {
             return Err(ExecError::Shape);
         }
@@ -185,9 +189,12 @@ impl<'a> Seq<'a> {
     }
 
     /// Rows of the output: T, or T + 1 with the final cell state.
-    pub(crate) fn out_len(&self) -> usize {
-        let rows = self.t + usize::from(self.flags & r::CELL_STATE_ROW != 0);
-        rows * self.b * self.h
+    /// (`None` past `usize`: no output can hold it).
+    pub(crate) fn out_len(&self) -> Option<usize> {
+        let rows = self
+            .t
+            .checked_add(usize::from(self.flags & r::CELL_STATE_ROW != 0))?;
+        rows.checked_mul(self.b)?.checked_mul(self.h)
     }
 
     /// Whether the cell's functions are ONNX's defaults (sigmoid, then tanh).
@@ -232,7 +239,7 @@ impl<'a> Seq<'a> {
 
     /// Run every step, writing the output.
     pub(crate) fn run<S: Step>(&self, s: &S, out: &mut [f32]) -> Result<(), ExecError> {
-        if out.len() != self.out_len() {
+        if Some(out.len()) != self.out_len() {
             return Err(ExecError::Shape);
         }
         let (t, b, h, g) = (self.t, self.b, self.h, self.g);

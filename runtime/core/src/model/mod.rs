@@ -267,6 +267,7 @@ impl<'a> Model<'a> {
     /// [`crate::op::Kinds`]): only their shape and type rules are linked, and a model with
     /// another kind is refused with `MissingKernel`, as `Interpreter::new` would refuse it.
     /// Firmware passes the kinds of its kernel families (cairn-kernels' `family::kinds`).
+    #[inline(always)]
     pub fn parse_kinds<const K: Kinds>(bytes: &'a [u8]) -> Result<Model<'a>, LoadError> {
         let m = Self::parse_header(bytes)?;
         for i in 0..m.n_tensors {
