@@ -94,27 +94,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
                     todo.push((x, depth + 1));
                 }
             } else if projection {
-                // A projection that will quantize its rows at run time reads its input
-                // as it is where that input is only moved data of a graph input (a
-                // spectrogram transposed to steps): a static int8 step first would round
-                // it twice.
-                let mut x = p.inputs.first().copied().flatten();
-                let mut path = vec![];
-                while let Some(t) = x {
-                    if links.readers(t).len() != 1 || g.tensors[t].is_const() {
-                        break;
-                    }
-                    path.push(t);
-                    if g.inputs.contains(&t) {
-                        for t in path.drain(..) {
-                            ranges.remove(&t);
-                        }
-                        break;
-                    }
-                    x = made_by(t)
-                        .filter(|o| matches!(o.kind, Reshape | Transpose))
-                        .and_then(|o| o.inputs.first().copied().flatten());
-                }
+                projection_input_f32(g, &links, p, ranges);
             }
         }
     };
@@ -260,6 +240,36 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
     cells
 }
 
+/// A projection that will quantize its rows at run time reads its input as it is where
+/// that input is only moved data of a graph input (a spectrogram transposed to steps): a
+/// static int8 step first would round it twice. Drops the ranges along that path.
+fn projection_input_f32(
+    g: &Graph,
+    links: &crate::ir::Links,
+    p: &crate::ir::HOp,
+    ranges: &mut Ranges,
+) {
+    let mut x = p.inputs.first().copied().flatten();
+    let mut path = vec![];
+    while let Some(t) = x {
+        if links.readers(t).len() != 1 || g.tensors[t].is_const() {
+            break;
+        }
+        path.push(t);
+        if g.inputs.contains(&t) {
+            for t in path.drain(..) {
+                ranges.remove(&t);
+            }
+            break;
+        }
+        x = links
+            .producer(t)
+            .map(|o| &g.ops[o])
+            .filter(|o| matches!(o.kind, OpKind::Reshape | OpKind::Transpose))
+            .and_then(|o| o.inputs.first().copied().flatten());
+    }
+}
+
 /// `Recurrent` ops in a calibrated conversion: the op is f32, and so are the outputs of
 /// the projections that feed it (the gates' pre-activations, for the reason
 /// [`keep_cell_states_f32`] gives) and its hidden states on their way to the next
@@ -285,27 +295,8 @@ pub fn keep_recurrences_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             t = match p.kind {
                 Reshape | Transpose => p.inputs.first().copied().flatten(),
                 FullyConnected | BatchMatMul => {
-                    // Its input too where that is only moved data of a graph input (as
-                    // an unrolled cell's projections: rounded once, at run time).
-                    let mut x = p.inputs.first().copied().flatten();
-                    let mut path = vec![];
-                    while let Some(t) = x {
-                        if links.readers(t).len() != 1 || g.tensors[t].is_const() {
-                            break;
-                        }
-                        path.push(t);
-                        if g.inputs.contains(&t) {
-                            for t in path.drain(..) {
-                                ranges.remove(&t);
-                            }
-                            break;
-                        }
-                        x = links
-                            .producer(t)
-                            .map(|p| &g.ops[p])
-                            .filter(|o| matches!(o.kind, Reshape | Transpose))
-                            .and_then(|o| o.inputs.first().copied().flatten());
-                    }
+                    // Its input too, as an unrolled cell's projections.
+                    projection_input_f32(g, &links, p, ranges);
                     None
                 }
                 _ => None,

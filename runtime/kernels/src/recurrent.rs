@@ -103,6 +103,16 @@ impl Step for Plain {
     }
 }
 
+/// What a step reads: its projections (G·H), the previous hidden state, whether there is
+/// one (no initial state: the first step's product is left out) and the units a chunk
+/// takes.
+struct StepIn<'a> {
+    xrow: &'a [f32],
+    hp: &'a [f32],
+    have_h: bool,
+    unit: usize,
+}
+
 /// The op's inputs and parameters, checked against each other.
 pub(crate) struct Seq<'a> {
     cell: i32,
@@ -264,18 +274,20 @@ impl<'a> Seq<'a> {
             }
             for step in 0..t {
                 let ti = if reverse { t - 1 - step } else { step };
-                let xrow = &self.xp[(ti * b + bi) * gh..][..gh];
+                let st = StepIn {
+                    xrow: &self.xp[(ti * b + bi) * gh..][..gh],
+                    hp,
+                    have_h,
+                    unit,
+                };
                 let yrow = &mut out[(ti * b + bi) * h..][..h];
                 match self.cell {
-                    r::LSTM => self.lstm_step(s, xrow, hp, have_h, cp, yrow, &mut acc, unit),
+                    r::LSTM => self.lstm_step(s, &st, cp, yrow, &mut acc),
                     r::GRU if self.flags & r::LINEAR_BEFORE_RESET != 0 => {
-                        self.gru_lbr_step(s, xrow, hp, have_h, yrow, &mut acc, unit)
+                        self.gru_lbr_step(s, &st, yrow, &mut acc)
                     }
-                    r::GRU => {
-                        let rh = &mut rhbuf[..h];
-                        self.gru_step(s, xrow, hp, have_h, rh, yrow, &mut acc, unit)
-                    }
-                    _ => self.rnn_step(s, xrow, hp, have_h, yrow, &mut acc, unit),
+                    r::GRU => self.gru_step(s, &st, &mut rhbuf[..h], yrow, &mut acc),
+                    _ => self.rnn_step(s, &st, yrow, &mut acc),
                 }
                 hp.copy_from_slice(yrow);
                 have_h = true;
@@ -303,19 +315,15 @@ impl<'a> Seq<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn lstm_step<S: Step>(
         &self,
         s: &S,
-        xrow: &[f32],
-        hp: &[f32],
-        have_h: bool,
+        st: &StepIn<'_>,
         cp: &mut [f32],
         y: &mut [f32],
         acc: &mut [f32; ACC],
-        unit: usize,
     ) {
-        let h = self.h;
+        let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
         let mut u0 = 0;
         while u0 < h {
             let n = unit.min(h - u0);
@@ -386,18 +394,8 @@ impl<'a> Seq<'a> {
     }
 
     /// GRU with the reset gate on `h·R_hᵀ + Rb_h`: one pass.
-    #[allow(clippy::too_many_arguments)]
-    fn gru_lbr_step<S: Step>(
-        &self,
-        s: &S,
-        xrow: &[f32],
-        hp: &[f32],
-        have_h: bool,
-        y: &mut [f32],
-        acc: &mut [f32; ACC],
-        unit: usize,
-    ) {
-        let h = self.h;
+    fn gru_lbr_step<S: Step>(&self, s: &S, st: &StepIn<'_>, y: &mut [f32], acc: &mut [f32; ACC]) {
+        let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
         let mut u0 = 0;
         while u0 < h {
             let n = unit.min(h - u0);
@@ -443,19 +441,15 @@ impl<'a> Seq<'a> {
 
     /// GRU with the reset gate on `h` (ONNX's default): z and r first, then the h gate's
     /// product of `r·h`; z waits in the output row.
-    #[allow(clippy::too_many_arguments)]
     fn gru_step<S: Step>(
         &self,
         s: &S,
-        xrow: &[f32],
-        hp: &[f32],
-        have_h: bool,
+        st: &StepIn<'_>,
         rh: &mut [f32],
         y: &mut [f32],
         acc: &mut [f32; ACC],
-        unit: usize,
     ) {
-        let h = self.h;
+        let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
         let mut u0 = 0;
         while u0 < h {
             let n = unit.min(h - u0);
@@ -489,18 +483,8 @@ impl<'a> Seq<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn rnn_step<S: Step>(
-        &self,
-        s: &S,
-        xrow: &[f32],
-        hp: &[f32],
-        have_h: bool,
-        y: &mut [f32],
-        acc: &mut [f32; ACC],
-        unit: usize,
-    ) {
-        let h = self.h;
+    fn rnn_step<S: Step>(&self, s: &S, st: &StepIn<'_>, y: &mut [f32], acc: &mut [f32; ACC]) {
+        let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
         let mut u0 = 0;
         while u0 < h {
             let n = unit.min(h - u0);
