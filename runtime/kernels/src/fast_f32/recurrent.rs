@@ -69,7 +69,12 @@ impl Step for Avx2 {
     }
 
     fn apply(&self, act: Act, y: &mut [f32]) {
-        if super::unary::covers(act.f, act.a) {
+        if self.wide && act.f == cairn_core::op::UnaryFn::Tanh {
+            // An RNN's gate (or a gate of a cell without the default functions): sixteen
+            // lanes, the tail masked instead of copied through a stack vector.
+            // SAFETY: AVX-512F is present (`wide`); no source: `y` in place.
+            unsafe { super::unary::avx512::gelu_family(act.f, None, y) }
+        } else if super::unary::covers(act.f, act.a) {
             // SAFETY: AVX2 and FMA are present (as above); no source: `y` in place.
             unsafe { super::unary::avx2::apply(act.f, act.a, act.b, None, y) }
         } else {
