@@ -378,18 +378,19 @@ pub(super) mod avx2 {
                     i += 8;
                 }
                 if i < n {
-                    let mut buf = [0f32; 8];
-                    // SAFETY: the n − i < 8 floats from i are inside `src` and `y`; `buf`
-                    // holds 8.
-                    unsafe { core::ptr::copy_nonoverlapping(sp.add(i), buf.as_mut_ptr(), n - i) };
-                    // SAFETY: `buf` holds 8 floats.
-                    let $v = unsafe { _mm256_loadu_ps(buf.as_ptr()) };
+                    // The n − i < 8 last lanes through a mask (the others read as 0 and
+                    // are not written), not copied through a stack vector: a short row's
+                    // two copies cost more than its arithmetic.
+                    let m = _mm256_cmpgt_epi32(
+                        _mm256_set1_epi32((n - i) as i32),
+                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    );
+                    // SAFETY: the mask selects the n − i floats from i, inside `src` and
+                    // `y`; masked-off lanes are neither read nor written.
+                    let $v = unsafe { _mm256_maskload_ps(sp.add(i), m) };
                     let r = $body;
                     // SAFETY: as above.
-                    unsafe {
-                        _mm256_storeu_ps(buf.as_mut_ptr(), r);
-                        core::ptr::copy_nonoverlapping(buf.as_ptr(), yp.add(i), n - i);
-                    }
+                    unsafe { _mm256_maskstore_ps(yp.add(i), m, r) };
                 }
             }};
         }
