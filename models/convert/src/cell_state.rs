@@ -98,43 +98,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             }
         }
     };
-    // h and its way out through data movement (the sequence output's concat and
-    // reshapes), so the next layer's projection reads it as it is instead of rounded
-    // twice (static int8, then its rows at run time); not into a tensor that another kind
-    // of op reads (a conv over the sequence would run f32), which keeps its range.
-    let hidden_out = |h: usize, ranges: &mut Ranges| {
-        let for_projections = |t: usize| {
-            links.readers(t).iter().all(|&r| {
-                matches!(
-                    g.ops[r].kind,
-                    Reshape
-                        | Transpose
-                        | Concat
-                        | Slice
-                        | Split
-                        | Gather
-                        | FullyConnected
-                        | BatchMatMul
-                )
-            })
-        };
-        let mut next = vec![h];
-        while let Some(t) = next.pop() {
-            if t != h && (!for_projections(t) || ranges.remove(&t).is_none()) {
-                continue;
-            }
-            ranges.remove(&t);
-            for &r in links.readers(t) {
-                let o = &g.ops[r];
-                if matches!(
-                    o.kind,
-                    Reshape | Transpose | Concat | Slice | Split | Gather
-                ) {
-                    next.extend(o.outputs.iter().copied());
-                }
-            }
-        }
-    };
+    let hidden_out = |h: usize, ranges: &mut Ranges| hidden_out_f32(g, &links, h, ranges);
     // h = o·tanh(c) from a cell state c: the tanh, the product and the output gate.
     let hidden = |c: usize, ranges: &mut Ranges| {
         for &r in links.readers(c) {
@@ -193,21 +157,7 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         }
         // The previous state back to where it comes from: another step's cell (kept
         // above) or the initial state taken out of a graph input by data movement.
-        let mut t = prev;
-        for _ in 0..8 {
-            if g.inputs.contains(&t) || g.tensors[t].is_const() {
-                break;
-            }
-            let Some(p) = made_by(t) else { break };
-            if !matches!(p.kind, Reshape | Transpose | Gather | Slice | Split) {
-                break;
-            }
-            ranges.remove(&t);
-            match p.inputs.first().copied().flatten() {
-                Some(x) => t = x,
-                None => break,
-            }
-        }
+        state_back_f32(g, &links, prev, ranges);
     }
     // A first step, whose state is i·g alone (no previous state to forget): the same
     // cell, found by that product and the hidden state made from it (a tanh of it times
@@ -238,6 +188,68 @@ pub fn keep_cell_states_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         hidden(c, ranges);
     }
     cells
+}
+
+/// h and its way out through data movement (the sequence output's concat and reshapes),
+/// so the next layer's projection reads it as it is instead of rounded twice (static
+/// int8, then its rows at run time); not into a tensor that another kind of op reads (a
+/// conv over the sequence would run f32), which keeps its range.
+fn hidden_out_f32(g: &Graph, links: &crate::ir::Links, h: usize, ranges: &mut Ranges) {
+    use OpKind::*;
+    let for_projections = |t: usize| {
+        links.readers(t).iter().all(|&r| {
+            matches!(
+                g.ops[r].kind,
+                Reshape
+                    | Transpose
+                    | Concat
+                    | Slice
+                    | Split
+                    | Gather
+                    | FullyConnected
+                    | BatchMatMul
+            )
+        })
+    };
+    let mut next = vec![h];
+    while let Some(t) = next.pop() {
+        if t != h && (!for_projections(t) || ranges.remove(&t).is_none()) {
+            continue;
+        }
+        ranges.remove(&t);
+        for &r in links.readers(t) {
+            let o = &g.ops[r];
+            if matches!(
+                o.kind,
+                Reshape | Transpose | Concat | Slice | Split | Gather
+            ) {
+                next.extend(o.outputs.iter().copied());
+            }
+        }
+    }
+}
+
+/// A state back through data movement (up to eight ops) to where it comes from: another
+/// step's cell or a graph input, the ranges on the way dropped.
+fn state_back_f32(g: &Graph, links: &crate::ir::Links, t: usize, ranges: &mut Ranges) {
+    use OpKind::*;
+    let mut t = t;
+    for _ in 0..8 {
+        if g.inputs.contains(&t) || g.tensors[t].is_const() {
+            break;
+        }
+        let Some(p) = links.producer(t).map(|p| &g.ops[p]) else {
+            break;
+        };
+        if !matches!(p.kind, Reshape | Transpose | Gather | Slice | Split) {
+            break;
+        }
+        ranges.remove(&t);
+        match p.inputs.first().copied().flatten() {
+            Some(x) => t = x,
+            None => break,
+        }
+    }
 }
 
 /// A projection that will quantize its rows at run time reads its input as it is where
@@ -303,56 +315,14 @@ pub fn keep_recurrences_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             };
         }
         // The initial states back to where they come from (a graph input, through data
-        // movement), as an unrolled cell's previous state.
+        // movement), as an unrolled cell's previous state; the hidden states on to the
+        // next projections, as an unrolled cell's h.
         for k in [3, 4] {
-            let mut t = op.inputs.get(k).copied().flatten();
-            for _ in 0..8 {
-                let Some(x) = t else { break };
-                if g.inputs.contains(&x) || g.tensors[x].is_const() {
-                    break;
-                }
-                let Some(p) = links.producer(x).map(|p| &g.ops[p]) else {
-                    break;
-                };
-                if !matches!(p.kind, Reshape | Transpose | Gather | Slice | Split) {
-                    break;
-                }
-                ranges.remove(&x);
-                t = p.inputs.first().copied().flatten();
+            if let Some(t) = op.inputs.get(k).copied().flatten() {
+                state_back_f32(g, &links, t, ranges);
             }
         }
-        // The hidden states through data movement to projections (as `hidden_out`).
-        let mut next = vec![op.outputs[0]];
-        while let Some(t) = next.pop() {
-            ranges.remove(&t);
-            for &r in links.readers(t) {
-                let o = &g.ops[r];
-                if !matches!(
-                    o.kind,
-                    Reshape | Transpose | Concat | Slice | Split | Gather
-                ) {
-                    continue;
-                }
-                for &y in &o.outputs {
-                    let to_projections = links.readers(y).iter().all(|&r| {
-                        matches!(
-                            g.ops[r].kind,
-                            Reshape
-                                | Transpose
-                                | Concat
-                                | Slice
-                                | Split
-                                | Gather
-                                | FullyConnected
-                                | BatchMatMul
-                        )
-                    });
-                    if to_projections {
-                        next.push(y);
-                    }
-                }
-            }
-        }
+        hidden_out_f32(g, &links, op.outputs[0], ranges);
     }
     n
 }

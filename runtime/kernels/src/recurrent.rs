@@ -324,8 +324,7 @@ impl<'a> Seq<'a> {
         acc: &mut [f32; ACC],
     ) {
         let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
-        let mut u0 = 0;
-        while u0 < h {
+        for u0 in (0..h).step_by(unit) {
             let n = unit.min(h - u0);
             let acc = &mut acc[..4 * n];
             self.start(xrow, 0, 4, u0, n, acc);
@@ -353,7 +352,6 @@ impl<'a> Seq<'a> {
                     y: &mut y[u0..u0 + n],
                 };
                 if s.lstm_cell(chunk) {
-                    u0 += n;
                     continue;
                 }
             }
@@ -389,15 +387,13 @@ impl<'a> Seq<'a> {
             for j in 0..n {
                 y[u0 + j] = o[j] * cc[j];
             }
-            u0 += n;
         }
     }
 
     /// GRU with the reset gate on `h·R_hᵀ + Rb_h`: one pass.
     fn gru_lbr_step<S: Step>(&self, s: &S, st: &StepIn<'_>, y: &mut [f32], acc: &mut [f32; ACC]) {
         let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
-        let mut u0 = 0;
-        while u0 < h {
+        for u0 in (0..h).step_by(unit) {
             let n = unit.min(h - u0);
             let acc = &mut acc[..3 * n];
             self.start(xrow, 0, 2, u0, n, &mut acc[..2 * n]);
@@ -422,7 +418,6 @@ impl<'a> Seq<'a> {
                     y: &mut y[u0..u0 + n],
                 };
                 if s.gru_cell(chunk) {
-                    u0 += n;
                     continue;
                 }
             }
@@ -435,7 +430,6 @@ impl<'a> Seq<'a> {
             for j in 0..n {
                 y[u0 + j] = hh[j] + z[j] * (hp[u0 + j] - hh[j]);
             }
-            u0 += n;
         }
     }
 
@@ -450,8 +444,7 @@ impl<'a> Seq<'a> {
         acc: &mut [f32; ACC],
     ) {
         let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
-        let mut u0 = 0;
-        while u0 < h {
+        for u0 in (0..h).step_by(unit) {
             let n = unit.min(h - u0);
             let acc = &mut acc[..2 * n];
             self.start(xrow, 0, 2, u0, n, acc);
@@ -464,10 +457,8 @@ impl<'a> Seq<'a> {
                 y[u0 + j] = z[j];
                 rh[u0 + j] = rg[j] * hp[u0 + j];
             }
-            u0 += n;
         }
-        let mut u0 = 0;
-        while u0 < h {
+        for u0 in (0..h).step_by(unit) {
             let n = unit.min(h - u0);
             let acc = &mut acc[..n];
             self.start(xrow, 2, 1, u0, n, acc);
@@ -479,14 +470,12 @@ impl<'a> Seq<'a> {
                 let z = y[u0 + j];
                 y[u0 + j] = acc[j] + z * (hp[u0 + j] - acc[j]);
             }
-            u0 += n;
         }
     }
 
     fn rnn_step<S: Step>(&self, s: &S, st: &StepIn<'_>, y: &mut [f32], acc: &mut [f32; ACC]) {
         let (h, xrow, hp, have_h, unit) = (self.h, st.xrow, st.hp, st.have_h, st.unit);
-        let mut u0 = 0;
-        while u0 < h {
+        for u0 in (0..h).step_by(unit) {
             let n = unit.min(h - u0);
             let acc = &mut acc[..n];
             self.start(xrow, 0, 1, u0, n, acc);
@@ -495,7 +484,6 @@ impl<'a> Seq<'a> {
             }
             self.gate(s, 0, acc);
             y[u0..u0 + n].copy_from_slice(acc);
-            u0 += n;
         }
     }
 }
