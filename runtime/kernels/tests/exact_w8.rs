@@ -7,7 +7,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
 use cairn_kernels::par::{with_pool, Pool};
-use cairn_kernels::paths::{allow_amx, allow_vnni, amx, taken, Path};
+use cairn_kernels::paths::{allow_amx, allow_avx512, allow_vnni, amx, taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -262,7 +262,9 @@ fn fast_path_equals_the_reference() {
     for case in 0..48 {
         let lead = r.range(1, 2);
         let m = [1, 2, r.range(3, 40), r.range(100, 200)][r.range(0, 3)];
-        let k = [r.range(1, 20), r.range(60, 400), r.range(700, 1600)][r.range(0, 2)];
+        // Rows shorter than a vector, with a partial vector after whole ones, and long.
+        let k = [r.range(1, 20), r.range(17, 60), r.range(60, 400), r.range(700, 1600)]
+            [r.range(0, 3)];
         let n = [r.range(1, 40), r.range(100, 700)][r.range(0, 1)];
         let narrow = r.range(0, 2) == 0;
         let c = Case::random(&mut r, vec![lead, m], k, n, narrow);
@@ -289,12 +291,17 @@ fn fast_path_equals_the_reference() {
         let no_vnni = run(&model, CpuBackend, &x);
         allow_vnni(was);
         assert_eq!(no_vnni, expect, "{what} (no VNNI)");
+        // Rows quantized on eight lanes (the same on a host without AVX-512).
+        let was = allow_avx512(false);
+        let no_512 = run(&model, CpuBackend, &x);
+        allow_avx512(was);
+        assert_eq!(no_512, expect, "{what} (no AVX-512)");
         // VNNI without AMX tiles (the same on a host without AMX).
         let was = allow_amx(false);
         let no_amx = run(&model, CpuBackend, &x);
         allow_amx(was);
         assert_eq!(no_amx, expect, "{what} (no AMX)");
-        runs += 5; // run_cached runs twice
+        runs += 6; // run_cached runs twice
         if case % 4 == 0 {
             for t in [2, 3] {
                 let pool = Pool::new(t).expect("a pool").with_min_part_work(1);

@@ -314,14 +314,35 @@ unsafe fn hsum(v: __m256i) -> i32 {
 /// `gemm::w8_row_q` on AVX2, with its bits: the row's range with 0 in it (NaN ignored:
 /// `vminps`/`vmaxps` return the accumulator when the value is NaN), then per value the
 /// division, the half-to-even rounding below 2^22, the zero point, the clamp to 0..=255
-/// and NaN to the zero point, as `quant::quantize_f32` does them.
+/// and NaN to the zero point, as `quant::quantize_f32` does them. A row's last partial
+/// vector goes through a mask, so a short row (a recurrent cell's 25 hidden values) costs
+/// no scalar tail: its lanes past the row read 0, which the range holds already, and are
+/// not stored.
 pub(super) fn w8_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
-    if crate::paths::avx512_f32() && x.len() >= 64 {
+    if crate::paths::avx512_f32() {
         // SAFETY: AVX-512F (avx512_f32 says the CPU has it).
         return unsafe { w8_row_512(x, q) };
     }
     // SAFETY: AVX2 (the callers checked).
     unsafe { w8_row_impl(x, q) }
+}
+
+/// The per-value steps of [`w8_row_avx2`] on sixteen lanes: `v` divided by the scale,
+/// rounded, shifted by the zero point, clamped, NaN to the zero point; 0..=255 as int32.
+macro_rules! quant16 {
+    ($v:expr, $vs:expr, $vz:expr) => {{
+        let v = _mm512_div_ps($v, $vs);
+        let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(v), _mm512_set1_ps(4_194_304.0));
+        let magic = _mm512_set1_ps(12_582_912.0);
+        let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+        let r = _mm512_mask_blend_ps(small, v, r);
+        let y = _mm512_min_ps(
+            _mm512_max_ps(_mm512_add_ps(r, $vz), _mm512_setzero_ps()),
+            _mm512_set1_ps(255.0),
+        );
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_cvttps_epi32(_mm512_mask_blend_ps(nan, y, $vz))
+    }};
 }
 
 /// [`w8_row_impl`] sixteen lanes at a time: the same operations per value, so the same
@@ -331,7 +352,9 @@ pub(super) fn w8_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
 unsafe fn w8_row_512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let n = x.len().min(q.len());
     let whole = n / 16 * 16;
-    // SAFETY: loads and stores at t + 16 <= whole <= n, within x and q.
+    let tail = ((1u32 << (n - whole)) - 1) as __mmask16;
+    // SAFETY: full loads and stores at t + 16 <= whole <= n, within x and q; the masked
+    // ones touch only the lanes below n (masked-off lanes neither load nor fault).
     unsafe {
         let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut t = 0;
@@ -341,43 +364,69 @@ unsafe fn w8_row_512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
             hi = _mm512_max_ps(v, hi);
             t += 16;
         }
-        let (mut l, mut h) = ([0f32; 16], [0f32; 16]);
-        _mm512_storeu_ps(l.as_mut_ptr(), lo);
-        _mm512_storeu_ps(h.as_mut_ptr(), hi);
-        let l = l.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.min(v));
-        let h = h.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.max(v));
-        let (s, zp) = crate::gemm::w8_params(l, h);
+        if tail != 0 {
+            let v = _mm512_maskz_loadu_ps(tail, x.as_ptr().add(whole));
+            lo = _mm512_min_ps(v, lo);
+            hi = _mm512_max_ps(v, hi);
+        }
+        let (s, zp) = crate::gemm::w8_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
         let (vs, vz) = (_mm512_set1_ps(s), _mm512_set1_ps(zp as f32));
-        let magic = _mm512_set1_ps(12_582_912.0);
-        let limit = _mm512_set1_ps(4_194_304.0);
-        let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
         let mut t = 0;
         while t < whole {
-            let v = _mm512_div_ps(_mm512_loadu_ps(x.as_ptr().add(t)), vs);
-            let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(v), limit);
-            let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
-            let r = _mm512_mask_blend_ps(small, v, r);
-            let y = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vz), zero), top);
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            let y = _mm512_mask_blend_ps(nan, y, vz);
-            let i = _mm512_cvttps_epi32(y);
+            let i = quant16!(_mm512_loadu_ps(x.as_ptr().add(t)), vs, vz);
             // Sixteen values 0..=255 to bytes (the saturation never applies).
-            let b = _mm512_cvtusepi32_epi8(i);
-            _mm_storeu_si128(q.as_mut_ptr().add(t) as *mut __m128i, b);
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(t) as *mut __m128i,
+                _mm512_cvtusepi32_epi8(i),
+            );
             t += 16;
         }
-        for (qv, &v) in q[whole..n].iter_mut().zip(&x[whole..n]) {
-            *qv = cairn_core::quant::quantize_f32(v, s, zp, 0, 255) as u8;
+        if tail != 0 {
+            let i = quant16!(_mm512_maskz_loadu_ps(tail, x.as_ptr().add(whole)), vs, vz);
+            _mm512_mask_cvtusepi32_storeu_epi8(q.as_mut_ptr().add(whole) as *mut i8, tail, i);
         }
         (s, zp)
     }
+}
+
+/// The per-value steps of [`w8_row_avx2`] on eight lanes, as [`quant16`]: the eight
+/// results as bytes in a `u64`, lane 0 lowest.
+macro_rules! quant8 {
+    ($v:expr, $vs:expr, $vz:expr) => {{
+        let v = _mm256_div_ps($v, $vs);
+        let abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(abs, _mm256_set1_ps(4_194_304.0));
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+        let r = _mm256_blendv_ps(v, r, small);
+        let y = _mm256_min_ps(
+            _mm256_max_ps(_mm256_add_ps(r, $vz), _mm256_setzero_ps()),
+            _mm256_set1_ps(255.0),
+        );
+        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+        let i = _mm256_cvttps_epi32(_mm256_blendv_ps(y, $vz, nan));
+        // Eight values 0..=255 to bytes.
+        let p = _mm256_packus_epi32(i, i);
+        let p = _mm256_packus_epi16(p, p);
+        let lo4 = _mm256_castsi256_si128(p);
+        let hi4 = _mm256_extracti128_si256::<1>(p);
+        (_mm_cvtsi128_si32(lo4) as u32 as u64) | ((_mm_cvtsi128_si32(hi4) as u32 as u64) << 32)
+    }};
 }
 
 #[target_feature(enable = "avx2")]
 unsafe fn w8_row_impl(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let n = x.len().min(q.len());
     let whole = n / 8 * 8;
-    // SAFETY: loads and stores at t + 8 <= whole <= n, within x and q.
+    let rest = n - whole;
+    // Lanes below `rest` on, for the last partial vector.
+    let tail = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(rest as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    // SAFETY: full loads and stores at t + 8 <= whole <= n, within x and q; the masked
+    // load reads only the lanes below n (masked-off lanes neither load nor fault), and
+    // the last store writes `rest` bytes at whole.
     unsafe {
         let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut t = 0;
@@ -387,39 +436,30 @@ unsafe fn w8_row_impl(x: &[f32], q: &mut [u8]) -> (f32, i32) {
             hi = _mm256_max_ps(v, hi);
             t += 8;
         }
-        let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
-        _mm256_storeu_ps(l.as_mut_ptr(), lo);
-        _mm256_storeu_ps(h.as_mut_ptr(), hi);
-        let l = l.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.min(v));
-        let h = h.iter().chain(&x[whole..n]).fold(0f32, |a, &v| a.max(v));
-        let (s, zp) = crate::gemm::w8_params(l, h);
+        if rest != 0 {
+            let v = _mm256_maskload_ps(x.as_ptr().add(whole), tail);
+            lo = _mm256_min_ps(v, lo);
+            hi = _mm256_max_ps(v, hi);
+        }
+        // The lanes hold no NaN, so any order of the reductions gives the same range.
+        let lo = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps::<1>(lo));
+        let lo = _mm_min_ps(lo, _mm_movehl_ps(lo, lo));
+        let lo = _mm_min_ss(lo, _mm_movehdup_ps(lo));
+        let hi = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps::<1>(hi));
+        let hi = _mm_max_ps(hi, _mm_movehl_ps(hi, hi));
+        let hi = _mm_max_ss(hi, _mm_movehdup_ps(hi));
+        let (s, zp) = crate::gemm::w8_params(_mm_cvtss_f32(lo), _mm_cvtss_f32(hi));
         let (vs, vz) = (_mm256_set1_ps(s), _mm256_set1_ps(zp as f32));
-        let magic = _mm256_set1_ps(12_582_912.0);
-        let limit = _mm256_set1_ps(4_194_304.0);
-        let sign = _mm256_set1_ps(-0.0);
-        let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
         let mut t = 0;
         while t < whole {
-            let v = _mm256_div_ps(_mm256_loadu_ps(x.as_ptr().add(t)), vs);
-            let small = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), limit);
-            let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-            let r = _mm256_blendv_ps(v, r, small);
-            let y = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vz), zero), top);
-            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-            let y = _mm256_blendv_ps(y, vz, nan);
-            let i = _mm256_cvttps_epi32(y);
-            // Eight values 0..=255 to bytes.
-            let p = _mm256_packus_epi32(i, i);
-            let p = _mm256_packus_epi16(p, p);
-            let lo4 = _mm256_castsi256_si128(p);
-            let hi4 = _mm256_extracti128_si256::<1>(p);
-            let b = (_mm_cvtsi128_si32(lo4) as u32 as u64)
-                | ((_mm_cvtsi128_si32(hi4) as u32 as u64) << 32);
+            let b = quant8!(_mm256_loadu_ps(x.as_ptr().add(t)), vs, vz);
             core::ptr::write_unaligned(q.as_mut_ptr().add(t) as *mut u64, b);
             t += 8;
         }
-        for (qv, &v) in q[whole..n].iter_mut().zip(&x[whole..n]) {
-            *qv = cairn_core::quant::quantize_f32(v, s, zp, 0, 255) as u8;
+        if rest != 0 {
+            let b = quant8!(_mm256_maskload_ps(x.as_ptr().add(whole), tail), vs, vz);
+            let bytes = b.to_le_bytes();
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), q.as_mut_ptr().add(whole), rest);
         }
         (s, zp)
     }
