@@ -36,6 +36,7 @@ pub mod onnx;
 pub mod onnx_pb;
 pub mod quantize;
 pub mod refine;
+mod round_trips;
 pub mod run_time_int8;
 pub mod sensitive;
 pub mod smooth;

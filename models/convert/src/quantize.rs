@@ -77,6 +77,10 @@ struct Q<'g> {
     /// it and the graph output, Split or Slice stay f32 too, so no later Quantize squashes
     /// the narrow part.
     f32_parts: std::collections::HashSet<usize>,
+    /// int8 tensors of `out` whose saturation stands for an op: the model's own QDQ
+    /// params, or an op left out because the int8 clamp already does it (a Relu after a
+    /// range narrowed to 0). A round trip through them is not dropped (`round_trips`).
+    clamps: HashSet<usize>,
 }
 
 fn i8_bytes(v: &[i8]) -> AlignedBytes {
@@ -217,6 +221,7 @@ pub fn quantize_bits_keeping(
         families: crate::elementwise::families(g),
         forced,
         f32_parts: Default::default(),
+        clamps: HashSet::new(),
         report: Report {
             int8_ops: 0,
             f32_ops: vec![],
@@ -271,11 +276,18 @@ pub fn quantize_bits_keeping(
         };
         q.out.outputs.push(f);
     }
+    let (renamed, moved) = crate::round_trips::drop_round_trips(&mut q.out, &q.clamps);
+    q.report.int8_ops -= moved.min(q.report.int8_ops);
     // Pruning renumbers the tensors: the map from float tensors follows it (stale ids made
     // the accuracy refinement compare an output with another tensor, or with nothing).
     let remap = q.out.prune();
     let mut values = q.map_f.clone();
     values.extend(q.map_q.iter().map(|(&k, &v)| (k, v)));
+    for v in values.values_mut() {
+        if let Some(&to) = renamed.get(v) {
+            *v = to;
+        }
+    }
     q.report.values = crate::ir::follow_prune(&values, &remap);
     Ok((q.out, q.report))
 }
@@ -377,6 +389,9 @@ impl Q<'_> {
             });
             id
         };
+        if matches!(h.hint, Some(Hint::Act { .. })) {
+            self.clamps.insert(id);
+        }
         self.map_q.insert(t, id);
         Ok(id)
     }
@@ -391,6 +406,9 @@ impl Q<'_> {
             scale: p.0,
             zero_point: p.1,
         };
+        if matches!(self.g.tensors[t].hint, Some(Hint::Act { .. })) {
+            self.clamps.insert(id);
+        }
         self.map_q.insert(t, id);
         self.forced.insert(t, p);
         id
@@ -849,6 +867,7 @@ impl Q<'_> {
                 .all(|(i, &v)| v as i32 == (i % 256) as i32 - 128);
         if identity {
             let xq = self.get_q(x)?;
+            self.clamps.insert(xq);
             self.map_q.insert(op.outputs[0], xq);
             self.forced.insert(op.outputs[0], py);
             return Ok(());
