@@ -263,8 +263,12 @@ fn fast_path_equals_the_reference() {
         let lead = r.range(1, 2);
         let m = [1, 2, r.range(3, 40), r.range(100, 200)][r.range(0, 3)];
         // Rows shorter than a vector, with a partial vector after whole ones, and long.
-        let k = [r.range(1, 20), r.range(17, 60), r.range(60, 400), r.range(700, 1600)]
-            [r.range(0, 3)];
+        let k = [
+            r.range(1, 20),
+            r.range(17, 60),
+            r.range(60, 400),
+            r.range(700, 1600),
+        ][r.range(0, 3)];
         let n = [r.range(1, 40), r.range(100, 700)][r.range(0, 1)];
         let narrow = r.range(0, 2) == 0;
         let c = Case::random(&mut r, vec![lead, m], k, n, narrow);
