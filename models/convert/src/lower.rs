@@ -992,8 +992,12 @@ impl<'m> Lower<'m> {
                 Ok(())
             }
             // A quantized value carried in real units (QOperator models: a movement op's
-            // output on one).
-            Val::T(t) if !self.g.tensors[t].is_const() => {
+            // output on one; a quantized table's rows gathered by indices known now, which
+            // folded to a constant).
+            Val::T(t)
+                if !self.g.tensors[t].is_const()
+                    || crate::lower_qop::is_real_rows(self, &n.input[0]) =>
+            {
                 crate::lower_qop::dequantize_real(self, n, t)
             }
             _ => bail!("DequantizeLinear of a float tensor"),

@@ -424,6 +424,11 @@ fn gather_quantized(l: &mut Lower, n: &NodeProto) -> Result<()> {
 
 /// DequantizeLinear of a value carried in real units (a movement op's output on one):
 /// the value itself.
+/// Whether the value `name` is rows of a quantized table in real units (`gather_quantized`).
+pub(crate) fn is_real_rows(l: &Lower, name: &str) -> bool {
+    l.qop.real_rows.contains(name)
+}
+
 pub(crate) fn dequantize_real(l: &mut Lower, n: &NodeProto, t: usize) -> Result<()> {
     if n.input.first().is_some_and(|s| l.qop.real_rows.contains(s)) {
         l.out(n, 0, Val::T(t));

@@ -684,12 +684,17 @@ pub(crate) fn lower_shape_op(l: &mut Lower, n: &NodeProto) -> Result<bool> {
             }
         }
         "Transpose" => {
+            // An integer value known now (a quantized table's rows gathered by constant
+            // indices, on their way to a DequantizeLinear) is transposed here and stays
+            // integers.
+            if let Val::Int(h) = l.val(&n.input[0])? {
+                let perm = transpose_perm(a.ints("perm"), h.shape.len())?;
+                let y = transpose_host(&h, &perm);
+                l.out(n, 0, Val::Int(y));
+                return Ok(true);
+            }
             let t = l.in_t(n, 0)?;
-            let r = l.shape(t).len();
-            let perm: Vec<usize> = match a.ints("perm") {
-                Some(p) => p.iter().map(|&x| x as usize).collect(),
-                None => (0..r).rev().collect(),
-            };
+            let perm = transpose_perm(a.ints("perm"), l.shape(t).len())?;
             let y = l.transpose(t, &perm)?;
             l.out(n, 0, Val::T(y));
         }
@@ -969,4 +974,52 @@ pub fn stack_host(parts: &[HostTensor], axis: usize) -> Result<HostTensor> {
         }
     }
     Ok(HostTensor::i64(shape, out))
+}
+
+/// A Transpose's permutation of `rank` axes (reversed when not given), checked to be one.
+fn transpose_perm(perm: Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>> {
+    let perm: Vec<usize> = match perm {
+        Some(p) => p
+            .iter()
+            .map(|&x| usize::try_from(x).map_err(|_| anyhow!("Transpose perm {p:?}")))
+            .collect::<Result<_>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    let mut seen = vec![false; rank];
+    for &p in &perm {
+        match seen.get_mut(p) {
+            Some(s) if !*s => *s = true,
+            _ => bail!("Transpose perm {perm:?} is not a permutation of {rank} axes"),
+        }
+    }
+    if perm.len() != rank {
+        bail!("Transpose perm {perm:?} is not a permutation of {rank} axes");
+    }
+    Ok(perm)
+}
+
+/// `h` with its axes in the order `perm` (a checked permutation of its axes), as int64.
+fn transpose_host(h: &HostTensor, perm: &[usize]) -> HostTensor {
+    let v = h.to_i64();
+    let shape = &h.shape;
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let mut strides = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let n: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; out_shape.len()];
+    for _ in 0..n {
+        let at: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+        out.push(v[at]);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    HostTensor::i64(out_shape, out)
 }

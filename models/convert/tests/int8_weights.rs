@@ -320,6 +320,113 @@ fn asymmetric_uint8_tables_stay_int8_with_the_same_values() {
     table_kept(seed, &mut st, nodes, inits, (rows, dim, out));
 }
 
+/// A uint8 table whose rows are picked by indices known at convert time (a T5 relative
+/// position bias: buckets from the fixed sequence length), transposed, then
+/// DequantizeLinear: the gather and the transpose fold to constants, and the rows arrive
+/// in real units, each `(q − zp)·s` of its table entry, added to the input.
+#[test]
+fn quantized_rows_picked_now_fold_through_a_transpose() {
+    let seed = common::seed(0x75B);
+    let mut st = seed;
+    let (rows, heads, n) = (32usize, 6usize, 4usize);
+    let table: Vec<u8> = (0..rows * heads)
+        .map(|_| (common::splitmix(&mut st) % 256) as u8)
+        .collect();
+    let idx: Vec<i64> = (0..n * n)
+        .map(|_| (common::splitmix(&mut st) % rows as u64) as i64)
+        .collect();
+    let (scale, zp) = (0.013f32, 117u8);
+    let inits = vec![
+        TensorProto {
+            name: "table".into(),
+            dims: vec![rows as i64, heads as i64],
+            data_type: 2,
+            raw_data: table.clone(),
+            ..Default::default()
+        },
+        TensorProto {
+            name: "idx".into(),
+            dims: vec![n as i64, n as i64],
+            data_type: 7,
+            raw_data: idx.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        },
+        f32_init("s", &[], &[scale]),
+        TensorProto {
+            name: "z".into(),
+            dims: vec![],
+            data_type: 2,
+            raw_data: vec![zp],
+            ..Default::default()
+        },
+    ];
+    // The indices as integers known now, and as a constant int32 tensor of the graph
+    // (what T5's bucket arithmetic on the fixed length folds to: here their Abs).
+    for via_cast in [false, true] {
+        let inits = inits.clone();
+
+        let mut nodes = vec![];
+        let picked = if via_cast {
+            nodes.push(node("Abs", &["idx"], &["idx_a"], vec![]));
+            "idx_a"
+        } else {
+            "idx"
+        };
+        quantized_rows_case(seed, inits, nodes, picked, &table, &idx, (rows, heads, n));
+    }
+}
+
+fn quantized_rows_case(
+    seed: u64,
+    inits: Vec<TensorProto>,
+    mut nodes: Vec<cairn_convert::onnx_pb::NodeProto>,
+    picked: &str,
+    table: &[u8],
+    idx: &[i64],
+    (_rows, heads, n): (usize, usize, usize),
+) {
+    let (scale, zp) = (0.013f32, 117u8);
+    nodes.extend([
+        node("Gather", &["table", picked], &["g"], vec![]),
+        node(
+            "Transpose",
+            &["g"],
+            &["t"],
+            vec![common::ints_attr("perm", &[2, 0, 1])],
+        ),
+        node("DequantizeLinear", &["t", "s", "z"], &["b"], vec![]),
+        node("Add", &["b", "x"], &["y"], vec![]),
+    ]);
+    let g = GraphProto {
+        node: nodes,
+        initializer: inits,
+        input: vec![value("x", 1, &[1])],
+        output: vec![value("y", 1, &[heads as i64, n as i64, n as i64])],
+        ..Default::default()
+    };
+    let bytes = model_bytes(g, 13);
+    let x = [0.25f32];
+    for float in [true, false] {
+        let opts = Options {
+            float,
+            ..Default::default()
+        };
+        let c = convert(&bytes, &opts, |_| {}).unwrap();
+        let y = run(&c.bytes, &x);
+        for h in 0..heads {
+            for (p, &r) in idx.iter().enumerate() {
+                let q = table[r as usize * heads + h];
+                let want = (q as i32 - zp as i32) as f32 * scale + x[0];
+                assert_eq!(
+                    y[h * n * n + p],
+                    want,
+                    "seed {seed}: {picked}: head {h} at {p}"
+                );
+            }
+        }
+    }
+}
+
 /// The graph of `nodes` and `inits` (input x `[1, 12]` of row ids as floats; outputs the
 /// gathered rows `e` `[1, 12, dim]` and `y` `[1, 12, out]`) converted without calibration
 /// keeps its table int8: a note says so, the rows are bit-equal to the f32 conversion's,
