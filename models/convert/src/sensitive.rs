@@ -523,6 +523,12 @@ pub fn default_passes(
             if islands.len() > 6 { ", ..." } else { "" }
         ));
     }
+    let fills = keep_mask_fills_f32(g, ranges);
+    if fills > 0 {
+        notes.push(format!(
+            "{fills} Softmax inputs holding a mask's fill (values past ±{MASK_FILL:e}, such as Where(mask, -1e9, scores)) stay f32 with the fill's path: one int8 scale for the fill and the scores would round every score to one step"
+        ));
+    }
     let cells = keep_cell_states_f32(g, ranges);
     if cells > 0 {
         notes.push(format!(
@@ -543,4 +549,55 @@ pub fn default_passes(
         ));
     }
     Ok(ruined)
+}
+
+/// A magnitude no score reaches and masks use as their fill (−1e4, −1e9, −3.4e38).
+const MASK_FILL: f32 = 1e4;
+
+/// Softmax inputs whose calibrated range reaches past ±[`MASK_FILL`]: a mask written into
+/// the scores (`Where(mask, −1e9, s)`, `s + (1 − m)·−1e9`). One int8 scale over the fill
+/// and the scores would be millions per step and every real score one code, so attention
+/// comes out uniform (a GRU decoder's next token wrong in 3 rows of 4, with the outputs
+/// only 13% off: under the output guard). The input stays f32, and so does each tensor
+/// before it on the fill's path (through Where, Add, Sub, Mul, Neg and data movement,
+/// where the range also reaches past the bound); the scores themselves keep their range.
+/// Returns how many Softmax inputs it kept.
+pub fn keep_mask_fills_f32(g: &Graph, ranges: &mut Ranges) -> usize {
+    use OpKind::*;
+    let wide = |r: &Ranges, t: usize| {
+        r.get(&t)
+            .is_some_and(|&(lo, hi)| !(lo.abs() < MASK_FILL && hi.abs() < MASK_FILL))
+    };
+    let producer: HashMap<usize, &HOp> = g
+        .ops
+        .iter()
+        .flat_map(|op| op.outputs.iter().map(move |&o| (o, op)))
+        .collect();
+    let mut kept = 0;
+    for op in g.ops.iter().filter(|o| o.kind == Softmax) {
+        let Some(Some(x)) = op.inputs.first().copied() else {
+            continue;
+        };
+        if !wide(ranges, x) {
+            continue;
+        }
+        kept += 1;
+        let mut todo = vec![x];
+        let mut seen = HashSet::new();
+        while let Some(t) = todo.pop() {
+            if !seen.insert(t) || !wide(ranges, t) {
+                continue;
+            }
+            ranges.remove(&t);
+            if let Some(p) = producer.get(&t) {
+                if matches!(
+                    p.kind,
+                    Where | Add | Sub | Mul | Reshape | Transpose | Slice | Concat | Unary
+                ) {
+                    todo.extend(p.inputs.iter().flatten().copied());
+                }
+            }
+        }
+    }
+    kept
 }
