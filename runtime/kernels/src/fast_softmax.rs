@@ -79,8 +79,11 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
             .chunks_exact(n * inner)
             .zip(y.chunks_exact_mut(n * inner))
         {
-            // SAFETY: AVX2 is present (checked above).
-            unsafe { avx2::columns(xb, yb, n, inner, &e, (sy, zy)) };
+            for i in (0..inner / 8 * 8).step_by(8) {
+                // SAFETY: AVX2 is present (checked above); element (k, lane j) at
+                // k·inner + i + j, inside the block (i + 8 ≤ inner).
+                unsafe { avx2::columns(xb, yb, (n, i, inner, 1), &e, (sy, zy)) };
+            }
         }
         inner / 8 * 8
     } else {
@@ -88,29 +91,16 @@ fn blocks(xs: &[i8], y: &mut [i8], n: usize, inner: usize, sx: f32, qy: (f32, i3
     };
     #[cfg(not(target_arch = "x86_64"))]
     let first = 0;
-    // Over the last axis (an attention's rows), eight rows at a time on AVX2: each group
-    // transposed into eight columns and run through the column blocks, whose lanes sum
-    // their own row in its order, then transposed back; the rows left, one at a time.
+    // Over the last axis (an attention's rows), eight rows at a time on AVX2: the column
+    // block with a lane per row (element k of row j at j·n + k), each lane summing its own
+    // row in its order; the rows left, one at a time.
     #[cfg(target_arch = "x86_64")]
     let outer_first = if inner == 1 && outer >= 8 && n <= ROWS_N_MAX && avx2::available() {
         fill_all(&mut e, &mut filled);
         crate::paths::note(crate::paths::Path::SoftmaxRows);
-        let mut cols = [0i8; 8 * ROWS_N_MAX];
-        let mut out = [0i8; 8 * ROWS_N_MAX];
-        let (cols, out) = (&mut cols[..8 * n], &mut out[..8 * n]);
         for (xg, yg) in xs.chunks_exact(8 * n).zip(y.chunks_exact_mut(8 * n)) {
-            for (j, row) in xg.chunks_exact(n).enumerate() {
-                for (k, &v) in row.iter().enumerate() {
-                    cols[k * 8 + j] = v;
-                }
-            }
-            // SAFETY: AVX2 is present (checked above).
-            unsafe { avx2::columns(cols, out, n, 8, &e, (sy, zy)) };
-            for (j, row) in yg.chunks_exact_mut(n).enumerate() {
-                for (k, v) in row.iter_mut().enumerate() {
-                    *v = out[k * 8 + j];
-                }
-            }
+            // SAFETY: AVX2 is present (checked above); (k, j) at k + j·n, in the group.
+            unsafe { avx2::columns(xg, yg, (n, 0, 1, n), &e, (sy, zy)) };
         }
         outer / 8 * 8
     } else {
@@ -262,65 +252,96 @@ mod avx2 {
 
     pub(crate) use crate::paths::avx2 as available;
 
-    /// One block of `n` rows × `inner` columns, the first `inner / 8 · 8` columns eight at a
-    /// time: per lane the column's maximum, `sum = Σ e[x − max + 255]` from the first row
-    /// to the last (the reference's f32 additions in its order), then
-    /// `quantize((e / sum))` with `quantize_f32`'s arithmetic: the division by the scale,
-    /// ties to even (the quotient is in [0, 1/sy], and past 2^22 the clamp decides alone),
-    /// the zero point, the clamp to −128..127. `e` is the full table of `expf(d · sx)`.
+    /// Eight softmaxes side by side, a lane each, of `n` elements: element `k` of lane `j`
+    /// at `at + k·ks + j·js` of `xs` (and of `y`), for `(n, at, ks, js)`. Per lane the
+    /// maximum, `sum = Σ e[x − max + 255]` from the first element to the last (the
+    /// reference's f32 additions in its order), then `quantize((e / sum))` with
+    /// `quantize_f32`'s arithmetic: the division by the scale, ties to even (the quotient
+    /// is in [0, 1/sy], and past 2^22 the clamp decides alone), the zero point, the clamp
+    /// to −128..127. `e` is the full table of `expf(d · sx)`. The terms the sum read are
+    /// kept for the outputs when `n` ≤ `ROWS_N_MAX`.
     ///
     /// # Safety
     /// AVX2 must be present. (Slice bounds are checked here.)
     #[target_feature(enable = "avx2")]
+    // `k` picks an element's lanes (`row`, `term`) and its kept term alike.
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn columns(
         xs: &[i8],
         y: &mut [i8],
-        n: usize,
-        inner: usize,
+        (n, at, ks, js): (usize, usize, usize, usize),
         e: &[f32; 256],
         (sy, zy): (f32, i32),
     ) {
-        assert!(xs.len() == n * inner && y.len() == n * inner && n > 0);
+        assert!(n > 0 && ks > 0 && js > 0);
+        let last = at + (n - 1) * ks + 7 * js;
+        assert!(last < xs.len() && last < y.len());
         crate::paths::note(crate::paths::Path::SoftmaxColumns);
         let (vsy, vzy) = (_mm256_set1_ps(sy), _mm256_set1_ps(zy as f32));
         let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
         let base = _mm256_set1_epi32(255);
-        let mut i = 0;
-        while i + 8 <= inner {
-            // Row k's eight bytes at k·inner + i: inside the block (i + 8 ≤ inner).
-            let row = |k: usize| -> __m256i {
-                let at = k * inner + i;
-                let b: [u8; 8] = core::array::from_fn(|j| xs[at + j] as u8);
+        // Element k's eight lanes as int32.
+        let row = |k: usize| -> __m256i {
+            let a = at + k * ks;
+            if js == 1 {
+                // SAFETY: bytes a..a + 8 lie in xs (a + 7 ≤ last); AVX2 (the caller's
+                // guarantee).
+                unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(xs.as_ptr().add(a).cast())) }
+            } else {
+                let b: [u8; 8] = core::array::from_fn(|j| xs[a + j * js] as u8);
                 // SAFETY: AVX2 is present (the caller's guarantee).
                 unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().cast())) }
-            };
+            }
+        };
+        let m = if ks == 1 {
+            // Lanes of contiguous rows: each row's maximum in vectors along the row.
+            let mx: [i32; 8] = core::array::from_fn(|j| {
+                let r = &xs[at + j * js..at + j * js + n];
+                r.iter().copied().max().unwrap_or(-128) as i32
+            });
+            // SAFETY: `mx` holds eight i32.
+            unsafe { _mm256_loadu_si256(mx.as_ptr().cast()) }
+        } else {
             let mut m = _mm256_set1_epi32(-128);
             for k in 0..n {
                 m = _mm256_max_epi32(m, row(k));
             }
-            // The table index of row k's lanes: x − m + 255, in 0..=255.
-            let idx = |k: usize| _mm256_add_epi32(_mm256_sub_epi32(row(k), m), base);
-            let mut sum = _mm256_setzero_ps();
-            for k in 0..n {
-                // SAFETY: every index is in 0..=255, inside `e`.
-                sum = _mm256_add_ps(sum, unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) });
+            m
+        };
+        // The table index of element k's lanes: x − m + 255, in 0..=255.
+        let idx = |k: usize| _mm256_add_epi32(_mm256_sub_epi32(row(k), m), base);
+        // SAFETY: every index is in 0..=255, inside `e`.
+        let term = |k: usize| unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) };
+        let mut kept = [_mm256_setzero_ps(); super::ROWS_N_MAX];
+        let keep = n <= super::ROWS_N_MAX;
+        let mut sum = _mm256_setzero_ps();
+        for k in 0..n {
+            let t = term(k);
+            if keep {
+                kept[k] = t;
             }
-            for k in 0..n {
-                // SAFETY: as above.
-                let ev = unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) };
-                let v = _mm256_div_ps(_mm256_div_ps(ev, sum), vsy);
-                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzy), lo), hi);
-                let q = _mm256_cvtps_epi32(q);
-                let mut lanes = [0i32; 8];
-                // SAFETY: `lanes` holds eight i32.
-                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q) };
-                let at = k * inner + i;
-                for (d, &v) in y[at..at + 8].iter_mut().zip(&lanes) {
-                    *d = v as i8;
+            sum = _mm256_add_ps(sum, t);
+        }
+        for k in 0..n {
+            let ev = if keep { kept[k] } else { term(k) };
+            let v = _mm256_div_ps(_mm256_div_ps(ev, sum), vsy);
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzy), lo), hi);
+            let q = _mm256_cvtps_epi32(q);
+            // Eight values in −128..=127 to bytes.
+            let p = _mm256_packs_epi32(q, q);
+            let p = _mm256_packs_epi16(p, p);
+            let b = (_mm_cvtsi128_si32(_mm256_castsi256_si128(p)) as u32 as u64)
+                | ((_mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(p)) as u32 as u64) << 32);
+            let a = at + k * ks;
+            if js == 1 {
+                // SAFETY: bytes a..a + 8 lie in y (a + 7 ≤ last < y.len()).
+                unsafe { core::ptr::write_unaligned(y.as_mut_ptr().add(a).cast::<u64>(), b) };
+            } else {
+                for (j, v) in b.to_le_bytes().into_iter().enumerate() {
+                    y[a + j * js] = v as i8;
                 }
             }
-            i += 8;
         }
     }
 }
