@@ -22,6 +22,7 @@ mod lower_grid_sample;
 mod lower_index;
 mod lower_loop;
 mod lower_math;
+mod lower_ml;
 mod lower_nn;
 mod lower_norm;
 mod lower_pool;
@@ -254,6 +255,9 @@ pub fn convert(
         .tensors
         .iter()
         .any(|t| matches!(t.hint, Some(ir::Hint::Act { .. })));
+    if has_qdq && !opts.float && !opts.calibration.is_empty() {
+        notes.push("the model carries its own quantization (QDQ params): it is converted with them, and the --calibrate samples are not used (--float for f32)".into());
+    }
     if opts.smooth && !opts.float && !has_qdq && !opts.calibration.is_empty() {
         let n = smooth::smooth(&mut g, &opts.calibration).context("channel scale migration")?;
         if n > 0 {

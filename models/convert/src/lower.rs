@@ -365,7 +365,12 @@ impl<'m> Lower<'m> {
                 for (a, b) in s.iter().zip(&d) {
                     if let Some(b) = b {
                         if a != b {
-                            bail!("--input-shape {:?} for '{}' contradicts the model's fixed dims {:?}", s, inp.name, d);
+                            bail!(
+                                "--input-shape {:?} for '{}' contradicts the model's fixed dims {}",
+                                s,
+                                inp.name,
+                                dims_text(Some(&d))
+                            );
                         }
                     }
                 }
@@ -719,7 +724,7 @@ impl<'m> Lower<'m> {
                 min_inputs(&n.op_type)
             );
         }
-        if crate::lower_qop::lower_qop_op(self, n)? {
+        if crate::lower_qop::lower_qop_op(self, n)? || crate::lower_ml::lower_ml_op(self, n)? {
             return Ok(());
         }
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {

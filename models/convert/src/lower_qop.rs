@@ -561,7 +561,7 @@ fn real_in(l: &mut Lower, n: &NodeProto, k: usize, axis: Option<usize>) -> Resul
 
 /// Lower a float op of ONNX type `op` on cairn tensors, as the node `n` would, and return
 /// its output tensor.
-fn float_node(
+pub(crate) fn float_node(
     l: &mut Lower,
     n: &NodeProto,
     op: &str,

@@ -24,11 +24,24 @@ pub fn check(model: &Path, args: &ConvertArgs) -> Result<()> {
         println!("  {} ({}): {}", p.node, p.op, p.reason);
     }
     let ops: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} ×{n}")).collect();
+    // Graph inputs without the dims a conversion needs are problems too, not nodes.
+    let inputs = report
+        .problems
+        .iter()
+        .filter(|p| p.op == "(graph input)")
+        .count();
+    let nodes = report.problems.len() - inputs;
+    let inputs = match inputs {
+        0 => String::new(),
+        1 => " and 1 graph input needs its dims".to_string(),
+        k => format!(" and {k} graph inputs need their dims"),
+    };
     println!(
-        "{}: {} of {} nodes cannot convert yet ({}); {} more read their results",
+        "{}: {} of {} nodes cannot convert yet{} ({}); {} more read their results",
         model.display(),
-        report.problems.len(),
+        nodes,
         report.nodes,
+        inputs,
         ops.join(", "),
         report.blocked
     );
