@@ -164,6 +164,10 @@ pub enum Path {
     /// `a + 128` bytes, B's raw int8 values, the zero points' terms in the output stage),
     /// one count per op; counted with `MatMulBlock` and `GemmAmx` too.
     MatMulAmx,
+    /// int8 BatchMatMul of two activations on VNNI's u8×s8 quads (`fast/mm.rs`
+    /// `pair_quads`, hosts with VNNI but no AMX tiles), one count per op; counted with
+    /// `MatMulBlock` too.
+    MatMulVnni,
     /// int8 Mul sixteen elements a step on int16 products (`fast_elt.rs` `mul16`, AVX2
     /// hosts without AVX-512), one count per run of 16 or more.
     MulInt16,

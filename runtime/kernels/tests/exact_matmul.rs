@@ -5,7 +5,7 @@
 use cairn_core::emit::{ModelBuilder, OpSpec, QuantSpec};
 use cairn_core::{DType, OpKind};
 use cairn_kernels::par::{with_pool, Pool};
-use cairn_kernels::paths::{allow_amx, amx, taken, Path};
+use cairn_kernels::paths::{allow_amx, allow_vnni, amx, taken, Path};
 use cairn_kernels::{CpuBackend, RefBackend};
 
 mod common;
@@ -175,6 +175,7 @@ fn batch_matmul_i8_matches_reference() {
     let seed = seed();
     let mut r = Rng(seed ^ 0xB33);
     let (before, before_amx) = (taken(Path::MatMulBlock), taken(Path::MatMulAmx));
+    let before_vnni = taken(Path::MatMulVnni);
     for case in 0..60 {
         let batch = r.range(1, 12);
         let b_batch = if r.next().is_multiple_of(3) { 1 } else { batch };
@@ -185,11 +186,16 @@ fn batch_matmul_i8_matches_reference() {
             format!("CAIRN_SEED={seed} case {case}: [{batch}, {m}, {k}] x [{b_batch}, {k}, {n}]");
         let expect = run(&model, RefBackend, &input);
         assert_eq!(run(&model, CpuBackend, &input), expect, "{what}");
-        // Without AMX tiles (the int16 block), and split across threads.
+        // Without AMX tiles (VNNI's quads where the host has them), without VNNI either
+        // (the int16 block), and split across threads.
         let was = allow_amx(false);
         let no_amx = run(&model, CpuBackend, &input);
+        let was_vnni = allow_vnni(false);
+        let pairs = run(&model, CpuBackend, &input);
+        allow_vnni(was_vnni);
         allow_amx(was);
         assert_eq!(no_amx, expect, "{what} (no AMX)");
+        assert_eq!(pairs, expect, "{what} (no VNNI)");
         let pool = Pool::new(2).expect("a pool").with_min_part_work(1);
         assert_eq!(
             with_pool(&pool, || run(&model, CpuBackend, &input)),
@@ -198,9 +204,19 @@ fn batch_matmul_i8_matches_reference() {
         );
     }
     // AVX2 hosts (`fast/mm.rs`) and aarch64 (`fast/neon_dot.rs`) take the block, on AMX
-    // tiles where the host has them and they are allowed (two of the three runs).
+    // tiles where the host has them and they are allowed (two of the four runs).
     if avx2_host() || cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
-        assert_eq!(taken(Path::MatMulBlock) - before, 180, "CAIRN_SEED={seed}");
+        assert_eq!(taken(Path::MatMulBlock) - before, 240, "CAIRN_SEED={seed}");
+    }
+    // VNNI's quads in the run without tiles (and in the first and the two-thread ones on a
+    // host without AMX).
+    if avx2_host() && cairn_kernels::paths::vnni().is_some() {
+        let want = if amx() { 60 } else { 180 };
+        assert_eq!(
+            taken(Path::MatMulVnni) - before_vnni,
+            want,
+            "CAIRN_SEED={seed}"
+        );
     }
     if amx() && cairn_kernels::paths::vnni().is_some() {
         assert_eq!(

@@ -365,8 +365,19 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
     let rq = Requant::new(-128, 127, zy);
     crate::paths::note(crate::paths::Path::MatMulBlock);
     let tiles = crate::paths::amx() && crate::paths::vnni().is_some();
+    // Without tiles, VNNI's u8×s8 quads where the CPU has them (32 products an instruction
+    // against the int16 pairs' 16).
+    let quads = match crate::paths::vnni() {
+        _ if tiles => None,
+        Some(crate::paths::Vnni::Evex) => Some(VNNI_EVEX),
+        Some(crate::paths::Vnni::Vex) => Some(VNNI_VEX),
+        None => None,
+    };
     if tiles {
         crate::paths::note(crate::paths::Path::MatMulAmx);
+    }
+    if quads.is_some() {
+        crate::paths::note(crate::paths::Path::MatMulVnni);
     }
     let mut pairs = Vec::new();
     crate::gemm::bmm_walk(&sa, &sb, &sy, |o, ia, ib| pairs.push((o, ia, ib)));
@@ -381,6 +392,7 @@ pub fn bmm_i8(call: &OpCall<'_>, out: &mut TensorMut<'_>) -> Option<Result<(), E
         scale,
         rq,
         tiles,
+        quads,
     };
     // Several matrix pairs (attention heads) split across the lent threads a range of
     // pairs each; one big pair splits inside its GEMM instead.
@@ -413,15 +425,17 @@ struct Bmm<'a> {
     zb: i32,
     scale: f32,
     rq: Requant,
-    /// On AMX tiles ([`Bmm::pair_amx`]).
+    /// On AMX tiles ([`Bmm::pair_quads`]).
     tiles: bool,
+    /// Else on this VNNI block mode's quads ([`Bmm::pair_quads`]), or int16 pairs.
+    quads: Option<u8>,
 }
 
 impl Bmm<'_> {
     /// `y = A[ia] · B[ib]`, requantized, packed in this thread's scratch.
     fn pair(&self, ia: usize, ib: usize, y: &mut [i8]) {
-        if self.tiles {
-            self.pair_amx(ia, ib, y);
+        if self.tiles || self.quads.is_some() {
+            self.pair_quads(ia, ib, y);
             return;
         }
         let Bmm { m, k, n, .. } = *self;
@@ -464,11 +478,12 @@ impl Bmm<'_> {
 }
 
 impl Bmm<'_> {
-    /// [`Bmm::pair`] on AMX tiles: A as bytes `u = a + 128`, B's raw int8 values in the
-    /// FC block's quad panels. `Σ (a − za)(b − zb) = Σ u·b − zb·Σu − (za + 128)·Σb +
-    /// k·(za + 128)·zb`: the tiles give `Σ u·b`, the row term `−zb·Σu` and the column
-    /// terms go in the output stage (wrapping i32, exact since the sum fits).
-    fn pair_amx(&self, ia: usize, ib: usize, y: &mut [i8]) {
+    /// [`Bmm::pair`] on u8×s8 quads, on AMX tiles or the VNNI block: A as bytes
+    /// `u = a + 128`, B's raw int8 values in the FC block's quad panels. `Σ (a − za)(b − zb)
+    /// = Σ u·b − zb·Σu − (za + 128)·Σb + k·(za + 128)·zb`: the tiles or `vpdpbusd` give
+    /// `Σ u·b`, the row term `−zb·Σu` and the column terms go in the output stage
+    /// (wrapping i32, exact since the sum fits).
+    fn pair_quads(&self, ia: usize, ib: usize, y: &mut [i8]) {
         let Bmm {
             m, k, n, za, zb, ..
         } = *self;
@@ -479,10 +494,19 @@ impl Bmm<'_> {
         let zu = za + 128;
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            let (ap, bp, _) = &mut *s;
-            pack_tiles(ap, m, k, a, |v| (v as i32 + 128) as u8);
-            let need = (n16 / NR - 1) * kq * NR + super::amx::steps(4 * kq) * super::amx::TM * NR;
-            grow(bp, need.max(n16 * kq + AMX_SLACK));
+            let (ap, bp, steps) = &mut *s;
+            if self.tiles {
+                pack_tiles(ap, m, k, a, |v| (v as i32 + 128) as u8);
+                let need =
+                    (n16 / NR - 1) * kq * NR + super::amx::steps(4 * kq) * super::amx::TM * NR;
+                grow(bp, need.max(n16 * kq + AMX_SLACK));
+            } else {
+                let u: Vec<u8> = a.iter().map(|&v| (v as i32 + 128) as u8).collect();
+                pack_bytes(ap, m, k, &u);
+                grow(bp, n16 * kq);
+                // The columns past n meet zero weights.
+                bp[(n / NR) * kq * NR..n16 * kq].fill(0);
+            }
             // Panel j / 16, quad row s: the bytes b[4s..4s + 4][j] (0 past k).
             let mut colsum = std::vec![0i32; n16];
             for sq in 0..kq {
@@ -513,6 +537,16 @@ impl Bmm<'_> {
                 rows: Some(&rows),
                 rq: self.rq,
             };
+            if let (false, Some(mode)) = (self.tiles, self.quads) {
+                note_quads(mode);
+                steps.clear();
+                steps.extend((0..kq).map(|sq| sq * NR));
+                // SAFETY: AVX2 (bmm_i8) and the VNNI encoding `mode` names (`quads`); ap
+                // holds ⌈m/6⌉ blocks of kq·6 quads, bp ⌈n/16⌉ panels of kq·16, the stage
+                // n16 columns and m rows, y m·n.
+                unsafe { gemm_split(ap, bp, steps, m, n, &stage, mode, y) };
+                return;
+            }
             // SAFETY: AVX2 (bmm_i8) and AMX (`tiles`); ap holds m rows of k bytes as
             // tiles, bp the panels and the reach of the last step (`need`), the stage n16
             // columns and m rows, y m·n.
