@@ -203,6 +203,50 @@ fn transposed_convs(vnni_on: bool) {
     }
 }
 
+/// Dilated `1×3` convs over one-row maps (a TCN's layers as [c, 1, w]), padded by their
+/// dilation: such planes are their own transposes, so the transposed form runs on the
+/// input and output in place, and takes every case whose padding costs tiles.
+#[test]
+fn one_row_convs_run_transposed_in_place() {
+    both_ways(one_row_convs);
+}
+
+fn one_row_convs(vnni_on: bool) {
+    let seed = seed() ^ 0x1D1;
+    let mut r = Rng(seed);
+    let (mut transposed, mut cases) = (0, 0);
+    for case in 0..24 {
+        let d = [1, 4, 37, 128][r.range(0, 3)];
+        let cs = ConvCase {
+            n: 1,
+            c: r.range(8, 48),
+            h: 1,
+            w: r.range(20, 300),
+            oc: r.range(6, 40),
+            k: (1, 3),
+            stride: (1, 1),
+            pad: [0, d, 0, d],
+            dil: (1, d),
+            group: 1,
+        };
+        let wide = case % 3 == 2;
+        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
+        let t0 = taken(Path::DirectTransposed);
+        if check_conv(&mut r, &cs, wide, &what).is_none() {
+            continue;
+        }
+        transposed += (taken(Path::DirectTransposed) > t0) as usize;
+        cases += 1;
+    }
+    assert!(cases >= 16, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        assert!(
+            transposed >= cases / 2,
+            "CAIRN_SEED={seed}: {transposed} of {cases} convs transposed"
+        );
+    }
+}
+
 #[test]
 fn seven_bit_convs_match_reference() {
     both_ways(convs_match_reference);
