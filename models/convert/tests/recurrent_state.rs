@@ -7,34 +7,16 @@
 //! `CAIRN_SEED` replays.
 
 mod common;
-use common::{f32_init, int_attr, model_bytes, node, splitmix, value};
+use common::{f32_init, i64_init, int_attr, model_bytes, node, rand_vec, uniform, value};
 
 use cairn_convert::calibrate::{calibrate, Method};
-use cairn_convert::onnx_pb::{GraphProto, TensorProto};
+use cairn_convert::onnx_pb::GraphProto;
 use cairn_convert::quantize::{quantize, Ranges};
 use cairn_convert::run_time_int8::rounded_weights_where_f32;
 use cairn_convert::sensitive::default_passes;
 use cairn_convert::{float_graph, Graph, Options};
 use cairn_core::emit::AlignedBytes;
 use cairn_kernels::host::HostModel;
-
-fn uniform(s: &mut u64, lo: f32, hi: f32) -> f32 {
-    lo + (hi - lo) * ((splitmix(s) >> 40) as f32 / (1u64 << 24) as f32)
-}
-
-fn rand_vec(s: &mut u64, n: usize, a: f32) -> Vec<f32> {
-    (0..n).map(|_| uniform(s, -a, a)).collect()
-}
-
-fn i64_init(name: &str, v: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: vec![v.len() as i64],
-        data_type: 7,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
 
 fn model(g: &Graph) -> HostModel<'static> {
     let bytes = AlignedBytes::from_slice(&g.to_builder().unwrap().finish().unwrap());

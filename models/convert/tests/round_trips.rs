@@ -5,10 +5,10 @@
 //! them, the int8 movement stays. Seeded; `CAIRN_SEED` replays.
 
 mod common;
-use common::{f32_init, int_attr, model_bytes, node, seed, splitmix, value};
+use common::{f32_init, i64_init, int_attr, model_bytes, node, rand_vec, seed, value};
 
 use cairn_convert::calibrate::{calibrate, Method};
-use cairn_convert::onnx_pb::{GraphProto, TensorProto};
+use cairn_convert::onnx_pb::GraphProto;
 use cairn_convert::quantize::quantize;
 use cairn_convert::sensitive::default_passes;
 use cairn_convert::{float_graph, Graph, Options};
@@ -17,24 +17,6 @@ use cairn_core::{DType, OpKind};
 const T: usize = 6;
 const I: usize = 10;
 const H: usize = 8;
-
-fn uniform(s: &mut u64, lo: f32, hi: f32) -> f32 {
-    lo + (hi - lo) * ((splitmix(s) >> 40) as f32 / (1u64 << 24) as f32)
-}
-
-fn rand_vec(s: &mut u64, n: usize, a: f32) -> Vec<f32> {
-    (0..n).map(|_| uniform(s, -a, a)).collect()
-}
-
-fn i64_init(name: &str, v: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: vec![v.len() as i64],
-        data_type: 7,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
 
 /// x [T, I] in; reshaped to [T, 1, I], its last `I - 2` features sliced off the front
 /// two, then an LSTM of hidden H; with `fc`, the sliced frames also go through a MatMul

@@ -168,12 +168,10 @@ fn transposed_convs_match_reference() {
 
 fn transposed_convs(vnni_on: bool) {
     let seed = seed() ^ 0x7A5;
-    let mut r = Rng(seed);
-    let (mut transposed, mut cases) = (0, 0);
-    for case in 0..60 {
+    let (transposed, cases) = count_transposed(seed, vnni_on, 60, |r| {
         let k = [(1, 3), (1, 5), (3, 3), (1, 7), (2, 3), (3, 1)][r.range(0, 5)];
         let pw = r.range(1, 3).min(k.1);
-        let cs = ConvCase {
+        ConvCase {
             n: [1, 1, 2][r.range(0, 2)],
             c: r.range(12, 64),
             h: r.range(4, 40),
@@ -184,7 +182,29 @@ fn transposed_convs(vnni_on: bool) {
             pad: [r.range(0, 1) * (k.0 / 2), pw, 0, r.range(0, pw)],
             dil: (1, r.range(1, 2)),
             group: 1,
-        };
+        }
+    });
+    assert!(cases >= 40, "CAIRN_SEED={seed}: {cases} convs built");
+    if avx2_host() {
+        assert!(
+            transposed >= cases / 3,
+            "CAIRN_SEED={seed}: {transposed} of {cases} convs transposed"
+        );
+    }
+}
+
+/// `n` convs from `gen` checked against the reference (`check_conv`, every third with a
+/// wide stage): how many took the transposed form, and how many were built.
+fn count_transposed(
+    seed: u64,
+    vnni_on: bool,
+    n: usize,
+    mut gen: impl FnMut(&mut Rng) -> ConvCase,
+) -> (usize, usize) {
+    let mut r = Rng(seed);
+    let (mut transposed, mut cases) = (0, 0);
+    for case in 0..n {
+        let cs = gen(&mut r);
         let wide = case % 3 == 2;
         let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
         let t0 = taken(Path::DirectTransposed);
@@ -194,13 +214,7 @@ fn transposed_convs(vnni_on: bool) {
         transposed += (taken(Path::DirectTransposed) > t0) as usize;
         cases += 1;
     }
-    assert!(cases >= 40, "CAIRN_SEED={seed}: {cases} convs built");
-    if avx2_host() {
-        assert!(
-            transposed >= cases / 3,
-            "CAIRN_SEED={seed}: {transposed} of {cases} convs transposed"
-        );
-    }
+    (transposed, cases)
 }
 
 /// Dilated `1×3` convs over one-row maps (a TCN's layers as [c, 1, w]), padded by their
@@ -213,11 +227,9 @@ fn one_row_convs_run_transposed_in_place() {
 
 fn one_row_convs(vnni_on: bool) {
     let seed = seed() ^ 0x1D1;
-    let mut r = Rng(seed);
-    let (mut transposed, mut cases) = (0, 0);
-    for case in 0..24 {
+    let (transposed, cases) = count_transposed(seed, vnni_on, 24, |r| {
         let d = [1, 4, 37, 128][r.range(0, 3)];
-        let cs = ConvCase {
+        ConvCase {
             n: 1,
             c: r.range(8, 48),
             h: 1,
@@ -228,16 +240,8 @@ fn one_row_convs(vnni_on: bool) {
             pad: [0, d, 0, d],
             dil: (1, d),
             group: 1,
-        };
-        let wide = case % 3 == 2;
-        let what = || format!("CAIRN_SEED={seed} vnni {vnni_on} case {case} wide {wide}: {cs:?}");
-        let t0 = taken(Path::DirectTransposed);
-        if check_conv(&mut r, &cs, wide, &what).is_none() {
-            continue;
         }
-        transposed += (taken(Path::DirectTransposed) > t0) as usize;
-        cases += 1;
-    }
+    });
     assert!(cases >= 16, "CAIRN_SEED={seed}: {cases} convs built");
     if avx2_host() {
         assert!(

@@ -134,3 +134,24 @@ pub fn run_graph(g: &cairn_convert::Graph, x: &[f32]) -> Vec<f32> {
     let mut m = cairn_kernels::host::HostModel::new(bytes.as_slice()).unwrap();
     m.run(&[x]).unwrap().remove(0)
 }
+
+/// A uniform value in `[lo, hi)` from `state` (24 random bits).
+pub fn uniform(state: &mut u64, lo: f32, hi: f32) -> f32 {
+    lo + (hi - lo) * ((splitmix(state) >> 40) as f32 / (1u64 << 24) as f32)
+}
+
+/// `n` uniform values in `[−a, a)`.
+pub fn rand_vec(state: &mut u64, n: usize, a: f32) -> Vec<f32> {
+    (0..n).map(|_| uniform(state, -a, a)).collect()
+}
+
+/// An int64 initializer `name` of one dimension holding `v`.
+pub fn i64_init(name: &str, v: &[i64]) -> cairn_convert::onnx_pb::TensorProto {
+    cairn_convert::onnx_pb::TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 7,
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
