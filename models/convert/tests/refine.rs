@@ -1,7 +1,7 @@
 //! Accuracy-driven mixed precision: an op whose int8 form adds more than the bound to the
 //! error on the calibration samples stays f32 and `convert` says so; with the bound and
 //! the output guard off everything quantizable runs int8, and loses accuracy; with the
-//! defaults (no bound, the output guard on) the output ends within the guard's 20%, or,
+//! defaults (no bound, the output guard on) the output ends within the guard's bound, or,
 //! where the guard's share of the MACs cannot get it there, within the suggested bound.
 //! The model is a log-magnitude front end (square, square root, log) over values
 //! spanning five decades (seeded; `CAIRN_SEED` replays).
