@@ -70,18 +70,29 @@ pub fn slice_params(
 
 fn gather_nd<T: Copy>(v: &[T], shape: &[usize], p: &[(i64, i64, usize)]) -> Vec<T> {
     let st = strides(shape);
-    let out: Vec<usize> = p.iter().map(|x| x.2).collect();
-    let n: usize = out.iter().product();
+    let base: i64 = p.iter().zip(&st).map(|(x, &s)| x.0 * s as i64).sum();
+    let steps: Vec<i64> = p.iter().zip(&st).map(|(x, &s)| x.1 * s as i64).collect();
+    let counts: Vec<usize> = p.iter().map(|x| x.2).collect();
+    walk(v, base, &steps, &counts)
+}
+
+/// The elements of `v` at `base + Σ idx[d]·steps[d]` for every index `idx` below `counts`,
+/// the last axis fastest.
+fn walk<T: Copy>(v: &[T], base: i64, steps: &[i64], counts: &[usize]) -> Vec<T> {
+    let n: usize = counts.iter().product();
     let mut res = Vec::with_capacity(n);
-    let mut idx = vec![0usize; out.len()];
+    let mut idx = vec![0usize; counts.len()];
     for _ in 0..n {
-        let off: i64 = (0..out.len())
-            .map(|d| (p[d].0 + idx[d] as i64 * p[d].1) * st[d] as i64)
-            .sum();
+        let off: i64 = base
+            + idx
+                .iter()
+                .zip(steps)
+                .map(|(&i, &s)| i as i64 * s)
+                .sum::<i64>();
         res.push(v[off as usize]);
-        for d in (0..out.len()).rev() {
+        for d in (0..counts.len()).rev() {
             idx[d] += 1;
-            if idx[d] < out[d] {
+            if idx[d] < counts[d] {
                 break;
             }
             idx[d] = 0;
@@ -986,13 +997,11 @@ fn transpose_perm(perm: Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>> {
         None => (0..rank).rev().collect(),
     };
     let mut seen = vec![false; rank];
-    for &p in &perm {
-        match seen.get_mut(p) {
-            Some(s) if !*s => *s = true,
-            _ => bail!("Transpose perm {perm:?} is not a permutation of {rank} axes"),
-        }
-    }
-    if perm.len() != rank {
+    let permutes = perm.len() == rank
+        && perm
+            .iter()
+            .all(|&p| seen.get_mut(p).is_some_and(|s| !std::mem::replace(s, true)));
+    if !permutes {
         bail!("Transpose perm {perm:?} is not a permutation of {rank} axes");
     }
     Ok(perm)
@@ -1000,26 +1009,9 @@ fn transpose_perm(perm: Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>> {
 
 /// `h` with its axes in the order `perm` (a checked permutation of its axes), as int64.
 fn transpose_host(h: &HostTensor, perm: &[usize]) -> HostTensor {
-    let v = h.to_i64();
-    let shape = &h.shape;
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let mut strides = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
-    }
-    let n: usize = out_shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; out_shape.len()];
-    for _ in 0..n {
-        let at: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
-        out.push(v[at]);
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < out_shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    HostTensor::i64(out_shape, out)
+    let st = strides(&h.shape);
+    let steps: Vec<i64> = perm.iter().map(|&p| st[p] as i64).collect();
+    let out_shape: Vec<usize> = perm.iter().map(|&p| h.shape[p]).collect();
+    let v = walk(&h.to_i64(), 0, &steps, &out_shape);
+    HostTensor::i64(out_shape, v)
 }

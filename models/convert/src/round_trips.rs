@@ -34,7 +34,7 @@ pub fn drop_round_trips(g: &mut Graph, clamps: &HashSet<usize>) -> (HashMap<usiz
     let mut moved = 0;
     for qi in 0..g.ops.len() {
         let op = &g.ops[qi];
-        if op.kind != OpKind::Quantize || dropped[qi] {
+        if op.kind != OpKind::Quantize {
             continue;
         }
         let (Some(Some(x)), [a]) = (op.inputs.first().copied(), op.outputs.as_slice()) else {
@@ -59,6 +59,9 @@ pub fn drop_round_trips(g: &mut Graph, clamps: &HashSet<usize>) -> (HashMap<usiz
                 }
             }
         }
+        // Ops run in order, so `x`, if an earlier chain renamed it, is renamed already:
+        // every value in `renames` is final when it goes in.
+        let x = renames.get(&x).copied().unwrap_or(x);
         renames.insert(a, x);
         dropped[qi] = true;
         for &d in &dqs {
@@ -68,7 +71,7 @@ pub fn drop_round_trips(g: &mut Graph, clamps: &HashSet<usize>) -> (HashMap<usiz
             ) else {
                 continue;
             };
-            renames.insert(*to, from);
+            renames.insert(*to, if from == a { x } else { from });
             dropped[d] = true;
         }
     }
@@ -77,34 +80,19 @@ pub fn drop_round_trips(g: &mut Graph, clamps: &HashSet<usize>) -> (HashMap<usiz
         i += 1;
         !dropped[i - 1]
     });
-    // Renames of renames (a Dequantize reading a Quantize's output directly) followed to
-    // the end, then every reader moved in one pass.
-    let resolved: HashMap<usize, usize> = renames
-        .keys()
-        .map(|&k| {
-            let mut v = renames[&k];
-            for _ in 0..renames.len() {
-                match renames.get(&v) {
-                    Some(&w) => v = w,
-                    None => break,
-                }
-            }
-            (k, v)
-        })
-        .collect();
     for op in g.ops.iter_mut() {
         for t in op.inputs.iter_mut().flatten() {
-            if let Some(&v) = resolved.get(t) {
+            if let Some(&v) = renames.get(t) {
                 *t = v;
             }
         }
     }
     for t in g.outputs.iter_mut() {
-        if let Some(&v) = resolved.get(t) {
+        if let Some(&v) = renames.get(t) {
             *t = v;
         }
     }
-    (resolved, moved)
+    (renames, moved)
 }
 
 /// The data-movement ops and the Dequantize ops reading int8 tensor `a`, itself or

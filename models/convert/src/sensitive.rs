@@ -568,11 +568,7 @@ pub fn keep_mask_fills_f32(g: &Graph, ranges: &mut Ranges) -> usize {
         r.get(&t)
             .is_some_and(|&(lo, hi)| !(lo.abs() < MASK_FILL && hi.abs() < MASK_FILL))
     };
-    let producer: HashMap<usize, &HOp> = g
-        .ops
-        .iter()
-        .flat_map(|op| op.outputs.iter().map(move |&o| (o, op)))
-        .collect();
+    let links = crate::ir::Links::of(g);
     let mut kept = 0;
     for op in g.ops.iter().filter(|o| o.kind == Softmax) {
         let Some(Some(x)) = op.inputs.first().copied() else {
@@ -582,14 +578,14 @@ pub fn keep_mask_fills_f32(g: &Graph, ranges: &mut Ranges) -> usize {
             continue;
         }
         kept += 1;
+        // A tensor met again has lost its range already, so it is not wide.
         let mut todo = vec![x];
-        let mut seen = HashSet::new();
         while let Some(t) = todo.pop() {
-            if !seen.insert(t) || !wide(ranges, t) {
+            if !wide(ranges, t) {
                 continue;
             }
             ranges.remove(&t);
-            if let Some(p) = producer.get(&t) {
+            if let Some(p) = links.producer(t).map(|p| &g.ops[p]) {
                 if matches!(
                     p.kind,
                     Where | Add | Sub | Mul | Reshape | Transpose | Slice | Concat | Unary

@@ -312,18 +312,25 @@ mod avx2 {
         let idx = |k: usize| _mm256_add_epi32(_mm256_sub_epi32(row(k), m), base);
         // SAFETY: every index is in 0..=255, inside `e`.
         let term = |k: usize| unsafe { _mm256_i32gather_ps::<4>(e.as_ptr(), idx(k)) };
-        let mut kept = [_mm256_setzero_ps(); super::ROWS_N_MAX];
+        // Left uninitialized: zeroing all 32 KB cost more than an attention row of a few
+        // dozen keys takes; the sum writes the first n before the outputs read them.
+        let mut kept = [const { core::mem::MaybeUninit::<__m256>::uninit() }; super::ROWS_N_MAX];
         let keep = n <= super::ROWS_N_MAX;
         let mut sum = _mm256_setzero_ps();
         for k in 0..n {
             let t = term(k);
             if keep {
-                kept[k] = t;
+                kept[k].write(t);
             }
             sum = _mm256_add_ps(sum, t);
         }
         for k in 0..n {
-            let ev = if keep { kept[k] } else { term(k) };
+            // SAFETY: with `keep`, the loop above wrote kept[0..n].
+            let ev = if keep {
+                unsafe { kept[k].assume_init() }
+            } else {
+                term(k)
+            };
             let v = _mm256_div_ps(_mm256_div_ps(ev, sum), vsy);
             let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
             let q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzy), lo), hi);

@@ -501,8 +501,13 @@ impl Bmm<'_> {
                     (n16 / NR - 1) * kq * NR + super::amx::steps(4 * kq) * super::amx::TM * NR;
                 grow(bp, need.max(n16 * kq + AMX_SLACK));
             } else {
-                let u: Vec<u8> = a.iter().map(|&v| (v as i32 + 128) as u8).collect();
-                pack_bytes(ap, m, k, &u);
+                // The bytes through the f32-w8 rows' scratch, kept between calls.
+                W8_SCRATCH.with(|q| {
+                    let u = &mut q.borrow_mut().0;
+                    u.clear();
+                    u.extend(a.iter().map(|&v| (v as i32 + 128) as u8));
+                    pack_bytes(ap, m, k, u);
+                });
                 grow(bp, n16 * kq);
                 // The columns past n meet zero weights.
                 bp[(n / NR) * kq * NR..n16 * kq].fill(0);
